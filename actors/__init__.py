@@ -1,0 +1,1 @@
+"""Supervised actors on pykka: I/O, timers and supervision; thin over the sans-IO cores."""

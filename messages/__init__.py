@@ -1,0 +1,1 @@
+"""Typed, serializable messages: the only coupling between actors."""

@@ -1,0 +1,1 @@
+"""Sans-IO userspace IP/TCP/UDP/ICMP stack, modelled on smoltcp."""

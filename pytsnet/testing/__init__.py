@@ -1,0 +1,1 @@
+"""Helpers for test rigs: isolated network namespaces and real foreign peers."""
