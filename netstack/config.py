@@ -1,0 +1,63 @@
+"""StackConfig: every bound and default of the userspace stack in one immutable value.
+
+Bounds live here so each has exactly one place to change and one test (style.md: "buffers are
+bounded and the bound is a config value").
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+DEFAULT_MTU = 1280  # the tunnel MTU (Tailscale's default)
+DEFAULT_BUFFER = 256 * 1024  # 16 KiB capped the Rust port at 1.6 Mbit/s at 80 ms RTT
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Addresses the stack owns, its MTU, and the caps that keep memory bounded."""
+
+    addresses: tuple[IPAddress, ...] = field(default_factory=tuple)
+    mtu: int = DEFAULT_MTU
+    enable_ipv6: bool = False
+    send_buffer: int = DEFAULT_BUFFER
+    recv_buffer: int = DEFAULT_BUFFER
+    accept_backlog: int = 128
+    max_tcp_connections: int = 16384
+    max_half_open: int = 1024  # SYN_RECEIVED connections across all listeners
+    max_udp_endpoints: int = 1024
+    udp_queue_datagrams: int = 256  # per-endpoint receive queue, in datagrams
+    udp_queue_bytes: int = 256 * 1024  # per-endpoint receive queue, in bytes
+    max_outbound_packets: int = 4096  # packets waiting for the next poll
+    icmp_echo: bool = True
+    ip_ttl: int = 64
+    ephemeral_ports: tuple[int, int] = (49152, 65535)
+
+    def __post_init__(self) -> None:
+        addrs = tuple(ipaddress.ip_address(a) if not isinstance(a, (ipaddress.IPv4Address,
+                      ipaddress.IPv6Address)) else a for a in self.addresses)
+        object.__setattr__(self, "addresses", addrs)
+        if not 576 <= self.mtu <= 65535:
+            raise ValueError(f"mtu {self.mtu} outside 576..65535")
+        if self.enable_ipv6 and self.mtu < 1280:
+            raise ValueError("IPv6 needs an MTU of at least 1280")
+        for name in ("send_buffer", "recv_buffer", "accept_backlog", "max_tcp_connections",
+                     "max_half_open", "max_udp_endpoints", "udp_queue_datagrams", "udp_queue_bytes",
+                     "max_outbound_packets"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive")
+
+    @property
+    def tcp_mss_v4(self) -> int:
+        """MSS advertised on IPv4: MTU minus 20-byte IP and 20-byte TCP headers."""
+        return self.mtu - 40
+
+    @property
+    def tcp_mss_v6(self) -> int:
+        """MSS advertised on IPv6: MTU minus 40-byte IP and 20-byte TCP headers."""
+        return self.mtu - 60
+
+    def owns(self, addr: IPAddress) -> bool:
+        return addr in self.addresses
