@@ -1,0 +1,270 @@
+"""Tailscale key types: machine, node and disco Curve25519 keys, and the tailnet-lock Ed25519 key.
+
+Each key kind is its own type so a node key can never be passed where a disco key is expected.
+Text forms match Go's ``types/key`` (prefix + lowercase hex; either case accepted on parse).
+Private keys never show their bytes in ``repr``/``str``; public keys compare in constant time.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import os
+from pathlib import Path
+from typing import ClassVar, Self, TypeVar
+
+from nacl.bindings import crypto_scalarmult, crypto_scalarmult_base
+from pytsnet.wire.errors import CryptoError, ParseError
+
+KEY_LEN = 32
+_ZERO = bytes(KEY_LEN)
+
+
+class KeyParseError(ParseError):
+    """A key's text or raw form is malformed (wrong prefix, length or hex)."""
+
+
+def _parse_hex(text: str, prefix: str, accepted: tuple[str, ...] = ()) -> bytes:
+    if not isinstance(text, str):
+        raise KeyParseError(f"key text must be str, got {type(text).__name__}")
+    for p in (prefix, *accepted):
+        if text.startswith(p):
+            body = text[len(p) :]
+            break
+    else:
+        raise KeyParseError(f"key text lacks prefix {prefix!r}")
+    if len(body) != 2 * KEY_LEN:
+        raise KeyParseError(f"key hex must be {2 * KEY_LEN} characters, got {len(body)}")
+    try:
+        raw = bytes.fromhex(body)
+    except ValueError as e:
+        raise KeyParseError("key text is not hex") from e
+    if len(raw) != KEY_LEN:  # fromhex skips whitespace, so check the decoded length too
+        raise KeyParseError("key text is not hex")
+    return raw
+
+
+def _check_raw(b: bytes) -> bytes:
+    if not isinstance(b, bytes | bytearray | memoryview):
+        raise KeyParseError(f"raw key must be bytes, got {type(b).__name__}")
+    b = bytes(b)
+    if len(b) != KEY_LEN:
+        raise KeyParseError(f"raw key must be {KEY_LEN} bytes, got {len(b)}")
+    return b
+
+
+PubT = TypeVar("PubT", bound="_Public")
+
+
+class _Public:
+    """A 32-byte public key: frozen, hashable, constant-time equality."""
+
+    PREFIX: ClassVar[str] = ""
+    ACCEPTED_PREFIXES: ClassVar[tuple[str, ...]] = ()
+    __slots__ = ("_raw",)
+    _raw: bytes
+
+    def __init__(self, raw: bytes) -> None:
+        object.__setattr__(self, "_raw", _check_raw(raw))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    @classmethod
+    def from_raw(cls, b: bytes) -> Self:
+        return cls(b)
+
+    @classmethod
+    def from_text(cls, s: str) -> Self:
+        return cls(_parse_hex(s, cls.PREFIX, cls.ACCEPTED_PREFIXES))
+
+    @classmethod
+    def zero(cls) -> Self:
+        return cls(_ZERO)
+
+    @property
+    def raw(self) -> bytes:
+        return self._raw
+
+    def to_text(self) -> str:
+        return self.PREFIX + self._raw.hex()
+
+    def is_zero(self) -> bool:
+        return hmac.compare_digest(self._raw, _ZERO)
+
+    def short_string(self) -> str:
+        """Go's debug form: ``[`` + first 5 base64 characters + ``]``; empty for the zero key."""
+        if self.is_zero():
+            return ""
+        return "[" + base64.b64encode(self._raw).decode()[:5] + "]"
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, _Public)
+        return hmac.compare_digest(self._raw, other._raw)
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self._raw))
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.to_text()!r})"
+
+    def __reduce__(self) -> tuple[object, tuple[bytes]]:
+        return (type(self), (self._raw,))
+
+
+class MachinePublic(_Public):
+    """The machine key: identifies the host to the control server (ts2021 Noise static)."""
+
+    PREFIX = "mkey:"
+
+
+class NodePublic(_Public):
+    """The node key: the WireGuard static key and the DERP identity."""
+
+    PREFIX = "nodekey:"
+
+
+class DiscoPublic(_Public):
+    """The disco key: authenticates path-discovery messages between peers."""
+
+    PREFIX = "discokey:"
+
+
+class NLPublic(_Public):
+    """The tailnet-lock Ed25519 public key; the CLI shows ``tlpub:`` and Go accepts both."""
+
+    PREFIX = "nlpub:"
+    ACCEPTED_PREFIXES = ("tlpub:",)
+
+
+class _Private:
+    """A Curve25519 private scalar. Its bytes appear only through ``.raw`` and ``.to_text()``."""
+
+    PREFIX: ClassVar[str] = "privkey:"
+    PUBLIC: ClassVar[type[_Public]]
+    __slots__ = ("_pub", "_raw")
+    _raw: bytes
+    _pub: _Public | None
+
+    def __init__(self, raw: bytes) -> None:
+        object.__setattr__(self, "_raw", _check_raw(raw))
+        object.__setattr__(self, "_pub", None)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    @classmethod
+    def generate(cls) -> Self:
+        """A fresh random key, clamped as Go's ``key.NewNode`` does."""
+        b = bytearray(os.urandom(KEY_LEN))
+        b[0] &= 248
+        b[31] = (b[31] & 127) | 64
+        return cls(bytes(b))
+
+    @classmethod
+    def from_raw(cls, b: bytes) -> Self:
+        return cls(b)
+
+    @classmethod
+    def from_text(cls, s: str) -> Self:
+        return cls(_parse_hex(s, cls.PREFIX))
+
+    @property
+    def raw(self) -> bytes:
+        return self._raw
+
+    def to_text(self) -> str:
+        return self.PREFIX + self._raw.hex()
+
+    def is_zero(self) -> bool:
+        return hmac.compare_digest(self._raw, _ZERO)
+
+    def public(self):  # type: ignore[no-untyped-def]  # precise return type given per subclass
+        if self._pub is None:
+            object.__setattr__(self, "_pub", self.PUBLIC(crypto_scalarmult_base(self._raw)))
+        return self._pub
+
+    def shared_secret(self, peer: _Public) -> bytes:
+        """X25519 with ``peer``; an all-zero result (low-order point) is a ``CryptoError``."""
+        try:
+            out = crypto_scalarmult(self._raw, peer.raw)
+        except Exception as e:  # nacl raises RuntimeError on an all-zero result
+            raise CryptoError("X25519 produced no shared secret (low-order public key)") from e
+        if hmac.compare_digest(out, _ZERO):
+            raise CryptoError("X25519 produced an all-zero shared secret")
+        return out
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, _Private)
+        return hmac.compare_digest(self._raw, other._raw)
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self._raw))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(<private>)"
+
+    __str__ = __repr__
+
+
+class MachinePrivate(_Private):
+    PUBLIC = MachinePublic
+
+    def public(self) -> MachinePublic:
+        pub = super().public()
+        assert isinstance(pub, MachinePublic)
+        return pub
+
+
+class NodePrivate(_Private):
+    PUBLIC = NodePublic
+
+    def public(self) -> NodePublic:
+        pub = super().public()
+        assert isinstance(pub, NodePublic)
+        return pub
+
+
+class DiscoPrivate(_Private):
+    PUBLIC = DiscoPublic
+
+    def public(self) -> DiscoPublic:
+        pub = super().public()
+        assert isinstance(pub, DiscoPublic)
+        return pub
+
+
+PrivT = TypeVar("PrivT", bound=_Private)
+
+
+def save_private(path: str | os.PathLike[str], key: _Private) -> None:
+    """Write ``key``'s text form to ``path`` with mode 0600 (created that way, never world-readable)."""
+    p = Path(path)
+    tmp = p.with_name(p.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, key.to_text().encode() + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, p)
+
+
+def load_private(path: str | os.PathLike[str], cls: type[PrivT]) -> PrivT:
+    """Read a key written by ``save_private``; malformed content raises ``KeyParseError``."""
+    data = Path(path).read_bytes()
+    if len(data) > 256:
+        raise KeyParseError("private key file too large")
+    try:
+        text = data.decode("ascii").strip()
+    except UnicodeDecodeError as e:
+        raise KeyParseError("private key file is not ASCII") from e
+    return cls.from_text(text)
