@@ -1,0 +1,305 @@
+"""The sans-IO interface: IP packets in, IP packets out, time passed in (smoltcp's ``iface``).
+
+``Stack.receive`` parses and demultiplexes one packet to its flow; ``Stack.poll`` returns every
+outbound IP packet that is ready; ``Stack.next_deadline`` says when ``poll`` must run again. Nothing
+a peer sends can raise out of ``receive``: unparseable or unwanted packets are dropped and counted
+in ``Stack.drops`` by reason. Every table and queue has a bound from ``StackConfig``.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import ipaddress
+import random
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pytsnet.netstack import icmp, ipv4, ipv6, udp
+from pytsnet.netstack.checksum import checksum, pseudo_header_sum, verify
+from pytsnet.netstack.config import IPAddress, StackConfig
+from pytsnet.netstack.errors import AddressInUse, ParseError, SocketError, WouldBlock
+
+PROTO_ICMP = 1
+PROTO_TCP = 6
+PROTO_UDP = 17
+PROTO_ICMPV6 = 58
+
+Endpoint = tuple[IPAddress, int]
+FlowKey = tuple[int, IPAddress, int, IPAddress, int]  # (protocol, local ip, local port, remote ip, port)
+IsnGenerator = Callable[[IPAddress, int, IPAddress, int, float], int]
+
+
+def rfc6528_isn(secret: bytes) -> IsnGenerator:
+    """ISN = M + F(4-tuple, secret) (RFC 6528): a 4 µs clock plus a keyed hash of the connection id."""
+
+    def isn(local: IPAddress, lport: int, remote: IPAddress, rport: int, now: float) -> int:
+        h = hashlib.blake2s(local.packed + lport.to_bytes(2, "big") + remote.packed
+                            + rport.to_bytes(2, "big"), key=secret[:32], digest_size=4)
+        return (int(now * 250_000) + int.from_bytes(h.digest(), "big")) & 0xFFFFFFFF
+
+    return isn
+
+
+@dataclass
+class _Datagram:
+    data: bytes
+    source: Endpoint
+
+
+class UdpEndpoint:
+    """A bound UDP port: ``sendto`` queues a packet for the next ``poll``, ``recvfrom`` pops one.
+
+    The receive queue is bounded in datagrams and bytes; overflow drops the newest datagram and
+    counts it as ``udp_queue_full`` (as a kernel socket does).
+    """
+
+    def __init__(self, stack: Stack, local: IPAddress | None, port: int) -> None:
+        self._stack = stack
+        self.local_address = local
+        self.port = port
+        self.remote: Endpoint | None = None
+        self._queue: collections.deque[_Datagram] = collections.deque()
+        self._queued_bytes = 0
+        self.closed = False
+
+    # -- app side ----------------------------------------------------------------------------
+    def connect(self, remote: tuple[str | IPAddress, int]) -> None:
+        """Fix the peer: ``send`` goes there and datagrams from anyone else are dropped."""
+        self.remote = (ipaddress.ip_address(remote[0]), remote[1])
+
+    def sendto(self, data: bytes, remote: tuple[str | IPAddress, int]) -> None:
+        self._check_open()
+        dst = ipaddress.ip_address(remote[0])
+        src = self.local_address or self._stack.source_for(dst)
+        self._stack._send_udp(src, self.port, dst, remote[1], bytes(data))
+
+    def send(self, data: bytes) -> None:
+        if self.remote is None:
+            raise SocketError("send on an unconnected UDP endpoint")
+        self.sendto(data, self.remote)
+
+    def recvfrom(self) -> tuple[bytes, Endpoint] | None:
+        """The oldest queued datagram and its source, or None if the queue is empty."""
+        if not self._queue:
+            return None
+        d = self._queue.popleft()
+        self._queued_bytes -= len(d.data)
+        return d.data, d.source
+
+    def recv(self) -> bytes | None:
+        got = self.recvfrom()
+        return None if got is None else got[0]
+
+    @property
+    def readable(self) -> bool:
+        return bool(self._queue)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._stack._udp.pop((self.local_address, self.port), None)
+            self._queue.clear()
+            self._queued_bytes = 0
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise SocketError("UDP endpoint is closed")
+
+    # -- stack side --------------------------------------------------------------------------
+    def _deliver(self, data: bytes, source: Endpoint) -> bool:
+        cfg = self._stack.config
+        if self.remote is not None and source != self.remote:
+            self._stack._drop("udp_not_connected_peer")
+            return True
+        full = len(self._queue) >= cfg.udp_queue_datagrams
+        if full or self._queued_bytes + len(data) > cfg.udp_queue_bytes:
+            self._stack._drop("udp_queue_full")
+            return True
+        self._queue.append(_Datagram(data, source))
+        self._queued_bytes += len(data)
+        return True
+
+
+class Stack:
+    """One userspace IP host: owns ``config.addresses``, its UDP endpoints and TCP flows."""
+
+    def __init__(self, config: StackConfig, *, rng: random.Random | None = None,
+                 isn: IsnGenerator | None = None) -> None:
+        if not config.addresses:
+            raise ValueError("StackConfig.addresses is empty")
+        self.config = config
+        self._rng = rng or random.Random()
+        self._isn = isn or rfc6528_isn(self._rng.randbytes(32))
+        self.drops: collections.Counter[str] = collections.Counter()
+        self.received = 0
+        self._out: collections.deque[bytes] = collections.deque()
+        self._udp: dict[tuple[IPAddress | None, int], UdpEndpoint] = {}
+        self._ident = self._rng.randrange(0x10000)
+
+    # -- the three sans-IO entry points ------------------------------------------------------
+    def receive(self, ip_packet: bytes, now: float) -> None:
+        """Accept one IP packet from the link. Never raises for anything the peer sent."""
+        self.received += 1
+        try:
+            self._receive(bytes(ip_packet), now)
+        except ParseError as exc:
+            self._drop(exc.reason)
+
+    def poll(self, now: float) -> list[bytes]:
+        """Every outbound IP packet ready at ``now`` (the caller writes them to the link)."""
+        out = list(self._out)
+        self._out.clear()
+        return out
+
+    def next_deadline(self) -> float | None:
+        """The earliest time ``poll`` has work to do; ``None`` when nothing is scheduled."""
+        return None
+
+    # -- app-facing endpoints ----------------------------------------------------------------
+    def udp_bind(self, port: int = 0, address: str | IPAddress | None = None) -> UdpEndpoint:
+        """Bind a UDP port (0 picks an ephemeral one) on ``address`` or on every stack address."""
+        local = None if address is None else ipaddress.ip_address(address)
+        if local is not None and not self.config.owns(local):
+            raise SocketError(f"{local} is not an address of this stack")
+        if len(self._udp) >= self.config.max_udp_endpoints:
+            raise WouldBlock("UDP endpoint table full")
+        if port == 0:
+            port = self._ephemeral_port(lambda p: (None, p) not in self._udp and (local, p) not in self._udp)
+        elif (local, port) in self._udp or (None, port) in self._udp or (
+                local is None and any(p == port for _, p in self._udp)):
+            raise AddressInUse(f"UDP port {port}")
+        ep = UdpEndpoint(self, local, port)
+        self._udp[(local, port)] = ep
+        return ep
+
+    def source_for(self, dst: IPAddress) -> IPAddress:
+        """Our address of the same family as ``dst``."""
+        for a in self.config.addresses:
+            if a.version == dst.version:
+                return a
+        raise SocketError(f"no local address for {dst}")
+
+    # -- internals: demultiplexing ------------------------------------------------------------
+    def _drop(self, reason: str) -> None:
+        self.drops[reason] += 1
+
+    def _receive(self, raw: bytes, now: float) -> None:
+        if not raw:
+            raise ParseError("empty")
+        version = raw[0] >> 4
+        if version == 4:
+            pkt4 = ipv4.parse_ipv4(raw)
+            src, dst, proto, payload = pkt4.src, pkt4.dst, pkt4.protocol, pkt4.payload
+        elif version == 6 and self.config.enable_ipv6:
+            pkt6 = ipv6.parse_ipv6(raw)
+            src, dst, proto, payload = pkt6.src, pkt6.dst, pkt6.next_header, pkt6.payload
+        else:
+            raise ParseError("ip_version", str(version))
+        if not self.config.owns(dst):
+            self._drop("not_our_address")
+            return
+        if src.is_multicast or src.is_unspecified or src == dst:
+            self._drop("bad_source")
+            return
+        if proto == PROTO_UDP:
+            self._receive_udp(raw, src, dst, payload)
+        elif proto == PROTO_TCP:
+            self._receive_tcp(src, dst, payload, now)
+        elif proto == PROTO_ICMP and version == 4:
+            self._receive_icmpv4(src, dst, icmp.parse_icmpv4(payload))
+        elif proto == PROTO_ICMPV6 and version == 6:
+            self._receive_icmpv6(src, dst, icmp.parse_icmpv6(payload, src, dst))
+        else:
+            self._drop("protocol_unsupported")
+
+    def _receive_udp(self, raw: bytes, src: IPAddress, dst: IPAddress, payload: bytes) -> None:
+        d = udp.parse_udp(payload, src, dst)
+        ep = self._udp.get((dst, d.dst_port)) or self._udp.get((None, d.dst_port))
+        if ep is None:
+            self._drop("udp_port_unreachable")
+            if src.version == 4:
+                self._send_ip(dst, src, PROTO_ICMP, icmp.emit_icmpv4(icmp.port_unreachable_v4(raw)))
+            else:
+                msg = icmp.port_unreachable_v6(raw)
+                self._send_ip(dst, src, PROTO_ICMPV6, icmp.emit_icmpv6(msg, dst, src))
+            return
+        ep._deliver(d.payload, (src, d.src_port))
+
+    def _receive_icmpv4(self, src: IPAddress, dst: IPAddress, msg: icmp.IcmpMessage) -> None:
+        if msg.type == icmp.ICMP_ECHO_REQUEST and msg.code == 0 and self.config.icmp_echo:
+            reply = icmp.IcmpMessage(icmp.ICMP_ECHO_REPLY, 0, msg.rest, msg.body)
+            self._send_ip(dst, src, PROTO_ICMP, icmp.emit_icmpv4(reply))
+        else:
+            self._drop("icmp_ignored")
+
+    def _receive_icmpv6(self, src: IPAddress, dst: IPAddress, msg: icmp.IcmpMessage) -> None:
+        if msg.type == icmp.ICMPV6_ECHO_REQUEST and msg.code == 0 and self.config.icmp_echo:
+            reply = icmp.IcmpMessage(icmp.ICMPV6_ECHO_REPLY, 0, msg.rest, msg.body)
+            self._send_ip(dst, src, PROTO_ICMPV6, icmp.emit_icmpv6(reply, dst, src))
+        else:
+            self._drop("icmp_ignored")
+
+    def _receive_tcp(self, src: IPAddress, dst: IPAddress, payload: bytes, now: float) -> None:
+        _reset_closed_port(self, src, dst, payload)
+
+    # -- internals: output ---------------------------------------------------------------------
+    def _send_udp(self, src: IPAddress, sport: int, dst: IPAddress, dport: int, data: bytes) -> None:
+        limit = self.config.mtu - (20 if dst.version == 4 else 40) - udp.HEADER_LEN
+        if len(data) > limit:
+            raise SocketError(f"UDP payload of {len(data)} bytes exceeds the {limit}-byte MTU budget")
+        if len(self._out) >= self.config.max_outbound_packets:
+            raise WouldBlock("outbound queue full")
+        self._send_ip(src, dst, PROTO_UDP, udp.emit_udp(udp.UdpDatagram(sport, dport, data), src, dst))
+
+    def _send_ip(self, src: IPAddress, dst: IPAddress, proto: int, payload: bytes) -> None:
+        """Wrap ``payload`` in an IP header and queue it; beyond the outbound cap it is dropped."""
+        if len(self._out) >= self.config.max_outbound_packets:
+            self._drop("outbound_queue_full")
+            return
+        if src.version == 4:
+            self._ident = (self._ident + 1) & 0xFFFF
+            pkt = ipv4.emit_ipv4(ipv4.Ipv4Packet(src, dst, proto, payload,  # type: ignore[arg-type]
+                                                 ttl=self.config.ip_ttl, ident=self._ident))
+        else:
+            pkt = ipv6.emit_ipv6(ipv6.Ipv6Packet(src, dst, proto, payload,  # type: ignore[arg-type]
+                                                 hop_limit=self.config.ip_ttl))
+        self._out.append(pkt)
+
+    def _ephemeral_port(self, free: Callable[[int], bool]) -> int:
+        lo, hi = self.config.ephemeral_ports
+        start = self._rng.randrange(lo, hi + 1)
+        for i in range(hi - lo + 1):
+            port = lo + (start - lo + i) % (hi - lo + 1)
+            if free(port):
+                return port
+        raise AddressInUse("no free ephemeral port")
+
+
+# -- RFC 9293 §3.10.7.1: a segment to a CLOSED port gets a RST -----------------------------------
+_TCP_FLAGS_RST, _TCP_FLAGS_ACK, _TCP_FLAGS_SYN, _TCP_FLAGS_FIN = 0x04, 0x10, 0x02, 0x01
+
+
+def _reset_closed_port(stack: Stack, src: IPAddress, dst: IPAddress, seg: bytes) -> None:
+    """Answer a segment for which no connection or listener exists (no TCP machine needed)."""
+    if len(seg) < 20:
+        raise ParseError("tcp_truncated")
+    sport, dport, seq, ack, off_flags = struct.unpack_from("!HHIIH", seg)
+    doff = (off_flags >> 12) * 4
+    flags = off_flags & 0x1FF
+    if doff < 20 or doff > len(seg):
+        raise ParseError("tcp_data_offset")
+    if not verify(seg, pseudo_header_sum(src, dst, PROTO_TCP, len(seg))):
+        raise ParseError("tcp_checksum")
+    stack._drop("tcp_closed_port")
+    if flags & _TCP_FLAGS_RST:
+        return
+    seg_len = len(seg) - doff + (1 if flags & _TCP_FLAGS_SYN else 0) + (1 if flags & _TCP_FLAGS_FIN else 0)
+    if flags & _TCP_FLAGS_ACK:
+        rseq, rack, rflags = ack, 0, _TCP_FLAGS_RST
+    else:
+        rseq, rack, rflags = 0, (seq + seg_len) & 0xFFFFFFFF, _TCP_FLAGS_RST | _TCP_FLAGS_ACK
+    head = struct.pack("!HHIIHHHH", dport, sport, rseq, rack, (5 << 12) | rflags, 0, 0, 0)
+    csum = checksum(head, pseudo_header_sum(dst, src, PROTO_TCP, len(head)))
+    stack._send_ip(dst, src, PROTO_TCP, head[:16] + csum.to_bytes(2, "big") + head[18:])

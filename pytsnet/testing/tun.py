@@ -1,0 +1,158 @@
+"""A TUN device inside a test namespace, and a thread that pumps it through a sans-IO stack.
+
+The kernel owns one end (``local``, e.g. 10.77.0.1) and routes ``peer`` (10.77.0.2) into the TUN;
+every ``read()`` of the fd is one IP packet the kernel sent, every ``write()`` injects one
+(interop.md §3). ``TunPump`` feeds reads to ``Stack.receive`` and writes ``Stack.poll`` output,
+sleeping no longer than ``Stack.next_deadline``. The stack is not thread-safe, so tests touch it only
+through ``TunPump.call`` which runs under the pump's lock and wakes the loop afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import select
+import struct
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+from pytsnet.testing.netns import Netns, unique_tag
+
+TUNSETIFF = 0x400454CA
+IFF_TUN = 0x0001
+IFF_NO_PI = 0x1000
+_T = TypeVar("_T")
+
+
+class SansIoStack(Protocol):
+    def receive(self, ip_packet: bytes, now: float) -> None: ...
+    def poll(self, now: float) -> list[bytes]: ...
+    def next_deadline(self) -> float | None: ...
+
+
+class TunDevice:
+    """An open TUN fd living in ``ns``; closing the fd removes the interface."""
+
+    def __init__(self, ns: Netns, fd: int, name: str, mtu: int) -> None:
+        self.ns, self.fd, self.name, self.mtu = ns, fd, name, mtu
+        os.set_blocking(fd, False)
+
+    def read(self) -> bytes | None:
+        """One packet, or None when nothing is waiting."""
+        try:
+            return os.read(self.fd, 65535)
+        except BlockingIOError:
+            return None
+
+    def write(self, packet: bytes) -> None:
+        # A refused write is a drop, as on a full link; TCP retransmits.
+        with contextlib.suppress(OSError):
+            os.write(self.fd, packet)
+
+    def set_netem(self, spec: str) -> None:
+        """Shape what the kernel sends into the TUN, e.g. ``"loss 2% reorder 10% delay 20ms"``."""
+        self.ns.sh(f"tc qdisc replace dev {self.name} root netem {spec}")
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = -1
+
+
+def open_tun(ns: Netns, local: str = "10.77.0.1", peer: str = "10.77.0.2", mtu: int = 1280,
+             name: str | None = None) -> TunDevice:
+    """Create ``tunpyNNNN`` in ``ns`` with ``local`` peer ``peer``, up, IPv6 off."""
+    ifname = name or f"tunpy{unique_tag()}"
+
+    def make() -> int:
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+        try:
+            fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", ifname.encode(), IFF_TUN | IFF_NO_PI))
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    fd = ns.call(make)
+    try:
+        ns.sh(f"sysctl -qw net.ipv6.conf.{ifname}.disable_ipv6=1 || true")
+        ns.sh(f"ip addr add {local} peer {peer} dev {ifname} && ip link set {ifname} mtu {mtu} up")
+    except BaseException:
+        os.close(fd)
+        raise
+    return TunDevice(ns, fd, ifname, mtu)
+
+
+class TunPump:
+    """A daemon thread moving packets between a ``TunDevice`` and a sans-IO stack."""
+
+    def __init__(self, tun: TunDevice, stack: SansIoStack) -> None:
+        self.tun, self.stack = tun, stack
+        self.lock = threading.RLock()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._stop = False
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"tunpump-{tun.name}", daemon=True)
+
+    def start(self) -> TunPump:
+        self._thread.start()
+        return self
+
+    def call(self, fn: Callable[[], _T]) -> _T:
+        """Run ``fn`` (which may touch the stack) under the lock, then let the pump flush."""
+        with self.lock:
+            result = fn()
+        self.wake()
+        return result
+
+    def wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"x")
+
+    def wait_until(self, pred: Callable[[], bool], timeout: float = 10.0, interval: float = 0.005) -> bool:
+        """Poll ``pred`` (under the lock) until it holds or ``timeout`` passes."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.call(pred):
+                return True
+            time.sleep(interval)
+        return self.call(pred)
+
+    def _flush(self, now: float) -> None:
+        for pkt in self.stack.poll(now):
+            self.tun.write(pkt)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop:
+                with self.lock:
+                    now = time.monotonic()
+                    self._flush(now)
+                    deadline = self.stack.next_deadline()
+                timeout = 0.5 if deadline is None else min(0.5, max(0.0, deadline - time.monotonic()))
+                ready, _, _ = select.select([self.tun.fd, self._wake_r], [], [], timeout)
+                if self._wake_r in ready:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self._wake_r, 4096)
+                if self.tun.fd in ready:
+                    with self.lock:
+                        for _ in range(256):  # batch, then flush replies before reading more
+                            pkt = self.tun.read()
+                            if pkt is None:
+                                break
+                            self.stack.receive(pkt, time.monotonic())
+        except BaseException as exc:  # surfaced to the test through .error
+            self.error = exc
+
+    def stop(self) -> None:
+        self._stop = True
+        self.wake()
+        self._thread.join(timeout=5)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
