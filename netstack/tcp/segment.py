@@ -1,0 +1,190 @@
+"""TCP segment representation and codec (RFC 9293 §3.1, options from RFC 7323 and RFC 2018).
+
+``TcpSegment`` is a plain parsed value (smoltcp's ``TcpRepr``); ``parse_segment`` verifies the
+checksum over the pseudo-header and returns one, or raises ``TcpParseError`` and nothing else.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from dataclasses import dataclass
+
+from pytsnet.netstack.checksum import checksum, ones_sum, pseudo_header_sum
+from pytsnet.netstack.tcp.errors import TcpParseError
+
+IPPROTO_TCP = 6
+
+FIN = 0x01
+SYN = 0x02
+RST = 0x04
+PSH = 0x08
+ACK = 0x10
+URG = 0x20
+ECE = 0x40
+CWR = 0x80
+
+# Option kinds (IANA "TCP Option Kind Numbers").
+OPT_END = 0
+OPT_NOP = 1
+OPT_MSS = 2
+OPT_WSCALE = 3
+OPT_SACK_PERMITTED = 4
+OPT_SACK = 5
+OPT_TIMESTAMP = 8
+
+HEADER_LEN = 20
+MAX_OPTIONS_LEN = 40
+MAX_WSCALE = 14  # RFC 7323 §2.3
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_HDR = struct.Struct("!HHIIBBHHH")
+_TS = struct.Struct("!BBII")
+_TS_OPT_LEN = 12  # NOP NOP TIMESTAMP(10)
+
+
+@dataclass(frozen=True, slots=True)
+class TcpSegment:
+    """One TCP segment: header fields, the options we understand, and the payload."""
+
+    src_port: int
+    dst_port: int
+    seq: int
+    ack: int
+    flags: int
+    window: int
+    mss: int | None = None
+    wscale: int | None = None
+    sack_permitted: bool = False
+    sack_blocks: tuple[tuple[int, int], ...] = ()
+    timestamp: tuple[int, int] | None = None
+    payload: bytes = b""
+    urgent: int = 0
+
+    @property
+    def seg_len(self) -> int:
+        """SEG.LEN: payload length plus one for each of SYN and FIN."""
+        return len(self.payload) + (self.flags & SYN and 1) + (self.flags & FIN and 1)
+
+    def options_len(self) -> int:
+        """Bytes of (padded) options ``emit_segment`` will write for this segment."""
+        return len(_emit_options(self))
+
+
+def _parse_options(opts: bytes) -> tuple[int | None, int | None, bool, tuple[tuple[int, int], ...],
+                                        tuple[int, int] | None]:
+    mss = wscale = None
+    sack_ok = False
+    blocks: tuple[tuple[int, int], ...] = ()
+    ts = None
+    i = 0
+    n = len(opts)
+    while i < n:
+        kind = opts[i]
+        if kind == OPT_END:
+            break
+        if kind == OPT_NOP:
+            i += 1
+            continue
+        if i + 1 >= n:
+            raise TcpParseError("truncated option")
+        olen = opts[i + 1]
+        if olen < 2 or i + olen > n:
+            raise TcpParseError(f"bad length {olen} for option kind {kind}")
+        if kind == OPT_MSS:
+            if olen != 4:
+                raise TcpParseError("MSS option length must be 4")
+            mss = (opts[i + 2] << 8) | opts[i + 3]
+        elif kind == OPT_WSCALE:
+            if olen != 3:
+                raise TcpParseError("window scale option length must be 3")
+            wscale = min(opts[i + 2], MAX_WSCALE)  # RFC 7323 §2.3: clamp, log
+        elif kind == OPT_SACK_PERMITTED:
+            if olen != 2:
+                raise TcpParseError("SACK-permitted option length must be 2")
+            sack_ok = True
+        elif kind == OPT_SACK:
+            if (olen - 2) % 8 or olen == 2:
+                raise TcpParseError("SACK option length must be 2 + 8n")
+            vals = struct.unpack_from(f"!{(olen - 2) // 4}I", opts, i + 2)
+            blocks = tuple(zip(vals[0::2], vals[1::2], strict=True))
+        elif kind == OPT_TIMESTAMP:
+            if olen != 10:
+                raise TcpParseError("timestamp option length must be 10")
+            ts = struct.unpack_from("!II", opts, i + 2)
+        i += olen
+    return mss, wscale, sack_ok, blocks, ts
+
+
+def parse_segment(data: bytes | bytearray | memoryview, src_ip: IPAddress, dst_ip: IPAddress) -> TcpSegment:
+    """Parse and checksum-verify a TCP segment carried between ``src_ip`` and ``dst_ip``."""
+    n = len(data)
+    if n < HEADER_LEN:
+        raise TcpParseError(f"segment too short: {n} bytes")
+    if n > 0xFFFF + 40:
+        raise TcpParseError("segment longer than any IP payload")
+    try:
+        initial = pseudo_header_sum(src_ip, dst_ip, IPPROTO_TCP, n)
+    except (AttributeError, ValueError, OverflowError) as e:
+        raise TcpParseError(f"bad addresses: {e}") from None
+    if checksum(data, initial) != 0:
+        raise TcpParseError("bad checksum")
+    sport, dport, seq, ack, off, flags, window, _csum, urgent = _HDR.unpack_from(data, 0)
+    hlen = (off >> 4) * 4
+    if hlen < HEADER_LEN or hlen > n:
+        raise TcpParseError(f"bad data offset {hlen}")
+    mss = wscale = None
+    sack_ok = False
+    blocks: tuple[tuple[int, int], ...] = ()
+    ts = None
+    if hlen > HEADER_LEN:
+        opts = bytes(data[HEADER_LEN:hlen])
+        # Fast path: the NOP NOP TIMESTAMP layout every data segment from Linux carries.
+        if hlen == HEADER_LEN + 12 and opts[:4] == b"\x01\x01\x08\x0a":
+            ts = struct.unpack_from("!II", opts, 4)
+        else:
+            mss, wscale, sack_ok, blocks, ts = _parse_options(opts)
+    return TcpSegment(sport, dport, seq, ack, flags, window, mss, wscale, sack_ok, blocks, ts,
+                      bytes(data[hlen:]), urgent)
+
+
+def _emit_options(seg: TcpSegment) -> bytes:
+    out = bytearray()
+    if seg.mss is not None:
+        out += struct.pack("!BBH", OPT_MSS, 4, seg.mss)
+    if seg.sack_permitted:
+        out += b"\x01\x01\x04\x02"
+    if seg.timestamp is not None:
+        out += b"\x01\x01" + struct.pack("!BBII", OPT_TIMESTAMP, 10, seg.timestamp[0], seg.timestamp[1])
+    if seg.wscale is not None:
+        out += struct.pack("!BBBB", OPT_NOP, OPT_WSCALE, 3, seg.wscale)
+    if seg.sack_blocks:
+        room = (MAX_OPTIONS_LEN - len(out) - 4) // 8
+        blocks = seg.sack_blocks[:max(room, 0)]
+        if blocks:
+            out += struct.pack("!BBBB", OPT_NOP, OPT_NOP, OPT_SACK, 2 + 8 * len(blocks))
+            for left, right in blocks:
+                out += struct.pack("!II", left, right)
+    if len(out) % 4:
+        out += b"\x00" * (4 - len(out) % 4)
+    return bytes(out)
+
+
+def emit_segment(seg: TcpSegment, src_ip: IPAddress, dst_ip: IPAddress) -> bytes:
+    """Serialize ``seg`` with its checksum computed over the pseudo-header."""
+    if seg.timestamp is not None and seg.mss is None and not seg.sack_blocks and not seg.sack_permitted \
+            and seg.wscale is None:
+        opts = b"\x01\x01" + _TS.pack(OPT_TIMESTAMP, 10, seg.timestamp[0], seg.timestamp[1])
+    elif (seg.mss is None and seg.wscale is None and not seg.sack_permitted and not seg.sack_blocks
+          and seg.timestamp is None):
+        opts = b""
+    else:
+        opts = _emit_options(seg)
+    hlen = HEADER_LEN + len(opts)
+    total = hlen + len(seg.payload)
+    head = _HDR.pack(seg.src_port, seg.dst_port, seg.seq, seg.ack, (hlen // 4) << 4, seg.flags & 0xFF,
+                     seg.window, 0, seg.urgent) + opts
+    # The header has even length, so the payload can be summed on its own without a copy.
+    csum = checksum(seg.payload, ones_sum(head, pseudo_header_sum(src_ip, dst_ip, IPPROTO_TCP, total)))
+    return b"".join((head[:16], csum.to_bytes(2, "big"), head[18:], seg.payload))
