@@ -48,15 +48,3 @@ class AddressInUse(SocketError):
 
 class WouldBlock(SocketError):
     """A bounded queue is full (send) or empty (receive); retry after the next poll."""
-
-
-class ConnectionRefused(SocketError):
-    """The peer answered a SYN with RST."""
-
-
-class ConnectionReset(SocketError):
-    """The peer reset an established connection."""
-
-
-class ConnectionTimedOut(SocketError):
-    """Retransmissions or the connect attempt ran out of time."""

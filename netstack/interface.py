@@ -12,14 +12,15 @@ import collections
 import hashlib
 import ipaddress
 import random
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from pytsnet.netstack import icmp, ipv4, ipv6, udp
-from pytsnet.netstack.checksum import checksum, pseudo_header_sum, verify
 from pytsnet.netstack.config import IPAddress, StackConfig
 from pytsnet.netstack.errors import AddressInUse, ParseError, SocketError, WouldBlock
+from pytsnet.netstack.tcp import segment as tcpseg
+from pytsnet.netstack.tcp.errors import TcpParseError
+from pytsnet.netstack.tcp.segment import TcpSegment
 
 PROTO_ICMP = 1
 PROTO_TCP = 6
@@ -242,7 +243,12 @@ class Stack:
             self._drop("icmp_ignored")
 
     def _receive_tcp(self, src: IPAddress, dst: IPAddress, payload: bytes, now: float) -> None:
-        _reset_closed_port(self, src, dst, payload)
+        try:
+            seg = tcpseg.parse_segment(payload, src, dst)
+        except TcpParseError:
+            self._drop("tcp_parse")
+            return
+        _reset_closed_port(self, src, dst, seg)
 
     # -- internals: output ---------------------------------------------------------------------
     def _send_udp(self, src: IPAddress, sport: int, dst: IPAddress, dport: int, data: bytes) -> None:
@@ -278,28 +284,14 @@ class Stack:
 
 
 # -- RFC 9293 §3.10.7.1: a segment to a CLOSED port gets a RST -----------------------------------
-_TCP_FLAGS_RST, _TCP_FLAGS_ACK, _TCP_FLAGS_SYN, _TCP_FLAGS_FIN = 0x04, 0x10, 0x02, 0x01
-
-
-def _reset_closed_port(stack: Stack, src: IPAddress, dst: IPAddress, seg: bytes) -> None:
+def _reset_closed_port(stack: Stack, src: IPAddress, dst: IPAddress, seg: TcpSegment) -> None:
     """Answer a segment for which no connection or listener exists (no TCP machine needed)."""
-    if len(seg) < 20:
-        raise ParseError("tcp_truncated")
-    sport, dport, seq, ack, off_flags = struct.unpack_from("!HHIIH", seg)
-    doff = (off_flags >> 12) * 4
-    flags = off_flags & 0x1FF
-    if doff < 20 or doff > len(seg):
-        raise ParseError("tcp_data_offset")
-    if not verify(seg, pseudo_header_sum(src, dst, PROTO_TCP, len(seg))):
-        raise ParseError("tcp_checksum")
     stack._drop("tcp_closed_port")
-    if flags & _TCP_FLAGS_RST:
+    if seg.flags & tcpseg.RST:
         return
-    seg_len = len(seg) - doff + (1 if flags & _TCP_FLAGS_SYN else 0) + (1 if flags & _TCP_FLAGS_FIN else 0)
-    if flags & _TCP_FLAGS_ACK:
-        rseq, rack, rflags = ack, 0, _TCP_FLAGS_RST
+    if seg.flags & tcpseg.ACK:
+        rst = TcpSegment(seg.dst_port, seg.src_port, seg.ack, 0, tcpseg.RST, 0)
     else:
-        rseq, rack, rflags = 0, (seq + seg_len) & 0xFFFFFFFF, _TCP_FLAGS_RST | _TCP_FLAGS_ACK
-    head = struct.pack("!HHIIHHHH", dport, sport, rseq, rack, (5 << 12) | rflags, 0, 0, 0)
-    csum = checksum(head, pseudo_header_sum(dst, src, PROTO_TCP, len(head)))
-    stack._send_ip(dst, src, PROTO_TCP, head[:16] + csum.to_bytes(2, "big") + head[18:])
+        ack = (seg.seq + seg.seg_len) & 0xFFFFFFFF
+        rst = TcpSegment(seg.dst_port, seg.src_port, 0, ack, tcpseg.RST | tcpseg.ACK, 0)
+    stack._send_ip(dst, src, PROTO_TCP, tcpseg.emit_segment(rst, dst, src))

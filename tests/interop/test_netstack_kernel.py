@@ -8,9 +8,9 @@ import socket
 from collections.abc import Iterator
 
 import pytest
-
 from pytsnet.netstack.config import StackConfig
 from pytsnet.netstack.interface import Stack
+
 from pytsnet.testing.netns import Netns
 from pytsnet.testing.tun import TunDevice, TunPump, open_tun
 
