@@ -91,7 +91,7 @@ class FakeControl:
             if not chunk:
                 break
             plaintext += stream.receive_data(chunk)
-        self.result.update(version=accepted.protocol_version, machine=accepted.machine_public,
+        self.result.update(version=accepted.protocol_version, machine=accepted.machine_public.raw,
                            plaintext=plaintext)
         self.done.set()
 

@@ -20,6 +20,7 @@ from pytsnet.wire.controlbase.constants import (
     TAG_LEN,
 )
 from pytsnet.wire.controlbase.errors import ControlCryptoError, ControlParseError, ControlProtocolError
+from pytsnet.wire.keys import MachinePublic
 
 _HEADER = struct.Struct(">BH")
 
@@ -35,7 +36,7 @@ class Conn:
     plaintext of every complete record (possibly ``b""``). At most one partial record is buffered.
     """
 
-    def __init__(self, *, send_key: bytes, receive_key: bytes, protocol_version: int, peer: bytes,
+    def __init__(self, *, send_key: bytes, receive_key: bytes, protocol_version: int, peer: MachinePublic,
                  handshake_hash: bytes) -> None:
         self._tx = ChaCha20Poly1305(send_key)
         self._rx = ChaCha20Poly1305(receive_key)
@@ -47,7 +48,7 @@ class Conn:
         self.protocol_version = protocol_version
         """The version from the initiation's cleartext header (bound in by the prologue)."""
         self.peer = peer
-        """The peer's long-term (machine or control) public key, 32 raw bytes."""
+        """The peer's long-term key: the client's machine key, or the control server's key."""
         self.handshake_hash = handshake_hash
         """The final Noise ``h``: binds other messages to this connection."""
 

@@ -1,6 +1,7 @@
 """Noise IK handshake for ts2021 (control/controlbase/handshake.go): client initiator, server responder.
 
-Keys are raw 32-byte Curve25519 values or any object with a ``.raw`` attribute (``pytsnet.wire.keys``).
+Keys in are ``pytsnet.wire.keys`` objects (``MachinePrivate``/``MachinePublic``) or raw 32-byte values;
+the peer's key comes out as a ``MachinePublic``.
 The client's initiation rides in the HTTP upgrade request, so the client side is split in two: build
 the initiation, later feed the response.
 """
@@ -17,6 +18,7 @@ from pytsnet.wire.controlbase.constants import KEY_LEN
 from pytsnet.wire.controlbase.errors import ControlProtocolError
 from pytsnet.wire.controlbase.messages import InitiationMessage, ResponseMessage
 from pytsnet.wire.controlbase.symmetric import SymmetricState, protocol_version_prologue
+from pytsnet.wire.keys import MachinePublic
 
 
 class _HasRaw(Protocol):
@@ -85,7 +87,7 @@ class ClientHandshake:
         s.decrypt_and_hash(s.mix_dh(self._machine, resp.ephemeral_pub), resp.tag)
         k1, k2 = s.split()
         return Conn(send_key=k1, receive_key=k2, protocol_version=self.protocol_version,
-                    peer=self._control, handshake_hash=s.h)
+                    peer=MachinePublic.from_raw(self._control), handshake_hash=s.h)
 
 
 @dataclass(frozen=True)
@@ -95,8 +97,8 @@ class Accepted:
     response: bytes
     """The 51-byte response; send it before any record (ideally in the same write)."""
     conn: Conn
-    machine_public: bytes
-    """The client's machine public key (32 raw bytes), authenticated by the handshake."""
+    machine_public: MachinePublic
+    """The client's machine key, authenticated by the handshake."""
     protocol_version: int
     """The client's advertised protocol version (= its capability version for Go clients)."""
 
@@ -125,7 +127,7 @@ def accept_initiation(initiation: bytes, control_private: KeyLike, *,
     s.mix_dh(ephemeral, init.ephemeral_pub)
     tag = s.encrypt_and_hash(s.mix_dh(ephemeral, machine_pub), b"")
     k1, k2 = s.split()
-    conn = Conn(send_key=k2, receive_key=k1, protocol_version=init.version, peer=machine_pub,
-                handshake_hash=s.h)
-    return Accepted(response=ResponseMessage(e_pub, tag).encode(), conn=conn, machine_public=machine_pub,
+    peer = MachinePublic.from_raw(machine_pub)
+    conn = Conn(send_key=k2, receive_key=k1, protocol_version=init.version, peer=peer, handshake_hash=s.h)
+    return Accepted(response=ResponseMessage(e_pub, tag).encode(), conn=conn, machine_public=peer,
                     protocol_version=init.version)
