@@ -1,0 +1,151 @@
+"""The ``Actor`` base: state, one handler per message type, lifecycle hooks.
+
+An actor file reads as: its state (set in ``__init__``), handlers marked ``@handles(MsgType)``
+(returning a reply ``Message`` or None), and hooks. Runtime services (``ref``, ``clock``,
+``send_after``, ``start_io_loop``, ``lookup``...) are reached through ``self.ctx``, which the
+runtime (or the replayer) attaches before ``on_start``; do not touch them in ``__init__``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+
+from pytsnet.actors.runtime.errors import LinkDied
+from pytsnet.messages.base import Message
+
+if TYPE_CHECKING:
+    from pytsnet.actors.runtime.clock import Clock, TimerHandle
+    from pytsnet.actors.runtime.io import IoLoop
+    from pytsnet.actors.runtime.ref import ActorRef
+
+__all__ = ["Actor", "ActorContext", "PanicAction", "handler_for", "handles"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class PanicAction(enum.Enum):
+    CONTINUE = "continue"  # swallow the error, keep this incarnation running
+    STOP = "stop"  # end this incarnation; the supervisor decides what happens next
+
+
+def handles(*types: type[Message]) -> Callable[[F], F]:
+    """Mark a method as the handler of these message types (exactly one handler per type)."""
+
+    def mark(fn: F) -> F:
+        fn.__handles__ = types  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+class ActorContext(Protocol):
+    """What an actor may ask of its runtime; implemented by the live cell and by the replayer."""
+
+    name: str
+    incarnation: int
+
+    @property
+    def ref(self) -> ActorRef: ...
+    @property
+    def clock(self) -> Clock: ...
+    def lookup(self, name: str) -> ActorRef | None: ...
+    def send_after(self, delay: float, msg: Message) -> TimerHandle: ...
+    def send_interval(self, period: float, msg: Message) -> TimerHandle: ...
+    def start_io_loop(self, fn: Callable[[], Message | None], close: Callable[[], None] | None) -> IoLoop: ...
+    def link(self, other: ActorRef) -> None: ...
+    def stop_self(self) -> None: ...
+
+
+class Actor:
+    """Subclass, add ``@handles`` methods. Hooks run one at a time with the handlers."""
+
+    _handlers: ClassVar[dict[type[Message], str]] = {}
+    ctx: ActorContext
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        table = dict(cls._handlers)
+        own: dict[type[Message], str] = {}
+        for attr, fn in vars(cls).items():
+            for t in getattr(fn, "__handles__", ()):
+                if t in own:
+                    raise TypeError(f"{cls.__name__}: two handlers for {t.__name__}: {own[t]} and {attr}")
+                own[t] = attr
+        table.update(own)
+        cls._handlers = table
+
+    # -- conveniences over ctx -------------------------------------------------------------
+    @property
+    def ref(self) -> ActorRef:
+        return self.ctx.ref
+
+    @property
+    def name(self) -> str:
+        return self.ctx.name
+
+    @property
+    def incarnation(self) -> int:
+        return self.ctx.incarnation
+
+    @property
+    def clock(self) -> Clock:
+        return self.ctx.clock
+
+    def send_after(self, delay: float, msg: Message) -> TimerHandle:
+        """Tell ``msg`` to myself after ``delay`` seconds of the system clock; cancelled on stop."""
+        return self.ctx.send_after(delay, msg)
+
+    def send_interval(self, period: float, msg: Message) -> TimerHandle:
+        """Tell ``msg`` to myself every ``period`` seconds; cancelled on stop."""
+        return self.ctx.send_interval(period, msg)
+
+    def start_io_loop(
+        self, fn: Callable[[], Message | None], close: Callable[[], None] | None = None
+    ) -> IoLoop:
+        """Run blocking ``fn`` repeatedly on a daemon thread; each non-None result is told to me.
+
+        ``fn`` should block with a timeout (e.g. a socket timeout) or ``close`` should unblock it
+        (e.g. close the socket); the loop is stopped with this incarnation. An exception in ``fn``
+        is a panic of this actor.
+        """
+        return self.ctx.start_io_loop(fn, close)
+
+    def lookup(self, name: str) -> ActorRef | None:
+        return self.ctx.lookup(name)
+
+    def link(self, other: ActorRef) -> None:
+        """Bidirectional link: an abnormal death of either calls the other's ``on_link_died``."""
+        self.ctx.link(other)
+
+    def stop(self) -> None:
+        """Exit normally after the current message (a permanent child is restarted)."""
+        self.ctx.stop_self()
+
+    # -- hooks -------------------------------------------------------------------------------
+    def on_start(self) -> None:
+        """Runs before the first message of each incarnation; raising fails the start."""
+
+    def on_stop(self) -> None:
+        """Runs when an incarnation ends for any reason; release sockets and files here."""
+
+    def on_panic(self, error: Exception) -> PanicAction:
+        """A handler of a tell (or a timer/IO loop) raised. Default: stop, let the supervisor decide."""
+        return PanicAction.STOP
+
+    def on_link_died(self, ref: ActorRef, reason: BaseException | None) -> None:
+        """A linked actor died abnormally. Default: die too (raise ``LinkDied``)."""
+        raise LinkDied(ref.name, reason)
+
+    def _before_stop(self, final: bool) -> None:
+        """Runtime hook (supervisors stop their children here, in reverse order)."""
+
+
+def handler_for(actor_cls: type[Actor], msg_type: type) -> str | None:
+    """Name of the method handling ``msg_type`` (or its nearest registered base), or None."""
+    for t in msg_type.__mro__:
+        name = actor_cls._handlers.get(t)
+        if name is not None:
+            return name
+    return None

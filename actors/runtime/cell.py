@@ -1,0 +1,338 @@
+"""The cell: one actor identity (name, mailbox, links, ref) across its incarnations.
+
+States: RUNNING (an incarnation handles messages), SUSPENDED (the incarnation ended; the
+supervisor decides: restart keeps mailbox and ref, finalize stops for good) and STOPPED.
+``run_lock`` serialises everything an incarnation does (``on_start``, handlers, ``on_stop``), so a
+stop or kill from another thread waits for the current message to finish and never interleaves.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pytsnet.actors.runtime.actor import Actor, PanicAction, handler_for
+from pytsnet.actors.runtime.errors import ActorStopped, HandlerError, UnhandledMessage
+from pytsnet.actors.runtime.io import IoLoop
+from pytsnet.actors.runtime.ref import ActorRef, Reply, current
+
+if TYPE_CHECKING:
+    from pytsnet.actors.runtime.clock import Clock, TimerHandle
+    from pytsnet.actors.runtime.mailbox import Mailbox
+    from pytsnet.actors.runtime.supervisor import ChildSpec
+    from pytsnet.actors.runtime.system import ActorSystem
+    from pytsnet.messages.base import Message
+
+log = logging.getLogger("pytsnet.actors")
+_seq = itertools.count(1)
+
+__all__ = ["Cell", "Envelope", "Status"]
+
+
+class Status(enum.Enum):
+    RUNNING = "running"
+    SUSPENDED = "suspended"
+    STOPPED = "stopped"
+
+
+@dataclass(slots=True)
+class Envelope:
+    msg: Message
+    reply: Reply | None
+    sender: str | None
+    seq: int
+
+
+@dataclass(slots=True)
+class _Control:
+    """Runtime work run inside the actor's context (link deaths, IO errors, supervisor events)."""
+
+    fn: Callable[[], None]
+    incarnation: int | None = None  # only for this incarnation (None: whichever runs)
+
+
+class Cell:
+    def __init__(self, system: ActorSystem, spec: ChildSpec, parent: Cell | None, mailbox: Mailbox) -> None:
+        self.system = system
+        self.spec = spec
+        self.name = spec.name
+        self.parent = parent
+        self.mailbox = mailbox
+        self.run_lock = threading.RLock()
+        self.actor: Actor | None = None
+        self.incarnation = 0
+        self.status = Status.SUSPENDED
+        self.links: set[Cell] = set()
+        self.timers: set[TimerHandle] = set()
+        self.io_loops: list[IoLoop] = []
+        self.handled = 0  # messages handled across incarnations (the fault injector counts these)
+        self.ref = ActorRef(self)
+        self.dispatcher = system._dispatcher_for(spec.dispatcher)
+        self.sched_lock = threading.Lock()
+        self.scheduled = False
+
+    # -- ActorContext ----------------------------------------------------------------------------
+    @property
+    def clock(self) -> Clock:
+        return self.system.clock
+
+    @property
+    def is_stopped(self) -> bool:
+        return self.status is Status.STOPPED
+
+    def lookup(self, name: str) -> ActorRef | None:
+        return self.system.lookup(name)
+
+    def send_after(self, delay: float, msg: Message) -> TimerHandle:
+        return self._timer(self.clock.monotonic() + delay, None, msg)
+
+    def send_interval(self, period: float, msg: Message) -> TimerHandle:
+        if period <= 0:
+            raise ValueError("period must be > 0")
+        return self._timer(self.clock.monotonic() + period, period, msg)
+
+    def _timer(self, deadline: float, period: float | None, msg: Message) -> TimerHandle:
+        inc = self.incarnation
+        box: list[TimerHandle] = []
+
+        def fire() -> None:
+            h = box[0]
+            if h.cancelled or self.incarnation != inc or self.status is not Status.RUNNING:
+                return
+            try:
+                self._send_from("timer", msg, None)
+            except Exception as e:  # full or stopped: a timer tick is not worth a crash
+                log.debug("timer tick to %s dropped: %r", self.name, e)
+            if period is not None and not h.cancelled:
+                nh = self.system.scheduler.call_at(h.deadline + period, fire)
+                h.deadline = nh.deadline
+                h.on_cancel = nh.cancel
+                box[0] = h
+            else:
+                self.timers.discard(h)
+
+        h = self.system.scheduler.call_at(deadline, fire)
+        outer = h
+        box.append(outer)
+        self.timers.add(outer)
+        return outer
+
+    def start_io_loop(self, fn: Callable[[], Message | None], close: Callable[[], None] | None) -> IoLoop:
+        loop = IoLoop(self, self.incarnation, fn, close)
+        self.io_loops.append(loop)
+        loop.start()
+        return loop
+
+    def link(self, other: ActorRef) -> None:
+        o = other._cell
+        self.links.add(o)
+        o.links.add(self)
+
+    def stop_self(self) -> None:
+        inc = self.incarnation
+        self.mailbox.put_control(_Control(lambda: self._end(None, report=True), inc))
+        self.dispatcher.notify(self)
+
+    # -- sending -----------------------------------------------------------------------------------
+    def send(self, msg: Message, reply: Reply | None) -> None:
+        self._send_from(current.name, msg, reply)
+
+    def _send_from(self, sender: str | None, msg: Message, reply: Reply | None) -> None:
+        if handler_for(self.spec.actor_cls, type(msg)) is None:
+            raise UnhandledMessage(f"{self.spec.actor_cls.__name__} ({self.name}) has no handler for "
+                                   f"{type(msg).__name__}")
+        if self.status is Status.STOPPED:
+            raise ActorStopped(f"{self.name} is stopped")
+        env = Envelope(msg, reply, sender, next(_seq))
+        tracer = self.system.tracer
+        if tracer is not None and current.name is not None and sender == current.name:
+            tracer.send(self.system, current.name, current.seq, self.name, env)
+        if self.mailbox.put(env, is_ask=reply is not None):
+            self.dispatcher.notify(self)
+
+    # -- running ---------------------------------------------------------------------------------
+    def start_incarnation(self) -> None:
+        """Build a fresh actor from the spec and run ``on_start``; raises what ``on_start`` raises."""
+        with self.run_lock:
+            if self.status is Status.STOPPED:
+                raise ActorStopped(f"{self.name} is stopped")
+            spec = self.spec
+            actor = spec.actor_cls(*spec.args, **spec.kwargs)
+            self.incarnation += 1
+            actor.ctx = self
+            self.actor = actor
+            self.status = Status.RUNNING
+            tracer = self.system.tracer
+            if tracer is not None:
+                tracer.spawn(self.system, self)
+            prev = (current.name, current.seq)
+            current.name, current.seq = self.name, None
+            try:
+                actor.on_start()
+            except BaseException:
+                self._end(None, report=False)
+                raise
+            finally:
+                current.name, current.seq = prev
+        self.dispatcher.attach(self)
+
+    def process_one(self, incarnation: int | None) -> bool:
+        """Handle the next item if this incarnation is running; False when there is nothing to do."""
+        with self.run_lock:
+            stale = incarnation is not None and incarnation != self.incarnation
+            if self.status is not Status.RUNNING or stale:
+                return False
+            faults = self.system.faults
+            if faults is not None and len(self.mailbox) and faults.should_kill(self):
+                from pytsnet.actors.runtime.errors import Killed
+
+                self._end(Killed(f"fault injector killed {self.name}"), report=True)
+                return False
+            item = self.mailbox.pop()
+            if item is None:
+                return False
+            prev = (current.name, current.seq)
+            try:
+                if isinstance(item, _Control):
+                    current.name, current.seq = self.name, None
+                    if item.incarnation in (None, self.incarnation):
+                        self._guard(item.fn, None)
+                else:
+                    current.name, current.seq = self.name, item.seq
+                    self.handled += 1
+                    self._deliver(item)
+            finally:
+                current.name, current.seq = prev
+            return True
+
+    def _deliver(self, env: Envelope) -> None:
+        actor = self.actor
+        assert actor is not None
+        method = getattr(actor, handler_for(type(actor), type(env.msg)) or "")
+        t_mono, t_wall = self.clock.monotonic(), self.clock.time()
+        reply: Any = None
+        error: Exception | None = None
+        try:
+            reply = method(env.msg)
+        except Exception as e:
+            error = e
+        tracer = self.system.tracer
+        if tracer is not None:
+            tracer.recv(self.system, self, env, t_mono, t_wall, reply, error)
+        if env.reply is not None:
+            if error is None:
+                env.reply.set(reply)
+            else:
+                env.reply.set_exception(HandlerError(self.name, error))
+        elif error is not None:
+            self._panic(error)
+
+    def _guard(self, fn: Callable[[], None], _unused: None) -> None:
+        try:
+            fn()
+        except Exception as e:
+            self._panic(e)
+
+    def _panic(self, error: Exception) -> None:
+        actor = self.actor
+        if actor is None:
+            return
+        try:
+            action = actor.on_panic(error)
+        except Exception as e:
+            action, error = PanicAction.STOP, e
+        if action is PanicAction.CONTINUE:
+            log.info("%s continued after %r", self.name, error)
+            return
+        log.info("%s#%d panicked: %r", self.name, self.incarnation, error)
+        self._end(error, report=True)
+
+    def _end(self, reason: BaseException | None, *, report: bool, final: bool = False) -> None:
+        """End the current incarnation (caller holds run_lock). ``reason`` None means normal exit."""
+        with self.run_lock:
+            actor = self.actor
+            if actor is None:
+                if final:
+                    self._finalize()
+                return
+            self.status = Status.STOPPED if final else Status.SUSPENDED
+            for h in list(self.timers):
+                h.cancel()
+            self.timers.clear()
+            loops, self.io_loops = self.io_loops, []
+            for loop in loops:
+                loop.stop()
+            prev = (current.name, current.seq)
+            current.name, current.seq = self.name, None
+            try:
+                actor._before_stop(final)
+                actor.on_stop()
+            except Exception:
+                log.exception("%s on_stop failed", self.name)
+            finally:
+                current.name, current.seq = prev
+            self.actor = None
+            with self.mailbox.cond:
+                self.mailbox.cond.notify_all()  # wake a thread runner so it exits
+            tracer = self.system.tracer
+            if tracer is not None:
+                tracer.exit(self.system, self, reason)
+            if final:
+                self._finalize()
+        if reason is not None:
+            for other in list(self.links):
+                other._notify_link_died(self, reason)
+        if report:
+            if self.parent is not None:
+                parent = self.parent
+                parent.mailbox.put_control(_Control(lambda: parent._child_exited(self, reason)))
+                parent.dispatcher.notify(parent)
+            else:
+                self.system._root_exited(reason)
+
+    def _notify_link_died(self, dead: Cell, reason: BaseException) -> None:
+        def run() -> None:
+            if self.actor is not None:
+                self.actor.on_link_died(dead.ref, reason)
+
+        if self.status is not Status.STOPPED:
+            self.mailbox.put_control(_Control(run, self.incarnation))
+            self.dispatcher.notify(self)
+
+    def _child_exited(self, child: Cell, reason: BaseException | None) -> None:
+        from pytsnet.actors.runtime.supervisor import Supervisor
+
+        actor = self.actor
+        if isinstance(actor, Supervisor):
+            actor._child_exited(child, reason)
+        else:  # not a supervisor: nobody restarts the child
+            child.finalize()
+
+    def kill(self, reason: BaseException) -> None:
+        """Abnormal end from outside (fault injection): waits for the current message first."""
+        with self.run_lock:
+            if self.status is Status.RUNNING:
+                self._end(reason, report=True)
+
+    def suspend(self) -> None:
+        """Stop the incarnation without reporting (a supervisor restarting siblings)."""
+        self._end(None, report=False)
+
+    def finalize(self) -> None:
+        """Stop for good: end any incarnation, fail queued asks, forget the name."""
+        self._end(None, report=False, final=True)
+
+    def _finalize(self) -> None:
+        self.status = Status.STOPPED
+        for item in self.mailbox.drain(close=True):
+            if isinstance(item, Envelope) and item.reply is not None:
+                item.reply.set_exception(ActorStopped(f"{self.name} stopped before handling the message"))
+        for other in list(self.links):
+            other.links.discard(self)
+        self.links.clear()
+        self.system._forget(self)

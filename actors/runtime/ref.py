@@ -1,0 +1,155 @@
+"""``ActorRef``: the stable handle to an actor identity (it survives restarts).
+
+``tell`` enqueues and returns; ``ask`` blocks for the typed reply; ``ask_async`` awaits it
+without blocking an asyncio event loop (anyio on asyncio; other backends wait in a worker thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pytsnet.actors.runtime.errors import AskTimeout
+
+if TYPE_CHECKING:
+    from pytsnet.actors.runtime.cell import Cell
+    from pytsnet.messages.base import Message
+
+__all__ = ["ActorRef", "Reply", "current"]
+
+
+class _Current(threading.local):
+    """Which actor (name) and which envelope (seq) the current thread is handling, if any."""
+
+    name: str | None = None
+    seq: int | None = None
+    sink: Callable[[ActorRef, Message, bool], Any] | None = None  # replay intercepts sends here
+
+
+current = _Current()
+
+
+class Reply:
+    """A one-shot reply slot, settable once from the actor thread, awaitable from anywhere."""
+
+    __slots__ = ("_callbacks", "_error", "_event", "_lock", "_value")
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._callbacks: list[Callable[[], None]] = []
+
+    def set(self, value: Any) -> None:
+        self._settle(value, None)
+
+    def set_exception(self, error: BaseException) -> None:
+        self._settle(None, error)
+
+    def _settle(self, value: Any, error: BaseException | None) -> None:
+        with self._lock:
+            if self._event.is_set():
+                return
+            self._value, self._error = value, error
+            self._event.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for cb in callbacks:
+            cb()
+
+    def done(self) -> bool:
+        return self._event.is_set()
+
+    def add_done_callback(self, cb: Callable[[], None]) -> None:
+        with self._lock:
+            if not self._event.is_set():
+                self._callbacks.append(cb)
+                return
+        cb()
+
+    def result(self) -> Any:
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def wait(self, timeout: float | None) -> Any:
+        if not self._event.wait(timeout):
+            raise AskTimeout(f"no reply within {timeout}s")
+        return self.result()
+
+
+class ActorRef:
+    __slots__ = ("_cell",)
+
+    def __init__(self, cell: Cell) -> None:
+        self._cell = cell
+
+    @property
+    def name(self) -> str:
+        return self._cell.name
+
+    @property
+    def incarnation(self) -> int:
+        """Starts at 1; +1 on every restart."""
+        return self._cell.incarnation
+
+    @property
+    def is_alive(self) -> bool:
+        return not self._cell.is_stopped
+
+    @property
+    def dropped(self) -> int:
+        """Tells dropped by a DROP_NEWEST mailbox."""
+        return self._cell.mailbox.dropped
+
+    def tell(self, msg: Message) -> None:
+        """Enqueue; raises ``UnhandledMessage``, ``ActorStopped`` or ``MailboxFull`` (per policy)."""
+        if current.sink is not None:
+            current.sink(self, msg, False)
+            return
+        self._cell.send(msg, None)
+
+    def ask(self, msg: Message, timeout: float = 5.0) -> Any:
+        """Send and wait for the reply; raises ``HandlerError``, ``AskTimeout``, ``ActorStopped``..."""
+        if current.sink is not None:
+            return current.sink(self, msg, True)
+        reply = Reply()
+        self._cell.send(msg, reply)
+        return reply.wait(timeout)
+
+    async def ask_async(self, msg: Message, timeout: float = 5.0) -> Any:
+        """Like ``ask`` but awaits; the event loop keeps running while the actor works."""
+        reply = Reply()
+        self._cell.send(msg, reply)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            import anyio.to_thread
+
+            return await anyio.to_thread.run_sync(reply.wait, timeout)
+        fut: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:
+            loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(None))
+
+        reply.add_done_callback(wake)
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise AskTimeout(f"no reply within {timeout}s") from None
+        return reply.result()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop this actor for good (no restart); waits for ``on_stop``. Idempotent."""
+        self._cell.system.stop_actor(self, timeout)
+
+    def __repr__(self) -> str:
+        return f"<ActorRef {self._cell.system.name}/{self.name}#{self.incarnation}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ActorRef) and other._cell is self._cell
+
+    def __hash__(self) -> int:
+        return id(self._cell)
