@@ -1,0 +1,495 @@
+"""The local coordination server: ``/key``, the ``/ts2021`` Noise upgrade, register and map.
+
+One asyncio server. Plain HTTP/1.1 serves ``GET /key`` and the upgrade; after the 101 the
+connection carries Noise records with HTTP/2 inside (:mod:`noise_h2`), where ``/machine/register``
+and ``/machine/map`` live. State is in the :class:`Store`; every change bumps a generation and
+wakes every map stream, which sends the client a delta (:mod:`netmap`). Other components (the DERP
+relay, STUN) mount HTTP handlers with :meth:`ControlServer.mount` and replace the DERP map with
+:meth:`ControlServer.set_derp_map`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import secrets
+import struct
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+import zstandard
+
+from pytsnet.localnet import http1
+from pytsnet.localnet.authkeys import AuthKeyRejected, consume_authkey
+from pytsnet.localnet.netmap import DEFAULT_DOMAIN, SentState, Tailnet, delta, full_map
+from pytsnet.localnet.noise_h2 import H2Request, H2Response, NoiseH2Session
+from pytsnet.localnet.policy import Policy
+from pytsnet.localnet.store import DEFAULT_USER, Node, Store
+from pytsnet.wire.controlbase.errors import ControlParseError
+from pytsnet.wire.controlbase.handshake import accept_initiation
+from pytsnet.wire.controlbase.messages import encode_error_message
+from pytsnet.wire.controlbase.stream import ServerStream
+from pytsnet.wire.errors import WireError
+from pytsnet.wire.keys import DiscoPublic, KeyParseError, MachinePrivate, MachinePublic, NodePublic
+
+log = logging.getLogger(__name__)
+JSON = dict[str, Any]
+UPGRADE_VALUE = "tailscale-control-protocol"
+HANDSHAKE_HEADER = "x-tailscale-handshake"
+KEEPALIVE_INTERVAL = 50.0
+EPHEMERAL_GRACE = 10.0
+DB_POLL_INTERVAL = 0.5
+LOGOUT_BEFORE = 1_000_000_000.0  # an Expiry before 2001 is a logout (Go sends 1970-01-01T00:02:03Z)
+
+RawHandler = Callable[[http1.Request, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def default_derp_map(host: str, port: int, *, stun_port: int = -1) -> JSON:
+    """Region 900 pointing at this server (a DERP relay mounted on ``/derp`` takes it from here)."""
+    return {"Regions": {"900": {
+        "RegionID": 900, "RegionCode": "local", "RegionName": "pytsnet localnet",
+        "Nodes": [{"Name": "900a", "RegionID": 900, "HostName": host, "IPv4": host, "IPv6": "none",
+                   "STUNPort": stun_port, "DERPPort": port, "InsecureForTests": True}]}}}
+
+
+def encode_frame(msg: JSON, compress: bool) -> bytes:
+    """One map frame: uint32 LE length + (zstd) JSON."""
+    body = json.dumps(msg, separators=(",", ":")).encode()
+    if compress:
+        body = zstandard.ZstdCompressor().compress(body)
+    return struct.pack("<I", len(body)) + body
+
+
+def _parse_time(s: object) -> float | None:
+    """RFC 3339 → epoch seconds; None for absent or Go's zero time."""
+    if not isinstance(s, str) or not s or s.startswith("0001-01-01"):
+        return None
+    try:
+        return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _nonzero_key(text: object, cls: type[NodePublic] | type[DiscoPublic]) -> str:
+    """Canonical key text, or "" for absent/zero; raises KeyParseError for garbage."""
+    if not text:
+        return ""
+    k = cls.from_text(str(text))
+    return "" if k.is_zero() else k.to_text()
+
+
+class ControlServer:
+    """The coordination server; runs on one event loop (see ``LocalTailnet``)."""
+
+    def __init__(self, store: Store, *, policy: Policy | None = None, domain: str = DEFAULT_DOMAIN,
+                 keepalive_interval: float = KEEPALIVE_INTERVAL,
+                 ephemeral_grace: float = EPHEMERAL_GRACE) -> None:
+        self.store = store
+        self.policy = policy or Policy.allow_all()
+        self.domain = domain
+        self.keepalive_interval = keepalive_interval
+        self.ephemeral_grace = ephemeral_grace
+        key_text = store.set_meta_default("control_private", MachinePrivate.generate().to_text())
+        self.private = MachinePrivate.from_text(key_text)
+        legacy_text = store.set_meta_default("legacy_private", MachinePrivate.generate().to_text())
+        self.legacy_private = MachinePrivate.from_text(legacy_text)
+        self.default_user = store.ensure_user(DEFAULT_USER)
+        self.base_url = ""
+        self.derp_map: JSON | None = None
+        self._mounts: dict[str, RawHandler] = {}
+        self._server: asyncio.Server | None = None
+        self._changed = asyncio.Event()
+        self._streams: dict[int, list[asyncio.Event]] = {}  # node id → stop events of its live polls
+        self._online: dict[int, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self.stats = {"noise_sessions": 0, "bad_handshakes": 0, "registers": 0, "map_polls": 0}
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def start(self, host: str = "127.0.0.1", port: int = 0, *, sock: Any = None) -> None:
+        if sock is not None:
+            self._server = await asyncio.start_server(self._on_conn, sock=sock)
+        else:
+            self._server = await asyncio.start_server(self._on_conn, host, port)
+        h, p = self._server.sockets[0].getsockname()[:2]
+        self.host, self.port = h, p
+        self.base_url = f"http://{h}:{p}"
+        if self.derp_map is None:
+            self.derp_map = default_derp_map(h, p)
+        self._spawn(self._watch_db())
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        self._closing = True
+        while self._tasks:
+            tasks = list(self._tasks)
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._tasks.difference_update(tasks)
+        for evs in self._streams.values():
+            for ev in evs:
+                ev.set()
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        if self._closing:
+            coro.close()  # type: ignore[attr-defined]
+            return
+        t = asyncio.ensure_future(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    def mount(self, path: str, handler: RawHandler) -> None:
+        """Route plain-HTTP requests for ``path`` (exact, or a prefix ending in "/") to ``handler``,
+        which then owns the connection (e.g. the DERP upgrade)."""
+        self._mounts[path] = handler
+
+    def set_derp_map(self, derp_map: JSON) -> None:
+        self.derp_map = derp_map
+        self.notify()
+
+    def notify(self) -> None:
+        """Something changed: wake every map stream and every waiting interactive login."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _wait_change(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout)
+
+    async def _watch_db(self) -> None:
+        """Pick up commits by other processes (the admin CLI) to the same database."""
+        last = self.store.data_version()
+        while True:
+            await asyncio.sleep(DB_POLL_INTERVAL)
+            v = self.store.data_version()
+            if v != last:
+                last = v
+                self.notify()
+
+    def tailnet(self) -> Tailnet:
+        nodes = self.store.nodes()
+        users = self.store.users()
+        visible = [n for n in nodes if n.authorized and not n.logged_out]
+        return Tailnet(nodes=nodes, users=users, online={i for i, c in self._online.items() if c > 0},
+                       packet_filter=self.policy.filter_rules(visible, users),
+                       derp_map=self.derp_map or {}, domain=self.domain)
+
+    # -- plain HTTP -------------------------------------------------------------------------
+    async def _on_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        me = asyncio.current_task()
+        if me is not None:
+            self._tasks.add(me)  # type: ignore[arg-type]
+            me.add_done_callback(self._tasks.discard)
+        try:
+            try:
+                req = await asyncio.wait_for(http1.read_request(reader), 30)
+            except (http1.BadRequest, asyncio.IncompleteReadError, TimeoutError) as e:
+                writer.write(http1.response(400, f"bad request: {e}\n".encode()))
+                return
+            if req is None:
+                return
+            path = req.path
+            for prefix, handler in self._mounts.items():
+                if path == prefix or (prefix.endswith("/") and path.startswith(prefix)):
+                    await handler(req, reader, writer)
+                    return
+            if path == "/key":
+                writer.write(self._serve_key(req))
+            elif path == "/ts2021":
+                await self._serve_upgrade(req, reader, writer)
+            elif path.startswith("/auth/"):
+                writer.write(self._serve_auth_page(path))
+            elif path == "/generate_204":
+                writer.write(http1.response(204))
+            else:
+                writer.write(http1.response(404, b"not found\n"))
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass  # cancellation is the server closing; 3.11's start_server logs it if re-raised
+        except Exception:
+            log.exception("connection handler failed")
+        finally:
+            with contextlib.suppress(Exception):
+                await writer.drain()
+                writer.close()
+
+    def _serve_key(self, req: http1.Request) -> bytes:
+        if "v" not in req.query:  # testcontrol: no version ⇒ the bare legacy key in hex
+            return http1.response(200, self.legacy_private.public().raw.hex().encode())
+        body = json.dumps({"legacyPublicKey": self.legacy_private.public().to_text(),
+                           "publicKey": self.private.public().to_text()}).encode()
+        return http1.response(200, body, content_type="application/json")
+
+    def _serve_auth_page(self, path: str) -> bytes:
+        node = self.store.node_by_auth_path(path)
+        if node is None:
+            return http1.response(404, b"unknown or finished login\n")
+        text = (f"Node {node.id} ({node.hostname}) is waiting for approval.\n"
+                f"Approve it with: python -m pytsnet localnet --state DIR nodes approve {node.id}\n")
+        return http1.response(200, text.encode())
+
+    async def _serve_upgrade(self, req: http1.Request, reader: asyncio.StreamReader,
+                             writer: asyncio.StreamWriter) -> None:
+        upgrade = req.headers.get("upgrade", "")
+        if not upgrade:
+            writer.write(http1.response(400, b"missing next protocol\n"))
+            return
+        if upgrade.lower() != UPGRADE_VALUE:
+            writer.write(http1.response(400, b"unknown next protocol\n"))
+            return
+        try:
+            init = base64.b64decode(req.headers.get(HANDSHAKE_HEADER, ""), validate=True)
+        except (binascii.Error, ValueError):
+            init = b""
+        if not init:
+            self.stats["bad_handshakes"] += 1
+            writer.write(http1.response(400, b"missing or undecodable handshake header\n"))
+            return
+        try:
+            accepted = accept_initiation(init, self.private)
+        except ControlParseError as e:
+            self.stats["bad_handshakes"] += 1
+            # Go answers a malformed initiation with 101 and a Noise error message.
+            writer.write(http1.response(101, headers={"Upgrade": UPGRADE_VALUE, "Connection": "upgrade"})
+                         + encode_error_message(str(e)))
+            return
+        except WireError:
+            self.stats["bad_handshakes"] += 1
+            writer.write(http1.response(400, b"handshake failed\n"))
+            return
+        noise = ServerStream(accepted)
+        writer.write(http1.response(101, headers={"Upgrade": UPGRADE_VALUE, "Connection": "upgrade"})
+                     + noise.initial)
+        await writer.drain()
+        self.stats["noise_sessions"] += 1
+        mp = accepted.machine_public
+        machine = (mp if isinstance(mp, MachinePublic) else MachinePublic.from_raw(mp)).to_text()
+
+        async def handle(h2req: H2Request, resp: H2Response) -> None:
+            await self._serve_machine(h2req, resp, machine)
+
+        await NoiseH2Session(noise, reader, writer, handle).run()
+
+    # -- Noise-side routes ------------------------------------------------------------------
+    async def _serve_machine(self, req: H2Request, resp: H2Response, machine: str) -> None:
+        try:
+            body: JSON = json.loads(bytes(req.body) or b"{}")
+            if not isinstance(body, dict):
+                raise ValueError("body is not a JSON object")
+        except ValueError as e:
+            await resp.simple(400, f"bad request body: {e}".encode(), "text/plain")
+            return
+        try:
+            if req.path == "/machine/register":
+                await resp.simple(200, json.dumps(await self.register(body, machine)).encode())
+            elif req.path == "/machine/map":
+                await self._serve_map(body, machine, resp)
+            elif req.path.startswith("/machine/"):
+                await resp.simple(200, b"{}")  # set-dns, audit-log, …: accepted, not modelled
+            else:
+                await resp.simple(404, b"not found", "text/plain")
+        except KeyParseError as e:
+            await resp.simple(400, f"bad key: {e}".encode(), "text/plain")
+
+    def _login(self, user_id: int) -> JSON:
+        u = next((u for u in self.store.users() if u.id == user_id), self.default_user)
+        return {"User": {"ID": u.id, "DisplayName": u.display_name},
+                "Login": {"ID": u.id, "Provider": "localnet", "LoginName": u.login_name,
+                          "DisplayName": u.display_name}}
+
+    def _ok(self, node: Node) -> JSON:
+        return {**self._login(node.user_id), "MachineAuthorized": node.authorized}
+
+    async def register(self, req: JSON, machine: str) -> JSON:
+        """``/machine/register``: pre-auth key, interactive login, logout, node-key rotation."""
+        self.stats["registers"] += 1
+        nk = _nonzero_key(req.get("NodeKey"), NodePublic)
+        if not nk:
+            return {"Error": "zero node key"}
+        old = _nonzero_key(req.get("OldNodeKey"), NodePublic)
+        expiry = _parse_time(req.get("Expiry"))
+        hostinfo = req.get("Hostinfo") if isinstance(req.get("Hostinfo"), dict) else {}
+        hostname = str(hostinfo.get("Hostname") or "node")
+        node = self.store.node_by_key(nk)
+        if node is not None and node.machine_key != machine:
+            return {"Error": "node key is registered to another machine"}
+
+        if expiry is not None and expiry < LOGOUT_BEFORE:  # logout
+            if node is not None:
+                if node.ephemeral:
+                    self.store.delete_node(node.id)
+                else:
+                    self.store.update_node(node.id, logged_out=True)
+                self.notify()
+                return {**self._login(node.user_id), "MachineAuthorized": False}
+            return {**self._login(self.default_user.id), "MachineAuthorized": False}
+
+        if node is None and old:  # node-key rotation
+            prev = self.store.node_by_key(old)
+            if prev is not None and prev.machine_key == machine and not prev.logged_out:
+                node = self.store.update_node(prev.id, node_key=nk, key_expiry=expiry)
+                self.notify()
+                assert node is not None
+                return self._ok(node)
+
+        if node is not None and not node.logged_out:
+            if node.key_expiry is not None and node.key_expiry <= time.time():
+                return {**self._login(node.user_id), "NodeKeyExpired": True,
+                        "MachineAuthorized": node.authorized}
+            if node.authorized:
+                if hostinfo and hostinfo != node.hostinfo:
+                    self.store.update_node(node.id, hostinfo=hostinfo)
+                    self.notify()
+                return self._ok(node)
+            if req.get("Followup"):
+                return await self._await_approval(nk)
+            return {**self._login(node.user_id), "AuthURL": self.base_url + node.auth_path}
+
+        auth = req.get("Auth") if isinstance(req.get("Auth"), dict) else {}
+        authkey = str(auth.get("AuthKey") or "")
+        reuse = node if node is not None else self.store.logged_out_node_for_machine(machine)
+        if authkey:
+            try:
+                rec = consume_authkey(self.store, authkey)
+            except AuthKeyRejected as e:
+                return {"Error": str(e)}
+            ephemeral = rec.ephemeral or bool(req.get("Ephemeral"))
+            fields: JSON = {"user_id": rec.user_id, "hostname": hostname, "hostinfo": hostinfo,
+                            "authorized": True, "ephemeral": ephemeral, "tags": rec.tags,
+                            "key_expiry": expiry, "auth_path": ""}
+        else:
+            ephemeral = bool(req.get("Ephemeral"))
+            fields = {"user_id": self.default_user.id, "hostname": hostname, "hostinfo": hostinfo,
+                      "authorized": False, "ephemeral": ephemeral, "tags": [], "key_expiry": expiry,
+                      "auth_path": "/auth/" + secrets.token_hex(10)}
+        if reuse is not None and not ephemeral:
+            new = self.store.update_node(reuse.id, node_key=nk, logged_out=False, **fields)
+        else:
+            new = self.store.add_node(machine_key=machine, node_key=nk, **fields)
+        assert new is not None
+        self.notify()
+        if not new.authorized:
+            return {**self._login(new.user_id), "AuthURL": self.base_url + new.auth_path}
+        return self._ok(new)
+
+    async def _await_approval(self, nk: str) -> JSON:
+        """Hold a Followup register until an admin approves (or deletes) the pending node."""
+        while True:
+            node = self.store.node_by_key(nk)
+            if node is None:
+                return {"Error": "login was denied"}
+            if node.authorized:
+                return self._ok(node)
+            await self._wait_change(30)
+
+    def approve(self, node_id: int) -> bool:
+        node = self.store.update_node(node_id, authorized=True, auth_path="")
+        self.notify()
+        return node is not None
+
+    def delete(self, node_id: int) -> bool:
+        ok = self.store.delete_node(node_id)
+        self.notify()
+        return ok
+
+    # -- map --------------------------------------------------------------------------------
+    def _apply_map_update(self, node: Node, req: JSON, *, only_if_unset: bool) -> bool:
+        """Record DiscoKey/Endpoints/Hostinfo/home DERP from a MapRequest; True if anything changed."""
+        changes: JSON = {}
+        disco = _nonzero_key(req.get("DiscoKey"), DiscoPublic)
+        if disco and disco != node.disco_key and not (only_if_unset and node.disco_key):
+            changes["disco_key"] = disco
+        eps = req.get("Endpoints")
+        if isinstance(eps, list) and eps and [str(e) for e in eps] != node.endpoints \
+                and not (only_if_unset and node.endpoints):
+            changes["endpoints"] = [str(e) for e in eps]
+        hi = req.get("Hostinfo")
+        if isinstance(hi, dict) and hi and hi != node.hostinfo and not (only_if_unset and node.hostinfo):
+            changes["hostinfo"] = hi
+            net_info = hi.get("NetInfo")
+            derp = net_info.get("PreferredDERP") if isinstance(net_info, dict) else None
+            if isinstance(derp, int) and derp != node.home_derp:
+                changes["home_derp"] = derp
+        if changes:
+            self.store.update_node(node.id, **changes)
+        return bool(changes)
+
+    async def _serve_map(self, req: JSON, machine: str, resp: H2Response) -> None:
+        self.stats["map_polls"] += 1
+        nk = _nonzero_key(req.get("NodeKey"), NodePublic)
+        node = self.store.node_by_key(nk) if nk else None
+        if node is None or node.machine_key != machine:
+            await resp.simple(403, b"unknown node key for this machine", "text/plain")
+            return
+        stream, omit_peers = bool(req.get("Stream")), bool(req.get("OmitPeers"))
+        compress = req.get("Compress") == "zstd"
+        cap = int(req.get("Version") or 0)
+        if self._apply_map_update(node, req, only_if_unset=stream and cap >= 68):
+            self.notify()
+        if not stream:
+            if omit_peers:  # lite update: the client only looks at the status
+                await resp.simple(200, b"", "application/octet-stream")
+                return
+            msg = full_map(node.id, self.tailnet(), SentState(), cap=cap)
+            await resp.simple(200, encode_frame(msg, compress), "application/octet-stream")
+            return
+        # A new long poll for the same node supersedes older ones (breakSameNodeMapResponseStreams).
+        for ev in self._streams.get(node.id, []):
+            ev.set()
+        stop = asyncio.Event()
+        self._streams.setdefault(node.id, []).append(stop)
+        self._online[node.id] = self._online.get(node.id, 0) + 1
+        self.notify()
+        try:
+            await resp.start(200, {"content-type": "application/octet-stream"})
+            state = SentState()
+            changed = self._changed  # captured before building, so no change is missed
+            await resp.write(encode_frame(full_map(node.id, self.tailnet(), state, cap=cap), compress))
+            keepalive = encode_frame({"KeepAlive": True}, compress)
+            while not stop.is_set():
+                waiter = asyncio.ensure_future(changed.wait())
+                stopper = asyncio.ensure_future(stop.wait())
+                try:
+                    done, _ = await asyncio.wait({waiter, stopper}, timeout=self.keepalive_interval,
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()
+                    stopper.cancel()
+                if stop.is_set():
+                    break
+                if not done:
+                    await resp.write(keepalive)
+                    continue
+                changed = self._changed
+                try:
+                    msg = delta(node.id, self.tailnet(), state, cap=cap)
+                except KeyError:
+                    break  # this node was deleted
+                if msg is not None:
+                    await resp.write(encode_frame(msg, compress))
+            await resp.end()
+        finally:
+            self._streams[node.id].remove(stop)
+            self._online[node.id] -= 1
+            if self._online[node.id] <= 0:
+                del self._online[node.id]
+                self.store.update_node(node.id, last_seen=time.time())
+                self._spawn(self._maybe_remove_ephemeral(node.id))
+            self.notify()
+
+    async def _maybe_remove_ephemeral(self, node_id: int) -> None:
+        await asyncio.sleep(self.ephemeral_grace)
+        node = self.store.node(node_id)
+        if node is not None and node.ephemeral and self._online.get(node_id, 0) == 0:
+            log.info("removing ephemeral node %d (%s) after disconnect", node_id, node.hostname)
+            self.delete(node_id)

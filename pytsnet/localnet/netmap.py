@@ -1,0 +1,228 @@
+"""MapResponse composition: the full network map for one node, and the delta between two maps.
+
+A map stream remembers what it last sent (a :class:`SentState`); after any change in the tailnet
+it asks :func:`delta` for the smallest MapResponse that brings the client up to date: ``Node`` if
+the self node changed, ``PeersRemoved`` for vanished peers, ``PeersChangedPatch`` when only
+patchable fields changed (endpoints, DERP home, disco key, online, …), ``PeersChanged`` with the
+full node otherwise, plus ``PacketFilter`` / ``UserProfiles`` / ``DERPMap`` when they changed.
+The JSON keys are Go's field names (``tailcfg/tailcfg.go``).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pytsnet.localnet.store import Node, User
+
+JSON = dict[str, Any]
+DEFAULT_DOMAIN = "localnet.ts.net"
+#: Node capabilities every node gets (``tailcfg.NodeCapMap``), as testcontrol grants by default.
+DEFAULT_CAPMAP: JSON = {"https": [], "file-sharing": []}
+#: Node fields a ``PeersChangedPatch`` entry can carry, and the patch's key for each.
+PATCHABLE = {"HomeDERP": "DERPRegion", "DERP": None, "Endpoints": "Endpoints", "DiscoKey": "DiscoKey",
+             "Online": "Online", "LastSeen": "LastSeen", "Key": "Key", "KeyExpiry": "KeyExpiry",
+             "Cap": "Cap", "CapMap": "CapMap"}
+ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+def rfc3339(ts: float | None) -> str:
+    if ts is None:
+        return ZERO_TIME
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+_LABEL_BAD = re.compile(r"[^a-z0-9-]+")
+
+
+def dns_label(hostname: str) -> str:
+    """A DNS label from a client's hostname (what MagicDNS answers for)."""
+    label = _LABEL_BAD.sub("-", hostname.lower()).strip("-")[:63]
+    return label or "node"
+
+
+def given_names(nodes: Sequence[Node]) -> dict[int, str]:
+    """Unique MagicDNS labels: the oldest node keeps its hostname, later clashes get ``-<id>``."""
+    seen: set[str] = set()
+    out: dict[int, str] = {}
+    for n in sorted(nodes, key=lambda n: n.id):
+        label = dns_label(n.hostname)
+        if label in seen:
+            label = f"{label}-{n.id}"
+        seen.add(label)
+        out[n.id] = label
+    return out
+
+
+@dataclass
+class Tailnet:
+    """A consistent snapshot of everything a map is built from."""
+
+    nodes: list[Node]
+    users: list[User]
+    online: set[int]
+    packet_filter: list[JSON]
+    derp_map: JSON
+    domain: str = DEFAULT_DOMAIN
+    capmap: JSON = field(default_factory=lambda: dict(DEFAULT_CAPMAP))
+    names: dict[int, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.names:
+            self.names = given_names(self.nodes)
+
+    def visible_nodes(self) -> list[Node]:
+        """Nodes that belong in netmaps: authorized and not logged out."""
+        return [n for n in self.nodes if n.authorized and not n.logged_out]
+
+
+def node_json(n: Node, net: Tailnet, *, cap: int = 0) -> JSON:
+    """One ``tailcfg.Node``."""
+    addrs = [f"{n.ipv4}/32"] + ([f"{n.ipv6}/128"] if n.ipv6 else [])
+    out: JSON = {
+        "ID": n.id,
+        "StableID": n.stable_id,
+        "Name": f"{net.names.get(n.id, dns_label(n.hostname))}.{net.domain}.",
+        "User": n.user_id,
+        "Key": n.node_key,
+        "KeyExpiry": rfc3339(n.key_expiry),
+        "Machine": n.machine_key,
+        "DiscoKey": n.disco_key or None,
+        "Addresses": addrs,
+        "AllowedIPs": addrs,
+        "Endpoints": list(n.endpoints),
+        "HomeDERP": n.home_derp,
+        "Hostinfo": dict(n.hostinfo),
+        "Created": rfc3339(n.created),
+        "Tags": list(n.tags),
+        "MachineAuthorized": n.authorized,
+        "Online": n.id in net.online,
+        "CapMap": dict(net.capmap),
+        "Capabilities": sorted(net.capmap),
+    }
+    if n.home_derp:
+        out["DERP"] = f"127.3.3.40:{n.home_derp}"
+    if cap:
+        out["Cap"] = cap
+    if n.id not in net.online and n.last_seen is not None:
+        out["LastSeen"] = rfc3339(n.last_seen)
+    if out["DiscoKey"] is None:
+        del out["DiscoKey"]
+    return out
+
+
+def user_profiles(users: Iterable[User]) -> list[JSON]:
+    return [{"ID": u.id, "LoginName": u.login_name, "DisplayName": u.display_name} for u in users]
+
+
+def dns_config(domain: str) -> JSON:
+    """MagicDNS on (``Proxied``), the tailnet domain as search domain, no upstream resolvers."""
+    return {"Domains": [domain], "Proxied": True, "Resolvers": []}
+
+
+@dataclass
+class SentState:
+    """What one map stream has told its client so far."""
+
+    node: JSON | None = None
+    peers: dict[int, JSON] = field(default_factory=dict)
+    packet_filter: list[JSON] | None = None
+    user_ids: set[int] = field(default_factory=set)
+    derp_map: JSON | None = None
+
+
+def _peers(self_id: int, net: Tailnet) -> dict[int, JSON]:
+    return {n.id: node_json(n, net) for n in net.visible_nodes() if n.id != self_id}
+
+
+def _self(self_id: int, net: Tailnet, cap: int) -> JSON | None:
+    me = next((n for n in net.nodes if n.id == self_id), None)
+    return None if me is None else node_json(me, net, cap=cap)
+
+
+def full_map(self_id: int, net: Tailnet, state: SentState, *, cap: int = 0,
+             omit_peers: bool = False, now: float | None = None) -> JSON:
+    """The first MapResponse of a stream (or the only one of a non-streaming request)."""
+    node = _self(self_id, net, cap)
+    if node is None:
+        raise KeyError(self_id)
+    peers = {} if omit_peers else _peers(self_id, net)
+    users = user_profiles(net.users)
+    resp: JSON = {
+        "Node": node,
+        "DERPMap": net.derp_map,
+        "Domain": net.domain,
+        "PacketFilter": net.packet_filter,
+        "DNSConfig": dns_config(net.domain),
+        "UserProfiles": users,
+        "ControlTime": rfc3339(time.time() if now is None else now),
+    }
+    if not omit_peers:
+        resp["Peers"] = [peers[i] for i in sorted(peers)]
+    state.node, state.peers, state.packet_filter = node, peers, net.packet_filter
+    state.user_ids, state.derp_map = {u.id for u in net.users}, net.derp_map
+    return resp
+
+
+def _patch(old: JSON, new: JSON) -> JSON | None:
+    """A PeersChangedPatch entry if only patchable fields differ, else None (send the full node)."""
+    keys = set(old) | set(new)
+    changed = {k for k in keys if old.get(k) != new.get(k)}
+    if not changed <= set(PATCHABLE):
+        return None
+    patch: JSON = {"NodeID": new["ID"]}
+    for k in sorted(changed):
+        pk = PATCHABLE[k]
+        if pk is None:
+            continue
+        if k not in new:  # e.g. LastSeen dropped while coming online: not expressible as a patch
+            if k == "LastSeen":
+                continue
+            return None
+        patch[pk] = new[k]
+    return patch
+
+
+def delta(self_id: int, net: Tailnet, state: SentState, *, cap: int = 0) -> JSON | None:
+    """The MapResponse that moves the client from ``state`` to ``net`` (None when nothing changed).
+
+    Raises KeyError when the self node no longer exists (the stream should end).
+    """
+    node = _self(self_id, net, cap)
+    if node is None:
+        raise KeyError(self_id)
+    resp: JSON = {}
+    if node != state.node:
+        resp["Node"] = node
+    peers = _peers(self_id, net)
+    removed = sorted(set(state.peers) - set(peers))
+    if removed:
+        resp["PeersRemoved"] = removed
+    changed, patches = [], []
+    for pid in sorted(peers):
+        old, new = state.peers.get(pid), peers[pid]
+        if old == new:
+            continue
+        p = None if old is None else _patch(old, new)
+        if p is None:
+            changed.append(new)
+        elif len(p) > 1:
+            patches.append(p)
+    if changed:
+        resp["PeersChanged"] = changed
+    if patches:
+        resp["PeersChangedPatch"] = patches
+    if net.packet_filter != state.packet_filter:
+        resp["PacketFilter"] = net.packet_filter
+    new_users = [u for u in net.users if u.id not in state.user_ids]
+    if new_users:
+        resp["UserProfiles"] = user_profiles(new_users)
+    if net.derp_map != state.derp_map:
+        resp["DERPMap"] = net.derp_map
+    state.node, state.peers, state.packet_filter = node, peers, net.packet_filter
+    state.user_ids, state.derp_map = {u.id for u in net.users}, net.derp_map
+    return resp or None

@@ -1,0 +1,166 @@
+"""``LocalTailnet``: the embedded coordination server as a Python object on its own thread.
+
+Tests, demos and the CLI use it the same way::
+
+    with LocalTailnet(state_dir, listen="127.0.0.1:0") as net:
+        key = net.create_authkey(reusable=True)
+        ... point nodes at net.control_url ...
+
+The server runs on a background thread with its own event loop; the admin methods are thread-safe.
+Sockets are created on that thread, which inherits the network namespace of the thread that
+called :meth:`start` (so ``with ns.entered(): net.start()`` serves inside ``ns``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import time
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pytsnet.localnet.control_server import EPHEMERAL_GRACE, KEEPALIVE_INTERVAL, ControlServer, RawHandler
+from pytsnet.localnet.netmap import DEFAULT_DOMAIN
+from pytsnet.localnet.policy import Policy
+from pytsnet.localnet.store import AuthKey, Node, Store
+
+_T = TypeVar("_T")
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"listen address must be HOST:PORT, got {listen!r}")
+    return host.strip("[]"), int(port)
+
+
+class LocalTailnet:
+    """A local tailnet's control plane, persisted in ``state_dir``."""
+
+    def __init__(self, state_dir: str | Path, listen: str = "127.0.0.1:0", *, ipv6: bool = False,
+                 domain: str = DEFAULT_DOMAIN, keepalive_interval: float = KEEPALIVE_INTERVAL,
+                 ephemeral_grace: float = EPHEMERAL_GRACE, sock: Any = None) -> None:
+        self.state_dir = Path(state_dir)
+        self.listen = parse_listen(listen)
+        self._sock = sock
+        self.store = Store(self.state_dir, ipv6=ipv6)
+        self._opts = {"domain": domain, "keepalive_interval": keepalive_interval,
+                      "ephemeral_grace": ephemeral_grace}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self.control: ControlServer | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> LocalTailnet:
+        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._thread = threading.Thread(target=self._run, args=(ready,), name="localnet", daemon=True)
+        self._thread.start()
+        ready.result(timeout=30)
+        return self
+
+    def _run(self, ready: concurrent.futures.Future[None]) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            policy = Policy.load(self.state_dir)
+            self.control = ControlServer(self.store, policy=policy, **self._opts)  # type: ignore[arg-type]
+            host, port = self.listen
+            loop.run_until_complete(self.control.start(host, port, sock=self._sock))
+        except BaseException as e:
+            ready.set_exception(e)
+            loop.close()
+            return
+        ready.set_result(None)
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(self.control.close())
+            loop.close()
+
+    def close(self) -> None:
+        if self._loop is not None and self._thread is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+        self.store.close()
+
+    def __enter__(self) -> LocalTailnet:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def serve_forever(self) -> None:
+        """Block until interrupted (the CLI)."""
+        assert self._thread is not None
+        while self._thread.is_alive():
+            self._thread.join(1)
+
+    def _call(self, coro_or_fn: Awaitable[_T] | Any) -> Any:
+        """Run a callable (or coroutine) on the server loop and wait for its result."""
+        assert self._loop is not None
+
+        async def wrap() -> Any:
+            return await coro_or_fn if asyncio.iscoroutine(coro_or_fn) else coro_or_fn()
+
+        return asyncio.run_coroutine_threadsafe(wrap(), self._loop).result(timeout=30)
+
+    # -- facts ------------------------------------------------------------------------------
+    @property
+    def control_url(self) -> str:
+        assert self.control is not None, "not started"
+        return self.control.base_url
+
+    @property
+    def port(self) -> int:
+        assert self.control is not None, "not started"
+        return int(self.control.port)
+
+    # -- admin ------------------------------------------------------------------------------
+    def create_authkey(self, *, reusable: bool = False, ephemeral: bool = False,
+                       tags: list[str] | None = None, expiry: float | None = None,
+                       user: str | None = None) -> str:
+        """A new pre-auth key; ``expiry`` is seconds from now (None: never expires)."""
+        return create_authkey(self.store, reusable=reusable, ephemeral=ephemeral, tags=tags,
+                              expiry=expiry, user=user).key
+
+    def nodes(self) -> list[Node]:
+        return self.store.nodes()
+
+    def approve(self, node_id: int) -> bool:
+        if self.control is None:
+            return self.store.update_node(node_id, authorized=True, auth_path="") is not None
+        return bool(self._call(lambda: self.control.approve(node_id)))  # type: ignore[union-attr]
+
+    def delete(self, node_id: int) -> bool:
+        if self.control is None:
+            return self.store.delete_node(node_id)
+        return bool(self._call(lambda: self.control.delete(node_id)))  # type: ignore[union-attr]
+
+    # -- hooks for the DERP relay and STUN server ----------------------------------------------
+    def mount(self, path: str, handler: RawHandler) -> None:
+        """Serve ``path`` (e.g. ``/derp``, ``/derp/latency-check``, ``/generate_204``) with ``handler``."""
+        self._call(lambda: self.control.mount(path, handler))  # type: ignore[union-attr]
+
+    def set_derp_map(self, derp_map: dict[str, Any]) -> None:
+        self._call(lambda: self.control.set_derp_map(derp_map))  # type: ignore[union-attr]
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        assert self._loop is not None
+        return self._loop
+
+
+def create_authkey(store: Store, *, reusable: bool = False, ephemeral: bool = False,
+                   tags: list[str] | None = None, expiry: float | None = None,
+                   user: str | None = None) -> AuthKey:
+    """Shared by the API and the CLI (which may run while another process serves)."""
+    bad = [t for t in tags or [] if not t.startswith("tag:") or len(t) <= 4]
+    if bad:
+        raise ValueError(f"tags must look like tag:NAME, got {bad}")
+    u = store.ensure_user(user) if user else store.ensure_user()
+    expires = None if expiry is None else time.time() + expiry
+    return store.create_authkey(user_id=u.id, reusable=reusable, ephemeral=ephemeral, tags=tags,
+                                expires=expires)

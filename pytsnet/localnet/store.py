@@ -1,0 +1,321 @@
+"""The local tailnet's persistent state: users, pre-auth keys, nodes and their addresses (SQLite).
+
+Everything the coordination server knows lives in one ``localnet.db`` in the state directory, so a
+restart (or a second process running the admin CLI) sees the same nodes, keys and IPs. Keys are
+stored in their Tailscale text form (``nodekey:…``); IPs are allocated once per node and never
+reused while the node exists. The connection is shared between threads behind one lock.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DB_NAME = "localnet.db"
+CGNAT_V4 = ipaddress.IPv4Network("100.64.0.0/10")
+#: Tailscale's 4-to-6 range: the node's IPv4 address goes in the last 32 bits (``tsaddr.Tailscale4To6``).
+TS_4TO6 = ipaddress.IPv6Network("fd7a:115c:a1e0:ab12:4843:cd96::/96")
+#: Never handed out: 100.100.100.0/24 holds the MagicDNS/quad-100 service address.
+RESERVED_V4 = (ipaddress.IPv4Network("100.100.100.0/24"),)
+DEFAULT_USER = "admin@localnet"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS users (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    login_name TEXT NOT NULL UNIQUE,
+    display_name TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS authkeys (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE,
+    user_id INTEGER NOT NULL,
+    reusable INTEGER NOT NULL,
+    ephemeral INTEGER NOT NULL,
+    tags TEXT NOT NULL,
+    expires REAL,
+    used INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS nodes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    stable_id TEXT NOT NULL UNIQUE,
+    machine_key TEXT NOT NULL,
+    node_key TEXT NOT NULL UNIQUE,
+    disco_key TEXT NOT NULL DEFAULT '',
+    user_id INTEGER NOT NULL,
+    hostname TEXT NOT NULL,
+    ipv4 TEXT NOT NULL UNIQUE,
+    ipv6 TEXT NOT NULL DEFAULT '',
+    authorized INTEGER NOT NULL,
+    ephemeral INTEGER NOT NULL,
+    tags TEXT NOT NULL DEFAULT '[]',
+    endpoints TEXT NOT NULL DEFAULT '[]',
+    hostinfo TEXT NOT NULL DEFAULT '{}',
+    home_derp INTEGER NOT NULL DEFAULT 0,
+    key_expiry REAL,
+    logged_out INTEGER NOT NULL DEFAULT 0,
+    auth_path TEXT NOT NULL DEFAULT '',
+    created REAL NOT NULL,
+    last_seen REAL
+);
+"""
+
+
+@dataclass
+class User:
+    id: int
+    login_name: str
+    display_name: str
+    created: float
+
+
+@dataclass
+class AuthKey:
+    id: int
+    key: str
+    user_id: int
+    reusable: bool
+    ephemeral: bool
+    tags: list[str]
+    expires: float | None
+    used: bool
+    created: float
+
+
+@dataclass
+class Node:
+    """One row of ``nodes``; JSON columns are decoded."""
+
+    id: int
+    stable_id: str
+    machine_key: str
+    node_key: str
+    disco_key: str
+    user_id: int
+    hostname: str
+    ipv4: str
+    ipv6: str
+    authorized: bool
+    ephemeral: bool
+    tags: list[str] = field(default_factory=list)
+    endpoints: list[str] = field(default_factory=list)
+    hostinfo: dict[str, object] = field(default_factory=dict)
+    home_derp: int = 0
+    key_expiry: float | None = None
+    logged_out: bool = False
+    auth_path: str = ""
+    created: float = 0.0
+    last_seen: float | None = None
+
+
+_JSON_NODE_COLS = ("tags", "endpoints", "hostinfo")
+_BOOL_NODE_COLS = ("authorized", "ephemeral", "logged_out")
+
+
+def _node(row: sqlite3.Row) -> Node:
+    d = dict(row)
+    for c in _JSON_NODE_COLS:
+        d[c] = json.loads(d[c])
+    for c in _BOOL_NODE_COLS:
+        d[c] = bool(d[c])
+    return Node(**d)
+
+
+def _authkey(row: sqlite3.Row) -> AuthKey:
+    d = dict(row)
+    d["tags"] = json.loads(d["tags"])
+    d["reusable"], d["ephemeral"], d["used"] = bool(d["reusable"]), bool(d["ephemeral"]), bool(d["used"])
+    return AuthKey(**d)
+
+
+class Store:
+    """SQLite-backed state; every method is one transaction and safe to call from any thread."""
+
+    def __init__(self, state_dir: str | Path, *, ipv6: bool = False) -> None:
+        self.dir = Path(state_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.ipv6 = ipv6
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.dir / DB_NAME, check_same_thread=False, timeout=10,
+                                   isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def data_version(self) -> int:
+        """Changes whenever *another* connection (e.g. the admin CLI) commits to the database."""
+        with self._lock:
+            return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
+    # -- meta --------------------------------------------------------------------------------
+    def get_meta(self, k: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT v FROM meta WHERE k=?", (k,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta_default(self, k: str, v: str) -> str:
+        """Store ``v`` under ``k`` unless a value exists; return the stored value (first writer wins)."""
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO meta (k, v) VALUES (?, ?)", (k, v))
+            return str(db.execute("SELECT v FROM meta WHERE k=?", (k,)).fetchone()[0])
+
+    # -- users -------------------------------------------------------------------------------
+    def ensure_user(self, login_name: str = DEFAULT_USER, display_name: str | None = None) -> User:
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO users (login_name, display_name, created) VALUES (?, ?, ?)",
+                       (login_name, display_name or login_name.split("@")[0], time.time()))
+            row = db.execute("SELECT * FROM users WHERE login_name=?", (login_name,)).fetchone()
+        return User(**dict(row))
+
+    def users(self) -> list[User]:
+        with self._lock:
+            return [User(**dict(r)) for r in self._db.execute("SELECT * FROM users ORDER BY id")]
+
+    # -- auth keys ---------------------------------------------------------------------------
+    def create_authkey(self, *, user_id: int, reusable: bool = False, ephemeral: bool = False,
+                       tags: list[str] | None = None, expires: float | None = None) -> AuthKey:
+        key = "tskey-auth-" + secrets.token_hex(24)
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO authkeys (key, user_id, reusable, ephemeral, tags, expires, created)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (key, user_id, int(reusable), int(ephemeral), json.dumps(sorted(tags or [])), expires,
+                 time.time()))
+            row = db.execute("SELECT * FROM authkeys WHERE id=?", (cur.lastrowid,)).fetchone()
+        return _authkey(row)
+
+    def get_authkey(self, key: str) -> AuthKey | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM authkeys WHERE key=?", (key,)).fetchone()
+        return None if row is None else _authkey(row)
+
+    def authkeys(self) -> list[AuthKey]:
+        with self._lock:
+            return [_authkey(r) for r in self._db.execute("SELECT * FROM authkeys ORDER BY id")]
+
+    def mark_authkey_used(self, key_id: int) -> bool:
+        """Mark a key used; False if a single-use key was already used (a race lost)."""
+        with self._tx() as db:
+            row = db.execute("SELECT reusable, used FROM authkeys WHERE id=?", (key_id,)).fetchone()
+            if row is None or (not row["reusable"] and row["used"]):
+                return False
+            db.execute("UPDATE authkeys SET used=1 WHERE id=?", (key_id,))
+            return True
+
+    # -- nodes -------------------------------------------------------------------------------
+    def _allocate_v4(self, db: sqlite3.Connection) -> str:
+        taken = {r[0] for r in db.execute("SELECT ipv4 FROM nodes")}
+        nxt = int(db.execute("SELECT COALESCE((SELECT v FROM meta WHERE k='next_v4'), '1')").fetchone()[0])
+        size = CGNAT_V4.num_addresses
+        for i in range(size):
+            off = (nxt + i) % size
+            if off == 0 or off == size - 1:
+                continue
+            ip = CGNAT_V4.network_address + off
+            if str(ip) in taken or any(ip in r for r in RESERVED_V4):
+                continue
+            db.execute("INSERT OR REPLACE INTO meta (k, v) VALUES ('next_v4', ?)", (str(off + 1),))
+            return str(ip)
+        raise RuntimeError("100.64.0.0/10 is exhausted")
+
+    def add_node(self, *, machine_key: str, node_key: str, user_id: int, hostname: str,
+                 authorized: bool, ephemeral: bool, tags: list[str] | None = None,
+                 hostinfo: dict[str, object] | None = None, key_expiry: float | None = None,
+                 auth_path: str = "") -> Node:
+        """Create a node with fresh addresses (IPv4 from 100.64.0.0/10; IPv6 4-to-6 if enabled)."""
+        with self._tx() as db:
+            v4 = self._allocate_v4(db)
+            v6 = ""
+            if self.ipv6:
+                v6 = str(TS_4TO6.network_address + int(ipaddress.IPv4Address(v4)))
+            cur = db.execute(
+                "INSERT INTO nodes (stable_id, machine_key, node_key, user_id, hostname, ipv4, ipv6,"
+                " authorized, ephemeral, tags, hostinfo, key_expiry, auth_path, created)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                ("n" + secrets.token_hex(8), machine_key, node_key, user_id, hostname, v4, v6,
+                 int(authorized), int(ephemeral), json.dumps(sorted(tags or [])),
+                 json.dumps(hostinfo or {}), key_expiry, auth_path, time.time()))
+            row = db.execute("SELECT * FROM nodes WHERE id=?", (cur.lastrowid,)).fetchone()
+        return _node(row)
+
+    def node(self, node_id: int) -> Node | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM nodes WHERE id=?", (node_id,)).fetchone()
+        return None if row is None else _node(row)
+
+    def node_by_key(self, node_key: str) -> Node | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM nodes WHERE node_key=?", (node_key,)).fetchone()
+        return None if row is None else _node(row)
+
+    def node_by_auth_path(self, auth_path: str) -> Node | None:
+        if not auth_path:
+            return None
+        with self._lock:
+            row = self._db.execute("SELECT * FROM nodes WHERE auth_path=?", (auth_path,)).fetchone()
+        return None if row is None else _node(row)
+
+    def logged_out_node_for_machine(self, machine_key: str) -> Node | None:
+        """A logged-out, non-ephemeral node of this machine: re-login reuses it (and its IPs)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM nodes WHERE machine_key=? AND logged_out=1 AND ephemeral=0 ORDER BY id",
+                (machine_key,)).fetchone()
+        return None if row is None else _node(row)
+
+    def nodes(self) -> list[Node]:
+        with self._lock:
+            return [_node(r) for r in self._db.execute("SELECT * FROM nodes ORDER BY id")]
+
+    _UPDATABLE = frozenset({
+        "node_key", "disco_key", "hostname", "authorized", "ephemeral", "tags", "endpoints", "hostinfo",
+        "home_derp", "key_expiry", "logged_out", "auth_path", "last_seen", "user_id",
+    })
+
+    def update_node(self, node_id: int, **changes: object) -> Node | None:
+        """Update the named columns; returns the new row, or None if the node is gone."""
+        bad = set(changes) - self._UPDATABLE
+        if bad:
+            raise ValueError(f"not updatable: {sorted(bad)}")
+        cols, vals = [], []
+        for k, v in changes.items():
+            if k in _JSON_NODE_COLS:
+                v = json.dumps(v)
+            elif k in _BOOL_NODE_COLS:
+                v = int(bool(v))
+            cols.append(f"{k}=?")
+            vals.append(v)
+        with self._tx() as db:
+            if cols:
+                db.execute(f"UPDATE nodes SET {', '.join(cols)} WHERE id=?", (*vals, node_id))
+            row = db.execute("SELECT * FROM nodes WHERE id=?", (node_id,)).fetchone()
+        return None if row is None else _node(row)
+
+    def delete_node(self, node_id: int) -> bool:
+        with self._tx() as db:
+            return db.execute("DELETE FROM nodes WHERE id=?", (node_id,)).rowcount > 0

@@ -1,0 +1,169 @@
+"""A minimal asyncio ts2021 client for tests and benchmarks of the local control server.
+
+It does what a Go node does on the wire (``GET /key``, the ``/ts2021`` upgrade, HTTP/2 requests
+as concurrent streams, map frames) without any node logic. Not the node's real control client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import struct
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import h2.config
+import h2.connection
+import h2.events
+import zstandard
+
+from pytsnet.wire.controlbase.handshake import ClientHandshake
+from pytsnet.wire.controlbase.stream import ClientStream
+from pytsnet.wire.keys import DiscoPrivate, MachinePrivate, MachinePublic, NodePrivate
+
+CAPVER = 130
+JSON = dict[str, Any]
+
+
+async def fetch_key(url: str) -> MachinePublic:
+    u = urlsplit(url)
+    reader, writer = await asyncio.open_connection(u.hostname, u.port)
+    writer.write(f"GET /key?v={CAPVER} HTTP/1.1\r\nHost: {u.netloc}\r\n\r\n".encode())
+    data = await reader.read()
+    writer.close()
+    body = data.split(b"\r\n\r\n", 1)[1]
+    return MachinePublic.from_text(json.loads(body)["publicKey"])
+
+
+class _Stream:
+    def __init__(self) -> None:
+        self.status = 0
+        self.data = asyncio.Queue[bytes | None]()
+
+
+class ControlClient:
+    """One Noise connection with HTTP/2 on top; ``post`` and ``map_stream`` may run concurrently."""
+
+    def __init__(self, url: str, machine: MachinePrivate | None = None) -> None:
+        self.url = url
+        self.machine = machine or MachinePrivate.generate()
+        self.node = NodePrivate.generate()
+        self.disco = DiscoPrivate.generate()
+        self._streams: dict[int, _Stream] = {}
+
+    async def connect(self) -> None:
+        u = urlsplit(self.url)
+        server_key = await fetch_key(self.url)
+        hs = ClientHandshake(self.machine, server_key, CAPVER)
+        self.reader, self.writer = await asyncio.open_connection(u.hostname, u.port)
+        b64 = base64.b64encode(hs.initiation).decode()
+        self.writer.write((f"POST /ts2021 HTTP/1.1\r\nHost: {u.netloc}\r\n"
+                           "Upgrade: tailscale-control-protocol\r\n"
+                           f"Connection: upgrade\r\nX-Tailscale-Handshake: {b64}\r\n\r\n").encode())
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 101"):
+            raise ConnectionError(head.decode(errors="replace"))
+        self.noise = ClientStream(hs)
+        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True,
+                                                                       header_encoding="utf-8"))
+        self.h2.initiate_connection()
+        self._pump = asyncio.ensure_future(self._read_loop())
+        await self._flush()
+
+    async def _flush(self) -> None:
+        if not self.noise.established:  # h2 keeps its output until the handshake response arrived
+            return
+        data = self.h2.data_to_send()
+        if data:
+            self.writer.write(self.noise.send(data))
+            await self.writer.drain()
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                data = await self.reader.read(65536)
+                if not data:
+                    break
+                was = self.noise.established
+                plain = self.noise.receive_data(data)
+                if not was and self.noise.established:
+                    await self._flush()
+                if not plain:
+                    continue
+                for ev in self.h2.receive_data(plain):
+                    st = self._streams.get(getattr(ev, "stream_id", -1))
+                    if isinstance(ev, h2.events.ResponseReceived) and st:
+                        st.status = int(dict(ev.headers)[":status"])
+                    elif isinstance(ev, h2.events.DataReceived) and st:
+                        self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                        st.data.put_nowait(ev.data)
+                    elif isinstance(ev, h2.events.StreamEnded | h2.events.StreamReset) and st:
+                        st.data.put_nowait(None)
+                await self._flush()
+        finally:
+            for st in self._streams.values():
+                st.data.put_nowait(None)
+
+    async def _request(self, path: str, body: JSON) -> _Stream:
+        sid = self.h2.get_next_available_stream_id()
+        st = self._streams[sid] = _Stream()
+        u = urlsplit(self.url)
+        payload = json.dumps(body).encode()
+        self.h2.send_headers(sid, [(":method", "POST"), (":scheme", "https"), (":authority", u.netloc),
+                                   (":path", path)])
+        self.h2.send_data(sid, payload, end_stream=True)
+        await self._flush()
+        return st
+
+    async def post(self, path: str, body: JSON) -> tuple[int, bytes]:
+        st = await self._request(path, body)
+        out = bytearray()
+        while (chunk := await st.data.get()) is not None:
+            out += chunk
+        return st.status, bytes(out)
+
+    async def register(self, authkey: str = "", *, hostname: str = "pynode", followup: str = "",
+                       ephemeral: bool = False, expiry: str = "0001-01-01T00:00:00Z",
+                       old_node_key: str | None = None) -> JSON:
+        req: JSON = {"Version": CAPVER, "NodeKey": self.node.public().to_text(), "Expiry": expiry,
+                     "Hostinfo": {"Hostname": hostname}, "Followup": followup}
+        if authkey:
+            req["Auth"] = {"AuthKey": authkey}
+        if ephemeral:
+            req["Ephemeral"] = True
+        if old_node_key:
+            req["OldNodeKey"] = old_node_key
+        status, body = await self.post("/machine/register", req)
+        if status != 200:
+            raise ConnectionError(f"register: HTTP {status}: {body!r}")
+        return dict(json.loads(body))
+
+    def map_request(self, **extra: Any) -> JSON:
+        return {"Version": CAPVER, "Compress": "zstd", "KeepAlive": True,
+                "NodeKey": self.node.public().to_text(),
+                "DiscoKey": self.disco.public().to_text(), "Hostinfo": {"Hostname": "pynode"}, **extra}
+
+    async def map_stream(self, **extra: Any) -> AsyncIterator[JSON]:
+        """Yield decoded MapResponses of a long poll (keep-alives included)."""
+        st = await self._request("/machine/map", self.map_request(Stream=True, **extra))
+        buf = bytearray()
+        dctx = zstandard.ZstdDecompressor()
+        while (chunk := await st.data.get()) is not None:
+            buf += chunk
+            while len(buf) >= 4:
+                (n,) = struct.unpack_from("<I", buf)
+                if len(buf) < 4 + n:
+                    break
+                frame = bytes(buf[4:4 + n])
+                del buf[:4 + n]
+                yield json.loads(dctx.decompressobj().decompress(frame))
+        if st.status != 200:
+            raise ConnectionError(f"map: HTTP {st.status}")
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+        self._pump.cancel()
