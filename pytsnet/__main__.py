@@ -1,0 +1,7 @@
+"""Entry point for ``python -m pytsnet``."""
+
+import sys
+
+from pytsnet.cli import main
+
+sys.exit(main())
