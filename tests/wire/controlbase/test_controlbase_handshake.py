@@ -30,7 +30,8 @@ EPHEMERAL = bytes(range(201, 233))
 
 
 def pub(private: bytes) -> bytes:
-    return X25519PrivateKey.from_private_bytes(private).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    key = X25519PrivateKey.from_private_bytes(private).public_key()
+    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
 def test_protocol_name_and_prologue_hash_match_control_md() -> None:
@@ -160,7 +161,8 @@ def test_oversized_early_payload_is_refused() -> None:
     server = ServerStream(accept_initiation(client.initiation, CONTROL))
     cstream = ClientStream(client)
     with pytest.raises(ControlParseError):
-        cstream.receive_data(server.initial + server.send(b"\xff\xff\xffTS" + struct.pack(">I", (10 << 20) + 1)))
+        header = b"\xff\xff\xffTS" + struct.pack(">I", (10 << 20) + 1)
+        cstream.receive_data(server.initial + server.send(header))
 
 
 def test_client_stream_reports_server_error() -> None:
