@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import contextlib
 import json
 import logging
@@ -109,6 +110,8 @@ class ControlServer:
         self._online: dict[int, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
+        self.sent: dict[int, collections.deque[JSON]] = {}
+        """Per node id, the last map messages its long polls were sent (for tests and debugging)."""
         self.stats = {"noise_sessions": 0, "bad_handshakes": 0, "registers": 0, "map_polls": 0}
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -476,6 +479,7 @@ class ControlServer:
                 except KeyError:
                     break  # this node was deleted
                 if msg is not None:
+                    self.sent.setdefault(node.id, collections.deque(maxlen=64)).append(msg)
                     await resp.write(encode_frame(msg, compress))
             await resp.end()
         finally:
