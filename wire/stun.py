@@ -1,0 +1,176 @@
+"""STUN (RFC 5389) as Tailscale uses it: Binding requests out, Binding responses in.
+
+Layouts follow Go ``net/stun/stun.go``: a 40-byte request with SOFTWARE "tailnode" and a
+FINGERPRINT; responses read XOR-MAPPED-ADDRESS (0x0020, or the misnumbered 0x8020 some servers
+send), falling back to MAPPED-ADDRESS. ``parse_message`` walks any STUN message's attributes
+(e.g. RFC 5769's samples, whose MESSAGE-INTEGRITY we do not check) and ``check_fingerprint``
+verifies a trailing FINGERPRINT. Every parser raises only ``StunParseError``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+
+from pytsnet.wire.errors import ParseError
+
+MAGIC_COOKIE = bytes.fromhex("2112a442")
+HEADER_LEN = 20
+TX_ID_LEN = 12
+BINDING_REQUEST = 0x0001
+BINDING_SUCCESS = 0x0101
+ATTR_MAPPED_ADDRESS = 0x0001
+ATTR_XOR_MAPPED_ADDRESS = 0x0020
+ATTR_XOR_MAPPED_ADDRESS_ALT = 0x8020
+ATTR_SOFTWARE = 0x8022
+ATTR_FINGERPRINT = 0x8028
+SOFTWARE = b"tailnode"
+FINGERPRINT_XOR = 0x5354554E
+LEN_FINGERPRINT = 8
+MAX_ATTRIBUTES = 256  # bound work on hostile input; real messages carry a handful
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+AddrPort = tuple[IPAddress, int]
+
+
+class StunParseError(ParseError):
+    """Not STUN, not the expected message, malformed attributes, or a bad fingerprint."""
+
+
+def new_tx_id() -> bytes:
+    return os.urandom(TX_ID_LEN)
+
+
+def fingerprint(b: bytes) -> int:
+    """CRC-32 of ``b`` XOR 0x5354554e (RFC 5389 §15.5)."""
+    return zlib.crc32(b) ^ FINGERPRINT_XOR
+
+
+def is_stun(b: bytes) -> bool:
+    """Go ``stun.Is``: ≥ 20 bytes, top two bits zero, magic cookie at 4..8."""
+    return len(b) >= HEADER_LEN and b[0] & 0xC0 == 0 and b[4:8] == MAGIC_COOKIE
+
+
+def _check_tx(tx_id: bytes) -> None:
+    if len(tx_id) != TX_ID_LEN:
+        raise StunParseError("transaction ID must be 12 bytes")
+
+
+def request(tx_id: bytes) -> bytes:
+    """The 40-byte Binding request Tailscale sends (SOFTWARE then FINGERPRINT)."""
+    _check_tx(tx_id)
+    b = struct.pack(">HH", BINDING_REQUEST, 4 + len(SOFTWARE) + LEN_FINGERPRINT) + MAGIC_COOKIE + tx_id
+    b += struct.pack(">HH", ATTR_SOFTWARE, len(SOFTWARE)) + SOFTWARE
+    return b + struct.pack(">HHI", ATTR_FINGERPRINT, 4, fingerprint(b))
+
+
+@dataclass(frozen=True, slots=True)
+class StunMessage:
+    message_type: int
+    tx_id: bytes
+    attributes: tuple[tuple[int, bytes], ...]
+
+
+def _attrs(b: bytes) -> list[tuple[int, bytes]]:
+    out: list[tuple[int, bytes]] = []
+    i = 0
+    while i < len(b):
+        if len(b) - i < 4:
+            raise StunParseError("malformed STUN attributes")
+        t, n = struct.unpack_from(">HH", b, i)
+        i += 4
+        padded = (n + 3) & ~3
+        if padded > len(b) - i:
+            raise StunParseError("malformed STUN attributes")
+        out.append((t, bytes(b[i : i + n])))
+        i += padded
+        if len(out) > MAX_ATTRIBUTES:
+            raise StunParseError("too many STUN attributes")
+    return out
+
+
+def parse_message(b: bytes) -> StunMessage:
+    """Header and attributes of any STUN message; bytes past the declared length are ignored."""
+    if not is_stun(b):
+        raise StunParseError("not a STUN message")
+    t, n = struct.unpack_from(">HH", b)
+    if n > len(b) - HEADER_LEN:
+        raise StunParseError("STUN length exceeds the packet")
+    return StunMessage(t, bytes(b[8:20]), tuple(_attrs(b[HEADER_LEN : HEADER_LEN + n])))
+
+
+def check_fingerprint(b: bytes) -> None:
+    """Raise unless the message ends (at its declared length) in a correct FINGERPRINT."""
+    msg = parse_message(b)
+    end = HEADER_LEN + struct.unpack_from(">H", b, 2)[0]
+    if not msg.attributes or msg.attributes[-1][0] != ATTR_FINGERPRINT or len(msg.attributes[-1][1]) != 4:
+        raise StunParseError("STUN message does not end in a FINGERPRINT")
+    if struct.unpack(">I", msg.attributes[-1][1])[0] != fingerprint(b[: end - LEN_FINGERPRINT]):
+        raise StunParseError("STUN FINGERPRINT mismatch")
+
+
+def parse_binding_request(b: bytes) -> bytes:
+    """The transaction ID of a Tailscale Binding request (SOFTWARE "tailnode", valid FINGERPRINT)."""
+    msg = parse_message(b)
+    if msg.message_type != BINDING_REQUEST:
+        raise StunParseError("STUN message is not a binding request")
+    if not any(t == ATTR_SOFTWARE and v == SOFTWARE for t, v in msg.attributes):
+        raise StunParseError("STUN request came from non-Tailscale software")
+    if b[HEADER_LEN + struct.unpack_from(">H", b, 2)[0] :]:
+        raise StunParseError("trailing bytes after the STUN request")  # Go checks the whole datagram
+    check_fingerprint(b)
+    return msg.tx_id
+
+
+def response(tx_id: bytes, addr: IPAddress, port: int) -> bytes:
+    """A Binding success response carrying one XOR-MAPPED-ADDRESS (Go ``stun.Response``)."""
+    _check_tx(tx_id)
+    raw = addr.packed
+    fam = 1 if len(raw) == 4 else 2
+    mask = (MAGIC_COOKIE + tx_id)[: len(raw)]
+    attr = struct.pack(">BBH", 0, fam, port ^ 0x2112) + bytes(x ^ y for x, y in zip(raw, mask, strict=True))
+    return (
+        struct.pack(">HH", BINDING_SUCCESS, 4 + len(attr))
+        + MAGIC_COOKIE
+        + tx_id
+        + struct.pack(">HH", ATTR_XOR_MAPPED_ADDRESS, len(attr))
+        + attr
+    )
+
+
+def _address(v: bytes, xor_with: bytes | None) -> AddrPort:
+    if len(v) < 4:
+        raise StunParseError("malformed address attribute")
+    n = {1: 4, 2: 16}.get(v[1])
+    if n is None or len(v) < 4 + n:
+        raise StunParseError("malformed address attribute")
+    port = struct.unpack_from(">H", v, 2)[0]
+    raw = v[4 : 4 + n]
+    if xor_with is not None:
+        port ^= 0x2112
+        raw = bytes(x ^ y for x, y in zip(raw, xor_with[:n], strict=True))
+    a = ipaddress.ip_address(raw)
+    if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped is not None:
+        a = a.ipv4_mapped
+    return a, port
+
+
+def parse_response(b: bytes) -> tuple[bytes, AddrPort]:
+    """``(tx_id, (addr, port))`` from a Binding success response."""
+    msg = parse_message(b)
+    if msg.message_type != BINDING_SUCCESS:
+        raise StunParseError("STUN packet is not a success response")
+    found: AddrPort | None = None
+    fallback: AddrPort | None = None
+    for t, v in msg.attributes:
+        if t in (ATTR_XOR_MAPPED_ADDRESS, ATTR_XOR_MAPPED_ADDRESS_ALT):
+            found = _address(v, MAGIC_COOKIE + msg.tx_id)
+        elif t == ATTR_MAPPED_ADDRESS:
+            fallback = _address(v, None)
+    addr = found or fallback
+    if addr is None:
+        raise StunParseError("STUN response has no mapped address")
+    return msg.tx_id, addr
