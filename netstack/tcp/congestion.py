@@ -1,0 +1,61 @@
+"""NewReno congestion control (RFC 5681 slow start / congestion avoidance, RFC 6582 recovery).
+
+Byte-counting (RFC 3465, L=2*SMSS) during slow start. The connection tells this object about
+ACKs and losses; it answers with ``cwnd`` and whether it is in fast recovery.
+"""
+
+from __future__ import annotations
+
+DUPACK_THRESHOLD = 3
+
+
+class NewReno:
+    """cwnd/ssthresh bookkeeping for one connection (all quantities in bytes)."""
+
+    __slots__ = ("_ca_acc", "cwnd", "in_recovery", "mss", "recover", "ssthresh")
+
+    def __init__(self, mss: int) -> None:
+        self.mss = mss
+        # RFC 5681 §3.1 initial window (RFC 6928's IW10 is also common; keep the conservative one).
+        self.cwnd = min(4 * mss, max(2 * mss, 4380))
+        self.ssthresh = 1 << 30
+        self.in_recovery = False
+        self.recover = 0  # stream offset of the highest byte sent when recovery began
+        self._ca_acc = 0
+
+    def on_ack(self, acked: int, flight_before: int) -> None:
+        """New data ``acked`` outside of recovery: grow cwnd."""
+        if self.cwnd < self.ssthresh:
+            self.cwnd += min(acked, 2 * self.mss)
+        else:
+            self._ca_acc += acked
+            if self._ca_acc >= self.cwnd:
+                self._ca_acc -= self.cwnd
+                self.cwnd += self.mss
+
+    def enter_recovery(self, flight: int, snd_max: int) -> None:
+        """Third duplicate ACK (or SACK evidence of loss): RFC 6582 §3.2 step 2."""
+        self.ssthresh = max(flight // 2, 2 * self.mss)
+        self.cwnd = self.ssthresh + DUPACK_THRESHOLD * self.mss
+        self.in_recovery = True
+        self.recover = snd_max
+
+    def on_dupack_in_recovery(self) -> None:
+        """Each further duplicate ACK inflates cwnd by one segment (step 3)."""
+        self.cwnd += self.mss
+
+    def on_partial_ack(self, acked: int) -> None:
+        """Deflate by the amount acknowledged, add back one segment (step 5, partial ACK)."""
+        self.cwnd = max(self.cwnd - acked + self.mss, self.mss)
+
+    def on_full_ack(self, flight: int) -> None:
+        """Recovery is over: deflate the window (step 5, full ACK, option 1)."""
+        self.cwnd = max(min(self.ssthresh, flight + self.mss), self.mss)
+        self.in_recovery = False
+
+    def on_timeout(self, flight: int) -> None:
+        """RTO expiry: RFC 5681 §3.1 equation 4, cwnd to one loss window."""
+        self.ssthresh = max(flight // 2, 2 * self.mss)
+        self.cwnd = self.mss
+        self.in_recovery = False
+        self._ca_acc = 0

@@ -1,0 +1,921 @@
+"""One TCP connection as a sans-IO state machine (RFC 9293), modelled on smoltcp's ``socket/tcp.rs``.
+
+Inputs are parsed segments, app calls and ``now``; outputs are segments from ``poll(now)`` and
+``next_deadline()``. Sequence numbers are mapped to unbounded stream offsets at the boundary
+(offset 0 is the first data byte, offset -1 the SYN), so the hot path compares plain ints.
+
+Implemented: active/passive/simultaneous open, every close path, RFC 5961 RST/SYN/ACK
+validation with rate-limited challenge ACKs, RFC 6298 RTO with Karn and backoff, NewReno fast
+recovery (RFC 6582) driven by SACK holes (RFC 2018, RFC 6675-style pipe), RFC 7323 window scale,
+timestamps and PAWS, delayed ACK, persist (zero-window probes), keepalive, receiver SWS
+avoidance and a receive window tied to what the app has read.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass
+
+from pytsnet.netstack.tcp.congestion import DUPACK_THRESHOLD, NewReno
+from pytsnet.netstack.tcp.errors import (
+    ConnectionAborted,
+    ConnectionRefused,
+    ConnectionReset,
+    ConnectionTimedOut,
+    TcpConnectionError,
+    TcpStateError,
+)
+from pytsnet.netstack.tcp.reassembly import Reassembler
+from pytsnet.netstack.tcp.rto import RttEstimator
+from pytsnet.netstack.tcp.segment import ACK, FIN, MAX_WSCALE, PSH, RST, SYN, TcpSegment
+from pytsnet.netstack.tcp.sendbuf import SackScoreboard, SendBuffer
+from pytsnet.netstack.tcp.seq import SEQ_MASK, seq_diff, seq_lt
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Endpoint = tuple[IPAddress, int]
+
+DEFAULT_MSS_V4 = 536  # RFC 9293 §3.7.1: assumed when the SYN carries no MSS option
+DEFAULT_MSS_V6 = 1220  # RFC 8200 minimum MTU 1280 - 40 - 20
+
+
+class TcpState(enum.Enum):
+    """RFC 9293 §3.3.2 connection states."""
+
+    CLOSED = "CLOSED"
+    LISTEN = "LISTEN"
+    SYN_SENT = "SYN-SENT"
+    SYN_RECEIVED = "SYN-RECEIVED"
+    ESTABLISHED = "ESTABLISHED"
+    FIN_WAIT_1 = "FIN-WAIT-1"
+    FIN_WAIT_2 = "FIN-WAIT-2"
+    CLOSE_WAIT = "CLOSE-WAIT"
+    CLOSING = "CLOSING"
+    LAST_ACK = "LAST-ACK"
+    TIME_WAIT = "TIME-WAIT"
+
+
+_S = TcpState
+_SYNCHRONIZED = frozenset({_S.ESTABLISHED, _S.FIN_WAIT_1, _S.FIN_WAIT_2, _S.CLOSE_WAIT, _S.CLOSING,
+                           _S.LAST_ACK, _S.TIME_WAIT})
+_CAN_RECV_DATA = frozenset({_S.ESTABLISHED, _S.FIN_WAIT_1, _S.FIN_WAIT_2})
+_CAN_TRANSMIT = frozenset({_S.ESTABLISHED, _S.CLOSE_WAIT, _S.FIN_WAIT_1, _S.CLOSING, _S.LAST_ACK})
+
+
+@dataclass
+class TcpConfig:
+    """Per-connection knobs. Buffer sizes bound memory: nothing is buffered beyond them."""
+
+    mtu: int = 1280
+    mss: int | None = None  # None: derived from mtu and the IP version
+    send_buffer: int = 256 * 1024
+    recv_buffer: int = 256 * 1024
+    timestamps: bool = True
+    sack: bool = True
+    window_scaling: bool = True
+    delayed_ack: float = 0.04  # 0 disables delayed ACKs
+    rto_initial: float = 1.0  # RFC 6298 §2.1
+    rto_min: float = 0.2  # Linux's floor; RFC 6298 says 1 s
+    rto_max: float = 60.0
+    syn_retries: int = 6
+    max_retransmits: int = 15  # like Linux tcp_retries2
+    time_wait: float = 60.0  # 2*MSL
+    fin_wait_2_timeout: float = 60.0  # only once the app has close()d (orphaned)
+    max_ooo_bytes: int | None = None  # None: recv_buffer
+    keepalive_idle: float | None = None  # None disables keepalive (RFC 9293 §3.8.4: off by default)
+    keepalive_interval: float = 75.0
+    keepalive_probes: int = 9
+    challenge_ack_limit: int = 10  # per second, RFC 5961 §7
+
+    def mss_for(self, ip: IPAddress) -> int:
+        """MSS to announce: MTU minus IP and TCP fixed headers (RFC 9293 §3.7.1)."""
+        if self.mss is not None:
+            return self.mss
+        return self.mtu - (20 if ip.version == 4 else 40) - 20
+
+
+class TcpConnection:
+    """One TCP connection. Drive it with ``on_segment``/app calls, then ``poll(now)``."""
+
+    def __init__(self, local: Endpoint, remote: Endpoint, iss: int, now: float,
+                 config: TcpConfig | None) -> None:
+        cfg = config or TcpConfig()
+        self.config = cfg
+        self.local = local
+        self.remote = remote
+        self._lport = local[1]
+        self._rport = remote[1]
+        self._state = _S.CLOSED
+        self._error: TcpConnectionError | None = None
+        self._iss = iss & SEQ_MASK
+        self._snd_base = (self._iss + 1) & SEQ_MASK  # sequence number of stream offset 0
+        self._rcv_base = 0
+        self._our_mss = cfg.mss_for(local[0])
+        self._snd_mss = DEFAULT_MSS_V4 if local[0].version == 4 else DEFAULT_MSS_V6
+        self._payload_max = self._snd_mss
+        # Send side (stream offsets).
+        self._sbuf = SendBuffer(cfg.send_buffer)
+        self._snd_una = -1
+        self._snd_nxt = -1
+        self._snd_max = -1
+        self._snd_wnd = 0
+        self._max_snd_wnd = 0
+        self._snd_wl1 = -2
+        self._snd_wl2 = -2
+        self._fin_off: int | None = None  # offset our FIN occupies, once shutdown_write() was called
+        self._scoreboard = SackScoreboard()
+        self._rexmit_next = 0
+        self._rexmit_end = 0
+        self._dupacks = 0
+        self._cc = NewReno(self._snd_mss)
+        self._cc.recover = -1
+        self._rtt = RttEstimator(cfg.rto_initial, cfg.rto_min, cfg.rto_max)
+        self._rtt_probe: tuple[int, float] | None = None
+        self._retries = 0
+        # Receive side.
+        self._rbuf = bytearray()
+        self._reasm = Reassembler(cfg.max_ooo_bytes if cfg.max_ooo_bytes is not None else cfg.recv_buffer)
+        self._rcv_nxt = 0
+        self._rcv_adv = 0
+        self._rcv_fin_off: int | None = None
+        self._fin_received = False
+        self._last_ack_sent = 0
+        self._unacked_segs = 0
+        # Options.
+        self._snd_wscale = 0
+        self._rcv_wscale = 0
+        self._ws_ok = False
+        self._ts_ok = False
+        self._ts_recent = 0
+        self._ts_offset = (self._iss * 2654435761) & SEQ_MASK
+        self._sack_ok = False
+        # Timers (absolute times) and output flags.
+        self._rto_at: float | None = None
+        self._persist_at: float | None = None
+        self._persist_backoff = 0
+        self._delack_at: float | None = None
+        self._keepalive_at: float | None = None
+        self._ka_probes = 0
+        self._close_at: float | None = None  # TIME_WAIT expiry or orphaned FIN_WAIT_2 timeout
+        self._ack_now = False
+        self._syn_pending = False
+        self._dirty = True
+        self._ctl: list[TcpSegment] = []
+        self._passive = False
+        self._app_closed = False
+        self._chal_second = -1
+        self._chal_count = 0
+        self._last_now = now
+
+    # ------------------------------------------------------------------ constructors
+
+    @classmethod
+    def connect(cls, local: Endpoint, remote: Endpoint, iss: int, now: float,
+                config: TcpConfig | None = None) -> TcpConnection:
+        """Active open: the first ``poll`` emits our SYN."""
+        c = cls(local, remote, iss, now, config)
+        c._state = _S.SYN_SENT
+        c._syn_pending = True
+        if c.config.window_scaling:
+            c._rcv_wscale = c._wscale_for(c.config.recv_buffer)
+        return c
+
+    @classmethod
+    def accept(cls, syn: TcpSegment, local: Endpoint, remote: Endpoint, iss: int, now: float,
+               config: TcpConfig | None = None) -> TcpConnection:
+        """Passive open from a listener's SYN: the first ``poll`` emits our SYN-ACK."""
+        if not syn.flags & SYN or syn.flags & (ACK | RST):
+            raise TcpStateError("accept() needs a segment with SYN set and ACK/RST clear")
+        c = cls(local, remote, iss, now, config)
+        c._passive = True
+        c._state = _S.SYN_RECEIVED
+        c._syn_pending = True
+        c._on_peer_syn(syn)
+        return c
+
+    # ------------------------------------------------------------------ public properties
+
+    @property
+    def state(self) -> TcpState:
+        return self._state
+
+    @property
+    def error(self) -> TcpConnectionError | None:
+        return self._error
+
+    @property
+    def is_closed(self) -> bool:
+        return self._state is _S.CLOSED
+
+    @property
+    def readable(self) -> bool:
+        """``recv`` would return data, EOF, or raise the connection's error."""
+        return bool(self._rbuf) or self._fin_received or self._error is not None
+
+    @property
+    def at_eof(self) -> bool:
+        """The peer's FIN has been received and every byte before it read."""
+        return self._fin_received and not self._rbuf
+
+    @property
+    def writable(self) -> bool:
+        return (self._fin_off is None and self._error is None and self._sbuf.free > 0
+                and self._state in (_S.SYN_SENT, _S.SYN_RECEIVED, _S.ESTABLISHED, _S.CLOSE_WAIT))
+
+    @property
+    def send_buffered(self) -> int:
+        """Bytes written by the app and not yet acknowledged by the peer."""
+        return len(self._sbuf)
+
+    @property
+    def recv_buffered(self) -> int:
+        return len(self._rbuf)
+
+    @property
+    def memory_bytes(self) -> int:
+        """Payload bytes currently held (send, receive and out-of-order queues)."""
+        return len(self._sbuf) + len(self._rbuf) + self._reasm.buffered
+
+    def time_wait_state(self) -> tuple[int, int]:
+        """(SND.NXT, RCV.NXT) sequence numbers, for handing a TIME_WAIT flow to a ``TimeWaitTable``."""
+        return self._snd_seq(self._snd_max), self._rcv_seq(self._rcv_nxt)
+
+    # ------------------------------------------------------------------ app calls
+
+    def send(self, data: bytes | bytearray | memoryview) -> int:
+        """Queue bytes for sending; returns how many fit in the send buffer."""
+        if self._error is not None:
+            raise self._error
+        if self._fin_off is not None or self._state not in (_S.SYN_SENT, _S.SYN_RECEIVED, _S.ESTABLISHED,
+                                                            _S.CLOSE_WAIT):
+            raise TcpStateError(f"cannot send in {self._state.value} after shutdown")
+        n = self._sbuf.write(data)
+        if n:
+            self._dirty = True
+        return n
+
+    def recv(self, max_bytes: int) -> bytes:
+        """Read up to ``max_bytes``; b"" means EOF (or nothing yet: check ``readable``)."""
+        rbuf = self._rbuf
+        if not rbuf:
+            if self._error is not None and not self._fin_received:
+                raise self._error
+            return b""
+        if max_bytes >= len(rbuf):
+            data = bytes(rbuf)
+            rbuf.clear()
+        else:
+            data = bytes(rbuf[:max_bytes])
+            del rbuf[:max_bytes]
+        if self._state in _CAN_RECV_DATA:
+            # Window update when the right edge can move by enough (RFC 9293 §3.8.6.2.2).
+            growth = self._rcv_nxt + self.config.recv_buffer - len(rbuf) - self._rcv_adv
+            if growth >= min(self.config.recv_buffer // 2, 2 * self._our_mss):
+                self._ack_now = True
+                self._dirty = True
+        return data
+
+    def shutdown_write(self) -> None:
+        """Half-close: a FIN follows the data already queued."""
+        if self._fin_off is not None:
+            return
+        st = self._state
+        if st in (_S.CLOSED, _S.LISTEN):
+            return
+        self._fin_off = self._sbuf.end
+        if st in (_S.ESTABLISHED, _S.SYN_RECEIVED):
+            self._state = _S.FIN_WAIT_1
+        elif st is _S.CLOSE_WAIT:
+            self._state = _S.LAST_ACK
+        self._dirty = True
+
+    def close(self) -> None:
+        """Full close. Unread received data turns it into an abort (RFC 2525 §2.17), like Linux."""
+        st = self._state
+        if st in (_S.CLOSED, _S.LISTEN):
+            return
+        if st is _S.SYN_SENT:
+            self._to_closed(None)
+            return
+        if self._rbuf:
+            self.abort()
+            return
+        self._app_closed = True
+        self.shutdown_write()
+        if self._state is _S.FIN_WAIT_2 and self._close_at is None:
+            self._close_at = self._last_now + self.config.fin_wait_2_timeout
+
+    def abort(self) -> None:
+        """Reset the connection: queue an RST (unless no SYN was answered yet) and close."""
+        st = self._state
+        if st in (_S.CLOSED, _S.TIME_WAIT):
+            self._to_closed(self._error)
+            return
+        if st is not _S.SYN_SENT:
+            self._ctl.append(self._segment(self._snd_max if self._snd_max >= 0 else 0, RST | ACK, b""))
+        self._to_closed(ConnectionAborted("connection aborted locally"))
+        self._dirty = True
+
+    # ------------------------------------------------------------------ helpers
+
+    @staticmethod
+    def _wscale_for(buf: int) -> int:
+        shift = 0
+        while (buf >> shift) > 0xFFFF and shift < MAX_WSCALE:
+            shift += 1
+        return shift
+
+    def _snd_seq(self, off: int) -> int:
+        return (self._snd_base + off) & SEQ_MASK
+
+    def _rcv_seq(self, off: int) -> int:
+        return (self._rcv_base + off) & SEQ_MASK
+
+    def _tsval(self, now: float) -> int:
+        return (int(now * 1000) + self._ts_offset) & SEQ_MASK
+
+    def _on_peer_syn(self, syn: TcpSegment) -> None:
+        """Record IRS and negotiate options from the peer's SYN (or SYN-ACK)."""
+        cfg = self.config
+        self._rcv_base = (syn.seq + 1) & SEQ_MASK
+        self._rcv_nxt = 0
+        self._last_ack_sent = 0
+        self._ts_ok = cfg.timestamps and syn.timestamp is not None
+        if self._ts_ok and syn.timestamp is not None:
+            self._ts_recent = syn.timestamp[0]
+        self._sack_ok = cfg.sack and syn.sack_permitted
+        self._ws_ok = cfg.window_scaling and syn.wscale is not None
+        if self._ws_ok and syn.wscale is not None:
+            self._snd_wscale = syn.wscale
+            self._rcv_wscale = self._wscale_for(cfg.recv_buffer)
+        else:
+            self._snd_wscale = self._rcv_wscale = 0
+        peer_mss = syn.mss if syn.mss else (DEFAULT_MSS_V4 if self.local[0].version == 4 else DEFAULT_MSS_V6)
+        self._snd_mss = max(min(peer_mss, self._our_mss), 64)
+        self._payload_max = self._snd_mss - (12 if self._ts_ok else 0)
+        self._cc = NewReno(self._payload_max)
+        self._cc.recover = -1
+        self._rcv_adv = min(cfg.recv_buffer, 0xFFFF)
+
+    def _advertise(self) -> int:
+        """The window field for an outgoing non-SYN segment; moves RCV.ADV (never leftwards)."""
+        rcv_nxt = self._rcv_nxt
+        new_edge = rcv_nxt + self.config.recv_buffer - len(self._rbuf)
+        edge = self._rcv_adv
+        if edge < rcv_nxt or new_edge - edge >= min(self.config.recv_buffer // 2, self._our_mss):
+            edge = new_edge
+        wnd = edge - rcv_nxt
+        if wnd < 0:
+            wnd = 0
+        scaled = wnd >> self._rcv_wscale
+        if scaled > 0xFFFF:
+            scaled = 0xFFFF
+        adv = rcv_nxt + (scaled << self._rcv_wscale)
+        if adv > self._rcv_adv:
+            self._rcv_adv = adv
+        return scaled
+
+    def _segment(self, off: int, flags: int, payload: bytes, now: float | None = None) -> TcpSegment:
+        """Build a segment at send offset ``off``; every ACK-carrying segment satisfies a pending ACK."""
+        ts = None
+        if self._ts_ok:
+            ts = (self._tsval(self._last_now if now is None else now), self._ts_recent)
+        blocks: tuple[tuple[int, int], ...] = ()
+        if flags & ACK:
+            ack = (self._rcv_base + self._rcv_nxt) & SEQ_MASK
+            window = self._advertise()
+            self._last_ack_sent = self._rcv_nxt
+            self._ack_now = False
+            self._delack_at = None
+            self._unacked_segs = 0
+            if self._sack_ok and self._reasm:
+                room = (40 - (12 if ts else 0) - 4) // 8
+                if payload:
+                    room = min(room, (self._snd_mss - len(payload) - (12 if ts else 0) - 4) // 8)
+                if room > 0:
+                    base = self._rcv_base
+                    blocks = tuple(((base + s) & SEQ_MASK, (base + e) & SEQ_MASK)
+                                   for s, e in self._reasm.sack_blocks(room))
+        else:
+            ack = 0
+            window = self._advertise()
+        return TcpSegment(self._lport, self._rport, (self._snd_base + off) & SEQ_MASK, ack, flags, window,
+                          None, None, False, blocks, ts, payload)
+
+    def _syn_segment(self, now: float) -> TcpSegment:
+        cfg = self.config
+        synack = self._state is _S.SYN_RECEIVED
+        if synack:
+            ws = self._rcv_wscale if self._ws_ok else None
+            ts = (self._tsval(now), self._ts_recent) if self._ts_ok else None
+            sack = self._sack_ok
+            flags = SYN | ACK
+            ack = self._rcv_seq(self._rcv_nxt)
+            self._last_ack_sent = self._rcv_nxt
+            self._ack_now = False
+        else:
+            ws = self._rcv_wscale if cfg.window_scaling else None
+            ts = (self._tsval(now), 0) if cfg.timestamps else None
+            sack = cfg.sack
+            flags = SYN
+            ack = 0
+        window = min(cfg.recv_buffer, 0xFFFF)  # RFC 7323 §2.2: the SYN's window is never scaled
+        return TcpSegment(self._lport, self._rport, self._iss, ack, flags, window, self._our_mss, ws, sack,
+                          (), ts, b"")
+
+    def _to_closed(self, error: TcpConnectionError | None) -> None:
+        self._state = _S.CLOSED
+        if error is not None and self._error is None:
+            self._error = error
+        self._rto_at = self._persist_at = self._delack_at = self._keepalive_at = self._close_at = None
+        self._syn_pending = False
+        self._ack_now = False
+        self._sbuf = SendBuffer(0)
+        self._reasm = Reassembler(0)
+        if isinstance(error, ConnectionReset | ConnectionAborted):
+            self._rbuf = bytearray()
+
+    def _to_time_wait(self, now: float) -> None:
+        self._state = _S.TIME_WAIT
+        self._rto_at = self._persist_at = self._keepalive_at = None
+        self._close_at = now + self.config.time_wait
+        self._sbuf = SendBuffer(0)
+
+    def _challenge_ack(self, now: float) -> None:
+        """RFC 5961 §3.2/§4.2/§5.2 challenge ACK, rate-limited per second (§7)."""
+        sec = int(now)
+        if sec != self._chal_second:
+            self._chal_second = sec
+            self._chal_count = 0
+        if self._chal_count < self.config.challenge_ack_limit:
+            self._chal_count += 1
+            self._ack_now = True
+            self._dirty = True
+
+    def _established(self, now: float) -> None:
+        self._state = _S.ESTABLISHED
+        self._rto_at = None
+        self._retries = 0
+        if self.config.keepalive_idle is not None:
+            self._keepalive_at = now + self.config.keepalive_idle
+        if self._fin_off is not None:
+            self._state = _S.FIN_WAIT_1
+
+    # ------------------------------------------------------------------ input
+
+    def on_segment(self, seg: TcpSegment, now: float) -> None:
+        """Process one segment addressed to this connection (ports already demultiplexed)."""
+        self._last_now = now
+        st = self._state
+        if st is _S.CLOSED:
+            return
+        self._dirty = True
+        if st is _S.SYN_SENT:
+            self._on_segment_syn_sent(seg, now)
+            return
+        flags = seg.flags
+        if st is _S.SYN_RECEIVED and flags & SYN and not flags & (ACK | RST) and \
+                seg.seq == ((self._rcv_base - 1) & SEQ_MASK):
+            self._syn_pending = True  # the peer retransmitted its SYN: our SYN-ACK was lost
+            return
+        if self._keepalive_at is not None:
+            self._keepalive_at = now + (self.config.keepalive_idle or 0.0)
+            self._ka_probes = 0
+        rcv_nxt = self._rcv_nxt
+        seg_start = rcv_nxt + seq_diff(seg.seq, (self._rcv_base + rcv_nxt) & SEQ_MASK)
+        payload = seg.payload
+        plen = len(payload)
+        # PAWS, RFC 7323 §5.3.
+        ts = seg.timestamp
+        if self._ts_ok and ts is not None and not flags & RST and seq_lt(ts[0], self._ts_recent):
+            self._ack_now = True
+            return
+        # Acceptability, RFC 9293 §3.10.7.4.
+        wnd = self._rcv_adv - rcv_nxt
+        if wnd < 0:
+            wnd = 0
+        seg_len = plen + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
+        if seg_len == 0:
+            ok = rcv_nxt <= seg_start <= rcv_nxt + wnd
+        elif wnd == 0:
+            ok = False
+        else:
+            ok = seg_start < rcv_nxt + wnd and seg_start + seg_len > rcv_nxt
+        if not ok:
+            if flags & RST:
+                return
+            self._ack_now = True
+            if st is _S.TIME_WAIT and flags & FIN:
+                self._close_at = now + self.config.time_wait  # retransmitted FIN restarts 2*MSL
+            if not (wnd == 0 and seg_start == rcv_nxt and flags & ACK):
+                return
+            # Zero window: still process the ACK field (RFC 9293 §3.10.7.4), drop the data.
+            payload = b""
+            plen = 0
+            flags &= ~(FIN | SYN)
+        # RST, RFC 5961 §3.2.
+        if flags & RST:
+            if seg_start == rcv_nxt:
+                if st in (_S.CLOSING, _S.LAST_ACK, _S.TIME_WAIT):
+                    self._to_closed(None)
+                elif st is _S.SYN_RECEIVED and self._passive:
+                    self._to_closed(ConnectionRefused("reset during handshake"))
+                else:
+                    self._to_closed(ConnectionReset("connection reset by peer"))
+            else:
+                self._challenge_ack(now)
+            return
+        # SYN in a synchronized state, RFC 5961 §4.2.
+        if flags & SYN:
+            self._challenge_ack(now)
+            return
+        if not flags & ACK:
+            return
+        ack_off = self._snd_una + seq_diff(seg.ack, (self._snd_base + self._snd_una) & SEQ_MASK)
+        if st is _S.SYN_RECEIVED:
+            if self._snd_una < ack_off <= self._snd_max:
+                self._snd_una = 0
+                if self._snd_nxt < 0:
+                    self._snd_nxt = 0
+                self._snd_wnd = seg.window << self._snd_wscale
+                self._max_snd_wnd = max(self._max_snd_wnd, self._snd_wnd)
+                self._snd_wl1 = seg_start
+                self._snd_wl2 = ack_off
+                if self._rto_at is not None and self._rtt_probe is not None:
+                    self._rtt.sample(now - self._rtt_probe[1])
+                self._rtt_probe = None
+                self._established(now)
+                st = self._state
+            else:
+                self._ctl.append(TcpSegment(self._lport, self._rport, seg.ack, 0, RST, 0))
+                return
+        if ack_off > self._snd_max:
+            self._ack_now = True  # ACK for data never sent
+            return
+        if ack_off < self._snd_una - max(self._max_snd_wnd, 1):
+            self._challenge_ack(now)  # RFC 5961 §5.2
+            return
+        # Timestamps: remember the peer's clock (RFC 7323 §4.3).
+        if ts is not None and self._ts_ok and seg_start <= self._last_ack_sent:
+            self._ts_recent = ts[0]
+        self._on_ack(seg, ack_off, seg_start, plen, now)
+        st = self._state
+        if st is _S.CLOSED:
+            return
+        if plen:
+            if st in _CAN_RECV_DATA:
+                if self._app_closed:
+                    self.abort()  # data for an app that will never read it
+                    return
+                self._on_data(seg_start, payload, now)
+            else:
+                self._ack_now = True
+        if flags & FIN and st not in (_S.CLOSED, _S.TIME_WAIT):
+            fin_off = seg_start + plen
+            if fin_off >= self._rcv_nxt:
+                self._rcv_fin_off = fin_off
+            self._ack_now = True
+        if self._rcv_fin_off is not None and self._rcv_fin_off == self._rcv_nxt and not self._fin_received:
+            self._on_fin(now)
+
+    def _on_segment_syn_sent(self, seg: TcpSegment, now: float) -> None:
+        """RFC 9293 §3.10.7.3."""
+        flags = seg.flags
+        if flags & ACK and seg.ack != self._snd_base:
+            if not flags & RST:
+                self._ctl.append(TcpSegment(self._lport, self._rport, seg.ack, 0, RST, 0))
+            return
+        if flags & RST:
+            if flags & ACK:
+                self._to_closed(ConnectionRefused("connection refused"))
+            return
+        if not flags & SYN:
+            return
+        self._on_peer_syn(seg)
+        if flags & ACK:
+            self._snd_una = self._snd_nxt = self._snd_max = 0
+            self._snd_wnd = seg.window  # unscaled in a SYN
+            self._max_snd_wnd = self._snd_wnd
+            self._snd_wl1 = -1
+            self._snd_wl2 = 0
+            if self._ts_ok and seg.timestamp is not None and seg.timestamp[1]:
+                self._rtt.sample(((self._tsval(now) - seg.timestamp[1]) & SEQ_MASK) / 1000)
+            elif self._retries == 0 and self._rtt_probe is not None:
+                self._rtt.sample(now - self._rtt_probe[1])
+            self._rtt_probe = None
+            self._established(now)
+            self._ack_now = True
+        else:
+            self._state = _S.SYN_RECEIVED  # simultaneous open
+            self._syn_pending = True
+            self._rto_at = None
+
+    def _on_ack(self, seg: TcpSegment, ack_off: int, seg_start: int, plen: int, now: float) -> None:
+        una = self._snd_una
+        cc = self._cc
+        sackd_new = False
+        if self._sack_ok and seg.sack_blocks and self._snd_max > una:
+            base = self._snd_base
+            sb = self._scoreboard
+            for left, right in seg.sack_blocks:
+                s = una + seq_diff(left, (base + una) & SEQ_MASK)
+                e = una + seq_diff(right, (base + una) & SEQ_MASK)
+                if una < s < e <= self._snd_max and sb.add(s, e):
+                    sackd_new = True
+        wnd = seg.window << self._snd_wscale
+        if ack_off > una:
+            acked = ack_off - una
+            flight_before = self._snd_max - una
+            self._sbuf.ack_to(min(ack_off, self._sbuf.end))
+            self._snd_una = ack_off
+            if self._snd_nxt < ack_off:
+                self._snd_nxt = ack_off
+            self._scoreboard.advance(ack_off)
+            if self._rexmit_next < ack_off:
+                self._rexmit_next = ack_off
+            # RTT sample: timestamps (RFC 7323 §4) or one timed segment (Karn).
+            ts = seg.timestamp
+            if self._ts_ok and ts is not None and ts[1]:
+                self._rtt.sample(((self._tsval(now) - ts[1]) & SEQ_MASK) / 1000)
+            elif self._rtt_probe is not None and ack_off > self._rtt_probe[0]:
+                self._rtt.sample(now - self._rtt_probe[1])
+                self._rtt_probe = None
+            self._retries = 0
+            if cc.in_recovery:
+                if ack_off >= cc.recover:
+                    cc.on_full_ack(self._snd_max - ack_off)
+                else:
+                    cc.on_partial_ack(acked)
+                    # RFC 6582 step 5: retransmit the first unacknowledged segment.
+                    self._rexmit_next = ack_off
+                    if not self._sack_ok or self._rexmit_end <= ack_off:
+                        self._rexmit_end = max(self._rexmit_end, ack_off + self._payload_max)
+            else:
+                cc.on_ack(acked, flight_before)
+            self._dupacks = 0
+            self._rto_at = None if self._snd_una >= self._snd_max else now + self._rtt.rto
+            self._dirty = True
+        elif (ack_off == una and plen == 0 and not seg.flags & (SYN | FIN) and self._snd_max > una
+              and (wnd == self._snd_wnd or sackd_new)):
+            self._dupacks += 1
+            if cc.in_recovery:
+                if not self._sack_ok:
+                    cc.on_dupack_in_recovery()
+                self._dirty = True
+        # Window update, RFC 9293 §3.10.7.4 (SND.WL1/SND.WL2 guard against old segments).
+        if self._snd_wl1 < seg_start or (self._snd_wl1 == seg_start and self._snd_wl2 <= ack_off):
+            if wnd != self._snd_wnd:
+                self._dirty = True
+            self._snd_wnd = wnd
+            if wnd > self._max_snd_wnd:
+                self._max_snd_wnd = wnd
+            self._snd_wl1 = seg_start
+            self._snd_wl2 = ack_off
+            if wnd:
+                self._persist_at = None
+                self._persist_backoff = 0
+        # Enter fast recovery (RFC 6582 §3.2 step 2; with SACK, RFC 6675's DupThresh*SMSS rule too).
+        if (not cc.in_recovery and self._snd_una >= cc.recover and self._snd_max > self._snd_una
+                and (self._dupacks >= DUPACK_THRESHOLD
+                     or (sackd_new
+                         and self._scoreboard.sacked_bytes >= DUPACK_THRESHOLD * self._payload_max))):
+            cc.enter_recovery(self._snd_max - self._snd_una, self._snd_max)
+            if self._sack_ok:
+                cc.cwnd = cc.ssthresh  # RFC 6675 uses pipe, not inflation
+            self._rexmit_next = self._snd_una
+            self._rexmit_end = self._snd_una + self._payload_max
+            self._rtt_probe = None
+            self._dirty = True
+        if cc.in_recovery and self._sack_ok:
+            hi = self._scoreboard.highest
+            if hi is not None and hi > self._rexmit_end:
+                self._rexmit_end = hi
+        # Our FIN acknowledged?
+        fin_off = self._fin_off
+        if fin_off is not None and self._snd_una > fin_off:
+            st = self._state
+            if st is _S.FIN_WAIT_1:
+                self._state = _S.FIN_WAIT_2
+                if self._app_closed:
+                    self._close_at = now + self.config.fin_wait_2_timeout
+            elif st is _S.CLOSING:
+                self._to_time_wait(now)
+            elif st is _S.LAST_ACK:
+                self._to_closed(None)
+
+    def _on_data(self, seg_start: int, payload: bytes, now: float) -> None:
+        rcv_nxt = self._rcv_nxt
+        if seg_start < rcv_nxt:
+            payload = payload[rcv_nxt - seg_start:]
+            seg_start = rcv_nxt
+        limit = rcv_nxt + self.config.recv_buffer - len(self._rbuf)
+        if self._rcv_adv < limit:
+            limit = self._rcv_adv
+        if seg_start + len(payload) > limit:
+            payload = payload[:max(limit - seg_start, 0)]
+            self._ack_now = True
+        if not payload:
+            return
+        if seg_start == rcv_nxt:
+            self._rbuf += payload
+            rcv_nxt += len(payload)
+            if self._reasm:
+                chunks, rcv_nxt = self._reasm.pop_ready(rcv_nxt)
+                if chunks:
+                    self._rbuf += b"".join(chunks)
+                self._ack_now = True  # a hole was (partly) filled: ACK at once (RFC 5681 §4.2)
+            self._rcv_nxt = rcv_nxt
+            self._unacked_segs += 1
+            if self._unacked_segs >= 2 or self.config.delayed_ack <= 0:
+                self._ack_now = True
+            elif self._delack_at is None:
+                self._delack_at = now + self.config.delayed_ack
+        else:
+            self._reasm.insert(seg_start, payload)
+            self._ack_now = True  # out of order: immediate duplicate ACK with SACK blocks
+
+    def _on_fin(self, now: float) -> None:
+        self._fin_received = True
+        self._rcv_nxt += 1
+        self._ack_now = True
+        st = self._state
+        if st in (_S.ESTABLISHED, _S.SYN_RECEIVED):
+            self._state = _S.CLOSE_WAIT
+        elif st is _S.FIN_WAIT_1:
+            self._state = _S.CLOSING
+        elif st is _S.FIN_WAIT_2:
+            self._to_time_wait(now)
+
+    # ------------------------------------------------------------------ output
+
+    def next_deadline(self) -> float | None:
+        """When ``poll`` must next run; a time <= now means there is output ready."""
+        if self._dirty or self._ctl or self._ack_now or self._syn_pending:
+            return self._last_now
+        best: float | None = None
+        for t in (self._rto_at, self._persist_at, self._delack_at, self._keepalive_at, self._close_at):
+            if t is not None and (best is None or t < best):
+                best = t
+        return best
+
+    def poll(self, now: float) -> list[TcpSegment]:
+        """Run expired timers and return every segment to transmit now."""
+        self._last_now = now
+        self._dirty = False
+        out: list[TcpSegment] = []
+        if self._ctl:
+            out.extend(self._ctl)
+            self._ctl.clear()
+        if self._close_at is not None and now >= self._close_at:
+            self._to_closed(None)
+        st = self._state
+        if st is _S.CLOSED:
+            return out
+        if self._rto_at is not None and now >= self._rto_at:
+            self._on_rto(now)
+            st = self._state
+            if st is _S.CLOSED:
+                return out
+        if self._delack_at is not None and now >= self._delack_at:
+            self._ack_now = True
+        if self._syn_pending:
+            self._syn_pending = False
+            out.append(self._syn_segment(now))
+            if self._snd_max < 0:
+                self._snd_nxt = self._snd_max = 0
+                self._rtt_probe = (-1, now)
+            if self._rto_at is None:
+                self._rto_at = now + self._rtt.rto
+            return out
+        if st in _CAN_TRANSMIT:
+            self._transmit(now, out)
+        if self._persist_at is not None and now >= self._persist_at:
+            self._persist_backoff += 1
+            self._persist_at = now + min(self._rtt.rto * (1 << min(self._persist_backoff, 16)),
+                                         self.config.rto_max)
+            out.append(self._segment(self._snd_una - 1, ACK, b"", now))  # zero-window probe
+        if self._keepalive_at is not None and now >= self._keepalive_at:
+            if self._ka_probes >= self.config.keepalive_probes:
+                self._to_closed(ConnectionTimedOut("keepalive timed out"))
+                return out
+            self._ka_probes += 1
+            self._keepalive_at = now + self.config.keepalive_interval
+            out.append(self._segment(self._snd_una - 1, ACK, b"", now))
+        if self._ack_now and st is not _S.SYN_SENT:
+            out.append(self._segment(self._snd_max, ACK, b"", now))
+        return out
+
+    def _on_rto(self, now: float) -> None:
+        self._rto_at = None
+        self._retries += 1
+        st = self._state
+        if st in (_S.SYN_SENT, _S.SYN_RECEIVED) and self._snd_una < 0:
+            if self._retries > self.config.syn_retries:
+                self._to_closed(ConnectionTimedOut("connection timed out (SYN retries exhausted)"))
+                return
+            self._rtt.back_off()
+            self._syn_pending = True
+            self._rtt_probe = None
+            return
+        if self._snd_una >= self._snd_max:
+            return
+        if self._retries > self.config.max_retransmits:
+            self._to_closed(ConnectionTimedOut("connection timed out (retransmissions exhausted)"))
+            return
+        self._cc.on_timeout(self._snd_max - self._snd_una)
+        self._cc.recover = self._snd_max
+        self._scoreboard.clear()  # the receiver may have reneged (RFC 2018 §8)
+        self._snd_nxt = self._snd_una
+        self._rexmit_next = self._rexmit_end = self._snd_una
+        self._dupacks = 0
+        self._rtt_probe = None
+        self._rtt.back_off()
+
+    def _pipe(self) -> int:
+        """Bytes believed in flight (RFC 6675 §4 'pipe', approximating every hole as lost)."""
+        pipe = self._snd_nxt - self._snd_una
+        sb = self._scoreboard
+        if sb:
+            pipe -= sb.sacked_below(self._snd_nxt)
+            if self._cc.in_recovery:
+                hi = sb.highest or 0
+                if self._rexmit_next < hi:
+                    holes = (hi - self._rexmit_next) - (sb.sacked_bytes - sb.sacked_below(self._rexmit_next))
+                    pipe -= holes
+        return pipe
+
+    def _transmit(self, now: float, out: list[TcpSegment]) -> None:
+        """Retransmit SACK holes in recovery, then send new (or go-back) data and our FIN."""
+        mss = self._payload_max
+        sbuf = self._sbuf
+        data_end = sbuf.end
+        cc = self._cc
+        sb = self._scoreboard
+        fin_off = self._fin_off
+        # 1. Fast-recovery retransmissions.
+        if cc.in_recovery:
+            first = True
+            while self._rexmit_next < self._rexmit_end:
+                if not first and cc.cwnd - self._pipe() < mss:
+                    break
+                start, next_sacked = sb.next_unsacked(max(self._rexmit_next, self._snd_una))
+                end = self._rexmit_end if next_sacked is None else min(next_sacked, self._rexmit_end)
+                if start >= end or start >= self._snd_max:
+                    self._rexmit_next = self._rexmit_end
+                    break
+                length = min(mss, end - start, data_end - start)
+                if length <= 0:
+                    if fin_off is not None and start == fin_off:
+                        out.append(self._segment(start, FIN | ACK, b"", now))
+                    self._rexmit_next = self._rexmit_end
+                    break
+                out.append(self._segment(start, ACK, sbuf.read(start, length), now))
+                self._rexmit_next = start + length
+                first = False
+            if self._rto_at is None:
+                self._rto_at = now + self._rtt.rto
+        # 2. New data (or data after an RTO rewound SND.NXT).
+        while True:
+            nxt = self._snd_nxt
+            next_sacked = None
+            if sb:
+                nxt, next_sacked = sb.next_unsacked(nxt)
+                self._snd_nxt = nxt
+            avail = data_end - nxt
+            if avail <= 0:
+                if fin_off is not None and nxt == fin_off:
+                    out.append(self._segment(nxt, FIN | ACK, b"", now))
+                    self._advance(nxt, 1, now)
+                break
+            wnd_room = self._snd_una + self._snd_wnd - nxt
+            if wnd_room <= 0:
+                if self._snd_wnd == 0 and nxt <= self._snd_una and self._persist_at is None:
+                    self._persist_at = now + self._rtt.rto  # persist timer (RFC 9293 §3.8.6.1)
+                break
+            room = cc.cwnd - self._pipe()
+            length = min(mss, avail, wnd_room, room)
+            if next_sacked is not None and next_sacked - nxt < length:
+                length = next_sacked - nxt
+            if length <= 0:
+                break
+            if length < mss and length < avail and self._snd_nxt > self._snd_una:
+                break  # sender SWS avoidance: wait for a full segment while data is in flight
+            flags = ACK
+            if nxt + length == data_end:
+                flags |= PSH
+                if fin_off is not None and fin_off == data_end:
+                    flags |= FIN
+            out.append(self._segment(nxt, flags, sbuf.read(nxt, length), now))
+            self._advance(nxt, length + (1 if flags & FIN else 0), now)
+
+    def _advance(self, nxt: int, n: int, now: float) -> None:
+        end = nxt + n
+        if end > self._snd_max:
+            if self._rtt_probe is None and nxt >= self._snd_max and not self._ts_ok:
+                self._rtt_probe = (nxt, now)
+            self._snd_max = end
+        elif self._rtt_probe is not None and nxt <= self._rtt_probe[0] < end:
+            self._rtt_probe = None  # Karn: a retransmitted segment gives no sample
+        self._snd_nxt = end
+        if self._rto_at is None:
+            self._rto_at = now + self._rtt.rto
