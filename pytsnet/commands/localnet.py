@@ -1,0 +1,87 @@
+"""``pytsnet localnet``: serve the embedded local tailnet, or administer its state directory.
+
+``localnet --state DIR [--listen HOST:PORT]`` serves; ``localnet --state DIR authkey create …``,
+``nodes list``, ``nodes approve ID`` and ``nodes delete ID`` edit the same SQLite database, and a
+running server picks the change up within half a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("localnet", help="run or administer an embedded local tailnet")
+    p.add_argument("--state", required=True, help="state directory (SQLite database, keys, policy.json)")
+    p.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT to serve on (default 127.0.0.1:0)")
+    p.add_argument("--ipv6", action="store_true", help="also give nodes fd7a:115c:a1e0::/48 addresses")
+    p.set_defaults(func=_serve, admin=None)
+    sub = p.add_subparsers(dest="admin")
+    ak = sub.add_parser("authkey", help="pre-auth keys").add_subparsers(dest="op", required=True)
+    create = ak.add_parser("create", help="create a pre-auth key and print it")
+    create.add_argument("--reusable", action="store_true")
+    create.add_argument("--ephemeral", action="store_true")
+    create.add_argument("--tags", default="", help="comma-separated, e.g. tag:ci,tag:web")
+    create.add_argument("--expiry", type=float, default=None, help="seconds until the key expires")
+    create.set_defaults(func=_authkey_create)
+    nodes = sub.add_parser("nodes", help="list, approve or delete nodes")
+    nodes = nodes.add_subparsers(dest="op", required=True)
+    nodes.add_parser("list").set_defaults(func=_nodes_list)
+    for op, fn in (("approve", _nodes_approve), ("delete", _nodes_delete)):
+        q = nodes.add_parser(op)
+        q.add_argument("id", type=int)
+        q.set_defaults(func=fn)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from pytsnet.localnet.server import LocalTailnet
+
+    net = LocalTailnet(args.state, listen=args.listen, ipv6=args.ipv6).start()
+    print(f"localnet control server: {net.control_url}", flush=True)
+    try:
+        net.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        net.close()
+    return 0
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from pytsnet.localnet.store import Store
+
+    return Store(args.state, ipv6=args.ipv6)
+
+
+def _authkey_create(args: argparse.Namespace) -> int:
+    from pytsnet.localnet.server import create_authkey
+
+    tags = [t for t in args.tags.split(",") if t]
+    rec = create_authkey(_store(args), reusable=args.reusable, ephemeral=args.ephemeral, tags=tags,
+                         expiry=args.expiry)
+    print(rec.key)
+    return 0
+
+
+def _nodes_list(args: argparse.Namespace) -> int:
+    for n in _store(args).nodes():
+        state = "pending" if not n.authorized else ("logged-out" if n.logged_out else "ok")
+        seen = "-" if n.last_seen is None else time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(n.last_seen))
+        print(json.dumps({"id": n.id, "hostname": n.hostname, "ipv4": n.ipv4, "ipv6": n.ipv6 or None,
+                          "state": state, "ephemeral": n.ephemeral, "tags": n.tags, "last_seen": seen}))
+    return 0
+
+
+def _nodes_approve(args: argparse.Namespace) -> int:
+    node = _store(args).update_node(args.id, authorized=True, auth_path="")
+    print("approved" if node else f"no node {args.id}")
+    return 0 if node else 1
+
+
+def _nodes_delete(args: argparse.Namespace) -> int:
+    ok = _store(args).delete_node(args.id)
+    print("deleted" if ok else f"no node {args.id}")
+    return 0 if ok else 1

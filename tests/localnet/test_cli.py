@@ -1,0 +1,40 @@
+"""The admin CLI edits the state dir of a running server; the server notices (data_version poll)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+
+from pytsnet.localnet import LocalTailnet
+from pytsnet.localnet.testclient import ControlClient
+
+
+def cli(state, *args: str) -> str:
+    return subprocess.run([sys.executable, "-m", "pytsnet", "localnet", "--state", str(state), *args],
+                          check=True, capture_output=True, text=True, timeout=30).stdout
+
+
+def test_cli_authkey_and_approve_against_running_server(tmp_path):
+    with LocalTailnet(tmp_path) as net:
+        key = cli(tmp_path, "authkey", "create", "--tags", "tag:ci").strip()
+        assert key.startswith("tskey-auth-")
+
+        async def main():
+            c = ControlClient(net.control_url)
+            await c.connect()
+            assert (await c.register(key, hostname="keyed"))["MachineAuthorized"] is True
+            d = ControlClient(net.control_url)
+            await d.connect()
+            r = await d.register("", hostname="inter")
+            follow = asyncio.ensure_future(d.register("", followup=r["AuthURL"]))
+            listing = await asyncio.to_thread(cli, tmp_path, "nodes", "list")
+            rows = [json.loads(line) for line in listing.splitlines() if line]
+            pending = [x for x in rows if x["state"] == "pending"]
+            assert [x["hostname"] for x in pending] == ["inter"]
+            await asyncio.to_thread(cli, tmp_path, "nodes", "approve", str(pending[0]["id"]))
+            assert (await asyncio.wait_for(follow, 10))["MachineAuthorized"] is True
+
+        asyncio.run(main())
+        assert {n.hostname: n.tags for n in net.nodes()} == {"keyed": ["tag:ci"], "inter": []}
