@@ -75,6 +75,7 @@ class Cell:
         self.dispatcher = system._dispatcher_for(spec.dispatcher)
         self.sched_lock = threading.Lock()
         self.scheduled = False
+        self.preempt = 0  # stops/kills waiting for run_lock: they go before the next message
 
     # -- ActorContext ----------------------------------------------------------------------------
     @property
@@ -185,7 +186,7 @@ class Cell:
         """Handle the next item if this incarnation is running; False when there is nothing to do."""
         with self.run_lock:
             stale = incarnation is not None and incarnation != self.incarnation
-            if self.status is not Status.RUNNING or stale:
+            if self.status is not Status.RUNNING or stale or self.preempt:
                 return False
             faults = self.system.faults
             if faults is not None and len(self.mailbox) and faults.should_kill(self):
@@ -313,22 +314,38 @@ class Cell:
         else:  # not a supervisor: nobody restarts the child
             child.finalize()
 
+    def _preempting(self, fn: Callable[[], None]) -> None:
+        with self.sched_lock:
+            self.preempt += 1
+        try:
+            fn()
+        finally:
+            with self.sched_lock:
+                self.preempt -= 1
+            self.dispatcher.notify(self)
+
     def kill(self, reason: BaseException) -> None:
-        """Abnormal end from outside (fault injection): waits for the current message first."""
-        with self.run_lock:
-            if self.status is Status.RUNNING:
-                self._end(reason, report=True)
+        """Abnormal end from outside (fault injection): after the current message, before the next."""
+
+        def run() -> None:
+            with self.run_lock:
+                if self.status is Status.RUNNING:
+                    self._end(reason, report=True)
+
+        self._preempting(run)
 
     def suspend(self) -> None:
         """Stop the incarnation without reporting (a supervisor restarting siblings)."""
-        self._end(None, report=False)
+        self._preempting(lambda: self._end(None, report=False))
 
     def finalize(self) -> None:
         """Stop for good: end any incarnation, fail queued asks, forget the name."""
-        self._end(None, report=False, final=True)
+        self._preempting(lambda: self._end(None, report=False, final=True))
 
     def _finalize(self) -> None:
         self.status = Status.STOPPED
+        for child in reversed(list(getattr(self, "children", ()))):  # a suspended supervisor's children
+            child.finalize()
         for item in self.mailbox.drain(close=True):
             if isinstance(item, Envelope) and item.reply is not None:
                 item.reply.set_exception(ActorStopped(f"{self.name} stopped before handling the message"))

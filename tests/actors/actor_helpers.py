@@ -1,0 +1,55 @@
+"""Actors and waiting helpers shared by the runtime tests (no sleeps that can flake)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from pytsnet.actors.runtime import Actor, PanicAction, handles
+from pytsnet.messages.runtime import Count, Crash, Ping, Pong, Total, Work
+
+
+def wait_until(pred: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met within timeout")
+        time.sleep(0.002)
+
+
+class Echo(Actor):
+    def __init__(self, log: list[str] | None = None, gate: threading.Event | None = None) -> None:
+        self.count = 0
+        self.log = log if log is not None else []
+        self.gate = gate
+
+    def on_start(self) -> None:
+        self.log.append(f"start {self.name}#{self.incarnation}")
+
+    def on_stop(self) -> None:
+        self.log.append(f"stop {self.name}#{self.incarnation}")
+
+    @handles(Ping)
+    def ping(self, msg: Ping) -> Pong:
+        return Pong(seq=msg.seq, incarnation=self.incarnation)
+
+    @handles(Work)
+    def work(self, msg: Work) -> None:
+        if self.gate is not None:
+            assert self.gate.wait(10)
+        self.count += 1
+        self.log.append(f"{self.name} work {msg.seq}")
+
+    @handles(Count)
+    def total(self, msg: Count) -> Total:
+        return Total(value=self.count)
+
+    @handles(Crash)
+    def crash(self, msg: Crash) -> None:
+        raise RuntimeError(msg.reason)
+
+
+class Tough(Echo):
+    def on_panic(self, error: Exception) -> PanicAction:
+        return PanicAction.CONTINUE
