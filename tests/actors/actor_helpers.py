@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 
 from pytsnet.actors.runtime import Actor, PanicAction, handles
-from pytsnet.messages.runtime import Count, Crash, Ping, Pong, Total, Work
+from pytsnet.messages.runtime import Count, Crash, Done, Ping, Pong, Total, Work
 
 
 def wait_until(pred: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -53,3 +53,57 @@ class Echo(Actor):
 class Tough(Echo):
     def on_panic(self, error: Exception) -> PanicAction:
         return PanicAction.CONTINUE
+
+
+class Sink(Actor):
+    """Receives Done from Tally; answers Count with how many it got."""
+
+    def __init__(self) -> None:
+        self.got = 0
+
+    @handles(Done)
+    def done(self, msg: Done) -> None:
+        self.got += 1
+
+    @handles(Count)
+    def count(self, msg: Count) -> Total:
+        return Total(value=self.got)
+
+
+class Tally(Actor):
+    """Replay subject: state, outbound tells, an outbound ask, clock reads, a panic."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    @handles(Work)
+    def work(self, msg: Work) -> None:
+        self.total += msg.seq
+        sink = self.lookup("sink")
+        assert sink is not None
+        sink.tell(Done(seq=msg.seq, by=self.name))
+
+    @handles(Count)
+    def count(self, msg: Count) -> Total:
+        return Total(value=self.total * 1000 + int(self.clock.monotonic()))
+
+    @handles(Ping)
+    def ping(self, msg: Ping) -> Pong:
+        sink = self.lookup("sink")
+        assert sink is not None
+        return Pong(seq=sink.ask(Count()).value, incarnation=self.incarnation)
+
+    @handles(Crash)
+    def crash(self, msg: Crash) -> None:
+        raise RuntimeError(msg.reason)
+
+
+class BrokenTally(Tally):
+    """A 'bug fix' that changes behaviour at Work seq 3."""
+
+    @handles(Work)
+    def work(self, msg: Work) -> None:
+        self.total += msg.seq
+        sink = self.lookup("sink")
+        assert sink is not None
+        sink.tell(Done(seq=msg.seq + (1 if msg.seq == 3 else 0), by=self.name))
