@@ -1,0 +1,54 @@
+"""Benchmark the local control server: time to register N nodes over ts2021 + HTTP/2.
+
+Usage: ``.venv/bin/python bench/localnet.py [--nodes 100]``. Each node is a fresh machine key
+doing the full path a Go node does (GET /key, Noise upgrade, HTTP/2 register with a reusable
+pre-auth key), one after another; then one more node's first map (with N peers) is timed.
+(DERP relay packets/s belong to the DERP relay's benchmark.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+
+from pytsnet.localnet import LocalTailnet
+from pytsnet.localnet.testclient import ControlClient
+
+
+async def _run(net: LocalTailnet, n: int) -> tuple[float, float]:
+    key = net.create_authkey(reusable=True)
+    t0 = time.perf_counter()
+    for i in range(n):
+        c = ControlClient(net.control_url)
+        await c.connect()
+        r = await c.register(key, hostname=f"bench{i}")
+        assert r.get("MachineAuthorized"), r
+        await c.close()
+    reg = time.perf_counter() - t0
+    c = ControlClient(net.control_url)
+    await c.connect()
+    await c.register(key, hostname="reader")
+    t1 = time.perf_counter()
+    async for msg in c.map_stream():
+        assert len(msg["Peers"]) == n
+        break
+    first_map = time.perf_counter() - t1
+    await c.close()
+    return reg, first_map
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--nodes", type=int, default=100)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d, LocalTailnet(d) as net:
+        reg, first_map = asyncio.run(_run(net, args.nodes))
+    print(f"registered {args.nodes} nodes in {reg:.2f} s ({args.nodes / reg:.0f} registrations/s, "
+          f"each with its own Noise connection)")
+    print(f"first map with {args.nodes} peers: {first_map * 1000:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
