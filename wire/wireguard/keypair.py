@@ -25,6 +25,7 @@ from pytsnet.wire.wireguard.replay import ReplayFilter
 _NONCE = struct.Struct("<4xQ")
 _COUNTER = struct.Struct("<Q")
 _PAD = bytes(PADDING_MULTIPLE)
+_HEADER_PACK = TRANSPORT_HEADER.pack
 
 
 def padding_size(packet_size: int, mtu: int) -> int:
@@ -60,7 +61,7 @@ class Keypair:
         self.send_nonce = 0
         self.replay = ReplayFilter()
 
-    def seal(self, packet: bytes, mtu: int = 0) -> bytearray:
+    def seal(self, packet: bytes, mtu: int = 0) -> bytes:
         """A transport message carrying ``packet`` (padded); ``CryptoError`` once the counter is spent."""
         counter = self.send_nonce
         if counter >= REJECT_AFTER_MESSAGES:

@@ -25,6 +25,7 @@ from pytsnet.wire.wireguard.constants import (
     MESSAGE_COOKIE_REPLY_TYPE,
     MESSAGE_INITIATION_TYPE,
     MESSAGE_RESPONSE_TYPE,
+    MESSAGE_TRANSPORT_SIZE,
     MESSAGE_TRANSPORT_TYPE,
     REJECT_AFTER_MESSAGES,
     REJECT_AFTER_TIME,
@@ -39,6 +40,7 @@ from pytsnet.wire.wireguard.timers import Timer, Timers
 
 QUEUE_STAGED_SIZE = 128  # packets held while waiting for a handshake (device/queueconstants_default.go)
 _U16 = struct.Struct(">H")
+_RECEIVER = struct.Struct("<I")
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +157,9 @@ class Peer:
         """Handle one datagram from the peer. ``src`` (the sender's address bytes) keys cookies;
         ``under_load`` makes handshakes require a valid mac2 and answers others with a cookie reply."""
         try:
+            if len(datagram) >= MESSAGE_TRANSPORT_SIZE and datagram[0] == MESSAGE_TRANSPORT_TYPE:
+                self._receive_transport(datagram, now)  # the hot path: no generic dispatch
+                return
             t = messages.message_type(datagram)
             if t == MESSAGE_TRANSPORT_TYPE:
                 self._receive_transport(datagram, now)
@@ -170,7 +175,7 @@ class Peer:
     def tick(self, now: float) -> None:
         """Run every timer that is due at ``now``."""
         for timer in self.timers.due(now):
-            if timer is Timer.RETRANSMIT_HANDSHAKE:
+            if timer == Timer.RETRANSMIT_HANDSHAKE:
                 if self.timers.handshake_attempts > MAX_TIMER_HANDSHAKES:
                     self._staged.clear()
                     self._initiation = None
@@ -179,18 +184,18 @@ class Peer:
                 else:
                     self.timers.handshake_attempts += 1
                     self._send_initiation(now, is_retry=True)
-            elif timer is Timer.SEND_KEEPALIVE:
+            elif timer == Timer.SEND_KEEPALIVE:
                 self._send_keepalive(now)
                 if self.timers.need_another_keepalive:
                     self.timers.need_another_keepalive = False
                     self.timers.deadlines[Timer.SEND_KEEPALIVE] = now + KEEPALIVE_TIMEOUT
-            elif timer is Timer.NEW_HANDSHAKE:
+            elif timer == Timer.NEW_HANDSHAKE:
                 self._send_initiation(now, is_retry=False)
-            elif timer is Timer.ZERO_KEY_MATERIAL:
+            elif timer == Timer.ZERO_KEY_MATERIAL:
                 self.keypairs.clear()
                 self._initiation = None
                 self._events.append(KeyMaterialZeroed())
-            elif timer is Timer.PERSISTENT_KEEPALIVE:
+            elif timer == Timer.PERSISTENT_KEEPALIVE:
                 self._send_keepalive(now)
 
     # --- sending -------------------------------------------------------------------------------
@@ -204,7 +209,7 @@ class Peer:
         timers.on_any_authenticated_packet_traversal(now)
         timers.on_any_authenticated_packet_sent()
         if data:
-            timers.on_data_sent(now, self._jitter())
+            timers.on_data_sent(now, self._jitter)
 
     def _keep_key_fresh_sending(self, kp: Keypair, now: float) -> None:
         if kp.is_initiator and (kp.send_nonce > REKEY_AFTER_MESSAGES or now - kp.created > REKEY_AFTER_TIME):
@@ -316,8 +321,12 @@ class Peer:
         self.last_handshake = now
 
     def _receive_transport(self, datagram: bytes, now: float) -> None:
-        header = messages.parse_transport_header(datagram)
-        kp = self.keypairs.lookup(header.receiver)
+        if datagram[1:4] != b"\x00\x00\x00":
+            raise ParseError("not a WireGuard message type")
+        receiver = _RECEIVER.unpack_from(datagram, 4)[0]
+        kp = self.keypairs.current
+        if kp is None or kp.local_index != receiver:
+            kp = self.keypairs.lookup(receiver)
         if kp is None:
             raise CryptoError("transport message for an unknown index")
         if now - kp.created >= REJECT_AFTER_TIME:

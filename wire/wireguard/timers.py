@@ -8,7 +8,7 @@ honours ``next_deadline()`` cannot let a tunnel silently lapse while idle.
 
 from __future__ import annotations
 
-import enum
+from collections.abc import Callable
 
 from pytsnet.wire.wireguard.constants import (
     KEEPALIVE_TIMEOUT,
@@ -17,7 +17,9 @@ from pytsnet.wire.wireguard.constants import (
 )
 
 
-class Timer(enum.Enum):
+class Timer:
+    """Timer names (plain strings: they are dict keys on the per-packet path, where Enum hashing costs)."""
+
     RETRANSMIT_HANDSHAKE = "retransmit_handshake"
     SEND_KEEPALIVE = "send_keepalive"
     NEW_HANDSHAKE = "new_handshake"
@@ -30,17 +32,17 @@ class Timers:
 
     def __init__(self, persistent_keepalive: float = 0.0) -> None:
         self.persistent_keepalive = persistent_keepalive
-        self.deadlines: dict[Timer, float] = {}
+        self.deadlines: dict[str, float] = {}
         self.handshake_attempts = 0
         self.need_another_keepalive = False
 
-    def _arm(self, t: Timer, at: float) -> None:
+    def _arm(self, t: str, at: float) -> None:
         self.deadlines[t] = at
 
-    def _disarm(self, t: Timer) -> None:
+    def _disarm(self, t: str) -> None:
         self.deadlines.pop(t, None)
 
-    def pending(self, t: Timer) -> bool:
+    def pending(self, t: str) -> bool:
         return t in self.deadlines
 
     def on_handshake_initiated(self, now: float, jitter: float) -> None:
@@ -53,9 +55,10 @@ class Timers:
     def on_session_derived(self, now: float) -> None:
         self._arm(Timer.ZERO_KEY_MATERIAL, now + 3 * REJECT_AFTER_TIME)
 
-    def on_data_sent(self, now: float, jitter: float) -> None:
-        if not self.pending(Timer.NEW_HANDSHAKE):
-            self._arm(Timer.NEW_HANDSHAKE, now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + jitter)
+    def on_data_sent(self, now: float, jitter: Callable[[], float]) -> None:
+        """``jitter`` is only drawn when the timer is armed (this runs for every data packet)."""
+        if Timer.NEW_HANDSHAKE not in self.deadlines:
+            self.deadlines[Timer.NEW_HANDSHAKE] = now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + jitter()
 
     def on_data_received(self, now: float) -> None:
         if not self.pending(Timer.SEND_KEEPALIVE):
@@ -78,12 +81,12 @@ class Timers:
         if not self.pending(Timer.ZERO_KEY_MATERIAL):
             self._arm(Timer.ZERO_KEY_MATERIAL, now + 3 * REJECT_AFTER_TIME)
 
-    def due(self, now: float) -> list[Timer]:
+    def due(self, now: float) -> list[str]:
         """Expired timers, removed from the schedule, earliest first."""
-        fired = sorted((at, t.value, t) for t, at in self.deadlines.items() if at <= now)
-        for _, _, t in fired:
+        fired = sorted((at, t) for t, at in self.deadlines.items() if at <= now)
+        for _, t in fired:
             del self.deadlines[t]
-        return [t for _, _, t in fired]
+        return [t for _, t in fired]
 
     def next_deadline(self) -> float | None:
         return min(self.deadlines.values(), default=None)
