@@ -162,7 +162,7 @@ class Peer:
                 return
             t = messages.message_type(datagram)
             if t == MESSAGE_TRANSPORT_TYPE:
-                self._receive_transport(datagram, now)
+                messages.parse_transport_header(datagram)  # raises: too short for the fast path above
             elif t == MESSAGE_INITIATION_TYPE:
                 self._receive_initiation(datagram, now, src, under_load)
             elif t == MESSAGE_RESPONSE_TYPE:
