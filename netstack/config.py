@@ -27,6 +27,7 @@ class StackConfig:
     accept_backlog: int = 128
     max_tcp_connections: int = 16384
     max_half_open: int = 1024  # SYN_RECEIVED connections across all listeners
+    max_time_wait: int = 4096  # TIME_WAIT entries (a few ints each)
     max_udp_endpoints: int = 1024
     udp_queue_datagrams: int = 256  # per-endpoint receive queue, in datagrams
     udp_queue_bytes: int = 256 * 1024  # per-endpoint receive queue, in bytes
@@ -44,8 +45,8 @@ class StackConfig:
         if self.enable_ipv6 and self.mtu < 1280:
             raise ValueError("IPv6 needs an MTU of at least 1280")
         for name in ("send_buffer", "recv_buffer", "accept_backlog", "max_tcp_connections",
-                     "max_half_open", "max_udp_endpoints", "udp_queue_datagrams", "udp_queue_bytes",
-                     "max_outbound_packets"):
+                     "max_half_open", "max_time_wait", "max_udp_endpoints", "udp_queue_datagrams",
+                     "udp_queue_bytes", "max_outbound_packets"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")
 

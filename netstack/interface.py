@@ -19,8 +19,10 @@ from pytsnet.netstack import icmp, ipv4, ipv6, udp
 from pytsnet.netstack.config import IPAddress, StackConfig
 from pytsnet.netstack.errors import AddressInUse, ParseError, SocketError, WouldBlock
 from pytsnet.netstack.tcp import segment as tcpseg
+from pytsnet.netstack.tcp.connection import TcpConfig, TcpConnection, TcpState
 from pytsnet.netstack.tcp.errors import TcpParseError
 from pytsnet.netstack.tcp.segment import TcpSegment
+from pytsnet.netstack.tcp.timewait import TimeWaitTable
 
 PROTO_ICMP = 1
 PROTO_TCP = 6
@@ -123,14 +125,61 @@ class UdpEndpoint:
         return True
 
 
+class TcpListener:
+    """A passive open on a port: handshakes in progress plus established connections not yet accepted.
+
+    Both together are capped by ``backlog``; a SYN beyond it is dropped silently (as Linux does when
+    the accept queue is full), so a SYN flood consumes bounded memory and the peer's SYN retransmit
+    gets in once the app accepts.
+    """
+
+    def __init__(self, stack: Stack, local: IPAddress | None, port: int, backlog: int) -> None:
+        self._stack = stack
+        self.local_address = local
+        self.port = port
+        self.backlog = backlog
+        self._pending: set[FlowKey] = set()
+        self._ready: collections.deque[TcpConnection] = collections.deque()
+        self.closed = False
+
+    def accept(self) -> TcpConnection | None:
+        """The oldest fully established connection, or None."""
+        return self._ready.popleft() if self._ready else None
+
+    @property
+    def readable(self) -> bool:
+        return bool(self._ready)
+
+    def close(self) -> None:
+        """Stop listening; connections not yet accepted are reset."""
+        if self.closed:
+            return
+        self.closed = True
+        self._stack._listeners.pop((self.local_address, self.port), None)
+        for key in list(self._pending):
+            conn = self._stack._tcp.get(key)
+            if conn is not None:
+                conn.abort()
+        for conn in self._ready:
+            conn.abort()
+        self._pending.clear()
+        self._ready.clear()
+
+    def _full(self) -> bool:
+        return len(self._pending) + len(self._ready) >= self.backlog
+
+
 class Stack:
     """One userspace IP host: owns ``config.addresses``, its UDP endpoints and TCP flows."""
 
     def __init__(self, config: StackConfig, *, rng: random.Random | None = None,
-                 isn: IsnGenerator | None = None) -> None:
+                 isn: IsnGenerator | None = None, tcp_config: TcpConfig | None = None) -> None:
         if not config.addresses:
             raise ValueError("StackConfig.addresses is empty")
         self.config = config
+        self.tcp_config = tcp_config or TcpConfig(mtu=config.mtu, send_buffer=config.send_buffer,
+                                                  recv_buffer=config.recv_buffer)
+        self._time_wait = TimeWaitTable(config.max_time_wait, self.tcp_config.time_wait)
         self._rng = rng or random.Random()
         self._isn = isn or rfc6528_isn(self._rng.randbytes(32))
         self.drops: collections.Counter[str] = collections.Counter()
@@ -138,6 +187,9 @@ class Stack:
         self._out: collections.deque[bytes] = collections.deque()
         self._udp: dict[tuple[IPAddress | None, int], UdpEndpoint] = {}
         self._ident = self._rng.randrange(0x10000)
+        self._tcp: dict[FlowKey, TcpConnection] = {}
+        self._listeners: dict[tuple[IPAddress | None, int], TcpListener] = {}
+        self._pending_of: dict[FlowKey, TcpListener] = {}
 
     # -- the three sans-IO entry points ------------------------------------------------------
     def receive(self, ip_packet: bytes, now: float) -> None:
@@ -152,11 +204,31 @@ class Stack:
         """Every outbound IP packet ready at ``now`` (the caller writes them to the link)."""
         out = list(self._out)
         self._out.clear()
+        self._time_wait.expire(now)
+        for key, conn in list(self._tcp.items()):
+            _, local, _, remote, _ = key
+            for seg in conn.poll(now):
+                out.append(self._ip_packet(local, remote, PROTO_TCP, tcpseg.emit_segment(seg, local, remote)))
+            self._tcp_housekeeping(key, conn)
+            if conn.state is TcpState.TIME_WAIT:
+                # Its last ACK is out: keep only the few ints TIME_WAIT needs (bounded table).
+                snd_nxt, rcv_nxt = conn.time_wait_state()
+                self._time_wait.add(key, key[2], key[4], snd_nxt, rcv_nxt, now)
+                del self._tcp[key]
         return out
 
     def next_deadline(self) -> float | None:
         """The earliest time ``poll`` has work to do; ``None`` when nothing is scheduled."""
-        return None
+        best = self._time_wait.next_deadline()
+        for conn in self._tcp.values():
+            d = conn.next_deadline()
+            if d is not None and (best is None or d < best):
+                best = d
+        return best
+
+    @property
+    def tcp_flows(self) -> int:
+        return len(self._tcp)
 
     # -- app-facing endpoints ----------------------------------------------------------------
     def udp_bind(self, port: int = 0, address: str | IPAddress | None = None) -> UdpEndpoint:
@@ -174,6 +246,43 @@ class Stack:
         ep = UdpEndpoint(self, local, port)
         self._udp[(local, port)] = ep
         return ep
+
+    def tcp_listen(self, port: int, address: str | IPAddress | None = None,
+                   backlog: int | None = None) -> TcpListener:
+        """Passive open on ``port``; ``backlog`` defaults to (and is capped by) the config's."""
+        local = None if address is None else ipaddress.ip_address(address)
+        if local is not None and not self.config.owns(local):
+            raise SocketError(f"{local} is not an address of this stack")
+        if (local, port) in self._listeners or (None, port) in self._listeners or (
+                local is None and any(p == port for _, p in self._listeners)):
+            raise AddressInUse(f"TCP port {port}")
+        cap = self.config.accept_backlog
+        lst = TcpListener(self, local, port, cap if backlog is None else max(1, min(backlog, cap)))
+        self._listeners[(local, port)] = lst
+        return lst
+
+    def tcp_connect(self, remote: tuple[str | IPAddress, int], now: float,
+                    local_port: int = 0) -> TcpConnection:
+        """Active open: the SYN goes out on the next ``poll``."""
+        dst = ipaddress.ip_address(remote[0])
+        src = self.source_for(dst)
+        if len(self._tcp) >= self.config.max_tcp_connections:
+            raise WouldBlock("TCP flow table full")
+        rport = remote[1]
+        if local_port == 0:
+            local_port = self._ephemeral_port(
+                lambda p: (PROTO_TCP, src, p, dst, rport) not in self._tcp
+                and (PROTO_TCP, src, p, dst, rport) not in self._time_wait
+                and (src, p) not in self._listeners and (None, p) not in self._listeners)
+        key: FlowKey = (PROTO_TCP, src, local_port, dst, rport)
+        if key in self._tcp:
+            raise AddressInUse(f"TCP flow {key}")
+        if key in self._time_wait:
+            raise AddressInUse(f"TCP flow {key} is in TIME_WAIT")
+        conn = TcpConnection.connect((src, local_port), (dst, rport),
+                                     self._isn(src, local_port, dst, rport, now), now, self.tcp_config)
+        self._tcp[key] = conn
+        return conn
 
     def source_for(self, dst: IPAddress) -> IPAddress:
         """Our address of the same family as ``dst``."""
@@ -248,7 +357,52 @@ class Stack:
         except TcpParseError:
             self._drop("tcp_parse")
             return
-        _reset_closed_port(self, src, dst, seg)
+        key: FlowKey = (PROTO_TCP, dst, seg.dst_port, src, seg.src_port)
+        conn = self._tcp.get(key)
+        if conn is not None:
+            conn.on_segment(seg, now)
+            self._tcp_housekeeping(key, conn)
+            return
+        lst = self._listeners.get((dst, seg.dst_port)) or self._listeners.get((None, seg.dst_port))
+        if key in self._time_wait:
+            if seg.flags & tcpseg.SYN and not seg.flags & (tcpseg.ACK | tcpseg.RST) and lst is not None:
+                # A new incarnation of the 4-tuple (RFC 9293 §3.6.1). TimeWaitTable has no public
+                # removal yet; its expire() tolerates the stale heap entry this leaves.
+                self._time_wait._entries.pop(key, None)
+            else:
+                reply = self._time_wait.on_segment(key, seg, now)
+                if reply is not None:
+                    self._send_ip(dst, src, PROTO_TCP, tcpseg.emit_segment(reply, dst, src))
+                return
+        if lst is None or seg.flags & (tcpseg.RST | tcpseg.ACK | tcpseg.FIN) or not seg.flags & tcpseg.SYN:
+            # No connection: RFC 9293 §3.10.7.1 (a listener answers a stray ACK with RST too).
+            _reset_closed_port(self, src, dst, seg)
+            return
+        if lst._full():
+            self._drop("tcp_backlog_full")
+            return
+        if len(self._tcp) >= self.config.max_tcp_connections or len(
+                self._pending_of) >= self.config.max_half_open:
+            self._drop("tcp_table_full")
+            return
+        conn = TcpConnection.accept(seg, (dst, seg.dst_port), (src, seg.src_port),
+                                    self._isn(dst, seg.dst_port, src, seg.src_port, now), now,
+                                    self.tcp_config)
+        self._tcp[key] = conn
+        lst._pending.add(key)
+        self._pending_of[key] = lst
+        self._tcp_housekeeping(key, conn)
+
+    def _tcp_housekeeping(self, key: FlowKey, conn: TcpConnection) -> None:
+        """Hand established connections to their listener; forget closed ones."""
+        lst = self._pending_of.get(key)
+        if lst is not None and (conn.is_closed or _established(conn)):
+            del self._pending_of[key]
+            lst._pending.discard(key)
+            if not conn.is_closed and not lst.closed:
+                lst._ready.append(conn)
+        if conn.is_closed:
+            self._tcp.pop(key, None)
 
     # -- internals: output ---------------------------------------------------------------------
     def _send_udp(self, src: IPAddress, sport: int, dst: IPAddress, dport: int, data: bytes) -> None:
@@ -264,6 +418,9 @@ class Stack:
         if len(self._out) >= self.config.max_outbound_packets:
             self._drop("outbound_queue_full")
             return
+        self._out.append(self._ip_packet(src, dst, proto, payload))
+
+    def _ip_packet(self, src: IPAddress, dst: IPAddress, proto: int, payload: bytes) -> bytes:
         if src.version == 4:
             self._ident = (self._ident + 1) & 0xFFFF
             pkt = ipv4.emit_ipv4(ipv4.Ipv4Packet(src, dst, proto, payload,  # type: ignore[arg-type]
@@ -271,7 +428,7 @@ class Stack:
         else:
             pkt = ipv6.emit_ipv6(ipv6.Ipv6Packet(src, dst, proto, payload,  # type: ignore[arg-type]
                                                  hop_limit=self.config.ip_ttl))
-        self._out.append(pkt)
+        return pkt
 
     def _ephemeral_port(self, free: Callable[[int], bool]) -> int:
         lo, hi = self.config.ephemeral_ports
@@ -281,6 +438,15 @@ class Stack:
             if free(port):
                 return port
         raise AddressInUse("no free ephemeral port")
+
+
+_SYNCHRONIZED = frozenset({TcpState.ESTABLISHED, TcpState.CLOSE_WAIT, TcpState.FIN_WAIT_1,
+                           TcpState.FIN_WAIT_2, TcpState.CLOSING, TcpState.LAST_ACK, TcpState.TIME_WAIT})
+
+
+def _established(conn: TcpConnection) -> bool:
+    """The handshake finished (the connection may already be closing: the app still gets it)."""
+    return conn.state in _SYNCHRONIZED
 
 
 # -- RFC 9293 §3.10.7.1: a segment to a CLOSED port gets a RST -----------------------------------

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import ipaddress
+import os
 import socket
+import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from pytsnet.netstack.config import StackConfig
@@ -107,3 +112,224 @@ def test_tcp_connect_to_closed_port_is_refused(netns: Netns, pump: TunPump, stac
 
     assert netns.call(kernel_side) == errno.ECONNREFUSED
     assert stack.drops["tcp_closed_port"] >= 1
+
+
+# -- TCP against the kernel's TCP -----------------------------------------------------------------
+
+def _send_all(pump: TunPump, conn: Any, data: bytes, timeout: float = 60.0) -> None:
+    off, end = 0, time.monotonic() + timeout
+    view = memoryview(data)
+    while off < len(data):
+        assert time.monotonic() < end, f"send stalled at {off}/{len(data)}"
+        n = pump.call(lambda o=off: conn.send(view[o:o + 262144]))
+        if n:
+            off += n
+        else:
+            assert pump.call(lambda: conn.error) is None, pump.call(lambda: conn.error)
+            time.sleep(0.002)
+
+
+def _recv_all(pump: TunPump, conn: Any, timeout: float = 60.0) -> bytes:
+    chunks: list[bytes] = []
+    end = time.monotonic() + timeout
+    while True:
+        assert time.monotonic() < end, f"recv stalled after {sum(map(len, chunks))} bytes"
+        b = pump.call(lambda: conn.recv(262144))
+        if b:
+            chunks.append(b)
+        elif pump.call(lambda: conn.at_eof):
+            return b"".join(chunks)
+        else:
+            assert pump.call(lambda: conn.error) is None, pump.call(lambda: conn.error)
+            time.sleep(0.001)
+
+
+def _kernel_recv_all(s: socket.socket) -> bytes:
+    chunks = []
+    while b := s.recv(1 << 20):
+        chunks.append(b)
+    return b"".join(chunks)
+
+
+def _accept(pump: TunPump, lst: Any, timeout: float = 10.0) -> Any:
+    """The next accepted connection, or None after ``timeout``."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        conn = pump.call(lst.accept)
+        if conn is not None:
+            return conn
+        time.sleep(0.005)
+    return None
+
+
+def _kernel_client_to_listener(netns: Netns, pump: TunPump, stack: Stack, up: bytes, down: bytes,
+                               port: int = 8000) -> None:
+    lst = pump.call(lambda: stack.tcp_listen(port))
+    result: dict[str, Any] = {}
+
+    def kernel_client() -> None:
+        with socket.create_connection((STACK, port), timeout=30, source_address=(KERNEL, 0)) as s:
+            s.sendall(up)
+            s.shutdown(socket.SHUT_WR)  # half-close: we can still read everything the stack sends
+            result["down"] = _kernel_recv_all(s)
+
+    t = threading.Thread(target=lambda: netns.call(kernel_client))
+    t.start()
+    conn = _accept(pump, lst)
+    assert conn is not None, "no connection accepted"
+    got_up = _recv_all(pump, conn)
+    _send_all(pump, conn, down)
+    pump.call(conn.close)
+    t.join(90)
+    assert hashlib.sha256(got_up).digest() == hashlib.sha256(up).digest()
+    assert hashlib.sha256(result["down"]).digest() == hashlib.sha256(down).digest()
+
+
+def _dial_kernel_server(netns: Netns, pump: TunPump, stack: Stack, up: bytes, down: bytes,
+                        port: int = 9000) -> None:
+    result: dict[str, Any] = {}
+    ready = threading.Event()
+
+    def kernel_server() -> None:
+        with socket.socket() as srv:
+            srv.bind((KERNEL, port))
+            srv.listen(8)
+            srv.settimeout(30)
+            ready.set()
+            c, _ = srv.accept()
+            with c:
+                c.settimeout(60)
+                result["up"] = _kernel_recv_all(c)  # until our FIN: half-close from the stack side
+                c.sendall(down)
+
+    t = threading.Thread(target=lambda: netns.call(kernel_server))
+    t.start()
+    assert ready.wait(10)
+    conn = pump.call(lambda: stack.tcp_connect((KERNEL, port), time.monotonic()))
+    _send_all(pump, conn, up)
+    pump.call(conn.shutdown_write)
+    got_down = _recv_all(pump, conn)
+    pump.call(conn.close)
+    t.join(90)
+    assert hashlib.sha256(result["up"]).digest() == hashlib.sha256(up).digest()
+    assert hashlib.sha256(got_down).digest() == hashlib.sha256(down).digest()
+
+
+def test_kernel_client_to_pytsnet_listener_with_half_close(netns: Netns, pump: TunPump, stack: Stack) -> None:
+    _kernel_client_to_listener(netns, pump, stack, os.urandom(3 << 20), os.urandom(2 << 20))
+
+
+def test_pytsnet_dial_to_kernel_server_with_half_close(netns: Netns, pump: TunPump, stack: Stack) -> None:
+    _dial_kernel_server(netns, pump, stack, os.urandom(3 << 20), os.urandom(2 << 20))
+
+
+def test_pytsnet_dial_to_closed_kernel_port_is_refused(pump: TunPump, stack: Stack) -> None:
+    conn = pump.call(lambda: stack.tcp_connect((KERNEL, 9), time.monotonic()))
+    assert pump.wait_until(lambda: conn.error is not None, 10)
+    assert isinstance(conn.error, ConnectionRefusedError)
+    assert pump.wait_until(lambda: stack.tcp_flows == 0, 5)
+
+
+def test_backlog_overflow_drops_syns_until_the_app_accepts(netns: Netns, pump: TunPump, stack: Stack) -> None:
+    lst = pump.call(lambda: stack.tcp_listen(8100, backlog=2))
+
+    def kernel_side() -> tuple[int, int]:
+        socks = []
+        for _ in range(4):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex((STACK, 8100))
+            socks.append(s)
+        time.sleep(0.5)
+        early = sum(s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0 and _connected(s) for s in socks)
+        accepted = [_accept(pump, lst) for _ in range(2)]  # make room; the kernel's SYN retransmit gets in
+        assert all(accepted)
+        later = [_accept(pump, lst, timeout=8) for _ in range(2)]
+        for s in socks:
+            s.close()
+        return early, sum(1 for c in later if c)
+
+    early, later = netns.call(kernel_side)
+    assert early == 2 and later == 2
+    assert stack.drops["tcp_backlog_full"] >= 2
+
+
+def _connected(s: socket.socket) -> bool:
+    try:
+        s.getpeername()
+        return True
+    except OSError:
+        return False
+
+
+NETEM = "loss 2% reorder 10% duplicate 1% delay 20ms"
+
+
+def test_transfers_under_netem(netns: Netns, tun: TunDevice, pump: TunPump, stack: Stack) -> None:
+    tun.set_netem(NETEM)
+    _kernel_client_to_listener(netns, pump, stack, os.urandom(1 << 20), os.urandom(1 << 20))
+    _dial_kernel_server(netns, pump, stack, os.urandom(1 << 20), os.urandom(1 << 20))
+
+
+@pytest.mark.slow
+def test_64_mib_each_way(netns: Netns, pump: TunPump, stack: Stack) -> None:
+    blob = os.urandom(64 << 20)
+    _kernel_client_to_listener(netns, pump, stack, blob, blob, port=8200)
+    _dial_kernel_server(netns, pump, stack, blob, blob, port=9200)
+
+
+@pytest.mark.slow
+def test_100_concurrent_connections_each_way(netns: Netns, pump: TunPump, stack: Stack) -> None:
+    n, size = 100, 64 << 10
+    blobs = [os.urandom(size) for _ in range(n)]
+    lst = pump.call(lambda: stack.tcp_listen(8300))
+    got: dict[int, bytes] = {}
+
+    def kernel_clients() -> None:
+        socks = [socket.create_connection((STACK, 8300), timeout=60) for _ in range(n)]
+        for i, s in enumerate(socks):
+            s.sendall(i.to_bytes(4, "big") + blobs[i])
+            s.shutdown(socket.SHUT_WR)
+        for s in socks:
+            with s:
+                assert _kernel_recv_all(s) == b"done"
+
+    t = threading.Thread(target=lambda: netns.call(kernel_clients))
+    t.start()
+    conns = []
+    while len(conns) < n:
+        c = _accept(pump, lst, timeout=30)
+        assert c is not None, f"only {len(conns)} accepted"
+        conns.append(c)
+    for c in conns:
+        data = _recv_all(pump, c)
+        got[int.from_bytes(data[:4], "big")] = data[4:]
+        _send_all(pump, c, b"done")
+        pump.call(c.close)
+    t.join(120)
+    assert all(got[i] == blobs[i] for i in range(n))
+
+    # and the other way: n dials from the stack to one kernel server
+    ready = threading.Event()
+    received: list[bytes] = []
+
+    def kernel_server() -> None:
+        with socket.socket() as srv:
+            srv.bind((KERNEL, 9300))
+            srv.listen(n)
+            srv.settimeout(60)
+            ready.set()
+            for _ in range(n):
+                c, _ = srv.accept()
+                with c:
+                    received.append(_kernel_recv_all(c))
+
+    t2 = threading.Thread(target=lambda: netns.call(kernel_server))
+    t2.start()
+    assert ready.wait(10)
+    dials = [pump.call(lambda: stack.tcp_connect((KERNEL, 9300), time.monotonic())) for _ in range(n)]
+    for i, c in enumerate(dials):
+        _send_all(pump, c, i.to_bytes(4, "big") + blobs[i])
+        pump.call(c.shutdown_write)
+    t2.join(120)
+    assert sorted(received) == sorted(i.to_bytes(4, "big") + blobs[i] for i in range(n))
