@@ -116,7 +116,12 @@ class Actor:
         return self.ctx.lookup(name)
 
     def link(self, other: ActorRef) -> None:
-        """Bidirectional link: an abnormal death of either calls the other's ``on_link_died``."""
+        """Bidirectional link: an abnormal death of either calls the other's ``on_link_died``.
+
+        A link lasts for the current incarnations of both (a restart is a new incarnation, like a new
+        Erlang process): re-link in ``on_start``. Otherwise two linked actors would kill each other
+        forever.
+        """
         self.ctx.link(other)
 
     def stop(self) -> None:

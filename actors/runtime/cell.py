@@ -131,6 +131,8 @@ class Cell:
 
     def link(self, other: ActorRef) -> None:
         o = other._cell
+        if o.status is Status.STOPPED or o is self:
+            return
         self.links.add(o)
         o.links.add(self)
 
@@ -285,8 +287,11 @@ class Cell:
                 tracer.exit(self.system, self, reason)
             if final:
                 self._finalize()
+        linked, self.links = list(self.links), set()  # links last one incarnation: re-link in on_start
+        for other in linked:
+            other.links.discard(self)
         if reason is not None:
-            for other in list(self.links):
+            for other in linked:
                 other._notify_link_died(self, reason)
         if report:
             if self.parent is not None:

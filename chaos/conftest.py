@@ -1,0 +1,48 @@
+"""Chaos fixtures: a fresh actor system per dispatcher mode with a seeded fault injector installed.
+
+``chaos_system`` runs each test on both dispatchers; ``faults`` is the system's ``FaultInjector``
+(seed from ``--chaos-seed``, default 1234, printed on failure so a run can be reproduced).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from pytsnet.actors.runtime import ActorSystem, FaultInjector
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--chaos-seed", type=int, default=1234, help="seed of the chaos fault injector")
+
+
+@pytest.fixture
+def chaos_seed(request: pytest.FixtureRequest) -> int:
+    return int(request.config.getoption("--chaos-seed"))
+
+
+@pytest.fixture(params=["thread", "pool"])
+def chaos_system(request: pytest.FixtureRequest) -> Iterator[ActorSystem]:
+    system = ActorSystem(f"chaos-{request.param}", dispatcher=request.param)
+    yield system
+    assert system.shutdown(10)
+
+
+@pytest.fixture
+def faults(chaos_system: ActorSystem, chaos_seed: int) -> FaultInjector:
+    return FaultInjector(seed=chaos_seed).install(chaos_system)
+
+
+@pytest.fixture
+def eventually() -> Callable[..., None]:
+    """Wait for a condition with a deadline (polling, no fixed sleeps)."""
+
+    def wait(pred: Callable[[], bool], timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not pred():
+            if time.monotonic() > deadline:
+                raise AssertionError("condition not met within timeout")
+            time.sleep(0.002)
+
+    return wait
