@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gzip
+import heapq
 import os
+import random
 import select
 import struct
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from pytsnet.testing.netns import Netns, unique_tag
@@ -25,6 +29,30 @@ TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 _T = TypeVar("_T")
+
+
+def kernel_has_netem() -> bool:
+    """True when the running kernel can do ``tc qdisc ... netem`` (many CI kernels cannot)."""
+    try:
+        with gzip.open("/proc/config.gz", "rt") as f:
+            return any(line.startswith("CONFIG_NET_SCH_NETEM=") for line in f)
+    except OSError:
+        return os.path.exists("/sys/module/sch_netem")
+
+
+@dataclass(frozen=True)
+class Impairment:
+    """netem's loss/duplicate/reorder/delay applied by the pump itself, in both directions.
+
+    As in netem, ``reorder`` is the share of packets sent at once while the rest wait ``delay``.
+    Seeded, so a failing run can be replayed.
+    """
+
+    loss: float = 0.0
+    duplicate: float = 0.0
+    reorder: float = 0.0
+    delay: float = 0.0
+    seed: int = 0
 
 
 class SansIoStack(Protocol):
@@ -90,8 +118,13 @@ def open_tun(ns: Netns, local: str = "10.77.0.1", peer: str = "10.77.0.2", mtu: 
 class TunPump:
     """A daemon thread moving packets between a ``TunDevice`` and a sans-IO stack."""
 
-    def __init__(self, tun: TunDevice, stack: SansIoStack) -> None:
+    def __init__(self, tun: TunDevice, stack: SansIoStack, impair: Impairment | None = None) -> None:
         self.tun, self.stack = tun, stack
+        self.impair = impair
+        self._rng = random.Random(impair.seed if impair else 0)
+        self._delayed: list[tuple[float, int, bool, bytes]] = []  # (due, n, to_stack, packet)
+        self._n = 0
+        self.impaired = {"lost": 0, "duplicated": 0, "delayed": 0}
         self.lock = threading.RLock()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -125,8 +158,34 @@ class TunPump:
         return self.call(pred)
 
     def _flush(self, now: float) -> None:
+        while self._delayed and self._delayed[0][0] <= now:
+            _, _, to_stack, pkt = heapq.heappop(self._delayed)
+            if to_stack:
+                self.stack.receive(pkt, now)
+            else:
+                self.tun.write(pkt)
         for pkt in self.stack.poll(now):
-            self.tun.write(pkt)
+            self._forward(pkt, False, now)
+
+    def _forward(self, pkt: bytes, to_stack: bool, now: float) -> None:
+        imp = self.impair
+        copies = 1
+        if imp is not None:
+            if self._rng.random() < imp.loss:
+                self.impaired["lost"] += 1
+                return
+            if self._rng.random() < imp.duplicate:
+                self.impaired["duplicated"] += 1
+                copies = 2
+        for _ in range(copies):
+            if imp is not None and imp.delay > 0 and self._rng.random() >= imp.reorder:
+                self.impaired["delayed"] += 1
+                self._n += 1
+                heapq.heappush(self._delayed, (now + imp.delay, self._n, to_stack, pkt))
+            elif to_stack:
+                self.stack.receive(pkt, now)
+            else:
+                self.tun.write(pkt)
 
     def _run(self) -> None:
         try:
@@ -135,6 +194,8 @@ class TunPump:
                     now = time.monotonic()
                     self._flush(now)
                     deadline = self.stack.next_deadline()
+                    if self._delayed and (deadline is None or self._delayed[0][0] < deadline):
+                        deadline = self._delayed[0][0]
                 timeout = 0.5 if deadline is None else min(0.5, max(0.0, deadline - time.monotonic()))
                 ready, _, _ = select.select([self.tun.fd, self._wake_r], [], [], timeout)
                 if self._wake_r in ready:
@@ -146,7 +207,7 @@ class TunPump:
                             pkt = self.tun.read()
                             if pkt is None:
                                 break
-                            self.stack.receive(pkt, time.monotonic())
+                            self._forward(pkt, True, time.monotonic())
         except BaseException as exc:  # surfaced to the test through .error
             self.error = exc
 

@@ -17,7 +17,7 @@ from pytsnet.netstack.config import StackConfig
 from pytsnet.netstack.interface import Stack
 
 from pytsnet.testing.netns import Netns
-from pytsnet.testing.tun import TunDevice, TunPump, open_tun
+from pytsnet.testing.tun import Impairment, TunDevice, TunPump, kernel_has_netem, open_tun
 
 pytestmark = [pytest.mark.interop, pytest.mark.root]
 
@@ -263,12 +263,28 @@ def _connected(s: socket.socket) -> bool:
 
 
 NETEM = "loss 2% reorder 10% duplicate 1% delay 20ms"
+IMPAIR = Impairment(loss=0.02, duplicate=0.01, reorder=0.10, delay=0.020, seed=4)
 
 
-def test_transfers_under_netem(netns: Netns, tun: TunDevice, pump: TunPump, stack: Stack) -> None:
-    tun.set_netem(NETEM)
-    _kernel_client_to_listener(netns, pump, stack, os.urandom(1 << 20), os.urandom(1 << 20))
-    _dial_kernel_server(netns, pump, stack, os.urandom(1 << 20), os.urandom(1 << 20))
+def test_transfers_under_netem(netns: Netns, tun: TunDevice, stack: Stack) -> None:
+    """netem on the TUN when the kernel has it; else the pump applies the same impairment.
+
+    The pump's impairment covers both directions (netem on the TUN only shapes kernel → stack),
+    so the fallback is the harsher of the two.
+    """
+    if kernel_has_netem():
+        tun.set_netem(NETEM)
+        pump = TunPump(tun, stack).start()
+    else:
+        pump = TunPump(tun, stack, IMPAIR).start()
+    try:
+        _kernel_client_to_listener(netns, pump, stack, os.urandom(1 << 20), os.urandom(1 << 20))
+        _dial_kernel_server(netns, pump, stack, os.urandom(1 << 20), os.urandom(1 << 20))
+    finally:
+        pump.stop()
+    assert pump.error is None, pump.error
+    if pump.impair is not None:
+        assert pump.impaired["lost"] > 10 and pump.impaired["duplicated"] > 3
 
 
 @pytest.mark.slow
@@ -333,3 +349,37 @@ def test_100_concurrent_connections_each_way(netns: Netns, pump: TunPump, stack:
         pump.call(c.shutdown_write)
     t2.join(120)
     assert sorted(received) == sorted(i.to_bytes(4, "big") + blobs[i] for i in range(n))
+
+
+def test_pytsnet_connect_times_out_when_nothing_answers(tun: TunDevice) -> None:
+    """10.77.0.9 is routed into the kernel, which neither owns nor forwards it: SYNs vanish."""
+    from pytsnet.netstack.tcp.connection import TcpConfig
+
+    stack = Stack(StackConfig(addresses=(ipaddress.ip_address(STACK),)),
+                  tcp_config=TcpConfig(rto_initial=0.2, syn_retries=2))
+    pump = TunPump(tun, stack).start()
+    try:
+        t0 = time.monotonic()
+        conn = pump.call(lambda: stack.tcp_connect(("10.77.0.9", 80), time.monotonic()))
+        assert pump.wait_until(lambda: conn.error is not None, 10)
+        assert isinstance(conn.error, TimeoutError)
+        assert 0.2 * (1 + 2 + 4) * 0.9 <= time.monotonic() - t0 < 5
+        assert pump.wait_until(lambda: stack.tcp_flows == 0, 2)
+    finally:
+        pump.stop()
+
+
+def test_kernel_connect_times_out_while_backlog_stays_full(netns: Netns, pump: TunPump, stack: Stack) -> None:
+    pump.call(lambda: stack.tcp_listen(8400, backlog=1))
+
+    def kernel_side() -> str:
+        first = socket.create_connection((STACK, 8400), timeout=5)
+        with first, socket.socket() as second:
+            second.settimeout(1.5)
+            try:
+                second.connect((STACK, 8400))
+            except TimeoutError:
+                return "timeout"
+            return "connected"
+
+    assert netns.call(kernel_side) == "timeout"
