@@ -1,6 +1,6 @@
 """NewReno congestion control (RFC 5681 slow start / congestion avoidance, RFC 6582 recovery).
 
-Byte-counting (RFC 3465, L=2*SMSS) during slow start. The connection tells this object about
+Byte counting (RFC 3465) in both phases. The connection tells this object about
 ACKs and losses; it answers with ``cwnd`` and whether it is in fast recovery.
 """
 
@@ -26,7 +26,8 @@ class NewReno:
     def on_ack(self, acked: int, flight_before: int) -> None:
         """New data ``acked`` outside of recovery: grow cwnd."""
         if self.cwnd < self.ssthresh:
-            self.cwnd += min(acked, 2 * self.mss)
+            # Full byte counting: coalesced ACKs (a batching stack, GRO) must not slow slow start.
+            self.cwnd = min(self.cwnd + acked, max(self.ssthresh, self.cwnd))
         else:
             self._ca_acc += acked
             if self._ca_acc >= self.cwnd:

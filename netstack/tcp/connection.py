@@ -166,6 +166,11 @@ class TcpConnection:
         self._chal_second = -1
         self._chal_count = 0
         self._last_now = now
+        # Counters for tests, benchmarks and the stack's metrics.
+        self.rto_expiries = 0
+        self.fast_recoveries = 0
+        self.retransmitted_segments = 0
+        self.challenge_acks = 0
 
     # ------------------------------------------------------------------ constructors
 
@@ -283,7 +288,8 @@ class TcpConnection:
         if st in (_S.CLOSED, _S.LISTEN):
             return
         self._fin_off = self._sbuf.end
-        if st in (_S.ESTABLISHED, _S.SYN_RECEIVED):
+        # In SYN-SENT/SYN-RECEIVED the FIN waits for ESTABLISHED (RFC 9293 §3.10.4); see _established.
+        if st is _S.ESTABLISHED:
             self._state = _S.FIN_WAIT_1
         elif st is _S.CLOSE_WAIT:
             self._state = _S.LAST_ACK
@@ -404,7 +410,7 @@ class TcpConnection:
 
     def _syn_segment(self, now: float) -> TcpSegment:
         cfg = self.config
-        synack = self._state is _S.SYN_RECEIVED
+        synack = self._passive or self._state is _S.SYN_RECEIVED
         if synack:
             ws = self._rcv_wscale if self._ws_ok else None
             ts = (self._tsval(now), self._ts_recent) if self._ts_ok else None
@@ -449,6 +455,7 @@ class TcpConnection:
             self._chal_count = 0
         if self._chal_count < self.config.challenge_ack_limit:
             self._chal_count += 1
+            self.challenge_acks += 1
             self._ack_now = True
             self._dirty = True
 
@@ -680,6 +687,7 @@ class TcpConnection:
                      or (sackd_new
                          and self._scoreboard.sacked_bytes >= DUPACK_THRESHOLD * self._payload_max))):
             cc.enter_recovery(self._snd_max - self._snd_una, self._snd_max)
+            self.fast_recoveries += 1
             if self._sack_ok:
                 cc.cwnd = cc.ssthresh  # RFC 6675 uses pipe, not inflation
             self._rexmit_next = self._snd_una
@@ -807,6 +815,7 @@ class TcpConnection:
 
     def _on_rto(self, now: float) -> None:
         self._rto_at = None
+        self.rto_expiries += 1
         self._retries += 1
         st = self._state
         if st in (_S.SYN_SENT, _S.SYN_RECEIVED) and self._snd_una < 0:
@@ -870,6 +879,7 @@ class TcpConnection:
                     self._rexmit_next = self._rexmit_end
                     break
                 out.append(self._segment(start, ACK, sbuf.read(start, length), now))
+                self.retransmitted_segments += 1
                 self._rexmit_next = start + length
                 first = False
             if self._rto_at is None:
@@ -914,8 +924,10 @@ class TcpConnection:
             if self._rtt_probe is None and nxt >= self._snd_max and not self._ts_ok:
                 self._rtt_probe = (nxt, now)
             self._snd_max = end
-        elif self._rtt_probe is not None and nxt <= self._rtt_probe[0] < end:
-            self._rtt_probe = None  # Karn: a retransmitted segment gives no sample
+        else:
+            self.retransmitted_segments += 1
+            if self._rtt_probe is not None and nxt <= self._rtt_probe[0] < end:
+                self._rtt_probe = None  # Karn: a retransmitted segment gives no sample
         self._snd_nxt = end
         if self._rto_at is None:
             self._rto_at = now + self._rtt.rto

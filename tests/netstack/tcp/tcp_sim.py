@@ -49,12 +49,15 @@ class Sim:
     iss_a: int = 0x1000
     iss_b: int = 0xFFFFF000  # wraps the 32-bit space quickly
     listen: bool = True
+    simultaneous: bool = False  # b also connect()s: RFC 9293 simultaneous open
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
         self.now = 0.0
         self.a: TcpConnection | None = TcpConnection.connect(A, B, self.iss_a, self.now, self.cfg_a)
         self.b: TcpConnection | None = None
+        if self.simultaneous:
+            self.b = TcpConnection.connect(B, A, self.iss_b, self.now, self.cfg_b)
         self._q: list[tuple[float, int, int, object]] = []
         self._n = 0
         self.trace: list[Trace] = []
