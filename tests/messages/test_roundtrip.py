@@ -21,6 +21,35 @@ for _m in pkgutil.walk_packages(pytsnet.messages.__path__, "pytsnet.messages."):
     importlib.import_module(_m.name)
 
 
+class _Color(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class _Inner(Message, tag="test.inner"):
+    key: bytes
+    port: int
+
+
+class _KitchenSink(Message, tag="test.kitchen_sink"):
+    """Every field kind other layers are expected to use, so the strategy is proven on them."""
+
+    raw: bytes
+    text: str
+    n: int
+    x: float
+    flag: bool
+    color: _Color
+    keys: list[bytes]
+    maybe: int | None
+    inner: _Inner
+    peers: list[_Inner]
+    v4: ipaddress.IPv4Address
+    v6: ipaddress.IPv6Address
+    net: ipaddress.IPv4Network | ipaddress.IPv6Network
+    pair: tuple[int, str]
+
+
 def strategy_for(tp: Any) -> st.SearchStrategy[Any]:
     """A strategy for a field annotation; floats are finite (JSON has no NaN/inf)."""
     origin = typing.get_origin(tp)
