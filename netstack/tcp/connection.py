@@ -740,7 +740,9 @@ class TcpConnection:
                 self._delack_at = now + self.config.delayed_ack
         else:
             self._reasm.insert(seg_start, payload)
-            self._ack_now = True  # out of order: immediate duplicate ACK with SACK blocks
+            # Out of order: one immediate duplicate ACK per segment, with SACK blocks (RFC 5681 §4.2),
+            # even when the stack hands us a batch before polling.
+            self._ctl.append(self._segment(self._snd_max, ACK, b"", now))
 
     def _on_fin(self, now: float) -> None:
         self._fin_received = True

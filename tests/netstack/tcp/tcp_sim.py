@@ -115,8 +115,8 @@ class Sim:
         return min(ts) if ts else None
 
     def run(self, until: Callable[[Sim], bool], app: Callable[[Sim], None] | None = None,
-            max_time: float = 600.0, max_steps: int = 5_000_000) -> None:
-        """Advance until ``until(sim)`` holds; ``app`` runs at every step (writes/reads)."""
+            max_time: float = 600.0, max_steps: int = 5_000_000, tick: float | None = None) -> None:
+        """Advance until ``until(sim)`` holds; ``app`` runs at every step and every ``tick`` seconds."""
         steps = 0
         while True:
             if app is not None:
@@ -125,6 +125,8 @@ class Sim:
             if until(self):
                 return
             t = self.next_time()
+            if tick is not None:
+                t = self.now + tick if t is None else min(t, self.now + tick)
             if t is None:
                 raise AssertionError(f"simulation stalled at t={self.now:.3f}")
             if t > max_time:
