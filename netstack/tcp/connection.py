@@ -37,6 +37,7 @@ Endpoint = tuple[IPAddress, int]
 
 DEFAULT_MSS_V4 = 536  # RFC 9293 §3.7.1: assumed when the SYN carries no MSS option
 DEFAULT_MSS_V6 = 1220  # RFC 8200 minimum MTU 1280 - 40 - 20
+MAX_DUPTHRESH = 24  # cap for the reordering-adapted duplicate-ACK threshold
 
 
 class TcpState(enum.Enum):
@@ -127,6 +128,10 @@ class TcpConnection:
         self._rexmit_next = 0
         self._rexmit_end = 0
         self._dupacks = 0
+        self._dupthresh = DUPACK_THRESHOLD  # raised when reordering made a recovery spurious
+        self._undo: tuple[int, int] | None = None  # (cwnd, ssthresh) before the current recovery
+        self._undo_tsval: int | None = None  # TSval of that recovery's first retransmission
+        self.spurious_recoveries = 0
         self._cc = NewReno(self._snd_mss)
         self._cc.recover = -1
         self._rtt = RttEstimator(cfg.rto_initial, cfg.rto_min, cfg.rto_max)
@@ -648,6 +653,17 @@ class TcpConnection:
                 self._rtt.sample(now - self._rtt_probe[1])
                 self._rtt_probe = None
             self._retries = 0
+            if self._undo_tsval is not None and ts is not None and self._ts_ok:
+                # Eifel detection (RFC 3522): the ACK echoes a TSval older than our retransmission, so
+                # the original arrived and the recovery was caused by reordering: undo it (RFC 4015).
+                if seq_lt(ts[1], self._undo_tsval) and self._undo is not None:
+                    cc.cwnd = max(cc.cwnd, self._undo[0])
+                    cc.ssthresh = max(cc.ssthresh, self._undo[1])
+                    cc.in_recovery = False
+                    self._rexmit_next = self._rexmit_end = ack_off
+                    self._dupthresh = min(self._dupthresh * 2, MAX_DUPTHRESH)
+                    self.spurious_recoveries += 1
+                self._undo = self._undo_tsval = None
             if cc.in_recovery:
                 if ack_off >= cc.recover:
                     cc.on_full_ack(self._snd_max - ack_off)
@@ -683,9 +699,11 @@ class TcpConnection:
                 self._persist_backoff = 0
         # Enter fast recovery (RFC 6582 §3.2 step 2; with SACK, RFC 6675's DupThresh*SMSS rule too).
         if (not cc.in_recovery and self._snd_una >= cc.recover and self._snd_max > self._snd_una
-                and (self._dupacks >= DUPACK_THRESHOLD
+                and (self._dupacks >= self._dupthresh
                      or (sackd_new
-                         and self._scoreboard.sacked_bytes >= DUPACK_THRESHOLD * self._payload_max))):
+                         and self._scoreboard.sacked_bytes >= self._dupthresh * self._payload_max))):
+            self._undo = (cc.cwnd, cc.ssthresh)
+            self._undo_tsval = None
             cc.enter_recovery(self._snd_max - self._snd_una, self._snd_max)
             self.fast_recoveries += 1
             if self._sack_ok:
@@ -833,6 +851,7 @@ class TcpConnection:
         if self._retries > self.config.max_retransmits:
             self._to_closed(ConnectionTimedOut("connection timed out (retransmissions exhausted)"))
             return
+        self._undo = self._undo_tsval = None
         self._cc.on_timeout(self._snd_max - self._snd_una)
         self._cc.recover = self._snd_max
         self._scoreboard.clear()  # the receiver may have reneged (RFC 2018 §8)
@@ -880,7 +899,10 @@ class TcpConnection:
                         out.append(self._segment(start, FIN | ACK, b"", now))
                     self._rexmit_next = self._rexmit_end
                     break
-                out.append(self._segment(start, ACK, sbuf.read(start, length), now))
+                seg = self._segment(start, ACK, sbuf.read(start, length), now)
+                out.append(seg)
+                if self._undo is not None and self._undo_tsval is None and seg.timestamp is not None:
+                    self._undo_tsval = seg.timestamp[0]
                 self.retransmitted_segments += 1
                 self._rexmit_next = start + length
                 first = False

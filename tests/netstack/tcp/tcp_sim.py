@@ -29,6 +29,7 @@ class LinkParams:
     reorder: float = 0.0
     dup: float = 0.0
     drop_fn: Callable[[int, TcpSegment], bool] | None = None  # (direction 0=a->b 1=b->a, seg) -> drop?
+    delay_fn: Callable[[int, TcpSegment], float] | None = None  # extra delay for one segment
 
 
 @dataclass
@@ -75,7 +76,7 @@ class Sim:
         item: object = emit_segment(seg, src, dst) if self.codec else seg
         copies = 2 if p.dup > 0 and self.rng.random() < p.dup else 1
         for _ in range(copies):
-            d = p.delay
+            d = p.delay + (p.delay_fn(direction, seg) if p.delay_fn is not None else 0.0)
             if p.reorder > 0 and self.rng.random() < p.reorder:
                 d += p.delay * (0.5 + self.rng.random())
             self._n += 1

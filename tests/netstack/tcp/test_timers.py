@@ -64,6 +64,31 @@ def test_single_loss_is_repaired_by_fast_retransmit_not_rto(sack: bool) -> None:
     assert sim.a.retransmitted_segments == 1
 
 
+def test_reordering_recovery_is_undone_with_timestamps() -> None:
+    """A segment delayed (not lost) past 3 duplicate ACKs: Eifel detection restores cwnd."""
+    state = {"n": 0}
+
+    def late(direction: int, seg: TcpSegment) -> float:
+        if direction == 0 and seg.payload:
+            state["n"] += 1
+            if state["n"] == 60:
+                return 0.015
+        return 0.0
+    sim = Sim(link=LinkParams(delay_fn=late))
+    sim.run(Sim.established)
+    data = bytes(1 << 20)
+    sim.a.send(data[:200_000])
+    got = bytearray()
+
+    def app(s: Sim) -> None:
+        got.extend(s.b.recv(1 << 20))
+    sim.run(lambda s: len(got) == 200_000, app)
+    assert sim.a.fast_recoveries == 1 and sim.a.spurious_recoveries == 1
+    assert sim.a._dupthresh == 6
+    assert sim.a.rto_expiries == 0
+    assert sim.a._cc.ssthresh == 1 << 30  # the halving was undone: still in slow start
+
+
 def test_delayed_ack_timing() -> None:
     sim = Sim(cfg_b=TcpConfig(delayed_ack=0.04))
     sim.run(Sim.established)
