@@ -1,0 +1,275 @@
+"""Blocking ts2021 client: ``GET /key``, the ``/ts2021`` upgrade, Noise, then HTTP/2 requests.
+
+Follows control.md §1-5 (Go's ``controlhttp``/``ts2021``), not any particular server: the Noise
+initiation rides in ``X-Tailscale-Handshake`` (std base64), the reply must be ``101`` with
+``Upgrade: tailscale-control-protocol``, an optional early payload precedes HTTP/2 with prior
+knowledge, ``:scheme`` is ``https`` and ``:authority`` the control URL's ``host[:port]``. One reader
+thread demultiplexes h2 streams, so a long poll, lite updates and a logout share one connection as
+Go's client does. ``https://`` URLs are dialled with TLS on their port (443 by default); the Go
+client's port-80-first race is not implemented.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import queue
+import socket
+import ssl
+import threading
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+from pytsnet.wire.controlbase import ClientHandshake, ClientStream, ServerErrorMessage
+from pytsnet.wire.errors import WireError
+from pytsnet.wire.keys import MachinePrivate, MachinePublic
+from pytsnet.wire.tailcfg import CURRENT_CAPABILITY_VERSION, OverTLSPublicKeyResponse
+
+__all__ = ["ControlTransportError", "Noise2Client", "Response", "fetch_server_key"]
+
+UPGRADE_HEADER_VALUE = "tailscale-control-protocol"
+HANDSHAKE_HEADER_NAME = "X-Tailscale-Handshake"
+MAX_KEY_RESPONSE = 64 << 10
+MAX_HTTP_HEAD = 16 << 10
+
+
+class ControlTransportError(ConnectionError):
+    """The control server could not be reached or broke the protocol; the caller retries."""
+
+
+def _target(url: str) -> tuple[str, int, bool, str]:
+    u = urlsplit(url)
+    if u.scheme not in ("http", "https") or not u.hostname:
+        raise ControlTransportError(f"control URL must be http(s)://host[:port], got {url!r}")
+    tls = u.scheme == "https"
+    return u.hostname, u.port or (443 if tls else 80), tls, u.netloc
+
+
+def fetch_server_key(url: str, timeout: float, version: int = CURRENT_CAPABILITY_VERSION) -> MachinePublic:
+    """``GET /key?v=N`` → the server's Noise public key (``publicKey``); a zero key is "too old"."""
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/key?v={version}", timeout=timeout) as r:
+            if r.status != 200:
+                raise ControlTransportError(f"/key: HTTP {r.status}")
+            body = r.read(MAX_KEY_RESPONSE)
+    except (OSError, urllib.error.URLError) as e:
+        raise ControlTransportError(f"/key: {e}") from e
+    try:
+        keys = OverTLSPublicKeyResponse.from_json(body)
+    except WireError as e:
+        raise ControlTransportError("control server is too old; no noise key") from e
+    if keys.PublicKey is None or keys.PublicKey.is_zero():
+        raise ControlTransportError("control server is too old; no noise key")
+    return keys.PublicKey
+
+
+@dataclass
+class Response:
+    """One h2 stream's answer; ``chunks`` yields body bytes and finally ``None`` (end or failure)."""
+
+    stream_id: int
+    headers: threading.Event = field(default_factory=threading.Event)
+    status: int = 0
+    chunks: queue.Queue[bytes | None] = field(default_factory=queue.Queue)
+    error: str = ""
+
+    def read_chunk(self, timeout: float) -> bytes | None:
+        """Next body bytes, ``None`` at the end; raises ``ControlTransportError`` on silence or failure."""
+        try:
+            chunk = self.chunks.get(timeout=timeout)
+        except queue.Empty:
+            raise ControlTransportError(f"no data from control for {timeout}s") from None
+        if chunk is None and self.error:
+            raise ControlTransportError(self.error)
+        return chunk
+
+    def read_all(self, timeout: float, limit: int = 1 << 20) -> bytes:
+        out = bytearray()
+        while (chunk := self.read_chunk(timeout)) is not None:
+            out += chunk
+            if len(out) > limit:
+                raise ControlTransportError(f"response over {limit} bytes")
+        return bytes(out)
+
+    def wait_status(self, timeout: float) -> int:
+        if not self.headers.wait(timeout):
+            raise ControlTransportError(f"no response headers within {timeout}s")
+        if self.error and not self.status:
+            raise ControlTransportError(self.error)
+        return self.status
+
+
+class Noise2Client:
+    """One Noise connection carrying HTTP/2; thread-safe ``request``; ``close`` unblocks every reader."""
+
+    def __init__(self, url: str, machine: MachinePrivate, server_key: MachinePublic, *,
+                 timeout: float = 10.0, version: int = CURRENT_CAPABILITY_VERSION) -> None:
+        self.url = url
+        host, port, tls, self.authority = _target(url)
+        self._lock = threading.RLock()
+        self._streams: dict[int, Response] = {}
+        self._closed = False
+        self.closed_reason = ""
+        hs = ClientHandshake(machine, server_key, version)
+        try:
+            raw = socket.create_connection((host, port), timeout=timeout)
+            self._sock: socket.socket = (ssl.create_default_context().wrap_socket(raw, server_hostname=host)
+                                         if tls else raw)
+            b64 = base64.b64encode(hs.initiation).decode()
+            self._sock.sendall((f"POST /ts2021 HTTP/1.1\r\nHost: {self.authority}\r\n"
+                                f"Upgrade: {UPGRADE_HEADER_VALUE}\r\nConnection: upgrade\r\n"
+                                f"{HANDSHAKE_HEADER_NAME}: {b64}\r\n\r\n").encode())
+            rest = self._read_upgrade_reply()
+            self._noise = ClientStream(hs)
+            self._h2 = h2.connection.H2Connection(h2.config.H2Configuration(
+                client_side=True, header_encoding="utf-8"))
+            self._h2.initiate_connection()
+            plain = self._noise.receive_data(rest)
+            while not self._noise.established:
+                data = self._sock.recv(65536)
+                if not data:
+                    raise ControlTransportError("control closed the connection during the handshake")
+                plain += self._noise.receive_data(data)
+            self._sock.settimeout(None)
+            self._flush()
+            if plain:
+                self._on_plaintext(plain)
+        except ServerErrorMessage as e:
+            self._abort()
+            raise ControlTransportError(f"control refused the handshake: {e}") from e
+        except (OSError, WireError, h2.exceptions.ProtocolError) as e:
+            self._abort()
+            raise ControlTransportError(f"ts2021 connect to {url}: {e}") from e
+        self._reader = threading.Thread(target=self._read_loop, name="ts2021-reader", daemon=True)
+        self._reader.start()
+
+    def _read_upgrade_reply(self) -> bytes:
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            data = self._sock.recv(4096)
+            if not data:
+                raise ControlTransportError("control closed the connection before answering the upgrade")
+            buf += data
+            if len(buf) > MAX_HTTP_HEAD:
+                raise ControlTransportError("oversized upgrade reply")
+        head, rest = buf.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ", 2)
+        if len(parts) < 2 or parts[1] != "101":
+            raise ControlTransportError(f"upgrade refused: {lines[0]!r}")
+        hdrs = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+        if hdrs.get("upgrade", "").lower() != UPGRADE_HEADER_VALUE:
+            raise ControlTransportError(f"unexpected Upgrade header {hdrs.get('upgrade')!r}")
+        return rest
+
+    # -- requests ----------------------------------------------------------------------------------
+    def request(self, path: str, body: bytes, method: str = "POST") -> Response:
+        """Open a stream (``register``/``map``: no Content-Type, as ``direct.go`` sends them)."""
+        with self._lock:
+            if self._closed:
+                raise ControlTransportError(self.closed_reason or "connection closed")
+            try:
+                sid = self._h2.get_next_available_stream_id()
+                resp = self._streams[sid] = Response(sid)
+                self._h2.send_headers(sid, [(":method", method), (":scheme", "https"),
+                                            (":authority", self.authority), (":path", path)])
+                step = self._h2.max_outbound_frame_size
+                for i in range(0, len(body), step):
+                    self._h2.send_data(sid, body[i:i + step])
+                self._h2.end_stream(sid)
+                self._flush()
+            except (OSError, h2.exceptions.H2Error) as e:
+                self._fail(f"send {path}: {e}")
+                raise ControlTransportError(f"send {path}: {e}") from e
+        return resp
+
+    def post_json(self, path: str, obj: bytes, timeout: float) -> tuple[int, bytes]:
+        resp = self.request(path, obj)
+        status = resp.wait_status(timeout)
+        return status, resp.read_all(timeout)
+
+    def cancel(self, resp: Response) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                self._h2.reset_stream(resp.stream_id)
+                self._flush()
+            except (OSError, h2.exceptions.H2Error):
+                pass
+
+    # -- plumbing ----------------------------------------------------------------------------------
+    def _flush(self) -> None:
+        data = self._h2.data_to_send()
+        if data:
+            self._sock.sendall(self._noise.send(data))
+
+    def _read_loop(self) -> None:
+        try:
+            while True:
+                data = self._sock.recv(65536)
+                if not data:
+                    self._fail("control closed the connection")
+                    return
+                with self._lock:
+                    plain = self._noise.receive_data(data)
+                    if plain:
+                        self._on_plaintext(plain)
+        except (OSError, WireError, h2.exceptions.H2Error) as e:
+            self._fail(f"connection lost: {e}")
+
+    def _on_plaintext(self, plain: bytes) -> None:
+        with self._lock:
+            for ev in self._h2.receive_data(plain):
+                st = self._streams.get(getattr(ev, "stream_id", 0) or -1)
+                if isinstance(ev, h2.events.ResponseReceived) and st is not None:
+                    hdrs = dict(ev.headers)
+                    st.status = int(str(hdrs.get(":status", "0")))
+                    st.headers.set()
+                elif isinstance(ev, h2.events.DataReceived):
+                    self._h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                    if st is not None:
+                        st.chunks.put(ev.data)
+                elif isinstance(ev, h2.events.StreamEnded | h2.events.StreamReset) and st is not None:
+                    if isinstance(ev, h2.events.StreamReset):
+                        st.error = f"stream reset by control (code {ev.error_code})"
+                    st.headers.set()
+                    st.chunks.put(None)
+                    self._streams.pop(st.stream_id, None)
+                elif isinstance(ev, h2.events.ConnectionTerminated):
+                    self._fail(f"control sent GOAWAY (code {ev.error_code})")
+            self._flush()
+
+    def _fail(self, reason: str) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self.closed_reason = reason
+            streams, self._streams = list(self._streams.values()), {}
+        for st in streams:
+            st.error = st.error or reason
+            st.headers.set()
+            st.chunks.put(None)
+        self._abort()
+
+    def _abort(self) -> None:
+        sock = getattr(self, "_sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        self._fail("closed by the node")
+

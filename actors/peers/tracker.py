@@ -1,0 +1,98 @@
+"""PeerTracker: the peer table and the single fail-closed trust chokepoint that admits peers.
+
+It receives whole netmaps (``NetmapUpdate``; the control side's map session already applied Go's
+deltas) and keeps only peers it can trust to talk to: a peer without a valid non-zero node key,
+disco key, or at least one valid address is refused, as is an expired one and one that claims our own
+node key. Tailnet Lock signature checks will plug into ``admit``. Changes to the admitted set are
+published as ``PeersChanged``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+
+from pytsnet.actors.runtime import Actor, handles
+from pytsnet.messages.base import Message
+from pytsnet.messages.peers import (
+    ClearPeers,
+    GetPeers,
+    NetmapUpdate,
+    PeerInfo,
+    PeersChanged,
+    PeerTable,
+    RejectedPeer,
+)
+from pytsnet.wire.keys import DiscoPublic, KeyParseError, NodePublic
+
+__all__ = ["PeerTracker", "admit"]
+
+
+def admit(peer: PeerInfo, self_key: str) -> str | None:
+    """None if ``peer`` may enter the table, else why not (fail closed: anything missing refuses)."""
+    if peer.node_id <= 0:
+        return "no node ID"
+    try:
+        key = NodePublic.from_text(peer.node_key)
+    except KeyParseError:
+        return "no valid node key"
+    if key.is_zero():
+        return "zero node key"
+    if peer.node_key == self_key:
+        return "claims our own node key"
+    try:
+        disco = DiscoPublic.from_text(peer.disco_key)
+    except KeyParseError:
+        return "no valid disco key"
+    if disco.is_zero():
+        return "zero disco key"
+    if not peer.addresses:
+        return "no addresses"
+    for a in [*peer.addresses, *peer.allowed_ips]:
+        try:
+            ipaddress.ip_network(a, strict=False)
+        except ValueError:
+            return f"bad address {a!r}"
+    if peer.expired:
+        return "node key expired"
+    return None
+
+
+class PeerTracker(Actor):
+    def __init__(self, publish: Callable[[Message], None] | None = None) -> None:
+        self.publish = publish or (lambda m: None)
+        self.table: dict[int, PeerInfo] = {}
+        self.rejected: dict[int, str] = {}
+
+    @handles(NetmapUpdate)
+    def on_netmap(self, msg: NetmapUpdate) -> None:
+        new: dict[int, PeerInfo] = {}
+        rejected: dict[int, str] = {}
+        for p in msg.peers:
+            reason = admit(p, msg.self_node.node_key)
+            if reason is None:
+                new[p.node_id] = p
+            else:
+                rejected[p.node_id] = reason
+        self.rejected = rejected
+        self._replace(new)
+
+    @handles(ClearPeers)
+    def on_clear(self, msg: ClearPeers) -> None:
+        self.rejected = {}
+        self._replace({})
+
+    @handles(GetPeers)
+    def on_get(self, msg: GetPeers) -> PeerTable:
+        rejected = [RejectedPeer(node_id=k, reason=v) for k, v in sorted(self.rejected.items())]
+        return PeerTable(peers=[self.table[k] for k in sorted(self.table)], rejected=rejected)
+
+    def _replace(self, new: dict[int, PeerInfo]) -> None:
+        old = self.table
+        added = [p for k, p in sorted(new.items()) if k not in old]
+        changed = [p for k, p in sorted(new.items()) if k in old and old[k] != p]
+        removed = sorted(k for k in old if k not in new)
+        self.table = new
+        if added or changed or removed:
+            self.publish(PeersChanged(added=added, changed=changed, removed=removed,
+                                      peers=[new[k] for k in sorted(new)]))

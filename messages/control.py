@@ -1,0 +1,78 @@
+"""Messages of the control side (ControlRunner) and the device lifecycle state it publishes."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pytsnet.messages.base import Message
+
+StateName = Literal["NoState", "Starting", "NeedsLogin", "NeedsMachineAuth", "Running", "Stopped"]
+"""Go's ``ipn.State`` subset. ``Running`` here = registered, authorized and a first netmap received
+(the data plane adds its own DERP-connected condition later)."""
+
+ErrorKind = Literal["", "auth_rejected", "key_expired", "network_unreachable"]
+
+
+class DeviceState(Message, tag="control.device_state"):
+    """The node's lifecycle as the facade shows it; published on every change."""
+
+    state: StateName = "NoState"
+    auth_url: str = ""
+    """Set while ``NeedsLogin``: the URL a human must visit."""
+    error_kind: ErrorKind = ""
+    """``auth_rejected``/``key_expired`` are permanent; ``network_unreachable`` is being retried."""
+    error: str = ""
+    addresses: list[str] = []
+    name: str = ""
+    node_id: int = 0
+
+
+# -- from the ControlRunner's I/O thread to itself ------------------------------------------------
+class SessionStatus(Message, tag="control.session_status"):
+    """The I/O side reached a lifecycle point (connected, needs login, failed...)."""
+
+    state: StateName
+    auth_url: str = ""
+    error_kind: ErrorKind = ""
+    error: str = ""
+
+
+class MapStreamStarted(Message, tag="control.map_stream_started"):
+    """A new long poll began: the map session starts afresh (Go makes a new mapSession per poll)."""
+
+    stream: int
+
+
+class MapFrame(Message, tag="control.map_frame"):
+    """One decompressed MapResponse JSON of long poll number ``stream``."""
+
+    stream: int
+    payload: bytes
+
+
+# -- requests to the ControlRunner -----------------------------------------------------------------
+class GetState(Message, tag="control.get_state"):
+    pass
+
+
+class Logout(Message, tag="control.logout"):
+    """Deregister (RegisterRequest with a past Expiry) and forget the node key."""
+
+
+class LogoutDone(Message, tag="control.logout_done"):
+    ok: bool
+    error: str = ""
+
+
+class LiteUpdate(Message, tag="control.lite_update"):
+    """Tell control our endpoints and disco key (MapRequest ``Stream:false, OmitPeers:true``)."""
+
+    endpoints: list[str] = []
+    endpoint_types: list[int] = []
+    disco_key: str = ""
+    """``discokey:…``; empty keeps the current one."""
+
+
+class LiteUpdateDone(Message, tag="control.lite_update_done"):
+    ok: bool
+    status: int = 0

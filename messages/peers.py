@@ -1,0 +1,89 @@
+"""Messages of the peer table (PeerTracker): netmap snapshots in, admitted peers and change events out.
+
+Keys travel as their text forms (``nodekey:…``) so every message round-trips through JSON; the
+tracker re-parses them at its trust chokepoint rather than trusting the sender.
+"""
+
+from __future__ import annotations
+
+from pytsnet.messages.base import Message
+from pytsnet.wire.tailcfg import Node
+
+
+def _key_text(key: object) -> str:
+    return "" if key is None else str(key.to_text())  # type: ignore[attr-defined]
+
+
+class PeerInfo(Message):
+    """What the node knows about one tailnet node (a peer, or itself)."""
+
+    node_id: int = 0
+    stable_id: str = ""
+    name: str = ""
+    """MagicDNS FQDN with the trailing dot."""
+    hostname: str = ""
+    user: int = 0
+    node_key: str = ""
+    machine_key: str = ""
+    disco_key: str = ""
+    addresses: list[str] = []
+    allowed_ips: list[str] = []
+    endpoints: list[str] = []
+    home_derp: int = 0
+    online: bool | None = None
+    tags: list[str] = []
+    key_expiry: float | None = None
+    """Unix seconds; None = never expires."""
+    machine_authorized: bool = False
+    expired: bool = False
+
+    @classmethod
+    def from_node(cls, n: Node) -> PeerInfo:
+        return cls(
+            node_id=n.ID, stable_id=n.StableID, name=n.Name,
+            hostname=n.Hostinfo.Hostname if n.Hostinfo is not None else "",
+            user=n.User, node_key=_key_text(n.Key), machine_key=_key_text(n.Machine),
+            disco_key=_key_text(n.DiscoKey), addresses=list(n.Addresses),
+            allowed_ips=list(n.Addresses if n.AllowedIPs is None else n.AllowedIPs),
+            endpoints=list(n.Endpoints), home_derp=n.HomeDERP, online=n.Online, tags=list(n.Tags),
+            key_expiry=None if n.KeyExpiry is None or n.KeyExpiry.year <= 1 else n.KeyExpiry.timestamp(),
+            machine_authorized=n.MachineAuthorized, expired=n.Expired,
+        )
+
+
+class RejectedPeer(Message):
+    node_id: int
+    reason: str
+
+
+class NetmapUpdate(Message, tag="peers.netmap_update"):
+    """The whole current peer list after a MapResponse (deltas already applied by the map session)."""
+
+    self_node: PeerInfo
+    peers: list[PeerInfo] = []
+    domain: str = ""
+
+
+class ClearPeers(Message, tag="peers.clear"):
+    """Forget every peer (logout, or the control session ended for good)."""
+
+
+class GetPeers(Message, tag="peers.get"):
+    pass
+
+
+class PeerTable(Message, tag="peers.table"):
+    """Reply to ``GetPeers``: admitted peers sorted by node ID, and who was refused and why."""
+
+    peers: list[PeerInfo] = []
+    rejected: list[RejectedPeer] = []
+
+
+class PeersChanged(Message, tag="peers.changed"):
+    """Published to the device's listener after a netmap changed the admitted set."""
+
+    added: list[PeerInfo] = []
+    changed: list[PeerInfo] = []
+    removed: list[int] = []
+    peers: list[PeerInfo] = []
+    """The whole table after the change."""
