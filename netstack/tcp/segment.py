@@ -6,11 +6,12 @@ checksum over the pseudo-header and returns one, or raises ``TcpParseError`` and
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
 from dataclasses import dataclass
 
-from pytsnet.netstack.checksum import checksum, ones_sum, pseudo_header_sum
+from pytsnet.netstack.checksum import checksum
 from pytsnet.netstack.tcp.errors import TcpParseError
 
 IPPROTO_TCP = 6
@@ -41,7 +42,22 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _HDR = struct.Struct("!HHIIBBHHH")
 _TS = struct.Struct("!BBII")
-_TS_OPT_LEN = 12  # NOP NOP TIMESTAMP(10)
+
+
+@functools.lru_cache(maxsize=4096)
+def _addr_sum(src: IPAddress, dst: IPAddress) -> int:
+    return int.from_bytes(src.packed + dst.packed, "big")
+
+
+def _pseudo_sum(src: IPAddress, dst: IPAddress, length: int) -> int:
+    """Unfolded pseudo-header sum (RFC 9293 §3.1, RFC 8200 §8.1), valid as ``checksum``'s ``initial``.
+
+    Addresses, protocol and length can be summed as plain integers because 2**16 ≡ 1 (mod 0xFFFF);
+    the per-address-pair part is cached since a connection reuses it for every segment.
+    """
+    if src.version != dst.version:
+        raise TcpParseError("address families differ")
+    return _addr_sum(src, dst) + IPPROTO_TCP + length
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +141,8 @@ def parse_segment(data: bytes | bytearray | memoryview, src_ip: IPAddress, dst_i
     if n > 0xFFFF + 40:
         raise TcpParseError("segment longer than any IP payload")
     try:
-        initial = pseudo_header_sum(src_ip, dst_ip, IPPROTO_TCP, n)
-    except (AttributeError, ValueError, OverflowError) as e:
+        initial = _pseudo_sum(src_ip, dst_ip, n)
+    except (AttributeError, TypeError, ValueError) as e:
         raise TcpParseError(f"bad addresses: {e}") from None
     if checksum(data, initial) != 0:
         raise TcpParseError("bad checksum")
@@ -185,6 +201,6 @@ def emit_segment(seg: TcpSegment, src_ip: IPAddress, dst_ip: IPAddress) -> bytes
     total = hlen + len(seg.payload)
     head = _HDR.pack(seg.src_port, seg.dst_port, seg.seq, seg.ack, (hlen // 4) << 4, seg.flags & 0xFF,
                      seg.window, 0, seg.urgent) + opts
-    # The header has even length, so the payload can be summed on its own without a copy.
-    csum = checksum(seg.payload, ones_sum(head, pseudo_header_sum(src_ip, dst_ip, IPPROTO_TCP, total)))
+    # The header has even length, so it can be summed as an integer and the payload without a copy.
+    csum = checksum(seg.payload, int.from_bytes(head, "big") + _pseudo_sum(src_ip, dst_ip, total))
     return b"".join((head[:16], csum.to_bytes(2, "big"), head[18:], seg.payload))
