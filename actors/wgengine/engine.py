@@ -1,0 +1,219 @@
+"""The WgEngine actor: WireGuard sessions, AllowedIPs routing and the inbound packet filter.
+
+A thin driver around two sans-IO cores: ``wire.wireguard.device.Device`` (peers, handshakes,
+routing, anti-spoofing) and ``netstack.filter.Filter``. Inbound: ``WgDatagramIn`` -> decrypt ->
+filter -> ``IpPacketIn`` to the sink (the netstack). Outbound: ``IpPacketOut`` -> record the flow
+-> route -> encrypt -> ``WgDatagramOut`` to magicsock. WireGuard timers run on the system clock at
+the device's aggregated deadline, so an idle tunnel keeps its keepalives and rekeys.
+
+Sessions are not preserved across a restart (keys stay in the dead incarnation); the
+configuration is, through ``EngineMemory``, which the child spec holds: a restarted engine comes
+back with the same peers and filter and re-handshakes on the next packet.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from pytsnet.actors.runtime import Actor, ActorRef, TimerHandle, handles
+from pytsnet.actors.wgengine.filter_rules import FilterRuleError, rules_from_tailcfg
+from pytsnet.messages.peers import PeersChanged
+from pytsnet.messages.wgengine import (
+    GetWgStatus,
+    IpPacketIn,
+    IpPacketOut,
+    WgConfig,
+    WgDatagramIn,
+    WgDatagramOut,
+    WgPeer,
+    WgPeerStatus,
+    WgStatus,
+    WgTick,
+)
+from pytsnet.netstack.filter import Filter
+from pytsnet.wire.keys import KeyParseError, NodePrivate, NodePublic
+from pytsnet.wire.wireguard.constants import TAILSCALE_PERSISTENT_KEEPALIVE
+from pytsnet.wire.wireguard.device import Device, PeerConfig
+
+log = logging.getLogger("pytsnet.wgengine")
+
+__all__ = ["EngineMemory", "WgEngine"]
+
+_TIMER_SLACK = 0.001
+
+
+@dataclass
+class EngineMemory:
+    """The last configuration applied, kept outside the actor so it survives a restart."""
+
+    config: WgConfig = field(default_factory=WgConfig)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class WgEngine(Actor):
+    def __init__(
+        self,
+        private: NodePrivate,
+        *,
+        magicsock: str = "magicsock",
+        sink: str = "netstack",
+        memory: EngineMemory | None = None,
+        mtu: int = 0,
+        persistent_keepalive: float = TAILSCALE_PERSISTENT_KEEPALIVE,
+        ipv6: bool = False,
+    ) -> None:
+        self._private = private
+        self._magicsock_name = magicsock
+        self._sink_name = sink
+        self._memory = memory if memory is not None else EngineMemory()
+        self._mtu = mtu
+        self._keepalive = persistent_keepalive
+        self._ipv6 = ipv6
+        self._magicsock: ActorRef | None = None
+        self._sink: ActorRef | None = None
+        self._texts: dict[NodePublic, str] = {}
+        self._timer: TimerHandle | None = None
+        self._timer_at: float | None = None
+        self.packets_in = 0
+        self.packets_out = 0
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        clock = self.clock
+        self.device = Device(self._private, mtu=self._mtu, unix_time_offset=clock.time() - clock.monotonic())
+        self.filter = Filter(None, (), ipv6=self._ipv6)
+        with self._memory.lock:
+            config = self._memory.config
+        self._apply(config)
+
+    def on_stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    # --- configuration ---------------------------------------------------------------------------
+
+    @handles(WgConfig)
+    def on_config(self, msg: WgConfig) -> None:
+        with self._memory.lock:
+            self._memory.config = msg
+        self._apply(msg)
+
+    @handles(PeersChanged)
+    def on_peers_changed(self, msg: PeersChanged) -> None:
+        """The PeerTracker's admitted set replaces our peers; addresses and filter are kept."""
+        peers = [WgPeer(node_key=p.node_key, allowed_ips=p.allowed_ips or p.addresses) for p in msg.peers]
+        with self._memory.lock:
+            config = self._memory.config.model_copy(update={"peers": peers})
+            self._memory.config = config
+        self._apply(config)
+
+    def _apply(self, config: WgConfig) -> None:
+        peers: list[PeerConfig] = []
+        self._texts = {}
+        for p in config.peers:
+            try:
+                public = NodePublic.from_text(p.node_key)
+            except KeyParseError:
+                log.warning("wgengine: ignoring peer with bad node key %r", p.node_key)
+                continue
+            self._texts[public] = public.to_text()
+            peers.append(PeerConfig(public, tuple(p.allowed_ips), self._keepalive))
+        self.device.set_peers(peers)
+        local = []
+        for a in config.addresses:
+            try:
+                local.append(ipaddress.ip_network(a, strict=False))
+            except ValueError:
+                log.warning("wgengine: ignoring bad local address %r", a)
+        rules = None
+        if config.packet_filter is not None:
+            try:
+                rules = rules_from_tailcfg(config.packet_filter)
+            except FilterRuleError as e:
+                log.warning("wgengine: refusing packet filter (%s); no inbound until a valid one", e)
+        self.filter = self.filter.with_rules(rules, local)
+        self._flush()
+
+    # --- data path -------------------------------------------------------------------------------
+
+    @handles(IpPacketOut)
+    def on_ip_out(self, msg: IpPacketOut) -> None:
+        self.filter.run_out(msg.data)
+        self.device.send(msg.data, self.clock.monotonic())
+        self._flush()
+
+    @handles(WgDatagramIn)
+    def on_datagram_in(self, msg: WgDatagramIn) -> None:
+        self.device.receive(msg.data, self.clock.monotonic(), src=msg.src.encode())
+        self._flush()
+
+    @handles(WgTick)
+    def on_tick(self, msg: WgTick) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.device.tick(self.clock.monotonic())
+        self._flush()
+
+    @handles(GetWgStatus)
+    def on_status(self, msg: GetWgStatus) -> WgStatus:
+        peers = []
+        for public in self.device.peers():
+            peer = self.device.peer(public)
+            assert peer is not None
+            peers.append(WgPeerStatus(
+                node_key=public.to_text(), last_handshake=peer.last_handshake,
+                has_session=peer.keypairs.current is not None,
+            ))
+        return WgStatus(
+            peers=peers, device_drops=dict(self.device.drops), filter_drops=dict(self.filter.drops),
+            packets_in=self.packets_in, packets_out=self.packets_out,
+        )
+
+    def _ref(self, name: str) -> ActorRef | None:
+        return self.lookup(name)
+
+    def _flush(self) -> None:
+        device = self.device
+        out = device.datagrams_to_send()
+        if out:
+            m = self._magicsock or self._ref(self._magicsock_name)
+            self._magicsock = m
+            if m is None:
+                device.drops["no_magicsock"] += len(out)
+            else:
+                texts = self._texts
+                for public, data in out:
+                    text = texts.get(public) or public.to_text()
+                    m.tell(WgDatagramOut(peer=text, data=bytes(data)))
+                self.packets_out += len(out)
+        packets = device.received_packets()
+        if packets:
+            run_in = self.filter.run_in
+            sink = self._sink or self._ref(self._sink_name)
+            self._sink = sink
+            for _, pkt in packets:
+                if not run_in(pkt):
+                    continue
+                if sink is None:
+                    device.drops["no_sink"] += 1
+                    continue
+                sink.tell(IpPacketIn(data=pkt))
+                self.packets_in += 1
+        device.events()  # handshake events are visible through status; nothing to route
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        deadline = self.device.next_deadline()
+        if deadline is None:
+            return
+        if self._timer_at is not None and self._timer_at <= deadline:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        now = self.clock.monotonic()
+        self._timer_at = deadline
+        self._timer = self.send_after(max(0.0, deadline - now) + _TIMER_SLACK, WgTick())

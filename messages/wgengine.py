@@ -1,0 +1,120 @@
+"""Messages of the WireGuard engine (half W of the data plane; see the data-plane contract).
+
+``IpPacketOut``/``IpPacketIn`` cross between the netstack and the engine. ``WgConfig`` carries what
+the engine needs from the netmap: our own addresses, the peers and the packet filter
+(``packet_filter=None`` means no filter has arrived: nothing new may come in). The engine also
+accepts the PeerTracker's ``PeersChanged`` for peer-set updates.
+
+``WgDatagramIn``/``WgDatagramOut`` belong to magicsock (``messages/magicsock.py``); until that module
+exists they are defined here under provisional tags so the engine can be built and tested alone.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pytsnet.messages.base import Message
+from pytsnet.wire.tailcfg.filter import FilterRule
+
+try:
+    from pytsnet.messages.magicsock import WgDatagramIn, WgDatagramOut  # type: ignore[import-not-found]
+except ImportError:  # magicsock's messages have not landed yet
+
+    class WgDatagramIn(Message, tag="wgengine.provisional_wg_in"):  # type: ignore[no-redef]
+        """M -> W: a WireGuard datagram from ``peer`` (None if M could not map the source)."""
+
+        peer: str | None = None
+        data: bytes
+        via: Literal["udp", "derp"] = "udp"
+        src: str = ""
+
+    class WgDatagramOut(Message, tag="wgengine.provisional_wg_out"):  # type: ignore[no-redef]
+        """W -> M: send ``data`` to ``peer`` over its best path."""
+
+        peer: str
+        data: bytes
+
+
+class IpPacketOut(Message, tag="wgengine.ip_out"):
+    """netstack -> W: an IP packet to route through the tunnel by its destination address."""
+
+    data: bytes
+
+
+class IpPacketIn(Message, tag="wgengine.ip_in"):
+    """W -> netstack: a decrypted packet that passed the packet filter."""
+
+    data: bytes
+
+
+class WgPortRange(Message):
+    First: int = 0
+    Last: int = 65535
+
+
+class WgNetPortRange(Message):
+    IP: str
+    Bits: int | None = None
+    Ports: WgPortRange = WgPortRange()
+
+
+class WgFilterRule(Message):
+    """The packet-path part of ``tailcfg.FilterRule`` (same field names; ``CapGrant`` is not needed
+    to accept or drop packets and its free-form ``CapMap`` would not round-trip as a message)."""
+
+    SrcIPs: list[str] = []
+    SrcBits: list[int] = []
+    DstPorts: list[WgNetPortRange] = []
+    IPProto: list[int] = []
+
+    @classmethod
+    def from_tailcfg(cls, rule: FilterRule) -> WgFilterRule:
+        return cls(
+            SrcIPs=list(rule.SrcIPs), SrcBits=list(rule.SrcBits), IPProto=list(rule.IPProto),
+            DstPorts=[
+                WgNetPortRange(IP=d.IP, Bits=d.Bits, Ports=WgPortRange(First=p.First, Last=p.Last))
+                for d in rule.DstPorts
+                for p in (d.Ports,)
+            ],
+        )
+
+
+class WgPeer(Message):
+    """One peer: node key text and the prefixes it may use as source (its tailnet addresses)."""
+
+    node_key: str
+    allowed_ips: list[str] = []
+
+
+class WgConfig(Message, tag="wgengine.config"):
+    """The engine's whole configuration; replaces the previous one (sessions of kept peers survive)."""
+
+    addresses: list[str] = []
+    """Our own tailnet addresses: inbound packets to anything else are dropped."""
+    peers: list[WgPeer] = []
+    packet_filter: list[WgFilterRule] | None = None
+    """The netmap's PacketFilter (``WgFilterRule.from_tailcfg``); None: none received yet."""
+
+
+class WgTick(Message, tag="wgengine.tick"):
+    """The engine's own timer: run the WireGuard timers that are due."""
+
+
+class GetWgStatus(Message, tag="wgengine.get_status"):
+    pass
+
+
+class WgPeerStatus(Message):
+    node_key: str
+    last_handshake: float | None = None
+    has_session: bool = False
+
+
+class WgStatus(Message, tag="wgengine.status"):
+    """Reply to ``GetWgStatus``: per-peer session state and drop counters by reason."""
+
+    peers: list[WgPeerStatus] = []
+    device_drops: dict[str, int] = {}
+    filter_drops: dict[str, int] = {}
+    packets_in: int = 0
+    packets_out: int = 0
