@@ -37,6 +37,7 @@ Endpoint = tuple[IPAddress, int]
 
 DEFAULT_MSS_V4 = 536  # RFC 9293 §3.7.1: assumed when the SYN carries no MSS option
 DEFAULT_MSS_V6 = 1220  # RFC 8200 minimum MTU 1280 - 40 - 20
+MAX_QUEUED_CONTROL = 64  # control segments kept between two polls
 MAX_DUPTHRESH = 24  # cap for the reordering-adapted duplicate-ACK threshold
 
 
@@ -323,7 +324,7 @@ class TcpConnection:
             self._to_closed(self._error)
             return
         if st is not _S.SYN_SENT:
-            self._ctl.append(self._segment(self._snd_max if self._snd_max >= 0 else 0, RST | ACK, b""))
+            self._queue_ctl(self._segment(self._snd_max if self._snd_max >= 0 else 0, RST | ACK, b""))
         self._to_closed(ConnectionAborted("connection aborted locally"))
         self._dirty = True
 
@@ -452,6 +453,11 @@ class TcpConnection:
         self._close_at = now + self.config.time_wait
         self._sbuf = SendBuffer(0)
 
+    def _queue_ctl(self, seg: TcpSegment) -> None:
+        """Queue a control segment (RST, per-segment duplicate ACK); bounded if nobody polls."""
+        if len(self._ctl) < MAX_QUEUED_CONTROL:
+            self._ctl.append(seg)
+
     def _challenge_ack(self, now: float) -> None:
         """RFC 5961 §3.2/§4.2/§5.2 challenge ACK, rate-limited per second (§7)."""
         sec = int(now)
@@ -559,7 +565,7 @@ class TcpConnection:
                 self._established(now)
                 st = self._state
             else:
-                self._ctl.append(TcpSegment(self._lport, self._rport, seg.ack, 0, RST, 0))
+                self._queue_ctl(TcpSegment(self._lport, self._rport, seg.ack, 0, RST, 0))
                 return
         if ack_off > self._snd_max:
             self._ack_now = True  # ACK for data never sent
@@ -595,7 +601,7 @@ class TcpConnection:
         flags = seg.flags
         if flags & ACK and seg.ack != self._snd_base:
             if not flags & RST:
-                self._ctl.append(TcpSegment(self._lport, self._rport, seg.ack, 0, RST, 0))
+                self._queue_ctl(TcpSegment(self._lport, self._rport, seg.ack, 0, RST, 0))
             return
         if flags & RST:
             if flags & ACK:
@@ -760,7 +766,7 @@ class TcpConnection:
             self._reasm.insert(seg_start, payload)
             # Out of order: one immediate duplicate ACK per segment, with SACK blocks (RFC 5681 §4.2),
             # even when the stack hands us a batch before polling.
-            self._ctl.append(self._segment(self._snd_max, ACK, b"", now))
+            self._queue_ctl(self._segment(self._snd_max, ACK, b"", now))
 
     def _on_fin(self, now: float) -> None:
         self._fin_received = True

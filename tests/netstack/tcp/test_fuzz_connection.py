@@ -87,3 +87,15 @@ def test_random_segments_during_handshake(ops: list[tuple]) -> None:
     c = TcpConnection.connect(A, B, 77, 0.0, CFG)
     c.poll(0.0)
     run_ops(c, ops, 0.0)
+
+
+def test_control_queue_bounded_without_polls() -> None:
+    c = TcpConnection.accept(TcpSegment(B[1], A[1], 999, 0, SYN, 65535, mss=1000, sack_permitted=True),
+                             A, B, 1234, 0.0, CFG)
+    [synack] = c.poll(0.0)
+    c.on_segment(TcpSegment(B[1], A[1], 1000, synack.seq + 1, ACK, 65535), 0.01)
+    for i in range(10_000):  # out-of-order data, each normally answered by its own duplicate ACK
+        c.on_segment(TcpSegment(B[1], A[1], 1000 + 2000 + i % 2000, synack.seq + 1, ACK, 65535,
+                                payload=b"x"), 0.02)
+    assert len(c.poll(0.02)) <= 65
+    assert c.memory_bytes <= CFG.max_ooo_bytes
