@@ -119,11 +119,24 @@ def better_addr(a: AddrQuality, b: AddrQuality) -> bool:
     return a_points > b_points
 
 
+@dataclass(frozen=True, slots=True)
+class Timings:
+    """Go's constants by default; tests shorten them to exercise the same rules in less wall time."""
+
+    heartbeat: float = HEARTBEAT_INTERVAL
+    trust: float = TRUST_UDP_ADDR_DURATION
+    session_active: float = SESSION_ACTIVE_TIMEOUT
+    upgrade: float = UPGRADE_UDP_DIRECT_INTERVAL
+    ping_timeout: float = PING_TIMEOUT_DURATION
+    ping_interval: float = DISCO_PING_INTERVAL
+
+
 @dataclass(slots=True)
 class Endpoint:
     """Path state for one peer. ``derp_region`` 0 = unknown home (no DERP fallback)."""
 
     derp_region: int = 0
+    timings: Timings = field(default_factory=Timings)
     tx_id: Callable[[], bytes] = field(default=lambda: os.urandom(12))  # injectable for deterministic tests
     best: AddrQuality = field(default_factory=lambda: AddrQuality(None))
     trust_best_until: float = float("-inf")
@@ -170,7 +183,7 @@ class Endpoint:
         """A WireGuard datagram is being sent: keep heartbeats going, start discovery if wanted."""
         self.last_send = now
         if self.next_heartbeat is None:
-            self.next_heartbeat = now + HEARTBEAT_INTERVAL
+            self.next_heartbeat = now + self.timings.heartbeat
         if (self.best.addr is None or now > self.trust_best_until) and self._want_full_ping(now):
             return self._full_ping(now, call_me_maybe=True)
         return []
@@ -180,13 +193,13 @@ class Endpoint:
             return True
         if self.best.latency <= GOOD_ENOUGH_LATENCY:
             return False
-        return now - self.last_full_ping >= UPGRADE_UDP_DIRECT_INTERVAL
+        return now - self.last_full_ping >= self.timings.upgrade
 
     def _full_ping(self, now: float, call_me_maybe: bool) -> list[Action]:
         self.last_full_ping = now
         out: list[Action] = []
         for ap, st in self.endpoints.items():
-            if st.last_ping is not None and now - st.last_ping < DISCO_PING_INTERVAL:
+            if st.last_ping is not None and now - st.last_ping < self.timings.ping_interval:
                 continue
             out.append(self._ping(ap, now, heartbeat=False))
         if out and call_me_maybe and self.derp_region:
@@ -204,7 +217,7 @@ class Endpoint:
 
     # -- timers ------------------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
-        ds = [sp.at + PING_TIMEOUT_DURATION for sp in self.sent.values()]
+        ds = [sp.at + self.timings.ping_timeout for sp in self.sent.values()]
         if self.next_heartbeat is not None:
             ds.append(self.next_heartbeat)
         return min(ds) if ds else None
@@ -212,7 +225,7 @@ class Endpoint:
     def handle_timeout(self, now: float) -> list[Action]:
         """Expire unanswered pings (an untrusted best address that timed out is cleared) and heartbeat."""
         for tx, sp in list(self.sent.items()):
-            if now >= sp.at + PING_TIMEOUT_DURATION:
+            if now >= sp.at + self.timings.ping_timeout:
                 del self.sent[tx]
                 if sp.to == self.best.addr and now > self.trust_best_until:
                     self.best = AddrQuality(None)  # Go clearBestAddrLocked: DERP only from now
@@ -222,7 +235,7 @@ class Endpoint:
         return out
 
     def _heartbeat(self, now: float) -> list[Action]:
-        if self.last_send is None or now - self.last_send > SESSION_ACTIVE_TIMEOUT:
+        if self.last_send is None or now - self.last_send > self.timings.session_active:
             self.next_heartbeat = None  # idle session: stop until the next send
             return []
         out: list[Action] = []
@@ -231,7 +244,7 @@ class Endpoint:
         if self._want_full_ping(now):
             out.extend(a for a in self._full_ping(now, call_me_maybe=True)
                        if not (isinstance(a, SendPing) and a.dst == self.best.addr))
-        self.next_heartbeat = now + HEARTBEAT_INTERVAL
+        self.next_heartbeat = now + self.timings.heartbeat
         return out
 
     # -- disco messages received -------------------------------------------------------------------
@@ -269,7 +282,7 @@ class Endpoint:
             self.best = this
         if self.best.addr == this.addr:
             self.best = this
-            self.trust_best_until = now + TRUST_UDP_ADDR_DURATION
+            self.trust_best_until = now + self.timings.trust
         return True
 
     def on_call_me_maybe(self, now: float, addrs: tuple[AddrPort, ...]) -> list[Action]:

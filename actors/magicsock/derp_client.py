@@ -1,0 +1,264 @@
+"""One DERP connection (per region): HTTP upgrade to ``/derp``, then the sans-IO ``ClientConnection``.
+
+Reconnects with jittered exponential backoff capped at 5 s (Go magicsock ``derp.go``); marks the home
+region with NotePreferred; answers server pings (``auto_pong``) and fails on the 120 s read deadline.
+Received packets are demultiplexed like Go ``processDERPReadResult``: disco → DiscoPinger, the rest →
+W as ``WgDatagramIn(via="derp")``. Sends while (re)connecting wait in a small bounded queue.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import socket
+import ssl
+import threading
+from collections import deque
+
+from pytsnet.actors.magicsock.config import MagicsockConfig
+from pytsnet.actors.runtime import Actor, handles
+from pytsnet.actors.runtime.io import IoLoop
+from pytsnet.messages.magicsock import (
+    DerpBytes,
+    DerpClosed,
+    DerpConnect,
+    DerpPeerCounters,
+    DerpPeerGone,
+    DerpRegion,
+    DerpSend,
+    DerpStatus,
+    DerpStatusRequest,
+    DerpTick,
+    DiscoIn,
+    WgDatagramIn,
+)
+from pytsnet.wire import disco
+from pytsnet.wire.derp import frames as f
+from pytsnet.wire.derp.handshake import ClientConnection, FrameReceived, ServerKeyReceived
+from pytsnet.wire.errors import WireError
+from pytsnet.wire.keys import KeyParseError, NodePublic
+from pytsnet.wire.magicsock.addr import derp_addr
+
+MAX_BACKOFF = 5.0
+MIN_BACKOFF = 0.05
+CONNECT_TIMEOUT = 5.0
+TICK = 1.0
+MAX_PENDING = 64
+MAX_HTTP_HEADER = 8192
+
+
+class DerpClient(Actor):
+    def __init__(self, config: MagicsockConfig, region: DerpRegion) -> None:
+        self.config = config
+        self.region = region
+        self.conn: ClientConnection | None = None
+        self.sock: socket.socket | None = None
+        self.conn_id = 0
+        self.failures = 0
+        self.connects = 0
+        self.dropped = 0
+        self.health = ""
+        self.pending: deque[DerpSend] = deque()
+        self.bytes_in: dict[str, int] = {}
+        self.bytes_out: dict[str, int] = {}
+        self._eof = threading.Event()
+        self._loop: IoLoop | None = None
+
+    @property
+    def home(self) -> bool:
+        return self.region.region_id == self.config.home_region
+
+    def on_start(self) -> None:
+        self.ref.tell(DerpConnect())
+        self.send_interval(TICK, DerpTick())
+
+    def on_stop(self) -> None:
+        self._close()
+
+    # -- connecting ---------------------------------------------------------------------------------
+    @handles(DerpConnect)
+    def connect(self, msg: DerpConnect) -> None:
+        if self.conn is not None:
+            return
+        try:
+            self._dial()
+        except (OSError, WireError, ValueError) as e:
+            self._close()
+            self._retry(f"dial: {e!r}")
+
+    def _dial(self) -> None:
+        r = self.region
+        raw = socket.create_connection((r.host, r.port), timeout=CONNECT_TIMEOUT)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock: socket.socket = raw
+        if r.tls:
+            ctx = ssl.create_default_context()
+            if r.insecure_for_tests:
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            sock = ctx.wrap_socket(raw, server_hostname=r.host)
+        self.sock = sock
+        sock.sendall(
+            f"GET /derp HTTP/1.1\r\nHost: {r.host}\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n\r\n".encode()
+        )
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            chunk = sock.recv(4096)
+            if not chunk or len(buf) > MAX_HTTP_HEADER:
+                raise ConnectionError("DERP server closed during the HTTP upgrade")
+            buf += chunk
+        head, _, rest = buf.partition(b"\r\n\r\n")
+        status = head.split(b"\r\n", 1)[0].split()
+        if len(status) < 2 or status[1] != b"101":
+            raise ConnectionError(f"DERP upgrade refused: {head[:80]!r}")
+        now = self.clock.monotonic()
+        self.conn = ClientConnection(self.config.node_private, now)
+        self.conn_id += 1
+        self.connects += 1
+        self._eof = threading.Event()
+        sock.settimeout(None)
+        cid, eof = self.conn_id, self._eof
+
+        def read() -> DerpBytes | DerpClosed | None:
+            if eof.is_set():
+                eof.wait(0.5)
+                return None
+            try:
+                data = sock.recv(65536)
+            except OSError as e:
+                eof.set()
+                return DerpClosed(conn=cid, reason=repr(e))
+            if not data:
+                eof.set()
+                return DerpClosed(conn=cid, reason="EOF")
+            return DerpBytes(conn=cid, data=data)
+
+        self._loop = self.start_io_loop(read, lambda: _shutdown(sock))
+        if rest:
+            self._feed(rest)
+
+    def _retry(self, reason: str) -> None:
+        self.failures += 1
+        delay = min(MAX_BACKOFF, MIN_BACKOFF * (2 ** min(self.failures, 10)))
+        self.send_after(delay * random.uniform(0.5, 1.0), DerpConnect())
+
+    def _close(self) -> None:
+        self.conn = None
+        self._eof.set()
+        if self._loop is not None:
+            loop, self._loop = self._loop, None
+            loop.stopped.set()  # its close() below unblocks the read
+        if self.sock is not None:
+            _shutdown(self.sock)
+            self.sock = None
+
+    @handles(DerpClosed)
+    def closed(self, msg: DerpClosed) -> None:
+        if msg.conn == self.conn_id and self.conn is not None:
+            self._close()
+            self._retry(msg.reason)
+
+    # -- receiving ----------------------------------------------------------------------------------
+    @handles(DerpBytes)
+    def on_bytes(self, msg: DerpBytes) -> None:
+        if msg.conn == self.conn_id and self.conn is not None:
+            self._feed(msg.data)
+
+    def _feed(self, data: bytes) -> None:
+        assert self.conn is not None
+        try:
+            events = self.conn.receive_data(data, self.clock.monotonic())
+        except WireError as e:
+            self._close()
+            self._retry(repr(e))
+            return
+        for ev in events:
+            if isinstance(ev, ServerKeyReceived):
+                self.failures = 0
+                if self.home:
+                    self.conn.note_preferred(True)
+                while self.pending:
+                    self._send(self.pending.popleft())
+            elif isinstance(ev, FrameReceived):
+                self._frame(ev.frame)
+        self._flush()
+
+    def _frame(self, frame: f.Frame) -> None:
+        if isinstance(frame, f.RecvPacket):
+            peer = frame.src.to_text()
+            self.bytes_in[peer] = self.bytes_in.get(peer, 0) + len(frame.packet)
+            if disco.looks_like_disco_wrapper(frame.packet):
+                self._tell(self.config.name("disco"), DiscoIn(
+                    data=frame.packet, src=derp_addr(self.region.region_id),
+                    derp_region=self.region.region_id, derp_src=peer))
+            else:
+                self._tell(self.config.wg_sink, WgDatagramIn(
+                    peer=peer, data=frame.packet, via="derp", src=derp_addr(self.region.region_id)))
+        elif isinstance(frame, f.PeerGone):
+            self._tell(self.config.name("disco"), DerpPeerGone(
+                region=self.region.region_id, peer=frame.peer.to_text(), reason=int(frame.reason)))
+        elif isinstance(frame, f.Health):
+            self.health = frame.problem
+
+    def _tell(self, name: str, msg: object) -> None:
+        ref = self.lookup(name)
+        if ref is not None:
+            ref.tell(msg)  # type: ignore[arg-type]
+
+    # -- sending ------------------------------------------------------------------------------------
+    @handles(DerpSend)
+    def on_send(self, msg: DerpSend) -> None:
+        if self.conn is None or self.conn.server_key is None:
+            if len(self.pending) >= MAX_PENDING:
+                self.pending.popleft()
+                self.dropped += 1
+            self.pending.append(msg)
+            return
+        self._send(msg)
+        self._flush()
+
+    def _send(self, msg: DerpSend) -> None:
+        assert self.conn is not None
+        try:
+            self.conn.send_packet(NodePublic.from_text(msg.peer), msg.data)
+        except (KeyParseError, WireError):
+            self.dropped += 1
+            return
+        self.bytes_out[msg.peer] = self.bytes_out.get(msg.peer, 0) + len(msg.data)
+
+    def _flush(self) -> None:
+        if self.conn is None or self.sock is None:
+            return
+        out = self.conn.data_to_send()
+        if out:
+            try:
+                self.sock.sendall(out)
+            except OSError as e:
+                self._close()
+                self._retry(repr(e))
+
+    @handles(DerpTick)
+    def tick(self, msg: DerpTick) -> None:
+        if self.conn is None:
+            return
+        try:
+            self.conn.handle_timeout(self.clock.monotonic())
+        except WireError as e:
+            self._close()
+            self._retry(repr(e))
+
+    @handles(DerpStatusRequest)
+    def status(self, msg: DerpStatusRequest) -> DerpStatus:
+        peers = sorted(set(self.bytes_in) | set(self.bytes_out))
+        return DerpStatus(
+            region=self.region.region_id,
+            connected=self.conn is not None and self.conn.server_key is not None,
+            home=self.home, connects=self.connects, dropped=self.dropped, health=self.health,
+            peers=tuple(DerpPeerCounters(peer=p, bytes_in=self.bytes_in.get(p, 0),
+                                         bytes_out=self.bytes_out.get(p, 0)) for p in peers))
+
+
+def _shutdown(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()

@@ -1,0 +1,197 @@
+"""DiscoPinger: drives one ``Endpoint`` core per peer and tells the router each peer's path.
+
+Disco packets arrive from the UDP actor and the DERP clients; Pings are answered (UDP → UDP, DERP →
+the region it came on), Pongs update the path, CallMeMaybe (sent only over DERP) triggers pings to
+the advertised endpoints. A periodic tick runs the cores' timers (ping timeouts, heartbeats). Disco
+messages from keys that are not admitted peers are dropped (Go ``handleDiscoMessage``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pytsnet.actors.magicsock.config import MagicsockConfig
+from pytsnet.actors.runtime import Actor, handles
+from pytsnet.messages.magicsock import (
+    DerpPeerGone,
+    DerpSend,
+    DiscoIn,
+    DiscoTick,
+    LocalEndpoints,
+    PathUpdate,
+    PeerActive,
+    ResendPaths,
+    SetPeers,
+    UdpSend,
+)
+from pytsnet.wire import disco
+from pytsnet.wire.errors import WireError
+from pytsnet.wire.keys import DiscoPublic, KeyParseError
+from pytsnet.wire.magicsock.addr import DERP_MAGIC_IP, AddrParseError, format_addr, parse_addr
+from pytsnet.wire.magicsock.endpoint import Action, Endpoint, SendCallMeMaybe, SendPing, SendPong
+
+TICK = 0.1
+
+
+@dataclass
+class _Peer:
+    node_key: str
+    disco_key: DiscoPublic
+    shared: disco.DiscoShared
+    ep: Endpoint
+    last_pushed: tuple[object, ...] | None = None
+
+
+class DiscoPinger(Actor):
+    def __init__(self, config: MagicsockConfig) -> None:
+        self.config = config
+        self.me = config.disco_private
+        self.node_public = config.node_private.public()
+        self.peers: dict[str, _Peer] = {}
+        self.by_disco: dict[DiscoPublic, str] = {}
+        self.local_endpoints: tuple[disco.AddrPort, ...] = ()
+        self.dropped_unknown_disco = 0
+        self.dropped_bad_box = 0
+
+    def on_start(self) -> None:
+        self.send_interval(TICK, DiscoTick())
+        stun = self.lookup(self.config.name("stun"))
+        if stun is not None:
+            stun.tell(ResendPaths())  # ask the prober for our endpoints again after a restart
+
+    # -- configuration ------------------------------------------------------------------------------
+    @handles(SetPeers)
+    def set_peers(self, msg: SetPeers) -> None:
+        seen = set()
+        for p in msg.peers:
+            try:
+                dk = DiscoPublic.from_text(p.disco_key)
+                eps = [parse_addr(e) for e in p.endpoints]
+            except (KeyParseError, AddrParseError):
+                continue
+            seen.add(p.node_key)
+            cur = self.peers.get(p.node_key)
+            if cur is None or cur.disco_key != dk:
+                try:
+                    shared = disco.DiscoShared(self.me, dk)
+                except WireError:
+                    continue
+                if cur is not None:
+                    self.by_disco.pop(cur.disco_key, None)
+                cur = _Peer(p.node_key, dk, shared, Endpoint(timings=self.config.timings))
+                self.peers[p.node_key] = cur
+                self.by_disco[dk] = p.node_key
+            cur.ep.derp_region = p.home_derp
+            cur.ep.set_netmap_endpoints(eps)
+            self._push(cur, force=True)
+        for gone in set(self.peers) - seen:
+            p = self.peers.pop(gone)
+            self.by_disco.pop(p.disco_key, None)
+            self._tell(self.config.name("udp"), PathUpdate(peer=gone, udp=None, trusted_until=-1.0,
+                                                           derp_region=0, rtt=None, removed=True))
+
+    @handles(LocalEndpoints)
+    def local(self, msg: LocalEndpoints) -> None:
+        eps = []
+        for e in msg.endpoints:
+            try:
+                eps.append(parse_addr(e))
+            except AddrParseError:
+                continue
+        self.local_endpoints = tuple(eps)
+
+    @handles(ResendPaths)
+    def resend(self, msg: ResendPaths) -> None:
+        for p in self.peers.values():
+            self._push(p, force=True)
+
+    # -- path events ---------------------------------------------------------------------------------
+    @handles(PeerActive)
+    def active(self, msg: PeerActive) -> None:
+        p = self.peers.get(msg.peer)
+        if p is not None:
+            self._run(p, p.ep.note_send(self.clock.monotonic()))
+
+    @handles(DiscoTick)
+    def tick(self, msg: DiscoTick) -> None:
+        now = self.clock.monotonic()
+        for p in list(self.peers.values()):
+            d = p.ep.next_deadline()
+            if d is not None and now >= d:
+                self._run(p, p.ep.handle_timeout(now))
+            self._push(p)
+
+    @handles(DiscoIn)
+    def disco_in(self, msg: DiscoIn) -> None:
+        try:
+            sender = disco.source(msg.data)
+        except WireError:
+            return
+        node = self.by_disco.get(sender)
+        if node is None:
+            self.dropped_unknown_disco += 1
+            return
+        p = self.peers[node]
+        if msg.derp_src is not None and msg.derp_src != node:
+            self.dropped_unknown_disco += 1  # DERP source node key must match the disco key's owner
+            return
+        try:
+            _, m = disco.open_packet(self.me, msg.data, p.shared)
+        except WireError:
+            self.dropped_bad_box += 1
+            return
+        now = self.clock.monotonic()
+        via_derp = msg.derp_src is not None
+        try:
+            src = None if via_derp else parse_addr(msg.src)
+            derp_src = parse_addr(msg.src) if via_derp else (DERP_MAGIC_IP, 0)
+        except AddrParseError:
+            return
+        if isinstance(m, disco.Ping):
+            self._run(p, p.ep.on_ping(now, m.tx_id, src, derp_src), derp_region=msg.derp_region)
+        elif isinstance(m, disco.Pong):
+            p.ep.on_pong(now, m.tx_id, src)
+        elif isinstance(m, disco.CallMeMaybe) and via_derp:
+            self._run(p, p.ep.on_call_me_maybe(now, m.my_number))
+        self._push(p)
+
+    @handles(DerpPeerGone)
+    def peer_gone(self, msg: DerpPeerGone) -> None:
+        """Nothing to undo: replies already follow the peer's home region, not the arrival route."""
+
+    # -- carrying out actions ------------------------------------------------------------------------
+    def _run(self, p: _Peer, actions: list[Action], derp_region: int = 0) -> None:
+        for a in actions:
+            if isinstance(a, SendPing):
+                pkt = disco.seal_packet(self.me, p.shared, disco.Ping(a.tx_id, self.node_public))
+                self._tell(self.config.name("udp"), UdpSend(dst=format_addr(a.dst), data=pkt))
+            elif isinstance(a, SendPong):
+                pkt = disco.seal_packet(self.me, p.shared, disco.Pong(a.tx_id, a.src))
+                if a.dst is None:
+                    region = derp_region or p.ep.derp_region
+                    if region:
+                        self._tell(self.config.derp_name(region), DerpSend(peer=p.node_key, data=pkt))
+                else:
+                    self._tell(self.config.name("udp"), UdpSend(dst=format_addr(a.dst), data=pkt))
+            elif isinstance(a, SendCallMeMaybe) and p.ep.derp_region and self.config.advertise_endpoints:
+                pkt = disco.seal_packet(self.me, p.shared, disco.CallMeMaybe(self.local_endpoints))
+                self._tell(self.config.derp_name(p.ep.derp_region), DerpSend(peer=p.node_key, data=pkt))
+        self._push(p)
+
+    def _push(self, p: _Peer, force: bool = False) -> None:
+        ep = p.ep
+        addrs = tuple(format_addr(a) for a in ep.candidates())
+        best = format_addr(ep.best.addr) if ep.best.addr is not None else None
+        key = (best, ep.trust_best_until, ep.derp_region, addrs)
+        if not force and key == p.last_pushed:
+            return
+        p.last_pushed = key
+        self._tell(self.config.name("udp"), PathUpdate(
+            peer=p.node_key, udp=best,
+            trusted_until=ep.trust_best_until if ep.trust_best_until != float("-inf") else -1.0,
+            derp_region=ep.derp_region, rtt=ep.best.latency if best else None, addrs=addrs))
+
+    def _tell(self, name: str, msg: object) -> None:
+        ref = self.lookup(name)
+        if ref is not None:
+            ref.tell(msg)  # type: ignore[arg-type]

@@ -1,0 +1,207 @@
+"""The one UDP socket: reads demultiplexed by ``classify``; ``WgDatagramOut`` routed by the peer's path.
+
+Routing follows Go ``addrForSendLocked``: the trusted best UDP address alone, else the stale UDP address
+and the peer's home DERP region, else DERP alone; an unknown peer is dropped and counted (fail closed,
+never a host socket). Path entries come from the DiscoPinger as ``PathUpdate``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import ipaddress
+import socket
+from dataclasses import dataclass
+
+from pytsnet.actors.magicsock.config import MagicsockConfig
+from pytsnet.actors.runtime import Actor, handles
+from pytsnet.messages.magicsock import (
+    DerpSend,
+    DiscoIn,
+    LocalAddr,
+    LocalAddrRequest,
+    PathStatus,
+    PathStatusRequest,
+    PathUpdate,
+    PeerActive,
+    PeerPath,
+    ResendPaths,
+    StunIn,
+    UdpBlackhole,
+    UdpRead,
+    UdpSend,
+    WgDatagramIn,
+    WgDatagramOut,
+)
+from pytsnet.wire.magicsock.addr import AddrParseError, format_addr, parse_addr
+from pytsnet.wire.udp_demux import PacketKind, classify
+
+READ_TIMEOUT = 0.5
+MAX_DATAGRAM = 65535
+ACTIVITY_NOTE_INTERVAL = 1.0  # how often a busy peer's sends are reported to the DiscoPinger
+
+
+def _text(sockaddr: tuple) -> str:  # type: ignore[type-arg]
+    return format_addr((ipaddress.ip_address(sockaddr[0].split("%")[0]), sockaddr[1]))
+
+
+@dataclass
+class _Route:
+    udp: tuple[str, int] | None
+    udp_text: str | None
+    trusted_until: float
+    derp_region: int
+    rtt: float | None
+    udp_out: int = 0
+    udp_in: int = 0
+    derp_out: int = 0
+    last_active_note: float = float("-inf")
+
+
+class MagicsockUdp(Actor):
+    def __init__(self, config: MagicsockConfig) -> None:
+        self.config = config
+        self.routes: dict[str, _Route] = {}
+        self.by_addr: dict[tuple[str, int], str] = {}
+        self.sock: socket.socket | None = None
+        self.blackhole = False
+        self.dropped_unknown_peer = 0
+        self.dropped_no_path = 0
+        self.dropped_blackhole = 0
+        self.unknown_udp_source = 0
+
+    def on_start(self) -> None:
+        c = self.config
+        fam = socket.AF_INET6 if ":" in c.bind_host else socket.AF_INET
+        sock = socket.socket(fam, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((c.bind_host, c.bound_port or c.bind_port))
+        sock.settimeout(READ_TIMEOUT)
+        c.bound_port = sock.getsockname()[1]
+        self.sock = sock
+        self.start_io_loop(self._read, sock.close)
+        self._tell(c.name("disco"), ResendPaths())  # a restarted router asks for the path table again
+
+    def on_stop(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+
+    def _read(self) -> UdpRead | None:
+        assert self.sock is not None
+        try:
+            data, src = self.sock.recvfrom(MAX_DATAGRAM)
+        except TimeoutError:
+            return None
+        except OSError as e:
+            if e.errno in (errno.ECONNREFUSED, errno.EAGAIN):
+                return None
+            raise
+        return UdpRead(data=data, src=_text(src))
+
+    # -- inbound -----------------------------------------------------------------------------------
+    @handles(UdpRead)
+    def on_read(self, msg: UdpRead) -> None:
+        if self.blackhole:
+            self.dropped_blackhole += 1
+            return
+        kind = classify(msg.data).kind
+        if kind is PacketKind.WIREGUARD:
+            try:
+                ip, port = parse_addr(msg.src)
+            except AddrParseError:
+                return
+            peer = self.by_addr.get((str(ip), port))
+            if peer is None:
+                self.unknown_udp_source += 1
+            else:
+                self.routes[peer].udp_in += len(msg.data)
+            self._tell(self.config.wg_sink, WgDatagramIn(peer=peer, data=msg.data, via="udp", src=msg.src))
+        elif kind is PacketKind.DISCO:
+            self._tell(self.config.name("disco"), DiscoIn(data=msg.data, src=msg.src))
+        elif kind is PacketKind.STUN_BINDING:
+            self._tell(self.config.name("stun"), StunIn(data=msg.data, src=msg.src))
+
+    def _tell(self, name: str, msg: object) -> None:
+        ref = self.lookup(name)
+        if ref is not None:
+            ref.tell(msg)  # type: ignore[arg-type]
+
+    # -- outbound ----------------------------------------------------------------------------------
+    @handles(WgDatagramOut)
+    def on_wg_out(self, msg: WgDatagramOut) -> None:
+        r = self.routes.get(msg.peer)
+        if r is None:
+            self.dropped_unknown_peer += 1
+            return
+        now = self.clock.monotonic()
+        use_derp = True
+        if r.udp is not None:
+            self._sendto(r.udp, msg.data)
+            r.udp_out += len(msg.data)
+            use_derp = now > r.trusted_until
+        if use_derp:
+            if r.derp_region:
+                self._tell(self.config.derp_name(r.derp_region), DerpSend(peer=msg.peer, data=msg.data))
+                r.derp_out += len(msg.data)
+            elif r.udp is None:
+                self.dropped_no_path += 1
+        if now - r.last_active_note >= ACTIVITY_NOTE_INTERVAL or now > r.trusted_until:
+            r.last_active_note = now
+            self._tell(self.config.name("disco"), PeerActive(peer=msg.peer))
+
+    def _sendto(self, dst: tuple[str, int], data: bytes) -> None:
+        assert self.sock is not None
+        with contextlib.suppress(OSError):  # unreachable/refused: the path logic sees missing pongs
+            self.sock.sendto(data, dst)
+
+    @handles(UdpSend)
+    def on_udp_send(self, msg: UdpSend) -> None:
+        try:
+            ip, port = parse_addr(msg.dst)
+        except AddrParseError:
+            return
+        self._sendto((str(ip), port), msg.data)
+
+    @handles(PathUpdate)
+    def on_path(self, msg: PathUpdate) -> None:
+        for k in [k for k, v in self.by_addr.items() if v == msg.peer]:
+            del self.by_addr[k]
+        if msg.removed:
+            self.routes.pop(msg.peer, None)
+            return
+        old = self.routes.get(msg.peer)
+        udp = None
+        if msg.udp is not None:
+            ip, port = parse_addr(msg.udp)
+            udp = (str(ip), port)
+        r = _Route(udp, msg.udp, msg.trusted_until, msg.derp_region, msg.rtt)
+        if old is not None:
+            r.udp_out, r.udp_in, r.derp_out = old.udp_out, old.udp_in, old.derp_out
+            r.last_active_note = old.last_active_note
+        self.routes[msg.peer] = r
+        for a in msg.addrs + ((msg.udp,) if msg.udp else ()):
+            ip, port = parse_addr(a)
+            self.by_addr[(str(ip), port)] = msg.peer
+
+    @handles(UdpBlackhole)
+    def on_blackhole(self, msg: UdpBlackhole) -> None:
+        self.blackhole = msg.enabled
+
+    @handles(LocalAddrRequest)
+    def local_addr(self, msg: LocalAddrRequest) -> LocalAddr:
+        assert self.sock is not None
+        return LocalAddr(addr=_text(self.sock.getsockname()))
+
+    @handles(PathStatusRequest)
+    def status(self, msg: PathStatusRequest) -> PathStatus:
+        now = self.clock.monotonic()
+        peers = []
+        for peer, r in sorted(self.routes.items()):
+            direct = r.udp is not None and now <= r.trusted_until
+            path = "direct" if direct else ("derp" if r.derp_region else "none")
+            peers.append(PeerPath(peer=peer, path=path, addr=r.udp_text if direct else None,
+                                  derp_region=r.derp_region, rtt=r.rtt if direct else None,
+                                  udp_bytes_out=r.udp_out, udp_bytes_in=r.udp_in, derp_bytes_out=r.derp_out))
+        return PathStatus(peers=tuple(peers), dropped_unknown_peer=self.dropped_unknown_peer,
+                          dropped_no_path=self.dropped_no_path, dropped_blackhole=self.dropped_blackhole,
+                          unknown_udp_source=self.unknown_udp_source)

@@ -1,0 +1,216 @@
+"""Messages of the data plane's path half (magicsock): the W contract, peer/DERP config, status.
+
+``WgDatagramIn``/``WgDatagramOut`` are the contract with the WireGuard engine (W). Endpoints travel as
+text (``1.2.3.4:5``, ``[::1]:5``; DERP as ``127.3.3.40:<region>``), node keys as ``nodekey:…``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pytsnet.messages.base import Message
+
+# --- the contract with W ----------------------------------------------------------------------------
+
+
+class WgDatagramIn(Message, tag="magicsock.wg_in"):
+    """M → W: a WireGuard datagram; ``peer`` None when the UDP source is not mapped to a peer yet."""
+
+    peer: str | None
+    data: bytes
+    via: Literal["udp", "derp"]
+    src: str
+
+
+class WgDatagramOut(Message, tag="magicsock.wg_out"):
+    """W → M: send to ``peer`` over its current path; unknown peers are dropped and counted."""
+
+    peer: str
+    data: bytes
+
+
+# --- configuration ----------------------------------------------------------------------------------
+
+
+class MagicsockPeer(Message, tag="magicsock.peer"):
+    node_key: str
+    disco_key: str
+    endpoints: tuple[str, ...] = ()
+    home_derp: int = 0
+
+
+class SetPeers(Message, tag="magicsock.set_peers"):
+    """The admitted peer set (replaces the previous one)."""
+
+    peers: tuple[MagicsockPeer, ...]
+
+
+class DerpRegion(Message, tag="magicsock.derp_region"):
+    """One DERP node to dial for a region (the first reachable node of ``tailcfg.DERPRegion``)."""
+
+    region_id: int
+    host: str
+    port: int
+    stun_port: int = 0
+    tls: bool = False
+    insecure_for_tests: bool = False
+
+
+class LocalEndpoints(Message, tag="magicsock.local_endpoints"):
+    """StunProber → DiscoPinger (and the control runner): our endpoints to advertise."""
+
+    endpoints: tuple[str, ...]
+
+
+class NetcheckReport(Message, tag="magicsock.netcheck_report"):
+    udp: bool
+    global_v4: str | None
+    preferred_derp: int
+    region_latency: dict[int, float]
+
+
+# --- internal traffic between the magicsock actors --------------------------------------------------
+
+
+class UdpRead(Message, tag="magicsock.udp_read"):
+    data: bytes
+    src: str
+
+
+class UdpSend(Message, tag="magicsock.udp_send"):
+    dst: str
+    data: bytes
+
+
+class DiscoIn(Message, tag="magicsock.disco_in"):
+    """A disco packet from UDP (``src`` = ip:port) or DERP (``derp_region``, ``derp_src`` node key)."""
+
+    data: bytes
+    src: str
+    derp_region: int = 0
+    derp_src: str | None = None
+
+
+class StunIn(Message, tag="magicsock.stun_in"):
+    data: bytes
+    src: str
+
+
+class DerpSend(Message, tag="magicsock.derp_send"):
+    peer: str
+    data: bytes
+
+
+class DerpBytes(Message, tag="magicsock.derp_bytes"):
+    conn: int
+    data: bytes
+
+
+class DerpClosed(Message, tag="magicsock.derp_closed"):
+    conn: int
+    reason: str = ""
+
+
+class DerpConnect(Message, tag="magicsock.derp_connect"):
+    pass
+
+
+class DerpTick(Message, tag="magicsock.derp_tick"):
+    pass
+
+
+class DerpPeerGone(Message, tag="magicsock.derp_peer_gone"):
+    region: int
+    peer: str
+    reason: int
+
+
+class PeerActive(Message, tag="magicsock.peer_active"):
+    """The router sent to ``peer``: keep its heartbeats going, start discovery if wanted."""
+
+    peer: str
+
+
+class PathUpdate(Message, tag="magicsock.path_update"):
+    """DiscoPinger → router: where ``peer``'s datagrams go now."""
+
+    peer: str
+    udp: str | None
+    trusted_until: float
+    derp_region: int
+    rtt: float | None
+    addrs: tuple[str, ...] = ()
+    removed: bool = False
+
+
+class ResendPaths(Message, tag="magicsock.resend_paths"):
+    """Router → DiscoPinger after a restart: send every peer's PathUpdate again."""
+
+
+class DiscoTick(Message, tag="magicsock.disco_tick"):
+    pass
+
+
+class StunTick(Message, tag="magicsock.stun_tick"):
+    pass
+
+
+class UdpBlackhole(Message, tag="magicsock.udp_blackhole"):
+    """Debug knob (like Go's TS_DEBUG_NEVER_DIRECT_UDP): drop every datagram read from the socket."""
+
+    enabled: bool
+
+
+# --- status -----------------------------------------------------------------------------------------
+
+
+class LocalAddrRequest(Message, tag="magicsock.local_addr_request"):
+    pass
+
+
+class LocalAddr(Message, tag="magicsock.local_addr"):
+    addr: str
+
+
+class PathStatusRequest(Message, tag="magicsock.path_status_request"):
+    pass
+
+
+class PeerPath(Message, tag="magicsock.peer_path"):
+    peer: str
+    path: Literal["direct", "derp", "none"]
+    addr: str | None
+    derp_region: int
+    rtt: float | None
+    udp_bytes_out: int = 0
+    udp_bytes_in: int = 0
+    derp_bytes_out: int = 0
+    derp_bytes_in: int = 0
+
+
+class PathStatus(Message, tag="magicsock.path_status"):
+    peers: tuple[PeerPath, ...]
+    dropped_unknown_peer: int = 0
+    dropped_no_path: int = 0
+    dropped_blackhole: int = 0
+    unknown_udp_source: int = 0
+
+
+class DerpStatusRequest(Message, tag="magicsock.derp_status_request"):
+    pass
+
+
+class DerpPeerCounters(Message, tag="magicsock.derp_peer_counters"):
+    peer: str
+    bytes_in: int
+    bytes_out: int
+
+
+class DerpStatus(Message, tag="magicsock.derp_status"):
+    region: int
+    connected: bool
+    home: bool
+    connects: int
+    dropped: int
+    health: str
+    peers: tuple[DerpPeerCounters, ...]

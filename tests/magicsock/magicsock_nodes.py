@@ -1,0 +1,106 @@
+"""Two magicsock "nodes" on loopback, each its own ActorSystem with a fake W sink collecting datagrams."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pytsnet.actors.magicsock.config import MagicsockConfig
+from pytsnet.actors.magicsock.node import spawn_magicsock
+from pytsnet.actors.runtime import Actor, ActorRef, ActorSystem, handles
+from pytsnet.messages.magicsock import (
+    DerpRegion,
+    DerpStatus,
+    DerpStatusRequest,
+    MagicsockPeer,
+    PathStatus,
+    PathStatusRequest,
+    SetPeers,
+    WgDatagramIn,
+    WgDatagramOut,
+)
+from pytsnet.wire.keys import DiscoPrivate, NodePrivate
+from pytsnet.wire.magicsock.endpoint import Timings
+
+FAST = Timings(heartbeat=0.5, trust=1.2, session_active=10.0, upgrade=5.0, ping_timeout=0.8,
+               ping_interval=0.3)
+REGION = 900
+
+
+class Sink(Actor):
+    def __init__(self, got: list[WgDatagramIn]) -> None:
+        self.got = got
+
+    @handles(WgDatagramIn)
+    def on_in(self, msg: WgDatagramIn) -> None:
+        self.got.append(msg)
+
+
+@dataclass
+class Node:
+    system: ActorSystem
+    config: MagicsockConfig
+    got: list[WgDatagramIn] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return self.config.node_private.public().to_text()
+
+    @property
+    def disco_key(self) -> str:
+        return self.config.disco_private.public().to_text()
+
+    def ref(self, what: str) -> ActorRef:
+        r = self.system.lookup(self.config.name(what))
+        assert r is not None
+        return r
+
+    def send(self, peer: Node, data: bytes) -> None:
+        self.ref("udp").tell(WgDatagramOut(peer=peer.key, data=data))
+
+    def status(self) -> PathStatus:
+        return self.ref("udp").ask(PathStatusRequest(), timeout=5)  # type: ignore[no-any-return]
+
+    def derp_status(self) -> DerpStatus:
+        return self.system.lookup(self.config.derp_name(REGION)).ask(  # type: ignore[union-attr]
+            DerpStatusRequest(), timeout=5)
+
+    def endpoints(self) -> tuple[str, ...]:
+        if not self.config.advertise_endpoints:
+            return ()
+        return (f"127.0.0.1:{self.config.bound_port}",)
+
+
+def make_node(name: str, derp_port: int, stun_port: int, advertise: bool = True,
+              dispatcher: str = "thread") -> Node:
+    system = ActorSystem(name, dispatcher=dispatcher)
+    config = MagicsockConfig(
+        node_private=NodePrivate.generate(), disco_private=DiscoPrivate.generate(), wg_sink="w",
+        regions=(DerpRegion(region_id=REGION, host="127.0.0.1", port=derp_port, stun_port=stun_port),),
+        home_region=REGION, bind_host="127.0.0.1", advertise_endpoints=advertise, timings=FAST,
+    )
+    node = Node(system, config)
+    system.spawn(Sink, node.got, name="w")
+    spawn_magicsock(system, config)
+    return node
+
+
+def introduce(a: Node, b: Node) -> None:
+    """What the PeerTracker does from the netmap: each learns the other's keys, endpoints, home."""
+    for x, y in ((a, b), (b, a)):
+        x.ref("disco").tell(SetPeers(peers=(MagicsockPeer(node_key=y.key, disco_key=y.disco_key,
+                                                          endpoints=y.endpoints(), home_derp=REGION),)))
+
+
+def wait_until(pred: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met within {timeout} s")
+        time.sleep(0.01)
+
+
+def wg(seq: int) -> bytes:
+    """A WireGuard-shaped transport datagram (type 4, reserved zeros) carrying ``seq``."""
+    return b"\x04\x00\x00\x00" + seq.to_bytes(8, "big") + bytes(32)

@@ -1,0 +1,97 @@
+"""Two nodes on loopback: DERP only, upgrade to direct (DERP counters stop), fall back when cut."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import pytest
+from magicsock_nodes import Node, introduce, make_node, wait_until, wg
+from magicsock_relay import MiniDerp, MiniStun
+from pytsnet.messages.magicsock import UdpBlackhole, WgDatagramOut
+
+
+@pytest.fixture
+def relay() -> Iterator[tuple[MiniDerp, MiniStun]]:
+    d, s = MiniDerp(), MiniStun()
+    yield d, s
+    d.close()
+    s.close()
+
+
+@contextlib.contextmanager
+def pair(relay: tuple[MiniDerp, MiniStun], advertise: bool) -> Iterator[tuple[Node, Node]]:
+    d, s = relay
+    a = make_node("a", d.port, s.port, advertise)
+    b = make_node("b", d.port, s.port, advertise)
+    try:
+        wait_until(lambda: a.derp_status().connected and b.derp_status().connected, what="DERP connected")
+        introduce(a, b)
+        wait_until(lambda: len(a.status().peers) == 1 and len(b.status().peers) == 1, what="paths known")
+        yield a, b
+    finally:
+        assert a.system.shutdown(10)
+        assert b.system.shutdown(10)
+
+
+def seqs(node: Node, via: str) -> set[int]:
+    return {int.from_bytes(m.data[4:12], "big") for m in list(node.got) if m.via == via}
+
+
+def test_derp_only_when_no_endpoints_are_advertised(relay: tuple[MiniDerp, MiniStun]) -> None:
+    with pair(relay, advertise=False) as (a, b):
+        for i in range(50):
+            a.send(b, wg(i))
+            b.send(a, wg(1000 + i))
+        wait_until(lambda: seqs(b, "derp") >= set(range(50)), what="A→B via DERP")
+        wait_until(lambda: seqs(a, "derp") >= set(range(1000, 1050)), what="B→A via DERP")
+        assert all(m.peer == a.key for m in b.got) and seqs(b, "udp") == set()
+        st = a.status().peers[0]
+        assert st.peer == b.key and st.path == "derp" and st.derp_region == 900 and st.udp_bytes_out == 0
+        ds = a.derp_status()
+        assert ds.home and [p.peer for p in ds.peers] == [b.key] and ds.peers[0].bytes_out >= 50 * 44
+
+
+def test_upgrade_to_direct_then_fall_back_to_derp_when_cut(relay: tuple[MiniDerp, MiniStun]) -> None:
+    with pair(relay, advertise=True) as (a, b):
+        n = 0
+
+        def pump(k: int = 5) -> None:
+            nonlocal n
+            for _ in range(k):
+                a.send(b, wg(n))
+                n += 1
+
+        pump()
+        wait_until(lambda: seqs(b, "derp") != set(), what="first packets via DERP")
+
+        def direct() -> bool:
+            pump(1)
+            p = a.status().peers[0]
+            return p.path == "direct"
+
+        wait_until(direct, what="disco upgrade to direct")
+        p = a.status().peers[0]
+        assert p.addr == b.endpoints()[0] and p.rtt is not None and 0 <= p.rtt < 1.0
+        before = a.derp_status().peers[0].bytes_out
+        start = n
+        pump(100)
+        wait_until(lambda: seqs(b, "udp") >= set(range(start, n)), what="direct delivery")
+        assert a.derp_status().peers[0].bytes_out == before  # DERP counters stop growing
+        assert all(m.peer == a.key for m in b.got if m.via == "udp")  # UDP source mapped to the peer
+
+        b.ref("udp").tell(UdpBlackhole(enabled=True))  # the direct path goes dark
+
+        def back_on_derp() -> bool:
+            pump(1)
+            return a.status().peers[0].path == "derp" and max(seqs(b, "derp")) > start
+        wait_until(back_on_derp, what="fallback to DERP")
+        cut = n
+        pump(20)
+        wait_until(lambda: seqs(b, "derp") >= set(range(cut, n)), what="delivery via DERP after the cut")
+
+
+def test_unknown_peer_is_dropped_and_counted(relay: tuple[MiniDerp, MiniStun]) -> None:
+    with pair(relay, advertise=False) as (a, _b):
+        a.ref("udp").tell(WgDatagramOut(peer="nodekey:" + "11" * 32, data=wg(1)))
+        wait_until(lambda: a.status().dropped_unknown_peer == 1, what="drop counted")
