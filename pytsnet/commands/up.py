@@ -1,0 +1,76 @@
+"""``pytsnet up``: bring a node up, print its tailnet IPs and peers as they change; Ctrl-C exits."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+
+from pytsnet.config import Config
+from pytsnet.device import ActorDevice
+from pytsnet.errors import RegistrationError
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("up", help="bring a node up against a control server and watch it")
+    p.add_argument("--control-url", default=None, help="coordination server (default: $TS_CONTROL_URL)")
+    p.add_argument("--authkey", default=None, help="pre-auth key (default: $TS_AUTHKEY / $TS_AUTH_KEY)")
+    p.add_argument("--dir", default=None, help="state directory")
+    p.add_argument("--hostname", default=None)
+    p.add_argument("--ephemeral", action="store_true")
+    p.add_argument("--timeout", type=float, default=0, help="exit 1 if not Running within this (0: wait)")
+    p.set_defaults(func=run)
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+async def _main(args: argparse.Namespace) -> int:
+    dev = ActorDevice(Config(dir=args.dir, hostname=args.hostname, auth_key=args.authkey,
+                             control_url=args.control_url, ephemeral=args.ephemeral)).start()
+    try:
+        if args.timeout:
+            try:
+                await dev.wait_until_running(args.timeout)
+            except RegistrationError as e:
+                say(f"error: {type(e).__name__}: {e}")
+                return 1
+
+        async def states() -> None:
+            last = ""
+            async for st in dev.watch_state():
+                line = f"state {st.state}"
+                if st.auth_url:
+                    line += f" (visit {st.auth_url})"
+                if st.error:
+                    line += f" [{st.error_kind}: {st.error}]"
+                if st.state == "Running":
+                    line += f" ips {' '.join(dev.tailscale_ips())} name {st.name}"
+                if line != last:
+                    say(line)
+                    last = line
+
+        async def peers() -> None:
+            async for ch in dev.watch_peers():
+                for p in ch.added:
+                    say(f"peer + {p.hostname or p.name} {' '.join(p.addresses)} {p.node_key}")
+                for p in ch.changed:
+                    say(f"peer ~ {p.hostname or p.name} {' '.join(p.endpoints)}")
+                for node_id in ch.removed:
+                    say(f"peer - {node_id}")
+
+        await asyncio.gather(states(), peers())
+        return 0
+    finally:
+        await dev.aclose()
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(_main(args))
+    except KeyboardInterrupt:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+        return 0
