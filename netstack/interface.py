@@ -4,6 +4,12 @@
 outbound IP packet that is ready; ``Stack.next_deadline`` says when ``poll`` must run again. Nothing
 a peer sends can raise out of ``receive``: unparseable or unwanted packets are dropped and counted
 in ``Stack.drops`` by reason. Every table and queue has a bound from ``StackConfig``.
+
+A TCP flow can be owned outside the stack (the per-flow actors do this): ``detach(conn)`` takes it
+out of the flow table, after which ``receive`` only demultiplexes its segments (by ports, unparsed)
+into ``take_flow_segments()``; the owner parses them, drives the ``TcpConnection`` and wraps its
+output with ``emit_tcp_packet``; ``release(key, time_wait, now)`` gives the 4-tuple back (into the
+TIME_WAIT table when the flow ended there).
 """
 
 from __future__ import annotations
@@ -190,6 +196,8 @@ class Stack:
         self._tcp: dict[FlowKey, TcpConnection] = {}
         self._listeners: dict[tuple[IPAddress | None, int], TcpListener] = {}
         self._pending_of: dict[FlowKey, TcpListener] = {}
+        self._external: set[FlowKey] = set()
+        self._flow_in: list[tuple[FlowKey, bytes]] = []
 
     # -- the three sans-IO entry points ------------------------------------------------------
     def receive(self, ip_packet: bytes, now: float) -> None:
@@ -228,7 +236,34 @@ class Stack:
 
     @property
     def tcp_flows(self) -> int:
-        return len(self._tcp)
+        """Connections in the flow table, owned here or detached to an external owner."""
+        return len(self._tcp) + len(self._external)
+
+    # -- externally owned flows ----------------------------------------------------------------
+    def detach(self, conn: TcpConnection) -> FlowKey:
+        """Hand ``conn`` to an outside owner; from now on its segments go to ``take_flow_segments``."""
+        key: FlowKey = (PROTO_TCP, conn.local[0], conn.local[1], conn.remote[0], conn.remote[1])
+        if self._tcp.get(key) is not conn:
+            raise SocketError(f"TCP flow {key} is not owned by this stack")
+        del self._tcp[key]
+        lst = self._pending_of.pop(key, None)
+        if lst is not None:
+            lst._pending.discard(key)
+        self._external.add(key)
+        return key
+
+    def take_flow_segments(self) -> list[tuple[FlowKey, bytes]]:
+        """TCP segments (raw, checksum not yet verified) received for detached flows since the last call."""
+        got, self._flow_in = self._flow_in, []
+        return got
+
+    def release(self, key: FlowKey, time_wait: tuple[int, int] | None, now: float) -> None:
+        """A detached flow ended; with ``(snd_nxt, rcv_nxt)`` its 4-tuple enters TIME_WAIT."""
+        if key not in self._external:
+            return
+        self._external.discard(key)
+        if time_wait is not None:
+            self._time_wait.add(key, key[2], key[4], time_wait[0], time_wait[1], now)
 
     # -- app-facing endpoints ----------------------------------------------------------------
     def udp_bind(self, port: int = 0, address: str | IPAddress | None = None) -> UdpEndpoint:
@@ -266,16 +301,17 @@ class Stack:
         """Active open: the SYN goes out on the next ``poll``."""
         dst = ipaddress.ip_address(remote[0])
         src = self.source_for(dst)
-        if len(self._tcp) >= self.config.max_tcp_connections:
+        if self.tcp_flows >= self.config.max_tcp_connections:
             raise WouldBlock("TCP flow table full")
         rport = remote[1]
         if local_port == 0:
             local_port = self._ephemeral_port(
                 lambda p: (PROTO_TCP, src, p, dst, rport) not in self._tcp
+                and (PROTO_TCP, src, p, dst, rport) not in self._external
                 and (PROTO_TCP, src, p, dst, rport) not in self._time_wait
                 and (src, p) not in self._listeners and (None, p) not in self._listeners)
         key: FlowKey = (PROTO_TCP, src, local_port, dst, rport)
-        if key in self._tcp:
+        if key in self._tcp or key in self._external:
             raise AddressInUse(f"TCP flow {key}")
         if key in self._time_wait:
             raise AddressInUse(f"TCP flow {key} is in TIME_WAIT")
@@ -352,6 +388,12 @@ class Stack:
             self._drop("icmp_ignored")
 
     def _receive_tcp(self, src: IPAddress, dst: IPAddress, payload: bytes, now: float) -> None:
+        if self._external and len(payload) >= 4:
+            ext: FlowKey = (PROTO_TCP, dst, int.from_bytes(payload[2:4], "big"), src,
+                            int.from_bytes(payload[0:2], "big"))
+            if ext in self._external:
+                self._flow_in.append((ext, payload))
+                return
         try:
             seg = tcpseg.parse_segment(payload, src, dst)
         except TcpParseError:
@@ -381,7 +423,7 @@ class Stack:
         if lst._full():
             self._drop("tcp_backlog_full")
             return
-        if len(self._tcp) >= self.config.max_tcp_connections or len(
+        if self.tcp_flows >= self.config.max_tcp_connections or len(
                 self._pending_of) >= self.config.max_half_open:
             self._drop("tcp_table_full")
             return
@@ -421,14 +463,8 @@ class Stack:
         self._out.append(self._ip_packet(src, dst, proto, payload))
 
     def _ip_packet(self, src: IPAddress, dst: IPAddress, proto: int, payload: bytes) -> bytes:
-        if src.version == 4:
-            self._ident = (self._ident + 1) & 0xFFFF
-            pkt = ipv4.emit_ipv4(ipv4.Ipv4Packet(src, dst, proto, payload,  # type: ignore[arg-type]
-                                                 ttl=self.config.ip_ttl, ident=self._ident))
-        else:
-            pkt = ipv6.emit_ipv6(ipv6.Ipv6Packet(src, dst, proto, payload,  # type: ignore[arg-type]
-                                                 hop_limit=self.config.ip_ttl))
-        return pkt
+        self._ident = (self._ident + 1) & 0xFFFF
+        return ip_packet(src, dst, proto, payload, self.config.ip_ttl, self._ident)
 
     def _ephemeral_port(self, free: Callable[[int], bool]) -> int:
         lo, hi = self.config.ephemeral_ports
@@ -438,6 +474,20 @@ class Stack:
             if free(port):
                 return port
         raise AddressInUse("no free ephemeral port")
+
+
+def ip_packet(src: IPAddress, dst: IPAddress, proto: int, payload: bytes, ttl: int, ident: int) -> bytes:
+    """Wrap ``payload`` in an IPv4 or IPv6 header (a pure function: detached flows call it too)."""
+    if src.version == 4:
+        return ipv4.emit_ipv4(ipv4.Ipv4Packet(src, dst, proto, payload,  # type: ignore[arg-type]
+                                              ttl=ttl, ident=ident))
+    return ipv6.emit_ipv6(ipv6.Ipv6Packet(src, dst, proto, payload,  # type: ignore[arg-type]
+                                          hop_limit=ttl))
+
+
+def emit_tcp_packet(seg: TcpSegment, local: IPAddress, remote: IPAddress, ttl: int, ident: int) -> bytes:
+    """One outbound IP packet carrying ``seg`` of a detached flow."""
+    return ip_packet(local, remote, PROTO_TCP, tcpseg.emit_segment(seg, local, remote), ttl, ident)
 
 
 _SYNCHRONIZED = frozenset({TcpState.ESTABLISHED, TcpState.CLOSE_WAIT, TcpState.FIN_WAIT_1,

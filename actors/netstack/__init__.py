@@ -1,0 +1,1 @@
+"""Netstack actors: the ``NetstackActor`` owning the sans-IO ``Stack``, one ``TcpFlowActor`` per flow."""

@@ -1,0 +1,269 @@
+"""``NetstackActor``: owns the sans-IO ``Stack`` and routes packets to flows, UDP ports and ICMP.
+
+Inbound IP packets (``LinkPacketIn``, or the WireGuard engine's ``IpPacketIn``) go into
+``Stack.receive``; segments of established TCP flows come back out of ``take_flow_segments`` and are
+told to that flow's ``TcpFlowActor`` (pooled dispatcher, ``Restart.NEVER`` under a per-netstack
+supervisor: a dead flow is reset, not resurrected). Handshakes, listeners' backlogs, UDP, ICMP,
+RSTs for closed ports and TIME_WAIT stay in the Stack. The link sink is any actor accepting
+``out_message(data=...)``: the TUN link in tests, the WireGuard engine in the device.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import logging
+from typing import TYPE_CHECKING, Any
+
+from pytsnet.actors.netstack.channel import DatagramChannel, FlowChannel, FlowRegistry, ListenerChannel
+from pytsnet.actors.netstack.flow import TcpFlowActor
+from pytsnet.actors.runtime import (
+    Actor,
+    ActorStopped,
+    MailboxConfig,
+    MailboxFull,
+    MailboxPolicy,
+    Restart,
+    Supervisor,
+    SupervisorConfig,
+    handles,
+)
+from pytsnet.messages.netstack import (
+    FlowClosed,
+    FlowSegmentIn,
+    LinkPacketIn,
+    LinkPacketOut,
+    ListenerWake,
+    NetstackReply,
+    StackTick,
+    TcpConnect,
+    TcpListen,
+    TcpUnlisten,
+    UdpBind,
+    UdpClose,
+    UdpSendTo,
+)
+from pytsnet.netstack.config import StackConfig
+from pytsnet.netstack.errors import NetstackError
+from pytsnet.netstack.interface import FlowKey, Stack, TcpListener, UdpEndpoint
+from pytsnet.netstack.tcp.connection import TcpConfig, TcpConnection
+
+if TYPE_CHECKING:
+    from pytsnet.actors.runtime import ActorRef, ActorSystem, TimerHandle
+    from pytsnet.messages.base import Message
+
+log = logging.getLogger("pytsnet.netstack")
+
+__all__ = ["NetstackActor"]
+
+try:  # the WireGuard engine's inbound packet message, once it exists (data-plane contract)
+    from pytsnet.messages.wgengine import IpPacketIn  # type: ignore[import-not-found]
+
+    _INBOUND: tuple[type[Message], ...] = (LinkPacketIn, IpPacketIn)
+except ImportError:
+    _INBOUND = (LinkPacketIn,)
+
+_flow_ids = itertools.count(1)
+_FLOW_MAILBOX = MailboxConfig(8192, MailboxPolicy.FAIL)
+
+
+class NetstackActor(Actor):
+    def __init__(self, system: ActorSystem, config: StackConfig, sink: ActorRef, registry: FlowRegistry,
+                 *, out_message: type[Message] = LinkPacketOut, tcp_config: TcpConfig | None = None,
+                 channel_limit: int | None = None) -> None:
+        self.system = system
+        self.config = config
+        self.sink = sink
+        self.registry = registry
+        self.out_message = out_message
+        self.tcp_config = tcp_config
+        self.channel_limit = channel_limit or config.recv_buffer
+        self.stack: Stack
+        self.flows: dict[str, tuple[FlowKey, ActorRef]] = {}
+        self.listeners: dict[int, tuple[TcpListener, ListenerChannel]] = {}
+        self.udp: dict[int, tuple[UdpEndpoint, DatagramChannel]] = {}
+        self._by_key: dict[FlowKey, ActorRef] = {}
+        self._sup: ActorRef | None = None
+        self._timer: TimerHandle | None = None
+        self._timer_at: float | None = None
+
+    def on_start(self) -> None:
+        self.stack = Stack(self.config, tcp_config=self.tcp_config)
+        self._sup = self.system.spawn(Supervisor, SupervisorConfig(max_restarts=1_000_000, within=1.0),
+                                      name=f"{self.name}-flows#{self.incarnation}", dispatcher="thread")
+
+    def on_stop(self) -> None:
+        # The Stack (demux, listeners) dies with this incarnation: its flows are reset.
+        if self._sup is not None:
+            self._sup.stop()
+        for _, lch in self.listeners.values():
+            with lch.lock:
+                lch.closed = True
+            lch.notify()
+            self.registry.set_listener(lch.port, None)
+        for _, dch in self.udp.values():
+            with dch.lock:
+                dch.closed = True
+            dch.notify()
+            self.registry.set_udp(dch.port, None)
+
+    # -- packets -------------------------------------------------------------------------------------
+    @handles(*_INBOUND)
+    def on_packet(self, msg: Any) -> None:
+        now = self.clock.monotonic()
+        self.stack.receive(msg.data, now)
+        self._after(now)
+
+    @handles(StackTick)
+    def on_tick(self, msg: StackTick) -> None:
+        self._timer = self._timer_at = None
+        self._after(self.clock.monotonic())
+
+    def _after(self, now: float) -> None:
+        stack = self.stack
+        for key, data in stack.take_flow_segments():
+            entry = self._by_key.get(key)
+            if entry is not None:
+                try:
+                    entry.tell(FlowSegmentIn(data=data))
+                except (ActorStopped, MailboxFull):
+                    stack.drops["flow_mailbox_full"] += 1  # as a full NIC ring: TCP retransmits
+        for lst, lch in self.listeners.values():
+            self._drain_listener(lst, lch, now)
+        for ep, dch in self.udp.values():
+            while (got := ep.recvfrom()) is not None:
+                dch.push(got[0], (str(got[1][0]), got[1][1]))
+        out_message, sink = self.out_message, self.sink
+        for pkt in stack.poll(now):
+            sink.tell(out_message(data=pkt))
+        d = stack.next_deadline()
+        if d is not None and (self._timer_at is None or d < self._timer_at):
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = d
+            self._timer = self.send_after(max(0.0, d - now), StackTick())
+
+    def _drain_listener(self, lst: TcpListener, lch: ListenerChannel, now: float) -> None:
+        added = False
+        while lch.has_room():
+            conn = lst.accept()
+            if conn is None:
+                break
+            ch = self._spawn_flow(conn)
+            with lch.lock:
+                lch.ready.append(ch)
+            added = True
+        if added:
+            lch.notify()
+
+    def _spawn_flow(self, conn: TcpConnection) -> FlowChannel:
+        key = self.stack.detach(conn)
+        name = f"{self.name}-tcp-{next(_flow_ids)}"
+        ch = FlowChannel(name, (str(conn.local[0]), conn.local[1]), (str(conn.remote[0]), conn.remote[1]),
+                         self.channel_limit)
+        self.registry.add_flow(ch)
+        assert self._sup is not None
+        ref = self.system.spawn(TcpFlowActor, conn, ch, self.sink, self.ref, self.out_message,
+                                self.config.ip_ttl, name=name, parent=self._sup, dispatcher="pool",
+                                restart=Restart.NEVER, mailbox=_FLOW_MAILBOX)
+        self.flows[name] = (key, ref)
+        self._by_key[key] = ref
+        return ch
+
+    @handles(FlowClosed)
+    def on_flow_closed(self, msg: FlowClosed) -> None:
+        entry = self.flows.pop(msg.flow, None)
+        self.registry.pop_flow(msg.flow)
+        if entry is None:
+            return
+        key, _ = entry
+        self._by_key.pop(key, None)
+        now = self.clock.monotonic()
+        self.stack.release(key, msg.time_wait, now)
+        self._after(now)
+
+    # -- app requests ----------------------------------------------------------------------------------
+    @handles(TcpListen)
+    def on_listen(self, msg: TcpListen) -> NetstackReply:
+        try:
+            lst = self.stack.tcp_listen(msg.port, backlog=msg.backlog)
+        except (NetstackError, ValueError) as e:
+            return _failure(e)
+        lch = ListenerChannel(msg.port, lst.backlog, self.ref)
+        self.listeners[msg.port] = (lst, lch)
+        self.registry.set_listener(msg.port, lch)
+        return NetstackReply(ok=True, port=msg.port)
+
+    @handles(TcpUnlisten)
+    def on_unlisten(self, msg: TcpUnlisten) -> None:
+        entry = self.listeners.pop(msg.port, None)
+        if entry is None:
+            return
+        lst, lch = entry
+        lst.close()
+        self.registry.set_listener(msg.port, None)
+        with lch.lock:
+            lch.closed = True
+            pending = list(lch.ready)
+            lch.ready.clear()
+        for ch in pending:
+            ch.close()
+        lch.notify()
+        self._after(self.clock.monotonic())
+
+    @handles(ListenerWake)
+    def on_listener_wake(self, msg: ListenerWake) -> None:
+        entry = self.listeners.get(msg.port)
+        if entry is not None:
+            self._drain_listener(entry[0], entry[1], self.clock.monotonic())
+
+    @handles(TcpConnect)
+    def on_connect(self, msg: TcpConnect) -> NetstackReply:
+        now = self.clock.monotonic()
+        try:
+            conn = self.stack.tcp_connect((ipaddress.ip_address(msg.host), msg.port), now)
+        except (NetstackError, ValueError) as e:
+            return _failure(e)
+        ch = self._spawn_flow(conn)
+        return NetstackReply(ok=True, flow=ch.name, port=conn.local[1])
+
+    @handles(UdpBind)
+    def on_udp_bind(self, msg: UdpBind) -> NetstackReply:
+        try:
+            ep = self.stack.udp_bind(msg.port)
+        except (NetstackError, ValueError) as e:
+            return _failure(e)
+        dch = DatagramChannel(ep.port, self.config.udp_queue_datagrams)
+        self.udp[ep.port] = (ep, dch)
+        self.registry.set_udp(ep.port, dch)
+        return NetstackReply(ok=True, port=ep.port)
+
+    @handles(UdpSendTo)
+    def on_udp_sendto(self, msg: UdpSendTo) -> NetstackReply:
+        entry = self.udp.get(msg.port)
+        if entry is None:
+            return NetstackReply(ok=False, error="SocketError", detail="UDP socket closed")
+        try:
+            entry[0].sendto(msg.data, (msg.host, msg.remote_port))
+        except (NetstackError, ValueError) as e:
+            return _failure(e)
+        self._after(self.clock.monotonic())
+        return NetstackReply(ok=True, port=msg.port)
+
+    @handles(UdpClose)
+    def on_udp_close(self, msg: UdpClose) -> None:
+        entry = self.udp.pop(msg.port, None)
+        if entry is not None:
+            entry[0].close()
+            self.registry.set_udp(msg.port, None)
+            with entry[1].lock:
+                entry[1].closed = True
+            entry[1].notify()
+
+    @property
+    def flow_count(self) -> int:
+        return len(self.flows)
+
+
+def _failure(e: Exception) -> NetstackReply:
+    return NetstackReply(ok=False, error=type(e).__name__, detail=str(e))

@@ -1,0 +1,304 @@
+"""Thread-safe, bounded hand-over points between netstack actors and application code.
+
+A ``FlowChannel`` sits between one TcpFlowActor and its app-side stream: ``rx`` holds bytes the
+actor took out of the connection's receive buffer, ``tx`` bytes the app wrote and the send buffer
+had no room for yet. Both are capped (``limit``), and the actor only drains the connection while
+``rx`` has room, so a slow reader closes the TCP window: backpressure, never unbounded buffering.
+Waiting is either blocking (``wait``) or async (``wait_async``, cancellation-safe: nothing is
+consumed until the condition holds, and the waiter is unregistered however the await ends).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pytsnet.actors.runtime.errors import ActorStopped, MailboxFull
+from pytsnet.messages.netstack import FlowAppWake, ListenerWake
+
+if TYPE_CHECKING:
+    from pytsnet.actors.runtime.ref import ActorRef
+
+__all__ = ["DatagramChannel", "FlowChannel", "FlowCrashed", "FlowRegistry", "ListenerChannel"]
+
+
+class FlowCrashed(ConnectionResetError):
+    """The flow's actor died; the connection was reset (an RST went to the peer)."""
+
+
+class _Waitable:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._cond = threading.Condition(self.lock)
+        self._async: set[Callable[[], None]] = set()
+
+    def notify(self) -> None:
+        """Wake every waiter (call without holding the lock)."""
+        with self.lock:
+            self._cond.notify_all()
+            callbacks = list(self._async)
+        for cb in callbacks:
+            cb()
+
+    def wait(self, ready: Callable[[], bool], timeout: float | None) -> bool:
+        """Block until ``ready()`` (evaluated under the lock) holds; False on timeout."""
+        end = None if timeout is None else time.monotonic() + timeout
+        with self.lock:
+            while not ready():
+                left = None if end is None else end - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cond.wait(left)
+            return True
+
+    async def wait_async(self, ready: Callable[[], bool]) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not asyncio (trio): wait in a worker thread, in short slices
+            import anyio.to_thread
+
+            while not await anyio.to_thread.run_sync(self.wait, ready, 0.05):
+                pass
+            return
+        while True:
+            fut: asyncio.Future[None] = loop.create_future()
+
+            def wake(fut: asyncio.Future[None] = fut) -> None:
+                loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(None))
+
+            with self.lock:
+                if ready():
+                    return
+                self._async.add(wake)
+            try:
+                await fut
+            finally:
+                with self.lock:
+                    self._async.discard(wake)
+
+
+def _tell(ref: ActorRef | None, msg: Any) -> bool:
+    if ref is None:
+        return False
+    try:
+        ref.tell(msg)
+    except (ActorStopped, MailboxFull):
+        return False  # the actor is gone (the channel carries its error) or busy
+    return True
+
+
+class FlowChannel(_Waitable):
+    """One TCP connection's app-side state; the actor and the app each touch it under ``lock``."""
+
+    def __init__(self, name: str, local: tuple[str, int], remote: tuple[str, int], limit: int) -> None:
+        super().__init__()
+        self.name = name
+        self.local = local
+        self.remote = remote
+        self.limit = limit
+        self.ref: ActorRef | None = None
+        self.rx = bytearray()
+        self.tx = bytearray()
+        self.rx_eof = False
+        self.tx_eof = False
+        self.app_closed = False
+        self.established = False
+        self.finished = False  # the flow actor is gone
+        self.error: BaseException | None = None
+        self.flow_has_more = False  # the connection holds received bytes rx had no room for
+        self._wake_pending = False
+
+    # -- app side (non-blocking; None means: wait and retry) -----------------------------------------
+    def try_recv(self, max_bytes: int) -> bytes | None:
+        wake = False
+        with self.lock:
+            if self.rx:
+                n = min(max_bytes, len(self.rx))
+                data = bytes(self.rx[:n])
+                del self.rx[:n]
+                if self.flow_has_more and len(self.rx) <= self.limit // 2:
+                    wake = self._claim_wake()
+            elif self.rx_eof:
+                data = b""
+            elif self.error is not None:
+                raise self.error
+            elif self.finished:
+                data = b""
+            else:
+                return None
+        if wake:
+            self._wake()
+        return data
+
+    def recv_ready(self) -> bool:
+        return bool(self.rx) or self.rx_eof or self.error is not None or self.finished
+
+    def try_send(self, data: bytes | memoryview) -> int | None:
+        with self.lock:
+            if self.error is not None:
+                raise self.error
+            if self.tx_eof or self.app_closed or self.finished:
+                raise BrokenPipeError("send after shutdown or close")
+            n = min(self.limit - len(self.tx), len(data))
+            if n <= 0:
+                return None
+            self.tx += data[:n]
+            wake = self._claim_wake()
+        if wake:
+            self._wake()
+        return n
+
+    def send_ready(self) -> bool:
+        return (len(self.tx) < self.limit or self.error is not None or self.finished
+                or self.tx_eof or self.app_closed)
+
+    def connected_ready(self) -> bool:
+        return self.established or self.error is not None or self.finished
+
+    def drained_ready(self) -> bool:
+        return not self.tx or self.error is not None or self.finished
+
+    def send_eof(self) -> None:
+        with self.lock:
+            if self.tx_eof or self.app_closed:
+                return
+            self.tx_eof = True
+            wake = self._claim_wake()
+        if wake:
+            self._wake()
+
+    def close(self) -> None:
+        """App close: unread data makes it an abort (as Linux does), else a FIN after queued data."""
+        with self.lock:
+            if self.app_closed:
+                return
+            self.app_closed = True
+            wake = self._claim_wake()
+        if wake:
+            self._wake()
+        self.notify()
+
+    def _wake(self) -> None:
+        if not _tell(self.ref, FlowAppWake()):
+            with self.lock:
+                self._wake_pending = False
+
+    def _claim_wake(self) -> bool:
+        if self._wake_pending or self.finished:
+            return False
+        self._wake_pending = True
+        return True
+
+    # -- actor side ----------------------------------------------------------------------------------
+    def woken(self) -> None:
+        """Called by the actor (under ``lock``) when it starts a pump."""
+        self._wake_pending = False
+
+
+class ListenerChannel(_Waitable):
+    """Established connections (their channels) waiting for the app's ``accept``; bounded by backlog."""
+
+    def __init__(self, port: int, backlog: int, netstack: ActorRef) -> None:
+        super().__init__()
+        self.port = port
+        self.backlog = backlog
+        self.netstack = netstack
+        self.ready: collections.deque[FlowChannel] = collections.deque()
+        self.closed = False
+
+    def has_room(self) -> bool:
+        return len(self.ready) < self.backlog
+
+    def try_accept(self) -> FlowChannel | None:
+        with self.lock:
+            if self.closed:
+                raise OSError("listener closed")
+            if not self.ready:
+                return None
+            ch = self.ready.popleft()
+        _tell(self.netstack, ListenerWake(port=self.port))
+        return ch
+
+    def accept_ready(self) -> bool:
+        return bool(self.ready) or self.closed
+
+
+class DatagramChannel(_Waitable):
+    """A bound UDP port's received datagrams, bounded in count (overflow drops the newest)."""
+
+    def __init__(self, port: int, limit: int) -> None:
+        super().__init__()
+        self.port = port
+        self.limit = limit
+        self.queue: collections.deque[tuple[bytes, tuple[str, int]]] = collections.deque()
+        self.dropped = 0
+        self.closed = False
+
+    def push(self, data: bytes, source: tuple[str, int]) -> None:
+        with self.lock:
+            if len(self.queue) >= self.limit:
+                self.dropped += 1
+                return
+            self.queue.append((data, source))
+        self.notify()
+
+    def try_recvfrom(self) -> tuple[bytes, tuple[str, int]] | None:
+        with self.lock:
+            if self.closed:
+                raise OSError("UDP socket closed")
+            return self.queue.popleft() if self.queue else None
+
+    def recv_ready(self) -> bool:
+        return bool(self.queue) or self.closed
+
+
+class FlowRegistry:
+    """Flow name -> channel, shared by the netstack actor (writer) and the app API (reader)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._flows: dict[str, FlowChannel] = {}
+        self._listeners: dict[int, ListenerChannel] = {}
+        self._udp: dict[int, DatagramChannel] = {}
+
+    def add_flow(self, ch: FlowChannel) -> None:
+        with self._lock:
+            self._flows[ch.name] = ch
+
+    def pop_flow(self, name: str) -> FlowChannel | None:
+        with self._lock:
+            return self._flows.pop(name, None)
+
+    def flow(self, name: str) -> FlowChannel | None:
+        with self._lock:
+            return self._flows.get(name)
+
+    def flows(self) -> list[FlowChannel]:
+        with self._lock:
+            return list(self._flows.values())
+
+    def set_listener(self, port: int, ch: ListenerChannel | None) -> None:
+        with self._lock:
+            if ch is None:
+                self._listeners.pop(port, None)
+            else:
+                self._listeners[port] = ch
+
+    def listener(self, port: int) -> ListenerChannel | None:
+        with self._lock:
+            return self._listeners.get(port)
+
+    def set_udp(self, port: int, ch: DatagramChannel | None) -> None:
+        with self._lock:
+            if ch is None:
+                self._udp.pop(port, None)
+            else:
+                self._udp[port] = ch
+
+    def udp(self, port: int) -> DatagramChannel | None:
+        with self._lock:
+            return self._udp.get(port)

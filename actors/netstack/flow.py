@@ -1,0 +1,168 @@
+"""``TcpFlowActor``: one supervised actor per TCP connection, owning its ``TcpConnection`` and timers.
+
+The netstack actor hands it raw segments (``FlowSegmentIn``); the flow parses them, drives the
+sans-IO connection, writes its output straight to the link sink, and moves bytes between the
+connection's bounded buffers and the app's ``FlowChannel``. Timers are lazy: one pending
+``FlowTick`` at the earliest deadline (an early tick just re-arms).
+
+If this actor dies abnormally (a bug, or a chaos kill) ``on_stop`` resets the connection: an RST
+goes to the peer and the app's next call raises ``FlowCrashed``. The 4-tuple is released either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from pytsnet.actors.netstack.channel import FlowChannel, FlowCrashed
+from pytsnet.actors.runtime import Actor, handles
+from pytsnet.messages.netstack import FlowAppWake, FlowClosed, FlowSegmentIn, FlowTick, LinkPacketOut
+from pytsnet.netstack.interface import emit_tcp_packet
+from pytsnet.netstack.tcp import segment as tcpseg
+from pytsnet.netstack.tcp.connection import TcpConnection, TcpState
+from pytsnet.netstack.tcp.errors import TcpParseError
+
+if TYPE_CHECKING:
+    from pytsnet.actors.runtime import ActorRef, TimerHandle
+    from pytsnet.messages.base import Message
+
+log = logging.getLogger("pytsnet.netstack")
+
+__all__ = ["TcpFlowActor"]
+
+_HANDSHAKE = frozenset({TcpState.SYN_SENT, TcpState.SYN_RECEIVED, TcpState.CLOSED})
+
+
+class TcpFlowActor(Actor):
+    def __init__(self, conn: TcpConnection, channel: FlowChannel, sink: ActorRef, netstack: ActorRef,
+                 out_message: type[Message] = LinkPacketOut, ttl: int = 64) -> None:
+        self.conn = conn
+        self.ch = channel
+        self.sink = sink
+        self.netstack = netstack
+        self.out_message = out_message
+        self.ttl = ttl
+        self.local = conn.local[0]
+        self.remote = conn.remote[0]
+        self._ident = conn.local[1] * 7919 & 0xFFFF
+        self._timer: TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._done = False
+        self._eof_sent = False
+        self._close_sent = False
+        self.bad_segments = 0
+
+    def on_start(self) -> None:
+        self.ch.ref = self.ref
+        self._pump()
+
+    # -- inputs ------------------------------------------------------------------------------------
+    @handles(FlowSegmentIn)
+    def on_segment(self, msg: FlowSegmentIn) -> None:
+        if self._done:
+            return
+        try:
+            seg = tcpseg.parse_segment(msg.data, self.remote, self.local)
+        except TcpParseError:
+            self.bad_segments += 1
+            return
+        self.conn.on_segment(seg, self.clock.monotonic())
+        self._pump()
+
+    @handles(FlowTick)
+    def on_tick(self, msg: FlowTick) -> None:
+        self._timer = self._timer_at = None
+        if not self._done:
+            self._pump()
+
+    @handles(FlowAppWake)
+    def on_wake(self, msg: FlowAppWake) -> None:
+        if not self._done:
+            self._pump()
+
+    # -- the pump ------------------------------------------------------------------------------------
+    def _pump(self) -> None:
+        conn, ch = self.conn, self.ch
+        now = self.clock.monotonic()
+        with ch.lock:
+            ch.woken()
+            if ch.app_closed and not self._close_sent:
+                if ch.rx or conn.recv_buffered:
+                    self._close_sent = True
+                    conn.abort()  # unread data: RST, as Linux does (RFC 2525 §2.17)
+                elif not ch.tx or conn.error is not None:
+                    self._close_sent = True
+                    conn.close()
+            if ch.tx and conn.writable:
+                n = conn.send(ch.tx)
+                if n:
+                    del ch.tx[:n]
+            if ch.tx_eof and not ch.tx and not self._eof_sent and conn.error is None:
+                self._eof_sent = True
+                conn.shutdown_write()
+            if ch.app_closed and not self._close_sent and not ch.tx:
+                self._close_sent = True
+                conn.close()
+            self._sync_out(conn, ch)
+        out = conn.poll(now)
+        if out:
+            self._emit(out)
+        with ch.lock:
+            self._sync_out(conn, ch)
+        ch.notify()
+        st = conn.state
+        if st is TcpState.CLOSED or st is TcpState.TIME_WAIT:
+            self._finish(conn.time_wait_state() if st is TcpState.TIME_WAIT else None)
+            return
+        d = conn.next_deadline()
+        if d is not None and (self._timer_at is None or d < self._timer_at):
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = d
+            self._timer = self.send_after(max(0.0, d - now), FlowTick())
+
+    def _sync_out(self, conn: TcpConnection, ch: FlowChannel) -> None:
+        """Connection -> channel: received bytes (while rx has room), EOF, errors, state."""
+        space = ch.limit - len(ch.rx)
+        if space > 0 and conn.recv_buffered and not ch.app_closed:
+            ch.rx += conn.recv(space)
+        ch.flow_has_more = conn.recv_buffered > 0
+        if conn.at_eof:
+            ch.rx_eof = True
+        if conn.error is not None and ch.error is None:
+            ch.error = conn.error
+        if conn.state not in _HANDSHAKE:
+            ch.established = True
+
+    def _emit(self, segs: list[tcpseg.TcpSegment]) -> None:
+        out_message, sink = self.out_message, self.sink
+        for seg in segs:
+            self._ident = (self._ident + 1) & 0xFFFF
+            sink.tell(out_message(data=emit_tcp_packet(seg, self.local, self.remote, self.ttl, self._ident)))
+
+    def _finish(self, time_wait: tuple[int, int] | None) -> None:
+        self._done = True
+        with self.ch.lock:
+            self.ch.finished = True
+        self.ch.notify()
+        self.netstack.tell(FlowClosed(flow=self.name, time_wait=time_wait))
+        self.stop()
+
+    def on_stop(self) -> None:
+        if self._done:
+            return
+        # Abnormal end (crash, kill, shutdown): reset the connection, tell the app and the stack.
+        self._done = True
+        try:
+            self.conn.abort()
+            self._emit(self.conn.poll(self.clock.monotonic()))
+        except Exception:
+            log.exception("%s: could not send the RST of a dying flow", self.name)
+        with self.ch.lock:
+            self.ch.finished = True
+            if self.ch.error is None:
+                self.ch.error = FlowCrashed(f"flow {self.name} crashed; connection reset")
+        self.ch.notify()
+        with contextlib.suppress(Exception):  # the netstack may be stopping too
+            self.netstack.tell(FlowClosed(flow=self.name))

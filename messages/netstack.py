@@ -1,0 +1,92 @@
+"""Messages of the netstack actors: link packets, per-flow segments and timers, app requests.
+
+``LinkPacketIn``/``LinkPacketOut`` are the netstack's own link messages (the TUN link in tests);
+the NetstackActor also accepts the WireGuard engine's ``IpPacketIn`` and can emit any message type
+with a ``data: bytes`` field (the device passes ``IpPacketOut``), see ``actors/netstack``.
+"""
+
+from __future__ import annotations
+
+from pytsnet.messages.base import Message
+
+
+class LinkPacketIn(Message, tag="netstack.link_in"):
+    """One IP packet from the link to the stack."""
+
+    data: bytes
+
+
+class LinkPacketOut(Message, tag="netstack.link_out"):
+    """One IP packet from the stack to the link."""
+
+    data: bytes
+
+
+class FlowSegmentIn(Message, tag="netstack.flow_segment"):
+    """A TCP segment (the IP payload, checksum not yet verified) for one flow actor."""
+
+    data: bytes
+
+
+class FlowTick(Message, tag="netstack.flow_tick"):
+    """A flow's timer fired: run ``TcpConnection.poll``."""
+
+
+class FlowAppWake(Message, tag="netstack.flow_wake"):
+    """The app queued data, read data, or closed: move bytes between the channel and the connection."""
+
+
+class FlowClosed(Message, tag="netstack.flow_closed"):
+    """A flow actor is done; ``time_wait`` is (SND.NXT, RCV.NXT) when its 4-tuple enters TIME_WAIT."""
+
+    flow: str
+    time_wait: tuple[int, int] | None = None
+
+
+class StackTick(Message, tag="netstack.stack_tick"):
+    """The stack's own timer (handshakes in progress, TIME_WAIT expiry)."""
+
+
+class TcpListen(Message, tag="netstack.tcp_listen"):
+    port: int
+    backlog: int | None = None
+
+
+class TcpUnlisten(Message, tag="netstack.tcp_unlisten"):
+    port: int
+
+
+class ListenerWake(Message, tag="netstack.listener_wake"):
+    """The app accepted a connection: room in the accept queue for more."""
+
+    port: int
+
+
+class TcpConnect(Message, tag="netstack.tcp_connect"):
+    host: str
+    port: int
+
+
+class UdpBind(Message, tag="netstack.udp_bind"):
+    port: int = 0
+
+
+class UdpSendTo(Message, tag="netstack.udp_sendto"):
+    port: int
+    data: bytes
+    host: str
+    remote_port: int
+
+
+class UdpClose(Message, tag="netstack.udp_close"):
+    port: int
+
+
+class NetstackReply(Message, tag="netstack.reply"):
+    """Reply to app requests: ``ok`` with a flow name or port, or the error's type name and text."""
+
+    ok: bool
+    flow: str = ""
+    port: int = 0
+    error: str = ""
+    detail: str = ""

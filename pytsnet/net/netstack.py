@@ -1,0 +1,101 @@
+"""``Netstack``: the app's handle on a running NetstackActor (dial, listen, bind; async and blocking)."""
+
+from __future__ import annotations
+
+import errno
+import time
+from typing import TYPE_CHECKING
+
+from pytsnet.actors.netstack.actor import NetstackActor
+from pytsnet.actors.netstack.channel import FlowChannel, FlowRegistry
+from pytsnet.actors.runtime import ActorRef, MailboxConfig, MailboxPolicy
+from pytsnet.messages.netstack import LinkPacketOut, NetstackReply, TcpConnect, TcpListen, UdpBind
+from pytsnet.net.socket import SocketLike, SocketListener
+from pytsnet.net.stream import TcpListener, TcpStream, UdpSocket
+from pytsnet.netstack.config import StackConfig
+from pytsnet.netstack.tcp.connection import TcpConfig
+
+if TYPE_CHECKING:
+    from pytsnet.actors.runtime import ActorSystem
+    from pytsnet.messages.base import Message
+
+__all__ = ["Netstack"]
+
+_ERRNO = {"AddressInUse": errno.EADDRINUSE, "WouldBlock": errno.EAGAIN}
+
+
+class Netstack:
+    def __init__(self, ref: ActorRef, registry: FlowRegistry) -> None:
+        self.ref = ref
+        self.registry = registry
+
+    @classmethod
+    def start(cls, system: ActorSystem, config: StackConfig, sink: ActorRef, *, name: str = "netstack",
+              out_message: type[Message] = LinkPacketOut, tcp_config: TcpConfig | None = None,
+              mailbox: MailboxConfig | None = None) -> Netstack:
+        """Spawn the NetstackActor (thread dispatcher: it is the hot demultiplexer)."""
+        registry = FlowRegistry()
+        ref = system.spawn(NetstackActor, system, config, sink, registry, out_message=out_message,
+                           tcp_config=tcp_config, name=name, dispatcher="thread",
+                           mailbox=mailbox or MailboxConfig(65536, MailboxPolicy.DROP_NEWEST))
+        return cls(ref, registry)
+
+    @staticmethod
+    def check(reply: NetstackReply) -> NetstackReply:
+        if not reply.ok:
+            raise OSError(_ERRNO.get(reply.error, errno.EINVAL), f"{reply.error}: {reply.detail}")
+        return reply
+
+    def _flow(self, reply: NetstackReply) -> FlowChannel:
+        ch = self.registry.flow(self.check(reply).flow)
+        if ch is None:
+            raise ConnectionAbortedError("flow vanished before it was handed over")
+        return ch
+
+    # -- async ------------------------------------------------------------------------------------------
+    async def connect_tcp(self, host: str, port: int) -> TcpStream:
+        """Dial; returns once established, or raises the connection's typed error."""
+        ch = self._flow(await self.ref.ask_async(TcpConnect(host=host, port=port)))
+        await ch.wait_async(ch.connected_ready)
+        _raise_if_failed(ch)
+        return TcpStream(ch)
+
+    async def listen_tcp(self, port: int, backlog: int | None = None) -> TcpListener:
+        self.check(await self.ref.ask_async(TcpListen(port=port, backlog=backlog)))
+        lch = self.registry.listener(port)
+        assert lch is not None
+        return TcpListener(self, lch)
+
+    async def bind_udp(self, port: int = 0) -> UdpSocket:
+        reply = self.check(await self.ref.ask_async(UdpBind(port=port)))
+        dch = self.registry.udp(reply.port)
+        assert dch is not None
+        return UdpSocket(self, dch)
+
+    # -- blocking ---------------------------------------------------------------------------------------
+    def create_connection(self, address: tuple[str, int], timeout: float | None = None) -> SocketLike:
+        ch = self._flow(self.ref.ask(TcpConnect(host=address[0], port=address[1])))
+        end = None if timeout is None else time.monotonic() + timeout
+        if not ch.wait(ch.connected_ready, None if end is None else end - time.monotonic()):
+            ch.close()
+            raise TimeoutError("connect timed out")
+        _raise_if_failed(ch)
+        return SocketLike(ch, timeout)
+
+    def listen(self, port: int, backlog: int | None = None) -> SocketListener:
+        self.check(self.ref.ask(TcpListen(port=port, backlog=backlog)))
+        lch = self.registry.listener(port)
+        assert lch is not None
+        return SocketListener(self, lch)
+
+    def bind_udp_blocking(self, port: int = 0) -> UdpSocket:
+        reply = self.check(self.ref.ask(UdpBind(port=port)))
+        dch = self.registry.udp(reply.port)
+        assert dch is not None
+        return UdpSocket(self, dch)
+
+
+def _raise_if_failed(ch: FlowChannel) -> None:
+    with ch.lock:
+        if not ch.established:
+            raise ch.error or ConnectionAbortedError("connection closed during the handshake")
