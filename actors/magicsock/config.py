@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pytsnet.messages.magicsock import DerpRegion
+from pytsnet.messages.magicsock import DerpRegion, SetPeers
 from pytsnet.wire.keys import DiscoPrivate, NodePrivate
 from pytsnet.wire.magicsock.endpoint import Timings
 
@@ -25,6 +25,7 @@ class MagicsockConfig:
     timings: Timings = field(default_factory=Timings)
     stun_interval: tuple[float, float] = (20.0, 26.0)
     bound_port: int = 0  # set by the UDP actor; a restart rebinds the same port
+    last_peers: SetPeers | None = None  # kept by the DiscoPinger so a restart resumes with its peers
 
     def name(self, what: str) -> str:
         return f"{self.prefix}.{what}"

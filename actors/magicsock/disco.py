@@ -55,6 +55,8 @@ class DiscoPinger(Actor):
 
     def on_start(self) -> None:
         self.send_interval(TICK, DiscoTick())
+        if self.config.last_peers is not None:
+            self.set_peers(self.config.last_peers)
         stun = self.lookup(self.config.name("stun"))
         if stun is not None:
             stun.tell(ResendPaths())  # ask the prober for our endpoints again after a restart
@@ -62,6 +64,7 @@ class DiscoPinger(Actor):
     # -- configuration ------------------------------------------------------------------------------
     @handles(SetPeers)
     def set_peers(self, msg: SetPeers) -> None:
+        self.config.last_peers = msg
         seen = set()
         for p in msg.peers:
             try:

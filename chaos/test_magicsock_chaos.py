@@ -1,0 +1,58 @@
+"""Chaos on the path half: kill DerpClient, DiscoPinger or StunProber mid-flow; traffic resumes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from pytsnet.actors.runtime import FaultInjector
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "magicsock"))
+
+from magicsock_nodes import introduce, make_node, wait_until, wg
+from magicsock_relay import MiniDerp, MiniStun
+
+
+@pytest.mark.parametrize("victim", ["derp.900", "disco", "stun", "udp"])
+@pytest.mark.parametrize("advertise", [False, True], ids=["derp-only", "direct"])
+def test_kill_mid_flow_restarts_and_traffic_resumes(victim: str, advertise: bool) -> None:
+    d, s = MiniDerp(), MiniStun()
+    a = make_node("a", d.port, s.port, advertise)
+    b = make_node("b", d.port, s.port, advertise)
+    try:
+        wait_until(lambda: a.derp_status().connected and b.derp_status().connected, what="DERP up")
+        introduce(a, b)
+        wait_until(lambda: len(a.status().peers) == 1 and len(b.status().peers) == 1, what="paths known")
+        n = 0
+
+        def pump(k: int) -> int:
+            nonlocal n
+            for _ in range(k):
+                a.send(b, wg(n))
+                n += 1
+            return n
+
+        def got() -> set[int]:
+            return {int.from_bytes(m.data[4:12], "big") for m in list(b.got)}
+
+        first = pump(20)
+        wait_until(lambda: got() >= set(range(first)), what="flow before the kill")
+        ref = a.ref(victim)
+        FaultInjector.kill_now(ref)
+        wait_until(lambda: ref.incarnation == 2 and ref.is_alive, what="supervised restart")
+
+        mark = n
+
+        def resumed() -> bool:  # the flow continues: packets sent after the restart arrive
+            pump(1)
+            return max(got()) >= mark
+        wait_until(resumed, timeout=15, what="traffic after restart")
+        last = pump(20)
+        wait_until(lambda: got() >= set(range(last - 20, last)), what="a burst after the restart")
+        assert a.ref("sup").is_alive
+    finally:
+        assert a.system.shutdown(10)
+        assert b.system.shutdown(10)
+        d.close()
+        s.close()
