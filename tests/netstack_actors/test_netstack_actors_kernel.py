@@ -268,3 +268,64 @@ def test_kernel_sees_econnreset_when_app_closes_with_unread_data(rig: Rig) -> No
     conn.close()
     t.join(10)
     assert out == [errno.ECONNRESET]
+
+
+# -- 100 concurrent connections each way -----------------------------------------------------------------
+
+CONCURRENT = 100
+PER_CONN = 64 * 1024
+
+
+def test_100_concurrent_connections_each_way(rig: Rig) -> None:
+    blobs = [_payload(PER_CONN, 100 + i) for i in range(CONCURRENT)]
+    srv, served = _kernel_server(rig.ns, 7010, "echo-hash", b"", conns=CONCURRENT)
+
+    def kernel_client(i: int) -> bytes:
+        with socket.create_connection((STACK, 7011), timeout=60) as c:
+            c.sendall(blobs[i])
+            c.shutdown(socket.SHUT_WR)
+            out = bytearray()
+            while chunk := c.recv(65536):
+                out += chunk
+            return bytes(out)
+
+    client_results: dict[int, bytes] = {}
+
+    async def main() -> None:
+        listener = await rig.net.listen_tcp(7011, backlog=128)
+
+        async def dial(i: int) -> None:
+            s = await rig.net.connect_tcp(KERNEL, 7010)
+            await s.send(blobs[i])
+            await s.send_eof()
+            assert await _read_all(s) == hashlib.sha256(blobs[i]).digest()
+            await s.aclose()
+
+        async def serve(s: object) -> None:  # answer each kernel client with the SHA-256 of its bytes
+            got = await _read_all(s)
+            await s.send(hashlib.sha256(got).digest())  # type: ignore[attr-defined]
+            await s.aclose()  # type: ignore[attr-defined]
+
+        def run_clients() -> None:
+            def one(i: int) -> None:
+                client_results[i] = rig.ns.call(lambda: kernel_client(i))
+
+            ts = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(CONCURRENT)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join(90)
+
+        with anyio.fail_after(90):
+            async with anyio.create_task_group() as tg:
+                for i in range(CONCURRENT):
+                    tg.start_soon(dial, i)
+                tg.start_soon(anyio.to_thread.run_sync, run_clients)
+                for _ in range(CONCURRENT):
+                    tg.start_soon(serve, await listener.accept())
+        await listener.aclose()
+
+    with srv:
+        anyio.run(main)
+    assert sorted(served) == sorted(hashlib.sha256(b).hexdigest() for b in blobs)
+    assert client_results == {i: hashlib.sha256(blobs[i]).digest() for i in range(CONCURRENT)}
