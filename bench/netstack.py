@@ -1,0 +1,183 @@
+"""Netstack benchmark: pytsnet<->kernel TCP through a TUN and the actors, next to kernel<->kernel.
+
+Run as root: ``.venv/bin/python bench/netstack.py [--mib 16] [--idle 10000]``. Prints single-flow
+throughput both ways through the per-flow actors and the blocking app API, the kernel<->kernel
+limit over a veth pair between two namespaces in the same run, and the RSS growth for ``--idle``
+idle connections (kernel clients to a pytsnet listener, every one accepted by the app).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import resource
+import socket
+import sys
+import threading
+import time
+
+from pytsnet.actors.runtime import ActorSystem, MailboxConfig
+from pytsnet.netstack.config import StackConfig
+
+from pytsnet.net import Netstack
+from pytsnet.net.link import TunLinkActor
+from pytsnet.testing.netns import Netns, isolated_netns, veth_pair
+from pytsnet.testing.tun import open_tun
+
+KERNEL, STACK = "10.77.0.1", "10.77.0.2"
+CHUNK = 256 * 1024
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _sink_server(ns: Netns, host: str, port: int, total: int,
+                 send: bool) -> tuple[socket.socket, threading.Thread]:
+    srv = ns.call(lambda: socket.create_server((host, port)))
+
+    def run() -> None:
+        c, _ = srv.accept()
+        with c:
+            if send:
+                buf = b"\x5a" * CHUNK
+                left = total
+                while left:
+                    left -= c.send(buf[:min(left, CHUNK)])
+                c.shutdown(socket.SHUT_WR)
+                c.recv(1)
+            else:
+                while c.recv(CHUNK):
+                    pass
+                c.sendall(b"k")
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return srv, t
+
+
+def kernel_to_kernel(mib: int) -> tuple[float, float]:
+    with isolated_netns("bka") as a, isolated_netns("bkb") as b:
+        veth_pair(a, "10.78.0.1", b, "10.78.0.2")
+        total = mib << 20
+        rates = []
+        for send in (False, True):
+            srv, t = _sink_server(b, "10.78.0.2", 9000 + send, total, send)
+            with srv:
+                def client(send: bool = send) -> float:
+                    with socket.create_connection(("10.78.0.2", 9000 + send), timeout=30) as c:
+                        t0 = time.perf_counter()
+                        if send:
+                            while c.recv(CHUNK):
+                                pass
+                            c.sendall(b"k")
+                        else:
+                            buf = b"\x5a" * CHUNK
+                            for _ in range(total // CHUNK):
+                                c.sendall(buf)
+                            c.shutdown(socket.SHUT_WR)
+                            c.recv(1)
+                        return time.perf_counter() - t0
+
+                rates.append(total * 8 / a.call(client) / 1e6)
+            t.join(30)
+        return rates[0], rates[1]
+
+
+def pytsnet_flows(mib: int, idle: int) -> tuple[float, float, float, float]:
+    total = mib << 20
+    with isolated_netns("bnt") as ns:
+        tun = open_tun(ns, local=KERNEL, peer=STACK)
+        system = ActorSystem("bench-netstack", pool_workers=2)
+        try:
+            link = system.spawn(TunLinkActor, tun.fd, "netstack", name="tun-link",
+                                mailbox=MailboxConfig(65536))
+            net = Netstack.start(system, StackConfig(addresses=(ipaddress.ip_address(STACK),)), link)
+            # pytsnet -> kernel (upload through the blocking twin)
+            srv, _ = _sink_server(ns, KERNEL, 9100, total, False)
+            with srv:
+                s = net.create_connection((KERNEL, 9100), timeout=30)
+                buf = b"\x5a" * CHUNK
+                t0 = time.perf_counter()
+                for _ in range(total // CHUNK):
+                    s.sendall(buf)
+                s.shutdown(socket.SHUT_WR)
+                assert s.recv(1) == b"k"
+                up = total * 8 / (time.perf_counter() - t0) / 1e6
+                s.close()
+            # kernel -> pytsnet (download)
+            srv, _ = _sink_server(ns, KERNEL, 9101, total, True)
+            with srv:
+                s = net.create_connection((KERNEL, 9101), timeout=30)
+                got, t0 = 0, time.perf_counter()
+                while chunk := s.recv(CHUNK):
+                    got += len(chunk)
+                down = total * 8 / (time.perf_counter() - t0) / 1e6
+                assert got == total
+                s.sendall(b"k")
+                s.close()
+            time.sleep(0.5)
+            # idle connections: kernel clients -> pytsnet listener, all accepted by the app
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, idle * 2 + 1000)), hard))
+            lst = net.listen(9200, backlog=128)
+            lst.settimeout(30)
+            accepted: list[object] = []
+            base = rss_mib()
+            t0 = time.perf_counter()
+
+            def acceptor() -> None:
+                for _ in range(idle):
+                    accepted.append(lst.accept()[0])
+
+            at = threading.Thread(target=acceptor, daemon=True)
+            at.start()
+
+            def dial_all() -> list[socket.socket]:
+                socks = []
+                for _ in range(idle):
+                    c = socket.socket()
+                    c.setblocking(False)
+                    c.connect_ex((STACK, 9200))
+                    socks.append(c)
+                    while len(socks) - len(accepted) > 100:
+                        time.sleep(0.001)
+                return socks
+
+            socks = ns.call(dial_all)
+            at.join(120)
+            setup = time.perf_counter() - t0
+            time.sleep(1.0)
+            per_conn_rss = rss_mib() - base
+            for c in socks:
+                c.close()
+            return up, down, per_conn_rss, setup
+        finally:
+            system.shutdown(30)
+            tun.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mib", type=int, default=16)
+    ap.add_argument("--idle", type=int, default=10000)
+    args = ap.parse_args()
+    print(f"command: {sys.executable} bench/netstack.py --mib {args.mib} --idle {args.idle}")
+    t0 = time.perf_counter()
+    kk_up, kk_down = kernel_to_kernel(args.mib)
+    up, down, rss, setup = pytsnet_flows(args.mib, args.idle)
+    print(f"single flow, {args.mib} MiB each way (MTU 1280 TUN, through NetstackActor + TcpFlowActor):")
+    print(f"  pytsnet -> kernel : {up:8.1f} Mbit/s")
+    print(f"  kernel -> pytsnet : {down:8.1f} Mbit/s")
+    print(f"  kernel <-> kernel over veth (the limit): {kk_up:8.1f} / {kk_down:8.1f} Mbit/s")
+    print(f"idle connections: {args.idle} accepted in {setup:.1f} s, RSS +{rss:.1f} MiB "
+          f"({rss * 1024 / max(args.idle, 1):.1f} KiB each)")
+    print(f"total {time.perf_counter() - t0:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
