@@ -133,6 +133,7 @@ class TcpConnection:
         self._undo: tuple[int, int] | None = None  # (cwnd, ssthresh) before the current recovery
         self._undo_tsval: int | None = None  # TSval of that recovery's first retransmission
         self.spurious_recoveries = 0
+        self._last_rexmit_tsval: int | None = None
         self._cc = NewReno(self._snd_mss)
         self._cc.recover = -1
         self._rtt = RttEstimator(cfg.rto_initial, cfg.rto_min, cfg.rto_max)
@@ -617,7 +618,8 @@ class TcpConnection:
             self._snd_wl1 = -1
             self._snd_wl2 = 0
             if self._ts_ok and seg.timestamp is not None and seg.timestamp[1]:
-                self._rtt.sample(((self._tsval(now) - seg.timestamp[1]) & SEQ_MASK) / 1000)
+                if self._last_rexmit_tsval is None or not seq_lt(seg.timestamp[1], self._last_rexmit_tsval):
+                    self._rtt.sample(((self._tsval(now) - seg.timestamp[1]) & SEQ_MASK) / 1000)
             elif self._retries == 0 and self._rtt_probe is not None:
                 self._rtt.sample(now - self._rtt_probe[1])
             self._rtt_probe = None
@@ -654,11 +656,17 @@ class TcpConnection:
             # RTT sample: timestamps (RFC 7323 §4) or one timed segment (Karn).
             ts = seg.timestamp
             if self._ts_ok and ts is not None and ts[1]:
-                self._rtt.sample(((self._tsval(now) - ts[1]) & SEQ_MASK) / 1000)
+                # An echo older than our latest retransmission may answer that retransmission (the
+                # receiver echoes TS.Recent of older data): Karn's ambiguity again, so no sample.
+                # Without this rule, a lost ACK followed by an RTO yields an RTT sample the size of
+                # the RTO, which inflates the next RTO, and so on.
+                if self._last_rexmit_tsval is None or not seq_lt(ts[1], self._last_rexmit_tsval):
+                    self._rtt.sample(((self._tsval(now) - ts[1]) & SEQ_MASK) / 1000)
             elif self._rtt_probe is not None and ack_off > self._rtt_probe[0]:
                 self._rtt.sample(now - self._rtt_probe[1])
                 self._rtt_probe = None
             self._retries = 0
+            self._rtt.reset_backoff()  # new data acknowledged: the path is alive (as BSD does)
             if self._undo_tsval is not None and ts is not None and self._ts_ok:
                 # Eifel detection (RFC 3522): the ACK echoes a TSval older than our retransmission, so
                 # the original arrived and the recovery was caused by reordering: undo it (RFC 4015).
@@ -815,6 +823,8 @@ class TcpConnection:
         if self._syn_pending:
             self._syn_pending = False
             out.append(self._syn_segment(now))
+            if self._retries:
+                self._last_rexmit_tsval = self._tsval(now)
             if self._snd_max < 0:
                 self._snd_nxt = self._snd_max = 0
                 self._rtt_probe = (-1, now)
@@ -910,6 +920,7 @@ class TcpConnection:
                 if self._undo is not None and self._undo_tsval is None and seg.timestamp is not None:
                     self._undo_tsval = seg.timestamp[0]
                 self.retransmitted_segments += 1
+                self._last_rexmit_tsval = self._tsval(now)
                 self._rexmit_next = start + length
                 first = False
             if self._rto_at is None:
@@ -956,6 +967,7 @@ class TcpConnection:
             self._snd_max = end
         else:
             self.retransmitted_segments += 1
+            self._last_rexmit_tsval = self._tsval(now)
             if self._rtt_probe is not None and nxt <= self._rtt_probe[0] < end:
                 self._rtt_probe = None  # Karn: a retransmitted segment gives no sample
         self._snd_nxt = end

@@ -90,16 +90,34 @@ class Sim:
             assert isinstance(item, TcpSegment)
             seg = item
         if direction == 1:
-            if self.a is not None:
+            if self.a is not None and not self.a.is_closed:
                 self.a.on_segment(seg, self.now)
+            else:
+                self._reset_for_closed(1, seg)
             return
         if self.b is None or (self.b.is_closed and seg.flags & SYN and not seg.flags & ACK):
             if self.listen and seg.flags & SYN and not seg.flags & (ACK | RST):
                 self.b = TcpConnection.accept(seg, B, A, self.iss_b, self.now, self.cfg_b)
-            elif not seg.flags & RST:
-                self.b_rsts_for_closed += 1
+            else:
+                self._reset_for_closed(0, seg)
+            return
+        if self.b.is_closed:
+            self._reset_for_closed(0, seg)
             return
         self.b.on_segment(seg, self.now)
+
+    def _reset_for_closed(self, direction: int, seg: TcpSegment) -> None:
+        """What a stack does for a segment with no connection (RFC 9293 §3.10.7.1): RST it."""
+        if seg.flags & RST:
+            return
+        if direction == 0:
+            self.b_rsts_for_closed += 1
+        if seg.flags & ACK:
+            rst = TcpSegment(seg.dst_port, seg.src_port, seg.ack, 0, RST, 0)
+        else:
+            ack = (seg.seq + seg.seg_len) & 0xFFFFFFFF
+            rst = TcpSegment(seg.dst_port, seg.src_port, 0, ack, RST | ACK, 0)
+        self._send(1 - direction, rst)
 
     # --------------------------------------------------------------- clock
     def poll(self) -> None:

@@ -40,6 +40,30 @@ def test_rtt_estimate_converges_to_path_rtt() -> None:
         assert sim.a._rtt.srtt == pytest.approx(0.1, abs=0.045)  # 2*delay, + up to one delayed ACK
 
 
+@pytest.mark.parametrize("lose", ["syn", "ack"])
+def test_ambiguous_timestamp_echo_does_not_inflate_rtt(lose: str) -> None:
+    """After a retransmission, an ACK echoing an older TSval must not become an RTT sample.
+
+    A lost SYN (the SYN-ACK echoes the first SYN) or a lost ACK followed by an RTO (the duplicate
+    is answered with TS.Recent of older data) would otherwise yield a sample as long as the RTO.
+    """
+    state = {"armed": lose == "syn", "dropped": 0}
+
+    def drop(direction: int, seg: TcpSegment) -> bool:
+        if not state["armed"] or state["dropped"]:
+            return False
+        hit = (lose == "syn" and direction == 1) or (lose == "ack" and direction == 1 and not seg.payload)
+        state["dropped"] += hit
+        return hit
+    sim = Sim(cfg_b=TcpConfig(delayed_ack=0), link=LinkParams(drop_fn=drop))
+    sim.run(Sim.established)
+    state["armed"] = True
+    sim.a.send(b"q" * 100)
+    sim.run(lambda s: s.a.send_buffered == 0)
+    assert state["dropped"] == 1 and (lose == "syn" or sim.a.rto_expiries == 1)
+    assert sim.a._rtt.srtt is not None and sim.a._rtt.srtt < 0.025, sim.a._rtt.srtt
+
+
 @pytest.mark.parametrize("sack", [True, False])
 def test_single_loss_is_repaired_by_fast_retransmit_not_rto(sack: bool) -> None:
     state = {"n": 0}

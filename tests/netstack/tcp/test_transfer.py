@@ -4,6 +4,8 @@ import hashlib
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pytsnet.netstack.tcp.connection import TcpConfig, TcpState
 from tcp_sim import LinkParams, Sim, Transfer
 
@@ -87,3 +89,21 @@ def test_small_buffers_bound_memory() -> None:
     assert bytes(tr.got[1]) == data
     assert peak[0] <= 16 * 1024 + 16 * 1024
     assert sim.a.state in (TcpState.FIN_WAIT_2, TcpState.TIME_WAIT, TcpState.LAST_ACK, TcpState.CLOSED)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32), loss=st.sampled_from([0, 0.02, 0.1]),
+       reorder=st.sampled_from([0, 0.1, 0.3]),
+       dup=st.sampled_from([0, 0.01, 0.05]),
+       sack=st.booleans(), ts=st.booleans(), ws=st.booleans(), buf=st.sampled_from([4096, 20000, 256 * 1024]),
+       size_a=st.sampled_from([0, 1, 5000, 60_000, 150_000]), size_b=st.sampled_from([0, 3000, 40_000]))
+def test_random_links_and_options_deliver_byte_exact_and_close(
+        seed: int, loss: float, reorder: float, dup: float, sack: bool, ts: bool, ws: bool, buf: int,
+        size_a: int, size_b: int) -> None:
+    cfg_a = TcpConfig(sack=sack, timestamps=ts, window_scaling=ws, recv_buffer=buf, send_buffer=buf,
+                      time_wait=5)
+    cfg_b = TcpConfig(recv_buffer=256 * 1024 - buf + 4096, time_wait=5)
+    sim = Sim(cfg_a=cfg_a, cfg_b=cfg_b, seed=seed, link=LinkParams(loss=loss, reorder=reorder, dup=dup))
+    run_transfer(sim, payload(size_a, seed), payload(size_b, seed + 1))
+    sim.run(lambda s: s.a.is_closed and s.b.is_closed, max_time=sim.now + 1000)
+    assert sim.a.error is None and sim.b.error is None
