@@ -17,11 +17,19 @@ class NewReno:
     def __init__(self, mss: int) -> None:
         self.mss = mss
         # RFC 5681 §3.1 initial window (RFC 6928's IW10 is also common; keep the conservative one).
-        self.cwnd = min(4 * mss, max(2 * mss, 4380))
+        self.cwnd = self.initial_window
         self.ssthresh = 1 << 30
         self.in_recovery = False
         self.recover = 0  # stream offset of the highest byte sent when recovery began
         self._ca_acc = 0
+
+    @property
+    def initial_window(self) -> int:
+        return min(4 * self.mss, max(2 * self.mss, 4380))
+
+    def on_idle_restart(self) -> None:
+        """RFC 5681 §4.1: after an idle period longer than the RTO, restart from the initial window."""
+        self.cwnd = min(self.cwnd, self.initial_window)
 
     def on_ack(self, acked: int, flight_before: int) -> None:
         """New data ``acked`` outside of recovery: grow cwnd."""

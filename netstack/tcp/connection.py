@@ -134,6 +134,7 @@ class TcpConnection:
         self._undo_tsval: int | None = None  # TSval of that recovery's first retransmission
         self.spurious_recoveries = 0
         self._last_rexmit_tsval: int | None = None
+        self._last_send = now
         self._cc = NewReno(self._snd_mss)
         self._cc.recover = -1
         self._rtt = RttEstimator(cfg.rto_initial, cfg.rto_min, cfg.rto_max)
@@ -926,6 +927,9 @@ class TcpConnection:
             if self._rto_at is None:
                 self._rto_at = now + self._rtt.rto
         # 2. New data (or data after an RTO rewound SND.NXT).
+        if (self._snd_nxt == self._snd_una and self._snd_nxt < data_end and not cc.in_recovery
+                and now - self._last_send > self._rtt.rto):
+            cc.on_idle_restart()
         while True:
             nxt = self._snd_nxt
             next_sacked = None
@@ -961,6 +965,7 @@ class TcpConnection:
 
     def _advance(self, nxt: int, n: int, now: float) -> None:
         end = nxt + n
+        self._last_send = now
         if end > self._snd_max:
             if self._rtt_probe is None and nxt >= self._snd_max and not self._ts_ok:
                 self._rtt_probe = (nxt, now)

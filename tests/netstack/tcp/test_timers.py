@@ -113,6 +113,23 @@ def test_reordering_recovery_is_undone_with_timestamps() -> None:
     assert sim.a._cc.ssthresh == 1 << 30  # the halving was undone: still in slow start
 
 
+def test_cwnd_restarts_after_idle() -> None:
+    sim = Sim()
+    sim.run(Sim.established)
+    sim.a.send(bytes(200_000))
+
+    def drain(s: Sim) -> None:
+        s.b.recv(1 << 20)
+    sim.run(lambda s: s.a.send_buffered == 0, drain)
+    assert sim.a._cc.cwnd > 40_000
+    sim.run(lambda s: s.now > 30.0, tick=1.0)  # idle far longer than the RTO
+    sim.a.send(bytes(200_000))
+    sim.poll()
+    assert sim.a._cc.cwnd == sim.a._cc.initial_window  # RFC 5681 §4.1
+    burst = [t for t in sim.trace if t.direction == 0 and t.t == sim.now and t.seg.payload]
+    assert sum(len(t.seg.payload) for t in burst) <= sim.a._cc.initial_window
+
+
 def test_delayed_ack_timing() -> None:
     sim = Sim(cfg_b=TcpConfig(delayed_ack=0.04))
     sim.run(Sim.established)
