@@ -18,13 +18,10 @@ import contextlib
 import json
 import logging
 import secrets
-import struct
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
-
-import zstandard
 
 from pytsnet.localnet import http1
 from pytsnet.localnet.authkeys import AuthKeyRejected, consume_authkey
@@ -38,6 +35,7 @@ from pytsnet.wire.controlbase.messages import encode_error_message
 from pytsnet.wire.controlbase.stream import ServerStream
 from pytsnet.wire.errors import WireError
 from pytsnet.wire.keys import DiscoPublic, KeyParseError, MachinePrivate, MachinePublic, NodePublic
+from pytsnet.wire.tailcfg.framing import encode_frame
 
 log = logging.getLogger(__name__)
 JSON = dict[str, Any]
@@ -59,12 +57,9 @@ def default_derp_map(host: str, port: int, *, stun_port: int = -1) -> JSON:
                    "STUNPort": stun_port, "DERPPort": port, "InsecureForTests": True}]}}}
 
 
-def encode_frame(msg: JSON, compress: bool) -> bytes:
-    """One map frame: uint32 LE length + (zstd) JSON."""
-    body = json.dumps(msg, separators=(",", ":")).encode()
-    if compress:
-        body = zstandard.ZstdCompressor().compress(body)
-    return struct.pack("<I", len(body)) + body
+def map_frame(msg: JSON, compress: bool) -> bytes:
+    """One map frame of ``msg`` as compact JSON (framing and zstd are the shared wire helper's)."""
+    return encode_frame(json.dumps(msg, separators=(",", ":")).encode(), compress=compress)
 
 
 def _parse_time(s: object) -> float | None:
@@ -222,8 +217,11 @@ class ControlServer:
         except Exception:
             log.exception("connection handler failed")
         finally:
-            with contextlib.suppress(Exception):
+            # close() may cancel us here too (the client left and we are draining): swallow that as
+            # well, or 3.11's start_server callback logs the CancelledError with a traceback.
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await writer.drain()
+            with contextlib.suppress(Exception):
                 writer.close()
 
     def _serve_key(self, req: http1.Request) -> bytes:
@@ -444,7 +442,7 @@ class ControlServer:
                 await resp.simple(200, b"", "application/octet-stream")
                 return
             msg = full_map(node.id, self.tailnet(), SentState(), cap=cap)
-            await resp.simple(200, encode_frame(msg, compress), "application/octet-stream")
+            await resp.simple(200, map_frame(msg, compress), "application/octet-stream")
             return
         # A new long poll for the same node supersedes older ones (breakSameNodeMapResponseStreams).
         for ev in self._streams.get(node.id, []):
@@ -457,8 +455,10 @@ class ControlServer:
             await resp.start(200, {"content-type": "application/octet-stream"})
             state = SentState()
             changed = self._changed  # captured before building, so no change is missed
-            await resp.write(encode_frame(full_map(node.id, self.tailnet(), state, cap=cap), compress))
-            keepalive = encode_frame({"KeepAlive": True}, compress)
+            first = full_map(node.id, self.tailnet(), state, cap=cap)
+            self.sent.setdefault(node.id, collections.deque(maxlen=64)).append(first)
+            await resp.write(map_frame(first, compress))
+            keepalive = map_frame({"KeepAlive": True}, compress)
             while not stop.is_set():
                 waiter = asyncio.ensure_future(changed.wait())
                 stopper = asyncio.ensure_future(stop.wait())
@@ -480,7 +480,7 @@ class ControlServer:
                     break  # this node was deleted
                 if msg is not None:
                     self.sent.setdefault(node.id, collections.deque(maxlen=64)).append(msg)
-                    await resp.write(encode_frame(msg, compress))
+                    await resp.write(map_frame(msg, compress))
             await resp.end()
         finally:
             self._streams[node.id].remove(stop)

@@ -195,8 +195,8 @@ class NoiseH2Session:
                     await resp.simple(500, b"handler wrote no response", "text/plain")
                 else:
                     await resp.end()
-        except (StreamClosed, asyncio.CancelledError):
-            pass
+        except (StreamClosed, ConnectionError, asyncio.CancelledError):
+            pass  # the client reset the stream or went away, or the server is closing
         except Exception:
             log.exception("handler for %s failed", req.path)
             with contextlib.suppress(Exception):

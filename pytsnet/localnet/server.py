@@ -8,23 +8,29 @@ Tests, demos and the CLI use it the same way::
 
 The server runs on a background thread with its own event loop; the admin methods are thread-safe.
 Sockets are created on that thread, which inherits the network namespace of the thread that
-called :meth:`start` (so ``with ns.entered(): net.start()`` serves inside ``ns``).
+called :meth:`start` (so ``with ns.entered(): net.start()`` serves inside ``ns``). By default
+``start`` also attaches the DERP relay (on the control listener) and a UDP STUN server, and the DERP
+map names them (``relay=False`` to serve control alone; see :mod:`pytsnet.localnet.relay`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 import time
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pytsnet.localnet.control_server import EPHEMERAL_GRACE, KEEPALIVE_INTERVAL, ControlServer, RawHandler
 from pytsnet.localnet.netmap import DEFAULT_DOMAIN
 from pytsnet.localnet.policy import Policy
 from pytsnet.localnet.store import AuthKey, Node, Store
+
+if TYPE_CHECKING:
+    from pytsnet.localnet.relay import Relay
 
 _T = TypeVar("_T")
 
@@ -41,7 +47,10 @@ class LocalTailnet:
 
     def __init__(self, state_dir: str | Path, listen: str = "127.0.0.1:0", *, ipv6: bool = False,
                  domain: str = DEFAULT_DOMAIN, keepalive_interval: float = KEEPALIVE_INTERVAL,
-                 ephemeral_grace: float = EPHEMERAL_GRACE, sock: Any = None) -> None:
+                 ephemeral_grace: float = EPHEMERAL_GRACE, sock: Any = None, relay: bool = True,
+                 stun_port: int = 0) -> None:
+        """``relay`` (default on) attaches the DERP relay and a STUN server at :meth:`start`, so the
+        DERP map sent to nodes points at a working relay; pass False to serve control alone."""
         self.state_dir = Path(state_dir)
         self.listen = parse_listen(listen)
         self._sock = sock
@@ -51,6 +60,10 @@ class LocalTailnet:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self.control: ControlServer | None = None
+        self._want_relay = relay
+        self._stun_port = stun_port
+        self.relay: Relay | None = None
+        """The attached DERP relay + STUN server (None when disabled or not started)."""
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> LocalTailnet:
@@ -58,6 +71,14 @@ class LocalTailnet:
         self._thread = threading.Thread(target=self._run, args=(ready,), name="localnet", daemon=True)
         self._thread.start()
         ready.result(timeout=30)
+        if self._want_relay:
+            from pytsnet.localnet.relay import attach_relay  # relay.py imports this module
+
+            try:
+                self.relay = attach_relay(self, stun_port=self._stun_port)
+            except BaseException:
+                self.close()
+                raise
         return self
 
     def _run(self, ready: concurrent.futures.Future[None]) -> None:
@@ -82,6 +103,10 @@ class LocalTailnet:
 
     def close(self) -> None:
         if self._loop is not None and self._thread is not None and self._thread.is_alive():
+            if self.relay is not None:
+                with contextlib.suppress(Exception):
+                    self.relay.close()
+                self.relay = None
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
         self.store.close()
