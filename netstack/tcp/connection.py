@@ -538,8 +538,9 @@ class TcpConnection:
             if seg_start == rcv_nxt:
                 if st in (_S.CLOSING, _S.LAST_ACK, _S.TIME_WAIT):
                     self._to_closed(None)
-                elif st is _S.SYN_RECEIVED and self._passive:
-                    self._to_closed(ConnectionRefused("reset during handshake"))
+                elif st is _S.SYN_RECEIVED and not self._passive:
+                    # RFC 9293 §3.10.7.4: came from SYN-SENT (simultaneous open), so it was refused.
+                    self._to_closed(ConnectionRefused("connection refused"))
                 else:
                     self._to_closed(ConnectionReset("connection reset by peer"))
             else:

@@ -125,3 +125,29 @@ def test_data_queued_before_established_is_sent() -> None:
         if s.b is not None and s.b.readable:
             got.extend(s.b.recv(100))
     sim.run(lambda s: bytes(got) == b"early", app)
+
+
+def test_passive_open_reset_or_timeout_during_handshake() -> None:
+    syn = TcpSegment(A[1], B[1], 5000, 0, SYN, 65535, mss=1200)
+    c = TcpConnection.accept(syn, B, A, 9000, 0.0, TcpConfig(syn_retries=2))
+    [synack] = c.poll(0.0)
+    assert synack.flags == SYN | ACK and synack.ack == 5001 and synack.mss == 1240
+    assert synack.wscale is None and synack.timestamp is None  # the SYN offered neither
+    c.on_segment(TcpSegment(A[1], B[1], 5001, 0, RST, 0), 0.1)
+    assert c.is_closed and isinstance(c.error, ConnectionResetError)
+    c = TcpConnection.accept(syn, B, A, 9000, 0.0, TcpConfig(syn_retries=2))
+    times = []
+    now = 0.0
+    while not c.is_closed:
+        times += [now for s in c.poll(now) if s.flags == SYN | ACK]
+        now = c.next_deadline() or now
+    assert times == [0.0, 1.0, 3.0] and isinstance(c.error, ConnectionTimedOut)
+
+
+def test_retransmitted_syn_gets_the_synack_again() -> None:
+    syn = TcpSegment(A[1], B[1], 5000, 0, SYN, 65535, mss=1200)
+    c = TcpConnection.accept(syn, B, A, 9000, 0.0)
+    [first] = c.poll(0.0)
+    c.on_segment(syn, 0.5)
+    [again] = c.poll(0.5)
+    assert again == first
