@@ -270,6 +270,8 @@ class TcpConnection:
     def recv(self, max_bytes: int) -> bytes:
         """Read up to ``max_bytes``; b"" means EOF (or nothing yet: check ``readable``)."""
         rbuf = self._rbuf
+        if max_bytes <= 0:
+            return b""
         if not rbuf:
             if self._error is not None and not self._fin_received:
                 raise self._error

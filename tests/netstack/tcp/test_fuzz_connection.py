@@ -22,7 +22,7 @@ seg_op = st.tuples(
 )
 app_op = st.one_of(
     st.tuples(st.just("send"), st.integers(0, 20000)),
-    st.tuples(st.just("recv"), st.integers(0, 20000)),
+    st.tuples(st.just("recv"), st.integers(-5, 20000)),
     st.tuples(st.just("time"), st.floats(0, 120)),
     st.tuples(st.just("shutdown")),
     st.tuples(st.just("close")),
