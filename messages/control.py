@@ -71,6 +71,8 @@ class LiteUpdate(Message, tag="control.lite_update"):
     endpoint_types: list[int] = []
     disco_key: str = ""
     """``discokey:…``; empty keeps the current one."""
+    preferred_derp: int = 0
+    """Our home DERP region (``Hostinfo.NetInfo.PreferredDERP``: peers reach us there); 0 keeps it."""
 
 
 class LiteUpdateDone(Message, tag="control.lite_update_done"):

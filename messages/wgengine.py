@@ -5,34 +5,18 @@ the engine needs from the netmap: our own addresses, the peers and the packet fi
 (``packet_filter=None`` means no filter has arrived: nothing new may come in). The engine also
 accepts the PeerTracker's ``PeersChanged`` for peer-set updates.
 
-``WgDatagramIn``/``WgDatagramOut`` belong to magicsock (``messages/magicsock.py``); until that module
-exists they are defined here under provisional tags so the engine can be built and tested alone.
+``WgDatagramIn``/``WgDatagramOut`` belong to magicsock (``messages/magicsock.py``) and are re-exported
+here: one definition, one tag.
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pytsnet.messages.base import Message
+from pytsnet.messages.magicsock import WgDatagramIn, WgDatagramOut
 from pytsnet.wire.tailcfg.filter import FilterRule
 
-try:
-    from pytsnet.messages.magicsock import WgDatagramIn, WgDatagramOut  # type: ignore[import-not-found]
-except ImportError:  # magicsock's messages have not landed yet
-
-    class WgDatagramIn(Message, tag="wgengine.provisional_wg_in"):  # type: ignore[no-redef]
-        """M -> W: a WireGuard datagram from ``peer`` (None if M could not map the source)."""
-
-        peer: str | None = None
-        data: bytes
-        via: Literal["udp", "derp"] = "udp"
-        src: str = ""
-
-    class WgDatagramOut(Message, tag="wgengine.provisional_wg_out"):  # type: ignore[no-redef]
-        """W -> M: send ``data`` to ``peer`` over its best path."""
-
-        peer: str
-        data: bytes
+__all__ = ["GetWgStatus", "IpPacketIn", "IpPacketOut", "WgConfig", "WgDatagramIn", "WgDatagramOut",
+           "WgFilterRule", "WgNetPortRange", "WgPeer", "WgPeerStatus", "WgPortRange", "WgStatus", "WgTick"]
 
 
 class IpPacketOut(Message, tag="wgengine.ip_out"):

@@ -8,23 +8,33 @@
     async for st in dev.watch_state(): ...  # DeviceState values as they change
     dev.peers(); await dev.logout(); dev.close()
 
-"Running" currently means registered + authorized + first netmap received; the data plane adds a
-DERP-connected condition later. Its actors live in one ``ActorSystem`` per device, shaped by
-``pytsnet.tree.device_tree``. An ephemeral node logs out on ``close`` (as tsnet's shutdown does).
+    stream = await dev.tcp_connect("web", 80)   # tailnet IP, MagicDNS short name or FQDN
+    listener = await dev.listen(8080); sock = await dev.listen_packet(5353)
+    dev.status(); dev.whois("100.64.0.2"); dev.tailscale_ips()
+
+"Running" means registered + authorized + a netmap received (control) and, as in Go, the data plane
+up: the home DERP region connected or a live WireGuard session (a tailnet without DERP regions needs
+neither). Its actors live in one ``ActorSystem`` per device, shaped by ``pytsnet.tree``. Tailnet
+dials go through the userspace netstack only; an unknown host raises ``UnknownTailnetHost`` and never
+touches a host socket. An ephemeral node logs out on ``close`` (as tsnet's shutdown does).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import threading
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from pytsnet.actors.control import RunnerConfig, StateStore
+from pytsnet.actors.dataplane import DataplaneMemory
 from pytsnet.actors.runtime import ActorStopped, ActorSystem, AskTimeout, Clock
 from pytsnet.config import Config
+from pytsnet.dial import DataplaneNotReady, UnknownTailnetHost, resolve
 from pytsnet.errors import (
     AuthRejected,
     DeviceClosed,
@@ -36,15 +46,31 @@ from pytsnet.errors import (
 )
 from pytsnet.messages.base import Message
 from pytsnet.messages.control import DeviceState, Logout, LogoutDone
+from pytsnet.messages.dataplane import DataplaneState, DeviceStatus, PeerStatus, UserInfo
+from pytsnet.messages.magicsock import DerpStatus, DerpStatusRequest, PathStatus, PathStatusRequest
 from pytsnet.messages.peers import GetPeers, PeerInfo, PeersChanged, PeerTable
+from pytsnet.messages.wgengine import GetWgStatus, WgStatus
+from pytsnet.net import SocketLike, SocketListener, TcpListener, TcpStream, UdpSocket
+from pytsnet.net.netstack import Netstack
 from pytsnet.state import FileStore, MemoryStore
-from pytsnet.tree import CONTROL, PEERS, device_tree
+from pytsnet.tree import CONTROL, DATAPLANE, PEERS, DataplaneOptions, device_tree
 from pytsnet.wire.keys import DiscoPrivate
+from pytsnet.wire.magicsock.endpoint import Timings
 
-__all__ = ["ActorDevice", "DeviceState"]
+__all__ = ["ActorDevice", "DataplaneNotReady", "DeviceState", "DeviceStatus", "UnknownTailnetHost",
+           "WhoIs"]
 
 LOGOUT_TIMEOUT = 5.0
 """tsnet gives an ephemeral node's shutdown logout 5 s."""
+
+
+@dataclass(frozen=True)
+class WhoIs:
+    """``whois`` answer: the node owning an address, its user and its capabilities."""
+
+    node: PeerInfo
+    user: UserInfo
+    capabilities: tuple[str, ...]
 
 
 def _error_for(st: DeviceState) -> RegistrationError | None:
@@ -58,7 +84,9 @@ def _error_for(st: DeviceState) -> RegistrationError | None:
 
 class ActorDevice:
     def __init__(self, config: Config | None = None, *, store: StateStore | None = None,
-                 clock: Clock | None = None, backoff_max: float = 30.0) -> None:
+                 clock: Clock | None = None, backoff_max: float = 30.0, bind_host: str = "0.0.0.0",
+                 bind_port: int = 0, advertise_endpoints: bool = True, timings: Timings | None = None,
+                 stun_interval: tuple[float, float] = (20.0, 26.0)) -> None:
         self.config = (config or Config()).resolved()
         if store is None:
             store = FileStore.in_dir(self.config.dir) if self.config.dir is not None else MemoryStore()
@@ -69,6 +97,13 @@ class ActorDevice:
         self._backoff_max = backoff_max
         self._cond = threading.Condition()
         self._state = DeviceState(state="NoState")
+        self._control_state = self._state
+        self._dp_state = DataplaneState()
+        self.dataplane = DataplaneMemory()
+        self._dp_options = DataplaneOptions(
+            disco=self.disco, bind_host=bind_host, bind_port=bind_port,
+            advertise_endpoints=advertise_endpoints, timings=timings or Timings(),
+            stun_interval=stun_interval)
         self._peers: list[PeerInfo] = []
         self._watchers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[Message]]] = []
         self.system: ActorSystem | None = None
@@ -85,9 +120,10 @@ class ActorDevice:
         runner = RunnerConfig(
             control_url=str(cfg.control_url), hostname=str(cfg.hostname), auth_key=str(cfg.auth_key or ""),
             ephemeral=cfg.ephemeral, tags=tuple(cfg.tags), disco_public=self.disco.public().to_text(),
-            backoff_max=self._backoff_max)
+            backoff_max=self._backoff_max, dataplane_name=DATAPLANE)
         self.system = ActorSystem(f"device-{cfg.hostname}", clock=self._clock)
-        self.system.spawn_spec(device_tree(runner, self.store, self._on_event))
+        self.system.spawn_spec(device_tree(self.system, runner, self.store, self._on_event, self._dp_options,
+                                           self.dataplane))
         return self
 
     def close(self) -> None:
@@ -100,7 +136,7 @@ class ActorDevice:
                 with contextlib.suppress(AskTimeout, ActorStopped, DeviceClosed):
                     self._ref(CONTROL).ask(Logout(), timeout=LOGOUT_TIMEOUT)
             self.system.shutdown()
-        self._on_event(self._state.model_copy(update={"state": "Stopped"}))
+        self._on_event(self._control_state.model_copy(update={"state": "Stopped"}))
 
     async def aclose(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.close)
@@ -112,10 +148,27 @@ class ActorDevice:
         self.close()
 
     # -- events from the actors (any thread) ---------------------------------------------------------
+    def _effective(self) -> DeviceState:
+        """Control's state, except that "Running" waits for the data plane (as Go's does)."""
+        st = self._control_state
+        if st.state == "Running" and not self._dp_state.up:
+            return st.model_copy(update={"state": "Starting"})
+        return st
+
     def _on_event(self, msg: Message) -> None:
         with self._cond:
-            if isinstance(msg, DeviceState):
-                self._state = msg
+            if isinstance(msg, (DeviceState, DataplaneState)):
+                if isinstance(msg, DeviceState):
+                    self._control_state = msg
+                elif self._closed:
+                    return  # the data plane going down during close is not news
+                else:
+                    self._dp_state = msg
+                new = self._effective()
+                if new == self._state:
+                    self._cond.notify_all()
+                    return
+                self._state = msg = new
             elif isinstance(msg, PeersChanged):
                 self._peers = list(msg.peers)
             watchers = list(self._watchers)
@@ -248,3 +301,129 @@ class ActorDevice:
         if ref is None:
             raise DeviceClosed(f"{name} is not running")
         return ref
+
+    # -- the data plane: dial, listen, status, whois ---------------------------------------------------
+    def _netstack(self) -> Netstack:
+        self._require_started()
+        with self.dataplane.lock:
+            sp = self.dataplane.spawned
+        if sp is None or sp.netstack is None:
+            raise DataplaneNotReady("the data plane is not up yet: wait_until_running first")
+        return sp.netstack  # type: ignore[no-any-return]
+
+    def resolve(self, host: str) -> str:
+        """The tailnet address ``host`` (IP, MagicDNS short name or FQDN of a peer) dials; else
+        ``UnknownTailnetHost``."""
+        with self._cond:
+            peers = list(self._peers)
+        return resolve(host, peers)
+
+    async def tcp_connect(self, host: str, port: int) -> TcpStream:
+        """Dial ``host:port`` across the tailnet (an anyio byte stream); never via a host socket."""
+        ns = self._netstack()
+        return await ns.connect_tcp(self.resolve(host), port)
+
+    async def listen(self, port: int, backlog: int | None = None) -> TcpListener:
+        """Accept TCP connections from the tailnet on ``port`` (of our tailnet addresses)."""
+        return await self._netstack().listen_tcp(port, backlog)
+
+    async def listen_packet(self, port: int = 0) -> UdpSocket:
+        """A UDP socket on our tailnet addresses (``port`` 0: an ephemeral port)."""
+        return await self._netstack().bind_udp(port)
+
+    def tcp_connect_blocking(self, host: str, port: int, timeout: float | None = None) -> SocketLike:
+        ns = self._netstack()
+        return ns.create_connection((self.resolve(host), port), timeout)
+
+    def listen_blocking(self, port: int, backlog: int | None = None) -> SocketListener:
+        return self._netstack().listen(port, backlog)
+
+    def listen_packet_blocking(self, port: int = 0) -> UdpSocket:
+        return self._netstack().bind_udp_blocking(port)
+
+    def _ask_quiet(self, name: str, msg: Message, timeout: float) -> Any:
+        ref = self.system.lookup(name) if self.system is not None else None
+        if ref is None:
+            return None
+        try:
+            return ref.ask(msg, timeout=timeout)
+        except (AskTimeout, ActorStopped):
+            return None
+
+    def status(self, timeout: float = 5.0) -> DeviceStatus:
+        """Self, peers (path, RTT, bytes), home region, DERP connections and drop counters."""
+        self._require_started()
+        mem = self.dataplane
+        with mem.lock:
+            sp, nm, endpoints, dps = mem.spawned, mem.netmap, mem.endpoints, mem.state
+        with self._cond:
+            peers, st = list(self._peers), self._state
+        paths: dict[str, Any] = {}
+        derp_peer: dict[str, tuple[int, int]] = {}
+        sessions: dict[str, Any] = {}
+        connected: dict[int, bool] = {}
+        drops: dict[str, int] = {}
+        if sp is not None:
+            ps = self._ask_quiet(sp.names["udp"], PathStatusRequest(), timeout)
+            if isinstance(ps, PathStatus):
+                paths = {p.peer: p for p in ps.peers}
+                drops.update(magicsock_unknown_peer=ps.dropped_unknown_peer,
+                             magicsock_no_path=ps.dropped_no_path, magicsock_blackhole=ps.dropped_blackhole,
+                             magicsock_unknown_udp_source=ps.unknown_udp_source)
+            for role, name in sp.names.items():
+                if not role.startswith("derp."):
+                    continue
+                ds = self._ask_quiet(name, DerpStatusRequest(), timeout)
+                if isinstance(ds, DerpStatus):
+                    connected[ds.region] = ds.connected
+                    drops[f"derp{ds.region}_dropped"] = ds.dropped
+                    for c in ds.peers:
+                        i, o = derp_peer.get(c.peer, (0, 0))
+                        derp_peer[c.peer] = (i + c.bytes_in, o + c.bytes_out)
+            wg = self._ask_quiet(sp.names["engine"], GetWgStatus(), timeout)
+            if isinstance(wg, WgStatus):
+                sessions = {p.node_key: p for p in wg.peers}
+                drops.update({f"wg_{k}": v for k, v in wg.device_drops.items()})
+                drops.update({f"filter_{k}": v for k, v in wg.filter_drops.items()})
+        rows = []
+        for p in peers:
+            pp, ss = paths.get(p.node_key), sessions.get(p.node_key)
+            d_in, d_out = derp_peer.get(p.node_key, (0, 0))
+            u_in, u_out = (pp.udp_bytes_in, pp.udp_bytes_out) if pp is not None else (0, 0)
+            rows.append(PeerStatus(
+                node_id=p.node_id, name=p.name, hostname=p.hostname, node_key=p.node_key,
+                addresses=list(p.addresses), path=pp.path if pp is not None else "none",
+                addr=pp.addr if pp is not None else None, derp_region=pp.derp_region if pp is not None else 0,
+                home_derp=p.home_derp, rtt=pp.rtt if pp is not None else None,
+                udp_bytes_in=u_in, udp_bytes_out=u_out, derp_bytes_in=d_in, derp_bytes_out=d_out,
+                bytes_in=u_in + d_in, bytes_out=u_out + d_out,
+                has_session=bool(ss and ss.has_session), last_handshake=ss.last_handshake if ss else None))
+        return DeviceStatus(state=st.state, self_node=nm.self_node if nm is not None else None,
+                            tailscale_ips=self.tailscale_ips(), home_region=dps.home_region,
+                            derp_connected=connected, endpoints=endpoints, peers=rows, drops=drops)
+
+    async def status_async(self, timeout: float = 5.0) -> DeviceStatus:
+        return await asyncio.get_running_loop().run_in_executor(None, self.status, timeout)
+
+    def whois(self, addr: str) -> WhoIs:
+        """The node (a peer or ourselves) owning tailnet address ``addr`` (``ip`` or ``ip:port``),
+        its user profile and capabilities; ``UnknownTailnetHost`` if none does."""
+        host = addr.rsplit(":", 1)[0] if addr.count(":") == 1 else addr
+        host = host.strip("[]").split("]")[0]
+        with self.dataplane.lock:
+            nm = self.dataplane.netmap
+        with self._cond:
+            nodes = list(self._peers)
+        if nm is not None:
+            nodes.append(nm.self_node)
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError as e:
+            raise UnknownTailnetHost(f"{addr!r} is not an IP address") from e
+        for n in nodes:
+            if any(ip == ipaddress.ip_interface(a).ip for a in n.addresses):
+                profiles = nm.user_profiles if nm is not None else {}
+                user = profiles.get(n.user, UserInfo(id=n.user))
+                caps = tuple(nm.capabilities.get(n.node_id, [])) if nm is not None else ()
+                return WhoIs(node=n, user=user, capabilities=caps)
+        raise UnknownTailnetHost(f"no tailnet node has address {host}")

@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 
 from pytsnet.actors.control.store import MACHINE_KEY, NETMAP, NODE, StateStore
 from pytsnet.actors.control.transport import ControlTransportError, Noise2Client, fetch_server_key
+from pytsnet.actors.dataplane.netmap import netmap_for_dataplane
 from pytsnet.actors.runtime import Actor, handles
 from pytsnet.messages.base import Message
 from pytsnet.messages.control import (
@@ -53,6 +54,7 @@ from pytsnet.wire.tailcfg import (
     Hostinfo,
     MapRequest,
     MapResponse,
+    NetInfo,
     RegisterRequest,
     RegisterResponse,
     RegisterResponseAuth,
@@ -82,6 +84,8 @@ class RunnerConfig:
     request_timeout: float = 10.0
     followup_timeout: float = 3600.0
     peers_name: str = "peers"
+    dataplane_name: str = ""
+    """The data-plane bridge told ``DataplaneNetmap`` after each netmap (empty: none)."""
     hostinfo_extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -113,6 +117,7 @@ class ControlRunner(Actor):
         self._logged_in = False
         self._endpoints: list[str] = []
         self._endpoint_types: list[int] = []
+        self._preferred_derp = 0
         self._disco = (DiscoPublic.from_text(config.disco_public) if config.disco_public
                        else _fresh_disco())
         self._last_netmap = b""
@@ -184,8 +189,10 @@ class ControlRunner(Actor):
 
     # -- the blocking session (I/O thread) --------------------------------------------------------
     def _hostinfo(self) -> Hostinfo:
+        net_info = NetInfo(PreferredDERP=self._preferred_derp) if self._preferred_derp else None
         return Hostinfo(Hostname=self.cfg.hostname, OS="linux", Package="tsnet", IPNVersion="pytsnet",
-                        RequestTags=list(self.cfg.tags), **self.cfg.hostinfo_extra)  # type: ignore[arg-type]
+                        RequestTags=list(self.cfg.tags), NetInfo=net_info,
+                        **self.cfg.hostinfo_extra)  # type: ignore[arg-type]
 
     def _session(self) -> Iterator[Message]:
         failures = 0
@@ -324,6 +331,9 @@ class ControlRunner(Actor):
         if peers is not None:
             peers.tell(NetmapUpdate(self_node=info, peers=[PeerInfo.from_node(p) for p in nm.peers],
                                     domain=nm.domain))
+        bridge = self.lookup(self.cfg.dataplane_name) if self.cfg.dataplane_name else None
+        if bridge is not None and self._node is not None:
+            bridge.tell(netmap_for_dataplane(nm, self._node))
         self._persist_netmap(nm)
         expired = me.Expired or (info.key_expiry is not None and info.key_expiry <= time.time())
         fields = {"addresses": info.addresses, "name": info.name, "node_id": info.node_id, "auth_url": "",
@@ -357,6 +367,8 @@ class ControlRunner(Actor):
     def on_lite_update(self, msg: LiteUpdate) -> LiteUpdateDone:
         """Endpoints/disco/Hostinfo to control on the current connection (also used by future polls)."""
         self._endpoints, self._endpoint_types = list(msg.endpoints), list(msg.endpoint_types)
+        if msg.preferred_derp:
+            self._preferred_derp = msg.preferred_derp
         if msg.disco_key:
             self._disco = DiscoPublic.from_text(msg.disco_key)
         client = self._client

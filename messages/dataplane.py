@@ -1,0 +1,112 @@
+"""Messages of the data-plane bridge: what control tells it, what it tells the device, and status.
+
+The bridge (``actors/dataplane``) turns the control side's netmap and the PeerTracker's admitted set
+into the two halves' configuration (``SetPeers`` for magicsock, ``WgConfig`` for the engine) and
+magicsock's discovered endpoints into ``LiteUpdate`` for control. ``DeviceStatus`` is what
+``ActorDevice.status()`` returns.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pytsnet.messages.base import Message
+from pytsnet.messages.magicsock import DerpRegion
+from pytsnet.messages.peers import PeerInfo
+from pytsnet.messages.wgengine import WgFilterRule
+
+
+class UserInfo(Message):
+    """The parts of ``tailcfg.UserProfile`` that ``whois`` reports."""
+
+    id: int = 0
+    login_name: str = ""
+    display_name: str = ""
+
+
+class DataplaneNetmap(Message, tag="dataplane.netmap"):
+    """Control → bridge after every netmap: the node key and the netmap parts the data plane needs.
+
+    Peers are deliberately absent: they come from the PeerTracker (``PeersChanged``), the one place
+    that admits peers."""
+
+    node_private: str
+    """``privkey:…``: the node key can rotate (re-login), and the data plane follows it."""
+    self_node: PeerInfo
+    derp_regions: tuple[DerpRegion, ...] = ()
+    packet_filter: list[WgFilterRule] | None = None
+    """None: control has not sent a filter yet (no inbound)."""
+    user_profiles: dict[int, UserInfo] = {}
+    capabilities: dict[int, list[str]] = {}
+    """Node ID → its capabilities (``Capabilities`` plus ``CapMap`` keys), self included."""
+    domain: str = ""
+
+
+class DataplaneTick(Message, tag="dataplane.tick"):
+    """The bridge's own timer: check the DERP home connection and live peers."""
+
+
+class DataplaneState(Message, tag="dataplane.state"):
+    """Bridge → device: whether the data plane can carry traffic (Go's "Running" needs a DERP home
+    connection or a live peer)."""
+
+    up: bool = False
+    node_key: str = ""
+    derp_regions: int = 0
+    home_region: int = 0
+    derp_connected: bool = False
+    live_peers: int = 0
+
+
+class GetDataplaneInfo(Message, tag="dataplane.get_info"):
+    pass
+
+
+class DataplaneInfo(Message, tag="dataplane.info"):
+    """Reply to ``GetDataplaneInfo``: the last netmap, endpoints and netcheck the bridge saw."""
+
+    netmap: DataplaneNetmap | None = None
+    endpoints: tuple[str, ...] = ()
+    preferred_derp: int = 0
+    region_latency: dict[int, float] = {}
+    state: DataplaneState = DataplaneState()
+
+
+# --- status ------------------------------------------------------------------------------------------
+
+
+class PeerStatus(Message):
+    node_id: int
+    name: str
+    hostname: str
+    node_key: str
+    addresses: list[str]
+    path: Literal["direct", "derp", "none"]
+    addr: str | None = None
+    """The direct ``ip:port`` when ``path`` is direct."""
+    derp_region: int = 0
+    home_derp: int = 0
+    rtt: float | None = None
+    """Seconds, from disco pings."""
+    bytes_in: int = 0
+    bytes_out: int = 0
+    udp_bytes_in: int = 0
+    udp_bytes_out: int = 0
+    derp_bytes_in: int = 0
+    derp_bytes_out: int = 0
+    has_session: bool = False
+    last_handshake: float | None = None
+
+
+class DeviceStatus(Message, tag="dataplane.device_status"):
+    """``ActorDevice.status()``: self, peers with their paths, counters and drops."""
+
+    state: str
+    self_node: PeerInfo | None = None
+    tailscale_ips: list[str] = []
+    home_region: int = 0
+    derp_connected: dict[int, bool] = {}
+    endpoints: tuple[str, ...] = ()
+    peers: list[PeerStatus] = []
+    drops: dict[str, int] = {}
+    """Magicsock (``unknown_peer``, ``no_path``, ``blackhole``), engine and filter drop counters."""

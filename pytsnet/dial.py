@@ -1,0 +1,54 @@
+"""Where a tailnet dial may go: peer names and addresses from the netmap, nothing else.
+
+``resolve`` maps a tailnet IP, a peer's MagicDNS short name (``web``) or FQDN (``web.tail.ts.net``,
+trailing dot optional) to one of that peer's tailnet addresses. Anything else is refused with a
+typed error: tsnet never silently falls back to a host socket for a tailnet dial, and neither do we.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+from pytsnet.errors import PytsnetError
+from pytsnet.messages.peers import PeerInfo
+
+__all__ = ["DataplaneNotReady", "UnknownTailnetHost", "resolve"]
+
+
+class UnknownTailnetHost(PytsnetError, OSError):
+    """The host is neither a tailnet address of a known peer (or ours) nor a peer's MagicDNS name."""
+
+
+class DataplaneNotReady(PytsnetError):
+    """The data plane is not up yet (no netmap): call ``wait_until_running`` first."""
+
+
+def _addr(prefix: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    return ipaddress.ip_interface(prefix).ip
+
+
+def resolve(host: str, peers: Iterable[PeerInfo], *, ipv6: bool = False) -> str:
+    """The tailnet address to dial for ``host`` (IPv4 preferred unless ``ipv6``).
+
+    Only admitted peers count: our own address is not dialable (no loopback through the tunnel)."""
+    nodes = list(peers)
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        ip = None
+    if ip is not None:
+        for n in nodes:
+            for prefix in [*n.addresses, *n.allowed_ips]:
+                if ip in ipaddress.ip_network(prefix, strict=False):
+                    return str(ip)
+        raise UnknownTailnetHost(f"{host} is not an address of any tailnet peer")
+    want = host.lower().rstrip(".")
+    for n in nodes:
+        fqdn = n.name.lower().rstrip(".")
+        short = fqdn.split(".", 1)[0] if fqdn else n.hostname.lower()
+        if want and want in {fqdn, short}:
+            addrs = sorted((_addr(a) for a in n.addresses), key=lambda a: a.version != (6 if ipv6 else 4))
+            if addrs:
+                return str(addrs[0])
+    raise UnknownTailnetHost(f"{host!r} is not a tailnet peer's MagicDNS name")

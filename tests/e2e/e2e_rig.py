@@ -1,0 +1,105 @@
+"""Two Python devices on a LocalTailnet (with its DERP relay + STUN) on loopback, and transfer helpers."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+
+from pytsnet.config import Config
+from pytsnet.device import ActorDevice
+from pytsnet.localnet.server import LocalTailnet
+from pytsnet.messages.magicsock import UdpBlackhole
+from pytsnet.wire.magicsock.endpoint import Timings
+
+FAST = Timings(heartbeat=0.5, trust=1.5, session_active=10.0, upgrade=5.0, ping_timeout=0.8, ping_interval=0.3)
+"""Go's disco timings shortened so upgrades and fallbacks happen in test time (same rules)."""
+
+
+@dataclass
+class Pair:
+    net: LocalTailnet
+    a: ActorDevice
+    b: ActorDevice
+
+    def ip(self, dev: ActorDevice) -> str:
+        return dev.tailscale_ips()[0]
+
+
+def make_device(net: LocalTailnet, tmp: Path, name: str, *, direct: bool = True) -> ActorDevice:
+    return ActorDevice(Config(dir=tmp / name, hostname=name, auth_key=net.create_authkey(),
+                              control_url=net.control_url),
+                       backoff_max=1.0, bind_host="127.0.0.1", advertise_endpoints=direct, timings=FAST,
+                       stun_interval=(2.0, 3.0)).start()
+
+
+@contextmanager
+def tailnet_pair(tmp: Path, *, direct: bool = True, timeout: float = 20.0) -> Iterator[Pair]:
+    with LocalTailnet(tmp / "control", listen="127.0.0.1:0") as net:
+        a = make_device(net, tmp, "alpha", direct=direct)
+        b = make_device(net, tmp, "beta", direct=direct)
+        try:
+            if not direct:
+                for d in (a, b):
+                    blackhole(d, True)
+            a.wait_until_running_blocking(timeout)
+            b.wait_until_running_blocking(timeout)
+            wait_until(lambda: len(a.status().peers) == 1 and len(b.status().peers) == 1, timeout,
+                       "each sees the other")
+            yield Pair(net, a, b)
+        finally:
+            a.close()
+            b.close()
+
+
+def blackhole(dev: ActorDevice, on: bool) -> None:
+    """Drop every datagram read from ``dev``'s UDP socket (direct path and STUN cut; DERP is TCP)."""
+    wait_until(lambda: dev.system is not None and dev.system.lookup("magicsock.udp") is not None, 20,
+               "magicsock up")
+    assert dev.system is not None
+    ref = dev.system.lookup("magicsock.udp")
+    assert ref is not None
+    ref.tell(UdpBlackhole(enabled=on))
+
+
+def wait_until(pred: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met within {timeout} s")
+        time.sleep(0.05)
+
+
+def payload(n: int, seed: bytes) -> bytes:
+    """Deterministic non-repeating bytes (SHA-256 counter stream)."""
+    out = bytearray()
+    i = 0
+    while len(out) < n:
+        out += hashlib.sha256(seed + i.to_bytes(8, "big")).digest() * 64
+        i += 1
+    return bytes(out[:n])
+
+
+async def send_and_echo_digest(stream: object, data: bytes) -> None:
+    """Write ``data`` then half-close (the peer reads to EOF)."""
+    s = stream
+    for i in range(0, len(data), 65536):
+        await s.send(data[i:i + 65536])  # type: ignore[attr-defined]
+    await s.send_eof()  # type: ignore[attr-defined]
+
+
+async def read_all(stream: object, limit: int = 1 << 30) -> bytes:
+    buf = bytearray()
+    while True:
+        try:
+            chunk = await stream.receive(65536)  # type: ignore[attr-defined]
+        except anyio.EndOfStream:
+            return bytes(buf)
+        buf += chunk
+        if len(buf) > limit:
+            raise AssertionError("more bytes than sent")
