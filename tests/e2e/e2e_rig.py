@@ -10,14 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
+from pytsnet.messages.magicsock import UdpBlackhole
+from pytsnet.wire.magicsock.endpoint import Timings
 
 from pytsnet.config import Config
 from pytsnet.device import ActorDevice
 from pytsnet.localnet.server import LocalTailnet
-from pytsnet.messages.magicsock import UdpBlackhole
-from pytsnet.wire.magicsock.endpoint import Timings
 
-FAST = Timings(heartbeat=0.5, trust=1.5, session_active=10.0, upgrade=5.0, ping_timeout=0.8, ping_interval=0.3)
+FAST = Timings(heartbeat=0.5, trust=1.5, session_active=10.0, upgrade=5.0, ping_timeout=0.8,
+               ping_interval=0.3)
 """Go's disco timings shortened so upgrades and fallbacks happen in test time (same rules)."""
 
 
@@ -103,3 +104,63 @@ async def read_all(stream: object, limit: int = 1 << 30) -> bytes:
         buf += chunk
         if len(buf) > limit:
             raise AssertionError("more bytes than sent")
+
+
+@dataclass
+class Exchange:
+    sent_ab: bytes
+    got_ab: bytes
+    sent_ba: bytes
+    got_ba: bytes
+
+
+async def exchange(pair: Pair, n: int, *, port: int = 7000, during: Callable[[], object] | None = None,
+                   by_name: bool = True) -> Exchange:
+    """``n`` bytes a→b and ``n`` bytes b→a at the same time on two connections (each dialed by the
+    sender, read to EOF by the listener). ``during`` runs in a thread once a quarter has arrived."""
+    a, b = pair.a, pair.b
+    ab, ba = payload(n, b"a->b"), payload(n, b"b->a")
+    got: dict[str, bytes] = {}
+    progress = {"ab": 0, "ba": 0}
+    la, lb = await a.listen(port), await b.listen(port)
+
+    async def serve(lst: object, key: str) -> None:
+        s = await lst.accept()  # type: ignore[attr-defined]
+        buf = bytearray()
+        while True:
+            try:
+                buf += await s.receive(65536)
+            except anyio.EndOfStream:
+                break
+            progress[key] = len(buf)
+        got[key] = bytes(buf)
+        await s.aclose()
+
+    async def dial(src: ActorDevice, dst: ActorDevice, data: bytes) -> None:
+        host = dst.config.hostname if by_name else dst.tailscale_ips()[0]
+        s = await src.tcp_connect(str(host), port)
+        await send_and_echo_digest(s, data)
+        await s.drain()
+
+    async def chaos() -> None:
+        while min(progress.values()) < n // 4:
+            await anyio.sleep(0.02)
+        assert during is not None
+        await anyio.to_thread.run_sync(during)
+
+    with anyio.fail_after(240):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(serve, lb, "ab")
+            tg.start_soon(serve, la, "ba")
+            tg.start_soon(dial, a, b, ab)
+            tg.start_soon(dial, b, a, ba)
+            if during is not None:
+                tg.start_soon(chaos)
+    await la.aclose()
+    await lb.aclose()
+    return Exchange(ab, got["ab"], ba, got["ba"])
+
+
+def peer_row(dev: ActorDevice) -> object:
+    [row] = dev.status().peers
+    return row

@@ -1,0 +1,218 @@
+"""Python ↔ Python across the tailnet: two ActorDevices on a LocalTailnet (DERP relay + STUN) on loopback.
+
+Byte-exact TCP both ways at once (a) DERP only, (b) direct with the DERP counters frozen after the
+upgrade, (c) direct cut mid-transfer → DERP; UDP both ways; names, unknown hosts and whois; chaos
+kills of the data-plane and control actors mid-transfer, and of one flow actor.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+from pytsnet.actors.runtime import FaultInjector
+
+from pytsnet.device import UnknownTailnetHost
+from pytsnet.net import FlowCrashed
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from e2e_rig import blackhole, exchange, payload, peer_row, tailnet_pair, wait_until
+
+N = 1 << 20  # per direction; the 32 MiB acceptance run is the slow test below
+
+
+def _assert_exact(x: object) -> None:
+    assert x.got_ab == x.sent_ab, "a->b bytes differ"  # type: ignore[attr-defined]
+    assert x.got_ba == x.sent_ba, "b->a bytes differ"  # type: ignore[attr-defined]
+
+
+def test_tcp_both_ways_derp_only(tmp_path: Path) -> None:
+    with tailnet_pair(tmp_path, direct=False) as p:
+        x = anyio.run(exchange, p, N)
+        _assert_exact(x)
+        for dev in (p.a, p.b):
+            row = peer_row(dev)
+            assert row.path == "derp" and row.derp_region == 900, row  # type: ignore[attr-defined]
+            assert row.udp_bytes_out == 0 and row.udp_bytes_in == 0, row  # type: ignore[attr-defined]
+            assert row.derp_bytes_out > N and row.derp_bytes_in > N, row  # type: ignore[attr-defined]
+        assert p.a.status().derp_connected == {900: True}
+
+
+def _wait_direct(p: object) -> None:
+    def both_direct() -> bool:
+        return all(peer_row(d).path == "direct" for d in (p.a, p.b))  # type: ignore[attr-defined]
+    wait_until(both_direct, 30, "direct path both ways")
+
+
+def test_tcp_both_ways_direct_derp_counters_stop(tmp_path: Path) -> None:
+    with tailnet_pair(tmp_path, direct=True) as p:
+        anyio.run(exchange, p, 4096)  # traffic makes disco try the direct path
+        _wait_direct(p)
+        before = {d: peer_row(d) for d in (p.a, p.b)}
+        x = anyio.run(exchange, p, N)
+        _assert_exact(x)
+        for d in (p.a, p.b):
+            after, was = peer_row(d), before[d]
+            assert after.path == "direct" and after.rtt is not None, after  # type: ignore[attr-defined]
+            assert after.udp_bytes_out - was.udp_bytes_out > N  # type: ignore[attr-defined]
+            # Not a byte of the megabyte went via DERP (disco heartbeats go over UDP once direct).
+            assert after.derp_bytes_out - was.derp_bytes_out < 4096, (was, after)  # type: ignore[attr-defined]
+            assert after.derp_bytes_in - was.derp_bytes_in < 4096, (was, after)  # type: ignore[attr-defined]
+
+
+def test_direct_path_cut_mid_transfer_falls_back_to_derp(tmp_path: Path) -> None:
+    with tailnet_pair(tmp_path, direct=True) as p:
+        anyio.run(exchange, p, 4096)
+        _wait_direct(p)
+        derp_before = peer_row(p.a).derp_bytes_out  # type: ignore[attr-defined]
+        x = anyio.run(lambda: exchange(p, 2 * N, during=lambda: blackhole(p.b, True)))
+        _assert_exact(x)
+        row = peer_row(p.a)
+        assert row.path == "derp", row  # type: ignore[attr-defined]
+        assert row.derp_bytes_out - derp_before > N // 2, row  # type: ignore[attr-defined]
+        assert p.b.status().drops["magicsock_blackhole"] > 0
+
+
+def test_udp_datagrams_both_ways(tmp_path: Path) -> None:
+    async def main(p: object) -> None:
+        ua, ub = await p.a.listen_packet(5353), await p.b.listen_packet(5354)  # type: ignore[attr-defined]
+        ipa, ipb = p.a.tailscale_ips()[0], p.b.tailscale_ips()[0]  # type: ignore[attr-defined]
+        with anyio.fail_after(20):
+            got_b: list[tuple[bytes, tuple[str, int]]] = []
+            while not got_b:  # the first datagram may wait for the handshake; resend like an app would
+                await ua.sendto(b"ping from a", (ipb, 5354))
+                with anyio.move_on_after(1.0):
+                    got_b.append(await ub.recvfrom())
+            assert got_b[0] == (b"ping from a", (ipa, 5353))
+            for i in range(20):
+                await ub.sendto(payload(1000, bytes([i])), (ipa, 5353))
+            got_a = [await ua.recvfrom() for _ in range(20)]
+        assert sorted(d for d, _ in got_a) == sorted(payload(1000, bytes([i])) for i in range(20))
+        assert {src for _, src in got_a} == {(ipb, 5354)}
+        ua.close()
+        ub.close()
+
+    with tailnet_pair(tmp_path, direct=True) as p:
+        anyio.run(main, p)
+
+
+def test_names_unknown_hosts_and_whois(tmp_path: Path) -> None:
+    with tailnet_pair(tmp_path, direct=False) as p:
+        ipb = p.b.tailscale_ips()[0]
+        fqdn = p.b.state.name
+        assert fqdn.startswith("beta.")
+        assert p.a.resolve("beta") == p.a.resolve(fqdn) == p.a.resolve(fqdn.rstrip(".")) == ipb
+        for bad in ("example.com", "8.8.8.8", "127.0.0.1", p.a.tailscale_ips()[0], "gamma"):
+            with pytest.raises(UnknownTailnetHost):
+                anyio.run(p.a.tcp_connect, bad, 80)
+        with pytest.raises(UnknownTailnetHost):
+            p.a.tcp_connect_blocking("localhost", 80)
+        w = p.a.whois(f"{ipb}:443")
+        assert w.node.hostname == "beta" and w.node.node_key == p.b.status().self_node.node_key  # type: ignore[union-attr]
+        assert w.user.id == w.node.user and w.user.login_name
+        me = p.a.whois(p.a.tailscale_ips()[0])
+        assert me.node.hostname == "alpha"
+        with pytest.raises(UnknownTailnetHost):
+            p.a.whois("100.100.100.100")
+        # Blocking twins: a listener on b, a socket-like dial from a, by FQDN.
+        lst = p.b.listen_blocking(9000)
+        lst.settimeout(20)
+        c = p.a.tcp_connect_blocking(fqdn, 9000, timeout=20)
+        s, (src, _) = lst.accept()
+        assert src == p.a.tailscale_ips()[0]
+        c.sendall(b"hello over the tailnet")
+        c.shutdown(1)
+        s.settimeout(20)
+        assert s.makefile("rb").read() == b"hello over the tailnet"
+        c.close()
+        s.close()
+        lst.close()
+
+
+@pytest.mark.parametrize(("victim", "direct"), [
+    ("magicsock.derp.900", False), ("magicsock.derp.900", True), ("magicsock.disco", True),
+    ("magicsock.stun", True), ("control", True), ("dataplane", True), ("wgengine", False),
+])
+def test_kill_mid_transfer_is_survived(tmp_path: Path, victim: str, direct: bool) -> None:
+    with tailnet_pair(tmp_path, direct=direct) as p:
+        assert p.a.system is not None
+        ref = p.a.system.lookup(victim)
+        assert ref is not None
+
+        def kill() -> None:
+            FaultInjector.kill_now(ref)
+
+        x = anyio.run(lambda: exchange(p, N, during=kill))
+        _assert_exact(x)
+        wait_until(lambda: ref.incarnation == 2 and ref.is_alive, 10, f"{victim} restarted")
+        assert p.a.state.state == "Running"
+        # And the node keeps working after the restart.
+        _assert_exact(anyio.run(lambda: exchange(p, 64 * 1024, port=7100)))
+
+
+def test_kill_one_flow_actor_others_finish(tmp_path: Path) -> None:
+    async def main(p: object) -> tuple[list[bytes], list[object]]:
+        a, b = p.a, p.b  # type: ignore[attr-defined]
+        lst = await b.listen(7200)
+        datas = [payload(N // 2, bytes([i])) for i in range(3)]
+        got: list[bytes] = [b""] * 3
+        errors: list[object] = [None] * 3
+        streams = []
+        for _ in range(3):
+            streams.append(await a.tcp_connect("beta", 7200))
+        accepted = [await lst.accept() for _ in range(3)]
+        by_port = {s.remote_address[1]: s for s in accepted}
+        servers = [by_port[c.local_address[1]] for c in streams]
+        progress = [0, 0, 0]
+
+        async def send(i: int) -> None:
+            try:
+                for k in range(0, len(datas[i]), 16384):
+                    await streams[i].send(datas[i][k:k + 16384])
+                await streams[i].send_eof()
+            except (FlowCrashed, anyio.ClosedResourceError, anyio.BrokenResourceError) as e:
+                errors[i] = e
+
+        async def recv(i: int) -> None:
+            buf = bytearray()
+            try:
+                while True:
+                    buf += await servers[i].receive(65536)
+                    progress[i] = len(buf)
+            except anyio.EndOfStream:
+                pass
+            except ConnectionResetError as e:
+                errors[i] = errors[i] or e
+            got[i] = bytes(buf)
+
+        async def kill() -> None:
+            while progress[1] < N // 8:
+                await anyio.sleep(0.01)
+            ref = a.system.lookup(streams[1]._ch.name)
+            FaultInjector.kill_now(ref)
+
+        with anyio.fail_after(120):
+            async with anyio.create_task_group() as tg:
+                for i in range(3):
+                    tg.start_soon(send, i)
+                    tg.start_soon(recv, i)
+                tg.start_soon(kill)
+        return [got[i] == datas[i] for i in range(3)], errors  # type: ignore[return-value]
+
+    with tailnet_pair(tmp_path, direct=True) as p:
+        exact, errors = anyio.run(main, p)
+        assert exact[0] and exact[2], "the other flows finish byte-exact"
+        assert not exact[1], "the killed flow did not pretend to complete"
+        assert isinstance(errors[1], ConnectionResetError), errors
+        assert errors[0] is None and errors[2] is None, errors
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("direct", [False, True], ids=["derp-only", "direct"])
+def test_32_mib_each_way(tmp_path: Path, direct: bool) -> None:
+    with tailnet_pair(tmp_path, direct=direct) as p:
+        _assert_exact(anyio.run(lambda: exchange(p, 32 << 20)))
