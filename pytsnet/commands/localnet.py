@@ -1,8 +1,8 @@
 """``pytsnet localnet``: serve the embedded local tailnet, or administer its state directory.
 
-``localnet --state DIR [--listen HOST:PORT]`` serves; ``localnet --state DIR authkey create …``,
-``nodes list``, ``nodes approve ID`` and ``nodes delete ID`` edit the same SQLite database, and a
-running server picks the change up within half a second.
+``localnet --state DIR [--listen HOST:PORT] [--no-relay | --derp-tls]`` serves;
+``localnet --state DIR authkey create …``, ``nodes list``, ``nodes approve ID`` and ``nodes delete ID``
+edit the same SQLite database, and a running server picks the change up within half a second.
 """
 
 from __future__ import annotations
@@ -18,6 +18,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--state", required=True, help="state directory (SQLite database, keys, policy.json)")
     p.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT to serve on (default 127.0.0.1:0)")
     p.add_argument("--ipv6", action="store_true", help="also give nodes fd7a:115c:a1e0::/48 addresses")
+    p.add_argument("--no-relay", action="store_true", help="serve control only: no DERP relay, no STUN")
+    p.add_argument("--derp-tls", action="store_true",
+                   help="serve DERP over TLS (self-signed, InsecureForTests) on its own port, so Go nodes "
+                        "need no TS_DEBUG_USE_DERP_HTTP")
+    p.add_argument("--derp-tls-port", type=int, default=0, help="port of the TLS DERP listener (default any)")
+    p.add_argument("--stun-port", type=int, default=0, help="UDP port of the STUN server (default any)")
     p.set_defaults(func=_serve, admin=None)
     sub = p.add_subparsers(dest="admin")
     ak = sub.add_parser("authkey", help="pre-auth keys").add_subparsers(dest="op", required=True)
@@ -39,8 +45,20 @@ def register(subparsers: Any) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from pytsnet.localnet.server import LocalTailnet
 
-    net = LocalTailnet(args.state, listen=args.listen, ipv6=args.ipv6).start()
+    if args.no_relay and args.derp_tls:
+        raise SystemExit("--derp-tls needs the relay (drop --no-relay)")
+    net = LocalTailnet(args.state, listen=args.listen, ipv6=args.ipv6, relay=not args.no_relay,
+                       stun_port=args.stun_port, derp_tls=args.derp_tls,
+                       derp_tls_port=args.derp_tls_port).start()
     print(f"localnet control server: {net.control_url}", flush=True)
+    if net.relay is not None:
+        scheme = "https" if net.relay.tls else "http"
+        print(f"localnet DERP relay: {scheme}://{net.control.host}:{net.relay.derp_port}/derp, "  # type: ignore[union-attr]
+              f"STUN udp/{net.relay.stun.port}", flush=True)
+        if net.relay.go_env:
+            print("Go nodes need: " + " ".join(f"{k}={v}" for k, v in net.relay.go_env.items()), flush=True)
+    else:
+        print("localnet DERP relay: off", flush=True)
     try:
         net.serve_forever()
     except KeyboardInterrupt:

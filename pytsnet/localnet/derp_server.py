@@ -240,8 +240,10 @@ class DerpServer:
         return {"/derp": self.handle_derp, "/derp/probe": self.handle_probe,
                 "/derp/latency-check": self.handle_probe, "/generate_204": self.handle_generate_204}
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._server = await asyncio.start_server(self._on_conn, host, port)
+    async def start(self, host: str = "127.0.0.1", port: int = 0, *, ssl: Any = None) -> None:
+        """Listen on ``host:port`` for ``/derp`` and the probes; ``ssl`` (an SSLContext) makes it TLS."""
+        self._server = await asyncio.start_server(self._on_conn, host, port, ssl=ssl,
+                                                  ssl_handshake_timeout=10 if ssl is not None else None)
         self.host, self.port = self._server.sockets[0].getsockname()[:2]
 
     async def close(self) -> None:
@@ -274,7 +276,7 @@ class DerpServer:
                 writer.write(http1.response(404, b"not found\n"))
                 return
             await handler(req, reader, writer)
-        except (ConnectionError, asyncio.CancelledError):
+        except (ConnectionError, OSError, asyncio.CancelledError):
             pass  # cancellation is close(); 3.11's start_server logs it if re-raised
         finally:
             with contextlib.suppress(Exception, asyncio.CancelledError):

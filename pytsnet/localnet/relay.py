@@ -1,16 +1,18 @@
 """Attach the DERP relay and the STUN server to a running :class:`LocalTailnet`.
 
-DERP is mounted on the control server's own HTTP listener (``/derp``, ``/derp/probe``,
-``/derp/latency-check``, ``/generate_204``); STUN listens on UDP on the same host. The DERP map
-handed to the control server has one region pointing at both.
+Plain HTTP (the default): DERP is mounted on the control server's own HTTP listener (``/derp``,
+``/derp/probe``, ``/derp/latency-check``, ``/generate_204``). Go's ``derphttp`` client dials a
+DERP-map node with ``https://HostName[:DERPPort]/derp`` unless the environment has
+``TS_DEBUG_USE_DERP_HTTP=1`` (``useHTTPS``/``urlString``), so **Go nodes using a plain relay must
+run with** :data:`GO_PLAIN_HTTP_ENV` (``Relay.go_env``).
 
-Plain HTTP, and what Go needs for it: Go's ``derphttp`` client dials a DERP-map node with
-``https://HostName[:DERPPort]/derp`` unless the environment has ``TS_DEBUG_USE_DERP_HTTP=1``
-(``useHTTPS``/``urlString``), in which case it speaks plain HTTP to ``IPv4``/``DERPPort``. The
-control listener is plain HTTP, so **Go nodes using this relay must run with
-``TS_DEBUG_USE_DERP_HTTP=1``** (the Go tests do). ``IPv4`` is set so no DNS lookup happens,
-``IPv6: "none"`` disables that family, and ``InsecureForTests`` is set so a TLS front end could be
-added later without changing the map.
+TLS (``tls=True``): the same routes on a separate TLS listener with a self-signed certificate kept in
+the state dir (:mod:`pytsnet.localnet.derp_tls`). Go dials ``IPv4:DERPPort``, sends SNI =
+``HostName`` and, because the node has ``InsecureForTests``, skips verification
+(``derphttp_client.go`` ``dialNode``/``tlsClient``); no environment knob is needed.
+
+Either way STUN listens on UDP on the same host, and the DERP map has one region naming both;
+``IPv4`` is set so no DNS lookup happens and ``IPv6: "none"`` disables that family.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytsnet.localnet.derp_server import DerpServer
+from pytsnet.localnet.derp_tls import ensure_certificate, server_context
 from pytsnet.localnet.server import LocalTailnet
 from pytsnet.localnet.stun_server import StunServer
 from pytsnet.wire.keys import NodePublic
@@ -42,6 +45,16 @@ class Relay:
     derp: DerpServer
     stun: StunServer
     derp_map: dict[str, Any]
+    tls: bool = False
+
+    @property
+    def go_env(self) -> dict[str, str]:
+        """Environment a Go tsnet node needs to use this relay."""
+        return {} if self.tls else dict(GO_PLAIN_HTTP_ENV)
+
+    @property
+    def derp_port(self) -> int:
+        return int(self.derp_map["Regions"][next(iter(self.derp_map["Regions"]))]["Nodes"][0]["DERPPort"])
 
     def close(self) -> None:
         """Stop STUN and drop every DERP client (the control listener stays up)."""
@@ -53,8 +66,11 @@ class Relay:
 
 
 def attach_relay(net: LocalTailnet, *, stun_port: int = 0, region_id: int = 900,
-                 require_known_keys: bool = True) -> Relay:
-    """Start DERP + STUN on ``net``'s loop and publish them in its DERP map. Call from another thread."""
+                 require_known_keys: bool = True, tls: bool = False, tls_port: int = 0) -> Relay:
+    """Start DERP + STUN on ``net``'s loop and publish them in its DERP map. Call from another thread.
+
+    ``tls`` serves DERP on its own TLS listener (``tls_port``, 0: any) instead of the control listener.
+    """
     assert net.control is not None, "start the LocalTailnet first"
     host = str(net.control.host)
 
@@ -66,11 +82,18 @@ def attach_relay(net: LocalTailnet, *, stun_port: int = 0, region_id: int = 900,
         derp = DerpServer(is_known=is_known if require_known_keys else None)
         stun = StunServer()
         await stun.start(host, stun_port)  # on the server thread: same network namespace
+        if tls:
+            try:
+                await derp.start(host, tls_port, ssl=server_context(*ensure_certificate(net.state_dir, host)))
+            except BaseException:
+                stun.close()
+                raise
         return derp, stun
 
     derp, stun = asyncio.run_coroutine_threadsafe(build(), net.loop).result(timeout=30)
-    for path, handler in derp.routes().items():
-        net.mount(path, handler)
-    dm = derp_map(host, net.port, stun.port, region_id)
+    if not tls:
+        for path, handler in derp.routes().items():
+            net.mount(path, handler)
+    dm = derp_map(host, derp.port if tls else net.port, stun.port, region_id)
     net.set_derp_map(dm)
-    return Relay(net, derp, stun, dm)
+    return Relay(net, derp, stun, dm, tls)

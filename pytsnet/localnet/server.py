@@ -10,7 +10,8 @@ The server runs on a background thread with its own event loop; the admin method
 Sockets are created on that thread, which inherits the network namespace of the thread that
 called :meth:`start` (so ``with ns.entered(): net.start()`` serves inside ``ns``). By default
 ``start`` also attaches the DERP relay (on the control listener) and a UDP STUN server, and the DERP
-map names them (``relay=False`` to serve control alone; see :mod:`pytsnet.localnet.relay`).
+map names them (``relay=False`` to serve control alone, ``derp_tls=True`` for a TLS relay; see
+:mod:`pytsnet.localnet.relay`).
 """
 
 from __future__ import annotations
@@ -48,9 +49,12 @@ class LocalTailnet:
     def __init__(self, state_dir: str | Path, listen: str = "127.0.0.1:0", *, ipv6: bool = False,
                  domain: str = DEFAULT_DOMAIN, keepalive_interval: float = KEEPALIVE_INTERVAL,
                  ephemeral_grace: float = EPHEMERAL_GRACE, sock: Any = None, relay: bool = True,
-                 stun_port: int = 0) -> None:
+                 stun_port: int = 0, derp_tls: bool = False, derp_tls_port: int = 0) -> None:
         """``relay`` (default on) attaches the DERP relay and a STUN server at :meth:`start`, so the
-        DERP map sent to nodes points at a working relay; pass False to serve control alone."""
+        DERP map sent to nodes points at a working relay; pass False to serve control alone.
+        ``derp_tls`` serves DERP on its own TLS listener (``derp_tls_port``; self-signed certificate in
+        ``state_dir``, ``InsecureForTests`` in the map) so Go nodes need no ``TS_DEBUG_USE_DERP_HTTP``;
+        the default is plain HTTP on the control listener, which the Python nodes use."""
         self.state_dir = Path(state_dir)
         self.listen = parse_listen(listen)
         self._sock = sock
@@ -62,6 +66,7 @@ class LocalTailnet:
         self.control: ControlServer | None = None
         self._want_relay = relay
         self._stun_port = stun_port
+        self._derp_tls = (derp_tls, derp_tls_port)
         self.relay: Relay | None = None
         """The attached DERP relay + STUN server (None when disabled or not started)."""
 
@@ -75,7 +80,8 @@ class LocalTailnet:
             from pytsnet.localnet.relay import attach_relay  # relay.py imports this module
 
             try:
-                self.relay = attach_relay(self, stun_port=self._stun_port)
+                self.relay = attach_relay(self, stun_port=self._stun_port, tls=self._derp_tls[0],
+                                          tls_port=self._derp_tls[1])
             except BaseException:
                 self.close()
                 raise

