@@ -11,8 +11,7 @@ inherit the namespace).
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from pytsnet.config import Config
 from pytsnet.device import ActorDevice
 from pytsnet.localnet import LocalTailnet
 from pytsnet.testing import gonode
+from pytsnet.testing.gonode import wait_until as _wait
 from pytsnet.testing.netns import Netns
 
 pytestmark = pytest.mark.interop
@@ -64,14 +64,6 @@ def world(tmp_path: Path) -> Iterator[World]:
             gonode.stop_all(ns)  # Caddy: SIGINT and a moment to shut tsnet down, then kill
             net.close()
 
-
-def _wait(pred: Callable[[], object], timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _peer(dev: ActorDevice, hostname: str) -> PeerInfo | None:

@@ -19,19 +19,12 @@ from pytsnet.wire.keys import NodePublic
 
 from pytsnet.localnet import LocalTailnet
 from pytsnet.testing import gonode
+from pytsnet.testing.gonode import wait_until as _wait
 
 pytestmark = pytest.mark.interop
 
 BODY = "hello from gosrv through derp"
 
-
-def _wait(pred, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.parametrize(("derp_only", "tls"), [(True, False), (False, False), (True, True)],

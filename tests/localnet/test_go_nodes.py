@@ -9,13 +9,13 @@ in ``test_go_derp.py``.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 
 from pytsnet.localnet import LocalTailnet
 from pytsnet.testing import gonode
+from pytsnet.testing.gonode import wait_until as _wait
 
 pytestmark = pytest.mark.interop
 
@@ -40,14 +40,6 @@ def _env(net: LocalTailnet, home: Path) -> dict[str, str]:
     assert net.relay is not None
     return gonode.go_env(home, net.relay.go_env)
 
-
-def _wait(pred, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_go_nodes_register_and_stream_maps(world):
