@@ -1,26 +1,54 @@
 """Benchmark the DERP relay: packets/s and MB/s delivered between two clients on loopback.
 
-Usage: ``.venv/bin/python bench/derp.py [--seconds 4] [--sizes 1200,16384]``. The relay runs in a
-child process (its own interpreter, as in production); in this process client A floods SendPacket
-frames at client B, which counts the RecvPacket frames it gets. Reported: delivered packets/s and
-payload MB/s at B, and how many packets the relay dropped (sent - delivered: its bounded queues
-shed load when A outruns B).
+Usage: ``.venv/bin/python bench/derp.py [--seconds 4] [--sizes 1200,16384] [--window 32]``. The relay
+runs in a child process (its own interpreter, as in production); in this process client A sends
+SendPacket frames to client B, which counts the RecvPacket frames it gets. A keeps at most
+``--window`` packets in flight (sent and not yet received by B; default: the relay's per-client queue
+depth), the way a transport with flow control would, so the number is the rate the relay *delivers*
+rather than how fast A can fill a queue that then sheds load. ``--window 0`` floods without limit
+(the relay's bounded queues drop the excess; the drops are reported). ``bench/localnet.py`` imports
+:func:`run_sizes` to print the same numbers.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing as mp
 import sys
 import time
+from dataclasses import dataclass
 
 from pytsnet.wire.derp import frames as f
 from pytsnet.wire.derp.handshake import ClientConnection, ServerInfoReceived
 from pytsnet.wire.derp.reader import FrameReader
 from pytsnet.wire.keys import NodePrivate
 
-from pytsnet.localnet.derp_server import DerpServer
+from pytsnet.localnet.derp_server import PER_CLIENT_SEND_QUEUE_DEPTH, DerpServer
+
+WARMUP = 0.5
+
+
+@dataclass
+class Result:
+    size: int
+    window: int
+    pps: float  # delivered packets/s at B over the measured interval
+    sent: int
+    delivered: int
+    forwarded: int  # relay's own count
+    drops: dict[str, int]
+
+    @property
+    def mbps(self) -> float:
+        return self.pps * self.size / 1e6
+
+    def line(self) -> str:
+        w = "unbounded" if self.window <= 0 else str(self.window)
+        return (f"payload {self.size:6d} B, window {w:>9}: {self.pps:10,.0f} packets/s {self.mbps:8.1f} MB/s "
+                f"delivered  (sent {self.sent:,}, delivered {self.delivered:,}, relay forwarded "
+                f"{self.forwarded:,}, drops {self.drops or 0})")
 
 
 def _serve(conn: mp.connection.Connection) -> None:  # type: ignore[name-defined]
@@ -49,20 +77,32 @@ async def _connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWrite
     return r, w, c
 
 
-async def _run(port: int, size: int, seconds: float) -> tuple[int, int, float]:
+async def _run(port: int, size: int, seconds: float, window: int) -> tuple[int, int, float]:
     _ra, wa, _ca = await _connect(port)
     rb, wb, cb = await _connect(port)
     frame = f.encode(f.SendPacket(cb.public, b"\x00" * size))
-    batch = frame * max(1, (256 << 10) // len(frame))
-    per_batch = len(batch) // len(frame)
-    sent = received = 0
+    flood = frame * max(1, (256 << 10) // len(frame))
+    sent = received = written_off = 0  # written_off: in-flight packets given up on after a stall
     stop = False
+    progress = asyncio.Event()
 
     async def send() -> None:
-        nonlocal sent
+        nonlocal sent, written_off
         while not stop:
-            wa.write(batch)
-            sent += per_batch
+            if window <= 0:
+                wa.write(flood)
+                sent += len(flood) // len(frame)
+            else:
+                room = window - (sent - received - written_off)
+                if room <= 0:
+                    progress.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(progress.wait(), 1.0)
+                    if not progress.is_set():  # nothing arrived for 1 s: the window was dropped
+                        written_off = sent - received
+                    continue
+                wa.write(frame * room)
+                sent += room
             await wa.drain()
 
     async def recv() -> None:
@@ -73,10 +113,11 @@ async def _run(port: int, size: int, seconds: float) -> tuple[int, int, float]:
             if not data:
                 return
             received += sum(1 for t, _ in reader.feed_raw(data) if t == f.FrameType.RECV_PACKET)
+            progress.set()
 
     rt = asyncio.ensure_future(recv())
     st = asyncio.ensure_future(send())
-    await asyncio.sleep(0.5)  # warm-up
+    await asyncio.sleep(WARMUP)
     r0, t0 = received, time.perf_counter()
     await asyncio.sleep(seconds)
     r1, t1 = received, time.perf_counter()
@@ -89,23 +130,37 @@ async def _run(port: int, size: int, seconds: float) -> tuple[int, int, float]:
     return sent, received, (r1 - r0) / (t1 - t0)
 
 
+def run_size(size: int, seconds: float, window: int = PER_CLIENT_SEND_QUEUE_DEPTH) -> Result:
+    """One measurement with a fresh relay process."""
+    parent, child = mp.Pipe()
+    proc = mp.Process(target=_serve, args=(child,), daemon=True)
+    proc.start()
+    port = parent.recv()
+    sent, received, pps = asyncio.run(_run(port, size, seconds, window))
+    parent.send("stop")
+    forwarded, drops = parent.recv()
+    proc.join(5)
+    return Result(size, window, pps, sent, received, forwarded, drops)
+
+
+def run_sizes(sizes: list[int], seconds: float, window: int = PER_CLIENT_SEND_QUEUE_DEPTH) -> list[Result]:
+    """Measure and print one line per payload size."""
+    results = []
+    for size in sizes:
+        results.append(run_size(size, seconds, window))
+        print(results[-1].line(), flush=True)
+    return results
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--sizes", default="1200,16384")
+    ap.add_argument("--window", type=int, default=PER_CLIENT_SEND_QUEUE_DEPTH,
+                    help="packets in flight from A to B (0: flood without limit)")
     args = ap.parse_args()
     print("$ " + " ".join([".venv/bin/python", *sys.argv]))
-    for size in (int(s) for s in args.sizes.split(",")):
-        parent, child = mp.Pipe()
-        proc = mp.Process(target=_serve, args=(child,), daemon=True)
-        proc.start()
-        port = parent.recv()
-        sent, received, pps = asyncio.run(_run(port, size, args.seconds))
-        parent.send("stop")
-        forwarded, drops = parent.recv()
-        proc.join(5)
-        print(f"payload {size:6d} B: {pps:10,.0f} packets/s  {pps * size / 1e6:8.1f} MB/s delivered  "
-              f"(sent {sent:,}, delivered {received:,}, relay forwarded {forwarded:,}, drops {drops})")
+    run_sizes([int(s) for s in args.sizes.split(",")], args.seconds, args.window)
 
 
 if __name__ == "__main__":
