@@ -79,6 +79,7 @@ class DerpStats:
     replaced: int = 0  # an older connection closed by a newer one with the same key
     stream_errors: int = 0  # streams closed for a protocol/parse/crypto/timeout error
     bad_upgrades: int = 0  # /derp requests without Upgrade: DERP
+    fast_starts: int = 0  # upgrades with Derp-Fast-Start: 1 (client took our key from the TLS meta cert)
     packets_forwarded: int = 0
     bytes_forwarded: int = 0
     pings: int = 0
@@ -311,7 +312,9 @@ class DerpServer:
             writer.write(b"HTTP/1.1 426 Upgrade Required\r\nContent-Type: text/plain; charset=utf-8\r\n"
                          b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
             return
-        if req.headers.get(f.FAST_START_HEADER.lower()) != "1":
+        if req.headers.get(f.FAST_START_HEADER.lower()) == "1":
+            self.stats.fast_starts += 1
+        else:
             writer.write((f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n"
                           f"Derp-Version: {f.PROTOCOL_VERSION}\r\nDerp-Public-Key: {self.public.raw.hex()}"
                           "\r\n\r\n").encode())

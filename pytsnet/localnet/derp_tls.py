@@ -6,6 +6,12 @@ node's ``InsecureForTests`` it skips verification (``tlsClient``), so a self-sig
 enough. The certificate still names the host (IP SAN or DNS SAN) so a Python client can verify it
 by pinning this file as its only trust anchor. It is generated once and kept in the state dir so
 restarts serve the same certificate.
+
+After it the server sends Go's "meta cert" (``derpserver.initMetacert``): a throw-away Ed25519
+certificate whose Subject CN is ``derpkey`` + the relay's hex public key and whose serial is the DERP
+protocol version. Over TLS 1.3 Go's client reads the key from it (``parseMetaCert``) and uses fast
+start (``Derp-Fast-Start: 1``: no 101 wait, no ServerKey wait). The relay key changes per start, so
+the chain file (leaf + meta cert) is rewritten each time.
 """
 
 from __future__ import annotations
@@ -13,15 +19,18 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import ssl
+import warnings
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
-CERT_FILE, KEY_FILE = "derp-cert.pem", "derp-key.pem"
+CERT_FILE, KEY_FILE, CHAIN_FILE = "derp-cert.pem", "derp-key.pem", "derp-chain.pem"
 VALIDITY = datetime.timedelta(days=3650)
+META_CERT_CN_PREFIX = "derpkey"  # derp/derpconst MetaCertCommonNamePrefix
+META_CERT_VALIDITY = datetime.timedelta(days=30)  # Go: NotBefore now-30d, NotAfter now+30d
 
 
 def _san(host: str) -> x509.GeneralName:
@@ -61,9 +70,31 @@ def ensure_certificate(state_dir: Path, host: str) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-def server_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
-    """A server context for the DERP listener: TLS 1.2 or newer (Go's client negotiates 1.3)."""
+def meta_certificate(server_public: bytes, protocol_version: int) -> bytes:
+    """Go's DERP meta cert (PEM) announcing ``server_public`` and ``protocol_version``."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    # 71 characters: over X.520's 64-character CN bound, which Go does not enforce (hence _validate)
+    cn = META_CERT_CN_PREFIX + server_public.hex()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn, _validate=False)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(protocol_version)
+            .not_valid_before(now - META_CERT_VALIDITY).not_valid_after(now + META_CERT_VALIDITY)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .sign(key, None))
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def server_context(cert_path: Path, key_path: Path, meta_cert: bytes | None = None) -> ssl.SSLContext:
+    """A server context for the DERP listener: TLS 1.2 or newer (Go's client negotiates 1.3), the
+    leaf followed by ``meta_cert`` when given (written next to the leaf as the chain file)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cert_path, key_path)
+    chain = cert_path
+    if meta_cert is not None:
+        chain = cert_path.with_name(CHAIN_FILE)
+        chain.write_bytes(cert_path.read_bytes() + meta_cert)
+    ctx.load_cert_chain(chain, key_path)
     return ctx

@@ -9,7 +9,8 @@ run with** :data:`GO_PLAIN_HTTP_ENV` (``Relay.go_env``).
 TLS (``tls=True``): the same routes on a separate TLS listener with a self-signed certificate kept in
 the state dir (:mod:`pytsnet.localnet.derp_tls`). Go dials ``IPv4:DERPPort``, sends SNI =
 ``HostName`` and, because the node has ``InsecureForTests``, skips verification
-(``derphttp_client.go`` ``dialNode``/``tlsClient``); no environment knob is needed.
+(``derphttp_client.go`` ``dialNode``/``tlsClient``); no environment knob is needed. The chain carries
+Go's meta cert, so Go uses fast start.
 
 Either way STUN listens on UDP on the same host, and the DERP map has one region naming both;
 ``IPv4`` is set so no DNS lookup happens and ``IPv6: "none"`` disables that family.
@@ -22,9 +23,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytsnet.localnet.derp_server import DerpServer
-from pytsnet.localnet.derp_tls import ensure_certificate, server_context
+from pytsnet.localnet.derp_tls import ensure_certificate, meta_certificate, server_context
 from pytsnet.localnet.server import LocalTailnet
 from pytsnet.localnet.stun_server import StunServer
+from pytsnet.wire.derp.frames import PROTOCOL_VERSION
 from pytsnet.wire.keys import NodePublic
 
 GO_PLAIN_HTTP_ENV = {"TS_DEBUG_USE_DERP_HTTP": "1"}  # environment a Go node needs for this relay
@@ -84,7 +86,9 @@ def attach_relay(net: LocalTailnet, *, stun_port: int = 0, region_id: int = 900,
         await stun.start(host, stun_port)  # on the server thread: same network namespace
         if tls:
             try:
-                await derp.start(host, tls_port, ssl=server_context(*ensure_certificate(net.state_dir, host)))
+                meta = meta_certificate(derp.public.raw, PROTOCOL_VERSION)
+                ctx = server_context(*ensure_certificate(net.state_dir, host), meta)
+                await derp.start(host, tls_port, ssl=ctx)
             except BaseException:
                 stun.close()
                 raise

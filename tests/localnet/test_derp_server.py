@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from pytsnet.wire import disco
 from pytsnet.wire.derp import frames as f
 from pytsnet.wire.derp.handshake import ClientConnection, FrameReceived, ServerInfoReceived
@@ -18,7 +20,7 @@ from pytsnet.wire.keys import NodePrivate, NodePublic
 
 from pytsnet.localnet import LocalTailnet
 from pytsnet.localnet.derp_server import DROP_QUEUE_HEAD, DerpServer
-from pytsnet.localnet.derp_tls import CERT_FILE
+from pytsnet.localnet.derp_tls import CERT_FILE, CHAIN_FILE
 from pytsnet.localnet.relay import attach_relay
 
 
@@ -447,11 +449,23 @@ def test_tls_relay_with_self_signed_certificate(tmp_path) -> None:
             plain[1].close()
             a.send(b.key, b"still serving")  # the bad connections did not disturb the others
             assert (await b.recv_frame(f.RecvPacket)).packet == b"still serving"
-            a.close()
-            b.close()
+            fast = await Client.connect(relay.derp_port, _add_known(net, "fast"), tls=pinned,
+                                        fast_start=relay.derp.public)  # key known from the meta cert
+            fast.send(b.key, b"fast start")
+            assert (await b.recv_frame(f.RecvPacket)).packet == b"fast start"
+            for c in (a, b, fast):
+                c.close()
 
         asyncio.run(body())
-        assert relay.derp.stats.accepted == 2 and relay.derp.stats.packets_forwarded == 2
+        stats = relay.derp.stats
+        assert stats.accepted == 3 and stats.packets_forwarded == 3 and stats.fast_starts == 1
+        # Go's meta cert follows the leaf: CN derpkey<hex server key>, serial = protocol version 2
+        pems = (tmp_path / CHAIN_FILE).read_bytes().split(b"-----END CERTIFICATE-----")[:2]
+        leaf, meta = (x509.load_pem_x509_certificate(p + b"-----END CERTIFICATE-----") for p in pems)
+        with pytest.warns(UserWarning, match="length"):  # Go's 71-character CN is over X.520's bound
+            cn = meta.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value
+        assert cn == "derpkey" + relay.derp.public.raw.hex() and meta.serial_number == f.PROTOCOL_VERSION
+        assert leaf.public_bytes(serialization.Encoding.PEM) == (tmp_path / CERT_FILE).read_bytes()
         cert = (tmp_path / CERT_FILE).read_bytes()
     with LocalTailnet(tmp_path, derp_tls=True) as net:  # a restart serves the same certificate
         assert (tmp_path / CERT_FILE).read_bytes() == cert and net.relay is not None and net.relay.tls

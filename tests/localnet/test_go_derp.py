@@ -77,7 +77,11 @@ def test_go_nodes_reach_each_other_through_the_relay(tmp_path, derp_only, tls):
                 for node in (srv, cli):
                     ks = stats.key(NodePublic.from_text(node.node_key))
                     assert ks.packets_from > 0 and ks.packets_to > 0, (node.hostname, ks)
-            else:  # with UDP enabled, netcheck used our STUN server
+            if tls:  # Go found our key in the TLS meta cert and skipped the 101 round trip
+                assert stats.fast_starts >= 2, stats
+            else:
+                assert stats.fast_starts == 0
+            if not derp_only:  # with UDP enabled, netcheck used our STUN server
                 assert relay.stun.stats.requests > 0 and relay.stun.stats.bad == 0
         finally:
             gonode.stop_all(ns)
