@@ -1,7 +1,7 @@
 """Transport keypairs and the current/previous/next rotation (device/keypair.go, device/peer.go).
 
 A ``Keypair`` owns one ``ChaCha20Poly1305`` object per direction for its whole life, so the
-per-packet path is one pack_into, one AEAD call and one replay check.
+per-packet path is one header pack, one AEAD call and one replay check.
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from pytsnet.wire.wireguard.constants import (
     MESSAGE_TRANSPORT_TYPE,
     PADDING_MULTIPLE,
     REJECT_AFTER_MESSAGES,
-    TAG_SIZE,
 )
 from pytsnet.wire.wireguard.handshake import SessionKeys
 from pytsnet.wire.wireguard.messages import TRANSPORT_HEADER
 from pytsnet.wire.wireguard.replay import ReplayFilter
 
-_NONCE = struct.Struct("<4xQ")
-_COUNTER = struct.Struct("<Q")
+NONCE = struct.Struct("<4xQ")  # the 96-bit AEAD nonce: 32 zero bits, then the 64-bit counter (LE)
+_NONCE_PACK = NONCE.pack
+_COUNTER_UNPACK = struct.Struct("<Q").unpack_from
 _PAD = bytes(PADDING_MULTIPLE)
 _HEADER_PACK = TRANSPORT_HEADER.pack
 
@@ -41,19 +41,19 @@ def padding_size(packet_size: int, mtu: int) -> int:
 
 class Keypair:
     __slots__ = (
-        "_recv",
-        "_send",
         "created",
         "is_initiator",
         "local_index",
+        "recv_aead",
         "remote_index",
         "replay",
+        "send_aead",
         "send_nonce",
     )
 
     def __init__(self, keys: SessionKeys, created: float) -> None:
-        self._send = ChaCha20Poly1305(keys.send)
-        self._recv = ChaCha20Poly1305(keys.receive)
+        self.send_aead = ChaCha20Poly1305(keys.send)
+        self.recv_aead = ChaCha20Poly1305(keys.receive)
         self.local_index = keys.local_index
         self.remote_index = keys.remote_index
         self.is_initiator = keys.is_initiator
@@ -67,22 +67,24 @@ class Keypair:
         if counter >= REJECT_AFTER_MESSAGES:
             raise CryptoError("keypair exhausted its message counter")
         self.send_nonce = counter + 1
-        pad = padding_size(len(packet), mtu)
+        n = len(packet)
+        pad = -n & (PADDING_MULTIPLE - 1)
+        if mtu and n + pad > mtu:
+            pad = padding_size(n, mtu)  # oversized or MTU-clamped: the rare, general rule
         if pad:
             packet = packet + _PAD[:pad]
-        out = bytearray(MESSAGE_TRANSPORT_HEADER_SIZE + len(packet) + TAG_SIZE)
-        TRANSPORT_HEADER.pack_into(out, 0, MESSAGE_TRANSPORT_TYPE, self.remote_index, counter)
-        self._send.encrypt_into(
-            _NONCE.pack(counter), packet, None, memoryview(out)[MESSAGE_TRANSPORT_HEADER_SIZE:]
+        # header + ciphertext by concatenation: measured cheaper than encrypt_into a fresh zeroed
+        # bytearray through a memoryview slice (the copy of ~1.3 kB is less than those two objects).
+        return _HEADER_PACK(MESSAGE_TRANSPORT_TYPE, self.remote_index, counter) + self.send_aead.encrypt(
+            _NONCE_PACK(counter), packet, None
         )
-        return out
 
     def open(self, datagram: bytes) -> bytes:
         """Decrypt a transport message to this keypair; replays and forgeries are ``CryptoError``."""
-        counter = _COUNTER.unpack_from(datagram, 8)[0]
+        counter = _COUNTER_UNPACK(datagram, 8)[0]
         try:
-            plain = self._recv.decrypt(
-                _NONCE.pack(counter), memoryview(datagram)[MESSAGE_TRANSPORT_HEADER_SIZE:], None
+            plain = self.recv_aead.decrypt(
+                _NONCE_PACK(counter), memoryview(datagram)[MESSAGE_TRANSPORT_HEADER_SIZE:], None
             )
         except InvalidTag as e:
             raise CryptoError("transport message does not authenticate") from e

@@ -10,11 +10,11 @@ as WireGuard does; nothing from the network raises.
 from __future__ import annotations
 
 import os
-import struct
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from cryptography.exceptions import InvalidTag
 from pytsnet.wire.errors import CryptoError, ParseError
 from pytsnet.wire.keys import NodePrivate, NodePublic
 from pytsnet.wire.wireguard import handshake, messages, tai64n
@@ -27,6 +27,7 @@ from pytsnet.wire.wireguard.constants import (
     MESSAGE_RESPONSE_TYPE,
     MESSAGE_TRANSPORT_SIZE,
     MESSAGE_TRANSPORT_TYPE,
+    PADDING_MULTIPLE,
     REJECT_AFTER_MESSAGES,
     REJECT_AFTER_TIME,
     REKEY_AFTER_MESSAGES,
@@ -35,12 +36,21 @@ from pytsnet.wire.wireguard.constants import (
     REKEY_TIMEOUT_JITTER_MAX,
 )
 from pytsnet.wire.wireguard.cookie import CookieChecker, CookieGenerator
-from pytsnet.wire.wireguard.keypair import Keypair, Keypairs
+from pytsnet.wire.wireguard.keypair import NONCE, Keypair, Keypairs, padding_size
+from pytsnet.wire.wireguard.messages import TRANSPORT_HEADER
 from pytsnet.wire.wireguard.timers import Timer, Timers
 
 QUEUE_STAGED_SIZE = 128  # packets held while waiting for a handshake (device/queueconstants_default.go)
-_U16 = struct.Struct(">H")
-_RECEIVER = struct.Struct("<I")
+_HEADER_UNPACK = TRANSPORT_HEADER.unpack_from
+_HEADER_PACK = TRANSPORT_HEADER.pack
+_NONCE_PACK = NONCE.pack
+_PAD = bytes(PADDING_MULTIPLE)
+# An initiator receiving under a keypair this old rekeys once, before it would go silent.
+_LAST_MINUTE_REKEY_AGE = REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT
+# Timer names as module globals: the per-packet path reads them without a class attribute lookup.
+_PERSISTENT_KEEPALIVE = Timer.PERSISTENT_KEEPALIVE
+_SEND_KEEPALIVE = Timer.SEND_KEEPALIVE
+_NEW_HANDSHAKE = Timer.NEW_HANDSHAKE
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,15 +72,6 @@ class KeyMaterialZeroed:
 
 
 Event = HandshakeCompleted | HandshakeGaveUp | KeyMaterialZeroed
-
-
-def _ip_packet_length(plain: bytes) -> int:
-    """The length an IP header claims, to strip WireGuard padding; -1 if it is not IPv4/IPv6."""
-    if len(plain) >= 20 and plain[0] >> 4 == 4:
-        return _U16.unpack_from(plain, 2)[0]
-    if len(plain) >= 40 and plain[0] >> 4 == 6:
-        return 40 + _U16.unpack_from(plain, 4)[0]
-    return -1
 
 
 class Peer:
@@ -133,19 +134,54 @@ class Peer:
 
     def send(self, packet: bytes, now: float) -> None:
         """Encrypt an IP packet to the peer, or stage it and start a handshake if no key is usable."""
-        kp = self.keypairs.current
-        if (
-            not self._staged
-            and kp is not None
-            and now - kp.created < REJECT_AFTER_TIME
-            and kp.send_nonce < REJECT_AFTER_MESSAGES
-        ):
-            self._outbox.append(kp.seal(packet, self._mtu))
-            self._after_send(now, data=bool(packet))
-            self._keep_key_fresh_sending(kp, now)
-            return
-        self._staged.append(packet)
-        self._send_staged(now)
+        self.send_many((packet,), now)
+
+    def send_many(self, packets: Iterable[bytes], now: float) -> None:
+        """``send`` each packet in order; a batch pays the per-call lookups once."""
+        keypairs = self.keypairs
+        staged = self._staged
+        append = self._outbox.append
+        mtu = self._mtu
+        timers = self.timers
+        deadlines = timers.deadlines
+        persistent_keepalive = timers.persistent_keepalive
+        for packet in packets:
+            kp = keypairs.current
+            if (
+                staged
+                or kp is None
+                or now - kp.created >= REJECT_AFTER_TIME
+                or kp.send_nonce >= REJECT_AFTER_MESSAGES
+            ):
+                staged.append(packet)
+                self._send_staged(now)
+                continue
+            # Keypair.seal inlined (counter checked above; padding fast case first)
+            counter = kp.send_nonce
+            kp.send_nonce = counter + 1
+            n = len(packet)
+            pad = -n & 15
+            if mtu and n + pad > mtu:
+                pad = padding_size(n, mtu)
+            if pad:
+                packet = packet + _PAD[:pad]
+            append(
+                _HEADER_PACK(MESSAGE_TRANSPORT_TYPE, kp.remote_index, counter)
+                + kp.send_aead.encrypt(_NONCE_PACK(counter), packet, None)
+            )
+            # _after_send inlined, the same dict updates as Timers.on_any_authenticated_packet_traversal,
+            # on_any_authenticated_packet_sent and on_data_sent (whitepaper §6.5 / timers.go).
+            if persistent_keepalive > 0:
+                deadlines[_PERSISTENT_KEEPALIVE] = now + persistent_keepalive
+            if _SEND_KEEPALIVE in deadlines:
+                del deadlines[_SEND_KEEPALIVE]
+            if n and _NEW_HANDSHAKE not in deadlines:
+                deadlines[_NEW_HANDSHAKE] = now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + self._jitter()
+            # _keep_key_fresh_sending inlined: the initiator rekeys after REKEY_AFTER_MESSAGES/_TIME.
+            if kp.is_initiator and (
+                kp.send_nonce > REKEY_AFTER_MESSAGES or now - kp.created > REKEY_AFTER_TIME
+            ):
+                self._send_initiation(now, is_retry=False)
 
     def initiate(self, now: float, *, force: bool = False) -> None:
         """Start a handshake now (``force`` ignores the REKEY_TIMEOUT rate limit, e.g. to rekey in tests)."""
@@ -156,21 +192,89 @@ class Peer:
     def receive(self, datagram: bytes, now: float, *, src: bytes = b"", under_load: bool = False) -> None:
         """Handle one datagram from the peer. ``src`` (the sender's address bytes) keys cookies;
         ``under_load`` makes handshakes require a valid mac2 and answers others with a cookie reply."""
-        try:
-            if len(datagram) >= MESSAGE_TRANSPORT_SIZE and datagram[0] == MESSAGE_TRANSPORT_TYPE:
-                self._receive_transport(datagram, now)  # the hot path: no generic dispatch
-                return
-            t = messages.message_type(datagram)
-            if t == MESSAGE_TRANSPORT_TYPE:
-                messages.parse_transport_header(datagram)  # raises: too short for the fast path above
-            elif t == MESSAGE_INITIATION_TYPE:
-                self._receive_initiation(datagram, now, src, under_load)
-            elif t == MESSAGE_RESPONSE_TYPE:
-                self._receive_response(datagram, now, src, under_load)
-            elif t == MESSAGE_COOKIE_REPLY_TYPE:
-                self._receive_cookie_reply(datagram, now)
-        except (ParseError, CryptoError):
-            self.dropped += 1
+        self.receive_many((datagram,), now, src=src, under_load=under_load)
+
+    def receive_many(
+        self, datagrams: Iterable[bytes], now: float, *, src: bytes = b"", under_load: bool = False
+    ) -> None:
+        """``receive`` each datagram in order; a batch pays the per-call lookups once.
+
+        The transport-data case is inlined here (the hot path); everything else goes through
+        ``_receive_other``. The timer updates are the same dict updates as the named ``Timers.on_*``
+        rules, which stay the readable source of truth."""
+        keypairs = self.keypairs
+        inbox_append = self._inbox.append
+        timers = self.timers
+        deadlines = timers.deadlines
+        persistent_keepalive = timers.persistent_keepalive
+        for datagram in datagrams:
+            try:
+                if len(datagram) < MESSAGE_TRANSPORT_SIZE or datagram[0] != MESSAGE_TRANSPORT_TYPE:
+                    self._receive_other(datagram, now, src, under_load)
+                    continue
+                msg_type, receiver, counter = _HEADER_UNPACK(datagram)
+                if msg_type != MESSAGE_TRANSPORT_TYPE:
+                    raise ParseError("not a WireGuard message type")  # the 3 reserved bytes are not 0
+                kp = keypairs.current
+                if kp is None or kp.local_index != receiver:
+                    kp = keypairs.lookup(receiver)
+                    if kp is None:
+                        raise CryptoError("transport message for an unknown index")
+                if now - kp.created >= REJECT_AFTER_TIME:
+                    raise CryptoError("transport message under an expired keypair")
+                # Keypair.open inlined: authenticate first, then the replay window
+                plain = kp.recv_aead.decrypt(_NONCE_PACK(counter), memoryview(datagram)[16:], None)
+                if not kp.replay.validate_counter(counter, REJECT_AFTER_MESSAGES):
+                    raise CryptoError("replayed or too old transport counter")
+                if kp is keypairs.next:  # Keypairs.received_with: key confirmation rotates it in
+                    self._confirmed(kp, now)
+                # _keep_key_fresh_receiving's precondition inlined (it only concerns an initiator's
+                # current keypair nearing REJECT_AFTER_TIME)
+                current = keypairs.current
+                if (
+                    current is not None
+                    and current.is_initiator
+                    and now - current.created > _LAST_MINUTE_REKEY_AGE
+                    and not self._sent_last_minute_handshake
+                ):
+                    self._keep_key_fresh_receiving(now)
+                # Timers.on_any_authenticated_packet_traversal / on_any_authenticated_packet_received
+                if persistent_keepalive > 0:
+                    deadlines[_PERSISTENT_KEEPALIVE] = now + persistent_keepalive
+                if _NEW_HANDSHAKE in deadlines:
+                    del deadlines[_NEW_HANDSHAKE]
+                if not plain:
+                    continue  # keepalive
+                # strip WireGuard padding to the length the IP header claims
+                n = len(plain)
+                version = plain[0] >> 4
+                if version == 4 and n >= 20:
+                    length = (plain[2] << 8) | plain[3]
+                elif version == 6 and n >= 40:
+                    length = 40 + ((plain[4] << 8) | plain[5])
+                else:
+                    raise ParseError("transport payload is not an IP packet")
+                if length > n:
+                    raise ParseError("transport payload is not an IP packet")
+                inbox_append(plain if length == n else plain[:length])
+                # Timers.on_data_received
+                if _SEND_KEEPALIVE in deadlines:
+                    timers.need_another_keepalive = True
+                else:
+                    deadlines[_SEND_KEEPALIVE] = now + KEEPALIVE_TIMEOUT
+            except (ParseError, CryptoError, InvalidTag):  # InvalidTag: forged or corrupted
+                self.dropped += 1
+
+    def _receive_other(self, datagram: bytes, now: float, src: bytes, under_load: bool) -> None:
+        t = messages.message_type(datagram)
+        if t == MESSAGE_TRANSPORT_TYPE:
+            messages.parse_transport_header(datagram)  # raises: too short for the fast path
+        elif t == MESSAGE_INITIATION_TYPE:
+            self._receive_initiation(datagram, now, src, under_load)
+        elif t == MESSAGE_RESPONSE_TYPE:
+            self._receive_response(datagram, now, src, under_load)
+        elif t == MESSAGE_COOKIE_REPLY_TYPE:
+            self._receive_cookie_reply(datagram, now)
 
     def tick(self, now: float) -> None:
         """Run every timer that is due at ``now``."""
@@ -320,42 +424,18 @@ class Peer:
         self._sent_last_minute_handshake = False
         self.last_handshake = now
 
-    def _receive_transport(self, datagram: bytes, now: float) -> None:
-        if datagram[1:4] != b"\x00\x00\x00":
-            raise ParseError("not a WireGuard message type")
-        receiver = _RECEIVER.unpack_from(datagram, 4)[0]
-        kp = self.keypairs.current
-        if kp is None or kp.local_index != receiver:
-            kp = self.keypairs.lookup(receiver)
-        if kp is None:
-            raise CryptoError("transport message for an unknown index")
-        if now - kp.created >= REJECT_AFTER_TIME:
-            raise CryptoError("transport message under an expired keypair")
-        plain = kp.open(datagram)
-        if self.keypairs.received_with(kp):
-            self._handshake_complete(now)
-            self._events.append(HandshakeCompleted(kp.local_index, is_initiator=False))
-            if self._staged:
-                self._send_staged(now)
-        self._keep_key_fresh_receiving(now)
-        self.timers.on_any_authenticated_packet_traversal(now)
-        self.timers.on_any_authenticated_packet_received()
-        if not plain:
-            return  # keepalive
-        length = _ip_packet_length(plain)
-        if length < 0 or length > len(plain):
-            raise ParseError("transport payload is not an IP packet")
-        self._inbox.append(plain[:length] if length != len(plain) else plain)
-        self.timers.on_data_received(now)
+    def _confirmed(self, kp: Keypair, now: float) -> None:
+        """The first transport message under ``next`` confirmed it (responder side)."""
+        self.keypairs.received_with(kp)
+        self._handshake_complete(now)
+        self._events.append(HandshakeCompleted(kp.local_index, is_initiator=False))
+        if self._staged:
+            self._send_staged(now)
 
     def _keep_key_fresh_receiving(self, now: float) -> None:
         if self._sent_last_minute_handshake:
             return
         kp = self.keypairs.current
-        if (
-            kp is not None
-            and kp.is_initiator
-            and now - kp.created > (REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT)
-        ):
+        if kp is not None and kp.is_initiator and now - kp.created > _LAST_MINUTE_REKEY_AGE:
             self._sent_last_minute_handshake = True
             self._send_initiation(now, is_retry=False)

@@ -37,9 +37,12 @@ class ReplayFilter:
         last = self._last
         if counter > last:
             current = last >> _BLOCK_SHIFT
-            diff = min(block - current, RING_BLOCKS)
-            for i in range(current + 1, current + diff + 1):
-                ring[i & _RING_MASK] = 0
+            if block != current:  # in order within a block (63 of 64 packets) clears nothing
+                diff = block - current
+                if diff > RING_BLOCKS:
+                    diff = RING_BLOCKS
+                for i in range(current + 1, current + diff + 1):
+                    ring[i & _RING_MASK] = 0
             self._last = counter
         elif last - counter > WINDOW_SIZE:
             return False

@@ -4,6 +4,11 @@ Nothing here reads a clock. The peer records events (``on_*``), asks ``due(now)`
 expired, and reports ``next_deadline()`` to its driver, which must call back by then. Because every
 obligation — retransmit, keepalive, rekey, persistent keepalive — is a deadline here, a driver that
 honours ``next_deadline()`` cannot let a tunnel silently lapse while idle.
+
+These methods are the source of truth. ``Peer``'s per-packet transport path performs the same dict
+updates as ``on_any_authenticated_packet_traversal``/``_sent``/``_received``, ``on_data_sent`` and
+``on_data_received`` inline (a method call per rule per packet is a measurable share of the cost);
+tests/wire/wireguard/test_wg_batch.py checks it against a peer that calls these methods.
 """
 
 from __future__ import annotations
