@@ -408,9 +408,8 @@ class Stack:
         lst = self._listeners.get((dst, seg.dst_port)) or self._listeners.get((None, seg.dst_port))
         if key in self._time_wait:
             if seg.flags & tcpseg.SYN and not seg.flags & (tcpseg.ACK | tcpseg.RST) and lst is not None:
-                # A new incarnation of the 4-tuple (RFC 9293 §3.6.1). TimeWaitTable has no public
-                # removal yet; its expire() tolerates the stale heap entry this leaves.
-                self._time_wait._entries.pop(key, None)
+                # A new incarnation of the 4-tuple (RFC 9293 §3.6.1).
+                self._time_wait.forget(key)
             else:
                 reply = self._time_wait.on_segment(key, seg, now)
                 if reply is not None:

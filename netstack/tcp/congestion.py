@@ -16,7 +16,7 @@ class NewReno:
 
     def __init__(self, mss: int) -> None:
         self.mss = mss
-        # RFC 5681 §3.1 initial window (RFC 6928's IW10 is also common; keep the conservative one).
+        # RFC 6928 IW10, as Linux: a lossy path spends fewer RTTs in slow start after each restart.
         self.cwnd = self.initial_window
         self.ssthresh = 1 << 30
         self.in_recovery = False
@@ -25,7 +25,7 @@ class NewReno:
 
     @property
     def initial_window(self) -> int:
-        return min(4 * self.mss, max(2 * self.mss, 4380))
+        return min(10 * self.mss, max(2 * self.mss, 14600))
 
     def on_idle_restart(self) -> None:
         """RFC 5681 §4.1: after an idle period longer than the RTO, restart from the initial window."""

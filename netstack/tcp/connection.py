@@ -685,12 +685,13 @@ class TcpConnection:
             if cc.in_recovery:
                 if ack_off >= cc.recover:
                     cc.on_full_ack(self._snd_max - ack_off)
-                else:
+                elif not self._sack_ok:
                     cc.on_partial_ack(acked)
                     # RFC 6582 step 5: retransmit the first unacknowledged segment.
                     self._rexmit_next = ack_off
-                    if not self._sack_ok or self._rexmit_end <= ack_off:
-                        self._rexmit_end = max(self._rexmit_end, ack_off + self._payload_max)
+                    self._rexmit_end = max(self._rexmit_end, ack_off + self._payload_max)
+                # With SACK, RFC 6675 keeps cwnd at ssthresh (pipe does the accounting) and never
+                # rewinds HighRxt: holes already retransmitted are not sent again on a partial ACK.
             else:
                 cc.on_ack(acked, flight_before)
             self._dupacks = 0
@@ -731,9 +732,11 @@ class TcpConnection:
             self._rtt_probe = None
             self._dirty = True
         if cc.in_recovery and self._sack_ok:
-            hi = self._scoreboard.highest
-            if hi is not None and hi > self._rexmit_end:
-                self._rexmit_end = hi
+            # RFC 6675 IsLost: only holes with more than (DupThresh-1)*SMSS SACKed above are lost; a
+            # hole below a packet that merely overtook (reordering) is still in flight.
+            edge = self._scoreboard.lost_edge((self._dupthresh - 1) * self._payload_max + 1)
+            if edge is not None and edge > self._rexmit_end:
+                self._rexmit_end = edge
         # Our FIN acknowledged?
         fin_off = self._fin_off
         if fin_off is not None and self._snd_una > fin_off:
@@ -888,10 +891,9 @@ class TcpConnection:
         if sb:
             pipe -= sb.sacked_below(self._snd_nxt)
             if self._cc.in_recovery:
-                hi = sb.highest or 0
-                if self._rexmit_next < hi:
-                    holes = (hi - self._rexmit_next) - (sb.sacked_bytes - sb.sacked_below(self._rexmit_next))
-                    pipe -= holes
+                lo, hi = self._rexmit_next, self._rexmit_end  # lost holes not yet retransmitted
+                if lo < hi:
+                    pipe -= (hi - lo) - (sb.sacked_below(hi) - sb.sacked_below(lo))
         return pipe
 
     def _transmit(self, now: float, out: list[TcpSegment]) -> None:
@@ -904,6 +906,9 @@ class TcpConnection:
         fin_off = self._fin_off
         # 1. Fast-recovery retransmissions.
         if cc.in_recovery:
+            if (self._sack_ok and self._snd_nxt >= data_end and fin_off is None
+                    and (hi := sb.highest) is not None and hi > self._rexmit_end):
+                self._rexmit_end = hi  # RFC 6675 NextSeg rule 3: no new data, so probe the holes left
             first = True
             while self._rexmit_next < self._rexmit_end:
                 if not first and cc.cwnd - self._pipe() < mss:

@@ -117,6 +117,19 @@ class SackScoreboard:
             return pos, s
         return pos, None
 
+    def lost_edge(self, threshold: int) -> int | None:
+        """RFC 6675 IsLost boundary: unSACKed bytes below it have >= ``threshold`` SACKed bytes above.
+
+        Returns the start of the SACKed range at which the bytes SACKed above reach ``threshold``
+        (None when fewer than ``threshold`` bytes are SACKed at all).
+        """
+        above = 0
+        for s, e in reversed(self._ranges):
+            above += e - s
+            if above >= threshold:
+                return s
+        return None
+
     def sacked_below(self, limit: int) -> int:
         """SACKed bytes below ``limit``."""
         total = 0

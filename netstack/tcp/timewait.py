@@ -45,12 +45,26 @@ class TimeWaitTable:
             now: float) -> None:
         self.expire(now)
         while len(self._entries) >= self.capacity and self._heap:
-            _, _, old = heapq.heappop(self._heap)
-            self._entries.pop(old, None)
+            at, _, old = heapq.heappop(self._heap)
+            e = self._entries.get(old)
+            if e is not None and e.expires_at == at:  # skip slots superseded by forget() or a FIN
+                del self._entries[old]
         entry = TimeWaitEntry(local_port, remote_port, snd_nxt, rcv_nxt, now + self.duration)
         self._entries[key] = entry
         self._counter += 1
         heapq.heappush(self._heap, (entry.expires_at, self._counter, key))
+
+    def forget(self, key: Hashable) -> bool:
+        """Drop ``key``'s entry (a new incarnation took the 4-tuple); True if there was one.
+
+        Its heap slot stays behind and is skipped by ``expire`` like any superseded slot.
+        """
+        found = self._entries.pop(key, None) is not None
+        if len(self._heap) > 2 * max(self.capacity, len(self._entries)) + 16:
+            self._heap = [(at, n, k) for at, n, k in self._heap
+                          if (e := self._entries.get(k)) is not None and e.expires_at == at]
+            heapq.heapify(self._heap)
+        return found
 
     def expire(self, now: float) -> None:
         while self._heap and self._heap[0][0] <= now:

@@ -217,3 +217,67 @@ class TunPump:
         self._thread.join(timeout=5)
         os.close(self._wake_r)
         os.close(self._wake_w)
+
+
+class TunBridge:
+    """Two TUN devices (say, in two namespaces) joined by a thread applying the same ``Impairment``.
+
+    Gives kernel↔kernel over the very link model ``TunPump`` gives the stack: the reference rate.
+    """
+
+    def __init__(self, a: TunDevice, b: TunDevice, impair: Impairment | None = None) -> None:
+        self.a, self.b, self.impair = a, b, impair
+        self._rng = random.Random(impair.seed if impair else 0)
+        self._delayed: list[tuple[float, int, TunDevice, bytes]] = []
+        self._n = 0
+        self.impaired = {"lost": 0, "duplicated": 0, "delayed": 0}
+        self._stop = False
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"tunbridge-{a.name}", daemon=True)
+
+    def start(self) -> TunBridge:
+        self._thread.start()
+        return self
+
+    def _forward(self, pkt: bytes, out: TunDevice, now: float) -> None:
+        imp = self.impair
+        if imp is None:
+            out.write(pkt)
+            return
+        if self._rng.random() < imp.loss:
+            self.impaired["lost"] += 1
+            return
+        copies = 1
+        if self._rng.random() < imp.duplicate:
+            self.impaired["duplicated"] += 1
+            copies = 2
+        for _ in range(copies):
+            if imp.delay > 0 and self._rng.random() >= imp.reorder:
+                self.impaired["delayed"] += 1
+                self._n += 1
+                heapq.heappush(self._delayed, (now + imp.delay, self._n, out, pkt))
+            else:
+                out.write(pkt)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop:
+                now = time.monotonic()
+                while self._delayed and self._delayed[0][0] <= now:
+                    _, _, out, pkt = heapq.heappop(self._delayed)
+                    out.write(pkt)
+                timeout = 0.2 if not self._delayed else max(0.0, min(0.2, self._delayed[0][0] - now))
+                ready, _, _ = select.select([self.a.fd, self.b.fd], [], [], timeout)
+                for src, dst in ((self.a, self.b), (self.b, self.a)):
+                    if src.fd in ready:
+                        for _ in range(256):
+                            pkt = src.read()
+                            if pkt is None:
+                                break
+                            self._forward(pkt, dst, time.monotonic())
+        except BaseException as exc:  # surfaced to the test through .error
+            self.error = exc
+
+    def stop(self) -> None:
+        self._stop = True
+        self._thread.join(timeout=5)

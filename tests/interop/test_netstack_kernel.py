@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import ipaddress
@@ -15,9 +16,11 @@ from typing import Any
 import pytest
 from pytsnet.netstack.config import StackConfig
 from pytsnet.netstack.interface import Stack
+from pytsnet.netstack.tcp.connection import TcpConfig
+from pytsnet.netstack.tcp.errors import ConnectionTimedOut
 
 from pytsnet.testing.netns import Netns
-from pytsnet.testing.tun import Impairment, TunDevice, TunPump, kernel_has_netem, open_tun
+from pytsnet.testing.tun import Impairment, TunBridge, TunDevice, TunPump, kernel_has_netem, open_tun
 
 pytestmark = [pytest.mark.interop, pytest.mark.root]
 
@@ -353,8 +356,6 @@ def test_100_concurrent_connections_each_way(netns: Netns, pump: TunPump, stack:
 
 def test_pytsnet_connect_times_out_when_nothing_answers(tun: TunDevice) -> None:
     """10.77.0.9 is routed into the kernel, which neither owns nor forwards it: SYNs vanish."""
-    from pytsnet.netstack.tcp.connection import TcpConfig
-
     stack = Stack(StackConfig(addresses=(ipaddress.ip_address(STACK),)),
                   tcp_config=TcpConfig(rto_initial=0.2, syn_retries=2))
     pump = TunPump(tun, stack).start()
@@ -362,11 +363,38 @@ def test_pytsnet_connect_times_out_when_nothing_answers(tun: TunDevice) -> None:
         t0 = time.monotonic()
         conn = pump.call(lambda: stack.tcp_connect(("10.77.0.9", 80), time.monotonic()))
         assert pump.wait_until(lambda: conn.error is not None, 10)
-        assert isinstance(conn.error, TimeoutError)
+        assert isinstance(conn.error, ConnectionTimedOut)
         assert 0.2 * (1 + 2 + 4) * 0.9 <= time.monotonic() - t0 < 5
         assert pump.wait_until(lambda: stack.tcp_flows == 0, 2)
     finally:
         pump.stop()
+
+
+def test_pytsnet_connect_times_out_against_a_kernel_listener_dropping_syns(netns: Netns,
+                                                                          tun: TunDevice) -> None:
+    """A kernel listener whose accept queue is full drops new SYNs silently (no RST): the stack's
+    second dial to that live port exhausts its SYN retries and fails with the typed timeout."""
+    srv = netns.call(lambda: socket.create_server((KERNEL, 9900), backlog=0))  # room for one
+    stack = Stack(StackConfig(addresses=(ipaddress.ip_address(STACK),)),
+                  tcp_config=TcpConfig(rto_initial=0.2, syn_retries=2))
+    pump = TunPump(tun, stack).start()
+    try:
+        first = pump.call(lambda: stack.tcp_connect((KERNEL, 9900), time.monotonic()))
+        assert pump.wait_until(lambda: first.state.value == "ESTABLISHED", 5)
+        time.sleep(0.1)  # the kernel moved it to the (now full) accept queue
+        t0 = time.monotonic()
+        second = pump.call(lambda: stack.tcp_connect((KERNEL, 9900), time.monotonic()))
+        assert pump.wait_until(lambda: second.error is not None, 10)
+        assert isinstance(second.error, ConnectionTimedOut) and isinstance(second.error, TimeoutError)
+        assert 0.2 * (1 + 2 + 4) * 0.9 <= time.monotonic() - t0 < 5
+        assert first.error is None  # the queued connection is unaffected, and the kernel still has it
+        srv.settimeout(2)
+        c, peer = srv.accept()
+        c.close()
+        assert peer[0] == STACK
+    finally:
+        pump.stop()
+        srv.close()
 
 
 def test_kernel_connect_times_out_while_backlog_stays_full(netns: Netns, pump: TunPump, stack: Stack) -> None:
@@ -383,3 +411,256 @@ def test_kernel_connect_times_out_while_backlog_stays_full(netns: Netns, pump: T
             return "connected"
 
     assert netns.call(kernel_side) == "timeout"
+
+
+# -- concurrent transfers under impairment ----------------------------------------------------------
+
+def _blobs(n: int, size: int, tag: bytes) -> list[bytes]:
+    """Per-connection payloads that name their connection (4-byte index) so pairing can be checked."""
+    return [tag + i.to_bytes(4, "big") + os.urandom(size) for i in range(n)]
+
+
+def _kernel_exchange(socks: list[socket.socket], blobs: list[bytes], timeout: float) -> list[bytes]:
+    """Every socket sends its blob then half-closes, and reads to EOF, all at once (one selector)."""
+    import selectors
+
+    sel = selectors.DefaultSelector()
+    sent = [0] * len(socks)
+    got: list[list[bytes]] = [[] for _ in socks]
+    for i, s in enumerate(socks):
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ | selectors.EVENT_WRITE, i)
+    eof = [False] * len(socks)
+    open_, end = len(socks), time.monotonic() + timeout
+    while open_:
+        assert time.monotonic() < end, f"kernel side stalled with {open_} connections open"
+        for key, ev in sel.select(1.0):
+            i, s = key.data, key.fileobj
+            assert isinstance(s, socket.socket)
+            if ev & selectors.EVENT_WRITE:
+                with contextlib.suppress(BlockingIOError):
+                    sent[i] += s.send(memoryview(blobs[i])[sent[i]:sent[i] + (1 << 20)])
+                if sent[i] == len(blobs[i]):
+                    s.shutdown(socket.SHUT_WR)
+            if ev & selectors.EVENT_READ:
+                with contextlib.suppress(BlockingIOError):
+                    b = s.recv(1 << 20)
+                    got[i].append(b)
+                    eof[i] = not b
+            events = (0 if eof[i] else selectors.EVENT_READ) | (
+                selectors.EVENT_WRITE if sent[i] < len(blobs[i]) else 0)
+            if not events:
+                sel.unregister(s)
+                open_ -= 1
+            elif events != key.events:
+                sel.modify(s, events, i)
+    sel.close()
+    return [b"".join(g) for g in got]
+
+
+def _stack_exchange(pump: TunPump, conns: list[Any], blobs: list[bytes], timeout: float) -> list[bytes]:
+    """The stack-side twin of ``_kernel_exchange``: round-robin over every connection per pump lock."""
+    sent = [0] * len(conns)
+    got: list[list[bytes]] = [[] for _ in conns]
+    done = [False] * len(conns)
+    end = time.monotonic() + timeout
+
+    def step() -> bool:
+        progress = False
+        for i, c in enumerate(conns):
+            if done[i]:
+                continue
+            if c.error is not None:
+                raise AssertionError(f"connection {i}: {c.error!r}")
+            if sent[i] < len(blobs[i]):
+                n = c.send(memoryview(blobs[i])[sent[i]:sent[i] + 262144])
+                sent[i] += n
+                progress |= n > 0
+                if sent[i] == len(blobs[i]):
+                    c.shutdown_write()
+            b = c.recv(262144)
+            if b:
+                got[i].append(b)
+                progress = True
+            elif c.at_eof and sent[i] == len(blobs[i]):
+                c.close()
+                done[i] = True
+        return progress
+
+    while not all(done):
+        assert time.monotonic() < end, f"stack side stalled: {done.count(False)} connections open"
+        if not pump.call(step):
+            time.sleep(0.002)
+    return [b"".join(g) for g in got]
+
+
+def _check_pairing(up: list[bytes], down: list[bytes], kernel_got: list[bytes],
+                   stack_got: list[bytes]) -> None:
+    """Byte-exact, and the kernel socket that sent up[i] received the down blob of the same connection."""
+    assert sorted(hashlib.sha256(b).digest() for b in stack_got) == sorted(
+        hashlib.sha256(b).digest() for b in up)
+    up_index = {b[:6]: i for i, b in enumerate(up)}
+    for k, got in enumerate(stack_got):
+        i = up_index[got[:6]]
+        assert hashlib.sha256(kernel_got[i]).digest() == hashlib.sha256(down[k]).digest(), (i, k)
+
+
+def _impaired_pump(tun: TunDevice, stack: Stack, seed: int) -> TunPump:
+    return TunPump(tun, stack, Impairment(loss=0.02, duplicate=0.01, reorder=0.10, delay=0.020,
+                                          seed=seed)).start()
+
+
+def _listener_exchange(netns: Netns, pump: TunPump, stack: Stack, up: list[bytes], down: list[bytes],
+                       port: int, timeout: float) -> None:
+    """len(up) kernel clients → a stack listener, both directions at once on every connection."""
+    lst = pump.call(lambda: stack.tcp_listen(port, backlog=len(up)))
+    box: dict[str, Any] = {}
+
+    def kernel() -> None:
+        try:
+            socks = netns.call(lambda: [socket.create_connection((STACK, port), timeout=30)
+                                        for _ in range(len(up))])
+            box["got"] = _kernel_exchange(socks, up, timeout)
+            for s in socks:
+                s.close()
+        except BaseException as exc:
+            box["error"] = exc
+
+    t = threading.Thread(target=kernel)
+    t.start()
+    conns = []
+    while len(conns) < len(up):
+        c = _accept(pump, lst, timeout=60)
+        assert c is not None, f"only {len(conns)} accepted ({box.get('error')!r})"
+        conns.append(c)
+    stack_got = _stack_exchange(pump, conns, down, timeout)
+    t.join(timeout)
+    assert "error" not in box, box["error"]
+    _check_pairing(up, down, box["got"], stack_got)
+
+
+def _dial_exchange(netns: Netns, pump: TunPump, stack: Stack, up: list[bytes], down: list[bytes],
+                   port: int, timeout: float) -> None:
+    """len(up) stack dials → a kernel server; ``up`` is what the kernel side sends."""
+    srv = netns.call(lambda: socket.create_server((KERNEL, port), backlog=len(up)))
+    box: dict[str, Any] = {}
+
+    def kernel() -> None:
+        try:
+            srv.settimeout(60)
+            socks = [srv.accept()[0] for _ in range(len(up))]
+            box["got"] = _kernel_exchange(socks, up, timeout)
+            for s in socks:
+                s.close()
+        except BaseException as exc:
+            box["error"] = exc
+
+    t = threading.Thread(target=kernel)
+    t.start()
+    conns = [pump.call(lambda: stack.tcp_connect((KERNEL, port), time.monotonic())) for _ in up]
+    try:
+        stack_got = _stack_exchange(pump, conns, down, timeout)
+        t.join(timeout)
+    finally:
+        srv.close()
+    assert "error" not in box, box["error"]
+    _check_pairing(up, down, box["got"], stack_got)
+
+
+def test_concurrent_exchange_helpers_without_impairment(netns: Netns, pump: TunPump, stack: Stack) -> None:
+    """The drivers the impaired tests use, quickly, on a clean link (5 connections each way)."""
+    up, down = _blobs(5, 100_000, b"ku"), _blobs(5, 70_000, b"sd")
+    _listener_exchange(netns, pump, stack, up, down, 8500, 30)
+    _dial_exchange(netns, pump, stack, up, down, 9500, 30)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(360)
+def test_64_mib_each_way_concurrently_under_impairment(netns: Netns, tun: TunDevice, stack: Stack) -> None:
+    """Kernel → listener and stack dial → kernel at once, 64 MiB each; 2% loss, 10% reorder, 1% dup, 20 ms."""
+    pump = _impaired_pump(tun, stack, seed=64)
+    size = 64 << 20
+    box: dict[str, Any] = {}
+
+    def dial() -> None:
+        try:
+            _dial_exchange(netns, pump, stack, _blobs(1, 1000, b"kd"), _blobs(1, size, b"su"), 9600, 330)
+        except BaseException as exc:
+            box["error"] = exc
+
+    t0 = time.monotonic()
+    t = threading.Thread(target=dial)
+    t.start()
+    try:
+        _listener_exchange(netns, pump, stack, _blobs(1, size, b"ku"), _blobs(1, 1000, b"sd"), 8600, 330)
+        t.join(340)
+    finally:
+        pump.stop()
+    assert "error" not in box, box["error"]
+    assert pump.error is None, pump.error
+    elapsed = time.monotonic() - t0
+    print(f"64 MiB each way under impairment in {elapsed:.0f} s "
+          f"({2 * size * 8 / elapsed / 1e6:.2f} Mbit/s aggregate), impairment {pump.impaired}")
+    assert pump.impaired["lost"] > 1000 and pump.impaired["duplicated"] > 300
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_100_concurrent_connections_each_way_under_impairment(netns: Netns, tun: TunDevice,
+                                                              stack: Stack) -> None:
+    """100 kernel clients → listener and 100 stack dials → kernel, 256 KiB each way on every one."""
+    pump = _impaired_pump(tun, stack, seed=100)
+    n, size = 100, 256 << 10
+    try:
+        _listener_exchange(netns, pump, stack, _blobs(n, size, b"ku"), _blobs(n, size, b"sd"), 8700, 130)
+        _dial_exchange(netns, pump, stack, _blobs(n, size, b"kd"), _blobs(n, size, b"su"), 9700, 130)
+    finally:
+        pump.stop()
+    assert pump.error is None, pump.error
+    assert pump.impaired["lost"] > 500
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_kernel_to_kernel_reference_under_impairment(netns_factory: Any) -> None:
+    """The limit: two kernels joined by a ``TunBridge`` with the same impairment, 16 MiB each way at once.
+
+    Prints the rate so the stack's numbers can be put next to it (docs/performance.md).
+    """
+    a, b = netns_factory("ka"), netns_factory("kb")
+    ta = open_tun(a, local="10.78.0.1", peer="10.78.0.2")
+    tb = open_tun(b, local="10.78.0.2", peer="10.78.0.1")
+    bridge = TunBridge(ta, tb, Impairment(loss=0.02, duplicate=0.01, reorder=0.10, delay=0.020, seed=7))
+    bridge.start()
+    size = 16 << 20
+    up, down = _blobs(1, size, b"ku"), _blobs(1, size, b"kd")
+    try:
+        srv = b.call(lambda: socket.create_server(("10.78.0.2", 9800)))
+        box: dict[str, Any] = {}
+
+        def server() -> None:
+            try:
+                srv.settimeout(30)
+                box["got"] = _kernel_exchange([srv.accept()[0]], down, 240)
+            except BaseException as exc:
+                box["error"] = exc
+
+        t = threading.Thread(target=server)
+        t.start()
+        t0 = time.monotonic()
+        cli = a.call(lambda: socket.create_connection(("10.78.0.2", 9800), timeout=30))
+        got = _kernel_exchange([cli], up, 240)
+        t.join(240)
+        elapsed = time.monotonic() - t0
+        cli.close()
+        srv.close()
+    finally:
+        bridge.stop()
+        ta.close()
+        tb.close()
+    assert "error" not in box, box["error"]
+    assert bridge.error is None, bridge.error
+    assert box["got"] == up and got == down
+    print(f"kernel<->kernel 16 MiB each way under impairment in {elapsed:.1f} s: "
+          f"{size * 8 / elapsed / 1e6:.2f} Mbit/s per direction, impairment {bridge.impaired}")
+    assert bridge.impaired["lost"] > 100

@@ -108,3 +108,21 @@ def test_time_wait_table_bounded_and_answers() -> None:
     assert ("k", 4) not in t
     t.expire(1000.0)
     assert len(t) == 0
+
+
+def test_time_wait_forget_and_stale_slots_do_not_evict_new_incarnations() -> None:
+    t = TimeWaitTable(capacity=2, duration=60.0)
+    t.add("a", 80, 1, 10, 20, now=0.0)
+    t.add("b", 80, 2, 10, 20, now=1.0)
+    assert t.forget("a") and "a" not in t and not t.forget("a")
+    t.add("a", 80, 1, 30, 40, now=5.0)  # new incarnation: a stale slot for "a" at 60.0 stays in the heap
+    t.add("c", 80, 3, 10, 20, now=6.0)  # full: must evict "b" (oldest live), not the new "a"
+    assert "a" in t and "c" in t and "b" not in t
+    t.expire(61.0)  # the stale 60.0 slot for "a" must not expire the new entry (due at 65.0)
+    assert "a" in t
+    for i in range(100):  # churn: forget() keeps the heap bounded
+        t.add(("x", i), 80, 4, 1, 2, now=7.0)
+        t.forget(("x", i))
+    assert len(t._heap) <= 2 * 2 + 16 + 2
+    t.expire(1000.0)
+    assert len(t) == 0
