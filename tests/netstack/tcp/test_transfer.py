@@ -107,3 +107,19 @@ def test_random_links_and_options_deliver_byte_exact_and_close(
     run_transfer(sim, payload(size_a, seed), payload(size_b, seed + 1))
     sim.run(lambda s: s.a.is_closed and s.b.is_closed, max_time=sim.now + 1000)
     assert sim.a.error is None and sim.b.error is None
+
+
+def test_netem_style_reordering_without_loss_is_undone_and_never_times_out() -> None:
+    """netem's reorder: 10% of segments skip the 20 ms delay and overtake half a window. Nothing is
+    lost: every recovery it triggers must be detected as spurious (Eifel) and undone, no RTO may
+    fire, and no segment may be sent more than twice (HighRxt never rewinds within a recovery)."""
+    from collections import Counter
+
+    rng = random.Random(5)
+    sim = Sim(link=LinkParams(delay=0.02, delay_fn=lambda d, s: -0.019 if d == 0 and rng.random() < 0.1
+                              else 0.0), seed=5)
+    run_transfer(sim, payload(2 * MiB, 12), b"")
+    assert sim.a.rto_expiries == 0
+    assert sim.a.fast_recoveries >= 1 and sim.a.spurious_recoveries == sim.a.fast_recoveries
+    sends = Counter((t.seg.seq, len(t.seg.payload)) for t in sim.trace if t.direction == 0 and t.seg.payload)
+    assert max(sends.values()) <= 2

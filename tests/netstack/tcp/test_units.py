@@ -126,3 +126,15 @@ def test_time_wait_forget_and_stale_slots_do_not_evict_new_incarnations() -> Non
     assert len(t._heap) <= 2 * 2 + 16 + 2
     t.expire(1000.0)
     assert len(t) == 0
+
+
+def test_scoreboard_lost_edge_is_rfc6675_islost() -> None:
+    sb = SackScoreboard()
+    assert sb.lost_edge(1) is None
+    sb.add(1000, 2000)
+    sb.add(3000, 3500)
+    sb.add(5000, 6000)
+    assert sb.lost_edge(1000) == 5000  # the top range alone has 1000 SACKed bytes
+    assert sb.lost_edge(1001) == 3000  # 1500 above 3000: holes below 3000 are lost
+    assert sb.lost_edge(2500) == 1000
+    assert sb.lost_edge(2501) is None  # only 2500 bytes SACKed in all
