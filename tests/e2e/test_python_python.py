@@ -63,17 +63,33 @@ def test_tcp_both_ways_direct_derp_counters_stop(tmp_path: Path) -> None:
             assert after.derp_bytes_in - was.derp_bytes_in < 4096, (was, after)  # type: ignore[attr-defined]
 
 
+def _cut_direct_mid_transfer(p: object, n: int) -> None:
+    """``n`` bytes each way; once a quarter has arrived over the direct path, ``b`` drops every UDP
+    datagram (direct path cut; DERP is TCP). The rest must fall back to DERP and arrive byte-exact."""
+    _wait_direct(p)
+    at_cut: dict[str, object] = {}
+
+    def cut() -> None:
+        at_cut["a"] = peer_row(p.a)  # type: ignore[attr-defined]
+        blackhole(p.b, True)  # type: ignore[attr-defined]
+
+    x = anyio.run(lambda: exchange(p, n, during=cut))
+    _assert_exact(x)
+    before, row = at_cut["a"], peer_row(p.a)  # type: ignore[attr-defined]
+    assert before.path == "direct", before  # type: ignore[attr-defined]
+    # Before the cut, a quarter (less what was still in flight) had crossed the direct path...
+    assert before.udp_bytes_out > n // 8 and before.udp_bytes_in > n // 8, before  # type: ignore[attr-defined]
+    # ...and after it the rest (>= 3/4 each way) went via DERP; status() shows the fallback.
+    assert row.path == "derp" and row.derp_region == 900, row  # type: ignore[attr-defined]
+    assert row.derp_bytes_out - before.derp_bytes_out > n // 2, (before, row)  # type: ignore[attr-defined]
+    assert row.derp_bytes_in - before.derp_bytes_in > n // 2, (before, row)  # type: ignore[attr-defined]
+    assert p.b.status().drops["magicsock_blackhole"] > 0  # type: ignore[attr-defined]
+
+
 def test_direct_path_cut_mid_transfer_falls_back_to_derp(tmp_path: Path) -> None:
     with tailnet_pair(tmp_path, direct=True) as p:
-        anyio.run(exchange, p, 4096)
-        _wait_direct(p)
-        derp_before = peer_row(p.a).derp_bytes_out  # type: ignore[attr-defined]
-        x = anyio.run(lambda: exchange(p, 2 * N, during=lambda: blackhole(p.b, True)))
-        _assert_exact(x)
-        row = peer_row(p.a)
-        assert row.path == "derp", row  # type: ignore[attr-defined]
-        assert row.derp_bytes_out - derp_before > N // 2, row  # type: ignore[attr-defined]
-        assert p.b.status().drops["magicsock_blackhole"] > 0
+        anyio.run(exchange, p, 4096)  # traffic makes disco try the direct path
+        _cut_direct_mid_transfer(p, 2 * N)
 
 
 def test_udp_datagrams_both_ways(tmp_path: Path) -> None:
@@ -216,3 +232,12 @@ def test_kill_one_flow_actor_others_finish(tmp_path: Path) -> None:
 def test_32_mib_each_way(tmp_path: Path, direct: bool) -> None:
     with tailnet_pair(tmp_path, direct=direct) as p:
         _assert_exact(anyio.run(lambda: exchange(p, 32 << 20)))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_32_mib_each_way_direct_cut_mid_transfer(tmp_path: Path) -> None:
+    """Issue 7 (c) at full size: 32 MiB each way, the direct path cut once 8 MiB have arrived."""
+    with tailnet_pair(tmp_path, direct=True) as p:
+        anyio.run(exchange, p, 4096)
+        _cut_direct_mid_transfer(p, 32 << 20)
