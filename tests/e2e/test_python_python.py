@@ -8,18 +8,22 @@ kills of the data-plane and control actors mid-transfer, and of one flow actor.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import anyio
 import pytest
 from pytsnet.actors.runtime import FaultInjector
+from pytsnet.wire.wireguard.constants import REJECT_AFTER_TIME
 
-from pytsnet.device import UnknownTailnetHost
+from pytsnet.config import Config
+from pytsnet.device import ActorDevice, UnknownTailnetHost
+from pytsnet.localnet.server import LocalTailnet
 from pytsnet.net import FlowCrashed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from e2e_rig import blackhole, exchange, payload, peer_row, tailnet_pair, wait_until
+from e2e_rig import FAST, Pair, blackhole, exchange, payload, peer_row, tailnet_pair, wait_until
 
 N = 1 << 20  # per direction; the 32 MiB acceptance run is the slow test below
 
@@ -90,6 +94,76 @@ def test_direct_path_cut_mid_transfer_falls_back_to_derp(tmp_path: Path) -> None
     with tailnet_pair(tmp_path, direct=True) as p:
         anyio.run(exchange, p, 4096)  # traffic makes disco try the direct path
         _cut_direct_mid_transfer(p, 2 * N)
+
+
+class SkipClock:
+    """Real time plus an offset that ``skip`` moves forward: every actor timer (WireGuard session and
+    keepalive timers, DERP client keep-alives, disco, STUN) sees minutes pass in a few real seconds."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+    def skip(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+def test_idle_derp_tunnel_carries_traffic_after_five_idle_minutes(tmp_path: Path) -> None:
+    """Issue 7: a DERP-only tunnel between two devices, idle for 5 minutes of their (injected) clock —
+    past REJECT_AFTER_TIME, so the WireGuard session lapses — still carries a TCP connection opened
+    before the idle time and a new exchange after it, via DERP, with a fresh handshake."""
+    clock = SkipClock()
+    with LocalTailnet(tmp_path / "control", listen="127.0.0.1:0") as net:
+        a, b = [ActorDevice(Config(dir=tmp_path / n, hostname=n, auth_key=net.create_authkey(),
+                                   control_url=net.control_url),
+                            clock=clock, backoff_max=1.0, bind_host="127.0.0.1", advertise_endpoints=False,
+                            timings=FAST, stun_interval=(2.0, 3.0)).start() for n in ("alpha", "beta")]
+        try:
+            for d in (a, b):
+                blackhole(d, True)
+            for d in (a, b):
+                d.wait_until_running_blocking(20)
+            wait_until(lambda: len(a.status().peers) == 1 and len(b.status().peers) == 1, 20, "peers")
+            p = Pair(net, a, b)
+            _assert_exact(anyio.run(exchange, p, 64 * 1024))
+            lst = b.listen_blocking(9100)
+            lst.settimeout(20)
+            c = a.tcp_connect_blocking("beta", 9100, timeout=20)
+            s, _ = lst.accept()
+            s.settimeout(20)
+            c.sendall(b"before the idle minutes;")
+            hs = {d: peer_row(d).last_handshake for d in (a, b)}  # type: ignore[attr-defined]
+            assert all(v is not None for v in hs.values()), hs
+
+            for _ in range(150):  # 5 idle minutes of device time in ~5 real seconds
+                clock.skip(2.0)
+                time.sleep(0.03)
+            assert clock.offset >= 300 > REJECT_AFTER_TIME
+
+            c.sendall(b"after five idle minutes")
+            c.shutdown(1)
+            assert s.makefile("rb").read() == b"before the idle minutes;after five idle minutes"
+            before = {d: peer_row(d) for d in (a, b)}
+            _assert_exact(anyio.run(lambda: exchange(p, 256 * 1024, port=7100)))
+            for d in (a, b):
+                row, was = peer_row(d), before[d]
+                assert d.state.state == "Running"
+                assert row.path == "derp" and row.derp_region == 900, row  # type: ignore[attr-defined]
+                assert row.udp_bytes_out == 0 and row.udp_bytes_in == 0, row  # type: ignore[attr-defined]
+                assert row.derp_bytes_out - was.derp_bytes_out > 256 * 1024, (was, row)  # type: ignore[attr-defined]
+                # The old session aged out during the idle time; traffic after it rode a new handshake.
+                assert row.last_handshake > hs[d] + REJECT_AFTER_TIME, (hs[d], row)  # type: ignore[attr-defined]
+            c.close()
+            s.close()
+            lst.close()
+        finally:
+            a.close()
+            b.close()
 
 
 def test_udp_datagrams_both_ways(tmp_path: Path) -> None:
