@@ -27,6 +27,8 @@ class StateStoreError(OSError):
 
 
 class MemoryStore:
+    """State in memory only (tsnet allows it only for ephemeral nodes)."""
+
     def __init__(self) -> None:
         self._data: dict[str, bytes] = {}
         self._lock = threading.Lock()
@@ -37,17 +39,25 @@ class MemoryStore:
 
     def write_state(self, key: str, value: bytes) -> None:
         with self._lock:
-            if value:
-                self._data[key] = bytes(value)
-            else:
-                self._data.pop(key, None)
+            self._put(key, value)
+            self._persist()
+
+    def _put(self, key: str, value: bytes) -> None:
+        if value:
+            self._data[key] = bytes(value)
+        else:
+            self._data.pop(key, None)
+
+    def _persist(self) -> None:
+        """Called with the lock held after every write; memory needs nothing more."""
 
 
-class FileStore:
+class FileStore(MemoryStore):
+    """Go's ``tailscaled.state`` layout: a JSON object of key -> base64, written atomically, 0600."""
+
     def __init__(self, path: str | Path) -> None:
+        super().__init__()
         self.path = Path(path)
-        self._lock = threading.Lock()
-        self._data: dict[str, bytes] = {}
         if self.path.exists():
             try:
                 doc = json.loads(self.path.read_text())
@@ -63,21 +73,12 @@ class FileStore:
         d.mkdir(mode=0o700, parents=True, exist_ok=True)
         return cls(d / STATE_FILE)
 
-    def read_state(self, key: str) -> bytes | None:
-        with self._lock:
-            return self._data.get(key)
-
-    def write_state(self, key: str, value: bytes) -> None:
-        with self._lock:
-            if value:
-                self._data[key] = bytes(value)
-            else:
-                self._data.pop(key, None)
-            doc = {k: base64.b64encode(v).decode() for k, v in sorted(self._data.items())}
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                json.dump(doc, f, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
+    def _persist(self) -> None:
+        doc = {k: base64.b64encode(v).decode() for k, v in sorted(self._data.items())}
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)

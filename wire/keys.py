@@ -11,7 +11,7 @@ import base64
 import hmac
 import os
 from pathlib import Path
-from typing import ClassVar, Self, TypeVar
+from typing import ClassVar, Generic, Self, TypeVar
 
 from nacl.bindings import crypto_scalarmult, crypto_scalarmult_base
 from pytsnet.wire.errors import CryptoError, ParseError
@@ -142,14 +142,14 @@ class NLPublic(_Public):
     ACCEPTED_PREFIXES = ("tlpub:",)
 
 
-class _Private:
+class _Private(Generic[PubT]):
     """A Curve25519 private scalar. Its bytes appear only through ``.raw`` and ``.to_text()``."""
 
     PREFIX: ClassVar[str] = "privkey:"
-    PUBLIC: ClassVar[type[_Public]]
+    PUBLIC: type[PubT]  # set per subclass; public() returns that kind of public key
     __slots__ = ("_pub", "_raw")
     _raw: bytes
-    _pub: _Public | None
+    _pub: PubT | None
 
     def __init__(self, raw: bytes) -> None:
         object.__setattr__(self, "_raw", _check_raw(raw))
@@ -184,9 +184,11 @@ class _Private:
     def is_zero(self) -> bool:
         return hmac.compare_digest(self._raw, _ZERO)
 
-    def public(self):  # type: ignore[no-untyped-def]  # precise return type given per subclass
+    def public(self) -> PubT:
+        """The matching public key (computed once)."""
         if self._pub is None:
             object.__setattr__(self, "_pub", self.PUBLIC(crypto_scalarmult_base(self._raw)))
+        assert self._pub is not None
         return self._pub
 
     def shared_secret(self, peer: _Public) -> bytes:
@@ -214,34 +216,19 @@ class _Private:
     __str__ = __repr__
 
 
-class MachinePrivate(_Private):
+class MachinePrivate(_Private[MachinePublic]):
     PUBLIC = MachinePublic
 
-    def public(self) -> MachinePublic:
-        pub = super().public()
-        assert isinstance(pub, MachinePublic)
-        return pub
 
-
-class NodePrivate(_Private):
+class NodePrivate(_Private[NodePublic]):
     PUBLIC = NodePublic
 
-    def public(self) -> NodePublic:
-        pub = super().public()
-        assert isinstance(pub, NodePublic)
-        return pub
 
-
-class DiscoPrivate(_Private):
+class DiscoPrivate(_Private[DiscoPublic]):
     PUBLIC = DiscoPublic
 
-    def public(self) -> DiscoPublic:
-        pub = super().public()
-        assert isinstance(pub, DiscoPublic)
-        return pub
 
-
-PrivT = TypeVar("PrivT", bound=_Private)
+PrivT = TypeVar("PrivT", bound=_Private)  # type: ignore[type-arg]
 
 
 def save_private(path: str | os.PathLike[str], key: _Private) -> None:
