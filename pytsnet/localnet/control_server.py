@@ -185,16 +185,8 @@ class ControlServer:
 
     # -- plain HTTP -------------------------------------------------------------------------
     async def _on_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        me = asyncio.current_task()
-        if me is not None:
-            self._tasks.add(me)  # type: ignore[arg-type]
-            me.add_done_callback(self._tasks.discard)
         try:
-            try:
-                req = await asyncio.wait_for(http1.read_request(reader), 30)
-            except (http1.BadRequest, asyncio.IncompleteReadError, TimeoutError) as e:
-                writer.write(http1.response(400, f"bad request: {e}\n".encode()))
-                return
+            req = await http1.accept_request(reader, writer, self._tasks)
             if req is None:
                 return
             path = req.path

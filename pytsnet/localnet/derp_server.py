@@ -260,16 +260,8 @@ class DerpServer:
                 await asyncio.wait_for(self._server.wait_closed(), 2)
 
     async def _on_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        me = asyncio.current_task()
-        if me is not None:
-            self._conn_tasks.add(me)
-            me.add_done_callback(self._conn_tasks.discard)
         try:
-            try:
-                req = await asyncio.wait_for(http1.read_request(reader), 30)
-            except (http1.BadRequest, asyncio.IncompleteReadError, TimeoutError) as e:
-                writer.write(http1.response(400, f"bad request: {e}\n".encode()))
-                return
+            req = await http1.accept_request(reader, writer, self._conn_tasks)
             if req is None:
                 return
             handler = self.routes().get(req.path)

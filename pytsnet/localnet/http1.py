@@ -83,6 +83,22 @@ async def read_request(reader: asyncio.StreamReader) -> Request | None:
     return req
 
 
+async def accept_request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                         tasks: set[asyncio.Task[None]], timeout: float = 30) -> Request | None:
+    """The front door both servers share: track the connection task in ``tasks`` (so shutdown can
+    cancel it), read one request within ``timeout`` and answer 400 to a bad one; None = nothing to
+    serve."""
+    me = asyncio.current_task()
+    if me is not None:
+        tasks.add(me)  # type: ignore[arg-type]
+        me.add_done_callback(tasks.discard)  # type: ignore[arg-type]
+    try:
+        return await asyncio.wait_for(read_request(reader), timeout)
+    except (BadRequest, asyncio.IncompleteReadError, TimeoutError) as e:
+        writer.write(response(400, f"bad request: {e}\n".encode()))
+        return None
+
+
 def response(status: int, body: bytes = b"", headers: dict[str, str] | None = None,
              content_type: str = "text/plain; charset=utf-8") -> bytes:
     """A complete ``Connection: close`` response."""
