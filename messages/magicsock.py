@@ -29,6 +29,19 @@ class WgDatagramOut(Message, tag="magicsock.wg_out"):
     data: bytes
 
 
+class WgDatagramsIn(Message, tag="magicsock.wg_in_batch"):
+    """M → W: several ``WgDatagramIn`` read in one burst, in arrival order."""
+
+    datagrams: tuple[WgDatagramIn, ...]
+
+
+class WgDatagramsOut(Message, tag="magicsock.wg_out_batch"):
+    """W → M: several datagrams for one peer, sent in order over its current path."""
+
+    peer: str
+    datas: tuple[bytes, ...]
+
+
 # --- configuration ----------------------------------------------------------------------------------
 
 
@@ -75,6 +88,12 @@ class NetcheckReport(Message, tag="magicsock.netcheck_report"):
 class UdpRead(Message, tag="magicsock.udp_read"):
     data: bytes
     src: str
+
+
+class UdpReads(Message, tag="magicsock.udp_reads"):
+    """A burst of datagrams the reader found queued on the socket (one mailbox hop for all)."""
+
+    reads: tuple[UdpRead, ...]
 
 
 class UdpSend(Message, tag="magicsock.udp_send"):

@@ -28,6 +28,12 @@ class FlowSegmentIn(Message, tag="netstack.flow_segment"):
     data: bytes
 
 
+class FlowSegmentsIn(Message, tag="netstack.flow_segments"):
+    """Several ``FlowSegmentIn`` for one flow from one burst of inbound packets, in order."""
+
+    segments: tuple[bytes, ...]
+
+
 class FlowTick(Message, tag="netstack.flow_tick"):
     """A flow's timer fired: run ``TcpConnection.poll``."""
 

@@ -12,11 +12,12 @@ here: one definition, one tag.
 from __future__ import annotations
 
 from pytsnet.messages.base import Message
-from pytsnet.messages.magicsock import WgDatagramIn, WgDatagramOut
+from pytsnet.messages.magicsock import WgDatagramIn, WgDatagramOut, WgDatagramsIn, WgDatagramsOut
 from pytsnet.wire.tailcfg.filter import FilterRule
 
-__all__ = ["GetWgStatus", "IpPacketIn", "IpPacketOut", "WgConfig", "WgDatagramIn", "WgDatagramOut",
-           "WgFilterRule", "WgNetPortRange", "WgPeer", "WgPeerStatus", "WgPortRange", "WgStatus", "WgTick"]
+__all__ = ["GetWgStatus", "IpPacketIn", "IpPacketOut", "IpPacketsIn", "IpPacketsOut", "WgConfig",
+           "WgDatagramIn", "WgDatagramOut", "WgDatagramsIn", "WgDatagramsOut", "WgFilterRule",
+           "WgNetPortRange", "WgPeer", "WgPeerStatus", "WgPortRange", "WgStatus", "WgTick"]
 
 
 class IpPacketOut(Message, tag="wgengine.ip_out"):
@@ -29,6 +30,18 @@ class IpPacketIn(Message, tag="wgengine.ip_in"):
     """W -> netstack: a decrypted packet that passed the packet filter."""
 
     data: bytes
+
+
+class IpPacketsOut(Message, tag="wgengine.ip_out_batch"):
+    """netstack -> W: several ``IpPacketOut`` at once (one mailbox hop and wakeup for a burst)."""
+
+    packets: tuple[bytes, ...]
+
+
+class IpPacketsIn(Message, tag="wgengine.ip_in_batch"):
+    """W -> netstack: several ``IpPacketIn`` at once, in arrival order."""
+
+    packets: tuple[bytes, ...]
 
 
 class WgPortRange(Message):

@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import ipaddress
+import select
 import socket
 from dataclasses import dataclass
 
 from pytsnet.actors.magicsock.config import MagicsockConfig
-from pytsnet.actors.runtime import Actor, handles
+from pytsnet.actors.runtime import Actor, UnhandledMessage, handles
 from pytsnet.messages.magicsock import (
     DerpSend,
     DiscoIn,
@@ -29,9 +30,12 @@ from pytsnet.messages.magicsock import (
     StunIn,
     UdpBlackhole,
     UdpRead,
+    UdpReads,
     UdpSend,
     WgDatagramIn,
     WgDatagramOut,
+    WgDatagramsIn,
+    WgDatagramsOut,
 )
 from pytsnet.wire.magicsock.addr import AddrParseError, format_addr, parse_addr
 from pytsnet.wire.udp_demux import PacketKind, classify
@@ -39,6 +43,8 @@ from pytsnet.wire.udp_demux import PacketKind, classify
 READ_TIMEOUT = 0.5
 MAX_DATAGRAM = 65535
 ACTIVITY_NOTE_INTERVAL = 1.0  # how often a busy peer's sends are reported to the DiscoPinger
+SOCKET_BUFFER = 4 << 20  # as Go's magicsock (7 MiB there): a burst of a full TCP window must not overflow
+READ_BURST = 64  # datagrams already queued on the socket that one read hands over in one message
 
 
 def _text(sockaddr: tuple) -> str:  # type: ignore[type-arg]
@@ -69,16 +75,24 @@ class MagicsockUdp(Actor):
         self.dropped_no_path = 0
         self.dropped_blackhole = 0
         self.unknown_udp_source = 0
+        self._src_cache: dict[tuple, str] = {}  # type: ignore[type-arg]
+        self._sink_batches = True  # until the WireGuard sink refuses WgDatagramsIn
+        self._peer_at: dict[str, str | None] = {}  # src text -> peer (by_addr), reset on PathUpdate
 
     def on_start(self) -> None:
         c = self.config
         fam = socket.AF_INET6 if ":" in c.bind_host else socket.AF_INET
         sock = socket.socket(fam, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            with contextlib.suppress(OSError):  # the kernel caps it at [rw]mem_max; best effort
+                sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
         sock.bind((c.bind_host, c.bound_port or c.bind_port))
-        sock.settimeout(READ_TIMEOUT)
+        sock.setblocking(False)
         c.bound_port = sock.getsockname()[1]
         self.sock = sock
+        self._poller = select.poll()
+        self._poller.register(sock, select.POLLIN)
         self.start_io_loop(self._read, sock.close)
         self._tell(c.name("disco"), ResendPaths())  # a restarted router asks for the path table again
 
@@ -86,40 +100,96 @@ class MagicsockUdp(Actor):
         if self.sock is not None:
             self.sock.close()
 
-    def _read(self) -> UdpRead | None:
-        assert self.sock is not None
-        try:
-            data, src = self.sock.recvfrom(MAX_DATAGRAM)
-        except TimeoutError:
+    def _read(self) -> UdpRead | UdpReads | None:
+        """Wait for one datagram, then take what else is already queued (up to ``READ_BURST``).
+
+        The socket is non-blocking (a timeout-mode socket would poll for the full timeout before a
+        ``MSG_DONTWAIT`` read too): the wait is an explicit ``poll`` bounded by ``READ_TIMEOUT``.
+        """
+        sock = self.sock
+        assert sock is not None
+        if not self._poller.poll(READ_TIMEOUT * 1000):
             return None
-        except OSError as e:
-            if e.errno in (errno.ECONNREFUSED, errno.EAGAIN):
-                return None
-            raise
-        return UdpRead(data=data, src=_text(src))
+        reads: list[UdpRead] = []
+        while len(reads) < READ_BURST:
+            try:
+                data, src = sock.recvfrom(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:
+                if e.errno == errno.ECONNREFUSED:  # an ICMP error for an earlier send: skip it
+                    continue
+                if reads:
+                    break  # hand over what we have; the next call sees the error again
+                raise
+            reads.append(UdpRead.model_construct(data=data, src=self._src_text(src)))
+        if not reads:
+            return None
+        return reads[0] if len(reads) == 1 else UdpReads.model_construct(reads=tuple(reads))
+
+    def _src_text(self, src: tuple) -> str:  # type: ignore[type-arg]
+        """``_text`` memoised per socket address (a handful of peers; parsing per packet shows up)."""
+        cache = self._src_cache
+        text = cache.get(src)
+        if text is None:
+            if len(cache) >= 1024:
+                cache.clear()
+            text = cache[src] = _text(src)
+        return text
 
     # -- inbound -----------------------------------------------------------------------------------
     @handles(UdpRead)
     def on_read(self, msg: UdpRead) -> None:
+        wg = self._classify(msg)
+        if wg is not None:
+            self._tell(self.config.wg_sink, wg)
+
+    @handles(UdpReads)
+    def on_reads(self, msg: UdpReads) -> None:
+        """A burst: WireGuard datagrams go on to the engine as one message, the rest one by one."""
+        wg = [d for d in map(self._classify, msg.reads) if d is not None]
+        if len(wg) == 1:
+            self._tell(self.config.wg_sink, wg[0])
+        elif wg:
+            ref = self.lookup(self.config.wg_sink)
+            if ref is None:
+                return
+            if self._sink_batches:
+                try:
+                    ref.tell(WgDatagramsIn.model_construct(datagrams=tuple(wg)))
+                    return
+                except UnhandledMessage:  # a sink without the burst message (test rigs)
+                    self._sink_batches = False
+            for d in wg:
+                ref.tell(d)
+
+    def _classify(self, msg: UdpRead) -> WgDatagramIn | None:
+        """Route one read: DISCO and STUN are told on here; a WireGuard datagram is returned."""
         if self.blackhole:
             self.dropped_blackhole += 1
-            return
+            return None
         kind = classify(msg.data).kind
         if kind is PacketKind.WIREGUARD:
-            try:
-                ip, port = parse_addr(msg.src)
-            except AddrParseError:
-                return
-            peer = self.by_addr.get((str(ip), port))
+            peer = self._peer_at.get(msg.src, "")
+            if peer == "":
+                try:
+                    ip, port = parse_addr(msg.src)
+                except AddrParseError:
+                    return None
+                peer = self.by_addr.get((str(ip), port))
+                if len(self._peer_at) >= 1024:
+                    self._peer_at.clear()
+                self._peer_at[msg.src] = peer
             if peer is None:
                 self.unknown_udp_source += 1
             else:
                 self.routes[peer].udp_in += len(msg.data)
-            self._tell(self.config.wg_sink, WgDatagramIn(peer=peer, data=msg.data, via="udp", src=msg.src))
-        elif kind is PacketKind.DISCO:
+            return WgDatagramIn.model_construct(peer=peer, data=msg.data, via="udp", src=msg.src)
+        if kind is PacketKind.DISCO:
             self._tell(self.config.name("disco"), DiscoIn(data=msg.data, src=msg.src))
         elif kind is PacketKind.STUN_BINDING:
             self._tell(self.config.name("stun"), StunIn(data=msg.data, src=msg.src))
+        return None
 
     def _tell(self, name: str, msg: object) -> None:
         ref = self.lookup(name)
@@ -129,25 +199,36 @@ class MagicsockUdp(Actor):
     # -- outbound ----------------------------------------------------------------------------------
     @handles(WgDatagramOut)
     def on_wg_out(self, msg: WgDatagramOut) -> None:
-        r = self.routes.get(msg.peer)
+        self._send_wg(msg.peer, (msg.data,))
+
+    @handles(WgDatagramsOut)
+    def on_wgs_out(self, msg: WgDatagramsOut) -> None:
+        self._send_wg(msg.peer, msg.datas)
+
+    def _send_wg(self, peer: str, datas: tuple[bytes, ...]) -> None:
+        r = self.routes.get(peer)
         if r is None:
-            self.dropped_unknown_peer += 1
+            self.dropped_unknown_peer += len(datas)
             return
         now = self.clock.monotonic()
         use_derp = True
         if r.udp is not None:
-            self._sendto(r.udp, msg.data)
-            r.udp_out += len(msg.data)
+            for data in datas:
+                self._sendto(r.udp, data)
+                r.udp_out += len(data)
             use_derp = now > r.trusted_until
         if use_derp:
             if r.derp_region:
-                self._tell(self.config.derp_name(r.derp_region), DerpSend(peer=msg.peer, data=msg.data))
-                r.derp_out += len(msg.data)
+                derp = self.lookup(self.config.derp_name(r.derp_region))
+                for data in datas:
+                    if derp is not None:
+                        derp.tell(DerpSend.model_construct(peer=peer, data=data))
+                    r.derp_out += len(data)
             elif r.udp is None:
-                self.dropped_no_path += 1
+                self.dropped_no_path += len(datas)
         if now - r.last_active_note >= ACTIVITY_NOTE_INTERVAL or now > r.trusted_until:
             r.last_active_note = now
-            self._tell(self.config.name("disco"), PeerActive(peer=msg.peer))
+            self._tell(self.config.name("disco"), PeerActive(peer=peer))
 
     def _sendto(self, dst: tuple[str, int], data: bytes) -> None:
         assert self.sock is not None
@@ -164,6 +245,7 @@ class MagicsockUdp(Actor):
 
     @handles(PathUpdate)
     def on_path(self, msg: PathUpdate) -> None:
+        self._peer_at.clear()
         for k in [k for k, v in self.by_addr.items() if v == msg.peer]:
             del self.by_addr[k]
         if msg.removed:

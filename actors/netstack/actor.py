@@ -16,7 +16,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from pytsnet.actors.netstack.channel import DatagramChannel, FlowChannel, FlowRegistry, ListenerChannel
-from pytsnet.actors.netstack.flow import TcpFlowActor
+from pytsnet.actors.netstack.flow import TcpFlowActor, emit_packets
 from pytsnet.actors.runtime import (
     Actor,
     ActorStopped,
@@ -31,6 +31,7 @@ from pytsnet.actors.runtime import (
 from pytsnet.messages.netstack import (
     FlowClosed,
     FlowSegmentIn,
+    FlowSegmentsIn,
     LinkPacketIn,
     LinkPacketOut,
     ListenerWake,
@@ -57,11 +58,20 @@ log = logging.getLogger("pytsnet.netstack")
 __all__ = ["NetstackActor"]
 
 try:  # the WireGuard engine's inbound packet message, once it exists (data-plane contract)
-    from pytsnet.messages.wgengine import IpPacketIn  # type: ignore[import-not-found]
+    from pytsnet.messages.wgengine import (  # type: ignore[import-not-found]
+        IpPacketIn,
+        IpPacketOut,
+        IpPacketsIn,
+        IpPacketsOut,
+    )
 
     _INBOUND: tuple[type[Message], ...] = (LinkPacketIn, IpPacketIn)
+    _INBOUND_BATCH: tuple[type[Message], ...] = (IpPacketsIn,)
+    _BATCH_OF: dict[type[Message], type[Message]] = {IpPacketOut: IpPacketsOut}
 except ImportError:
     _INBOUND = (LinkPacketIn,)
+    _INBOUND_BATCH = ()
+    _BATCH_OF = {}
 
 _flow_ids = itertools.count(1)
 _FLOW_MAILBOX = MailboxConfig(8192, MailboxPolicy.FAIL)
@@ -76,6 +86,7 @@ class NetstackActor(Actor):
         self.sink = sink
         self.registry = registry
         self.out_message = out_message
+        self.out_batch = _BATCH_OF.get(out_message)  # the sink takes a burst in one message
         self.tcp_config = tcp_config
         self.channel_limit = channel_limit or config.recv_buffer
         self.stack: Stack
@@ -114,6 +125,14 @@ class NetstackActor(Actor):
         self.stack.receive(msg.data, now)
         self._after(now)
 
+    @handles(*_INBOUND_BATCH)
+    def on_packets(self, msg: Any) -> None:
+        now = self.clock.monotonic()
+        receive = self.stack.receive
+        for data in msg.packets:
+            receive(data, now)
+        self._after(now)
+
     @handles(StackTick)
     def on_tick(self, msg: StackTick) -> None:
         self._timer = self._timer_at = None
@@ -121,21 +140,27 @@ class NetstackActor(Actor):
 
     def _after(self, now: float) -> None:
         stack = self.stack
+        by_flow: dict[FlowKey, list[bytes]] = {}
         for key, data in stack.take_flow_segments():
+            segs = by_flow.get(key)
+            if segs is None:
+                by_flow[key] = [data]
+            else:
+                segs.append(data)
+        for key, segs in by_flow.items():  # one message per flow per burst, segments in order
             entry = self._by_key.get(key)
             if entry is not None:
                 try:
-                    entry.tell(FlowSegmentIn(data=data))
+                    entry.tell(FlowSegmentIn.model_construct(data=segs[0]) if len(segs) == 1
+                               else FlowSegmentsIn.model_construct(segments=tuple(segs)))
                 except (ActorStopped, MailboxFull):
-                    stack.drops["flow_mailbox_full"] += 1  # as a full NIC ring: TCP retransmits
+                    stack.drops["flow_mailbox_full"] += len(segs)  # as a full NIC ring: TCP retransmits
         for lst, lch in self.listeners.values():
             self._drain_listener(lst, lch, now)
         for ep, dch in self.udp.values():
             while (got := ep.recvfrom()) is not None:
                 dch.push(got[0], (str(got[1][0]), got[1][1]))
-        out_message, sink = self.out_message, self.sink
-        for pkt in stack.poll(now):
-            sink.tell(out_message(data=pkt))
+        emit_packets(self.sink, self.out_message, self.out_batch, stack.poll(now))
         d = stack.next_deadline()
         if d is not None and (self._timer_at is None or d < self._timer_at):
             if self._timer is not None:
@@ -164,8 +189,8 @@ class NetstackActor(Actor):
         self.registry.add_flow(ch)
         assert self._sup is not None
         ref = self.system.spawn(TcpFlowActor, conn, ch, self.sink, self.ref, self.out_message,
-                                self.config.ip_ttl, name=name, parent=self._sup, dispatcher="pool",
-                                restart=Restart.NEVER, mailbox=_FLOW_MAILBOX)
+                                self.config.ip_ttl, self.out_batch, name=name, parent=self._sup,
+                                dispatcher="pool", restart=Restart.NEVER, mailbox=_FLOW_MAILBOX)
         self.flows[name] = (key, ref)
         self._by_key[key] = ref
         return ch

@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING
 
 from pytsnet.actors.netstack.channel import FlowChannel, FlowCrashed
 from pytsnet.actors.runtime import Actor, handles
-from pytsnet.messages.netstack import FlowAppWake, FlowClosed, FlowSegmentIn, FlowTick, LinkPacketOut
+from pytsnet.messages.netstack import (
+    FlowAppWake,
+    FlowClosed,
+    FlowSegmentIn,
+    FlowSegmentsIn,
+    FlowTick,
+    LinkPacketOut,
+)
 from pytsnet.netstack.interface import emit_tcp_packet
 from pytsnet.netstack.tcp import segment as tcpseg
 from pytsnet.netstack.tcp.connection import TcpConnection, TcpState
@@ -29,19 +36,37 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pytsnet.netstack")
 
-__all__ = ["TcpFlowActor"]
+__all__ = ["TcpFlowActor", "emit_packets"]
 
 _HANDSHAKE = frozenset({TcpState.SYN_SENT, TcpState.SYN_RECEIVED, TcpState.CLOSED})
 
 
+def emit_packets(sink: ActorRef, one: type[Message], batch: type[Message] | None,
+                 packets: list[bytes]) -> None:
+    """Tell ``packets`` to the link sink: one ``batch(packets=...)`` message when the sink takes
+    bursts (a burst then costs one mailbox hop and one wakeup), else ``one(data=...)`` each.
+
+    Built with ``model_construct``: the packets are bytes we just made, validation would add nothing.
+    """
+    if not packets:
+        return
+    if batch is not None and len(packets) > 1:
+        sink.tell(batch.model_construct(packets=tuple(packets)))
+        return
+    for pkt in packets:
+        sink.tell(one.model_construct(data=pkt))
+
+
 class TcpFlowActor(Actor):
     def __init__(self, conn: TcpConnection, channel: FlowChannel, sink: ActorRef, netstack: ActorRef,
-                 out_message: type[Message] = LinkPacketOut, ttl: int = 64) -> None:
+                 out_message: type[Message] = LinkPacketOut, ttl: int = 64,
+                 out_batch: type[Message] | None = None) -> None:
         self.conn = conn
         self.ch = channel
         self.sink = sink
         self.netstack = netstack
         self.out_message = out_message
+        self.out_batch = out_batch
         self.ttl = ttl
         self.local = conn.local[0]
         self.remote = conn.remote[0]
@@ -68,6 +93,21 @@ class TcpFlowActor(Actor):
             self.bad_segments += 1
             return
         self.conn.on_segment(seg, self.clock.monotonic())
+        self._pump()
+
+    @handles(FlowSegmentsIn)
+    def on_segments(self, msg: FlowSegmentsIn) -> None:
+        """A burst for this flow: feed every segment, then pump once (one ACK decision, one emit)."""
+        if self._done:
+            return
+        conn, now = self.conn, self.clock.monotonic()
+        for data in msg.segments:
+            try:
+                seg = tcpseg.parse_segment(data, self.remote, self.local)
+            except TcpParseError:
+                self.bad_segments += 1
+                continue
+            conn.on_segment(seg, now)
         self._pump()
 
     @handles(FlowTick)
@@ -136,10 +176,13 @@ class TcpFlowActor(Actor):
             ch.established = True
 
     def _emit(self, segs: list[tcpseg.TcpSegment]) -> None:
-        out_message, sink = self.out_message, self.sink
+        packets = []
+        local, remote, ttl, ident = self.local, self.remote, self.ttl, self._ident
         for seg in segs:
-            self._ident = (self._ident + 1) & 0xFFFF
-            sink.tell(out_message(data=emit_tcp_packet(seg, self.local, self.remote, self.ttl, self._ident)))
+            ident = (ident + 1) & 0xFFFF
+            packets.append(emit_tcp_packet(seg, local, remote, ttl, ident))
+        self._ident = ident
+        emit_packets(self.sink, self.out_message, self.out_batch, packets)
 
     def _finish(self, time_wait: tuple[int, int] | None) -> None:
         self._done = True

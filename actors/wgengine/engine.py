@@ -18,16 +18,20 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from pytsnet.actors.runtime import Actor, ActorRef, TimerHandle, handles
+from pytsnet.actors.runtime import Actor, ActorRef, TimerHandle, UnhandledMessage, handles
 from pytsnet.actors.wgengine.filter_rules import FilterRuleError, rules_from_tailcfg
 from pytsnet.messages.peers import PeersChanged
 from pytsnet.messages.wgengine import (
     GetWgStatus,
     IpPacketIn,
     IpPacketOut,
+    IpPacketsIn,
+    IpPacketsOut,
     WgConfig,
     WgDatagramIn,
     WgDatagramOut,
+    WgDatagramsIn,
+    WgDatagramsOut,
     WgPeer,
     WgPeerStatus,
     WgStatus,
@@ -77,6 +81,8 @@ class WgEngine(Actor):
         self._texts: dict[NodePublic, str] = {}
         self._timer: TimerHandle | None = None
         self._timer_at: float | None = None
+        self._sink_batches = True  # until the sink refuses IpPacketsIn
+        self._magicsock_batches = True  # until magicsock refuses WgDatagramsOut
         self.packets_in = 0
         self.packets_out = 0
 
@@ -146,9 +152,24 @@ class WgEngine(Actor):
         self.device.send(msg.data, self.clock.monotonic())
         self._flush()
 
+    @handles(IpPacketsOut)
+    def on_ips_out(self, msg: IpPacketsOut) -> None:
+        run_out, send, now = self.filter.run_out, self.device.send, self.clock.monotonic()
+        for data in msg.packets:
+            run_out(data)
+            send(data, now)
+        self._flush()
+
     @handles(WgDatagramIn)
     def on_datagram_in(self, msg: WgDatagramIn) -> None:
         self.device.receive(msg.data, self.clock.monotonic(), src=msg.src.encode())
+        self._flush()
+
+    @handles(WgDatagramsIn)
+    def on_datagrams_in(self, msg: WgDatagramsIn) -> None:
+        receive, now = self.device.receive, self.clock.monotonic()
+        for d in msg.datagrams:
+            receive(d.data, now, src=d.src.encode())
         self._flush()
 
     @handles(WgTick)
@@ -185,26 +206,58 @@ class WgEngine(Actor):
             if m is None:
                 device.drops["no_magicsock"] += len(out)
             else:
-                texts = self._texts
-                for public, data in out:
-                    text = texts.get(public) or public.to_text()
-                    m.tell(WgDatagramOut(peer=text, data=bytes(data)))
+                self._send_datagrams(m, out)
                 self.packets_out += len(out)
         packets = device.received_packets()
         if packets:
             run_in = self.filter.run_in
             sink = self._sink or self._ref(self._sink_name)
             self._sink = sink
-            for _, pkt in packets:
-                if not run_in(pkt):
-                    continue
-                if sink is None:
-                    device.drops["no_sink"] += 1
-                    continue
-                sink.tell(IpPacketIn(data=pkt))
-                self.packets_in += 1
+            passed = tuple(pkt for _, pkt in packets if run_in(pkt))
+            if sink is None:
+                device.drops["no_sink"] += len(passed)
+            elif passed:
+                self._deliver(sink, passed)
+                self.packets_in += len(passed)
         device.events()  # handshake events are visible through status; nothing to route
         self._arm_timer()
+
+    def _deliver(self, sink: ActorRef, packets: tuple[bytes, ...]) -> None:
+        """To the netstack: a burst as one ``IpPacketsIn`` (one mailbox hop and wakeup)."""
+        if len(packets) > 1 and self._sink_batches:
+            try:
+                sink.tell(IpPacketsIn.model_construct(packets=packets))
+                return
+            except UnhandledMessage:  # a sink without the burst message (test rigs)
+                self._sink_batches = False
+        for pkt in packets:
+            sink.tell(IpPacketIn.model_construct(data=pkt))
+
+    def _send_datagrams(self, m: ActorRef, out: list[tuple[NodePublic, bytes | bytearray]]) -> None:
+        """One message per run of datagrams to the same peer (a burst costs one mailbox hop).
+
+        Messages on this hot path are built with ``model_construct``: the fields are ours and already
+        typed, so pydantic's validation would only repeat what the types say (they still serialise).
+        """
+        texts = self._texts
+        i, n = 0, len(out)
+        while i < n:
+            public = out[i][0]
+            j = i + 1
+            while j < n and out[j][0] == public:
+                j += 1
+            text = texts.get(public) or public.to_text()
+            if j - i > 1 and self._magicsock_batches:
+                datas = tuple(bytes(d) for _, d in out[i:j])
+                try:
+                    m.tell(WgDatagramsOut.model_construct(peer=text, datas=datas))
+                    i = j
+                    continue
+                except UnhandledMessage:  # a magicsock without the burst message (test rigs)
+                    self._magicsock_batches = False
+            for _, d in out[i:j]:
+                m.tell(WgDatagramOut.model_construct(peer=text, data=bytes(d)))
+            i = j
 
     def _arm_timer(self) -> None:
         deadline = self.device.next_deadline()
