@@ -1,0 +1,105 @@
+"""Garbage datagrams fired at a running device's magicsock UDP port while it carries a transfer.
+
+Random bytes, truncated WireGuard headers, transport messages for unknown receiver indices,
+mac1-shaped junk initiations, disco packets with bad boxes (from an unknown key and forged from the
+peer's real disco key), STUN-looking junk: the transfer keeps going, each class lands in a drop
+counter, no actor crashes or restarts, memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import socket
+import struct
+import threading
+import time
+from pathlib import Path
+
+from e2e_rig import tailnet_pair
+from hostile_rig import Liveness, actor, healthy_exchange, rss_mb, udp_port
+from pytsnet.wire import disco, stun
+
+ATTACK_SECONDS = 3.0
+RATE = 8000  # datagrams per second, across all attacking sockets (2 shared cores)
+
+
+def _junk(rng: random.Random, peer_disco: bytes) -> list[bytes]:
+    rb = rng.randbytes
+    out: list[bytes] = []
+    for _ in range(200):
+        out.append(rb(rng.randrange(0, 1500)))                                   # random bytes
+        out.append(bytes([rng.randrange(1, 5)]) + b"\0\0\0" + rb(rng.randrange(0, 4)))  # truncated WG
+        out.append(struct.pack("<II", 4, rng.getrandbits(32)) + rb(rng.randrange(24, 200)))  # transport
+        out.append(struct.pack("<II", 1, rng.getrandbits(32)) + rb(140))        # initiation, junk mac1
+        out.append(struct.pack("<II", 2, rng.getrandbits(32)) + rb(84))         # response, unknown index
+        out.append(disco.MAGIC + rb(disco.KEY_LEN) + rb(disco.NONCE_LEN) + rb(rng.randrange(0, 100)))
+        out.append(disco.MAGIC + peer_disco + rb(disco.NONCE_LEN) + rb(rng.randrange(0, 99)))  # forged
+
+        out.append(disco.MAGIC + peer_disco + rb(rng.randrange(0, disco.NONCE_LEN)))  # truncated box
+        attrs = rb(rng.randrange(0, 60))
+        out.append(struct.pack(">HH", 0x0001, len(attrs)) + stun.MAGIC_COOKIE + rb(12) + attrs)  # request
+        attrs = rb(rng.randrange(0, 60))
+        out.append(struct.pack(">HH", 0x0101, rng.randrange(0, 0xFFFF)) + stun.MAGIC_COOKIE + rb(12) + attrs)
+        out.append(b"\x00\x00\x7a\x11\x00\x00\x00\x00" + rb(rng.randrange(0, 80)))  # Geneve-disco junk
+        out.append(b"\x00\x00\x7a\x12\x00\x00\x00\x00" + rb(rng.randrange(0, 80)))  # Geneve-WG junk
+    return out
+
+
+def _fire(port: int, packets: list[bytes], stop: threading.Event, sent: list[int]) -> None:
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(4)]
+    n, start = 0, time.monotonic()
+    try:
+        while not stop.is_set() and time.monotonic() - start < ATTACK_SECONDS:
+            for _ in range(200):
+                s = socks[n % len(socks)]
+                with contextlib.suppress(OSError):
+                    s.sendto(packets[n % len(packets)], ("127.0.0.1", port))
+                n += 1
+            ahead = n / RATE - (time.monotonic() - start)
+            if ahead > 0:
+                time.sleep(ahead)
+    finally:
+        sent.append(n)
+        for s in socks:
+            s.close()
+
+
+def test_garbage_udp_flood_is_dropped_and_counted(tmp_path: Path) -> None:
+    with tailnet_pair(tmp_path, direct=True) as p:
+        victim = p.a
+        healthy_exchange(p, port=7101)
+        live = Liveness(victim)
+        drops0 = dict(victim.status().drops)
+        dsc = actor(victim, "magicsock.disco")
+        bad_box0, unknown0 = dsc.dropped_bad_box, dsc.dropped_unknown_disco
+        rss0 = rss_mb()
+        packets = _junk(random.Random(int.from_bytes(os.urandom(4), "big")), p.b.disco.public().raw)
+        stop, sent = threading.Event(), []
+        t = threading.Thread(target=_fire, args=(udp_port(victim), packets, stop, sent), daemon=True)
+        t.start()
+        try:
+            rounds = 0
+            while t.is_alive():
+                healthy_exchange(p, port=7110 + rounds)  # the tunnel carries data during the flood
+                rounds += 1
+        finally:
+            stop.set()
+            t.join(10)
+        healthy_exchange(p, port=7199)  # and after it
+        assert sent and sent[0] > RATE  # the flood really happened
+        drops = victim.status().drops
+        grew = {k: drops.get(k, 0) - drops0.get(k, 0) for k in drops}
+        for k in ("wg_unknown_index", "wg_truncated", "wg_bad_initiation", "magicsock_unknown_udp_source"):
+            assert grew.get(k, 0) > 0, f"{k} did not count the junk: {grew}"
+        assert dsc.dropped_bad_box > bad_box0, "forged disco boxes not counted"
+        assert dsc.dropped_unknown_disco > unknown0, "disco from unknown keys not counted"
+        live.assert_unharmed()
+        assert rss_mb() - rss0 < 150, f"memory grew {rss_mb() - rss0:.0f} MiB"
+        for name in ("magicsock.udp", "wgengine", "magicsock.disco", "magicsock.stun"):
+            ref = victim.system.lookup(name)  # type: ignore[union-attr]
+            assert ref is not None
+            mb = ref._cell.mailbox
+            assert len(mb) <= mb.config.capacity, f"{name} mailbox over its bound"
+        assert p.b.status().peers[0].has_session
