@@ -17,8 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from e2e_rig import tailnet_pair
-from hostile_rig import Liveness, actor, healthy_exchange, rss_mb, udp_port
+from hostile_rig import Liveness, actor, healthy_exchange, rss_mb, tailnet_pair, udp_port
 from pytsnet.wire import disco, stun
 
 ATTACK_SECONDS = 3.0
