@@ -28,8 +28,11 @@ from pytsnet.wire.keys import DiscoPublic, KeyParseError, NodePublic
 __all__ = ["PeerTracker", "admit"]
 
 
-def admit(peer: PeerInfo, self_key: str) -> str | None:
-    """None if ``peer`` may enter the table, else why not (fail closed: anything missing refuses)."""
+def admit(peer: PeerInfo, self_key: str, now: float | None = None) -> str | None:
+    """None if ``peer`` may enter the table, else why not (fail closed: anything missing refuses).
+
+    ``now`` (Unix seconds) also refuses a peer whose ``KeyExpiry`` has passed even if control did not
+    set ``Expired`` (Go's client does the same in ``ipnlocal.flagExpiredPeers``)."""
     if peer.node_id <= 0:
         return "no node ID"
     try:
@@ -53,7 +56,7 @@ def admit(peer: PeerInfo, self_key: str) -> str | None:
             ipaddress.ip_network(a, strict=False)
         except ValueError:
             return f"bad address {a!r}"
-    if peer.expired:
+    if peer.expired or (now is not None and peer.key_expiry is not None and peer.key_expiry <= now):
         return "node key expired"
     return None
 
@@ -69,7 +72,7 @@ class PeerTracker(Actor):
         new: dict[int, PeerInfo] = {}
         rejected: dict[int, str] = {}
         for p in msg.peers:
-            reason = admit(p, msg.self_node.node_key)
+            reason = admit(p, msg.self_node.node_key, self.clock.time())
             if reason is None:
                 new[p.node_id] = p
             else:

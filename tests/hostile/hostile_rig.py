@@ -14,13 +14,13 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 
-from e2e_rig import Pair, exchange, tailnet_pair, wait_until
+from e2e_rig import Pair, exchange, make_device, tailnet_pair, wait_until
 from pytsnet.messages.magicsock import LocalAddr, LocalAddrRequest
 
 from pytsnet.device import ActorDevice
 
-__all__ = ["Liveness", "Pair", "actor", "healthy_exchange", "rss_mb", "tailnet_pair", "udp_port",
-           "wait_until"]
+__all__ = ["Liveness", "Pair", "actor", "healthy_exchange", "make_device", "rss_mb", "tailnet_pair",
+           "udp_port", "wait_until"]
 
 
 def actor(dev: ActorDevice, name: str) -> Any:
