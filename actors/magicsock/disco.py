@@ -52,6 +52,7 @@ class DiscoPinger(Actor):
         self.local_endpoints: tuple[disco.AddrPort, ...] = ()
         self.dropped_unknown_disco = 0
         self.dropped_bad_box = 0
+        self.dropped_malformed = 0  # disco-magic datagrams too short to name a sender
 
     def on_start(self) -> None:
         self.send_interval(TICK, DiscoTick())
@@ -129,6 +130,7 @@ class DiscoPinger(Actor):
         try:
             sender = disco.source(msg.data)
         except WireError:
+            self.dropped_malformed += 1
             return
         node = self.by_disco.get(sender)
         if node is None:

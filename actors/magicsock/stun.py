@@ -35,6 +35,7 @@ class StunProber(Actor):
         self.endpoints: tuple[str, ...] = ()
         self.next_report = 0.0
         self._tick: TimerHandle | None = None
+        self.dropped_unsolicited = 0  # STUN-looking datagrams that answer none of our probes
 
     def on_start(self) -> None:
         self._tick = self.send_interval(TICK, StunTick())
@@ -70,6 +71,8 @@ class StunProber(Actor):
     def stun_in(self, msg: StunIn) -> None:
         if self.check is not None and self.check.on_response(self.clock.monotonic(), msg.data):
             self._maybe_done()
+        else:
+            self.dropped_unsolicited += 1
 
     def _send(self, sends: list) -> None:  # type: ignore[type-arg]
         udp = self.lookup(self.config.name("udp"))

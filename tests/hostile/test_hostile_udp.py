@@ -17,8 +17,10 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from hostile_rig import Liveness, actor, healthy_exchange, rss_mb, tailnet_pair, udp_port
 from pytsnet.wire import disco, stun
+from pytsnet.wire.udp_demux import PacketKind, classify
 
 ATTACK_SECONDS = 3.0
 RATE = 8000  # datagrams per second, across all attacking sockets (2 shared cores)
@@ -72,7 +74,9 @@ def test_garbage_udp_flood_is_dropped_and_counted(tmp_path: Path) -> None:
         live = Liveness(victim)
         drops0 = dict(victim.status().drops)
         dsc = actor(victim, "magicsock.disco")
-        bad_box0, unknown0 = dsc.dropped_bad_box, dsc.dropped_unknown_disco
+        bad_box0, unknown0, short0 = dsc.dropped_bad_box, dsc.dropped_unknown_disco, dsc.dropped_malformed
+        stn = actor(victim, "magicsock.stun")
+        stun0 = stn.dropped_unsolicited
         rss0 = rss_mb()
         packets = _junk(random.Random(int.from_bytes(os.urandom(4), "big")), p.b.disco.public().raw)
         stop, sent = threading.Event(), []
@@ -94,6 +98,8 @@ def test_garbage_udp_flood_is_dropped_and_counted(tmp_path: Path) -> None:
             assert grew.get(k, 0) > 0, f"{k} did not count the junk: {grew}"
         assert dsc.dropped_bad_box > bad_box0, "forged disco boxes not counted"
         assert dsc.dropped_unknown_disco > unknown0, "disco from unknown keys not counted"
+        assert dsc.dropped_malformed > short0, "truncated disco not counted"
+        assert stn.dropped_unsolicited > stun0, "STUN junk not counted"
         live.assert_unharmed()
         assert rss_mb() - rss0 < 150, f"memory grew {rss_mb() - rss0:.0f} MiB"
         for name in ("magicsock.udp", "wgengine", "magicsock.disco", "magicsock.stun"):
@@ -102,3 +108,24 @@ def test_garbage_udp_flood_is_dropped_and_counted(tmp_path: Path) -> None:
             mb = ref._cell.mailbox
             assert len(mb) <= mb.config.capacity, f"{name} mailbox over its bound"
         assert p.b.status().peers[0].has_session
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "actors/magicsock/udp.py drops datagrams classified UNKNOWN (neither STUN, disco nor "
+    "WireGuard-shaped) without counting them. Fix: a dropped_unknown_kind counter in MagicsockUdp._classify "
+    "reported in PathStatus/status().drops; file has another engineer's uncommitted changes"))
+def test_unclassifiable_datagrams_are_counted(tmp_path: Path) -> None:
+    rng = random.Random(11)
+    junk = [d for d in (rng.randbytes(rng.randrange(1, 1200)) for _ in range(3000))
+            if classify(d).kind is PacketKind.UNKNOWN][:1000]
+    with tailnet_pair(tmp_path, direct=True) as p:
+        victim = p.a
+        before = sum(victim.status().drops.values())
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for i, d in enumerate(junk):
+                s.sendto(d, ("127.0.0.1", udp_port(victim)))
+                if i % 100 == 99:
+                    time.sleep(0.01)
+        time.sleep(1.0)
+        counted = sum(victim.status().drops.values()) - before
+        assert counted >= len(junk), f"{len(junk)} junk datagrams, {counted} counted"
