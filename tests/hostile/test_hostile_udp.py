@@ -1,9 +1,11 @@
 """Garbage datagrams fired at a running device's magicsock UDP port while it carries a transfer.
 
 Random bytes, truncated WireGuard headers, transport messages for unknown receiver indices,
-mac1-shaped junk initiations, disco packets with bad boxes (from an unknown key and forged from the
-peer's real disco key), STUN-looking junk: the transfer keeps going, each class lands in a drop
-counter, no actor crashes or restarts, memory stays bounded.
+mac1-shaped junk initiations, genuine initiations (valid mac1) from static keys the victim does not
+know, disco packets with bad boxes (from an unknown key and forged from the peer's real disco key),
+truncated disco, STUN-looking junk, Geneve junk: the transfer keeps going, each class lands in a drop
+counter, no actor crashes or restarts, memory stays bounded; a spray from 1500 source ports leaves
+the per-source caches within their caps.
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ from pathlib import Path
 import pytest
 from hostile_rig import Liveness, actor, healthy_exchange, rss_mb, tailnet_pair, udp_port
 from pytsnet.wire import disco, stun
+from pytsnet.wire.keys import NodePublic
 from pytsnet.wire.udp_demux import PacketKind, classify
+from pytsnet.wire.wireguard.cookie import CookieGenerator
+from pytsnet.wire.wireguard.handshake import create_initiation
 
 ATTACK_SECONDS = 3.0
 RATE = 8000  # datagrams per second, across all attacking sockets (2 shared cores)
@@ -46,6 +51,26 @@ def _junk(rng: random.Random, peer_disco: bytes) -> list[bytes]:
         out.append(b"\x00\x00\x7a\x11\x00\x00\x00\x00" + rb(rng.randrange(0, 80)))  # Geneve-disco junk
         out.append(b"\x00\x00\x7a\x12\x00\x00\x00\x00" + rb(rng.randrange(0, 80)))  # Geneve-WG junk
     return out
+
+
+def _unknown_key_initiations(victim_public: bytes, n: int) -> list[bytes]:
+    """Genuine handshake initiations (valid mac1 for the victim) from static keys it does not know."""
+    out = []
+    for i in range(n):
+        msg, _ = create_initiation(os.urandom(32), victim_public, i, time.time(), os.urandom(32))
+        raw = bytearray(msg.emit())
+        CookieGenerator(victim_public).add_macs(raw, 0.0)
+        out.append(bytes(raw))
+    return out
+
+
+def _spray_sources(port: int, n: int) -> None:
+    """One WireGuard-shaped datagram from each of ``n`` fresh source ports (per-source caches)."""
+    for i in range(n):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(struct.pack("<II", 4, i) + bytes(24), ("127.0.0.1", port))
+        if i % 100 == 99:
+            time.sleep(0.005)
 
 
 def _fire(port: int, packets: list[bytes], stop: threading.Event, sent: list[int]) -> None:
@@ -79,6 +104,8 @@ def test_garbage_udp_flood_is_dropped_and_counted(tmp_path: Path) -> None:
         stun0 = stn.dropped_unsolicited
         rss0 = rss_mb()
         packets = _junk(random.Random(int.from_bytes(os.urandom(4), "big")), p.b.disco.public().raw)
+        victim_key = NodePublic.from_text(p.b.status().peers[0].node_key).raw
+        packets += _unknown_key_initiations(victim_key, 200)
         stop, sent = threading.Event(), []
         t = threading.Thread(target=_fire, args=(udp_port(victim), packets, stop, sent), daemon=True)
         t.start()
@@ -90,11 +117,15 @@ def test_garbage_udp_flood_is_dropped_and_counted(tmp_path: Path) -> None:
         finally:
             stop.set()
             t.join(10)
+        _spray_sources(udp_port(victim), 1500)
         healthy_exchange(p, port=7199)  # and after it
+        udp = actor(victim, "magicsock.udp")
+        assert len(udp._peer_at) <= 1024 and len(udp._src_cache) <= 1024, "per-source caches unbounded"
         assert sent and sent[0] > RATE  # the flood really happened
         drops = victim.status().drops
         grew = {k: drops.get(k, 0) - drops0.get(k, 0) for k in drops}
-        for k in ("wg_unknown_index", "wg_truncated", "wg_bad_initiation", "magicsock_unknown_udp_source"):
+        for k in ("wg_unknown_index", "wg_truncated", "wg_bad_initiation", "wg_unknown_peer",
+                  "magicsock_unknown_udp_source"):
             assert grew.get(k, 0) > 0, f"{k} did not count the junk: {grew}"
         assert dsc.dropped_bad_box > bad_box0, "forged disco boxes not counted"
         assert dsc.dropped_unknown_disco > unknown0, "disco from unknown keys not counted"
