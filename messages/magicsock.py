@@ -120,6 +120,13 @@ class DerpSend(Message, tag="magicsock.derp_send"):
     data: bytes
 
 
+class DerpSends(Message, tag="magicsock.derp_sends"):
+    """Several ``DerpSend`` to one peer: one socket write for the burst."""
+
+    peer: str
+    datas: tuple[bytes, ...]
+
+
 class DerpBytes(Message, tag="magicsock.derp_bytes"):
     conn: int
     data: bytes

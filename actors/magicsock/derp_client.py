@@ -16,7 +16,7 @@ import threading
 from collections import deque
 
 from pytsnet.actors.magicsock.config import MagicsockConfig
-from pytsnet.actors.runtime import Actor, handles
+from pytsnet.actors.runtime import Actor, UnhandledMessage, handles
 from pytsnet.actors.runtime.io import IoLoop
 from pytsnet.messages.magicsock import (
     DerpBytes,
@@ -26,11 +26,13 @@ from pytsnet.messages.magicsock import (
     DerpPeerGone,
     DerpRegion,
     DerpSend,
+    DerpSends,
     DerpStatus,
     DerpStatusRequest,
     DerpTick,
     DiscoIn,
     WgDatagramIn,
+    WgDatagramsIn,
 )
 from pytsnet.wire import disco
 from pytsnet.wire.derp import frames as f
@@ -57,6 +59,9 @@ class DerpClient(Actor):
         self.failures = 0
         self.connects = 0
         self.dropped = 0
+        self._wg_in: list[WgDatagramIn] = []  # WireGuard datagrams of the read being parsed
+        self._sink_batches = True  # until the WireGuard sink refuses WgDatagramsIn
+        self._keys: dict[str, NodePublic] = {}  # peer text -> key, parsed once (not per packet)
         self.health = ""
         self.pending: deque[DerpSend] = deque()
         self.bytes_in: dict[str, int] = {}
@@ -181,6 +186,7 @@ class DerpClient(Actor):
                     self._send(self.pending.popleft())
             elif isinstance(ev, FrameReceived):
                 self._frame(ev.frame)
+        self._deliver_wg()
         self._flush()
 
     def _frame(self, frame: f.Frame) -> None:
@@ -191,14 +197,31 @@ class DerpClient(Actor):
                 self._tell(self.config.name("disco"), DiscoIn(
                     data=frame.packet, src=derp_addr(self.region.region_id),
                     derp_region=self.region.region_id, derp_src=peer))
-            else:
-                self._tell(self.config.wg_sink, WgDatagramIn(
+            else:  # delivered after the whole read is parsed, as one message (_deliver_wg)
+                self._wg_in.append(WgDatagramIn.model_construct(
                     peer=peer, data=frame.packet, via="derp", src=derp_addr(self.region.region_id)))
         elif isinstance(frame, f.PeerGone):
             self._tell(self.config.name("disco"), DerpPeerGone(
                 region=self.region.region_id, peer=frame.peer.to_text(), reason=int(frame.reason)))
         elif isinstance(frame, f.Health):
             self.health = frame.problem
+
+    def _deliver_wg(self) -> None:
+        """The WireGuard datagrams of one read to W: a burst as one ``WgDatagramsIn``."""
+        wg, self._wg_in = self._wg_in, []
+        if not wg:
+            return
+        ref = self.lookup(self.config.wg_sink)
+        if ref is None:
+            return
+        if len(wg) > 1 and self._sink_batches:
+            try:
+                ref.tell(WgDatagramsIn.model_construct(datagrams=tuple(wg)))
+                return
+            except UnhandledMessage:  # a sink without the burst message (test rigs)
+                self._sink_batches = False
+        for d in wg:
+            ref.tell(d)
 
     def _tell(self, name: str, msg: object) -> None:
         ref = self.lookup(name)
@@ -209,18 +232,39 @@ class DerpClient(Actor):
     @handles(DerpSend)
     def on_send(self, msg: DerpSend) -> None:
         if self.conn is None or self.conn.server_key is None:
-            if len(self.pending) >= MAX_PENDING:
-                self.pending.popleft()
-                self.dropped += 1
-            self.pending.append(msg)
+            self._queue(msg)
             return
         self._send(msg)
         self._flush()
 
+    @handles(DerpSends)
+    def on_sends(self, msg: DerpSends) -> None:
+        """A burst to one peer: every frame, then one socket write."""
+        connected = self.conn is not None and self.conn.server_key is not None
+        for data in msg.datas:
+            one = DerpSend.model_construct(peer=msg.peer, data=data)
+            if connected:
+                self._send(one)
+            else:
+                self._queue(one)
+        if connected:
+            self._flush()
+
+    def _queue(self, msg: DerpSend) -> None:
+        if len(self.pending) >= MAX_PENDING:
+            self.pending.popleft()
+            self.dropped += 1
+        self.pending.append(msg)
+
     def _send(self, msg: DerpSend) -> None:
         assert self.conn is not None
         try:
-            self.conn.send_packet(NodePublic.from_text(msg.peer), msg.data)
+            key = self._keys.get(msg.peer)
+            if key is None:
+                if len(self._keys) >= 4096:
+                    self._keys.clear()
+                key = self._keys[msg.peer] = NodePublic.from_text(msg.peer)
+            self.conn.send_packet(key, msg.data)
         except (KeyParseError, WireError):
             self.dropped += 1
             return

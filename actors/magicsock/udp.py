@@ -18,6 +18,7 @@ from pytsnet.actors.magicsock.config import MagicsockConfig
 from pytsnet.actors.runtime import Actor, UnhandledMessage, handles
 from pytsnet.messages.magicsock import (
     DerpSend,
+    DerpSends,
     DiscoIn,
     LocalAddr,
     LocalAddrRequest,
@@ -220,10 +221,10 @@ class MagicsockUdp(Actor):
         if use_derp:
             if r.derp_region:
                 derp = self.lookup(self.config.derp_name(r.derp_region))
-                for data in datas:
-                    if derp is not None:
-                        derp.tell(DerpSend.model_construct(peer=peer, data=data))
-                    r.derp_out += len(data)
+                if derp is not None:
+                    derp.tell(DerpSend.model_construct(peer=peer, data=datas[0]) if len(datas) == 1
+                              else DerpSends.model_construct(peer=peer, datas=datas))
+                r.derp_out += sum(map(len, datas))
             elif r.udp is None:
                 self.dropped_no_path += len(datas)
         if now - r.last_active_note >= ACTIVITY_NOTE_INTERVAL or now > r.trusted_until:

@@ -154,10 +154,10 @@ class WgEngine(Actor):
 
     @handles(IpPacketsOut)
     def on_ips_out(self, msg: IpPacketsOut) -> None:
-        run_out, send, now = self.filter.run_out, self.device.send, self.clock.monotonic()
+        run_out = self.filter.run_out
         for data in msg.packets:
             run_out(data)
-            send(data, now)
+        self.device.send_many(msg.packets, self.clock.monotonic())
         self._flush()
 
     @handles(WgDatagramIn)

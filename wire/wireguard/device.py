@@ -239,6 +239,34 @@ class Device:
         self._collect(raw, peer)
         return peer.remote_public
 
+    def send_many(self, packets: Iterable[bytes], now: float) -> None:
+        """``send`` each packet in order; a run of packets to one peer is encrypted in one
+        ``Peer.send_many`` call (the per-call lookups and the output collection are paid once)."""
+        run: list[bytes] = []
+        run_raw: bytes | None = None
+        routes, drops = self.routes, self.drops
+        for packet in packets:
+            ends = ip_endpoints(packet)
+            if ends is None:
+                drops["not_ip"] += 1
+                continue
+            raw = routes.lookup(ends[0], ends[2])
+            if raw is None:
+                drops["no_route"] += 1
+                continue
+            if raw != run_raw and run:
+                self._send_run(run_raw, run, now)  # type: ignore[arg-type]
+                run = []
+            run_raw = raw
+            run.append(packet)
+        if run:
+            self._send_run(run_raw, run, now)  # type: ignore[arg-type]
+
+    def _send_run(self, raw: bytes, packets: list[bytes], now: float) -> None:
+        peer = self._peers[raw]
+        peer.send_many(packets, now)
+        self._collect(raw, peer)
+
     def send_to(self, public: NodePublic, packet: bytes, now: float) -> bool:
         """Send to a named peer (keepalives, tests); False if it is not configured."""
         peer = self._peers.get(public.raw)
