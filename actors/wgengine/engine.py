@@ -6,6 +6,10 @@ filter -> ``IpPacketIn`` to the sink (the netstack). Outbound: ``IpPacketOut`` -
 -> route -> encrypt -> ``WgDatagramOut`` to magicsock. WireGuard timers run on the system clock at
 the device's aggregated deadline, so an idle tunnel keeps its keepalives and rekeys.
 
+Bursts travel as one message per hop (``IpPacketsOut``/``IpPacketsIn``, ``WgDatagramsIn``/``Out``):
+per-message mailbox and thread-wakeup costs, not crypto, bounded throughput when every packet was its
+own message. A peer without the burst message (a test rig) gets the single-packet messages.
+
 Sessions are not preserved across a restart (keys stay in the dead incarnation); the
 configuration is, through ``EngineMemory``, which the child spec holds: a restarted engine comes
 back with the same peers and filter and re-handshakes on the next packet.
