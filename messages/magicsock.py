@@ -220,6 +220,8 @@ class PathStatus(Message, tag="magicsock.path_status"):
     dropped_no_path: int = 0
     dropped_blackhole: int = 0
     unknown_udp_source: int = 0
+    dropped_unknown_kind: int = 0
+    dropped_bad_source: int = 0
 
 
 class DerpStatusRequest(Message, tag="magicsock.derp_status_request"):

@@ -369,7 +369,9 @@ class ActorDevice:
                 paths = {p.peer: p for p in ps.peers}
                 drops.update(magicsock_unknown_peer=ps.dropped_unknown_peer,
                              magicsock_no_path=ps.dropped_no_path, magicsock_blackhole=ps.dropped_blackhole,
-                             magicsock_unknown_udp_source=ps.unknown_udp_source)
+                             magicsock_unknown_udp_source=ps.unknown_udp_source,
+                             magicsock_unknown_kind=ps.dropped_unknown_kind,
+                             magicsock_bad_source=ps.dropped_bad_source)
             for role, name in sp.names.items():
                 if not role.startswith("derp."):
                     continue

@@ -64,7 +64,9 @@ class DerpClient(Actor):
         self._keys: dict[str, NodePublic] = {}  # peer text -> key, parsed once (not per packet)
         self.health = ""
         self.pending: deque[DerpSend] = deque()
-        self.bytes_in: dict[str, int] = {}
+        self.bytes_in: dict[str, int] = {}  # per admitted peer only: a relay may admit anyone
+        self.bytes_in_unknown_sources = 0
+        self._admitted_set: tuple[object, frozenset[str]] = (None, frozenset())
         self.bytes_out: dict[str, int] = {}
         self._eof = threading.Event()
         self._loop: IoLoop | None = None
@@ -192,7 +194,10 @@ class DerpClient(Actor):
     def _frame(self, frame: f.Frame) -> None:
         if isinstance(frame, f.RecvPacket):
             peer = frame.src.to_text()
-            self.bytes_in[peer] = self.bytes_in.get(peer, 0) + len(frame.packet)
+            if self._admitted(peer):
+                self.bytes_in[peer] = self.bytes_in.get(peer, 0) + len(frame.packet)
+            else:  # W drops it as an unknown peer; keep no per-key state for strangers
+                self.bytes_in_unknown_sources += len(frame.packet)
             if disco.looks_like_disco_wrapper(frame.packet):
                 self._tell(self.config.name("disco"), DiscoIn(
                     data=frame.packet, src=derp_addr(self.region.region_id),
@@ -205,6 +210,15 @@ class DerpClient(Actor):
                 region=self.region.region_id, peer=frame.peer.to_text(), reason=int(frame.reason)))
         elif isinstance(frame, f.Health):
             self.health = frame.problem
+
+    def _admitted(self, peer: str) -> bool:
+        """Is ``peer`` in the netmap's peer set (as last given to magicsock)?"""
+        last = self.config.last_peers
+        if last is None:
+            return False
+        if self._admitted_set[0] is not last:
+            self._admitted_set = (last, frozenset(p.node_key for p in last.peers))
+        return peer in self._admitted_set[1]
 
     def _deliver_wg(self) -> None:
         """The WireGuard datagrams of one read to W: a burst as one ``WgDatagramsIn``."""

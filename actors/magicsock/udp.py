@@ -75,6 +75,8 @@ class MagicsockUdp(Actor):
         self.dropped_unknown_peer = 0
         self.dropped_no_path = 0
         self.dropped_blackhole = 0
+        self.dropped_unknown_kind = 0  # neither STUN, disco nor WireGuard-shaped
+        self.dropped_bad_source = 0
         self.unknown_udp_source = 0
         self._src_cache: dict[tuple, str] = {}  # type: ignore[type-arg]
         self._sink_batches = True  # until the WireGuard sink refuses WgDatagramsIn
@@ -176,6 +178,7 @@ class MagicsockUdp(Actor):
                 try:
                     ip, port = parse_addr(msg.src)
                 except AddrParseError:
+                    self.dropped_bad_source += 1
                     return None
                 peer = self.by_addr.get((str(ip), port))
                 if len(self._peer_at) >= 1024:
@@ -190,6 +193,8 @@ class MagicsockUdp(Actor):
             self._tell(self.config.name("disco"), DiscoIn(data=msg.data, src=msg.src))
         elif kind is PacketKind.STUN_BINDING:
             self._tell(self.config.name("stun"), StunIn(data=msg.data, src=msg.src))
+        else:
+            self.dropped_unknown_kind += 1
         return None
 
     def _tell(self, name: str, msg: object) -> None:
@@ -287,4 +292,6 @@ class MagicsockUdp(Actor):
                                   udp_bytes_out=r.udp_out, udp_bytes_in=r.udp_in, derp_bytes_out=r.derp_out))
         return PathStatus(peers=tuple(peers), dropped_unknown_peer=self.dropped_unknown_peer,
                           dropped_no_path=self.dropped_no_path, dropped_blackhole=self.dropped_blackhole,
-                          unknown_udp_source=self.unknown_udp_source)
+                          unknown_udp_source=self.unknown_udp_source,
+                          dropped_unknown_kind=self.dropped_unknown_kind,
+                          dropped_bad_source=self.dropped_bad_source)

@@ -19,7 +19,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 from hostile_rig import Liveness, actor, healthy_exchange, rss_mb, tailnet_pair, udp_port
 from pytsnet.wire import disco, stun
 from pytsnet.wire.keys import NodePublic
@@ -141,10 +140,6 @@ def test_garbage_udp_flood_is_dropped_and_counted(tmp_path: Path) -> None:
         assert p.b.status().peers[0].has_session
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "actors/magicsock/udp.py drops datagrams classified UNKNOWN (neither STUN, disco nor "
-    "WireGuard-shaped) without counting them. Fix: a dropped_unknown_kind counter in MagicsockUdp._classify "
-    "reported in PathStatus/status().drops; file has another engineer's uncommitted changes"))
 def test_unclassifiable_datagrams_are_counted(tmp_path: Path) -> None:
     rng = random.Random(11)
     junk = [d for d in (rng.randbytes(rng.randrange(1, 1200)) for _ in range(3000))
