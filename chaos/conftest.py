@@ -46,3 +46,9 @@ def eventually() -> Callable[..., None]:
             time.sleep(0.002)
 
     return wait
+
+
+@pytest.fixture(autouse=True)
+def _no_default_control_plane(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test that forgets ``control_url`` must fail locally, never dial Tailscale's public default."""
+    monkeypatch.setenv("TS_CONTROL_URL", "http://127.0.0.1:9")

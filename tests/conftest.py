@@ -37,3 +37,9 @@ def netns_factory() -> Iterator[object]:
     yield make
     for ns in reversed(made):
         ns.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_default_control_plane(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test that forgets ``control_url`` must fail locally, never dial Tailscale's public default."""
+    monkeypatch.setenv("TS_CONTROL_URL", "http://127.0.0.1:9")

@@ -134,7 +134,7 @@ def test_udp_ping_answered_adds_candidate_and_duplicate_tx_is_not() -> None:
 
 
 def test_better_addr_go_rules() -> None:
-    pub1 = (ipaddress.ip_address("1.1.1.1"), 1)
+    pub1 = (ipaddress.ip_address("192.0.2.11"), 1)
     pub2 = (ipaddress.ip_address("1.1.1.2"), 1)
     priv = (ipaddress.ip_address("10.0.0.1"), 1)
     lo = (ipaddress.ip_address("127.0.0.1"), 1)
