@@ -242,3 +242,27 @@ class DerpStatus(Message, tag="magicsock.derp_status"):
     dropped: int
     health: str
     peers: tuple[DerpPeerCounters, ...]
+    bytes_in_unknown_sources: int = 0  # relayed bytes from node keys that are not admitted peers
+
+
+class DiscoStatusRequest(Message, tag="magicsock.disco_status_request"):
+    pass
+
+
+class DiscoStatus(Message, tag="magicsock.disco_status"):
+    """The DiscoPinger's drop counters: disco datagrams it refused, by reason."""
+
+    dropped_unknown_disco: int = 0  # disco key of no admitted peer, or DERP source not its owner
+    dropped_bad_box: int = 0  # NaCl box failed to open or the sealed message did not parse
+    dropped_malformed: int = 0  # too short to name a sender
+    dropped_bad_source: int = 0  # source address text that does not parse
+
+
+class StunStatusRequest(Message, tag="magicsock.stun_status_request"):
+    pass
+
+
+class StunStatus(Message, tag="magicsock.stun_status"):
+    """The StunProber's drop counters."""
+
+    dropped_unsolicited: int = 0  # STUN-looking datagrams that answer none of our probes

@@ -96,3 +96,13 @@ class NetstackReply(Message, tag="netstack.reply"):
     port: int = 0
     error: str = ""
     detail: str = ""
+
+
+class NetstackStatusRequest(Message, tag="netstack.status_request"):
+    pass
+
+
+class NetstackStatus(Message, tag="netstack.status"):
+    """The Stack's drop counters by reason (``Stack.drops``, plus the actor's ``flow_mailbox_full``)."""
+
+    drops: dict[str, int]

@@ -47,7 +47,17 @@ from pytsnet.errors import (
 from pytsnet.messages.base import Message
 from pytsnet.messages.control import DeviceState, Logout, LogoutDone
 from pytsnet.messages.dataplane import DataplaneState, DeviceStatus, PeerStatus, UserInfo
-from pytsnet.messages.magicsock import DerpStatus, DerpStatusRequest, PathStatus, PathStatusRequest
+from pytsnet.messages.magicsock import (
+    DerpStatus,
+    DerpStatusRequest,
+    DiscoStatus,
+    DiscoStatusRequest,
+    PathStatus,
+    PathStatusRequest,
+    StunStatus,
+    StunStatusRequest,
+)
+from pytsnet.messages.netstack import NetstackStatus, NetstackStatusRequest
 from pytsnet.messages.peers import GetPeers, PeerInfo, PeersChanged, PeerTable
 from pytsnet.messages.wgengine import GetWgStatus, WgStatus
 from pytsnet.net import SocketLike, SocketListener, TcpListener, TcpStream, UdpSocket
@@ -379,6 +389,7 @@ class ActorDevice:
                 if isinstance(ds, DerpStatus):
                     connected[ds.region] = ds.connected
                     drops[f"derp{ds.region}_dropped"] = ds.dropped
+                    drops[f"derp{ds.region}_bytes_in_unknown_sources"] = ds.bytes_in_unknown_sources
                     for c in ds.peers:
                         i, o = derp_peer.get(c.peer, (0, 0))
                         derp_peer[c.peer] = (i + c.bytes_in, o + c.bytes_out)
@@ -387,6 +398,16 @@ class ActorDevice:
                 sessions = {p.node_key: p for p in wg.peers}
                 drops.update({f"wg_{k}": v for k, v in wg.device_drops.items()})
                 drops.update({f"filter_{k}": v for k, v in wg.filter_drops.items()})
+            dsc = self._ask_quiet(sp.names["disco"], DiscoStatusRequest(), timeout)
+            if isinstance(dsc, DiscoStatus):
+                drops.update(disco_unknown_key=dsc.dropped_unknown_disco, disco_bad_box=dsc.dropped_bad_box,
+                             disco_malformed=dsc.dropped_malformed, disco_bad_source=dsc.dropped_bad_source)
+            stn = self._ask_quiet(sp.names["stun"], StunStatusRequest(), timeout)
+            if isinstance(stn, StunStatus):
+                drops["stun_unsolicited"] = stn.dropped_unsolicited
+            ns = self._ask_quiet(sp.names["netstack"], NetstackStatusRequest(), timeout)
+            if isinstance(ns, NetstackStatus):
+                drops.update({f"netstack_{k}": v for k, v in ns.drops.items()})
         rows = []
         for p in peers:
             pp, ss = paths.get(p.node_key), sessions.get(p.node_key)

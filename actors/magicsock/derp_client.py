@@ -312,6 +312,7 @@ class DerpClient(Actor):
             region=self.region.region_id,
             connected=self.conn is not None and self.conn.server_key is not None,
             home=self.home, connects=self.connects, dropped=self.dropped, health=self.health,
+            bytes_in_unknown_sources=self.bytes_in_unknown_sources,
             peers=tuple(DerpPeerCounters(peer=p, bytes_in=self.bytes_in.get(p, 0),
                                          bytes_out=self.bytes_out.get(p, 0)) for p in peers))
 

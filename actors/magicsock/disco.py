@@ -16,6 +16,8 @@ from pytsnet.messages.magicsock import (
     DerpPeerGone,
     DerpSend,
     DiscoIn,
+    DiscoStatus,
+    DiscoStatusRequest,
     DiscoTick,
     LocalEndpoints,
     PathUpdate,
@@ -53,6 +55,7 @@ class DiscoPinger(Actor):
         self.dropped_unknown_disco = 0
         self.dropped_bad_box = 0
         self.dropped_malformed = 0  # disco-magic datagrams too short to name a sender
+        self.dropped_bad_source = 0
 
     def on_start(self) -> None:
         self.send_interval(TICK, DiscoTick())
@@ -125,6 +128,12 @@ class DiscoPinger(Actor):
                 self._run(p, p.ep.handle_timeout(now))
             self._push(p)
 
+    @handles(DiscoStatusRequest)
+    def status(self, msg: DiscoStatusRequest) -> DiscoStatus:
+        return DiscoStatus(dropped_unknown_disco=self.dropped_unknown_disco,
+                           dropped_bad_box=self.dropped_bad_box, dropped_malformed=self.dropped_malformed,
+                           dropped_bad_source=self.dropped_bad_source)
+
     @handles(DiscoIn)
     def disco_in(self, msg: DiscoIn) -> None:
         try:
@@ -151,6 +160,7 @@ class DiscoPinger(Actor):
             src = None if via_derp else parse_addr(msg.src)
             derp_src = parse_addr(msg.src) if via_derp else (DERP_MAGIC_IP, 0)
         except AddrParseError:
+            self.dropped_bad_source += 1
             return
         if isinstance(m, disco.Ping):
             self._run(p, p.ep.on_ping(now, m.tx_id, src, derp_src), derp_region=msg.derp_region)

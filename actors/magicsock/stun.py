@@ -17,6 +17,8 @@ from pytsnet.messages.magicsock import (
     NetcheckReport,
     ResendPaths,
     StunIn,
+    StunStatus,
+    StunStatusRequest,
     StunTick,
     UdpSend,
 )
@@ -66,6 +68,10 @@ class StunProber(Actor):
         if d is not None and now >= d:
             self._send(self.check.handle_timeout(now))
         self._maybe_done()
+
+    @handles(StunStatusRequest)
+    def status(self, msg: StunStatusRequest) -> StunStatus:
+        return StunStatus(dropped_unsolicited=self.dropped_unsolicited)
 
     @handles(StunIn)
     def stun_in(self, msg: StunIn) -> None:

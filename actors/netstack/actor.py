@@ -36,6 +36,8 @@ from pytsnet.messages.netstack import (
     LinkPacketOut,
     ListenerWake,
     NetstackReply,
+    NetstackStatus,
+    NetstackStatusRequest,
     StackTick,
     TcpConnect,
     TcpListen,
@@ -132,6 +134,10 @@ class NetstackActor(Actor):
         for data in msg.packets:
             receive(data, now)
         self._after(now)
+
+    @handles(NetstackStatusRequest)
+    def status(self, msg: NetstackStatusRequest) -> NetstackStatus:
+        return NetstackStatus(drops=dict(self.stack.drops))
 
     @handles(StackTick)
     def on_tick(self, msg: StackTick) -> None:

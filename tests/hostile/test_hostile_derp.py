@@ -102,8 +102,6 @@ def test_rogue_derp_client_cannot_disturb_the_victim(tmp_path: Path) -> None:
         rogue_ctl = _register(p.net, "rogue")
         live = Liveness(victim)
         drops0 = dict(victim.status().drops)
-        dsc = actor(victim, "magicsock.disco")
-        disco0 = dsc.dropped_unknown_disco + dsc.dropped_bad_box
         rss0 = rss_mb()
         n = 300
         junk = _junk(random.Random(7), rogue_ctl.disco.public().raw, p.b.disco.public().raw, n)
@@ -128,7 +126,7 @@ def test_rogue_derp_client_cannot_disturb_the_victim(tmp_path: Path) -> None:
         st = victim.status()
         grew = {k: v - drops0.get(k, 0) for k, v in st.drops.items() if v != drops0.get(k, 0)}
         wg_dropped = sum(v for k, v in grew.items() if k.startswith("wg_"))
-        disco_dropped = dsc.dropped_unknown_disco + dsc.dropped_bad_box - disco0
+        disco_dropped = grew.get("disco_unknown_key", 0) + grew.get("disco_bad_box", 0)
         relay = p.net.relay.derp.stats
         delivered = relay.keys[rogue_ctl.node.public()].packets_from  # the relay drops when queues fill
         assert delivered >= len(packets), f"attack too weak: relay delivered {delivered}"
@@ -162,6 +160,7 @@ def test_many_rogue_derp_keys_do_not_grow_victim_state(tmp_path: Path) -> None:
         victim_key = NodePublic.from_text(p.b.status().peers[0].node_key)
         derp = actor(p.a, "magicsock.derp.900")
         before = len(derp.bytes_in)
+        unknown0 = p.a.status().drops.get("derp900_bytes_in_unknown_sources", 0)
 
         async def attack() -> None:
             for _ in range(300):
@@ -172,5 +171,7 @@ def test_many_rogue_derp_keys_do_not_grow_victim_state(tmp_path: Path) -> None:
         asyncio.run(attack())
         time.sleep(1.0)
         assert len(derp.bytes_in) - before < 64, f"{len(derp.bytes_in) - before} per-source entries kept"
+        unknown = p.a.status().drops.get("derp900_bytes_in_unknown_sources", 0)
+        assert unknown > unknown0, "bytes from strangers not counted"
         healthy_exchange(p, port=7601)
 

@@ -111,7 +111,7 @@ def test_syn_flood_through_the_tunnel_is_bounded(tmp_path: Path) -> None:
         stack = actor(p.a, "netstack").stack
         cap = stack.config.max_half_open
         live = Liveness(p.a)
-        drops0 = dict(stack.drops)
+        drops0 = dict(p.a.status().drops)
         rss0 = rss_mb()
         peak = 0
 
@@ -148,8 +148,9 @@ def test_syn_flood_through_the_tunnel_is_bounded(tmp_path: Path) -> None:
             await lst.aclose()  # type: ignore[attr-defined]
 
         anyio.run(run)
-        grew = {k: v - drops0.get(k, 0) for k, v in stack.drops.items() if v != drops0.get(k, 0)}
-        refused = grew.get("tcp_backlog_full", 0) + grew.get("tcp_table_full", 0)
+        drops = p.a.status().drops
+        grew = {k: v - drops0.get(k, 0) for k, v in drops.items() if v != drops0.get(k, 0)}
+        refused = grew.get("netstack_tcp_backlog_full", 0) + grew.get("netstack_tcp_table_full", 0)
         assert refused > 1000, f"flood not counted: {grew}"
         assert peak <= cap, f"{peak} half-open connections, cap {cap}"
         assert len(stack._pending_of) <= cap
