@@ -200,14 +200,9 @@ class DataplaneBridge(Actor):
         ms = SetPeers(peers=tuple(MagicsockPeer(node_key=p.node_key, disco_key=p.disco_key,
                                                 endpoints=tuple(p.endpoints), home_derp=p.home_derp)
                                   for p in peers))
-        self._tell(sp.names["engine"], wg)
-        self._tell(sp.names["disco"], ms)
+        self.tell_named(sp.names["engine"], wg)
+        self.tell_named(sp.names["disco"], ms)
 
-    def _tell(self, name: str, msg: Message) -> None:
-        ref = self.lookup(name)
-        if ref is not None:
-            with contextlib.suppress(ActorStopped):
-                ref.tell(msg)
 
     # -- readiness -----------------------------------------------------------------------------------
     @handles(DataplaneTick)

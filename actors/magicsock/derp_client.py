@@ -199,14 +199,14 @@ class DerpClient(Actor):
             else:  # W drops it as an unknown peer; keep no per-key state for strangers
                 self.bytes_in_unknown_sources += len(frame.packet)
             if disco.looks_like_disco_wrapper(frame.packet):
-                self._tell(self.config.name("disco"), DiscoIn(
+                self.tell_named(self.config.name("disco"), DiscoIn(
                     data=frame.packet, src=derp_addr(self.region.region_id),
                     derp_region=self.region.region_id, derp_src=peer))
             else:  # delivered after the whole read is parsed, as one message (_deliver_wg)
                 self._wg_in.append(WgDatagramIn.model_construct(
                     peer=peer, data=frame.packet, via="derp", src=derp_addr(self.region.region_id)))
         elif isinstance(frame, f.PeerGone):
-            self._tell(self.config.name("disco"), DerpPeerGone(
+            self.tell_named(self.config.name("disco"), DerpPeerGone(
                 region=self.region.region_id, peer=frame.peer.to_text(), reason=int(frame.reason)))
         elif isinstance(frame, f.Health):
             self.health = frame.problem
@@ -237,10 +237,6 @@ class DerpClient(Actor):
         for d in wg:
             ref.tell(d)
 
-    def _tell(self, name: str, msg: object) -> None:
-        ref = self.lookup(name)
-        if ref is not None:
-            ref.tell(msg)  # type: ignore[arg-type]
 
     # -- sending ------------------------------------------------------------------------------------
     @handles(DerpSend)

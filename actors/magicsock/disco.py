@@ -94,7 +94,7 @@ class DiscoPinger(Actor):
         for gone in set(self.peers) - seen:
             p = self.peers.pop(gone)
             self.by_disco.pop(p.disco_key, None)
-            self._tell(self.config.name("udp"), PathUpdate(peer=gone, udp=None, trusted_until=-1.0,
+            self.tell_named(self.config.name("udp"), PathUpdate(peer=gone, udp=None, trusted_until=-1.0,
                                                            derp_region=0, rtt=None, removed=True))
 
     @handles(LocalEndpoints)
@@ -179,18 +179,18 @@ class DiscoPinger(Actor):
         for a in actions:
             if isinstance(a, SendPing):
                 pkt = disco.seal_packet(self.me, p.shared, disco.Ping(a.tx_id, self.node_public))
-                self._tell(self.config.name("udp"), UdpSend(dst=format_addr(a.dst), data=pkt))
+                self.tell_named(self.config.name("udp"), UdpSend(dst=format_addr(a.dst), data=pkt))
             elif isinstance(a, SendPong):
                 pkt = disco.seal_packet(self.me, p.shared, disco.Pong(a.tx_id, a.src))
                 if a.dst is None:
                     region = derp_region or p.ep.derp_region
                     if region:
-                        self._tell(self.config.derp_name(region), DerpSend(peer=p.node_key, data=pkt))
+                        self.tell_named(self.config.derp_name(region), DerpSend(peer=p.node_key, data=pkt))
                 else:
-                    self._tell(self.config.name("udp"), UdpSend(dst=format_addr(a.dst), data=pkt))
+                    self.tell_named(self.config.name("udp"), UdpSend(dst=format_addr(a.dst), data=pkt))
             elif isinstance(a, SendCallMeMaybe) and p.ep.derp_region and self.config.advertise_endpoints:
                 pkt = disco.seal_packet(self.me, p.shared, disco.CallMeMaybe(self.local_endpoints))
-                self._tell(self.config.derp_name(p.ep.derp_region), DerpSend(peer=p.node_key, data=pkt))
+                self.tell_named(self.config.derp_name(p.ep.derp_region), DerpSend(peer=p.node_key, data=pkt))
         self._push(p)
 
     def _push(self, p: _Peer, force: bool = False) -> None:
@@ -201,12 +201,8 @@ class DiscoPinger(Actor):
         if not force and key == p.last_pushed:
             return
         p.last_pushed = key
-        self._tell(self.config.name("udp"), PathUpdate(
+        self.tell_named(self.config.name("udp"), PathUpdate(
             peer=p.node_key, udp=best,
             trusted_until=ep.trust_best_until if ep.trust_best_until != float("-inf") else -1.0,
             derp_region=ep.derp_region, rtt=ep.best.latency if best else None, addrs=addrs))
 
-    def _tell(self, name: str, msg: object) -> None:
-        ref = self.lookup(name)
-        if ref is not None:
-            ref.tell(msg)  # type: ignore[arg-type]

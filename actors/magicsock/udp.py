@@ -97,7 +97,7 @@ class MagicsockUdp(Actor):
         self._poller = select.poll()
         self._poller.register(sock, select.POLLIN)
         self.start_io_loop(self._read, sock.close)
-        self._tell(c.name("disco"), ResendPaths())  # a restarted router asks for the path table again
+        self.tell_named(c.name("disco"), ResendPaths())  # a restarted router asks for the path table again
 
     def on_stop(self) -> None:
         if self.sock is not None:
@@ -145,14 +145,14 @@ class MagicsockUdp(Actor):
     def on_read(self, msg: UdpRead) -> None:
         wg = self._classify(msg)
         if wg is not None:
-            self._tell(self.config.wg_sink, wg)
+            self.tell_named(self.config.wg_sink, wg)
 
     @handles(UdpReads)
     def on_reads(self, msg: UdpReads) -> None:
         """A burst: WireGuard datagrams go on to the engine as one message, the rest one by one."""
         wg = [d for d in map(self._classify, msg.reads) if d is not None]
         if len(wg) == 1:
-            self._tell(self.config.wg_sink, wg[0])
+            self.tell_named(self.config.wg_sink, wg[0])
         elif wg:
             ref = self.lookup(self.config.wg_sink)
             if ref is None:
@@ -190,17 +190,13 @@ class MagicsockUdp(Actor):
                 self.routes[peer].udp_in += len(msg.data)
             return WgDatagramIn.model_construct(peer=peer, data=msg.data, via="udp", src=msg.src)
         if kind is PacketKind.DISCO:
-            self._tell(self.config.name("disco"), DiscoIn(data=msg.data, src=msg.src))
+            self.tell_named(self.config.name("disco"), DiscoIn(data=msg.data, src=msg.src))
         elif kind is PacketKind.STUN_BINDING:
-            self._tell(self.config.name("stun"), StunIn(data=msg.data, src=msg.src))
+            self.tell_named(self.config.name("stun"), StunIn(data=msg.data, src=msg.src))
         else:
             self.dropped_unknown_kind += 1
         return None
 
-    def _tell(self, name: str, msg: object) -> None:
-        ref = self.lookup(name)
-        if ref is not None:
-            ref.tell(msg)  # type: ignore[arg-type]
 
     # -- outbound ----------------------------------------------------------------------------------
     @handles(WgDatagramOut)
@@ -234,7 +230,7 @@ class MagicsockUdp(Actor):
                 self.dropped_no_path += len(datas)
         if now - r.last_active_note >= ACTIVITY_NOTE_INTERVAL or now > r.trusted_until:
             r.last_active_note = now
-            self._tell(self.config.name("disco"), PeerActive(peer=peer))
+            self.tell_named(self.config.name("disco"), PeerActive(peer=peer))
 
     def _sendto(self, dst: tuple[str, int], data: bytes) -> None:
         assert self.sock is not None

@@ -12,7 +12,7 @@ import enum
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
-from pytsnet.actors.runtime.errors import LinkDied
+from pytsnet.actors.runtime.errors import ActorStopped, LinkDied
 from pytsnet.messages.base import Message
 
 if TYPE_CHECKING:
@@ -114,6 +114,19 @@ class Actor:
 
     def lookup(self, name: str) -> ActorRef | None:
         return self.ctx.lookup(name)
+
+    def tell_named(self, name: str, msg: Message) -> bool:
+        """Tell ``msg`` to the actor registered as ``name`` in this system, if it is there and
+        running; False otherwise. For fire-and-forget fan-out to siblings that may be restarting
+        or not spawned yet (a sibling that is gone is not this actor's failure)."""
+        ref = self.ctx.lookup(name)
+        if ref is None:
+            return False
+        try:
+            ref.tell(msg)
+        except ActorStopped:
+            return False
+        return True
 
     def link(self, other: ActorRef) -> None:
         """Bidirectional link: an abnormal death of either calls the other's ``on_link_died``.
