@@ -56,8 +56,8 @@ def _check_raw(b: bytes) -> bytes:
 PubT = TypeVar("PubT", bound="_Public")
 
 
-class _Public:
-    """A 32-byte public key: frozen, hashable, constant-time equality."""
+class _Key32:
+    """32 immutable key bytes with a text form ``PREFIX + hex``; shared by public and private keys."""
 
     PREFIX: ClassVar[str] = ""
     ACCEPTED_PREFIXES: ClassVar[tuple[str, ...]] = ()
@@ -78,10 +78,6 @@ class _Public:
     def from_text(cls, s: str) -> Self:
         return cls(_parse_hex(s, cls.PREFIX, cls.ACCEPTED_PREFIXES))
 
-    @classmethod
-    def zero(cls) -> Self:
-        return cls(_ZERO)
-
     @property
     def raw(self) -> bytes:
         return self._raw
@@ -91,6 +87,17 @@ class _Public:
 
     def is_zero(self) -> bool:
         return hmac.compare_digest(self._raw, _ZERO)
+
+
+class _Public(_Key32):
+    """A 32-byte public key: frozen, hashable, constant-time equality."""
+
+    __slots__ = ()
+
+    @classmethod
+    def zero(cls) -> Self:
+        return cls(_ZERO)
+
 
     def short_string(self) -> str:
         """Go's debug form: ``[`` + first 5 base64 characters + ``]``; empty for the zero key."""
@@ -142,21 +149,17 @@ class NLPublic(_Public):
     ACCEPTED_PREFIXES = ("tlpub:",)
 
 
-class _Private(Generic[PubT]):
+class _Private(_Key32, Generic[PubT]):
     """A Curve25519 private scalar. Its bytes appear only through ``.raw`` and ``.to_text()``."""
 
     PREFIX: ClassVar[str] = "privkey:"
     PUBLIC: type[PubT]  # set per subclass; public() returns that kind of public key
-    __slots__ = ("_pub", "_raw")
-    _raw: bytes
+    __slots__ = ("_pub",)
     _pub: PubT | None
 
     def __init__(self, raw: bytes) -> None:
-        object.__setattr__(self, "_raw", _check_raw(raw))
+        super().__init__(raw)
         object.__setattr__(self, "_pub", None)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable")
 
     @classmethod
     def generate(cls) -> Self:
@@ -166,23 +169,6 @@ class _Private(Generic[PubT]):
         b[31] = (b[31] & 127) | 64
         return cls(bytes(b))
 
-    @classmethod
-    def from_raw(cls, b: bytes) -> Self:
-        return cls(b)
-
-    @classmethod
-    def from_text(cls, s: str) -> Self:
-        return cls(_parse_hex(s, cls.PREFIX))
-
-    @property
-    def raw(self) -> bytes:
-        return self._raw
-
-    def to_text(self) -> str:
-        return self.PREFIX + self._raw.hex()
-
-    def is_zero(self) -> bool:
-        return hmac.compare_digest(self._raw, _ZERO)
 
     def public(self) -> PubT:
         """The matching public key (computed once)."""
