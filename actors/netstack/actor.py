@@ -187,12 +187,12 @@ class NetstackActor(Actor):
         if added:
             lch.notify()
 
-    def _spawn_flow(self, conn: TcpConnection) -> FlowChannel:
+    def _spawn_flow(self, conn: TcpConnection, *, dialed: bool = False) -> FlowChannel:
         key = self.stack.detach(conn)
         name = f"{self.name}-tcp-{next(_flow_ids)}"
         ch = FlowChannel(name, (str(conn.local[0]), conn.local[1]), (str(conn.remote[0]), conn.remote[1]),
                          self.channel_limit)
-        self.registry.add_flow(ch)
+        self.registry.add_flow(ch, dialed=dialed)
         assert self._sup is not None
         ref = self.system.spawn(TcpFlowActor, conn, ch, self.sink, self.ref, self.out_message,
                                 self.config.ip_ttl, self.out_batch, name=name, parent=self._sup,
@@ -255,7 +255,7 @@ class NetstackActor(Actor):
             conn = self.stack.tcp_connect((ipaddress.ip_address(msg.host), msg.port), now)
         except (NetstackError, ValueError) as e:
             return _failure(e)
-        ch = self._spawn_flow(conn)
+        ch = self._spawn_flow(conn, dialed=True)
         return NetstackReply(ok=True, flow=ch.name, port=conn.local[1])
 
     @handles(UdpBind)

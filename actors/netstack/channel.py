@@ -256,6 +256,9 @@ class DatagramChannel(_Waitable):
         return bool(self.queue) or self.closed
 
 
+_MAX_UNCLAIMED = 1024
+
+
 class FlowRegistry:
     """Flow name -> channel, shared by the netstack actor (writer) and the app API (reader)."""
 
@@ -264,10 +267,22 @@ class FlowRegistry:
         self._flows: dict[str, FlowChannel] = {}
         self._listeners: dict[int, ListenerChannel] = {}
         self._udp: dict[int, DatagramChannel] = {}
+        # Dialed flows wait here until the dialer claims them: a peer that refuses at once can end
+        # the flow (and pop it from _flows) before the dialer's ask reply is even read.
+        self._unclaimed: dict[str, FlowChannel] = {}
 
-    def add_flow(self, ch: FlowChannel) -> None:
+    def add_flow(self, ch: FlowChannel, *, dialed: bool = False) -> None:
         with self._lock:
             self._flows[ch.name] = ch
+            if dialed:
+                if len(self._unclaimed) >= _MAX_UNCLAIMED:  # dialers that timed out never claim
+                    del self._unclaimed[next(iter(self._unclaimed))]
+                self._unclaimed[ch.name] = ch
+
+    def claim_flow(self, name: str) -> FlowChannel | None:
+        """Hand a dialed flow to its dialer, even if it already ended (its error is on the channel)."""
+        with self._lock:
+            return self._unclaimed.pop(name, None)
 
     def pop_flow(self, name: str) -> FlowChannel | None:
         with self._lock:

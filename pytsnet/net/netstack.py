@@ -47,7 +47,7 @@ class Netstack:
         return reply
 
     def _flow(self, reply: NetstackReply) -> FlowChannel:
-        ch = self.registry.flow(self.check(reply).flow)
+        ch = self.registry.claim_flow(self.check(reply).flow)
         if ch is None:
             raise ConnectionAbortedError("flow vanished before it was handed over")
         return ch
