@@ -16,7 +16,8 @@ import threading
 from collections import deque
 
 from pytsnet.actors.magicsock.config import MagicsockConfig
-from pytsnet.actors.runtime import Actor, UnhandledMessage, handles
+from pytsnet.actors.magicsock.wg_sink import WgSinkDelivery
+from pytsnet.actors.runtime import Actor, handles
 from pytsnet.actors.runtime.io import IoLoop
 from pytsnet.messages.magicsock import (
     DerpBytes,
@@ -32,7 +33,6 @@ from pytsnet.messages.magicsock import (
     DerpTick,
     DiscoIn,
     WgDatagramIn,
-    WgDatagramsIn,
 )
 from pytsnet.wire import disco
 from pytsnet.wire.derp import frames as f
@@ -60,7 +60,7 @@ class DerpClient(Actor):
         self.connects = 0
         self.dropped = 0
         self._wg_in: list[WgDatagramIn] = []  # WireGuard datagrams of the read being parsed
-        self._sink_batches = True  # until the WireGuard sink refuses WgDatagramsIn
+        self._wg_sink = WgSinkDelivery()
         self._keys: dict[str, NodePublic] = {}  # peer text -> key, parsed once (not per packet)
         self.health = ""
         self.pending: deque[DerpSend] = deque()
@@ -223,20 +223,8 @@ class DerpClient(Actor):
     def _deliver_wg(self) -> None:
         """The WireGuard datagrams of one read to W: a burst as one ``WgDatagramsIn``."""
         wg, self._wg_in = self._wg_in, []
-        if not wg:
-            return
-        ref = self.lookup(self.config.wg_sink)
-        if ref is None:
-            return
-        if len(wg) > 1 and self._sink_batches:
-            try:
-                ref.tell(WgDatagramsIn.model_construct(datagrams=tuple(wg)))
-                return
-            except UnhandledMessage:  # a sink without the burst message (test rigs)
-                self._sink_batches = False
-        for d in wg:
-            ref.tell(d)
-
+        if wg:
+            self._wg_sink.deliver(self.lookup(self.config.wg_sink), wg)
 
     # -- sending ------------------------------------------------------------------------------------
     @handles(DerpSend)

@@ -15,7 +15,8 @@ import socket
 from dataclasses import dataclass
 
 from pytsnet.actors.magicsock.config import MagicsockConfig
-from pytsnet.actors.runtime import Actor, UnhandledMessage, handles
+from pytsnet.actors.magicsock.wg_sink import WgSinkDelivery
+from pytsnet.actors.runtime import Actor, handles
 from pytsnet.messages.magicsock import (
     DerpSend,
     DerpSends,
@@ -35,7 +36,6 @@ from pytsnet.messages.magicsock import (
     UdpSend,
     WgDatagramIn,
     WgDatagramOut,
-    WgDatagramsIn,
     WgDatagramsOut,
 )
 from pytsnet.wire.magicsock.addr import AddrParseError, format_addr, parse_addr
@@ -79,7 +79,7 @@ class MagicsockUdp(Actor):
         self.dropped_bad_source = 0
         self.unknown_udp_source = 0
         self._src_cache: dict[tuple, str] = {}  # type: ignore[type-arg]
-        self._sink_batches = True  # until the WireGuard sink refuses WgDatagramsIn
+        self._wg_sink = WgSinkDelivery()
         self._peer_at: dict[str, str | None] = {}  # src text -> peer (by_addr), reset on PathUpdate
 
     def on_start(self) -> None:
@@ -151,20 +151,8 @@ class MagicsockUdp(Actor):
     def on_reads(self, msg: UdpReads) -> None:
         """A burst: WireGuard datagrams go on to the engine as one message, the rest one by one."""
         wg = [d for d in map(self._classify, msg.reads) if d is not None]
-        if len(wg) == 1:
-            self.tell_named(self.config.wg_sink, wg[0])
-        elif wg:
-            ref = self.lookup(self.config.wg_sink)
-            if ref is None:
-                return
-            if self._sink_batches:
-                try:
-                    ref.tell(WgDatagramsIn.model_construct(datagrams=tuple(wg)))
-                    return
-                except UnhandledMessage:  # a sink without the burst message (test rigs)
-                    self._sink_batches = False
-            for d in wg:
-                ref.tell(d)
+        if wg:
+            self._wg_sink.deliver(self.lookup(self.config.wg_sink), wg)
 
     def _classify(self, msg: UdpRead) -> WgDatagramIn | None:
         """Route one read: DISCO and STUN are told on here; a WireGuard datagram is returned."""
