@@ -243,6 +243,9 @@ class DerpStatus(Message, tag="magicsock.derp_status"):
     health: str
     peers: tuple[DerpPeerCounters, ...]
     bytes_in_unknown_sources: int = 0  # relayed bytes from node keys that are not admitted peers
+    idle_closes: int = 0  # non-home connections closed after derp_idle_close without a write
+    peer_gone: int = 0  # PeerGone frames: the server told us a peer left (or was never here)
+    last_error: str = ""  # why the last dial or connection failed
 
 
 class DiscoStatusRequest(Message, tag="magicsock.disco_status_request"):

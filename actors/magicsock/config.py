@@ -15,7 +15,10 @@ class MagicsockConfig:
     disco_private: DiscoPrivate  # fixed for the node's life: peers learned it through control
     wg_sink: str  # name of W's actor in the same system
     regions: tuple[DerpRegion, ...] = ()
-    home_region: int = 0  # 0: netcheck picks (falls back to the lowest region id)
+    home_region: int = 0  # the current home; 0 at spawn: netcheck picks (lowest region id until then)
+    home_fixed: bool = False  # set at spawn when the caller chose the home: netcheck never moves it
+    derp_idle_close: float = 60.0  # a non-home region's connection closes this long after our last
+    # write to it (Go magicsock derpInactiveCleanupTime); the home region stays connected
     bind_host: str = "0.0.0.0"  # IPv4 by default; IPv6 only when configured
     bind_port: int = 0
     advertise_endpoints: bool = True  # False: never tell peers our UDP endpoints (DERP only)

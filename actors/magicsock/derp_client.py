@@ -1,7 +1,10 @@
 """One DERP connection (per region): HTTP upgrade to ``/derp``, then the sans-IO ``ClientConnection``.
 
-Reconnects with jittered exponential backoff capped at 5 s (Go magicsock ``derp.go``); marks the home
-region with NotePreferred; answers server pings (``auto_pong``) and fails on the 120 s read deadline.
+As Go magicsock ``derp.go``: the home region stays connected; any other region connects on the first
+send to a peer homed there and closes ``derp_idle_close`` (60 s) after our last write to it. Reconnects
+with jittered exponential backoff capped at 5 s while the connection is wanted; marks the home region
+with NotePreferred (and clears it when netcheck moves home away); answers server pings
+(``auto_pong``) and fails on the 120 s read deadline.
 Received packets are demultiplexed like Go ``processDERPReadResult``: disco → DiscoPinger, the rest →
 W as ``WgDatagramIn(via="derp")``. Sends while (re)connecting wait in a small bounded queue.
 """
@@ -70,14 +73,24 @@ class DerpClient(Actor):
         self.bytes_out: dict[str, int] = {}
         self._eof = threading.Event()
         self._loop: IoLoop | None = None
+        self.last_write = float("-inf")  # our last send to this region, for the idle close
+        self.idle_closes = 0
+        self.last_error = ""  # why the last dial or connection failed (status shows it)
+        self.peer_gone = 0
+        self._retrying = False  # a DerpConnect is scheduled: sends must not bypass the backoff
+        self._preferred = False  # what we last told the server with NotePreferred
 
     @property
     def home(self) -> bool:
         return self.region.region_id == self.config.home_region
 
     def on_start(self) -> None:
-        self.ref.tell(DerpConnect())
+        if self.home:
+            self.ref.tell(DerpConnect())
         self.send_interval(TICK, DerpTick())
+
+    def _wanted(self, now: float) -> bool:
+        return self.home or now - self.last_write < self.config.derp_idle_close
 
     def on_stop(self) -> None:
         self._close()
@@ -85,7 +98,8 @@ class DerpClient(Actor):
     # -- connecting ---------------------------------------------------------------------------------
     @handles(DerpConnect)
     def connect(self, msg: DerpConnect) -> None:
-        if self.conn is not None:
+        self._retrying = False
+        if self.conn is not None or not self._wanted(self.clock.monotonic()):
             return
         try:
             self._dial()
@@ -120,6 +134,7 @@ class DerpClient(Actor):
             raise ConnectionError(f"DERP upgrade refused: {head[:80]!r}")
         now = self.clock.monotonic()
         self.conn = ClientConnection(self.config.node_private, now)
+        self._preferred = False
         self.conn_id += 1
         self.connects += 1
         self._eof = threading.Event()
@@ -146,6 +161,8 @@ class DerpClient(Actor):
 
     def _retry(self, reason: str) -> None:
         self.failures += 1
+        self.last_error = reason
+        self._retrying = True
         delay = min(MAX_BACKOFF, MIN_BACKOFF * (2 ** min(self.failures, 10)))
         self.send_after(delay * random.uniform(0.5, 1.0), DerpConnect())
 
@@ -184,6 +201,7 @@ class DerpClient(Actor):
                 self.failures = 0
                 if self.home:
                     self.conn.note_preferred(True)
+                    self._preferred = True
                 while self.pending:
                     self._send(self.pending.popleft())
             elif isinstance(ev, FrameReceived):
@@ -206,6 +224,7 @@ class DerpClient(Actor):
                 self._wg_in.append(WgDatagramIn.model_construct(
                     peer=peer, data=frame.packet, via="derp", src=derp_addr(self.region.region_id)))
         elif isinstance(frame, f.PeerGone):
+            self.peer_gone += 1
             self.tell_named(self.config.name("disco"), DerpPeerGone(
                 region=self.region.region_id, peer=frame.peer.to_text(), reason=int(frame.reason)))
         elif isinstance(frame, f.Health):
@@ -229,6 +248,7 @@ class DerpClient(Actor):
     # -- sending ------------------------------------------------------------------------------------
     @handles(DerpSend)
     def on_send(self, msg: DerpSend) -> None:
+        self._note_write()
         if self.conn is None or self.conn.server_key is None:
             self._queue(msg)
             return
@@ -238,6 +258,7 @@ class DerpClient(Actor):
     @handles(DerpSends)
     def on_sends(self, msg: DerpSends) -> None:
         """A burst to one peer: every frame, then one socket write."""
+        self._note_write()
         connected = self.conn is not None and self.conn.server_key is not None
         for data in msg.datas:
             one = DerpSend.model_construct(peer=msg.peer, data=data)
@@ -247,6 +268,12 @@ class DerpClient(Actor):
                 self._queue(one)
         if connected:
             self._flush()
+
+    def _note_write(self) -> None:
+        """A send keeps a non-home region wanted; the first one dials it (unless a retry is due)."""
+        self.last_write = self.clock.monotonic()
+        if self.conn is None and not self._retrying:
+            self.connect(DerpConnect())
 
     def _queue(self, msg: DerpSend) -> None:
         if len(self.pending) >= MAX_PENDING:
@@ -281,8 +308,22 @@ class DerpClient(Actor):
 
     @handles(DerpTick)
     def tick(self, msg: DerpTick) -> None:
+        now = self.clock.monotonic()
         if self.conn is None:
+            if self.home and not self._retrying:  # netcheck made this region home
+                self.connect(DerpConnect())
             return
+        if not self._wanted(now):
+            self.idle_closes += 1
+            self._close()
+            self.pending.clear()
+            return
+        if self.conn.server_key is not None and self._preferred != self.home:
+            self._preferred = self.home
+            self.conn.note_preferred(self.home)
+            self._flush()
+            if self.conn is None:
+                return
         try:
             self.conn.handle_timeout(self.clock.monotonic())
         except WireError as e:
@@ -296,6 +337,7 @@ class DerpClient(Actor):
             region=self.region.region_id,
             connected=self.conn is not None and self.conn.server_key is not None,
             home=self.home, connects=self.connects, dropped=self.dropped, health=self.health,
+            idle_closes=self.idle_closes, peer_gone=self.peer_gone, last_error=self.last_error,
             bytes_in_unknown_sources=self.bytes_in_unknown_sources,
             peers=tuple(DerpPeerCounters(peer=p, bytes_in=self.bytes_in.get(p, 0),
                                          bytes_out=self.bytes_out.get(p, 0)) for p in peers))

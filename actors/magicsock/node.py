@@ -14,7 +14,9 @@ DATA_MAILBOX = MailboxConfig(4096)
 
 def spawn_magicsock(system: ActorSystem, config: MagicsockConfig, parent: ActorRef | None = None,
                     max_restarts: int = 20, within: float = 10.0) -> ActorRef:
-    """Start the UDP router, DiscoPinger, StunProber and one DerpClient per configured region."""
+    """Start the UDP router, DiscoPinger, StunProber and one DerpClient per configured region
+    (each connects only while it is home or in use)."""
+    config.home_fixed = bool(config.home_region)
     if not config.home_region and config.regions:
         config.home_region = min(r.region_id for r in config.regions)  # until netcheck measures
     specs = [

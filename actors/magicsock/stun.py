@@ -95,8 +95,10 @@ class StunProber(Actor):
         self.last = report
         lo, hi = self.config.stun_interval
         self.next_report = self.clock.monotonic() + random.uniform(lo, hi)
-        if not self.config.home_region:
-            self.home = report.preferred_derp or min((r.region_id for r in self.config.regions), default=0)
+        if not self.config.home_fixed and report.preferred_derp:
+            # the DerpClients read the shared config on their tick: the new home connects, the old
+            # one clears NotePreferred and closes once idle
+            self.home = self.config.home_region = report.preferred_derp
         self.endpoints = self._endpoints(report)
         self._publish()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from pytsnet.actors.magicsock.config import MagicsockConfig
 from pytsnet.actors.magicsock.node import spawn_magicsock
@@ -73,16 +74,20 @@ class Node:
 
 
 def make_node(name: str, derp_port: int, stun_port: int, advertise: bool = True,
-              dispatcher: str = "thread") -> Node:
+              dispatcher: str = "thread", *, regions: tuple[DerpRegion, ...] | None = None,
+              home: int = REGION, private: NodePrivate | None = None, **config: Any) -> Node:
+    """One node; ``regions`` replaces the single plain region at ``derp_port`` (home 0: netcheck picks)."""
     system = ActorSystem(name, dispatcher=dispatcher)
-    config = MagicsockConfig(
-        node_private=NodePrivate.generate(), disco_private=DiscoPrivate.generate(), wg_sink="w",
-        regions=(DerpRegion(region_id=REGION, host="127.0.0.1", port=derp_port, stun_port=stun_port),),
-        home_region=REGION, bind_host="127.0.0.1", advertise_endpoints=advertise, timings=FAST,
+    regions = regions or (DerpRegion(region_id=REGION, host="127.0.0.1", port=derp_port,
+                                     stun_port=stun_port),)
+    cfg = MagicsockConfig(
+        node_private=private or NodePrivate.generate(), disco_private=DiscoPrivate.generate(), wg_sink="w",
+        regions=regions,
+        home_region=home, bind_host="127.0.0.1", advertise_endpoints=advertise, timings=FAST, **config,
     )
-    node = Node(system, config)
+    node = Node(system, cfg)
     system.spawn(Sink, node.got, name="w")
-    spawn_magicsock(system, config)
+    spawn_magicsock(system, cfg)
     return node
 
 
