@@ -244,8 +244,9 @@ class ActorDevice:
                 left = deadline - loop.time()
                 if left <= 0:
                     raise self._timeout_error(self.state, timeout)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(q.get(), left)
+                with contextlib.suppress(TimeoutError):  # not wait_for: it can drop a cancel (3.11)
+                    async with asyncio.timeout(left):
+                        await q.get()
             return self.state
         finally:
             with self._cond:

@@ -135,8 +135,9 @@ class ActorRef:
             loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(None))
 
         reply.add_done_callback(wake)
-        try:
-            await asyncio.wait_for(fut, timeout)
+        try:  # asyncio.timeout, not wait_for: 3.11's wait_for drops a cancel that races the reply
+            async with asyncio.timeout(timeout):
+                await fut
         except TimeoutError:
             raise AskTimeout(f"no reply within {timeout}s") from None
         return reply.result()

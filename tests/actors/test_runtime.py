@@ -366,3 +366,22 @@ def test_per_actor_ordering_under_many_senders(system: ActorSystem) -> None:
         ref.tell(Work(seq=i))
     assert ref.ask(Count()).value == 2000
     assert log[1:] == [f"o work {i}" for i in range(2000)]
+
+
+def test_cancelling_ask_async_as_the_reply_lands_still_cancels(system: ActorSystem) -> None:
+    """3.11's ``asyncio.wait_for`` returned the result and dropped a cancel that raced the inner
+    future; an app's Ctrl-C (the runner cancels the main task) was then lost mid-transfer."""
+    import time
+
+    ref = system.spawn(Echo, None, None, name="e")
+
+    async def main() -> None:
+        for _ in range(20):
+            task = asyncio.create_task(ref.ask_async(Ping(seq=1), timeout=5))
+            await asyncio.sleep(0)  # the task now waits for the reply
+            time.sleep(0.02)  # the loop is blocked: the reply's wake-up is queued behind us
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    asyncio.run(main())
