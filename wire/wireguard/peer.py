@@ -137,14 +137,19 @@ class Peer:
         self.send_many((packet,), now)
 
     def send_many(self, packets: Iterable[bytes], now: float) -> None:
-        """``send`` each packet in order; a batch pays the per-call lookups once."""
+        """``send`` each packet in order; a batch pays the per-call lookups once.
+
+        Every packet of a batch shares ``now``, so the timer rules (``_after_send``: the same dict
+        updates as ``Timers.on_any_authenticated_packet_*`` / ``on_data_sent``) give the same result
+        applied once per run of fast-path packets as once per packet; a run is settled before any
+        slow path (staging, a rekey initiation) so the order of their effects is kept."""
         keypairs = self.keypairs
         staged = self._staged
         append = self._outbox.append
         mtu = self._mtu
-        timers = self.timers
-        deadlines = timers.deadlines
-        persistent_keepalive = timers.persistent_keepalive
+        sent = 0  # fast-path packets whose timer updates are not applied yet
+        data = False  # one of them carried data (not a keepalive)
+        kp: Keypair | None = None
         for packet in packets:
             kp = keypairs.current
             if (
@@ -153,6 +158,9 @@ class Peer:
                 or now - kp.created >= REJECT_AFTER_TIME
                 or kp.send_nonce >= REJECT_AFTER_MESSAGES
             ):
+                if sent:
+                    self._sent_run_timers(now, data)
+                    sent, data = 0, False
                 staged.append(packet)
                 self._send_staged(now)
                 continue
@@ -169,19 +177,30 @@ class Peer:
                 _HEADER_PACK(MESSAGE_TRANSPORT_TYPE, kp.remote_index, counter)
                 + kp.send_aead.encrypt(_NONCE_PACK(counter), packet, None)
             )
-            # _after_send inlined, the same dict updates as Timers.on_any_authenticated_packet_traversal,
-            # on_any_authenticated_packet_sent and on_data_sent (whitepaper §6.5 / timers.go).
-            if persistent_keepalive > 0:
-                deadlines[_PERSISTENT_KEEPALIVE] = now + persistent_keepalive
-            if _SEND_KEEPALIVE in deadlines:
-                del deadlines[_SEND_KEEPALIVE]
-            if n and _NEW_HANDSHAKE not in deadlines:
-                deadlines[_NEW_HANDSHAKE] = now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + self._jitter()
-            # _keep_key_fresh_sending inlined: the initiator rekeys after REKEY_AFTER_MESSAGES/_TIME.
+            sent += 1
+            if n:
+                data = True
+            # _keep_key_fresh_sending inlined: the initiator rekeys after REKEY_AFTER_MESSAGES/_TIME
             if kp.is_initiator and (
                 kp.send_nonce > REKEY_AFTER_MESSAGES or now - kp.created > REKEY_AFTER_TIME
             ):
+                self._sent_run_timers(now, data)
+                sent, data = 0, False
                 self._send_initiation(now, is_retry=False)
+        if sent:
+            self._sent_run_timers(now, data)
+
+    def _sent_run_timers(self, now: float, data: bool) -> None:
+        """``_after_send`` inlined for the hot path: the same dict updates as the named rules
+        ``Timers.on_any_authenticated_packet_traversal``, ``_sent`` and ``on_data_sent``."""
+        timers = self.timers
+        deadlines = timers.deadlines
+        if timers.persistent_keepalive > 0:
+            deadlines[_PERSISTENT_KEEPALIVE] = now + timers.persistent_keepalive
+        if _SEND_KEEPALIVE in deadlines:
+            del deadlines[_SEND_KEEPALIVE]
+        if data and _NEW_HANDSHAKE not in deadlines:
+            deadlines[_NEW_HANDSHAKE] = now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + self._jitter()
 
     def initiate(self, now: float, *, force: bool = False) -> None:
         """Start a handshake now (``force`` ignores the REKEY_TIMEOUT rate limit, e.g. to rekey in tests)."""
@@ -200,16 +219,19 @@ class Peer:
         """``receive`` each datagram in order; a batch pays the per-call lookups once.
 
         The transport-data case is inlined here (the hot path); everything else goes through
-        ``_receive_other``. The timer updates are the same dict updates as the named ``Timers.on_*``
-        rules, which stay the readable source of truth."""
+        ``_receive_other``. As in ``send_many``, the timer rules of a run of transport messages at
+        one ``now`` are applied once (``_after_received_run``: the same dict updates as the named
+        ``Timers.on_*`` rules, which stay the readable source of truth), settled before any slow path."""
         keypairs = self.keypairs
         inbox_append = self._inbox.append
-        timers = self.timers
-        deadlines = timers.deadlines
-        persistent_keepalive = timers.persistent_keepalive
+        authenticated = 0  # transport messages (keepalives included) not yet applied to the timers
+        data = 0  # of which carried an IP packet
         for datagram in datagrams:
             try:
                 if len(datagram) < MESSAGE_TRANSPORT_SIZE or datagram[0] != MESSAGE_TRANSPORT_TYPE:
+                    if authenticated:
+                        self._after_received_run(now, data)
+                        authenticated = data = 0
                     self._receive_other(datagram, now, src, under_load)
                     continue
                 msg_type, receiver, counter = _HEADER_UNPACK(datagram)
@@ -227,6 +249,9 @@ class Peer:
                 if not kp.replay.validate_counter(counter, REJECT_AFTER_MESSAGES):
                     raise CryptoError("replayed or too old transport counter")
                 if kp is keypairs.next:  # Keypairs.received_with: key confirmation rotates it in
+                    if authenticated:
+                        self._after_received_run(now, data)
+                        authenticated = data = 0
                     self._confirmed(kp, now)
                 # _keep_key_fresh_receiving's precondition inlined (it only concerns an initiator's
                 # current keypair nearing REJECT_AFTER_TIME)
@@ -237,12 +262,11 @@ class Peer:
                     and now - current.created > _LAST_MINUTE_REKEY_AGE
                     and not self._sent_last_minute_handshake
                 ):
+                    if authenticated:
+                        self._after_received_run(now, data)
+                        authenticated = data = 0
                     self._keep_key_fresh_receiving(now)
-                # Timers.on_any_authenticated_packet_traversal / on_any_authenticated_packet_received
-                if persistent_keepalive > 0:
-                    deadlines[_PERSISTENT_KEEPALIVE] = now + persistent_keepalive
-                if _NEW_HANDSHAKE in deadlines:
-                    del deadlines[_NEW_HANDSHAKE]
+                authenticated += 1
                 if not plain:
                     continue  # keepalive
                 # strip WireGuard padding to the length the IP header claims
@@ -257,13 +281,27 @@ class Peer:
                 if length > n:
                     raise ParseError("transport payload is not an IP packet")
                 inbox_append(plain if length == n else plain[:length])
-                # Timers.on_data_received
-                if _SEND_KEEPALIVE in deadlines:
-                    timers.need_another_keepalive = True
-                else:
-                    deadlines[_SEND_KEEPALIVE] = now + KEEPALIVE_TIMEOUT
+                data += 1
             except (ParseError, CryptoError, InvalidTag):  # InvalidTag: forged or corrupted
                 self.dropped += 1
+        if authenticated:
+            self._after_received_run(now, data)
+
+    def _after_received_run(self, now: float, data: int) -> None:
+        """Timers after a run of authenticated transport messages at one ``now``: traversal and
+        received for each, then ``on_data_received`` ``data`` times (the first arms SEND_KEEPALIVE
+        if it is idle, any further one asks for another keepalive)."""
+        timers = self.timers
+        deadlines = timers.deadlines
+        if timers.persistent_keepalive > 0:  # on_any_authenticated_packet_traversal
+            deadlines[_PERSISTENT_KEEPALIVE] = now + timers.persistent_keepalive
+        if _NEW_HANDSHAKE in deadlines:  # on_any_authenticated_packet_received
+            del deadlines[_NEW_HANDSHAKE]
+        if data:  # on_data_received, ``data`` times
+            if _SEND_KEEPALIVE in deadlines or data > 1:
+                timers.need_another_keepalive = True
+            if _SEND_KEEPALIVE not in deadlines:
+                deadlines[_SEND_KEEPALIVE] = now + KEEPALIVE_TIMEOUT
 
     def _receive_other(self, datagram: bytes, now: float, src: bytes, under_load: bool) -> None:
         t = messages.message_type(datagram)
