@@ -6,6 +6,8 @@ import errno
 import time
 from typing import TYPE_CHECKING
 
+import anyio
+
 from pytsnet.actors.netstack.actor import NetstackActor
 from pytsnet.actors.netstack.channel import FlowChannel, FlowRegistry
 from pytsnet.actors.runtime import ActorRef, MailboxConfig, MailboxPolicy
@@ -54,9 +56,18 @@ class Netstack:
 
     # -- async ------------------------------------------------------------------------------------------
     async def connect_tcp(self, host: str, port: int) -> TcpStream:
-        """Dial; returns once established, or raises the connection's typed error."""
-        ch = self._flow(await self.ref.ask_async(TcpConnect(host=host, port=port)))
-        await ch.wait_async(ch.connected_ready)
+        """Dial; returns once established, or raises the connection's typed error.
+
+        Cancellation-safe: the actor answers at once, so that ask is shielded (a flow it made is
+        never orphaned), and a dial cancelled during the handshake closes its flow."""
+        with anyio.CancelScope(shield=True):
+            reply = await self.ref.ask_async(TcpConnect(host=host, port=port))
+        ch = self._flow(reply)
+        try:
+            await ch.wait_async(ch.connected_ready)
+        except BaseException:
+            ch.close()
+            raise
         _raise_if_failed(ch)
         return TcpStream(ch)
 
@@ -76,7 +87,12 @@ class Netstack:
     def create_connection(self, address: tuple[str, int], timeout: float | None = None) -> SocketLike:
         ch = self._flow(self.ref.ask(TcpConnect(host=address[0], port=address[1])))
         end = None if timeout is None else time.monotonic() + timeout
-        if not ch.wait(ch.connected_ready, None if end is None else end - time.monotonic()):
+        try:
+            connected = ch.wait(ch.connected_ready, None if end is None else end - time.monotonic())
+        except BaseException:  # KeyboardInterrupt mid-handshake: do not orphan the flow
+            ch.close()
+            raise
+        if not connected:
             ch.close()
             raise TimeoutError("connect timed out")
         _raise_if_failed(ch)

@@ -208,6 +208,21 @@ def test_anyio_receive_is_cancellation_safe(rig: Rig) -> None:
         anyio.run(main)
 
 
+def test_cancelled_dial_leaves_no_orphan_flow(rig: Rig) -> None:
+    """A dial cancelled while its SYNs go unanswered (10.77.0.99 is nobody: the kernel drops them)
+    must close its flow, not leave it retransmitting with no owner."""
+    async def main() -> None:
+        with anyio.move_on_after(0.3) as scope:
+            await rig.net.connect_tcp("10.77.0.99", 7010)
+        assert scope.cancelled_caught
+
+    anyio.run(main)
+    deadline = time.monotonic() + 5
+    while rig.net.registry.flows() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert rig.net.registry.flows() == []
+
+
 def test_connect_refused_raises_typed_error_async(rig: Rig) -> None:
     async def main() -> None:
         with pytest.raises(ConnectionRefusedError):
