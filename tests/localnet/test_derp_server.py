@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import ssl
@@ -175,6 +176,25 @@ def test_oversize_frame_closes_only_that_client(oversize: str) -> None:
         b.send(a.key, b"ok too")
         assert (await a.recv_frame(f.RecvPacket)).packet == b"ok too"
         assert not any(isinstance(fr, f.RecvPacket) and fr.src == bad.key for fr in b.frames)
+
+    run(body)
+
+
+def test_a_burst_to_a_client_that_keeps_up_is_not_dropped() -> None:
+    """Go's relay drains each client's 32-deep queue from its own goroutine while readers forward;
+    here one read can carry hundreds of packets, and a client that reads must lose none of them."""
+    async def body(s: DerpServer) -> None:
+        a, b = await Client.connect(s.port), await Client.connect(s.port)
+        for i in range(300):  # one flush: the server reads the burst in a few large chunks
+            a.conn.send_packet(b.key, i.to_bytes(2, "big") + bytes(1200))
+        a.flush()
+        def packets() -> list[int]:
+            return [int.from_bytes(x.packet[:2], "big") for x in b.frames if isinstance(x, f.RecvPacket)]
+
+        with contextlib.suppress(TimeoutError):
+            await b.until(lambda ev: len(packets()) >= 300, timeout=3)
+        assert packets() == list(range(300)), s.stats.drops
+        assert s.stats.drops[DROP_QUEUE_HEAD] == 0 and s.stats.packets_forwarded == 300
 
     run(body)
 
