@@ -48,7 +48,9 @@ WRITE_TIMEOUT = 2.0  # Go derpserver writeTimeout: a client that does not drain 
 PEER_GONE_BURST = 3  # Go: rate.NewLimiter(rate.Every(time.Second), 3) for NotHere
 READ_CHUNK = 256 << 10
 MAX_WRITE_BATCH = 256 << 10
-WRITE_THROUGH_LIMIT = 256 << 10  # a packet for a client with less than this unsent is written at once
+SLOW_CLIENT_BUFFER = 64 << 10  # unsent bytes in a client's transport (asyncio's high-water mark) that
+# mark it as not keeping up: its writer is then waiting in drain()
+KEEPING_UP_QUEUE_BYTES = 1 << 20  # what a client keeping up may have queued between two writer runs
 NO_CONTENT_CHALLENGE_HEADER = "X-Tailscale-Challenge"
 NO_CONTENT_RESPONSE_HEADER = "X-Tailscale-Response"
 
@@ -128,30 +130,29 @@ class _Client:
         self.queue: collections.deque[tuple[NodePublic, bytes]] = collections.deque()
         self.disco_queue: collections.deque[tuple[NodePublic, bytes]] = collections.deque()
         self.depth = depth
+        self.queued_bytes = 0
         self.wake = asyncio.Event()
         self.peer_gone_limit = _TokenBucket(PEER_GONE_BURST, time.monotonic())
 
     def enqueue(self, src: NodePublic, packet: bytes) -> None:
-        """Write ``packet`` through while the client keeps up, else queue it (bounded, head drop).
+        """Queue ``packet`` for the writer; drop from the head when the queue is over its bound.
 
-        Go's relay has a writer goroutine per client draining its 32-deep queue concurrently with
-        the readers, so the queue fills only when the client is slow. On one event loop the writer
-        cannot run while a reader forwards a whole read (dozens of packets), so without the write-
-        through a burst overflowed the queue of a client that was keeping up (1% loss at 10 MB/s)."""
+        Go's relay drains each client's 32-deep queue from a writer goroutine while readers
+        forward, so that queue fills only when the client is slow. On one event loop the writer
+        cannot run while a reader forwards a whole read (dozens of packets), so the 32 applies only
+        once the client's transport has ``SLOW_CLIENT_BUFFER`` unsent; until then the queue may hold
+        up to ``KEEPING_UP_QUEUE_BYTES`` (a hard 32 dropped ~1% of a 10 MB/s stream to a client that
+        was keeping up)."""
         header = f.encode_header(f.FrameType.RECV_PACKET, f.KEY_LEN + len(packet))
         frame = header + src.raw + packet
-        if (not self.queue and not self.disco_queue and not self.closed
-                and self.conn.state is State.CONNECTED
-                and self.writer.transport.get_write_buffer_size() < WRITE_THROUGH_LIMIT):
-            out = self.conn.data_to_send()
-            self.writer.write(out + frame if out else frame)
-            self._count(src, len(packet))
-            return
         q = self.disco_queue if disco.looks_like_disco_wrapper(packet) else self.queue
-        if len(q) >= self.depth:
-            q.popleft()
+        slow = self.writer.transport.get_write_buffer_size() >= SLOW_CLIENT_BUFFER
+        while q and (len(q) >= self.depth if slow
+                     else self.queued_bytes + len(frame) > KEEPING_UP_QUEUE_BYTES):
+            self.queued_bytes -= len(q.popleft()[1])
             self.server._drop(DROP_QUEUE_HEAD, self.key)
         q.append((src, frame))
+        self.queued_bytes += len(frame)
         self.wake.set()
 
     def _count(self, src: NodePublic, n: int) -> None:
@@ -204,6 +205,7 @@ class _Client:
                     size = len(out)
                     while size < MAX_WRITE_BATCH and (self.disco_queue or self.queue):
                         src, frame = (self.disco_queue or self.queue).popleft()
+                        self.queued_bytes -= len(frame)
                         parts.append(frame)
                         size += len(frame)
                         self._count(src, len(frame) - f.FRAME_HEADER_LEN - f.KEY_LEN)
@@ -222,6 +224,7 @@ class _Client:
                 self.server._drop(DROP_WRITE_ERROR if not self.closed else DROP_GONE, self.key)
             self.queue.clear()
             self.disco_queue.clear()
+            self.queued_bytes = 0
             self.close(abort=stuck)
 
 
