@@ -174,6 +174,7 @@ def _go_block(control_url: str, key: str, state: Path) -> str:
 def run_go(mib: int) -> dict[str, Any] | str:
     """Python → Go and Go → Go over direct paths in a namespace pair; a skip reason when it cannot run."""
     from pytsnet.testing import gonode
+    from pytsnet.testing.polling import wait_until
 
     if os.geteuid() != 0:
         return "not root (Go nodes run in network namespaces)"
@@ -222,7 +223,7 @@ def run_go(mib: int) -> dict[str, Any] | str:
                 assert dev is not None
                 return next((p for p in dev.status().peers if p.hostname == "gosrv"), None)
 
-            gonode.wait_until(row, 60, "the Go server in the Python node's status")
+            wait_until(row, 60, "the Go server in the Python node's status")
             out["go_visible_s"] = time.monotonic() - t_go  # Go start() → Running, as control saw it
             go_ip = row().addresses[0].split("/")[0]
 
@@ -242,7 +243,7 @@ def run_go(mib: int) -> dict[str, Any] | str:
                 return bytes(buf), time.monotonic() - (first or time.monotonic())
 
             anyio.run(get, "/small.txt")
-            gonode.wait_until(lambda: getattr(row(), "path", None) == "direct", 30, "a direct path to Go")
+            wait_until(lambda: getattr(row(), "path", None) == "direct", 30, "a direct path to Go")
             resp, dt = anyio.run(get, "/big.bin")
             body = resp.partition(b"\r\n\r\n")[2]
             out["py_go"] = {"mbps": len(resp) / dt / 1e6, "path": row().path, "py_rss": _rss_mib(),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from pytsnet.actors.runtime import FaultInjector
 from pytsnet.config import Config
 from pytsnet.device import ActorDevice
 from pytsnet.localnet.server import LocalTailnet
+from pytsnet.testing.polling import wait_until as _wait
 
 
 @pytest.fixture
@@ -19,12 +19,6 @@ def net(tmp_path: Path) -> Iterator[LocalTailnet]:
     with LocalTailnet(tmp_path / "control") as n:
         yield n
 
-
-def _wait(pred, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, "condition not met within timeout"
-        time.sleep(0.02)
 
 
 def test_control_runner_killed_mid_stream_converges(

@@ -10,8 +10,10 @@ from pytsnet.actors.runtime import FaultInjector
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "magicsock"))
 
-from magicsock_nodes import introduce, make_node, wait_until, wg
+from magicsock_nodes import introduce, make_node, wg
 from magicsock_relay import MiniDerp, MiniStun
+
+from pytsnet.testing.polling import wait_until
 
 
 @pytest.mark.parametrize("victim", ["derp.900", "disco", "stun", "udp"])

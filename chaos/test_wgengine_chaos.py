@@ -11,7 +11,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "wgeng
 from pytsnet.actors.runtime import FaultInjector
 from pytsnet.messages.wgengine import IpPacketOut
 from wgengine_helpers import udp
-from wgengine_rig import make_pair, wait_until
+from wgengine_rig import make_pair
+
+from pytsnet.testing.polling import wait_until
 
 
 def _seqs(packets: list[bytes]) -> list[int]:

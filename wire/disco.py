@@ -9,7 +9,6 @@ caller can ignore them. Facts: ``docs/protocol/disco.md`` sections 1-2.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import struct
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from enum import IntEnum
 
 from nacl.public import Box, PrivateKey, PublicKey
 from pytsnet.wire.errors import CryptoError, ParseError
+from pytsnet.wire.ip16 import IPAddress, pack_ip16, unpack_ip16
 from pytsnet.wire.keys import DiscoPrivate, DiscoPublic, NodePublic
 
 MAGIC = "TS💬".encode()  # 54 53 f0 9f 92 ac
@@ -35,7 +35,6 @@ MAX_DISCO_PING_SIZE = 65495 - 20 - 8  # tstun.MaxPacketSize - IPv4 - UDP headers
 _BOX_OVERHEAD = 16
 V0 = 0
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 AddrPort = tuple[IPAddress, int]
 
 
@@ -59,24 +58,14 @@ class DiscoCryptoError(CryptoError):
     """The box did not open with our disco key and the claimed sender key (Go drops these silently)."""
 
 
-def _addr16(addr: IPAddress) -> bytes:
-    if isinstance(addr, ipaddress.IPv4Address):
-        return b"\x00" * 10 + b"\xff\xff" + addr.packed
-    return addr.packed
-
-
-def _unmap16(b: bytes) -> IPAddress:
-    a = ipaddress.IPv6Address(b)
-    return a.ipv4_mapped or a
-
-
 def _encode_addr_ports(aps: tuple[AddrPort, ...]) -> bytes:
-    return b"".join(_addr16(a) + struct.pack(">H", p) for a, p in aps)
+    return b"".join(pack_ip16(a) + struct.pack(">H", p) for a, p in aps)
 
 
 def _decode_addr_ports(b: bytes) -> tuple[AddrPort, ...]:
     return tuple(
-        (_unmap16(b[i : i + 16]), struct.unpack_from(">H", b, i + 16)[0]) for i in range(0, len(b), EP_LENGTH)
+        (unpack_ip16(b[i : i + 16]), struct.unpack_from(">H", b, i + 16)[0])
+        for i in range(0, len(b), EP_LENGTH)
     )
 
 
@@ -119,13 +108,13 @@ class Pong:
     def payload(self) -> bytes:
         if len(self.tx_id) != 12:
             raise DiscoParseError("TxID must be 12 bytes")
-        return self.tx_id + _addr16(self.src[0]) + struct.pack(">H", self.src[1])
+        return self.tx_id + pack_ip16(self.src[0]) + struct.pack(">H", self.src[1])
 
     @classmethod
     def parse(cls, ver: int, p: bytes) -> Pong:
         if len(p) < PONG_LEN:
             raise DiscoParseError("short pong")
-        return cls(bytes(p[:12]), (_unmap16(p[12:28]), struct.unpack_from(">H", p, 28)[0]))
+        return cls(bytes(p[:12]), (unpack_ip16(p[12:28]), struct.unpack_from(">H", p, 28)[0]))
 
 
 @dataclass(frozen=True, slots=True)

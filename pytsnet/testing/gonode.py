@@ -15,8 +15,7 @@ import contextlib
 import os
 import signal
 import subprocess
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -168,13 +167,3 @@ def tailscale_auth(ns: Netns, hostname: str, control_url: str, auth_key: str, st
     return _start(ns, ["tailscale-auth", "--hostname", hostname, "--control-url", control_url,
                        "--auth-key", auth_key, "--state-dir", str(state_dir)], hostname, work, env)
 
-
-def wait_until(pred: Callable[[], object], timeout: float, what: str, interval: float = 0.2) -> None:
-    """Poll ``pred`` until true; AssertionError naming ``what`` after ``timeout`` seconds (Go nodes
-    start in seconds, so tests poll server-side state rather than sleep)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")

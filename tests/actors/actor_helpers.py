@@ -3,19 +3,9 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 
 from pytsnet.actors.runtime import Actor, PanicAction, handles
 from pytsnet.messages.runtime import Count, Crash, Done, Ping, Pong, Total, Work
-
-
-def wait_until(pred: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met within timeout")
-        time.sleep(0.002)
 
 
 class Echo(Actor):

@@ -7,7 +7,7 @@ import socket
 import threading
 
 import pytest
-from actor_helpers import Echo, Tough, wait_until
+from actor_helpers import Echo, Tough
 from pytsnet.actors.runtime import (
     Actor,
     ActorStartError,
@@ -28,6 +28,8 @@ from pytsnet.actors.runtime import (
     supervisor_spec,
 )
 from pytsnet.messages.runtime import Count, Crash, Done, Ping, Pong, Total, Work
+
+from pytsnet.testing.polling import wait_until
 
 DISPATCHERS = ["thread", "pool"]
 

@@ -23,8 +23,8 @@ from pytsnet.config import Config
 from pytsnet.device import ActorDevice
 from pytsnet.localnet import LocalTailnet
 from pytsnet.testing import gonode
-from pytsnet.testing.gonode import wait_until as _wait
 from pytsnet.testing.netns import Netns
+from pytsnet.testing.polling import wait_until as _wait
 
 pytestmark = pytest.mark.interop
 

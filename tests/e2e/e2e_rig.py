@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pytsnet.wire.magicsock.endpoint import Timings
 from pytsnet.config import Config
 from pytsnet.device import ActorDevice
 from pytsnet.localnet.server import LocalTailnet
+from pytsnet.testing.polling import wait_until
 
 FAST = Timings(heartbeat=0.5, trust=1.5, session_active=10.0, upgrade=5.0, ping_timeout=0.8,
                ping_interval=0.3)
@@ -67,13 +67,6 @@ def blackhole(dev: ActorDevice, on: bool) -> None:
     assert ref is not None
     ref.tell(UdpBlackhole(enabled=on))
 
-
-def wait_until(pred: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout} s")
-        time.sleep(0.05)
 
 
 def payload(n: int, seed: bytes) -> bytes:

@@ -25,8 +25,8 @@ from pytsnet.config import Config
 from pytsnet.device import ActorDevice
 from pytsnet.localnet import LocalTailnet
 from pytsnet.testing import gonode
-from pytsnet.testing.gonode import wait_until
 from pytsnet.testing.netns import Netns
+from pytsnet.testing.polling import wait_until
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 

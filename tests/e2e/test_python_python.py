@@ -23,7 +23,9 @@ from pytsnet.net import FlowCrashed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from e2e_rig import FAST, Pair, blackhole, exchange, payload, peer_row, tailnet_pair, wait_until
+from e2e_rig import FAST, Pair, blackhole, exchange, payload, peer_row, tailnet_pair
+
+from pytsnet.testing.polling import wait_until
 
 N = 1 << 20  # per direction; the 32 MiB acceptance run is the slow test below
 

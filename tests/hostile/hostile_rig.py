@@ -14,10 +14,11 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 
-from e2e_rig import Pair, exchange, make_device, tailnet_pair, wait_until
+from e2e_rig import Pair, exchange, make_device, tailnet_pair
 from pytsnet.messages.magicsock import LocalAddr, LocalAddrRequest
 
 from pytsnet.device import ActorDevice
+from pytsnet.testing.polling import wait_until
 
 __all__ = ["Liveness", "Pair", "actor", "healthy_exchange", "make_device", "rss_mb", "tailnet_pair",
            "udp_port", "wait_until"]

@@ -22,12 +22,13 @@ from typing import Any
 
 import pytest
 import zstandard
-from hostile_rig import Liveness, make_device, wait_until
+from hostile_rig import Liveness, make_device
 from pytsnet.actors.control import runner as control_runner
 from pytsnet.wire.keys import DiscoPrivate, NodePrivate
 from pytsnet.wire.tailcfg.framing import FrameDecoder, encode_frame
 
 from pytsnet.localnet.server import LocalTailnet
+from pytsnet.testing.polling import wait_until
 
 WINDOW = 5.0
 JSON = dict[str, Any]

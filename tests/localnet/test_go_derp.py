@@ -19,7 +19,7 @@ from pytsnet.wire.keys import NodePublic
 
 from pytsnet.localnet import LocalTailnet
 from pytsnet.testing import gonode
-from pytsnet.testing.gonode import wait_until as _wait
+from pytsnet.testing.polling import wait_until as _wait
 
 pytestmark = pytest.mark.interop
 

@@ -6,12 +6,13 @@ import os
 import time
 from pathlib import Path
 
-from magicsock_nodes import Node, introduce, make_node, wait_until, wg
+from magicsock_nodes import Node, introduce, make_node, wg
 from pytsnet.actors.runtime import ActorRef
 from pytsnet.messages.magicsock import DerpRegion, DerpStatus, DerpStatusRequest
 from pytsnet.wire.keys import NodePrivate
 
 from pytsnet.localnet import LocalTailnet
+from pytsnet.testing.polling import wait_until
 
 
 def _known(net: LocalTailnet, hostname: str) -> NodePrivate:

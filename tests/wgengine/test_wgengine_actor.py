@@ -9,7 +9,9 @@ from pytsnet.actors.runtime import FaultInjector, ManualClock
 from pytsnet.messages.wgengine import GetWgStatus, IpPacketOut, WgConfig, WgPeer, WgStatus
 from pytsnet.wire.wireguard.constants import REJECT_AFTER_TIME
 from wgengine_helpers import TCP, packet, udp
-from wgengine_rig import make_pair, wait_until
+from wgengine_rig import make_pair
+
+from pytsnet.testing.polling import wait_until
 
 
 @pytest.fixture

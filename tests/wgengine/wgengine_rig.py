@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pytsnet.actors.runtime import Actor, ActorRef, ActorSystem, Clock, handles
@@ -21,13 +19,6 @@ from pytsnet.wire.keys import NodePrivate
 
 ALLOW_ALL = [WgFilterRule(SrcIPs=["*"], DstPorts=[WgNetPortRange(IP="*")])]
 
-
-def wait_until(pred: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met within timeout")
-        time.sleep(0.002)
 
 
 @dataclass

@@ -9,13 +9,13 @@ caller can skip them, as both Go ends do.
 
 from __future__ import annotations
 
-import ipaddress
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import ClassVar
 
 from pytsnet.wire.derp.errors import DerpParseError, FrameTooLargeError
+from pytsnet.wire.ip16 import IPAddress, pack_ip16, unpack_ip16
 from pytsnet.wire.keys import NodePublic
 
 PROTOCOL_VERSION = 2
@@ -30,7 +30,6 @@ MAX_FRAME_WRITE = 10 << 20  # Go's WriteFrame refuses anything larger
 FAST_START_HEADER = "Derp-Fast-Start"
 IDEAL_NODE_HEADER = "Ideal-Node"
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 AddrPort = tuple[IPAddress, int]
 
 _HEADER = struct.Struct(">BI")
@@ -74,17 +73,6 @@ def _key(b: bytes | memoryview) -> NodePublic:
 def _check_packet(n: int) -> None:
     if n > MAX_PACKET_SIZE:
         raise FrameTooLargeError(f"packet of {n} bytes exceeds MaxPacketSize {MAX_PACKET_SIZE}")
-
-
-def _addr16(addr: IPAddress) -> bytes:
-    if isinstance(addr, ipaddress.IPv4Address):
-        return b"\x00" * 10 + b"\xff\xff" + addr.packed
-    return addr.packed
-
-
-def _unmap16(b: bytes) -> IPAddress:
-    a = ipaddress.IPv6Address(b)
-    return a.ipv4_mapped or a
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,7 +234,7 @@ class PeerPresent:
     def payload(self) -> bytes:
         out = self.key.raw
         if self.addr is not None:
-            out += _addr16(self.addr[0]) + struct.pack(">H", self.addr[1])
+            out += pack_ip16(self.addr[0]) + struct.pack(">H", self.addr[1])
             if self.flags is not None:
                 out += bytes([self.flags])
         return out
@@ -258,7 +246,7 @@ class PeerPresent:
         key = _key(p[:KEY_LEN])
         if len(p) < KEY_LEN + 18:
             return cls(key)
-        addr = (_unmap16(bytes(p[32:48])), struct.unpack(">H", p[48:50])[0])
+        addr = (unpack_ip16(bytes(p[32:48])), struct.unpack(">H", p[48:50])[0])
         if len(p) < KEY_LEN + 19:
             return cls(key, addr)
         return cls(key, addr, p[50])
