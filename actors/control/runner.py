@@ -333,7 +333,7 @@ class ControlRunner(Actor):
                                     domain=nm.domain))
         bridge = self.lookup(self.cfg.dataplane_name) if self.cfg.dataplane_name else None
         if bridge is not None and self._node is not None:
-            bridge.tell(netmap_for_dataplane(nm, self._node))
+            bridge.tell(netmap_for_dataplane(nm, self._node, self.cfg.control_url))
         self._persist_netmap(nm)
         expired = me.Expired or (info.key_expiry is not None and info.key_expiry <= time.time())
         fields = {"addresses": info.addresses, "name": info.name, "node_id": info.node_id, "auth_url": "",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from urllib.parse import urlsplit
 
 from pytsnet.messages.dataplane import DataplaneNetmap, UserInfo
 from pytsnet.messages.magicsock import DerpRegion
@@ -23,20 +24,33 @@ def _plain_http() -> bool:
     return os.environ.get("TS_DEBUG_USE_DERP_HTTP", "") in ("1", "true")
 
 
-def derp_regions(dm: DERPMap | None) -> tuple[DerpRegion, ...]:
+def plain_http_origin(control_url: str) -> tuple[str, int] | None:
+    """``(host, port)`` of a plain-HTTP control URL, else None."""
+    u = urlsplit(control_url)
+    if u.scheme != "http" or not u.hostname:
+        return None
+    try:
+        return u.hostname, u.port or 80
+    except ValueError:
+        return None
+
+
+def derp_regions(dm: DERPMap | None, plain_origin: tuple[str, int] | None = None) -> tuple[DerpRegion, ...]:
     """One dialable node per region: the first that is not STUN-only (Go dials nodes in order).
 
-    A node marked ``InsecureForTests`` is a test relay: we speak plain HTTP to it (the local
-    tailnet's relay is mounted on its plain-HTTP control listener); otherwise TLS, unless
-    ``TS_DEBUG_USE_DERP_HTTP=1`` as in Go."""
+    TLS as in Go (``InsecureForTests``: without certificate checks), plain HTTP with Go's
+    ``TS_DEBUG_USE_DERP_HTTP=1``. One addition: an ``InsecureForTests`` node at the very host and
+    port of a plain-HTTP control URL (``plain_origin``) is a relay mounted on that control listener,
+    as the local tailnet's default one is, and is spoken to in plain HTTP like the control server
+    itself (a Go node needs the environment variable there)."""
     out: list[DerpRegion] = []
     for rid, region in sorted((dm.Regions or {}).items() if dm is not None else ()):
         for n in region.Nodes or []:
             if n.STUNOnly:
                 continue
             host = n.IPv4 if n.IPv4 and n.IPv4 != "none" else n.HostName
-            plain = n.InsecureForTests or _plain_http()
-            port = n.DERPPort or (80 if plain and not n.InsecureForTests else DEFAULT_DERP_PORT)
+            port = n.DERPPort or (80 if _plain_http() else DEFAULT_DERP_PORT)
+            plain = _plain_http() or (n.InsecureForTests and (host, port) == plain_origin)
             stun = 0 if n.STUNPort < 0 else (n.STUNPort or DEFAULT_STUN_PORT)
             out.append(DerpRegion(region_id=rid, host=host, port=port, stun_port=stun, tls=not plain,
                                   insecure_for_tests=n.InsecureForTests))
@@ -48,11 +62,11 @@ def _caps(n: Node) -> list[str]:
     return sorted({*n.Capabilities, *n.CapMap})
 
 
-def netmap_for_dataplane(nm: NetworkMap, private: NodePrivate) -> DataplaneNetmap:
+def netmap_for_dataplane(nm: NetworkMap, private: NodePrivate, control_url: str = "") -> DataplaneNetmap:
     nodes = (nm.self_node, *nm.peers)
     return DataplaneNetmap(
         node_private=private.to_text(), self_node=PeerInfo.from_node(nm.self_node),
-        derp_regions=derp_regions(nm.derp_map),
+        derp_regions=derp_regions(nm.derp_map, plain_http_origin(control_url)),
         packet_filter=([WgFilterRule.from_tailcfg(r) for r in nm.packet_filter]
                        if nm.packet_filter_set else None),
         user_profiles={uid: UserInfo(id=p.ID or uid, login_name=p.LoginName, display_name=p.DisplayName)

@@ -40,8 +40,9 @@ def make_device(net: LocalTailnet, tmp: Path, name: str, *, direct: bool = True)
 
 
 @contextmanager
-def tailnet_pair(tmp: Path, *, direct: bool = True, timeout: float = 20.0) -> Iterator[Pair]:
-    with LocalTailnet(tmp / "control", listen="127.0.0.1:0") as net:
+def tailnet_pair(tmp: Path, *, direct: bool = True, timeout: float = 20.0,
+                 derp_tls: bool = False) -> Iterator[Pair]:
+    with LocalTailnet(tmp / "control", listen="127.0.0.1:0", derp_tls=derp_tls) as net:
         a = make_device(net, tmp, "alpha", direct=direct)
         b = make_device(net, tmp, "beta", direct=direct)
         try:

@@ -35,8 +35,11 @@ def _assert_exact(x: object) -> None:
     assert x.got_ba == x.sent_ba, "b->a bytes differ"  # type: ignore[attr-defined]
 
 
-def test_tcp_both_ways_derp_only(tmp_path: Path) -> None:
-    with tailnet_pair(tmp_path, direct=False) as p:
+@pytest.mark.parametrize("derp_tls", [False, True], ids=["plain-relay", "tls-relay"])
+def test_tcp_both_ways_derp_only(tmp_path: Path, derp_tls: bool) -> None:
+    """The TLS relay is what a Go test DERP looks like: its own port, self-signed, InsecureForTests."""
+    with tailnet_pair(tmp_path, direct=False, derp_tls=derp_tls) as p:
+        assert p.net.relay is not None and p.net.relay.tls == derp_tls
         x = anyio.run(exchange, p, N)
         _assert_exact(x)
         for dev in (p.a, p.b):
