@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from urllib.parse import urlsplit
 
@@ -35,6 +36,22 @@ def plain_http_origin(control_url: str) -> tuple[str, int] | None:
         return None
 
 
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _same_origin(node: tuple[str, int], control: tuple[str, int] | None) -> bool:
+    """The DERP node is the control listener (``localhost`` and 127.0.0.1 count as one host)."""
+    if control is None or node[1] != control[1]:
+        return False
+    return node[0] == control[0] or (_loopback(node[0]) and _loopback(control[0]))
+
+
 def derp_regions(dm: DERPMap | None, plain_origin: tuple[str, int] | None = None) -> tuple[DerpRegion, ...]:
     """One dialable node per region: the first that is not STUN-only (Go dials nodes in order).
 
@@ -50,7 +67,7 @@ def derp_regions(dm: DERPMap | None, plain_origin: tuple[str, int] | None = None
                 continue
             host = n.IPv4 if n.IPv4 and n.IPv4 != "none" else n.HostName
             port = n.DERPPort or (80 if _plain_http() else DEFAULT_DERP_PORT)
-            plain = _plain_http() or (n.InsecureForTests and (host, port) == plain_origin)
+            plain = _plain_http() or (n.InsecureForTests and _same_origin((host, port), plain_origin))
             stun = 0 if n.STUNPort < 0 else (n.STUNPort or DEFAULT_STUN_PORT)
             out.append(DerpRegion(region_id=rid, host=host, port=port, stun_port=stun, tls=not plain,
                                   insecure_for_tests=n.InsecureForTests))

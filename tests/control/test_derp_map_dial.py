@@ -36,6 +36,9 @@ def test_relay_mounted_on_the_plain_control_listener_is_plain_http() -> None:
     (r,) = derp_regions(_map(DERPPort=8080), origin)  # not a test node: never downgraded
     assert r.tls
     assert plain_http_origin("https://192.0.2.7:8080") is None
+    local = _map(InsecureForTests=True, DERPPort=8080, IPv4="127.0.0.1")
+    assert not derp_regions(local, plain_http_origin("http://localhost:8080"))[0].tls  # one host
+    assert derp_regions(local, plain_http_origin("http://localhost:9090"))[0].tls  # another listener
 
 
 def test_debug_env_forces_plain_http_and_port_80(monkeypatch: pytest.MonkeyPatch) -> None:
