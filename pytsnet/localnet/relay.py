@@ -4,7 +4,8 @@ Plain HTTP (the default): DERP is mounted on the control server's own HTTP liste
 ``/derp/probe``, ``/derp/latency-check``, ``/generate_204``). Go's ``derphttp`` client dials a
 DERP-map node with ``https://HostName[:DERPPort]/derp`` unless the environment has
 ``TS_DEBUG_USE_DERP_HTTP=1`` (``useHTTPS``/``urlString``), so **Go nodes using a plain relay must
-run with** :data:`GO_PLAIN_HTTP_ENV` (``Relay.go_env``).
+run with** :data:`GO_PLAIN_HTTP_ENV` (``Relay.go_env``). Python nodes need nothing: they speak plain
+HTTP to an ``InsecureForTests`` node at their own plain control URL's host and port.
 
 TLS (``tls=True``): the same routes on a separate TLS listener with a self-signed certificate kept in
 the state dir (:mod:`pytsnet.localnet.derp_tls`). Go dials ``IPv4:DERPPort``, sends SNI =

@@ -54,7 +54,8 @@ class LocalTailnet:
         DERP map sent to nodes points at a working relay; pass False to serve control alone.
         ``derp_tls`` serves DERP on its own TLS listener (``derp_tls_port``; self-signed certificate in
         ``state_dir``, ``InsecureForTests`` in the map) so Go nodes need no ``TS_DEBUG_USE_DERP_HTTP``;
-        the default is plain HTTP on the control listener, which the Python nodes use."""
+        the default is plain HTTP on the control listener. Python nodes use either: TLS as Go does,
+        and plain HTTP for a relay on the plain control listener they registered with."""
         self.state_dir = Path(state_dir)
         self.listen = parse_listen(listen)
         self._sock = sock
