@@ -115,3 +115,12 @@ class WgStatus(Message, tag="wgengine.status"):
     filter_drops: dict[str, int] = {}
     packets_in: int = 0
     packets_out: int = 0
+
+
+class CapturedPackets(Message, tag="wgengine.captured_packets"):
+    """W -> the pcap writer: plaintext packets seen at ``path`` (``wire.pcap.CapturePath``) at Unix
+    time ``when``."""
+
+    path: int
+    when: float
+    packets: tuple[bytes, ...]

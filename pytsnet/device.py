@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import os
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -33,6 +34,7 @@ from typing import Any
 from pytsnet.actors.control import RunnerConfig, StateStore
 from pytsnet.actors.dataplane import DataplaneMemory
 from pytsnet.actors.runtime import ActorStopped, ActorSystem, AskTimeout, Clock
+from pytsnet.capture import PcapCapture, start_capture
 from pytsnet.config import Config
 from pytsnet.dial import DataplaneNotReady, UnknownTailnetHost, resolve
 from pytsnet.errors import (
@@ -428,6 +430,14 @@ class ActorDevice:
 
     async def status_async(self, timeout: float = 5.0) -> DeviceStatus:
         return await asyncio.get_running_loop().run_in_executor(None, self.status, timeout)
+
+    def capture_pcap(self, path: str | os.PathLike[str]) -> PcapCapture:
+        """Go tsnet ``CapturePcap``: write every plaintext packet through the tunnel to ``path``
+        (pcap, Go's format) until the handle's ``stop()`` or ``close()``; ``CaptureError`` if one
+        is already running or the file cannot be written."""
+        self._require_started()
+        assert self.system is not None
+        return start_capture(self.system, path)
 
     def whois(self, addr: str) -> WhoIs:
         """The node (a peer or ourselves) owning tailnet address ``addr`` (``ip`` or ``ip:port``),

@@ -7,7 +7,7 @@ waiting longer can help (``AuthRejected``, ``KeyExpired``: no; ``NeedsLogin``, `
 
 from __future__ import annotations
 
-__all__ = ["AuthRejected", "DeviceClosed", "KeyExpired", "NeedsLogin", "NetworkUnreachable",
+__all__ = ["AuthRejected", "CaptureError", "DeviceClosed", "KeyExpired", "NeedsLogin", "NetworkUnreachable",
            "PytsnetError", "RegistrationError", "RegistrationTimeout"]
 
 
@@ -49,3 +49,7 @@ class RegistrationTimeout(RegistrationError, TimeoutError):
 
 class DeviceClosed(PytsnetError):
     """The device was closed (or never started)."""
+
+
+class CaptureError(PytsnetError):
+    """A packet capture could not start (one is already running, or the file cannot be opened)."""

@@ -38,6 +38,7 @@ from pytsnet.actors.runtime import (
     supervisor_spec,
 )
 from pytsnet.actors.wgengine import EngineMemory, WgEngine
+from pytsnet.capture import CAPTURE
 from pytsnet.messages.base import Message
 from pytsnet.messages.dataplane import DataplaneNetmap
 from pytsnet.messages.peers import PeersChanged
@@ -96,7 +97,7 @@ def spawn_dataplane(system: ActorSystem, nm: DataplaneNetmap, options: Dataplane
     sup = system.spawn_spec(supervisor_spec(DATAPLANE_SUP, [
         ChildSpec(WgEngine, WGENGINE, args=(private,),
                   kwargs={"magicsock": f"{MAGICSOCK}.udp", "sink": NETSTACK, "memory": options.engine_memory,
-                          "ipv6": v6},
+                          "ipv6": v6, "capture": CAPTURE},
                   mailbox=MailboxConfig(65536, MailboxPolicy.DROP_NEWEST)),
     ], strategy=Strategy.ONE_FOR_ONE, max_restarts=20, within=10.0))
     ms = MagicsockConfig(

@@ -17,15 +17,25 @@ back with the same peers and filter and re-handshakes on the next packet.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import threading
 from dataclasses import dataclass, field
 
-from pytsnet.actors.runtime import Actor, ActorRef, TimerHandle, UnhandledMessage, handles
+from pytsnet.actors.runtime import (
+    Actor,
+    ActorRef,
+    ActorStopped,
+    MailboxFull,
+    TimerHandle,
+    UnhandledMessage,
+    handles,
+)
 from pytsnet.actors.wgengine.filter_rules import FilterRuleError, rules_from_tailcfg
 from pytsnet.messages.peers import PeersChanged
 from pytsnet.messages.wgengine import (
+    CapturedPackets,
     GetWgStatus,
     IpPacketIn,
     IpPacketOut,
@@ -43,6 +53,7 @@ from pytsnet.messages.wgengine import (
 )
 from pytsnet.netstack.filter import Filter
 from pytsnet.wire.keys import KeyParseError, NodePrivate, NodePublic
+from pytsnet.wire.pcap import CapturePath
 from pytsnet.wire.wireguard.constants import TAILSCALE_PERSISTENT_KEEPALIVE
 from pytsnet.wire.wireguard.device import Device, PeerConfig
 
@@ -72,6 +83,7 @@ class WgEngine(Actor):
         mtu: int = 0,
         persistent_keepalive: float = TAILSCALE_PERSISTENT_KEEPALIVE,
         ipv6: bool = False,
+        capture: str = "capture",
     ) -> None:
         self._private = private
         self._magicsock_name = magicsock
@@ -80,6 +92,7 @@ class WgEngine(Actor):
         self._mtu = mtu
         self._keepalive = persistent_keepalive
         self._ipv6 = ipv6
+        self._capture_name = capture  # a PcapWriter under this name, while one runs, gets plaintext
         self._magicsock: ActorRef | None = None
         self._sink: ActorRef | None = None
         self._texts: dict[NodePublic, str] = {}
@@ -152,12 +165,14 @@ class WgEngine(Actor):
 
     @handles(IpPacketOut)
     def on_ip_out(self, msg: IpPacketOut) -> None:
+        self._capture(CapturePath.FROM_LOCAL, (msg.data,))
         self.filter.run_out(msg.data)
         self.device.send(msg.data, self.clock.monotonic())
         self._flush()
 
     @handles(IpPacketsOut)
     def on_ips_out(self, msg: IpPacketsOut) -> None:
+        self._capture(CapturePath.FROM_LOCAL, msg.packets)
         run_out = self.filter.run_out
         for data in msg.packets:
             run_out(data)
@@ -214,6 +229,7 @@ class WgEngine(Actor):
                 self.packets_out += len(out)
         packets = device.received_packets()
         if packets:
+            self._capture(CapturePath.FROM_PEER, tuple(pkt for _, pkt in packets))
             run_in = self.filter.run_in
             sink = self._sink or self._ref(self._sink_name)
             self._sink = sink
@@ -225,6 +241,15 @@ class WgEngine(Actor):
                 self.packets_in += len(passed)
         device.events()  # handshake events are visible through status; nothing to route
         self._arm_timer()
+
+    def _capture(self, path: CapturePath, packets: tuple[bytes, ...]) -> None:
+        """Copy plaintext to the pcap writer if one runs (Go tsnet ``CapturePcap``); never waits."""
+        writer = self.lookup(self._capture_name)
+        if writer is None:
+            return
+        with contextlib.suppress(ActorStopped, MailboxFull):
+            writer.tell(CapturedPackets.model_construct(path=int(path), when=self.clock.time(),
+                                                        packets=packets))
 
     def _deliver(self, sink: ActorRef, packets: tuple[bytes, ...]) -> None:
         """To the netstack: a burst as one ``IpPacketsIn`` (one mailbox hop and wakeup)."""
