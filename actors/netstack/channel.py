@@ -288,10 +288,6 @@ class FlowRegistry:
         with self._lock:
             return self._flows.pop(name, None)
 
-    def flow(self, name: str) -> FlowChannel | None:
-        with self._lock:
-            return self._flows.get(name)
-
     def flows(self) -> list[FlowChannel]:
         with self._lock:
             return list(self._flows.values())
