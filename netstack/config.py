@@ -27,6 +27,9 @@ class StackConfig:
     accept_backlog: int = 128
     max_tcp_connections: int = 16384
     max_half_open: int = 1024  # SYN_RECEIVED connections across all listeners
+    max_half_open_per_source: int = 16  # SYN_RECEIVED connections from one remote address
+    syncookies: bool = True  # answer statelessly when a half-open bound is reached (else drop the SYN)
+    syncookie_period: float = 64.0  # seconds per cookie key; a cookie lives 1-2 periods (Linux: 60 s)
     max_time_wait: int = 4096  # TIME_WAIT entries (a few ints each)
     max_udp_endpoints: int = 1024
     udp_queue_datagrams: int = 256  # per-endpoint receive queue, in datagrams
@@ -45,10 +48,12 @@ class StackConfig:
         if self.enable_ipv6 and self.mtu < 1280:
             raise ValueError("IPv6 needs an MTU of at least 1280")
         for name in ("send_buffer", "recv_buffer", "accept_backlog", "max_tcp_connections",
-                     "max_half_open", "max_time_wait", "max_udp_endpoints", "udp_queue_datagrams",
-                     "udp_queue_bytes", "max_outbound_packets"):
+                     "max_half_open", "max_half_open_per_source", "max_time_wait", "max_udp_endpoints",
+                     "udp_queue_datagrams", "udp_queue_bytes", "max_outbound_packets"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")
+        if self.syncookie_period <= 0:
+            raise ValueError("syncookie_period must be positive")
 
     @property
     def tcp_mss_v4(self) -> int:

@@ -10,6 +10,12 @@ out of the flow table, after which ``receive`` only demultiplexes its segments (
 into ``take_flow_segments()``; the owner parses them, drives the ``TcpConnection`` and wraps its
 output with ``emit_tcp_packet``; ``release(key, time_wait, now)`` gives the 4-tuple back (into the
 TIME_WAIT table when the flow ended there).
+
+SYN floods: a listener keeps at most ``backlog`` connections half-open or waiting for ``accept``, one
+remote address at most ``max_half_open_per_source`` half-open ones (stack-wide), and half-open
+entries die after ``TcpConfig.synack_retries``. A SYN beyond those bounds is answered with a SYN
+cookie (``tcp.syncookie``; no state until a valid final ACK) unless ``syncookies`` is off; only a
+full accept queue drops SYNs, as on Linux. ``Stack.stats`` counts cookies sent and validated.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import collections
 import hashlib
 import ipaddress
 import random
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,7 +32,8 @@ from pytsnet.netstack import icmp, ipv4, ipv6, udp
 from pytsnet.netstack.config import IPAddress, StackConfig
 from pytsnet.netstack.errors import AddressInUse, ParseError, SocketError, WouldBlock
 from pytsnet.netstack.tcp import segment as tcpseg
-from pytsnet.netstack.tcp.connection import TcpConfig, TcpConnection, TcpState
+from pytsnet.netstack.tcp import syncookie
+from pytsnet.netstack.tcp.connection import DEFAULT_MSS_V4, DEFAULT_MSS_V6, TcpConfig, TcpConnection, TcpState
 from pytsnet.netstack.tcp.errors import TcpParseError
 from pytsnet.netstack.tcp.segment import TcpSegment
 from pytsnet.netstack.tcp.timewait import TimeWaitTable
@@ -134,9 +142,10 @@ class UdpEndpoint:
 class TcpListener:
     """A passive open on a port: handshakes in progress plus established connections not yet accepted.
 
-    Both together are capped by ``backlog``; a SYN beyond it is dropped silently (as Linux does when
-    the accept queue is full), so a SYN flood consumes bounded memory and the peer's SYN retransmit
-    gets in once the app accepts.
+    Both together are capped by ``backlog``: a SYN beyond it gets a SYN cookie (no state), so a
+    silent SYN flood costs bounded memory and shuts out no one. A full accept queue (the app is not
+    accepting) drops SYNs and cookie ACKs silently, as Linux does; the peer's retransmission gets in
+    once the app accepts.
     """
 
     def __init__(self, stack: Stack, local: IPAddress | None, port: int, backlog: int) -> None:
@@ -146,6 +155,7 @@ class TcpListener:
         self.backlog = backlog
         self._pending: set[FlowKey] = set()
         self._ready: collections.deque[TcpConnection] = collections.deque()
+        self._cookies_until = float("-inf")  # cookie ACKs are only checked while cookies are live
         self.closed = False
 
     def accept(self) -> TcpConnection | None:
@@ -174,21 +184,27 @@ class TcpListener:
     def _full(self) -> bool:
         return len(self._pending) + len(self._ready) >= self.backlog
 
+    def _accept_queue_full(self) -> bool:
+        return len(self._ready) >= self.backlog
+
 
 class Stack:
     """One userspace IP host: owns ``config.addresses``, its UDP endpoints and TCP flows."""
 
     def __init__(self, config: StackConfig, *, rng: random.Random | None = None,
-                 isn: IsnGenerator | None = None, tcp_config: TcpConfig | None = None) -> None:
+                 isn: IsnGenerator | None = None, tcp_config: TcpConfig | None = None,
+                 cookie_keys: Callable[[int], bytes] = secrets.token_bytes) -> None:
         if not config.addresses:
             raise ValueError("StackConfig.addresses is empty")
         self.config = config
         self.tcp_config = tcp_config or TcpConfig(mtu=config.mtu, send_buffer=config.send_buffer,
                                                   recv_buffer=config.recv_buffer)
         self._time_wait = TimeWaitTable(config.max_time_wait, self.tcp_config.time_wait)
+        self._isn = isn or rfc6528_isn(rng.randbytes(32) if rng is not None else secrets.token_bytes(32))
         self._rng = rng or random.Random()
-        self._isn = isn or rfc6528_isn(self._rng.randbytes(32))
+        self._cookies = syncookie.SynCookies(config.syncookie_period, key_source=cookie_keys)
         self.drops: collections.Counter[str] = collections.Counter()
+        self.stats: collections.Counter[str] = collections.Counter()  # events that are not drops
         self.received = 0
         self._out: collections.deque[bytes] = collections.deque()
         self._udp: dict[tuple[IPAddress | None, int], UdpEndpoint] = {}
@@ -196,6 +212,7 @@ class Stack:
         self._tcp: dict[FlowKey, TcpConnection] = {}
         self._listeners: dict[tuple[IPAddress | None, int], TcpListener] = {}
         self._pending_of: dict[FlowKey, TcpListener] = {}
+        self._half_open_by_src: collections.Counter[IPAddress] = collections.Counter()
         self._external: set[FlowKey] = set()
         self._flow_in: list[tuple[FlowKey, bytes]] = []
 
@@ -246,9 +263,7 @@ class Stack:
         if self._tcp.get(key) is not conn:
             raise SocketError(f"TCP flow {key} is not owned by this stack")
         del self._tcp[key]
-        lst = self._pending_of.pop(key, None)
-        if lst is not None:
-            lst._pending.discard(key)
+        self._forget_half_open(key)
         self._external.add(key)
         return key
 
@@ -415,15 +430,37 @@ class Stack:
                 if reply is not None:
                     self._send_ip(dst, src, PROTO_TCP, tcpseg.emit_segment(reply, dst, src))
                 return
-        if lst is None or seg.flags & (tcpseg.RST | tcpseg.ACK | tcpseg.FIN) or not seg.flags & tcpseg.SYN:
+        flags = seg.flags
+        if lst is not None and flags & tcpseg.SYN and not flags & (tcpseg.RST | tcpseg.ACK | tcpseg.FIN):
+            self._listener_syn(lst, key, seg, src, dst, now)
+        elif lst is not None and lst._cookies_until >= now and syncookie.is_cookie_ack(seg):
+            self._cookie_ack(lst, key, seg, src, dst, now)
+        else:
             # No connection: RFC 9293 §3.10.7.1 (a listener answers a stray ACK with RST too).
             _reset_closed_port(self, src, dst, seg)
+
+    def _listener_syn(self, lst: TcpListener, key: FlowKey, seg: TcpSegment, src: IPAddress,
+                      dst: IPAddress, now: float) -> None:
+        """A SYN for a listener: a half-open connection if every bound allows, else a cookie."""
+        cfg = self.config
+        if lst._accept_queue_full():
+            self._drop("tcp_backlog_full")  # a cookie's ACK would overflow it too (Linux drops as well)
             return
-        if lst._full():
-            self._drop("tcp_backlog_full")
+        bound = None
+        if self._half_open_by_src[src] >= cfg.max_half_open_per_source:
+            bound = "tcp_half_open_source_limit"
+            self._drop(bound)  # refused a half-open entry, whether a cookie answers or not
+        elif lst._full():
+            bound = "tcp_backlog_full"
+        elif len(self._pending_of) >= cfg.max_half_open:
+            bound = "tcp_table_full"
+        if bound is not None:
+            if cfg.syncookies:
+                self._send_cookie(lst, seg, src, dst, now)
+            elif bound != "tcp_half_open_source_limit":
+                self._drop(bound)
             return
-        if self.tcp_flows >= self.config.max_tcp_connections or len(
-                self._pending_of) >= self.config.max_half_open:
+        if self.tcp_flows >= cfg.max_tcp_connections:
             self._drop("tcp_table_full")
             return
         conn = TcpConnection.accept(seg, (dst, seg.dst_port), (src, seg.src_port),
@@ -432,18 +469,66 @@ class Stack:
         self._tcp[key] = conn
         lst._pending.add(key)
         self._pending_of[key] = lst
+        self._half_open_by_src[src] += 1
         self._tcp_housekeeping(key, conn)
+
+    def _send_cookie(self, lst: TcpListener, seg: TcpSegment, src: IPAddress, dst: IPAddress,
+                     now: float) -> None:
+        """Answer ``seg`` with a SYN-ACK whose ISN is a SYN cookie; nothing is stored."""
+        peer_mss = seg.mss or (DEFAULT_MSS_V4 if src.version == 4 else DEFAULT_MSS_V6)
+        cookie = self._cookies.make(dst, seg.dst_port, src, seg.src_port, seg.seq,
+                                    syncookie.mss_index(peer_mss), now)
+        synack = TcpConnection.cookie_synack(seg, (dst, seg.dst_port), cookie, now, self.tcp_config)
+        lst._cookies_until = now + self._cookies.validity
+        self.stats["tcp_syncookies_sent"] += 1
+        self._send_ip(dst, src, PROTO_TCP, tcpseg.emit_segment(synack, dst, src))
+
+    def _cookie_ack(self, lst: TcpListener, key: FlowKey, seg: TcpSegment, src: IPAddress,
+                    dst: IPAddress, now: float) -> None:
+        """An ACK for a listener that recently sent cookies: a connection if it carries a valid one."""
+        cookie = (seg.ack - 1) & 0xFFFFFFFF
+        index = self._cookies.check(dst, seg.dst_port, src, seg.src_port, (seg.seq - 1) & 0xFFFFFFFF,
+                                    cookie, now)
+        conn = None
+        if index is not None:
+            if lst._accept_queue_full():
+                self._drop("tcp_backlog_full")  # the peer retransmits; it gets in once the app accepts
+                return
+            if self.tcp_flows >= self.config.max_tcp_connections:
+                self._drop("tcp_table_full")
+                return
+            conn = TcpConnection.from_cookie(seg, (dst, seg.dst_port), (src, seg.src_port), cookie,
+                                             syncookie.MSS_TABLE[index], now, self.tcp_config,
+                                             max_ts_age=self._cookies.validity)
+        if conn is None:
+            self._drop("tcp_syncookie_rejected")
+            _send_reset(self, src, dst, seg)
+            return
+        self.stats["tcp_syncookies_validated"] += 1
+        self._tcp[key] = conn
+        lst._ready.append(conn)
 
     def _tcp_housekeeping(self, key: FlowKey, conn: TcpConnection) -> None:
         """Hand established connections to their listener; forget closed ones."""
         lst = self._pending_of.get(key)
         if lst is not None and (conn.is_closed or _established(conn)):
-            del self._pending_of[key]
-            lst._pending.discard(key)
+            self._forget_half_open(key)
             if not conn.is_closed and not lst.closed:
                 lst._ready.append(conn)
         if conn.is_closed:
             self._tcp.pop(key, None)
+
+    def _forget_half_open(self, key: FlowKey) -> None:
+        lst = self._pending_of.pop(key, None)
+        if lst is None:
+            return
+        lst._pending.discard(key)
+        src = key[3]
+        left = self._half_open_by_src[src] - 1
+        if left > 0:
+            self._half_open_by_src[src] = left
+        else:
+            del self._half_open_by_src[src]
 
     # -- internals: output ---------------------------------------------------------------------
     def _send_udp(self, src: IPAddress, sport: int, dst: IPAddress, dport: int, data: bytes) -> None:
@@ -502,6 +587,11 @@ def _established(conn: TcpConnection) -> bool:
 def _reset_closed_port(stack: Stack, src: IPAddress, dst: IPAddress, seg: TcpSegment) -> None:
     """Answer a segment for which no connection or listener exists (no TCP machine needed)."""
     stack._drop("tcp_closed_port")
+    _send_reset(stack, src, dst, seg)
+
+
+def _send_reset(stack: Stack, src: IPAddress, dst: IPAddress, seg: TcpSegment) -> None:
+    """The RST that answers ``seg`` (none for a RST)."""
     if seg.flags & tcpseg.RST:
         return
     if seg.flags & tcpseg.ACK:

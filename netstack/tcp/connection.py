@@ -17,6 +17,7 @@ import enum
 import ipaddress
 from dataclasses import dataclass
 
+from pytsnet.netstack.tcp import syncookie
 from pytsnet.netstack.tcp.congestion import DUPACK_THRESHOLD, NewReno
 from pytsnet.netstack.tcp.errors import (
     ConnectionAborted,
@@ -80,6 +81,7 @@ class TcpConfig:
     rto_min: float = 0.2  # Linux's floor; RFC 6298 says 1 s
     rto_max: float = 60.0
     syn_retries: int = 6
+    synack_retries: int = 2  # passive opens: SYN-RECEIVED lives ~7 s, not Linux's 63 s (SYN-flood room)
     max_retransmits: int = 15  # like Linux tcp_retries2
     time_wait: float = 60.0  # 2*MSL
     fin_wait_2_timeout: float = 60.0  # only once the app has close()d (orphaned)
@@ -94,6 +96,11 @@ class TcpConfig:
         if self.mss is not None:
             return self.mss
         return self.mtu - (20 if ip.version == 4 else 40) - 20
+
+
+def ts_offset(iss: int) -> int:
+    """Our TSval clock's offset for a connection with ISN ``iss`` (a SYN cookie's SYN-ACK uses it too)."""
+    return (iss * 2654435761) & SEQ_MASK
 
 
 class TcpConnection:
@@ -155,7 +162,7 @@ class TcpConnection:
         self._ws_ok = False
         self._ts_ok = False
         self._ts_recent = 0
-        self._ts_offset = (self._iss * 2654435761) & SEQ_MASK
+        self._ts_offset = ts_offset(self._iss)
         self._sack_ok = False
         # Timers (absolute times) and output flags.
         self._rto_at: float | None = None
@@ -205,6 +212,54 @@ class TcpConnection:
         c._syn_pending = True
         c._on_peer_syn(syn)
         return c
+
+    @classmethod
+    def cookie_synack(cls, syn: TcpSegment, local: Endpoint, cookie: int, now: float,
+                      config: TcpConfig | None = None) -> TcpSegment:
+        """The SYN-ACK a listener sends statelessly, ``cookie`` as its ISN (no connection exists).
+
+        It offers what a passive open would, except that window scale and SACK are only offered
+        when the peer sent timestamps: they ride in our TSval (``syncookie.encode_ts_options``).
+        """
+        cfg = config or TcpConfig()
+        ts = ws = None
+        sack = False
+        if cfg.timestamps and syn.timestamp is not None:
+            ws = cls._wscale_for(cfg.recv_buffer) if cfg.window_scaling and syn.wscale is not None else None
+            sack = cfg.sack and syn.sack_permitted
+            tsval = (int(now * 1000) + ts_offset(cookie)) & SEQ_MASK
+            ts = (syncookie.encode_ts_options(tsval, syn.wscale if ws is not None else None, sack),
+                  syn.timestamp[0])
+        return TcpSegment(syn.dst_port, syn.src_port, cookie & SEQ_MASK, (syn.seq + 1) & SEQ_MASK, SYN | ACK,
+                          min(cfg.recv_buffer, 0xFFFF), cfg.mss_for(local[0]), ws, sack, (), ts, b"")
+
+    @classmethod
+    def from_cookie(cls, ack: TcpSegment, local: Endpoint, remote: Endpoint, cookie: int, mss: int,
+                    now: float, config: TcpConfig | None = None,
+                    max_ts_age: float = 128.0) -> TcpConnection | None:
+        """The connection a valid cookie ACK completes (ESTABLISHED, with the ACK's data), or None
+        when its echoed timestamp cannot be ours (from the future, too old) or asks for an option
+        we do not do."""
+        cfg = config or TcpConfig()
+        ts = None
+        ws: int | None = None
+        sack = False
+        if cfg.timestamps and ack.timestamp is not None:
+            tsecr = ack.timestamp[1]
+            age = ((int(now * 1000) + ts_offset(cookie)) - tsecr) & SEQ_MASK
+            if age > max_ts_age * 1000:
+                return None
+            ws, sack = syncookie.decode_ts_options(tsecr)
+            if (ws is not None and (not cfg.window_scaling or ws > MAX_WSCALE)) or (sack and not cfg.sack):
+                return None
+            ts = (ack.timestamp[0], 0)
+        syn = TcpSegment(ack.src_port, ack.dst_port, (ack.seq - 1) & SEQ_MASK, 0, SYN, 0, mss, ws, sack,
+                         (), ts, b"")
+        c = cls.accept(syn, local, remote, cookie, now, cfg)
+        c._syn_pending = False  # the SYN-ACK went out when the cookie was made
+        c._snd_nxt = c._snd_max = 0
+        c.on_segment(ack, now)
+        return c if c._state in _SYNCHRONIZED else None
 
     # ------------------------------------------------------------------ public properties
 
@@ -862,7 +917,7 @@ class TcpConnection:
         self._retries += 1
         st = self._state
         if st in (_S.SYN_SENT, _S.SYN_RECEIVED) and self._snd_una < 0:
-            if self._retries > self.config.syn_retries:
+            if self._retries > (self.config.synack_retries if self._passive else self.config.syn_retries):
                 self._to_closed(ConnectionTimedOut("connection timed out (SYN retries exhausted)"))
                 return
             self._rtt.back_off()

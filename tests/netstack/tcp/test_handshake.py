@@ -135,7 +135,7 @@ def test_passive_open_reset_or_timeout_during_handshake() -> None:
     assert synack.wscale is None and synack.timestamp is None  # the SYN offered neither
     c.on_segment(TcpSegment(A[1], B[1], 5001, 0, RST, 0), 0.1)
     assert c.is_closed and isinstance(c.error, ConnectionResetError)
-    c = TcpConnection.accept(syn, B, A, 9000, 0.0, TcpConfig(syn_retries=2))
+    c = TcpConnection.accept(syn, B, A, 9000, 0.0, TcpConfig(synack_retries=2, syn_retries=6))
     times = []
     now = 0.0
     while not c.is_closed:
