@@ -103,6 +103,8 @@ class NetstackStatusRequest(Message, tag="netstack.status_request"):
 
 
 class NetstackStatus(Message, tag="netstack.status"):
-    """The Stack's drop counters by reason (``Stack.drops``, plus the actor's ``flow_mailbox_full``)."""
+    """The Stack's drop counters by reason (``Stack.drops``, plus the actor's ``flow_mailbox_full``)
+    and its other event counters (``Stack.stats``: SYN cookies sent and validated)."""
 
     drops: dict[str, int]
+    counters: dict[str, int] = {}

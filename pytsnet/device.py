@@ -410,7 +410,7 @@ class ActorDevice:
                 drops["stun_unsolicited"] = stn.dropped_unsolicited
             ns = self._ask_quiet(sp.names["netstack"], NetstackStatusRequest(), timeout)
             if isinstance(ns, NetstackStatus):
-                drops.update({f"netstack_{k}": v for k, v in ns.drops.items()})
+                drops.update({f"netstack_{k}": v for k, v in (ns.drops | ns.counters).items()})
         rows = []
         for p in peers:
             pp, ss = paths.get(p.node_key), sessions.get(p.node_key)

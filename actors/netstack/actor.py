@@ -137,7 +137,7 @@ class NetstackActor(Actor):
 
     @handles(NetstackStatusRequest)
     def status(self, msg: NetstackStatusRequest) -> NetstackStatus:
-        return NetstackStatus(drops=dict(self.stack.drops))
+        return NetstackStatus(drops=dict(self.stack.drops), counters=dict(self.stack.stats))
 
     @handles(StackTick)
     def on_tick(self, msg: StackTick) -> None:

@@ -20,8 +20,8 @@ from pytsnet.messages.magicsock import LocalAddr, LocalAddrRequest
 from pytsnet.device import ActorDevice
 from pytsnet.testing.polling import wait_until
 
-__all__ = ["Liveness", "Pair", "actor", "healthy_exchange", "make_device", "rss_mb", "tailnet_pair",
-           "udp_port", "wait_until"]
+__all__ = ["Liveness", "Pair", "actor", "healthy_exchange", "make_device", "rss_mb", "silence_netstack",
+           "tailnet_pair", "udp_port", "wait_until"]
 
 
 def actor(dev: ActorDevice, name: str) -> Any:
@@ -30,6 +30,14 @@ def actor(dev: ActorDevice, name: str) -> Any:
     ref = dev.system.lookup(name)
     assert ref is not None, f"{name} not running"
     return ref._cell.actor
+
+
+def silence_netstack(dev: ActorDevice) -> None:
+    """Make ``dev`` a mute attacker: plaintext from its tunnel no longer reaches its netstack, so it
+    never answers a SYN-ACK (not even with a RST); its engine counts those packets as ``no_sink``."""
+    engine = actor(dev, "wgengine")
+    engine._sink_name = "silenced (no such actor)"
+    engine._sink = None
 
 
 def udp_port(dev: ActorDevice) -> int:
