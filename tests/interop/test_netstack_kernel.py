@@ -16,8 +16,11 @@ from typing import Any
 import pytest
 from pytsnet.netstack.config import StackConfig
 from pytsnet.netstack.interface import Stack
+from pytsnet.netstack.ipv4 import Ipv4Packet, emit_ipv4
+from pytsnet.netstack.tcp import segment as tcpseg
 from pytsnet.netstack.tcp.connection import TcpConfig
 from pytsnet.netstack.tcp.errors import ConnectionTimedOut
+from pytsnet.netstack.tcp.segment import TcpSegment
 
 from pytsnet.testing.netns import Netns
 from pytsnet.testing.tun import Impairment, TunBridge, TunDevice, TunPump, kernel_has_netem, open_tun
@@ -234,9 +237,15 @@ def test_pytsnet_dial_to_closed_kernel_port_is_refused(pump: TunPump, stack: Sta
 
 
 def test_backlog_overflow_drops_syns_until_the_app_accepts(netns: Netns, pump: TunPump, stack: Stack) -> None:
+    """Four kernel connects at a backlog of 2. Once two wait for accept(), SYNs are dropped; a client
+    that got a SYN cookie while the first two were still half-open thinks it is connected, but its
+    ACK is dropped too (the accept queue is full, as on Linux with syncookies). Each client's first
+    bytes, retransmitted by the kernel, bring it in once the app accepts."""
     lst = pump.call(lambda: stack.tcp_listen(8100, backlog=2))
 
-    def kernel_side() -> tuple[int, int]:
+    def kernel_side() -> tuple[int, set[bytes]]:
+        import select
+
         socks = []
         for _ in range(4):
             s = socket.socket()
@@ -245,16 +254,63 @@ def test_backlog_overflow_drops_syns_until_the_app_accepts(netns: Netns, pump: T
             socks.append(s)
         time.sleep(0.5)
         early = sum(s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0 and _connected(s) for s in socks)
-        accepted = [_accept(pump, lst) for _ in range(2)]  # make room; the kernel's SYN retransmit gets in
-        assert all(accepted)
-        later = [_accept(pump, lst, timeout=8) for _ in range(2)]
+        conns = [_accept(pump, lst) for _ in range(2)]  # make room; retransmissions get in
+        assert all(conns)
+        for i, s in enumerate(socks):
+            _, writable, _ = select.select([], [s], [], 10)
+            assert writable and s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+            s.send(b"client %d" % i)
+        conns += [_accept(pump, lst, timeout=8) for _ in range(2)]
+        assert all(conns), "a client never got in"
+        got = set()
+        for c in conns:
+            assert pump.wait_until(lambda c=c: c.readable, 10)
+            got.add(pump.call(lambda c=c: c.recv(100)))
         for s in socks:
             s.close()
-        return early, sum(1 for c in later if c)
+        return early, got
 
-    early, later = netns.call(kernel_side)
-    assert early == 2 and later == 2
-    assert stack.drops["tcp_backlog_full"] >= 2
+    early, got = netns.call(kernel_side)
+    assert early >= 2 and got == {b"client %d" % i for i in range(4)}
+    assert stack.drops["tcp_backlog_full"] >= 1
+
+
+def test_kernel_gets_in_through_a_syn_cookie_while_silent_syns_fill_the_backlog(
+        netns: Netns, pump: TunPump, stack: Stack) -> None:
+    """Half-open connections from an address nobody answers for fill the backlog; the kernel's
+    connect gets a SYN cookie, completes, and carries data both ways, with the window scale and
+    SACK it offered restored from the timestamp echo."""
+    lst = pump.call(lambda: stack.tcp_listen(8500, backlog=4))
+    ghost, me = ipaddress.IPv4Address("10.77.0.9"), ipaddress.IPv4Address(STACK)  # routed nowhere
+
+    def fill() -> None:
+        for i in range(8):
+            seg = TcpSegment(2000 + i, 8500, 1000 * i, 0, tcpseg.SYN, 64240, mss=1200)
+            stack.receive(emit_ipv4(Ipv4Packet(ghost, me, 6, tcpseg.emit_segment(seg, ghost, me))),
+                          time.monotonic())
+
+    pump.call(fill)
+    assert pump.call(lambda: len(lst._pending)) == 4 and stack.stats["tcp_syncookies_sent"] == 4
+    up, down = os.urandom(1 << 20), os.urandom(1 << 20)
+    result: dict[str, bytes] = {}
+
+    def kernel_client() -> None:
+        with socket.create_connection((STACK, 8500), timeout=30, source_address=(KERNEL, 0)) as s:
+            s.sendall(up)
+            s.shutdown(socket.SHUT_WR)
+            result["down"] = _kernel_recv_all(s)
+
+    t = threading.Thread(target=lambda: netns.call(kernel_client))
+    t.start()
+    conn = _accept(pump, lst)
+    assert conn is not None and conn.remote[0] == ipaddress.IPv4Address(KERNEL)
+    assert stack.stats["tcp_syncookies_validated"] == 1 and pump.call(lambda: len(lst._pending)) == 4
+    assert conn._snd_wscale > 0 and conn._sack_ok and conn._ts_ok  # Linux offers all three
+    got_up = _recv_all(pump, conn)
+    _send_all(pump, conn, down)
+    pump.call(conn.close)
+    t.join(90)
+    assert got_up == up and result["down"] == down
 
 
 def _connected(s: socket.socket) -> bool:
