@@ -256,3 +256,45 @@ def test_cookie_keys_come_from_the_key_source_and_isn_secret_from_secrets() -> N
     s.tcp_listen(80, backlog=1)
     flood(s, ATTACKERS[0], 3, 0.0)
     assert issued == [32] and s.stats["tcp_syncookies_sent"] == 2
+
+
+def test_ipv6_listener_answers_with_cookies_too() -> None:
+    from pytsnet.netstack.ipv6 import Ipv6Packet, emit_ipv6, parse_ipv6
+
+    me6, peer6 = ipaddress.IPv6Address("fd7a:115c:a1e0::2"), ipaddress.IPv6Address("fd7a:115c:a1e0::3")
+    s = Stack(StackConfig(addresses=(ME, me6), enable_ipv6=True), rng=random.Random(2))
+    lst = s.tcp_listen(80, backlog=1)
+
+    def send(seg: TcpSegment) -> list[TcpSegment]:
+        s.receive(emit_ipv6(Ipv6Packet(peer6, me6, 6, tcpseg.emit_segment(seg, peer6, me6))), 1.0)
+        return [tcpseg.parse_segment(parse_ipv6(r).payload, me6, peer6) for r in s.poll(1.0)]
+
+    send(TcpSegment(1000, 80, 1, 0, tcpseg.SYN, 65535, mss=1220))  # the one half-open slot
+    [synack] = send(TcpSegment(1001, 80, 77, 0, tcpseg.SYN, 65535, mss=1220, timestamp=(9, 0)))
+    assert synack.flags == tcpseg.SYN | tcpseg.ACK and s.stats["tcp_syncookies_sent"] == 1
+    assert synack.mss == 1280 - 60 and synack.timestamp is not None
+    send(TcpSegment(1001, 80, 78, synack.seq + 1, tcpseg.ACK, 4000, timestamp=(10, synack.timestamp[0]),
+                    payload=b"v6"))
+    conn = lst.accept()
+    assert conn is not None and conn.recv(10) == b"v6" and conn._snd_mss == 1220
+    assert s.stats["tcp_syncookies_validated"] == 1
+
+
+def test_random_segments_at_a_listener_sending_cookies_never_raise_or_leak() -> None:
+    s = make_stack(max_half_open_per_source=4)
+    lst = s.tcp_listen(80, backlog=8)
+    rng = random.Random(11)
+    for i in range(20_000):
+        src = IPv4(f"100.64.1.{rng.randrange(1, 6)}")
+        flags = rng.choice([tcpseg.SYN, tcpseg.ACK, tcpseg.ACK | tcpseg.FIN, tcpseg.ACK | tcpseg.PSH,
+                            tcpseg.SYN | tcpseg.ACK, tcpseg.RST, rng.randrange(256)])
+        ts = (rng.getrandbits(32), rng.getrandbits(32)) if rng.random() < 0.5 else None
+        seg = TcpSegment(rng.randrange(1024, 1100), 80, rng.getrandbits(32), rng.getrandbits(32), flags,
+                         rng.randrange(65536), mss=rng.choice([None, 100, 1460]),
+                         wscale=rng.choice([None, 0, 14]), sack_permitted=rng.random() < 0.5, timestamp=ts,
+                         payload=rng.randbytes(rng.randrange(0, 50)))
+        s.receive(packet(src, ME, seg), i * 0.01)
+        s.poll(i * 0.01)
+    assert s.stats["tcp_syncookies_sent"] > 0 and s.drops["tcp_syncookie_rejected"] > 0
+    assert len(lst._pending) <= 8 and s.tcp_flows <= 8 + 8  # half-open + accept queue
+    assert max(s._half_open_by_src.values(), default=0) <= 4
