@@ -11,11 +11,12 @@ into ``take_flow_segments()``; the owner parses them, drives the ``TcpConnection
 output with ``emit_tcp_packet``; ``release(key, time_wait, now)`` gives the 4-tuple back (into the
 TIME_WAIT table when the flow ended there).
 
-SYN floods: a listener keeps at most ``backlog`` connections half-open or waiting for ``accept``, one
-remote address at most ``max_half_open_per_source`` half-open ones (stack-wide), and half-open
-entries die after ``TcpConfig.synack_retries``. A SYN beyond those bounds is answered with a SYN
-cookie (``tcp.syncookie``; no state until a valid final ACK) unless ``syncookies`` is off; only a
-full accept queue drops SYNs, as on Linux. ``Stack.stats`` counts cookies sent and validated.
+SYN floods: a listener starts a stateful handshake only while fewer than ``backlog`` connections
+are half-open or waiting for ``accept``, one remote address holds at most
+``max_half_open_per_source`` half-open ones (stack-wide), and half-open entries die after
+``TcpConfig.synack_retries``. A SYN beyond those bounds is answered with a SYN cookie
+(``tcp.syncookie``; no state until a valid final ACK) unless ``syncookies`` is off; only a full
+accept queue drops SYNs, as on Linux. ``Stack.stats`` counts cookies sent and validated.
 """
 
 from __future__ import annotations
@@ -142,10 +143,12 @@ class UdpEndpoint:
 class TcpListener:
     """A passive open on a port: handshakes in progress plus established connections not yet accepted.
 
-    Both together are capped by ``backlog``: a SYN beyond it gets a SYN cookie (no state), so a
-    silent SYN flood costs bounded memory and shuts out no one. A full accept queue (the app is not
-    accepting) drops SYNs and cookie ACKs silently, as Linux does; the peer's retransmission gets in
-    once the app accepts.
+    A SYN starts a stateful handshake only while both together are fewer than ``backlog``; beyond
+    that it gets a SYN cookie (no state), so a silent SYN flood costs bounded memory and shuts out
+    no one. A cookie's ACK is accepted while fewer than ``backlog`` connections wait for ``accept``,
+    so at most ``2 * backlog`` are ever held. A full accept queue (the app is not accepting) drops
+    SYNs and cookie ACKs silently, as Linux does; the peer's retransmission gets in once the app
+    accepts.
     """
 
     def __init__(self, stack: Stack, local: IPAddress | None, port: int, backlog: int) -> None:
