@@ -49,6 +49,20 @@ class FlowClosed(Message, tag="netstack.flow_closed"):
     time_wait: tuple[int, int] | None = None
 
 
+class FlowAbort(Message, tag="netstack.flow_abort"):
+    """The device is closing: reset the connection now (an RST to the peer) and end the flow."""
+
+
+class AbortAllFlows(Message, tag="netstack.abort_all"):
+    """The device is closing: reset every flow and close every listener (ask; replies ``FlowsAborted``)."""
+
+
+class FlowsAborted(Message, tag="netstack.flows_aborted"):
+    """``AbortAllFlows`` reached this many flows (their actors reset them next, in their own mailboxes)."""
+
+    flows: int
+
+
 class StackTick(Message, tag="netstack.stack_tick"):
     """The stack's own timer (handshakes in progress, TIME_WAIT expiry)."""
 

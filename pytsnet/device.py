@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import os
 import threading
 import time
@@ -32,13 +33,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytsnet.actors.control import RunnerConfig, StateStore
+from pytsnet.actors.control.transport import ControlURLError, parse_control_url
 from pytsnet.actors.dataplane import DataplaneMemory
-from pytsnet.actors.runtime import ActorStopped, ActorSystem, AskTimeout, Clock
+from pytsnet.actors.runtime import ActorStopped, ActorSystem, AskTimeout, Clock, logs
 from pytsnet.capture import PcapCapture, start_capture
-from pytsnet.config import Config
+from pytsnet.closing import reset_flows_and_flush
+from pytsnet.config import DEFAULT_CONTROL_URL, Config
 from pytsnet.dial import DataplaneNotReady, UnknownTailnetHost, resolve
 from pytsnet.errors import (
     AuthRejected,
+    ConfigError,
     DeviceClosed,
     KeyExpired,
     NeedsLogin,
@@ -72,6 +76,8 @@ from pytsnet.wire.magicsock.endpoint import Timings
 __all__ = ["ActorDevice", "DataplaneNotReady", "DeviceState", "DeviceStatus", "UnknownTailnetHost",
            "WhoIs"]
 
+log = logs.subsystem_logger("device")
+
 LOGOUT_TIMEOUT = 5.0
 """tsnet gives an ephemeral node's shutdown logout 5 s."""
 
@@ -94,12 +100,27 @@ def _error_for(st: DeviceState) -> RegistrationError | None:
     return None
 
 
+def _log_change(old: DeviceState, new: DeviceState, route: logs.LogRoute) -> None:
+    """INFO for each lifecycle step the app may care about (state, login URL, errors)."""
+    with logs.scope(route):
+        if new.state != old.state:
+            extra = f" as {new.name} {' '.join(a.split('/')[0] for a in new.addresses)}" \
+                if new.state == "Running" else ""
+            log.info("state %s -> %s%s", old.state, new.state, extra)
+        if new.error and new.error != old.error:
+            log.info("%s: %s", new.error_kind or "error", new.error)
+
+
 class ActorDevice:
     def __init__(self, config: Config | None = None, *, store: StateStore | None = None,
                  clock: Clock | None = None, backoff_max: float = 30.0, bind_host: str = "0.0.0.0",
                  bind_port: int = 0, advertise_endpoints: bool = True, timings: Timings | None = None,
-                 stun_interval: tuple[float, float] = (20.0, 26.0)) -> None:
+                 stun_interval: tuple[float, float] = (20.0, 26.0),
+                 logger: logging.Logger | logging.LoggerAdapter | None = None) -> None:  # type: ignore[type-arg]
+        """``logger`` (Go's ``UserLogf``/``Logf``): this device's records go there instead of the
+        ``pytsnet.<subsystem>`` loggers; lifecycle at INFO, per-subsystem detail at DEBUG."""
         self.config = (config or Config()).resolved()
+        self._log_route = logs.LogRoute(str(self.config.hostname), logger)
         if store is None:
             store = FileStore.in_dir(self.config.dir) if self.config.dir is not None else MemoryStore()
         self.store = store
@@ -120,30 +141,51 @@ class ActorDevice:
         self._watchers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[Message]]] = []
         self.system: ActorSystem | None = None
         self._closed = False
+        self._life = threading.Lock()
+        """Serialises start and close, so a close racing a start never leaves actors running."""
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> ActorDevice:
-        """Start the actors; returns at once (registration proceeds in the background)."""
+        """Start the actors; returns at once (registration proceeds in the background).
+        ``ConfigError`` at once for a control URL that cannot work."""
+        with self._life:
+            return self._start()
+
+    def _start(self) -> ActorDevice:
         if self.system is not None:
             return self
         if self._closed:
             raise DeviceClosed("device was closed")
         cfg = self.config
+        try:
+            parse_control_url(str(cfg.control_url))
+        except ControlURLError as e:
+            raise ConfigError(f"{e} (Config.control_url or TS_CONTROL_URL)") from None
+        with logs.scope(self._log_route):
+            if cfg.control_url == DEFAULT_CONTROL_URL:
+                log.info("no control URL set (Config.control_url, TS_CONTROL_URL): using %s", cfg.control_url)
+            log.debug("starting %s against %s", cfg.hostname, cfg.control_url)
         runner = RunnerConfig(
             control_url=str(cfg.control_url), hostname=str(cfg.hostname), auth_key=str(cfg.auth_key or ""),
             ephemeral=cfg.ephemeral, tags=tuple(cfg.tags), disco_public=self.disco.public().to_text(),
             backoff_max=self._backoff_max, dataplane_name=DATAPLANE)
-        self.system = ActorSystem(f"device-{cfg.hostname}", clock=self._clock)
+        self.system = ActorSystem(f"device-{cfg.hostname}", clock=self._clock, log_route=self._log_route)
         self.system.spawn_spec(device_tree(self.system, runner, self.store, self._on_event, self._dp_options,
                                            self.dataplane))
         return self
 
     def close(self) -> None:
-        """Stop the node; an ephemeral node logs out first (best effort, 5 s)."""
-        if self._closed:
-            return
-        self._closed = True
+        """Stop the node: every open connection is reset first (peers see it at once); an
+        ephemeral node logs out (best effort, 5 s). Safe to call from any thread, twice, or while
+        ``start`` runs."""
+        with self._life:
+            if self._closed:
+                return
+            self._closed = True
         if self.system is not None:
+            with logs.scope(self._log_route):
+                n = reset_flows_and_flush(self.system, self.dataplane)
+                log.debug("close: %d connections reset", n)
             if self.config.ephemeral and self._state.state not in ("NoState", "NeedsLogin"):
                 with contextlib.suppress(AskTimeout, ActorStopped, DeviceClosed):
                     self._ref(CONTROL).ask(Logout(), timeout=LOGOUT_TIMEOUT)
@@ -180,6 +222,7 @@ class ActorDevice:
                 if new == self._state:
                     self._cond.notify_all()
                     return
+                _log_change(self._state, new, self._log_route)
                 self._state = msg = new
             elif isinstance(msg, PeersChanged):
                 self._peers = list(msg.peers)
@@ -199,8 +242,8 @@ class ActorDevice:
         """The node's tailnet addresses (without prefix length), known once registered."""
         return [a.split("/")[0] for a in self.state.addresses]
 
-    def _check(self, st: DeviceState) -> bool:
-        """True when Running; raises a permanent error at once."""
+    def _check(self, st: DeviceState, fail_fast: bool = False) -> bool:
+        """True when Running; raises a permanent error at once (and, if ``fail_fast``, a transient one)."""
         if st.state == "Running":
             return True
         err = _error_for(st)
@@ -208,6 +251,8 @@ class ActorDevice:
             raise err
         if st.state == "Stopped":
             raise DeviceClosed("device stopped")
+        if fail_fast and (st.state == "NeedsLogin" or st.error_kind == "network_unreachable"):
+            raise self._timeout_error(st, 0)
         return False
 
     @staticmethod
@@ -218,21 +263,23 @@ class ActorDevice:
             return NetworkUnreachable(st.error)
         return RegistrationTimeout(f"not running after {timeout}s (state {st.state})")
 
-    def wait_until_running_blocking(self, timeout: float) -> DeviceState:
+    def wait_until_running_blocking(self, timeout: float, *, fail_fast: bool = False) -> DeviceState:
         """Block until Running. ``AuthRejected``/``KeyExpired`` raise at once; at the timeout the
         transient reason (``NeedsLogin`` with its URL, ``NetworkUnreachable``, else
-        ``RegistrationTimeout``) is raised while the node keeps trying."""
+        ``RegistrationTimeout``) is raised while the node keeps trying. ``fail_fast``: raise a
+        transient reason as soon as it appears (the first failed attempt to reach control, a login
+        URL) instead of at the timeout; the node keeps trying either way."""
         self._require_started()
         deadline = time.monotonic() + timeout
         with self._cond:
-            while not self._check(self._state):
+            while not self._check(self._state, fail_fast):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise self._timeout_error(self._state, timeout)
                 self._cond.wait(left)
             return self._state
 
-    async def wait_until_running(self, timeout: float) -> DeviceState:
+    async def wait_until_running(self, timeout: float, *, fail_fast: bool = False) -> DeviceState:
         """Async twin of ``wait_until_running_blocking``; never blocks the event loop."""
         self._require_started()
         loop = asyncio.get_running_loop()
@@ -242,7 +289,7 @@ class ActorDevice:
             self._watchers.append(entry)
         try:
             deadline = loop.time() + timeout
-            while not self._check(self.state):
+            while not self._check(self.state, fail_fast):
                 left = deadline - loop.time()
                 if left <= 0:
                     raise self._timeout_error(self.state, timeout)

@@ -7,12 +7,16 @@ waiting longer can help (``AuthRejected``, ``KeyExpired``: no; ``NeedsLogin``, `
 
 from __future__ import annotations
 
-__all__ = ["AuthRejected", "CaptureError", "DeviceClosed", "KeyExpired", "NeedsLogin", "NetworkUnreachable",
-           "PytsnetError", "RegistrationError", "RegistrationTimeout"]
+__all__ = ["AuthRejected", "CaptureError", "ConfigError", "DeviceClosed", "KeyExpired", "NeedsLogin",
+           "NetworkUnreachable", "PytsnetError", "RegistrationError", "RegistrationTimeout"]
 
 
 class PytsnetError(Exception):
     """Base of every error the facade raises."""
+
+
+class ConfigError(PytsnetError, ValueError):
+    """A setting cannot work (e.g. a control URL without ``http://``/``https://``); fix the config."""
 
 
 class RegistrationError(PytsnetError):

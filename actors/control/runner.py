@@ -18,7 +18,6 @@ whose first full map makes PeerTracker converge to control's state.
 from __future__ import annotations
 
 import json
-import logging
 import random
 import threading
 import time
@@ -30,6 +29,7 @@ from pytsnet.actors.control.store import MACHINE_KEY, NETMAP, NODE, StateStore
 from pytsnet.actors.control.transport import ControlTransportError, Noise2Client, fetch_server_key
 from pytsnet.actors.dataplane.netmap import netmap_for_dataplane
 from pytsnet.actors.runtime import Actor, handles
+from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.messages.base import Message
 from pytsnet.messages.control import (
     DeviceState,
@@ -60,7 +60,7 @@ from pytsnet.wire.tailcfg import (
     RegisterResponseAuth,
 )
 
-log = logging.getLogger("pytsnet.control")
+log = subsystem_logger("control")
 
 __all__ = ["ControlRunner", "RunnerConfig"]
 
@@ -197,21 +197,25 @@ class ControlRunner(Actor):
     def _session(self) -> Iterator[Message]:
         failures = 0
         need_register = True
+        url = self.cfg.control_url
         while not self._stop.is_set() and not self._logged_out.is_set():
             try:
-                key = fetch_server_key(self.cfg.control_url, self.cfg.request_timeout)
+                log.debug("connecting to control server %s", url)
+                key = fetch_server_key(url, self.cfg.request_timeout)
                 assert self._machine is not None
                 self._client = client = Noise2Client(self.cfg.control_url, self._machine, key,
                                                      timeout=self.cfg.request_timeout)
                 if self._stop.is_set():
                     client.close()
                     return
+                log.debug("ts2021 session with %s established", url)
                 if need_register:
                     yield from self._register(client)
                     need_register = False
                 yield from self._map_poll(client)
                 failures = 0  # a poll that ended after frames flowed: reconnect at once
             except _PermanentFailure as e:
+                log.warning("%s (%s); not retrying", e, e.kind)
                 yield SessionStatus(state="NeedsLogin", error_kind=e.kind, error=str(e))
                 return
             except _Unauthorized as e:
@@ -222,13 +226,19 @@ class ControlRunner(Actor):
                 if self._stop.is_set() or self._logged_out.is_set():
                     return
                 failures += 1
-                yield SessionStatus(state="Starting", error_kind="network_unreachable", error=str(e))
+                # Named, so a wrong or defaulted URL shows in the error itself.
+                text = f"control server {url} unreachable: {e}"
+                if failures == 1:
+                    log.warning("%s; retrying with backoff", text)
+                yield SessionStatus(state="Starting", error_kind="network_unreachable", error=text)
             finally:
                 if self._client is not None:
                     self._client.close()
             if failures:
                 base = min(self.cfg.backoff_max, self.cfg.backoff_min * 2 ** (failures - 1))
-                if self._stop.wait(base * self._rng.uniform(0.5, 1.0)):
+                delay = base * self._rng.uniform(0.5, 1.0)
+                log.debug("control: attempt %d failed; next in %.2fs", failures, delay)
+                if self._stop.wait(delay):
                     return
 
     def _register(self, client: Noise2Client) -> Iterator[Message]:
@@ -262,12 +272,15 @@ class ControlRunner(Actor):
                 if self.cfg.auth_key and not auth_key and not followup:
                     auth_key = self.cfg.auth_key  # persisted key unknown to control: use the auth key
                     continue
+                log.info("to authenticate, visit: %s", resp.AuthURL)
                 yield SessionStatus(state="NeedsLogin", auth_url=resp.AuthURL)
                 followup, auth_key = resp.AuthURL, ""
                 continue
             self._logged_in = True
             self._old_node = None
             self._save_node()
+            log.info("logged in to %s as %s (node key %s)", self.cfg.control_url,
+                     resp.Login.LoginName or "?", self._node.public().short_string())
             if not resp.MachineAuthorized:
                 yield SessionStatus(state="NeedsMachineAuth")
             return
@@ -288,6 +301,7 @@ class ControlRunner(Actor):
         if status != 200:
             raise ControlTransportError(f"map poll: HTTP {status}")
         self._stream += 1
+        log.debug("map poll %d started", self._stream)
         yield MapStreamStarted(stream=self._stream)
         decoder = FrameDecoder()
         while (chunk := resp.read_chunk(WATCHDOG_TIMEOUT)) is not None:
@@ -336,6 +350,8 @@ class ControlRunner(Actor):
             bridge.tell(netmap_for_dataplane(nm, self._node, self.cfg.control_url))
         self._persist_netmap(nm)
         expired = me.Expired or (info.key_expiry is not None and info.key_expiry <= time.time())
+        log.debug("netmap: %d peers, self %s", len(nm.peers), info.name)
+        self._log_key_expiry(info.key_expiry, expired)
         fields = {"addresses": info.addresses, "name": info.name, "node_id": info.node_id, "auth_url": "",
                   "error": "", "error_kind": ""}
         if expired:
@@ -345,6 +361,18 @@ class ControlRunner(Actor):
         else:
             fields["state"] = "NeedsMachineAuth"
         self._set_state(self.state.model_copy(update=fields))
+
+    def _log_key_expiry(self, expiry: float | None, expired: bool) -> None:
+        """INFO when the node key's expiry becomes known or changes; WARNING once it has passed."""
+        seen = (expiry, expired)
+        if seen == getattr(self, "_expiry_logged", (None, False)):
+            return
+        self._expiry_logged = seen
+        if expired:
+            log.warning("node key expired: a new login is needed")
+        elif expiry is not None:
+            when = datetime.fromtimestamp(expiry, UTC).isoformat(timespec="seconds")
+            log.info("node key expires at %s", when)
 
     def _persist_netmap(self, nm: NetworkMap) -> None:
         doc = {"Node": nm.self_node.model_dump(mode="json", by_alias=True), "Domain": nm.domain,
@@ -414,6 +442,8 @@ class ControlRunner(Actor):
 
     def _set_state(self, new: DeviceState) -> None:
         if new != self.state:
+            if new.state != self.state.state:
+                log.debug("control state %s -> %s", self.state.state, new.state)
             self.state = new
             self.publish(new)
 

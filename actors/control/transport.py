@@ -26,33 +26,52 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+from pytsnet.actors.runtime import logs
 from pytsnet.wire.controlbase import ClientHandshake, ClientStream, ServerErrorMessage
 from pytsnet.wire.errors import WireError
 from pytsnet.wire.keys import MachinePrivate, MachinePublic
 from pytsnet.wire.tailcfg import CURRENT_CAPABILITY_VERSION, OverTLSPublicKeyResponse
 
-__all__ = ["ControlTransportError", "Noise2Client", "Response", "fetch_server_key"]
+__all__ = ["ControlTransportError", "ControlURLError", "Noise2Client", "Response", "fetch_server_key",
+           "parse_control_url"]
 
 UPGRADE_HEADER_VALUE = "tailscale-control-protocol"
 HANDSHAKE_HEADER_NAME = "X-Tailscale-Handshake"
 MAX_KEY_RESPONSE = 64 << 10
 MAX_HTTP_HEAD = 16 << 10
 
+log = logs.subsystem_logger("control")
+
 
 class ControlTransportError(ConnectionError):
     """The control server could not be reached or broke the protocol; the caller retries."""
 
 
-def _target(url: str) -> tuple[str, int, bool, str]:
+class ControlURLError(ControlTransportError, ValueError):
+    """The control URL cannot work (no or bad scheme, no host, bad port): retrying will not help."""
+
+
+def parse_control_url(url: str) -> tuple[str, int, bool, str]:
+    """``(host, port, tls, authority)`` of a control URL, or ``ControlURLError`` saying what is wrong."""
     u = urlsplit(url)
-    if u.scheme not in ("http", "https") or not u.hostname:
-        raise ControlTransportError(f"control URL must be http(s)://host[:port], got {url!r}")
+    if not u.scheme or (not u.netloc and u.scheme not in ("http", "https")):
+        raise ControlURLError(f"control URL {url!r} has no scheme: use http://{url} or https://{url}")
+    if u.scheme not in ("http", "https"):
+        raise ControlURLError(f"control URL {url!r}: scheme must be http or https, not {u.scheme!r}")
+    if not u.hostname:
+        raise ControlURLError(f"control URL {url!r} has no host")
+    try:
+        port = u.port
+    except ValueError as e:
+        raise ControlURLError(f"control URL {url!r}: bad port ({e})") from None
     tls = u.scheme == "https"
-    return u.hostname, u.port or (443 if tls else 80), tls, u.netloc
+    return u.hostname, port or (443 if tls else 80), tls, u.netloc
+
 
 
 def fetch_server_key(url: str, timeout: float, version: int = CURRENT_CAPABILITY_VERSION) -> MachinePublic:
     """``GET /key?v=N`` → the server's Noise public key (``publicKey``); a zero key is "too old"."""
+    parse_control_url(url)
     try:
         with urllib.request.urlopen(f"{url.rstrip('/')}/key?v={version}", timeout=timeout) as r:
             if r.status != 200:
@@ -111,7 +130,7 @@ class Noise2Client:
     def __init__(self, url: str, machine: MachinePrivate, server_key: MachinePublic, *,
                  timeout: float = 10.0, version: int = CURRENT_CAPABILITY_VERSION) -> None:
         self.url = url
-        host, port, tls, self.authority = _target(url)
+        host, port, tls, self.authority = parse_control_url(url)
         self._lock = threading.RLock()
         self._streams: dict[int, Response] = {}
         self._closed = False
@@ -146,6 +165,8 @@ class Noise2Client:
         except (OSError, WireError, h2.exceptions.ProtocolError) as e:
             self._abort()
             raise ControlTransportError(f"ts2021 connect to {url}: {e}") from e
+        log.debug("ts2021 connected to %s:%d (tls=%s)", host, port, tls)
+        self._route = logs.current()
         self._reader = threading.Thread(target=self._read_loop, name="ts2021-reader", daemon=True)
         self._reader.start()
 
@@ -211,6 +232,7 @@ class Noise2Client:
             self._sock.sendall(self._noise.send(data))
 
     def _read_loop(self) -> None:
+        logs.enter(self._route)
         try:
             while True:
                 data = self._sock.recv(65536)
@@ -253,6 +275,7 @@ class Noise2Client:
             self._closed = True
             self.closed_reason = reason
             streams, self._streams = list(self._streams.values()), {}
+        log.debug("ts2021 connection to %s closed: %s", self.authority, reason)
         for st in streams:
             st.error = st.error or reason
             st.headers.set()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
-import logging
 from typing import TYPE_CHECKING, Any
 
 from pytsnet.actors.netstack.channel import DatagramChannel, FlowChannel, FlowRegistry, ListenerChannel
@@ -28,8 +27,12 @@ from pytsnet.actors.runtime import (
     SupervisorConfig,
     handles,
 )
+from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.messages.netstack import (
+    AbortAllFlows,
+    FlowAbort,
     FlowClosed,
+    FlowsAborted,
     FlowSegmentIn,
     FlowSegmentsIn,
     LinkPacketIn,
@@ -55,7 +58,7 @@ if TYPE_CHECKING:
     from pytsnet.actors.runtime import ActorRef, ActorSystem, TimerHandle
     from pytsnet.messages.base import Message
 
-log = logging.getLogger("pytsnet.netstack")
+log = subsystem_logger("netstack")
 
 __all__ = ["NetstackActor"]
 
@@ -212,6 +215,24 @@ class NetstackActor(Actor):
         now = self.clock.monotonic()
         self.stack.release(key, msg.time_wait, now)
         self._after(now)
+
+    @handles(AbortAllFlows)
+    def on_abort_all(self, msg: AbortAllFlows) -> FlowsAborted:
+        """Device close: every listener closes (pending handshakes are reset) and every flow is told
+        to reset; UDP sockets close. The flows' RSTs go out from their own actors."""
+        for port in list(self.listeners):
+            self.on_unlisten(TcpUnlisten(port=port))
+        for port in list(self.udp):
+            self.on_udp_close(UdpClose(port=port))
+        told = 0
+        for _, ref in list(self.flows.values()):
+            try:
+                ref.tell(FlowAbort())
+                told += 1
+            except (ActorStopped, MailboxFull):
+                pass  # a dying flow resets itself in on_stop
+        log.debug("device close: resetting %d flows", told)
+        return FlowsAborted(flows=told)
 
     # -- app requests ----------------------------------------------------------------------------------
     @handles(TcpListen)

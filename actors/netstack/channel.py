@@ -23,11 +23,15 @@ from pytsnet.messages.netstack import FlowAppWake, ListenerWake
 if TYPE_CHECKING:
     from pytsnet.actors.runtime.ref import ActorRef
 
-__all__ = ["DatagramChannel", "FlowChannel", "FlowCrashed", "FlowRegistry", "ListenerChannel"]
+__all__ = ["DatagramChannel", "FlowAborted", "FlowChannel", "FlowCrashed", "FlowRegistry", "ListenerChannel"]
 
 
 class FlowCrashed(ConnectionResetError):
     """The flow's actor died; the connection was reset (an RST went to the peer)."""
+
+
+class FlowAborted(ConnectionAbortedError):
+    """The device was closed with this connection open; it was reset (an RST went to the peer)."""
 
 
 class _Waitable:

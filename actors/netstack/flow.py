@@ -12,12 +12,13 @@ goes to the peer and the app's next call raises ``FlowCrashed``. The 4-tuple is 
 from __future__ import annotations
 
 import contextlib
-import logging
 from typing import TYPE_CHECKING
 
-from pytsnet.actors.netstack.channel import FlowChannel, FlowCrashed
+from pytsnet.actors.netstack.channel import FlowAborted, FlowChannel, FlowCrashed
 from pytsnet.actors.runtime import Actor, handles
+from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.messages.netstack import (
+    FlowAbort,
     FlowAppWake,
     FlowClosed,
     FlowSegmentIn,
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from pytsnet.actors.runtime import ActorRef, TimerHandle
     from pytsnet.messages.base import Message
 
-log = logging.getLogger("pytsnet.netstack")
+log = subsystem_logger("netstack")
 
 __all__ = ["TcpFlowActor", "emit_packets"]
 
@@ -120,6 +121,20 @@ class TcpFlowActor(Actor):
     def on_wake(self, msg: FlowAppWake) -> None:
         if not self._done:
             self._pump()
+
+    @handles(FlowAbort)
+    def on_abort(self, msg: FlowAbort) -> None:
+        """Device close: RST now (so the peer's reads and blocked writes fail at once, as when Go's
+        netstack closes), then end; the app's next call raises ``FlowAborted``."""
+        if self._done:
+            return
+        log.debug("%s: reset by device close", self.name)
+        with self.ch.lock:
+            if self.ch.error is None:
+                self.ch.error = FlowAborted(f"connection reset: the device was closed ({self.name})")
+        self.conn.abort()
+        self._emit(self.conn.poll(self.clock.monotonic()))
+        self._finish(None)
 
     # -- the pump ------------------------------------------------------------------------------------
     def _pump(self) -> None:

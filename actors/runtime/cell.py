@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import enum
 import itertools
-import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pytsnet.actors.runtime import logs
 from pytsnet.actors.runtime.actor import Actor, PanicAction, handler_for
 from pytsnet.actors.runtime.errors import ActorStopped, HandlerError, UnhandledMessage
 from pytsnet.actors.runtime.io import IoLoop
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from pytsnet.actors.runtime.system import ActorSystem
     from pytsnet.messages.base import Message
 
-log = logging.getLogger("pytsnet.actors")
+log = logs.subsystem_logger("runtime")
 _seq = itertools.count(1)
 
 __all__ = ["Cell", "Envelope", "Status"]
@@ -175,6 +175,7 @@ class Cell:
                 tracer.spawn(self.system, self)
             prev = (current.name, current.seq)
             current.name, current.seq = self.name, None
+            route = logs.enter(self.system.log_route)
             try:
                 actor.on_start()
             except BaseException:
@@ -182,6 +183,7 @@ class Cell:
                 raise
             finally:
                 current.name, current.seq = prev
+                logs.leave(route)
         self.dispatcher.attach(self)
 
     def process_one(self, incarnation: int | None) -> bool:
@@ -200,6 +202,7 @@ class Cell:
             if item is None:
                 return False
             prev = (current.name, current.seq)
+            route = logs.enter(self.system.log_route)
             try:
                 if isinstance(item, _Control):
                     current.name, current.seq = self.name, None
@@ -211,6 +214,7 @@ class Cell:
                     self._deliver(item)
             finally:
                 current.name, current.seq = prev
+                logs.leave(route)
             return True
 
     def _deliver(self, env: Envelope) -> None:
@@ -272,6 +276,7 @@ class Cell:
                 loop.stop()
             prev = (current.name, current.seq)
             current.name, current.seq = self.name, None
+            route = logs.enter(self.system.log_route)
             try:
                 actor._before_stop(final)
                 actor.on_stop()
@@ -279,6 +284,7 @@ class Cell:
                 log.exception("%s on_stop failed", self.name)
             finally:
                 current.name, current.seq = prev
+                logs.leave(route)
             self.actor = None
             with self.mailbox.cond:
                 self.mailbox.cond.notify_all()  # wake a thread runner so it exits

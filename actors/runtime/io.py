@@ -7,18 +7,18 @@ BLOCK mailbox gives back-pressure, DROP_NEWEST sheds load like a NIC ring).
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from pytsnet.actors.runtime import logs
 from pytsnet.actors.runtime.errors import ActorStopped, MailboxFull
 
 if TYPE_CHECKING:
     from pytsnet.actors.runtime.cell import Cell
     from pytsnet.messages.base import Message
 
-log = logging.getLogger("pytsnet.actors")
+log = logs.subsystem_logger("runtime")
 
 __all__ = ["IoLoop"]
 
@@ -41,6 +41,7 @@ class IoLoop:
         from pytsnet.actors.runtime.cell import _Control
 
         cell = self._cell
+        logs.enter(cell.system.log_route)
         while not self.stopped.is_set():
             try:
                 result = self._fn()

@@ -11,12 +11,12 @@ parent then decides (the root supervisor's failure shuts the system down).
 from __future__ import annotations
 
 import enum
-import logging
 import threading
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pytsnet.actors.runtime import logs
 from pytsnet.actors.runtime.actor import Actor
 from pytsnet.actors.runtime.errors import RestartBudgetExceeded
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from pytsnet.actors.runtime.cell import Cell
     from pytsnet.actors.runtime.mailbox import MailboxConfig
 
-log = logging.getLogger("pytsnet.actors")
+log = logs.subsystem_logger("runtime")
 
 __all__ = ["ChildSpec", "Restart", "Strategy", "Supervisor", "SupervisorConfig", "supervisor_spec"]
 

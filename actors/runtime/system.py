@@ -9,11 +9,11 @@ actor (``on_start`` has run when it returns) under the root supervisor or under 
 from __future__ import annotations
 
 import itertools
-import logging
 import os
 import threading
 from typing import Any
 
+from pytsnet.actors.runtime import logs
 from pytsnet.actors.runtime.actor import Actor
 from pytsnet.actors.runtime.cell import Cell
 from pytsnet.actors.runtime.clock import Clock, ManualClock, Scheduler, SystemClock, ThreadScheduler
@@ -24,7 +24,7 @@ from pytsnet.actors.runtime.ref import ActorRef
 from pytsnet.actors.runtime.supervisor import ChildSpec, Restart, Supervisor, SupervisorConfig
 from pytsnet.actors.runtime.trace import Tracer
 
-log = logging.getLogger("pytsnet.actors")
+log = logs.subsystem_logger("runtime")
 
 __all__ = ["ActorSystem"]
 
@@ -40,8 +40,11 @@ class ActorSystem:
         pool_workers: int = 4,
         mailbox: MailboxConfig | None = None,
         root: SupervisorConfig | None = None,
+        log_route: logs.LogRoute | None = None,
     ) -> None:
         self.name = name
+        self.log_route = log_route
+        """Where this system's actors' ``pytsnet.<subsystem>`` records go (see ``runtime.logs``)."""
         self.clock: Clock = clock or SystemClock()
         manual = isinstance(self.clock, ManualClock)
         self.scheduler: Scheduler = self.clock if manual else ThreadScheduler(self.clock)  # type: ignore[assignment]
