@@ -152,10 +152,10 @@ class ActorDevice:
             return self._start()
 
     def _start(self) -> ActorDevice:
-        if self.system is not None:
-            return self
         if self._closed:
             raise DeviceClosed("device was closed")
+        if self.system is not None:
+            return self
         cfg = self.config
         try:
             parse_control_url(str(cfg.control_url))

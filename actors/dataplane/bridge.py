@@ -20,13 +20,13 @@ resumes without waiting for the next netmap, and never spawns a second subtree.
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pytsnet.actors.runtime import Actor, ActorRef, ActorStopped, AskTimeout, handles
+from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.messages.base import Message
 from pytsnet.messages.control import LiteUpdate
 from pytsnet.messages.dataplane import (
@@ -47,7 +47,7 @@ from pytsnet.messages.magicsock import (
 from pytsnet.messages.peers import PeersChanged
 from pytsnet.messages.wgengine import GetWgStatus, WgConfig, WgPeer, WgStatus
 
-log = logging.getLogger("pytsnet.dataplane")
+log = subsystem_logger("dataplane")
 
 __all__ = ["TICK", "DataplaneBridge", "DataplaneMemory", "Spawned", "endpoint_types"]
 

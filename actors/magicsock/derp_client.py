@@ -22,6 +22,7 @@ from pytsnet.actors.magicsock.config import MagicsockConfig
 from pytsnet.actors.magicsock.wg_sink import WgSinkDelivery
 from pytsnet.actors.runtime import Actor, handles
 from pytsnet.actors.runtime.io import IoLoop
+from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.messages.magicsock import (
     DerpBytes,
     DerpClosed,
@@ -44,6 +45,7 @@ from pytsnet.wire.errors import WireError
 from pytsnet.wire.keys import KeyParseError, NodePublic
 from pytsnet.wire.magicsock.addr import derp_addr
 
+log = subsystem_logger("magicsock")
 MAX_BACKOFF = 5.0
 MIN_BACKOFF = 0.05
 CONNECT_TIMEOUT = 5.0
@@ -104,8 +106,12 @@ class DerpClient(Actor):
         try:
             self._dial()
         except (OSError, WireError, ValueError) as e:
+            log.debug("DERP region %d: dial failed: %r", self.region.region_id, e)
             self._close()
             self._retry(f"dial: {e!r}")
+            return
+        log.debug("DERP region %d: connected to %s:%d", self.region.region_id, self.region.host,
+                  self.region.port)
 
     def _dial(self) -> None:
         r = self.region
@@ -179,6 +185,7 @@ class DerpClient(Actor):
     @handles(DerpClosed)
     def closed(self, msg: DerpClosed) -> None:
         if msg.conn == self.conn_id and self.conn is not None:
+            log.debug("DERP region %d: connection lost (%s)", self.region.region_id, msg.reason)
             self._close()
             self._retry(msg.reason)
 

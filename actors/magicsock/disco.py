@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from pytsnet.actors.magicsock.config import MagicsockConfig
 from pytsnet.actors.runtime import Actor, handles
+from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.messages.magicsock import (
     DerpPeerGone,
     DerpSend,
@@ -34,6 +35,8 @@ from pytsnet.wire.magicsock.endpoint import Action, Endpoint, SendCallMeMaybe, S
 
 TICK = 0.1
 
+log = subsystem_logger("magicsock")
+
 
 @dataclass
 class _Peer:
@@ -42,6 +45,7 @@ class _Peer:
     shared: disco.DiscoShared
     ep: Endpoint
     last_pushed: tuple[object, ...] | None = None
+    last_path: str = ""
 
 
 class DiscoPinger(Actor):
@@ -201,6 +205,11 @@ class DiscoPinger(Actor):
         if not force and key == p.last_pushed:
             return
         p.last_pushed = key
+        path = f"direct {best}" if best is not None else (
+            f"DERP region {ep.derp_region}" if ep.derp_region else "none")
+        if path != p.last_path:
+            log.info("path to %s: %s", p.node_key[:16], path)
+            p.last_path = path
         self.tell_named(self.config.name("udp"), PathUpdate(
             peer=p.node_key, udp=best,
             trusted_until=ep.trust_best_until if ep.trust_best_until != float("-inf") else -1.0,

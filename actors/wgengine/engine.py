@@ -32,6 +32,7 @@ from pytsnet.actors.runtime import (
     UnhandledMessage,
     handles,
 )
+from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.actors.wgengine.filter_rules import FilterRuleError, rules_from_tailcfg
 from pytsnet.messages.peers import PeersChanged
 from pytsnet.messages.wgengine import (
@@ -57,7 +58,7 @@ from pytsnet.wire.pcap import CapturePath
 from pytsnet.wire.wireguard.constants import TAILSCALE_PERSISTENT_KEEPALIVE
 from pytsnet.wire.wireguard.device import Device, PeerConfig
 
-log = logging.getLogger("pytsnet.wgengine")
+log = subsystem_logger("wgengine")
 
 __all__ = ["EngineMemory", "WgEngine"]
 
@@ -239,7 +240,11 @@ class WgEngine(Actor):
             elif passed:
                 self._deliver(sink, passed)
                 self.packets_in += len(passed)
-        device.events()  # handshake events are visible through status; nothing to route
+        if log.isEnabledFor(logging.DEBUG):  # handshake events: status shows them; here, a debug line
+            for peer, ev in device.events():
+                log.debug("peer %s: %s", peer.short_string(), type(ev).__name__)
+        else:
+            device.events()
         self._arm_timer()
 
     def _capture(self, path: CapturePath, packets: tuple[bytes, ...]) -> None:

@@ -128,5 +128,6 @@ def test_default_control_url_is_named_in_log_and_error(netns: Netns, tmp_path: P
         for d in devs:
             d.close()
     assert took < FAST and DEFAULT_CONTROL_URL in error
-    named = [r.getMessage() for r in caplog.records if r.name == "pytsnet.device" and r.levelno == logging.INFO]
+    named = [r.getMessage() for r in caplog.records
+             if r.name == "pytsnet.device" and r.levelno == logging.INFO]
     assert any(DEFAULT_CONTROL_URL in m and "TS_CONTROL_URL" in m for m in named)
