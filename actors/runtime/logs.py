@@ -50,7 +50,13 @@ class LogRoute:
         extra.setdefault("pytsnet_subsystem", subsystem)
         if self.logger is not None:
             msg = f"{subsystem}: {msg}"
-        target.log(level, msg, *args, extra=extra, **kwargs)
+        kwargs["extra"] = extra
+        while isinstance(target, logging.LoggerAdapter):  # keep the app adapter's extra and ours
+            ours = kwargs["extra"]
+            msg, kwargs = target.process(msg, kwargs)
+            kwargs["extra"] = {**ours, **(kwargs.get("extra") or {})}
+            target = target.logger
+        target.log(level, msg, *args, **kwargs)
 
     def target(self, subsystem: str) -> AnyLogger:
         return self.logger if self.logger is not None else logging.getLogger(f"pytsnet.{subsystem}")
