@@ -1,8 +1,10 @@
 """``pytsnet localnet``: serve the embedded local tailnet, or administer its state directory.
 
 ``localnet --state DIR [--listen HOST:PORT] [--no-relay | --derp-tls]`` serves;
-``localnet --state DIR authkey create …``, ``nodes list``, ``nodes approve ID`` and ``nodes delete ID``
-edit the same SQLite database, and a running server picks the change up within half a second.
+``localnet --state DIR authkey create …``, ``authkey list``, ``nodes list``, ``nodes approve ID`` and
+``nodes delete ID`` edit the same SQLite database, and a running server picks the change up within half
+a second. ``--state``/``--ipv6`` go before or after the admin subcommand. Admin commands refuse a
+directory without a database (``NoLocalnetDatabase``): a typo must not create an empty tailnet.
 """
 
 from __future__ import annotations
@@ -12,12 +14,27 @@ import json
 import time
 from typing import Any
 
+KEY_PREFIX_HEX = 8
+"""``authkey list`` shows this many hex digits of a key's secret: enough to tell keys apart."""
+
+
+def _shared_options(*, top: bool) -> argparse.ArgumentParser:
+    """``--state``/``--ipv6``, accepted at every level. Below the top their default is SUPPRESS, so
+    a value given before the subcommand is not overwritten by the subcommand's absent one."""
+    common = argparse.ArgumentParser(add_help=False)
+    keep: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
+    common.add_argument("--state", help="state directory (SQLite database, keys, policy.json); required",
+                        **({"default": None} if top else keep))
+    common.add_argument("--ipv6", action="store_true", help="also give nodes fd7a:115c:a1e0::/48 addresses",
+                        **keep)
+    return common
+
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser("localnet", help="run or administer an embedded local tailnet")
-    p.add_argument("--state", required=True, help="state directory (SQLite database, keys, policy.json)")
+    shared = _shared_options(top=False)
+    p = subparsers.add_parser("localnet", help="run or administer an embedded local tailnet",
+                              parents=[_shared_options(top=True)])
     p.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT to serve on (default 127.0.0.1:0)")
-    p.add_argument("--ipv6", action="store_true", help="also give nodes fd7a:115c:a1e0::/48 addresses")
     p.add_argument("--no-relay", action="store_true", help="serve control only: no DERP relay, no STUN")
     p.add_argument("--derp-tls", action="store_true",
                    help="serve DERP over TLS (self-signed, InsecureForTests) on its own port, so Go nodes "
@@ -26,18 +43,21 @@ def register(subparsers: Any) -> None:
     p.add_argument("--stun-port", type=int, default=0, help="UDP port of the STUN server (default any)")
     p.set_defaults(func=_serve, admin=None)
     sub = p.add_subparsers(dest="admin")
-    ak = sub.add_parser("authkey", help="pre-auth keys").add_subparsers(dest="op", required=True)
-    create = ak.add_parser("create", help="create a pre-auth key and print it")
+    ak = sub.add_parser("authkey", help="pre-auth keys", parents=[shared]).add_subparsers(dest="op",
+                                                                                         required=True)
+    create = ak.add_parser("create", help="create a pre-auth key and print it", parents=[shared])
     create.add_argument("--reusable", action="store_true")
     create.add_argument("--ephemeral", action="store_true")
     create.add_argument("--tags", default="", help="comma-separated, e.g. tag:ci,tag:web")
     create.add_argument("--expiry", type=float, default=None, help="seconds until the key expires")
     create.set_defaults(func=_authkey_create)
-    nodes = sub.add_parser("nodes", help="list, approve or delete nodes")
+    ak.add_parser("list", help="list pre-auth keys (ID, prefix, flags, expiry; never the secret)",
+                  parents=[shared]).set_defaults(func=_authkey_list)
+    nodes = sub.add_parser("nodes", help="list, approve or delete nodes", parents=[shared])
     nodes = nodes.add_subparsers(dest="op", required=True)
-    nodes.add_parser("list").set_defaults(func=_nodes_list)
+    nodes.add_parser("list", parents=[shared]).set_defaults(func=_nodes_list)
     for op, fn in (("approve", _nodes_approve), ("delete", _nodes_delete)):
-        q = nodes.add_parser(op)
+        q = nodes.add_parser(op, parents=[shared])
         q.add_argument("id", type=int)
         q.set_defaults(func=fn)
 
@@ -45,6 +65,7 @@ def register(subparsers: Any) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from pytsnet.localnet.server import LocalTailnet
 
+    _require_state(args)
     if args.no_relay and args.derp_tls:
         raise SystemExit("--derp-tls needs the relay (drop --no-relay)")
     net = LocalTailnet(args.state, listen=args.listen, ipv6=args.ipv6, relay=not args.no_relay,
@@ -68,19 +89,45 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _require_state(args: argparse.Namespace) -> None:
+    if not getattr(args, "state", None):
+        raise SystemExit("pytsnet localnet: error: --state DIR is required")
+
+
 def _store(args: argparse.Namespace) -> Any:
+    """The existing database (admin commands never create one)."""
     from pytsnet.localnet.store import Store
 
-    return Store(args.state, ipv6=args.ipv6)
+    _require_state(args)
+    return Store.open_existing(args.state, ipv6=args.ipv6)
 
 
 def _authkey_create(args: argparse.Namespace) -> int:
     from pytsnet.localnet.server import create_authkey
 
     tags = [t for t in args.tags.split(",") if t]
-    rec = create_authkey(_store(args), reusable=args.reusable, ephemeral=args.ephemeral, tags=tags,
-                         expiry=args.expiry)
+    try:
+        rec = create_authkey(_store(args), reusable=args.reusable, ephemeral=args.ephemeral, tags=tags,
+                             expiry=args.expiry)
+    except ValueError as e:  # bad tags
+        raise SystemExit(f"pytsnet localnet: error: {e}") from None
     print(rec.key)
+    return 0
+
+
+def _when(t: float | None) -> str | None:
+    return None if t is None else time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t))
+
+
+def _authkey_list(args: argparse.Namespace) -> int:
+    """One JSON line per key; the secret is cut to a prefix, as Tailscale's admin console shows keys."""
+    now = time.time()
+    for k in _store(args).authkeys():
+        head, _, secret = k.key.rpartition("-")
+        print(json.dumps({"id": k.id, "prefix": f"{head}-{secret[:KEY_PREFIX_HEX]}…",
+                          "reusable": k.reusable, "ephemeral": k.ephemeral, "tags": k.tags, "used": k.used,
+                          "expires": _when(k.expires), "expired": k.expires is not None and k.expires <= now,
+                          "created": _when(k.created)}, ensure_ascii=False))
     return 0
 
 

@@ -138,8 +138,21 @@ def _authkey(row: sqlite3.Row) -> AuthKey:
     return AuthKey(**d)
 
 
+class NoLocalnetDatabase(FileNotFoundError):
+    """The directory holds no ``localnet.db``: a typo'd path, which admin commands must not turn
+    into a fresh, empty tailnet."""
+
+
 class Store:
     """SQLite-backed state; every method is one transaction and safe to call from any thread."""
+
+    @classmethod
+    def open_existing(cls, state_dir: str | Path, *, ipv6: bool = False) -> Store:
+        """Open the database a server made; ``NoLocalnetDatabase`` if there is none (never creates)."""
+        if not (Path(state_dir) / DB_NAME).is_file():
+            raise NoLocalnetDatabase(f"no local tailnet in {state_dir} (no {DB_NAME}): check --state, "
+                                     f"or create one with `pytsnet localnet --state {state_dir}`")
+        return cls(state_dir, ipv6=ipv6)
 
     def __init__(self, state_dir: str | Path, *, ipv6: bool = False) -> None:
         self.dir = Path(state_dir)

@@ -61,3 +61,80 @@ def test_cli_serve_flags_no_relay_and_derp_tls(tmp_path):
     assert (tmp_path / "b" / "derp-cert.pem").exists()
     plain = _serve_banner(tmp_path / "c")
     assert plain[1].startswith("localnet DERP relay: http://127.0.0.1:"), plain
+
+
+# -- issue 11 part 5: options anywhere, --version, closed pipes, refusing a wrong state dir ----------
+def run(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pytsnet", *args], check=check, capture_output=True,
+                          text=True, timeout=30)
+
+
+def test_cli_state_before_or_after_the_subcommand(tmp_path):
+    from pytsnet.localnet.store import Store
+
+    Store(tmp_path).close()  # an (empty) local tailnet
+    before = run("localnet", "--state", str(tmp_path), "authkey", "create", "--reusable", check=True)
+    after = run("localnet", "authkey", "create", "--state", str(tmp_path), check=True)
+    middle = run("localnet", "authkey", "--state", str(tmp_path), "list", check=True)
+    keys = [json.loads(line) for line in middle.stdout.splitlines()]
+    assert [k["reusable"] for k in keys] == [True, False]
+    assert before.stdout.strip() != after.stdout.strip()
+    for where in (["nodes", "list", "--state", str(tmp_path)], ["nodes", "--state", str(tmp_path), "list"]):
+        assert run("localnet", *where).returncode == 0
+    missing = run("localnet", "nodes", "list")
+    assert missing.returncode != 0 and "--state" in missing.stderr
+
+
+def test_cli_version():
+    from pytsnet import __version__
+
+    out = run("--version", check=True)
+    assert out.stdout.strip() == f"pytsnet {__version__}"
+
+
+def test_admin_commands_refuse_a_dir_without_a_database(tmp_path):
+    typo = tmp_path / "stat"
+    for args in (["nodes", "list"], ["authkey", "create"], ["authkey", "list"], ["nodes", "approve", "1"],
+                 ["nodes", "delete", "1"]):
+        out = run("localnet", "--state", str(typo), *args)
+        assert out.returncode == 2, (args, out)
+        assert out.stdout == "" and len(out.stderr.strip().splitlines()) == 1, out.stderr
+        assert "no local tailnet in" in out.stderr and "Traceback" not in out.stderr
+    assert not typo.exists()  # nothing was created
+
+
+def test_authkey_list_shows_ids_prefixes_flags_expiry_never_secrets(tmp_path):
+    with LocalTailnet(tmp_path) as net:
+        keys = [net.create_authkey(reusable=True, tags=["tag:ci"]), net.create_authkey(ephemeral=True,
+                                                                                         expiry=3600),
+                net.create_authkey(expiry=-1)]
+        rows = [json.loads(line) for line in cli(tmp_path, "authkey", "list").splitlines()]
+    assert [r["id"] for r in rows] == [1, 2, 3]
+    for key, r in zip(keys, rows, strict=True):
+        secret = key.rsplit("-", 1)[1]
+        assert r["prefix"] == f"tskey-auth-{secret[:8]}…"
+        listing = json.dumps(r)
+        assert secret not in listing and secret[8:16] not in listing
+    assert rows[0]["reusable"] and rows[0]["tags"] == ["tag:ci"] and rows[0]["expires"] is None
+    assert rows[1]["ephemeral"] and rows[1]["expires"] and not rows[1]["expired"]
+    assert rows[2]["expired"] is True
+
+
+def test_list_into_a_closed_pipe_exits_quietly(tmp_path):
+    from pytsnet.localnet.store import Store
+
+    st = Store(tmp_path)
+    u = st.ensure_user()
+    for i in range(3000):  # far more than a pipe buffer holds
+        st.create_authkey(user_id=u.id)
+        st.add_node(machine_key=f"mkey:{i:064x}", node_key=f"nodekey:{i:064x}", user_id=u.id,
+                    hostname=f"n{i}", authorized=True, ephemeral=False)
+    st.close()
+    for what in ("nodes", "authkey"):
+        cmd = (f"{sys.executable} -m pytsnet localnet --state {tmp_path} {what} list 2>{tmp_path}/err"
+               f" | head -n 1; echo \"rc=${{PIPESTATUS[0]}}\"")
+        out = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=60, check=True)
+        first, rc = out.stdout.splitlines()
+        assert json.loads(first)["id"] == 1
+        assert rc == "rc=141"
+        assert (tmp_path / "err").read_text() == ""
