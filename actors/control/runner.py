@@ -215,8 +215,9 @@ class ControlRunner(Actor):
                 yield from self._map_poll(client)
                 failures = 0  # a poll that ended after frames flowed: reconnect at once
             except _PermanentFailure as e:
-                log.warning("%s (%s); not retrying", e, e.kind)
-                yield SessionStatus(state="NeedsLogin", error_kind=e.kind, error=str(e))
+                text = self._scrub(str(e))
+                log.warning("%s (%s); not retrying", text, e.kind)
+                yield SessionStatus(state="NeedsLogin", error_kind=e.kind, error=text)
                 return
             except _Unauthorized as e:
                 need_register = True
@@ -227,7 +228,7 @@ class ControlRunner(Actor):
                     return
                 failures += 1
                 # Named, so a wrong or defaulted URL shows in the error itself.
-                text = f"control server {url} unreachable: {e}"
+                text = self._scrub(f"control server {url} unreachable: {e}")
                 if failures == 1:
                     log.warning("%s; retrying with backoff", text)
                 yield SessionStatus(state="Starting", error_kind="network_unreachable", error=text)
@@ -240,6 +241,11 @@ class ControlRunner(Actor):
                 log.debug("control: attempt %d failed; next in %.2fs", failures, delay)
                 if self._stop.wait(delay):
                     return
+
+    def _scrub(self, text: str) -> str:
+        """Server-supplied text goes to the state and the log: never with our auth key in it."""
+        key = self.cfg.auth_key
+        return text.replace(key, "tskey-…(redacted)") if key else text
 
     def _register(self, client: Noise2Client) -> Iterator[Message]:
         """``doLogin``: auth key or AuthURL+Followup; NodeKeyExpired → new key with ``OldNodeKey``."""

@@ -18,6 +18,7 @@ from pytsnet.actors.control.store import MACHINE_KEY, NODE
 
 from pytsnet.config import Config
 from pytsnet.device import ActorDevice
+from pytsnet.errors import AuthRejected
 from pytsnet.localnet.server import LocalTailnet
 from pytsnet.localnet.store import Store
 from pytsnet.state import FileStore
@@ -136,8 +137,10 @@ def test_device_logger_gets_that_devices_records_only(tmp_path: Path, root_debug
         assert {"control", "device", "magicsock", "netstack"} <= subs, subs
         assert any(r.levelno == logging.INFO and "-> Running" in r.getMessage() for r in h.records)
     assert all(getattr(r, "tenant", None) == "b" for r in hb.records)  # the adapter's own extra kept
-    # Routed records do not also go to the pytsnet.* loggers.
-    leaked = [r for r in root_debug.records if getattr(r, "pytsnet_device", "") in ("alpha", "beta")]
+    # Routed records do not also go to the pytsnet.* loggers, and no device record escapes its route
+    # (the local tailnet's servers are not a device: they log to pytsnet.localnet.*).
+    leaked = [r for r in root_debug.records
+              if r.name.startswith("pytsnet.") and not r.name.startswith("pytsnet.localnet")]
     assert leaked == [], [(r.name, r.getMessage()) for r in leaked[:5]]
 
 
@@ -170,3 +173,27 @@ def test_noisy_dependencies_quiet_by_default_but_app_levels_win() -> None:
             "print([logging.getLogger(n).level for n in ('pykka', 'hpack', 'h2')])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[30, 10, 20]", out
+
+
+def test_auth_key_echoed_by_control_never_reaches_state_or_logs(tmp_path: Path, root_debug: Collect,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A control server that quotes the key back in its refusal (ours does not; others might)."""
+    from pytsnet.localnet import control_server
+    from pytsnet.localnet.authkeys import AuthKeyRejected
+
+    def echo(store: object, key: str) -> object:
+        raise AuthKeyRejected(f"unknown key {key}")
+
+    monkeypatch.setattr(control_server, "consume_authkey", echo)
+    secret = "tskey-auth-" + "5e" * 24
+    with LocalTailnet(tmp_path / "control", listen="127.0.0.1:0") as net:
+        dev = _device(net, tmp_path, "alpha", secret)
+        try:
+            with pytest.raises(AuthRejected) as e:
+                dev.wait_until_running_blocking(10)
+            assert "unknown key" in str(e.value) and secret not in str(e.value)
+            assert secret not in dev.state.error
+        finally:
+            dev.close()
+    assert any("unknown key" in r.getMessage() for r in root_debug.records)
+    assert secret not in root_debug.text()
