@@ -138,3 +138,11 @@ def test_list_into_a_closed_pipe_exits_quietly(tmp_path):
         assert json.loads(first)["id"] == 1
         assert rc == "rc=141"
         assert (tmp_path / "err").read_text() == ""
+
+
+def test_up_with_a_schemeless_control_url_fails_in_one_line(tmp_path):
+    out = run("up", "--control-url", "127.0.0.1:8080", "--authkey", "tskey-x", "--dir", str(tmp_path / "n"))
+    assert out.returncode == 2, out
+    assert out.stderr.strip().splitlines() == [
+        "pytsnet: error: control URL '127.0.0.1:8080' has no scheme: use http://127.0.0.1:8080 or "
+        "https://127.0.0.1:8080 (Config.control_url or TS_CONTROL_URL)"]
