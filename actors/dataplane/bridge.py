@@ -180,6 +180,7 @@ class DataplaneBridge(Actor):
                     mem.spawned = None
                 current.supervisor.stop(10.0)
             spawned = self._spawn(nm)
+            log.debug("data plane up: %s", ", ".join(sorted(spawned.names.values())))
             with mem.lock:
                 mem.spawned = spawned
                 mem.told, mem.have_endpoints = None, False  # the new subtree reports afresh

@@ -178,6 +178,7 @@ class Cell:
             route = logs.enter(self.system.log_route)
             try:
                 actor.on_start()
+                log.debug("%s#%d started", self.name, self.incarnation)
             except BaseException:
                 self._end(None, report=False)
                 raise
@@ -280,6 +281,8 @@ class Cell:
             try:
                 actor._before_stop(final)
                 actor.on_stop()
+                log.debug("%s#%d stopped (%s)", self.name, self.incarnation,
+                          "normal" if reason is None else repr(reason))
             except Exception:
                 log.exception("%s on_stop failed", self.name)
             finally:

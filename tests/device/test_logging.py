@@ -95,7 +95,7 @@ def test_debug_shows_pytsnet_subsystems_and_lifecycle_not_dependency_noise(
             a.close()
             b.close()
     names = {r.name for r in root_debug.records}
-    for sub in ("control", "device", "magicsock", "wgengine", "netstack"):
+    for sub in ("control", "device", "magicsock", "wgengine", "netstack", "dataplane", "runtime"):
         assert f"pytsnet.{sub}" in names, sorted(names)
     noisy = sorted(n for n in names if n.split(".")[0] in ("pykka", "hpack", "h2"))
     assert noisy == [], noisy
