@@ -7,16 +7,15 @@
 
 Records are per subsystem (``pytsnet.control``, ``.magicsock``, ``.wgengine``, ``.netstack``,
 ``.dataplane``, ``.runtime``, ``.device``); ``ActorDevice(logger=…)`` sends one device's records to
-the app's logger instead (``pytsnet.actors.runtime.logs``).
+the app's logger instead (``pytsnet.actors.runtime.logs``). This module imports nothing else of
+pytsnet, so ``import pytsnet`` stays light.
 """
 
 from __future__ import annotations
 
 import logging
 
-from pytsnet.actors.runtime.logs import LogRoute, subsystem_logger
-
-__all__ = ["NOISY_LOGGERS", "LogRoute", "install_defaults", "subsystem_logger"]
+__all__ = ["NOISY_LOGGERS", "install_defaults"]
 
 NOISY_LOGGERS = ("pykka", "hpack", "h2")
 
