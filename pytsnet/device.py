@@ -101,14 +101,14 @@ def _error_for(st: DeviceState) -> RegistrationError | None:
 
 
 def _log_change(old: DeviceState, new: DeviceState, route: logs.LogRoute) -> None:
-    """INFO for each lifecycle step the app may care about (state, login URL, errors)."""
+    """INFO per state change (control logs the login URL and errors where they happen)."""
+    if new.state == old.state:
+        return
+    extra = ""
+    if new.state == "Running":
+        extra = f" as {new.name} {' '.join(a.split('/')[0] for a in new.addresses)}"
     with logs.scope(route):
-        if new.state != old.state:
-            extra = f" as {new.name} {' '.join(a.split('/')[0] for a in new.addresses)}" \
-                if new.state == "Running" else ""
-            log.info("state %s -> %s%s", old.state, new.state, extra)
-        if new.error and new.error != old.error:
-            log.info("%s: %s", new.error_kind or "error", new.error)
+        log.info("state %s -> %s%s", old.state, new.state, extra)
 
 
 class ActorDevice:
@@ -210,6 +210,7 @@ class ActorDevice:
         return st
 
     def _on_event(self, msg: Message) -> None:
+        change: tuple[DeviceState, DeviceState] | None = None
         with self._cond:
             if isinstance(msg, (DeviceState, DataplaneState)):
                 if isinstance(msg, DeviceState):
@@ -222,12 +223,14 @@ class ActorDevice:
                 if new == self._state:
                     self._cond.notify_all()
                     return
-                _log_change(self._state, new, self._log_route)
+                change = (self._state, new)
                 self._state = msg = new
             elif isinstance(msg, PeersChanged):
                 self._peers = list(msg.peers)
             watchers = list(self._watchers)
             self._cond.notify_all()
+        if change is not None:  # outside the lock: an app's handler may be slow or ask for the state
+            _log_change(*change, self._log_route)
         for loop, q in watchers:
             with contextlib.suppress(RuntimeError):  # that loop is closed
                 loop.call_soon_threadsafe(q.put_nowait, msg)
