@@ -222,7 +222,7 @@ class ControlRunner(Actor):
             except _Unauthorized as e:
                 need_register = True
                 failures += 1
-                log.info("control: %s; registering again", e)
+                log.info("%s; registering again", e)
             except (ControlTransportError, WireError) as e:
                 if self._stop.is_set() or self._logged_out.is_set():
                     return
@@ -238,7 +238,7 @@ class ControlRunner(Actor):
             if failures:
                 base = min(self.cfg.backoff_max, self.cfg.backoff_min * 2 ** (failures - 1))
                 delay = base * self._rng.uniform(0.5, 1.0)
-                log.debug("control: attempt %d failed; next in %.2fs", failures, delay)
+                log.debug("attempt %d failed; next in %.2fs", failures, delay)
                 if self._stop.wait(delay):
                     return
 
@@ -338,7 +338,7 @@ class ControlRunner(Actor):
         try:
             nm = self.session.apply(MapResponse.from_json(msg.payload), time.time())
         except WireError as e:
-            log.warning("control: bad map response (%s); reconnecting", e)
+            log.warning("bad map response (%s); reconnecting", e)
             self._io_reconnect()
             return
         if nm is not None:

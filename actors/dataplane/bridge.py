@@ -175,7 +175,7 @@ class DataplaneBridge(Actor):
             current = mem.spawned
         if current is None or current.identity != ident:
             if current is not None:
-                log.info("dataplane: node key, addresses or DERP map changed; rebuilding")
+                log.info("node key, addresses or DERP map changed; rebuilding")
                 with mem.lock:
                     mem.spawned = None
                 current.supervisor.stop(10.0)

@@ -142,7 +142,7 @@ class WgEngine(Actor):
             try:
                 public = NodePublic.from_text(p.node_key)
             except KeyParseError:
-                log.warning("wgengine: ignoring peer with bad node key %r", p.node_key)
+                log.warning("ignoring peer with bad node key %r", p.node_key)
                 continue
             self._texts[public] = public.to_text()
             peers.append(PeerConfig(public, tuple(p.allowed_ips), self._keepalive))
@@ -152,13 +152,13 @@ class WgEngine(Actor):
             try:
                 local.append(ipaddress.ip_network(a, strict=False))
             except ValueError:
-                log.warning("wgengine: ignoring bad local address %r", a)
+                log.warning("ignoring bad local address %r", a)
         rules = None
         if config.packet_filter is not None:
             try:
                 rules = rules_from_tailcfg(config.packet_filter)
             except FilterRuleError as e:
-                log.warning("wgengine: refusing packet filter (%s); no inbound until a valid one", e)
+                log.warning("refusing packet filter (%s); no inbound until a valid one", e)
         self.filter = self.filter.with_rules(rules, local)
         self._flush()
 

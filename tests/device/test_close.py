@@ -144,6 +144,7 @@ def _back_to(baseline: tuple[int, int, int]) -> None:
         raise AssertionError(f"baseline {baseline}, now {_resources()}; threads {names}") from None
 
 
+@pytest.mark.timeout(400)  # ~30 s alone; generous for a loaded machine
 def test_fifty_open_close_cycles_leave_nothing_behind(tmp_path: Path) -> None:
     with LocalTailnet(tmp_path / "control", listen="127.0.0.1:0") as net:
         key = net.create_authkey(reusable=True)
