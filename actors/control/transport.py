@@ -68,7 +68,6 @@ def parse_control_url(url: str) -> tuple[str, int, bool, str]:
     return u.hostname, port or (443 if tls else 80), tls, u.netloc
 
 
-
 def fetch_server_key(url: str, timeout: float, version: int = CURRENT_CAPABILITY_VERSION) -> MachinePublic:
     """``GET /key?v=N`` → the server's Noise public key (``publicKey``); a zero key is "too old"."""
     parse_control_url(url)

@@ -208,7 +208,8 @@ class DiscoPinger(Actor):
         path = f"direct {best}" if best is not None else (
             f"DERP region {ep.derp_region}" if ep.derp_region else "none")
         if path != p.last_path:
-            log.info("path to %s: %s", p.node_key[:16], path)
+            if p.last_path or path != "none":  # a new peer with no path yet is not news
+                log.info("path to %s: %s", p.node_key[:16], path)
             p.last_path = path
         self.tell_named(self.config.name("udp"), PathUpdate(
             peer=p.node_key, udp=best,
