@@ -50,6 +50,13 @@ class MapFrame(Message, tag="control.map_frame"):
     payload: bytes
 
 
+class SelfExpiryTick(Message, tag="control.self_expiry_tick"):
+    """The runner's own timer: our node key reached its ``KeyExpiry`` with no map frame saying so
+    (Go's ``nmExpiryTimer`` covers the self node too); the state becomes NeedsLogin / key_expired."""
+
+    at: float = 0.0
+
+
 # -- requests to the ControlRunner -----------------------------------------------------------------
 class GetState(Message, tag="control.get_state"):
     pass

@@ -96,6 +96,8 @@ class PeerStatus(Message):
     derp_bytes_out: int = 0
     has_session: bool = False
     last_handshake: float | None = None
+    key_expiry: float | None = None
+    """When the peer's node key expires (Unix seconds; None: never). It leaves the table then."""
 
 
 class DeviceStatus(Message, tag="dataplane.device_status"):

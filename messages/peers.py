@@ -64,6 +64,14 @@ class NetmapUpdate(Message, tag="peers.netmap_update"):
     domain: str = ""
 
 
+class PeerExpiryTick(Message, tag="peers.expiry_tick"):
+    """PeerTracker's own timer: a node key (a peer's or ours) reached its ``KeyExpiry`` (Go's
+    ``nmExpiryTimer``); the last netmap is admitted again so the expired key leaves the table."""
+
+    at: float = 0.0
+    """The expiry (Unix seconds) the timer was armed for."""
+
+
 class ClearPeers(Message, tag="peers.clear"):
     """Forget every peer (logout, or the control session ended for good)."""
 

@@ -473,7 +473,8 @@ class ActorDevice:
                 home_derp=p.home_derp, rtt=pp.rtt if pp is not None else None,
                 udp_bytes_in=u_in, udp_bytes_out=u_out, derp_bytes_in=d_in, derp_bytes_out=d_out,
                 bytes_in=u_in + d_in, bytes_out=u_out + d_out,
-                has_session=bool(ss and ss.has_session), last_handshake=ss.last_handshake if ss else None))
+                has_session=bool(ss and ss.has_session), last_handshake=ss.last_handshake if ss else None,
+                key_expiry=p.key_expiry))
         return DeviceStatus(state=st.state, self_node=nm.self_node if nm is not None else None,
                             tailscale_ips=self.tailscale_ips(), home_region=dps.home_region,
                             derp_connected=connected, endpoints=endpoints, peers=rows, drops=drops)

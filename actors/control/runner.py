@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pytsnet.actors.control.store import MACHINE_KEY, NETMAP, NODE, StateStore
 from pytsnet.actors.control.transport import ControlTransportError, Noise2Client, fetch_server_key
 from pytsnet.actors.dataplane.netmap import netmap_for_dataplane
-from pytsnet.actors.runtime import Actor, handles
+from pytsnet.actors.runtime import Actor, TimerHandle, handles
 from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.messages.base import Message
 from pytsnet.messages.control import (
@@ -41,6 +41,7 @@ from pytsnet.messages.control import (
     LogoutDone,
     MapFrame,
     MapStreamStarted,
+    SelfExpiryTick,
     SessionStatus,
 )
 from pytsnet.messages.peers import ClearPeers, NetmapUpdate, PeerInfo
@@ -123,6 +124,8 @@ class ControlRunner(Actor):
         self._last_netmap = b""
         self._rng = random.Random()
         self._gen: Iterator[Message] | None = None
+        self._self_expiry: float | None = None
+        self._self_expiry_timer: TimerHandle | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     def on_start(self) -> None:
@@ -355,9 +358,11 @@ class ControlRunner(Actor):
         if bridge is not None and self._node is not None:
             bridge.tell(netmap_for_dataplane(nm, self._node, self.cfg.control_url))
         self._persist_netmap(nm)
-        expired = me.Expired or (info.key_expiry is not None and info.key_expiry <= time.time())
+        now = self.clock.time()
+        expired = me.Expired or (info.key_expiry is not None and info.key_expiry <= now)
         log.debug("netmap: %d peers, self %s", len(nm.peers), info.name)
         self._log_key_expiry(info.key_expiry, expired)
+        self._arm_self_expiry(None if expired else info.key_expiry, now)
         fields = {"addresses": info.addresses, "name": info.name, "node_id": info.node_id, "auth_url": "",
                   "error": "", "error_kind": ""}
         if expired:
@@ -379,6 +384,29 @@ class ControlRunner(Actor):
         elif expiry is not None:
             when = datetime.fromtimestamp(expiry, UTC).isoformat(timespec="seconds")
             log.info("node key expires at %s", when)
+
+    def _arm_self_expiry(self, when: float | None, now: float) -> None:
+        """A timer for our own key's expiry, so NeedsLogin/key_expired comes even with no map frame."""
+        if when == self._self_expiry and self._self_expiry_timer is not None:
+            return
+        if self._self_expiry_timer is not None:
+            self._self_expiry_timer.cancel()
+        self._self_expiry, self._self_expiry_timer = when, None
+        if when is not None and when > now:
+            self._self_expiry_timer = self.send_after(when - now, SelfExpiryTick(at=when))
+
+    @handles(SelfExpiryTick)
+    def on_self_expiry(self, msg: SelfExpiryTick) -> None:
+        self._self_expiry_timer = None
+        if self._logged_out.is_set() or msg.at != self._self_expiry or self.state.state != "Running":
+            return
+        now = self.clock.time()
+        if msg.at > now:  # the monotonic timer ran ahead of the wall clock: look again then
+            self._arm_self_expiry(msg.at, now)
+            return
+        self._log_key_expiry(msg.at, True)
+        self._set_state(self.state.model_copy(update={
+            "state": "NeedsLogin", "error_kind": "key_expired", "error": "node key expired"}))
 
     def _persist_netmap(self, nm: NetworkMap) -> None:
         doc = {"Node": nm.self_node.model_dump(mode="json", by_alias=True), "Domain": nm.domain,

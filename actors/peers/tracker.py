@@ -5,6 +5,13 @@ deltas) and keeps only peers it can trust to talk to: a peer without a valid non
 disco key, or at least one valid address is refused, as is an expired one and one that claims our own
 node key. Tailnet Lock signature checks will plug into ``admit``. Changes to the admitted set are
 published as ``PeersChanged``.
+
+Key expiry is enforced here by time as well as by control's word: after each netmap the tracker arms
+one timer (the actor clock, so simulated time drives it too) for the soonest future ``KeyExpiry``
+among the admitted peers and ourselves, and when it fires admits the same netmap again, so an expired
+peer leaves the table even if no map frame arrives (Go's ``nmExpiryTimer`` in
+``ipn/ipnlocal/expiry.go``; Go re-checks 10 s late, we at the instant). While our own key is expired
+no peer is admitted: the node must be extended or log in again.
 """
 
 from __future__ import annotations
@@ -12,12 +19,13 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 
-from pytsnet.actors.runtime import Actor, handles
+from pytsnet.actors.runtime import Actor, TimerHandle, handles
 from pytsnet.messages.base import Message
 from pytsnet.messages.peers import (
     ClearPeers,
     GetPeers,
     NetmapUpdate,
+    PeerExpiryTick,
     PeerInfo,
     PeersChanged,
     PeerTable,
@@ -25,7 +33,14 @@ from pytsnet.messages.peers import (
 )
 from pytsnet.wire.keys import DiscoPublic, KeyParseError, NodePublic
 
-__all__ = ["PeerTracker", "admit"]
+__all__ = ["PeerTracker", "admit", "key_expired"]
+
+SELF_EXPIRED = "our node key expired"
+
+
+def key_expired(node: PeerInfo, now: float) -> bool:
+    """Control marked the key expired, or its ``KeyExpiry`` is not after ``now``."""
+    return node.expired or (node.key_expiry is not None and node.key_expiry <= now)
 
 
 def admit(peer: PeerInfo, self_key: str, now: float | None = None) -> str | None:
@@ -56,7 +71,7 @@ def admit(peer: PeerInfo, self_key: str, now: float | None = None) -> str | None
             ipaddress.ip_network(a, strict=False)
         except ValueError:
             return f"bad address {a!r}"
-    if peer.expired or (now is not None and peer.key_expiry is not None and peer.key_expiry <= now):
+    if peer.expired or (now is not None and key_expired(peer, now)):
         return "node key expired"
     return None
 
@@ -66,22 +81,63 @@ class PeerTracker(Actor):
         self.publish = publish or (lambda m: None)
         self.table: dict[int, PeerInfo] = {}
         self.rejected: dict[int, str] = {}
+        self._netmap: NetmapUpdate | None = None
+        self._expiry_timer: TimerHandle | None = None
+        self.expiry_timer_at: float | None = None
+        """Unix time the expiry timer is armed for (None: no key in the table expires)."""
+
+    def on_stop(self) -> None:
+        self._disarm()
 
     @handles(NetmapUpdate)
     def on_netmap(self, msg: NetmapUpdate) -> None:
+        self._netmap = msg
+        self._admit_all()
+
+    @handles(PeerExpiryTick)
+    def on_expiry_tick(self, msg: PeerExpiryTick) -> None:
+        self._expiry_timer = None
+        if self._netmap is not None:
+            self._admit_all()
+
+    def _admit_all(self) -> None:
+        msg = self._netmap
+        assert msg is not None
+        now = self.clock.time()
+        self_expired = key_expired(msg.self_node, now)
         new: dict[int, PeerInfo] = {}
         rejected: dict[int, str] = {}
         for p in msg.peers:
-            reason = admit(p, msg.self_node.node_key, self.clock.time())
+            reason = SELF_EXPIRED if self_expired else admit(p, msg.self_node.node_key, now)
             if reason is None:
                 new[p.node_id] = p
             else:
                 rejected[p.node_id] = reason
         self.rejected = rejected
         self._replace(new)
+        self._arm(now, [msg.self_node, *new.values()])
+
+    def _arm(self, now: float, nodes: list[PeerInfo]) -> None:
+        """One timer for the soonest future key expiry (Go's ``nextPeerExpiry``, self included)."""
+        nxt = min((n.key_expiry for n in nodes if n.key_expiry is not None and n.key_expiry > now),
+                  default=None)
+        if nxt == self.expiry_timer_at and self._expiry_timer is not None:
+            return
+        self._disarm()
+        if nxt is not None:
+            self._expiry_timer = self.send_after(nxt - now, PeerExpiryTick(at=nxt))
+            self.expiry_timer_at = nxt
+
+    def _disarm(self) -> None:
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+        self._expiry_timer = None
+        self.expiry_timer_at = None
 
     @handles(ClearPeers)
     def on_clear(self, msg: ClearPeers) -> None:
+        self._netmap = None
+        self._disarm()
         self.rejected = {}
         self._replace({})
 

@@ -1,10 +1,13 @@
 """``pytsnet localnet``: serve the embedded local tailnet, or administer its state directory.
 
-``localnet --state DIR [--listen HOST:PORT] [--no-relay | --derp-tls]`` serves;
-``localnet --state DIR authkey create …``, ``authkey list``, ``nodes list``, ``nodes approve ID`` and
-``nodes delete ID`` edit the same SQLite database, and a running server picks the change up within half
-a second. ``--state``/``--ipv6`` go before or after the admin subcommand. Admin commands refuse a
-directory without a database (``NoLocalnetDatabase``): a typo must not create an empty tailnet.
+``localnet --state DIR [--listen HOST:PORT] [--no-relay | --derp-tls] [--key-expiry DURATION]`` serves;
+``localnet --state DIR authkey create …``, ``authkey list``, ``nodes list``, ``nodes approve NODE``,
+``nodes delete NODE``, ``nodes expire NODE`` and ``nodes extend NODE [--for DURATION]`` edit the same
+SQLite database, and a running server picks the change up within half a second. NODE is an ID or a
+hostname; durations are ``90s``, ``12h``, ``180d`` (one parser,
+:func:`pytsnet.localnet.expiry.parse_duration`). ``--state``/``--ipv6`` go before or after the admin
+subcommand. Admin commands refuse a directory without a database (``NoLocalnetDatabase``): a typo must
+not create an empty tailnet.
 """
 
 from __future__ import annotations
@@ -30,6 +33,16 @@ def _shared_options(*, top: bool) -> argparse.ArgumentParser:
     return common
 
 
+def _duration(text: str) -> float:
+    """argparse type: a duration (``90s``, ``12h``, ``180d``) in seconds."""
+    from pytsnet.localnet.expiry import DurationError, parse_duration
+
+    try:
+        return parse_duration(text)
+    except DurationError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def register(subparsers: Any) -> None:
     shared = _shared_options(top=False)
     p = subparsers.add_parser("localnet", help="run or administer an embedded local tailnet",
@@ -41,6 +54,8 @@ def register(subparsers: Any) -> None:
                         "need no TS_DEBUG_USE_DERP_HTTP")
     p.add_argument("--derp-tls-port", type=int, default=0, help="port of the TLS DERP listener (default any)")
     p.add_argument("--stun-port", type=int, default=0, help="UDP port of the STUN server (default any)")
+    p.add_argument("--key-expiry", type=_duration, default=None, metavar="DURATION",
+                   help="node-key lifetime, e.g. 90s, 12h, 180d (default: as last served, else 180d)")
     p.set_defaults(func=_serve, admin=None)
     sub = p.add_subparsers(dest="admin")
     ak = sub.add_parser("authkey", help="pre-auth keys", parents=[shared]).add_subparsers(dest="op",
@@ -49,16 +64,23 @@ def register(subparsers: Any) -> None:
     create.add_argument("--reusable", action="store_true")
     create.add_argument("--ephemeral", action="store_true")
     create.add_argument("--tags", default="", help="comma-separated, e.g. tag:ci,tag:web")
-    create.add_argument("--expiry", type=float, default=None, help="seconds until the key expires")
+    create.add_argument("--expiry", type=_duration, default=None, metavar="DURATION",
+                        help="time until the key expires, e.g. 90s, 12h, 180d (default: never)")
     create.set_defaults(func=_authkey_create)
     ak.add_parser("list", help="list pre-auth keys (ID, prefix, flags, expiry; never the secret)",
                   parents=[shared]).set_defaults(func=_authkey_list)
-    nodes = sub.add_parser("nodes", help="list, approve or delete nodes", parents=[shared])
+    nodes = sub.add_parser("nodes", help="list, approve, delete, expire or extend nodes", parents=[shared])
     nodes = nodes.add_subparsers(dest="op", required=True)
     nodes.add_parser("list", parents=[shared]).set_defaults(func=_nodes_list)
-    for op, fn in (("approve", _nodes_approve), ("delete", _nodes_delete)):
-        q = nodes.add_parser(op, parents=[shared])
-        q.add_argument("id", type=int)
+    for op, fn, text in (("approve", _nodes_approve, "authorize a node waiting for approval"),
+                         ("delete", _nodes_delete, "remove a node"),
+                         ("expire", _nodes_expire, "end a node's key now (until extended or re-authed)"),
+                         ("extend", _nodes_extend, "renew a node's key")):
+        q = nodes.add_parser(op, help=text, parents=[shared])
+        q.add_argument("node", metavar="NODE", help="node ID or hostname")
+        if op == "extend":
+            q.add_argument("--for", dest="duration", type=_duration, default=None, metavar="DURATION",
+                           help="new lifetime from now (default: the tailnet's key expiry)")
         q.set_defaults(func=fn)
 
 
@@ -70,7 +92,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise SystemExit("--derp-tls needs the relay (drop --no-relay)")
     net = LocalTailnet(args.state, listen=args.listen, ipv6=args.ipv6, relay=not args.no_relay,
                        stun_port=args.stun_port, derp_tls=args.derp_tls,
-                       derp_tls_port=args.derp_tls_port).start()
+                       derp_tls_port=args.derp_tls_port, key_expiry=args.key_expiry).start()
     print(f"localnet control server: {net.control_url}", flush=True)
     if net.relay is not None:
         scheme = "https" if net.relay.tls else "http"
@@ -132,21 +154,66 @@ def _authkey_list(args: argparse.Namespace) -> int:
 
 
 def _nodes_list(args: argparse.Namespace) -> int:
+    now = time.time()
     for n in _store(args).nodes():
         state = "pending" if not n.authorized else ("logged-out" if n.logged_out else "ok")
+        if state == "ok" and n.key_expiry is not None and n.key_expiry <= now:
+            state = "expired"
         seen = "-" if n.last_seen is None else time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(n.last_seen))
         print(json.dumps({"id": n.id, "hostname": n.hostname, "ipv4": n.ipv4, "ipv6": n.ipv6 or None,
-                          "state": state, "ephemeral": n.ephemeral, "tags": n.tags, "last_seen": seen}))
+                          "state": state, "ephemeral": n.ephemeral, "tags": n.tags, "last_seen": seen,
+                          "key_expiry": _when(n.key_expiry)}))
     return 0
 
 
+def _find(args: argparse.Namespace) -> Any:
+    """``(store, node)`` for NODE (an ID or a hostname); the node is None (and why is printed) if none."""
+    from pytsnet.localnet.expiry import NodeNotFound, find_node
+
+    store = _store(args)
+    try:
+        return store, find_node(store, args.node)
+    except NodeNotFound as e:
+        print(e)
+        return store, None
+
+
 def _nodes_approve(args: argparse.Namespace) -> int:
-    node = _store(args).update_node(args.id, authorized=True, auth_path="")
-    print("approved" if node else f"no node {args.id}")
-    return 0 if node else 1
+    """Authorize; the node's key lifetime starts now."""
+    from pytsnet.localnet.expiry import renewed
+
+    store, node = _find(args)
+    if node is None:
+        return 1
+    store.update_node(node.id, authorized=True, auth_path="", key_expiry=renewed(store, time.time()))
+    print("approved")
+    return 0
 
 
 def _nodes_delete(args: argparse.Namespace) -> int:
-    ok = _store(args).delete_node(args.id)
-    print("deleted" if ok else f"no node {args.id}")
-    return 0 if ok else 1
+    store, node = _find(args)
+    if node is None or not store.delete_node(node.id):
+        return 1
+    print("deleted")
+    return 0
+
+
+def _nodes_expire(args: argparse.Namespace) -> int:
+    store, node = _find(args)
+    if node is None:
+        return 1
+    store.update_node(node.id, key_expiry=time.time())
+    print(f"expired node {node.id} ({node.hostname})")
+    return 0
+
+
+def _nodes_extend(args: argparse.Namespace) -> int:
+    from pytsnet.localnet.expiry import renewed
+
+    store, node = _find(args)
+    if node is None:
+        return 1
+    when = renewed(store, time.time(), args.duration)
+    store.update_node(node.id, key_expiry=when)
+    print(f"extended node {node.id} ({node.hostname}) until {_when(when)}")
+    return 0

@@ -6,6 +6,13 @@ and ``/machine/map`` live. State is in the :class:`Store`; every change bumps a 
 wakes every map stream, which sends the client a delta (:mod:`netmap`). Other components (the DERP
 relay, STUN) mount HTTP handlers with :meth:`ControlServer.mount` and replace the DERP map with
 :meth:`ControlServer.set_derp_map`.
+
+Node keys expire when control says (:mod:`expiry`): a node gets ``now + key lifetime`` when it
+authenticates. An expired node still long-polls, but its map shows itself expired and no peers;
+its peers get it with ``Expired`` and no endpoints. Rotating an expired key needs an auth key (a
+re-auth); a key refresh while not expired keeps the old expiry. When a key simply runs out nothing
+is pushed (as Go's testcontrol): every client drops the peer by its own timer (Go's
+``nmExpiryTimer``); listeners (:meth:`ControlServer.add_listener`, the DERP relay) are told at once.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from typing import Any
 
 from pytsnet.localnet import http1
 from pytsnet.localnet.authkeys import AuthKeyRejected, consume_authkey
+from pytsnet.localnet.expiry import expiry_at, key_lifetime, set_key_lifetime
 from pytsnet.localnet.netmap import DEFAULT_DOMAIN, SentState, Tailnet, delta, full_map
 from pytsnet.localnet.noise_h2 import H2Request, H2Response, NoiseH2Session
 from pytsnet.localnet.policy import Policy
@@ -45,6 +53,7 @@ KEEPALIVE_INTERVAL = 50.0
 EPHEMERAL_GRACE = 10.0
 DB_POLL_INTERVAL = 0.5
 LOGOUT_BEFORE = 1_000_000_000.0  # an Expiry before 2001 is a logout (Go sends 1970-01-01T00:02:03Z)
+ERR_EXPIRED_REKEY = "node key expired: log in again (an auth key) to rotate it"
 
 RawHandler = Callable[[http1.Request, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -85,8 +94,12 @@ class ControlServer:
 
     def __init__(self, store: Store, *, policy: Policy | None = None, domain: str = DEFAULT_DOMAIN,
                  keepalive_interval: float = KEEPALIVE_INTERVAL,
-                 ephemeral_grace: float = EPHEMERAL_GRACE) -> None:
+                 ephemeral_grace: float = EPHEMERAL_GRACE, key_expiry: float | None = None) -> None:
+        """``key_expiry``: the node-key lifetime in seconds (None: the one stored, else 180 days)."""
         self.store = store
+        if key_expiry is not None:
+            set_key_lifetime(store, key_expiry)
+        self.key_lifetime = key_lifetime(store)
         self.policy = policy or Policy.allow_all()
         self.domain = domain
         self.keepalive_interval = keepalive_interval
@@ -107,7 +120,10 @@ class ControlServer:
         self._closing = False
         self.sent: dict[int, collections.deque[JSON]] = {}
         """Per node id, the last map messages its long polls were sent (for tests and debugging)."""
-        self.stats = {"noise_sessions": 0, "bad_handshakes": 0, "registers": 0, "map_polls": 0}
+        self.stats = {"noise_sessions": 0, "bad_handshakes": 0, "registers": 0, "map_polls": 0,
+                      "map_frames": 0, "map_keepalives": 0}
+        """``map_frames`` counts MapResponses written to long polls (keep-alives separately)."""
+        self._listeners: list[Callable[[], None]] = []
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self, host: str = "127.0.0.1", port: int = 0, *, sock: Any = None) -> None:
@@ -121,6 +137,7 @@ class ControlServer:
         if self.derp_map is None:
             self.derp_map = default_derp_map(h, p)
         self._spawn(self._watch_db())
+        self._spawn(self._watch_expiry())
 
     async def close(self) -> None:
         if self._server is not None:
@@ -160,6 +177,31 @@ class ControlServer:
         """Something changed: wake every map stream and every waiting interactive login."""
         self._changed.set()
         self._changed = asyncio.Event()
+        self._tell_listeners()
+
+    def add_listener(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` (on the server loop) after every change and whenever a node key runs out."""
+        self._listeners.append(fn)
+
+    def _tell_listeners(self) -> None:
+        for fn in list(self._listeners):
+            try:
+                fn()
+            except Exception:
+                log.exception("control: change listener failed")
+
+    async def _watch_expiry(self) -> None:
+        """Tell listeners when the next node key runs out. No map frame: clients keep their own timers."""
+        while True:
+            changed = self._changed
+            now = time.time()
+            nxt = min((n.key_expiry for n in self.store.nodes()
+                       if n.key_expiry is not None and n.key_expiry > now), default=None)
+            timeout = None if nxt is None else nxt - now
+            try:
+                await asyncio.wait_for(changed.wait(), timeout)
+            except TimeoutError:
+                self._tell_listeners()
 
     async def _wait_change(self, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -174,6 +216,12 @@ class ControlServer:
             if v != last:
                 last = v
                 self.notify()
+
+    def new_key_expiry(self, requested: float | None = None) -> float:
+        """A fresh node-key expiry; a client may ask for an earlier one (never a later one)."""
+        now = time.time()
+        assigned = expiry_at(now, self.key_lifetime)
+        return min(assigned, requested) if requested is not None and requested > now else assigned
 
     def tailnet(self) -> Tailnet:
         nodes = self.store.nodes()
@@ -327,13 +375,18 @@ class ControlServer:
                 return {**self._login(node.user_id), "MachineAuthorized": False}
             return {**self._login(self.default_user.id), "MachineAuthorized": False}
 
+        rekey: Node | None = None
         if node is None and old:  # node-key rotation
             prev = self.store.node_by_key(old)
             if prev is not None and prev.machine_key == machine and not prev.logged_out:
-                node = self.store.update_node(prev.id, node_key=nk, key_expiry=expiry)
-                self.notify()
-                assert node is not None
-                return self._ok(node)
+                if prev.key_expiry is None or prev.key_expiry > time.time():  # a refresh: same expiry
+                    keep = prev.key_expiry if expiry is None or prev.key_expiry is None \
+                        else min(prev.key_expiry, expiry)
+                    node = self.store.update_node(prev.id, node_key=nk, key_expiry=keep)
+                    self.notify()
+                    assert node is not None
+                    return self._ok(node)
+                rekey = prev  # expired: only a re-auth (auth key) may rotate it
 
         if node is not None and not node.logged_out:
             if node.key_expiry is not None and node.key_expiry <= time.time():
@@ -350,7 +403,9 @@ class ControlServer:
 
         auth = req.get("Auth") if isinstance(req.get("Auth"), dict) else {}
         authkey = str(auth.get("AuthKey") or "")
-        reuse = node if node is not None else self.store.logged_out_node_for_machine(machine)
+        if rekey is not None and not authkey:
+            return {**self._login(rekey.user_id), "Error": ERR_EXPIRED_REKEY}
+        reuse = node if node is not None else rekey or self.store.logged_out_node_for_machine(machine)
         if authkey:
             try:
                 rec = consume_authkey(self.store, authkey)
@@ -359,13 +414,13 @@ class ControlServer:
             ephemeral = rec.ephemeral or bool(req.get("Ephemeral"))
             fields: JSON = {"user_id": rec.user_id, "hostname": hostname, "hostinfo": hostinfo,
                             "authorized": True, "ephemeral": ephemeral, "tags": rec.tags,
-                            "key_expiry": expiry, "auth_path": ""}
+                            "key_expiry": self.new_key_expiry(expiry), "auth_path": ""}
         else:
             ephemeral = bool(req.get("Ephemeral"))
             fields = {"user_id": self.default_user.id, "hostname": hostname, "hostinfo": hostinfo,
-                      "authorized": False, "ephemeral": ephemeral, "tags": [], "key_expiry": expiry,
-                      "auth_path": "/auth/" + secrets.token_hex(10)}
-        if reuse is not None and not ephemeral:
+                      "authorized": False, "ephemeral": ephemeral, "tags": [], "key_expiry": None,
+                      "auth_path": "/auth/" + secrets.token_hex(10)}  # the clock starts at approval
+        if reuse is not None and (not ephemeral or reuse is rekey):
             new = self.store.update_node(reuse.id, node_key=nk, logged_out=False, **fields)
         else:
             new = self.store.add_node(machine_key=machine, node_key=nk, **fields)
@@ -386,7 +441,14 @@ class ControlServer:
             await self._wait_change(30)
 
     def approve(self, node_id: int) -> bool:
-        node = self.store.update_node(node_id, authorized=True, auth_path="")
+        node = self.store.update_node(node_id, authorized=True, auth_path="",
+                                      key_expiry=self.new_key_expiry())
+        self.notify()
+        return node is not None
+
+    def set_key_expiry(self, node_id: int, when: float) -> bool:
+        """End (``when`` ≤ now) or renew a node's key; map streams and listeners hear of it at once."""
+        node = self.store.update_node(node_id, key_expiry=when)
         self.notify()
         return node is not None
 
@@ -449,6 +511,7 @@ class ControlServer:
             changed = self._changed  # captured before building, so no change is missed
             first = full_map(node.id, self.tailnet(), state, cap=cap)
             self.sent.setdefault(node.id, collections.deque(maxlen=64)).append(first)
+            self.stats["map_frames"] += 1
             await resp.write(map_frame(first, compress))
             keepalive = map_frame({"KeepAlive": True}, compress)
             while not stop.is_set():
@@ -463,6 +526,7 @@ class ControlServer:
                 if stop.is_set():
                     break
                 if not done:
+                    self.stats["map_keepalives"] += 1
                     await resp.write(keepalive)
                     continue
                 changed = self._changed
@@ -472,6 +536,7 @@ class ControlServer:
                     break  # this node was deleted
                 if msg is not None:
                     self.sent.setdefault(node.id, collections.deque(maxlen=64)).append(msg)
+                    self.stats["map_frames"] += 1
                     await resp.write(map_frame(msg, compress))
             await resp.end()
         finally:

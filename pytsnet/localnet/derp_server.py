@@ -78,7 +78,8 @@ class KeyStats:
 @dataclass
 class DerpStats:
     accepted: int = 0
-    rejected_unknown: int = 0  # ClientInfo from a key the control server does not know
+    rejected_unknown: int = 0  # ClientInfo from a key the control server does not know (or expired)
+    revoked: int = 0  # open connections closed because their key stopped being admitted (expired)
     replaced: int = 0  # an older connection closed by a newer one with the same key
     stream_errors: int = 0  # streams closed for a protocol/parse/crypto/timeout error
     bad_upgrades: int = 0  # /derp requests without Upgrade: DERP
@@ -382,7 +383,7 @@ class DerpServer:
             known = False
         if not known:
             self.stats.rejected_unknown += 1
-            log.info("derp: client %s rejected: unknown node key", ev.client_key.to_text())
+            log.info("derp: client %s rejected: unknown or expired node key", ev.client_key.to_text())
             return False  # Go closes the stream without ServerInfo
         c.key = ev.client_key
         old = self.clients.get(c.key)
@@ -397,6 +398,25 @@ class DerpServer:
             if w is not c:
                 w.send_control(f.PeerPresent(c.key, self._addr(c), self._flags(c)))
         return True
+
+    def recheck(self) -> int:
+        """Close every open connection whose key ``is_known`` no longer admits (expired, deleted,
+        logged out); returns how many. Mesh peers are not node keys and stay."""
+        gone = 0
+        for k, c in list(self.clients.items()):
+            if c.conn.is_mesh_peer:
+                continue
+            try:
+                known = bool(self.is_known(k))
+            except Exception:
+                log.exception("derp: is_known failed")
+                known = False
+            if not known:
+                log.info("derp: closing %s: key no longer admitted", k.to_text())
+                self.stats.revoked += 1
+                gone += 1
+                c.close()
+        return gone
 
     @staticmethod
     def _addr(c: _Client) -> f.AddrPort | None:

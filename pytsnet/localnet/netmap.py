@@ -70,6 +70,8 @@ class Tailnet:
     domain: str = DEFAULT_DOMAIN
     capmap: JSON = field(default_factory=lambda: dict(DEFAULT_CAPMAP))
     names: dict[int, str] = field(default_factory=dict)
+    now: float = field(default_factory=time.time)
+    """The instant the snapshot was taken: node keys whose expiry is not after it are expired."""
 
     def __post_init__(self) -> None:
         if not self.names:
@@ -79,9 +81,13 @@ class Tailnet:
         """Nodes that belong in netmaps: authorized and not logged out."""
         return [n for n in self.nodes if n.authorized and not n.logged_out]
 
+    def expired(self, n: Node) -> bool:
+        return n.key_expiry is not None and n.key_expiry <= self.now
+
 
 def node_json(n: Node, net: Tailnet, *, cap: int = 0) -> JSON:
-    """One ``tailcfg.Node``."""
+    """One ``tailcfg.Node``. An expired node is sent as Tailscale's control sends it: ``Expired``, no
+    endpoints and no DERP home (peers then cannot reach it; Go's ``flagExpiredPeers`` does the same)."""
     addrs = [f"{n.ipv4}/32"] + ([f"{n.ipv6}/128"] if n.ipv6 else [])
     out: JSON = {
         "ID": n.id,
@@ -104,7 +110,9 @@ def node_json(n: Node, net: Tailnet, *, cap: int = 0) -> JSON:
         "CapMap": dict(net.capmap),
         "Capabilities": sorted(net.capmap),
     }
-    if n.home_derp:
+    if net.expired(n):
+        out.update(Expired=True, Endpoints=[], HomeDERP=0)
+    elif n.home_derp:
         out["DERP"] = f"127.3.3.40:{n.home_derp}"
     if cap:
         out["Cap"] = cap
@@ -136,6 +144,10 @@ class SentState:
 
 
 def _peers(self_id: int, net: Tailnet) -> dict[int, JSON]:
+    """Every other visible node; none for a node whose own key expired (it must re-authenticate)."""
+    me = next((n for n in net.nodes if n.id == self_id), None)
+    if me is None or net.expired(me):
+        return {}
     return {n.id: node_json(n, net) for n in net.visible_nodes() if n.id != self_id}
 
 

@@ -20,6 +20,7 @@ Either way STUN listens on UDP on the same host, and the DERP map has one region
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,8 +79,10 @@ def attach_relay(net: LocalTailnet, *, stun_port: int = 0, region_id: int = 900,
     host = str(net.control.host)
 
     def is_known(key: NodePublic) -> bool:
+        """Admitted: a registered, authorized, logged-in node whose key has not expired."""
         node = net.store.node_by_key(key.to_text())
-        return node is not None and node.authorized and not node.logged_out
+        return (node is not None and node.authorized and not node.logged_out
+                and (node.key_expiry is None or node.key_expiry > time.time()))
 
     async def build() -> tuple[DerpServer, StunServer]:
         derp = DerpServer(is_known=is_known if require_known_keys else None)
@@ -96,6 +99,8 @@ def attach_relay(net: LocalTailnet, *, stun_port: int = 0, region_id: int = 900,
         return derp, stun
 
     derp, stun = asyncio.run_coroutine_threadsafe(build(), net.loop).result(timeout=30)
+    if require_known_keys:  # an expired (or deleted) key loses its open connection at once
+        net.add_control_listener(derp.recheck)
     if not tls:
         for path, handler in derp.routes().items():
             net.mount(path, handler)

@@ -21,11 +21,12 @@ import concurrent.futures
 import contextlib
 import threading
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pytsnet.localnet.control_server import EPHEMERAL_GRACE, KEEPALIVE_INTERVAL, ControlServer, RawHandler
+from pytsnet.localnet.expiry import find_node, parse_duration, renewed, set_key_lifetime
 from pytsnet.localnet.netmap import DEFAULT_DOMAIN
 from pytsnet.localnet.policy import Policy
 from pytsnet.localnet.store import AuthKey, Node, Store
@@ -49,17 +50,22 @@ class LocalTailnet:
     def __init__(self, state_dir: str | Path, listen: str = "127.0.0.1:0", *, ipv6: bool = False,
                  domain: str = DEFAULT_DOMAIN, keepalive_interval: float = KEEPALIVE_INTERVAL,
                  ephemeral_grace: float = EPHEMERAL_GRACE, sock: Any = None, relay: bool = True,
-                 stun_port: int = 0, derp_tls: bool = False, derp_tls_port: int = 0) -> None:
+                 stun_port: int = 0, derp_tls: bool = False, derp_tls_port: int = 0,
+                 key_expiry: float | str | None = None) -> None:
         """``relay`` (default on) attaches the DERP relay and a STUN server at :meth:`start`, so the
         DERP map sent to nodes points at a working relay; pass False to serve control alone.
         ``derp_tls`` serves DERP on its own TLS listener (``derp_tls_port``; self-signed certificate in
         ``state_dir``, ``InsecureForTests`` in the map) so Go nodes need no ``TS_DEBUG_USE_DERP_HTTP``;
         the default is plain HTTP on the control listener. Python nodes use either: TLS as Go does,
-        and plain HTTP for a relay on the plain control listener they registered with."""
+        and plain HTTP for a relay on the plain control listener they registered with.
+        ``key_expiry`` is the node-key lifetime (seconds or ``"90s"``, ``"12h"``, ``"180d"``; None: the
+        one this state directory was last served with, else 180 days)."""
         self.state_dir = Path(state_dir)
         self.listen = parse_listen(listen)
         self._sock = sock
         self.store = Store(self.state_dir, ipv6=ipv6)
+        if key_expiry is not None:
+            set_key_lifetime(self.store, parse_duration(key_expiry))
         self._opts = {"domain": domain, "keepalive_interval": keepalive_interval,
                       "ephemeral_grace": ephemeral_grace}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -152,24 +158,52 @@ class LocalTailnet:
 
     # -- admin ------------------------------------------------------------------------------
     def create_authkey(self, *, reusable: bool = False, ephemeral: bool = False,
-                       tags: list[str] | None = None, expiry: float | None = None,
+                       tags: list[str] | None = None, expiry: float | str | None = None,
                        user: str | None = None) -> str:
-        """A new pre-auth key; ``expiry`` is seconds from now (None: never expires)."""
+        """A new pre-auth key; ``expiry`` is seconds or a duration (``"12h"``) from now (None: never)."""
         return create_authkey(self.store, reusable=reusable, ephemeral=ephemeral, tags=tags,
                               expiry=expiry, user=user).key
 
     def nodes(self) -> list[Node]:
         return self.store.nodes()
 
-    def approve(self, node_id: int) -> bool:
+    def node(self, ref: int | str) -> Node:
+        """The node with this ID or hostname (``NodeNotFound`` if none, or several share the name)."""
+        return find_node(self.store, ref)
+
+    def approve(self, node: int | str) -> bool:
+        node_id = find_node(self.store, node).id
         if self.control is None:
-            return self.store.update_node(node_id, authorized=True, auth_path="") is not None
+            return self.store.update_node(node_id, authorized=True, auth_path="",
+                                          key_expiry=renewed(self.store, time.time())) is not None
         return bool(self._call(lambda: self.control.approve(node_id)))  # type: ignore[union-attr]
 
-    def delete(self, node_id: int) -> bool:
+    def delete(self, node: int | str) -> bool:
+        node_id = find_node(self.store, node).id
         if self.control is None:
             return self.store.delete_node(node_id)
         return bool(self._call(lambda: self.control.delete(node_id)))  # type: ignore[union-attr]
+
+    def expire_node(self, node: int | str) -> Node:
+        """End the node's key now: it is told it expired, its peers drop it, the relay closes it."""
+        return self._set_key_expiry(node, time.time())
+
+    def extend_node(self, node: int | str, duration: float | str | None = None) -> Node:
+        """Renew the node's key for ``duration`` (default: the tailnet's key lifetime) from now."""
+        seconds = None if duration is None else parse_duration(duration)
+        return self._set_key_expiry(node, renewed(self.store, time.time(), seconds))
+
+    def _set_key_expiry(self, ref: int | str, when: float) -> Node:
+        node_id = find_node(self.store, ref).id
+        if self.control is None:
+            self.store.update_node(node_id, key_expiry=when)
+        else:
+            self._call(lambda: self.control.set_key_expiry(node_id, when))  # type: ignore[union-attr]
+        return find_node(self.store, node_id)
+
+    def add_control_listener(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the server loop after every change and when a node key runs out."""
+        self._call(lambda: self.control.add_listener(fn))  # type: ignore[union-attr]
 
     # -- hooks for the DERP relay and STUN server ----------------------------------------------
     def mount(self, path: str, handler: RawHandler) -> None:
@@ -186,13 +220,16 @@ class LocalTailnet:
 
 
 def create_authkey(store: Store, *, reusable: bool = False, ephemeral: bool = False,
-                   tags: list[str] | None = None, expiry: float | None = None,
+                   tags: list[str] | None = None, expiry: float | str | None = None,
                    user: str | None = None) -> AuthKey:
     """Shared by the API and the CLI (which may run while another process serves)."""
     bad = [t for t in tags or [] if not t.startswith("tag:") or len(t) <= 4]
     if bad:
         raise ValueError(f"tags must look like tag:NAME, got {bad}")
     u = store.ensure_user(user) if user else store.ensure_user()
-    expires = None if expiry is None else time.time() + expiry
+    if expiry is None:
+        expires = None
+    else:  # a number is taken as is (negative: already expired, for tests); text is a duration
+        expires = time.time() + (float(expiry) if isinstance(expiry, int | float) else parse_duration(expiry))
     return store.create_authkey(user_id=u.id, reusable=reusable, ephemeral=ephemeral, tags=tags,
                                 expires=expires)

@@ -191,6 +191,10 @@ class Store:
             row = self._db.execute("SELECT v FROM meta WHERE k=?", (k,)).fetchone()
         return None if row is None else str(row[0])
 
+    def set_meta(self, k: str, v: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)", (k, v))
+
     def set_meta_default(self, k: str, v: str) -> str:
         """Store ``v`` under ``k`` unless a value exists; return the stored value (first writer wins)."""
         with self._tx() as db:
