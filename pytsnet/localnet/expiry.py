@@ -37,7 +37,7 @@ def parse_duration(text: str | float) -> float:
         pos, seconds = 0, 0.0
         while pos < len(s):
             m = _DURATION.match(s, pos)
-            if m is None or (not m.group(2) and m.end() != len(s)):
+            if m is None or (not m.group(2) and (pos or m.end() != len(s))):  # bare: the whole text
                 raise DurationError(f"not a duration: {text!r} (use e.g. 90s, 12h, 180d)")
             seconds += float(m.group(1)) * _UNITS[m.group(2) or "s"]
             pos = m.end()
