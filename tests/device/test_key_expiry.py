@@ -138,6 +138,9 @@ def test_expire_stops_the_node_peers_drop_it_and_extend_restores_traffic(pair_fa
     assert {r.node_id: r.reason for r in b.peer_table().rejected} == {alpha.id: "node key expired"}
     wait_until(lambda: a_key not in relay.derp.clients, 1.0, "the relay closed alpha's connection")
     assert relay.derp.stats.revoked >= 1
+    # alpha's relay client dials again and is refused while its key is expired.
+    wait_until(lambda: relay.derp.stats.rejected_unknown >= 1, 10, "the relay refuses alpha's reconnect")
+    assert a_key not in relay.derp.clients
 
     async def refused(dev: ActorDevice, ip: str) -> None:
         with pytest.raises(UnknownTailnetHost):

@@ -9,6 +9,7 @@ node: ``KeyExpired``, and the Go node is sent it ``Expired`` and stops reaching 
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 from collections.abc import Iterator
@@ -51,13 +52,13 @@ def _caddyfile(control_url: str, key: str, state: Path, py_ip: str) -> str:
                    f"\t\ttransport tailscale gonode\n\t}}\n}}\n")
 
 
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
+@contextlib.contextmanager
+def _world(tmp_path: Path, key_expiry: float | None = None) -> Iterator[World]:
     reason = gonode.unavailable()
     if reason:
         pytest.skip(reason)
     with gonode.namespace_pair("kx") as (ns, _side):
-        net = LocalTailnet(tmp_path / "ctl", keepalive_interval=5, ephemeral_grace=1)
+        net = LocalTailnet(tmp_path / "ctl", keepalive_interval=5, ephemeral_grace=1, key_expiry=key_expiry)
         dev: ActorDevice | None = None
         try:
             key = net.create_authkey(reusable=True)
@@ -76,6 +77,12 @@ def world(tmp_path: Path) -> Iterator[World]:
                 dev.close()
             gonode.stop_all(ns)
             net.close()
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    with _world(tmp_path) as w:
+        yield w
 
 
 def _peer_names(dev: ActorDevice) -> set[str]:
@@ -213,3 +220,46 @@ def test_python_node_expire_reaches_the_go_peer(world: World) -> None:
     wait_until(lambda: dev.state.state == "Running" and not dev.state.error_kind, 10, "Python Running again")
     wait_until(lambda: "gonode" in _peer_names(dev), 5, "the Go node back in the Python peer table")
     _both_ways(w, 60)
+
+
+GO_TIMER_SLACK = 10.0
+"""Go arms ``nmExpiryTimer`` for the next ``KeyExpiry`` plus 10 s (``setClientStatus`` in ``local.go``)."""
+
+
+def test_short_key_expiry_go_peer_drops_the_node_by_its_timer_without_a_map_frame(tmp_path: Path) -> None:
+    """A 30 s key lifetime: the Python node runs out. No map frame is sent; the Python node reports
+    KeyExpired by its own timer, and the Go peer's ``nmExpiryTimer`` fires (its log) and it stops
+    reaching the Python node."""
+    with _world(tmp_path, key_expiry=30) as w:
+        net, dev, go = w.net, w.dev, w.go
+        try:
+            wait_until(lambda: "gonode" in _peer_names(dev), 60, "the Go node in the Python peer table")
+        except AssertionError:
+            raise AssertionError(go.log_tail()) from None
+        net.extend_node("gonode", "1h")  # only the Python node runs out
+        expiry = net.node("pynode").key_expiry
+        assert expiry is not None
+        _both_ways(w, max(5.0, expiry - time.time() - 8))
+
+        def quiet_for(seconds: float) -> bool:
+            before = net.control.stats["map_frames"]
+            time.sleep(seconds)
+            return net.control.stats["map_frames"] == before
+
+        wait_until(lambda: quiet_for(1.0), 10, "map streams quiet")
+        frames = net.control.stats["map_frames"]
+        assert expiry - time.time() > 1, "settled too late for this lifetime"
+        assert "netmap expiry timer triggered" not in go.log()
+        wait_until(lambda: dev.state.error_kind == "key_expired", expiry - time.time() + 1.0,
+                   "the Python node's own timer: KeyExpired")
+        assert time.time() >= expiry - 0.2
+        try:
+            wait_until(lambda: "netmap expiry timer triggered" in go.log(),
+                       expiry - time.time() + GO_TIMER_SLACK + 5, "the Go node's nmExpiryTimer")
+        except AssertionError:
+            raise AssertionError(go.log_tail()) from None
+        assert net.control.stats["map_frames"] == frames  # nothing was pushed: both used their timers
+        stable = net.node("pynode").stable_id
+        assert f"flagExpiredPeers: clearing expired peer {stable}" in go.log(), go.log_tail()
+        out = _curl(w.ns, 3)
+        assert out != PY_BODY.decode(), out
