@@ -186,3 +186,34 @@ def test_short_key_expiry_peers_drop_the_node_by_timer_without_a_map_frame(pair_
     wait_until(lambda: a.state.error_kind == "key_expired", 1.0, "alpha's own timer: KeyExpired")
     assert a.peers() == []
     assert net.control.stats["map_frames"] == frames  # still nothing sent: every node used its timer
+
+
+def test_restarting_an_expired_node_needs_a_new_login(tmp_path: Path) -> None:
+    """Restarted with its expired key, a node rotates it; control refuses that without a re-auth (its
+    single-use key is spent: ``KeyExpired``) and accepts it with a fresh auth key (same node, IPs)."""
+    with LocalTailnet(tmp_path / "ctl") as net:
+        single = net.create_authkey()
+        a = _device(net, single, tmp_path, "alpha")
+        try:
+            a.wait_until_running_blocking(20)
+            old = net.node("alpha")
+            net.expire_node("alpha")
+            wait_until(lambda: a.state.error_kind == "key_expired", 2.0, "alpha: KeyExpired")
+        finally:
+            a.close()
+        again = _device(net, single, tmp_path, "alpha")
+        try:
+            with pytest.raises(KeyExpired):
+                again.wait_until_running_blocking(15)
+        finally:
+            again.close()
+        assert net.node("alpha").node_key == old.node_key  # not rotated
+        fresh = _device(net, net.create_authkey(), tmp_path, "alpha")
+        try:
+            fresh.wait_until_running_blocking(20)
+            now = net.node("alpha")
+            assert (now.id, now.ipv4) == (old.id, old.ipv4) and now.node_key != old.node_key
+            assert now.key_expiry is not None and now.key_expiry > time.time() + 179 * 86400
+            assert len(net.nodes()) == 1
+        finally:
+            fresh.close()
