@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pytsnet.localnet.control_server import EPHEMERAL_GRACE, KEEPALIVE_INTERVAL, ControlServer, RawHandler
-from pytsnet.localnet.expiry import find_node, parse_duration, renewed, set_key_lifetime
+from pytsnet.localnet.expiry import NodeNotFound, find_node, parse_duration, renewed, set_key_lifetime
 from pytsnet.localnet.netmap import DEFAULT_DOMAIN
 from pytsnet.localnet.policy import Policy
 from pytsnet.localnet.store import AuthKey, Node, Store
@@ -172,14 +172,22 @@ class LocalTailnet:
         return find_node(self.store, ref)
 
     def approve(self, node: int | str) -> bool:
-        node_id = find_node(self.store, node).id
+        """Authorize a pending node (ID or hostname); its key lifetime starts now. False if unknown."""
+        try:
+            node_id = find_node(self.store, node).id
+        except NodeNotFound:
+            return False
         if self.control is None:
             return self.store.update_node(node_id, authorized=True, auth_path="",
                                           key_expiry=renewed(self.store, time.time())) is not None
         return bool(self._call(lambda: self.control.approve(node_id)))  # type: ignore[union-attr]
 
     def delete(self, node: int | str) -> bool:
-        node_id = find_node(self.store, node).id
+        """Remove a node (ID or hostname); False if unknown."""
+        try:
+            node_id = find_node(self.store, node).id
+        except NodeNotFound:
+            return False
         if self.control is None:
             return self.store.delete_node(node_id)
         return bool(self._call(lambda: self.control.delete(node_id)))  # type: ignore[union-attr]

@@ -328,3 +328,20 @@ def test_cli_serve_key_expiry_flag(tmp_path) -> None:
         assert net.control.key_lifetime == 90
     bad = _cli(tmp_path, "--key-expiry", "forever", check=False)
     assert bad.returncode == 2 and "not a duration" in bad.stderr
+
+
+def test_cli_approve_and_delete_by_hostname_start_and_end_the_key(tmp_path) -> None:
+    with LocalTailnet(tmp_path, relay=False, key_expiry="2h") as net:
+        async def main() -> None:
+            d = ControlClient(net.control_url)
+            await d.connect()
+            r = await d.register("", hostname="inter")
+            assert r.get("AuthURL") and net.node("inter").key_expiry is None  # pending: no clock yet
+            follow = asyncio.ensure_future(d.register("", followup=r["AuthURL"]))
+            assert "approved" in (await asyncio.to_thread(_cli, tmp_path, "nodes", "approve", "inter")).stdout
+            assert (await asyncio.wait_for(follow, 10))["MachineAuthorized"] is True
+
+        asyncio.run(main())
+        assert net.node("inter").key_expiry == pytest.approx(time.time() + 7200, abs=5)
+        assert "deleted" in _cli(tmp_path, "nodes", "delete", "inter").stdout
+        assert net.nodes() == [] and net.delete("inter") is False
