@@ -4,7 +4,8 @@ One Go node serves HTTP on tailnet port 80 and proxies ``127.0.0.1:8080`` (in th
 Python node's listener through the same tsnet node, so traffic is checked both ways. ``nodes expire``
 on the Go node: Go logs its switch to NeedsLogin, the Python peer drops it within a second, the relay
 closes its connection; ``nodes extend``: traffic flows both ways again. ``nodes expire`` on the Python
-node: ``KeyExpired``, and the Go node is sent it ``Expired`` and stops reaching it.
+node: ``KeyExpired``, and the Go node is sent it ``Expired``, drops it from its WireGuard config
+within a second (``wgcfg: skipped expired peer`` in its log) and stops reaching it.
 """
 
 from __future__ import annotations
@@ -208,9 +209,15 @@ def test_python_node_expire_reaches_the_go_peer(world: World) -> None:
         return any(p.get("ID") == py_id and p.get("Expired")
                    for m in net.control.sent.get(go_id, []) for p in m.get("PeersChanged") or [])
 
+    stable = net.node("pynode").stable_id
     t0 = time.monotonic()
     net.expire_node("pynode")
     wait_until(go_told_expired, 1.0, "the Go node is sent the Python node as Expired within a second")
+    try:  # and Go drops it from its WireGuard config (its own log)
+        wait_until(lambda: f"wgcfg: skipped expired peer: {stable}/" in go.log(), 1.0,
+                   "the Go node drops the expired Python node within a second")
+    except AssertionError:
+        raise AssertionError(go.log_tail()) from None
     wait_until(lambda: dev.state.error_kind == "key_expired", 1.0, "the Python node: KeyExpired")
     assert time.monotonic() - t0 < 2.0 and dev.peers() == []
     out = _curl(w.ns, 3)
