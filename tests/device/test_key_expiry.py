@@ -186,6 +186,11 @@ def test_short_key_expiry_peers_drop_the_node_by_timer_without_a_map_frame(pair_
     wait_until(lambda: a.state.error_kind == "key_expired", 1.0, "alpha's own timer: KeyExpired")
     assert a.peers() == []
     assert net.control.stats["map_frames"] == frames  # still nothing sent: every node used its timer
+    # Renewed after running out: both come back (the patch carries only the new KeyExpiry).
+    net.extend_node("alpha", "1h")
+    wait_until(lambda: a.state.state == "Running" and not a.state.error_kind, 10, "alpha Running again")
+    wait_until(lambda: "alpha" in _names(b) and "beta" in _names(a), 5, "both see each other again")
+    _traffic_both_ways(p)
 
 
 def test_restarting_an_expired_node_needs_a_new_login(tmp_path: Path) -> None:
