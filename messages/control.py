@@ -80,6 +80,8 @@ class LiteUpdate(Message, tag="control.lite_update"):
     """``discokey:…``; empty keeps the current one."""
     preferred_derp: int = 0
     """Our home DERP region (``Hostinfo.NetInfo.PreferredDERP``: peers reach us there); 0 keeps it."""
+    reply_to: str = ""
+    """An actor told the ``LiteUpdateDone`` too (the bridge: "Running" waits until control has it)."""
 
 
 class LiteUpdateDone(Message, tag="control.lite_update_done"):

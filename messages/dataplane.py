@@ -56,6 +56,8 @@ class DataplaneState(Message, tag="dataplane.state"):
     home_region: int = 0
     derp_connected: bool = False
     live_peers: int = 0
+    announced: bool = False
+    """Control acknowledged our home DERP region (and endpoints so far): peers can reach us."""
 
 
 class GetDataplaneInfo(Message, tag="dataplane.get_info"):

@@ -151,6 +151,16 @@ class DerpPeerGone(Message, tag="magicsock.derp_peer_gone"):
     reason: int
 
 
+class DerpRoute(Message, tag="magicsock.derp_route"):
+    """DerpClient → router: ``peer`` (admitted) was heard on ``region`` over connection ``conn``, so
+    replies can go back there (Go ``addDerpPeerRoute``); ``present=False`` on PeerGone undoes it."""
+
+    peer: str
+    region: int
+    conn: int
+    present: bool = True
+
+
 class PeerActive(Message, tag="magicsock.peer_active"):
     """The router sent to ``peer``: keep its heartbeats going, start discovery if wanted."""
 

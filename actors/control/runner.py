@@ -427,7 +427,14 @@ class ControlRunner(Actor):
 
     @handles(LiteUpdate)
     def on_lite_update(self, msg: LiteUpdate) -> LiteUpdateDone:
-        """Endpoints/disco/Hostinfo to control on the current connection (also used by future polls)."""
+        """Endpoints/disco/Hostinfo to control on the current connection (also used by future polls);
+        the outcome also goes to ``reply_to``, if named."""
+        done = self._lite_update(msg)
+        if msg.reply_to:
+            self.tell_named(msg.reply_to, done)
+        return done
+
+    def _lite_update(self, msg: LiteUpdate) -> LiteUpdateDone:
         self._endpoints, self._endpoint_types = list(msg.endpoints), list(msg.endpoint_types)
         if msg.preferred_derp:
             self._preferred_derp = msg.preferred_derp

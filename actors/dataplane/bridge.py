@@ -8,10 +8,13 @@ Like Go's ``LocalBackend`` → ``wgengine.Reconfig`` / ``magicsock.SetNetworkMap
   ``pytsnet.tree``; actors may not import the facade). Every one reconfigures the engine.
 * ``PeersChanged`` (from the PeerTracker, the only place peers are admitted) becomes ``SetPeers`` for
   magicsock's DiscoPinger and the peer list of the engine's ``WgConfig``.
-* ``LocalEndpoints`` (from the StunProber) becomes a ``LiteUpdate`` to control, so peers learn where to
-  reach us directly; ``NetcheckReport`` is kept for status.
+* Our home DERP region (at once, when the subtree starts) and our endpoints (``LocalEndpoints`` from
+  the StunProber) become a ``LiteUpdate`` to control, so peers learn where to reach us;
+  ``NetcheckReport`` is kept for status.
 * A periodic ``DataplaneTick`` checks the home DERP connection and live WireGuard sessions and
-  publishes ``DataplaneState`` when it changes: the device is "Running" only when it is up.
+  publishes ``DataplaneState`` when it changes: the device is "Running" only when it is up and control
+  has acknowledged our home region (as Go's first map carries NetInfo): a peer that dials us the
+  moment we are Running, or that we dial, knows where to answer.
 
 Everything it learned lives in ``DataplaneMemory`` (held by the child spec), so a restarted bridge
 resumes without waiting for the next netmap, and never spawns a second subtree.
@@ -28,7 +31,7 @@ from typing import Any
 from pytsnet.actors.runtime import Actor, ActorRef, ActorStopped, AskTimeout, handles
 from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.messages.base import Message
-from pytsnet.messages.control import LiteUpdate
+from pytsnet.messages.control import LiteUpdate, LiteUpdateDone
 from pytsnet.messages.dataplane import (
     DataplaneInfo,
     DataplaneNetmap,
@@ -57,6 +60,9 @@ TICK = 0.25
 ENDPOINT_LOCAL, ENDPOINT_STUN = 1, 2
 """``tailcfg.EndpointType`` values control is told alongside the endpoints."""
 
+ANNOUNCE_RETRY = 30.0
+"""A ``LiteUpdate`` still unanswered after this long is sent again (the runner may have restarted)."""
+
 
 @dataclass
 class Spawned:
@@ -82,6 +88,11 @@ class DataplaneMemory:
     have_endpoints: bool = False
     told: tuple[tuple[str, ...], int] | None = None
     """(endpoints, home region) last sent to control."""
+    told_at: float = float("-inf")
+    acked: tuple[tuple[str, ...], int] | None = None
+    """What control last acknowledged (``told`` when the ``LiteUpdateDone`` came)."""
+    announced: bool = False
+    """Control acknowledged an update of this subtree (our home region): peers can reach us."""
     netcheck: NetcheckReport | None = None
     spawned: Spawned | None = None
     state: DataplaneState = field(default_factory=DataplaneState)
@@ -134,14 +145,21 @@ class DataplaneBridge(Actor):
         self._tell_control()
 
     def _tell_control(self) -> None:
-        """``LiteUpdate`` control when our endpoints or home DERP region changed (peers learn both)."""
+        """``LiteUpdate`` control when our endpoints or home DERP region changed (peers learn both).
+
+        The home region goes at once (endpoints follow netcheck): a peer must know where to reach us
+        by the time we are Running. An update control has not answered is resent after
+        ``ANNOUNCE_RETRY``; a failed one on the next tick."""
         mem = self.memory
+        now = self.clock.monotonic()
         with mem.lock:
             sp = mem.spawned
-            if sp is None or not mem.have_endpoints:
+            if sp is None:
                 return
             told = (mem.endpoints, sp.home_region())
-            if mem.told == told:
+            if not (mem.have_endpoints or told[1]):
+                return  # nothing to tell yet (a tailnet without DERP: wait for netcheck)
+            if mem.told == told and (mem.acked == told or now - mem.told_at < ANNOUNCE_RETRY):
                 return
             report = mem.netcheck
         control = self.lookup(self.control)
@@ -149,9 +167,20 @@ class DataplaneBridge(Actor):
             return
         with contextlib.suppress(ActorStopped):
             control.tell(LiteUpdate(endpoints=list(told[0]), endpoint_types=endpoint_types(told[0], report),
-                                    preferred_derp=told[1]))
+                                    preferred_derp=told[1], reply_to=self.name))
         with mem.lock:
-            mem.told = told
+            mem.told, mem.told_at = told, now
+
+    @handles(LiteUpdateDone)
+    def on_update_done(self, msg: LiteUpdateDone) -> None:
+        mem = self.memory
+        with mem.lock:
+            if msg.ok:
+                mem.acked, mem.announced = mem.told, mem.spawned is not None
+            else:
+                mem.told = None  # the next tick tries again
+        if msg.ok:
+            self._check()
 
     @handles(NetcheckReport)
     def on_netcheck(self, msg: NetcheckReport) -> None:
@@ -184,7 +213,9 @@ class DataplaneBridge(Actor):
             with mem.lock:
                 mem.spawned = spawned
                 mem.told, mem.have_endpoints = None, False  # the new subtree reports afresh
+                mem.acked, mem.announced = None, False
         self._configure()
+        self._tell_control()
         self._check()
 
     def _configure(self) -> None:
@@ -201,8 +232,10 @@ class DataplaneBridge(Actor):
         ms = SetPeers(peers=tuple(MagicsockPeer(node_key=p.node_key, disco_key=p.disco_key,
                                                 endpoints=tuple(p.endpoints), home_derp=p.home_derp)
                                   for p in peers))
-        self.tell_named(sp.names["engine"], wg)
+        # magicsock first: its paths (PathUpdate) are then queued at the router before the engine
+        # can answer a new peer's handshake, which would otherwise find no route
         self.tell_named(sp.names["disco"], ms)
+        self.tell_named(sp.names["engine"], wg)
 
 
     # -- readiness -----------------------------------------------------------------------------------
@@ -223,7 +256,7 @@ class DataplaneBridge(Actor):
     def _check(self) -> None:
         mem = self.memory
         with mem.lock:
-            nm, sp = mem.netmap, mem.spawned
+            nm, sp, announced = mem.netmap, mem.spawned, mem.announced
         if nm is None or sp is None:
             return
         home = sp.home_region()
@@ -236,9 +269,11 @@ class DataplaneBridge(Actor):
         regions = len(nm.derp_regions)
         # Go: Running once a DERP home is connected or a peer is live. A tailnet without any DERP
         # region can only ever use direct paths; it is up as soon as the subtree is.
-        up = derp_ok or live > 0 or regions == 0
+        # And (ours) control has our home region: a peer dialing us at once knows where we are.
+        up = (derp_ok or live > 0 or regions == 0) and announced
         new = DataplaneState(up=up, node_key=nm.self_node.node_key, derp_regions=regions,
-                             home_region=home, derp_connected=derp_ok, live_peers=live)
+                             home_region=home, derp_connected=derp_ok, live_peers=live,
+                             announced=announced)
         with mem.lock:
             changed = new != mem.state
             mem.state = new

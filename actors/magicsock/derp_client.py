@@ -6,12 +6,15 @@ with jittered exponential backoff capped at 5 s while the connection is wanted; 
 with NotePreferred (and clears it when netcheck moves home away); answers server pings
 (``auto_pong``) and fails on the 120 s read deadline.
 Received packets are demultiplexed like Go ``processDERPReadResult``: disco → DiscoPinger, the rest →
-W as ``WgDatagramIn(via="derp")``. Sends while (re)connecting wait in a small bounded queue.
+W as ``WgDatagramIn(via="derp")``. The first packet from each admitted peer on a connection is noted to
+the router as a ``DerpRoute`` (Go ``addDerpPeerRoute``), so replies can go back on this region when the
+peer's home is unknown or not connected. Sends while (re)connecting wait in a small bounded queue.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import random
 import socket
 import ssl
@@ -30,6 +33,7 @@ from pytsnet.messages.magicsock import (
     DerpPeerCounters,
     DerpPeerGone,
     DerpRegion,
+    DerpRoute,
     DerpSend,
     DerpSends,
     DerpStatus,
@@ -52,6 +56,9 @@ CONNECT_TIMEOUT = 5.0
 TICK = 1.0
 MAX_PENDING = 64
 MAX_HTTP_HEADER = 8192
+_CONN_IDS = itertools.count(1)
+"""Connection ids unique in the process: a ``DerpRoute`` names the connection it was seen on, and a
+restarted client must not reuse an id its predecessor handed out."""
 
 
 class DerpClient(Actor):
@@ -81,6 +88,7 @@ class DerpClient(Actor):
         self.peer_gone = 0
         self._retrying = False  # a DerpConnect is scheduled: sends must not bypass the backoff
         self._preferred = False  # what we last told the server with NotePreferred
+        self._routed: set[str] = set()  # admitted peers noted to the router on this connection
 
     @property
     def home(self) -> bool:
@@ -141,7 +149,8 @@ class DerpClient(Actor):
         now = self.clock.monotonic()
         self.conn = ClientConnection(self.config.node_private, now)
         self._preferred = False
-        self.conn_id += 1
+        self.conn_id = next(_CONN_IDS)
+        self._routed = set()
         self.connects += 1
         self._eof = threading.Event()
         sock.settimeout(None)
@@ -173,6 +182,8 @@ class DerpClient(Actor):
         self.send_after(delay * random.uniform(0.5, 1.0), DerpConnect())
 
     def _close(self) -> None:
+        if self.config.derp_live.get(self.region.region_id) == self.conn_id:
+            del self.config.derp_live[self.region.region_id]
         self.conn = None
         self._eof.set()
         if self._loop is not None:
@@ -206,6 +217,7 @@ class DerpClient(Actor):
         for ev in events:
             if isinstance(ev, ServerKeyReceived):
                 self.failures = 0
+                self.config.derp_live[self.region.region_id] = self.conn_id
                 if self.home:
                     self.conn.note_preferred(True)
                     self._preferred = True
@@ -221,6 +233,10 @@ class DerpClient(Actor):
             peer = frame.src.to_text()
             if self._admitted(peer):
                 self.bytes_in[peer] = self.bytes_in.get(peer, 0) + len(frame.packet)
+                if peer not in self._routed:
+                    self._routed.add(peer)
+                    self.tell_named(self.config.name("udp"), DerpRoute(
+                        peer=peer, region=self.region.region_id, conn=self.conn_id))
             else:  # W drops it as an unknown peer; keep no per-key state for strangers
                 self.bytes_in_unknown_sources += len(frame.packet)
             if disco.looks_like_disco_wrapper(frame.packet):
@@ -232,6 +248,11 @@ class DerpClient(Actor):
                     peer=peer, data=frame.packet, via="derp", src=derp_addr(self.region.region_id)))
         elif isinstance(frame, f.PeerGone):
             self.peer_gone += 1
+            gone = frame.peer.to_text()
+            if gone in self._routed:  # Go removeDerpPeerRoute: it is no longer reachable here
+                self._routed.discard(gone)
+                self.tell_named(self.config.name("udp"), DerpRoute(
+                    peer=gone, region=self.region.region_id, conn=self.conn_id, present=False))
             self.tell_named(self.config.name("disco"), DerpPeerGone(
                 region=self.region.region_id, peer=frame.peer.to_text(), reason=int(frame.reason)))
         elif isinstance(frame, f.Health):

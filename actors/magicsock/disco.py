@@ -1,9 +1,10 @@
 """DiscoPinger: drives one ``Endpoint`` core per peer and tells the router each peer's path.
 
 Disco packets arrive from the UDP actor and the DERP clients; Pings are answered (UDP → UDP, DERP →
-the region it came on), Pongs update the path, CallMeMaybe (sent only over DERP) triggers pings to
-the advertised endpoints. A periodic tick runs the cores' timers (ping timeouts, heartbeats). Disco
-messages from keys that are not admitted peers are dropped (Go ``handleDiscoMessage``).
+the region it came on), Pongs update the path, CallMeMaybe (sent only over DERP: the peer's home, or
+the region we last heard it on while its home is unknown) triggers pings to the advertised endpoints.
+A periodic tick runs the cores' timers (ping timeouts, heartbeats). Disco messages from keys that
+are not admitted peers are dropped (Go ``handleDiscoMessage``).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class _Peer:
     ep: Endpoint
     last_pushed: tuple[object, ...] | None = None
     last_path: str = ""
+    derp_seen: int = 0  # the DERP region this peer's disco last came in on (Go derpRoute)
 
 
 class DiscoPinger(Actor):
@@ -160,6 +162,8 @@ class DiscoPinger(Actor):
             return
         now = self.clock.monotonic()
         via_derp = msg.derp_src is not None
+        if via_derp and msg.derp_region:
+            p.derp_seen = msg.derp_region
         try:
             src = None if via_derp else parse_addr(msg.src)
             derp_src = parse_addr(msg.src) if via_derp else (DERP_MAGIC_IP, 0)
@@ -176,7 +180,10 @@ class DiscoPinger(Actor):
 
     @handles(DerpPeerGone)
     def peer_gone(self, msg: DerpPeerGone) -> None:
-        """Nothing to undo: replies already follow the peer's home region, not the arrival route."""
+        """The peer left that region: stop sending CallMeMaybe there (the router forgets its route)."""
+        p = self.peers.get(msg.peer)
+        if p is not None and p.derp_seen == msg.region:
+            p.derp_seen = 0
 
     # -- carrying out actions ------------------------------------------------------------------------
     def _run(self, p: _Peer, actions: list[Action], derp_region: int = 0) -> None:
@@ -187,14 +194,16 @@ class DiscoPinger(Actor):
             elif isinstance(a, SendPong):
                 pkt = disco.seal_packet(self.me, p.shared, disco.Pong(a.tx_id, a.src))
                 if a.dst is None:
-                    region = derp_region or p.ep.derp_region
+                    region = derp_region or p.ep.derp_region or p.derp_seen
                     if region:
                         self.tell_named(self.config.derp_name(region), DerpSend(peer=p.node_key, data=pkt))
                 else:
                     self.tell_named(self.config.name("udp"), UdpSend(dst=format_addr(a.dst), data=pkt))
-            elif isinstance(a, SendCallMeMaybe) and p.ep.derp_region and self.config.advertise_endpoints:
-                pkt = disco.seal_packet(self.me, p.shared, disco.CallMeMaybe(self.local_endpoints))
-                self.tell_named(self.config.derp_name(p.ep.derp_region), DerpSend(peer=p.node_key, data=pkt))
+            elif isinstance(a, SendCallMeMaybe) and self.config.advertise_endpoints:
+                region = p.ep.derp_region or p.derp_seen
+                if region:
+                    pkt = disco.seal_packet(self.me, p.shared, disco.CallMeMaybe(self.local_endpoints))
+                    self.tell_named(self.config.derp_name(region), DerpSend(peer=p.node_key, data=pkt))
         self._push(p)
 
     def _push(self, p: _Peer, force: bool = False) -> None:

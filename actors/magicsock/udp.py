@@ -1,8 +1,10 @@
 """The one UDP socket: reads demultiplexed by ``classify``; ``WgDatagramOut`` routed by the peer's path.
 
 Routing follows Go ``addrForSendLocked``: the trusted best UDP address alone, else the stale UDP address
-and the peer's home DERP region, else DERP alone; an unknown peer is dropped and counted (fail closed,
-never a host socket). Path entries come from the DiscoPinger as ``PathUpdate``.
+and the peer's DERP region, else DERP alone; an unknown peer is dropped and counted (fail closed,
+never a host socket). Path entries come from the DiscoPinger as ``PathUpdate``. The DERP region is the
+peer's home, except (Go ``derpWriteChanForRegion``/``fallbackDERPRegionForPeer``) the region the peer
+was last heard on (``DerpRoute``) when its home is unknown, or not connected while that one still is.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pytsnet.actors.magicsock.config import MagicsockConfig
 from pytsnet.actors.magicsock.wg_sink import WgSinkDelivery
 from pytsnet.actors.runtime import Actor, handles
 from pytsnet.messages.magicsock import (
+    DerpRoute,
     DerpSend,
     DerpSends,
     DiscoIn,
@@ -46,6 +49,7 @@ MAX_DATAGRAM = 65535
 ACTIVITY_NOTE_INTERVAL = 1.0  # how often a busy peer's sends are reported to the DiscoPinger
 SOCKET_BUFFER = 4 << 20  # as Go's magicsock (7 MiB there): a burst of a full TCP window must not overflow
 READ_BURST = 64  # datagrams already queued on the socket that one read hands over in one message
+MAX_DERP_ROUTES = 4096  # DerpRoutes come for admitted peers only; a bound all the same
 
 
 def _text(sockaddr: tuple) -> str:  # type: ignore[type-arg]
@@ -81,6 +85,7 @@ class MagicsockUdp(Actor):
         self._src_cache: dict[tuple, str] = {}  # type: ignore[type-arg]
         self._wg_sink = WgSinkDelivery()
         self._peer_at: dict[str, str | None] = {}  # src text -> peer (by_addr), reset on PathUpdate
+        self.derp_routes: dict[str, tuple[int, int]] = {}  # peer -> (region, conn) it was heard on
 
     def on_start(self) -> None:
         c = self.config
@@ -208,8 +213,9 @@ class MagicsockUdp(Actor):
                 r.udp_out += len(data)
             use_derp = now > r.trusted_until
         if use_derp:
-            if r.derp_region:
-                derp = self.lookup(self.config.derp_name(r.derp_region))
+            region = self._derp_region(peer, r)
+            if region:
+                derp = self.lookup(self.config.derp_name(region))
                 if derp is not None:
                     derp.tell(DerpSend.model_construct(peer=peer, data=datas[0]) if len(datas) == 1
                               else DerpSends.model_construct(peer=peer, datas=datas))
@@ -219,6 +225,24 @@ class MagicsockUdp(Actor):
         if now - r.last_active_note >= ACTIVITY_NOTE_INTERVAL or now > r.trusted_until:
             r.last_active_note = now
             self.tell_named(self.config.name("disco"), PeerActive(peer=peer))
+
+    def _derp_region(self, peer: str, r: _Route) -> int:
+        """The home region, unless the peer's ``DerpRoute`` is better (see the module docstring)."""
+        route = self.derp_routes.get(peer)
+        if route is None:
+            return r.derp_region
+        live = self.config.derp_live
+        if r.derp_region and (r.derp_region in live or live.get(route[0]) != route[1]):
+            return r.derp_region
+        return route[0]
+
+    @handles(DerpRoute)
+    def on_derp_route(self, msg: DerpRoute) -> None:
+        if msg.present:
+            if msg.peer in self.derp_routes or len(self.derp_routes) < MAX_DERP_ROUTES:
+                self.derp_routes[msg.peer] = (msg.region, msg.conn)
+        elif self.derp_routes.get(msg.peer) == (msg.region, msg.conn):
+            del self.derp_routes[msg.peer]
 
     def _sendto(self, dst: tuple[str, int], data: bytes) -> None:
         assert self.sock is not None
@@ -240,6 +264,7 @@ class MagicsockUdp(Actor):
             del self.by_addr[k]
         if msg.removed:
             self.routes.pop(msg.peer, None)
+            self.derp_routes.pop(msg.peer, None)
             return
         old = self.routes.get(msg.peer)
         udp = None
@@ -270,9 +295,10 @@ class MagicsockUdp(Actor):
         peers = []
         for peer, r in sorted(self.routes.items()):
             direct = r.udp is not None and now <= r.trusted_until
-            path = "direct" if direct else ("derp" if r.derp_region else "none")
+            region = self._derp_region(peer, r)
+            path = "direct" if direct else ("derp" if region else "none")
             peers.append(PeerPath(peer=peer, path=path, addr=r.udp_text if direct else None,
-                                  derp_region=r.derp_region, rtt=r.rtt if direct else None,
+                                  derp_region=region, rtt=r.rtt if direct else None,
                                   udp_bytes_out=r.udp_out, udp_bytes_in=r.udp_in, derp_bytes_out=r.derp_out))
         return PathStatus(peers=tuple(peers), dropped_unknown_peer=self.dropped_unknown_peer,
                           dropped_no_path=self.dropped_no_path, dropped_blackhole=self.dropped_blackhole,

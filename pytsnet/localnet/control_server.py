@@ -3,7 +3,9 @@
 One asyncio server. Plain HTTP/1.1 serves ``GET /key`` and the upgrade; after the 101 the
 connection carries Noise records with HTTP/2 inside (:mod:`noise_h2`), where ``/machine/register``
 and ``/machine/map`` live. State is in the :class:`Store`; every change bumps a generation and
-wakes every map stream, which sends the client a delta (:mod:`netmap`). Other components (the DERP
+wakes every map stream, which sends the client a delta (:mod:`netmap`). A map request that changes its
+node (disco key, endpoints, home DERP) is answered only once every other node's stream has sent that
+change (bounded by ``PUSH_WAIT``): a node that is Running is known to its peers. Other components (the DERP
 relay, STUN) mount HTTP handlers with :meth:`ControlServer.mount` and replace the DERP map with
 :meth:`ControlServer.set_derp_map`.
 
@@ -52,6 +54,7 @@ HANDSHAKE_HEADER = "x-tailscale-handshake"
 KEEPALIVE_INTERVAL = 50.0
 EPHEMERAL_GRACE = 10.0
 DB_POLL_INTERVAL = 0.5
+PUSH_WAIT = 1.0  # longest a map request waits for the other streams to carry its change
 LOGOUT_BEFORE = 1_000_000_000.0  # an Expiry before 2001 is a logout (Go sends 1970-01-01T00:02:03Z)
 ERR_EXPIRED_REKEY = "node key expired: log in again (an auth key) to rotate it"
 
@@ -114,6 +117,10 @@ class ControlServer:
         self._mounts: dict[str, RawHandler] = {}
         self._server: asyncio.Server | None = None
         self._changed = asyncio.Event()
+        self._gen = 0  # bumped by every notify()
+        self._pushed: dict[asyncio.Event, tuple[int, int]] = {}  # live stream (its stop event) →
+        # (node id, generation its last map was built from)
+        self._pushed_more = asyncio.Event()
         self._streams: dict[int, list[asyncio.Event]] = {}  # node id → stop events of its live polls
         self._online: dict[int, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -175,6 +182,7 @@ class ControlServer:
 
     def notify(self) -> None:
         """Something changed: wake every map stream and every waiting interactive login."""
+        self._gen += 1
         self._changed.set()
         self._changed = asyncio.Event()
         self._tell_listeners()
@@ -202,6 +210,25 @@ class ControlServer:
                 await asyncio.wait_for(changed.wait(), timeout)
             except TimeoutError:
                 self._tell_listeners()
+
+    def _note_pushed(self, stop: asyncio.Event, node_id: int, gen: int | None) -> None:
+        """A stream sent a map built from generation ``gen`` (None: the stream ended)."""
+        if gen is None:
+            self._pushed.pop(stop, None)
+        else:
+            self._pushed[stop] = (node_id, gen)
+        self._pushed_more.set()
+        self._pushed_more = asyncio.Event()
+
+    async def _others_caught_up(self, node_id: int, gen: int) -> None:
+        """Wait (at most ``PUSH_WAIT``) until every other node's live stream has sent generation ``gen``."""
+        deadline = asyncio.get_running_loop().time() + PUSH_WAIT
+        while any(n != node_id and g < gen for n, g in self._pushed.values()):
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._pushed_more.wait(), left)
 
     async def _wait_change(self, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -491,6 +518,7 @@ class ControlServer:
         cap = int(req.get("Version") or 0)
         if self._apply_map_update(node, req, only_if_unset=stream and cap >= 68):
             self.notify()
+            await self._others_caught_up(node.id, self._gen)
         if not stream:
             if omit_peers:  # lite update: the client only looks at the status
                 await resp.simple(200, b"", "application/octet-stream")
@@ -508,11 +536,12 @@ class ControlServer:
         try:
             await resp.start(200, {"content-type": "application/octet-stream"})
             state = SentState()
-            changed = self._changed  # captured before building, so no change is missed
+            changed, gen = self._changed, self._gen  # captured before building: no change is missed
             first = full_map(node.id, self.tailnet(), state, cap=cap)
             self.sent.setdefault(node.id, collections.deque(maxlen=64)).append(first)
             self.stats["map_frames"] += 1
             await resp.write(map_frame(first, compress))
+            self._note_pushed(stop, node.id, gen)
             keepalive = map_frame({"KeepAlive": True}, compress)
             while not stop.is_set():
                 waiter = asyncio.ensure_future(changed.wait())
@@ -529,7 +558,7 @@ class ControlServer:
                     self.stats["map_keepalives"] += 1
                     await resp.write(keepalive)
                     continue
-                changed = self._changed
+                changed, gen = self._changed, self._gen
                 try:
                     msg = delta(node.id, self.tailnet(), state, cap=cap)
                 except KeyError:
@@ -538,8 +567,10 @@ class ControlServer:
                     self.sent.setdefault(node.id, collections.deque(maxlen=64)).append(msg)
                     self.stats["map_frames"] += 1
                     await resp.write(map_frame(msg, compress))
+                self._note_pushed(stop, node.id, gen)
             await resp.end()
         finally:
+            self._note_pushed(stop, node.id, None)
             self._streams[node.id].remove(stop)
             self._online[node.id] -= 1
             if self._online[node.id] <= 0:
