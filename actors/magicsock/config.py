@@ -29,8 +29,6 @@ class MagicsockConfig:
     stun_interval: tuple[float, float] = (20.0, 26.0)
     bound_port: int = 0  # set by the UDP actor; a restart rebinds the same port
     last_peers: SetPeers | None = None  # kept by the DiscoPinger so a restart resumes with its peers
-    derp_live: dict[int, int] = field(default_factory=dict)  # region -> id of its live connection,
-    # written by each DerpClient for its own region; the router checks a DerpRoute against it
 
     def name(self, what: str) -> str:
         return f"{self.prefix}.{what}"

@@ -7,8 +7,8 @@ with NotePreferred (and clears it when netcheck moves home away); answers server
 (``auto_pong``) and fails on the 120 s read deadline.
 Received packets are demultiplexed like Go ``processDERPReadResult``: disco → DiscoPinger, the rest →
 W as ``WgDatagramIn(via="derp")``. The first packet from each admitted peer on a connection is noted to
-the router as a ``DerpRoute`` (Go ``addDerpPeerRoute``), so replies can go back on this region when the
-peer's home is unknown or not connected. Sends while (re)connecting wait in a small bounded queue.
+the router as a ``DerpRoute`` (Go ``addDerpPeerRoute``), so replies can go back on this region while
+the peer's home is unknown. Sends while (re)connecting wait in a small bounded queue.
 """
 
 from __future__ import annotations
@@ -182,8 +182,6 @@ class DerpClient(Actor):
         self.send_after(delay * random.uniform(0.5, 1.0), DerpConnect())
 
     def _close(self) -> None:
-        if self.config.derp_live.get(self.region.region_id) == self.conn_id:
-            del self.config.derp_live[self.region.region_id]
         self.conn = None
         self._eof.set()
         if self._loop is not None:
@@ -217,7 +215,6 @@ class DerpClient(Actor):
         for ev in events:
             if isinstance(ev, ServerKeyReceived):
                 self.failures = 0
-                self.config.derp_live[self.region.region_id] = self.conn_id
                 if self.home:
                     self.conn.note_preferred(True)
                     self._preferred = True

@@ -3,8 +3,8 @@
 Routing follows Go ``addrForSendLocked``: the trusted best UDP address alone, else the stale UDP address
 and the peer's DERP region, else DERP alone; an unknown peer is dropped and counted (fail closed,
 never a host socket). Path entries come from the DiscoPinger as ``PathUpdate``. The DERP region is the
-peer's home, except (Go ``derpWriteChanForRegion``/``fallbackDERPRegionForPeer``) the region the peer
-was last heard on (``DerpRoute``) when its home is unknown, or not connected while that one still is.
+peer's home or, while control has not told us that yet, the region the peer's packets came in on
+(``DerpRoute``, Go ``fallbackDERPRegionForPeer``).
 """
 
 from __future__ import annotations
@@ -227,14 +227,11 @@ class MagicsockUdp(Actor):
             self.tell_named(self.config.name("disco"), PeerActive(peer=peer))
 
     def _derp_region(self, peer: str, r: _Route) -> int:
-        """The home region, unless the peer's ``DerpRoute`` is better (see the module docstring)."""
+        """The peer's home region, else the region it was heard on (0: none)."""
+        if r.derp_region:
+            return r.derp_region
         route = self.derp_routes.get(peer)
-        if route is None:
-            return r.derp_region
-        live = self.config.derp_live
-        if r.derp_region and (r.derp_region in live or live.get(route[0]) != route[1]):
-            return r.derp_region
-        return route[0]
+        return route[0] if route is not None else 0
 
     @handles(DerpRoute)
     def on_derp_route(self, msg: DerpRoute) -> None:
