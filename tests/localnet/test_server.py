@@ -148,9 +148,13 @@ def test_map_stream_deltas_ephemeral_and_delete(net):
         it = a.map_stream().__aiter__()
         first = await _next_non_keepalive(it)
         assert first["Node"]["ID"] == ids["a"] and {p["ID"] for p in first["Peers"]} == {ids["b"], ids["e"]}
-        # the ephemeral node comes online, then disconnects: online patch, then removal
+        # the ephemeral node comes online, then disconnects: online patch, then removal. Its map
+        # request's disco key (and hostinfo) reached a's stream before e got its first map.
         e_it = e.map_stream().__aiter__()
-        await _next_non_keepalive(e_it)
+        e_first = asyncio.ensure_future(_next_non_keepalive(e_it))  # sends e's map request
+        m = await _next_non_keepalive(it)
+        assert m["PeersChangedPatch"][0]["NodeID"] == ids["e"] and m["PeersChangedPatch"][0]["DiscoKey"]
+        await e_first
         m = await _next_non_keepalive(it)
         assert m["PeersChangedPatch"][0]["NodeID"] == ids["e"] and m["PeersChangedPatch"][0]["Online"] is True
         await e.close()
