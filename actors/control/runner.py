@@ -56,6 +56,7 @@ from pytsnet.wire.tailcfg import (
     MapRequest,
     MapResponse,
     NetInfo,
+    Node,
     RegisterRequest,
     RegisterResponse,
     RegisterResponseAuth,
@@ -130,7 +131,12 @@ class ControlRunner(Actor):
     # -- lifecycle -------------------------------------------------------------------------------
     def on_start(self) -> None:
         self._load_keys()
-        self._set_state(DeviceState(state="Starting", **self._self_fields_from_store()))
+        fields = self._self_fields_from_store()
+        # A restart of this actor is not a restart of the node: the data plane keeps its sessions
+        # while the new incarnation reconnects, as Go's state stays Running across a map-stream
+        # reconnect. Only a node that was authorized and unexpired in its last netmap resumes.
+        resumed = self.incarnation > 1 and self._stored_self_usable()
+        self._set_state(DeviceState(state="Running" if resumed else "Starting", **fields))
         self._gen = self._session()
         self.start_io_loop(self._io_step, self._io_close)
 
@@ -189,6 +195,19 @@ class ControlRunner(Actor):
             return {}
         return {"addresses": [str(a) for a in me.get("Addresses") or []], "name": str(me.get("Name") or ""),
                 "node_id": int(me.get("ID") or 0)}
+
+    def _stored_self_usable(self) -> bool:
+        """Our last persisted netmap shows us logged in, machine-authorized and unexpired."""
+        me = _json_obj(self.store.read_state(NETMAP)).get("Node")
+        if not isinstance(me, dict) or not self._logged_in:
+            return False
+        try:
+            info = PeerInfo.from_node(Node.model_validate(me))
+        except ValueError:
+            return False
+        expired = bool(me.get("Expired")) or (info.key_expiry is not None
+                                              and info.key_expiry <= self.clock.time())
+        return bool(me.get("MachineAuthorized")) and not expired
 
     # -- the blocking session (I/O thread) --------------------------------------------------------
     def _hostinfo(self) -> Hostinfo:
