@@ -113,4 +113,10 @@ class DeviceStatus(Message, tag="dataplane.device_status"):
     endpoints: tuple[str, ...] = ()
     peers: list[PeerStatus] = []
     drops: dict[str, int] = {}
-    """Magicsock (``unknown_peer``, ``no_path``, ``blackhole``), engine and filter drop counters."""
+    """Magicsock (``unknown_peer``, ``no_path``, ``blackhole``, the reader's early drops), engine and
+    filter drop counters."""
+    backlog: dict[str, int] = {}
+    """Bytes and messages queued on the data plane now (``wgengine_bytes``: the engine's mailbox read
+    directly plus its handshake queue; ``magicsock_udp_bytes``, ``netstack_bytes``, ...)."""
+    counters: dict[str, int] = {}
+    """Work done: ``udp_datagrams_read``/``udp_bytes_read``, ``wg_handshake_dh``, ``wg_cookie_replies``."""

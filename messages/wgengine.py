@@ -12,12 +12,18 @@ here: one definition, one tag.
 from __future__ import annotations
 
 from pytsnet.messages.base import Message
-from pytsnet.messages.magicsock import WgDatagramIn, WgDatagramOut, WgDatagramsIn, WgDatagramsOut
+from pytsnet.messages.magicsock import (
+    ITEM_OVERHEAD,
+    WgDatagramIn,
+    WgDatagramOut,
+    WgDatagramsIn,
+    WgDatagramsOut,
+)
 from pytsnet.wire.tailcfg.filter import FilterRule
 
 __all__ = ["GetWgStatus", "IpPacketIn", "IpPacketOut", "IpPacketsIn", "IpPacketsOut", "WgConfig",
            "WgDatagramIn", "WgDatagramOut", "WgDatagramsIn", "WgDatagramsOut", "WgFilterRule",
-           "WgNetPortRange", "WgPeer", "WgPeerStatus", "WgPortRange", "WgStatus", "WgTick"]
+           "WgHandshakeWork", "WgNetPortRange", "WgPeer", "WgPeerStatus", "WgPortRange", "WgStatus", "WgTick"]
 
 
 class IpPacketOut(Message, tag="wgengine.ip_out"):
@@ -25,11 +31,17 @@ class IpPacketOut(Message, tag="wgengine.ip_out"):
 
     data: bytes
 
+    def payload_size(self) -> int:
+        return len(self.data) + ITEM_OVERHEAD
+
 
 class IpPacketIn(Message, tag="wgengine.ip_in"):
     """W -> netstack: a decrypted packet that passed the packet filter."""
 
     data: bytes
+
+    def payload_size(self) -> int:
+        return len(self.data) + ITEM_OVERHEAD
 
 
 class IpPacketsOut(Message, tag="wgengine.ip_out_batch"):
@@ -37,11 +49,17 @@ class IpPacketsOut(Message, tag="wgengine.ip_out_batch"):
 
     packets: tuple[bytes, ...]
 
+    def payload_size(self) -> int:
+        return sum(map(len, self.packets)) + ITEM_OVERHEAD * len(self.packets)
+
 
 class IpPacketsIn(Message, tag="wgengine.ip_in_batch"):
     """W -> netstack: several ``IpPacketIn`` at once, in arrival order."""
 
     packets: tuple[bytes, ...]
+
+    def payload_size(self) -> int:
+        return sum(map(len, self.packets)) + ITEM_OVERHEAD * len(self.packets)
 
 
 class WgPortRange(Message):
@@ -97,6 +115,10 @@ class WgTick(Message, tag="wgengine.tick"):
     """The engine's own timer: run the WireGuard timers that are due."""
 
 
+class WgHandshakeWork(Message, tag="wgengine.handshake_work"):
+    """W → W: work the next slice of the handshake queue."""
+
+
 class GetWgStatus(Message, tag="wgengine.get_status"):
     pass
 
@@ -115,6 +137,11 @@ class WgStatus(Message, tag="wgengine.status"):
     filter_drops: dict[str, int] = {}
     packets_in: int = 0
     packets_out: int = 0
+    work: dict[str, int] = {}
+    """What handshakes cost: ``handshake_dh`` (initiations that got a DH), ``cookie_replies``."""
+    handshake_queue: int = 0
+    handshake_queue_bytes: int = 0
+    under_load: bool = False
 
 
 class CapturedPackets(Message, tag="wgengine.captured_packets"):

@@ -91,6 +91,22 @@ class WhoIs:
     capabilities: tuple[str, ...]
 
 
+def _backlogs(system: ActorSystem | None, names: dict[str, str], handshake_bytes: int) -> dict[str, int]:
+    """Queued bytes/messages per data-plane actor, read off the mailboxes (an ask would wait behind
+    the very backlog it reports); the engine's also counts its handshake queue."""
+    out: dict[str, int] = {}
+    for role in ("engine", "udp", "netstack"):
+        ref = system.lookup(names[role]) if system is not None and role in names else None
+        if ref is None:
+            continue
+        b = ref.backlog()
+        key = {"engine": "wgengine", "udp": "magicsock_udp", "netstack": "netstack"}[role]
+        out[f"{key}_bytes"] = b.bytes + (handshake_bytes if role == "engine" else 0)
+        out[f"{key}_messages"] = b.messages
+        out[f"{key}_dropped_bytes"] = ref.dropped_bytes
+    return out
+
+
 def _error_for(st: DeviceState) -> RegistrationError | None:
     """The permanent error a state carries, if any."""
     if st.error_kind == "auth_rejected":
@@ -426,6 +442,9 @@ class ActorDevice:
         sessions: dict[str, Any] = {}
         connected: dict[int, bool] = {}
         drops: dict[str, int] = {}
+        backlog: dict[str, int] = {}
+        counters: dict[str, int] = {}
+        hs_bytes = 0
         if sp is not None:
             ps = self._ask_quiet(sp.names["udp"], PathStatusRequest(), timeout)
             if isinstance(ps, PathStatus):
@@ -435,6 +454,9 @@ class ActorDevice:
                              magicsock_unknown_udp_source=ps.unknown_udp_source,
                              magicsock_unknown_kind=ps.dropped_unknown_kind,
                              magicsock_bad_source=ps.dropped_bad_source)
+                for reason, n in ps.early_drops.items():  # the reader's, before queueing
+                    drops[f"magicsock_{reason}"] = drops.get(f"magicsock_{reason}", 0) + n
+                counters.update(udp_datagrams_read=ps.datagrams_read, udp_bytes_read=ps.bytes_read)
             for role, name in sp.names.items():
                 if not role.startswith("derp."):
                     continue
@@ -451,6 +473,10 @@ class ActorDevice:
                 sessions = {p.node_key: p for p in wg.peers}
                 drops.update({f"wg_{k}": v for k, v in wg.device_drops.items()})
                 drops.update({f"filter_{k}": v for k, v in wg.filter_drops.items()})
+                counters.update({f"wg_{k}": v for k, v in wg.work.items()})
+                backlog.update(wgengine_handshakes=wg.handshake_queue)
+                hs_bytes = wg.handshake_queue_bytes
+            backlog.update(_backlogs(self.system, sp.names, hs_bytes))
             dsc = self._ask_quiet(sp.names["disco"], DiscoStatusRequest(), timeout)
             if isinstance(dsc, DiscoStatus):
                 drops.update(disco_unknown_key=dsc.dropped_unknown_disco, disco_bad_box=dsc.dropped_bad_box,
@@ -477,7 +503,8 @@ class ActorDevice:
                 key_expiry=p.key_expiry))
         return DeviceStatus(state=st.state, self_node=nm.self_node if nm is not None else None,
                             tailscale_ips=self.tailscale_ips(), home_region=dps.home_region,
-                            derp_connected=connected, endpoints=endpoints, peers=rows, drops=drops)
+                            derp_connected=connected, endpoints=endpoints, peers=rows, drops=drops,
+                            backlog=backlog, counters=counters)
 
     async def status_async(self, timeout: float = 5.0) -> DeviceStatus:
         return await asyncio.get_running_loop().run_in_executor(None, self.status, timeout)

@@ -38,6 +38,7 @@ from pytsnet.actors.runtime import (
     supervisor_spec,
 )
 from pytsnet.actors.wgengine import EngineMemory, WgEngine
+from pytsnet.actors.wgengine.engine import ENGINE_MAILBOX
 from pytsnet.capture import CAPTURE
 from pytsnet.messages.base import Message
 from pytsnet.messages.dataplane import DataplaneNetmap
@@ -50,6 +51,9 @@ from pytsnet.wire.magicsock.endpoint import Timings
 
 __all__ = ["CONTROL", "DATAPLANE", "DATAPLANE_SUP", "MAGICSOCK", "NETSTACK", "NODE", "PEERS", "WGENGINE",
            "DataplaneOptions", "device_tree", "spawn_dataplane"]
+
+NETSTACK_MAILBOX = MailboxConfig(65536, MailboxPolicy.DROP_NEWEST, max_bytes=8 << 20)
+"""Decrypted packets waiting for the netstack: bounded in bytes as every data-plane edge is."""
 
 NODE, PEERS, CONTROL, DATAPLANE = "node", "peers", "control", "dataplane"
 DATAPLANE_SUP, WGENGINE, MAGICSOCK, NETSTACK = "dataplane.sup", "wgengine", "magicsock", "netstack"
@@ -98,7 +102,7 @@ def spawn_dataplane(system: ActorSystem, nm: DataplaneNetmap, options: Dataplane
         ChildSpec(WgEngine, WGENGINE, args=(private,),
                   kwargs={"magicsock": f"{MAGICSOCK}.udp", "sink": NETSTACK, "memory": options.engine_memory,
                           "ipv6": v6, "capture": CAPTURE},
-                  mailbox=MailboxConfig(65536, MailboxPolicy.DROP_NEWEST)),
+                  mailbox=ENGINE_MAILBOX),
     ], strategy=Strategy.ONE_FOR_ONE, max_restarts=20, within=10.0))
     ms = MagicsockConfig(
         node_private=private, disco_private=options.disco, wg_sink=WGENGINE, regions=nm.derp_regions,
@@ -111,7 +115,7 @@ def spawn_dataplane(system: ActorSystem, nm: DataplaneNetmap, options: Dataplane
     registry = FlowRegistry()
     ns_ref = system.spawn(NetstackActor, system, StackConfig(addresses=addresses, enable_ipv6=v6), engine,
                           registry, out_message=IpPacketOut, name=NETSTACK, parent=sup, dispatcher="thread",
-                          mailbox=MailboxConfig(65536, MailboxPolicy.DROP_NEWEST))
+                          mailbox=NETSTACK_MAILBOX)
     names = {"engine": WGENGINE, "netstack": NETSTACK,
              **{w: ms.name(w) for w in ("udp", "disco", "stun", "sup")},
              **{f"derp.{r.region_id}": ms.derp_name(r.region_id) for r in nm.derp_regions}}

@@ -5,10 +5,17 @@ first, then a Geneve header (peer-relay paths, ``net/packet/geneve.go``), then t
 otherwise WireGuard. Go hands every leftover datagram to wireguard-go, which drops junk; here a
 leftover that is not shaped like a WireGuard message (type 1-4, three zero bytes) is ``UNKNOWN`` so
 the caller can drop it without a lookup. Classification never raises.
+
+``early_drop`` is the reader's gate before a datagram is copied or queued (wireguard-go drops the
+same things in ``RoutineReceiveIncoming`` before its queues): oversize datagrams, WireGuard messages
+of the wrong length, transport/response/cookie messages whose receiver index is no live session's,
+and anything unclassifiable. A flood of such datagrams then costs a read and a check, never memory.
 """
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Container
 from dataclasses import dataclass
 from enum import Enum, auto
 
@@ -18,6 +25,16 @@ GENEVE_FIXED_HEADER_LENGTH = 8
 GENEVE_PROTOCOL_DISCO = 0x7A11
 GENEVE_PROTOCOL_WIREGUARD = 0x7A12
 _DISCO_HEADER_LEN = len(disco.MAGIC) + disco.KEY_LEN  # magicsock's discoHeaderLen (magic + sender key)
+
+MAX_DATAGRAM = 9000
+"""The largest datagram accepted: the largest wire MTU Go's magicsock probes (``WireMTUsToProbe``,
+9000), which also bounds its padded disco pings. Larger ones are dropped as ``oversize``."""
+
+# WireGuard message type -> (exact length or minimum for transport, receiver index offset or None)
+_WG_SHAPES = {1: (148, None), 2: (92, 8), 3: (64, 4), 4: (32, 4)}
+_U32 = struct.Struct("<I")
+
+EARLY_DROP_REASONS = ("oversize", "bad_length", "unknown_index", "unknown_kind")
 
 
 class PacketKind(Enum):
@@ -62,3 +79,25 @@ def classify(b: bytes) -> Classified:
 
 def _wireguard(b: bytes) -> Classified:
     return Classified(PacketKind.WIREGUARD if looks_like_wireguard(b) else PacketKind.UNKNOWN)
+
+
+def early_drop(b: bytes | bytearray | memoryview, live_indexes: Container[int] | None) -> str | None:
+    """Why the reader should drop ``b`` at once (one of ``EARLY_DROP_REASONS``), or None to keep it.
+
+    ``live_indexes`` are the receiver indexes the engine has sessions or pending handshakes under;
+    None while unknown (nothing is dropped for its index then). WireGuard-shaped datagrams are
+    recognised from four bytes (a WireGuard header never classifies as STUN, Geneve or disco).
+    """
+    n = len(b)
+    if n > MAX_DATAGRAM:
+        return "oversize"
+    if n >= 4 and 1 <= b[0] <= 4 and b[1] == 0 and b[2] == 0 and b[3] == 0:
+        size, off = _WG_SHAPES[b[0]]
+        if n < size or (n != size and b[0] != 4):
+            return "bad_length"
+        if off is not None and live_indexes is not None and _U32.unpack_from(b, off)[0] not in live_indexes:
+            return "unknown_index"
+        return None
+    if classify(bytes(b)).kind is PacketKind.UNKNOWN:
+        return "unknown_kind"
+    return None

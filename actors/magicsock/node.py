@@ -9,7 +9,9 @@ from pytsnet.actors.magicsock.stun import StunProber
 from pytsnet.actors.magicsock.udp import MagicsockUdp
 from pytsnet.actors.runtime import ActorRef, ActorSystem, ChildSpec, MailboxConfig, supervisor_spec
 
-DATA_MAILBOX = MailboxConfig(4096)
+DATA_MAILBOX = MailboxConfig(4096, max_bytes=8 << 20)
+"""Reads, sends and DERP frames waiting for a magicsock actor: at most 8 MiB, then the sender waits
+(the UDP reader: the kernel drops at the socket, as a NIC ring would)."""
 
 
 def spawn_magicsock(system: ActorSystem, config: MagicsockConfig, parent: ActorRef | None = None,

@@ -1,5 +1,10 @@
 """The one UDP socket: reads demultiplexed by ``classify``; ``WgDatagramOut`` routed by the peer's path.
 
+The reader thread drops what needs no actor before anything is copied or queued
+(``wire.udp_demux.early_drop``: oversize, wrong-length WireGuard, unknown receiver index, junk), counted
+by reason; the engine publishes its live receiver indexes (``WgLiveIndexes``) before it sends any
+datagram that could make the peer use a new one, so a session's first packet is never dropped here.
+
 Routing follows Go ``addrForSendLocked``: the trusted best UDP address alone, else the stale UDP address
 and the peer's DERP region, else DERP alone; an unknown peer is dropped and counted (fail closed,
 never a host socket). Path entries come from the DiscoPinger as ``PathUpdate``. The DERP region is the
@@ -18,7 +23,7 @@ from dataclasses import dataclass
 
 from pytsnet.actors.magicsock.config import MagicsockConfig
 from pytsnet.actors.magicsock.wg_sink import WgSinkDelivery
-from pytsnet.actors.runtime import Actor, handles
+from pytsnet.actors.runtime import Actor, UnhandledMessage, handles
 from pytsnet.messages.magicsock import (
     DerpRoute,
     DerpSend,
@@ -40,12 +45,15 @@ from pytsnet.messages.magicsock import (
     WgDatagramIn,
     WgDatagramOut,
     WgDatagramsOut,
+    WgLiveIndexes,
+    WgLiveIndexesRequest,
 )
 from pytsnet.wire.magicsock.addr import AddrParseError, format_addr, parse_addr
-from pytsnet.wire.udp_demux import PacketKind, classify
+from pytsnet.wire.udp_demux import EARLY_DROP_REASONS, PacketKind, classify, early_drop
 
 READ_TIMEOUT = 0.5
-MAX_DATAGRAM = 65535
+MAX_DATAGRAM = 65535  # the read buffer: a larger datagram is cut, and then dropped as oversize
+READ_EXAMINE = 4 * 64  # datagrams one read call looks at, dropped ones included (the loop stays responsive)
 ACTIVITY_NOTE_INTERVAL = 1.0  # how often a busy peer's sends are reported to the DiscoPinger
 SOCKET_BUFFER = 4 << 20  # as Go's magicsock (7 MiB there): a burst of a full TCP window must not overflow
 READ_BURST = 64  # datagrams already queued on the socket that one read hands over in one message
@@ -86,6 +94,12 @@ class MagicsockUdp(Actor):
         self._wg_sink = WgSinkDelivery()
         self._peer_at: dict[str, str | None] = {}  # src text -> peer (by_addr), reset on PathUpdate
         self.derp_routes: dict[str, tuple[int, int]] = {}  # peer -> (region, conn) it was heard on
+        self._live: frozenset[int] | None = None  # the engine's receiver indexes; None: not known yet
+        self._buf = bytearray(MAX_DATAGRAM)
+        self._view = memoryview(self._buf)  # never released: the buffer is never resized
+        self.early_drops: dict[str, int] = dict.fromkeys(EARLY_DROP_REASONS, 0)  # written by the reader only
+        self.datagrams_read = 0
+        self.bytes_read = 0
 
     def on_start(self) -> None:
         c = self.config
@@ -103,34 +117,50 @@ class MagicsockUdp(Actor):
         self._poller.register(sock, select.POLLIN)
         self.start_io_loop(self._read, sock.close)
         self.tell_named(c.name("disco"), ResendPaths())  # a restarted router asks for the path table again
+        with contextlib.suppress(UnhandledMessage):  # a sink that is no engine (test rigs) publishes none
+            self.tell_named(c.wg_sink, WgLiveIndexesRequest())
 
     def on_stop(self) -> None:
         if self.sock is not None:
             self.sock.close()
 
     def _read(self) -> UdpRead | UdpReads | None:
-        """Wait for one datagram, then take what else is already queued (up to ``READ_BURST``).
+        """Wait for one datagram, then take what else is already queued (up to ``READ_BURST`` kept).
 
         The socket is non-blocking (a timeout-mode socket would poll for the full timeout before a
         ``MSG_DONTWAIT`` read too): the wait is an explicit ``poll`` bounded by ``READ_TIMEOUT``.
+        Each datagram lands in one reused buffer and is copied only if ``early_drop`` keeps it.
         """
         sock = self.sock
         assert sock is not None
         if not self._poller.poll(READ_TIMEOUT * 1000):
             return None
         reads: list[UdpRead] = []
-        while len(reads) < READ_BURST:
-            try:
-                data, src = sock.recvfrom(MAX_DATAGRAM)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as e:
-                if e.errno == errno.ECONNREFUSED:  # an ICMP error for an earlier send: skip it
+        buf, view, drops, live = self._buf, self._view, self.early_drops, self._live
+        examined = got = 0
+        try:
+            while len(reads) < READ_BURST and examined < READ_EXAMINE:
+                try:
+                    n, src = sock.recvfrom_into(buf)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as e:
+                    if e.errno == errno.ECONNREFUSED:  # an ICMP error for an earlier send: skip it
+                        continue
+                    if reads:
+                        break  # hand over what we have; the next call sees the error again
+                    raise
+                examined += 1
+                got += n
+                data = view[:n]
+                reason = early_drop(data, live)
+                if reason is not None:
+                    drops[reason] += 1
                     continue
-                if reads:
-                    break  # hand over what we have; the next call sees the error again
-                raise
-            reads.append(UdpRead.model_construct(data=data, src=self._src_text(src)))
+                reads.append(UdpRead.model_construct(data=bytes(data), src=self._src_text(src)))
+        finally:
+            self.datagrams_read += examined
+            self.bytes_read += got
         if not reads:
             return None
         return reads[0] if len(reads) == 1 else UdpReads.model_construct(reads=tuple(reads))
@@ -277,6 +307,11 @@ class MagicsockUdp(Actor):
             ip, port = parse_addr(a)
             self.by_addr[(str(ip), port)] = msg.peer
 
+    @handles(WgLiveIndexes)
+    def on_live_indexes(self, msg: WgLiveIndexes) -> None:
+        """The engine's receiver indexes now: transport for any other index is dropped on read."""
+        self._live = frozenset(msg.indexes)
+
     @handles(UdpBlackhole)
     def on_blackhole(self, msg: UdpBlackhole) -> None:
         self.blackhole = msg.enabled
@@ -301,4 +336,5 @@ class MagicsockUdp(Actor):
                           dropped_no_path=self.dropped_no_path, dropped_blackhole=self.dropped_blackhole,
                           unknown_udp_source=self.unknown_udp_source,
                           dropped_unknown_kind=self.dropped_unknown_kind,
-                          dropped_bad_source=self.dropped_bad_source)
+                          dropped_bad_source=self.dropped_bad_source, early_drops=dict(self.early_drops),
+                          datagrams_read=self.datagrams_read, bytes_read=self.bytes_read)

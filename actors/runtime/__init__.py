@@ -28,7 +28,7 @@ from pytsnet.actors.runtime.errors import (
     UnhandledMessage,
 )
 from pytsnet.actors.runtime.faults import FaultInjector
-from pytsnet.actors.runtime.mailbox import MailboxConfig, MailboxPolicy
+from pytsnet.actors.runtime.mailbox import Backlog, MailboxConfig, MailboxPolicy
 from pytsnet.actors.runtime.ref import ActorRef
 from pytsnet.actors.runtime.supervisor import (
     ChildSpec,
@@ -43,7 +43,7 @@ from pytsnet.actors.runtime.trace import Tracer
 
 __all__ = [
     "Actor", "ActorError", "ActorRef", "ActorStartError", "ActorStopped", "ActorSystem", "AskTimeout",
-    "ChildSpec", "Clock", "FaultInjector", "HandlerError", "Killed", "LinkDied", "MailboxConfig",
+    "Backlog", "ChildSpec", "Clock", "FaultInjector", "HandlerError", "Killed", "LinkDied", "MailboxConfig",
     "MailboxFull", "MailboxPolicy", "ManualClock", "NameTaken", "PanicAction", "Restart",
     "RestartBudgetExceeded", "Strategy", "Supervisor", "SupervisorConfig", "SystemClock", "TimerHandle",
     "Tracer", "UnhandledMessage", "handles", "supervisor_spec",

@@ -19,6 +19,7 @@ from pytsnet.actors.runtime import logs
 from pytsnet.actors.runtime.actor import Actor, PanicAction, handler_for
 from pytsnet.actors.runtime.errors import ActorStopped, HandlerError, UnhandledMessage
 from pytsnet.actors.runtime.io import IoLoop
+from pytsnet.actors.runtime.mailbox import payload_size
 from pytsnet.actors.runtime.ref import ActorRef, Reply, current
 
 if TYPE_CHECKING:
@@ -155,7 +156,7 @@ class Cell:
         tracer = self.system.tracer
         if tracer is not None and current.name is not None and sender == current.name:
             tracer.send(self.system, current.name, current.seq, self.name, env)
-        if self.mailbox.put(env, is_ask=reply is not None):
+        if self.mailbox.put(env, is_ask=reply is not None, size=payload_size(msg)):
             self.dispatcher.notify(self)
 
     # -- running ---------------------------------------------------------------------------------

@@ -1,5 +1,10 @@
 """Bounded mailboxes with a per-actor overflow policy; control items bypass the bound.
 
+The bound is in messages and, for actors that carry payloads, in bytes: a message that defines
+``payload_size()`` (the data-plane bursts) is weighed by it, so a queue of 64 KiB datagrams cannot
+hold what a queue of 64-byte ones may. A message that is larger than the byte bound on its own is
+still admitted into an empty mailbox (it could never be delivered otherwise).
+
 The mailbox belongs to the actor's identity (its cell), not to an incarnation, so messages sent
 while an actor restarts wait here and reach the next incarnation.
 """
@@ -10,11 +15,11 @@ import enum
 import threading
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from pytsnet.actors.runtime.errors import ActorStopped, MailboxFull
 
-__all__ = ["Mailbox", "MailboxConfig", "MailboxPolicy"]
+__all__ = ["Backlog", "Mailbox", "MailboxConfig", "MailboxPolicy", "payload_size"]
 
 
 class MailboxPolicy(enum.Enum):
@@ -28,46 +33,84 @@ class MailboxConfig:
     capacity: int = 1000
     policy: MailboxPolicy = MailboxPolicy.BLOCK
     block_timeout: float = 1.0
+    max_bytes: int | None = None
+    """Bound on the summed ``payload_size()`` of queued messages; None: messages only."""
 
     def __post_init__(self) -> None:
         if self.capacity < 1:
             raise ValueError("mailbox capacity must be >= 1 (nothing is unbounded)")
+        if self.max_bytes is not None and self.max_bytes < 1:
+            raise ValueError("mailbox max_bytes must be >= 1 (or None)")
+
+
+class Backlog(NamedTuple):
+    """What waits in a mailbox now: user messages and their summed ``payload_size()``."""
+
+    messages: int
+    bytes: int
+
+
+def payload_size(msg: Any) -> int:
+    """``msg.payload_size()`` if the message defines it (payload-carrying messages do), else 0."""
+    fn = getattr(msg, "payload_size", None)
+    return int(fn()) if fn is not None else 0
 
 
 class Mailbox:
     def __init__(self, config: MailboxConfig) -> None:
         self.config = config
         self._user: deque[Any] = deque()
+        self._sizes: deque[int] = deque()  # payload size of each queued user item, in order
         self._control: deque[Any] = deque()
         self.cond = threading.Condition()
         self.dropped = 0
+        self.dropped_bytes = 0
+        self.bytes = 0  # summed payload size of the queued user items
         self.closed = False
 
     def __len__(self) -> int:
         return len(self._user) + len(self._control)
 
-    def put(self, item: Any, *, is_ask: bool) -> bool:
-        """Enqueue a user message; returns False if dropped by policy. Raises ``MailboxFull``."""
+    def backlog(self) -> Backlog:
+        """Queued user messages and bytes (a snapshot; safe from any thread)."""
+        with self.cond:
+            return Backlog(len(self._user), self.bytes)
+
+    def _full(self, size: int) -> bool:
+        cfg = self.config
+        if len(self._user) >= cfg.capacity:
+            return True
+        cap = cfg.max_bytes
+        return cap is not None and self.bytes > 0 and self.bytes + size > cap
+
+    def put(self, item: Any, *, is_ask: bool, size: int = 0) -> bool:
+        """Enqueue a user message weighing ``size`` bytes; returns False if dropped by policy.
+        Raises ``MailboxFull``."""
         cfg = self.config
         with self.cond:
             if self.closed:
                 raise ActorStopped("actor is stopped")
-            if len(self._user) >= cfg.capacity:
+            if self._full(size):
                 if cfg.policy is MailboxPolicy.FAIL:
-                    raise MailboxFull(f"mailbox full ({cfg.capacity})")
+                    raise MailboxFull(f"mailbox full ({len(self._user)} messages, {self.bytes} bytes)")
                 if cfg.policy is MailboxPolicy.DROP_NEWEST:
                     if is_ask:
-                        raise MailboxFull(f"mailbox full ({cfg.capacity}), ask refused")
+                        raise MailboxFull(f"mailbox full ({len(self._user)} messages), ask refused")
                     self.dropped += 1
+                    self.dropped_bytes += size
                     return False
+
                 def room() -> bool:
-                    return self.closed or len(self._user) < cfg.capacity
+                    return self.closed or not self._full(size)
 
                 if not self.cond.wait_for(room, cfg.block_timeout):
-                    raise MailboxFull(f"mailbox full ({cfg.capacity}) for {cfg.block_timeout}s")
+                    raise MailboxFull(f"mailbox full ({len(self._user)} messages, {self.bytes} bytes) "
+                                      f"for {cfg.block_timeout}s")
                 if self.closed:
                     raise ActorStopped("actor is stopped")
             self._user.append(item)
+            self._sizes.append(size)
+            self.bytes += size
             self.cond.notify_all()
         return True
 
@@ -85,6 +128,7 @@ class Mailbox:
                 return self._control.popleft()
             if self._user:
                 item = self._user.popleft()
+                self.bytes -= self._sizes.popleft()
                 self.cond.notify_all()
                 return item
             return None
@@ -96,5 +140,7 @@ class Mailbox:
             items = [*self._control, *self._user]
             self._control.clear()
             self._user.clear()
+            self._sizes.clear()
+            self.bytes = 0
             self.cond.notify_all()
             return items

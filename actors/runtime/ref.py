@@ -15,6 +15,7 @@ from pytsnet.actors.runtime.errors import AskTimeout
 
 if TYPE_CHECKING:
     from pytsnet.actors.runtime.cell import Cell
+    from pytsnet.actors.runtime.mailbox import Backlog
     from pytsnet.messages.base import Message
 
 __all__ = ["ActorRef", "Reply", "current"]
@@ -103,6 +104,16 @@ class ActorRef:
     def dropped(self) -> int:
         """Tells dropped by a DROP_NEWEST mailbox."""
         return self._cell.mailbox.dropped
+
+    @property
+    def dropped_bytes(self) -> int:
+        """Summed ``payload_size()`` of the tells a DROP_NEWEST mailbox dropped."""
+        return self._cell.mailbox.dropped_bytes
+
+    def backlog(self) -> Backlog:
+        """Messages and payload bytes waiting in the mailbox now, read without asking the actor
+        (an ask would queue behind that very backlog)."""
+        return self._cell.mailbox.backlog()
 
     def tell(self, msg: Message) -> None:
         """Enqueue; raises ``UnhandledMessage``, ``ActorStopped`` or ``MailboxFull`` (per policy)."""

@@ -10,6 +10,15 @@ Bursts travel as one message per hop (``IpPacketsOut``/``IpPacketsIn``, ``WgData
 per-message mailbox and thread-wakeup costs, not crypto, bounded throughput when every packet was its
 own message. A peer without the burst message (a test rig) gets the single-packet messages.
 
+Handshakes wait in their own queue, as wireguard-go's (``QUEUE_HANDSHAKE_SIZE`` deep, dropped and
+counted when full): transport is decrypted as it arrives, handshakes are worked off a slice at a time
+(``WgHandshakeWork`` told to ourselves goes behind the data already queued), so a handshake flood
+delays no established tunnel. The engine is under load while that queue is at least 1/8 full and for
+``UNDER_LOAD_AFTER`` seconds after (wireguard-go ``IsUnderLoad``): initiations then need a cookie
+(the ``Device`` answers with cookie replies instead of DH work) and fit the source's budget.
+The receiver indexes in use are published to magicsock (``WgLiveIndexes``) before any datagram goes
+out, so its reader drops transport for any other index before it is queued.
+
 Sessions are not preserved across a restart (keys stay in the dead incarnation); the
 configuration is, through ``EngineMemory``, which the child spec holds: a restarted engine comes
 back with the same peers and filter and re-handshakes on the next packet.
@@ -21,19 +30,23 @@ import contextlib
 import ipaddress
 import logging
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 
 from pytsnet.actors.runtime import (
     Actor,
     ActorRef,
     ActorStopped,
+    MailboxConfig,
     MailboxFull,
+    MailboxPolicy,
     TimerHandle,
     UnhandledMessage,
     handles,
 )
 from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.actors.wgengine.filter_rules import FilterRuleError, rules_from_tailcfg
+from pytsnet.messages.magicsock import UdpSend, WgLiveIndexes, WgLiveIndexesRequest
 from pytsnet.messages.peers import PeersChanged
 from pytsnet.messages.wgengine import (
     CapturedPackets,
@@ -47,6 +60,7 @@ from pytsnet.messages.wgengine import (
     WgDatagramOut,
     WgDatagramsIn,
     WgDatagramsOut,
+    WgHandshakeWork,
     WgPeer,
     WgPeerStatus,
     WgStatus,
@@ -60,9 +74,27 @@ from pytsnet.wire.wireguard.device import Device, PeerConfig
 
 log = subsystem_logger("wgengine")
 
-__all__ = ["EngineMemory", "WgEngine"]
+__all__ = ["ENGINE_MAILBOX", "EngineMemory", "WgEngine"]
 
 _TIMER_SLACK = 0.001
+QUEUE_HANDSHAKE_SIZE = 1024  # wireguard-go QueueHandshakeSize
+UNDER_LOAD_QUEUE = QUEUE_HANDSHAKE_SIZE // 8  # wireguard-go: under load at 1/8 full ...
+UNDER_LOAD_AFTER = 1.0  # ... and for UnderLoadAfterTime after
+HANDSHAKE_SLICE = 32  # handshakes worked per WgHandshakeWork before queued data gets its turn
+_HANDSHAKE_TYPES = frozenset((1, 2, 3))  # initiation, response, cookie reply
+ENGINE_MAILBOX = MailboxConfig(65536, MailboxPolicy.DROP_NEWEST, max_bytes=8 << 20)
+"""What may wait for the engine from magicsock, DERP and the netstack together: 8 MiB (a flood past
+it is dropped and counted by the mailbox, never held)."""
+
+
+@dataclass(slots=True)
+class _Handshake:
+    data: bytes
+    src: bytes
+    rate_key: bytes
+    via: str
+    peer: str | None
+    reply_to: str
 
 
 @dataclass
@@ -103,6 +135,12 @@ class WgEngine(Actor):
         self._magicsock_batches = True  # until magicsock refuses WgDatagramsOut
         self.packets_in = 0
         self.packets_out = 0
+        self._handshakes: deque[_Handshake] = deque()
+        self._handshake_bytes = 0
+        self._work_pending = False
+        self._under_load_until = float("-inf")
+        self._published_indexes = -1  # the Device.index_version magicsock last heard of
+        self.drops: dict[str, int] = {"handshake_queue_full": 0}
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -113,6 +151,7 @@ class WgEngine(Actor):
         with self._memory.lock:
             config = self._memory.config
         self._apply(config)
+        self._publish_indexes()  # a new incarnation has no sessions: magicsock forgets the old ones
 
     def on_stop(self) -> None:
         if self._timer is not None:
@@ -182,15 +221,101 @@ class WgEngine(Actor):
 
     @handles(WgDatagramIn)
     def on_datagram_in(self, msg: WgDatagramIn) -> None:
-        self.device.receive(msg.data, self.clock.monotonic(), src=msg.src.encode())
-        self._flush()
+        self._receive((msg,))
 
     @handles(WgDatagramsIn)
     def on_datagrams_in(self, msg: WgDatagramsIn) -> None:
+        self._receive(msg.datagrams)
+
+    def _receive(self, datagrams: tuple[WgDatagramIn, ...]) -> None:
+        """Transport now, in order; handshakes to their queue (dropped and counted when it is full)."""
         receive, now = self.device.receive, self.clock.monotonic()
-        for d in msg.datagrams:
-            receive(d.data, now, src=d.src.encode())
+        queue = self._handshakes
+        for d in datagrams:
+            data = d.data
+            if len(data) >= 4 and data[0] in _HANDSHAKE_TYPES:
+                if len(queue) >= QUEUE_HANDSHAKE_SIZE:
+                    self.drops["handshake_queue_full"] += 1
+                    continue
+                queue.append(self._handshake(d))
+                self._handshake_bytes += len(data)
+                continue
+            receive(data, now, src=d.src.encode())
         self._flush()
+        if queue and not self._work_pending:
+            self._schedule_work()
+
+    @staticmethod
+    def _handshake(d: WgDatagramIn) -> _Handshake:
+        if d.via == "derp":  # every DERP sender shares the region's address: key cookies by node key
+            key = f"{d.src}/{d.peer}".encode()
+            return _Handshake(d.data, key, key, "derp", d.peer, d.src)
+        return _Handshake(d.data, d.src.encode(), d.src.rsplit(":", 1)[0].encode(), "udp", d.peer, d.src)
+
+    def _schedule_work(self) -> None:
+        """Tell ourselves to work the handshake queue, behind the data already in the mailbox."""
+        ref = self.ref
+        dropped = ref.dropped
+        with contextlib.suppress(ActorStopped, MailboxFull):
+            ref.tell(WgHandshakeWork())
+            self._work_pending = ref.dropped == dropped  # a full mailbox dropped it: retry next time
+
+    @handles(WgHandshakeWork)
+    def on_handshake_work(self, msg: WgHandshakeWork) -> None:
+        self._work_pending = False
+        device, queue = self.device, self._handshakes
+        for _ in range(min(HANDSHAKE_SLICE, len(queue))):
+            now = self.clock.monotonic()
+            under_load = self._under_load(now)
+            h = queue.popleft()
+            self._handshake_bytes -= len(h.data)
+            device.receive(h.data, now, src=h.src, under_load=under_load, rate_key=h.rate_key)
+            for reply in device.cookie_replies():
+                self._send_cookie(h, reply)
+        self._flush()
+        if queue:
+            self._schedule_work()
+
+    def _under_load(self, now: float) -> bool:
+        """wireguard-go ``IsUnderLoad``: the handshake queue is 1/8 full, or was within a second."""
+        if len(self._handshakes) >= UNDER_LOAD_QUEUE:
+            self._under_load_until = now + UNDER_LOAD_AFTER
+            return True
+        return self._under_load_until > now
+
+    def _send_cookie(self, h: _Handshake, reply: bytes) -> None:
+        """Back the way the handshake came: to its UDP source, or over DERP to its sender's key."""
+        m = self._magicsock or self._ref(self._magicsock_name)
+        self._magicsock = m
+        if m is None:
+            self.device.drops["no_magicsock"] += 1
+            return
+        with contextlib.suppress(ActorStopped, MailboxFull, UnhandledMessage):
+            if h.via == "udp":
+                m.tell(UdpSend.model_construct(dst=h.reply_to, data=reply))
+            elif h.peer is not None:
+                m.tell(WgDatagramOut.model_construct(peer=h.peer, data=reply))
+
+    @handles(WgLiveIndexesRequest)
+    def on_indexes_request(self, msg: WgLiveIndexesRequest) -> None:
+        self._published_indexes = -1
+        self._publish_indexes()
+
+    def _publish_indexes(self) -> None:
+        """Tell magicsock our receiver indexes if they changed since it last heard (before any
+        datagram that could make a peer use a new one: same sender, same mailbox, in order)."""
+        device = self.device
+        if device.index_version == self._published_indexes:
+            return
+        m = self._magicsock or self._ref(self._magicsock_name)
+        self._magicsock = m
+        if m is None:
+            return
+        try:
+            m.tell(WgLiveIndexes(indexes=tuple(sorted(device.live_indexes()))))
+        except (ActorStopped, MailboxFull, UnhandledMessage):
+            return  # not published: the next flush tries again
+        self._published_indexes = device.index_version
 
     @handles(WgTick)
     def on_tick(self, msg: WgTick) -> None:
@@ -210,8 +335,12 @@ class WgEngine(Actor):
                 has_session=peer.keypairs.current is not None,
             ))
         return WgStatus(
-            peers=peers, device_drops=dict(self.device.drops), filter_drops=dict(self.filter.drops),
+            peers=peers, device_drops={**self.device.drops, **self.drops},
+            filter_drops=dict(self.filter.drops),
             packets_in=self.packets_in, packets_out=self.packets_out,
+            work=dict(self.device.work), handshake_queue=len(self._handshakes),
+            handshake_queue_bytes=self._handshake_bytes,
+            under_load=self._under_load_until > self.clock.monotonic(),
         )
 
     def _ref(self, name: str) -> ActorRef | None:
@@ -219,6 +348,8 @@ class WgEngine(Actor):
 
     def _flush(self) -> None:
         device = self.device
+        if device.index_version != self._published_indexes:
+            self._publish_indexes()
         out = device.datagrams_to_send()
         if out:
             m = self._magicsock or self._ref(self._magicsock_name)

@@ -6,6 +6,13 @@ one lookup), responder-side peer lookup by the static key inside a handshake ini
 AllowedIPs routing table (longest-prefix match, used both to pick the peer for an outbound packet
 and to refuse inbound packets whose source the sending peer may not use), and one aggregated
 deadline. Like ``Peer`` it never raises on network input: drops are counted by reason.
+
+Handshake initiations are authenticated before any DH as wireguard-go's ``RoutineHandshake`` does:
+mac1 always; ``under_load`` (the driver's call: its handshake queue is backed up) also needs a mac2
+from a cookie we issued to that source, else the source gets a cookie reply (``cookie_replies()``) and
+no DH; then the source's budget (``RateLimiter``). ``work`` counts what was spent (``handshake_dh``,
+``cookie_replies``). ``live_indexes()`` and ``index_version`` let the driver publish the receiver
+indexes in use, so transport for any other index can be dropped before it is even queued.
 """
 
 from __future__ import annotations
@@ -29,8 +36,10 @@ from pytsnet.wire.wireguard.constants import (
 )
 from pytsnet.wire.wireguard.cookie import CookieChecker
 from pytsnet.wire.wireguard.peer import Event, KeyMaterialZeroed, Peer
+from pytsnet.wire.wireguard.ratelimit import RateLimiter
 
 _U32 = struct.Struct("<I")
+_INITIATION_HEADER = bytes([MESSAGE_INITIATION_TYPE, 0, 0, 0])
 _MAX_INDEX_DRAWS = 64  # 2^32 indices, a few per peer: a collision streak this long means a broken RNG
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -116,7 +125,11 @@ class Device:
         self._outbox: list[tuple[NodePublic, bytes | bytearray]] = []
         self._inbox: list[tuple[NodePublic, bytes]] = []
         self._events: list[tuple[NodePublic, Event]] = []
+        self._cookie_out: list[bytes] = []  # cookie replies to the source of the datagram just received
         self.drops: Counter[str] = Counter()
+        self.work: Counter[str] = Counter()
+        self.rate = RateLimiter()
+        self.index_version = 0  # +1 whenever the set of live receiver indexes changes
 
     # --- configuration -----------------------------------------------------------------------
 
@@ -129,6 +142,7 @@ class Device:
             del self._configs[raw]
             for idx in self._peer_indices.pop(raw, set()):
                 self._indices.pop(idx, None)
+                self.index_version += 1
             self._last_index.pop(raw, None)
         for raw, cfg in wanted.items():
             peer = self._peers.get(raw)
@@ -141,6 +155,7 @@ class Device:
                     unix_time_offset=self._unix_offset,
                     random_bytes=self._random,
                     allocate_index=self._index_allocator(raw),
+                    cookie_checker=self._checker,
                 )
                 self._peer_indices[raw] = set()
             else:
@@ -170,6 +185,7 @@ class Device:
                 raise RuntimeError("random_bytes keeps returning used receiver indices")
             self._prune_indices(raw, keep=idx)
             self._indices[idx] = raw
+            self.index_version += 1
             self._peer_indices[raw].add(idx)
             self._last_index[raw] = idx
             return idx
@@ -195,9 +211,14 @@ class Device:
             owned.discard(idx)
             if self._indices.get(idx) == raw:
                 del self._indices[idx]
+                self.index_version += 1
 
     def index_count(self) -> int:
         return len(self._indices)
+
+    def live_indexes(self) -> frozenset[int]:
+        """Every receiver index a peer answers to now (sessions and the pending initiation)."""
+        return frozenset(self._indices)
 
     # --- outputs -----------------------------------------------------------------------------
 
@@ -211,6 +232,12 @@ class Device:
 
     def events(self) -> list[tuple[NodePublic, Event]]:
         out, self._events = self._events, []
+        return out
+
+    def cookie_replies(self) -> list[bytes]:
+        """Cookie replies owed to the source of the last ``receive`` (no peer is known for them:
+        the driver sends them back the way that datagram came)."""
+        out, self._cookie_out = self._cookie_out, []
         return out
 
     def next_deadline(self) -> float | None:
@@ -287,10 +314,16 @@ class Device:
         return True
 
     def receive(
-        self, datagram: bytes, now: float, *, src: bytes = b"", under_load: bool = False
+        self, datagram: bytes, now: float, *, src: bytes = b"", under_load: bool = False,
+        rate_key: bytes | None = None,
     ) -> NodePublic | None:
         """Handle one datagram from the network; returns the peer it belonged to (so the caller
-        can learn that peer's endpoint), or None if it was dropped before reaching a peer."""
+        can learn that peer's endpoint), or None if it was dropped before reaching a peer.
+        ``src`` keys cookies (the sender's address), ``rate_key`` the handshake budget (its IP;
+        default ``src``)."""
+        if datagram[:4] == _INITIATION_HEADER:
+            key = src if rate_key is None else rate_key
+            return self._receive_initiation(datagram, now, src, under_load, key)
         raw = self._lookup(datagram)
         if raw is None:
             return None
@@ -312,8 +345,6 @@ class Device:
             off = 4
         elif t == MESSAGE_RESPONSE_TYPE:
             off = 8
-        elif t == MESSAGE_INITIATION_TYPE:
-            return self._lookup_initiator(datagram)
         else:
             self.drops["not_wireguard"] += 1
             return None
@@ -325,21 +356,46 @@ class Device:
             self.drops["unknown_index"] += 1
         return raw
 
-    def _lookup_initiator(self, datagram: bytes) -> bytes | None:
-        """The responder's peer lookup: decrypt the initiator's static key (after a cheap mac1
-        check, so unauthenticated floods cost no DH) and find the peer configured with it."""
+    def _receive_initiation(
+        self, datagram: bytes, now: float, src: bytes, under_load: bool, rate_key: bytes
+    ) -> NodePublic | None:
+        """The responder's side, cheapest check first: mac1; under load mac2 (else a cookie reply)
+        and the source's budget; only then the DH that reveals the initiator's static key, which
+        must be a configured peer's. The peer gets the decrypted initiation (no second DH)."""
         try:
             msg = messages.parse_initiation(datagram)
-            if not self._checker.check_mac1(datagram):
-                raise CryptoError("bad mac1")
-            remote = handshake.consume_initiation(self._private_raw, msg).remote_static
-        except (ParseError, CryptoError):
+        except ParseError:
             self.drops["bad_initiation"] += 1
             return None
-        if remote not in self._peers:
+        checker = self._checker
+        if not checker.check_mac1(datagram):
+            self.drops["bad_initiation"] += 1
+            return None
+        if under_load:
+            if not checker.check_mac2(datagram, src, now):
+                self._cookie_out.append(checker.create_reply(datagram, msg.sender, src, now))
+                self.work["cookie_replies"] += 1
+                return None
+            if not self.rate.allow(rate_key, now):
+                self.drops["handshake_rate_limited"] += 1
+                return None
+        self.work["handshake_dh"] += 1
+        try:
+            consumed = handshake.consume_initiation(self._private_raw, msg)
+        except CryptoError:
+            self.drops["bad_initiation"] += 1
+            return None
+        raw = consumed.remote_static
+        peer = self._peers.get(raw)
+        if peer is None:
             self.drops["unknown_peer"] += 1
             return None
-        return remote
+        try:
+            peer.accept_initiation(consumed, now)
+        except CryptoError:
+            self.drops["peer_rejected"] += 1
+        self._collect(raw, peer)
+        return peer.remote_public
 
     def tick(self, now: float) -> None:
         """Run every peer timer that is due."""

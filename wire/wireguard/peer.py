@@ -85,6 +85,7 @@ class Peer:
         unix_time_offset: float = 0.0,
         random_bytes: Callable[[int], bytes] = os.urandom,
         allocate_index: Callable[[], int] | None = None,
+        cookie_checker: CookieChecker | None = None,
     ) -> None:
         """``unix_time_offset`` maps ``now`` to wall time for the TAI64N stamp (peers reject a stamp
         older than one they saw, so it must grow across restarts); the driver passes
@@ -97,7 +98,8 @@ class Peer:
         self._unix_offset = unix_time_offset
         self._random = random_bytes
         self._allocate_index = allocate_index or (lambda: int.from_bytes(random_bytes(4), "little"))
-        self._checker = CookieChecker(local_private.public().raw, random_bytes)
+        # a device shares its checker: the cookies it issues before a peer is known must verify here
+        self._checker = cookie_checker or CookieChecker(local_private.public().raw, random_bytes)
         self._generator = CookieGenerator(self._remote_raw)
         self.timers = Timers(persistent_keepalive)
         self.keypairs = Keypairs()
@@ -408,7 +410,12 @@ class Peer:
         msg = messages.parse_initiation(datagram)
         if not self._check_macs(datagram, now, src, under_load, msg.sender):
             return
-        consumed = handshake.consume_initiation(self._local_raw, msg)
+        self.accept_initiation(handshake.consume_initiation(self._local_raw, msg), now)
+
+    def accept_initiation(self, consumed: handshake.ConsumedInitiation, now: float) -> None:
+        """An initiation whose macs were checked and whose DH was done (by a ``Device``, which had to
+        decrypt the static key to find this peer: doing it again would double the DH cost).
+        Raises ``CryptoError`` for a replay, a flood or another peer's key; the caller counts it."""
         if consumed.remote_static != self._remote_raw:
             raise CryptoError("initiation from an unknown static key")
         if not tai64n.after(consumed.timestamp, self._last_timestamp):
