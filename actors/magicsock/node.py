@@ -9,8 +9,8 @@ from pytsnet.actors.magicsock.stun import StunProber
 from pytsnet.actors.magicsock.udp import MagicsockUdp
 from pytsnet.actors.runtime import ActorRef, ActorSystem, ChildSpec, MailboxConfig, supervisor_spec
 
-DATA_MAILBOX = MailboxConfig(4096, max_bytes=8 << 20)
-"""Reads, sends and DERP frames waiting for a magicsock actor: at most 8 MiB, then the sender waits
+DATA_MAILBOX = MailboxConfig(4096, max_bytes=2 << 20)
+"""Reads, sends and DERP frames waiting for a magicsock actor: at most 2 MiB, then the sender waits
 (the UDP reader: the kernel drops at the socket, as a NIC ring would)."""
 
 
