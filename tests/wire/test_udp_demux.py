@@ -9,7 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pytsnet.wire import disco, stun
 from pytsnet.wire.keys import DiscoPrivate
-from pytsnet.wire.udp_demux import Classified, PacketKind, classify
+from pytsnet.wire.udp_demux import (
+    EARLY_DROP_REASONS,
+    MAX_DATAGRAM,
+    Classified,
+    PacketKind,
+    classify,
+    early_drop,
+)
 
 A, B = DiscoPrivate.generate(), DiscoPrivate.generate()
 DISCO_PKT = disco.seal_packet(A, B.public(), disco.Ping(bytes(12)))
@@ -63,3 +70,32 @@ def test_non_binding_stun_and_junk() -> None:
 )
 def test_classify_never_raises(data: bytes) -> None:
     assert isinstance(classify(data).kind, PacketKind)
+
+
+def test_early_drop_reasons() -> None:
+    live = {7}
+    transport = lambda idx, n=32: struct.pack("<II", 4, idx) + bytes(n - 8)  # noqa: E731
+    assert early_drop(transport(7), live) is None
+    assert early_drop(transport(8), live) == "unknown_index"
+    assert early_drop(transport(8), None) is None  # indexes not known yet: nothing dropped for its index
+    assert early_drop(transport(7, 31), live) == "bad_length"  # shorter than header + tag
+    assert early_drop(struct.pack("<III", 2, 1, 7) + bytes(80), live) is None  # response to index 7
+    assert early_drop(struct.pack("<III", 2, 1, 9) + bytes(80), live) == "unknown_index"
+    assert early_drop(struct.pack("<II", 3, 7) + bytes(56), live) is None  # cookie reply to index 7
+    assert early_drop(WG_INIT, live) is None  # initiations carry no index of ours
+    assert early_drop(WG_INIT + b"\0", live) == "bad_length"
+    assert early_drop(transport(7, MAX_DATAGRAM + 1), live) == "oversize"
+    assert early_drop(bytes(MAX_DATAGRAM + 1), live) == "oversize"
+    assert early_drop(b"\x05\x00\x00\x00", live) == "unknown_kind"
+    assert early_drop(b"", live) == "unknown_kind"
+    for keep in (DISCO_PKT, STUN_REQ, STUN_RESP, geneve(0x7A12, WG_DATA)):
+        assert early_drop(memoryview(keep), live) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=200))
+def test_early_drop_keeps_exactly_what_classify_routes(data: bytes) -> None:
+    reason = early_drop(data, None)
+    assert reason in (None, *EARLY_DROP_REASONS)
+    if reason is None:
+        assert classify(data).kind is not PacketKind.UNKNOWN
