@@ -289,6 +289,7 @@ class PathStatus(Message, tag="magicsock.path_status"):
     unknown_udp_source: int = 0
     dropped_unknown_kind: int = 0
     dropped_bad_source: int = 0
+    dropped_derp_full: int = 0
     early_drops: dict[str, int] = {}
     """Dropped by the reader before queueing, by reason (``wire.udp_demux.EARLY_DROP_REASONS``)."""
     datagrams_read: int = 0

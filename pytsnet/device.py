@@ -453,7 +453,8 @@ class ActorDevice:
                              magicsock_no_path=ps.dropped_no_path, magicsock_blackhole=ps.dropped_blackhole,
                              magicsock_unknown_udp_source=ps.unknown_udp_source,
                              magicsock_unknown_kind=ps.dropped_unknown_kind,
-                             magicsock_bad_source=ps.dropped_bad_source)
+                             magicsock_bad_source=ps.dropped_bad_source,
+                             magicsock_derp_full=ps.dropped_derp_full)
                 for reason, n in ps.early_drops.items():  # the reader's, before queueing
                     drops[f"magicsock_{reason}"] = drops.get(f"magicsock_{reason}", 0) + n
                 counters.update(udp_datagrams_read=ps.datagrams_read, udp_bytes_read=ps.bytes_read)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from pytsnet.actors.magicsock.config import MagicsockConfig
 from pytsnet.actors.magicsock.wg_sink import WgSinkDelivery
-from pytsnet.actors.runtime import Actor, UnhandledMessage, handles
+from pytsnet.actors.runtime import Actor, MailboxFull, UnhandledMessage, handles
 from pytsnet.messages.magicsock import (
     DerpRoute,
     DerpSend,
@@ -89,6 +89,7 @@ class MagicsockUdp(Actor):
         self.dropped_blackhole = 0
         self.dropped_unknown_kind = 0  # neither STUN, disco nor WireGuard-shaped
         self.dropped_bad_source = 0
+        self.dropped_derp_full = 0
         self.unknown_udp_source = 0
         self._src_cache: dict[tuple, str] = {}  # type: ignore[type-arg]
         self._wg_sink = WgSinkDelivery()
@@ -247,8 +248,11 @@ class MagicsockUdp(Actor):
             if region:
                 derp = self.lookup(self.config.derp_name(region))
                 if derp is not None:
-                    derp.tell(DerpSend.model_construct(peer=peer, data=datas[0]) if len(datas) == 1
-                              else DerpSends.model_construct(peer=peer, datas=datas))
+                    try:
+                        derp.tell(DerpSend.model_construct(peer=peer, data=datas[0]) if len(datas) == 1
+                                  else DerpSends.model_construct(peer=peer, datas=datas))
+                    except MailboxFull:  # the relay connection stalled past the block timeout
+                        self.dropped_derp_full += len(datas)
                 r.derp_out += sum(map(len, datas))
             elif r.udp is None:
                 self.dropped_no_path += len(datas)
@@ -337,4 +341,5 @@ class MagicsockUdp(Actor):
                           unknown_udp_source=self.unknown_udp_source,
                           dropped_unknown_kind=self.dropped_unknown_kind,
                           dropped_bad_source=self.dropped_bad_source, early_drops=dict(self.early_drops),
+                          dropped_derp_full=self.dropped_derp_full,
                           datagrams_read=self.datagrams_read, bytes_read=self.bytes_read)

@@ -143,10 +143,11 @@ class Cell:
         self.dispatcher.notify(self)
 
     # -- sending -----------------------------------------------------------------------------------
-    def send(self, msg: Message, reply: Reply | None) -> None:
-        self._send_from(current.name, msg, reply)
+    def send(self, msg: Message, reply: Reply | None) -> bool:
+        return self._send_from(current.name, msg, reply)
 
-    def _send_from(self, sender: str | None, msg: Message, reply: Reply | None) -> None:
+    def _send_from(self, sender: str | None, msg: Message, reply: Reply | None) -> bool:
+        """Enqueue; False when a DROP_NEWEST mailbox dropped it (counted there)."""
         if handler_for(self.spec.actor_cls, type(msg)) is None:
             raise UnhandledMessage(f"{self.spec.actor_cls.__name__} ({self.name}) has no handler for "
                                    f"{type(msg).__name__}")
@@ -158,6 +159,8 @@ class Cell:
             tracer.send(self.system, current.name, current.seq, self.name, env)
         if self.mailbox.put(env, is_ask=reply is not None, size=payload_size(msg)):
             self.dispatcher.notify(self)
+            return True
+        return False
 
     # -- running ---------------------------------------------------------------------------------
     def start_incarnation(self) -> None:

@@ -115,12 +115,13 @@ class ActorRef:
         (an ask would queue behind that very backlog)."""
         return self._cell.mailbox.backlog()
 
-    def tell(self, msg: Message) -> None:
-        """Enqueue; raises ``UnhandledMessage``, ``ActorStopped`` or ``MailboxFull`` (per policy)."""
+    def tell(self, msg: Message) -> bool:
+        """Enqueue; raises ``UnhandledMessage``, ``ActorStopped`` or ``MailboxFull`` (per policy).
+        Returns False when a DROP_NEWEST mailbox dropped the message (it is counted there)."""
         if current.sink is not None:
             current.sink(self, msg, False)
-            return
-        self._cell.send(msg, None)
+            return True
+        return self._cell.send(msg, None)
 
     def ask(self, msg: Message, timeout: float = 5.0) -> Any:
         """Send and wait for the reply; raises ``HandlerError``, ``AskTimeout``, ``ActorStopped``..."""
