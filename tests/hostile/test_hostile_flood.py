@@ -54,6 +54,8 @@ def test_handshake_flood_gets_cookies_not_dh(tmp_path: Path) -> None:
         assert dh <= cookies // 50, f"{dh} DH computations against {cookies} cookie replies: {r}"
         assert r.drops.get("wg_unknown_peer", 0) == dh  # every DH done was for an unknown key, refused
         assert r.rss_growth_mib <= RSS_BOUND_MIB, f"victim RSS grew {r.rss_growth_mib:.1f} MiB: {r}"
-        assert r.drained_after is not None and r.drained_after <= 1.0, f"backlog not drained in 1 s: {r}"
+        # each queued initiation still costs a cookie reply (~0.2-0.6 s for the lot in bench/hostile.py):
+        # a generous functional bound here
+        assert r.drained_after is not None and r.drained_after <= 2.0, f"backlog not drained in 2 s: {r}"
         ok, _ = rig.transfer(1 << 20)
         assert ok, "the established tunnel does not work after the handshake flood"
