@@ -37,8 +37,7 @@ from pytsnet.actors.runtime import (
     Strategy,
     supervisor_spec,
 )
-from pytsnet.actors.wgengine import EngineMemory, WgEngine
-from pytsnet.actors.wgengine.engine import ENGINE_MAILBOX
+from pytsnet.actors.wgengine import ENGINE_MAILBOX, EngineMemory, WgEngine
 from pytsnet.capture import CAPTURE
 from pytsnet.messages.base import Message
 from pytsnet.messages.dataplane import DataplaneNetmap
