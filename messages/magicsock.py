@@ -71,6 +71,13 @@ class WgLiveIndexes(Message, tag="magicsock.wg_live_indexes"):
     indexes: tuple[int, ...]
 
 
+class WgHandshakeQueueFull(Message, tag="magicsock.wg_handshake_queue_full"):
+    """W → M: W's handshake queue is full (``full``), or has room again (half empty): meanwhile the
+    reader drops handshake initiations, which W would only drop at its queue."""
+
+    full: bool
+
+
 class WgLiveIndexesRequest(Message, tag="magicsock.wg_live_indexes_request"):
     """M → W: tell me ``WgLiveIndexes`` now (a restarted UDP actor forgot them)."""
 

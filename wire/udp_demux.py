@@ -34,7 +34,7 @@ MAX_DATAGRAM = 9000
 _WG_SHAPES = {1: (148, None), 2: (92, 8), 3: (64, 4), 4: (32, 4)}
 _U32 = struct.Struct("<I")
 
-EARLY_DROP_REASONS = ("oversize", "bad_length", "unknown_index", "unknown_kind")
+EARLY_DROP_REASONS = ("oversize", "bad_length", "unknown_index", "unknown_kind", "handshake_queue_full")
 
 
 class PacketKind(Enum):
@@ -81,12 +81,16 @@ def _wireguard(b: bytes) -> Classified:
     return Classified(PacketKind.WIREGUARD if looks_like_wireguard(b) else PacketKind.UNKNOWN)
 
 
-def early_drop(b: bytes | bytearray | memoryview, live_indexes: Container[int] | None) -> str | None:
+def early_drop(
+    b: bytes | bytearray | memoryview, live_indexes: Container[int] | None, *, initiations_full: bool = False
+) -> str | None:
     """Why the reader should drop ``b`` at once (one of ``EARLY_DROP_REASONS``), or None to keep it.
 
     ``live_indexes`` are the receiver indexes the engine has sessions or pending handshakes under;
-    None while unknown (nothing is dropped for its index then). WireGuard-shaped datagrams are
-    recognised from four bytes (a WireGuard header never classifies as STUN, Geneve or disco).
+    None while unknown (nothing is dropped for its index then). ``initiations_full``: the engine's
+    handshake queue is full, so an initiation would only be dropped there (wireguard-go's reader
+    drops it at the full queue itself). WireGuard-shaped datagrams are recognised from four bytes (a
+    WireGuard header never classifies as STUN, Geneve or disco).
     """
     n = len(b)
     if n > MAX_DATAGRAM:
@@ -97,6 +101,8 @@ def early_drop(b: bytes | bytearray | memoryview, live_indexes: Container[int] |
             return "bad_length"
         if off is not None and live_indexes is not None and _U32.unpack_from(b, off)[0] not in live_indexes:
             return "unknown_index"
+        if off is None and initiations_full:
+            return "handshake_queue_full"
         return None
     if classify(bytes(b)).kind is PacketKind.UNKNOWN:
         return "unknown_kind"

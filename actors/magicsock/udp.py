@@ -45,6 +45,7 @@ from pytsnet.messages.magicsock import (
     WgDatagramIn,
     WgDatagramOut,
     WgDatagramsOut,
+    WgHandshakeQueueFull,
     WgLiveIndexes,
     WgLiveIndexesRequest,
 )
@@ -96,6 +97,7 @@ class MagicsockUdp(Actor):
         self._peer_at: dict[str, str | None] = {}  # src text -> peer (by_addr), reset on PathUpdate
         self.derp_routes: dict[str, tuple[int, int]] = {}  # peer -> (region, conn) it was heard on
         self._live: frozenset[int] | None = None  # the engine's receiver indexes; None: not known yet
+        self._initiations_full = False  # the engine's handshake queue is full: drop initiations on read
         self._buf = bytearray(MAX_DATAGRAM)
         self._view = memoryview(self._buf)  # never released: the buffer is never resized
         self.early_drops: dict[str, int] = dict.fromkeys(EARLY_DROP_REASONS, 0)  # written by the reader only
@@ -137,7 +139,8 @@ class MagicsockUdp(Actor):
         if not self._poller.poll(READ_TIMEOUT * 1000):
             return None
         reads: list[UdpRead] = []
-        buf, view, drops, live = self._buf, self._view, self.early_drops, self._live
+        buf, view, drops = self._buf, self._view, self.early_drops
+        live, full = self._live, self._initiations_full
         examined = got = 0
         try:
             while len(reads) < READ_BURST and examined < READ_EXAMINE:
@@ -154,7 +157,7 @@ class MagicsockUdp(Actor):
                 examined += 1
                 got += n
                 data = view[:n]
-                reason = early_drop(data, live)
+                reason = early_drop(data, live, initiations_full=full)
                 if reason is not None:
                     drops[reason] += 1
                     continue
@@ -315,6 +318,10 @@ class MagicsockUdp(Actor):
     def on_live_indexes(self, msg: WgLiveIndexes) -> None:
         """The engine's receiver indexes now: transport for any other index is dropped on read."""
         self._live = frozenset(msg.indexes)
+
+    @handles(WgHandshakeQueueFull)
+    def on_handshake_queue(self, msg: WgHandshakeQueueFull) -> None:
+        self._initiations_full = msg.full
 
     @handles(UdpBlackhole)
     def on_blackhole(self, msg: UdpBlackhole) -> None:

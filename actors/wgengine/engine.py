@@ -46,7 +46,7 @@ from pytsnet.actors.runtime import (
 )
 from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.actors.wgengine.filter_rules import FilterRuleError, rules_from_tailcfg
-from pytsnet.messages.magicsock import UdpSend, WgLiveIndexes, WgLiveIndexesRequest
+from pytsnet.messages.magicsock import UdpSend, WgHandshakeQueueFull, WgLiveIndexes, WgLiveIndexesRequest
 from pytsnet.messages.peers import PeersChanged
 from pytsnet.messages.wgengine import (
     CapturedPackets,
@@ -138,6 +138,7 @@ class WgEngine(Actor):
         self._handshakes: deque[_Handshake] = deque()
         self._handshake_bytes = 0
         self._work_pending = False
+        self._queue_full_told = False  # magicsock was told our handshake queue is full
         self._under_load_until = float("-inf")
         self._published_indexes = -1  # the Device.index_version magicsock last heard of
         self.drops: dict[str, int] = {"handshake_queue_full": 0}
@@ -152,6 +153,7 @@ class WgEngine(Actor):
             config = self._memory.config
         self._apply(config)
         self._publish_indexes()  # a new incarnation has no sessions: magicsock forgets the old ones
+        self._tell_magicsock(WgHandshakeQueueFull(full=False))  # nor a full handshake queue
 
     def on_stop(self) -> None:
         if self._timer is not None:
@@ -244,6 +246,8 @@ class WgEngine(Actor):
         self._flush()
         if queue and not self._work_pending:
             self._schedule_work()
+        if len(queue) >= QUEUE_HANDSHAKE_SIZE and not self._queue_full_told:
+            self._queue_full_told = self._tell_magicsock(WgHandshakeQueueFull(full=True))
 
     @staticmethod
     def _handshake(d: WgDatagramIn) -> _Handshake:
@@ -272,6 +276,18 @@ class WgEngine(Actor):
         self._flush()
         if queue:
             self._schedule_work()
+        if self._queue_full_told and len(queue) <= QUEUE_HANDSHAKE_SIZE // 2:
+            self._queue_full_told = not self._tell_magicsock(WgHandshakeQueueFull(full=False))
+
+    def _tell_magicsock(self, msg: WgHandshakeQueueFull) -> bool:
+        m = self._magicsock or self._ref(self._magicsock_name)
+        self._magicsock = m
+        if m is None:
+            return False
+        try:
+            return m.tell(msg)
+        except (ActorStopped, MailboxFull, UnhandledMessage):  # a rig without it: the queue drops them
+            return False
 
     def _under_load(self, now: float) -> bool:
         """wireguard-go ``IsUnderLoad``: the handshake queue is 1/8 full, or was within a second."""

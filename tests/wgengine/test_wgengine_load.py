@@ -11,7 +11,7 @@ import pytest
 from pytsnet.actors.runtime import Actor, ActorRef, ActorSystem, handles
 from pytsnet.actors.wgengine import EngineMemory, WgEngine
 from pytsnet.actors.wgengine.engine import QUEUE_HANDSHAKE_SIZE
-from pytsnet.messages.magicsock import UdpSend, WgLiveIndexes, WgLiveIndexesRequest
+from pytsnet.messages.magicsock import UdpSend, WgHandshakeQueueFull, WgLiveIndexes, WgLiveIndexesRequest
 from pytsnet.messages.wgengine import (
     GetWgStatus,
     IpPacketOut,
@@ -39,7 +39,7 @@ class Recorder(Actor):
     def __init__(self, log: list[object]) -> None:
         self.log = log
 
-    @handles(WgDatagramOut, WgDatagramsOut, UdpSend, WgLiveIndexes)
+    @handles(WgDatagramOut, WgDatagramsOut, UdpSend, WgLiveIndexes, WgHandshakeQueueFull)
     def record(self, msg: object) -> None:
         self.log.append(msg)
 
@@ -116,3 +116,11 @@ def test_full_handshake_queue_drops_and_counts(engine) -> None:  # type: ignore[
     st = _status(ref)
     assert st.device_drops["handshake_queue_full"] == 200
     assert st.work.get("cookie_replies", 0) + st.work.get("handshake_dh", 0) == QUEUE_HANDSHAKE_SIZE
+
+
+def test_full_queue_is_told_to_magicsock_and_cleared(engine) -> None:  # type: ignore[no-untyped-def]
+    ref, key, log = engine
+    _flood(ref, _initiations(key, QUEUE_HANDSHAKE_SIZE + 10))
+    wait_until(lambda: _status(ref).handshake_queue == 0, 30, "queue worked off")
+    told = [m.full for m in log if isinstance(m, WgHandshakeQueueFull)]
+    assert told[-2:] == [True, False]  # full while it was, room again once half empty

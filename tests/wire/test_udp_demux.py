@@ -83,6 +83,8 @@ def test_early_drop_reasons() -> None:
     assert early_drop(struct.pack("<III", 2, 1, 9) + bytes(80), live) == "unknown_index"
     assert early_drop(struct.pack("<II", 3, 7) + bytes(56), live) is None  # cookie reply to index 7
     assert early_drop(WG_INIT, live) is None  # initiations carry no index of ours
+    assert early_drop(WG_INIT, live, initiations_full=True) == "handshake_queue_full"
+    assert early_drop(transport(7), live, initiations_full=True) is None  # only initiations wait there
     assert early_drop(WG_INIT + b"\0", live) == "bad_length"
     assert early_drop(transport(7, MAX_DATAGRAM + 1), live) == "oversize"
     assert early_drop(bytes(MAX_DATAGRAM + 1), live) == "oversize"
