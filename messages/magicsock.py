@@ -78,6 +78,11 @@ class WgHandshakeQueueFull(Message, tag="magicsock.wg_handshake_queue_full"):
     full: bool
 
 
+class WgHandshakeLoad(Message, tag="magicsock.wg_handshake_load"):
+    """M → W: the reader is shedding handshake initiations over its budget: W is under load (for
+    ``UNDER_LOAD_AFTER``) even though its queue, fed within budget, never backs up."""
+
+
 class WgLiveIndexesRequest(Message, tag="magicsock.wg_live_indexes_request"):
     """M → W: tell me ``WgLiveIndexes`` now (a restarted UDP actor forgot them)."""
 

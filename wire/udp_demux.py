@@ -34,7 +34,8 @@ MAX_DATAGRAM = 9000
 _WG_SHAPES = {1: (148, None), 2: (92, 8), 3: (64, 4), 4: (32, 4)}
 _U32 = struct.Struct("<I")
 
-EARLY_DROP_REASONS = ("oversize", "bad_length", "unknown_index", "unknown_kind", "handshake_queue_full")
+EARLY_DROP_REASONS = ("oversize", "bad_length", "unknown_index", "unknown_kind", "handshake_queue_full",
+                      "initiation_budget")
 
 
 class PacketKind(Enum):

@@ -19,6 +19,7 @@ import errno
 import ipaddress
 import select
 import socket
+import time
 from dataclasses import dataclass
 
 from pytsnet.actors.magicsock.config import MagicsockConfig
@@ -45,15 +46,19 @@ from pytsnet.messages.magicsock import (
     WgDatagramIn,
     WgDatagramOut,
     WgDatagramsOut,
+    WgHandshakeLoad,
     WgHandshakeQueueFull,
     WgLiveIndexes,
     WgLiveIndexesRequest,
 )
 from pytsnet.wire.magicsock.addr import AddrParseError, format_addr, parse_addr
 from pytsnet.wire.udp_demux import EARLY_DROP_REASONS, PacketKind, classify, early_drop
+from pytsnet.wire.wireguard.ratelimit import TokenBucket
 
 READ_TIMEOUT = 0.5
 MAX_DATAGRAM = 65535  # the read buffer: a larger datagram is cut, and then dropped as oversize
+INITIATIONS_PER_SECOND = 2048  # handshake initiations the reader hands on per second, all sources together
+LOAD_NOTE_INTERVAL = 0.25  # how often shedding initiations is reported to the engine as load
 READ_EXAMINE = 4 * 64  # datagrams one read call looks at, dropped ones included (the loop stays responsive)
 ACTIVITY_NOTE_INTERVAL = 1.0  # how often a busy peer's sends are reported to the DiscoPinger
 SOCKET_BUFFER = 4 << 20  # as Go's magicsock (7 MiB there): a burst of a full TCP window must not overflow
@@ -98,6 +103,11 @@ class MagicsockUdp(Actor):
         self.derp_routes: dict[str, tuple[int, int]] = {}  # peer -> (region, conn) it was heard on
         self._live: frozenset[int] | None = None  # the engine's receiver indexes; None: not known yet
         self._initiations_full = False  # the engine's handshake queue is full: drop initiations on read
+        # all initiations together, whoever sends them: what the engine can answer with cookies while
+        # the reader still keeps up with a flood (the kernel drops established tunnels' packets else)
+        self._initiations = TokenBucket(INITIATIONS_PER_SECOND, INITIATIONS_PER_SECOND / 4)
+        self._shed_noted = 0
+        self._load_noted_at = float("-inf")
         self._buf = bytearray(MAX_DATAGRAM)
         self._view = memoryview(self._buf)  # never released: the buffer is never resized
         self.early_drops: dict[str, int] = dict.fromkeys(EARLY_DROP_REASONS, 0)  # written by the reader only
@@ -140,7 +150,7 @@ class MagicsockUdp(Actor):
             return None
         reads: list[UdpRead] = []
         buf, view, drops = self._buf, self._view, self.early_drops
-        live, full = self._live, self._initiations_full
+        live, full, budget, known = self._live, self._initiations_full, self._initiations.allow, self.by_addr
         examined = got = 0
         try:
             while len(reads) < READ_BURST and examined < READ_EXAMINE:
@@ -158,6 +168,9 @@ class MagicsockUdp(Actor):
                 got += n
                 data = view[:n]
                 reason = early_drop(data, live, initiations_full=full)
+                if (reason is None and data[0] == 1 and (src[0], src[1]) not in known
+                        and not budget(time.monotonic())):
+                    reason = "initiation_budget"  # strangers' initiations; a peer's endpoint is exempt
                 if reason is not None:
                     drops[reason] += 1
                     continue
@@ -185,6 +198,7 @@ class MagicsockUdp(Actor):
         wg = self._classify(msg)
         if wg is not None:
             self.tell_named(self.config.wg_sink, wg)
+        self._note_shedding()
 
     @handles(UdpReads)
     def on_reads(self, msg: UdpReads) -> None:
@@ -192,6 +206,20 @@ class MagicsockUdp(Actor):
         wg = [d for d in map(self._classify, msg.reads) if d is not None]
         if wg:
             self._wg_sink.deliver(self.lookup(self.config.wg_sink), wg)
+        self._note_shedding()
+
+    def _note_shedding(self) -> None:
+        """The reader is shedding initiations over budget: tell the engine it is under load (at most
+        every ``LOAD_NOTE_INTERVAL``), so the ones that get through earn cookies, not DH."""
+        shed = self.early_drops["initiation_budget"]
+        if shed == self._shed_noted:
+            return
+        now = self.clock.monotonic()
+        if now - self._load_noted_at < LOAD_NOTE_INTERVAL:
+            return
+        self._shed_noted, self._load_noted_at = shed, now
+        with contextlib.suppress(UnhandledMessage):  # a sink that is no engine (test rigs)
+            self.tell_named(self.config.wg_sink, WgHandshakeLoad())
 
     def _classify(self, msg: UdpRead) -> WgDatagramIn | None:
         """Route one read: DISCO and STUN are told on here; a WireGuard datagram is returned."""

@@ -15,7 +15,9 @@ counted when full): transport is decrypted as it arrives, handshakes are worked 
 (``WgHandshakeWork`` told to ourselves goes behind the data already queued), so a handshake flood
 delays no established tunnel. The engine is under load while that queue is at least 1/8 full and for
 ``UNDER_LOAD_AFTER`` seconds after (wireguard-go ``IsUnderLoad``): initiations then need a cookie
-(the ``Device`` answers with cookie replies instead of DH work) and fit the source's budget.
+(the ``Device`` answers with cookie replies instead of DH work) and fit the source's budget. Magicsock
+hands on at most its initiation budget per second and reports shedding the rest (``WgHandshakeLoad``),
+which puts the engine under load as well.
 The receiver indexes in use are published to magicsock (``WgLiveIndexes``) before any datagram goes
 out, so its reader drops transport for any other index before it is queued.
 
@@ -46,7 +48,13 @@ from pytsnet.actors.runtime import (
 )
 from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.actors.wgengine.filter_rules import FilterRuleError, rules_from_tailcfg
-from pytsnet.messages.magicsock import UdpSend, WgHandshakeQueueFull, WgLiveIndexes, WgLiveIndexesRequest
+from pytsnet.messages.magicsock import (
+    UdpSend,
+    WgHandshakeLoad,
+    WgHandshakeQueueFull,
+    WgLiveIndexes,
+    WgLiveIndexesRequest,
+)
 from pytsnet.messages.peers import PeersChanged
 from pytsnet.messages.wgengine import (
     CapturedPackets,
@@ -288,6 +296,11 @@ class WgEngine(Actor):
             return m.tell(msg)
         except (ActorStopped, MailboxFull, UnhandledMessage):  # a rig without it: the queue drops them
             return False
+
+    @handles(WgHandshakeLoad)
+    def on_handshake_load(self, msg: WgHandshakeLoad) -> None:
+        """Magicsock sheds initiations over its budget: that is load too, though our queue stays short."""
+        self._under_load_until = max(self._under_load_until, self.clock.monotonic() + UNDER_LOAD_AFTER)
 
     def _under_load(self, now: float) -> bool:
         """wireguard-go ``IsUnderLoad``: the handshake queue is 1/8 full, or was within a second."""

@@ -7,7 +7,8 @@ victim's RSS grows by at most 64 MiB (a generous functional bound; bench/hostile
 figures); the data plane's backlog, read off the mailboxes' byte counters, is empty within a second
 after the flood; an 8 MiB echo on the tunnel established before the flood comes back byte-exact; the
 flood is dropped on read, by reason, and never reaches the engine. A flood of genuine handshake
-initiations from unknown keys puts the engine under load: it answers with cookie replies, not DH.
+initiations from unknown keys puts the engine under load: it answers with cookie replies, not DH, the
+reader sheds what is over its initiation budget, and the echo still comes back byte-exact.
 """
 
 from __future__ import annotations
@@ -46,16 +47,16 @@ def test_udp_flood_costs_cpu_not_memory(tmp_path: Path, size: int, reason: str) 
 @pytest.mark.timeout(600)
 def test_handshake_flood_gets_cookies_not_dh(tmp_path: Path) -> None:
     with FloodRig(tmp_path) as rig:
-        r = rig.flood("initiation", 148, count=COUNT, seconds=SECONDS)
+        r = rig.flood("initiation", 148, count=COUNT, seconds=SECONDS, transfer=TRANSFER)
         assert r.sent >= COUNT and r.attack_seconds >= SECONDS, f"the flood fell short: {r}"
         cookies = r.counters.get("wg_cookie_replies", 0)
         dh = r.counters.get("wg_handshake_dh", 0)
-        assert cookies >= 5_000, f"under load, initiations must earn cookie replies: {r}"
+        assert cookies >= 2_000, f"under load, initiations must earn cookie replies: {r}"
         assert dh <= cookies // 50, f"{dh} DH computations against {cookies} cookie replies: {r}"
         assert r.drops.get("wg_unknown_peer", 0) == dh  # every DH done was for an unknown key, refused
+        # what the engine could not answer was shed on read, not queued
+        shed = sum(r.drops.get(f"magicsock_{k}", 0) for k in ("initiation_budget", "handshake_queue_full"))
+        assert shed >= max(20_000, r.read // 2), f"initiations not shed on read: {r}"
+        assert r.transfer_ok is True, "the 8 MiB echo during the handshake flood was not byte-exact"
         assert r.rss_growth_mib <= RSS_BOUND_MIB, f"victim RSS grew {r.rss_growth_mib:.1f} MiB: {r}"
-        # each queued initiation still costs a cookie reply (~0.2-0.6 s for the lot in bench/hostile.py):
-        # a generous functional bound here
-        assert r.drained_after is not None and r.drained_after <= 2.0, f"backlog not drained in 2 s: {r}"
-        ok, _ = rig.transfer(1 << 20)
-        assert ok, "the established tunnel does not work after the handshake flood"
+        assert r.drained_after is not None and r.drained_after <= 1.0, f"backlog not drained in 1 s: {r}"

@@ -10,7 +10,7 @@ from pytsnet.wire.wireguard.constants import REKEY_TIMEOUT
 from pytsnet.wire.wireguard.cookie import CookieGenerator
 from pytsnet.wire.wireguard.device import Device, PeerConfig
 from pytsnet.wire.wireguard.handshake import create_initiation
-from pytsnet.wire.wireguard.ratelimit import PACKET_COST, PACKETS_BURSTABLE, RateLimiter
+from pytsnet.wire.wireguard.ratelimit import PACKET_COST, PACKETS_BURSTABLE, RateLimiter, TokenBucket
 from wgengine_helpers import udp
 
 SRC = b"192.0.2.7:41641"
@@ -113,3 +113,10 @@ def test_live_indexes_follow_sessions() -> None:
     assert b.live_indexes() == {struct.unpack_from("<I", response, 4)[0]}
     a.set_peers([])
     assert a.live_indexes() == frozenset()
+
+
+def test_token_bucket_rate_and_burst() -> None:
+    tb = TokenBucket(100.0, 10.0)
+    assert sum(tb.allow(0.0) for _ in range(50)) == 10  # the burst
+    assert sum(tb.allow(0.5) for _ in range(100)) == 10  # refilled to the burst, not to 50
+    assert sum(tb.allow(0.5 + i / 1000) for i in range(1, 1001)) in range(99, 102)  # 100 per second

@@ -48,3 +48,20 @@ class RateLimiter:
         stale = [k for k, (seen, _) in self._table.items() if now - seen > GC_INTERVAL]
         for k in stale:
             del self._table[k]
+
+
+class TokenBucket:
+    """One budget of ``rate`` per second with a burst of ``burst``: ``allow(now)`` spends a token."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self._tokens = burst
+        self._last = float("-inf")
+
+    def allow(self, now: float) -> bool:
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
