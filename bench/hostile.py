@@ -4,10 +4,10 @@ Usage: ``.venv/bin/python bench/hostile.py [--count 200000] [--seconds 5] [--tra
 [--scenarios transport:1400,transport:61440,junk:1400,initiation:148]``. The victim is an
 ``ActorDevice`` in its own process, the attacker another process sending as fast as one process goes
 (``pytsnet.testing.flood``), the tailnet and a legitimate peer run here with a direct tunnel to the
-victim; while each flood runs the peer echoes ``--transfer-mib`` MiB through the victim (not for the
-handshake flood). Reported per scenario: datagrams/s sent and received (taken off the victim's
-socket; the kernel drops the rest), drops by reason, work (DH vs cookie replies), the victim's RSS
-before and at peak, how long after the flood its data-plane backlog read zero, and the echo.
+victim; while each flood runs the peer echoes ``--transfer-mib`` MiB through the victim. Reported
+per scenario: datagrams/s sent and received (taken off the victim's socket; the kernel drops the
+rest), drops by reason, work (DH vs cookie replies), the victim's RSS before and at peak, how long
+after the flood its data-plane backlog read zero, and the echo.
 Same scenarios as tests/hostile/test_hostile_flood.py.
 """
 
@@ -53,8 +53,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d, FloodRig(Path(d)) as rig:
         for spec in args.scenarios.split(","):
             kind, size = spec.split(":")
-            transfer = 0 if kind == "initiation" else args.transfer_mib << 20
-            _report(rig.flood(kind, int(size), count=args.count, seconds=args.seconds, transfer=transfer))
+            _report(rig.flood(kind, int(size), count=args.count, seconds=args.seconds,
+                              transfer=args.transfer_mib << 20))
 
 
 if __name__ == "__main__":

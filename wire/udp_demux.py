@@ -62,7 +62,7 @@ def looks_like_wireguard(b: bytes) -> bool:
     return len(b) >= 4 and 1 <= b[0] <= 4 and b[1:4] == b"\x00\x00\x00"
 
 
-def classify(b: bytes) -> Classified:
+def classify(b: bytes | bytearray | memoryview) -> Classified:
     if stun.is_stun(b) and b[1] == 0x01:  # method Binding
         return Classified(PacketKind.STUN_BINDING)
     if len(b) >= GENEVE_FIXED_HEADER_LENGTH and b[0] & 0xC0 == 0 and b[1] & 0x3F == 0 and b[7] == 0:
@@ -105,6 +105,6 @@ def early_drop(
         if off is None and initiations_full:
             return "handshake_queue_full"
         return None
-    if classify(bytes(b)).kind is PacketKind.UNKNOWN:
+    if classify(b).kind is PacketKind.UNKNOWN:  # works on a memoryview too: no copy
         return "unknown_kind"
     return None
