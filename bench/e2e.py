@@ -62,8 +62,8 @@ def _node(role: str, url: str, key: str, tmp: str, direct: bool, nbytes: int, ou
     from pytsnet.config import Config
     from pytsnet.device import ActorDevice
 
-    dev = ActorDevice(Config(dir=Path(tmp) / role, hostname=role, auth_key=key, control_url=url),
-                      bind_host="127.0.0.1", advertise_endpoints=direct, backoff_max=1.0)
+    dev = ActorDevice(Config(dir=Path(tmp) / role, hostname=role, auth_key=key, control_url=url,
+                             bind_host="127.0.0.1", advertise_endpoints=direct, backoff_max=1.0))
     t0 = time.monotonic()
     dev.start()
     dev.wait_until_running_blocking(60)
@@ -208,7 +208,7 @@ def run_go(mib: int) -> dict[str, Any] | str:
             with ns.entered():  # the servers' sockets and the device's threads live in the namespace
                 net.start()
                 dev = ActorDevice(Config(dir=tmp / "py", hostname="pybench", auth_key=key,
-                                         control_url=net.control_url), backoff_max=1.0)
+                                         control_url=net.control_url, backoff_max=1.0))
                 t0 = time.monotonic()
                 dev.start()
             dev.wait_until_running_blocking(60)

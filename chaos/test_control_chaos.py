@@ -28,7 +28,7 @@ def test_control_runner_killed_mid_stream_converges(
 
     def dev(name: str) -> ActorDevice:
         return ActorDevice(Config(dir=tmp_path / name, hostname=name, auth_key=key,
-                                  control_url=net.control_url), backoff_max=0.5).start()
+                                  control_url=net.control_url, backoff_max=0.5)).start()
 
     watcher = dev("watcher")
     others = [dev("p1")]

@@ -1,7 +1,136 @@
-"""pytsnet: embed a Tailscale node in a Python application."""
+"""pytsnet: embed a Tailscale node in a Python application.
+
+One import for an app::
+
+    from pytsnet import ActorDevice, Config, DialTimeout, UnknownTailnetHost
+
+The names load on first use (PEP 562), so ``import pytsnet.wire.keys`` or the CLI does not pay for
+the whole device, and the layer packages can import ``pytsnet.<layer>`` without a cycle.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from pytsnet.logs import install_defaults as _install_log_defaults
 
 __version__ = "0.1.0"
 
 _install_log_defaults()
+
+_ERRORS = ("AddressInUse", "AskTimeout", "AuthRejected", "CaptureError", "ConfigError", "ConnectionAborted",
+           "ConnectionRefused", "ConnectionReset", "ConnectionTimedOut", "DataplaneNotReady", "DeviceClosed",
+           "DialTimeout", "FlowAborted", "FlowCrashed", "KeyExpired", "NeedsLogin", "NetworkUnreachable",
+           "PytsnetError", "RegistrationError", "RegistrationTimeout", "StateStoreError",
+           "TcpConnectionError", "UnknownTailnetHost")
+
+_EXPORTS: dict[str, str] = {
+    "ActorDevice": "pytsnet.device",
+    "WhoIs": "pytsnet.device",
+    "DIAL_TIMEOUT": "pytsnet.device",
+    "Config": "pytsnet.config",
+    "DeviceState": "pytsnet.messages.control",
+    "DeviceStatus": "pytsnet.messages.dataplane",
+    "PeerStatus": "pytsnet.messages.dataplane",
+    "PeerInfo": "pytsnet.messages.peers",
+    "TcpStream": "pytsnet.net.stream",
+    "TcpListener": "pytsnet.net.stream",
+    "UdpSocket": "pytsnet.net.stream",
+    "SocketLike": "pytsnet.net.socket",
+    "SocketListener": "pytsnet.net.socket",
+    "FileStore": "pytsnet.state",
+    "MemoryStore": "pytsnet.state",
+    **dict.fromkeys(_ERRORS, "pytsnet.errors"),
+}
+
+__all__ = [
+    "DIAL_TIMEOUT",
+    "ActorDevice",
+    "AddressInUse",
+    "AskTimeout",
+    "AuthRejected",
+    "CaptureError",
+    "Config",
+    "ConfigError",
+    "ConnectionAborted",
+    "ConnectionRefused",
+    "ConnectionReset",
+    "ConnectionTimedOut",
+    "DataplaneNotReady",
+    "DeviceClosed",
+    "DeviceState",
+    "DeviceStatus",
+    "DialTimeout",
+    "FileStore",
+    "FlowAborted",
+    "FlowCrashed",
+    "KeyExpired",
+    "MemoryStore",
+    "NeedsLogin",
+    "NetworkUnreachable",
+    "PeerInfo",
+    "PeerStatus",
+    "PytsnetError",
+    "RegistrationError",
+    "RegistrationTimeout",
+    "SocketLike",
+    "SocketListener",
+    "StateStoreError",
+    "TcpConnectionError",
+    "TcpListener",
+    "TcpStream",
+    "UdpSocket",
+    "UnknownTailnetHost",
+    "WhoIs",
+    "__version__",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pytsnet' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
+    from pytsnet.config import Config
+    from pytsnet.device import DIAL_TIMEOUT, ActorDevice, WhoIs
+    from pytsnet.errors import (
+        AddressInUse,
+        AskTimeout,
+        AuthRejected,
+        CaptureError,
+        ConfigError,
+        ConnectionAborted,
+        ConnectionRefused,
+        ConnectionReset,
+        ConnectionTimedOut,
+        DataplaneNotReady,
+        DeviceClosed,
+        DialTimeout,
+        FlowAborted,
+        FlowCrashed,
+        KeyExpired,
+        NeedsLogin,
+        NetworkUnreachable,
+        PytsnetError,
+        RegistrationError,
+        RegistrationTimeout,
+        StateStoreError,
+        TcpConnectionError,
+        UnknownTailnetHost,
+    )
+    from pytsnet.messages.control import DeviceState
+    from pytsnet.messages.dataplane import DeviceStatus, PeerStatus
+    from pytsnet.messages.peers import PeerInfo
+    from pytsnet.net.socket import SocketLike, SocketListener
+    from pytsnet.net.stream import TcpListener, TcpStream, UdpSocket
+    from pytsnet.state import FileStore, MemoryStore

@@ -4,14 +4,26 @@ Defaults follow Go's ``tsnet.Server`` (features.md §7): hostname = the program 
 ``TS_AUTHKEY`` then ``TS_AUTH_KEY``; control URL from ``TS_CONTROL_URL`` then Tailscale's; state in
 ``dir`` (default ``<user config dir>/tsnet-<program>``), or in memory for an ephemeral node without
 a dir.
+
+``Config`` is the one place a node is configured: besides Go's ``tsnet.Server`` fields it holds the
+few knobs Go keeps elsewhere (the UDP bind host, whether to advertise endpoints, disco timings and
+the STUN interval for tests, the control backoff ceiling, an injected clock).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pytsnet.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pytsnet.actors.control import StateStore
+    from pytsnet.actors.runtime import Clock
+    from pytsnet.wire.magicsock.endpoint import Timings
 
 __all__ = ["DEFAULT_CONTROL_URL", "Config", "program_name"]
 
@@ -40,10 +52,28 @@ class Config:
     ephemeral: bool = False
     tags: tuple[str, ...] = ()
     port: int = 0
-    """UDP port for the data plane; 0 = OS-chosen."""
+    """UDP port for the data plane (WireGuard, disco, STUN); 0 = OS-chosen (Go's ``Port``)."""
+    store: StateStore | None = field(default=None, compare=False)
+    """Where node state lives (Go's ``Store``); None: a ``FileStore`` in ``dir``, or memory."""
+    bind_host: str = "0.0.0.0"
+    """Host address the UDP socket binds (``127.0.0.1`` keeps a test node on loopback)."""
+    advertise_endpoints: bool = True
+    """False: never tell peers our UDP endpoints (every path goes through DERP)."""
+    timings: Timings | None = field(default=None, compare=False)
+    """Disco timings (None: Go's); tests shorten them."""
+    stun_interval: tuple[float, float] = (20.0, 26.0)
+    """Seconds between STUN probes (a random value in this range, as Go's netcheck)."""
+    backoff_max: float = 30.0
+    """Ceiling of the control client's retry backoff, in seconds."""
+    clock: Clock | None = field(default=None, compare=False)
+    """The actors' clock (None: real time); tests inject one to skip time."""
 
     def resolved(self) -> Config:
         """A copy with every default and environment fallback applied."""
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"Config.port={self.port} is not a UDP port: use 0 (OS-chosen) to 65535")
+        if self.stun_interval[0] > self.stun_interval[1] or self.stun_interval[0] <= 0:
+            raise ConfigError(f"Config.stun_interval={self.stun_interval}: want (low, high), 0 < low <= high")
         env = os.environ
         prog = program_name()
         directory = self.dir

@@ -1,27 +1,29 @@
-"""``ActorDevice``: the public facade of an embedded node (control side for now).
+"""``ActorDevice``: the public facade of an embedded node (Go's ``tsnet.Server``).
 
 ::
 
-    dev = ActorDevice(Config(dir="state", hostname="app", auth_key="tskey-…", control_url=url))
-    dev.start()
-    await dev.wait_until_running(30)        # or dev.wait_until_running_blocking(30)
-    async for st in dev.watch_state(): ...  # DeviceState values as they change
-    dev.peers(); await dev.logout(); dev.close()
+    async with ActorDevice(Config(dir="state", hostname="app")) as dev:   # start; close on exit
+        await dev.up(30)                         # Go's Up: wait until Running, return status()
+        stream = await dev.tcp_connect("web", 80)   # tailnet IP, MagicDNS short name or FQDN
+        listener = await dev.listen(8080); sock = await dev.listen_packet(5353)
+        async for st in dev.watch_state(): ...  # DeviceState values as they change
+        dev.status(); dev.whois("100.64.0.2"); dev.tailscale_ips(); await dev.logout()
 
-    stream = await dev.tcp_connect("web", 80)   # tailnet IP, MagicDNS short name or FQDN
-    listener = await dev.listen(8080); sock = await dev.listen_packet(5353)
-    dev.status(); dev.whois("100.64.0.2"); dev.tailscale_ips()
+Everything is configured through ``Config`` (one source of truth). The async API is anyio-native
+(asyncio or trio); every call has a blocking twin (``*_blocking``) for synchronous code.
 
 "Running" means registered + authorized + a netmap received (control) and, as in Go, the data plane
 up: the home DERP region connected or a live WireGuard session (a tailnet without DERP regions needs
 neither). Its actors live in one ``ActorSystem`` per device, shaped by ``pytsnet.tree``. Tailnet
 dials go through the userspace netstack only; an unknown host raises ``UnknownTailnetHost`` and never
-touches a host socket. An ephemeral node logs out on ``close`` (as tsnet's shutdown does).
+touches a host socket. Listeners and UDP sockets belong to the device (``pytsnet.net.bindings``): they
+may be opened before Running and survive data-plane rebuilds. An ephemeral node logs out on ``close``
+(as tsnet's shutdown does).
 """
 
 from __future__ import annotations
 
-import asyncio
+import collections
 import contextlib
 import ipaddress
 import logging
@@ -32,23 +34,31 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from pytsnet.actors.control import RunnerConfig, StateStore
+import anyio
+import anyio.to_thread
+
+from pytsnet.actors.control import RunnerConfig
 from pytsnet.actors.control.transport import ControlURLError, parse_control_url
 from pytsnet.actors.dataplane import DataplaneMemory
-from pytsnet.actors.runtime import ActorStopped, ActorSystem, AskTimeout, Clock, logs
+from pytsnet.actors.runtime import ActorStopped, ActorSystem, AskTimeout, logs
+from pytsnet.actors.runtime.waker import ThreadWaker
 from pytsnet.capture import PcapCapture, start_capture
 from pytsnet.closing import reset_flows_and_flush
 from pytsnet.config import DEFAULT_CONTROL_URL, Config
-from pytsnet.dial import DataplaneNotReady, UnknownTailnetHost, resolve
+from pytsnet.dial import resolve
 from pytsnet.errors import (
     AuthRejected,
     ConfigError,
+    ConnectionRefused,
+    DataplaneNotReady,
     DeviceClosed,
+    DialTimeout,
     KeyExpired,
     NeedsLogin,
     NetworkUnreachable,
     RegistrationError,
     RegistrationTimeout,
+    UnknownTailnetHost,
 )
 from pytsnet.messages.base import Message
 from pytsnet.messages.control import DeviceState, Logout, LogoutDone
@@ -67,19 +77,46 @@ from pytsnet.messages.netstack import NetstackStatus, NetstackStatusRequest
 from pytsnet.messages.peers import GetPeers, PeerInfo, PeersChanged, PeerTable
 from pytsnet.messages.wgengine import GetWgStatus, WgStatus
 from pytsnet.net import SocketLike, SocketListener, TcpListener, TcpStream, UdpSocket
+from pytsnet.net.bindings import Bindings
 from pytsnet.net.netstack import Netstack
 from pytsnet.state import FileStore, MemoryStore
 from pytsnet.tree import CONTROL, DATAPLANE, PEERS, DataplaneOptions, device_tree
 from pytsnet.wire.keys import DiscoPrivate
 from pytsnet.wire.magicsock.endpoint import Timings
 
-__all__ = ["ActorDevice", "DataplaneNotReady", "DeviceState", "DeviceStatus", "UnknownTailnetHost",
-           "WhoIs"]
+__all__ = ["DIAL_TIMEOUT", "ActorDevice", "DataplaneNotReady", "DeviceState", "DeviceStatus",
+           "UnknownTailnetHost", "WhoIs"]
 
 log = logs.subsystem_logger("device")
 
 LOGOUT_TIMEOUT = 5.0
 """tsnet gives an ephemeral node's shutdown logout 5 s."""
+
+DIAL_TIMEOUT = 30.0
+"""Default bound on a dial, async and blocking alike (an offline peer's SYNs would retry for minutes)."""
+
+
+class _Watcher:
+    """A queue of events for one async waiter; ``push`` from any thread, ``get`` in the waiter's loop."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: collections.deque[Message] = collections.deque()
+        self._waker = ThreadWaker()
+
+    def push(self, msg: Message) -> None:
+        with self._lock:
+            self._items.append(msg)
+            waker = self._waker
+        waker.set()
+
+    async def get(self) -> Message:
+        while True:
+            with self._lock:
+                if self._items:
+                    return self._items.popleft()
+                self._waker = waker = ThreadWaker()
+            await waker.wait()
 
 
 @dataclass(frozen=True)
@@ -127,34 +164,42 @@ def _log_change(old: DeviceState, new: DeviceState, route: logs.LogRoute) -> Non
         log.info("state %s -> %s%s", old.state, new.state, extra)
 
 
+def _dial_timeout(host: str, port: int, addr: str, timeout: float) -> DialTimeout:
+    return DialTimeout(f"dial {host}:{port} ({addr}) timed out after {timeout}s: is the peer online, and "
+                       "does the tailnet policy let us reach it? (see dev.status().peers)")
+
+
+def _refused(host: str, port: int, addr: str) -> ConnectionRefused:
+    return ConnectionRefused(f"{host}:{port} ({addr}) refused the connection: nothing listens on that port "
+                             "of the peer (start its listener, or check the port)")
+
+
 class ActorDevice:
-    def __init__(self, config: Config | None = None, *, store: StateStore | None = None,
-                 clock: Clock | None = None, backoff_max: float = 30.0, bind_host: str = "0.0.0.0",
-                 bind_port: int = 0, advertise_endpoints: bool = True, timings: Timings | None = None,
-                 stun_interval: tuple[float, float] = (20.0, 26.0),
+    def __init__(self, config: Config | None = None, *,
                  logger: logging.Logger | logging.LoggerAdapter | None = None) -> None:  # type: ignore[type-arg]
-        """``logger`` (Go's ``UserLogf``/``Logf``): this device's records go there instead of the
-        ``pytsnet.<subsystem>`` loggers; lifecycle at INFO, per-subsystem detail at DEBUG."""
-        self.config = (config or Config()).resolved()
-        self._log_route = logs.LogRoute(str(self.config.hostname), logger)
+        """Everything else is in ``config`` (one source of truth). ``logger`` (Go's
+        ``UserLogf``/``Logf``): this device's records go there instead of the ``pytsnet.<subsystem>``
+        loggers; lifecycle at INFO, per-subsystem detail at DEBUG."""
+        self.config = cfg = (config or Config()).resolved()
+        self._log_route = logs.LogRoute(str(cfg.hostname), logger)
+        store = cfg.store
         if store is None:
-            store = FileStore.in_dir(self.config.dir) if self.config.dir is not None else MemoryStore()
+            store = FileStore.in_dir(cfg.dir) if cfg.dir is not None else MemoryStore()
         self.store = store
         self.disco = DiscoPrivate.generate()
         """The data plane's disco key (per process, like Go's magicsock); control learns its public half."""
-        self._clock = clock
-        self._backoff_max = backoff_max
         self._cond = threading.Condition()
         self._state = DeviceState(state="NoState")
         self._control_state = self._state
         self._dp_state = DataplaneState()
         self.dataplane = DataplaneMemory()
+        self._bindings = Bindings()
         self._dp_options = DataplaneOptions(
-            disco=self.disco, bind_host=bind_host, bind_port=bind_port,
-            advertise_endpoints=advertise_endpoints, timings=timings or Timings(),
-            stun_interval=stun_interval)
+            disco=self.disco, bind_host=cfg.bind_host, bind_port=cfg.port,
+            advertise_endpoints=cfg.advertise_endpoints, timings=cfg.timings or Timings(),
+            stun_interval=cfg.stun_interval, on_netstack=self._bindings.attach)
         self._peers: list[PeerInfo] = []
-        self._watchers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[Message]]] = []
+        self._watchers: list[_Watcher] = []
         self.system: ActorSystem | None = None
         self._closed = False
         self._life = threading.Lock()
@@ -184,8 +229,8 @@ class ActorDevice:
         runner = RunnerConfig(
             control_url=str(cfg.control_url), hostname=str(cfg.hostname), auth_key=str(cfg.auth_key or ""),
             ephemeral=cfg.ephemeral, tags=tuple(cfg.tags), disco_public=self.disco.public().to_text(),
-            backoff_max=self._backoff_max, dataplane_name=DATAPLANE)
-        self.system = ActorSystem(f"device-{cfg.hostname}", clock=self._clock, log_route=self._log_route)
+            backoff_max=cfg.backoff_max, dataplane_name=DATAPLANE)
+        self.system = ActorSystem(f"device-{cfg.hostname}", clock=cfg.clock, log_route=self._log_route)
         self.system.spawn_spec(device_tree(self.system, runner, self.store, self._on_event, self._dp_options,
                                            self.dataplane))
         return self
@@ -206,16 +251,36 @@ class ActorDevice:
                 with contextlib.suppress(AskTimeout, ActorStopped, DeviceClosed):
                     self._ref(CONTROL).ask(Logout(), timeout=LOGOUT_TIMEOUT)
             self.system.shutdown()
+        self._bindings.close()
         self._on_event(self._control_state.model_copy(update={"state": "Stopped"}))
 
     async def aclose(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self.close)
+        """``close`` in a worker thread, so the event loop keeps running while actors stop."""
+        await anyio.to_thread.run_sync(self.close)
 
     def __enter__(self) -> ActorDevice:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    async def __aenter__(self) -> ActorDevice:
+        return self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def up(self, timeout: float = 60.0) -> DeviceStatus:
+        """Go's ``Up``: start if needed, wait until Running (the typed ``RegistrationError``s of
+        ``wait_until_running``), and return ``status()``."""
+        self.start()
+        await self.wait_until_running(timeout)
+        return await self.status_async()
+
+    def up_blocking(self, timeout: float = 60.0) -> DeviceStatus:
+        self.start()
+        self.wait_until_running_blocking(timeout)
+        return self.status()
 
     # -- events from the actors (any thread) ---------------------------------------------------------
     def _effective(self) -> DeviceState:
@@ -247,9 +312,8 @@ class ActorDevice:
             self._cond.notify_all()
         if change is not None:  # outside the lock: an app's handler may be slow or ask for the state
             _log_change(*change, self._log_route)
-        for loop, q in watchers:
-            with contextlib.suppress(RuntimeError):  # that loop is closed
-                loop.call_soon_threadsafe(q.put_nowait, msg)
+        for w in watchers:
+            w.push(msg)
 
     # -- state ---------------------------------------------------------------------------------------
     @property
@@ -301,20 +365,17 @@ class ActorDevice:
     async def wait_until_running(self, timeout: float, *, fail_fast: bool = False) -> DeviceState:
         """Async twin of ``wait_until_running_blocking``; never blocks the event loop."""
         self._require_started()
-        loop = asyncio.get_running_loop()
-        q: asyncio.Queue[Message] = asyncio.Queue()
-        entry = (loop, q)
+        entry = _Watcher()
         with self._cond:
             self._watchers.append(entry)
         try:
-            deadline = loop.time() + timeout
+            deadline = anyio.current_time() + timeout
             while not self._check(self.state, fail_fast):
-                left = deadline - loop.time()
+                left = deadline - anyio.current_time()
                 if left <= 0:
                     raise self._timeout_error(self.state, timeout)
-                with contextlib.suppress(TimeoutError):  # not wait_for: it can drop a cancel (3.11)
-                    async with asyncio.timeout(left):
-                        await q.get()
+                with anyio.move_on_after(left):
+                    await entry.get()
             return self.state
         finally:
             with self._cond:
@@ -331,9 +392,7 @@ class ActorDevice:
             yield msg  # type: ignore[misc]
 
     async def _watch(self, kind: type[Message]) -> AsyncIterator[Message]:
-        loop = asyncio.get_running_loop()
-        q: asyncio.Queue[Message] = asyncio.Queue()
-        entry = (loop, q)
+        entry = _Watcher()
         with self._cond:
             self._watchers.append(entry)
             first: Message = self._state if kind is DeviceState else PeersChanged(peers=self._peers)
@@ -343,7 +402,7 @@ class ActorDevice:
             if isinstance(first, DeviceState) and first.state == "Stopped":
                 return
             while True:
-                msg = await q.get()
+                msg = await entry.get()
                 if isinstance(msg, kind) and msg != last:
                     last = msg
                     yield msg
@@ -356,18 +415,29 @@ class ActorDevice:
     # -- peers and logout ----------------------------------------------------------------------------
     def peers(self, timeout: float = 5.0) -> list[PeerInfo]:
         """The admitted peers, sorted by node ID (asks PeerTracker, the trust chokepoint)."""
-        table: PeerTable = self._ref(PEERS).ask(GetPeers(), timeout=timeout)
+        table: PeerTable = self._ask(PEERS, GetPeers(), timeout)
         return list(table.peers)
 
     def peer_table(self, timeout: float = 5.0) -> PeerTable:
-        return self._ref(PEERS).ask(GetPeers(), timeout=timeout)  # type: ignore[no-any-return]
+        return self._ask(PEERS, GetPeers(), timeout)  # type: ignore[no-any-return]
 
     def logout_blocking(self, timeout: float = 15.0) -> LogoutDone:
         """Deregister from control (past Expiry) and forget the node key; state becomes NeedsLogin."""
-        return self._ref(CONTROL).ask(Logout(), timeout=timeout)  # type: ignore[no-any-return]
+        return self._ask(CONTROL, Logout(), timeout)  # type: ignore[no-any-return]
 
     async def logout(self, timeout: float = 15.0) -> LogoutDone:
-        return await self._ref(CONTROL).ask_async(Logout(), timeout=timeout)  # type: ignore[no-any-return]
+        try:
+            return await self._ref(CONTROL).ask_async(Logout(), timeout=timeout)  # type: ignore[no-any-return]
+        except ActorStopped as e:
+            raise DeviceClosed(f"{CONTROL} stopped: the device is closing") from e
+
+    def _ask(self, name: str, msg: Message, timeout: float) -> Any:
+        """Ask a device actor; its stopping surfaces as ``DeviceClosed`` (``AskTimeout`` is a
+        ``TimeoutError``)."""
+        try:
+            return self._ref(name).ask(msg, timeout=timeout)
+        except ActorStopped as e:
+            raise DeviceClosed(f"{name} stopped: the device is closing") from e
 
     def _require_started(self) -> None:
         if self.system is None:
@@ -387,7 +457,8 @@ class ActorDevice:
         with self.dataplane.lock:
             sp = self.dataplane.spawned
         if sp is None or sp.netstack is None:
-            raise DataplaneNotReady("the data plane is not up yet: wait_until_running first")
+            raise DataplaneNotReady("the node is not Running yet: await dev.up() (or wait_until_running) "
+                                    "before dialing")
         return sp.netstack  # type: ignore[no-any-return]
 
     def resolve(self, host: str) -> str:
@@ -397,28 +468,57 @@ class ActorDevice:
             peers = list(self._peers)
         return resolve(host, peers)
 
-    async def tcp_connect(self, host: str, port: int) -> TcpStream:
-        """Dial ``host:port`` across the tailnet (an anyio byte stream); never via a host socket."""
+    async def tcp_connect(self, host: str, port: int, timeout: float = DIAL_TIMEOUT) -> TcpStream:
+        """Dial ``host:port`` across the tailnet (an anyio byte stream); never via a host socket.
+
+        ``DialTimeout`` (a ``TimeoutError``) if not connected within ``timeout`` seconds; the TCP
+        outcomes (``ConnectionRefused``…) as they happen; ``DataplaneNotReady`` before Running."""
         ns = self._netstack()
-        return await ns.connect_tcp(self.resolve(host), port)
+        addr = self.resolve(host)
+        with anyio.move_on_after(timeout) as scope:
+            try:
+                return await ns.connect_tcp(addr, port)
+            except ConnectionRefused:
+                raise _refused(host, port, addr) from None
+        assert scope.cancelled_caught
+        raise _dial_timeout(host, port, addr, timeout)
 
     async def listen(self, port: int, backlog: int | None = None) -> TcpListener:
-        """Accept TCP connections from the tailnet on ``port`` (of our tailnet addresses)."""
-        return await self._netstack().listen_tcp(port, backlog)
+        """Accept TCP connections from the tailnet on ``port`` (of our tailnet addresses). Allowed at
+        once after ``start`` (as Go's ``Listen``): connections arrive once the node is Running, and the
+        listener keeps working across data-plane rebuilds. ``AddressInUse`` if the port has one."""
+        self.start()
+        return await anyio.to_thread.run_sync(self._bindings.listen, port, backlog)
 
     async def listen_packet(self, port: int = 0) -> UdpSocket:
-        """A UDP socket on our tailnet addresses (``port`` 0: an ephemeral port)."""
-        return await self._netstack().bind_udp(port)
+        """A UDP socket on our tailnet addresses (``port`` 0: an ephemeral port, known once Running).
+        ``sendto`` takes a tailnet IP or a peer's MagicDNS name, like ``tcp_connect``."""
+        self.start()
+        return await anyio.to_thread.run_sync(self._bindings.bind_udp, port, self.resolve)
 
-    def tcp_connect_blocking(self, host: str, port: int, timeout: float | None = None) -> SocketLike:
+    def tcp_connect_blocking(self, host: str, port: int, timeout: float = DIAL_TIMEOUT) -> SocketLike:
+        """Blocking twin of ``tcp_connect``; ``timeout`` bounds the dial (use ``settimeout`` on the
+        socket for its reads and writes, which block by default)."""
         ns = self._netstack()
-        return ns.create_connection((self.resolve(host), port), timeout)
+        addr = self.resolve(host)
+        try:
+            sock = ns.create_connection((addr, port), timeout)
+        except ConnectionRefused:
+            raise _refused(host, port, addr) from None
+        except TimeoutError as e:
+            if type(e) is not TimeoutError:  # a typed TCP outcome (ConnectionTimedOut) passes as is
+                raise
+            raise _dial_timeout(host, port, addr, timeout) from None
+        sock.settimeout(None)
+        return sock
 
     def listen_blocking(self, port: int, backlog: int | None = None) -> SocketListener:
-        return self._netstack().listen(port, backlog)
+        self.start()
+        return SocketListener(self._bindings.listen(port, backlog))
 
     def listen_packet_blocking(self, port: int = 0) -> UdpSocket:
-        return self._netstack().bind_udp_blocking(port)
+        self.start()
+        return self._bindings.bind_udp(port, self.resolve)
 
     def _ask_quiet(self, name: str, msg: Message, timeout: float) -> Any:
         ref = self.system.lookup(name) if self.system is not None else None
@@ -508,7 +608,7 @@ class ActorDevice:
                             backlog=backlog, counters=counters)
 
     async def status_async(self, timeout: float = 5.0) -> DeviceStatus:
-        return await asyncio.get_running_loop().run_in_executor(None, self.status, timeout)
+        return await anyio.to_thread.run_sync(self.status, timeout)
 
     def capture_pcap(self, path: str | os.PathLike[str]) -> PcapCapture:
         """Go tsnet ``CapturePcap``: write every plaintext packet through the tunnel to ``path``

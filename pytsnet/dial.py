@@ -10,18 +10,10 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-from pytsnet.errors import PytsnetError
+from pytsnet.errors import DataplaneNotReady, UnknownTailnetHost
 from pytsnet.messages.peers import PeerInfo
 
-__all__ = ["DataplaneNotReady", "UnknownTailnetHost", "resolve"]
-
-
-class UnknownTailnetHost(PytsnetError, OSError):
-    """The host is neither a tailnet address of a known peer (or ours) nor a peer's MagicDNS name."""
-
-
-class DataplaneNotReady(PytsnetError):
-    """The data plane is not up yet (no netmap): call ``wait_until_running`` first."""
+__all__ = ["DataplaneNotReady", "UnknownTailnetHost", "resolve"]  # the errors: re-exported (old path)
 
 
 def _addr(prefix: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -42,7 +34,8 @@ def resolve(host: str, peers: Iterable[PeerInfo], *, ipv6: bool = False) -> str:
             for prefix in [*n.addresses, *n.allowed_ips]:
                 if ip in ipaddress.ip_network(prefix, strict=False):
                     return str(ip)
-        raise UnknownTailnetHost(f"{host} is not an address of any tailnet peer")
+        raise UnknownTailnetHost(f"{host} is not an address of any tailnet peer: dial a peer's tailnet IP "
+                                 "or MagicDNS name (see dev.status().peers)")
     want = host.lower().rstrip(".")
     for n in nodes:
         fqdn = n.name.lower().rstrip(".")
@@ -51,4 +44,5 @@ def resolve(host: str, peers: Iterable[PeerInfo], *, ipv6: bool = False) -> str:
             addrs = sorted((_addr(a) for a in n.addresses), key=lambda a: a.version != (6 if ipv6 else 4))
             if addrs:
                 return str(addrs[0])
-    raise UnknownTailnetHost(f"{host!r} is not a tailnet peer's MagicDNS name")
+    raise UnknownTailnetHost(f"{host!r} is not a tailnet peer's MagicDNS name: use a peer's short name, "
+                             "FQDN or tailnet IP (see dev.status().peers); tailnet dials never use DNS")

@@ -1,14 +1,39 @@
-"""Public typed errors of the pytsnet facade.
+"""Every public error of pytsnet, in one place (also re-exported as ``pytsnet.<Name>``).
 
-``RegistrationError`` is what ``wait_until_running`` raises: ``permanent`` tells an app whether
+Each subclasses ``PytsnetError`` *and* the builtin an app would catch anyway (``TimeoutError``,
+``ConnectionRefusedError``, ``PermissionError``, ``OSError``…), so ``except TimeoutError`` keeps
+working, and each message says what to do next.
+
+``RegistrationError`` is what ``up``/``wait_until_running`` raise: ``permanent`` tells an app whether
 waiting longer can help (``AuthRejected``, ``KeyExpired``: no; ``NeedsLogin``, ``NetworkUnreachable``,
 ``RegistrationTimeout``: the node keeps trying in the background).
+
+TCP outcomes come from the netstack (a lower layer, which cannot import this module) and are
+re-exported here: ``ConnectionRefused``, ``ConnectionReset``, ``ConnectionTimedOut``,
+``ConnectionAborted`` (each a ``TcpConnectionError`` and the matching builtin), and ``FlowCrashed``
+(a ``ConnectionResetError``: the connection's actor died and the peer was sent an RST),
+``FlowAborted`` (a ``ConnectionAbortedError``: the device closed with the connection open), and the
+runtime's ``AskTimeout`` (a ``TimeoutError``: an actor did not answer a query such as ``peers()`` in
+time; the node may be overloaded).
 """
 
 from __future__ import annotations
 
-__all__ = ["AuthRejected", "CaptureError", "ConfigError", "DeviceClosed", "KeyExpired", "NeedsLogin",
-           "NetworkUnreachable", "PytsnetError", "RegistrationError", "RegistrationTimeout"]
+from pytsnet.actors.netstack.channel import FlowAborted, FlowCrashed
+from pytsnet.actors.runtime.errors import AskTimeout
+from pytsnet.netstack.tcp.errors import (
+    ConnectionAborted,
+    ConnectionRefused,
+    ConnectionReset,
+    ConnectionTimedOut,
+    TcpConnectionError,
+)
+
+__all__ = ["AddressInUse", "AskTimeout", "AuthRejected", "CaptureError", "ConfigError", "ConnectionAborted",
+           "ConnectionRefused", "ConnectionReset", "ConnectionTimedOut", "DataplaneNotReady", "DeviceClosed",
+           "DialTimeout", "FlowAborted", "FlowCrashed", "KeyExpired", "NeedsLogin", "NetworkUnreachable",
+           "PytsnetError", "RegistrationError", "RegistrationTimeout", "StateStoreError",
+           "TcpConnectionError", "UnknownTailnetHost"]
 
 
 class PytsnetError(Exception):
@@ -16,44 +41,79 @@ class PytsnetError(Exception):
 
 
 class ConfigError(PytsnetError, ValueError):
-    """A setting cannot work (e.g. a control URL without ``http://``/``https://``); fix the config."""
+    """A setting cannot work (e.g. a control URL without ``http://``/``https://``, a port out of range);
+    the message names the field and what it accepts: fix the config."""
 
 
 class RegistrationError(PytsnetError):
     permanent = False
 
 
-class AuthRejected(RegistrationError):
+class AuthRejected(RegistrationError, PermissionError):
     """Control refused the credentials (a bad, used or expired auth key; a denied login)."""
 
     permanent = True
 
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(f"control rejected the credentials ({detail or 'no reason given'}): "
+                         "create a new auth key and set Config.auth_key or TS_AUTHKEY")
 
-class KeyExpired(RegistrationError):
+
+class KeyExpired(RegistrationError, PermissionError):
     """The node key expired and control did not accept a rotated one: a new login is needed."""
 
     permanent = True
 
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(f"the node key expired ({detail or 'no reason given'}): log the node in again "
+                         "(a new auth key) or disable key expiry for it in the admin panel")
 
-class NeedsLogin(RegistrationError):
+
+class NeedsLogin(RegistrationError, PermissionError):
     """A human must visit ``url``; the node keeps waiting for that login to finish."""
 
     def __init__(self, url: str) -> None:
-        super().__init__(f"login required: visit {url}" if url else "login required")
+        super().__init__(f"login required: visit {url}, then wait again" if url else
+                         "login required: set Config.auth_key (or TS_AUTHKEY), or wait for the login URL")
         self.url = url
 
 
-class NetworkUnreachable(RegistrationError):
+class NetworkUnreachable(RegistrationError, ConnectionError):
     """Control could not be reached; the node keeps retrying with backoff."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(f"cannot reach the control server ({detail or 'no reason given'}): check "
+                         "Config.control_url / TS_CONTROL_URL and the network; the node keeps retrying")
 
 
 class RegistrationTimeout(RegistrationError, TimeoutError):
     """Still starting when the timeout passed, with no more specific reason."""
 
 
-class DeviceClosed(PytsnetError):
+class DeviceClosed(PytsnetError, OSError):
     """The device was closed (or never started)."""
 
 
-class CaptureError(PytsnetError):
+class DataplaneNotReady(PytsnetError, ConnectionError):
+    """The data plane is not up yet (no netmap): a dial needs ``await dev.up()`` first."""
+
+
+class UnknownTailnetHost(PytsnetError, OSError):
+    """The host is neither a tailnet address of a known peer (or ours) nor a peer's MagicDNS name."""
+
+
+class DialTimeout(PytsnetError, TimeoutError):
+    """A dial did not complete within its ``timeout`` (the peer is offline, or no path reaches it)."""
+
+
+class AddressInUse(PytsnetError, OSError):
+    """A tailnet port is already bound by this device (``listen``/``listen_packet`` twice)."""
+
+
+class StateStoreError(PytsnetError, OSError):
+    """The state file exists but is not a JSON object of base64 values: move it away (the node then
+    registers afresh) or point ``Config.dir`` elsewhere."""
+
+
+class CaptureError(PytsnetError, OSError):
     """A packet capture could not start (one is already running, or the file cannot be opened)."""

@@ -15,15 +15,12 @@ import threading
 from pathlib import Path
 
 from pytsnet.actors.control.store import MACHINE_KEY, NETMAP, NODE, StateStore
+from pytsnet.errors import StateStoreError  # defined with every public error; re-exported here
 
 __all__ = ["MACHINE_KEY", "NETMAP", "NODE", "STATE_FILE", "FileStore", "MemoryStore", "StateStore",
            "StateStoreError"]
 
 STATE_FILE = "tailscaled.state"
-
-
-class StateStoreError(OSError):
-    """The state file exists but is not a JSON object of base64 values."""
 
 
 class MemoryStore:

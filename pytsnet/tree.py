@@ -70,6 +70,8 @@ class DataplaneOptions:
     timings: Timings = field(default_factory=Timings)
     stun_interval: tuple[float, float] = (20.0, 26.0)
     engine_memory: EngineMemory = field(default_factory=EngineMemory)
+    on_netstack: Callable[[Netstack], None] | None = None
+    """Told each new netstack before the subtree carries traffic (the device re-binds its listeners)."""
 
 
 def device_tree(system: ActorSystem, runner: RunnerConfig, store: StateStore,
@@ -118,6 +120,8 @@ def spawn_dataplane(system: ActorSystem, nm: DataplaneNetmap, options: Dataplane
     names = {"engine": WGENGINE, "netstack": NETSTACK,
              **{w: ms.name(w) for w in ("udp", "disco", "stun", "sup")},
              **{f"derp.{r.region_id}": ms.derp_name(r.region_id) for r in nm.derp_regions}}
+    netstack = Netstack(ns_ref, registry)
+    if options.on_netstack is not None:
+        options.on_netstack(netstack)
     return Spawned(identity=(nm.node_private, tuple(nm.self_node.addresses), nm.derp_regions),
-                   supervisor=sup, names=names, home_region=lambda: ms.home_region,
-                   netstack=Netstack(ns_ref, registry))
+                   supervisor=sup, names=names, home_region=lambda: ms.home_region, netstack=netstack)

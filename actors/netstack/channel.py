@@ -10,7 +10,6 @@ consumed until the condition holds, and the waiter is unregistered however the a
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import threading
 import time
@@ -18,12 +17,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pytsnet.actors.runtime.errors import ActorStopped, MailboxFull
+from pytsnet.actors.runtime.waker import ThreadWaker
 from pytsnet.messages.netstack import FlowAppWake, ListenerWake
 
 if TYPE_CHECKING:
     from pytsnet.actors.runtime.ref import ActorRef
 
-__all__ = ["DatagramChannel", "FlowAborted", "FlowChannel", "FlowCrashed", "FlowRegistry", "ListenerChannel"]
+__all__ = ["DatagramChannel", "FlowAborted", "FlowChannel", "FlowCrashed", "FlowRegistry", "ListenerChannel",
+           "Waitable"]
 
 
 class FlowCrashed(ConnectionResetError):
@@ -34,7 +35,9 @@ class FlowAborted(ConnectionAbortedError):
     """The device was closed with this connection open; it was reset (an RST went to the peer)."""
 
 
-class _Waitable:
+class Waitable:
+    """A lock, a condition and async wake-ups: what every channel (and a rebindable handle) waits on."""
+
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self._cond = threading.Condition(self.lock)
@@ -60,29 +63,18 @@ class _Waitable:
             return True
 
     async def wait_async(self, ready: Callable[[], bool]) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # not asyncio (trio): wait in a worker thread, in short slices
-            import anyio.to_thread
-
-            while not await anyio.to_thread.run_sync(self.wait, ready, 0.05):
-                pass
-            return
+        """Wait in the caller's event loop (asyncio or trio) until ``ready()`` holds; cancellable."""
         while True:
-            fut: asyncio.Future[None] = loop.create_future()
-
-            def wake(fut: asyncio.Future[None] = fut) -> None:
-                loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(None))
-
+            waker = ThreadWaker()
             with self.lock:
                 if ready():
                     return
-                self._async.add(wake)
+                self._async.add(waker.set)
             try:
-                await fut
+                await waker.wait()
             finally:
                 with self.lock:
-                    self._async.discard(wake)
+                    self._async.discard(waker.set)
 
 
 def _tell(ref: ActorRef | None, msg: Any) -> bool:
@@ -95,7 +87,7 @@ def _tell(ref: ActorRef | None, msg: Any) -> bool:
     return True
 
 
-class FlowChannel(_Waitable):
+class FlowChannel(Waitable):
     """One TCP connection's app-side state; the actor and the app each touch it under ``lock``."""
 
     def __init__(self, name: str, local: tuple[str, int], remote: tuple[str, int], limit: int) -> None:
@@ -203,7 +195,7 @@ class FlowChannel(_Waitable):
         self._wake_pending = False
 
 
-class ListenerChannel(_Waitable):
+class ListenerChannel(Waitable):
     """Established connections (their channels) waiting for the app's ``accept``; bounded by backlog."""
 
     def __init__(self, port: int, backlog: int, netstack: ActorRef) -> None:
@@ -231,7 +223,7 @@ class ListenerChannel(_Waitable):
         return bool(self.ready) or self.closed
 
 
-class DatagramChannel(_Waitable):
+class DatagramChannel(Waitable):
     """A bound UDP port's received datagrams, bounded in count (overflow drops the newest)."""
 
     def __init__(self, port: int, limit: int) -> None:

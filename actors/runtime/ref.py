@@ -1,17 +1,18 @@
 """``ActorRef``: the stable handle to an actor identity (it survives restarts).
 
 ``tell`` enqueues and returns; ``ask`` blocks for the typed reply; ``ask_async`` awaits it
-without blocking an asyncio event loop (anyio on asyncio; other backends wait in a worker thread).
+without blocking the event loop, on asyncio or trio (a ``ThreadWaker`` carries the reply's wake-up).
 """
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import anyio
 from pytsnet.actors.runtime.errors import AskTimeout
+from pytsnet.actors.runtime.waker import ThreadWaker
 
 if TYPE_CHECKING:
     from pytsnet.actors.runtime.cell import Cell
@@ -132,24 +133,14 @@ class ActorRef:
         return reply.wait(timeout)
 
     async def ask_async(self, msg: Message, timeout: float = 5.0) -> Any:
-        """Like ``ask`` but awaits; the event loop keeps running while the actor works."""
+        """Like ``ask`` but awaits (asyncio or trio); the event loop keeps running while the actor works."""
+        waker = ThreadWaker()
         reply = Reply()
         self._cell.send(msg, reply)
+        reply.add_done_callback(waker.set)
         try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            import anyio.to_thread
-
-            return await anyio.to_thread.run_sync(reply.wait, timeout)
-        fut: asyncio.Future[None] = loop.create_future()
-
-        def wake() -> None:
-            loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(None))
-
-        reply.add_done_callback(wake)
-        try:  # asyncio.timeout, not wait_for: 3.11's wait_for drops a cancel that races the reply
-            async with asyncio.timeout(timeout):
-                await fut
+            with anyio.fail_after(timeout):
+                await waker.wait()
         except TimeoutError:
             raise AskTimeout(f"no reply within {timeout}s") from None
         return reply.result()

@@ -32,6 +32,7 @@ from pytsnet.commands import demo_runtime
 from pytsnet.config import Config
 from pytsnet.device import ActorDevice, DeviceStatus
 from pytsnet.localnet.server import LocalTailnet
+from pytsnet.net import TcpListener
 from pytsnet.testing import gonode
 from pytsnet.testing.netns import Netns
 
@@ -63,9 +64,8 @@ def blob(n: int) -> bytes:
     return bytes(out[:n])
 
 
-async def serve_http(dev: ActorDevice, body: bytes, done: anyio.Event) -> None:
+async def serve_http(dev: ActorDevice, lst: TcpListener, body: bytes, done: anyio.Event) -> None:
     """A tiny HTTP/1.0-style server on the tailnet: ``/`` says hello, ``/blob`` is the bulk body."""
-    lst = await dev.listen(HTTP_PORT)
 
     async def handle(s: Any) -> None:
         req = b""
@@ -130,8 +130,7 @@ async def scenario(a: ActorDevice, b: ActorDevice, size: int, ns: Netns | None,
     body = blob(size)
     done = anyio.Event()
     async with anyio.create_task_group() as tg:
-        tg.start_soon(serve_http, b, body, done)
-        await anyio.sleep(0)
+        tg.start_soon(serve_http, b, await b.listen(HTTP_PORT), body, done)  # listening before the dial
         status, text = await http_get(a, "beta", "/")
         say(f"GET http://beta/ -> {status}: {text.decode().strip()!r}")
         if status != "HTTP/1.1 200 OK" or b"hello from beta" not in text:
@@ -226,8 +225,8 @@ def run_tailnet(size: int, want_go: bool = True) -> int:
             say(f"Go node skipped: {why_not}")
         with inside():  # the devices' sockets and actor threads live where the tailnet is
             devs = [ActorDevice(Config(dir=tmp / n, hostname=n, auth_key=net.create_authkey(),
-                                       control_url=net.control_url),
-                                bind_host="0.0.0.0" if ns is not None else "127.0.0.1", backoff_max=1.0)
+                                       control_url=net.control_url, backoff_max=1.0,
+                                       bind_host="0.0.0.0" if ns is not None else "127.0.0.1"))
                     for n in ("alpha", "beta")]
         for d in devs:
             stack.callback(d.close)

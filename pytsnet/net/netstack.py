@@ -11,6 +11,7 @@ import anyio
 from pytsnet.actors.netstack.actor import NetstackActor
 from pytsnet.actors.netstack.channel import FlowChannel, FlowRegistry
 from pytsnet.actors.runtime import ActorRef, MailboxConfig, MailboxPolicy
+from pytsnet.errors import AddressInUse
 from pytsnet.messages.netstack import LinkPacketOut, NetstackReply, TcpConnect, TcpListen, UdpBind
 from pytsnet.net.socket import SocketLike, SocketListener
 from pytsnet.net.stream import TcpListener, TcpStream, UdpSocket
@@ -45,7 +46,11 @@ class Netstack:
     @staticmethod
     def check(reply: NetstackReply) -> NetstackReply:
         if not reply.ok:
-            raise OSError(_ERRNO.get(reply.error, errno.EINVAL), f"{reply.error}: {reply.detail}")
+            code = _ERRNO.get(reply.error, errno.EINVAL)
+            if reply.error == "AddressInUse":
+                raise AddressInUse(code, f"{reply.detail}: that tailnet port is already bound on this node "
+                                         "(close the other listener or socket, or pick another port)")
+            raise OSError(code, f"{reply.error}: {reply.detail}")
         return reply
 
     def _flow(self, reply: NetstackReply) -> FlowChannel:
@@ -102,7 +107,7 @@ class Netstack:
         self.check(self.ref.ask(TcpListen(port=port, backlog=backlog)))
         lch = self.registry.listener(port)
         assert lch is not None
-        return SocketListener(self, lch)
+        return SocketListener(TcpListener(self, lch))
 
     def bind_udp_blocking(self, port: int = 0) -> UdpSocket:
         reply = self.check(self.ref.ask(UdpBind(port=port)))

@@ -12,11 +12,10 @@ import socket as _socket
 import time
 from typing import TYPE_CHECKING, Any
 
-from pytsnet.actors.netstack.channel import FlowChannel, ListenerChannel
-from pytsnet.messages.netstack import TcpUnlisten
+from pytsnet.actors.netstack.channel import FlowChannel
 
 if TYPE_CHECKING:
-    from pytsnet.net.netstack import Netstack
+    from pytsnet.net.stream import TcpListener
 
 __all__ = ["SocketLike", "SocketListener"]
 
@@ -138,25 +137,26 @@ class _SocketIO(io.RawIOBase):
 
 
 class SocketListener:
-    def __init__(self, netstack: Netstack, channel: ListenerChannel) -> None:
-        self._ns = netstack
-        self._ch = channel
+    """The blocking twin of ``TcpListener`` (it wraps one, so a device-owned listener keeps working
+    across data-plane rebuilds here too)."""
+
+    def __init__(self, listener: TcpListener) -> None:
+        self._lst = listener
         self._timeout: float | None = None
+
+    @property
+    def port(self) -> int:
+        return self._lst.port
 
     def settimeout(self, timeout: float | None) -> None:
         self._timeout = timeout
 
     def accept(self) -> tuple[SocketLike, tuple[str, int]]:
-        ch = self._ch
-        while True:
-            got = ch.try_accept()
-            if got is not None:
-                return SocketLike(got), got.remote
-            if not ch.wait(ch.accept_ready, self._timeout):
-                raise TimeoutError("accept timed out")
+        got = self._lst.accept_blocking(self._timeout)
+        return SocketLike(got), got.remote
 
     def close(self) -> None:
-        self._ns.ref.tell(TcpUnlisten(port=self._ch.port))
+        self._lst.close()
 
     def __enter__(self) -> SocketListener:
         return self

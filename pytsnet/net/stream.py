@@ -3,18 +3,32 @@
 Each call works on the flow's bounded ``FlowChannel``: a send waits while the channel's send queue
 is full (the connection's send buffer is full too), a receive waits for bytes, EOF or the
 connection's typed error (``ConnectionResetError``, ``ConnectionRefusedError``, ``TimeoutError``
-subclasses from ``pytsnet.netstack.tcp.errors``, or ``FlowCrashed`` if the flow's actor died).
+subclasses, all in ``pytsnet.errors``, or ``FlowCrashed`` if the flow's actor died).
 Cancelling a waiting call loses nothing: bytes are taken only once they can be returned.
+
+A listener or UDP socket made by the device belongs to the device, not to one data-plane subtree:
+it may exist before the node is Running (no channel yet), and when the subtree is rebuilt (new node
+key, addresses or DERP map) the device binds it again on the new netstack (``_rebind``); a waiting
+``accept``/``recvfrom`` just carries on with the new channel. Waits are native to the running
+backend (asyncio or trio).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import contextlib
+import ipaddress
+import socket
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio.abc import ByteStream
+import anyio.to_thread
+from anyio.abc import ByteStream, SocketAttribute
 
-from pytsnet.actors.netstack.channel import DatagramChannel, FlowChannel, ListenerChannel
+from pytsnet.actors.netstack.channel import DatagramChannel, FlowChannel, ListenerChannel, Waitable
+from pytsnet.actors.runtime import ActorStopped
+from pytsnet.errors import DataplaneNotReady
 from pytsnet.messages.netstack import TcpUnlisten, UdpClose, UdpSendTo
 
 if TYPE_CHECKING:
@@ -35,6 +49,20 @@ class TcpStream(ByteStream):
     @property
     def remote_address(self) -> tuple[str, int]:
         return self._ch.remote
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        """anyio's typed extras: ``stream.extra(SocketAttribute.remote_address)`` and friends (tailnet
+        addresses; there is no ``raw_socket``: the stream lives in the userspace netstack)."""
+        ch = self._ch
+        family = socket.AF_INET6 if ipaddress.ip_address(ch.local[0]).version == 6 else socket.AF_INET
+        return {
+            SocketAttribute.family: lambda: family,
+            SocketAttribute.local_address: lambda: ch.local,
+            SocketAttribute.local_port: lambda: ch.local[1],
+            SocketAttribute.remote_address: lambda: ch.remote,
+            SocketAttribute.remote_port: lambda: ch.remote[1],
+        }
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
         ch = self._ch
@@ -73,25 +101,137 @@ class TcpStream(ByteStream):
         await self._ch.wait_async(self._ch.drained_ready)
 
 
-class TcpListener:
-    def __init__(self, netstack: Netstack, channel: ListenerChannel) -> None:
+Ready = Callable[[], bool]
+
+
+class _Rebindable:
+    """What a device-owned listener or socket shares: the current netstack and channel, swappable."""
+
+    def __init__(self, netstack: Netstack | None, port: int, *, owned: bool,
+                 on_lost: Callable[[Any, Any], None] | None = None) -> None:
         self._ns = netstack
-        self._ch = channel
+        self._port = port
+        self._owned = owned
+        self._on_lost = on_lost
+        self._lost: Any = None
+        """A channel its netstack closed under us (a crash restart or a rebuild): ask the owner to heal."""
+        self._closed = False
+        self._rebound = Waitable()
+        """Wakes waiters when a channel arrives (or the handle closes) while they had none."""
 
     @property
     def port(self) -> int:
-        return self._ch.port
+        """The tailnet port (for a UDP socket asked for port 0: 0 until the first bind)."""
+        return self._port
+
+    def _current(self) -> Any:
+        raise NotImplementedError
+
+    def _swap(self, netstack: Netstack | None, channel: Any) -> None:
+        old = self._current()
+        with self._rebound.lock:
+            self._ns = netstack
+            self._set_channel(channel)
+            if channel is not None:
+                self._port = channel.port
+        self._rebound.notify()
+        if old is not None:
+            old.notify()
+
+    def _set_channel(self, channel: Any) -> None:
+        raise NotImplementedError
+
+    def _shutdown(self) -> None:
+        """The device closed: every waiter ends (with the closed error)."""
+        self._closed = True
+        self._rebound.notify()
+        ch = self._current()
+        if ch is not None:
+            ch.notify()
+
+    def _wait_for(self, ch: Any, ready: Ready) -> tuple[Waitable, Ready]:
+        """Wait on ``ch`` for ``ready``, or on a rebind/close when ``ch`` is gone."""
+        if ch is None:
+            return self._rebound, lambda: self._current() is not None or self._closed
+        return ch, lambda: ready() or self._current() is not ch or self._closed
+
+    def _gone(self, ch: Any) -> tuple[Waitable, Ready]:
+        """``ch`` was closed by its netstack stopping: a device-owned handle waits for the next one
+        (a rebuild brings it; for a restarted netstack the owner binds again, ``_heal``)."""
+        self._lost = ch
+        return self._rebound, lambda: self._current() is not ch or self._closed
+
+    def _heal(self) -> None:
+        """Blocking (one ask): have the owner bind this handle again on its netstack."""
+        ch, self._lost = self._lost, None
+        if ch is not None and self._on_lost is not None:
+            self._on_lost(self, ch)
+
+
+class TcpListener(_Rebindable):
+    def __init__(self, netstack: Netstack | None, channel: ListenerChannel | None, *, port: int | None = None,
+                 on_close: Callable[[TcpListener], None] | None = None,
+                 on_lost: Callable[[Any, Any], None] | None = None) -> None:
+        super().__init__(netstack, channel.port if channel is not None else int(port or 0),
+                         owned=on_close is not None, on_lost=on_lost)
+        self._ch = channel
+        self._on_close = on_close
+
+    def _current(self) -> ListenerChannel | None:
+        return self._ch
+
+    def _set_channel(self, channel: Any) -> None:
+        self._ch = channel
+
+    def _poll(self) -> tuple[FlowChannel | None, Waitable, Ready]:
+        if self._closed:
+            raise OSError("listener closed")
+        ch = self._ch
+        if ch is None:
+            return (None, *self._wait_for(None, lambda: False))
+        try:
+            got = ch.try_accept()
+        except OSError:
+            if not self._owned:
+                raise
+            return (None, *self._gone(ch))
+        if got is not None:
+            return got, ch, lambda: True
+        return (None, *self._wait_for(ch, ch.accept_ready))
 
     async def accept(self) -> TcpStream:
-        ch = self._ch
+        """The next connection (waits across data-plane rebuilds, and before the node is Running)."""
         while True:
-            got = ch.try_accept()
+            got, waitable, ready = self._poll()
             if got is not None:
                 return TcpStream(got)
-            await ch.wait_async(ch.accept_ready)
+            if self._lost is not None:
+                await anyio.to_thread.run_sync(self._heal)
+            await waitable.wait_async(ready)
+
+    def accept_blocking(self, timeout: float | None = None) -> FlowChannel:
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            got, waitable, ready = self._poll()
+            if got is not None:
+                return got
+            self._heal()
+            if not waitable.wait(ready, None if end is None else max(0.0, end - time.monotonic())):
+                raise TimeoutError("accept timed out")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        ns, ch = self._ns, self._ch
+        self._shutdown()
+        if self._on_close is not None:
+            self._on_close(self)
+        if ns is not None and ch is not None:
+            with contextlib.suppress(ActorStopped):  # that netstack is gone, and its listeners with it
+                ns.ref.tell(TcpUnlisten(port=ch.port))
 
     async def aclose(self) -> None:
-        self._ns.ref.tell(TcpUnlisten(port=self._ch.port))
+        self.close()
 
     async def __aenter__(self) -> TcpListener:
         return self
@@ -100,43 +240,92 @@ class TcpListener:
         await self.aclose()
 
 
-class UdpSocket:
-    def __init__(self, netstack: Netstack, channel: DatagramChannel) -> None:
-        self._ns = netstack
+class UdpSocket(_Rebindable):
+    def __init__(self, netstack: Netstack | None, channel: DatagramChannel | None, *, port: int | None = None,
+                 resolve: Callable[[str], str] | None = None,
+                 on_close: Callable[[UdpSocket], None] | None = None,
+                 on_lost: Callable[[Any, Any], None] | None = None) -> None:
+        super().__init__(netstack, channel.port if channel is not None else int(port or 0),
+                         owned=on_close is not None, on_lost=on_lost)
+        self._ch = channel
+        self._resolve = resolve
+        self._on_close = on_close
+
+    def _current(self) -> DatagramChannel | None:
+        return self._ch
+
+    def _set_channel(self, channel: Any) -> None:
         self._ch = channel
 
-    @property
-    def port(self) -> int:
-        return self._ch.port
+    def _send_msg(self, data: bytes, address: tuple[str, int]) -> tuple[Netstack, UdpSendTo]:
+        if self._closed:
+            raise OSError("UDP socket closed")
+        host = self._resolve(address[0]) if self._resolve is not None else address[0]
+        ns, ch = self._ns, self._ch
+        if ns is None or ch is None:
+            raise DataplaneNotReady("the node is not Running yet: await dev.up() before sending")
+        return ns, UdpSendTo(port=ch.port, data=bytes(data), host=host, remote_port=address[1])
 
     async def sendto(self, data: bytes, address: tuple[str, int]) -> None:
-        reply = await self._ns.ref.ask_async(UdpSendTo(port=self._ch.port, data=bytes(data),
-                                                       host=address[0], remote_port=address[1]))
-        self._ns.check(reply)
-
-    async def recvfrom(self) -> tuple[bytes, tuple[str, int]]:
-        ch = self._ch
-        while True:
-            got = ch.try_recvfrom()
-            if got is not None:
-                return got
-            await ch.wait_async(ch.recv_ready)
+        """Send one datagram to ``(host, port)``; ``host`` is a tailnet IP or a peer's MagicDNS name."""
+        ns, msg = self._send_msg(data, address)
+        ns.check(await ns.ref.ask_async(msg))
 
     def sendto_blocking(self, data: bytes, address: tuple[str, int]) -> None:
-        self._ns.check(self._ns.ref.ask(UdpSendTo(port=self._ch.port, data=bytes(data),
-                                                  host=address[0], remote_port=address[1])))
+        ns, msg = self._send_msg(data, address)
+        ns.check(ns.ref.ask(msg))
 
-    def recvfrom_blocking(self, timeout: float | None = None) -> tuple[bytes, tuple[str, int]]:
+    def _poll(self) -> tuple[tuple[bytes, tuple[str, int]] | None, Waitable, Ready]:
+        if self._closed:
+            raise OSError("UDP socket closed")
         ch = self._ch
-        while True:
+        if ch is None:
+            return (None, *self._wait_for(None, lambda: False))
+        try:
             got = ch.try_recvfrom()
+        except OSError:
+            if not self._owned:
+                raise
+            return (None, *self._gone(ch))
+        if got is not None:
+            return got, ch, lambda: True
+        return (None, *self._wait_for(ch, ch.recv_ready))
+
+    async def recvfrom(self) -> tuple[bytes, tuple[str, int]]:
+        while True:
+            got, waitable, ready = self._poll()
             if got is not None:
                 return got
-            if not ch.wait(ch.recv_ready, timeout):
+            if self._lost is not None:
+                await anyio.to_thread.run_sync(self._heal)
+            await waitable.wait_async(ready)
+
+    def recvfrom_blocking(self, timeout: float | None = None) -> tuple[bytes, tuple[str, int]]:
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            got, waitable, ready = self._poll()
+            if got is not None:
+                return got
+            self._heal()
+            if not waitable.wait(ready, None if end is None else max(0.0, end - time.monotonic())):
                 raise TimeoutError("recvfrom timed out")
 
     def close(self) -> None:
-        self._ns.ref.tell(UdpClose(port=self._ch.port))
+        if self._closed:
+            return
+        ns, ch = self._ns, self._ch
+        self._shutdown()
+        if self._on_close is not None:
+            self._on_close(self)
+        if ns is not None and ch is not None:
+            with contextlib.suppress(ActorStopped):
+                ns.ref.tell(UdpClose(port=ch.port))
 
     async def aclose(self) -> None:
         self.close()
+
+    async def __aenter__(self) -> UdpSocket:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

@@ -26,8 +26,9 @@ def make_device(tmp_path: Path) -> Iterator[Callable[..., ActorDevice]]:
     def make(name: str, control_url: str, auth_key: str = "", *, dir_name: str | None = None,
              ephemeral: bool = False, **kw: Any) -> ActorDevice:
         d = None if ephemeral and dir_name is None else tmp_path / (dir_name or name)
+        kw.setdefault("backoff_max", 1.0)
         dev = ActorDevice(Config(dir=d, hostname=name, auth_key=auth_key, control_url=control_url,
-                                 ephemeral=ephemeral), backoff_max=kw.pop("backoff_max", 1.0), **kw)
+                                 ephemeral=ephemeral, **kw))
         made.append(dev)
         return dev.start()
 

@@ -55,7 +55,7 @@ def world(tmp_path: Path) -> Iterator[World]:
             with ns.entered():  # server thread, its listener/STUN socket, and the device's threads: in ns
                 net.start()
                 dev = ActorDevice(Config(dir=tmp_path / "py", hostname="pynode", auth_key=key,
-                                         control_url=net.control_url), backoff_max=1.0).start()
+                                         control_url=net.control_url, backoff_max=1.0)).start()
             assert net.relay is not None  # every local tailnet has a DERP relay + STUN by default
             yield World(ns, net, dev, key, tmp_path)
         finally:

@@ -34,9 +34,8 @@ class Pair:
 
 def make_device(net: LocalTailnet, tmp: Path, name: str, *, direct: bool = True) -> ActorDevice:
     return ActorDevice(Config(dir=tmp / name, hostname=name, auth_key=net.create_authkey(),
-                              control_url=net.control_url),
-                       backoff_max=1.0, bind_host="127.0.0.1", advertise_endpoints=direct, timings=FAST,
-                       stun_interval=(2.0, 3.0)).start()
+                              control_url=net.control_url, backoff_max=1.0, bind_host="127.0.0.1",
+                              advertise_endpoints=direct, timings=FAST, stun_interval=(2.0, 3.0))).start()
 
 
 @contextmanager

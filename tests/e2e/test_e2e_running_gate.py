@@ -25,7 +25,7 @@ def test_not_running_until_derp_home_connects(tmp_path: Path) -> None:
         dead = _dead_port()
         net.set_derp_map(derp_map("127.0.0.1", dead, dead))  # a DERP map whose only region is down
         dev = ActorDevice(Config(dir=tmp_path / "a", hostname="a", auth_key=net.create_authkey(),
-                                 control_url=net.control_url), bind_host="127.0.0.1", backoff_max=1.0).start()
+                                 control_url=net.control_url, bind_host="127.0.0.1", backoff_max=1.0)).start()
         try:
             with pytest.raises(RegistrationTimeout):
                 dev.wait_until_running_blocking(3)

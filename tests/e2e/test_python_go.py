@@ -78,9 +78,9 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
             with ns.entered():  # the servers' sockets and the device's actor threads live in ns
                 net.start()
                 dev = ActorDevice(Config(dir=tmp_path / "py", hostname="pynode", auth_key=key,
-                                         control_url=net.control_url),
-                                  backoff_max=1.0, advertise_endpoints=direct, timings=FAST,
-                                  stun_interval=(2.0, 3.0)).start()
+                                         control_url=net.control_url, backoff_max=1.0,
+                                         advertise_endpoints=direct, timings=FAST,
+                                         stun_interval=(2.0, 3.0))).start()
             if not direct:
                 blackhole(dev, True)
             dev.wait_until_running_blocking(30)

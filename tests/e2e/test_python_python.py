@@ -127,9 +127,9 @@ def test_idle_derp_tunnel_carries_traffic_after_five_idle_minutes(tmp_path: Path
     clock = SkipClock()
     with LocalTailnet(tmp_path / "control", listen="127.0.0.1:0") as net:
         a, b = [ActorDevice(Config(dir=tmp_path / n, hostname=n, auth_key=net.create_authkey(),
-                                   control_url=net.control_url),
-                            clock=clock, backoff_max=1.0, bind_host="127.0.0.1", advertise_endpoints=False,
-                            timings=FAST, stun_interval=(2.0, 3.0)).start() for n in ("alpha", "beta")]
+                                   control_url=net.control_url, clock=clock, backoff_max=1.0,
+                                   bind_host="127.0.0.1", advertise_endpoints=False, timings=FAST,
+                                   stun_interval=(2.0, 3.0))).start() for n in ("alpha", "beta")]
         try:
             for d in (a, b):
                 blackhole(d, True)
@@ -245,7 +245,9 @@ def test_kill_mid_transfer_is_survived(tmp_path: Path, victim: str, direct: bool
         x = anyio.run(lambda: exchange(p, N, during=kill))
         _assert_exact(x)
         wait_until(lambda: ref.incarnation == 2 and ref.is_alive, 10, f"{victim} restarted")
-        assert p.a.state.state == "Running"
+        # A restarted control runner registers and polls again: Running once its netmap is back (the
+        # transfer may end before that, so wait for it, bounded, rather than sample the state once).
+        assert p.a.wait_until_running_blocking(10).state == "Running"
         # And the node keeps working after the restart.
         _assert_exact(anyio.run(lambda: exchange(p, 64 * 1024, port=7100)))
 

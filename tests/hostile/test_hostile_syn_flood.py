@@ -53,9 +53,9 @@ def attack(control_url: str, auth_key: str, state: str, name: str, victim: str) 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
     from e2e_rig import FAST
 
-    dev = ActorDevice(Config(dir=Path(state), hostname=name, auth_key=auth_key, control_url=control_url),
-                      backoff_max=1.0, bind_host="127.0.0.1", advertise_endpoints=True, timings=FAST,
-                      stun_interval=(2.0, 3.0)).start()
+    dev = ActorDevice(Config(dir=Path(state), hostname=name, auth_key=auth_key, control_url=control_url,
+                             backoff_max=1.0, bind_host="127.0.0.1", advertise_endpoints=True, timings=FAST,
+                             stun_interval=(2.0, 3.0))).start()
     try:
         dev.wait_until_running_blocking(30)
         silence_netstack(dev)
