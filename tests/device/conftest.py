@@ -27,8 +27,9 @@ def make_device(tmp_path: Path) -> Iterator[Callable[..., ActorDevice]]:
              ephemeral: bool = False, **kw: Any) -> ActorDevice:
         d = None if ephemeral and dir_name is None else tmp_path / (dir_name or name)
         kw.setdefault("backoff_max", 1.0)
+        logger = kw.pop("logger", None)  # the one ActorDevice keyword; every other knob is a Config field
         dev = ActorDevice(Config(dir=d, hostname=name, auth_key=auth_key, control_url=control_url,
-                                 ephemeral=ephemeral, **kw))
+                                 ephemeral=ephemeral, **kw), logger=logger)
         made.append(dev)
         return dev.start()
 
