@@ -31,7 +31,7 @@ PORT = 7100
 
 def _device(net: LocalTailnet, tmp: Path, name: str) -> ActorDevice:
     return ActorDevice(Config(dir=tmp / name, hostname=name, auth_key=net.create_authkey(),
-                              control_url=net.control_url), backoff_max=1.0, bind_host="127.0.0.1")
+                              control_url=net.control_url, backoff_max=1.0, bind_host="127.0.0.1"))
 
 
 @pytest.fixture
@@ -151,7 +151,7 @@ def test_fifty_open_close_cycles_leave_nothing_behind(tmp_path: Path) -> None:
 
         def cycle(i: int, stream: bool) -> None:
             dev = ActorDevice(Config(dir=tmp_path / "node", hostname="cycler", auth_key=key,
-                                     control_url=net.control_url), bind_host="127.0.0.1").start()
+                                     control_url=net.control_url, bind_host="127.0.0.1")).start()
             try:
                 dev.wait_until_running_blocking(20)
                 if stream:
@@ -174,7 +174,7 @@ def test_close_racing_start_is_safe_and_leaks_nothing(tmp_path: Path) -> None:
         outcomes: set[str] = set()
         for i in range(20):
             dev = ActorDevice(Config(dir=tmp_path / f"r{i}", hostname=f"r{i}", auth_key=key,
-                                     control_url=net.control_url), bind_host="127.0.0.1")
+                                     control_url=net.control_url, bind_host="127.0.0.1"))
             result: dict[str, str] = {}
 
             def start(dev: ActorDevice = dev, result: dict[str, str] = result) -> None:

@@ -57,8 +57,8 @@ def root_debug() -> Iterator[Collect]:
 
 
 def _device(net: LocalTailnet, tmp: Path, name: str, key: str, **kw: object) -> ActorDevice:
-    return ActorDevice(Config(dir=tmp / name, hostname=name, auth_key=key, control_url=net.control_url),
-                       backoff_max=1.0, bind_host="127.0.0.1", **kw).start()  # type: ignore[arg-type]
+    return ActorDevice(Config(dir=tmp / name, hostname=name, auth_key=key, control_url=net.control_url,
+                              backoff_max=1.0, bind_host="127.0.0.1"), **kw).start()  # type: ignore[arg-type]
 
 
 def _talk(a: ActorDevice, b: ActorDevice) -> None:
