@@ -38,8 +38,8 @@ class Pair:
 
 
 def _device(net: LocalTailnet, key: str, tmp: Path, name: str) -> ActorDevice:
-    return ActorDevice(Config(dir=tmp / name, hostname=name, auth_key=key, control_url=net.control_url),
-                       backoff_max=1.0, bind_host="127.0.0.1").start()
+    return ActorDevice(Config(dir=tmp / name, hostname=name, auth_key=key, control_url=net.control_url,
+                              backoff_max=1.0, bind_host="127.0.0.1")).start()
 
 
 @pytest.fixture

@@ -66,7 +66,7 @@ def _world(tmp_path: Path, key_expiry: float | None = None) -> Iterator[World]:
             with ns.entered():
                 net.start()
                 dev = ActorDevice(Config(dir=tmp_path / "py", hostname="pynode", auth_key=key,
-                                         control_url=net.control_url), backoff_max=1.0).start()
+                                         control_url=net.control_url, backoff_max=1.0)).start()
             dev.wait_until_running_blocking(30)
             assert net.relay is not None
             text = _caddyfile(net.control_url, key, tmp_path / "gonode", dev.tailscale_ips()[0])
