@@ -95,6 +95,9 @@ LOGOUT_TIMEOUT = 5.0
 DIAL_TIMEOUT = 30.0
 """Default bound on a dial, async and blocking alike (an offline peer's SYNs would retry for minutes)."""
 
+REBUILD_POLL = 0.02
+"""How often a dial looks for the new netstack while the data plane is rebuilt (a brief window)."""
+
 
 class _Watcher:
     """A queue of events for one async waiter; ``push`` from any thread, ``get`` in the waiter's loop."""
@@ -461,6 +464,30 @@ class ActorDevice:
                                     "before dialing")
         return sp.netstack  # type: ignore[no-any-return]
 
+    def _rebuilding(self) -> bool:
+        """A netmap is in hand but no netstack: the bridge is (re)building the subtree, for a moment."""
+        with self.dataplane.lock:
+            return self.dataplane.netmap is not None and self.dataplane.spawned is None
+
+    async def _netstack_async(self) -> Netstack:
+        """The netstack; during a rebuild, wait for the new one (the caller bounds the wait)."""
+        while True:
+            try:
+                return self._netstack()
+            except DataplaneNotReady:
+                if not self._rebuilding():
+                    raise
+            await anyio.sleep(REBUILD_POLL)
+
+    def _netstack_blocking(self, deadline: float) -> Netstack:
+        while True:
+            try:
+                return self._netstack()
+            except DataplaneNotReady:
+                if not self._rebuilding() or time.monotonic() >= deadline:
+                    raise
+            time.sleep(REBUILD_POLL)
+
     def resolve(self, host: str) -> str:
         """The tailnet address ``host`` (IP, MagicDNS short name or FQDN of a peer) dials; else
         ``UnknownTailnetHost``."""
@@ -472,14 +499,17 @@ class ActorDevice:
         """Dial ``host:port`` across the tailnet (an anyio byte stream); never via a host socket.
 
         ``DialTimeout`` (a ``TimeoutError``) if not connected within ``timeout`` seconds; the TCP
-        outcomes (``ConnectionRefused``…) as they happen; ``DataplaneNotReady`` before Running."""
-        ns = self._netstack()
+        outcomes (``ConnectionRefused``…) as they happen; ``DataplaneNotReady`` before Running (while
+        the data plane is being rebuilt, the dial waits for it within ``timeout``)."""
         addr = self.resolve(host)
         with anyio.move_on_after(timeout) as scope:
+            ns = await self._netstack_async()
             try:
                 return await ns.connect_tcp(addr, port)
             except ConnectionRefused:
                 raise _refused(host, port, addr) from None
+            except ActorStopped:
+                raise DataplaneNotReady("the data plane was rebuilt during the dial: dial again") from None
         assert scope.cancelled_caught
         raise _dial_timeout(host, port, addr, timeout)
 
@@ -499,12 +529,15 @@ class ActorDevice:
     def tcp_connect_blocking(self, host: str, port: int, timeout: float = DIAL_TIMEOUT) -> SocketLike:
         """Blocking twin of ``tcp_connect``; ``timeout`` bounds the dial (use ``settimeout`` on the
         socket for its reads and writes, which block by default)."""
-        ns = self._netstack()
         addr = self.resolve(host)
+        deadline = time.monotonic() + timeout
+        ns = self._netstack_blocking(deadline)
         try:
-            sock = ns.create_connection((addr, port), timeout)
+            sock = ns.create_connection((addr, port), max(0.0, deadline - time.monotonic()))
         except ConnectionRefused:
             raise _refused(host, port, addr) from None
+        except ActorStopped:
+            raise DataplaneNotReady("the data plane was rebuilt during the dial: dial again") from None
         except TimeoutError as e:
             if type(e) is not TimeoutError:  # a typed TCP outcome (ConnectionTimedOut) passes as is
                 raise

@@ -267,13 +267,20 @@ class UdpSocket(_Rebindable):
         return ns, UdpSendTo(port=ch.port, data=bytes(data), host=host, remote_port=address[1])
 
     async def sendto(self, data: bytes, address: tuple[str, int]) -> None:
-        """Send one datagram to ``(host, port)``; ``host`` is a tailnet IP or a peer's MagicDNS name."""
+        """Send one datagram to ``(host, port)``; ``host`` is a tailnet IP or a peer's MagicDNS name.
+        ``DataplaneNotReady`` before Running, or while the data plane is being rebuilt."""
         ns, msg = self._send_msg(data, address)
-        ns.check(await ns.ref.ask_async(msg))
+        try:
+            ns.check(await ns.ref.ask_async(msg))
+        except ActorStopped:
+            raise DataplaneNotReady("the data plane is being rebuilt: send again in a moment") from None
 
     def sendto_blocking(self, data: bytes, address: tuple[str, int]) -> None:
         ns, msg = self._send_msg(data, address)
-        ns.check(ns.ref.ask(msg))
+        try:
+            ns.check(ns.ref.ask(msg))
+        except ActorStopped:
+            raise DataplaneNotReady("the data plane is being rebuilt: send again in a moment") from None
 
     def _poll(self) -> tuple[tuple[bytes, tuple[str, int]] | None, Waitable, Ready]:
         if self._closed:

@@ -226,7 +226,7 @@ async def test_listeners_survive_dataplane_rebuild(tailnet: LocalTailnet, tmp_pa
                         break
 
         await roundtrip(b"before")
-        old = b.dataplane.spawned
+        old = {d: d.dataplane.spawned for d in (a, b)}
         # A new DERP map (one more region) is a new data-plane identity: the bridge rebuilds the subtree.
         assert tailnet.relay is not None
         dm = copy.deepcopy(tailnet.relay.derp_map)
@@ -236,12 +236,13 @@ async def test_listeners_survive_dataplane_rebuild(tailnet: LocalTailnet, tmp_pa
         dm["Regions"]["901"] = extra
         tailnet.set_derp_map(dm)
 
-        def rebuilt() -> bool:
-            sp = b.dataplane.spawned
-            return sp is not None and sp is not old and sp.netstack is not old.netstack  # type: ignore[union-attr]
+        def rebuilt(d: ActorDevice) -> bool:
+            sp, was = d.dataplane.spawned, old[d]
+            return sp is not None and sp is not was and sp.netstack is not was.netstack  # type: ignore[union-attr]
 
-        await anyio.to_thread.run_sync(lambda: wait_until(rebuilt, 20, "b's data plane rebuilt"))
-        await b.up(20)
+        for d in (a, b):  # both got the new map
+            await anyio.to_thread.run_sync(lambda d=d: wait_until(lambda: rebuilt(d), 20, "rebuilt"))
+            await d.up(20)
         await roundtrip(b"after")  # the same listener and socket objects, now on the new netstack
 
         # A crashed netstack restarts empty: a listener waiting in accept() binds itself again.
