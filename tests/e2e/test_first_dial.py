@@ -44,8 +44,8 @@ know yet, a datagram from a key WireGuard does not know yet."""
 def _device(net: LocalTailnet, tmp: Path, name: str, *, direct: bool, key: str | None = None) -> ActorDevice:
     """A node with default timings (what an app gets), bound to loopback."""
     return ActorDevice(Config(dir=tmp / name, hostname=name, auth_key=key or net.create_authkey(),
-                              control_url=net.control_url),
-                       bind_host="127.0.0.1", advertise_endpoints=direct).start()
+                              control_url=net.control_url, bind_host="127.0.0.1",
+                              advertise_endpoints=direct)).start()
 
 
 def _join(net: LocalTailnet, tmp: Path, name: str, *, direct: bool, key: str | None = None) -> ActorDevice:
