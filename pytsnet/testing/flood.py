@@ -86,8 +86,8 @@ def _victim(args: argparse.Namespace) -> None:
     timings = Timings(heartbeat=0.5, trust=1.5, session_active=10.0, upgrade=5.0, ping_timeout=0.8,
                       ping_interval=0.3)
     dev = ActorDevice(Config(dir=Path(args.dir), hostname=args.hostname, auth_key=args.authkey,
-                             control_url=args.control),
-                      backoff_max=1.0, bind_host="127.0.0.1", timings=timings, stun_interval=(2.0, 3.0))
+                             control_url=args.control, backoff_max=1.0, bind_host="127.0.0.1",
+                             timings=timings, stun_interval=(2.0, 3.0)))
     dev.start()
     dev.wait_until_running_blocking(60)
     threading.Thread(target=_serve_echo, args=(dev, args.port), daemon=True).start()
@@ -279,9 +279,9 @@ class FloodRig:
         timings = Timings(heartbeat=0.5, trust=1.5, session_active=10.0, upgrade=5.0, ping_timeout=0.8,
                           ping_interval=0.3)
         self.peer = ActorDevice(Config(dir=tmp / "peer", hostname="peer", auth_key=self.net.create_authkey(),
-                                       control_url=self.net.control_url),
-                                backoff_max=1.0, bind_host="127.0.0.1", timings=timings,
-                                stun_interval=(2.0, 3.0)).start()
+                                       control_url=self.net.control_url, backoff_max=1.0,
+                                       bind_host="127.0.0.1", timings=timings,
+                                       stun_interval=(2.0, 3.0))).start()
         try:
             ready = self._lines.next(90)
             assert ready.get("event") == "ready", ready
