@@ -4,7 +4,7 @@ Control assigns the expiry (the client cannot pick a later one or "never"); ``no
 node's own map show it expired with no peers and its peers' maps carry it ``Expired`` without
 endpoints; ``nodes extend`` undoes both; rotating an expired key needs an auth key; the relay refuses
 an expired key and closes its open connection — also when a key simply runs out, which sends no map
-frame (clients drop it by their own timers; see tests/device/test_key_expiry.py).
+frame (clients drop it by their own timers; see tests/device/test_device_key_expiry.py).
 """
 
 from __future__ import annotations
