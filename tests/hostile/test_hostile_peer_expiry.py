@@ -1,7 +1,8 @@
 """A netmap peer whose ``KeyExpiry`` has passed is refused even when control leaves ``Expired`` unset
 (Go's client flags it itself: ``ipnlocal.flagExpiredPeers``). Found by the hostile control test.
 And a control server that never says a key expired cannot keep the peer alive: the tracker's own
-timer drops it at ``KeyExpiry`` (simulated time here; real nodes in tests/device/test_device_key_expiry.py)."""
+timer drops it at ``KeyExpiry`` (simulated time here; real nodes in
+tests/device/test_device_key_expiry.py)."""
 
 from __future__ import annotations
 
