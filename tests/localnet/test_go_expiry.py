@@ -90,20 +90,6 @@ def _peer_names(dev: ActorDevice) -> set[str]:
     return {p.hostname for p in dev.peers()}
 
 
-async def _py_to_go(dev: ActorDevice) -> bytes:
-    s = await dev.tcp_connect("gonode", 80)
-    try:
-        await s.send(b"GET / HTTP/1.1\r\nHost: gonode\r\nConnection: close\r\n\r\n")
-        buf = bytearray()
-        while True:
-            try:
-                buf += await s.receive(65536)
-            except anyio.EndOfStream:
-                return bytes(buf)
-    finally:
-        await s.aclose()
-
-
 def _curl(ns: Netns, max_time: float) -> str:
     out = subprocess.run(["ip", "netns", "exec", ns.name, "curl", "-sS", "--max-time", str(max_time),
                           f"http://127.0.0.1:{PROXY_PORT}/"], capture_output=True, text=True, timeout=60)
@@ -135,7 +121,7 @@ def _both_ways(w: World, timeout: float) -> None:
             with anyio.fail_after(timeout):
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(serve)
-                    resp = await _py_to_go(w.dev)
+                    resp = await gonode.http_get(w.dev, "gonode", 80)
                     assert resp.startswith(b"HTTP/1.1 200") and resp.endswith(GO_BODY.encode()), resp
                     while await anyio.to_thread.run_sync(lambda: _curl(w.ns, 10)) != PY_BODY.decode():
                         await anyio.sleep(0.3)  # Caddy's listener or its tsnet node still starting
@@ -179,7 +165,7 @@ def test_go_node_expire_and_extend(world: World) -> None:
 
     async def refused() -> None:
         with pytest.raises(UnknownTailnetHost):
-            await _py_to_go(dev)
+            await gonode.http_get(dev, "gonode", 80)
 
     anyio.run(refused)
     time.sleep(2)  # Go blocks its engine while expired (no relay reconnect); the relay would refuse it
