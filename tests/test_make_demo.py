@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -15,8 +16,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 def test_make_demo_installs_runtime_deps_only(tmp_path: Path) -> None:
-    plan = subprocess.run(["make", "-n", "demo", f"VENV={tmp_path / 'venv'}"], cwd=REPO, capture_output=True,
-                          text=True, check=True).stdout
+    # Run as a top-level make even under `make test` (a sub-make prints "Entering directory" lines).
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
+    plan = subprocess.run(["make", "--no-print-directory", "-n", "demo", f"VENV={tmp_path / 'venv'}"],
+                          cwd=REPO, capture_output=True, text=True, check=True, env=env).stdout
     installs = [line for line in plan.splitlines() if " install " in line]
     assert installs, plan
     assert all("[test]" not in line and "--upgrade" not in line for line in installs), installs
