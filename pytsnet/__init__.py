@@ -22,8 +22,8 @@ _install_log_defaults()
 _ERRORS = ("AddressInUse", "AskTimeout", "AuthRejected", "CaptureError", "ConfigError", "ConnectionAborted",
            "ConnectionRefused", "ConnectionReset", "ConnectionTimedOut", "DataplaneNotReady", "DeviceClosed",
            "DialTimeout", "FlowAborted", "FlowCrashed", "KeyExpired", "NeedsLogin", "NetworkUnreachable",
-           "PytsnetError", "RegistrationError", "RegistrationTimeout", "StateStoreError",
-           "TcpConnectionError", "UnknownTailnetHost")
+           "PytsnetError", "RegistrationError", "RegistrationTimeout", "StateDirLocked",
+           "StateStoreError", "TcpConnectionError", "UnknownTailnetHost")
 
 _EXPORTS: dict[str, str] = {
     "ActorDevice": "pytsnet.device",
@@ -76,6 +76,7 @@ __all__ = [
     "RegistrationTimeout",
     "SocketLike",
     "SocketListener",
+    "StateDirLocked",
     "StateStoreError",
     "TcpConnectionError",
     "TcpListener",
@@ -124,6 +125,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
         PytsnetError,
         RegistrationError,
         RegistrationTimeout,
+        StateDirLocked,
         StateStoreError,
         TcpConnectionError,
         UnknownTailnetHost,

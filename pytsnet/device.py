@@ -79,7 +79,7 @@ from pytsnet.messages.wgengine import GetWgStatus, WgStatus
 from pytsnet.net import SocketLike, SocketListener, TcpListener, TcpStream, UdpSocket
 from pytsnet.net.bindings import Bindings
 from pytsnet.net.netstack import Netstack
-from pytsnet.state import FileStore, MemoryStore
+from pytsnet.state import FileStore, MemoryStore, StateDirLock, check_state
 from pytsnet.tree import CONTROL, DATAPLANE, PEERS, DataplaneOptions, device_tree
 from pytsnet.wire.keys import DiscoPrivate
 from pytsnet.wire.magicsock.endpoint import Timings
@@ -189,6 +189,8 @@ class ActorDevice:
         if store is None:
             store = FileStore.in_dir(cfg.dir) if cfg.dir is not None else MemoryStore()
         self.store = store
+        self._dir_lock = StateDirLock(cfg.dir) if cfg.store is None and cfg.dir is not None else None
+        """One device per state dir (taken at ``start``, dropped at ``close`` or by the OS on a crash)."""
         self.disco = DiscoPrivate.generate()
         """The data plane's disco key (per process, like Go's magicsock); control learns its public half."""
         self._cond = threading.Condition()
@@ -225,6 +227,14 @@ class ActorDevice:
             parse_control_url(str(cfg.control_url))
         except ControlURLError as e:
             raise ConfigError(f"{e} (Config.control_url or TS_CONTROL_URL)") from None
+        if self._dir_lock is not None:
+            self._dir_lock.acquire()  # StateDirLocked: another device runs on this dir
+        try:
+            check_state(self.store)  # StateStoreError naming the key, never a silent new node
+        except BaseException:
+            if self._dir_lock is not None:
+                self._dir_lock.release()
+            raise
         with logs.scope(self._log_route):
             if cfg.control_url == DEFAULT_CONTROL_URL:
                 log.info("no control URL set (Config.control_url, TS_CONTROL_URL): using %s", cfg.control_url)
@@ -254,6 +264,8 @@ class ActorDevice:
                 with contextlib.suppress(AskTimeout, ActorStopped, DeviceClosed):
                     self._ref(CONTROL).ask(Logout(), timeout=LOGOUT_TIMEOUT)
             self.system.shutdown()
+        if self._dir_lock is not None:
+            self._dir_lock.release()
         self._bindings.close()
         self._on_event(self._control_state.model_copy(update={"state": "Stopped"}))
 

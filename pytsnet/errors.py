@@ -32,7 +32,7 @@ from pytsnet.netstack.tcp.errors import (
 __all__ = ["AddressInUse", "AskTimeout", "AuthRejected", "CaptureError", "ConfigError", "ConnectionAborted",
            "ConnectionRefused", "ConnectionReset", "ConnectionTimedOut", "DataplaneNotReady", "DeviceClosed",
            "DialTimeout", "FlowAborted", "FlowCrashed", "KeyExpired", "NeedsLogin", "NetworkUnreachable",
-           "PytsnetError", "RegistrationError", "RegistrationTimeout", "StateStoreError",
+           "PytsnetError", "RegistrationError", "RegistrationTimeout", "StateDirLocked", "StateStoreError",
            "TcpConnectionError", "UnknownTailnetHost"]
 
 
@@ -113,6 +113,18 @@ class AddressInUse(PytsnetError, OSError):
 class StateStoreError(PytsnetError, OSError):
     """The state file exists but is not a JSON object of base64 values: move it away (the node then
     registers afresh) or point ``Config.dir`` elsewhere."""
+
+
+class StateDirLocked(StateStoreError):
+    """Another live device (``pid``, possibly this process) holds ``Config.dir``: two nodes on one
+    state would fight over the node key and the map stream. Close that device or use another dir."""
+
+    def __init__(self, directory: str, pid: int | None) -> None:
+        holder = f"process {pid}" if pid else "another process"
+        super().__init__(f"state dir {directory} is in use by {holder}: close that device first, "
+                         "or give this one its own Config.dir")
+        self.directory = directory
+        self.pid = pid
 
 
 class CaptureError(PytsnetError, OSError):

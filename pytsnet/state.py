@@ -9,18 +9,96 @@ nothing across processes (Go allows it only for ephemeral nodes; so does ``Actor
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import json
 import os
 import threading
 from pathlib import Path
 
 from pytsnet.actors.control.store import MACHINE_KEY, NETMAP, NODE, StateStore
-from pytsnet.errors import StateStoreError  # defined with every public error; re-exported here
+from pytsnet.errors import StateDirLocked, StateStoreError  # defined with every public error
+from pytsnet.wire.keys import MachinePrivate, NodePrivate, NodePublic
 
-__all__ = ["MACHINE_KEY", "NETMAP", "NODE", "STATE_FILE", "FileStore", "MemoryStore", "StateStore",
-           "StateStoreError"]
+__all__ = ["LOCK_FILE", "MACHINE_KEY", "NETMAP", "NODE", "STATE_FILE", "FileStore", "MemoryStore",
+           "StateDirLock", "StateDirLocked", "StateStore", "StateStoreError", "check_state"]
 
 STATE_FILE = "tailscaled.state"
+LOCK_FILE = "tailscaled.lock"
+
+
+def check_state(store: StateStore) -> None:
+    """Refuse a store whose values the control client could not use, naming the key.
+
+    The client treats a missing ``_node`` as "register afresh"; a corrupt one must not look
+    missing, or a damaged file silently turns the device into a new node with a new address."""
+    raw = store.read_state(MACHINE_KEY)
+    if raw:
+        try:
+            MachinePrivate.from_text(raw.decode())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise StateStoreError(f"state key {MACHINE_KEY!r}: not a machine private key ({e})") from None
+    node = _json_object(store, NODE)
+    if node is not None:
+        try:
+            if node.get("NodePrivate"):
+                NodePrivate.from_text(str(node["NodePrivate"]))
+            if node.get("OldNodeKey"):
+                NodePublic.from_text(str(node["OldNodeKey"]))
+        except ValueError as e:
+            raise StateStoreError(f"state key {NODE!r}: bad key ({e})") from None
+    netmap = _json_object(store, NETMAP)
+    if netmap is not None and not isinstance(netmap.get("Node", {}), dict):
+        raise StateStoreError(f"state key {NETMAP!r}: 'Node' is not an object")
+
+
+def _json_object(store: StateStore, key: str) -> dict[str, object] | None:
+    raw = store.read_state(key)
+    if not raw:
+        return None
+    try:
+        doc = json.loads(raw)
+    except ValueError as e:  # UnicodeDecodeError is a ValueError
+        raise StateStoreError(f"state key {key!r}: not JSON ({e})") from None
+    if not isinstance(doc, dict):
+        raise StateStoreError(f"state key {key!r}: not a JSON object")
+    return doc
+
+
+class StateDirLock:
+    """An exclusive ``flock`` on ``<dir>/tailscaled.lock`` holding the owner's pid.
+
+    One device per state dir: a second one (this process or another) gets ``StateDirLocked`` naming
+    the holder. The OS drops the lock when its file closes, so a crashed holder never wedges the dir."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.path = Path(directory) / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            finally:
+                os.close(fd)
+            raise StateDirLocked(str(self.path.parent), int(text) if text.isdigit() else None) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            os.close(fd)  # closing the last descriptor drops the flock
 
 
 class MemoryStore:

@@ -433,24 +433,27 @@ class ControlServer:
         if rekey is not None and not authkey:
             return {**self._login(rekey.user_id), "Error": ERR_EXPIRED_REKEY}
         reuse = node if node is not None else rekey or self.store.logged_out_node_for_machine(machine)
-        if authkey:
-            try:
-                rec = consume_authkey(self.store, authkey)
-            except AuthKeyRejected as e:
-                return {"Error": str(e)}
-            ephemeral = rec.ephemeral or bool(req.get("Ephemeral"))
-            fields: JSON = {"user_id": rec.user_id, "hostname": hostname, "hostinfo": hostinfo,
-                            "authorized": True, "ephemeral": ephemeral, "tags": rec.tags,
-                            "key_expiry": self.new_key_expiry(expiry), "auth_path": ""}
-        else:
-            ephemeral = bool(req.get("Ephemeral"))
-            fields = {"user_id": self.default_user.id, "hostname": hostname, "hostinfo": hostinfo,
-                      "authorized": False, "ephemeral": ephemeral, "tags": [], "key_expiry": None,
-                      "auth_path": "/auth/" + secrets.token_hex(10)}  # the clock starts at approval
-        if reuse is not None and (not ephemeral or reuse is rekey):
-            new = self.store.update_node(reuse.id, node_key=nk, logged_out=False, **fields)
-        else:
-            new = self.store.add_node(machine_key=machine, node_key=nk, **fields)
+        # One transaction: a crash between using a single-use key and inserting its node rolls
+        # both back, so the key is never burnt without a node to show for it.
+        with self.store.transaction():
+            if authkey:
+                try:
+                    rec = consume_authkey(self.store, authkey)
+                except AuthKeyRejected as e:
+                    return {"Error": str(e)}
+                ephemeral = rec.ephemeral or bool(req.get("Ephemeral"))
+                fields: JSON = {"user_id": rec.user_id, "hostname": hostname, "hostinfo": hostinfo,
+                                "authorized": True, "ephemeral": ephemeral, "tags": rec.tags,
+                                "key_expiry": self.new_key_expiry(expiry), "auth_path": ""}
+            else:
+                ephemeral = bool(req.get("Ephemeral"))
+                fields = {"user_id": self.default_user.id, "hostname": hostname, "hostinfo": hostinfo,
+                          "authorized": False, "ephemeral": ephemeral, "tags": [], "key_expiry": None,
+                          "auth_path": "/auth/" + secrets.token_hex(10)}  # the clock starts at approval
+            if reuse is not None and (not ephemeral or reuse is rekey):
+                new = self.store.update_node(reuse.id, node_key=nk, logged_out=False, **fields)
+            else:
+                new = self.store.add_node(machine_key=machine, node_key=nk, **fields)
         assert new is not None
         self.notify()
         if not new.authorized:

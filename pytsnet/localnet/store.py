@@ -159,6 +159,8 @@ class Store:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.ipv6 = ipv6
         self._lock = threading.RLock()
+        self._depth = 0
+        """Open ``_tx`` levels on the owning thread: inner ones join the outer transaction."""
         self._db = sqlite3.connect(self.dir / DB_NAME, check_same_thread=False, timeout=10,
                                    isolation_level=None)
         self._db.row_factory = sqlite3.Row
@@ -172,13 +174,31 @@ class Store:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
+            if self._depth:  # nested: part of the caller's transaction, which commits or rolls back
+                self._depth += 1
+                try:
+                    yield self._db
+                finally:
+                    self._depth -= 1
+                return
             self._db.execute("BEGIN IMMEDIATE")
+            self._depth = 1
             try:
                 yield self._db
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            finally:
+                self._depth = 0
             self._db.execute("COMMIT")
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group several store calls into one SQLite transaction: all of them commit, or (on any
+        exception, a crash included) none does. Used so that using a single-use auth key and
+        inserting the node it registers cannot be separated."""
+        with self._tx():
+            yield
 
     def data_version(self) -> int:
         """Changes whenever *another* connection (e.g. the admin CLI) commits to the database."""
