@@ -17,9 +17,6 @@ import json
 import time
 from typing import Any
 
-KEY_PREFIX_HEX = 8
-"""``authkey list`` shows this many hex digits of a key's secret: enough to tell keys apart."""
-
 
 def _shared_options(*, top: bool) -> argparse.ArgumentParser:
     """``--state``/``--ipv6``, accepted at every level. Below the top their default is SUPPRESS, so
@@ -145,8 +142,7 @@ def _authkey_list(args: argparse.Namespace) -> int:
     """One JSON line per key; the secret is cut to a prefix, as Tailscale's admin console shows keys."""
     now = time.time()
     for k in _store(args).authkeys():
-        head, _, secret = k.key.rpartition("-")
-        print(json.dumps({"id": k.id, "prefix": f"{head}-{secret[:KEY_PREFIX_HEX]}…",
+        print(json.dumps({"id": k.id, "prefix": f"{k.prefix}…",  # the store keeps only a hash and this
                           "reusable": k.reusable, "ephemeral": k.ephemeral, "tags": k.tags, "used": k.used,
                           "expires": _when(k.expires), "expired": k.expires is not None and k.expires <= now,
                           "created": _when(k.created)}, ensure_ascii=False))

@@ -107,10 +107,11 @@ class ControlServer:
         self.domain = domain
         self.keepalive_interval = keepalive_interval
         self.ephemeral_grace = ephemeral_grace
-        key_text = store.set_meta_default("control_private", MachinePrivate.generate().to_text())
-        self.private = MachinePrivate.from_text(key_text)
-        legacy_text = store.set_meta_default("legacy_private", MachinePrivate.generate().to_text())
-        self.legacy_private = MachinePrivate.from_text(legacy_text)
+        # Each in its own 0600 file in the state dir, never in the database (store.KEY_FILES).
+        self.private = MachinePrivate.from_text(
+            store.private_key("control_private", lambda: MachinePrivate.generate().to_text()))
+        self.legacy_private = MachinePrivate.from_text(
+            store.private_key("legacy_private", lambda: MachinePrivate.generate().to_text()))
         self.default_user = store.ensure_user(DEFAULT_USER)
         self.base_url = ""
         self.derp_map: JSON | None = None

@@ -27,6 +27,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
+from pytsnet.localnet.atrest import private_dir, write_private
+
 CERT_FILE, KEY_FILE, CHAIN_FILE = "derp-cert.pem", "derp-key.pem", "derp-chain.pem"
 VALIDITY = datetime.timedelta(days=3650)
 META_CERT_CN_PREFIX = "derpkey"  # derp/derpconst MetaCertCommonNamePrefix
@@ -62,11 +64,10 @@ def ensure_certificate(state_dir: Path, host: str) -> tuple[Path, Path]:
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .sign(key, hashes.SHA256()))
-    state_dir.mkdir(parents=True, exist_ok=True)
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    key_path.chmod(0o600)
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    private_dir(state_dir)
+    write_private(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                              serialization.NoEncryption()))  # 0600 from creation, atomic
+    write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     return cert_path, key_path
 
 
@@ -95,6 +96,6 @@ def server_context(cert_path: Path, key_path: Path, meta_cert: bytes | None = No
     chain = cert_path
     if meta_cert is not None:
         chain = cert_path.with_name(CHAIN_FILE)
-        chain.write_bytes(cert_path.read_bytes() + meta_cert)
+        write_private(chain, cert_path.read_bytes() + meta_cert)
     ctx.load_cert_chain(chain, key_path)
     return ctx

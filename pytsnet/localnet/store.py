@@ -1,23 +1,35 @@
 """The local tailnet's persistent state: users, pre-auth keys, nodes and their addresses (SQLite).
 
 Everything the coordination server knows lives in one ``localnet.db`` in the state directory, so a
-restart (or a second process running the admin CLI) sees the same nodes, keys and IPs. Keys are
-stored in their Tailscale text form (``nodekey:…``); IPs are allocated once per node and never
+restart (or a second process running the admin CLI) sees the same nodes, keys and IPs. Public keys
+are stored in their Tailscale text form (``nodekey:…``); IPs are allocated once per node and never
 reused while the node exists. The connection is shared between threads behind one lock.
+
+At rest (see ``atrest``): the dir is 0700 and the database 0600 from creation (SQLite gives its WAL
+and shm files the database's mode). Pre-auth keys are stored only as ``sha256:<hex>`` plus a short
+display prefix: the clear key exists once, in the record ``create_authkey`` returns. The control
+server's Noise private keys live in their own 0600 files (``private_key``), not in the database;
+an older database's clear keys are moved out on open, with ``secure_delete`` so no copy lingers in
+freed pages.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import ipaddress
 import json
+import os
 import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from pytsnet.localnet.atrest import FILE_MODE, create_private_file, private_dir
 
 DB_NAME = "localnet.db"
 CGNAT_V4 = ipaddress.IPv4Network("100.64.0.0/10")
@@ -26,6 +38,12 @@ TS_4TO6 = ipaddress.IPv6Network("fd7a:115c:a1e0:ab12:4843:cd96::/96")
 #: Never handed out: 100.100.100.0/24 holds the MagicDNS/quad-100 service address.
 RESERVED_V4 = (ipaddress.IPv4Network("100.100.100.0/24"),)
 DEFAULT_USER = "admin@localnet"
+AUTHKEY_PREFIX = "tskey-auth-"
+AUTHKEY_SHOWN_HEX = 8
+"""Hex digits of a key's secret kept in clear for ``authkey list``: enough to tell keys apart."""
+_HASHED = "sha256:"
+#: Private keys once kept in ``meta`` (older versions) → the 0600 file each lives in now.
+KEY_FILES = {"control_private": "noise.key", "legacy_private": "noise-legacy.key"}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -38,6 +56,7 @@ CREATE TABLE IF NOT EXISTS users (
 CREATE TABLE IF NOT EXISTS authkeys (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     key TEXT NOT NULL UNIQUE,
+    prefix TEXT NOT NULL DEFAULT '',
     user_id INTEGER NOT NULL,
     reusable INTEGER NOT NULL,
     ephemeral INTEGER NOT NULL,
@@ -81,8 +100,12 @@ class User:
 
 @dataclass
 class AuthKey:
+    """A pre-auth key's record. ``key`` (the clear key) is set only on the record ``create_authkey``
+    returns; the database holds ``key_hash`` and the display ``prefix``."""
+
     id: int
-    key: str
+    key_hash: str
+    prefix: str
     user_id: int
     reusable: bool
     ephemeral: bool
@@ -90,6 +113,17 @@ class AuthKey:
     expires: float | None
     used: bool
     created: float
+    key: str = field(default="", repr=False)
+
+
+def hash_authkey(key: str) -> str:
+    """What the database stores for ``key`` (a 192-bit random secret: a plain SHA-256 suffices)."""
+    return _HASHED + hashlib.sha256(key.encode()).hexdigest()
+
+
+def authkey_prefix(key: str) -> str:
+    head, _, secret = key.rpartition("-")
+    return f"{head}-{secret[:AUTHKEY_SHOWN_HEX]}"
 
 
 @dataclass
@@ -133,6 +167,7 @@ def _node(row: sqlite3.Row) -> Node:
 
 def _authkey(row: sqlite3.Row) -> AuthKey:
     d = dict(row)
+    d["key_hash"] = d.pop("key")
     d["tags"] = json.loads(d["tags"])
     d["reusable"], d["ephemeral"], d["used"] = bool(d["reusable"]), bool(d["ephemeral"]), bool(d["used"])
     return AuthKey(**d)
@@ -155,8 +190,13 @@ class Store:
         return cls(state_dir, ipv6=ipv6)
 
     def __init__(self, state_dir: str | Path, *, ipv6: bool = False) -> None:
-        self.dir = Path(state_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir = private_dir(Path(state_dir))
+        db_path = self.dir / DB_NAME
+        create_private_file(db_path)
+        for p in (db_path, db_path.with_name(DB_NAME + "-wal"), db_path.with_name(DB_NAME + "-shm")):
+            with contextlib.suppress(FileNotFoundError):  # files of an older version: tighten once
+                if p.stat().st_mode & 0o777 != FILE_MODE:
+                    p.chmod(FILE_MODE)
         self.ipv6 = ipv6
         self._lock = threading.RLock()
         self._depth = 0
@@ -164,8 +204,57 @@ class Store:
         self._db = sqlite3.connect(self.dir / DB_NAME, check_same_thread=False, timeout=10,
                                    isolation_level=None)
         self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA secure_delete=ON")  # freed pages are zeroed: no stale secrets
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        self._migrate_secrets()
+
+    def _migrate_secrets(self) -> None:
+        """Move what older versions kept in clear out of the database (idempotent)."""
+        cols = {r["name"] for r in self._db.execute("PRAGMA table_info(authkeys)")}
+        moved = False
+        with self._tx() as db:
+            if "prefix" not in cols:
+                db.execute("ALTER TABLE authkeys ADD COLUMN prefix TEXT NOT NULL DEFAULT ''")
+            for r in db.execute("SELECT id, key FROM authkeys WHERE key NOT LIKE 'sha256:%'").fetchall():
+                db.execute("UPDATE authkeys SET key=?, prefix=? WHERE id=?",
+                           (hash_authkey(r["key"]), authkey_prefix(r["key"]), r["id"]))
+                moved = True
+            for name, filename in KEY_FILES.items():
+                row = db.execute("SELECT v FROM meta WHERE k=?", (name,)).fetchone()
+                if row is not None:
+                    self._write_key_file(self.dir / filename, str(row[0]))
+                    db.execute("DELETE FROM meta WHERE k=?", (name,))
+                    moved = True
+        if moved:  # the WAL still holds the old pages until a checkpoint copies the zeroed ones back
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    @staticmethod
+    def _write_key_file(path: Path, text: str) -> str:
+        """Create ``path`` (0600) holding ``text`` unless it exists; return what it holds (first
+        writer wins, atomically: a temporary file is hard-linked into place)."""
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, FILE_MODE)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+        finally:
+            tmp.unlink()
+        return path.read_text().strip()
+
+    def private_key(self, name: str, generate: Callable[[], str]) -> str:
+        """The private key ``name`` (a ``KEY_FILES`` entry) from its 0600 file, made by ``generate``
+        on first use."""
+        path = self.dir / KEY_FILES[name]
+        try:
+            text = path.read_text().strip()
+        except FileNotFoundError:
+            text = ""
+        return text or self._write_key_file(path, generate())
 
     def close(self) -> None:
         with self._lock:
@@ -236,19 +325,23 @@ class Store:
     # -- auth keys ---------------------------------------------------------------------------
     def create_authkey(self, *, user_id: int, reusable: bool = False, ephemeral: bool = False,
                        tags: list[str] | None = None, expires: float | None = None) -> AuthKey:
-        key = "tskey-auth-" + secrets.token_hex(24)
+        """A new key; the returned record's ``key`` is the only copy of it in clear."""
+        key = AUTHKEY_PREFIX + secrets.token_hex(24)
         with self._tx() as db:
             cur = db.execute(
-                "INSERT INTO authkeys (key, user_id, reusable, ephemeral, tags, expires, created)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (key, user_id, int(reusable), int(ephemeral), json.dumps(sorted(tags or [])), expires,
-                 time.time()))
+                "INSERT INTO authkeys (key, prefix, user_id, reusable, ephemeral, tags, expires, created)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (hash_authkey(key), authkey_prefix(key), user_id, int(reusable), int(ephemeral),
+                 json.dumps(sorted(tags or [])), expires, time.time()))
             row = db.execute("SELECT * FROM authkeys WHERE id=?", (cur.lastrowid,)).fetchone()
-        return _authkey(row)
+        rec = _authkey(row)
+        rec.key = key
+        return rec
 
     def get_authkey(self, key: str) -> AuthKey | None:
+        """The record of the clear ``key`` (looked up by its hash)."""
         with self._lock:
-            row = self._db.execute("SELECT * FROM authkeys WHERE key=?", (key,)).fetchone()
+            row = self._db.execute("SELECT * FROM authkeys WHERE key=?", (hash_authkey(key),)).fetchone()
         return None if row is None else _authkey(row)
 
     def authkeys(self) -> list[AuthKey]:
