@@ -13,6 +13,7 @@ from typing import Literal
 from pytsnet.messages.base import Message
 from pytsnet.messages.magicsock import DerpRegion
 from pytsnet.messages.peers import PeerInfo
+from pytsnet.messages.redact import NodePrivateText
 from pytsnet.messages.wgengine import WgFilterRule
 
 
@@ -30,7 +31,7 @@ class DataplaneNetmap(Message, tag="dataplane.netmap"):
     Peers are deliberately absent: they come from the PeerTracker (``PeersChanged``), the one place
     that admits peers."""
 
-    node_private: str
+    node_private: NodePrivateText
     """``privkey:…``: the node key can rotate (re-login), and the data plane follows it."""
     self_node: PeerInfo
     derp_regions: tuple[DerpRegion, ...] = ()

@@ -8,30 +8,31 @@ with a ``data: bytes`` field (the device passes ``IpPacketOut``), see ``actors/n
 from __future__ import annotations
 
 from pytsnet.messages.base import Message
+from pytsnet.messages.redact import Payload
 
 
 class LinkPacketIn(Message, tag="netstack.link_in"):
     """One IP packet from the link to the stack."""
 
-    data: bytes
+    data: Payload
 
 
 class LinkPacketOut(Message, tag="netstack.link_out"):
     """One IP packet from the stack to the link."""
 
-    data: bytes
+    data: Payload
 
 
 class FlowSegmentIn(Message, tag="netstack.flow_segment"):
     """A TCP segment (the IP payload, checksum not yet verified) for one flow actor."""
 
-    data: bytes
+    data: Payload
 
 
 class FlowSegmentsIn(Message, tag="netstack.flow_segments"):
     """Several ``FlowSegmentIn`` for one flow from one burst of inbound packets, in order."""
 
-    segments: tuple[bytes, ...]
+    segments: tuple[Payload, ...]
 
 
 class FlowTick(Message, tag="netstack.flow_tick"):
@@ -93,7 +94,7 @@ class UdpBind(Message, tag="netstack.udp_bind"):
 
 class UdpSendTo(Message, tag="netstack.udp_sendto"):
     port: int
-    data: bytes
+    data: Payload
     host: str
     remote_port: int
 

@@ -19,6 +19,7 @@ from pytsnet.messages.magicsock import (
     WgDatagramsIn,
     WgDatagramsOut,
 )
+from pytsnet.messages.redact import Payload
 from pytsnet.wire.tailcfg.filter import FilterRule
 
 __all__ = ["GetWgStatus", "IpPacketIn", "IpPacketOut", "IpPacketsIn", "IpPacketsOut", "WgConfig",
@@ -29,7 +30,7 @@ __all__ = ["GetWgStatus", "IpPacketIn", "IpPacketOut", "IpPacketsIn", "IpPackets
 class IpPacketOut(Message, tag="wgengine.ip_out"):
     """netstack -> W: an IP packet to route through the tunnel by its destination address."""
 
-    data: bytes
+    data: Payload
 
     def payload_size(self) -> int:
         return len(self.data) + ITEM_OVERHEAD
@@ -38,7 +39,7 @@ class IpPacketOut(Message, tag="wgengine.ip_out"):
 class IpPacketIn(Message, tag="wgengine.ip_in"):
     """W -> netstack: a decrypted packet that passed the packet filter."""
 
-    data: bytes
+    data: Payload
 
     def payload_size(self) -> int:
         return len(self.data) + ITEM_OVERHEAD
@@ -47,7 +48,7 @@ class IpPacketIn(Message, tag="wgengine.ip_in"):
 class IpPacketsOut(Message, tag="wgengine.ip_out_batch"):
     """netstack -> W: several ``IpPacketOut`` at once (one mailbox hop and wakeup for a burst)."""
 
-    packets: tuple[bytes, ...]
+    packets: tuple[Payload, ...]
 
     def payload_size(self) -> int:
         return sum(map(len, self.packets)) + ITEM_OVERHEAD * len(self.packets)
@@ -56,7 +57,7 @@ class IpPacketsOut(Message, tag="wgengine.ip_out_batch"):
 class IpPacketsIn(Message, tag="wgengine.ip_in_batch"):
     """W -> netstack: several ``IpPacketIn`` at once, in arrival order."""
 
-    packets: tuple[bytes, ...]
+    packets: tuple[Payload, ...]
 
     def payload_size(self) -> int:
         return sum(map(len, self.packets)) + ITEM_OVERHEAD * len(self.packets)
@@ -150,4 +151,4 @@ class CapturedPackets(Message, tag="wgengine.captured_packets"):
 
     path: int
     when: float
-    packets: tuple[bytes, ...]
+    packets: tuple[Payload, ...]

@@ -47,7 +47,8 @@ def _user_config_dir() -> Path:
 class Config:
     dir: str | Path | None = None
     hostname: str | None = None
-    auth_key: str | None = None
+    auth_key: str | None = field(default=None, repr=False)
+    """Left out of ``repr`` (a credential): logs and tracebacks that show a Config never hold it."""
     control_url: str | None = None
     ephemeral: bool = False
     tags: tuple[str, ...] = ()

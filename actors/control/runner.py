@@ -76,7 +76,7 @@ WATCHDOG_TIMEOUT = 120.0
 class RunnerConfig:
     control_url: str
     hostname: str
-    auth_key: str = ""
+    auth_key: str = field(default="", repr=False)  # a credential: never in a repr
     ephemeral: bool = False
     tags: tuple[str, ...] = ()
     disco_public: str = ""

@@ -6,6 +6,12 @@ makes is answered with the recorded reply. A new recorded incarnation rebuilds t
 ``on_start``), as the supervisor did. Compared per message: reply (or error) and the ordered list
 of sends (receiver, tag, JSON). Requirements: the class is importable and was spawned with
 Message-only arguments (the trace records them).
+
+Redacted traces (see ``trace``): a ``<redacted:KEY:FIELD>`` secret in a message the actor receives
+is taken from ``secrets`` (``trace replay --state DIR`` reads the device's state store); without it
+the replay stops with a ``ReplayError`` naming the secret. Outputs are compared in the form the
+trace wrote them, so a replayed send holding the real key matches its redacted record. A message
+whose payload bytes were not recorded cannot be rebuilt: record with ``PYTSNET_TRACE_PAYLOADS=1``.
 """
 
 from __future__ import annotations
@@ -20,8 +26,12 @@ from pytsnet.actors.runtime.actor import Actor, handler_for
 from pytsnet.actors.runtime.clock import ManualClock, TimerHandle
 from pytsnet.actors.runtime.errors import HandlerError
 from pytsnet.actors.runtime.ref import ActorRef, current
-from pytsnet.actors.runtime.trace import read_trace
-from pytsnet.messages.base import Message, from_tagged, to_tagged
+from pytsnet.actors.runtime.trace import read_trace, redacted_tagged
+from pytsnet.messages.base import Message, from_tagged
+from pytsnet.messages.redact import PLACEHOLDER, RedactContext, payload_placeholder
+
+SecretSource = Callable[[str, str], str | None]
+"""``(state_key, json_field)`` → the secret's text, or None if the store lacks it."""
 
 __all__ = ["Divergence", "ReplayError", "ReplayResult", "replay", "replay_file"]
 
@@ -125,8 +135,53 @@ def _err(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
-def replay(records: list[dict[str, Any]], actor: str, actor_cls: type[Actor] | None = None) -> ReplayResult:
-    """Replay ``actor`` from trace records; ``actor_cls`` overrides the recorded class (tests)."""
+def _as_traced(m: Any, payloads: bool) -> Any:
+    """A value in the form the tracer wrote it (bytes replies redacted like ``Tracer._msg``)."""
+    if isinstance(m, Message):
+        return redacted_tagged(m, RedactContext(payloads=payloads))
+    if isinstance(m, bytes | bytearray | memoryview) and not payloads:
+        return payload_placeholder(bytes(m))
+    return m
+
+
+def _same(recorded: Any, got: Any) -> bool:
+    """Equal to the recording, whether it was made with payloads or without."""
+    return recorded == _as_traced(got, True) or recorded == _as_traced(got, False)
+
+
+def _unredact(obj: Any, secrets: SecretSource | None, what: str) -> Any:
+    if isinstance(obj, str):
+        m = PLACEHOLDER.match(obj)
+        if m is None:
+            return obj
+        key, fld = m.groups()
+        value = secrets(key, fld) if secrets is not None else None
+        if value is None:
+            where = "the state store given has no" if secrets is not None else "no state store given for"
+            raise ReplayError(f"{what} needs the secret {fld} (state key {key}), which the trace redacted: "
+                              f"{where} it; pass --state DIR (the device's Config.dir)")
+        return value
+    if isinstance(obj, dict):
+        return {k: _unredact(v, secrets, what) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_unredact(v, secrets, what) for v in obj]
+    return obj
+
+
+def _rebuild(tagged: dict[str, Any], secrets: SecretSource | None, what: str) -> Message:
+    try:
+        return from_tagged(_unredact(tagged, secrets, what))
+    except ValueError as e:  # pydantic's ValidationError: a payload placeholder where bytes belong
+        if "redacted_payload" in str(tagged):
+            raise ReplayError(f"{what} carries payload bytes the trace did not record: "
+                              "record with PYTSNET_TRACE_PAYLOADS=1 to replay it") from None
+        raise ReplayError(f"{what} cannot be rebuilt: {e}") from None
+
+
+def replay(records: list[dict[str, Any]], actor: str, actor_cls: type[Actor] | None = None, *,
+           secrets: SecretSource | None = None) -> ReplayResult:
+    """Replay ``actor`` from trace records; ``actor_cls`` overrides the recorded class (tests);
+    ``secrets`` supplies what the trace redacted."""
     spawns = [r for r in records if r["ev"] == "spawn" and r["actor"] == actor]
     if not spawns:
         raise ReplayError(f"no spawn record for actor {actor!r} in the trace")
@@ -134,7 +189,7 @@ def replay(records: list[dict[str, Any]], actor: str, actor_cls: type[Actor] | N
     if first["args"] is None:
         raise ReplayError(f"{actor} was spawned with non-Message arguments; it cannot be rebuilt")
     cls = actor_cls or _import(first["class"])
-    args = [from_tagged(a) for a in first["args"]]
+    args = [_rebuild(a, secrets, f"{actor}'s spawn argument") for a in first["args"]]
     inbox = [r for r in records if r["ev"] == "recv" and r["receiver"] == actor]
     sends: dict[int | None, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
@@ -149,7 +204,7 @@ def replay(records: list[dict[str, Any]], actor: str, actor_cls: type[Actor] | N
     got: list[tuple[str, dict[str, Any], str]] = []
 
     def sink(ref: ActorRef, msg: Message, is_ask: bool) -> Any:
-        got.append((ref.name, to_tagged(msg), "ask" if is_ask else "tell"))
+        got.append((ref.name, msg, "ask" if is_ask else "tell"))
         if not is_ask:
             return None
         k = len(got) - 1
@@ -157,7 +212,9 @@ def replay(records: list[dict[str, Any]], actor: str, actor_cls: type[Actor] | N
             rec = handled[expected_sends[k]["seq"]]
             if rec["error"] is not None:
                 raise HandlerError(ref.name, RuntimeError(rec["error"]))
-            return from_tagged(rec["reply"]) if isinstance(rec["reply"], dict) else rec["reply"]
+            if isinstance(rec["reply"], dict):
+                return _rebuild(rec["reply"], secrets, f"the recorded reply to {actor}'s ask")
+            return rec["reply"]
         raise HandlerError(ref.name, RuntimeError("no recorded reply for this ask"))
 
     prev = (current.name, current.seq, current.sink)
@@ -174,7 +231,7 @@ def replay(records: list[dict[str, Any]], actor: str, actor_cls: type[Actor] | N
                 current.name, current.seq, current.sink = actor, None, lambda *a: None
                 instance.on_start()
             clock.set(rec["mono"], rec["wall"])
-            msg = from_tagged(rec["msg"])
+            msg = _rebuild(rec["msg"], secrets, f"{actor}'s inbox message seq {rec['seq']} ({rec['tag']})")
             expected_sends, got = sends.get(rec["seq"], []), []
             current.name, current.seq, current.sink = actor, rec["seq"], sink
             reply: Any = None
@@ -187,16 +244,17 @@ def replay(records: list[dict[str, Any]], actor: str, actor_cls: type[Actor] | N
             except Exception as e:
                 error = _err(e)
             want_reply = rec["reply"]
-            got_reply = to_tagged(reply) if isinstance(reply, Message) else reply
             d = None
             if rec["error"] != error:
                 d = Divergence(i, rec["seq"], rec["tag"], "error", rec["error"], error)
-            elif want_reply != got_reply:
-                d = Divergence(i, rec["seq"], rec["tag"], "reply", want_reply, got_reply)
+            elif not _same(want_reply, reply):
+                d = Divergence(i, rec["seq"], rec["tag"], "reply", want_reply, _as_traced(reply, False))
             else:
                 want = [(s["receiver"], s["msg"], s["kind"]) for s in expected_sends]
-                if want != got:
-                    d = Divergence(i, rec["seq"], rec["tag"], "sends", want, got)
+                if len(want) != len(got) or not all(w[0] == g[0] and w[2] == g[2] and _same(w[1], g[1])
+                                                    for w, g in zip(want, got, strict=True)):
+                    d = Divergence(i, rec["seq"], rec["tag"], "sends", want,
+                                   [(g[0], _as_traced(g[1], False), g[2]) for g in got])
             if d is not None:
                 result.divergence = d
                 return result
@@ -205,5 +263,6 @@ def replay(records: list[dict[str, Any]], actor: str, actor_cls: type[Actor] | N
     return result
 
 
-def replay_file(path: str, actor: str, actor_cls: type[Actor] | None = None) -> ReplayResult:
-    return replay(read_trace(path), actor, actor_cls)
+def replay_file(path: str, actor: str, actor_cls: type[Actor] | None = None, *,
+                secrets: SecretSource | None = None) -> ReplayResult:
+    return replay(read_trace(path), actor, actor_cls, secrets=secrets)

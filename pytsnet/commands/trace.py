@@ -1,12 +1,13 @@
-"""``pytsnet trace show FILE`` and ``pytsnet trace replay FILE --actor NAME``."""
+"""``pytsnet trace show FILE`` and ``pytsnet trace replay FILE --actor NAME [--state DIR]``."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
-from pytsnet.actors.runtime.replay import ReplayError, replay_file
+from pytsnet.actors.runtime.replay import ReplayError, SecretSource, replay_file
 from pytsnet.actors.runtime.trace import read_trace
 
 
@@ -22,6 +23,8 @@ def register(sub: Any) -> None:
     rep = tsub.add_parser("replay", help="replay one actor's inbox and report the first divergence")
     rep.add_argument("file")
     rep.add_argument("--actor", required=True)
+    rep.add_argument("--state", metavar="DIR", default=None,
+                     help="the device's state dir (Config.dir): where secrets the trace redacted are read")
     rep.set_defaults(func=_replay)
 
 
@@ -55,9 +58,30 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def state_secrets(state_dir: str) -> SecretSource:
+    """Secrets by ``(state key, JSON field)`` from the ``tailscaled.state`` in ``state_dir``."""
+    from pytsnet.state import STATE_FILE, FileStore
+
+    path = Path(state_dir) / STATE_FILE
+    if not path.is_file():
+        raise ReplayError(f"no {STATE_FILE} in {state_dir}: --state takes the device's Config.dir")
+    store = FileStore(path)
+
+    def lookup(key: str, field: str) -> str | None:
+        raw = store.read_state(key)
+        try:
+            value = json.loads(raw).get(field) if raw else None
+        except (ValueError, AttributeError):
+            return None
+        return value if isinstance(value, str) and value else None
+
+    return lookup
+
+
 def _replay(args: argparse.Namespace) -> int:
     try:
-        result = replay_file(args.file, args.actor)
+        secrets = state_secrets(args.state) if args.state else None
+        result = replay_file(args.file, args.actor, secrets=secrets)
     except ReplayError as e:
         print(f"cannot replay: {e}")
         return 2
