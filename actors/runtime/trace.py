@@ -44,6 +44,8 @@ class Tracer:
         self.payloads = os.environ.get(PAYLOADS_ENV) == "1" if payloads is None else payloads
         self._lock = threading.Lock()
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)  # 0600 from creation
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)  # appending to a file made before this rule (or by someone else)
         self._f: IO[str] | None = os.fdopen(fd, "a", buffering=1, encoding="utf-8")
 
     def _ctx(self) -> RedactContext:

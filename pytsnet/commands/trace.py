@@ -60,12 +60,15 @@ def _show(args: argparse.Namespace) -> int:
 
 def state_secrets(state_dir: str) -> SecretSource:
     """Secrets by ``(state key, JSON field)`` from the ``tailscaled.state`` in ``state_dir``."""
-    from pytsnet.state import STATE_FILE, FileStore
+    from pytsnet.state import STATE_FILE, FileStore, StateStoreError
 
     path = Path(state_dir) / STATE_FILE
     if not path.is_file():
         raise ReplayError(f"no {STATE_FILE} in {state_dir}: --state takes the device's Config.dir")
-    store = FileStore(path)
+    try:
+        store = FileStore(path)
+    except StateStoreError as e:
+        raise ReplayError(str(e)) from None
 
     def lookup(key: str, field: str) -> str | None:
         raw = store.read_state(key)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -194,3 +195,29 @@ def test_config_repr_hides_the_auth_key() -> None:
     cfg = Config(auth_key=secret, hostname="x")
     assert secret not in repr(cfg) and secret not in repr(cfg.resolved()) and secret not in str(cfg)
     assert cfg.auth_key == secret
+
+
+def test_trace_file_is_0600_even_under_umask_0_and_when_appending(tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        Tracer(tmp_path / "new.jsonl").close()
+    finally:
+        os.umask(old)
+    assert (tmp_path / "new.jsonl").stat().st_mode & 0o777 == 0o600
+    loose = tmp_path / "old.jsonl"
+    loose.write_text("")
+    loose.chmod(0o644)
+    Tracer(loose).close()
+    assert loose.stat().st_mode & 0o777 == 0o600
+
+
+def test_replay_with_a_corrupt_state_store_is_a_one_line_error(
+        tmp_path: Path, key_state: tuple[NodePrivate, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    key, _ = key_state
+    path = tmp_path / "t.jsonl"
+    _record(path, key, payloads=True)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "tailscaled.state").write_text("{not json")
+    assert main(["trace", "replay", str(path), "--actor", "keyuser", "--state", str(bad)]) == 2
+    assert "cannot replay" in capsys.readouterr().out
