@@ -55,6 +55,7 @@ wireguard-dep:
 
 test: $(STAMP) interop-deps
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/pytest; rc=$$?; if [ $$rc = 5 ]; then echo "pytest: no tests collected (exit 5)"; exit 0; fi; exit $$rc
 
 demo: $(RUN_STAMP)

@@ -1,18 +1,12 @@
-"""Map the four layer folders into the ``pytsnet`` namespace.
+"""Package ``pytsnet``: the facade in ``pytsnet/`` and the four layers through symlinks.
 
-The repository keeps ``actors/``, ``messages/``, ``netstack/`` and ``wire/`` at the top level
-(the design card), but they must only ever be importable as ``pytsnet.<layer>``.
+The repository keeps ``actors/``, ``messages/``, ``netstack/`` and ``wire/`` at the top level (the
+design card); ``pytsnet/<layer>`` is a symlink to ``../<layer>``, so the layers are only ever
+importable as ``pytsnet.<layer>`` and every tool (mypy, pyright, import-linter, an IDE) sees the same
+module graph the wheel installs. ``find_packages`` follows the symlinks; the include keeps the
+top-level folders out of the wheel.
 """
 
 from setuptools import find_packages, setup
 
-LAYERS = ("actors", "messages", "netstack", "wire")
-
-packages = ["pytsnet", *(f"pytsnet.{p}" for p in find_packages("pytsnet"))]
-package_dir = {"pytsnet": "pytsnet"}
-for layer in LAYERS:
-    package_dir[f"pytsnet.{layer}"] = layer
-    packages.append(f"pytsnet.{layer}")
-    packages.extend(f"pytsnet.{layer}.{p}" for p in find_packages(layer))
-
-setup(packages=packages, package_dir=package_dir)
+setup(packages=find_packages(include=["pytsnet", "pytsnet.*"]), package_data={"pytsnet": ["py.typed"]})

@@ -1,8 +1,8 @@
-"""The wheel maps the four layer folders under ``pytsnet`` and installs no top-level layer module."""
+"""The wheel holds the four layer folders under ``pytsnet`` (through the ``pytsnet/<layer>`` symlinks),
+ships ``py.typed``, and installs no top-level layer module."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import sysconfig
@@ -12,28 +12,17 @@ from pathlib import Path
 
 import pytest
 
+from pytsnet.testing.source_tree import copy_source_tree
+
 REPO = Path(__file__).resolve().parents[1]
 LAYERS = ("actors", "messages", "netstack", "wire")
-SKIP_DIRS = {".venv", ".cache", ".git", "build", "dist", ".pytest_cache", ".ruff_cache", ".hypothesis"}
-
-
-def _copy_source(dst: Path) -> None:
-    """Copy the tree as a clean clone would have it (no venv, caches or build output)."""
-    tracked = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                             cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
-    for rel in tracked:
-        if rel.split("/", 1)[0] in SKIP_DIRS or not (REPO / rel).is_file():
-            continue
-        target = dst / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / rel, target)
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src = tmp_path_factory.mktemp("src")
     out = tmp_path_factory.mktemp("dist")
-    _copy_source(src)
+    copy_source_tree(REPO, src)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
                     "-q", "-w", str(out), str(src)], check=True, capture_output=True)
     (whl,) = out.glob("pytsnet-*.whl")
@@ -44,9 +33,21 @@ def test_wheel_holds_only_the_pytsnet_namespace(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/", 1)[0] for n in names}
     assert tops <= {"pytsnet", next(t for t in tops if t.endswith(".dist-info"))}, tops
+    assert "pytsnet/py.typed" in names
     for layer in LAYERS:
         assert f"pytsnet/{layer}/__init__.py" in names
         assert not any(n.startswith(f"{layer}/") for n in names)
+
+
+def test_wheel_holds_every_module_of_the_tree(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    expected: set[str] = set()
+    for top in ("pytsnet", *LAYERS):
+        for sub in (REPO / top).rglob("*.py"):
+            if "__pycache__" not in sub.parts:
+                rel = sub.relative_to(REPO).as_posix()
+                expected.add(rel if top == "pytsnet" else f"pytsnet/{rel}")
+    assert not expected - names, sorted(expected - names)
 
 
 def test_wheel_imports_layers_in_a_fresh_venv(wheel: Path, tmp_path: Path) -> None:
