@@ -20,12 +20,11 @@ import sys
 import time
 from dataclasses import dataclass
 
+from pytsnet.localnet.derp_server import PER_CLIENT_SEND_QUEUE_DEPTH, DerpServer
 from pytsnet.wire.derp import frames as f
 from pytsnet.wire.derp.handshake import ClientConnection, ServerInfoReceived
 from pytsnet.wire.derp.reader import FrameReader
 from pytsnet.wire.keys import NodePrivate
-
-from pytsnet.localnet.derp_server import PER_CLIENT_SEND_QUEUE_DEPTH, DerpServer
 
 WARMUP = 0.5
 

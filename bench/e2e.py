@@ -57,10 +57,10 @@ def _data(n: int) -> bytes:
 
 def _node(role: str, url: str, key: str, tmp: str, direct: bool, nbytes: int, out: Any, go: Any) -> None:
     import anyio
-    from pytsnet.messages.magicsock import UdpBlackhole
 
     from pytsnet.config import Config
     from pytsnet.device import ActorDevice
+    from pytsnet.messages.magicsock import UdpBlackhole
 
     dev = ActorDevice(Config(dir=Path(tmp) / role, hostname=role, auth_key=key, control_url=url,
                              bind_host="127.0.0.1", advertise_endpoints=direct, backoff_max=1.0))

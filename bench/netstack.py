@@ -17,10 +17,9 @@ import threading
 import time
 
 from pytsnet.actors.runtime import ActorSystem, MailboxConfig
-from pytsnet.netstack.config import StackConfig
-
 from pytsnet.net import Netstack
 from pytsnet.net.link import TunLinkActor
+from pytsnet.netstack.config import StackConfig
 from pytsnet.testing.netns import Netns, isolated_netns, veth_pair
 from pytsnet.testing.tun import open_tun
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
 from pytsnet.wire.keys import NodePrivate
 from pytsnet.wire.wireguard.peer import Peer
 

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+
 from pytsnet.actors.runtime import ActorSystem, FaultInjector
 
 

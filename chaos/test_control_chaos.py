@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pytsnet.actors.runtime import FaultInjector
 
+from pytsnet.actors.runtime import FaultInjector
 from pytsnet.config import Config
 from pytsnet.device import ActorDevice
 from pytsnet.localnet.server import LocalTailnet

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from pytsnet.actors.runtime import FaultInjector
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "magicsock"))

@@ -17,11 +17,11 @@ from collections.abc import Iterator
 
 import anyio
 import pytest
-from pytsnet.actors.runtime import ActorSystem, FaultInjector, MailboxConfig
-from pytsnet.netstack.config import StackConfig
 
+from pytsnet.actors.runtime import ActorSystem, FaultInjector, MailboxConfig
 from pytsnet.net import FlowCrashed, Netstack
 from pytsnet.net.link import TunLinkActor
+from pytsnet.netstack.config import StackConfig
 from pytsnet.testing.netns import Netns, isolated_netns, netns_available
 from pytsnet.testing.tun import open_tun
 

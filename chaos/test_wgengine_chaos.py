@@ -8,11 +8,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "wgengine"))
 
-from pytsnet.actors.runtime import FaultInjector
-from pytsnet.messages.wgengine import IpPacketOut
 from wgengine_helpers import udp
 from wgengine_rig import make_pair
 
+from pytsnet.actors.runtime import FaultInjector
+from pytsnet.messages.wgengine import IpPacketOut
 from pytsnet.testing.polling import wait_until
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from nacl.public import Box, PrivateKey, PublicKey
+
 from pytsnet.wire.errors import CryptoError, ParseError
 from pytsnet.wire.ip16 import IPAddress, pack_ip16, unpack_ip16
 from pytsnet.wire.keys import DiscoPrivate, DiscoPublic, NodePublic

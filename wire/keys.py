@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import ClassVar, Generic, Self, TypeVar
 
 from nacl.bindings import crypto_scalarmult, crypto_scalarmult_base
+
 from pytsnet.wire.errors import CryptoError, ParseError
 
 KEY_LEN = 32

@@ -26,6 +26,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+
 from pytsnet.actors.runtime import logs
 from pytsnet.wire.controlbase import ClientHandshake, ClientStream, ServerErrorMessage
 from pytsnet.wire.errors import WireError

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
+
 from pytsnet.actors.runtime.errors import AskTimeout
 from pytsnet.actors.runtime.waker import ThreadWaker
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+
 from pytsnet.actors.runtime import MailboxConfig, MailboxFull, MailboxPolicy
 from pytsnet.actors.runtime.mailbox import Mailbox, payload_size
 from pytsnet.messages.magicsock import ITEM_OVERHEAD, UdpRead, UdpReads, WgDatagramIn, WgDatagramsIn

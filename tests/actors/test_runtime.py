@@ -8,6 +8,7 @@ import threading
 
 import pytest
 from actor_helpers import Echo, Tough
+
 from pytsnet.actors.runtime import (
     Actor,
     ActorStartError,
@@ -28,7 +29,6 @@ from pytsnet.actors.runtime import (
     supervisor_spec,
 )
 from pytsnet.messages.runtime import Count, Crash, Done, Ping, Pong, Total, Work
-
 from pytsnet.testing.polling import wait_until
 
 DISPATCHERS = ["thread", "pool"]

@@ -7,12 +7,12 @@ from pathlib import Path
 import actor_helpers
 import pytest
 from actor_helpers import BrokenTally, Sink, Tally
+
 from pytsnet.actors.runtime import ActorSystem, ManualClock, Tracer
 from pytsnet.actors.runtime.replay import ReplayError, replay_file
 from pytsnet.actors.runtime.trace import read_trace
-from pytsnet.messages.runtime import Count, Crash, Ping, Work
-
 from pytsnet.cli import main
+from pytsnet.messages.runtime import Count, Crash, Ping, Work
 from pytsnet.testing.polling import wait_until
 
 

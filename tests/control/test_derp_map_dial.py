@@ -4,6 +4,7 @@ TS_DEBUG_USE_DERP_HTTP=1 speaks plain HTTP), plus the local tailnet's relay on a
 from __future__ import annotations
 
 import pytest
+
 from pytsnet.actors.dataplane.netmap import derp_regions, plain_http_origin
 from pytsnet.wire.tailcfg import DERPMap
 

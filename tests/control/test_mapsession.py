@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from pytsnet.wire.keys import DiscoPrivate, NodePrivate
 from pytsnet.wire.mapsession import MapSession, MapSessionError
 from pytsnet.wire.tailcfg import MapResponse

@@ -11,16 +11,16 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from pytsnet.actors.control.runner import ControlRunner, RunnerConfig
 from pytsnet.actors.control.store import MACHINE_KEY, NETMAP, NODE
 from pytsnet.actors.runtime import ActorSystem, FaultInjector
 from pytsnet.messages.base import Message
 from pytsnet.messages.control import DeviceState
-from pytsnet.wire.keys import MachinePrivate, NodePrivate
-from pytsnet.wire.tailcfg import Node
-
 from pytsnet.state import MemoryStore
 from pytsnet.testing.polling import wait_until
+from pytsnet.wire.keys import MachinePrivate, NodePrivate
+from pytsnet.wire.tailcfg import Node
 
 DEAD_CONTROL = "http://127.0.0.1:9"  # nothing listens: the new incarnation never gets a netmap
 

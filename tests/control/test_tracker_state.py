@@ -8,13 +8,13 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from pytsnet.actors.peers import PeerTracker, admit
 from pytsnet.actors.runtime import ActorSystem
 from pytsnet.messages.base import Message
 from pytsnet.messages.peers import GetPeers, NetmapUpdate, PeerInfo, PeersChanged
-from pytsnet.wire.keys import DiscoPrivate, NodePrivate
-
 from pytsnet.state import FileStore, MemoryStore, StateStore, StateStoreError
+from pytsnet.wire.keys import DiscoPrivate, NodePrivate
 
 
 def peer(i: int, **kw: object) -> PeerInfo:

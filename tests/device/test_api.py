@@ -20,14 +20,14 @@ from typing import Any
 import anyio
 import pytest
 from anyio.abc import SocketAttribute
-from pytsnet.actors.runtime import FaultInjector
-from pytsnet.wire.magicsock.endpoint import Timings
 
 import pytsnet
 import pytsnet.errors
 from pytsnet import ActorDevice, Config
+from pytsnet.actors.runtime import FaultInjector
 from pytsnet.localnet.server import LocalTailnet
 from pytsnet.testing.polling import wait_until
+from pytsnet.wire.magicsock.endpoint import Timings
 
 # tests/e2e/e2e_rig.py's FAST: Go's disco timings shortened so a direct path appears in test time.
 FAST = Timings(heartbeat=0.5, trust=1.5, session_active=10.0, upgrade=5.0, ping_timeout=0.8,
@@ -81,11 +81,10 @@ def test_one_import_gives_device_config_and_every_error() -> None:
     assert issubclass(pytsnet.AuthRejected, PermissionError)
     assert issubclass(pytsnet.ConfigError, ValueError)
     # The old import paths still work (the same classes).
-    from pytsnet.netstack.tcp.errors import ConnectionRefused
-
     from pytsnet.device import DataplaneNotReady, UnknownTailnetHost
     from pytsnet.dial import UnknownTailnetHost as U2
     from pytsnet.net import FlowCrashed
+    from pytsnet.netstack.tcp.errors import ConnectionRefused
     assert UnknownTailnetHost is U2 is pytsnet.UnknownTailnetHost
     assert DataplaneNotReady is pytsnet.DataplaneNotReady
     assert ConnectionRefused is pytsnet.ConnectionRefused and FlowCrashed is pytsnet.FlowCrashed

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import anyio
 import pytest
-from pytsnet.wire.keys import NodePublic
 
 from pytsnet.config import Config
 from pytsnet.device import ActorDevice
@@ -26,6 +25,7 @@ from pytsnet.dial import UnknownTailnetHost
 from pytsnet.errors import KeyExpired
 from pytsnet.localnet import LocalTailnet
 from pytsnet.testing.polling import wait_until
+from pytsnet.wire.keys import NodePublic
 
 PORT = 7100
 

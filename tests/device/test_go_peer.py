@@ -16,15 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from pytsnet.messages.peers import PeerInfo
-from pytsnet.wire.keys import NodePublic
 
 from pytsnet.config import Config
 from pytsnet.device import ActorDevice
 from pytsnet.localnet import LocalTailnet
+from pytsnet.messages.peers import PeerInfo
 from pytsnet.testing import gonode
 from pytsnet.testing.netns import Netns
 from pytsnet.testing.polling import wait_until as _wait
+from pytsnet.wire.keys import NodePublic
 
 pytestmark = pytest.mark.interop
 

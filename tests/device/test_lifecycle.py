@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 from device_helpers import eventually, free_port
-from pytsnet.messages.control import LiteUpdate
 
 from pytsnet.device import ActorDevice
 from pytsnet.errors import AuthRejected, NeedsLogin, NetworkUnreachable
 from pytsnet.localnet.server import LocalTailnet
+from pytsnet.messages.control import LiteUpdate
 from pytsnet.state import STATE_FILE
 
 Make = Callable[..., ActorDevice]

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 from device_helpers import eventually
-from pytsnet.actors.control.store import MACHINE_KEY, NODE
 
+from pytsnet.actors.control.store import MACHINE_KEY, NODE
 from pytsnet.config import Config
 from pytsnet.device import ActorDevice
 from pytsnet.errors import AuthRejected

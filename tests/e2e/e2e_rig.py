@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
-from pytsnet.messages.magicsock import UdpBlackhole
-from pytsnet.wire.magicsock.endpoint import Timings
 
 from pytsnet.config import Config
 from pytsnet.device import ActorDevice
 from pytsnet.localnet.server import LocalTailnet
+from pytsnet.messages.magicsock import UdpBlackhole
 from pytsnet.testing.polling import wait_until
+from pytsnet.wire.magicsock.endpoint import Timings
 
 FAST = Timings(heartbeat=0.5, trust=1.5, session_active=10.0, upgrade=5.0, ping_timeout=0.8,
                ping_interval=0.3)

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import anyio
 import pytest
-from pytsnet.actors.runtime import FaultInjector
-from pytsnet.wire.wireguard.constants import REJECT_AFTER_TIME
 
+from pytsnet.actors.runtime import FaultInjector
 from pytsnet.config import Config
 from pytsnet.device import ActorDevice, UnknownTailnetHost
 from pytsnet.localnet.server import LocalTailnet
 from pytsnet.net import FlowCrashed
+from pytsnet.wire.wireguard.constants import REJECT_AFTER_TIME
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 

@@ -15,9 +15,9 @@ import anyio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 
 from e2e_rig import Pair, exchange, make_device, tailnet_pair
-from pytsnet.messages.magicsock import LocalAddr, LocalAddrRequest
 
 from pytsnet.device import ActorDevice
+from pytsnet.messages.magicsock import LocalAddr, LocalAddrRequest
 from pytsnet.testing.polling import wait_until
 
 __all__ = ["Liveness", "Pair", "actor", "healthy_exchange", "make_device", "rss_mb", "silence_netstack",

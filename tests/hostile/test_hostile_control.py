@@ -23,12 +23,12 @@ from typing import Any
 import pytest
 import zstandard
 from hostile_rig import Liveness, make_device
-from pytsnet.actors.control import runner as control_runner
-from pytsnet.wire.keys import DiscoPrivate, NodePrivate
-from pytsnet.wire.tailcfg.framing import FrameDecoder, encode_frame
 
+from pytsnet.actors.control import runner as control_runner
 from pytsnet.localnet.server import LocalTailnet
 from pytsnet.testing.polling import wait_until
+from pytsnet.wire.keys import DiscoPrivate, NodePrivate
+from pytsnet.wire.tailcfg.framing import FrameDecoder, encode_frame
 
 WINDOW = 5.0
 JSON = dict[str, Any]

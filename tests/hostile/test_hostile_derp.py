@@ -17,12 +17,12 @@ from pathlib import Path
 
 import anyio
 from hostile_rig import Liveness, actor, healthy_exchange, rss_mb, tailnet_pair
-from pytsnet.wire import disco
-from pytsnet.wire.derp.handshake import ClientConnection, ServerInfoReceived
-from pytsnet.wire.keys import NodePrivate, NodePublic
 
 from pytsnet.localnet.server import LocalTailnet
 from pytsnet.localnet.testclient import ControlClient
+from pytsnet.wire import disco
+from pytsnet.wire.derp.handshake import ClientConnection, ServerInfoReceived
+from pytsnet.wire.keys import NodePrivate, NodePublic
 
 
 class RogueDerp:

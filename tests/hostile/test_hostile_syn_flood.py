@@ -21,13 +21,13 @@ from pathlib import Path
 
 import anyio
 from hostile_rig import Liveness, actor, make_device, silence_netstack, wait_until
+
 from pytsnet.actors.runtime import MailboxFull
+from pytsnet.device import ActorDevice
+from pytsnet.localnet.server import LocalTailnet
 from pytsnet.messages.wgengine import IpPacketsOut
 from pytsnet.netstack.ipv4 import Ipv4Packet, emit_ipv4
 from pytsnet.netstack.tcp import segment as tcpseg
-
-from pytsnet.device import ActorDevice
-from pytsnet.localnet.server import LocalTailnet
 
 PORT = 7500
 BACKLOG = 16

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import anyio
 from hostile_rig import Liveness, Pair, actor, healthy_exchange, rss_mb, tailnet_pair
+
+from pytsnet.device import ActorDevice
 from pytsnet.messages.wgengine import IpPacketOut
 from pytsnet.netstack.ipv4 import Ipv4Packet, emit_ipv4
 from pytsnet.netstack.tcp import segment as tcpseg
-
-from pytsnet.device import ActorDevice
 
 PROTO_TCP, PROTO_UDP = 6, 17
 

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from hostile_rig import Liveness, actor, healthy_exchange, rss_mb, tailnet_pair, udp_port
+
 from pytsnet.wire import disco, stun
 from pytsnet.wire.keys import NodePublic
 from pytsnet.wire.udp_demux import PacketKind, classify

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from pytsnet.wire.controlbase import ServerStream, accept_initiation
 
 from pytsnet.testing import gonode
+from pytsnet.wire.controlbase import ServerStream, accept_initiation
 
 pytestmark = [pytest.mark.interop, pytest.mark.root]
 

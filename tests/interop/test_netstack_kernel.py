@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
 from pytsnet.netstack.config import StackConfig
 from pytsnet.netstack.interface import Stack
 from pytsnet.netstack.ipv4 import Ipv4Packet, emit_ipv4
@@ -21,7 +22,6 @@ from pytsnet.netstack.tcp import segment as tcpseg
 from pytsnet.netstack.tcp.connection import TcpConfig
 from pytsnet.netstack.tcp.errors import ConnectionTimedOut
 from pytsnet.netstack.tcp.segment import TcpSegment
-
 from pytsnet.testing.netns import Netns
 from pytsnet.testing.tun import Impairment, TunBridge, TunDevice, TunPump, kernel_has_netem, open_tun
 

@@ -15,10 +15,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from pytsnet.wire.keys import NodePrivate
-from pytsnet.wire.wireguard.peer import HandshakeCompleted, Peer
 
 from pytsnet.testing.netns import Netns, unique_tag
+from pytsnet.wire.keys import NodePrivate
+from pytsnet.wire.wireguard.peer import HandshakeCompleted, Peer
 
 pytestmark = [pytest.mark.interop, pytest.mark.root]
 

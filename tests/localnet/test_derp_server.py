@@ -14,10 +14,6 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from pytsnet.wire import disco
-from pytsnet.wire.derp import frames as f
-from pytsnet.wire.derp.handshake import ClientConnection, FrameReceived, ServerInfoReceived
-from pytsnet.wire.keys import NodePrivate, NodePublic
 
 from pytsnet.localnet import LocalTailnet
 from pytsnet.localnet.derp_server import (
@@ -28,6 +24,10 @@ from pytsnet.localnet.derp_server import (
 )
 from pytsnet.localnet.derp_tls import CERT_FILE, CHAIN_FILE
 from pytsnet.localnet.relay import attach_relay
+from pytsnet.wire import disco
+from pytsnet.wire.derp import frames as f
+from pytsnet.wire.derp.handshake import ClientConnection, FrameReceived, ServerInfoReceived
+from pytsnet.wire.keys import NodePrivate, NodePublic
 
 
 class Client:

@@ -15,11 +15,11 @@ from __future__ import annotations
 import time
 
 import pytest
-from pytsnet.wire.keys import NodePublic
 
 from pytsnet.localnet import LocalTailnet
 from pytsnet.testing import gonode
 from pytsnet.testing.polling import wait_until as _wait
+from pytsnet.wire.keys import NodePublic
 
 pytestmark = pytest.mark.interop
 

@@ -20,7 +20,6 @@ from typing import Any
 
 import anyio
 import pytest
-from pytsnet.wire.keys import NodePublic
 
 from pytsnet.config import Config
 from pytsnet.device import ActorDevice
@@ -29,6 +28,7 @@ from pytsnet.localnet import LocalTailnet
 from pytsnet.testing import gonode
 from pytsnet.testing.netns import Netns
 from pytsnet.testing.polling import wait_until
+from pytsnet.wire.keys import NodePublic
 
 pytestmark = pytest.mark.interop
 

@@ -20,12 +20,12 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from pytsnet.wire.derp.handshake import ClientConnection, ServerInfoReceived
-from pytsnet.wire.keys import NodePrivate
 
 from pytsnet.localnet import LocalTailnet
 from pytsnet.localnet.expiry import DEFAULT_KEY_EXPIRY, DurationError, NodeNotFound, parse_duration
 from pytsnet.localnet.testclient import ControlClient
+from pytsnet.wire.derp.handshake import ClientConnection, ServerInfoReceived
+from pytsnet.wire.keys import NodePrivate
 
 JSON = dict[str, Any]
 

@@ -7,9 +7,8 @@ import ipaddress
 import os
 import socket
 
-from pytsnet.wire import stun
-
 from pytsnet.localnet.stun_server import StunServer
+from pytsnet.wire import stun
 
 
 def _exchange(port: int, payloads: list[bytes], expect_reply: bool = True) -> tuple[bytes | None, tuple]:

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 from magicsock_nodes import Node, make_node, wg
 from magicsock_relay import MiniDerp, MiniStun
-from pytsnet.messages.magicsock import DerpRegion, DerpStatus, DerpStatusRequest, MagicsockPeer, SetPeers
 
+from pytsnet.messages.magicsock import DerpRegion, DerpStatus, DerpStatusRequest, MagicsockPeer, SetPeers
 from pytsnet.testing.polling import wait_until
 
 IDLE = 1.5

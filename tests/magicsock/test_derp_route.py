@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 from magicsock_nodes import REGION, Node, make_node, wg
 from magicsock_relay import MiniDerp, MiniStun
-from pytsnet.messages.magicsock import MagicsockPeer, SetPeers
 
+from pytsnet.messages.magicsock import MagicsockPeer, SetPeers
 from pytsnet.testing.polling import wait_until
 
 

@@ -7,12 +7,12 @@ import time
 from pathlib import Path
 
 from magicsock_nodes import Node, introduce, make_node, wg
-from pytsnet.actors.runtime import ActorRef
-from pytsnet.messages.magicsock import DerpRegion, DerpStatus, DerpStatusRequest
-from pytsnet.wire.keys import NodePrivate
 
+from pytsnet.actors.runtime import ActorRef
 from pytsnet.localnet import LocalTailnet
+from pytsnet.messages.magicsock import DerpRegion, DerpStatus, DerpStatusRequest
 from pytsnet.testing.polling import wait_until
+from pytsnet.wire.keys import NodePrivate
 
 
 def _known(net: LocalTailnet, hostname: str) -> NodePrivate:

@@ -11,10 +11,11 @@ import typing
 from typing import Any
 
 import pytest
-import pytsnet.messages
 from hypothesis import given, reject, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
+
+import pytsnet.messages
 from pytsnet.messages.base import REGISTRY, Message, MessageTagError, from_json, to_json
 
 for _m in pkgutil.walk_packages(pytsnet.messages.__path__, "pytsnet.messages."):

@@ -2,6 +2,7 @@ import ipaddress
 
 from hypothesis import given
 from hypothesis import strategies as st
+
 from pytsnet.netstack.checksum import checksum, ones_sum, pseudo_header_sum
 
 

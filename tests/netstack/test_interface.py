@@ -8,6 +8,7 @@ import random
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from pytsnet.netstack import icmp
 from pytsnet.netstack.config import StackConfig
 from pytsnet.netstack.errors import AddressInUse, SocketError

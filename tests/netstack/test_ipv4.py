@@ -8,6 +8,7 @@ import ipaddress
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from pytsnet.netstack.errors import Ipv4ParseError, ParseError
 from pytsnet.netstack.ipv4 import Ipv4Packet, emit_ipv4, parse_ipv4
 

@@ -8,6 +8,7 @@ import ipaddress
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from pytsnet.netstack.errors import Ipv6ParseError, ParseError
 from pytsnet.netstack.ipv6 import NEXT_TCP, NEXT_UDP, Ipv6Packet, emit_ipv6, parse_ipv6
 

@@ -8,6 +8,7 @@ import ipaddress
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from pytsnet.netstack import icmp
 from pytsnet.netstack.errors import IcmpParseError, ParseError, UdpParseError
 from pytsnet.netstack.udp import UdpDatagram, emit_udp, parse_udp

@@ -8,10 +8,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pytsnet.actors.runtime import ActorRef, ActorSystem, FaultInjector, MailboxConfig
-from pytsnet.netstack.config import StackConfig
-
 from pytsnet.net import Netstack
 from pytsnet.net.link import TunLinkActor
+from pytsnet.netstack.config import StackConfig
 from pytsnet.testing.netns import Netns
 from pytsnet.testing.tun import TunDevice, open_tun
 

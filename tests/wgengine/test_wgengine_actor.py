@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 
 import pytest
-from pytsnet.actors.runtime import FaultInjector, ManualClock
-from pytsnet.messages.wgengine import GetWgStatus, IpPacketOut, WgConfig, WgPeer, WgStatus
-from pytsnet.wire.wireguard.constants import REJECT_AFTER_TIME
 from wgengine_helpers import TCP, packet, udp
 from wgengine_rig import make_pair
 
+from pytsnet.actors.runtime import FaultInjector, ManualClock
+from pytsnet.messages.wgengine import GetWgStatus, IpPacketOut, WgConfig, WgPeer, WgStatus
 from pytsnet.testing.polling import wait_until
+from pytsnet.wire.wireguard.constants import REJECT_AFTER_TIME
 
 
 @pytest.fixture

@@ -6,11 +6,12 @@ import itertools
 import os
 
 import pytest
+from wgengine_helpers import Link, udp
+
 from pytsnet.wire.keys import NodePrivate
 from pytsnet.wire.wireguard.constants import REJECT_AFTER_TIME
 from pytsnet.wire.wireguard.device import AllowedIPs, Device, PeerConfig, ip_endpoints
 from pytsnet.wire.wireguard.peer import HandshakeCompleted
-from wgengine_helpers import Link, udp
 
 
 def _mesh(n: int, keepalive: float = 25.0) -> tuple[list[Device], list[str], Link]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from wgengine_helpers import Link, udp
+
 from pytsnet.wire.keys import NodePrivate
 from pytsnet.wire.wireguard.device import Device, PeerConfig
-from wgengine_helpers import Link, udp
 
 
 def _mesh(n: int) -> tuple[list[Device], list[str], Link]:

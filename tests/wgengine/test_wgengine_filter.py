@@ -8,13 +8,14 @@ import ipaddress
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from wgengine_helpers import ICMP4, ICMP6, TCP, UDP, packet
+
 from pytsnet.actors.wgengine.filter_rules import FilterRuleError, parse_ip_set, rules_from_tailcfg
 from pytsnet.messages.wgengine import WgFilterRule
 from pytsnet.netstack.filter import Filter, FilterParseError, NetPortRange, PortRange, Rule, summarize
 from pytsnet.wire.tailcfg.filter import FilterRule
 from pytsnet.wire.tailcfg.filter import NetPortRange as TNetPortRange
 from pytsnet.wire.tailcfg.filter import PortRange as TPortRange
-from wgengine_helpers import ICMP4, ICMP6, TCP, UDP, packet
 
 ALLOWED_PROTO, DENIED_PROTO, SCTP = 116, 127, 132
 DEFAULT = frozenset({TCP, UDP, ICMP4, ICMP6})

@@ -8,6 +8,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from wgengine_helpers import udp
+
 from pytsnet.actors.runtime import Actor, ActorRef, ActorSystem, handles
 from pytsnet.actors.wgengine import EngineMemory, WgEngine
 from pytsnet.actors.wgengine.engine import QUEUE_HANDSHAKE_SIZE
@@ -23,12 +25,10 @@ from pytsnet.messages.wgengine import (
     WgPeer,
     WgStatus,
 )
+from pytsnet.testing.polling import wait_until
 from pytsnet.wire.keys import NodePrivate
 from pytsnet.wire.wireguard.cookie import CookieGenerator
 from pytsnet.wire.wireguard.handshake import create_initiation
-from wgengine_helpers import udp
-
-from pytsnet.testing.polling import wait_until
 
 SRC = "192.0.2.1:41641"
 

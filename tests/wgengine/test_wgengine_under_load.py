@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import struct
 
+from wgengine_helpers import udp
+
 from pytsnet.wire.keys import NodePrivate
 from pytsnet.wire.wireguard.constants import REKEY_TIMEOUT
 from pytsnet.wire.wireguard.cookie import CookieGenerator
 from pytsnet.wire.wireguard.device import Device, PeerConfig
 from pytsnet.wire.wireguard.handshake import create_initiation
 from pytsnet.wire.wireguard.ratelimit import PACKET_COST, PACKETS_BURSTABLE, RateLimiter, TokenBucket
-from wgengine_helpers import udp
 
 SRC = b"192.0.2.7:41641"
 

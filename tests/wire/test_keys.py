@@ -9,6 +9,7 @@ import stat
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from pytsnet.wire.errors import CryptoError, ParseError
 from pytsnet.wire.keys import (
     DiscoPrivate,

@@ -9,6 +9,7 @@ import ipaddress
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from pytsnet.wire import stun
 from pytsnet.wire.errors import ParseError
 

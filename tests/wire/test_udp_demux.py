@@ -7,6 +7,7 @@ import struct
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from pytsnet.wire import disco, stun
 from pytsnet.wire.keys import DiscoPrivate
 from pytsnet.wire.udp_demux import (

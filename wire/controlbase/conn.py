@@ -11,6 +11,7 @@ import struct
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
 from pytsnet.wire.controlbase.constants import (
     HEADER_LEN,
     INVALID_NONCE,

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
+
 from pytsnet.wire.controlbase.conn import Conn
 from pytsnet.wire.controlbase.constants import KEY_LEN
 from pytsnet.wire.controlbase.errors import ControlProtocolError

@@ -11,6 +11,7 @@ import hmac
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
 from pytsnet.wire.controlbase.constants import PROTOCOL_NAME, PROTOCOL_VERSION_PREFIX
 from pytsnet.wire.controlbase.errors import ControlCryptoError, ControlProtocolError
 

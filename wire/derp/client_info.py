@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nacl.public import Box, PrivateKey, PublicKey
+
 from pytsnet.wire.derp.errors import DerpCryptoError, DerpParseError
 from pytsnet.wire.derp.frames import (
     MAX_INFO_LEN,

@@ -11,6 +11,7 @@ from typing import Annotated, Any, ClassVar, Self, TypeVar
 from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, PlainValidator, ValidationError
 from pydantic import model_serializer as _model_serializer
 from pydantic_core.core_schema import SerializerFunctionWrapHandler
+
 from pytsnet.wire.errors import ParseError
 from pytsnet.wire.keys import DiscoPublic, MachinePublic, NLPublic, NodePublic
 

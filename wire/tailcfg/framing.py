@@ -9,6 +9,7 @@ import io
 import struct
 
 import zstandard
+
 from pytsnet.wire.errors import ParseError
 
 DEFAULT_MAX_FRAME = 4 << 20

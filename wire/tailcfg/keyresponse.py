@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pydantic import Field
+
 from pytsnet.wire.tailcfg.base import GoModel
 from pytsnet.wire.tailcfg.base import MachineKey as _MachineKey
 

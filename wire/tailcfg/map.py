@@ -7,6 +7,7 @@ from enum import IntEnum
 from typing import Any
 
 from pydantic import Field
+
 from pytsnet.wire.tailcfg.base import DiscoKey as _DiscoKey
 from pytsnet.wire.tailcfg.base import GoModel
 from pytsnet.wire.tailcfg.base import NodeKey as _NodeKey

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import Field
+
 from pytsnet.wire.tailcfg.base import DiscoKey as _DiscoKey
 from pytsnet.wire.tailcfg.base import GoModel
 from pytsnet.wire.tailcfg.base import MachineKey as _MachineKey

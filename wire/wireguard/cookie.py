@@ -16,6 +16,7 @@ from nacl.bindings import (
     crypto_aead_xchacha20poly1305_ietf_encrypt,
 )
 from nacl.exceptions import CryptoError as NaclCryptoError
+
 from pytsnet.wire.errors import CryptoError
 from pytsnet.wire.wireguard.constants import (
     COOKIE_NONCE_SIZE,

@@ -13,6 +13,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from nacl.bindings import crypto_scalarmult, crypto_scalarmult_base
 from nacl.exceptions import RuntimeError as NaclRuntimeError
+
 from pytsnet.wire.errors import CryptoError
 from pytsnet.wire.wireguard import tai64n
 from pytsnet.wire.wireguard.kdf import INITIAL_CHAIN_KEY, INITIAL_HASH, hash_, kdf1, kdf2, kdf3

@@ -10,6 +10,7 @@ import struct
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
 from pytsnet.wire.errors import CryptoError
 from pytsnet.wire.wireguard.constants import (
     MESSAGE_TRANSPORT_HEADER_SIZE,

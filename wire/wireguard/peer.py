@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
+
 from pytsnet.wire.errors import CryptoError, ParseError
 from pytsnet.wire.keys import NodePrivate, NodePublic
 from pytsnet.wire.wireguard import handshake, messages, tai64n

@@ -1,9 +1,10 @@
 """Every close path of RFC 9293 §3.6, observed as state sequences on both ends."""
 
+from tcp_sim import LinkParams, Sim
+
 from pytsnet.netstack.tcp.connection import TcpConfig, TcpState
 from pytsnet.netstack.tcp.errors import ConnectionAborted, ConnectionReset
 from pytsnet.netstack.tcp.segment import ACK, FIN, RST, TcpSegment
-from tcp_sim import LinkParams, Sim
 
 S = TcpState
 

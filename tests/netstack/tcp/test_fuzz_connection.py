@@ -2,10 +2,11 @@
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tcp_sim import A, B
+
 from pytsnet.netstack.tcp.connection import TcpConfig, TcpConnection, TcpState
 from pytsnet.netstack.tcp.errors import TcpError
 from pytsnet.netstack.tcp.segment import ACK, SYN, TcpSegment
-from tcp_sim import A, B
 
 CFG = TcpConfig(send_buffer=8192, recv_buffer=8192, max_ooo_bytes=4096, keepalive_idle=5.0)
 M = 0xFFFFFFFF

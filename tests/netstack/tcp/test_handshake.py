@@ -3,10 +3,11 @@
 import itertools
 
 import pytest
+from tcp_sim import A, B, LinkParams, Sim, Transfer
+
 from pytsnet.netstack.tcp.connection import TcpConfig, TcpConnection, TcpState
 from pytsnet.netstack.tcp.errors import ConnectionRefused, ConnectionTimedOut, TcpStateError
 from pytsnet.netstack.tcp.segment import ACK, RST, SYN, TcpSegment
-from tcp_sim import A, B, LinkParams, Sim, Transfer
 
 
 def test_three_way_handshake_segments_and_options() -> None:

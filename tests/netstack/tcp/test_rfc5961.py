@@ -1,10 +1,11 @@
 """RST, SYN and ACK validation against blind in-window attacks (RFC 5961), plus PAWS (RFC 7323)."""
 
 import pytest
+from tcp_sim import Sim
+
 from pytsnet.netstack.tcp.connection import TcpConfig, TcpConnection, TcpState
 from pytsnet.netstack.tcp.errors import ConnectionReset
 from pytsnet.netstack.tcp.segment import ACK, PSH, RST, SYN, TcpSegment
-from tcp_sim import Sim
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ import struct
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+
 from pytsnet.netstack.tcp.errors import TcpParseError
 from pytsnet.netstack.tcp.segment import (
     ACK,

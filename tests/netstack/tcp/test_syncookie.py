@@ -8,6 +8,7 @@ import random
 import secrets
 
 import pytest
+
 from pytsnet.netstack.tcp import syncookie
 from pytsnet.netstack.tcp.connection import TcpConfig, TcpConnection, ts_offset
 from pytsnet.netstack.tcp.segment import ACK, SYN, TcpSegment

@@ -3,10 +3,11 @@
 import itertools
 
 import pytest
+from tcp_sim import LinkParams, Sim
+
 from pytsnet.netstack.tcp.connection import TcpConfig
 from pytsnet.netstack.tcp.errors import ConnectionTimedOut
 from pytsnet.netstack.tcp.segment import TcpSegment
-from tcp_sim import LinkParams, Sim
 
 DATA_A_TO_B = 0
 

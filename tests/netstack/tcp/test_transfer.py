@@ -6,8 +6,9 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pytsnet.netstack.tcp.connection import TcpConfig, TcpState
 from tcp_sim import LinkParams, Sim, Transfer
+
+from pytsnet.netstack.tcp.connection import TcpConfig, TcpState
 
 MiB = 1 << 20
 

@@ -5,6 +5,7 @@ import random
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from pytsnet.netstack.tcp.reassembly import Reassembler
 from pytsnet.netstack.tcp.rto import RttEstimator
 from pytsnet.netstack.tcp.segment import ACK, FIN, RST, TcpSegment

@@ -2,9 +2,10 @@
 
 import itertools
 
+from tcp_sim import LinkParams, Sim, Transfer
+
 from pytsnet.netstack.tcp.connection import TcpConfig
 from pytsnet.netstack.tcp.segment import ACK
-from tcp_sim import LinkParams, Sim, Transfer
 
 KiB = 1 << 10
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
 from pytsnet.wire.controlbase import (
     MAX_MESSAGE_SIZE,
     MAX_PLAINTEXT_SIZE,

@@ -6,6 +6,7 @@ import contextlib
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from pytsnet.wire.controlbase import (
     ClientHandshake,
     ClientStream,

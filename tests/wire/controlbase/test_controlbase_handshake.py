@@ -8,6 +8,7 @@ import struct
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
 from pytsnet.wire.controlbase import (
     ClientHandshake,
     ClientStream,

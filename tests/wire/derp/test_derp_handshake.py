@@ -7,6 +7,7 @@ import json
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from pytsnet.wire.derp import frames as f
 from pytsnet.wire.derp.client_info import (
     ClientInfo,

@@ -9,6 +9,7 @@ import struct
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from pytsnet.wire.derp import frames as f
 from pytsnet.wire.derp.errors import DerpParseError, FrameTooLargeError
 from pytsnet.wire.derp.reader import FrameReader

@@ -9,6 +9,7 @@ import pytest
 import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from pytsnet.wire.errors import WireError
 from pytsnet.wire.tailcfg import FrameDecoder, FramingError, MapRequest, MapResponse, Node, encode_frame
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from pytsnet.wire.keys import DiscoPrivate, MachinePrivate, NodePrivate
 from pytsnet.wire.tailcfg import (
     LOGOUT_EXPIRY,

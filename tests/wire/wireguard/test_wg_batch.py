@@ -16,6 +16,7 @@ import struct
 from dataclasses import dataclass, field
 
 import pytest
+
 from pytsnet.wire.errors import CryptoError, ParseError
 from pytsnet.wire.keys import NodePrivate
 from pytsnet.wire.wireguard.constants import (

@@ -8,6 +8,7 @@ import struct
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from pytsnet.wire.keys import NodePrivate
 from pytsnet.wire.wireguard import handshake, messages
 from pytsnet.wire.wireguard.constants import (

@@ -7,6 +7,7 @@ import contextlib
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from pytsnet.wire.errors import ParseError
 from pytsnet.wire.wireguard import messages, tai64n
 from pytsnet.wire.wireguard.constants import REJECT_AFTER_MESSAGES
