@@ -4,16 +4,22 @@ Why a tag: traces, replays and (later) cross-process transport name a message by
 survives renames of the Python class. ``class Ping(Message, tag="runtime.ping")`` registers the
 model in a process-wide registry (``REGISTRY``: tag -> model); ``to_json``/``from_json`` round-trip
 any registered message, bytes fields as base64.
+
+A message answered by ``ask`` subclasses ``Request[ReplyT]`` (``class GetPeers(Request[PeerTable],
+tag=...)``): the reply type is part of the message's type, so ``ActorRef.ask`` returns it typed.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["REGISTRY", "Message", "MessageTagError", "from_json", "from_tagged", "to_json", "to_tagged"]
+__all__ = ["REGISTRY", "Message", "MessageTagError", "ReplyT", "Request", "from_json", "from_tagged",
+           "to_json", "to_tagged"]
+
+ReplyT = TypeVar("ReplyT")
 
 
 class MessageTagError(LookupError):
@@ -45,6 +51,14 @@ class Message(BaseModel):
             raise MessageTagError(f"tag {tag!r} already used by {other}")
         cls.TAG = tag
         REGISTRY[tag] = cls
+
+
+class Request(Message, Generic[ReplyT]):
+    """A message sent with ``ask``: ``ReplyT`` is what the handler returns and ``ask`` gives back.
+
+    The parameter is for the type checker; at run time ``Request[X]`` is an untagged intermediate
+    class (pydantic's generic model), so the message's tag, fields and JSON are unchanged.
+    """
 
 
 def to_tagged(msg: Message) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pytsnet.messages.base import Message
+from pytsnet.messages.base import Message, Request
 
 StateName = Literal["NoState", "Starting", "NeedsLogin", "NeedsMachineAuth", "Running", "Stopped"]
 """Go's ``ipn.State`` subset. ``Running`` here = registered, authorized and a first netmap received
@@ -62,13 +62,13 @@ class GetState(Message, tag="control.get_state"):
     pass
 
 
-class Logout(Message, tag="control.logout"):
-    """Deregister (RegisterRequest with a past Expiry) and forget the node key."""
-
-
 class LogoutDone(Message, tag="control.logout_done"):
     ok: bool
     error: str = ""
+
+
+class Logout(Request[LogoutDone], tag="control.logout"):
+    """Deregister (RegisterRequest with a past Expiry) and forget the node key."""
 
 
 class LiteUpdate(Message, tag="control.lite_update"):

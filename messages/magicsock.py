@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pytsnet.messages.base import Message
+from pytsnet.messages.base import Message, Request
 
 ITEM_OVERHEAD = 512
 """What one datagram costs in memory beyond its payload (the model object, its dict, the bytes
@@ -269,15 +269,11 @@ class UdpBlackhole(Message, tag="magicsock.udp_blackhole"):
 # --- status -----------------------------------------------------------------------------------------
 
 
-class LocalAddrRequest(Message, tag="magicsock.local_addr_request"):
-    pass
-
-
 class LocalAddr(Message, tag="magicsock.local_addr"):
     addr: str
 
 
-class PathStatusRequest(Message, tag="magicsock.path_status_request"):
+class LocalAddrRequest(Request[LocalAddr], tag="magicsock.local_addr_request"):
     pass
 
 
@@ -308,7 +304,7 @@ class PathStatus(Message, tag="magicsock.path_status"):
     bytes_read: int = 0
 
 
-class DerpStatusRequest(Message, tag="magicsock.derp_status_request"):
+class PathStatusRequest(Request[PathStatus], tag="magicsock.path_status_request"):
     pass
 
 
@@ -332,7 +328,7 @@ class DerpStatus(Message, tag="magicsock.derp_status"):
     last_error: str = ""  # why the last dial or connection failed
 
 
-class DiscoStatusRequest(Message, tag="magicsock.disco_status_request"):
+class DerpStatusRequest(Request[DerpStatus], tag="magicsock.derp_status_request"):
     pass
 
 
@@ -345,7 +341,7 @@ class DiscoStatus(Message, tag="magicsock.disco_status"):
     dropped_bad_source: int = 0  # source address text that does not parse
 
 
-class StunStatusRequest(Message, tag="magicsock.stun_status_request"):
+class DiscoStatusRequest(Request[DiscoStatus], tag="magicsock.disco_status_request"):
     pass
 
 
@@ -353,3 +349,9 @@ class StunStatus(Message, tag="magicsock.stun_status"):
     """The StunProber's drop counters."""
 
     dropped_unsolicited: int = 0  # STUN-looking datagrams that answer none of our probes
+
+
+class StunStatusRequest(Request[StunStatus], tag="magicsock.stun_status_request"):
+    pass
+
+

@@ -7,7 +7,7 @@ with a ``data: bytes`` field (the device passes ``IpPacketOut``), see ``actors/n
 
 from __future__ import annotations
 
-from pytsnet.messages.base import Message
+from pytsnet.messages.base import Message, Request
 from pytsnet.messages.redact import Payload
 
 
@@ -54,21 +54,31 @@ class FlowAbort(Message, tag="netstack.flow_abort"):
     """The device is closing: reset the connection now (an RST to the peer) and end the flow."""
 
 
-class AbortAllFlows(Message, tag="netstack.abort_all"):
-    """The device is closing: reset every flow and close every listener (ask; replies ``FlowsAborted``)."""
-
-
 class FlowsAborted(Message, tag="netstack.flows_aborted"):
     """``AbortAllFlows`` reached this many flows (their actors reset them next, in their own mailboxes)."""
 
     flows: int
 
 
+class AbortAllFlows(Request[FlowsAborted], tag="netstack.abort_all"):
+    """The device is closing: reset every flow and close every listener (ask; replies ``FlowsAborted``)."""
+
+
 class StackTick(Message, tag="netstack.stack_tick"):
     """The stack's own timer (handshakes in progress, TIME_WAIT expiry)."""
 
 
-class TcpListen(Message, tag="netstack.tcp_listen"):
+class NetstackReply(Message, tag="netstack.reply"):
+    """Reply to app requests: ``ok`` with a flow name or port, or the error's type name and text."""
+
+    ok: bool
+    flow: str = ""
+    port: int = 0
+    error: str = ""
+    detail: str = ""
+
+
+class TcpListen(Request[NetstackReply], tag="netstack.tcp_listen"):
     port: int
     backlog: int | None = None
 
@@ -83,16 +93,16 @@ class ListenerWake(Message, tag="netstack.listener_wake"):
     port: int
 
 
-class TcpConnect(Message, tag="netstack.tcp_connect"):
+class TcpConnect(Request[NetstackReply], tag="netstack.tcp_connect"):
     host: str
     port: int
 
 
-class UdpBind(Message, tag="netstack.udp_bind"):
+class UdpBind(Request[NetstackReply], tag="netstack.udp_bind"):
     port: int = 0
 
 
-class UdpSendTo(Message, tag="netstack.udp_sendto"):
+class UdpSendTo(Request[NetstackReply], tag="netstack.udp_sendto"):
     port: int
     data: Payload
     host: str
@@ -103,23 +113,15 @@ class UdpClose(Message, tag="netstack.udp_close"):
     port: int
 
 
-class NetstackReply(Message, tag="netstack.reply"):
-    """Reply to app requests: ``ok`` with a flow name or port, or the error's type name and text."""
-
-    ok: bool
-    flow: str = ""
-    port: int = 0
-    error: str = ""
-    detail: str = ""
-
-
-class NetstackStatusRequest(Message, tag="netstack.status_request"):
-    pass
-
-
 class NetstackStatus(Message, tag="netstack.status"):
     """The Stack's drop counters by reason (``Stack.drops``, plus the actor's ``flow_mailbox_full``)
     and its other event counters (``Stack.stats``: SYN cookies sent and validated)."""
 
     drops: dict[str, int]
     counters: dict[str, int] = {}
+
+
+class NetstackStatusRequest(Request[NetstackStatus], tag="netstack.status_request"):
+    pass
+
+

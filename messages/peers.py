@@ -6,7 +6,7 @@ tracker re-parses them at its trust chokepoint rather than trusting the sender.
 
 from __future__ import annotations
 
-from pytsnet.messages.base import Message
+from pytsnet.messages.base import Message, Request
 from pytsnet.wire.tailcfg import Node
 
 
@@ -76,15 +76,15 @@ class ClearPeers(Message, tag="peers.clear"):
     """Forget every peer (logout, or the control session ended for good)."""
 
 
-class GetPeers(Message, tag="peers.get"):
-    pass
-
-
 class PeerTable(Message, tag="peers.table"):
     """Reply to ``GetPeers``: admitted peers sorted by node ID, and who was refused and why."""
 
     peers: list[PeerInfo] = []
     rejected: list[RejectedPeer] = []
+
+
+class GetPeers(Request[PeerTable], tag="peers.get"):
+    pass
 
 
 class PeersChanged(Message, tag="peers.changed"):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pytsnet.messages.base import Message
+from pytsnet.messages.base import Message, Request
 
 
 class Ping(Message, tag="runtime.ping"):
@@ -32,9 +32,11 @@ class Crash(Message, tag="runtime.crash"):
     reason: str = "requested"
 
 
-class Count(Message, tag="runtime.count"):
+class Total(Message, tag="runtime.total"):
+    value: int
+
+
+class Count(Request[Total], tag="runtime.count"):
     pass
 
 
-class Total(Message, tag="runtime.total"):
-    value: int

@@ -11,7 +11,7 @@ here: one definition, one tag.
 
 from __future__ import annotations
 
-from pytsnet.messages.base import Message
+from pytsnet.messages.base import Message, Request
 from pytsnet.messages.magicsock import (
     ITEM_OVERHEAD,
     WgDatagramIn,
@@ -120,10 +120,6 @@ class WgHandshakeWork(Message, tag="wgengine.handshake_work"):
     """W → W: work the next slice of the handshake queue."""
 
 
-class GetWgStatus(Message, tag="wgengine.get_status"):
-    pass
-
-
 class WgPeerStatus(Message):
     node_key: str
     last_handshake: float | None = None
@@ -143,6 +139,10 @@ class WgStatus(Message, tag="wgengine.status"):
     handshake_queue: int = 0
     handshake_queue_bytes: int = 0
     under_load: bool = False
+
+
+class GetWgStatus(Request[WgStatus], tag="wgengine.get_status"):
+    pass
 
 
 class CapturedPackets(Message, tag="wgengine.captured_packets"):

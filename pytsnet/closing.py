@@ -16,12 +16,13 @@ Every step is bounded by one overall deadline; a missing or stuck actor only sho
 from __future__ import annotations
 
 import time
+from typing import TypeVar
 
 from pytsnet.actors.dataplane import DataplaneMemory
 from pytsnet.actors.runtime import ActorStopped, ActorSystem, AskTimeout
 from pytsnet.actors.runtime.errors import HandlerError
 from pytsnet.actors.runtime.logs import subsystem_logger
-from pytsnet.messages.base import Message
+from pytsnet.messages.base import Request
 from pytsnet.messages.magicsock import DerpStatusRequest, PathStatusRequest
 from pytsnet.messages.netstack import AbortAllFlows, FlowsAborted
 from pytsnet.messages.wgengine import GetWgStatus
@@ -29,6 +30,7 @@ from pytsnet.messages.wgengine import GetWgStatus
 __all__ = ["DRAIN_TIMEOUT", "reset_flows_and_flush"]
 
 log = subsystem_logger("device")
+_R = TypeVar("_R")
 
 DRAIN_TIMEOUT = 1.0
 """Close waits at most this long for the resets to leave."""
@@ -58,7 +60,7 @@ def reset_flows_and_flush(system: ActorSystem, memory: DataplaneMemory,
     return reply.flows
 
 
-def _ask(system: ActorSystem, name: str, msg: Message, deadline: float) -> object:
+def _ask(system: ActorSystem, name: str, msg: Request[_R], deadline: float) -> _R | None:
     ref = system.lookup(name) if name else None
     left = deadline - time.monotonic()
     if ref is None or left <= 0:

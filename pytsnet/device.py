@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -40,7 +40,7 @@ import anyio.to_thread
 from pytsnet.actors.control import RunnerConfig
 from pytsnet.actors.control.transport import ControlURLError, parse_control_url
 from pytsnet.actors.dataplane import DataplaneMemory
-from pytsnet.actors.runtime import ActorStopped, ActorSystem, AskTimeout, logs
+from pytsnet.actors.runtime import ActorRef, ActorStopped, ActorSystem, AskTimeout, logs
 from pytsnet.actors.runtime.waker import ThreadWaker
 from pytsnet.capture import PcapCapture, start_capture
 from pytsnet.closing import reset_flows_and_flush
@@ -60,7 +60,7 @@ from pytsnet.errors import (
     RegistrationTimeout,
     UnknownTailnetHost,
 )
-from pytsnet.messages.base import Message
+from pytsnet.messages.base import Message, Request
 from pytsnet.messages.control import DeviceState, Logout, LogoutDone
 from pytsnet.messages.dataplane import DataplaneState, DeviceStatus, PeerStatus, UserInfo
 from pytsnet.messages.magicsock import (
@@ -88,6 +88,7 @@ __all__ = ["DIAL_TIMEOUT", "ActorDevice", "DataplaneNotReady", "DeviceState", "D
            "UnknownTailnetHost", "WhoIs"]
 
 log = logs.subsystem_logger("device")
+_R = TypeVar("_R")
 
 LOGOUT_TIMEOUT = 5.0
 """tsnet gives an ephemeral node's shutdown logout 5 s."""
@@ -430,23 +431,22 @@ class ActorDevice:
     # -- peers and logout ----------------------------------------------------------------------------
     def peers(self, timeout: float = 5.0) -> list[PeerInfo]:
         """The admitted peers, sorted by node ID (asks PeerTracker, the trust chokepoint)."""
-        table: PeerTable = self._ask(PEERS, GetPeers(), timeout)
-        return list(table.peers)
+        return list(self._ask(PEERS, GetPeers(), timeout).peers)
 
     def peer_table(self, timeout: float = 5.0) -> PeerTable:
-        return self._ask(PEERS, GetPeers(), timeout)  # type: ignore[no-any-return]
+        return self._ask(PEERS, GetPeers(), timeout)
 
     def logout_blocking(self, timeout: float = 15.0) -> LogoutDone:
         """Deregister from control (past Expiry) and forget the node key; state becomes NeedsLogin."""
-        return self._ask(CONTROL, Logout(), timeout)  # type: ignore[no-any-return]
+        return self._ask(CONTROL, Logout(), timeout)
 
     async def logout(self, timeout: float = 15.0) -> LogoutDone:
         try:
-            return await self._ref(CONTROL).ask_async(Logout(), timeout=timeout)  # type: ignore[no-any-return]
+            return await self._ref(CONTROL).ask_async(Logout(), timeout=timeout)
         except ActorStopped as e:
             raise DeviceClosed(f"{CONTROL} stopped: the device is closing") from e
 
-    def _ask(self, name: str, msg: Message, timeout: float) -> Any:
+    def _ask(self, name: str, msg: Request[_R], timeout: float) -> _R:
         """Ask a device actor; its stopping surfaces as ``DeviceClosed`` (``AskTimeout`` is a
         ``TimeoutError``)."""
         try:
@@ -458,7 +458,7 @@ class ActorDevice:
         if self.system is None:
             raise DeviceClosed("call start() first")
 
-    def _ref(self, name: str) -> Any:
+    def _ref(self, name: str) -> ActorRef:
         self._require_started()
         assert self.system is not None
         ref = self.system.lookup(name)
@@ -565,7 +565,7 @@ class ActorDevice:
         self.start()
         return self._bindings.bind_udp(port, self.resolve)
 
-    def _ask_quiet(self, name: str, msg: Message, timeout: float) -> Any:
+    def _ask_quiet(self, name: str, msg: Request[_R], timeout: float) -> _R | None:
         ref = self.system.lookup(name) if self.system is not None else None
         if ref is None:
             return None

@@ -26,11 +26,11 @@ import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pytsnet.actors.runtime import Actor, ActorRef, ActorStopped, AskTimeout, handles
 from pytsnet.actors.runtime.logs import subsystem_logger
-from pytsnet.messages.base import Message
+from pytsnet.messages.base import Message, Request
 from pytsnet.messages.control import LiteUpdate, LiteUpdateDone
 from pytsnet.messages.dataplane import (
     DataplaneInfo,
@@ -51,6 +51,7 @@ from pytsnet.messages.peers import PeersChanged
 from pytsnet.messages.wgengine import GetWgStatus, WgConfig, WgPeer, WgStatus
 
 log = subsystem_logger("dataplane")
+_R = TypeVar("_R")
 
 __all__ = ["TICK", "DataplaneBridge", "DataplaneMemory", "Spawned", "endpoint_types"]
 
@@ -244,7 +245,7 @@ class DataplaneBridge(Actor):
         self._check()
         self._tell_control()
 
-    def _ask(self, name: str, msg: Message) -> Any:
+    def _ask(self, name: str, msg: Request[_R]) -> _R | None:
         ref = self.lookup(name)
         if ref is None:
             return None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
 
@@ -18,9 +18,11 @@ from pytsnet.actors.runtime.waker import ThreadWaker
 if TYPE_CHECKING:
     from pytsnet.actors.runtime.cell import Cell
     from pytsnet.actors.runtime.mailbox import Backlog
-    from pytsnet.messages.base import Message
+    from pytsnet.messages.base import Message, Request
 
 __all__ = ["ActorRef", "Reply", "current"]
+
+_R = TypeVar("_R")
 
 
 class _Current(threading.local):
@@ -125,15 +127,16 @@ class ActorRef:
             return True
         return self._cell.send(msg, None)
 
-    def ask(self, msg: Message, timeout: float = 5.0) -> Any:
-        """Send and wait for the reply; raises ``HandlerError``, ``AskTimeout``, ``ActorStopped``..."""
+    def ask(self, msg: Request[_R], timeout: float = 5.0) -> _R:
+        """Send and wait for the reply (typed by the request: ``ask(GetPeers())`` is a ``PeerTable``);
+        raises ``HandlerError``, ``AskTimeout``, ``ActorStopped``..."""
         if current.sink is not None:
-            return current.sink(self, msg, True)
+            return cast("_R", current.sink(self, msg, True))
         reply = Reply()
         self._cell.send(msg, reply)
-        return reply.wait(timeout)
+        return cast("_R", reply.wait(timeout))
 
-    async def ask_async(self, msg: Message, timeout: float = 5.0) -> Any:
+    async def ask_async(self, msg: Request[_R], timeout: float = 5.0) -> _R:
         """Like ``ask`` but awaits (asyncio or trio); the event loop keeps running while the actor works."""
         waker = ThreadWaker()
         reply = Reply()
@@ -144,7 +147,7 @@ class ActorRef:
                 await waker.wait()
         except TimeoutError:
             raise AskTimeout(f"no reply within {timeout}s") from None
-        return reply.result()
+        return cast("_R", reply.result())
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop this actor for good (no restart); waits for ``on_stop``. Idempotent."""
