@@ -353,6 +353,8 @@ class Stack:
         if not raw:
             raise ParseError("empty")
         version = raw[0] >> 4
+        src: IPAddress
+        dst: IPAddress
         if version == 4:
             pkt4 = ipv4.parse_ipv4(raw)
             src, dst, proto, payload = pkt4.src, pkt4.dst, pkt4.protocol, pkt4.payload

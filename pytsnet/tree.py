@@ -18,6 +18,7 @@ UDP socket → magicsock.udp → wgengine → netstack → flow actor, and back.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -97,8 +98,8 @@ def spawn_dataplane(system: ActorSystem, nm: DataplaneNetmap, options: Dataplane
     """Start the engine, magicsock and netstack for ``nm``'s node key, addresses and DERP regions."""
     private = NodePrivate.from_text(nm.node_private)
     options.engine_memory = EngineMemory()  # a new node key: no configuration carries over
-    addresses = tuple(a.split("/")[0] for a in nm.self_node.addresses)
-    v6 = any(":" in a for a in addresses)
+    addresses = tuple(ipaddress.ip_address(a.split("/")[0]) for a in nm.self_node.addresses)
+    v6 = any(a.version == 6 for a in addresses)
     sup = system.spawn_spec(supervisor_spec(DATAPLANE_SUP, [
         ChildSpec(WgEngine, WGENGINE, args=(private,),
                   kwargs={"magicsock": f"{MAGICSOCK}.udp", "sink": NETSTACK, "memory": options.engine_memory,

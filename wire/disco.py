@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Protocol, Self
 
 from nacl.public import Box, PrivateKey, PublicKey
 
@@ -147,7 +149,7 @@ class BindUDPRelayEndpointCommon:
         return struct.pack(">II", self.vni, self.generation) + self.remote_key.raw + self.challenge
 
     @classmethod
-    def parse(cls, ver: int, p: bytes):  # type: ignore[no-untyped-def]  # returns the subclass
+    def parse(cls, ver: int, p: bytes) -> Self:  # the subclass it is called on
         if len(p) < BIND_UDP_RELAY_ENDPOINT_COMMON_LEN:
             raise DiscoParseError("short bind-udp-relay message")
         vni, gen = struct.unpack_from(">II", p)
@@ -280,7 +282,11 @@ Message = (
     | AllocateUDPRelayEndpointResponse | UnknownMessage
 )
 
-_TYPES: dict[type, MessageType] = {
+class _Parses(Protocol):
+    def parse(self, ver: int, p: bytes) -> Message: ...
+
+
+_TYPES: dict[_Parses, MessageType] = {
     Ping: MessageType.PING,
     Pong: MessageType.PONG,
     CallMeMaybe: MessageType.CALL_ME_MAYBE,
@@ -291,7 +297,9 @@ _TYPES: dict[type, MessageType] = {
     AllocateUDPRelayEndpointRequest: MessageType.ALLOCATE_UDP_RELAY_ENDPOINT_REQUEST,
     AllocateUDPRelayEndpointResponse: MessageType.ALLOCATE_UDP_RELAY_ENDPOINT_RESPONSE,
 }
-_PARSERS = {t: cls.parse for cls, t in _TYPES.items()}
+_PARSERS: dict[int, Callable[[int, bytes], Message]] = {
+    t: cls.parse for cls, t in _TYPES.items()
+}
 
 
 def marshal(msg: Message) -> bytes:
@@ -306,10 +314,10 @@ def parse(p: bytes) -> Message:
     if len(p) < MESSAGE_HEADER_LEN:
         raise DiscoParseError("short message")
     t, ver, body = p[0], p[1], bytes(p[2:])
-    parser = _PARSERS.get(t)  # type: ignore[call-overload]
+    parser = _PARSERS.get(t)
     if parser is None:
         return UnknownMessage(t, ver, body)
-    return parser(ver, body)  # type: ignore[no-any-return]
+    return parser(ver, body)
 
 
 def looks_like_disco_wrapper(p: bytes) -> bool:

@@ -11,7 +11,7 @@ import base64
 import hmac
 import os
 from pathlib import Path
-from typing import ClassVar, Generic, Self, TypeVar
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from nacl.bindings import crypto_scalarmult, crypto_scalarmult_base
 
@@ -215,10 +215,10 @@ class DiscoPrivate(_Private[DiscoPublic]):
     PUBLIC = DiscoPublic
 
 
-PrivT = TypeVar("PrivT", bound=_Private)  # type: ignore[type-arg]
+PrivT = TypeVar("PrivT", bound=_Private[Any])
 
 
-def save_private(path: str | os.PathLike[str], key: _Private) -> None:
+def save_private(path: str | os.PathLike[str], key: _Private[Any]) -> None:
     """Write ``key``'s text form to ``path`` with mode 0600 (created that way, never world-readable)."""
     p = Path(path)
     tmp = p.with_name(p.name + ".tmp")

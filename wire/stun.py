@@ -49,7 +49,7 @@ def fingerprint(b: bytes) -> int:
     return zlib.crc32(b) ^ FINGERPRINT_XOR
 
 
-def is_stun(b: bytes) -> bool:
+def is_stun(b: bytes | bytearray | memoryview) -> bool:
     """Go ``stun.Is``: ≥ 20 bytes, top two bits zero, magic cookie at 4..8."""
     return len(b) >= HEADER_LEN and b[0] & 0xC0 == 0 and b[4:8] == MAGIC_COOKIE
 

@@ -53,11 +53,11 @@ class Classified:
     geneve: bool = False
 
 
-def _looks_like_disco(b: bytes) -> bool:
+def _looks_like_disco(b: bytes | bytearray | memoryview) -> bool:
     return len(b) >= _DISCO_HEADER_LEN and b[: len(disco.MAGIC)] == disco.MAGIC
 
 
-def looks_like_wireguard(b: bytes) -> bool:
+def looks_like_wireguard(b: bytes | bytearray | memoryview) -> bool:
     """A WireGuard message starts with type 1-4 and three reserved zero bytes."""
     return len(b) >= 4 and 1 <= b[0] <= 4 and b[1:4] == b"\x00\x00\x00"
 
@@ -78,7 +78,7 @@ def classify(b: bytes | bytearray | memoryview) -> Classified:
     return _wireguard(b)
 
 
-def _wireguard(b: bytes) -> Classified:
+def _wireguard(b: bytes | bytearray | memoryview) -> Classified:
     return Classified(PacketKind.WIREGUARD if looks_like_wireguard(b) else PacketKind.UNKNOWN)
 
 

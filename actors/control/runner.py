@@ -214,7 +214,7 @@ class ControlRunner(Actor):
         net_info = NetInfo(PreferredDERP=self._preferred_derp) if self._preferred_derp else None
         return Hostinfo(Hostname=self.cfg.hostname, OS="linux", Package="tsnet", IPNVersion="pytsnet",
                         RequestTags=list(self.cfg.tags), NetInfo=net_info,
-                        **self.cfg.hostinfo_extra)  # type: ignore[arg-type]
+                        **self.cfg.hostinfo_extra)
 
     def _session(self) -> Iterator[Message]:
         failures = 0
@@ -319,7 +319,7 @@ class ControlRunner(Actor):
             Version=CURRENT_CAPABILITY_VERSION, Compress="zstd", KeepAlive=True, NodeKey=self._node.public(),
             DiscoKey=self._disco, Endpoints=list(self._endpoints),
             EndpointTypes=list(self._endpoint_types), Stream=stream, OmitPeers=not stream,
-            Hostinfo=self._hostinfo())  # type: ignore[arg-type]
+            Hostinfo=self._hostinfo())
 
     def _map_poll(self, client: Noise2Client) -> Iterator[Message]:
         resp = client.request("/machine/map", self._map_request(stream=True).to_json())

@@ -20,6 +20,7 @@ import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from typing import cast
 from urllib.parse import urlsplit
 
 import h2.config
@@ -251,7 +252,7 @@ class Noise2Client:
             for ev in self._h2.receive_data(plain):
                 st = self._streams.get(getattr(ev, "stream_id", 0) or -1)
                 if isinstance(ev, h2.events.ResponseReceived) and st is not None:
-                    hdrs = dict(ev.headers)
+                    hdrs = cast("dict[str, str]", dict(ev.headers))  # header_encoding="utf-8": str, not bytes
                     st.status = int(str(hdrs.get(":status", "0")))
                     st.headers.set()
                 elif isinstance(ev, h2.events.DataReceived):

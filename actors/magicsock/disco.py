@@ -98,8 +98,8 @@ class DiscoPinger(Actor):
             cur.ep.set_netmap_endpoints(eps)
             self._push(cur, force=True)
         for gone in set(self.peers) - seen:
-            p = self.peers.pop(gone)
-            self.by_disco.pop(p.disco_key, None)
+            old = self.peers.pop(gone)
+            self.by_disco.pop(old.disco_key, None)
             self.tell_named(self.config.name("udp"), PathUpdate(peer=gone, udp=None, trusted_until=-1.0,
                                                            derp_region=0, rtt=None, removed=True))
 

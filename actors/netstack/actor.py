@@ -63,7 +63,7 @@ log = subsystem_logger("netstack")
 __all__ = ["NetstackActor"]
 
 try:  # the WireGuard engine's inbound packet message, once it exists (data-plane contract)
-    from pytsnet.messages.wgengine import (  # type: ignore[import-not-found]
+    from pytsnet.messages.wgengine import (
         IpPacketIn,
         IpPacketOut,
         IpPacketsIn,

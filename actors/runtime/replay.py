@@ -226,7 +226,7 @@ def replay(records: list[dict[str, Any]], actor: str, actor_cls: type[Actor] | N
                 if spawn is not None:
                     clock.set(spawn["mono"], spawn["wall"])
                 instance = cls(*args)
-                instance.ctx = _ReplayContext(actor, incarnation, clock)  # type: ignore[assignment]
+                instance.ctx = _ReplayContext(actor, incarnation, clock)
                 expected_sends, got = [], []
                 current.name, current.seq, current.sink = actor, None, lambda *a: None
                 instance.on_start()

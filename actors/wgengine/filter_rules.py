@@ -34,7 +34,7 @@ def parse_ip_set(text: str) -> tuple[IPNetwork, ...]:
             a, b = (ipaddress.ip_address(x) for x in text.split("-", 1))
             if a.version != b.version or int(b) < int(a):
                 raise FilterRuleError(f"invalid IP range {text!r}")
-            return tuple(ipaddress.summarize_address_range(a, b))  # type: ignore[arg-type]
+            return tuple(ipaddress.summarize_address_range(a, b))
         if "/" in text:
             return (ipaddress.ip_network(text, strict=True),)
         addr = ipaddress.ip_address(text)

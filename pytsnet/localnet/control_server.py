@@ -131,7 +131,7 @@ class ControlServer:
         self.stats = {"noise_sessions": 0, "bad_handshakes": 0, "registers": 0, "map_polls": 0,
                       "map_frames": 0, "map_keepalives": 0}
         """``map_frames`` counts MapResponses written to long polls (keep-alives separately)."""
-        self._listeners: list[Callable[[], None]] = []
+        self._listeners: list[Callable[[], object]] = []
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self, host: str = "127.0.0.1", port: int = 0, *, sock: Any = None) -> None:
@@ -188,7 +188,7 @@ class ControlServer:
         self._changed = asyncio.Event()
         self._tell_listeners()
 
-    def add_listener(self, fn: Callable[[], None]) -> None:
+    def add_listener(self, fn: Callable[[], object]) -> None:
         """Call ``fn`` (on the server loop) after every change and whenever a node key runs out."""
         self._listeners.append(fn)
 
@@ -387,7 +387,8 @@ class ControlServer:
             return {"Error": "zero node key"}
         old = _nonzero_key(req.get("OldNodeKey"), NodePublic)
         expiry = _parse_time(req.get("Expiry"))
-        hostinfo = req.get("Hostinfo") if isinstance(req.get("Hostinfo"), dict) else {}
+        hostinfo = req.get("Hostinfo")
+        hostinfo = hostinfo if isinstance(hostinfo, dict) else {}
         hostname = str(hostinfo.get("Hostname") or "node")
         node = self.store.node_by_key(nk)
         if node is not None and node.machine_key != machine:
@@ -429,7 +430,8 @@ class ControlServer:
                 return await self._await_approval(nk)
             return {**self._login(node.user_id), "AuthURL": self.base_url + node.auth_path}
 
-        auth = req.get("Auth") if isinstance(req.get("Auth"), dict) else {}
+        auth = req.get("Auth")
+        auth = auth if isinstance(auth, dict) else {}
         authkey = str(auth.get("AuthKey") or "")
         if rekey is not None and not authkey:
             return {**self._login(rekey.user_id), "Error": ERR_EXPIRED_REKEY}
@@ -527,8 +529,8 @@ class ControlServer:
             if omit_peers:  # lite update: the client only looks at the status
                 await resp.simple(200, b"", "application/octet-stream")
                 return
-            msg = full_map(node.id, self.tailnet(), SentState(), cap=cap)
-            await resp.simple(200, map_frame(msg, compress), "application/octet-stream")
+            full = full_map(node.id, self.tailnet(), SentState(), cap=cap)
+            await resp.simple(200, map_frame(full, compress), "application/octet-stream")
             return
         # A new long poll for the same node supersedes older ones (breakSameNodeMapResponseStreams).
         for ev in self._streams.get(node.id, []):

@@ -90,8 +90,8 @@ async def accept_request(reader: asyncio.StreamReader, writer: asyncio.StreamWri
     serve."""
     me = asyncio.current_task()
     if me is not None:
-        tasks.add(me)  # type: ignore[arg-type]
-        me.add_done_callback(tasks.discard)  # type: ignore[arg-type]
+        tasks.add(me)
+        me.add_done_callback(tasks.discard)
     try:
         return await asyncio.wait_for(read_request(reader), timeout)
     except (BadRequest, asyncio.IncompleteReadError, TimeoutError) as e:

@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import h2.config
 import h2.connection
@@ -150,7 +151,7 @@ class NoiseH2Session:
 
     def _on_event(self, ev: h2.events.Event) -> None:
         if isinstance(ev, h2.events.RequestReceived):
-            hdrs = dict(ev.headers or [])
+            hdrs = cast("dict[str, str]", dict(ev.headers or []))  # header_encoding="utf-8": str, not bytes
             self._requests[ev.stream_id] = H2Request(ev.stream_id, str(hdrs.get(":method", "")),
                                                      str(hdrs.get(":path", "")), {str(k): str(v)
                                                                                   for k, v in hdrs.items()})

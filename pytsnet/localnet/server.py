@@ -21,7 +21,7 @@ import concurrent.futures
 import contextlib
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -136,12 +136,12 @@ class LocalTailnet:
         while self._thread.is_alive():
             self._thread.join(1)
 
-    def _call(self, coro_or_fn: Awaitable[_T] | Any) -> Any:
+    def _call(self, coro_or_fn: Coroutine[Any, Any, _T] | Callable[[], _T]) -> _T:
         """Run a callable (or coroutine) on the server loop and wait for its result."""
         assert self._loop is not None
 
-        async def wrap() -> Any:
-            return await coro_or_fn if asyncio.iscoroutine(coro_or_fn) else coro_or_fn()
+        async def wrap() -> _T:
+            return await coro_or_fn if isinstance(coro_or_fn, Coroutine) else coro_or_fn()
 
         return asyncio.run_coroutine_threadsafe(wrap(), self._loop).result(timeout=30)
 
@@ -209,7 +209,7 @@ class LocalTailnet:
             self._call(lambda: self.control.set_key_expiry(node_id, when))  # type: ignore[union-attr]
         return find_node(self.store, node_id)
 
-    def add_control_listener(self, fn: Callable[[], None]) -> None:
+    def add_control_listener(self, fn: Callable[[], object]) -> None:
         """Run ``fn`` on the server loop after every change and when a node key runs out."""
         self._call(lambda: self.control.add_listener(fn))  # type: ignore[union-attr]
 

@@ -12,7 +12,7 @@ import contextlib
 import json
 import struct
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import h2.config
@@ -96,7 +96,7 @@ class ControlClient:
                 for ev in self.h2.receive_data(plain):
                     st = self._streams.get(getattr(ev, "stream_id", -1))
                     if isinstance(ev, h2.events.ResponseReceived) and st:
-                        st.status = int(dict(ev.headers)[":status"])
+                        st.status = int(cast("dict[str, str]", dict(ev.headers))[":status"])  # utf-8 headers
                     elif isinstance(ev, h2.events.DataReceived) and st:
                         self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
                         st.data.put_nowait(ev.data)

@@ -101,7 +101,7 @@ class SocketLike:
             return raw
         buf: Any
         if reading and writing:
-            buf = io.BufferedRWPair(raw, raw, size)  # type: ignore[arg-type]
+            buf = io.BufferedRWPair(raw, raw, size)
         elif reading:
             buf = io.BufferedReader(raw, size)
         else:

@@ -119,7 +119,7 @@ class _Rebindable(Generic[ChannelT, ItemT]):
     def __init__(self, netstack: Netstack | None, channel: ChannelT | None, port: int, *, owned: bool,
                  on_close: Callable[[Any], None] | None = None,
                  on_lost: Callable[[Any, Any], None] | None = None) -> None:
-        self._ch = channel
+        self._ch: ChannelT | None = channel
         self._on_close = on_close
         self._ns = netstack
         self._port = port
@@ -168,6 +168,9 @@ class _Rebindable(Generic[ChannelT, ItemT]):
         ch = self._ch
         if ch is None:
             return (None, *self._wait_for(None, lambda: False))
+        return self._poll_channel(ch)
+
+    def _poll_channel(self, ch: ChannelT) -> tuple[ItemT | None, Waitable, Ready]:
         try:
             got = self._take(ch)
         except OSError:

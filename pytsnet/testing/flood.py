@@ -97,7 +97,7 @@ def _victim(args: argparse.Namespace) -> None:
 
     addr = ref.ask(LocalAddrRequest(), timeout=5).addr if ref is not None else ""
     _emit({"event": "ready", "ip": dev.tailscale_ips()[0], "udp": addr, "endpoints": list(udp),
-           "node_key": dev.status().self_node.node_key if dev.status().self_node else None})
+           "node_key": me.node_key if (me := dev.status().self_node) is not None else None})
     for line in sys.stdin:
         cmd = line.split()
         if not cmd:

@@ -271,10 +271,10 @@ class TunBridge:
                 for src, dst in ((self.a, self.b), (self.b, self.a)):
                     if src.fd in ready:
                         for _ in range(256):
-                            pkt = src.read()
-                            if pkt is None:
+                            got = src.read()
+                            if got is None:
                                 break
-                            self._forward(pkt, dst, time.monotonic())
+                            self._forward(got, dst, time.monotonic())
         except BaseException as exc:  # surfaced to the test through .error
             self.error = exc
 

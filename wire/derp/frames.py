@@ -424,7 +424,7 @@ def encode(frame: Frame) -> bytes:
     return encode_header(frame_type_of(frame), len(payload)) + payload
 
 
-def parse_header(b: bytes | memoryview) -> tuple[int, int]:
+def parse_header(b: bytes | bytearray | memoryview) -> tuple[int, int]:
     """``(frame_type, payload_length)`` from the first 5 bytes of ``b``."""
     if len(b) < FRAME_HEADER_LEN:
         raise DerpParseError("short frame header")

@@ -6,7 +6,7 @@ empty key string reads as ``None`` and ``None`` is never written, so a key is ne
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Self, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Self, TypeAlias, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, PlainValidator, ValidationError
 from pydantic import model_serializer as _model_serializer
@@ -41,10 +41,16 @@ def _key_field(cls: type[_K]) -> Any:
     return Annotated[cls, PlainValidator(parse), PlainSerializer(lambda k: k.to_text(), return_type=str)]
 
 
-NodeKey = Annotated[_key_field(NodePublic) | None, BeforeValidator(_empty_to_none)]
-MachineKey = Annotated[_key_field(MachinePublic) | None, BeforeValidator(_empty_to_none)]
-DiscoKey = Annotated[_key_field(DiscoPublic) | None, BeforeValidator(_empty_to_none)]
-NLKey = Annotated[_key_field(NLPublic) | None, BeforeValidator(_empty_to_none)]
+if TYPE_CHECKING:  # what a field holds; the pydantic parsing and serialising below is invisible to mypy
+    NodeKey: TypeAlias = NodePublic | None
+    MachineKey: TypeAlias = MachinePublic | None
+    DiscoKey: TypeAlias = DiscoPublic | None
+    NLKey: TypeAlias = NLPublic | None
+else:
+    NodeKey = Annotated[_key_field(NodePublic) | None, BeforeValidator(_empty_to_none)]
+    MachineKey = Annotated[_key_field(MachinePublic) | None, BeforeValidator(_empty_to_none)]
+    DiscoKey = Annotated[_key_field(DiscoPublic) | None, BeforeValidator(_empty_to_none)]
+    NLKey = Annotated[_key_field(NLPublic) | None, BeforeValidator(_empty_to_none)]
 
 _ZEROS: tuple[object, ...] = ("", 0, False, [], {}, 0.0)
 

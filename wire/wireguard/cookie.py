@@ -30,7 +30,7 @@ from pytsnet.wire.wireguard.messages import MessageCookieReply
 _ZERO16 = bytes(16)
 
 
-def _macs_offsets(msg: bytes) -> tuple[int, int]:
+def _macs_offsets(msg: bytes | bytearray) -> tuple[int, int]:
     """mac1 and mac2 are the last 32 bytes of both handshake messages."""
     n = len(msg)
     return n - 32, n - 16

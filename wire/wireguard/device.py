@@ -178,7 +178,7 @@ class Device:
     def _index_allocator(self, raw: bytes) -> Callable[[], int]:
         def allocate() -> int:
             for _ in range(_MAX_INDEX_DRAWS):
-                idx = _U32.unpack(self._random(4))[0]
+                idx: int = _U32.unpack(self._random(4))[0]
                 if idx not in self._indices:
                     break
             else:

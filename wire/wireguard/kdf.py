@@ -16,7 +16,7 @@ def hash_(*parts: bytes) -> bytes:
     return h.digest()
 
 
-def mac(key: bytes, *parts: bytes) -> bytes:
+def mac(key: bytes, *parts: bytes | bytearray) -> bytes:
     """MAC: keyed BLAKE2s with a 16-byte digest (mac1, mac2, cookies)."""
     h = hashlib.blake2s(key=key, digest_size=16)
     for p in parts:
