@@ -56,6 +56,7 @@ wireguard-dep:
 test: $(STAMP) interop-deps
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/pytest; rc=$$?; if [ $$rc = 5 ]; then echo "pytest: no tests collected (exit 5)"; exit 0; fi; exit $$rc
 
 demo: $(RUN_STAMP)
