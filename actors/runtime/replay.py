@@ -146,7 +146,7 @@ def _as_traced(m: Any, payloads: bool) -> Any:
 
 def _same(recorded: Any, got: Any) -> bool:
     """Equal to the recording, whether it was made with payloads or without."""
-    return recorded == _as_traced(got, True) or recorded == _as_traced(got, False)
+    return bool(recorded == _as_traced(got, True) or recorded == _as_traced(got, False))
 
 
 def _unredact(obj: Any, secrets: SecretSource | None, what: str) -> Any:
@@ -201,7 +201,7 @@ def replay(records: list[dict[str, Any]], actor: str, actor_cls: type[Actor] | N
     instance: Actor | None = None
     incarnation = 0
     expected_sends: list[dict[str, Any]] = []
-    got: list[tuple[str, dict[str, Any], str]] = []
+    got: list[tuple[str, Message, str]] = []
 
     def sink(ref: ActorRef, msg: Message, is_ask: bool) -> Any:
         got.append((ref.name, msg, "ask" if is_ask else "tell"))

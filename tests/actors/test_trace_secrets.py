@@ -13,20 +13,20 @@ from typing import Any
 
 import anyio
 import pytest
+
+from pytsnet import ActorDevice, Config
 from pytsnet.actors.runtime import ActorSystem, ManualClock, Tracer
 from pytsnet.actors.runtime.actor import Actor, handles
 from pytsnet.actors.runtime.replay import ReplayError, replay_file
 from pytsnet.actors.runtime.trace import read_trace
+from pytsnet.cli import main
+from pytsnet.localnet.server import LocalTailnet
 from pytsnet.messages.dataplane import DataplaneNetmap
 from pytsnet.messages.peers import PeerInfo
 from pytsnet.messages.runtime import Count, Total
 from pytsnet.messages.wgengine import IpPacketIn
-from pytsnet.wire.keys import NodePrivate
-
-from pytsnet import ActorDevice, Config
-from pytsnet.cli import main
-from pytsnet.localnet.server import LocalTailnet
 from pytsnet.state import NODE, FileStore
+from pytsnet.wire.keys import NodePrivate
 
 MARKER = b"MARKER-7f3c9e1d-app-plaintext"
 

@@ -10,12 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pytsnet.wire.keys import MachinePrivate
 
 from pytsnet.localnet.authkeys import consume_authkey
 from pytsnet.localnet.server import LocalTailnet
 from pytsnet.localnet.store import KEY_FILES, Store
 from pytsnet.localnet.testclient import ControlClient, fetch_key
+from pytsnet.wire.keys import MachinePrivate
 
 
 @pytest.fixture
