@@ -59,7 +59,7 @@ class Node:
         self.ref("udp").tell(WgDatagramOut(peer=peer.key, data=data))
 
     def status(self) -> PathStatus:
-        return self.ref("udp").ask(PathStatusRequest(), timeout=5)  # type: ignore[no-any-return]
+        return self.ref("udp").ask(PathStatusRequest(), timeout=5)
 
     def derp_status(self) -> DerpStatus:
         return self.system.lookup(self.config.derp_name(REGION)).ask(  # type: ignore[union-attr]

@@ -40,7 +40,7 @@ def _node(name: str, regions: tuple[DerpRegion, ...], home: int) -> Node:
 def _derp(node: Node, region: int) -> DerpStatus:
     ref = node.system.lookup(node.config.derp_name(region))
     assert ref is not None
-    return ref.ask(DerpStatusRequest(), timeout=5)  # type: ignore[no-any-return]
+    return ref.ask(DerpStatusRequest(), timeout=5)
 
 
 def _introduce(a: Node, b: Node) -> None:

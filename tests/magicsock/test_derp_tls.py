@@ -28,7 +28,7 @@ def _known(net: LocalTailnet, hostname: str) -> NodePrivate:
 def _status(node: Node) -> DerpStatus:
     ref: ActorRef | None = node.system.lookup(node.config.derp_name(900))
     assert ref is not None
-    return ref.ask(DerpStatusRequest(), timeout=5)  # type: ignore[no-any-return]
+    return ref.ask(DerpStatusRequest(), timeout=5)
 
 
 def test_derp_over_tls_carries_traffic_and_an_unverifiable_certificate_is_refused(tmp_path: Path) -> None:
