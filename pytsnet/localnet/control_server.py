@@ -32,6 +32,8 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from pytsnet.localnet import http1
 from pytsnet.localnet.authkeys import AuthKeyRejected, consume_authkey
 from pytsnet.localnet.expiry import expiry_at, key_lifetime, set_key_lifetime
@@ -46,6 +48,7 @@ from pytsnet.wire.controlbase.stream import ServerStream
 from pytsnet.wire.errors import WireError
 from pytsnet.wire.keys import DiscoPublic, KeyParseError, MachinePrivate, MachinePublic, NodePublic
 from pytsnet.wire.tailcfg.framing import encode_frame
+from pytsnet.wire.tailcfg.hostinfo import Hostinfo
 
 log = logging.getLogger(__name__)
 JSON = dict[str, Any]
@@ -57,6 +60,10 @@ DB_POLL_INTERVAL = 0.5
 PUSH_WAIT = 1.0  # longest a map request waits for the other streams to carry its change
 LOGOUT_BEFORE = 1_000_000_000.0  # an Expiry before 2001 is a logout (Go sends 1970-01-01T00:02:03Z)
 ERR_EXPIRED_REKEY = "node key expired: log in again (an auth key) to rotate it"
+
+MAX_HOSTINFO_BYTES = 16 << 10
+"""Largest Hostinfo accepted (its compact JSON). Go's coordination server bound is not public; 16 KiB
+is far above what any client sends (a few hundred bytes) and keeps a peer's map from carrying MiBs."""
 
 RawHandler = Callable[[http1.Request, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -72,6 +79,45 @@ def default_derp_map(host: str, port: int, *, stun_port: int = -1) -> JSON:
 def map_frame(msg: JSON, compress: bool) -> bytes:
     """One map frame of ``msg`` as compact JSON (framing and zstd are the shared wire helper's)."""
     return encode_frame(json.dumps(msg, separators=(",", ":")).encode(), compress=compress)
+
+
+class BadRequestBody(ValueError):
+    """A Noise-side request body that is not acceptable input: answered 400, never stored."""
+
+
+def _refuse_constant(name: str) -> object:
+    raise BadRequestBody(f"non-finite number {name} is not JSON")
+
+
+def strict_json(data: bytes) -> JSON:
+    """Parse a request body as one JSON object; NaN/Infinity (Python's extensions) are refused."""
+    try:
+        body = json.loads(data or b"{}", parse_constant=_refuse_constant)
+    except BadRequestBody:
+        raise
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError
+        raise BadRequestBody(f"invalid JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise BadRequestBody("body is not a JSON object")
+    return body
+
+
+def clean_hostinfo(raw: object) -> JSON:
+    """Hostinfo as it may be stored and relayed: schema-checked, size-bounded, unknown fields dropped."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise BadRequestBody("Hostinfo is not a JSON object")
+    size = len(json.dumps(raw, separators=(",", ":")))
+    if size > MAX_HOSTINFO_BYTES:
+        raise BadRequestBody(f"Hostinfo of {size} bytes exceeds {MAX_HOSTINFO_BYTES}")
+    try:
+        hi = Hostinfo.model_validate(raw)
+    except ValidationError as e:
+        raise BadRequestBody(f"invalid Hostinfo: {e.error_count()} field error(s), first at "
+                             f"{'.'.join(str(x) for x in e.errors()[0]['loc'])}") from None
+    out: JSON = json.loads(hi.to_json())
+    return out
 
 
 def _parse_time(s: object) -> float | None:
@@ -129,7 +175,7 @@ class ControlServer:
         self.sent: dict[int, collections.deque[JSON]] = {}
         """Per node id, the last map messages its long polls were sent (for tests and debugging)."""
         self.stats = {"noise_sessions": 0, "bad_handshakes": 0, "registers": 0, "map_polls": 0,
-                      "map_frames": 0, "map_keepalives": 0}
+                      "map_frames": 0, "map_keepalives": 0, "bad_requests": 0}
         """``map_frames`` counts MapResponses written to long polls (keep-alives separately)."""
         self._listeners: list[Callable[[], object]] = []
 
@@ -351,14 +397,9 @@ class ControlServer:
 
     # -- Noise-side routes ------------------------------------------------------------------
     async def _serve_machine(self, req: H2Request, resp: H2Response, machine: str) -> None:
+        """Route one Noise-side request; bad input of any kind is a 400 and one log line."""
         try:
-            body: JSON = json.loads(bytes(req.body) or b"{}")
-            if not isinstance(body, dict):
-                raise ValueError("body is not a JSON object")
-        except ValueError as e:
-            await resp.simple(400, f"bad request body: {e}".encode(), "text/plain")
-            return
-        try:
+            body = strict_json(bytes(req.body))
             if req.path == "/machine/register":
                 await resp.simple(200, json.dumps(await self.register(body, machine)).encode())
             elif req.path == "/machine/map":
@@ -367,8 +408,11 @@ class ControlServer:
                 await resp.simple(200, b"{}")  # set-dns, audit-log, …: accepted, not modelled
             else:
                 await resp.simple(404, b"not found", "text/plain")
-        except KeyParseError as e:
-            await resp.simple(400, f"bad key: {e}".encode(), "text/plain")
+        except (BadRequestBody, KeyParseError) as e:
+            self.stats["bad_requests"] += 1
+            log.info("control: %s from %s refused: %s", req.path[:64], machine[:20], str(e)[:200])
+            if not resp.started:
+                await resp.simple(400, f"bad request: {e}".encode(), "text/plain")
 
     def _login(self, user_id: int) -> JSON:
         u = next((u for u in self.store.users() if u.id == user_id), self.default_user)
@@ -387,8 +431,7 @@ class ControlServer:
             return {"Error": "zero node key"}
         old = _nonzero_key(req.get("OldNodeKey"), NodePublic)
         expiry = _parse_time(req.get("Expiry"))
-        hostinfo = req.get("Hostinfo")
-        hostinfo = hostinfo if isinstance(hostinfo, dict) else {}
+        hostinfo = clean_hostinfo(req.get("Hostinfo"))
         hostname = str(hostinfo.get("Hostname") or "node")
         node = self.store.node_by_key(nk)
         if node is not None and node.machine_key != machine:
@@ -501,8 +544,8 @@ class ControlServer:
         if isinstance(eps, list) and eps and [str(e) for e in eps] != node.endpoints \
                 and not (only_if_unset and node.endpoints):
             changes["endpoints"] = [str(e) for e in eps]
-        hi = req.get("Hostinfo")
-        if isinstance(hi, dict) and hi and hi != node.hostinfo and not (only_if_unset and node.hostinfo):
+        hi = clean_hostinfo(req.get("Hostinfo"))
+        if hi and hi != node.hostinfo and not (only_if_unset and node.hostinfo):
             changes["hostinfo"] = hi
             net_info = hi.get("NetInfo")
             derp = net_info.get("PreferredDERP") if isinstance(net_info, dict) else None
@@ -521,7 +564,9 @@ class ControlServer:
             return
         stream, omit_peers = bool(req.get("Stream")), bool(req.get("OmitPeers"))
         compress = req.get("Compress") == "zstd"
-        cap = int(req.get("Version") or 0)
+        cap = req.get("Version") or 0
+        if not isinstance(cap, int):
+            raise BadRequestBody("Version is not an integer")
         if self._apply_map_update(node, req, only_if_unset=stream and cap >= 68):
             self.notify()
             await self._others_caught_up(node.id, self._gen)

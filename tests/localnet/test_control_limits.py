@@ -1,0 +1,132 @@
+"""Control-server input limits: strict JSON, Hostinfo schema and size, 4xx (not tracebacks) for bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import struct
+from urllib.parse import urlsplit
+
+import pytest
+import zstandard
+
+from pytsnet.localnet import LocalTailnet
+from pytsnet.localnet.control_server import MAX_HOSTINFO_BYTES
+from pytsnet.localnet.testclient import ControlClient, _Stream
+
+ROUTES = ("/machine/register", "/machine/map", "/machine/set-dns", "/machine/nowhere")
+
+
+@pytest.fixture
+def net(tmp_path):
+    with LocalTailnet(tmp_path, keepalive_interval=0.5, ephemeral_grace=0.2) as n:
+        yield n
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+async def _client(net: LocalTailnet) -> ControlClient:
+    c = ControlClient(net.control_url)
+    await c.connect()
+    return c
+
+
+async def post_raw(c: ControlClient, path: str, payload: bytes) -> tuple[int, bytes]:
+    """POST arbitrary bytes, in frame-sized pieces (the test client sends one small JSON frame)."""
+    sid = c.h2.get_next_available_stream_id()
+    st = c._streams[sid] = _Stream()
+    c.h2.send_headers(sid, [(":method", "POST"), (":scheme", "https"),
+                            (":authority", urlsplit(c.url).netloc), (":path", path)])
+    step = c.h2.max_outbound_frame_size
+    for i in range(0, len(payload), step):
+        c.h2.send_data(sid, payload[i:i + step])
+    c.h2.end_stream(sid)
+    await c._flush()
+    out = bytearray()
+    while (chunk := await st.data.get()) is not None:
+        out += chunk
+    return st.status, bytes(out)
+
+
+async def post(c: ControlClient, path: str, body: dict) -> tuple[int, bytes]:
+    """``json.dumps`` writes NaN/Infinity for non-finite floats, as a hostile client would."""
+    return await post_raw(c, path, json.dumps(body).encode())
+
+
+async def peer_hostinfos(c: ControlClient) -> dict[str, dict]:
+    """A full (non-streaming) map for ``c``: each peer's node key → its Hostinfo."""
+    status, frame = await post(c, "/machine/map", c.map_request(Stream=False))
+    assert status == 200
+    (n,) = struct.unpack_from("<I", frame)
+    msg = json.loads(zstandard.ZstdDecompressor().decompressobj().decompress(frame[4:4 + n]))
+    return {p["Key"]: p.get("Hostinfo", {}) for p in msg.get("Peers", [])}
+
+
+def test_nan_and_oversize_hostinfo_refused_and_never_reach_a_peer(net, caplog):
+    key = net.create_authkey(reusable=True)
+
+    async def main():
+        a, b = await _client(net), await _client(net)
+        await a.register(key, hostname="alice")
+        await b.register(key, hostname="bob")
+        bk = b.node.public().to_text()
+        nan_hi = {"Hostname": "bob", "NetInfo": {"DERPLatency": {"1-v4": float("nan")}}}
+        big_hi = {"Hostname": "bob", "OSVersion": "x" * (MAX_HOSTINFO_BYTES + 1)}
+        inf_hi = {"Hostname": "bob", "NetInfo": {"DERPLatency": {"1-v4": float("inf")}}}
+        for hi in (nan_hi, big_hi, inf_hi):
+            st, body = await post(b, "/machine/map", b.map_request(Stream=False, Hostinfo=hi))
+            assert 400 <= st < 500, (st, body)
+            st, body = await post(b, "/machine/register", {"NodeKey": bk, "Hostinfo": hi})
+            assert 400 <= st < 500, (st, body)
+        bad_type = {"Hostname": "bob", "OSVersion": ["not", "a", "string"]}
+        st, _ = await post(b, "/machine/map", b.map_request(Stream=False, Hostinfo=bad_type))
+        assert st == 400
+        # unknown fields are dropped before storage and relay; known ones kept
+        ok = {"Hostname": "bob2", "OS": "linux", "Smuggled": "y" * 100}
+        st, _ = await post(b, "/machine/map", b.map_request(Stream=False, Hostinfo=ok))
+        assert st == 200
+        seen = (await peer_hostinfos(a))[bk]
+        assert seen.get("Hostname") == "bob2" and seen.get("OS") == "linux"
+        text = json.dumps(seen)
+        assert "Smuggled" not in text and "NaN" not in text and "Infinity" not in text
+        assert "x" * 1000 not in text
+        await a.close()
+        await b.close()
+
+    with caplog.at_level(logging.INFO):
+        run(main())
+    stored = {n.hostname: n for n in net.nodes()}
+    for n in stored.values():
+        raw = json.dumps(n.hostinfo)
+        assert "NaN" not in raw and "Infinity" not in raw and "Smuggled" not in raw and len(raw) < 1000
+    assert net.control.stats["bad_requests"] == 7
+    assert not [r for r in caplog.records if r.exc_info], "a refused request logged a traceback"
+
+
+GARBAGE = (b"", b"{", b"[]", b"null", b"1e999999", b"NaN", b'{"NodeKey": 5}', b'{"NodeKey": "nodekey:zz"}',
+           b'{"Version": "abc", "NodeKey": "x"}', b'{"Hostinfo": 7}', b'{"Hostinfo": {"NetInfo": 1}}',
+           b"\xff\xfe\x00", b'{"a": ' * 5000 + b"1" + b"}" * 5000, b'{"Auth": {"AuthKey": Infinity}}')
+
+
+def test_garbage_bodies_get_4xx_and_no_traceback(net, caplog):
+    async def main():
+        c = await _client(net)
+        for path in ROUTES:
+            for body in GARBAGE:
+                st, resp = await post_raw(c, path, body)
+                assert st is not None and st < 500, (path, body[:40], st, resp)
+        # a registered node's map with a bad Version is a 400 too, and the session still serves
+        key = net.create_authkey()
+        await c.register(key)
+        st, _ = await post(c, "/machine/map", c.map_request(Stream=False, Version="x"))
+        assert st == 400
+        st, _ = await post(c, "/machine/map", c.map_request(Stream=False))
+        assert st == 200
+        await c.close()
+
+    with caplog.at_level(logging.DEBUG):
+        run(main())
+    assert not [r for r in caplog.records if r.exc_info], "bad input logged a traceback"
