@@ -328,8 +328,8 @@ class ControlServer:
                 writer.write(http1.response(404, b"not found\n"))
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             pass  # cancellation is the server closing; 3.11's start_server logs it if re-raised
-        except Exception:
-            log.exception("connection handler failed")
+        except Exception as e:  # one line per failed connection, never a traceback per request
+            log.error("control: connection handler failed: %s: %s", type(e).__name__, str(e)[:200])
         finally:
             # close() may cancel us here too (the client left and we are draining): swallow that as
             # well, or 3.11's start_server callback logs the CancelledError with a traceback.

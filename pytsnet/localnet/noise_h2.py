@@ -198,8 +198,8 @@ class NoiseH2Session:
                     await resp.end()
         except (StreamClosed, ConnectionError, asyncio.CancelledError):
             pass  # the client reset the stream or went away, or the server is closing
-        except Exception:
-            log.exception("handler for %s failed", req.path)
+        except Exception as e:  # a bug, not the client's fault: 500 and one line, no traceback per request
+            log.error("handler for %s failed: %s: %s", req.path[:64], type(e).__name__, str(e)[:200])
             with contextlib.suppress(Exception):
                 if not resp.started:
                     await resp.simple(500, b"internal error", "text/plain")

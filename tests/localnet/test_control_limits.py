@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import struct
 from urllib.parse import urlsplit
 
@@ -129,4 +130,51 @@ def test_garbage_bodies_get_4xx_and_no_traceback(net, caplog):
 
     with caplog.at_level(logging.DEBUG):
         run(main())
+    assert not [r for r in caplog.records if r.exc_info], "bad input logged a traceback"
+
+
+def test_untyped_exception_in_handler_is_500_with_one_log_line(net, caplog, monkeypatch):
+    async def boom(req, machine):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(net.control, "register", boom)
+
+    async def main():
+        c = await _client(net)
+        st, body = await post(c, "/machine/register", {"NodeKey": c.node.public().to_text()})
+        assert st == 500 and b"simulated" not in body
+        st, _ = await post(c, "/machine/set-dns", {})  # the session keeps serving
+        assert st == 200
+        await c.close()
+
+    with caplog.at_level(logging.DEBUG):
+        run(main())
+    lines = [r for r in caplog.records if "simulated bug" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].exc_info is None and "\n" not in lines[0].getMessage()
+
+
+def _raw_http(net: LocalTailnet, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", net.port), timeout=5) as s:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    return out
+
+
+PLAIN_GARBAGE = (b"\x00\x01\x02\r\n\r\n", b"GET\r\n\r\n", b"GET /key HTTP/9\r\n\r\n",
+                 b"GET /auth/%ff%00 HTTP/1.1\r\n\r\n", b"POST /ts2021 HTTP/1.1\r\nUpgrade: x\r\n\r\n",
+                 b"GET /key HTTP/1.1\r\n" + b"X: " + b"a" * 70000 + b"\r\n\r\n",
+                 b"POST /ts2021 HTTP/1.1\r\nUpgrade: tailscale-control-protocol\r\n"
+                 b"X-Tailscale-Handshake: %%%%\r\n\r\n", b"GET /derp HTTP/1.1\r\n\r\n")
+
+
+def test_plain_http_garbage_gets_4xx_and_no_traceback(net, caplog):
+    with caplog.at_level(logging.DEBUG):
+        for req in PLAIN_GARBAGE:
+            out = _raw_http(net, req)
+            status = int(out.split(b" ", 2)[1]) if out.startswith(b"HTTP/1.1 ") else None
+            assert status is None or 400 <= status < 500, (req[:40], out[:80])
+        assert _raw_http(net, b"GET /generate_204 HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 204")
     assert not [r for r in caplog.records if r.exc_info], "bad input logged a traceback"
