@@ -89,6 +89,10 @@ class DerpStats:
     pings: int = 0
     drops: collections.Counter[str] = field(default_factory=collections.Counter)
     keys: dict[NodePublic, KeyStats] = field(default_factory=dict)
+    """Per-key counters, only for keys that were admitted (a sender can name any destination key:
+    an entry per unknown key would grow without bound)."""
+    unadmitted: KeyStats = field(default_factory=KeyStats)
+    """Aggregate for every key never admitted: drops to absent destinations, mesh-forwarded sources."""
 
     def key(self, k: NodePublic) -> KeyStats:
         s = self.keys.get(k)
@@ -158,7 +162,7 @@ class _Client:
 
     def _count(self, src: NodePublic, n: int) -> None:
         stats = self.server.stats
-        ks = stats.key(src)
+        ks = stats.keys.get(src) or (stats.key(src) if src in self.server.clients else stats.unadmitted)
         ks.packets_from += 1
         ks.bytes_from += n
         if self.key is not None:
@@ -392,6 +396,7 @@ class DerpServer:
             old.close()
         self.clients[c.key] = c
         self.stats.accepted += 1
+        self.stats.key(c.key)  # per-key counters start at admission (and only there)
         c.conn.accept(now, ServerInfo())
         c.wake.set()
         for w in list(self._watchers):
@@ -450,7 +455,8 @@ class DerpServer:
     def _drop(self, reason: str, dst: NodePublic | None) -> None:
         self.stats.drops[reason] += 1
         if dst is not None:
-            self.stats.key(dst).drops_to += 1
+            known = dst in self.stats.keys or dst in self.clients
+            (self.stats.key(dst) if known else self.stats.unadmitted).drops_to += 1
 
     def _on_frame(self, c: _Client, frame: f.Frame) -> None:
         assert c.key is not None

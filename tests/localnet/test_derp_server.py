@@ -494,3 +494,27 @@ def test_tls_relay_with_self_signed_certificate(tmp_path) -> None:
         cert = (tmp_path / CERT_FILE).read_bytes()
     with LocalTailnet(tmp_path, derp_tls=True) as net:  # a restart serves the same certificate
         assert (tmp_path / CERT_FILE).read_bytes() == cert and net.relay is not None and net.relay.tls
+
+
+def test_sends_to_random_keys_do_not_grow_the_per_key_stats() -> None:
+    """100k packets to never-admitted keys: one aggregate counter, no entry per key (it was +30 MiB)."""
+    n = 100_000
+
+    async def body(s: DerpServer) -> None:
+        a, b = await Client.connect(s.port), await Client.connect(s.port)
+        before = set(s.stats.keys)
+        assert before <= {a.key, b.key}
+        for i in range(n):
+            a.conn.send_packet(NodePublic.from_raw(os.urandom(32)), b"x")
+            if i % 1000 == 999:
+                a.flush()
+                await a.writer.drain()
+        a.flush()
+        a.send(b.key, b"marker")  # processed after every drop above (one stream, in order)
+        await b.recv_frame(f.RecvPacket, timeout=25)
+        assert s.stats.drops["unknown_dest"] == n
+        assert set(s.stats.keys) == before
+        assert s.stats.unadmitted.drops_to == n
+        assert s.stats.key(a.key).packets_from == 1 and s.stats.key(b.key).packets_to == 1
+
+    run(body)
