@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 
 import pytest
 import zstandard
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pytsnet.localnet import LocalTailnet
 from pytsnet.localnet.control_server import MAX_HOSTINFO_BYTES
@@ -178,3 +180,42 @@ def test_plain_http_garbage_gets_4xx_and_no_traceback(net, caplog):
             assert status is None or 400 <= status < 500, (req[:40], out[:80])
         assert _raw_http(net, b"GET /generate_204 HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 204")
     assert not [r for r in caplog.records if r.exc_info], "bad input logged a traceback"
+
+
+_json_leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True),
+                       st.text(max_size=20))
+_json = st.recursive(_json_leaf, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)), max_leaves=12)
+_FIELDS = ("NodeKey", "OldNodeKey", "DiscoKey", "Hostinfo", "Endpoints", "Version", "Stream", "OmitPeers",
+           "Expiry", "Auth", "Followup", "Ephemeral", "Compress", "KeepAlive")
+
+
+def test_fuzz_every_noise_handler_only_4xx_and_no_traceback(net, caplog):
+    """Random bodies (raw bytes, arbitrary JSON with NaN/Infinity, request-shaped objects whose fields
+    hold anything, around a registered node's real key) to every route: a status below 500 each time."""
+    loop = asyncio.new_event_loop()
+    c = loop.run_until_complete(_client(net))
+    loop.run_until_complete(c.register(net.create_authkey()))
+    nk = c.node.public().to_text()
+    # With the real key a map request never streams (a long poll has no end to wait for).
+    shaped = st.fixed_dictionaries({}, optional={k: _json for k in _FIELDS}).flatmap(
+        lambda d: st.sampled_from([d, {**d, "NodeKey": nk, "Stream": False}]))
+    bodies = st.one_of(st.binary(max_size=200), _json.map(lambda v: json.dumps(v).encode()),
+                       shaped.map(lambda d: json.dumps(d).encode()))
+    statuses: list[int] = []
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(path=st.sampled_from(ROUTES), body=bodies)
+    def probe(path: str, body: bytes) -> None:
+        status, resp = loop.run_until_complete(asyncio.wait_for(post_raw(c, path, body), 10))
+        assert status is not None and status < 500, (path, body, status, resp)
+        statuses.append(status)
+
+    try:
+        with caplog.at_level(logging.DEBUG):
+            probe()
+    finally:
+        loop.run_until_complete(c.close())
+        loop.close()
+    assert not [r for r in caplog.records if r.exc_info], "a fuzzed request logged a traceback"
+    assert 400 in statuses and 200 in statuses  # both refusals and well-formed bodies were exercised
