@@ -62,8 +62,9 @@ LOGOUT_BEFORE = 1_000_000_000.0  # an Expiry before 2001 is a logout (Go sends 1
 ERR_EXPIRED_REKEY = "node key expired: log in again (an auth key) to rotate it"
 
 MAX_HOSTINFO_BYTES = 16 << 10
-"""Largest Hostinfo accepted (its compact JSON). Go's coordination server bound is not public; 16 KiB
-is far above what any client sends (a few hundred bytes) and keeps a peer's map from carrying MiBs."""
+"""Largest Hostinfo accepted (its compact JSON). Go's open source has no Hostinfo bound (testcontrol
+caps a whole request at 1 MiB, ``msgLimit``, as ``noise_h2.MAX_REQUEST_BODY``); 16 KiB is far above
+what a client sends (1-2 KiB) and keeps every peer's map from carrying MiBs of one node's Hostinfo."""
 
 RawHandler = Callable[[http1.Request, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
