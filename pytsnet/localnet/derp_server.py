@@ -382,8 +382,8 @@ class DerpServer:
     def _admit(self, c: _Client, ev: ClientAuthenticated, now: float) -> bool:
         try:
             known = ev.is_mesh_peer or bool(self.is_known(ev.client_key))
-        except Exception:
-            log.exception("derp: is_known failed")
+        except Exception as e:  # fail closed; one line per connection, not a traceback
+            log.error("derp: is_known failed: %s: %s", type(e).__name__, str(e)[:200])
             known = False
         if not known:
             self.stats.rejected_unknown += 1
