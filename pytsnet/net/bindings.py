@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from pytsnet.actors.runtime import ActorStopped, AskTimeout
 from pytsnet.errors import AddressInUse, DeviceClosed
-from pytsnet.messages.netstack import TcpListen, UdpBind
+from pytsnet.messages.netstack import NetstackReply, TcpListen, UdpBind
 from pytsnet.net.netstack import Netstack
 from pytsnet.net.stream import TcpListener, UdpSocket
 
@@ -122,30 +122,29 @@ class Bindings:
 
     @staticmethod
     def _bind_tcp(ns: Netstack, lst: TcpListener, backlog: int | None, *, strict: bool = False) -> None:
-        try:
-            ns.check(ns.ref.ask(TcpListen(port=lst.port, backlog=backlog), timeout=BIND_TIMEOUT))
-        except ActorStopped:
-            if strict:
-                raise
-            return  # that netstack is being replaced: attach brings the new one
-        except (OSError, AskTimeout) as e:
-            if strict:
-                raise
-            log.warning("could not listen on tailnet TCP port %d on the data plane: %s", lst.port, e)
-            return
-        lst._swap(ns, ns.registry.listener(lst.port))
+        if Bindings._ask_bind(ns, TcpListen(port=lst.port, backlog=backlog),
+                              f"listen on tailnet TCP port {lst.port}", strict) is not None:
+            lst._swap(ns, ns.registry.listener(lst.port))
 
     @staticmethod
     def _bind_udp(ns: Netstack, sock: UdpSocket, *, strict: bool = False) -> None:
+        reply = Bindings._ask_bind(ns, UdpBind(port=sock.port), f"bind tailnet UDP port {sock.port}", strict)
+        if reply is not None:
+            sock._swap(ns, ns.registry.udp(reply.port))
+
+    @staticmethod
+    def _ask_bind(ns: Netstack, msg: TcpListen | UdpBind, what: str, strict: bool) -> NetstackReply | None:
+        """Ask ``ns`` to bind; None when it cannot now. ``strict`` (the app's own call) raises instead:
+        a netstack being replaced (``ActorStopped``: ``attach`` brings the new one), a refusal or a
+        timeout."""
         try:
-            reply = ns.check(ns.ref.ask(UdpBind(port=sock.port), timeout=BIND_TIMEOUT))
+            return ns.check(ns.ref.ask(msg, timeout=BIND_TIMEOUT))
         except ActorStopped:
             if strict:
                 raise
-            return
+            return None
         except (OSError, AskTimeout) as e:
             if strict:
                 raise
-            log.warning("could not bind tailnet UDP port %d on the data plane: %s", sock.port, e)
-            return
-        sock._swap(ns, ns.registry.udp(reply.port))
+            log.warning("could not %s on the data plane: %s", what, e)
+            return None
