@@ -37,6 +37,10 @@ class PeerInfo(Message):
     machine_authorized: bool = False
     expired: bool = False
 
+    def key_expired(self, now: float) -> bool:
+        """Control marked the key expired, or its ``KeyExpiry`` is not after ``now``."""
+        return self.expired or (self.key_expiry is not None and self.key_expiry <= now)
+
     @classmethod
     def from_node(cls, n: Node) -> PeerInfo:
         return cls(

@@ -205,8 +205,7 @@ class ControlRunner(Actor):
             info = PeerInfo.from_node(Node.model_validate(me))
         except ValueError:
             return False
-        expired = bool(me.get("Expired")) or (info.key_expiry is not None
-                                              and info.key_expiry <= self.clock.time())
+        expired = info.key_expired(self.clock.time())
         return bool(me.get("MachineAuthorized")) and not expired
 
     # -- the blocking session (I/O thread) --------------------------------------------------------
@@ -378,7 +377,7 @@ class ControlRunner(Actor):
             bridge.tell(netmap_for_dataplane(nm, self._node, self.cfg.control_url))
         self._persist_netmap(nm)
         now = self.clock.time()
-        expired = me.Expired or (info.key_expiry is not None and info.key_expiry <= now)
+        expired = info.key_expired(now)  # info.expired is me.Expired
         log.debug("netmap: %d peers, self %s", len(nm.peers), info.name)
         self._log_key_expiry(info.key_expiry, expired)
         self._arm_self_expiry(None if expired else info.key_expiry, now)

@@ -33,14 +33,9 @@ from pytsnet.messages.peers import (
 )
 from pytsnet.wire.keys import DiscoPublic, KeyParseError, NodePublic
 
-__all__ = ["PeerTracker", "admit", "key_expired"]
+__all__ = ["PeerTracker", "admit"]
 
 SELF_EXPIRED = "our node key expired"
-
-
-def key_expired(node: PeerInfo, now: float) -> bool:
-    """Control marked the key expired, or its ``KeyExpiry`` is not after ``now``."""
-    return node.expired or (node.key_expiry is not None and node.key_expiry <= now)
 
 
 def admit(peer: PeerInfo, self_key: str, now: float | None = None) -> str | None:
@@ -71,7 +66,7 @@ def admit(peer: PeerInfo, self_key: str, now: float | None = None) -> str | None
             ipaddress.ip_network(a, strict=False)
         except ValueError:
             return f"bad address {a!r}"
-    if peer.expired or (now is not None and key_expired(peer, now)):
+    if peer.expired or (now is not None and peer.key_expired(now)):
         return "node key expired"
     return None
 
@@ -104,7 +99,7 @@ class PeerTracker(Actor):
         msg = self._netmap
         assert msg is not None
         now = self.clock.time()
-        self_expired = key_expired(msg.self_node, now)
+        self_expired = msg.self_node.key_expired(now)
         new: dict[int, PeerInfo] = {}
         rejected: dict[int, str] = {}
         for p in msg.peers:
