@@ -25,6 +25,7 @@ __all__ = ["LOCK_FILE", "MACHINE_KEY", "NETMAP", "NODE", "STATE_FILE", "FileStor
 
 STATE_FILE = "tailscaled.state"
 LOCK_FILE = "tailscaled.lock"
+MAX_STATE_FILE = 64 << 20  # far above real state (keys, one self node); bounds what a load reads
 
 
 def check_state(store: StateStore) -> None:
@@ -48,8 +49,21 @@ def check_state(store: StateStore) -> None:
         except ValueError as e:
             raise StateStoreError(f"state key {NODE!r}: bad key ({e})") from None
     netmap = _json_object(store, NETMAP)
-    if netmap is not None and not isinstance(netmap.get("Node", {}), dict):
+    if netmap is not None:
+        _check_self_node(netmap.get("Node", {}))
+
+
+def _check_self_node(me: object) -> None:
+    """The stored self node's fields the client shows before control answers (Addresses, Name, ID)."""
+    if not isinstance(me, dict):
         raise StateStoreError(f"state key {NETMAP!r}: 'Node' is not an object")
+    addrs, name, node_id = me.get("Addresses"), me.get("Name"), me.get("ID")
+    if addrs is not None and not (isinstance(addrs, list) and all(isinstance(a, str) for a in addrs)):
+        raise StateStoreError(f"state key {NETMAP!r}: 'Node.Addresses' is not a list of strings")
+    if name is not None and not isinstance(name, str):
+        raise StateStoreError(f"state key {NETMAP!r}: 'Node.Name' is not a string")
+    if node_id is not None and (isinstance(node_id, bool) or not isinstance(node_id, int)):
+        raise StateStoreError(f"state key {NETMAP!r}: 'Node.ID' is not an integer")
 
 
 def _json_object(store: StateStore, key: str) -> dict[str, object] | None:
@@ -58,7 +72,7 @@ def _json_object(store: StateStore, key: str) -> dict[str, object] | None:
         return None
     try:
         doc = json.loads(raw)
-    except ValueError as e:  # UnicodeDecodeError is a ValueError
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError; Recursion: deep nesting
         raise StateStoreError(f"state key {key!r}: not JSON ({e})") from None
     if not isinstance(doc, dict):
         raise StateStoreError(f"state key {key!r}: not a JSON object")
@@ -134,13 +148,33 @@ class FileStore(MemoryStore):
         super().__init__()
         self.path = Path(path)
         if self.path.exists():
+            self._data = self._load()
+
+    def _load(self) -> dict[str, bytes]:
+        """Read and check the whole file; any damage is a ``StateStoreError`` naming it (and the key)."""
+        try:
+            with self.path.open("rb") as f:
+                small = os.fstat(f.fileno()).st_size <= MAX_STATE_FILE
+                raw = f.read(MAX_STATE_FILE + 1) if small else None  # a huge file is never read
+        except OSError as e:  # a directory, no permission, an I/O error
+            raise StateStoreError(f"{self.path}: unreadable state: {e.strerror or e}") from None
+        if raw is None or len(raw) > MAX_STATE_FILE:  # (one growing while read stops at the cap)
+            raise StateStoreError(f"{self.path}: unreadable state: larger than {MAX_STATE_FILE} bytes")
+        try:
+            doc = json.loads(raw.decode("utf-8"))
+        except (ValueError, RecursionError) as e:  # RecursionError: nesting deeper than the decoder's stack
+            raise StateStoreError(f"{self.path}: unreadable state: {e}") from None
+        if not isinstance(doc, dict):
+            raise StateStoreError(f"{self.path}: unreadable state: not a JSON object")
+        data: dict[str, bytes] = {}
+        for k, v in doc.items():
             try:
-                doc = json.loads(self.path.read_text())
-                if not isinstance(doc, dict):
-                    raise ValueError("not a JSON object")
-                self._data = {str(k): base64.b64decode(v, validate=True) for k, v in doc.items()}
-            except (ValueError, TypeError) as e:
-                raise StateStoreError(f"{self.path}: unreadable state: {e}") from None
+                if not isinstance(v, str):
+                    raise ValueError(f"a JSON {type(v).__name__}, not base64 text")
+                data[k] = base64.b64decode(v, validate=True)  # non-ASCII text is a ValueError too
+            except ValueError as e:
+                raise StateStoreError(f"{self.path}: state key {k[:64]!r}: not base64 ({e})") from None
+        return data
 
     @classmethod
     def in_dir(cls, directory: str | Path) -> FileStore:
