@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,9 +54,9 @@ class Policy:
         if not path.exists():
             return cls.allow_all()
         try:
-            doc = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            raise PolicyError(f"{path}: {e}") from e
+            doc = json.loads(path.read_bytes().decode("utf-8"))
+        except (OSError, ValueError, RecursionError) as e:  # RecursionError: absurdly deep nesting
+            raise PolicyError(f"{path}: {_short(e)}") from None
         return cls.parse(doc)
 
     @classmethod
@@ -65,7 +66,7 @@ class Policy:
         groups = doc.get("groups", {})
         if not isinstance(groups, dict) or not all(
                 isinstance(k, str) and k.startswith("group:") and isinstance(v, list)
-                for k, v in groups.items()):
+                and all(isinstance(m, str) for m in v) for k, v in groups.items()):
             raise PolicyError("groups must map 'group:NAME' to a list of login names")
         acls = doc.get("acls")
         if acls is None:
@@ -113,17 +114,27 @@ def _dedup(items: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
+def _short(v: object) -> str:
+    """A bounded one-line rendering of offending input for an error message."""
+    text = v if isinstance(v, Exception) else repr(v)
+    text = str(text).replace("\n", " ")
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+_PORT = re.compile(r"[0-9]{1,5}")  # Go's strconv.ParseUint: ASCII digits, no sign, space or underscore
+
+
 def _check_selector(sel: object, where: str) -> str:
     if not isinstance(sel, str) or not sel:
         raise PolicyError(f"{where}: selector must be a non-empty string")
     if sel == "*" or sel.startswith(("tag:", "group:", "autogroup:")) or "@" in sel:
         if sel.startswith("autogroup:") and sel != "autogroup:member":
-            raise PolicyError(f"{where}: unsupported {sel!r}")
+            raise PolicyError(f"{where}: unsupported {_short(sel)}")
         return sel
     try:
         ipaddress.ip_network(sel, strict=False)
-    except ValueError as e:
-        raise PolicyError(f"{where}: {sel!r} is not a selector, IP or CIDR") from e
+    except ValueError:
+        raise PolicyError(f"{where}: {_short(sel)} is not a selector, IP or CIDR") from None
     return sel
 
 
@@ -133,12 +144,12 @@ def _parse_ports(spec: str, where: str) -> tuple[tuple[int, int], ...]:
     out = []
     for part in spec.split(","):
         lo_s, _, hi_s = part.partition("-")
-        try:
-            lo, hi = int(lo_s), int(hi_s or lo_s)
-        except ValueError as e:
-            raise PolicyError(f"{where}: bad port {part!r}") from e
+        hi_s = hi_s or lo_s
+        if not (_PORT.fullmatch(lo_s) and _PORT.fullmatch(hi_s)):
+            raise PolicyError(f"{where}: bad port {_short(part)}")
+        lo, hi = int(lo_s), int(hi_s)
         if not 0 <= lo <= hi <= 65535:
-            raise PolicyError(f"{where}: bad port range {part!r}")
+            raise PolicyError(f"{where}: bad port range {_short(part)}")
         out.append((lo, hi))
     return tuple(out)
 
@@ -154,7 +165,7 @@ def _parse_acl(i: int, acl: object) -> Rule:
     dsts = []
     for d in dst:
         if not isinstance(d, str) or ":" not in d:
-            raise PolicyError(f"{where}: dst {d!r} must be SELECTOR:PORTS")
+            raise PolicyError(f"{where}: dst {_short(d)} must be SELECTOR:PORTS")
         sel, _, ports = d.rpartition(":")
         dsts.append((_check_selector(sel, where), _parse_ports(ports, where)))
     return Rule(src=srcs, dst=tuple(dsts))
