@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 class StunStats:
     requests: int = 0  # answered Binding requests
     bad: int = 0  # datagrams that were not a Tailscale Binding request
+    busy: int = 0  # valid requests dropped unanswered while the socket's send queue was full
 
 
 class StunServer(asyncio.DatagramProtocol):
@@ -31,6 +32,7 @@ class StunServer(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.host = ""
         self.port = 0
+        self._paused = False  # asyncio queues unsent datagrams without bound; stop answering instead
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         loop = asyncio.get_running_loop()
@@ -51,9 +53,18 @@ class StunServer(asyncio.DatagramProtocol):
             return
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
+        if self._paused:
+            self.stats.busy += 1
+            return
         self.stats.requests += 1
         assert self.transport is not None
         self.transport.sendto(stun.response(tx_id, ip, int(addr[1])), addr)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
 
     def error_received(self, exc: Exception) -> None:
         log.debug("stun: %r", exc)  # e.g. ICMP port unreachable from a past client; keep serving
