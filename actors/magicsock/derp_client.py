@@ -208,7 +208,8 @@ class DerpClient(Actor):
         assert self.conn is not None
         try:
             events = self.conn.receive_data(data, self.clock.monotonic())
-        except WireError as e:
+        except WireError as e:  # a bad frame or ServerInfo from the relay: one line, drop it, dial again
+            log.debug("DERP region %d: protocol error, closing: %s", self.region.region_id, e)
             self._close()
             self._retry(repr(e))
             return

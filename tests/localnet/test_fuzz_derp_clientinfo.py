@@ -9,6 +9,7 @@ connections raise only wire errors; an accepted info is well-typed and round-tri
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import socket
@@ -22,7 +23,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pytsnet.actors.magicsock.config import MagicsockConfig
+from pytsnet.actors.magicsock.node import spawn_magicsock
+from pytsnet.actors.runtime import ActorSystem
 from pytsnet.localnet.derp_server import DerpServer
+from pytsnet.messages.magicsock import DerpRegion, DerpStatus, DerpStatusRequest
 from pytsnet.wire.derp import frames as f
 from pytsnet.wire.derp.client_info import (
     MAX_CLIENT_INFO_LEN,
@@ -41,7 +46,7 @@ from pytsnet.wire.derp.handshake import (
     State,
 )
 from pytsnet.wire.errors import WireError
-from pytsnet.wire.keys import NodePrivate
+from pytsnet.wire.keys import DiscoPrivate, NodePrivate
 
 FUZZ = settings(max_examples=300, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -282,3 +287,85 @@ def _wait(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.005)
     return cond()
+
+
+# -- end to end: our DERP client actor against a rogue server on loopback ----------------------
+BAD_SERVER_INFOS = (b'{"version": NaN}', b'{"version": ' + b"[" * 3000 + b"]" * 3000 + b"}",
+                    b'{"TokenBucketBytesBurst": true}', b"\xff not json")
+
+
+class RogueDerp:
+    """Upgrades, sends ServerKey, then seals ``infos[i]`` (else a good ServerInfo) as connection i's
+    ServerInfo; records how each connection ended."""
+
+    def __init__(self, infos: tuple[bytes, ...]) -> None:
+        self.infos = infos
+        self.ends: list[str] = []
+        self.lsock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.lsock.getsockname()[1]
+        self._open: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                s, _ = self.lsock.accept()
+            except OSError:
+                return
+            self._open.append(s)
+            threading.Thread(target=self._one, args=(s, len(self._open) - 1), daemon=True).start()
+
+    def _one(self, s: socket.socket, i: int) -> None:
+        with contextlib.suppress(OSError):
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                buf += s.recv(4096)
+            s.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n\r\n"
+                      + f.encode(f.ServerKey(SERVER.public())))
+            buf = buf.split(b"\r\n\r\n", 1)[1]
+            while len(buf) < 5 + 32:
+                buf += s.recv(4096)
+            assert buf[0] == f.FrameType.CLIENT_INFO
+            client = f.ClientInfoFrame.parse(buf[5:5 + struct.unpack_from(">I", buf, 1)[0]]).client_key
+            doc = self.infos[i] if i < len(self.infos) else ServerInfo().to_json()
+            s.sendall(f.encode(f.ServerInfoFrame(seal(SERVER, client, doc))))
+            s.settimeout(10)
+            while s.recv(65536):  # until the client closes (or the test ends)
+                pass
+            self.ends.append("client closed")
+
+    def close(self) -> None:
+        self.lsock.close()
+        for s in self._open:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+
+def test_derp_client_actor_fails_closed_on_bad_server_info_and_reconnects(
+        caplog: pytest.LogCaptureFixture) -> None:
+    rogue = RogueDerp(BAD_SERVER_INFOS)
+    system = ActorSystem("fuzzclient")
+    cfg = MagicsockConfig(node_private=CLIENT, disco_private=DiscoPrivate.generate(), wg_sink="w",
+                          regions=(DerpRegion(region_id=900, host="127.0.0.1", port=rogue.port,
+                                              stun_port=9),),
+                          home_region=900, bind_host="127.0.0.1", advertise_endpoints=False)
+
+    def status() -> DerpStatus:
+        ref = system.lookup(cfg.derp_name(900))
+        assert ref is not None
+        return ref.ask(DerpStatusRequest(), timeout=5)
+
+    try:
+        with caplog.at_level(logging.DEBUG):
+            spawn_magicsock(system, cfg)
+            # each bad ServerInfo: the client closes that stream and dials again (with backoff)
+            assert _wait(lambda: len(rogue.ends) == len(BAD_SERVER_INFOS), timeout=20), rogue.ends
+            assert _wait(lambda: status().connected and status().connects == len(BAD_SERVER_INFOS) + 1,
+                         timeout=20), status()
+    finally:
+        system.shutdown(10)
+        rogue.close()
+    failed = [r for r in caplog.records if "protocol error, closing" in r.getMessage()]
+    assert len(failed) == len(BAD_SERVER_INFOS), [r.getMessage() for r in failed]
+    assert not [r for r in caplog.records if r.exc_info], "a bad ServerInfo logged a traceback"
