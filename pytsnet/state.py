@@ -179,7 +179,10 @@ class FileStore(MemoryStore):
     @classmethod
     def in_dir(cls, directory: str | Path) -> FileStore:
         d = Path(directory)
-        d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as e:  # e.g. a regular file where the dir should be
+            raise StateStoreError(f"{d}: unusable state dir: {e.strerror or e}") from None
         return cls(d / STATE_FILE)
 
     def _persist(self) -> None:

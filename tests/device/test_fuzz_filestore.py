@@ -191,6 +191,13 @@ def test_a_state_path_that_is_a_directory_is_a_state_store_error(tmp_path: Path)
         FileStore(tmp_path / STATE_FILE)
 
 
+def test_a_state_dir_that_is_a_file_is_a_state_store_error(tmp_path: Path) -> None:
+    (tmp_path / "d").write_bytes(b"not a dir")
+    with pytest.raises(StateStoreError, match="unusable state dir"):
+        ActorDevice(Config(dir=tmp_path / "d", hostname="fuzz", control_url="http://127.0.0.1:9"))
+    assert (tmp_path / "d").read_bytes() == b"not a dir"
+
+
 @settings(max_examples=12, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(content=st.one_of(_mutated(), _state_values.map(_file)).filter(lambda b: b != VALID_FILE))
