@@ -131,11 +131,13 @@ def _check_selector(sel: object, where: str) -> str:
         if sel.startswith("autogroup:") and sel != "autogroup:member":
             raise PolicyError(f"{where}: unsupported {_short(sel)}")
         return sel
-    try:
-        ipaddress.ip_network(sel, strict=False)
+    if "%" in sel:
+        raise PolicyError(f"{where}: {_short(sel)}: zoned addresses are not allowed")
+    try:  # strict: host bits past the prefix are a typo; nodes (Go's too) refuse the whole filter for one
+        net = ipaddress.ip_network(sel)
     except ValueError:
-        raise PolicyError(f"{where}: {_short(sel)} is not a selector, IP or CIDR") from None
-    return sel
+        raise PolicyError(f"{where}: {_short(sel)} is not a selector, IP or CIDR (host bits clear)") from None
+    return str(net) if "/" in sel else str(net.network_address)  # canonical: 10.0.0.0/255.0.0.0 → /8
 
 
 def _parse_ports(spec: str, where: str) -> tuple[tuple[int, int], ...]:

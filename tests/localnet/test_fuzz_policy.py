@@ -15,8 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pytsnet.actors.wgengine.filter_rules import rules_from_tailcfg
 from pytsnet.localnet.policy import POLICY_FILE, Policy, PolicyError
 from pytsnet.localnet.store import Node, User
+from pytsnet.wire.tailcfg.filter import FilterRule
 
 FUZZ = settings(max_examples=300, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -41,13 +43,17 @@ def check(parse: Callable[[], Policy]) -> bool:
     assert isinstance(pol, Policy)
     rules = pol.filter_rules(NODES, USERS)
     json.dumps(rules, allow_nan=False)
+    # every node must accept the filter it is sent: one it refuses leaves it with none (nothing inbound)
+    rules_from_tailcfg([FilterRule.model_validate(r) for r in rules])
     return True
 
 
 # -- strategies --------------------------------------------------------------------------------
 _selectors = st.sampled_from(["*", "tag:web", "tag:", "group:eng", "group:none", "autogroup:member",
                               "autogroup:admin", "alice@localnet", "@", "10.0.0.0/8", "::1", "fe80::1%eth0",
-                              "1.2.3.4/33", "100.64.0.1", "", " ", "x" * 300])
+                              "1.2.3.4/33", "100.64.0.1", "", " ", "x" * 300, "10.1.2.3/8",
+                              "10.0.0.0/255.0.0.0", "10.0.0.0/08", "::ffff:1.2.3.4", "fe80::1%eth0/64",
+                              "1.2.3.4-1.2.3.9"])
 _ports = st.one_of(st.sampled_from(["*", "0", "65535", "65536", "80,443", "1-2", "2-1", "-1", "+5", " 5",
                                     "٣", "5_0", "", ",", "9" * 5000, "1-", "-", "1--2"]),
                    st.text(max_size=12))
@@ -131,6 +137,9 @@ def test_fuzz_load_policy_text(tmp_path: Path) -> None:
     {"acls": [{"src": ["*"], "dst": ["*:" + "9" * 5000]}]},
     {"acls": [{"src": ["*"], "dst": ["*: 80"]}]},
     {"acls": [{"src": ["x" * 100_000], "dst": ["*:*"]}]},
+    {"acls": [{"src": ["10.1.2.3/8"], "dst": ["*:*"]}]},  # host bits set: every node refused the filter
+    {"acls": [{"src": ["*"], "dst": ["10.0.0.0/255.0.0.0:22"]}]},
+    {"acls": [{"src": ["fe80::1%eth0"], "dst": ["*:*"]}]},
 ])
 def test_known_crashers(doc: object) -> None:
     check(lambda: Policy.parse(doc))
@@ -147,3 +156,18 @@ def test_ports_are_plain_ascii_decimal(ports: str) -> None:
     """Go's ``strconv.ParseUint``: no sign, space, underscore or non-ASCII digit slips through."""
     with pytest.raises(PolicyError):
         Policy.parse({"acls": [{"src": ["*"], "dst": [f"*:{ports}"]}]})
+
+
+@pytest.mark.parametrize(("sel", "sent"), [
+    ("10.0.0.0/255.0.0.0", "10.0.0.0/8"), ("10.0.0.0/08", "10.0.0.0/8"),
+    ("fd7a:115c:a1e0:0:0::1", "fd7a:115c:a1e0::1"), ("100.64.0.1", "100.64.0.1")])
+def test_ip_selectors_are_sent_in_canonical_form(sel: str, sent: str) -> None:
+    """Go parses filter IPs with ``netip.ParsePrefix``/``ParseAddr``: no netmask or zero-padded bits."""
+    rules = Policy.parse({"acls": [{"src": [sel], "dst": [f"{sel}:22"]}]}).filter_rules(NODES, USERS)
+    assert rules == [{"SrcIPs": [sent], "DstPorts": [{"IP": sent, "Ports": {"First": 22, "Last": 22}}]}]
+
+
+@pytest.mark.parametrize("sel", ["10.1.2.3/8", "fe80::1%eth0", "fe80::1%eth0/64"])
+def test_ip_selectors_with_host_bits_or_zones_are_refused(sel: str) -> None:
+    with pytest.raises(PolicyError):
+        Policy.parse({"acls": [{"src": [sel], "dst": ["*:*"]}]})
