@@ -1,14 +1,15 @@
 """A small access policy (a subset of Tailscale's ACL JSON) compiled into tailcfg FilterRules.
 
-Policy file (``policy.json`` in the state dir; absent ⇒ everyone in the tailnet may reach
-everyone)::
+Policy file (``policy.json`` in the state dir, plain JSON: Tailscale's HuJSON comments and trailing
+commas are refused; absent ⇒ everyone in the tailnet may reach everyone)::
 
     {"groups": {"group:eng": ["alice@localnet"]},
      "acls": [{"action": "accept", "src": ["group:eng", "tag:ci"], "dst": ["tag:web:80,443", "*:*"]}]}
 
 Selectors: ``*``, ``tag:NAME``, ``group:NAME``, a user's login name, ``autogroup:member`` (untagged
-nodes), an IP or CIDR. Ports: ``*``, ``N``, ``N-M``, comma-separated. A node without a packet filter
-accepts nothing inbound, so the compiled list is always sent, even when empty.
+nodes), an IP or CIDR (host bits clear; sent in canonical form, since a node refuses a whole filter
+for one IP it cannot parse). Ports: ``*``, ``N``, ``N-M``, comma-separated, ASCII decimal. A node
+without a packet filter accepts nothing inbound, so the compiled list is always sent, even when empty.
 """
 
 from __future__ import annotations
