@@ -209,7 +209,7 @@ def derp() -> Iterator[tuple[DerpServer, list[dict[str, Any]]]]:
     loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
     th = threading.Thread(target=loop.run_forever, daemon=True)
     th.start()
-    server = DerpServer(SERVER)
+    server = DerpServer(SERVER, handshake_timeout=1.0)
     asyncio.run_coroutine_threadsafe(server.start(), loop).result(5)
     try:
         yield server, errors
@@ -220,11 +220,14 @@ def derp() -> Iterator[tuple[DerpServer, list[dict[str, Any]]]]:
         loop.close()
 
 
-def handshake(port: int, client: NodePrivate, sealed_payload: bytes) -> bool:
-    """Upgrade, send one ClientInfo frame; True if ServerInfo came back, False if the server closed."""
+def handshake(port: int, client: NodePrivate, sealed_payload: bytes,
+              frame_type: int = f.FrameType.CLIENT_INFO, announce: int | None = None) -> bool:
+    """Upgrade, send one frame (a ClientInfo unless told otherwise, its header announcing ``announce``
+    bytes if given); True if ServerInfo came back, False if the server closed the stream."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.sendall(b"GET /derp HTTP/1.1\r\nHost: x\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n\r\n")
-        s.sendall(f.encode_header(f.FrameType.CLIENT_INFO, len(sealed_payload)) + sealed_payload)
+        n = len(sealed_payload) if announce is None else announce
+        s.sendall(f.encode_header(frame_type, n) + sealed_payload)
         buf = b""
         while b"\r\n\r\n" not in buf:
             chunk = s.recv(4096)
@@ -251,16 +254,20 @@ def test_fuzz_running_derp_server_with_client_infos(derp: tuple[DerpServer, list
     counts = {"accepted": 0, "refused": 0}
 
     @settings(max_examples=60, deadline=None, derandomize=True)
-    @given(doc=_docs(_client_fields), raw=st.booleans())
-    def probe(doc: bytes, raw: bool) -> None:
+    @given(doc=_docs(_client_fields), mode=st.sampled_from(["sealed", "sealed", "unboxed", "other frame"]),
+           ftype=st.integers(0, 255).filter(lambda t: t != f.FrameType.CLIENT_INFO))
+    def probe(doc: bytes, mode: str, ftype: int) -> None:
         client = NodePrivate.generate()
-        if raw:  # not a box at all: the bytes after the key go straight to the opener
-            payload, want = client.public().raw + bytes(24) + doc, None
-        else:
+        frame_type: int = f.FrameType.CLIENT_INFO
+        if mode == "sealed":
             payload = client.public().raw + seal(client, SERVER.public(), doc)
             want = verdict(lambda: ClientInfo.from_json(doc))
+        elif mode == "unboxed":  # not a box at all: the bytes after the key go straight to the opener
+            payload, want = client.public().raw + bytes(24) + doc, None
+        else:  # any other frame type first (raw bytes as its payload)
+            payload, want, frame_type = doc, None, ftype
         before = server.stats.stream_errors
-        got = handshake(server.port, client, payload)
+        got = handshake(server.port, client, payload, frame_type)
         assert got == (want is not None), (doc[:80], got)
         counts["accepted" if got else "refused"] += 1
         if not got:
@@ -278,6 +285,20 @@ def test_fuzz_running_derp_server_with_client_infos(derp: tuple[DerpServer, list
     good = NodePrivate.generate()
     hello = good.public().raw + seal(good, SERVER.public(), ClientInfo().to_json())
     assert handshake(server.port, good, hello)
+
+
+def test_a_stalled_client_info_times_out_with_one_line(derp: tuple[DerpServer, list[dict[str, Any]]],
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """A ClientInfo header announcing more than is ever sent: closed at the handshake deadline."""
+    server, errors = derp
+    client = NodePrivate.generate()
+    with caplog.at_level(logging.DEBUG, logger="pytsnet.localnet.derp_server"):
+        t0 = time.monotonic()
+        assert not handshake(server.port, client, client.public().raw + bytes(10), announce=200)
+        assert time.monotonic() - t0 < 4
+        assert _wait(lambda: server.stats.stream_errors == 1), server.stats
+    lines = [r for r in caplog.records if "ClientInfo" in r.getMessage()]
+    assert len(lines) == 1 and not lines[0].exc_info and not errors
 
 
 def _wait(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
