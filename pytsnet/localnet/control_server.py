@@ -15,6 +15,15 @@ its peers get it with ``Expired`` and no endpoints. Rotating an expired key need
 re-auth); a key refresh while not expired keeps the old expiry. When a key simply runs out nothing
 is pushed (as Go's testcontrol): every client drops the peer by its own timer (Go's
 ``nmExpiryTimer``); listeners (:meth:`ControlServer.add_listener`, the DERP relay) are told at once.
+
+Limits against strangers (anyone can open a Noise session with a fresh machine key): a login
+without an auth key makes a pending node with no tailnet IP (addresses come at approval), one per
+machine key (a newer login replaces it), at most ``max_pending`` from machines never authorized
+(the oldest go), each removed after ``pending_ttl``; none of it wakes a map stream. An auth-key
+login or a known machine is never counted against, nor evicted by, that pool. A node's Hostinfo
+changes reach its peers at most once per ``hostinfo_interval`` (later ones are held, the latest
+wins, and go out when the interval is up). Every map stream woken by a change shares one snapshot
+of the tailnet (:meth:`ControlServer.tailnet`), built once per change.
 """
 
 from __future__ import annotations
@@ -60,6 +69,16 @@ DB_POLL_INTERVAL = 0.5
 PUSH_WAIT = 1.0  # longest a map request waits for the other streams to carry its change
 LOGOUT_BEFORE = 1_000_000_000.0  # an Expiry before 2001 is a logout (Go sends 1970-01-01T00:02:03Z)
 ERR_EXPIRED_REKEY = "node key expired: log in again (an auth key) to rotate it"
+
+MAX_PENDING = 1024
+"""Pending (never authorized) nodes kept from machines control never authorized; beyond it the
+oldest go. Tailscale's control is closed source and testcontrol has no bound; headscale (Go) keeps
+pending registrations only in a cache (15 minutes) and allocates addresses only at authentication."""
+PENDING_TTL = 15 * 60.0
+"""A pending node not approved within this long is removed (headscale's registration cache expiry)."""
+HOSTINFO_INTERVAL = 5.0
+"""Shortest time between two Hostinfo changes of one node relayed to its peers (ours: Go's control
+does not say; ``tailcfg.PeerChange`` cannot carry Hostinfo, so each relay is the full peer)."""
 
 MAX_HOSTINFO_BYTES = 16 << 10
 """Largest Hostinfo accepted (its compact JSON). Go's open source has no Hostinfo bound (testcontrol
@@ -144,9 +163,21 @@ class ControlServer:
 
     def __init__(self, store: Store, *, policy: Policy | None = None, domain: str = DEFAULT_DOMAIN,
                  keepalive_interval: float = KEEPALIVE_INTERVAL,
-                 ephemeral_grace: float = EPHEMERAL_GRACE, key_expiry: float | None = None) -> None:
-        """``key_expiry``: the node-key lifetime in seconds (None: the one stored, else 180 days)."""
+                 ephemeral_grace: float = EPHEMERAL_GRACE, key_expiry: float | None = None,
+                 max_pending: int = MAX_PENDING, pending_ttl: float = PENDING_TTL,
+                 hostinfo_interval: float = HOSTINFO_INTERVAL) -> None:
+        """``key_expiry``: the node-key lifetime in seconds (None: the one stored, else 180 days).
+        ``max_pending``, ``pending_ttl``, ``hostinfo_interval``: see the module docstring."""
         self.store = store
+        store.serve_ipv6(store.ipv6)
+        self.max_pending = max_pending
+        self.pending_ttl = pending_ttl
+        self.hostinfo_interval = hostinfo_interval
+        self._hostinfo_sent: dict[int, float] = {}  # node id → loop time its Hostinfo was last relayed
+        self._hostinfo_held: dict[int, JSON] = {}  # node id → newest Hostinfo waiting for its interval
+        self._snapshot: Tailnet | None = None
+        self._snapshot_key: tuple[int, int, int] = (-1, -1, -1)
+        self._snapshot_until = 0.0  # the snapshot's `now` is good until the next node key runs out
         if key_expiry is not None:
             set_key_lifetime(store, key_expiry)
         self.key_lifetime = key_lifetime(store)
@@ -176,8 +207,11 @@ class ControlServer:
         self.sent: dict[int, collections.deque[JSON]] = {}
         """Per node id, the last map messages its long polls were sent (for tests and debugging)."""
         self.stats = {"noise_sessions": 0, "bad_handshakes": 0, "registers": 0, "map_polls": 0,
-                      "map_frames": 0, "map_keepalives": 0, "bad_requests": 0}
-        """``map_frames`` counts MapResponses written to long polls (keep-alives separately)."""
+                      "map_frames": 0, "map_keepalives": 0, "bad_requests": 0, "snapshots": 0,
+                      "pending_expired": 0, "hostinfo_held": 0}
+        """``map_frames`` counts MapResponses written to long polls (keep-alives separately),
+        ``snapshots`` tailnet snapshots built, ``hostinfo_held`` Hostinfo changes held back by the
+        rate limit."""
         self._listeners: list[Callable[[], object]] = []
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -193,11 +227,15 @@ class ControlServer:
             self.derp_map = default_derp_map(h, p)
         self._spawn(self._watch_db())
         self._spawn(self._watch_expiry())
+        self._spawn(self._expire_pending())
 
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
         self._closing = True
+        for node_id, hi in self._hostinfo_held.items():  # held, not lost: stored for the next start
+            self.store.update_node(node_id, hostinfo=hi)
+        self._hostinfo_held.clear()
         while self._tasks:
             tasks = list(self._tasks)
             for t in tasks:
@@ -299,12 +337,66 @@ class ControlServer:
         return min(assigned, requested) if requested is not None and requested > now else assigned
 
     def tailnet(self) -> Tailnet:
+        """The tailnet now: one snapshot shared by every caller until something changes (a
+        ``notify``, a commit to the database by us or another process, or a node key running out),
+        so N map streams woken by one change build it once, not N times."""
+        key = (self._gen, self.store.writes, self.store.data_version())
+        now = time.time()
+        if self._snapshot is not None and key == self._snapshot_key and now < self._snapshot_until:
+            return self._snapshot
         nodes = self.store.nodes()
         users = self.store.users()
         visible = [n for n in nodes if n.authorized and not n.logged_out]
-        return Tailnet(nodes=nodes, users=users, online={i for i, c in self._online.items() if c > 0},
+        snap = Tailnet(nodes=nodes, users=users, online={i for i, c in self._online.items() if c > 0},
                        packet_filter=self.policy.filter_rules(visible, users),
-                       derp_map=self.derp_map or {}, domain=self.domain)
+                       derp_map=self.derp_map or {}, domain=self.domain, now=now)
+        self.stats["snapshots"] += 1
+        self._snapshot, self._snapshot_key = snap, key
+        self._snapshot_until = min((n.key_expiry for n in nodes if n.key_expiry is not None
+                                    and n.key_expiry > now), default=float("inf"))
+        return snap
+
+    async def _expire_pending(self) -> None:
+        """Remove pending nodes not approved within ``pending_ttl`` (checked every ttl/4, ≤ 60 s)."""
+        while True:
+            gone = self.store.expire_pending(time.time() - self.pending_ttl)
+            if gone:
+                self.stats["pending_expired"] += gone
+                log.info("control: %d pending node(s) not approved within %.0f s removed", gone,
+                         self.pending_ttl)
+            await asyncio.sleep(min(self.pending_ttl / 4, 60.0))
+
+    def _relay_hostinfo_now(self, node: Node, hi: JSON) -> bool:
+        """Whether a new Hostinfo ``hi`` of ``node`` is to be stored and relayed now. Within
+        ``hostinfo_interval`` of the last relay it is held instead (the newest replaces any held
+        one) and relayed when the interval is up; one equal to what peers have cancels a held one."""
+        held = self._hostinfo_held.get(node.id)
+        if not hi or hi == (node.hostinfo if held is None else held):
+            return False
+        if hi == node.hostinfo:  # back to what peers already have: nothing to relay
+            self._hostinfo_held.pop(node.id, None)
+            return False
+        now = asyncio.get_running_loop().time()
+        last = self._hostinfo_sent.get(node.id)
+        if last is None or now - last >= self.hostinfo_interval:
+            self._hostinfo_sent[node.id] = now
+            self._hostinfo_held.pop(node.id, None)
+            return True
+        self.stats["hostinfo_held"] += 1
+        self._hostinfo_held[node.id] = hi
+        if held is None:
+            self._spawn(self._relay_held_hostinfo(node.id, last + self.hostinfo_interval - now))
+        return False
+
+    async def _relay_held_hostinfo(self, node_id: int, delay: float) -> None:
+        await asyncio.sleep(delay)
+        hi = self._hostinfo_held.pop(node_id, None)
+        node = self.store.node(node_id)
+        if hi is None or node is None or hi == node.hostinfo:
+            return
+        self._hostinfo_sent[node_id] = asyncio.get_running_loop().time()
+        self.store.update_node(node_id, hostinfo=hi)
+        self.notify()
 
     # -- plain HTTP -------------------------------------------------------------------------
     async def _on_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -466,7 +558,7 @@ class ControlServer:
                 return {**self._login(node.user_id), "NodeKeyExpired": True,
                         "MachineAuthorized": node.authorized}
             if node.authorized:
-                if hostinfo and hostinfo != node.hostinfo:
+                if self._relay_hostinfo_now(node, hostinfo):
                     self.store.update_node(node.id, hostinfo=hostinfo)
                     self.notify()
                 return self._ok(node)
@@ -499,10 +591,14 @@ class ControlServer:
                           "auth_path": "/auth/" + secrets.token_hex(10)}  # the clock starts at approval
             if reuse is not None and (not ephemeral or reuse is rekey):
                 new = self.store.update_node(reuse.id, node_key=nk, logged_out=False, **fields)
-            else:
-                new = self.store.add_node(machine_key=machine, node_key=nk, **fields)
+            elif fields.pop("authorized"):
+                new = self.store.add_node(machine_key=machine, node_key=nk, authorized=True, **fields)
+            else:  # a stranger's login: no IP, one per machine, a bounded pool; nobody's map changes
+                new = self.store.add_pending_node(max_pending=self.max_pending, machine_key=machine,
+                                                  node_key=nk, **fields)
         assert new is not None
-        self.notify()
+        if new.authorized or new.ipv4:
+            self.notify()
         if not new.authorized:
             return {**self._login(new.user_id), "AuthURL": self.base_url + new.auth_path}
         return self._ok(new)
@@ -530,6 +626,8 @@ class ControlServer:
         return node is not None
 
     def delete(self, node_id: int) -> bool:
+        self._hostinfo_held.pop(node_id, None)
+        self._hostinfo_sent.pop(node_id, None)
         ok = self.store.delete_node(node_id)
         self.notify()
         return ok
@@ -546,12 +644,13 @@ class ControlServer:
                 and not (only_if_unset and node.endpoints):
             changes["endpoints"] = [str(e) for e in eps]
         hi = clean_hostinfo(req.get("Hostinfo"))
-        if hi and hi != node.hostinfo and not (only_if_unset and node.hostinfo):
-            changes["hostinfo"] = hi
+        if hi and not (only_if_unset and node.hostinfo):
             net_info = hi.get("NetInfo")
             derp = net_info.get("PreferredDERP") if isinstance(net_info, dict) else None
-            if isinstance(derp, int) and derp != node.home_derp:
+            if isinstance(derp, int) and derp != node.home_derp:  # never held: peers need it to reach it
                 changes["home_derp"] = derp
+            if self._relay_hostinfo_now(node, hi):
+                changes["hostinfo"] = hi
         if changes:
             self.store.update_node(node.id, **changes)
         return bool(changes)
@@ -562,6 +661,9 @@ class ControlServer:
         node = self.store.node_by_key(nk) if nk else None
         if node is None or node.machine_key != machine:
             await resp.simple(403, b"unknown node key for this machine", "text/plain")
+            return
+        if not node.authorized:  # a pending login has no map (and wakes no stream: strangers make them)
+            await resp.simple(403, b"node not authorized: finish the login first", "text/plain")
             return
         stream, omit_peers = bool(req.get("Stream")), bool(req.get("OmitPeers"))
         compress = req.get("Compress") == "zstd"

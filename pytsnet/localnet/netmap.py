@@ -4,8 +4,12 @@ A map stream remembers what it last sent (a :class:`SentState`); after any chang
 it asks :func:`delta` for the smallest MapResponse that brings the client up to date: ``Node`` if
 the self node changed, ``PeersRemoved`` for vanished peers, ``PeersChangedPatch`` when only
 patchable fields changed (endpoints, DERP home, disco key, online, …), ``PeersChanged`` with the
-full node otherwise, plus ``PacketFilter`` / ``UserProfiles`` / ``DERPMap`` when they changed.
-The JSON keys are Go's field names (``tailcfg/tailcfg.go``).
+full node otherwise (only the peers that changed: a Hostinfo change is one ``PeersChanged`` entry,
+since ``tailcfg.PeerChange`` has no Hostinfo), plus ``PacketFilter`` / ``UserProfiles`` /
+``DERPMap`` when they changed. The JSON keys are Go's field names (``tailcfg/tailcfg.go``).
+
+One :class:`Tailnet` snapshot serves every stream woken by a change: it builds each peer's JSON
+once (:meth:`Tailnet.peer_json`) and every stream's delta shares (and never mutates) it.
 """
 
 from __future__ import annotations
@@ -73,13 +77,30 @@ class Tailnet:
     now: float = field(default_factory=time.time)
     """The instant the snapshot was taken: node keys whose expiry is not after it are expired."""
 
+    _by_id: dict[int, Node] = field(default_factory=dict, init=False, repr=False)
+    _peer_json: dict[int, JSON] = field(default_factory=dict, init=False, repr=False)
+    _visible: list[Node] | None = field(default=None, init=False, repr=False)
+
     def __post_init__(self) -> None:
         if not self.names:
             self.names = given_names(self.nodes)
+        self._by_id = {n.id: n for n in self.nodes}
+
+    def node(self, node_id: int) -> Node | None:
+        return self._by_id.get(node_id)
+
+    def peer_json(self, n: Node) -> JSON:
+        """``n`` as every peer sees it, built once per snapshot (shared: callers must not mutate it)."""
+        out = self._peer_json.get(n.id)
+        if out is None:
+            out = self._peer_json[n.id] = node_json(n, self)
+        return out
 
     def visible_nodes(self) -> list[Node]:
         """Nodes that belong in netmaps: authorized and not logged out."""
-        return [n for n in self.nodes if n.authorized and not n.logged_out]
+        if self._visible is None:
+            self._visible = [n for n in self.nodes if n.authorized and not n.logged_out]
+        return self._visible
 
     def expired(self, n: Node) -> bool:
         return n.key_expiry is not None and n.key_expiry <= self.now
@@ -88,7 +109,7 @@ class Tailnet:
 def node_json(n: Node, net: Tailnet, *, cap: int = 0) -> JSON:
     """One ``tailcfg.Node``. An expired node is sent as Tailscale's control sends it: ``Expired``, no
     endpoints and no DERP home (peers then cannot reach it; Go's ``flagExpiredPeers`` does the same)."""
-    addrs = [f"{n.ipv4}/32"] + ([f"{n.ipv6}/128"] if n.ipv6 else [])
+    addrs = ([f"{n.ipv4}/32"] if n.ipv4 else []) + ([f"{n.ipv6}/128"] if n.ipv6 else [])  # none while pending
     out: JSON = {
         "ID": n.id,
         "StableID": n.stable_id,
@@ -145,14 +166,14 @@ class SentState:
 
 def _peers(self_id: int, net: Tailnet) -> dict[int, JSON]:
     """Every other visible node; none for a node whose own key expired (it must re-authenticate)."""
-    me = next((n for n in net.nodes if n.id == self_id), None)
+    me = net.node(self_id)
     if me is None or net.expired(me):
         return {}
-    return {n.id: node_json(n, net) for n in net.visible_nodes() if n.id != self_id}
+    return {n.id: net.peer_json(n) for n in net.visible_nodes() if n.id != self_id}
 
 
 def _self(self_id: int, net: Tailnet, cap: int) -> JSON | None:
-    me = next((n for n in net.nodes if n.id == self_id), None)
+    me = net.node(self_id)
     return None if me is None else node_json(me, net, cap=cap)
 
 
@@ -217,7 +238,7 @@ def delta(self_id: int, net: Tailnet, state: SentState, *, cap: int = 0) -> JSON
     changed, patches = [], []
     for pid in sorted(peers):
         old, new = state.peers.get(pid), peers[pid]
-        if old == new:
+        if old is new or old == new:  # shared JSON: identity first
             continue
         p = None if old is None else _patch(old, new)
         if p is None:

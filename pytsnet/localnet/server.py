@@ -25,7 +25,15 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pytsnet.localnet.control_server import EPHEMERAL_GRACE, KEEPALIVE_INTERVAL, ControlServer, RawHandler
+from pytsnet.localnet.control_server import (
+    EPHEMERAL_GRACE,
+    HOSTINFO_INTERVAL,
+    KEEPALIVE_INTERVAL,
+    MAX_PENDING,
+    PENDING_TTL,
+    ControlServer,
+    RawHandler,
+)
 from pytsnet.localnet.expiry import NodeNotFound, find_node, parse_duration, renewed, set_key_lifetime
 from pytsnet.localnet.netmap import DEFAULT_DOMAIN
 from pytsnet.localnet.policy import Policy
@@ -51,7 +59,8 @@ class LocalTailnet:
                  domain: str = DEFAULT_DOMAIN, keepalive_interval: float = KEEPALIVE_INTERVAL,
                  ephemeral_grace: float = EPHEMERAL_GRACE, sock: Any = None, relay: bool = True,
                  stun_port: int = 0, derp_tls: bool = False, derp_tls_port: int = 0,
-                 key_expiry: float | str | None = None) -> None:
+                 key_expiry: float | str | None = None, max_pending: int = MAX_PENDING,
+                 pending_ttl: float = PENDING_TTL, hostinfo_interval: float = HOSTINFO_INTERVAL) -> None:
         """``relay`` (default on) attaches the DERP relay and a STUN server at :meth:`start`, so the
         DERP map sent to nodes points at a working relay; pass False to serve control alone.
         ``derp_tls`` serves DERP on its own TLS listener (``derp_tls_port``; self-signed certificate in
@@ -59,7 +68,8 @@ class LocalTailnet:
         the default is plain HTTP on the control listener. Python nodes use either: TLS as Go does,
         and plain HTTP for a relay on the plain control listener they registered with.
         ``key_expiry`` is the node-key lifetime (seconds or ``"90s"``, ``"12h"``, ``"180d"``; None: the
-        one this state directory was last served with, else 180 days)."""
+        one this state directory was last served with, else 180 days). ``max_pending``, ``pending_ttl``
+        and ``hostinfo_interval`` bound what strangers and chatty nodes cost (:mod:`control_server`)."""
         self.state_dir = Path(state_dir)
         self.listen = parse_listen(listen)
         self._sock = sock
@@ -67,7 +77,8 @@ class LocalTailnet:
         if key_expiry is not None:
             set_key_lifetime(self.store, parse_duration(key_expiry))
         self._opts = {"domain": domain, "keepalive_interval": keepalive_interval,
-                      "ephemeral_grace": ephemeral_grace}
+                      "ephemeral_grace": ephemeral_grace, "max_pending": max_pending,
+                      "pending_ttl": pending_ttl, "hostinfo_interval": hostinfo_interval}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self.control: ControlServer | None = None

@@ -2,8 +2,13 @@
 
 Everything the coordination server knows lives in one ``localnet.db`` in the state directory, so a
 restart (or a second process running the admin CLI) sees the same nodes, keys and IPs. Public keys
-are stored in their Tailscale text form (``nodekey:…``); IPs are allocated once per node and never
-reused while the node exists. The connection is shared between threads behind one lock.
+are stored in their Tailscale text form (``nodekey:…``); IPs are allocated once per node, when it is
+first authorized (a node still waiting for approval has none), and never reused while the node
+exists. The connection is shared between threads behind one lock.
+
+Pending nodes (never authorized, so without IPs) are a stranger's to create: ``add_pending_node``
+keeps one per machine key and at most ``max_pending`` of machines control has never authorized,
+evicting the oldest; ``expire_pending`` removes those older than a deadline.
 
 At rest (see ``atrest``): the dir is 0700 and the database 0600 from creation (SQLite gives its WAL
 and shm files the database's mode). Pre-auth keys are stored only as ``sha256:<hex>`` plus a short
@@ -73,7 +78,7 @@ CREATE TABLE IF NOT EXISTS nodes (
     disco_key TEXT NOT NULL DEFAULT '',
     user_id INTEGER NOT NULL,
     hostname TEXT NOT NULL,
-    ipv4 TEXT NOT NULL UNIQUE,
+    ipv4 TEXT UNIQUE,
     ipv6 TEXT NOT NULL DEFAULT '',
     authorized INTEGER NOT NULL,
     ephemeral INTEGER NOT NULL,
@@ -87,6 +92,7 @@ CREATE TABLE IF NOT EXISTS nodes (
     created REAL NOT NULL,
     last_seen REAL
 );
+CREATE INDEX IF NOT EXISTS nodes_machine ON nodes (machine_key);
 """
 
 
@@ -153,11 +159,20 @@ class Node:
 
 
 _JSON_NODE_COLS = ("tags", "endpoints", "hostinfo")
+_NODE_COLUMNS = ("id, stable_id, machine_key, node_key, disco_key, user_id, hostname, ipv4, ipv6, authorized,"
+                 " ephemeral, tags, endpoints, hostinfo, home_derp, key_expiry, logged_out, auth_path,"
+                 " created, last_seen")
+#: A node never authorized: no addresses yet (IPs are allocated when it is first authorized).
+_NEVER_AUTHORIZED = "authorized=0 AND ipv4 IS NULL"
+#: ...of a machine that has no node with addresses: a stranger's, evictable from the pending pool.
+_STRANGER_PENDING = (f"{_NEVER_AUTHORIZED} AND NOT EXISTS (SELECT 1 FROM nodes k"
+                     " WHERE k.machine_key=nodes.machine_key AND k.ipv4 IS NOT NULL)")
 _BOOL_NODE_COLS = ("authorized", "ephemeral", "logged_out")
 
 
 def _node(row: sqlite3.Row) -> Node:
     d = dict(row)
+    d["ipv4"] = d["ipv4"] or ""  # NULL while pending
     for c in _JSON_NODE_COLS:
         d[c] = json.loads(d[c])
     for c in _BOOL_NODE_COLS:
@@ -204,10 +219,27 @@ class Store:
         self._db = sqlite3.connect(self.dir / DB_NAME, check_same_thread=False, timeout=10,
                                    isolation_level=None)
         self._db.row_factory = sqlite3.Row
+        self.writes = 0
+        """Bumped by every commit through this Store (with ``data_version`` for other connections):
+        a cache of what the database says is current while both are unchanged."""
         self._db.execute("PRAGMA secure_delete=ON")  # freed pages are zeroed: no stale secrets
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._migrate_nullable_ipv4()
         self._db.executescript(_SCHEMA)
         self._migrate_secrets()
+
+    def _migrate_nullable_ipv4(self) -> None:
+        """Older databases have ``ipv4 NOT NULL`` (every pending node took an address): rebuild
+        ``nodes`` with a nullable column, rows and IDs unchanged (SQLite cannot alter a constraint)."""
+        cols = {r["name"]: r["notnull"] for r in self._db.execute("PRAGMA table_info(nodes)")}
+        if not cols.get("ipv4"):
+            return
+        with self._tx() as db:
+            db.execute("ALTER TABLE nodes RENAME TO nodes_old")
+            create = _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS nodes"):_SCHEMA.index("CREATE INDEX")]
+            db.execute(create)
+            db.execute(f"INSERT INTO nodes ({_NODE_COLUMNS}) SELECT {_NODE_COLUMNS} FROM nodes_old")
+            db.execute("DROP TABLE nodes_old")
 
     def _migrate_secrets(self) -> None:
         """Move what older versions kept in clear out of the database (idempotent)."""
@@ -280,6 +312,7 @@ class Store:
             finally:
                 self._depth = 0
             self._db.execute("COMMIT")
+            self.writes += 1
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -359,7 +392,7 @@ class Store:
 
     # -- nodes -------------------------------------------------------------------------------
     def _allocate_v4(self, db: sqlite3.Connection) -> str:
-        taken = {r[0] for r in db.execute("SELECT ipv4 FROM nodes")}
+        taken = {r[0] for r in db.execute("SELECT ipv4 FROM nodes WHERE ipv4 IS NOT NULL")}
         nxt = int(db.execute("SELECT COALESCE((SELECT v FROM meta WHERE k='next_v4'), '1')").fetchone()[0])
         size = CGNAT_V4.num_addresses
         for i in range(size):
@@ -373,16 +406,30 @@ class Store:
             return str(ip)
         raise RuntimeError("100.64.0.0/10 is exhausted")
 
+    def _addresses(self, db: sqlite3.Connection) -> tuple[str, str]:
+        """A fresh IPv4 from 100.64.0.0/10 and, if enabled, its 4-to-6 IPv6 (else "")."""
+        v4 = self._allocate_v4(db)
+        row = db.execute("SELECT v FROM meta WHERE k='ipv6'").fetchone()
+        ipv6 = self.ipv6 or (row is not None and row[0] == "1")
+        v6 = str(TS_4TO6.network_address + int(ipaddress.IPv4Address(v4))) if ipv6 else ""
+        return v4, v6
+
+    def serve_ipv6(self, on: bool) -> None:
+        """Record whether the serving tailnet gives IPv6 addresses, so that an approval by the admin
+        CLI (another process, which allocates the addresses) gives the same."""
+        self.set_meta("ipv6", "1" if on else "0")
+
     def add_node(self, *, machine_key: str, node_key: str, user_id: int, hostname: str,
                  authorized: bool, ephemeral: bool, tags: list[str] | None = None,
                  hostinfo: dict[str, object] | None = None, key_expiry: float | None = None,
                  auth_path: str = "") -> Node:
-        """Create a node with fresh addresses (IPv4 from 100.64.0.0/10; IPv6 4-to-6 if enabled)."""
+        """Create a node; an authorized one gets fresh addresses (IPv4 from 100.64.0.0/10, IPv6
+        4-to-6 if enabled), a pending one none until it is authorized (``update_node``)."""
         with self._tx() as db:
-            v4 = self._allocate_v4(db)
+            v4: str | None = None
             v6 = ""
-            if self.ipv6:
-                v6 = str(TS_4TO6.network_address + int(ipaddress.IPv4Address(v4)))
+            if authorized:
+                v4, v6 = self._addresses(db)
             cur = db.execute(
                 "INSERT INTO nodes (stable_id, machine_key, node_key, user_id, hostname, ipv4, ipv6,"
                 " authorized, ephemeral, tags, hostinfo, key_expiry, auth_path, created)"
@@ -392,6 +439,35 @@ class Store:
                  json.dumps(hostinfo or {}), key_expiry, auth_path, time.time()))
             row = db.execute("SELECT * FROM nodes WHERE id=?", (cur.lastrowid,)).fetchone()
         return _node(row)
+
+    def add_pending_node(self, *, max_pending: int, **fields: object) -> Node:
+        """A node waiting for approval (no addresses). It replaces any other never-authorized node of
+        its machine (one pending login per machine key: the newest is the one its user is looking
+        at); then, while machines control never authorized hold more than ``max_pending`` pending
+        nodes, the oldest of theirs go. A machine with an authorized node (a known one) is never
+        evicted, so strangers filling the pool cannot push out its login."""
+        with self._tx() as db:
+            db.execute(f"DELETE FROM nodes WHERE machine_key=? AND {_NEVER_AUTHORIZED}",
+                       (fields["machine_key"],))
+            node = self.add_node(authorized=False, **fields)  # type: ignore[arg-type]
+            over = int(db.execute(f"SELECT COUNT(*) FROM nodes WHERE {_STRANGER_PENDING}").fetchone()[0]) \
+                - max(1, max_pending)
+            if over > 0:
+                db.execute(f"DELETE FROM nodes WHERE id IN (SELECT id FROM nodes WHERE {_STRANGER_PENDING}"
+                           " ORDER BY created, id LIMIT ?)", (over,))
+        return node
+
+    def expire_pending(self, created_before: float) -> int:
+        """Remove never-authorized nodes created before ``created_before``; how many went."""
+        with self._tx() as db:
+            return db.execute(f"DELETE FROM nodes WHERE {_NEVER_AUTHORIZED} AND created < ?",
+                              (created_before,)).rowcount
+
+    def pending_count(self) -> int:
+        """Never-authorized nodes (what the pending pool holds, strangers' and known machines')."""
+        with self._lock:
+            row = self._db.execute(f"SELECT COUNT(*) FROM nodes WHERE {_NEVER_AUTHORIZED}").fetchone()
+        return int(row[0])
 
     def node(self, node_id: int) -> Node | None:
         with self._lock:
@@ -428,7 +504,8 @@ class Store:
     })
 
     def update_node(self, node_id: int, **changes: object) -> Node | None:
-        """Update the named columns; returns the new row, or None if the node is gone."""
+        """Update the named columns; returns the new row, or None if the node is gone. A node
+        authorized for the first time gets its addresses here (in the same transaction)."""
         bad = set(changes) - self._UPDATABLE
         if bad:
             raise ValueError(f"not updatable: {sorted(bad)}")
@@ -441,6 +518,10 @@ class Store:
             cols.append(f"{k}=?")
             vals.append(v)
         with self._tx() as db:
+            if changes.get("authorized") and db.execute(
+                    "SELECT 1 FROM nodes WHERE id=? AND ipv4 IS NULL", (node_id,)).fetchone() is not None:
+                cols += ["ipv4=?", "ipv6=?"]
+                vals += list(self._addresses(db))
             if cols:
                 db.execute(f"UPDATE nodes SET {', '.join(cols)} WHERE id=?", (*vals, node_id))
             row = db.execute("SELECT * FROM nodes WHERE id=?", (node_id,)).fetchone()
