@@ -54,9 +54,10 @@ class ControlClient:
         self.disco = DiscoPrivate.generate()
         self._streams: dict[int, _Stream] = {}
 
-    async def connect(self) -> None:
+    async def connect(self, server_key: MachinePublic | None = None) -> None:
+        """Open the Noise session (``server_key``: control's key if already fetched, saving a GET)."""
         u = urlsplit(self.url)
-        server_key = await fetch_key(self.url)
+        server_key = server_key or await fetch_key(self.url)
         hs = ClientHandshake(self.machine, server_key, CAPVER)
         self.reader, self.writer = await asyncio.open_connection(u.hostname, u.port)
         b64 = base64.b64encode(hs.initiation).decode()
