@@ -9,6 +9,7 @@ rate-limited; one snapshot per change) and, in the last one, flood a real server
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import sqlite3
@@ -16,8 +17,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-import pytest
 
 from pytsnet.localnet import LocalTailnet
 from pytsnet.localnet.control_server import MAX_PENDING
@@ -153,7 +152,7 @@ def test_hostinfo_changes_are_rate_limited_only_the_changed_peer_is_sent_and_the
             assert seen and seen[-1][1].get("OSVersion") == "v29", "the latest Hostinfo never arrived"
             # At most one relay per interval (plus the first, sent at once).
             assert len(seen) <= 2 + int(sent_for / interval), [h.get("OSVersion") for _, h in seen]
-            gaps = [b - a for (a, _), (b, _) in zip(seen, seen[1:], strict=False)]
+            gaps = [b - a for (a, _), (b, _) in itertools.pairwise(seen)]
             assert all(g >= interval * 0.8 for g in gaps), gaps
             assert net.control is not None and net.control.stats["hostinfo_held"] >= 20
             assert net.node("chatty").hostinfo.get("OSVersion") == "v29"
