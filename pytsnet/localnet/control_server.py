@@ -553,7 +553,12 @@ class ControlServer:
                     return self._ok(node)
                 rekey = prev  # expired: only a re-auth (auth key) may rotate it
 
-        if node is not None and not node.logged_out:
+        auth = req.get("Auth")
+        auth = auth if isinstance(auth, dict) else {}
+        authkey = str(auth.get("AuthKey") or "")
+        # A pending login that now brings an auth key is authorized by it (below), not sent back to
+        # its AuthURL: an auth key always gets a node in, whatever strangers did to the pending pool.
+        if node is not None and not node.logged_out and (node.authorized or not authkey):
             if node.key_expiry is not None and node.key_expiry <= time.time():
                 return {**self._login(node.user_id), "NodeKeyExpired": True,
                         "MachineAuthorized": node.authorized}
@@ -566,9 +571,6 @@ class ControlServer:
                 return await self._await_approval(nk)
             return {**self._login(node.user_id), "AuthURL": self.base_url + node.auth_path}
 
-        auth = req.get("Auth")
-        auth = auth if isinstance(auth, dict) else {}
-        authkey = str(auth.get("AuthKey") or "")
         if rekey is not None and not authkey:
             return {**self._login(rekey.user_id), "Error": ERR_EXPIRED_REKEY}
         reuse = node if node is not None else rekey or self.store.logged_out_node_for_machine(machine)
@@ -589,7 +591,7 @@ class ControlServer:
                 fields = {"user_id": self.default_user.id, "hostname": hostname, "hostinfo": hostinfo,
                           "authorized": False, "ephemeral": ephemeral, "tags": [], "key_expiry": None,
                           "auth_path": "/auth/" + secrets.token_hex(10)}  # the clock starts at approval
-            if reuse is not None and (not ephemeral or reuse is rekey):
+            if reuse is not None and (not ephemeral or reuse is rekey or reuse is node):
                 new = self.store.update_node(reuse.id, node_key=nk, logged_out=False, **fields)
             elif fields.pop("authorized"):
                 new = self.store.add_node(machine_key=machine, node_key=nk, authorized=True, **fields)

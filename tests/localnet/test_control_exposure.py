@@ -103,6 +103,41 @@ def test_pending_nodes_expire_and_their_followup_is_told(tmp_path) -> None:
         run(main())
 
 
+def test_a_pending_login_that_brings_an_auth_key_is_authorized(tmp_path) -> None:
+    with LocalTailnet(tmp_path, relay=False) as net:
+        key = net.create_authkey(ephemeral=True)
+
+        async def main() -> None:
+            c = await _client(net)
+            assert "AuthURL" in await c.register("", hostname="p")
+            assert (await c.register(key, hostname="p"))["MachineAuthorized"] is True
+            [n] = net.nodes()
+            assert n.authorized and n.ephemeral and n.ipv4.startswith("100.")
+            await c.close()
+
+        run(main())
+
+
+def test_held_hostinfo_is_not_lost_when_the_server_stops(tmp_path) -> None:
+    key = ""
+    with LocalTailnet(tmp_path, relay=False, hostinfo_interval=60) as net:
+        key = net.create_authkey(reusable=True)
+
+        async def main() -> None:
+            a = await _client(net)
+            await a.register(key, hostname="a")
+            for v in ("v0", "v1", "v2"):  # v0 is relayed at once, v1 and v2 are held (v2 wins)
+                status, _ = await a.post("/machine/map", a.map_request(
+                    Stream=False, OmitPeers=True, Hostinfo={"Hostname": "a", "OSVersion": v}))
+                assert status == 200
+            assert net.node("a").hostinfo["OSVersion"] == "v0"
+            await a.close()
+
+        run(main())
+    with LocalTailnet(tmp_path, relay=False) as net:
+        assert net.node("a").hostinfo["OSVersion"] == "v2"
+
+
 def test_a_pending_node_gets_no_map(tmp_path) -> None:
     with LocalTailnet(tmp_path, relay=False) as net:
         async def main() -> None:
