@@ -73,7 +73,8 @@ ERR_EXPIRED_REKEY = "node key expired: log in again (an auth key) to rotate it"
 MAX_PENDING = 1024
 """Pending (never authorized) nodes kept from machines control never authorized; beyond it the
 oldest go. Tailscale's control is closed source and testcontrol has no bound; headscale (Go) keeps
-pending registrations only in a cache (15 minutes) and allocates addresses only at authentication."""
+pending registrations in an expirable LRU of 1024 entries (15-minute TTL) and allocates addresses only
+at authentication: the same figures."""
 PENDING_TTL = 15 * 60.0
 """A pending node not approved within this long is removed (headscale's registration cache expiry)."""
 HOSTINFO_INTERVAL = 5.0
