@@ -85,6 +85,25 @@ def test_pending_logins_take_no_ip_one_per_machine_and_a_bounded_pool(tmp_path) 
         run(main())
 
 
+def test_approval_by_the_admin_cli_allocates_the_addresses_the_server_gives(tmp_path) -> None:
+    with LocalTailnet(tmp_path, relay=False, ipv6=True) as net:
+        async def main() -> None:
+            c = await _client(net)
+            await c.register("", hostname="p")
+            await c.close()
+
+        run(main())
+        cli = Store.open_existing(tmp_path)  # as `nodes approve` opens it: without --ipv6
+        try:
+            [p] = cli.nodes()
+            assert p.ipv4 == "" and p.ipv6 == ""
+            done = cli.update_node(p.id, authorized=True, auth_path="")
+            assert done is not None and done.ipv4 == "100.64.0.1"
+            assert done.ipv6 == "fd7a:115c:a1e0:ab12:4843:cd96:6440:1"
+        finally:
+            cli.close()
+
+
 def test_pending_nodes_expire_and_their_followup_is_told(tmp_path) -> None:
     with LocalTailnet(tmp_path, relay=False, pending_ttl=0.6) as net:
         async def main() -> None:
