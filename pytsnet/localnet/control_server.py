@@ -362,6 +362,7 @@ class ControlServer:
         while True:
             gone = self.store.expire_pending(time.time() - self.pending_ttl)
             if gone:
+                self.notify()  # their Followup registers are waiting: tell them now (≤ once per sweep)
                 self.stats["pending_expired"] += gone
                 log.info("control: %d pending node(s) not approved within %.0f s removed", gone,
                          self.pending_ttl)
@@ -611,7 +612,7 @@ class ControlServer:
         while True:
             node = self.store.node_by_key(nk)
             if node is None:
-                return {"Error": "login was denied"}
+                return {"Error": "login was denied, replaced by a newer one, or not approved in time"}
             if node.authorized:
                 return self._ok(node)
             await self._wait_change(30)

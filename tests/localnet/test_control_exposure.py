@@ -116,7 +116,8 @@ def test_pending_nodes_expire_and_their_followup_is_told(tmp_path) -> None:
                 await asyncio.sleep(0.1)
             assert net.nodes() == []  # expired, row gone
             assert net.control is not None and net.control.stats["pending_expired"] == 1
-            follow.cancel()
+            r = await asyncio.wait_for(follow, 5)  # told at once, not after its 30 s wait
+            assert "not approved in time" in r["Error"]
             await c.close()
 
         run(main())
