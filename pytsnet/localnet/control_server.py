@@ -46,6 +46,7 @@ from pydantic import ValidationError
 from pytsnet.localnet import http1
 from pytsnet.localnet.authkeys import AuthKeyRejected, consume_authkey
 from pytsnet.localnet.expiry import expiry_at, key_lifetime, set_key_lifetime
+from pytsnet.localnet.limits import ConnectionGate, ConnectionLimits
 from pytsnet.localnet.netmap import DEFAULT_DOMAIN, SentState, Tailnet, delta, full_map
 from pytsnet.localnet.noise_h2 import H2Request, H2Response, NoiseH2Session
 from pytsnet.localnet.policy import Policy
@@ -166,9 +167,10 @@ class ControlServer:
                  keepalive_interval: float = KEEPALIVE_INTERVAL,
                  ephemeral_grace: float = EPHEMERAL_GRACE, key_expiry: float | None = None,
                  max_pending: int = MAX_PENDING, pending_ttl: float = PENDING_TTL,
-                 hostinfo_interval: float = HOSTINFO_INTERVAL) -> None:
+                 hostinfo_interval: float = HOSTINFO_INTERVAL, limits: ConnectionLimits | None = None) -> None:
         """``key_expiry``: the node-key lifetime in seconds (None: the one stored, else 180 days).
-        ``max_pending``, ``pending_ttl``, ``hostinfo_interval``: see the module docstring."""
+        ``max_pending``, ``pending_ttl``, ``hostinfo_interval``: see the module docstring.
+        ``limits``: connection and Noise-session caps and the idle timeout (:mod:`limits`)."""
         self.store = store
         store.serve_ipv6(store.ipv6)
         self.max_pending = max_pending
@@ -214,6 +216,14 @@ class ControlServer:
         ``snapshots`` tailnet snapshots built, ``hostinfo_held`` Hostinfo changes held back by the
         rate limit."""
         self._listeners: list[Callable[[], object]] = []
+        self.limits = limits or ConnectionLimits()
+        self.gate = ConnectionGate(self.limits)
+        """Open connections to the listener, in total and per source address."""
+        self.sessions: set[NoiseH2Session] = set()
+        """Live Noise sessions (their ``buffered`` bytes are what the session caps bound)."""
+        self._refusal_logged_at = -1.0
+        self.stats.update({"conns_refused": 0, "noise_idle_closed": 0, "h2_streams_refused": 0,
+                           "h2_protocol_errors": 0, "h2_buffered_peak": 0})
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self, host: str = "127.0.0.1", port: int = 0, *, sock: Any = None) -> None:
@@ -402,6 +412,25 @@ class ControlServer:
 
     # -- plain HTTP -------------------------------------------------------------------------
     async def _on_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        ip = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        full = self.gate.admit(ip)
+        if full is not None:  # closed before reading a byte; one log line a second at most
+            self.stats["conns_refused"] += 1
+            now = time.monotonic()
+            if now - self._refusal_logged_at >= 1.0:
+                self._refusal_logged_at = now
+                log.warning("control: connection from %s refused: %s reached (%d refused so far)",
+                            ip, full, self.stats["conns_refused"])
+            with contextlib.suppress(Exception):
+                writer.transport.abort()
+            return
+        try:
+            await self._serve_conn(reader, writer)
+        finally:
+            self.gate.release(ip)
+
+    async def _serve_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             req = await http1.accept_request(reader, writer, self._tasks)
             if req is None:
@@ -488,7 +517,12 @@ class ControlServer:
         async def handle(h2req: H2Request, resp: H2Response) -> None:
             await self._serve_machine(h2req, resp, machine)
 
-        await NoiseH2Session(noise, reader, writer, handle).run()
+        session = NoiseH2Session(noise, reader, writer, handle, limits=self.limits, stats=self.stats)
+        self.sessions.add(session)
+        try:
+            await session.run()
+        finally:
+            self.sessions.discard(session)
 
     # -- Noise-side routes ------------------------------------------------------------------
     async def _serve_machine(self, req: H2Request, resp: H2Response, machine: str) -> None:

@@ -35,6 +35,7 @@ from pytsnet.localnet.control_server import (
     RawHandler,
 )
 from pytsnet.localnet.expiry import NodeNotFound, find_node, parse_duration, renewed, set_key_lifetime
+from pytsnet.localnet.limits import ConnectionLimits
 from pytsnet.localnet.netmap import DEFAULT_DOMAIN
 from pytsnet.localnet.policy import Policy
 from pytsnet.localnet.store import AuthKey, Node, Store
@@ -60,7 +61,8 @@ class LocalTailnet:
                  ephemeral_grace: float = EPHEMERAL_GRACE, sock: Any = None, relay: bool = True,
                  stun_port: int = 0, derp_tls: bool = False, derp_tls_port: int = 0,
                  key_expiry: float | str | None = None, max_pending: int = MAX_PENDING,
-                 pending_ttl: float = PENDING_TTL, hostinfo_interval: float = HOSTINFO_INTERVAL) -> None:
+                 pending_ttl: float = PENDING_TTL, hostinfo_interval: float = HOSTINFO_INTERVAL,
+                 limits: ConnectionLimits | None = None) -> None:
         """``relay`` (default on) attaches the DERP relay and a STUN server at :meth:`start`, so the
         DERP map sent to nodes points at a working relay; pass False to serve control alone.
         ``derp_tls`` serves DERP on its own TLS listener (``derp_tls_port``; self-signed certificate in
@@ -69,7 +71,9 @@ class LocalTailnet:
         and plain HTTP for a relay on the plain control listener they registered with.
         ``key_expiry`` is the node-key lifetime (seconds or ``"90s"``, ``"12h"``, ``"180d"``; None: the
         one this state directory was last served with, else 180 days). ``max_pending``, ``pending_ttl``
-        and ``hostinfo_interval`` bound what strangers and chatty nodes cost (:mod:`control_server`)."""
+        and ``hostinfo_interval`` bound what strangers and chatty nodes cost (:mod:`control_server`).
+        ``limits``: the control listener's connection and Noise-session caps and idle timeout
+        (:mod:`pytsnet.localnet.limits`; raise ``idle_timeout`` for tests that hold idle sessions on purpose)."""
         self.state_dir = Path(state_dir)
         self.listen = parse_listen(listen)
         self._sock = sock
@@ -78,7 +82,7 @@ class LocalTailnet:
             set_key_lifetime(self.store, parse_duration(key_expiry))
         self._opts = {"domain": domain, "keepalive_interval": keepalive_interval,
                       "ephemeral_grace": ephemeral_grace, "max_pending": max_pending,
-                      "pending_ttl": pending_ttl, "hostinfo_interval": hostinfo_interval}
+                      "pending_ttl": pending_ttl, "hostinfo_interval": hostinfo_interval, "limits": limits}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self.control: ControlServer | None = None

@@ -42,6 +42,8 @@ class _Stream:
     def __init__(self) -> None:
         self.status = 0
         self.data = asyncio.Queue[bytes | None]()
+        self.reset_code: int | None = None
+        """The error code of the server's RST_STREAM, if it reset the stream."""
 
 
 class ControlClient:
@@ -53,6 +55,12 @@ class ControlClient:
         self.node = NodePrivate.generate()
         self.disco = DiscoPrivate.generate()
         self._streams: dict[int, _Stream] = {}
+        self.goaway_code: int | None = None
+        """The error code of the server's GOAWAY, once one arrived."""
+        self.closed = asyncio.Event()
+        """Set when the server closed the connection (or it broke)."""
+        self.settings_received = asyncio.Event()
+        """Set once the server's SETTINGS arrived (``h2.remote_settings`` then holds them)."""
 
     async def connect(self, server_key: MachinePublic | None = None) -> None:
         """Open the Noise session (``server_key``: control's key if already fetched, saving a GET)."""
@@ -102,9 +110,16 @@ class ControlClient:
                         self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
                         st.data.put_nowait(ev.data)
                     elif isinstance(ev, h2.events.StreamEnded | h2.events.StreamReset) and st:
+                        if isinstance(ev, h2.events.StreamReset):
+                            st.reset_code = int(ev.error_code or 0)
                         st.data.put_nowait(None)
+                    elif isinstance(ev, h2.events.RemoteSettingsChanged):
+                        self.settings_received.set()
+                    elif isinstance(ev, h2.events.ConnectionTerminated):
+                        self.goaway_code = int(ev.error_code or 0)
                 await self._flush()
         finally:
+            self.closed.set()
             for st in self._streams.values():
                 st.data.put_nowait(None)
 
@@ -118,6 +133,30 @@ class ControlClient:
         self.h2.send_data(sid, payload, end_stream=True)
         await self._flush()
         return st
+
+    async def open_partial(self, path: str, size: int) -> tuple[int, int]:
+        """Open a request stream and send up to ``size`` body bytes, as much as the flow-control
+        windows allow right now, without ending it: ``(stream id, bytes sent)``."""
+        sid = self.h2.get_next_available_stream_id()
+        self._streams[sid] = _Stream()
+        self.h2.send_headers(sid, [(":method", "POST"), (":scheme", "https"),
+                                   (":authority", urlsplit(self.url).netloc), (":path", path)])
+        sent = 0
+        while sent < size:
+            n = min(size - sent, self.h2.local_flow_control_window(sid), self.h2.max_outbound_frame_size)
+            if n <= 0:
+                break
+            self.h2.send_data(sid, b"x" * n)
+            sent += n
+        await self._flush()
+        return sid, sent
+
+    def stream(self, sid: int) -> _Stream:
+        return self._streams[sid]
+
+    async def reset(self, sid: int) -> None:
+        self.h2.reset_stream(sid)
+        await self._flush()
 
     async def post(self, path: str, body: JSON) -> tuple[int, bytes]:
         st = await self._request(path, body)
