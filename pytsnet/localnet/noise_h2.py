@@ -160,6 +160,7 @@ class NoiseH2Session:
             codes.MAX_CONCURRENT_STREAMS: self.limits.max_streams,
             codes.INITIAL_WINDOW_SIZE: self.limits.max_stream_buffer,
             codes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST_SIZE})
+        self.h2.decoder.max_header_list_size = MAX_HEADER_LIST_SIZE  # h2 copies it only on a settings ACK
         self._requests: dict[int, H2Request] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._held: dict[int, int] = {}  # stream id → flow-controlled bytes it holds of the session window

@@ -15,7 +15,8 @@ import pytest
 
 from pytsnet.localnet import LocalTailnet
 from pytsnet.localnet.limits import ConnectionLimits
-from pytsnet.localnet.testclient import CAPVER, ControlClient, fetch_key
+from pytsnet.localnet.noise_h2 import MAX_HEADER_LIST_SIZE
+from pytsnet.localnet.testclient import CAPVER, ControlClient, _Stream, fetch_key
 
 
 def run(coro: Any) -> Any:
@@ -225,6 +226,32 @@ def test_streams_beyond_the_concurrent_cap_are_refused_and_the_session_lives(tmp
         assert net.control.stats["h2_streams_refused"] == 3
     lines = [r for r in caplog.records if "refused a stream" in r.getMessage()]
     assert len(lines) == 1
+    no_tracebacks(caplog)
+
+
+def test_an_oversized_header_block_closes_only_its_session(tmp_path, caplog):
+    """Headers are not flow-controlled, so each block is capped (``MAX_HEADER_LIST_SIZE``): a request
+    with a bigger one ends its session with GOAWAY; another client is served."""
+    with LocalTailnet(tmp_path, relay=False) as net:
+        async def main() -> None:
+            c = await _client(net)
+            assert c.h2.remote_settings.max_header_list_size == MAX_HEADER_LIST_SIZE
+            sid = c.h2.get_next_available_stream_id()
+            c._streams[sid] = _Stream()
+            c.h2.send_headers(sid, [(":method", "POST"), (":scheme", "https"), (":authority", "x"),
+                                    (":path", "/machine/set-dns"), ("x-pad", "a" * MAX_HEADER_LIST_SIZE)],
+                              end_stream=True)
+            await c._flush()
+            await asyncio.wait_for(c.closed.wait(), 5)
+            assert c.goaway_code is not None and c.goaway_code != h2.errors.ErrorCodes.NO_ERROR
+            other = await _client(net)
+            assert (await other.post("/machine/set-dns", {}))[0] == 200
+            await c.close()
+            await other.close()
+
+        with caplog.at_level(logging.INFO):
+            run(main())
+        assert net.control.stats["h2_protocol_errors"] == 1
     no_tracebacks(caplog)
 
 
