@@ -14,7 +14,7 @@ import h2.settings
 import pytest
 
 from pytsnet.localnet import LocalTailnet
-from pytsnet.localnet.limits import ConnectionLimits
+from pytsnet.localnet.limits import ConnectionGate, ConnectionLimits
 from pytsnet.localnet.noise_h2 import MAX_HEADER_LIST_SIZE
 from pytsnet.localnet.testclient import CAPVER, ControlClient, _Stream, fetch_key
 
@@ -310,3 +310,19 @@ def test_connections_beyond_the_cap_are_closed_while_a_client_works(tmp_path, ca
     lines = [r for r in caplog.records if "connection from" in r.getMessage()]
     assert 1 <= len(lines) <= 2  # one line a second at most
     no_tracebacks(caplog)
+
+
+def test_limits_refuse_values_that_cannot_work_and_the_gate_counts_per_address():
+    for bad in ({"idle_timeout": 0}, {"max_streams": 0}, {"max_connections": 0},
+                {"max_connections_per_ip": 0}, {"max_stream_buffer": 0}, {"max_session_buffer": 1000},
+                {"max_session_buffer": 1 << 31}):
+        with pytest.raises(ValueError):
+            ConnectionLimits(**bad)
+    assert ConnectionLimits(idle_timeout=None).idle_timeout is None
+    gate = ConnectionGate(ConnectionLimits(max_connections=3, max_connections_per_ip=2))
+    assert gate.admit("a") is None and gate.admit("a") is None
+    assert "per-address" in str(gate.admit("a"))
+    assert gate.admit("b") is None
+    assert "total" in str(gate.admit("c"))
+    gate.release("a")
+    assert gate.admit("c") is None and gate.total == 3 and gate.per_ip == {"a": 1, "b": 1, "c": 1}
