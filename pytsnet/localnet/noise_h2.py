@@ -231,9 +231,7 @@ class NoiseH2Session:
         finally:
             self._closed = True
             self._window.set()
-            if watch is not None:
-                watch.cancel()
-            tasks = list(self._tasks.values())
+            tasks = [*self._tasks.values(), *([watch] if watch is not None else [])]
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
