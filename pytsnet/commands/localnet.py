@@ -1,6 +1,7 @@
 """``pytsnet localnet``: serve the embedded local tailnet, or administer its state directory.
 
-``localnet --state DIR [--listen HOST:PORT] [--no-relay | --derp-tls] [--key-expiry DURATION]`` serves;
+``localnet --state DIR [--listen HOST:PORT] [--no-relay | --derp-tls] [--key-expiry DURATION]
+[--idle-timeout DURATION]`` serves;
 ``localnet --state DIR authkey create …``, ``authkey list``, ``nodes list``, ``nodes approve NODE``,
 ``nodes delete NODE``, ``nodes expire NODE`` and ``nodes extend NODE [--for DURATION]`` edit the same
 SQLite database, and a running server picks the change up within half a second. NODE is an ID or a
@@ -53,6 +54,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--stun-port", type=int, default=0, help="UDP port of the STUN server (default any)")
     p.add_argument("--key-expiry", type=_duration, default=None, metavar="DURATION",
                    help="node-key lifetime, e.g. 90s, 12h, 180d (default: as last served, else 180d)")
+    p.add_argument("--idle-timeout", type=_duration, default=None, metavar="DURATION",
+                   help="close a Noise session with no request in flight for this long (default 120s)")
     p.set_defaults(func=_serve, admin=None)
     sub = p.add_subparsers(dest="admin")
     ak = sub.add_parser("authkey", help="pre-auth keys", parents=[shared]).add_subparsers(dest="op",
@@ -87,9 +90,12 @@ def _serve(args: argparse.Namespace) -> int:
     _require_state(args)
     if args.no_relay and args.derp_tls:
         raise SystemExit("--derp-tls needs the relay (drop --no-relay)")
+    from pytsnet.localnet.limits import ConnectionLimits
+
+    limits = None if args.idle_timeout is None else ConnectionLimits(idle_timeout=args.idle_timeout)
     net = LocalTailnet(args.state, listen=args.listen, ipv6=args.ipv6, relay=not args.no_relay,
                        stun_port=args.stun_port, derp_tls=args.derp_tls,
-                       derp_tls_port=args.derp_tls_port, key_expiry=args.key_expiry).start()
+                       derp_tls_port=args.derp_tls_port, key_expiry=args.key_expiry, limits=limits).start()
     print(f"localnet control server: {net.control_url}", flush=True)
     if net.relay is not None:
         scheme = "https" if net.relay.tls else "http"

@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -327,3 +330,27 @@ def test_limits_refuse_values_that_cannot_work_and_the_gate_counts_per_address()
     assert "total" in str(gate.admit("c"))
     gate.release("a")
     assert gate.admit("c") is None and gate.total == 3 and gate.per_ip == {"a": 1, "b": 1, "c": 1}
+
+
+def test_cli_idle_timeout_flag_reaches_the_server(tmp_path):
+    """``localnet --idle-timeout 1s`` serves with that timeout: an idle session is closed in seconds."""
+    p = subprocess.Popen([sys.executable, "-m", "pytsnet", "localnet", "--state", str(tmp_path),
+                          "--no-relay", "--idle-timeout", "1s"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = p.stdout.readline().strip().rsplit(" ", 1)[-1]  # type: ignore[union-attr]
+        assert url.startswith("http://127.0.0.1:"), url
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            c = ControlClient(url)
+            await c.connect()
+            await asyncio.wait_for(c.closed.wait(), 15)
+            assert loop.time() - t0 >= 0.99 and c.goaway_code == h2.errors.ErrorCodes.NO_ERROR
+            await c.close()
+
+        run(main())
+    finally:
+        p.send_signal(signal.SIGINT)
+        p.wait(timeout=15)
