@@ -296,7 +296,9 @@ def test_an_older_database_with_not_null_ipv4_is_migrated(tmp_path) -> None:
 SERVER = """
 import json, sys
 from pytsnet.localnet import LocalTailnet
-net = LocalTailnet(sys.argv[1]).start()
+from pytsnet.localnet.limits import ConnectionLimits
+# the idle sessions must stay open for the whole run (they are the load), whatever the machine's speed
+net = LocalTailnet(sys.argv[1], limits=ConnectionLimits(idle_timeout=600)).start()
 print(net.control_url, net.create_authkey(reusable=True), flush=True)
 for line in sys.stdin:
     print(json.dumps(net._call(lambda: dict(net.control.stats))), flush=True)
