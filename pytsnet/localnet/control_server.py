@@ -167,7 +167,8 @@ class ControlServer:
                  keepalive_interval: float = KEEPALIVE_INTERVAL,
                  ephemeral_grace: float = EPHEMERAL_GRACE, key_expiry: float | None = None,
                  max_pending: int = MAX_PENDING, pending_ttl: float = PENDING_TTL,
-                 hostinfo_interval: float = HOSTINFO_INTERVAL, limits: ConnectionLimits | None = None) -> None:
+                 hostinfo_interval: float = HOSTINFO_INTERVAL,
+                 limits: ConnectionLimits | None = None) -> None:
         """``key_expiry``: the node-key lifetime in seconds (None: the one stored, else 180 days).
         ``max_pending``, ``pending_ttl``, ``hostinfo_interval``: see the module docstring.
         ``limits``: connection and Noise-session caps and the idle timeout (:mod:`limits`)."""

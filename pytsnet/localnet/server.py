@@ -73,7 +73,8 @@ class LocalTailnet:
         one this state directory was last served with, else 180 days). ``max_pending``, ``pending_ttl``
         and ``hostinfo_interval`` bound what strangers and chatty nodes cost (:mod:`control_server`).
         ``limits``: the control listener's connection and Noise-session caps and idle timeout
-        (:mod:`pytsnet.localnet.limits`; raise ``idle_timeout`` for tests that hold idle sessions on purpose)."""
+        (:mod:`pytsnet.localnet.limits`; raise ``idle_timeout`` for tests that hold idle sessions on
+        purpose)."""
         self.state_dir = Path(state_dir)
         self.listen = parse_listen(listen)
         self._sock = sock
