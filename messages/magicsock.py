@@ -210,6 +210,20 @@ class DerpConnect(Message, tag="magicsock.derp_connect"):
     pass
 
 
+class DerpDialed(Message, tag="magicsock.derp_dialed"):
+    """Connection ``conn`` is up (TCP, TLS, ``101``); ``leftover`` is the DERP bytes after the head."""
+
+    conn: int
+    leftover: bytes = b""
+
+
+class DerpDialFailed(Message, tag="magicsock.derp_dial_failed"):
+    """Connection ``conn`` could not be dialled (refused, timed out, not upgraded)."""
+
+    conn: int
+    reason: str
+
+
 class DerpTick(Message, tag="magicsock.derp_tick"):
     pass
 

@@ -31,6 +31,7 @@ import h2.exceptions
 from pytsnet.actors.runtime import logs
 from pytsnet.wire.controlbase import ClientHandshake, ClientStream, ServerErrorMessage
 from pytsnet.wire.errors import WireError
+from pytsnet.wire.http1_upgrade import UpgradeClient
 from pytsnet.wire.keys import MachinePrivate, MachinePublic
 from pytsnet.wire.tailcfg import CURRENT_CAPABILITY_VERSION, OverTLSPublicKeyResponse
 
@@ -141,11 +142,7 @@ class Noise2Client:
             raw = socket.create_connection((host, port), timeout=timeout)
             self._sock: socket.socket = (ssl.create_default_context().wrap_socket(raw, server_hostname=host)
                                          if tls else raw)
-            b64 = base64.b64encode(hs.initiation).decode()
-            self._sock.sendall((f"POST /ts2021 HTTP/1.1\r\nHost: {self.authority}\r\n"
-                                f"Upgrade: {UPGRADE_HEADER_VALUE}\r\nConnection: upgrade\r\n"
-                                f"{HANDSHAKE_HEADER_NAME}: {b64}\r\n\r\n").encode())
-            rest = self._read_upgrade_reply()
+            rest = self._upgrade(base64.b64encode(hs.initiation).decode())
             self._noise = ClientStream(hs)
             self._h2 = h2.connection.H2Connection(h2.config.H2Configuration(
                 client_side=True, header_encoding="utf-8"))
@@ -171,24 +168,21 @@ class Noise2Client:
         self._reader = threading.Thread(target=self._read_loop, name="ts2021-reader", daemon=True)
         self._reader.start()
 
-    def _read_upgrade_reply(self) -> bytes:
-        buf = b""
-        while b"\r\n\r\n" not in buf:
+    def _upgrade(self, handshake_b64: str) -> bytes:
+        """``POST /ts2021`` with the Noise initiation; the bytes after the ``101`` head (early payload)."""
+        up = UpgradeClient("POST", "/ts2021", self.authority, UPGRADE_HEADER_VALUE,
+                           [(HANDSHAKE_HEADER_NAME, handshake_b64)], max_head=MAX_HTTP_HEAD)
+        self._sock.sendall(up.request())
+        while True:
             data = self._sock.recv(4096)
             if not data:
                 raise ControlTransportError("control closed the connection before answering the upgrade")
-            buf += data
-            if len(buf) > MAX_HTTP_HEAD:
-                raise ControlTransportError("oversized upgrade reply")
-        head, rest = buf.split(b"\r\n\r\n", 1)
-        lines = head.decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ", 2)
-        if len(parts) < 2 or parts[1] != "101":
-            raise ControlTransportError(f"upgrade refused: {lines[0]!r}")
-        hdrs = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
-        if hdrs.get("upgrade", "").lower() != UPGRADE_HEADER_VALUE:
-            raise ControlTransportError(f"unexpected Upgrade header {hdrs.get('upgrade')!r}")
-        return rest
+            reply = up.receive_data(data)
+            if reply is not None:
+                break
+        if reply.headers.get("upgrade", "").lower() != UPGRADE_HEADER_VALUE:
+            raise ControlTransportError(f"unexpected Upgrade header {reply.headers.get('upgrade')!r}")
+        return reply.leftover
 
     # -- requests ----------------------------------------------------------------------------------
     def request(self, path: str, body: bytes, method: str = "POST") -> Response:

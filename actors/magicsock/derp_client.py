@@ -13,15 +13,12 @@ the peer's home is unknown. Sends while (re)connecting wait in a small bounded q
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import random
-import socket
-import ssl
-import threading
 from collections import deque
 
 from pytsnet.actors.magicsock.config import MagicsockConfig
+from pytsnet.actors.magicsock.derp_link import DerpLink
 from pytsnet.actors.magicsock.wg_sink import WgSinkDelivery
 from pytsnet.actors.runtime import Actor, handles
 from pytsnet.actors.runtime.io import IoLoop
@@ -30,6 +27,8 @@ from pytsnet.messages.magicsock import (
     DerpBytes,
     DerpClosed,
     DerpConnect,
+    DerpDialed,
+    DerpDialFailed,
     DerpPeerCounters,
     DerpPeerGone,
     DerpRegion,
@@ -52,10 +51,8 @@ from pytsnet.wire.magicsock.addr import derp_addr
 log = subsystem_logger("magicsock")
 MAX_BACKOFF = 5.0
 MIN_BACKOFF = 0.05
-CONNECT_TIMEOUT = 5.0
 TICK = 1.0
 MAX_PENDING = 64
-MAX_HTTP_HEADER = 8192
 _CONN_IDS = itertools.count(1)
 """Connection ids unique in the process: a ``DerpRoute`` names the connection it was seen on, and a
 restarted client must not reuse an id its predecessor handed out."""
@@ -66,7 +63,7 @@ class DerpClient(Actor):
         self.config = config
         self.region = region
         self.conn: ClientConnection | None = None
-        self.sock: socket.socket | None = None
+        self._link: DerpLink | None = None  # the connection being dialled or up; its I/O loop below
         self.conn_id = 0
         self.failures = 0
         self.connects = 0
@@ -80,7 +77,6 @@ class DerpClient(Actor):
         self.bytes_in_unknown_sources = 0
         self._admitted_set: tuple[object, frozenset[str]] = (None, frozenset())
         self.bytes_out: dict[str, int] = {}
-        self._eof = threading.Event()
         self._loop: IoLoop | None = None
         self.last_write = float("-inf")  # our last send to this region, for the idle close
         self.idle_closes = 0
@@ -108,71 +104,34 @@ class DerpClient(Actor):
     # -- connecting ---------------------------------------------------------------------------------
     @handles(DerpConnect)
     def connect(self, msg: DerpConnect) -> None:
+        """Start a dial on the I/O side (``DerpLink``); its outcome comes back as a message."""
         self._retrying = False
-        if self.conn is not None or not self._wanted(self.clock.monotonic()):
-            return
-        try:
-            self._dial()
-        except (OSError, WireError, ValueError) as e:
-            log.debug("DERP region %d: dial failed: %r", self.region.region_id, e)
+        if self._link is not None or not self._wanted(self.clock.monotonic()):
+            return  # connected, or a dial is already under way
+        self.conn_id = next(_CONN_IDS)
+        link = self._link = DerpLink(self.region, self.conn_id)
+        self._loop = self.start_io_loop(link.step, link.close)
+
+    @handles(DerpDialFailed)
+    def dial_failed(self, msg: DerpDialFailed) -> None:
+        if msg.conn == self.conn_id and self._link is not None:
+            log.debug("DERP region %d: %s", self.region.region_id, msg.reason)
             self._close()
-            self._retry(f"dial: {e!r}")
+            self._retry(msg.reason)
+
+    @handles(DerpDialed)
+    def dialed(self, msg: DerpDialed) -> None:
+        """TCP, TLS and the ``101`` are done: the DERP handshake runs on the bytes that follow."""
+        if msg.conn != self.conn_id or self._link is None:
             return
         log.debug("DERP region %d: connected to %s:%d", self.region.region_id, self.region.host,
                   self.region.port)
-
-    def _dial(self) -> None:
-        r = self.region
-        raw = socket.create_connection((r.host, r.port), timeout=CONNECT_TIMEOUT)
-        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock: socket.socket = raw
-        if r.tls:
-            ctx = ssl.create_default_context()
-            if r.insecure_for_tests:
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-            sock = ctx.wrap_socket(raw, server_hostname=r.host)
-        self.sock = sock
-        sock.sendall(
-            f"GET /derp HTTP/1.1\r\nHost: {r.host}\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n\r\n".encode()
-        )
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            chunk = sock.recv(4096)
-            if not chunk or len(buf) > MAX_HTTP_HEADER:
-                raise ConnectionError("DERP server closed during the HTTP upgrade")
-            buf += chunk
-        head, _, rest = buf.partition(b"\r\n\r\n")
-        status = head.split(b"\r\n", 1)[0].split()
-        if len(status) < 2 or status[1] != b"101":
-            raise ConnectionError(f"DERP upgrade refused: {head[:80]!r}")
-        now = self.clock.monotonic()
-        self.conn = ClientConnection(self.config.node_private, now)
+        self.conn = ClientConnection(self.config.node_private, self.clock.monotonic())
         self._preferred = False
-        self.conn_id = next(_CONN_IDS)
         self._routed = set()
         self.connects += 1
-        self._eof = threading.Event()
-        sock.settimeout(None)
-        cid, eof = self.conn_id, self._eof
-
-        def read() -> DerpBytes | DerpClosed | None:
-            if eof.is_set():
-                eof.wait(0.5)
-                return None
-            try:
-                data = sock.recv(65536)
-            except OSError as e:
-                eof.set()
-                return DerpClosed(conn=cid, reason=repr(e))
-            if not data:
-                eof.set()
-                return DerpClosed(conn=cid, reason="EOF")
-            return DerpBytes(conn=cid, data=data)
-
-        self._loop = self.start_io_loop(read, lambda: _shutdown(sock))
-        if rest:
-            self._feed(rest)
+        if msg.leftover:
+            self._feed(msg.leftover)
 
     def _retry(self, reason: str) -> None:
         self.failures += 1
@@ -183,13 +142,12 @@ class DerpClient(Actor):
 
     def _close(self) -> None:
         self.conn = None
-        self._eof.set()
         if self._loop is not None:
             loop, self._loop = self._loop, None
-            loop.stopped.set()  # its close() below unblocks the read
-        if self.sock is not None:
-            _shutdown(self.sock)
-            self.sock = None
+            loop.stopped.set()  # the link's close() below unblocks its dial or read
+        if self._link is not None:
+            link, self._link = self._link, None
+            link.close()
 
     @handles(DerpClosed)
     def closed(self, msg: DerpClosed) -> None:
@@ -298,7 +256,7 @@ class DerpClient(Actor):
     def _note_write(self) -> None:
         """A send keeps a non-home region wanted; the first one dials it (unless a retry is due)."""
         self.last_write = self.clock.monotonic()
-        if self.conn is None and not self._retrying:
+        if self._link is None and not self._retrying:
             self.connect(DerpConnect())
 
     def _queue(self, msg: DerpSend) -> None:
@@ -322,12 +280,12 @@ class DerpClient(Actor):
         self.bytes_out[msg.peer] = self.bytes_out.get(msg.peer, 0) + len(msg.data)
 
     def _flush(self) -> None:
-        if self.conn is None or self.sock is None:
+        if self.conn is None or self._link is None or self._link.sock is None:
             return
         out = self.conn.data_to_send()
         if out:
             try:
-                self.sock.sendall(out)
+                self._link.sock.sendall(out)
             except OSError as e:
                 self._close()
                 self._retry(repr(e))
@@ -336,7 +294,7 @@ class DerpClient(Actor):
     def tick(self, msg: DerpTick) -> None:
         now = self.clock.monotonic()
         if self.conn is None:
-            if self.home and not self._retrying:  # netcheck made this region home
+            if self.home and not self._retrying and self._link is None:  # netcheck made this region home
                 self.connect(DerpConnect())
             return
         if not self._wanted(now):
@@ -368,8 +326,3 @@ class DerpClient(Actor):
             peers=tuple(DerpPeerCounters(peer=p, bytes_in=self.bytes_in.get(p, 0),
                                          bytes_out=self.bytes_out.get(p, 0)) for p in peers))
 
-
-def _shutdown(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
-    sock.close()

@@ -178,7 +178,9 @@ def test_plain_http_garbage_gets_4xx_and_no_traceback(net, caplog):
             out = _raw_http(net, req)
             status = int(out.split(b" ", 2)[1]) if out.startswith(b"HTTP/1.1 ") else None
             assert status is None or 400 <= status < 500, (req[:40], out[:80])
-        assert _raw_http(net, b"GET /generate_204 HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 204")
+        assert _raw_http(net, b"GET /generate_204 HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 204")
+        # HTTP/1.1 without Host is refused, as Go's net/http does (RFC 9112 §3.2)
+        assert _raw_http(net, b"GET /generate_204 HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 400")
     assert not [r for r in caplog.records if r.exc_info], "bad input logged a traceback"
 
 

@@ -325,7 +325,7 @@ def test_handshake_timeout_and_garbage_do_not_stop_the_server() -> None:
     async def body(s: DerpServer) -> None:
         # silent after the upgrade: closed at the handshake deadline
         r, w = await asyncio.open_connection("127.0.0.1", s.port)
-        w.write(b"GET /derp HTTP/1.1\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n\r\n")
+        w.write(b"GET /derp HTTP/1.1\r\nHost: x\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n\r\n")
         got = await asyncio.wait_for(r.read(), 3)  # 101 + ServerKey, then EOF at the deadline
         assert got.startswith(b"HTTP/1.1 101 ") and f.MAGIC in got
         w.close()
@@ -376,7 +376,7 @@ def test_mesh_watcher_sees_presence() -> None:
         from pytsnet.wire.derp.client_info import ClientInfo
 
         reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
-        writer.write(b"GET /derp HTTP/1.1\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n\r\n")
+        writer.write(b"GET /derp HTTP/1.1\r\nHost: x\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n\r\n")
         await reader.readuntil(b"\r\n\r\n")
         w = Client(reader, writer, ClientConnection(NodePrivate.generate(), time.monotonic(),
                                                     info=ClientInfo(mesh_key=mesh)))

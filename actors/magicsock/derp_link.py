@@ -1,0 +1,118 @@
+"""The blocking side of one DERP connection: dial, TLS, the ``/derp`` upgrade, then reads.
+
+It runs as the ``DerpClient``'s I/O loop (``start_io_loop(link.step, link.close)``), never in a
+handler: the first ``step`` dials and reports ``DerpDialed``/``DerpDialFailed``, every later one
+reads and reports ``DerpBytes``/``DerpClosed``. So a server that accepts TCP and then says nothing
+costs the actor nothing: it keeps answering asks and queueing sends while the dial waits out its
+timeouts here. ``close`` (from the actor) unblocks whatever ``step`` is blocked in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import threading
+import time
+
+from pytsnet.messages.magicsock import DerpBytes, DerpClosed, DerpDialed, DerpDialFailed, DerpRegion
+from pytsnet.wire.errors import WireError
+from pytsnet.wire.http1_upgrade import UpgradeClient
+
+CONNECT_TIMEOUT = 5.0
+"""Each blocking step of the dial (TCP connect, TLS handshake, each read of the answer) gets this."""
+DIAL_DEADLINE = 10.0
+"""The whole dial, however slowly a server drips its answer."""
+MAX_HTTP_HEADER = 8192
+"""Cap on the server's ``101`` head."""
+
+
+class DerpLink:
+    """One connection attempt and, once upgraded, its socket (the actor writes to ``sock``)."""
+
+    def __init__(self, region: DerpRegion, conn_id: int) -> None:
+        self.region = region
+        self.conn_id = conn_id
+        self.sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self._dialed = False
+        self._eof = threading.Event()
+
+    def step(self) -> DerpDialed | DerpDialFailed | DerpBytes | DerpClosed | None:
+        """One blocking step for the I/O loop: the dial first, then one read."""
+        if not self._dialed:
+            self._dialed = True
+            return self._dial()
+        sock = self.sock
+        if self._eof.is_set() or sock is None:
+            self._eof.wait(0.5)  # the actor stops the loop on our report; idle until then
+            return None
+        try:
+            data = sock.recv(65536)
+        except OSError as e:
+            self._eof.set()
+            return DerpClosed(conn=self.conn_id, reason=repr(e))
+        if not data:
+            self._eof.set()
+            return DerpClosed(conn=self.conn_id, reason="EOF")
+        return DerpBytes(conn=self.conn_id, data=data)
+
+    def _dial(self) -> DerpDialed | DerpDialFailed | None:
+        r = self.region
+        deadline = time.monotonic() + DIAL_DEADLINE
+        try:
+            raw = socket.create_connection((r.host, r.port), timeout=CONNECT_TIMEOUT)
+            if not self._adopt(raw):
+                return None
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock: socket.socket = raw
+            if r.tls:
+                ctx = ssl.create_default_context()
+                if r.insecure_for_tests:
+                    ctx.check_hostname = False
+                    ctx.verify_mode = ssl.CERT_NONE
+                sock = ctx.wrap_socket(raw, server_hostname=r.host)
+                if not self._adopt(sock):
+                    return None
+            up = UpgradeClient("GET", "/derp", r.host, "DERP", max_head=MAX_HTTP_HEADER)
+            sock.sendall(up.request())
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no HTTP 101 within {DIAL_DEADLINE}s")
+                sock.settimeout(min(CONNECT_TIMEOUT, left))
+                data = sock.recv(4096)
+                if not data:
+                    up.receive_eof()
+                if (reply := up.receive_data(data)) is not None:
+                    break
+            sock.settimeout(None)
+        except (OSError, WireError, ValueError) as e:
+            self._eof.set()
+            return DerpDialFailed(conn=self.conn_id, reason=f"dial: {e!r}")
+        return DerpDialed(conn=self.conn_id, leftover=reply.leftover)
+
+    def _adopt(self, sock: socket.socket) -> bool:
+        """Make ``sock`` the one ``close`` shuts; False (and ``sock`` closed) if close came first."""
+        with self._lock:
+            if not self._closed:
+                self.sock = sock
+                return True
+        _shutdown(sock)
+        return False
+
+    def close(self) -> None:
+        """From any thread: stop reading and unblock a dial or read in progress."""
+        with self._lock:
+            self._closed = True
+            sock = self.sock
+        self._eof.set()
+        if sock is not None:
+            _shutdown(sock)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
