@@ -63,6 +63,17 @@ def _headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
     return out
 
 
+def _next_event(conn: h11.Connection, max_head: int,
+                what: str) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
+    """h11's next event with its errors as ours (a 431 hint is the head cap)."""
+    try:
+        return conn.next_event()
+    except h11.RemoteProtocolError as e:
+        if e.error_status_hint == 431:
+            raise HeadTooLarge(f"{what} head over {max_head} bytes") from None
+        raise MalformedHttp(f"bad {what}: {e}") from None
+
+
 @dataclass(frozen=True)
 class UpgradeResponse:
     """A ``101`` answer: its headers and the upgraded protocol's first bytes (maybe empty)."""
@@ -107,12 +118,7 @@ class UpgradeClient:
 
     def _next(self) -> UpgradeResponse | None:
         while True:
-            try:
-                ev = self._h11.next_event()
-            except h11.RemoteProtocolError as e:
-                if e.error_status_hint == 431:
-                    raise HeadTooLarge(f"response head over {self._max_head} bytes") from None
-                raise MalformedHttp(f"bad upgrade response: {e}") from None
+            ev = _next_event(self._h11, self._max_head, "response")
             if ev is h11.NEED_DATA:
                 return None
             if isinstance(ev, h11.InformationalResponse):
@@ -166,12 +172,7 @@ class RequestParser:
             self.receive_eof()
         self._h11.receive_data(data)
         while True:
-            try:
-                ev = self._h11.next_event()
-            except h11.RemoteProtocolError as e:
-                if e.error_status_hint == 431:
-                    raise HeadTooLarge(f"request head over {self._max_head} bytes") from None
-                raise MalformedHttp(str(e)) from None
+            ev = _next_event(self._h11, self._max_head, "request")
             if ev is h11.NEED_DATA:
                 return None
             if isinstance(ev, h11.Request):
@@ -182,7 +183,7 @@ class RequestParser:
             elif isinstance(ev, h11.EndOfMessage) and self._req is not None:
                 self._req.body = bytes(self._body)
                 return self._req
-            else:  # PAUSED after a complete request is not reached: EndOfMessage comes first
+            else:  # PAUSED is not reached: EndOfMessage comes first
                 raise MalformedHttp(f"unexpected {ev!r}")
 
     def receive_eof(self) -> NoReturn:

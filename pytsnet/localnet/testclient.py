@@ -22,6 +22,7 @@ import zstandard
 
 from pytsnet.wire.controlbase.handshake import ClientHandshake
 from pytsnet.wire.controlbase.stream import ClientStream
+from pytsnet.wire.http1_upgrade import Http1Error, UpgradeClient
 from pytsnet.wire.keys import DiscoPrivate, MachinePrivate, MachinePublic, NodePrivate
 
 CAPVER = 130
@@ -68,13 +69,13 @@ class ControlClient:
         server_key = server_key or await fetch_key(self.url)
         hs = ClientHandshake(self.machine, server_key, CAPVER)
         self.reader, self.writer = await asyncio.open_connection(u.hostname, u.port)
-        b64 = base64.b64encode(hs.initiation).decode()
-        self.writer.write((f"POST /ts2021 HTTP/1.1\r\nHost: {u.netloc}\r\n"
-                           "Upgrade: tailscale-control-protocol\r\n"
-                           f"Connection: upgrade\r\nX-Tailscale-Handshake: {b64}\r\n\r\n").encode())
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        if not head.startswith(b"HTTP/1.1 101"):
-            raise ConnectionError(head.decode(errors="replace"))
+        up = UpgradeClient("POST", "/ts2021", u.netloc, "tailscale-control-protocol",
+                           [("X-Tailscale-Handshake", base64.b64encode(hs.initiation).decode())])
+        self.writer.write(up.request())
+        try:  # the head only: what follows it stays in the reader for the Noise loop
+            up.receive_data(await self.reader.readuntil(b"\r\n\r\n"))
+        except Http1Error as e:
+            raise ConnectionError(str(e)) from e
         self.noise = ClientStream(hs)
         self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True,
                                                                        header_encoding="utf-8"))
