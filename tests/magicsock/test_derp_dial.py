@@ -19,9 +19,10 @@ from pytsnet.wire.keys import NodePrivate
 
 
 class SilentServer:
-    """Accepts TCP connections, reads and discards what arrives, never writes."""
+    """Accepts TCP connections and never writes, or answers each with ``answer`` and closes."""
 
-    def __init__(self) -> None:
+    def __init__(self, answer: bytes = b"") -> None:
+        self.answer = answer
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port: int = self.sock.getsockname()[1]
         self.accepted: list[socket.socket] = []
@@ -34,6 +35,10 @@ class SilentServer:
             except OSError:
                 return
             self.accepted.append(conn)
+            if self.answer:
+                conn.recv(4096)
+                conn.sendall(self.answer)
+                conn.close()
 
     def close(self) -> None:
         self.sock.close()
@@ -82,6 +87,18 @@ def test_a_hung_dial_gives_up_and_retries(silent: SilentServer, monkeypatch: pyt
         assert not st.connected and "TimeoutError" in st.last_error
     finally:
         node.system.shutdown()
+
+
+def test_a_refused_upgrade_is_a_failed_dial_with_its_status() -> None:
+    server = SilentServer(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+    node = make_node("refused", server.port, 1, advertise=False)
+    try:
+        wait_until(lambda: len(server.accepted) >= 2, timeout=10, what="a retry after the refusal")
+        st = node.derp_status()
+        assert not st.connected and st.connects == 0 and "HTTP 403 Forbidden" in st.last_error
+    finally:
+        node.system.shutdown()
+        server.close()
 
 
 def test_dial_then_connect_to_a_real_relay() -> None:
