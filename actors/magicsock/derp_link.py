@@ -37,7 +37,8 @@ class DerpLink:
         self._lock = threading.Lock()
         self._closed = False
         self._dialed = False
-        self._eof = threading.Event()
+        self._eof = False  # reported: nothing more to read
+        self._closed_event = threading.Event()  # close() was called: the loop is about to stop
 
     def step(self) -> DerpDialed | DerpDialFailed | DerpBytes | DerpClosed | None:
         """One blocking step for the I/O loop: the dial first, then one read."""
@@ -45,16 +46,16 @@ class DerpLink:
             self._dialed = True
             return self._dial()
         sock = self.sock
-        if self._eof.is_set() or sock is None:
-            self._eof.wait(0.5)  # the actor stops the loop on our report; idle until then
+        if self._eof or sock is None:
+            self._closed_event.wait(0.5)  # the actor closes us on our report; idle until then
             return None
         try:
             data = sock.recv(65536)
         except OSError as e:
-            self._eof.set()
+            self._eof = True
             return DerpClosed(conn=self.conn_id, reason=repr(e))
         if not data:
-            self._eof.set()
+            self._eof = True
             return DerpClosed(conn=self.conn_id, reason="EOF")
         return DerpBytes(conn=self.conn_id, data=data)
 
@@ -89,7 +90,7 @@ class DerpLink:
                     break
             sock.settimeout(None)
         except (OSError, WireError, ValueError) as e:
-            self._eof.set()
+            self._eof = True
             return DerpDialFailed(conn=self.conn_id, reason=f"dial: {e!r}")
         return DerpDialed(conn=self.conn_id, leftover=reply.leftover)
 
@@ -107,7 +108,7 @@ class DerpLink:
         with self._lock:
             self._closed = True
             sock = self.sock
-        self._eof.set()
+        self._closed_event.set()
         if sock is not None:
             _shutdown(sock)
 

@@ -126,6 +126,7 @@ class Cell:
 
     def start_io_loop(self, fn: Callable[[], Message | None], close: Callable[[], None] | None) -> IoLoop:
         loop = IoLoop(self, self.incarnation, fn, close)
+        self.io_loops = [lp for lp in self.io_loops if not lp.finished]  # one per connection: churn adds up
         self.io_loops.append(loop)
         loop.start()
         return loop

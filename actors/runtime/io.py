@@ -64,6 +64,11 @@ class IoLoop:
             except MailboxFull:
                 log.debug("io loop of %s: mailbox full, result dropped", cell.name)
 
+    @property
+    def finished(self) -> bool:
+        """Stopped and its thread gone: nothing left to stop or join."""
+        return self.stopped.is_set() and not self._thread.is_alive()
+
     def stop(self, join_timeout: float = 1.0) -> None:
         """Stop the loop: set the flag, call ``close`` to unblock ``fn``, join unless called from it."""
         self.stopped.set()
