@@ -186,6 +186,11 @@ class RequestParser:
             else:  # PAUSED is not reached: EndOfMessage comes first
                 raise MalformedHttp(f"unexpected {ev!r}")
 
+    @property
+    def leftover(self) -> bytes:
+        """Bytes fed past the complete request (an upgraded protocol's first bytes, or pipelining)."""
+        return bytes(self._h11.trailing_data[0]) if self._req is not None else b""
+
     def receive_eof(self) -> NoReturn:
         """The client closed mid-request."""
         raise MalformedHttp("truncated request")

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from pytsnet.testing import gonode
 from pytsnet.wire.controlbase import ServerStream, accept_initiation
+from pytsnet.wire.http1_upgrade import RequestParser
 
 pytestmark = [pytest.mark.interop, pytest.mark.root]
 
@@ -23,19 +24,10 @@ H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
 def _read_request(sock: socket.socket) -> tuple[str, dict[str, str], bytes]:
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise ConnectionError("closed before request headers")
-        buf += chunk
-    head, rest = buf.split(b"\r\n\r\n", 1)
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return lines[0], headers, rest
+    parser = RequestParser()
+    while (req := parser.receive_data(sock.recv(4096))) is None:
+        pass
+    return f"{req.method} {req.target} {req.version}", req.headers, parser.leftover
 
 
 def _public_of(private: bytes) -> bytes:

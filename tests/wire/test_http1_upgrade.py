@@ -134,6 +134,12 @@ def test_server_parses_an_upgrade_request() -> None:
     assert req.headers["upgrade"] == "DERP" and req.headers["host"] == "x" and req.body == b""
 
 
+def test_server_keeps_the_bytes_after_an_upgrade_request() -> None:
+    p = RequestParser()
+    req = p.receive_data(UpgradeClient("GET", "/derp", "x", "DERP").request() + b"\x02frames")
+    assert req is not None and req.headers["upgrade"] == "DERP" and p.leftover == b"\x02frames"
+
+
 def test_server_reads_a_body_in_pieces_and_says_how_much_is_left() -> None:
     p = RequestParser()
     assert p.receive_data(b"POST /a?b=1&b=2 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n") is None
