@@ -469,7 +469,7 @@ def test_tls_relay_with_self_signed_certificate(tmp_path) -> None:
             with pytest.raises(ssl.SSLCertVerificationError):
                 await Client.connect(relay.derp_port, tls=strict)
             plain = await asyncio.open_connection("127.0.0.1", relay.derp_port)  # plain HTTP to TLS port
-            plain[1].write(b"GET /derp HTTP/1.1\r\nUpgrade: DERP\r\n\r\n")
+            plain[1].write(b"GET /derp HTTP/1.1\r\nHost: x\r\nUpgrade: DERP\r\n\r\n")
             assert not (await asyncio.wait_for(plain[0].read(100), 5)).startswith(b"HTTP/1.1 101")
             plain[1].close()
             a.send(b.key, b"still serving")  # the bad connections did not disturb the others

@@ -275,7 +275,7 @@ async def _closed_at_once(reader: asyncio.StreamReader) -> bool:
 
 async def _get_key(port: int, source: str = "127.0.0.1") -> bytes:
     r, w = await _raw(port, source)
-    w.write(f"GET /key?v={CAPVER} HTTP/1.1\r\n\r\n".encode())
+    w.write(f"GET /key?v={CAPVER} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     data = await asyncio.wait_for(r.read(), 5)
     w.close()
     return data
