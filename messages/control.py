@@ -27,20 +27,28 @@ class DeviceState(Message, tag="control.device_state"):
     node_id: int = 0
 
 
-# -- from the ControlRunner's I/O thread to itself ------------------------------------------------
-class SessionStatus(Message, tag="control.session_status"):
-    """The I/O side reached a lifecycle point (connected, needs login, failed...)."""
+# -- from the ControlRunner's I/O threads to itself (results of the login machine's requests) -----
+class IoConnected(Message, tag="control.io_connected"):
+    """``Connect(conn)`` finished: the ts2021 connection is up (``error`` empty) or failed."""
 
-    state: StateName
-    auth_url: str = ""
-    error_kind: ErrorKind = ""
+    conn: int
     error: str = ""
 
 
-class MapStreamStarted(Message, tag="control.map_stream_started"):
-    """A new long poll began: the map session starts afresh (Go makes a new mapSession per poll)."""
+class IoRegisterAnswer(Message, tag="control.io_register_answer"):
+    """A register (or logout) request on connection ``conn`` got ``status``/``body``, or ``error``."""
+
+    conn: int
+    status: int = 0
+    body: bytes = b""
+    error: str = ""
+
+
+class IoMapPollStatus(Message, tag="control.io_map_poll_status"):
+    """Long poll number ``stream`` got its response headers."""
 
     stream: int
+    status: int
 
 
 class MapFrame(Message, tag="control.map_frame"):
@@ -50,9 +58,25 @@ class MapFrame(Message, tag="control.map_frame"):
     payload: bytes
 
 
-class SelfExpiryTick(Message, tag="control.self_expiry_tick"):
-    """The runner's own timer: our node key reached its ``KeyExpiry`` with no map frame saying so
-    (Go's ``nmExpiryTimer`` covers the self node too); the state becomes NeedsLogin / key_expired."""
+class IoMapPollEnded(Message, tag="control.io_map_poll_ended"):
+    """Long poll number ``stream`` ended (closed by control, connection lost, watchdog, bad framing)."""
+
+    stream: int
+    error: str
+
+
+class IoLiteUpdateAnswer(Message, tag="control.io_lite_update_answer"):
+    """The lite update ``token`` got HTTP ``status``, or ``error``."""
+
+    token: int
+    status: int = 0
+    error: str = ""
+
+
+class ControlWakeup(Message, tag="control.wakeup"):
+    """The runner's own timer for a ``WakeAt(at)`` of its login machine: a backoff ended, or our node
+    key reached its ``KeyExpiry`` with no map frame saying so (Go's ``nmExpiryTimer`` covers the self
+    node too)."""
 
     at: float = 0.0
 
@@ -68,10 +92,16 @@ class LogoutDone(Message, tag="control.logout_done"):
 
 
 class Logout(Request[LogoutDone], tag="control.logout"):
-    """Deregister (RegisterRequest with a past Expiry) and forget the node key."""
+    """Deregister (RegisterRequest with a past Expiry) and forget the node key. The reply comes when
+    control has answered (or could not be reached)."""
 
 
-class LiteUpdate(Message, tag="control.lite_update"):
+class LiteUpdateDone(Message, tag="control.lite_update_done"):
+    ok: bool
+    status: int = 0
+
+
+class LiteUpdate(Request[LiteUpdateDone], tag="control.lite_update"):
     """Tell control our endpoints and disco key (MapRequest ``Stream:false, OmitPeers:true``)."""
 
     endpoints: list[str] = []
@@ -82,8 +112,3 @@ class LiteUpdate(Message, tag="control.lite_update"):
     """Our home DERP region (``Hostinfo.NetInfo.PreferredDERP``: peers reach us there); 0 keeps it."""
     reply_to: str = ""
     """An actor told the ``LiteUpdateDone`` too (the bridge: "Running" waits until control has it)."""
-
-
-class LiteUpdateDone(Message, tag="control.lite_update_done"):
-    ok: bool
-    status: int = 0

@@ -18,7 +18,7 @@ from pytsnet.messages.base import Message
 if TYPE_CHECKING:
     from pytsnet.actors.runtime.clock import Clock, TimerHandle
     from pytsnet.actors.runtime.io import IoLoop
-    from pytsnet.actors.runtime.ref import ActorRef
+    from pytsnet.actors.runtime.ref import ActorRef, Reply
 
 __all__ = ["Actor", "ActorContext", "PanicAction", "handler_for", "handles"]
 
@@ -56,6 +56,7 @@ class ActorContext(Protocol):
     def start_io_loop(self, fn: Callable[[], Message | None], close: Callable[[], None] | None) -> IoLoop: ...
     def link(self, other: ActorRef) -> None: ...
     def stop_self(self) -> None: ...
+    def defer_reply(self) -> Reply | None: ...
 
 
 class Actor:
@@ -140,6 +141,12 @@ class Actor:
     def stop(self) -> None:
         """Exit normally after the current message (a permanent child is restarted)."""
         self.ctx.stop_self()
+
+    def defer_reply(self) -> Reply | None:
+        """Answer the ask being handled later: the handler's return value is not sent; the actor
+        sets the returned slot itself once the work it started (e.g. on its I/O thread) is done.
+        None when the message was told, not asked (or under replay, which records no slots)."""
+        return self.ctx.defer_reply()
 
     # -- hooks -------------------------------------------------------------------------------
     def on_start(self) -> None:

@@ -71,6 +71,8 @@ class Cell:
         self.links: set[Cell] = set()
         self.timers: set[TimerHandle] = set()
         self.io_loops: list[IoLoop] = []
+        self._handling: Envelope | None = None  # the envelope a handler is running for
+        self._deferred = False  # that handler took its reply slot (``defer_reply``)
         self.handled = 0  # messages handled across incarnations (the fault injector counts these)
         self.ref = ActorRef(self)
         self.dispatcher = system._dispatcher_for(spec.dispatcher)
@@ -230,20 +232,32 @@ class Cell:
         t_mono, t_wall = self.clock.monotonic(), self.clock.time()
         reply: Any = None
         error: Exception | None = None
+        self._handling, self._deferred = env, False
         try:
             reply = method(env.msg)
         except Exception as e:
             error = e
+        finally:
+            self._handling = None
         tracer = self.system.tracer
         if tracer is not None:
             tracer.recv(self.system, self, env, t_mono, t_wall, reply, error)
         if env.reply is not None:
             if error is None:
-                env.reply.set(reply)
+                if not self._deferred:
+                    env.reply.set(reply)
             else:
                 env.reply.set_exception(HandlerError(self.name, error))
         elif error is not None:
             self._panic(error)
+
+    def defer_reply(self) -> Reply | None:
+        """The reply slot of the ask being handled, taken over by the actor (None for a tell)."""
+        env = self._handling
+        if env is None or env.reply is None:
+            return None
+        self._deferred = True
+        return env.reply
 
     def _guard(self, fn: Callable[[], None], _unused: None) -> None:
         try:

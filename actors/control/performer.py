@@ -1,0 +1,155 @@
+"""The ControlRunner's hands: performs the login machine's network requests on two I/O threads.
+
+It decides nothing. The request thread takes ``Connect``/``SendRegister``/``OpenMapPoll``/
+``SendLiteUpdate`` in order from a queue and tells each outcome to the actor as a message; the
+poll thread reads the open map poll (headers, then frames) so a lite update never waits behind the
+long poll. ``abort`` (the machine's ``CloseConnection``) is safe from the actor thread: it closes
+the connection, which fails whatever a thread is blocked on; results of a connection the machine
+gave up carry its old number and are ignored there.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections import deque
+
+from pytsnet.actors.control.transport import ControlTransportError, Noise2Client, Response, fetch_server_key
+from pytsnet.messages.base import Message
+from pytsnet.messages.control import (
+    IoConnected,
+    IoLiteUpdateAnswer,
+    IoMapPollEnded,
+    IoMapPollStatus,
+    IoRegisterAnswer,
+    MapFrame,
+)
+from pytsnet.wire.control import Connect, OpenMapPoll, SendLiteUpdate, SendRegister
+from pytsnet.wire.errors import WireError
+from pytsnet.wire.keys import MachinePrivate
+from pytsnet.wire.tailcfg import FrameDecoder
+
+__all__ = ["ControlPerformer", "Request"]
+
+Request = Connect | SendRegister | OpenMapPoll | SendLiteUpdate
+
+
+class ControlPerformer:
+    """Owns the Noise connection; ``submit``/``abort``/``close`` from the actor, ``step_*`` on I/O threads."""
+
+    def __init__(self, url: str, machine: MachinePrivate, *, request_timeout: float, watchdog: float) -> None:
+        self._url = url
+        self._machine = machine
+        self._timeout = request_timeout
+        self._watchdog = watchdog
+        self._requests: queue.Queue[Request | None] = queue.Queue()
+        self._polls: queue.Queue[tuple[int, Response] | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._client: Noise2Client | None = None
+        self._conn = 0
+        self._aborts = 0
+        self._closed = False
+        self._poll: tuple[int, Response, FrameDecoder] | None = None
+        self._frames: deque[Message] = deque()
+
+    # -- actor thread ------------------------------------------------------------------------------
+    def submit(self, request: Request) -> None:
+        self._requests.put(request)
+
+    def abort(self) -> None:
+        """Close the current connection now; a ``Connect`` under way when this is called fails too."""
+        with self._lock:
+            client, self._client = self._client, None
+            self._aborts += 1
+        if client is not None:
+            client.close()
+
+    def close(self) -> None:
+        """Stop both threads for good (the incarnation ends)."""
+        with self._lock:
+            self._closed = True
+        self._requests.put(None)
+        self._polls.put(None)
+        self.abort()
+
+    # -- the request thread ------------------------------------------------------------------------
+    def step_requests(self) -> Message | None:
+        req = self._requests.get()
+        if req is None:
+            return None
+        match req:
+            case Connect():
+                return self._connect(req.conn)
+            case SendRegister():
+                try:
+                    status, body = self._client_for(req.conn).post_json(
+                        "/machine/register", req.request.to_json(), req.timeout)
+                except ControlTransportError as e:
+                    return IoRegisterAnswer(conn=req.conn, error=str(e))
+                return IoRegisterAnswer(conn=req.conn, status=status, body=body)
+            case OpenMapPoll():
+                try:
+                    resp = self._client_for(req.conn).request("/machine/map", req.request.to_json())
+                except ControlTransportError as e:
+                    return IoMapPollEnded(stream=req.stream, error=str(e))
+                self._polls.put((req.stream, resp))
+                return None
+            case SendLiteUpdate():
+                try:
+                    status, _ = self._client_for(req.conn).post_json("/machine/map", req.request.to_json(),
+                                                                     req.timeout)
+                except ControlTransportError as e:
+                    return IoLiteUpdateAnswer(token=req.token, error=str(e))
+                return IoLiteUpdateAnswer(token=req.token, status=status)
+
+    def _connect(self, conn: int) -> Message:
+        with self._lock:
+            old, self._client = self._client, None
+            aborts = self._aborts
+        if old is not None:
+            old.close()
+        try:
+            key = fetch_server_key(self._url, self._timeout)
+            client = Noise2Client(self._url, self._machine, key, timeout=self._timeout)
+        except (ControlTransportError, WireError) as e:
+            return IoConnected(conn=conn, error=str(e))
+        with self._lock:
+            if self._aborts == aborts and not self._closed:
+                self._client, self._conn = client, conn
+                return IoConnected(conn=conn)
+        client.close()
+        return IoConnected(conn=conn, error="connection closed by the node")
+
+    def _client_for(self, conn: int) -> Noise2Client:
+        with self._lock:
+            client = self._client if self._conn == conn else None
+        if client is None or client.closed:
+            raise ControlTransportError("connection closed")
+        return client
+
+    # -- the poll thread ---------------------------------------------------------------------------
+    def step_poll(self) -> Message | None:
+        if self._frames:
+            return self._frames.popleft()
+        if self._poll is None:
+            item = self._polls.get()
+            if item is None:
+                return None
+            stream, resp = item
+            try:
+                status = resp.wait_status(self._timeout)
+            except ControlTransportError as e:
+                return IoMapPollEnded(stream=stream, error=str(e))
+            if status == 200:
+                self._poll = (stream, resp, FrameDecoder())
+            return IoMapPollStatus(stream=stream, status=status)
+        stream, resp, decoder = self._poll
+        try:
+            chunk = resp.read_chunk(self._watchdog)
+            if chunk is None:
+                raise ControlTransportError("map poll ended")
+            self._frames.extend(MapFrame(stream=stream, payload=p) for p in decoder.feed(chunk))
+        except (ControlTransportError, WireError) as e:
+            self._poll = None
+            return IoMapPollEnded(stream=stream, error=str(e))
+        return self._frames.popleft() if self._frames else None
