@@ -404,8 +404,9 @@ class LoginMachine:
             out.append(WakeAt(when))
 
     def _on_tick(self, at: float, now: float, out: list[Action]) -> None:
-        if at > now:  # the timer ran ahead of the wall clock: look again then
-            out.append(WakeAt(at))
+        if at > now:  # the timer ran ahead of the wall clock: look again then, if still waiting
+            if at in (self.retry_at, self.self_expiry):
+                out.append(WakeAt(at))
             return
         if self.phase is Phase.BACKOFF and self.retry_at is not None and self.retry_at <= now:
             self.retry_at = None
