@@ -37,11 +37,14 @@ def system() -> Iterator[ActorSystem]:
 
 
 
+def _config(url: str, request_timeout: float) -> RunnerConfig:
+    return RunnerConfig(control_url=url, hostname="me", request_timeout=request_timeout)
+
+
 def test_logout_and_lite_update_handlers_return_while_the_transport_is_blocked(
     black_hole: str, system: ActorSystem
 ) -> None:
-    ref = system.spawn(ControlRunner, RunnerConfig(control_url=black_hole, hostname="me",
-                                                   request_timeout=REQUEST_TIMEOUT), MemoryStore(), name="control")
+    ref = system.spawn(ControlRunner, _config(black_hole, REQUEST_TIMEOUT), MemoryStore(), name="control")
     time.sleep(0.2)  # the I/O thread is now inside GET /key, which the black hole never answers
     t0 = time.monotonic()
     ref.tell(Logout())
@@ -52,8 +55,7 @@ def test_logout_and_lite_update_handlers_return_while_the_transport_is_blocked(
 
 
 def test_logout_replies_once_the_io_side_gave_up(black_hole: str, system: ActorSystem) -> None:
-    ref = system.spawn(ControlRunner, RunnerConfig(control_url=black_hole, hostname="me",
-                                                   request_timeout=REQUEST_TIMEOUT), MemoryStore(), name="control")
+    ref = system.spawn(ControlRunner, _config(black_hole, REQUEST_TIMEOUT), MemoryStore(), name="control")
     done = ref.ask(Logout(), timeout=4 * REQUEST_TIMEOUT + 2)
     assert isinstance(done, LogoutDone) and not done.ok and done.error.startswith("logout:")
     st = ref.ask(GetState(), timeout=1.0)
@@ -61,8 +63,7 @@ def test_logout_replies_once_the_io_side_gave_up(black_hole: str, system: ActorS
 
 
 def test_a_pending_logout_fails_fast_when_the_runner_stops(black_hole: str, system: ActorSystem) -> None:
-    ref = system.spawn(ControlRunner, RunnerConfig(control_url=black_hole, hostname="me",
-                                                   request_timeout=30.0), MemoryStore(), name="control")
+    ref = system.spawn(ControlRunner, _config(black_hole, 30.0), MemoryStore(), name="control")
     errors: list[BaseException] = []
 
     def ask() -> None:

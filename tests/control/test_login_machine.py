@@ -30,7 +30,8 @@ class Drive:
     """A login machine, its clock and everything it asked for."""
 
     def __init__(self, *, auth_key: str = AUTH_KEY, backoff_min: float = 1.0, backoff_max: float = 8.0,
-                 node_blob: bytes | None = None, netmap: bytes | None = None, restarted: bool = False) -> None:
+                 node_blob: bytes | None = None, netmap: bytes | None = None,
+                 restarted: bool = False) -> None:
         self.now = T0
         cfg = lm.LoginConfig(control_url=URL, hostinfo=Hostinfo(Hostname="me"), auth_key=auth_key,
                              backoff_min=backoff_min, backoff_max=backoff_max, request_timeout=10,
@@ -313,7 +314,8 @@ def test_register_error_is_permanent_and_scrubs_the_auth_key() -> None:
     assert d.send(lm.Tick(d.now)) == []  # nothing more is tried
 
 
-@pytest.mark.parametrize(("status", "body"), [(500, b"oops"), (503, b""), (400, b"bad request"), (200, b"{no")])
+@pytest.mark.parametrize(("status", "body"),
+                         [(500, b"oops"), (503, b""), (400, b"bad request"), (200, b"{no")])
 def test_register_http_errors_are_typed_and_retried(status: int, body: bytes) -> None:
     d = Drive()
     d.send(lm.Connected(1))
@@ -361,9 +363,11 @@ def test_lite_update_goes_out_on_the_live_connection() -> None:
     lite = d.one(lm.SendLiteUpdate)
     assert (lite.conn, lite.token) == (d.m.conn, 3)
     req = lite.request
-    assert not req.Stream and req.OmitPeers and req.Endpoints == ["192.0.2.7:41641"] and req.EndpointTypes == [2]
+    assert not req.Stream and req.OmitPeers
+    assert req.Endpoints == ["192.0.2.7:41641"] and req.EndpointTypes == [2]
     assert req.DiscoKey is not None and req.DiscoKey.to_text() == disco
-    assert req.Hostinfo is not None and req.Hostinfo.NetInfo is not None and req.Hostinfo.NetInfo.PreferredDERP == 9
+    assert req.Hostinfo is not None and req.Hostinfo.NetInfo is not None
+    assert req.Hostinfo.NetInfo.PreferredDERP == 9
     assert d.send(lm.LiteUpdateAnswered(3, 200)) == [lm.LiteUpdateFinished(3, True, 200)]
     d.send(lm.LiteUpdateAsked(4, ("192.0.2.7:41641",), (2,)))
     assert d.send(lm.LiteUpdateAnswered(4, 0, "connection lost")) == [lm.LiteUpdateFinished(4, False, 0)]
