@@ -407,6 +407,7 @@ def test_logout_deregisters_on_a_fresh_connection_and_forgets_the_node() -> None
     assert d.status == lm.LoginStatus(state="NeedsLogin")
     assert d.m.phase is lm.Phase.LOGGED_OUT
     assert d.send(lm.MapFrameReceived(old_stream, b"{}")) == []
+    assert d.send(lm.Tick(d.now + 5)) == []  # an early timer of the old session is not re-armed
     d.now += 10_000
     assert d.send(lm.Tick(d.now)) == []
 
