@@ -102,7 +102,7 @@ class ControlRunner(Actor):
         self.store = store
         self.publish = publish or (lambda m: None)
         self.state = DeviceState(state="NoState")
-        self.machine = login.LoginMachine(config.login_config(), rng=random.Random())
+        self.machine: login.LoginMachine
         self._io: ControlPerformer | None = None
         self._tokens = itertools.count(1)
         self._lite_waiting: dict[int, tuple[Reply | None, str]] = {}
@@ -111,6 +111,9 @@ class ControlRunner(Actor):
 
     # -- lifecycle -------------------------------------------------------------------------------
     def on_start(self) -> None:
+        # Numbered per incarnation: a result the previous incarnation's I/O thread still tells is stale.
+        self.machine = login.LoginMachine(self.cfg.login_config(), rng=random.Random(),
+                                          first_number=self.incarnation << 32)
         io = self._io = ControlPerformer(self.cfg.control_url, self._machine_key(),
                                          request_timeout=self.cfg.request_timeout, watchdog=WATCHDOG_TIMEOUT)
         self.start_io_loop(io.step_requests, io.close)

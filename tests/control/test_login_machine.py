@@ -448,3 +448,12 @@ def test_restart_resumes_only_a_usable_node(fields: dict[str, object], restarted
     st = d.one(lm.PublishStatus).status
     assert st.state == state and st.addresses == ("100.64.0.5/32",)
     assert d.one(lm.Connect).conn == 1
+
+
+def test_numbering_starts_after_first_number() -> None:
+    """A restarted runner's machine must not take the old incarnation's late results for its own."""
+    cfg = lm.LoginConfig(control_url=URL, hostinfo=Hostinfo(Hostname="me"))
+    m = lm.LoginMachine(cfg, first_number=2 << 32)
+    out = m.start(T0, node_blob=None, netmap_blob_=None, restarted=True)
+    assert [a.conn for a in out if isinstance(a, lm.Connect)] == [(2 << 32) + 1]
+    assert m.handle(lm.Connected(1), T0) == []  # the previous incarnation's first connection

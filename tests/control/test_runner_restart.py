@@ -14,7 +14,7 @@ import pytest
 
 from pytsnet.actors.control.runner import ControlRunner, RunnerConfig
 from pytsnet.actors.control.store import MACHINE_KEY, NETMAP, NODE
-from pytsnet.actors.runtime import ActorSystem, FaultInjector
+from pytsnet.actors.runtime import ActorRef, ActorSystem, FaultInjector
 from pytsnet.messages.base import Message
 from pytsnet.messages.control import DeviceState
 from pytsnet.state import MemoryStore
@@ -46,10 +46,14 @@ def test_restarted_runner_resumes_only_a_usable_node(
     authorized: bool, expires_in: timedelta, after_restart: str
 ) -> None:
     published: list[DeviceState] = []
+    second: list[DeviceState] = []  # published by the second incarnation (the first may still speak)
+    refs: list[ActorRef] = []
 
     def publish(m: Message) -> None:
         if isinstance(m, DeviceState):
             published.append(m)
+            if refs and refs[0].incarnation == 2:
+                second.append(m)
 
     system = ActorSystem("restart-test")
     try:
@@ -57,14 +61,14 @@ def test_restarted_runner_resumes_only_a_usable_node(
                            request_timeout=0.5)
         ref = system.spawn(ControlRunner, cfg, _store(authorized=authorized, expires_in=expires_in),
                            publish, name="control")
+        refs.append(ref)
         wait_until(lambda: ref.is_alive and bool(published), 5, "first incarnation started")
         assert published[0].state == "Starting"  # a fresh start always waits for a netmap
-        seen = len(published)
         FaultInjector.kill_now(ref)
-        wait_until(lambda: ref.incarnation == 2 and ref.is_alive and len(published) > seen, 5,
+        wait_until(lambda: ref.incarnation == 2 and ref.is_alive and bool(second), 5,
                    "second incarnation published its state")
-        assert published[seen].state == after_restart
+        assert second[0].state == after_restart
         if after_restart == "Running":
-            assert published[seen].addresses == ["100.64.0.7/32"] and published[seen].node_id == 7
+            assert second[0].addresses == ["100.64.0.7/32"] and second[0].node_id == 7
     finally:
         system.shutdown()

@@ -141,7 +141,10 @@ class LoginMachine:
     """One node's conversation with control, minus the I/O. Not thread-safe: one owner."""
 
     def __init__(self, cfg: LoginConfig, *, rng: random.Random | None = None,
-                 new_node_key: Callable[[], NodePrivate] = NodePrivate.generate) -> None:
+                 new_node_key: Callable[[], NodePrivate] = NodePrivate.generate,
+                 first_number: int = 0) -> None:
+        """``first_number``: connections and polls are numbered after it, so a driver that outlives a
+        machine (a restarted actor whose old I/O thread still reports) can tell their results apart."""
         self.cfg = cfg
         self._rng = rng or random.Random()
         self._new_key = new_node_key
@@ -152,8 +155,8 @@ class LoginMachine:
         self._endpoints: tuple[str, ...] = ()
         self._endpoint_types: tuple[int, ...] = ()
         self._preferred_derp = 0
-        self.conn = 0
-        self.stream = 0
+        self.conn = first_number
+        self.stream = first_number
         self._need_register = True
         self._auth_bo, self._map_bo = _Backoff(), _Backoff()
         self.retry_at: float | None = None
