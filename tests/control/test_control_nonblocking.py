@@ -7,18 +7,23 @@ and never answers, so every request blocks its I/O thread until the request time
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pytsnet.actors.control.runner import ControlRunner, RunnerConfig
 from pytsnet.actors.runtime import ActorStopped, ActorSystem
 from pytsnet.actors.runtime.errors import HandlerError
+from pytsnet.localnet.server import LocalTailnet
 from pytsnet.messages.control import GetState, LiteUpdate, LiteUpdateDone, Logout, LogoutDone
 from pytsnet.state import MemoryStore
+from pytsnet.testing.polling import wait_until
 
 REQUEST_TIMEOUT = 2.0
 
@@ -80,3 +85,42 @@ def test_a_pending_logout_fails_fast_when_the_runner_stops(black_hole: str, syst
     asker.join(5)
     assert not asker.is_alive() and len(errors) == 1, errors
     assert time.monotonic() - t0 < 5
+
+
+def test_lite_update_waits_for_control_off_the_actor_thread(tmp_path: Path, system: ActorSystem) -> None:
+    """A live connection whose lite update control never answers: the ask is answered (not ok) after
+    the request timeout, and meanwhile the runner keeps answering and keeps its map stream."""
+    with LocalTailnet(tmp_path / "control") as net:
+        assert net.control is not None
+        control = net.control
+        cfg = RunnerConfig(control_url=net.control_url, hostname="me", auth_key=net.create_authkey(),
+                           request_timeout=REQUEST_TIMEOUT)
+        ref = system.spawn(ControlRunner, cfg, MemoryStore(), name="control")
+        wait_until(lambda: ref.ask(GetState(), timeout=1).state == "Running", 15, "runner Running")
+        real = control._serve_map
+        held: list[float] = []
+
+        async def hang_lite_updates(req: Any, machine: str, resp: Any) -> None:
+            if req.get("Stream"):
+                await real(req, machine, resp)
+                return
+            held.append(time.monotonic())
+            await asyncio.sleep(3 * REQUEST_TIMEOUT)  # the transport is stuck on this request
+
+        control._serve_map = hang_lite_updates  # type: ignore[method-assign]
+        try:
+            answers: list[LiteUpdateDone] = []
+            asker = threading.Thread(target=lambda: answers.append(
+                ref.ask(LiteUpdate(endpoints=["192.0.2.1:41641"], endpoint_types=[1]), timeout=10)))
+            asker.start()
+            wait_until(lambda: bool(held), 5, "control holds the lite update")
+            t0 = time.monotonic()
+            for _ in range(5):
+                assert ref.ask(GetState(), timeout=0.5).state == "Running"
+            assert time.monotonic() - t0 < 1.0
+            assert asker.is_alive()  # still waiting for control, but not on the actor thread
+            asker.join(10)
+            assert answers == [LiteUpdateDone(ok=False)]
+            assert ref.ask(GetState(), timeout=1).state == "Running"
+        finally:
+            del control._serve_map
