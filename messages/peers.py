@@ -7,6 +7,7 @@ tracker re-parses them at its trust chokepoint rather than trusting the sender.
 from __future__ import annotations
 
 from pytsnet.messages.base import Message, Request
+from pytsnet.wire.control.expiry import key_expired, node_key_expiry
 from pytsnet.wire.tailcfg import Node
 
 
@@ -39,7 +40,7 @@ class PeerInfo(Message):
 
     def key_expired(self, now: float) -> bool:
         """Control marked the key expired, or its ``KeyExpiry`` is not after ``now``."""
-        return self.expired or (self.key_expiry is not None and self.key_expiry <= now)
+        return key_expired(self.expired, self.key_expiry, now)
 
     @classmethod
     def from_node(cls, n: Node) -> PeerInfo:
@@ -50,7 +51,7 @@ class PeerInfo(Message):
             disco_key=_key_text(n.DiscoKey), addresses=list(n.Addresses),
             allowed_ips=list(n.Addresses if n.AllowedIPs is None else n.AllowedIPs),
             endpoints=list(n.Endpoints), home_derp=n.HomeDERP, online=n.Online, tags=list(n.Tags),
-            key_expiry=None if n.KeyExpiry is None or n.KeyExpiry.year <= 1 else n.KeyExpiry.timestamp(),
+            key_expiry=node_key_expiry(n),
             machine_authorized=n.MachineAuthorized, expired=n.Expired,
         )
 

@@ -32,7 +32,8 @@ from pytsnet.wire.control.events import (
     RegisterAnswered,
     Tick,
 )
-from pytsnet.wire.control.login import LoginConfig, LoginMachine, Phase, node_key_expiry
+from pytsnet.wire.control.expiry import key_expired, node_key_expiry
+from pytsnet.wire.control.login import LoginConfig, LoginMachine, Phase
 from pytsnet.wire.control.record import NodeRecord, netmap_blob, stored_self_node
 
 __all__ = [
@@ -68,6 +69,7 @@ __all__ = [
     "StatusKind",
     "Tick",
     "WakeAt",
+    "key_expired",
     "netmap_blob",
     "node_key_expiry",
     "stored_self_node",

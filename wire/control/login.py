@@ -56,6 +56,7 @@ from pytsnet.wire.control.events import (
     RegisterAnswered,
     Tick,
 )
+from pytsnet.wire.control.expiry import key_expired, node_key_expiry
 from pytsnet.wire.control.record import NodeRecord, netmap_blob, stored_self_node
 from pytsnet.wire.errors import WireError
 from pytsnet.wire.keys import DiscoPrivate, DiscoPublic, NodePrivate
@@ -73,7 +74,7 @@ from pytsnet.wire.tailcfg import (
     RegisterResponseAuth,
 )
 
-__all__ = ["LoginConfig", "LoginMachine", "Phase", "node_key_expiry"]
+__all__ = ["LoginConfig", "LoginMachine", "Phase"]
 
 ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
 """Go's zero ``time.Time``: ``Expiry`` is always sent; zero = "no particular expiry"."""
@@ -107,15 +108,8 @@ class LoginConfig:
     followup_timeout: float = 3600.0
 
 
-def node_key_expiry(node: Node) -> float | None:
-    """``KeyExpiry`` as a Unix time; None when unset or Go's zero time ("never")."""
-    k = node.KeyExpiry
-    return None if k is None or k.year <= 1 else k.timestamp()
-
-
 def _self_expired(node: Node, now: float) -> bool:
-    expiry = node_key_expiry(node)
-    return node.Expired or (expiry is not None and expiry <= now)
+    return key_expired(node.Expired, node_key_expiry(node), now)
 
 
 class _Permanent(Exception):
