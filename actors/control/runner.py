@@ -118,8 +118,8 @@ class ControlRunner(Actor):
                                          request_timeout=self.cfg.request_timeout, watchdog=WATCHDOG_TIMEOUT)
         self.start_io_loop(io.step_requests, io.close)
         self.start_io_loop(io.step_poll, io.close)
-        self._perform(self.machine.start(self.clock.time(), node_blob=self.store.read_state(NODE),
-                                         netmap_blob_=self.store.read_state(NETMAP),
+        self._perform(self.machine.start(self.clock.time(), stored_node=self.store.read_state(NODE),
+                                         stored_netmap=self.store.read_state(NETMAP),
                                          restarted=self.incarnation > 1))
 
     def on_stop(self) -> None:

@@ -30,7 +30,7 @@ class Drive:
     """A login machine, its clock and everything it asked for."""
 
     def __init__(self, *, auth_key: str = AUTH_KEY, backoff_min: float = 1.0, backoff_max: float = 8.0,
-                 node_blob: bytes | None = None, netmap: bytes | None = None,
+                 stored_node: bytes | None = None, netmap: bytes | None = None,
                  restarted: bool = False) -> None:
         self.now = T0
         cfg = lm.LoginConfig(control_url=URL, hostinfo=Hostinfo(Hostname="me"), auth_key=auth_key,
@@ -38,7 +38,7 @@ class Drive:
                              followup_timeout=3600)
         self.m = lm.LoginMachine(cfg, rng=random.Random(7))
         self.disco = DiscoPrivate.generate().public().to_text()
-        self.out = self.m.start(self.now, node_blob=node_blob, netmap_blob_=netmap, restarted=restarted)
+        self.out = self.m.start(self.now, stored_node=stored_node, stored_netmap=netmap, restarted=restarted)
 
     def send(self, event: lm.Event) -> list[lm.Action]:
         self.out = self.m.handle(event, self.now)
@@ -158,7 +158,7 @@ def test_interactive_login_url_then_followup() -> None:
 
 def test_persisted_key_unknown_to_control_falls_back_to_the_auth_key() -> None:
     record = lm.NodeRecord(NodePrivate.generate(), None, logged_in=True)
-    d = Drive(node_blob=record.to_blob(URL))
+    d = Drive(stored_node=record.to_blob(URL))
     d.none(lm.PersistNode)  # the stored key is reused
     assert d.m.node == record.node
     d.send(lm.Connected(1))
@@ -269,7 +269,7 @@ def test_self_marked_expired_by_control_needs_login_at_once() -> None:
 
 def test_register_node_key_expired_rotates_once_with_old_key() -> None:
     record = lm.NodeRecord(NodePrivate.generate(), None, logged_in=True)
-    d = Drive(node_blob=record.to_blob(URL))
+    d = Drive(stored_node=record.to_blob(URL))
     d.send(lm.Connected(1))
     d.register_with(NodeKeyExpired=True)
     rotated = lm.NodeRecord.from_blob(d.one(lm.PersistNode).blob)
@@ -444,7 +444,7 @@ def test_restart_resumes_only_a_usable_node(fields: dict[str, object], restarted
         me = json.loads(netmap)
         me["Node"].update(fields)
         netmap = json.dumps(me).encode()
-    d = Drive(node_blob=node_blob, netmap=netmap, restarted=restarted)
+    d = Drive(stored_node=node_blob, netmap=netmap, restarted=restarted)
     st = d.one(lm.PublishStatus).status
     assert st.state == state and st.addresses == ("100.64.0.5/32",)
     assert d.one(lm.Connect).conn == 1
@@ -454,6 +454,6 @@ def test_numbering_starts_after_first_number() -> None:
     """A restarted runner's machine must not take the old incarnation's late results for its own."""
     cfg = lm.LoginConfig(control_url=URL, hostinfo=Hostinfo(Hostname="me"))
     m = lm.LoginMachine(cfg, first_number=2 << 32)
-    out = m.start(T0, node_blob=None, netmap_blob_=None, restarted=True)
+    out = m.start(T0, stored_node=None, stored_netmap=None, restarted=True)
     assert [a.conn for a in out if isinstance(a, lm.Connect)] == [(2 << 32) + 1]
     assert m.handle(lm.Connected(1), T0) == []  # the previous incarnation's first connection

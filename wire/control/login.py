@@ -179,18 +179,18 @@ class LoginMachine:
         return self._auth_bo.failures + self._map_bo.failures
 
     # -- start ----------------------------------------------------------------------------------
-    def start(self, now: float, *, node_blob: bytes | None, netmap_blob_: bytes | None,
+    def start(self, now: float, *, stored_node: bytes | None, stored_netmap: bytes | None,
               restarted: bool) -> list[Action]:
         """Begin from the stored records. A restart of the actor is not a restart of the node: a node
         logged in, machine-authorized and unexpired in its last netmap stays Running while it
         reconnects (Go's state stays Running across a map-stream reconnect)."""
         out: list[Action] = []
-        record = NodeRecord.from_blob(node_blob)
+        record = NodeRecord.from_blob(stored_node)
         if record is None:
             out.append(self._set_record(NodeRecord(self._new_key())))
         else:
             self._record = record
-        me = stored_self_node(netmap_blob_) if self._record.logged_in else None
+        me = stored_self_node(stored_netmap) if self._record.logged_in else None
         fields: dict[str, object] = {}
         if me is not None:
             fields = {"addresses": tuple(me.Addresses), "name": me.Name, "node_id": me.ID}
