@@ -79,8 +79,8 @@ def _cut_direct_mid_transfer(p: object, n: int) -> None:
     at_cut: dict[str, object] = {}
 
     def cut() -> None:
-        at_cut["a"] = peer_row(p.a)  # type: ignore[attr-defined]
         blackhole(p.b, True)  # type: ignore[attr-defined]
+        at_cut["a"] = peer_row(p.a)  # type: ignore[attr-defined]  # after: all it sent direct from here is lost
 
     x = anyio.run(lambda: exchange(p, n, during=cut))
     _assert_exact(x)
@@ -88,9 +88,13 @@ def _cut_direct_mid_transfer(p: object, n: int) -> None:
     assert before.path == "direct", before  # type: ignore[attr-defined]
     # Before the cut, a quarter (less what was still in flight) had crossed the direct path...
     assert before.udp_bytes_out > n // 8 and before.udp_bytes_in > n // 8, before  # type: ignore[attr-defined]
-    # ...and after it the rest (>= 3/4 each way) went via DERP; status() shows the fallback.
+    # ...and after it everything a had not yet sent direct went via DERP; status() shows the
+    # fallback. "A quarter arrived" bounds what b's app read, not what crossed: b's receive window
+    # and channel hold more, so up to n/4 + those buffers may have crossed directly before the cut.
     assert row.path == "derp" and row.derp_region == 900, row  # type: ignore[attr-defined]
-    assert row.derp_bytes_out - before.derp_bytes_out > n // 2, (before, row)  # type: ignore[attr-defined]
+    left = n - before.udp_bytes_out  # type: ignore[attr-defined]
+    assert left > n // 8, before  # the cut left a real share of the transfer to DERP
+    assert row.derp_bytes_out - before.derp_bytes_out >= left, (before, row)  # type: ignore[attr-defined]
     # b only stops *reading* UDP, so its own sends to a may stay direct until its disco pings go
     # unanswered: that direction must fall back too, but how much of it is timing.
     assert row.derp_bytes_in - before.derp_bytes_in > 0, (before, row)  # type: ignore[attr-defined]
