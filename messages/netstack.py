@@ -119,6 +119,10 @@ class NetstackStatus(Message, tag="netstack.status"):
 
     drops: dict[str, int]
     counters: dict[str, int] = {}
+    flows: int = 0
+    """TCP flows whose actor has not yet told ``FlowClosed`` (device close waits for 0)."""
+    adopted: int = 0
+    """Flows the running incarnation took over from the one before it (after a restart)."""
 
 
 class NetstackStatusRequest(Request[NetstackStatus], tag="netstack.status_request"):

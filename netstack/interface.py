@@ -270,6 +270,13 @@ class Stack:
         self._external.add(key)
         return key
 
+    def adopt(self, key: FlowKey) -> None:
+        """Route ``key``'s segments to ``take_flow_segments``: a flow detached by an earlier stack
+        (its owner outlived a restart of this one) and still open."""
+        if key in self._tcp:
+            raise AddressInUse(f"TCP flow {key} is owned by this stack")
+        self._external.add(key)
+
     def take_flow_segments(self) -> list[tuple[FlowKey, bytes]]:
         """TCP segments (raw, checksum not yet verified) received for detached flows since the last call."""
         got, self._flow_in = self._flow_in, []

@@ -6,7 +6,8 @@ stopping the actor tree drops whatever is still queued: a peer's sender would st
 own timeouts (minutes). So, before the tree stops:
 
 1. ask the netstack to ``AbortAllFlows`` (listeners close, each flow is told ``FlowAbort``);
-2. wait until every flow's channel says ``finished`` (its RST has been told to the engine);
+2. ask the netstack how many flows are still open until none is (each flow tells ``FlowClosed``
+   after its RST was told to the engine; the facade never reads the netstack's tables);
 3. ask the engine, the UDP actor, then each DERP client a status: mailboxes are FIFO, so each reply
    means the packets before it were encrypted and handed on, or written to the socket.
 
@@ -24,7 +25,7 @@ from pytsnet.actors.runtime.errors import HandlerError
 from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.messages.base import Request
 from pytsnet.messages.magicsock import DerpStatusRequest, PathStatusRequest
-from pytsnet.messages.netstack import AbortAllFlows, FlowsAborted
+from pytsnet.messages.netstack import AbortAllFlows, FlowsAborted, NetstackStatusRequest
 from pytsnet.messages.wgengine import GetWgStatus
 
 __all__ = ["DRAIN_TIMEOUT", "reset_flows_and_flush"]
@@ -47,10 +48,7 @@ def reset_flows_and_flush(system: ActorSystem, memory: DataplaneMemory,
     reply = _ask(system, sp.names.get("netstack", ""), AbortAllFlows(), deadline)
     if not isinstance(reply, FlowsAborted):
         return 0
-    for ch in sp.netstack.registry.flows():
-        left = deadline - time.monotonic()
-        if left <= 0 or not ch.wait(lambda ch=ch: ch.finished, left):
-            log.debug("close: flow %s did not finish in time", ch.name)
+    _wait_flows_closed(system, sp.names.get("netstack", ""), deadline)
     # Barriers, in the order the packets travel.
     _ask(system, sp.names.get("engine", ""), GetWgStatus(), deadline)
     _ask(system, sp.names.get("udp", ""), PathStatusRequest(), deadline)
@@ -58,6 +56,19 @@ def reset_flows_and_flush(system: ActorSystem, memory: DataplaneMemory,
         if role.startswith("derp."):
             _ask(system, name, DerpStatusRequest(), deadline)
     return reply.flows
+
+
+def _wait_flows_closed(system: ActorSystem, name: str, deadline: float) -> None:
+    """Poll the netstack's open-flow count (a status ask) until 0; the resets take milliseconds."""
+    pause = 0.001
+    while (status := _ask(system, name, NetstackStatusRequest(), deadline)) is not None and status.flows:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, 0.02)
+    if status is not None and status.flows:
+        log.debug("close: %d flows did not finish in time", status.flows)
 
 
 def _ask(system: ActorSystem, name: str, msg: Request[_R], deadline: float) -> _R | None:

@@ -8,7 +8,7 @@
     └── dataplane.sup (one-for-one, 20 restarts / 10 s), spawned by the bridge at the first netmap
         ├── wgengine       WgEngine       (sessions, AllowedIPs routing, packet filter)
         ├── magicsock.sup  (udp, disco, stun, derp.<region>; see actors/magicsock/node.py)
-        └── netstack       NetstackActor  (its TcpFlowActors under its own flows supervisor)
+        └── netstack.sup   (netstack NetstackActor, netstack.flows its TcpFlowActors; actors/netstack/subtree)
 
 The data-plane subtree needs the node key, our addresses and the DERP map, which only the first
 netmap brings, so the bridge spawns it (through ``spawn_dataplane``) rather than the node
@@ -26,8 +26,6 @@ from pytsnet.actors.control import ControlRunner, RunnerConfig, StateStore
 from pytsnet.actors.dataplane import DataplaneBridge, DataplaneMemory, Spawned
 from pytsnet.actors.magicsock.config import MagicsockConfig
 from pytsnet.actors.magicsock.node import spawn_magicsock
-from pytsnet.actors.netstack.actor import NetstackActor
-from pytsnet.actors.netstack.channel import FlowRegistry
 from pytsnet.actors.peers import PeerTracker
 from pytsnet.actors.runtime import (
     ActorSystem,
@@ -114,14 +112,11 @@ def spawn_dataplane(system: ActorSystem, nm: DataplaneNetmap, options: Dataplane
     spawn_magicsock(system, ms, parent=sup)
     engine = system.lookup(WGENGINE)
     assert engine is not None
-    registry = FlowRegistry()
-    ns_ref = system.spawn(NetstackActor, system, StackConfig(addresses=addresses, enable_ipv6=v6), engine,
-                          registry, out_message=IpPacketOut, name=NETSTACK, parent=sup, dispatcher="thread",
-                          mailbox=NETSTACK_MAILBOX)
+    netstack = Netstack.start(system, StackConfig(addresses=addresses, enable_ipv6=v6), engine, name=NETSTACK,
+                              out_message=IpPacketOut, mailbox=NETSTACK_MAILBOX, parent=sup)
     names = {"engine": WGENGINE, "netstack": NETSTACK,
              **{w: ms.name(w) for w in ("udp", "disco", "stun", "sup")},
              **{f"derp.{r.region_id}": ms.derp_name(r.region_id) for r in nm.derp_regions}}
-    netstack = Netstack(ns_ref, registry)
     if options.on_netstack is not None:
         options.on_netstack(netstack)
     return Spawned(identity=(nm.node_private, tuple(nm.self_node.addresses), nm.derp_regions),

@@ -2,10 +2,26 @@
 
 Inbound IP packets (``LinkPacketIn``, or the WireGuard engine's ``IpPacketIn``) go into
 ``Stack.receive``; segments of established TCP flows come back out of ``take_flow_segments`` and are
-told to that flow's ``TcpFlowActor`` (pooled dispatcher, ``Restart.NEVER`` under a per-netstack
-supervisor: a dead flow is reset, not resurrected). Handshakes, listeners' backlogs, UDP, ICMP,
-RSTs for closed ports and TIME_WAIT stay in the Stack. The link sink is any actor accepting
-``out_message(data=...)``: the TUN link in tests, the WireGuard engine in the device.
+told to that flow's ``TcpFlowActor``. Handshakes, listeners' backlogs, UDP, ICMP, RSTs for closed
+ports and TIME_WAIT stay in the Stack. The link sink is any actor accepting ``out_message(data=...)``:
+the TUN link in tests, the WireGuard engine in the device.
+
+Supervision (``netstack_spec`` in ``actors/netstack/subtree.py``): this actor and its flows
+supervisor are siblings under the netstack's own supervisor, so a crash here restarts only this
+actor. Per-connection state lives in the flow actors, and the hand-over table (``FlowRegistry``,
+a spawn argument, so the same object for every incarnation) holds each flow's immutable
+``FlowRecord`` and the app's listener and UDP channels. A new incarnation builds a fresh Stack and
+re-adopts from it: every live flow's 4-tuple (``Stack.adopt``), every listener (same port, backlog
+and app channel) and UDP socket. A flow sees a pause; the packets that arrived meanwhile waited in
+this actor's mailbox, which outlives the incarnation.
+
+What a restart loses: whatever only the old Stack held. Half-open handshakes and connections
+established but not yet handed to a flow actor (the listener's backlog inside the Stack) are
+forgotten: the peer's next segment on them gets an RST, so its connect fails or resets and it may
+retry. The SYN-cookie secret is per Stack, so an outstanding cookie's ACK is answered with an RST
+too. TIME_WAIT entries are forgotten (a new connection on such a 4-tuple is accepted as new).
+Datagrams queued in the old Stack's UDP endpoints (not yet moved to the app's channel) are dropped,
+as UDP may.
 """
 
 from __future__ import annotations
@@ -14,7 +30,13 @@ import ipaddress
 import itertools
 from typing import TYPE_CHECKING, Any
 
-from pytsnet.actors.netstack.channel import DatagramChannel, FlowChannel, FlowRegistry, ListenerChannel
+from pytsnet.actors.netstack.channel import (
+    DatagramChannel,
+    FlowChannel,
+    FlowRecord,
+    FlowRegistry,
+    ListenerChannel,
+)
 from pytsnet.actors.netstack.flow import TcpFlowActor, emit_packets
 from pytsnet.actors.runtime import (
     Actor,
@@ -23,8 +45,6 @@ from pytsnet.actors.runtime import (
     MailboxFull,
     MailboxPolicy,
     Restart,
-    Supervisor,
-    SupervisorConfig,
     handles,
 )
 from pytsnet.actors.runtime.logs import subsystem_logger
@@ -84,12 +104,14 @@ _FLOW_MAILBOX = MailboxConfig(8192, MailboxPolicy.FAIL)
 
 class NetstackActor(Actor):
     def __init__(self, system: ActorSystem, config: StackConfig, sink: ActorRef, registry: FlowRegistry,
-                 *, out_message: type[Message] = LinkPacketOut, tcp_config: TcpConfig | None = None,
-                 channel_limit: int | None = None) -> None:
+                 *, flows: str, out_message: type[Message] = LinkPacketOut,
+                 tcp_config: TcpConfig | None = None, channel_limit: int | None = None) -> None:
         self.system = system
         self.config = config
         self.sink = sink
         self.registry = registry
+        self.flows_name = flows
+        """The flows supervisor (a sibling under the netstack's supervisor): flow actors live there."""
         self.out_message = out_message
         self.out_batch = _BATCH_OF.get(out_message)  # the sink takes a burst in one message
         self.tcp_config = tcp_config
@@ -102,26 +124,50 @@ class NetstackActor(Actor):
         self._sup: ActorRef | None = None
         self._timer: TimerHandle | None = None
         self._timer_at: float | None = None
+        self.adopted = 0
+        """Flows this incarnation took over from an earlier one (0 on a first start)."""
 
     def on_start(self) -> None:
         self.stack = Stack(self.config, tcp_config=self.tcp_config)
-        self._sup = self.system.spawn(Supervisor, SupervisorConfig(max_restarts=1_000_000, within=1.0),
-                                      name=f"{self.name}-flows#{self.incarnation}", dispatcher="thread")
+        self._sup = self.ctx.lookup(self.flows_name)
+        if self._sup is None:
+            raise RuntimeError(f"{self.name}: no flows supervisor {self.flows_name!r}")
+        self._adopt()
 
-    def on_stop(self) -> None:
-        # The Stack (demux, listeners) dies with this incarnation: its flows are reset.
-        if self._sup is not None:
-            self._sup.stop()
-        for _, lch in self.listeners.values():
-            with lch.lock:
-                lch.closed = True
-            lch.notify()
-            self.registry.set_listener(lch.port, None)
-        for _, dch in self.udp.values():
-            with dch.lock:
-                dch.closed = True
-            dch.notify()
-            self.registry.set_udp(dch.port, None)
+    def _adopt(self) -> None:
+        """Rebuild the demux tables from what outlived the last incarnation (nothing on a first start):
+        the live flows' records, then the app's listeners and UDP sockets on the same ports."""
+        registry = self.registry
+        for rec in registry.flows():
+            if not rec.ref.is_alive:  # ended meanwhile: its FlowClosed may be lost with that incarnation
+                registry.pop_flow(rec.name)
+                continue
+            try:
+                self.stack.adopt(rec.key)
+            except NetstackError as e:
+                log.warning("%s: cannot adopt flow %s: %s", self.name, rec.name, e)
+                continue
+            self.flows[rec.name] = (rec.key, rec.ref)
+            self._by_key[rec.key] = rec.ref
+            self.adopted += 1
+        for lch in registry.listeners():
+            try:
+                lst = self.stack.tcp_listen(lch.port, backlog=lch.backlog)
+            except (NetstackError, ValueError) as e:
+                log.warning("%s: cannot listen on %d again: %s", self.name, lch.port, e)
+                continue
+            self.listeners[lch.port] = (lst, lch)
+        for dch in registry.udp_sockets():
+            try:
+                ep = self.stack.udp_bind(dch.port)
+            except (NetstackError, ValueError) as e:
+                log.warning("%s: cannot bind UDP %d again: %s", self.name, dch.port, e)
+                continue
+            self.udp[dch.port] = (ep, dch)
+        if self.incarnation > 1:
+            log.info("%s restarted: %d flows, %d listeners, %d UDP sockets carried over", self.name,
+                     self.adopted, len(self.listeners), len(self.udp))
+            self._after(self.clock.monotonic())
 
     # -- packets -------------------------------------------------------------------------------------
     @handles(*_INBOUND)
@@ -140,7 +186,8 @@ class NetstackActor(Actor):
 
     @handles(NetstackStatusRequest)
     def status(self, msg: NetstackStatusRequest) -> NetstackStatus:
-        return NetstackStatus(drops=dict(self.stack.drops), counters=dict(self.stack.stats))
+        return NetstackStatus(drops=dict(self.stack.drops), counters=dict(self.stack.stats),
+                              flows=len(self.flows), adopted=self.adopted)
 
     @handles(StackTick)
     def on_tick(self, msg: StackTick) -> None:
@@ -195,11 +242,11 @@ class NetstackActor(Actor):
         name = f"{self.name}-tcp-{next(_flow_ids)}"
         ch = FlowChannel(name, (str(conn.local[0]), conn.local[1]), (str(conn.remote[0]), conn.remote[1]),
                          self.channel_limit)
-        self.registry.add_flow(ch, dialed=dialed)
         assert self._sup is not None
         ref = self.system.spawn(TcpFlowActor, conn, ch, self.sink, self.ref, self.out_message,
                                 self.config.ip_ttl, self.out_batch, name=name, parent=self._sup,
                                 dispatcher="pool", restart=Restart.NEVER, mailbox=_FLOW_MAILBOX)
+        self.registry.add_flow(FlowRecord(name, key, ref, ch), dialed=dialed)
         self.flows[name] = (key, ref)
         self._by_key[key] = ref
         return ch

@@ -14,6 +14,7 @@ import collections
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pytsnet.actors.runtime.errors import ActorStopped, MailboxFull
@@ -22,9 +23,10 @@ from pytsnet.messages.netstack import FlowAppWake, ListenerWake
 
 if TYPE_CHECKING:
     from pytsnet.actors.runtime.ref import ActorRef
+    from pytsnet.netstack.interface import FlowKey
 
-__all__ = ["DatagramChannel", "FlowAborted", "FlowChannel", "FlowCrashed", "FlowRegistry", "ListenerChannel",
-           "Waitable"]
+__all__ = ["DatagramChannel", "FlowAborted", "FlowChannel", "FlowCrashed", "FlowRecord", "FlowRegistry",
+           "ListenerChannel", "Waitable"]
 
 
 class FlowCrashed(ConnectionResetError):
@@ -255,36 +257,52 @@ class DatagramChannel(Waitable):
 _MAX_UNCLAIMED = 1024
 
 
+@dataclass(frozen=True)
+class FlowRecord:
+    """One live flow as the demultiplexer needs it: its name, 4-tuple and actor. Written once when
+    the flow is spawned and never changed, so a restarted NetstackActor can route to the flows that
+    outlived the incarnation that made them without trusting anything that incarnation mutated."""
+
+    name: str
+    key: FlowKey
+    ref: ActorRef
+    channel: FlowChannel
+
+
 class FlowRegistry:
-    """Flow name -> channel, shared by the netstack actor (writer) and the app API (reader)."""
+    """The netstack's hand-over table: flow name -> record, port -> listener/UDP channel.
+
+    Written by the NetstackActor (any incarnation: the registry is in its spawn arguments, so it
+    outlives a restart and is what the next incarnation rebuilds its Stack from); read by the
+    app-facing ``Netstack`` to pick up the channel a reply named."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._flows: dict[str, FlowChannel] = {}
+        self._flows: dict[str, FlowRecord] = {}
         self._listeners: dict[int, ListenerChannel] = {}
         self._udp: dict[int, DatagramChannel] = {}
         # Dialed flows wait here until the dialer claims them: a peer that refuses at once can end
         # the flow (and pop it from _flows) before the dialer's ask reply is even read.
         self._unclaimed: dict[str, FlowChannel] = {}
 
-    def add_flow(self, ch: FlowChannel, *, dialed: bool = False) -> None:
+    def add_flow(self, record: FlowRecord, *, dialed: bool = False) -> None:
         with self._lock:
-            self._flows[ch.name] = ch
+            self._flows[record.name] = record
             if dialed:
                 if len(self._unclaimed) >= _MAX_UNCLAIMED:  # dialers that timed out never claim
                     del self._unclaimed[next(iter(self._unclaimed))]
-                self._unclaimed[ch.name] = ch
+                self._unclaimed[record.name] = record.channel
 
     def claim_flow(self, name: str) -> FlowChannel | None:
         """Hand a dialed flow to its dialer, even if it already ended (its error is on the channel)."""
         with self._lock:
             return self._unclaimed.pop(name, None)
 
-    def pop_flow(self, name: str) -> FlowChannel | None:
+    def pop_flow(self, name: str) -> FlowRecord | None:
         with self._lock:
             return self._flows.pop(name, None)
 
-    def flows(self) -> list[FlowChannel]:
+    def flows(self) -> list[FlowRecord]:
         with self._lock:
             return list(self._flows.values())
 
@@ -299,6 +317,10 @@ class FlowRegistry:
         with self._lock:
             return self._listeners.get(port)
 
+    def listeners(self) -> list[ListenerChannel]:
+        with self._lock:
+            return list(self._listeners.values())
+
     def set_udp(self, port: int, ch: DatagramChannel | None) -> None:
         with self._lock:
             if ch is None:
@@ -309,3 +331,23 @@ class FlowRegistry:
     def udp(self, port: int) -> DatagramChannel | None:
         with self._lock:
             return self._udp.get(port)
+
+    def udp_sockets(self) -> list[DatagramChannel]:
+        with self._lock:
+            return list(self._udp.values())
+
+    def close_endpoints(self) -> None:
+        """The netstack is gone for good: every listener and UDP socket's waiters see it closed.
+        (Flows end by themselves: each flow actor's stop resets its connection.)"""
+        with self._lock:
+            listeners, self._listeners = list(self._listeners.values()), {}
+            sockets, self._udp = list(self._udp.values()), {}
+            self._flows.clear()
+        for ch in listeners:
+            with ch.lock:
+                ch.closed = True
+            ch.notify()
+        for dch in sockets:
+            with dch.lock:
+                dch.closed = True
+            dch.notify()

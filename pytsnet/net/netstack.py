@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from pytsnet.actors.netstack.actor import NetstackActor
 from pytsnet.actors.netstack.channel import FlowChannel, FlowRegistry
+from pytsnet.actors.netstack.subtree import netstack_spec
 from pytsnet.actors.runtime import ActorRef, MailboxConfig, MailboxPolicy
 from pytsnet.errors import AddressInUse
 from pytsnet.messages.netstack import LinkPacketOut, NetstackReply, TcpConnect, TcpListen, UdpBind
@@ -35,12 +35,15 @@ class Netstack:
     @classmethod
     def start(cls, system: ActorSystem, config: StackConfig, sink: ActorRef, *, name: str = "netstack",
               out_message: type[Message] = LinkPacketOut, tcp_config: TcpConfig | None = None,
-              mailbox: MailboxConfig | None = None) -> Netstack:
-        """Spawn the NetstackActor (thread dispatcher: it is the hot demultiplexer)."""
+              mailbox: MailboxConfig | None = None, parent: ActorRef | None = None) -> Netstack:
+        """Spawn the netstack subtree (``actors/netstack/subtree.py``) under ``parent`` (default root)."""
         registry = FlowRegistry()
-        ref = system.spawn(NetstackActor, system, config, sink, registry, out_message=out_message,
-                           tcp_config=tcp_config, name=name, dispatcher="thread",
-                           mailbox=mailbox or MailboxConfig(65536, MailboxPolicy.DROP_NEWEST))
+        system.spawn_spec(netstack_spec(system, name, config, sink, registry, out_message=out_message,
+                                        tcp_config=tcp_config,
+                                        mailbox=mailbox or MailboxConfig(65536, MailboxPolicy.DROP_NEWEST)),
+                          parent)
+        ref = system.lookup(name)
+        assert ref is not None
         return cls(ref, registry)
 
     @staticmethod

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
-from pytsnet.actors.netstack.channel import _MAX_UNCLAIMED, FlowChannel, FlowRegistry
+import ipaddress
+from typing import Any
+
+from pytsnet.actors.netstack.channel import _MAX_UNCLAIMED, FlowChannel, FlowRecord, FlowRegistry
 
 
 def _channel(name: str) -> FlowChannel:
     return FlowChannel(name, ("100.64.0.1", 40000), ("100.64.0.2", 80), 65536)
 
 
+def _record(ch: FlowChannel) -> FlowRecord:
+    key = (6, ipaddress.ip_address(ch.local[0]), ch.local[1], ipaddress.ip_address(ch.remote[0]), ch.remote[1])
+    ref: Any = None  # the registry never touches the ref
+    return FlowRecord(ch.name, key, ref, ch)
+
+
 def test_refused_before_claim_still_reaches_the_dialer() -> None:
     reg = FlowRegistry()
     ch = _channel("f1")
-    reg.add_flow(ch, dialed=True)
+    reg.add_flow(_record(ch), dialed=True)
     ch.error = ConnectionRefusedError("peer sent RST")
     reg.pop_flow("f1")  # the flow actor ended first (the race CI hit)
     claimed = reg.claim_flow("f1")
@@ -23,14 +32,14 @@ def test_refused_before_claim_still_reaches_the_dialer() -> None:
 
 def test_accepted_flows_are_not_claimable() -> None:
     reg = FlowRegistry()
-    reg.add_flow(_channel("a1"))
+    reg.add_flow(_record(_channel("a1")))
     assert reg.claim_flow("a1") is None
 
 
 def test_unclaimed_dials_are_bounded() -> None:
     reg = FlowRegistry()
     for i in range(_MAX_UNCLAIMED + 10):
-        reg.add_flow(_channel(f"d{i}"), dialed=True)
+        reg.add_flow(_record(_channel(f"d{i}")), dialed=True)
         reg.pop_flow(f"d{i}")
     assert reg.claim_flow("d0") is None  # the oldest were evicted
     assert reg.claim_flow(f"d{_MAX_UNCLAIMED + 9}") is not None
