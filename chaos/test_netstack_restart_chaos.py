@@ -16,7 +16,6 @@ import ipaddress
 from collections.abc import Callable
 
 import anyio
-import pytest
 
 from pytsnet.actors.runtime import Actor, ActorRef, ActorSystem, FaultInjector, handles
 from pytsnet.messages.netstack import LinkPacketIn, LinkPacketOut, NetstackStatusRequest

@@ -77,6 +77,12 @@ class PeerExpiryTick(Message, tag="peers.expiry_tick"):
     """The expiry (Unix seconds) the timer was armed for."""
 
 
+class ResendNetmap(Message, tag="peers.resend_netmap"):
+    """Told by a restarted PeerTracker to the netmap's sender (the ControlRunner): the new incarnation
+    has no peer table, so tell it the current ``NetmapUpdate`` again. Until it arrives the tracker
+    admits no one; the re-sent netmap is admitted afresh (keys, expiry by the clock now)."""
+
+
 class ClearPeers(Message, tag="peers.clear"):
     """Forget every peer (logout, or the control session ended for good)."""
 

@@ -85,7 +85,8 @@ def device_tree(system: ActorSystem, runner: RunnerConfig, store: StateStore,
         return spawn_dataplane(system, nm, options)
 
     return supervisor_spec(NODE, [
-        ChildSpec(PeerTracker, PEERS, args=(peers_publish,), restart=Restart.PERMANENT),
+        ChildSpec(PeerTracker, PEERS, args=(peers_publish,), kwargs={"control": CONTROL},
+                  restart=Restart.PERMANENT),
         ChildSpec(DataplaneBridge, DATAPLANE, args=(memory, spawn, publish, CONTROL),
                   restart=Restart.PERMANENT),
         ChildSpec(ControlRunner, CONTROL, args=(runner, store, publish), restart=Restart.PERMANENT),

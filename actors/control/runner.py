@@ -48,7 +48,7 @@ from pytsnet.messages.control import (
     LogoutDone,
     MapFrame,
 )
-from pytsnet.messages.peers import ClearPeers, NetmapUpdate, PeerInfo
+from pytsnet.messages.peers import ClearPeers, NetmapUpdate, PeerInfo, ResendNetmap
 from pytsnet.wire.keys import DiscoPublic, MachinePrivate
 from pytsnet.wire.tailcfg import Hostinfo
 
@@ -108,6 +108,8 @@ class ControlRunner(Actor):
         self._lite_waiting: dict[int, tuple[Reply | None, str]] = {}
         self._logout_waiting: dict[int, Reply | None] = {}
         self._timers: dict[float, TimerHandle] = {}
+        self._peers_update: NetmapUpdate | None = None
+        """The last peer list told to PeerTracker (re-sent when a restarted tracker asks)."""
 
     # -- lifecycle -------------------------------------------------------------------------------
     def on_start(self) -> None:
@@ -195,6 +197,12 @@ class ControlRunner(Actor):
         self._logout_waiting[token] = self.defer_reply()
         self._feed(login.LogoutAsked(token))
 
+    @handles(ResendNetmap)
+    def on_resend_netmap(self, msg: ResendNetmap) -> None:
+        """A restarted PeerTracker starts empty: tell it the current peer list again (it re-admits)."""
+        if self._peers_update is not None:
+            self.tell_named(self.cfg.peers_name, self._peers_update)
+
     # -- performing the machine's actions --------------------------------------------------------
     def _perform(self, actions: list[login.Action]) -> None:
         io = self._io
@@ -214,6 +222,7 @@ class ControlRunner(Actor):
                 case login.PublishNetmap():
                     self._hand_out(a)
                 case login.ClearPeers():
+                    self._peers_update = None
                     self.tell_named(self.cfg.peers_name, ClearPeers())
                 case login.WakeAt():
                     if a.at not in self._timers:
@@ -236,9 +245,10 @@ class ControlRunner(Actor):
 
     def _hand_out(self, a: login.PublishNetmap) -> None:
         nm = a.netmap
-        self.tell_named(self.cfg.peers_name, NetmapUpdate(
+        self._peers_update = NetmapUpdate(
             self_node=PeerInfo.from_node(nm.self_node), peers=[PeerInfo.from_node(p) for p in nm.peers],
-            domain=nm.domain))
+            domain=nm.domain)
+        self.tell_named(self.cfg.peers_name, self._peers_update)
         if self.cfg.dataplane_name:
             self.tell_named(self.cfg.dataplane_name, netmap_for_dataplane(nm, a.node, self.cfg.control_url))
 

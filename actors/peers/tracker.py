@@ -12,6 +12,14 @@ among the admitted peers and ourselves, and when it fires admits the same netmap
 peer leaves the table even if no map frame arrives (Go's ``nmExpiryTimer`` in
 ``ipn/ipnlocal/expiry.go``; Go re-checks 10 s late, we at the instant). While our own key is expired
 no peer is admitted: the node must be extended or log in again.
+
+Supervision: the tracker's state is derived (the last netmap, admitted again), so a restarted
+incarnation keeps nothing of the old one; it tells the netmap's sender (``control``, the
+ControlRunner) ``ResendNetmap`` and re-admits what comes back, as for any netmap. Fail closed
+meanwhile: with no netmap it admits no one and publishes nothing, so the data plane keeps the
+peer set last published (no peer is lost to a restart), and nothing unchecked enters it: the re-sent
+netmap goes through ``admit`` with the clock of now, so a key that expired during the outage, or a
+peer that never had a valid key, stays out.
 """
 
 from __future__ import annotations
@@ -19,7 +27,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 
-from pytsnet.actors.runtime import Actor, TimerHandle, handles
+from pytsnet.actors.runtime import Actor, ActorStopped, MailboxFull, TimerHandle, handles
+from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.messages.base import Message
 from pytsnet.messages.peers import (
     ClearPeers,
@@ -30,10 +39,13 @@ from pytsnet.messages.peers import (
     PeersChanged,
     PeerTable,
     RejectedPeer,
+    ResendNetmap,
 )
 from pytsnet.wire.keys import DiscoPublic, KeyParseError, NodePublic
 
 __all__ = ["PeerTracker", "admit"]
+
+log = subsystem_logger("peers")
 
 SELF_EXPIRED = "our node key expired"
 
@@ -72,14 +84,23 @@ def admit(peer: PeerInfo, self_key: str, now: float | None = None) -> str | None
 
 
 class PeerTracker(Actor):
-    def __init__(self, publish: Callable[[Message], None] | None = None) -> None:
+    def __init__(self, publish: Callable[[Message], None] | None = None, *, control: str = "") -> None:
         self.publish = publish or (lambda m: None)
+        self.control = control
+        """Name of the actor that sends netmaps (asked to re-send after a restart); empty: none."""
         self.table: dict[int, PeerInfo] = {}
         self.rejected: dict[int, str] = {}
         self._netmap: NetmapUpdate | None = None
         self._expiry_timer: TimerHandle | None = None
         self.expiry_timer_at: float | None = None
         """Unix time the expiry timer is armed for (None: no key in the table expires)."""
+
+    def on_start(self) -> None:
+        if self.incarnation > 1 and self.control and (control := self.ctx.lookup(self.control)) is not None:
+            try:
+                control.tell(ResendNetmap())
+            except (ActorStopped, MailboxFull):  # control is restarting: its fresh map session tells us
+                log.info("%s restarted; %s cannot re-send the netmap now", self.name, self.control)
 
     def on_stop(self) -> None:
         self._disarm()

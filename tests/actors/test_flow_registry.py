@@ -13,7 +13,8 @@ def _channel(name: str) -> FlowChannel:
 
 
 def _record(ch: FlowChannel) -> FlowRecord:
-    key = (6, ipaddress.ip_address(ch.local[0]), ch.local[1], ipaddress.ip_address(ch.remote[0]), ch.remote[1])
+    local, remote = ipaddress.ip_address(ch.local[0]), ipaddress.ip_address(ch.remote[0])
+    key = (6, local, ch.local[1], remote, ch.remote[1])
     ref: Any = None  # the registry never touches the ref
     return FlowRecord(ch.name, key, ref, ch)
 
