@@ -1,6 +1,6 @@
 """Chaos: killing a NetstackActor mid-transfer keeps every flow byte-exact (issue 15, "Done when").
 
-Two userspace netstacks joined by a wire actor (each one's outbound packets are the other's inbound).
+Two userspace netstacks joined back to back (``pytsnet.testing.netstack_pair``).
 Several flows upload then download at once; part-way through the upload the server's NetstackActor is
 killed, part-way through the download the client's. Per-connection state lives in the flow actors
 (siblings of the NetstackActor under the netstack's own supervisor), so each restarted NetstackActor
@@ -12,34 +12,20 @@ restart is observed (incarnation 2, and the flows it took over).
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 from collections.abc import Callable
 
 import anyio
+import pytest
 
-from pytsnet.actors.runtime import Actor, ActorRef, ActorSystem, FaultInjector, handles
-from pytsnet.messages.netstack import LinkPacketIn, LinkPacketOut, NetstackStatusRequest
-from pytsnet.net import Netstack
+from pytsnet.actors.netstack.subtree import NETSTACK_RESTARTS, supervisor_name
+from pytsnet.actors.runtime import ActorSystem, FaultInjector
+from pytsnet.messages.netstack import NetstackStatusRequest
 from pytsnet.net.stream import TcpStream
-from pytsnet.netstack.config import StackConfig
+from pytsnet.testing.netstack_pair import netstack_pair
+from pytsnet.testing.polling import wait_until
 
 SERVER, CLIENT = "10.9.0.1", "10.9.0.2"
 FLOWS, SIZE, PORT = 4, 768 * 1024, 7300
-
-
-class Wire(Actor):
-    """One direction of a point-to-point link: a netstack's output is the other's input."""
-
-    def __init__(self, to: str) -> None:
-        self.to = to
-        self._peer: ActorRef | None = None
-
-    @handles(LinkPacketOut)
-    def on_out(self, msg: LinkPacketOut) -> None:
-        if self._peer is None:
-            self._peer = self.ctx.lookup(self.to)
-        if self._peer is not None:
-            self._peer.tell(LinkPacketIn(data=msg.data))
 
 
 def _blob(tag: bytes, i: int) -> bytes:
@@ -61,12 +47,7 @@ async def _read_all(stream: TcpStream, h: hashlib._Hash, seen: Callable[[int], N
 
 def test_killing_the_netstack_mid_transfer_keeps_every_flow_byte_exact(chaos_system: ActorSystem) -> None:
     system = chaos_system
-    system.spawn(Wire, "ns-client", name="wire-s2c")
-    system.spawn(Wire, "ns-server", name="wire-c2s")
-    server = Netstack.start(system, StackConfig(addresses=(ipaddress.ip_address(SERVER),)),
-                            system.lookup("wire-s2c"), name="ns-server")  # type: ignore[arg-type]
-    client = Netstack.start(system, StackConfig(addresses=(ipaddress.ip_address(CLIENT),)),
-                            system.lookup("wire-c2s"), name="ns-client")  # type: ignore[arg-type]
+    server, client = netstack_pair(system, ("ns-server", SERVER), ("ns-client", CLIENT))
     n = FLOWS + 1  # the last one connects after the server's netstack restarted
     ups = [_blob(b"up", i) for i in range(n)]
     downs = [_blob(b"down", i) for i in range(n)]
@@ -134,3 +115,25 @@ def test_killing_the_netstack_mid_transfer_keeps_every_flow_byte_exact(chaos_sys
     for name in ("ns-server", "ns-client"):
         ref = system.lookup(name)
         assert ref is not None and ref.incarnation == 2
+
+
+def test_a_crash_looping_netstack_escalates_and_its_subtree_restarts_empty(chaos_system: ActorSystem) -> None:
+    """Past its budget (NETSTACK_RESTARTS within NETSTACK_WITHIN) the netstack's supervisor gives up and
+    its parent restarts the whole subtree: nothing is re-adopted, and the app's listener is closed (a
+    waiting accept ends) rather than left waiting on a netstack that forgot it."""
+    system = chaos_system
+    net, _ = netstack_pair(system, ("ns-loop", SERVER), ("ns-other", CLIENT))
+    listener = net.listen(PORT)
+    ref = net.ref
+    sup = system.lookup(supervisor_name("ns-loop"))
+    assert sup is not None
+    for i in range(1, NETSTACK_RESTARTS + 1):  # within budget: the listener is carried over each time
+        FaultInjector.kill_now(ref, f"chaos: crash loop {i}")
+        wait_until(lambda i=i: ref.incarnation == i + 1 and ref.is_alive)
+        assert net.registry.listener(PORT) is not None and sup.incarnation == 1
+    FaultInjector.kill_now(ref, "chaos: one crash too many")
+    wait_until(lambda: sup.incarnation == 2 and ref.is_alive)
+    with pytest.raises(OSError, match="listener closed"):
+        listener.accept()
+    assert net.registry.listener(PORT) is None
+    assert ref.ask(NetstackStatusRequest(), timeout=5).adopted == 0

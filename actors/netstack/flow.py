@@ -167,7 +167,11 @@ class TcpFlowActor(Actor):
             self._sync_out(conn, ch)
         ch.notify()
         st = conn.state
-        if st is TcpState.CLOSED or st is TcpState.TIME_WAIT:
+        if (st is TcpState.CLOSED or st is TcpState.TIME_WAIT) and (
+                not conn.recv_buffered or ch.app_closed or conn.error is not None):
+            # Not before the app has every received byte: a flow that half-closed first reaches
+            # TIME_WAIT as the peer's last data and FIN arrive, possibly more than ``rx`` holds; ending
+            # then would turn the rest into an early EOF. It waits (the app's reads wake it).
             self._finish(conn.time_wait_state() if st is TcpState.TIME_WAIT else None)
             return
         d = conn.next_deadline()
