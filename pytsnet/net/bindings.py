@@ -96,9 +96,9 @@ class Bindings:
 
     # -- internals ---------------------------------------------------------------------------------------
     def _heal(self, handle: TcpListener | UdpSocket, lost: object) -> None:
-        """A handle found its channel closed by the netstack (a crashed netstack restarts empty): bind
-        it again on the current netstack. During a rebuild the ask fails (that netstack is gone) and
-        ``attach`` brings the new one instead."""
+        """A handle found its channel closed by the netstack (its subtree crash-looped past its budget
+        and restarted empty): bind it again on the current netstack. During a rebuild the ask fails
+        (that netstack is gone) and ``attach`` brings the new one instead."""
         with self._lock:
             ns = self._netstack
             if self._closed or ns is None or handle._closed or handle._current() is not lost:

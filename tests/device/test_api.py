@@ -244,7 +244,7 @@ async def test_listeners_survive_dataplane_rebuild(tailnet: LocalTailnet, tmp_pa
             await d.up(20)
         await roundtrip(b"after")  # the same listener and socket objects, now on the new netstack
 
-        # A crashed netstack restarts empty: a listener waiting in accept() binds itself again.
+        # A crashed netstack restarts with its listeners: a listener waiting in accept() carries on.
         got: list[bytes] = []
 
         async def serve_one() -> None:
