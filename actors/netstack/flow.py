@@ -7,6 +7,8 @@ connection's bounded buffers and the app's ``FlowChannel``. Timers are lazy: one
 
 If this actor dies abnormally (a bug, or a chaos kill) ``on_stop`` resets the connection: an RST
 goes to the peer and the app's next call raises ``FlowCrashed``. The 4-tuple is released either way.
+A flow is never restarted (``Restart.NEVER``; an incarnation that finds its channel finished ends at
+once): it would resume from connection state the crash may have corrupted.
 """
 
 from __future__ import annotations
@@ -80,6 +82,10 @@ class TcpFlowActor(Actor):
         self.bad_segments = 0
 
     def on_start(self) -> None:
+        if self.ch.finished:  # a flow is never restarted: its connection was reset when it died
+            self._done = True
+            self.stop()
+            return
         self.ch.ref = self.ref
         self._pump()
 
