@@ -2,16 +2,22 @@
 
 ``chaos_system`` runs each test on both dispatchers; ``faults`` is the system's ``FaultInjector``
 (seed from ``--chaos-seed``, default 1234, printed on failure so a run can be reproduced).
+``netns`` is an isolated namespace (skipped without root); ``device_config`` makes configs of
+devices on a fresh local tailnet (one reusable auth key).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from pytsnet.actors.runtime import ActorSystem, FaultInjector
+from pytsnet.config import Config
+from pytsnet.localnet.server import LocalTailnet
+from pytsnet.testing.netns import Netns, isolated_netns, netns_available
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -53,3 +59,25 @@ def eventually() -> Callable[..., None]:
 def _no_default_control_plane(monkeypatch: pytest.MonkeyPatch) -> None:
     """A test that forgets ``control_url`` must fail locally, never dial Tailscale's public default."""
     monkeypatch.setenv("TS_CONTROL_URL", "http://127.0.0.1:9")
+
+
+@pytest.fixture
+def netns() -> Iterator[Netns]:
+    reason = netns_available()
+    if reason:
+        pytest.skip(reason)
+    with isolated_netns() as ns:
+        yield ns
+
+
+@pytest.fixture
+def device_config(tmp_path: Path) -> Iterator[Callable[[str], Config]]:
+    """``device_config(name)``: the config of a device on a local tailnet started for this test."""
+    with LocalTailnet(tmp_path / "control", listen="127.0.0.1:0") as net:
+        key = net.create_authkey(reusable=True)
+
+        def make(name: str) -> Config:
+            return Config(dir=tmp_path / name, hostname=name, auth_key=key, control_url=net.control_url,
+                          backoff_max=1.0, bind_host="127.0.0.1")
+
+        yield make

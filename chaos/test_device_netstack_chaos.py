@@ -10,33 +10,20 @@ SHA-256 matches and the sender reads back the digest it expects on every connect
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import anyio
-import pytest
 
 from pytsnet import ActorDevice, Config
 from pytsnet.actors.runtime import FaultInjector
-from pytsnet.localnet.server import LocalTailnet
 from pytsnet.messages.netstack import NetstackStatusRequest
 from pytsnet.net.stream import TcpStream
 
 FLOWS, SIZE, PORT = 3, 2 * 1024 * 1024, 7600
 
 
-@pytest.fixture
-def tailnet(tmp_path: Path) -> Iterator[LocalTailnet]:
-    with LocalTailnet(tmp_path / "control", listen="127.0.0.1:0") as n:
-        yield n
-
-
-def test_killing_a_devices_netstack_keeps_every_flow(tailnet: LocalTailnet, tmp_path: Path) -> None:
-    key = tailnet.create_authkey(reusable=True)
-
-    def cfg(name: str) -> Config:
-        return Config(dir=tmp_path / name, hostname=name, auth_key=key, control_url=tailnet.control_url,
-                      backoff_max=1.0, bind_host="127.0.0.1")
+def test_killing_a_devices_netstack_keeps_every_flow(device_config: Callable[[str], Config]) -> None:
+    cfg = device_config
 
     blobs = [i.to_bytes(4, "big") + hashlib.shake_256(b"dev %d" % i).digest(SIZE - 4) for i in range(FLOWS)]
     want = {i: hashlib.sha256(b).hexdigest() for i, b in enumerate(blobs)}

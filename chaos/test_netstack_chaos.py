@@ -13,7 +13,6 @@ import hashlib
 import ipaddress
 import socket
 import threading
-from collections.abc import Iterator
 
 import anyio
 import pytest
@@ -22,22 +21,13 @@ from pytsnet.actors.runtime import ActorSystem, FaultInjector, MailboxConfig
 from pytsnet.net import FlowCrashed, Netstack
 from pytsnet.net.link import TunLinkActor
 from pytsnet.netstack.config import StackConfig
-from pytsnet.testing.netns import Netns, isolated_netns, netns_available
+from pytsnet.testing.netns import Netns
 from pytsnet.testing.tun import open_tun
 
 pytestmark = [pytest.mark.interop, pytest.mark.root]
 
 KERNEL, STACK = "10.77.0.1", "10.77.0.2"
 FLOWS, SIZE = 4, 3 * 1024 * 1024
-
-
-@pytest.fixture
-def netns() -> Iterator[Netns]:
-    reason = netns_available()
-    if reason:
-        pytest.skip(reason)
-    with isolated_netns() as ns:
-        yield ns
 
 
 def test_killing_one_flow_actor_resets_only_that_connection(netns: Netns, chaos_seed: int) -> None:

@@ -13,7 +13,6 @@ import hashlib
 import ipaddress
 import socket
 import threading
-from collections.abc import Iterator
 
 import anyio
 import pytest
@@ -24,22 +23,13 @@ from pytsnet.net import Netstack
 from pytsnet.net.link import TunLinkActor
 from pytsnet.net.stream import TcpStream
 from pytsnet.netstack.config import StackConfig
-from pytsnet.testing.netns import Netns, isolated_netns, netns_available
+from pytsnet.testing.netns import Netns
 from pytsnet.testing.tun import open_tun
 
 pytestmark = [pytest.mark.interop, pytest.mark.root]
 
 KERNEL, STACK = "10.77.0.1", "10.77.0.2"
 FLOWS, SIZE, PORT = 4, 2 * 1024 * 1024, 7110
-
-
-@pytest.fixture
-def netns() -> Iterator[Netns]:
-    reason = netns_available()
-    if reason:
-        pytest.skip(reason)
-    with isolated_netns() as ns:
-        yield ns
 
 
 def test_killing_the_netstack_actor_keeps_kernel_flows_byte_exact(netns: Netns) -> None:

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import anyio
 import pytest
@@ -24,7 +23,6 @@ import pytest
 from pytsnet import ActorDevice, Config
 from pytsnet.actors.peers import PeerTracker
 from pytsnet.actors.runtime import Actor, ActorRef, ActorSystem, FaultInjector, ManualClock, handles
-from pytsnet.localnet.server import LocalTailnet
 from pytsnet.messages.base import Message
 from pytsnet.messages.peers import GetPeers, NetmapUpdate, PeerInfo, PeersChanged, ResendNetmap
 from pytsnet.testing.polling import wait_until
@@ -90,18 +88,8 @@ def test_restarted_tracker_fails_closed_until_the_netmap_is_resent(dispatcher: s
 SIZE, PORT = 4 * 1024 * 1024, 7400
 
 
-@pytest.fixture
-def tailnet(tmp_path: Path) -> Iterator[LocalTailnet]:
-    with LocalTailnet(tmp_path / "control", listen="127.0.0.1:0") as n:
-        yield n
-
-
-def test_killing_the_peer_tracker_mid_transfer_loses_no_peer(tailnet: LocalTailnet, tmp_path: Path) -> None:
-    key = tailnet.create_authkey(reusable=True)
-
-    def cfg(name: str) -> Config:
-        return Config(dir=tmp_path / name, hostname=name, auth_key=key, control_url=tailnet.control_url,
-                      backoff_max=1.0, bind_host="127.0.0.1")
+def test_killing_the_peer_tracker_mid_transfer_loses_no_peer(device_config: Callable[[str], Config]) -> None:
+    cfg = device_config
 
     blob = hashlib.shake_256(b"tracker chaos").digest(SIZE)
     result: dict[str, object] = {}
