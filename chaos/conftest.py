@@ -2,8 +2,8 @@
 
 ``chaos_system`` runs each test on both dispatchers; ``faults`` is the system's ``FaultInjector``
 (seed from ``--chaos-seed``, default 1234, printed on failure so a run can be reproduced).
-``netns`` is an isolated namespace (skipped without root); ``device_config`` makes configs of
-devices on a fresh local tailnet (one reusable auth key).
+``device_config`` makes configs of devices on a fresh local tailnet (one reusable auth key). The
+``netns`` fixture and the public-control guard come from ``pytsnet.testing.fixtures``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import pytest
 from pytsnet.actors.runtime import ActorSystem, FaultInjector
 from pytsnet.config import Config
 from pytsnet.localnet.server import LocalTailnet
-from pytsnet.testing.netns import Netns, isolated_netns, netns_available
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -53,21 +52,6 @@ def eventually() -> Callable[..., None]:
             time.sleep(0.002)
 
     return wait
-
-
-@pytest.fixture(autouse=True)
-def _no_default_control_plane(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A test that forgets ``control_url`` must fail locally, never dial Tailscale's public default."""
-    monkeypatch.setenv("TS_CONTROL_URL", "http://127.0.0.1:9")
-
-
-@pytest.fixture
-def netns() -> Iterator[Netns]:
-    reason = netns_available()
-    if reason:
-        pytest.skip(reason)
-    with isolated_netns() as ns:
-        yield ns
 
 
 @pytest.fixture
