@@ -63,6 +63,13 @@ class ControlClient:
         self.settings_received = asyncio.Event()
         """Set once the server's SETTINGS arrived (``h2.remote_settings`` then holds them)."""
 
+    @classmethod
+    async def connected(cls, url: str, server_key: MachinePublic | None = None) -> ControlClient:
+        """A client with its Noise session open (a fresh machine key)."""
+        c = cls(url)
+        await c.connect(server_key)
+        return c
+
     async def connect(self, server_key: MachinePublic | None = None) -> None:
         """Open the Noise session (``server_key``: control's key if already fetched, saving a GET)."""
         u = urlsplit(self.url)

@@ -29,12 +29,6 @@ def run(coro, timeout: float = 60):
     return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
-async def _client(net: LocalTailnet) -> ControlClient:
-    c = ControlClient(net.control_url)
-    await c.connect()
-    return c
-
-
 def _pending(net: LocalTailnet) -> list:
     return [n for n in net.nodes() if not n.authorized]
 
@@ -45,7 +39,7 @@ def test_pending_logins_take_no_ip_one_per_machine_and_a_bounded_pool(tmp_path) 
 
         async def main() -> None:
             # One machine logging in twice (a new node key): its newer login replaces the older.
-            a = await _client(net)
+            a = await ControlClient.connected(net.control_url)
             r1 = await a.register("", hostname="a1")
             a.node = NodePrivate.generate()
             r2 = await a.register("", hostname="a2")
@@ -53,14 +47,14 @@ def test_pending_logins_take_no_ip_one_per_machine_and_a_bounded_pool(tmp_path) 
             assert [(n.hostname, n.ipv4, n.ipv6) for n in _pending(net)] == [("a2", "", "")]
 
             # A known machine (it has an authorized node) logs in again interactively with a new key.
-            k = await _client(net)
+            k = await ControlClient.connected(net.control_url)
             assert (await k.register(key, hostname="known"))["MachineAuthorized"] is True
             k.node = NodePrivate.generate()
             assert "AuthURL" in await k.register("", hostname="known-again")
 
             # Strangers fill the pool: only the newest 5 of theirs stay, none with an address.
             for i in range(9):
-                s = await _client(net)
+                s = await ControlClient.connected(net.control_url)
                 assert "AuthURL" in await s.register("", hostname=f"s{i}")
                 await s.close()
             pend = {n.hostname: n for n in _pending(net)}
@@ -68,7 +62,7 @@ def test_pending_logins_take_no_ip_one_per_machine_and_a_bounded_pool(tmp_path) 
             assert all(n.ipv4 == "" for n in pend.values())
 
             # An auth-key login still succeeds with the pool full, and takes nothing from it.
-            c = await _client(net)
+            c = await ControlClient.connected(net.control_url)
             assert (await c.register(key, hostname="legit"))["MachineAuthorized"] is True
             assert len(_pending(net)) == 6
             legit = net.node("legit")
@@ -88,7 +82,7 @@ def test_pending_logins_take_no_ip_one_per_machine_and_a_bounded_pool(tmp_path) 
 def test_approval_by_the_admin_cli_allocates_the_addresses_the_server_gives(tmp_path) -> None:
     with LocalTailnet(tmp_path, relay=False, ipv6=True) as net:
         async def main() -> None:
-            c = await _client(net)
+            c = await ControlClient.connected(net.control_url)
             await c.register("", hostname="p")
             await c.close()
 
@@ -107,7 +101,7 @@ def test_approval_by_the_admin_cli_allocates_the_addresses_the_server_gives(tmp_
 def test_pending_nodes_expire_and_their_followup_is_told(tmp_path) -> None:
     with LocalTailnet(tmp_path, relay=False, pending_ttl=0.6) as net:
         async def main() -> None:
-            c = await _client(net)
+            c = await ControlClient.connected(net.control_url)
             r = await c.register("", hostname="slow")
             assert len(_pending(net)) == 1
             follow = asyncio.ensure_future(c.register("", followup=r["AuthURL"]))
@@ -128,7 +122,7 @@ def test_a_pending_login_that_brings_an_auth_key_is_authorized(tmp_path) -> None
         key = net.create_authkey(ephemeral=True)
 
         async def main() -> None:
-            c = await _client(net)
+            c = await ControlClient.connected(net.control_url)
             assert "AuthURL" in await c.register("", hostname="p")
             assert (await c.register(key, hostname="p"))["MachineAuthorized"] is True
             [n] = net.nodes()
@@ -144,7 +138,7 @@ def test_held_hostinfo_is_not_lost_when_the_server_stops(tmp_path) -> None:
         key = net.create_authkey(reusable=True)
 
         async def main() -> None:
-            a = await _client(net)
+            a = await ControlClient.connected(net.control_url)
             await a.register(key, hostname="a")
             for v in ("v0", "v1", "v2"):  # v0 is relayed at once, v1 and v2 are held (v2 wins)
                 status, _ = await a.post("/machine/map", a.map_request(
@@ -161,7 +155,7 @@ def test_held_hostinfo_is_not_lost_when_the_server_stops(tmp_path) -> None:
 def test_a_pending_node_gets_no_map(tmp_path) -> None:
     with LocalTailnet(tmp_path, relay=False) as net:
         async def main() -> None:
-            c = await _client(net)
+            c = await ControlClient.connected(net.control_url)
             await c.register("", hostname="p")
             status, _ = await c.post("/machine/map", c.map_request(Stream=True))
             assert status == 403
@@ -177,7 +171,7 @@ def test_hostinfo_changes_are_rate_limited_only_the_changed_peer_is_sent_and_the
         key = net.create_authkey(reusable=True)
 
         async def main() -> None:
-            chatty, watcher, quiet = await _client(net), await _client(net), await _client(net)
+            chatty, watcher, quiet = [await ControlClient.connected(net.control_url) for _ in range(3)]
             for c, h in ((chatty, "chatty"), (watcher, "watcher"), (quiet, "quiet")):
                 await c.register(key, hostname=h)
             ck = chatty.node.public().to_text()
@@ -222,7 +216,7 @@ def test_home_derp_is_never_held_by_the_hostinfo_rate_limit(tmp_path) -> None:
         key = net.create_authkey(reusable=True)
 
         async def main() -> None:
-            a = await _client(net)
+            a = await ControlClient.connected(net.control_url)
             await a.register(key, hostname="a")
             for region in (1, 2, 3):
                 status, _ = await a.post("/machine/map", a.map_request(
@@ -243,7 +237,7 @@ def test_one_snapshot_per_change_shared_by_all_streams(tmp_path) -> None:
         assert ctl is not None
 
         async def main() -> None:
-            clients = [await _client(net) for _ in range(n_streams)]
+            clients = [await ControlClient.connected(net.control_url) for _ in range(n_streams)]
             its = []
             for i, c in enumerate(clients):
                 await c.register(key, hostname=f"n{i}")

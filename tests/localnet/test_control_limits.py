@@ -9,7 +9,6 @@ import socket
 import struct
 from urllib.parse import urlsplit
 
-import pytest
 import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -21,20 +20,8 @@ from pytsnet.localnet.testclient import ControlClient, _Stream
 ROUTES = ("/machine/register", "/machine/map", "/machine/set-dns", "/machine/nowhere")
 
 
-@pytest.fixture
-def net(tmp_path):
-    with LocalTailnet(tmp_path, keepalive_interval=0.5, ephemeral_grace=0.2) as n:
-        yield n
-
-
 def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 30))
-
-
-async def _client(net: LocalTailnet) -> ControlClient:
-    c = ControlClient(net.control_url)
-    await c.connect()
-    return c
 
 
 async def post_raw(c: ControlClient, path: str, payload: bytes) -> tuple[int, bytes]:
@@ -72,7 +59,7 @@ def test_nan_and_oversize_hostinfo_refused_and_never_reach_a_peer(net, caplog):
     key = net.create_authkey(reusable=True)
 
     async def main():
-        a, b = await _client(net), await _client(net)
+        a, b = await ControlClient.connected(net.control_url), await ControlClient.connected(net.control_url)
         await a.register(key, hostname="alice")
         await b.register(key, hostname="bob")
         bk = b.node.public().to_text()
@@ -116,7 +103,7 @@ GARBAGE = (b"", b"{", b"[]", b"null", b"1e999999", b"NaN", b'{"NodeKey": 5}', b'
 
 def test_garbage_bodies_get_4xx_and_no_traceback(net, caplog):
     async def main():
-        c = await _client(net)
+        c = await ControlClient.connected(net.control_url)
         for path in ROUTES:
             for body in GARBAGE:
                 st, resp = await post_raw(c, path, body)
@@ -142,7 +129,7 @@ def test_untyped_exception_in_handler_is_500_with_one_log_line(net, caplog, monk
     monkeypatch.setattr(net.control, "register", boom)
 
     async def main():
-        c = await _client(net)
+        c = await ControlClient.connected(net.control_url)
         st, body = await post(c, "/machine/register", {"NodeKey": c.node.public().to_text()})
         assert st == 500 and b"simulated" not in body
         st, _ = await post(c, "/machine/set-dns", {})  # the session keeps serving
@@ -196,7 +183,7 @@ def test_fuzz_every_noise_handler_only_4xx_and_no_traceback(net, caplog):
     """Random bodies (raw bytes, arbitrary JSON with NaN/Infinity, request-shaped objects whose fields
     hold anything, around a registered node's real key) to every route: a status below 500 each time."""
     loop = asyncio.new_event_loop()
-    c = loop.run_until_complete(_client(net))
+    c = loop.run_until_complete(ControlClient.connected(net.control_url))
     loop.run_until_complete(c.register(net.create_authkey()))
     nk = c.node.public().to_text()
     # With the real key a map request never streams (a long poll has no end to wait for).
