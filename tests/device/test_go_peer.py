@@ -22,24 +22,15 @@ from pytsnet.device import ActorDevice
 from pytsnet.localnet import LocalTailnet
 from pytsnet.messages.peers import PeerInfo
 from pytsnet.testing import gonode
-from pytsnet.testing.netns import Netns
 from pytsnet.testing.polling import wait_until as _wait
 from pytsnet.wire.keys import NodePublic
 
 pytestmark = pytest.mark.interop
 
 
-@dataclass
-class World:
-    ns: Netns
-    net: LocalTailnet
+@dataclass(kw_only=True)
+class World(gonode.GoTailnet):
     dev: ActorDevice
-    key: str
-    tmp: Path
-
-    def go_env(self, name: str) -> dict[str, str]:
-        assert self.net.relay is not None
-        return gonode.go_env(self.tmp / f"home-{name}", self.net.relay.go_env)
 
 
 @pytest.fixture
@@ -57,7 +48,7 @@ def world(tmp_path: Path) -> Iterator[World]:
                 dev = ActorDevice(Config(dir=tmp_path / "py", hostname="pynode", auth_key=key,
                                          control_url=net.control_url, backoff_max=1.0)).start()
             assert net.relay is not None  # every local tailnet has a DERP relay + STUN by default
-            yield World(ns, net, dev, key, tmp_path)
+            yield World(ns=ns, net=net, dev=dev, key=key, tmp=tmp_path)
         finally:
             if dev is not None:
                 dev.close()

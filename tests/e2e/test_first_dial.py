@@ -18,7 +18,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -27,7 +26,6 @@ from pytsnet.config import Config
 from pytsnet.device import ActorDevice
 from pytsnet.localnet import LocalTailnet
 from pytsnet.testing import gonode
-from pytsnet.testing.netns import Netns
 from pytsnet.testing.polling import wait_until
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -122,18 +120,7 @@ CADDY_PORT = 8080
 WG_INITIATION = re.compile(r"Received handshake initiation")
 
 
-@dataclass
-class GoWorld:
-    ns: Netns
-    net: LocalTailnet
-    key: str
-    tmp: Path
-    direct: bool
-
-    def go_env(self, name: str) -> dict[str, str]:
-        assert self.net.relay is not None
-        return gonode.tailnet_go_env(self.tmp / f"home-{name}", self.net.relay.go_env, direct=self.direct)
-
+class GoWorld(gonode.GoTailnet):
     def join(self, name: str) -> ActorDevice:
         with self.ns.entered():  # the device's sockets and actor threads live in the namespace
             dev = _device(self.net, self.tmp, name, direct=self.direct, key=self.key)
@@ -153,7 +140,8 @@ def go_world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GoWorld
         try:
             with ns.entered():
                 net.start()
-            yield GoWorld(ns, net, net.create_authkey(reusable=True), tmp_path, request.param)
+            yield GoWorld(ns=ns, net=net, key=net.create_authkey(reusable=True), tmp=tmp_path,
+                          direct=request.param)
         finally:
             gonode.stop_all(ns)
             net.close()

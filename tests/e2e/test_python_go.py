@@ -25,7 +25,6 @@ from pytsnet.config import Config
 from pytsnet.device import ActorDevice
 from pytsnet.localnet import LocalTailnet
 from pytsnet.testing import gonode
-from pytsnet.testing.netns import Netns
 from pytsnet.testing.polling import wait_until
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -40,18 +39,9 @@ PY_PORT = 8000
 CADDY_PORT = 8080
 
 
-@dataclass
-class World:
-    ns: Netns
-    net: LocalTailnet
+@dataclass(kw_only=True)
+class World(gonode.GoTailnet):
     dev: ActorDevice
-    key: str
-    tmp: Path
-    direct: bool
-
-    def go_env(self, name: str) -> dict[str, str]:
-        assert self.net.relay is not None
-        return gonode.tailnet_go_env(self.tmp / f"home-{name}", self.net.relay.go_env, direct=self.direct)
 
     def row(self, hostname: str) -> object | None:
         return next((p for p in self.dev.status().peers if p.hostname == hostname), None)
@@ -81,7 +71,7 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
             if not direct:
                 blackhole(dev, True)
             dev.wait_until_running_blocking(30)
-            yield World(ns, net, dev, key, tmp_path, direct)
+            yield World(ns=ns, net=net, dev=dev, key=key, tmp=tmp_path, direct=direct)
         finally:
             if dev is not None:
                 dev.close()
