@@ -69,6 +69,8 @@ class Cell:
         self.incarnation = 0
         self.status = Status.SUSPENDED
         self.links: set[Cell] = set()
+        self.children: list[Cell] = []  # a supervisor's children, in start order; kept across restarts
+        self.children_lock = threading.Lock()
         self.timers: set[TimerHandle] = set()
         self.io_loops: list[IoLoop] = []
         self._handling: Envelope | None = None  # the envelope a handler is running for
@@ -308,8 +310,6 @@ class Cell:
                 current.name, current.seq = prev
                 logs.leave(route)
             self.actor = None
-            with self.mailbox.cond:
-                self.mailbox.cond.notify_all()  # wake a thread runner so it exits
             tracer = self.system.tracer
             if tracer is not None:
                 tracer.exit(self.system, self, reason)
@@ -377,8 +377,11 @@ class Cell:
 
     def _finalize(self) -> None:
         self.status = Status.STOPPED
-        for child in reversed(list(getattr(self, "children", ()))):  # a suspended supervisor's children
+        with self.children_lock:
+            children, self.children = self.children, []
+        for child in reversed(children):  # a suspended supervisor's children
             child.finalize()
+        self.dispatcher.detach(self)
         for item in self.mailbox.drain(close=True):
             if isinstance(item, Envelope) and item.reply is not None:
                 item.reply.set_exception(ActorStopped(f"{self.name} stopped before handling the message"))

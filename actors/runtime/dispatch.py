@@ -1,10 +1,18 @@
-"""Where incarnations run: a pykka thread each, or tasks on a small shared worker pool.
+"""Where cells run: a pykka actor each, or tasks on a small shared worker pool.
 
-``ThreadDispatcher``: every incarnation runs on its own pykka ``ThreadingActor`` thread (daemon),
-whose loop waits on the cell's bounded mailbox. Simple, isolates blocking handlers, ~costs a thread.
-``PoolDispatcher``: kameo-style, an actor is a task; a cell with mail is queued on N workers which
-handle up to ``batch`` messages then requeue it. One worker per cell at a time (``scheduled``
-flag), so per-actor ordering holds. Handlers must not block for long on a pooled actor.
+Both dispatchers schedule a cell the same way (kameo's task model): mail arriving for an idle cell
+sets its ``scheduled`` flag and hands the cell to one runner, which handles messages until the
+mailbox is empty (or a batch is done), clears the flag and re-checks. One runner per cell at a time,
+so per-actor ordering holds; a stop or kill raises ``cell.preempt``, which makes the runner yield
+before the next message (``Cell.process_one``) and keeps the cell unscheduled until it is done.
+
+``ThreadDispatcher``: each cell owns a pykka ``ThreadingActor`` (daemon thread) for its whole life,
+restarts included; mail is a ``RUN`` poke told through pykka's public ``ActorRef.tell`` and handled
+in ``on_receive``. The cell's own bounded mailbox holds the messages, pykka's inbox only the pokes
+(at most one outstanding). The runner is stopped (``ActorRef.stop``) when the cell stops for good.
+Simple, isolates blocking handlers, costs a thread.
+``PoolDispatcher``: an actor is a task; a scheduled cell is queued on N workers which handle up to
+``batch`` messages then requeue it. Handlers must not block for long on a pooled actor.
 """
 
 from __future__ import annotations
@@ -15,10 +23,19 @@ from typing import TYPE_CHECKING, Any
 
 import pykka
 
+from pytsnet.actors.runtime import logs
+
 if TYPE_CHECKING:
+    from types import TracebackType
+
     from pytsnet.actors.runtime.cell import Cell
 
 __all__ = ["Dispatcher", "PoolDispatcher", "ThreadDispatcher"]
+
+log = logs.subsystem_logger("runtime")
+
+RUN = "run"
+"""The poke a cell runner receives: handle the cell's mailbox."""
 
 
 class Dispatcher:
@@ -27,55 +44,95 @@ class Dispatcher:
         raise NotImplementedError
 
     def notify(self, cell: Cell) -> None:
-        """Mail arrived for ``cell``."""
+        """Mail arrived for ``cell`` (or a preemption ended): schedule it unless it already is."""
+        if cell.scheduled:  # fast path, no lock: the runner re-checks the mailbox after clearing it
+            return
+        from pytsnet.actors.runtime.cell import Status
+
+        with cell.sched_lock:
+            if (cell.scheduled or cell.preempt or len(cell.mailbox) == 0
+                    or cell.status is not Status.RUNNING):
+                return
+            cell.scheduled = True
+        if not self._schedule(cell):
+            with cell.sched_lock:
+                cell.scheduled = False
+
+    def _schedule(self, cell: Cell) -> bool:
+        """Hand the scheduled ``cell`` to a runner; False if there is none any more."""
         raise NotImplementedError
+
+    def detach(self, cell: Cell) -> None:
+        """``cell`` stopped for good: release what runs it."""
 
     def close(self) -> None:
         pass
 
 
-class _IncarnationThread(pykka.ThreadingActor):
-    """A pykka thread running one incarnation; the mailbox is the cell's, not pykka's inbox."""
+def run_cell(dispatcher: Dispatcher, cell: Cell, batch: int | None) -> None:
+    """Handle up to ``batch`` (None: all) items of a scheduled cell, unschedule it, re-check."""
+    n = 0
+    while (batch is None or n < batch) and cell.process_one(None):
+        n += 1
+    with cell.sched_lock:
+        cell.scheduled = False
+    dispatcher.notify(cell)  # more mail (or mail that raced the flag): schedule again
+
+
+class _CellRunner(pykka.ThreadingActor):
+    """The pykka actor that runs one cell: each ``RUN`` poke handles the cell's mailbox."""
 
     use_daemon_thread = True
 
-    def __init__(self, cell: Cell, incarnation: int) -> None:
+    def __init__(self, dispatcher: ThreadDispatcher, cell: Cell) -> None:
         super().__init__()
-        self._cell = cell
-        self._incarnation = incarnation
+        self.dispatcher = dispatcher
+        self.cell = cell
 
-    def _alive(self) -> bool:
-        from pytsnet.actors.runtime.cell import Status
+    def on_receive(self, message: Any) -> None:
+        if message == RUN:
+            run_cell(self.dispatcher, self.cell, None)
 
-        c = self._cell
-        return c.incarnation == self._incarnation and c.status is Status.RUNNING
-
-    def _actor_loop_running(self) -> None:
-        cell, inc, cond = self._cell, self._incarnation, self._cell.mailbox.cond
-        while True:
-            with cond:
-                cond.wait_for(lambda: len(cell.mailbox) > 0 or not self._alive())
-            if not self._alive():
-                break
-            cell.process_one(inc)
-        self.actor_stopped.set()
-        pykka.ActorRegistry.unregister(self.actor_ref)
-
-    def _actor_loop_teardown(self) -> None:
-        pass  # the mailbox outlives the incarnation: nothing to drain here
+    def on_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        log.error("runner of %s failed: %r", self.cell.name, exception_value)
 
 
 class ThreadDispatcher(Dispatcher):
-    def attach(self, cell: Cell) -> None:
-        _IncarnationThread.start(cell, cell.incarnation)
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._runners: dict[Cell, pykka.ActorRef[_CellRunner]] = {}
 
-    def notify(self, cell: Cell) -> None:
-        pass  # the incarnation thread waits on the mailbox condition, which put() notifies
+    def attach(self, cell: Cell) -> None:
+        with self._lock:
+            if cell not in self._runners:
+                self._runners[cell] = _CellRunner.start(self, cell)
+        self.notify(cell)
+
+    def _schedule(self, cell: Cell) -> bool:
+        runner = self._runners.get(cell)
+        if runner is None:
+            return False
+        try:
+            runner.tell(RUN)
+        except pykka.ActorDeadError:
+            return False
+        return True
+
+    def detach(self, cell: Cell) -> None:
+        with self._lock:
+            runner = self._runners.pop(cell, None)
+        if runner is not None:
+            runner.stop(block=False)
 
 
 class PoolDispatcher(Dispatcher):
     def __init__(self, workers: int = 4, batch: int = 32, name: str = "pool") -> None:
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Cell | None] = queue.SimpleQueue()
         self._batch = batch
         self._threads = [
             threading.Thread(target=self._work, name=f"{name}-worker-{i}", daemon=True)
@@ -87,26 +144,16 @@ class PoolDispatcher(Dispatcher):
     def attach(self, cell: Cell) -> None:
         self.notify(cell)
 
-    def notify(self, cell: Cell) -> None:
-        from pytsnet.actors.runtime.cell import Status
-
-        with cell.sched_lock:
-            if cell.scheduled or len(cell.mailbox) == 0 or cell.status is not Status.RUNNING:
-                return
-            cell.scheduled = True
+    def _schedule(self, cell: Cell) -> bool:
         self._queue.put(cell)
+        return True
 
     def _work(self) -> None:
         while True:
             cell = self._queue.get()
             if cell is None:
                 return
-            for _ in range(self._batch):
-                if not cell.process_one(None):
-                    break
-            with cell.sched_lock:
-                cell.scheduled = False
-            self.notify(cell)  # more mail (or mail that raced the flag): requeue, behind others
+            run_cell(self, cell, self._batch)  # then requeued behind others if it has more mail
 
     def close(self) -> None:
         for _ in self._threads:

@@ -11,17 +11,17 @@ parent then decides (the root supervisor's failure shuts the system down).
 from __future__ import annotations
 
 import enum
-import threading
+import functools
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pytsnet.actors.runtime import logs
 from pytsnet.actors.runtime.actor import Actor
+from pytsnet.actors.runtime.cell import Cell, _Control
 from pytsnet.actors.runtime.errors import RestartBudgetExceeded
 
 if TYPE_CHECKING:
-    from pytsnet.actors.runtime.cell import Cell
     from pytsnet.actors.runtime.mailbox import MailboxConfig
 
 log = logs.subsystem_logger("runtime")
@@ -82,14 +82,14 @@ class Supervisor(Actor):
 
     @property
     def _cell(self) -> Cell:
-        return self.ctx  # type: ignore[return-value]
+        cell = self.ctx
+        if not isinstance(cell, Cell):
+            raise TypeError(f"{self.name}: a supervisor runs in a live cell (not a replay)")
+        return cell
 
     def on_start(self) -> None:
         cell = self._cell
-        if not hasattr(cell, "children"):
-            cell.children = []  # type: ignore[attr-defined]
-            cell.children_lock = threading.Lock()  # type: ignore[attr-defined]
-        existing: list[Cell] = list(cell.children)  # type: ignore[attr-defined]
+        existing = self._children()
         if existing:  # restarted supervisor: the same child identities start again, in order
             for child in existing:
                 if not child.is_stopped:
@@ -104,14 +104,14 @@ class Supervisor(Actor):
 
     def _children(self) -> list[Cell]:
         cell = self._cell
-        with cell.children_lock:  # type: ignore[attr-defined]
-            return list(cell.children)  # type: ignore[attr-defined]
+        with cell.children_lock:
+            return list(cell.children)
 
     def _remove(self, child: Cell) -> None:
         cell = self._cell
-        with cell.children_lock:  # type: ignore[attr-defined]
-            if child in cell.children:  # type: ignore[attr-defined]
-                cell.children.remove(child)  # type: ignore[attr-defined]
+        with cell.children_lock:
+            if child in cell.children:
+                cell.children.remove(child)
 
     def _child_exited(self, child: Cell, reason: BaseException | None) -> None:
         children = self._children()
@@ -150,11 +150,6 @@ class Supervisor(Actor):
                 c.start_incarnation()
             except Exception as e:  # a failing on_start is another crash: it counts against the budget
                 log.info("%s: restart of %s failed: %r", self.name, c.name, e)
-                self._cell.mailbox.put_control(_control(self._cell, c, e))
-                self._cell.dispatcher.notify(self._cell)
-
-
-def _control(sup: Cell, child: Cell, e: BaseException) -> Any:
-    from pytsnet.actors.runtime.cell import _Control
-
-    return _Control(lambda: sup._child_exited(child, e))
+                sup = self._cell
+                sup.mailbox.put_control(_Control(functools.partial(sup._child_exited, c, e)))
+                sup.dispatcher.notify(sup)

@@ -97,8 +97,8 @@ class ActorSystem:
         except Exception as e:
             cell.finalize()
             raise ActorStartError(f"{spec.name}: on_start raised {e!r}") from e
-        with parent.children_lock:  # type: ignore[attr-defined]
-            parent.children.append(cell)  # type: ignore[attr-defined]
+        with parent.children_lock:
+            parent.children.append(cell)
         return cell
 
     def _register(self, cell: Cell) -> None:
