@@ -5,13 +5,15 @@ from __future__ import annotations
 from pytsnet.messages.base import Message, Request
 
 
-class Ping(Message, tag="runtime.ping"):
-    seq: int = 0
-
-
 class Pong(Message, tag="runtime.pong"):
     seq: int = 0
     incarnation: int = 0
+
+
+class Ping(Request[Pong], tag="runtime.ping"):
+    """Asked for a ``Pong`` (the echo actors of tests and bench); told as a plain tick too."""
+
+    seq: int = 0
 
 
 class Work(Message, tag="runtime.work"):

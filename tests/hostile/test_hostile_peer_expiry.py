@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 from pytsnet.actors.peers import PeerTracker, admit
-from pytsnet.actors.runtime import ActorSystem, ManualClock
+from pytsnet.actors.runtime import ActorRef, ActorSystem, ManualClock
 from pytsnet.messages.base import Message
 from pytsnet.messages.peers import GetPeers, NetmapUpdate, PeerInfo, PeersChanged
 from pytsnet.wire.keys import DiscoPrivate, NodePrivate
@@ -30,8 +30,8 @@ def test_past_key_expiry_is_refused_without_the_expired_flag() -> None:
     assert admit(_peer(key_expiry=None), me, now) is None  # never expires
 
 
-def _table(ref: object) -> tuple[list[int], dict[int, str]]:
-    t = ref.ask(GetPeers())  # type: ignore[attr-defined]
+def _table(ref: ActorRef) -> tuple[list[int], dict[int, str]]:
+    t = ref.ask(GetPeers())
     return [p.node_id for p in t.peers], {r.node_id: r.reason for r in t.rejected}
 
 

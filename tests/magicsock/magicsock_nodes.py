@@ -62,8 +62,9 @@ class Node:
         return self.ref("udp").ask(PathStatusRequest(), timeout=5)
 
     def derp_status(self) -> DerpStatus:
-        return self.system.lookup(self.config.derp_name(REGION)).ask(  # type: ignore[union-attr]
-            DerpStatusRequest(), timeout=5)
+        r = self.system.lookup(self.config.derp_name(REGION))
+        assert r is not None
+        return r.ask(DerpStatusRequest(), timeout=5)
 
     def endpoints(self) -> tuple[str, ...]:
         if not self.config.advertise_endpoints:
