@@ -26,8 +26,6 @@ import pykka
 from pytsnet.actors.runtime import logs
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from pytsnet.actors.runtime.cell import Cell
 
 __all__ = ["Dispatcher", "PoolDispatcher", "ThreadDispatcher"]
@@ -72,10 +70,12 @@ class Dispatcher:
 def run_cell(dispatcher: Dispatcher, cell: Cell, batch: int | None) -> None:
     """Handle up to ``batch`` (None: all) items of a scheduled cell, unschedule it, re-check."""
     n = 0
-    while (batch is None or n < batch) and cell.process_one(None):
-        n += 1
-    with cell.sched_lock:
-        cell.scheduled = False
+    try:
+        while (batch is None or n < batch) and cell.process_one(None):
+            n += 1
+    finally:
+        with cell.sched_lock:
+            cell.scheduled = False
     dispatcher.notify(cell)  # more mail (or mail that raced the flag): schedule again
 
 
@@ -89,17 +89,17 @@ class _CellRunner(pykka.ThreadingActor):
         self.dispatcher = dispatcher
         self.cell = cell
 
-    def on_receive(self, message: Any) -> None:
-        if message == RUN:
-            run_cell(self.dispatcher, self.cell, None)
+    def on_start(self) -> None:
+        cell = self.cell  # name the thread after the actor (thread dumps, leak reports)
+        threading.current_thread().name = f"actor:{cell.system.name}/{cell.name}"
 
-    def on_failure(
-        self,
-        exception_type: type[BaseException] | None,
-        exception_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        log.error("runner of %s failed: %r", self.cell.name, exception_value)
+    def on_receive(self, message: Any) -> None:
+        if message != RUN:
+            return
+        try:
+            run_cell(self.dispatcher, self.cell, None)
+        except Exception:  # handlers' errors are the cell's business: this is a runtime bug
+            log.exception("runner of %s failed; it keeps serving the cell", self.cell.name)
 
 
 class ThreadDispatcher(Dispatcher):
@@ -153,7 +153,10 @@ class PoolDispatcher(Dispatcher):
             cell = self._queue.get()
             if cell is None:
                 return
-            run_cell(self, cell, self._batch)  # then requeued behind others if it has more mail
+            try:
+                run_cell(self, cell, self._batch)  # then requeued behind others if it has more mail
+            except Exception:  # handlers' errors are the cell's business: this is a runtime bug
+                log.exception("pool worker failed running %s", cell.name)
 
     def close(self) -> None:
         for _ in self._threads:
