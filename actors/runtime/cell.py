@@ -355,7 +355,7 @@ class Cell:
         finally:
             with self.sched_lock:
                 self.preempt -= 1
-            self.dispatcher.notify(self)
+            self.dispatcher.resume(self)
 
     def kill(self, reason: BaseException) -> None:
         """Abnormal end from outside (fault injection): after the current message, before the next."""

@@ -1,18 +1,19 @@
 """Where cells run: a pykka actor each, or tasks on a small shared worker pool.
 
-Both dispatchers schedule a cell the same way (kameo's task model): mail arriving for an idle cell
-sets its ``scheduled`` flag and hands the cell to one runner, which handles messages until the
-mailbox is empty (or a batch is done), clears the flag and re-checks. One runner per cell at a time,
-so per-actor ordering holds; a stop or kill raises ``cell.preempt``, which makes the runner yield
-before the next message (``Cell.process_one``) and keeps the cell unscheduled until it is done.
-
 ``ThreadDispatcher``: each cell owns a pykka ``ThreadingActor`` (daemon thread) for its whole life,
-restarts included; mail is a ``RUN`` poke told through pykka's public ``ActorRef.tell`` and handled
-in ``on_receive``. The cell's own bounded mailbox holds the messages, pykka's inbox only the pokes
-(at most one outstanding). The runner is stopped (``ActorRef.stop``) when the cell stops for good.
-Simple, isolates blocking handlers, costs a thread.
-``PoolDispatcher``: an actor is a task; a scheduled cell is queued on N workers which handle up to
-``batch`` messages then requeue it. Handlers must not block for long on a pooled actor.
+restarts included, driven only through pykka's public API: it is started with ``start``, told one
+``SERVE`` message (``ActorRef.tell``) whose ``on_receive`` serves the cell's mailbox until the cell
+stops for good, and stopped with ``ActorRef.stop``. While nothing is runnable it sleeps on the
+mailbox's condition, which a ``put`` notifies: a wake-up costs what it did when the loop overrode
+pykka's private ``_actor_loop_running``, and a burst is drained without re-taking that condition per
+message. Simple, isolates blocking handlers, costs a thread.
+``PoolDispatcher``: kameo-style, an actor is a task; mail for an idle cell sets its ``scheduled``
+flag and queues it on N workers, which handle up to ``batch`` messages, clear the flag and requeue
+it if it has more. One worker per cell at a time. Handlers must not block for long on a pooled actor.
+
+Both keep per-actor order (one runner per cell at a time) and let a stop or kill go before the next
+message: it raises ``cell.preempt``, ``Cell.process_one`` yields while it is set, and ``resume``
+makes the cell runnable again when it is done.
 """
 
 from __future__ import annotations
@@ -32,9 +33,6 @@ __all__ = ["Dispatcher", "PoolDispatcher", "ThreadDispatcher"]
 
 log = logs.subsystem_logger("runtime")
 
-RUN = "run"
-"""The poke a cell runner receives: handle the cell's mailbox."""
-
 
 class Dispatcher:
     def attach(self, cell: Cell) -> None:
@@ -42,23 +40,12 @@ class Dispatcher:
         raise NotImplementedError
 
     def notify(self, cell: Cell) -> None:
-        """Mail arrived for ``cell`` (or a preemption ended): schedule it unless it already is."""
-        if cell.scheduled:  # fast path, no lock: the runner re-checks the mailbox after clearing it
-            return
-        from pytsnet.actors.runtime.cell import Status
-
-        with cell.sched_lock:
-            if (cell.scheduled or cell.preempt or len(cell.mailbox) == 0
-                    or cell.status is not Status.RUNNING):
-                return
-            cell.scheduled = True
-        if not self._schedule(cell):
-            with cell.sched_lock:
-                cell.scheduled = False
-
-    def _schedule(self, cell: Cell) -> bool:
-        """Hand the scheduled ``cell`` to a runner; False if there is none any more."""
+        """Mail arrived for ``cell`` (``Mailbox.put`` already notified the mailbox's condition)."""
         raise NotImplementedError
+
+    def resume(self, cell: Cell) -> None:
+        """``cell`` may be runnable again (a stop or kill that preempted it is done)."""
+        self.notify(cell)
 
     def detach(self, cell: Cell) -> None:
         """``cell`` stopped for good: release what runs it."""
@@ -67,26 +54,17 @@ class Dispatcher:
         pass
 
 
-def run_cell(dispatcher: Dispatcher, cell: Cell, batch: int | None) -> None:
-    """Handle up to ``batch`` (None: all) items of a scheduled cell, unschedule it, re-check."""
-    n = 0
-    try:
-        while (batch is None or n < batch) and cell.process_one(None):
-            n += 1
-    finally:
-        with cell.sched_lock:
-            cell.scheduled = False
-    dispatcher.notify(cell)  # more mail (or mail that raced the flag): schedule again
+SERVE = "serve"
+"""The one message a cell runner handles: serve the cell's mailbox until the cell stops."""
 
 
 class _CellRunner(pykka.ThreadingActor):
-    """The pykka actor that runs one cell: each ``RUN`` poke handles the cell's mailbox."""
+    """The pykka actor running one cell, across its incarnations."""
 
     use_daemon_thread = True
 
-    def __init__(self, dispatcher: ThreadDispatcher, cell: Cell) -> None:
+    def __init__(self, cell: Cell) -> None:
         super().__init__()
-        self.dispatcher = dispatcher
         self.cell = cell
 
     def on_start(self) -> None:
@@ -94,12 +72,27 @@ class _CellRunner(pykka.ThreadingActor):
         threading.current_thread().name = f"actor:{cell.system.name}/{cell.name}"
 
     def on_receive(self, message: Any) -> None:
-        if message != RUN:
-            return
-        try:
-            run_cell(self.dispatcher, self.cell, None)
-        except Exception:  # handlers' errors are the cell's business: this is a runtime bug
-            log.exception("runner of %s failed; it keeps serving the cell", self.cell.name)
+        if message == SERVE:
+            self._serve()
+
+    def _serve(self) -> None:
+        from pytsnet.actors.runtime.cell import Status
+
+        cell, mailbox = self.cell, self.cell.mailbox
+
+        def runnable() -> bool:
+            if cell.is_stopped:
+                return True
+            return len(mailbox) > 0 and cell.status is Status.RUNNING and not cell.preempt
+
+        while not cell.is_stopped:
+            try:
+                if len(mailbox) and cell.process_one(None):
+                    continue
+            except Exception:  # handlers' errors are the cell's business: this is a runtime bug
+                log.exception("runner of %s failed; it keeps serving the cell", cell.name)
+            with mailbox.cond:
+                mailbox.cond.wait_for(runnable)
 
 
 class ThreadDispatcher(Dispatcher):
@@ -109,25 +102,39 @@ class ThreadDispatcher(Dispatcher):
 
     def attach(self, cell: Cell) -> None:
         with self._lock:
-            if cell not in self._runners:
-                self._runners[cell] = _CellRunner.start(self, cell)
-        self.notify(cell)
+            runner = self._runners.get(cell)
+            if runner is None:
+                runner = self._runners[cell] = _CellRunner.start(cell)
+                runner.tell(SERVE)
+                return
+        self.resume(cell)  # a restart: the runner sleeps until the new incarnation is runnable
 
-    def _schedule(self, cell: Cell) -> bool:
-        runner = self._runners.get(cell)
-        if runner is None:
-            return False
-        try:
-            runner.tell(RUN)
-        except pykka.ActorDeadError:
-            return False
-        return True
+    def notify(self, cell: Cell) -> None:
+        pass  # the runner sleeps on the mailbox condition, which put() notifies
+
+    def resume(self, cell: Cell) -> None:
+        with cell.mailbox.cond:
+            cell.mailbox.cond.notify_all()
 
     def detach(self, cell: Cell) -> None:
         with self._lock:
             runner = self._runners.pop(cell, None)
         if runner is not None:
+            self.resume(cell)  # wakes the runner, which sees the cell stopped and returns
             runner.stop(block=False)
+
+
+def run_cell(dispatcher: Dispatcher, cell: Cell, batch: int) -> None:
+    """Handle up to ``batch`` items of a scheduled cell, unschedule it, requeue it if it has more."""
+    mailbox, n = cell.mailbox, 0
+    try:
+        while n < batch and len(mailbox) and cell.process_one(None):
+            n += 1
+    finally:
+        with cell.sched_lock:
+            cell.scheduled = False
+    if len(mailbox):  # more mail, or mail that raced the flag (a sender after the clear sees it False)
+        dispatcher.notify(cell)
 
 
 class PoolDispatcher(Dispatcher):
@@ -144,9 +151,17 @@ class PoolDispatcher(Dispatcher):
     def attach(self, cell: Cell) -> None:
         self.notify(cell)
 
-    def _schedule(self, cell: Cell) -> bool:
+    def notify(self, cell: Cell) -> None:
+        if cell.scheduled:  # fast path, no lock: the worker re-checks the mailbox after clearing it
+            return
+        from pytsnet.actors.runtime.cell import Status
+
+        with cell.sched_lock:
+            if (cell.scheduled or cell.preempt or len(cell.mailbox) == 0
+                    or cell.status is not Status.RUNNING):
+                return
+            cell.scheduled = True
         self._queue.put(cell)
-        return True
 
     def _work(self) -> None:
         while True:
@@ -154,7 +169,7 @@ class PoolDispatcher(Dispatcher):
             if cell is None:
                 return
             try:
-                run_cell(self, cell, self._batch)  # then requeued behind others if it has more mail
+                run_cell(self, cell, self._batch)  # requeued behind others if it has more mail
             except Exception:  # handlers' errors are the cell's business: this is a runtime bug
                 log.exception("pool worker failed running %s", cell.name)
 
