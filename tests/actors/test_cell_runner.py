@@ -1,8 +1,9 @@
-"""How cells are run (issue 15): kameo-style scheduling over pykka's public API.
+"""How cells are run (issue 15): pykka through its public API, one runner per cell at a time.
 
 A stop or kill from another thread goes before the next queued message (and after the current one);
 a thread-dispatched cell has one pykka runner thread for its whole life, restarts included, which
-ends when the cell stops for good; many senders racing the scheduled flag lose no message.
+ends when the cell stops for good; many senders racing the runner going idle (the thread runner's
+sleep, the pool's scheduled flag) lose no message.
 """
 
 from __future__ import annotations
