@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import BinaryIO
 
-from pytsnet.actors.runtime import Actor, handles
+from pytsnet.actors.runtime import Actor, StopReason, handles
 from pytsnet.messages.wgengine import CapturedPackets
 from pytsnet.wire.pcap import CapturePath, file_header, record
 
@@ -28,7 +28,7 @@ class PcapWriter(Actor):
         self.file.write(file_header())
         self.file.flush()
 
-    def on_stop(self) -> None:
+    def on_stop(self, reason: StopReason) -> None:
         if self.file is not None:
             self.file.close()
             self.file = None

@@ -28,7 +28,7 @@ import pytsnet.wire.control as login
 from pytsnet.actors.control.performer import ControlPerformer
 from pytsnet.actors.control.store import MACHINE_KEY, NETMAP, NODE, StateStore
 from pytsnet.actors.dataplane.netmap import netmap_for_dataplane
-from pytsnet.actors.runtime import Actor, ActorStopped, TimerHandle, handles
+from pytsnet.actors.runtime import Actor, ActorStopped, StopReason, TimerHandle, handles
 from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.actors.runtime.ref import Reply
 from pytsnet.messages.base import Message
@@ -124,7 +124,7 @@ class ControlRunner(Actor):
                                          stored_netmap=self.store.read_state(NETMAP),
                                          restarted=self.incarnation > 1))
 
-    def on_stop(self) -> None:
+    def on_stop(self, reason: StopReason) -> None:
         if self._io is not None:
             self._io.close()
         waiting = [r for r, _ in self._lite_waiting.values()] + list(self._logout_waiting.values())

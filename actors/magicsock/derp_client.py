@@ -20,7 +20,7 @@ from collections import deque
 from pytsnet.actors.magicsock.config import MagicsockConfig
 from pytsnet.actors.magicsock.derp_link import DerpLink
 from pytsnet.actors.magicsock.wg_sink import WgSinkDelivery
-from pytsnet.actors.runtime import Actor, handles
+from pytsnet.actors.runtime import Actor, StopReason, handles
 from pytsnet.actors.runtime.io import IoLoop
 from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.messages.magicsock import (
@@ -98,7 +98,7 @@ class DerpClient(Actor):
     def _wanted(self, now: float) -> bool:
         return self.home or now - self.last_write < self.config.derp_idle_close
 
-    def on_stop(self) -> None:
+    def on_stop(self, reason: StopReason) -> None:
         self._close()
 
     # -- connecting ---------------------------------------------------------------------------------

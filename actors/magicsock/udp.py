@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from pytsnet.actors.magicsock.config import MagicsockConfig
 from pytsnet.actors.magicsock.wg_sink import WgSinkDelivery
-from pytsnet.actors.runtime import Actor, MailboxFull, UnhandledMessage, handles
+from pytsnet.actors.runtime import Actor, MailboxFull, StopReason, UnhandledMessage, handles
 from pytsnet.messages.magicsock import (
     DerpRoute,
     DerpSend,
@@ -133,7 +133,7 @@ class MagicsockUdp(Actor):
         with contextlib.suppress(UnhandledMessage):  # a sink that is no engine (test rigs) publishes none
             self.tell_named(c.wg_sink, WgLiveIndexesRequest())
 
-    def on_stop(self) -> None:
+    def on_stop(self, reason: StopReason) -> None:
         if self.sock is not None:
             self.sock.close()
 

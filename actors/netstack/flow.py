@@ -17,7 +17,7 @@ import contextlib
 from typing import TYPE_CHECKING
 
 from pytsnet.actors.netstack.channel import FlowAborted, FlowChannel, FlowCrashed
-from pytsnet.actors.runtime import Actor, handles
+from pytsnet.actors.runtime import Actor, StopReason, handles
 from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.messages.netstack import (
     FlowAbort,
@@ -217,7 +217,7 @@ class TcpFlowActor(Actor):
         self.netstack.tell(FlowClosed(flow=self.name, time_wait=time_wait))
         self.stop()
 
-    def on_stop(self) -> None:
+    def on_stop(self, reason: StopReason) -> None:
         if self._done:
             return
         # Abnormal end (crash, kill, shutdown): reset the connection, tell the app and the stack.

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from pytsnet.actors.netstack.actor import NetstackActor
 from pytsnet.actors.netstack.channel import FlowRegistry
-from pytsnet.actors.runtime import ChildSpec, Restart, Strategy, Supervisor, SupervisorConfig
+from pytsnet.actors.runtime import ChildSpec, Restart, StopReason, Strategy, Supervisor, SupervisorConfig
 
 if TYPE_CHECKING:
     from pytsnet.actors.runtime import ActorRef, ActorSystem, MailboxConfig
@@ -58,7 +58,7 @@ class NetstackSupervisor(Supervisor):
         super().__init__(config, children)
         self.registry = registry
 
-    def on_stop(self) -> None:
+    def on_stop(self, reason: StopReason) -> None:
         self.registry.close_endpoints()
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 
-from pytsnet.actors.runtime import Actor, ActorStopped, MailboxFull, TimerHandle, handles
+from pytsnet.actors.runtime import Actor, ActorStopped, MailboxFull, StopReason, TimerHandle, handles
 from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.messages.base import Message
 from pytsnet.messages.peers import (
@@ -102,7 +102,7 @@ class PeerTracker(Actor):
             except (ActorStopped, MailboxFull):  # control is restarting: its fresh map session tells us
                 log.info("%s restarted; %s cannot re-send the netmap now", self.name, self.control)
 
-    def on_stop(self) -> None:
+    def on_stop(self, reason: StopReason) -> None:
         self._disarm()
 
     @handles(NetmapUpdate)

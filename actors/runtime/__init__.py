@@ -12,7 +12,7 @@ See ``actor`` (hooks, ``@handles``), ``supervisor`` (child specs, strategies, bu
 (bounds and policies), ``clock`` (``ManualClock``), ``trace``/``replay`` and ``faults``.
 """
 
-from pytsnet.actors.runtime.actor import Actor, PanicAction, handles
+from pytsnet.actors.runtime.actor import Actor, PanicAction, StopKind, StopReason, handles
 from pytsnet.actors.runtime.clock import Clock, ManualClock, SystemClock, TimerHandle
 from pytsnet.actors.runtime.errors import (
     ActorError,
@@ -45,6 +45,6 @@ __all__ = [
     "Actor", "ActorError", "ActorRef", "ActorStartError", "ActorStopped", "ActorSystem", "AskTimeout",
     "Backlog", "ChildSpec", "Clock", "FaultInjector", "HandlerError", "Killed", "LinkDied", "MailboxConfig",
     "MailboxFull", "MailboxPolicy", "ManualClock", "NameTaken", "PanicAction", "Restart",
-    "RestartBudgetExceeded", "Strategy", "Supervisor", "SupervisorConfig", "SystemClock", "TimerHandle",
-    "Tracer", "UnhandledMessage", "handles", "supervisor_spec",
+    "RestartBudgetExceeded", "StopKind", "StopReason", "Strategy", "Supervisor", "SupervisorConfig",
+    "SystemClock", "TimerHandle", "Tracer", "UnhandledMessage", "handles", "supervisor_spec",
 ]

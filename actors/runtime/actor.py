@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from pytsnet.actors.runtime.errors import ActorStopped, LinkDied
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from pytsnet.actors.runtime.io import IoLoop
     from pytsnet.actors.runtime.ref import ActorRef, Reply
 
-__all__ = ["Actor", "ActorContext", "PanicAction", "handler_for", "handles"]
+__all__ = ["Actor", "ActorContext", "PanicAction", "StopKind", "StopReason", "handler_for", "handles"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -28,6 +29,49 @@ F = TypeVar("F", bound=Callable[..., Any])
 class PanicAction(enum.Enum):
     CONTINUE = "continue"  # swallow the error, keep this incarnation running
     STOP = "stop"  # end this incarnation; the supervisor decides what happens next
+
+
+class StopKind(enum.Enum):
+    NORMAL = "normal"  # stop()/ref.stop()/shutdown, or its supervisor stopping it for good
+    KILLED = "killed"  # ended from outside between two messages (fault injection, Cell.kill)
+    PANICKED = "panicked"  # a handler, hook, timer or IO loop raised, or on_start failed
+    RESTART = "restart"  # suspended by its supervisor: a group restart, or the supervisor's own
+
+
+@dataclass(frozen=True, slots=True)
+class StopReason:
+    """Why an incarnation ends, handed to ``on_stop`` (kameo's ``ActorStopReason``).
+
+    ``error`` is the exception of a kill or a panic (a ``LinkDied`` when a linked actor's death
+    took this one down), None for a normal stop or a restart.
+    """
+
+    kind: StopKind
+    error: BaseException | None = None
+
+    @classmethod
+    def normal(cls) -> StopReason:
+        return cls(StopKind.NORMAL)
+
+    @classmethod
+    def restart(cls) -> StopReason:
+        return cls(StopKind.RESTART)
+
+    @classmethod
+    def killed(cls, error: BaseException) -> StopReason:
+        return cls(StopKind.KILLED, error)
+
+    @classmethod
+    def panicked(cls, error: BaseException) -> StopReason:
+        return cls(StopKind.PANICKED, error)
+
+    @property
+    def abnormal(self) -> bool:
+        """Killed or panicked: state may be half-updated, peers may need a reset."""
+        return self.kind in (StopKind.KILLED, StopKind.PANICKED)
+
+    def __str__(self) -> str:
+        return self.kind.value if self.error is None else f"{self.kind.value}: {self.error!r}"
 
 
 def handles(*types: type[Message]) -> Callable[[F], F]:
@@ -152,8 +196,8 @@ class Actor:
     def on_start(self) -> None:
         """Runs before the first message of each incarnation; raising fails the start."""
 
-    def on_stop(self) -> None:
-        """Runs when an incarnation ends for any reason; release sockets and files here."""
+    def on_stop(self, reason: StopReason) -> None:
+        """Runs when an incarnation ends, told why; release sockets and files here."""
 
     def on_panic(self, error: Exception) -> PanicAction:
         """A handler of a tell (or a timer/IO loop) raised. Default: stop, let the supervisor decide."""

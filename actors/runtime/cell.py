@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pytsnet.actors.runtime import logs
-from pytsnet.actors.runtime.actor import Actor, PanicAction, handler_for
+from pytsnet.actors.runtime.actor import Actor, PanicAction, StopReason, handler_for
 from pytsnet.actors.runtime.errors import ActorStopped, HandlerError, UnhandledMessage
 from pytsnet.actors.runtime.io import IoLoop
 from pytsnet.actors.runtime.mailbox import payload_size
@@ -188,8 +188,8 @@ class Cell:
             try:
                 actor.on_start()
                 log.debug("%s#%d started", self.name, self.incarnation)
-            except BaseException:
-                self._end(None, report=False)
+            except BaseException as e:
+                self._end(None, report=False, why=StopReason.panicked(e))
                 raise
             finally:
                 current.name, current.seq = prev
@@ -206,7 +206,8 @@ class Cell:
             if faults is not None and len(self.mailbox) and faults.should_kill(self):
                 from pytsnet.actors.runtime.errors import Killed
 
-                self._end(Killed(f"fault injector killed {self.name}"), report=True)
+                killed = Killed(f"fault injector killed {self.name}")
+                self._end(killed, report=True, why=StopReason.killed(killed))
                 return False
             item = self.mailbox.pop()
             if item is None:
@@ -281,8 +282,11 @@ class Cell:
         log.info("%s#%d panicked: %r", self.name, self.incarnation, error)
         self._end(error, report=True)
 
-    def _end(self, reason: BaseException | None, *, report: bool, final: bool = False) -> None:
-        """End the current incarnation (caller holds run_lock). ``reason`` None means normal exit."""
+    def _end(self, reason: BaseException | None, *, report: bool, final: bool = False,
+             why: StopReason | None = None) -> None:
+        """End the current incarnation (caller holds run_lock). ``reason`` None means normal exit
+        (for links, the supervisor and the tracer); ``why`` is what ``on_stop`` is told (default:
+        normal, or a panic with ``reason``)."""
         with self.run_lock:
             actor = self.actor
             if actor is None:
@@ -300,8 +304,10 @@ class Cell:
             current.name, current.seq = self.name, None
             route = logs.enter(self.system.log_route)
             try:
+                if why is None:
+                    why = StopReason.normal() if reason is None else StopReason.panicked(reason)
                 actor._before_stop(final)
-                actor.on_stop()
+                actor.on_stop(why)
                 log.debug("%s#%d stopped (%s)", self.name, self.incarnation,
                           "normal" if reason is None else repr(reason))
             except Exception:
@@ -363,13 +369,13 @@ class Cell:
         def run() -> None:
             with self.run_lock:
                 if self.status is Status.RUNNING:
-                    self._end(reason, report=True)
+                    self._end(reason, report=True, why=StopReason.killed(reason))
 
         self._preempting(run)
 
     def suspend(self) -> None:
         """Stop the incarnation without reporting (a supervisor restarting siblings)."""
-        self._preempting(lambda: self._end(None, report=False))
+        self._preempting(lambda: self._end(None, report=False, why=StopReason.restart()))
 
     def finalize(self) -> None:
         """Stop for good: end any incarnation, fail queued asks, forget the name."""

@@ -42,6 +42,7 @@ from pytsnet.actors.runtime import (
     MailboxConfig,
     MailboxFull,
     MailboxPolicy,
+    StopReason,
     TimerHandle,
     UnhandledMessage,
     handles,
@@ -163,7 +164,7 @@ class WgEngine(Actor):
         self._publish_indexes()  # a new incarnation has no sessions: magicsock forgets the old ones
         self._tell_magicsock(WgHandshakeQueueFull(full=False))  # nor a full handshake queue
 
-    def on_stop(self) -> None:
+    def on_stop(self, reason: StopReason) -> None:
         if self._timer is not None:
             self._timer.cancel()
 

@@ -7,7 +7,7 @@ import sys
 import threading
 import time
 
-from pytsnet.actors.runtime import Actor, ActorSystem, FaultInjector, handles, supervisor_spec
+from pytsnet.actors.runtime import Actor, ActorSystem, FaultInjector, StopReason, handles, supervisor_spec
 from pytsnet.actors.runtime.supervisor import ChildSpec, Strategy
 from pytsnet.messages.runtime import Count, Total, Work
 
@@ -29,8 +29,8 @@ class Worker(Actor):
     def on_start(self) -> None:
         say(f"  start  {self.name} incarnation {self.incarnation}")
 
-    def on_stop(self) -> None:
-        say(f"  stop   {self.name} incarnation {self.incarnation}")
+    def on_stop(self, reason: StopReason) -> None:
+        say(f"  stop   {self.name} incarnation {self.incarnation} ({reason})")
 
     @handles(Work)
     def work(self, msg: Work) -> None:

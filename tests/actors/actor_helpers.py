@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from pytsnet.actors.runtime import Actor, PanicAction, handles
+from pytsnet.actors.runtime import Actor, PanicAction, StopReason, handles
 from pytsnet.messages.runtime import Count, Crash, Done, Ping, Pong, Total, Work
 
 
@@ -17,7 +17,7 @@ class Echo(Actor):
     def on_start(self) -> None:
         self.log.append(f"start {self.name}#{self.incarnation}")
 
-    def on_stop(self) -> None:
+    def on_stop(self, reason: StopReason) -> None:
         self.log.append(f"stop {self.name}#{self.incarnation}")
 
     @handles(Ping)
