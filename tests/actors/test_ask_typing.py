@@ -5,7 +5,8 @@
   ``# type: ignore`` on an ask's lines) anywhere in the package, tests, chaos or bench (``ast`` +
   ``tokenize``);
 * every actor's handler of a ``Request[R]`` is annotated to return ``R`` (or a subclass), so the
-  ``R`` that mypy gives the caller is what the actor really replies (``ask`` cannot check it itself).
+  ``R`` that mypy gives the caller is what the actor really replies (``ask`` cannot check it itself),
+  or returns None and takes the reply slot (``defer_reply``) to answer later.
 """
 
 from __future__ import annotations
@@ -112,8 +113,11 @@ def wrong_reply_types(classes: typing.Iterable[type[Actor]]) -> tuple[int, list[
             if not (inspect.isclass(msg_type) and issubclass(msg_type, Request)):
                 continue
             want = _reply_type(msg_type)
-            got = typing.get_type_hints(getattr(cls, attr)).get("return")
+            method = getattr(cls, attr)
+            got = typing.get_type_hints(method).get("return")
             checked += 1
+            if got is type(None) and "self.defer_reply()" in inspect.getsource(method):
+                continue  # answers later through the slot it takes (``Actor.defer_reply``)
             subclass = inspect.isclass(got) and inspect.isclass(want) and issubclass(got, want)
             if not (got == want or subclass):
                 wrong.append(f"{cls.__name__}.{attr}({msg_type.__name__}) -> {got}, request says {want}")
@@ -131,7 +135,22 @@ def test_the_reply_type_check_finds_a_handler_that_returns_something_else() -> N
         def count(self, msg: Count) -> Total:
             return Total(value=0)
 
-    assert wrong_reply_types([Liar, Honest]) == (2, [f"Liar.count(Count) -> {Pong}, request says {Total}"])
+    class Later(Actor):
+        @handles(Count)
+        def count(self, msg: Count) -> None:
+            slot = self.defer_reply()
+            if slot is not None:
+                slot.set(Total(value=0))
+
+    class Forgets(Actor):
+        @handles(Count)
+        def count(self, msg: Count) -> None:
+            pass
+
+    assert wrong_reply_types([Liar, Honest, Later, Forgets]) == (4, [
+        f"Liar.count(Count) -> {Pong}, request says {Total}",
+        f"Forgets.count(Count) -> {type(None)}, request says {Total}",
+    ])
 
 
 def test_every_request_handler_returns_the_reply_type_its_request_names() -> None:
