@@ -10,17 +10,18 @@ from __future__ import annotations
 import base64
 import json
 import os
+import random
+import time
 import tracemalloc
 from collections.abc import Mapping
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytsnet.actors.control.runner import ControlRunner, RunnerConfig
-from pytsnet.actors.runtime.clock import SystemClock
+import pytsnet.wire.control as login
+from pytsnet.actors.control.runner import RunnerConfig
 from pytsnet.config import Config
 from pytsnet.device import ActorDevice
 from pytsnet.errors import StateStoreError
@@ -123,11 +124,16 @@ def load_like_a_device(path: Path) -> None:
     for k in (MACHINE_KEY, NODE, NETMAP):
         if (v := store.read_state(k)) is not None:
             mem.write_state(k, v)
-    runner = ControlRunner(RunnerConfig(control_url="http://127.0.0.1:9", hostname="fuzz"), mem)
-    runner.ctx = SimpleNamespace(clock=SystemClock(), incarnation=2)
-    runner._load_keys()
-    DeviceState(state="Starting", **runner._self_fields_from_store())
-    runner._stored_self_usable()
+    if raw := mem.read_state(MACHINE_KEY):  # what the runner's on_start parses before the machine
+        MachinePrivate.from_text(raw.decode())
+    config = RunnerConfig(control_url="http://127.0.0.1:9", hostname="fuzz").login_config()
+    machine = login.LoginMachine(config, rng=random.Random(0))
+    actions = machine.start(time.time(), stored_node=mem.read_state(NODE),
+                            stored_netmap=mem.read_state(NETMAP), restarted=True)  # reads the self node too
+    for a in actions:
+        if isinstance(a, login.PublishStatus):
+            DeviceState(state=a.status.state, addresses=list(a.status.addresses), name=a.status.name,
+                        node_id=a.status.node_id)
 
 
 def assert_loads_or_refuses(path: Path, content: bytes) -> None:
