@@ -24,7 +24,15 @@ from pytsnet import ActorDevice, Config
 from pytsnet.actors.peers import PeerTracker
 from pytsnet.actors.runtime import Actor, ActorRef, ActorSystem, FaultInjector, ManualClock, handles
 from pytsnet.messages.base import Message
-from pytsnet.messages.peers import GetPeers, NetmapUpdate, PeerInfo, PeersChanged, ResendNetmap
+from pytsnet.messages.peers import (
+    GetPeers,
+    NetmapUpdate,
+    PeerInfo,
+    PeersChanged,
+    PeerTrackerSpawn,
+    ResendNetmap,
+)
+from pytsnet.testing.events import PeerEvents, settled
 from pytsnet.testing.polling import wait_until
 from pytsnet.wire.keys import DiscoPrivate, NodePrivate
 
@@ -58,13 +66,16 @@ def test_restarted_tracker_fails_closed_until_the_netmap_is_resent(dispatcher: s
     asked: list[int] = []
     with ActorSystem("chaos-peers", clock=clock, dispatcher=dispatcher) as system:
         system.spawn(StubControl, asked, name="control")
-        tracker = system.spawn(PeerTracker, events.append, control="control", name="peers")
+        sub = system.spawn(PeerEvents, events, name="events")
+        tracker = system.spawn(PeerTracker, PeerTrackerSpawn(subscribers=("events",), control="control"),
+                               name="peers")
         me = _peer(1)
         unsigned = _peer(4).model_copy(update={"node_key": "nodekey:" + "00" * 32})
         expiring = _peer(3, key_expiry=clock.time() + 60)
         netmap = NetmapUpdate(self_node=me, peers=[_peer(2), expiring, unsigned])
         tracker.ask(netmap)  # control's last word before the crash
         assert _table(tracker) == ([2, 3], {4: "zero node key"})
+        settled(sub)
         published = len(events)
 
         FaultInjector.kill_now(tracker, "chaos: peer tracker")
@@ -75,10 +86,12 @@ def test_restarted_tracker_fails_closed_until_the_netmap_is_resent(dispatcher: s
         assert _table(tracker) == ([], {})
         clock.advance(61)  # peer 3's key runs out while the tracker has no table (and no timer)
         assert _table(tracker) == ([], {})
+        settled(sub)
         assert len(events) == published
 
         tracker.ask(netmap)  # control answers with the same netmap it sent before
         assert _table(tracker) == ([2], {3: "node key expired", 4: "zero node key"})
+        settled(sub)
         after = [e for e in events[published:] if isinstance(e, PeersChanged)]
         assert after and [p.node_id for p in after[-1].peers] == [2]
         assert all(p.node_id == 2 for e in after for p in [*e.added, *e.changed, *e.peers])

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pytsnet.messages.base import Message
-from pytsnet.messages.magicsock import DerpRegion
-from pytsnet.messages.peers import PeerInfo
+from pytsnet.messages.base import Message, Request
+from pytsnet.messages.magicsock import DerpRegion, NetcheckReport
+from pytsnet.messages.peers import PeerInfo, PeersChanged
 from pytsnet.messages.redact import NodePrivateText
 from pytsnet.messages.wgengine import WgFilterRule
 
@@ -61,17 +61,51 @@ class DataplaneState(Message, tag="dataplane.state"):
     """Control acknowledged our home DERP region (and endpoints so far): peers can reach us."""
 
 
-class GetDataplaneInfo(Message, tag="dataplane.get_info"):
-    pass
-
-
 class DataplaneInfo(Message, tag="dataplane.info"):
-    """Reply to ``GetDataplaneInfo``: the last netmap, endpoints and netcheck the bridge saw."""
+    """Reply to ``GetDataplaneInfo``: the last netmap, endpoints and netcheck the bridge saw, and the
+    running subtree's actors by role (empty while none runs)."""
 
     netmap: DataplaneNetmap | None = None
     endpoints: tuple[str, ...] = ()
     preferred_derp: int = 0
     region_latency: dict[int, float] = {}
+    state: DataplaneState = DataplaneState()
+    names: dict[str, str] = {}
+    """Role → actor name: ``engine``, ``udp``, ``disco``, ``stun``, ``derp.<region>``, ``netstack``."""
+
+
+class GetDataplaneInfo(Request[DataplaneInfo], tag="dataplane.get_info"):
+    """The facade's one question to the bridge (status, whois, close): asked, never read under a lock."""
+
+
+class LiteTold(Message, tag="dataplane.lite_told"):
+    """What the bridge last told control: our endpoints and home DERP region."""
+
+    endpoints: tuple[str, ...]
+    home: int
+
+
+class BridgeMemory(Message, tag="dataplane.bridge_memory"):
+    """What the bridge learned, as one immutable snapshot: it tells each new one to the tree's keeper
+    and recalls it on a restart, so it resumes without waiting for the next netmap and never spawns a
+    second subtree. No one else reads it."""
+
+    netmap: DataplaneNetmap | None = None
+    peers: PeersChanged | None = None
+    endpoints: tuple[str, ...] = ()
+    have_endpoints: bool = False
+    told: LiteTold | None = None
+    told_at: float | None = None
+    acked: LiteTold | None = None
+    """What control last acknowledged (``told`` when the ``LiteUpdateDone`` came)."""
+    announced: bool = False
+    """Control acknowledged an update of this subtree (our home region): peers can reach us."""
+    netcheck: NetcheckReport | None = None
+    home: int = 0
+    """Our home DERP region, as the StunProber last told it (``HomeRegion``)."""
+    built_for: DataplaneNetmap | None = None
+    """The netmap the running subtree was built for (None: none runs)."""
+    names: dict[str, str] = {}
     state: DataplaneState = DataplaneState()
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Literal
 
 from pytsnet.messages.base import Message, Request
+from pytsnet.messages.redact import DiscoPrivateText, NodePrivateText
+from pytsnet.wire.magicsock import endpoint as _ep
 
 ITEM_OVERHEAD = 512
 """What one datagram costs in memory beyond its payload (the model object, its dict, the bytes
@@ -114,6 +116,86 @@ class DerpRegion(Message, tag="magicsock.derp_region"):
     insecure_for_tests: bool = False
 
 
+class MagicsockTimings(Message, tag="magicsock.timings"):
+    """``wire.magicsock.endpoint.Timings`` as a message: Go's constants unless a test shortens them."""
+
+    heartbeat: float = _ep.HEARTBEAT_INTERVAL
+    trust: float = _ep.TRUST_UDP_ADDR_DURATION
+    session_active: float = _ep.SESSION_ACTIVE_TIMEOUT
+    upgrade: float = _ep.UPGRADE_UDP_DIRECT_INTERVAL
+    ping_timeout: float = _ep.PING_TIMEOUT_DURATION
+    ping_interval: float = _ep.DISCO_PING_INTERVAL
+
+
+class MagicsockSpawn(Message, tag="magicsock.spawn"):
+    """What every magicsock actor of one node is spawned with: names, bind address, DERP regions,
+    timings. Immutable: what changes (home region, bound port, peers) has one owner actor each and
+    travels as messages. No keys: the DiscoPinger and DerpClients get theirs as ``MagicsockKeys``."""
+
+    node_public: str  # nodekey:…, for disco's pings (the private half stays with the DerpClients)
+    wg_sink: str  # name of W's actor in the same system
+    regions: tuple[DerpRegion, ...] = ()
+    home_region: int = 0  # the home at spawn (the caller's, else the lowest region id until netcheck)
+    home_fixed: bool = False  # the caller chose the home: netcheck never moves it
+    derp_idle_close: float = 60.0  # a non-home region closes this long after our last write to it
+    bind_host: str = "0.0.0.0"
+    bind_port: int = 0
+    advertise_endpoints: bool = True  # False: never tell peers our UDP endpoints (DERP only)
+    extra_endpoints: tuple[str, ...] = ()
+    control: str | None = None  # told LocalEndpoints / NetcheckReport / HomeRegion (the bridge)
+    memory: str | None = None  # the restart-memory keeper (``MemoryKeeper``), if the tree has one
+    prefix: str = "magicsock"
+    timings: MagicsockTimings = MagicsockTimings()
+    stun_interval: tuple[float, float] = (20.0, 26.0)
+
+    def name(self, what: str) -> str:
+        return f"{self.prefix}.{what}"
+
+    def derp_name(self, region: int) -> str:
+        return f"{self.prefix}.derp.{region}"
+
+    def derp_names(self) -> tuple[str, ...]:
+        return tuple(self.derp_name(r.region_id) for r in self.regions)
+
+
+class MagicsockKeys(Message, tag="magicsock.keys"):
+    """The private keys a magicsock actor needs (only those): redacted in traces, as secrets are."""
+
+    node_private: NodePrivateText = ""
+    disco_private: DiscoPrivateText = ""
+
+
+class HomeRegion(Message, tag="magicsock.home_region"):
+    """StunProber (the home's one owner) → DerpClients and the bridge: our home DERP region now."""
+
+    region: int
+
+
+class AdmittedPeers(Message, tag="magicsock.admitted_peers"):
+    """DiscoPinger (owner of the peer set) → DerpClients: the node keys a relayed packet may come from."""
+
+    peers: tuple[str, ...]
+
+
+class MagicsockResend(Message, tag="magicsock.resend"):
+    """A (re)started DerpClient → the StunProber and DiscoPinger: tell ``reply_to`` the home and peers."""
+
+    reply_to: str
+
+
+class UdpBound(Message, tag="magicsock.udp_bound"):
+    """MagicsockUdp (the socket's owner) → the StunProber: the port it bound (a bound endpoint)."""
+
+    port: int
+
+
+class StunSeed(Message, tag="magicsock.stun_seed"):
+    """The StunProber → itself at start: the seed of its transaction IDs and jitter, drawn from
+    ``os.urandom`` and recorded in its inbox, so a replay draws the same IDs."""
+
+    seed: bytes
+
+
 class LocalEndpoints(Message, tag="magicsock.local_endpoints"):
     """StunProber → DiscoPinger (and the control runner): our endpoints to advertise."""
 
@@ -170,6 +252,8 @@ class DiscoIn(Message, tag="magicsock.disco_in"):
 class StunIn(Message, tag="magicsock.stun_in"):
     data: bytes
     src: str
+    at: float | None = None
+    """Monotonic time the router handled it (the probe's RTT ends here, not in the prober's queue)."""
 
     def payload_size(self) -> int:
         return len(self.data) + ITEM_OVERHEAD
@@ -271,7 +355,9 @@ class DiscoTick(Message, tag="magicsock.disco_tick"):
 
 
 class StunTick(Message, tag="magicsock.stun_tick"):
-    pass
+    """The StunProber's timer; ``at``: when it was due (its "now": a replay sees the same time)."""
+
+    at: float | None = None
 
 
 class UdpBlackhole(Message, tag="magicsock.udp_blackhole"):

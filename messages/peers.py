@@ -106,3 +106,13 @@ class PeersChanged(Message, tag="peers.changed"):
     removed: list[int] = []
     peers: list[PeerInfo] = []
     """The whole table after the change."""
+
+
+class PeerTrackerSpawn(Message, tag="peers.spawn"):
+    """The PeerTracker's spawn message: who is told each ``PeersChanged``, by name (the route from
+    the trust chokepoint to the data plane and the device, readable off the tree), and who sends it
+    netmaps."""
+
+    subscribers: tuple[str, ...] = ()
+    control: str = ""
+    """The netmap's sender, told ``ResendNetmap`` by a restarted tracker (empty: none)."""

@@ -18,7 +18,8 @@ from typing import Annotated, Any
 
 from pydantic import Field, SerializationInfo, SerializerFunctionWrapHandler, WrapSerializer
 
-__all__ = ["PLACEHOLDER", "NodePrivateText", "Payload", "RedactContext", "payload_placeholder",
+__all__ = ["PLACEHOLDER", "DiscoPrivateText", "NodePrivateText", "Payload",
+           "RedactContext", "payload_placeholder",
            "secret_field"]
 
 PLACEHOLDER = re.compile(r"^<redacted:([A-Za-z0-9_]+):([A-Za-z0-9_]+)>$")
@@ -71,3 +72,7 @@ Payload = Annotated[bytes, WrapSerializer(_payload)]
 
 NodePrivateText = Annotated[str, secret_field("_node:NodePrivate"), Field(repr=False)]
 """``privkey:…`` of the node key (in the state store under ``_node``)."""
+
+DiscoPrivateText = Annotated[str, secret_field("process:DiscoPrivate"), Field(repr=False)]  # replay.EPHEMERAL
+"""``discoprivkey:…``: made per process (as Go's magicsock), in no state store, so a replay of an
+actor holding it stops with a ``ReplayError`` naming it."""

@@ -19,11 +19,11 @@ from __future__ import annotations
 import time
 from typing import TypeVar
 
-from pytsnet.actors.dataplane import DataplaneMemory
 from pytsnet.actors.runtime import ActorStopped, ActorSystem, AskTimeout
 from pytsnet.actors.runtime.errors import HandlerError
 from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.messages.base import Request
+from pytsnet.messages.dataplane import GetDataplaneInfo
 from pytsnet.messages.magicsock import DerpStatusRequest, PathStatusRequest
 from pytsnet.messages.netstack import AbortAllFlows, FlowsAborted, NetstackStatusRequest
 from pytsnet.messages.wgengine import GetWgStatus
@@ -37,22 +37,22 @@ DRAIN_TIMEOUT = 1.0
 """Close waits at most this long for the resets to leave."""
 
 
-def reset_flows_and_flush(system: ActorSystem, memory: DataplaneMemory,
-                          timeout: float = DRAIN_TIMEOUT) -> int:
-    """Reset every open flow and push the RSTs out to the wire; returns how many flows were reset."""
+def reset_flows_and_flush(system: ActorSystem, bridge: str, timeout: float = DRAIN_TIMEOUT) -> int:
+    """Reset every open flow and push the RSTs out to the wire; returns how many flows were reset.
+    ``bridge`` names the data-plane bridge, asked which actors the running subtree has (none: 0)."""
     deadline = time.monotonic() + timeout
-    with memory.lock:
-        sp = memory.spawned
-    if sp is None or sp.netstack is None:
+    info = _ask(system, bridge, GetDataplaneInfo(), deadline)
+    if info is None or not info.names:
         return 0
-    reply = _ask(system, sp.names.get("netstack", ""), AbortAllFlows(), deadline)
+    names = info.names
+    reply = _ask(system, names.get("netstack", ""), AbortAllFlows(), deadline)
     if not isinstance(reply, FlowsAborted):
         return 0
-    _wait_flows_closed(system, sp.names.get("netstack", ""), deadline)
+    _wait_flows_closed(system, names.get("netstack", ""), deadline)
     # Barriers, in the order the packets travel.
-    _ask(system, sp.names.get("engine", ""), GetWgStatus(), deadline)
-    _ask(system, sp.names.get("udp", ""), PathStatusRequest(), deadline)
-    for role, name in sp.names.items():
+    _ask(system, names.get("engine", ""), GetWgStatus(), deadline)
+    _ask(system, names.get("udp", ""), PathStatusRequest(), deadline)
+    for role, name in names.items():
         if role.startswith("derp."):
             _ask(system, name, DerpStatusRequest(), deadline)
     return reply.flows

@@ -39,7 +39,6 @@ import anyio.to_thread
 
 from pytsnet.actors.control import RunnerConfig
 from pytsnet.actors.control.transport import ControlURLError, parse_control_url
-from pytsnet.actors.dataplane import DataplaneMemory
 from pytsnet.actors.runtime import ActorRef, ActorStopped, ActorSystem, AskTimeout, logs
 from pytsnet.actors.runtime.waker import ThreadWaker
 from pytsnet.capture import PcapCapture, start_capture
@@ -62,7 +61,14 @@ from pytsnet.errors import (
 )
 from pytsnet.messages.base import Message, Request
 from pytsnet.messages.control import DeviceState, Logout, LogoutDone
-from pytsnet.messages.dataplane import DataplaneState, DeviceStatus, PeerStatus, UserInfo
+from pytsnet.messages.dataplane import (
+    DataplaneInfo,
+    DataplaneState,
+    DeviceStatus,
+    GetDataplaneInfo,
+    PeerStatus,
+    UserInfo,
+)
 from pytsnet.messages.magicsock import (
     DerpStatus,
     DerpStatusRequest,
@@ -97,6 +103,10 @@ DIAL_TIMEOUT = 30.0
 """Default bound on a dial, async and blocking alike (an offline peer's SYNs would retry for minutes)."""
 
 REBUILD_POLL = 0.02
+"""How often a dial looks for the new netstack while the data plane is rebuilt (a brief window)."""
+
+WHOIS_TIMEOUT = 2.0
+"""``whois`` asks the bridge for the netmap: answered at once unless it is mid-rebuild."""
 """How often a dial looks for the new netstack while the data plane is rebuilt (a brief window)."""
 
 
@@ -198,12 +208,14 @@ class ActorDevice:
         self._state = DeviceState(state="NoState")
         self._control_state = self._state
         self._dp_state = DataplaneState()
-        self.dataplane = DataplaneMemory()
+        self._ns: Netstack | None = None
+        """The running netstack, as the tree hands it over (None before the first and during a rebuild)."""
+        self._ns_rebuilding = False
         self._bindings = Bindings()
         self._dp_options = DataplaneOptions(
             disco=self.disco, bind_host=cfg.bind_host, bind_port=cfg.port,
             advertise_endpoints=cfg.advertise_endpoints, timings=cfg.timings or Timings(),
-            stun_interval=cfg.stun_interval, on_netstack=self._bindings.attach)
+            stun_interval=cfg.stun_interval, on_netstack=self._on_netstack)
         self._peers: list[PeerInfo] = []
         self._watchers: list[_Watcher] = []
         self.system: ActorSystem | None = None
@@ -245,8 +257,7 @@ class ActorDevice:
             ephemeral=cfg.ephemeral, tags=tuple(cfg.tags), disco_public=self.disco.public().to_text(),
             backoff_max=cfg.backoff_max, dataplane_name=DATAPLANE)
         self.system = ActorSystem(f"device-{cfg.hostname}", clock=cfg.clock, log_route=self._log_route)
-        self.system.spawn_spec(device_tree(self.system, runner, self.store, self._on_event, self._dp_options,
-                                           self.dataplane))
+        self.system.spawn_spec(device_tree(self.system, runner, self.store, self._on_event, self._dp_options))
         return self
 
     def close(self) -> None:
@@ -259,7 +270,7 @@ class ActorDevice:
             self._closed = True
         if self.system is not None:
             with logs.scope(self._log_route):
-                n = reset_flows_and_flush(self.system, self.dataplane)
+                n = reset_flows_and_flush(self.system, DATAPLANE)
                 log.debug("close: %d connections reset", n)
             if self.config.ephemeral and self._state.state not in ("NoState", "NeedsLogin"):
                 with contextlib.suppress(AskTimeout, ActorStopped, DeviceClosed):
@@ -467,19 +478,26 @@ class ActorDevice:
         return ref
 
     # -- the data plane: dial, listen, status, whois ---------------------------------------------------
+    def _on_netstack(self, ns: Netstack | None) -> None:
+        """The tree's hand-over: None when a (re)build stops the subtree, then the new netstack."""
+        with self._cond:
+            self._ns, self._ns_rebuilding = ns, ns is None
+        if ns is not None:
+            self._bindings.attach(ns)
+
     def _netstack(self) -> Netstack:
         self._require_started()
-        with self.dataplane.lock:
-            sp = self.dataplane.spawned
-        if sp is None or sp.netstack is None:
+        with self._cond:
+            ns = self._ns
+        if ns is None:
             raise DataplaneNotReady("the node is not Running yet: await dev.up() (or wait_until_running) "
                                     "before dialing")
-        return sp.netstack  # type: ignore[no-any-return]
+        return ns
 
     def _rebuilding(self) -> bool:
-        """A netmap is in hand but no netstack: the bridge is (re)building the subtree, for a moment."""
-        with self.dataplane.lock:
-            return self.dataplane.netmap is not None and self.dataplane.spawned is None
+        """The bridge is (re)building the subtree: no netstack, for a moment."""
+        with self._cond:
+            return self._ns is None and self._ns_rebuilding
 
     async def _netstack_async(self) -> Netstack:
         """The netstack; during a rebuild, wait for the new one (the caller bounds the wait)."""
@@ -577,9 +595,8 @@ class ActorDevice:
     def status(self, timeout: float = 5.0) -> DeviceStatus:
         """Self, peers (path, RTT, bytes), home region, DERP connections and drop counters."""
         self._require_started()
-        mem = self.dataplane
-        with mem.lock:
-            sp, nm, endpoints, dps = mem.spawned, mem.netmap, mem.endpoints, mem.state
+        info = self._ask_quiet(DATAPLANE, GetDataplaneInfo(), timeout) or DataplaneInfo()
+        names, nm, endpoints, dps = info.names, info.netmap, info.endpoints, info.state
         with self._cond:
             peers, st = list(self._peers), self._state
         paths: dict[str, Any] = {}
@@ -590,8 +607,8 @@ class ActorDevice:
         backlog: dict[str, int] = {}
         counters: dict[str, int] = {}
         hs_bytes = 0
-        if sp is not None:
-            ps = self._ask_quiet(sp.names["udp"], PathStatusRequest(), timeout)
+        if names:
+            ps = self._ask_quiet(names["udp"], PathStatusRequest(), timeout)
             if isinstance(ps, PathStatus):
                 paths = {p.peer: p for p in ps.peers}
                 drops.update(magicsock_unknown_peer=ps.dropped_unknown_peer,
@@ -603,7 +620,7 @@ class ActorDevice:
                 for reason, n in ps.early_drops.items():  # the reader's, before queueing
                     drops[f"magicsock_{reason}"] = drops.get(f"magicsock_{reason}", 0) + n
                 counters.update(udp_datagrams_read=ps.datagrams_read, udp_bytes_read=ps.bytes_read)
-            for role, name in sp.names.items():
+            for role, name in names.items():
                 if not role.startswith("derp."):
                     continue
                 ds = self._ask_quiet(name, DerpStatusRequest(), timeout)
@@ -614,7 +631,7 @@ class ActorDevice:
                     for c in ds.peers:
                         i, o = derp_peer.get(c.peer, (0, 0))
                         derp_peer[c.peer] = (i + c.bytes_in, o + c.bytes_out)
-            wg = self._ask_quiet(sp.names["engine"], GetWgStatus(), timeout)
+            wg = self._ask_quiet(names["engine"], GetWgStatus(), timeout)
             if isinstance(wg, WgStatus):
                 sessions = {p.node_key: p for p in wg.peers}
                 drops.update({f"wg_{k}": v for k, v in wg.device_drops.items()})
@@ -622,15 +639,15 @@ class ActorDevice:
                 counters.update({f"wg_{k}": v for k, v in wg.work.items()})
                 backlog.update(wgengine_handshakes=wg.handshake_queue)
                 hs_bytes = wg.handshake_queue_bytes
-            backlog.update(_backlogs(self.system, sp.names, hs_bytes))
-            dsc = self._ask_quiet(sp.names["disco"], DiscoStatusRequest(), timeout)
+            backlog.update(_backlogs(self.system, names, hs_bytes))
+            dsc = self._ask_quiet(names["disco"], DiscoStatusRequest(), timeout)
             if isinstance(dsc, DiscoStatus):
                 drops.update(disco_unknown_key=dsc.dropped_unknown_disco, disco_bad_box=dsc.dropped_bad_box,
                              disco_malformed=dsc.dropped_malformed, disco_bad_source=dsc.dropped_bad_source)
-            stn = self._ask_quiet(sp.names["stun"], StunStatusRequest(), timeout)
+            stn = self._ask_quiet(names["stun"], StunStatusRequest(), timeout)
             if isinstance(stn, StunStatus):
                 drops["stun_unsolicited"] = stn.dropped_unsolicited
-            ns = self._ask_quiet(sp.names["netstack"], NetstackStatusRequest(), timeout)
+            ns = self._ask_quiet(names["netstack"], NetstackStatusRequest(), timeout)
             if isinstance(ns, NetstackStatus):
                 drops.update({f"netstack_{k}": v for k, v in (ns.drops | ns.counters).items()})
         rows = []
@@ -668,8 +685,8 @@ class ActorDevice:
         its user profile and capabilities; ``UnknownTailnetHost`` if none does."""
         host = addr.rsplit(":", 1)[0] if addr.count(":") == 1 else addr
         host = host.strip("[]").split("]")[0]
-        with self.dataplane.lock:
-            nm = self.dataplane.netmap
+        info = self._ask_quiet(DATAPLANE, GetDataplaneInfo(), WHOIS_TIMEOUT)
+        nm = info.netmap if info is not None else None
         with self._cond:
             nodes = list(self._peers)
         if nm is not None:

@@ -2,18 +2,24 @@
 
     system root
     ├── node (one-for-one, 5 restarts / 10 s)
-    │   ├── peers      PeerTracker      permanent  (first: control tells it netmaps by name)
+    │   ├── memory     MemoryKeeper     permanent  (restart memory: snapshots actors tell it, by message)
+    │   ├── events     DeviceEvents     permanent  (the facade's inbox: PeersChanged, DataplaneState)
+    │   ├── peers      PeerTracker      permanent  (control tells it netmaps; it tells dataplane, events)
     │   ├── dataplane  DataplaneBridge  permanent  (netmap/peers → the subtree below; endpoints → control)
     │   └── control    ControlRunner    permanent  (a crash restarts it; it re-registers and re-polls)
     └── dataplane.sup (one-for-one, 20 restarts / 10 s), spawned by the bridge at the first netmap
         ├── wgengine       WgEngine       (sessions, AllowedIPs routing, packet filter)
-        ├── magicsock.sup  (udp, disco, stun, derp.<region>; see actors/magicsock/node.py)
+        ├── magicsock.sup  (one-for-one, 20 / 10 s: udp, disco, stun, derp.<region>; actors/magicsock/node.py)
         └── netstack.sup   (netstack NetstackActor, netstack.flows its TcpFlowActors; actors/netstack/subtree)
 
-The data-plane subtree needs the node key, our addresses and the DERP map, which only the first
-netmap brings, so the bridge spawns it (through ``spawn_dataplane``) rather than the node
-supervisor; a new node key, address set or DERP map rebuilds it. Packets go
-UDP socket → magicsock.udp → wgengine → netstack → flow actor, and back.
+Every edge between actors is a name: the PeerTracker's subscribers are in its spawn message
+(``PeerTrackerSpawn``), the magicsock actors' siblings, sink and control side in theirs
+(``MagicsockSpawn``). The data-plane subtree is two specs: ``dataplane_spec`` (the supervisor, engine
+and magicsock) and ``netstack_spec`` under it (its NetstackActor takes the engine's ref, so it joins
+once the engine runs). It needs the node key, our addresses and the DERP map, which only the first
+netmap brings, so the bridge builds it (through ``build_dataplane``) rather than the node supervisor;
+a new node key, address set or DERP map rebuilds it, and its actors' restart memory is forgotten first.
+Packets go UDP socket → magicsock.udp → wgengine → netstack → flow actor, and back.
 """
 
 from __future__ import annotations
@@ -23,37 +29,45 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pytsnet.actors.control import ControlRunner, RunnerConfig, StateStore
-from pytsnet.actors.dataplane import DataplaneBridge, DataplaneMemory, Spawned
-from pytsnet.actors.magicsock.config import MagicsockConfig
-from pytsnet.actors.magicsock.node import spawn_magicsock
+from pytsnet.actors.dataplane import Built, DataplaneBridge
+from pytsnet.actors.keeper import MEMORY, MemoryKeeper
+from pytsnet.actors.magicsock.config import timings_message
+from pytsnet.actors.magicsock.node import first_home, magicsock_spec
+from pytsnet.actors.netstack.channel import FlowRegistry
+from pytsnet.actors.netstack.subtree import netstack_spec
 from pytsnet.actors.peers import PeerTracker
 from pytsnet.actors.runtime import (
+    Actor,
     ActorSystem,
     ChildSpec,
     MailboxConfig,
     MailboxPolicy,
     Restart,
     Strategy,
+    handles,
     supervisor_spec,
 )
-from pytsnet.actors.wgengine import ENGINE_MAILBOX, EngineMemory, WgEngine
+from pytsnet.actors.wgengine import ENGINE_MAILBOX, WgEngine
 from pytsnet.capture import CAPTURE
 from pytsnet.messages.base import Message
-from pytsnet.messages.dataplane import DataplaneNetmap
-from pytsnet.messages.peers import PeersChanged
+from pytsnet.messages.dataplane import DataplaneNetmap, DataplaneState
+from pytsnet.messages.magicsock import MagicsockKeys, MagicsockSpawn
+from pytsnet.messages.memory import Forget
+from pytsnet.messages.peers import PeersChanged, PeerTrackerSpawn
 from pytsnet.messages.wgengine import IpPacketOut
 from pytsnet.net.netstack import Netstack
 from pytsnet.netstack.config import StackConfig
 from pytsnet.wire.keys import DiscoPrivate, NodePrivate
 from pytsnet.wire.magicsock.endpoint import Timings
 
-__all__ = ["CONTROL", "DATAPLANE", "DATAPLANE_SUP", "MAGICSOCK", "NETSTACK", "NODE", "PEERS", "WGENGINE",
-           "DataplaneOptions", "device_tree", "spawn_dataplane"]
+__all__ = ["CONTROL", "DATAPLANE", "DATAPLANE_SUP", "EVENTS", "MAGICSOCK", "MEMORY", "NETSTACK", "NODE",
+           "PEERS", "WGENGINE", "DataplaneOptions", "DeviceEvents", "build_dataplane", "dataplane_spec",
+           "device_tree"]
 
 NETSTACK_MAILBOX = MailboxConfig(65536, MailboxPolicy.DROP_NEWEST, max_bytes=8 << 20)
 """Decrypted packets waiting for the netstack: bounded in bytes as every data-plane edge is."""
 
-NODE, PEERS, CONTROL, DATAPLANE = "node", "peers", "control", "dataplane"
+NODE, PEERS, CONTROL, DATAPLANE, EVENTS = "node", "peers", "control", "dataplane", "events"
 DATAPLANE_SUP, WGENGINE, MAGICSOCK, NETSTACK = "dataplane.sup", "wgengine", "magicsock", "netstack"
 
 
@@ -68,57 +82,94 @@ class DataplaneOptions:
     """False: never tell peers our UDP endpoints (DERP only)."""
     timings: Timings = field(default_factory=Timings)
     stun_interval: tuple[float, float] = (20.0, 26.0)
-    engine_memory: EngineMemory = field(default_factory=EngineMemory)
-    on_netstack: Callable[[Netstack], None] | None = None
-    """Told each new netstack before the subtree carries traffic (the device re-binds its listeners)."""
+    on_netstack: Callable[[Netstack | None], None] | None = None
+    """Told None when a rebuild stops the subtree, then the new netstack before the subtree carries
+    traffic (the device re-binds its listeners)."""
+
+
+class DeviceEvents(Actor):
+    """The facade's inbox: what the tree tells the device by name reaches its callback here (the one
+    actor whose spawn argument is a callable: the boundary between actors and the app's threads)."""
+
+    def __init__(self, publish: Callable[[Message], None]) -> None:
+        self.publish = publish
+
+    @handles(PeersChanged, DataplaneState)
+    def on_event(self, msg: Message) -> None:
+        self.publish(msg)
 
 
 def device_tree(system: ActorSystem, runner: RunnerConfig, store: StateStore,
-                publish: Callable[[Message], None], options: DataplaneOptions,
-                memory: DataplaneMemory) -> ChildSpec:
-    def peers_publish(msg: Message) -> None:
-        publish(msg)
-        if isinstance(msg, PeersChanged) and (bridge := system.lookup(DATAPLANE)) is not None:
-            bridge.tell(msg)
-
-    def spawn(nm: DataplaneNetmap) -> Spawned:
-        return spawn_dataplane(system, nm, options)
+                publish: Callable[[Message], None], options: DataplaneOptions) -> ChildSpec:
+    def build(nm: DataplaneNetmap) -> Built:
+        return build_dataplane(system, nm, options)
 
     return supervisor_spec(NODE, [
-        ChildSpec(PeerTracker, PEERS, args=(peers_publish,), kwargs={"control": CONTROL},
+        ChildSpec(MemoryKeeper, MEMORY, restart=Restart.PERMANENT),
+        ChildSpec(DeviceEvents, EVENTS, args=(publish,), restart=Restart.PERMANENT),
+        ChildSpec(PeerTracker, PEERS,
+                  args=(PeerTrackerSpawn(subscribers=(DATAPLANE, EVENTS), control=CONTROL),),
                   restart=Restart.PERMANENT),
-        ChildSpec(DataplaneBridge, DATAPLANE, args=(memory, spawn, publish, CONTROL),
+        ChildSpec(DataplaneBridge, DATAPLANE, args=(build, EVENTS, CONTROL, MEMORY),
                   restart=Restart.PERMANENT),
         ChildSpec(ControlRunner, CONTROL, args=(runner, store, publish), restart=Restart.PERMANENT),
     ], strategy=Strategy.ONE_FOR_ONE, max_restarts=5, within=10.0)
 
 
-def spawn_dataplane(system: ActorSystem, nm: DataplaneNetmap, options: DataplaneOptions) -> Spawned:
-    """Start the engine, magicsock and netstack for ``nm``'s node key, addresses and DERP regions."""
+def _addresses(nm: DataplaneNetmap) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]:
+    return tuple(ipaddress.ip_address(a.split("/")[0]) for a in nm.self_node.addresses)
+
+
+def dataplane_spec(nm: DataplaneNetmap, options: DataplaneOptions) -> ChildSpec:
+    """The supervisor, engine and magicsock for ``nm``'s node key and DERP regions."""
     private = NodePrivate.from_text(nm.node_private)
-    options.engine_memory = EngineMemory()  # a new node key: no configuration carries over
-    addresses = tuple(ipaddress.ip_address(a.split("/")[0]) for a in nm.self_node.addresses)
-    v6 = any(a.version == 6 for a in addresses)
-    sup = system.spawn_spec(supervisor_spec(DATAPLANE_SUP, [
-        ChildSpec(WgEngine, WGENGINE, args=(private,),
-                  kwargs={"magicsock": f"{MAGICSOCK}.udp", "sink": NETSTACK, "memory": options.engine_memory,
-                          "ipv6": v6, "capture": CAPTURE},
-                  mailbox=ENGINE_MAILBOX),
-    ], strategy=Strategy.ONE_FOR_ONE, max_restarts=20, within=10.0))
-    ms = MagicsockConfig(
-        node_private=private, disco_private=options.disco, wg_sink=WGENGINE, regions=nm.derp_regions,
+    v6 = any(a.version == 6 for a in _addresses(nm))
+    ms = MagicsockSpawn(
+        node_public=private.public().to_text(), wg_sink=WGENGINE, regions=nm.derp_regions,
         bind_host=options.bind_host, bind_port=options.bind_port,
-        advertise_endpoints=options.advertise_endpoints, control=DATAPLANE, prefix=MAGICSOCK,
-        timings=options.timings, stun_interval=options.stun_interval)
-    spawn_magicsock(system, ms, parent=sup)
+        advertise_endpoints=options.advertise_endpoints, control=DATAPLANE, memory=MEMORY, prefix=MAGICSOCK,
+        timings=timings_message(options.timings), stun_interval=options.stun_interval)
+    keys = MagicsockKeys(node_private=nm.node_private, disco_private=options.disco.to_text())
+    return supervisor_spec(DATAPLANE_SUP, [
+        ChildSpec(WgEngine, WGENGINE, args=(private,),
+                  kwargs={"magicsock": ms.name("udp"), "sink": NETSTACK, "memory": MEMORY, "ipv6": v6,
+                          "capture": CAPTURE},
+                  mailbox=ENGINE_MAILBOX),
+        magicsock_spec(ms, keys),
+    ], strategy=Strategy.ONE_FOR_ONE, max_restarts=20, within=10.0)
+
+
+def _names(nm: DataplaneNetmap) -> dict[str, str]:
+    ms = MagicsockSpawn(node_public="", wg_sink=WGENGINE, prefix=MAGICSOCK, regions=nm.derp_regions)
+    return {"engine": WGENGINE, "netstack": NETSTACK,
+            **{w: ms.name(w) for w in ("udp", "disco", "stun", "sup")},
+            **{f"derp.{r.region_id}": ms.derp_name(r.region_id) for r in nm.derp_regions}}
+
+
+def build_dataplane(system: ActorSystem, nm: DataplaneNetmap, options: DataplaneOptions,
+                    stop_timeout: float = 10.0) -> Built:
+    """(Re)build the data plane for ``nm``: stop the running subtree (the device hears ``None``), forget
+    its actors' restart memory (a new key starts afresh), start ``dataplane_spec`` and ``netstack_spec``
+    under it, hand the device the new netstack."""
+    if options.on_netstack is not None:
+        options.on_netstack(None)
+    old = system.lookup(DATAPLANE_SUP)
+    if old is not None:
+        old.stop(stop_timeout)
+    names = _names(nm)
+    keeper = system.lookup(MEMORY)
+    if keeper is not None:
+        keeper.tell(Forget(owners=tuple(names.values())))
+    sup = system.spawn_spec(dataplane_spec(nm, options))
     engine = system.lookup(WGENGINE)
     assert engine is not None
-    netstack = Netstack.start(system, StackConfig(addresses=addresses, enable_ipv6=v6), engine, name=NETSTACK,
-                              out_message=IpPacketOut, mailbox=NETSTACK_MAILBOX, parent=sup)
-    names = {"engine": WGENGINE, "netstack": NETSTACK,
-             **{w: ms.name(w) for w in ("udp", "disco", "stun", "sup")},
-             **{f"derp.{r.region_id}": ms.derp_name(r.region_id) for r in nm.derp_regions}}
+    addresses = _addresses(nm)
+    stack = StackConfig(addresses=addresses, enable_ipv6=any(a.version == 6 for a in addresses))
+    registry = FlowRegistry()
+    system.spawn_spec(netstack_spec(system, NETSTACK, stack, engine, registry, out_message=IpPacketOut,
+                                    mailbox=NETSTACK_MAILBOX), sup)
+    ns_ref = system.lookup(NETSTACK)
+    assert ns_ref is not None
     if options.on_netstack is not None:
-        options.on_netstack(netstack)
-    return Spawned(identity=(nm.node_private, tuple(nm.self_node.addresses), nm.derp_regions),
-                   supervisor=sup, names=names, home_region=lambda: ms.home_region, netstack=netstack)
+        options.on_netstack(Netstack(ns_ref, registry))
+    return Built(names=names, home_region=first_home(nm.derp_regions))

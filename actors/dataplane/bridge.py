@@ -4,44 +4,51 @@ Like Go's ``LocalBackend`` → ``wgengine.Reconfig`` / ``magicsock.SetNetworkMap
 
 * ``DataplaneNetmap`` (from the ControlRunner) carries the node key, our addresses, the DERP map and
   the packet filter. The first one — or one that changes the node key, our addresses or the DERP
-  regions — (re)spawns the data-plane subtree through the injected ``spawn`` callable (declared in
-  ``pytsnet.tree``; actors may not import the facade). Every one reconfigures the engine.
+  regions — (re)builds the data-plane subtree through the injected ``build`` callable (declared in
+  ``pytsnet.tree``; actors may not import the facade: it also hands the device the new netstack).
+  Every one reconfigures the engine.
 * ``PeersChanged`` (from the PeerTracker, the only place peers are admitted) becomes ``SetPeers`` for
   magicsock's DiscoPinger and the peer list of the engine's ``WgConfig``.
-* Our home DERP region (at once, when the subtree starts) and our endpoints (``LocalEndpoints`` from
-  the StunProber) become a ``LiteUpdate`` to control, so peers learn where to reach us;
+* Our home DERP region (at once, when the subtree starts, then each ``HomeRegion`` the StunProber
+  tells) and our endpoints (``LocalEndpoints`` from the StunProber) become a ``LiteUpdate`` to
+  control, so peers learn where to reach us;
   ``NetcheckReport`` is kept for status.
 * A periodic ``DataplaneTick`` checks the home DERP connection and live WireGuard sessions and
-  publishes ``DataplaneState`` when it changes: the device is "Running" only when it is up and control
+  tells ``DataplaneState`` to the device's events actor when it changes: the device is "Running"
+  only when it is up and control
   has acknowledged our home region (as Go's first map carries NetInfo): a peer that dials us the
   moment we are Running, or that we dial, knows where to answer.
 
-Everything it learned lives in ``DataplaneMemory`` (held by the child spec), so a restarted bridge
-resumes without waiting for the next netmap, and never spawns a second subtree.
+Everything it learned is one immutable ``BridgeMemory``, told to the tree's ``MemoryKeeper`` at each
+change and recalled on a restart, so a restarted bridge resumes without waiting for the next netmap
+and never spawns a second subtree. The device asks (``GetDataplaneInfo``); it reads nothing here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pytsnet.actors.runtime import Actor, ActorRef, ActorStopped, AskTimeout, handles
+from pytsnet.actors.keeper import recall, remember
+from pytsnet.actors.runtime import Actor, ActorStopped, AskTimeout, handles
 from pytsnet.actors.runtime.logs import subsystem_logger
-from pytsnet.messages.base import Message, Request
+from pytsnet.messages.base import Request
 from pytsnet.messages.control import LiteUpdate, LiteUpdateDone
 from pytsnet.messages.dataplane import (
+    BridgeMemory,
     DataplaneInfo,
     DataplaneNetmap,
     DataplaneState,
     DataplaneTick,
     GetDataplaneInfo,
+    LiteTold,
 )
 from pytsnet.messages.magicsock import (
     DerpStatus,
     DerpStatusRequest,
+    HomeRegion,
     LocalEndpoints,
     MagicsockPeer,
     NetcheckReport,
@@ -53,7 +60,7 @@ from pytsnet.messages.wgengine import GetWgStatus, WgConfig, WgPeer, WgStatus
 log = subsystem_logger("dataplane")
 _R = TypeVar("_R")
 
-__all__ = ["TICK", "DataplaneBridge", "DataplaneMemory", "Spawned", "endpoint_types"]
+__all__ = ["TICK", "Built", "DataplaneBridge", "endpoint_types"]
 
 TICK = 0.25
 """How often readiness is checked (cheap: one ask to the home DerpClient)."""
@@ -65,38 +72,14 @@ ANNOUNCE_RETRY = 30.0
 """A ``LiteUpdate`` still unanswered after this long is sent again (the runner may have restarted)."""
 
 
-@dataclass
-class Spawned:
-    """A running data-plane subtree and what it was built for."""
+@dataclass(frozen=True)
+class Built:
+    """What ``build`` reports of the subtree it started."""
 
-    identity: tuple[Any, ...]
-    supervisor: ActorRef
     names: dict[str, str]
     """Role → actor name: ``engine``, ``udp``, ``disco``, ``stun``, ``derp.<region>``, ``netstack``."""
-    home_region: Callable[[], int]
-    netstack: Any = None
-    """``pytsnet.net.Netstack`` handle (typed loosely: actors do not import the facade)."""
-
-
-@dataclass
-class DataplaneMemory:
-    """What the bridge learned, kept outside the actor so a restart resumes (and the device reads it)."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    netmap: DataplaneNetmap | None = None
-    peers: PeersChanged | None = None
-    endpoints: tuple[str, ...] = ()
-    have_endpoints: bool = False
-    told: tuple[tuple[str, ...], int] | None = None
-    """(endpoints, home region) last sent to control."""
-    told_at: float = float("-inf")
-    acked: tuple[tuple[str, ...], int] | None = None
-    """What control last acknowledged (``told`` when the ``LiteUpdateDone`` came)."""
-    announced: bool = False
-    """Control acknowledged an update of this subtree (our home region): peers can reach us."""
-    netcheck: NetcheckReport | None = None
-    spawned: Spawned | None = None
-    state: DataplaneState = field(default_factory=DataplaneState)
+    home_region: int
+    """The home DERP region it starts with (the StunProber tells changes: ``HomeRegion``)."""
 
 
 def endpoint_types(endpoints: tuple[str, ...], report: NetcheckReport | None) -> list[int]:
@@ -111,38 +94,46 @@ def identity_of(nm: DataplaneNetmap) -> tuple[Any, ...]:
 
 
 class DataplaneBridge(Actor):
-    def __init__(self, memory: DataplaneMemory, spawn: Callable[[DataplaneNetmap], Spawned],
-                 publish: Callable[[Message], None], control: str = "control") -> None:
-        self.memory = memory
-        self._spawn = spawn
-        self.publish = publish
+    def __init__(self, build: Callable[[DataplaneNetmap], Built], events: str = "events",
+                 control: str = "control", memory: str | None = None) -> None:
+        self._build = build
+        self.events = events
         self.control = control
+        self.keeper = memory
+        self.mem = BridgeMemory()
+
+    def _set(self, **changes: Any) -> None:
+        """A new snapshot (ours alone); the keeper gets it for our next incarnation."""
+        self.mem = self.mem.model_copy(update=changes)
+        remember(self, self.keeper, self.mem)
 
     def on_start(self) -> None:
-        with self.memory.lock:
-            nm = self.memory.netmap
-        if nm is not None:
-            self._apply(nm)
+        before = recall(self, self.keeper)
+        if isinstance(before, BridgeMemory):
+            self.mem = before
+        if self.mem.netmap is not None:
+            self._apply(self.mem.netmap)
         self.send_interval(TICK, DataplaneTick())
 
     # -- inputs ------------------------------------------------------------------------------------
     @handles(DataplaneNetmap)
     def on_netmap(self, msg: DataplaneNetmap) -> None:
-        with self.memory.lock:
-            self.memory.netmap = msg
+        self._set(netmap=msg)
         self._apply(msg)
 
     @handles(PeersChanged)
     def on_peers(self, msg: PeersChanged) -> None:
-        with self.memory.lock:
-            self.memory.peers = msg
+        self._set(peers=msg)
         self._configure()
 
     @handles(LocalEndpoints)
     def on_endpoints(self, msg: LocalEndpoints) -> None:
-        with self.memory.lock:
-            self.memory.endpoints = msg.endpoints
-            self.memory.have_endpoints = True
+        self._set(endpoints=msg.endpoints, have_endpoints=True)
+        self._tell_control()
+
+    @handles(HomeRegion)
+    def on_home(self, msg: HomeRegion) -> None:
+        self._set(home=msg.region)
         self._tell_control()
 
     def _tell_control(self) -> None:
@@ -151,80 +142,63 @@ class DataplaneBridge(Actor):
         The home region goes at once (endpoints follow netcheck): a peer must know where to reach us
         by the time we are Running. An update control has not answered is resent after
         ``ANNOUNCE_RETRY``; a failed one on the next tick."""
-        mem = self.memory
+        mem = self.mem
         now = self.clock.monotonic()
-        with mem.lock:
-            sp = mem.spawned
-            if sp is None:
-                return
-            told = (mem.endpoints, sp.home_region())
-            if not (mem.have_endpoints or told[1]):
-                return  # nothing to tell yet (a tailnet without DERP: wait for netcheck)
-            if mem.told == told and (mem.acked == told or now - mem.told_at < ANNOUNCE_RETRY):
-                return
-            report = mem.netcheck
+        if mem.built_for is None:
+            return
+        told = LiteTold(endpoints=mem.endpoints, home=mem.home)
+        if not (mem.have_endpoints or told.home):
+            return  # nothing to tell yet (a tailnet without DERP: wait for netcheck)
+        if mem.told == told and (mem.acked == told or now - (mem.told_at or 0.0) < ANNOUNCE_RETRY):
+            return
         control = self.lookup(self.control)
         if control is None:
             return
         with contextlib.suppress(ActorStopped):
-            control.tell(LiteUpdate(endpoints=list(told[0]), endpoint_types=endpoint_types(told[0], report),
-                                    preferred_derp=told[1], reply_to=self.name))
-        with mem.lock:
-            mem.told, mem.told_at = told, now
+            control.tell(LiteUpdate(endpoints=list(told.endpoints),
+                                    endpoint_types=endpoint_types(told.endpoints, mem.netcheck),
+                                    preferred_derp=told.home, reply_to=self.name))
+        self._set(told=told, told_at=now)
 
     @handles(LiteUpdateDone)
     def on_update_done(self, msg: LiteUpdateDone) -> None:
-        mem = self.memory
-        with mem.lock:
-            if msg.ok:
-                mem.acked, mem.announced = mem.told, mem.spawned is not None
-            else:
-                mem.told = None  # the next tick tries again
         if msg.ok:
+            self._set(acked=self.mem.told, announced=self.mem.built_for is not None)
             self._check()
+        else:
+            self._set(told=None)  # the next tick tries again
 
     @handles(NetcheckReport)
     def on_netcheck(self, msg: NetcheckReport) -> None:
-        with self.memory.lock:
-            self.memory.netcheck = msg
+        self._set(netcheck=msg)
 
     @handles(GetDataplaneInfo)
     def on_info(self, msg: GetDataplaneInfo) -> DataplaneInfo:
-        mem = self.memory
-        with mem.lock:
-            rep = mem.netcheck
-            return DataplaneInfo(netmap=mem.netmap, endpoints=mem.endpoints, state=mem.state,
-                                 preferred_derp=rep.preferred_derp if rep else 0,
-                                 region_latency=dict(rep.region_latency) if rep else {})
+        mem, rep = self.mem, self.mem.netcheck
+        return DataplaneInfo(netmap=mem.netmap, endpoints=mem.endpoints, state=mem.state, names=mem.names,
+                             preferred_derp=rep.preferred_derp if rep else 0,
+                             region_latency=dict(rep.region_latency) if rep else {})
 
     # -- the subtree ---------------------------------------------------------------------------------
     def _apply(self, nm: DataplaneNetmap) -> None:
-        mem = self.memory
-        ident = identity_of(nm)
-        with mem.lock:
-            current = mem.spawned
-        if current is None or current.identity != ident:
-            if current is not None:
+        built = self.mem.built_for
+        if built is None or identity_of(built) != identity_of(nm):
+            if built is not None:
                 log.info("node key, addresses or DERP map changed; rebuilding")
-                with mem.lock:
-                    mem.spawned = None
-                current.supervisor.stop(10.0)
-            spawned = self._spawn(nm)
-            log.debug("data plane up: %s", ", ".join(sorted(spawned.names.values())))
-            with mem.lock:
-                mem.spawned = spawned
-                mem.told, mem.have_endpoints = None, False  # the new subtree reports afresh
-                mem.acked, mem.announced = None, False
+            self._set(built_for=None, names={})
+            new = self._build(nm)  # stops the running subtree first
+            log.debug("data plane up: %s", ", ".join(sorted(new.names.values())))
+            # the new subtree reports afresh
+            self._set(built_for=nm, names=new.names, home=new.home_region, told=None, have_endpoints=False,
+                      acked=None, announced=False)
         self._configure()
         self._tell_control()
         self._check()
 
     def _configure(self) -> None:
         """Tell both halves the current peers, addresses and filter (each replaces the last)."""
-        mem = self.memory
-        with mem.lock:
-            nm, changed, sp = mem.netmap, mem.peers, mem.spawned
-        if nm is None or sp is None:
+        nm, changed, names = self.mem.netmap, self.mem.peers, self.mem.names
+        if nm is None or not names:
             return
         peers = changed.peers if changed is not None else []
         wg = WgConfig(addresses=list(nm.self_node.addresses), packet_filter=nm.packet_filter,
@@ -235,9 +209,8 @@ class DataplaneBridge(Actor):
                                   for p in peers))
         # magicsock first: its paths (PathUpdate) are then queued at the router before the engine
         # can answer a new peer's handshake, which would otherwise find no route
-        self.tell_named(sp.names["disco"], ms)
-        self.tell_named(sp.names["engine"], wg)
-
+        self.tell_named(names["disco"], ms)
+        self.tell_named(names["engine"], wg)
 
     # -- readiness -----------------------------------------------------------------------------------
     @handles(DataplaneTick)
@@ -255,17 +228,15 @@ class DataplaneBridge(Actor):
             return None
 
     def _check(self) -> None:
-        mem = self.memory
-        with mem.lock:
-            nm, sp, announced = mem.netmap, mem.spawned, mem.announced
-        if nm is None or sp is None:
+        mem = self.mem
+        nm, names, announced, home = mem.netmap, mem.names, mem.announced, mem.home
+        if nm is None or not names:
             return
-        home = sp.home_region()
         derp_ok = False
         if home:
-            st = self._ask(sp.names.get(f"derp.{home}", ""), DerpStatusRequest())
+            st = self._ask(names.get(f"derp.{home}", ""), DerpStatusRequest())
             derp_ok = isinstance(st, DerpStatus) and st.connected
-        wg = self._ask(sp.names["engine"], GetWgStatus())
+        wg = self._ask(names["engine"], GetWgStatus())
         live = sum(1 for p in wg.peers if p.has_session) if isinstance(wg, WgStatus) else 0
         regions = len(nm.derp_regions)
         # Go: Running once a DERP home is connected or a peer is live. A tailnet without any DERP
@@ -275,8 +246,6 @@ class DataplaneBridge(Actor):
         new = DataplaneState(up=up, node_key=nm.self_node.node_key, derp_regions=regions,
                              home_region=home, derp_connected=derp_ok, live_peers=live,
                              announced=announced)
-        with mem.lock:
-            changed = new != mem.state
-            mem.state = new
-        if changed:
-            self.publish(new)
+        if new != self.mem.state:
+            self._set(state=new)
+            self.tell_named(self.events, new)

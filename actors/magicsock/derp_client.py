@@ -17,13 +17,13 @@ import itertools
 import random
 from collections import deque
 
-from pytsnet.actors.magicsock.config import MagicsockConfig
 from pytsnet.actors.magicsock.derp_link import DerpLink
 from pytsnet.actors.magicsock.wg_sink import WgSinkDelivery
 from pytsnet.actors.runtime import Actor, StopReason, handles
 from pytsnet.actors.runtime.io import IoLoop
 from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.messages.magicsock import (
+    AdmittedPeers,
     DerpBytes,
     DerpClosed,
     DerpConnect,
@@ -39,13 +39,17 @@ from pytsnet.messages.magicsock import (
     DerpStatusRequest,
     DerpTick,
     DiscoIn,
+    HomeRegion,
+    MagicsockKeys,
+    MagicsockResend,
+    MagicsockSpawn,
     WgDatagramIn,
 )
 from pytsnet.wire import disco
 from pytsnet.wire.derp import frames as f
 from pytsnet.wire.derp.handshake import ClientConnection, FrameReceived, ServerKeyReceived
 from pytsnet.wire.errors import WireError
-from pytsnet.wire.keys import KeyParseError, NodePublic
+from pytsnet.wire.keys import KeyParseError, NodePrivate, NodePublic
 from pytsnet.wire.magicsock.addr import derp_addr
 
 log = subsystem_logger("magicsock")
@@ -59,9 +63,12 @@ restarted client must not reuse an id its predecessor handed out."""
 
 
 class DerpClient(Actor):
-    def __init__(self, config: MagicsockConfig, region: DerpRegion) -> None:
+    def __init__(self, config: MagicsockSpawn, region: DerpRegion, keys: MagicsockKeys) -> None:
         self.config = config
         self.region = region
+        self.node_private = NodePrivate.from_text(keys.node_private)
+        self.home_region = config.home_region  # the StunProber's: it tells us changes (HomeRegion)
+        self.admitted: frozenset[str] = frozenset()  # the DiscoPinger's peer set (AdmittedPeers)
         self.conn: ClientConnection | None = None
         self._link: DerpLink | None = None  # the connection being dialled or up; its I/O loop below
         self.conn_id = 0
@@ -75,7 +82,6 @@ class DerpClient(Actor):
         self.pending: deque[DerpSend] = deque()
         self.bytes_in: dict[str, int] = {}  # per admitted peer only: a relay may admit anyone
         self.bytes_in_unknown_sources = 0
-        self._admitted_set: tuple[object, frozenset[str]] = (None, frozenset())
         self.bytes_out: dict[str, int] = {}
         self._loop: IoLoop | None = None
         self.last_write = float("-inf")  # our last send to this region, for the idle close
@@ -88,12 +94,24 @@ class DerpClient(Actor):
 
     @property
     def home(self) -> bool:
-        return self.region.region_id == self.config.home_region
+        return self.region.region_id == self.home_region
 
     def on_start(self) -> None:
         if self.home:
             self.ref.tell(DerpConnect())
         self.send_interval(TICK, DerpTick())
+        resend = MagicsockResend(reply_to=self.name)  # a restart learns the home and peers again
+        self.tell_named(self.config.name("stun"), resend)
+        self.tell_named(self.config.name("disco"), resend)
+
+    @handles(HomeRegion)
+    def on_home(self, msg: HomeRegion) -> None:
+        """Netcheck moved home: the tick connects the new home and un-prefers the old one."""
+        self.home_region = msg.region
+
+    @handles(AdmittedPeers)
+    def on_admitted(self, msg: AdmittedPeers) -> None:
+        self.admitted = frozenset(msg.peers)
 
     def _wanted(self, now: float) -> bool:
         return self.home or now - self.last_write < self.config.derp_idle_close
@@ -126,7 +144,7 @@ class DerpClient(Actor):
             return
         log.debug("DERP region %d: connected to %s:%d", self.region.region_id, self.region.host,
                   self.region.port)
-        self.conn = ClientConnection(self.config.node_private, self.clock.monotonic())
+        self.conn = ClientConnection(self.node_private, self.clock.monotonic())
         self._preferred = False
         self._routed = set()
         self.connects += 1
@@ -215,13 +233,8 @@ class DerpClient(Actor):
             self.health = frame.problem
 
     def _admitted(self, peer: str) -> bool:
-        """Is ``peer`` in the netmap's peer set (as last given to magicsock)?"""
-        last = self.config.last_peers
-        if last is None:
-            return False
-        if self._admitted_set[0] is not last:
-            self._admitted_set = (last, frozenset(p.node_key for p in last.peers))
-        return peer in self._admitted_set[1]
+        """Is ``peer`` in the netmap's peer set (as the DiscoPinger last told us)?"""
+        return peer in self.admitted
 
     def _deliver_wg(self) -> None:
         """The WireGuard datagrams of one read to W: a burst as one ``WgDatagramsIn``."""

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pytsnet.actors.magicsock.config import MagicsockConfig
+from pytsnet.actors.keeper import recall, remember
+from pytsnet.actors.magicsock.config import wire_timings
 from pytsnet.actors.runtime import Actor, handles
 from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.messages.magicsock import (
+    AdmittedPeers,
     DerpPeerGone,
     DerpSend,
     DiscoIn,
@@ -22,6 +24,9 @@ from pytsnet.messages.magicsock import (
     DiscoStatusRequest,
     DiscoTick,
     LocalEndpoints,
+    MagicsockKeys,
+    MagicsockResend,
+    MagicsockSpawn,
     PathUpdate,
     PeerActive,
     ResendPaths,
@@ -30,7 +35,7 @@ from pytsnet.messages.magicsock import (
 )
 from pytsnet.wire import disco
 from pytsnet.wire.errors import WireError
-from pytsnet.wire.keys import DiscoPublic, KeyParseError
+from pytsnet.wire.keys import DiscoPrivate, DiscoPublic, KeyParseError, NodePublic
 from pytsnet.wire.magicsock.addr import DERP_MAGIC_IP, AddrParseError, format_addr, parse_addr
 from pytsnet.wire.magicsock.endpoint import Action, Endpoint, SendCallMeMaybe, SendPing, SendPong
 
@@ -51,10 +56,12 @@ class _Peer:
 
 
 class DiscoPinger(Actor):
-    def __init__(self, config: MagicsockConfig) -> None:
+    def __init__(self, config: MagicsockSpawn, keys: MagicsockKeys) -> None:
         self.config = config
-        self.me = config.disco_private
-        self.node_public = config.node_private.public()
+        self.me = DiscoPrivate.from_text(keys.disco_private)  # fixed for the node's life
+        self.node_public = NodePublic.from_text(config.node_public)
+        self.timings = wire_timings(config.timings)
+        self.last_peers: SetPeers | None = None  # ours alone; the keeper holds a copy for a restart
         self.peers: dict[str, _Peer] = {}
         self.by_disco: dict[DiscoPublic, str] = {}
         self.local_endpoints: tuple[disco.AddrPort, ...] = ()
@@ -65,8 +72,9 @@ class DiscoPinger(Actor):
 
     def on_start(self) -> None:
         self.send_interval(TICK, DiscoTick())
-        if self.config.last_peers is not None:
-            self.set_peers(self.config.last_peers)
+        before = recall(self, self.config.memory)
+        if isinstance(before, SetPeers):
+            self.set_peers(before)
         stun = self.lookup(self.config.name("stun"))
         if stun is not None:
             stun.tell(ResendPaths())  # ask the prober for our endpoints again after a restart
@@ -74,7 +82,12 @@ class DiscoPinger(Actor):
     # -- configuration ------------------------------------------------------------------------------
     @handles(SetPeers)
     def set_peers(self, msg: SetPeers) -> None:
-        self.config.last_peers = msg
+        if msg != self.last_peers:
+            remember(self, self.config.memory, msg)
+            admitted = AdmittedPeers(peers=tuple(p.node_key for p in msg.peers))
+            for name in self.config.derp_names():  # the relays' admission check follows our set
+                self.tell_named(name, admitted)
+        self.last_peers = msg
         seen = set()
         for p in msg.peers:
             try:
@@ -91,7 +104,7 @@ class DiscoPinger(Actor):
                     continue
                 if cur is not None:
                     self.by_disco.pop(cur.disco_key, None)
-                cur = _Peer(p.node_key, dk, shared, Endpoint(timings=self.config.timings))
+                cur = _Peer(p.node_key, dk, shared, Endpoint(timings=self.timings))
                 self.peers[p.node_key] = cur
                 self.by_disco[dk] = p.node_key
             cur.ep.derp_region = p.home_derp
@@ -112,6 +125,13 @@ class DiscoPinger(Actor):
             except AddrParseError:
                 continue
         self.local_endpoints = tuple(eps)
+
+    @handles(MagicsockResend)
+    def on_resend(self, msg: MagicsockResend) -> None:
+        """A (re)started DerpClient wants the admitted peer set."""
+        if self.last_peers is not None:
+            keys = tuple(p.node_key for p in self.last_peers.peers)
+            self.tell_named(msg.reply_to, AdmittedPeers(peers=keys))
 
     @handles(ResendPaths)
     def resend(self, msg: ResendPaths) -> None:

@@ -1,32 +1,49 @@
-"""Spawn one node's magicsock actors under a one-for-one supervisor (UDP first: others send through it)."""
+"""One node's magicsock actors as a one-for-one supervisor spec (UDP first: others send through it)."""
 
 from __future__ import annotations
 
-from pytsnet.actors.magicsock.config import MagicsockConfig
 from pytsnet.actors.magicsock.derp_client import DerpClient
 from pytsnet.actors.magicsock.disco import DiscoPinger
 from pytsnet.actors.magicsock.stun import StunProber
 from pytsnet.actors.magicsock.udp import MagicsockUdp
 from pytsnet.actors.runtime import ActorRef, ActorSystem, ChildSpec, MailboxConfig, supervisor_spec
+from pytsnet.messages.magicsock import DerpRegion, MagicsockKeys, MagicsockSpawn
+
+__all__ = ["DATA_MAILBOX", "first_home", "magicsock_spec", "spawn_magicsock"]
 
 DATA_MAILBOX = MailboxConfig(4096, max_bytes=2 << 20)
 """Reads, sends and DERP frames waiting for a magicsock actor: at most 2 MiB, then the sender waits
 (the UDP reader: the kernel drops at the socket, as a NIC ring would)."""
 
 
-def spawn_magicsock(system: ActorSystem, config: MagicsockConfig, parent: ActorRef | None = None,
-                    max_restarts: int = 20, within: float = 10.0) -> ActorRef:
-    """Start the UDP router, DiscoPinger, StunProber and one DerpClient per configured region
-    (each connects only while it is home or in use)."""
-    config.home_fixed = bool(config.home_region)
-    if not config.home_region and config.regions:
-        config.home_region = min(r.region_id for r in config.regions)  # until netcheck measures
+def first_home(regions: tuple[DerpRegion, ...]) -> int:
+    """Home until netcheck measures: the lowest region id (0: no DERP)."""
+    return min((r.region_id for r in regions), default=0)
+
+
+def magicsock_spec(spawn: MagicsockSpawn, keys: MagicsockKeys, max_restarts: int = 20,
+                   within: float = 10.0) -> ChildSpec:
+    """The UDP router, DiscoPinger, StunProber and one DerpClient per configured region (each connects
+    only while it is home or in use). A home given in ``spawn`` is fixed; else the lowest region id is
+    home until netcheck measures. Each actor gets only the keys it uses."""
+    if spawn.home_region:
+        spawn = spawn.model_copy(update={"home_fixed": True})
+    elif spawn.regions:
+        spawn = spawn.model_copy(update={"home_region": first_home(spawn.regions)})
+    disco_keys = MagicsockKeys(disco_private=keys.disco_private)
+    derp_keys = MagicsockKeys(node_private=keys.node_private)
     specs = [
-        ChildSpec(MagicsockUdp, config.name("udp"), args=(config,), mailbox=DATA_MAILBOX),
-        ChildSpec(DiscoPinger, config.name("disco"), args=(config,), mailbox=DATA_MAILBOX),
-        ChildSpec(StunProber, config.name("stun"), args=(config,)),
-        *(ChildSpec(DerpClient, config.derp_name(r.region_id), args=(config, r), mailbox=DATA_MAILBOX)
-          for r in config.regions),
+        ChildSpec(MagicsockUdp, spawn.name("udp"), args=(spawn,), mailbox=DATA_MAILBOX),
+        ChildSpec(DiscoPinger, spawn.name("disco"), args=(spawn, disco_keys), mailbox=DATA_MAILBOX),
+        ChildSpec(StunProber, spawn.name("stun"), args=(spawn,)),
+        *(ChildSpec(DerpClient, spawn.derp_name(r.region_id), args=(spawn, r, derp_keys),
+                    mailbox=DATA_MAILBOX)
+          for r in spawn.regions),
     ]
-    return system.spawn_spec(
-        supervisor_spec(config.name("sup"), specs, max_restarts=max_restarts, within=within), parent)
+    return supervisor_spec(spawn.name("sup"), specs, max_restarts=max_restarts, within=within)
+
+
+def spawn_magicsock(system: ActorSystem, spawn: MagicsockSpawn, keys: MagicsockKeys,
+                    parent: ActorRef | None = None) -> ActorRef:
+    """``magicsock_spec`` started alone (test rigs; a device builds it into its data-plane tree)."""
+    return system.spawn_spec(magicsock_spec(spawn, keys), parent)

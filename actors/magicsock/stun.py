@@ -3,23 +3,34 @@
 Re-probes every random 20-26 s (Go magicsock). Endpoints = STUN-mapped addresses, the bound address
 when it is specific, and configured extras; none at all when ``advertise_endpoints`` is off. The report
 goes to the DiscoPinger (for CallMeMaybe) and to the control runner when one is configured.
+
+The home DERP region is this actor's alone: a change is told (``HomeRegion``) to every DerpClient and to
+the control side, and to the keeper, so a restart keeps it. Its randomness (STUN transaction IDs, the
+re-probe jitter) comes from a seed it tells itself at start (``StunSeed``): the seed is in its recorded
+inbox, so ``trace replay`` draws the same IDs and reproduces its replies.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
-import random
+import os
 
-from pytsnet.actors.magicsock.config import MagicsockConfig
+from pytsnet.actors.keeper import recall, remember
 from pytsnet.actors.runtime import Actor, TimerHandle, handles
 from pytsnet.messages.magicsock import (
+    HomeRegion,
     LocalEndpoints,
+    MagicsockResend,
+    MagicsockSpawn,
     NetcheckReport,
     ResendPaths,
     StunIn,
+    StunSeed,
     StunStatus,
     StunStatusRequest,
     StunTick,
+    UdpBound,
     UdpSend,
 )
 from pytsnet.wire.magicsock.addr import AddrParseError, format_addr, parse_addr
@@ -29,19 +40,54 @@ TICK = 0.05
 
 
 class StunProber(Actor):
-    def __init__(self, config: MagicsockConfig) -> None:
+    def __init__(self, config: MagicsockSpawn) -> None:
         self.config = config
         self.check: Netcheck | None = None
         self.last: Report | None = None
         self.home = config.home_region
+        self.bound_port = 0  # the UDP router's (UdpBound)
+        self._seed: bytes | None = None
+        self._draws = 0
         self.endpoints: tuple[str, ...] = ()
         self.next_report = 0.0
         self._tick: TimerHandle | None = None
         self.dropped_unsolicited = 0  # STUN-looking datagrams that answer none of our probes
 
     def on_start(self) -> None:
-        self._tick = self.send_interval(TICK, StunTick())
-        self.next_report = self.clock.monotonic()
+        before = recall(self, self.config.memory)
+        if isinstance(before, HomeRegion):
+            self.home = before.region  # netcheck moved it before the restart
+        self.ref.tell(StunSeed(seed=os.urandom(32)))
+        self.tell_named(self.config.name("udp"), MagicsockResend(reply_to=self.name))  # the bound port
+        now = self.clock.monotonic()
+        self.next_report = now
+        self._tick = self.send_after(TICK, StunTick(at=now + TICK))
+
+    @handles(StunSeed)
+    def on_seed(self, msg: StunSeed) -> None:
+        self._seed, self._draws = msg.seed, 0
+
+    def _draw(self, n: int) -> bytes:
+        """``n`` bytes from the seed (BLAKE2b keyed by it, over a counter); os.urandom before it came."""
+        if self._seed is None:
+            return os.urandom(n)
+        self._draws += 1
+        return hashlib.blake2b(self._draws.to_bytes(8, "big"), key=self._seed[:64], digest_size=n).digest()
+
+    def _tx_id(self) -> bytes:
+        return self._draw(12)
+
+    def _uniform(self, lo: float, hi: float) -> float:
+        return lo + (hi - lo) * int.from_bytes(self._draw(8), "big") / 2**64
+
+    @handles(UdpBound)
+    def on_bound(self, msg: UdpBound) -> None:
+        self.bound_port = msg.port
+
+    @handles(MagicsockResend)
+    def on_resend(self, msg: MagicsockResend) -> None:
+        """A (re)started DerpClient wants the home region."""
+        self.tell_named(msg.reply_to, HomeRegion(region=self.home))
 
     def _servers(self) -> dict[int, list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]]]:
         out = {}
@@ -57,17 +103,22 @@ class StunProber(Actor):
 
     @handles(StunTick)
     def tick(self, msg: StunTick) -> None:
-        now = self.clock.monotonic()
+        """Probe (and time out probes) as of ``msg.at``: times come from messages, not clock reads
+        mid-handler, so a replay of this actor computes the same latencies."""
+        now = msg.at if msg.at is not None else self.clock.monotonic()
+        clock_now = self.clock.monotonic()
+        due = max(now + TICK, clock_now)  # a late tick re-anchors: "now" never lags more than one tick
+        self._tick = self.send_after(due - clock_now, StunTick(at=due))
         if self.check is None:
             if now >= self.next_report:
-                self.check = Netcheck(self._servers(), prev_home=self.home)
+                self.check = Netcheck(self._servers(), prev_home=self.home, tx_id=self._tx_id)
                 self._send(self.check.start(now))
-                self._maybe_done()
+                self._maybe_done(now)
             return
         d = self.check.next_deadline()
         if d is not None and now >= d:
             self._send(self.check.handle_timeout(now))
-        self._maybe_done()
+        self._maybe_done(now)
 
     @handles(StunStatusRequest)
     def status(self, msg: StunStatusRequest) -> StunStatus:
@@ -75,8 +126,9 @@ class StunProber(Actor):
 
     @handles(StunIn)
     def stun_in(self, msg: StunIn) -> None:
-        if self.check is not None and self.check.on_response(self.clock.monotonic(), msg.data):
-            self._maybe_done()
+        now = msg.at if msg.at is not None else self.clock.monotonic()
+        if self.check is not None and self.check.on_response(now, msg.data):
+            self._maybe_done(now)
         else:
             self.dropped_unsolicited += 1
 
@@ -87,18 +139,22 @@ class StunProber(Actor):
         for s in sends:
             udp.tell(UdpSend(dst=format_addr(s.dst), data=s.data))
 
-    def _maybe_done(self) -> None:
+    def _maybe_done(self, now: float) -> None:
         if self.check is None or not self.check.done:
             return
         report = self.check.report()
         self.check = None
         self.last = report
         lo, hi = self.config.stun_interval
-        self.next_report = self.clock.monotonic() + random.uniform(lo, hi)
-        if not self.config.home_fixed and report.preferred_derp:
-            # the DerpClients read the shared config on their tick: the new home connects, the old
-            # one clears NotePreferred and closes once idle
-            self.home = self.config.home_region = report.preferred_derp
+        self.next_report = now + self._uniform(lo, hi)
+        if not self.config.home_fixed and report.preferred_derp and report.preferred_derp != self.home:
+            # the new home's DerpClient connects, the old one clears NotePreferred and closes once idle
+            self.home = report.preferred_derp
+            home = HomeRegion(region=self.home)
+            remember(self, self.config.memory, home)
+            for name in (*self.config.derp_names(), self.config.control):
+                if name:
+                    self.tell_named(name, home)
         self.endpoints = self._endpoints(report)
         self._publish()
 
@@ -113,8 +169,8 @@ class StunProber(Actor):
         host = self.config.bind_host
         try:
             ip = ipaddress.ip_address(host)
-            if not ip.is_unspecified:
-                eps.append(format_addr((ip, self.config.bound_port)))
+            if not ip.is_unspecified and self.bound_port:
+                eps.append(format_addr((ip, self.bound_port)))
         except ValueError:
             pass
         for e in self.config.extra_endpoints:

@@ -22,7 +22,7 @@ import socket
 import time
 from dataclasses import dataclass
 
-from pytsnet.actors.magicsock.config import MagicsockConfig
+from pytsnet.actors.keeper import recall, remember
 from pytsnet.actors.magicsock.wg_sink import WgSinkDelivery
 from pytsnet.actors.runtime import Actor, MailboxFull, StopReason, UnhandledMessage, handles
 from pytsnet.messages.magicsock import (
@@ -32,6 +32,8 @@ from pytsnet.messages.magicsock import (
     DiscoIn,
     LocalAddr,
     LocalAddrRequest,
+    MagicsockResend,
+    MagicsockSpawn,
     PathStatus,
     PathStatusRequest,
     PathUpdate,
@@ -40,6 +42,7 @@ from pytsnet.messages.magicsock import (
     ResendPaths,
     StunIn,
     UdpBlackhole,
+    UdpBound,
     UdpRead,
     UdpReads,
     UdpSend,
@@ -84,8 +87,9 @@ class _Route:
 
 
 class MagicsockUdp(Actor):
-    def __init__(self, config: MagicsockConfig) -> None:
+    def __init__(self, config: MagicsockSpawn) -> None:
         self.config = config
+        self.bound_port = 0  # ours alone: the StunProber and the keeper are told it (UdpBound)
         self.routes: dict[str, _Route] = {}
         self.by_addr: dict[tuple[str, int], str] = {}
         self.sock: socket.socket | None = None
@@ -122,9 +126,13 @@ class MagicsockUdp(Actor):
         for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             with contextlib.suppress(OSError):  # the kernel caps it at [rw]mem_max; best effort
                 sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
-        sock.bind((c.bind_host, c.bound_port or c.bind_port))
+        before = recall(self, c.memory)  # a restart rebinds the port peers know
+        sock.bind((c.bind_host, before.port if isinstance(before, UdpBound) else c.bind_port))
         sock.setblocking(False)
-        c.bound_port = sock.getsockname()[1]
+        self.bound_port = sock.getsockname()[1]
+        bound = UdpBound(port=self.bound_port)
+        remember(self, c.memory, bound)
+        self.tell_named(c.name("stun"), bound)
         self.sock = sock
         self._poller = select.poll()
         self._poller.register(sock, select.POLLIN)
@@ -136,6 +144,12 @@ class MagicsockUdp(Actor):
     def on_stop(self, reason: StopReason) -> None:
         if self.sock is not None:
             self.sock.close()
+
+    @handles(MagicsockResend)
+    def on_resend(self, msg: MagicsockResend) -> None:
+        """A (re)started StunProber wants the bound port (for the bound endpoint it advertises)."""
+        if self.bound_port:
+            self.tell_named(msg.reply_to, UdpBound(port=self.bound_port))
 
     def _read(self) -> UdpRead | UdpReads | None:
         """Wait for one datagram, then take what else is already queued (up to ``READ_BURST`` kept).
@@ -247,7 +261,8 @@ class MagicsockUdp(Actor):
         if kind is PacketKind.DISCO:
             self.tell_named(self.config.name("disco"), DiscoIn(data=msg.data, src=msg.src))
         elif kind is PacketKind.STUN_BINDING:
-            self.tell_named(self.config.name("stun"), StunIn(data=msg.data, src=msg.src))
+            self.tell_named(self.config.name("stun"), StunIn(data=msg.data, src=msg.src,
+                                                                      at=self.clock.monotonic()))
         else:
             self.dropped_unknown_kind += 1
         return None

@@ -4,7 +4,7 @@ It receives whole netmaps (``NetmapUpdate``; the control side's map session alre
 deltas) and keeps only peers it can trust to talk to: a peer without a valid non-zero node key,
 disco key, or at least one valid address is refused, as is an expired one and one that claims our own
 node key. Tailnet Lock signature checks will plug into ``admit``. Changes to the admitted set are
-published as ``PeersChanged``.
+published as ``PeersChanged`` to the subscribers its spawn message names (``PeerTrackerSpawn``).
 
 Key expiry is enforced here by time as well as by control's word: after each netmap the tracker arms
 one timer (the actor clock, so simulated time drives it too) for the soonest future ``KeyExpiry``
@@ -25,11 +25,9 @@ peer that never had a valid key, stays out.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
 
 from pytsnet.actors.runtime import Actor, ActorStopped, MailboxFull, StopReason, TimerHandle, handles
 from pytsnet.actors.runtime.logs import subsystem_logger
-from pytsnet.messages.base import Message
 from pytsnet.messages.peers import (
     ClearPeers,
     GetPeers,
@@ -38,6 +36,7 @@ from pytsnet.messages.peers import (
     PeerInfo,
     PeersChanged,
     PeerTable,
+    PeerTrackerSpawn,
     RejectedPeer,
     ResendNetmap,
 )
@@ -84,9 +83,10 @@ def admit(peer: PeerInfo, self_key: str, now: float | None = None) -> str | None
 
 
 class PeerTracker(Actor):
-    def __init__(self, publish: Callable[[Message], None] | None = None, *, control: str = "") -> None:
-        self.publish = publish or (lambda m: None)
-        self.control = control
+    def __init__(self, spawn: PeerTrackerSpawn | None = None) -> None:
+        spawn = spawn or PeerTrackerSpawn()
+        self.subscribers = spawn.subscribers
+        self.control = spawn.control
         """Name of the actor that sends netmaps (asked to re-send after a restart); empty: none."""
         self.table: dict[int, PeerInfo] = {}
         self.rejected: dict[int, str] = {}
@@ -169,5 +169,7 @@ class PeerTracker(Actor):
         removed = sorted(k for k in old if k not in new)
         self.table = new
         if added or changed or removed:
-            self.publish(PeersChanged(added=added, changed=changed, removed=removed,
-                                      peers=[new[k] for k in sorted(new)]))
+            changes = PeersChanged(added=added, changed=changed, removed=removed,
+                                   peers=[new[k] for k in sorted(new)])
+            for name in self.subscribers:
+                self.tell_named(name, changes)

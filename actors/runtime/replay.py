@@ -30,6 +30,9 @@ from pytsnet.actors.runtime.trace import read_trace, redacted_tagged
 from pytsnet.messages.base import Message, from_tagged
 from pytsnet.messages.redact import PLACEHOLDER, RedactContext, payload_placeholder
 
+EPHEMERAL = "process"
+"""The source of a secret made per process (the disco key): in no state store."""
+
 SecretSource = Callable[[str, str], str | None]
 """``(state_key, json_field)`` → the secret's text, or None if the store lacks it."""
 
@@ -158,6 +161,9 @@ def _unredact(obj: Any, secrets: SecretSource | None, what: str) -> Any:
         if m is None:
             return obj
         key, fld = m.groups()
+        if key == EPHEMERAL:
+            raise ReplayError(f"{what} needs the secret {fld}, which the trace redacted and no state store "
+                              "holds (it is made per process): this actor cannot be replayed")
         value = secrets(key, fld) if secrets is not None else None
         if value is None:
             where = "the state store given has no" if secrets is not None else "no state store given for"

@@ -22,8 +22,9 @@ The receiver indexes in use are published to magicsock (``WgLiveIndexes``) befor
 out, so its reader drops transport for any other index before it is queued.
 
 Sessions are not preserved across a restart (keys stay in the dead incarnation); the
-configuration is, through ``EngineMemory``, which the child spec holds: a restarted engine comes
-back with the same peers and filter and re-handshakes on the next packet.
+configuration is: each ``WgConfig`` applied is told to the tree's ``MemoryKeeper`` (``memory``), which a
+restarted engine asks in ``on_start``: it comes back with the same peers and filter and re-handshakes
+on the next packet.
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
-import threading
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from pytsnet.actors.keeper import recall, remember
 from pytsnet.actors.runtime import (
     Actor,
     ActorRef,
@@ -83,7 +84,7 @@ from pytsnet.wire.wireguard.device import Device, PeerConfig
 
 log = subsystem_logger("wgengine")
 
-__all__ = ["ENGINE_MAILBOX", "EngineMemory", "WgEngine"]
+__all__ = ["ENGINE_MAILBOX", "WgEngine"]
 
 _TIMER_SLACK = 0.001
 QUEUE_HANDSHAKE_SIZE = 1024  # wireguard-go QueueHandshakeSize
@@ -106,14 +107,6 @@ class _Handshake:
     reply_to: str
 
 
-@dataclass
-class EngineMemory:
-    """The last configuration applied, kept outside the actor so it survives a restart."""
-
-    config: WgConfig = field(default_factory=WgConfig)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
 class WgEngine(Actor):
     def __init__(
         self,
@@ -121,7 +114,7 @@ class WgEngine(Actor):
         *,
         magicsock: str = "magicsock",
         sink: str = "netstack",
-        memory: EngineMemory | None = None,
+        memory: str | None = None,
         mtu: int = 0,
         persistent_keepalive: float = TAILSCALE_PERSISTENT_KEEPALIVE,
         ipv6: bool = False,
@@ -130,7 +123,8 @@ class WgEngine(Actor):
         self._private = private
         self._magicsock_name = magicsock
         self._sink_name = sink
-        self._memory = memory if memory is not None else EngineMemory()
+        self._memory = memory  # the keeper's name: the last WgConfig survives a restart there
+        self._config = WgConfig()
         self._mtu = mtu
         self._keepalive = persistent_keepalive
         self._ipv6 = ipv6
@@ -158,9 +152,10 @@ class WgEngine(Actor):
         clock = self.clock
         self.device = Device(self._private, mtu=self._mtu, unix_time_offset=clock.time() - clock.monotonic())
         self.filter = Filter(None, (), ipv6=self._ipv6)
-        with self._memory.lock:
-            config = self._memory.config
-        self._apply(config)
+        before = recall(self, self._memory)
+        if isinstance(before, WgConfig):
+            self._config = before
+        self._apply(self._config)
         self._publish_indexes()  # a new incarnation has no sessions: magicsock forgets the old ones
         self._tell_magicsock(WgHandshakeQueueFull(full=False))  # nor a full handshake queue
 
@@ -172,17 +167,16 @@ class WgEngine(Actor):
 
     @handles(WgConfig)
     def on_config(self, msg: WgConfig) -> None:
-        with self._memory.lock:
-            self._memory.config = msg
+        self._config = msg
+        remember(self, self._memory, msg)
         self._apply(msg)
 
     @handles(PeersChanged)
     def on_peers_changed(self, msg: PeersChanged) -> None:
         """The PeerTracker's admitted set replaces our peers; addresses and filter are kept."""
         peers = [WgPeer(node_key=p.node_key, allowed_ips=p.allowed_ips or p.addresses) for p in msg.peers]
-        with self._memory.lock:
-            config = self._memory.config.model_copy(update={"peers": peers})
-            self._memory.config = config
+        config = self._config = self._config.model_copy(update={"peers": peers})
+        remember(self, self._memory, config)
         self._apply(config)
 
     def _apply(self, config: WgConfig) -> None:

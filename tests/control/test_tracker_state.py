@@ -12,8 +12,9 @@ import pytest
 from pytsnet.actors.peers import PeerTracker, admit
 from pytsnet.actors.runtime import ActorSystem
 from pytsnet.messages.base import Message
-from pytsnet.messages.peers import GetPeers, NetmapUpdate, PeerInfo, PeersChanged
+from pytsnet.messages.peers import GetPeers, NetmapUpdate, PeerInfo, PeersChanged, PeerTrackerSpawn
 from pytsnet.state import FileStore, MemoryStore, StateStore, StateStoreError
+from pytsnet.testing.events import PeerEvents, settled
 from pytsnet.wire.keys import DiscoPrivate, NodePrivate
 
 
@@ -46,7 +47,8 @@ def test_admission_fails_closed(kw: dict[str, object], reason: str) -> None:
 def test_tracker_publishes_diffs_and_keeps_only_admitted() -> None:
     events: list[Message] = []
     with ActorSystem("t") as system:
-        ref = system.spawn(PeerTracker, events.append, name="peers")
+        sub = system.spawn(PeerEvents, events, name="events")
+        ref = system.spawn(PeerTracker, PeerTrackerSpawn(subscribers=("events",)), name="peers")
         good, bad = peer(2), peer(3, disco_key="")
         ref.ask(NetmapUpdate(self_node=ME, peers=[good, bad]))  # ask: wait until handled
         table = ref.ask(GetPeers())
@@ -56,6 +58,7 @@ def test_tracker_publishes_diffs_and_keeps_only_admitted() -> None:
         ref.ask(NetmapUpdate(self_node=ME, peers=[moved]))
         ref.ask(NetmapUpdate(self_node=ME, peers=[moved]))  # no change: no event
         ref.ask(NetmapUpdate(self_node=ME, peers=[]))
+        settled(sub)
     changes = [e for e in events if isinstance(e, PeersChanged)]
     assert [([p.node_id for p in c.added], [p.node_id for p in c.changed], c.removed) for c in changes] == [
         ([2], [], []), ([], [2], []), ([], [], [2])]

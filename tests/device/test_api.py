@@ -225,7 +225,7 @@ async def test_listeners_survive_dataplane_rebuild(tailnet: LocalTailnet, tmp_pa
                         break
 
         await roundtrip(b"before")
-        old = {d: d.dataplane.spawned for d in (a, b)}
+        old = {d: d._ns for d in (a, b)}  # the netstack handle the tree handed each device
         # A new DERP map (one more region) is a new data-plane identity: the bridge rebuilds the subtree.
         assert tailnet.relay is not None
         dm = copy.deepcopy(tailnet.relay.derp_map)
@@ -236,8 +236,8 @@ async def test_listeners_survive_dataplane_rebuild(tailnet: LocalTailnet, tmp_pa
         tailnet.set_derp_map(dm)
 
         def rebuilt(d: ActorDevice) -> bool:
-            sp, was = d.dataplane.spawned, old[d]
-            return sp is not None and sp is not was and sp.netstack is not was.netstack  # type: ignore[union-attr]
+            ns = d._ns
+            return ns is not None and ns is not old[d]
 
         for d in (a, b):  # both got the new map
             await anyio.to_thread.run_sync(lambda d=d: wait_until(lambda: rebuilt(d), 20, "rebuilt"))
@@ -255,7 +255,8 @@ async def test_listeners_survive_dataplane_rebuild(tailnet: LocalTailnet, tmp_pa
         assert b.system is not None
         ref = b.system.lookup("netstack")
         assert ref is not None
-        registry = b.dataplane.spawned.netstack.registry  # type: ignore[union-attr]
+        assert b._ns is not None
+        registry = b._ns.registry
         with anyio.fail_after(30):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(serve_one)

@@ -11,7 +11,8 @@ import time
 from pytsnet.actors.peers import PeerTracker, admit
 from pytsnet.actors.runtime import ActorRef, ActorSystem, ManualClock
 from pytsnet.messages.base import Message
-from pytsnet.messages.peers import GetPeers, NetmapUpdate, PeerInfo, PeersChanged
+from pytsnet.messages.peers import GetPeers, NetmapUpdate, PeerInfo, PeersChanged, PeerTrackerSpawn
+from pytsnet.testing.events import PeerEvents, settled
 from pytsnet.wire.keys import DiscoPrivate, NodePrivate
 
 
@@ -41,7 +42,8 @@ def test_tracker_drops_a_peer_at_its_key_expiry_with_no_netmap_in_simulated_time
     clock = ManualClock(wall=1_800_000_000.0)
     events: list[Message] = []
     with ActorSystem("t", clock=clock) as system:
-        ref = system.spawn(PeerTracker, events.append, name="peers")
+        sub = system.spawn(PeerEvents, events, name="events")
+        ref = system.spawn(PeerTracker, PeerTrackerSpawn(subscribers=("events",)), name="peers")
         me = _peer(node_id=1, key_expiry=clock.time() + 3600)
         soon, later = _peer(node_id=2, key_expiry=clock.time() + 60), _peer(node_id=3, key_expiry=None)
         ref.ask(NetmapUpdate(self_node=me, peers=[soon, later]))
@@ -50,6 +52,7 @@ def test_tracker_drops_a_peer_at_its_key_expiry_with_no_netmap_in_simulated_time
         assert _table(ref) == ([2, 3], {})
         clock.advance(1.0)
         assert _table(ref) == ([3], {2: "node key expired"})
+        settled(sub)
         gone = [e for e in events if isinstance(e, PeersChanged)][-1]
         assert gone.removed == [2] and [p.node_id for p in gone.peers] == [3]
         # Extended by control: the next netmap brings it back, and the timer is armed again.

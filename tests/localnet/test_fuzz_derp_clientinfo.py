@@ -23,11 +23,16 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from pytsnet.actors.magicsock.config import MagicsockConfig
 from pytsnet.actors.magicsock.node import spawn_magicsock
 from pytsnet.actors.runtime import ActorSystem
 from pytsnet.localnet.derp_server import DerpServer
-from pytsnet.messages.magicsock import DerpRegion, DerpStatus, DerpStatusRequest
+from pytsnet.messages.magicsock import (
+    DerpRegion,
+    DerpStatus,
+    DerpStatusRequest,
+    MagicsockKeys,
+    MagicsockSpawn,
+)
 from pytsnet.wire.derp import frames as f
 from pytsnet.wire.derp.client_info import (
     MAX_CLIENT_INFO_LEN,
@@ -369,10 +374,10 @@ def test_derp_client_actor_fails_closed_on_bad_server_info_and_reconnects(
         caplog: pytest.LogCaptureFixture) -> None:
     rogue = RogueDerp(BAD_SERVER_INFOS)
     system = ActorSystem("fuzzclient")
-    cfg = MagicsockConfig(node_private=CLIENT, disco_private=DiscoPrivate.generate(), wg_sink="w",
-                          regions=(DerpRegion(region_id=900, host="127.0.0.1", port=rogue.port,
-                                              stun_port=9),),
-                          home_region=900, bind_host="127.0.0.1", advertise_endpoints=False)
+    cfg = MagicsockSpawn(node_public=CLIENT.public().to_text(), wg_sink="w",
+                         regions=(DerpRegion(region_id=900, host="127.0.0.1", port=rogue.port, stun_port=9),),
+                         home_region=900, bind_host="127.0.0.1", advertise_endpoints=False)
+    keys = MagicsockKeys(node_private=CLIENT.to_text(), disco_private=DiscoPrivate.generate().to_text())
 
     def status() -> DerpStatus:
         ref = system.lookup(cfg.derp_name(900))
@@ -381,7 +386,7 @@ def test_derp_client_actor_fails_closed_on_bad_server_info_and_reconnects(
 
     try:
         with caplog.at_level(logging.DEBUG):
-            spawn_magicsock(system, cfg)
+            spawn_magicsock(system, cfg, keys)
             # each bad ServerInfo: the client closes that stream and dials again (with backoff)
             assert _wait(lambda: len(rogue.ends) == len(BAD_SERVER_INFOS), timeout=20), rogue.ends
             assert _wait(lambda: status().connected and status().connects == len(BAD_SERVER_INFOS) + 1,

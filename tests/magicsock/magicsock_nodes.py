@@ -1,18 +1,23 @@
-"""Two magicsock "nodes" on loopback, each its own ActorSystem with a fake W sink collecting datagrams."""
+"""Two magicsock "nodes" on loopback, each its own ActorSystem with a fake W sink collecting datagrams
+(and a ``MemoryKeeper``, as a device's tree has, so a restarted actor resumes as it does there)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytsnet.actors.magicsock.config import MagicsockConfig
+from pytsnet.actors.keeper import MEMORY, MemoryKeeper
+from pytsnet.actors.magicsock.config import timings_message
 from pytsnet.actors.magicsock.node import spawn_magicsock
 from pytsnet.actors.runtime import Actor, ActorRef, ActorSystem, handles
 from pytsnet.messages.magicsock import (
     DerpRegion,
     DerpStatus,
     DerpStatusRequest,
+    LocalAddrRequest,
+    MagicsockKeys,
     MagicsockPeer,
+    MagicsockSpawn,
     PathStatus,
     PathStatusRequest,
     SetPeers,
@@ -39,16 +44,18 @@ class Sink(Actor):
 @dataclass
 class Node:
     system: ActorSystem
-    config: MagicsockConfig
+    config: MagicsockSpawn
+    private: NodePrivate
+    disco: DiscoPrivate
     got: list[WgDatagramIn] = field(default_factory=list)
 
     @property
     def key(self) -> str:
-        return self.config.node_private.public().to_text()
+        return self.private.public().to_text()
 
     @property
     def disco_key(self) -> str:
-        return self.config.disco_private.public().to_text()
+        return self.disco.public().to_text()
 
     def ref(self, what: str) -> ActorRef:
         r = self.system.lookup(self.config.name(what))
@@ -69,7 +76,7 @@ class Node:
     def endpoints(self) -> tuple[str, ...]:
         if not self.config.advertise_endpoints:
             return ()
-        return (f"127.0.0.1:{self.config.bound_port}",)
+        return (self.ref("udp").ask(LocalAddrRequest(), timeout=5).addr,)
 
 
 def make_node(name: str, derp_port: int, stun_port: int, advertise: bool = True,
@@ -79,14 +86,17 @@ def make_node(name: str, derp_port: int, stun_port: int, advertise: bool = True,
     system = ActorSystem(name, dispatcher=dispatcher)
     regions = regions or (DerpRegion(region_id=REGION, host="127.0.0.1", port=derp_port,
                                      stun_port=stun_port),)
-    cfg = MagicsockConfig(
-        node_private=private or NodePrivate.generate(), disco_private=DiscoPrivate.generate(), wg_sink="w",
-        regions=regions,
-        home_region=home, bind_host="127.0.0.1", advertise_endpoints=advertise, timings=FAST, **config,
+    private = private or NodePrivate.generate()
+    disco = DiscoPrivate.generate()
+    cfg = MagicsockSpawn(
+        node_public=private.public().to_text(), wg_sink="w", regions=regions, memory=MEMORY,
+        home_region=home, bind_host="127.0.0.1", advertise_endpoints=advertise, timings=timings_message(FAST),
+        **config,
     )
-    node = Node(system, cfg)
+    node = Node(system, cfg, private, disco)
     system.spawn(Sink, node.got, name="w")
-    spawn_magicsock(system, cfg)
+    system.spawn(MemoryKeeper, name=MEMORY)
+    spawn_magicsock(system, cfg, MagicsockKeys(node_private=private.to_text(), disco_private=disco.to_text()))
     return node
 
 

@@ -11,7 +11,7 @@ import pytest
 from wgengine_helpers import udp
 
 from pytsnet.actors.runtime import Actor, ActorRef, ActorSystem, handles
-from pytsnet.actors.wgengine import EngineMemory, WgEngine
+from pytsnet.actors.wgengine import WgEngine
 from pytsnet.actors.wgengine.engine import QUEUE_HANDSHAKE_SIZE
 from pytsnet.messages.magicsock import UdpSend, WgHandshakeQueueFull, WgLiveIndexes, WgLiveIndexesRequest
 from pytsnet.messages.wgengine import (
@@ -50,7 +50,7 @@ def engine() -> Iterator[tuple[ActorRef, NodePrivate, list[object]]]:
     log: list[object] = []
     system.spawn(Recorder, log, name="magicsock")
     key = NodePrivate.generate()
-    ref = system.spawn(WgEngine, key, memory=EngineMemory(), name="wgengine")
+    ref = system.spawn(WgEngine, key, name="wgengine")
     yield ref, key, log
     system.shutdown()
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pytsnet.actors.keeper import MEMORY, MemoryKeeper
 from pytsnet.actors.runtime import Actor, ActorRef, ActorSystem, Clock, handles
-from pytsnet.actors.wgengine import EngineMemory, WgEngine
+from pytsnet.actors.wgengine import WgEngine
 from pytsnet.messages.wgengine import (
     IpPacketIn,
     WgConfig,
@@ -77,7 +78,8 @@ def make_pair(clock: Clock | None = None) -> tuple[Node, Node, Wire]:
         got: list[bytes] = []
         system.spawn(FakeMagicsock, wire, key.public().to_text(), name="magicsock")
         system.spawn(Sink, got, name="netstack")
-        engine = system.spawn(WgEngine, key, memory=EngineMemory(), name="wgengine")
+        system.spawn(MemoryKeeper, name=MEMORY)  # the engine's WgConfig survives its restarts there
+        engine = system.spawn(WgEngine, key, memory=MEMORY, name="wgengine")
         nodes.append(Node(system, engine, key, f"100.64.0.{i}", got))
         wire.engines[key.public().to_text()] = engine
     a, b = nodes

@@ -1,0 +1,138 @@
+"""No actor reads or writes another actor's objects (issue 15, part 1): what every actor of a running
+device was spawned with is a message or an immutable value, and no mutable object is handed to two
+actors. Checked on a live device pair (every spawn passes the tracer, so a recording tracer sees every
+actor the tree makes, data plane and flows included), not on a list of classes that could go stale.
+
+The exceptions are listed with why they remain; the test fails as well when one is no longer needed,
+so the list only shrinks."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import ipaddress
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from pytsnet import ActorDevice, Config
+from pytsnet.actors.runtime import ActorRef, Supervisor, Tracer
+from pytsnet.localnet.server import LocalTailnet
+from pytsnet.messages.base import Message
+from pytsnet.wire.keys import NodePrivate
+
+ALLOWED: dict[tuple[str, str], str] = {
+    ("events", "publish"): "the facade's inbox: the one place a callback crosses into the app's threads",
+    ("control", "config"): "RunnerConfig is frozen but holds a dict (hostinfo_extra) (issue 15 part 2)",
+    ("control", "store"): "the state store, shared with the facade (control: issue 15 part 2)",
+    ("control", "publish"): "control tells the device by callback, not the events actor (issue 15 part 2)",
+    ("dataplane", "build"): "the facade's subtree builder (it hands the device the new netstack handle)",
+    ("netstack", "system"): "the netstack spawns its flows on the system itself (issue 15: flows sup)",
+    ("netstack", "registry"): "FlowRegistry, shared with the facade's Netstack handle",
+    ("flow", "channel"): "a flow actor's channel: the app's end of the stream (netstack: issue 15)",
+    ("flow", "conn"): "the sans-IO TCP connection the netstack hands its flow actor (netstack: issue 15)",
+}
+"""(role, parameter) → why it is not a message yet. A role is the actor's name, or ``flow`` for any
+of the netstack's per-flow actors."""
+
+SHARED_ALLOWED: dict[frozenset[str], str] = {
+    frozenset({"events", "control"}): "the device's event callback (control publishes by callback)",
+}
+
+
+def _immutable(v: Any) -> bool:
+    """A message, a plain value, a ref (an address: it only carries messages), or a frozen record of
+    those."""
+    if v is None or isinstance(v, bool | int | float | str | bytes | enum.Enum | Message | NodePrivate
+                                  | ActorRef | ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return True
+    if isinstance(v, type) and issubclass(v, Message):
+        return True
+    if isinstance(v, tuple | frozenset):
+        return all(_immutable(x) for x in v)
+    frozen = dataclasses.is_dataclass(v) and v.__dataclass_params__.frozen  # type: ignore[union-attr]
+    if frozen and not isinstance(v, type):
+        return all(_immutable(getattr(v, f.name)) for f in dataclasses.fields(v))
+    return False
+
+
+def _role(name: str) -> str:
+    return "flow" if name.startswith("netstack-") else name
+
+
+def _params(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    import inspect
+
+    names = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    for i, v in enumerate(args):
+        yield (names[i] if i < len(names) else f"arg{i}"), v
+    yield from kwargs.items()
+
+
+@pytest.fixture
+def spawns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, type, tuple[Any, ...],
+                                                                             dict[str, Any]]]:
+    seen: list[tuple[str, str, type, tuple[Any, ...], dict[str, Any]]] = []
+    real = Tracer.spawn
+
+    def spy(self: Tracer, system: Any, cell: Any) -> None:
+        spec = cell.spec
+        seen.append((system.name, cell.name, spec.actor_cls, spec.args, dict(spec.kwargs)))
+        real(self, system, cell)
+
+    monkeypatch.setattr(Tracer, "spawn", spy)
+    monkeypatch.setenv("PYTSNET_TRACE", str(tmp_path / "trace.jsonl"))
+
+    async def run() -> None:
+        with LocalTailnet(tmp_path / "control", listen="127.0.0.1:0") as net:
+            key = net.create_authkey(reusable=True)
+
+            def cfg(name: str) -> Config:
+                return Config(dir=tmp_path / name, hostname=name, auth_key=key, control_url=net.control_url,
+                              bind_host="127.0.0.1")
+
+            async with ActorDevice(cfg("a")) as a, ActorDevice(cfg("b")) as b:
+                await a.up(20)
+                await b.up(20)
+                lst = await b.listen(7200)
+                with anyio.fail_after(20):
+                    while not any(p.hostname == "b" for p in a.peers()):
+                        await anyio.sleep(0.05)
+                    stream = await a.tcp_connect("b", 7200, timeout=20)
+                    conn = await lst.accept()
+                    await stream.send(b"ping")
+                    assert await conn.receive() == b"ping"
+
+    anyio.run(run)
+    return seen
+
+
+def test_every_device_actor_gets_messages_and_no_actor_shares_a_mutable_object(spawns: list[Any]) -> None:
+    found: dict[tuple[str, str], str] = {}
+    holders: dict[int, set[str]] = defaultdict(set)
+    kept: dict[int, Any] = {}
+    roles = set()
+    for _system, name, cls, args, kwargs in spawns:
+        if issubclass(cls, Supervisor):
+            continue  # its args are its children's specs, each checked when it spawns
+        role = _role(name)
+        roles.add(role)
+        for param, v in _params(cls, args, kwargs):
+            if _immutable(v):
+                continue
+            found[(role, param)] = f"{cls.__name__}({param}={type(v).__name__})"
+            holders[id(v)].add(f"{_system}/{role}")
+            kept[id(v)] = v  # keep it alive: ids stay unique
+    assert {"peers", "wgengine", "magicsock.udp", "magicsock.disco", "magicsock.stun", "netstack",
+            "flow"} <= roles, roles  # the premise: the data plane and a flow were spawned
+    unexpected = {k: v for k, v in found.items() if k not in ALLOWED}
+    assert not unexpected, f"actors spawned with shared/mutable objects: {unexpected}"
+    stale = set(ALLOWED) - set(found)
+    assert not stale, f"no longer needed, remove from ALLOWED: {stale}"
+    shared = [frozenset(h.split("/", 1)[1] for h in hs) for hs in holders.values() if len(hs) > 1]
+    shared = [s for s in shared if len(s) > 1 and s not in SHARED_ALLOWED]
+    assert not shared, f"one mutable object handed to several actors: {shared}"
