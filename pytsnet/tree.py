@@ -14,11 +14,11 @@
 
 Every edge between actors is a name: the PeerTracker's subscribers are in its spawn message
 (``PeerTrackerSpawn``), the magicsock actors' siblings, sink and control side in theirs
-(``MagicsockSpawn``). The data-plane subtree is two specs: ``dataplane_spec`` (the supervisor, engine
-and magicsock) and ``netstack_spec`` under it (its NetstackActor takes the engine's ref, so it joins
-once the engine runs). It needs the node key, our addresses and the DERP map, which only the first
-netmap brings, so the bridge builds it (through ``build_dataplane``) rather than the node supervisor;
-a new node key, address set or DERP map rebuilds it, and its actors' restart memory is forgotten first.
+(``MagicsockSpawn``), the netstack's link sink (the engine) in its spec. The data-plane subtree is one
+spec, ``dataplane_spec``: the supervisor, engine, magicsock and ``netstack_spec``. It needs the node
+key, our addresses and the DERP map, which only the first netmap brings, so the bridge builds it
+(through ``build_dataplane``) rather than the node supervisor; a new node key, address set or DERP
+map rebuilds it, and its actors' restart memory is forgotten first.
 Packets go UDP socket → magicsock.udp → wgengine → netstack → flow actor, and back.
 """
 
@@ -120,10 +120,13 @@ def _addresses(nm: DataplaneNetmap) -> tuple[ipaddress.IPv4Address | ipaddress.I
     return tuple(ipaddress.ip_address(a.split("/")[0]) for a in nm.self_node.addresses)
 
 
-def dataplane_spec(nm: DataplaneNetmap, options: DataplaneOptions) -> ChildSpec:
-    """The supervisor, engine and magicsock for ``nm``'s node key and DERP regions."""
+def dataplane_spec(system: ActorSystem, nm: DataplaneNetmap, options: DataplaneOptions,
+                   registry: FlowRegistry) -> ChildSpec:
+    """The whole data-plane subtree for ``nm``'s node key, addresses and DERP regions: the supervisor,
+    engine, magicsock and netstack (started in that order: each finds the one before it by name)."""
     private = NodePrivate.from_text(nm.node_private)
-    v6 = any(a.version == 6 for a in _addresses(nm))
+    addresses = _addresses(nm)
+    v6 = any(a.version == 6 for a in addresses)
     ms = MagicsockSpawn(
         node_public=private.public().to_text(), wg_sink=WGENGINE, regions=nm.derp_regions,
         bind_host=options.bind_host, bind_port=options.bind_port,
@@ -136,6 +139,8 @@ def dataplane_spec(nm: DataplaneNetmap, options: DataplaneOptions) -> ChildSpec:
                           "capture": CAPTURE},
                   mailbox=ENGINE_MAILBOX),
         magicsock_spec(ms, keys),
+        netstack_spec(system, NETSTACK, StackConfig(addresses=addresses, enable_ipv6=v6), WGENGINE, registry,
+                      out_message=IpPacketOut, mailbox=NETSTACK_MAILBOX),
     ], strategy=Strategy.ONE_FOR_ONE, max_restarts=20, within=10.0)
 
 
@@ -149,8 +154,8 @@ def _names(nm: DataplaneNetmap) -> dict[str, str]:
 def build_dataplane(system: ActorSystem, nm: DataplaneNetmap, options: DataplaneOptions,
                     stop_timeout: float = 10.0) -> Built:
     """(Re)build the data plane for ``nm``: stop the running subtree (the device hears ``None``), forget
-    its actors' restart memory (a new key starts afresh), start ``dataplane_spec`` and ``netstack_spec``
-    under it, hand the device the new netstack."""
+    its actors' restart memory (a new key starts afresh), start ``dataplane_spec``, hand the device
+    the new netstack."""
     if options.on_netstack is not None:
         options.on_netstack(None)
     old = system.lookup(DATAPLANE_SUP)
@@ -160,14 +165,8 @@ def build_dataplane(system: ActorSystem, nm: DataplaneNetmap, options: Dataplane
     keeper = system.lookup(MEMORY)
     if keeper is not None:
         keeper.tell(Forget(owners=tuple(names.values())))
-    sup = system.spawn_spec(dataplane_spec(nm, options))
-    engine = system.lookup(WGENGINE)
-    assert engine is not None
-    addresses = _addresses(nm)
-    stack = StackConfig(addresses=addresses, enable_ipv6=any(a.version == 6 for a in addresses))
     registry = FlowRegistry()
-    system.spawn_spec(netstack_spec(system, NETSTACK, stack, engine, registry, out_message=IpPacketOut,
-                                    mailbox=NETSTACK_MAILBOX), sup)
+    system.spawn_spec(dataplane_spec(system, nm, options, registry))
     ns_ref = system.lookup(NETSTACK)
     assert ns_ref is not None
     if options.on_netstack is not None:

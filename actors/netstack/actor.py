@@ -103,12 +103,14 @@ _FLOW_MAILBOX = MailboxConfig(8192, MailboxPolicy.FAIL)
 
 
 class NetstackActor(Actor):
-    def __init__(self, system: ActorSystem, config: StackConfig, sink: ActorRef, registry: FlowRegistry,
+    def __init__(self, system: ActorSystem, config: StackConfig, sink: ActorRef | str, registry: FlowRegistry,
                  *, flows: str, out_message: type[Message] = LinkPacketOut,
                  tcp_config: TcpConfig | None = None, channel_limit: int | None = None) -> None:
         self.system = system
         self.config = config
-        self.sink = sink
+        self._sink = sink
+        """The link sink, or its name (looked up at start: the engine starts before us in one spec)."""
+        self.sink: ActorRef
         self.registry = registry
         self.flows_name = flows
         """The flows supervisor (a sibling under the netstack's supervisor): flow actors live there."""
@@ -129,6 +131,10 @@ class NetstackActor(Actor):
 
     def on_start(self) -> None:
         self.stack = Stack(self.config, tcp_config=self.tcp_config)
+        sink = self.ctx.lookup(self._sink) if isinstance(self._sink, str) else self._sink
+        if sink is None:
+            raise RuntimeError(f"{self.name}: no link sink {self._sink!r}")
+        self.sink = sink
         self._sup = self.ctx.lookup(self.flows_name)
         if self._sup is None:
             raise RuntimeError(f"{self.name}: no flows supervisor {self.flows_name!r}")

@@ -62,11 +62,12 @@ class NetstackSupervisor(Supervisor):
         self.registry.close_endpoints()
 
 
-def netstack_spec(system: ActorSystem, name: str, config: StackConfig, sink: ActorRef,
+def netstack_spec(system: ActorSystem, name: str, config: StackConfig, sink: ActorRef | str,
                   registry: FlowRegistry, *, out_message: type[Message] | None = None,
                   tcp_config: TcpConfig | None = None, mailbox: MailboxConfig | None = None,
                   restart: Restart = Restart.PERMANENT) -> ChildSpec:
-    """The subtree above, as one child spec (spawn it under the data-plane supervisor, or the root)."""
+    """The subtree above, as one child spec (spawn it under the data-plane supervisor, or the root).
+    ``sink``: the link actor, or its name when it starts earlier in the same spec tree."""
     kwargs: dict[str, object] = {"flows": flows_name(name), "tcp_config": tcp_config}
     if out_message is not None:
         kwargs["out_message"] = out_message
