@@ -76,11 +76,12 @@ class RunnerConfig:
     peers_name: str = "peers"
     dataplane_name: str = ""
     """The data-plane bridge told ``DataplaneNetmap`` after each netmap (empty: none)."""
-    hostinfo_extra: dict[str, str] = field(default_factory=dict)
+    hostinfo_extra: tuple[tuple[str, str], ...] = ()
+    """More Hostinfo fields, as (name, value) pairs (a tuple: the config is shared by incarnations)."""
 
     def login_config(self) -> login.LoginConfig:
         hostinfo = Hostinfo(Hostname=self.hostname, OS="linux", Package="tsnet", IPNVersion="pytsnet",
-                            RequestTags=list(self.tags), **self.hostinfo_extra)
+                            RequestTags=list(self.tags), **dict(self.hostinfo_extra))
         return login.LoginConfig(
             control_url=self.control_url, hostinfo=hostinfo, auth_key=self.auth_key, ephemeral=self.ephemeral,
             disco=DiscoPublic.from_text(self.disco_public) if self.disco_public else None,

@@ -27,9 +27,10 @@ from pytsnet.wire.keys import NodePrivate
 
 ALLOWED: dict[tuple[str, str], str] = {
     ("events", "publish"): "the facade's inbox: the one place a callback crosses into the app's threads",
-    ("control", "config"): "RunnerConfig is frozen but holds a dict (hostinfo_extra) (issue 15 part 2)",
-    ("control", "store"): "the state store, shared with the facade (control: issue 15 part 2)",
-    ("control", "publish"): "control tells the device by callback, not the events actor (issue 15 part 2)",
+    ("control", "publish"): "DeviceState reaches the facade in step with the runner's transition (logout()"
+                            " and up() read the state as their ask returns; via the events actor it lags)",
+    ("control", "store"): "the device's persistence, an I/O resource like a socket: handed over at spawn"
+                          " (the facade reads it only before, in check_state), never given to another actor",
     ("dataplane", "build"): "the facade's subtree builder (it hands the device the new netstack handle)",
     ("netstack", "system"): "the netstack spawns its flows on the system itself (issue 15: flows sup)",
     ("netstack", "registry"): "FlowRegistry, shared with the facade's Netstack handle",
@@ -40,7 +41,7 @@ ALLOWED: dict[tuple[str, str], str] = {
 of the netstack's per-flow actors."""
 
 SHARED_ALLOWED: dict[frozenset[str], str] = {
-    frozenset({"events", "control"}): "the device's event callback (control publishes by callback)",
+    frozenset({"events", "control"}): "the device's event callback (see ALLOWED's control publish)",
 }
 
 
