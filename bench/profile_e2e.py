@@ -1,0 +1,488 @@
+"""Where the time per packet goes: ``bench/e2e.py``'s Python→Python transfer with py-spy on both nodes.
+
+Usage (root, py-spy installed in the venv): ``.venv/bin/python bench/profile_e2e.py --mib 16 --mode direct
+--out /tmp/prof``; ``--analyse DIR`` re-reads the raw profiles of an earlier run. Two ``ActorDevice``
+nodes run in child interpreters as in ``bench/e2e.py``; after the warm-up flow (and, direct, once disco
+reports a direct path) the parent attaches ``py-spy record --nonblocking --threads --format raw`` to
+both and only then lets ``alpha`` send, and stops it when ``beta`` has read to EOF, so the profiles
+hold the measured transfer alone. Per-thread CPU and context switches come from ``/proc`` (exact,
+not sampled). Each sample is put in one stage by its innermost frame that a rule names (the source
+line of that frame decides, e.g. ``.decrypt(`` = crypto, ``sock.sendto(`` = syscall), and the stage's
+share of samples times the node's CPU seconds gives µs per data packet.
+
+``--heartbeat S`` shortens disco's heartbeat so that pings happen during the transfer; each node then
+polls its peer's disco RTT (``status().peers[0].rtt``, ping created → pong handled by the DiscoPinger)
+idle and under the bulk transfer and the report prints both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import collections
+import functools
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from e2e import CHUNK, _cpu_s, _data
+
+ROOT = Path(__file__).resolve().parent.parent
+PAYLOAD = 1240  # TCP payload per data packet: MTU 1280 - IPv4 20 - TCP 20 (netstack TcpConfig)
+
+
+# -- the two nodes (child interpreters) ----------------------------------------------------------------
+
+def _rtt_poller(dev: Any, into: list[tuple[float, float | None]], stop: threading.Event) -> None:
+    last: float | None = None
+    while not stop.wait(0.02):
+        try:
+            peers = dev.status().peers
+        except Exception:  # status while the device shuts down: the poll is best effort
+            continue
+        rtt = peers[0].rtt if peers else None
+        if rtt is not None and rtt != last:
+            into.append((time.monotonic(), rtt))
+            last = rtt
+
+
+def _node(role: str, url: str, key: str, tmp: str, direct: bool, nbytes: int, heartbeat: float | None,
+          out: Any, go: Any) -> None:
+    import anyio
+
+    from pytsnet.config import Config
+    from pytsnet.device import ActorDevice
+    from pytsnet.messages.magicsock import UdpBlackhole
+    from pytsnet.wire.magicsock.endpoint import Timings
+
+    timings = Timings(heartbeat=heartbeat) if heartbeat else None
+    dev = ActorDevice(Config(dir=Path(tmp) / role, hostname=role, auth_key=key, control_url=url,
+                             bind_host="127.0.0.1", advertise_endpoints=direct, backoff_max=1.0,
+                             timings=timings))
+    dev.start()
+    dev.wait_until_running_blocking(60)
+    if not direct:
+        assert dev.system is not None
+        udp = dev.system.lookup("magicsock.udp")
+        assert udp is not None
+        udp.tell(UdpBlackhole(enabled=True))
+    rtts: list[tuple[float, float | None]] = []
+    stop = threading.Event()
+    poller = threading.Thread(target=_rtt_poller, args=(dev, rtts, stop), daemon=True)
+    result: dict[str, Any] = {"role": role, "pid": os.getpid()}
+
+    async def serve() -> None:
+        lst = await dev.listen(5001)
+        out.put(("ready", role))
+        for measured in (False, True):
+            s = await lst.accept()
+            h, n, first = hashlib.sha256(), 0, None
+            cpu0 = _cpu_s()
+            while True:
+                try:
+                    chunk = await s.receive(CHUNK)
+                except anyio.EndOfStream:
+                    break
+                first = first or time.monotonic()
+                h.update(chunk)
+                n += len(chunk)
+            if measured:
+                result.update(bytes=n, first=first, last=time.monotonic(), sha256=h.hexdigest(),
+                              cpu_s=_cpu_s() - cpu0)
+            await s.aclose()
+            if not measured and heartbeat:
+                poller.start()
+
+    async def dial() -> None:
+        go.get()  # beta listens
+        warm = _data(256 << 10)
+        deadline = time.monotonic() + 30
+        s = await dev.tcp_connect("beta", 5001)
+        await s.send(warm)
+        while direct and dev.status().peers[0].path != "direct" and time.monotonic() < deadline:
+            await s.send(warm[:4096])
+            await anyio.sleep(0.1)
+        await s.send_eof()
+        await s.drain()
+        await s.aclose()
+        if heartbeat:
+            poller.start()
+            await anyio.sleep(max(2.0, 4 * heartbeat))  # idle RTT samples before the bulk transfer
+        data = _data(nbytes)
+        out.put(("armed", role))
+        go.get()  # the profilers are attached
+        cpu0 = _cpu_s()
+        result["start"] = time.monotonic()
+        s = await dev.tcp_connect("beta", 5001)
+        for i in range(0, nbytes, CHUNK):
+            await s.send(data[i:i + CHUNK])
+        await s.send_eof()
+        await s.drain()
+        result["cpu_s"] = _cpu_s() - cpu0
+        result["sha256"] = hashlib.sha256(data).hexdigest()
+
+    out.put(("pid", role, os.getpid()))
+    anyio.run(serve if role == "beta" else dial)
+    p = dev.status().peers[0]
+    result["thread_names"] = {t.native_id: t.name for t in threading.enumerate()}
+    result.update(path=p.path, udp_bytes_in=p.udp_bytes_in, udp_bytes_out=p.udp_bytes_out,
+                  derp_bytes_in=p.derp_bytes_in, derp_bytes_out=p.derp_bytes_out)
+    time.sleep(0.5 if heartbeat else 0)
+    stop.set()
+    result["rtts"] = rtts
+    out.put(("done", result))
+    go.get()  # stay up until both are done
+    dev.close()
+
+
+# -- /proc accounting (exact per-thread CPU and context switches) ------------------------------------------
+
+def _threads(pid: int) -> dict[int, tuple[float, int, int]]:
+    """tid → (CPU seconds, voluntary, involuntary context switches)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, tuple[float, int, int]] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+            status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+        except OSError:
+            continue
+        f = stat.rsplit(")", 1)[1].split()
+        cs = {k: int(v) for k, v in (ln.split(":\t") for ln in status.splitlines() if "ctxt_switches" in ln)}
+        out[int(tid)] = ((int(f[11]) + int(f[12])) / tick, cs["voluntary_ctxt_switches"],
+                         cs["nonvoluntary_ctxt_switches"])
+    return out
+
+
+Snap = dict[int, tuple[float, int, int]]
+
+
+def _delta(a: Snap, b: Snap) -> dict[int, list[float]]:
+    return {t: [b[t][i] - a.get(t, (0.0, 0, 0))[i] for i in range(3)] for t in b}
+
+
+# -- the run ----------------------------------------------------------------------------------------------
+
+def run(mode: str, mib: int, out_dir: Path, rate: int, heartbeat: float | None, spy: bool) -> dict[str, Any]:
+    from pytsnet.localnet.server import LocalTailnet
+
+    ctx = mp.get_context("spawn")
+    direct = mode == "direct"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spy_bin = str(Path(sys.executable).with_name("py-spy"))
+    with tempfile.TemporaryDirectory(prefix="bench-prof-") as tmp, \
+            LocalTailnet(Path(tmp) / "control", listen="127.0.0.1:0") as net:
+        out = ctx.Queue()
+        gos = {r: ctx.Queue() for r in ("beta", "alpha")}
+        procs = {r: ctx.Process(target=_node, args=(r, net.control_url, net.create_authkey(), tmp, direct,
+                                                    mib << 20, heartbeat, out, gos[r]))
+                 for r in ("beta", "alpha")}
+        procs["beta"].start()
+        pids: dict[str, int] = {}
+        results: dict[str, dict[str, Any]] = {}
+        spies: list[subprocess.Popen[bytes]] = []
+        before: dict[str, Snap] = {}
+        after: dict[str, Snap] = {}
+        load = [os.getloadavg()]
+
+        while len(results) < 2:
+            msg = out.get(timeout=600)
+            if msg[0] == "pid":
+                pids[msg[1]] = msg[2]
+            elif msg[0] == "ready":
+                gos["alpha"].put(1)
+                procs["alpha"].start()
+            elif msg[0] == "armed":
+                if spy:
+                    for role, pid in pids.items():
+                        spies.append(subprocess.Popen(
+                            [spy_bin, "record", "--pid", str(pid), "--rate", str(rate), "--nonblocking",
+                             "--gil", "--threads", "--full-filenames", "--format", "raw",
+                             "-o", str(out_dir / f"{mode}-{role}.txt")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                    time.sleep(1.0)  # py-spy attached and sampling
+                before = {r: _threads(p) for r, p in pids.items()}
+
+                gos["alpha"].put(1)
+            else:
+                results[msg[1]["role"]] = msg[1]
+                if len(results) == 1 or msg[1]["role"] == "beta":
+                    after.setdefault("alpha", _threads(pids["alpha"]))
+                    after.setdefault("beta", _threads(pids["beta"]))
+        for sp in spies:
+            sp.send_signal(signal.SIGINT)
+        for sp in spies:
+            sp.wait(60)
+        load.append(os.getloadavg())
+        for q in gos.values():
+            q.put(1)
+        for pr in procs.values():
+            pr.join(30)
+    a, b = results["alpha"], results["beta"]
+    seconds = b["last"] - b["first"]
+    report: dict[str, Any] = {
+        "mode": mode, "mib": mib, "ok": a["sha256"] == b["sha256"] and b["bytes"] == mib << 20,
+        "mbps": b["bytes"] / seconds / 1e6, "seconds": seconds, "path": a["path"],
+        "data_packets": -(-b["bytes"] // PAYLOAD), "load": load, "profiled": spy, "rate": rate,
+        "threads": {r: _delta(before[r], after[r]) for r in pids}, "alpha": a, "beta": b,
+    }
+    (out_dir / f"{mode}-run.json").write_text(json.dumps(report, indent=1, default=str))
+    return report
+
+
+# -- analysis of the raw (collapsed) stacks -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Frame:
+    func: str
+    file: str
+    line: int
+
+    @property
+    def rel(self) -> str:
+        f = self.file
+        for base in (str(ROOT) + "/", "/site-packages/", "/lib/python3.11/"):
+            if base in f:
+                return f.split(base, 1)[1]
+        return f
+
+
+def _parse_frame(s: str) -> Frame:
+    func, _, rest = s.partition(" (")
+    file, _, line = rest.rstrip(")").rpartition(":")
+    return Frame(func, file, int(line) if line.isdigit() else 0)
+
+
+@functools.cache
+def _source(file: str) -> list[str]:
+    try:
+        return Path(file).read_text().splitlines()
+    except OSError:
+        return []
+
+
+@functools.cache
+def _defs(file: str) -> list[tuple[int, int, str]]:
+    """(first line, last line, qualified name) of each def in ``file``."""
+    try:
+        tree = ast.parse(Path(file).read_text())
+    except (OSError, SyntaxError):
+        return []
+    out: list[tuple[int, int, str]] = []
+
+    def walk(node: ast.AST, prefix: str) -> None:
+        for ch in ast.iter_child_nodes(node):
+            if isinstance(ch, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                name = f"{prefix}{ch.name}"
+                if not isinstance(ch, ast.ClassDef):
+                    out.append((ch.lineno, ch.end_lineno or ch.lineno, name))
+                walk(ch, name + ".")
+    walk(tree, "")
+    return out
+
+
+def qualname(fr: Frame) -> str:
+    """``file:defline Class.func`` for the innermost def holding the sampled line."""
+    best = None
+    for lo, hi, name in _defs(fr.file):
+        if lo <= fr.line <= hi and (best is None or lo >= best[0]):
+            best = (lo, name)
+    if best is None:
+        return f"{fr.rel}:{fr.line} {fr.func}"
+    return f"{fr.rel}:{best[0]} {best[1]}"
+
+
+def line_text(fr: Frame) -> str:
+    src = _source(fr.file)
+    return src[fr.line - 1].strip() if 0 < fr.line <= len(src) else ""
+
+
+# A stage per rule: (stage, file substring or "", source-line substring or ""); the innermost frame that
+# matches any rule decides. Line rules come first so that a call into C is charged to what it does.
+LINE_RULES: list[tuple[str, str]] = [
+    ("crypto (ChaCha20-Poly1305, BLAKE2s)", "encrypt("), ("crypto (ChaCha20-Poly1305, BLAKE2s)", "decrypt("),
+    ("UDP/TCP socket syscalls", "recvfrom_into("), ("UDP/TCP socket syscalls", "recvmmsg("),
+    ("UDP/TCP socket syscalls", ".sendto("), ("UDP/TCP socket syscalls", ".sendmsg("),
+    ("UDP/TCP socket syscalls", "select.select("), ("UDP/TCP socket syscalls", ".recv_into("),
+    ("UDP/TCP socket syscalls", "sock.send("), ("UDP/TCP socket syscalls", "sock.recv("),
+    ("app (sha256, data slicing)", "h.update("), ("app (sha256, data slicing)", "hashlib."),
+]
+FILE_RULES: list[tuple[str, str]] = [
+    ("/cryptography/", "crypto (ChaCha20-Poly1305, BLAKE2s)"),
+    ("/socket.py", "UDP/TCP socket syscalls"), ("/selectors.py", "UDP/TCP socket syscalls"),
+    ("/pydantic", "pydantic message objects"), ("messages/", "pydantic message objects"),
+    ("netstack/tcp/", "netstack TCP (segments, ACKs, SACK, timers)"),
+    ("netstack/", "netstack IP/checksum/filter"),
+    ("actors/netstack/channel.py", "flow actor + FlowChannel"),
+    ("actors/netstack/flow.py", "flow actor + FlowChannel"),
+    ("actors/netstack/", "netstack actor (demux)"),
+    ("wire/wireguard/", "WireGuard framing (wire/)"), ("actors/wgengine/", "WireGuard engine actor"),
+    ("wire/derp/", "DERP client/framing"), ("actors/magicsock/derp", "DERP client/framing"),
+    ("wire/udp_demux", "magicsock UDP actor + reader"), ("actors/magicsock/", "magicsock UDP actor + reader"),
+    ("wire/", "other wire/"),
+    ("actors/runtime/", "actor runtime (mailbox, dispatch, hand-offs)"),
+    ("/threading.py", "actor runtime (mailbox, dispatch, hand-offs)"),
+    ("/queue.py", "actor runtime (mailbox, dispatch, hand-offs)"),
+    ("/anyio/", "app side: anyio/asyncio + device stream"),
+    ("/asyncio/", "app side: anyio/asyncio + device stream"),
+    ("pytsnet/", "app side: anyio/asyncio + device stream"),
+    ("/logging/", "logging"), ("bench/", "app (sha256, data slicing)"),
+]
+
+
+def stage_of(stack: list[Frame]) -> str:
+    for fr in reversed(stack):  # innermost first
+        text = line_text(fr)
+        for stage, needle in LINE_RULES:
+            if needle in text:
+                return stage
+        for needle, stage in FILE_RULES:
+            if needle in fr.file:
+                return stage
+    return "other (stdlib, interpreter)"
+
+
+def load_raw(path: Path) -> list[tuple[str, list[Frame], int]]:
+    """(thread, frames root→leaf, count) per collapsed line of a ``py-spy --format raw --threads`` file."""
+    rows = []
+    for ln in path.read_text().splitlines():
+        stack, _, n = ln.rpartition(" ")
+        parts = stack.split(";")
+        thread = parts[0]
+        rows.append((thread, [_parse_frame(p) for p in parts[1:] if " (" in p], int(n)))
+    return rows
+
+
+def thread_role(frames: list[Frame]) -> str:
+    """Name a thread by the actor its loop serves (the first frame in actors/ or pytsnet/ under it)."""
+    for fr in frames:
+        if "actors/runtime/cell.py" in fr.file or "threading.py" in fr.file:
+            continue
+        if "/actors/" in fr.file or "/pytsnet/" in fr.file or "bench/" in fr.file:
+            return qualname(fr).split(" ", 1)[1]
+    return frames[-1].func if frames else "?"
+
+
+def analyse(out_dir: Path, mode: str, top: int = 12) -> str:
+    rep = json.loads((out_dir / f"{mode}-run.json").read_text())
+    lines = [f"## {mode}: {rep['mib']} MiB, {rep['mbps']:.1f} MB/s, {rep['data_packets']} data packets "
+             f"({PAYLOAD} B), path {rep['path']}, load {rep['load']}, profiled={rep['profiled']}"]
+    if rep["alpha"].get("rtts") or rep["beta"].get("rtts"):
+        for role in ("alpha", "beta"):
+            r = rep[role]
+            t0, t1 = rep["alpha"]["start"], rep["beta"]["last"]
+            idle = [v * 1000 for t, v in r["rtts"] if t < t0]
+            bulk = [v * 1000 for t, v in r["rtts"] if t0 <= t <= t1 + 0.05]
+            lines.append(f"disco RTT seen by {role}: idle {', '.join(f'{v:.1f}' for v in idle) or '-'} ms; "
+                         f"during bulk {', '.join(f'{v:.1f}' for v in bulk) or '-'} ms")
+    for role in ("alpha", "beta"):
+        what = "sender" if role == "alpha" else "receiver"
+        thr = rep["threads"][role]
+        names = {int(k): v for k, v in rep[role].get("thread_names", {}).items()}
+        pk, secs = rep["data_packets"], rep["seconds"]
+        cpu = sum(v[0] for v in thr.values())
+        vcs = sum(v[1] for v in thr.values())
+        ics = sum(v[2] for v in thr.values())
+        cpu_us = cpu / pk * 1e6
+        lines.append(f"\n### {what} ({role}): {cpu:.2f} CPU s in {secs:.2f} s = {cpu_us:.1f} µs per data "
+                     "packet "
+                     f"({pk / cpu:,.0f} packets/s per CPU); context switches {vcs} voluntary + {ics} "
+                     f"involuntary = {(vcs + ics) / pk:.2f} per packet")
+        lines.append("\n| thread (/proc) | CPU s | µs/packet | % of node CPU | ctx sw vol/invol |\n"
+                     "|---|---:|---:|---:|---:|")
+        for tid, (c, v, i) in sorted(thr.items(), key=lambda kv: -kv[1][0]):
+            if c <= 0 and v < 50:
+                continue
+            lines.append(f"| {names.get(int(tid), tid)} | {c:.2f} | {c / pk * 1e6:.1f} | {c / cpu * 100:.0f} "
+                         f"| {v}/{i} |")
+        raw = out_dir / f"{mode}-{role}.txt"
+        if not raw.exists():
+            continue
+        rows = load_raw(raw)
+        total = sum(n for _, _, n in rows)
+        gil_s = total / rep["rate"]
+        us = gil_s / pk * 1e6  # GIL-held µs per packet; the rest of the CPU is outside the GIL
+        off_us = max(0.0, cpu_us - us)
+        stages: collections.Counter[str] = collections.Counter()
+        selfc: collections.Counter[str] = collections.Counter()
+        cum: collections.Counter[str] = collections.Counter()
+        threads: collections.Counter[str] = collections.Counter()
+        tstage: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+        for thread, frames, n in rows:
+            st = stage_of(frames)
+            stages[st] += n
+            tname = thread.split(": ", 1)[-1]
+            threads[tname] += n
+            tstage[tname][st] += n
+            if frames:
+                selfc[qualname(frames[-1])] += n
+            for q in {qualname(f) for f in frames}:
+                cum[q] += n
+        lines.append(f"\n{total} GIL-holder samples at {rep['rate']}/s = {gil_s:.2f} s holding the GIL "
+                     f"({gil_s / secs * 100:.0f}% of the transfer's wall time) = {us:.1f} µs/packet; "
+                     f"outside the GIL (kernel time in syscalls and futex/GIL hand-offs, C code that drops "
+                     f"the GIL): {off_us:.1f} µs/packet")
+        lines.append("\n| stage (GIL-held samples) | % of GIL time | % of node CPU | µs/packet "
+                     "| packets/s if only this |")
+        lines.append("|---|---:|---:|---:|---:|")
+        for st, n in stages.most_common():
+            share = n / total
+            lines.append(f"| {st} | {share * 100:.1f} | {share * us / cpu_us * 100:.1f} | {share * us:.1f} | "
+                         f"{1e6 / (share * us):,.0f} |")
+        lines.append(f"| outside the GIL (kernel, hand-offs) | - | {off_us / cpu_us * 100:.1f} "
+                     f"| {off_us:.1f} | "
+                     f"{1e6 / off_us if off_us else 0:,.0f} |")
+        lines.append("\n| thread (py-spy) | % of GIL time | top stages |\n|---|---:|---|")
+        for t, n in threads.most_common(10):
+            tops = ", ".join(f"{s} {c / n * 100:.0f}%" for s, c in tstage[t].most_common(3))
+            lines.append(f"| {t} | {n / total * 100:.1f} | {tops} |")
+        lines.append(f"\nTop {top} by self time:\n\n| function (file:def line) | self % of GIL | µs/packet |"
+                     "\n|---|---:|---:|")
+        for q, n in selfc.most_common(top):
+            lines.append(f"| `{q}` | {n / total * 100:.1f} | {n / total * us:.2f} |")
+        lines.append(f"\nTop {top} by cumulative time (below the thread loops):\n\n"
+                     "| function (file:def line) | cum % of GIL | µs/packet |\n|---|---:|---:|")
+        loops = ("threading.py", "actors/runtime/cell.py", "runpy", "multiprocessing/", "<module>", "e2e.py")
+        shown = 0
+        for q, n in cum.most_common():
+            if any(x in q for x in loops) or n / total > 0.97:
+                continue
+            lines.append(f"| `{q}` | {n / total * 100:.1f} | {n / total * us:.2f} |")
+            shown += 1
+            if shown >= top:
+                break
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--mib", type=int, default=16)
+    ap.add_argument("--mode", choices=("direct", "derp"), default="direct")
+    ap.add_argument("--out", type=Path, default=Path("/tmp/pytsnet-profile"))
+    ap.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    ap.add_argument("--heartbeat", type=float, default=None, help="disco heartbeat seconds (RTT under bulk)")
+    ap.add_argument("--no-spy", action="store_true", help="no profiler: the same run's numbers without it")
+    ap.add_argument("--analyse", action="store_true", help="only analyse the raw files already in --out")
+    args = ap.parse_args(argv)
+    if not args.analyse:
+        rep = run(args.mode, args.mib, args.out, args.rate, args.heartbeat, not args.no_spy)
+        if not rep["ok"]:
+            print("transfer corrupt or short", file=sys.stderr)
+            return 1
+    print(analyse(args.out, args.mode))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
