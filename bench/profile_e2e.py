@@ -21,6 +21,7 @@ import argparse
 import ast
 import collections
 import functools
+import gzip
 import hashlib
 import json
 import multiprocessing as mp
@@ -148,10 +149,13 @@ def _node(role: str, url: str, key: str, tmp: str, direct: bool, nbytes: int, he
 
 # -- /proc accounting (exact per-thread CPU and context switches) ------------------------------------------
 
-def _threads(pid: int) -> dict[int, tuple[float, int, int]]:
-    """tid → (CPU seconds, voluntary, involuntary context switches)."""
+Snap = dict[int, tuple[float, float, int, int]]
+
+
+def _threads(pid: int) -> Snap:
+    """tid → (user CPU s, system CPU s, voluntary, involuntary context switches)."""
     tick = os.sysconf("SC_CLK_TCK")
-    out: dict[int, tuple[float, int, int]] = {}
+    out: Snap = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
@@ -160,16 +164,13 @@ def _threads(pid: int) -> dict[int, tuple[float, int, int]]:
             continue
         f = stat.rsplit(")", 1)[1].split()
         cs = {k: int(v) for k, v in (ln.split(":\t") for ln in status.splitlines() if "ctxt_switches" in ln)}
-        out[int(tid)] = ((int(f[11]) + int(f[12])) / tick, cs["voluntary_ctxt_switches"],
+        out[int(tid)] = (int(f[11]) / tick, int(f[12]) / tick, cs["voluntary_ctxt_switches"],
                          cs["nonvoluntary_ctxt_switches"])
     return out
 
 
-Snap = dict[int, tuple[float, int, int]]
-
-
 def _delta(a: Snap, b: Snap) -> dict[int, list[float]]:
-    return {t: [b[t][i] - a.get(t, (0.0, 0, 0))[i] for i in range(3)] for t in b}
+    return {t: [b[t][i] - a.get(t, (0.0, 0.0, 0, 0))[i] for i in range(4)] for t in b}
 
 
 # -- the run ----------------------------------------------------------------------------------------------
@@ -264,10 +265,18 @@ def _parse_frame(s: str) -> Frame:
     return Frame(func, file, int(line) if line.isdigit() else 0)
 
 
+def _here(file: str) -> Path:
+    """A profiled file in this checkout (profiles keep the absolute paths of the tree they ran in)."""
+    for top in ("/pytsnet/", "/bench/"):
+        if top in file and not Path(file).exists():
+            return ROOT / (top.strip("/") + "/" + file.split(top, 1)[1])
+    return Path(file)
+
+
 @functools.cache
 def _source(file: str) -> list[str]:
     try:
-        return Path(file).read_text().splitlines()
+        return _here(file).read_text().splitlines()
     except OSError:
         return []
 
@@ -276,7 +285,7 @@ def _source(file: str) -> list[str]:
 def _defs(file: str) -> list[tuple[int, int, str]]:
     """(first line, last line, qualified name) of each def in ``file``."""
     try:
-        tree = ast.parse(Path(file).read_text())
+        tree = ast.parse(_here(file).read_text())
     except (OSError, SyntaxError):
         return []
     out: list[tuple[int, int, str]] = []
@@ -321,19 +330,27 @@ LINE_RULES: list[tuple[str, str]] = [
 FILE_RULES: list[tuple[str, str]] = [
     ("/cryptography/", "crypto (ChaCha20-Poly1305, BLAKE2s)"),
     ("/socket.py", "UDP/TCP socket syscalls"), ("/selectors.py", "UDP/TCP socket syscalls"),
-    ("/pydantic", "pydantic message objects"), ("messages/", "pydantic message objects"),
-    ("netstack/tcp/", "netstack TCP (segments, ACKs, SACK, timers)"),
-    ("netstack/", "netstack IP/checksum/filter"),
+    ("/pydantic", "pydantic message objects"), ("pytsnet/messages/", "pydantic message objects"),
     ("actors/netstack/channel.py", "flow actor + FlowChannel"),
     ("actors/netstack/flow.py", "flow actor + FlowChannel"),
     ("actors/netstack/", "netstack actor (demux)"),
-    ("wire/wireguard/", "WireGuard framing (wire/)"), ("actors/wgengine/", "WireGuard engine actor"),
-    ("wire/derp/", "DERP client/framing"), ("actors/magicsock/derp", "DERP client/framing"),
-    ("wire/udp_demux", "magicsock UDP actor + reader"), ("actors/magicsock/", "magicsock UDP actor + reader"),
-    ("wire/", "other wire/"),
-    ("actors/runtime/", "actor runtime (mailbox, dispatch, hand-offs)"),
-    ("/threading.py", "actor runtime (mailbox, dispatch, hand-offs)"),
-    ("/queue.py", "actor runtime (mailbox, dispatch, hand-offs)"),
+    ("actors/wgengine/", "WireGuard engine actor"),
+    ("actors/magicsock/derp", "DERP client/framing"),
+    ("actors/magicsock/", "magicsock UDP actor + reader"),
+    ("actors/runtime/mailbox.py", "mailbox put/get + wake-ups (Condition, locks)"),
+    ("/threading.py", "mailbox put/get + wake-ups (Condition, locks)"),
+    ("/queue.py", "mailbox put/get + wake-ups (Condition, locks)"),
+    ("actors/runtime/", "actor dispatch (cell, tell, pool, timers)"),
+    ("/pykka/", "actor dispatch (cell, tell, pool, timers)"),
+    ("pytsnet/netstack/tcp/", "netstack TCP (segment parse/emit, ACKs, SACK, timers)"),
+    ("pytsnet/netstack/checksum.py", "checksums (RFC 1071 as big ints)"),
+    ("pytsnet/netstack/filter.py", "packet filter (summarize, check)"),
+    ("/ipaddress.py", "ipaddress objects (stdlib)"),
+    ("pytsnet/netstack/", "IPv4 parse/emit, stack demux"),
+    ("pytsnet/wire/wireguard/", "WireGuard framing (wire/)"),
+    ("pytsnet/wire/derp/", "DERP client/framing"),
+    ("pytsnet/wire/udp_demux", "magicsock UDP actor + reader"),
+    ("pytsnet/wire/", "other wire/"),
     ("/anyio/", "app side: anyio/asyncio + device stream"),
     ("/asyncio/", "app side: anyio/asyncio + device stream"),
     ("pytsnet/", "app side: anyio/asyncio + device stream"),
@@ -356,7 +373,8 @@ def stage_of(stack: list[Frame]) -> str:
 def load_raw(path: Path) -> list[tuple[str, list[Frame], int]]:
     """(thread, frames root→leaf, count) per collapsed line of a ``py-spy --format raw --threads`` file."""
     rows = []
-    for ln in path.read_text().splitlines():
+    text = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
+    for ln in text.splitlines():
         stack, _, n = ln.rpartition(" ")
         parts = stack.split(";")
         thread = parts[0]
@@ -374,91 +392,111 @@ def thread_role(frames: list[Frame]) -> str:
     return frames[-1].func if frames else "?"
 
 
-def analyse(out_dir: Path, mode: str, top: int = 12) -> str:
+def _thread_cpu(rep: dict[str, Any], role: str) -> dict[str, list[float]]:
+    """Thread name → [user s, system s, voluntary, involuntary] over the transfer (pool workers summed)."""
+    names = {int(k): v for k, v in rep[role].get("thread_names", {}).items()}
+    out: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0, 0, 0])
+    for tid, got in rep["threads"][role].items():
+        vals = [got[0], 0.0, got[1], got[2]] if len(got) == 3 else got  # runs before the user/sys split
+        name = names.get(int(tid), f"tid {tid}")
+        if "pool-worker" in name:
+            name = name.rsplit("-worker-", 1)[0] + "-workers (flows)"
+        for i, v in enumerate(vals):
+            out[name][i] += v
+    return out
+
+
+def _row(label: str, us: float, node_us: float) -> str:
+    rate = f"{1e6 / us:,.0f}" if us > 0 else "-"
+    return f"| {label} | {us / node_us * 100:.1f} | {us:.1f} | {rate} |"
+
+
+def analyse(out_dir: Path, mode: str, baseline: Path | None = None, top: int = 12) -> str:
+    """The report: a profiled run's per-thread stage shares applied to the exact per-thread CPU of
+    ``baseline`` (an unprofiled run: py-spy itself slows the nodes) or of the profiled run itself."""
     rep = json.loads((out_dir / f"{mode}-run.json").read_text())
-    lines = [f"## {mode}: {rep['mib']} MiB, {rep['mbps']:.1f} MB/s, {rep['data_packets']} data packets "
-             f"({PAYLOAD} B), path {rep['path']}, load {rep['load']}, profiled={rep['profiled']}"]
-    if rep["alpha"].get("rtts") or rep["beta"].get("rtts"):
-        for role in ("alpha", "beta"):
-            r = rep[role]
-            t0, t1 = rep["alpha"]["start"], rep["beta"]["last"]
-            idle = [v * 1000 for t, v in r["rtts"] if t < t0]
-            bulk = [v * 1000 for t, v in r["rtts"] if t0 <= t <= t1 + 0.05]
-            lines.append(f"disco RTT seen by {role}: idle {', '.join(f'{v:.1f}' for v in idle) or '-'} ms; "
-                         f"during bulk {', '.join(f'{v:.1f}' for v in bulk) or '-'} ms")
+    base = json.loads((baseline / f"{mode}-run.json").read_text()) if baseline else rep
+    lines = [f"## {mode}: {base['mib']} MiB, {base['mbps']:.1f} MB/s unprofiled" if baseline else
+             f"## {mode}: {rep['mib']} MiB, {rep['mbps']:.1f} MB/s (profiled={rep['profiled']})"]
+    how = f"profile run {rep['mbps']:.1f} MB/s at {rep['rate']} samples/s" if rep["profiled"] else "not profiled"
+    lines.append(f"{how}, path {rep['path']}; "
+                 f"{base['data_packets']} data packets of {PAYLOAD} B; load before/after {base['load']}")
+    for role in ("alpha", "beta"):
+        if not rep[role].get("rtts"):
+            continue
+        t0, t1 = rep["alpha"]["start"], rep["beta"]["last"]
+        idle = [v * 1000 for t, v in rep[role]["rtts"] if t < t0]
+        bulk = [v * 1000 for t, v in rep[role]["rtts"] if t0 <= t <= t1 + 0.05]
+        lines.append(f"disco RTT seen by {role}: idle {', '.join(f'{v:.1f}' for v in idle) or '-'} ms; "
+                     f"during bulk {', '.join(f'{v:.1f}' for v in bulk) or '-'} ms")
     for role in ("alpha", "beta"):
         what = "sender" if role == "alpha" else "receiver"
-        thr = rep["threads"][role]
-        names = {int(k): v for k, v in rep[role].get("thread_names", {}).items()}
-        pk, secs = rep["data_packets"], rep["seconds"]
-        cpu = sum(v[0] for v in thr.values())
-        vcs = sum(v[1] for v in thr.values())
-        ics = sum(v[2] for v in thr.values())
-        cpu_us = cpu / pk * 1e6
-        lines.append(f"\n### {what} ({role}): {cpu:.2f} CPU s in {secs:.2f} s = {cpu_us:.1f} µs per data "
-                     "packet "
-                     f"({pk / cpu:,.0f} packets/s per CPU); context switches {vcs} voluntary + {ics} "
-                     f"involuntary = {(vcs + ics) / pk:.2f} per packet")
-        lines.append("\n| thread (/proc) | CPU s | µs/packet | % of node CPU | ctx sw vol/invol |\n"
-                     "|---|---:|---:|---:|---:|")
-        for tid, (c, v, i) in sorted(thr.items(), key=lambda kv: -kv[1][0]):
-            if c <= 0 and v < 50:
+        pk, secs = base["data_packets"], base["seconds"]
+        thr = _thread_cpu(base, role)
+        user = sum(v[0] for v in thr.values())
+        sys_s = sum(v[1] for v in thr.values())
+        cs = sum(v[2] + v[3] for v in thr.values())
+        node_us = (user + sys_s) / pk * 1e6
+        cpu = user + sys_s
+        lines.append(f"\n### {what} ({role}): {cpu:.2f} CPU s ({sys_s / cpu * 100:.0f}% kernel) "
+                     f"in {secs:.2f} s = {node_us:.1f} µs per data packet = {pk / cpu:,.0f} packets/s "
+                     f"per CPU; {cs / pk:.2f} context switches per packet")
+        lines.append("\n| thread | user s | sys s | µs/packet | % of node | ctx switches vol/invol |\n"
+                     "|---|---:|---:|---:|---:|---:|")
+        for name, (u, sy, v, i) in sorted(thr.items(), key=lambda kv: -(kv[1][0] + kv[1][1])):
+            if u + sy <= 0:
                 continue
-            lines.append(f"| {names.get(int(tid), tid)} | {c:.2f} | {c / pk * 1e6:.1f} | {c / cpu * 100:.0f} "
-                         f"| {v}/{i} |")
+            lines.append(f"| {name} | {u:.2f} | {sy:.2f} | {(u + sy) / pk * 1e6:.1f} | "
+                         f"{(u + sy) / (user + sys_s) * 100:.0f} | {v:.0f}/{i:.0f} |")
         raw = out_dir / f"{mode}-{role}.txt"
+        if not raw.exists():
+            raw = raw.with_suffix(".txt.gz")
         if not raw.exists():
             continue
         rows = load_raw(raw)
         total = sum(n for _, _, n in rows)
-        gil_s = total / rep["rate"]
-        us = gil_s / pk * 1e6  # GIL-held µs per packet; the rest of the CPU is outside the GIL
-        off_us = max(0.0, cpu_us - us)
-        stages: collections.Counter[str] = collections.Counter()
+        per_thread: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
         selfc: collections.Counter[str] = collections.Counter()
         cum: collections.Counter[str] = collections.Counter()
-        threads: collections.Counter[str] = collections.Counter()
-        tstage: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
         for thread, frames, n in rows:
-            st = stage_of(frames)
-            stages[st] += n
-            tname = thread.split(": ", 1)[-1]
-            threads[tname] += n
-            tstage[tname][st] += n
+            name = thread.split(": ", 1)[-1]
+            if "pool-worker" in name:
+                name = name.rsplit("-worker-", 1)[0] + "-workers (flows)"
+            per_thread[name][stage_of(frames)] += n
             if frames:
                 selfc[qualname(frames[-1])] += n
             for q in {qualname(f) for f in frames}:
                 cum[q] += n
-        lines.append(f"\n{total} GIL-holder samples at {rep['rate']}/s = {gil_s:.2f} s holding the GIL "
-                     f"({gil_s / secs * 100:.0f}% of the transfer's wall time) = {us:.1f} µs/packet; "
-                     f"outside the GIL (kernel time in syscalls and futex/GIL hand-offs, C code that drops "
-                     f"the GIL): {off_us:.1f} µs/packet")
-        lines.append("\n| stage (GIL-held samples) | % of GIL time | % of node CPU | µs/packet "
-                     "| packets/s if only this |")
-        lines.append("|---|---:|---:|---:|---:|")
-        for st, n in stages.most_common():
-            share = n / total
-            lines.append(f"| {st} | {share * 100:.1f} | {share * us / cpu_us * 100:.1f} | {share * us:.1f} | "
-                         f"{1e6 / (share * us):,.0f} |")
-        lines.append(f"| outside the GIL (kernel, hand-offs) | - | {off_us / cpu_us * 100:.1f} "
-                     f"| {off_us:.1f} | "
-                     f"{1e6 / off_us if off_us else 0:,.0f} |")
-        lines.append("\n| thread (py-spy) | % of GIL time | top stages |\n|---|---:|---|")
-        for t, n in threads.most_common(10):
-            tops = ", ".join(f"{s} {c / n * 100:.0f}%" for s, c in tstage[t].most_common(3))
-            lines.append(f"| {t} | {n / total * 100:.1f} | {tops} |")
-        lines.append(f"\nTop {top} by self time:\n\n| function (file:def line) | self % of GIL | µs/packet |"
-                     "\n|---|---:|---:|")
+        # A thread's user time split by its own samples' stages; its system time is kernel work.
+        stage_us: collections.Counter[str] = collections.Counter()
+        for name, (u, _sy, _v, _i) in thr.items():
+            got = per_thread.get(name)
+            if not got:
+                stage_us["unsampled threads"] += u / pk * 1e6
+                continue
+            n_t = sum(got.values())
+            for st, n in got.items():
+                stage_us[st] += u * n / n_t / pk * 1e6
+        lines.append(f"\n{total} GIL-holder samples; each thread's user CPU split by its samples, system CPU "
+                     "as kernel\n\n| stage | % of node CPU | µs/packet | packets/s if only this |\n"
+                     "|---|---:|---:|---:|")
+        for st, us in stage_us.most_common():
+            lines.append(_row(st, us, node_us))
+        lines.append(_row("kernel (sendto/recvfrom, futex wake/wait, scheduling)", sys_s / pk * 1e6, node_us))
+        gil_us = (user + sys_s) / pk * 1e6 / total  # µs per sample, node-wide, to rank functions
+        lines.append(f"\nTop {top} by self time (share of GIL-holder samples):\n\n"
+                     "| function (file:def line) | self % | ≈ µs/packet |\n|---|---:|---:|")
         for q, n in selfc.most_common(top):
-            lines.append(f"| `{q}` | {n / total * 100:.1f} | {n / total * us:.2f} |")
-        lines.append(f"\nTop {top} by cumulative time (below the thread loops):\n\n"
-                     "| function (file:def line) | cum % of GIL | µs/packet |\n|---|---:|---:|")
-        loops = ("threading.py", "actors/runtime/cell.py", "runpy", "multiprocessing/", "<module>", "e2e.py")
+            lines.append(f"| `{q}` | {n / total * 100:.1f} | {n * gil_us:.2f} |")
+        lines.append(f"\nTop {top} by cumulative time (thread loops left out):\n\n"
+                     "| function (file:def line) | cum % | ≈ µs/packet |\n|---|---:|---:|")
+        loops = ("threading.py", "actors/runtime/cell.py", "runpy", "multiprocessing/", "<module>", "pykka/",
+                 "dispatch.py", "profile_e2e.py", "_asyncio.py")
         shown = 0
         for q, n in cum.most_common():
-            if any(x in q for x in loops) or n / total > 0.97:
+            if any(x in q for x in loops):
                 continue
-            lines.append(f"| `{q}` | {n / total * 100:.1f} | {n / total * us:.2f} |")
+            lines.append(f"| `{q}` | {n / total * 100:.1f} | {n * gil_us:.2f} |")
             shown += 1
             if shown >= top:
                 break
@@ -474,13 +512,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--heartbeat", type=float, default=None, help="disco heartbeat seconds (RTT under bulk)")
     ap.add_argument("--no-spy", action="store_true", help="no profiler: the same run's numbers without it")
     ap.add_argument("--analyse", action="store_true", help="only analyse the raw files already in --out")
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="an unprofiled run's --out: its exact per-thread CPU, split by these shares")
     args = ap.parse_args(argv)
     if not args.analyse:
         rep = run(args.mode, args.mib, args.out, args.rate, args.heartbeat, not args.no_spy)
         if not rep["ok"]:
             print("transfer corrupt or short", file=sys.stderr)
             return 1
-    print(analyse(args.out, args.mode))
+    print(analyse(args.out, args.mode, args.baseline))
     return 0
 
 
