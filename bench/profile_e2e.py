@@ -418,7 +418,8 @@ def analyse(out_dir: Path, mode: str, baseline: Path | None = None, top: int = 1
     base = json.loads((baseline / f"{mode}-run.json").read_text()) if baseline else rep
     lines = [f"## {mode}: {base['mib']} MiB, {base['mbps']:.1f} MB/s unprofiled" if baseline else
              f"## {mode}: {rep['mib']} MiB, {rep['mbps']:.1f} MB/s (profiled={rep['profiled']})"]
-    how = f"profile run {rep['mbps']:.1f} MB/s at {rep['rate']} samples/s" if rep["profiled"] else "not profiled"
+    how = (f"profile run {rep['mbps']:.1f} MB/s at {rep['rate']} samples/s" if rep["profiled"]
+           else "not profiled")
     lines.append(f"{how}, path {rep['path']}; "
                  f"{base['data_packets']} data packets of {PAYLOAD} B; load before/after {base['load']}")
     for role in ("alpha", "beta"):
