@@ -59,8 +59,11 @@ def _rtt_poller(dev: Any, into: list[tuple[float, float | None]], stop: threadin
 
 
 def _node(role: str, url: str, key: str, tmp: str, direct: bool, nbytes: int, heartbeat: float | None,
-          out: Any, go: Any) -> None:
+          switch: float | None, out: Any, go: Any) -> None:
     import anyio
+
+    if switch:
+        sys.setswitchinterval(switch)
 
     from pytsnet.config import Config
     from pytsnet.device import ActorDevice
@@ -175,7 +178,8 @@ def _delta(a: Snap, b: Snap) -> dict[int, list[float]]:
 
 # -- the run ----------------------------------------------------------------------------------------------
 
-def run(mode: str, mib: int, out_dir: Path, rate: int, heartbeat: float | None, spy: bool) -> dict[str, Any]:
+def run(mode: str, mib: int, out_dir: Path, rate: int, heartbeat: float | None, spy: bool,
+        native: bool = False, switch: float | None = None) -> dict[str, Any]:
     from pytsnet.localnet.server import LocalTailnet
 
     ctx = mp.get_context("spawn")
@@ -187,7 +191,7 @@ def run(mode: str, mib: int, out_dir: Path, rate: int, heartbeat: float | None, 
         out = ctx.Queue()
         gos = {r: ctx.Queue() for r in ("beta", "alpha")}
         procs = {r: ctx.Process(target=_node, args=(r, net.control_url, net.create_authkey(), tmp, direct,
-                                                    mib << 20, heartbeat, out, gos[r]))
+                                                    mib << 20, heartbeat, switch, out, gos[r]))
                  for r in ("beta", "alpha")}
         procs["beta"].start()
         pids: dict[str, int] = {}
@@ -208,8 +212,10 @@ def run(mode: str, mib: int, out_dir: Path, rate: int, heartbeat: float | None, 
                 if spy:
                     for role, pid in pids.items():
                         spies.append(subprocess.Popen(
-                            [spy_bin, "record", "--pid", str(pid), "--rate", str(rate), "--nonblocking",
-                             "--gil", "--threads", "--full-filenames", "--format", "raw",
+                            [spy_bin, "record", "--pid", str(pid), "--rate", str(rate), "--gil", "--threads",
+                             "--full-filenames", "--format", "raw",
+                             # --native needs py-spy to pause the process per sample (slower, skewed)
+                             *(["--native"] if native else ["--nonblocking"]),
                              "-o", str(out_dir / f"{mode}-{role}.txt")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
                     time.sleep(1.0)  # py-spy attached and sampling
@@ -236,6 +242,7 @@ def run(mode: str, mib: int, out_dir: Path, rate: int, heartbeat: float | None, 
         "mode": mode, "mib": mib, "ok": a["sha256"] == b["sha256"] and b["bytes"] == mib << 20,
         "mbps": b["bytes"] / seconds / 1e6, "seconds": seconds, "path": a["path"],
         "data_packets": -(-b["bytes"] // PAYLOAD), "load": load, "profiled": spy, "rate": rate,
+        "native": native, "switch_interval": switch or sys.getswitchinterval(),
         "threads": {r: _delta(before[r], after[r]) for r in pids}, "alpha": a, "beta": b,
     }
     (out_dir / f"{mode}-run.json").write_text(json.dumps(report, indent=1, default=str))
@@ -512,12 +519,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     ap.add_argument("--heartbeat", type=float, default=None, help="disco heartbeat seconds (RTT under bulk)")
     ap.add_argument("--no-spy", action="store_true", help="no profiler: the same run's numbers without it")
+    ap.add_argument("--native", action="store_true", help="py-spy --native: C frames too (GIL, futex)")
+    ap.add_argument("--switch-interval", type=float, default=None, help="sys.setswitchinterval in both nodes")
     ap.add_argument("--analyse", action="store_true", help="only analyse the raw files already in --out")
     ap.add_argument("--baseline", type=Path, default=None,
                     help="an unprofiled run's --out: its exact per-thread CPU, split by these shares")
     args = ap.parse_args(argv)
     if not args.analyse:
-        rep = run(args.mode, args.mib, args.out, args.rate, args.heartbeat, not args.no_spy)
+        rep = run(args.mode, args.mib, args.out, args.rate, args.heartbeat, not args.no_spy, args.native,
+                  args.switch_interval)
         if not rep["ok"]:
             print("transfer corrupt or short", file=sys.stderr)
             return 1
