@@ -45,9 +45,16 @@ PAYLOAD = 1240  # TCP payload per data packet: MTU 1280 - IPv4 20 - TCP 20 (nets
 
 # -- the two nodes (child interpreters) ----------------------------------------------------------------
 
-def _rtt_poller(dev: Any, into: list[tuple[float, float | None]], stop: threading.Event) -> None:
+QUEUED = ("magicsock.udp", "wgengine", "netstack", "magicsock.disco")  # mailboxes sampled with the RTT
+
+
+def _rtt_poller(dev: Any, into: list[tuple[float, float | None]], queued: list[tuple[float, tuple[int, ...]]],
+                stop: threading.Event) -> None:
+    """Record each new disco RTT and, every 20 ms, how many messages wait in the ``QUEUED`` mailboxes."""
     last: float | None = None
+    refs = [dev.system.lookup(n) for n in QUEUED]
     while not stop.wait(0.02):
+        queued.append((time.monotonic(), tuple(r.backlog().messages if r is not None else -1 for r in refs)))
         try:
             peers = dev.status().peers
         except Exception:  # status while the device shuts down: the poll is best effort
@@ -82,8 +89,9 @@ def _node(role: str, url: str, key: str, tmp: str, direct: bool, nbytes: int, he
         assert udp is not None
         udp.tell(UdpBlackhole(enabled=True))
     rtts: list[tuple[float, float | None]] = []
+    queued: list[tuple[float, tuple[int, ...]]] = []
     stop = threading.Event()
-    poller = threading.Thread(target=_rtt_poller, args=(dev, rtts, stop), daemon=True)
+    poller = threading.Thread(target=_rtt_poller, args=(dev, rtts, queued, stop), daemon=True)
     result: dict[str, Any] = {"role": role, "pid": os.getpid()}
 
     async def serve() -> None:
@@ -145,6 +153,7 @@ def _node(role: str, url: str, key: str, tmp: str, direct: bool, nbytes: int, he
     time.sleep(0.5 if heartbeat else 0)
     stop.set()
     result["rtts"] = rtts
+    result["queued"] = queued
     out.put(("done", result))
     go.get()  # stay up until both are done
     dev.close()
@@ -437,6 +446,13 @@ def analyse(out_dir: Path, mode: str, baseline: Path | None = None, top: int = 1
         bulk = [v * 1000 for t, v in rep[role]["rtts"] if t0 <= t <= t1 + 0.05]
         lines.append(f"disco RTT seen by {role}: idle {', '.join(f'{v:.1f}' for v in idle) or '-'} ms; "
                      f"during bulk {', '.join(f'{v:.1f}' for v in bulk) or '-'} ms")
+        qs = [v for t, v in rep[role].get("queued", []) if t0 <= t <= t1]
+        if qs:
+            cols = list(zip(*qs, strict=True))
+            means = ", ".join(f"{n} {sum(c) / len(c):.1f} / {max(c)}"
+                              for n, c in zip(QUEUED, cols, strict=True))
+            lines.append(f"  {role}'s mailboxes during bulk, waiting (mean / max, {len(qs)} samples): "
+                         f"{means}")
     for role in ("alpha", "beta"):
         what = "sender" if role == "alpha" else "receiver"
         pk, secs = base["data_packets"], base["seconds"]
