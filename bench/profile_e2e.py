@@ -1,18 +1,23 @@
 """Where the time per packet goes: ``bench/e2e.py``'s Python→Python transfer with py-spy on both nodes.
 
-Usage (root, py-spy installed in the venv): ``.venv/bin/python bench/profile_e2e.py --mib 16 --mode direct
---out /tmp/prof``; ``--analyse DIR`` re-reads the raw profiles of an earlier run. Two ``ActorDevice``
-nodes run in child interpreters as in ``bench/e2e.py``; after the warm-up flow (and, direct, once disco
-reports a direct path) the parent attaches ``py-spy record --nonblocking --threads --format raw`` to
-both and only then lets ``alpha`` send, and stops it when ``beta`` has read to EOF, so the profiles
-hold the measured transfer alone. Per-thread CPU and context switches come from ``/proc`` (exact,
-not sampled). Each sample is put in one stage by its innermost frame that a rule names (the source
-line of that frame decides, e.g. ``.decrypt(`` = crypto, ``sock.sendto(`` = syscall), and the stage's
-share of samples times the node's CPU seconds gives µs per data packet.
+Usage (root, ``.venv/bin/python -m pip install py-spy``): ``.venv/bin/python bench/profile_e2e.py --mib 16
+--mode direct --out DIR`` profiles one run; ``--no-spy`` makes the same run without the profiler (py-spy
+slows the nodes, so take absolute CPU from such a run); ``--analyse --out DIR [--baseline DIR2]``
+re-reads a run and splits DIR2's exact per-thread CPU by DIR's per-thread samples.
+
+Two ``ActorDevice`` nodes run in child interpreters as in ``bench/e2e.py``; after the warm-up flow (and,
+direct, once disco reports a direct path) the parent attaches ``py-spy record --gil --nonblocking
+--threads --format raw`` to both and only then lets ``alpha`` send, and stops it when ``beta`` has read to
+EOF, so the profiles hold the measured transfer alone. Per-thread user/system CPU and context switches
+come from ``/proc`` (exact, not sampled). Each sample is put in one stage by its innermost frame that a
+rule names (the source line of that frame decides, e.g. ``.decrypt(`` = crypto, ``sock.sendto(`` =
+syscall); a thread's user CPU is split by its samples' stages, its system CPU is the kernel row.
 
 ``--heartbeat S`` shortens disco's heartbeat so that pings happen during the transfer; each node then
-polls its peer's disco RTT (``status().peers[0].rtt``, ping created → pong handled by the DiscoPinger)
-idle and under the bulk transfer and the report prints both.
+polls its peer's disco RTT (``status().peers[0].rtt``: ping built → pong handled by the DiscoPinger)
+and the backlog of the ``QUEUED`` mailboxes every 20 ms, idle and under bulk. ``--switch-interval``
+sets ``sys.setswitchinterval`` in both nodes; ``--native`` adds C frames (py-spy then pauses the nodes
+for each sample).
 """
 
 from __future__ import annotations
