@@ -537,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mib", type=int, default=16)
     ap.add_argument("--mode", choices=("direct", "derp"), default="direct")
     ap.add_argument("--out", type=Path, default=Path("/tmp/pytsnet-profile"))
-    ap.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    ap.add_argument("--rate", type=int, default=1000, help="py-spy samples per second")
     ap.add_argument("--heartbeat", type=float, default=None, help="disco heartbeat seconds (RTT under bulk)")
     ap.add_argument("--no-spy", action="store_true", help="no profiler: the same run's numbers without it")
     ap.add_argument("--native", action="store_true", help="py-spy --native: C frames too (GIL, futex)")
