@@ -25,6 +25,7 @@ from pytsnet.config import Config
 from pytsnet.device import ActorDevice
 from pytsnet.dial import UnknownTailnetHost
 from pytsnet.localnet import LocalTailnet
+from pytsnet.localnet.control_server import HOSTINFO_INTERVAL
 from pytsnet.testing import gonode
 from pytsnet.testing.netns import Netns
 from pytsnet.testing.polling import wait_until
@@ -54,12 +55,14 @@ def _caddyfile(control_url: str, key: str, state: Path, py_ip: str) -> str:
 
 
 @contextlib.contextmanager
-def _world(tmp_path: Path, key_expiry: float | None = None) -> Iterator[World]:
+def _world(tmp_path: Path, key_expiry: float | None = None,
+           hostinfo_interval: float = HOSTINFO_INTERVAL) -> Iterator[World]:
     reason = gonode.unavailable()
     if reason:
         pytest.skip(reason)
     with gonode.namespace_pair("kx") as (ns, _side):
-        net = LocalTailnet(tmp_path / "ctl", keepalive_interval=5, ephemeral_grace=1, key_expiry=key_expiry)
+        net = LocalTailnet(tmp_path / "ctl", keepalive_interval=5, ephemeral_grace=1, key_expiry=key_expiry,
+                           hostinfo_interval=hostinfo_interval)
         dev: ActorDevice | None = None
         try:
             key = net.create_authkey(reusable=True)
@@ -223,7 +226,9 @@ def test_short_key_expiry_go_peer_drops_the_node_by_its_timer_without_a_map_fram
     """A 40 s key lifetime: the Python node runs out. No map frame is sent; the Python node reports
     KeyExpired by its own timer, and the Go peer's ``nmExpiryTimer`` fires (its log) and it stops
     reaching the Python node."""
-    with _world(tmp_path, key_expiry=40) as w:
+    # Hostinfo relayed at once (no rate limit): a change held for its interval would go out after the
+    # "quiet" window below and be a map frame that has nothing to do with expiry.
+    with _world(tmp_path, key_expiry=40, hostinfo_interval=0) as w:
         net, dev, go = w.net, w.dev, w.go
         try:
             wait_until(lambda: "gonode" in _peer_names(dev), 60, "the Go node in the Python peer table")
