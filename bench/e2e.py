@@ -55,6 +55,47 @@ def _data(n: int) -> bytes:
     return (block * (n // len(block) + 1))[:n]
 
 
+async def receive_all(s: Any) -> tuple[str, int, float | None]:
+    """Read a stream to EOF: (SHA-256 hex, bytes, monotonic time of the first byte)."""
+    import anyio
+
+    h, n, first = hashlib.sha256(), 0, None
+    while True:
+        try:
+            chunk = await s.receive(CHUNK)
+        except anyio.EndOfStream:
+            break
+        first = first or time.monotonic()
+        h.update(chunk)
+        n += len(chunk)
+    return h.hexdigest(), n, first
+
+
+async def warm_up(dev: Any, direct: bool) -> None:
+    """A warm-up flow to beta; with ``direct``, kept going until disco reports the direct path."""
+    import anyio
+
+    warm = _data(256 << 10)
+    deadline = time.monotonic() + 30
+    s = await dev.tcp_connect("beta", 5001)
+    await s.send(warm)
+    while direct and dev.status().peers[0].path != "direct" and time.monotonic() < deadline:
+        await s.send(warm[:4096])
+        await anyio.sleep(0.1)
+    await s.send_eof()
+    await s.drain()
+    await s.aclose()
+
+
+async def send_all(dev: Any, data: bytes) -> None:
+    """The measured flow: ``data`` to beta in CHUNK writes, then EOF, drained."""
+    s = await dev.tcp_connect("beta", 5001)
+    for i in range(0, len(data), CHUNK):
+        await s.send(data[i:i + CHUNK])
+    await s.send_eof()
+    await s.drain()
+
+
 def _node(role: str, url: str, key: str, tmp: str, direct: bool, nbytes: int, out: Any, go: Any) -> None:
     import anyio
 
@@ -82,41 +123,20 @@ def _node(role: str, url: str, key: str, tmp: str, direct: bool, nbytes: int, ou
         for expect in (None, nbytes):  # a warm-up flow, then the measured one
             s = await lst.accept()
             cpu0 = _cpu_s()
-            h, n, first = hashlib.sha256(), 0, None
-            while True:
-                try:
-                    chunk = await s.receive(CHUNK)
-                except anyio.EndOfStream:
-                    break
-                first = first or time.monotonic()
-                h.update(chunk)
-                n += len(chunk)
+            digest, n, first = await receive_all(s)
             dt = time.monotonic() - (first or time.monotonic())
             await s.aclose()
             if expect is None:
                 result["first_byte_at"] = first
             else:
-                result.update(bytes=n, seconds=dt, sha256=h.hexdigest(), cpu_s=_cpu_s() - cpu0)
+                result.update(bytes=n, seconds=dt, sha256=digest, cpu_s=_cpu_s() - cpu0)
 
     async def dial() -> None:
         go.get()  # beta listens
-        warm = _data(256 << 10)
-        deadline = time.monotonic() + 30
-        s = await dev.tcp_connect("beta", 5001)
-        await s.send(warm)
-        while direct and dev.status().peers[0].path != "direct" and time.monotonic() < deadline:
-            await s.send(warm[:4096])
-            await anyio.sleep(0.1)
-        await s.send_eof()
-        await s.drain()
-        await s.aclose()
+        await warm_up(dev, direct)
         data = _data(nbytes)
         cpu0 = _cpu_s()
-        s = await dev.tcp_connect("beta", 5001)
-        for i in range(0, nbytes, CHUNK):
-            await s.send(data[i:i + CHUNK])
-        await s.send_eof()
-        await s.drain()
+        await send_all(dev, data)
         result["cpu_s"] = _cpu_s() - cpu0
         result["sha256"] = hashlib.sha256(data).hexdigest()
 

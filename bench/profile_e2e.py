@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from e2e import CHUNK, _cpu_s, _data
+from e2e import _cpu_s, _data, receive_all, send_all, warm_up
 
 ROOT = Path(__file__).resolve().parent.parent
 PAYLOAD = 1240  # TCP payload per data packet: MTU 1280 - IPv4 20 - TCP 20 (netstack TcpConfig)
@@ -104,18 +104,10 @@ def _node(role: str, url: str, key: str, tmp: str, direct: bool, nbytes: int, he
         out.put(("ready", role))
         for measured in (False, True):
             s = await lst.accept()
-            h, n, first = hashlib.sha256(), 0, None
             cpu0 = _cpu_s()
-            while True:
-                try:
-                    chunk = await s.receive(CHUNK)
-                except anyio.EndOfStream:
-                    break
-                first = first or time.monotonic()
-                h.update(chunk)
-                n += len(chunk)
+            digest, n, first = await receive_all(s)
             if measured:
-                result.update(bytes=n, first=first, last=time.monotonic(), sha256=h.hexdigest(),
+                result.update(bytes=n, first=first, last=time.monotonic(), sha256=digest,
                               cpu_s=_cpu_s() - cpu0)
             await s.aclose()
             if not measured and heartbeat:
@@ -123,16 +115,7 @@ def _node(role: str, url: str, key: str, tmp: str, direct: bool, nbytes: int, he
 
     async def dial() -> None:
         go.get()  # beta listens
-        warm = _data(256 << 10)
-        deadline = time.monotonic() + 30
-        s = await dev.tcp_connect("beta", 5001)
-        await s.send(warm)
-        while direct and dev.status().peers[0].path != "direct" and time.monotonic() < deadline:
-            await s.send(warm[:4096])
-            await anyio.sleep(0.1)
-        await s.send_eof()
-        await s.drain()
-        await s.aclose()
+        await warm_up(dev, direct)
         if heartbeat:
             poller.start()
             await anyio.sleep(max(2.0, 4 * heartbeat))  # idle RTT samples before the bulk transfer
@@ -141,11 +124,7 @@ def _node(role: str, url: str, key: str, tmp: str, direct: bool, nbytes: int, he
         go.get()  # the profilers are attached
         cpu0 = _cpu_s()
         result["start"] = time.monotonic()
-        s = await dev.tcp_connect("beta", 5001)
-        for i in range(0, nbytes, CHUNK):
-            await s.send(data[i:i + CHUNK])
-        await s.send_eof()
-        await s.drain()
+        await send_all(dev, data)
         result["cpu_s"] = _cpu_s() - cpu0
         result["sha256"] = hashlib.sha256(data).hexdigest()
 
