@@ -429,6 +429,12 @@ class Stack:
         key: FlowKey = (PROTO_TCP, dst, seg.dst_port, src, seg.src_port)
         conn = self._tcp.get(key)
         if conn is not None:
+            lst = self._pending_of.get(key)
+            if lst is not None and self._acks_a_cookie_instead(lst, conn, seg, src, dst, now):
+                del self._tcp[key]  # its SYN's earlier copy got a cookie, and the peer took that one
+                self._forget_half_open(key)
+                self._cookie_ack(lst, key, seg, src, dst, now)
+                return
             conn.on_segment(seg, now)
             self._tcp_housekeeping(key, conn)
             return
@@ -483,6 +489,19 @@ class Stack:
         self._pending_of[key] = lst
         self._half_open_by_src[src] += 1
         self._tcp_housekeeping(key, conn)
+
+    def _acks_a_cookie_instead(self, lst: TcpListener, conn: TcpConnection, seg: TcpSegment,
+                               src: IPAddress, dst: IPAddress, now: float) -> bool:
+        """Whether ``seg``, for a half-open connection, acknowledges a SYN cookie rather than its ISN.
+
+        A SYN beyond a half-open bound gets a cookie; if the peer retransmits that SYN once a slot
+        is free, the copy gets a stateful entry with another ISN. The peer completes with the first
+        SYN-ACK it got (the cookie's); the entry would answer that ACK with a RST and the peer's
+        connection would die. Only a segment that validates as a cookie hands over."""
+        return (lst._cookies_until >= now and syncookie.is_cookie_ack(seg)
+                and seg.ack != (conn.iss + 1) & 0xFFFFFFFF
+                and self._cookies.check(dst, seg.dst_port, src, seg.src_port, (seg.seq - 1) & 0xFFFFFFFF,
+                                        (seg.ack - 1) & 0xFFFFFFFF, now) is not None)
 
     def _send_cookie(self, lst: TcpListener, seg: TcpSegment, src: IPAddress, dst: IPAddress,
                      now: float) -> None:

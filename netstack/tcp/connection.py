@@ -268,6 +268,11 @@ class TcpConnection:
         return self._state
 
     @property
+    def iss(self) -> int:
+        """Our initial sequence number (what a peer's ACK of our SYN acknowledges, plus one)."""
+        return self._iss
+
+    @property
     def error(self) -> TcpConnectionError | None:
         return self._error
 

@@ -298,3 +298,36 @@ def test_random_segments_at_a_listener_sending_cookies_never_raise_or_leak() -> 
     assert s.stats["tcp_syncookies_sent"] > 0 and s.drops["tcp_syncookie_rejected"] > 0
     assert len(lst._pending) <= 8 and s.tcp_flows <= 8 + 8  # half-open + accept queue
     assert max(s._half_open_by_src.values(), default=0) <= 4
+
+
+def test_retransmitted_syn_after_a_cookie_the_peer_completes_with_the_cookie() -> None:
+    """Seen against the kernel under load: a SYN beyond the per-source bound got a cookie; its
+    retransmission, once a slot was free, got a stateful entry with another ISN; the peer acked the
+    cookie (the first SYN-ACK it saw) and the entry answered with a RST, killing the connection."""
+    s = make_stack(max_half_open_per_source=1)
+    lst = s.tcp_listen(80)
+
+    def send(seg: TcpSegment, now: float) -> list[TcpSegment]:
+        s.receive(packet(CLIENT, ME, seg), now)
+        return [tcpseg.parse_segment(parse_ipv4(r).payload, ME, CLIENT) for r in s.poll(now)
+                if parse_ipv4(r).dst == CLIENT]
+
+    [first] = send(TcpSegment(40000, 80, 1000, 0, tcpseg.SYN, 64240, mss=1240), 0.0)  # stateful
+    [cookie] = send(TcpSegment(40001, 80, 5000, 0, tcpseg.SYN, 64240, mss=1240), 0.0)  # the bound: a cookie
+    assert s.stats["tcp_syncookies_sent"] == 1 and len(lst._pending) == 1
+    assert send(TcpSegment(40000, 80, 1001, first.seq + 1, tcpseg.ACK, 64240), 0.1) == []
+    assert lst.accept() is not None  # the slot is free again
+    [stateful] = send(TcpSegment(40001, 80, 5000, 0, tcpseg.SYN, 64240, mss=1240), 1.0)  # the retransmission
+    assert stateful.flags == tcpseg.SYN | tcpseg.ACK and stateful.seq != cookie.seq and len(lst._pending) == 1
+    replies = send(TcpSegment(40001, 80, 5001, cookie.seq + 1, tcpseg.ACK | tcpseg.PSH, 64240, payload=b"hi"),
+                   1.0)
+    assert not [r for r in replies if r.flags & tcpseg.RST]
+    srv = lst.accept()
+    assert srv is not None and srv.recv(10) == b"hi" and srv.remote[1] == 40001
+    assert s.stats["tcp_syncookies_validated"] == 1 and not lst._pending and not s._half_open_by_src
+    # An ACK that is neither the entry's ISN nor a valid cookie still gets the entry's answer.
+    [again] = [r for r in send(TcpSegment(40002, 80, 9000, 0, tcpseg.SYN, 64240, mss=1240), 2.0)
+               if r.dst_port == 40002]
+    [rst] = [r for r in send(TcpSegment(40002, 80, 9001, again.seq + 7, tcpseg.ACK, 64240), 2.0)
+             if r.dst_port == 40002]
+    assert rst.flags == tcpseg.RST and len(lst._pending) == 1
