@@ -4,6 +4,11 @@ Run as root: ``.venv/bin/python bench/netstack.py [--mib 16] [--idle 10000]``. P
 throughput both ways through the per-flow actors and the blocking app API, the kernel<->kernel
 limit over a veth pair between two namespaces in the same run, and the RSS growth for ``--idle``
 idle connections (kernel clients to a pytsnet listener, every one accepted by the app).
+
+``--micro`` (no root) instead prints µs per call of each per-packet function (parse, emit,
+checksum, filter) on a 1,280-byte packet. It calls only long-standing signatures, so the same
+script run against an older checkout (``cd /tmp && PYTHONPATH=<old worktree> python
+<this file> --micro``) gives before/after numbers on the same minute.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 from pytsnet.actors.runtime import ActorSystem, MailboxConfig
 from pytsnet.net import Netstack
@@ -160,11 +167,76 @@ def pytsnet_flows(mib: int, idle: int) -> tuple[float, float, float, float]:
             tun.close()
 
 
+def micro_cases() -> dict[str, Callable[[], object]]:
+    """One closure per per-packet function, each on a typical packet of the bulk TCP path."""
+    from pytsnet.netstack import checksum, ipv4, udp
+    from pytsnet.netstack import filter as pfilter
+    from pytsnet.netstack.tcp import segment as tcpseg
+
+    a, b = ipaddress.IPv4Address("100.64.0.1"), ipaddress.IPv4Address("100.64.0.2")
+    data = bytes(range(256)) * 5
+    seg = tcpseg.TcpSegment(40000, 443, 123456789, 987654321, tcpseg.ACK | tcpseg.PSH, 65535,
+                            timestamp=(11, 22), payload=data[:1228])
+    tcp_bytes = tcpseg.emit_segment(seg, a, b)
+    ack = tcpseg.TcpSegment(443, 40000, 987654321, 123456789, tcpseg.ACK, 65535, timestamp=(22, 11))
+    ip_pkt = ipv4.Ipv4Packet(a, b, ipv4.PROTO_TCP, tcp_bytes, ttl=64, ident=7)
+    ip_bytes = ipv4.emit_ipv4(ip_pkt)
+    dgram = udp.UdpDatagram(40000, 53, data[:1200])
+    udp_bytes = udp.emit_udp(dgram, a, b)
+    udp_ip = ipv4.emit_ipv4(ipv4.Ipv4Packet(a, b, ipv4.PROTO_UDP, udp_bytes))
+    flt = pfilter.Filter([pfilter.Rule(srcs=(ipaddress.ip_network("100.64.0.0/10"),),
+                                       dsts=(pfilter.NetPortRange(ipaddress.ip_network("100.64.0.2/32"),
+                                                                  pfilter.PortRange(443, 443)),))],
+                         [ipaddress.ip_network("100.64.0.2/32")])
+    odd = data[:1281] if len(data) > 1280 else data + b"\x01"
+    return {
+        "checksum.checksum 1280 B": lambda: checksum.checksum(data),
+        "checksum.checksum 1279 B (odd)": lambda: checksum.checksum(data[:1279]),
+        "checksum.verify 20 B (IPv4 header)": lambda: checksum.verify(ip_bytes[:20]),
+        "checksum.pseudo_header_sum v4": lambda: checksum.pseudo_header_sum(a, b, 6, 1260),
+        "ipv4.parse_ipv4 1280 B": lambda: ipv4.parse_ipv4(ip_bytes),
+        "ipv4.emit_ipv4 1280 B": lambda: ipv4.emit_ipv4(ipv4.Ipv4Packet(a, b, 6, tcp_bytes, ttl=64, ident=7)),
+        "tcp.parse_segment 1260 B": lambda: tcpseg.parse_segment(tcp_bytes, a, b),
+        "tcp.emit_segment 1228 B data": lambda: tcpseg.emit_segment(seg, a, b),
+        "tcp.emit_segment ACK": lambda: tcpseg.emit_segment(ack, b, a),
+        "tcp.TcpSegment(...) construct": lambda: tcpseg.TcpSegment(1, 2, 3, 4, 16, 5, timestamp=(1, 2),
+                                                                  payload=data),
+        "udp.parse_udp 1208 B": lambda: udp.parse_udp(udp_bytes, a, b),
+        "udp.emit_udp 1200 B": lambda: udp.emit_udp(dgram, a, b),
+        "filter.summarize TCP": lambda: pfilter.summarize(ip_bytes),
+        "filter.run_in TCP data": lambda: flt.run_in(ip_bytes),
+        "filter.run_in UDP (rule)": lambda: flt.run_in(udp_ip),
+        "filter.run_out UDP": lambda: flt.run_out(udp_ip),
+        "odd-length sanity": lambda: checksum.ones_sum(odd),
+    }
+
+
+def micro(seconds: float) -> None:
+    """µs per call of each case: the best of repeated timeit runs (robust to other load)."""
+    import timeit
+    cases = micro_cases()
+    best = dict.fromkeys(cases, float("inf"))
+    number = 2000
+    t_end = time.perf_counter() + seconds
+    while time.perf_counter() < t_end:  # interleaved rounds, so a burst of load hits all alike
+        for name, fn in cases.items():
+            best[name] = min(best[name], timeit.timeit(fn, number=number) / number)
+    for name, t in best.items():
+        print(f"  {name:40s} {t * 1e6:7.2f} µs")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mib", type=int, default=16)
     ap.add_argument("--idle", type=int, default=10000)
+    ap.add_argument("--micro", type=float, metavar="SECONDS", default=None,
+                    help="only the per-packet function micro-benchmarks, for about SECONDS")
     args = ap.parse_args()
+    if args.micro is not None:
+        print(f"command: {sys.executable} bench/netstack.py --micro {args.micro}  "
+              f"(load {Path('/proc/loadavg').read_text().split()[0]})")
+        micro(args.micro)
+        return
     print(f"command: {sys.executable} bench/netstack.py --mib {args.mib} --idle {args.idle}")
     t0 = time.perf_counter()
     kk_up, kk_down = kernel_to_kernel(args.mib)

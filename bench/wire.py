@@ -5,17 +5,26 @@ is what the sans-IO core (framing, counters, replay window, timers) costs on thi
 machine is shared, so the loops run interleaved in rounds of 1000 packets and each rate is taken
 from its fastest round (as ``timeit`` does): a burst of load elsewhere then hits all loops alike
 instead of whichever happened to be running. Every loop does one encrypt and one decrypt per packet.
+
+It then prints µs per call of the per-packet framing around the crypto (``Device`` routing and
+anti-spoofing lookups, whole ``Device`` send/receive per packet). Only long-standing signatures are
+called, so running this file against an older checkout (``cd /tmp && PYTHONPATH=<old worktree>
+python <this file>``) gives before/after numbers on the same minute.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 import time
+import timeit
 from collections.abc import Callable
+from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from pytsnet.wire.keys import NodePrivate
+from pytsnet.wire.wireguard.device import AllowedIPs, Device, PeerConfig, ip_endpoints
 from pytsnet.wire.wireguard.peer import Peer
 
 PACKET = 1280
@@ -100,8 +109,63 @@ def rates(seconds: float) -> dict[str, float]:
     return {name: ROUND * PACKET / t / 1e6 for name, t in best.items()}
 
 
+def _device_pair() -> tuple[Device, Device, NodePrivate, NodePrivate]:
+    ka, kb = NodePrivate.generate(), NodePrivate.generate()
+    a, b = Device(ka, mtu=1280), Device(kb, mtu=1280)
+    a.set_peers([PeerConfig(kb.public(), ("100.64.0.2/32",))])
+    b.set_peers([PeerConfig(ka.public(), ("100.64.0.1/32",))])
+    a.initiate(kb.public(), NOW)
+    for _ in range(3):
+        for _, d in a.datagrams_to_send():
+            b.receive(bytes(d), NOW)
+        for _, d in b.datagrams_to_send():
+            a.receive(bytes(d), NOW)
+    b.received_packets()
+    return a, b, ka, kb
+
+
+def micro_cases() -> dict[str, Callable[[], object]]:
+    """One closure per framing function, on a 1,280-byte IPv4 packet 100.64.0.1 -> 100.64.0.2."""
+    pkt = bytearray(_ipv4(PACKET))
+    pkt[12:20] = ipaddress.IPv4Address("100.64.0.1").packed + ipaddress.IPv4Address("100.64.0.2").packed
+    packet = bytes(pkt)
+    routes = AllowedIPs()
+    for i in range(20):
+        routes.insert(ipaddress.ip_network(f"100.64.1.{i}/32"), bytes(32))
+    routes.insert(ipaddress.ip_network("10.0.0.0/8"), bytes(32))
+    dst = int(ipaddress.IPv4Address("100.64.1.7"))
+    a, b, _, _ = _device_pair()
+    batch = [packet] * BATCH
+
+    def device_round() -> None:
+        a.send_many(batch, NOW)
+        for _, d in a.datagrams_to_send():
+            b.receive(d, NOW)
+        assert len(b.received_packets()) == BATCH
+
+    return {
+        "device.ip_endpoints": lambda: ip_endpoints(packet),
+        "AllowedIPs.lookup (/32 of 21 routes)": lambda: routes.lookup(4, dst),
+        f"Device.send_many+receive, per packet (x{BATCH})": device_round,
+    }
+
+
+def micro(seconds: float) -> dict[str, float]:
+    """µs per packet of each case: the best of interleaved timeit rounds."""
+    cases = micro_cases()
+    per = {name: BATCH if name.startswith("Device.") else 1 for name in cases}
+    best = dict.fromkeys(cases, float("inf"))
+    t_end = time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        for name, fn in cases.items():
+            number = 20 if per[name] > 1 else 2000
+            best[name] = min(best[name], timeit.timeit(fn, number=number) / number / per[name])
+    return {name: t * 1e6 for name, t in best.items()}
+
+
 def main() -> None:
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 2.0
+    print(f"load {Path('/proc/loadavg').read_text().split()[0]}")
     r = rates(seconds)
     raw, wg, wgb = r["raw"], r["wireguard"], r["batched"]
     print(f"raw ChaCha20-Poly1305 encrypt+decrypt      ({PACKET} B): {raw:8.1f} MB/s")
@@ -111,6 +175,10 @@ def main() -> None:
         f"ratio {wgb / raw:.2f}"
     )
     print(f"ratio: {wg / raw:.2f} (per packet), {wgb / raw:.2f} (batched)")
+    print(f"per packet: raw {PACKET / raw:.2f} µs, WireGuard {PACKET / wg:.2f} µs, "
+          f"batched {PACKET / wgb:.2f} µs")
+    for name, us in micro(seconds * 2).items():
+        print(f"  {name:48s} {us:7.2f} µs")
 
 
 if __name__ == "__main__":

@@ -1,42 +1,71 @@
 """RFC 1071 Internet checksum, computed with big-integer arithmetic (fast in CPython).
 
-The ones'-complement sum of 16-bit big-endian words equals the whole buffer, read as one
-big-endian integer, modulo 0xFFFF (because 2**16 ≡ 1 mod 0xFFFF); only a non-zero buffer whose
-sum is a multiple of 0xFFFF needs care (it folds to 0xFFFF, not 0).
+The ones'-complement sum of 16-bit words equals the whole buffer, read as one integer, modulo
+0xFFFF (because 2**16 ≡ 1 mod 0xFFFF); only a non-zero buffer whose sum is a multiple of 0xFFFF
+needs care (it folds to 0xFFFF, not 0). The buffer is read little-endian, CPython's own digit
+order (~25% faster than big-endian, and an odd length needs no zero pad: the pad byte would be the
+most significant), which gives the byte-swapped sum (RFC 1071 §2(B): the sum is byte-order
+independent); one swap of the 16-bit result turns it back. The same congruence makes an address
+pair's pseudo-header contribution the plain sum of its integers.
 """
 
 from __future__ import annotations
 
 import ipaddress
 
+_from_bytes = int.from_bytes
+
 
 def ones_sum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
-    """Folded 16-bit ones'-complement sum of ``data`` (zero-padded to even length) plus ``initial``."""
-    if len(data) % 2:
-        data = bytes(data) + b"\x00"
-    n = int.from_bytes(data, "big") + initial
-    if n == 0:
+    """Folded 16-bit ones'-complement sum of ``data`` (zero-padded to even length) plus ``initial``.
+
+    ``initial`` may be any non-negative integer congruent to a partial sum (it need not be folded).
+    """
+    le = _from_bytes(data, "little")
+    if not le and not initial:
         return 0
-    r = n % 0xFFFF
+    s = le % 0xFFFF
+    r = (((s & 0xFF) << 8 | s >> 8) + initial) % 0xFFFF
     return r if r else 0xFFFF
 
 
 def checksum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
     """The value to put in a checksum field: the complement of the folded sum."""
-    return ~ones_sum(data, initial) & 0xFFFF
+    le = _from_bytes(data, "little")
+    if not le and not initial:
+        return 0xFFFF
+    s = le % 0xFFFF
+    r = (((s & 0xFF) << 8 | s >> 8) + initial) % 0xFFFF
+    return 0xFFFF - r if r else 0
 
 
 def verify(data: bytes | bytearray | memoryview, initial: int = 0) -> bool:
     """True when ``data`` (with its checksum field filled in) sums to 0xFFFF, i.e. is intact."""
-    return checksum(data, initial) == 0
+    le = _from_bytes(data, "little")
+    if not le and not initial:
+        return False
+    s = le % 0xFFFF
+    return not (((s & 0xFF) << 8 | s >> 8) + initial) % 0xFFFF
+
+
+def update16(csum: int, old: int, new: int) -> int:
+    """RFC 1624 eqn. 3: the checksum field after one 16-bit word of the covered data changes from
+    ``old`` to ``new`` (HC' = ~(~HC + ~m + m')), for header rewrites without a full re-sum."""
+    r = ((~csum & 0xFFFF) + (~old & 0xFFFF) + new) % 0xFFFF
+    return 0xFFFF - r if r else 0
+
+
+def address_sum(src: ipaddress.IPv4Address | ipaddress.IPv6Address,
+                dst: ipaddress.IPv4Address | ipaddress.IPv6Address) -> int:
+    """The addresses' unfolded contribution to a pseudo-header sum (valid as part of ``initial``)."""
+    return int(src) + int(dst)
 
 
 def pseudo_header_sum(src: ipaddress.IPv4Address | ipaddress.IPv6Address,
                       dst: ipaddress.IPv4Address | ipaddress.IPv6Address,
                       protocol: int, length: int) -> int:
     """Sum of the TCP/UDP/ICMPv6 pseudo-header (RFC 9293 §3.1, RFC 8200 §8.1) for ``initial``."""
-    if src.version == 4:
-        head = src.packed + dst.packed + bytes((0, protocol)) + length.to_bytes(2, "big")
-    else:
-        head = src.packed + dst.packed + length.to_bytes(4, "big") + b"\x00\x00\x00" + bytes((protocol,))
-    return ones_sum(head)
+    # 2**16 ≡ 1 (mod 0xFFFF): each address, the 32-bit length and the protocol sum as integers.
+    n = int(src) + int(dst) + protocol + length
+    r = n % 0xFFFF
+    return r if r or not n else 0xFFFF

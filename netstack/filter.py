@@ -11,6 +11,14 @@ replies and errors always pass, other ICMP needs a rule reaching the destination
 other protocols need a rule allowing all ports. ``Filter(None, ...)`` is the state before any
 filter arrived: no rule matches, so nothing new comes in, but replies to our own flows do.
 IPv6 inbound is dropped unless enabled. Fragments are dropped (our netstack refuses them anyway).
+
+Per packet (every inbound and outbound tunnel packet passes here): ``summarize`` reads the IPv4
+header with one ``struct`` call into a NamedTuple; our own addresses are a set of (family, int)
+host keys; and the verdict of the rule walk, a pure function of the rules and (family, protocol,
+source, destination, destination port), is memoised per ``Filter`` in a bounded dict. A new netmap
+builds a new ``Filter`` (``with_rules``), so the memo can never outlive the rules it came from
+(fail closed: a revoked rule stops matching with the very next packet). Go's filter keeps no such
+memo; it only changes the cost, never a verdict.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import struct
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from pytsnet.netstack.errors import ParseError
 
@@ -38,6 +47,10 @@ TCP_ACK = 0x10
 _ICMPV4_OK = frozenset({0, 3, 4, 5, 11, 12})  # echo reply and the error types
 _ICMPV6_OK = frozenset({129, 1, 2, 3, 4})
 _PORTS = struct.Struct("!HH")
+_V4 = struct.Struct("!B5xB2xB2xII")  # version/IHL, flags/fragment-high, protocol, source, destination
+VERDICT_CACHE_SIZE = 4096
+_new = tuple.__new__
+_from_bytes = int.from_bytes
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -77,8 +90,7 @@ class Rule:
     protos: frozenset[int] = DEFAULT_PROTOS
 
 
-@dataclass(frozen=True, slots=True)
-class PacketSummary:
+class PacketSummary(NamedTuple):
     """The header fields the filter acts on; addresses as integers (the family is ``version``)."""
 
     version: int
@@ -100,36 +112,37 @@ def summarize(packet: bytes | bytearray | memoryview) -> PacketSummary:
     if version == 4:
         if n < 20:
             raise FilterParseError("short ipv4 header")
-        ihl = (packet[0] & 0x0F) * 4
+        vihl, frag_hi, proto, src, dst = _V4.unpack_from(packet)
+        ihl = (vihl & 0x0F) * 4
         if ihl < 20 or ihl > n:
             raise FilterParseError("bad ipv4 header length")
-        if packet[6] & 0x3F or packet[7]:  # MF or a fragment offset
+        if frag_hi & 0x3F or packet[7]:  # MF or a fragment offset
             raise FilterParseError("fragment")
-        proto = packet[9]
-        src = int.from_bytes(packet[12:16], "big")
-        dst = int.from_bytes(packet[16:20], "big")
         off = ihl
     elif version == 6:
         if n < 40:
             raise FilterParseError("short ipv6 header")
         proto = packet[6]
-        src = int.from_bytes(packet[8:24], "big")
-        dst = int.from_bytes(packet[24:40], "big")
+        src = _from_bytes(packet[8:24], "big")
+        dst = _from_bytes(packet[24:40], "big")
         off = 40
     else:
         raise FilterParseError(f"ip version {version}")
-    if proto in (PROTO_TCP, PROTO_UDP, PROTO_SCTP):
-        need = 14 if proto == PROTO_TCP else 4
-        if n < off + need:
+    if proto == PROTO_TCP:
+        if n < off + 14:
             raise FilterParseError("short transport header")
         sport, dport = _PORTS.unpack_from(packet, off)
-        flags = packet[off + 13] if proto == PROTO_TCP else 0
-        return PacketSummary(version, proto, src, dst, sport, dport, flags)
+        return _new(PacketSummary, (version, proto, src, dst, sport, dport, packet[off + 13], -1))
+    if proto in (PROTO_UDP, PROTO_SCTP):
+        if n < off + 4:
+            raise FilterParseError("short transport header")
+        sport, dport = _PORTS.unpack_from(packet, off)
+        return _new(PacketSummary, (version, proto, src, dst, sport, dport, 0, -1))
     if proto in (PROTO_ICMPV4, PROTO_ICMPV6):
         if n < off + 4:
             raise FilterParseError("short icmp header")
-        return PacketSummary(version, proto, src, dst, icmp_type=packet[off])
-    return PacketSummary(version, proto, src, dst)
+        return _new(PacketSummary, (version, proto, src, dst, 0, 0, 0, packet[off]))
+    return _new(PacketSummary, (version, proto, src, dst, 0, 0, 0, -1))
 
 
 class _CompiledNet:
@@ -169,7 +182,12 @@ class Filter:
     ) -> None:
         self.has_filter = rules is not None
         self._rules = [_CompiledRule(r) for r in rules or ()]
-        self._local = [_CompiledNet(n) for n in local]
+        local = list(local)
+        # Host prefixes (our tailnet addresses) as set keys; any wider prefix is walked.
+        self._local_hosts = frozenset((n.version, int(n.network_address)) for n in local
+                                      if n.prefixlen == n.max_prefixlen)
+        self._local = [_CompiledNet(n) for n in local if n.prefixlen != n.max_prefixlen]
+        self._verdicts: dict[tuple[int, int, int, int, int], bool] = {}
         self.ipv6 = ipv6
         self._conntrack_size = conntrack_size
         self._flows: OrderedDict[tuple[int, int, int, int, int, int], None] = OrderedDict()
@@ -225,17 +243,18 @@ class Filter:
         """None to accept, else the drop reason."""
         if p.version == 6 and not self.ipv6:
             return "ipv6_disabled"
-        if not any(n.contains(p.version, p.dst) for n in self._local):
+        if (p.version, p.dst) not in self._local_hosts and not any(
+                n.contains(p.version, p.dst) for n in self._local):
             return "destination_not_local"
         proto = p.proto
         if proto == PROTO_TCP:
             if not (p.tcp_flags & TCP_SYN) or p.tcp_flags & TCP_ACK:
                 return None  # non-SYN: return traffic of a connection (filter.go "tcp non-syn")
-            return None if self._match(p) else "no_rule"
+            return None if self._match_memo(p) else "no_rule"
         if proto in (PROTO_UDP, PROTO_SCTP):
             if (p.version, proto, p.dst, p.dport, p.src, p.sport) in self._flows:
                 return None
-            return None if self._match(p) else "no_rule"
+            return None if self._match_memo(p) else "no_rule"
         if proto in (PROTO_ICMPV4, PROTO_ICMPV6):
             ok = _ICMPV4_OK if proto == PROTO_ICMPV4 else _ICMPV6_OK
             if p.icmp_type in ok:
@@ -244,6 +263,17 @@ class Filter:
         if proto == PROTO_TSMP:
             return None
         return None if self._match_all_ports(p) else "unknown_proto"
+
+    def _match_memo(self, p: PacketSummary) -> bool:
+        """``_match``, memoised for this filter's rules (bounded: cleared when full)."""
+        key = (p.version, p.proto, p.src, p.dst, p.dport)
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            verdict = self._match(p)
+            if len(self._verdicts) >= VERDICT_CACHE_SIZE:
+                self._verdicts.clear()
+            self._verdicts[key] = verdict
+        return verdict
 
     def _match(self, p: PacketSummary) -> bool:
         for r in self._rules:

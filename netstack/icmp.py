@@ -1,14 +1,15 @@
 """ICMPv4 (RFC 792) and ICMPv6 (RFC 4443) messages: echo and destination-unreachable.
 
 One ``IcmpMessage`` repr serves both families: type, code, the 4-byte "rest of header" and the
-body. ICMPv6 checksums cover the IPv6 pseudo-header; ICMPv4 checksums cover only the message.
+body (a NamedTuple, cheap to build). ICMPv6 checksums cover the IPv6 pseudo-header; ICMPv4
+checksums cover only the message.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from pytsnet.netstack.checksum import checksum, pseudo_header_sum, verify
 from pytsnet.netstack.errors import IcmpParseError
@@ -36,8 +37,7 @@ _HDR = struct.Struct("!BBH4s")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-@dataclass(frozen=True, slots=True)
-class IcmpMessage:
+class IcmpMessage(NamedTuple):
     type: int
     code: int
     rest: bytes  # the 4 bytes after the checksum: (identifier, sequence) for echo

@@ -1,13 +1,15 @@
 """UDP (RFC 768): parse with the pseudo-header checksum verified; emit with it computed.
 
 Over IPv4 a zero checksum means "none" and is accepted; over IPv6 it is mandatory (RFC 8200 §8.1).
+``UdpDatagram`` is a NamedTuple (cheaper per packet than a frozen dataclass); the emitter sums the
+header from its fields and the payload in place, so the datagram is built with one concatenation.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from pytsnet.netstack.checksum import checksum, pseudo_header_sum, verify
 from pytsnet.netstack.errors import UdpParseError
@@ -19,8 +21,7 @@ _HDR = struct.Struct("!HHHH")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-@dataclass(frozen=True, slots=True)
-class UdpDatagram:
+class UdpDatagram(NamedTuple):
     src_port: int
     dst_port: int
     payload: bytes
@@ -41,7 +42,7 @@ def parse_udp(data: bytes | bytearray | memoryview, src: IPAddress, dst: IPAddre
         raise UdpParseError("udp_checksum")
     if dport == 0:
         raise UdpParseError("udp_port", "destination port 0")
-    return UdpDatagram(sport, dport, bytes(body[HEADER_LEN:]))
+    return UdpDatagram(sport, dport, bytes(data[HEADER_LEN:length]))
 
 
 def emit_udp(dgram: UdpDatagram, src: IPAddress, dst: IPAddress) -> bytes:
@@ -49,6 +50,6 @@ def emit_udp(dgram: UdpDatagram, src: IPAddress, dst: IPAddress) -> bytes:
     length = HEADER_LEN + len(dgram.payload)
     if length > 0xFFFF:
         raise ValueError(f"UDP datagram of {length} bytes")
-    head = _HDR.pack(dgram.src_port, dgram.dst_port, length, 0)
-    csum = checksum(head + dgram.payload, pseudo_header_sum(src, dst, PROTO_UDP, length)) or 0xFFFF
-    return head[:6] + csum.to_bytes(2, "big") + dgram.payload
+    sport, dport, payload = dgram
+    csum = checksum(payload, sport + dport + length + pseudo_header_sum(src, dst, PROTO_UDP, length))
+    return _HDR.pack(sport, dport, length, csum or 0xFFFF) + payload

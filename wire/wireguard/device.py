@@ -40,6 +40,7 @@ from pytsnet.wire.wireguard.ratelimit import RateLimiter
 
 _U32 = struct.Struct("<I")
 _INITIATION_HEADER = bytes([MESSAGE_INITIATION_TYPE, 0, 0, 0])
+_TRANSPORT_HEADER = bytes([MESSAGE_TRANSPORT_TYPE, 0, 0, 0])
 _MAX_INDEX_DRAWS = 64  # 2^32 indices, a few per peer: a collision streak this long means a broken RNG
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -60,39 +61,46 @@ class AllowedIPs:
     """Longest-prefix match from IP address to peer: one dict per (family, prefix length).
 
     Tailnet peers are mostly /32 and /128 routes, so the common lookup is a single dict probe.
+    Each family keeps its tables as (shift, table) pairs, longest prefix first, so a lookup builds
+    no key tuple per probe.
     """
 
     def __init__(self) -> None:
         self._tables: dict[tuple[int, int], dict[int, bytes]] = {}
-        self._lengths: dict[int, list[int]] = {4: [], 6: []}  # prefix lengths present, longest first
+        self._by_version: dict[int, list[tuple[int, dict[int, bytes]]]] = {4: [], 6: []}
 
     def clear(self) -> None:
         self._tables.clear()
-        self._lengths = {4: [], 6: []}
+        self._by_version = {4: [], 6: []}
 
     def insert(self, net: IPNetwork, peer: bytes) -> None:
         key = (net.version, net.prefixlen)
-        self._tables.setdefault(key, {})[int(net.network_address)] = peer
-        lengths = self._lengths[net.version]
-        if net.prefixlen not in lengths:
-            lengths.append(net.prefixlen)
-            lengths.sort(reverse=True)
+        table = self._tables.get(key)
+        if table is None:
+            table = self._tables[key] = {}
+            bits = net.max_prefixlen
+            probes = self._by_version[net.version]
+            probes.append((bits - net.prefixlen, table))
+            probes.sort(key=lambda probe: probe[0])  # smallest shift = longest prefix first
+        table[int(net.network_address)] = peer
 
     def lookup(self, version: int, addr: int) -> bytes | None:
-        bits = 32 if version == 4 else 128
-        tables = self._tables
-        for plen in self._lengths[version]:
-            peer = tables[(version, plen)].get(addr >> (bits - plen) << (bits - plen))
+        for shift, table in self._by_version[version]:
+            peer = table.get(addr >> shift << shift)
             if peer is not None:
                 return peer
         return None
+
+
+_V4_ENDS = struct.Struct("!12xII")
 
 
 def ip_endpoints(packet: bytes | bytearray | memoryview) -> tuple[int, int, int] | None:
     """(version, source, destination) of an IP packet as integers, or None if it is not IPv4/IPv6."""
     n = len(packet)
     if n >= 20 and packet[0] >> 4 == 4:
-        return 4, int.from_bytes(packet[12:16], "big"), int.from_bytes(packet[16:20], "big")
+        src, dst = _V4_ENDS.unpack_from(packet)
+        return 4, src, dst
     if n >= 40 and packet[0] >> 4 == 6:
         return 6, int.from_bytes(packet[8:24], "big"), int.from_bytes(packet[24:40], "big")
     return None
@@ -335,6 +343,42 @@ class Device:
         self._collect(raw, peer)
         return peer.remote_public
 
+    def receive_many(self, datagrams: Iterable[bytes], now: float, *, src: bytes = b"") -> None:
+        """``receive`` each datagram in order (not under load); a run of consecutive transport
+        messages for one peer goes to one ``Peer.receive_many`` and one output collection.
+
+        Only transport messages are batched: they never add receiver indexes, so looking up a
+        run's indexes before decrypting it finds what per-datagram calls would. (A key rotation
+        inside a run can retire an index a later datagram of the run names: that datagram is
+        dropped either way, counted under ``peer_rejected`` rather than ``unknown_index``.)"""
+        run: list[bytes] = []
+        run_raw: bytes | None = None
+        indices = self._indices
+        for datagram in datagrams:
+            if len(datagram) >= 8 and datagram[:4] == _TRANSPORT_HEADER:
+                raw = indices.get(_U32.unpack_from(datagram, 4)[0])
+                if raw is not None:
+                    if raw != run_raw and run:
+                        self._receive_run(run_raw, run, now)  # type: ignore[arg-type]
+                        run = []
+                    run_raw = raw
+                    run.append(datagram)
+                    continue
+            if run:
+                self._receive_run(run_raw, run, now)  # type: ignore[arg-type]
+                run = []
+            self.receive(datagram, now, src=src)
+        if run:
+            self._receive_run(run_raw, run, now)  # type: ignore[arg-type]
+
+    def _receive_run(self, raw: bytes, datagrams: list[bytes], now: float) -> None:
+        peer = self._peers[raw]
+        before = peer.dropped
+        peer.receive_many(datagrams, now)
+        if peer.dropped != before:
+            self.drops["peer_rejected"] += peer.dropped - before
+        self._collect(raw, peer)
+
     def _lookup(self, datagram: bytes) -> bytes | None:
         n = len(datagram)
         if n < 4 or datagram[1:4] != b"\x00\x00\x00":
@@ -412,13 +456,14 @@ class Device:
             self._outbox.extend((public, d) for d in out)
         packets = peer.received_packets()
         if packets:
-            routes = self.routes
+            lookup = self.routes.lookup
+            append = self._inbox.append
             for pkt in packets:
                 ends = ip_endpoints(pkt)
-                if ends is None or routes.lookup(ends[0], ends[1]) != raw:
+                if ends is None or lookup(ends[0], ends[1]) != raw:
                     self.drops["source_not_allowed"] += 1  # anti-spoofing (device/receive.go)
                     continue
-                self._inbox.append((public, pkt))
+                append((public, pkt))
         events = peer.events()
         if events:
             for ev in events:
