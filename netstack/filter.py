@@ -49,6 +49,7 @@ _ICMPV6_OK = frozenset({129, 1, 2, 3, 4})
 _PORTS = struct.Struct("!HH")
 _V4 = struct.Struct("!B5xB2xB2xII")  # version/IHL, flags/fragment-high, protocol, source, destination
 VERDICT_CACHE_SIZE = 4096
+_TRACKED = frozenset({PROTO_UDP, PROTO_SCTP})
 _new = tuple.__new__
 _from_bytes = int.from_bytes
 
@@ -206,6 +207,8 @@ class Filter:
 
     def run_out(self, packet: bytes | bytearray | memoryview) -> None:
         """Outbound packets always pass; UDP/SCTP flows are remembered so their replies pass."""
+        if len(packet) >= 20 and packet[0] >> 4 == 4 and packet[9] not in _TRACKED:
+            return  # the bulk of outbound traffic (TCP): nothing to remember, nothing to parse
         try:
             p = summarize(packet)
         except FilterParseError:

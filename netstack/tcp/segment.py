@@ -15,7 +15,7 @@ import ipaddress
 import struct
 from typing import NamedTuple
 
-from pytsnet.netstack.checksum import checksum
+from pytsnet.netstack.checksum import checksum, verify
 from pytsnet.netstack.tcp.errors import TcpParseError
 
 IPPROTO_TCP = 6
@@ -52,7 +52,6 @@ _NOP_NOP_TS = 0x0101080A  # NOP, NOP, kind 8, length 10
 
 
 _new = tuple.__new__
-_from_bytes = int.from_bytes
 
 
 def _pseudo_sum(src: IPAddress, dst: IPAddress, length: int) -> int:
@@ -148,9 +147,7 @@ def parse_segment(data: bytes | bytearray | memoryview, src_ip: IPAddress, dst_i
         initial = _pseudo_sum(src_ip, dst_ip, n)
     except (AttributeError, TypeError, ValueError) as e:
         raise TcpParseError(f"bad addresses: {e}") from None
-    # checksum(data, initial) == 0, inlined (see checksum.py; initial > 0, so no all-zero case)
-    s = _from_bytes(data, "little") % 0xFFFF
-    if (((s & 0xFF) << 8 | s >> 8) + initial) % 0xFFFF:
+    if not verify(data, initial):
         raise TcpParseError("bad checksum")
     if n >= HEADER_LEN + 12:
         sport, dport, seq, ack, off, flags, window, _csum, urgent, opt4, tsval, tsecr = \

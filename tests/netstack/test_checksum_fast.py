@@ -4,7 +4,7 @@ RFC 1071 loop (kept here as references), plus RFC 1624 incremental updates."""
 import ipaddress
 import struct
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pytsnet.netstack.checksum import address_sum, checksum, ones_sum, pseudo_header_sum, update16, verify
@@ -97,3 +97,20 @@ def test_pseudo_header_v6_as_bytes(a: int, b: int, proto: int, length: int) -> N
     src, dst = ipaddress.IPv6Address(a), ipaddress.IPv6Address(b)
     head = src.packed + dst.packed + length.to_bytes(4, "big") + b"\x00\x00\x00" + bytes((proto,))
     assert pseudo_header_sum(src, dst, proto, length) == old_ones_sum(head)
+
+
+@settings(max_examples=60)
+@given(st.integers(400, 70000), st.sampled_from([b"\xff", b"\x00", b"\x5a\xa5", b"\x01\x00\xff"]),
+       st.integers(0, 1 << 40))
+def test_folded_sum_of_large_buffers(size: int, fill: bytes, initial: int) -> None:
+    data = (fill * size)[:size]
+    assert ones_sum(data, initial) == old_ones_sum(data, initial)
+    assert ones_sum(memoryview(data)[1:], initial) == old_ones_sum(data[1:], initial)
+
+
+def test_fold_masks_stay_bounded() -> None:
+    from pytsnet.netstack import checksum as mod
+    for size in range(512, 70000, 97):
+        ones_sum(b"\x01" * size)
+    assert len(mod._MASKS) <= mod._MASKS_MAX
+    assert all(h <= mod._MASK_BITS_MAX for h in mod._MASKS)

@@ -280,3 +280,16 @@ ip_ish = st.one_of(
 @given(ip_ish)
 def test_summarize_matches_reference(packet: bytes) -> None:
     assert _summary(pfilter.summarize, packet) == _summary(old_summarize, packet)
+
+
+@settings(max_examples=300)
+@given(st.lists(ip_ish, max_size=20))
+def test_run_out_records_exactly_the_udp_and_sctp_flows(stream: list[bytes]) -> None:
+    f = pfilter.Filter(None, [])
+    want: set[tuple[int, ...]] = set()
+    for p in stream:
+        f.run_out(p)
+        s = _summary(old_summarize, p)
+        if s[0] != "error" and s[1] in (17, 132):
+            want.add((s[0], s[1], s[2], s[4], s[3], s[5]))
+    assert set(f._flows) == want
