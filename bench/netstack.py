@@ -189,7 +189,7 @@ def micro_cases() -> dict[str, Callable[[], object]]:
                                                                   pfilter.PortRange(443, 443)),))],
                          [ipaddress.ip_network("100.64.0.2/32")])
     odd = data[:1281] if len(data) > 1280 else data + b"\x01"
-    return {
+    cases: dict[str, Callable[[], object]] = {
         "checksum.checksum 1280 B": lambda: checksum.checksum(data),
         "checksum.checksum 1279 B (odd)": lambda: checksum.checksum(data[:1279]),
         "checksum.verify 20 B (IPv4 header)": lambda: checksum.verify(ip_bytes[:20]),
@@ -208,7 +208,13 @@ def micro_cases() -> dict[str, Callable[[], object]]:
         "filter.run_in UDP (rule)": lambda: flt.run_in(udp_ip),
         "filter.run_out UDP": lambda: flt.run_out(udp_ip),
         "odd-length sanity": lambda: checksum.ones_sum(odd),
+        "ip_packet(emit_segment) 1228 B data": lambda: ipv4.emit_ipv4(ipv4.Ipv4Packet(
+            a, b, 6, tcpseg.emit_segment(seg, a, b), ttl=64, ident=7)),
     }
+    one_step = getattr(tcpseg, "emit_ipv4_segment", None)  # issue 14; absent in older checkouts
+    if one_step is not None:
+        cases["tcp.emit_ipv4_segment 1228 B data"] = lambda: one_step(seg, a, b, 64, 7)
+    return cases
 
 
 def micro(seconds: float) -> None:

@@ -293,3 +293,12 @@ def test_run_out_records_exactly_the_udp_and_sctp_flows(stream: list[bytes]) -> 
         if s[0] != "error" and s[1] in (17, 132):
             want.add((s[0], s[1], s[2], s[4], s[3], s[5]))
     assert set(f._flows) == want
+
+
+@settings(max_examples=300)
+@given(st.one_of(segments, plain_segments), addrs4, addrs4, st.integers(0, 255), st.integers(0, 2**20))
+def test_emit_ipv4_segment_equals_the_two_step_emit(seg: TcpSegment, src: ipaddress.IPv4Address,
+                                                    dst: ipaddress.IPv4Address, ttl: int, ident: int) -> None:
+    from pytsnet.netstack.tcp.segment import emit_ipv4_segment
+    want = old_emit_ipv4(src, dst, 6, old_emit_tcp(seg, src, dst), ttl, ident, True, 0)
+    assert emit_ipv4_segment(seg, src, dst, ttl, ident) == want
