@@ -50,6 +50,7 @@ _PORTS = struct.Struct("!HH")
 _V4 = struct.Struct("!B5xB2xB2xII")  # version/IHL, flags/fragment-high, protocol, source, destination
 VERDICT_CACHE_SIZE = 4096
 _TRACKED = frozenset({PROTO_UDP, PROTO_SCTP})
+_U32 = struct.Struct("!I")
 _new = tuple.__new__
 _from_bytes = int.from_bytes
 
@@ -230,6 +231,13 @@ class Filter:
 
     def run_in(self, packet: bytes | bytearray | memoryview) -> bool:
         """True if the packet may reach the local stack; a drop is counted under its reason."""
+        if (len(packet) >= 40 and packet[0] == 0x45 and packet[9] == PROTO_TCP
+                and not (packet[6] & 0x3F or packet[7]) and (not packet[33] & TCP_SYN or packet[33] & TCP_ACK)
+                and (4, _U32.unpack_from(packet, 16)[0]) in self._local_hosts):
+            # The bulk of inbound traffic: IPv4 without options, TCP non-SYN, to one of our
+            # addresses. ``check`` would accept it on the same reads ("tcp non-syn").
+            self.accepted += 1
+            return True
         try:
             p = summarize(packet)
         except FilterParseError as e:

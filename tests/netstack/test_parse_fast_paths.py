@@ -270,7 +270,7 @@ def _summary(fn, packet: bytes):  # type: ignore[no-untyped-def]
 ip_ish = st.one_of(
     st.binary(max_size=80),
     st.tuples(st.sampled_from([0x45, 0x46, 0x60, 0x44]), st.binary(min_size=5, max_size=5),
-              st.sampled_from([0, 0x40, 0x20, 0x01]), st.binary(min_size=1, max_size=1),
+              st.sampled_from([0, 0x40, 0x20, 0x01]), st.binary(min_size=2, max_size=2),
               st.sampled_from([1, 6, 17, 58, 132, 99]), st.binary(min_size=0, max_size=70))
       .map(lambda t: bytes([t[0]]) + t[1] + bytes([t[2]]) + t[3] + bytes([t[4]]) + t[5]),
 )
@@ -302,3 +302,29 @@ def test_emit_ipv4_segment_equals_the_two_step_emit(seg: TcpSegment, src: ipaddr
     from pytsnet.netstack.tcp.segment import emit_ipv4_segment
     want = old_emit_ipv4(src, dst, 6, old_emit_tcp(seg, src, dst), ttl, ident, True, 0)
     assert emit_ipv4_segment(seg, src, dst, ttl, ident) == want
+
+
+tcp_ish = st.tuples(
+    st.sampled_from([0x45, 0x46, 0x55]), st.binary(min_size=5, max_size=5),
+    st.sampled_from([0, 0x40, 0x20, 0x01]),
+    st.binary(min_size=2, max_size=2), st.sampled_from([6, 17]), st.binary(min_size=6, max_size=6),
+    st.sampled_from([b"\x64\x40\x00\x02", b"\x64\x40\x00\x03", b"\x0a\x09\x00\x05"]),
+    st.binary(min_size=13, max_size=13),
+    st.sampled_from([0x02, 0x12, 0x10, 0x18, 0x01, 0x04, 0x00]), st.binary(max_size=30),
+).map(lambda t: bytes([t[0]]) + t[1] + bytes([t[2]]) + t[3] + bytes([t[4]]) + t[5] + t[6] + t[7]
+      + bytes([t[8]]) + t[9])
+
+
+@settings(max_examples=500)
+@given(st.one_of(tcp_ish, ip_ish))
+def test_run_in_fast_path_agrees_with_check(packet: bytes) -> None:
+    local = (ipaddress.ip_network("100.64.0.2/32"), ipaddress.ip_network("10.9.0.0/16"))
+    anywhere = ipaddress.ip_network("0.0.0.0/0")
+    rules = [pfilter.Rule((anywhere,), (pfilter.NetPortRange(anywhere, pfilter.PortRange(0, 100)),))]
+    f = pfilter.Filter(rules, local)
+    try:
+        want = f.check(pfilter.summarize(packet)) is None
+    except pfilter.FilterParseError:
+        want = False
+    assert f.run_in(packet) is want
+    assert f.accepted + sum(f.drops.values()) == 1
