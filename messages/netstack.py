@@ -35,6 +35,39 @@ class FlowSegmentsIn(Message, tag="netstack.flow_segments"):
     segments: tuple[Payload, ...]
 
 
+class FlowPacketsIn(Message, tag="netstack.flow_packets"):
+    """WireGuard engine -> one flow actor: whole IP packets of that flow (decrypted, filtered, headers
+    on), in arrival order. The fast path: the netstack actor is not on it (see ``FlowRoutes``)."""
+
+    packets: tuple[Payload, ...]
+
+    def payload_size(self) -> int:
+        return sum(map(len, self.packets))
+
+
+RouteKey = tuple[int, int, int, int, int]
+"""A flow's inbound 4-tuple as the engine's filter summary reads it: (IP version, remote address as an
+int, remote port, local address as an int, local port)."""
+
+
+class FlowRoutes(Message, tag="netstack.flow_routes"):
+    """Netstack actor -> WireGuard engine: which TCP flows take the fast path (``FlowPacketsIn``).
+
+    ``reset``: ``add`` is the whole table (sent on every netstack start and on ``FlowRoutesRequest``);
+    else a change since the last message. Correctness never depends on it arriving: a packet with no
+    route goes to the netstack actor, which demultiplexes it as before; a route to a flow that ended
+    fails its tell (``ActorStopped``) and the packet goes to the netstack actor too."""
+
+    reset: bool = False
+    add: tuple[tuple[RouteKey, str], ...] = ()
+    """(key, flow actor name): the engine looks the name up once, here."""
+    remove: tuple[RouteKey, ...] = ()
+
+
+class FlowRoutesRequest(Message, tag="netstack.flow_routes_request"):
+    """A (re)started engine asks the netstack for the whole ``FlowRoutes`` table."""
+
+
 class FlowTick(Message, tag="netstack.flow_tick"):
     """A flow's timer fired: run ``TcpConnection.poll``."""
 

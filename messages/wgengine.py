@@ -133,6 +133,10 @@ class WgStatus(Message, tag="wgengine.status"):
     device_drops: dict[str, int] = {}
     filter_drops: dict[str, int] = {}
     packets_in: int = 0
+    packets_to_flows: int = 0
+    """Of ``packets_in``: handed straight to a TCP flow actor (the fast path, ``FlowRoutes``)."""
+    flow_routes: int = 0
+    """TCP flows the engine can reach directly now."""
     packets_out: int = 0
     work: dict[str, int] = {}
     """What handshakes cost: ``handshake_dh`` (initiations that got a DH), ``cookie_replies``."""

@@ -30,8 +30,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pytsnet.netstack import icmp, ipv4, ipv6, udp
+from pytsnet.netstack.checksum import verify
 from pytsnet.netstack.config import IPAddress, StackConfig
-from pytsnet.netstack.errors import AddressInUse, ParseError, SocketError, WouldBlock
+from pytsnet.netstack.errors import (
+    AddressInUse,
+    Ipv4ParseError,
+    Ipv6ParseError,
+    ParseError,
+    SocketError,
+    WouldBlock,
+)
 from pytsnet.netstack.tcp import segment as tcpseg
 from pytsnet.netstack.tcp import syncookie
 from pytsnet.netstack.tcp.connection import DEFAULT_MSS_V4, DEFAULT_MSS_V6, TcpConfig, TcpConnection, TcpState
@@ -598,6 +606,48 @@ def ip_packet(src: IPAddress, dst: IPAddress, proto: int, payload: bytes, ttl: i
                                               ttl=ttl, ident=ident))
     return ipv6.emit_ipv6(ipv6.Ipv6Packet(src, dst, proto, payload,  # type: ignore[arg-type]
                                           hop_limit=ttl))
+
+
+def tcp_payload(raw: bytes | bytearray | memoryview) -> memoryview:
+    """The TCP segment inside an IP packet whose route is already known (the engine's fast path to a
+    flow): the IP checks ``Stack.receive`` makes, without its address objects or payload copy.
+
+    The router read the 4-tuple and the protocol from these very bytes, so only what it did not
+    check is checked here: the IPv4 header checksum and lengths, or the IPv6 payload length and
+    next header (TCP, no extension headers). ``ParseError`` (an ``Ipv4ParseError``/``Ipv6ParseError``)
+    for anything ``Stack.receive`` would have dropped.
+    """
+    n = len(raw)
+    if n < 1:
+        raise ParseError("empty")
+    version = raw[0] >> 4
+    if version == 4:
+        if n < ipv4.HEADER_LEN:
+            raise Ipv4ParseError("ipv4_truncated", f"{n} bytes")
+        ihl = (raw[0] & 0x0F) * 4
+        total = raw[2] << 8 | raw[3]
+        if ihl < ipv4.HEADER_LEN:
+            raise Ipv4ParseError("ipv4_header_len", str(ihl))
+        if total < ihl or total > n:
+            raise Ipv4ParseError("ipv4_total_len", f"{total} with header {ihl}, buffer {n}")
+        view = memoryview(raw)
+        if not verify(view[:ihl]):
+            raise Ipv4ParseError("ipv4_checksum")
+        if raw[6] & 0x3F or raw[7]:  # MF or a fragment offset
+            raise Ipv4ParseError("ipv4_fragment")
+        if raw[9] != PROTO_TCP:
+            raise Ipv4ParseError("ipv4_protocol", str(raw[9]))
+        return view[ihl:total]
+    if version == 6:
+        if n < ipv6.HEADER_LEN:
+            raise Ipv6ParseError("ipv6_truncated", f"{n} bytes")
+        plen = raw[4] << 8 | raw[5]
+        if ipv6.HEADER_LEN + plen > n:
+            raise Ipv6ParseError("ipv6_payload_len", f"{plen} in a buffer of {n}")
+        if raw[6] != PROTO_TCP:
+            raise Ipv6ParseError("ipv6_next_header", str(raw[6]))
+        return memoryview(raw)[ipv6.HEADER_LEN:ipv6.HEADER_LEN + plen]
+    raise ParseError("ip_version", str(version))
 
 
 def emit_tcp_packet(seg: TcpSegment, local: IPAddress, remote: IPAddress, ttl: int, ident: int) -> bytes:

@@ -45,6 +45,7 @@ from pytsnet.actors.runtime import (
     MailboxFull,
     MailboxPolicy,
     Restart,
+    UnhandledMessage,
     handles,
 )
 from pytsnet.actors.runtime.logs import subsystem_logger
@@ -52,6 +53,8 @@ from pytsnet.messages.netstack import (
     AbortAllFlows,
     FlowAbort,
     FlowClosed,
+    FlowRoutes,
+    FlowRoutesRequest,
     FlowsAborted,
     FlowSegmentIn,
     FlowSegmentsIn,
@@ -61,6 +64,7 @@ from pytsnet.messages.netstack import (
     NetstackReply,
     NetstackStatus,
     NetstackStatusRequest,
+    RouteKey,
     StackTick,
     TcpConnect,
     TcpListen,
@@ -128,6 +132,10 @@ class NetstackActor(Actor):
         self._timer_at: float | None = None
         self.adopted = 0
         """Flows this incarnation took over from an earlier one (0 on a first start)."""
+        self._routes_on = True  # until the sink refuses FlowRoutes (a TUN link has no fast path)
+        self._routes_reset = True  # the next FlowRoutes carries the whole table
+        self._routes_add: list[tuple[RouteKey, str]] = []
+        self._routes_remove: list[RouteKey] = []
 
     def on_start(self) -> None:
         self.stack = Stack(self.config, tcp_config=self.tcp_config)
@@ -139,6 +147,7 @@ class NetstackActor(Actor):
         if self._sup is None:
             raise RuntimeError(f"{self.name}: no flows supervisor {self.flows_name!r}")
         self._adopt()
+        self._publish_routes()
 
     def _adopt(self) -> None:
         """Rebuild the demux tables from what outlived the last incarnation (nothing on a first start):
@@ -223,6 +232,7 @@ class NetstackActor(Actor):
             while (got := ep.recvfrom()) is not None:
                 dch.push(got[0], (str(got[1][0]), got[1][1]))
         emit_packets(self.sink, self.out_message, self.out_batch, stack.poll(now))
+        self._publish_routes()
         d = stack.next_deadline()
         if d is not None and (self._timer_at is None or d < self._timer_at):
             if self._timer is not None:
@@ -255,7 +265,40 @@ class NetstackActor(Actor):
         self.registry.add_flow(FlowRecord(name, key, ref, ch), dialed=dialed)
         self.flows[name] = (key, ref)
         self._by_key[key] = ref
+        if self._routes_on and not self._routes_reset:
+            self._routes_add.append((_route_key(key), name))
         return ch
+
+    # -- the engine's fast path ----------------------------------------------------------------------
+    @handles(FlowRoutesRequest)
+    def on_routes_request(self, msg: FlowRoutesRequest) -> None:
+        """A (re)started engine has no routes: send it the whole table."""
+        self._routes_on = True
+        self._routes_reset = True
+        self._publish_routes()
+
+    def _publish_routes(self) -> None:
+        """Tell the sink (the engine) which flows it may deliver to directly: the changes since the
+        last message, or the whole table after a start, a request or a message that did not get
+        through (a full engine mailbox drops it; a lost route only costs the fast path, see
+        ``FlowRoutes``)."""
+        if not self._routes_on:
+            return
+        if self._routes_reset:
+            table = tuple((_route_key(k), name) for name, (k, _) in self.flows.items())
+            msg = FlowRoutes(reset=True, add=table)
+        elif self._routes_add or self._routes_remove:
+            msg = FlowRoutes(add=tuple(self._routes_add), remove=tuple(self._routes_remove))
+        else:
+            return
+        self._routes_add.clear()
+        self._routes_remove.clear()
+        try:
+            self._routes_reset = not self.sink.tell(msg)
+        except UnhandledMessage:  # a link without a fast path (the TUN link, test rigs)
+            self._routes_on = False
+        except (ActorStopped, MailboxFull):
+            self._routes_reset = True  # the next incarnation asks; else the next publish resends all
 
     @handles(FlowClosed)
     def on_flow_closed(self, msg: FlowClosed) -> None:
@@ -265,6 +308,8 @@ class NetstackActor(Actor):
             return
         key, _ = entry
         self._by_key.pop(key, None)
+        if self._routes_on and not self._routes_reset:
+            self._routes_remove.append(_route_key(key))
         now = self.clock.monotonic()
         self.stack.release(key, msg.time_wait, now)
         self._after(now)
@@ -321,6 +366,7 @@ class NetstackActor(Actor):
         entry = self.listeners.get(msg.port)
         if entry is not None:
             self._drain_listener(entry[0], entry[1], self.clock.monotonic())
+            self._publish_routes()
 
     @handles(TcpConnect)
     def on_connect(self, msg: TcpConnect) -> NetstackReply:
@@ -330,6 +376,7 @@ class NetstackActor(Actor):
         except (NetstackError, ValueError) as e:
             return _failure(e)
         ch = self._spawn_flow(conn, dialed=True)
+        self._publish_routes()  # the engine hears of the route an RTT before the SYN-ACK comes
         return NetstackReply(ok=True, flow=ch.name, port=conn.local[1])
 
     @handles(UdpBind)
@@ -368,6 +415,12 @@ class NetstackActor(Actor):
     @property
     def flow_count(self) -> int:
         return len(self.flows)
+
+
+def _route_key(key: FlowKey) -> RouteKey:
+    """A flow's key as the engine's filter summary reads an inbound packet of it (addresses as ints)."""
+    _, local, lport, remote, rport = key
+    return (local.version, int(remote), rport, int(local), lport)
 
 
 def _failure(e: Exception) -> NetstackReply:

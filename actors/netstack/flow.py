@@ -1,6 +1,9 @@
 """``TcpFlowActor``: one supervised actor per TCP connection, owning its ``TcpConnection`` and timers.
 
-The netstack actor hands it raw segments (``FlowSegmentIn``); the flow parses them, drives the
+The WireGuard engine hands it the IP packets of its 4-tuple (``FlowPacketsIn``, the fast path
+routed by the netstack's ``FlowRoutes``); the netstack actor hands it raw segments
+(``FlowSegmentIn``) of packets that came another way (a TUN link, or before the engine heard of
+the flow); the flow parses them, drives the
 sans-IO connection, writes its output straight to the link sink, and moves bytes between the
 connection's bounded buffers and the app's ``FlowChannel``. Timers are lazy: one pending
 ``FlowTick`` at the earliest deadline (an early tick just re-arms).
@@ -23,12 +26,14 @@ from pytsnet.messages.netstack import (
     FlowAbort,
     FlowAppWake,
     FlowClosed,
+    FlowPacketsIn,
     FlowSegmentIn,
     FlowSegmentsIn,
     FlowTick,
     LinkPacketOut,
 )
-from pytsnet.netstack.interface import emit_tcp_packet
+from pytsnet.netstack.errors import ParseError
+from pytsnet.netstack.interface import emit_tcp_packet, tcp_payload
 from pytsnet.netstack.tcp import segment as tcpseg
 from pytsnet.netstack.tcp.connection import TcpConnection, TcpState
 from pytsnet.netstack.tcp.errors import TcpParseError
@@ -112,6 +117,24 @@ class TcpFlowActor(Actor):
             try:
                 seg = tcpseg.parse_segment(data, self.remote, self.local)
             except TcpParseError:
+                self.bad_segments += 1
+                continue
+            conn.on_segment(seg, now)
+        self._pump()
+
+    @handles(FlowPacketsIn)
+    def on_packets(self, msg: FlowPacketsIn) -> None:
+        """A burst straight from the WireGuard engine (the fast path): whole IP packets the engine
+        routed here by their 4-tuple. The IP header is checked and stripped without a copy, the
+        segment parsed once, then one pump as for ``FlowSegmentsIn``."""
+        if self._done:
+            return
+        conn, now = self.conn, self.clock.monotonic()
+        remote, local = self.remote, self.local
+        for data in msg.packets:
+            try:
+                seg = tcpseg.parse_segment(tcp_payload(data), remote, local)
+            except (ParseError, TcpParseError):
                 self.bad_segments += 1
                 continue
             conn.on_segment(seg, now)

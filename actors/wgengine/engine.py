@@ -57,6 +57,7 @@ from pytsnet.messages.magicsock import (
     WgLiveIndexes,
     WgLiveIndexesRequest,
 )
+from pytsnet.messages.netstack import FlowPacketsIn, FlowRoutes, FlowRoutesRequest, RouteKey
 from pytsnet.messages.peers import PeersChanged
 from pytsnet.messages.wgengine import (
     CapturedPackets,
@@ -76,7 +77,7 @@ from pytsnet.messages.wgengine import (
     WgStatus,
     WgTick,
 )
-from pytsnet.netstack.filter import Filter
+from pytsnet.netstack.filter import PROTO_TCP, Filter, FilterParseError, summarize
 from pytsnet.wire.keys import KeyParseError, NodePrivate, NodePublic
 from pytsnet.wire.pcap import CapturePath
 from pytsnet.wire.wireguard.constants import TAILSCALE_PERSISTENT_KEEPALIVE
@@ -135,8 +136,11 @@ class WgEngine(Actor):
         self._timer: TimerHandle | None = None
         self._timer_at: float | None = None
         self._sink_batches = True  # until the sink refuses IpPacketsIn
+        self._routes: dict[RouteKey, ActorRef] = {}
+        """The fast path: TCP flows the netstack published (``FlowRoutes``), by inbound 4-tuple."""
         self._magicsock_batches = True  # until magicsock refuses WgDatagramsOut
         self.packets_in = 0
+        self.packets_to_flows = 0
         self.packets_out = 0
         self._handshakes: deque[_Handshake] = deque()
         self._handshake_bytes = 0
@@ -158,6 +162,10 @@ class WgEngine(Actor):
         self._apply(self._config)
         self._publish_indexes()  # a new incarnation has no sessions: magicsock forgets the old ones
         self._tell_magicsock(WgHandshakeQueueFull(full=False))  # nor a full handshake queue
+        sink = self._ref(self._sink_name)
+        if sink is not None:  # a restart: the routes died with the last incarnation (a first start
+            with contextlib.suppress(ActorStopped, MailboxFull, UnhandledMessage):  # has no sink yet)
+                sink.tell(FlowRoutesRequest())
 
     def on_stop(self, reason: StopReason) -> None:
         if self._timer is not None:
@@ -223,6 +231,19 @@ class WgEngine(Actor):
             run_out(data)
         self.device.send_many(msg.packets, self.clock.monotonic())
         self._flush()
+
+    @handles(FlowRoutes)
+    def on_routes(self, msg: FlowRoutes) -> None:
+        """The netstack's flow table changed: resolve each new flow's name to its ref once, here."""
+        routes = self._routes
+        if msg.reset:
+            routes.clear()
+        for key in msg.remove:
+            routes.pop(key, None)
+        for key, name in msg.add:
+            ref = self._ref(name)
+            if ref is not None and ref.is_alive:
+                routes[key] = ref
 
     @handles(WgDatagramIn)
     def on_datagram_in(self, msg: WgDatagramIn) -> None:
@@ -358,7 +379,8 @@ class WgEngine(Actor):
         return WgStatus(
             peers=peers, device_drops={**self.device.drops, **self.drops},
             filter_drops=dict(self.filter.drops),
-            packets_in=self.packets_in, packets_out=self.packets_out,
+            packets_in=self.packets_in, packets_to_flows=self.packets_to_flows,
+            flow_routes=len(self._routes), packets_out=self.packets_out,
             work=dict(self.device.work), handshake_queue=len(self._handshakes),
             handshake_queue_bytes=self._handshake_bytes,
             under_load=self._under_load_until > self.clock.monotonic(),
@@ -386,15 +408,7 @@ class WgEngine(Actor):
         packets = device.received_packets()
         if packets:
             self._capture(CapturePath.FROM_PEER, tuple(pkt for _, pkt in packets))
-            run_in = self.filter.run_in
-            sink = self._sink or self._ref(self._sink_name)
-            self._sink = sink
-            passed = tuple(pkt for _, pkt in packets if run_in(pkt))
-            if sink is None:
-                device.drops["no_sink"] += len(passed)
-            elif passed:
-                self._deliver(sink, passed)
-                self.packets_in += len(passed)
+            self._receive_plain(packets)
         if log.isEnabledFor(logging.DEBUG):  # handshake events: status shows them; here, a debug line
             for peer, ev in device.events():
                 log.debug("peer %s: %s", peer.short_string(), type(ev).__name__)
@@ -410,6 +424,60 @@ class WgEngine(Actor):
         with contextlib.suppress(ActorStopped, MailboxFull):
             writer.tell(CapturedPackets.model_construct(path=int(path), when=self.clock.time(),
                                                         packets=packets))
+
+    def _receive_plain(self, packets: list[tuple[NodePublic, bytes]]) -> None:
+        """Filter decrypted packets, then hand each to its flow actor if the netstack published a
+        route for its 4-tuple (one ``FlowPacketsIn`` per flow per burst), the rest to the netstack.
+
+        The filter's header summary is the only parse here and it gives the route key too. A route
+        whose flow has ended (its tell fails) is forgotten and its packets go to the netstack, which
+        answers them as the Stack does for a closed or TIME_WAIT 4-tuple.
+        """
+        flt = self.filter
+        drops, check, routes = flt.drops, flt.check, self._routes
+        to_sink: list[bytes] = []
+        by_flow: dict[RouteKey, list[bytes]] = {}
+        for _, pkt in packets:
+            try:  # Filter.run_in, keeping the summary
+                p = summarize(pkt)
+            except FilterParseError as e:
+                drops["fragment" if e.detail == "fragment" else "junk"] += 1
+                continue
+            reason = check(p)
+            if reason is not None:
+                drops[reason] += 1
+                continue
+            if routes and p.proto == PROTO_TCP:
+                key = (p.version, p.src, p.sport, p.dst, p.dport)
+                if key in routes:
+                    got = by_flow.get(key)
+                    if got is None:
+                        by_flow[key] = [pkt]
+                    else:
+                        got.append(pkt)
+                    continue
+            to_sink.append(pkt)
+        passed = len(to_sink)
+        for key, pkts in by_flow.items():
+            passed += len(pkts)
+            try:
+                routes[key].tell(FlowPacketsIn.model_construct(packets=tuple(pkts)))
+                self.packets_to_flows += len(pkts)
+            except ActorStopped:  # the flow ended: the netstack's remove is on its way
+                del routes[key]
+                to_sink.extend(pkts)
+            except MailboxFull:  # as a full NIC ring: TCP retransmits
+                self.drops["flow_mailbox_full"] = self.drops.get("flow_mailbox_full", 0) + len(pkts)
+        flt.accepted += passed
+        if to_sink:
+            sink = self._sink or self._ref(self._sink_name)
+            self._sink = sink
+            if sink is None:
+                self.device.drops["no_sink"] += len(to_sink)
+                passed -= len(to_sink)
+            else:
+                self._deliver(sink, tuple(to_sink))
+        self.packets_in += passed
 
     def _deliver(self, sink: ActorRef, packets: tuple[bytes, ...]) -> None:
         """To the netstack: a burst as one ``IpPacketsIn`` (one mailbox hop and wakeup)."""
