@@ -33,7 +33,7 @@ from pytsnet.messages.netstack import (
     LinkPacketOut,
 )
 from pytsnet.netstack.errors import ParseError
-from pytsnet.netstack.interface import emit_tcp_packet, tcp_payload
+from pytsnet.netstack.interface import TcpPacketEmitter, tcp_payload
 from pytsnet.netstack.tcp import segment as tcpseg
 from pytsnet.netstack.tcp.connection import TcpConnection, TcpState
 from pytsnet.netstack.tcp.errors import TcpParseError
@@ -79,6 +79,7 @@ class TcpFlowActor(Actor):
         self.local = conn.local[0]
         self.remote = conn.remote[0]
         self._ident = conn.local[1] * 7919 & 0xFFFF
+        self._emitter = TcpPacketEmitter(self.local, self.remote, ttl)
         self._timer: TimerHandle | None = None
         self._timer_at: float | None = None
         self._done = False
@@ -225,10 +226,10 @@ class TcpFlowActor(Actor):
 
     def _emit(self, segs: list[tcpseg.TcpSegment]) -> None:
         packets = []
-        local, remote, ttl, ident = self.local, self.remote, self.ttl, self._ident
+        emit, ident = self._emitter.emit, self._ident
         for seg in segs:
             ident = (ident + 1) & 0xFFFF
-            packets.append(emit_tcp_packet(seg, local, remote, ttl, ident))
+            packets.append(emit(seg, ident))
         self._ident = ident
         emit_packets(self.sink, self.out_message, self.out_batch, packets)
 
