@@ -28,11 +28,17 @@ class FlowSegmentIn(Message, tag="netstack.flow_segment"):
 
     data: Payload
 
+    def payload_size(self) -> int:
+        return len(self.data)
+
 
 class FlowSegmentsIn(Message, tag="netstack.flow_segments"):
     """Several ``FlowSegmentIn`` for one flow from one burst of inbound packets, in order."""
 
     segments: tuple[Payload, ...]
+
+    def payload_size(self) -> int:
+        return sum(map(len, self.segments))
 
 
 class FlowPacketsIn(Message, tag="netstack.flow_packets"):

@@ -19,7 +19,8 @@ spec, ``dataplane_spec``: the supervisor, engine, magicsock and ``netstack_spec`
 key, our addresses and the DERP map, which only the first netmap brings, so the bridge builds it
 (through ``build_dataplane``) rather than the node supervisor; a new node key, address set or DERP
 map rebuilds it, and its actors' restart memory is forgotten first.
-Packets go UDP socket → magicsock.udp → wgengine → netstack → flow actor, and back.
+Packets go UDP socket → magicsock.udp → wgengine → flow actor (established TCP flows, by the routes
+the netstack publishes) or netstack (everything else), and back: flow actor → wgengine → magicsock.
 """
 
 from __future__ import annotations

@@ -2,9 +2,12 @@
 
 Inbound IP packets (``LinkPacketIn``, or the WireGuard engine's ``IpPacketIn``) go into
 ``Stack.receive``; segments of established TCP flows come back out of ``take_flow_segments`` and are
-told to that flow's ``TcpFlowActor``. Handshakes, listeners' backlogs, UDP, ICMP, RSTs for closed
-ports and TIME_WAIT stay in the Stack. The link sink is any actor accepting ``out_message(data=...)``:
-the TUN link in tests, the WireGuard engine in the device.
+told to that flow's ``TcpFlowActor``. With the engine as sink that is the slow path: this actor
+publishes its flow table to the engine (``FlowRoutes``: changes as flows are spawned and closed, the
+whole table on start and on request), and the engine hands a known flow's packets to its actor
+itself, so bulk data skips this actor's mailbox, thread and IP parse. Handshakes, listeners'
+backlogs, UDP, ICMP, RSTs for closed ports and TIME_WAIT stay in the Stack. The link sink is any
+actor accepting ``out_message(data=...)``: the TUN link in tests, the WireGuard engine in the device.
 
 Supervision (``netstack_spec`` in ``actors/netstack/subtree.py``): this actor and its flows
 supervisor are siblings under the netstack's own supervisor, so a crash here restarts only this
@@ -103,7 +106,9 @@ except ImportError:
     _BATCH_OF = {}
 
 _flow_ids = itertools.count(1)
-_FLOW_MAILBOX = MailboxConfig(8192, MailboxPolicy.FAIL)
+_FLOW_MAILBOX = MailboxConfig(8192, MailboxPolicy.FAIL, max_bytes=2 << 20)
+"""The engine and this actor deliver a flow's packets here: 8x the default receive window in bytes (a
+peer sending within the window never reaches it; a flood of one 4-tuple is refused and counted)."""
 
 
 class NetstackActor(Actor):

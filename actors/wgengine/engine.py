@@ -2,8 +2,16 @@
 
 A thin driver around two sans-IO cores: ``wire.wireguard.device.Device`` (peers, handshakes,
 routing, anti-spoofing) and ``netstack.filter.Filter``. Inbound: ``WgDatagramIn`` -> decrypt ->
-filter -> ``IpPacketIn`` to the sink (the netstack). Outbound: ``IpPacketOut`` -> record the flow
--> route -> encrypt -> ``WgDatagramOut`` to magicsock. WireGuard timers run on the system clock at
+filter -> the packet's TCP flow actor (``FlowPacketsIn``) when the netstack published a route for
+its 4-tuple (``FlowRoutes``), else ``IpPacketIn`` to the sink (the netstack: SYNs, UDP, ICMP,
+unknown 4-tuples). Outbound: ``IpPacketOut`` (from the flows and the netstack) -> record the flow
+-> route -> encrypt -> ``WgDatagramOut`` to magicsock.
+
+The fast path keeps the supervision design: the netstack stays the only owner of the flow table and
+tells us each change (a restarted engine asks for the whole table, ``FlowRoutesRequest``), flows stay
+separate actors (a poison packet kills its flow, not the engine: we only look up a dict), and a
+route that went stale costs speed, never correctness (a dead flow's tell fails and its packets go
+to the netstack, which answers them from its Stack as before). WireGuard timers run on the system clock at
 the device's aggregated deadline, so an idle tunnel keeps its keepalives and rekeys.
 
 Bursts travel as one message per hop (``IpPacketsOut``/``IpPacketsIn``, ``WgDatagramsIn``/``Out``):
