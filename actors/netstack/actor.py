@@ -76,9 +76,9 @@ from pytsnet.messages.netstack import (
     UdpClose,
     UdpSendTo,
 )
-from pytsnet.netstack.config import StackConfig
+from pytsnet.netstack.config import IPAddress, StackConfig
 from pytsnet.netstack.errors import NetstackError
-from pytsnet.netstack.interface import FlowKey, Stack, TcpListener, UdpEndpoint
+from pytsnet.netstack.interface import FlowKey, Stack, TcpListener, TcpPacketEmitter, UdpEndpoint
 from pytsnet.netstack.tcp.connection import TcpConfig, TcpConnection
 
 if TYPE_CHECKING:
@@ -106,6 +106,7 @@ except ImportError:
     _BATCH_OF = {}
 
 _flow_ids = itertools.count(1)
+_MAX_EMITTERS = 4096
 _FLOW_MAILBOX = MailboxConfig(8192, MailboxPolicy.FAIL, max_bytes=2 << 20)
 """The engine and this actor deliver a flow's packets here: 8x the default receive window in bytes (a
 peer sending within the window never reaches it; a flood of one 4-tuple is refused and counted)."""
@@ -141,6 +142,7 @@ class NetstackActor(Actor):
         self._routes_reset = True  # the next FlowRoutes carries the whole table
         self._routes_add: list[tuple[RouteKey, str]] = []
         self._routes_remove: list[RouteKey] = []
+        self._emitters: dict[tuple[IPAddress, IPAddress], TcpPacketEmitter] = {}
 
     def on_start(self) -> None:
         self.stack = Stack(self.config, tcp_config=self.tcp_config)
@@ -265,14 +267,27 @@ class NetstackActor(Actor):
                          self.channel_limit)
         assert self._sup is not None
         ref = self.system.spawn(TcpFlowActor, conn, ch, self.sink, self.ref, self.out_message,
-                                self.config.ip_ttl, self.out_batch, name=name, parent=self._sup,
-                                dispatcher="pool", restart=Restart.NEVER, mailbox=_FLOW_MAILBOX)
+                                self.config.ip_ttl, self.out_batch, self._emitter(conn), name=name,
+                                parent=self._sup, dispatcher="pool", restart=Restart.NEVER,
+                                mailbox=_FLOW_MAILBOX)
         self.registry.add_flow(FlowRecord(name, key, ref, ch), dialed=dialed)
         self.flows[name] = (key, ref)
         self._by_key[key] = ref
         if self._routes_on and not self._routes_reset:
             self._routes_add.append((_route_key(key), name))
         return ch
+
+    def _emitter(self, conn: TcpConnection) -> TcpPacketEmitter:
+        """One header template per address pair, shared by its flows (it holds no per-flow state):
+        10,000 flows to one peer cost one template. Bounded: a full cache starts over (the flows
+        keep theirs)."""
+        pair = (conn.local[0], conn.remote[0])
+        emitter = self._emitters.get(pair)
+        if emitter is None:
+            if len(self._emitters) >= _MAX_EMITTERS:
+                self._emitters.clear()
+            emitter = self._emitters[pair] = TcpPacketEmitter(pair[0], pair[1], self.config.ip_ttl)
+        return emitter
 
     # -- the engine's fast path ----------------------------------------------------------------------
     @handles(FlowRoutesRequest)

@@ -68,7 +68,7 @@ def emit_packets(sink: ActorRef, one: type[Message], batch: type[Message] | None
 class TcpFlowActor(Actor):
     def __init__(self, conn: TcpConnection, channel: FlowChannel, sink: ActorRef, netstack: ActorRef,
                  out_message: type[Message] = LinkPacketOut, ttl: int = 64,
-                 out_batch: type[Message] | None = None) -> None:
+                 out_batch: type[Message] | None = None, emitter: TcpPacketEmitter | None = None) -> None:
         self.conn = conn
         self.ch = channel
         self.sink = sink
@@ -79,7 +79,7 @@ class TcpFlowActor(Actor):
         self.local = conn.local[0]
         self.remote = conn.remote[0]
         self._ident = conn.local[1] * 7919 & 0xFFFF
-        self._emitter = TcpPacketEmitter(self.local, self.remote, ttl)
+        self._emitter = emitter or TcpPacketEmitter(self.local, self.remote, ttl)
         self._timer: TimerHandle | None = None
         self._timer_at: float | None = None
         self._done = False
