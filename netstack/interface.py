@@ -28,7 +28,8 @@ import random
 import secrets
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 from pytsnet.netstack import icmp, ipv4, ipv6, udp
 from pytsnet.netstack.checksum import verify
@@ -651,45 +652,54 @@ def tcp_payload(raw: bytes | bytearray | memoryview) -> memoryview:
     raise ParseError("ip_version", str(version))
 
 
+@dataclass(frozen=True, slots=True)
 class TcpPacketEmitter:
-    """``emit_tcp_packet`` for one detached flow, with the IP header's constant part computed once.
+    """``emit_tcp_packet`` for one address pair, with the IP header's constant part computed once.
 
     Every packet of a flow has the same addresses, TTL and protocol; only the length and the IPv4
     identification change, so the header checksum is the precomputed sum of the constant words plus
     those two (RFC 1071 is a sum: RFC 1624's incremental update). The bytes are exactly
-    ``emit_tcp_packet``'s, without its per-packet ``Ipv4Packet`` and header checksum pass.
+    ``emit_tcp_packet``'s, without its per-packet ``Ipv4Packet`` and header checksum pass. Frozen and
+    stateless (the identification is the caller's), so the flows of one address pair share one.
     """
 
-    __slots__ = ("_const", "_local", "_prefix", "_remote", "_ttl", "_v4")
+    local: IPAddress
+    remote: IPAddress
+    ttl: int
+    prefix: bytes = field(init=False)
+    """Source and destination addresses, packed."""
+    const: int = field(init=False)
+    """The unfolded sum of the IPv4 header's constant words (0 for IPv6: no header checksum)."""
 
-    _V4 = struct.Struct("!BBHHHBBH8s")
-    _V6 = struct.Struct("!IHBB32s")
+    _V4: ClassVar[struct.Struct] = struct.Struct("!BBHHHBBH8s")
+    _V6: ClassVar[struct.Struct] = struct.Struct("!IHBB32s")
 
-    def __init__(self, local: IPAddress, remote: IPAddress, ttl: int) -> None:
+    def __post_init__(self) -> None:
+        local, remote = self.local, self.remote
         if local.version != remote.version:
             raise ValueError("local and remote addresses of different families")
-        self._local, self._remote, self._ttl = local, remote, ttl
-        self._v4 = local.version == 4
-        self._prefix = local.packed + remote.packed
-        const = (0x45 << 8) + ipv4.FLAG_DF + (ttl << 8 | PROTO_TCP)
-        if self._v4:
-            const += sum(int.from_bytes(self._prefix[i:i + 2], "big") for i in range(0, 8, 2))
-        self._const = const
+        prefix = local.packed + remote.packed
+        const = 0
+        if local.version == 4:
+            const = (0x45 << 8) + ipv4.FLAG_DF + (self.ttl << 8 | PROTO_TCP)
+            const += sum(int.from_bytes(prefix[i:i + 2], "big") for i in range(0, 8, 2))
+        object.__setattr__(self, "prefix", prefix)
+        object.__setattr__(self, "const", const)
 
     def emit(self, seg: TcpSegment, ident: int) -> bytes:
-        segment = tcpseg.emit_segment(seg, self._local, self._remote)
-        if not self._v4:
-            return self._V6.pack(ipv6.VERSION << 28, len(segment), PROTO_TCP, self._ttl,
-                                 self._prefix) + segment
+        segment = tcpseg.emit_segment(seg, self.local, self.remote)
+        if not self.const:
+            return self._V6.pack(ipv6.VERSION << 28, len(segment), PROTO_TCP, self.ttl,
+                                 self.prefix) + segment
         total = ipv4.HEADER_LEN + len(segment)
         if total > 0xFFFF:
             raise ValueError(f"IPv4 datagram of {total} bytes")
         ident &= 0xFFFF
-        s = self._const + total + ident
+        s = self.const + total + ident
         s = (s & 0xFFFF) + (s >> 16)
         s = (s & 0xFFFF) + (s >> 16)
-        return self._V4.pack(0x45, 0, total, ident, ipv4.FLAG_DF, self._ttl, PROTO_TCP, ~s & 0xFFFF,
-                             self._prefix) + segment
+        return self._V4.pack(0x45, 0, total, ident, ipv4.FLAG_DF, self.ttl, PROTO_TCP, ~s & 0xFFFF,
+                             self.prefix) + segment
 
 
 def emit_tcp_packet(seg: TcpSegment, local: IPAddress, remote: IPAddress, ttl: int, ident: int) -> bytes:
