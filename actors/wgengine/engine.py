@@ -145,6 +145,7 @@ class WgEngine(Actor):
         self._timer_at: float | None = None
         self._sink_batches = True  # until the sink refuses IpPacketsIn
         self._routes: dict[RouteKey, ActorRef] = {}
+        self._routes_wanted = False  # the netstack has not yet been asked for its table
         """The fast path: TCP flows the netstack published (``FlowRoutes``), by inbound 4-tuple."""
         self._magicsock_batches = True  # until magicsock refuses WgDatagramsOut
         self.packets_in = 0
@@ -170,10 +171,7 @@ class WgEngine(Actor):
         self._apply(self._config)
         self._publish_indexes()  # a new incarnation has no sessions: magicsock forgets the old ones
         self._tell_magicsock(WgHandshakeQueueFull(full=False))  # nor a full handshake queue
-        sink = self._ref(self._sink_name)
-        if sink is not None:  # a restart: the routes died with the last incarnation (a first start
-            with contextlib.suppress(ActorStopped, MailboxFull, UnhandledMessage):  # has no sink yet)
-                sink.tell(FlowRoutesRequest())
+        self._routes_wanted = not self._ask_routes()  # a restart: the routes died with the last incarnation
 
     def on_stop(self, reason: StopReason) -> None:
         if self._timer is not None:
@@ -243,11 +241,25 @@ class WgEngine(Actor):
         self.device.send_many(msg.packets, self.clock.monotonic())
         self._flush()
 
+    def _ask_routes(self) -> bool:
+        """Ask the netstack for its whole flow table; False if it could not be told (not started yet,
+        a full mailbox, or a sink without routes): asked again on the next packet for the sink."""
+        sink = self._ref(self._sink_name)
+        if sink is None:
+            return False
+        try:
+            return sink.tell(FlowRoutesRequest())
+        except UnhandledMessage:  # a sink without a fast path (test rigs): never ask again
+            return True
+        except (ActorStopped, MailboxFull):
+            return False
+
     @handles(FlowRoutes)
     def on_routes(self, msg: FlowRoutes) -> None:
         """The netstack's flow table changed: resolve each new flow's name to its ref once, here."""
         routes = self._routes
         if msg.reset:
+            self._routes_wanted = False
             routes.clear()
         for key in msg.remove:
             routes.pop(key, None)
@@ -481,6 +493,8 @@ class WgEngine(Actor):
                 self.drops["flow_mailbox_full"] = self.drops.get("flow_mailbox_full", 0) + len(pkts)
         flt.accepted += passed
         if to_sink:
+            if self._routes_wanted:
+                self._routes_wanted = not self._ask_routes()
             sink = self._sink or self._ref(self._sink_name)
             self._sink = sink
             if sink is None:

@@ -14,7 +14,7 @@ from wgengine_rig import Node, make_pair
 
 from pytsnet.actors.runtime import Actor, FaultInjector, handles
 from pytsnet.messages.netstack import FlowPacketsIn, FlowRoutes, FlowRoutesRequest, RouteKey
-from pytsnet.messages.wgengine import GetWgStatus, IpPacketOut, IpPacketsOut
+from pytsnet.messages.wgengine import GetWgStatus, IpPacketIn, IpPacketOut, IpPacketsOut
 from pytsnet.testing.polling import wait_until
 
 
@@ -28,7 +28,7 @@ class FakeFlow(Actor):
 
 
 class RouteAsker(Actor):
-    """Stands in for the netstack's route publisher: records the engine's requests."""
+    """Stands in for the netstack: records the engine's route requests and the packets it gets."""
 
     def __init__(self, asked: list[str]) -> None:
         self.asked = asked
@@ -36,6 +36,10 @@ class RouteAsker(Actor):
     @handles(FlowRoutesRequest)
     def on_request(self, msg: FlowRoutesRequest) -> None:
         self.asked.append("asked")
+
+    @handles(IpPacketIn)
+    def on_packet(self, msg: IpPacketIn) -> None:
+        self.asked.append("packet")
 
 
 def _key(b: Node, a: Node, rport: int, lport: int) -> RouteKey:
@@ -100,3 +104,18 @@ def test_a_reset_replaces_the_table_and_a_restarted_engine_asks_for_it(pair: tup
     wait_until(lambda: b.engine.incarnation == 2 and b.engine.is_alive)
     wait_until(lambda: asked == ["asked"])
     assert b.engine.ask(GetWgStatus()).flow_routes == 0  # the table died with the incarnation
+
+
+def test_an_engine_that_found_no_netstack_asks_on_its_first_packet_for_it(pair: tuple[Node, Node]) -> None:
+    """The engine starts before the netstack (or could not reach it): it asks again, once, when it
+    first has a packet for the netstack."""
+    a, b = pair
+    b.system.lookup("netstack").stop()  # type: ignore[union-attr]
+    FaultInjector.kill_now(b.engine)
+    wait_until(lambda: b.engine.incarnation == 2 and b.engine.is_alive)
+    asked: list[str] = []
+    b.system.spawn(RouteAsker, asked, name="netstack")
+    a.engine.tell(IpPacketOut(data=udp(a.addr, b.addr)))
+    a.engine.tell(IpPacketOut(data=udp(a.addr, b.addr)))
+    wait_until(lambda: asked.count("packet") == 2)
+    assert asked.count("asked") == 1 and asked.index("asked") < asked.index("packet")
