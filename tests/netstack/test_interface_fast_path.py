@@ -29,9 +29,13 @@ A6, B6 = ipaddress.IPv6Address("fd7a:115c:a1e0::1"), ipaddress.IPv6Address("fd7a
 segments = st.builds(
     TcpSegment, st.integers(0, 65535), st.integers(0, 65535), st.integers(0, 2**32 - 1),
     st.integers(0, 2**32 - 1), st.integers(0, 255), st.integers(0, 65535),
+    mss=st.none() | st.integers(0, 65535), wscale=st.none() | st.integers(0, 14),
+    sack_permitted=st.booleans(),
+    sack_blocks=st.lists(st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)), max_size=3)
+    .map(tuple),
     timestamp=st.none() | st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)),
-    payload=st.binary(max_size=1400),
-)
+    payload=st.binary(max_size=1400), urgent=st.integers(0, 65535),
+)  # every field in range: TcpSegment is a NamedTuple, and hypothesis fills unnamed fields with any int
 
 
 @settings(max_examples=300)
