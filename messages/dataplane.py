@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Literal
 
 from pytsnet.messages.base import Message, Request
+from pytsnet.messages.dns import DnsSettings
 from pytsnet.messages.magicsock import DerpRegion, NetcheckReport
 from pytsnet.messages.peers import PeerInfo, PeersChanged
 from pytsnet.messages.redact import NodePrivateText
@@ -41,6 +42,8 @@ class DataplaneNetmap(Message, tag="dataplane.netmap"):
     capabilities: dict[int, list[str]] = {}
     """Node ID → its capabilities (``Capabilities`` plus ``CapMap`` keys), self included."""
     domain: str = ""
+    dns: DnsSettings | None = None
+    """The netmap's DNS config (None: control sent none); the bridge hands it to the resolver."""
 
 
 class DataplaneTick(Message, tag="dataplane.tick"):

@@ -7,7 +7,8 @@ a dir.
 
 ``Config`` is the one place a node is configured: besides Go's ``tsnet.Server`` fields it holds the
 few knobs Go keeps elsewhere (the UDP bind host, whether to advertise endpoints, disco timings and
-the STUN interval for tests, the control backoff ceiling, an injected clock).
+the STUN interval for tests, the control backoff ceiling, an injected clock, the MagicDNS fallback
+resolvers).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pytsnet.errors import ConfigError
+from pytsnet.wire.dns.config import Upstream
 
 if TYPE_CHECKING:
     from pytsnet.actors.control import StateStore
@@ -68,6 +70,9 @@ class Config:
     """Ceiling of the control client's retry backoff, in seconds."""
     clock: Clock | None = field(default=None, compare=False)
     """The actors' clock (None: real time); tests inject one to skip time."""
+    fallback_resolvers: tuple[str, ...] = ()
+    """Where the MagicDNS resolver forwards names the tailnet does not answer (``IP`` or ``IP:port``,
+    reached through the tailnet, never a host socket). Empty (the default): such names are NXDOMAIN."""
 
     def resolved(self) -> Config:
         """A copy with every default and environment fallback applied."""
@@ -75,6 +80,11 @@ class Config:
             raise ConfigError(f"Config.port={self.port} is not a UDP port: use 0 (OS-chosen) to 65535")
         if self.stun_interval[0] > self.stun_interval[1] or self.stun_interval[0] <= 0:
             raise ConfigError(f"Config.stun_interval={self.stun_interval}: want (low, high), 0 < low <= high")
+        for r in self.fallback_resolvers:
+            try:
+                Upstream.parse(r)
+            except ValueError as e:
+                raise ConfigError(f"Config.fallback_resolvers: {e}") from None
         env = os.environ
         prog = program_name()
         directory = self.dir
@@ -87,4 +97,5 @@ class Config:
             auth_key=self.auth_key or env.get("TS_AUTHKEY") or env.get("TS_AUTH_KEY") or "",
             control_url=(self.control_url or env.get("TS_CONTROL_URL") or DEFAULT_CONTROL_URL).rstrip("/"),
             tags=tuple(self.tags),
+            fallback_resolvers=tuple(self.fallback_resolvers),
         )

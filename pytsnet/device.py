@@ -5,6 +5,7 @@
     async with ActorDevice(Config(dir="state", hostname="app")) as dev:   # start; close on exit
         await dev.up(30)                         # Go's Up: wait until Running, return status()
         stream = await dev.tcp_connect("web", 80)   # tailnet IP, MagicDNS short name or FQDN
+        await dev.lookup("app.corp.example")    # through the node's MagicDNS resolver (100.100.100.100)
         listener = await dev.listen(8080); sock = await dev.listen_packet(5353)
         async for st in dev.watch_state(): ...  # DeviceState values as they change
         dev.status(); dev.whois("100.64.0.2"); dev.tailscale_ips(); await dev.logout()
@@ -16,7 +17,9 @@ Everything is configured through ``Config`` (one source of truth). The async API
 up: the home DERP region connected or a live WireGuard session (a tailnet without DERP regions needs
 neither). Its actors live in one ``ActorSystem`` per device, shaped by ``pytsnet.tree``. Tailnet
 dials go through the userspace netstack only; an unknown host raises ``UnknownTailnetHost`` and never
-touches a host socket. Listeners and UDP sockets belong to the device (``pytsnet.net.bindings``): they
+touches a host socket. A name the netmap does not hold is asked of the node's MagicDNS resolver (the
+``dns`` actor, also at 100.100.100.100:53 inside the netstack); whatever it answers must still be a
+tailnet address to be dialed. Listeners and UDP sockets belong to the device (``pytsnet.net.bindings``): they
 may be opened before Running and survive data-plane rebuilds. An ephemeral node logs out on ``close``
 (as tsnet's shutdown does).
 """
@@ -36,6 +39,10 @@ from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
+import dns.exception
+import dns.message
+import dns.rcode
+import dns.rdatatype
 
 from pytsnet.actors.control import RunnerConfig
 from pytsnet.actors.control.transport import ControlURLError, parse_control_url
@@ -69,6 +76,7 @@ from pytsnet.messages.dataplane import (
     PeerStatus,
     UserInfo,
 )
+from pytsnet.messages.dns import DnsQuery, DnsSpawn, DnsStatus, DnsStatusRequest
 from pytsnet.messages.magicsock import (
     DerpStatus,
     DerpStatusRequest,
@@ -86,7 +94,7 @@ from pytsnet.net import SocketLike, SocketListener, TcpListener, TcpStream, UdpS
 from pytsnet.net.bindings import Bindings
 from pytsnet.net.netstack import Netstack
 from pytsnet.state import FileStore, MemoryStore, StateDirLock, check_state
-from pytsnet.tree import CONTROL, DATAPLANE, PEERS, DataplaneOptions, device_tree
+from pytsnet.tree import CONTROL, DATAPLANE, DNS, PEERS, DataplaneOptions, device_tree
 from pytsnet.wire.keys import DiscoPrivate
 from pytsnet.wire.magicsock.endpoint import Timings
 
@@ -107,7 +115,9 @@ REBUILD_POLL = 0.02
 
 WHOIS_TIMEOUT = 2.0
 """``whois`` asks the bridge for the netmap: answered at once unless it is mid-rebuild."""
-"""How often a dial looks for the new netstack while the data plane is rebuilt (a brief window)."""
+
+LOOKUP_TIMEOUT = 5.0
+"""Default bound on ``lookup``: a forwarded name gets two upstream tries of 2 s each (``DnsSpawn``)."""
 
 
 class _Watcher:
@@ -215,7 +225,8 @@ class ActorDevice:
         self._dp_options = DataplaneOptions(
             disco=self.disco, bind_host=cfg.bind_host, bind_port=cfg.port,
             advertise_endpoints=cfg.advertise_endpoints, timings=cfg.timings or Timings(),
-            stun_interval=cfg.stun_interval, on_netstack=self._on_netstack)
+            stun_interval=cfg.stun_interval, on_netstack=self._on_netstack,
+            dns=DnsSpawn(fallback_resolvers=tuple(cfg.fallback_resolvers)), dns_forward=self._dns_forward)
         self._peers: list[PeerInfo] = []
         self._watchers: list[_Watcher] = []
         self.system: ActorSystem | None = None
@@ -525,14 +536,94 @@ class ActorDevice:
             peers = list(self._peers)
         return resolve(host, peers)
 
+    # -- MagicDNS ------------------------------------------------------------------------------------
+    async def lookup(self, name: str, timeout: float = LOOKUP_TIMEOUT) -> list[str]:
+        """The addresses the node's MagicDNS resolver answers for ``name`` (A, plus AAAA when our node
+        has IPv6): tailnet names, ExtraRecords, split DNS, and ``Config.fallback_resolvers`` if set.
+        ``UnknownTailnetHost`` for NXDOMAIN, a failed upstream or no address. ``resolve`` stays the
+        synchronous netmap-only lookup."""
+        return await anyio.to_thread.run_sync(self.lookup_blocking, name, timeout)
+
+    def lookup_blocking(self, name: str, timeout: float = LOOKUP_TIMEOUT) -> list[str]:
+        with contextlib.suppress(ValueError):
+            return [str(ipaddress.ip_address(name.strip("[]")))]
+        types = ["A"] + (["AAAA"] if any(":" in a for a in self.tailscale_ips()) else [])
+        out: list[str] = []
+        deadline = time.monotonic() + timeout
+        for rdtype in types:
+            try:
+                q = dns.message.make_query(name, rdtype)
+            except (dns.exception.DNSException, ValueError) as e:
+                raise UnknownTailnetHost(f"{name!r} is not a DNS name: {e}") from None
+            ans = self._ask(DNS, DnsQuery(query=q.to_wire(), transport="local"),
+                            max(0.1, deadline - time.monotonic()))
+            try:
+                m = dns.message.from_wire(ans.response)
+            except dns.exception.DNSException:
+                raise UnknownTailnetHost(f"lookup {name}: the resolver could not read the query") from None
+            rcode = m.rcode()
+            if rcode != dns.rcode.NOERROR:
+                raise UnknownTailnetHost(f"lookup {name}: {dns.rcode.to_text(rcode)} (MagicDNS answers "
+                                         "tailnet names; others only through split DNS or "
+                                         "Config.fallback_resolvers)")
+            out += [rd.to_text() for rrset in m.answer
+                    if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA) for rd in rrset]
+        if not out:
+            raise UnknownTailnetHost(f"lookup {name}: no address")
+        return out
+
+    def _dial_address(self, host: str, timeout: float = LOOKUP_TIMEOUT) -> str:
+        """Where a dial to ``host`` goes: the netmap's answer, else the resolver's (which must still
+        be a tailnet address: a dial never leaves the tailnet)."""
+        try:
+            return self.resolve(host)
+        except UnknownTailnetHost:
+            try:
+                ipaddress.ip_address(host.strip("[]"))
+            except ValueError:
+                pass
+            else:
+                raise
+        addrs = sorted(self.lookup_blocking(host, timeout), key=lambda a: ":" in a)
+        for a in addrs:
+            with contextlib.suppress(UnknownTailnetHost):
+                return self.resolve(a)
+        raise UnknownTailnetHost(f"{host!r} resolves to {', '.join(addrs)}, not a tailnet address: tailnet "
+                                 "dials never leave the tailnet")
+
+    def _send_address(self, host: str) -> str:
+        return self._dial_address(host)
+
+    def _dns_forward(self, query: bytes, ip: str, port: int, timeout: float) -> bytes | None:
+        """The resolver's forwarder: ``query`` to ``ip:port`` over our netstack (never a host socket),
+        the answer from that very address, or None at ``timeout``."""
+        try:
+            self._netstack()
+        except (DataplaneNotReady, DeviceClosed):
+            return None
+        sock = self._bindings.bind_udp(0, lambda h: h)
+        want = (ipaddress.ip_address(ip), port)
+        try:
+            sock.sendto_blocking(query, (ip, port))
+            deadline = time.monotonic() + timeout
+            while (left := deadline - time.monotonic()) > 0:
+                data, src = sock.recvfrom_blocking(left)
+                if (ipaddress.ip_address(src[0]), src[1]) == want:
+                    return data
+        except TimeoutError:
+            return None
+        finally:
+            sock.close()
+        return None
+
     async def tcp_connect(self, host: str, port: int, timeout: float = DIAL_TIMEOUT) -> TcpStream:
         """Dial ``host:port`` across the tailnet (an anyio byte stream); never via a host socket.
 
         ``DialTimeout`` (a ``TimeoutError``) if not connected within ``timeout`` seconds; the TCP
         outcomes (``ConnectionRefused``…) as they happen; ``DataplaneNotReady`` before Running (while
         the data plane is being rebuilt, the dial waits for it within ``timeout``)."""
-        addr = self.resolve(host)
         with anyio.move_on_after(timeout) as scope:
+            addr = await anyio.to_thread.run_sync(self._dial_address, host, timeout)
             ns = await self._netstack_async()
             try:
                 return await ns.connect_tcp(addr, port)
@@ -541,7 +632,7 @@ class ActorDevice:
             except ActorStopped:
                 raise DataplaneNotReady("the data plane was rebuilt during the dial: dial again") from None
         assert scope.cancelled_caught
-        raise _dial_timeout(host, port, addr, timeout)
+        raise _dial_timeout(host, port, host, timeout)
 
     async def listen(self, port: int, backlog: int | None = None) -> TcpListener:
         """Accept TCP connections from the tailnet on ``port`` (of our tailnet addresses). Allowed at
@@ -554,13 +645,13 @@ class ActorDevice:
         """A UDP socket on our tailnet addresses (``port`` 0: an ephemeral port, known once Running).
         ``sendto`` takes a tailnet IP or a peer's MagicDNS name, like ``tcp_connect``."""
         self.start()
-        return await anyio.to_thread.run_sync(self._bindings.bind_udp, port, self.resolve)
+        return await anyio.to_thread.run_sync(self._bindings.bind_udp, port, self._send_address)
 
     def tcp_connect_blocking(self, host: str, port: int, timeout: float = DIAL_TIMEOUT) -> SocketLike:
         """Blocking twin of ``tcp_connect``; ``timeout`` bounds the dial (use ``settimeout`` on the
         socket for its reads and writes, which block by default)."""
-        addr = self.resolve(host)
         deadline = time.monotonic() + timeout
+        addr = self._dial_address(host, timeout)
         ns = self._netstack_blocking(deadline)
         try:
             sock = ns.create_connection((addr, port), max(0.0, deadline - time.monotonic()))
@@ -581,7 +672,7 @@ class ActorDevice:
 
     def listen_packet_blocking(self, port: int = 0) -> UdpSocket:
         self.start()
-        return self._bindings.bind_udp(port, self.resolve)
+        return self._bindings.bind_udp(port, self._send_address)
 
     def _ask_quiet(self, name: str, msg: Request[_R], timeout: float) -> _R | None:
         ref = self.system.lookup(name) if self.system is not None else None
@@ -650,6 +741,9 @@ class ActorDevice:
             ns = self._ask_quiet(names["netstack"], NetstackStatusRequest(), timeout)
             if isinstance(ns, NetstackStatus):
                 drops.update({f"netstack_{k}": v for k, v in (ns.drops | ns.counters).items()})
+        dn = self._ask_quiet(DNS, DnsStatusRequest(), timeout)
+        if isinstance(dn, DnsStatus):
+            counters.update({f"dns_{k}": v for k, v in dn.counters.items()})
         rows = []
         for p in peers:
             pp, ss = paths.get(p.node_key), sessions.get(p.node_key)

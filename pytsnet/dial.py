@@ -1,7 +1,8 @@
 """Where a tailnet dial may go: peer names and addresses from the netmap, nothing else.
 
 ``resolve`` maps a tailnet IP, a peer's MagicDNS short name (``web``) or FQDN (``web.tail.ts.net``,
-trailing dot optional) to one of that peer's tailnet addresses. Anything else is refused with a
+trailing dot optional) to one of that peer's tailnet addresses, and the MagicDNS service address
+(100.100.100.100, fd7a:115c:a1e0::53) to itself. Anything else is refused with a
 typed error: tsnet never silently falls back to a host socket for a tailnet dial, and neither do we.
 """
 
@@ -12,6 +13,9 @@ from collections.abc import Iterable
 
 from pytsnet.errors import DataplaneNotReady, UnknownTailnetHost
 from pytsnet.messages.peers import PeerInfo
+from pytsnet.wire.dns import SERVICE_V4, SERVICE_V6
+
+SERVICE_ADDRESSES = (SERVICE_V4, SERVICE_V6)
 
 __all__ = ["DataplaneNotReady", "UnknownTailnetHost", "resolve"]  # the errors: re-exported (old path)
 
@@ -30,6 +34,8 @@ def resolve(host: str, peers: Iterable[PeerInfo], *, ipv6: bool = False) -> str:
     except ValueError:
         ip = None
     if ip is not None:
+        if ip in SERVICE_ADDRESSES:
+            return str(ip)  # the node's own resolver (quad-100): answered inside the node
         for n in nodes:
             for prefix in [*n.addresses, *n.allowed_ips]:
                 if ip in ipaddress.ip_network(prefix, strict=False):

@@ -6,6 +6,7 @@
     │   ├── events     DeviceEvents     permanent  (the facade's inbox: PeersChanged, DataplaneState)
     │   ├── peers      PeerTracker      permanent  (control tells it netmaps; it tells dataplane, events)
     │   ├── dataplane  DataplaneBridge  permanent  (netmap/peers → the subtree below; endpoints → control)
+    │   ├── dns        DnsActor         permanent  (MagicDNS at quad-100:53, via the engine; DnsQuery)
     │   └── control    ControlRunner    permanent  (a crash restarts it; it re-registers and re-polls)
     └── dataplane.sup (one-for-one, 20 restarts / 10 s), spawned by the bridge at the first netmap
         ├── wgengine       WgEngine       (sessions, AllowedIPs routing, packet filter)
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 
 from pytsnet.actors.control import ControlRunner, RunnerConfig, StateStore
 from pytsnet.actors.dataplane import Built, DataplaneBridge
+from pytsnet.actors.dns import DNS, DnsActor, Forwarder
 from pytsnet.actors.keeper import MEMORY, MemoryKeeper
 from pytsnet.actors.magicsock.config import timings_message
 from pytsnet.actors.magicsock.node import first_home, magicsock_spec
@@ -52,6 +54,7 @@ from pytsnet.actors.wgengine import ENGINE_MAILBOX, WgEngine
 from pytsnet.capture import CAPTURE
 from pytsnet.messages.base import Message
 from pytsnet.messages.dataplane import DataplaneNetmap, DataplaneState
+from pytsnet.messages.dns import DnsSpawn
 from pytsnet.messages.magicsock import MagicsockKeys, MagicsockSpawn
 from pytsnet.messages.memory import Forget
 from pytsnet.messages.peers import PeersChanged, PeerTrackerSpawn
@@ -61,9 +64,9 @@ from pytsnet.netstack.config import StackConfig
 from pytsnet.wire.keys import DiscoPrivate, NodePrivate
 from pytsnet.wire.magicsock.endpoint import Timings
 
-__all__ = ["CONTROL", "DATAPLANE", "DATAPLANE_SUP", "EVENTS", "MAGICSOCK", "MEMORY", "NETSTACK", "NODE",
-           "PEERS", "WGENGINE", "DataplaneOptions", "DeviceEvents", "build_dataplane", "dataplane_spec",
-           "device_tree"]
+__all__ = ["CONTROL", "DATAPLANE", "DATAPLANE_SUP", "DNS", "EVENTS", "MAGICSOCK", "MEMORY", "NETSTACK",
+           "NODE", "PEERS", "WGENGINE", "DataplaneOptions", "DeviceEvents", "build_dataplane",
+           "dataplane_spec", "device_tree"]
 
 NETSTACK_MAILBOX = MailboxConfig(65536, MailboxPolicy.DROP_NEWEST, max_bytes=8 << 20)
 """Decrypted packets waiting for the netstack: bounded in bytes as every data-plane edge is."""
@@ -86,6 +89,10 @@ class DataplaneOptions:
     on_netstack: Callable[[Netstack | None], None] | None = None
     """Told None when a rebuild stops the subtree, then the new netstack before the subtree carries
     traffic (the device re-binds its listeners)."""
+    dns: DnsSpawn = field(default_factory=DnsSpawn)
+    """The MagicDNS resolver's upstreams and bounds."""
+    dns_forward: Forwarder | None = None
+    """How the resolver sends a forwarded query (over the device's netstack); None: never forwards."""
 
 
 class DeviceEvents(Actor):
@@ -109,10 +116,11 @@ def device_tree(system: ActorSystem, runner: RunnerConfig, store: StateStore,
         ChildSpec(MemoryKeeper, MEMORY, restart=Restart.PERMANENT),
         ChildSpec(DeviceEvents, EVENTS, args=(publish,), restart=Restart.PERMANENT),
         ChildSpec(PeerTracker, PEERS,
-                  args=(PeerTrackerSpawn(subscribers=(DATAPLANE, EVENTS), control=CONTROL),),
+                  args=(PeerTrackerSpawn(subscribers=(DATAPLANE, EVENTS, DNS), control=CONTROL),),
                   restart=Restart.PERMANENT),
-        ChildSpec(DataplaneBridge, DATAPLANE, args=(build, EVENTS, CONTROL, MEMORY),
+        ChildSpec(DataplaneBridge, DATAPLANE, args=(build, EVENTS, CONTROL, MEMORY), kwargs={"dns": DNS},
                   restart=Restart.PERMANENT),
+        ChildSpec(DnsActor, DNS, args=(options.dns, options.dns_forward), restart=Restart.PERMANENT),
         ChildSpec(ControlRunner, CONTROL, args=(runner, store, publish), restart=Restart.PERMANENT),
     ], strategy=Strategy.ONE_FOR_ONE, max_restarts=5, within=10.0)
 
@@ -137,7 +145,7 @@ def dataplane_spec(system: ActorSystem, nm: DataplaneNetmap, options: DataplaneO
     return supervisor_spec(DATAPLANE_SUP, [
         ChildSpec(WgEngine, WGENGINE, args=(private,),
                   kwargs={"magicsock": ms.name("udp"), "sink": NETSTACK, "memory": MEMORY, "ipv6": v6,
-                          "capture": CAPTURE},
+                          "capture": CAPTURE, "service": DNS},
                   mailbox=ENGINE_MAILBOX),
         magicsock_spec(ms, keys),
         netstack_spec(system, NETSTACK, StackConfig(addresses=addresses, enable_ipv6=v6), WGENGINE, registry,

@@ -45,6 +45,7 @@ from pytsnet.messages.dataplane import (
     GetDataplaneInfo,
     LiteTold,
 )
+from pytsnet.messages.dns import DnsNetmap
 from pytsnet.messages.magicsock import (
     DerpStatus,
     DerpStatusRequest,
@@ -95,8 +96,10 @@ def identity_of(nm: DataplaneNetmap) -> tuple[Any, ...]:
 
 class DataplaneBridge(Actor):
     def __init__(self, build: Callable[[DataplaneNetmap], Built], events: str = "events",
-                 control: str = "control", memory: str | None = None) -> None:
+                 control: str = "control", memory: str | None = None, dns: str | None = None) -> None:
         self._build = build
+        self.dns = dns
+        """The MagicDNS resolver, told each netmap's DNS part (None: the tree has none)."""
         self.events = events
         self.control = control
         self.keeper = memory
@@ -119,6 +122,8 @@ class DataplaneBridge(Actor):
     @handles(DataplaneNetmap)
     def on_netmap(self, msg: DataplaneNetmap) -> None:
         self._set(netmap=msg)
+        if self.dns:
+            self.tell_named(self.dns, DnsNetmap(self_node=msg.self_node, settings=msg.dns))
         self._apply(msg)
 
     @handles(PeersChanged)

@@ -7,12 +7,13 @@ import os
 from urllib.parse import urlsplit
 
 from pytsnet.messages.dataplane import DataplaneNetmap, UserInfo
+from pytsnet.messages.dns import DnsRecord, DnsSettings
 from pytsnet.messages.magicsock import DerpRegion
 from pytsnet.messages.peers import PeerInfo
 from pytsnet.messages.wgengine import WgFilterRule
 from pytsnet.wire.keys import NodePrivate
 from pytsnet.wire.mapsession import NetworkMap
-from pytsnet.wire.tailcfg import DERPMap, Node
+from pytsnet.wire.tailcfg import DERPMap, DNSConfig, Node
 
 __all__ = ["DEFAULT_STUN_PORT", "derp_regions", "netmap_for_dataplane"]
 
@@ -89,4 +90,20 @@ def netmap_for_dataplane(nm: NetworkMap, private: NodePrivate, control_url: str 
         user_profiles={uid: UserInfo(id=p.ID or uid, login_name=p.LoginName, display_name=p.DisplayName)
                        for uid, p in nm.user_profiles.items()},
         capabilities={n.ID: _caps(n) for n in nodes}, domain=nm.domain,
+        dns=dns_settings(nm.dns_config),
     )
+
+
+def dns_settings(cfg: DNSConfig | None) -> DnsSettings | None:
+    """The parts of ``tailcfg.DNSConfig`` the MagicDNS resolver uses; malformed ExtraRecords are skipped."""
+    if cfg is None:
+        return None
+    records = []
+    for r in cfg.ExtraRecords:
+        name, value = r.get("Name"), r.get("Value")
+        if isinstance(name, str) and isinstance(value, str) and name and value:
+            records.append(DnsRecord(name=name, type=str(r.get("Type") or ""), value=value))
+    return DnsSettings(
+        proxied=cfg.Proxied, domains=tuple(cfg.Domains), cert_domains=tuple(cfg.CertDomains),
+        routes={suffix: tuple(x.Addr for x in (rs or ()) if x.Addr) for suffix, rs in cfg.Routes.items()},
+        extra_records=tuple(records))

@@ -116,6 +116,15 @@ class _Handshake:
     reply_to: str
 
 
+_SERVICE_V4 = bytes((100, 100, 100, 100))
+_SERVICE_V6 = bytes.fromhex("fd7a115ca1e000000000000000000053")
+
+
+def _to_service(p: bytes) -> bool:
+    """Addressed to 100.100.100.100 or fd7a:115c:a1e0::53 (read straight off the header)."""
+    return p[16:20] == _SERVICE_V4 if p[:1] < b"\x50" else p[24:40] == _SERVICE_V6
+
+
 class WgEngine(Actor):
     def __init__(
         self,
@@ -128,8 +137,10 @@ class WgEngine(Actor):
         persistent_keepalive: float = TAILSCALE_PERSISTENT_KEEPALIVE,
         ipv6: bool = False,
         capture: str = "capture",
+        service: str | None = None,
     ) -> None:
         self._private = private
+        self._service_name = service  # quad-100's resolver: packets to 100.100.100.100 go there
         self._magicsock_name = magicsock
         self._sink_name = sink
         self._memory = memory  # the keeper's name: the last WgConfig survives a restart there
@@ -224,6 +235,9 @@ class WgEngine(Actor):
 
     @handles(IpPacketOut)
     def on_ip_out(self, msg: IpPacketOut) -> None:
+        if self._service_name is not None and _to_service(msg.data):
+            self._to_service((msg.data,))
+            return
         self._capture(CapturePath.FROM_LOCAL, (msg.data,))
         self.filter.run_out(msg.data)
         self.device.send(msg.data, self.clock.monotonic())
@@ -231,14 +245,18 @@ class WgEngine(Actor):
 
     @handles(IpPacketsOut)
     def on_ips_out(self, msg: IpPacketsOut) -> None:
-        self._capture(CapturePath.FROM_LOCAL, msg.packets)
+        packets = msg.packets
+        if self._service_name is not None and any(map(_to_service, packets)):
+            self._to_service(tuple(p for p in packets if _to_service(p)))
+            packets = tuple(p for p in packets if not _to_service(p))
+        self._capture(CapturePath.FROM_LOCAL, packets)
         run_out = self.filter.run_out
-        for data in msg.packets:
+        for data in packets:
             # run_out only remembers UDP/SCTP flows: a TCP segment (a flow's burst, nearly all of
             # them) is skipped by its protocol byte instead of a header summary per packet.
             if len(data) < 20 or data[9 if data[0] >> 4 == 4 else 6] != PROTO_TCP:
                 run_out(data)
-        self.device.send_many(msg.packets, self.clock.monotonic())
+        self.device.send_many(packets, self.clock.monotonic())
         self._flush()
 
     def _ask_routes(self) -> bool:
@@ -503,6 +521,16 @@ class WgEngine(Actor):
             else:
                 self._deliver(sink, tuple(to_sink))
         self.packets_in += passed
+
+    def _to_service(self, packets: tuple[bytes, ...]) -> None:
+        """Packets to quad-100 never enter the tunnel: the node's own resolver answers them."""
+        ref = self.lookup(self._service_name) if self._service_name else None
+        try:
+            if ref is None:
+                raise ActorStopped(str(self._service_name))
+            ref.tell(IpPacketsIn.model_construct(packets=packets))
+        except (ActorStopped, MailboxFull):
+            self.drops["service_unavailable"] = self.drops.get("service_unavailable", 0) + len(packets)
 
     def _deliver(self, sink: ActorRef, packets: tuple[bytes, ...]) -> None:
         """To the netstack: a burst as one ``IpPacketsIn`` (one mailbox hop and wakeup)."""

@@ -278,6 +278,11 @@ class ControlServer:
         self.derp_map = derp_map
         self.notify()
 
+    def set_policy(self, policy: Policy) -> None:
+        """A new policy (filter and DNS settings): every node gets it in its next map."""
+        self.policy = policy
+        self.notify()
+
     def notify(self) -> None:
         """Something changed: wake every map stream and every waiting interactive login."""
         self._gen += 1
@@ -361,7 +366,8 @@ class ControlServer:
         visible = [n for n in nodes if n.authorized and not n.logged_out]
         snap = Tailnet(nodes=nodes, users=users, online={i for i, c in self._online.items() if c > 0},
                        packet_filter=self.policy.filter_rules(visible, users),
-                       derp_map=self.derp_map or {}, domain=self.domain, now=now)
+                       derp_map=self.derp_map or {}, domain=self.domain,
+                       dns=self.policy.dns.dns_config(self.domain), now=now)
         self.stats["snapshots"] += 1
         self._snapshot, self._snapshot_key = snap, key
         self._snapshot_until = min((n.key_expiry for n in nodes if n.key_expiry is not None

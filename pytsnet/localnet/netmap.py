@@ -74,6 +74,8 @@ class Tailnet:
     domain: str = DEFAULT_DOMAIN
     capmap: JSON = field(default_factory=lambda: dict(DEFAULT_CAPMAP))
     names: dict[int, str] = field(default_factory=dict)
+    dns: JSON | None = None
+    """``tailcfg.DNSConfig`` (None: ``dns_config(domain)``, MagicDNS on with no extras)."""
     now: float = field(default_factory=time.time)
     """The instant the snapshot was taken: node keys whose expiry is not after it are expired."""
 
@@ -153,6 +155,10 @@ def dns_config(domain: str) -> JSON:
     return {"Domains": [domain], "Proxied": True, "Resolvers": []}
 
 
+def net_dns(net: Tailnet) -> JSON:
+    return net.dns if net.dns is not None else dns_config(net.domain)
+
+
 @dataclass
 class SentState:
     """What one map stream has told its client so far."""
@@ -162,6 +168,7 @@ class SentState:
     packet_filter: list[JSON] | None = None
     user_ids: set[int] = field(default_factory=set)
     derp_map: JSON | None = None
+    dns: JSON | None = None
 
 
 def _peers(self_id: int, net: Tailnet) -> dict[int, JSON]:
@@ -190,7 +197,7 @@ def full_map(self_id: int, net: Tailnet, state: SentState, *, cap: int = 0,
         "DERPMap": net.derp_map,
         "Domain": net.domain,
         "PacketFilter": net.packet_filter,
-        "DNSConfig": dns_config(net.domain),
+        "DNSConfig": net_dns(net),
         "UserProfiles": users,
         "ControlTime": rfc3339(time.time() if now is None else now),
     }
@@ -198,6 +205,7 @@ def full_map(self_id: int, net: Tailnet, state: SentState, *, cap: int = 0,
         resp["Peers"] = [peers[i] for i in sorted(peers)]
     state.node, state.peers, state.packet_filter = node, peers, net.packet_filter
     state.user_ids, state.derp_map = {u.id for u in net.users}, net.derp_map
+    state.dns = resp["DNSConfig"]
     return resp
 
 
@@ -258,4 +266,6 @@ def delta(self_id: int, net: Tailnet, state: SentState, *, cap: int = 0) -> JSON
         resp["DERPMap"] = net.derp_map
     state.node, state.peers, state.packet_filter = node, peers, net.packet_filter
     state.user_ids, state.derp_map = {u.id for u in net.users}, net.derp_map
+    if net_dns(net) != state.dns:
+        resp["DNSConfig"] = state.dns = net_dns(net)
     return resp or None

@@ -4,7 +4,15 @@ Policy file (``policy.json`` in the state dir, plain JSON: Tailscale's HuJSON co
 commas are refused; absent ⇒ everyone in the tailnet may reach everyone)::
 
     {"groups": {"group:eng": ["alice@localnet"]},
-     "acls": [{"action": "accept", "src": ["group:eng", "tag:ci"], "dst": ["tag:web:80,443", "*:*"]}]}
+     "acls": [{"action": "accept", "src": ["group:eng", "tag:ci"], "dst": ["tag:web:80,443", "*:*"]}],
+     "dns": {"magicDNS": true, "searchDomains": ["corp.example"],
+             "routes": {"corp.example": ["100.64.0.5", "100.64.0.6:5353"], "lab.internal": []},
+             "extraRecords": [{"name": "app.lab.internal", "type": "A", "value": "100.64.0.3"}]}}
+
+``dns`` (our addition: Tailscale keeps DNS settings in its admin console, not the ACL file) becomes
+every netmap's ``DNSConfig``: MagicDNS on unless ``magicDNS`` is false, the tailnet domain first among
+the search domains, split DNS ``routes`` (an empty list: answered from ``extraRecords`` only), and
+``extraRecords`` (``type`` "", "A" or "AAAA"; ``value`` an IP address). No default upstream resolvers.
 
 Selectors: ``*``, ``tag:NAME``, ``group:NAME``, a user's login name, ``autogroup:member`` (untagged
 nodes), an IP or CIDR (host bits clear; sent in canonical form, since a node refuses a whole filter
@@ -44,6 +52,7 @@ class Rule:
 class Policy:
     groups: dict[str, list[str]] = field(default_factory=dict)
     rules: list[Rule] | None = None  # None: allow all
+    dns: DnsPolicy = field(default_factory=lambda: DnsPolicy())
 
     @classmethod
     def allow_all(cls) -> Policy:
@@ -69,13 +78,14 @@ class Policy:
                 isinstance(k, str) and k.startswith("group:") and isinstance(v, list)
                 and all(isinstance(m, str) for m in v) for k, v in groups.items()):
             raise PolicyError("groups must map 'group:NAME' to a list of login names")
+        dns = DnsPolicy.parse(doc.get("dns", {}))
         acls = doc.get("acls")
         if acls is None:
-            return cls(groups=groups)
+            return cls(groups=groups, dns=dns)
         if not isinstance(acls, list):
             raise PolicyError("acls must be a list")
         rules = [_parse_acl(i, a) for i, a in enumerate(acls)]
-        return cls(groups=groups, rules=rules)
+        return cls(groups=groups, rules=rules, dns=dns)
 
     def filter_rules(self, nodes: Sequence[Node], users: Iterable[User]) -> list[dict[str, Any]]:
         """The packet filter (``[]tailcfg.FilterRule``) every node in the tailnet receives."""
@@ -105,6 +115,92 @@ class Policy:
         if "@" in sel:
             return [ip for n in nodes if not n.tags and logins.get(n.user_id) == sel for ip in _ips(n)]
         return [sel]  # validated as IP/CIDR at parse time
+
+
+@dataclass(frozen=True)
+class DnsPolicy:
+    """The tailnet's DNS settings (``dns`` in policy.json), sent as ``tailcfg.DNSConfig``."""
+
+    magic_dns: bool = True
+    search_domains: tuple[str, ...] = ()
+    routes: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    extra_records: tuple[tuple[str, str, str], ...] = ()
+    """(name, type, value)."""
+
+    @classmethod
+    def parse(cls, doc: object) -> DnsPolicy:
+        if not isinstance(doc, dict):
+            raise PolicyError("dns must be a JSON object")
+        unknown = set(doc) - {"magicDNS", "searchDomains", "routes", "extraRecords"}
+        if unknown:
+            raise PolicyError(f"dns: unknown keys {sorted(unknown)}")
+        magic = doc.get("magicDNS", True)
+        if not isinstance(magic, bool):
+            raise PolicyError("dns.magicDNS must be true or false")
+        search = doc.get("searchDomains", [])
+        if not isinstance(search, list) or not all(_is_domain(d) for d in search):
+            raise PolicyError(f"dns.searchDomains must be a list of domain names: {_short(search)}")
+        routes = doc.get("routes", {})
+        if not isinstance(routes, dict):
+            raise PolicyError("dns.routes must map a domain to a list of resolver addresses")
+        parsed_routes = []
+        for dom, addrs in routes.items():
+            if not _is_domain(dom) or not isinstance(addrs, list):
+                raise PolicyError(f"dns.routes[{_short(dom)}]: want a domain → a list of resolver addresses")
+            for a in addrs:
+                if not isinstance(a, str) or not _resolver_ok(a):
+                    raise PolicyError(f"dns.routes[{dom}]: {_short(a)} is not an IP or IP:port")
+            parsed_routes.append((dom.rstrip("."), tuple(addrs)))
+        records = doc.get("extraRecords", [])
+        if not isinstance(records, list):
+            raise PolicyError("dns.extraRecords must be a list")
+        parsed_records = []
+        for i, r in enumerate(records):
+            if not isinstance(r, dict) or not _is_domain(r.get("name")):
+                raise PolicyError(f"dns.extraRecords[{i}]: want {{'name': domain, 'type': ..., 'value': IP}}")
+            typ, value = r.get("type", ""), r.get("value")
+            try:
+                ip = ipaddress.ip_address(value) if isinstance(value, str) else None
+            except ValueError:
+                ip = None
+            if ip is None or typ not in ("", {4: "A", 6: "AAAA"}[ip.version]):
+                raise PolicyError(f"dns.extraRecords[{i}]: {_short(value)} is not an IP address of type "
+                                  f"{_short(typ)}")
+            parsed_records.append((r["name"].rstrip("."), typ, str(ip)))
+        return cls(magic_dns=magic, search_domains=tuple(d.rstrip(".") for d in search),
+                   routes=tuple(parsed_routes), extra_records=tuple(parsed_records))
+
+    def dns_config(self, domain: str) -> dict[str, Any]:
+        """``tailcfg.DNSConfig`` for a tailnet whose MagicDNS domain is ``domain``."""
+        out: dict[str, Any] = {"Domains": list(dict.fromkeys([domain, *self.search_domains])),
+                               "Proxied": self.magic_dns, "Resolvers": []}
+        if self.routes:
+            out["Routes"] = {dom: [{"Addr": a} for a in addrs] for dom, addrs in self.routes}
+        if self.extra_records:
+            out["ExtraRecords"] = [{"Name": n, "Type": t, "Value": v} for n, t, v in self.extra_records]
+        return out
+
+
+_DOMAIN = re.compile(r"(?=.{1,253}\.?$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.)*"
+                     r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.?")
+
+
+def _is_domain(v: object) -> bool:
+    return isinstance(v, str) and _DOMAIN.fullmatch(v) is not None
+
+
+def _resolver_ok(addr: str) -> bool:
+    try:
+        ipaddress.ip_address(addr)
+        return True
+    except ValueError:
+        pass
+    host, sep, port = addr.rpartition(":")
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return bool(sep) and port.isdigit() and 0 < int(port) < 65536
 
 
 def _ips(n: Node) -> list[str]:

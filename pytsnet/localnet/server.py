@@ -237,6 +237,12 @@ class LocalTailnet:
     def set_derp_map(self, derp_map: dict[str, Any]) -> None:
         self._call(lambda: self.control.set_derp_map(derp_map))  # type: ignore[union-attr]
 
+    def set_policy(self, policy: Policy | dict[str, Any]) -> None:
+        """Replace the policy (a ``Policy`` or policy.json's document) while running: the packet
+        filter and DNS settings reach every node in its next map. ``PolicyError`` if malformed."""
+        p = policy if isinstance(policy, Policy) else Policy.parse(policy)
+        self._call(lambda: self.control.set_policy(p))  # type: ignore[union-attr]
+
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
         assert self._loop is not None
