@@ -304,8 +304,11 @@ class UdpSocket(_Rebindable[DatagramChannel, tuple[bytes, tuple[str, int]]]):
         return ns, UdpSendTo(port=ch.port, data=bytes(data), host=host, remote_port=address[1])
 
     async def sendto(self, data: bytes, address: tuple[str, int]) -> None:
-        """Send one datagram to ``(host, port)``; ``host`` is a tailnet IP or a peer's MagicDNS name.
+        """Send one datagram to ``(host, port)``; ``host`` is a tailnet IP or a name the node resolves
+        (a name may ask the MagicDNS resolver: that runs in a worker thread, never blocking the loop).
         ``DataplaneNotReady`` before Running, or while the data plane is being rebuilt."""
+        if self._resolve is not None and not _is_ip(address[0]):
+            address = (await anyio.to_thread.run_sync(self._resolve, address[0]), address[1])
         ns, msg = self._send_msg(data, address)
         try:
             ns.check(await ns.ref.ask_async(msg))
@@ -325,3 +328,11 @@ class UdpSocket(_Rebindable[DatagramChannel, tuple[bytes, tuple[str, int]]]):
 
     def recvfrom_blocking(self, timeout: float | None = None) -> tuple[bytes, tuple[str, int]]:
         return self._next_blocking(timeout, "recvfrom")
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
