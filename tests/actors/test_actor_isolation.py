@@ -32,6 +32,8 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("control", "store"): "the device's persistence, an I/O resource like a socket: handed over at spawn"
                           " (the facade reads it only before, in check_state), never given to another actor",
     ("dataplane", "build"): "the facade's subtree builder (it hands the device the new netstack handle)",
+    ("dns", "forward"): "the facade's forwarder: a forwarded DNS query goes out on a UDP socket of the"
+                        " device's netstack (an I/O resource like the store; the actor calls it off-thread)",
     ("netstack", "system"): "the netstack spawns its flows on the system itself (issue 15: flows sup)",
     ("netstack", "registry"): "FlowRegistry, shared with the facade's Netstack handle",
     ("flow", "channel"): "a flow actor's channel: the app's end of the stream (netstack: issue 15)",
