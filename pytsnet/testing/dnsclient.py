@@ -86,7 +86,8 @@ async def tcp_query(dev: ActorDevice, name: str, rdtype: str = "A", *, where: st
     stream = await dev.tcp_connect(where, port)
     try:
         q = dns.message.make_query(name, rdtype)
-        return await dns.asyncquery.tcp(q, where, timeout=timeout, port=port, sock=_Stream(stream, (where, port)))
+        sock = _Stream(stream, (where, port))
+        return await dns.asyncquery.tcp(q, where, timeout=timeout, port=port, sock=sock)
     finally:
         await stream.aclose()
 
