@@ -16,6 +16,7 @@ import anyio
 import dns._asyncbackend
 import dns.asyncquery
 import dns.exception
+import dns.inet
 import dns.message
 import dns.rcode
 import dns.rrset
@@ -29,8 +30,8 @@ SERVICE = "100.100.100.100"
 
 
 class _Datagram(dns._asyncbackend.DatagramSocket):
-    def __init__(self, sock: UdpSocket) -> None:
-        super().__init__(socket.AF_INET, socket.SOCK_DGRAM)
+    def __init__(self, sock: UdpSocket, family: int) -> None:
+        super().__init__(family, socket.SOCK_DGRAM)
         self.sock = sock
 
     async def sendto(self, what: bytes, destination: Any, timeout: float | None) -> int:
@@ -39,7 +40,8 @@ class _Datagram(dns._asyncbackend.DatagramSocket):
 
     async def recvfrom(self, size: int, timeout: float | None) -> tuple[bytes, tuple[str, int]]:
         with anyio.move_on_after(timeout if timeout is not None else 30.0):
-            return await self.sock.recvfrom()
+            data, (ip, port) = await self.sock.recvfrom()
+            return data, ((ip, port) if self.family == socket.AF_INET else (ip, port, 0, 0))  # type: ignore[return-value]
         raise dns.exception.Timeout
 
     async def close(self) -> None:
@@ -75,7 +77,8 @@ async def udp_query(dev: ActorDevice, name: str, rdtype: str = "A", *, where: st
     sock = await dev.listen_packet()
     try:
         q = dns.message.make_query(name, rdtype)
-        return await dns.asyncquery.udp(q, where, timeout=timeout, port=port, sock=_Datagram(sock))
+        adapter = _Datagram(sock, dns.inet.af_for_address(where))
+        return await dns.asyncquery.udp(q, where, timeout=timeout, port=port, sock=adapter)
     finally:
         await sock.aclose()
 

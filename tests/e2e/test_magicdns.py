@@ -19,12 +19,13 @@ import pytest
 
 from pytsnet.config import Config
 from pytsnet.device import ActorDevice, UnknownTailnetHost
+from pytsnet.localnet.server import LocalTailnet
 from pytsnet.testing.dnsclient import TailnetDnsServer, tcp_query, udp_query
 from pytsnet.testing.polling import wait_until
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from e2e_rig import FAST, Pair, tailnet_pair
+from e2e_rig import FAST, Pair, make_device, tailnet_pair
 
 EXTRA = "app.lab.internal"
 CORP = "db.corp.example"
@@ -151,3 +152,28 @@ def test_fallback_resolvers_forward_over_the_tailnet(tmp_path: Path) -> None:
             assert c["dns_forwarded"] == 3 and c.get("dns_forward_failed", 0) == 0, c
         finally:
             gamma.close()
+
+
+def test_ipv6_tailnet_quad100_v6_and_aaaa(tmp_path: Path) -> None:
+    """With IPv6 on, fd7a:115c:a1e0::53 answers too, and names get their AAAA."""
+    with LocalTailnet(tmp_path / "control", listen="127.0.0.1:0", ipv6=True) as net:
+        a, b = (make_device(net, tmp_path, n) for n in ("alpha", "beta"))
+        try:
+            for d in (a, b):
+                d.wait_until_running_blocking(20)
+            wait_until(lambda: len(a.status().peers) == 1, 20, "alpha sees beta")
+            b_ips = b.tailscale_ips()
+            v4 = [ip for ip in b_ips if ":" not in ip]
+            v6 = [ip for ip in b_ips if ":" in ip]
+            assert v4 and v6, b_ips
+
+            async def main() -> None:
+                for where in ("100.100.100.100", "fd7a:115c:a1e0::53"):
+                    m = await udp_query(a, "beta", "AAAA", where=where)
+                    assert [rd.to_text() for rr in m.answer for rd in rr] == v6, (where, m)
+                    assert _a(await udp_query(a, "beta", where=where)) == v4, where
+                assert sorted(await a.lookup("beta")) == sorted(v4 + v6)
+            anyio.run(main)
+        finally:
+            a.close()
+            b.close()
