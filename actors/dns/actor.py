@@ -112,6 +112,8 @@ class DnsActor(Actor):
         self._reconfigure()
 
     def on_stop(self, reason: StopReason) -> None:
+        if not hasattr(self, "resolver"):
+            return  # on_start never ran
         for token in list(self.origins):  # asks waiting on a forward: SERVFAIL now, not a hung caller
             kind, target = self.origins.pop(token)
             done = self.resolver.complete(token, None)
