@@ -37,6 +37,8 @@ class PeerInfo(Message):
     """Unix seconds; None = never expires."""
     machine_authorized: bool = False
     expired: bool = False
+    peerapi_ports: dict[str, int] = {}
+    """Its peerAPI, from Hostinfo ``Services``: ``peerapi4``/``peerapi6`` → TCP port (Go ``peerAPIPorts``)."""
 
     def key_expired(self, now: float) -> bool:
         """Control marked the key expired, or its ``KeyExpiry`` is not after ``now``."""
@@ -53,6 +55,8 @@ class PeerInfo(Message):
             endpoints=list(n.Endpoints), home_derp=n.HomeDERP, online=n.Online, tags=list(n.Tags),
             key_expiry=node_key_expiry(n),
             machine_authorized=n.MachineAuthorized, expired=n.Expired,
+            peerapi_ports={s.Proto: s.Port for s in (n.Hostinfo.Services if n.Hostinfo is not None else [])
+                           if s.Proto in ("peerapi4", "peerapi6") and 0 < s.Port < 65536},
         )
 
 

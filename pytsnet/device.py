@@ -93,6 +93,7 @@ from pytsnet.messages.wgengine import GetWgStatus, WgStatus
 from pytsnet.net import SocketLike, SocketListener, TcpListener, TcpStream, UdpSocket
 from pytsnet.net.bindings import Bindings
 from pytsnet.net.netstack import Netstack
+from pytsnet.peerapi import PeerApi
 from pytsnet.state import FileStore, MemoryStore, StateDirLock, check_state
 from pytsnet.tree import CONTROL, DATAPLANE, DNS, PEERS, DataplaneOptions, device_tree
 from pytsnet.wire.keys import DiscoPrivate
@@ -222,6 +223,8 @@ class ActorDevice:
         """The running netstack, as the tree hands it over (None before the first and during a rebuild)."""
         self._ns_rebuilding = False
         self._bindings = Bindings()
+        self.peerapi_port = 0
+        """The peerAPI's tailnet TCP port (Hostinfo ``Services``), drawn at ``start``."""
         self._dp_options = DataplaneOptions(
             disco=self.disco, bind_host=cfg.bind_host, bind_port=cfg.port,
             advertise_endpoints=cfg.advertise_endpoints, timings=cfg.timings or Timings(),
@@ -255,6 +258,7 @@ class ActorDevice:
             self._dir_lock.acquire()  # StateDirLocked: another device runs on this dir
         try:
             check_state(self.store)  # StateStoreError naming the key, never a silent new node
+            peerapi = PeerApi(self._bindings)  # its port goes in our first Hostinfo
         except BaseException:
             if self._dir_lock is not None:
                 self._dir_lock.release()
@@ -266,9 +270,11 @@ class ActorDevice:
         runner = RunnerConfig(
             control_url=str(cfg.control_url), hostname=str(cfg.hostname), auth_key=str(cfg.auth_key or ""),
             ephemeral=cfg.ephemeral, tags=tuple(cfg.tags), disco_public=self.disco.public().to_text(),
-            backoff_max=cfg.backoff_max, dataplane_name=DATAPLANE)
+            backoff_max=cfg.backoff_max, dataplane_name=DATAPLANE, services=peerapi.services)
         self.system = ActorSystem(f"device-{cfg.hostname}", clock=cfg.clock, log_route=self._log_route)
         self.system.spawn_spec(device_tree(self.system, runner, self.store, self._on_event, self._dp_options))
+        peerapi.start(self.system)
+        self.peerapi_port = peerapi.port
         return self
 
     def close(self) -> None:

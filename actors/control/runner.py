@@ -50,7 +50,7 @@ from pytsnet.messages.control import (
 )
 from pytsnet.messages.peers import ClearPeers, NetmapUpdate, PeerInfo, ResendNetmap
 from pytsnet.wire.keys import DiscoPublic, MachinePrivate
-from pytsnet.wire.tailcfg import Hostinfo
+from pytsnet.wire.tailcfg import Hostinfo, Service
 
 log = subsystem_logger("control")
 
@@ -78,10 +78,13 @@ class RunnerConfig:
     """The data-plane bridge told ``DataplaneNetmap`` after each netmap (empty: none)."""
     hostinfo_extra: tuple[tuple[str, str], ...] = ()
     """More Hostinfo fields, as (name, value) pairs (a tuple: the config is shared by incarnations)."""
+    services: tuple[tuple[str, int], ...] = ()
+    """Hostinfo ``Services`` as (proto, port): the peerAPI's ``peerapi4``/``peerapi6`` port."""
 
     def login_config(self) -> login.LoginConfig:
         hostinfo = Hostinfo(Hostname=self.hostname, OS="linux", Package="tsnet", IPNVersion="pytsnet",
-                            RequestTags=list(self.tags), **dict(self.hostinfo_extra))
+                            RequestTags=list(self.tags), **dict(self.hostinfo_extra),
+                            Services=[Service(Proto=p, Port=n) for p, n in self.services])
         return login.LoginConfig(
             control_url=self.control_url, hostinfo=hostinfo, auth_key=self.auth_key, ephemeral=self.ephemeral,
             disco=DiscoPublic.from_text(self.disco_public) if self.disco_public else None,

@@ -1,0 +1,93 @@
+"""Test rig for the peerAPI: a stand-in resolver actor and a small HTTP/1.1 client (h11).
+
+``StubResolver`` answers ``DnsQuery`` (the MagicDNS resolver's contract, ``messages/dns.py``) from a
+fixed name → IPv4 table with dnspython, so the peerAPI's DoH framing is tested without the resolver
+itself; it records what it was asked and can hold its answers until released (a request in flight for
+chaos tests). ``http_request`` speaks HTTP/1.1 over any blocking socket-like object.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import dns.message
+import dns.rcode
+import dns.rrset
+import h11
+
+from pytsnet.actors.runtime import Actor, handles
+from pytsnet.messages.dns import DnsAnswer, DnsQuery
+
+__all__ = ["HttpAnswer", "StubResolver", "http_request"]
+
+
+class StubResolver(Actor):
+    """Register as ``dns``: A records from ``records``, NXDOMAIN otherwise; ``seen`` gets every query."""
+
+    def __init__(self, records: dict[str, str], seen: list[DnsQuery], hold: threading.Event | None = None,
+                 asked: threading.Event | None = None) -> None:
+        self.records = {k.rstrip(".").lower(): v for k, v in records.items()}
+        self.seen = seen
+        self.hold = hold
+        self.asked = asked
+
+    @handles(DnsQuery)
+    def on_query(self, msg: DnsQuery) -> DnsAnswer:
+        self.seen.append(msg)
+        if self.asked is not None:
+            self.asked.set()
+        if self.hold is not None:
+            self.hold.wait(30)
+        q = dns.message.from_wire(msg.query)
+        resp = dns.message.make_response(q)
+        name = q.question[0].name.to_text().rstrip(".").lower()
+        if name in self.records:
+            resp.answer.append(dns.rrset.from_text(q.question[0].name, 60, "IN", "A", self.records[name]))
+        else:
+            resp.set_rcode(dns.rcode.NXDOMAIN)
+        return DnsAnswer(response=resp.to_wire())
+
+
+class _Sock(Protocol):
+    def sendall(self, data: bytes) -> None: ...
+    def recv(self, bufsize: int) -> bytes: ...
+
+
+@dataclass
+class HttpAnswer:
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+
+def http_request(sock: _Sock, method: str, target: str, *, host: str = "peer",
+                 headers: list[tuple[str, str]] | None = None, body: bytes = b"") -> HttpAnswer | None:
+    """One request on ``sock`` (keep-alive: call again for the next); None if the server closed first."""
+    client = h11.Connection(h11.CLIENT)
+    hdrs = [("Host", host), *(headers or [])]
+    if body or method == "POST":
+        hdrs.append(("Content-Length", str(len(body))))
+    out = client.send(h11.Request(method=method, target=target, headers=hdrs)) or b""
+    if body:
+        out += client.send(h11.Data(data=body)) or b""
+    out += client.send(h11.EndOfMessage()) or b""
+    sock.sendall(out)
+    answer: HttpAnswer | None = None
+    while True:
+        try:
+            ev = client.next_event()
+        except h11.RemoteProtocolError:  # closed with no (or half an) answer
+            return None
+        if ev is h11.NEED_DATA:
+            client.receive_data(sock.recv(65536))
+            continue
+        if isinstance(ev, h11.Response):
+            answer = HttpAnswer(ev.status_code, {k.decode().lower(): v.decode() for k, v in ev.headers})
+        elif isinstance(ev, h11.Data) and answer is not None:
+            answer.body += bytes(ev.data)
+        elif isinstance(ev, h11.EndOfMessage):
+            return answer
+        elif isinstance(ev, h11.ConnectionClosed):
+            return None
