@@ -54,7 +54,7 @@ class PeerApiConnection(Actor):
         self._caller: Caller | None = None
         self._ended = False  # read loop only: it told eof/idle, nothing more to read
         self._stop = threading.Event()
-        self.start_io_loop(self._read, self._stop.set)
+        self.start_io_loop(self._read, self._wake_reader)
 
     def on_stop(self, reason: StopReason) -> None:
         self._stop.set()
@@ -62,14 +62,23 @@ class PeerApiConnection(Actor):
         self.tell_named(self.spawn.server, PeerApiEvent(kind="closed", conn=self.name))
 
     # -- the read loop (its own thread) --------------------------------------------------------------
+    def _wake_reader(self) -> None:
+        self._stop.set()
+        self.ch.notify()
+
+    def _readable(self) -> bool:
+        return self.ch.recv_ready() or self._stop.is_set()
+
     def _read(self) -> Message | None:
         if self._ended:
             self._stop.wait(1.0)
             return None
         ch = self.ch
-        if not ch.wait(ch.recv_ready, self.spawn.idle_timeout):
+        if not ch.wait(self._readable, self.spawn.idle_timeout):
             self._ended = True
             return PeerApiRead(idle=True)
+        if self._stop.is_set():
+            return None
         try:
             data = ch.try_recv(READ_CHUNK)
         except OSError:

@@ -38,12 +38,17 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("netstack", "registry"): "FlowRegistry, shared with the facade's Netstack handle",
     ("flow", "channel"): "a flow actor's channel: the app's end of the stream (netstack: issue 15)",
     ("flow", "conn"): "the sans-IO TCP connection the netstack hands its flow actor (netstack: issue 15)",
+    ("peerapi", "acceptor"): "the device's peerAPI listener (Bindings keep it across netstacks), an I/O"
+                             " resource like a socket: only the server accepts on it",
+    ("peerapi", "system"): "the server spawns each connection's actor on the system (as the netstack"
+                           " spawns its flows)",
 }
 """(role, parameter) → why it is not a message yet. A role is the actor's name, or ``flow`` for any
 of the netstack's per-flow actors."""
 
 SHARED_ALLOWED: dict[frozenset[str], str] = {
     frozenset({"events", "control"}): "the device's event callback (see ALLOWED's control publish)",
+    frozenset({"netstack", "peerapi"}): "the device's ActorSystem: both spawn per-connection actors on it",
 }
 
 

@@ -112,7 +112,8 @@ def test_node_of_another_user_is_denied_dns(tmp_path: Path) -> None:
         b = make_device(net, tmp_path, "beta")
         other = ActorDevice(Config(dir=tmp_path / "mallory", hostname="mallory",
                                    auth_key=net.create_authkey(user="mallory@example.com"),
-                                   control_url=net.control_url, backoff_max=1.0, bind_host="127.0.0.1")).start()
+                                   control_url=net.control_url, backoff_max=1.0,
+                                   bind_host="127.0.0.1")).start()
         try:
             b.wait_until_running_blocking(20)
             other.wait_until_running_blocking(20)

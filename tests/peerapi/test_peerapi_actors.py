@@ -28,6 +28,7 @@ SELF = PeerInfo(node_id=1, user=7, addresses=["100.64.0.1/32"])
 PEER = PeerInfo(node_id=2, user=7, addresses=["100.64.0.2/32"])
 OTHER_USER = PeerInfo(node_id=3, user=8, addresses=["100.64.0.3/32"])
 PORT = 41000
+QUERY = b"AAABAAABAAAAAAAABGhvc3QHZXhhbXBsZQAAAQAB"  # base64url of an A query for host.example
 
 
 class Peers(Actor):
@@ -39,7 +40,8 @@ class Peers(Actor):
 class Bridge(Actor):
     @handles(GetDataplaneInfo)
     def on_get(self, msg: GetDataplaneInfo) -> DataplaneInfo:
-        return DataplaneInfo(netmap=DataplaneNetmap(node_private=NodePrivate.generate().to_text(), self_node=SELF))
+        nm = DataplaneNetmap(node_private=NodePrivate.generate().to_text(), self_node=SELF)
+        return DataplaneInfo(netmap=nm)
 
 
 class Acceptor:
@@ -114,7 +116,7 @@ def test_dns_only_for_our_own_users_nodes(system: ActorSystem) -> None:
     rig = Rig(system)
     for src, status in (("100.64.0.2", b"200"), ("100.64.0.3", b"403")):
         ch = rig.connect(src)
-        send(ch, b"GET /dns-query?dns=AAABAAABAAAAAAAABGhvc3QHZXhhbXBsZQAAAQAB HTTP/1.1\r\nHost: peer\r\n\r\n")
+        send(ch, b"GET /dns-query?dns=" + QUERY + b" HTTP/1.1\r\nHost: peer\r\n\r\n")
         assert wait_answer(ch).startswith(b"HTTP/1.1 " + status + b" ")
     assert [(q.transport, q.src) for q in rig.seen] == [("doh", "100.64.0.2:50001")]
 

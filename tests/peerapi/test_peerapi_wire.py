@@ -21,7 +21,8 @@ from pytsnet.wire.peerapi import (
 OURS = ("100.64.0.1", "fd7a:115c:a1e0::1")
 
 
-def _req(method: str, target: str, headers: dict[str, str] | None = None, body: bytes = b"") -> PeerApiRequest:
+def _req(method: str, target: str, headers: dict[str, str] | None = None,
+         body: bytes = b"") -> PeerApiRequest:
     return PeerApiRequest(method, target, {"host": "100.64.0.1:40000", **(headers or {})}, body)
 
 
@@ -77,7 +78,8 @@ def test_dns_denied_for_a_caller_the_node_does_not_serve() -> None:
 
 
 def test_resolver_failure_is_500() -> None:
-    r = route(_req("GET", "/dns-query?dns=AAAA"), our_addresses=OURS, dns_allowed=True, resolve=lambda q: None)
+    r = route(_req("GET", "/dns-query?dns=AAAA"), our_addresses=OURS, dns_allowed=True,
+              resolve=lambda q: None)
     assert r.status == 500
 
 
