@@ -88,12 +88,13 @@ from pytsnet.messages.magicsock import (
     StunStatusRequest,
 )
 from pytsnet.messages.netstack import NetstackStatus, NetstackStatusRequest
+from pytsnet.messages.peerapi import PeerApiStatus, PeerApiStatusRequest
 from pytsnet.messages.peers import GetPeers, PeerInfo, PeersChanged, PeerTable
 from pytsnet.messages.wgengine import GetWgStatus, WgStatus
 from pytsnet.net import SocketLike, SocketListener, TcpListener, TcpStream, UdpSocket
 from pytsnet.net.bindings import Bindings
 from pytsnet.net.netstack import Netstack
-from pytsnet.peerapi import PeerApi
+from pytsnet.peerapi import PEERAPI, PeerApi
 from pytsnet.state import FileStore, MemoryStore, StateDirLock, check_state
 from pytsnet.tree import CONTROL, DATAPLANE, DNS, PEERS, DataplaneOptions, device_tree
 from pytsnet.wire.keys import DiscoPrivate
@@ -750,6 +751,9 @@ class ActorDevice:
         dn = self._ask_quiet(DNS, DnsStatusRequest(), timeout)
         if isinstance(dn, DnsStatus):
             counters.update({f"dns_{k}": v for k, v in dn.counters.items()})
+        pa = self._ask_quiet(PEERAPI, PeerApiStatusRequest(), timeout)
+        if isinstance(pa, PeerApiStatus):  # the peerAPI's requests by outcome, and refusals
+            counters.update({f"peerapi_{k}": v for k, v in pa.counters.items()}, peerapi_open=pa.open)
         rows = []
         for p in peers:
             pp, ss = paths.get(p.node_key), sessions.get(p.node_key)

@@ -11,15 +11,19 @@ request ends only its own connection.
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 
 import dns.message
 import dns.rcode
+import pytest
 from e2e_rig import make_device, tailnet_pair
 
 from pytsnet.config import Config
 from pytsnet.device import ActorDevice
+from pytsnet.localnet.policy import POLICY_FILE
 from pytsnet.localnet.server import LocalTailnet
+from pytsnet.localnet.store import DEFAULT_USER
 from pytsnet.messages.dns import DnsQuery
 from pytsnet.messages.peerapi import PeerApiStatusRequest
 from pytsnet.testing.peerapi import StubResolver, http_request
@@ -105,6 +109,8 @@ def test_peer_reaches_dns_query_and_unknown_paths_404(tmp_path: Path) -> None:
         st = ref.ask(PeerApiStatusRequest(), timeout=5)
         assert st.port == port and st.counters["dns"] == 3 and st.counters["not_found"] == 2
         assert st.counters["forbidden"] == 2 and st.counters["bad_request"] == 2
+        counters = p.b.status().counters  # the same counts in the device's status()
+        assert counters["peerapi_dns"] == 3 and counters["peerapi_not_found"] == 2
 
 
 def test_node_of_another_user_is_denied_dns(tmp_path: Path) -> None:
@@ -127,6 +133,39 @@ def test_node_of_another_user_is_denied_dns(tmp_path: Path) -> None:
                                host=f"{b_ip}:{port}")
             assert ans is not None and ans.status == 403 and b"DNS access denied" in ans.body
             sock.close()
+        finally:
+            b.close()
+            other.close()
+
+
+def test_peerapi_is_behind_the_packet_filter(tmp_path: Path) -> None:
+    """Stricter than Go (whose tstun lets any peer's SYN to the peerAPI port past the filter and checks
+    at L7): a node the policy does not let reach us cannot open a peerAPI connection at all."""
+    (tmp_path / "control").mkdir()
+    (tmp_path / "control" / POLICY_FILE).write_text(json.dumps({"acls": [
+        {"action": "accept", "src": [DEFAULT_USER], "dst": ["*:*"]},
+        {"action": "accept", "src": ["mallory@example.com"], "dst": ["mallory@example.com:*"]}]}))
+    with LocalTailnet(tmp_path / "control", listen="127.0.0.1:0") as net:
+        b = make_device(net, tmp_path, "beta")
+        other = ActorDevice(Config(dir=tmp_path / "mallory", hostname="mallory",
+                                   auth_key=net.create_authkey(user="mallory@example.com"),
+                                   control_url=net.control_url, backoff_max=1.0,
+                                   bind_host="127.0.0.1")).start()
+        try:
+            b.wait_until_running_blocking(20)
+            other.wait_until_running_blocking(20)
+            wait_until(lambda: len(b.status().peers) == 1 and len(other.status().peers) == 1, 20, "peers")
+            assert b.system is not None
+            b.system.spawn(StubResolver, RECORDS, [], name="dns")
+            with pytest.raises(TimeoutError):
+                other.tcp_connect_blocking(b.tailscale_ips()[0], b.peerapi_port, timeout=3)
+            assert b.status().drops.get("filter_no_rule", 0) > 0  # its SYNs, dropped by beta's filter
+            # while beta (allowed everywhere) reaches mallory's peerAPI: 404 for an unknown path
+            s = b.tcp_connect_blocking(other.tailscale_ips()[0], other.peerapi_port, timeout=20)
+            s.settimeout(20)
+            ans = http_request(s, "GET", "/nope", host=f"{other.tailscale_ips()[0]}:{other.peerapi_port}")
+            assert ans is not None and ans.status == 404
+            s.close()
         finally:
             b.close()
             other.close()
