@@ -18,7 +18,7 @@ import dns.message
 from pytsnet import ActorDevice, Config
 from pytsnet.actors.runtime import FaultInjector
 from pytsnet.messages.dns import DnsQuery
-from pytsnet.testing.peerapi import HttpAnswer, StubResolver, http_request
+from pytsnet.testing.peerapi import HttpAnswer, http_request, serve_stub_resolver
 from pytsnet.testing.polling import wait_until
 
 
@@ -36,7 +36,7 @@ def test_killing_the_peerapi_server_mid_request_is_survived(device_config: Calla
         assert b.system is not None
         hold, asked = threading.Event(), threading.Event()
         seen: list[DnsQuery] = []
-        b.system.spawn(StubResolver, {"svc.example": "100.64.7.7"}, seen, hold, asked, name="dns")
+        serve_stub_resolver(b.system, {"svc.example": "100.64.7.7"}, seen, hold, asked)
         b_ip, port = b.tailscale_ips()[0], b.peerapi_port
         host = f"{b_ip}:{port}"
         server = b.system.lookup("peerapi")

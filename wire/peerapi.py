@@ -175,9 +175,12 @@ def _host_ok(host: str, ours: tuple[str, ...]) -> bool:
     addr, sep, port = host.rpartition(":")
     if not sep or not port.isdigit():
         return False
+    bracketed = addr.startswith("[") and addr.endswith("]")
     try:
-        ip = ipaddress.ip_address(addr.removeprefix("[").removesuffix("]"))
+        ip = ipaddress.ip_address(addr[1:-1] if bracketed else addr)
     except ValueError:
+        return False
+    if bracketed != (ip.version == 6):  # Go's ParseAddrPort: [v6]:port and v4:port only
         return False
     return any(ip == ipaddress.ip_address(a) for a in ours)
 

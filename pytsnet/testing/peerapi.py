@@ -17,10 +17,13 @@ import dns.rcode
 import dns.rrset
 import h11
 
-from pytsnet.actors.runtime import Actor, handles
+from pytsnet.actors.runtime import Actor, ActorRef, ActorSystem, NameTaken, handles
 from pytsnet.messages.dns import DnsAnswer, DnsQuery
 
-__all__ = ["HttpAnswer", "StubResolver", "http_request"]
+__all__ = ["DNS", "HttpAnswer", "StubResolver", "http_request", "serve_stub_resolver"]
+
+DNS = "dns"
+"""The name the peerAPI asks for DoH (``PeerApiSpawn.dns``)."""
 
 
 class StubResolver(Actor):
@@ -48,6 +51,18 @@ class StubResolver(Actor):
         else:
             resp.set_rcode(dns.rcode.NXDOMAIN)
         return DnsAnswer(response=resp.to_wire())
+
+
+def serve_stub_resolver(system: ActorSystem, records: dict[str, str], seen: list[DnsQuery],
+                        hold: threading.Event | None = None,
+                        asked: threading.Event | None = None) -> ActorRef:
+    """Register a ``StubResolver`` as ``dns`` on a device's system; an error naming the cause when the
+    device already runs a resolver under that name (then test against it instead)."""
+    try:
+        return system.spawn(StubResolver, records, seen, hold, asked, name=DNS)
+    except NameTaken as e:
+        raise RuntimeError("this device already runs a resolver as 'dns': the stand-in is for devices "
+                           "without one") from e
 
 
 class _Sock(Protocol):

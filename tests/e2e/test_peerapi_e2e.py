@@ -26,7 +26,7 @@ from pytsnet.localnet.server import LocalTailnet
 from pytsnet.localnet.store import DEFAULT_USER
 from pytsnet.messages.dns import DnsQuery
 from pytsnet.messages.peerapi import PeerApiStatusRequest
-from pytsnet.testing.peerapi import StubResolver, http_request
+from pytsnet.testing.peerapi import http_request, serve_stub_resolver
 from pytsnet.testing.polling import wait_until
 
 RECORDS = {"printer.corp.example": "100.64.9.9"}
@@ -46,7 +46,7 @@ def test_peer_reaches_dns_query_and_unknown_paths_404(tmp_path: Path) -> None:
     with tailnet_pair(tmp_path) as p:
         assert p.b.system is not None
         seen: list[DnsQuery] = []
-        p.b.system.spawn(StubResolver, RECORDS, seen, name="dns")
+        serve_stub_resolver(p.b.system, RECORDS, seen)
         port = p.b.peerapi_port
         assert 32768 <= port <= 65535
         b_ip = p.ip(p.b)
@@ -125,7 +125,7 @@ def test_node_of_another_user_is_denied_dns(tmp_path: Path) -> None:
             other.wait_until_running_blocking(20)
             wait_until(lambda: len(b.status().peers) == 1 and len(other.status().peers) == 1, 20, "peers")
             assert b.system is not None
-            b.system.spawn(StubResolver, RECORDS, [], name="dns")
+            serve_stub_resolver(b.system, RECORDS, [])
             b_ip, port = b.tailscale_ips()[0], b.peerapi_port
             sock = other.tcp_connect_blocking(b_ip, port, timeout=20)
             sock.settimeout(20)
@@ -156,7 +156,7 @@ def test_peerapi_is_behind_the_packet_filter(tmp_path: Path) -> None:
             other.wait_until_running_blocking(20)
             wait_until(lambda: len(b.status().peers) == 1 and len(other.status().peers) == 1, 20, "peers")
             assert b.system is not None
-            b.system.spawn(StubResolver, RECORDS, [], name="dns")
+            serve_stub_resolver(b.system, RECORDS, [])
             with pytest.raises(TimeoutError):
                 other.tcp_connect_blocking(b.tailscale_ips()[0], b.peerapi_port, timeout=3)
             assert b.status().drops.get("filter_no_rule", 0) > 0  # its SYNs, dropped by beta's filter

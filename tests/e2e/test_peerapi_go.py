@@ -24,7 +24,7 @@ from pytsnet.device import ActorDevice
 from pytsnet.localnet import LocalTailnet
 from pytsnet.messages.dns import DnsQuery
 from pytsnet.testing import gonode
-from pytsnet.testing.peerapi import StubResolver, http_request
+from pytsnet.testing.peerapi import http_request, serve_stub_resolver
 from pytsnet.testing.polling import wait_until
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -79,7 +79,7 @@ def test_go_node_reaches_python_peerapi(world: World) -> None:
     w = world
     assert w.dev.system is not None
     seen: list[DnsQuery] = []
-    w.dev.system.spawn(StubResolver, {"printer.corp.example": "100.64.9.9"}, seen, name="dns")
+    serve_stub_resolver(w.dev.system, {"printer.corp.example": "100.64.9.9"}, seen)
     py_ip, port = w.dev.tailscale_ips()[0], w.dev.peerapi_port
     text = (gonode.client_caddyfile(w.net.control_url, w.key, w.tmp / "goclient", f"http://{py_ip}:{port}",
                                     listen_port=CADDY_PORT, debug=True)

@@ -20,7 +20,7 @@ from pytsnet.messages.dataplane import DataplaneInfo, DataplaneNetmap, GetDatapl
 from pytsnet.messages.dns import DnsQuery
 from pytsnet.messages.peerapi import PeerApiSpawn, PeerApiStatus, PeerApiStatusRequest
 from pytsnet.messages.peers import GetPeers, PeerInfo, PeerTable
-from pytsnet.testing.peerapi import StubResolver
+from pytsnet.testing.peerapi import serve_stub_resolver
 from pytsnet.testing.polling import wait_until
 from pytsnet.wire.keys import NodePrivate
 
@@ -62,7 +62,7 @@ class Rig:
         self.seen: list[DnsQuery] = []
         system.spawn(Peers, name="peers")
         system.spawn(Bridge, name="dataplane")
-        system.spawn(StubResolver, {"host.example": "100.64.9.9"}, self.seen, name="dns")
+        serve_stub_resolver(system, {"host.example": "100.64.9.9"}, self.seen)
         system.spawn_spec(peerapi_spec(system, PeerApiSpawn(port=PORT, **spawn), self.acceptor))  # type: ignore[arg-type]
         self._n = 0
 

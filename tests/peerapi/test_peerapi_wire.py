@@ -68,7 +68,8 @@ def test_bad_requests_never_reach_the_resolver(req: PeerApiRequest, status: int)
 def test_host_forms_go_accepts() -> None:
     for host in ("peer", "100.64.0.1:8080", "[fd7a:115c:a1e0::1]:8080"):
         assert _route(PeerApiRequest("GET", "/nope", {"host": host}))[0] == 404
-    for host in ("100.64.0.1", "peer:80", "[fd7a:115c:a1e0::2]:1"):
+    for host in ("100.64.0.1", "peer:80", "[fd7a:115c:a1e0::2]:1", "fd7a:115c:a1e0::1:80", "[100.64.0.1]:80",
+                 "100.64.0.1:", "100.64.0.1:x"):
         assert _route(PeerApiRequest("GET", "/nope", {"host": host}))[0] == 403
 
 
