@@ -48,8 +48,9 @@ __all__ = ["ACCEPT_POLL", "Acceptor", "PeerApiServer", "peerapi_spec"]
 
 log = subsystem_logger("peerapi")
 
-ACCEPT_POLL = 0.5
-"""The accept loop's wait, so a stopped incarnation's loop ends within it."""
+ACCEPT_POLL = 0.25
+"""The accept loop's wait: a stopped incarnation's loop ends within it (the device's close waits that long
+at most for it; an idle device wakes it 4 times a second)."""
 
 
 class Acceptor(Protocol):
