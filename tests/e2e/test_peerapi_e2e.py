@@ -169,3 +169,32 @@ def test_peerapi_is_behind_the_packet_filter(tmp_path: Path) -> None:
         finally:
             b.close()
             other.close()
+
+
+def test_peerapi6_over_ipv6(tmp_path: Path) -> None:
+    """With IPv6 on, the same listener serves beta's IPv6 address at the ``peerapi6`` port."""
+    with LocalTailnet(tmp_path / "control", listen="127.0.0.1:0", ipv6=True) as net:
+        a, b = make_device(net, tmp_path, "alpha"), make_device(net, tmp_path, "beta")
+        try:
+            a.wait_until_running_blocking(20)
+            b.wait_until_running_blocking(20)
+            wait_until(lambda: len(a.status().peers) == 1 and len(b.status().peers) == 1, 20, "peers")
+            assert b.system is not None
+            seen: list[DnsQuery] = []
+            serve_stub_resolver(b.system, RECORDS, seen)
+            b6 = next(ip for ip in b.tailscale_ips() if ":" in ip)
+            port = a.whois(b6).node.peerapi_ports["peerapi6"]
+            assert port == b.peerapi_port
+            sock = a.tcp_connect_blocking(b6, port, timeout=20)
+            sock.settimeout(20)
+            ans = http_request(sock, "POST", "/dns-query", host=f"[{b6}]:{port}",
+                               body=_query("printer.corp.example.", 3),
+                               headers=[("Content-Type", "application/dns-message")])
+            assert ans is not None and ans.status == 200
+            assert [r.to_text() for r in dns.message.from_wire(ans.body).answer[0]] == ["100.64.9.9"]
+            a6 = next(ip for ip in a.tailscale_ips() if ":" in ip)
+            assert seen[0].src.startswith(f"[{a6}]:")
+            sock.close()
+        finally:
+            a.close()
+            b.close()
