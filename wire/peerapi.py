@@ -82,6 +82,11 @@ class PeerApiHttp:
         """The connection is done (the client closed, or a response said so)."""
         return self._h11.our_state in (h11.MUST_CLOSE, h11.CLOSED) or self._h11.their_state is h11.CLOSED
 
+    @property
+    def partial(self) -> bool:
+        """Part of a request is here and the rest is not (a head or body still arriving)."""
+        return self._h11.their_state is h11.SEND_BODY or bool(self._h11.trailing_data[0])
+
     def receive(self, data: bytes) -> PeerApiRequest | None:
         """Feed bytes (``b""`` is end of stream); the next complete request, or None while more is needed
         (a pipelined request waits until the one before it was answered: ``next`` then gives it)."""

@@ -4,9 +4,9 @@ As Go's ``ServeConn``: the caller is identified once, by its source address, thr
 table (admitted peers only) and our own node; an address that is no tailnet node's gets its
 connection closed with no answer. Requests are parsed and answered by ``wire/peerapi.py`` (bounded
 head and body; a malformed one is a 400 and the end of this connection only); ``/dns-query`` asks the
-resolver (``DnsQuery(transport="doh")``). The read loop waits at most ``idle_timeout`` for bytes and a
-write that the peer does not take within it closes the connection, so a silent or stalled peer holds
-a slot for a bounded time.
+resolver (``DnsQuery(transport="doh")``). The read loop waits at most ``idle_timeout`` for bytes, a
+request still arriving ``idle_timeout`` after its first byte and a write that the peer does not take
+within it close the connection, so a silent, trickling or stalled peer holds a slot for a bounded time.
 """
 
 from __future__ import annotations
@@ -53,6 +53,9 @@ class PeerApiConnection(Actor):
         self._http = PeerApiHttp()
         self._caller: Caller | None = None
         self._ended = False  # read loop only: it told eof/idle, nothing more to read
+        self._partial_since: float | None = None
+        """When the request now arriving began: one that trickles in for longer than idle_timeout ends
+        the connection (bytes now and then reset the read loop's wait, not this)."""
         self._stop = threading.Event()
         self.start_io_loop(self._read, self._wake_reader)
 
@@ -122,6 +125,13 @@ class PeerApiConnection(Actor):
             self.stop()  # the peer went away, or did not take our answer within idle_timeout
             return
         if msg.eof or self._http.closed:
+            self.stop()
+        elif not self._http.partial:
+            self._partial_since = None
+        elif self._partial_since is None:
+            self._partial_since = self.clock.time()
+        elif self.clock.time() - self._partial_since > self.spawn.idle_timeout:
+            self._event("idle_timeout")
             self.stop()
 
     def _answer(self, req: PeerApiRequest) -> None:

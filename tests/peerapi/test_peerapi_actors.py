@@ -9,6 +9,7 @@ closed at once, and a killed connection actor ends that connection only.
 from __future__ import annotations
 
 import queue
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -126,6 +127,19 @@ def test_idle_connection_is_closed(system: ActorSystem) -> None:
     ch = rig.connect("100.64.0.2")
     send(ch, b"GET /nope HTTP/1.1\r\nHost: pe")  # half a request, then silence
     wait_until(lambda: ch.app_closed, 10, "idle connection closed")
+    wait_until(lambda: rig.status().counters.get("idle_timeout") == 1, 5, "counted")
+
+
+def test_a_trickled_request_is_cut_off(system: ActorSystem) -> None:
+    rig = Rig(system, idle_timeout=0.5)
+    ch = rig.connect("100.64.0.2")
+    sent = 0
+    while not ch.app_closed and sent < 200:  # one byte every 0.1 s: never silent for idle_timeout
+        send(ch, b"GET /nope HTTP/1.1\r\nX: "[sent:sent + 1] or b"a")
+        sent += 1
+        time.sleep(0.1)
+    assert ch.app_closed and sent < 20, sent
+    assert ch.tx == b""
     wait_until(lambda: rig.status().counters.get("idle_timeout") == 1, 5, "counted")
 
 
