@@ -18,7 +18,7 @@ import subprocess
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pytsnet.testing.netns import Netns, netns_available, unique_tag, veth_pair
 
@@ -100,6 +100,47 @@ def namespace_pair(prefix: str) -> Iterator[tuple[Netns, Netns]]:
         node.close()
         if side is not None:
             side.close()
+
+
+@dataclass(kw_only=True)
+class PythonNodeTailnet(GoTailnet):
+    """A ``GoTailnet`` with one Python node joined (``tailnet_with_python_node``)."""
+
+    dev: ActorDevice
+
+
+@contextlib.contextmanager
+def tailnet_with_python_node(prefix: str, tmp: Path, *, wait: bool = True, **config: Any
+                             ) -> Iterator[PythonNodeTailnet]:
+    """A local tailnet in a fresh namespace pair (no route out) with one Python node, ``pynode``,
+    joined: servers and device are started inside the namespace so every socket lives there.
+
+    ``config`` adds to the device's ``Config``; ``wait`` waits until it is Running. Go nodes joined
+    through the returned ``GoTailnet`` are stopped before the device and the servers close.
+    """
+    from pytsnet.config import Config
+    from pytsnet.device import ActorDevice
+    from pytsnet.localnet.server import LocalTailnet
+
+    with namespace_pair(prefix) as (ns, _side):
+        net = LocalTailnet(tmp / "ctl", keepalive_interval=5, ephemeral_grace=1)
+        dev: ActorDevice | None = None
+        try:
+            key = net.create_authkey(reusable=True)
+            with ns.entered():  # the servers' sockets and the device's actor threads live in ns
+                net.start()
+                dev = ActorDevice(Config(dir=tmp / "py", hostname="pynode", auth_key=key,
+                                         control_url=net.control_url, backoff_max=1.0,
+                                         **config)).start()
+            if wait:
+                dev.wait_until_running_blocking(30)
+            yield PythonNodeTailnet(ns=ns, net=net, key=key, tmp=tmp, dev=dev,
+                                    direct=config.get("advertise_endpoints", True))
+        finally:
+            if dev is not None:
+                dev.close()
+            stop_all(ns)  # Caddy: SIGINT and a moment to shut tsnet down, then kill
+            net.close()
 
 
 def _tailscale_block(control_url: str, auth_key: str, state_dir: Path, ephemeral: bool, debug: bool) -> str:

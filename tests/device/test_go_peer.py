@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from pytsnet.config import Config
 from pytsnet.device import ActorDevice
-from pytsnet.localnet import LocalTailnet
 from pytsnet.messages.peers import PeerInfo
 from pytsnet.testing import gonode
 from pytsnet.testing.polling import wait_until as _wait
@@ -28,9 +25,7 @@ from pytsnet.wire.keys import NodePublic
 pytestmark = pytest.mark.interop
 
 
-@dataclass(kw_only=True)
-class World(gonode.GoTailnet):
-    dev: ActorDevice
+World = gonode.PythonNodeTailnet
 
 
 @pytest.fixture
@@ -38,23 +33,10 @@ def world(tmp_path: Path) -> Iterator[World]:
     reason = gonode.unavailable()
     if reason:
         pytest.skip(reason)
-    with gonode.namespace_pair("pg") as (ns, _other):  # the veth: tsnet needs a non-loopback IPv4 interface
-        net = LocalTailnet(tmp_path / "ctl", keepalive_interval=5, ephemeral_grace=1)
-        dev: ActorDevice | None = None
-        try:
-            key = net.create_authkey(reusable=True)
-            with ns.entered():  # server thread, its listener/STUN socket, and the device's threads: in ns
-                net.start()
-                dev = ActorDevice(Config(dir=tmp_path / "py", hostname="pynode", auth_key=key,
-                                         control_url=net.control_url, backoff_max=1.0)).start()
-            assert net.relay is not None  # every local tailnet has a DERP relay + STUN by default
-            yield World(ns=ns, net=net, dev=dev, key=key, tmp=tmp_path)
-        finally:
-            if dev is not None:
-                dev.close()
-            gonode.stop_all(ns)  # Caddy: SIGINT and a moment to shut tsnet down, then kill
-            net.close()
-
+    # the veth: tsnet needs a non-loopback IPv4 interface
+    with gonode.tailnet_with_python_node("pg", tmp_path, wait=False) as w:
+        assert w.net.relay is not None  # every local tailnet has a DERP relay + STUN by default
+        yield w
 
 
 def _peer(dev: ActorDevice, hostname: str) -> PeerInfo | None:

@@ -14,9 +14,7 @@ import dns.message
 import dns.rdatatype
 import pytest
 
-from pytsnet.config import Config
 from pytsnet.device import ActorDevice, UnknownTailnetHost
-from pytsnet.localnet import LocalTailnet
 from pytsnet.testing import gonode
 from pytsnet.testing.dnsclient import tcp_query, udp_query
 from pytsnet.testing.polling import wait_until
@@ -38,23 +36,8 @@ def world(tmp_path: Path) -> Iterator[tuple[gonode.GoTailnet, ActorDevice]]:
     reason = gonode.unavailable()
     if reason:
         pytest.skip(reason)
-    with gonode.namespace_pair("pdn") as (ns, _side):
-        net = LocalTailnet(tmp_path / "ctl", keepalive_interval=5, ephemeral_grace=1)
-        dev: ActorDevice | None = None
-        try:
-            key = net.create_authkey(reusable=True)
-            with ns.entered():
-                net.start()
-                dev = ActorDevice(Config(dir=tmp_path / "py", hostname="pynode", auth_key=key,
-                                         control_url=net.control_url, backoff_max=1.0,
-                                         stun_interval=(2.0, 3.0))).start()
-            dev.wait_until_running_blocking(30)
-            yield gonode.GoTailnet(ns=ns, net=net, key=key, tmp=tmp_path), dev
-        finally:
-            if dev is not None:
-                dev.close()
-            gonode.stop_all(ns)
-            net.close()
+    with gonode.tailnet_with_python_node("pdn", tmp_path, stun_interval=(2.0, 3.0)) as w:
+        yield w, w.dev
 
 
 def test_go_node_dials_python_by_extra_record_and_python_resolves_go(

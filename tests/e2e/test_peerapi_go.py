@@ -12,17 +12,13 @@ from __future__ import annotations
 import base64
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
 import dns.message
 import pytest
 
-from pytsnet.config import Config
-from pytsnet.device import ActorDevice
 from pytsnet.errors import UnknownTailnetHost
-from pytsnet.localnet import LocalTailnet
 from pytsnet.testing import gonode
 from pytsnet.testing.peerapi import http_request
 from pytsnet.testing.polling import wait_until
@@ -36,9 +32,7 @@ pytestmark = pytest.mark.interop
 CADDY_PORT = 8080
 
 
-@dataclass(kw_only=True)
-class World(gonode.GoTailnet):
-    dev: ActorDevice
+World = gonode.PythonNodeTailnet
 
 
 @pytest.fixture
@@ -46,23 +40,8 @@ def world(tmp_path: Path) -> Iterator[World]:
     reason = gonode.unavailable()
     if reason:
         pytest.skip(reason)
-    with gonode.namespace_pair("pap") as (ns, _side):
-        net = LocalTailnet(tmp_path / "ctl", keepalive_interval=5, ephemeral_grace=1)
-        dev: ActorDevice | None = None
-        try:
-            key = net.create_authkey(reusable=True)
-            with ns.entered():
-                net.start()
-                dev = ActorDevice(Config(dir=tmp_path / "py", hostname="pynode", auth_key=key,
-                                         control_url=net.control_url, backoff_max=1.0, timings=FAST,
-                                         stun_interval=(2.0, 3.0))).start()
-            dev.wait_until_running_blocking(30)
-            yield World(ns=ns, net=net, dev=dev, key=key, tmp=tmp_path, direct=True)
-        finally:
-            if dev is not None:
-                dev.close()
-            gonode.stop_all(ns)
-            net.close()
+    with gonode.tailnet_with_python_node("pap", tmp_path, timings=FAST, stun_interval=(2.0, 3.0)) as w:
+        yield w
 
 
 def _query(name: str, qid: int) -> bytes:
