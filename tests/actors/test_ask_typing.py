@@ -6,7 +6,8 @@
   ``tokenize``);
 * every actor's handler of a ``Request[R]`` is annotated to return ``R`` (or a subclass), so the
   ``R`` that mypy gives the caller is what the actor really replies (``ask`` cannot check it itself),
-  or returns None and takes the reply slot (``defer_reply``) to answer later.
+  or returns None (or R | None, answering at once or later) and takes the reply slot
+  (``defer_reply``) to answer later.
 """
 
 from __future__ import annotations
@@ -116,8 +117,9 @@ def wrong_reply_types(classes: typing.Iterable[type[Actor]]) -> tuple[int, list[
             method = getattr(cls, attr)
             got = typing.get_type_hints(method).get("return")
             checked += 1
-            if got is type(None) and "self.defer_reply()" in inspect.getsource(method):
-                continue  # answers later through the slot it takes (``Actor.defer_reply``)
+            defers = "self.defer_reply()" in inspect.getsource(method)
+            if defers and (got is type(None) or got == want | None):
+                continue  # answers (now, or) later through the slot it takes (``Actor.defer_reply``)
             subclass = inspect.isclass(got) and inspect.isclass(want) and issubclass(got, want)
             if not (got == want or subclass):
                 wrong.append(f"{cls.__name__}.{attr}({msg_type.__name__}) -> {got}, request says {want}")

@@ -108,7 +108,7 @@ def test_running_device_trace_holds_no_key_and_no_app_bytes(tmp_path: Path,
             assert n not in blob, n[:12]
     # The test's premise: the key and the app's packets went through the traced actors.
     tags = {r["tag"] for r in records if r["ev"] == "recv"}
-    assert {"dataplane.netmap", "wgengine.ip_in", "wgengine.ip_out", "netstack.flow_segment"} <= tags, tags
+    assert {"dataplane.netmap", "wgengine.ip_in", "wgengine.ip_out", "netstack.flow_packets"} <= tags, tags
     netmaps = [r for r in records if r["ev"] == "recv" and r["tag"] == "dataplane.netmap"]
     assert all(r["redacted"] == ["_node:NodePrivate"] for r in netmaps)
     assert netmaps[0]["msg"]["data"]["node_private"] == "<redacted:_node:NodePrivate>"
