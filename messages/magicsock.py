@@ -48,12 +48,19 @@ class WgDatagramOut(Message, tag="magicsock.wg_out"):
 
 
 class WgDatagramsIn(Message, tag="magicsock.wg_in_batch"):
-    """M → W: several ``WgDatagramIn`` read in one burst, in arrival order."""
+    """M → W: the WireGuard datagrams of one read burst, in arrival order, all come ``via`` one path.
 
-    datagrams: tuple[WgDatagramIn, ...]
+    Parallel tuples (``datas[i]`` came from ``srcs[i]``, sent by ``peers[i]``), not one model per
+    datagram: the reader thread builds this per burst and per-datagram objects cost more than the
+    datagrams' own parsing (docs/performance.md, issue 14)."""
+
+    via: Literal["udp", "derp"]
+    datas: tuple[bytes, ...]
+    srcs: tuple[str, ...]
+    peers: tuple[str | None, ...]
 
     def payload_size(self) -> int:
-        return sum(len(d.data) for d in self.datagrams) + ITEM_OVERHEAD * len(self.datagrams)
+        return _weigh(self.datas)
 
 
 class WgDatagramsOut(Message, tag="magicsock.wg_out_batch"):
@@ -147,6 +154,9 @@ class MagicsockSpawn(Message, tag="magicsock.spawn"):
     prefix: str = "magicsock"
     timings: MagicsockTimings = MagicsockTimings()
     stun_interval: tuple[float, float] = (20.0, 26.0)
+    udp_offload: bool = True
+    """Use UDP GSO/GRO where the kernel has them; False (or env ``PYTSNET_UDP_OFFLOAD=0``) forces
+    the plain one-datagram-per-syscall paths (both are tested)."""
 
     def name(self, what: str) -> str:
         return f"{self.prefix}.{what}"
@@ -210,23 +220,6 @@ class NetcheckReport(Message, tag="magicsock.netcheck_report"):
 
 
 # --- internal traffic between the magicsock actors --------------------------------------------------
-
-
-class UdpRead(Message, tag="magicsock.udp_read"):
-    data: bytes
-    src: str
-
-    def payload_size(self) -> int:
-        return len(self.data) + ITEM_OVERHEAD
-
-
-class UdpReads(Message, tag="magicsock.udp_reads"):
-    """A burst of datagrams the reader found queued on the socket (one mailbox hop for all)."""
-
-    reads: tuple[UdpRead, ...]
-
-    def payload_size(self) -> int:
-        return sum(len(r.data) for r in self.reads) + ITEM_OVERHEAD * len(self.reads)
 
 
 class UdpSend(Message, tag="magicsock.udp_send"):
@@ -402,6 +395,14 @@ class PathStatus(Message, tag="magicsock.path_status"):
     """Dropped by the reader before queueing, by reason (``wire.udp_demux.EARLY_DROP_REASONS``)."""
     datagrams_read: int = 0
     bytes_read: int = 0
+    offload: str = "plain"
+    """The UDP paths in use: ``gso+gro``, ``gso``, ``gro`` or ``plain``."""
+    gso_sends: int = 0
+    """Sends that carried several datagrams in one GSO ``sendmsg``."""
+    gso_datagrams: int = 0
+    gro_reads: int = 0
+    """Reads that returned several datagrams coalesced by GRO."""
+    gro_datagrams: int = 0
 
 
 class PathStatusRequest(Request[PathStatus], tag="magicsock.path_status_request"):

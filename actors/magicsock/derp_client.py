@@ -6,7 +6,7 @@ with jittered exponential backoff capped at 5 s while the connection is wanted; 
 with NotePreferred (and clears it when netcheck moves home away); answers server pings
 (``auto_pong``) and fails on the 120 s read deadline.
 Received packets are demultiplexed like Go ``processDERPReadResult``: disco → DiscoPinger, the rest →
-W as ``WgDatagramIn(via="derp")``. The first packet from each admitted peer on a connection is noted to
+W as ``WgDatagramsIn(via="derp")``. The first packet from each admitted peer on a connection is noted to
 the router as a ``DerpRoute`` (Go ``addDerpPeerRoute``), so replies can go back on this region while
 the peer's home is unknown. Sends while (re)connecting wait in a small bounded queue.
 """
@@ -43,7 +43,6 @@ from pytsnet.messages.magicsock import (
     MagicsockKeys,
     MagicsockResend,
     MagicsockSpawn,
-    WgDatagramIn,
 )
 from pytsnet.wire import disco
 from pytsnet.wire.derp import frames as f
@@ -75,7 +74,8 @@ class DerpClient(Actor):
         self.failures = 0
         self.connects = 0
         self.dropped = 0
-        self._wg_in: list[WgDatagramIn] = []  # WireGuard datagrams of the read being parsed
+        self._wg_in: list[bytes] = []  # WireGuard datagrams of the read being parsed
+        self._wg_peers: list[str | None] = []  # their senders
         self._wg_sink = WgSinkDelivery()
         self._keys: dict[str, NodePublic] = {}  # peer text -> key, parsed once (not per packet)
         self.health = ""
@@ -218,8 +218,8 @@ class DerpClient(Actor):
                     data=frame.packet, src=derp_addr(self.region.region_id),
                     derp_region=self.region.region_id, derp_src=peer))
             else:  # delivered after the whole read is parsed, as one message (_deliver_wg)
-                self._wg_in.append(WgDatagramIn.model_construct(
-                    peer=peer, data=frame.packet, via="derp", src=derp_addr(self.region.region_id)))
+                self._wg_in.append(frame.packet)
+                self._wg_peers.append(peer)
         elif isinstance(frame, f.PeerGone):
             self.peer_gone += 1
             gone = frame.peer.to_text()
@@ -238,9 +238,10 @@ class DerpClient(Actor):
 
     def _deliver_wg(self) -> None:
         """The WireGuard datagrams of one read to W: a burst as one ``WgDatagramsIn``."""
-        wg, self._wg_in = self._wg_in, []
+        wg, peers, self._wg_in, self._wg_peers = self._wg_in, self._wg_peers, [], []
         if wg:
-            self._wg_sink.deliver(self.lookup(self.config.wg_sink), wg)
+            src = derp_addr(self.region.region_id)
+            self._wg_sink.deliver(self.lookup(self.config.wg_sink), "derp", wg, [src] * len(wg), peers)
 
     # -- sending ------------------------------------------------------------------------------------
     @handles(DerpSend)

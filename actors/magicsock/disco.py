@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pytsnet.actors.keeper import recall, remember
+from pytsnet.actors.magicsock import udp_lane
 from pytsnet.actors.magicsock.config import wire_timings
 from pytsnet.actors.runtime import Actor, handles
 from pytsnet.actors.runtime.logs import subsystem_logger
@@ -210,7 +211,7 @@ class DiscoPinger(Actor):
         for a in actions:
             if isinstance(a, SendPing):
                 pkt = disco.seal_packet(self.me, p.shared, disco.Ping(a.tx_id, self.node_public))
-                self.tell_named(self.config.name("udp"), UdpSend(dst=format_addr(a.dst), data=pkt))
+                self._send_udp(a.dst, pkt)
             elif isinstance(a, SendPong):
                 pkt = disco.seal_packet(self.me, p.shared, disco.Pong(a.tx_id, a.src))
                 if a.dst is None:
@@ -218,13 +219,20 @@ class DiscoPinger(Actor):
                     if region:
                         self.tell_named(self.config.derp_name(region), DerpSend(peer=p.node_key, data=pkt))
                 else:
-                    self.tell_named(self.config.name("udp"), UdpSend(dst=format_addr(a.dst), data=pkt))
+                    self._send_udp(a.dst, pkt)
             elif isinstance(a, SendCallMeMaybe) and self.config.advertise_endpoints:
                 region = p.ep.derp_region or p.derp_seen
                 if region:
                     pkt = disco.seal_packet(self.me, p.shared, disco.CallMeMaybe(self.local_endpoints))
                     self.tell_named(self.config.derp_name(region), DerpSend(peer=p.node_key, data=pkt))
         self._push(p)
+
+    def _send_udp(self, dst: disco.AddrPort, pkt: bytes) -> None:
+        """On the router's socket from this thread (``udp_lane``: not behind the bulk sends queued in
+        its mailbox); through its mailbox while it has no socket published."""
+        udp = self.lookup(self.config.name("udp"))
+        if not udp_lane.send(udp, pkt, (str(dst[0]), dst[1])):
+            self.tell_named(self.config.name("udp"), UdpSend(dst=format_addr(dst), data=pkt))
 
     def _push(self, p: _Peer, force: bool = False) -> None:
         ep = p.ep

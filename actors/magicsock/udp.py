@@ -17,12 +17,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import ipaddress
+import os
 import select
 import socket
 import time
 from dataclasses import dataclass
 
 from pytsnet.actors.keeper import recall, remember
+from pytsnet.actors.magicsock import udp_lane
 from pytsnet.actors.magicsock.wg_sink import WgSinkDelivery
 from pytsnet.actors.runtime import Actor, MailboxFull, StopReason, UnhandledMessage, handles
 from pytsnet.messages.magicsock import (
@@ -43,10 +45,7 @@ from pytsnet.messages.magicsock import (
     StunIn,
     UdpBlackhole,
     UdpBound,
-    UdpRead,
-    UdpReads,
     UdpSend,
-    WgDatagramIn,
     WgDatagramOut,
     WgDatagramsOut,
     WgHandshakeLoad,
@@ -54,8 +53,9 @@ from pytsnet.messages.magicsock import (
     WgLiveIndexes,
     WgLiveIndexesRequest,
 )
+from pytsnet.wire.magicsock import offload
 from pytsnet.wire.magicsock.addr import AddrParseError, format_addr, parse_addr
-from pytsnet.wire.udp_demux import EARLY_DROP_REASONS, PacketKind, classify, early_drop
+from pytsnet.wire.udp_demux import EARLY_DROP_REASONS, PacketKind, classify, early_drop, looks_like_wireguard
 from pytsnet.wire.wireguard.ratelimit import TokenBucket
 
 READ_TIMEOUT = 0.5
@@ -66,11 +66,29 @@ READ_EXAMINE = 4 * 64  # datagrams one read call looks at, dropped ones included
 ACTIVITY_NOTE_INTERVAL = 1.0  # how often a busy peer's sends are reported to the DiscoPinger
 SOCKET_BUFFER = 4 << 20  # as Go's magicsock (7 MiB there): a burst of a full TCP window must not overflow
 READ_BURST = 64  # datagrams already queued on the socket that one read hands over in one message
+OFFLOAD_ENV = "PYTSNET_UDP_OFFLOAD"  # "0": force the plain send and read paths (tests run both)
+_OFF = ("0", "off", "false", "no")
+_GSO_UNSUPPORTED = (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP)
+"""What a GSO send fails with where the route or device cannot segment (Go ``isGSOError``/EIO): the
+burst is sent plainly and GSO stays off for this socket."""
 MAX_DERP_ROUTES = 4096  # DerpRoutes come for admitted peers only; a bound all the same
 
 
 def _text(sockaddr: tuple) -> str:  # type: ignore[type-arg]
     return format_addr((ipaddress.ip_address(sockaddr[0].split("%")[0]), sockaddr[1]))
+
+
+def _enable_offload(sock: socket.socket) -> tuple[bool, bool]:
+    """Turn on what the kernel has: (GSO sends, GRO reads). Each is probed on its own (Go
+    ``tryEnableUDPOffload``): GSO by reading ``UDP_SEGMENT``, GRO by setting ``UDP_GRO``."""
+    gso = gro = False
+    with contextlib.suppress(OSError):
+        sock.getsockopt(offload.SOL_UDP, offload.UDP_SEGMENT)
+        gso = True
+    with contextlib.suppress(OSError):
+        sock.setsockopt(offload.SOL_UDP, offload.UDP_GRO, 1)
+        gro = True
+    return gso, gro
 
 
 @dataclass
@@ -81,29 +99,37 @@ class _Route:
     derp_region: int
     rtt: float | None
     udp_out: int = 0
-    udp_in: int = 0
     derp_out: int = 0
     last_active_note: float = float("-inf")
 
 
 class MagicsockUdp(Actor):
+    """The router (this actor: outbound sends, path table, status) and the reader thread beside it.
+
+    The reader (``_read``) demultiplexes on its own thread and tells each datagram's consumer
+    directly: WireGuard bursts to W as one ``WgDatagramsIn``, disco to the DiscoPinger, STUN to the
+    StunProber; nothing inbound passes through this actor's mailbox, which carries the bulk sends.
+    The reader alone writes the inbound counters; it reads the path table the router publishes
+    (``by_addr``, replaced never mutated under it, and ``_paths_version``)."""
+
     def __init__(self, config: MagicsockSpawn) -> None:
         self.config = config
         self.bound_port = 0  # ours alone: the StunProber and the keeper are told it (UdpBound)
         self.routes: dict[str, _Route] = {}
-        self.by_addr: dict[tuple[str, int], str] = {}
+        self.by_addr: dict[tuple[str, int], str] = {}  # replaced whole on a path change (the reader reads it)
+        self._paths_version = 0  # bumped after by_addr is replaced: the reader drops its peer cache
         self.sock: socket.socket | None = None
         self.blackhole = False
         self.dropped_unknown_peer = 0
         self.dropped_no_path = 0
         self.dropped_blackhole = 0
         self.dropped_unknown_kind = 0  # neither STUN, disco nor WireGuard-shaped
-        self.dropped_bad_source = 0
         self.dropped_derp_full = 0
         self.unknown_udp_source = 0
-        self._src_cache: dict[tuple, str] = {}  # type: ignore[type-arg]
+        self._src_cache: dict[tuple, tuple[str, str | None]] = {}  # type: ignore[type-arg]
+        self._src_version = -1  # the _paths_version _src_cache was filled under
+        self._udp_in: dict[str, int] = {}  # bytes read per peer (the reader's)
         self._wg_sink = WgSinkDelivery()
-        self._peer_at: dict[str, str | None] = {}  # src text -> peer (by_addr), reset on PathUpdate
         self.derp_routes: dict[str, tuple[int, int]] = {}  # peer -> (region, conn) it was heard on
         self._live: frozenset[int] | None = None  # the engine's receiver indexes; None: not known yet
         self._initiations_full = False  # the engine's handshake queue is full: drop initiations on read
@@ -117,6 +143,9 @@ class MagicsockUdp(Actor):
         self.early_drops: dict[str, int] = dict.fromkeys(EARLY_DROP_REASONS, 0)  # written by the reader only
         self.datagrams_read = 0
         self.bytes_read = 0
+        self._gso = False  # the socket takes UDP_SEGMENT sends (turned off for good if one fails)
+        self._gro = False  # the socket has UDP_GRO on: reads may carry several datagrams
+        self.gso_sends = self.gso_datagrams = self.gro_reads = self.gro_datagrams = 0
 
     def on_start(self) -> None:
         c = self.config
@@ -126,6 +155,8 @@ class MagicsockUdp(Actor):
         for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             with contextlib.suppress(OSError):  # the kernel caps it at [rw]mem_max; best effort
                 sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+        if c.udp_offload and os.environ.get(OFFLOAD_ENV, "1").strip().lower() not in _OFF:
+            self._gso, self._gro = _enable_offload(sock)
         before = recall(self, c.memory)  # a restart rebinds the port peers know
         sock.bind((c.bind_host, before.port if isinstance(before, UdpBound) else c.bind_port))
         sock.setblocking(False)
@@ -134,6 +165,7 @@ class MagicsockUdp(Actor):
         remember(self, c.memory, bound)
         self.tell_named(c.name("stun"), bound)
         self.sock = sock
+        udp_lane.publish(self.ref, sock)
         self._poller = select.poll()
         self._poller.register(sock, select.POLLIN)
         self.start_io_loop(self._read, sock.close)
@@ -143,6 +175,7 @@ class MagicsockUdp(Actor):
 
     def on_stop(self, reason: StopReason) -> None:
         if self.sock is not None:
+            udp_lane.withdraw(self.ref, self.sock)
             self.sock.close()
 
     @handles(MagicsockResend)
@@ -151,76 +184,103 @@ class MagicsockUdp(Actor):
         if self.bound_port:
             self.tell_named(msg.reply_to, UdpBound(port=self.bound_port))
 
-    def _read(self) -> UdpRead | UdpReads | None:
-        """Wait for one datagram, then take what else is already queued (up to ``READ_BURST`` kept).
+    # -- inbound: the reader thread ----------------------------------------------------------------
+    def _read(self) -> None:
+        """Wait for a datagram, then read what else is queued (``READ_BURST`` kept at most) and hand
+        each to its consumer: the WireGuard ones to W as one message at the end.
 
         The socket is non-blocking (a timeout-mode socket would poll for the full timeout before a
         ``MSG_DONTWAIT`` read too): the wait is an explicit ``poll`` bounded by ``READ_TIMEOUT``.
-        Each datagram lands in one reused buffer and is copied only if ``early_drop`` keeps it.
+        Each read lands in one reused buffer (with GRO, several datagrams of one source: split by
+        ``offload.gro_segments``); a datagram is copied only if ``early_drop`` keeps it.
         """
         sock = self.sock
         assert sock is not None
         if not self._poller.poll(READ_TIMEOUT * 1000):
             return None
-        reads: list[UdpRead] = []
+        datas: list[bytes] = []
+        srcs: list[str] = []
+        peers: list[str | None] = []
         buf, view, drops = self._buf, self._view, self.early_drops
-        live, full, budget, known = self._live, self._initiations_full, self._initiations.allow, self.by_addr
+        live, full, budget = self._live, self._initiations_full, self._initiations.allow
+        gro, bufs = self._gro, [self._buf]
+        if self._src_version != self._paths_version:
+            self._src_version = self._paths_version
+            self._src_cache = {}
+        known, cache = self.by_addr, self._src_cache
         examined = got = 0
         try:
-            while len(reads) < READ_BURST and examined < READ_EXAMINE:
+            while len(datas) < READ_BURST and examined < READ_EXAMINE:
+                segment = 0
                 try:
-                    n, src = sock.recvfrom_into(buf)
+                    if gro:
+                        n, anc, _flags, src = sock.recvmsg_into(bufs, offload.GRO_CMSG_SPACE)
+                        if anc:
+                            segment = offload.gro_segment_size(anc)
+                    else:
+                        n, src = sock.recvfrom_into(buf)
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError as e:
                     if e.errno == errno.ECONNREFUSED:  # an ICMP error for an earlier send: skip it
                         continue
-                    if reads:
+                    if examined:
                         break  # hand over what we have; the next call sees the error again
                     raise
-                examined += 1
                 got += n
-                data = view[:n]
-                reason = early_drop(data, live, initiations_full=full)
-                if (reason is None and data[0] == 1 and (src[0], src[1]) not in known
-                        and not budget(time.monotonic())):
-                    reason = "initiation_budget"  # strangers' initiations; a peer's endpoint is exempt
-                if reason is not None:
-                    drops[reason] += 1
-                    continue
-                reads.append(UdpRead.model_construct(data=bytes(data), src=self._src_text(src)))
+                key = (src[0], src[1])
+                cached = cache.get(key)
+                if cached is None:
+                    if len(cache) >= 1024:
+                        cache.clear()
+                    ip = ipaddress.ip_address(src[0].split("%")[0])
+                    cached = cache[key] = (format_addr((ip, src[1])), known.get((str(ip), src[1])))
+                text, peer = cached
+                ranges = offload.gro_segments(n, segment) if segment else ((0, n),)
+                if len(ranges) > 1:
+                    self.gro_reads += 1
+                    self.gro_datagrams += len(ranges)
+                for a, b in ranges:
+                    examined += 1
+                    data = view[a:b]
+                    reason = early_drop(data, live, initiations_full=full)
+                    if (reason is None and data[0] == 1 and peer is None
+                            and not budget(time.monotonic())):
+                        reason = "initiation_budget"  # strangers' initiations; a peer's endpoint is exempt
+                    if reason is not None:
+                        drops[reason] += 1
+                        continue
+                    if self.blackhole:
+                        self.dropped_blackhole += 1
+                        continue
+                    if looks_like_wireguard(data):
+                        if peer is None:
+                            self.unknown_udp_source += 1
+                        else:
+                            self._udp_in[peer] = self._udp_in.get(peer, 0) + (b - a)
+                        datas.append(bytes(data))
+                        srcs.append(text)
+                        peers.append(peer)
+                    else:
+                        self._other(bytes(data), text)
         finally:
             self.datagrams_read += examined
             self.bytes_read += got
-        if not reads:
-            return None
-        return reads[0] if len(reads) == 1 else UdpReads.model_construct(reads=tuple(reads))
+            if datas:
+                self._wg_sink.deliver(self.lookup(self.config.wg_sink), "udp", datas, srcs, peers)
+            self._note_shedding()
+        return None
 
-    def _src_text(self, src: tuple) -> str:  # type: ignore[type-arg]
-        """``_text`` memoised per socket address (a handful of peers; parsing per packet shows up)."""
-        cache = self._src_cache
-        text = cache.get(src)
-        if text is None:
-            if len(cache) >= 1024:
-                cache.clear()
-            text = cache[src] = _text(src)
-        return text
-
-    # -- inbound -----------------------------------------------------------------------------------
-    @handles(UdpRead)
-    def on_read(self, msg: UdpRead) -> None:
-        wg = self._classify(msg)
-        if wg is not None:
-            self.tell_named(self.config.wg_sink, wg)
-        self._note_shedding()
-
-    @handles(UdpReads)
-    def on_reads(self, msg: UdpReads) -> None:
-        """A burst: WireGuard datagrams go on to the engine as one message, the rest one by one."""
-        wg = [d for d in map(self._classify, msg.reads) if d is not None]
-        if wg:
-            self._wg_sink.deliver(self.lookup(self.config.wg_sink), wg)
-        self._note_shedding()
+    def _other(self, data: bytes, src: str) -> None:
+        """A datagram that is not WireGuard (reader thread): disco and STUN go to their actors."""
+        kind = classify(data).kind
+        if kind is PacketKind.DISCO:
+            self.tell_named(self.config.name("disco"), DiscoIn.model_construct(
+                data=data, src=src, derp_region=0, derp_src=None))
+        elif kind is PacketKind.STUN_BINDING:
+            self.tell_named(self.config.name("stun"), StunIn(data=data, src=src, at=self.clock.monotonic()))
+        else:
+            self.dropped_unknown_kind += 1
 
     def _note_shedding(self) -> None:
         """The reader is shedding initiations over budget: tell the engine it is under load (at most
@@ -234,39 +294,6 @@ class MagicsockUdp(Actor):
         self._shed_noted, self._load_noted_at = shed, now
         with contextlib.suppress(UnhandledMessage):  # a sink that is no engine (test rigs)
             self.tell_named(self.config.wg_sink, WgHandshakeLoad())
-
-    def _classify(self, msg: UdpRead) -> WgDatagramIn | None:
-        """Route one read: DISCO and STUN are told on here; a WireGuard datagram is returned."""
-        if self.blackhole:
-            self.dropped_blackhole += 1
-            return None
-        kind = classify(msg.data).kind
-        if kind is PacketKind.WIREGUARD:
-            peer = self._peer_at.get(msg.src, "")
-            if peer == "":
-                try:
-                    ip, port = parse_addr(msg.src)
-                except AddrParseError:
-                    self.dropped_bad_source += 1
-                    return None
-                peer = self.by_addr.get((str(ip), port))
-                if len(self._peer_at) >= 1024:
-                    self._peer_at.clear()
-                self._peer_at[msg.src] = peer
-            if peer is None:
-                self.unknown_udp_source += 1
-            else:
-                self.routes[peer].udp_in += len(msg.data)
-            return WgDatagramIn.model_construct(peer=peer, data=msg.data, via="udp", src=msg.src)
-        if kind is PacketKind.DISCO:
-            self.tell_named(self.config.name("disco"), DiscoIn(data=msg.data, src=msg.src))
-        elif kind is PacketKind.STUN_BINDING:
-            self.tell_named(self.config.name("stun"), StunIn(data=msg.data, src=msg.src,
-                                                                      at=self.clock.monotonic()))
-        else:
-            self.dropped_unknown_kind += 1
-        return None
-
 
     # -- outbound ----------------------------------------------------------------------------------
     @handles(WgDatagramOut)
@@ -285,9 +312,8 @@ class MagicsockUdp(Actor):
         now = self.clock.monotonic()
         use_derp = True
         if r.udp is not None:
-            for data in datas:
-                self._sendto(r.udp, data)
-                r.udp_out += len(data)
+            self._send_udp(r.udp, datas)
+            r.udp_out += sum(map(len, datas))
             use_derp = now > r.trusted_until
         if use_derp:
             region = self._derp_region(peer, r)
@@ -326,6 +352,32 @@ class MagicsockUdp(Actor):
         with contextlib.suppress(OSError):  # unreachable/refused: the path logic sees missing pongs
             self.sock.sendto(data, dst)
 
+    def _send_udp(self, dst: tuple[str, int], datas: tuple[bytes, ...]) -> None:
+        """Send a burst in order: runs of equal-size datagrams as one GSO ``sendmsg`` each where the
+        socket has GSO (``offload.gso_runs``), the rest one ``sendto`` each."""
+        if not self._gso or len(datas) < 2:
+            for data in datas:
+                self._sendto(dst, data)
+            return
+        sock = self.sock
+        assert sock is not None
+        for i, j in offload.gso_runs(tuple(map(len, datas))):
+            if j - i == 1 or not self._gso:
+                for data in datas[i:j]:
+                    self._sendto(dst, data)
+                continue
+            try:
+                sock.sendmsg((b"".join(datas[i:j]),), offload.gso_control(len(datas[i])), 0, dst)
+            except OSError as e:
+                if e.errno not in _GSO_UNSUPPORTED:
+                    continue  # unreachable/refused/full: as a plain send, the path logic copes
+                self._gso = False  # this route or device cannot segment: plain sends from now on
+                for data in datas[i:j]:
+                    self._sendto(dst, data)
+                continue
+            self.gso_sends += 1
+            self.gso_datagrams += j - i
+
     @handles(UdpSend)
     def on_udp_send(self, msg: UdpSend) -> None:
         try:
@@ -336,26 +388,30 @@ class MagicsockUdp(Actor):
 
     @handles(PathUpdate)
     def on_path(self, msg: PathUpdate) -> None:
-        self._peer_at.clear()
-        for k in [k for k, v in self.by_addr.items() if v == msg.peer]:
-            del self.by_addr[k]
-        if msg.removed:
-            self.routes.pop(msg.peer, None)
-            self.derp_routes.pop(msg.peer, None)
-            return
-        old = self.routes.get(msg.peer)
-        udp = None
-        if msg.udp is not None:
-            ip, port = parse_addr(msg.udp)
-            udp = (str(ip), port)
-        r = _Route(udp, msg.udp, msg.trusted_until, msg.derp_region, msg.rtt)
-        if old is not None:
-            r.udp_out, r.udp_in, r.derp_out = old.udp_out, old.udp_in, old.derp_out
-            r.last_active_note = old.last_active_note
-        self.routes[msg.peer] = r
-        for a in msg.addrs + ((msg.udp,) if msg.udp else ()):
-            ip, port = parse_addr(a)
-            self.by_addr[(str(ip), port)] = msg.peer
+        """Update the route and the address map; the map is replaced, not changed in place, and the
+        version bumped after, so the reader never caches a half-updated view for long."""
+        by_addr = {k: v for k, v in self.by_addr.items() if v != msg.peer}
+        try:
+            if msg.removed:
+                self.routes.pop(msg.peer, None)
+                self.derp_routes.pop(msg.peer, None)
+                return
+            old = self.routes.get(msg.peer)
+            udp = None
+            if msg.udp is not None:
+                ip, port = parse_addr(msg.udp)
+                udp = (str(ip), port)
+            r = _Route(udp, msg.udp, msg.trusted_until, msg.derp_region, msg.rtt)
+            if old is not None:
+                r.udp_out, r.derp_out = old.udp_out, old.derp_out
+                r.last_active_note = old.last_active_note
+            self.routes[msg.peer] = r
+            for a in msg.addrs + ((msg.udp,) if msg.udp else ()):
+                ip, port = parse_addr(a)
+                by_addr[(str(ip), port)] = msg.peer
+        finally:
+            self.by_addr = by_addr
+            self._paths_version += 1
 
     @handles(WgLiveIndexes)
     def on_live_indexes(self, msg: WgLiveIndexes) -> None:
@@ -385,11 +441,15 @@ class MagicsockUdp(Actor):
             path = "direct" if direct else ("derp" if region else "none")
             peers.append(PeerPath(peer=peer, path=path, addr=r.udp_text if direct else None,
                                   derp_region=region, rtt=r.rtt if direct else None,
-                                  udp_bytes_out=r.udp_out, udp_bytes_in=r.udp_in, derp_bytes_out=r.derp_out))
+                                  udp_bytes_out=r.udp_out, udp_bytes_in=self._udp_in.get(peer, 0),
+                                  derp_bytes_out=r.derp_out))
         return PathStatus(peers=tuple(peers), dropped_unknown_peer=self.dropped_unknown_peer,
                           dropped_no_path=self.dropped_no_path, dropped_blackhole=self.dropped_blackhole,
                           unknown_udp_source=self.unknown_udp_source,
                           dropped_unknown_kind=self.dropped_unknown_kind,
-                          dropped_bad_source=self.dropped_bad_source, early_drops=dict(self.early_drops),
-                          dropped_derp_full=self.dropped_derp_full,
-                          datagrams_read=self.datagrams_read, bytes_read=self.bytes_read)
+                          early_drops=dict(self.early_drops), dropped_derp_full=self.dropped_derp_full,
+                          datagrams_read=self.datagrams_read, bytes_read=self.bytes_read,
+                          offload="+".join(n for n, on in (("gso", self._gso), ("gro", self._gro)) if on)
+                          or "plain",
+                          gso_sends=self.gso_sends, gso_datagrams=self.gso_datagrams,
+                          gro_reads=self.gro_reads, gro_datagrams=self.gro_datagrams)

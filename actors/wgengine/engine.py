@@ -42,6 +42,7 @@ import ipaddress
 import logging
 from collections import deque
 from dataclasses import dataclass
+from typing import Literal
 
 from pytsnet.actors.keeper import recall, remember
 from pytsnet.actors.runtime import (
@@ -288,26 +289,27 @@ class WgEngine(Actor):
 
     @handles(WgDatagramIn)
     def on_datagram_in(self, msg: WgDatagramIn) -> None:
-        self._receive((msg,))
+        self._receive(msg.via, (msg.data,), (msg.src,), (msg.peer,))
 
     @handles(WgDatagramsIn)
     def on_datagrams_in(self, msg: WgDatagramsIn) -> None:
-        self._receive(msg.datagrams)
+        self._receive(msg.via, msg.datas, msg.srcs, msg.peers)
 
-    def _receive(self, datagrams: tuple[WgDatagramIn, ...]) -> None:
+    def _receive(self, via: Literal["udp", "derp"], datas: tuple[bytes, ...], srcs: tuple[str, ...],
+                 peers: tuple[str | None, ...]) -> None:
         """Transport now, in order; handshakes to their queue (dropped and counted when it is full)."""
         receive, now = self.device.receive, self.clock.monotonic()
         queue = self._handshakes
-        for d in datagrams:
-            data = d.data
+        for data, src, peer in zip(datas, srcs, peers, strict=True):
             if len(data) >= 4 and data[0] in _HANDSHAKE_TYPES:
                 if len(queue) >= QUEUE_HANDSHAKE_SIZE:
                     self.drops["handshake_queue_full"] += 1
                     continue
-                queue.append(self._handshake(d))
+                queue.append(self._handshake(WgDatagramIn.model_construct(peer=peer, data=data, via=via,
+                                                                           src=src)))
                 self._handshake_bytes += len(data)
                 continue
-            receive(data, now, src=d.src.encode())
+            receive(data, now, src=src.encode())
         self._flush()
         if queue and not self._work_pending:
             self._schedule_work()

@@ -9,15 +9,15 @@ import pytest
 
 from pytsnet.actors.runtime import MailboxConfig, MailboxFull, MailboxPolicy
 from pytsnet.actors.runtime.mailbox import Mailbox, payload_size
-from pytsnet.messages.magicsock import ITEM_OVERHEAD, UdpRead, UdpReads, WgDatagramIn, WgDatagramsIn
+from pytsnet.messages.magicsock import ITEM_OVERHEAD, WgDatagramsIn, WgDatagramsOut
 from pytsnet.messages.runtime import Ping
 from pytsnet.messages.wgengine import IpPacketsIn
 
 
 def test_payload_size_weighs_payload_and_per_datagram_overhead() -> None:
-    reads = UdpReads(reads=(UdpRead(data=bytes(1000), src="1.2.3.4:5"), UdpRead(data=b"", src="1.2.3.4:5")))
-    assert payload_size(reads) == 1000 + 2 * ITEM_OVERHEAD
-    wg = WgDatagramsIn(datagrams=(WgDatagramIn(peer=None, data=bytes(60 << 10), via="udp", src="x:1"),))
+    out = WgDatagramsOut(peer="p", datas=(bytes(1000), b""))
+    assert payload_size(out) == 1000 + 2 * ITEM_OVERHEAD
+    wg = WgDatagramsIn(via="udp", datas=(bytes(60 << 10),), srcs=("x:1",), peers=(None,))
     assert payload_size(wg) == (60 << 10) + ITEM_OVERHEAD
     assert payload_size(IpPacketsIn(packets=(bytes(3),) * 4)) == 12 + 4 * ITEM_OVERHEAD
     assert payload_size(Ping(seq=1)) == 0  # control-ish messages weigh nothing

@@ -117,7 +117,7 @@ def test_garbage_udp_flood_is_dropped_and_counted(tmp_path: Path) -> None:
         _spray_sources(udp_port(victim), 1500)
         healthy_exchange(p, port=7199)  # and after it
         udp = actor(victim, "magicsock.udp")
-        assert len(udp._peer_at) <= 1024 and len(udp._src_cache) <= 1024, "per-source caches unbounded"
+        assert len(udp._src_cache) <= 1024, "per-source cache unbounded"
         assert sent and sent[0] > RATE  # the flood really happened
         st = victim.status()
         drops = st.drops

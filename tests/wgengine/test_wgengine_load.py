@@ -18,7 +18,6 @@ from pytsnet.messages.wgengine import (
     GetWgStatus,
     IpPacketOut,
     WgConfig,
-    WgDatagramIn,
     WgDatagramOut,
     WgDatagramsIn,
     WgDatagramsOut,
@@ -67,8 +66,8 @@ def _initiations(victim: NodePrivate, n: int) -> list[bytes]:
 
 def _flood(ref: ActorRef, datas: list[bytes]) -> None:
     """All at once, as one message: the queue is past 1/8 before the first slice is worked."""
-    ref.tell(WgDatagramsIn(datagrams=tuple(WgDatagramIn(peer=None, data=d, via="udp", src=SRC)
-                                           for d in datas)))
+    n = len(datas)
+    ref.tell(WgDatagramsIn(via="udp", datas=tuple(datas), srcs=(SRC,) * n, peers=(None,) * n))
 
 
 def _status(ref: ActorRef) -> WgStatus:
