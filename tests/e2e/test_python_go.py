@@ -12,6 +12,7 @@ each way through the Go proxy, byte-exact, on both paths.
 from __future__ import annotations
 
 import base64
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -21,9 +22,11 @@ from pathlib import Path
 import anyio
 import pytest
 
+from pytsnet.actors.magicsock.udp import OFFLOAD_ENV
 from pytsnet.config import Config
 from pytsnet.device import ActorDevice
 from pytsnet.localnet import LocalTailnet
+from pytsnet.messages.magicsock import PathStatus, PathStatusRequest
 from pytsnet.testing import gonode
 from pytsnet.testing.polling import wait_until
 
@@ -51,12 +54,15 @@ class World(gonode.GoTailnet):
         return f"py row={self.row(hostname)!r}\ndrops={st.drops}\n--- go log ---\n{go.log_tail(6000)}"
 
 
-@pytest.fixture(params=[False, True], ids=["derp", "direct"])
-def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+@pytest.fixture(params=[(False, True), (True, True), (True, False)], ids=["derp", "direct", "direct-plain"])
+def world(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    """``direct-plain``: the Python node's UDP socket without GSO/GRO (issue 14: both paths)."""
     reason = gonode.unavailable()
     if reason:
         pytest.skip(reason)
-    direct: bool = request.param
+    direct, offloaded = request.param
+    if not offloaded:
+        monkeypatch.setenv(OFFLOAD_ENV, "0")
     with gonode.namespace_pair("pgo") as (ns, _side):
         net = LocalTailnet(tmp_path / "ctl", keepalive_interval=5, ephemeral_grace=1)
         dev: ActorDevice | None = None
@@ -273,3 +279,16 @@ def test_bulk_both_ways_through_go_proxy(world: World) -> None:
     row = w.row("gobulk")
     assert row is not None and row.bytes_in > BULK and row.bytes_out > BULK, row  # type: ignore[attr-defined]
     _check_path(w, go, "gobulk")
+    if w.direct:  # which UDP path carried the MiB to Go: GSO sends, or one sendto per datagram
+        ps = _udp_status(w)
+        if OFFLOAD_ENV in os.environ:
+            assert ps.offload == "plain" and ps.gso_sends == 0 and ps.gro_reads == 0, ps
+        else:
+            assert ps.offload == "gso+gro" and ps.gso_datagrams > 0 and ps.gro_datagrams > 0, ps
+
+
+def _udp_status(w: World) -> PathStatus:
+    assert w.dev.system is not None
+    udp = w.dev.system.lookup("magicsock.udp")
+    assert udp is not None
+    return udp.ask(PathStatusRequest(), timeout=5)
