@@ -63,19 +63,23 @@ def _data(n: int) -> bytes:
 Backlog = list[tuple[float, tuple[int, ...]]]
 
 
-def poll_disco_rtt(dev: Any, into: list[tuple[float, float]], stop: threading.Event,
+def poll_disco_rtt(dev: Any, into: list[tuple[float, float]], stop: threading.Event, interval: float = 0.05,
                    queued: tuple[str, ...] = (), backlog: Backlog | None = None) -> None:
     """Record each new disco RTT of the first peer (ping built → pong handled) with its monotonic time
-    until ``stop``; every 20 ms also how many messages wait in the mailboxes named ``queued``."""
+    until ``stop``, asking only the UDP router (``dev.status()`` would ask every actor: the poll would
+    load the nodes it measures); every ``interval`` also how many messages wait in ``queued``."""
+    from pytsnet.messages.magicsock import PathStatusRequest
+
     last: float | None = None
+    udp = dev.system.lookup("magicsock.udp")
     refs = [dev.system.lookup(n) for n in queued]
-    while not stop.wait(0.02):
+    while not stop.wait(interval):
         if backlog is not None:
             waiting = tuple(r.backlog().messages if r is not None else -1 for r in refs)
             backlog.append((time.monotonic(), waiting))
         try:
-            peers = dev.status().peers
-        except Exception:  # status while the device shuts down: the poll is best effort
+            peers = udp.ask(PathStatusRequest(), timeout=5).peers
+        except Exception:  # while the device shuts down: the poll is best effort
             continue
         rtt = peers[0].rtt if peers else None
         if rtt is not None and rtt != last:

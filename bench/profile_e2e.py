@@ -79,7 +79,8 @@ def _node(role: str, url: str, key: str, tmp: str, direct: bool, nbytes: int, he
     rtts: list[tuple[float, float]] = []
     queued: list[tuple[float, tuple[int, ...]]] = []
     stop = threading.Event()
-    poller = threading.Thread(target=poll_disco_rtt, args=(dev, rtts, stop, QUEUED, queued), daemon=True)
+    poller = threading.Thread(target=poll_disco_rtt, args=(dev, rtts, stop, 0.02, QUEUED, queued),
+                              daemon=True)
     result: dict[str, Any] = {"role": role, "pid": os.getpid()}
 
     async def serve() -> None:

@@ -391,6 +391,8 @@ class PathStatus(Message, tag="magicsock.path_status"):
     dropped_unknown_kind: int = 0
     dropped_bad_source: int = 0
     dropped_derp_full: int = 0
+    dropped_queue_full: int = 0
+    """Read datagrams dropped because W's, the DiscoPinger's or the StunProber's mailbox stayed full."""
     early_drops: dict[str, int] = {}
     """Dropped by the reader before queueing, by reason (``wire.udp_demux.EARLY_DROP_REASONS``)."""
     datagrams_read: int = 0

@@ -196,7 +196,8 @@ class DerpClient(Actor):
                     self.conn.note_preferred(True)
                     self._preferred = True
                 while self.pending:
-                    self._send(self.pending.popleft())
+                    p = self.pending.popleft()
+                    self._send(p.peer, p.data)
             elif isinstance(ev, FrameReceived):
                 self._frame(ev.frame)
         self._deliver_wg()
@@ -250,7 +251,7 @@ class DerpClient(Actor):
         if self.conn is None or self.conn.server_key is None:
             self._queue(msg)
             return
-        self._send(msg)
+        self._send(msg.peer, msg.data)
         self._flush()
 
     @handles(DerpSends)
@@ -258,14 +259,13 @@ class DerpClient(Actor):
         """A burst to one peer: every frame, then one socket write."""
         self._note_write()
         connected = self.conn is not None and self.conn.server_key is not None
+        if not connected:
+            for data in msg.datas:
+                self._queue(DerpSend.model_construct(peer=msg.peer, data=data))
+            return
         for data in msg.datas:
-            one = DerpSend.model_construct(peer=msg.peer, data=data)
-            if connected:
-                self._send(one)
-            else:
-                self._queue(one)
-        if connected:
-            self._flush()
+            self._send(msg.peer, data)
+        self._flush()
 
     def _note_write(self) -> None:
         """A send keeps a non-home region wanted; the first one dials it (unless a retry is due)."""
@@ -279,19 +279,20 @@ class DerpClient(Actor):
             self.dropped += 1
         self.pending.append(msg)
 
-    def _send(self, msg: DerpSend) -> None:
+    def _send(self, peer: str, data: bytes) -> None:
+        """Frame one packet into the connection's output (written by ``_flush``: a burst, one write)."""
         assert self.conn is not None
         try:
-            key = self._keys.get(msg.peer)
+            key = self._keys.get(peer)
             if key is None:
                 if len(self._keys) >= 4096:
                     self._keys.clear()
-                key = self._keys[msg.peer] = NodePublic.from_text(msg.peer)
-            self.conn.send_packet(key, msg.data)
+                key = self._keys[peer] = NodePublic.from_text(peer)
+            self.conn.send_packet(key, data)
         except (KeyParseError, WireError):
             self.dropped += 1
             return
-        self.bytes_out[msg.peer] = self.bytes_out.get(msg.peer, 0) + len(msg.data)
+        self.bytes_out[peer] = self.bytes_out.get(peer, 0) + len(data)
 
     def _flush(self) -> None:
         if self.conn is None or self._link is None or self._link.sock is None:

@@ -125,6 +125,7 @@ class MagicsockUdp(Actor):
         self.dropped_blackhole = 0
         self.dropped_unknown_kind = 0  # neither STUN, disco nor WireGuard-shaped
         self.dropped_derp_full = 0
+        self.dropped_queue_full = 0  # disco/STUN reads their actor's full mailbox refused (the reader's)
         self.unknown_udp_source = 0
         self._src_cache: dict[tuple, tuple[str, str | None]] = {}  # type: ignore[type-arg]
         self._src_version = -1  # the _paths_version _src_cache was filled under
@@ -272,15 +273,20 @@ class MagicsockUdp(Actor):
         return None
 
     def _other(self, data: bytes, src: str) -> None:
-        """A datagram that is not WireGuard (reader thread): disco and STUN go to their actors."""
+        """A datagram that is not WireGuard (reader thread): disco and STUN go to their actors; one
+        whose mailbox stayed full past its block timeout is dropped and counted (a wire drops too)."""
         kind = classify(data).kind
-        if kind is PacketKind.DISCO:
-            self.tell_named(self.config.name("disco"), DiscoIn.model_construct(
-                data=data, src=src, derp_region=0, derp_src=None))
-        elif kind is PacketKind.STUN_BINDING:
-            self.tell_named(self.config.name("stun"), StunIn(data=data, src=src, at=self.clock.monotonic()))
-        else:
-            self.dropped_unknown_kind += 1
+        try:
+            if kind is PacketKind.DISCO:
+                self.tell_named(self.config.name("disco"), DiscoIn.model_construct(
+                    data=data, src=src, derp_region=0, derp_src=None))
+            elif kind is PacketKind.STUN_BINDING:
+                at = self.clock.monotonic()
+                self.tell_named(self.config.name("stun"), StunIn(data=data, src=src, at=at))
+            else:
+                self.dropped_unknown_kind += 1
+        except MailboxFull:
+            self.dropped_queue_full += 1
 
     def _note_shedding(self) -> None:
         """The reader is shedding initiations over budget: tell the engine it is under load (at most
@@ -448,6 +454,7 @@ class MagicsockUdp(Actor):
                           unknown_udp_source=self.unknown_udp_source,
                           dropped_unknown_kind=self.dropped_unknown_kind,
                           early_drops=dict(self.early_drops), dropped_derp_full=self.dropped_derp_full,
+                          dropped_queue_full=self.dropped_queue_full + self._wg_sink.dropped,
                           datagrams_read=self.datagrams_read, bytes_read=self.bytes_read,
                           offload="+".join(n for n, on in (("gso", self._gso), ("gro", self._gro)) if on)
                           or "plain",

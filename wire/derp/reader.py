@@ -57,6 +57,16 @@ class FrameReader:
         buf = self._buf
         try:
             while True:
+                if not buf and len(view) >= FRAME_HEADER_LEN:  # a whole frame in ``data``: no reassembly copy
+                    t, n = parse_header(view)
+                    if n > self.max_frame_len:
+                        raise FrameTooLargeError(
+                            f"frame header announces {n} bytes, limit is {self.max_frame_len}"
+                        )
+                    if len(view) >= FRAME_HEADER_LEN + n:
+                        frames.append((t, bytes(view[FRAME_HEADER_LEN:FRAME_HEADER_LEN + n])))
+                        view = view[FRAME_HEADER_LEN + n :]
+                        continue
                 if len(buf) >= FRAME_HEADER_LEN:
                     t, n = parse_header(buf)
                     if n > self.max_frame_len:
