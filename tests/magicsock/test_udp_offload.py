@@ -14,11 +14,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from magicsock_nodes import Node, make_node
+from magicsock_nodes import Node, introduce, make_node
 from magicsock_relay import MiniDerp, MiniStun
 
 from pytsnet.actors.magicsock import udp_lane
-from pytsnet.messages.magicsock import PathUpdate, WgDatagramsOut
+from pytsnet.messages.magicsock import PathUpdate, PeerActive, WgDatagramsOut
 from pytsnet.testing.polling import wait_until
 from pytsnet.wire.magicsock import offload
 
@@ -157,3 +157,35 @@ def test_disco_lane_sends_on_the_routers_socket(node: Node, kernel: socket.socke
     data, src = kernel.recvfrom(100)
     assert data == b"lane" and src[1] == ref._cell.actor.bound_port
     assert not udp_lane.send(None, b"x", kernel.getsockname())
+
+
+def test_disco_finds_the_direct_path_while_both_routers_are_stalled() -> None:
+    """The disco lane: pings leave on the router's socket from the DiscoPinger's thread and the
+    readers hand disco straight to the pingers, so a ping and its pong never wait in a router's
+    mailbox. With both routers' handlers held (as if each were busy with a long bulk burst), disco
+    still finds the direct path."""
+    d, s = MiniDerp(), MiniStun()
+    a = make_node("lane-a", d.port, s.port, advertise=True)
+    b = make_node("lane-b", d.port, s.port, advertise=True)
+    held = []
+    try:
+        wait_until(lambda: a.derp_status().connected and b.derp_status().connected, what="DERP connected")
+        introduce(a, b)
+        wait_until(lambda: len(a.status().peers) == 1 and len(b.status().peers) == 1, what="paths known")
+        pinger, b_addr = a.ref("disco")._cell.actor, b.endpoints()[0]
+        assert pinger.peers[b.key].ep.best.addr is None  # nothing sent yet: no discovery so far
+        for n in (a, b):
+            lock = n.ref("udp")._cell.run_lock
+            lock.acquire()
+            held.append(lock)
+        a.ref("disco").tell(PeerActive(peer=b.key))  # what the router says when data flows
+        wait_until(lambda: pinger.peers[b.key].ep.best.addr is not None, 10, "a direct path via disco alone")
+        ip, port = pinger.peers[b.key].ep.best.addr
+        assert f"{ip}:{port}" == b_addr
+    finally:
+        for lock in held:
+            lock.release()
+        assert a.system.shutdown(10)
+        assert b.system.shutdown(10)
+        d.close()
+        s.close()
