@@ -31,8 +31,8 @@ class NewReno:
         """RFC 5681 §4.1: after an idle period longer than the RTO, restart from the initial window."""
         self.cwnd = min(self.cwnd, self.initial_window)
 
-    def on_ack(self, acked: int, flight_before: int) -> None:
-        """New data ``acked`` outside of recovery: grow cwnd."""
+    def on_ack(self, acked: int, flight_before: int, now: float = 0.0, rtt: float | None = None) -> None:
+        """New data ``acked`` outside of recovery: grow cwnd (``now``/``rtt`` are for CUBIC)."""
         if self.cwnd < self.ssthresh:
             # Full byte counting: coalesced ACKs (a batching stack, GRO) must not slow slow start.
             self.cwnd = min(self.cwnd + acked, max(self.ssthresh, self.cwnd))
@@ -68,3 +68,6 @@ class NewReno:
         self.cwnd = self.mss
         self.in_recovery = False
         self._ca_acc = 0
+
+    def on_undo(self) -> None:
+        """A recovery turned out spurious and the caller restored cwnd/ssthresh: nothing else to undo."""

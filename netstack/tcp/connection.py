@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from pytsnet.netstack.tcp import syncookie
 from pytsnet.netstack.tcp.congestion import DUPACK_THRESHOLD, NewReno
+from pytsnet.netstack.tcp.cubic import Cubic
 from pytsnet.netstack.tcp.errors import (
     ConnectionAborted,
     ConnectionRefused,
@@ -27,6 +28,7 @@ from pytsnet.netstack.tcp.errors import (
     TcpConnectionError,
     TcpStateError,
 )
+from pytsnet.netstack.tcp.rack import Rack, probe_timeout
 from pytsnet.netstack.tcp.reassembly import Reassembler
 from pytsnet.netstack.tcp.rto import RttEstimator
 from pytsnet.netstack.tcp.segment import ACK, FIN, MAX_WSCALE, PSH, RST, SYN, TcpSegment
@@ -40,6 +42,9 @@ DEFAULT_MSS_V4 = 536  # RFC 9293 §3.7.1: assumed when the SYN carries no MSS op
 DEFAULT_MSS_V6 = 1220  # RFC 8200 minimum MTU 1280 - 40 - 20
 MAX_QUEUED_CONTROL = 64  # control segments kept between two polls
 MAX_DUPTHRESH = 24  # cap for the reordering-adapted duplicate-ACK threshold
+
+
+CONGESTION_CONTROLS: dict[str, type[NewReno]] = {"cubic": Cubic, "newreno": NewReno}
 
 
 class TcpState(enum.Enum):
@@ -77,6 +82,7 @@ class TcpConfig:
     sack: bool = True
     window_scaling: bool = True
     delayed_ack: float = 0.04  # 0 disables delayed ACKs
+    ack_every: int = 2  # full-sized segments received in order before an ACK goes out at once
     rto_initial: float = 1.0  # RFC 6298 §2.1
     rto_min: float = 0.2  # Linux's floor; RFC 6298 says 1 s
     rto_max: float = 60.0
@@ -90,6 +96,14 @@ class TcpConfig:
     keepalive_interval: float = 75.0
     keepalive_probes: int = 9
     challenge_ack_limit: int = 10  # per second, RFC 5961 §7
+    congestion_control: str = "cubic"  # "cubic" (RFC 9438, as Linux and gVisor) or "newreno"
+    rack: bool = True  # RACK-TLP loss detection (RFC 8985) when SACK is negotiated
+
+    def __post_init__(self) -> None:
+        if self.congestion_control not in CONGESTION_CONTROLS:
+            raise ValueError(f"congestion_control must be one of {sorted(CONGESTION_CONTROLS)}")
+        if self.ack_every < 1:
+            raise ValueError("ack_every must be at least 1")
 
     def mss_for(self, ip: IPAddress) -> int:
         """MSS to announce: MTU minus IP and TCP fixed headers (RFC 9293 §3.7.1)."""
@@ -142,8 +156,13 @@ class TcpConnection:
         self.spurious_recoveries = 0
         self._last_rexmit_tsval: int | None = None
         self._last_send = now
-        self._cc = NewReno(self._snd_mss)
+        self._cc = CONGESTION_CONTROLS[cfg.congestion_control](self._snd_mss)
         self._cc.recover = -1
+        self._rack: Rack | None = None  # created on the first data sent, when SACK was negotiated
+        self._rack_at: float | None = None  # RACK reordering timer
+        self._rack_lost: list[int] = []  # retransmissions RACK found lost again, to resend
+        self._tlp_at: float | None = None  # tail loss probe timer
+        self._tlp_end: int | None = None  # SND.MAX when the outstanding probe went out
         self._rtt = RttEstimator(cfg.rto_initial, cfg.rto_min, cfg.rto_max)
         self._rtt_probe: tuple[int, float] | None = None
         self._retries = 0
@@ -186,6 +205,7 @@ class TcpConnection:
         self.fast_recoveries = 0
         self.retransmitted_segments = 0
         self.challenge_acks = 0
+        self.tail_loss_probes = 0
 
     # ------------------------------------------------------------------ constructors
 
@@ -345,7 +365,7 @@ class TcpConnection:
         if self._state in _CAN_RECV_DATA:
             # Window update when the right edge can move by enough (RFC 9293 §3.8.6.2.2).
             growth = self._rcv_nxt + self.config.recv_buffer - len(rbuf) - self._rcv_adv
-            if growth >= min(self.config.recv_buffer // 2, 2 * self._our_mss):
+            if growth >= min(self.config.recv_buffer // 2, self._our_mss):
                 self._ack_now = True
                 self._dirty = True
         return data
@@ -429,7 +449,7 @@ class TcpConnection:
         peer_mss = syn.mss if syn.mss else (DEFAULT_MSS_V4 if self.local[0].version == 4 else DEFAULT_MSS_V6)
         self._snd_mss = max(min(peer_mss, self._our_mss), 64)
         self._payload_max = self._snd_mss - (12 if self._ts_ok else 0)
-        self._cc = NewReno(self._payload_max)
+        self._cc = CONGESTION_CONTROLS[cfg.congestion_control](self._payload_max)
         self._cc.recover = -1
         self._rcv_adv = min(cfg.recv_buffer, 0xFFFF)
 
@@ -504,6 +524,7 @@ class TcpConnection:
         if error is not None and self._error is None:
             self._error = error
         self._rto_at = self._persist_at = self._delack_at = self._keepalive_at = self._close_at = None
+        self._rack_at = self._tlp_at = None
         self._syn_pending = False
         self._ack_now = False
         self._sbuf = SendBuffer(0)
@@ -513,7 +534,7 @@ class TcpConnection:
 
     def _to_time_wait(self, now: float) -> None:
         self._state = _S.TIME_WAIT
-        self._rto_at = self._persist_at = self._keepalive_at = None
+        self._rto_at = self._persist_at = self._keepalive_at = self._rack_at = self._tlp_at = None
         self._close_at = now + self.config.time_wait
         self._sbuf = SendBuffer(0)
 
@@ -698,19 +719,31 @@ class TcpConnection:
         una = self._snd_una
         cc = self._cc
         sackd_new = False
+        rack = self._rack
         if self._sack_ok and seg.sack_blocks and self._snd_max > una:
             base = self._snd_base
             sb = self._scoreboard
-            for left, right in seg.sack_blocks:
+            for i, (left, right) in enumerate(seg.sack_blocks):
                 s = una + seq_diff(left, (base + una) & SEQ_MASK)
                 e = una + seq_diff(right, (base + una) & SEQ_MASK)
                 if una < s < e <= self._snd_max and sb.add(s, e):
                     sackd_new = True
+                    if rack is not None:
+                        rack.on_delivered(s, e, now)
+                elif i == 0 and s < e <= max(ack_off, una) and rack is not None:
+                    # RFC 2883 D-SACK: a duplicate arrived, so a retransmission was spurious.
+                    rack.on_dsack(now, self._rtt.srtt or self._rtt.rto)
         wnd = seg.window << self._snd_wscale
         if ack_off > una:
             acked = ack_off - una
             flight_before = self._snd_max - una
             self._sbuf.ack_to(min(ack_off, self._sbuf.end))
+            if rack is not None:
+                rack.on_delivered(una, ack_off, now)
+                rack.forget_below(ack_off)
+                if self._tlp_end is not None and ack_off >= self._tlp_end:
+                    self._tlp_end = None  # the probe's episode is over (RFC 8985 §7.4)
+                self._tlp_at = None
             self._snd_una = ack_off
             if self._snd_nxt < ack_off:
                 self._snd_nxt = ack_off
@@ -738,13 +771,23 @@ class TcpConnection:
                     cc.cwnd = max(cc.cwnd, self._undo[0])
                     cc.ssthresh = max(cc.ssthresh, self._undo[1])
                     cc.in_recovery = False
+                    # The undone recovery must not block the next one (RFC 6582's guard is for
+                    # losses of one window, and this window had none): else a real loss right
+                    # after an undo waits for the RTO.
+                    cc.recover = ack_off
                     self._rexmit_next = self._rexmit_end = ack_off
                     self._dupthresh = min(self._dupthresh * 2, MAX_DUPTHRESH)
                     self.spurious_recoveries += 1
+                    cc.on_undo()
+                    if rack is not None:
+                        rack.on_dsack(now, self._rtt.srtt or self._rtt.rto)
                 self._undo = self._undo_tsval = None
             if cc.in_recovery:
                 if ack_off >= cc.recover:
                     cc.on_full_ack(self._snd_max - ack_off)
+                    self._rack_lost.clear()
+                    if rack is not None:
+                        rack.on_recovery_end()
                 elif not self._sack_ok:
                     cc.on_partial_ack(acked)
                     # RFC 6582 step 5: retransmit the first unacknowledged segment.
@@ -753,7 +796,7 @@ class TcpConnection:
                 # With SACK, RFC 6675 keeps cwnd at ssthresh (pipe does the accounting) and never
                 # rewinds HighRxt: holes already retransmitted are not sent again on a partial ACK.
             else:
-                cc.on_ack(acked, flight_before)
+                cc.on_ack(acked, flight_before, now, self._rtt.srtt)
             self._dupacks = 0
             self._rto_at = None if self._snd_una >= self._snd_max else now + self._rtt.rto
             self._dirty = True
@@ -781,16 +824,9 @@ class TcpConnection:
                 and (self._dupacks >= self._dupthresh
                      or (sackd_new
                          and self._scoreboard.sacked_bytes >= self._dupthresh * self._payload_max))):
-            self._undo = (cc.cwnd, cc.ssthresh)
-            self._undo_tsval = None
-            cc.enter_recovery(self._snd_max - self._snd_una, self._snd_max)
-            self.fast_recoveries += 1
-            if self._sack_ok:
-                cc.cwnd = cc.ssthresh  # RFC 6675 uses pipe, not inflation
-            self._rexmit_next = self._snd_una
-            self._rexmit_end = self._snd_una + self._payload_max
-            self._rtt_probe = None
-            self._dirty = True
+            self._enter_recovery()
+        if rack is not None and self._snd_max > self._snd_una:
+            self._rack_detect(now)
         if cc.in_recovery and self._sack_ok:
             # RFC 6675 IsLost: only holes with more than (DupThresh-1)*SMSS SACKed above are lost; a
             # hole below a packet that merely overtook (reordering) is still in flight.
@@ -809,6 +845,40 @@ class TcpConnection:
                 self._to_time_wait(now)
             elif st is _S.LAST_ACK:
                 self._to_closed(None)
+
+    def _enter_recovery(self) -> None:
+        cc = self._cc
+        self._undo = (cc.cwnd, cc.ssthresh)
+        self._undo_tsval = None
+        cc.enter_recovery(self._snd_max - self._snd_una, self._snd_max)
+        self.fast_recoveries += 1
+        if self._sack_ok:
+            cc.cwnd = cc.ssthresh  # RFC 6675 uses pipe, not inflation
+        self._rexmit_next = self._snd_una
+        self._rexmit_end = self._snd_una + self._payload_max
+        self._rtt_probe = None
+        self._dirty = True
+
+    def _rack_detect(self, now: float) -> None:
+        """RFC 8985 §6.2: mark lost by time, start recovery on it, arm the reordering timer."""
+        rack = self._rack
+        assert rack is not None
+        cc = self._cc
+        una = self._snd_una
+        sb = self._scoreboard
+        reo = rack.reo_wnd(cc.in_recovery, sb.sacked_bytes >= self._dupthresh * self._payload_max,
+                           self._rtt.srtt or self._rtt.rto)
+        edge, lost, timeout = rack.detect_loss(una, self._snd_max, sb, now, reo)
+        self._rack_at = None if timeout is None else now + timeout
+        if not lost and (edge <= una or sb.next_unsacked(una)[0] >= edge):
+            return
+        if not cc.in_recovery and una >= cc.recover:
+            self._enter_recovery()
+        if cc.in_recovery and edge > self._rexmit_end:
+            self._rexmit_end = edge
+        if lost:
+            self._rack_lost.extend(lost)
+        self._dirty = True
 
     def _on_data(self, seg_start: int, payload: bytes, now: float) -> None:
         rcv_nxt = self._rcv_nxt
@@ -833,7 +903,12 @@ class TcpConnection:
                 self._ack_now = True  # a hole was (partly) filled: ACK at once (RFC 5681 §4.2)
             self._rcv_nxt = rcv_nxt
             self._unacked_segs += 1
-            if self._unacked_segs >= 2 or self.config.delayed_ack <= 0:
+            if rcv_nxt - self._last_ack_sent >= self.config.ack_every * self._payload_max:
+                # RFC 9293 §3.8.6.3 / RFC 1122 4.2.3.2: every second full-sized segment is ACKed
+                # now, not at the end of the batch the stack hands us: a batch of 40 segments
+                # then opens the sender's window 20 times, not once (issue 14).
+                self._queue_ctl(self._segment(self._snd_max, ACK, b"", now))
+            elif self._unacked_segs >= 2 or self.config.delayed_ack <= 0:
                 self._ack_now = True
             elif self._delack_at is None:
                 self._delack_at = now + self.config.delayed_ack
@@ -862,7 +937,8 @@ class TcpConnection:
         if self._dirty or self._ctl or self._ack_now or self._syn_pending:
             return self._last_now
         best: float | None = None
-        for t in (self._rto_at, self._persist_at, self._delack_at, self._keepalive_at, self._close_at):
+        for t in (self._rto_at, self._persist_at, self._delack_at, self._keepalive_at, self._close_at,
+                  self._rack_at, self._tlp_at):
             if t is not None and (best is None or t < best):
                 best = t
         return best
@@ -880,6 +956,9 @@ class TcpConnection:
         st = self._state
         if st is _S.CLOSED:
             return out
+        tlp_due = self._tlp_at is not None and now >= self._tlp_at
+        if tlp_due and self._rto_at is not None and self._tlp_at is not None and self._tlp_at <= self._rto_at:
+            self._rto_at = now + self._rtt.rto  # the probe goes first; the RTO is rearmed behind it
         if self._rto_at is not None and now >= self._rto_at:
             self._on_rto(now)
             st = self._state
@@ -898,8 +977,19 @@ class TcpConnection:
             if self._rto_at is None:
                 self._rto_at = now + self._rtt.rto
             return out
+        if self._rack_at is not None and now >= self._rack_at:
+            self._rack_at = None
+            if self._rack is not None and self._snd_max > self._snd_una:
+                self._rack_detect(now)
         if st in _CAN_TRANSMIT:
+            sent = len(out)
             self._transmit(now, out)
+            if self._rack is not None:
+                if tlp_due and self._tlp_at is not None:
+                    self._tlp_at = None
+                    if len(out) == sent and not self._cc.in_recovery and self._snd_max > self._snd_una:
+                        self._tail_loss_probe(now, out)
+                self._arm_tlp(now)
         if self._persist_at is not None and now >= self._persist_at:
             self._persist_backoff += 1
             self._persist_at = now + min(self._rtt.rto * (1 << min(self._persist_backoff, 16)),
@@ -935,6 +1025,11 @@ class TcpConnection:
             self._to_closed(ConnectionTimedOut("connection timed out (retransmissions exhausted)"))
             return
         self._undo = self._undo_tsval = None
+        if self._rack is not None:
+            self._rack.reset(self._snd_una, now)
+        self._rack_lost.clear()
+        self._rack_at = self._tlp_at = None
+        self._tlp_end = None
         self._cc.on_timeout(self._snd_max - self._snd_una)
         self._cc.recover = self._snd_max
         self._scoreboard.clear()  # the receiver may have reneged (RFC 2018 §8)
@@ -943,6 +1038,41 @@ class TcpConnection:
         self._dupacks = 0
         self._rtt_probe = None
         self._rtt.back_off()
+
+    def _arm_tlp(self, now: float) -> None:
+        """RFC 8985 §7.2: while data is in flight in the open state, probe after PTO unless the
+        RTO comes first; one probe per episode."""
+        if (self._tlp_at is None and self._tlp_end is None and self._rto_at is not None
+                and not self._cc.in_recovery and self._snd_una >= self._cc.recover
+                and self._snd_max > self._snd_una
+                and self._state in (_S.ESTABLISHED, _S.CLOSE_WAIT)):
+            flight = (self._snd_max - self._snd_una + self._payload_max - 1) // self._payload_max
+            pto = probe_timeout(self._rtt.srtt, flight, self._rto_at - now)
+            self._tlp_at = now + pto  # at most the RTO's time: then the probe goes first (§7.2)
+
+    def _tail_loss_probe(self, now: float, out: list[TcpSegment]) -> None:
+        """§7.3: send one new segment if the windows allow, else retransmit the last one; then
+        the RTO is rearmed, and RACK repairs whatever the probe's ACK reveals."""
+        mss = self._payload_max
+        data_end = self._sbuf.end
+        una, nxt = self._snd_una, self._snd_nxt
+        if nxt < data_end and nxt + min(mss, data_end - nxt) <= una + self._snd_wnd:
+            length = min(mss, data_end - nxt)
+            out.append(self._segment(nxt, ACK | PSH, self._sbuf.read(nxt, length), now))
+            self._advance(nxt, length, now)
+        else:
+            end = min(self._snd_max, data_end)
+            start = max(end - mss, una)
+            if start >= end:
+                return
+            out.append(self._segment(start, ACK, self._sbuf.read(start, end - start), now))
+            self.retransmitted_segments += 1
+            self._last_rexmit_tsval = self._tsval(now)
+            if self._rack is not None:
+                self._rack.on_retransmit(start, end, now)
+        self.tail_loss_probes += 1
+        self._tlp_end = self._snd_max
+        self._rto_at = now + self._rtt.rto
 
     def _pipe(self) -> int:
         """Bytes believed in flight (RFC 6675 §4 'pipe', approximating every hole as lost)."""
@@ -964,6 +1094,9 @@ class TcpConnection:
         cc = self._cc
         sb = self._scoreboard
         fin_off = self._fin_off
+        # 0. Retransmissions RACK found lost again (RFC 8985 §6.2: dupACKs can never show these).
+        if self._rack_lost:
+            self._resend_rack_lost(now, out)
         # 1. Fast-recovery retransmissions.
         if cc.in_recovery:
             if (self._sack_ok and self._snd_nxt >= data_end and fin_off is None
@@ -990,6 +1123,8 @@ class TcpConnection:
                     self._undo_tsval = seg.timestamp[0]
                 self.retransmitted_segments += 1
                 self._last_rexmit_tsval = self._tsval(now)
+                if self._rack is not None:
+                    self._rack.on_retransmit(start, start + length, now)
                 self._rexmit_next = start + length
                 first = False
             if self._rto_at is None:
@@ -1031,14 +1166,50 @@ class TcpConnection:
             out.append(self._segment(nxt, flags, sbuf.read(nxt, length), now))
             self._advance(nxt, length + (1 if flags & FIN else 0), now)
 
+    def _resend_rack_lost(self, now: float, out: list[TcpSegment]) -> None:
+        mss = self._payload_max
+        sb = self._scoreboard
+        lost = self._rack_lost
+        data_end = self._sbuf.end
+        first = True
+        while lost:
+            if not first and self._cc.cwnd - self._pipe() < mss:
+                break
+            s = lost.pop(0)
+            start, next_sacked = sb.next_unsacked(max(s, self._snd_una))
+            if start != s or s >= self._snd_max:
+                continue  # acknowledged or SACKed since
+            end = min(s + mss, data_end, self._snd_max)
+            if next_sacked is not None and next_sacked < end:
+                end = next_sacked
+            if end <= s:
+                continue
+            out.append(self._segment(s, ACK, self._sbuf.read(s, end - s), now))
+            self.retransmitted_segments += 1
+            self._last_rexmit_tsval = self._tsval(now)
+            if self._rack is not None:
+                self._rack.on_retransmit(s, end, now)
+            first = False
+        if self._rto_at is None:
+            self._rto_at = now + self._rtt.rto
+
     def _advance(self, nxt: int, n: int, now: float) -> None:
         end = nxt + n
         self._last_send = now
+        rack = self._rack
+        if rack is None and self._sack_ok and self.config.rack:
+            rack = self._rack = Rack()
         if end > self._snd_max:
             if self._rtt_probe is None and nxt >= self._snd_max and not self._ts_ok:
                 self._rtt_probe = (nxt, now)
+            if rack is not None:
+                if nxt < self._snd_max:
+                    rack.on_retransmit(nxt, self._snd_max, now)
+                rack.on_new_data(max(nxt, self._snd_max), now)
             self._snd_max = end
         else:
+            if rack is not None:
+                rack.on_retransmit(nxt, end, now)
             self.retransmitted_segments += 1
             self._last_rexmit_tsval = self._tsval(now)
             if self._rtt_probe is not None and nxt <= self._rtt_probe[0] < end:

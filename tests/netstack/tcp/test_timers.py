@@ -14,7 +14,7 @@ DATA_A_TO_B = 0
 
 def test_rto_backoff_doubles_and_gives_up() -> None:
     block = {"on": False}
-    cfg = TcpConfig(max_retransmits=5, rto_min=0.2, timestamps=False)
+    cfg = TcpConfig(max_retransmits=5, rto_min=0.2, timestamps=False, rack=False)  # no TLP probe: RTOs only
     sim = Sim(cfg_a=cfg, link=LinkParams(drop_fn=lambda d, s: block["on"] and d == 0))
     sim.run(Sim.established)
     sim.a.send(b"x" * 100)
@@ -41,8 +41,8 @@ def test_rtt_estimate_converges_to_path_rtt() -> None:
         assert sim.a._rtt.srtt == pytest.approx(0.1, abs=0.045)  # 2*delay, + up to one delayed ACK
 
 
-@pytest.mark.parametrize("lose", ["syn", "ack"])
-def test_ambiguous_timestamp_echo_does_not_inflate_rtt(lose: str) -> None:
+@pytest.mark.parametrize(("lose", "rack"), [("syn", True), ("ack", False), ("ack", True)])
+def test_ambiguous_timestamp_echo_does_not_inflate_rtt(lose: str, rack: bool) -> None:
     """After a retransmission, an ACK echoing an older TSval must not become an RTT sample.
 
     A lost SYN (the SYN-ACK echoes the first SYN) or a lost ACK followed by an RTO (the duplicate
@@ -56,12 +56,15 @@ def test_ambiguous_timestamp_echo_does_not_inflate_rtt(lose: str) -> None:
         hit = (lose == "syn" and direction == 1) or (lose == "ack" and direction == 1 and not seg.payload)
         state["dropped"] += hit
         return hit
-    sim = Sim(cfg_b=TcpConfig(delayed_ack=0), link=LinkParams(drop_fn=drop))
+    sim = Sim(cfg_a=TcpConfig(rack=rack), cfg_b=TcpConfig(delayed_ack=0), link=LinkParams(drop_fn=drop))
     sim.run(Sim.established)
     state["armed"] = True
     sim.a.send(b"q" * 100)
     sim.run(lambda s: s.a.send_buffered == 0)
-    assert state["dropped"] == 1 and (lose == "syn" or sim.a.rto_expiries == 1)
+    assert state["dropped"] == 1
+    if lose == "ack":
+        # Without RACK-TLP the RTO resends; with it the tail loss probe does, before the RTO.
+        assert (sim.a.rto_expiries, sim.a.tail_loss_probes) == ((0, 1) if rack else (1, 0))
     assert sim.a._rtt.srtt is not None and sim.a._rtt.srtt < 0.025, sim.a._rtt.srtt
 
 
