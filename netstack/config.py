@@ -38,6 +38,7 @@ class StackConfig:
     icmp_echo: bool = True
     ip_ttl: int = 64
     ephemeral_ports: tuple[int, int] = (49152, 65535)
+    congestion_control: str = "cubic"  # TCP senders: "cubic" (RFC 9438) or "newreno" (RFC 6582)
 
     def __post_init__(self) -> None:
         addrs = tuple(ipaddress.ip_address(a) if not isinstance(a, (ipaddress.IPv4Address,
@@ -52,6 +53,8 @@ class StackConfig:
                      "udp_queue_datagrams", "udp_queue_bytes", "max_outbound_packets"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")
+        if self.congestion_control not in ("cubic", "newreno"):
+            raise ValueError(f"congestion_control {self.congestion_control!r}: cubic or newreno")
         if self.syncookie_period <= 0:
             raise ValueError("syncookie_period must be positive")
 

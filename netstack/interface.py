@@ -211,7 +211,8 @@ class Stack:
             raise ValueError("StackConfig.addresses is empty")
         self.config = config
         self.tcp_config = tcp_config or TcpConfig(mtu=config.mtu, send_buffer=config.send_buffer,
-                                                  recv_buffer=config.recv_buffer)
+                                                  recv_buffer=config.recv_buffer,
+                                                  congestion_control=config.congestion_control)
         self._time_wait = TimeWaitTable(config.max_time_wait, self.tcp_config.time_wait)
         self._isn = isn or rfc6528_isn(rng.randbytes(32) if rng is not None else secrets.token_bytes(32))
         self._rng = rng or random.Random()

@@ -92,7 +92,7 @@ class Cubic(NewReno):
         else:
             self._w_max = cwnd_seg
         self._epoch = None
-        return max(int(self.cwnd * BETA), 2 * mss)
+        return max(round(self.cwnd * BETA), 2 * mss)
 
     def enter_recovery(self, flight: int, snd_max: int) -> None:
         self.ssthresh = self._reduce(flight)

@@ -19,6 +19,7 @@ from typing import Protocol
 
 REO_WND_PERSIST = 16  # RFC 8985 §6.2 step 4: recoveries a grown reo_wnd survives without DSACK
 WC_DEL_ACK = 0.2  # §7.2 WCDelAckT: the worst-case delayed-ACK time when one segment is in flight
+CLOCK_GRANULARITY = 0.001
 MAX_RUNS = 4096  # bound on remembered send runs (a run is one poll's worth of new data)
 
 
@@ -79,8 +80,9 @@ class Rack:
                 rtt = now - ts
                 retransmitted = True
                 # Ambiguous: the ACK may be for the original. Count it only when the RTT could not
-                # be the original's (§6.2 step 2, the no-timestamp variant).
-                if self.min_rtt is not None and rtt < self.min_rtt:
+                # be the original's (§6.2 step 2, the no-timestamp variant: a SACK's TSecr echoes
+                # older data, RFC 7323 §4.3, so it cannot tell), within the clock's granularity.
+                if self.min_rtt is not None and rtt + CLOCK_GRANULARITY < self.min_rtt:
                     continue
                 self._update(ts, min(e, end), rtt)
         ts_orig = self.sent_at(end - 1)
