@@ -94,6 +94,47 @@ def kernel_to_kernel(mib: int) -> tuple[float, float]:
         return rates[0], rates[1]
 
 
+def idle_connections(ns: Netns, net: Netstack, idle: int, port: int = 9200) -> tuple[float, float]:
+    """Open ``idle`` kernel clients to a pytsnet listener, all accepted by the app, and leave them idle.
+
+    Returns (RSS growth in MiB, setup seconds); the sockets are closed before returning.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, idle * 2 + 1000)), hard))
+    lst = net.listen(port, backlog=128)
+    lst.settimeout(30)
+    accepted: list[object] = []
+    base = rss_mib()
+    t0 = time.perf_counter()
+
+    def acceptor() -> None:
+        for _ in range(idle):
+            accepted.append(lst.accept()[0])
+
+    at = threading.Thread(target=acceptor, daemon=True)
+    at.start()
+
+    def dial_all() -> list[socket.socket]:
+        socks = []
+        for _ in range(idle):
+            c = socket.socket()
+            c.setblocking(False)
+            c.connect_ex((STACK, port))
+            socks.append(c)
+            while len(socks) - len(accepted) > 100:
+                time.sleep(0.001)
+        return socks
+
+    socks = ns.call(dial_all)
+    at.join(120)
+    setup = time.perf_counter() - t0
+    time.sleep(1.0)
+    per_conn_rss = rss_mib() - base
+    for c in socks:
+        c.close()
+    return per_conn_rss, setup
+
+
 def pytsnet_flows(mib: int, idle: int) -> tuple[float, float, float, float]:
     total = mib << 20
     with isolated_netns("bnt") as ns:
@@ -127,40 +168,7 @@ def pytsnet_flows(mib: int, idle: int) -> tuple[float, float, float, float]:
                 s.sendall(b"k")
                 s.close()
             time.sleep(0.5)
-            # idle connections: kernel clients -> pytsnet listener, all accepted by the app
-            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-            resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, idle * 2 + 1000)), hard))
-            lst = net.listen(9200, backlog=128)
-            lst.settimeout(30)
-            accepted: list[object] = []
-            base = rss_mib()
-            t0 = time.perf_counter()
-
-            def acceptor() -> None:
-                for _ in range(idle):
-                    accepted.append(lst.accept()[0])
-
-            at = threading.Thread(target=acceptor, daemon=True)
-            at.start()
-
-            def dial_all() -> list[socket.socket]:
-                socks = []
-                for _ in range(idle):
-                    c = socket.socket()
-                    c.setblocking(False)
-                    c.connect_ex((STACK, 9200))
-                    socks.append(c)
-                    while len(socks) - len(accepted) > 100:
-                        time.sleep(0.001)
-                return socks
-
-            socks = ns.call(dial_all)
-            at.join(120)
-            setup = time.perf_counter() - t0
-            time.sleep(1.0)
-            per_conn_rss = rss_mib() - base
-            for c in socks:
-                c.close()
+            per_conn_rss, setup = idle_connections(ns, net, idle)
             return up, down, per_conn_rss, setup
         finally:
             system.shutdown(30)

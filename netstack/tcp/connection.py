@@ -160,7 +160,6 @@ class TcpConnection:
         self._cc.recover = -1
         self._rack: Rack | None = None  # created on the first data sent, when SACK was negotiated
         self._rack_at: float | None = None  # RACK reordering timer
-        self._rack_lost: list[int] = []  # retransmissions RACK found lost again, to resend
         self._tlp_at: float | None = None  # tail loss probe timer
         self._tlp_end: int | None = None  # SND.MAX when the outstanding probe went out
         self._rtt = RttEstimator(cfg.rto_initial, cfg.rto_min, cfg.rto_max)
@@ -785,8 +784,8 @@ class TcpConnection:
             if cc.in_recovery:
                 if ack_off >= cc.recover:
                     cc.on_full_ack(self._snd_max - ack_off)
-                    self._rack_lost.clear()
                     if rack is not None:
+                        rack.to_resend.clear()
                         rack.on_recovery_end()
                 elif not self._sack_ok:
                     cc.on_partial_ack(acked)
@@ -877,7 +876,7 @@ class TcpConnection:
         if cc.in_recovery and edge > self._rexmit_end:
             self._rexmit_end = edge
         if lost:
-            self._rack_lost.extend(lost)
+            rack.to_resend.extend(lost)
         self._dirty = True
 
     def _on_data(self, seg_start: int, payload: bytes, now: float) -> None:
@@ -1027,7 +1026,6 @@ class TcpConnection:
         self._undo = self._undo_tsval = None
         if self._rack is not None:
             self._rack.reset(self._snd_una, now)
-        self._rack_lost.clear()
         self._rack_at = self._tlp_at = None
         self._tlp_end = None
         self._cc.on_timeout(self._snd_max - self._snd_una)
@@ -1095,8 +1093,8 @@ class TcpConnection:
         sb = self._scoreboard
         fin_off = self._fin_off
         # 0. Retransmissions RACK found lost again (RFC 8985 §6.2: dupACKs can never show these).
-        if self._rack_lost:
-            self._resend_rack_lost(now, out)
+        if self._rack is not None and self._rack.to_resend:
+            self._resend_rack_lost(self._rack, now, out)
         # 1. Fast-recovery retransmissions.
         if cc.in_recovery:
             if (self._sack_ok and self._snd_nxt >= data_end and fin_off is None
@@ -1166,10 +1164,10 @@ class TcpConnection:
             out.append(self._segment(nxt, flags, sbuf.read(nxt, length), now))
             self._advance(nxt, length + (1 if flags & FIN else 0), now)
 
-    def _resend_rack_lost(self, now: float, out: list[TcpSegment]) -> None:
+    def _resend_rack_lost(self, rack: Rack, now: float, out: list[TcpSegment]) -> None:
         mss = self._payload_max
         sb = self._scoreboard
-        lost = self._rack_lost
+        lost = rack.to_resend
         data_end = self._sbuf.end
         first = True
         while lost:
@@ -1187,8 +1185,7 @@ class TcpConnection:
             out.append(self._segment(s, ACK, self._sbuf.read(s, end - s), now))
             self.retransmitted_segments += 1
             self._last_rexmit_tsval = self._tsval(now)
-            if self._rack is not None:
-                self._rack.on_retransmit(s, end, now)
+            rack.on_retransmit(s, end, now)
             first = False
         if self._rto_at is None:
             self._rto_at = now + self._rtt.rto

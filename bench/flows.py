@@ -1,0 +1,181 @@
+"""Many flows through the netstack actors: memory per idle flow, and fairness between active flows.
+
+Run as root: ``.venv/bin/python bench/flows.py [--idle 10000] [--active 1000] [--seconds 20]``.
+Same rig as ``bench/netstack.py`` (a TUN into a namespace, ``TunLinkActor`` + ``Netstack``, kernel
+sockets on the other side), whose idle-connection measurement it reuses:
+
+* idle: ``--idle`` kernel clients to a pytsnet listener, every one accepted by the app; RSS
+  growth per flow (issue 14's done-when: <= 11 KiB).
+* fairness: ``--active`` pytsnet connections to a kernel server, one app thread offering data to
+  every one of them round-robin without blocking; the kernel counts each connection's bytes over
+  the measured window (after a warm-up). Prints max/min per-flow throughput (done-when: <= 3)
+  and Jain's fairness index.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import ipaddress
+import resource
+import selectors
+import socket
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+from pytsnet.actors.runtime import ActorSystem, MailboxConfig
+from pytsnet.net import Netstack
+from pytsnet.net.link import TunLinkActor
+from pytsnet.netstack.config import StackConfig
+from pytsnet.testing.netns import Netns, isolated_netns
+from pytsnet.testing.tun import open_tun
+
+_spec = importlib.util.spec_from_file_location("bench_netstack", Path(__file__).with_name("netstack.py"))
+assert _spec is not None and _spec.loader is not None
+bench_netstack = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench_netstack)
+
+KERNEL, STACK = bench_netstack.KERNEL, bench_netstack.STACK
+CHUNK = 16 * 1024
+
+
+class KernelCounter:
+    """A kernel server in ``ns`` that accepts ``n`` connections and counts each one's bytes."""
+
+    def __init__(self, ns: Netns, port: int, n: int) -> None:
+        self.n = n
+        self.counts = [0] * n
+        self.accepted = 0
+        self.stop = False
+        self.srv = ns.call(lambda: socket.create_server((KERNEL, port), backlog=min(n, 4096)))
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        sel = selectors.DefaultSelector()
+        self.srv.setblocking(False)
+        sel.register(self.srv, selectors.EVENT_READ, None)
+        buf = bytearray(1 << 16)
+        while not self.stop:
+            for key, _ in sel.select(0.2):
+                if key.data is None:
+                    while self.accepted < self.n:
+                        try:
+                            c, _ = self.srv.accept()
+                        except BlockingIOError:
+                            break
+                        c.setblocking(False)
+                        sel.register(c, selectors.EVENT_READ, self.accepted)
+                        self.accepted += 1
+                    continue
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                try:
+                    got = sock.recv_into(buf)
+                except BlockingIOError:
+                    continue
+                if not got:
+                    sel.unregister(sock)
+                    sock.close()
+                else:
+                    self.counts[key.data] += got
+        sel.close()
+        self.srv.close()
+
+
+def fairness(ns: Netns, net: Netstack, active: int, seconds: float, warmup: float) -> dict[str, float]:
+    """Per-flow throughput of ``active`` concurrent pytsnet -> kernel flows over ``seconds``."""
+    counter = KernelCounter(ns, 9300, active)
+    socks = [net.create_connection((KERNEL, 9300), timeout=60) for _ in range(active)]
+    deadline = time.monotonic() + 60
+    while counter.accepted < active:
+        assert time.monotonic() < deadline, f"only {counter.accepted} of {active} accepted"
+        time.sleep(0.05)
+    for s in socks:
+        s.settimeout(0.0)  # never block: the app offers data to every flow in turn
+    chunk = b"\x5a" * CHUNK
+    stop = threading.Event()
+
+    def app() -> None:
+        while not stop.is_set():
+            for s in socks:
+                with contextlib.suppress(TimeoutError):  # buffers full: its turn next round
+                    s.send(chunk)
+
+    t = threading.Thread(target=app, daemon=True)
+    t.start()
+    time.sleep(warmup)
+    before = list(counter.counts)
+    t0 = time.monotonic()
+    time.sleep(seconds)
+    after = list(counter.counts)
+    elapsed = time.monotonic() - t0
+    stop.set()
+    t.join(30)
+    for s in socks:
+        s.close()
+    counter.stop = True
+    counter.thread.join(10)
+    rates = [(a - b) * 8 / elapsed / 1e6 for a, b in zip(after, before, strict=True)]
+    lo, hi = min(rates), max(rates)
+    jain = sum(rates) ** 2 / (len(rates) * sum(r * r for r in rates)) if any(rates) else 0.0
+    return {"aggregate": sum(rates), "min": lo, "median": statistics.median(rates), "max": hi,
+            "max_over_min": hi / lo if lo > 0 else float("inf"), "jain": jain,
+            "stalled": sum(1 for r in rates if r == 0)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--idle", type=int, default=10000)
+    ap.add_argument("--active", type=int, default=1000)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--warmup", type=float, default=5.0)
+    ap.add_argument("--send-buffer", type=int, default=64 * 1024,
+                    help="per-flow send buffer for the active flows (bounds memory: 1,000 x this)")
+    args = ap.parse_args()
+    print(f"command: {sys.executable} bench/flows.py --idle {args.idle} --active {args.active} "
+          f"--seconds {args.seconds}")
+    with open("/proc/loadavg") as f:
+        print(f"load average before: {f.read().split()[0]}")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 2 * (args.idle + args.active) + 1000
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, want)), hard))
+    for what in ("idle", "active"):
+        n = args.idle if what == "idle" else args.active
+        if n <= 0:
+            continue
+        with isolated_netns("bfl") as ns:
+            tun = open_tun(ns, local=KERNEL, peer=STACK)
+            system = ActorSystem("bench-flows", pool_workers=2)
+            try:
+                link = system.spawn(TunLinkActor, tun.fd, "netstack", name="tun-link",
+                                    mailbox=MailboxConfig(65536))
+                addrs = (ipaddress.ip_address(STACK),)
+                cap = max(16384, n + 16)
+                cfg = (StackConfig(addresses=addrs, max_tcp_connections=cap) if what == "idle" else
+                       StackConfig(addresses=addrs, max_tcp_connections=cap, send_buffer=args.send_buffer))
+                net = Netstack.start(system, cfg, link)
+                if what == "idle":
+                    rss, setup = bench_netstack.idle_connections(ns, net, n)
+                    print(f"idle flows: {n} accepted in {setup:.1f} s, RSS +{rss:.1f} MiB "
+                          f"({rss * 1024 / n:.2f} KiB each)", flush=True)
+                else:
+                    r = fairness(ns, net, n, args.seconds, args.warmup)
+                    print(f"active flows: {n} pytsnet -> kernel for {args.seconds:.0f} s: aggregate "
+                          f"{r['aggregate']:.1f} Mbit/s, per flow min {r['min'] * 1000:.1f} / median "
+                          f"{r['median'] * 1000:.1f} / max {r['max'] * 1000:.1f} kbit/s, max/min "
+                          f"{r['max_over_min']:.2f}, Jain {r['jain']:.3f}, stalled {r['stalled']:.0f}",
+                          flush=True)
+            finally:
+                system.shutdown(30)
+                tun.close()
+    with open("/proc/loadavg") as f:
+        print(f"load average after: {f.read().split()[0]}")
+
+
+if __name__ == "__main__":
+    main()
