@@ -111,3 +111,14 @@ def test_cubic_is_the_default_and_newreno_selectable() -> None:
     assert StackConfig().congestion_control == "cubic"
     with pytest.raises(ValueError):
         StackConfig(congestion_control="bbr")
+
+
+def test_ssthresh_from_the_larger_of_flight_and_cwnd() -> None:
+    """RFC 9438 §4.6 takes flight_size, Linux cwnd: SACKed data under reordering makes the flight
+    the larger, a window not full makes cwnd the larger; the cut is from whichever is larger."""
+    cc = _in_avoidance(10)
+    cc.enter_recovery(20 * MSS, 10**9)
+    assert cc.ssthresh == 14 * MSS
+    cc = _in_avoidance(10)
+    cc.enter_recovery(5 * MSS, 10**9)
+    assert cc.ssthresh == 7 * MSS
