@@ -28,7 +28,7 @@ def _acks(segs: list[TcpSegment]) -> list[TcpSegment]:
 
 
 def test_a_batch_of_40_segments_is_acked_every_second_segment() -> None:
-    a, b, now = _pair()
+    a, b, now = _pair(TcpConfig(ack_every=2))
     segs = _data_segments(a, 40, now)
     for s in segs:
         b.on_segment(s, now)  # one batch from the stack, then one poll (as the flow actor does)
@@ -39,11 +39,27 @@ def test_a_batch_of_40_segments_is_acked_every_second_segment() -> None:
     assert firsts == [2 * mss * (i + 1) for i in range(20)]  # each opens the sender's window by 2 MSS
 
 
-def test_ack_every_is_configurable() -> None:
+def test_ack_every_is_configurable_and_16_by_default() -> None:
     a, b, now = _pair(TcpConfig(ack_every=8))
     for s in _data_segments(a, 40, now):
         b.on_segment(s, now)
     assert len(_acks(b.poll(now))) == 5
+    a, b, now = _pair()
+    for s in _data_segments(a, 40, now):
+        b.on_segment(s, now)
+    acks = _acks(b.poll(now))
+    assert len(acks) == 3  # after 16 and 32 segments, and the rest (8 > 2 segments) at the poll
+    assert acks[-1].ack == (acks[0].ack + 24 * a._payload_max) % (1 << 32)
+
+
+def test_segments_arriving_one_per_poll_are_acked_every_second_one() -> None:
+    a, b, now = _pair()
+    segs = _data_segments(a, 6, now)
+    acks = []
+    for s in segs:
+        b.on_segment(s, now)
+        acks += _acks(b.poll(now))
+    assert len(acks) == 3
 
 
 def test_a_lone_segment_waits_for_the_delayed_ack_timer() -> None:
