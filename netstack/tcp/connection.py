@@ -960,6 +960,7 @@ class TcpConnection:
         if st is _S.CLOSED:
             return out
         tlp_due = self._tlp_at is not None and now >= self._tlp_at
+        rto_held = self._rto_at
         if tlp_due and self._rto_at is not None and self._tlp_at is not None and self._tlp_at <= self._rto_at:
             self._rto_at = now + self._rtt.rto  # the probe goes first; the RTO is rearmed behind it
         if self._rto_at is not None and now >= self._rto_at:
@@ -990,8 +991,17 @@ class TcpConnection:
             if self._rack is not None:
                 if tlp_due and self._tlp_at is not None:
                     self._tlp_at = None
-                    if len(out) == sent and not self._cc.in_recovery and self._snd_max > self._snd_una:
-                        self._tail_loss_probe(now, out)
+                    probed = False
+                    if not self._cc.in_recovery and self._snd_max > self._snd_una:
+                        if len(out) == sent:
+                            probed = self._tail_loss_probe(now, out)
+                        else:  # new data went out anyway: it is the probe (RFC 8985 §7.3)
+                            probed = True
+                            self._tlp_end = self._snd_max
+                    if not probed:
+                        # Nothing was sent: the RTO must not have been pushed back, or a TLP armed
+                        # and fired again and again would hold it off for ever.
+                        self._rto_at = rto_held
                 self._arm_tlp(now)
         if self._persist_at is not None and now >= self._persist_at:
             self._persist_backoff += 1
@@ -1052,9 +1062,9 @@ class TcpConnection:
             pto = probe_timeout(self._rtt.srtt, flight, self._rto_at - now)
             self._tlp_at = now + pto  # at most the RTO's time: then the probe goes first (§7.2)
 
-    def _tail_loss_probe(self, now: float, out: list[TcpSegment]) -> None:
+    def _tail_loss_probe(self, now: float, out: list[TcpSegment]) -> bool:
         """§7.3: send one new segment if the windows allow, else retransmit the last one; then
-        the RTO is rearmed, and RACK repairs whatever the probe's ACK reveals."""
+        the RTO is rearmed, and RACK repairs whatever the probe's ACK reveals. False: nothing to send."""
         mss = self._payload_max
         data_end = self._sbuf.end
         una, nxt = self._snd_una, self._snd_nxt
@@ -1066,7 +1076,7 @@ class TcpConnection:
             end = min(self._snd_max, data_end)
             start = max(end - mss, una)
             if start >= end:
-                return
+                return False
             out.append(self._segment(start, ACK, self._sbuf.read(start, end - start), now))
             self.retransmitted_segments += 1
             self._last_rexmit_tsval = self._tsval(now)
@@ -1075,6 +1085,7 @@ class TcpConnection:
         self.tail_loss_probes += 1
         self._tlp_end = self._snd_max
         self._rto_at = now + self._rtt.rto
+        return True
 
     def _pipe(self) -> int:
         """Bytes believed in flight (RFC 6675 §4 'pipe', approximating every hole as lost)."""

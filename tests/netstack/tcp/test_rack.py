@@ -166,3 +166,22 @@ def test_lost_retransmission_is_repaired_without_rto(rack: bool) -> None:
         assert sim.a.rto_expiries == 0
     else:
         assert sim.a.rto_expiries == 1
+
+
+def test_a_lost_fin_is_resent_by_the_rto_with_rack_tlp_on() -> None:
+    """Only our FIN is unacknowledged and it is lost twice: TLP has no data to probe with (and is
+    not armed once we half-closed), so the RTO resends the FIN, backing off."""
+    state = {"fins": 0}
+
+    def drop(direction: int, seg: TcpSegment) -> bool:
+        if direction == 0 and seg.flags & 0x01:  # FIN
+            state["fins"] += 1
+            return state["fins"] <= 2
+        return False
+    sim = Sim(cfg_a=TcpConfig(rto_min=0.2), link=LinkParams(delay=0.02, drop_fn=drop))
+    sim.run(Sim.established)
+    sim.a.send(b"x" * 5000)
+    sim.run(lambda s: s.a.send_buffered == 0)
+    sim.a.shutdown_write()
+    sim.run(lambda s: (s.b.recv(1 << 20), s.b.at_eof)[1], max_time=30.0)
+    assert state["fins"] == 3 and sim.a.rto_expiries >= 1
