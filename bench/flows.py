@@ -136,9 +136,11 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=5.0)
     ap.add_argument("--send-buffer", type=int, default=64 * 1024,
                     help="per-flow send buffer for the active flows (bounds memory: 1,000 x this)")
+    ap.add_argument("--cc", choices=("cubic", "newreno"), default=None,
+                    help="congestion control of the active flows (default: StackConfig's)")
     args = ap.parse_args()
     print(f"command: {sys.executable} bench/flows.py --idle {args.idle} --active {args.active} "
-          f"--seconds {args.seconds}")
+          f"--seconds {args.seconds}" + (f" --cc {args.cc}" if args.cc else ""))
     with open("/proc/loadavg") as f:
         print(f"load average before: {f.read().split()[0]}")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -157,7 +159,8 @@ def main() -> None:
                 addrs = (ipaddress.ip_address(STACK),)
                 cap = max(16384, n + 16)
                 cfg = (StackConfig(addresses=addrs, max_tcp_connections=cap) if what == "idle" else
-                       StackConfig(addresses=addrs, max_tcp_connections=cap, send_buffer=args.send_buffer))
+                       StackConfig(addresses=addrs, max_tcp_connections=cap, send_buffer=args.send_buffer,
+                                   **({"congestion_control": args.cc} if args.cc else {})))
                 net = Netstack.start(system, cfg, link)
                 if what == "idle":
                     rss, setup = bench_netstack.idle_connections(ns, net, n)
