@@ -389,7 +389,6 @@ class PathStatus(Message, tag="magicsock.path_status"):
     dropped_blackhole: int = 0
     unknown_udp_source: int = 0
     dropped_unknown_kind: int = 0
-    dropped_bad_source: int = 0
     dropped_derp_full: int = 0
     dropped_queue_full: int = 0
     """Read datagrams dropped because W's, the DiscoPinger's or the StunProber's mailbox stayed full."""

@@ -713,11 +713,13 @@ class ActorDevice:
                              magicsock_no_path=ps.dropped_no_path, magicsock_blackhole=ps.dropped_blackhole,
                              magicsock_unknown_udp_source=ps.unknown_udp_source,
                              magicsock_unknown_kind=ps.dropped_unknown_kind,
-                             magicsock_bad_source=ps.dropped_bad_source,
+                             magicsock_queue_full=ps.dropped_queue_full,
                              magicsock_derp_full=ps.dropped_derp_full)
                 for reason, n in ps.early_drops.items():  # the reader's, before queueing
                     drops[f"magicsock_{reason}"] = drops.get(f"magicsock_{reason}", 0) + n
-                counters.update(udp_datagrams_read=ps.datagrams_read, udp_bytes_read=ps.bytes_read)
+                counters.update(udp_datagrams_read=ps.datagrams_read, udp_bytes_read=ps.bytes_read,
+                                udp_gso_sends=ps.gso_sends, udp_gso_datagrams=ps.gso_datagrams,
+                                udp_gro_reads=ps.gro_reads, udp_gro_datagrams=ps.gro_datagrams)
             for role, name in names.items():
                 if not role.startswith("derp."):
                     continue

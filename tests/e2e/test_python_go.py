@@ -285,6 +285,8 @@ def test_bulk_both_ways_through_go_proxy(world: World) -> None:
             assert ps.offload == "plain" and ps.gso_sends == 0 and ps.gro_reads == 0, ps
         else:
             assert ps.offload == "gso+gro" and ps.gso_datagrams > 0 and ps.gro_datagrams > 0, ps
+        c = w.dev.status().counters  # the same counts, as the app sees them
+        assert c["udp_gso_datagrams"] >= ps.gso_datagrams and c["udp_gro_datagrams"] >= ps.gro_datagrams, c
 
 
 def _udp_status(w: World) -> PathStatus:
