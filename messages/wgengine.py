@@ -149,6 +149,20 @@ class GetWgStatus(Request[WgStatus], tag="wgengine.get_status"):
     pass
 
 
+class CaptureClosed(Message, tag="wgengine.capture_closed"):
+    """The pcap writer's answer to ``CloseCapture``: records written, and the write error if any."""
+
+    records: int
+    error: str = ""
+
+
+class CloseCapture(Request[CaptureClosed], tag="wgengine.close_capture"):
+    """Write what was captured before this message, then close the file (``PcapCapture.stop``).
+
+    Stopping the actor alone would drop the bursts still in its mailbox: packets the app has already
+    seen could be missing from the file."""
+
+
 class CapturedPackets(Message, tag="wgengine.captured_packets"):
     """W -> the pcap writer: plaintext packets seen at ``path`` (``wire.pcap.CapturePath``) at Unix
     time ``when``."""

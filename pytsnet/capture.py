@@ -7,6 +7,7 @@ Tailscale's Wireshark dissector. For debugging: it costs a copy per burst while 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from pytsnet.actors.capture import PcapWriter
 from pytsnet.actors.runtime import (
     ActorRef,
     ActorStartError,
+    ActorStopped,
     ActorSystem,
     MailboxConfig,
     MailboxPolicy,
@@ -21,6 +23,7 @@ from pytsnet.actors.runtime import (
     Restart,
 )
 from pytsnet.errors import CaptureError
+from pytsnet.messages.wgengine import CloseCapture
 
 __all__ = ["CAPTURE", "PcapCapture", "start_capture"]
 
@@ -35,7 +38,10 @@ class PcapCapture:
         self.path = path
         self._ref = ref
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
+        """Write what was captured so far, close the file, end the writer. Idempotent."""
+        with contextlib.suppress(ActorStopped, TimeoutError):
+            self._ref.ask(CloseCapture(), timeout=timeout)
         self._ref.stop()
 
     def __enter__(self) -> PcapCapture:

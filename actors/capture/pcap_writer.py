@@ -11,7 +11,7 @@ import os
 from typing import BinaryIO
 
 from pytsnet.actors.runtime import Actor, StopReason, handles
-from pytsnet.messages.wgengine import CapturedPackets
+from pytsnet.messages.wgengine import CaptureClosed, CapturedPackets, CloseCapture
 from pytsnet.wire.pcap import CapturePath, file_header, record
 
 
@@ -47,3 +47,11 @@ class PcapWriter(Actor):
             self.file = None
             return
         self.records += len(msg.packets)
+
+    @handles(CloseCapture)
+    def on_close(self, msg: CloseCapture) -> CaptureClosed:
+        """Everything told before this is written (one mailbox, in order): close the file now."""
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+        return CaptureClosed(records=self.records, error=self.error)

@@ -93,3 +93,24 @@ def _umask() -> int:
     old = os.umask(0)
     os.umask(old)
     return old
+
+
+def test_stop_writes_every_burst_told_before_it(tmp_path: Path) -> None:
+    """Seen in a clean run once the engine -> flow fast path landed: the app had the reply, but
+    ``stop()`` ended the writer with the reply's burst still in its mailbox and the file lacked it.
+    Here the writer is told 2,000 bursts and stopped at once: every one is in the file."""
+    from pytsnet.actors.runtime import ActorSystem
+    from pytsnet.capture import start_capture
+    from pytsnet.messages.wgengine import CapturedPackets
+
+    system = ActorSystem("capture-stop")
+    try:
+        cap = start_capture(system, tmp_path / "x.pcap")
+        pkt = bytes(28)  # the writer records bytes as given
+        for i in range(2000):
+            cap._ref.tell(CapturedPackets(path=FROM_PEER, when=float(i), packets=(pkt,)))
+        cap.stop()
+        cap.stop()  # idempotent
+    finally:
+        system.shutdown()
+    assert len(_records((tmp_path / "x.pcap").read_bytes())) == 2000
