@@ -143,6 +143,21 @@ def tailnet_with_python_node(prefix: str, tmp: Path, *, wait: bool = True, **con
             net.close()
 
 
+async def curl_local(ns: Netns, port: int, path: str = "/", *args: str, max_time: float = 60
+                     ) -> subprocess.CompletedProcess[bytes]:
+    """``curl -sS [args] http://127.0.0.1:PORT/PATH`` in ``ns``: a Caddy client node's local listener,
+    retried only while that listener is not up yet (curl exit 7); the caller reads the result."""
+    import anyio
+
+    for _ in range(100):
+        out = await anyio.run_process(["ip", "netns", "exec", ns.name, "curl", "-sS", "--max-time",
+                                       str(max_time), *args, f"http://127.0.0.1:{port}{path}"], check=False)
+        if out.returncode != 7:
+            break
+        await anyio.sleep(0.2)
+    return out
+
+
 def _tailscale_block(control_url: str, auth_key: str, state_dir: Path, ephemeral: bool, debug: bool) -> str:
     log = "\tlog tailscale {\n\t\tlevel DEBUG\n\t}\n" if debug else ""
     eph = "\t\tephemeral\n" if ephemeral else ""

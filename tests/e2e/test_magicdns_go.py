@@ -76,13 +76,7 @@ def test_go_node_dials_python_by_extra_record_and_python_resolves_go(
                 tg.start_soon(serve_one, s)
 
         async def curl() -> str:
-            for _ in range(100):  # only while Caddy's local listener is not up yet (curl exit 7)
-                out = await anyio.run_process(
-                    ["ip", "netns", "exec", w.ns.name, "curl", "-sS", "--max-time", "60",
-                     f"http://127.0.0.1:{CADDY_PORT}/"], check=False)
-                if out.returncode != 7:
-                    break
-                await anyio.sleep(0.2)
+            out = await gonode.curl_local(w.ns, CADDY_PORT)
             return out.stdout.decode(errors="replace") + out.stderr.decode(errors="replace")
 
         with anyio.fail_after(90):

@@ -125,17 +125,25 @@ def test_peer_reaches_dns_query_and_unknown_paths_404(tmp_path: Path) -> None:
         assert counters["peerapi_dns"] == 3 and counters["peerapi_not_found"] == 2
 
 
+def _mallory(net: LocalTailnet, tmp_path: Path) -> ActorDevice:
+    """A node of another user (mallory@example.com) on the same tailnet."""
+    return ActorDevice(Config(dir=tmp_path / "mallory", hostname="mallory",
+                              auth_key=net.create_authkey(user="mallory@example.com"),
+                              control_url=net.control_url, backoff_max=1.0, bind_host="127.0.0.1")).start()
+
+
+def _both_see_each_other(b: ActorDevice, other: ActorDevice) -> None:
+    b.wait_until_running_blocking(20)
+    other.wait_until_running_blocking(20)
+    wait_until(lambda: len(b.status().peers) == 1 and len(other.status().peers) == 1, 20, "peers")
+
+
 def test_node_of_another_user_is_denied_dns(tmp_path: Path) -> None:
     with LocalTailnet(tmp_path / "control", listen="127.0.0.1:0") as net:
         b = make_device(net, tmp_path, "beta")
-        other = ActorDevice(Config(dir=tmp_path / "mallory", hostname="mallory",
-                                   auth_key=net.create_authkey(user="mallory@example.com"),
-                                   control_url=net.control_url, backoff_max=1.0,
-                                   bind_host="127.0.0.1")).start()
+        other = _mallory(net, tmp_path)
         try:
-            b.wait_until_running_blocking(20)
-            other.wait_until_running_blocking(20)
-            wait_until(lambda: len(b.status().peers) == 1 and len(other.status().peers) == 1, 20, "peers")
+            _both_see_each_other(b, other)
             assert b.system is not None
             b_ip, port = b.tailscale_ips()[0], b.peerapi_port
             sock = other.tcp_connect_blocking(b_ip, port, timeout=20)
@@ -158,14 +166,9 @@ def test_peerapi_is_behind_the_packet_filter(tmp_path: Path) -> None:
         {"action": "accept", "src": ["mallory@example.com"], "dst": ["mallory@example.com:*"]}]}))
     with LocalTailnet(tmp_path / "control", listen="127.0.0.1:0") as net:
         b = make_device(net, tmp_path, "beta")
-        other = ActorDevice(Config(dir=tmp_path / "mallory", hostname="mallory",
-                                   auth_key=net.create_authkey(user="mallory@example.com"),
-                                   control_url=net.control_url, backoff_max=1.0,
-                                   bind_host="127.0.0.1")).start()
+        other = _mallory(net, tmp_path)
         try:
-            b.wait_until_running_blocking(20)
-            other.wait_until_running_blocking(20)
-            wait_until(lambda: len(b.status().peers) == 1 and len(other.status().peers) == 1, 20, "peers")
+            _both_see_each_other(b, other)
             assert b.system is not None
             with pytest.raises(TimeoutError):
                 other.tcp_connect_blocking(b.tailscale_ips()[0], b.peerapi_port, timeout=3)

@@ -75,13 +75,7 @@ def test_go_node_reaches_python_peerapi(world: World) -> None:
     go = gonode.caddy_run(w.ns, "goclient", text, w.tmp, w.go_env("goclient"))
 
     async def curl(path: str) -> tuple[int, bytes]:
-        for _ in range(100):  # retried only while Caddy's local listener is not up yet (curl exit 7)
-            out = await anyio.run_process(
-                ["ip", "netns", "exec", w.ns.name, "curl", "-sS", "--max-time", "60", "-o", "-",
-                 "-w", "\n%{http_code}", f"http://127.0.0.1:{CADDY_PORT}{path}"], check=False)
-            if out.returncode != 7:
-                break
-            await anyio.sleep(0.2)
+        out = await gonode.curl_local(w.ns, CADDY_PORT, path, "-o", "-", "-w", "\n%{http_code}")
         body, _, code = out.stdout.rpartition(b"\n")
         return int(code or 0), body
 

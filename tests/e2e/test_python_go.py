@@ -182,15 +182,8 @@ def test_go_proxies_to_python_listener(world: World) -> None:
                 tg.start_soon(serve_one, s)
 
         async def curl() -> str:
-            # Retried only while Caddy's local listener is not up yet (curl exit 7); the tsnet
-            # node starts at the first request, which waits until it is Running.
-            for _ in range(100):
-                out = await anyio.run_process(
-                    ["ip", "netns", "exec", w.ns.name, "curl", "-sS", "--max-time", "60",
-                     f"http://127.0.0.1:{CADDY_PORT}/"], check=False)
-                if out.returncode != 7:
-                    break
-                await anyio.sleep(0.2)
+            # The tsnet node starts at the first request, which waits until it is Running.
+            out = await gonode.curl_local(w.ns, CADDY_PORT)
             return out.stdout.decode(errors="replace") + out.stderr.decode(errors="replace")
 
         with anyio.fail_after(90):
@@ -260,14 +253,9 @@ def test_bulk_both_ways_through_go_proxy(world: World) -> None:
         with anyio.fail_after(120):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(server)
-                for _ in range(100):  # retried only while Caddy's listener is not up (exit 7)
-                    out = await anyio.run_process(
-                        ["ip", "netns", "exec", w.ns.name, "curl", "-sS", "--max-time", "90", "-H", "Expect:",
-                         "--data-binary", f"@{w.tmp / 'up.bin'}", "-o", str(w.tmp / "down.bin"),
-                         f"http://127.0.0.1:{CADDY_PORT}/"], check=False)
-                    if out.returncode != 7:
-                        break
-                    await anyio.sleep(0.2)
+                out = await gonode.curl_local(w.ns, CADDY_PORT, "/", "-H", "Expect:",
+                                              "--data-binary", f"@{w.tmp / 'up.bin'}",
+                                              "-o", str(w.tmp / "down.bin"), max_time=90)
                 tg.cancel_scope.cancel()
         await lst.aclose()
         return out.returncode
