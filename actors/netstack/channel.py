@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pytsnet.actors.runtime.condition import LazyCondition
 from pytsnet.actors.runtime.errors import ActorStopped, MailboxFull
 from pytsnet.actors.runtime.waker import ThreadWaker
 from pytsnet.messages.netstack import FlowAppWake, ListenerWake
@@ -42,14 +43,15 @@ class Waitable:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self._cond = threading.Condition(self.lock)
-        self._async: set[Callable[[], None]] = set()
+        # Both made lean for many idle flows: no preallocated waiter deque, no empty set.
+        self._cond = LazyCondition(self.lock)
+        self._async: set[Callable[[], None]] | None = None  # async waiters, while there are any
 
     def notify(self) -> None:
         """Wake every waiter (call without holding the lock)."""
         with self.lock:
             self._cond.notify_all()
-            callbacks = list(self._async)
+            callbacks = list(self._async) if self._async else []
         for cb in callbacks:
             cb()
 
@@ -71,12 +73,17 @@ class Waitable:
             with self.lock:
                 if ready():
                     return
+                if self._async is None:
+                    self._async = set()
                 self._async.add(waker.set)
             try:
                 await waker.wait()
             finally:
                 with self.lock:
-                    self._async.discard(waker.set)
+                    if self._async is not None:
+                        self._async.discard(waker.set)
+                        if not self._async:
+                            self._async = None
 
 
 def _tell(ref: ActorRef | None, msg: Any) -> bool:

@@ -125,6 +125,21 @@ def ts_offset(iss: int) -> int:
 class TcpConnection:
     """One TCP connection. Drive it with ``on_segment``/app calls, then ``poll(now)``."""
 
+    # Slots, not a __dict__: ~1.5 KiB less per connection, and 10,000 idle flows each hold one.
+    __slots__ = (
+        "_ack_now", "_app_closed", "_cc", "_chal_count", "_chal_second", "_close_at", "_ctl", "_delack_at",
+        "_dirty", "_dupacks", "_dupthresh", "_error", "_fin_off", "_fin_received", "_iss", "_ka_probes",
+        "_keepalive_at", "_last_ack_sent", "_last_now", "_last_rexmit_tsval", "_last_send", "_lport",
+        "_max_snd_wnd", "_our_mss", "_passive", "_payload_max", "_persist_at", "_persist_backoff", "_rack",
+        "_rack_at", "_rbuf", "_rcv_adv", "_rcv_base", "_rcv_fin_off", "_rcv_nxt", "_rcv_wscale", "_reasm",
+        "_retries", "_rexmit_end", "_rexmit_next", "_rport", "_rto_at", "_rtt", "_rtt_probe", "_sack_ok",
+        "_sbuf", "_scoreboard", "_snd_base", "_snd_max", "_snd_mss", "_snd_nxt", "_snd_una", "_snd_wl1",
+        "_snd_wl2", "_snd_wnd", "_snd_wscale", "_state", "_syn_pending", "_tlp_at", "_tlp_end", "_ts_offset",
+        "_ts_ok", "_ts_recent", "_unacked_segs", "_undo", "_undo_tsval", "_ws_ok", "challenge_acks", "config",
+        "fast_recoveries", "local", "remote", "retransmitted_segments", "rto_expiries", "spurious_recoveries",
+        "tail_loss_probes",
+    )
+
     def __init__(self, local: Endpoint, remote: Endpoint, iss: int, now: float,
                  config: TcpConfig | None) -> None:
         cfg = config or TcpConfig()
