@@ -39,7 +39,8 @@ def main() -> None:
         tun = open_tun(ns, local=bench_netstack.KERNEL, peer=bench_netstack.STACK)
         system = ActorSystem("bench-flows-trace", pool_workers=2)
         try:
-            link = system.spawn(TunLinkActor, tun.fd, "netstack", name="tun-link", mailbox=MailboxConfig(65536))
+            link = system.spawn(TunLinkActor, tun.fd, "netstack", name="tun-link",
+                                mailbox=MailboxConfig(65536))
             cfg = StackConfig(addresses=(ipaddress.ip_address(bench_netstack.STACK),),
                               max_tcp_connections=max(16384, n + 16))
             net = Netstack.start(system, cfg, link)
@@ -60,7 +61,8 @@ def main() -> None:
             print(f"idle flows: {n}; RSS +{rss * 1024 / n:.2f} KiB each; traced +{total / n:.0f} B each")
             for s in stats[: args.top]:
                 frame = s.traceback[0]
-                where = f"{Path(frame.filename).name}:{frame.lineno}" if args.group == "lineno" else frame.filename
+                short = f"{Path(frame.filename).name}:{frame.lineno}"
+                where = short if args.group == "lineno" else frame.filename
                 print(f"{s.size_diff / n:8.0f} B/flow {s.count_diff / n:6.2f} obj/flow  {where}")
         finally:
             tracemalloc.stop()

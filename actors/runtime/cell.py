@@ -58,6 +58,13 @@ class _Control:
 
 
 class Cell:
+    # Slots: one cell per actor, and every TCP flow is an actor (10,000 idle flows, issue 14).
+    __slots__ = (
+        "_deferred", "_handling", "actor", "children", "children_lock", "dispatcher", "handled",
+        "incarnation", "io_loops", "links", "mailbox", "name", "parent", "preempt", "ref", "run_lock",
+        "sched_lock", "scheduled", "spec", "status", "system", "timers",
+    )
+
     def __init__(self, system: ActorSystem, spec: ChildSpec, parent: Cell | None, mailbox: Mailbox) -> None:
         self.system = system
         self.spec = spec

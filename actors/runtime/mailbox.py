@@ -57,6 +57,10 @@ def payload_size(msg: Any) -> int:
 
 
 class Mailbox:
+    __slots__ = (
+        "_control", "_sizes", "_user", "bytes", "closed", "cond", "config", "dropped", "dropped_bytes",
+    )
+
     def __init__(self, config: MailboxConfig) -> None:
         self.config = config
         # Queues exist only while they hold something (a deque preallocates ~760 bytes, and most of
