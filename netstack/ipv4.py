@@ -16,6 +16,7 @@ import ipaddress
 import struct
 from typing import NamedTuple
 
+from pytsnet.netstack.address_cache import AddressCache
 from pytsnet.netstack.checksum import verify
 from pytsnet.netstack.errors import Ipv4ParseError
 
@@ -29,7 +30,6 @@ FLAG_MF = 0x2000
 FRAG_OFFSET_MASK = 0x1FFF
 
 _HDR = struct.Struct("!BBHHHBBHII")
-_ADDR_CACHE_MAX = 1024
 
 
 class Ipv4Packet(NamedTuple):
@@ -45,17 +45,12 @@ class Ipv4Packet(NamedTuple):
     tos: int = 0
 
 
-_addrs: dict[int, ipaddress.IPv4Address] = {}
+_addrs: AddressCache[int, ipaddress.IPv4Address] = AddressCache(ipaddress.IPv4Address)
 
 
 def address(value: int) -> ipaddress.IPv4Address:
     """The (shared, immutable) ``IPv4Address`` for an integer, from a bounded cache."""
-    a = _addrs.get(value)
-    if a is None:
-        if len(_addrs) >= _ADDR_CACHE_MAX:
-            _addrs.clear()  # a scan of many sources: start over rather than grow
-        a = _addrs[value] = ipaddress.IPv4Address(value)
-    return a
+    return _addrs[value]
 
 
 def parse_ipv4(data: bytes | bytearray | memoryview) -> Ipv4Packet:
@@ -79,9 +74,8 @@ def parse_ipv4(data: bytes | bytearray | memoryview) -> Ipv4Packet:
         raise Ipv4ParseError("ipv4_checksum")
     if frag & (FLAG_MF | FRAG_OFFSET_MASK):
         raise Ipv4ParseError("ipv4_fragment")
-    a, b = _addrs.get(src), _addrs.get(dst)
     return Ipv4Packet(
-        a if a is not None else address(src), b if b is not None else address(dst), proto,
+        _addrs[src], _addrs[dst], proto,
         bytes(data[ihl:total_len]), ttl, ident, bool(frag & FLAG_DF), tos,
     )
 

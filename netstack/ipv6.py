@@ -11,6 +11,7 @@ import ipaddress
 import struct
 from typing import NamedTuple
 
+from pytsnet.netstack.address_cache import AddressCache
 from pytsnet.netstack.errors import Ipv6ParseError
 
 VERSION = 6
@@ -23,7 +24,6 @@ UPPER_LAYER = frozenset({NEXT_TCP, NEXT_UDP, NEXT_ICMPV6})
 _HDR = struct.Struct("!IHBB16s16s")
 
 
-_ADDR_CACHE_MAX = 1024
 
 
 class Ipv6Packet(NamedTuple):
@@ -43,17 +43,12 @@ class Ipv6Packet(NamedTuple):
         return self.next_header
 
 
-_addrs: dict[bytes, ipaddress.IPv6Address] = {}
+_addrs: AddressCache[bytes, ipaddress.IPv6Address] = AddressCache(ipaddress.IPv6Address)
 
 
 def address(packed: bytes) -> ipaddress.IPv6Address:
     """The (shared, immutable) ``IPv6Address`` for 16 packed bytes, from a bounded cache."""
-    a = _addrs.get(packed)
-    if a is None:
-        if len(_addrs) >= _ADDR_CACHE_MAX:
-            _addrs.clear()  # a scan of many sources: start over rather than grow
-        a = _addrs[packed] = ipaddress.IPv6Address(packed)
-    return a
+    return _addrs[packed]
 
 
 def parse_ipv6(data: bytes | bytearray | memoryview) -> Ipv6Packet:

@@ -87,6 +87,23 @@ async def send_and_echo_digest(stream: object, data: bytes) -> None:
     await s.send_eof()  # type: ignore[attr-defined]
 
 
+async def serve_http_body(lst: object, body: bytes, served: list[bytes]) -> None:
+    """Answer each connection accepted on ``lst`` with one ``200`` carrying ``body`` (then close),
+    recording each request's head in ``served``; runs until cancelled."""
+    async def one(s: object) -> None:
+        req = bytearray()
+        while b"\r\n\r\n" not in req:
+            req += await s.receive(65536)  # type: ignore[attr-defined]
+        served.append(bytes(req))
+        await s.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"  # type: ignore[attr-defined]
+                     + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+        await s.aclose()  # type: ignore[attr-defined]
+
+    async with anyio.create_task_group() as tg:
+        while True:
+            tg.start_soon(one, await lst.accept())  # type: ignore[attr-defined]
+
+
 async def read_all(stream: object, limit: int = 1 << 30) -> bytes:
     buf = bytearray()
     while True:

@@ -13,6 +13,7 @@ import anyio
 import dns.message
 import dns.rdatatype
 import pytest
+from e2e_rig import serve_http_body
 
 from pytsnet.device import ActorDevice, UnknownTailnetHost
 from pytsnet.testing import gonode
@@ -61,27 +62,13 @@ def test_go_node_dials_python_by_extra_record_and_python_resolves_go(
     async def main() -> str:
         lst = await dev.listen(PY_PORT)
 
-        async def serve_one(s: object) -> None:
-            req = bytearray()
-            while b"\r\n\r\n" not in req:
-                req += await s.receive(65536)  # type: ignore[attr-defined]
-            served.append(bytes(req))
-            await s.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"  # type: ignore[attr-defined]
-                         + f"Content-Length: {len(PY_BODY)}\r\nConnection: close\r\n\r\n".encode() + PY_BODY)
-            await s.aclose()  # type: ignore[attr-defined]
-
-        async def server() -> None:
-            while True:
-                s = await lst.accept()
-                tg.start_soon(serve_one, s)
-
         async def curl() -> str:
             out = await gonode.curl_local(w.ns, CADDY_PORT)
             return out.stdout.decode(errors="replace") + out.stderr.decode(errors="replace")
 
         with anyio.fail_after(90):
             async with anyio.create_task_group() as tg:
-                tg.start_soon(server)
+                tg.start_soon(serve_http_body, lst, PY_BODY, served)
                 got = await curl()
                 tg.cancel_scope.cancel()
         return got

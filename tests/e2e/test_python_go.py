@@ -32,7 +32,7 @@ from pytsnet.testing.polling import wait_until
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from e2e_rig import FAST, blackhole, payload
+from e2e_rig import FAST, blackhole, payload, serve_http_body
 
 pytestmark = pytest.mark.interop
 
@@ -167,20 +167,6 @@ def test_go_proxies_to_python_listener(world: World) -> None:
     async def main() -> str:
         lst = await w.dev.listen(PY_PORT)
 
-        async def serve_one(s: object) -> None:
-            req = bytearray()
-            while b"\r\n\r\n" not in req:
-                req += await s.receive(65536)  # type: ignore[attr-defined]
-            served.append(bytes(req))
-            await s.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"  # type: ignore[attr-defined]
-                         + f"Content-Length: {len(PY_BODY)}\r\nConnection: close\r\n\r\n".encode() + PY_BODY)
-            await s.aclose()  # type: ignore[attr-defined]
-
-        async def server() -> None:
-            while True:
-                s = await lst.accept()
-                tg.start_soon(serve_one, s)
-
         async def curl() -> str:
             # The tsnet node starts at the first request, which waits until it is Running.
             out = await gonode.curl_local(w.ns, CADDY_PORT)
@@ -188,7 +174,7 @@ def test_go_proxies_to_python_listener(world: World) -> None:
 
         with anyio.fail_after(90):
             async with anyio.create_task_group() as tg:
-                tg.start_soon(server)
+                tg.start_soon(serve_http_body, lst, PY_BODY, served)
                 wait = anyio.to_thread.run_sync
                 first = await curl()
                 results = [first]

@@ -11,6 +11,7 @@ import ipaddress
 import struct
 
 import pytest
+from checksum_reference import old_checksum, old_ones_sum
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,20 +21,6 @@ from pytsnet.netstack.ipv4 import Ipv4Packet, emit_ipv4, emit_ipv4_fields, parse
 from pytsnet.netstack.tcp.errors import TcpParseError
 from pytsnet.netstack.tcp.segment import TcpSegment, emit_segment, parse_segment
 from pytsnet.netstack.udp import UdpDatagram, emit_udp, parse_udp
-
-
-def old_ones_sum(data: bytes, initial: int = 0) -> int:
-    if len(data) % 2:
-        data = bytes(data) + b"\x00"
-    n = int.from_bytes(data, "big") + initial
-    if n == 0:
-        return 0
-    r = n % 0xFFFF
-    return r if r else 0xFFFF
-
-
-def old_checksum(data: bytes, initial: int = 0) -> int:
-    return ~old_ones_sum(data, initial) & 0xFFFF
 
 
 def old_pseudo(src: ipaddress.IPv4Address, dst: ipaddress.IPv4Address, proto: int, length: int) -> int:
@@ -125,6 +112,15 @@ def test_parse_ipv4_shares_cached_addresses() -> None:
     raw = emit_ipv4(Ipv4Packet(a, b, 6, b"x"))
     p, q = parse_ipv4(raw), parse_ipv4(raw)
     assert p.src == a and p.dst == b and p.src is q.src
+
+
+def test_address_cache_stays_bounded_under_a_scan() -> None:
+    from pytsnet.netstack.address_cache import AddressCache
+
+    cache: AddressCache[int, ipaddress.IPv4Address] = AddressCache(ipaddress.IPv4Address, max_size=8)
+    for n in range(100):
+        assert cache[n] == ipaddress.IPv4Address(n)
+        assert len(cache) <= 8
 
 
 # --- TCP --------------------------------------------------------------------------------------------
