@@ -108,6 +108,15 @@ class PythonNodeTailnet(GoTailnet):
 
     dev: ActorDevice
 
+    def row(self, hostname: str) -> object | None:
+        """The Python node's status row of the peer ``hostname`` (None until it is a peer)."""
+        return next((p for p in self.dev.status().peers if p.hostname == hostname), None)
+
+    def debug(self, go: GoNode, hostname: str) -> str:
+        """What a failed assertion about ``go`` should show: our row of it, our drops, its log."""
+        st = self.dev.status()
+        return f"py row={self.row(hostname)!r}\ndrops={st.drops}\n--- go log ---\n{go.log_tail(6000)}"
+
 
 @contextlib.contextmanager
 def tailnet_with_python_node(prefix: str, tmp: Path, *, wait: bool = True, **config: Any

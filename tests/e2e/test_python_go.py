@@ -16,16 +16,12 @@ import os
 import re
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
 import pytest
 
 from pytsnet.actors.magicsock.udp import OFFLOAD_ENV
-from pytsnet.config import Config
-from pytsnet.device import ActorDevice
-from pytsnet.localnet import LocalTailnet
 from pytsnet.messages.magicsock import PathStatus, PathStatusRequest
 from pytsnet.testing import gonode
 from pytsnet.testing.polling import wait_until
@@ -42,16 +38,7 @@ PY_PORT = 8000
 CADDY_PORT = 8080
 
 
-@dataclass(kw_only=True)
-class World(gonode.GoTailnet):
-    dev: ActorDevice
-
-    def row(self, hostname: str) -> object | None:
-        return next((p for p in self.dev.status().peers if p.hostname == hostname), None)
-
-    def debug(self, go: gonode.GoNode, hostname: str) -> str:
-        st = self.dev.status()
-        return f"py row={self.row(hostname)!r}\ndrops={st.drops}\n--- go log ---\n{go.log_tail(6000)}"
+World = gonode.PythonNodeTailnet
 
 
 @pytest.fixture(params=[(False, True), (True, True), (True, False)], ids=["derp", "direct", "direct-plain"])
@@ -63,26 +50,12 @@ def world(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mo
     direct, offloaded = request.param
     if not offloaded:
         monkeypatch.setenv(OFFLOAD_ENV, "0")
-    with gonode.namespace_pair("pgo") as (ns, _side):
-        net = LocalTailnet(tmp_path / "ctl", keepalive_interval=5, ephemeral_grace=1)
-        dev: ActorDevice | None = None
-        try:
-            key = net.create_authkey(reusable=True)
-            with ns.entered():  # the servers' sockets and the device's actor threads live in ns
-                net.start()
-                dev = ActorDevice(Config(dir=tmp_path / "py", hostname="pynode", auth_key=key,
-                                         control_url=net.control_url, backoff_max=1.0,
-                                         advertise_endpoints=direct, timings=FAST,
-                                         stun_interval=(2.0, 3.0))).start()
-            if not direct:
-                blackhole(dev, True)
-            dev.wait_until_running_blocking(30)
-            yield World(ns=ns, net=net, dev=dev, key=key, tmp=tmp_path, direct=direct)
-        finally:
-            if dev is not None:
-                dev.close()
-            gonode.stop_all(ns)
-            net.close()
+    with gonode.tailnet_with_python_node("pgo", tmp_path, wait=False, advertise_endpoints=direct,
+                                         timings=FAST, stun_interval=(2.0, 3.0)) as w:
+        if not direct:
+            blackhole(w.dev, True)
+        w.dev.wait_until_running_blocking(30)
+        yield w
 
 
 def _wait_peer(w: World, go: gonode.GoNode, hostname: str) -> None:
