@@ -12,6 +12,7 @@ import anyio
 
 from pytsnet.config import Config
 from pytsnet.device import ActorDevice
+from pytsnet.errors import UnknownTailnetHost
 from pytsnet.localnet.server import LocalTailnet
 from pytsnet.messages.magicsock import UdpBlackhole
 from pytsnet.testing.polling import wait_until
@@ -85,6 +86,16 @@ async def send_and_echo_digest(stream: object, data: bytes) -> None:
     for i in range(0, len(data), 65536):
         await s.send(data[i:i + 65536])  # type: ignore[attr-defined]
     await s.send_eof()  # type: ignore[attr-defined]
+
+
+def wait_resolves(dev: ActorDevice, name: str, addrs: list[str], what: str, timeout: float = 20.0) -> None:
+    """Wait until ``dev``'s resolver answers ``name`` with ``addrs`` (a DNS config reached its netmap)."""
+    def answers() -> bool:
+        try:
+            return dev.lookup_blocking(name) == addrs
+        except UnknownTailnetHost:
+            return False
+    wait_until(answers, timeout, what)
 
 
 async def serve_http_body(lst: object, body: bytes, served: list[bytes]) -> None:

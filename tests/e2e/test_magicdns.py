@@ -25,7 +25,7 @@ from pytsnet.testing.polling import wait_until
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from e2e_rig import FAST, Pair, make_device, tailnet_pair
+from e2e_rig import FAST, Pair, make_device, tailnet_pair, wait_resolves
 
 EXTRA = "app.lab.internal"
 CORP = "db.corp.example"
@@ -48,13 +48,7 @@ def _dns_policy(p: Pair) -> None:
     b_ip = p.ip(p.b)
     p.net.set_policy({"dns": {"extraRecords": [{"name": EXTRA, "type": "A", "value": b_ip}],
                               "routes": {"corp.example": [f"{b_ip}:{UPSTREAM_PORT}"]}}})
-
-    def has_extra() -> bool:
-        try:
-            return p.a.lookup_blocking(EXTRA) == [b_ip]
-        except UnknownTailnetHost:
-            return False
-    wait_until(has_extra, 20, "the new DNS config in alpha's netmap")
+    wait_resolves(p.a, EXTRA, [b_ip], "the new DNS config in alpha's netmap")
 
 
 def test_quad100_udp_and_tcp_answers_tailnet_names(tmp_path: Path) -> None:

@@ -13,9 +13,9 @@ import anyio
 import dns.message
 import dns.rdatatype
 import pytest
-from e2e_rig import serve_http_body
+from e2e_rig import serve_http_body, wait_resolves
 
-from pytsnet.device import ActorDevice, UnknownTailnetHost
+from pytsnet.device import ActorDevice
 from pytsnet.testing import gonode
 from pytsnet.testing.dnsclient import tcp_query, udp_query
 from pytsnet.testing.polling import wait_until
@@ -47,13 +47,7 @@ def test_go_node_dials_python_by_extra_record_and_python_resolves_go(
     py_ip = dev.tailscale_ips()[0]
     # Type "": Go 1.90's dial map (tsdial.dnsMapFromNetworkMap) takes only untyped ExtraRecords.
     w.net.set_policy({"dns": {"extraRecords": [{"name": EXTRA, "value": py_ip}]}})
-
-    def has_extra() -> bool:
-        try:
-            return dev.lookup_blocking(EXTRA) == [py_ip]
-        except UnknownTailnetHost:
-            return False
-    wait_until(has_extra, 20, "the ExtraRecord in our netmap")
+    wait_resolves(dev, EXTRA, [py_ip], "the ExtraRecord in our netmap")
     text = gonode.client_caddyfile(w.net.control_url, w.key, w.tmp / "goclient", f"http://{EXTRA}:{PY_PORT}",
                                    listen_port=CADDY_PORT, debug=True)
     go = gonode.caddy_run(w.ns, "goclient", text, w.tmp, w.go_env("goclient"))

@@ -18,11 +18,10 @@ from pathlib import Path
 import dns.message
 import dns.rcode
 import pytest
-from e2e_rig import make_device, tailnet_pair
+from e2e_rig import make_device, tailnet_pair, wait_resolves
 
 from pytsnet.config import Config
 from pytsnet.device import ActorDevice
-from pytsnet.errors import UnknownTailnetHost
 from pytsnet.localnet.policy import POLICY_FILE
 from pytsnet.localnet.server import LocalTailnet
 from pytsnet.localnet.store import DEFAULT_USER
@@ -36,12 +35,7 @@ DNS_POLICY = {"extraRecords": [{"name": PRINTER, "type": "A", "value": "100.64.9
 
 def _serves_printer(dev: ActorDevice) -> None:
     """Wait until ``dev``'s resolver has the tailnet's DNS policy (an ExtraRecord) from its netmap."""
-    def has() -> bool:
-        try:
-            return dev.lookup_blocking(PRINTER) == ["100.64.9.9"]
-        except UnknownTailnetHost:
-            return False
-    wait_until(has, 20, "the DNS policy in the node's netmap")
+    wait_resolves(dev, PRINTER, ["100.64.9.9"], "the DNS policy in the node's netmap")
 
 
 def _query(name: str, qid: int) -> bytes:

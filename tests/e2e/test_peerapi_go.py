@@ -18,14 +18,13 @@ import anyio
 import dns.message
 import pytest
 
-from pytsnet.errors import UnknownTailnetHost
 from pytsnet.testing import gonode
 from pytsnet.testing.peerapi import http_request
 from pytsnet.testing.polling import wait_until
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from e2e_rig import FAST
+from e2e_rig import FAST, wait_resolves
 
 pytestmark = pytest.mark.interop
 
@@ -59,13 +58,7 @@ def test_go_node_reaches_python_peerapi(world: World) -> None:
     assert w.dev.system is not None
     w.net.set_policy({"dns": {"extraRecords": [{"name": "printer.corp.example", "type": "A",
                                                 "value": "100.64.9.9"}]}})
-
-    def has_record() -> bool:
-        try:
-            return w.dev.lookup_blocking("printer.corp.example") == ["100.64.9.9"]
-        except UnknownTailnetHost:
-            return False
-    wait_until(has_record, 20, "the DNS policy in our netmap")
+    wait_resolves(w.dev, "printer.corp.example", ["100.64.9.9"], "the DNS policy in our netmap")
     doh0 = w.dev.status().counters.get("dns_doh_queries", 0)
     py_ip, port = w.dev.tailscale_ips()[0], w.dev.peerapi_port
     text = (gonode.client_caddyfile(w.net.control_url, w.key, w.tmp / "goclient", f"http://{py_ip}:{port}",
