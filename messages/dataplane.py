@@ -13,7 +13,7 @@ from typing import Literal
 from pytsnet.messages.base import Message, Request
 from pytsnet.messages.dns import DnsSettings
 from pytsnet.messages.magicsock import DerpRegion, NetcheckReport
-from pytsnet.messages.peers import PeerInfo, PeersChanged
+from pytsnet.messages.peers import ExitNodeInfo, PeerInfo, PeersChanged, RoutePrefs
 from pytsnet.messages.redact import NodePrivateText
 from pytsnet.messages.wgengine import WgFilterRule
 
@@ -110,6 +110,8 @@ class BridgeMemory(Message, tag="dataplane.bridge_memory"):
     """The netmap the running subtree was built for (None: none runs)."""
     names: dict[str, str] = {}
     state: DataplaneState = DataplaneState()
+    route_prefs: RoutePrefs = RoutePrefs()
+    """The app's exit node selector and route acceptance (``SetRoutePrefs``)."""
 
 
 # --- status ------------------------------------------------------------------------------------------
@@ -158,3 +160,8 @@ class DeviceStatus(Message, tag="dataplane.device_status"):
     directly plus its handshake queue; ``magicsock_udp_bytes``, ``netstack_bytes``, ...)."""
     counters: dict[str, int] = {}
     """Work done: ``udp_datagrams_read``/``udp_bytes_read``, ``wg_handshake_dh``, ``wg_cookie_replies``."""
+    exit_node: ExitNodeInfo | None = None
+    """The engaged exit node (``dev.active_exit_node()``); None: none selected, or it is unavailable."""
+    exit_node_unavailable: str | None = None
+    """Go's "exit node unavailable" health warning while one is selected but unusable: its reason
+    (``not-yet-selected``, ``not-in-tailnet``, ``offline``, ``no-exit-routes``)."""

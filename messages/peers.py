@@ -10,6 +10,9 @@ from pytsnet.messages.base import Message, Request
 from pytsnet.wire.control.expiry import key_expired, node_key_expiry
 from pytsnet.wire.tailcfg import Node
 
+PEERAPI_DNS_PROXY = "peerapi-dns-proxy"
+"""Hostinfo service of a node serving DoH on its peerAPI to exit-node clients (Go ``tailcfg.PeerAPIDNS``)."""
+
 
 def _key_text(key: object) -> str:
     return "" if key is None else str(key.to_text())  # type: ignore[attr-defined]
@@ -39,6 +42,11 @@ class PeerInfo(Message):
     expired: bool = False
     peerapi_ports: dict[str, int] = {}
     """Its peerAPI, from Hostinfo ``Services``: ``peerapi4``/``peerapi6`` → TCP port (Go ``peerAPIPorts``)."""
+    primary_routes: list[str] = []
+    """Subnet routes control made this node the primary router for (``Node.PrimaryRoutes``)."""
+    dns_proxy: bool = False
+    """It serves DoH for its exit-node clients: Hostinfo ``Services`` has ``peerapi-dns-proxy``
+    (Go ``peerCanProxyDNS``, service branch)."""
 
     def key_expired(self, now: float) -> bool:
         """Control marked the key expired, or its ``KeyExpiry`` is not after ``now``."""
@@ -57,6 +65,9 @@ class PeerInfo(Message):
             machine_authorized=n.MachineAuthorized, expired=n.Expired,
             peerapi_ports={s.Proto: s.Port for s in (n.Hostinfo.Services if n.Hostinfo is not None else [])
                            if s.Proto in ("peerapi4", "peerapi6") and 0 < s.Port < 65536},
+            primary_routes=list(n.PrimaryRoutes),
+            dns_proxy=any(s.Proto == PEERAPI_DNS_PROXY and s.Port >= 1
+                          for s in (n.Hostinfo.Services if n.Hostinfo is not None else [])),
         )
 
 
@@ -120,3 +131,34 @@ class PeerTrackerSpawn(Message, tag="peers.spawn"):
     subscribers: tuple[str, ...] = ()
     control: str = ""
     """The netmap's sender, told ``ResendNetmap`` by a restarted tracker (empty: none)."""
+
+
+class RoutePrefs(Message, tag="peers.route_prefs"):
+    """Which peer routes this node uses (Go prefs ``ExitNodeID``/``ExitNodeIP`` and ``RouteAll``).
+
+    ``exit_node`` is the app's selector (stable ID, tailnet IP or MagicDNS name; None: no exit node);
+    it is resolved against each netmap (``actors.peers.routes.select_exit_node``)."""
+
+    exit_node: str | None = None
+    accept_routes: bool = False
+
+
+class RoutePrefsSet(Message, tag="peers.route_prefs_set"):
+    prefs: RoutePrefs
+
+
+class SetRoutePrefs(Request[RoutePrefsSet], tag="peers.set_route_prefs"):
+    """Device → bridge: use these prefs from now on (the engine is re-plumbed before the reply)."""
+
+    prefs: RoutePrefs
+
+
+class ExitNodeInfo(Message):
+    """The engaged exit node (``dev.active_exit_node()``, ``status().exit_node``): resolved, not the
+    selector."""
+
+    stable_id: str
+    name: str
+    """MagicDNS FQDN with the trailing dot."""
+    address: str
+    """Its tailnet IPv4 (IPv6 if it has none)."""

@@ -21,7 +21,8 @@ _install_log_defaults()
 
 _ERRORS = ("AddressInUse", "AskTimeout", "AuthRejected", "CaptureError", "ConfigError", "ConnectionAborted",
            "ConnectionRefused", "ConnectionReset", "ConnectionTimedOut", "DataplaneNotReady", "DeviceClosed",
-           "DialTimeout", "FlowAborted", "FlowCrashed", "KeyExpired", "NeedsLogin", "NetworkUnreachable",
+           "DialTimeout", "ExitNodeUnavailable", "FlowAborted", "FlowCrashed", "KeyExpired", "NeedsLogin",
+           "NetworkUnreachable",
            "PytsnetError", "RegistrationError", "RegistrationTimeout", "StateDirLocked",
            "StateStoreError", "TcpConnectionError", "UnknownTailnetHost")
 
@@ -34,6 +35,7 @@ _EXPORTS: dict[str, str] = {
     "DeviceStatus": "pytsnet.messages.dataplane",
     "PeerStatus": "pytsnet.messages.dataplane",
     "PeerInfo": "pytsnet.messages.peers",
+    "ExitNodeInfo": "pytsnet.messages.peers",
     "TcpStream": "pytsnet.net.stream",
     "TcpListener": "pytsnet.net.stream",
     "UdpSocket": "pytsnet.net.stream",
@@ -62,6 +64,8 @@ __all__ = [
     "DeviceState",
     "DeviceStatus",
     "DialTimeout",
+    "ExitNodeInfo",
+    "ExitNodeUnavailable",
     "FileStore",
     "FlowAborted",
     "FlowCrashed",
@@ -117,6 +121,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
         DataplaneNotReady,
         DeviceClosed,
         DialTimeout,
+        ExitNodeUnavailable,
         FlowAborted,
         FlowCrashed,
         KeyExpired,
@@ -132,7 +137,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
     )
     from pytsnet.messages.control import DeviceState
     from pytsnet.messages.dataplane import DeviceStatus, PeerStatus
-    from pytsnet.messages.peers import PeerInfo
+    from pytsnet.messages.peers import ExitNodeInfo, PeerInfo
     from pytsnet.net.socket import SocketLike, SocketListener
     from pytsnet.net.stream import TcpListener, TcpStream, UdpSocket
     from pytsnet.state import FileStore, MemoryStore

@@ -73,6 +73,13 @@ class Config:
     fallback_resolvers: tuple[str, ...] = ()
     """Where the MagicDNS resolver forwards names the tailnet does not answer (``IP`` or ``IP:port``,
     reached through the tailnet, never a host socket). Empty (the default): such names are NXDOMAIN."""
+    exit_node: str | None = None
+    """The exit node to send non-tailnet traffic through: a stable node ID, tailnet IP or MagicDNS
+    name (Go prefs ``ExitNodeID``/``ExitNodeIP``); None: none. Fail closed while it is unavailable
+    (``ExitNodeUnavailable``). Changed at runtime with ``dev.set_exit_node``."""
+    accept_routes: bool = False
+    """Use the subnet routes peers are primary routers for (Go prefs ``RouteAll``, ``--accept-routes``);
+    False as tsnet on Linux (``DefaultRouteAll``)."""
 
     def resolved(self) -> Config:
         """A copy with every default and environment fallback applied."""
@@ -85,6 +92,9 @@ class Config:
                 Upstream.parse(r)
             except ValueError as e:
                 raise ConfigError(f"Config.fallback_resolvers: {e}") from None
+        if self.exit_node is not None and (not isinstance(self.exit_node, str) or not self.exit_node.strip()):
+            raise ConfigError(f"Config.exit_node={self.exit_node!r}: want a stable node ID, tailnet IP or "
+                              "MagicDNS name, or None for no exit node")
         env = os.environ
         prog = program_name()
         directory = self.dir

@@ -46,6 +46,7 @@ import dns.rdatatype
 
 from pytsnet.actors.control import RunnerConfig
 from pytsnet.actors.control.transport import ControlURLError, parse_control_url
+from pytsnet.actors.peers.routes import ExitNodeSelection, select_exit_node, wg_peer_routes
 from pytsnet.actors.runtime import ActorRef, ActorStopped, ActorSystem, AskTimeout, logs
 from pytsnet.actors.runtime.waker import ThreadWaker
 from pytsnet.capture import PcapCapture, start_capture
@@ -59,6 +60,7 @@ from pytsnet.errors import (
     DataplaneNotReady,
     DeviceClosed,
     DialTimeout,
+    ExitNodeUnavailable,
     KeyExpired,
     NeedsLogin,
     NetworkUnreachable,
@@ -89,7 +91,16 @@ from pytsnet.messages.magicsock import (
 )
 from pytsnet.messages.netstack import NetstackStatus, NetstackStatusRequest
 from pytsnet.messages.peerapi import PeerApiStatus, PeerApiStatusRequest
-from pytsnet.messages.peers import GetPeers, PeerInfo, PeersChanged, PeerTable
+from pytsnet.messages.peers import (
+    ExitNodeInfo,
+    GetPeers,
+    PeerInfo,
+    PeersChanged,
+    PeerTable,
+    RoutePrefs,
+    RoutePrefsSet,
+    SetRoutePrefs,
+)
 from pytsnet.messages.wgengine import GetWgStatus, WgStatus
 from pytsnet.net import SocketLike, SocketListener, TcpListener, TcpStream, UdpSocket
 from pytsnet.net.bindings import Bindings
@@ -232,6 +243,8 @@ class ActorDevice:
             stun_interval=cfg.stun_interval, on_netstack=self._on_netstack,
             dns=DnsSpawn(fallback_resolvers=tuple(cfg.fallback_resolvers)), dns_forward=self._dns_forward)
         self._peers: list[PeerInfo] = []
+        self._route_prefs = RoutePrefs(exit_node=cfg.exit_node, accept_routes=cfg.accept_routes)
+        """The exit node selector and route acceptance (the bridge holds the same: ``SetRoutePrefs``)."""
         self._watchers: list[_Watcher] = []
         self.system: ActorSystem | None = None
         self._closed = False
@@ -274,6 +287,9 @@ class ActorDevice:
             backoff_max=cfg.backoff_max, dataplane_name=DATAPLANE, services=peerapi.services)
         self.system = ActorSystem(f"device-{cfg.hostname}", clock=cfg.clock, log_route=self._log_route)
         self.system.spawn_spec(device_tree(self.system, runner, self.store, self._on_event, self._dp_options))
+        bridge = self.system.lookup(DATAPLANE)
+        if bridge is not None:  # before any netmap can arrive; the bridge keeps it across restarts
+            bridge.tell(SetRoutePrefs(prefs=self._route_prefs))
         peerapi.start(self.system)
         self.peerapi_port = peerapi.port
         return self
@@ -537,11 +553,56 @@ class ActorDevice:
             time.sleep(REBUILD_POLL)
 
     def resolve(self, host: str) -> str:
-        """The tailnet address ``host`` (IP, MagicDNS short name or FQDN of a peer) dials; else
+        """The tailnet address ``host`` (IP, MagicDNS short name or FQDN of a peer, or an IP inside a
+        route the node uses: an accepted subnet route, the engaged exit node) dials; else
+        ``ExitNodeUnavailable`` (a non-tailnet IP while the selected exit node is unusable) or
         ``UnknownTailnetHost``."""
+        peers, exit_node, routes = self._routing()
+        return resolve(host, peers, routes=routes, exit_node=exit_node)
+
+    # -- exit node and routes ------------------------------------------------------------------------
+    def _routing(self) -> tuple[list[PeerInfo], ExitNodeSelection, dict[int, list[str]]]:
+        """The peers, the exit node selection and each peer's routes, as the bridge computes them for
+        the engine (``actors.peers.routes``) from the same peer table and prefs."""
         with self._cond:
-            peers = list(self._peers)
-        return resolve(host, peers)
+            peers, prefs = list(self._peers), self._route_prefs
+            have_netmap = bool(self._dp_state.node_key) or bool(peers)
+            ipv6 = any(":" in a for a in self._state.addresses)
+        sel = select_exit_node(prefs.exit_node, peers, have_netmap=have_netmap)
+        return peers, sel, wg_peer_routes(peers, prefs, sel, ipv6=ipv6)
+
+    def active_exit_node(self) -> ExitNodeInfo | None:
+        """The exit node traffic beyond the tailnet goes through now (resolved from the selector:
+        stable ID, name, tailnet IP), or None: none selected, or the selected one is unavailable
+        (``status().exit_node_unavailable`` says why)."""
+        return self._routing()[1].info()
+
+    def set_exit_node_blocking(self, selector: str | None, timeout: float = 5.0) -> ExitNodeInfo | None:
+        """Select the exit node (stable ID, tailnet IP or MagicDNS name; None: clear) and re-plumb the
+        engine before returning; the engaged node, or None if none (or it is unavailable: dials beyond
+        the tailnet then raise ``ExitNodeUnavailable``)."""
+        if selector is not None and (not isinstance(selector, str) or not selector.strip()):
+            raise ConfigError(f"exit node {selector!r}: want a stable node ID, tailnet IP or MagicDNS name, "
+                              "or None")
+        self._set_route_prefs(self._route_prefs.model_copy(update={"exit_node": selector}), timeout)
+        return self.active_exit_node()
+
+    async def set_exit_node(self, selector: str | None, timeout: float = 5.0) -> ExitNodeInfo | None:
+        """Async twin of ``set_exit_node_blocking``."""
+        return await anyio.to_thread.run_sync(self.set_exit_node_blocking, selector, timeout)
+
+    def _set_route_prefs(self, prefs: RoutePrefs, timeout: float) -> None:
+        self._require_started()
+        with self._cond:
+            self._route_prefs = prefs  # dials check the new selection at once (fail closed meanwhile)
+        got = self._ask(DATAPLANE, SetRoutePrefs(prefs=prefs), timeout)
+        assert isinstance(got, RoutePrefsSet)
+
+    def _beyond_tailnet(self, host: str) -> None:
+        """Refuse a name lookup beyond the tailnet while the selected exit node is unusable."""
+        sel = self._routing()[1]
+        if sel.reason is not None:
+            raise ExitNodeUnavailable(str(sel.selector), sel.reason, host)
 
     # -- MagicDNS ------------------------------------------------------------------------------------
     async def lookup(self, name: str, timeout: float = LOOKUP_TIMEOUT) -> list[str]:
@@ -554,6 +615,8 @@ class ActorDevice:
     def lookup_blocking(self, name: str, timeout: float = LOOKUP_TIMEOUT) -> list[str]:
         with contextlib.suppress(ValueError):
             return [str(ipaddress.ip_address(name.strip("[]")))]
+        if not self._is_tailnet_name(name):
+            self._beyond_tailnet(name)  # ExitNodeUnavailable: no query leaves for it
         types = ["A"] + (["AAAA"] if any(":" in a for a in self.tailscale_ips()) else [])
         out: list[str] = []
         deadline = time.monotonic() + timeout
@@ -578,6 +641,18 @@ class ActorDevice:
         if not out:
             raise UnknownTailnetHost(f"lookup {name}: no address")
         return out
+
+    def _is_tailnet_name(self, name: str) -> bool:
+        """A single label (the resolver tries it under the tailnet's search domains), a peer's name,
+        or a name under our MagicDNS suffix: answered inside the tailnet, never by an exit node."""
+        want = name.lower().rstrip(".")
+        if "." not in want:
+            return True
+        suffix = self.state.name.lower().rstrip(".").partition(".")[2]
+        if suffix and (want == suffix or want.endswith("." + suffix)):
+            return True
+        with self._cond:
+            return any(want == p.name.lower().rstrip(".") for p in self._peers)
 
     def _dial_address(self, host: str, timeout: float = LOOKUP_TIMEOUT) -> str:
         """Where a dial to ``host`` goes: the netmap's answer, else the resolver's (which must still
@@ -770,10 +845,12 @@ class ActorDevice:
                 bytes_in=u_in + d_in, bytes_out=u_out + d_out,
                 has_session=bool(ss and ss.has_session), last_handshake=ss.last_handshake if ss else None,
                 key_expiry=p.key_expiry))
+        sel = self._routing()[1]
         return DeviceStatus(state=st.state, self_node=nm.self_node if nm is not None else None,
                             tailscale_ips=self.tailscale_ips(), home_region=dps.home_region,
                             derp_connected=connected, endpoints=endpoints, peers=rows, drops=drops,
-                            backlog=backlog, counters=counters)
+                            backlog=backlog, counters=counters, exit_node=sel.info(),
+                            exit_node_unavailable=sel.reason)
 
     async def status_async(self, timeout: float = 5.0) -> DeviceStatus:
         return await anyio.to_thread.run_sync(self.status, timeout)

@@ -1,33 +1,41 @@
-"""Where a tailnet dial may go: peer names and addresses from the netmap, nothing else.
+"""Where a tailnet dial may go: peer names, addresses and the routes the node uses, nothing else.
 
 ``resolve`` maps a tailnet IP, a peer's MagicDNS short name (``web``) or FQDN (``web.tail.ts.net``,
 trailing dot optional) to one of that peer's tailnet addresses, and the MagicDNS service address
-(100.100.100.100, fd7a:115c:a1e0::53) to itself. Anything else is refused with a
-typed error: tsnet never silently falls back to a host socket for a tailnet dial, and neither do we.
+(100.100.100.100, fd7a:115c:a1e0::53) to itself. An IP inside a route the engine uses (an accepted
+subnet route, or any non-tailnet IP through the engaged exit node) is dialable as is. Anything else is
+refused with a typed error: ``ExitNodeUnavailable`` for a non-tailnet IP while the selected exit node
+cannot carry it, else ``UnknownTailnetHost``. tsnet never silently falls back to a host socket for a
+tailnet dial, and neither do we.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
-from pytsnet.errors import DataplaneNotReady, UnknownTailnetHost
+from pytsnet.actors.peers.routes import ExitNodeSelection, is_tailnet_ip, own_addresses
+from pytsnet.errors import DataplaneNotReady, ExitNodeUnavailable, UnknownTailnetHost
 from pytsnet.messages.peers import PeerInfo
 from pytsnet.wire.dns import SERVICE_V4, SERVICE_V6
 
 SERVICE_ADDRESSES = (SERVICE_V4, SERVICE_V6)
 
-__all__ = ["DataplaneNotReady", "UnknownTailnetHost", "resolve"]  # the errors: re-exported (old path)
+# the errors: re-exported (old path)
+__all__ = ["DataplaneNotReady", "ExitNodeUnavailable", "UnknownTailnetHost", "resolve"]
 
 
 def _addr(prefix: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     return ipaddress.ip_interface(prefix).ip
 
 
-def resolve(host: str, peers: Iterable[PeerInfo], *, ipv6: bool = False) -> str:
+def resolve(host: str, peers: Iterable[PeerInfo], *, ipv6: bool = False,
+            routes: Mapping[int, list[str]] | None = None, exit_node: ExitNodeSelection | None = None) -> str:
     """The tailnet address to dial for ``host`` (IPv4 preferred unless ``ipv6``).
 
-    Only admitted peers count: our own address is not dialable (no loopback through the tunnel)."""
+    Only admitted peers count: our own address is not dialable (no loopback through the tunnel).
+    ``routes``: each peer's AllowedIPs as the engine routes them (``actors.peers.routes.wg_peer_routes``;
+    None: own addresses only); ``exit_node``: the selection they were computed with."""
     nodes = list(peers)
     try:
         ip = ipaddress.ip_address(host.strip("[]"))
@@ -36,10 +44,15 @@ def resolve(host: str, peers: Iterable[PeerInfo], *, ipv6: bool = False) -> str:
     if ip is not None:
         if ip in SERVICE_ADDRESSES:
             return str(ip)  # the node's own resolver (quad-100): answered inside the node
+        tailnet = is_tailnet_ip(ip)
         for n in nodes:
-            for prefix in [*n.addresses, *n.allowed_ips]:
-                if ip in ipaddress.ip_network(prefix, strict=False):
+            for prefix in (routes.get(n.node_id, []) if routes is not None else own_addresses(n)):
+                net = ipaddress.ip_network(prefix, strict=False)
+                if ip in net and not (tailnet and net.prefixlen == 0):  # no tailnet IP via an exit node
                     return str(ip)
+        if exit_node is not None and exit_node.reason is not None and not tailnet:
+            # an engaged exit node's 0.0.0.0/0 (::/0) would have matched above
+            raise ExitNodeUnavailable(str(exit_node.selector), exit_node.reason, host)
         raise UnknownTailnetHost(f"{host} is not an address of any tailnet peer: dial a peer's tailnet IP "
                                  "or MagicDNS name (see dev.status().peers)")
     want = host.lower().rstrip(".")

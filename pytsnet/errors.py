@@ -31,7 +31,8 @@ from pytsnet.netstack.tcp.errors import (
 
 __all__ = ["AddressInUse", "AskTimeout", "AuthRejected", "CaptureError", "ConfigError", "ConnectionAborted",
            "ConnectionRefused", "ConnectionReset", "ConnectionTimedOut", "DataplaneNotReady", "DeviceClosed",
-           "DialTimeout", "FlowAborted", "FlowCrashed", "KeyExpired", "NeedsLogin", "NetworkUnreachable",
+           "DialTimeout", "ExitNodeUnavailable", "FlowAborted", "FlowCrashed", "KeyExpired", "NeedsLogin",
+           "NetworkUnreachable",
            "PytsnetError", "RegistrationError", "RegistrationTimeout", "StateDirLocked", "StateStoreError",
            "TcpConnectionError", "UnknownTailnetHost"]
 
@@ -100,6 +101,27 @@ class DataplaneNotReady(PytsnetError, ConnectionError):
 
 class UnknownTailnetHost(PytsnetError, OSError):
     """The host is neither a tailnet address of a known peer (or ours) nor a peer's MagicDNS name."""
+
+
+class ExitNodeUnavailable(PytsnetError, ConnectionError):
+    """An exit node is selected but cannot carry traffic, so a dial (or lookup) beyond the tailnet is
+    refused rather than sent anywhere else (fail closed). ``reason`` is Go's health warning reason:
+    ``not-yet-selected`` (no netmap yet), ``not-in-tailnet`` (no node matches the selector),
+    ``offline``, ``no-exit-routes`` (the node offers no approved exit route)."""
+
+    HINTS = {"not-yet-selected": "the node has no netmap yet: await dev.up() first",
+             "not-in-tailnet": "no tailnet node matches it: check the stable ID, IP or name",
+             "offline": "control reports it offline: wait for it, or select another exit node",
+             "no-exit-routes": "it does not offer an approved exit route (advertise and approve 0.0.0.0/0)"}
+
+    def __init__(self, selector: str, reason: str, target: str = "") -> None:
+        where = f" for {target}" if target else ""
+        super().__init__(f"exit node {selector!r} unavailable ({reason}){where}: "
+                         f"{self.HINTS.get(reason, 'select another exit node')}; nothing was sent "
+                         "(dev.set_exit_node(None) to use only the tailnet)")
+        self.selector = selector
+        self.reason = reason
+        self.target = target
 
 
 class DialTimeout(PytsnetError, TimeoutError):

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pytsnet.actors.keeper import recall, remember
+from pytsnet.actors.peers.routes import allowed_ips, select_exit_node
 from pytsnet.actors.runtime import Actor, ActorStopped, AskTimeout, handles
 from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.messages.base import Request
@@ -55,7 +56,7 @@ from pytsnet.messages.magicsock import (
     NetcheckReport,
     SetPeers,
 )
-from pytsnet.messages.peers import PeersChanged
+from pytsnet.messages.peers import PeersChanged, RoutePrefsSet, SetRoutePrefs
 from pytsnet.messages.wgengine import GetWgStatus, WgConfig, WgPeer, WgStatus
 
 log = subsystem_logger("dataplane")
@@ -130,6 +131,13 @@ class DataplaneBridge(Actor):
     def on_peers(self, msg: PeersChanged) -> None:
         self._set(peers=msg)
         self._configure()
+
+    @handles(SetRoutePrefs)
+    def on_route_prefs(self, msg: SetRoutePrefs) -> RoutePrefsSet:
+        """The app chose an exit node or route acceptance: re-plumb the engine now."""
+        self._set(route_prefs=msg.prefs)
+        self._configure()
+        return RoutePrefsSet(prefs=msg.prefs)
 
     @handles(LocalEndpoints)
     def on_endpoints(self, msg: LocalEndpoints) -> None:
@@ -206,9 +214,14 @@ class DataplaneBridge(Actor):
         if nm is None or not names:
             return
         peers = changed.peers if changed is not None else []
+        # AllowedIPs as Go's route manager: own addresses, accepted subnet routes, and the default
+        # routes for the engaged exit node only (actors.peers.routes); nothing else is routed
+        prefs = self.mem.route_prefs
+        exit_node = select_exit_node(prefs.exit_node, peers, have_netmap=True)
+        ipv6 = any(":" in a for a in nm.self_node.addresses)
         wg = WgConfig(addresses=list(nm.self_node.addresses), packet_filter=nm.packet_filter,
-                      peers=[WgPeer(node_key=p.node_key, allowed_ips=p.allowed_ips or p.addresses)
-                             for p in peers])
+                      peers=[WgPeer(node_key=p.node_key,
+                                    allowed_ips=allowed_ips(p, prefs, exit_node, ipv6=ipv6)) for p in peers])
         ms = SetPeers(peers=tuple(MagicsockPeer(node_key=p.node_key, disco_key=p.disco_key,
                                                 endpoints=tuple(p.endpoints), home_derp=p.home_derp)
                                   for p in peers))

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pytsnet.actors.keeper import recall, remember
+from pytsnet.actors.peers.routes import own_addresses
 from pytsnet.actors.runtime import (
     Actor,
     ActorRef,
@@ -200,7 +201,7 @@ class WgEngine(Actor):
     @handles(PeersChanged)
     def on_peers_changed(self, msg: PeersChanged) -> None:
         """The PeerTracker's admitted set replaces our peers; addresses and filter are kept."""
-        peers = [WgPeer(node_key=p.node_key, allowed_ips=p.allowed_ips or p.addresses) for p in msg.peers]
+        peers = [WgPeer(node_key=p.node_key, allowed_ips=own_addresses(p)) for p in msg.peers]  # no routes
         config = self._config = self._config.model_copy(update={"peers": peers})
         remember(self, self._memory, config)
         self._apply(config)
