@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Literal
 
 from pytsnet.messages.base import Message, Request
-from pytsnet.messages.dns import DnsSettings
+from pytsnet.messages.dns import DnsExitNode, DnsSettings
 from pytsnet.messages.magicsock import DerpRegion, NetcheckReport
 from pytsnet.messages.peers import ExitNodeInfo, PeerInfo, PeersChanged, RoutePrefs
 from pytsnet.messages.redact import NodePrivateText
@@ -75,6 +75,9 @@ class DataplaneInfo(Message, tag="dataplane.info"):
     state: DataplaneState = DataplaneState()
     names: dict[str, str] = {}
     """Role → actor name: ``engine``, ``udp``, ``disco``, ``stun``, ``derp.<region>``, ``netstack``."""
+    exit_dns: DnsExitNode = DnsExitNode()
+    """Where names beyond the tailnet are resolved while an exit node is selected (the resolver asks
+    this at its start)."""
 
 
 class GetDataplaneInfo(Request[DataplaneInfo], tag="dataplane.get_info"):

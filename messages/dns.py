@@ -61,6 +61,19 @@ class DnsNetmap(Message, tag="dns.netmap"):
     settings: DnsSettings | None = None
 
 
+class DnsExitNode(Message, tag="dns.exit_node"):
+    """Bridge → ``dns`` when the exit node selection changes: names the tailnet does not answer go to
+    the engaged exit node's peerAPI DoH (``http://<ip>:<port>/dns-query``, Go ``exitNodeCanProxyDNS``)
+    instead of ``Config.fallback_resolvers``; while one is selected without DoH (unavailable, or no
+    ``peerapi-dns-proxy`` service) they go nowhere (fail closed)."""
+
+    selected: bool = False
+    ip: str = ""
+    """The exit node's tailnet IP (empty: no DoH to use)."""
+    port: int = 0
+    """Its peerAPI port."""
+
+
 class DnsSpawn(Message, tag="dns.spawn"):
     """The resolver actor's spawn message: its upstreams and its neighbours, by name."""
 

@@ -43,6 +43,7 @@ import dns.exception
 import dns.message
 import dns.rcode
 import dns.rdatatype
+import h11
 
 from pytsnet.actors.control import RunnerConfig
 from pytsnet.actors.control.transport import ControlURLError, parse_control_url
@@ -104,12 +105,15 @@ from pytsnet.messages.peers import (
 from pytsnet.messages.wgengine import GetWgStatus, WgStatus
 from pytsnet.net import SocketLike, SocketListener, TcpListener, TcpStream, UdpSocket
 from pytsnet.net.bindings import Bindings
+from pytsnet.net.http import HttpAnswerTooLarge, http_request
 from pytsnet.net.netstack import Netstack
 from pytsnet.peerapi import PEERAPI, PeerApi
 from pytsnet.state import FileStore, MemoryStore, StateDirLock, check_state
 from pytsnet.tree import CONTROL, DATAPLANE, DNS, PEERS, DataplaneOptions, device_tree
+from pytsnet.wire.dns import Upstream
 from pytsnet.wire.keys import DiscoPrivate
 from pytsnet.wire.magicsock.endpoint import Timings
+from pytsnet.wire.peerapi import DNS_MESSAGE
 
 __all__ = ["DIAL_TIMEOUT", "ActorDevice", "DataplaneNotReady", "DeviceState", "DeviceStatus",
            "UnknownTailnetHost", "WhoIs"]
@@ -128,6 +132,9 @@ REBUILD_POLL = 0.02
 
 WHOIS_TIMEOUT = 2.0
 """``whois`` asks the bridge for the netmap: answered at once unless it is mid-rebuild."""
+
+MAX_DNS_MESSAGE = 65535
+"""A DoH answer longer than any DNS message is refused."""
 
 LOOKUP_TIMEOUT = 5.0
 """Default bound on ``lookup``: a forwarded name gets two upstream tries of 2 s each (``DnsSpawn``)."""
@@ -599,10 +606,13 @@ class ActorDevice:
         assert isinstance(got, RoutePrefsSet)
 
     def _beyond_tailnet(self, host: str) -> None:
-        """Refuse a name lookup beyond the tailnet while the selected exit node is unusable."""
+        """Refuse a name lookup beyond the tailnet while the selected exit node is unusable, or engaged
+        without DoH for us (no ``peerapi-dns-proxy``: reason ``no-dns-proxy``): no query leaves."""
         sel = self._routing()[1]
         if sel.reason is not None:
             raise ExitNodeUnavailable(str(sel.selector), sel.reason, host)
+        if sel.node is not None and not sel.node.dns_proxy:
+            raise ExitNodeUnavailable(str(sel.selector), "no-dns-proxy", host)
 
     # -- MagicDNS ------------------------------------------------------------------------------------
     async def lookup(self, name: str, timeout: float = LOOKUP_TIMEOUT) -> list[str]:
@@ -676,13 +686,17 @@ class ActorDevice:
     def _send_address(self, host: str) -> str:
         return self._dial_address(host)
 
-    def _dns_forward(self, query: bytes, ip: str, port: int, timeout: float) -> bytes | None:
-        """The resolver's forwarder: ``query`` to ``ip:port`` over our netstack (never a host socket),
-        the answer from that very address, or None at ``timeout``."""
+    def _dns_forward(self, query: bytes, upstream: Upstream, timeout: float) -> bytes | None:
+        """The resolver's forwarder: ``query`` to ``upstream`` over our netstack (never a host socket),
+        the answer from that very address, or None at ``timeout``. A DoH upstream (an exit node's
+        peerAPI) gets an RFC 8484 POST over a tailnet TCP connection."""
         try:
-            self._netstack()
+            ns = self._netstack()
         except (DataplaneNotReady, DeviceClosed):
             return None
+        ip, port = str(upstream.ip), upstream.port
+        if upstream.doh_path:
+            return self._doh(ns, query, upstream, timeout)
         sock = self._bindings.bind_udp(0, lambda h: h)
         want = (ipaddress.ip_address(ip), port)
         try:
@@ -697,6 +711,31 @@ class ActorDevice:
         finally:
             sock.close()
         return None
+
+    @staticmethod
+    def _doh(ns: Netstack, query: bytes, upstream: Upstream, timeout: float) -> bytes | None:
+        """One DoH exchange (Go's exit-node DNS: ``POST /dns-query``, ``application/dns-message``)."""
+        ip = str(upstream.ip)
+        hostport = f"[{ip}]:{upstream.port}" if ":" in ip else f"{ip}:{upstream.port}"
+        try:
+            sock = ns.create_connection((ip, upstream.port), timeout)
+        except (OSError, ActorStopped) as e:
+            log.debug("DoH to %s: no connection: %s", upstream, e)
+            return None
+        try:
+            sock.settimeout(timeout)
+            ans = http_request(sock, "POST", upstream.doh_path, host=hostport, body=query,
+                               headers=[("Content-Type", DNS_MESSAGE), ("Accept", DNS_MESSAGE)],
+                               max_body=MAX_DNS_MESSAGE)
+        except (OSError, HttpAnswerTooLarge, h11.ProtocolError) as e:
+            log.debug("DoH to %s failed: %s", upstream, e)
+            return None
+        finally:
+            sock.close()
+        if ans is None or ans.status != 200:
+            log.debug("DoH to %s: HTTP %s", upstream, ans.status if ans is not None else "closed")
+            return None
+        return ans.body
 
     async def tcp_connect(self, host: str, port: int, timeout: float = DIAL_TIMEOUT) -> TcpStream:
         """Dial ``host:port`` across the tailnet (an anyio byte stream); never via a host socket.

@@ -107,12 +107,14 @@ class ExitNodeUnavailable(PytsnetError, ConnectionError):
     """An exit node is selected but cannot carry traffic, so a dial (or lookup) beyond the tailnet is
     refused rather than sent anywhere else (fail closed). ``reason`` is Go's health warning reason:
     ``not-yet-selected`` (no netmap yet), ``not-in-tailnet`` (no node matches the selector),
-    ``offline``, ``no-exit-routes`` (the node offers no approved exit route)."""
+    ``offline``, ``no-exit-routes`` (the node offers no approved exit route); and, for a name lookup only,
+    ``no-dns-proxy`` (ours: the engaged exit node does not serve DNS to its clients)."""
 
     HINTS = {"not-yet-selected": "the node has no netmap yet: await dev.up() first",
              "not-in-tailnet": "no tailnet node matches it: check the stable ID, IP or name",
              "offline": "control reports it offline: wait for it, or select another exit node",
-             "no-exit-routes": "it does not offer an approved exit route (advertise and approve 0.0.0.0/0)"}
+             "no-exit-routes": "it does not offer an approved exit route (advertise and approve 0.0.0.0/0)",
+             "no-dns-proxy": "it offers no DNS to its clients (no peerapi-dns-proxy service): dial by IP"}
 
     def __init__(self, selector: str, reason: str, target: str = "") -> None:
         where = f" for {target}" if target else ""

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pytsnet.actors.keeper import recall, remember
-from pytsnet.actors.peers.routes import allowed_ips, select_exit_node
+from pytsnet.actors.peers.routes import ExitNodeSelection, allowed_ips, select_exit_node
 from pytsnet.actors.runtime import Actor, ActorStopped, AskTimeout, handles
 from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.messages.base import Request
@@ -46,7 +46,7 @@ from pytsnet.messages.dataplane import (
     GetDataplaneInfo,
     LiteTold,
 )
-from pytsnet.messages.dns import DnsNetmap
+from pytsnet.messages.dns import DnsExitNode, DnsNetmap
 from pytsnet.messages.magicsock import (
     DerpStatus,
     DerpStatusRequest,
@@ -105,6 +105,9 @@ class DataplaneBridge(Actor):
         self.control = control
         self.keeper = memory
         self.mem = BridgeMemory()
+        self.exit_dns = DnsExitNode()
+        """Where the resolver sends names beyond the tailnet, as last told (``DnsExitNode``)."""
+        self._told_exit_dns: DnsExitNode | None = None
 
     def _set(self, **changes: Any) -> None:
         """A new snapshot (ours alone); the keeper gets it for our next incarnation."""
@@ -189,6 +192,7 @@ class DataplaneBridge(Actor):
     def on_info(self, msg: GetDataplaneInfo) -> DataplaneInfo:
         mem, rep = self.mem, self.mem.netcheck
         return DataplaneInfo(netmap=mem.netmap, endpoints=mem.endpoints, state=mem.state, names=mem.names,
+                             exit_dns=self.exit_dns,
                              preferred_derp=rep.preferred_derp if rep else 0,
                              region_latency=dict(rep.region_latency) if rep else {})
 
@@ -225,10 +229,26 @@ class DataplaneBridge(Actor):
         ms = SetPeers(peers=tuple(MagicsockPeer(node_key=p.node_key, disco_key=p.disco_key,
                                                 endpoints=tuple(p.endpoints), home_derp=p.home_derp)
                                   for p in peers))
+        self._tell_exit_dns(exit_node)
         # magicsock first: its paths (PathUpdate) are then queued at the router before the engine
         # can answer a new peer's handshake, which would otherwise find no route
         self.tell_named(names["disco"], ms)
         self.tell_named(names["engine"], wg)
+
+    def _tell_exit_dns(self, sel: ExitNodeSelection) -> None:
+        """The resolver learns the engaged exit node's DoH (Go ``exitNodeCanProxyDNS``: its
+        ``peerapi-dns-proxy`` service, reached at its peerAPI), or that names beyond the tailnet have
+        nowhere to go while one is selected without it."""
+        n, ip, port = sel.node, "", 0
+        if n is not None and n.dns_proxy:
+            info = sel.info()
+            fam = "peerapi6" if info is not None and ":" in info.address else "peerapi4"
+            if info is not None and info.address and n.peerapi_ports.get(fam, 0) > 0:
+                ip, port = info.address, n.peerapi_ports[fam]
+        self.exit_dns = DnsExitNode(selected=sel.selected, ip=ip, port=port)
+        if self.dns and self.exit_dns != self._told_exit_dns:
+            self.tell_named(self.dns, self.exit_dns)
+            self._told_exit_dns = self.exit_dns
 
     # -- readiness -----------------------------------------------------------------------------------
     @handles(DataplaneTick)

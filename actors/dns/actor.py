@@ -8,7 +8,8 @@ for one of our addresses and the engine's filter drops it, as Go's does (peers a
 peerAPI, which tells this actor a ``DnsQuery``).
 
 Answers come from ``wire.dns.Resolver``; its ``Forward`` actions (split DNS routes, and
-``Config.fallback_resolvers`` when the app set them) run on worker threads through the injected
+``Config.fallback_resolvers`` when the app set them, or the engaged exit node's peerAPI DoH instead
+while one is selected: ``DnsExitNode`` from the bridge) run on worker threads through the injected
 ``Forwarder``, which the device implements over its own netstack: a forwarded query travels through
 the tailnet, never through a host socket. Each worker tells the result back (``DnsForwardDone``).
 
@@ -34,6 +35,7 @@ from pytsnet.messages.base import Request
 from pytsnet.messages.dataplane import DataplaneInfo, GetDataplaneInfo
 from pytsnet.messages.dns import (
     DnsAnswer,
+    DnsExitNode,
     DnsForwardDone,
     DnsNetmap,
     DnsQuery,
@@ -49,7 +51,7 @@ from pytsnet.netstack.config import StackConfig
 from pytsnet.netstack.errors import NetstackError
 from pytsnet.netstack.interface import Stack, TcpListener, UdpEndpoint
 from pytsnet.netstack.tcp.connection import TcpConnection
-from pytsnet.wire.dns import SERVICE_V4, SERVICE_V6, Forward, Resolver
+from pytsnet.wire.dns import SERVICE_V4, SERVICE_V6, Forward, Resolver, Upstream
 from pytsnet.wire.dns import Reply as DnsReply
 
 __all__ = ["DNS", "DnsActor", "Forwarder"]
@@ -60,8 +62,9 @@ _R = TypeVar("_R")
 DNS = "dns"
 """The resolver's name in a device's tree (the peerAPI's DoH asks it by this name)."""
 
-Forwarder = Callable[[bytes, str, int, float], "bytes | None"]
-"""Blocking: send a DNS query to ``(ip, port)`` over the tailnet, the answer within ``timeout`` s or None."""
+Forwarder = Callable[[bytes, Upstream, float], "bytes | None"]
+"""Blocking: send a DNS query to the upstream (plain DNS over UDP, or DoH when ``doh_path``) over the
+tailnet, the answer within ``timeout`` s or None."""
 
 MAX_TCP_BUFFER = 2 + 65535
 """A TCP client's unanswered bytes: one whole length-prefixed message at most (more: reset)."""
@@ -93,6 +96,7 @@ class DnsActor(Actor):
         self.self_node: PeerInfo | None = None
         self.settings: DnsSettings | None = None
         self.peers: list[PeerInfo] = []
+        self.exit_node = DnsExitNode()
         self.counters: collections.Counter[str] = collections.Counter()
         self._timer_at: float | None = None
 
@@ -104,8 +108,10 @@ class DnsActor(Actor):
         self.udp = self.stack.udp_bind(53)
         self.tcp = self.stack.tcp_listen(53)
         info = self._ask(self.spawn.dataplane, GetDataplaneInfo())
-        if isinstance(info, DataplaneInfo) and info.netmap is not None:
-            self.self_node, self.settings = info.netmap.self_node, info.netmap.dns
+        if isinstance(info, DataplaneInfo):
+            self.exit_node = info.exit_dns
+            if info.netmap is not None:
+                self.self_node, self.settings = info.netmap.self_node, info.netmap.dns
         table = self._ask(self.spawn.peers, GetPeers())
         if isinstance(table, PeerTable):
             self.peers = list(table.peers)
@@ -141,9 +147,14 @@ class DnsActor(Actor):
         self.peers = list(msg.peers)
         self._reconfigure()
 
+    @handles(DnsExitNode)
+    def on_exit_node(self, msg: DnsExitNode) -> None:
+        self.exit_node = msg
+        self._reconfigure()
+
     def _reconfigure(self) -> None:
         self.resolver.reconfigure(resolver_config(self.self_node, self.peers, self.settings,
-                                                  self.spawn.fallback_resolvers))
+                                                  self.spawn.fallback_resolvers, self.exit_node))
 
     # -- the front ends -------------------------------------------------------------------------------
     @handles(DnsQuery)
@@ -279,7 +290,7 @@ class DnsActor(Actor):
                 if forward is None:
                     break
                 try:
-                    got = forward(fwd.query, str(up.ip), up.port, timeout)
+                    got = forward(fwd.query, up, timeout)
                 except Exception as e:  # the forwarder's failure is this upstream's: try the next
                     log.debug("dns: forward to %s failed: %s", up, e)
                     got = None

@@ -5,8 +5,8 @@ its addresses (IPv4; IPv6 only when our node has IPv6 on); ``ExtraRecords`` add 
 on (``Proxied``) the tailnet domain is ours (unknown names under it are NXDOMAIN) and the search
 domains make short names work; ``Routes`` with resolvers are split DNS, without them the suffix is
 answered locally only. Deliberately left out (fail closed): ``Resolvers`` (control's default
-upstreams, public servers reached through an exit node in Go; we have no exit node) and control's
-``FallbackResolvers``: only the app's ``Config.fallback_resolvers`` forwards the rest.
+upstreams) and control's ``FallbackResolvers``: only the app's ``Config.fallback_resolvers``
+forwards the rest, or, with an exit node selected, only that exit node's peerAPI DoH (``DnsExitNode``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import ipaddress
 from collections.abc import Iterable
 
 from pytsnet.actors.runtime.logs import subsystem_logger
-from pytsnet.messages.dns import DnsSettings
+from pytsnet.messages.dns import DnsExitNode, DnsSettings
 from pytsnet.messages.peers import PeerInfo
 from pytsnet.wire.dns import ResolverConfig, Upstream
 from pytsnet.wire.dns.config import IPAddress, addresses, normalize
@@ -37,8 +37,11 @@ def upstreams(addrs: Iterable[str], where: str) -> tuple[Upstream, ...]:
 
 
 def resolver_config(self_node: PeerInfo | None, peers: Iterable[PeerInfo], settings: DnsSettings | None,
-                    fallback: Iterable[str] = ()) -> ResolverConfig:
-    """The resolver's view of one netmap (``self_node`` None: not registered yet, only ``fallback``)."""
+                    fallback: Iterable[str] = (), exit_node: DnsExitNode | None = None) -> ResolverConfig:
+    """The resolver's view of one netmap (``self_node`` None: not registered yet, only ``fallback``).
+
+    With an exit node selected, the rest goes to its DoH only (Go: the exit node's DoH replaces the
+    default resolvers), or nowhere while it has none; split DNS routes stay."""
     s = settings or DnsSettings()
     own = addresses(self_node.addresses) if self_node is not None else ()
     ipv6 = any(a.version == 6 for a in own)
@@ -80,6 +83,10 @@ def resolver_config(self_node: PeerInfo | None, peers: Iterable[PeerInfo], setti
             routes[dom] = upstreams(addrs, f"split DNS route {dom}")
         else:
             authoritative.append(dom)
+    rest = upstreams(fallback, "Config.fallback_resolvers")
+    if exit_node is not None and exit_node.selected:
+        rest = ()
+        if exit_node.ip:
+            rest = (Upstream.peerapi_doh(ipaddress.ip_address(exit_node.ip), exit_node.port),)
     return ResolverConfig(hosts=hosts, authoritative=tuple(authoritative), routes=routes,
-                          fallback=upstreams(fallback, "Config.fallback_resolvers"), search=tuple(search),
-                          ipv6=ipv6)
+                          fallback=rest, search=tuple(search), ipv6=ipv6)

@@ -3,22 +3,21 @@
 ``StubResolver`` answers ``DnsQuery`` (the MagicDNS resolver's contract, ``messages/dns.py``) from a
 fixed name → IPv4 table with dnspython, so the peerAPI's DoH framing is tested without the resolver
 itself; it records what it was asked and can hold its answers until released (a request in flight for
-chaos tests). ``http_request`` speaks HTTP/1.1 over any blocking socket-like object.
+chaos tests). ``http_request`` (from ``pytsnet.net.http``, where the device's DoH client lives) speaks
+HTTP/1.1 over any blocking socket-like object.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
-from typing import Protocol
 
 import dns.message
 import dns.rcode
 import dns.rrset
-import h11
 
 from pytsnet.actors.runtime import Actor, ActorRef, ActorSystem, NameTaken, handles
 from pytsnet.messages.dns import DnsAnswer, DnsQuery
+from pytsnet.net.http import HttpAnswer, http_request
 
 __all__ = ["DNS", "HttpAnswer", "StubResolver", "http_request", "serve_stub_resolver"]
 
@@ -63,46 +62,3 @@ def serve_stub_resolver(system: ActorSystem, records: dict[str, str], seen: list
     except NameTaken as e:
         raise RuntimeError("this device already runs a resolver as 'dns': the stand-in is for devices "
                            "without one") from e
-
-
-class _Sock(Protocol):
-    def sendall(self, data: bytes) -> None: ...
-    def recv(self, bufsize: int) -> bytes: ...
-
-
-@dataclass
-class HttpAnswer:
-    status: int
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes = b""
-
-
-def http_request(sock: _Sock, method: str, target: str, *, host: str = "peer",
-                 headers: list[tuple[str, str]] | None = None, body: bytes = b"") -> HttpAnswer | None:
-    """One request on ``sock`` (keep-alive: call again for the next); None if the server closed first."""
-    client = h11.Connection(h11.CLIENT)
-    hdrs = [("Host", host), *(headers or [])]
-    if body or method == "POST":
-        hdrs.append(("Content-Length", str(len(body))))
-    out = client.send(h11.Request(method=method, target=target, headers=hdrs)) or b""
-    if body:
-        out += client.send(h11.Data(data=body)) or b""
-    out += client.send(h11.EndOfMessage()) or b""
-    sock.sendall(out)
-    answer: HttpAnswer | None = None
-    while True:
-        try:
-            ev = client.next_event()
-        except h11.RemoteProtocolError:  # closed with no (or half an) answer
-            return None
-        if ev is h11.NEED_DATA:
-            client.receive_data(sock.recv(65536))
-            continue
-        if isinstance(ev, h11.Response):
-            answer = HttpAnswer(ev.status_code, {k.decode().lower(): v.decode() for k, v in ev.headers})
-        elif isinstance(ev, h11.Data) and answer is not None:
-            answer.body += bytes(ev.data)
-        elif isinstance(ev, h11.EndOfMessage):
-            return answer
-        elif isinstance(ev, h11.ConnectionClosed):
-            return None

@@ -15,8 +15,13 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import dns.message
+import dns.rcode
+import dns.rdatatype
+import dns.rrset
 import pytest
 
+from pytsnet.actors.peerapi import conn as peerapi_conn
 from pytsnet.device import ActorDevice
 from pytsnet.errors import DialTimeout, ExitNodeUnavailable, UnknownTailnetHost
 from pytsnet.localnet import netmap
@@ -197,3 +202,60 @@ def test_subnet_routes_only_when_accepted(net: LocalTailnet, make_device: Callab
     # a route outside what control made the router primary for is not used
     with pytest.raises(UnknownTailnetHost):
         yes.resolve("10.1.3.7")
+
+
+def test_dns_beyond_the_tailnet_goes_to_the_exit_nodes_doh(net: LocalTailnet, monkeypatch: pytest.MonkeyPatch,
+                                                           make_device: Callable[..., ActorDevice]) -> None:
+    """Names the tailnet does not answer are asked of the exit node's peerAPI ``/dns-query`` over the
+    tunnel. The exit node's side (DoH for its clients, its own upstream) is faked at its peerAPI router:
+    it answers from ``ANSWERS`` and records who asked; the client side here is real."""
+    asked: list[str] = []
+    answers = {"www.example.test": INTERNET}
+    real_route = peerapi_conn.route
+
+    def stub_resolve(query: bytes) -> bytes:
+        q = dns.message.from_wire(query)
+        name = q.question[0].name.to_text().rstrip(".")
+        asked.append(name)
+        resp = dns.message.make_response(q)
+        if name in answers and q.question[0].rdtype == dns.rdatatype.A:
+            resp.answer.append(dns.rrset.from_text(q.question[0].name, 60, "IN", "A", answers[name]))
+        elif name not in answers:
+            resp.set_rcode(dns.rcode.NXDOMAIN)
+        return resp.to_wire()
+
+    def route(req: Any, *, our_addresses: Any, dns_allowed: bool, resolve: Any) -> Any:
+        return real_route(req, our_addresses=our_addresses, dns_allowed=True, resolve=stub_resolve)
+
+    monkeypatch.setattr(peerapi_conn, "route", route)
+    ROUTES.update(exitb=EXIT, plainc=EXIT)
+    DNS_PROXY.add("exitb")
+    key = net.create_authkey(reusable=True)
+    a = make_device("client", net.control_url, key, exit_node="exitb", bind_host="127.0.0.1")
+    b = make_device("exitb", net.control_url, key, bind_host="127.0.0.1")
+    c = make_device("plainc", net.control_url, key, bind_host="127.0.0.1")
+    for d in (a, b, c):
+        d.wait_until_running_blocking(30)
+    wait_until(lambda: a.active_exit_node() is not None and len(a.peers()) == 2, 15, "exit node b engaged")
+    wait_until(lambda: any(p.dns_proxy for p in a.peers()), 15, "b's peerapi-dns-proxy service")
+
+    assert a.lookup_blocking("www.example.test") == [INTERNET]
+    assert asked == ["www.example.test"]
+    assert b.status().counters.get("peerapi_dns", 0) >= 1  # over the tunnel, at B's peerAPI
+    assert a.lookup_blocking("exitb") == [b.tailscale_ips()[0]]  # tailnet names never leave
+    with pytest.raises(UnknownTailnetHost):
+        a.lookup_blocking("nowhere.example.test")
+    assert asked == ["www.example.test", "nowhere.example.test"]
+    sent_to(a, b, "www.example.test")  # the dial by name goes through the exit node too
+    assert asked[-1] == "www.example.test" and len(asked) == 3
+
+    # an exit node without DoH for its clients: fail closed, no query anywhere
+    assert a.set_exit_node_blocking("plainc") is not None
+    with pytest.raises(ExitNodeUnavailable) as e:
+        a.lookup_blocking("www.example.test")
+    assert e.value.reason == "no-dns-proxy"
+    # and none selected: names beyond the tailnet are NXDOMAIN here (no fallback resolvers set)
+    a.set_exit_node_blocking(None)
+    with pytest.raises(UnknownTailnetHost):
+        a.lookup_blocking("www.example.test")
+    assert len(asked) == 3

@@ -38,10 +38,18 @@ def reverse_name(ip: IPAddress) -> str:
 
 @dataclass(frozen=True)
 class Upstream:
-    """A resolver a query may be forwarded to: an IP and port, reached over the tailnet."""
+    """A resolver a query may be forwarded to: an IP and port, reached over the tailnet; with ``doh_path``
+    it is DoH (RFC 8484 POST) on that HTTP port, as an exit node's peerAPI ``/dns-query``."""
 
     ip: IPAddress
     port: int = 53
+    doh_path: str = ""
+    """Empty: plain DNS (UDP). Else the DoH path, e.g. ``/dns-query`` (Go ``exitNodeCanProxyDNS``)."""
+
+    @classmethod
+    def peerapi_doh(cls, ip: IPAddress, port: int) -> Upstream:
+        """An exit node's DoH: ``http://<ip>:<peerapi port>/dns-query`` (Go ``peerAPIBase`` + path)."""
+        return cls(ip, port, "/dns-query")
 
     @classmethod
     def parse(cls, addr: str) -> Upstream:
@@ -60,7 +68,8 @@ class Upstream:
         return cls(ipaddress.ip_address(host.strip("[]")), int(port))
 
     def __str__(self) -> str:
-        return f"[{self.ip}]:{self.port}" if self.ip.version == 6 else f"{self.ip}:{self.port}"
+        hostport = f"[{self.ip}]:{self.port}" if self.ip.version == 6 else f"{self.ip}:{self.port}"
+        return f"http://{hostport}{self.doh_path}" if self.doh_path else hostport
 
 
 @dataclass(frozen=True)
