@@ -3,6 +3,7 @@ AllowedIPs of every peer for every combination of prefs, and what ``dial.resolve
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 
 import pytest
@@ -153,3 +154,22 @@ def test_resolve_beyond_the_tailnet_needs_an_engaged_exit_node() -> None:
         _resolve("100.64.0.99", RoutePrefs(exit_node="node2"))
     # an accepted subnet route still works while the exit node is unavailable
     assert _resolve("10.1.2.7", RoutePrefs(exit_node="node4", accept_routes=True)) == "10.1.2.7"
+
+
+def test_resolver_sends_the_rest_to_the_exit_nodes_doh_only() -> None:
+    """With an exit node selected, names the tailnet does not answer go to its DoH instead of the
+    app's fallback resolvers; selected without DoH they go nowhere; not selected, the fallback."""
+    from pytsnet.actors.dns.config import resolver_config
+    from pytsnet.messages.dns import DnsExitNode, DnsSettings
+    from pytsnet.wire.dns import Upstream
+
+    me = peer(1)
+    settings = DnsSettings(routes={"corp.example": ["100.64.0.3"]})
+    cfg = resolver_config(me, PEERS, settings, ["100.64.0.4"], DnsExitNode(selected=True, ip="100.64.0.2",
+                                                                             port=40001))
+    assert [str(u) for u in cfg.fallback] == ["http://100.64.0.2:40001/dns-query"]
+    assert cfg.fallback[0] == Upstream.peerapi_doh(ipaddress.ip_address("100.64.0.2"), 40001)
+    assert [str(u) for u in cfg.routes["corp.example"]] == ["100.64.0.3:53"]  # split DNS stays
+    assert resolver_config(me, PEERS, settings, ["100.64.0.4"], DnsExitNode(selected=True)).fallback == ()
+    assert [str(u) for u in resolver_config(me, PEERS, settings, ["100.64.0.4"], DnsExitNode()).fallback] == [
+        "100.64.0.4:53"]

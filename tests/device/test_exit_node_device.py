@@ -22,6 +22,7 @@ import dns.rrset
 import pytest
 
 from pytsnet.actors.peerapi import conn as peerapi_conn
+from pytsnet.actors.runtime import FaultInjector
 from pytsnet.device import ActorDevice
 from pytsnet.errors import DialTimeout, ExitNodeUnavailable, UnknownTailnetHost
 from pytsnet.localnet import netmap
@@ -98,6 +99,17 @@ def engine_drops_it(dev: ActorDevice, quiet: ActorDevice, host: str = INTERNET) 
     assert not_local(quiet) == quiet_before
 
 
+def restart(dev: ActorDevice, name: str) -> None:
+    """Kill ``dev``'s actor ``name`` as a crash and wait for its supervisor's new incarnation."""
+    assert dev.system is not None
+    ref = dev.system.lookup(name)
+    assert ref is not None
+    before = ref.incarnation
+    FaultInjector.kill_now(ref, f"test: {name} crashes")
+    wait_until(lambda: (r := dev.system.lookup(name)) is not None  # type: ignore[union-attr]
+               and r.incarnation > before and r.is_alive, 5, f"{name} restarted")
+
+
 def test_not_yet_selected_before_any_netmap(make_device: Callable[..., ActorDevice]) -> None:
     """No netmap (control unreachable): the selection cannot be made, and nothing is dialed."""
     a = make_device("early", "http://127.0.0.1:9", exit_node="anything")
@@ -146,16 +158,20 @@ def test_exit_node_reasons_switch_clear_and_offline(net: LocalTailnet,
     assert got.name.startswith("exitb.") and a.status().exit_node_unavailable is None
     c_before = not_local(c)
     sent_to(a, b)
+    # the selection survives a crash of the bridge: the next netmap change re-plumbs the engine with it
+    restart(a, "dataplane")
+    ROUTES["plainc"] = EXIT
+    control_changed(net)
+    wait_until(lambda: any(p.allowed_ips[-2:] == EXIT for p in a.peers() if p.hostname == "plainc"), 10,
+               "control's new AllowedIPs for c")
+    sent_to(a, b)
+    assert a.active_exit_node() == got
     with pytest.raises(UnknownTailnetHost):  # ::/0 only when our node has IPv6 (this tailnet has none)
         a.resolve("2001:db8::7")
     with pytest.raises(UnknownTailnetHost):  # a tailnet IP no node owns never goes to the exit node
         a.resolve("100.100.99.99")
 
-    # switch at runtime (by stable ID) to C once control offers C as exit node: C gets the traffic
-    ROUTES["plainc"] = EXIT
-    control_changed(net)
-    wait_until(lambda: any(p.allowed_ips[-2:] == EXIT for p in a.peers() if p.hostname == "plainc"), 10,
-               "control's new AllowedIPs for c")
+    # switch at runtime (by stable ID) to C, now that control offers C as exit node: C gets the traffic
     got = a.set_exit_node_blocking(stable_id(c))
     assert got is not None and got.stable_id == stable_id(c)
     b_before = not_local(b)
@@ -243,6 +259,9 @@ def test_dns_beyond_the_tailnet_goes_to_the_exit_nodes_doh(net: LocalTailnet, mo
     assert asked == ["www.example.test"]
     assert b.status().counters.get("peerapi_dns", 0) >= 1  # over the tunnel, at B's peerAPI
     assert a.lookup_blocking("exitb") == [b.tailscale_ips()[0]]  # tailnet names never leave
+    restart(a, "dns")  # a new resolver incarnation asks the bridge where names go
+    assert a.lookup_blocking("www.example.test") == [INTERNET]
+    asked.pop()
     with pytest.raises(UnknownTailnetHost):
         a.lookup_blocking("nowhere.example.test")
     assert asked == ["www.example.test", "nowhere.example.test"]
