@@ -23,8 +23,9 @@ import pytest
 
 from pytsnet.actors.peerapi import conn as peerapi_conn
 from pytsnet.actors.runtime import FaultInjector
+from pytsnet.config import Config
 from pytsnet.device import ActorDevice
-from pytsnet.errors import DialTimeout, ExitNodeUnavailable, UnknownTailnetHost
+from pytsnet.errors import ConfigError, DialTimeout, ExitNodeUnavailable, UnknownTailnetHost
 from pytsnet.localnet import netmap
 from pytsnet.localnet.server import LocalTailnet
 from pytsnet.testing.polling import wait_until
@@ -112,7 +113,11 @@ def restart(dev: ActorDevice, name: str) -> None:
 
 def test_not_yet_selected_before_any_netmap(make_device: Callable[..., ActorDevice]) -> None:
     """No netmap (control unreachable): the selection cannot be made, and nothing is dialed."""
+    with pytest.raises(ConfigError):
+        Config(exit_node=" ").resolved()
     a = make_device("early", "http://127.0.0.1:9", exit_node="anything")
+    with pytest.raises(ConfigError):
+        a.set_exit_node_blocking("")
     with pytest.raises(ExitNodeUnavailable) as e:
         a.resolve(INTERNET)
     assert e.value.reason == "not-yet-selected"
@@ -140,6 +145,8 @@ def test_exit_node_reasons_switch_clear_and_offline(net: LocalTailnet,
     assert st.exit_node is None and st.exit_node_unavailable == "not-in-tailnet"
     with pytest.raises(ExitNodeUnavailable):
         a.lookup_blocking("example.com", timeout=1.0)
+    b_fqdn = next(p.name for p in a.peers() if p.hostname == "exitb")
+    assert a.lookup_blocking(b_fqdn) == a.lookup_blocking("exitb") == b.tailscale_ips()[0:1]  # tailnet names
     with pytest.raises(ExitNodeUnavailable):  # UDP too
         sock = a.listen_packet_blocking()
         try:
