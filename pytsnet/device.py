@@ -21,8 +21,9 @@ touches a host socket. A name the netmap does not hold is asked of the node's Ma
 ``dns`` actor, also at 100.100.100.100:53 inside the netstack); whatever it answers must still be a
 tailnet address to be dialed — or, with an exit node engaged (``Config.exit_node``,
 ``set_exit_node``), any address beyond the tailnet, through it (names then resolved by its peerAPI
-DoH); while the selected exit node is unusable such dials raise ``ExitNodeUnavailable``. Listeners and UDP sockets belong to the device (``pytsnet.net.bindings``): they
-may be opened before Running and survive data-plane rebuilds. An ephemeral node logs out on ``close``
+DoH); while the selected exit node is unusable such dials raise ``ExitNodeUnavailable``. Listeners
+and UDP sockets belong to the device (``pytsnet.net.bindings``): they may be opened before Running and
+survive data-plane rebuilds. An ephemeral node logs out on ``close``
 (as tsnet's shutdown does).
 """
 
