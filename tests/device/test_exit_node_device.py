@@ -285,3 +285,20 @@ def test_dns_beyond_the_tailnet_goes_to_the_exit_nodes_doh(net: LocalTailnet, mo
     with pytest.raises(UnknownTailnetHost):
         a.lookup_blocking("www.example.test")
     assert len(asked) == 3
+
+
+def test_ipv6_default_route_with_ipv6_on(tmp_path: Any, make_device: Callable[..., ActorDevice]) -> None:
+    """On a tailnet with IPv6 addresses the engaged exit node also gets ``::/0``."""
+    ROUTES["exitb"] = EXIT
+    with LocalTailnet(tmp_path / "control6", listen="127.0.0.1:0", ipv6=True) as net6:
+        key = net6.create_authkey(reusable=True)
+        a = make_device("client", net6.control_url, key, exit_node="exitb", bind_host="127.0.0.1")
+        b = make_device("exitb", net6.control_url, key, bind_host="127.0.0.1")
+        for d in (a, b):
+            d.wait_until_running_blocking(30)
+        wait_until(lambda: a.active_exit_node() is not None, 15, "exit node b engaged")
+        assert any(":" in ip for ip in a.tailscale_ips())
+        sent_to(a, b, "2001:db8::7")
+        sent_to(a, b)
+        a.close()
+        b.close()
