@@ -3,7 +3,8 @@
 ``localnet --state DIR [--listen HOST:PORT] [--no-relay | --derp-tls] [--key-expiry DURATION]
 [--idle-timeout DURATION]`` serves;
 ``localnet --state DIR authkey create …``, ``authkey list``, ``nodes list``, ``nodes approve NODE``,
-``nodes delete NODE``, ``nodes expire NODE`` and ``nodes extend NODE [--for DURATION]`` edit the same
+``nodes delete NODE``, ``nodes expire NODE``, ``nodes extend NODE [--for DURATION]``, ``nodes routes
+NODE`` and ``nodes approve-routes NODE [PREFIX...]`` edit (or show) the same
 SQLite database, and a running server picks the change up within half a second. NODE is an ID or a
 hostname; durations are ``90s``, ``12h``, ``180d`` (one parser,
 :func:`pytsnet.localnet.expiry.parse_duration`). ``--state``/``--ipv6`` go before or after the admin
@@ -69,7 +70,8 @@ def register(subparsers: Any) -> None:
     create.set_defaults(func=_authkey_create)
     ak.add_parser("list", help="list pre-auth keys (ID, prefix, flags, expiry; never the secret)",
                   parents=[shared]).set_defaults(func=_authkey_list)
-    nodes = sub.add_parser("nodes", help="list, approve, delete, expire or extend nodes", parents=[shared])
+    nodes = sub.add_parser("nodes", help="list, approve, delete, expire or extend nodes; show or approve "
+                           "their routes", parents=[shared])
     nodes = nodes.add_subparsers(dest="op", required=True)
     nodes.add_parser("list", parents=[shared]).set_defaults(func=_nodes_list)
     for op, fn, text in (("approve", _nodes_approve, "authorize a node waiting for approval"),
@@ -82,6 +84,16 @@ def register(subparsers: Any) -> None:
             q.add_argument("--for", dest="duration", type=_duration, default=None, metavar="DURATION",
                            help="new lifetime from now (default: the tailnet's key expiry)")
         q.set_defaults(func=fn)
+    q = nodes.add_parser("routes", parents=[shared],
+                         help="show a node's advertised, approved and primary routes (one JSON object)")
+    q.add_argument("node", metavar="NODE", help="node ID or hostname")
+    q.set_defaults(func=_nodes_routes)
+    q = nodes.add_parser("approve-routes", parents=[shared],
+                         help="set a node's approved routes to PREFIX... (none: unapprove all); each must be "
+                              "advertised by the node; 0.0.0.0/0 or ::/0 approves it as an exit node")
+    q.add_argument("node", metavar="NODE", help="node ID or hostname")
+    q.add_argument("prefixes", metavar="PREFIX", nargs="*", help="e.g. 10.1.2.0/24")
+    q.set_defaults(func=_nodes_approve_routes)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -218,4 +230,31 @@ def _nodes_extend(args: argparse.Namespace) -> int:
     when = renewed(store, time.time(), args.duration)
     store.update_node(node.id, key_expiry=when)
     print(f"extended node {node.id} ({node.hostname}) until {_when(when)}")
+    return 0
+
+
+def _nodes_routes(args: argparse.Namespace) -> int:
+    """One JSON object: advertised, approved (waiting while not advertised) and primary routes
+    (as the running server last elected them)."""
+    from pytsnet.localnet.routes import route_status
+
+    store, node = _find(args)
+    if node is None:
+        return 1
+    print(json.dumps({"id": node.id, "hostname": node.hostname, **route_status(store, node).to_json()}))
+    return 0
+
+
+def _nodes_approve_routes(args: argparse.Namespace) -> int:
+    """Replace the approved routes; a running server tells the peers within half a second."""
+    from pytsnet.localnet.routes import RouteError, approve_routes
+
+    store, node = _find(args)
+    if node is None:
+        return 1
+    try:
+        approved = approve_routes(store, node, args.prefixes)
+    except RouteError as e:
+        raise SystemExit(f"pytsnet localnet: error: {e}") from None
+    print(json.dumps({"id": node.id, "hostname": node.hostname, "approved": approved}))
     return 0

@@ -43,7 +43,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pytsnet.localnet import http1
+from pytsnet.localnet import http1, routes
 from pytsnet.localnet.authkeys import AuthKeyRejected, consume_authkey
 from pytsnet.localnet.expiry import expiry_at, key_lifetime, set_key_lifetime
 from pytsnet.localnet.limits import ConnectionGate, ConnectionLimits
@@ -182,6 +182,7 @@ class ControlServer:
         self._snapshot: Tailnet | None = None
         self._snapshot_key: tuple[int, int, int] = (-1, -1, -1)
         self._snapshot_until = 0.0  # the snapshot's `now` is good until the next node key runs out
+        self._primaries = routes.load_primaries(store)  # subnet prefix → primary node id (sticky)
         if key_expiry is not None:
             set_key_lifetime(store, key_expiry)
         self.key_lifetime = key_lifetime(store)
@@ -212,10 +213,11 @@ class ControlServer:
         """Per node id, the last map messages its long polls were sent (for tests and debugging)."""
         self.stats = {"noise_sessions": 0, "bad_handshakes": 0, "registers": 0, "map_polls": 0,
                       "map_frames": 0, "map_keepalives": 0, "bad_requests": 0, "snapshots": 0,
-                      "pending_expired": 0, "hostinfo_held": 0}
+                      "pending_expired": 0, "hostinfo_held": 0, "routes_ignored": 0}
         """``map_frames`` counts MapResponses written to long polls (keep-alives separately),
         ``snapshots`` tailnet snapshots built, ``hostinfo_held`` Hostinfo changes held back by the
-        rate limit."""
+        rate limit, ``routes_ignored`` advertised routes refused (malformed, in the tailnet's
+        ranges, beyond ``routes.MAX_ADVERTISED``)."""
         self._listeners: list[Callable[[], object]] = []
         self.limits = limits or ConnectionLimits()
         self.gate = ConnectionGate(self.limits)
@@ -364,10 +366,21 @@ class ControlServer:
         nodes = self.store.nodes()
         users = self.store.users()
         visible = [n for n in nodes if n.authorized and not n.logged_out]
-        snap = Tailnet(nodes=nodes, users=users, online={i for i, c in self._online.items() if c > 0},
+        online = {i for i, c in self._online.items() if c > 0}
+        serving = {n.id for n in visible if n.id in online and (n.key_expiry is None or n.key_expiry > now)}
+        primaries = routes.elect(visible, serving, self._primaries)
+        if primaries != self._primaries:
+            old = self._primaries
+            moved = {p: (old.get(p), primaries.get(p)) for p in set(primaries) | set(old)
+                     if old.get(p) != primaries.get(p)}
+            log.info("control: primary routes changed (prefix: old → new node): %s", moved)
+            self._primaries = primaries
+            routes.save_primaries(self.store, primaries)
+            key = (self._gen, self.store.writes, self.store.data_version())
+        snap = Tailnet(nodes=nodes, users=users, online=online,
                        packet_filter=self.policy.filter_rules(visible, users),
                        derp_map=self.derp_map or {}, domain=self.domain,
-                       dns=self.policy.dns.dns_config(self.domain), now=now)
+                       dns=self.policy.dns.dns_config(self.domain), now=now, primaries=dict(primaries))
         self.stats["snapshots"] += 1
         self._snapshot, self._snapshot_key = snap, key
         self._snapshot_until = min((n.key_expiry for n in nodes if n.key_expiry is not None
@@ -606,8 +619,11 @@ class ControlServer:
                 return {**self._login(node.user_id), "NodeKeyExpired": True,
                         "MachineAuthorized": node.authorized}
             if node.authorized:
+                changed = self._record_routes(node, hostinfo)
                 if self._relay_hostinfo_now(node, hostinfo):
                     self.store.update_node(node.id, hostinfo=hostinfo)
+                    changed = True
+                if changed:
                     self.notify()
                 return self._ok(node)
             if req.get("Followup"):
@@ -642,6 +658,8 @@ class ControlServer:
                 new = self.store.add_pending_node(max_pending=self.max_pending, machine_key=machine,
                                                   node_key=nk, **fields)
         assert new is not None
+        if new.authorized:
+            self._record_routes(new, hostinfo)
         if new.authorized or new.ipv4:
             self.notify()
         if not new.authorized:
@@ -657,6 +675,50 @@ class ControlServer:
             if node.authorized:
                 return self._ok(node)
             await self._wait_change(30)
+
+    def _record_routes(self, node: Node, hi: JSON) -> bool:
+        """Store the routes ``hi`` (a non-empty, cleaned Hostinfo) advertises, at once (never held
+        with the Hostinfo: peers' routing depends on it); routes advertised anew that the policy's
+        ``autoApprovers`` cover are approved. True if the node's routes changed."""
+        if not hi:
+            return False
+        advertised, bad = routes.parse_advertised(hi.get("RoutableIPs"))
+        if bad:
+            self.stats["routes_ignored"] += bad
+            log.info("control: node %d: %d advertised route(s) ignored", node.id, bad)
+        if advertised == node.advertised_routes:
+            return False
+        new = [r for r in advertised if r not in node.advertised_routes]
+        auto = self.policy.auto_approved(node, new, self.store.users())
+        changes: JSON = {"advertised_routes": advertised}
+        if auto:
+            approved = set(node.approved_routes) | set(auto)
+            changes["approved_routes"] = [r for r in advertised if r in approved] + sorted(
+                r for r in approved if r not in advertised)
+            log.info("control: node %d: routes %s auto-approved by policy", node.id, auto)
+        updated = self.store.update_node(node.id, **changes)
+        if updated is not None:  # callers holding ``node`` see what was stored
+            node.advertised_routes, node.approved_routes = updated.advertised_routes, updated.approved_routes
+        return True
+
+    def approve_routes(self, node_id: int, prefixes: list[str]) -> routes.RouteStatus:
+        """Replace a node's approved routes (``RouteError`` if one is not advertised); peers are told."""
+        node = self.store.node(node_id)
+        if node is None:
+            raise KeyError(node_id)
+        routes.approve_routes(self.store, node, prefixes)
+        self.notify()
+        self.tailnet()  # elect now, so the status below shows the primaries the maps carry
+        return self.route_status(node_id)
+
+    def route_status(self, node_id: int) -> routes.RouteStatus:
+        node = self.store.node(node_id)
+        if node is None:
+            raise KeyError(node_id)
+        self.tailnet()
+        return routes.RouteStatus(advertised=list(node.advertised_routes),
+                                  approved=list(routes.route_status(self.store, node).approved),
+                                  primary=routes.primary_of(node, self._primaries))
 
     def approve(self, node_id: int) -> bool:
         node = self.store.update_node(node_id, authorized=True, auth_path="",
@@ -679,8 +741,9 @@ class ControlServer:
 
     # -- map --------------------------------------------------------------------------------
     def _apply_map_update(self, node: Node, req: JSON, *, only_if_unset: bool) -> bool:
-        """Record DiscoKey/Endpoints/Hostinfo/home DERP from a MapRequest; True if anything changed."""
+        """Record DiscoKey/Endpoints/Hostinfo/home DERP/routes from a MapRequest; True if anything changed."""
         changes: JSON = {}
+        routes_changed = False
         disco = _nonzero_key(req.get("DiscoKey"), DiscoPublic)
         if disco and disco != node.disco_key and not (only_if_unset and node.disco_key):
             changes["disco_key"] = disco
@@ -690,6 +753,7 @@ class ControlServer:
             changes["endpoints"] = [str(e) for e in eps]
         hi = clean_hostinfo(req.get("Hostinfo"))
         if hi and not (only_if_unset and node.hostinfo):
+            routes_changed = self._record_routes(node, hi)
             net_info = hi.get("NetInfo")
             derp = net_info.get("PreferredDERP") if isinstance(net_info, dict) else None
             if isinstance(derp, int) and derp != node.home_derp:  # never held: peers need it to reach it
@@ -698,7 +762,7 @@ class ControlServer:
                 changes["hostinfo"] = hi
         if changes:
             self.store.update_node(node.id, **changes)
-        return bool(changes)
+        return bool(changes) or routes_changed
 
     async def _serve_map(self, req: JSON, machine: str, resp: H2Response) -> None:
         self.stats["map_polls"] += 1

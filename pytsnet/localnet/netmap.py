@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from pytsnet.localnet.routes import node_routes, primary_of
 from pytsnet.localnet.store import Node, User
 
 JSON = dict[str, Any]
@@ -78,6 +79,8 @@ class Tailnet:
     """``tailcfg.DNSConfig`` (None: ``dns_config(domain)``, MagicDNS on with no extras)."""
     now: float = field(default_factory=time.time)
     """The instant the snapshot was taken: node keys whose expiry is not after it are expired."""
+    primaries: dict[str, int] = field(default_factory=dict)
+    """Subnet prefix → the node ID primary for it (:func:`pytsnet.localnet.routes.elect`)."""
 
     _by_id: dict[int, Node] = field(default_factory=dict, init=False, repr=False)
     _peer_json: dict[int, JSON] = field(default_factory=dict, init=False, repr=False)
@@ -109,8 +112,10 @@ class Tailnet:
 
 
 def node_json(n: Node, net: Tailnet, *, cap: int = 0) -> JSON:
-    """One ``tailcfg.Node``. An expired node is sent as Tailscale's control sends it: ``Expired``, no
-    endpoints and no DERP home (peers then cannot reach it; Go's ``flagExpiredPeers`` does the same)."""
+    """One ``tailcfg.Node``. ``AllowedIPs`` = its addresses + its approved exit routes + the subnet
+    routes it is primary for, ``PrimaryRoutes`` = those subnet routes (:mod:`routes`). An expired
+    node is sent as Tailscale's control sends it: ``Expired``, no endpoints and no DERP home (peers
+    then cannot reach it; Go's ``flagExpiredPeers`` does the same)."""
     addrs = ([f"{n.ipv4}/32"] if n.ipv4 else []) + ([f"{n.ipv6}/128"] if n.ipv6 else [])  # none while pending
     out: JSON = {
         "ID": n.id,
@@ -122,7 +127,7 @@ def node_json(n: Node, net: Tailnet, *, cap: int = 0) -> JSON:
         "Machine": n.machine_key,
         "DiscoKey": n.disco_key or None,
         "Addresses": addrs,
-        "AllowedIPs": addrs,
+        "AllowedIPs": addrs + node_routes(n, net.primaries),
         "Endpoints": list(n.endpoints),
         "HomeDERP": n.home_derp,
         "Hostinfo": dict(n.hostinfo),
@@ -133,6 +138,9 @@ def node_json(n: Node, net: Tailnet, *, cap: int = 0) -> JSON:
         "CapMap": dict(net.capmap),
         "Capabilities": sorted(net.capmap),
     }
+    primary = primary_of(n, net.primaries)
+    if primary:  # tailcfg.Node.PrimaryRoutes is omitempty
+        out["PrimaryRoutes"] = primary
     if net.expired(n):
         out.update(Expired=True, Endpoints=[], HomeDERP=0)
     elif n.home_derp:

@@ -16,8 +16,21 @@ the search domains, split DNS ``routes`` (an empty list: answered from ``extraRe
 
 Selectors: ``*``, ``tag:NAME``, ``group:NAME``, a user's login name, ``autogroup:member`` (untagged
 nodes), an IP or CIDR (host bits clear; sent in canonical form, since a node refuses a whole filter
-for one IP it cannot parse). Ports: ``*``, ``N``, ``N-M``, comma-separated, ASCII decimal. A node
-without a packet filter accepts nothing inbound, so the compiled list is always sent, even when empty.
+for one IP it cannot parse; a CIDR destination such as ``10.1.2.0/24:*`` lets sources reach a subnet
+route), and, as a destination only, ``autogroup:internet`` (traffic through exit nodes): rendered as
+:data:`INTERNET` (headscale's ``TheInternet``: all IPv4 and 2000::/3 minus private, link-local and the
+tailnet's ranges; Tailscale's control renders it likewise but does not publish its list). Ports:
+``*``, ``N``, ``N-M``, comma-separated, ASCII decimal. A node without a packet filter accepts nothing
+inbound, so the compiled list is always sent, even when empty.
+
+``autoApprovers`` (Tailscale's spelling) approves routes when a node advertises them::
+
+    "autoApprovers": {"routes": {"10.0.0.0/8": ["tag:router", "group:eng"]}, "exitNode": ["tag:exit"]}
+
+A node whose owner matches (its tags if tagged, else its user, a group holding the user, or
+``autogroup:member``) gets its advertised subnet routes inside a listed prefix approved, and its exit
+routes (0.0.0.0/0, ::/0) approved by ``exitNode``. Applied when a node advertises a route it did not
+advertise before (stored like an admin's approval, which ``nodes approve-routes`` can then change).
 """
 
 from __future__ import annotations
@@ -33,6 +46,27 @@ from typing import Any
 from pytsnet.localnet.store import Node, User
 
 POLICY_FILE = "policy.json"
+INTERNET_SELECTOR = "autogroup:internet"
+
+
+def _internet() -> list[str]:
+    """``autogroup:internet`` as prefixes: headscale's ``util.TheInternet`` (all IPv4 and 2000::/3,
+    minus RFC 1918, fc00::/7, CGNAT 100.64.0.0/10, the tailnet's ULA and link-local ranges)."""
+    out: list[str] = []
+    keep: list[tuple[str, list[str]]] = [
+        ("0.0.0.0/0", ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16"]),
+        ("2000::/3", ["fc00::/7", "fe80::/10", "fd7a:115c:a1e0::/48"])]
+    for whole, minus in keep:
+        nets = [ipaddress.ip_network(whole)]
+        for m in map(ipaddress.ip_network, minus):
+            nets = [piece for n in nets for piece in
+                    ((n,) if not n.overlaps(m) else n.address_exclude(m) if m.subnet_of(n) else ())]  # type: ignore[arg-type]
+        out += [str(n) for n in ipaddress.collapse_addresses(nets)]  # type: ignore[type-var]
+    return out
+
+
+#: ``autogroup:internet`` as it goes into ``FilterRule.DstPorts`` (see the module docstring).
+INTERNET: tuple[str, ...] = tuple(_internet())
 ALL_PORTS = {"First": 0, "Last": 65535}
 #: Go's ``tailcfg.FilterAllowAll``.
 FILTER_ALLOW_ALL: list[dict[str, Any]] = [{"SrcIPs": ["*"], "DstPorts": [{"IP": "*", "Ports": ALL_PORTS}]}]
@@ -53,6 +87,10 @@ class Policy:
     groups: dict[str, list[str]] = field(default_factory=dict)
     rules: list[Rule] | None = None  # None: allow all
     dns: DnsPolicy = field(default_factory=lambda: DnsPolicy())
+    auto_routes: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """``autoApprovers.routes``: (canonical prefix, owners)."""
+    auto_exit: tuple[str, ...] = ()
+    """``autoApprovers.exitNode``: owners whose nodes' exit routes are approved."""
 
     @classmethod
     def allow_all(cls) -> Policy:
@@ -79,13 +117,39 @@ class Policy:
                 and all(isinstance(m, str) for m in v) for k, v in groups.items()):
             raise PolicyError("groups must map 'group:NAME' to a list of login names")
         dns = DnsPolicy.parse(doc.get("dns", {}))
+        auto_routes, auto_exit = _parse_auto_approvers(doc.get("autoApprovers", {}))
         acls = doc.get("acls")
         if acls is None:
-            return cls(groups=groups, dns=dns)
+            return cls(groups=groups, dns=dns, auto_routes=auto_routes, auto_exit=auto_exit)
         if not isinstance(acls, list):
             raise PolicyError("acls must be a list")
         rules = [_parse_acl(i, a) for i, a in enumerate(acls)]
-        return cls(groups=groups, rules=rules, dns=dns)
+        return cls(groups=groups, rules=rules, dns=dns, auto_routes=auto_routes, auto_exit=auto_exit)
+
+    def owns(self, sel: str, node: Node, logins: dict[int, str]) -> bool:
+        """Whether owner selector ``sel`` (``autoApprovers``) covers ``node``: a tagged node by its
+        tags only, an untagged one by its user, a group holding the user, or autogroup:member."""
+        if node.tags:
+            return sel in node.tags
+        if sel.startswith("group:"):
+            return logins.get(node.user_id) in set(self.groups.get(sel, []))
+        return sel == "autogroup:member" or logins.get(node.user_id) == sel
+
+    def auto_approved(self, node: Node, routes: Iterable[str], users: Iterable[User]) -> list[str]:
+        """Which of ``routes`` (canonical prefixes ``node`` advertises) ``autoApprovers`` approves."""
+        logins = {u.id: u.login_name for u in users}
+        out = []
+        for r in routes:
+            net = ipaddress.ip_network(r)
+            if r in ("0.0.0.0/0", "::/0"):
+                owners: Iterable[str] = self.auto_exit
+            else:
+                owners = [o for p, os in self.auto_routes for o in os
+                          if net.version == ipaddress.ip_network(p).version
+                          and net.subnet_of(ipaddress.ip_network(p))]  # type: ignore[arg-type]
+            if any(self.owns(o, node, logins) for o in owners):
+                out.append(r)
+        return out
 
     def filter_rules(self, nodes: Sequence[Node], users: Iterable[User]) -> list[dict[str, Any]]:
         """The packet filter (``[]tailcfg.FilterRule``) every node in the tailnet receives."""
@@ -105,6 +169,8 @@ class Policy:
     def _resolve(self, sel: str, nodes: Sequence[Node], logins: dict[int, str]) -> list[str]:
         if sel == "*":
             return ["*"]
+        if sel == INTERNET_SELECTOR:
+            return list(INTERNET)
         if sel.startswith("group:"):
             members = set(self.groups.get(sel, []))
             return [ip for n in nodes if not n.tags and logins.get(n.user_id) in members for ip in _ips(n)]
@@ -221,11 +287,13 @@ def _short(v: object) -> str:
 _PORT = re.compile(r"[0-9]{1,5}")  # Go's strconv.ParseUint: ASCII digits, no sign, space or underscore
 
 
-def _check_selector(sel: object, where: str) -> str:
+def _check_selector(sel: object, where: str, *, dst: bool = False) -> str:
     if not isinstance(sel, str) or not sel:
         raise PolicyError(f"{where}: selector must be a non-empty string")
     if sel == "*" or sel.startswith(("tag:", "group:", "autogroup:")) or "@" in sel:
-        if sel.startswith("autogroup:") and sel != "autogroup:member":
+        if sel == INTERNET_SELECTOR and not dst:
+            raise PolicyError(f"{where}: {sel} is only allowed as a destination")
+        if sel.startswith("autogroup:") and sel not in ("autogroup:member", INTERNET_SELECTOR):
             raise PolicyError(f"{where}: unsupported {_short(sel)}")
         return sel
     if "%" in sel:
@@ -266,5 +334,39 @@ def _parse_acl(i: int, acl: object) -> Rule:
         if not isinstance(d, str) or ":" not in d:
             raise PolicyError(f"{where}: dst {_short(d)} must be SELECTOR:PORTS")
         sel, _, ports = d.rpartition(":")
-        dsts.append((_check_selector(sel, where), _parse_ports(ports, where)))
+        dsts.append((_check_selector(sel, where, dst=True), _parse_ports(ports, where)))
     return Rule(src=srcs, dst=tuple(dsts))
+
+
+def _check_owners(owners: object, where: str) -> tuple[str, ...]:
+    """An ``autoApprovers`` owner list: tags, groups, users (login names) or autogroup:member."""
+    if not isinstance(owners, list):
+        raise PolicyError(f"{where}: want a list of owners (tag:NAME, group:NAME, user@domain)")
+    for o in owners:
+        if not isinstance(o, str) or not ((o.startswith(("tag:", "group:")) and len(o.split(":", 1)[1]) > 0)
+                                          or o == "autogroup:member" or "@" in o):
+            raise PolicyError(f"{where}: {_short(o)} is not an owner (tag:NAME, group:NAME, user@domain)")
+    return tuple(owners)
+
+
+def _parse_auto_approvers(doc: object) -> tuple[tuple[tuple[str, tuple[str, ...]], ...], tuple[str, ...]]:
+    """``autoApprovers`` → (routes: (canonical prefix, owners)..., exitNode owners)."""
+    if not isinstance(doc, dict):
+        raise PolicyError("autoApprovers must be a JSON object")
+    unknown = set(doc) - {"routes", "exitNode"}
+    if unknown:
+        raise PolicyError(f"autoApprovers: unknown keys {sorted(unknown)}")
+    routes = doc.get("routes", {})
+    if not isinstance(routes, dict):
+        raise PolicyError("autoApprovers.routes must map a prefix to a list of owners")
+    parsed = []
+    for prefix, owners in routes.items():
+        where = f"autoApprovers.routes[{_short(prefix)}]"
+        if "/" not in prefix or "%" in prefix:
+            raise PolicyError(f"{where}: not a CIDR prefix")
+        try:
+            net = ipaddress.ip_network(prefix)
+        except ValueError:
+            raise PolicyError(f"{where}: not a CIDR prefix with host bits clear") from None
+        parsed.append((str(net), _check_owners(owners, where)))
+    return tuple(parsed), _check_owners(doc.get("exitNode", []), "autoApprovers.exitNode")

@@ -38,6 +38,7 @@ from pytsnet.localnet.expiry import NodeNotFound, find_node, parse_duration, ren
 from pytsnet.localnet.limits import ConnectionLimits
 from pytsnet.localnet.netmap import DEFAULT_DOMAIN
 from pytsnet.localnet.policy import Policy
+from pytsnet.localnet.routes import RouteStatus, approve_routes, route_status
 from pytsnet.localnet.store import AuthKey, Node, Store
 
 if TYPE_CHECKING:
@@ -197,6 +198,22 @@ class LocalTailnet:
             return self.store.update_node(node_id, authorized=True, auth_path="",
                                           key_expiry=renewed(self.store, time.time())) is not None
         return bool(self._call(lambda: self.control.approve(node_id)))  # type: ignore[union-attr]
+
+    def routes(self, node: int | str) -> RouteStatus:
+        """The node's (ID or hostname) advertised, approved and primary routes (``NodeNotFound``)."""
+        node_id = find_node(self.store, node).id
+        if self.control is None:
+            return route_status(self.store, find_node(self.store, node_id))
+        return self._call(lambda: self.control.route_status(node_id))  # type: ignore[union-attr]
+
+    def approve_routes(self, node: int | str, prefixes: list[str]) -> RouteStatus:
+        """Make ``prefixes`` the node's approved routes (an empty list unapproves all); each must be
+        one the node advertises (``RouteError`` otherwise, nothing changed). Peers' maps follow."""
+        found = find_node(self.store, node)
+        if self.control is None:
+            approve_routes(self.store, found, prefixes)
+            return route_status(self.store, find_node(self.store, found.id))
+        return self._call(lambda: self.control.approve_routes(found.id, list(prefixes)))  # type: ignore[union-attr]
 
     def delete(self, node: int | str) -> bool:
         """Remove a node (ID or hostname); False if unknown."""

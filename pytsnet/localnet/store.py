@@ -90,7 +90,9 @@ CREATE TABLE IF NOT EXISTS nodes (
     logged_out INTEGER NOT NULL DEFAULT 0,
     auth_path TEXT NOT NULL DEFAULT '',
     created REAL NOT NULL,
-    last_seen REAL
+    last_seen REAL,
+    advertised_routes TEXT NOT NULL DEFAULT '[]',
+    approved_routes TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS nodes_machine ON nodes (machine_key);
 """
@@ -156,9 +158,16 @@ class Node:
     auth_path: str = ""
     created: float = 0.0
     last_seen: float | None = None
+    advertised_routes: list[str] = field(default_factory=list)
+    """Canonical prefixes from the node's ``Hostinfo.RoutableIPs`` (``routes.parse_advertised``)."""
+    approved_routes: list[str] = field(default_factory=list)
+    """Prefixes an admin or ``autoApprovers`` approved; effective only while also advertised."""
 
 
-_JSON_NODE_COLS = ("tags", "endpoints", "hostinfo")
+_JSON_NODE_COLS = ("tags", "endpoints", "hostinfo", "advertised_routes", "approved_routes")
+#: Columns added after the first release: ``_migrate_added_columns`` adds them to older databases.
+_ADDED_NODE_COLS = {"advertised_routes": "TEXT NOT NULL DEFAULT '[]'",
+                    "approved_routes": "TEXT NOT NULL DEFAULT '[]'"}
 _NODE_COLUMNS = ("id, stable_id, machine_key, node_key, disco_key, user_id, hostname, ipv4, ipv6, authorized,"
                  " ephemeral, tags, endpoints, hostinfo, home_derp, key_expiry, logged_out, auth_path,"
                  " created, last_seen")
@@ -226,6 +235,7 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._migrate_nullable_ipv4()
         self._db.executescript(_SCHEMA)
+        self._migrate_added_columns()
         self._migrate_secrets()
 
     def _migrate_nullable_ipv4(self) -> None:
@@ -240,6 +250,15 @@ class Store:
             db.execute(create)
             db.execute(f"INSERT INTO nodes ({_NODE_COLUMNS}) SELECT {_NODE_COLUMNS} FROM nodes_old")
             db.execute("DROP TABLE nodes_old")
+
+    def _migrate_added_columns(self) -> None:
+        """Older databases lack the route columns: add them (empty lists), rows unchanged."""
+        cols = {r["name"] for r in self._db.execute("PRAGMA table_info(nodes)")}
+        missing = [c for c in _ADDED_NODE_COLS if c not in cols]
+        if missing:
+            with self._tx() as db:
+                for c in missing:
+                    db.execute(f"ALTER TABLE nodes ADD COLUMN {c} {_ADDED_NODE_COLS[c]}")
 
     def _migrate_secrets(self) -> None:
         """Move what older versions kept in clear out of the database (idempotent)."""
@@ -501,6 +520,7 @@ class Store:
     _UPDATABLE = frozenset({
         "node_key", "disco_key", "hostname", "authorized", "ephemeral", "tags", "endpoints", "hostinfo",
         "home_derp", "key_expiry", "logged_out", "auth_path", "last_seen", "user_id",
+        "advertised_routes", "approved_routes",
     })
 
     def update_node(self, node_id: int, **changes: object) -> Node | None:

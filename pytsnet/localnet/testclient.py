@@ -175,9 +175,10 @@ class ControlClient:
 
     async def register(self, authkey: str = "", *, hostname: str = "pynode", followup: str = "",
                        ephemeral: bool = False, expiry: str = "0001-01-01T00:00:00Z",
-                       old_node_key: str | None = None) -> JSON:
+                       old_node_key: str | None = None, hostinfo: JSON | None = None) -> JSON:
+        """``hostinfo``: extra Hostinfo fields (e.g. ``RoutableIPs``) next to ``Hostname``."""
         req: JSON = {"Version": CAPVER, "NodeKey": self.node.public().to_text(), "Expiry": expiry,
-                     "Hostinfo": {"Hostname": hostname}, "Followup": followup}
+                     "Hostinfo": {"Hostname": hostname, **(hostinfo or {})}, "Followup": followup}
         if authkey:
             req["Auth"] = {"AuthKey": authkey}
         if ephemeral:
@@ -193,6 +194,11 @@ class ControlClient:
         return {"Version": CAPVER, "Compress": "zstd", "KeepAlive": True,
                 "NodeKey": self.node.public().to_text(),
                 "DiscoKey": self.disco.public().to_text(), "Hostinfo": {"Hostname": "pynode"}, **extra}
+
+    async def lite_update(self, **extra: Any) -> int:
+        """A non-streaming ``OmitPeers`` map request (how Go pushes Hostinfo/endpoint changes)."""
+        status, _ = await self.post("/machine/map", self.map_request(Stream=False, OmitPeers=True, **extra))
+        return status
 
     async def map_stream(self, **extra: Any) -> AsyncIterator[JSON]:
         """Yield decoded MapResponses of a long poll (keep-alives included)."""
