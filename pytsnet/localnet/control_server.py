@@ -676,14 +676,15 @@ class ControlServer:
                 return self._ok(node)
             await self._wait_change(30)
 
-    def _record_routes(self, node: Node, hi: JSON) -> bool:
+    def _record_routes(self, node: Node, hi: JSON, *, count: bool = True) -> bool:
         """Store the routes ``hi`` (a non-empty, cleaned Hostinfo) advertises, at once (never held
         with the Hostinfo: peers' routing depends on it); routes advertised anew that the policy's
-        ``autoApprovers`` cover are approved. True if the node's routes changed."""
+        ``autoApprovers`` cover are approved. True if the node's routes changed. ``count``: False
+        when re-reading a Hostinfo already counted."""
         if not hi:
             return False
         advertised, bad = routes.parse_advertised(hi.get("RoutableIPs"))
-        if bad:
+        if bad and count:
             self.stats["routes_ignored"] += bad
             log.info("control: node %d: %d advertised route(s) ignored", node.id, bad)
         if advertised == node.advertised_routes:
@@ -752,6 +753,10 @@ class ControlServer:
                 and not (only_if_unset and node.endpoints):
             changes["endpoints"] = [str(e) for e in eps]
         hi = clean_hostinfo(req.get("Hostinfo"))
+        if only_if_unset and node.hostinfo:  # routes from the Hostinfo we have (newest held one first):
+            # a node authorized by an admin, or by the CLI, registered before its routes were recorded
+            routes_changed = self._record_routes(node, self._hostinfo_held.get(node.id, node.hostinfo),
+                                                 count=False)
         if hi and not (only_if_unset and node.hostinfo):
             routes_changed = self._record_routes(node, hi)
             net_info = hi.get("NetInfo")

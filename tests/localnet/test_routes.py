@@ -384,3 +384,25 @@ def test_filter_renders_cidr_and_autogroup_internet_destinations(tmp_path):
         assert not inside(private), private
     assert Policy.allow_all().filter_rules([], []) == [
         {"SrcIPs": ["*"], "DstPorts": [{"IP": "*", "Ports": {"First": 0, "Last": 65535}}]}]
+
+
+def test_routes_of_a_node_approved_interactively_are_recorded_at_its_first_map(net):
+    key = net.create_authkey()
+
+    async def main() -> None:
+        _, peer, _ = await join(net, key, "peer")
+        c = await ControlClient.connected(net.control_url)
+        r = await c.register("", hostname="later", hostinfo={"RoutableIPs": ["0.0.0.0/0", "::/0"]})
+        assert "AuthURL" in r
+        assert net.routes("later").advertised == []  # pending: nothing recorded, no IP
+        await asyncio.to_thread(net.approve, "later")
+        w = Watcher(c)  # its first map request carries the same Hostinfo (ignored: already stored)
+        await w.until(lambda: bool(w.self_node))
+        assert net.routes("later").advertised == ["0.0.0.0/0", "::/0"]
+        await asyncio.to_thread(net.approve_routes, "later", ["::/0"])
+        lid = net.node("later").id
+        await peer.until(lambda: peer.allowed(lid) == [*addrs(net, "later"), "0.0.0.0/0", "::/0"])
+        for x in (peer, w):
+            await x.close()
+
+    run(main())
