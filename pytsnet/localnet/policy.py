@@ -362,7 +362,7 @@ def _parse_auto_approvers(doc: object) -> tuple[tuple[tuple[str, tuple[str, ...]
     parsed = []
     for prefix, owners in routes.items():
         where = f"autoApprovers.routes[{_short(prefix)}]"
-        if "/" not in prefix or "%" in prefix:
+        if not isinstance(prefix, str) or "/" not in prefix or "%" in prefix:
             raise PolicyError(f"{where}: not a CIDR prefix")
         try:
             net = ipaddress.ip_network(prefix)

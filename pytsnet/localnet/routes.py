@@ -141,8 +141,9 @@ def primary_of(node: Node, primaries: Mapping[str, int]) -> list[str]:
 
 
 META_PRIMARIES = "primary_routes"
-"""Meta key of the last election (JSON prefix → node ID): the admin CLI, another process, reads it,
-and a restarted server starts from it (stickiness across restarts)."""
+"""Meta key of the last election (JSON prefix → node ID), for the admin CLI (another process). A
+restarted server starts from it, but its first snapshot has no node online, so after a restart the
+first advertiser to come back becomes primary."""
 
 
 def load_primaries(store: Store) -> dict[str, int]:

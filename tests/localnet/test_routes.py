@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pytsnet.localnet import LocalTailnet
 from pytsnet.localnet.policy import INTERNET, Policy, PolicyError
@@ -406,3 +408,32 @@ def test_routes_of_a_node_approved_interactively_are_recorded_at_its_first_map(n
             await x.close()
 
     run(main())
+
+
+_prefixes = st.sampled_from(["10.0.0.0/8", "10.0.0.1/8", "0.0.0.0/0", "::/0", "fd7a:115c:a1e0::/48", "x", "",
+                             "100.64.0.0/10", "2001:db8::/32", "10.0.0.0", "1.2.3.4/33", "fe80::/10%a"])
+_leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=10),
+                  _prefixes, st.sampled_from(["tag:x", "tag:", "group:g", "a@b", "*", "autogroup:member"]))
+_any = st.recursive(_leaf, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                   st.dictionaries(st.one_of(st.text(max_size=8), _prefixes),
+                                                                   inner, max_size=4)), max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(doc=st.one_of(st.fixed_dictionaries({}, optional={"routes": st.one_of(
+    st.dictionaries(_prefixes, st.one_of(st.lists(_leaf, max_size=3), _any), max_size=3), _any),
+    "exitNode": st.one_of(st.lists(_leaf, max_size=3), _any), "other": _any}), _any),
+       advertised=st.one_of(st.lists(_leaf, max_size=6), _any))
+def test_fuzz_auto_approvers_and_advertised_routes_only_typed_errors(doc, advertised):
+    from pytsnet.localnet.store import Node, User
+
+    routes, _ = parse_advertised(advertised)  # never raises
+    try:
+        pol = Policy.parse({"groups": {"group:g": ["a@b"]}, "autoApprovers": doc})
+    except PolicyError as e:
+        assert "\n" not in str(e) and len(str(e)) < 1000
+        return
+    for tags in ([], ["tag:x"]):
+        node = Node(1, "n1", "mkey:1", "nodekey:1", "", 1, "a", "100.64.0.1", "", True, False, tags=tags)
+        approved = pol.auto_approved(node, routes, [User(1, "a@b", "A", 0.0)])
+        assert set(approved) <= set(routes)
