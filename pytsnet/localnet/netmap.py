@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pytsnet.localnet.routes import node_routes, primary_of
+from pytsnet.localnet.routes import node_routes, primary_of, relayable
 from pytsnet.localnet.store import Node, User
 
 JSON = dict[str, Any]
@@ -130,7 +130,7 @@ def node_json(n: Node, net: Tailnet, *, cap: int = 0) -> JSON:
         "AllowedIPs": addrs + node_routes(n, net.primaries),
         "Endpoints": list(n.endpoints),
         "HomeDERP": n.home_derp,
-        "Hostinfo": dict(n.hostinfo),
+        "Hostinfo": _peer_hostinfo(n.hostinfo),
         "Created": rfc3339(n.created),
         "Tags": list(n.tags),
         "MachineAuthorized": n.authorized,
@@ -151,6 +151,14 @@ def node_json(n: Node, net: Tailnet, *, cap: int = 0) -> JSON:
         out["LastSeen"] = rfc3339(n.last_seen)
     if out["DiscoKey"] is None:
         del out["DiscoKey"]
+    return out
+
+
+def _peer_hostinfo(hi: dict[str, object]) -> JSON:
+    """The stored Hostinfo as sent in maps: ``RoutableIPs`` cut to what Go can parse."""
+    out = dict(hi)
+    if "RoutableIPs" in out:
+        out["RoutableIPs"] = relayable(out["RoutableIPs"])
     return out
 
 

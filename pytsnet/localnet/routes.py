@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -75,6 +76,26 @@ def parse_advertised(raw: object) -> tuple[list[str], int]:
 def _sort_key(prefix: str) -> tuple[int, int, int]:
     net = ipaddress.ip_network(prefix)
     return net.version, int(net.network_address), net.prefixlen
+
+
+_GO_PREFIX = re.compile(r"[0-9a-fA-F:.]{2,45}/[0-9]{1,3}")
+
+
+def relayable(raw: object) -> list[str]:
+    """The ``RoutableIPs`` entries a Go peer can unmarshal (``netip.ParsePrefix``: an address, "/",
+    decimal bits; no zone, no netmask form), in the node's order. Peers get its Hostinfo with only
+    these: one unparsable entry makes Go refuse the whole MapResponse."""
+    if not isinstance(raw, list):
+        return []
+    out = []
+    for item in raw:
+        if isinstance(item, str) and _GO_PREFIX.fullmatch(item):
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                continue
+            out.append(item)
+    return out
 
 
 def is_exit(prefix: str) -> bool:

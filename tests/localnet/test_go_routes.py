@@ -7,6 +7,8 @@ and, as a Linux tsnet node (``RouteAll`` false, no exit node selected), logs
 ``wgcfg: did not accept subnet routes: 10.77.0.0/24 from "router"`` and
 ``wgcfg: skipped unselected default routes from: "exit"``: proof that Go parsed the routes out of
 our netmap and classified them as a subnet route and an exit node. Before approval it logs neither.
+A garbage ``RoutableIPs`` entry in a peer's Hostinfo is not relayed (Go's ``netip.Prefix`` would fail
+the whole MapResponse): the Go node still takes its maps.
 """
 
 from __future__ import annotations
@@ -79,7 +81,8 @@ def test_go_node_parses_subnet_and_exit_routes_from_our_netmap(tmp_path):
         peers: StandIns | None = None
         try:
             key = net.create_authkey(reusable=True)
-            peers = StandIns(ns, net, key, {"router": [SUBNET], "exit": ["0.0.0.0/0", "::/0"]})
+            # "bad/route" in the router's Hostinfo: not relayed (Go would refuse the whole map for it)
+            peers = StandIns(ns, net, key, {"router": [SUBNET, "bad/route"], "exit": ["0.0.0.0/0", "::/0"]})
             def online() -> set[str]:
                 return {n.hostname for n in net.nodes() if n.id in net.control._online}  # type: ignore[union-attr]
 
