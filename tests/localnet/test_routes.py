@@ -82,6 +82,7 @@ class Watcher:
         self.task.cancel()
         await asyncio.gather(self.task, return_exceptions=True)
         await self.client.close()
+        await asyncio.gather(self.client._pump, return_exceptions=True)
 
 
 async def join(net: LocalTailnet, key: str, hostname: str, routes: list[str] | None = None,
