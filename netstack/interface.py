@@ -42,6 +42,7 @@ from pytsnet.netstack.errors import (
     SocketError,
     WouldBlock,
 )
+from pytsnet.netstack.forward import Forwarded, ForwardedDatagram, ForwardedEcho, ForwardedTcp
 from pytsnet.netstack.tcp import segment as tcpseg
 from pytsnet.netstack.tcp import syncookie
 from pytsnet.netstack.tcp.connection import DEFAULT_MSS_V4, DEFAULT_MSS_V6, TcpConfig, TcpConnection, TcpState
@@ -229,6 +230,8 @@ class Stack:
         self._half_open_by_src: collections.Counter[IPAddress] = collections.Counter()
         self._external: set[FlowKey] = set()
         self._flow_in: list[tuple[FlowKey, bytes]] = []
+        self._fwd_syn: dict[FlowKey, TcpSegment] = {}  # forwarded SYNs whose destination is being dialed
+        self._fwd_new: list[Forwarded] = []
 
     # -- the three sans-IO entry points ------------------------------------------------------
     def receive(self, ip_packet: bytes, now: float) -> None:
@@ -381,13 +384,20 @@ class Stack:
             src, dst, proto, payload = pkt6.src, pkt6.dst, pkt6.next_header, pkt6.payload
         else:
             raise ParseError("ip_version", str(version))
+        forwarded = False
         if not self.config.owns(dst):
-            self._drop("not_our_address")
-            return
+            policy = self.config.forward
+            reason = "not_our_address" if policy is None else policy.decide(dst)
+            if reason is not None:
+                self._drop(reason)
+                return
+            forwarded = True
         if src.is_multicast or src.is_unspecified or src == dst:
             self._drop("bad_source")
             return
-        if proto == PROTO_UDP:
+        if forwarded:
+            self._receive_forwarded(src, dst, proto, payload, now)
+        elif proto == PROTO_UDP:
             self._receive_udp(raw, src, dst, payload)
         elif proto == PROTO_TCP:
             self._receive_tcp(src, dst, payload, now)
@@ -425,7 +435,95 @@ class Stack:
         else:
             self._drop("icmp_ignored")
 
-    def _receive_tcp(self, src: IPAddress, dst: IPAddress, payload: bytes, now: float) -> None:
+    def _receive_forwarded(self, src: IPAddress, dst: IPAddress, proto: int, payload: bytes,
+                           now: float) -> None:
+        """A packet the forward policy admitted: TCP to its flow (or a new SYN for a forwarder), UDP
+        and ICMP echo requests queued for ``take_forwards``; nothing else is forwarded."""
+        if proto == PROTO_TCP:
+            self._receive_tcp(src, dst, payload, now, forwarded=True)
+            return
+        if len(self._fwd_new) >= self.config.max_forward_pending:
+            self._drop("forward_queue_full")
+            return
+        if proto == PROTO_UDP:
+            d = udp.parse_udp(payload, src, dst)
+            self._fwd_new.append(ForwardedDatagram(src, d.src_port, dst, d.dst_port, d.payload))
+            return
+        if proto == PROTO_ICMP and src.version == 4:
+            msg = icmp.parse_icmpv4(payload)
+            if msg.type == icmp.ICMP_ECHO_REQUEST and msg.code == 0:
+                self._fwd_new.append(ForwardedEcho(src, dst, msg.rest, msg.body))
+                return
+        elif proto == PROTO_ICMPV6 and src.version == 6:
+            msg = icmp.parse_icmpv6(payload, src, dst)
+            if msg.type == icmp.ICMPV6_ECHO_REQUEST and msg.code == 0:
+                self._fwd_new.append(ForwardedEcho(src, dst, msg.rest, msg.body))
+                return
+        self._drop("forward_protocol_unsupported")
+
+    def _forward_syn(self, key: FlowKey, seg: TcpSegment, src: IPAddress, dst: IPAddress) -> None:
+        """A segment to a forwarded destination with no connection: a SYN waits (bounded) while a
+        forwarder dials, as Go's netstack does before completing the handshake; else a RST."""
+        flags = seg.flags
+        if flags & tcpseg.SYN and not flags & (tcpseg.RST | tcpseg.ACK | tcpseg.FIN):
+            if key in self._fwd_syn:
+                self.stats["forward_syn_retransmitted"] += 1  # still dialing
+            elif len(self._fwd_syn) >= self.config.max_forward_pending:
+                self._drop("forward_pending_full")
+            elif self.tcp_flows >= self.config.max_tcp_connections:
+                self._drop("tcp_table_full")
+            else:
+                self._fwd_syn[key] = seg
+                self._fwd_new.append(ForwardedTcp(key))
+            return
+        if flags & tcpseg.RST:
+            if self._fwd_syn.pop(key, None) is not None:
+                self.stats["forward_syn_abandoned"] += 1  # the peer gave up while we dialed
+            return
+        _reset_closed_port(self, src, dst, seg)
+
+    # -- forwarding (subnet router / exit node) --------------------------------------------------------
+    def take_forwards(self) -> list[Forwarded]:
+        """New forwarded SYNs, datagrams and echo requests since the last call."""
+        got, self._fwd_new = self._fwd_new, []
+        return got
+
+    def accept_forward(self, key: FlowKey, now: float) -> TcpConnection | None:
+        """The forwarder reached the destination: answer the peer's SYN (the SYN-ACK goes out when the
+        connection is next polled). None if the SYN is no longer pending (the peer reset it)."""
+        seg = self._fwd_syn.pop(key, None)
+        if seg is None:
+            return None
+        _, local, lport, remote, rport = key
+        conn = TcpConnection.accept(seg, (local, lport), (remote, rport),
+                                    self._isn(local, lport, remote, rport, now), now, self.tcp_config)
+        self._tcp[key] = conn
+        self.stats["forward_tcp_accepted"] += 1
+        return conn
+
+    def refuse_forward(self, key: FlowKey) -> None:
+        """The forwarder could not reach the destination: reset the peer's SYN (Go does the same)."""
+        seg = self._fwd_syn.pop(key, None)
+        if seg is None:
+            return
+        self.stats["forward_tcp_refused"] += 1
+        _send_reset(self, key[3], key[1], seg)
+
+    def send_forwarded_udp(self, src: IPAddress, sport: int, dst: IPAddress, dport: int, data: bytes) -> None:
+        """A reply from a forwarded destination, sent to the peer as a packet from that destination."""
+        self._send_udp(src, sport, dst, dport, data)
+
+    def send_forwarded_echo_reply(self, src: IPAddress, dst: IPAddress, rest: bytes, data: bytes) -> None:
+        """An echo reply from a forwarded destination to the peer that pinged it."""
+        if src.version == 4:
+            self._send_ip(src, dst, PROTO_ICMP,
+                          icmp.emit_icmpv4(icmp.IcmpMessage(icmp.ICMP_ECHO_REPLY, 0, rest, data)))
+        else:
+            reply = icmp.IcmpMessage(icmp.ICMPV6_ECHO_REPLY, 0, rest, data)
+            self._send_ip(src, dst, PROTO_ICMPV6, icmp.emit_icmpv6(reply, src, dst))
+
+    def _receive_tcp(self, src: IPAddress, dst: IPAddress, payload: bytes, now: float,
+                     forwarded: bool = False) -> None:
         if self._external and len(payload) >= 4:
             ext: FlowKey = (PROTO_TCP, dst, int.from_bytes(payload[2:4], "big"), src,
                             int.from_bytes(payload[0:2], "big"))
@@ -449,9 +547,11 @@ class Stack:
             conn.on_segment(seg, now)
             self._tcp_housekeeping(key, conn)
             return
-        lst = self._listeners.get((dst, seg.dst_port)) or self._listeners.get((None, seg.dst_port))
+        lst = None if forwarded else (self._listeners.get((dst, seg.dst_port))
+                                      or self._listeners.get((None, seg.dst_port)))
         if key in self._time_wait:
-            if seg.flags & tcpseg.SYN and not seg.flags & (tcpseg.ACK | tcpseg.RST) and lst is not None:
+            if seg.flags & tcpseg.SYN and not seg.flags & (tcpseg.ACK | tcpseg.RST) and (
+                    lst is not None or forwarded):
                 # A new incarnation of the 4-tuple (RFC 9293 §3.6.1).
                 self._time_wait.forget(key)
             else:
@@ -459,6 +559,9 @@ class Stack:
                 if reply is not None:
                     self._send_ip(dst, src, PROTO_TCP, tcpseg.emit_segment(reply, dst, src))
                 return
+        if forwarded:
+            self._forward_syn(key, seg, src, dst)
+            return
         flags = seg.flags
         if lst is not None and flags & tcpseg.SYN and not flags & (tcpseg.RST | tcpseg.ACK | tcpseg.FIN):
             self._listener_syn(lst, key, seg, src, dst, now)
