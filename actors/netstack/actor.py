@@ -52,6 +52,16 @@ from pytsnet.actors.runtime import (
     handles,
 )
 from pytsnet.actors.runtime.logs import subsystem_logger
+from pytsnet.messages.forwarder import (
+    ForwardEchoIn,
+    ForwardEchoOut,
+    ForwardTcpAccept,
+    ForwardTcpAccepted,
+    ForwardTcpOpen,
+    ForwardTcpRefuse,
+    ForwardUdpIn,
+    ForwardUdpOut,
+)
 from pytsnet.messages.netstack import (
     AbortAllFlows,
     FlowAbort,
@@ -78,6 +88,7 @@ from pytsnet.messages.netstack import (
 )
 from pytsnet.netstack.config import IPAddress, StackConfig
 from pytsnet.netstack.errors import NetstackError
+from pytsnet.netstack.forward import Forwarded, ForwardedDatagram, ForwardedEcho
 from pytsnet.netstack.interface import FlowKey, Stack, TcpListener, TcpPacketEmitter, UdpEndpoint
 from pytsnet.netstack.tcp.connection import TcpConfig, TcpConnection
 
@@ -115,8 +126,11 @@ peer sending within the window never reaches it; a flood of one 4-tuple is refus
 class NetstackActor(Actor):
     def __init__(self, system: ActorSystem, config: StackConfig, sink: ActorRef | str, registry: FlowRegistry,
                  *, flows: str, out_message: type[Message] = LinkPacketOut,
-                 tcp_config: TcpConfig | None = None, channel_limit: int | None = None) -> None:
+                 tcp_config: TcpConfig | None = None, channel_limit: int | None = None,
+                 forwarder: str | None = None) -> None:
         self.system = system
+        self.forwarder = forwarder
+        """The forwarder actor (subnet router / exit node) new forwarded flows are handed to, by name."""
         self.config = config
         self._sink = sink
         """The link sink, or its name (looked up at start: the engine starts before us in one spec)."""
@@ -233,6 +247,9 @@ class NetstackActor(Actor):
                                else FlowSegmentsIn.model_construct(segments=tuple(segs)))
                 except (ActorStopped, MailboxFull):
                     stack.drops["flow_mailbox_full"] += len(segs)  # as a full NIC ring: TCP retransmits
+        if stack.config.forward is not None:
+            for fwd in stack.take_forwards():
+                self._hand_forward(fwd)
         for lst, lch in self.listeners.values():
             self._drain_listener(lst, lch, now)
         for ep, dch in self.udp.values():
@@ -246,6 +263,63 @@ class NetstackActor(Actor):
                 self._timer.cancel()
             self._timer_at = d
             self._timer = self.send_after(max(0.0, d - now), StackTick())
+
+    def _hand_forward(self, fwd: Forwarded) -> None:
+        """A new forwarded SYN, datagram or echo request to the forwarder; without one (or with its
+        mailbox full) the SYN is reset and a datagram dropped, counted."""
+        msg: ForwardTcpOpen | ForwardUdpIn | ForwardEchoIn
+        if isinstance(fwd, ForwardedDatagram):
+            msg = ForwardUdpIn(client=str(fwd.src), client_port=fwd.sport, dst=str(fwd.dst),
+                               dst_port=fwd.dport, data=fwd.data)
+        elif isinstance(fwd, ForwardedEcho):
+            msg = ForwardEchoIn(client=str(fwd.src), dst=str(fwd.dst), rest=fwd.rest, data=fwd.data)
+        else:
+            _, dst, dport, client, cport = fwd.key
+            msg = ForwardTcpOpen(client=str(client), client_port=cport, dst=str(dst), dst_port=dport)
+        ref = self.ctx.lookup(self.forwarder) if self.forwarder is not None else None
+        try:
+            if ref is not None and ref.tell(msg):
+                return
+        except (ActorStopped, MailboxFull):
+            pass
+        self.stack.drops["forward_unavailable"] += 1
+        if isinstance(msg, ForwardTcpOpen):
+            self.stack.refuse_forward(fwd.key)  # type: ignore[union-attr]
+
+    @handles(ForwardTcpAccept)
+    def on_forward_accept(self, msg: ForwardTcpAccept) -> ForwardTcpAccepted:
+        """The forwarder reached the destination: complete the peer's handshake in a flow actor."""
+        now = self.clock.monotonic()
+        key = _forward_key(msg.dst, msg.dst_port, msg.client, msg.client_port)
+        conn = self.stack.accept_forward(key, now)
+        if conn is None:
+            return ForwardTcpAccepted()
+        ch = self._spawn_flow(conn, dialed=True)
+        self._after(now)
+        return ForwardTcpAccepted(flow=ch.name)
+
+    @handles(ForwardTcpRefuse)
+    def on_forward_refuse(self, msg: ForwardTcpRefuse) -> None:
+        self.stack.refuse_forward(_forward_key(msg.dst, msg.dst_port, msg.client, msg.client_port))
+        self._after(self.clock.monotonic())
+
+    @handles(ForwardUdpOut)
+    def on_forward_udp(self, msg: ForwardUdpOut) -> None:
+        try:
+            self.stack.send_forwarded_udp(ipaddress.ip_address(msg.dst), msg.dst_port,
+                                          ipaddress.ip_address(msg.client), msg.client_port, msg.data)
+        except (NetstackError, ValueError):
+            self.stack.drops["forward_reply_unsendable"] += 1  # too big for the tunnel MTU, or queue full
+        self._after(self.clock.monotonic())
+
+    @handles(ForwardEchoOut)
+    def on_forward_echo(self, msg: ForwardEchoOut) -> None:
+        try:
+            self.stack.send_forwarded_echo_reply(ipaddress.ip_address(msg.dst),
+                                                 ipaddress.ip_address(msg.client), msg.rest, msg.data)
+        except (NetstackError, ValueError):
+            self.stack.drops["forward_reply_unsendable"] += 1
+        self._after(self.clock.monotonic())
 
     def _drain_listener(self, lst: TcpListener, lch: ListenerChannel, now: float) -> None:
         added = False
@@ -441,6 +515,10 @@ def _route_key(key: FlowKey) -> RouteKey:
     """A flow's key as the engine's filter summary reads an inbound packet of it (addresses as ints)."""
     _, local, lport, remote, rport = key
     return (local.version, int(remote), rport, int(local), lport)
+
+
+def _forward_key(dst: str, dport: int, client: str, cport: int) -> FlowKey:
+    return (6, ipaddress.ip_address(dst), dport, ipaddress.ip_address(client), cport)
 
 
 def _failure(e: Exception) -> NetstackReply:

@@ -65,10 +65,11 @@ class NetstackSupervisor(Supervisor):
 def netstack_spec(system: ActorSystem, name: str, config: StackConfig, sink: ActorRef | str,
                   registry: FlowRegistry, *, out_message: type[Message] | None = None,
                   tcp_config: TcpConfig | None = None, mailbox: MailboxConfig | None = None,
-                  restart: Restart = Restart.PERMANENT) -> ChildSpec:
+                  restart: Restart = Restart.PERMANENT, forwarder: str | None = None) -> ChildSpec:
     """The subtree above, as one child spec (spawn it under the data-plane supervisor, or the root).
-    ``sink``: the link actor, or its name when it starts earlier in the same spec tree."""
-    kwargs: dict[str, object] = {"flows": flows_name(name), "tcp_config": tcp_config}
+    ``sink``: the link actor, or its name when it starts earlier in the same spec tree; ``forwarder``:
+    the forwarder actor's name when ``config.forward`` is set (``actors/forwarder``)."""
+    kwargs: dict[str, object] = {"flows": flows_name(name), "tcp_config": tcp_config, "forwarder": forwarder}
     if out_message is not None:
         kwargs["out_message"] = out_message
     children = (
