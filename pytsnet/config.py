@@ -13,13 +13,16 @@ resolvers).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pytsnet.errors import ConfigError
+from pytsnet.netstack.forward import EXIT_ROUTES, TAILNET_RANGES, ForwardPolicy
 from pytsnet.wire.dns.config import Upstream
 
 if TYPE_CHECKING:
@@ -80,6 +83,13 @@ class Config:
     accept_routes: bool = False
     """Use the subnet routes peers are primary routers for (Go prefs ``RouteAll``, ``--accept-routes``);
     False as tsnet on Linux (``DefaultRouteAll``)."""
+    advertise_exit_node: bool = False
+    """Offer this node as an exit node: Hostinfo.RoutableIPs gains 0.0.0.0/0 and ::/0 (Go's
+    tsaddr.ExitRoutes) and, once control approves, peers' traffic to the internet is forwarded
+    through this host's network (``actors/forwarder``); the peerAPI answers their DNS."""
+    advertise_routes: Sequence[str] = ()
+    """Subnet routes to offer (``"10.1.2.0/24"``; a host route is ``/32``). A prefix with host bits
+    set is a ``ConfigError``, as Go's "has non-address bits set"; sent sorted and deduplicated."""
 
     def resolved(self) -> Config:
         """A copy with every default and environment fallback applied."""
@@ -95,6 +105,7 @@ class Config:
         if self.exit_node is not None and (not isinstance(self.exit_node, str) or not self.exit_node.strip()):
             raise ConfigError(f"Config.exit_node={self.exit_node!r}: want a stable node ID, tailnet IP or "
                               "MagicDNS name, or None for no exit node")
+        routes = _advertised_routes(self.advertise_routes)
         env = os.environ
         prog = program_name()
         directory = self.dir
@@ -108,4 +119,47 @@ class Config:
             control_url=(self.control_url or env.get("TS_CONTROL_URL") or DEFAULT_CONTROL_URL).rstrip("/"),
             tags=tuple(self.tags),
             fallback_resolvers=tuple(self.fallback_resolvers),
+            advertise_routes=routes,
         )
+
+    def routable_ips(self) -> tuple[str, ...]:
+        """Hostinfo.RoutableIPs: the advertised routes plus, for an exit node, 0.0.0.0/0 and ::/0,
+        sorted as Go sorts them (netipx.ComparePrefix: family, then address, then length)."""
+        nets = {ipaddress.ip_network(r) for r in _advertised_routes(self.advertise_routes)}
+        if self.advertise_exit_node:
+            nets.update(EXIT_ROUTES)
+        ordered = sorted(nets, key=lambda n: (n.version, int(n.network_address), n.prefixlen))
+        return tuple(str(n) for n in ordered)
+
+    def forward_policy(self) -> ForwardPolicy | None:
+        """What the netstack forwards, or None when this node advertises nothing."""
+        routes = tuple(ipaddress.ip_network(r) for r in _advertised_routes(self.advertise_routes))
+        if not routes and not self.advertise_exit_node:
+            return None
+        return ForwardPolicy(routes=routes, exit_node=self.advertise_exit_node)
+
+
+def _advertised_routes(routes: Sequence[str]) -> tuple[str, ...]:
+    """Validated, canonical, deduplicated ``advertise_routes``; ``ConfigError`` naming the bad one."""
+    if isinstance(routes, str):
+        raise ConfigError("Config.advertise_routes is a list of prefixes, not one string")
+    out: list[str] = []
+    where = "Config.advertise_routes"
+    for r in routes:
+        text = str(r).strip()
+        try:
+            net = ipaddress.ip_network(text, strict=False)
+            host = ipaddress.ip_interface(text).ip
+        except ValueError:
+            raise ConfigError(f"{where}: {r!r} is not an IP prefix (e.g. 10.1.2.0/24)") from None
+        if "/" not in text:
+            raise ConfigError(f"{where}: {r!r} has no prefix length (a host route is {net})")
+        if host != net.network_address:
+            raise ConfigError(f"{where}: route {text} has non-address bits set; expected {net}")
+        if net.prefixlen == 0:
+            raise ConfigError(f"{where}: {net} is a default route: use advertise_exit_node=True")
+        if any(net.version == t.version and net.overlaps(t) for t in TAILNET_RANGES):
+            raise ConfigError(f"{where}: {net} overlaps the tailnet's own addresses")
+        if str(net) not in out:
+            out.append(str(net))
+    return tuple(out)

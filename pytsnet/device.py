@@ -83,6 +83,7 @@ from pytsnet.messages.dataplane import (
     UserInfo,
 )
 from pytsnet.messages.dns import DnsQuery, DnsSpawn, DnsStatus, DnsStatusRequest
+from pytsnet.messages.forwarder import ForwarderStatus, ForwarderStatusRequest
 from pytsnet.messages.magicsock import (
     DerpStatus,
     DerpStatusRequest,
@@ -112,7 +113,7 @@ from pytsnet.net.http import HttpAnswerTooLarge, http_request
 from pytsnet.net.netstack import Netstack
 from pytsnet.peerapi import PEERAPI, PeerApi
 from pytsnet.state import FileStore, MemoryStore, StateDirLock, check_state
-from pytsnet.tree import CONTROL, DATAPLANE, DNS, PEERS, DataplaneOptions, device_tree
+from pytsnet.tree import CONTROL, DATAPLANE, DNS, FORWARDER, PEERS, DataplaneOptions, device_tree
 from pytsnet.wire.dns import Upstream
 from pytsnet.wire.keys import DiscoPrivate
 from pytsnet.wire.magicsock.endpoint import Timings
@@ -251,7 +252,8 @@ class ActorDevice:
             disco=self.disco, bind_host=cfg.bind_host, bind_port=cfg.port,
             advertise_endpoints=cfg.advertise_endpoints, timings=cfg.timings or Timings(),
             stun_interval=cfg.stun_interval, on_netstack=self._on_netstack,
-            dns=DnsSpawn(fallback_resolvers=tuple(cfg.fallback_resolvers)), dns_forward=self._dns_forward)
+            dns=DnsSpawn(fallback_resolvers=tuple(cfg.fallback_resolvers)), dns_forward=self._dns_forward,
+            forward=cfg.forward_policy())
         self._peers: list[PeerInfo] = []
         self._route_prefs = RoutePrefs(exit_node=cfg.exit_node, accept_routes=cfg.accept_routes)
         """The exit node selector and route acceptance (the bridge holds the same: ``SetRoutePrefs``)."""
@@ -294,7 +296,8 @@ class ActorDevice:
         runner = RunnerConfig(
             control_url=str(cfg.control_url), hostname=str(cfg.hostname), auth_key=str(cfg.auth_key or ""),
             ephemeral=cfg.ephemeral, tags=tuple(cfg.tags), disco_public=self.disco.public().to_text(),
-            backoff_max=cfg.backoff_max, dataplane_name=DATAPLANE, services=peerapi.services)
+            backoff_max=cfg.backoff_max, dataplane_name=DATAPLANE, routable_ips=cfg.routable_ips(),
+            services=peerapi.services + ((("peerapi-dns-proxy", 1),) if cfg.advertise_exit_node else ()))
         self.system = ActorSystem(f"device-{cfg.hostname}", clock=cfg.clock, log_route=self._log_route)
         self.system.spawn_spec(device_tree(self.system, runner, self.store, self._on_event, self._dp_options))
         bridge = self.system.lookup(DATAPLANE)
@@ -870,6 +873,11 @@ class ActorDevice:
         dn = self._ask_quiet(DNS, DnsStatusRequest(), timeout)
         if isinstance(dn, DnsStatus):
             counters.update({f"dns_{k}": v for k, v in dn.counters.items()})
+        fw = self._ask_quiet(FORWARDER, ForwarderStatusRequest(), timeout)
+        if isinstance(fw, ForwarderStatus):  # subnet router / exit node: flows, bytes, refusals
+            counters.update({f"forward_{k}": v for k, v in fw.counters.items()},
+                            forward_tcp_open=fw.tcp_flows, forward_udp_open=fw.udp_flows,
+                            forward_echo_open=fw.echo_flows)
         pa = self._ask_quiet(PEERAPI, PeerApiStatusRequest(), timeout)
         if isinstance(pa, PeerApiStatus):  # the peerAPI's requests by outcome, and refusals
             counters.update({f"peerapi_{k}": v for k, v in pa.counters.items()}, peerapi_open=pa.open)

@@ -11,6 +11,9 @@
     └── dataplane.sup (one-for-one, 20 restarts / 10 s), spawned by the bridge at the first netmap
         ├── wgengine       WgEngine       (sessions, AllowedIPs routing, packet filter)
         ├── magicsock.sup  (one-for-one, 20 / 10 s: udp, disco, stun, derp.<region>; actors/magicsock/node.py)
+        ├── forwarder.sup  (only when advertising routes / an exit node: forwarder ForwarderActor,
+        │                   forwarder.flows one TcpForwarder/UdpForwarder/EchoForwarder per flow;
+        │                   actors/forwarder/supervisor.py)
         └── netstack.sup   (netstack NetstackActor, netstack.flows its TcpFlowActors; actors/netstack/subtree)
 
 Every edge between actors is a name: the PeerTracker's subscribers are in its spawn message
@@ -33,6 +36,7 @@ from dataclasses import dataclass, field
 from pytsnet.actors.control import ControlRunner, RunnerConfig, StateStore
 from pytsnet.actors.dataplane import Built, DataplaneBridge
 from pytsnet.actors.dns import DNS, DnsActor, Forwarder
+from pytsnet.actors.forwarder import FORWARDER, ForwardTable, forwarder_spec
 from pytsnet.actors.keeper import MEMORY, MemoryKeeper
 from pytsnet.actors.magicsock.config import timings_message
 from pytsnet.actors.magicsock.node import first_home, magicsock_spec
@@ -61,11 +65,12 @@ from pytsnet.messages.peers import PeersChanged, PeerTrackerSpawn
 from pytsnet.messages.wgengine import IpPacketOut
 from pytsnet.net.netstack import Netstack
 from pytsnet.netstack.config import StackConfig
+from pytsnet.netstack.forward import ForwardPolicy
 from pytsnet.wire.keys import DiscoPrivate, NodePrivate
 from pytsnet.wire.magicsock.endpoint import Timings
 
-__all__ = ["CONTROL", "DATAPLANE", "DATAPLANE_SUP", "DNS", "EVENTS", "MAGICSOCK", "MEMORY", "NETSTACK",
-           "NODE", "PEERS", "WGENGINE", "DataplaneOptions", "DeviceEvents", "build_dataplane",
+__all__ = ["CONTROL", "DATAPLANE", "DATAPLANE_SUP", "DNS", "EVENTS", "FORWARDER", "MAGICSOCK", "MEMORY",
+           "NETSTACK", "NODE", "PEERS", "WGENGINE", "DataplaneOptions", "DeviceEvents", "build_dataplane",
            "dataplane_spec", "device_tree"]
 
 NETSTACK_MAILBOX = MailboxConfig(65536, MailboxPolicy.DROP_NEWEST, max_bytes=8 << 20)
@@ -93,6 +98,9 @@ class DataplaneOptions:
     """The MagicDNS resolver's upstreams and bounds."""
     dns_forward: Forwarder | None = None
     """How the resolver sends a forwarded query (over the device's netstack); None: never forwards."""
+    forward: ForwardPolicy | None = None
+    """Subnet router / exit node: what the netstack forwards to the host network (None: nothing;
+    then no forwarder subtree is started)."""
 
 
 class DeviceEvents(Actor):
@@ -136,6 +144,9 @@ def dataplane_spec(system: ActorSystem, nm: DataplaneNetmap, options: DataplaneO
     private = NodePrivate.from_text(nm.node_private)
     addresses = _addresses(nm)
     v6 = any(a.version == 6 for a in addresses)
+    fwd = options.forward if options.forward is not None and options.forward.active else None
+    local_routes = () if fwd is None else tuple(str(n) for n in fwd.routes) + (
+        ("0.0.0.0/0", "::/0") if fwd.exit_node else ())
     ms = MagicsockSpawn(
         node_public=private.public().to_text(), wg_sink=WGENGINE, regions=nm.derp_regions,
         bind_host=options.bind_host, bind_port=options.bind_port,
@@ -145,11 +156,13 @@ def dataplane_spec(system: ActorSystem, nm: DataplaneNetmap, options: DataplaneO
     return supervisor_spec(DATAPLANE_SUP, [
         ChildSpec(WgEngine, WGENGINE, args=(private,),
                   kwargs={"magicsock": ms.name("udp"), "sink": NETSTACK, "memory": MEMORY, "ipv6": v6,
-                          "capture": CAPTURE, "service": DNS},
+                          "capture": CAPTURE, "service": DNS, "local_routes": local_routes},
                   mailbox=ENGINE_MAILBOX),
         magicsock_spec(ms, keys),
-        netstack_spec(system, NETSTACK, StackConfig(addresses=addresses, enable_ipv6=v6), WGENGINE, registry,
-                      out_message=IpPacketOut, mailbox=NETSTACK_MAILBOX),
+        *([] if fwd is None else [forwarder_spec(system, NETSTACK, registry, ForwardTable())]),
+        netstack_spec(system, NETSTACK, StackConfig(addresses=addresses, enable_ipv6=v6, forward=fwd),
+                      WGENGINE, registry, out_message=IpPacketOut, mailbox=NETSTACK_MAILBOX,
+                      forwarder=None if fwd is None else FORWARDER),
     ], strategy=Strategy.ONE_FOR_ONE, max_restarts=20, within=10.0)
 
 

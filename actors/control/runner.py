@@ -80,10 +80,13 @@ class RunnerConfig:
     """More Hostinfo fields, as (name, value) pairs (a tuple: the config is shared by incarnations)."""
     services: tuple[tuple[str, int], ...] = ()
     """Hostinfo ``Services`` as (proto, port): the peerAPI's ``peerapi4``/``peerapi6`` port."""
+    routable_ips: tuple[str, ...] = ()
+    """Hostinfo ``RoutableIPs``: the routes we advertise (an exit node's 0.0.0.0/0 and ::/0 among them)."""
 
     def login_config(self) -> login.LoginConfig:
         hostinfo = Hostinfo(Hostname=self.hostname, OS="linux", Package="tsnet", IPNVersion="pytsnet",
-                            RequestTags=list(self.tags), **dict(self.hostinfo_extra),
+                            RequestTags=list(self.tags), RoutableIPs=list(self.routable_ips),
+                            **dict(self.hostinfo_extra),
                             Services=[Service(Proto=p, Port=n) for p, n in self.services])
         return login.LoginConfig(
             control_url=self.control_url, hostinfo=hostinfo, auth_key=self.auth_key, ephemeral=self.ephemeral,

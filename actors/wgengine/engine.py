@@ -140,8 +140,10 @@ class WgEngine(Actor):
         ipv6: bool = False,
         capture: str = "capture",
         service: str | None = None,
+        local_routes: tuple[str, ...] = (),
     ) -> None:
         self._private = private
+        self._local_routes = local_routes  # routes we advertise (subnet router / exit node): forwarded
         self._service_name = service  # quad-100's resolver: packets to 100.100.100.100 go there
         self._magicsock_name = magicsock
         self._sink_name = sink
@@ -219,7 +221,7 @@ class WgEngine(Actor):
             peers.append(PeerConfig(public, tuple(p.allowed_ips), self._keepalive))
         self.device.set_peers(peers)
         local = []
-        for a in config.addresses:
+        for a in (*config.addresses, *self._local_routes):
             try:
                 local.append(ipaddress.ip_network(a, strict=False))
             except ValueError:

@@ -63,8 +63,8 @@ def test_subnet_router_forwards_only_inside_its_routes() -> None:
     s.receive(datagram("8.8.8.8"), 0.0)
     got = s.take_forwards()
     assert [type(g) for g in got] == [ForwardedTcp, ForwardedDatagram]
-    assert isinstance(got[0], ForwardedTcp) and got[0].key == (PROTO_TCP, ipaddress.ip_address("10.9.8.7"), 80,
-                                                               PEER, 40000)
+    assert isinstance(got[0], ForwardedTcp)
+    assert got[0].key == (PROTO_TCP, ipaddress.ip_address("10.9.8.7"), 80, PEER, 40000)
     assert isinstance(got[1], ForwardedDatagram) and (got[1].dst, got[1].dport, got[1].data) == (
         ipaddress.ip_address("10.9.8.53"), 53, b"q")
     assert s.drops["not_our_address"] == 2
@@ -83,7 +83,8 @@ def test_exit_node_forwards_any_non_tailnet_destination() -> None:
 @pytest.mark.parametrize(("dst", "reason"), [
     ("127.0.0.1", "forward_loopback"), ("169.254.1.1", "forward_link_local"),
     ("224.0.0.251", "forward_multicast"), ("255.255.255.255", "forward_multicast"),
-    ("0.0.0.0", "forward_unspecified"), ("100.64.0.9", "forward_tailnet"), ("100.100.100.100", "forward_tailnet"),
+    ("0.0.0.0", "forward_unspecified"), ("100.64.0.9", "forward_tailnet"),
+    ("100.100.100.100", "forward_tailnet"),
 ])
 def test_never_forwarded_destinations_are_refused_and_counted(dst: str, reason: str) -> None:
     s = stack(ForwardPolicy(routes=(ipaddress.ip_network("0.0.0.0/1"), ipaddress.ip_network("128.0.0.0/1"),
