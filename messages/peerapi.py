@@ -17,7 +17,7 @@ __all__ = ["PeerApiAccepted", "PeerApiEvent", "PeerApiEventKind", "PeerApiRead",
            "PeerApiStatus", "PeerApiStatusRequest"]
 
 PeerApiEventKind = Literal["request", "dns", "not_found", "forbidden", "bad_request", "unknown_peer",
-                           "dns_error", "idle_timeout", "busy", "closed"]
+                           "dns_error", "idle_timeout", "busy", "closed", "dns_exit"]
 
 
 class PeerApiSpawn(Message, tag="peerapi.spawn"):
@@ -39,6 +39,9 @@ class PeerApiSpawn(Message, tag="peerapi.spawn"):
     whois_timeout: float = 5.0
     max_connections: int = 64
     """Connections served at once; one more is accepted and closed at once (counted ``busy``)."""
+    exit_dns: bool = False
+    """We offer an exit node: ``/dns-query`` answers permitted clients' non-tailnet names through
+    the host's resolver (``actors/peerapi/hostdns.py``)."""
 
 
 class PeerApiAccepted(Message, tag="peerapi.accepted"):

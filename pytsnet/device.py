@@ -303,7 +303,7 @@ class ActorDevice:
         bridge = self.system.lookup(DATAPLANE)
         if bridge is not None:  # before any netmap can arrive; the bridge keeps it across restarts
             bridge.tell(SetRoutePrefs(prefs=self._route_prefs))
-        peerapi.start(self.system)
+        peerapi.start(self.system, exit_dns=cfg.advertise_exit_node)
         self.peerapi_port = peerapi.port
         return self
 

@@ -46,6 +46,8 @@ class PeerApi:
         """Hostinfo ``Services`` entries: one listener serves both families on the same port."""
         return (("peerapi4", self.port), ("peerapi6", self.port))
 
-    def start(self, system: ActorSystem) -> None:
-        system.spawn_spec(peerapi_spec(system, PeerApiSpawn(port=self.port, server=PEERAPI,
-                                                            conns=f"{PEERAPI}.conns"), self.listener))
+    def start(self, system: ActorSystem, *, exit_dns: bool = False) -> None:
+        """``exit_dns``: we offer an exit node, so permitted clients' DNS is answered (Hostinfo's
+        ``peerapi-dns-proxy`` service says so)."""
+        spawn = PeerApiSpawn(port=self.port, server=PEERAPI, conns=f"{PEERAPI}.conns", exit_dns=exit_dns)
+        system.spawn_spec(peerapi_spec(system, spawn, self.listener))

@@ -16,14 +16,22 @@ import ipaddress
 import threading
 from dataclasses import dataclass
 
+import dns.exception
+import dns.message
+import dns.reversename
+
 from pytsnet.actors.netstack.channel import FlowChannel
+from pytsnet.actors.peerapi import hostdns
 from pytsnet.actors.runtime import Actor, ActorError, StopReason, handles
 from pytsnet.actors.runtime.logs import subsystem_logger
+from pytsnet.actors.wgengine.filter_rules import FilterRuleError, rules_from_tailcfg
 from pytsnet.messages.base import Message
 from pytsnet.messages.dataplane import GetDataplaneInfo
 from pytsnet.messages.dns import DnsQuery
 from pytsnet.messages.peerapi import PeerApiEvent, PeerApiEventKind, PeerApiRead, PeerApiSpawn
 from pytsnet.messages.peers import GetPeers, PeerInfo
+from pytsnet.messages.wgengine import WgFilterRule
+from pytsnet.netstack.filter import PROTO_TCP, TCP_SYN, Filter, PacketSummary
 from pytsnet.wire.peerapi import BadPeerApiRequest, PeerApiHttp, PeerApiRequest, route
 
 __all__ = ["Caller", "PeerApiConnection"]
@@ -42,6 +50,12 @@ class Caller:
     node: PeerInfo
     is_self: bool
     our_addresses: tuple[str, ...]
+    exit_dns: bool = False
+    """We offer an exit node and the packet filter would let this caller reach the internet's port
+    53 (Go's ``offersExitNodeOrAppConnectorAndPeerHasAutogroupInternet``): its non-tailnet names are
+    answered by our host's resolver."""
+    tailnet_suffix: str = ""
+    """Our MagicDNS domain (``tail1234.ts.net.``): names under it stay with the MagicDNS resolver."""
 
 
 class PeerApiConnection(Actor):
@@ -138,7 +152,7 @@ class PeerApiConnection(Actor):
         caller = self._caller
         assert caller is not None
         self._event("request")
-        resp = route(req, our_addresses=caller.our_addresses, dns_allowed=caller.is_self,
+        resp = route(req, our_addresses=caller.our_addresses, dns_allowed=caller.is_self or caller.exit_dns,
                      resolve=self._resolve)
         if req.path.startswith("/dns-query") and resp.status == 200:
             self._event("dns")
@@ -146,6 +160,15 @@ class PeerApiConnection(Actor):
         self._write(self._http.respond(resp))
 
     def _resolve(self, query: bytes) -> bytes | None:
+        caller = self._caller
+        if caller is not None and caller.exit_dns and not _is_tailnet_name(query, caller.tailnet_suffix):
+            try:  # an exit node's client: resolved as our host would (Go forwards to the OS's DNS)
+                answer = hostdns.resolve(query, timeout=self.spawn.dns_timeout)
+            except hostdns.HostDnsError as e:
+                log.debug("peerapi: exit-node DNS for %s:%d failed: %s", *self.ch.remote, e)
+                return None
+            self._event("dns_exit")
+            return answer
         ref = self.lookup(self.spawn.dns)
         if ref is None:
             return None
@@ -172,9 +195,12 @@ class PeerApiConnection(Actor):
         if nm is None:
             return None
         ours = tuple(a.split("/")[0] for a in nm.self_node.addresses)
+        suffix = nm.self_node.name.split(".", 1)[1] if "." in nm.self_node.name.rstrip(".") else ""
         for node in [nm.self_node, *table.peers]:
             if any(ip == ipaddress.ip_interface(a).ip for a in node.addresses):
-                return Caller(node=node, is_self=node.user == nm.self_node.user, our_addresses=ours)
+                exit_dns = self.spawn.exit_dns and _filter_allows_internet_dns(nm.packet_filter, ip)
+                return Caller(node=node, is_self=node.user == nm.self_node.user, our_addresses=ours,
+                              exit_dns=exit_dns, tailnet_suffix=suffix.lower())
         return None
 
     def _write(self, data: bytes) -> None:
@@ -191,4 +217,43 @@ class PeerApiConnection(Actor):
     def _event(self, kind: PeerApiEventKind | None) -> None:
         if kind is not None:
             self.tell_named(self.spawn.server, PeerApiEvent(kind=kind, conn=self.name))
+
+
+_INTERNET_DNS = {4: int(ipaddress.ip_address("0.0.0.0")), 6: int(ipaddress.ip_address("2000::"))}
+_TAILNET_V4 = ipaddress.ip_network("100.64.0.0/10")
+
+
+def _filter_allows_internet_dns(packet_filter: list[WgFilterRule] | None, src: ipaddress.IPv4Address |
+                                ipaddress.IPv6Address) -> bool:
+    """Go's proxy for autogroup:internet access: would the filter accept a TCP SYN from ``src`` to
+    0.0.0.0:53 (2000:: for IPv6)? No filter yet, or one we refuse: no."""
+    if packet_filter is None:
+        return False
+    try:
+        rules = rules_from_tailcfg(packet_filter)
+    except FilterRuleError:
+        return False
+    flt = Filter(rules, [ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")], ipv6=True)
+    probe = PacketSummary(src.version, PROTO_TCP, int(src), _INTERNET_DNS[src.version], 40000, 53, TCP_SYN)
+    return flt.check(probe) is None
+
+
+def _is_tailnet_name(query: bytes, suffix: str) -> bool:
+    """The query asks a MagicDNS name (under our tailnet's domain, or a reverse name of the tailnet's
+    IPv4 range): those stay with the MagicDNS resolver. Unparseable: treated as tailnet (the resolver
+    answers FORMERR as today)."""
+    try:
+        msg = dns.message.from_wire(query)
+        name = msg.question[0].name
+    except (dns.exception.DNSException, IndexError):
+        return True
+    text = name.to_text().lower()
+    if suffix and (text == suffix or text.endswith("." + suffix)):
+        return True
+    if text.endswith(".in-addr.arpa."):
+        try:
+            return ipaddress.ip_address(dns.reversename.to_address(name)) in _TAILNET_V4
+        except (dns.exception.DNSException, ValueError):
+            return False
+    return False
 

@@ -18,7 +18,8 @@ def test_exit_node_advertises_both_default_routes_sorted_as_go() -> None:
     assert cfg.routable_ips() == ("0.0.0.0/0", "10.0.0.5/32", "10.1.2.0/24", "::/0", "fd00:1::/64")
     policy = cfg.forward_policy()
     assert policy is not None and policy.exit_node
-    assert policy.routes == tuple(ipaddress.ip_network(r) for r in ("10.1.2.0/24", "fd00:1::/64", "10.0.0.5/32"))
+    want = ("10.1.2.0/24", "fd00:1::/64", "10.0.0.5/32")
+    assert policy.routes == tuple(ipaddress.ip_network(r) for r in want)
 
 
 def test_nothing_advertised_means_no_forwarding() -> None:
