@@ -140,3 +140,25 @@ def test_killing_the_forwarder_supervisor_mid_transfer_is_survived(lab: ExitLab)
         assert lab.client.call(lambda: _echo_once(b"new flow")) == b"new flow"
         st = r.forwarder_status()
         assert st.counters["tcp_forwarded"] >= 3
+
+
+def test_killing_the_forwarder_subtree_resets_its_flows_and_new_flows_work(lab: ExitLab) -> None:
+    """The whole subtree (``forwarder.sup``) crashing: its flows are reset (nothing hangs, the kernel
+    client sees a reset), its parent restarts it, and the next flow is forwarded."""
+    blobs = [hashlib.shake_256(b"tree %d" % i).digest(SIZE) for i in range(2)]
+    with tun_router(lab, ForwardPolicy(exit_node=True)) as r:
+        sup = r.system.lookup("forwarder.sup")
+        assert sup is not None
+
+        def kill_tree() -> None:
+            FaultInjector.kill_now(sup, "chaos")
+
+        result = run_clients(lab, blobs, kill_tree)
+        assert all(v in (errno.ECONNRESET, errno.EPIPE) for v in result.values()), result
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            ref = r.system.lookup("forwarder")
+            if ref is not None and ref.is_alive:
+                break
+            time.sleep(0.05)
+        assert lab.client.call(lambda: _echo_once(b"after restart")) == b"after restart"

@@ -29,6 +29,7 @@ import contextlib
 import ipaddress
 import socket
 import socketserver
+import struct
 import subprocess
 import sys
 import threading
@@ -48,8 +49,8 @@ if TYPE_CHECKING:
     from pytsnet.netstack.forward import ForwardPolicy
     from pytsnet.testing.tun import TunDevice
 
-__all__ = ["ECHO_PORT", "HUB_ADDR", "INTERNET_ADDR", "SUBNET", "SUBNET_SERVER", "WEB_NAME", "WEB_PORT",
-           "ExitLab", "TunRouter", "exit_lab", "tun_router"]
+__all__ = ["ECHO_PORT", "HUB_ADDR", "INTERNET_ADDR", "RESET_ME", "SUBNET", "SUBNET_SERVER", "WEB_NAME",
+           "WEB_PORT", "ExitLab", "TunRouter", "exit_lab", "tun_router"]
 
 INTERNET_ADDR = "198.18.7.2"  # RFC 2544 benchmarking space: never routed on the internet
 EXIT_INTERNET_SIDE = "198.18.7.1"
@@ -59,6 +60,7 @@ SUBNET_ROUTER_SIDE, SUBNET_SERVER = "10.33.44.1", "10.33.44.10"
 HUB_ADDR, EXIT_HUB_SIDE, HUB_CLIENT_SIDE, CLIENT_HUB_SIDE = "10.99.1.1", "10.99.1.2", "10.99.2.1", "10.99.2.2"
 WEB_NAME = "web.example.test"
 WEB_PORT, ECHO_PORT = 8080, 7000
+RESET_ME = b"RESET_ME"
 WEB_BODY = b"hello from the lab internet\n"
 TUN_KERNEL, TUN_STACK = "10.77.0.1", "10.77.0.2"
 
@@ -208,11 +210,19 @@ def tun_router(lab: ExitLab, policy: ForwardPolicy, limits: ForwardLimits | None
 
 # -- the servers (run inside a namespace as ``python -m pytsnet.testing.exitlab ...``) ---------------------
 class _Echo(socketserver.BaseRequestHandler):
-    """Echo every byte until the client's FIN, then FIN back: half-close shows on the wire."""
+    """Echo every byte until the client's FIN, then FIN back: half-close shows on the wire. A
+    connection whose first bytes are ``RESET_ME`` is reset instead (SO_LINGER 0), to test that a
+    destination's RST reaches the peer."""
 
     def handle(self) -> None:
         sock: socket.socket = self.request
+        first = True
         while data := sock.recv(65536):
+            if first and data.startswith(RESET_ME):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()
+                return
+            first = False
             sock.sendall(data)
         sock.shutdown(socket.SHUT_WR)
 

@@ -20,10 +20,12 @@ import dns.message
 import dns.query
 import pytest
 
+from pytsnet.actors.forwarder import ForwardLimits
 from pytsnet.netstack.forward import ForwardPolicy
 from pytsnet.testing.exitlab import (
     ECHO_PORT,
     INTERNET_ADDR,
+    RESET_ME,
     SUBNET,
     SUBNET_SERVER,
     WEB_BODY,
@@ -129,3 +131,43 @@ def test_icmp_echo_through_ping_sockets_where_allowed(lab: ExitLab) -> None:
         ok = lab.client.run(["ping", "-c", "2", "-W", "3", INTERNET_ADDR], check=False)
         assert ok.returncode == 0, ok.stdout + ok.stderr
         assert r.forwarder_status().counters["echo_forwarded"] >= 1
+
+
+def test_destination_reset_reaches_the_peer(lab: ExitLab) -> None:
+    def run() -> int | str:
+        with socket.create_connection((INTERNET_ADDR, ECHO_PORT), timeout=10) as c:
+            c.sendall(RESET_ME)
+            try:
+                data = c.recv(100)
+            except OSError as e:
+                return e.errno or -1
+            return f"read {data!r}"
+    with tun_router(lab, EXIT) as r:
+        assert lab.client.call(run) == errno.ECONNRESET
+        assert r.forwarder_status().counters["tcp_reset_by_destination"] == 1
+
+
+def test_udp_flows_are_bounded_and_end_after_their_idle_timeout(lab: ExitLab) -> None:
+    limits = ForwardLimits(max_udp_flows=1, dns_idle=2.0)
+    with tun_router(lab, EXIT, limits) as r:
+        q = dns.message.make_query(WEB_NAME, "A")
+
+        def two_sockets() -> tuple[object, object]:
+            first = dns.query.udp(q, INTERNET_ADDR, timeout=5)
+            try:
+                second: object = dns.query.udp(q, INTERNET_ADDR, timeout=0.5)  # another source port
+            except Exception as e:
+                second = type(e).__name__
+            return first, second
+        first, second = lab.client.call(two_sockets)
+        assert isinstance(first, dns.message.Message) and first.answer and second == "Timeout"
+        st = r.forwarder_status()
+        assert st.counters["udp_flows_full"] >= 1 and st.udp_flows == 1
+        deadline = time.monotonic() + 8
+        while r.forwarder_status().udp_flows and time.monotonic() < deadline:
+            time.sleep(0.1)
+        st = r.forwarder_status()
+        assert st.udp_flows == 0 and st.counters["udp_idle_timeout"] == 1
+        # the slot is free again: a new 4-tuple is forwarded
+        again = lab.client.call(lambda: dns.query.udp(q, INTERNET_ADDR, timeout=5))
+        assert [rr.to_text() for rrset in again.answer for rr in rrset] == [INTERNET_ADDR]
