@@ -49,10 +49,18 @@ def never_forwarded(dst: IPAddress) -> str | None:
 
 @dataclass(frozen=True)
 class ForwardPolicy:
-    """What this node advertises: subnet routes, and whether it is an exit node."""
+    """What this node advertises: subnet routes, and whether it is an exit node.
+
+    ``lan``/``lan_hosts``: for an exit node, the prefixes of the host's own interfaces and its own
+    addresses on them. As Go's ``shrinkDefaultRoute`` ("guest wifi"), an exit node's default route
+    does not reach those LANs unless they are advertised as routes too; the host's own addresses
+    stay reachable. The device fills them from the node's namespace (``actors/forwarder/lan.py``).
+    """
 
     routes: tuple[IPNetwork, ...] = field(default_factory=tuple)
     exit_node: bool = False
+    lan: tuple[IPNetwork, ...] = field(default_factory=tuple)
+    lan_hosts: tuple[IPAddress, ...] = field(default_factory=tuple)
 
     @property
     def active(self) -> bool:
@@ -63,11 +71,13 @@ class ForwardPolicy:
         refused = never_forwarded(dst)
         if refused is not None:
             return refused
-        if self.exit_node:
-            return None
         if any(dst.version == n.version and dst in n for n in self.routes):
             return None
-        return "not_our_address"
+        if not self.exit_node:
+            return "not_our_address"
+        if dst not in self.lan_hosts and any(dst.version == n.version and dst in n for n in self.lan):
+            return "forward_exit_lan"  # the exit node's own LAN: only if advertised as a route
+        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ from pytsnet.actors.control import ControlRunner, RunnerConfig, StateStore
 from pytsnet.actors.dataplane import Built, DataplaneBridge
 from pytsnet.actors.dns import DNS, DnsActor, Forwarder
 from pytsnet.actors.forwarder import FORWARDER, ForwardTable, forwarder_spec
+from pytsnet.actors.forwarder.lan import with_host_lan
 from pytsnet.actors.keeper import MEMORY, MemoryKeeper
 from pytsnet.actors.magicsock.config import timings_message
 from pytsnet.actors.magicsock.node import first_home, magicsock_spec
@@ -145,6 +146,8 @@ def dataplane_spec(system: ActorSystem, nm: DataplaneNetmap, options: DataplaneO
     addresses = _addresses(nm)
     v6 = any(a.version == 6 for a in addresses)
     fwd = options.forward if options.forward is not None and options.forward.active else None
+    if fwd is not None:
+        fwd = with_host_lan(fwd)  # read here, in the node's namespace (the bridge's thread)
     local_routes = () if fwd is None else tuple(str(n) for n in fwd.routes) + (
         ("0.0.0.0/0", "::/0") if fwd.exit_node else ())
     ms = MagicsockSpawn(

@@ -1,12 +1,15 @@
 """A namespace lab for exit-node and subnet-router tests: an "internet", an exit node, a client.
 
-    client ──veth── hub ──veth── exit ──veth── internet (HTTP, echo, DNS servers)
+    client ──veth── hub ──veth── exit ──veth── router ──veth── internet (HTTP, echo, DNS servers)
                                   └──veth── subnet (kernel TCP echo server)
 
 * ``internet``: a kernel HTTP server (``python -m http.server``) and a TCP echo server on
   ``INTERNET_ADDR``, and a DNS server (dnspython) answering ``WEB_NAME`` with ``INTERNET_ADDR``
   (NXDOMAIN for anything else) on UDP and TCP port 53.
-* ``exit``: the node that forwards. It reaches the internet and the subnet; its
+* ``router``: one IP hop (the only namespace with IP forwarding on) between ``exit`` and the
+  internet: as on a real host, the internet is not on the exit node's own LAN (an exit node keeps
+  its LANs to itself, as Go's "guest wifi" rule; ``actors/forwarder/lan.py``).
+* ``exit``: the node that forwards. It reaches the internet (via ``router``) and the subnet; its
   ``/etc/netns/<name>/resolv.conf`` (what the namespace's processes and our resolver read) points
   at the internet's DNS server. IP forwarding stays off: only a userspace forwarder carries traffic.
 * ``client``: the node that uses the exit node or subnet routes. It has NO route to the internet or
@@ -53,7 +56,7 @@ __all__ = ["ECHO_PORT", "HUB_ADDR", "INTERNET_ADDR", "RESET_ME", "SUBNET", "SUBN
            "WEB_PORT", "ExitLab", "TunRouter", "exit_lab", "tun_router"]
 
 INTERNET_ADDR = "198.18.7.2"  # RFC 2544 benchmarking space: never routed on the internet
-EXIT_INTERNET_SIDE = "198.18.7.1"
+ROUTER_INTERNET_SIDE, EXIT_UPLINK, ROUTER_EXIT_SIDE = "198.18.7.1", "198.18.6.1", "198.18.6.2"
 CLIENT_DIRECT, INTERNET_CLIENT_SIDE = "198.18.9.1", "198.18.9.2"
 SUBNET = "10.33.44.0/24"
 SUBNET_ROUTER_SIDE, SUBNET_SERVER = "10.33.44.1", "10.33.44.10"
@@ -68,6 +71,7 @@ TUN_KERNEL, TUN_STACK = "10.77.0.1", "10.77.0.2"
 @dataclass
 class ExitLab:
     internet: Netns
+    router: Netns
     exit: Netns
     client: Netns
     hub: Netns
@@ -106,8 +110,12 @@ def exit_lab(tmp: Path, *, client_route: bool = False, prefix: str = "xl") -> It
         return n
 
     try:
-        internet, exit_, client, hub, subnet = ns("i"), ns("e"), ns("c"), ns("h"), ns("s")
-        veth_pair(exit_, EXIT_INTERNET_SIDE, internet, INTERNET_ADDR)
+        internet, router, exit_, client = ns("i"), ns("r"), ns("e"), ns("c")
+        hub, subnet = ns("h"), ns("s")
+        veth_pair(exit_, EXIT_UPLINK, router, ROUTER_EXIT_SIDE)
+        veth_pair(router, ROUTER_INTERNET_SIDE, internet, INTERNET_ADDR)
+        exit_.sh(f"ip route add {INTERNET_ADDR}/32 via {ROUTER_EXIT_SIDE}")
+        internet.sh(f"ip route add {EXIT_UPLINK}/32 via {ROUTER_INTERNET_SIDE}")
         veth_pair(exit_, SUBNET_ROUTER_SIDE, subnet, SUBNET_SERVER)
         veth_pair(exit_, EXIT_HUB_SIDE, hub, HUB_ADDR)
         veth_pair(hub, HUB_CLIENT_SIDE, client, CLIENT_HUB_SIDE)
@@ -116,7 +124,7 @@ def exit_lab(tmp: Path, *, client_route: bool = False, prefix: str = "xl") -> It
             veth_pair(client, CLIENT_DIRECT, internet, INTERNET_CLIENT_SIDE)
             client.sh(f"ip route add {INTERNET_ADDR}/32 via {INTERNET_CLIENT_SIDE}")
         for n in made:
-            n.sh("sysctl -qw net.ipv4.ip_forward=0")
+            n.sh(f"sysctl -qw net.ipv4.ip_forward={1 if n is router else 0}")
         (Path("/etc/netns") / exit_.name / "resolv.conf").write_text(f"nameserver {INTERNET_ADDR}\n")
         www = tmp / "www"
         www.mkdir(parents=True, exist_ok=True)
@@ -137,7 +145,7 @@ def exit_lab(tmp: Path, *, client_route: bool = False, prefix: str = "xl") -> It
             out = client.run(["ip", "route", "get", INTERNET_ADDR], check=False)
             if out.returncode == 0:
                 raise AssertionError(f"client namespace reaches the internet: {out.stdout}")
-        yield ExitLab(internet=internet, exit=exit_, client=client, hub=hub, subnet=subnet,
+        yield ExitLab(internet=internet, router=router, exit=exit_, client=client, hub=hub, subnet=subnet,
                       client_route=client_route)
     finally:
         for n in reversed(made):
@@ -177,6 +185,7 @@ def tun_router(lab: ExitLab, policy: ForwardPolicy, limits: ForwardLimits | None
                name: str = "exitlab") -> Iterator[TunRouter]:
     """Start the router of ``TunRouter`` in ``lab``; stopped (and the TUN closed) on exit."""
     from pytsnet.actors.forwarder import FORWARDER, ForwardTable, forwarder_spec
+    from pytsnet.actors.forwarder.lan import with_host_lan
     from pytsnet.actors.netstack.channel import FlowRegistry
     from pytsnet.actors.netstack.subtree import netstack_spec
     from pytsnet.actors.runtime import ActorSystem, MailboxConfig, MailboxPolicy
@@ -190,6 +199,7 @@ def tun_router(lab: ExitLab, policy: ForwardPolicy, limits: ForwardLimits | None
         lab.client.sh(f"ip route add {INTERNET_ADDR}/32 dev {tun.name}")
         lab.client.sh(f"ip route add {SUBNET} dev {tun.name}")
         with lab.exit.entered():  # the pool's threads, so the forwarders' sockets, live in exit
+            policy = with_host_lan(policy)  # the exit namespace's LANs, as the device does
             system = ActorSystem(name, pool_workers=4)
             link = system.spawn(TunLinkActor, tun.fd, "netstack", name="tun-link",
                                 mailbox=MailboxConfig(65536))

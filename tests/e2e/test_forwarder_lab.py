@@ -171,3 +171,23 @@ def test_udp_flows_are_bounded_and_end_after_their_idle_timeout(lab: ExitLab) ->
         # the slot is free again: a new 4-tuple is forwarded
         again = lab.client.call(lambda: dns.query.udp(q, INTERNET_ADDR, timeout=5))
         assert [rr.to_text() for rrset in again.answer for rr in rrset] == [INTERNET_ADDR]
+
+
+def test_exit_node_keeps_its_own_lan_unless_advertised(lab: ExitLab) -> None:
+    """The subnet is on the exit namespace's own LAN: an exit node alone does not reach it (Go's
+    "guest wifi"), the same node advertising it as a route does."""
+    with tun_router(lab, EXIT) as r:
+        assert connect_errno(lab, SUBNET_SERVER, ECHO_PORT, timeout=2.0) == "timeout"
+        assert r.drops().get("forward_exit_lan", 0) >= 1
+    both = ForwardPolicy(exit_node=True, routes=(ipaddress.ip_network(SUBNET),))
+    with tun_router(lab, both):
+        assert echo_through(lab, SUBNET_SERVER, b"lan") == b"lan"
+        assert echo_through(lab, INTERNET_ADDR, b"net") == b"net"
+
+
+def test_host_lan_reads_the_namespace_interfaces(lab: ExitLab) -> None:
+    from pytsnet.actors.forwarder.lan import host_lan
+    nets, hosts = lab.exit.call(host_lan)
+    assert ipaddress.ip_network(SUBNET) in nets and ipaddress.ip_address("10.33.44.1") in hosts
+    assert ipaddress.ip_network("198.18.6.0/24") in nets
+    assert not any(n.network_address.is_loopback for n in nets)

@@ -142,3 +142,18 @@ def test_udp_reply_goes_out_from_the_destination() -> None:
     pkt = ipv4.parse_ipv4(out)
     d = udp.parse_udp(pkt.payload, pkt.src, pkt.dst)
     assert (pkt.src, pkt.dst, d.src_port, d.dst_port, d.payload) == (dst, PEER, 53, 5353, b"answer")
+
+
+def test_exit_node_keeps_its_lan_unless_advertised() -> None:
+    lan = ipaddress.ip_network("192.168.5.0/24")
+    me_on_lan = ipaddress.ip_address("192.168.5.2")
+    s = stack(ForwardPolicy(exit_node=True, lan=(lan,), lan_hosts=(me_on_lan,)))
+    s.receive(syn("192.168.5.9"), 0.0)  # a LAN neighbour: Go's "guest wifi" rule
+    s.receive(syn("192.168.5.2"), 0.0)  # the exit node's own address stays reachable (as Go)
+    s.receive(syn("198.51.100.1"), 0.0)
+    assert s.drops["forward_exit_lan"] == 1
+    assert [f.key[1] for f in s.take_forwards() if isinstance(f, ForwardedTcp)] == [
+        ipaddress.ip_address("192.168.5.2"), ipaddress.ip_address("198.51.100.1")]
+    s2 = stack(ForwardPolicy(exit_node=True, routes=(lan,), lan=(lan,)))  # advertised too: reachable
+    s2.receive(syn("192.168.5.9"), 0.0)
+    assert len(s2.take_forwards()) == 1
