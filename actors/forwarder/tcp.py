@@ -79,17 +79,18 @@ class TcpForwarder(Actor):
         self.ctx.stop_self()
 
     def on_stop(self, reason: StopReason) -> None:
-        """Killed, crashed or done: whatever is still open is reset (a clean end already closed it)."""
+        """Killed, crashed or done: whatever is still open is reset (a clean end already closed it).
+        The tailnet side first, so the peer sees a RST, never the EOF our own socket teardown would
+        look like to the splice threads."""
         self._stop.set()
         if self._clean:
             return
-        self._abort_host()
         ch = self._ch
         if ch is not None and ch.ref is not None:
-            with contextlib.suppress(ActorStopped, MailboxFull):
-                ch.ref.tell(FlowAbort())
+            _abort_flow(ch)
         elif not self._accepted:
             self._refuse("forwarder_stopped")
+        self._abort_host()
 
     def _tell_manager(self, msg: ForwarderDone) -> None:
         ref = self.system.lookup(self.manager)
@@ -237,6 +238,8 @@ class TcpForwarder(Actor):
                 self.table.count("tcp_reset_by_destination")
                 raise _Reset("host side reset") from None
             if not data:
+                if self._stop.is_set():
+                    raise _Reset("stopped")  # our own teardown, not the destination's FIN
                 ch.send_eof()
                 return
             self._last = time.monotonic()
@@ -253,3 +256,18 @@ class TcpForwarder(Actor):
                     continue
                 view = view[n:]
             self.table.count("tcp_bytes_in", len(data))
+
+
+def _abort_flow(ch: FlowChannel, attempts: int = 50) -> None:
+    """Tell the flow actor to reset; a mailbox full of the peer's segments is retried briefly
+    (bounded), so a busy flow is still reset rather than left open."""
+    for _ in range(attempts):
+        if ch.ref is None:
+            return
+        try:
+            ch.ref.tell(FlowAbort())
+            return
+        except ActorStopped:
+            return  # it ended on its own
+        except MailboxFull:
+            time.sleep(0.01)
