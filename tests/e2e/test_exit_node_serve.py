@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 import dns.message
 import dns.rcode
 import pytest
@@ -31,6 +32,7 @@ from pytsnet.config import Config
 from pytsnet.device import ActorDevice
 from pytsnet.localnet.server import LocalTailnet
 from pytsnet.messages.peers import GetPeers, PeersChanged
+from pytsnet.testing.dnsclient import udp_query
 from pytsnet.testing.exitlab import (
     ECHO_PORT,
     HUB_ADDR,
@@ -135,6 +137,13 @@ def test_exit_node_forwards_a_peers_tcp_to_the_internet_and_subnet(world: World)
     assert echo(world, SUBNET_SERVER, b"subnet hello") == b"subnet hello"
     c = world.b.status().counters
     assert c["forward_tcp_forwarded"] >= 2 and c["forward_tcp_bytes_in"] >= len(blob)
+
+
+def test_exit_node_forwards_a_peers_udp_dns_query(world: World) -> None:
+    route_via_b(world, [f"{INTERNET_ADDR}/32"])
+    answer = anyio.run(lambda: udp_query(world.a, WEB_NAME, where=INTERNET_ADDR))
+    assert [rr.to_text() for rrset in answer.answer for rr in rrset] == [INTERNET_ADDR]
+    assert world.b.status().counters["forward_udp_forwarded"] == 1
 
 
 def test_exit_node_doh_answers_internet_names_with_its_host_resolver(world: World) -> None:
