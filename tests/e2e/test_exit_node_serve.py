@@ -1,17 +1,11 @@
-"""A Python node serving as exit node and subnet router, reached by a Python peer over WireGuard.
+"""A Python node serving as exit node and subnet router, used by a Python peer over WireGuard.
 
 The lab (``pytsnet.testing.exitlab``): the local tailnet's servers in ``hub``, node B
-(``advertise_exit_node=True``, ``advertise_routes=[SUBNET]``) in ``exit``, node A in ``client``
-(no route to the internet or the subnet). B's Hostinfo carries RoutableIPs and the
-peerapi-dns-proxy service; A's DoH query to B's peerAPI for a non-tailnet name is answered by B's
-host resolver (the lab's DNS server, from B's namespace's resolv.conf).
-
-Using B as exit node is not on this branch (A's exit-node selection and control's route approval
-are other pieces of issue 17), so a test-only seam gives A's engine and dial table a route to the
-lab's internet address via B (a ``PeersChanged`` with B's AllowedIPs widened, told to A's data-plane
-bridge and device inbox as the PeerTracker would); what it proves is B's side: the SYN crosses
-WireGuard, B's filter and netstack forward it, B's forwarder dials the kernel server in the
-internet namespace, and the bytes come back from that address.
+(``advertise_exit_node=True``, ``advertise_routes=[SUBNET]``) in ``exit``, node A
+(``accept_routes=True``) in ``client``, which has no route to the internet or the subnet. Control
+approves B's routes; A selects B as its exit node. A's TCP and UDP to the lab's internet and subnet
+go through B's forwarders; A's name lookups beyond the tailnet go to B's peerAPI DoH, which B's host
+resolver (the lab's DNS server, from B's namespace's resolv.conf) answers.
 """
 
 from __future__ import annotations
@@ -22,6 +16,7 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 import dns.message
@@ -31,7 +26,6 @@ import pytest
 from pytsnet.config import Config
 from pytsnet.device import ActorDevice
 from pytsnet.localnet.server import LocalTailnet
-from pytsnet.messages.peers import GetPeers, PeersChanged
 from pytsnet.testing.dnsclient import udp_query
 from pytsnet.testing.exitlab import (
     ECHO_PORT,
@@ -39,14 +33,15 @@ from pytsnet.testing.exitlab import (
     INTERNET_ADDR,
     SUBNET,
     SUBNET_SERVER,
+    WEB_BODY,
     WEB_NAME,
+    WEB_PORT,
     ExitLab,
     exit_lab,
 )
 from pytsnet.testing.netns import netns_available
 from pytsnet.testing.peerapi import http_request
 from pytsnet.testing.polling import wait_until
-from pytsnet.tree import DATAPLANE, EVENTS, PEERS
 
 pytestmark = [pytest.mark.interop, pytest.mark.root]
 
@@ -78,7 +73,8 @@ def world(tmp_path: Path) -> Iterator[World]:
                                        advertise_routes=[SUBNET], **common)).start()  # type: ignore[arg-type]
                 devs.append(b)
             with lab.client.entered():
-                a = ActorDevice(Config(dir=tmp_path / "a", hostname="client", **common)).start()  # type: ignore[arg-type]
+                a = ActorDevice(Config(dir=tmp_path / "a", hostname="client", accept_routes=True,
+                                       **common)).start()  # type: ignore[arg-type]
                 devs.append(a)
             for d in devs:
                 d.wait_until_running_blocking(30)
@@ -90,20 +86,10 @@ def world(tmp_path: Path) -> Iterator[World]:
             net.close()
 
 
-def route_via_b(w: World, prefixes: list[str]) -> None:
-    """The seam: A's tables as if B's AllowedIPs held ``prefixes`` (what 17a + 17c will produce)."""
-    assert w.a.system is not None
-    peers_ref = w.a.system.lookup(PEERS)
-    assert peers_ref is not None
-    table = peers_ref.ask(GetPeers())
-    peers = [p.model_copy(update={"allowed_ips": [*p.addresses, *prefixes]}) if p.hostname == "exit" else p
-             for p in table.peers]
-    msg = PeersChanged(changed=[p for p in peers if p.hostname == "exit"], peers=peers)
-    for name in (DATAPLANE, EVENTS):
-        ref = w.a.system.lookup(name)
-        assert ref is not None
-        ref.tell(msg)
-    wait_until(lambda: any(INTERNET_ADDR in str(p.allowed_ips) for p in w.a._peers), 10, "seam applied")
+def use_b(w: World) -> None:
+    """Control approves B's routes; A accepts them and engages B as its exit node."""
+    w.net.approve_routes("exit", ["0.0.0.0/0", "::/0", SUBNET])
+    wait_until(lambda: w.a.set_exit_node_blocking("exit") is not None, 20, "B engaged as A's exit node")
 
 
 def echo(w: World, host: str, blob: bytes) -> bytes:
@@ -121,16 +107,16 @@ def echo(w: World, host: str, blob: bytes) -> bytes:
 
 
 def test_hostinfo_advertises_routes_and_the_dns_proxy(world: World) -> None:
-    hi = world.net.node("exit").hostinfo
+    hi: dict[str, Any] = dict(world.net.node("exit").hostinfo)
     assert hi["RoutableIPs"] == ["0.0.0.0/0", SUBNET, "::/0"]
     assert {"Proto": "peerapi-dns-proxy", "Port": 1} in hi["Services"]
-    assert "RoutableIPs" not in world.net.node("client").hostinfo or not world.net.node("client").hostinfo[
-        "RoutableIPs"]
-    assert all(s["Proto"] != "peerapi-dns-proxy" for s in world.net.node("client").hostinfo["Services"])
+    client: dict[str, Any] = dict(world.net.node("client").hostinfo)
+    assert not client.get("RoutableIPs")
+    assert all(s["Proto"] != "peerapi-dns-proxy" for s in client["Services"])
 
 
 def test_exit_node_forwards_a_peers_tcp_to_the_internet_and_subnet(world: World) -> None:
-    route_via_b(world, [f"{INTERNET_ADDR}/32", SUBNET])
+    use_b(world)
     blob = hashlib.shake_256(b"through the exit node").digest(512 * 1024)
     got = echo(world, INTERNET_ADDR, blob)
     assert hashlib.sha256(got).digest() == hashlib.sha256(blob).digest()
@@ -140,7 +126,7 @@ def test_exit_node_forwards_a_peers_tcp_to_the_internet_and_subnet(world: World)
 
 
 def test_exit_node_forwards_a_peers_udp_dns_query(world: World) -> None:
-    route_via_b(world, [f"{INTERNET_ADDR}/32"])
+    use_b(world)
     answer = anyio.run(lambda: udp_query(world.a, WEB_NAME, where=INTERNET_ADDR))
     assert [rr.to_text() for rrset in answer.answer for rr in rrset] == [INTERNET_ADDR]
     assert world.b.status().counters["forward_udp_forwarded"] == 1
@@ -166,3 +152,29 @@ def test_exit_node_doh_answers_internet_names_with_its_host_resolver(world: Worl
     assert dns.message.from_wire(ans.body).rcode() == dns.rcode.NXDOMAIN  # the lab server's answer
     sock.close()
     assert world.b.status().counters.get("peerapi_dns_exit", 0) >= 2
+
+
+def test_peer_fetches_from_the_internet_by_name_through_the_exit_node(world: World) -> None:
+    """The whole chain: A's lookup goes to B's DoH (B's host resolver answers), A's dial to the
+    answer goes through B's forwarder to the kernel HTTP server."""
+    use_b(world)
+    assert world.a.lookup_blocking(WEB_NAME) == [INTERNET_ADDR]
+    sock = world.a.tcp_connect_blocking(WEB_NAME, WEB_PORT, timeout=30)
+    sock.settimeout(30)
+    try:
+        sock.sendall(f"GET / HTTP/1.0\r\nHost: {WEB_NAME}\r\n\r\n".encode())
+        body = bytearray()
+        while chunk := sock.recv(65536):
+            body += chunk
+    finally:
+        sock.close()
+    assert bytes(body).endswith(WEB_BODY)
+    c = world.b.status().counters
+    assert c["peerapi_dns_exit"] >= 1 and c["forward_tcp_forwarded"] >= 1
+
+
+def test_unapproved_routes_are_not_used(world: World) -> None:
+    """Advertised but not approved: A has no route through B, and nothing reaches B's forwarders."""
+    with pytest.raises(OSError):
+        world.a.tcp_connect_blocking(SUBNET_SERVER, ECHO_PORT, timeout=5)
+    assert world.b.status().counters.get("forward_tcp_forwarded", 0) == 0
