@@ -78,6 +78,14 @@ class ExitLab:
     subnet: Netns
     client_route: bool
     web_body: bytes = WEB_BODY
+    client_direct_if: str | None = None
+    """With ``client_route``: the client's interface towards the internet (nothing may leave on it)."""
+
+    def tx_packets(self, ns: Netns, ifname: str) -> int:
+        """Packets ``ifname`` in ``ns`` has sent (the kernel's counter: a leak check needs no capture)."""
+        import json
+        data = json.loads(ns.run(["ip", "-j", "-s", "link", "show", "dev", ifname]).stdout)
+        return int(data[0]["stats64"]["tx"]["packets"])
 
 
 def _wait_port(ns: Netns, addr: str, port: int, udp: bool = False, timeout: float = 20.0) -> None:
@@ -120,8 +128,9 @@ def exit_lab(tmp: Path, *, client_route: bool = False, prefix: str = "xl") -> It
         veth_pair(exit_, EXIT_HUB_SIDE, hub, HUB_ADDR)
         veth_pair(hub, HUB_CLIENT_SIDE, client, CLIENT_HUB_SIDE)
         client.sh(f"ip route add {HUB_ADDR}/32 via {HUB_CLIENT_SIDE}")
+        direct_if: str | None = None
         if client_route:
-            veth_pair(client, CLIENT_DIRECT, internet, INTERNET_CLIENT_SIDE)
+            direct_if, _ = veth_pair(client, CLIENT_DIRECT, internet, INTERNET_CLIENT_SIDE)
             client.sh(f"ip route add {INTERNET_ADDR}/32 via {INTERNET_CLIENT_SIDE}")
         for n in made:
             n.sh(f"sysctl -qw net.ipv4.ip_forward={1 if n is router else 0}")
@@ -146,7 +155,7 @@ def exit_lab(tmp: Path, *, client_route: bool = False, prefix: str = "xl") -> It
             if out.returncode == 0:
                 raise AssertionError(f"client namespace reaches the internet: {out.stdout}")
         yield ExitLab(internet=internet, router=router, exit=exit_, client=client, hub=hub, subnet=subnet,
-                      client_route=client_route)
+                      client_route=client_route, client_direct_if=direct_if)
     finally:
         for n in reversed(made):
             n.close()

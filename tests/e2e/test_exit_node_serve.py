@@ -11,8 +11,10 @@ resolver (the lab's DNS server, from B's namespace's resolv.conf) answers.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,7 @@ import pytest
 
 from pytsnet.config import Config
 from pytsnet.device import ActorDevice
+from pytsnet.errors import ExitNodeUnavailable
 from pytsnet.localnet.server import LocalTailnet
 from pytsnet.testing.dnsclient import udp_query
 from pytsnet.testing.exitlab import (
@@ -54,12 +57,12 @@ class World:
     b: ActorDevice
 
 
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
+@contextlib.contextmanager
+def make_world(tmp_path: Path, *, client_route: bool = False) -> Iterator[World]:
     reason = netns_available()
     if reason:
         pytest.skip(reason)
-    with exit_lab(tmp_path, prefix="xe") as lab:
+    with exit_lab(tmp_path, prefix="xe", client_route=client_route) as lab:
         net = LocalTailnet(tmp_path / "ctl", listen=f"{HUB_ADDR}:0", keepalive_interval=5)
         devs: list[ActorDevice] = []
         try:
@@ -84,6 +87,12 @@ def world(tmp_path: Path) -> Iterator[World]:
             for d in devs:
                 d.close()
             net.close()
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    with make_world(tmp_path) as w:
+        yield w
 
 
 def use_b(w: World) -> None:
@@ -178,3 +187,38 @@ def test_unapproved_routes_are_not_used(world: World) -> None:
     with pytest.raises(OSError):
         world.a.tcp_connect_blocking(SUBNET_SERVER, ECHO_PORT, timeout=5)
     assert world.b.status().counters.get("forward_tcp_forwarded", 0) == 0
+
+
+def refused_within(dev: ActorDevice, seconds: float) -> bool:
+    """True once a dial beyond the tailnet raises ``ExitNodeUnavailable`` (within ``seconds``)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            dev.tcp_connect_blocking(INTERNET_ADDR, ECHO_PORT, timeout=2).close()
+        except ExitNodeUnavailable:
+            return True
+        except OSError:
+            pass  # B still looks online: the dial times out through the tunnel
+        time.sleep(0.2)
+    return False
+
+
+def test_nothing_leaks_where_the_client_could_reach_the_internet_itself(tmp_path: Path) -> None:
+    """A's namespace has its own route to the internet server (a host-socket fallback would work):
+    through the exit node, and with the exit node gone, not one packet leaves on that interface."""
+    with make_world(tmp_path, client_route=True) as w:
+        lab, ifname = w.lab, w.lab.client_direct_if
+        assert ifname is not None
+        probe = f"import socket; socket.create_connection(({INTERNET_ADDR!r}, {ECHO_PORT}), 5).close()"
+        idle = lab.tx_packets(lab.client, ifname)
+        direct = lab.client.run(["python3", "-c", probe], check=False)
+        assert direct.returncode == 0  # the route is real ...
+        time.sleep(1.0)  # (the probe's last ACK is out before we count)
+        before = lab.tx_packets(lab.client, ifname)
+        assert before > idle  # ... and the counter sees a host socket using it
+        use_b(w)
+        assert echo(w, INTERNET_ADDR, b"via the exit node") == b"via the exit node"
+        assert w.a.lookup_blocking(WEB_NAME) == [INTERNET_ADDR]
+        w.b.close()  # the exit node goes away: dials fail closed, still nothing on the direct route
+        assert refused_within(w.a, 15.0), "dials beyond the tailnet not refused once the exit node is gone"
+        assert lab.tx_packets(lab.client, ifname) == before
