@@ -37,6 +37,20 @@ _SLICE = 0.5
 _ICMP_ECHO_REQUEST, _ICMPV6_ECHO_REQUEST = 8, 128
 
 
+def _connected_datagram_socket(dst: str, port: int, proto_v4: int, proto_v6: int) -> socket.socket:
+    """A non-blocking datagram socket connected to ``dst`` (so the kernel filters replies by source)."""
+    v6 = ":" in dst
+    family = socket.AF_INET6 if v6 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM, proto_v6 if v6 else proto_v4)
+    try:
+        sock.connect((dst, port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class _DatagramForwarder(Actor):
     """A host datagram socket, a reader thread, an idle timer; subclasses say what goes in and out."""
 
@@ -145,15 +159,7 @@ class UdpForwarder(_DatagramForwarder):
         self._first: bytes | None = first.data
 
     def open_socket(self) -> socket.socket:
-        family = socket.AF_INET6 if ":" in self.flow.dst else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            sock.connect((self.flow.dst, self.flow.dst_port))
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            raise
-        return sock
+        return _connected_datagram_socket(self.flow.dst, self.flow.dst_port, 0, 0)
 
     def on_start(self) -> None:
         super().on_start()
@@ -182,16 +188,8 @@ class EchoForwarder(_DatagramForwarder):
         self._first: ForwardEchoIn | None = first
 
     def open_socket(self) -> socket.socket:
-        v6 = ":" in self.flow.dst
-        sock = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM,
-                             socket.IPPROTO_ICMPV6 if v6 else socket.IPPROTO_ICMP)
-        try:
-            sock.connect((self.flow.dst, 0))
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            raise
-        return sock
+        # an unprivileged ping socket: the kernel owns the identifier and the checksum
+        return _connected_datagram_socket(self.flow.dst, 0, socket.IPPROTO_ICMP, socket.IPPROTO_ICMPV6)
 
     def on_start(self) -> None:
         super().on_start()
