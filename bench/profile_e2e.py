@@ -186,6 +186,8 @@ def run(mode: str, mib: int, out_dir: Path, rate: int, heartbeat: float | None, 
                 gos["alpha"].put(1)
                 procs["alpha"].start()
             elif msg[0] == "armed":
+                if not direct:  # the DERP relay runs on LocalTailnet's loop in this process
+                    pids["relay"] = os.getpid()
                 if spy:
                     for role, pid in pids.items():
                         spies.append(subprocess.Popen(
@@ -204,6 +206,8 @@ def run(mode: str, mib: int, out_dir: Path, rate: int, heartbeat: float | None, 
                 if len(results) == 1 or msg[1]["role"] == "beta":
                     after.setdefault("alpha", _threads(pids["alpha"]))
                     after.setdefault("beta", _threads(pids["beta"]))
+                    if "relay" in pids:
+                        after.setdefault("relay", _threads(pids["relay"]))
         for sp in spies:
             sp.send_signal(signal.SIGINT)
         for sp in spies:
@@ -221,6 +225,7 @@ def run(mode: str, mib: int, out_dir: Path, rate: int, heartbeat: float | None, 
         "data_packets": -(-b["bytes"] // PAYLOAD), "load": load, "profiled": spy, "rate": rate,
         "native": native, "switch_interval": switch or sys.getswitchinterval(),
         "threads": {r: _delta(before[r], after[r]) for r in pids}, "alpha": a, "beta": b,
+        "relay": {"thread_names": {t.native_id: t.name for t in threading.enumerate()}},
     }
     (out_dir / f"{mode}-run.json").write_text(json.dumps(report, indent=1, default=str))
     return report
@@ -333,6 +338,7 @@ FILE_RULES: list[tuple[str, str]] = [
     ("pytsnet/netstack/", "IPv4 parse/emit, stack demux"),
     ("pytsnet/wire/wireguard/", "WireGuard framing (wire/)"),
     ("pytsnet/wire/derp/", "DERP client/framing"),
+    ("pytsnet/localnet/derp_server", "DERP relay (derp_server.py)"),
     ("pytsnet/wire/udp_demux", "magicsock UDP actor + reader"),
     ("pytsnet/wire/", "other wire/"),
     ("/anyio/", "app side: anyio/asyncio + device stream"),
@@ -421,8 +427,10 @@ def analyse(out_dir: Path, mode: str, baseline: Path | None = None, top: int = 1
                               for n, c in zip(QUEUED, cols, strict=True))
             lines.append(f"  {role}'s mailboxes during bulk, waiting (mean / max, {len(qs)} samples): "
                          f"{means}")
-    for role in ("alpha", "beta"):
-        what = "sender" if role == "alpha" else "receiver"
+    for role in ("alpha", "beta", "relay"):
+        if role not in base["threads"]:
+            continue
+        what = {"alpha": "sender", "beta": "receiver", "relay": "DERP relay (bench process)"}[role]
         pk, secs = base["data_packets"], base["seconds"]
         thr = _thread_cpu(base, role)
         user = sum(v[0] for v in thr.values())

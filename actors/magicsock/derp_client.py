@@ -56,6 +56,7 @@ MAX_BACKOFF = 5.0
 MIN_BACKOFF = 0.05
 TICK = 1.0
 MAX_PENDING = 64
+MAX_KEY_CACHE = 4096  # bound on the key caches: a relay may send from any key
 _CONN_IDS = itertools.count(1)
 """Connection ids unique in the process: a ``DerpRoute`` names the connection it was seen on, and a
 restarted client must not reuse an id its predecessor handed out."""
@@ -78,6 +79,7 @@ class DerpClient(Actor):
         self._wg_peers: list[str | None] = []  # their senders
         self._wg_sink = WgSinkDelivery()
         self._keys: dict[str, NodePublic] = {}  # peer text -> key, parsed once (not per packet)
+        self._names: dict[bytes, str] = {}  # raw key -> peer text, made once (not per packet)
         self.health = ""
         self.pending: deque[DerpSend] = deque()
         self.bytes_in: dict[str, int] = {}  # per admitted peer only: a relay may admit anyone
@@ -183,14 +185,16 @@ class DerpClient(Actor):
     def _feed(self, data: bytes) -> None:
         assert self.conn is not None
         try:
-            events = self.conn.receive_data(data, self.clock.monotonic())
+            events = self.conn.receive_packets(data, self.clock.monotonic())
         except WireError as e:  # a bad frame or ServerInfo from the relay: one line, drop it, dial again
             log.debug("DERP region %d: protocol error, closing: %s", self.region.region_id, e)
             self._close()
             self._retry(repr(e))
             return
         for ev in events:
-            if isinstance(ev, ServerKeyReceived):
+            if isinstance(ev, tuple):  # a RecvPacket: (source key raw, packet)
+                self._recv(*ev)
+            elif isinstance(ev, ServerKeyReceived):
                 self.failures = 0
                 if self.home:
                     self.conn.note_preferred(True)
@@ -203,25 +207,32 @@ class DerpClient(Actor):
         self._deliver_wg()
         self._flush()
 
+    def _recv(self, src: bytes, packet: bytes) -> None:
+        """One RecvPacket from the key ``src`` (raw): disco to the DiscoPinger, the rest collected
+        for W (``_deliver_wg``)."""
+        peer = self._names.get(src)
+        if peer is None:  # the key's text form, made once per key (not per packet)
+            if len(self._names) >= MAX_KEY_CACHE:
+                self._names.clear()
+            peer = self._names[src] = NodePublic.from_raw(src).to_text()
+        if peer in self.admitted:
+            self.bytes_in[peer] = self.bytes_in.get(peer, 0) + len(packet)
+            if peer not in self._routed:
+                self._routed.add(peer)
+                self.tell_named(self.config.name("udp"), DerpRoute(
+                    peer=peer, region=self.region.region_id, conn=self.conn_id))
+        else:  # W drops it as an unknown peer; keep no per-key state for strangers
+            self.bytes_in_unknown_sources += len(packet)
+        if len(packet) >= disco.HEADER_LEN and packet.startswith(disco.MAGIC):
+            self.tell_named(self.config.name("disco"), DiscoIn(
+                data=packet, src=derp_addr(self.region.region_id),
+                derp_region=self.region.region_id, derp_src=peer))
+        else:  # delivered after the whole read is parsed, as one message (_deliver_wg)
+            self._wg_in.append(packet)
+            self._wg_peers.append(peer)
+
     def _frame(self, frame: f.Frame) -> None:
-        if isinstance(frame, f.RecvPacket):
-            peer = frame.src.to_text()
-            if self._admitted(peer):
-                self.bytes_in[peer] = self.bytes_in.get(peer, 0) + len(frame.packet)
-                if peer not in self._routed:
-                    self._routed.add(peer)
-                    self.tell_named(self.config.name("udp"), DerpRoute(
-                        peer=peer, region=self.region.region_id, conn=self.conn_id))
-            else:  # W drops it as an unknown peer; keep no per-key state for strangers
-                self.bytes_in_unknown_sources += len(frame.packet)
-            if disco.looks_like_disco_wrapper(frame.packet):
-                self.tell_named(self.config.name("disco"), DiscoIn(
-                    data=frame.packet, src=derp_addr(self.region.region_id),
-                    derp_region=self.region.region_id, derp_src=peer))
-            else:  # delivered after the whole read is parsed, as one message (_deliver_wg)
-                self._wg_in.append(frame.packet)
-                self._wg_peers.append(peer)
-        elif isinstance(frame, f.PeerGone):
+        if isinstance(frame, f.PeerGone):
             self.peer_gone += 1
             gone = frame.peer.to_text()
             if gone in self._routed:  # Go removeDerpPeerRoute: it is no longer reachable here
@@ -232,10 +243,6 @@ class DerpClient(Actor):
                 region=self.region.region_id, peer=frame.peer.to_text(), reason=int(frame.reason)))
         elif isinstance(frame, f.Health):
             self.health = frame.problem
-
-    def _admitted(self, peer: str) -> bool:
-        """Is ``peer`` in the netmap's peer set (as the DiscoPinger last told us)?"""
-        return peer in self.admitted
 
     def _deliver_wg(self) -> None:
         """The WireGuard datagrams of one read to W: a burst as one ``WgDatagramsIn``."""
@@ -263,8 +270,18 @@ class DerpClient(Actor):
             for data in msg.datas:
                 self._queue(DerpSend.model_construct(peer=msg.peer, data=data))
             return
-        for data in msg.datas:
-            self._send(msg.peer, data)
+        assert self.conn is not None
+        key = self._key(msg.peer)
+        if key is None:
+            self.dropped += len(msg.datas)
+            return
+        try:
+            n, skipped = self.conn.send_packets(key, msg.datas)
+        except WireError:
+            self.dropped += len(msg.datas)
+            return
+        self.dropped += skipped
+        self.bytes_out[msg.peer] = self.bytes_out.get(msg.peer, 0) + n
         self._flush()
 
     def _note_write(self) -> None:
@@ -282,17 +299,29 @@ class DerpClient(Actor):
     def _send(self, peer: str, data: bytes) -> None:
         """Frame one packet into the connection's output (written by ``_flush``: a burst, one write)."""
         assert self.conn is not None
+        key = self._key(peer)
+        if key is None:
+            self.dropped += 1
+            return
         try:
-            key = self._keys.get(peer)
-            if key is None:
-                if len(self._keys) >= 4096:
-                    self._keys.clear()
-                key = self._keys[peer] = NodePublic.from_text(peer)
             self.conn.send_packet(key, data)
-        except (KeyParseError, WireError):
+        except WireError:
             self.dropped += 1
             return
         self.bytes_out[peer] = self.bytes_out.get(peer, 0) + len(data)
+
+    def _key(self, peer: str) -> NodePublic | None:
+        """``peer``'s key, parsed once (not per packet); None if the text is not a node key."""
+        key = self._keys.get(peer)
+        if key is None:
+            try:
+                key = NodePublic.from_text(peer)
+            except KeyParseError:
+                return None
+            if len(self._keys) >= MAX_KEY_CACHE:
+                self._keys.clear()
+            self._keys[peer] = key
+        return key
 
     def _flush(self) -> None:
         if self.conn is None or self._link is None or self._link.sock is None:

@@ -21,6 +21,7 @@ import contextlib
 import ipaddress
 import logging
 import random
+import struct
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -34,7 +35,9 @@ from pytsnet.wire.derp.errors import DerpTimeoutError, FrameTooLargeError
 from pytsnet.wire.derp.handshake import (
     KEEP_ALIVE_JITTER,
     ClientAuthenticated,
+    Event,
     FrameReceived,
+    RawPacket,
     ServerConnection,
     State,
 )
@@ -51,6 +54,11 @@ MAX_WRITE_BATCH = 256 << 10
 SLOW_CLIENT_BUFFER = 64 << 10  # unsent bytes in a client's transport (asyncio's high-water mark) that
 # mark it as not keeping up: its writer is then waiting in drain()
 KEEPING_UP_QUEUE_BYTES = 1 << 20  # what a client keeping up may have queued between two writer runs
+_RECV_HEADER = struct.Struct(">BI")
+_RECV_PACKET = int(f.FrameType.RECV_PACKET)
+_DISCO_MAGIC = disco.MAGIC
+_DISCO_MIN = disco.HEADER_LEN
+_PAYLOAD_OVERHEAD = f.FRAME_HEADER_LEN + f.KEY_LEN  # a RecvPacket frame's bytes around its packet
 NO_CONTENT_CHALLENGE_HEADER = "X-Tailscale-Challenge"
 NO_CONTENT_RESPONSE_HEADER = "X-Tailscale-Response"
 
@@ -132,45 +140,90 @@ class _Client:
         self.watcher = False
         self.closed = False
         depth = server.queue_depth
-        self.queue: collections.deque[tuple[NodePublic, bytes]] = collections.deque()
-        self.disco_queue: collections.deque[tuple[NodePublic, bytes]] = collections.deque()
+        # (the source's counters, the whole RecvPacket frame), oldest first
+        self.queue: collections.deque[tuple[KeyStats, bytes]] = collections.deque()
+        self.disco_queue: collections.deque[tuple[KeyStats, bytes]] = collections.deque()
         self.depth = depth
         self.queued_bytes = 0
         self.wake = asyncio.Event()
         self.peer_gone_limit = _TokenBucket(PEER_GONE_BURST, time.monotonic())
 
     def enqueue(self, src: NodePublic, packet: bytes) -> None:
-        """Queue ``packet`` for the writer; drop from the head when the queue is over its bound.
+        """Queue one ``packet`` from ``src`` (see :meth:`enqueue_many`)."""
+        self.enqueue_many(src, (packet,))
+
+    def enqueue_many(self, src: NodePublic, packets: list[bytes] | tuple[bytes, ...]) -> None:
+        """Queue ``packets`` from ``src`` as RecvPacket frames; drop from the head over the bound.
 
         Go's relay drains each client's 32-deep queue from a writer goroutine while readers
         forward, so that queue fills only when the client is slow. On one event loop the writer
         cannot run while a reader forwards a whole read (dozens of packets), so the 32 applies only
         once the client's transport has ``SLOW_CLIENT_BUFFER`` unsent; until then the queue may hold
         up to ``KEEPING_UP_QUEUE_BYTES`` (a hard 32 dropped ~1% of a 10 MB/s stream to a client that
-        was keeping up)."""
-        header = f.encode_header(f.FrameType.RECV_PACKET, f.KEY_LEN + len(packet))
-        frame = header + src.raw + packet
-        q = self.disco_queue if disco.looks_like_disco_wrapper(packet) else self.queue
+        was keeping up). A burst comes from one read, so the transport's state is read once for it
+        (nothing is written while it is queued) and equal-size frames share their header bytes."""
+        server = self.server
+        stats = server.stats
+        ks = stats.keys.get(src) or (stats.key(src) if src in server.clients else stats.unadmitted)
+        src_raw = src.raw
         slow = self.writer.transport.get_write_buffer_size() >= SLOW_CLIENT_BUFFER
-        while q and (len(q) >= self.depth if slow
-                     else self.queued_bytes + len(frame) > KEEPING_UP_QUEUE_BYTES):
-            self.queued_bytes -= len(q.popleft()[1])
-            self.server._drop(DROP_QUEUE_HEAD, self.key)
-        q.append((src, frame))
-        self.queued_bytes += len(frame)
+        depth = self.depth
+        queue, disco_queue = self.queue, self.disco_queue
+        queued = self.queued_bytes
+        last_size = -1
+        prefix = b""
+        for packet in packets:
+            size = len(packet)
+            if size != last_size:
+                prefix = _RECV_HEADER.pack(_RECV_PACKET, f.KEY_LEN + size) + src_raw
+                last_size = size
+            frame = prefix + packet
+            q = disco_queue if size >= _DISCO_MIN and packet.startswith(_DISCO_MAGIC) else queue
+            n = size + _PAYLOAD_OVERHEAD
+            while q and (len(q) >= depth if slow else queued + n > KEEPING_UP_QUEUE_BYTES):
+                queued -= len(q.popleft()[1])
+                server._drop(DROP_QUEUE_HEAD, self.key)
+            q.append((ks, frame))
+            queued += n
+        self.queued_bytes = queued
         self.wake.set()
 
-    def _count(self, src: NodePublic, n: int) -> None:
+    def _take(self, parts: list[bytes], size: int) -> int:
+        """Move queued frames (disco first) into ``parts`` up to ``MAX_WRITE_BATCH`` bytes, counting
+        them as forwarded; returns the new batch size."""
         stats = self.server.stats
-        ks = stats.keys.get(src) or (stats.key(src) if src in self.server.clients else stats.unadmitted)
-        ks.packets_from += 1
-        ks.bytes_from += n
+        packets = nbytes = 0
+        ks_last: KeyStats | None = None
+        k_packets = k_bytes = 0
+        append = parts.append
+        for q in (self.disco_queue, self.queue):
+            popleft = q.popleft
+            while q and size < MAX_WRITE_BATCH:
+                ks, frame = popleft()
+                n = len(frame)
+                append(frame)
+                size += n
+                n -= _PAYLOAD_OVERHEAD
+                if ks is not ks_last:
+                    if ks_last is not None:
+                        ks_last.packets_from += k_packets
+                        ks_last.bytes_from += k_bytes
+                    ks_last, k_packets, k_bytes = ks, 0, 0
+                k_packets += 1
+                k_bytes += n
+                packets += 1
+                nbytes += n
+        if ks_last is not None:
+            ks_last.packets_from += k_packets
+            ks_last.bytes_from += k_bytes
+        self.queued_bytes -= nbytes + packets * _PAYLOAD_OVERHEAD
         if self.key is not None:
             kd = stats.key(self.key)
-            kd.packets_to += 1
-            kd.bytes_to += n
-        stats.packets_forwarded += 1
-        stats.bytes_forwarded += n
+            kd.packets_to += packets
+            kd.bytes_to += nbytes
+        stats.packets_forwarded += packets
+        stats.bytes_forwarded += nbytes
+        return size
 
     def send_control(self, frame: f.Frame) -> None:
         if self.closed or self.conn.state is not State.CONNECTED:
@@ -208,16 +261,14 @@ class _Client:
                     out = self.conn.data_to_send()
                     parts = [out] if out else []
                     size = len(out)
-                    while size < MAX_WRITE_BATCH and (self.disco_queue or self.queue):
-                        src, frame = (self.disco_queue or self.queue).popleft()
-                        self.queued_bytes -= len(frame)
-                        parts.append(frame)
-                        size += len(frame)
-                        self._count(src, len(frame) - f.FRAME_HEADER_LEN - f.KEY_LEN)
+                    if self.disco_queue or self.queue:
+                        size = self._take(parts, size)
                     if not parts:
                         break
                     self.writer.write(b"".join(parts))
-                    await asyncio.wait_for(self.writer.drain(), self.server.write_timeout)
+                    transport = self.writer.transport
+                    if transport.get_write_buffer_size() or transport.is_closing():  # else drain() is a no-op
+                        await asyncio.wait_for(self.writer.drain(), self.server.write_timeout)
         except DerpTimeoutError as e:
             self.server.stats.stream_errors += 1
             log.info("derp: %s: %s", self.addr, e)
@@ -254,6 +305,7 @@ class DerpServer:
         self.handshake_timeout = handshake_timeout
         self.stats = DerpStats()
         self.clients: dict[NodePublic, _Client] = {}
+        self._by_raw: dict[bytes, _Client] = {}  # the same clients by raw key: the packet path's lookup
         self._gone_watch: dict[NodePublic, set[_Client]] = {}  # src → clients that received from it
         self._watchers: set[_Client] = set()
         self._server: asyncio.Server | None = None
@@ -354,17 +406,14 @@ class DerpServer:
                 if not data:
                     break
                 try:
-                    events = conn.receive_data(data, loop.time())
+                    events = conn.receive_packets(data, loop.time())
                 except WireError as e:
                     self.stats.stream_errors += 1
                     level = logging.INFO if isinstance(e, FrameTooLargeError) else logging.DEBUG
                     log.log(level, "derp: closing %s (%s): %s", peer, c.key, e)
                     break
-                for ev in events:
-                    if isinstance(ev, FrameReceived):
-                        self._on_frame(c, ev.frame)
-                    elif isinstance(ev, ClientAuthenticated) and not self._admit(c, ev, loop.time()):
-                        return
+                if not self._on_events(c, events, loop.time()):
+                    return
                 if c.closed:
                     break
                 c.wake.set()  # Pongs queued by the connection
@@ -378,6 +427,47 @@ class DerpServer:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await wtask
             writer.close()
+
+    def _on_events(self, c: _Client, events: list[Event | RawPacket], now: float) -> bool:
+        """Handle one read's events in order; consecutive packets to one destination are forwarded
+        as one burst. False: the client was refused (the stream must end)."""
+        dst_raw = b""
+        burst: list[bytes] = []
+        for ev in events:
+            if isinstance(ev, tuple):
+                dst, packet = ev
+                if dst != dst_raw:
+                    if burst:
+                        self._forward_burst(c, dst_raw, burst)
+                        burst = []
+                    dst_raw = dst
+                burst.append(packet)
+                continue
+            if burst:
+                self._forward_burst(c, dst_raw, burst)
+                burst = []
+            if isinstance(ev, FrameReceived):
+                self._on_frame(c, ev.frame)
+            elif isinstance(ev, ClientAuthenticated) and not self._admit(c, ev, now):
+                return False
+        if burst:
+            self._forward_burst(c, dst_raw, burst)
+        return True
+
+    def _forward_burst(self, c: _Client, dst_raw: bytes, packets: list[bytes]) -> None:
+        """SendPackets from ``c`` to one destination key (raw), as :meth:`forward` would, one by one."""
+        assert c.key is not None  # ClientAuthenticated came first in this or an earlier read
+        target = self._by_raw.get(dst_raw)
+        if target is None or target.closed:
+            dst = NodePublic.from_raw(dst_raw)
+            for p in packets:
+                self.forward(c, c.key, dst, p)
+            return
+        watchers = self._gone_watch.get(c.key)
+        if watchers is None:
+            watchers = self._gone_watch[c.key] = set()
+        watchers.add(target)
+        target.enqueue_many(c.key, packets)
 
     def _admit(self, c: _Client, ev: ClientAuthenticated, now: float) -> bool:
         try:
@@ -395,6 +485,7 @@ class DerpServer:
             self.stats.replaced += 1
             old.close()
         self.clients[c.key] = c
+        self._by_raw[c.key.raw] = c
         self.stats.accepted += 1
         self.stats.key(c.key)  # per-key counters start at admission (and only there)
         c.conn.accept(now, ServerInfo())
@@ -444,6 +535,7 @@ class DerpServer:
         if c.key is None or self.clients.get(c.key) is not c:
             return  # never admitted, or replaced by a newer connection with the same key
         del self.clients[c.key]
+        del self._by_raw[c.key.raw]
         for ws in self._gone_watch.values():
             ws.discard(c)
         for w in self._gone_watch.pop(c.key, ()):

@@ -9,7 +9,10 @@ touches a socket. The session start is (Go ``derp/derp_client.go``, ``derpserver
     client → server  ClientInfo   client_pub ‖ nonce ‖ box(JSON)   (client_priv → server_pub)
     server → client  ServerInfo   nonce ‖ box(JSON)                (server_priv → client_pub)
 
-A client may send packets as soon as it has sent ClientInfo. Any typed error raised by
+A client may send packets as soon as it has sent ClientInfo. The relay's and magicsock's hot paths use
+``receive_packets`` (a packet frame comes out as a bare ``(key raw, packet)`` tuple, no frame or key
+object) and ``send_packets`` (a burst to one key framed straight into the output buffer); both check
+exactly what the frame classes check. Any typed error raised by
 ``receive_data``/``handle_timeout`` closes the connection (state ``CLOSED``); the driver drops the
 stream. HTTP upgrade and TLS are the driver's job.
 """
@@ -17,6 +20,7 @@ stream. HTTP upgrade and TLS are the driver's job.
 from __future__ import annotations
 
 import random
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum, auto
@@ -30,7 +34,12 @@ from pytsnet.wire.derp.client_info import (
     seal_client_info,
     seal_server_info,
 )
-from pytsnet.wire.derp.errors import DerpParseError, DerpProtocolError, DerpTimeoutError
+from pytsnet.wire.derp.errors import (
+    DerpParseError,
+    DerpProtocolError,
+    DerpTimeoutError,
+    FrameTooLargeError,
+)
 from pytsnet.wire.derp.reader import CLIENT_MAX_FRAME_LEN, SERVER_MAX_FRAME_LEN, FrameReader
 from pytsnet.wire.errors import WireError
 from pytsnet.wire.keys import NodePrivate, NodePublic
@@ -39,6 +48,7 @@ CLIENT_READ_TIMEOUT = 120.0  # Go client's Recv read deadline
 SERVER_HANDSHAKE_TIMEOUT = 10.0  # Go server: ServerKey send + ClientInfo receive
 KEEP_ALIVE_JITTER = 5.0  # Go server adds rand.N(5s) to each keep-alive interval
 MAX_SERVER_KEY_LEN = 1 << 10  # Go client reads ServerKey with a 1 KiB cap
+_LEN = struct.Struct(">I")
 
 
 # --- events -------------------------------------------------------------------------------------
@@ -75,6 +85,14 @@ class FrameReceived:
 
 
 Event = ServerKeyReceived | ServerInfoReceived | ClientAuthenticated | FrameReceived
+
+RawPacket = tuple[bytes, bytes]
+"""``receive_packets``' form of a packet frame: (the peer's 32-byte key, the packet). Server: a SendPacket
+(the key is the destination); client: a RecvPacket (the key is the source)."""
+
+_SEND_PACKET = int(f.FrameType.SEND_PACKET)
+_RECV_PACKET = int(f.FrameType.RECV_PACKET)
+_SEND_HEADER = f.FrameType.SEND_PACKET.to_bytes(1, "big")
 
 
 class State(Enum):
@@ -173,6 +191,31 @@ class ClientConnection(_Connection):
                 raise self._fail(e) from None
         return events
 
+    def receive_packets(self, data: bytes, now: float) -> list[Event | RawPacket]:
+        """``receive_data``, but once the server key is known each RecvPacket is ``(src raw, packet)``.
+
+        The checks are RecvPacket's: shorter than a key is dropped (as Go does), a packet over
+        ``MAX_PACKET_SIZE`` too (the frame decoder raises, ``_on_frame`` drops)."""
+        self._check_open()
+        try:
+            raw = self._reader.feed_raw(data)
+        except WireError as e:
+            raise self._fail(e) from None
+        if raw:
+            self._last_recv = now
+        events: list[Event | RawPacket] = []
+        append = events.append
+        for t, payload in raw:
+            if t == _RECV_PACKET and self.server_key is not None:
+                if f.KEY_LEN <= len(payload) <= f.KEY_LEN + f.MAX_PACKET_SIZE:
+                    append((payload[: f.KEY_LEN], payload[f.KEY_LEN :]))
+                continue
+            try:
+                events.extend(self._on_frame(t, payload))
+            except WireError as e:
+                raise self._fail(e) from None
+        return events
+
     def _on_frame(self, t: int, payload: bytes) -> list[Event]:
         if self.state is State.AWAIT_SERVER_KEY:
             if t != f.FrameType.SERVER_KEY:
@@ -207,6 +250,27 @@ class ClientConnection(_Connection):
         """Relay ``packet`` (≤ 64 KiB) to the node holding ``dst``."""
         self._check_ready()
         self._queue(f.SendPacket(dst, packet))
+
+    def send_packets(self, dst: NodePublic, packets: list[bytes] | tuple[bytes, ...]) -> tuple[int, int]:
+        """Frame a burst to ``dst`` straight into the output: ``(bytes of packets queued, packets
+        skipped)``. A packet over ``MAX_PACKET_SIZE`` (which ``send_packet`` refuses with
+        ``FrameTooLargeError``) is skipped and counted, so one bad packet does not cost the burst."""
+        self._check_ready()
+        out = self._out
+        key = dst.raw
+        pack = _LEN.pack
+        n = skipped = 0
+        for p in packets:
+            size = len(p)
+            if size > f.MAX_PACKET_SIZE:
+                skipped += 1
+                continue
+            out += _SEND_HEADER
+            out += pack(f.KEY_LEN + size)
+            out += key
+            out += p
+            n += size
+        return n, skipped
 
     def note_preferred(self, preferred: bool) -> None:
         self._check_ready()
@@ -287,6 +351,31 @@ class ServerConnection(_Connection):
             events: list[Event] = []
             for t, payload in raw:
                 events.extend(self._on_frame(t, payload))
+        except WireError as e:
+            raise self._fail(e) from None
+        return events
+
+    def receive_packets(self, data: bytes, now: float) -> list[Event | RawPacket]:
+        """``receive_data``, but after ClientInfo each SendPacket is ``(dst raw, packet)``.
+
+        The checks are SendPacket's: shorter than a key or a packet over ``MAX_PACKET_SIZE`` is a
+        ``DerpParseError`` (the stream closes), as on the frame path."""
+        self._check_open()
+        try:
+            raw = self._reader.feed_raw(data)
+            events: list[Event | RawPacket] = []
+            append = events.append
+            for t, payload in raw:
+                if t == _SEND_PACKET and self.state is not State.AWAIT_CLIENT_INFO:
+                    size = len(payload)
+                    if size < f.KEY_LEN:
+                        raise DerpParseError("short SendPacket frame")
+                    if size > f.KEY_LEN + f.MAX_PACKET_SIZE:
+                        raise FrameTooLargeError(
+                            f"packet of {size - f.KEY_LEN} bytes exceeds MaxPacketSize {f.MAX_PACKET_SIZE}")
+                    append((payload[: f.KEY_LEN], payload[f.KEY_LEN :]))
+                else:
+                    events.extend(self._on_frame(t, payload))
         except WireError as e:
             raise self._fail(e) from None
         return events
