@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import multiprocessing as mp
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -38,6 +39,11 @@ class Result:
     delivered: int
     forwarded: int  # relay's own count
     drops: dict[str, int]
+    relay_cpu_s: float = 0.0  # the relay process's CPU (user + system) over the whole run
+
+    @property
+    def relay_us_per_packet(self) -> float:
+        return self.relay_cpu_s / self.forwarded * 1e6 if self.forwarded else 0.0
 
     @property
     def mbps(self) -> float:
@@ -47,16 +53,20 @@ class Result:
         w = "unbounded" if self.window <= 0 else str(self.window)
         return (f"payload {self.size:6d} B, window {w:>9}: {self.pps:10,.0f} packets/s {self.mbps:8.1f} MB/s "
                 f"delivered  (sent {self.sent:,}, delivered {self.delivered:,}, relay forwarded "
-                f"{self.forwarded:,}, drops {self.drops or 0})")
+                f"{self.forwarded:,}, drops {self.drops or 0}; relay CPU {self.relay_us_per_packet:.1f} µs "
+                "per packet)")
 
 
 def _serve(conn: mp.connection.Connection) -> None:  # type: ignore[name-defined]
     async def main() -> None:
         s = DerpServer()
         await s.start()
+        t0 = os.times()
+        cpu0 = t0.user + t0.system
         conn.send(s.port)
         await asyncio.get_running_loop().run_in_executor(None, conn.recv)  # until the parent says stop
-        conn.send((s.stats.packets_forwarded, dict(s.stats.drops)))
+        t = os.times()
+        conn.send((s.stats.packets_forwarded, dict(s.stats.drops), t.user + t.system - cpu0))
         await s.close()
 
     asyncio.run(main())
@@ -137,9 +147,9 @@ def run_size(size: int, seconds: float, window: int = PER_CLIENT_SEND_QUEUE_DEPT
     port = parent.recv()
     sent, received, pps = asyncio.run(_run(port, size, seconds, window))
     parent.send("stop")
-    forwarded, drops = parent.recv()
+    forwarded, drops, cpu = parent.recv()
     proc.join(5)
-    return Result(size, window, pps, sent, received, forwarded, drops)
+    return Result(size, window, pps, sent, received, forwarded, drops, cpu)
 
 
 def run_sizes(sizes: list[int], seconds: float, window: int = PER_CLIENT_SEND_QUEUE_DEPTH) -> list[Result]:

@@ -177,6 +177,7 @@ def run(mode: str, mib: int, out_dir: Path, rate: int, heartbeat: float | None, 
         before: dict[str, Snap] = {}
         after: dict[str, Snap] = {}
         load = [os.getloadavg()]
+        relay_names: dict[int | None, str] = {}
 
         while len(results) < 2:
             msg = out.get(timeout=600)
@@ -188,6 +189,7 @@ def run(mode: str, mib: int, out_dir: Path, rate: int, heartbeat: float | None, 
             elif msg[0] == "armed":
                 if not direct:  # the DERP relay runs on LocalTailnet's loop in this process
                     pids["relay"] = os.getpid()
+                    relay_names = {t.native_id: t.name for t in threading.enumerate()}
                 if spy:
                     for role, pid in pids.items():
                         spies.append(subprocess.Popen(
@@ -225,7 +227,7 @@ def run(mode: str, mib: int, out_dir: Path, rate: int, heartbeat: float | None, 
         "data_packets": -(-b["bytes"] // PAYLOAD), "load": load, "profiled": spy, "rate": rate,
         "native": native, "switch_interval": switch or sys.getswitchinterval(),
         "threads": {r: _delta(before[r], after[r]) for r in pids}, "alpha": a, "beta": b,
-        "relay": {"thread_names": {t.native_id: t.name for t in threading.enumerate()}},
+        "relay": {"thread_names": relay_names},
     }
     (out_dir / f"{mode}-run.json").write_text(json.dumps(report, indent=1, default=str))
     return report

@@ -146,6 +146,7 @@ class _Client:
         self.depth = depth
         self.queued_bytes = 0
         self.wake = asyncio.Event()
+        self._timer_at: float | None = None  # the deadline the write loop's timer is set for
         self.peer_gone_limit = _TokenBucket(PEER_GONE_BURST, time.monotonic())
 
     def enqueue(self, src: NodePublic, packet: bytes) -> None:
@@ -244,17 +245,23 @@ class _Client:
         """Flush control frames, then queued packets (disco first), until closed or stuck."""
         loop = asyncio.get_running_loop()
         stuck = False
+        timer: asyncio.TimerHandle | None = None  # wakes the loop at the connection's deadline
+
+        def fired() -> None:
+            self._timer_at = None  # a timer that fires a little early is set again
+            self.wake.set()
+
         try:
             while not self.closed:
                 deadline = self.conn.next_deadline()
-                if deadline is not None:
-                    delay = deadline - loop.time()
-                    if delay <= 0:
-                        self.conn.handle_timeout(loop.time())
-                    else:
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(self.wake.wait(), delay)
+                if deadline is not None and deadline <= loop.time():
+                    self.conn.handle_timeout(loop.time())
                 else:
+                    if deadline != self._timer_at:  # one timer per deadline, not a wait_for per wake-up
+                        if timer is not None:
+                            timer.cancel()
+                        timer = loop.call_at(deadline, fired) if deadline is not None else None
+                        self._timer_at = deadline
                     await self.wake.wait()
                 self.wake.clear()
                 while not self.closed:
@@ -276,6 +283,8 @@ class _Client:
             log.info("derp: write to %s failed: %r", self.key, e)
             stuck = True
         finally:
+            if timer is not None:
+                timer.cancel()
             for _ in range(len(self.queue) + len(self.disco_queue)):
                 self.server._drop(DROP_WRITE_ERROR if not self.closed else DROP_GONE, self.key)
             self.queue.clear()
