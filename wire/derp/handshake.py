@@ -198,20 +198,20 @@ class ClientConnection(_Connection):
         ``MAX_PACKET_SIZE`` too (the frame decoder raises, ``_on_frame`` drops)."""
         self._check_open()
         try:
-            raw = self._reader.feed_raw(data)
+            raw = self._reader.feed_split(data, _RECV_PACKET)
         except WireError as e:
             raise self._fail(e) from None
         if raw:
             self._last_recv = now
         events: list[Event | RawPacket] = []
         append = events.append
-        for t, payload in raw:
-            if t == _RECV_PACKET and self.server_key is not None:
-                if f.KEY_LEN <= len(payload) <= f.KEY_LEN + f.MAX_PACKET_SIZE:
-                    append((payload[: f.KEY_LEN], payload[f.KEY_LEN :]))
+        for t, payload, packet in raw:
+            if packet is not None and self.server_key is not None:
+                if len(packet) <= f.MAX_PACKET_SIZE:
+                    append((payload, packet))
                 continue
             try:
-                events.extend(self._on_frame(t, payload))
+                events.extend(self._on_frame(t, payload if packet is None else payload + packet))
             except WireError as e:
                 raise self._fail(e) from None
         return events
@@ -362,20 +362,17 @@ class ServerConnection(_Connection):
         ``DerpParseError`` (the stream closes), as on the frame path."""
         self._check_open()
         try:
-            raw = self._reader.feed_raw(data)
+            raw = self._reader.feed_split(data, _SEND_PACKET)
             events: list[Event | RawPacket] = []
             append = events.append
-            for t, payload in raw:
-                if t == _SEND_PACKET and self.state is not State.AWAIT_CLIENT_INFO:
-                    size = len(payload)
-                    if size < f.KEY_LEN:
-                        raise DerpParseError("short SendPacket frame")
-                    if size > f.KEY_LEN + f.MAX_PACKET_SIZE:
+            for t, payload, packet in raw:
+                if packet is not None and self.state is not State.AWAIT_CLIENT_INFO:
+                    if len(packet) > f.MAX_PACKET_SIZE:
                         raise FrameTooLargeError(
-                            f"packet of {size - f.KEY_LEN} bytes exceeds MaxPacketSize {f.MAX_PACKET_SIZE}")
-                    append((payload[: f.KEY_LEN], payload[f.KEY_LEN :]))
-                else:
-                    events.extend(self._on_frame(t, payload))
+                            f"packet of {len(packet)} bytes exceeds MaxPacketSize {f.MAX_PACKET_SIZE}")
+                    append((payload, packet))
+                else:  # a short SendPacket fails here, as SendPacket.parse fails it
+                    events.extend(self._on_frame(t, payload if packet is None else payload + packet))
         except WireError as e:
             raise self._fail(e) from None
         return events

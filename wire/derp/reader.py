@@ -9,10 +9,14 @@ before any byte of the body is buffered. Between calls the reader holds at most
 
 from __future__ import annotations
 
+import struct
+
 from pytsnet.wire.derp.errors import DerpParseError, FrameTooLargeError
-from pytsnet.wire.derp.frames import FRAME_HEADER_LEN, MAX_INFO_LEN, Frame, decode, parse_header
+from pytsnet.wire.derp.frames import FRAME_HEADER_LEN, KEY_LEN, MAX_INFO_LEN, Frame, decode
 
 CLIENT_MAX_FRAME_LEN = MAX_INFO_LEN  # Go client: "unexpectedly large frame" above 1 MiB
+_HEADER = struct.Struct(">BI")
+_KEY_END = FRAME_HEADER_LEN + KEY_LEN
 SERVER_MAX_FRAME_LEN = 256 << 10  # largest legal client frame: ClientInfo ≤ 256 KiB (packets ≤ 64 KiB + 64)
 
 
@@ -50,42 +54,56 @@ class FrameReader:
 
     def feed_raw(self, data: bytes) -> list[tuple[int, bytes]]:
         """Append ``data`` and return ``(frame_type, payload)`` for every frame it completes."""
+        return [(t, a) for t, a, _ in self.feed_split(data, -1)]
+
+    def feed_split(self, data: bytes, split_type: int) -> list[tuple[int, bytes, bytes | None]]:
+        """``feed_raw`` for a packet path: a frame of ``split_type`` with at least a key's worth of
+        payload comes out as ``(type, key, rest)`` sliced straight from ``data``; every other frame
+        as ``(type, payload, None)``. One pass, one copy per packet."""
         if self._error is not None:
             raise self._error
-        frames: list[tuple[int, bytes]] = []
-        view = memoryview(data)
+        if not isinstance(data, bytes):
+            data = bytes(data)
+        frames: list[tuple[int, bytes, bytes | None]] = []
+        append = frames.append
         buf = self._buf
+        limit = self.max_frame_len
+        unpack = _HEADER.unpack_from
+        off, end = 0, len(data)
         try:
-            while True:
-                if not buf and len(view) >= FRAME_HEADER_LEN:  # a whole frame in ``data``: no reassembly copy
-                    t, n = parse_header(view)
-                    if n > self.max_frame_len:
-                        raise FrameTooLargeError(
-                            f"frame header announces {n} bytes, limit is {self.max_frame_len}"
-                        )
-                    if len(view) >= FRAME_HEADER_LEN + n:
-                        frames.append((t, bytes(view[FRAME_HEADER_LEN:FRAME_HEADER_LEN + n])))
-                        view = view[FRAME_HEADER_LEN + n :]
-                        continue
-                if len(buf) >= FRAME_HEADER_LEN:
-                    t, n = parse_header(buf)
-                    if n > self.max_frame_len:
-                        raise FrameTooLargeError(
-                            f"frame header announces {n} bytes, limit is {self.max_frame_len}"
-                        )
-                    if len(buf) == FRAME_HEADER_LEN + n:
-                        payload = bytes(buf[FRAME_HEADER_LEN:])
-                        buf.clear()
-                        frames.append((t, payload))
-                        continue
-                    need = FRAME_HEADER_LEN + n - len(buf)
+            if buf:  # finish the frame that straddles the previous read
+                if len(buf) < FRAME_HEADER_LEN:
+                    off = min(FRAME_HEADER_LEN - len(buf), end)
+                    buf += data[:off]
+                    if len(buf) < FRAME_HEADER_LEN:
+                        return frames
+                t, n = unpack(buf)
+                if n > limit:
+                    raise FrameTooLargeError(f"frame header announces {n} bytes, limit is {limit}")
+                take = min(FRAME_HEADER_LEN + n - len(buf), end - off)
+                buf += data[off : off + take]
+                off += take
+                if len(buf) < FRAME_HEADER_LEN + n:
+                    return frames
+                if t == split_type and n >= KEY_LEN:
+                    append((t, bytes(buf[FRAME_HEADER_LEN:_KEY_END]), bytes(buf[_KEY_END:])))
                 else:
-                    need = FRAME_HEADER_LEN - len(buf)
-                if not view:
+                    append((t, bytes(buf[FRAME_HEADER_LEN:]), None))
+                buf.clear()
+            while end - off >= FRAME_HEADER_LEN:  # whole frames straight from ``data``
+                t, n = unpack(data, off)
+                if n > limit:  # checked on the header, before any byte of the body is kept
+                    raise FrameTooLargeError(f"frame header announces {n} bytes, limit is {limit}")
+                stop = off + FRAME_HEADER_LEN + n
+                if stop > end:
                     break
-                take = view[:need]
-                buf += take
-                view = view[len(take) :]
+                if t == split_type and n >= KEY_LEN:
+                    append((t, data[off + FRAME_HEADER_LEN : off + _KEY_END], data[off + _KEY_END : stop]))
+                else:
+                    append((t, data[off + FRAME_HEADER_LEN : stop], None))
+                off = stop
+            if off < end:
+                buf += data[off:]
         except DerpParseError as e:
             self._error = e
             self._buf = bytearray()
