@@ -147,11 +147,13 @@ class _Client:
         self.queued_bytes = 0
         self.wake = asyncio.Event()
         self._timer_at: float | None = None  # the deadline the write loop's timer is set for
+        self.idle = False  # the write loop waits for work (not writing or draining): flush_now may write
         self.peer_gone_limit = _TokenBucket(PEER_GONE_BURST, time.monotonic())
 
     def enqueue(self, src: NodePublic, packet: bytes) -> None:
-        """Queue one ``packet`` from ``src`` (see :meth:`enqueue_many`)."""
+        """Queue one ``packet`` from ``src`` (see :meth:`enqueue_many`) and wake the writer."""
         self.enqueue_many(src, (packet,))
+        self.wake.set()
 
     def enqueue_many(self, src: NodePublic, packets: list[bytes] | tuple[bytes, ...]) -> None:
         """Queue ``packets`` from ``src`` as RecvPacket frames; drop from the head over the bound.
@@ -162,7 +164,8 @@ class _Client:
         once the client's transport has ``SLOW_CLIENT_BUFFER`` unsent; until then the queue may hold
         up to ``KEEPING_UP_QUEUE_BYTES`` (a hard 32 dropped ~1% of a 10 MB/s stream to a client that
         was keeping up). A burst comes from one read, so the transport's state is read once for it
-        (nothing is written while it is queued) and equal-size frames share their header bytes."""
+        (nothing is written while it is queued) and equal-size frames share their header bytes.
+        The caller then writes or wakes the writer (:meth:`flush_now` or ``wake``)."""
         server = self.server
         stats = server.stats
         ks = stats.keys.get(src) or (stats.key(src) if src in server.clients else stats.unadmitted)
@@ -187,6 +190,22 @@ class _Client:
             q.append((ks, frame))
             queued += n
         self.queued_bytes = queued
+
+    def flush_now(self) -> None:
+        """Write what is queued from the reader's turn of the loop, sparing the writer task a wake-up
+        per read, while that task is idle and the transport is not backed up (under
+        ``SLOW_CLIENT_BUFFER``, so the transport holds no more than the writer's own writes would);
+        otherwise, or if a batch's worth is left, wake the writer (it drains, with the timeout)."""
+        transport = self.writer.transport
+        if (self.idle and not self.closed and not transport.is_closing()
+                and transport.get_write_buffer_size() < SLOW_CLIENT_BUFFER):
+            out = self.conn.data_to_send()
+            parts = [out] if out else []
+            self._take(parts, len(out))
+            if parts:
+                self.writer.write(b"".join(parts))
+            if not (self.queue or self.disco_queue):
+                return
         self.wake.set()
 
     def _take(self, parts: list[bytes], size: int) -> int:
@@ -262,7 +281,11 @@ class _Client:
                             timer.cancel()
                         timer = loop.call_at(deadline, fired) if deadline is not None else None
                         self._timer_at = deadline
-                    await self.wake.wait()
+                    self.idle = True
+                    try:
+                        await self.wake.wait()
+                    finally:
+                        self.idle = False
                 self.wake.clear()
                 while not self.closed:
                     out = self.conn.data_to_send()
@@ -315,6 +338,7 @@ class DerpServer:
         self.stats = DerpStats()
         self.clients: dict[NodePublic, _Client] = {}
         self._by_raw: dict[bytes, _Client] = {}  # the same clients by raw key: the packet path's lookup
+        self._touched: list[_Client] = []  # destinations queued to by the read being handled
         self._gone_watch: dict[NodePublic, set[_Client]] = {}  # src → clients that received from it
         self._watchers: set[_Client] = set()
         self._server: asyncio.Server | None = None
@@ -423,9 +447,13 @@ class DerpServer:
                     break
                 if not self._on_events(c, events, loop.time()):
                     return
+                touched, self._touched = self._touched, []
+                for target in touched:
+                    target.flush_now()
                 if c.closed:
                     break
-                c.wake.set()  # Pongs queued by the connection
+                if conn.bytes_to_send:  # Pongs queued by the connection
+                    c.wake.set()
         except (ConnectionError, OSError):
             pass
         finally:
@@ -477,6 +505,8 @@ class DerpServer:
             watchers = self._gone_watch[c.key] = set()
         watchers.add(target)
         target.enqueue_many(c.key, packets)
+        if target not in self._touched:
+            self._touched.append(target)
 
     def _admit(self, c: _Client, ev: ClientAuthenticated, now: float) -> bool:
         try:

@@ -112,6 +112,11 @@ class _Connection:
         self._reader = FrameReader(max_frame_len)
         self._out = bytearray()
 
+    @property
+    def bytes_to_send(self) -> int:
+        """How many bytes ``data_to_send`` would return now."""
+        return len(self._out)
+
     def data_to_send(self) -> bytes:
         """Every byte queued so far (and clear the queue)."""
         out = bytes(self._out)
