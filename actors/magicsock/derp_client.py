@@ -191,10 +191,30 @@ class DerpClient(Actor):
             self._close()
             self._retry(repr(e))
             return
+        wg_in, wg_peers = self._wg_in, self._wg_peers
+        src_last = b""  # consecutive packets from one key (the common case) share its lookups
+        peer = ""
+        known = False
+        nbytes = 0
         for ev in events:
             if isinstance(ev, tuple):  # a RecvPacket: (source key raw, packet)
-                self._recv(*ev)
-            elif isinstance(ev, ServerKeyReceived):
+                src, packet = ev
+                if src != src_last:
+                    self._count_in(peer, known, nbytes)
+                    peer, known = self._source(src)
+                    src_last, nbytes = src, 0
+                nbytes += len(packet)
+                if len(packet) >= disco.HEADER_LEN and packet.startswith(disco.MAGIC):
+                    self.tell_named(self.config.name("disco"), DiscoIn(
+                        data=packet, src=derp_addr(self.region.region_id),
+                        derp_region=self.region.region_id, derp_src=peer))
+                else:  # delivered after the whole read is parsed, as one message (_deliver_wg)
+                    wg_in.append(packet)
+                    wg_peers.append(peer)
+                continue
+            self._count_in(peer, known, nbytes)
+            src_last, nbytes = b"", 0  # a PeerGone may change the routes: look the next source up again
+            if isinstance(ev, ServerKeyReceived):
                 self.failures = 0
                 if self.home:
                     self.conn.note_preferred(True)
@@ -204,32 +224,35 @@ class DerpClient(Actor):
                     self._send(p.peer, p.data)
             elif isinstance(ev, FrameReceived):
                 self._frame(ev.frame)
+        self._count_in(peer, known, nbytes)
         self._deliver_wg()
         self._flush()
 
-    def _recv(self, src: bytes, packet: bytes) -> None:
-        """One RecvPacket from the key ``src`` (raw): disco to the DiscoPinger, the rest collected
-        for W (``_deliver_wg``)."""
+    def _source(self, src: bytes) -> tuple[str, bool]:
+        """The text form of the sender key ``src`` (raw) and whether it is an admitted peer; the first
+        packet from an admitted peer on this connection is noted to the router (``DerpRoute``)."""
         peer = self._names.get(src)
-        if peer is None:  # the key's text form, made once per key (not per packet)
+        if peer is None:  # made once per key (not per packet)
             if len(self._names) >= MAX_KEY_CACHE:
                 self._names.clear()
             peer = self._names[src] = NodePublic.from_raw(src).to_text()
-        if peer in self.admitted:
-            self.bytes_in[peer] = self.bytes_in.get(peer, 0) + len(packet)
-            if peer not in self._routed:
-                self._routed.add(peer)
-                self.tell_named(self.config.name("udp"), DerpRoute(
-                    peer=peer, region=self.region.region_id, conn=self.conn_id))
-        else:  # W drops it as an unknown peer; keep no per-key state for strangers
-            self.bytes_in_unknown_sources += len(packet)
-        if len(packet) >= disco.HEADER_LEN and packet.startswith(disco.MAGIC):
-            self.tell_named(self.config.name("disco"), DiscoIn(
-                data=packet, src=derp_addr(self.region.region_id),
-                derp_region=self.region.region_id, derp_src=peer))
-        else:  # delivered after the whole read is parsed, as one message (_deliver_wg)
-            self._wg_in.append(packet)
-            self._wg_peers.append(peer)
+        if peer not in self.admitted:
+            return peer, False
+        if peer not in self._routed:
+            self._routed.add(peer)
+            self.tell_named(self.config.name("udp"), DerpRoute(
+                peer=peer, region=self.region.region_id, conn=self.conn_id))
+        return peer, True
+
+    def _count_in(self, peer: str, known: bool, n: int) -> None:
+        """Bytes received from ``peer``: per admitted peer, else one sum (no per-key state for strangers;
+        W drops their packets as from unknown peers)."""
+        if not n:
+            return
+        if known:
+            self.bytes_in[peer] = self.bytes_in.get(peer, 0) + n
+        else:
+            self.bytes_in_unknown_sources += n
 
     def _frame(self, frame: f.Frame) -> None:
         if isinstance(frame, f.PeerGone):
