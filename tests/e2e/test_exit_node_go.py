@@ -152,7 +152,8 @@ def test_go_node_uses_a_python_exit_node(tmp_path: Path) -> None:
     """The Go node selects our node as its exit node through its web client; its Caddy
     ``reverse_proxy … transport tailscale`` then fetches from the lab's internet HTTP server, and
     from the HTTP server in our advertised subnet — through the exit route, since a Go tsnet node
-    accepts no subnet routes (``RouteAll`` false); clearing the exit node cuts both off again."""
+    accepts no subnet routes (``RouteAll`` false); clearing the exit node cuts both off again, which
+    shows the subnet was reached by the exit route and not by an accepted subnet route."""
     with make_world(tmp_path, go_exit=False, advertise_exit_node=True, advertise_routes=[SUBNET]) as w:
         sid = w.net.node(PY).stable_id
         assert w.web.exit_nodes() == [], "offered as exit node before control approved it"
