@@ -27,10 +27,12 @@ import threading
 import time
 from pathlib import Path
 
-from pytsnet.actors.runtime import ActorSystem, MailboxConfig
+from pytsnet.actors.runtime import ActorRef, ActorSystem, MailboxConfig
+from pytsnet.messages.netstack import NetstackStatusRequest
 from pytsnet.net import Netstack
 from pytsnet.net.link import TunLinkActor
 from pytsnet.netstack.config import StackConfig
+from pytsnet.netstack.tcp.connection import TcpConnection
 from pytsnet.testing.netns import Netns, isolated_netns
 from pytsnet.testing.tun import open_tun
 
@@ -87,7 +89,47 @@ class KernelCounter:
         self.srv.close()
 
 
-def fairness(ns: Netns, net: Netstack, active: int, seconds: float, warmup: float) -> dict[str, float]:
+def _conn(sock: object) -> TcpConnection | None:
+    """The flow's sans-IO connection behind an app socket (diagnostics only: read racily)."""
+    ref = sock._ch.ref  # type: ignore[attr-defined]
+    actor = ref._cell.actor if ref is not None else None
+    return getattr(actor, "conn", None)
+
+
+def diagnose(ns: Netns, socks: list[object], rates: list[float], link: ActorRef, net: Netstack,
+             now: float) -> None:
+    """Per-connection counters: totals, the slowest flows' state, where packets were dropped."""
+    conns = [_conn(s) for s in socks]
+    live = [c for c in conns if c is not None]
+    tot = {k: sum(getattr(c, k) for c in live) for k in
+           ("rto_expiries", "tail_loss_probes", "fast_recoveries", "retransmitted_segments",
+            "spurious_recoveries")}
+    print(f"  totals over {len(live)} flows: {tot}")
+    print(f"  link mailbox dropped {link.dropped}, backlog {link.backlog()}; "
+          f"netstack dropped {net.ref.dropped}")
+    status = net.ref.ask(NetstackStatusRequest())
+    print(f"  stack drops {status.drops}")
+    print("  " + " ".join(ns.sh("ip -s link show dev $(ls /sys/class/net | grep tun) | tail -4").split()))
+    nstat = ("nstat -az 2>/dev/null | grep -Ei 'drop|prune|collapse|ofo|overflow|InErrs|RetransSegs|InSegs'"
+             " | awk '$2 != 0 {print $1\"=\"$2}'")
+    print("  kernel: " + " ".join(ns.sh(nstat).split()))
+    order = sorted(range(len(rates)), key=lambda i: rates[i])
+    for label, idx in (("slowest", order[:5]), ("fastest", order[-3:])):
+        for i in idx:
+            c = conns[i]
+            if c is None:
+                continue
+            rto_in = None if c._rto_at is None else round(c._rto_at - now, 3)
+            print(f"  {label} flow {i}: {rates[i] * 1000:.1f} kbit/s, state {c.state.value}, una "
+                  f"{c._snd_una} nxt {c._snd_nxt} max {c._snd_max} buf {c.send_buffered}, cwnd "
+                  f"{c._cc.cwnd} ssthresh {c._cc.ssthresh} rec {c._cc.in_recovery}, srtt "
+                  f"{c._rtt.srtt} rto {c._rtt.rto:.3f} backoff {c._rtt.backoff_count} rto_in {rto_in} "
+                  f"tlp_at {c._tlp_at} retries {c._retries}; rtos {c.rto_expiries} tlps "
+                  f"{c.tail_loss_probes} recov {c.fast_recoveries} rexmit {c.retransmitted_segments}")
+
+
+def fairness(ns: Netns, net: Netstack, active: int, seconds: float, warmup: float,
+             link: ActorRef | None = None) -> dict[str, float]:
     """Per-flow throughput of ``active`` concurrent pytsnet -> kernel flows over ``seconds``."""
     counter = KernelCounter(ns, 9300, active)
     socks = [net.create_connection((KERNEL, 9300), timeout=60) for _ in range(active)]
@@ -114,13 +156,15 @@ def fairness(ns: Netns, net: Netstack, active: int, seconds: float, warmup: floa
     time.sleep(seconds)
     after = list(counter.counts)
     elapsed = time.monotonic() - t0
+    rates = [(a - b) * 8 / elapsed / 1e6 for a, b in zip(after, before, strict=True)]
+    if link is not None:
+        diagnose(ns, list(socks), rates, link, net, time.monotonic())
     stop.set()
     t.join(30)
     for s in socks:
         s.close()
     counter.stop = True
     counter.thread.join(10)
-    rates = [(a - b) * 8 / elapsed / 1e6 for a, b in zip(after, before, strict=True)]
     lo, hi = min(rates), max(rates)
     jain = sum(rates) ** 2 / (len(rates) * sum(r * r for r in rates)) if any(rates) else 0.0
     return {"aggregate": sum(rates), "min": lo, "median": statistics.median(rates), "max": hi,
@@ -136,6 +180,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=5.0)
     ap.add_argument("--send-buffer", type=int, default=64 * 1024,
                     help="per-flow send buffer for the active flows (bounds memory: 1,000 x this)")
+    ap.add_argument("--diag", action="store_true",
+                    help="print per-connection counters and the slowest flows' state after the window")
     ap.add_argument("--cc", choices=("cubic", "newreno"), default=None,
                     help="congestion control of the active flows (default: StackConfig's)")
     args = ap.parse_args()
@@ -167,7 +213,7 @@ def main() -> None:
                     print(f"idle flows: {n} accepted in {setup:.1f} s, RSS +{rss:.1f} MiB "
                           f"({rss * 1024 / n:.2f} KiB each)", flush=True)
                 else:
-                    r = fairness(ns, net, n, args.seconds, args.warmup)
+                    r = fairness(ns, net, n, args.seconds, args.warmup, link if args.diag else None)
                     print(f"active flows: {n} pytsnet -> kernel for {args.seconds:.0f} s: aggregate "
                           f"{r['aggregate']:.1f} Mbit/s, per flow min {r['min'] * 1000:.1f} / median "
                           f"{r['median'] * 1000:.1f} / max {r['max'] * 1000:.1f} kbit/s, max/min "

@@ -132,12 +132,12 @@ class TcpConnection:
         "_keepalive_at", "_last_ack_sent", "_last_now", "_last_rexmit_tsval", "_last_send", "_lport",
         "_max_snd_wnd", "_our_mss", "_passive", "_payload_max", "_persist_at", "_persist_backoff", "_rack",
         "_rack_at", "_rbuf", "_rcv_adv", "_rcv_base", "_rcv_fin_off", "_rcv_nxt", "_rcv_wscale", "_reasm",
-        "_retries", "_rexmit_end", "_rexmit_next", "_rport", "_rto_at", "_rtt", "_rtt_probe", "_sack_ok",
-        "_sbuf", "_scoreboard", "_snd_base", "_snd_max", "_snd_mss", "_snd_nxt", "_snd_una", "_snd_wl1",
-        "_snd_wl2", "_snd_wnd", "_snd_wscale", "_state", "_syn_pending", "_tlp_at", "_tlp_end", "_ts_offset",
-        "_ts_ok", "_ts_recent", "_unacked_segs", "_undo", "_undo_tsval", "_ws_ok", "challenge_acks", "config",
-        "fast_recoveries", "local", "remote", "retransmitted_segments", "rto_expiries", "spurious_recoveries",
-        "tail_loss_probes",
+        "_retries", "_rexmit_end", "_rexmit_next", "_rport", "_rto_at", "_rto_undo", "_rto_undo_tsval",
+        "_rtt", "_rtt_probe", "_sack_ok", "_sbuf", "_scoreboard", "_snd_base", "_snd_max", "_snd_mss",
+        "_snd_nxt", "_snd_una", "_snd_wl1", "_snd_wl2", "_snd_wnd", "_snd_wscale", "_state", "_syn_pending",
+        "_tlp_at", "_tlp_end", "_ts_offset", "_ts_ok", "_ts_recent", "_unacked_segs", "_undo", "_undo_tsval",
+        "_ws_ok", "challenge_acks", "config", "fast_recoveries", "local", "remote", "retransmitted_segments",
+        "rto_expiries", "spurious_recoveries", "spurious_rtos", "tail_loss_probes",
     )
 
     def __init__(self, local: Endpoint, remote: Endpoint, iss: int, now: float,
@@ -174,6 +174,11 @@ class TcpConnection:
         self._undo: tuple[int, int] | None = None  # (cwnd, ssthresh) before the current recovery
         self._undo_tsval: int | None = None  # TSval of that recovery's first retransmission
         self.spurious_recoveries = 0
+        # Eifel for timeouts (RFC 4015): (cwnd, ssthresh) before the first RTO of an episode, and the
+        # TSval its retransmission carries; the first ACK of new data decides whether it was spurious.
+        self._rto_undo: tuple[int, int] | None = None
+        self._rto_undo_tsval: int | None = None
+        self.spurious_rtos = 0
         self._last_rexmit_tsval: int | None = None
         self._last_send = now
         self._cc = CONGESTION_CONTROLS[cfg.congestion_control](self._snd_mss)
@@ -782,7 +787,13 @@ class TcpConnection:
                 self._rtt.sample(now - self._rtt_probe[1])
                 self._rtt_probe = None
             self._retries = 0
-            self._rtt.reset_backoff()  # new data acknowledged: the path is alive (as BSD does)
+            # The backed-off RTO stays until a valid RTT sample clears it (Karn's algorithm; the
+            # sample does, in RttEstimator.sample). Clearing it on any new ACK (as BSD does) let a
+            # flow whose path RTT grew past its RTO (a queue of seconds below it, bench/flows.py)
+            # time out again at once, for ever: each ACK echoes pre-retransmission data, so it gives
+            # no sample, and the RTO never learns the RTT.
+            if self._rto_undo is not None:
+                self._check_spurious_rto(ts, ack_off)
             if self._undo_tsval is not None and ts is not None and self._ts_ok:
                 # Eifel detection (RFC 3522): the ACK echoes a TSval older than our retransmission, so
                 # the original arrived and the recovery was caused by reordering: undo it (RFC 4015).
@@ -864,6 +875,25 @@ class TcpConnection:
                 self._to_time_wait(now)
             elif st is _S.LAST_ACK:
                 self._to_closed(None)
+
+    def _check_spurious_rto(self, ts: tuple[int, int] | None, ack_off: int) -> None:
+        """RFC 4015 on the first ACK of new data after an RTO: if it echoes a TSval older than the
+        RTO's retransmission, the original arrived and the timeout was spurious (the RTT outgrew the
+        RTO: a queue below us). Restore cwnd/ssthresh and resume with new data (SND.NXT <- SND.MAX)
+        instead of resending, go-back-N, a window the receiver already has."""
+        undo, tsval = self._rto_undo, self._rto_undo_tsval
+        self._rto_undo = self._rto_undo_tsval = None
+        if undo is None or tsval is None or ts is None or not self._ts_ok or not seq_lt(ts[1], tsval):
+            return
+        cc = self._cc
+        cc.cwnd = max(cc.cwnd, undo[0])
+        cc.ssthresh = max(cc.ssthresh, undo[1])
+        cc.in_recovery = False
+        cc.recover = ack_off
+        cc.on_undo()
+        self._snd_nxt = max(self._snd_nxt, self._snd_max)
+        self._rexmit_next = self._rexmit_end = ack_off
+        self.spurious_rtos += 1
 
     def _enter_recovery(self) -> None:
         cc = self._cc
@@ -1053,6 +1083,9 @@ class TcpConnection:
             self._to_closed(ConnectionTimedOut("connection timed out (retransmissions exhausted)"))
             return
         self._undo = self._undo_tsval = None
+        if self._rto_undo is None and self._ts_ok:
+            self._rto_undo = (self._cc.cwnd, self._cc.ssthresh)
+            self._rto_undo_tsval = self._tsval(now)  # the retransmission goes out in this poll
         if self._rack is not None:
             self._rack.reset(self._snd_una, now)
         self._rack_at = self._tlp_at = None
