@@ -27,7 +27,7 @@ import threading
 import time
 from pathlib import Path
 
-from pytsnet.actors.runtime import ActorRef, ActorSystem, MailboxConfig
+from pytsnet.actors.runtime import ActorRef, ActorSystem, MailboxConfig, MailboxPolicy
 from pytsnet.messages.netstack import NetstackStatusRequest
 from pytsnet.net import Netstack
 from pytsnet.net.link import TunLinkActor
@@ -172,6 +172,11 @@ def fairness(ns: Netns, net: Netstack, active: int, seconds: float, warmup: floa
             "stalled": sum(1 for r in rates if r == 0)}
 
 
+def link_mailbox(depth: int) -> MailboxConfig:
+    """The TUN link's queue: ``depth`` packets, drop-tail as a NIC queue; 0 for the old blocking 65,536."""
+    return MailboxConfig(depth, MailboxPolicy.DROP_NEWEST) if depth > 0 else MailboxConfig(65536)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--idle", type=int, default=10000)
@@ -180,6 +185,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=5.0)
     ap.add_argument("--send-buffer", type=int, default=64 * 1024,
                     help="per-flow send buffer for the active flows (bounds memory: 1,000 x this)")
+    ap.add_argument("--link-queue", type=int, default=0,
+                    help="packets the TUN link queues before dropping (as a NIC's txqueuelen); 0: a 65,536 "
+                         "deep mailbox that blocks the senders instead")
     ap.add_argument("--diag", action="store_true",
                     help="print per-connection counters and the slowest flows' state after the window")
     ap.add_argument("--cc", choices=("cubic", "newreno"), default=None,
@@ -201,7 +209,7 @@ def main() -> None:
             system = ActorSystem("bench-flows", pool_workers=2)
             try:
                 link = system.spawn(TunLinkActor, tun.fd, "netstack", name="tun-link",
-                                    mailbox=MailboxConfig(65536))
+                                    mailbox=link_mailbox(args.link_queue))
                 addrs = (ipaddress.ip_address(STACK),)
                 cap = max(16384, n + 16)
                 cfg = (StackConfig(addresses=addrs, max_tcp_connections=cap) if what == "idle" else

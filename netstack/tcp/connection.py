@@ -128,16 +128,17 @@ class TcpConnection:
     # Slots, not a __dict__: ~1.5 KiB less per connection, and 10,000 idle flows each hold one.
     __slots__ = (
         "_ack_now", "_app_closed", "_cc", "_chal_count", "_chal_second", "_close_at", "_ctl", "_delack_at",
-        "_dirty", "_dupacks", "_dupthresh", "_error", "_fin_off", "_fin_received", "_iss", "_ka_probes",
-        "_keepalive_at", "_last_ack_sent", "_last_now", "_last_rexmit_tsval", "_last_send", "_lport",
-        "_max_snd_wnd", "_our_mss", "_passive", "_payload_max", "_persist_at", "_persist_backoff", "_rack",
-        "_rack_at", "_rbuf", "_rcv_adv", "_rcv_base", "_rcv_fin_off", "_rcv_nxt", "_rcv_wscale", "_reasm",
-        "_retries", "_rexmit_end", "_rexmit_next", "_rport", "_rto_at", "_rto_undo", "_rto_undo_tsval",
-        "_rtt", "_rtt_probe", "_sack_ok", "_sbuf", "_scoreboard", "_snd_base", "_snd_max", "_snd_mss",
-        "_snd_nxt", "_snd_una", "_snd_wl1", "_snd_wl2", "_snd_wnd", "_snd_wscale", "_state", "_syn_pending",
-        "_tlp_at", "_tlp_end", "_ts_offset", "_ts_ok", "_ts_recent", "_unacked_segs", "_undo", "_undo_tsval",
-        "_ws_ok", "challenge_acks", "config", "fast_recoveries", "local", "remote", "retransmitted_segments",
-        "rto_expiries", "spurious_recoveries", "spurious_rtos", "tail_loss_probes",
+        "_dirty", "_dsack_rexmits", "_dsack_undo", "_dsacked", "_dupacks", "_dupthresh", "_error", "_fin_off",
+        "_fin_received", "_iss", "_ka_probes", "_keepalive_at", "_last_ack_sent", "_last_now",
+        "_last_rexmit_tsval", "_last_send", "_lport", "_max_snd_wnd", "_our_mss", "_passive", "_payload_max",
+        "_persist_at", "_persist_backoff", "_rack", "_rack_at", "_rbuf", "_rcv_adv", "_rcv_base",
+        "_rcv_fin_off", "_rcv_nxt", "_rcv_wscale", "_reasm", "_retries", "_rexmit_end", "_rexmit_next",
+        "_rport", "_rto_at", "_rto_undo", "_rto_undo_tsval", "_rtt", "_rtt_probe", "_sack_ok", "_sbuf",
+        "_scoreboard", "_snd_base", "_snd_max", "_snd_mss", "_snd_nxt", "_snd_una", "_snd_wl1", "_snd_wl2",
+        "_snd_wnd", "_snd_wscale", "_state", "_syn_pending", "_tlp_at", "_tlp_end", "_ts_offset", "_ts_ok",
+        "_ts_recent", "_unacked_segs", "_undo", "_undo_tsval", "_ws_ok", "challenge_acks", "config",
+        "fast_recoveries", "local", "remote", "retransmitted_segments", "rto_expiries", "spurious_recoveries",
+        "spurious_rtos", "tail_loss_probes",
     )
 
     def __init__(self, local: Endpoint, remote: Endpoint, iss: int, now: float,
@@ -179,6 +180,9 @@ class TcpConnection:
         self._rto_undo: tuple[int, int] | None = None
         self._rto_undo_tsval: int | None = None
         self.spurious_rtos = 0
+        self._dsack_undo: tuple[int, int, int, int] | None = None
+        self._dsack_rexmits = 0
+        self._dsacked = 0
         self._last_rexmit_tsval: int | None = None
         self._last_send = now
         self._cc = CONGESTION_CONTROLS[cfg.congestion_control](self._snd_mss)
@@ -744,7 +748,7 @@ class TcpConnection:
         cc = self._cc
         sackd_new = False
         rack = self._rack
-        if self._sack_ok and seg.sack_blocks and self._snd_max > una:
+        if self._sack_ok and seg.sack_blocks:
             base = self._snd_base
             sb = self._scoreboard
             for i, (left, right) in enumerate(seg.sack_blocks):
@@ -754,9 +758,11 @@ class TcpConnection:
                     sackd_new = True
                     if rack is not None:
                         rack.on_delivered(s, e, now)
-                elif i == 0 and s < e <= max(ack_off, una) and rack is not None:
+                elif i == 0 and s < e <= max(ack_off, una):
                     # RFC 2883 D-SACK: a duplicate arrived, so a retransmission was spurious.
-                    rack.on_dsack(now, self._rtt.srtt or self._rtt.rto)
+                    if rack is not None:
+                        rack.on_dsack(now, self._rtt.srtt or self._rtt.rto)
+                    self._on_dsack(s, e, max(ack_off, una))
         wnd = seg.window << self._snd_wscale
         if ack_off > una:
             acked = ack_off - una
@@ -809,6 +815,7 @@ class TcpConnection:
                     self._dupthresh = min(self._dupthresh * 2, MAX_DUPTHRESH)
                     self.spurious_recoveries += 1
                     cc.on_undo()
+                    self._dsack_undo = None
                     if rack is not None:
                         rack.on_dsack(now, self._rtt.srtt or self._rtt.rto)
                 self._undo = self._undo_tsval = None
@@ -895,10 +902,39 @@ class TcpConnection:
         self._rexmit_next = self._rexmit_end = ack_off
         self.spurious_rtos += 1
 
+    def _on_dsack(self, start: int, end: int, una: int) -> None:
+        """RFC 3708 / Linux's DSACK undo: once every retransmission of the last recovery has come
+        back as a duplicate, no segment of it was lost (reordering made it), so its window
+        reduction is undone. Eifel only sees the first retransmission's fate, and only while the
+        recovery lasts; D-SACKs usually arrive a round trip later, after it ended."""
+        undo = self._dsack_undo
+        if undo is None or start < undo[2] or end > undo[3]:
+            return
+        mss = self._payload_max
+        self._dsacked += (end - start + mss - 1) // mss
+        if not 0 < self.retransmitted_segments - self._dsack_rexmits <= self._dsacked:
+            return
+        cc = self._cc
+        cc.cwnd = max(cc.cwnd, undo[0])
+        cc.ssthresh = max(cc.ssthresh, undo[1])
+        if cc.in_recovery:
+            cc.in_recovery = False
+            cc.recover = una
+            self._rexmit_next = self._rexmit_end = una
+        self._dupthresh = min(self._dupthresh * 2, MAX_DUPTHRESH)
+        self.spurious_recoveries += 1
+        cc.on_undo()
+        self._dsack_undo = None
+        self._undo = self._undo_tsval = None
+
     def _enter_recovery(self) -> None:
         cc = self._cc
         self._undo = (cc.cwnd, cc.ssthresh)
         self._undo_tsval = None
+        # (cwnd, ssthresh, SND.UNA, SND.MAX) for the D-SACK undo, and retransmissions so far.
+        self._dsack_undo = (cc.cwnd, cc.ssthresh, self._snd_una, self._snd_max)
+        self._dsack_rexmits = self.retransmitted_segments
+        self._dsacked = 0
         cc.enter_recovery(self._snd_max - self._snd_una, self._snd_max)
         self.fast_recoveries += 1
         if self._sack_ok:
@@ -1082,7 +1118,7 @@ class TcpConnection:
         if self._retries > self.config.max_retransmits:
             self._to_closed(ConnectionTimedOut("connection timed out (retransmissions exhausted)"))
             return
-        self._undo = self._undo_tsval = None
+        self._undo = self._undo_tsval = self._dsack_undo = None
         if self._rto_undo is None and self._ts_ok:
             self._rto_undo = (self._cc.cwnd, self._cc.ssthresh)
             self._rto_undo_tsval = self._tsval(now)  # the retransmission goes out in this poll
