@@ -103,6 +103,11 @@ class TcpConfig:
     challenge_ack_limit: int = 10  # per second, RFC 5961 §7
     congestion_control: str = "cubic"  # "cubic" (RFC 9438, as Linux and gVisor) or "newreno"
     rack: bool = True  # RACK-TLP loss detection (RFC 8985) when SACK is negotiated
+    # Pacing, as Linux's internal pacing: new data leaves at gain * cwnd / SRTT (gain 2 in slow
+    # start, 1.2 after), in bursts of at most ~2 segments or 1 ms. Spread over the round trip,
+    # many flows' segments interleave in a shared queue below them instead of queuing as
+    # window-sized blocks that a FIFO serves one flow after another (bench/flows.py).
+    pacing: bool = True
 
     def __post_init__(self) -> None:
         if self.congestion_control not in CONGESTION_CONTROLS:
@@ -130,15 +135,15 @@ class TcpConnection:
         "_ack_now", "_app_closed", "_cc", "_chal_count", "_chal_second", "_close_at", "_ctl", "_delack_at",
         "_dirty", "_dsack_rexmits", "_dsack_undo", "_dsacked", "_dupacks", "_dupthresh", "_error", "_fin_off",
         "_fin_received", "_iss", "_ka_probes", "_keepalive_at", "_last_ack_sent", "_last_now",
-        "_last_rexmit_tsval", "_last_send", "_lport", "_max_snd_wnd", "_our_mss", "_passive", "_payload_max",
-        "_persist_at", "_persist_backoff", "_rack", "_rack_at", "_rbuf", "_rcv_adv", "_rcv_base",
-        "_rcv_fin_off", "_rcv_nxt", "_rcv_wscale", "_reasm", "_retries", "_rexmit_end", "_rexmit_next",
-        "_rport", "_rto_at", "_rto_undo", "_rto_undo_tsval", "_rtt", "_rtt_probe", "_sack_ok", "_sbuf",
-        "_scoreboard", "_snd_base", "_snd_max", "_snd_mss", "_snd_nxt", "_snd_una", "_snd_wl1", "_snd_wl2",
-        "_snd_wnd", "_snd_wscale", "_state", "_syn_pending", "_tlp_at", "_tlp_end", "_ts_offset", "_ts_ok",
-        "_ts_recent", "_unacked_segs", "_undo", "_undo_tsval", "_ws_ok", "challenge_acks", "config",
-        "fast_recoveries", "local", "remote", "retransmitted_segments", "rto_expiries", "spurious_recoveries",
-        "spurious_rtos", "tail_loss_probes",
+        "_last_rexmit_tsval", "_last_send", "_lport", "_max_snd_wnd", "_our_mss", "_pace_at", "_pace_wait",
+        "_passive", "_payload_max", "_persist_at", "_persist_backoff", "_rack", "_rack_at", "_rbuf",
+        "_rcv_adv", "_rcv_base", "_rcv_fin_off", "_rcv_nxt", "_rcv_wscale", "_reasm", "_retries",
+        "_rexmit_end", "_rexmit_hi", "_rexmit_lo", "_rexmit_next", "_rport", "_rto_at", "_rto_undo",
+        "_rto_undo_tsval", "_rtt", "_rtt_probe", "_sack_ok", "_sbuf", "_scoreboard", "_snd_base", "_snd_max",
+        "_snd_mss", "_snd_nxt", "_snd_una", "_snd_wl1", "_snd_wl2", "_snd_wnd", "_snd_wscale", "_state",
+        "_syn_pending", "_tlp_at", "_tlp_end", "_ts_offset", "_ts_ok", "_ts_recent", "_unacked_segs", "_undo",
+        "_undo_tsval", "_ws_ok", "challenge_acks", "config", "fast_recoveries", "local", "remote",
+        "retransmitted_segments", "rto_expiries", "spurious_recoveries", "spurious_rtos", "tail_loss_probes",
     )
 
     def __init__(self, local: Endpoint, remote: Endpoint, iss: int, now: float,
@@ -181,9 +186,13 @@ class TcpConnection:
         self._rto_undo_tsval: int | None = None
         self.spurious_rtos = 0
         self._dsack_undo: tuple[int, int, int, int] | None = None
+        self._pace_at: float | None = None  # when the pacer lets the next new segment go
+        self._pace_wait: float | None = None  # set while new data waits for the pacer
         self._dsack_rexmits = 0
         self._dsacked = 0
         self._last_rexmit_tsval: int | None = None
+        self._rexmit_lo: int | None = None  # lowest offset retransmitted since all were acknowledged
+        self._rexmit_hi = 0  # SND.MAX at the latest retransmission
         self._last_send = now
         self._cc = CONGESTION_CONTROLS[cfg.congestion_control](self._snd_mss)
         self._cc.recover = -1
@@ -783,12 +792,19 @@ class TcpConnection:
             # RTT sample: timestamps (RFC 7323 §4) or one timed segment (Karn).
             ts = seg.timestamp
             if self._ts_ok and ts is not None and ts[1]:
-                # An echo older than our latest retransmission may answer that retransmission (the
-                # receiver echoes TS.Recent of older data): Karn's ambiguity again, so no sample.
-                # Without this rule, a lost ACK followed by an RTO yields an RTT sample the size of
-                # the RTO, which inflates the next RTO, and so on.
-                if self._last_rexmit_tsval is None or not seq_lt(ts[1], self._last_rexmit_tsval):
+                # An ACK that covers retransmitted data and echoes a TSval older than our latest
+                # retransmission may answer that retransmission (the receiver echoes TS.Recent of
+                # older data): Karn's ambiguity again, so no sample. Without this rule, a lost ACK
+                # followed by an RTO yields an RTT sample the size of the RTO, which inflates the
+                # next RTO, and so on. ACKs below every retransmitted byte are not ambiguous: the
+                # rule once covered them too, and a flow whose RTT outgrew its PTO then lost every
+                # sample to its own tail loss probes (bench/flows.py), for ever.
+                lo = self._rexmit_lo
+                if (self._last_rexmit_tsval is None or lo is None or ack_off <= lo
+                        or not seq_lt(ts[1], self._last_rexmit_tsval)):
                     self._rtt.sample(((self._tsval(now) - ts[1]) & SEQ_MASK) / 1000)
+            if self._rexmit_lo is not None and ack_off >= self._rexmit_hi:
+                self._rexmit_lo = None  # every retransmitted byte is acknowledged
             elif self._rtt_probe is not None and ack_off > self._rtt_probe[0]:
                 self._rtt.sample(now - self._rtt_probe[1])
                 self._rtt_probe = None
@@ -832,13 +848,21 @@ class TcpConnection:
                     self._rexmit_end = max(self._rexmit_end, ack_off + self._payload_max)
                 # With SACK, RFC 6675 keeps cwnd at ssthresh (pipe does the accounting) and never
                 # rewinds HighRxt: holes already retransmitted are not sent again on a partial ACK.
-            else:
+            elif flight_before + self._payload_max >= (cc.cwnd if cc.cwnd >= cc.ssthresh else cc.cwnd // 2):
+                # Grow only while cwnd limits the sender (RFC 7661; Linux's tcp_is_cwnd_limited, half
+                # the window in slow start): a flow held back by its send buffer or by the app
+                # otherwise inflates cwnd without bound, and the pacing rate and the bursts after
+                # an undo with it.
                 cc.on_ack(acked, flight_before, now, self._rtt.srtt)
             self._dupacks = 0
             self._rto_at = None if self._snd_una >= self._snd_max else now + self._rtt.rto
             self._dirty = True
         elif (ack_off == una and plen == 0 and not seg.flags & (SYN | FIN) and self._snd_max > una
-              and (wnd == self._snd_wnd or sackd_new)):
+              and (sackd_new if self._sack_ok else wnd == self._snd_wnd)):
+            # With SACK, RFC 6675 §2's DupAck: only an ACK bringing new SACK information counts. A
+            # bare duplicate answers a duplicate segment (a spurious retransmission arriving
+            # again), and counting those turned one spurious timeout into a recovery every round
+            # trip (tests/netstack/tcp/test_rtt_swing.py).
             self._dupacks += 1
             if cc.in_recovery:
                 if not self._sack_ok:
@@ -882,6 +906,13 @@ class TcpConnection:
                 self._to_time_wait(now)
             elif st is _S.LAST_ACK:
                 self._to_closed(None)
+
+    def _note_rexmit(self, start: int, now: float) -> None:
+        """A retransmission from offset ``start`` goes out now: ACKs covering it may be ambiguous."""
+        self._last_rexmit_tsval = self._tsval(now)
+        if self._rexmit_lo is None or start < self._rexmit_lo:
+            self._rexmit_lo = start
+        self._rexmit_hi = max(self._snd_max, start + 1)
 
     def _check_spurious_rto(self, ts: tuple[int, int] | None, ack_off: int) -> None:
         """RFC 4015 on the first ACK of new data after an RTO: if it echoes a TSval older than the
@@ -1022,7 +1053,7 @@ class TcpConnection:
             return self._last_now
         best: float | None = None
         for t in (self._rto_at, self._persist_at, self._delack_at, self._keepalive_at, self._close_at,
-                  self._rack_at, self._tlp_at):
+                  self._rack_at, self._tlp_at, self._pace_wait):
             if t is not None and (best is None or t < best):
                 best = t
         return best
@@ -1055,7 +1086,7 @@ class TcpConnection:
             self._syn_pending = False
             out.append(self._syn_segment(now))
             if self._retries:
-                self._last_rexmit_tsval = self._tsval(now)
+                self._note_rexmit(-1, now)
             if self._snd_max < 0:
                 self._snd_nxt = self._snd_max = 0
                 self._rtt_probe = (-1, now)
@@ -1163,7 +1194,7 @@ class TcpConnection:
                 return False
             out.append(self._segment(start, ACK, self._sbuf.read(start, end - start), now))
             self.retransmitted_segments += 1
-            self._last_rexmit_tsval = self._tsval(now)
+            self._note_rexmit(start, now)
             if self._rack is not None:
                 self._rack.on_retransmit(start, end, now)
         self.tail_loss_probes += 1
@@ -1219,7 +1250,7 @@ class TcpConnection:
                 if self._undo is not None and self._undo_tsval is None and seg.timestamp is not None:
                     self._undo_tsval = seg.timestamp[0]
                 self.retransmitted_segments += 1
-                self._last_rexmit_tsval = self._tsval(now)
+                self._note_rexmit(start, now)
                 if self._rack is not None:
                     self._rack.on_retransmit(start, start + length, now)
                 self._rexmit_next = start + length
@@ -1227,6 +1258,9 @@ class TcpConnection:
             if self._rto_at is None:
                 self._rto_at = now + self._rtt.rto
         # 2. New data (or data after an RTO rewound SND.NXT).
+        self._pace_wait = None
+        srtt = self._rtt.srtt or 0.0
+        pace = self.config.pacing and srtt > 0
         if (self._snd_nxt == self._snd_una and self._snd_nxt < data_end and not cc.in_recovery
                 and now - self._last_send > self._rtt.rto):
             cc.on_idle_restart()
@@ -1255,6 +1289,16 @@ class TcpConnection:
                 break
             if length < mss and length < avail and self._snd_nxt > self._snd_una:
                 break  # sender SWS avoidance: wait for a full segment while data is in flight
+            if pace and nxt >= self._snd_max:
+                rate = (2.0 if cc.cwnd < cc.ssthresh else 1.2) * min(cc.cwnd, max(self._snd_wnd, mss)) / srtt
+                slack = max(2 * mss / rate, 0.001)
+                at = self._pace_at
+                if at is None or at < now - slack:
+                    at = now - slack
+                if at > now:
+                    self._pace_at = self._pace_wait = at
+                    break
+                self._pace_at = at + length / rate
             flags = ACK
             if nxt + length == data_end:
                 flags |= PSH
@@ -1283,7 +1327,7 @@ class TcpConnection:
                 continue
             out.append(self._segment(s, ACK, self._sbuf.read(s, end - s), now))
             self.retransmitted_segments += 1
-            self._last_rexmit_tsval = self._tsval(now)
+            self._note_rexmit(s, now)
             rack.on_retransmit(s, end, now)
             first = False
         if self._rto_at is None:
@@ -1307,7 +1351,7 @@ class TcpConnection:
             if rack is not None:
                 rack.on_retransmit(nxt, end, now)
             self.retransmitted_segments += 1
-            self._last_rexmit_tsval = self._tsval(now)
+            self._note_rexmit(nxt, now)
             if self._rtt_probe is not None and nxt <= self._rtt_probe[0] < end:
                 self._rtt_probe = None  # Karn: a retransmitted segment gives no sample
         self._snd_nxt = end

@@ -8,7 +8,7 @@ from pytsnet.netstack.tcp.segment import ACK, TcpSegment
 
 
 def _pair(cfg: TcpConfig | None = None) -> tuple[TcpConnection, TcpConnection, float]:
-    sim = Sim(cfg_b=cfg or TcpConfig())
+    sim = Sim(cfg_a=TcpConfig(pacing=False), cfg_b=cfg or TcpConfig())  # a sends whole batches
     sim.run(Sim.established)
     assert sim.b is not None and sim.a is not None
     return sim.a, sim.b, sim.now

@@ -14,7 +14,7 @@ NOW = 1.0
 
 
 def _established() -> TcpConnection:
-    cfg = TcpConfig(timestamps=False)
+    cfg = TcpConfig(timestamps=False, pacing=False)  # one poll sends the whole window
     a = TcpConnection.connect(A, B, 1000, NOW, cfg)
     (syn,) = a.poll(NOW)
     a.on_segment(TcpSegment(B[1], A[1], 5000, (syn.seq + 1) & 0xFFFFFFFF, SYN | ACK, 65535, 1240, 7, True),
