@@ -46,5 +46,5 @@ def test_cwnd_does_not_grow_while_the_app_limits_the_sender() -> None:
     for _ in range(200):  # 2 KB every 50 ms: never more than two segments in flight
         a.send(b"x" * 2000)
         end = sim.now + 0.05
-        sim.run(lambda s: s.now >= end, lambda s: s.b.recv(1 << 20) if s.b else None, tick=0.01)
+        sim.run(lambda s, end=end: s.now >= end, lambda s: s.b.recv(1 << 20) if s.b else None, tick=0.01)
     assert a._cc.cwnd == iw
