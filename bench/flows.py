@@ -102,7 +102,7 @@ def diagnose(ns: Netns, socks: list[object], rates: list[float], link: ActorRef,
     conns = [_conn(s) for s in socks]
     live = [c for c in conns if c is not None]
     tot = {k: sum(getattr(c, k) for c in live) for k in
-           ("rto_expiries", "tail_loss_probes", "fast_recoveries", "retransmitted_segments",
+           ("rto_expiries", "tail_loss_probes", "fast_recoveries", "retransmitted_segments", "spurious_rtos",
             "spurious_recoveries")}
     print(f"  totals over {len(live)} flows: {tot}")
     print(f"  link mailbox dropped {link.dropped}, backlog {link.backlog()}; "
@@ -125,7 +125,8 @@ def diagnose(ns: Netns, socks: list[object], rates: list[float], link: ActorRef,
                   f"{c._cc.cwnd} ssthresh {c._cc.ssthresh} rec {c._cc.in_recovery}, srtt "
                   f"{c._rtt.srtt} rto {c._rtt.rto:.3f} backoff {c._rtt.backoff_count} rto_in {rto_in} "
                   f"tlp_at {c._tlp_at} retries {c._retries}; rtos {c.rto_expiries} tlps "
-                  f"{c.tail_loss_probes} recov {c.fast_recoveries} rexmit {c.retransmitted_segments}")
+                  f"{c.tail_loss_probes} recov {c.fast_recoveries} rexmit {c.retransmitted_segments} "
+                  f"spurious rto {getattr(c, 'spurious_rtos', None)} undo {getattr(c, '_rto_undo', None)}")
 
 
 def fairness(ns: Netns, net: Netstack, active: int, seconds: float, warmup: float,
