@@ -7,6 +7,7 @@ ACKs and losses; it answers with ``cwnd`` and whether it is in fast recovery.
 from __future__ import annotations
 
 DUPACK_THRESHOLD = 3
+INITIAL_SSTHRESH = 1 << 30  # "arbitrarily high" (RFC 5681 §3.1): slow start until a loss says otherwise
 
 
 class NewReno:
@@ -18,7 +19,7 @@ class NewReno:
         self.mss = mss
         # RFC 6928 IW10, as Linux: a lossy path spends fewer RTTs in slow start after each restart.
         self.cwnd = self.initial_window
-        self.ssthresh = 1 << 30
+        self.ssthresh = INITIAL_SSTHRESH
         self.in_recovery = False
         self.recover = 0  # stream offset of the highest byte sent when recovery began
         self._ca_acc = 0

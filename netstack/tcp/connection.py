@@ -18,7 +18,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from pytsnet.netstack.tcp import syncookie
-from pytsnet.netstack.tcp.congestion import DUPACK_THRESHOLD, NewReno
+from pytsnet.netstack.tcp.congestion import DUPACK_THRESHOLD, INITIAL_SSTHRESH, NewReno
 from pytsnet.netstack.tcp.cubic import Cubic
 from pytsnet.netstack.tcp.errors import (
     ConnectionAborted,
@@ -28,6 +28,7 @@ from pytsnet.netstack.tcp.errors import (
     TcpConnectionError,
     TcpStateError,
 )
+from pytsnet.netstack.tcp.hystart import HyStart
 from pytsnet.netstack.tcp.rack import Rack, probe_timeout
 from pytsnet.netstack.tcp.reassembly import Reassembler
 from pytsnet.netstack.tcp.rto import RttEstimator
@@ -108,6 +109,7 @@ class TcpConfig:
     # many flows' segments interleave in a shared queue below them instead of queuing as
     # window-sized blocks that a FIFO serves one flow after another (bench/flows.py).
     pacing: bool = True
+    hystart: bool = True  # HyStart++ (RFC 9406) in the first slow start, as Linux's CUBIC has it on
 
     def __post_init__(self) -> None:
         if self.congestion_control not in CONGESTION_CONTROLS:
@@ -134,7 +136,7 @@ class TcpConnection:
     __slots__ = (
         "_ack_now", "_app_closed", "_cc", "_chal_count", "_chal_second", "_close_at", "_ctl", "_delack_at",
         "_dirty", "_dsack_rexmits", "_dsack_undo", "_dsacked", "_dupacks", "_dupthresh", "_error", "_fin_off",
-        "_fin_received", "_iss", "_ka_probes", "_keepalive_at", "_last_ack_sent", "_last_now",
+        "_fin_received", "_hystart", "_iss", "_ka_probes", "_keepalive_at", "_last_ack_sent", "_last_now",
         "_last_rexmit_tsval", "_last_send", "_lport", "_max_snd_wnd", "_our_mss", "_pace_at", "_pace_wait",
         "_passive", "_payload_max", "_persist_at", "_persist_backoff", "_rack", "_rack_at", "_rbuf",
         "_rcv_adv", "_rcv_base", "_rcv_fin_off", "_rcv_nxt", "_rcv_wscale", "_reasm", "_retries",
@@ -186,6 +188,7 @@ class TcpConnection:
         self._rto_undo_tsval: int | None = None
         self.spurious_rtos = 0
         self._dsack_undo: tuple[int, int, int, int] | None = None
+        self._hystart: HyStart | None = None  # made with the first slow-start ACK, when enabled
         self._pace_at: float | None = None  # when the pacer lets the next new segment go
         self._pace_wait: float | None = None  # set while new data waits for the pacer
         self._dsack_rexmits = 0
@@ -791,6 +794,7 @@ class TcpConnection:
                 self._rexmit_next = ack_off
             # RTT sample: timestamps (RFC 7323 §4) or one timed segment (Karn).
             ts = seg.timestamp
+            rtt_sample: float | None = None
             if self._ts_ok and ts is not None and ts[1]:
                 # An ACK that covers retransmitted data and echoes a TSval older than our latest
                 # retransmission may answer that retransmission (the receiver echoes TS.Recent of
@@ -802,12 +806,14 @@ class TcpConnection:
                 lo = self._rexmit_lo
                 if (self._last_rexmit_tsval is None or lo is None or ack_off <= lo
                         or not seq_lt(ts[1], self._last_rexmit_tsval)):
-                    self._rtt.sample(((self._tsval(now) - ts[1]) & SEQ_MASK) / 1000)
+                    rtt_sample = ((self._tsval(now) - ts[1]) & SEQ_MASK) / 1000
+            elif self._rtt_probe is not None and ack_off > self._rtt_probe[0]:
+                rtt_sample = now - self._rtt_probe[1]
+                self._rtt_probe = None
+            if rtt_sample is not None:
+                self._rtt.sample(rtt_sample)
             if self._rexmit_lo is not None and ack_off >= self._rexmit_hi:
                 self._rexmit_lo = None  # every retransmitted byte is acknowledged
-            elif self._rtt_probe is not None and ack_off > self._rtt_probe[0]:
-                self._rtt.sample(now - self._rtt_probe[1])
-                self._rtt_probe = None
             self._retries = 0
             # The backed-off RTO stays until a valid RTT sample clears it (Karn's algorithm; the
             # sample does, in RttEstimator.sample). Clearing it on any new ACK (as BSD does) let a
@@ -848,12 +854,28 @@ class TcpConnection:
                     self._rexmit_end = max(self._rexmit_end, ack_off + self._payload_max)
                 # With SACK, RFC 6675 keeps cwnd at ssthresh (pipe does the accounting) and never
                 # rewinds HighRxt: holes already retransmitted are not sent again on a partial ACK.
-            elif flight_before + self._payload_max >= (cc.cwnd if cc.cwnd >= cc.ssthresh else cc.cwnd // 2):
+            else:
+                slow_start = cc.cwnd < cc.ssthresh
+                hs = self._hystart
+                if slow_start and cc.ssthresh >= INITIAL_SSTHRESH and self.config.hystart:
+                    # The first slow start only (RFC 9406 §4.3): later ones stop at ssthresh anyway.
+                    if hs is None:
+                        hs = self._hystart = HyStart()
+                    hs.on_ack(ack_off, self._snd_nxt)
+                    if rtt_sample is not None:
+                        hs.on_rtt(rtt_sample)
+                    if hs.done:
+                        cc.ssthresh = cc.cwnd  # §4.2: on to congestion avoidance
+                        slow_start = False
+                else:
+                    hs = None
                 # Grow only while cwnd limits the sender (RFC 7661; Linux's tcp_is_cwnd_limited, half
                 # the window in slow start): a flow held back by its send buffer or by the app
                 # otherwise inflates cwnd without bound, and the pacing rate and the bursts after
                 # an undo with it.
-                cc.on_ack(acked, flight_before, now, self._rtt.srtt)
+                if flight_before + self._payload_max >= (cc.cwnd // 2 if slow_start else cc.cwnd):
+                    cc.on_ack(hs.growth(acked) if hs is not None and slow_start else acked, flight_before,
+                              now, self._rtt.srtt)
             self._dupacks = 0
             self._rto_at = None if self._snd_una >= self._snd_max else now + self._rtt.rto
             self._dirty = True
