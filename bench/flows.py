@@ -101,8 +101,9 @@ def diagnose(ns: Netns, socks: list[object], rates: list[float], link: ActorRef,
     """Per-connection counters: totals, the slowest flows' state, where packets were dropped."""
     conns = [_conn(s) for s in socks]
     live = [c for c in conns if c is not None]
-    tot = {k: sum(getattr(c, k) for c in live) for k in
+    tot = {k: sum(getattr(c, k, 0) for c in live) for k in
            ("rto_expiries", "tail_loss_probes", "fast_recoveries", "retransmitted_segments", "spurious_rtos",
+            "local_congestion_signals",
             "spurious_recoveries")}
     print(f"  totals over {len(live)} flows: {tot}")
     print(f"  link mailbox dropped {link.dropped}, backlog {link.backlog()}; "

@@ -193,6 +193,9 @@ class TcpFlowActor(Actor):
         out = conn.poll(now)
         if out:
             self._emit(out)
+            limit = conn.config.local_queue_limit  # TCP's local congestion signal (issue 14, 14g)
+            if limit is not None and self.sink.backlog().messages > limit:
+                conn.on_local_congestion()
         with ch.lock:
             self._sync_out(conn, ch)
         ch.notify()

@@ -50,6 +50,14 @@ class NewReno:
         self.in_recovery = True
         self.recover = snd_max
 
+    def on_congestion_signal(self, flight: int, snd_max: int) -> None:
+        """A congestion signal without a loss (ECN-CE, RFC 3168 §6.1.2; a long local queue, as Linux's
+        tcp_enter_cwr on NET_XMIT_CN): reduce as for a loss, once per window, nothing to resend."""
+        self.ssthresh = max(flight // 2, 2 * self.mss)
+        self.cwnd = min(self.cwnd, self.ssthresh)
+        self.recover = snd_max
+        self._ca_acc = 0
+
     def on_dupack_in_recovery(self) -> None:
         """Each further duplicate ACK inflates cwnd by one segment (step 3)."""
         self.cwnd += self.mss

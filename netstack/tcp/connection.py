@@ -110,6 +110,11 @@ class TcpConfig:
     # window-sized blocks that a FIFO serves one flow after another (bench/flows.py).
     pacing: bool = True
     hystart: bool = True  # HyStart++ (RFC 9406) in the first slow start, as Linux's CUBIC has it on
+    # Packets (messages) waiting in the queue below the flow (its link sink's mailbox) beyond which
+    # the flow driving this connection reports local congestion (``on_local_congestion``), as a
+    # NIC's txqueuelen; None: never. Below a deep FIFO that never drops, nothing else stops the
+    # windows: 1,000 flows queued ~60,000 packets (tens of seconds) in bench/flows.py.
+    local_queue_limit: int | None = 1000
 
     def __post_init__(self) -> None:
         if self.congestion_control not in CONGESTION_CONTROLS:
@@ -144,8 +149,9 @@ class TcpConnection:
         "_rto_undo_tsval", "_rtt", "_rtt_probe", "_sack_ok", "_sbuf", "_scoreboard", "_snd_base", "_snd_max",
         "_snd_mss", "_snd_nxt", "_snd_una", "_snd_wl1", "_snd_wl2", "_snd_wnd", "_snd_wscale", "_state",
         "_syn_pending", "_tlp_at", "_tlp_end", "_ts_offset", "_ts_ok", "_ts_recent", "_unacked_segs", "_undo",
-        "_undo_tsval", "_ws_ok", "challenge_acks", "config", "fast_recoveries", "local", "remote",
-        "retransmitted_segments", "rto_expiries", "spurious_recoveries", "spurious_rtos", "tail_loss_probes",
+        "_undo_tsval", "_ws_ok", "challenge_acks", "config", "fast_recoveries", "local",
+        "local_congestion_signals", "remote", "retransmitted_segments", "rto_expiries", "spurious_recoveries",
+        "spurious_rtos", "tail_loss_probes",
     )
 
     def __init__(self, local: Endpoint, remote: Endpoint, iss: int, now: float,
@@ -187,6 +193,7 @@ class TcpConnection:
         self._rto_undo: tuple[int, int] | None = None
         self._rto_undo_tsval: int | None = None
         self.spurious_rtos = 0
+        self.local_congestion_signals = 0
         self._dsack_undo: tuple[int, int, int, int] | None = None
         self._hystart: HyStart | None = None  # made with the first slow-start ACK, when enabled
         self._pace_at: float | None = None  # when the pacer lets the next new segment go
@@ -935,6 +942,16 @@ class TcpConnection:
         if self._rexmit_lo is None or start < self._rexmit_lo:
             self._rexmit_lo = start
         self._rexmit_hi = max(self._snd_max, start + 1)
+
+    def on_local_congestion(self) -> None:
+        """The queue below this flow is long: reduce cwnd as for ECN-CE (RFC 3168 §6.1.2), as Linux's
+        tcp_enter_cwr does when its qdisc answers NET_XMIT_CN, at most once per window and never
+        during recovery. No retransmission: nothing was lost."""
+        cc = self._cc
+        if cc.in_recovery or self._snd_una < cc.recover or self._snd_max <= self._snd_una:
+            return
+        cc.on_congestion_signal(self._snd_max - self._snd_una, self._snd_max)
+        self.local_congestion_signals += 1
 
     def _check_spurious_rto(self, ts: tuple[int, int] | None, ack_off: int) -> None:
         """RFC 4015 on the first ACK of new data after an RTO: if it echoes a TSval older than the

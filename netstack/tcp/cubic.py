@@ -105,6 +105,11 @@ class Cubic(NewReno):
         self.in_recovery = True
         self.recover = snd_max
 
+    def on_congestion_signal(self, flight: int, snd_max: int) -> None:
+        self.ssthresh = self._reduce(flight)
+        self.cwnd = min(self.cwnd, self.ssthresh)
+        self.recover = snd_max
+
     def on_full_ack(self, flight: int) -> None:
         super().on_full_ack(flight)
         self._epoch = None  # the next ACK starts the epoch at the reduced window
