@@ -122,12 +122,15 @@ def diagnose(ns: Netns, socks: list[object], rates: list[float], link: ActorRef,
                 continue
             rto_in = None if c._rto_at is None else round(c._rto_at - now, 3)
             print(f"  {label} flow {i}: {rates[i] * 1000:.1f} kbit/s, state {c.state.value}, una "
-                  f"{c._snd_una} nxt {c._snd_nxt} max {c._snd_max} buf {c.send_buffered}, cwnd "
+                  f"{c._snd_una} nxt {c._snd_nxt} max {c._snd_max} buf {c.send_buffered} wnd {c._snd_wnd}, "
+                  f"cwnd "
                   f"{c._cc.cwnd} ssthresh {c._cc.ssthresh} rec {c._cc.in_recovery}, srtt "
                   f"{c._rtt.srtt} rto {c._rtt.rto:.3f} backoff {c._rtt.backoff_count} rto_in {rto_in} "
                   f"tlp_at {c._tlp_at} retries {c._retries}; rtos {c.rto_expiries} tlps "
                   f"{c.tail_loss_probes} recov {c.fast_recoveries} rexmit {c.retransmitted_segments} "
-                  f"spurious rto {getattr(c, 'spurious_rtos', None)} undo {getattr(c, '_rto_undo', None)}")
+                  f"spurious rto {getattr(c, 'spurious_rtos', None)} "
+                  f"pace_wait {getattr(c, '_pace_wait', None)} "
+                  f"local {getattr(c, 'local_congestion_signals', None)} now {now:.3f}")
 
 
 def fairness(ns: Netns, net: Netstack, active: int, seconds: float, warmup: float,
