@@ -43,6 +43,11 @@ DEFAULT_MSS_V4 = 536  # RFC 9293 §3.7.1: assumed when the SYN carries no MSS op
 DEFAULT_MSS_V6 = 1220  # RFC 8200 minimum MTU 1280 - 40 - 20
 MAX_QUEUED_CONTROL = 64  # control segments kept between two polls
 MAX_DUPTHRESH = 24  # cap for the reordering-adapted duplicate-ACK threshold
+# Pacing credit, in seconds of the pacing rate. Linux bursts ~1 ms; a flow actor's timer wakes
+# up within CPython's 5 ms switch interval at best, and with 1 ms bursts bench/e2e.py direct lost
+# 10-15% (the flow sat waiting for late ticks). 10 ms still spreads a slow flow's window
+# (bench/flows.py: ~5 KB/s per flow, so the 2-segment floor decides there).
+PACING_SLACK = 0.010
 
 
 CONGESTION_CONTROLS: dict[str, type[NewReno]] = {"cubic": Cubic, "newreno": NewReno}
@@ -105,11 +110,15 @@ class TcpConfig:
     congestion_control: str = "cubic"  # "cubic" (RFC 9438, as Linux and gVisor) or "newreno"
     rack: bool = True  # RACK-TLP loss detection (RFC 8985) when SACK is negotiated
     # Pacing, as Linux's internal pacing: new data leaves at gain * cwnd / SRTT (gain 2 in slow
-    # start, 1.2 after), in bursts of at most ~2 segments or 1 ms. Spread over the round trip,
+    # start, 1.2 after), in bursts of at most 2 segments or PACING_SLACK. Spread over the round trip,
     # many flows' segments interleave in a shared queue below them instead of queuing as
     # window-sized blocks that a FIFO serves one flow after another (bench/flows.py).
     pacing: bool = True
-    hystart: bool = True  # HyStart++ (RFC 9406) in the first slow start, as Linux's CUBIC has it on
+    # HyStart++ (RFC 9406) in the first slow start, as Linux's CUBIC has it on. Off: measured, it took
+    # 10-15% off bench/e2e.py direct (CPU queueing raises the RTT, slow start ends early, and a 16 MiB
+    # transfer is over before CUBIC has grown the window back), and bench/flows.py did not need it
+    # once the local congestion signal bounds the queue (docs/performance.md).
+    hystart: bool = False
     # Packets (messages) waiting in the queue below the flow (its link sink's mailbox) beyond which
     # the flow driving this connection reports local congestion (``on_local_congestion``), as a
     # NIC's txqueuelen; None: never. Below a deep FIFO that never drops, nothing else stops the
@@ -1330,7 +1339,7 @@ class TcpConnection:
                 break  # sender SWS avoidance: wait for a full segment while data is in flight
             if pace and nxt >= self._snd_max:
                 rate = (2.0 if cc.cwnd < cc.ssthresh else 1.2) * min(cc.cwnd, max(self._snd_wnd, mss)) / srtt
-                slack = max(2 * mss / rate, 0.001)
+                slack = max(2 * mss / rate, PACING_SLACK)
                 at = self._pace_at
                 if at is None or at < now - slack:
                     at = now - slack

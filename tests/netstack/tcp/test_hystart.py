@@ -59,7 +59,7 @@ def _queue_below(hystart: bool) -> Sim:
         last[0] = due
         return due - sim.now
 
-    cfg = TcpConfig(hystart=hystart, send_buffer=1 << 20)
+    cfg = TcpConfig(hystart=hystart, send_buffer=1 << 20)  # off by default: see TcpConfig
     sim = Sim(cfg_a=cfg, cfg_b=TcpConfig(recv_buffer=1 << 20), link=LinkParams(delay=0.01, delay_fn=queued))
     box["sim"] = sim
     sim.run(Sim.established)
