@@ -32,8 +32,8 @@ from pytsnet.messages.netstack import (
     FlowTick,
     LinkPacketOut,
 )
-from pytsnet.netstack.errors import ParseError
-from pytsnet.netstack.interface import TcpPacketEmitter, tcp_payload
+from pytsnet.netstack.gro import coalesce
+from pytsnet.netstack.interface import TcpPacketEmitter
 from pytsnet.netstack.tcp import segment as tcpseg
 from pytsnet.netstack.tcp.connection import TcpConnection, TcpState
 from pytsnet.netstack.tcp.errors import TcpParseError
@@ -126,18 +126,16 @@ class TcpFlowActor(Actor):
     @handles(FlowPacketsIn)
     def on_packets(self, msg: FlowPacketsIn) -> None:
         """A burst straight from the WireGuard engine (the fast path): whole IP packets the engine
-        routed here by their 4-tuple. The IP header is checked and stripped without a copy, the
-        segment parsed once, then one pump as for ``FlowSegmentsIn``."""
+        routed here by their 4-tuple. Each packet's IP header and TCP checksum are checked, runs of
+        in-order data merged (``netstack/gro.py``: one ``on_segment`` per run, not per packet), then
+        one pump as for ``FlowSegmentsIn``."""
         if self._done:
             return
         conn, now = self.conn, self.clock.monotonic()
-        remote, local = self.remote, self.local
-        for data in msg.packets:
-            try:
-                seg = tcpseg.parse_segment(tcp_payload(data), remote, local)
-            except (ParseError, TcpParseError):
-                self.bad_segments += 1
-                continue
+        expected, limit = conn.coalesce_hint
+        segs, bad = coalesce(msg.packets, self.remote, self.local, expected, limit)
+        self.bad_segments += bad
+        for seg in segs:
             conn.on_segment(seg, now)
         self._pump()
 

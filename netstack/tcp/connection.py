@@ -381,6 +381,13 @@ class TcpConnection:
         return len(self._rbuf)
 
     @property
+    def coalesce_hint(self) -> tuple[int, int]:
+        """(the sequence number expected next, the most payload bytes one coalesced segment should
+        carry) for a receiver that merges a burst's in-order segments before ``on_segment``
+        (``netstack/gro.py``): runs no longer than the ACK-within-a-burst step keep the ACK pace."""
+        return self._rcv_seq(self._rcv_nxt), self.config.ack_every * self._payload_max
+
+    @property
     def memory_bytes(self) -> int:
         """Payload bytes currently held (send, receive and out-of-order queues)."""
         return len(self._sbuf) + len(self._rbuf) + self._reasm.buffered
@@ -1066,7 +1073,9 @@ class TcpConnection:
                     self._rbuf += b"".join(chunks)
                 self._ack_now = True  # a hole was (partly) filled: ACK at once (RFC 5681 §4.2)
             self._rcv_nxt = rcv_nxt
-            self._unacked_segs += 1
+            # Full-sized segments' worth (RFC 9293 §3.8.6.3 counts bytes): a coalesced run counts
+            # as the segments it was made of.
+            self._unacked_segs += 1 + (len(payload) - 1) // self._payload_max
             if rcv_nxt - self._last_ack_sent >= self.config.ack_every * self._payload_max:
                 # ACK within the batch the stack hands us, not only at its end: a burst of 40
                 # segments then opens the sender's window several times, not once (issue 14).
