@@ -300,9 +300,13 @@ class WgEngine(Actor):
 
     def _receive(self, via: Literal["udp", "derp"], datas: tuple[bytes, ...], srcs: tuple[str, ...],
                  peers: tuple[str | None, ...]) -> None:
-        """Transport now, in order; handshakes to their queue (dropped and counted when it is full)."""
-        receive, now = self.device.receive, self.clock.monotonic()
+        """Transport now, in order, decrypted per run of one peer's datagrams
+        (``Device.receive_many``); handshakes to their queue (dropped and counted when it is full).
+
+        The datagrams left after the handshakes never need their source (it only keys cookies)."""
+        now = self.clock.monotonic()
         queue = self._handshakes
+        transport: list[bytes] = []
         for data, src, peer in zip(datas, srcs, peers, strict=True):
             if len(data) >= 4 and data[0] in _HANDSHAKE_TYPES:
                 if len(queue) >= QUEUE_HANDSHAKE_SIZE:
@@ -312,7 +316,9 @@ class WgEngine(Actor):
                                                                            src=src)))
                 self._handshake_bytes += len(data)
                 continue
-            receive(data, now, src=src.encode())
+            transport.append(data)
+        if transport:
+            self.device.receive_many(transport, now)
         self._flush()
         if queue and not self._work_pending:
             self._schedule_work()
