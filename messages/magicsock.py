@@ -80,6 +80,29 @@ class WgLiveIndexes(Message, tag="magicsock.wg_live_indexes"):
     indexes: tuple[int, ...]
 
 
+class WgDirectPaths(Message, tag="magicsock.wg_direct_paths"):
+    """M → W: the peers whose WireGuard datagrams W may write to the UDP socket itself
+    (``actors/magicsock/udp_lane.py``), each with its trusted address and the monotonic time until
+    which that address alone is the path (after it the router must add DERP: W tells it again).
+    Replaces the previous table; ``gso``: the socket takes UDP_SEGMENT sends."""
+
+    peers: tuple[str, ...]
+    addrs: tuple[tuple[str, int], ...]
+    until: tuple[float, ...]
+    gso: bool
+
+
+class WgDirectPathsRequest(Message, tag="magicsock.wg_direct_paths_request"):
+    """W → M: a (re)started engine asks for the direct-path table (``WgDirectPaths``)."""
+
+
+class WgDirectActive(Message, tag="magicsock.wg_direct_active"):
+    """W → M: W wrote to ``peer`` on the socket itself (at most every half second per peer): the
+    router notes the activity to disco as it does for its own sends."""
+
+    peer: str
+
+
 class WgHandshakeQueueFull(Message, tag="magicsock.wg_handshake_queue_full"):
     """W → M: W's handshake queue is full (``full``), or has room again (half empty): meanwhile the
     reader drops handshake initiations, which W would only drop at its queue."""

@@ -48,6 +48,9 @@ from pytsnet.messages.magicsock import (
     UdpSend,
     WgDatagramOut,
     WgDatagramsOut,
+    WgDirectActive,
+    WgDirectPaths,
+    WgDirectPathsRequest,
     WgHandshakeLoad,
     WgHandshakeQueueFull,
     WgLiveIndexes,
@@ -68,9 +71,6 @@ SOCKET_BUFFER = 4 << 20  # as Go's magicsock (7 MiB there): a burst of a full TC
 READ_BURST = 64  # datagrams already queued on the socket that one read hands over in one message
 OFFLOAD_ENV = "PYTSNET_UDP_OFFLOAD"  # "0": force the plain send and read paths (tests run both)
 _OFF = ("0", "off", "false", "no")
-_GSO_UNSUPPORTED = (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP)
-"""What a GSO send fails with where the route or device cannot segment (Go ``isGSOError``/EIO): the
-burst is sent plainly and GSO stays off for this socket."""
 MAX_DERP_ROUTES = 4096  # DerpRoutes come for admitted peers only; a bound all the same
 
 
@@ -167,6 +167,7 @@ class MagicsockUdp(Actor):
         self.tell_named(c.name("stun"), bound)
         self.sock = sock
         udp_lane.publish(self.ref, sock)
+        self._publish_direct()  # a restart: the engine forgets the old incarnation's table
         self._poller = select.poll()
         self._poller.register(sock, select.POLLIN)
         self.start_io_loop(self._read, sock.close)
@@ -359,30 +360,43 @@ class MagicsockUdp(Actor):
             self.sock.sendto(data, dst)
 
     def _send_udp(self, dst: tuple[str, int], datas: tuple[bytes, ...]) -> None:
-        """Send a burst in order: runs of equal-size datagrams as one GSO ``sendmsg`` each where the
-        socket has GSO (``offload.gso_runs``), the rest one ``sendto`` each."""
-        if not self._gso or len(datas) < 2:
-            for data in datas:
-                self._sendto(dst, data)
-            return
+        """Send a burst in order (``udp_lane.send_on``: GSO runs where the socket has GSO)."""
         sock = self.sock
         assert sock is not None
-        for i, j in offload.gso_runs(tuple(map(len, datas))):
-            if j - i == 1 or not self._gso:
-                for data in datas[i:j]:
-                    self._sendto(dst, data)
-                continue
-            try:
-                sock.sendmsg((b"".join(datas[i:j]),), offload.gso_control(len(datas[i])), 0, dst)
-            except OSError as e:
-                if e.errno not in _GSO_UNSUPPORTED:
-                    continue  # unreachable/refused/full: as a plain send, the path logic copes
-                self._gso = False  # this route or device cannot segment: plain sends from now on
-                for data in datas[i:j]:
-                    self._sendto(dst, data)
-                continue
-            self.gso_sends += 1
-            self.gso_datagrams += j - i
+        try:
+            res = udp_lane.send_on(sock, dst, datas, self._gso)
+        except OSError:  # our socket closed: we are stopping
+            return
+        self.gso_sends += res.gso_sends
+        self.gso_datagrams += res.gso_datagrams
+        if not res.gso and self._gso:
+            self._gso = False
+            self._publish_direct()
+
+    def _publish_direct(self) -> None:
+        """Tell the engine which peers it may send to on the socket itself: those with a UDP
+        address, until that address stops being trusted alone (``_send_wg``'s rule for UDP only)."""
+        peers = tuple(p for p, r in self.routes.items() if r.udp is not None)
+        routes = self.routes
+        msg = WgDirectPaths(peers=peers, addrs=tuple(routes[p].udp for p in peers),
+                            until=tuple(routes[p].trusted_until for p in peers), gso=self._gso)
+        with contextlib.suppress(UnhandledMessage, MailboxFull):  # a sink that is no engine (rigs)
+            self.tell_named(self.config.wg_sink, msg)
+
+    @handles(WgDirectPathsRequest)
+    def on_direct_request(self, msg: WgDirectPathsRequest) -> None:
+        self._publish_direct()
+
+    @handles(WgDirectActive)
+    def on_direct_active(self, msg: WgDirectActive) -> None:
+        """The engine sent to ``peer`` itself: note the activity to disco as ``_send_wg`` does."""
+        r = self.routes.get(msg.peer)
+        if r is None:
+            return
+        now = self.clock.monotonic()
+        if now - r.last_active_note >= ACTIVITY_NOTE_INTERVAL or now > r.trusted_until:
+            r.last_active_note = now
+            self.tell_named(self.config.name("disco"), PeerActive(peer=msg.peer))
 
     @handles(UdpSend)
     def on_udp_send(self, msg: UdpSend) -> None:
@@ -418,6 +432,7 @@ class MagicsockUdp(Actor):
         finally:
             self.by_addr = by_addr
             self._paths_version += 1
+            self._publish_direct()
 
     @handles(WgLiveIndexes)
     def on_live_indexes(self, msg: WgLiveIndexes) -> None:
@@ -447,7 +462,8 @@ class MagicsockUdp(Actor):
             path = "direct" if direct else ("derp" if region else "none")
             peers.append(PeerPath(peer=peer, path=path, addr=r.udp_text if direct else None,
                                   derp_region=region, rtt=r.rtt if direct else None,
-                                  udp_bytes_out=r.udp_out, udp_bytes_in=self._udp_in.get(peer, 0),
+                                  udp_bytes_out=r.udp_out + udp_lane.sent_bytes(self.ref, peer),
+                                  udp_bytes_in=self._udp_in.get(peer, 0),
                                   derp_bytes_out=r.derp_out))
         return PathStatus(peers=tuple(peers), dropped_unknown_peer=self.dropped_unknown_peer,
                           dropped_no_path=self.dropped_no_path, dropped_blackhole=self.dropped_blackhole,

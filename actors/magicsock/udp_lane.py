@@ -1,4 +1,4 @@
-"""The UDP socket's send side, shared with the DiscoPinger: disco never waits behind bulk data.
+"""The UDP socket's send side, shared with the DiscoPinger and the WireGuard engine.
 
 The UDP router's mailbox carries every outbound WireGuard burst; a disco ping or pong told there
 waits behind them (issue 14 measured 8-17 ms median under a bulk transfer). The router publishes its
@@ -6,19 +6,32 @@ bound socket here under its ``ActorRef`` (stable across restarts) and the DiscoP
 from its own thread (``sendto`` on one UDP socket from two threads is safe; each call is one
 datagram). A socket object that was closed raises ``OSError`` rather than touching a reused file
 descriptor, so a stale entry can only fail a send, which the caller then routes through the mailbox.
+
+The engine writes its encrypted bursts here too (``send_burst``) for peers the router published as
+direct-only (``WgDirectPaths``): one thread hand-off and mailbox hop fewer per burst. Bytes it sends
+are counted here per peer (written by the engine's thread alone, read by the router's status, as the
+reader thread's inbound counters are).
 """
 
 from __future__ import annotations
 
+import errno
 import socket
 import threading
+from collections.abc import Sequence
 
 from pytsnet.actors.runtime import ActorRef
+from pytsnet.wire.magicsock import offload
 
-__all__ = ["publish", "send", "withdraw"]
+__all__ = ["GSO_UNSUPPORTED", "publish", "send", "send_burst", "sent_bytes", "withdraw"]
+
+GSO_UNSUPPORTED = (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP)
+"""What a GSO send fails with where the route or device cannot segment (Go ``isGSOError``/EIO): the
+burst is sent plainly and GSO stays off for this sender."""
 
 _lock = threading.Lock()
 _sockets: dict[ActorRef, socket.socket] = {}
+_sent: dict[ActorRef, dict[str, int]] = {}  # owner -> peer -> bytes the engine sent on its socket
 
 
 def publish(owner: ActorRef, sock: socket.socket) -> None:
@@ -32,6 +45,7 @@ def withdraw(owner: ActorRef, sock: socket.socket) -> None:
     with _lock:
         if _sockets.get(owner) is sock:
             del _sockets[owner]
+            _sent.pop(owner, None)
 
 
 def send(owner: ActorRef | None, data: bytes, dst: tuple[str, int]) -> bool:
@@ -48,3 +62,81 @@ def send(owner: ActorRef | None, data: bytes, dst: tuple[str, int]) -> bool:
     except OSError:
         return sock.fileno() != -1  # closed under us (a restart): False, the router's mailbox takes it
     return True
+
+
+class BurstResult:
+    """What ``send_burst`` did: whether GSO still works, and the GSO sends and datagrams it made."""
+
+    __slots__ = ("gso", "gso_datagrams", "gso_sends")
+
+    def __init__(self, gso: bool) -> None:
+        self.gso = gso
+        self.gso_sends = 0
+        self.gso_datagrams = 0
+
+
+def send_on(sock: socket.socket, dst: tuple[str, int], datas: Sequence[bytes | bytearray],
+            gso: bool) -> BurstResult:
+    """Send a burst in order: runs of equal-size datagrams as one GSO ``sendmsg`` each when ``gso``
+    (``offload.gso_runs``), the rest one ``sendto`` each. An unreachable or refused destination is
+    ignored (the path logic sees the missing pongs); a GSO failure of the kind a device that cannot
+    segment gives turns GSO off (``result.gso``) and the run goes plainly. ``OSError`` only when the
+    socket itself is closed."""
+    res = BurstResult(gso)
+    if not gso or len(datas) < 2:
+        for data in datas:
+            _sendto(sock, data, dst)
+        return res
+    for i, j in offload.gso_runs(tuple(map(len, datas))):
+        if j - i == 1 or not res.gso:
+            for data in datas[i:j]:
+                _sendto(sock, data, dst)
+            continue
+        try:
+            sock.sendmsg((b"".join(datas[i:j]),), offload.gso_control(len(datas[i])), 0, dst)
+        except OSError as e:
+            if sock.fileno() == -1:
+                raise
+            if e.errno not in GSO_UNSUPPORTED:
+                continue  # unreachable/refused/full: as a plain send, the path logic copes
+            res.gso = False  # this route or device cannot segment: plain sends from now on
+            for data in datas[i:j]:
+                _sendto(sock, data, dst)
+            continue
+        res.gso_sends += 1
+        res.gso_datagrams += j - i
+    return res
+
+
+def _sendto(sock: socket.socket, data: bytes | bytearray, dst: tuple[str, int]) -> None:
+    try:
+        sock.sendto(data, dst)
+    except OSError:
+        if sock.fileno() == -1:
+            raise
+
+
+def send_burst(owner: ActorRef, peer: str, dst: tuple[str, int], datas: Sequence[bytes | bytearray],
+               gso: bool) -> BurstResult | None:
+    """The engine's direct send: ``datas`` to ``peer`` at ``dst`` on ``owner``'s socket, counted
+    for the router's status. None when there is no socket (not bound, closed by a restart): the
+    caller tells the router instead."""
+    sock = _sockets.get(owner)
+    if sock is None:
+        return None
+    try:
+        res = send_on(sock, dst, datas, gso)
+    except OSError:  # closed under us: the router's mailbox takes the burst
+        return None
+    counts = _sent.get(owner)
+    if counts is None:
+        with _lock:
+            counts = _sent.setdefault(owner, {})
+    counts[peer] = counts.get(peer, 0) + sum(map(len, datas))
+    return res
+
+
+def sent_bytes(owner: ActorRef, peer: str) -> int:
+    """Bytes the engine sent to ``peer`` on ``owner``'s socket (since it was published)."""
+    counts = _sent.get(owner)
+    return counts.get(peer, 0) if counts else 0

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pytsnet.actors.keeper import recall, remember
+from pytsnet.actors.magicsock import udp_lane
 from pytsnet.actors.peers.routes import own_addresses
 from pytsnet.actors.runtime import (
     Actor,
@@ -62,6 +63,9 @@ from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.actors.wgengine.filter_rules import FilterRuleError, rules_from_tailcfg
 from pytsnet.messages.magicsock import (
     UdpSend,
+    WgDirectActive,
+    WgDirectPaths,
+    WgDirectPathsRequest,
     WgHandshakeLoad,
     WgHandshakeQueueFull,
     WgLiveIndexes,
@@ -102,6 +106,7 @@ QUEUE_HANDSHAKE_SIZE = 1024  # wireguard-go QueueHandshakeSize
 UNDER_LOAD_QUEUE = QUEUE_HANDSHAKE_SIZE // 8  # wireguard-go: under load at 1/8 full ...
 UNDER_LOAD_AFTER = 1.0  # ... and for UnderLoadAfterTime after
 HANDSHAKE_SLICE = 32  # handshakes worked per WgHandshakeWork before queued data gets its turn
+DIRECT_ACTIVE_INTERVAL = 0.5  # s; half magicsock's activity-note interval, so none is missed
 _HANDSHAKE_TYPES = frozenset((1, 2, 3))  # initiation, response, cookie reply
 ENGINE_MAILBOX = MailboxConfig(65536, MailboxPolicy.DROP_NEWEST, max_bytes=8 << 20)
 """What may wait for the engine from magicsock, DERP and the netstack together: 8 MiB (a flood past
@@ -163,6 +168,11 @@ class WgEngine(Actor):
         self._routes_wanted = False  # the netstack has not yet been asked for its table
         """The fast path: TCP flows the netstack published (``FlowRoutes``), by inbound 4-tuple."""
         self._magicsock_batches = True  # until magicsock refuses WgDatagramsOut
+        self._direct: dict[str, tuple[tuple[str, int], float]] = {}
+        """Peers magicsock published as direct-only (``WgDirectPaths``): address, trusted until."""
+        self._direct_gso = False
+        self._direct_noted: dict[str, float] = {}  # peer -> when magicsock last heard WgDirectActive
+        self.datagrams_direct = 0  # sent on the UDP socket ourselves (the rest went to magicsock)
         self.packets_in = 0
         self.packets_to_flows = 0
         self.packets_out = 0
@@ -186,6 +196,7 @@ class WgEngine(Actor):
         self._apply(self._config)
         self._publish_indexes()  # a new incarnation has no sessions: magicsock forgets the old ones
         self._tell_magicsock(WgHandshakeQueueFull(full=False))  # nor a full handshake queue
+        self._tell_magicsock(WgDirectPathsRequest())  # the direct-path table died with the last one
         self._routes_wanted = not self._ask_routes()  # a restart: the routes died with the last incarnation
 
     def on_stop(self, reason: StopReason) -> None:
@@ -355,7 +366,7 @@ class WgEngine(Actor):
         if self._queue_full_told and len(queue) <= QUEUE_HANDSHAKE_SIZE // 2:
             self._queue_full_told = not self._tell_magicsock(WgHandshakeQueueFull(full=False))
 
-    def _tell_magicsock(self, msg: WgHandshakeQueueFull) -> bool:
+    def _tell_magicsock(self, msg: WgHandshakeQueueFull | WgDirectPathsRequest | WgDirectActive) -> bool:
         m = self._magicsock or self._ref(self._magicsock_name)
         self._magicsock = m
         if m is None:
@@ -364,6 +375,13 @@ class WgEngine(Actor):
             return m.tell(msg)
         except (ActorStopped, MailboxFull, UnhandledMessage):  # a rig without it: the queue drops them
             return False
+
+    @handles(WgDirectPaths)
+    def on_direct_paths(self, msg: WgDirectPaths) -> None:
+        """Magicsock's table of direct-only peers: their bursts go on the socket from here."""
+        self._direct = {p: (a, u) for p, a, u in zip(msg.peers, msg.addrs, msg.until, strict=True)}
+        self._direct_gso = msg.gso
+        self._direct_noted = {p: t for p, t in self._direct_noted.items() if p in self._direct}
 
     @handles(WgHandshakeLoad)
     def on_handshake_load(self, msg: WgHandshakeLoad) -> None:
@@ -560,7 +578,8 @@ class WgEngine(Actor):
         Messages on this hot path are built with ``model_construct``: the fields are ours and already
         typed, so pydantic's validation would only repeat what the types say (they still serialise).
         """
-        texts = self._texts
+        texts, direct = self._texts, self._direct
+        now = self.clock.monotonic() if direct else 0.0
         i, n = 0, len(out)
         while i < n:
             public = out[i][0]
@@ -568,6 +587,9 @@ class WgEngine(Actor):
             while j < n and out[j][0] == public:
                 j += 1
             text = texts.get(public) or public.to_text()
+            if direct and self._send_direct(m, text, [d for _, d in out[i:j]], now):
+                i = j
+                continue
             if j - i > 1 and self._magicsock_batches:
                 datas = tuple(bytes(d) for _, d in out[i:j])
                 try:
@@ -579,6 +601,23 @@ class WgEngine(Actor):
             for _, d in out[i:j]:
                 m.tell(WgDatagramOut.model_construct(peer=text, data=bytes(d)))
             i = j
+
+    def _send_direct(self, m: ActorRef, peer: str, datas: list[bytes | bytearray], now: float) -> bool:
+        """Write a burst to ``peer`` on magicsock's socket ourselves, if magicsock published it as
+        direct-only and that still holds now; False: the caller tells magicsock (which then also
+        decides about DERP). Magicsock hears of the activity at most every half second."""
+        path = self._direct.get(peer)
+        if path is None or now > path[1]:
+            return False
+        res = udp_lane.send_burst(m, peer, path[0], datas, self._direct_gso)
+        if res is None:
+            return False
+        self._direct_gso = res.gso
+        self.datagrams_direct += len(datas)
+        if now - self._direct_noted.get(peer, float("-inf")) >= DIRECT_ACTIVE_INTERVAL:
+            self._direct_noted[peer] = now
+            self._tell_magicsock(WgDirectActive(peer=peer))
+        return True
 
     def _arm_timer(self) -> None:
         deadline = self.device.next_deadline()
