@@ -23,6 +23,7 @@ from pytsnet.messages.magicsock import (
     SetPeers,
     WgDatagramIn,
     WgDatagramOut,
+    WgDirectPaths,
 )
 from pytsnet.wire.keys import DiscoPrivate, NodePrivate
 from pytsnet.wire.magicsock.endpoint import Timings
@@ -33,12 +34,17 @@ REGION = 900
 
 
 class Sink(Actor):
-    def __init__(self, got: list[WgDatagramIn]) -> None:
+    def __init__(self, got: list[WgDatagramIn], direct: list[WgDirectPaths]) -> None:
         self.got = got
+        self.direct = direct
 
     @handles(WgDatagramIn)
     def on_in(self, msg: WgDatagramIn) -> None:
         self.got.append(msg)
+
+    @handles(WgDirectPaths)
+    def on_direct(self, msg: WgDirectPaths) -> None:
+        self.direct.append(msg)
 
 
 @dataclass
@@ -48,6 +54,7 @@ class Node:
     private: NodePrivate
     disco: DiscoPrivate
     got: list[WgDatagramIn] = field(default_factory=list)
+    direct: list[WgDirectPaths] = field(default_factory=list)  # the router's tables for W, in order
 
     @property
     def key(self) -> str:
@@ -94,7 +101,7 @@ def make_node(name: str, derp_port: int, stun_port: int, advertise: bool = True,
         **config,
     )
     node = Node(system, cfg, private, disco)
-    system.spawn(Sink, node.got, name="w")
+    system.spawn(Sink, node.got, node.direct, name="w")
     system.spawn(MemoryKeeper, name=MEMORY)
     spawn_magicsock(system, cfg, MagicsockKeys(node_private=private.to_text(), disco_private=disco.to_text()))
     return node

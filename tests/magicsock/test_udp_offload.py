@@ -189,3 +189,26 @@ def test_disco_finds_the_direct_path_while_both_routers_are_stalled() -> None:
         assert b.system.shutdown(10)
         d.close()
         s.close()
+
+
+def test_router_publishes_direct_only_peers_and_counts_the_engines_sends(node: Node,
+                                                                         kernel: socket.socket) -> None:
+    """A trusted UDP path reaches W as a ``WgDirectPaths`` row (with the socket's GSO state); bytes W
+    then writes on the lane show in the router's status; a removed peer leaves the table."""
+    a = node
+    peer = "nodekey:" + "33" * 32
+    dst = f"127.0.0.1:{kernel.getsockname()[1]}"
+    until = time.monotonic() + 600
+    a.ref("udp").tell(PathUpdate(peer=peer, udp=dst, trusted_until=until, derp_region=0, rtt=0.001,
+                                 addrs=(dst,)))
+    wait_until(lambda: any(peer in t.peers for t in a.direct), what="the direct table")
+    table = next(t for t in reversed(a.direct) if peer in t.peers)
+    assert table.addrs == (("127.0.0.1", kernel.getsockname()[1]),) and table.until == (until,)
+    assert table.gso == _offloaded(a)
+    burst = [transport(i, 1232) for i in range(5)]
+    res = udp_lane.send_burst(a.ref("udp"), peer, table.addrs[0], burst, table.gso)
+    assert res is not None and [kernel.recv(65535) for _ in burst] == burst
+    assert a.status().peers[0].udp_bytes_out == sum(map(len, burst))
+    a.ref("udp").tell(PathUpdate(peer=peer, removed=True, udp=None, trusted_until=0, derp_region=0, rtt=None,
+                                 addrs=()))
+    wait_until(lambda: peer not in a.direct[-1].peers, what="removed from the table")
