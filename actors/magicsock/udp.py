@@ -454,7 +454,9 @@ class MagicsockUdp(Actor):
 
     @handles(PathStatusRequest)
     def status(self, msg: PathStatusRequest) -> PathStatus:
+        """The path table and counters; what the engine sent on our socket itself is counted in."""
         now = self.clock.monotonic()
+        lane_gso = udp_lane.gso_counts(self.ref)
         peers = []
         for peer, r in sorted(self.routes.items()):
             direct = r.udp is not None and now <= r.trusted_until
@@ -474,5 +476,6 @@ class MagicsockUdp(Actor):
                           datagrams_read=self.datagrams_read, bytes_read=self.bytes_read,
                           offload="+".join(n for n, on in (("gso", self._gso), ("gro", self._gro)) if on)
                           or "plain",
-                          gso_sends=self.gso_sends, gso_datagrams=self.gso_datagrams,
+                          gso_sends=self.gso_sends + lane_gso[0],
+                          gso_datagrams=self.gso_datagrams + lane_gso[1],
                           gro_reads=self.gro_reads, gro_datagrams=self.gro_datagrams)

@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from pytsnet.actors.runtime import ActorRef
 from pytsnet.wire.magicsock import offload
 
-__all__ = ["GSO_UNSUPPORTED", "publish", "send", "send_burst", "sent_bytes", "withdraw"]
+__all__ = ["GSO_UNSUPPORTED", "gso_counts", "publish", "send", "send_burst", "send_on", "sent_bytes",
+           "withdraw"]
 
 GSO_UNSUPPORTED = (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP)
 """What a GSO send fails with where the route or device cannot segment (Go ``isGSOError``/EIO): the
@@ -32,6 +33,7 @@ burst is sent plainly and GSO stays off for this sender."""
 _lock = threading.Lock()
 _sockets: dict[ActorRef, socket.socket] = {}
 _sent: dict[ActorRef, dict[str, int]] = {}  # owner -> peer -> bytes the engine sent on its socket
+_gso: dict[ActorRef, list[int]] = {}  # owner -> [GSO sends, datagrams in them] the engine made on it
 
 
 def publish(owner: ActorRef, sock: socket.socket) -> None:
@@ -46,6 +48,7 @@ def withdraw(owner: ActorRef, sock: socket.socket) -> None:
         if _sockets.get(owner) is sock:
             del _sockets[owner]
             _sent.pop(owner, None)
+            _gso.pop(owner, None)
 
 
 def send(owner: ActorRef | None, data: bytes, dst: tuple[str, int]) -> bool:
@@ -133,6 +136,13 @@ def send_burst(owner: ActorRef, peer: str, dst: tuple[str, int], datas: Sequence
         with _lock:
             counts = _sent.setdefault(owner, {})
     counts[peer] = counts.get(peer, 0) + sum(map(len, datas))
+    if res.gso_sends:
+        g = _gso.get(owner)
+        if g is None:
+            with _lock:
+                g = _gso.setdefault(owner, [0, 0])
+        g[0] += res.gso_sends
+        g[1] += res.gso_datagrams
     return res
 
 
@@ -140,3 +150,9 @@ def sent_bytes(owner: ActorRef, peer: str) -> int:
     """Bytes the engine sent to ``peer`` on ``owner``'s socket (since it was published)."""
     counts = _sent.get(owner)
     return counts.get(peer, 0) if counts else 0
+
+
+def gso_counts(owner: ActorRef) -> tuple[int, int]:
+    """(GSO sends, datagrams in them) the engine made on ``owner``'s socket (since it was published)."""
+    g = _gso.get(owner)
+    return (g[0], g[1]) if g else (0, 0)

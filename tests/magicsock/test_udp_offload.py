@@ -208,7 +208,9 @@ def test_router_publishes_direct_only_peers_and_counts_the_engines_sends(node: N
     burst = [transport(i, 1232) for i in range(5)]
     res = udp_lane.send_burst(a.ref("udp"), peer, table.addrs[0], burst, table.gso)
     assert res is not None and [kernel.recv(65535) for _ in burst] == burst
-    assert a.status().peers[0].udp_bytes_out == sum(map(len, burst))
+    st = a.status()
+    assert st.peers[0].udp_bytes_out == sum(map(len, burst))
+    assert (st.gso_sends, st.gso_datagrams) == ((1, 5) if _offloaded(a) else (0, 0))
     a.ref("udp").tell(PathUpdate(peer=peer, removed=True, udp=None, trusted_until=0, derp_region=0, rtt=None,
                                  addrs=()))
     wait_until(lambda: peer not in a.direct[-1].peers, what="removed from the table")
