@@ -227,10 +227,18 @@ class TcpFlowActor(Actor):
 
     def _emit(self, segs: list[tcpseg.TcpSegment]) -> None:
         packets = []
-        emit, ident = self._emitter.emit, self._ident
-        for seg in segs:
-            ident = (ident + 1) & 0xFFFF
-            packets.append(emit(seg, ident))
+        ident = self._ident
+        emitter = self._emitter
+        if emitter.const:  # IPv4: header and segment in one struct call and one payload copy
+            emit4, local, remote, ttl = tcpseg.emit_ipv4_segment, emitter.local, emitter.remote, emitter.ttl
+            for seg in segs:
+                ident = (ident + 1) & 0xFFFF
+                packets.append(emit4(seg, local, remote, ttl, ident))  # type: ignore[arg-type]  # v4 pair
+        else:
+            emit = emitter.emit
+            for seg in segs:
+                ident = (ident + 1) & 0xFFFF
+                packets.append(emit(seg, ident))
         self._ident = ident
         emit_packets(self.sink, self.out_message, self.out_batch, packets)
 
