@@ -502,18 +502,39 @@ class WgEngine(Actor):
         The filter's header summary is the only parse here and it gives the route key too. A route
         whose flow has ended (its tell fails) is forgotten and its packets go to the netstack, which
         answers them as the Stack does for a closed or TIME_WAIT 4-tuple.
+
+        Once per burst: an IPv4 TCP packet (20-byte header, not a fragment, long enough for the TCP
+        header) whose addresses, ports and TCP flags byte equal the previous one's has the same
+        summary, so the same verdict and route (``Filter.check`` is a function of the summary and
+        the filter, which does not change within a call): those are reused, not recomputed.
         """
         flt = self.filter
         drops, check, routes = flt.drops, flt.check, self._routes
         to_sink: list[bytes] = []
         by_flow: dict[RouteKey, list[bytes]] = {}
+        last: bytes | None = None  # pkt[12:24] of the last IPv4 TCP packet summarized here ...
+        last_flags = -1  # ... its TCP flags byte,
+        last_reason: str | None = None  # its verdict,
+        last_flow: list[bytes] | None = None  # and its flow's list (None: to the netstack)
         for _, pkt in packets:
+            if last is not None and len(pkt) >= 34 and pkt[0] == 0x45 and pkt[9] == PROTO_TCP \
+                    and not (pkt[6] & 0x3F or pkt[7]) and pkt[33] == last_flags and pkt[12:24] == last:
+                if last_reason is not None:
+                    drops[last_reason] += 1
+                elif last_flow is not None:
+                    last_flow.append(pkt)
+                else:
+                    to_sink.append(pkt)
+                continue
             try:  # Filter.run_in, keeping the summary
                 p = summarize(pkt)
             except FilterParseError as e:
                 drops["fragment" if e.detail == "fragment" else "junk"] += 1
                 continue
             reason = check(p)
+            same = p.proto == PROTO_TCP and pkt[0] == 0x45  # summarize checked the rest
+            last = pkt[12:24] if same else None
+            last_flags, last_reason, last_flow = p.tcp_flags, reason, None
             if reason is not None:
                 drops[reason] += 1
                 continue
@@ -522,9 +543,10 @@ class WgEngine(Actor):
                 if key in routes:
                     got = by_flow.get(key)
                     if got is None:
-                        by_flow[key] = [pkt]
+                        got = by_flow[key] = [pkt]
                     else:
                         got.append(pkt)
+                    last_flow = got
                     continue
             to_sink.append(pkt)
         passed = len(to_sink)
