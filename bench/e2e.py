@@ -112,9 +112,18 @@ async def warm_up(dev: Any, direct: bool) -> None:
     """A warm-up flow to beta; with ``direct``, kept going until disco reports the direct path."""
     import anyio
 
+    from pytsnet.errors import UnknownTailnetHost
+
     warm = _data(256 << 10)
     deadline = time.monotonic() + 30
-    s = await dev.tcp_connect("beta", 5001)
+    while True:  # beta is Running, but alpha's netmap may not list it yet (NXDOMAIN until it does)
+        try:
+            s = await dev.tcp_connect("beta", 5001)
+            break
+        except UnknownTailnetHost:
+            if time.monotonic() > deadline:
+                raise
+            await anyio.sleep(0.1)
     await s.send(warm)
     while direct and dev.status().peers[0].path != "direct" and time.monotonic() < deadline:
         await s.send(warm[:4096])
