@@ -84,12 +84,16 @@ class WgDirectPaths(Message, tag="magicsock.wg_direct_paths"):
     """M → W: the peers whose WireGuard datagrams W may write to the UDP socket itself
     (``actors/magicsock/udp_lane.py``), each with its trusted address and the monotonic time until
     which that address alone is the path (after it the router must add DERP: W tells it again).
-    Replaces the previous table; ``gso``: the socket takes UDP_SEGMENT sends."""
+    With ``reset`` the rows are the whole table, else they replace those peers' rows and
+    ``removed`` peers leave it (one path change costs one row, not the table); ``gso``: the socket
+    takes UDP_SEGMENT sends."""
 
     peers: tuple[str, ...]
     addrs: tuple[tuple[str, int], ...]
     until: tuple[float, ...]
     gso: bool
+    reset: bool = True
+    removed: tuple[str, ...] = ()
 
 
 class WgDirectPathsRequest(Message, tag="magicsock.wg_direct_paths_request"):

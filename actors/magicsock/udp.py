@@ -373,13 +373,20 @@ class MagicsockUdp(Actor):
             self._gso = False
             self._publish_direct()
 
-    def _publish_direct(self) -> None:
+    def _publish_direct(self, peer: str | None = None) -> None:
         """Tell the engine which peers it may send to on the socket itself: those with a UDP
-        address, until that address stops being trusted alone (``_send_wg``'s rule for UDP only)."""
-        peers = tuple(p for p, r in self.routes.items() if r.udp is not None)
+        address, until that address stops being trusted alone (``_send_wg``'s rule for UDP only).
+        The whole table, or with ``peer`` that peer's row (or its removal) alone."""
         routes = self.routes
+        if peer is None:
+            peers = tuple(p for p, r in routes.items() if r.udp is not None)
+            removed: tuple[str, ...] = ()
+        else:
+            r = routes.get(peer)
+            peers, removed = ((peer,), ()) if r is not None and r.udp is not None else ((), (peer,))
         msg = WgDirectPaths(peers=peers, addrs=tuple(routes[p].udp for p in peers),
-                            until=tuple(routes[p].trusted_until for p in peers), gso=self._gso)
+                            until=tuple(routes[p].trusted_until for p in peers), gso=self._gso,
+                            reset=peer is None, removed=removed)
         with contextlib.suppress(UnhandledMessage, MailboxFull):  # a sink that is no engine (rigs)
             self.tell_named(self.config.wg_sink, msg)
 
@@ -432,7 +439,7 @@ class MagicsockUdp(Actor):
         finally:
             self.by_addr = by_addr
             self._paths_version += 1
-            self._publish_direct()
+            self._publish_direct(msg.peer)
 
     @handles(WgLiveIndexes)
     def on_live_indexes(self, msg: WgLiveIndexes) -> None:

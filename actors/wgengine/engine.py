@@ -378,8 +378,14 @@ class WgEngine(Actor):
 
     @handles(WgDirectPaths)
     def on_direct_paths(self, msg: WgDirectPaths) -> None:
-        """Magicsock's table of direct-only peers: their bursts go on the socket from here."""
-        self._direct = {p: (a, u) for p, a, u in zip(msg.peers, msg.addrs, msg.until, strict=True)}
+        """Magicsock's table of direct-only peers (whole, or a change): their bursts go on the
+        socket from here."""
+        direct = self._direct
+        if msg.reset:
+            direct.clear()
+        for p in msg.removed:
+            direct.pop(p, None)
+        direct.update((p, (a, u)) for p, a, u in zip(msg.peers, msg.addrs, msg.until, strict=True))
         self._direct_gso = msg.gso
         self._direct_noted = {p: t for p, t in self._direct_noted.items() if p in self._direct}
 

@@ -202,8 +202,10 @@ def test_router_publishes_direct_only_peers_and_counts_the_engines_sends(node: N
     a.ref("udp").tell(PathUpdate(peer=peer, udp=dst, trusted_until=until, derp_region=0, rtt=0.001,
                                  addrs=(dst,)))
     wait_until(lambda: any(peer in t.peers for t in a.direct), what="the direct table")
+    assert a.direct[0].reset and a.direct[0].peers == ()  # the router's start: an empty table
     table = next(t for t in reversed(a.direct) if peer in t.peers)
     assert table.addrs == (("127.0.0.1", kernel.getsockname()[1]),) and table.until == (until,)
+    assert not table.reset and table.peers == (peer,)  # a path change is one row, not the table
     assert table.gso == _offloaded(a)
     burst = [transport(i, 1232) for i in range(5)]
     res = udp_lane.send_burst(a.ref("udp"), peer, table.addrs[0], burst, table.gso)
@@ -213,4 +215,4 @@ def test_router_publishes_direct_only_peers_and_counts_the_engines_sends(node: N
     assert (st.gso_sends, st.gso_datagrams) == ((1, 5) if _offloaded(a) else (0, 0))
     a.ref("udp").tell(PathUpdate(peer=peer, removed=True, udp=None, trusted_until=0, derp_region=0, rtt=None,
                                  addrs=()))
-    wait_until(lambda: peer not in a.direct[-1].peers, what="removed from the table")
+    wait_until(lambda: a.direct[-1].removed == (peer,) and not a.direct[-1].peers, what="removed")

@@ -119,3 +119,21 @@ def test_send_on_keeps_order_and_reports_gso(rig) -> None:  # type: ignore[no-un
     assert res is not None and res.gso_sends == 0
     assert [peer_sock.recv(2048) for _ in burst] == burst
     assert udp_lane.sent_bytes(magicsock, "p") == 2 * sum(map(len, burst))
+
+
+def test_table_changes_apply_in_order(rig) -> None:  # type: ignore[no-untyped-def]
+    """A reset replaces the table, a change adds or removes one peer's row."""
+    engine, magicsock, log, _, peer_sock = rig
+    a, b = _peers(2)
+    engine.tell(WgConfig(addresses=["100.64.0.1/32"], peers=[
+        WgPeer(node_key=a, allowed_ips=["100.64.0.2/32"]),
+        WgPeer(node_key=b, allowed_ips=["100.64.0.3/32"])]))
+    dst, later = peer_sock.getsockname(), time.monotonic() + 600
+    engine.tell(WgDirectPaths(peers=(a,), addrs=(dst,), until=(later,), gso=False))
+    engine.tell(WgDirectPaths(peers=(b,), addrs=(dst,), until=(later,), gso=False, reset=False))
+    engine.tell(WgDirectPaths(peers=(), addrs=(), until=(), gso=False, reset=False, removed=(a,)))
+    engine.tell(IpPacketOut(data=udp("100.64.0.1", "100.64.0.2", payload=b"hi")))  # a: removed
+    engine.tell(IpPacketOut(data=udp("100.64.0.1", "100.64.0.3", payload=b"hi")))  # b: added
+    assert peer_sock.recv(2048)[0] == 1  # b's initiation, sent by the engine
+    wait_until(lambda: any(isinstance(m, WgDatagramOut) and m.peer == a for m in log), 5, "a via magicsock")
+    assert udp_lane.sent_bytes(magicsock, b) > 0 and udp_lane.sent_bytes(magicsock, a) == 0
