@@ -171,6 +171,7 @@ class WgEngine(Actor):
         self._direct: dict[str, tuple[tuple[str, int], float]] = {}
         """Peers magicsock published as direct-only (``WgDirectPaths``): address, trusted until."""
         self._direct_gso = False
+        self._direct_gso_failed = False  # a GSO send of ours failed as on a device that cannot segment
         self._direct_noted: dict[str, float] = {}  # peer -> when magicsock last heard WgDirectActive
         self.datagrams_direct = 0  # sent on the UDP socket ourselves (the rest went to magicsock)
         self.packets_in = 0
@@ -386,7 +387,7 @@ class WgEngine(Actor):
         for p in msg.removed:
             direct.pop(p, None)
         direct.update((p, (a, u)) for p, a, u in zip(msg.peers, msg.addrs, msg.until, strict=True))
-        self._direct_gso = msg.gso
+        self._direct_gso = msg.gso and not self._direct_gso_failed
         self._direct_noted = {p: t for p, t in self._direct_noted.items() if p in self._direct}
 
     @handles(WgHandshakeLoad)
@@ -640,7 +641,8 @@ class WgEngine(Actor):
         res = udp_lane.send_burst(m, peer, path[0], datas, self._direct_gso)
         if res is None:
             return False
-        self._direct_gso = res.gso
+        if self._direct_gso and not res.gso:
+            self._direct_gso, self._direct_gso_failed = False, True
         self.datagrams_direct += len(datas)
         if now - self._direct_noted.get(peer, float("-inf")) >= DIRECT_ACTIVE_INTERVAL:
             self._direct_noted[peer] = now
