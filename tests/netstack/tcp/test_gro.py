@@ -11,7 +11,7 @@ from pytsnet.netstack.tcp.segment import ACK, FIN, PSH, TcpSegment, emit_ipv4_se
 
 
 def _pair() -> tuple[TcpConnection, TcpConnection, float]:
-    sim = Sim(cfg_b=TcpConfig())
+    sim = Sim(cfg_a=TcpConfig(pacing=False), cfg_b=TcpConfig())  # a sends whole batches
     sim.run(Sim.established)
     assert sim.a is not None and sim.b is not None
     return sim.a, sim.b, sim.now
