@@ -21,6 +21,7 @@ from pytsnet.actors.runtime import FaultInjector
 from pytsnet.netstack.forward import ForwardPolicy
 from pytsnet.testing.exitlab import ECHO_PORT, INTERNET_ADDR, ExitLab, TunRouter, exit_lab, tun_router
 from pytsnet.testing.netns import netns_available
+from pytsnet.testing.polling import wait_until
 
 pytestmark = [pytest.mark.interop, pytest.mark.root]
 
@@ -121,6 +122,11 @@ def _echo_once(data: bytes) -> bytes:
         return bytes(out)
 
 
+def _forwarder_alive(r: TunRouter) -> bool:
+    ref = r.system.lookup("forwarder")
+    return ref is not None and ref.is_alive
+
+
 def test_killing_the_forwarder_supervisor_mid_transfer_is_survived(lab: ExitLab) -> None:
     blobs = [hashlib.shake_256(b"sup %d" % i).digest(SIZE) for i in range(2)]
     with tun_router(lab, ForwardPolicy(exit_node=True)) as r:
@@ -132,12 +138,7 @@ def test_killing_the_forwarder_supervisor_mid_transfer_is_survived(lab: ExitLab)
 
         result = run_clients(lab, blobs, kill_sup)
         assert result == {i: hashlib.sha256(b).hexdigest() for i, b in enumerate(blobs)}
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            ref = r.system.lookup("forwarder")
-            if ref is not None and ref.is_alive:
-                break
-            time.sleep(0.05)
+        wait_until(lambda: _forwarder_alive(r), 10, "the forwarder restarted")
         assert lab.client.call(lambda: _echo_once(b"new flow")) == b"new flow"
         st = r.forwarder_status()
         assert st.counters["tcp_forwarded"] >= 3
@@ -156,10 +157,5 @@ def test_killing_the_forwarder_subtree_resets_its_flows_and_new_flows_work(lab: 
 
         result = run_clients(lab, blobs, kill_tree)
         assert all(v in (errno.ECONNRESET, errno.EPIPE) for v in result.values()), result
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            ref = r.system.lookup("forwarder")
-            if ref is not None and ref.is_alive:
-                break
-            time.sleep(0.05)
+        wait_until(lambda: _forwarder_alive(r), 10, "the forwarder restarted")
         assert lab.client.call(lambda: _echo_once(b"after restart")) == b"after restart"
