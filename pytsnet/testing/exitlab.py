@@ -243,7 +243,8 @@ class _Echo(socketserver.BaseRequestHandler):
                 return
             first = False
             sock.sendall(data)
-        sock.shutdown(socket.SHUT_WR)
+        with contextlib.suppress(OSError):  # the client may be gone (reset) by now
+            sock.shutdown(socket.SHUT_WR)
 
 
 class _ThreadingTcp(socketserver.ThreadingTCPServer):
