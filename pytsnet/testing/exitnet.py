@@ -6,7 +6,9 @@ a node in its own process there (so a test can SIGKILL it: an exit node that die
 ``fetch`` is an HTTP/1.0 GET through a node; ``PacketCapture`` records every IPv4 packet a namespace
 sends on any interface (AF_PACKET: no tcpdump on this machine), for the "nothing leaks" checks.
 
-Run as ``python -m pytsnet.testing.exitnet node CONFIG_JSON`` to serve a node (the lab does this).
+``sink``/``upload`` measure throughput (``bench/exit_node.py``). Run as ``python -m
+pytsnet.testing.exitnet node CONFIG_JSON [SINK_PORT]`` to serve a node, ``... sink ADDR PORT`` for a
+kernel sink (``ExitNet`` and the bench do this).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any
 from pytsnet.testing.exitlab import HUB_ADDR, ExitLab, exit_lab
 from pytsnet.testing.netns import Netns
 
-__all__ = ["Captured", "ExitNet", "NodeProcess", "PacketCapture", "exit_tailnet", "fetch"]
+__all__ = ["Captured", "ExitNet", "NodeProcess", "PacketCapture", "exit_tailnet", "fetch", "sink", "upload"]
 
 EXIT_ROUTES = ["0.0.0.0/0", "::/0"]
 
@@ -73,10 +75,12 @@ class ExitNet:
         dev.wait_until_running_blocking(30)
         return dev
 
-    def node_process(self, ns: Netns, hostname: str, **cfg: Any) -> NodeProcess:
-        """A node in a child process inside ``ns``, running; its tailnet IPv4 is ``.address``."""
+    def node_process(self, ns: Netns, hostname: str, sink_port: int | None = None, **cfg: Any) -> NodeProcess:
+        """A node in a child process inside ``ns``, running; its tailnet IPv4 is ``.address``. With
+        ``sink_port`` it serves a ``sink`` on that tailnet port (for benchmarks)."""
+        extra = [] if sink_port is None else [str(sink_port)]
         proc = ns.popen([sys.executable, "-m", "pytsnet.testing.exitnet", "node",
-                         json.dumps(self._config(hostname, **cfg))],
+                         json.dumps(self._config(hostname, **cfg)), *extra],
                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         assert proc.stdout is not None
         line = proc.stdout.readline().decode().split()  # "running <ip>" once Running (or EOF if it died)
@@ -211,20 +215,70 @@ class PacketCapture:
         return False
 
 
-# -- a node in its own process (``python -m pytsnet.testing.exitnet node CONFIG_JSON``) --------------------
-def _serve_node(config_json: str) -> None:
+# -- servers in their own processes (``python -m pytsnet.testing.exitnet node|sink ...``) ----------------
+def sink(conn: Any) -> None:
+    """Read to EOF, answer the byte count (a benchmark's receiver: the sender checks it got there)."""
+    with conn:
+        n = 0
+        while chunk := conn.recv(1 << 20):
+            n += len(chunk)
+        conn.sendall(str(n).encode())
+
+
+def upload(connect: Any, nbytes: int) -> float:
+    """Send ``nbytes`` on the connection ``connect()`` opens to a ``sink``, half-close, check the
+    count; MB/s (1e6 bytes) from connect to the count."""
+    block = b"\x5a" * (256 * 1024)
+    t0 = time.perf_counter()
+    c = connect()
+    try:
+        c.settimeout(120)
+        left = nbytes
+        while left > 0:
+            c.sendall(block[:min(left, len(block))])
+            left -= min(left, len(block))
+        c.shutdown(socket.SHUT_WR)
+        got = int(c.recv(64) or b"0")
+    finally:
+        c.close()
+    dt = time.perf_counter() - t0
+    if got != nbytes:
+        raise RuntimeError(f"sink got {got} of {nbytes} bytes")
+    return nbytes / dt / 1e6
+
+
+def _serve_node(config_json: str, sink_port: int | None) -> None:
     from pytsnet.config import Config
     from pytsnet.device import ActorDevice
     dev = ActorDevice(Config(**json.loads(config_json))).start()
     try:
         dev.wait_until_running_blocking(30)
+        if sink_port is not None:
+            listener = dev.listen_blocking(sink_port)
+
+            def accept() -> None:
+                while True:
+                    conn = listener.accept()[0]
+                    threading.Thread(target=sink, args=(conn,), daemon=True).start()
+            threading.Thread(target=accept, daemon=True).start()
         print("running", dev.tailscale_ips()[0], flush=True)
         sys.stdin.read()  # until the parent closes our stdin (or kills us)
     finally:
         dev.close()
 
 
+def _serve_sink(addr: str, port: int) -> None:
+    srv = socket.create_server((addr, port))
+    while True:
+        conn, _ = srv.accept()
+        threading.Thread(target=sink, args=(conn,), daemon=True).start()
+
+
 if __name__ == "__main__":
-    if sys.argv[1:2] != ["node"] or len(sys.argv) != 3:
-        raise SystemExit("usage: python -m pytsnet.testing.exitnet node CONFIG_JSON")
-    _serve_node(sys.argv[2])
+    if sys.argv[1:2] == ["node"] and len(sys.argv) in (3, 4):
+        _serve_node(sys.argv[2], int(sys.argv[3]) if len(sys.argv) == 4 else None)
+    elif sys.argv[1:2] == ["sink"] and len(sys.argv) == 4:
+        _serve_sink(sys.argv[2], int(sys.argv[3]))
+    else:
+        raise SystemExit("usage: python -m pytsnet.testing.exitnet node CONFIG_JSON [SINK_PORT]"
+                         " | sink ADDR PORT")
