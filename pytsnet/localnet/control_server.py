@@ -68,6 +68,7 @@ KEEPALIVE_INTERVAL = 50.0
 EPHEMERAL_GRACE = 10.0
 DB_POLL_INTERVAL = 0.5
 PUSH_WAIT = 1.0  # longest a map request waits for the other streams to carry its change
+CANCEL_RETRY = 1.0  # close: how long a cancelled task gets to finish before it is cancelled again
 LOGOUT_BEFORE = 1_000_000_000.0  # an Expiry before 2001 is a logout (Go sends 1970-01-01T00:02:03Z)
 ERR_EXPIRED_REKEY = "node key expired: log in again (an auth key) to rotate it"
 
@@ -250,12 +251,15 @@ class ControlServer:
         for node_id, hi in self._hostinfo_held.items():  # held, not lost: stored for the next start
             self.store.update_node(node_id, hostinfo=hi)
         self._hostinfo_held.clear()
-        while self._tasks:
-            tasks = list(self._tasks)
+        while self._tasks:  # cancel until done: Python 3.11's wait_for swallows a cancel that lands
+            tasks = list(self._tasks)  # as its inner wait completes, and the task then waits again
             for t in tasks:
                 t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            self._tasks.difference_update(tasks)
+            done, _ = await asyncio.wait(tasks, timeout=CANCEL_RETRY)
+            for t in done:
+                if not t.cancelled():
+                    t.exception()  # retrieved: a task that failed while closing is not worth a warning
+            self._tasks.difference_update(done)
         for evs in self._streams.values():
             for ev in evs:
                 ev.set()

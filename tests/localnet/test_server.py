@@ -195,3 +195,30 @@ def test_state_survives_restart(tmp_path):
             return await c2.register("")
 
         assert run(again())["MachineAuthorized"] is True
+
+
+def test_close_finishes_when_a_task_swallowed_its_cancellation(tmp_path):
+    """Python 3.11's ``asyncio.wait_for`` swallows a cancel that lands as its inner wait completes
+    (a node's stream ending notifies ``_watch_expiry`` just as the server closes): ``close`` cancels
+    again instead of waiting for such a task for ever (it used to hit LocalTailnet's 10 s join)."""
+    net = LocalTailnet(tmp_path, relay=False).start()
+    swallowed = []
+
+    async def stubborn() -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            swallowed.append(True)  # what that wait_for does: the loop goes on waiting
+        await asyncio.sleep(60)
+
+    assert net._loop is not None
+    asyncio.run_coroutine_threadsafe(_spawn_in(net, stubborn()), net._loop).result(5)
+    t0 = time.monotonic()
+    net.close()
+    assert swallowed and time.monotonic() - t0 < 5
+
+
+async def _spawn_in(net: LocalTailnet, coro) -> None:
+    assert net.control is not None
+    net.control._spawn(coro)
+    await asyncio.sleep(0)  # it starts waiting before close cancels it
