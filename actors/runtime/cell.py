@@ -62,7 +62,7 @@ class Cell:
     __slots__ = (
         "_deferred", "_handling", "actor", "children", "children_lock", "dispatcher", "handled",
         "incarnation", "io_loops", "links", "mailbox", "name", "parent", "preempt", "ref", "run_lock",
-        "sched_lock", "scheduled", "spec", "status", "system", "timers",
+        "sched_gen", "sched_lock", "scheduled", "spec", "status", "system", "timers",
     )
 
     def __init__(self, system: ActorSystem, spec: ChildSpec, parent: Cell | None, mailbox: Mailbox) -> None:
@@ -86,7 +86,8 @@ class Cell:
         self.ref = ActorRef(self)
         self.dispatcher = system._dispatcher_for(spec.dispatcher)
         self.sched_lock = threading.Lock()
-        self.scheduled = False
+        self.scheduled = 0  # the pool dispatcher's state of this cell (dispatch.IDLE ... RUNNING)
+        self.sched_gen = 0  # bumped when a pool worker claims the cell: older queue entries are stale
         self.preempt = 0  # stops/kills waiting for run_lock: they go before the next message
 
     # -- ActorContext ----------------------------------------------------------------------------
@@ -118,7 +119,7 @@ class Cell:
             if h.cancelled or self.incarnation != inc or self.status is not Status.RUNNING:
                 return
             try:
-                self._send_from("timer", msg, None)
+                self._send_from("timer", msg, None, urgent=True)
             except Exception as e:  # full or stopped: a timer tick is not worth a crash
                 log.debug("timer tick to %s dropped: %r", self.name, e)
             if period is not None and not h.cancelled:
@@ -158,8 +159,9 @@ class Cell:
     def send(self, msg: Message, reply: Reply | None) -> bool:
         return self._send_from(current.name, msg, reply)
 
-    def _send_from(self, sender: str | None, msg: Message, reply: Reply | None) -> bool:
-        """Enqueue; False when a DROP_NEWEST mailbox dropped it (counted there)."""
+    def _send_from(self, sender: str | None, msg: Message, reply: Reply | None, *, urgent: bool = False) -> bool:
+        """Enqueue; False when a DROP_NEWEST mailbox dropped it (counted there). ``urgent``: a timer
+        tick, which the pool runs before cells that have only data (the mailbox order is kept)."""
         if handler_for(self.spec.actor_cls, type(msg)) is None:
             raise UnhandledMessage(f"{self.spec.actor_cls.__name__} ({self.name}) has no handler for "
                                    f"{type(msg).__name__}")
@@ -170,7 +172,7 @@ class Cell:
         if tracer is not None and current.name is not None and sender == current.name:
             tracer.send(self.system, current.name, current.seq, self.name, env)
         if self.mailbox.put(env, is_ask=reply is not None, size=payload_size(msg)):
-            self.dispatcher.notify(self)
+            self.dispatcher.notify(self, urgent)
             return True
         return False
 

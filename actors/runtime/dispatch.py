@@ -6,9 +6,11 @@ restarts included, driven only through pykka's public API: it is started with ``
 stops for good, and stopped with ``ActorRef.stop``. While nothing is runnable it sleeps on the
 mailbox's condition, which a ``put`` notifies: the same loop, and cost, as when it overrode pykka's
 private ``_actor_loop_running``. Simple, isolates blocking handlers, costs a thread.
-``PoolDispatcher``: kameo-style, an actor is a task; mail for an idle cell sets its ``scheduled``
-flag and queues it on N workers, which handle up to ``batch`` messages, clear the flag and requeue
-it if it has more. One worker per cell at a time. Handlers must not block for long on a pooled actor.
+``PoolDispatcher``: kameo-style, an actor is a task; mail for an idle cell queues it (its
+``scheduled`` state) for N workers, which handle up to ``batch`` messages, release it and requeue it
+if it has more. A timer tick queues its cell in an urgent lane served first (issue 14: ticks waited
+seconds behind 1,000 runnable flows). One worker per cell at a time. Handlers must not block for
+long on a pooled actor.
 
 Both keep per-actor order (one runner per cell at a time) and let a stop or kill go before the next
 message: it raises ``cell.preempt``, ``Cell.process_one`` yields while it is set, and ``resume``
@@ -17,8 +19,10 @@ makes the cell runnable again when it is done.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import pykka
@@ -38,8 +42,9 @@ class Dispatcher:
         """A new incarnation is RUNNING: make it process its mailbox."""
         raise NotImplementedError
 
-    def notify(self, cell: Cell) -> None:
-        """Mail arrived for ``cell`` (``Mailbox.put`` already notified the mailbox's condition)."""
+    def notify(self, cell: Cell, urgent: bool = False) -> None:
+        """Mail arrived for ``cell`` (``Mailbox.put`` already notified the mailbox's condition);
+        ``urgent``: it is a timer tick, which should not wait for every other runnable cell."""
         raise NotImplementedError
 
     def resume(self, cell: Cell) -> None:
@@ -112,7 +117,7 @@ class ThreadDispatcher(Dispatcher):
                 return
         self.resume(cell)  # a restart: the runner sleeps until the new incarnation is runnable
 
-    def notify(self, cell: Cell) -> None:
+    def notify(self, cell: Cell, urgent: bool = False) -> None:
         pass  # the runner sleeps on the mailbox condition, which put() notifies
 
     def resume(self, cell: Cell) -> None:
@@ -128,22 +133,47 @@ class ThreadDispatcher(Dispatcher):
 
 
 def run_cell(dispatcher: Dispatcher, cell: Cell, batch: int) -> None:
-    """Handle up to ``batch`` items of a scheduled cell, unschedule it, requeue it if it has more."""
+    """Handle up to ``batch`` items of a claimed cell, release it, requeue it if it has more."""
     mailbox, n = cell.mailbox, 0
     try:
         while n < batch and len(mailbox) and cell.process_one(None):
             n += 1
     finally:
         with cell.sched_lock:
-            cell.scheduled = False
-    if len(mailbox):  # more mail, or mail that raced the flag (a sender after the clear sees it False)
-        dispatcher.notify(cell)
+            urgent = cell.scheduled == URGENT_WHILE_RUNNING
+            cell.scheduled = IDLE
+    if len(mailbox):  # more mail, or mail that raced the release (a sender after it sees IDLE)
+        dispatcher.notify(cell, urgent=urgent)
+
+
+# ``Cell.scheduled`` under the pool: where the cell is between the run queue and a worker.
+IDLE = 0  # not queued, not running: the next mail queues it
+QUEUED = 1  # in the normal lane
+QUEUED_URGENT = 2  # in the urgent lane (maybe also still in the normal lane: that entry is stale)
+RUNNING = 3  # a worker runs it; mail that comes now is seen when the worker releases it
+URGENT_WHILE_RUNNING = 4  # running, and a timer tick came meanwhile: requeue it in the urgent lane
 
 
 class PoolDispatcher(Dispatcher):
-    def __init__(self, workers: int = 4, batch: int = 32, name: str = "pool") -> None:
-        self._queue: queue.SimpleQueue[Cell | None] = queue.SimpleQueue()
+    """N workers over two FIFO lanes of runnable cells: urgent (a timer tick arrived) and normal.
+
+    Why two lanes (issue 14): with 1,000 busy flow actors on two workers, a single FIFO round took
+    1.2-2.5 s, and a flow's pacing or retransmission tick waited for all of it. A tick now moves
+    its cell to the urgent lane (its data messages still go first: the mailbox's order is never
+    changed, only which cell runs next), and workers serve that lane first but take a normal cell
+    after ``urgent_burst`` urgent ones, so a timer storm cannot starve the cells with only data.
+    An entry is ``(cell, generation)``: moving a queued cell to the urgent lane leaves its normal
+    entry behind, stale once a worker claims the cell (the claim bumps the generation).
+    """
+
+    def __init__(self, workers: int = 4, batch: int = 32, name: str = "pool", urgent_burst: int = 4) -> None:
+        # Lanes are deques (append/popleft are atomic); the doorbell carries one token per entry,
+        # so a worker that gets a token finds an entry in one lane or the other.
+        self._urgent: deque[tuple[Cell, int]] = deque()
+        self._normal: deque[tuple[Cell, int]] = deque()
+        self._doorbell: queue.SimpleQueue[bool] = queue.SimpleQueue()
         self._batch = batch
+        self._urgent_burst = urgent_burst
         self._threads = [
             threading.Thread(target=self._work, name=f"{name}-worker-{i}", daemon=True)
             for i in range(workers)
@@ -154,23 +184,51 @@ class PoolDispatcher(Dispatcher):
     def attach(self, cell: Cell) -> None:
         self.notify(cell)
 
-    def notify(self, cell: Cell) -> None:
-        if cell.scheduled:  # fast path, no lock: the worker re-checks the mailbox after clearing it
+    def notify(self, cell: Cell, urgent: bool = False) -> None:
+        state = cell.scheduled
+        if state and (not urgent or state != QUEUED):  # fast path, no lock: the worker re-checks
             return
         from pytsnet.actors.runtime.cell import Status
 
         with cell.sched_lock:
-            if (cell.scheduled or cell.preempt or len(cell.mailbox) == 0
-                    or cell.status is not Status.RUNNING):
+            state = cell.scheduled
+            if state == RUNNING:
+                if urgent:
+                    cell.scheduled = URGENT_WHILE_RUNNING
                 return
-            cell.scheduled = True
-        self._queue.put(cell)
+            if (state == QUEUED_URGENT or state == URGENT_WHILE_RUNNING or (state == QUEUED and not urgent)
+                    or cell.preempt or len(cell.mailbox) == 0 or cell.status is not Status.RUNNING):
+                return
+            cell.scheduled = QUEUED_URGENT if urgent else QUEUED
+            entry = (cell, cell.sched_gen)
+        (self._urgent if urgent else self._normal).append(entry)
+        self._doorbell.put(True)
+
+    def _claim(self, cell: Cell, gen: int) -> bool:
+        with cell.sched_lock:
+            if gen != cell.sched_gen or cell.scheduled not in (QUEUED, QUEUED_URGENT):
+                return False  # stale: the cell was claimed through its other entry
+            cell.sched_gen = gen + 1
+            cell.scheduled = RUNNING
+            return True
+
+    def _next(self, burst: int) -> tuple[tuple[Cell, int], bool]:
+        """The next entry (urgent lane first, a normal one after ``urgent_burst``), and its lane."""
+        if burst >= self._urgent_burst and self._normal:
+            with contextlib.suppress(IndexError):
+                return self._normal.popleft(), False
+        try:
+            return self._urgent.popleft(), True
+        except IndexError:
+            return self._normal.popleft(), False  # the token guarantees an entry in one lane
 
     def _work(self) -> None:
-        while True:
-            cell = self._queue.get()
-            if cell is None:
-                return
+        burst = 0
+        while self._doorbell.get():
+            (cell, gen), urgent = self._next(burst)
+            burst = burst + 1 if urgent else 0
+            if not self._claim(cell, gen):
+                continue
             try:
                 run_cell(self, cell, self._batch)  # requeued behind others if it has more mail
             except Exception:  # handlers' errors are the cell's business: this is a runtime bug
@@ -178,4 +236,4 @@ class PoolDispatcher(Dispatcher):
 
     def close(self) -> None:
         for _ in self._threads:
-            self._queue.put(None)
+            self._doorbell.put(False)
