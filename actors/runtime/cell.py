@@ -62,7 +62,7 @@ class Cell:
     __slots__ = (
         "_deferred", "_handling", "actor", "children", "children_lock", "dispatcher", "handled",
         "incarnation", "io_loops", "links", "mailbox", "name", "parent", "preempt", "ref", "run_lock",
-        "sched_gen", "sched_lock", "scheduled", "spec", "status", "system", "timers",
+        "sched_lock", "scheduled", "spec", "status", "system", "timers",
     )
 
     def __init__(self, system: ActorSystem, spec: ChildSpec, parent: Cell | None, mailbox: Mailbox) -> None:
@@ -86,8 +86,7 @@ class Cell:
         self.ref = ActorRef(self)
         self.dispatcher = system._dispatcher_for(spec.dispatcher)
         self.sched_lock = threading.Lock()
-        self.scheduled = 0  # the pool dispatcher's state of this cell (dispatch.IDLE ... RUNNING)
-        self.sched_gen = 0  # bumped when a pool worker claims the cell: older queue entries are stale
+        self.scheduled = False
         self.preempt = 0  # stops/kills waiting for run_lock: they go before the next message
 
     # -- ActorContext ----------------------------------------------------------------------------
@@ -159,7 +158,8 @@ class Cell:
     def send(self, msg: Message, reply: Reply | None) -> bool:
         return self._send_from(current.name, msg, reply)
 
-    def _send_from(self, sender: str | None, msg: Message, reply: Reply | None, *, urgent: bool = False) -> bool:
+    def _send_from(self, sender: str | None, msg: Message, reply: Reply | None, *,
+                   urgent: bool = False) -> bool:
         """Enqueue; False when a DROP_NEWEST mailbox dropped it (counted there). ``urgent``: a timer
         tick, which the pool runs before cells that have only data (the mailbox order is kept)."""
         if handler_for(self.spec.actor_cls, type(msg)) is None:

@@ -117,6 +117,8 @@ class LazyCondition:
     def notify_all(self) -> None:
         """Wake every waiter (the lock must be held)."""
         waiters = self._waiters
-        if waiters is None:  # nobody waits: nothing to check or do (every mailbox put and pop comes
-            return           # here, under a lock other threads want: issue 14's lock convoy)
+        if waiters is None:
+            if not self._is_owned():
+                raise RuntimeError("cannot notify on un-acquired lock")
+            return
         self.notify(len(waiters))

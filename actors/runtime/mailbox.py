@@ -78,13 +78,9 @@ class Mailbox:
         return (len(self._user) if self._user else 0) + (len(self._control) if self._control else 0)
 
     def backlog(self) -> Backlog:
-        """Queued user messages and bytes (a snapshot; safe from any thread).
-
-        Without the lock: each field is one atomic read, and a sender that checks the backlog
-        after every emit (a TCP flow's local congestion signal) would otherwise queue for the lock
-        the consumer and every other sender take (issue 14: 1,000 flows convoyed on it)."""
-        user = self._user
-        return Backlog(len(user) if user else 0, self.bytes)
+        """Queued user messages and bytes (a snapshot; safe from any thread)."""
+        with self.cond:
+            return Backlog(len(self._user) if self._user else 0, self.bytes)
 
     def _full(self, size: int) -> bool:
         cfg = self.config
