@@ -197,9 +197,14 @@ def main() -> None:
                     help="print per-connection counters and the slowest flows' state after the window")
     ap.add_argument("--cc", choices=("cubic", "newreno"), default=None,
                     help="congestion control of the active flows (default: StackConfig's)")
+    ap.add_argument("--switch-interval", type=float, default=None,
+                    help="sys.setswitchinterval for this process (the GIL hand-off; CPython's default 0.005)")
     args = ap.parse_args()
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
     print(f"command: {sys.executable} bench/flows.py --idle {args.idle} --active {args.active} "
-          f"--seconds {args.seconds}" + (f" --cc {args.cc}" if args.cc else ""))
+          f"--seconds {args.seconds}" + (f" --cc {args.cc}" if args.cc else "")
+          + (f" --switch-interval {args.switch_interval}" if args.switch_interval is not None else ""))
     with open("/proc/loadavg") as f:
         print(f"load average before: {f.read().split()[0]}")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
