@@ -15,6 +15,7 @@ sockets on the other side), whose idle-connection measurement it reuses:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import importlib.util
 import ipaddress
@@ -28,9 +29,12 @@ import time
 from pathlib import Path
 
 from pytsnet.actors.runtime import ActorRef, ActorSystem, MailboxConfig, MailboxPolicy
-from pytsnet.messages.netstack import NetstackStatusRequest
+from pytsnet.messages.netstack import LinkPacketOut, NetstackStatusRequest
+from pytsnet.messages.wgengine import IpPacketOut
 from pytsnet.net import Netstack
 from pytsnet.net.link import TunLinkActor
+from pytsnet.net.socket import SocketLike
+from pytsnet.net.stream import TcpStream
 from pytsnet.netstack.config import StackConfig
 from pytsnet.netstack.tcp.connection import TcpConnection
 from pytsnet.testing.netns import Netns, isolated_netns
@@ -107,7 +111,7 @@ def diagnose(ns: Netns, socks: list[object], rates: list[float], link: ActorRef,
             "spurious_recoveries")}
     print(f"  totals over {len(live)} flows: {tot}")
     print(f"  link mailbox dropped {link.dropped}, backlog {link.backlog()}; "
-          f"netstack dropped {net.ref.dropped}")
+          f"netstack dropped {net.ref.dropped}, backlog {net.ref.backlog()}")
     status = net.ref.ask(NetstackStatusRequest())
     print(f"  stack drops {status.drops}")
     print("  " + " ".join(ns.sh("ip -s link show dev $(ls /sys/class/net | grep tun) | tail -4").split()))
@@ -133,8 +137,25 @@ def diagnose(ns: Netns, socks: list[object], rates: list[float], link: ActorRef,
                   f"local {getattr(c, 'local_congestion_signals', None)} now {now:.3f}")
 
 
+async def _async_app(socks: list[SocketLike], chunk: bytes, stop: threading.Event) -> None:
+    """The app as a real one is: one task per flow that writes and, when the send buffer is full,
+    waits until the flow took some (``TcpStream.send``), on one event loop thread."""
+    streams = [TcpStream(s._ch) for s in socks]
+
+    async def feed(stream: TcpStream) -> None:
+        while True:
+            await stream.send(chunk)
+
+    tasks = [asyncio.create_task(feed(st)) for st in streams]
+    while not stop.is_set():
+        await asyncio.sleep(0.1)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 def fairness(ns: Netns, net: Netstack, active: int, seconds: float, warmup: float,
-             link: ActorRef | None = None) -> dict[str, float]:
+             link: ActorRef | None = None, feeder: str = "async") -> dict[str, float]:
     """Per-flow throughput of ``active`` concurrent pytsnet -> kernel flows over ``seconds``."""
     counter = KernelCounter(ns, 9300, active)
     socks = [net.create_connection((KERNEL, 9300), timeout=60) for _ in range(active)]
@@ -142,18 +163,21 @@ def fairness(ns: Netns, net: Netstack, active: int, seconds: float, warmup: floa
     while counter.accepted < active:
         assert time.monotonic() < deadline, f"only {counter.accepted} of {active} accepted"
         time.sleep(0.05)
-    for s in socks:
-        s.settimeout(0.0)  # never block: the app offers data to every flow in turn
     chunk = b"\x5a" * CHUNK
     stop = threading.Event()
+    if feeder == "spin":
+        for s in socks:
+            s.settimeout(0.0)  # never block: the app offers data to every flow in turn
 
-    def app() -> None:
-        while not stop.is_set():
-            for s in socks:
-                with contextlib.suppress(TimeoutError):  # buffers full: its turn next round
-                    s.send(chunk)
+        def app() -> None:
+            while not stop.is_set():
+                for s in socks:
+                    with contextlib.suppress(TimeoutError):  # buffers full: its turn next round
+                        s.send(chunk)
 
-    t = threading.Thread(target=app, daemon=True)
+        t = threading.Thread(target=app, daemon=True)
+    else:
+        t = threading.Thread(target=asyncio.run, args=(_async_app(socks, chunk, stop),), daemon=True)
     t.start()
     time.sleep(warmup)
     before = list(counter.counts)
@@ -197,6 +221,14 @@ def main() -> None:
                     help="print per-connection counters and the slowest flows' state after the window")
     ap.add_argument("--cc", choices=("cubic", "newreno"), default=None,
                     help="congestion control of the active flows (default: StackConfig's)")
+    ap.add_argument("--feeder", choices=("async", "spin"), default="async",
+                    help="the app: one asyncio task per flow that waits for room (default), or one thread "
+                         "that offers data to every flow in turn without blocking (before 14k)")
+    ap.add_argument("--link-out", choices=("burst", "packet"), default="burst",
+                    help="how flows hand packets to the TUN link: one message per emit (default) or one "
+                         "per packet (before 14k)")
+    ap.add_argument("--txqueuelen", type=int, default=0,
+                    help="the TUN's transmit queue (kernel -> pytsnet) in packets; 0: the kernel's 500")
     ap.add_argument("--switch-interval", type=float, default=None,
                     help="sys.setswitchinterval for this process (the GIL hand-off; CPython's default 0.005)")
     args = ap.parse_args()
@@ -204,6 +236,8 @@ def main() -> None:
         sys.setswitchinterval(args.switch_interval)
     print(f"command: {sys.executable} bench/flows.py --idle {args.idle} --active {args.active} "
           f"--seconds {args.seconds}" + (f" --cc {args.cc}" if args.cc else "")
+          + f" --feeder {args.feeder} --link-out {args.link_out}"
+          + (f" --txqueuelen {args.txqueuelen}" if args.txqueuelen else "")
           + (f" --switch-interval {args.switch_interval}" if args.switch_interval is not None else ""))
     with open("/proc/loadavg") as f:
         print(f"load average before: {f.read().split()[0]}")
@@ -216,6 +250,8 @@ def main() -> None:
             continue
         with isolated_netns("bfl") as ns:
             tun = open_tun(ns, local=KERNEL, peer=STACK)
+            if args.txqueuelen:
+                ns.sh(f"ip link set dev {tun.name} txqueuelen {args.txqueuelen}")
             system = ActorSystem("bench-flows", pool_workers=2)
             try:
                 link = system.spawn(TunLinkActor, tun.fd, "netstack", name="tun-link",
@@ -225,13 +261,15 @@ def main() -> None:
                 cfg = (StackConfig(addresses=addrs, max_tcp_connections=cap) if what == "idle" else
                        StackConfig(addresses=addrs, max_tcp_connections=cap, send_buffer=args.send_buffer,
                                    **({"congestion_control": args.cc} if args.cc else {})))
-                net = Netstack.start(system, cfg, link)
+                out = IpPacketOut if args.link_out == "burst" else LinkPacketOut
+                net = Netstack.start(system, cfg, link, out_message=out)
                 if what == "idle":
                     rss, setup = bench_netstack.idle_connections(ns, net, n)
                     print(f"idle flows: {n} accepted in {setup:.1f} s, RSS +{rss:.1f} MiB "
                           f"({rss * 1024 / n:.2f} KiB each)", flush=True)
                 else:
-                    r = fairness(ns, net, n, args.seconds, args.warmup, link if args.diag else None)
+                    r = fairness(ns, net, n, args.seconds, args.warmup, link if args.diag else None,
+                                 args.feeder)
                     print(f"active flows: {n} pytsnet -> kernel for {args.seconds:.0f} s: aggregate "
                           f"{r['aggregate']:.1f} Mbit/s, per flow min {r['min'] * 1000:.1f} / median "
                           f"{r['median'] * 1000:.1f} / max {r['max'] * 1000:.1f} kbit/s, max/min "

@@ -46,6 +46,9 @@ log = subsystem_logger("netstack")
 
 __all__ = ["TcpFlowActor", "emit_packets"]
 
+_PACKET_BYTES = 1500
+"""What one queued packet weighs in the local congestion signal's byte bound (an Ethernet MTU)."""
+
 _HANDSHAKE = frozenset({TcpState.SYN_SENT, TcpState.SYN_RECEIVED, TcpState.CLOSED})
 
 
@@ -192,8 +195,12 @@ class TcpFlowActor(Actor):
         if out:
             self._emit(out)
             limit = conn.config.local_queue_limit  # TCP's local congestion signal (issue 14, 14g)
-            if limit is not None and self.sink.backlog().messages > limit:
-                conn.on_local_congestion()
+            if limit is not None:
+                # In packets: a sink fed bursts (``IpPacketsOut``) holds few messages and many
+                # bytes, so its bytes count too, at one MTU-sized packet each.
+                queued = self.sink.backlog()
+                if queued.messages > limit or queued.bytes > limit * _PACKET_BYTES:
+                    conn.on_local_congestion()
         with ch.lock:
             self._sync_out(conn, ch)
         ch.notify()

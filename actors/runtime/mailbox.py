@@ -78,9 +78,13 @@ class Mailbox:
         return (len(self._user) if self._user else 0) + (len(self._control) if self._control else 0)
 
     def backlog(self) -> Backlog:
-        """Queued user messages and bytes (a snapshot; safe from any thread)."""
-        with self.cond:
-            return Backlog(len(self._user) if self._user else 0, self.bytes)
+        """Queued user messages and bytes (a snapshot; safe from any thread).
+
+        Without the lock: every flow asks its sink after each emit, and taking the sink's lock for
+        it made the flows queue behind the link's own puts and pops (issue 14). Each read is atomic
+        under the GIL; the two may be a put apart, which a congestion heuristic does not mind."""
+        user = self._user
+        return Backlog(len(user) if user else 0, self.bytes)
 
     def _full(self, size: int) -> bool:
         cfg = self.config
