@@ -86,7 +86,9 @@ class WgDirectPaths(Message, tag="magicsock.wg_direct_paths"):
     which that address alone is the path (after it the router must add DERP: W tells it again).
     With ``reset`` the rows are the whole table, else they replace those peers' rows and
     ``removed`` peers leave it (one path change costs one row, not the table); ``gso``: the socket
-    takes UDP_SEGMENT sends."""
+    takes UDP_SEGMENT sends. ``derp_peers`` are those whose only path is DERP, each with the DERP
+    client actor (``derp_actors``, by name) of its region: W tells that actor their bursts itself
+    (``DerpSends``), one hop fewer than through the router. A peer is in one table at most."""
 
     peers: tuple[str, ...]
     addrs: tuple[tuple[str, int], ...]
@@ -94,6 +96,8 @@ class WgDirectPaths(Message, tag="magicsock.wg_direct_paths"):
     gso: bool
     reset: bool = True
     removed: tuple[str, ...] = ()
+    derp_peers: tuple[str, ...] = ()
+    derp_actors: tuple[str, ...] = ()
 
 
 class WgDirectPathsRequest(Message, tag="magicsock.wg_direct_paths_request"):
@@ -101,8 +105,8 @@ class WgDirectPathsRequest(Message, tag="magicsock.wg_direct_paths_request"):
 
 
 class WgDirectActive(Message, tag="magicsock.wg_direct_active"):
-    """W → M: W wrote to ``peer`` on the socket itself (at most every half second per peer): the
-    router notes the activity to disco as it does for its own sends."""
+    """W → M: W wrote to ``peer`` on the socket itself, or told its DERP client (at most every half
+    second per peer): the router notes the activity to disco as it does for its own sends."""
 
     peer: str
 

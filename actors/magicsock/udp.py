@@ -348,11 +348,15 @@ class MagicsockUdp(Actor):
 
     @handles(DerpRoute)
     def on_derp_route(self, msg: DerpRoute) -> None:
+        before = self.derp_routes.get(msg.peer)
         if msg.present:
             if msg.peer in self.derp_routes or len(self.derp_routes) < MAX_DERP_ROUTES:
                 self.derp_routes[msg.peer] = (msg.region, msg.conn)
-        elif self.derp_routes.get(msg.peer) == (msg.region, msg.conn):
+        elif before == (msg.region, msg.conn):
             del self.derp_routes[msg.peer]
+        after = self.derp_routes.get(msg.peer)
+        if msg.peer in self.routes and (before[0] if before else 0) != (after[0] if after else 0):
+            self._publish_direct(msg.peer)  # the region a home-less peer is reached on changed
 
     def _sendto(self, dst: tuple[str, int], data: bytes) -> None:
         assert self.sock is not None
@@ -374,19 +378,30 @@ class MagicsockUdp(Actor):
             self._publish_direct()
 
     def _publish_direct(self, peer: str | None = None) -> None:
-        """Tell the engine which peers it may send to on the socket itself: those with a UDP
-        address, until that address stops being trusted alone (``_send_wg``'s rule for UDP only).
-        The whole table, or with ``peer`` that peer's row (or its removal) alone."""
+        """Tell the engine which peers it may send to without this actor: those with a UDP address
+        on the socket itself, until that address stops being trusted alone (``_send_wg``'s rule for
+        UDP only); those with no UDP address but a DERP region through that region's client (the
+        rule for DERP only). The whole table, or with ``peer`` that peer's row (or its removal)."""
         routes = self.routes
-        if peer is None:
-            peers = tuple(p for p, r in routes.items() if r.udp is not None)
-            removed: tuple[str, ...] = ()
-        else:
-            r = routes.get(peer)
-            peers, removed = ((peer,), ()) if r is not None and r.udp is not None else ((), (peer,))
-        msg = WgDirectPaths(peers=peers, addrs=tuple(routes[p].udp for p in peers),
+        names = tuple(routes) if peer is None else (peer,)
+        peers: list[str] = []
+        derp_peers: list[str] = []
+        derp_actors: list[str] = []
+        removed: tuple[str, ...] = ()
+        for p in names:
+            r = routes.get(p)
+            region = 0 if r is None or r.udp is not None else self._derp_region(p, r)
+            if r is not None and r.udp is not None:
+                peers.append(p)
+            elif r is not None and region:
+                derp_peers.append(p)
+                derp_actors.append(self.config.derp_name(region))
+            elif peer is not None:
+                removed = (p,)
+        msg = WgDirectPaths(peers=tuple(peers), addrs=tuple(routes[p].udp for p in peers),
                             until=tuple(routes[p].trusted_until for p in peers), gso=self._gso,
-                            reset=peer is None, removed=removed)
+                            reset=peer is None, removed=removed, derp_peers=tuple(derp_peers),
+                            derp_actors=tuple(derp_actors))
         with contextlib.suppress(UnhandledMessage, MailboxFull):  # a sink that is no engine (rigs)
             self.tell_named(self.config.wg_sink, msg)
 
@@ -473,12 +488,13 @@ class MagicsockUdp(Actor):
                                   derp_region=region, rtt=r.rtt if direct else None,
                                   udp_bytes_out=r.udp_out + udp_lane.sent_bytes(self.ref, peer),
                                   udp_bytes_in=self._udp_in.get(peer, 0),
-                                  derp_bytes_out=r.derp_out))
+                                  derp_bytes_out=r.derp_out + udp_lane.derp_counts(self.ref, peer)[0]))
         return PathStatus(peers=tuple(peers), dropped_unknown_peer=self.dropped_unknown_peer,
                           dropped_no_path=self.dropped_no_path, dropped_blackhole=self.dropped_blackhole,
                           unknown_udp_source=self.unknown_udp_source,
                           dropped_unknown_kind=self.dropped_unknown_kind,
-                          early_drops=dict(self.early_drops), dropped_derp_full=self.dropped_derp_full,
+                          early_drops=dict(self.early_drops),
+                          dropped_derp_full=self.dropped_derp_full + udp_lane.derp_counts(self.ref, "")[1],
                           dropped_queue_full=self.dropped_queue_full + self._wg_sink.dropped,
                           datagrams_read=self.datagrams_read, bytes_read=self.bytes_read,
                           offload="+".join(n for n, on in (("gso", self._gso), ("gro", self._gro)) if on)

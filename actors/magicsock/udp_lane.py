@@ -10,7 +10,8 @@ descriptor, so a stale entry can only fail a send, which the caller then routes 
 The engine writes its encrypted bursts here too (``send_burst``) for peers the router published as
 direct-only (``WgDirectPaths``): one thread hand-off and mailbox hop fewer per burst. Bytes it sends
 are counted here per peer (written by the engine's thread alone, read by the router's status, as the
-reader thread's inbound counters are).
+reader thread's inbound counters are). Bursts it tells a DERP client itself (peers published as
+DERP-only) are counted here too (``count_derp``), so the router's status still shows every byte.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from collections.abc import Sequence
 from pytsnet.actors.runtime import ActorRef
 from pytsnet.wire.magicsock import offload
 
-__all__ = ["GSO_UNSUPPORTED", "gso_counts", "publish", "send", "send_burst", "send_on", "sent_bytes",
-           "withdraw"]
+__all__ = ["GSO_UNSUPPORTED", "count_derp", "derp_counts", "gso_counts", "publish", "send", "send_burst",
+           "send_on", "sent_bytes", "withdraw"]
 
 GSO_UNSUPPORTED = (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP)
 """What a GSO send fails with where the route or device cannot segment (Go ``isGSOError``/EIO): the
@@ -34,6 +35,8 @@ _lock = threading.Lock()
 _sockets: dict[ActorRef, socket.socket] = {}
 _sent: dict[ActorRef, dict[str, int]] = {}  # owner -> peer -> bytes the engine sent on its socket
 _gso: dict[ActorRef, list[int]] = {}  # owner -> [GSO sends, datagrams in them] the engine made on it
+_derp_sent: dict[ActorRef, dict[str, int]] = {}  # owner -> peer -> bytes the engine told a DERP client
+_derp_full: dict[ActorRef, list[int]] = {}  # owner -> [datagrams a DERP client's full mailbox refused]
 
 
 def publish(owner: ActorRef, sock: socket.socket) -> None:
@@ -49,6 +52,8 @@ def withdraw(owner: ActorRef, sock: socket.socket) -> None:
             del _sockets[owner]
             _sent.pop(owner, None)
             _gso.pop(owner, None)
+            _derp_sent.pop(owner, None)
+            _derp_full.pop(owner, None)
 
 
 def send(owner: ActorRef | None, data: bytes, dst: tuple[str, int]) -> bool:
@@ -156,3 +161,24 @@ def gso_counts(owner: ActorRef) -> tuple[int, int]:
     """(GSO sends, datagrams in them) the engine made on ``owner``'s socket (since it was published)."""
     g = _gso.get(owner)
     return (g[0], g[1]) if g else (0, 0)
+
+
+def count_derp(owner: ActorRef, peer: str, nbytes: int, refused: int = 0) -> None:
+    """The engine told ``owner``'s DERP client a burst of ``nbytes`` for ``peer`` itself
+    (``refused`` datagrams of it: that client's mailbox stayed full). Written by the engine alone."""
+    counts = _derp_sent.get(owner)
+    if counts is None:
+        with _lock:
+            counts = _derp_sent.setdefault(owner, {})
+    counts[peer] = counts.get(peer, 0) + nbytes
+    if refused:
+        with _lock:
+            _derp_full.setdefault(owner, [0])[0] += refused
+
+
+def derp_counts(owner: ActorRef, peer: str) -> tuple[int, int]:
+    """(bytes the engine told a DERP client for ``peer``, datagrams refused by full DERP mailboxes
+    for all peers) since ``owner`` published its socket."""
+    counts = _derp_sent.get(owner)
+    full = _derp_full.get(owner)
+    return (counts.get(peer, 0) if counts else 0), (full[0] if full else 0)

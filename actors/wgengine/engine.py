@@ -62,6 +62,7 @@ from pytsnet.actors.runtime import (
 from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.actors.wgengine.filter_rules import FilterRuleError, rules_from_tailcfg
 from pytsnet.messages.magicsock import (
+    DerpSends,
     UdpSend,
     WgDirectActive,
     WgDirectPaths,
@@ -172,8 +173,11 @@ class WgEngine(Actor):
         """Peers magicsock published as direct-only (``WgDirectPaths``): address, trusted until."""
         self._direct_gso = False
         self._direct_gso_failed = False  # a GSO send of ours failed as on a device that cannot segment
+        self._derp: dict[str, str] = {}
+        """Peers magicsock published as DERP-only (``WgDirectPaths.derp_peers``): their region's client."""
         self._direct_noted: dict[str, float] = {}  # peer -> when magicsock last heard WgDirectActive
         self.datagrams_direct = 0  # sent on the UDP socket ourselves (the rest went to magicsock)
+        self.datagrams_derp = 0  # told a DERP client ourselves
         self.packets_in = 0
         self.packets_to_flows = 0
         self.packets_out = 0
@@ -381,14 +385,21 @@ class WgEngine(Actor):
     def on_direct_paths(self, msg: WgDirectPaths) -> None:
         """Magicsock's table of direct-only peers (whole, or a change): their bursts go on the
         socket from here."""
-        direct = self._direct
+        direct, derp = self._direct, self._derp
         if msg.reset:
             direct.clear()
+            derp.clear()
         for p in msg.removed:
             direct.pop(p, None)
+            derp.pop(p, None)
+        for p in msg.peers:
+            derp.pop(p, None)
+        for p in msg.derp_peers:
+            direct.pop(p, None)
         direct.update((p, (a, u)) for p, a, u in zip(msg.peers, msg.addrs, msg.until, strict=True))
+        derp.update(zip(msg.derp_peers, msg.derp_actors, strict=True))
         self._direct_gso = msg.gso and not self._direct_gso_failed
-        self._direct_noted = {p: t for p, t in self._direct_noted.items() if p in self._direct}
+        self._direct_noted = {p: t for p, t in self._direct_noted.items() if p in direct or p in derp}
 
     @handles(WgHandshakeLoad)
     def on_handshake_load(self, msg: WgHandshakeLoad) -> None:
@@ -607,8 +618,8 @@ class WgEngine(Actor):
         Messages on this hot path are built with ``model_construct``: the fields are ours and already
         typed, so pydantic's validation would only repeat what the types say (they still serialise).
         """
-        texts, direct = self._texts, self._direct
-        now = self.clock.monotonic() if direct else 0.0
+        texts, direct, derp = self._texts, self._direct, self._derp
+        now = self.clock.monotonic() if direct or derp else 0.0
         i, n = 0, len(out)
         while i < n:
             public = out[i][0]
@@ -617,6 +628,9 @@ class WgEngine(Actor):
                 j += 1
             text = texts.get(public) or public.to_text()
             if direct and self._send_direct(m, text, [d for _, d in out[i:j]], now):
+                i = j
+                continue
+            if derp and self._send_derp(m, text, out[i:j], now):
                 i = j
                 continue
             if j - i > 1 and self._magicsock_batches:
@@ -644,6 +658,32 @@ class WgEngine(Actor):
         if self._direct_gso and not res.gso:
             self._direct_gso, self._direct_gso_failed = False, True
         self.datagrams_direct += len(datas)
+        if now - self._direct_noted.get(peer, float("-inf")) >= DIRECT_ACTIVE_INTERVAL:
+            self._direct_noted[peer] = now
+            self._tell_magicsock(WgDirectActive(peer=peer))
+        return True
+
+    def _send_derp(self, m: ActorRef, peer: str, run: list[tuple[NodePublic, bytes | bytearray]],
+                   now: float) -> bool:
+        """Tell a burst to ``peer``'s DERP client ourselves, if magicsock published the peer as
+        DERP-only (one hop fewer than through the router, which would do the same); False: the
+        caller tells magicsock. A full client mailbox drops the burst, counted as the router does."""
+        name = self._derp.get(peer)
+        if name is None:
+            return False
+        ref = self.lookup(name)
+        if ref is None:
+            return False
+        datas = tuple(bytes(d) for _, d in run)
+        refused = 0
+        try:
+            ref.tell(DerpSends.model_construct(peer=peer, datas=datas))
+        except MailboxFull:  # the relay connection stalled past the block timeout
+            refused = len(datas)
+        except (ActorStopped, UnhandledMessage):
+            return False
+        udp_lane.count_derp(m, peer, sum(map(len, datas)), refused)
+        self.datagrams_derp += len(datas)
         if now - self._direct_noted.get(peer, float("-inf")) >= DIRECT_ACTIVE_INTERVAL:
             self._direct_noted[peer] = now
             self._tell_magicsock(WgDirectActive(peer=peer))
