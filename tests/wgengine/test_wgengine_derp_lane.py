@@ -9,61 +9,25 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from lane_rig import lane_rig, peers
 from wgengine_helpers import udp
 
 from pytsnet.actors.magicsock import udp_lane
-from pytsnet.actors.runtime import Actor, ActorRef, ActorSystem, handles
-from pytsnet.actors.wgengine import WgEngine
+from pytsnet.actors.runtime import ActorRef
 from pytsnet.messages.magicsock import (
     DerpSends,
     WgDirectActive,
     WgDirectPaths,
     WgDirectPathsRequest,
-    WgHandshakeQueueFull,
-    WgLiveIndexes,
 )
 from pytsnet.messages.wgengine import IpPacketOut, WgConfig, WgDatagramOut, WgDatagramsOut, WgPeer
 from pytsnet.testing.polling import wait_until
-from pytsnet.wire.keys import NodePrivate
-
-
-class Recorder(Actor):
-    """A magicsock router, or a DERP client, that records what the engine tells it."""
-
-    def __init__(self, log: list[object]) -> None:
-        self.log = log
-
-    @handles(WgDatagramOut, WgDatagramsOut, WgLiveIndexes, WgHandshakeQueueFull, WgDirectPathsRequest,
-             WgDirectActive, DerpSends)
-    def record(self, msg: object) -> None:
-        self.log.append(msg)
 
 
 @pytest.fixture
 def rig() -> Iterator[tuple[ActorRef, ActorRef, list[object], list[object], socket.socket]]:
-    system = ActorSystem("wg-derp-lane")
-    router_log: list[object] = []
-    derp_log: list[object] = []
-    magicsock = system.spawn(Recorder, router_log, name="magicsock")
-    system.spawn(Recorder, derp_log, name="ms.derp.1")
-    peer_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    peer_sock.bind(("127.0.0.1", 0))
-    peer_sock.settimeout(5)
-    router_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    router_sock.bind(("127.0.0.1", 0))
-    udp_lane.publish(magicsock, router_sock)
-    engine = system.spawn(WgEngine, NodePrivate.generate(), name="wgengine")
-    try:
-        yield engine, magicsock, router_log, derp_log, peer_sock
-    finally:
-        udp_lane.withdraw(magicsock, router_sock)
-        system.shutdown()
-        router_sock.close()
-        peer_sock.close()
-
-
-def _peers(n: int) -> list[str]:
-    return [NodePrivate.generate().public().to_text() for _ in range(n)]
+    with lane_rig("wg-derp-lane") as r:
+        yield r.engine, r.magicsock, r.router_log, r.derp_log, r.peer_sock
 
 
 def _to(log: list[object], kind: type, peer: str) -> list[object]:
@@ -73,7 +37,7 @@ def _to(log: list[object], kind: type, peer: str) -> list[object]:
 def test_derp_only_peers_go_to_their_derp_client_the_rest_to_magicsock(rig) -> None:  # type: ignore[no-untyped-def]
     engine, magicsock, router_log, derp_log, _peer_sock = rig
     wait_until(lambda: any(isinstance(m, WgDirectPathsRequest) for m in router_log), 5, "table asked for")
-    relayed, gone_region, absent = _peers(3)
+    relayed, gone_region, absent = peers(3)
     engine.tell(WgConfig(addresses=["100.64.0.1/32"], peers=[
         WgPeer(node_key=relayed, allowed_ips=["100.64.0.2/32"]),
         WgPeer(node_key=gone_region, allowed_ips=["100.64.0.3/32"]),
@@ -104,7 +68,7 @@ def test_a_peer_is_in_one_table_at_most(rig) -> None:  # type: ignore[no-untyped
     """A row moves the peer between the direct and the DERP-only table; removal and reset clear both.
     (Each peer's first packet starts a handshake: its initiation shows which way the engine sends.)"""
     engine, _magicsock, router_log, derp_log, peer_sock = rig
-    a, b, c, d = _peers(4)
+    a, b, c, d = peers(4)
     engine.tell(WgConfig(addresses=["100.64.0.1/32"], peers=[
         WgPeer(node_key=p, allowed_ips=[f"100.64.0.{i}/32"]) for i, p in enumerate((a, b, c, d), 2)]))
     dst, later = peer_sock.getsockname(), time.monotonic() + 600

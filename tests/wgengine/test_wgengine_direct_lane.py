@@ -9,64 +9,30 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from lane_rig import lane_rig, peers
 from wgengine_helpers import udp
 
 from pytsnet.actors.magicsock import udp_lane
-from pytsnet.actors.runtime import Actor, ActorRef, ActorSystem, handles
-from pytsnet.actors.wgengine import WgEngine
+from pytsnet.actors.runtime import ActorRef
 from pytsnet.messages.magicsock import (
     WgDirectActive,
     WgDirectPaths,
     WgDirectPathsRequest,
-    WgHandshakeQueueFull,
-    WgLiveIndexes,
 )
 from pytsnet.messages.wgengine import IpPacketOut, WgConfig, WgDatagramOut, WgDatagramsOut, WgPeer
 from pytsnet.testing.polling import wait_until
-from pytsnet.wire.keys import NodePrivate
-
-
-class Recorder(Actor):
-    """A magicsock that records what the engine tells it, in order."""
-
-    def __init__(self, log: list[object]) -> None:
-        self.log = log
-
-    @handles(WgDatagramOut, WgDatagramsOut, WgLiveIndexes, WgHandshakeQueueFull, WgDirectPathsRequest,
-             WgDirectActive)
-    def record(self, msg: object) -> None:
-        self.log.append(msg)
 
 
 @pytest.fixture
 def rig() -> Iterator[tuple[ActorRef, ActorRef, list[object], socket.socket, socket.socket]]:
-    system = ActorSystem("wg-direct")
-    log: list[object] = []
-    magicsock = system.spawn(Recorder, log, name="magicsock")
-    router_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    router_sock.bind(("127.0.0.1", 0))
-    peer_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    peer_sock.bind(("127.0.0.1", 0))
-    peer_sock.settimeout(5)
-    udp_lane.publish(magicsock, router_sock)
-    engine = system.spawn(WgEngine, NodePrivate.generate(), name="wgengine")
-    try:
-        yield engine, magicsock, log, router_sock, peer_sock
-    finally:
-        udp_lane.withdraw(magicsock, router_sock)
-        system.shutdown()
-        router_sock.close()
-        peer_sock.close()
-
-
-def _peers(n: int) -> list[str]:
-    return [NodePrivate.generate().public().to_text() for _ in range(n)]
+    with lane_rig("wg-direct") as r:
+        yield r.engine, r.magicsock, r.router_log, r.router_sock, r.peer_sock
 
 
 def test_direct_only_peers_are_written_by_the_engine_the_rest_go_to_magicsock(rig) -> None:  # type: ignore[no-untyped-def]
     engine, magicsock, log, router_sock, peer_sock = rig
     wait_until(lambda: any(isinstance(m, WgDirectPathsRequest) for m in log), 5, "table asked for at start")
-    fresh, stale, absent = _peers(3)
+    fresh, stale, absent = peers(3)
     engine.tell(WgConfig(addresses=["100.64.0.1/32"], peers=[
         WgPeer(node_key=fresh, allowed_ips=["100.64.0.2/32"]),
         WgPeer(node_key=stale, allowed_ips=["100.64.0.3/32"]),
@@ -96,7 +62,7 @@ def test_direct_only_peers_are_written_by_the_engine_the_rest_go_to_magicsock(ri
 
 def test_without_the_socket_the_burst_goes_to_magicsock(rig) -> None:  # type: ignore[no-untyped-def]
     engine, magicsock, log, router_sock, peer_sock = rig
-    (peer,) = _peers(1)
+    (peer,) = peers(1)
     engine.tell(WgConfig(addresses=["100.64.0.1/32"],
                          peers=[WgPeer(node_key=peer, allowed_ips=["100.64.0.2/32"])]))
     engine.tell(WgDirectPaths(peers=(peer,), addrs=(peer_sock.getsockname(),),
@@ -124,7 +90,7 @@ def test_send_on_keeps_order_and_reports_gso(rig) -> None:  # type: ignore[no-un
 def test_table_changes_apply_in_order(rig) -> None:  # type: ignore[no-untyped-def]
     """A reset replaces the table, a change adds or removes one peer's row."""
     engine, magicsock, log, _, peer_sock = rig
-    a, b = _peers(2)
+    a, b = peers(2)
     engine.tell(WgConfig(addresses=["100.64.0.1/32"], peers=[
         WgPeer(node_key=a, allowed_ips=["100.64.0.2/32"]),
         WgPeer(node_key=b, allowed_ips=["100.64.0.3/32"])]))
