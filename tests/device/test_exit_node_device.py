@@ -122,7 +122,7 @@ def test_not_yet_selected_before_any_netmap(make_device: Callable[..., ActorDevi
         a.resolve(INTERNET)
     assert e.value.reason == "not-yet-selected"
     with pytest.raises(ExitNodeUnavailable):
-        a.lookup_blocking("example.com", timeout=1.0)
+        a.lookup_blocking("site.example.test", timeout=1.0)
     st = a.status()
     assert st.exit_node is None and st.exit_node_unavailable == "not-yet-selected"
     assert a.active_exit_node() is None
@@ -144,7 +144,7 @@ def test_exit_node_reasons_switch_clear_and_offline(net: LocalTailnet,
     st = a.status()
     assert st.exit_node is None and st.exit_node_unavailable == "not-in-tailnet"
     with pytest.raises(ExitNodeUnavailable):
-        a.lookup_blocking("example.com", timeout=1.0)
+        a.lookup_blocking("site.example.test", timeout=1.0)
     b_fqdn = next(p.name for p in a.peers() if p.hostname == "exitb")
     assert a.lookup_blocking(b_fqdn) == a.lookup_blocking("exitb") == b.tailscale_ips()[0:1]  # tailnet names
     with pytest.raises(ExitNodeUnavailable):  # UDP too

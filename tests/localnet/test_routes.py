@@ -381,7 +381,7 @@ def test_filter_renders_cidr_and_autogroup_internet_destinations(tmp_path):
     import ipaddress
     nets = [ipaddress.ip_network(p) for p in internet]
     inside = lambda a: any(ipaddress.ip_address(a) in n for n in nets)  # noqa: E731
-    for public in ("1.1.1.1", "8.8.8.8", "172.32.0.1", "203.0.113.9", "2606:4700::1111"):
+    for public in ("198.51.100.1", "192.0.2.8", "172.32.0.1", "203.0.113.9", "2001:db8::1111"):
         assert inside(public), public
     for private in ("10.1.2.3", "172.16.5.5", "192.168.1.1", "100.64.0.7", "100.100.100.100",
                     "169.254.1.1", "fd7a:115c:a1e0::1", "fe80::1", "fc00::1"):

@@ -49,7 +49,7 @@ def echo(dst: str) -> bytes:
 @pytest.mark.parametrize("policy", [None, ForwardPolicy()])
 def test_without_routes_non_local_is_dropped(policy: ForwardPolicy | None) -> None:
     s = stack(policy)
-    for pkt in (syn("10.9.8.7"), datagram("8.8.8.8"), echo("1.1.1.1")):
+    for pkt in (syn("10.9.8.7"), datagram("198.51.100.8"), echo("192.0.2.1")):
         s.receive(pkt, 0.0)
     assert s.drops["not_our_address"] == 3
     assert s.take_forwards() == [] and s.poll(0.0) == []
@@ -60,7 +60,7 @@ def test_subnet_router_forwards_only_inside_its_routes() -> None:
     s.receive(syn("10.9.8.7"), 0.0)
     s.receive(datagram("10.9.8.53"), 0.0)
     s.receive(syn("10.9.9.7"), 0.0)
-    s.receive(datagram("8.8.8.8"), 0.0)
+    s.receive(datagram("198.51.100.8"), 0.0)
     got = s.take_forwards()
     assert [type(g) for g in got] == [ForwardedTcp, ForwardedDatagram]
     assert isinstance(got[0], ForwardedTcp)

@@ -51,8 +51,8 @@ def test_tailnet_names_stay_with_magicdns() -> None:
     suffix = "tail1234.ts.net."
     assert _is_tailnet_name(q("web.tail1234.ts.net."), suffix)
     assert _is_tailnet_name(dns.message.make_query("7.0.64.100.in-addr.arpa.", "PTR").to_wire(), suffix)
-    assert not _is_tailnet_name(q("example.com."), suffix)
-    assert not _is_tailnet_name(q("ts.net.example.com."), suffix)
+    assert not _is_tailnet_name(q("site.example.test."), suffix)
+    assert not _is_tailnet_name(q("ts.net.example.test."), suffix)
     assert not _is_tailnet_name(dns.message.make_query("1.1.168.192.in-addr.arpa.", "PTR").to_wire(), suffix)
 
 
@@ -65,7 +65,7 @@ def test_nameservers_are_read_bounded_and_without_comments(tmp_path: Path) -> No
 
 def test_no_nameserver_or_bad_query_is_a_typed_error(tmp_path: Path) -> None:
     with pytest.raises(hostdns.HostDnsError, match="no nameserver"):
-        hostdns.resolve(q("example.com."), servers=[])
+        hostdns.resolve(q("site.example.test."), servers=[])
     with pytest.raises(hostdns.HostDnsError, match="malformed"):
         hostdns.resolve(b"\x00\x01junk", servers=["127.0.0.1"])
     with pytest.raises(hostdns.HostDnsError, match="cannot read"):
@@ -75,7 +75,7 @@ def test_no_nameserver_or_bad_query_is_a_typed_error(tmp_path: Path) -> None:
 def test_unanswered_query_fails_within_its_deadline(netns: Netns) -> None:
     t0 = time.monotonic()
     with pytest.raises(hostdns.HostDnsError, match="host resolver failed"):  # nothing serves DNS there
-        netns.call(lambda: hostdns.resolve(q("example.com."), timeout=0.5, servers=LOOPBACKS))
+        netns.call(lambda: hostdns.resolve(q("site.example.test."), timeout=0.5, servers=LOOPBACKS))
     assert time.monotonic() - t0 < 3.0
 
 
