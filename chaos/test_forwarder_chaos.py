@@ -79,14 +79,9 @@ def slow_echo(blob: bytes, result: dict[int, object], i: int, started: threading
         result.setdefault(i, e.errno)
 
 
-def run_clients(lab: ExitLab, blobs: list[bytes], during: Callable[[], None]) -> dict[int, object]:
-    result: dict[int, object] = {}
-    started = [threading.Event() for _ in blobs]
-
-    def in_client(i: int) -> None:
-        lab.client.call(lambda: slow_echo(blobs[i], result, i, started[i]))
-
-    threads = [threading.Thread(target=in_client, args=(i,)) for i in range(len(blobs))]
+def _during_transfers(threads: list[threading.Thread], started: list[threading.Event],
+                      during: Callable[[], None]) -> None:
+    """Start the transfer threads, call ``during`` once every transfer is under way, then join them."""
     for t in threads:
         t.start()
     for e in started:
@@ -95,6 +90,17 @@ def run_clients(lab: ExitLab, blobs: list[bytes], during: Callable[[], None]) ->
     during()
     for t in threads:
         t.join(120)
+
+
+def run_clients(lab: ExitLab, blobs: list[bytes], during: Callable[[], None]) -> dict[int, object]:
+    result: dict[int, object] = {}
+    started = [threading.Event() for _ in blobs]
+
+    def in_client(i: int) -> None:
+        lab.client.call(lambda: slow_echo(blobs[i], result, i, started[i]))
+
+    threads = [threading.Thread(target=in_client, args=(i,)) for i in range(len(blobs))]
+    _during_transfers(threads, started, during)
     return result
 
 
@@ -231,14 +237,7 @@ def wg_run_clients(a: ActorDevice, blobs: list[bytes], during: Callable[[], None
     started = [threading.Event() for _ in blobs]
     threads = [threading.Thread(target=wg_slow_echo, args=(a, blobs[i], result, i, started[i]))
                for i in range(len(blobs))]
-    for t in threads:
-        t.start()
-    for e in started:
-        assert e.wait(30)
-    time.sleep(0.3)
-    during()
-    for t in threads:
-        t.join(120)
+    _during_transfers(threads, started, during)
     return result
 
 
