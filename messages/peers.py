@@ -143,16 +143,6 @@ class RoutePrefs(Message, tag="peers.route_prefs"):
     accept_routes: bool = False
 
 
-class RoutePrefsSet(Message, tag="peers.route_prefs_set"):
-    prefs: RoutePrefs
-
-
-class SetRoutePrefs(Request[RoutePrefsSet], tag="peers.set_route_prefs"):
-    """Device → bridge: use these prefs from now on (the engine is re-plumbed before the reply)."""
-
-    prefs: RoutePrefs
-
-
 class ExitNodeInfo(Message):
     """The engaged exit node (``dev.active_exit_node()``, ``status().exit_node``): resolved, not the
     selector."""
@@ -162,3 +152,16 @@ class ExitNodeInfo(Message):
     """MagicDNS FQDN with the trailing dot."""
     address: str
     """Its tailnet IPv4 (IPv6 if it has none)."""
+
+
+class RoutePrefsSet(Message, tag="peers.route_prefs_set"):
+    prefs: RoutePrefs
+    exit_node: ExitNodeInfo | None = None
+    """The exit node the engine and resolver were just plumbed with (the bridge's netmap, which may
+    lag the device's peer list): engaged here means the resolver already has its DoH."""
+
+
+class SetRoutePrefs(Request[RoutePrefsSet], tag="peers.set_route_prefs"):
+    """Device → bridge: use these prefs from now on (the engine is re-plumbed before the reply)."""
+
+    prefs: RoutePrefs

@@ -597,19 +597,21 @@ class ActorDevice:
         if selector is not None and (not isinstance(selector, str) or not selector.strip()):
             raise ConfigError(f"exit node {selector!r}: want a stable node ID, tailnet IP or MagicDNS name, "
                               "or None")
-        self._set_route_prefs(self._route_prefs.model_copy(update={"exit_node": selector}), timeout)
-        return self.active_exit_node()
+        return self._set_route_prefs(self._route_prefs.model_copy(update={"exit_node": selector}), timeout)
 
     async def set_exit_node(self, selector: str | None, timeout: float = 5.0) -> ExitNodeInfo | None:
         """Async twin of ``set_exit_node_blocking``."""
         return await anyio.to_thread.run_sync(self.set_exit_node_blocking, selector, timeout)
 
-    def _set_route_prefs(self, prefs: RoutePrefs, timeout: float) -> None:
+    def _set_route_prefs(self, prefs: RoutePrefs, timeout: float) -> ExitNodeInfo | None:
+        """Hand the bridge ``prefs``; the exit node as it plumbed the engine and resolver (its netmap
+        can lag ours, so engaged by this answer means a name lookup already goes to its DoH)."""
         self._require_started()
         with self._cond:
             self._route_prefs = prefs  # dials check the new selection at once (fail closed meanwhile)
         got = self._ask(DATAPLANE, SetRoutePrefs(prefs=prefs), timeout)
         assert isinstance(got, RoutePrefsSet)
+        return got.exit_node
 
     def _beyond_tailnet(self, host: str) -> None:
         """Refuse a name lookup beyond the tailnet while the selected exit node is unusable, or engaged

@@ -56,7 +56,7 @@ from pytsnet.messages.magicsock import (
     NetcheckReport,
     SetPeers,
 )
-from pytsnet.messages.peers import PeersChanged, RoutePrefsSet, SetRoutePrefs
+from pytsnet.messages.peers import ExitNodeInfo, PeersChanged, RoutePrefsSet, SetRoutePrefs
 from pytsnet.messages.wgengine import GetWgStatus, WgConfig, WgPeer, WgStatus
 
 log = subsystem_logger("dataplane")
@@ -139,8 +139,8 @@ class DataplaneBridge(Actor):
     def on_route_prefs(self, msg: SetRoutePrefs) -> RoutePrefsSet:
         """The app chose an exit node or route acceptance: re-plumb the engine now."""
         self._set(route_prefs=msg.prefs)
-        self._configure()
-        return RoutePrefsSet(prefs=msg.prefs)
+        engaged = self._configure()
+        return RoutePrefsSet(prefs=msg.prefs, exit_node=engaged)
 
     @handles(LocalEndpoints)
     def on_endpoints(self, msg: LocalEndpoints) -> None:
@@ -212,11 +212,12 @@ class DataplaneBridge(Actor):
         self._tell_control()
         self._check()
 
-    def _configure(self) -> None:
-        """Tell both halves the current peers, addresses and filter (each replaces the last)."""
+    def _configure(self) -> ExitNodeInfo | None:
+        """Tell both halves the current peers, addresses and filter (each replaces the last); the exit
+        node they now route through, if any."""
         nm, changed, names = self.mem.netmap, self.mem.peers, self.mem.names
         if nm is None or not names:
-            return
+            return None
         peers = changed.peers if changed is not None else []
         # AllowedIPs as Go's route manager: own addresses, accepted subnet routes, and the default
         # routes for the engaged exit node only (actors.peers.routes); nothing else is routed
@@ -234,6 +235,7 @@ class DataplaneBridge(Actor):
         # can answer a new peer's handshake, which would otherwise find no route
         self.tell_named(names["disco"], ms)
         self.tell_named(names["engine"], wg)
+        return exit_node.info()
 
     def _tell_exit_dns(self, sel: ExitNodeSelection) -> None:
         """The resolver learns the engaged exit node's DoH (Go ``exitNodeCanProxyDNS``: its

@@ -21,6 +21,7 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
+from pytsnet.actors.dataplane.bridge import DataplaneBridge
 from pytsnet.actors.peerapi import conn as peerapi_conn
 from pytsnet.actors.runtime import FaultInjector
 from pytsnet.config import Config
@@ -259,8 +260,9 @@ def test_dns_beyond_the_tailnet_goes_to_the_exit_nodes_doh(net: LocalTailnet, mo
     c = make_device("plainc", net.control_url, key, bind_host="127.0.0.1")
     for d in (a, b, c):
         d.wait_until_running_blocking(30)
-    wait_until(lambda: a.active_exit_node() is not None and len(a.peers()) == 2, 15, "exit node b engaged")
-    wait_until(lambda: any(p.dns_proxy for p in a.peers()), 15, "b's peerapi-dns-proxy service")
+    wait_until(lambda: len(a.peers()) == 2 and any(p.dns_proxy for p in a.peers()), 15,
+               "b's peerapi-dns-proxy service")
+    wait_until(lambda: a.set_exit_node_blocking("exitb") is not None, 15, "exit node b engaged")
 
     assert a.lookup_blocking("www.example.test") == [INTERNET]
     assert asked == ["www.example.test"]
@@ -287,6 +289,37 @@ def test_dns_beyond_the_tailnet_goes_to_the_exit_nodes_doh(net: LocalTailnet, mo
     assert len(asked) == 3
 
 
+def test_set_exit_node_answers_with_what_the_engine_was_plumbed_with(
+        net: LocalTailnet, monkeypatch: pytest.MonkeyPatch, make_device: Callable[..., ActorDevice]) -> None:
+    """The facade's peer list and the bridge's are fed separately, and the bridge's may lag. The
+    answer to ``set_exit_node`` is the bridge's (the engine's routes and the resolver's DoH), so a
+    caller that sees it engaged can look names up at once: not engaged while the bridge has yet to
+    see the exit routes approved, even though the facade's own view already has them."""
+    DNS_PROXY.add("exitb")
+    key = net.create_authkey(reusable=True)
+    a = make_device("client", net.control_url, key, bind_host="127.0.0.1")
+    b = make_device("exitb", net.control_url, key, bind_host="127.0.0.1")
+    for d in (a, b):
+        d.wait_until_running_blocking(30)
+    wait_until(lambda: len(a.peers()) == 1, 15, "a sees b")
+    assert a.set_exit_node_blocking("exitb") is None  # no exit routes approved yet
+
+    lagging = []
+    real_on_peers = DataplaneBridge.on_peers
+    monkeypatch.setattr(DataplaneBridge, "on_peers", lambda self, msg: lagging.append(msg))
+    ROUTES["exitb"] = EXIT  # control approves b's exit routes ...
+    control_changed(net)
+    wait_until(lambda: a.active_exit_node() is not None, 15, "the facade's view: b engaged")
+    assert lagging  # ... and the bridge has not taken that netmap in
+    assert a.set_exit_node_blocking("exitb") is None
+
+    monkeypatch.setattr(DataplaneBridge, "on_peers", real_on_peers)
+    control_changed(net)
+    wait_until(lambda: a.set_exit_node_blocking("exitb") is not None, 15, "the bridge's view: b engaged")
+    st = a.status()
+    assert st.exit_node is not None and st.exit_node.name.startswith("exitb")
+
+
 def test_ipv6_default_route_with_ipv6_on(tmp_path: Any, make_device: Callable[..., ActorDevice]) -> None:
     """On a tailnet with IPv6 addresses the engaged exit node also gets ``::/0``."""
     ROUTES["exitb"] = EXIT
@@ -296,7 +329,7 @@ def test_ipv6_default_route_with_ipv6_on(tmp_path: Any, make_device: Callable[..
         b = make_device("exitb", net6.control_url, key, bind_host="127.0.0.1")
         for d in (a, b):
             d.wait_until_running_blocking(30)
-        wait_until(lambda: a.active_exit_node() is not None, 15, "exit node b engaged")
+        wait_until(lambda: a.set_exit_node_blocking("exitb") is not None, 15, "exit node b engaged")
         assert any(":" in ip for ip in a.tailscale_ips())
         sent_to(a, b, "2001:db8::7")
         sent_to(a, b)
