@@ -2,11 +2,9 @@
 
 As Go's netstack (``forwardTCP``), the destination is dialed first, through a host socket in the
 node's network namespace (the host's stack picks the source address: source NAT by the host), and
-only then is the peer's handshake completed; a failed dial resets the peer's SYN. Then two threads
-copy bytes, each bounded by one read (``ForwardLimits.buffer``) plus the tailnet channel's limit, so
-a slow side closes the other's window (back-pressure, nothing unbounded). A FIN on one side becomes
-a half-close on the other; a reset on one side resets the other; a flow idle past
-``ForwardLimits.tcp_idle`` is reset on both.
+only then is the peer's handshake completed; a failed dial resets the peer's SYN. Then a ``Splice``
+(``actors.netstack.splice``) copies both ways with back-pressure, carries half-closes and pairs resets;
+a flow idle past ``ForwardLimits.tcp_idle`` is reset on both sides.
 
 The actor itself only owns the lifetime: its threads tell it ``ForwarderDone`` when the flow ends,
 and killing it (or its crash) resets both sides in ``on_stop`` — one flow's fault ends that flow.
@@ -16,14 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import select
 import socket
 import struct
 import threading
-import time
 from typing import TYPE_CHECKING
 
 from pytsnet.actors.netstack.channel import FlowChannel
+from pytsnet.actors.netstack.splice import Splice, SpliceLimits, abort_flow
 from pytsnet.actors.runtime import Actor, ActorStopped, AskTimeout, MailboxFull, StopReason, handles
 from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.messages.forwarder import (
@@ -32,7 +29,6 @@ from pytsnet.messages.forwarder import (
     ForwardTcpOpen,
     ForwardTcpRefuse,
 )
-from pytsnet.messages.netstack import FlowAbort
 
 if TYPE_CHECKING:
     from pytsnet.actors.forwarder.table import ForwardTable
@@ -43,12 +39,7 @@ log = subsystem_logger("forwarder")
 
 __all__ = ["TcpForwarder"]
 
-_SLICE = 0.5  # seconds between checks of the stop flag and the idle clock while waiting
 _HANDSHAKE = 10.0  # the peer must finish its handshake within this after our SYN-ACK
-
-
-class _Reset(Exception):
-    """One side reset (or must be reset): both sides are torn down."""
 
 
 class TcpForwarder(Actor):
@@ -65,7 +56,6 @@ class TcpForwarder(Actor):
         self._ch: FlowChannel | None = None
         self._accepted = False
         self._clean = False
-        self._last = time.monotonic()
         self._lock = threading.Lock()
 
     def on_start(self) -> None:
@@ -87,7 +77,7 @@ class TcpForwarder(Actor):
             return
         ch = self._ch
         if ch is not None and ch.ref is not None:
-            _abort_flow(ch)
+            abort_flow(ch)
         elif not self._accepted:
             self._refuse("forwarder_stopped")
         self._abort_host()
@@ -168,106 +158,13 @@ class TcpForwarder(Actor):
         self._splice(sock, ch)
 
     def _splice(self, sock: socket.socket, ch: FlowChannel) -> None:
-        result: dict[str, int | str | None] = {}
-        up = threading.Thread(target=self._guard, args=(self._up, sock, ch, result, "up"),
-                              name=f"{self.name}-up", daemon=True)
-        up.start()
-        self._guard(self._down, sock, ch, result, "down")
-        up.join()
-        errors = [v for k, v in result.items() if k.endswith("error") and v is not None]
-        if errors:
-            self._finish(str(errors[0]))
-            return
-        with self._lock:
-            self._sock = None
-        sock.close()
-        ch.close()  # every byte was read: a FIN after what is queued, not an abort
-        self._clean = True
-        self._finish(None)
-
-    def _guard(self, fn: object, sock: socket.socket, ch: FlowChannel, result: dict[str, int | str | None],
-               side: str) -> None:
-        try:
-            fn(sock, ch)  # type: ignore[operator]
-            result[f"{side}_error"] = None
-        except (_Reset, OSError) as e:
-            result[f"{side}_error"] = f"{side}: {e}"
-            self._stop.set()
-
-    def _idle(self) -> bool:
-        return time.monotonic() - self._last > self.table.limits.tcp_idle
-
-    def _up(self, sock: socket.socket, ch: FlowChannel) -> None:
-        """Tailnet -> host: bytes the peer sent, then its FIN as our write shutdown."""
-        while True:
-            if self._stop.is_set():
-                raise _Reset("stopped")
-            if not ch.wait(ch.recv_ready, _SLICE):
-                if self._idle():
-                    self.table.count("tcp_idle_timeout")
-                    raise _Reset("idle")
-                continue
-            try:
-                data = ch.try_recv(self.table.limits.buffer)
-            except ConnectionError as e:
-                self.table.count("tcp_reset_by_peer")
-                raise _Reset(f"tailnet side reset: {e}") from None
-            if data is None:
-                continue
-            if not data:
-                sock.shutdown(socket.SHUT_WR)
-                return
-            self._last = time.monotonic()
-            sock.sendall(data)
-            self.table.count("tcp_bytes_out", len(data))
-
-    def _down(self, sock: socket.socket, ch: FlowChannel) -> None:
-        """Host -> tailnet: the destination's bytes, then its FIN as the flow's."""
-        while True:
-            if self._stop.is_set():
-                raise _Reset("stopped")
-            ready, _, _ = select.select([sock], [], [], _SLICE)
-            if not ready:
-                if self._idle():
-                    self.table.count("tcp_idle_timeout")
-                    raise _Reset("idle")
-                continue
-            try:
-                data = sock.recv(self.table.limits.buffer)
-            except ConnectionResetError:
-                self.table.count("tcp_reset_by_destination")
-                raise _Reset("host side reset") from None
-            if not data:
-                if self._stop.is_set():
-                    raise _Reset("stopped")  # our own teardown, not the destination's FIN
-                ch.send_eof()
-                return
-            self._last = time.monotonic()
-            view = memoryview(data)
-            while view:
-                try:
-                    n = ch.try_send(view)
-                except (ConnectionError, BrokenPipeError) as e:
-                    raise _Reset(f"tailnet side gone: {e}") from None
-                if n is None:
-                    if self._stop.is_set():
-                        raise _Reset("stopped")
-                    ch.wait(ch.send_ready, _SLICE)
-                    continue
-                view = view[n:]
-            self.table.count("tcp_bytes_in", len(data))
-
-
-def _abort_flow(ch: FlowChannel, attempts: int = 50) -> None:
-    """Tell the flow actor to reset; a mailbox full of the peer's segments is retried briefly
-    (bounded), so a busy flow is still reset rather than left open."""
-    for _ in range(attempts):
-        if ch.ref is None:
-            return
-        try:
-            ch.ref.tell(FlowAbort())
-            return
-        except ActorStopped:
-            return  # it ended on its own
-        except MailboxFull:
-            time.sleep(0.01)
+        limits = self.table.limits
+        splice = Splice(sock, ch, SpliceLimits(buffer=limits.buffer, idle=limits.tcp_idle),
+                        count=lambda key, n=1: self.table.count(f"tcp_{key}", n), name=self.name,
+                        stop=self._stop)
+        error = splice.run()
+        if error is None:
+            with self._lock:
+                self._sock = None
+            self._clean = True
+        self._finish(error, splice.bytes_out, splice.bytes_in)
