@@ -30,6 +30,7 @@ from pytsnet.testing.exitlab import (
     WEB_PORT,
     ExitLab,
     TunRouter,
+    echo_roundtrip,
     exit_lab,
     tun_router,
 )
@@ -134,12 +135,7 @@ def test_killing_one_forwarder_resets_only_its_flow(lab: ExitLab) -> None:
 
 def _echo_once(data: bytes) -> bytes:
     with socket.create_connection((INTERNET_ADDR, ECHO_PORT), timeout=20) as c:
-        c.sendall(data)
-        c.shutdown(socket.SHUT_WR)
-        out = bytearray()
-        while chunk := c.recv(65536):
-            out += chunk
-        return bytes(out)
+        return echo_roundtrip(c, data)
 
 
 def _forwarder_alive(r: TunRouter) -> bool:
@@ -310,12 +306,7 @@ def _wg_echo_once(a: ActorDevice, data: bytes) -> bytes:
     c = a.tcp_connect_blocking(INTERNET_ADDR, ECHO_PORT, timeout=20)
     c.settimeout(20)
     try:
-        c.sendall(data)
-        c.shutdown(socket.SHUT_WR)
-        out = bytearray()
-        while chunk := c.recv(65536):
-            out += chunk
-        return bytes(out)
+        return echo_roundtrip(c, data)
     finally:
         c.close()
 

@@ -40,7 +40,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from pytsnet.messages.forwarder import ForwarderStatus, ForwarderStatusRequest
 from pytsnet.messages.netstack import NetstackStatusRequest
@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from pytsnet.testing.tun import TunDevice
 
 __all__ = ["ECHO_PORT", "HUB_ADDR", "INTERNET_ADDR", "RESET_ME", "SUBNET", "SUBNET_SERVER", "WEB_NAME",
-           "WEB_PORT", "ExitLab", "TunRouter", "exit_lab", "tun_router"]
+           "WEB_PORT", "ExitLab", "TunRouter", "echo_roundtrip", "exit_lab", "tun_router"]
 
 INTERNET_ADDR = "198.18.7.2"  # RFC 2544 benchmarking space: never routed on the internet
 ROUTER_INTERNET_SIDE, EXIT_UPLINK, ROUTER_EXIT_SIDE = "198.18.7.1", "198.18.6.1", "198.18.6.2"
@@ -228,6 +228,23 @@ def tun_router(lab: ExitLab, policy: ForwardPolicy, limits: ForwardLimits | None
 
 
 # -- the servers (run inside a namespace as ``python -m pytsnet.testing.exitlab ...``) ---------------------
+class _Stream(Protocol):
+    def sendall(self, data: bytes) -> None: ...
+    def shutdown(self, how: int) -> None: ...
+    def recv(self, bufsize: int) -> bytes: ...
+
+
+def echo_roundtrip(sock: _Stream, data: bytes) -> bytes:
+    """``data`` to the lab's echo server over ``sock`` (a host socket or a tailnet one), our FIN, and
+    what comes back until the server's FIN: byte-exact proof the whole path carried the flow."""
+    sock.sendall(data)
+    sock.shutdown(socket.SHUT_WR)
+    out = bytearray()
+    while chunk := sock.recv(65536):
+        out += chunk
+    return bytes(out)
+
+
 class _Echo(socketserver.BaseRequestHandler):
     """Echo every byte until the client's FIN, then FIN back: half-close shows on the wire. A
     connection whose first bytes are ``RESET_ME`` is reset instead (SO_LINGER 0), to test that a

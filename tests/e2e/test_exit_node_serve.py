@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from pytsnet.testing.exitlab import (
     WEB_NAME,
     WEB_PORT,
     ExitLab,
+    echo_roundtrip,
     exit_lab,
 )
 from pytsnet.testing.netns import netns_available
@@ -105,12 +105,7 @@ def echo(w: World, host: str, blob: bytes) -> bytes:
     sock = w.a.tcp_connect_blocking(host, ECHO_PORT, timeout=30)
     sock.settimeout(30)
     try:
-        sock.sendall(blob)
-        sock.shutdown(socket.SHUT_WR)
-        got = bytearray()
-        while chunk := sock.recv(65536):
-            got += chunk
-        return bytes(got)
+        return echo_roundtrip(sock, blob)
     finally:
         sock.close()
 
