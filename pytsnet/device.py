@@ -47,6 +47,7 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 import h11
+import httpx
 
 from pytsnet.actors.control import RunnerConfig
 from pytsnet.actors.control.transport import ControlURLError, parse_control_url
@@ -937,3 +938,17 @@ class ActorDevice:
                 caps = tuple(nm.capabilities.get(n.node_id, [])) if nm is not None else ()
                 return WhoIs(node=n, user=user, capabilities=caps)
         raise UnknownTailnetHost(f"no tailnet node has address {host}")
+
+    # -- HTTP clients (18a) --
+    def http_client(self, **kwargs: Any) -> httpx.AsyncClient:
+        """Go tsnet's ``HTTPClient``: an ``httpx.AsyncClient`` (``async with dev.http_client() as c``)
+        whose every connection is a tailnet dial (``tcp_connect``: MagicDNS names, the exit node, fail
+        closed). ``kwargs`` are httpx's (``timeout``, ``base_url``, ``http2``, ``verify``…) except
+        ``transport``/``mounts``/``proxy``; ``trust_env`` defaults to False. See ``pytsnet.http.client``."""
+        from pytsnet.http.client import async_client
+        return async_client(self.tcp_connect, DIAL_TIMEOUT, **kwargs)
+
+    def sync_http_client(self, **kwargs: Any) -> httpx.Client:
+        """The blocking twin of ``http_client``: an ``httpx.Client`` over ``tcp_connect_blocking``."""
+        from pytsnet.http.client import sync_client
+        return sync_client(self.tcp_connect_blocking, DIAL_TIMEOUT, **kwargs)
