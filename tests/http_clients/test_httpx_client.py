@@ -24,7 +24,14 @@ import pytest
 from http_rig import Pair, device, wait_for_peer
 from web_peer import make_certs, pattern, serving
 
-from pytsnet import ActorDevice, ConnectionRefused, DialTimeout, TcpStream, UnknownTailnetHost
+from pytsnet import (
+    ActorDevice,
+    ConnectionRefused,
+    ConnectionReset,
+    DialTimeout,
+    TcpStream,
+    UnknownTailnetHost,
+)
 from pytsnet.device import DIAL_TIMEOUT
 from pytsnet.http.client import async_client
 
@@ -154,6 +161,9 @@ async def test_timeouts_and_dial_failures_are_httpx_errors_caused_by_the_typed_e
         with pytest.raises(httpx.ConnectError) as refused:
             await client.get("http://web:9/")
         assert isinstance(refused.value.__cause__, ConnectionRefused)
+        with pytest.raises(httpx.ReadError) as reset:
+            await client.get("/reset")
+        assert isinstance(reset.value.__cause__, ConnectionReset)
         assert (await client.get("/hello")).text == "hello from web"  # the client still works
 
     # A peer that went offline: its SYNs go unanswered, the connect timeout ends the dial.
@@ -185,7 +195,7 @@ async def test_fails_closed_host_network_is_never_reached_and_env_proxies_never_
             async with pair.app.http_client(trust_env=trust_env, timeout=10) as client:
                 assert (await client.get("http://web:8080/hello")).text == "hello from web"
                 for target in (f"http://127.0.0.1:{port}/", f"http://localhost:{port}/",
-                               "http://nosuchhost.example.com/"):
+                               "http://nosuchhost.test/"):
                     with pytest.raises(httpx.ConnectError) as err:
                         await client.get(target)
                     assert isinstance(err.value.__cause__, UnknownTailnetHost), (target, err.value.__cause__)

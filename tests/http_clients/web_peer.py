@@ -4,7 +4,8 @@ HTTP/2 (h2: over TLS when ALPN picks it, or in cleartext with prior knowledge), 
 server's side. Plus a throwaway CA and server certificate made with ``cryptography``.
 
 Routes: ``/hello``; ``/echo`` (the request body back); ``/bytes/N`` (N bytes of a pattern);
-``/slow/S`` (answers after S seconds); ``/conn`` (``"<connection number> <peer ip>:<port>"``).
+``/slow/S`` (answers after S seconds); ``/conn`` (``"<connection number> <peer ip>:<port>"``);
+``/reset`` (no answer: the connection is reset, an RST to the client).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from pytsnet import ActorDevice
+from pytsnet.actors.netstack.splice import abort_flow
 from pytsnet.net import TcpStream
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -40,6 +42,10 @@ def pattern(n: int) -> bytes:
     """``n`` bytes that are not all alike (a truncated or reordered body does not compare equal)."""
     block = bytes(range(251))
     return (block * (n // len(block) + 1))[:n]
+
+
+class _Reset(Exception):
+    """A handler's way to have its connection reset."""
 
 
 @dataclass
@@ -73,6 +79,8 @@ class WebPeer:
             return 200, b"slow"
         if path == "/conn":
             return 200, f"{conn} {peer}".encode()
+        if path == "/reset":
+            raise _Reset
         return 404, b"not found"
 
     async def kill_connections(self) -> None:
@@ -99,6 +107,8 @@ class WebPeer:
             else:
                 self.seen.protocols.append("http/1.1")
                 await self._h11(stream, conn, peer, first)
+        except _Reset:
+            abort_flow(raw._ch)
         except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError,
                 ssl.SSLError):
             pass  # the client went away (or a test killed the connection)
