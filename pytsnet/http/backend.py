@@ -73,7 +73,7 @@ def _mapped(timeout: type[Exception], other: type[Exception], *, any_timeout: bo
         raise _wrapped(other, e) from e
 
 
-def _connect_mapped() -> Any:
+def _connect_mapped() -> contextlib.AbstractContextManager[None]:
     return _mapped(httpcore.ConnectTimeout, httpcore.ConnectError, any_timeout=True)
 
 
@@ -137,8 +137,6 @@ class AsyncTailnetBackend(httpcore.AsyncNetworkBackend):
     def __init__(self, dial: AsyncDial, dial_timeout: float) -> None:
         self._dial = dial
         self._dial_timeout = dial_timeout
-        self.dials = 0
-        """Connections this backend opened (each a new tailnet TCP flow)."""
 
     async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
                           local_address: str | None = None,
@@ -146,7 +144,6 @@ class AsyncTailnetBackend(httpcore.AsyncNetworkBackend):
                           ) -> AsyncTailnetStream:
         with _connect_mapped():
             stream = await self._dial(host, port, self._dial_timeout if timeout is None else timeout)
-        self.dials += 1
         return AsyncTailnetStream(stream, stream._ch)  # the channel: readiness without a read
 
     async def connect_unix_socket(self, path: str, timeout: float | None = None,
@@ -263,14 +260,12 @@ class TailnetBackend(httpcore.NetworkBackend):
     def __init__(self, dial: SyncDial, dial_timeout: float) -> None:
         self._dial = dial
         self._dial_timeout = dial_timeout
-        self.dials = 0
 
     def connect_tcp(self, host: str, port: int, timeout: float | None = None,
                     local_address: str | None = None,
                     socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None) -> TailnetStream:
         with _connect_mapped():
             sock = self._dial(host, port, self._dial_timeout if timeout is None else timeout)
-        self.dials += 1
         return TailnetStream(sock)
 
     def connect_unix_socket(self, path: str, timeout: float | None = None,

@@ -118,7 +118,7 @@ class _Body(httpx.SyncByteStream):
 class AsyncTailnetTransport(httpx.AsyncBaseTransport):
     """An httpx transport that dials with ``dial`` (the device's ``tcp_connect``). ``http2=True`` lets
     TLS connections negotiate HTTP/2 (ALPN); ``http1=False, http2=True`` speaks HTTP/2 with prior
-    knowledge, also in cleartext (h2c). ``backend.dials`` counts the connections it opened."""
+    knowledge, also in cleartext (h2c)."""
 
     def __init__(self, dial: AsyncDial, *, dial_timeout: float, verify: ssl.SSLContext | str | bool = True,
                  cert: Any = None, trust_env: bool = False, http1: bool = True, http2: bool = False,
