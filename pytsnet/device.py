@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -47,7 +47,6 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 import h11
-import httpx
 
 from pytsnet.actors.control import RunnerConfig
 from pytsnet.actors.control.transport import ControlURLError, parse_control_url
@@ -119,6 +118,9 @@ from pytsnet.wire.dns import Upstream
 from pytsnet.wire.keys import DiscoPrivate
 from pytsnet.wire.magicsock.endpoint import Timings
 from pytsnet.wire.peerapi import DNS_MESSAGE
+
+if TYPE_CHECKING:
+    import httpx  # http_client's types only: importing the device does not import httpx
 
 __all__ = ["DIAL_TIMEOUT", "ActorDevice", "DataplaneNotReady", "DeviceState", "DeviceStatus",
            "UnknownTailnetHost", "WhoIs"]
