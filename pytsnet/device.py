@@ -72,6 +72,7 @@ from pytsnet.errors import (
     RegistrationTimeout,
     UnknownTailnetHost,
 )
+from pytsnet.loopback import Loopback
 from pytsnet.messages.base import Message, Request
 from pytsnet.messages.control import DeviceState, Logout, LogoutDone
 from pytsnet.messages.dataplane import (
@@ -84,6 +85,7 @@ from pytsnet.messages.dataplane import (
 )
 from pytsnet.messages.dns import DnsQuery, DnsSpawn, DnsStatus, DnsStatusRequest
 from pytsnet.messages.forwarder import ForwarderStatus, ForwarderStatusRequest
+from pytsnet.messages.loopback import LoopbackStatus
 from pytsnet.messages.magicsock import (
     DerpStatus,
     DerpStatusRequest,
@@ -954,3 +956,26 @@ class ActorDevice:
         """The blocking twin of ``http_client``: an ``httpx.Client`` over ``tcp_connect_blocking``."""
         from pytsnet.http.client import sync_client
         return sync_client(self.tcp_connect_blocking, DIAL_TIMEOUT, **kwargs)
+
+    # -- loopback proxies (18c) --
+    _loopback: Loopback | None = None
+
+    def loopback(self) -> tuple[str, str, str]:
+        """Go tsnet ``Loopback``: ``(addr, proxy_cred, local_api_cred)``; ``addr`` (``127.0.0.1:PORT``)
+        is a SOCKS5 proxy (user ``tsnet``, password ``proxy_cred``) and an HTTP proxy (CONNECT and
+        ``http://`` URIs, the same credential as Basic ``Proxy-Authorization``) onto the tailnet, for
+        curl, git, httpx/requests ``proxy=``… Started on the first call (it starts the device), the
+        same answer afterwards; closed with the device. ``pytsnet.loopback``."""
+        self.start()
+        with self._life:
+            if self._closed:
+                raise DeviceClosed("device was closed")
+            if self._loopback is None:
+                assert self.system is not None
+                self._loopback = Loopback(self.system, self)
+            lb = self._loopback
+        return lb.address, lb.creds.proxy, lb.creds.local_api
+
+    def loopback_status(self, timeout: float = 5.0) -> LoopbackStatus | None:
+        """The loopback proxies' open connections and counters (None before ``loopback()``)."""
+        return self._loopback.status(timeout) if self._loopback is not None else None

@@ -1,0 +1,223 @@
+"""Two devices on a LocalTailnet over loopback: ``alpha`` (whose loopback proxies are under test) and
+``web``, which serves HTTP on its tailnet port 8080 (a tiny h11 server on ``listen_blocking``: ``/``
+says who called, by WhoIs; ``/echo`` echoes a POST body; ``/git/...`` serves a directory as static
+files, enough for git's dumb HTTP), a TCP echo on 7000 and a UDP echo on 5353."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h11
+
+from pytsnet.config import Config
+from pytsnet.device import ActorDevice
+from pytsnet.errors import UnknownTailnetHost
+from pytsnet.localnet.server import LocalTailnet
+from pytsnet.net import SocketLike
+from pytsnet.testing.polling import wait_until
+
+WEB_PORT, ECHO_PORT, UDP_PORT = 8080, 7000, 5353
+
+
+@dataclass
+class Rig:
+    net: LocalTailnet
+    alpha: ActorDevice
+    web: ActorDevice
+    git_root: Path
+    addr: str = ""
+    cred: str = ""
+    local_api_cred: str = ""
+    web_requests: list[str] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def port(self) -> int:
+        return int(self.addr.rsplit(":", 1)[1])
+
+    def web_ip(self) -> str:
+        return self.web.tailscale_ips()[0]
+
+
+def _serve_http(rig: Rig, conn: SocketLike) -> None:
+    conn.settimeout(10)
+    h = h11.Connection(h11.SERVER)
+    try:
+        caller = rig.web.whois(f"{conn.getpeername()[0]}").node.hostname
+    except UnknownTailnetHost:
+        caller = "?"
+    try:
+        while True:
+            req = None
+            body = b""
+            while True:
+                ev = h.next_event()
+                if ev is h11.NEED_DATA:
+                    h.receive_data(conn.recv(65536))
+                    continue
+                if isinstance(ev, h11.Request):
+                    req = ev
+                elif isinstance(ev, h11.Data):
+                    body += ev.data
+                elif isinstance(ev, h11.EndOfMessage):
+                    break
+                else:
+                    return
+            assert req is not None
+            target = req.target.decode()
+            rig.web_requests.append(f"{req.method.decode()} {target}")
+            status, ctype, out = 200, b"text/plain", b""
+            path = target.split("?", 1)[0]
+            if path == "/":
+                out = f"hello {caller}\n".encode()
+            elif path == "/echo":
+                out = body
+            elif path.startswith("/git/"):
+                f = (rig.git_root / path[len("/git/"):]).resolve()
+                if f.is_file() and rig.git_root in f.parents:
+                    out, ctype = f.read_bytes(), b"application/octet-stream"
+                else:
+                    status, out = 404, b"no such file\n"
+            else:
+                status, out = 404, b"not found\n"
+            conn.sendall(h.send(h11.Response(status_code=status, headers=[
+                (b"content-type", ctype), (b"content-length", str(len(out)).encode())])) or b"")
+            if req.method != b"HEAD":
+                conn.sendall(h.send(h11.Data(data=out)) or b"")
+            conn.sendall(h.send(h11.EndOfMessage()) or b"")
+            if h.our_state is h11.MUST_CLOSE:
+                return
+            h.start_next_cycle()
+    except (OSError, h11.ProtocolError, TimeoutError):
+        return
+    finally:
+        conn.close()
+
+
+def _serve_echo(conn: SocketLike) -> None:
+    try:
+        while data := conn.recv(65536):
+            conn.sendall(data)
+    except OSError:
+        pass
+    finally:
+        conn.close()
+
+
+def _accept_loop(rig: Rig, port: int, handler: object) -> None:
+    lst = rig.web.listen_blocking(port)
+    lst.settimeout(0.5)
+    while not rig.stop.is_set():
+        try:
+            conn, _ = lst.accept()
+        except (TimeoutError, OSError):
+            continue
+        threading.Thread(target=handler, args=(conn,), daemon=True).start()  # type: ignore[arg-type]
+    lst.close()
+
+
+def _udp_echo(rig: Rig) -> None:
+    sock = rig.web.listen_packet_blocking(UDP_PORT)
+    while not rig.stop.is_set():
+        try:
+            data, src = sock.recvfrom_blocking(0.5)
+        except (TimeoutError, OSError):
+            continue
+        with contextlib.suppress(OSError):
+            sock.sendto_blocking(b"echo:" + data, src)
+    sock.close()
+
+
+def make_git_repo(root: Path) -> str:
+    """A bare repo with one commit, ready for dumb HTTP (``update-server-info``); its commit id."""
+    env = {**os.environ, "HOME": str(root), "GIT_CONFIG_NOSYSTEM": "1", "GIT_AUTHOR_NAME": "t",
+           "GIT_AUTHOR_EMAIL": "t@example.invalid", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+    work = root / "work"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True, env=env)
+    (work / "README").write_text("served over the tailnet\n")
+    subprocess.run(["git", "-C", str(work), "add", "README"], check=True, env=env)
+    subprocess.run(["git", "-C", str(work), "commit", "-qm", "first"], check=True, env=env)
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(root / "repo.git")], check=True, env=env)
+    subprocess.run(["git", "-C", str(root / "repo.git"), "update-server-info"], check=True, env=env)
+    out = subprocess.run(["git", "-C", str(work), "rev-parse", "HEAD"], check=True, env=env,
+                         capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+@contextmanager
+def loopback_rig(tmp: Path, timeout: float = 30.0) -> Iterator[Rig]:
+    git_root = tmp / "gitsrv"
+    git_root.mkdir()
+    with LocalTailnet(tmp / "control", listen="127.0.0.1:0") as net:
+        def dev(name: str) -> ActorDevice:
+            return ActorDevice(Config(dir=tmp / name, hostname=name, auth_key=net.create_authkey(),
+                                      control_url=net.control_url, backoff_max=1.0,
+                                      bind_host="127.0.0.1")).start()
+        alpha, web = dev("alpha"), dev("web")
+        rig = Rig(net, alpha, web, git_root.resolve())
+        threads = [threading.Thread(target=_accept_loop, args=(rig, WEB_PORT, lambda c: _serve_http(rig, c)),
+                                    daemon=True),
+                   threading.Thread(target=_accept_loop, args=(rig, ECHO_PORT, _serve_echo), daemon=True),
+                   threading.Thread(target=_udp_echo, args=(rig,), daemon=True)]
+        try:
+            for t in threads:
+                t.start()
+            alpha.wait_until_running_blocking(timeout)
+            web.wait_until_running_blocking(timeout)
+            wait_until(lambda: len(alpha.status().peers) == 1 and len(web.status().peers) == 1, timeout,
+                       "each sees the other")
+            rig.addr, rig.cred, rig.local_api_cred = alpha.loopback()
+            yield rig
+        finally:
+            rig.stop.set()
+            alpha.close()
+            web.close()
+            for t in threads:
+                t.join(5)
+
+
+def clean_env(home: Path) -> dict[str, str]:
+    """No proxy variables from the environment (the test names its proxy), a private HOME for git."""
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env.update(HOME=str(home), GIT_CONFIG_NOSYSTEM="1", GIT_TERMINAL_PROMPT="0")
+    return env
+
+
+def socks_handshake(addr: tuple[str, int], user: str, password: str, target: bytes,
+                    cmd: int = 1) -> tuple[socket.socket, bytes]:
+    """A raw SOCKS5 client: greeting, RFC 1929 auth, one request (``target``: ATYP..PORT bytes);
+    the socket and the server's reply to the request (or to the auth if that failed)."""
+    s = socket.create_connection(addr, timeout=10)
+    s.sendall(b"\x05\x01\x02")
+    assert s.recv(2) == b"\x05\x02"
+    s.sendall(b"\x01" + bytes([len(user)]) + user.encode() + bytes([len(password)]) + password.encode())
+    auth = recv_exact(s, 2)
+    if auth != b"\x01\x00":
+        return s, auth
+    s.sendall(bytes([5, cmd, 0]) + target)
+    head = recv_exact(s, 4)
+    rest = {1: 4, 4: 16}.get(head[3], 0) + 2
+    return s, head + recv_exact(s, rest)
+
+
+def recv_exact(s: socket.socket, n: int) -> bytes:
+    out = b""
+    while len(out) < n:
+        chunk = s.recv(n - len(out))
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+def domain(name: str, port: int) -> bytes:
+    return bytes([3, len(name)]) + name.encode() + port.to_bytes(2, "big")
