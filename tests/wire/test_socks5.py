@@ -1,4 +1,4 @@
-"""wire/socks5.py: RFC 1928/1929 byte vectors, every refusal's reply bytes, and fuzzing (typed errors only)."""
+"""wire/socks5.py: RFC 1928/1929 byte vectors, each refusal's reply bytes, fuzzing (typed errors only)."""
 
 from __future__ import annotations
 
@@ -192,7 +192,8 @@ def test_fuzz_handshake_only_typed_errors(chunks: list[bytes]) -> None:
 @given(st.sampled_from([Atyp.IPV4, Atyp.IPV6, Atyp.DOMAIN]), st.binary(min_size=0, max_size=40),
        st.integers(0, 65535), st.binary(max_size=64))
 def test_fuzz_structured_requests(atyp: Atyp, addr: bytes, port: int, tail: bytes) -> None:
-    body = bytes([atyp]) + (bytes([len(addr)]) if atyp == Atyp.DOMAIN else b"") + addr + port.to_bytes(2, "big")
+    length = bytes([len(addr)]) if atyp == Atyp.DOMAIN else b""
+    body = bytes([atyp]) + length + addr + port.to_bytes(2, "big")
     s = server()
     try:
         req = s.receive(GREET_USERPASS + AUTH_OK + b"\x05\x01\x00" + body + tail)
