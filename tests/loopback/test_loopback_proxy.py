@@ -20,7 +20,6 @@ from loopback_rig import (
     UDP_PORT,
     Rig,
     clean_env,
-    domain,
     loopback_rig,
     make_git_repo,
     recv_exact,
