@@ -1,7 +1,7 @@
 """Two devices on a LocalTailnet over loopback: ``alpha`` (whose loopback proxies are under test) and
 ``web``, which serves HTTP on its tailnet port 8080 (a tiny h11 server on ``listen_blocking``: ``/``
-says who called, by WhoIs; ``/echo`` echoes a POST body; ``/git/...`` serves a directory as static
-files, enough for git's dumb HTTP), a TCP echo on 7000 and a UDP echo on 5353."""
+says who called, by WhoIs; ``/echo`` echoes a POST body; ``/repo.git/...`` serves a bare repository
+as static files, enough for git's dumb HTTP), a TCP echo on 7000 and a UDP echo on 5353."""
 
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ class Rig:
     addr: str = ""
     cred: str = ""
     local_api_cred: str = ""
+    git_head: str = ""
+    """The commit of the bare repository served at ``/repo.git``."""
     web_requests: list[str] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -80,8 +82,8 @@ def _serve_http(rig: Rig, conn: SocketLike) -> None:
                 out = f"hello {caller}\n".encode()
             elif path == "/echo":
                 out = body
-            elif path.startswith("/git/"):
-                f = (rig.git_root / path[len("/git/"):]).resolve()
+            elif path.startswith("/repo.git/"):
+                f = (rig.git_root / path[1:]).resolve()
                 if f.is_file() and rig.git_root in f.parents:
                     out, ctype = f.read_bytes(), b"application/octet-stream"
                 else:
@@ -163,7 +165,7 @@ def loopback_rig(tmp: Path, timeout: float = 30.0) -> Iterator[Rig]:
                                       control_url=net.control_url, backoff_max=1.0,
                                       bind_host="127.0.0.1")).start()
         alpha, web = dev("alpha"), dev("web")
-        rig = Rig(net, alpha, web, git_root.resolve())
+        rig = Rig(net, alpha, web, git_root.resolve(), git_head=make_git_repo(git_root))
         threads = [threading.Thread(target=_accept_loop, args=(rig, WEB_PORT, lambda c: _serve_http(rig, c)),
                                     daemon=True),
                    threading.Thread(target=_accept_loop, args=(rig, ECHO_PORT, _serve_echo), daemon=True),

@@ -21,7 +21,6 @@ from loopback_rig import (
     Rig,
     clean_env,
     loopback_rig,
-    make_git_repo,
     recv_exact,
     socks_handshake,
 )
@@ -87,10 +86,10 @@ def test_requests_through_http_proxy(rig: Rig) -> None:
 
 
 def test_git_ls_remote_and_clone_over_the_http_proxy(rig: Rig, tmp_path: Path) -> None:
-    head = make_git_repo(rig.git_root)
+    head = rig.git_head
     env = clean_env(tmp_path)
     proxy = f"http.proxy=http://tsnet:{rig.cred}@{rig.addr}"
-    url = "http://web:8080/git/repo.git"
+    url = "http://web:8080/repo.git"
     r = subprocess.run(["git", "-c", proxy, "ls-remote", url], capture_output=True, text=True, env=env,
                        timeout=60)
     assert r.returncode == 0, r.stderr
