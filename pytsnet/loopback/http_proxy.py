@@ -141,7 +141,10 @@ class HttpFront:
             if target.startswith("/localapi/"):
                 return Local(501, "local_api")  # the LocalAPI joins this listener in a later issue
             return Local(404, "not_found")
-        parts = urlsplit(target)
+        try:
+            parts = urlsplit(target)
+        except ValueError as e:  # "Invalid IPv6 URL"
+            raise BadHttp(f"bad URI: {e}") from None
         if parts.scheme.lower() != "http" or not parts.netloc or "@" in parts.netloc:
             return Refuse(400, "only http:// URIs are forwarded (CONNECT for anything else)")
         host, port = _split_authority(parts.netloc, 80)

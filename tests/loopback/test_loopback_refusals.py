@@ -224,3 +224,19 @@ def test_listener_closes_with_the_device(tmp_path: Path) -> None:
         with pytest.raises(Exception, match="closed"):
             dev.loopback()
 
+
+
+def test_killed_server_restarts_on_the_same_address_and_tunnels_live_on(rig: Rig) -> None:
+    assert rig.alpha.system is not None
+    s, reply = socks_handshake(("127.0.0.1", rig.port), "tsnet", rig.cred, domain("web", ECHO_PORT))
+    assert reply[:2] == b"\x05\x00"
+    with s:
+        ref = rig.alpha.system.lookup("loopback")
+        assert ref is not None
+        inc = ref.incarnation
+        ref._cell.kill(Killed("test kills the accept loop"))
+        wait_until(lambda: ref.incarnation > inc and ref.is_alive, 10, "the server restarted")
+        s.sendall(b"still here")
+        assert recv_exact(s, 10) == b"still here"  # a sibling of the server, not its child
+    assert rig.alpha.loopback()[0] == rig.addr
+    _curl_ok(rig)
