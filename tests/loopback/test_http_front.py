@@ -25,8 +25,9 @@ def head(raw: bytes) -> tuple[HttpFront, h11.Request]:
 def test_connect_and_forward_and_local() -> None:
     f, req = head(b"CONNECT [fd7a:115c::1]:443 HTTP/1.1\r\nHost: x\r\n" + AUTH + b"\r\n")
     assert f.classify(req) == Connect("fd7a:115c::1", 443) and f.authorized(req)
-    f, req = head(b"GET http://web:8080/a?b=1 HTTP/1.1\r\nHost: web:8080\r\nConnection: keep-alive, X-Drop\r\n"
-                  b"X-Drop: 1\r\nX-Keep: 2\r\nProxy-Connection: keep-alive\r\n" + AUTH + b"\r\n")
+    f, req = head(b"GET http://web:8080/a?b=1 HTTP/1.1\r\nHost: web:8080\r\n"
+                  b"Connection: keep-alive, X-Drop\r\nX-Drop: 1\r\nX-Keep: 2\r\n"
+                  b"Proxy-Connection: keep-alive\r\n" + AUTH + b"\r\n")
     fwd = f.classify(req)
     assert isinstance(fwd, Forward) and (fwd.host, fwd.port) == ("web", 8080)
     assert fwd.request.target == b"/a?b=1"
