@@ -25,6 +25,7 @@ from loopback_rig import (
     socks_handshake,
 )
 
+from pytsnet.testing.polling import wait_until
 from pytsnet.wire.socks5 import decode_udp, encode_udp
 
 
@@ -129,5 +130,8 @@ def test_socks5_udp_associate_relays_datagrams(rig: Rig) -> None:
             assert (d.host, d.port, d.data) == (rig.web_ip(), UDP_PORT, b"echo:hello udp")
             u.sendto(encode_udp(rig.web_ip(), UDP_PORT, b"by ip"), relay)
             assert decode_udp(u.recvfrom(65535)[0]).data == b"echo:by ip"
-    st = rig.alpha.loopback_status()
-    assert st is not None and st.counters.get("socks_udp", 0) >= 1 and st.counters["udp_datagrams"] >= 4
+
+    def counted() -> bool:  # the relay tells the server asynchronously
+        st = rig.alpha.loopback_status()
+        return st is not None and st.counters.get("socks_udp", 0) >= 1 and st.counters["udp_datagrams"] >= 4
+    wait_until(counted, 10, "two datagrams each way counted")
