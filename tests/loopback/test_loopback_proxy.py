@@ -135,3 +135,18 @@ def test_socks5_udp_associate_relays_datagrams(rig: Rig) -> None:
         st = rig.alpha.loopback_status()
         return st is not None and st.counters.get("socks_udp", 0) >= 1 and st.counters["udp_datagrams"] >= 4
     wait_until(counted, 10, "two datagrams each way counted")
+
+
+def test_concurrent_clients_through_both_proxies(rig: Rig) -> None:
+    """24 clients at once, half SOCKS5 and half HTTP, each posting its own body: every answer is its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i: int) -> bytes:
+        scheme = "socks5" if i % 2 else "http"
+        with httpx.Client(proxy=f"{scheme}://tsnet:{rig.cred}@{rig.addr}", trust_env=False, timeout=30) as c:
+            return c.post("http://web:8080/echo", content=str(i).encode() * 5000).content
+
+    with ThreadPoolExecutor(24) as pool:
+        got = list(pool.map(one, range(24)))
+    assert got == [str(i).encode() * 5000 for i in range(24)]
+    wait_until(lambda: (st := rig.alpha.loopback_status()) is not None and st.open == 0, 10, "all closed")
