@@ -3,7 +3,6 @@ against a tailnet whose peer ``web`` serves HTTP on 8080 (and a git repository a
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,16 +14,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from loopback_rig import Rig, clean_env, loopback_rig
 
-from pytsnet.testing.snippets import run_snippet, snippets
+from pytsnet.testing.snippets import commands, run_snippet, snippets
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "frameworks.md"
-_COMMAND = re.compile(r"<!--\s*command:\s*([\w.-]+)\s*-->\s*\n```sh\n(.*?)\n```", re.DOTALL)
-
-
-def commands() -> dict[str, str]:
-    return {m.group(1): m.group(2) for m in _COMMAND.finditer(PAGE.read_text())}
-
-
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     with loopback_rig(tmp_path_factory.mktemp("snippets")) as r:
@@ -51,7 +43,7 @@ def test_python_snippet(rig: Rig, name: str) -> None:
 
 
 def test_every_command_line(rig: Rig, tmp_path: Path) -> None:
-    cmds = commands()
+    cmds = commands(PAGE)
     assert set(cmds) == {"curl-socks5", "curl-http-proxy", "git"}
     env = {**clean_env(tmp_path), "TS_PROXY_ADDR": rig.addr, "TS_PROXY_CRED": rig.cred}
     out = {}
