@@ -34,13 +34,16 @@ import contextlib
 import ipaddress
 import logging
 import os
+import socket
+import socketserver
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import anyio
+import anyio.abc
 import anyio.to_thread
 import dns.exception
 import dns.message
@@ -68,6 +71,7 @@ from pytsnet.errors import (
     KeyExpired,
     NeedsLogin,
     NetworkUnreachable,
+    NotTailnetConnection,
     RegistrationError,
     RegistrationTimeout,
     UnknownTailnetHost,
@@ -111,6 +115,7 @@ from pytsnet.messages.peers import (
 from pytsnet.messages.wgengine import GetWgStatus, WgStatus
 from pytsnet.net import SocketLike, SocketListener, TcpListener, TcpStream, UdpSocket
 from pytsnet.net.bindings import Bindings
+from pytsnet.net.bridge import DEFAULT_BACKLOG, TailnetConnection, TailnetListenSocket, bridge_flow
 from pytsnet.net.http import HttpAnswerTooLarge, http_request
 from pytsnet.net.netstack import Netstack
 from pytsnet.peerapi import PEERAPI, PeerApi
@@ -122,13 +127,17 @@ from pytsnet.wire.magicsock.endpoint import Timings
 from pytsnet.wire.peerapi import DNS_MESSAGE
 
 if TYPE_CHECKING:
+    from http.server import ThreadingHTTPServer
+
     import httpx  # http_client's types only: importing the device does not import httpx
+    import requests
 
 __all__ = ["DIAL_TIMEOUT", "ActorDevice", "DataplaneNotReady", "DeviceState", "DeviceStatus",
            "UnknownTailnetHost", "WhoIs"]
 
 log = logs.subsystem_logger("device")
 _R = TypeVar("_R")
+_Srv = TypeVar("_Srv", bound=socketserver.BaseServer)
 
 LOGOUT_TIMEOUT = 5.0
 """tsnet gives an ephemeral node's shutdown logout 5 s."""
@@ -979,3 +988,78 @@ class ActorDevice:
     def loopback_status(self, timeout: float = 5.0) -> LoopbackStatus | None:
         """The loopback proxies' open connections and counters (None before ``loopback()``)."""
         return self._loopback.status(timeout) if self._loopback is not None else None
+
+    # -- sockets and servers (18b) --
+    def listen_socket(self, port: int, backlog: int = DEFAULT_BACKLOG) -> TailnetListenSocket:
+        """A real listening socket (a real fd) on tailnet ``port``: socketserver/http.server,
+        ``uvicorn.Server.serve(sockets=[…])``, aiohttp's ``SockSite`` and ``loop.create_server(sock=…)``
+        take it as is. Each accepted ``TailnetConnection``'s ``getpeername()`` is the tailnet peer
+        (``whois_connection``). At most ``backlog`` connections wait for ``accept``."""
+        self.start()
+        return TailnetListenSocket(self._bindings.listen(port, backlog), backlog, self._bridge_address)
+
+    def _bridge_address(self) -> str:
+        ips = self.tailscale_ips()
+        return next((ip for ip in ips if ":" not in ip), ips[0] if ips else "0.0.0.0")
+
+    def connect_socket(self, host: str, port: int, timeout: float = DIAL_TIMEOUT) -> TailnetConnection:
+        """``tcp_connect_blocking`` as a real connected socket (a real fd, blocking; ``settimeout`` as
+        usual), for libraries that need one (selectors, asyncio's ``sock=``, urllib3)."""
+        sock = self.tcp_connect_blocking(host, port, timeout)
+        return bridge_flow(sock._ch, name=f"bridge-dial-{host}:{port}")
+
+    def whois_connection(self, conn: socket.socket | tuple[str, int]) -> WhoIs:
+        """``whois`` of a bridged connection's tailnet peer (a ``TailnetConnection``, or the
+        ``(ip, port)`` its ``accept`` returned); ``NotTailnetConnection`` for any other socket."""
+        if isinstance(conn, TailnetConnection):
+            return self.whois(conn.getpeername()[0])
+        if isinstance(conn, tuple) and len(conn) >= 2 and isinstance(conn[0], str):
+            return self.whois(conn[0])
+        raise NotTailnetConnection(f"{conn!r} is not a tailnet connection (want a socket accepted from "
+                                   "dev.listen_socket or made by dev.connect_socket, or its (ip, port))")
+
+    @overload
+    def http_server(self, port: int, handler: Callable[..., socketserver.BaseRequestHandler],
+                    server_class: None = None, backlog: int = DEFAULT_BACKLOG) -> ThreadingHTTPServer: ...
+
+    @overload
+    def http_server(self, port: int, handler: Callable[..., socketserver.BaseRequestHandler],
+                    server_class: type[_Srv], backlog: int = DEFAULT_BACKLOG) -> _Srv: ...
+
+    def http_server(self, port: int, handler: Callable[..., socketserver.BaseRequestHandler],
+                    server_class: type[socketserver.BaseServer] | None = None,
+                    backlog: int = DEFAULT_BACKLOG) -> socketserver.BaseServer:
+        """A ``socketserver`` server (default ``ThreadingHTTPServer``) on tailnet ``port`` with
+        ``handler``, not yet serving: call its ``serve_forever``/``shutdown`` as usual."""
+        from http.server import ThreadingHTTPServer
+
+        from pytsnet.http.serve import stdlib_server
+        return stdlib_server(self.listen_socket(port, backlog), handler, server_class or ThreadingHTTPServer,
+                             name=self.state.name.rstrip("."))
+
+    async def serve_wsgi(self, app: Any, port: int, *, backlog: int = DEFAULT_BACKLOG,
+                         task_status: anyio.abc.TaskStatus[tuple[str, int]] = anyio.TASK_STATUS_IGNORED,
+                         ) -> None:
+        """Serve a WSGI app (Flask, Django…) on tailnet ``port`` until cancelled (threaded wsgiref);
+        ``REMOTE_ADDR`` is the caller's tailnet IP. ``await tg.start(dev.serve_wsgi, app, port)``
+        returns once listening."""
+        from pytsnet.http.serve import serve_wsgi
+        sock = await anyio.to_thread.run_sync(self.listen_socket, port, backlog)
+        await serve_wsgi(sock, app, task_status=task_status)
+
+    async def serve_asgi(self, app: Any, port: int, *, backlog: int = DEFAULT_BACKLOG,
+                         task_status: anyio.abc.TaskStatus[tuple[str, int]] = anyio.TASK_STATUS_IGNORED,
+                         **config: Any) -> None:
+        """Serve an ASGI app (FastAPI, Starlette…) on tailnet ``port`` with uvicorn until cancelled
+        (asyncio); ``scope["client"]`` is the caller's tailnet ``(ip, port)``. ``config``: more
+        ``uvicorn.Config`` options."""
+        from pytsnet.http.serve import serve_asgi
+        sock = await anyio.to_thread.run_sync(self.listen_socket, port, backlog)
+        await serve_asgi(sock, app, task_status=task_status, **config)
+
+    def requests_session(self, connect_timeout: float = DIAL_TIMEOUT) -> requests.Session:
+        """A ``requests.Session`` that reaches tailnet names and addresses only (connection reuse,
+        ``https://`` included); anything else raises ``requests.ConnectionError`` caused by the
+        device's typed error, and proxies are refused (``pytsnet.http.requests_adapter``)."""
+        from pytsnet.http.requests_adapter import tailnet_session
+        return tailnet_session(self.connect_socket, connect_timeout)

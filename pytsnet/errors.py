@@ -32,7 +32,7 @@ from pytsnet.netstack.tcp.errors import (
 __all__ = ["AddressInUse", "AskTimeout", "AuthRejected", "CaptureError", "ConfigError", "ConnectionAborted",
            "ConnectionRefused", "ConnectionReset", "ConnectionTimedOut", "DataplaneNotReady", "DeviceClosed",
            "DialTimeout", "ExitNodeUnavailable", "FlowAborted", "FlowCrashed", "KeyExpired", "NeedsLogin",
-           "NetworkUnreachable",
+           "NetworkUnreachable", "NotTailnetConnection",
            "PytsnetError", "RegistrationError", "RegistrationTimeout", "StateDirLocked", "StateStoreError",
            "TcpConnectionError", "UnknownTailnetHost"]
 
@@ -153,3 +153,8 @@ class StateDirLocked(StateStoreError):
 
 class CaptureError(PytsnetError, OSError):
     """A packet capture could not start (one is already running, or the file cannot be opened)."""
+
+
+class NotTailnetConnection(PytsnetError, ValueError):
+    """``whois_connection`` was given a socket the device did not bridge (not from ``listen_socket``
+    or ``connect_socket``): its peer is no tailnet identity."""

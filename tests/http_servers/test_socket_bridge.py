@@ -1,0 +1,226 @@
+"""The socket bridge: tailnet connections as real sockets (dev.listen_socket / dev.connect_socket).
+
+A listening socket whose accept honours blocking, timeout and non-blocking modes, with the caller's
+tailnet address as the peer; a connected socket with a real fd (selectors work); whois from a
+connection; a bounded accept queue; one flow's splice dying resets that flow only; close and device
+close end accept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import selectors
+import socket
+import threading
+import time
+
+import pytest
+from http_rig import Pair
+
+from pytsnet.errors import NotTailnetConnection
+from pytsnet.net.bridge import TailnetConnection, TailnetListenSocket
+from pytsnet.testing.polling import wait_until
+
+
+def _echo_once(conn: socket.socket) -> None:
+    with conn:
+        while data := conn.recv(65536):
+            conn.sendall(data)
+
+
+def test_listen_socket_is_a_real_listening_socket(pair: Pair) -> None:
+    a, b = pair.a, pair.b
+    with a.listen_socket(7101) as lst:
+        assert isinstance(lst, socket.socket) and lst.fileno() >= 0
+        assert lst.type == socket.SOCK_STREAM and lst.family == socket.AF_INET
+        assert lst.getsockname() == (pair.ip(a), 7101)
+        lst.listen(5)  # a no-op: already listening
+        lst.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            lst.accept()
+        lst.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            lst.accept()
+        lst.settimeout(None)
+        client = b.tcp_connect_blocking(pair.ip(a), 7101, timeout=10)
+        sel = selectors.DefaultSelector()
+        sel.register(lst, selectors.EVENT_READ)
+        assert sel.select(10), "the listening fd turns readable when a connection waits"
+        sel.close()
+        conn, peer = lst.accept()
+        assert isinstance(conn, TailnetConnection) and conn.fileno() >= 0
+        assert peer == conn.getpeername() == client.getsockname()
+        assert peer[0] == pair.ip(b)
+        assert conn.getsockname() == (pair.ip(a), 7101)
+        t = threading.Thread(target=_echo_once, args=(conn,))
+        t.start()
+        client.sendall(b"ping over the bridge")
+        client.shutdown(socket.SHUT_WR)
+        got = b""
+        client.settimeout(10)
+        while chunk := client.recv(100):
+            got += chunk
+        assert got == b"ping over the bridge"
+        client.close()
+        t.join(10)
+        lst.setblocking(False)
+        with pytest.raises(BlockingIOError):  # the doorbell is quiet again
+            lst.accept()
+
+
+def test_connect_socket_is_a_real_connected_socket(pair: Pair) -> None:
+    a, b = pair.a, pair.b
+    lst = a.listen_blocking(7102)
+    try:
+        sock = b.connect_socket("alpha", 7102, timeout=10)  # a MagicDNS short name
+        server = lst.accept()[0]
+        assert sock.getpeername() == (pair.ip(a), 7102)
+        assert sock.getsockname()[0] == pair.ip(b)
+        sel = selectors.DefaultSelector()
+        sel.register(sock, selectors.EVENT_READ)
+        assert not sel.select(0), "nothing to read yet"
+        server.sendall(b"x" * 100_000)
+        assert sel.select(10)
+        sel.close()
+        got = b""
+        sock.settimeout(10)
+        while len(got) < 100_000:
+            got += sock.recv(65536)
+        assert got == b"x" * 100_000
+        sock.sendall(b"back")
+        server.settimeout(10)
+        assert server.recv(10) == b"back"
+        sock.close()
+        assert server.recv(10) == b"", "the app's close is a FIN on the tailnet"
+        server.close()
+    finally:
+        lst.close()
+
+
+def test_whois_connection_names_the_caller(pair: Pair) -> None:
+    a, b = pair.a, pair.b
+    with a.listen_socket(7103) as lst:
+        client = b.connect_socket(pair.ip(a), 7103, timeout=10)
+        lst.settimeout(10)
+        conn, peer = lst.accept()
+        assert a.whois_connection(conn).node.name == pair.name(b)
+        assert a.whois_connection(peer).node.name == pair.name(b)
+        assert b.whois_connection(client).node.name == pair.name(a)
+        plain_a, plain_b = socket.socketpair()
+        with plain_a, plain_b, pytest.raises(NotTailnetConnection):
+            a.whois_connection(plain_a)
+        conn.close()
+        client.close()
+
+
+def test_unaccepted_connections_are_bounded(pair: Pair) -> None:
+    """backlog 2, twelve dials, an app that does not accept: the bridge holds two connections (two
+    splices), the netstack's queues hold at most ``backlog`` each (beyond them SYNs get cookies or
+    are dropped, as Linux's: a dialer may see its connect complete and wait), and nothing else grows."""
+    a, b = pair.a, pair.b
+    lst = a.listen_socket(7104, backlog=2)
+    assert isinstance(lst, TailnetListenSocket)
+    results: list[object] = []
+
+    def dial() -> None:
+        try:
+            results.append(b.tcp_connect_blocking(pair.ip(a), 7104, timeout=3))
+        except OSError as e:
+            results.append(e)
+
+    threads_before = threading.active_count()
+    dials = [threading.Thread(target=dial) for _ in range(12)]
+    for t in dials:
+        t.start()
+    for t in dials:
+        t.join(20)
+    assert len(results) == 12
+    connected = [r for r in results if not isinstance(r, BaseException)]
+    assert all(isinstance(r, TimeoutError) for r in results if isinstance(r, BaseException)), results
+    wait_until(lambda: len(lst._queue) == 2, 10, "two bridged and waiting")
+    time.sleep(0.5)  # had the bridge no bound, more would be taken meanwhile
+    assert len(lst.flows) == 2 and len(lst._queue) == 2, "the bridge holds backlog connections, no more"
+    assert a._ns is not None
+    assert len(a._ns.registry.listener(7104).ready) <= 2, "the netstack's hand-over queue is bounded too"
+    assert threading.active_count() - threads_before <= 2 * 2 + 1, "two splices (2 threads each) + accept"
+    lst.settimeout(2)
+    accepted = []
+    with contextlib.suppress(TimeoutError):
+        while True:  # as room frees, what the netstack held comes through
+            accepted.append(lst.accept()[0])
+    assert len(accepted) >= 2
+    assert {c.getpeername() for c in accepted} <= {s.getsockname() for s in connected}  # type: ignore[attr-defined]
+    for c in accepted:
+        c.close()
+    for s in connected:
+        s.close()  # type: ignore[attr-defined]
+    lst.close()
+
+
+def test_a_killed_splice_resets_only_its_flow(pair: Pair) -> None:
+    a, b = pair.a, pair.b
+    with a.listen_socket(7105) as lst:
+        lst.settimeout(10)
+        c1 = b.tcp_connect_blocking(pair.ip(a), 7105, timeout=10)
+        s1, _ = lst.accept()
+        c2 = b.tcp_connect_blocking(pair.ip(a), 7105, timeout=10)
+        s2, _ = lst.accept()
+        victim = next(f for f in list(lst.flows) if f.connection.getpeername() == c1.getsockname())
+        victim.abort()
+        c1.settimeout(10)
+        with pytest.raises(ConnectionResetError):
+            c1.recv(10)
+        s1.settimeout(10)
+        assert s1.recv(10) == b"", "the app's end of the killed flow ends"
+        assert victim.done.wait(10) and victim.error is not None
+        c2.settimeout(10)
+        s2.settimeout(10)
+        c2.sendall(b"still here")
+        assert s2.recv(100) == b"still here"
+        s2.sendall(b"and back")
+        assert c2.recv(100) == b"and back"
+        for s in (s1, s2, c1, c2):
+            s.close()
+
+
+def test_close_resets_waiting_connections_and_ends_accept(pair: Pair) -> None:
+    a, b = pair.a, pair.b
+    lst = a.listen_socket(7106)
+    c1 = b.tcp_connect_blocking(pair.ip(a), 7106, timeout=10)
+    wait_until(lambda: len(lst._queue) == 1, 10, "bridged and waiting")
+    lst.close()
+    c1.settimeout(10)
+    with pytest.raises(ConnectionResetError):
+        c1.recv(10)
+    with pytest.raises(OSError):
+        lst.accept()
+    # the port is free again: a new listening socket takes it
+    with a.listen_socket(7106):
+        pass
+    c1.close()
+
+
+def test_device_close_ends_accept(tmp_path_factory: pytest.TempPathFactory, pair: Pair) -> None:
+    """A device of its own (closing it must not disturb the shared pair)."""
+    from pytsnet.config import Config
+    from pytsnet.device import ActorDevice
+    tmp = tmp_path_factory.mktemp("gamma")
+    dev = ActorDevice(Config(dir=tmp, hostname="gamma", auth_key=pair.net.create_authkey(),
+                             control_url=pair.net.control_url, backoff_max=1.0, bind_host="127.0.0.1"))
+    dev.start()
+    lst = dev.listen_socket(7107)
+    got: list[BaseException] = []
+
+    def accept() -> None:
+        try:
+            lst.accept()
+        except OSError as e:
+            got.append(e)
+
+    t = threading.Thread(target=accept)
+    t.start()
+    time.sleep(0.2)
+    dev.close()
+    t.join(10)
+    assert not t.is_alive() and got, "a blocked accept ends when the device closes"
+    lst.close()
