@@ -1,0 +1,303 @@
+"""Web servers on a tailnet listener with no glue: http.server, wsgiref, uvicorn (ASGI, FastAPI),
+aiohttp and asyncio, each reached from the other node, each answering with the caller's node name
+(its WhoIs): the peer address the framework hands the app is the caller's tailnet address.
+
+``alpha`` serves, ``beta`` calls with ``requests_session`` (real sockets through the bridge too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import socketserver
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp.web
+import anyio
+import fastapi
+import pytest
+import requests
+import uvicorn
+from http_rig import Pair
+
+from pytsnet.device import ActorDevice
+from pytsnet.errors import UnknownTailnetHost
+from pytsnet.http.requests_adapter import ProxyRefused
+
+
+def _get(dev: ActorDevice, url: str) -> requests.Response:
+    with dev.requests_session() as s:
+        r = s.get(url, timeout=10)
+    r.raise_for_status()
+    return r
+
+
+def _whois_handler(dev: ActorDevice) -> type[http.server.BaseHTTPRequestHandler]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = dev.whois_connection(self.connection).node.name.encode()  # type: ignore[arg-type]
+            assert self.client_address == self.connection.getpeername()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Handler
+
+
+def test_http_server(pair: Pair) -> None:
+    a, b = pair.a, pair.b
+    server = a.http_server(7201, _whois_handler(a))
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        assert _get(b, "http://alpha:7201/").text == pair.name(b)
+        assert _get(b, f"http://{pair.ip(a)}:7201/").text == pair.name(b)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_socketserver_takes_the_listen_socket_as_its_socket(pair: Pair) -> None:
+    """The stdlib's documented way to give a server a socket: construct unbound, set ``socket``."""
+    a, b = pair.a, pair.b
+
+    class Echo(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            self.wfile.write(self.rfile.readline().upper())
+
+    server = socketserver.ThreadingTCPServer(("", 0), Echo, bind_and_activate=False)
+    server.socket.close()
+    server.socket = a.listen_socket(7202)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        with b.connect_socket("alpha", 7202, timeout=10) as sock:
+            sock.settimeout(10)
+            sock.sendall(b"hello\n")
+            assert sock.makefile("rb").readline() == b"HELLO\n"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_serve_wsgi_remote_addr_is_the_caller(pair: Pair) -> None:
+    a, b = pair.a, pair.b
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        body = a.whois(environ["REMOTE_ADDR"]).node.name.encode()
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            addr = await tg.start(a.serve_wsgi, app, 7203)
+            assert addr == (pair.ip(a), 7203)
+            r = await anyio.to_thread.run_sync(_get, b, "http://alpha:7203/")
+            assert r.text == pair.name(b)
+            tg.cancel_scope.cancel()
+
+    anyio.run(main)
+    with a.listen_socket(7203):  # cancelled: the port was given back
+        pass
+
+
+async def _asgi_whois(dev: ActorDevice, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]],
+                      send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+    if scope["type"] == "lifespan":
+        while True:
+            kind = (await receive())["type"]  # lifespan.startup, then lifespan.shutdown
+            await send({"type": kind + ".complete"})
+            if kind == "lifespan.shutdown":
+                return
+    body = dev.whois(scope["client"][0]).node.name.encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def test_serve_asgi_scope_client_is_the_caller(pair: Pair) -> None:
+    a, b = pair.a, pair.b
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await _asgi_whois(a, scope, receive, send)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            await tg.start(a.serve_asgi, app, 7204)
+            r = await anyio.to_thread.run_sync(_get, b, "http://alpha:7204/")
+            assert r.text == pair.name(b)
+            tg.cancel_scope.cancel()
+
+    asyncio.run(main())
+    with a.listen_socket(7204):  # cancelled: uvicorn shut down and the port was given back
+        pass
+
+
+def test_uvicorn_server_serves_fastapi_on_the_listen_socket(pair: Pair) -> None:
+    a, b = pair.a, pair.b
+    api = fastapi.FastAPI()
+
+    @api.get("/whoami")
+    def whoami(request: fastapi.Request) -> dict[str, str]:
+        assert request.client is not None
+        return {"name": a.whois(request.client.host).node.name, "client": request.client.host}
+
+    async def main() -> None:
+        server = uvicorn.Server(uvicorn.Config(api, log_level="warning"))
+        task = asyncio.create_task(server.serve(sockets=[a.listen_socket(7205)]))
+        try:
+            r = await asyncio.to_thread(_get, b, "http://alpha:7205/whoami")
+            assert r.json() == {"name": pair.name(b), "client": pair.ip(b)}
+        finally:
+            server.should_exit = True
+            await asyncio.wait_for(task, 10)
+
+    asyncio.run(main())
+
+
+def test_aiohttp_sock_site(pair: Pair) -> None:
+    a, b = pair.a, pair.b
+
+    async def whoami(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        assert request.remote is not None
+        return aiohttp.web.Response(text=a.whois(request.remote).node.name)
+
+    async def main() -> None:
+        app = aiohttp.web.Application()
+        app.router.add_get("/", whoami)
+        runner = aiohttp.web.AppRunner(app)
+        await runner.setup()
+        site = aiohttp.web.SockSite(runner, a.listen_socket(7206))
+        await site.start()
+        try:
+            assert site.name == f"http://{pair.ip(a)}:7206"
+            r = await asyncio.to_thread(_get, b, "http://alpha:7206/")
+            assert r.text == pair.name(b)
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(main())
+
+
+def test_asyncio_create_server(pair: Pair) -> None:
+    a, b = pair.a, pair.b
+    peers: list[tuple[str, int]] = []
+
+    class Upper(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+            peers.append(transport.get_extra_info("peername"))
+
+        def data_received(self, data: bytes) -> None:
+            self.transport.write(data.upper())  # type: ignore[attr-defined]
+
+    def call() -> bytes:
+        with b.connect_socket("alpha", 7207, timeout=10) as sock:
+            sock.settimeout(10)
+            sock.sendall(b"quiet")
+            return sock.recv(100)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Upper, sock=a.listen_socket(7207))
+        async with server:
+            assert await asyncio.to_thread(call) == b"QUIET"
+            assert await asyncio.to_thread(call) == b"QUIET"
+
+    asyncio.run(main())
+    assert [p[0] for p in peers] == [pair.ip(b)] * 2
+    assert a.whois_connection(peers[0]).node.name == pair.name(b)
+
+
+# -- requests -------------------------------------------------------------------------------------------
+def test_requests_reuses_one_connection(pair: Pair) -> None:
+    """Two calls on one session: one tailnet connection (one accept, one client port) carries both."""
+    a, b = pair.a, pair.b
+    seen: list[tuple[str, int]] = []
+    accepted: list[object] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive
+
+        def setup(self) -> None:
+            accepted.append(self.request)
+            super().setup()
+
+        def do_GET(self) -> None:
+            seen.append(self.client_address)
+            body = b"ok " + self.path.encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = a.http_server(7208, Handler)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    dials: list[tuple[str, int]] = []
+    real_connect = b.connect_socket
+
+    def counting_connect(host: str, port: int, timeout: float = 30.0) -> Any:
+        dials.append((host, port))
+        return real_connect(host, port, timeout)
+
+    try:
+        b.connect_socket = counting_connect  # type: ignore[method-assign]
+        with b.requests_session() as s:
+            assert s.get("http://alpha:7208/one", timeout=10).text == "ok /one"
+            assert s.get("http://alpha:7208/two", timeout=10).text == "ok /two"
+            assert s.post("http://alpha:7208/three", data=b"x", timeout=10).status_code == 501
+        assert dials == [("alpha", 7208)], "one dial for all three requests"
+        assert len(accepted) == 1 and len(seen) == 2 and seen[0] == seen[1], seen
+        assert seen[0][0] == pair.ip(b)
+    finally:
+        del b.connect_socket
+        server.shutdown()
+        server.server_close()
+
+
+def _causes(e: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    stack: list[BaseException | None] = [e]
+    while stack:
+        x = stack.pop()
+        if x is None or x in out:
+            continue
+        out.append(x)
+        stack += [x.__cause__, x.__context__, getattr(x, "reason", None)]
+        stack += [a for a in x.args if isinstance(a, BaseException)]
+    return out
+
+
+@pytest.mark.parametrize("url", ["http://example.com/", "http://127.0.0.1:7209/", "https://nosuchpeer/"])
+def test_requests_never_leaves_the_tailnet(pair: Pair, url: str) -> None:
+    with pair.b.requests_session() as s, pytest.raises(requests.ConnectionError) as ei:
+        s.get(url, timeout=5)
+    assert any(isinstance(c, UnknownTailnetHost) for c in _causes(ei.value)), _causes(ei.value)
+
+
+def test_requests_refuses_proxies(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An environment proxy is ignored (the call goes through the tailnet); an explicit one refused."""
+    a, b = pair.a, pair.b
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("ALL_PROXY", "http://127.0.0.1:9")
+    server = a.http_server(7210, _whois_handler(a))
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        with b.requests_session() as s:
+            assert s.get("http://alpha:7210/", timeout=10).text == pair.name(b)
+            with pytest.raises(ProxyRefused):
+                s.get("http://alpha:7210/", proxies={"http": "http://127.0.0.1:9"}, timeout=10)
+    finally:
+        server.shutdown()
+        server.server_close()
