@@ -28,11 +28,11 @@ class Pair:
 
 
 @contextmanager
-def tailnet_pair(tmp: Path) -> Iterator[Pair]:
+def tailnet_pair(tmp: Path, names: tuple[str, str] = ("alpha", "beta")) -> Iterator[Pair]:
     with LocalTailnet(tmp / "control", listen="127.0.0.1:0") as net:
         devs = [ActorDevice(Config(dir=tmp / name, hostname=name, auth_key=net.create_authkey(),
                                    control_url=net.control_url, backoff_max=1.0, bind_host="127.0.0.1"))
-                for name in ("alpha", "beta")]
+                for name in names]
         try:
             for d in devs:
                 d.start()
