@@ -9,6 +9,7 @@ close end accept.
 from __future__ import annotations
 
 import contextlib
+import os
 import selectors
 import socket
 import threading
@@ -224,3 +225,25 @@ def test_device_close_ends_accept(tmp_path_factory: pytest.TempPathFactory, pair
     t.join(10)
     assert not t.is_alive() and got, "a blocked accept ends when the device closes"
     lst.close()
+
+
+def test_the_bridge_opens_nothing_on_the_host(pair: Pair) -> None:
+    """Every fd of the bridge is an unnamed AF_UNIX socketpair end, not inherited by child processes:
+    no host port, no filesystem or abstract name another process could connect to."""
+    a, b = pair.a, pair.b
+    with a.listen_socket(7108) as lst:
+        lst.settimeout(10)
+        client = b.connect_socket(pair.ip(a), 7108, timeout=10)
+        conn, _ = lst.accept()
+        flow = next(iter(lst.flows))
+        for sock in (lst, lst._bell, conn, client, flow._inner):
+            fd = sock.fileno()
+            raw = socket.socket(fileno=os.dup(fd))
+            try:
+                assert raw.family == socket.AF_UNIX and raw.getsockname() == "", (sock, raw.getsockname())
+                assert raw.getpeername() == "", "the other end is unnamed too"
+            finally:
+                raw.close()
+            assert not os.get_inheritable(fd)
+        conn.close()
+        client.close()
