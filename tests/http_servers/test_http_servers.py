@@ -8,6 +8,7 @@ aiohttp and asyncio, each reached from the other node, each answering with the c
 from __future__ import annotations
 
 import asyncio
+import functools
 import http.server
 import socketserver
 import threading
@@ -127,11 +128,17 @@ def test_serve_asgi_scope_client_is_the_caller(pair: Pair) -> None:
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await _asgi_whois(a, scope, receive, send)
 
+    def spoof() -> str:
+        with b.requests_session() as s:  # a caller claiming to be alpha itself: ignored
+            return s.get("http://alpha:7204/", headers={"X-Forwarded-For": pair.ip(a)}, timeout=10).text
+
     async def main() -> None:
         async with anyio.create_task_group() as tg:
-            await tg.start(a.serve_asgi, app, 7204)
+            # even told to trust every proxy, serve_asgi reads no proxy headers
+            await tg.start(functools.partial(a.serve_asgi, app, 7204, forwarded_allow_ips="*"))
             r = await anyio.to_thread.run_sync(_get, b, "http://alpha:7204/")
             assert r.text == pair.name(b)
+            assert await anyio.to_thread.run_sync(spoof) == pair.name(b)
             tg.cancel_scope.cancel()
 
     asyncio.run(main())

@@ -18,7 +18,7 @@ import time
 import pytest
 from http_rig import Pair
 
-from pytsnet.errors import NotTailnetConnection
+from pytsnet.errors import DeviceClosed, NotTailnetConnection
 from pytsnet.net.bridge import TailnetConnection, TailnetListenSocket
 from pytsnet.testing.polling import wait_until
 
@@ -224,6 +224,7 @@ def test_device_close_ends_accept(tmp_path_factory: pytest.TempPathFactory, pair
     dev.close()
     t.join(10)
     assert not t.is_alive() and got, "a blocked accept ends when the device closes"
+    assert isinstance(got[0], DeviceClosed), got
     lst.close()
 
 
