@@ -22,7 +22,7 @@ _install_log_defaults()
 _ERRORS = ("AddressInUse", "AskTimeout", "AuthRejected", "CaptureError", "ConfigError", "ConnectionAborted",
            "ConnectionRefused", "ConnectionReset", "ConnectionTimedOut", "DataplaneNotReady", "DeviceClosed",
            "DialTimeout", "ExitNodeUnavailable", "FlowAborted", "FlowCrashed", "KeyExpired", "NeedsLogin",
-           "NetworkUnreachable",
+           "NetworkUnreachable", "NotTailnetConnection",
            "PytsnetError", "RegistrationError", "RegistrationTimeout", "StateDirLocked",
            "StateStoreError", "TcpConnectionError", "UnknownTailnetHost")
 
@@ -41,6 +41,8 @@ _EXPORTS: dict[str, str] = {
     "UdpSocket": "pytsnet.net.stream",
     "SocketLike": "pytsnet.net.socket",
     "SocketListener": "pytsnet.net.socket",
+    "TailnetConnection": "pytsnet.net.bridge",
+    "TailnetListenSocket": "pytsnet.net.bridge",
     "FileStore": "pytsnet.state",
     "MemoryStore": "pytsnet.state",
     **dict.fromkeys(_ERRORS, "pytsnet.errors"),
@@ -73,6 +75,7 @@ __all__ = [
     "MemoryStore",
     "NeedsLogin",
     "NetworkUnreachable",
+    "NotTailnetConnection",
     "PeerInfo",
     "PeerStatus",
     "PytsnetError",
@@ -82,6 +85,8 @@ __all__ = [
     "SocketListener",
     "StateDirLocked",
     "StateStoreError",
+    "TailnetConnection",
+    "TailnetListenSocket",
     "TcpConnectionError",
     "TcpListener",
     "TcpStream",
@@ -127,6 +132,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
         KeyExpired,
         NeedsLogin,
         NetworkUnreachable,
+        NotTailnetConnection,
         PytsnetError,
         RegistrationError,
         RegistrationTimeout,
@@ -138,6 +144,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
     from pytsnet.messages.control import DeviceState
     from pytsnet.messages.dataplane import DeviceStatus, PeerStatus
     from pytsnet.messages.peers import ExitNodeInfo, PeerInfo
+    from pytsnet.net.bridge import TailnetConnection, TailnetListenSocket
     from pytsnet.net.socket import SocketLike, SocketListener
     from pytsnet.net.stream import TcpListener, TcpStream, UdpSocket
     from pytsnet.state import FileStore, MemoryStore
