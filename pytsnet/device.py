@@ -53,6 +53,7 @@ import h11
 
 from pytsnet.actors.control import RunnerConfig
 from pytsnet.actors.control.transport import ControlURLError, parse_control_url
+from pytsnet.actors.netstack.splice import abort_flow
 from pytsnet.actors.peers.routes import ExitNodeSelection, select_exit_node, wg_peer_routes
 from pytsnet.actors.runtime import ActorRef, ActorStopped, ActorSystem, AskTimeout, logs
 from pytsnet.actors.runtime.waker import ThreadWaker
@@ -1006,7 +1007,11 @@ class ActorDevice:
         """``tcp_connect_blocking`` as a real connected socket (a real fd, blocking; ``settimeout`` as
         usual), for libraries that need one (selectors, asyncio's ``sock=``, urllib3)."""
         sock = self.tcp_connect_blocking(host, port, timeout)
-        return bridge_flow(sock._ch, name=f"bridge-dial-{host}:{port}")
+        try:
+            return bridge_flow(sock._ch, name=f"bridge-dial-{host}:{port}")
+        except BaseException:
+            abort_flow(sock._ch)  # no fds or threads left to bridge it: the dial is undone
+            raise
 
     def whois_connection(self, conn: socket.socket | tuple[str, int]) -> WhoIs:
         """``whois`` of a bridged connection's tailnet peer (a ``TailnetConnection``, or the

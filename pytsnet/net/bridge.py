@@ -30,6 +30,7 @@ import collections
 import contextlib
 import errno
 import ipaddress
+import logging
 import socket
 import threading
 from collections.abc import Callable
@@ -46,6 +47,9 @@ DEFAULT_BACKLOG = 128
 """Connections bridged and waiting for ``accept()`` (as ``socket.listen``'s usual default)."""
 
 _RING = b"\x01"
+_RETRY = 0.1  # seconds the accept thread pauses after failing to bridge (no fds or threads left)
+
+log = logging.getLogger("pytsnet.net")
 
 
 def _family(ip: str) -> socket.AddressFamily:
@@ -97,17 +101,22 @@ class BridgedFlow:
 
     def __init__(self, ch: FlowChannel, limits: SpliceLimits, name: str,
                  on_done: Callable[[BridgedFlow], None] | None = None) -> None:
-        inner, outer = socket.socketpair()
         self.ch = ch
-        self._inner = inner
-        self.connection = TailnetConnection(fileno=outer.detach(), local=ch.local, remote=ch.remote,
-                                            flow=self)
         self._stop = threading.Event()
         self._on_done = on_done
         self.error: str | None = None
         self.done = threading.Event()
+        inner, outer = socket.socketpair()
+        self._inner = inner
+        self.connection = TailnetConnection(fileno=outer.detach(), local=ch.local, remote=ch.remote,
+                                            flow=self)
         self._splice = Splice(inner, ch, limits, name=name, stop=self._stop)
-        threading.Thread(target=self._run, name=name, daemon=True).start()
+        try:
+            threading.Thread(target=self._run, name=name, daemon=True).start()
+        except BaseException:
+            inner.close()
+            self.connection.close()
+            raise
 
     def _run(self) -> None:
         try:
@@ -240,8 +249,16 @@ class TailnetListenSocket(socket.socket):
                 error = e if self._stopping.is_set() else DeviceClosed(f"tailnet listener on port "
                                                                        f"{self.port} closed: {e}")
                 break
-            flow = BridgedFlow(ch, self._limits, f"bridge-{self.port}-{ch.remote[0]}:{ch.remote[1]}",
-                               on_done=self._flow_done)
+            try:
+                flow = BridgedFlow(ch, self._limits, f"bridge-{self.port}-{ch.remote[0]}:{ch.remote[1]}",
+                                   on_done=self._flow_done)
+            except (OSError, RuntimeError) as e:  # out of fds or threads: this connection is refused
+                log.warning("tailnet port %d: cannot bridge a connection from %s: %s", self.port,
+                            ch.remote[0], e)
+                abort_flow(ch)
+                self._slots.release()
+                self._stopping.wait(_RETRY)  # let the shortage pass rather than spin on it
+                continue
             with self._lock:
                 if self._stopping.is_set():
                     stale = True

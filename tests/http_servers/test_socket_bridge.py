@@ -9,11 +9,13 @@ close end accept.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import selectors
 import socket
 import threading
 import time
+from typing import Any
 
 import pytest
 from http_rig import Pair
@@ -248,3 +250,29 @@ def test_the_bridge_opens_nothing_on_the_host(pair: Pair) -> None:
             assert not os.get_inheritable(fd)
         conn.close()
         client.close()
+
+
+def test_no_fds_left_refuses_that_connection_only(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bridge cannot make a socketpair (EMFILE): that connection is reset, the listener goes on."""
+    a, b = pair.a, pair.b
+    real = socket.socketpair
+    failures = [OSError(errno.EMFILE, "Too many open files")]
+
+    def socketpair(*args: Any) -> tuple[socket.socket, socket.socket]:
+        if failures:
+            raise failures.pop()
+        return real(*args)
+
+    with a.listen_socket(7109) as lst:
+        lst.settimeout(10)
+        monkeypatch.setattr(socket, "socketpair", socketpair)
+        c1 = b.tcp_connect_blocking(pair.ip(a), 7109, timeout=10)
+        c1.settimeout(10)
+        with pytest.raises(ConnectionResetError):
+            c1.recv(10)
+        assert not failures
+        c2 = b.connect_socket(pair.ip(a), 7109, timeout=10)
+        conn, peer = lst.accept()
+        assert peer == c2.getsockname()
+        for s in (c1, c2, conn):
+            s.close()
