@@ -116,7 +116,13 @@ from pytsnet.messages.peers import (
 from pytsnet.messages.wgengine import GetWgStatus, WgStatus
 from pytsnet.net import SocketLike, SocketListener, TcpListener, TcpStream, UdpSocket
 from pytsnet.net.bindings import Bindings
-from pytsnet.net.bridge import DEFAULT_BACKLOG, TailnetConnection, TailnetListenSocket, bridge_flow
+from pytsnet.net.bridge import (
+    DEFAULT_BACKLOG,
+    TailnetConnection,
+    TailnetListenSocket,
+    bridge_flow,
+    bridged_connection,
+)
 from pytsnet.net.http import HttpAnswerTooLarge, http_request
 from pytsnet.net.netstack import Netstack
 from pytsnet.peerapi import PEERAPI, PeerApi
@@ -1013,15 +1019,17 @@ class ActorDevice:
             abort_flow(sock._ch)  # no fds or threads left to bridge it: the dial is undone
             raise
 
-    def whois_connection(self, conn: socket.socket | tuple[str, int]) -> WhoIs:
-        """``whois`` of a bridged connection's tailnet peer (a ``TailnetConnection``, or the
-        ``(ip, port)`` its ``accept`` returned); ``NotTailnetConnection`` for any other socket."""
-        if isinstance(conn, TailnetConnection):
-            return self.whois(conn.getpeername()[0])
+    def whois_connection(self, conn: socket.socket | tuple[str, int] | Any) -> WhoIs:
+        """``whois`` of a bridged connection's tailnet peer: a ``TailnetConnection``, a wrapper of one
+        (asyncio's transport ``get_extra_info("socket")``), or the ``(ip, port)`` its ``accept``
+        returned; ``NotTailnetConnection`` for any other socket (or a closed one)."""
         if isinstance(conn, tuple) and len(conn) >= 2 and isinstance(conn[0], str):
             return self.whois(conn[0])
-        raise NotTailnetConnection(f"{conn!r} is not a tailnet connection (want a socket accepted from "
-                                   "dev.listen_socket or made by dev.connect_socket, or its (ip, port))")
+        bridged = bridged_connection(conn)
+        if bridged is not None:
+            return self.whois(bridged.getpeername()[0])
+        raise NotTailnetConnection(f"{conn!r} is not an open tailnet connection (want a socket accepted "
+                                   "from dev.listen_socket or made by dev.connect_socket, or its (ip, port))")
 
     @overload
     def http_server(self, port: int, handler: Callable[..., socketserver.BaseRequestHandler],

@@ -33,6 +33,7 @@ import ipaddress
 import logging
 import socket
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -41,7 +42,8 @@ from pytsnet.actors.netstack.splice import Splice, SpliceLimits, abort_flow
 from pytsnet.errors import DeviceClosed
 from pytsnet.net.stream import TcpListener
 
-__all__ = ["DEFAULT_BACKLOG", "BridgedFlow", "TailnetConnection", "TailnetListenSocket", "bridge_flow"]
+__all__ = ["DEFAULT_BACKLOG", "BridgedFlow", "TailnetConnection", "TailnetListenSocket", "bridge_flow",
+           "bridged_connection"]
 
 DEFAULT_BACKLOG = 128
 """Connections bridged and waiting for ``accept()`` (as ``socket.listen``'s usual default)."""
@@ -50,6 +52,27 @@ _RING = b"\x01"
 _RETRY = 0.1  # seconds the accept thread pauses after failing to bridge (no fds or threads left)
 
 log = logging.getLogger("pytsnet.net")
+
+
+_live: weakref.WeakValueDictionary[int, TailnetConnection] = weakref.WeakValueDictionary()
+"""Open bridged connections by fd: a wrapper around one (asyncio's ``TransportSocket``) is found by it."""
+_live_lock = threading.Lock()
+
+
+def bridged_connection(sock: object) -> TailnetConnection | None:
+    """The open ``TailnetConnection`` ``sock`` is or wraps (same fd), else None."""
+    if isinstance(sock, TailnetConnection):
+        return sock if sock.fileno() >= 0 else None
+    fileno = getattr(sock, "fileno", None)
+    if not callable(fileno):
+        return None
+    try:
+        fd = fileno()
+    except (OSError, ValueError):
+        return None
+    with _live_lock:
+        conn = _live.get(fd) if isinstance(fd, int) else None
+    return conn if conn is not None and conn.fileno() == fd else None
 
 
 def _family(ip: str) -> socket.AddressFamily:
@@ -72,6 +95,8 @@ class TailnetConnection(socket.socket):
         self._tailnet_local = (str(local[0]), int(local[1]))
         self._tailnet_remote = (str(remote[0]), int(remote[1]))
         self._flow = flow
+        with _live_lock:
+            _live[self.fileno()] = self
 
     @property
     def family(self) -> socket.AddressFamily:

@@ -195,11 +195,13 @@ def test_aiohttp_sock_site(pair: Pair) -> None:
 def test_asyncio_create_server(pair: Pair) -> None:
     a, b = pair.a, pair.b
     peers: list[tuple[str, int]] = []
+    names: list[str] = []
 
     class Upper(asyncio.Protocol):
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             self.transport = transport
             peers.append(transport.get_extra_info("peername"))
+            names.append(a.whois_connection(transport.get_extra_info("socket")).node.name)
 
         def data_received(self, data: bytes) -> None:
             self.transport.write(data.upper())  # type: ignore[attr-defined]
@@ -219,6 +221,7 @@ def test_asyncio_create_server(pair: Pair) -> None:
 
     asyncio.run(main())
     assert [p[0] for p in peers] == [pair.ip(b)] * 2
+    assert names == [pair.name(b)] * 2
     assert a.whois_connection(peers[0]).node.name == pair.name(b)
 
 

@@ -113,6 +113,8 @@ def test_whois_connection_names_the_caller(pair: Pair) -> None:
         with plain_a, plain_b, pytest.raises(NotTailnetConnection):
             a.whois_connection(plain_a)
         conn.close()
+        with pytest.raises(NotTailnetConnection):
+            a.whois_connection(conn)  # closed: its fd may be anyone's now
         client.close()
 
 
