@@ -117,6 +117,11 @@ async def serve_asgi(sock: TailnetListenSocket, app: Any, *,
     cancel, requests in flight get ``SHUTDOWN_GRACE`` seconds; ``sock`` is closed at the end."""
     import uvicorn
 
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise RuntimeError("serve_asgi runs uvicorn, which needs asyncio (not trio): run it under "
+                           "asyncio, or give your ASGI server dev.listen_socket(port)") from None
     config.setdefault("log_config", None)
     config.setdefault("proxy_headers", False)
     config.setdefault("timeout_graceful_shutdown", SHUTDOWN_GRACE)
