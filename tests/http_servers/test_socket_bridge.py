@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from http_rig import Pair
 
+from pytsnet.actors.netstack.splice import Splice
 from pytsnet.errors import DeviceClosed, NotTailnetConnection
 from pytsnet.net.bridge import TailnetConnection, TailnetListenSocket
 from pytsnet.testing.polling import wait_until
@@ -277,4 +278,33 @@ def test_no_fds_left_refuses_that_connection_only(pair: Pair, monkeypatch: pytes
         conn, peer = lst.accept()
         assert peer == c2.getsockname()
         for s in (c1, c2, conn):
+            s.close()
+
+
+def test_a_crashing_splice_resets_only_its_flow(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = pair.a, pair.b
+    real = Splice.run
+    crashes = [RuntimeError("a bug in the copy loop")]
+
+    def run(self: Splice) -> str | None:
+        if crashes:
+            raise crashes.pop()
+        return real(self)
+
+    with a.listen_socket(7110) as lst:
+        lst.settimeout(10)
+        monkeypatch.setattr(Splice, "run", run)
+        c1 = b.tcp_connect_blocking(pair.ip(a), 7110, timeout=10)
+        s1, _ = lst.accept()
+        c1.settimeout(10)
+        with pytest.raises(ConnectionResetError):
+            c1.recv(10)
+        assert not crashes
+        c2 = b.connect_socket(pair.ip(a), 7110, timeout=10)
+        s2, _ = lst.accept()
+        c2.settimeout(10)
+        s2.settimeout(10)
+        c2.sendall(b"fine")
+        assert s2.recv(10) == b"fine"
+        for s in (s1, s2, c1, c2):
             s.close()
