@@ -29,12 +29,14 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
+from pytsnet.errors import PytsnetError
 from pytsnet.net.bridge import TailnetListenSocket
 
 if TYPE_CHECKING:
     from wsgiref.types import WSGIApplication
 
-__all__ = ["SHUTDOWN_GRACE", "ThreadingWSGIServer", "serve_asgi", "serve_wsgi", "stdlib_server"]
+__all__ = ["SHUTDOWN_GRACE", "AsgiStartupFailed", "ThreadingWSGIServer", "serve_asgi", "serve_wsgi",
+           "stdlib_server"]
 
 log = logging.getLogger("pytsnet.http")
 
@@ -81,7 +83,11 @@ async def serve_wsgi(sock: TailnetListenSocket, app: WSGIApplication, *,
     """Serve the WSGI ``app`` on ``sock`` (threaded wsgiref in a worker thread) until cancelled;
     ``sock`` is closed at the end. ``task_status``: ``await tg.start(...)`` returns our address once
     serving."""
-    server = stdlib_server(sock, _QuietWSGIHandler, ThreadingWSGIServer)
+    try:
+        server = stdlib_server(sock, _QuietWSGIHandler, ThreadingWSGIServer)
+    except BaseException:
+        sock.close()
+        raise
     server.set_app(app)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                               name=f"wsgi-{sock.port}", daemon=True)
@@ -95,16 +101,26 @@ async def serve_wsgi(sock: TailnetListenSocket, app: WSGIApplication, *,
         server.server_close()
 
 
+class AsgiStartupFailed(PytsnetError, RuntimeError):
+    """The ASGI app's lifespan startup failed (uvicorn logged why); nothing was served."""
+
+
 def _uvicorn_server(config: Any) -> Any:
     import uvicorn
 
     class Server(uvicorn.Server):
-        """uvicorn without its signal handlers: a library must not take the app's SIGINT; cancelling
-        ``serve_asgi`` is how it stops."""
+        """uvicorn without its signal handlers (a library must not take the app's SIGINT; cancelling
+        ``serve_asgi`` is how it stops) and without ``sys.exit`` (a failed startup is an error)."""
 
         @contextmanager
         def capture_signals(self) -> Generator[None, None, None]:
             yield
+
+        async def serve(self, sockets: list[Any] | None = None) -> None:
+            try:
+                await super().serve(sockets)
+            except SystemExit:
+                raise AsgiStartupFailed("the ASGI app's lifespan startup failed: see uvicorn's log") from None
 
     return Server(config)
 
@@ -114,28 +130,30 @@ async def serve_asgi(sock: TailnetListenSocket, app: Any, *,
                      **config: Any) -> None:
     """Serve the ASGI ``app`` on ``sock`` with uvicorn (asyncio only) until cancelled; ``config``
     goes to ``uvicorn.Config`` (defaults here: ``log_config=None``, ``proxy_headers=False``). On
-    cancel, requests in flight get ``SHUTDOWN_GRACE`` seconds; ``sock`` is closed at the end."""
-    import uvicorn
+    cancel, requests in flight get ``SHUTDOWN_GRACE`` seconds; ``sock`` is closed at the end.
+    ``AsgiStartupFailed`` if the app's lifespan startup fails."""
+    task: asyncio.Future[None] | None = None
+    try:
+        import uvicorn
 
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        raise RuntimeError("serve_asgi runs uvicorn, which needs asyncio (not trio): run it under "
-                           "asyncio, or give your ASGI server dev.listen_socket(port)") from None
-    config.setdefault("log_config", None)
-    config.setdefault("proxy_headers", False)
-    config.setdefault("timeout_graceful_shutdown", SHUTDOWN_GRACE)
-    server = _uvicorn_server(uvicorn.Config(app, **config))
-    task = asyncio.ensure_future(server.serve(sockets=[sock]))
-    try:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError("serve_asgi runs uvicorn, which needs asyncio (not trio): run it under "
+                               "asyncio, or give your ASGI server dev.listen_socket(port)") from None
+        config.setdefault("log_config", None)
+        config.setdefault("proxy_headers", False)
+        config.setdefault("timeout_graceful_shutdown", SHUTDOWN_GRACE)
+        server = _uvicorn_server(uvicorn.Config(app, **config))
+        task = asyncio.ensure_future(server.serve(sockets=[sock]))
         while not server.started and not task.done():
             await asyncio.sleep(0.01)
         if task.done():
-            task.result()  # startup failed (the app's lifespan): its error
+            task.result()  # startup failed: its error
         task_status.started(sock.getsockname())
         await asyncio.shield(task)
     finally:
-        if not task.done():
+        if task is not None and not task.done():
             server.should_exit = True
             with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_GRACE + 1.0):
                 await asyncio.wait({task})
@@ -143,4 +161,3 @@ async def serve_asgi(sock: TailnetListenSocket, app: Any, *,
                 server.force_exit = True
                 task.cancel()
         sock.close()
-

@@ -26,6 +26,7 @@ from http_rig import Pair
 from pytsnet.device import ActorDevice
 from pytsnet.errors import UnknownTailnetHost
 from pytsnet.http.requests_adapter import ProxyRefused
+from pytsnet.http.serve import AsgiStartupFailed
 
 
 def _get(dev: ActorDevice, url: str) -> requests.Response:
@@ -143,6 +144,23 @@ def test_serve_asgi_scope_client_is_the_caller(pair: Pair) -> None:
 
     asyncio.run(main())
     with a.listen_socket(7204):  # cancelled: uvicorn shut down and the port was given back
+        pass
+
+
+def test_serve_asgi_startup_failure_is_an_error_not_an_exit(pair: Pair) -> None:
+    a = pair.a
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert scope["type"] == "lifespan"
+        await receive()
+        await send({"type": "lifespan.startup.failed", "message": "no database"})
+
+    async def main() -> None:
+        with pytest.raises(AsgiStartupFailed):
+            await a.serve_asgi(app, 7211)
+
+    asyncio.run(main())  # not a SystemExit out of the event loop
+    with a.listen_socket(7211):  # and the port was given back
         pass
 
 
