@@ -255,7 +255,8 @@ class TailnetListenSocket(socket.socket):
         super().close()
 
     def detach(self) -> int:
-        raise OSError(errno.EOPNOTSUPP, "a tailnet listening socket cannot be detached from its bridge")
+        raise OSError(errno.EOPNOTSUPP, "a tailnet listening socket cannot be detached from its bridge "
+                      "(for TLS, wrap each accepted connection, or use the server's own TLS option)")
 
     def dup(self) -> TailnetListenSocket:
         raise OSError(errno.EOPNOTSUPP, "a tailnet listening socket cannot be duplicated (one bridge, "

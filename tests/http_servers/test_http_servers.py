@@ -13,6 +13,7 @@ import http.server
 import socketserver
 import threading
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp.web
@@ -27,6 +28,7 @@ from pytsnet.device import ActorDevice
 from pytsnet.errors import UnknownTailnetHost
 from pytsnet.http.requests_adapter import ProxyRefused
 from pytsnet.http.serve import AsgiStartupFailed
+from pytsnet.localnet.derp_tls import ensure_certificate
 
 
 def _get(dev: ActorDevice, url: str) -> requests.Response:
@@ -162,6 +164,29 @@ def test_serve_asgi_startup_failure_is_an_error_not_an_exit(pair: Pair) -> None:
     asyncio.run(main())  # not a SystemExit out of the event loop
     with a.listen_socket(7211):  # and the port was given back
         pass
+
+
+def test_https_requests_to_uvicorn_with_tls(pair: Pair, tmp_path: Path) -> None:
+    """TLS on both ends of the bridge: uvicorn's own TLS over the listen socket (the caller's address
+    kept), requests' https:// over a bridged dial, the certificate verified for the MagicDNS name."""
+    a, b = pair.a, pair.b
+    cert, key = ensure_certificate(tmp_path, "alpha")
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await _asgi_whois(a, scope, receive, send)
+
+    def call() -> str:
+        with b.requests_session() as s:
+            return s.get("https://alpha:7212/", verify=str(cert), timeout=10).text
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            await tg.start(functools.partial(a.serve_asgi, app, 7212, ssl_certfile=str(cert),
+                                             ssl_keyfile=str(key)))
+            assert await anyio.to_thread.run_sync(call) == pair.name(b)
+            tg.cancel_scope.cancel()
+
+    asyncio.run(main())
 
 
 def test_uvicorn_server_serves_fastapi_on_the_listen_socket(pair: Pair) -> None:
