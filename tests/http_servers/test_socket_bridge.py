@@ -200,6 +200,8 @@ def test_close_resets_waiting_connections_and_ends_accept(pair: Pair) -> None:
         c1.recv(10)
     with pytest.raises(OSError):
         lst.accept()
+    lst._thread.join(5)
+    assert not lst._thread.is_alive(), "the accept thread ends with the socket"
     # the port is free again: a new listening socket takes it
     with a.listen_socket(7106):
         pass
