@@ -2,7 +2,8 @@
 aiohttp and asyncio, each reached from the other node, each answering with the caller's node name
 (its WhoIs): the peer address the framework hands the app is the caller's tailnet address.
 
-``alpha`` serves, ``beta`` calls with ``requests_session`` (real sockets through the bridge too).
+``alpha`` serves, ``beta`` calls with ``requests_session`` (real sockets through the bridge too) and
+with 18a's httpx clients (``sync_http_client``; ``http_client`` in the aiohttp server's own loop).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import aiohttp.web
 import anyio
 import fastapi
+import httpx
 import pytest
 import requests
 import uvicorn
@@ -31,11 +33,33 @@ from pytsnet.http.serve import AsgiStartupFailed
 from pytsnet.localnet.derp_tls import ensure_certificate
 
 
-def _get(dev: ActorDevice, url: str) -> requests.Response:
-    with dev.requests_session() as s:
-        r = s.get(url, timeout=10)
+class _Got:
+    """What a test reads off a response, whichever client fetched it."""
+
+    def __init__(self, status: int, text: str, data: Any) -> None:
+        self.status_code, self.text, self._data = status, text, data
+
+    def json(self) -> Any:
+        return self._data
+
+
+def _get(dev: ActorDevice, url: str, client: str = "requests") -> _Got:
+    """GET ``url`` from ``dev`` with ``requests_session`` or ``sync_http_client`` (httpx)."""
+    r: requests.Response | httpx.Response
+    if client == "requests":
+        with dev.requests_session() as s:
+            r = s.get(url, timeout=10)
+    else:
+        with dev.sync_http_client(timeout=10) as c:
+            r = c.get(url)
     r.raise_for_status()
-    return r
+    return _Got(r.status_code, r.text, r.json() if "json" in r.headers.get("content-type", "") else None)
+
+
+@pytest.fixture(params=["requests", "httpx"])
+def client(request: pytest.FixtureRequest) -> str:
+    """Each server is reached with requests (``requests_session``) and httpx (``sync_http_client``)."""
+    return str(request.param)
 
 
 def _whois_handler(dev: ActorDevice) -> type[http.server.BaseHTTPRequestHandler]:
@@ -54,14 +78,14 @@ def _whois_handler(dev: ActorDevice) -> type[http.server.BaseHTTPRequestHandler]
     return Handler
 
 
-def test_http_server(pair: Pair) -> None:
+def test_http_server(pair: Pair, client: str) -> None:
     a, b = pair.a, pair.b
     server = a.http_server(7201, _whois_handler(a))
     t = threading.Thread(target=server.serve_forever, daemon=True)
     t.start()
     try:
-        assert _get(b, "http://alpha:7201/").text == pair.name(b)
-        assert _get(b, f"http://{pair.ip(a)}:7201/").text == pair.name(b)
+        assert _get(b, "http://alpha:7201/", client).text == pair.name(b)
+        assert _get(b, f"http://{pair.ip(a)}:7201/", client).text == pair.name(b)
     finally:
         server.shutdown()
         server.server_close()
@@ -90,7 +114,7 @@ def test_socketserver_takes_the_listen_socket_as_its_socket(pair: Pair) -> None:
         server.server_close()
 
 
-def test_serve_wsgi_remote_addr_is_the_caller(pair: Pair) -> None:
+def test_serve_wsgi_remote_addr_is_the_caller(pair: Pair, client: str) -> None:
     a, b = pair.a, pair.b
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
@@ -102,7 +126,7 @@ def test_serve_wsgi_remote_addr_is_the_caller(pair: Pair) -> None:
         async with anyio.create_task_group() as tg:
             addr = await tg.start(a.serve_wsgi, app, 7203)
             assert addr == (pair.ip(a), 7203)
-            r = await anyio.to_thread.run_sync(_get, b, "http://alpha:7203/")
+            r = await anyio.to_thread.run_sync(_get, b, "http://alpha:7203/", client)
             assert r.text == pair.name(b)
             tg.cancel_scope.cancel()
 
@@ -125,7 +149,7 @@ async def _asgi_whois(dev: ActorDevice, scope: dict[str, Any], receive: Callable
     await send({"type": "http.response.body", "body": body})
 
 
-def test_serve_asgi_scope_client_is_the_caller(pair: Pair) -> None:
+def test_serve_asgi_scope_client_is_the_caller(pair: Pair, client: str) -> None:
     a, b = pair.a, pair.b
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -139,7 +163,7 @@ def test_serve_asgi_scope_client_is_the_caller(pair: Pair) -> None:
         async with anyio.create_task_group() as tg:
             # even told to trust every proxy, serve_asgi reads no proxy headers
             await tg.start(functools.partial(a.serve_asgi, app, 7204, forwarded_allow_ips="*"))
-            r = await anyio.to_thread.run_sync(_get, b, "http://alpha:7204/")
+            r = await anyio.to_thread.run_sync(_get, b, "http://alpha:7204/", client)
             assert r.text == pair.name(b)
             assert await anyio.to_thread.run_sync(spoof) == pair.name(b)
             tg.cancel_scope.cancel()
@@ -189,7 +213,7 @@ def test_https_requests_to_uvicorn_with_tls(pair: Pair, tmp_path: Path) -> None:
     asyncio.run(main())
 
 
-def test_uvicorn_server_serves_fastapi_on_the_listen_socket(pair: Pair) -> None:
+def test_uvicorn_server_serves_fastapi_on_the_listen_socket(pair: Pair, client: str) -> None:
     a, b = pair.a, pair.b
     api = fastapi.FastAPI()
 
@@ -202,7 +226,7 @@ def test_uvicorn_server_serves_fastapi_on_the_listen_socket(pair: Pair) -> None:
         server = uvicorn.Server(uvicorn.Config(api, log_level="warning"))
         task = asyncio.create_task(server.serve(sockets=[a.listen_socket(7205)]))
         try:
-            r = await asyncio.to_thread(_get, b, "http://alpha:7205/whoami")
+            r = await asyncio.to_thread(_get, b, "http://alpha:7205/whoami", client)
             assert r.json() == {"name": pair.name(b), "client": pair.ip(b)}
         finally:
             server.should_exit = True
@@ -211,7 +235,7 @@ def test_uvicorn_server_serves_fastapi_on_the_listen_socket(pair: Pair) -> None:
     asyncio.run(main())
 
 
-def test_aiohttp_sock_site(pair: Pair) -> None:
+def test_aiohttp_sock_site(pair: Pair, client: str) -> None:
     a, b = pair.a, pair.b
 
     async def whoami(request: aiohttp.web.Request) -> aiohttp.web.Response:
@@ -227,8 +251,10 @@ def test_aiohttp_sock_site(pair: Pair) -> None:
         await site.start()
         try:
             assert site.name == f"http://{pair.ip(a)}:7206"
-            r = await asyncio.to_thread(_get, b, "http://alpha:7206/")
+            r = await asyncio.to_thread(_get, b, "http://alpha:7206/", client)
             assert r.text == pair.name(b)
+            async with b.http_client(timeout=10) as c:  # httpx async, in the server's own loop
+                assert (await c.get("http://alpha:7206/")).text == pair.name(b)
         finally:
             await runner.cleanup()
 
