@@ -1,4 +1,4 @@
-"""One tailnet pair per test module (``http_rig``): starting a tailnet takes seconds, a request ms."""
+"""One tailnet pair per test module (``serving_rig``): starting a tailnet takes seconds, a request ms."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from http_rig import Pair, tailnet_pair
+from serving_rig import Pair, tailnet_pair
 
 
 @pytest.fixture(scope="module")

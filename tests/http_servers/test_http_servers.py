@@ -24,7 +24,7 @@ import httpx
 import pytest
 import requests
 import uvicorn
-from http_rig import Pair
+from serving_rig import Pair
 
 from pytsnet.device import ActorDevice
 from pytsnet.errors import UnknownTailnetHost

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import requests
-from http_rig import Pair, tailnet_pair
+from serving_rig import Pair, tailnet_pair
 
 from pytsnet.device import ActorDevice
 from pytsnet.testing.snippets import run_snippet, snippets

@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 import pytest
-from http_rig import Pair
+from serving_rig import Pair
 
 from pytsnet.actors.netstack.splice import Splice
 from pytsnet.errors import DeviceClosed, NotTailnetConnection
