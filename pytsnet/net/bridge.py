@@ -172,7 +172,8 @@ def bridge_flow(ch: FlowChannel, *, limits: SpliceLimits | None = None, name: st
 class TailnetListenSocket(socket.socket):
     """A listening socket on the tailnet (see the module docstring). ``listen()`` is a no-op (the
     tailnet listener is already listening), ``getsockname()`` our tailnet address and port, and
-    ``close()`` closes the tailnet listener and resets the connections not yet accepted."""
+    ``close()`` closes the tailnet listener and resets the connections not yet accepted. Close it
+    (or use ``with``): its accept thread holds it, so dropping it does not free the port."""
 
     def __init__(self, listener: TcpListener, backlog: int, address: Callable[[], str],
                  limits: SpliceLimits | None = None) -> None:
