@@ -5,7 +5,8 @@
     │   └── loopback-cI-N  ProxyConnection Restart.NEVER (one per client connection)
     └── loopback       LoopbackServer      permanent: the accept loop and the counters
 
-The listening socket is the facade's (``pytsnet.loopback.Loopback``), handed over like the peerAPI's
+The accept loop, the bound and the bookkeeping are ``actors.connserver.ConnectionServer``'s. The
+listening socket is the facade's (``pytsnet.loopback.Loopback``), handed over like the peerAPI's
 listener: a killed server leaves it open, so its restart accepts again on the same address (Go's
 ``Loopback`` returns one address for the server's life) and the connections being served (siblings,
 not children) go on. It is closed when the server stops for good (the device's close). At
@@ -15,23 +16,18 @@ not children) go on. It is closed when the server stops for good (the device's c
 from __future__ import annotations
 
 import contextlib
-import itertools
-import queue
 import socket
-import threading
 from typing import TYPE_CHECKING
 
+from pytsnet.actors.connserver import ConnectionServer, server_tree
 from pytsnet.actors.runtime import (
-    Actor,
+    ActorRef,
     ChildSpec,
     MailboxConfig,
     MailboxPolicy,
     Restart,
     StopKind,
     StopReason,
-    Strategy,
-    Supervisor,
-    SupervisorConfig,
     handles,
 )
 from pytsnet.actors.runtime.logs import subsystem_logger
@@ -57,9 +53,11 @@ ACCEPT_POLL = 0.25
 _CONN_MAILBOX = MailboxConfig(8, MailboxPolicy.BLOCK, block_timeout=5.0)
 
 
-class LoopbackServer(Actor):
+class LoopbackServer(ConnectionServer[socket.socket]):
     def __init__(self, spawn: LoopbackSpawn, listener: socket.socket, creds: ProxyCreds,
                  dialer: TailnetDialer, system: ActorSystem) -> None:
+        super().__init__(conns=spawn.conns, server=spawn.server, max_connections=spawn.max_connections,
+                         log=log, poll=ACCEPT_POLL)
         self.spawn = spawn
         self.listener = listener
         self.creds = creds
@@ -67,88 +65,44 @@ class LoopbackServer(Actor):
         self.system = system
 
     def on_start(self) -> None:
-        self._accepted: queue.SimpleQueue[socket.socket] = queue.SimpleQueue()
-        self._stopping = threading.Event()
-        self._open: set[str] = set()
-        self._counters: dict[str, int] = {}
-        self._seq = itertools.count(1)
         self.listener.settimeout(ACCEPT_POLL)
-        self.start_io_loop(self._accept_one, self._stopping.set)
+        super().on_start()
 
     def on_stop(self, reason: StopReason) -> None:
-        self._stopping.set()
-        while True:  # taken by the loop but never handed to an actor: close, do not leak
-            try:
-                self._accepted.get_nowait().close()
-            except queue.Empty:
-                break
+        super().on_stop(reason)
         if reason.kind is StopKind.NORMAL:  # for good (the device closes): the address goes
             with contextlib.suppress(OSError):
                 self.listener.close()
 
-    def _accept_one(self) -> LoopbackAccepted | None:
-        if self._stopping.is_set():
-            return None
-        try:
-            sock, _ = self.listener.accept()
-        except TimeoutError:
-            return None
-        except OSError:  # closed: nothing more will come
-            self._stopping.wait(ACCEPT_POLL)
-            return None
-        if self._stopping.is_set():
-            sock.close()
-            return None
-        self._accepted.put(sock)
+    def accept_blocking(self, timeout: float) -> socket.socket:
+        sock, _ = self.listener.accept()  # the listener's own timeout (set at start) is ``timeout``
+        return sock
+
+    def close_conn(self, conn: socket.socket) -> None:
+        conn.close()
+
+    def accepted_message(self) -> LoopbackAccepted:
         return LoopbackAccepted()
+
+    def spawn_conn(self, conn: socket.socket, name: str, parent: ActorRef) -> None:
+        self.system.spawn(ProxyConnection, self.spawn, conn, self.creds, self.dialer, name=name,
+                          parent=parent, restart=Restart.NEVER, dispatcher="pool", mailbox=_CONN_MAILBOX)
 
     @handles(LoopbackAccepted)
     def on_accepted(self, msg: LoopbackAccepted) -> None:
-        while True:
-            try:
-                sock = self._accepted.get_nowait()
-            except queue.Empty:
-                return
-            conns = self.lookup(self.spawn.conns)
-            if conns is None or len(self._open) >= self.spawn.max_connections:
-                self._count("busy")
-                sock.close()
-                continue
-            name = f"{self.spawn.server}-c{self.incarnation}-{next(self._seq)}"
-            self._open.add(name)
-            self._count("connections")
-            try:
-                self.system.spawn(ProxyConnection, self.spawn, sock, self.creds, self.dialer, name=name,
-                                  parent=conns, restart=Restart.NEVER, dispatcher="pool",
-                                  mailbox=_CONN_MAILBOX)
-            except Exception as e:  # the tree is stopping: this connection is not served
-                log.debug("loopback: could not serve %s: %s", name, e)
-                self._open.discard(name)
-                sock.close()
+        self.serve_queued()
 
     @handles(LoopbackEvent)
     def on_event(self, msg: LoopbackEvent) -> None:
-        if msg.kind == "closed":
-            self._open.discard(msg.conn)
-        else:
-            self._count(msg.kind, msg.n)
+        self.connection_event(msg.kind, msg.conn, msg.n)
 
     @handles(LoopbackStatusRequest)
     def on_status(self, msg: LoopbackStatusRequest) -> LoopbackStatus:
-        return LoopbackStatus(port=self.spawn.port, open=len(self._open), counters=dict(self._counters))
-
-    def _count(self, kind: str, n: int = 1) -> None:
-        self._counters[kind] = self._counters.get(kind, 0) + n
+        return LoopbackStatus(port=self.spawn.port, open=self.open_connections, counters=self.counters())
 
 
 def loopback_spec(system: ActorSystem, spawn: LoopbackSpawn, listener: socket.socket, creds: ProxyCreds,
                   dialer: TailnetDialer) -> ChildSpec:
     """The subtree above as one child spec (spawned under the system root by ``dev.loopback()``)."""
-    children = (
-        ChildSpec(Supervisor, spawn.conns, args=(SupervisorConfig(Strategy.ONE_FOR_ONE, 0, 1.0),),
-                  dispatcher="thread"),
-        ChildSpec(LoopbackServer, spawn.server, args=(spawn, listener, creds, dialer, system),
-                  dispatcher="thread"),
-    )
-    return ChildSpec(Supervisor, f"{spawn.server}.sup",
-                     args=(SupervisorConfig(Strategy.ONE_FOR_ONE, 5, 10.0), children))
+    return server_tree(ChildSpec(LoopbackServer, spawn.server, args=(spawn, listener, creds, dialer, system),
+                                 dispatcher="thread"), spawn.conns)
