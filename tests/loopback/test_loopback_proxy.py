@@ -76,11 +76,12 @@ def test_httpx_through_socks5_and_http_proxies(rig: Rig) -> None:
             assert client.post("http://web:8080/echo", content=b"abc" * 1000).content == b"abc" * 1000
 
 
-def test_requests_through_http_proxy(rig: Rig) -> None:
-    """requests' socks5h:// needs PySocks, which is not installed: the HTTP proxy serves requests."""
+@pytest.mark.parametrize("scheme", ["http", "socks5h"])
+def test_requests_through_http_and_socks5_proxies(rig: Rig, scheme: str) -> None:
+    """requests takes either proxy (``socks5h://``: the proxy resolves the name, through PySocks)."""
     with requests.Session() as s:
         s.trust_env = False
-        proxies = {"http": f"http://tsnet:{rig.cred}@{rig.addr}"}
+        proxies = {"http": f"{scheme}://tsnet:{rig.cred}@{rig.addr}"}
         for _ in range(2):
             r = s.get("http://web:8080/", proxies=proxies, timeout=20)
             assert r.status_code == 200 and r.text == "hello alpha\n"
