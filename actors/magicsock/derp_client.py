@@ -8,7 +8,10 @@ with NotePreferred (and clears it when netcheck moves home away); answers server
 Received packets are demultiplexed like Go ``processDERPReadResult``: disco → DiscoPinger, the rest →
 W as ``WgDatagramsIn(via="derp")``. The first packet from each admitted peer on a connection is noted to
 the router as a ``DerpRoute`` (Go ``addDerpPeerRoute``), so replies can go back on this region while
-the peer's home is unknown. Sends while (re)connecting wait in a small bounded queue.
+the peer's home is unknown (``DerpInbound``). Once the handshake is complete the connection's reader
+thread does that itself for each read (``DerpLink``/``RecvSplitter``: the packet lane); this actor
+gets the other frames and keeps the connection's state. Sends while (re)connecting wait in a small
+bounded queue.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ import itertools
 import random
 from collections import deque
 
+from pytsnet.actors.magicsock.derp_lane import DerpInbound, DerpInCounters
 from pytsnet.actors.magicsock.derp_link import DerpLink
-from pytsnet.actors.magicsock.wg_sink import WgSinkDelivery
 from pytsnet.actors.runtime import Actor, StopReason, handles
 from pytsnet.actors.runtime.io import IoLoop
 from pytsnet.actors.runtime.logs import subsystem_logger
@@ -38,18 +41,16 @@ from pytsnet.messages.magicsock import (
     DerpStatus,
     DerpStatusRequest,
     DerpTick,
-    DiscoIn,
     HomeRegion,
     MagicsockKeys,
     MagicsockResend,
     MagicsockSpawn,
 )
-from pytsnet.wire import disco
 from pytsnet.wire.derp import frames as f
-from pytsnet.wire.derp.handshake import ClientConnection, FrameReceived, ServerKeyReceived
+from pytsnet.wire.derp.handshake import ClientConnection, FrameReceived, ServerInfoReceived, ServerKeyReceived
+from pytsnet.wire.derp.recv_split import RawPacket
 from pytsnet.wire.errors import WireError
 from pytsnet.wire.keys import KeyParseError, NodePrivate, NodePublic
-from pytsnet.wire.magicsock.addr import derp_addr
 
 log = subsystem_logger("magicsock")
 MAX_BACKOFF = 5.0
@@ -75,15 +76,12 @@ class DerpClient(Actor):
         self.failures = 0
         self.connects = 0
         self.dropped = 0
-        self._wg_in: list[bytes] = []  # WireGuard datagrams of the read being parsed
-        self._wg_peers: list[str | None] = []  # their senders
-        self._wg_sink = WgSinkDelivery()
         self._keys: dict[str, NodePublic] = {}  # peer text -> key, parsed once (not per packet)
-        self._names: dict[bytes, str] = {}  # raw key -> peer text, made once (not per packet)
+        self._in = DerpInCounters()  # received bytes, across connections (written by their readers)
+        self._inbound: DerpInbound | None = None  # the connection's received packets to their consumers
+        self._reads_seen = 0  # the reader's framed reads at the last tick (the read deadline)
         self.health = ""
         self.pending: deque[DerpSend] = deque()
-        self.bytes_in: dict[str, int] = {}  # per admitted peer only: a relay may admit anyone
-        self.bytes_in_unknown_sources = 0
         self.bytes_out: dict[str, int] = {}
         self._loop: IoLoop | None = None
         self.last_write = float("-inf")  # our last send to this region, for the idle close
@@ -92,7 +90,6 @@ class DerpClient(Actor):
         self.peer_gone = 0
         self._retrying = False  # a DerpConnect is scheduled: sends must not bypass the backoff
         self._preferred = False  # what we last told the server with NotePreferred
-        self._routed: set[str] = set()  # admitted peers noted to the router on this connection
 
     @property
     def home(self) -> bool:
@@ -129,7 +126,10 @@ class DerpClient(Actor):
         if self._link is not None or not self._wanted(self.clock.monotonic()):
             return  # connected, or a dial is already under way
         self.conn_id = next(_CONN_IDS)
-        link = self._link = DerpLink(self.region, self.conn_id)
+        self._inbound = DerpInbound(self.config, self.region.region_id, self.conn_id, self._in,
+                                    lambda: self.admitted, self.lookup, self.tell_named)
+        self._reads_seen = 0
+        link = self._link = DerpLink(self.region, self.conn_id, self._inbound)
         self._loop = self.start_io_loop(link.step, link.close)
 
     @handles(DerpDialFailed)
@@ -148,7 +148,6 @@ class DerpClient(Actor):
                   self.region.port)
         self.conn = ClientConnection(self.node_private, self.clock.monotonic())
         self._preferred = False
-        self._routed = set()
         self.connects += 1
         if msg.leftover:
             self._feed(msg.leftover)
@@ -183,7 +182,9 @@ class DerpClient(Actor):
             self._feed(msg.data)
 
     def _feed(self, data: bytes) -> None:
-        assert self.conn is not None
+        """Frames the reader handed us (all of them until the handshake is complete, then all but the
+        RecvPackets); packets among them go through ``DerpInbound`` as the reader's do."""
+        assert self.conn is not None and self._inbound is not None
         try:
             events = self.conn.receive_packets(data, self.clock.monotonic())
         except WireError as e:  # a bad frame or ServerInfo from the relay: one line, drop it, dial again
@@ -191,29 +192,15 @@ class DerpClient(Actor):
             self._close()
             self._retry(repr(e))
             return
-        wg_in, wg_peers = self._wg_in, self._wg_peers
-        src_last = b""  # consecutive packets from one key (the common case) share its lookups
-        peer = ""
-        known = False
-        nbytes = 0
+        inbound = self._inbound
+        packets: list[RawPacket] = []
         for ev in events:
             if isinstance(ev, tuple):  # a RecvPacket: (source key raw, packet)
-                src, packet = ev
-                if src != src_last:
-                    self._count_in(peer, known, nbytes)
-                    peer, known = self._source(src)
-                    src_last, nbytes = src, 0
-                nbytes += len(packet)
-                if len(packet) >= disco.HEADER_LEN and packet.startswith(disco.MAGIC):
-                    self.tell_named(self.config.name("disco"), DiscoIn(
-                        data=packet, src=derp_addr(self.region.region_id),
-                        derp_region=self.region.region_id, derp_src=peer))
-                else:  # delivered after the whole read is parsed, as one message (_deliver_wg)
-                    wg_in.append(packet)
-                    wg_peers.append(peer)
+                packets.append(ev)
                 continue
-            self._count_in(peer, known, nbytes)
-            src_last, nbytes = b"", 0  # a PeerGone may change the routes: look the next source up again
+            if packets:  # in order with the frame (a PeerGone may change the routes)
+                inbound.packets(packets)
+                packets = []
             if isinstance(ev, ServerKeyReceived):
                 self.failures = 0
                 if self.home:
@@ -222,57 +209,28 @@ class DerpClient(Actor):
                 while self.pending:
                     p = self.pending.popleft()
                     self._send(p.peer, p.data)
+            elif isinstance(ev, ServerInfoReceived):
+                if self._link is not None:  # the reader may split packets off from now on
+                    self._link.splitter.server_info_opened()
             elif isinstance(ev, FrameReceived):
                 self._frame(ev.frame)
-        self._count_in(peer, known, nbytes)
-        self._deliver_wg()
+        if packets:
+            inbound.packets(packets)
         self._flush()
-
-    def _source(self, src: bytes) -> tuple[str, bool]:
-        """The text form of the sender key ``src`` (raw) and whether it is an admitted peer; the first
-        packet from an admitted peer on this connection is noted to the router (``DerpRoute``)."""
-        peer = self._names.get(src)
-        if peer is None:  # made once per key (not per packet)
-            if len(self._names) >= MAX_KEY_CACHE:
-                self._names.clear()
-            peer = self._names[src] = NodePublic.from_raw(src).to_text()
-        if peer not in self.admitted:
-            return peer, False
-        if peer not in self._routed:
-            self._routed.add(peer)
-            self.tell_named(self.config.name("udp"), DerpRoute(
-                peer=peer, region=self.region.region_id, conn=self.conn_id))
-        return peer, True
-
-    def _count_in(self, peer: str, known: bool, n: int) -> None:
-        """Bytes received from ``peer``: per admitted peer, else one sum (no per-key state for strangers;
-        W drops their packets as from unknown peers)."""
-        if not n:
-            return
-        if known:
-            self.bytes_in[peer] = self.bytes_in.get(peer, 0) + n
-        else:
-            self.bytes_in_unknown_sources += n
 
     def _frame(self, frame: f.Frame) -> None:
         if isinstance(frame, f.PeerGone):
             self.peer_gone += 1
             gone = frame.peer.to_text()
-            if gone in self._routed:  # Go removeDerpPeerRoute: it is no longer reachable here
-                self._routed.discard(gone)
+            routed = self._inbound.routed if self._inbound is not None else set()
+            if gone in routed:  # Go removeDerpPeerRoute: it is no longer reachable here (the next
+                routed.discard(gone)  # packet from it on this connection notes the route again)
                 self.tell_named(self.config.name("udp"), DerpRoute(
                     peer=gone, region=self.region.region_id, conn=self.conn_id, present=False))
             self.tell_named(self.config.name("disco"), DerpPeerGone(
                 region=self.region.region_id, peer=frame.peer.to_text(), reason=int(frame.reason)))
         elif isinstance(frame, f.Health):
             self.health = frame.problem
-
-    def _deliver_wg(self) -> None:
-        """The WireGuard datagrams of one read to W: a burst as one ``WgDatagramsIn``."""
-        wg, peers, self._wg_in, self._wg_peers = self._wg_in, self._wg_peers, [], []
-        if wg:
-            src = derp_addr(self.region.region_id)
-            self._wg_sink.deliver(self.lookup(self.config.wg_sink), "derp", wg, [src] * len(wg), peers)
 
     # -- sending ------------------------------------------------------------------------------------
     @handles(DerpSend)
@@ -375,6 +333,10 @@ class DerpClient(Actor):
             self._flush()
             if self.conn is None:
                 return
+        link = self._link
+        if link is not None and link.splitter.reads != self._reads_seen:  # the packet lane read frames
+            self._reads_seen = link.splitter.reads
+            self.conn.note_activity(now)
         try:
             self.conn.handle_timeout(self.clock.monotonic())
         except WireError as e:
@@ -383,13 +345,14 @@ class DerpClient(Actor):
 
     @handles(DerpStatusRequest)
     def status(self, msg: DerpStatusRequest) -> DerpStatus:
-        peers = sorted(set(self.bytes_in) | set(self.bytes_out))
+        bytes_in = dict(self._in.bytes_in)  # a copy: the reader thread writes it
+        peers = sorted(set(bytes_in) | set(self.bytes_out))
         return DerpStatus(
             region=self.region.region_id,
             connected=self.conn is not None and self.conn.server_key is not None,
             home=self.home, connects=self.connects, dropped=self.dropped, health=self.health,
             idle_closes=self.idle_closes, peer_gone=self.peer_gone, last_error=self.last_error,
-            bytes_in_unknown_sources=self.bytes_in_unknown_sources,
-            peers=tuple(DerpPeerCounters(peer=p, bytes_in=self.bytes_in.get(p, 0),
+            bytes_in_unknown_sources=self._in.unknown_sources,
+            peers=tuple(DerpPeerCounters(peer=p, bytes_in=bytes_in.get(p, 0),
                                          bytes_out=self.bytes_out.get(p, 0)) for p in peers))
 

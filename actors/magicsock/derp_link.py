@@ -2,9 +2,12 @@
 
 It runs as the ``DerpClient``'s I/O loop (``start_io_loop(link.step, link.close)``), never in a
 handler: the first ``step`` dials and reports ``DerpDialed``/``DerpDialFailed``, every later one
-reads and reports ``DerpBytes``/``DerpClosed``. So a server that accepts TCP and then says nothing
-costs the actor nothing: it keeps answering asks and queueing sends while the dial waits out its
-timeouts here. ``close`` (from the actor) unblocks whatever ``step`` is blocked in.
+reads and reports ``DerpBytes``/``DerpClosed``. Each read is framed here (``RecvSplitter``): once the
+handshake is complete its RecvPackets go straight to ``DerpInbound`` (the engine, disco) from this
+thread, and only the other frames' bytes are reported to the actor (issue 14's DERP receive lane).
+A server that accepts TCP and then says nothing costs the actor nothing: it keeps answering asks
+and queueing sends while the dial waits out its timeouts here. ``close`` (from the actor) unblocks
+whatever ``step`` is blocked in.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import ssl
 import threading
 import time
 
+from pytsnet.actors.magicsock.derp_lane import DerpInbound
 from pytsnet.messages.magicsock import DerpBytes, DerpClosed, DerpDialed, DerpDialFailed, DerpRegion
+from pytsnet.wire.derp.recv_split import RecvSplitter
 from pytsnet.wire.errors import WireError
 from pytsnet.wire.http1_upgrade import UpgradeClient
 
@@ -30,9 +35,11 @@ MAX_HTTP_HEADER = 8192
 class DerpLink:
     """One connection attempt and, once upgraded, its socket (the actor writes to ``sock``)."""
 
-    def __init__(self, region: DerpRegion, conn_id: int) -> None:
+    def __init__(self, region: DerpRegion, conn_id: int, inbound: DerpInbound | None = None) -> None:
         self.region = region
         self.conn_id = conn_id
+        self.inbound = inbound  # None: every frame to the actor (no packet lane)
+        self.splitter = RecvSplitter()
         self.sock: socket.socket | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -57,7 +64,16 @@ class DerpLink:
         if not data:
             self._eof = True
             return DerpClosed(conn=self.conn_id, reason="EOF")
-        return DerpBytes(conn=self.conn_id, data=data)
+        if self.inbound is None:
+            return DerpBytes(conn=self.conn_id, data=data)
+        try:
+            packets, rest = self.splitter.feed(data)
+        except WireError as e:  # a framing error: the stream cannot go on (the actor dials again)
+            self._eof = True
+            return DerpClosed(conn=self.conn_id, reason=repr(e))
+        if packets:
+            self.inbound.packets(packets)
+        return DerpBytes(conn=self.conn_id, data=rest) if rest else None
 
     def _dial(self) -> DerpDialed | DerpDialFailed | None:
         r = self.region
@@ -92,7 +108,14 @@ class DerpLink:
         except (OSError, WireError, ValueError) as e:
             self._eof = True
             return DerpDialFailed(conn=self.conn_id, reason=f"dial: {e!r}")
-        return DerpDialed(conn=self.conn_id, leftover=reply.leftover)
+        leftover = reply.leftover
+        if self.inbound is not None and leftover:  # framed here like every later read (the
+            try:  # handshake is not complete yet: nothing is split off, whole frames go on)
+                leftover = self.splitter.feed(leftover)[1]
+            except WireError as e:
+                self._eof = True
+                return DerpDialFailed(conn=self.conn_id, reason=f"dial: {e!r}")
+        return DerpDialed(conn=self.conn_id, leftover=leftover)
 
     def _adopt(self, sock: socket.socket) -> bool:
         """Make ``sock`` the one ``close`` shuts; False (and ``sock`` closed) if close came first."""

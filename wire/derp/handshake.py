@@ -294,6 +294,11 @@ class ClientConnection(_Connection):
         self._check_ready()
         self._queue(frame)
 
+    def note_activity(self, now: float) -> None:
+        """Frames arrived that the driver handled without this connection (magicsock's packet lane,
+        ``RecvSplitter``): they count against the read deadline as if received here."""
+        self._last_recv = max(self._last_recv, now)
+
     def next_deadline(self) -> float | None:
         """When the connection is dead if nothing arrives (the Go client's 120 s read deadline)."""
         return None if self.state is State.CLOSED else self._last_recv + self.read_timeout

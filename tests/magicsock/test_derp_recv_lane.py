@@ -1,0 +1,92 @@
+"""The DERP receive lane: once a connection's handshake is complete its reader thread hands received
+packets to the engine itself (``DerpLink`` + ``RecvSplitter`` + ``DerpInbound``), not through the
+``DerpClient``'s mailbox; the actor keeps the connection's state, counters and route notes stay right,
+and a receiving client killed mid-flow restarts and the flow goes on."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from magicsock_nodes import REGION, Node, make_node, wg
+from magicsock_relay import MiniDerp, MiniStun
+
+from pytsnet.actors.runtime import FaultInjector
+from pytsnet.messages.magicsock import MagicsockPeer, SetPeers
+from pytsnet.testing.polling import wait_until
+
+VICTIM = f"derp.{REGION}"
+
+
+@pytest.fixture
+def nodes() -> Iterator[tuple[Node, Node]]:
+    d, s = MiniDerp(), MiniStun()
+    a = make_node("a", d.port, s.port, advertise=False)
+    b = make_node("b", d.port, s.port, advertise=False)
+    try:
+        wait_until(lambda: a.derp_status().connected and b.derp_status().connected, what="DERP connected")
+        for x, y in ((a, b), (b, a)):
+            x.ref("disco").tell(SetPeers(peers=(MagicsockPeer(node_key=y.key, disco_key=y.disco_key,
+                                                              home_derp=REGION),)))
+        wait_until(lambda: len(a.status().peers) == 1 and len(b.status().peers) == 1, what="paths known")
+        yield a, b
+    finally:
+        assert a.system.shutdown(10)
+        assert b.system.shutdown(10)
+        d.close()
+        s.close()
+
+
+def _seqs(node: Node) -> set[int]:
+    return {int.from_bytes(m.data[4:12], "big") for m in list(node.got) if m.via == "derp"}
+
+
+def test_packets_reach_the_engine_without_the_clients_mailbox(nodes: tuple[Node, Node]) -> None:
+    a, b = nodes
+    a.send(b, wg(0))  # the connection is up and its ServerInfo opened: the lane is on after this
+    wait_until(lambda: 0 in _seqs(b), what="first packet")
+    cell = b.ref(VICTIM)._cell
+    before = cell.handled
+    n = 40
+    for i in range(1, n + 1):  # one at a time: a read at b each
+        a.send(b, wg(i))
+        wait_until(lambda i=i: i in _seqs(b), what=f"packet {i} at b's engine")  # type: ignore[misc]
+    handled = cell.handled - before
+    # its 1 s ticks at most: no bytes (n of them without the lane)
+    assert handled < n // 4, f"b's DerpClient handled {handled} messages for {n} packets"
+    st = b.derp_status()  # counted by the lane, shown by the actor
+    [row] = [p for p in st.peers if p.peer == a.key]
+    assert row.bytes_in == len(wg(0)) * (n + 1) and st.bytes_in_unknown_sources == 0
+    # the route note came from the lane: b answers a on the region a's packets came in on
+    b.send(a, wg(7))
+    wait_until(lambda: 7 in _seqs(a), what="b→a")
+
+
+def test_receiving_client_killed_mid_flow_restarts_and_the_flow_goes_on(nodes: tuple[Node, Node]) -> None:
+    a, b = nodes
+    n = 0
+
+    def pump(k: int) -> int:
+        nonlocal n
+        for _ in range(k):
+            a.send(b, wg(n))
+            n += 1
+        return n
+
+    first = pump(50)
+    wait_until(lambda: _seqs(b) >= set(range(first)), what="flow before the kill")
+    ref = b.ref(VICTIM)
+    pump(50)  # in flight while the receiving client dies
+    FaultInjector.kill_now(ref)
+    wait_until(lambda: ref.incarnation == 2 and ref.is_alive, what="supervised restart")
+    wait_until(lambda: b.derp_status().connected, what="reconnected")
+    mark = n
+
+    def resumed() -> bool:
+        pump(1)
+        return max(_seqs(b)) >= mark
+
+    wait_until(resumed, timeout=15, what="packets after the restart")
+    last = pump(100)
+    wait_until(lambda: _seqs(b) >= set(range(last - 100, last)), what="a burst after the restart")
+    assert b.ref("sup").is_alive and a.ref(VICTIM).incarnation == 1
