@@ -318,6 +318,13 @@ class DerpConnect(Message, tag="magicsock.derp_connect"):
     pass
 
 
+class DerpFlush(Message, tag="magicsock.derp_flush"):
+    """The engine left bytes in connection ``conn``'s writer that the socket did not take at once:
+    the DERP client writes them (blocking, on its own thread)."""
+
+    conn: int
+
+
 class DerpDialed(Message, tag="magicsock.derp_dialed"):
     """Connection ``conn`` is up (TCP, TLS, ``101``); ``leftover`` is the DERP bytes after the head."""
 

@@ -10,19 +10,25 @@ W as ``WgDatagramsIn(via="derp")``. The first packet from each admitted peer on 
 the router as a ``DerpRoute`` (Go ``addDerpPeerRoute``), so replies can go back on this region while
 the peer's home is unknown (``DerpInbound``). Once the handshake is complete the connection's reader
 thread does that itself for each read (``DerpLink``/``RecvSplitter``: the packet lane); this actor
-gets the other frames and keeps the connection's state. Sends while (re)connecting wait in a small
-bounded queue.
+gets the other frames and keeps the connection's state. On a plain-TCP connection the engine writes
+DERP-only peers' bursts on the socket itself (``derp_writer``, the send lane); this actor writes what
+the socket did not take at once (``DerpFlush``) and its own frames through the same writer. Sends while
+(re)connecting wait in a small bounded queue.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import random
+import ssl
 from collections import deque
 
+from pytsnet.actors.magicsock import derp_writer
 from pytsnet.actors.magicsock.derp_lane import DerpInbound, DerpInCounters
 from pytsnet.actors.magicsock.derp_link import DerpLink
-from pytsnet.actors.runtime import Actor, StopReason, handles
+from pytsnet.actors.magicsock.derp_writer import DerpWriter
+from pytsnet.actors.runtime import Actor, ActorStopped, MailboxFull, StopReason, handles
 from pytsnet.actors.runtime.io import IoLoop
 from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.messages.magicsock import (
@@ -32,6 +38,7 @@ from pytsnet.messages.magicsock import (
     DerpConnect,
     DerpDialed,
     DerpDialFailed,
+    DerpFlush,
     DerpPeerCounters,
     DerpPeerGone,
     DerpRegion,
@@ -80,6 +87,9 @@ class DerpClient(Actor):
         self._in = DerpInCounters()  # received bytes, across connections (written by their readers)
         self._inbound: DerpInbound | None = None  # the connection's received packets to their consumers
         self._reads_seen = 0  # the reader's framed reads at the last tick (the read deadline)
+        self._writer: DerpWriter | None = None  # the connection's socket writes (plain TCP only)
+        self._published = False  # the engine may write on ``_writer`` (derp_writer.publish)
+        self._writes_seen = 0  # the engine's writes at the last tick (the idle close)
         self.health = ""
         self.pending: deque[DerpSend] = deque()
         self.bytes_out: dict[str, int] = {}
@@ -147,6 +157,16 @@ class DerpClient(Actor):
         log.debug("DERP region %d: connected to %s:%d", self.region.region_id, self.region.host,
                   self.region.port)
         self.conn = ClientConnection(self.node_private, self.clock.monotonic())
+        sock = self._link.sock
+        if sock is not None and not isinstance(sock, ssl.SSLSocket):  # one thread per SSLSocket
+            conn_id, ref = self.conn_id, self.ref
+
+            def wake() -> None:  # the engine's thread: the socket left bytes for us to write
+                with contextlib.suppress(ActorStopped, MailboxFull):
+                    ref.tell(DerpFlush(conn=conn_id))
+
+            self._writer = DerpWriter(sock, wake)
+            self._writes_seen = 0
         self._preferred = False
         self.connects += 1
         if msg.leftover:
@@ -161,6 +181,14 @@ class DerpClient(Actor):
 
     def _close(self) -> None:
         self.conn = None
+        if self._writer is not None:
+            w, self._writer = self._writer, None
+            derp_writer.withdraw(self.ref, w)
+            self._published = False
+            w.fail(OSError("connection closed"))
+            for peer, n in list(w.bytes_out.items()):  # what the engine wrote on it
+                self.bytes_out[peer] = self.bytes_out.get(peer, 0) + n
+            self.dropped += w.refused
         if self._loop is not None:
             loop, self._loop = self._loop, None
             loop.stopped.set()  # the link's close() below unblocks its dial or read
@@ -217,6 +245,10 @@ class DerpClient(Actor):
         if packets:
             inbound.packets(packets)
         self._flush()
+        if (self._writer is not None and not self._published and self.conn is not None
+                and self.conn.server_key is not None):  # after our queued sends: the engine may write
+            self._published = True
+            derp_writer.publish(self.ref, self._writer)
 
     def _frame(self, frame: f.Frame) -> None:
         if isinstance(frame, f.PeerGone):
@@ -310,10 +342,24 @@ class DerpClient(Actor):
         out = self.conn.data_to_send()
         if out:
             try:
-                self._link.sock.sendall(out)
+                if self._writer is not None:
+                    self._writer.write(out)  # behind what the engine wrote
+                else:
+                    self._link.sock.sendall(out)
             except OSError as e:
                 self._close()
                 self._retry(repr(e))
+
+    @handles(DerpFlush)
+    def on_flush(self, msg: DerpFlush) -> None:
+        """The engine left bytes in the writer that the socket did not take at once: write them."""
+        if msg.conn != self.conn_id or self._writer is None:
+            return
+        try:
+            self._writer.flush()
+        except OSError as e:
+            self._close()
+            self._retry(repr(e))
 
     @handles(DerpTick)
     def tick(self, msg: DerpTick) -> None:
@@ -322,6 +368,9 @@ class DerpClient(Actor):
             if self.home and not self._retrying and self._link is None:  # netcheck made this region home
                 self.connect(DerpConnect())
             return
+        if self._writer is not None and self._writer.writes != self._writes_seen:  # the engine wrote
+            self._writes_seen = self._writer.writes
+            self.last_write = now
         if not self._wanted(now):
             self.idle_closes += 1
             self._close()
@@ -346,13 +395,19 @@ class DerpClient(Actor):
     @handles(DerpStatusRequest)
     def status(self, msg: DerpStatusRequest) -> DerpStatus:
         bytes_in = dict(self._in.bytes_in)  # a copy: the reader thread writes it
-        peers = sorted(set(bytes_in) | set(self.bytes_out))
+        bytes_out = dict(self.bytes_out)
+        dropped = self.dropped
+        if self._writer is not None:  # the engine's writes on the open connection
+            for peer, n in list(self._writer.bytes_out.items()):
+                bytes_out[peer] = bytes_out.get(peer, 0) + n
+            dropped += self._writer.refused
+        peers = sorted(set(bytes_in) | set(bytes_out))
         return DerpStatus(
             region=self.region.region_id,
             connected=self.conn is not None and self.conn.server_key is not None,
-            home=self.home, connects=self.connects, dropped=self.dropped, health=self.health,
+            home=self.home, connects=self.connects, dropped=dropped, health=self.health,
             idle_closes=self.idle_closes, peer_gone=self.peer_gone, last_error=self.last_error,
             bytes_in_unknown_sources=self._in.unknown_sources,
             peers=tuple(DerpPeerCounters(peer=p, bytes_in=bytes_in.get(p, 0),
-                                         bytes_out=self.bytes_out.get(p, 0)) for p in peers))
+                                         bytes_out=bytes_out.get(p, 0)) for p in peers))
 

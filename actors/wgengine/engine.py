@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pytsnet.actors.keeper import recall, remember
-from pytsnet.actors.magicsock import udp_lane
+from pytsnet.actors.magicsock import derp_writer, udp_lane
 from pytsnet.actors.peers.routes import own_addresses
 from pytsnet.actors.runtime import (
     Actor,
@@ -666,24 +666,30 @@ class WgEngine(Actor):
     def _send_derp(self, m: ActorRef, peer: str, run: list[tuple[NodePublic, bytes | bytearray]],
                    now: float) -> bool:
         """Tell a burst to ``peer``'s DERP client ourselves, if magicsock published the peer as
-        DERP-only (one hop fewer than through the router, which would do the same); False: the
-        caller tells magicsock. A full client mailbox drops the burst, counted as the router does."""
+        DERP-only (one hop fewer than through the router, which would do the same), or write it on
+        that client's connection ourselves when the client published it (``derp_writer``, no hop);
+        False: the caller tells magicsock. A full client mailbox or writer drops the burst, counted
+        as the router does."""
         name = self._derp.get(peer)
         if name is None:
             return False
         ref = self.lookup(name)
         if ref is None:
             return False
-        datas = tuple(bytes(d) for _, d in run)
-        refused = 0
-        try:
-            ref.tell(DerpSends.model_construct(peer=peer, datas=datas))
-        except MailboxFull:  # the relay connection stalled past the block timeout
-            refused = len(datas)
-        except (ActorStopped, UnhandledMessage):
-            return False
-        udp_lane.count_derp(m, peer, sum(map(len, datas)), refused)
-        self.datagrams_derp += len(datas)
+        lane = derp_writer.send(ref, peer, run[0][0].raw, [d for _, d in run])  # its socket, if published
+        if lane is not None:
+            refused, nbytes, count = lane, sum(len(d) for _, d in run), len(run)
+        else:
+            datas = tuple(bytes(d) for _, d in run)
+            refused, nbytes, count = 0, sum(map(len, datas)), len(datas)
+            try:
+                ref.tell(DerpSends.model_construct(peer=peer, datas=datas))
+            except MailboxFull:  # the relay connection stalled past the block timeout
+                refused = len(datas)
+            except (ActorStopped, UnhandledMessage):
+                return False
+        udp_lane.count_derp(m, peer, nbytes, refused)
+        self.datagrams_derp += count
         if now - self._direct_noted.get(peer, float("-inf")) >= DIRECT_ACTIVE_INTERVAL:
             self._direct_noted[peer] = now
             self._tell_magicsock(WgDirectActive(peer=peer))

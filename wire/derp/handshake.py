@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import random
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum, auto
 
@@ -261,21 +261,7 @@ class ClientConnection(_Connection):
         skipped)``. A packet over ``MAX_PACKET_SIZE`` (which ``send_packet`` refuses with
         ``FrameTooLargeError``) is skipped and counted, so one bad packet does not cost the burst."""
         self._check_ready()
-        out = self._out
-        key = dst.raw
-        pack = _LEN.pack
-        n = skipped = 0
-        for p in packets:
-            size = len(p)
-            if size > f.MAX_PACKET_SIZE:
-                skipped += 1
-                continue
-            out += _SEND_HEADER
-            out += pack(f.KEY_LEN + size)
-            out += key
-            out += p
-            n += size
-        return n, skipped
+        return frame_send_packets(self._out, dst.raw, packets)
 
     def note_preferred(self, preferred: bool) -> None:
         self._check_ready()
@@ -307,6 +293,25 @@ class ClientConnection(_Connection):
         deadline = self.next_deadline()
         if deadline is not None and now >= deadline:
             raise self._fail(DerpTimeoutError(f"no frame from the DERP server for {self.read_timeout:g} s"))
+
+
+def frame_send_packets(out: bytearray, key: bytes, packets: Sequence[bytes | bytearray]) -> tuple[int, int]:
+    """Append a SendPacket frame to the 32-byte ``key`` for each of ``packets`` to ``out``: ``(bytes of
+    packets framed, packets skipped)``; a packet over ``MAX_PACKET_SIZE`` is skipped. The framing of
+    ``ClientConnection.send_packets``, for a writer that is not the connection (magicsock's send lane)."""
+    pack = _LEN.pack
+    n = skipped = 0
+    for p in packets:
+        size = len(p)
+        if size > f.MAX_PACKET_SIZE:
+            skipped += 1
+            continue
+        out += _SEND_HEADER
+        out += pack(f.KEY_LEN + size)
+        out += key
+        out += p
+        n += size
+    return n, skipped
 
 
 _CLIENT_RECEIVES = frozenset(
