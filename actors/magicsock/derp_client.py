@@ -102,6 +102,11 @@ class DerpClient(Actor):
         self._preferred = False  # what we last told the server with NotePreferred
 
     @property
+    def bytes_in(self) -> dict[str, int]:
+        """Bytes received per admitted peer (kept by the connections' readers, ``DerpInCounters``)."""
+        return self._in.bytes_in
+
+    @property
     def home(self) -> bool:
         return self.region.region_id == self.home_region
 
