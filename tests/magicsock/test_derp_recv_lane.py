@@ -5,6 +5,8 @@ and a receiving client killed mid-flow restarts and the flow goes on."""
 
 from __future__ import annotations
 
+import functools
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -14,6 +16,7 @@ from magicsock_relay import MiniDerp, MiniStun
 from pytsnet.actors.runtime import FaultInjector
 from pytsnet.messages.magicsock import MagicsockPeer, SetPeers
 from pytsnet.testing.polling import wait_until
+from pytsnet.wire.derp.handshake import ClientConnection
 
 VICTIM = f"derp.{REGION}"
 
@@ -90,3 +93,35 @@ def test_receiving_client_killed_mid_flow_restarts_and_the_flow_goes_on(nodes: t
     last = pump(100)
     wait_until(lambda: _seqs(b) >= set(range(last - 100, last)), what="a burst after the restart")
     assert b.ref("sup").is_alive and a.ref(VICTIM).incarnation == 1
+
+
+def test_packets_on_the_lane_keep_the_read_deadline_fed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The actor no longer sees packet frames: the reader's read count must still count as traffic,
+    or a connection carrying only data would time out (120 s in Go and here; 2 s in this test)."""
+    from pytsnet.actors.magicsock import derp_client
+
+    short = functools.partial(ClientConnection, read_timeout=2.0)
+    monkeypatch.setattr(derp_client, "ClientConnection", short)
+    d, s = MiniDerp(), MiniStun()
+    a = make_node("a", d.port, s.port, advertise=False)
+    b = make_node("b", d.port, s.port, advertise=False)
+    try:
+        wait_until(lambda: a.derp_status().connected and b.derp_status().connected, what="DERP connected")
+        b.ref("disco").tell(SetPeers(peers=(MagicsockPeer(node_key=a.key, disco_key=a.disco_key,
+                                                          home_derp=REGION),)))
+        a.ref("disco").tell(SetPeers(peers=(MagicsockPeer(node_key=b.key, disco_key=b.disco_key,
+                                                          home_derp=REGION),)))
+        wait_until(lambda: len(a.status().peers) == 1, what="path known")
+        end = time.monotonic() + 5.0  # well past b's 2 s read deadline, packets all the while
+        i = 0
+        while time.monotonic() < end:
+            a.send(b, wg(i))
+            i += 1
+            time.sleep(0.05)
+        wait_until(lambda: i - 1 in _seqs(b), what="the last packet")
+        assert b.derp_status().connects == 1, b.derp_status()
+    finally:
+        assert a.system.shutdown(10)
+        assert b.system.shutdown(10)
+        d.close()
+        s.close()
