@@ -21,7 +21,7 @@ import anyio.from_thread
 import anyio.to_thread
 import httpx
 import pytest
-from http_rig import Pair, device, wait_for_peer
+from http_rig import Pair
 from web_peer import make_certs, pattern, serving
 
 from pytsnet import (
@@ -34,6 +34,7 @@ from pytsnet import (
 )
 from pytsnet.device import DIAL_TIMEOUT
 from pytsnet.http.client import async_client
+from pytsnet.testing.tailnet import new_device, wait_for_peers
 
 MIB = 1 << 20
 
@@ -167,9 +168,9 @@ async def test_timeouts_and_dial_failures_are_httpx_errors_caused_by_the_typed_e
         assert (await client.get("/hello")).text == "hello from web"  # the client still works
 
     # A peer that went offline: its SYNs go unanswered, the connect timeout ends the dial.
-    with device(pair.net, tmp_path, "gone", pair.net.create_authkey()) as gone:
+    with new_device(pair.net, tmp_path, "gone") as gone:
         gone.up_blocking(30)
-        await anyio.to_thread.run_sync(wait_for_peer, pair.app, "gone")
+        await anyio.to_thread.run_sync(wait_for_peers, pair.app, ["gone"])
     async with pair.app.http_client() as client:
         t0 = time.monotonic()
         with pytest.raises(httpx.ConnectTimeout) as slow:

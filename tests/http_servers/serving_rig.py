@@ -8,10 +8,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from pytsnet.config import Config
 from pytsnet.device import ActorDevice
 from pytsnet.localnet.server import LocalTailnet
-from pytsnet.testing.polling import wait_until
+from pytsnet.testing.tailnet import Tailnet, local_tailnet
 
 
 @dataclass
@@ -20,26 +19,11 @@ class Pair:
     a: ActorDevice
     b: ActorDevice
 
-    def name(self, dev: ActorDevice) -> str:
-        return dev.state.name
-
-    def ip(self, dev: ActorDevice) -> str:
-        return dev.tailscale_ips()[0]
+    name = staticmethod(Tailnet.name)
+    ip = staticmethod(Tailnet.ip)
 
 
 @contextmanager
 def tailnet_pair(tmp: Path, names: tuple[str, str] = ("alpha", "beta")) -> Iterator[Pair]:
-    with LocalTailnet(tmp / "control", listen="127.0.0.1:0") as net:
-        devs = [ActorDevice(Config(dir=tmp / name, hostname=name, auth_key=net.create_authkey(),
-                                   control_url=net.control_url, backoff_max=1.0, bind_host="127.0.0.1"))
-                for name in names]
-        try:
-            for d in devs:
-                d.start()
-            for d in devs:
-                d.wait_until_running_blocking(20)
-            wait_until(lambda: all(len(d.status().peers) == 1 for d in devs), 20, "each sees the other")
-            yield Pair(net, *devs)
-        finally:
-            for d in devs:
-                d.close()
+    with local_tailnet(tmp, names) as tn:
+        yield Pair(tn.net, *tn.devices.values())

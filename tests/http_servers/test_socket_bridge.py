@@ -24,6 +24,7 @@ from pytsnet.actors.netstack.splice import Splice
 from pytsnet.errors import DeviceClosed, NotTailnetConnection
 from pytsnet.net.bridge import TailnetConnection, TailnetListenSocket
 from pytsnet.testing.polling import wait_until
+from pytsnet.testing.tailnet import new_device
 
 
 def _echo_once(conn: socket.socket) -> None:
@@ -210,12 +211,7 @@ def test_close_resets_waiting_connections_and_ends_accept(pair: Pair) -> None:
 
 def test_device_close_ends_accept(tmp_path_factory: pytest.TempPathFactory, pair: Pair) -> None:
     """A device of its own (closing it must not disturb the shared pair)."""
-    from pytsnet.config import Config
-    from pytsnet.device import ActorDevice
-    tmp = tmp_path_factory.mktemp("gamma")
-    dev = ActorDevice(Config(dir=tmp, hostname="gamma", auth_key=pair.net.create_authkey(),
-                             control_url=pair.net.control_url, backoff_max=1.0, bind_host="127.0.0.1"))
-    dev.start()
+    dev = new_device(pair.net, tmp_path_factory.mktemp("gamma"), "gamma").start()
     lst = dev.listen_socket(7107)
     got: list[BaseException] = []
 

@@ -17,12 +17,11 @@ from pathlib import Path
 
 import h11
 
-from pytsnet.config import Config
 from pytsnet.device import ActorDevice
 from pytsnet.errors import UnknownTailnetHost
 from pytsnet.localnet.server import LocalTailnet
-from pytsnet.net import SocketLike
-from pytsnet.testing.polling import wait_until
+from pytsnet.net import SocketLike, SocketListener, UdpSocket
+from pytsnet.testing.tailnet import local_tailnet
 
 WEB_PORT, ECHO_PORT, UDP_PORT = 8080, 7000, 5353
 
@@ -114,8 +113,7 @@ def _serve_echo(conn: SocketLike) -> None:
         conn.close()
 
 
-def _accept_loop(rig: Rig, port: int, handler: object) -> None:
-    lst = rig.web.listen_blocking(port)
+def _accept_loop(rig: Rig, lst: SocketListener, handler: object) -> None:
     lst.settimeout(0.5)
     while not rig.stop.is_set():
         try:
@@ -126,8 +124,7 @@ def _accept_loop(rig: Rig, port: int, handler: object) -> None:
     lst.close()
 
 
-def _udp_echo(rig: Rig) -> None:
-    sock = rig.web.listen_packet_blocking(UDP_PORT)
+def _udp_echo(rig: Rig, sock: UdpSocket) -> None:
     while not rig.stop.is_set():
         try:
             data, src = sock.recvfrom_blocking(0.5)
@@ -159,30 +156,20 @@ def make_git_repo(root: Path) -> str:
 def loopback_rig(tmp: Path, timeout: float = 30.0) -> Iterator[Rig]:
     git_root = tmp / "gitsrv"
     git_root.mkdir()
-    with LocalTailnet(tmp / "control", listen="127.0.0.1:0") as net:
-        def dev(name: str) -> ActorDevice:
-            return ActorDevice(Config(dir=tmp / name, hostname=name, auth_key=net.create_authkey(),
-                                      control_url=net.control_url, backoff_max=1.0,
-                                      bind_host="127.0.0.1")).start()
-        alpha, web = dev("alpha"), dev("web")
-        rig = Rig(net, alpha, web, git_root.resolve(), git_head=make_git_repo(git_root))
-        threads = [threading.Thread(target=_accept_loop, args=(rig, WEB_PORT, lambda c: _serve_http(rig, c)),
-                                    daemon=True),
-                   threading.Thread(target=_accept_loop, args=(rig, ECHO_PORT, _serve_echo), daemon=True),
-                   threading.Thread(target=_udp_echo, args=(rig,), daemon=True)]
+    with local_tailnet(tmp, ["alpha", "web"], timeout=timeout) as tn:
+        rig = Rig(tn.net, tn["alpha"], tn["web"], git_root.resolve(), git_head=make_git_repo(git_root))
+        web = rig.web  # listening before the rig is handed out: no test dials a port not yet open
+        serving = [(_accept_loop, (rig, web.listen_blocking(WEB_PORT), lambda c: _serve_http(rig, c))),
+                   (_accept_loop, (rig, web.listen_blocking(ECHO_PORT), _serve_echo)),
+                   (_udp_echo, (rig, web.listen_packet_blocking(UDP_PORT)))]
+        threads = [threading.Thread(target=f, args=args, daemon=True) for f, args in serving]
         try:
             for t in threads:
                 t.start()
-            alpha.wait_until_running_blocking(timeout)
-            web.wait_until_running_blocking(timeout)
-            wait_until(lambda: len(alpha.status().peers) == 1 and len(web.status().peers) == 1, timeout,
-                       "each sees the other")
-            rig.addr, rig.cred, rig.local_api_cred = alpha.loopback()
+            rig.addr, rig.cred, rig.local_api_cred = rig.alpha.loopback()
             yield rig
         finally:
             rig.stop.set()
-            alpha.close()
-            web.close()
             for t in threads:
                 t.join(5)
 
