@@ -1,0 +1,215 @@
+"""Issue 18's done-when as one matrix: four web frameworks served on a tailnet node, each reached from
+another node with six clients, and every answer names the caller.
+
+On one LocalTailnet over loopback, ``web`` serves one app each with http.server (``dev.http_server``),
+wsgiref (``dev.serve_wsgi``), uvicorn (``dev.serve_asgi``, a FastAPI app) and aiohttp (``SockSite`` on
+``dev.listen_socket``), using nothing but the public API. Each app answers ``NAME IP:PORT``: the WhoIs
+name of its caller and the tailnet address the framework handed it. From ``app``, each is reached with
+``dev.http_client()``, httpx through ``app``'s loopback SOCKS5 proxy and through its HTTP proxy,
+``dev.requests_session()`` (two calls on one connection) and curl (``--socks5-hostname``, ``--proxy``),
+so the answer must name ``app``: the proxied requests are dialed by ``app``'s own device, not by the host.
+The devices and the four servers start once for the module; each (server, client) pair is one test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp.web
+import fastapi
+import httpx
+import pytest
+from anyio.from_thread import start_blocking_portal
+from fastapi.responses import PlainTextResponse
+
+from pytsnet.device import ActorDevice
+from pytsnet.net.bridge import TailnetListenSocket
+from pytsnet.testing.tailnet import Tailnet, local_tailnet
+
+PORTS = {"http.server": 8081, "wsgiref": 8082, "uvicorn": 8083, "aiohttp": 8084}
+"""Each framework's tailnet port on ``web``."""
+
+TIMEOUT = 20.0
+
+
+def _answer(web: ActorDevice, ip: str, port: object) -> str:
+    """What every app says: its caller's WhoIs name and tailnet address (Go's ``WhoIs(r.RemoteAddr)``)."""
+    return f"{web.whois(ip).node.name} {ip}:{port}"
+
+
+# -- the four apps ----------------------------------------------------------------------------------------
+def _stdlib_handler(web: ActorDevice) -> type[http.server.BaseHTTPRequestHandler]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, so a client can reuse its connection
+
+        def do_GET(self) -> None:
+            who = web.whois_connection(self.connection).node.name  # type: ignore[arg-type]
+            ip, port = self.client_address[:2]
+            body = f"{who} {ip}:{port}".encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Handler
+
+
+def _wsgi_app(web: ActorDevice) -> Callable[..., list[bytes]]:
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        # wsgiref puts no REMOTE_PORT in the environ: the port is "-"
+        body = _answer(web, environ["REMOTE_ADDR"], environ.get("REMOTE_PORT", "-")).encode()
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    return app
+
+
+def _fastapi_app(web: ActorDevice) -> fastapi.FastAPI:
+    api = fastapi.FastAPI()
+
+    @api.get("/", response_class=PlainTextResponse)
+    def hello(request: fastapi.Request) -> str:
+        assert request.client is not None
+        return _answer(web, request.client.host, request.client.port)
+
+    return api
+
+
+async def _aiohttp_site(web: ActorDevice, sock: TailnetListenSocket) -> aiohttp.web.AppRunner:
+    async def hello(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        ip, port = request.transport.get_extra_info("peername")[:2]  # type: ignore[union-attr]
+        assert request.remote == ip
+        return aiohttp.web.Response(text=_answer(web, ip, port))
+
+    aio = aiohttp.web.Application()
+    aio.router.add_get("/", hello)
+    runner = aiohttp.web.AppRunner(aio, access_log=None)
+    await runner.setup()
+    await aiohttp.web.SockSite(runner, sock).start()
+    return runner
+
+
+@dataclass
+class Matrix:
+    web: ActorDevice
+    app: ActorDevice
+    proxy_addr: str
+    """``app``'s loopback proxies (SOCKS5 and HTTP on one port), ``127.0.0.1:PORT``."""
+    proxy_cred: str
+
+
+@pytest.fixture(scope="module")
+def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matrix]:
+    with local_tailnet(tmp_path_factory.mktemp("matrix"), ["web", "app"]) as tn, \
+            start_blocking_portal("asyncio") as portal, ExitStack() as stack:
+        web, app = tn["web"], tn["app"]
+        stdlib = web.http_server(PORTS["http.server"], _stdlib_handler(web))
+        stack.callback(stdlib.server_close)
+        threading.Thread(target=stdlib.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
+        stack.callback(stdlib.shutdown)
+        for serve, wsgi_or_asgi, port in ((web.serve_wsgi, _wsgi_app(web), PORTS["wsgiref"]),
+                                         (web.serve_asgi, _fastapi_app(web), PORTS["uvicorn"])):
+            task, _ = portal.start_task(serve, wsgi_or_asgi, port)  # returns once listening
+            stack.callback(task.cancel)
+        runner = portal.call(_aiohttp_site, web, web.listen_socket(PORTS["aiohttp"]))
+        stack.callback(portal.call, runner.cleanup)
+        addr, cred, _ = app.loopback()
+        yield Matrix(web, app, addr, cred)
+
+
+# -- the six clients: each returns the answers it got ----------------------------------------------------
+def _http_client(m: Matrix, url: str) -> list[str]:
+    async def get() -> str:
+        async with m.app.http_client(timeout=TIMEOUT) as client:
+            r = await client.get(url)
+            r.raise_for_status()
+            return r.text
+
+    return [asyncio.run(get())]
+
+
+def _httpx_via(scheme: str) -> Callable[[Matrix, str], list[str]]:
+    def get(m: Matrix, url: str) -> list[str]:
+        with httpx.Client(proxy=f"{scheme}://tsnet:{m.proxy_cred}@{m.proxy_addr}", timeout=TIMEOUT,
+                          trust_env=False) as client:
+            r = client.get(url)
+            r.raise_for_status()
+            return [r.text]
+
+    return get
+
+
+def _requests(m: Matrix, url: str) -> list[str]:
+    """Two calls on one session; one tailnet dial must carry both, unless the server closed the
+    connection (wsgiref speaks HTTP/1.0 and closes after every response: no client can reuse it)."""
+    dials: list[tuple[str, int]] = []
+    dial = m.app.connect_socket  # what the session's connections are made with: count its calls
+
+    def counting(host: str, port: int, timeout: float = TIMEOUT) -> Any:
+        dials.append((host, port))
+        return dial(host, port, timeout)
+
+    m.app.connect_socket = counting  # type: ignore[method-assign]
+    try:
+        with m.app.requests_session() as s:
+            first, second = s.get(url, timeout=TIMEOUT), s.get(url, timeout=TIMEOUT)
+    finally:
+        del m.app.connect_socket
+    for r in (first, second):
+        r.raise_for_status()
+    if first.raw.version == 10:
+        assert len(dials) == 2, f"an HTTP/1.0 server closes each connection: {dials}"
+    else:
+        assert len(dials) == 1, f"two calls, one connection: {dials}"
+        assert first.text.rsplit(":", 1)[1] == second.text.rsplit(":", 1)[1], \
+            f"the server saw two client ports: {first.text!r}, {second.text!r}"
+    return [first.text, second.text]
+
+
+def _curl(*proxy_args: str) -> Callable[[Matrix, str], list[str]]:
+    def get(m: Matrix, url: str) -> list[str]:
+        if shutil.which("curl") is None:
+            pytest.skip("curl is not installed")  # a failure under CI (pytsnet.testing.ci)
+        env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}  # only the proxy named here
+        args = [a.format(addr=m.proxy_addr, cred=m.proxy_cred) for a in proxy_args]
+        r = subprocess.run(["curl", "-sS", "--fail", "--max-time", str(TIMEOUT), *args, url],
+                           capture_output=True, text=True, env=env, timeout=TIMEOUT + 10)
+        assert r.returncode == 0, r.stderr
+        return [r.stdout]
+
+    return get
+
+
+CLIENTS: dict[str, Callable[[Matrix, str], list[str]]] = {
+    "http_client": _http_client,
+    "httpx-socks5": _httpx_via("socks5"),
+    "httpx-http-proxy": _httpx_via("http"),
+    "requests_session": _requests,
+    "curl-socks5-hostname": _curl("--socks5-hostname", "{addr}", "--proxy-user", "tsnet:{cred}"),
+    "curl-proxy": _curl("--proxy", "http://tsnet:{cred}@{addr}"),
+}
+
+
+@pytest.mark.parametrize("client", list(CLIENTS))
+@pytest.mark.parametrize("server", list(PORTS))
+def test_framework_answers_with_the_callers_whois(matrix: Matrix, server: str, client: str) -> None:
+    answers = CLIENTS[client](matrix, f"http://web:{PORTS[server]}/")
+    app_name, app_ip = Tailnet.name(matrix.app), Tailnet.ip(matrix.app)
+    assert app_name.startswith("app.")
+    for text in answers:
+        name, addr = text.split(" ")
+        ip, port = addr.rsplit(":", 1)
+        assert (name, ip) == (app_name, app_ip), f"{server} saw {text!r}, not the caller app"
+        assert port == "-" if server == "wsgiref" else int(port) > 0
