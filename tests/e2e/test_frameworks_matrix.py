@@ -3,18 +3,18 @@ another node with six clients, and every answer names the caller.
 
 On one LocalTailnet over loopback, ``web`` serves one app each with http.server (``dev.http_server``),
 wsgiref (``dev.serve_wsgi``), uvicorn (``dev.serve_asgi``, a FastAPI app) and aiohttp (``SockSite`` on
-``dev.listen_socket``), using nothing but the public API. Each app answers ``NAME IP:PORT``: the WhoIs
-name of its caller and the tailnet address the framework handed it. From ``app``, each is reached with
-``dev.http_client()``, httpx through ``app``'s loopback SOCKS5 proxy and through its HTTP proxy,
-``dev.requests_session()`` (two calls on one connection) and curl (``--socks5-hostname``, ``--proxy``),
-so the answer must name ``app``: the proxied requests are dialed by ``app``'s own device, not by the host.
-The devices and the four servers start once for the module; each (server, client) pair is one test.
+``dev.listen_socket``), using nothing but the public API. Each app (``pytsnet.testing.whoami``)
+answers ``NAME IP:PORT``: the WhoIs name of its caller and the tailnet address the framework handed
+it. From ``app``, each is reached with ``dev.http_client()``, httpx through ``app``'s loopback SOCKS5
+proxy and through its HTTP proxy, ``dev.requests_session()`` (two calls on one connection) and curl
+(``--socks5-hostname``, ``--proxy``), so the answer must name ``app``: the proxied requests are dialed
+by ``app``'s own device, not by the host. The devices and the four servers start once for the module;
+each (server, client) pair is one test.
 """
 
 from __future__ import annotations
 
 import asyncio
-import http.server
 import os
 import shutil
 import subprocess
@@ -25,15 +25,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp.web
-import fastapi
 import httpx
 import pytest
 from anyio.from_thread import start_blocking_portal
-from fastapi.responses import PlainTextResponse
 
 from pytsnet.device import ActorDevice
 from pytsnet.net.bridge import TailnetListenSocket
 from pytsnet.testing.tailnet import Tailnet, local_tailnet
+from pytsnet.testing.whoami import aiohttp_app, fastapi_app, stdlib_handler, wsgi_app
 
 PORTS = {"http.server": 8081, "wsgiref": 8082, "uvicorn": 8083, "aiohttp": 8084}
 """Each framework's tailnet port on ``web``."""
@@ -41,61 +40,8 @@ PORTS = {"http.server": 8081, "wsgiref": 8082, "uvicorn": 8083, "aiohttp": 8084}
 TIMEOUT = 20.0
 
 
-def _answer(web: ActorDevice, ip: str, port: object) -> str:
-    """What every app says: its caller's WhoIs name and tailnet address (Go's ``WhoIs(r.RemoteAddr)``)."""
-    return f"{web.whois(ip).node.name} {ip}:{port}"
-
-
-# -- the four apps ----------------------------------------------------------------------------------------
-def _stdlib_handler(web: ActorDevice) -> type[http.server.BaseHTTPRequestHandler]:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive, so a client can reuse its connection
-
-        def do_GET(self) -> None:
-            who = web.whois_connection(self.connection).node.name  # type: ignore[arg-type]
-            ip, port = self.client_address[:2]
-            body = f"{who} {ip}:{port}".encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    return Handler
-
-
-def _wsgi_app(web: ActorDevice) -> Callable[..., list[bytes]]:
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        # wsgiref puts no REMOTE_PORT in the environ: the port is "-"
-        body = _answer(web, environ["REMOTE_ADDR"], environ.get("REMOTE_PORT", "-")).encode()
-        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
-        return [body]
-
-    return app
-
-
-def _fastapi_app(web: ActorDevice) -> fastapi.FastAPI:
-    api = fastapi.FastAPI()
-
-    @api.get("/", response_class=PlainTextResponse)
-    def hello(request: fastapi.Request) -> str:
-        assert request.client is not None
-        return _answer(web, request.client.host, request.client.port)
-
-    return api
-
-
 async def _aiohttp_site(web: ActorDevice, sock: TailnetListenSocket) -> aiohttp.web.AppRunner:
-    async def hello(request: aiohttp.web.Request) -> aiohttp.web.Response:
-        ip, port = request.transport.get_extra_info("peername")[:2]  # type: ignore[union-attr]
-        assert request.remote == ip
-        return aiohttp.web.Response(text=_answer(web, ip, port))
-
-    aio = aiohttp.web.Application()
-    aio.router.add_get("/", hello)
-    runner = aiohttp.web.AppRunner(aio, access_log=None)
+    runner = aiohttp.web.AppRunner(aiohttp_app(web), access_log=None)
     await runner.setup()
     await aiohttp.web.SockSite(runner, sock).start()
     return runner
@@ -115,12 +61,12 @@ def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matrix]:
     with local_tailnet(tmp_path_factory.mktemp("matrix"), ["web", "app"]) as tn, \
             start_blocking_portal("asyncio") as portal, ExitStack() as stack:
         web, app = tn["web"], tn["app"]
-        stdlib = web.http_server(PORTS["http.server"], _stdlib_handler(web))
+        stdlib = web.http_server(PORTS["http.server"], stdlib_handler(web))
         stack.callback(stdlib.server_close)
         threading.Thread(target=stdlib.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
         stack.callback(stdlib.shutdown)
-        for serve, wsgi_or_asgi, port in ((web.serve_wsgi, _wsgi_app(web), PORTS["wsgiref"]),
-                                         (web.serve_asgi, _fastapi_app(web), PORTS["uvicorn"])):
+        for serve, wsgi_or_asgi, port in ((web.serve_wsgi, wsgi_app(web), PORTS["wsgiref"]),
+                                         (web.serve_asgi, fastapi_app(web), PORTS["uvicorn"])):
             task, _ = portal.start_task(serve, wsgi_or_asgi, port)  # returns once listening
             stack.callback(task.cancel)
         runner = portal.call(_aiohttp_site, web, web.listen_socket(PORTS["aiohttp"]))

@@ -31,6 +31,7 @@ from pytsnet.errors import UnknownTailnetHost
 from pytsnet.http.requests_adapter import ProxyRefused
 from pytsnet.http.serve import AsgiStartupFailed
 from pytsnet.localnet.derp_tls import ensure_certificate
+from pytsnet.testing.whoami import stdlib_handler
 
 
 class _Got:
@@ -63,19 +64,11 @@ def client(request: pytest.FixtureRequest) -> str:
 
 
 def _whois_handler(dev: ActorDevice) -> type[http.server.BaseHTTPRequestHandler]:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = dev.whois_connection(self.connection).node.name.encode()  # type: ignore[arg-type]
-            assert self.client_address == self.connection.getpeername()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def name(h: http.server.BaseHTTPRequestHandler) -> str:
+        assert h.client_address == h.connection.getpeername()
+        return dev.whois_connection(h.connection).node.name
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    return Handler
+    return stdlib_handler(dev, name)
 
 
 def test_http_server(pair: Pair, client: str) -> None:
@@ -301,23 +294,14 @@ def test_requests_reuses_one_connection(pair: Pair) -> None:
     seen: list[tuple[str, int]] = []
     accepted: list[object] = []
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive
+    def answer(h: http.server.BaseHTTPRequestHandler) -> str:
+        seen.append(h.client_address)
+        return "ok " + h.path
 
+    class Handler(stdlib_handler(a, answer)):  # type: ignore[misc]  # HTTP/1.1: keep-alive
         def setup(self) -> None:
             accepted.append(self.request)
             super().setup()
-
-        def do_GET(self) -> None:
-            seen.append(self.client_address)
-            body = b"ok " + self.path.encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
 
     server = a.http_server(7208, Handler)
     t = threading.Thread(target=server.serve_forever, daemon=True)
