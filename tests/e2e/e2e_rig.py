@@ -7,15 +7,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 
-from pytsnet.config import Config
 from pytsnet.device import ActorDevice
 from pytsnet.errors import UnknownTailnetHost
 from pytsnet.localnet.server import LocalTailnet
 from pytsnet.messages.magicsock import UdpBlackhole
 from pytsnet.testing.polling import wait_until
+from pytsnet.testing.tailnet import local_tailnet, new_device
 from pytsnet.wire.magicsock.endpoint import Timings
 
 FAST = Timings(heartbeat=0.5, trust=1.5, session_active=10.0, upgrade=5.0, ping_timeout=0.8,
@@ -33,30 +34,22 @@ class Pair:
         return dev.tailscale_ips()[0]
 
 
+def _config(direct: bool) -> dict[str, Any]:
+    return {"advertise_endpoints": direct, "timings": FAST, "stun_interval": (2.0, 3.0)}
+
+
 def make_device(net: LocalTailnet, tmp: Path, name: str, *, direct: bool = True) -> ActorDevice:
-    return ActorDevice(Config(dir=tmp / name, hostname=name, auth_key=net.create_authkey(),
-                              control_url=net.control_url, backoff_max=1.0, bind_host="127.0.0.1",
-                              advertise_endpoints=direct, timings=FAST, stun_interval=(2.0, 3.0))).start()
+    return new_device(net, tmp, name, **_config(direct)).start()
 
 
 @contextmanager
 def tailnet_pair(tmp: Path, *, direct: bool = True, timeout: float = 20.0,
                  derp_tls: bool = False) -> Iterator[Pair]:
-    with LocalTailnet(tmp / "control", listen="127.0.0.1:0", derp_tls=derp_tls) as net:
-        a = make_device(net, tmp, "alpha", direct=direct)
-        b = make_device(net, tmp, "beta", direct=direct)
-        try:
-            if not direct:
-                for d in (a, b):
-                    blackhole(d, True)
-            a.wait_until_running_blocking(timeout)
-            b.wait_until_running_blocking(timeout)
-            wait_until(lambda: len(a.status().peers) == 1 and len(b.status().peers) == 1, timeout,
-                       "each sees the other")
-            yield Pair(net, a, b)
-        finally:
-            a.close()
-            b.close()
+    """``alpha`` and ``beta``; with ``direct=False`` their UDP is cut from the start (DERP only)."""
+    cut = None if direct else (lambda d: blackhole(d, True))
+    with local_tailnet(tmp, ["alpha", "beta"], timeout=timeout, net_options={"derp_tls": derp_tls},
+                       on_start=cut, **_config(direct)) as tn:
+        yield Pair(tn.net, tn["alpha"], tn["beta"])
 
 
 def blackhole(dev: ActorDevice, on: bool) -> None:
