@@ -21,11 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loopback_rig import ECHO_PORT, Rig, clean_env, domain, loopback_rig, recv_exact, socks_handshake
 
 from pytsnet.actors.runtime.errors import Killed
-from pytsnet.config import Config
-from pytsnet.device import ActorDevice
 from pytsnet.localnet.server import LocalTailnet
 from pytsnet.loopback import Loopback
 from pytsnet.testing.polling import wait_until
+from pytsnet.testing.tailnet import new_device
 from pytsnet.wire.socks5 import encode_udp
 
 
@@ -211,8 +210,7 @@ def test_local_api_seam_and_plain_requests(rig: Rig) -> None:
 
 def test_listener_closes_with_the_device(tmp_path: Path) -> None:
     with LocalTailnet(tmp_path / "control", listen="127.0.0.1:0") as net:
-        dev = ActorDevice(Config(dir=tmp_path / "solo", hostname="solo", auth_key=net.create_authkey(),
-                                 control_url=net.control_url, bind_host="127.0.0.1")).start()
+        dev = new_device(net, tmp_path, "solo").start()
         try:
             addr, _, _ = dev.loopback()
             port = int(addr.rsplit(":", 1)[1])
