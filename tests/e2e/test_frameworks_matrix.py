@@ -1,15 +1,15 @@
 """Issue 18's done-when as one matrix: four web frameworks served on a tailnet node, each reached from
-another node with six clients, and every answer names the caller.
+another node with eight clients, and every answer names the caller.
 
 On one LocalTailnet over loopback, ``web`` serves one app each with http.server (``dev.http_server``),
 wsgiref (``dev.serve_wsgi``), uvicorn (``dev.serve_asgi``, a FastAPI app) and aiohttp (``SockSite`` on
 ``dev.listen_socket``), using nothing but the public API. Each app (``pytsnet.testing.whoami``)
 answers ``NAME IP:PORT``: the WhoIs name of its caller and the tailnet address the framework handed
-it. From ``app``, each is reached with ``dev.http_client()``, httpx through ``app``'s loopback SOCKS5
-proxy and through its HTTP proxy, ``dev.requests_session()`` (two calls on one connection) and curl
-(``--socks5-hostname``, ``--proxy``), so the answer must name ``app``: the proxied requests are dialed
-by ``app``'s own device, not by the host. The devices and the four servers start once for the module;
-each (server, client) pair is one test.
+it. From ``app``, each is reached with ``dev.http_client()``, ``dev.requests_session()`` (two calls on
+one connection), and through ``app``'s loopback proxies (SOCKS5 and HTTP) with httpx, requests and
+curl (``--socks5-hostname``, ``--proxy``), so the answer must name ``app``: the proxied requests are
+dialed by ``app``'s own device, not by the host. The devices and the four servers start once for the
+module; each (server, client) pair is one test.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import Any
 import aiohttp.web
 import httpx
 import pytest
+import requests
 from anyio.from_thread import start_blocking_portal
 
 from pytsnet.device import ActorDevice
@@ -124,6 +125,21 @@ def _requests(m: Matrix, url: str) -> list[str]:
     return [first.text, second.text]
 
 
+def _requests_via(scheme: str) -> Callable[[Matrix, str], list[str]]:
+    """A plain ``requests.Session`` through ``app``'s loopback proxy (``socks5h``: names resolved by
+    the proxy, needs PySocks), two calls."""
+    def get(m: Matrix, url: str) -> list[str]:
+        proxy = f"{scheme}://tsnet:{m.proxy_cred}@{m.proxy_addr}"
+        with requests.Session() as s:
+            s.trust_env = False
+            answers = [s.get(url, proxies={"http": proxy}, timeout=TIMEOUT) for _ in range(2)]
+        for r in answers:
+            r.raise_for_status()
+        return [r.text for r in answers]
+
+    return get
+
+
 def _curl(*proxy_args: str) -> Callable[[Matrix, str], list[str]]:
     def get(m: Matrix, url: str) -> list[str]:
         if shutil.which("curl") is None:
@@ -143,6 +159,8 @@ CLIENTS: dict[str, Callable[[Matrix, str], list[str]]] = {
     "httpx-socks5": _httpx_via("socks5"),
     "httpx-http-proxy": _httpx_via("http"),
     "requests_session": _requests,
+    "requests-socks5h": _requests_via("socks5h"),
+    "requests-http-proxy": _requests_via("http"),
     "curl-socks5-hostname": _curl("--socks5-hostname", "{addr}", "--proxy-user", "tsnet:{cred}"),
     "curl-proxy": _curl("--proxy", "http://tsnet:{cred}@{addr}"),
 }
