@@ -41,6 +41,7 @@ from pytsnet.actors.netstack.channel import (
     ListenerChannel,
 )
 from pytsnet.actors.netstack.flow import TcpFlowActor, emit_packets
+from pytsnet.actors.netstack.queue_signal import QueueSignal
 from pytsnet.actors.runtime import (
     Actor,
     ActorStopped,
@@ -140,6 +141,7 @@ class NetstackActor(Actor):
         """The flows supervisor (a sibling under the netstack's supervisor): flow actors live there."""
         self.out_message = out_message
         self.out_batch = _BATCH_OF.get(out_message)  # the sink takes a burst in one message
+        self._queue_signal = QueueSignal()  # the flows' shared local congestion signal (issue 14)
         self.tcp_config = tcp_config
         self.channel_limit = channel_limit or config.recv_buffer
         self.stack: Stack
@@ -341,7 +343,8 @@ class NetstackActor(Actor):
                          self.channel_limit)
         assert self._sup is not None
         ref = self.system.spawn(TcpFlowActor, conn, ch, self.sink, self.ref, self.out_message,
-                                self.config.ip_ttl, self.out_batch, self._emitter(conn), name=name,
+                                self.config.ip_ttl, self.out_batch, self._emitter(conn), self._queue_signal,
+                                name=name,
                                 parent=self._sup, dispatcher="pool", restart=Restart.NEVER,
                                 mailbox=_FLOW_MAILBOX)
         self.registry.add_flow(FlowRecord(name, key, ref, ch), dialed=dialed)

@@ -20,6 +20,7 @@ import contextlib
 from typing import TYPE_CHECKING
 
 from pytsnet.actors.netstack.channel import FlowAborted, FlowChannel, FlowCrashed
+from pytsnet.actors.netstack.queue_signal import QueueSignal
 from pytsnet.actors.runtime import Actor, StopReason, handles
 from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.messages.netstack import (
@@ -71,7 +72,8 @@ def emit_packets(sink: ActorRef, one: type[Message], batch: type[Message] | None
 class TcpFlowActor(Actor):
     def __init__(self, conn: TcpConnection, channel: FlowChannel, sink: ActorRef, netstack: ActorRef,
                  out_message: type[Message] = LinkPacketOut, ttl: int = 64,
-                 out_batch: type[Message] | None = None, emitter: TcpPacketEmitter | None = None) -> None:
+                 out_batch: type[Message] | None = None, emitter: TcpPacketEmitter | None = None,
+                 queue_signal: QueueSignal | None = None) -> None:
         self.conn = conn
         self.ch = channel
         self.sink = sink
@@ -83,6 +85,8 @@ class TcpFlowActor(Actor):
         self.remote = conn.remote[0]
         self._ident = conn.local[1] * 7919 & 0xFFFF
         self._emitter = emitter or TcpPacketEmitter(self.local, self.remote, ttl)
+        self._queue_signal = queue_signal or QueueSignal()  # shared with the sink's other flows
+        self._episode = self._queue_signal.episode
         self._timer: TimerHandle | None = None
         self._timer_at: float | None = None
         self._done = False
@@ -192,15 +196,19 @@ class TcpFlowActor(Actor):
                 conn.close()
             self._sync_out(conn, ch)
         out = conn.poll(now)
+        limit = conn.config.local_queue_limit  # TCP's local congestion signal (issue 14, 14g)
         if out:
             self._emit(out)
-            limit = conn.config.local_queue_limit  # TCP's local congestion signal (issue 14, 14g)
             if limit is not None:
                 # In packets: a sink fed bursts (``IpPacketsOut``) holds few messages and many
                 # bytes, so its bytes count too, at one MTU-sized packet each.
                 queued = self.sink.backlog()
                 if queued.messages > limit or queued.bytes > limit * _PACKET_BYTES:
-                    conn.on_local_congestion()
+                    self._queue_signal.congested()
+        if limit is not None and self._episode != self._queue_signal.episode:
+            # An episode opened by any flow of this sink, this one included: every flow answers it.
+            self._episode = self._queue_signal.episode
+            conn.on_local_congestion()
         with ch.lock:
             self._sync_out(conn, ch)
         ch.notify()

@@ -892,11 +892,15 @@ class TcpConnection:
                         slow_start = False
                 else:
                     hs = None
-                # Grow only while cwnd limits the sender (RFC 7661; Linux's tcp_is_cwnd_limited, half
-                # the window in slow start): a flow held back by its send buffer or by the app
-                # otherwise inflates cwnd without bound, and the pacing rate and the bursts after
-                # an undo with it.
-                if flight_before + self._payload_max >= (cc.cwnd // 2 if slow_start else cc.cwnd):
+                # Grow only while cwnd limits the sender (RFC 7661): a flow held back by its send
+                # buffer or by the app otherwise inflates cwnd without bound, and the pacing rate and
+                # the bursts after an undo with it. In slow start too (Linux grows it while the flight
+                # fills half of it): with 1,000 flows on a busy pool the pacer's late ticks kept
+                # flights below the window, and the flows never cut stayed in slow start, doubling
+                # towards the send buffer, while the flows cut once held theirs (issue 14: fairness;
+                # tests/netstack/tcp/test_pacing_pairs.py). Paced at 2*cwnd/SRTT, a flow that is not
+                # held back fills its window within half a round trip, so slow start still doubles.
+                if flight_before + self._payload_max >= cc.cwnd:
                     cc.on_ack(hs.growth(acked) if hs is not None and slow_start else acked, flight_before,
                               now, self._rtt.srtt)
             self._dupacks = 0
@@ -1321,6 +1325,7 @@ class TcpConnection:
         if (self._snd_nxt == self._snd_una and self._snd_nxt < data_end and not cc.in_recovery
                 and now - self._last_send > self._rtt.rto):
             cc.on_idle_restart()
+        paced = 0  # new segments the pacer let go in this poll
         while True:
             nxt = self._snd_nxt
             next_sacked = None
@@ -1352,9 +1357,16 @@ class TcpConnection:
                 at = self._pace_at
                 if at is None or at < now - slack:
                     at = now - slack
-                if at > now:
+                if at > now and not paced & 1:
                     self._pace_at = self._pace_wait = at
                     break
+                # Segments leave in pairs (the second borrows from the next slot, so the rate is
+                # unchanged): a receiver ACKs a second full segment at once but delays the ACK of a
+                # lone one (RFC 9293 §3.8.6.3; Linux up to its ato, which grows to the RTT). A flow
+                # paced to one segment per tick saw its SRTT inflated by that delay, so a lower
+                # rate, so lone segments again: under 1,000 flows its rate fell to a tenth of a
+                # flow that sent in bursts (issue 14: fairness).
+                paced += 1
                 self._pace_at = at + length / rate
             flags = ACK
             if nxt + length == data_end:
