@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import itertools
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -114,6 +115,8 @@ class Cell:
         box: list[TimerHandle] = []
 
         def fire() -> None:
+            while not box:  # a due deadline fired before call_at returned below: wait for the handle
+                time.sleep(0)  # (an IndexError here was swallowed by the scheduler: the tick was lost)
             h = box[0]
             if h.cancelled or self.incarnation != inc or self.status is not Status.RUNNING:
                 return
@@ -131,8 +134,8 @@ class Cell:
 
         h = self.system.scheduler.call_at(deadline, fire)
         outer = h
+        self.timers.add(outer)  # before fire can see the handle, so its discard finds it
         box.append(outer)
-        self.timers.add(outer)
         return outer
 
     def start_io_loop(self, fn: Callable[[], Message | None], close: Callable[[], None] | None) -> IoLoop:

@@ -38,6 +38,9 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("netstack", "registry"): "FlowRegistry, shared with the facade's Netstack handle",
     ("flow", "channel"): "a flow actor's channel: the app's end of the stream (netstack: issue 15)",
     ("flow", "conn"): "the sans-IO TCP connection the netstack hands its flow actor (netstack: issue 15)",
+    ("flow", "queue_signal"): "the local congestion episode counter the flows of one netstack share (issue"
+                              " 14: fairness): one int, read and bumped under the GIL; telling 1,000 flows"
+                              " a message per episode would load the queue the signal is about",
     ("peerapi", "acceptor"): "the device's peerAPI listener (Bindings keep it across netstacks), an I/O"
                              " resource like a socket: only the server accepts on it",
     ("peerapi", "system"): "the server spawns each connection's actor on the system (as the netstack"
