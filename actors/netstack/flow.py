@@ -50,6 +50,10 @@ __all__ = ["TcpFlowActor", "emit_packets"]
 _PACKET_BYTES = 1500
 """What one queued packet weighs in the local congestion signal's byte bound (an Ethernet MTU)."""
 
+_LATE_TICK = 0.2
+"""A timer tick this late (s) means the pool, so the CPU, is the queue below the flows: a congestion
+episode, as a long link queue is (issue 14: with the link queue short, flows that grew their window in
+slow start kept it, 3-4x their neighbours'). Ticks of a lone flow are late by the GIL's 5 ms."""
 _HANDSHAKE = frozenset({TcpState.SYN_SENT, TcpState.SYN_RECEIVED, TcpState.CLOSED})
 
 
@@ -148,7 +152,11 @@ class TcpFlowActor(Actor):
 
     @handles(FlowTick)
     def on_tick(self, msg: FlowTick) -> None:
+        due = self._timer_at
         self._timer = self._timer_at = None
+        if (due is not None and self.clock.monotonic() - due > _LATE_TICK
+                and self.conn.config.local_queue_limit is not None):
+            self._queue_signal.congested()  # answered by the pump below, and by every other flow
         if not self._done:
             self._pump()
 
