@@ -22,7 +22,16 @@ from pytsnet.wire.dns import SERVICE_V4, SERVICE_V6
 SERVICE_ADDRESSES = (SERVICE_V4, SERVICE_V6)
 
 # the errors: re-exported (old path)
-__all__ = ["DataplaneNotReady", "ExitNodeUnavailable", "UnknownTailnetHost", "resolve"]
+__all__ = ["DataplaneNotReady", "ExitNodeUnavailable", "UnknownTailnetHost", "is_ip_literal", "resolve"]
+
+
+def is_ip_literal(host: str) -> bool:
+    """``host`` is an IP address (IPv6 with or without brackets), not a name to resolve."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def _addr(prefix: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:

@@ -8,9 +8,9 @@ when it named a host that does not resolve to a tailnet address; nothing is dial
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
+from pytsnet.dial import is_ip_literal
 from pytsnet.errors import DataplaneNotReady, DeviceClosed, ExitNodeUnavailable, UnknownTailnetHost
 from pytsnet.messages.loopback import LoopbackEventKind
 from pytsnet.wire.socks5 import Rep
@@ -26,18 +26,10 @@ class DialOutcome:
     reason: str
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
-
-
 def dial_outcome(host: str, error: BaseException) -> DialOutcome:
     """The answer for a dial to ``host`` that raised ``error``."""
     if isinstance(error, UnknownTailnetHost):
-        if _is_ip(host):
+        if is_ip_literal(host):
             return DialOutcome(Rep.NOT_ALLOWED, 403, "refused_not_tailnet", "not a tailnet address")
         return DialOutcome(Rep.HOST_UNREACHABLE, 502, "refused_not_tailnet", "not a tailnet host")
     if isinstance(error, ExitNodeUnavailable):

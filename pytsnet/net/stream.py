@@ -28,6 +28,7 @@ from anyio.abc import ByteStream, SocketAttribute
 
 from pytsnet.actors.netstack.channel import DatagramChannel, FlowChannel, ListenerChannel, Waitable
 from pytsnet.actors.runtime import ActorStopped
+from pytsnet.dial import is_ip_literal
 from pytsnet.errors import DataplaneNotReady
 from pytsnet.messages.base import Message
 from pytsnet.messages.netstack import TcpUnlisten, UdpClose, UdpSendTo
@@ -307,7 +308,7 @@ class UdpSocket(_Rebindable[DatagramChannel, tuple[bytes, tuple[str, int]]]):
         """Send one datagram to ``(host, port)``; ``host`` is a tailnet IP or a name the node resolves
         (a name may ask the MagicDNS resolver: that runs in a worker thread, never blocking the loop).
         ``DataplaneNotReady`` before Running, or while the data plane is being rebuilt."""
-        if self._resolve is not None and not _is_ip(address[0]):
+        if self._resolve is not None and not is_ip_literal(address[0]):
             address = (await anyio.to_thread.run_sync(self._resolve, address[0]), address[1])
         ns, msg = self._send_msg(data, address)
         try:
@@ -330,9 +331,3 @@ class UdpSocket(_Rebindable[DatagramChannel, tuple[bytes, tuple[str, int]]]):
         return self._next_blocking(timeout, "recvfrom")
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
