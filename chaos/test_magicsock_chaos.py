@@ -11,8 +11,7 @@ from pytsnet.actors.runtime import FaultInjector
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "magicsock"))
 
-from magicsock_nodes import introduce, make_node, wg
-from magicsock_relay import MiniDerp, MiniStun
+from magicsock_nodes import node_pair, seqs, wg
 
 from pytsnet.testing.polling import wait_until
 
@@ -20,13 +19,7 @@ from pytsnet.testing.polling import wait_until
 @pytest.mark.parametrize("victim", ["derp.900", "disco", "stun", "udp"])
 @pytest.mark.parametrize("advertise", [False, True], ids=["derp-only", "direct"])
 def test_kill_mid_flow_restarts_and_traffic_resumes(victim: str, advertise: bool) -> None:
-    d, s = MiniDerp(), MiniStun()
-    a = make_node("a", d.port, s.port, advertise)
-    b = make_node("b", d.port, s.port, advertise)
-    try:
-        wait_until(lambda: a.derp_status().connected and b.derp_status().connected, what="DERP up")
-        introduce(a, b)
-        wait_until(lambda: len(a.status().peers) == 1 and len(b.status().peers) == 1, what="paths known")
+    with node_pair(advertise) as (a, b):
         n = 0
 
         def pump(k: int) -> int:
@@ -36,11 +29,8 @@ def test_kill_mid_flow_restarts_and_traffic_resumes(victim: str, advertise: bool
                 n += 1
             return n
 
-        def got() -> set[int]:
-            return {int.from_bytes(m.data[4:12], "big") for m in list(b.got)}
-
         first = pump(20)
-        wait_until(lambda: got() >= set(range(first)), what="flow before the kill")
+        wait_until(lambda: seqs(b) >= set(range(first)), what="flow before the kill")
         ref = a.ref(victim)
         FaultInjector.kill_now(ref)
         wait_until(lambda: ref.incarnation == 2 and ref.is_alive, what="supervised restart")
@@ -49,13 +39,8 @@ def test_kill_mid_flow_restarts_and_traffic_resumes(victim: str, advertise: bool
 
         def resumed() -> bool:  # the flow continues: packets sent after the restart arrive
             pump(1)
-            return max(got()) >= mark
+            return max(seqs(b)) >= mark
         wait_until(resumed, timeout=15, what="traffic after restart")
         last = pump(20)
-        wait_until(lambda: got() >= set(range(last - 20, last)), what="a burst after the restart")
+        wait_until(lambda: seqs(b) >= set(range(last - 20, last)), what="a burst after the restart")
         assert a.ref("sup").is_alive
-    finally:
-        assert a.system.shutdown(10)
-        assert b.system.shutdown(10)
-        d.close()
-        s.close()

@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from magicsock_relay import MiniDerp, MiniStun
 
 from pytsnet.actors.keeper import MEMORY, MemoryKeeper
 from pytsnet.actors.magicsock.config import timings_message
@@ -25,6 +29,7 @@ from pytsnet.messages.magicsock import (
     WgDatagramOut,
     WgDirectPaths,
 )
+from pytsnet.testing.polling import wait_until
 from pytsnet.wire.keys import DiscoPrivate, NodePrivate
 from pytsnet.wire.magicsock.endpoint import Timings
 
@@ -107,11 +112,43 @@ def make_node(name: str, derp_port: int, stun_port: int, advertise: bool = True,
     return node
 
 
-def introduce(a: Node, b: Node) -> None:
-    """What the PeerTracker does from the netmap: each learns the other's keys, endpoints, home."""
+def introduce(a: Node, b: Node, *, endpoints: bool = True) -> None:
+    """What the PeerTracker does from the netmap: each learns the other's keys, endpoints (unless
+    ``endpoints`` is False: a DERP-only peer), home."""
     for x, y in ((a, b), (b, a)):
         x.ref("disco").tell(SetPeers(peers=(MagicsockPeer(node_key=y.key, disco_key=y.disco_key,
-                                                          endpoints=y.endpoints(), home_derp=REGION),)))
+                                                          endpoints=y.endpoints() if endpoints else (),
+                                                          home_derp=REGION),)))
+
+
+def paths_known(a: Node, b: Node) -> bool:
+    return len(a.status().peers) == 1 and len(b.status().peers) == 1
+
+
+@contextlib.contextmanager
+def node_pair(advertise: bool, *, introduced: bool = True, endpoints: bool = True,
+              **config: Any) -> Iterator[tuple[Node, Node]]:
+    """Nodes ``a`` and ``b`` on one relay (a MiniDerp and a MiniStun, home ``REGION``), DERP connected,
+    and (``introduced``) each knowing the other (``endpoints``: as ``introduce``); all closed after."""
+    d, s = MiniDerp(), MiniStun()
+    a = make_node("a", d.port, s.port, advertise, **config)
+    b = make_node("b", d.port, s.port, advertise, **config)
+    try:
+        wait_until(lambda: a.derp_status().connected and b.derp_status().connected, what="DERP connected")
+        if introduced:
+            introduce(a, b, endpoints=endpoints)
+            wait_until(lambda: paths_known(a, b), what="paths known")
+        yield a, b
+    finally:
+        assert a.system.shutdown(10)
+        assert b.system.shutdown(10)
+        d.close()
+        s.close()
+
+
+def seqs(node: Node, via: str | None = None) -> set[int]:
+    """The sequence numbers (``wg``) of what ``node``'s sink got (``via``: only over that path)."""
+    return {int.from_bytes(m.data[4:12], "big") for m in list(node.got) if via is None or m.via == via}
 
 
 

@@ -2,46 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
-import pytest
-from magicsock_nodes import Node, introduce, make_node, wg
-from magicsock_relay import MiniDerp, MiniStun
+from magicsock_nodes import node_pair, seqs, wg
 
 from pytsnet.messages.magicsock import UdpBlackhole, WgDatagramOut
 from pytsnet.testing.polling import wait_until
 
 
-@pytest.fixture
-def relay() -> Iterator[tuple[MiniDerp, MiniStun]]:
-    d, s = MiniDerp(), MiniStun()
-    yield d, s
-    d.close()
-    s.close()
-
-
-@contextlib.contextmanager
-def pair(relay: tuple[MiniDerp, MiniStun], advertise: bool) -> Iterator[tuple[Node, Node]]:
-    d, s = relay
-    a = make_node("a", d.port, s.port, advertise)
-    b = make_node("b", d.port, s.port, advertise)
-    try:
-        wait_until(lambda: a.derp_status().connected and b.derp_status().connected, what="DERP connected")
-        introduce(a, b)
-        wait_until(lambda: len(a.status().peers) == 1 and len(b.status().peers) == 1, what="paths known")
-        yield a, b
-    finally:
-        assert a.system.shutdown(10)
-        assert b.system.shutdown(10)
-
-
-def seqs(node: Node, via: str) -> set[int]:
-    return {int.from_bytes(m.data[4:12], "big") for m in list(node.got) if m.via == via}
-
-
-def test_derp_only_when_no_endpoints_are_advertised(relay: tuple[MiniDerp, MiniStun]) -> None:
-    with pair(relay, advertise=False) as (a, b):
+def test_derp_only_when_no_endpoints_are_advertised() -> None:
+    with node_pair(advertise=False) as (a, b):
         for i in range(50):
             a.send(b, wg(i))
             b.send(a, wg(1000 + i))
@@ -54,8 +22,8 @@ def test_derp_only_when_no_endpoints_are_advertised(relay: tuple[MiniDerp, MiniS
         assert ds.home and [p.peer for p in ds.peers] == [b.key] and ds.peers[0].bytes_out >= 50 * 44
 
 
-def test_upgrade_to_direct_then_fall_back_to_derp_when_cut(relay: tuple[MiniDerp, MiniStun]) -> None:
-    with pair(relay, advertise=True) as (a, b):
+def test_upgrade_to_direct_then_fall_back_to_derp_when_cut() -> None:
+    with node_pair(advertise=True) as (a, b):
         n = 0
 
         def pump(k: int = 5) -> None:
@@ -93,7 +61,7 @@ def test_upgrade_to_direct_then_fall_back_to_derp_when_cut(relay: tuple[MiniDerp
         wait_until(lambda: seqs(b, "derp") >= set(range(cut, n)), what="delivery via DERP after the cut")
 
 
-def test_unknown_peer_is_dropped_and_counted(relay: tuple[MiniDerp, MiniStun]) -> None:
-    with pair(relay, advertise=False) as (a, _b):
+def test_unknown_peer_is_dropped_and_counted() -> None:
+    with node_pair(advertise=False) as (a, _b):
         a.ref("udp").tell(WgDatagramOut(peer="nodekey:" + "11" * 32, data=wg(1)))
         wait_until(lambda: a.status().dropped_unknown_peer == 1, what="drop counted")

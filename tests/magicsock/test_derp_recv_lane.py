@@ -10,11 +10,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from magicsock_nodes import REGION, Node, make_node, wg
-from magicsock_relay import MiniDerp, MiniStun
+from magicsock_nodes import REGION, Node, node_pair, seqs, wg
 
 from pytsnet.actors.runtime import FaultInjector
-from pytsnet.messages.magicsock import MagicsockPeer, SetPeers
 from pytsnet.testing.polling import wait_until
 from pytsnet.wire.derp.handshake import ClientConnection
 
@@ -23,25 +21,11 @@ VICTIM = f"derp.{REGION}"
 
 @pytest.fixture
 def nodes() -> Iterator[tuple[Node, Node]]:
-    d, s = MiniDerp(), MiniStun()
-    a = make_node("a", d.port, s.port, advertise=False)
-    b = make_node("b", d.port, s.port, advertise=False)
-    try:
-        wait_until(lambda: a.derp_status().connected and b.derp_status().connected, what="DERP connected")
-        for x, y in ((a, b), (b, a)):
-            x.ref("disco").tell(SetPeers(peers=(MagicsockPeer(node_key=y.key, disco_key=y.disco_key,
-                                                              home_derp=REGION),)))
-        wait_until(lambda: len(a.status().peers) == 1 and len(b.status().peers) == 1, what="paths known")
-        yield a, b
-    finally:
-        assert a.system.shutdown(10)
-        assert b.system.shutdown(10)
-        d.close()
-        s.close()
+    with node_pair(advertise=False, endpoints=False) as pair:
+        yield pair
 
 
-def _seqs(node: Node) -> set[int]:
-    return {int.from_bytes(m.data[4:12], "big") for m in list(node.got) if m.via == "derp"}
+_seqs = functools.partial(seqs, via="derp")
 
 
 def test_packets_reach_the_engine_without_the_clients_mailbox(nodes: tuple[Node, Node]) -> None:
@@ -102,16 +86,7 @@ def test_packets_on_the_lane_keep_the_read_deadline_fed(monkeypatch: pytest.Monk
 
     short = functools.partial(ClientConnection, read_timeout=2.0)
     monkeypatch.setattr(derp_client, "ClientConnection", short)
-    d, s = MiniDerp(), MiniStun()
-    a = make_node("a", d.port, s.port, advertise=False)
-    b = make_node("b", d.port, s.port, advertise=False)
-    try:
-        wait_until(lambda: a.derp_status().connected and b.derp_status().connected, what="DERP connected")
-        b.ref("disco").tell(SetPeers(peers=(MagicsockPeer(node_key=a.key, disco_key=a.disco_key,
-                                                          home_derp=REGION),)))
-        a.ref("disco").tell(SetPeers(peers=(MagicsockPeer(node_key=b.key, disco_key=b.disco_key,
-                                                          home_derp=REGION),)))
-        wait_until(lambda: len(a.status().peers) == 1, what="path known")
+    with node_pair(advertise=False, endpoints=False) as (a, b):
         end = time.monotonic() + 5.0  # well past b's 2 s read deadline, packets all the while
         i = 0
         while time.monotonic() < end:
@@ -120,8 +95,3 @@ def test_packets_on_the_lane_keep_the_read_deadline_fed(monkeypatch: pytest.Monk
             time.sleep(0.05)
         wait_until(lambda: i - 1 in _seqs(b), what="the last packet")
         assert b.derp_status().connects == 1, b.derp_status()
-    finally:
-        assert a.system.shutdown(10)
-        assert b.system.shutdown(10)
-        d.close()
-        s.close()

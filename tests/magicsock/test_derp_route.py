@@ -6,8 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from magicsock_nodes import REGION, Node, make_node, wg
-from magicsock_relay import MiniDerp, MiniStun
+from magicsock_nodes import REGION, Node, node_pair, seqs, wg
 
 from pytsnet.messages.magicsock import MagicsockPeer, SetPeers
 from pytsnet.testing.polling import wait_until
@@ -15,17 +14,8 @@ from pytsnet.testing.polling import wait_until
 
 @pytest.fixture
 def nodes() -> Iterator[tuple[Node, Node]]:
-    d, s = MiniDerp(), MiniStun()
-    a = make_node("a", d.port, s.port, advertise=False)
-    b = make_node("b", d.port, s.port, advertise=False)
-    try:
-        wait_until(lambda: a.derp_status().connected and b.derp_status().connected, what="DERP connected")
-        yield a, b
-    finally:
-        assert a.system.shutdown(10)
-        assert b.system.shutdown(10)
-        d.close()
-        s.close()
+    with node_pair(advertise=False, introduced=False) as pair:
+        yield pair
 
 
 def _know(x: Node, y: Node, home: int) -> None:
@@ -36,7 +26,7 @@ def _know(x: Node, y: Node, home: int) -> None:
 
 
 def _seqs(node: Node) -> set[int]:
-    return {int.from_bytes(m.data[4:12], "big") for m in list(node.got) if m.via == "derp"}
+    return seqs(node, via="derp")
 
 
 def test_reply_goes_back_on_the_arrival_region_while_the_home_is_unknown(nodes: tuple[Node, Node]) -> None:
