@@ -22,9 +22,10 @@ _install_log_defaults()
 _ERRORS = ("AddressInUse", "AskTimeout", "AuthRejected", "CaptureError", "ConfigError", "ConnectionAborted",
            "ConnectionRefused", "ConnectionReset", "ConnectionTimedOut", "DataplaneNotReady", "DeviceClosed",
            "DialTimeout", "ExitNodeUnavailable", "FlowAborted", "FlowCrashed", "KeyExpired", "NeedsLogin",
-           "NetworkUnreachable", "NotTailnetConnection",
+           "NetworkUnreachable", "NotTailnetConnection", "OAuthRejected",
            "PytsnetError", "RegistrationError", "RegistrationTimeout", "StateDirLocked",
-           "StateStoreError", "TcpConnectionError", "UnknownTailnetHost")
+           "StateStoreError", "TagsNotPermitted", "TagsRequired",  # 19c: bootstrap
+           "TcpConnectionError", "UnknownTailnetHost")
 
 _EXPORTS: dict[str, str] = {
     "ActorDevice": "pytsnet.device",
@@ -76,6 +77,7 @@ __all__ = [
     "NeedsLogin",
     "NetworkUnreachable",
     "NotTailnetConnection",
+    "OAuthRejected",
     "PeerInfo",
     "PeerStatus",
     "PytsnetError",
@@ -85,6 +87,8 @@ __all__ = [
     "SocketListener",
     "StateDirLocked",
     "StateStoreError",
+    "TagsNotPermitted",
+    "TagsRequired",
     "TailnetConnection",
     "TailnetListenSocket",
     "TcpConnectionError",
@@ -133,11 +137,14 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
         NeedsLogin,
         NetworkUnreachable,
         NotTailnetConnection,
+        OAuthRejected,
         PytsnetError,
         RegistrationError,
         RegistrationTimeout,
         StateDirLocked,
         StateStoreError,
+        TagsNotPermitted,
+        TagsRequired,
         TcpConnectionError,
         UnknownTailnetHost,
     )

@@ -90,6 +90,20 @@ class Config:
     advertise_routes: Sequence[str] = ()
     """Subnet routes to offer (``"10.1.2.0/24"``; a host route is ``/32``). A prefix with host bits
     set is a ``ConfigError``, as Go's "has non-address bits set"; sent sorted and deduplicated."""
+    # -- bootstrap (19c): auth keys minted from an OAuth client or workload identity ------------------
+    client_secret: str | None = field(default=None, repr=False)
+    """OAuth client secret (``tskey-client-…[?ephemeral=…&preauthorized=…&baseURL=…]``; env
+    ``TS_CLIENT_SECRET``; ``auth_key`` takes one too, as Go): mints a single-use auth key with ``tags``
+    when the node has no state (``pytsnet.bootstrap``). Never in a repr."""
+    client_id: str | None = None
+    """Workload identity federation client ID (``TS_CLIENT_ID``; ``?ephemeral=…&preauthorized=…``)."""
+    id_token: str | None = field(default=None, repr=False)
+    """The ID token (a JWT) exchanged for an API token with ``client_id`` (``TS_ID_TOKEN``)."""
+    audience: str | None = None
+    """Audience of an ID token to fetch from the CI provider instead of ``id_token`` (``TS_AUDIENCE``)."""
+    base_url: str | None = None
+    """The API the keys are minted at (``TS_BASE_URL``); default: ``https://api.tailscale.com`` for
+    Tailscale's control URL, else the control URL itself (localnet serves the API there)."""
 
     def resolved(self) -> Config:
         """A copy with every default and environment fallback applied."""
@@ -120,6 +134,11 @@ class Config:
             tags=tuple(self.tags),
             fallback_resolvers=tuple(self.fallback_resolvers),
             advertise_routes=routes,
+            client_secret=self.client_secret or env.get("TS_CLIENT_SECRET") or "",
+            client_id=self.client_id or env.get("TS_CLIENT_ID") or "",
+            id_token=self.id_token or env.get("TS_ID_TOKEN") or "",
+            audience=self.audience or env.get("TS_AUDIENCE") or "",
+            base_url=(self.base_url or env.get("TS_BASE_URL") or "").rstrip("/"),
         )
 
     def routable_ips(self) -> tuple[str, ...]:

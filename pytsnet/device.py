@@ -305,6 +305,7 @@ class ActorDevice:
             self._dir_lock.acquire()  # StateDirLocked: another device runs on this dir
         try:
             check_state(self.store)  # StateStoreError naming the key, never a silent new node
+            auth_key = self._bootstrap_auth_key()  # bootstrap (19c): may mint one (OAuth, WIF)
             peerapi = PeerApi(self._bindings)  # its port goes in our first Hostinfo
         except BaseException:
             if self._dir_lock is not None:
@@ -315,7 +316,7 @@ class ActorDevice:
                 log.info("no control URL set (Config.control_url, TS_CONTROL_URL): using %s", cfg.control_url)
             log.debug("starting %s against %s", cfg.hostname, cfg.control_url)
         runner = RunnerConfig(
-            control_url=str(cfg.control_url), hostname=str(cfg.hostname), auth_key=str(cfg.auth_key or ""),
+            control_url=str(cfg.control_url), hostname=str(cfg.hostname), auth_key=auth_key,
             ephemeral=cfg.ephemeral, tags=tuple(cfg.tags), disco_public=self.disco.public().to_text(),
             backoff_max=cfg.backoff_max, dataplane_name=DATAPLANE, routable_ips=cfg.routable_ips(),
             services=peerapi.services + ((("peerapi-dns-proxy", 1),) if cfg.advertise_exit_node else ()))
@@ -1076,3 +1077,12 @@ class ActorDevice:
         device's typed error, and proxies are refused (``pytsnet.http.requests_adapter``)."""
         from pytsnet.http.requests_adapter import tailnet_session
         return tailnet_session(self.connect_socket, connect_timeout)
+
+    # -- bootstrap (19c) --
+    def _bootstrap_auth_key(self) -> str:
+        """The auth key the control client registers with: ``Config.auth_key``, or one minted from an
+        OAuth client secret or an ID token (``pytsnet.bootstrap``) when the node has no state or
+        ``TSNET_FORCE_LOGIN`` is set. Blocks for the API round trips, as Go's ``Server.Start``."""
+        from pytsnet.actors.control.store import NODE
+        from pytsnet.bootstrap import resolve_auth_key
+        return resolve_auth_key(self.config, has_state=self.store.read_state(NODE) is not None)

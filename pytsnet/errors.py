@@ -32,9 +32,9 @@ from pytsnet.netstack.tcp.errors import (
 __all__ = ["AddressInUse", "AskTimeout", "AuthRejected", "CaptureError", "ConfigError", "ConnectionAborted",
            "ConnectionRefused", "ConnectionReset", "ConnectionTimedOut", "DataplaneNotReady", "DeviceClosed",
            "DialTimeout", "ExitNodeUnavailable", "FlowAborted", "FlowCrashed", "KeyExpired", "NeedsLogin",
-           "NetworkUnreachable", "NotTailnetConnection",
+           "NetworkUnreachable", "NotTailnetConnection", "OAuthRejected",
            "PytsnetError", "RegistrationError", "RegistrationTimeout", "StateDirLocked", "StateStoreError",
-           "TcpConnectionError", "UnknownTailnetHost"]
+           "TagsNotPermitted", "TagsRequired", "TcpConnectionError", "UnknownTailnetHost"]
 
 
 class PytsnetError(Exception):
@@ -158,3 +158,40 @@ class CaptureError(PytsnetError, OSError):
 class NotTailnetConnection(PytsnetError, ValueError):
     """``whois_connection`` was given a socket the device did not bridge (not from ``listen_socket``
     or ``connect_socket``): its peer is no tailnet identity."""
+
+
+# -- bootstrap (19c): auth keys minted from an OAuth client secret or an ID token ------------------
+class TagsRequired(ConfigError):
+    """An OAuth client secret or workload identity is set but ``Config.tags`` is empty: the key it
+    mints must carry tags (Go: "oauth authkeys require --advertise-tags"). Raised before any request."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__(f"{how} can only mint a tagged auth key, and Config.tags is empty: set "
+                         "Config(tags=(\"tag:NAME\", ...)) to tags the OAuth client may use")
+
+
+class OAuthRejected(AuthRejected):
+    """The API refused the OAuth client secret, the ID token, or the key request (``status``, and
+    the server's ``message``). Never holds the secret."""
+
+    def __init__(self, step: str, status: int, message: str) -> None:
+        RegistrationError.__init__(self, f"{step} refused (HTTP {status}: {message or 'no reason given'}): "
+                                   "check Config.client_secret / TS_CLIENT_SECRET (or the client ID and "
+                                   "ID token) and the API URL (Config.base_url / TS_BASE_URL)")
+        self.step = step
+        self.status = status
+        self.message = message
+
+
+class TagsNotPermitted(OAuthRejected):
+    """The OAuth client may not create keys with these tags (the API's refusal, tsnsrv #237's case):
+    ask for tags the client owns, or give the client these tags."""
+
+    def __init__(self, tags: tuple[str, ...], status: int, message: str) -> None:
+        RegistrationError.__init__(self, f"the OAuth client may not mint keys with tags {list(tags)} "
+                                   f"(HTTP {status}: {message}): set Config.tags to tags the client was "
+                                   "given, or add these tags to the client")
+        self.step = "create auth key"
+        self.status = status
+        self.message = message
+        self.tags = tags

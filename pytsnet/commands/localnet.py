@@ -4,7 +4,9 @@
 [--idle-timeout DURATION]`` serves;
 ``localnet --state DIR authkey create …``, ``authkey list``, ``nodes list``, ``nodes approve NODE``,
 ``nodes delete NODE``, ``nodes expire NODE``, ``nodes extend NODE [--for DURATION]``, ``nodes routes
-NODE`` and ``nodes approve-routes NODE [PREFIX...]`` edit (or show) the same
+NODE``, ``nodes approve-routes NODE [PREFIX...]``, ``oauth create --scopes auth_keys --tags tag:a,tag:b``
+(prints the client ID and the secret, once) and ``oauth create-federated …`` (workload identity)
+edit (or show) the same
 SQLite database, and a running server picks the change up within half a second. NODE is an ID or a
 hostname; durations are ``90s``, ``12h``, ``180d`` (one parser,
 :func:`pytsnet.localnet.expiry.parse_duration`). ``--state``/``--ipv6`` go before or after the admin
@@ -94,6 +96,7 @@ def register(subparsers: Any) -> None:
     q.add_argument("node", metavar="NODE", help="node ID or hostname")
     q.add_argument("prefixes", metavar="PREFIX", nargs="*", help="e.g. 10.1.2.0/24")
     q.set_defaults(func=_nodes_approve_routes)
+    _register_oauth(sub, shared)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -257,4 +260,56 @@ def _nodes_approve_routes(args: argparse.Namespace) -> int:
     except RouteError as e:
         raise SystemExit(f"pytsnet localnet: error: {e}") from None
     print(json.dumps({"id": node.id, "hostname": node.hostname, "approved": approved}))
+    return 0
+
+
+# -- OAuth clients (19c) ---------------------------------------------------------------------------
+def _register_oauth(sub: Any, shared: argparse.ArgumentParser) -> None:
+    oauth = sub.add_parser("oauth", help="OAuth clients that mint tagged auth keys (Config.client_secret, "
+                           "workload identity)", parents=[shared]).add_subparsers(dest="op", required=True)
+    create = oauth.add_parser("create", parents=[shared],
+                              help="create an OAuth client; prints its ID and secret (shown only once)")
+    fed = oauth.add_parser("create-federated", parents=[shared],
+                           help="create a workload-identity client trusting ID tokens signed by a key")
+    for q in (create, fed):
+        q.add_argument("--scopes", default="auth_keys", help="comma-separated (default auth_keys)")
+        q.add_argument("--tags", required=True, help="tags its keys may carry, e.g. tag:ci,tag:web")
+    fed.add_argument("--issuer", required=True, help="the ID tokens' iss claim")
+    fed.add_argument("--subject", required=True, help="pattern of the sub claim (fnmatch: repo:org/app:*)")
+    fed.add_argument("--audience", required=True, help="the aud claim the tokens must carry")
+    fed.add_argument("--public-key", required=True, metavar="PEM_FILE",
+                     help="the issuer's signing public key (RSA for RS256, P-256 for ES256), PEM")
+    create.set_defaults(func=_oauth_create)
+    fed.set_defaults(func=_oauth_create_federated)
+
+
+def _split_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _oauth_create(args: argparse.Namespace) -> int:
+    from pytsnet.localnet.oauth_clients import OAuthClientError, create_secret_client
+
+    try:
+        client, secret = create_secret_client(_store(args), _split_list(args.scopes), _split_list(args.tags))
+    except OAuthClientError as e:
+        raise SystemExit(f"pytsnet localnet: error: {e}") from None
+    print(f"client id: {client.id}")
+    print(f"client secret: {secret}")
+    return 0
+
+
+def _oauth_create_federated(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pytsnet.localnet.oauth_clients import OAuthClientError, create_federated_client
+
+    try:
+        pem = Path(args.public_key).read_text()
+        client = create_federated_client(_store(args), _split_list(args.scopes), _split_list(args.tags),
+                                         issuer=args.issuer, subject=args.subject, audience=args.audience,
+                                         public_key_pem=pem)
+    except (OAuthClientError, OSError) as e:
+        raise SystemExit(f"pytsnet localnet: error: {e}") from None
+    print(f"client id: {client.id}")
     return 0

@@ -42,6 +42,7 @@ from pytsnet.localnet.routes import RouteStatus, approve_routes, route_status
 from pytsnet.localnet.store import AuthKey, Node, Store
 
 if TYPE_CHECKING:
+    from pytsnet.localnet.api import ApiServer
     from pytsnet.localnet.relay import Relay
 
 _T = TypeVar("_T")
@@ -93,6 +94,8 @@ class LocalTailnet:
         self._derp_tls = (derp_tls, derp_tls_port)
         self.relay: Relay | None = None
         """The attached DERP relay + STUN server (None when disabled or not started)."""
+        self.api: ApiServer | None = None
+        """The OAuth/key-minting API on the control listener (:mod:`pytsnet.localnet.api`; 19c)."""
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> LocalTailnet:
@@ -120,6 +123,10 @@ class LocalTailnet:
             self.control = ControlServer(self.store, policy=policy, **self._opts)  # type: ignore[arg-type]
             host, port = self.listen
             loop.run_until_complete(self.control.start(host, port, sock=self._sock))
+            from pytsnet.localnet.api import PREFIX, ApiServer  # api.py imports this module (19c)
+
+            self.api = ApiServer(self.store)
+            self.control.mount(PREFIX, self.api.handle)
         except BaseException as e:
             ready.set_exception(e)
             loop.close()

@@ -1,0 +1,115 @@
+"""OAuth client secrets (Go's feature/oauthkey): a node mints its own tagged auth key from localnet.
+
+The done-when of issue 19's bootstrap: a node joins with ``Config(client_secret=…)`` and its netmap's
+self node carries the requested tags; no tags → ``TagsRequired`` before any request; a tag the
+client may not use → ``TagsNotPermitted`` from the API's refusal; a wrong secret → ``OAuthRejected``;
+no secret in any log line.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import pytest
+
+from pytsnet.device import ActorDevice
+from pytsnet.errors import AuthRejected, ConfigError, OAuthRejected, TagsNotPermitted, TagsRequired
+from pytsnet.localnet.oauth_clients import create_secret_client
+from pytsnet.localnet.server import LocalTailnet
+
+Make = Callable[..., ActorDevice]
+
+
+def _client(net: LocalTailnet, tags: list[str]) -> str:
+    return create_secret_client(net.store, ["auth_keys"], tags)[1]
+
+
+def test_client_secret_joins_with_the_requested_tags(net: LocalTailnet, make_device: Make,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    secret = _client(net, ["tag:ci", "tag:web"])
+    dev = make_device("oauth", net, client_secret=secret, tags=("tag:ci",))
+    dev.start()
+    dev.wait_until_running_blocking(30)
+    st = dev.status()
+    assert st.self_node is not None and st.self_node.tags == ["tag:ci"]
+    node = net.node("oauth")
+    assert node.tags == ["tag:ci"] and node.ephemeral  # Go's default: ephemeral=true
+    assert net.api is not None and net.api.stats["keys_minted"] == 1
+    minted = [k for k in net.store.authkeys() if k.tags == ["tag:ci"]]
+    assert len(minted) == 1 and not minted[0].reusable and minted[0].used
+    text = "\n".join(r.getMessage() for r in caplog.records) + repr(dev.config)
+    assert secret not in text and secret.rpartition("-")[2] not in text
+    assert "tskey-api-" not in text  # no access token
+    assert "tskey-auth-" not in text.replace(minted[0].prefix, "")  # the minted key only by its prefix
+
+
+def test_secret_in_auth_key_and_attributes_as_go(net: LocalTailnet, make_device: Make) -> None:
+    """Go's tsnet takes the secret as the AuthKey too; ``?ephemeral=false`` makes a durable node."""
+    secret = _client(net, ["tag:a"])
+    dev = make_device("durable", net, auth_key=f"{secret}?ephemeral=false&preauthorized=true",
+                      tags=("tag:a",))
+    dev.start()
+    dev.wait_until_running_blocking(30)
+    assert net.node("durable").tags == ["tag:a"] and not net.node("durable").ephemeral
+
+
+def test_no_tags_is_typed_error_before_any_request(net: LocalTailnet, make_device: Make) -> None:
+    secret = _client(net, ["tag:a"])
+    dev = make_device("notags", net, client_secret=secret)
+    with pytest.raises(TagsRequired) as e:
+        dev.start()
+    assert isinstance(e.value, ConfigError) and "Config.tags" in str(e.value) and secret not in str(e.value)
+    assert net.api is not None and net.api.stats == {"tokens_issued": 0, "token_refusals": 0,
+                                                     "keys_minted": 0, "key_refusals": 0}
+    assert dev.system is None
+
+
+def test_tag_the_client_may_not_use_is_typed_refusal(net: LocalTailnet, make_device: Make) -> None:
+    secret = _client(net, ["tag:a"])
+    dev = make_device("badtag", net, client_secret=secret, tags=("tag:a", "tag:admin"))
+    with pytest.raises(TagsNotPermitted) as e:
+        dev.start()
+    assert e.value.tags == ("tag:a", "tag:admin") and e.value.status == 400
+    assert "tag:admin" in e.value.message and "not permitted" in e.value.message
+    assert isinstance(e.value, AuthRejected) and e.value.permanent and secret not in str(e.value)
+    assert net.api is not None and net.api.stats["key_refusals"] == 1 and net.api.stats["keys_minted"] == 0
+
+
+def test_wrong_secret_is_typed_auth_error(net: LocalTailnet, make_device: Make) -> None:
+    secret = _client(net, ["tag:a"])
+    wrong = secret[:-4] + ("0000" if not secret.endswith("0000") else "1111")
+    dev = make_device("wrong", net, client_secret=wrong, tags=("tag:a",))
+    with pytest.raises(OAuthRejected) as e:
+        dev.start()
+    assert e.value.status == 401 and e.value.step == "OAuth token request" and wrong not in str(e.value)
+    assert not isinstance(e.value, TagsNotPermitted)
+
+
+def test_client_secret_that_is_not_one_is_config_error(net: LocalTailnet, make_device: Make) -> None:
+    dev = make_device("notsecret", net, client_secret="tskey-auth-abc", tags=("tag:a",))
+    with pytest.raises(ConfigError, match="not an OAuth client secret"):
+        dev.start()
+
+
+def test_state_present_mints_nothing_unless_forced(net: LocalTailnet, make_device: Make,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Go: with state the node logs in with its node key (the secret is unused);
+    ``TSNET_FORCE_LOGIN=1`` mints a key and logs in with it."""
+    secret = _client(net, ["tag:a"])
+    dev = make_device("again", net, client_secret=f"{secret}?ephemeral=false", tags=("tag:a",))
+    dev.start()
+    dev.wait_until_running_blocking(30)
+    dev.close()
+    assert net.api is not None and net.api.stats["keys_minted"] == 1
+    dev2 = make_device("again", net, client_secret=f"{secret}?ephemeral=false", tags=("tag:a",))
+    dev2.start()
+    dev2.wait_until_running_blocking(30)
+    assert net.api.stats["keys_minted"] == 1
+    dev2.close()
+    monkeypatch.setenv("TSNET_FORCE_LOGIN", "1")
+    dev3 = make_device("again", net, client_secret=f"{secret}?ephemeral=false", tags=("tag:a",))
+    dev3.start()
+    dev3.wait_until_running_blocking(30)
+    assert net.api.stats["keys_minted"] == 2
