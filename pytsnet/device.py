@@ -317,6 +317,7 @@ class ActorDevice:
             log.debug("starting %s against %s", cfg.hostname, cfg.control_url)
         runner = RunnerConfig(
             control_url=str(cfg.control_url), hostname=str(cfg.hostname), auth_key=auth_key,
+            force_login=self._force_login(),
             ephemeral=cfg.ephemeral, tags=tuple(cfg.tags), disco_public=self.disco.public().to_text(),
             backoff_max=cfg.backoff_max, dataplane_name=DATAPLANE, routable_ips=cfg.routable_ips(),
             services=peerapi.services + ((("peerapi-dns-proxy", 1),) if cfg.advertise_exit_node else ()))
@@ -1086,3 +1087,8 @@ class ActorDevice:
         from pytsnet.actors.control.store import NODE
         from pytsnet.bootstrap import resolve_auth_key
         return resolve_auth_key(self.config, has_state=self.store.read_state(NODE) is not None)
+
+    def _force_login(self) -> bool:
+        """``TSNET_FORCE_LOGIN``: log in again (new node key, the auth key) even with stored state."""
+        from pytsnet.bootstrap.resolve import force_login
+        return force_login()

@@ -82,6 +82,8 @@ class RunnerConfig:
     """Hostinfo ``Services`` as (proto, port): the peerAPI's ``peerapi4``/``peerapi6`` port."""
     routable_ips: tuple[str, ...] = ()
     """Hostinfo ``RoutableIPs``: the routes we advertise (an exit node's 0.0.0.0/0 and ::/0 among them)."""
+    force_login: bool = False
+    """Re-login at the first start even with stored state (``TSNET_FORCE_LOGIN``; not on actor restarts)."""
 
     def login_config(self) -> login.LoginConfig:
         hostinfo = Hostinfo(Hostname=self.hostname, OS="linux", Package="tsnet", IPNVersion="pytsnet",
@@ -92,7 +94,7 @@ class RunnerConfig:
             control_url=self.control_url, hostinfo=hostinfo, auth_key=self.auth_key, ephemeral=self.ephemeral,
             disco=DiscoPublic.from_text(self.disco_public) if self.disco_public else None,
             backoff_min=self.backoff_min, backoff_max=self.backoff_max, request_timeout=self.request_timeout,
-            followup_timeout=self.followup_timeout)
+            followup_timeout=self.followup_timeout, force_login=self.force_login)
 
 
 _KIND: dict[login.StatusKind, ErrorKind] = {

@@ -600,22 +600,22 @@ class ControlServer:
                 return {**self._login(node.user_id), "MachineAuthorized": False}
             return {**self._login(self.default_user.id), "MachineAuthorized": False}
 
+        auth = req.get("Auth")
+        auth = auth if isinstance(auth, dict) else {}
+        authkey = str(auth.get("AuthKey") or "")
         rekey: Node | None = None
         if node is None and old:  # node-key rotation
             prev = self.store.node_by_key(old)
             if prev is not None and prev.machine_key == machine and not prev.logged_out:
-                if prev.key_expiry is None or prev.key_expiry > time.time():  # a refresh: same expiry
+                if not authkey and (prev.key_expiry is None or prev.key_expiry > time.time()):  # a refresh
                     keep = prev.key_expiry if expiry is None or prev.key_expiry is None \
                         else min(prev.key_expiry, expiry)
                     node = self.store.update_node(prev.id, node_key=nk, key_expiry=keep)
                     self.notify()
                     assert node is not None
                     return self._ok(node)
-                rekey = prev  # expired: only a re-auth (auth key) may rotate it
+                rekey = prev  # expired, or a re-auth (TSNET_FORCE_LOGIN): only the auth key may rotate it
 
-        auth = req.get("Auth")
-        auth = auth if isinstance(auth, dict) else {}
-        authkey = str(auth.get("AuthKey") or "")
         # A pending login that now brings an auth key is authorized by it (below), not sent back to
         # its AuthURL: an auth key always gets a node in, whatever strangers did to the pending pool.
         if node is not None and not node.logged_out and (node.authorized or not authkey):

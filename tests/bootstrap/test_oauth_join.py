@@ -102,6 +102,7 @@ def test_state_present_mints_nothing_unless_forced(net: LocalTailnet, make_devic
     dev.start()
     dev.wait_until_running_blocking(30)
     dev.close()
+    first = net.node("again").id
     assert net.api is not None and net.api.stats["keys_minted"] == 1
     dev2 = make_device("again", net, client_secret=f"{secret}?ephemeral=false", tags=("tag:a",))
     dev2.start()
@@ -113,3 +114,31 @@ def test_state_present_mints_nothing_unless_forced(net: LocalTailnet, make_devic
     dev3.start()
     dev3.wait_until_running_blocking(30)
     assert net.api.stats["keys_minted"] == 2
+    assert all(k.used for k in net.store.authkeys())  # the forced login registered with the new key
+    assert [n.id for n in net.nodes()] == [first]  # the same node, its key rotated
+
+
+def test_force_login_re_registers_with_the_auth_key(net: LocalTailnet, make_device: Make,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Go tsnet: with state the auth key is ignored ("Re-run with TSNET_FORCE_LOGIN=1 to force use of
+    authkey"); forced, the node logs in again with a new node key and takes the new key's tags."""
+    dev = make_device("forced", net, auth_key=net.create_authkey(tags=["tag:old"]))
+    dev.start()
+    dev.wait_until_running_blocking(30)
+    old_key = net.node("forced").node_key
+    dev.close()
+    key2 = net.create_authkey(tags=["tag:new"])
+    dev2 = make_device("forced", net, auth_key=key2)
+    dev2.start()
+    dev2.wait_until_running_blocking(30)
+    assert net.node("forced").tags == ["tag:old"] and not net.store.get_authkey(key2).used  # type: ignore[union-attr]
+    dev2.close()
+    monkeypatch.setenv("TSNET_FORCE_LOGIN", "1")
+    dev3 = make_device("forced", net, auth_key=key2)
+    dev3.start()
+    dev3.wait_until_running_blocking(30)
+    node = net.node("forced")
+    assert node.tags == ["tag:new"] and node.node_key != old_key and len(net.nodes()) == 1
+    assert net.store.get_authkey(key2).used  # type: ignore[union-attr]
+    st = dev3.status()
+    assert st.self_node is not None and st.self_node.tags == ["tag:new"]

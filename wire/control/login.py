@@ -106,6 +106,9 @@ class LoginConfig:
     backoff_max: float = 30.0
     request_timeout: float = 10.0
     followup_timeout: float = 3600.0
+    force_login: bool = False
+    """Log in again at start even with a stored login (tsnet's ``TSNET_FORCE_LOGIN``): a new node key
+    replacing the stored one, registered with ``auth_key`` (Go: ``LoginInteractive`` ⇒ ``regen``)."""
 
 
 def _self_expired(node: Node, now: float) -> bool:
@@ -190,6 +193,9 @@ class LoginMachine:
             out.append(self._set_record(NodeRecord(self._new_key())))
         else:
             self._record = record
+            if self.cfg.force_login and not restarted and record.logged_in:
+                out.append(Note("info", "forced login (TSNET_FORCE_LOGIN): registering a new node key"))
+                out.append(self._set_record(NodeRecord(self._new_key(), record.node.public())))
         me = stored_self_node(stored_netmap) if self._record.logged_in else None
         fields: dict[str, object] = {}
         if me is not None:
