@@ -370,7 +370,10 @@ class ActorDevice:
     async def up(self, timeout: float = 60.0) -> DeviceStatus:
         """Go's ``Up``: start if needed, wait until Running (the typed ``RegistrationError``s of
         ``wait_until_running``), and return ``status()``."""
-        self.start()
+        if self.system is None and self._bootstraps():  # (19c) minting an auth key is blocking HTTP:
+            await anyio.to_thread.run_sync(self.start)  # keep the caller's event loop running
+        else:
+            self.start()
         await self.wait_until_running(timeout)
         return await self.status_async()
 
@@ -1092,3 +1095,9 @@ class ActorDevice:
         """``TSNET_FORCE_LOGIN``: log in again (new node key, the auth key) even with stored state."""
         from pytsnet.bootstrap.resolve import force_login
         return force_login()
+
+    def _bootstraps(self) -> bool:
+        """Whether ``start()`` may call the API to mint an auth key (an OAuth secret or a client ID)."""
+        from pytsnet.bootstrap.attributes import is_client_secret
+        cfg = self.config
+        return bool(cfg.client_secret or cfg.client_id or is_client_secret(str(cfg.auth_key or "")))

@@ -191,3 +191,20 @@ def test_base_url_default_follows_the_control_url(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("TS_CLIENT_SECRET", "tskey-client-x-y")
     cfg = Config(ephemeral=True).resolved()
     assert cfg.client_secret == "tskey-client-x-y" and "tskey-client" not in repr(cfg)
+
+
+def test_precedence_as_go_tsnet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An auth key wins over a client secret; with state nothing is minted (unless forced); no
+    request is made in any of these (the API URL is unroutable on purpose)."""
+    from pytsnet.bootstrap import resolve_auth_key
+
+    for var in ("TS_AUTHKEY", "TS_AUTH_KEY", "TS_CLIENT_SECRET", "TS_CLIENT_ID", "TSNET_FORCE_LOGIN"):
+        monkeypatch.delenv(var, raising=False)
+    base = {"ephemeral": True, "control_url": "http://127.0.0.1:9", "tags": ("tag:a",)}
+    cfg = Config(auth_key="tskey-auth-plain", client_secret="tskey-client-k-s", **base).resolved()  # type: ignore[arg-type]
+    assert resolve_auth_key(cfg, has_state=False) == "tskey-auth-plain"
+    cfg = Config(client_secret="tskey-client-k-s", **base).resolved()  # type: ignore[arg-type]
+    assert resolve_auth_key(cfg, has_state=True) == ""
+    cfg = Config(auth_key="tskey-client-k-s", **base).resolved()  # type: ignore[arg-type]
+    assert resolve_auth_key(cfg, has_state=True) == ""  # a secret is never sent as an auth key
+    assert resolve_auth_key(Config(**base).resolved(), has_state=False) == ""  # type: ignore[arg-type]

@@ -142,3 +142,52 @@ def test_force_login_re_registers_with_the_auth_key(net: LocalTailnet, make_devi
     assert net.store.get_authkey(key2).used  # type: ignore[union-attr]
     st = dev3.status()
     assert st.self_node is not None and st.self_node.tags == ["tag:new"]
+
+
+def test_async_up_keeps_the_event_loop_running_while_minting(make_device: Make, net: LocalTailnet) -> None:
+    """The API round trips of ``start()`` run off the caller's loop in ``await dev.up()``: a slow API
+    (1 s per answer) does not stall another task, and its refusal still arrives typed."""
+    import http.server
+    import threading
+    import time
+
+    import anyio
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            time.sleep(1.0)
+            body = b'{"error": "invalid_client"}'
+            self.send_response(401)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    srv = http.server.HTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    dev = make_device("slowapi", net, client_secret="tskey-client-k-s", tags=("tag:a",),
+                      base_url=f"http://127.0.0.1:{srv.server_port}")
+    ticks = 0
+
+    async def main() -> None:
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await anyio.sleep(0.01)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(tick)
+            with pytest.raises(OAuthRejected):
+                await dev.up(10)
+            tg.cancel_scope.cancel()
+
+    try:
+        anyio.run(main)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert ticks >= 30, ticks  # ~100 in the 1 s the API took; 1 if the loop had been blocked
