@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import Issuer
 from cryptography.hazmat.primitives.asymmetric import ec
+from idtoken_issuer import Issuer
 
 from pytsnet.device import ActorDevice
 from pytsnet.errors import ConfigError, OAuthRejected, TagsRequired
