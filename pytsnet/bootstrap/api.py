@@ -22,7 +22,8 @@ import httpx
 
 from pytsnet.errors import NetworkUnreachable, OAuthRejected, TagsNotPermitted
 
-__all__ = ["TIMEOUT", "client_credentials_token", "create_auth_key", "exchange_id_token"]
+__all__ = ["MAX_ANSWER", "TIMEOUT", "client_credentials_token", "create_auth_key", "exchange_id_token",
+           "read_bounded"]
 
 TIMEOUT = 10.0
 """Seconds per request (Go's identity federation client uses 10 s)."""
@@ -33,16 +34,26 @@ MAX_ANSWER = 64 << 10
 def _post(url: str, *, data: dict[str, str] | None = None, body: bytes | None = None,
           headers: dict[str, str], step: str) -> tuple[int, Any]:
     try:
-        with httpx.Client(timeout=TIMEOUT, trust_env=False, follow_redirects=False) as c:
-            r = c.post(url, data=data, content=body, headers=headers)
+        with httpx.Client(timeout=TIMEOUT, trust_env=False, follow_redirects=False) as c, \
+                c.stream("POST", url, data=data, content=body, headers=headers) as r:
+            status, raw = r.status_code, read_bounded(r)
     except httpx.HTTPError as e:
         raise NetworkUnreachable(f"{step} at {url}: {type(e).__name__}") from None
-    raw = r.content[:MAX_ANSWER]
     try:
         doc = json.loads(raw) if raw else {}
     except ValueError:
         doc = {"message": raw[:200].decode("utf-8", "replace")}
-    return r.status_code, doc
+    return status, doc
+
+
+def read_bounded(r: httpx.Response) -> bytes:
+    """At most ``MAX_ANSWER`` bytes of the body: a hostile API cannot make us buffer without bound."""
+    out = bytearray()
+    for chunk in r.iter_bytes():
+        out += chunk[:MAX_ANSWER - len(out)]
+        if len(out) >= MAX_ANSWER:
+            break
+    return bytes(out)
 
 
 def _message(doc: Any) -> str:

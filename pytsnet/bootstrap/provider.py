@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
-from pytsnet.bootstrap.api import MAX_ANSWER, TIMEOUT
+from pytsnet.bootstrap.api import TIMEOUT, read_bounded
 from pytsnet.errors import ConfigError, NetworkUnreachable, OAuthRejected
 
 __all__ = ["provider_id_token"]
@@ -33,16 +33,18 @@ def provider_id_token(audience: str) -> str:
     target = urlunsplit(parts._replace(query=urlencode(query)))
     step = "GitHub Actions ID token request"
     try:
-        with httpx.Client(timeout=TIMEOUT, trust_env=False, follow_redirects=False) as c:
-            r = c.get(target, headers={"Authorization": f"Bearer {bearer}", "Accept": "application/json"})
+        headers = {"Authorization": f"Bearer {bearer}", "Accept": "application/json"}
+        with httpx.Client(timeout=TIMEOUT, trust_env=False, follow_redirects=False) as c, \
+                c.stream("GET", target, headers=headers) as r:
+            status, raw = r.status_code, read_bounded(r)
     except httpx.HTTPError as e:
         raise NetworkUnreachable(f"{step}: {type(e).__name__}") from None
-    if r.status_code // 100 != 2:
-        raise OAuthRejected(step, r.status_code, r.content[:200].decode("utf-8", "replace").strip())
+    if status // 100 != 2:
+        raise OAuthRejected(step, status, raw[:200].decode("utf-8", "replace").strip())
     try:
-        value = json.loads(r.content[:MAX_ANSWER]).get("value")
+        value = json.loads(raw).get("value")
     except (ValueError, AttributeError):
         value = None
     if not isinstance(value, str) or not value.strip():
-        raise OAuthRejected(step, r.status_code, "the answer has no token value")
+        raise OAuthRejected(step, status, "the answer has no token value")
     return value.strip()

@@ -208,3 +208,29 @@ def test_precedence_as_go_tsnet(monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = Config(auth_key="tskey-client-k-s", **base).resolved()  # type: ignore[arg-type]
     assert resolve_auth_key(cfg, has_state=True) == ""  # a secret is never sent as an auth key
     assert resolve_auth_key(Config(**base).resolved(), has_state=False) == ""  # type: ignore[arg-type]
+
+
+def test_a_hostile_api_answer_is_read_bounded_and_typed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 64 MiB answer is cut at ``MAX_ANSWER`` while streaming (never buffered whole) and is a typed
+    refusal, not a crash."""
+    from pytsnet.bootstrap import api
+    from pytsnet.errors import OAuthRejected
+
+    pulled = 0
+
+    def endless() -> object:
+        nonlocal pulled
+        for _ in range(1024):
+            pulled += 1
+            yield b"x" * (64 << 10)
+
+    real = httpx.Client
+
+    def client(**kw: object) -> httpx.Client:
+        transport = httpx.MockTransport(lambda req: httpx.Response(200, content=endless()))  # type: ignore[arg-type]
+        return real(transport=transport, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(api.httpx, "Client", client)
+    with pytest.raises(OAuthRejected, match="no access_token"):
+        api.client_credentials_token("http://api.test", "k", "tskey-client-k-s")
+    assert pulled <= 2  # 64 KiB read, not 64 MiB
