@@ -1,9 +1,10 @@
 """``Config``: what an app sets to embed a node, with tsnet's defaults and environment fallbacks.
 
 Defaults follow Go's ``tsnet.Server`` (features.md §7): hostname = the program name; auth key from
-``TS_AUTHKEY`` then ``TS_AUTH_KEY``; control URL from ``TS_CONTROL_URL`` then Tailscale's; state in
-``dir`` (default ``<user config dir>/tsnet-<program>``), or in memory for an ephemeral node without
-a dir.
+``TS_AUTHKEY`` then ``TS_AUTH_KEY``; control URL from ``TS_CONTROL_URL`` then Tailscale's; bootstrap
+credentials from ``TS_CLIENT_SECRET``, ``TS_CLIENT_ID``, ``TS_ID_TOKEN``, ``TS_AUDIENCE``,
+``TS_BASE_URL``; state in ``dir`` (default ``<user config dir>/tsnet-<program>``), or in memory for
+an ephemeral node without a dir.
 
 ``Config`` is the one place a node is configured: besides Go's ``tsnet.Server`` fields it holds the
 few knobs Go keeps elsewhere (the UDP bind host, whether to advertise endpoints, disco timings and
