@@ -78,19 +78,27 @@ def _go_direct_addrs(w: World, go: gonode.GoNode) -> list[str]:
     return re.findall(rf"disco: node {short} d:[0-9a-f]+ now using ([0-9.]+:[0-9]+)", go.log())
 
 
+def _wait_direct(w: World, go: gonode.GoNode, hostname: str) -> None:
+    """Both sides on a UDP path (Python ``status()`` and Go's own log). Says nothing of the bytes
+    so far: disco may find the path only after an exchange went wholly over DERP."""
+    try:
+        wait_until(lambda: getattr(w.row(hostname), "path", None) == "direct", 30,
+                   f"a direct path to {hostname} in the Python status()")
+        wait_until(lambda: _go_direct_addrs(w, go), 30, "Go's magicsock on a direct path to Python")
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{w.debug(go, hostname)}") from None
+    row = w.row(hostname)
+    assert row.addr is not None and row.rtt is not None, row  # type: ignore[union-attr]
+    assert not _go_direct_addrs(w, go)[-1].startswith("127.3.3.40:")  # not Go's DERP magic address
+
+
 def _check_path(w: World, go: gonode.GoNode, hostname: str) -> None:
-    """Direct: both sides on a UDP path (Python ``status()`` and Go's own log); DERP-only: neither."""
+    """After a transfer long enough to outlast disco (the MiB): direct, both sides on a UDP path
+    that carried WireGuard bytes each way; DERP-only: neither side ever on one."""
     if w.direct:
-        try:
-            wait_until(lambda: getattr(w.row(hostname), "path", None) == "direct", 30,
-                       f"a direct path to {hostname} in the Python status()")
-            wait_until(lambda: _go_direct_addrs(w, go), 30, "Go's magicsock on a direct path to Python")
-        except AssertionError as e:
-            raise AssertionError(f"{e}\n{w.debug(go, hostname)}") from None
+        _wait_direct(w, go, hostname)
         row = w.row(hostname)
-        assert row.addr is not None and row.rtt is not None, row  # type: ignore[union-attr]
         assert row.udp_bytes_in > 0 and row.udp_bytes_out > 0, row  # type: ignore[union-attr]
-        assert not _go_direct_addrs(w, go)[-1].startswith("127.3.3.40:")  # not Go's DERP magic address
     else:
         row = w.row(hostname)
         assert row is not None and row.path == "derp" and row.derp_region == 900, w.debug(go, hostname)
@@ -117,8 +125,10 @@ def test_python_dials_go_http_server(world: World) -> None:
     head, _, body = resp.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200"), resp
     assert body == GO_BODY.encode(), resp
-    _check_path(w, go, "gonode")
-    if w.direct:  # and a request over the established direct path itself: its bytes go over UDP
+    if not w.direct:
+        _check_path(w, go, "gonode")
+    else:  # once the direct path is up, a request over it: its bytes go over UDP
+        _wait_direct(w, go, "gonode")
         before = w.row("gonode")
         resp = anyio.run(get)
         after = w.row("gonode")
@@ -152,7 +162,7 @@ def test_go_proxies_to_python_listener(world: World) -> None:
                 first = await curl()
                 results = [first]
                 if w.direct:  # a second request over the established direct path: its bytes go over UDP
-                    await wait(lambda: _check_path(w, go, "goclient"))
+                    await wait(lambda: _wait_direct(w, go, "goclient"))
                     rows.append(w.row("goclient"))
                     results.append(await curl())
                     rows.append(w.row("goclient"))
