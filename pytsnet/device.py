@@ -633,10 +633,18 @@ class ActorDevice:
         """Hand the bridge ``prefs``; the exit node as it plumbed the engine and resolver (its netmap
         can lag ours, so engaged by this answer means a name lookup already goes to its DoH)."""
         self._require_started()
+        deadline = time.monotonic() + timeout
         with self._cond:
             self._route_prefs = prefs  # dials check the new selection at once (fail closed meanwhile)
         got = self._ask(DATAPLANE, SetRoutePrefs(prefs=prefs), timeout)
         assert isinstance(got, RoutePrefsSet)
+        # The tracker tells the bridge and us (via events) each peer-table change separately. Engaged:
+        # wait (within the timeout) until our dials resolve it too, so a send right after this answer
+        # is not refused on a table one change older. (Not engaged needs no wait: fail closed.)
+        with self._cond:
+            while (got.exit_node is not None and self._routing()[1].info() != got.exit_node
+                   and (left := deadline - time.monotonic()) > 0):
+                self._cond.wait(left)
         return got.exit_node
 
     def _beyond_tailnet(self, host: str) -> None:

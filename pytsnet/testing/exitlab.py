@@ -285,9 +285,10 @@ def _serve_dns(addr: str, port: int, table: dict[str, str]) -> None:
             r.answer.append(dns.rrset.from_text(q.question[0].name, 60, "IN", "A", ip))
         return r.to_wire()
 
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((addr, port))  # before the TCP listener: the lab's readiness probe connects to that one
+
     def udp() -> None:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind((addr, port))
         while True:
             data, src = s.recvfrom(4096)
             with contextlib.suppress(Exception):
