@@ -29,12 +29,37 @@ from pytsnet.wire.derp import frames as f
 from pytsnet.wire.derp.handshake import ClientConnection, FrameReceived, ServerInfoReceived
 from pytsnet.wire.keys import NodePrivate, NodePublic
 
+_WRITERS: list[asyncio.StreamWriter] = []  # every Client's, closed by the run that opened it
+
+
+async def _close_clients() -> None:
+    """Close the clients a test left open while their loop still runs: a StreamWriter collected after
+    ``asyncio.run`` closed its loop leaves its transport open, a ResourceWarning in a later test."""
+    writers, _WRITERS[:] = list(_WRITERS), []
+    for w in writers:
+        w.close()
+    for w in writers:
+        with contextlib.suppress(Exception):
+            await w.wait_closed()
+
+
+def arun(coro: Awaitable[Any]) -> Any:
+    """``asyncio.run`` that closes the test's clients before the loop ends."""
+    async def main() -> Any:
+        try:
+            return await coro
+        finally:
+            await _close_clients()
+
+    return asyncio.run(main())
+
 
 class Client:
     """A DERP client on asyncio streams: HTTP upgrade, then ``ClientConnection`` does the protocol."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: ClientConnection):
         self.reader, self.writer, self.conn = reader, writer, conn
+        _WRITERS.append(writer)
         self.frames: list[f.Frame] = []
         self.key = conn.public
 
@@ -115,6 +140,7 @@ def run(coro_fn: Callable[..., Awaitable[None]], **server_kw: Any) -> None:
         try:
             await asyncio.wait_for(coro_fn(server), 30)
         finally:
+            await _close_clients()
             await server.close()
 
     asyncio.run(main())
@@ -417,7 +443,7 @@ def test_relay_on_local_tailnet_admits_only_known_node_keys(tmp_path) -> None:
             assert (await a.recv_frame(f.RecvPacket)).packet == b"loop"
             a.close()
 
-        asyncio.run(body())
+        arun(body())
         assert relay.derp.stats.rejected_unknown == 1 and relay.derp.stats.accepted == 1
 
 
@@ -443,7 +469,7 @@ def test_relay_attached_by_hand_when_relay_false(tmp_path) -> None:
                 assert (await a.recv_frame(f.RecvPacket)).packet == b"loop"
                 a.close()
 
-            asyncio.run(body())
+            arun(body())
         finally:
             relay.close()
 
@@ -481,7 +507,7 @@ def test_tls_relay_with_self_signed_certificate(tmp_path) -> None:
             for c in (a, b, fast):
                 c.close()
 
-        asyncio.run(body())
+        arun(body())
         stats = relay.derp.stats
         assert stats.accepted == 3 and stats.packets_forwarded == 3 and stats.fast_starts == 1
         # Go's meta cert follows the leaf: CN derpkey<hex server key>, serial = protocol version 2
