@@ -81,8 +81,11 @@ class ControlClient:
         self.writer.write(up.request())
         try:  # the head only: what follows it stays in the reader for the Noise loop
             up.receive_data(await self.reader.readuntil(b"\r\n\r\n"))
-        except Http1Error as e:
-            raise ConnectionError(str(e)) from e
+        except BaseException as e:
+            self.writer.close()  # no pump owns it yet
+            if isinstance(e, Http1Error):
+                raise ConnectionError(str(e)) from e
+            raise
         self.noise = ClientStream(hs)
         self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True,
                                                                        header_encoding="utf-8"))
@@ -127,6 +130,9 @@ class ControlClient:
                         self.goaway_code = int(ev.error_code or 0)
                 await self._flush()
         finally:
+            # the pump owns the connection: when it ends (the server closed it, or asyncio.run
+            # cancels it as a test's loop ends) the transport closes while its loop still runs
+            self.writer.close()
             self.closed.set()
             for st in self._streams.values():
                 st.data.put_nowait(None)
