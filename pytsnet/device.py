@@ -618,8 +618,8 @@ class ActorDevice:
 
     def set_exit_node_blocking(self, selector: str | None, timeout: float = 5.0) -> ExitNodeInfo | None:
         """Select the exit node (stable ID, tailnet IP or MagicDNS name; None: clear) and re-plumb the
-        engine before returning; the engaged node, or None if none (or it is unavailable: dials beyond
-        the tailnet then raise ``ExitNodeUnavailable``)."""
+        engine before returning; the engaged node (this device's next dial goes through it), or None
+        if none (or it is unavailable: dials beyond the tailnet then raise ``ExitNodeUnavailable``)."""
         if selector is not None and (not isinstance(selector, str) or not selector.strip()):
             raise ConfigError(f"exit node {selector!r}: want a stable node ID, tailnet IP or MagicDNS name, "
                               "or None")
