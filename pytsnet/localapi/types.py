@@ -1,0 +1,260 @@
+"""Go's LocalAPI JSON shapes at tailscale.com v1.90.9, as strict pydantic models.
+
+Mirrors ``ipnstate.Status``/``PeerStatus``/``TailnetStatus``/``ExitNodeStatus``/``PingResult``
+(ipn/ipnstate/ipnstate.go), ``apitype.WhoIsResponse`` (client/tailscale/apitype/apitype.go) and the
+``tailcfg.Node``/``Hostinfo``/``UserProfile`` it carries (tailcfg/tailcfg.go). Field names are Go's
+JSON names; a Go field without ``omitempty`` is required here (Go always writes it, ``null`` for a
+nil slice, map or pointer), one with ``omitempty`` has a default. Models are closed
+(``extra="forbid"``) and strict (no ``"1"`` for ``1``): a client decoding tailscaled's JSON with them
+sees every drift, and our server's JSON is checked against them in tests.
+
+Go's encodings: ``time.Time`` is RFC 3339 (``0001-01-01T00:00:00Z`` for the zero time), keys are
+their text forms (``nodekey:<hex>``), ``netip.Addr``/``Prefix`` strings, IDs JSON numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, StringConstraints
+
+__all__ = ["GO_ZERO_TIME", "ExitNodeStatus", "GoModel", "Hostinfo", "Node", "PeerStatus", "PingResult",
+           "Service", "Status", "TailnetStatus", "UserProfile", "WhoIsResponse"]
+
+GO_ZERO_TIME = "0001-01-01T00:00:00Z"
+"""How Go's ``encoding/json`` writes ``time.Time{}``."""
+
+GoTime = Annotated[str, StringConstraints(
+    pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$")]
+"""RFC 3339 with up to nanoseconds, as ``time.Time.MarshalJSON``."""
+NodePublic = Annotated[str, StringConstraints(pattern=r"^nodekey:[0-9a-f]{64}$")]
+MachinePublic = Annotated[str, StringConstraints(pattern=r"^mkey:[0-9a-f]{64}$")]
+DiscoPublic = Annotated[str, StringConstraints(pattern=r"^discokey:[0-9a-f]{64}$")]
+RawJSON = Any
+"""A ``json.RawMessage`` (CapMap values): any JSON value."""
+
+
+class GoModel(BaseModel):
+    """Closed, strict, Go field names; serialised with ``model_dump(by_alias=True)``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+
+
+class UserProfile(GoModel):
+    """tailcfg.go:277 ``UserProfile``."""
+
+    ID: int
+    LoginName: str
+    DisplayName: str
+    ProfilePicURL: str = ""
+
+
+class TailnetStatus(GoModel):
+    """ipnstate.go:162 ``TailnetStatus``."""
+
+    Name: str
+    MagicDNSSuffix: str
+    MagicDNSEnabled: bool
+
+
+class ExitNodeStatus(GoModel):
+    """ipnstate.go:180 ``ExitNodeStatus``."""
+
+    ID: str
+    Online: bool
+    TailscaleIPs: list[str] | None
+
+
+_ExitNodeStatus = ExitNodeStatus
+"""Go names some fields as their types: these aliases keep the annotations unambiguous."""
+_UserProfile = UserProfile
+
+
+class PeerStatus(GoModel):
+    """ipnstate.go:224 ``PeerStatus``."""
+
+    ID: str
+    PublicKey: NodePublic
+    HostName: str
+    DNSName: str
+    OS: str
+    UserID: int
+    AltSharerUserID: int = 0
+    TailscaleIPs: list[str] | None
+    AllowedIPs: list[str] | None = None
+    Tags: list[str] | None = None
+    PrimaryRoutes: list[str] | None = None
+    Addrs: list[str] | None
+    CurAddr: str
+    Relay: str
+    PeerRelay: str
+    RxBytes: int
+    TxBytes: int
+    Created: GoTime
+    LastWrite: GoTime
+    LastSeen: GoTime
+    LastHandshake: GoTime
+    Online: bool
+    ExitNode: bool
+    ExitNodeOption: bool
+    Active: bool
+    PeerAPIURL: list[str] | None
+    TaildropTarget: int
+    NoFileSharingReason: str
+    Capabilities: list[str] | None = None
+    CapMap: dict[str, list[RawJSON] | None] | None = None
+    sshHostKeys: list[str] | None = None
+    ShareeNode: bool = False
+    InNetworkMap: bool
+    InMagicSock: bool
+    InEngine: bool
+    Expired: bool = False
+    KeyExpiry: GoTime | None = None
+    Location: dict[str, Any] | None = None
+
+
+class Status(GoModel):
+    """ipnstate.go:32 ``Status``."""
+
+    Version: str
+    TUN: bool
+    BackendState: str
+    HaveNodeKey: bool = False
+    AuthURL: str
+    TailscaleIPs: list[str] | None
+    Self: PeerStatus | None
+    ExitNodeStatus: _ExitNodeStatus | None = None
+    Health: list[str] | None
+    MagicDNSSuffix: str
+    CurrentTailnet: TailnetStatus | None
+    CertDomains: list[str] | None
+    Peer: dict[NodePublic, PeerStatus] | None
+    User: dict[str, UserProfile] | None
+    """Keyed by the decimal ``UserID`` (a JSON object key is a string)."""
+    ClientVersion: dict[str, Any] | None
+
+
+class Service(GoModel):
+    """tailcfg.go ``Service`` (Hostinfo.Services)."""
+
+    Proto: str
+    Port: int
+    Description: str = ""
+
+
+class Hostinfo(GoModel):
+    """tailcfg.go:829 ``Hostinfo``: every field is ``omitempty`` (``ExitNodeID`` ``omitzero``)."""
+
+    IPNVersion: str = ""
+    FrontendLogID: str = ""
+    BackendLogID: str = ""
+    OS: str = ""
+    OSVersion: str = ""
+    Container: bool | str | None = None
+    Env: str = ""
+    Distro: str = ""
+    DistroVersion: str = ""
+    DistroCodeName: str = ""
+    App: str = ""
+    Desktop: bool | str | None = None
+    Package: str = ""
+    DeviceModel: str = ""
+    PushDeviceToken: str = ""
+    Hostname: str = ""
+    ShieldsUp: bool = False
+    ShareeNode: bool = False
+    NoLogsNoSupport: bool = False
+    WireIngress: bool = False
+    IngressEnabled: bool = False
+    AllowsUpdate: bool = False
+    Machine: str = ""
+    GoArch: str = ""
+    GoArchVar: str = ""
+    GoVersion: str = ""
+    RoutableIPs: list[str] | None = None
+    RequestTags: list[str] | None = None
+    WoLMACs: list[str] | None = None
+    Services: list[Service] | None = None
+    NetInfo: dict[str, Any] | None = None
+    sshHostKeys: list[str] | None = None
+    Cloud: str = ""
+    Userspace: bool | str | None = None
+    UserspaceRouter: bool | str | None = None
+    AppConnector: bool | str | None = None
+    ServicesHash: str = ""
+    ExitNodeID: str = ""
+    Location: dict[str, Any] | None = None
+    TPM: dict[str, Any] | None = None
+    StateEncrypted: bool | str | None = None
+
+
+_Hostinfo = Hostinfo
+
+
+class Node(GoModel):
+    """tailcfg.go:332 ``Node`` as ``WhoIsResponse.Node`` carries it."""
+
+    ID: int
+    StableID: str
+    Name: str
+    User: int
+    Sharer: int = 0
+    Key: NodePublic
+    KeyExpiry: GoTime
+    KeySignature: str = ""
+    Machine: MachinePublic
+    DiscoKey: DiscoPublic
+    Addresses: list[str] | None
+    AllowedIPs: list[str] | None
+    Endpoints: list[str] | None = None
+    DERP: str = ""
+    HomeDERP: int = 0
+    Hostinfo: _Hostinfo | None
+    Created: GoTime
+    Cap: int = 0
+    Tags: list[str] | None = None
+    PrimaryRoutes: list[str] | None = None
+    LastSeen: GoTime | None = None
+    Online: bool | None = None
+    MachineAuthorized: bool = False
+    Capabilities: list[str] | None = None
+    CapMap: dict[str, list[RawJSON] | None] | None = None
+    UnsignedPeerAPIOnly: bool = False
+    ComputedName: str = ""
+    ComputedNameWithHost: str = ""
+    DataPlaneAuditLogID: str = ""
+    Expired: bool = False
+    SelfNodeV4MasqAddrForThisPeer: str | None = None
+    SelfNodeV6MasqAddrForThisPeer: str | None = None
+    IsWireGuardOnly: bool = False
+    IsJailed: bool = False
+    ExitNodeDNSResolvers: list[dict[str, Any]] | None = None
+
+
+_Node = Node
+
+
+class WhoIsResponse(GoModel):
+    """apitype.go:35 ``WhoIsResponse``: Node and UserProfile always non-nil (localapi.go's contract)."""
+
+    Node: _Node
+    UserProfile: _UserProfile
+    CapMap: dict[str, list[RawJSON] | None] | None
+
+
+class PingResult(GoModel):
+    """ipnstate.go:696 ``PingResult``."""
+
+    IP: str
+    NodeIP: str
+    NodeName: str
+    Err: str
+    LatencySeconds: float
+    Endpoint: str
+    PeerRelay: str
+    DERPRegionID: int
+    DERPRegionCode: str
+    PeerAPIPort: int = 0
+    PeerAPIURL: str = ""
+    IsLocalIP: bool = False
+
