@@ -106,6 +106,11 @@ class Config:
     """The API the keys are minted at (``TS_BASE_URL``); default: ``https://api.tailscale.com`` for
     Tailscale's control URL, else the control URL itself (localnet serves the API there)."""
 
+    # -- LocalAPI (19a) --
+    local_api_socket: str | Path | None = None
+    """Serve the LocalAPI on a unix socket at this path (mode 0600), as tailscaled's socket: the
+    ``pytsnet`` CLI's ``--socket``. None: in-process (``dev.local_client()``) and ``dev.loopback()`` only."""
+
     def resolved(self) -> Config:
         """A copy with every default and environment fallback applied."""
         if not 0 <= self.port <= 65535:

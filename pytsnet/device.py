@@ -139,6 +139,10 @@ if TYPE_CHECKING:
     import httpx  # http_client's types only: importing the device does not import httpx
     import requests
 
+    from pytsnet.localapi.client import LocalClient
+    from pytsnet.localapi.server import LocalApi
+    from pytsnet.localapi.unix import LocalApiSocket
+
 __all__ = ["DIAL_TIMEOUT", "ActorDevice", "DataplaneNotReady", "DeviceState", "DeviceStatus",
            "UnknownTailnetHost", "WhoIs"]
 
@@ -328,6 +332,7 @@ class ActorDevice:
             bridge.tell(SetRoutePrefs(prefs=self._route_prefs))
         peerapi.start(self.system, exit_dns=cfg.advertise_exit_node)
         self.peerapi_port = peerapi.port
+        self._serve_local_api_socket()  # 19a: Config.local_api_socket
         return self
 
     def close(self) -> None:
@@ -346,6 +351,8 @@ class ActorDevice:
                 with contextlib.suppress(AskTimeout, ActorStopped, DeviceClosed):
                     self._ref(CONTROL).ask(Logout(), timeout=LOGOUT_TIMEOUT)
             self.system.shutdown()
+        if self._local_api_socket is not None:  # 19a: the socket file goes
+            self._local_api_socket.close()
         if self._dir_lock is not None:
             self._dir_lock.release()
         self._bindings.close()
@@ -1109,3 +1116,46 @@ class ActorDevice:
         from pytsnet.bootstrap.attributes import is_client_secret
         cfg = self.config
         return bool(cfg.client_secret or cfg.client_id or is_client_secret(str(cfg.auth_key or "")))
+
+    # -- LocalAPI (19a) --
+    _local_api: LocalApi | None = None
+    _local_api_socket: LocalApiSocket | None = None
+
+    def local_api(self) -> LocalApi:
+        """The LocalAPI's route table over this device (``pytsnet.localapi.server``): what the
+        in-process client, the unix socket and the loopback listener all serve."""
+        from pytsnet.localapi.server import LocalApi
+        with self._life:
+            if self._local_api is None:
+                self._local_api = LocalApi(self)
+            return self._local_api
+
+    def local_client(self) -> LocalClient:
+        """Go tsnet ``LocalClient``: the LocalAPI in-process (no socket), answers as Go's structs
+        (``pytsnet.localapi.types``): ``status()``, ``whois(addr)``, ``prefs()``, ``logout()``…"""
+        from pytsnet.localapi.client import LocalClient
+        self.start()
+        return LocalClient.in_process(self.local_api())
+
+    def _serve_local_api_socket(self) -> None:
+        if self.config.local_api_socket is None:
+            return
+        from pytsnet.localapi.server import LocalApi
+        from pytsnet.localapi.unix import LocalApiSocket
+        assert self.system is not None
+        if self._local_api is None:
+            self._local_api = LocalApi(self)
+        self._local_api_socket = LocalApiSocket(self.system, self._local_api, self.config.local_api_socket)
+
+    def dataplane_info(self) -> DataplaneInfo:
+        """The bridge's last netmap, endpoints and netcheck (empty while it does not answer)."""
+        return self._ask_quiet(DATAPLANE, GetDataplaneInfo(), WHOIS_TIMEOUT) or DataplaneInfo()
+
+    def route_prefs(self) -> RoutePrefs:
+        """The exit node selector and route acceptance in force (Go prefs ``ExitNodeID``, ``RouteAll``)."""
+        with self._cond:
+            return self._route_prefs
+
+    def set_route_prefs_blocking(self, prefs: RoutePrefs, timeout: float = 5.0) -> ExitNodeInfo | None:
+        """Apply both prefs at once (the LocalAPI's ``PATCH prefs``); the engaged exit node."""
+        return self._set_route_prefs(prefs, timeout)

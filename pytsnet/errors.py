@@ -195,3 +195,15 @@ class TagsNotPermitted(OAuthRejected):
         self.status = status
         self.message = message
         self.tags = tags
+
+
+# -- LocalAPI (19a) --
+class LocalApiError(PytsnetError, OSError):
+    """The LocalAPI answered an error (its HTTP status and Go's text), or could not be reached."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+__all__ += ["LocalApiError"]  # 19a's own line: others edit the list above

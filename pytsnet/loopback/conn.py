@@ -21,10 +21,14 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+import h11
+
 from pytsnet.actors.netstack.channel import FlowChannel
 from pytsnet.actors.netstack.splice import Splice, SpliceLimits, abort_flow
 from pytsnet.actors.runtime import Actor, ActorStopped, MailboxFull, StopReason, handles
 from pytsnet.actors.runtime.logs import subsystem_logger
+from pytsnet.localapi.http import check_and_handle, read_body, response_bytes
+from pytsnet.localapi.server import LocalResponse
 from pytsnet.loopback.http_proxy import PROXY_USER, BadHttp, Connect, Forward, HttpFront, Local, forward
 from pytsnet.loopback.outcomes import dial_outcome
 from pytsnet.loopback.udp_relay import UdpRelay
@@ -32,6 +36,7 @@ from pytsnet.messages.loopback import LoopbackConnDone, LoopbackEvent, LoopbackE
 from pytsnet.wire.socks5 import Rep, Socks5AuthFailed, Socks5Error, Socks5Server
 
 if TYPE_CHECKING:
+    from pytsnet.localapi.server import LocalApi
     from pytsnet.net import SocketLike, UdpSocket
 
 __all__ = ["ProxyConnection", "ProxyCreds", "TailnetDialer"]
@@ -47,6 +52,7 @@ class TailnetDialer(Protocol):
 
     def tcp_connect_blocking(self, host: str, port: int, timeout: float = ...) -> SocketLike: ...
     def listen_packet_blocking(self, port: int = 0) -> UdpSocket: ...
+    def local_api(self) -> LocalApi: ...
 
 
 @dataclass(frozen=True)
@@ -54,7 +60,7 @@ class ProxyCreds:
     proxy: str
     """The SOCKS5 password and HTTP proxy password (user ``tsnet``)."""
     local_api: str
-    """For the LocalAPI when it joins the listener (Go: basic auth plus ``Sec-Tailscale: localapi``)."""
+    """The LocalAPI's Basic auth password on this listener (with ``Sec-Tailscale: localapi``, as Go)."""
 
     def __repr__(self) -> str:
         return "ProxyCreds(<redacted>)"
@@ -253,6 +259,8 @@ class ProxyConnection(Actor):
             kind: LoopbackEventKind = "head_too_large" if e.status == 431 else "bad_http"
             self._refuse(front.error(e.status, "bad request"), kind)
             return None
+        if isinstance(action, Local) and action.kind == "local_api":
+            return self._local_api(front, req, deadline)
         if isinstance(action, Local):
             self._refuse(front.error(action.status, "the LocalAPI is not served here yet"
                                      if action.kind == "local_api" else "not found"),
@@ -288,6 +296,22 @@ class ProxyConnection(Actor):
         with self._lock:
             self._ch = None
         fs.close()
+        _close_gracefully(self.sock)
+        return None
+
+    def _local_api(self, front: HttpFront, req: h11.Request, deadline: float) -> str | None:
+        """Go tsnet's ``/localapi`` on this listener: ``pytsnet.localapi.http`` checks the
+        ``Sec-Tailscale`` header and the ``local_api`` credential, then answers (19a)."""
+        try:
+            body = read_body(front.conn, lambda: self._recv(deadline))
+        except h11.RemoteProtocolError:
+            self._refuse(front.error(400, "bad request"), "bad_http")
+            return None
+        resp = (LocalResponse.error(413, "request body too large") if body is None else
+                check_and_handle(self.dialer.local_api(), req, body, password=self.creds.local_api,
+                                 sec_header=True))
+        self._event("local_api")
+        self.sock.sendall(response_bytes(front.conn, resp))
         _close_gracefully(self.sock)
         return None
 

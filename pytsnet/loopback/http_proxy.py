@@ -9,8 +9,9 @@ proxy credential (constant-time compare); without it ``407`` and ``Proxy-Authent
 A forwarded request is one exchange per proxy connection: hop-by-hop headers go (RFC 9110 §7.6.1),
 ``Host`` becomes the URI's authority, ``Connection: close`` goes both ways, and both messages pass
 through h11 on each side (its framing, bounded heads). An origin-form request (``GET /x``) is for the
-listener itself: ``/localapi/`` is where the LocalAPI will join (a later issue) and answers ``501``
-until then; anything else ``404``.
+listener itself: ``/localapi/`` goes to the LocalAPI (``Local(0, "local_api")``: the connection
+hands the request to ``pytsnet.localapi.http``, which checks Go's header and credential); anything
+else ``404``.
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ class HttpFront:
             return Connect(*_split_authority(target, None))
         if target.startswith("/"):
             if target.startswith("/localapi/"):
-                return Local(501, "local_api")  # the LocalAPI joins this listener in a later issue
+                return Local(0, "local_api")  # served by the LocalAPI (its own checks)
             return Local(404, "not_found")
         try:
             parts = urlsplit(target)

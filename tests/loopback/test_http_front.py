@@ -36,7 +36,7 @@ def test_connect_and_forward_and_local() -> None:
     assert f.classify(req) == Forward("web", 80, f.classify(req).request)  # type: ignore[union-attr]
     assert not f.authorized(req)
     f, req = head(b"GET /localapi/v0/status HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert f.classify(req) == Local(501, "local_api")
+    assert f.classify(req) == Local(0, "local_api")  # handed to the LocalAPI (19a)
     f, req = head(b"GET https://web/ HTTP/1.1\r\nHost: web\r\n\r\n")
     assert isinstance(f.classify(req), Refuse)
 

@@ -1,0 +1,88 @@
+"""``LocalClient``: Go's ``local.Client`` — the LocalAPI's calls, answers as the Go-mirror models.
+
+In-process (``dev.local_client()``: the route table called directly, no socket, read and write
+allowed as Go tsnet's ``LocalClient``) or over a unix socket (``LocalClient.unix(path)``: the CLI).
+Every answer is decoded strictly (``pytsnet.localapi.types``), so a shape drift is an error here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+from urllib.parse import urlencode
+
+import httpx
+from pydantic import ValidationError
+
+from pytsnet.errors import LocalApiError
+from pytsnet.localapi.http import LOCAL_API_HOST
+from pytsnet.localapi.server import PREFIX, LocalApi, LocalRequest, LocalResponse, MaskedPrefs, Prefs
+from pytsnet.localapi.types import Status, WhoIsResponse
+
+__all__ = ["LocalClient", "Transport"]
+
+Transport = Callable[[LocalRequest], LocalResponse]
+
+
+class LocalClient:
+    def __init__(self, transport: Transport) -> None:
+        self._send = transport
+
+    @classmethod
+    def in_process(cls, api: LocalApi) -> LocalClient:
+        return cls(lambda r: api.handle(r, permit_read=True, permit_write=True))
+
+    @classmethod
+    def unix(cls, path: str, timeout: float = 30.0) -> LocalClient:
+        """Over the unix socket at ``path`` (``Host: local-tailscaled.sock``, as Go's client)."""
+
+        def send(req: LocalRequest) -> LocalResponse:
+            url = f"http://{LOCAL_API_HOST}{req.path}" + (f"?{urlencode(req.query)}" if req.query else "")
+            try:
+                with httpx.Client(transport=httpx.HTTPTransport(uds=path), timeout=timeout) as c:
+                    r = c.request(req.method, url, content=req.body or None)
+            except httpx.HTTPError as e:
+                raise LocalApiError(f"LocalAPI at {path}: {e}") from None
+            return LocalResponse(r.status_code, r.content, r.headers.get("content-type", ""))
+
+        return cls(send)
+
+    def request(self, method: str, name: str, query: dict[str, str] | None = None,
+                body: bytes = b"") -> bytes:
+        """``/localapi/v0/<name>``; its body, or ``LocalApiError`` for a status outside 2xx."""
+        resp = self._send(LocalRequest(method, PREFIX + name, query or {}, body))
+        if not 200 <= resp.status < 300:
+            text = resp.body.decode("utf-8", "replace").strip()
+            raise LocalApiError(f"{resp.status}: {text}", resp.status)
+        return resp.body
+
+    def status(self, peers: bool = True) -> Status:
+        return _decode(Status, self.request("GET", "status", None if peers else {"peers": "false"}))
+
+    def status_without_peers(self) -> Status:
+        return self.status(peers=False)
+
+    def whois(self, addr: str, proto: str = "") -> WhoIsResponse:
+        """``addr``: an IP, ``IP:port`` or ``nodekey:…`` (Go ``WhoIs`` / ``WhoIsProto``)."""
+        q = {"addr": addr} | ({"proto": proto} if proto else {})
+        return _decode(WhoIsResponse, self.request("GET", "whois", q))
+
+    def prefs(self) -> Prefs:
+        return _decode(Prefs, self.request("GET", "prefs"))
+
+    def edit_prefs(self, mp: MaskedPrefs) -> Prefs:
+        body = mp.model_dump_json(exclude_defaults=True).encode()
+        return _decode(Prefs, self.request("PATCH", "prefs", body=body))
+
+    def logout(self) -> None:
+        self.request("POST", "logout")
+
+
+_M = TypeVar("_M", Status, WhoIsResponse, Prefs)
+
+
+def _decode(model: type[_M], body: bytes) -> _M:
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as e:
+        raise LocalApiError(f"LocalAPI answer is not a {model.__name__}: {e}") from None

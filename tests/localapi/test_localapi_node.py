@@ -1,0 +1,202 @@
+"""The LocalAPI of a running Python node: in-process, on its unix socket and on the loopback listener.
+
+Two nodes on a LocalTailnet; alpha serves its LocalAPI on a unix socket too. Every answer is decoded
+strictly into the Go-mirror models (field names, types, required fields: ``test_localapi_types``
+proves those models against Go's struct tags).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import socket
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pytsnet.errors import LocalApiError
+from pytsnet.localapi.client import LocalClient
+from pytsnet.localapi.server import MaskedPrefs
+from pytsnet.localapi.types import Status, WhoIsResponse
+from pytsnet.testing.tailnet import Tailnet, local_tailnet
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def sockdir() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="la", dir="/tmp"))  # AF_UNIX paths are short (108 bytes)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def tn(tmp_path_factory: pytest.TempPathFactory, sockdir: Path) -> Iterator[Tailnet]:
+    tmp = tmp_path_factory.mktemp("localapi")
+    with local_tailnet(tmp, ["alpha", "beta"]) as net:
+        yield net
+
+
+@pytest.fixture(scope="module")
+def alpha_sock(tn: Tailnet, sockdir: Path) -> Path:
+    """A third device would need its own tailnet slot: alpha's socket is served by a second device
+    on the same tailnet, started here with ``local_api_socket``."""
+    from pytsnet.testing.tailnet import new_device, wait_for_peers
+    path = sockdir / "gamma.sock"
+    dev = new_device(tn.net, Path(tempfile.mkdtemp(dir=sockdir)), "gamma", local_api_socket=path).start()
+    tn.devices["gamma"] = dev
+    dev.wait_until_running_blocking(30)
+    wait_for_peers(dev, ["alpha", "beta"])
+    return path
+
+
+def raw_http(addr: tuple[str, int] | str, request: bytes) -> tuple[int, bytes]:
+    family = socket.AF_UNIX if isinstance(addr, str) else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(addr)
+        s.sendall(request)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    head, _, body = out.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+def test_status_decodes_strictly_with_peers(tn: Tailnet) -> None:
+    alpha, beta = tn["alpha"], tn["beta"]
+    raw = alpha.local_client().request("GET", "status")
+    st = Status.model_validate_json(raw)  # strict: every Go field, Go's types, nothing extra
+    assert st.BackendState == "Running"
+    assert st.TailscaleIPs == alpha.tailscale_ips()
+    assert st.Self is not None and st.Self.DNSName == tn.name(alpha)
+    assert st.Self.PublicKey == alpha.dataplane_info().state.node_key
+    assert st.Peer is not None
+    by_host = {p.HostName: p for p in st.Peer.values()}
+    assert by_host["beta"].TailscaleIPs == beta.tailscale_ips()
+    assert by_host["beta"].DNSName == tn.name(beta)
+    assert st.User is not None and str(st.Self.UserID) in st.User
+    assert st.CurrentTailnet is not None and st.MagicDNSSuffix == tn.name(alpha).rstrip(".").split(".", 1)[1]
+    doc = json.loads(raw)
+    assert "HaveNodeKey" in doc and "AltSharerUserID" not in doc["Self"]  # omitempty as Go
+
+
+def test_status_without_peers(tn: Tailnet) -> None:
+    st = tn["alpha"].local_client().status(peers=False)
+    assert st.Peer is None and st.Self is not None
+
+
+def test_whois_by_ip_port_nodekey_and_proto(tn: Tailnet) -> None:
+    lc, beta = tn["alpha"].local_client(), tn["beta"]
+    ip = tn.ip(beta)
+    by_ip = lc.whois(ip)
+    assert by_ip.Node.Name == tn.name(beta) and by_ip.Node.Hostinfo is not None
+    assert by_ip.Node.Hostinfo.Hostname == "beta"
+    assert lc.whois(f"{ip}:443") == by_ip
+    assert lc.whois(f"{ip}:443", proto="tcp") == by_ip
+    assert lc.whois(by_ip.Node.Key) == by_ip
+    raw = lc.request("GET", "whois", {"addr": ip})
+    assert WhoIsResponse.model_validate_json(raw) == by_ip
+    assert lc.whois(tn.ip(tn["alpha"])).Node.Hostinfo.Hostname == "alpha"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("addr", "status", "text"), [
+    ("100.127.255.254", 404, "no match for IP:port"),
+    ("nodekey:" + "ab" * 32, 404, "no match for IP:port"),
+    ("nodekey:zz", 400, "invalid nodekey in 'addr' parameter"),
+    ("not-an-ip", 400, "invalid 'addr' parameter"),
+    ("", 400, "missing 'addr' parameter"),
+])
+def test_whois_errors_as_go(tn: Tailnet, addr: str, status: int, text: str) -> None:
+    with pytest.raises(LocalApiError) as e:
+        tn["alpha"].local_client().whois(addr)
+    assert e.value.status == status and text in str(e.value)
+
+
+def test_prefs_get_and_patch(tn: Tailnet) -> None:
+    lc = tn["alpha"].local_client()
+    assert lc.prefs().RouteAll is False
+    assert lc.edit_prefs(MaskedPrefs(RouteAllSet=True, RouteAll=True)).RouteAll is True
+    assert tn["alpha"].route_prefs().accept_routes is True
+    assert lc.edit_prefs(MaskedPrefs(RouteAllSet=True, RouteAll=False)).RouteAll is False
+    with pytest.raises(LocalApiError) as e:  # a pref this port lacks is refused, not ignored
+        lc.request("PATCH", "prefs", body=b'{"ShieldsUpSet":true,"ShieldsUp":true}')
+    assert e.value.status == 400
+
+
+def test_unknown_endpoint_404(tn: Tailnet) -> None:
+    with pytest.raises(LocalApiError) as e:
+        tn["alpha"].local_client().request("GET", "no-such-endpoint")
+    assert e.value.status == 404
+
+
+# -- the loopback listener: Go tsnet's localSecHandler + RequiredPassword ------------------------------
+def _lb(tn: Tailnet) -> tuple[tuple[str, int], str]:
+    addr, _, cred = tn["alpha"].loopback()
+    host, port = addr.rsplit(":", 1)
+    return (host, int(port)), cred
+
+
+def _basic(password: str, user: str = "") -> bytes:
+    return b"Authorization: Basic " + base64.b64encode(f"{user}:{password}".encode()) + b"\r\n"
+
+
+def test_loopback_localapi_credentials(tn: Tailnet) -> None:
+    addr, cred = _lb(tn)
+    host = f"Host: 127.0.0.1:{addr[1]}\r\n".encode()
+    get = b"GET /localapi/v0/status HTTP/1.1\r\n" + host
+    status, body = raw_http(addr, get + _basic(cred) + b"\r\n")
+    assert status == 403 and body == b"missing 'Sec-Tailscale: localapi' header"
+    sec = b"Sec-Tailscale: localapi\r\n"
+    assert raw_http(addr, get + sec + b"\r\n") == (401, b"auth required\n")
+    assert raw_http(addr, get + sec + _basic("0" * 32) + b"\r\n") == (403, b"bad password\n")
+    assert raw_http(addr, get + sec + _basic(cred) + b"Origin: http://evil\r\n\r\n") == (
+        403, b"invalid localapi request\n")
+    bad_host = b"GET /localapi/v0/status HTTP/1.1\r\nHost: evil.example:80\r\n"
+    assert raw_http(addr, bad_host + sec + _basic(cred) + b"\r\n")[0] == 403
+    status, body = raw_http(addr, get + sec + _basic(cred, "anyuser") + b"\r\n")
+    assert status == 200
+    assert Status.model_validate_json(body).Self is not None
+    status, _ = raw_http(addr, b"GET /localapi/v0/nope HTTP/1.1\r\n" + host + sec + _basic(cred) + b"\r\n")
+    assert status == 404
+
+
+# -- the unix socket ---------------------------------------------------------------------------------
+def test_socket_mode_and_client(tn: Tailnet, alpha_sock: Path) -> None:
+    mode = stat.S_IMODE(os.stat(alpha_sock).st_mode)
+    assert stat.S_ISSOCK(os.stat(alpha_sock).st_mode) and mode == 0o600, oct(mode)
+    lc = LocalClient.unix(str(alpha_sock))
+    st = lc.status()
+    assert st.Self is not None and st.Self.HostName == "gamma"
+    assert st.Peer is not None and {p.HostName for p in st.Peer.values()} >= {"alpha", "beta"}
+    assert lc.whois(tn.ip(tn["beta"])).Node.Name == tn.name(tn["beta"])
+    with pytest.raises(LocalApiError) as e:
+        lc.request("GET", "nope")
+    assert e.value.status == 404
+
+
+def test_socket_checks_host_as_go(alpha_sock: Path) -> None:
+    ok = raw_http(str(alpha_sock), b"GET /localapi/v0/status?peers=false HTTP/1.1\r\n"
+                                   b"Host: local-tailscaled.sock\r\n\r\n")
+    assert ok[0] == 200 and Status.model_validate_json(ok[1]).Peer is None
+    assert raw_http(str(alpha_sock), b"GET /localapi/v0/status HTTP/1.1\r\nHost: localhost:80\r\n\r\n") == (
+        403, b"invalid localapi request\n")  # no password here: only the socket's own Host
+
+
+def test_socket_closes_with_device(tn: Tailnet, alpha_sock: Path) -> None:
+    tn["gamma"].close()
+    assert not alpha_sock.exists()
+
+
+def test_logout_over_local_client(tn: Tailnet) -> None:
+    beta = tn["beta"]
+    with pytest.raises(LocalApiError) as e:
+        beta.local_client().request("GET", "logout")
+    assert e.value.status == 405
+    beta.local_client().logout()
+    assert beta.local_client().status(peers=False).BackendState in ("NeedsLogin", "Stopped", "NoState")
