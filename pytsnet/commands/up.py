@@ -1,4 +1,8 @@
-"""``pytsnet up``: bring a node up, print its tailnet IPs and peers as they change; Ctrl-C exits."""
+"""``pytsnet up``: bring a node up, print its tailnet IPs and peers as they change; Ctrl-C exits.
+
+Its LocalAPI is served on ``<state dir>/localapi.sock`` (mode 0600) unless ``--no-socket``, for
+``pytsnet status``/``ip``/``whois``/``logout``/``down``; ``down`` stops it (exit 0).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,9 @@ import argparse
 import asyncio
 import contextlib
 import sys
+from pathlib import Path
 
+from pytsnet.commands.localapi_socket import SOCKET_NAME, default_state_dir
 from pytsnet.config import Config
 from pytsnet.device import ActorDevice
 from pytsnet.errors import RegistrationError
@@ -16,7 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("up", help="bring a node up against a control server and watch it")
     p.add_argument("--control-url", default=None, help="coordination server (default: $TS_CONTROL_URL)")
     p.add_argument("--authkey", default=None, help="pre-auth key (default: $TS_AUTHKEY / $TS_AUTH_KEY)")
-    p.add_argument("--dir", default=None, help="state directory")
+    p.add_argument("--dir", default=None, help="state directory (default: <user config dir>/tsnet-pytsnet)")
+    p.add_argument("--socket", default=None, help=f"LocalAPI socket (default: <state dir>/{SOCKET_NAME})")
+    p.add_argument("--no-socket", action="store_true", help="serve no LocalAPI socket")
     p.add_argument("--hostname", default=None)
     p.add_argument("--ephemeral", action="store_true")
     p.add_argument("--timeout", type=float, default=0, help="exit 1 if not Running within this (0: wait)")
@@ -28,8 +36,19 @@ def say(text: str) -> None:
 
 
 async def _main(args: argparse.Namespace) -> int:
-    dev = ActorDevice(Config(dir=args.dir, hostname=args.hostname, auth_key=args.authkey,
-                             control_url=args.control_url, ephemeral=args.ephemeral)).start()
+    state_dir = args.dir or (None if args.ephemeral else default_state_dir())
+    sock_dir = Path(state_dir or default_state_dir())  # an ephemeral node's socket: the default dir
+    sock = None if args.no_socket else (args.socket or str(sock_dir / SOCKET_NAME))
+    dev = ActorDevice(Config(dir=state_dir, hostname=args.hostname, auth_key=args.authkey,
+                             control_url=args.control_url, ephemeral=args.ephemeral,
+                             local_api_socket=sock)).start()
+    loop = asyncio.get_running_loop()
+    stopped = asyncio.Event()
+
+    def on_down() -> None:  # a LocalAPI thread: hand it to the loop
+        loop.call_soon_threadsafe(stopped.set)
+
+    dev.local_api().on_down = on_down
     try:
         if args.timeout:
             try:
@@ -61,7 +80,15 @@ async def _main(args: argparse.Namespace) -> int:
                 for node_id in ch.removed:
                     say(f"peer - {node_id}")
 
-        await asyncio.gather(states(), peers())
+        watch: asyncio.Future[object] = asyncio.ensure_future(asyncio.gather(states(), peers()))
+        down: asyncio.Future[object] = asyncio.ensure_future(stopped.wait())
+        await asyncio.wait([watch, down], return_when=asyncio.FIRST_COMPLETED)
+        if down.done():
+            say("state Stopped (down)")
+        watch.cancel()
+        down.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch
         return 0
     finally:
         await dev.aclose()

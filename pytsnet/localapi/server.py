@@ -75,6 +75,7 @@ class Prefs(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
+    WantRunning: bool
     RouteAll: bool
     ExitNodeID: str
     ExitNodeIP: str
@@ -86,6 +87,10 @@ class MaskedPrefs(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
+    WantRunning: bool = False
+    WantRunningSet: bool = False
+    """``WantRunning=false`` (``tailscale down``) is honoured only where the process set
+    ``LocalApi.on_down`` (``pytsnet up``: it stops); an embedded node stops with its app (400)."""
     RouteAll: bool = False
     RouteAllSet: bool = False
     ExitNodeID: str = ""
@@ -94,14 +99,15 @@ class MaskedPrefs(BaseModel):
     ExitNodeIPSet: bool = False
 
 
-def _prefs_of(p: RoutePrefs) -> Prefs:
+def _prefs_of(p: RoutePrefs, running: bool = True) -> Prefs:
     sel = p.exit_node or ""
     try:
         ipaddress.ip_address(sel)
         is_ip = True
     except ValueError:
         is_ip = False
-    return Prefs(RouteAll=p.accept_routes, ExitNodeID="" if is_ip else sel, ExitNodeIP=sel if is_ip else "")
+    return Prefs(WantRunning=running, RouteAll=p.accept_routes, ExitNodeID="" if is_ip else sel,
+                 ExitNodeIP=sel if is_ip else "")
 
 
 def _bool_param(text: str | None, default: bool) -> bool:
@@ -120,11 +126,15 @@ class LocalApi:
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
+        self.on_down: Callable[[], None] | None = None
+        """What ``WantRunning=false`` does (set by ``pytsnet up``: stop the node and exit); called
+        after the answer is built, so it must not block."""
         self.routes: dict[str, Route] = {
             "status": Route(LocalApi._status, "read", "status"),
             "whois": Route(LocalApi._whois, "read", "whois"),
             "prefs": Route(LocalApi._prefs, "read", "prefs", frozenset({"PATCH"})),
             "logout": Route(LocalApi._logout, "write", "logout"),
+            "netcheck": Route(LocalApi._netcheck, "read", "netcheck"),
         }
 
     def route(self, name: str, handler: Handler, access: Access, what: str | None = None) -> None:
@@ -178,6 +188,10 @@ class LocalApi:
             mp = MaskedPrefs.model_validate_json(req.body or b"{}")
         except ValidationError as e:
             return LocalResponse.error(400, f"invalid prefs: {e.errors()[0]['loc']} {e.errors()[0]['msg']}")
+        down = mp.WantRunningSet and not mp.WantRunning
+        if down and self.on_down is None:
+            return LocalResponse.error(400, "WantRunning=false: this node stops with its app (only "
+                                            "`pytsnet up` can be brought down)")
         if mp.ExitNodeIDSet and mp.ExitNodeIPSet and mp.ExitNodeID and mp.ExitNodeIP:
             return LocalResponse.error(400, "cannot set both ExitNodeID and ExitNodeIP")
         cur = self.backend.route_prefs()
@@ -195,7 +209,19 @@ class LocalApi:
             new = new.model_copy(update={"exit_node": mp.ExitNodeID or None})
         if new != cur:
             self.backend.set_route_prefs_blocking(new)
-        return LocalResponse.json(_prefs_of(self.backend.route_prefs()).model_dump())
+        resp = LocalResponse.json(_prefs_of(self.backend.route_prefs(), running=not down).model_dump())
+        if down and self.on_down is not None:
+            self.on_down()
+        return resp
+
+    def _netcheck(self, req: LocalRequest) -> LocalResponse:
+        """The node's last netcheck, as the fields of Go's ``netcheck.Report`` it keeps
+        (``PreferredDERP``; ``RegionLatency`` in nanoseconds, as Go's ``time.Duration``). Not a Go
+        LocalAPI path: Go's CLI runs netcheck itself; here the node's own report is the answer."""
+        info = self.backend.dataplane_info()
+        return LocalResponse.json({"PreferredDERP": info.preferred_derp,
+                                   "RegionLatency": {str(r): round(s * 1e9)
+                                                     for r, s in sorted(info.region_latency.items())}})
 
     def _logout(self, req: LocalRequest) -> LocalResponse:
         """Go ``serveLogout``: POST only, 204 when done."""
