@@ -17,6 +17,7 @@ import os
 import socket
 import stat
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -92,19 +93,27 @@ class LocalApiConnection(Actor):
         with contextlib.suppress(ActorStopped, MailboxFull):
             self.ref.tell(LocalApiConnDone())
 
+    def _recv(self, deadline: float) -> bytes:
+        """One read, within what is left of the request's time (a trickling client is cut)."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("request not complete in time")
+        self.sock.settimeout(left)
+        return self.sock.recv(65536)
+
     def _serve(self) -> None:
-        self.sock.settimeout(REQUEST_TIMEOUT)
+        deadline = time.monotonic() + REQUEST_TIMEOUT
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         try:
             while True:
                 event = conn.next_event()
                 if event is h11.NEED_DATA:
-                    conn.receive_data(self.sock.recv(4096))
+                    conn.receive_data(self._recv(deadline))
                     continue
                 break
             if not isinstance(event, h11.Request):
                 return  # the client closed before a request
-            body = read_body(conn, lambda: self.sock.recv(65536))
+            body = read_body(conn, lambda: self._recv(deadline))
         except h11.RemoteProtocolError as e:
             self._event("bad_http")
             with contextlib.suppress(h11.LocalProtocolError):
@@ -117,6 +126,7 @@ class LocalApiConnection(Actor):
         else:
             self._event("requests")
             resp = check_and_handle(self.api, event, body, password=None, sec_header=False)
+        self.sock.settimeout(REQUEST_TIMEOUT)  # for the answer: a client that never reads is cut
         self.sock.sendall(response_bytes(conn, resp))
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_WR)

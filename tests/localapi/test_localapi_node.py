@@ -129,6 +129,20 @@ def test_prefs_get_and_patch(tn: Tailnet) -> None:
     assert e.value.status == 400
 
 
+def test_down_refused_for_an_embedded_node(tn: Tailnet) -> None:
+    with pytest.raises(LocalApiError) as e:  # only `pytsnet up` sets on_down: an app's node stays up
+        tn["alpha"].local_client().edit_prefs(MaskedPrefs(WantRunningSet=True, WantRunning=False))
+    assert e.value.status == 400
+    assert tn["alpha"].local_client().status(peers=False).BackendState == "Running"
+
+
+def test_netcheck_reports_the_nodes_derp(tn: Tailnet) -> None:
+    report = json.loads(tn["alpha"].local_client().request("GET", "netcheck"))
+    info = tn["alpha"].dataplane_info()
+    assert report["PreferredDERP"] == info.preferred_derp
+    assert report["RegionLatency"] == {str(r): round(s * 1e9) for r, s in info.region_latency.items()}
+
+
 def test_unknown_endpoint_404(tn: Tailnet) -> None:
     with pytest.raises(LocalApiError) as e:
         tn["alpha"].local_client().request("GET", "no-such-endpoint")
@@ -186,6 +200,18 @@ def test_socket_checks_host_as_go(alpha_sock: Path) -> None:
     assert ok[0] == 200 and Status.model_validate_json(ok[1]).Peer is None
     assert raw_http(str(alpha_sock), b"GET /localapi/v0/status HTTP/1.1\r\nHost: localhost:80\r\n\r\n") == (
         403, b"invalid localapi request\n")  # no password here: only the socket's own Host
+
+
+def test_socket_cuts_a_silent_client(alpha_sock: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytsnet.localapi import unix
+    monkeypatch.setattr(unix, "REQUEST_TIMEOUT", 0.5)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(str(alpha_sock))
+        s.sendall(b"GET /localapi/v0/status HTTP/1.1\r\n")  # never finished
+        assert s.recv(100) == b""  # closed by the server, not left hanging
+    ok = raw_http(str(alpha_sock), b"GET /localapi/v0/status?peers=false HTTP/1.1\r\nHost: \r\n\r\n")
+    assert ok[0] == 200
 
 
 def test_socket_closes_with_device(tn: Tailnet, alpha_sock: Path) -> None:
