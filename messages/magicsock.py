@@ -152,6 +152,8 @@ class DerpRegion(Message, tag="magicsock.derp_region"):
     stun_port: int = 0
     tls: bool = False
     insecure_for_tests: bool = False
+    code: str = ""
+    """The region's ``RegionCode`` (``nyc``): what the LocalAPI's ``Relay``/``DERPRegionCode`` show."""
 
 
 class MagicsockTimings(Message, tag="magicsock.timings"):

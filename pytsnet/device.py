@@ -34,6 +34,7 @@ import contextlib
 import ipaddress
 import logging
 import os
+import secrets
 import socket
 import socketserver
 import threading
@@ -142,6 +143,7 @@ if TYPE_CHECKING:
     from pytsnet.localapi.client import LocalClient
     from pytsnet.localapi.server import LocalApi
     from pytsnet.localapi.unix import LocalApiSocket
+    from pytsnet.messages.ping import DiscoPingResult
 
 __all__ = ["DIAL_TIMEOUT", "ActorDevice", "DataplaneNotReady", "DeviceState", "DeviceStatus",
            "UnknownTailnetHost", "WhoIs"]
@@ -161,6 +163,9 @@ REBUILD_POLL = 0.02
 
 WHOIS_TIMEOUT = 2.0
 """``whois`` asks the bridge for the netmap: answered at once unless it is mid-rebuild."""
+
+PING_POLL = 0.01
+"""How often ``disco_ping_blocking`` asks the pinger whether the Pong came (19a)."""
 
 MAX_DNS_MESSAGE = 65535
 """A DoH answer longer than any DNS message is refused."""
@@ -1159,3 +1164,22 @@ class ActorDevice:
     def set_route_prefs_blocking(self, prefs: RoutePrefs, timeout: float = 5.0) -> ExitNodeInfo | None:
         """Apply both prefs at once (the LocalAPI's ``PATCH prefs``); the engaged exit node."""
         return self._set_route_prefs(prefs, timeout)
+
+    def disco_ping_blocking(self, node_key: str, timeout: float = 5.0) -> DiscoPingResult:
+        """One disco Ping to a peer (every candidate address and its DERP region); the first Pong's
+        latency and path, or ``done=False`` if none came within ``timeout`` (the LocalAPI's ping)."""
+        from pytsnet.messages.ping import DiscoPingPoll, DiscoPingResult, DiscoPingStart
+        names = self.dataplane_info().names
+        ref = self.system.lookup(names["disco"]) if self.system is not None and "disco" in names else None
+        if ref is None:
+            return DiscoPingResult(done=True, error="data plane not running")
+        tx = secrets.token_hex(12)
+        ref.tell(DiscoPingStart(peer=node_key, tx=tx))
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self._ask_quiet(names["disco"], DiscoPingPoll(tx=tx), max(0.1, deadline - time.monotonic()))
+            if got is not None and got.done:
+                return got
+            if time.monotonic() >= deadline:
+                return DiscoPingResult()
+            time.sleep(PING_POLL)

@@ -71,7 +71,7 @@ def derp_regions(dm: DERPMap | None, plain_origin: tuple[str, int] | None = None
             plain = _plain_http() or (n.InsecureForTests and _same_origin((host, port), plain_origin))
             stun = 0 if n.STUNPort < 0 else (n.STUNPort or DEFAULT_STUN_PORT)
             out.append(DerpRegion(region_id=rid, host=host, port=port, stun_port=stun, tls=not plain,
-                                  insecure_for_tests=n.InsecureForTests))
+                                  insecure_for_tests=n.InsecureForTests, code=region.RegionCode))
             break
     return tuple(out)
 

@@ -34,6 +34,7 @@ from pytsnet.messages.magicsock import (
     SetPeers,
     UdpSend,
 )
+from pytsnet.messages.ping import DiscoPingPoll, DiscoPingResult, DiscoPingStart
 from pytsnet.wire import disco
 from pytsnet.wire.errors import WireError
 from pytsnet.wire.keys import DiscoPrivate, DiscoPublic, KeyParseError, NodePublic
@@ -41,6 +42,8 @@ from pytsnet.wire.magicsock.addr import DERP_MAGIC_IP, AddrParseError, format_ad
 from pytsnet.wire.magicsock.endpoint import Action, Endpoint, SendCallMeMaybe, SendPing, SendPong
 
 TICK = 0.1
+MAX_USER_PINGS = 64
+"""On-demand pings remembered at once (the oldest forgotten past this)."""
 
 log = subsystem_logger("magicsock")
 
@@ -70,6 +73,8 @@ class DiscoPinger(Actor):
         self.dropped_bad_box = 0
         self.dropped_malformed = 0  # disco-magic datagrams too short to name a sender
         self.dropped_bad_source = 0
+        self.user_pings: dict[bytes, tuple[float, DiscoPingResult]] = {}
+        """On-demand pings (``DiscoPingStart``) by tx ID: when sent, and the result so far."""
 
     def on_start(self) -> None:
         self.send_interval(TICK, DiscoTick())
@@ -161,6 +166,49 @@ class DiscoPinger(Actor):
                            dropped_bad_box=self.dropped_bad_box, dropped_malformed=self.dropped_malformed,
                            dropped_bad_source=self.dropped_bad_source)
 
+    # -- on-demand pings (the LocalAPI's ping?type=disco) --------------------------------------------
+    @handles(DiscoPingStart)
+    def ping_start(self, msg: DiscoPingStart) -> None:
+        """A Ping to every candidate address and through the peer's DERP region; the first Pong wins."""
+        while len(self.user_pings) >= MAX_USER_PINGS:  # bounded: the oldest goes
+            self.user_pings.pop(next(iter(self.user_pings)))
+        try:
+            tx = bytes.fromhex(msg.tx)
+        except ValueError:
+            return
+        p = self.peers.get(msg.peer)
+        if p is None or len(tx) != 12:
+            self.user_pings[tx] = (0.0, DiscoPingResult(done=True, error="no such peer"))
+            return
+        pkt = disco.seal_packet(self.me, p.shared, disco.Ping(tx, self.node_public))
+        region = p.ep.derp_region or p.derp_seen
+        addrs = p.ep.candidates()
+        if not addrs and not region:
+            self.user_pings[tx] = (0.0, DiscoPingResult(done=True, error="no path to peer"))
+            return
+        self.user_pings[tx] = (self.clock.monotonic(), DiscoPingResult())
+        for a in addrs:
+            self._send_udp(a, pkt)
+        if region:
+            self.tell_named(self.config.derp_name(region), DerpSend(peer=p.node_key, data=pkt))
+
+    @handles(DiscoPingPoll)
+    def ping_poll(self, msg: DiscoPingPoll) -> DiscoPingResult:
+        try:
+            got = self.user_pings.get(bytes.fromhex(msg.tx))
+        except ValueError:
+            got = None
+        return got[1] if got is not None else DiscoPingResult(done=True, error="unknown ping")
+
+    def _user_pong(self, tx: bytes, now: float, src: disco.AddrPort | None, derp_region: int) -> None:
+        got = self.user_pings.get(tx)
+        if got is None or got[1].done:
+            return
+        sent, _ = got
+        self.user_pings[tx] = (sent, DiscoPingResult(
+            done=True, latency=max(0.0, now - sent), endpoint=format_addr(src) if src is not None else "",
+            derp_region=derp_region if src is None else 0))
+
     @handles(DiscoIn)
     def disco_in(self, msg: DiscoIn) -> None:
         try:
@@ -194,6 +242,8 @@ class DiscoPinger(Actor):
         if isinstance(m, disco.Ping):
             self._run(p, p.ep.on_ping(now, m.tx_id, src, derp_src), derp_region=msg.derp_region)
         elif isinstance(m, disco.Pong):
+            if m.tx_id in self.user_pings:
+                self._user_pong(m.tx_id, now, src, msg.derp_region or p.ep.derp_region or p.derp_seen)
             p.ep.on_pong(now, m.tx_id, src)
         elif isinstance(m, disco.CallMeMaybe) and via_derp:
             self._run(p, p.ep.on_call_me_maybe(now, m.my_number))

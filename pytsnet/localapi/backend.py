@@ -19,6 +19,7 @@ from pytsnet.localapi.types import (
     Hostinfo,
     Node,
     PeerStatus,
+    PingResult,
     Status,
     TailnetStatus,
     UserProfile,
@@ -28,8 +29,9 @@ from pytsnet.messages.control import DeviceState, LogoutDone
 from pytsnet.messages.dataplane import DataplaneInfo, DataplaneNetmap, DeviceStatus
 from pytsnet.messages.dataplane import PeerStatus as PathRow
 from pytsnet.messages.peers import ExitNodeInfo, PeerInfo, RoutePrefs
+from pytsnet.messages.ping import DiscoPingResult
 
-__all__ = ["Backend", "build_status", "go_time", "magic_dns_suffix", "peer_node", "whois"]
+__all__ = ["Backend", "build_status", "go_time", "magic_dns_suffix", "peer_node", "ping", "whois"]
 
 _EXIT_ROUTES = frozenset({"0.0.0.0/0", "::/0"})
 
@@ -46,6 +48,7 @@ class Backend(Protocol):
     def logout_blocking(self, timeout: float = ...) -> LogoutDone: ...
     def route_prefs(self) -> RoutePrefs: ...
     def set_route_prefs_blocking(self, prefs: RoutePrefs, timeout: float = ...) -> ExitNodeInfo | None: ...
+    def disco_ping_blocking(self, node_key: str, timeout: float = ...) -> DiscoPingResult: ...
 
 
 def go_time(ts: float | None) -> str:
@@ -96,11 +99,10 @@ def _peer_status(p: PeerInfo, row: PathRow | None, *, exit_id: str, region_codes
 
 
 def _region_codes(nm: DataplaneNetmap | None) -> dict[int, str]:
-    """Region ID → a name for ``Relay``: Go writes the region code; our netmap keeps the DERP host, so
-    its first label stands in (``derp1`` for ``derp1.example``)."""
+    """Region ID → its ``RegionCode`` from the DERP map (Go's ``Relay``/``DERPRegionCode``)."""
     if nm is None:
         return {}
-    return {r.region_id: r.host.split(".")[0] for r in nm.derp_regions}
+    return {r.region_id: r.code for r in nm.derp_regions}
 
 
 def build_status(b: Backend, *, peers: bool = True) -> Status:
@@ -190,6 +192,36 @@ def whois(b: Backend, addr: str) -> WhoIsResponse:
     up = UserProfile(ID=n.user, LoginName=profile.login_name if profile else "",
                      DisplayName=profile.display_name if profile else "")
     return WhoIsResponse(Node=peer_node(n, caps), UserProfile=up, CapMap=None)
+
+
+PING_TIMEOUT = 5.0
+"""How long a LocalAPI ping waits for its Pong (Go's CLI waits 10 s per attempt over several)."""
+
+
+def ping(b: Backend, ip: str, timeout: float = PING_TIMEOUT) -> PingResult:
+    """Go ``LocalBackend.Ping`` for ``type=disco``: the peer owning ``ip``, one disco Ping, the
+    first Pong's latency and path (``Endpoint`` direct, else ``DERPRegionID``); failures in ``Err``
+    as Go's (``no matching peer``, ``timeout``)."""
+    addr = ipaddress.ip_address(ip)
+    nm = b.dataplane_info().netmap
+    owns = [p for p in b.peers() if any(ipaddress.ip_interface(a).ip == addr for a in p.addresses)]
+    peer = owns[0] if owns else None
+    empty = PingResult(IP=ip, NodeIP="", NodeName="", Err="", LatencySeconds=0.0, Endpoint="", PeerRelay="",
+                       DERPRegionID=0, DERPRegionCode="")
+    if nm is not None and any(ipaddress.ip_interface(a).ip == addr for a in nm.self_node.addresses):
+        return empty.model_copy(update={"Err": "is local Tailscale IP", "IsLocalIP": True})
+    if peer is None:
+        return empty.model_copy(update={"Err": "no matching peer"})
+    node_ip = _ips(peer)[0] if peer.addresses else ""
+    base = empty.model_copy(update={"NodeIP": node_ip, "NodeName": peer.name.split(".")[0] or peer.hostname})
+    got = b.disco_ping_blocking(peer.node_key, timeout)
+    if not got.done:
+        return base.model_copy(update={"Err": f"timeout waiting for pong after {timeout:g}s"})
+    if got.error:
+        return base.model_copy(update={"Err": got.error})
+    return base.model_copy(update={
+        "LatencySeconds": got.latency or 0.0, "Endpoint": got.endpoint, "DERPRegionID": got.derp_region,
+        "DERPRegionCode": _region_codes(nm).get(got.derp_region, "") if got.derp_region else ""})
 
 
 def _parse_addr(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:

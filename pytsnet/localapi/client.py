@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from pytsnet.errors import LocalApiError
 from pytsnet.localapi.http import LOCAL_API_HOST
 from pytsnet.localapi.server import PREFIX, LocalApi, LocalRequest, LocalResponse, MaskedPrefs, Prefs
-from pytsnet.localapi.types import Status, WhoIsResponse
+from pytsnet.localapi.types import PingResult, Status, WhoIsResponse
 
 __all__ = ["LocalClient", "Transport"]
 
@@ -74,11 +74,15 @@ class LocalClient:
         body = mp.model_dump_json(exclude_defaults=True).encode()
         return _decode(Prefs, self.request("PATCH", "prefs", body=body))
 
+    def ping(self, ip: str, kind: str = "disco") -> PingResult:
+        """Go ``PingWithOpts``: one ping of ``kind`` (this node sends ``disco``)."""
+        return _decode(PingResult, self.request("POST", "ping", {"ip": ip, "type": kind}))
+
     def logout(self) -> None:
         self.request("POST", "logout")
 
 
-_M = TypeVar("_M", Status, WhoIsResponse, Prefs)
+_M = TypeVar("_M", Status, WhoIsResponse, Prefs, PingResult)
 
 
 def _decode(model: type[_M], body: bytes) -> _M:

@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from pytsnet.localapi.backend import Backend, WhoIsNotFound, build_status, whois
+from pytsnet.localapi.backend import Backend, WhoIsNotFound, build_status, ping, whois
 from pytsnet.messages.peers import RoutePrefs
 
 __all__ = ["PREFIX", "LocalApi", "LocalRequest", "LocalResponse", "MaskedPrefs", "Prefs", "Route"]
@@ -135,6 +135,7 @@ class LocalApi:
             "prefs": Route(LocalApi._prefs, "read", "prefs", frozenset({"PATCH"})),
             "logout": Route(LocalApi._logout, "write", "logout"),
             "netcheck": Route(LocalApi._netcheck, "read", "netcheck"),
+            "ping": Route(LocalApi._ping, "read", "ping"),
         }
 
     def route(self, name: str, handler: Handler, access: Access, what: str | None = None) -> None:
@@ -213,6 +214,27 @@ class LocalApi:
         if down and self.on_down is not None:
             self.on_down()
         return resp
+
+    def _ping(self, req: LocalRequest) -> LocalResponse:
+        """Go ``servePing``: POST, ``ip`` and ``type``; ``disco`` is what this node can send (ICMP
+        and TSMP need an echo/TSMP sender in the netstack: 400 here, never a fake answer)."""
+        if req.method != "POST":
+            return LocalResponse.error(400, "want POST")
+        ip = req.query.get("ip", "")
+        if not ip:
+            return LocalResponse.error(400, "missing 'ip' parameter")
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            return LocalResponse.error(400, "invalid IP")
+        kind = req.query.get("type", "")
+        if not kind:
+            return LocalResponse.error(400, "missing 'type' parameter")
+        if req.query.get("size", "") not in ("", "0"):
+            return LocalResponse.error(400, "'size' parameter is not supported by this node")
+        if kind != "disco":
+            return LocalResponse.error(400, f"ping type {kind!r} is not supported by this node (disco only)")
+        return LocalResponse.json(ping(self.backend, ip))
 
     def _netcheck(self, req: LocalRequest) -> LocalResponse:
         """The node's last netcheck, as the fields of Go's ``netcheck.Report`` it keeps

@@ -131,6 +131,23 @@ def test_version_netcheck_and_console_script(rig: tuple[Path, LocalTailnet, obje
     assert a.returncode == b.returncode == 0 and a.stdout == b.stdout
 
 
+def test_ping_until_direct(rig: tuple[Path, LocalTailnet, object]) -> None:
+    state = rig[0]
+    st = _json_status(state)
+    peer = next(iter(st.Peer.values()))  # type: ignore[union-attr]
+    r = cli("ping", "-c", "5", "other", "--dir", str(state))
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    lines = r.stdout.splitlines()
+    ip = re.escape(peer.TailscaleIPs[0])  # type: ignore[index]
+    for ln in lines[:-1]:  # Go's format; DERP pongs first while no direct path answers
+        assert re.fullmatch(rf"pong from other \({ip}\) via DERP\(\w*\) in \d+(ms|s)", ln), lines
+    assert re.fullmatch(rf"pong from other \({ip}\) via [\d.]+:\d+ in \d+(ms|\.\d+s|s)", lines[-1]), lines
+    me = cli("ping", "cli", "--dir", str(state))
+    assert me.stdout.strip() == f"{st.TailscaleIPs[0]} is local Tailscale IP"  # type: ignore[index]
+    r = cli("ping", "--icmp", "other", "--dir", str(state))
+    assert r.returncode == 2 and "not supported" in r.stderr
+
+
 def test_no_socket_is_a_one_line_error(tmp_path: Path) -> None:
     r = cli("status", "--socket", str(tmp_path / "none.sock"))
     assert r.returncode == 2 and r.stderr.startswith("pytsnet: error: LocalAPI at ")

@@ -22,7 +22,7 @@ import pytest
 from pytsnet.errors import LocalApiError
 from pytsnet.localapi.client import LocalClient
 from pytsnet.localapi.server import MaskedPrefs
-from pytsnet.localapi.types import Status, WhoIsResponse
+from pytsnet.localapi.types import PingResult, Status, WhoIsResponse
 from pytsnet.testing.tailnet import Tailnet, local_tailnet
 
 pytestmark = pytest.mark.timeout(120)
@@ -126,6 +126,39 @@ def test_prefs_get_and_patch(tn: Tailnet) -> None:
     assert lc.edit_prefs(MaskedPrefs(RouteAllSet=True, RouteAll=False)).RouteAll is False
     with pytest.raises(LocalApiError) as e:  # a pref this port lacks is refused, not ignored
         lc.request("PATCH", "prefs", body=b'{"ShieldsUpSet":true,"ShieldsUp":true}')
+    assert e.value.status == 400
+
+
+def test_disco_ping_reports_path_and_latency(tn: Tailnet) -> None:
+    lc, beta = tn["alpha"].local_client(), tn["beta"]
+    raw = lc.request("POST", "ping", {"ip": tn.ip(beta), "type": "disco"})
+    pr = PingResult.model_validate_json(raw)  # strict: Go's PingResult
+    assert pr.Err == "" and pr.NodeIP == tn.ip(beta) and pr.NodeName == "beta"
+    assert 0 < pr.LatencySeconds < 5
+    assert bool(pr.Endpoint) != bool(pr.DERPRegionID)  # direct ip:port, or the DERP region it came through
+    if pr.Endpoint:  # a direct pong comes from one of beta's endpoints
+        assert pr.Endpoint in next(p.endpoints for p in tn["alpha"].peers() if p.hostname == "beta")
+
+
+@pytest.mark.parametrize(("query", "status", "text"), [
+    ({"type": "disco"}, 400, "missing 'ip' parameter"),
+    ({"ip": "nope", "type": "disco"}, 400, "invalid IP"),
+    ({"ip": "100.64.0.9"}, 400, "missing 'type' parameter"),
+    ({"ip": "100.64.0.9", "type": "ICMP"}, 400, "not supported"),
+])
+def test_ping_refusals(tn: Tailnet, query: dict[str, str], status: int, text: str) -> None:
+    with pytest.raises(LocalApiError) as e:
+        tn["alpha"].local_client().request("POST", "ping", query)
+    assert e.value.status == status and text in str(e.value)
+
+
+def test_ping_unknown_and_self(tn: Tailnet) -> None:
+    lc = tn["alpha"].local_client()
+    assert lc.ping("100.127.255.254").Err == "no matching peer"
+    me = lc.ping(tn.ip(tn["alpha"]))
+    assert me.IsLocalIP and me.Err == "is local Tailscale IP"
+    with pytest.raises(LocalApiError) as e:  # Go: POST only
+        lc.request("GET", "ping", {"ip": tn.ip(tn["beta"]), "type": "disco"})
     assert e.value.status == 400
 
 
