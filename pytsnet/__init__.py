@@ -48,6 +48,7 @@ _EXPORTS: dict[str, str] = {
     "MemoryStore": "pytsnet.state",
     **dict.fromkeys(_ERRORS, "pytsnet.errors"),
 }
+_EXPORTS["LocalApiError"] = "pytsnet.errors"  # 19a (LocalAPI)
 
 __all__ = [
     "DIAL_TIMEOUT",
@@ -73,6 +74,7 @@ __all__ = [
     "FlowAborted",
     "FlowCrashed",
     "KeyExpired",
+    "LocalApiError",
     "MemoryStore",
     "NeedsLogin",
     "NetworkUnreachable",
@@ -134,6 +136,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
         FlowAborted,
         FlowCrashed,
         KeyExpired,
+        LocalApiError,
         NeedsLogin,
         NetworkUnreachable,
         NotTailnetConnection,
