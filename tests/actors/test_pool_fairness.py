@@ -5,6 +5,11 @@ tick waited in the run queue behind every other runnable actor (a FIFO round), a
 kept its worker for a whole batch. Here 100 actors keep themselves busy (each handler spins 1 ms
 and re-tells itself), so a round of the run queue is seconds of handler time; a timer actor's ticks
 must still come within a generous bound of their deadlines, and every busy actor must progress.
+
+The bound is on what the run queue adds: a plain thread ticking at the same period alongside (no
+actor, no run queue; the same process, GIL and machine) measures how late the OS and the GIL make
+any wake-up at that moment, and a tick may be that much later on top of the bound. On a quiet
+machine that control is a few ms; on one shared with other loads it was 300 ms.
 """
 
 from __future__ import annotations
@@ -64,25 +69,39 @@ class Pacer(Actor):
         self._arm()
 
 
+def _control_ticks(stop: threading.Event, late: list[float]) -> None:
+    """A bare thread's wake-ups at ``PERIOD``: how late the OS and the GIL alone make one."""
+    while not stop.is_set():
+        due = time.monotonic() + PERIOD
+        time.sleep(PERIOD)
+        late.append(time.monotonic() - due)
+
+
 def test_timer_ticks_are_not_queued_behind_busy_actors() -> None:
     s = ActorSystem("fair", dispatcher="pool", pool_workers=2)
-    stop = threading.Event()
+    stop, control_stop = threading.Event(), threading.Event()
     late: list[float] = []
+    control: list[float] = []
     try:
         busy = [s.spawn(Busy, stop, name=f"busy-{i}") for i in range(BUSY)]
         time.sleep(0.5)  # every busy actor is in the run queue
+        control_thread = threading.Thread(target=_control_ticks, args=(control_stop, control), daemon=True)
+        control_thread.start()
         pacers = [s.spawn(Pacer, late, name=f"pacer-{i}") for i in range(3)]
         time.sleep(3.0)
         for p in pacers:
             p.stop()
+        control_stop.set()
         ticks = list(late)
         stop.set()
         counts = [b.ask(Count(), timeout=30).value for b in busy]
     finally:
         stop.set()
+        control_stop.set()
         s.shutdown(30)
     assert len(ticks) >= 3, f"only {len(ticks)} ticks in 3 s (period {PERIOD * 1e3:.0f} ms, 3 timer actors)"
-    worst = max(ticks)
-    assert worst < LATE_BOUND, (f"a tick came {worst * 1e3:.0f} ms late (median "
-                                f"{statistics.median(ticks) * 1e3:.0f} ms, {len(ticks)} ticks)")
+    worst, machine = max(ticks), max(control, default=0.0)
+    assert worst < LATE_BOUND + machine, (
+        f"a tick came {worst * 1e3:.0f} ms late (median {statistics.median(ticks) * 1e3:.0f} ms, "
+        f"{len(ticks)} ticks); a bare thread's worst wake-up meanwhile: {machine * 1e3:.0f} ms")
     assert min(counts) > 0, f"a busy actor starved: handled {sorted(counts)[:5]}"
