@@ -16,8 +16,10 @@ killed server leaves them running and its restart accepts again on the same list
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import queue
+import socket
 import threading
 from typing import Generic, TypeVar
 
@@ -26,6 +28,7 @@ from pytsnet.actors.runtime import (
     ActorRef,
     ChildSpec,
     Restart,
+    StopKind,
     StopReason,
     Strategy,
     Supervisor,
@@ -34,7 +37,7 @@ from pytsnet.actors.runtime import (
 from pytsnet.actors.runtime.logs import SubsystemLogger
 from pytsnet.messages.base import Message
 
-__all__ = ["ConnectionServer", "server_tree"]
+__all__ = ["ConnectionServer", "SocketServer", "server_tree"]
 
 C = TypeVar("C")
 
@@ -138,6 +141,34 @@ class ConnectionServer(Actor, Generic[C]):
 
     def counters(self) -> dict[str, int]:
         return dict(self._counters)
+
+
+class SocketServer(ConnectionServer[socket.socket]):
+    """A ``ConnectionServer`` on a host listening socket (the loopback proxies' 127.0.0.1 listener, the
+    LocalAPI's unix socket). The socket is the facade's and outlives a killed server, so a restart
+    accepts on the same address; it is closed when the server stops for good (the device closes)."""
+
+    def __init__(self, listener: socket.socket, *, conns: str, server: str, max_connections: int,
+                 log: SubsystemLogger, poll: float) -> None:
+        super().__init__(conns=conns, server=server, max_connections=max_connections, log=log, poll=poll)
+        self.listener = listener
+
+    def on_start(self) -> None:
+        self.listener.settimeout(self._poll)
+        super().on_start()
+
+    def on_stop(self, reason: StopReason) -> None:
+        super().on_stop(reason)
+        if reason.kind is StopKind.NORMAL:  # for good: the address goes
+            with contextlib.suppress(OSError):
+                self.listener.close()
+
+    def accept_blocking(self, timeout: float) -> socket.socket:
+        sock, _ = self.listener.accept()  # the listener's own timeout (set at start) is ``timeout``
+        return sock
+
+    def close_conn(self, conn: socket.socket) -> None:
+        conn.close()
 
 
 def server_tree(server: ChildSpec, conns: str, restart: Restart = Restart.PERMANENT) -> ChildSpec:

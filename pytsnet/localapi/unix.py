@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import h11
 
-from pytsnet.actors.connserver import ConnectionServer, server_tree
+from pytsnet.actors.connserver import SocketServer, server_tree
 from pytsnet.actors.runtime import (
     Actor,
     ActorRef,
@@ -33,7 +33,6 @@ from pytsnet.actors.runtime import (
     MailboxFull,
     MailboxPolicy,
     Restart,
-    StopKind,
     StopReason,
     handles,
 )
@@ -132,30 +131,12 @@ class LocalApiConnection(Actor):
             self.sock.shutdown(socket.SHUT_WR)
 
 
-class LocalApiSocketServer(ConnectionServer[socket.socket]):
+class LocalApiSocketServer(SocketServer):
     def __init__(self, listener: socket.socket, api: LocalApi, system: ActorSystem) -> None:
-        super().__init__(conns=f"{SERVER}.conns", server=SERVER, max_connections=MAX_CONNECTIONS, log=log,
-                         poll=ACCEPT_POLL)
-        self.listener = listener
+        super().__init__(listener, conns=f"{SERVER}.conns", server=SERVER, max_connections=MAX_CONNECTIONS,
+                         log=log, poll=ACCEPT_POLL)
         self.api = api
         self.system = system
-
-    def on_start(self) -> None:
-        self.listener.settimeout(ACCEPT_POLL)
-        super().on_start()
-
-    def on_stop(self, reason: StopReason) -> None:
-        super().on_stop(reason)
-        if reason.kind is StopKind.NORMAL:
-            with contextlib.suppress(OSError):
-                self.listener.close()
-
-    def accept_blocking(self, timeout: float) -> socket.socket:
-        sock, _ = self.listener.accept()
-        return sock
-
-    def close_conn(self, conn: socket.socket) -> None:
-        conn.close()
 
     def accepted_message(self) -> LocalApiAccepted:
         return LocalApiAccepted()

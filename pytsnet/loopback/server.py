@@ -5,7 +5,7 @@
     │   └── loopback-cI-N  ProxyConnection Restart.NEVER (one per client connection)
     └── loopback       LoopbackServer      permanent: the accept loop and the counters
 
-The accept loop, the bound and the bookkeeping are ``actors.connserver.ConnectionServer``'s. The
+The accept loop, the bound and the bookkeeping are ``actors.connserver.SocketServer``'s. The
 listening socket is the facade's (``pytsnet.loopback.Loopback``), handed over like the peerAPI's
 listener: a killed server leaves it open, so its restart accepts again on the same address (Go's
 ``Loopback`` returns one address for the server's life) and the connections being served (siblings,
@@ -15,19 +15,16 @@ not children) go on. It is closed when the server stops for good (the device's c
 
 from __future__ import annotations
 
-import contextlib
 import socket
 from typing import TYPE_CHECKING
 
-from pytsnet.actors.connserver import ConnectionServer, server_tree
+from pytsnet.actors.connserver import SocketServer, server_tree
 from pytsnet.actors.runtime import (
     ActorRef,
     ChildSpec,
     MailboxConfig,
     MailboxPolicy,
     Restart,
-    StopKind,
-    StopReason,
     handles,
 )
 from pytsnet.actors.runtime.logs import subsystem_logger
@@ -53,33 +50,15 @@ ACCEPT_POLL = 0.25
 _CONN_MAILBOX = MailboxConfig(8, MailboxPolicy.BLOCK, block_timeout=5.0)
 
 
-class LoopbackServer(ConnectionServer[socket.socket]):
+class LoopbackServer(SocketServer):
     def __init__(self, spawn: LoopbackSpawn, listener: socket.socket, creds: ProxyCreds,
                  dialer: TailnetDialer, system: ActorSystem) -> None:
-        super().__init__(conns=spawn.conns, server=spawn.server, max_connections=spawn.max_connections,
-                         log=log, poll=ACCEPT_POLL)
+        super().__init__(listener, conns=spawn.conns, server=spawn.server,
+                         max_connections=spawn.max_connections, log=log, poll=ACCEPT_POLL)
         self.spawn = spawn
-        self.listener = listener
         self.creds = creds
         self.dialer = dialer
         self.system = system
-
-    def on_start(self) -> None:
-        self.listener.settimeout(ACCEPT_POLL)
-        super().on_start()
-
-    def on_stop(self, reason: StopReason) -> None:
-        super().on_stop(reason)
-        if reason.kind is StopKind.NORMAL:  # for good (the device closes): the address goes
-            with contextlib.suppress(OSError):
-                self.listener.close()
-
-    def accept_blocking(self, timeout: float) -> socket.socket:
-        sock, _ = self.listener.accept()  # the listener's own timeout (set at start) is ``timeout``
-        return sock
-
-    def close_conn(self, conn: socket.socket) -> None:
-        conn.close()
 
     def accepted_message(self) -> LoopbackAccepted:
         return LoopbackAccepted()
