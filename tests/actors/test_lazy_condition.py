@@ -87,3 +87,104 @@ def test_idle_mailbox_holds_no_queues() -> None:
     assert mb.pop() == 2 and mb.pop() == 1 and mb.pop() is None
     assert mb._user is None and mb._control is None and mb._sizes is None  # dropped once empty
     assert mb.backlog() == (0, 0)
+
+
+def test_stress_no_lost_or_left_over_wake_ups() -> None:
+    """Issue 14 (waiters park on an eventfd): four consumers, four producers, tiny timeouts racing
+    the notifies; every item is taken, and afterwards no consumer thread holds a wake it was not owed
+    (a notify racing a timeout must not leave one behind for the thread's next wait)."""
+    cond = LazyCondition(threading.Lock())
+    items: list[int] = []
+    taken: list[int] = []
+    done: list[bool] = []
+    leftover: list[bool] = []
+    n_per, producers, consumers = 500, 4, 4
+    total = n_per * producers
+
+    def consume() -> None:
+        with cond:
+            while True:
+                # Tiny timeouts: they race the notifies (the path that takes a wake a notify wrote
+                # as the timeout ran out).
+                cond.wait_for(lambda: bool(items) or bool(done), 0.0005)
+                if items:
+                    taken.append(items.pop())
+                elif done:
+                    break
+            leftover.append(cond.wait(0.02))  # nobody notifies any more: must time out
+
+    def produce(base: int) -> None:
+        for i in range(n_per):
+            with cond:
+                items.append(base + i)
+                cond.notify()
+            if i % 50 == 0:
+                time.sleep(0.001)
+
+    threads = [threading.Thread(target=consume) for _ in range(consumers)]
+    threads += [threading.Thread(target=produce, args=(p * n_per,)) for p in range(producers)]
+    for t in threads:
+        t.start()
+    for t in threads[consumers:]:
+        t.join(30)
+    deadline = time.monotonic() + 30
+    while True:
+        with cond:
+            if not items:
+                done.append(True)
+                break
+        assert time.monotonic() < deadline, "items left untaken"
+        time.sleep(0.01)
+    for t in threads[:consumers]:
+        t.join(30)
+        assert not t.is_alive(), "a consumer never woke"
+    assert sorted(taken) == list(range(total))
+    assert leftover == [False] * consumers
+    assert cond._waiters is None
+
+
+def test_a_waiter_blocked_without_timeout_wakes_within_a_bound() -> None:
+    """Many rounds of: a waiter parks with no timeout, another thread notifies; it must wake."""
+    cond = LazyCondition()
+    for _ in range(200):
+        flag: list[bool] = []
+        woke = threading.Event()
+
+        def waiter(flag: list[bool], woke: threading.Event) -> None:
+            with cond:
+                cond.wait_for(lambda: bool(flag))
+            woke.set()
+
+        t = threading.Thread(target=waiter, args=(flag, woke))
+        t.start()
+        with cond:
+            flag.append(True)
+            cond.notify_all()
+        assert woke.wait(5), "lost wake-up"
+        t.join(5)
+
+
+def test_a_notify_racing_the_timeout_leaves_no_wake_behind() -> None:
+    """The waiter's timeout runs out while the notifier holds the lock; the notifier then takes it
+    from the list (its wake is written). The waiter must take that wake: its next wait, with nobody
+    notifying, times out instead of returning at once."""
+    lock = threading.Lock()
+    cond = LazyCondition(lock)
+    results: list[bool] = []
+    parked = threading.Event()
+
+    def waiter() -> None:
+        with cond:
+            parked.set()
+            results.append(cond.wait(0.05))
+            results.append(cond.wait(0.05))
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    assert parked.wait(5)
+    with cond:  # the waiter released the lock to park; hold it past its timeout
+        time.sleep(0.2)
+        assert cond._waiters is not None and len(cond._waiters) == 1
+        cond.notify()
+    t.join(5)
+    assert results == [False, False]
