@@ -15,8 +15,6 @@ import time
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-from pytsnet.actors.runtime.condition import LazyCondition
-
 __all__ = ["Clock", "ManualClock", "Scheduler", "SystemClock", "ThreadScheduler", "TimerHandle"]
 
 
@@ -130,7 +128,7 @@ class ThreadScheduler:
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
         self._heap = _Heap()
-        self._cond = LazyCondition(threading.Lock())  # its wake drops the GIL (see condition.py)
+        self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
 

@@ -15,18 +15,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pytsnet.actors.runtime.clock import SystemClock, ThreadScheduler
-from pytsnet.actors.runtime.condition import LazyCondition
 
 LATE = 0.5  # a functional bound on lateness (a loaded 2-CPU machine), not a timing benchmark
 
 
-class _CountingCondition(LazyCondition):
+class _CountingCondition(threading.Condition):
     """Counts the scheduler thread's waits: one per time it went (back) to sleep."""
 
-    __slots__ = ("waits",)
-
     def __init__(self) -> None:
-        super().__init__(threading.Lock())
+        super().__init__()
         self.waits = 0
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -38,7 +35,7 @@ def _sleeping(sched: ThreadScheduler, cond: _CountingCondition, waits: int) -> N
     end = time.monotonic() + 10
     while True:
         with cond:
-            if cond.waits >= waits and cond._waiters is not None and len(cond._waiters) == 1:
+            if cond.waits >= waits and len(cond._waiters) == 1:  # type: ignore[attr-defined]
                 return
         assert time.monotonic() < end, "the timer thread never went to sleep"
         time.sleep(0.005)
