@@ -20,6 +20,7 @@ makes the cell runnable again when it is done.
 from __future__ import annotations
 
 import contextlib
+import queue
 import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 import pykka
 
 from pytsnet.actors.runtime import logs
-from pytsnet.actors.runtime.condition import LazyCondition
 
 if TYPE_CHECKING:
     from pytsnet.actors.runtime.cell import Cell
@@ -158,17 +158,11 @@ class PoolDispatcher(Dispatcher):
     """
 
     def __init__(self, workers: int = 4, batch: int = 32, name: str = "pool", urgent_burst: int = 4) -> None:
-        # Lanes are deques (append/popleft are atomic); the doorbell counts one token per queued
-        # cell, so a worker that takes a token finds a cell in one lane or the other. It is a
-        # LazyCondition, not a queue.SimpleQueue: a SimpleQueue wakes its getter with the GIL held,
-        # and on a loaded machine the woken worker then preempts the sender holding it (issue 14:
-        # 5-10% of a node's GIL-holder samples sat on that put); a LazyCondition's waker drops the GIL
-        # for the wake.
+        # Lanes are deques (append/popleft are atomic); the doorbell carries one token per queued
+        # cell, so a worker that gets a token finds a cell in one lane or the other.
         self._urgent: deque[Cell] = deque()
         self._normal: deque[Cell] = deque()
-        self._bell = LazyCondition(threading.Lock())
-        self._tokens = 0
-        self._closing = False
+        self._doorbell: queue.SimpleQueue[bool] = queue.SimpleQueue()
         self._batch = batch
         self._urgent_burst = urgent_burst
         self._threads = [
@@ -192,9 +186,7 @@ class PoolDispatcher(Dispatcher):
                 return
             cell.scheduled = True
         (self._urgent if urgent else self._normal).append(cell)
-        with self._bell:
-            self._tokens += 1
-            self._bell.notify()
+        self._doorbell.put(True)
 
     def _next(self, burst: int) -> tuple[Cell, bool]:
         """The next cell (urgent lane first, a normal one after ``urgent_burst``), and its lane.
@@ -208,20 +200,9 @@ class PoolDispatcher(Dispatcher):
                 with contextlib.suppress(IndexError):
                     return lane.popleft(), lane is self._urgent
 
-    def _take_token(self) -> bool:
-        """Block for a token (True) or the pool's close (False); tokens queued before it go first."""
-        bell = self._bell
-        with bell:
-            while not self._tokens:
-                if self._closing:
-                    return False
-                bell.wait()
-            self._tokens -= 1
-            return True
-
     def _work(self) -> None:
         burst = 0
-        while self._take_token():
+        while self._doorbell.get():
             cell, urgent = self._next(burst)
             burst = burst + 1 if urgent else 0
             try:
@@ -230,6 +211,5 @@ class PoolDispatcher(Dispatcher):
                 log.exception("pool worker failed running %s", cell.name)
 
     def close(self) -> None:
-        with self._bell:
-            self._closing = True
-            self._bell.notify_all()
+        for _ in self._threads:
+            self._doorbell.put(False)
