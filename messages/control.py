@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
+
+from pydantic import Field
 
 from pytsnet.messages.base import Message, Request
+from pytsnet.messages.redact import Payload
+
+TokenBody = Annotated[Payload, Field(repr=False)]
+"""Control's answer to an ID-token request: it holds a bearer token, so never in a repr or a trace."""
 
 StateName = Literal["NoState", "Starting", "NeedsLogin", "NeedsMachineAuth", "Running", "Stopped"]
 """Go's ``ipn.State`` subset. ``Running`` here = registered, authorized and a first netmap received
@@ -94,6 +100,30 @@ class LogoutDone(Message, tag="control.logout_done"):
 class Logout(Request[LogoutDone], tag="control.logout"):
     """Deregister (RegisterRequest with a past Expiry) and forget the node key. The reply comes when
     control has answered (or could not be reached)."""
+
+
+class IoIdTokenAnswer(Message, tag="control.io_id_token_answer"):
+    """The ID-token request ``token`` got HTTP ``status`` and ``body``, or ``error``."""
+
+    token: int
+    status: int = 0
+    body: TokenBody = b""
+    error: str = ""
+
+
+class IdTokenAnswer(Message, tag="control.id_token_answer"):
+    """Control's answer as it came (Go's ``serveIDToken`` copies status and body), or ``error`` when no
+    request could be made (``status`` 503: no netmap / not logged in; 0: the connection failed)."""
+
+    status: int = 0
+    body: TokenBody = b""
+    error: str = ""
+
+
+class IdToken(Request[IdTokenAnswer], tag="control.id_token"):
+    """``POST /machine/id-token`` (``tailcfg.TokenRequest``) on the current Noise connection."""
+
+    audience: str
 
 
 class LiteUpdateDone(Message, tag="control.lite_update_done"):

@@ -80,7 +80,7 @@ from pytsnet.errors import (
 )
 from pytsnet.loopback import Loopback
 from pytsnet.messages.base import Message, Request
-from pytsnet.messages.control import DeviceState, Logout, LogoutDone
+from pytsnet.messages.control import DeviceState, IdToken, IdTokenAnswer, Logout, LogoutDone
 from pytsnet.messages.dataplane import (
     DataplaneInfo,
     DataplaneState,
@@ -142,6 +142,7 @@ if TYPE_CHECKING:
 
     from pytsnet.localapi.client import LocalClient
     from pytsnet.localapi.server import LocalApi
+    from pytsnet.localapi.types import TokenResponse
     from pytsnet.localapi.unix import LocalApiSocket
     from pytsnet.messages.ping import DiscoPingResult
 
@@ -541,6 +542,18 @@ class ActorDevice:
             return await self._ref(CONTROL).ask_async(Logout(), timeout=timeout)
         except ActorStopped as e:
             raise DeviceClosed(f"{CONTROL} stopped: the device is closing") from e
+
+    def id_token_answer(self, aud: str, timeout: float = 15.0) -> IdTokenAnswer:
+        """Control's answer to ``POST /machine/id-token`` for ``aud``, as it came (the LocalAPI copies it)."""
+        return self._ask(CONTROL, IdToken(audience=aud), timeout)
+
+    def id_token(self, aud: str, timeout: float = 15.0) -> TokenResponse:
+        """Go ``LocalClient.IDToken``: an OIDC ID token for ``aud`` signed by control (a
+        ``tailcfg.TokenResponse``). ``LocalApiError`` with Go's status otherwise: 400 bad audience,
+        503 no netmap (not running, logged out), control's own status when it refuses."""
+        from pytsnet.localapi.client import LocalClient
+        self.start()
+        return LocalClient.in_process(self.local_api()).id_token(aud)
 
     def _ask(self, name: str, msg: Request[_R], timeout: float) -> _R:
         """Ask a device actor; its stopping surfaces as ``DeviceClosed`` (``AskTimeout`` is a
@@ -1129,11 +1142,17 @@ class ActorDevice:
     def local_api(self) -> LocalApi:
         """The LocalAPI's route table over this device (``pytsnet.localapi.server``): what the
         in-process client, the unix socket and the loopback listener all serve."""
-        from pytsnet.localapi.server import LocalApi
         with self._life:
             if self._local_api is None:
-                self._local_api = LocalApi(self)
+                self._local_api = self._new_local_api()
             return self._local_api
+
+    def _new_local_api(self) -> LocalApi:
+        from pytsnet.localapi import idtoken
+        from pytsnet.localapi.server import LocalApi
+        api = LocalApi(self)
+        idtoken.register(api, self)
+        return api
 
     def local_client(self) -> LocalClient:
         """Go tsnet ``LocalClient``: the LocalAPI in-process (no socket), answers as Go's structs
@@ -1145,11 +1164,10 @@ class ActorDevice:
     def _serve_local_api_socket(self) -> None:
         if self.config.local_api_socket is None:
             return
-        from pytsnet.localapi.server import LocalApi
         from pytsnet.localapi.unix import LocalApiSocket
         assert self.system is not None
         if self._local_api is None:
-            self._local_api = LocalApi(self)
+            self._local_api = self._new_local_api()
         self._local_api_socket = LocalApiSocket(self.system, self._local_api, self.config.local_api_socket)
 
     def dataplane_info(self) -> DataplaneInfo:

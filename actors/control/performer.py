@@ -13,11 +13,13 @@ from __future__ import annotations
 import queue
 import threading
 from collections import deque
+from dataclasses import dataclass
 
 from pytsnet.actors.control.transport import ControlTransportError, Noise2Client, Response, fetch_server_key
 from pytsnet.messages.base import Message
 from pytsnet.messages.control import (
     IoConnected,
+    IoIdTokenAnswer,
     IoLiteUpdateAnswer,
     IoMapPollEnded,
     IoMapPollStatus,
@@ -29,9 +31,21 @@ from pytsnet.wire.errors import WireError
 from pytsnet.wire.keys import MachinePrivate
 from pytsnet.wire.tailcfg import FrameDecoder
 
-__all__ = ["ControlPerformer", "Request"]
+__all__ = ["ControlPerformer", "Request", "SendIdToken"]
 
-Request = Connect | SendRegister | OpenMapPoll | SendLiteUpdate
+
+@dataclass(frozen=True)
+class SendIdToken:
+    """``POST /machine/id-token`` with ``body`` (a ``tailcfg.TokenRequest``) on ``conn``, for ``token``.
+    Not a login-machine action: the runner makes it when the machine says the session is up."""
+
+    conn: int
+    token: int
+    body: bytes
+    timeout: float
+
+
+Request = Connect | SendRegister | OpenMapPoll | SendLiteUpdate | SendIdToken
 
 
 class ControlPerformer:
@@ -101,6 +115,13 @@ class ControlPerformer:
                 except ControlTransportError as e:
                     return IoLiteUpdateAnswer(token=req.token, error=str(e))
                 return IoLiteUpdateAnswer(token=req.token, status=status)
+            case SendIdToken():
+                try:
+                    status, body = self._client_for(req.conn).post_json("/machine/id-token", req.body,
+                                                                         req.timeout)
+                except ControlTransportError as e:
+                    return IoIdTokenAnswer(token=req.token, error=str(e))
+                return IoIdTokenAnswer(token=req.token, status=status, body=body)
 
     def _connect(self, conn: int) -> Message:
         with self._lock:

@@ -20,12 +20,13 @@ makes PeerTracker converge to control's state.
 from __future__ import annotations
 
 import itertools
+import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytsnet.wire.control as login
-from pytsnet.actors.control.performer import ControlPerformer
+from pytsnet.actors.control.performer import ControlPerformer, SendIdToken
 from pytsnet.actors.control.store import MACHINE_KEY, NETMAP, NODE, StateStore
 from pytsnet.actors.dataplane.netmap import netmap_for_dataplane
 from pytsnet.actors.runtime import Actor, ActorStopped, StopReason, TimerHandle, handles
@@ -37,7 +38,10 @@ from pytsnet.messages.control import (
     DeviceState,
     ErrorKind,
     GetState,
+    IdToken,
+    IdTokenAnswer,
     IoConnected,
+    IoIdTokenAnswer,
     IoLiteUpdateAnswer,
     IoMapPollEnded,
     IoMapPollStatus,
@@ -50,7 +54,7 @@ from pytsnet.messages.control import (
 )
 from pytsnet.messages.peers import ClearPeers, NetmapUpdate, PeerInfo, ResendNetmap
 from pytsnet.wire.keys import DiscoPublic, MachinePrivate
-from pytsnet.wire.tailcfg import Hostinfo, Service
+from pytsnet.wire.tailcfg import CURRENT_CAPABILITY_VERSION, Hostinfo, Service
 
 log = subsystem_logger("control")
 
@@ -116,6 +120,7 @@ class ControlRunner(Actor):
         self._tokens = itertools.count(1)
         self._lite_waiting: dict[int, tuple[Reply | None, str]] = {}
         self._logout_waiting: dict[int, Reply | None] = {}
+        self._id_token_waiting: dict[int, Reply | None] = {}
         self._timers: dict[float, TimerHandle] = {}
         self._peers_update: NetmapUpdate | None = None
         """The last peer list told to PeerTracker (re-sent when a restarted tracker asks)."""
@@ -136,9 +141,11 @@ class ControlRunner(Actor):
     def on_stop(self, reason: StopReason) -> None:
         if self._io is not None:
             self._io.close()
-        waiting = [r for r, _ in self._lite_waiting.values()] + list(self._logout_waiting.values())
+        waiting = ([r for r, _ in self._lite_waiting.values()] + list(self._logout_waiting.values())
+                   + list(self._id_token_waiting.values()))
         self._lite_waiting.clear()
         self._logout_waiting.clear()
+        self._id_token_waiting.clear()
         for reply in waiting:
             if reply is not None:
                 reply.set_exception(ActorStopped(f"{self.name} stopped before control answered"))
@@ -205,6 +212,28 @@ class ControlRunner(Actor):
         token = next(self._tokens)
         self._logout_waiting[token] = self.defer_reply()
         self._feed(login.LogoutAsked(token))
+
+    @handles(IdToken)
+    def on_id_token(self, msg: IdToken) -> IdTokenAnswer | None:
+        """Ask control for an ID token (``tailcfg.TokenRequest`` over Noise); the answer comes when
+        control gives it, the handler returns at once. No session (no netmap, logged out, reconnecting)
+        → 503 "no netmap" now, as Go's LocalAPI."""
+        io = self._io
+        if io is None or not self.machine.session_up:
+            return IdTokenAnswer(status=503, error="no netmap")
+        token = next(self._tokens)
+        self._id_token_waiting[token] = self.defer_reply()
+        node_key = self.machine.node.public().to_text()
+        body = json.dumps({"CapVersion": CURRENT_CAPABILITY_VERSION, "NodeKey": node_key,
+                           "Audience": msg.audience}).encode()
+        io.submit(SendIdToken(self.machine.conn, token, body, self.cfg.request_timeout))
+        return None
+
+    @handles(IoIdTokenAnswer)
+    def on_id_token_answer(self, msg: IoIdTokenAnswer) -> None:
+        reply = self._id_token_waiting.pop(msg.token, None)
+        if reply is not None:
+            reply.set(IdTokenAnswer(status=msg.status, body=msg.body, error=msg.error))
 
     @handles(ResendNetmap)
     def on_resend_netmap(self, msg: ResendNetmap) -> None:

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from pytsnet.errors import LocalApiError
 from pytsnet.localapi.http import LOCAL_API_HOST
 from pytsnet.localapi.server import PREFIX, LocalApi, LocalRequest, LocalResponse, MaskedPrefs, Prefs
-from pytsnet.localapi.types import PingResult, Status, WhoIsResponse
+from pytsnet.localapi.types import PingResult, Status, TokenResponse, WhoIsResponse
 
 __all__ = ["LocalClient", "Transport"]
 
@@ -80,6 +80,16 @@ class LocalClient:
 
     def logout(self) -> None:
         self.request("POST", "logout")
+
+    def id_token(self, aud: str) -> TokenResponse:
+        """Go ``IDToken``: an OIDC ID token for ``aud``, signed by control. A malformed answer is
+        reported without its content (it may hold a token)."""
+        body = self.request("GET", "id-token", {"aud": aud})
+        try:
+            return TokenResponse.model_validate_json(body)
+        except ValidationError as e:
+            raise LocalApiError(f"LocalAPI answer is not a TokenResponse ({e.error_count()} error(s))") \
+                from None
 
 
 _M = TypeVar("_M", Status, WhoIsResponse, Prefs, PingResult)

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 __all__ = ["GO_ZERO_TIME", "ExitNodeStatus", "GoModel", "Hostinfo", "Node", "PeerStatus", "PingResult",
-           "Service", "Status", "TailnetStatus", "UserProfile", "WhoIsResponse"]
+           "Service", "Status", "TailnetStatus", "TokenResponse", "UserProfile", "WhoIsResponse"]
 
 GO_ZERO_TIME = "0001-01-01T00:00:00Z"
 """How Go's ``encoding/json`` writes ``time.Time{}``."""
@@ -258,3 +258,10 @@ class PingResult(GoModel):
     PeerAPIURL: str = ""
     IsLocalIP: bool = False
 
+
+
+class TokenResponse(GoModel):
+    """tailcfg.go ``TokenResponse`` (the LocalAPI's ``id-token`` answer): a JWT signed by control.
+    ``repr`` leaves the token out: it is a bearer credential."""
+
+    id_token: str = Field(repr=False)

@@ -47,8 +47,9 @@ from pytsnet.localnet import http1, routes
 from pytsnet.localnet.authkeys import AuthKeyRejected, consume_authkey
 from pytsnet.localnet.expiry import expiry_at, key_lifetime, set_key_lifetime
 from pytsnet.localnet.limits import ConnectionGate, ConnectionLimits
-from pytsnet.localnet.netmap import DEFAULT_DOMAIN, SentState, Tailnet, delta, full_map
+from pytsnet.localnet.netmap import DEFAULT_DOMAIN, SentState, Tailnet, delta, dns_label, full_map
 from pytsnet.localnet.noise_h2 import H2Request, H2Response, NoiseH2Session
+from pytsnet.localnet.oidc import JWKS_PATH, OIDC_CONFIG_PATH, BadAudience, OidcIssuer, check_audience
 from pytsnet.localnet.policy import Policy
 from pytsnet.localnet.store import DEFAULT_USER, Node, Store
 from pytsnet.wire.controlbase.errors import ControlParseError
@@ -197,6 +198,8 @@ class ControlServer:
         self.legacy_private = MachinePrivate.from_text(
             store.private_key("legacy_private", lambda: MachinePrivate.generate().to_text()))
         self.default_user = store.ensure_user(DEFAULT_USER)
+        self.oidc = OidcIssuer(store)
+        """Signs the nodes' ID tokens (``/machine/id-token``); its keys at ``/.well-known/jwks.json``."""
         self.base_url = ""
         self.derp_map: JSON | None = None
         self._mounts: dict[str, RawHandler] = {}
@@ -227,7 +230,7 @@ class ControlServer:
         """Live Noise sessions (their ``buffered`` bytes are what the session caps bound)."""
         self._refusal_logged_at = -1.0
         self.stats.update({"conns_refused": 0, "noise_idle_closed": 0, "h2_streams_refused": 0,
-                           "h2_protocol_errors": 0, "h2_buffered_peak": 0})
+                           "h2_protocol_errors": 0, "h2_buffered_peak": 0, "id_tokens": 0})
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self, host: str = "127.0.0.1", port: int = 0, *, sock: Any = None) -> None:
@@ -472,6 +475,12 @@ class ControlServer:
                 writer.write(self._serve_auth_page(path))
             elif path == "/generate_204":
                 writer.write(http1.response(204))
+            elif path == OIDC_CONFIG_PATH:
+                writer.write(http1.response(200, json.dumps(self.oidc.discovery(self.base_url)).encode(),
+                                            content_type="application/json"))
+            elif path == JWKS_PATH:
+                writer.write(http1.response(200, json.dumps(self.oidc.jwks()).encode(),
+                                            content_type="application/json"))
             else:
                 writer.write(http1.response(404, b"not found\n"))
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
@@ -557,6 +566,9 @@ class ControlServer:
                 await resp.simple(200, json.dumps(await self.register(body, machine)).encode())
             elif req.path == "/machine/map":
                 await self._serve_map(body, machine, resp)
+            elif req.path == "/machine/id-token":
+                status, answer = self.id_token(body, machine)
+                await resp.simple(status, answer, "application/json" if status == 200 else "text/plain")
             elif req.path.startswith("/machine/"):
                 await resp.simple(200, b"{}")  # set-dns, audit-log, …: accepted, not modelled
             else:
@@ -566,6 +578,31 @@ class ControlServer:
             log.info("control: %s from %s refused: %s", req.path[:64], machine[:20], str(e)[:200])
             if not resp.started:
                 await resp.simple(400, f"bad request: {e}".encode(), "text/plain")
+
+    def id_token(self, req: JSON, machine: str) -> tuple[int, bytes]:
+        """``/machine/id-token``: a ``tailcfg.TokenResponse`` for the requesting node, which must be this
+        machine's, authorized, logged in and unexpired. The token itself is never logged."""
+        nk = _nonzero_key(req.get("NodeKey"), NodePublic)
+        raw = req.get("Audience")
+        try:
+            aud = check_audience(raw if isinstance(raw, str) else "")
+        except BadAudience as e:
+            raise BadRequestBody(str(e)) from None
+        node = self.store.node_by_key(nk) if nk else None
+        if node is None or node.machine_key != machine or node.logged_out:
+            return 403, b"unknown node key\n"
+        if not node.authorized:
+            return 403, b"node not authorized\n"
+        now = time.time()
+        if node.key_expiry is not None and node.key_expiry <= now:
+            return 403, b"node key expired\n"
+        net = self.tailnet()
+        name = f"{net.names.get(node.id, dns_label(node.hostname))}.{net.domain}"
+        user = next((u for u in self.store.users() if u.id == node.user_id), None)
+        claims = self.oidc.claims(node, user, name=name, domain=net.domain, issuer=self.base_url, aud=aud,
+                                  now=now)
+        self.stats["id_tokens"] += 1
+        return 200, json.dumps({"id_token": self.oidc.sign(claims)}).encode()
 
     def _login(self, user_id: int) -> JSON:
         u = next((u for u in self.store.users() if u.id == user_id), self.default_user)

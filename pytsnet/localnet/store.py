@@ -48,7 +48,8 @@ AUTHKEY_SHOWN_HEX = 8
 """Hex digits of a key's secret kept in clear for ``authkey list``: enough to tell keys apart."""
 _HASHED = "sha256:"
 #: Private keys once kept in ``meta`` (older versions) → the 0600 file each lives in now.
-KEY_FILES = {"control_private": "noise.key", "legacy_private": "noise-legacy.key"}
+KEY_FILES = {"control_private": "noise.key", "legacy_private": "noise-legacy.key",
+             "id_token_private": "id-token.key"}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);

@@ -178,6 +178,12 @@ class LoginMachine:
         return self._record.logged_in
 
     @property
+    def session_up(self) -> bool:
+        """Logged in, Running, with the map stream open on ``conn``: a request made for the node
+        (an ID token) can go to control now (Go's LocalAPI asks for a netmap first)."""
+        return self.logged_in and self.phase is Phase.STREAMING and self.status.state == "Running"
+
+    @property
     def failures(self) -> int:
         return self._auth_bo.failures + self._map_bo.failures
 
