@@ -98,6 +98,13 @@ def test_tampered_token_fails_verification(tn: Tailnet) -> None:
         verify(f"{head}.{forged}.{sig}", tn.net.control_url)
 
 
+def on_loop(tn: Tailnet, req: dict[str, Any], machine: str) -> tuple[int, bytes]:
+    """``ControlServer.id_token`` on the server's own event loop thread (it is not thread-safe)."""
+    control = tn.net.control
+    assert control is not None
+    return tn.net._call(lambda: control.id_token(req, machine))
+
+
 def _raw_http(addr: tuple[str, int], request: bytes) -> tuple[int, bytes]:
     with socket.create_connection(addr, timeout=10) as s:
         s.sendall(request)
@@ -151,13 +158,13 @@ def test_control_refuses_what_the_node_does_not_own(tn: Tailnet) -> None:
     before = control.stats["id_tokens"]
     for bad in ("x" * 1000, "a\x01b", "", 7):
         with pytest.raises(BadRequestBody):
-            control.id_token({"NodeKey": alpha.node_key, "Audience": bad}, alpha.machine_key)
+            on_loop(tn, {"NodeKey": alpha.node_key, "Audience": bad}, alpha.machine_key)
     other = "mkey:" + "ab" * 32
-    assert control.id_token({"NodeKey": alpha.node_key, "Audience": AUD}, other)[0] == 403
-    assert control.id_token({"NodeKey": "nodekey:" + "cd" * 32, "Audience": AUD}, alpha.machine_key)[0] == 403
-    assert control.id_token({"Audience": AUD}, alpha.machine_key)[0] == 403
+    assert on_loop(tn, {"NodeKey": alpha.node_key, "Audience": AUD}, other)[0] == 403
+    assert on_loop(tn, {"NodeKey": "nodekey:" + "cd" * 32, "Audience": AUD}, alpha.machine_key)[0] == 403
+    assert on_loop(tn, {"Audience": AUD}, alpha.machine_key)[0] == 403
     assert control.stats["id_tokens"] == before
-    status, body = control.id_token({"NodeKey": alpha.node_key, "Audience": AUD}, alpha.machine_key)
+    status, body = on_loop(tn, {"NodeKey": alpha.node_key, "Audience": AUD}, alpha.machine_key)
     assert status == 200 and verify(json.loads(body)["id_token"], tn.net.control_url)["key"] == alpha.node_key
 
 
@@ -170,3 +177,30 @@ def test_logged_out_node_gets_no_netmap(tn: Tailnet, tmp_path: Path) -> None:
     assert e.value.status == 503 and "no netmap" in str(e.value)
     answer = beta.id_token_answer(AUD)  # the control runner's own check, under the LocalAPI's
     assert (answer.status, answer.error, answer.body) == (503, "no netmap", b"")
+
+
+def test_tagged_node_carries_tags_not_user(tn: Tailnet) -> None:
+    """tailcfg.go: ``tags`` (``<domain>:tag:…``) on a tagged node; ``user``/``uid`` only if not tagged;
+    ``exp`` bounded by the token lifetime; an expired node key gets no token."""
+    from pytsnet.localnet.oidc import TOKEN_LIFETIME
+
+    control = tn.net.control
+    assert control is not None
+    machine, nk = "mkey:" + "12" * 32, "nodekey:" + "34" * 32
+    node = tn.net.store.add_node(machine_key=machine, node_key=nk, user_id=control.default_user.id,
+                                 hostname="Tagged Box", authorized=True, ephemeral=False,
+                                 tags=["tag:ci", "tag:prod"], key_expiry=time.time() + 3600)
+    try:
+        status, body = on_loop(tn, {"NodeKey": nk, "Audience": AUD}, machine)
+        assert status == 200
+        claims = verify(json.loads(body)["id_token"], tn.net.control_url)
+        dom = claims["domain"]
+        assert claims["tags"] == [f"{dom}:tag:ci", f"{dom}:tag:prod"]
+        assert "user" not in claims and "uid" not in claims
+        assert claims["sub"] == claims["node"] and claims["sub"].endswith("." + dom)
+        assert claims["addresses"] == [a for a in (node.ipv4, node.ipv6) if a]
+        assert claims["exp"] - claims["iat"] == TOKEN_LIFETIME
+        tn.net.store.update_node(node.id, key_expiry=time.time() - 1)
+        assert on_loop(tn, {"NodeKey": nk, "Audience": AUD}, machine) == (403, b"node key expired\n")
+    finally:
+        tn.net.store.delete_node(node.id)
