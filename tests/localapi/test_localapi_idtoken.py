@@ -204,3 +204,19 @@ def test_tagged_node_carries_tags_not_user(tn: Tailnet) -> None:
         assert on_loop(tn, {"NodeKey": nk, "Audience": AUD}, machine) == (403, b"node key expired\n")
     finally:
         tn.net.store.delete_node(node.id)
+
+
+def test_signing_key_is_a_0600_file_kept_across_restarts(tmp_path: Path) -> None:
+    from pytsnet.localnet.oidc import OidcIssuer
+    from pytsnet.localnet.store import Store
+
+    store = Store(tmp_path / "state")
+    try:
+        first = OidcIssuer(store).jwks()
+        path = tmp_path / "state" / "id-token.key"
+        assert path.stat().st_mode & 0o777 == 0o600
+        assert b"PRIVATE KEY" in path.read_bytes()
+        assert OidcIssuer(store).jwks() == first  # a restarted localnet: tokens already out still verify
+        assert "d" not in first["keys"][0]  # the public half only
+    finally:
+        store.close()
