@@ -45,6 +45,7 @@ class StackConfig:
     congestion_control: str = "cubic"  # TCP senders: "cubic" (RFC 9438) or "newreno" (RFC 6582)
     forward: ForwardPolicy | None = None  # subnet router / exit node: non-local destinations forwarded
     max_forward_pending: int = 256  # forwarded SYNs being dialed plus datagrams not yet taken
+    max_pending_echoes: int = 64  # our own echo requests awaiting a reply (LocalAPI ICMP pings)
 
     def __post_init__(self) -> None:
         addrs = tuple(ipaddress.ip_address(a) if not isinstance(a, (ipaddress.IPv4Address,
@@ -56,7 +57,8 @@ class StackConfig:
             raise ValueError("IPv6 needs an MTU of at least 1280")
         for name in ("send_buffer", "recv_buffer", "accept_backlog", "max_tcp_connections",
                      "max_half_open", "max_half_open_per_source", "max_time_wait", "max_udp_endpoints",
-                     "udp_queue_datagrams", "udp_queue_bytes", "max_outbound_packets", "max_forward_pending"):
+                     "udp_queue_datagrams", "udp_queue_bytes", "max_outbound_packets", "max_forward_pending",
+                     "max_pending_echoes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")
         if self.congestion_control not in ("cubic", "newreno"):

@@ -56,6 +56,7 @@ PROTO_UDP = 17
 PROTO_ICMPV6 = 58
 
 Endpoint = tuple[IPAddress, int]
+EchoKey = tuple[IPAddress, int, int]  # (peer address, echo identifier, sequence)
 FlowKey = tuple[int, IPAddress, int, IPAddress, int]  # (protocol, local ip, local port, remote ip, port)
 IsnGenerator = Callable[[IPAddress, int, IPAddress, int, float], int]
 
@@ -232,6 +233,7 @@ class Stack:
         self._flow_in: list[tuple[FlowKey, bytes]] = []
         self._fwd_syn: dict[FlowKey, TcpSegment] = {}  # forwarded SYNs whose destination is being dialed
         self._fwd_new: list[Forwarded] = []
+        self._echoes: dict[EchoKey, list[float | None]] = {}  # our echo requests: [sent at, RTT or None]
 
     # -- the three sans-IO entry points ------------------------------------------------------
     def receive(self, ip_packet: bytes, now: float) -> None:
@@ -359,6 +361,49 @@ class Stack:
         self._tcp[key] = conn
         return conn
 
+    # -- our own echo requests (the LocalAPI's ``ping?type=ICMP``) ------------------------------
+    def send_echo_request(self, dst: IPAddress, ident: int, seq: int, data: bytes, now: float) -> None:
+        """Queue an echo request to ``dst`` from our address of its family and remember it, so the
+        matching reply yields a round-trip time (``echo_rtt``) instead of being ignored. At most
+        ``max_pending_echoes`` are remembered: the oldest is forgotten (its reply then ignored).
+        ``SocketError`` without an address of ``dst``'s family; ``WouldBlock`` if the queue is full."""
+        src = self.source_for(dst)
+        if len(self._out) >= self.config.max_outbound_packets:
+            raise WouldBlock("outbound queue full")
+        key = (dst, ident & 0xFFFF, seq & 0xFFFF)
+        self._echoes.pop(key, None)
+        while len(self._echoes) >= self.config.max_pending_echoes:
+            del self._echoes[next(iter(self._echoes))]
+            self._drop("echo_pending_evicted")
+        self._echoes[key] = [now, None]
+        if dst.version == 4:
+            self._send_ip(src, dst, PROTO_ICMP, icmp.emit_icmpv4(icmp.echo(icmp.ICMP_ECHO_REQUEST, ident, seq, data)))
+        else:
+            msg = icmp.echo(icmp.ICMPV6_ECHO_REQUEST, ident, seq, data)
+            self._send_ip(src, dst, PROTO_ICMPV6, icmp.emit_icmpv6(msg, src, dst))
+
+    def echo_rtt(self, dst: IPAddress, ident: int, seq: int) -> float | None:
+        """Seconds from the request to its reply once it came (then forgotten), else None."""
+        key = (dst, ident & 0xFFFF, seq & 0xFFFF)
+        entry = self._echoes.get(key)
+        if entry is None or entry[1] is None:
+            return None
+        del self._echoes[key]
+        return entry[1]
+
+    def forget_echo(self, dst: IPAddress, ident: int, seq: int) -> None:
+        """The asker gave up (timeout): a late reply is ignored."""
+        self._echoes.pop((dst, ident & 0xFFFF, seq & 0xFFFF), None)
+
+    def _echo_reply(self, src: IPAddress, msg: icmp.IcmpMessage, now: float) -> None:
+        entry = self._echoes.get((src, msg.echo_ident, msg.echo_seq))
+        if entry is None or entry[1] is not None:
+            self._drop("icmp_ignored")  # not ours, or a duplicate
+            return
+        sent = entry[0]
+        assert sent is not None
+        entry[1] = max(0.0, now - sent)
+
     def source_for(self, dst: IPAddress) -> IPAddress:
         """Our address of the same family as ``dst``."""
         for a in self.config.addresses:
@@ -402,9 +447,9 @@ class Stack:
         elif proto == PROTO_TCP:
             self._receive_tcp(src, dst, payload, now)
         elif proto == PROTO_ICMP and version == 4:
-            self._receive_icmpv4(src, dst, icmp.parse_icmpv4(payload))
+            self._receive_icmpv4(src, dst, icmp.parse_icmpv4(payload), now)
         elif proto == PROTO_ICMPV6 and version == 6:
-            self._receive_icmpv6(src, dst, icmp.parse_icmpv6(payload, src, dst))
+            self._receive_icmpv6(src, dst, icmp.parse_icmpv6(payload, src, dst), now)
         else:
             self._drop("protocol_unsupported")
 
@@ -421,17 +466,21 @@ class Stack:
             return
         ep._deliver(d.payload, (src, d.src_port))
 
-    def _receive_icmpv4(self, src: IPAddress, dst: IPAddress, msg: icmp.IcmpMessage) -> None:
+    def _receive_icmpv4(self, src: IPAddress, dst: IPAddress, msg: icmp.IcmpMessage, now: float) -> None:
         if msg.type == icmp.ICMP_ECHO_REQUEST and msg.code == 0 and self.config.icmp_echo:
             reply = icmp.IcmpMessage(icmp.ICMP_ECHO_REPLY, 0, msg.rest, msg.body)
             self._send_ip(dst, src, PROTO_ICMP, icmp.emit_icmpv4(reply))
+        elif msg.type == icmp.ICMP_ECHO_REPLY and msg.code == 0:
+            self._echo_reply(src, msg, now)
         else:
             self._drop("icmp_ignored")
 
-    def _receive_icmpv6(self, src: IPAddress, dst: IPAddress, msg: icmp.IcmpMessage) -> None:
+    def _receive_icmpv6(self, src: IPAddress, dst: IPAddress, msg: icmp.IcmpMessage, now: float) -> None:
         if msg.type == icmp.ICMPV6_ECHO_REQUEST and msg.code == 0 and self.config.icmp_echo:
             reply = icmp.IcmpMessage(icmp.ICMPV6_ECHO_REPLY, 0, msg.rest, msg.body)
             self._send_ip(dst, src, PROTO_ICMPV6, icmp.emit_icmpv6(reply, dst, src))
+        elif msg.type == icmp.ICMPV6_ECHO_REPLY and msg.code == 0:
+            self._echo_reply(src, msg, now)
         else:
             self._drop("icmp_ignored")
 
