@@ -168,3 +168,37 @@ class NetstackStatusRequest(Request[NetstackStatus], tag="netstack.status_reques
     pass
 
 
+
+
+class IcmpEchoResult(Message, tag="netstack.icmp_echo_result"):
+    """Reply to ``IcmpEchoStart``/``IcmpEchoPoll``: ``done`` with the round trip in ``latency``
+    (seconds, measured by the netstack actor's clock), or ``done`` with ``error`` when no request
+    could be sent; not ``done`` while the reply is outstanding."""
+
+    done: bool = False
+    latency: float | None = None
+    error: str = ""
+
+
+class IcmpEchoStart(Request[IcmpEchoResult], tag="netstack.icmp_echo_start"):
+    """Send one echo request to ``dst`` (a tailnet address) from our address of its family; the
+    reply with this (``dst``, ``ident``, ``seq``) is kept until ``IcmpEchoPoll`` takes it."""
+
+    dst: str
+    ident: int
+    seq: int
+    data: Payload = b""
+
+
+class IcmpEchoPoll(Request[IcmpEchoResult], tag="netstack.icmp_echo_poll"):
+    dst: str
+    ident: int
+    seq: int
+
+
+class IcmpEchoCancel(Message, tag="netstack.icmp_echo_cancel"):
+    """The asker gave up: forget the request (a late reply is then ignored and counted)."""
+
+    dst: str
+    ident: int
+    seq: int

@@ -56,7 +56,7 @@ from pytsnet.actors.control import RunnerConfig
 from pytsnet.actors.control.transport import ControlURLError, parse_control_url
 from pytsnet.actors.netstack.splice import abort_flow
 from pytsnet.actors.peers.routes import ExitNodeSelection, select_exit_node, wg_peer_routes
-from pytsnet.actors.runtime import ActorRef, ActorStopped, ActorSystem, AskTimeout, logs
+from pytsnet.actors.runtime import ActorRef, ActorStopped, ActorSystem, AskTimeout, MailboxFull, logs
 from pytsnet.actors.runtime.waker import ThreadWaker
 from pytsnet.capture import PcapCapture, start_capture
 from pytsnet.closing import reset_flows_and_flush
@@ -102,7 +102,14 @@ from pytsnet.messages.magicsock import (
     StunStatus,
     StunStatusRequest,
 )
-from pytsnet.messages.netstack import NetstackStatus, NetstackStatusRequest
+from pytsnet.messages.netstack import (
+    IcmpEchoCancel,
+    IcmpEchoPoll,
+    IcmpEchoResult,
+    IcmpEchoStart,
+    NetstackStatus,
+    NetstackStatusRequest,
+)
 from pytsnet.messages.peerapi import PeerApiStatus, PeerApiStatusRequest
 from pytsnet.messages.peers import (
     ExitNodeInfo,
@@ -1182,6 +1189,31 @@ class ActorDevice:
     def set_route_prefs_blocking(self, prefs: RoutePrefs, timeout: float = 5.0) -> ExitNodeInfo | None:
         """Apply both prefs at once (the LocalAPI's ``PATCH prefs``); the engaged exit node."""
         return self._set_route_prefs(prefs, timeout)
+
+    def icmp_ping_blocking(self, ip: str, timeout: float = 5.0) -> IcmpEchoResult:
+        """One ICMP echo request from our netstack to the tailnet address ``ip`` (a random 32-bit
+        id/seq, as Go's ``ICMPEchoPayload``) and its round trip; ``done=False`` if no reply came
+        within ``timeout`` (the peer's filter dropped it, or it is down). The LocalAPI's
+        ``ping?type=ICMP``; the caller has checked that a peer owns ``ip``."""
+        names = self.dataplane_info().names
+        if self.system is None or "netstack" not in names:
+            return IcmpEchoResult(done=True, error="data plane not running")
+        ident, seq = secrets.randbits(16), secrets.randbits(16)
+        deadline = time.monotonic() + timeout
+        got = self._ask_quiet(names["netstack"], IcmpEchoStart(dst=ip, ident=ident, seq=seq), timeout)
+        if got is None:
+            return IcmpEchoResult(done=True, error="netstack not answering")
+        while not got.done:
+            if time.monotonic() >= deadline:
+                ref = self.system.lookup(names["netstack"])
+                if ref is not None:
+                    with contextlib.suppress(ActorStopped, MailboxFull):
+                        ref.tell(IcmpEchoCancel(dst=ip, ident=ident, seq=seq))
+                return IcmpEchoResult()
+            time.sleep(PING_POLL)
+            got = self._ask_quiet(names["netstack"], IcmpEchoPoll(dst=ip, ident=ident, seq=seq),
+                                  max(0.1, deadline - time.monotonic())) or IcmpEchoResult()
+        return got
 
     def disco_ping_blocking(self, node_key: str, timeout: float = 5.0) -> DiscoPingResult:
         """One disco Ping to a peer (every candidate address and its DERP region); the first Pong's

@@ -29,6 +29,7 @@ as UDP may.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import itertools
 from typing import TYPE_CHECKING, Any
@@ -72,6 +73,10 @@ from pytsnet.messages.netstack import (
     FlowsAborted,
     FlowSegmentIn,
     FlowSegmentsIn,
+    IcmpEchoCancel,
+    IcmpEchoPoll,
+    IcmpEchoResult,
+    IcmpEchoStart,
     LinkPacketIn,
     LinkPacketOut,
     ListenerWake,
@@ -226,6 +231,30 @@ class NetstackActor(Actor):
     def status(self, msg: NetstackStatusRequest) -> NetstackStatus:
         return NetstackStatus(drops=dict(self.stack.drops), counters=dict(self.stack.stats),
                               flows=len(self.flows), adopted=self.adopted)
+
+    # -- our own echo requests (the LocalAPI's ICMP ping) -------------------------------------------
+    @handles(IcmpEchoStart)
+    def on_echo_start(self, msg: IcmpEchoStart) -> IcmpEchoResult:
+        now = self.clock.monotonic()
+        try:
+            self.stack.send_echo_request(ipaddress.ip_address(msg.dst), msg.ident, msg.seq, msg.data, now)
+        except (NetstackError, ValueError) as e:
+            return IcmpEchoResult(done=True, error=str(e))
+        self._after(now)
+        return IcmpEchoResult()
+
+    @handles(IcmpEchoPoll)
+    def on_echo_poll(self, msg: IcmpEchoPoll) -> IcmpEchoResult:
+        try:
+            rtt = self.stack.echo_rtt(ipaddress.ip_address(msg.dst), msg.ident, msg.seq)
+        except ValueError as e:
+            return IcmpEchoResult(done=True, error=str(e))
+        return IcmpEchoResult() if rtt is None else IcmpEchoResult(done=True, latency=rtt)
+
+    @handles(IcmpEchoCancel)
+    def on_echo_cancel(self, msg: IcmpEchoCancel) -> None:
+        with contextlib.suppress(ValueError):
+            self.stack.forget_echo(ipaddress.ip_address(msg.dst), msg.ident, msg.seq)
 
     @handles(StackTick)
     def on_tick(self, msg: StackTick) -> None:

@@ -1,9 +1,10 @@
-"""``pytsnet ping HOST``: disco pings to a peer until a direct path answers, as ``tailscale ping``.
+"""``pytsnet ping HOST``: disco (or ``--icmp``) pings to a peer, as ``tailscale ping``.
 
 Go's loop (cmd/tailscale/cli/ping.go at v1.90.9): up to ``-c`` pings a second apart, each printed
-``pong from NAME (IP) via PATH in LATENCY`` (``PATH``: the direct ``ip:port`` or ``DERP(region)``),
-stopping at the first direct pong (``--until-direct``, default on). Only disco pings: this node has
-no TSMP or ICMP sender (``--tsmp``/``--icmp`` are refused by the LocalAPI).
+``pong from NAME (IP) via PATH in LATENCY`` (``PATH``: the direct ``ip:port`` or ``DERP(region)``,
+else the ping type), stopping at the first direct pong (``--until-direct``, default on); an ICMP
+ping stops at its first pong. A ping that times out prints ``ping "IP" timed out`` and the next
+one goes at once. This node has no TSMP sender (``--tsmp`` is refused by the LocalAPI).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("-c", "--c", dest="num", type=int, default=10, help="max number of pings (0: no limit)")
     p.add_argument("--until-direct", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--tsmp", action="store_true", help="TSMP ping (not supported by this node)")
-    p.add_argument("--icmp", action="store_true", help="ICMP ping (not supported by this node)")
+    p.add_argument("--icmp", action="store_true",
+                   help="do a ICMP-level ping (through WireGuard, but not the local host OS stack)")
     add_socket_args(p)
     p.set_defaults(func=run)
 
@@ -71,23 +73,34 @@ def run(args: argparse.Namespace) -> int:
         n += 1
         pr = lc.ping(ip, kind)
         if pr.Err.startswith("timeout"):
-            print(f"ping {ip!r} timed out".replace("'", '"'))
-        elif pr.Err:
+            print(f"ping {ip!r} timed out".replace("'", '"'), flush=True)
+            if n == args.num:
+                if not any_pong:
+                    raise LocalApiError("no reply")
+                return 0
+            continue
+        if pr.Err:
             if pr.IsLocalIP:
                 print(pr.Err)
                 return 0
             raise LocalApiError(pr.Err)
-        else:
-            any_pong = True
-            via = f"DERP({pr.DERPRegionCode})" if pr.DERPRegionID else (pr.Endpoint or kind)
-            print(f"pong from {pr.NodeName} ({pr.NodeIP}) via {via} in {go_duration(pr.LatencySeconds)}",
-                  flush=True)
-            if pr.Endpoint and args.until_direct:
-                return 0
+        via = pr.Endpoint
+        if pr.PeerRelay:
+            via = f"peer-relay({pr.PeerRelay})"
+        elif pr.DERPRegionID:
+            via = f"DERP({pr.DERPRegionCode})"
+        any_pong = True
+        extra = f", {pr.PeerAPIPort}" if pr.PeerAPIPort else ""
+        latency = go_duration(pr.LatencySeconds)
+        print(f"pong from {pr.NodeName} ({pr.NodeIP}{extra}) via {via or kind} in {latency}", flush=True)
+        if args.tsmp or args.icmp:
+            return 0
+        if pr.Endpoint and args.until_direct:
+            return 0
+        time.sleep(1.0)
         if n == args.num:
             if not any_pong:
                 raise LocalApiError("no reply")
             if args.until_direct:
                 raise LocalApiError("direct connection not established")
             return 0
-        time.sleep(1.0)

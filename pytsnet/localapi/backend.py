@@ -28,6 +28,7 @@ from pytsnet.localapi.types import (
 from pytsnet.messages.control import DeviceState, LogoutDone
 from pytsnet.messages.dataplane import DataplaneInfo, DataplaneNetmap, DeviceStatus
 from pytsnet.messages.dataplane import PeerStatus as PathRow
+from pytsnet.messages.netstack import IcmpEchoResult
 from pytsnet.messages.peers import ExitNodeInfo, PeerInfo, RoutePrefs
 from pytsnet.messages.ping import DiscoPingResult
 
@@ -49,6 +50,7 @@ class Backend(Protocol):
     def route_prefs(self) -> RoutePrefs: ...
     def set_route_prefs_blocking(self, prefs: RoutePrefs, timeout: float = ...) -> ExitNodeInfo | None: ...
     def disco_ping_blocking(self, node_key: str, timeout: float = ...) -> DiscoPingResult: ...
+    def icmp_ping_blocking(self, ip: str, timeout: float = ...) -> IcmpEchoResult: ...
 
 
 def go_time(ts: float | None) -> str:
@@ -198,10 +200,14 @@ PING_TIMEOUT = 5.0
 """How long a LocalAPI ping waits for its Pong (Go's CLI waits 10 s per attempt over several)."""
 
 
-def ping(b: Backend, ip: str, timeout: float = PING_TIMEOUT) -> PingResult:
-    """Go ``LocalBackend.Ping`` for ``type=disco``: the peer owning ``ip``, one disco Ping, the
-    first Pong's latency and path (``Endpoint`` direct, else ``DERPRegionID``); failures in ``Err``
-    as Go's (``no matching peer``, ``timeout``)."""
+def ping(b: Backend, ip: str, timeout: float = PING_TIMEOUT, kind: str = "disco") -> PingResult:
+    """Go ``LocalBackend.Ping`` for ``type=disco`` and ``type=ICMP``: the peer owning ``ip``, then
+    one ping; failures in ``Err`` as Go's (``no matching peer``; a timeout's ``Err`` starts with
+    ``timeout``, where Go's handler times out its request context).
+
+    ``disco``: one disco Ping, the first Pong's latency and path (``Endpoint`` direct, else
+    ``DERPRegionID``). ``ICMP`` (Go's ``sendICMPEchoRequest``): an echo request from our netstack
+    through WireGuard to ``ip`` itself; ``NodeIP`` is ``ip`` and no path is reported."""
     addr = ipaddress.ip_address(ip)
     nm = b.dataplane_info().netmap
     owns = [p for p in b.peers() if any(ipaddress.ip_interface(a).ip == addr for a in p.addresses)]
@@ -212,8 +218,11 @@ def ping(b: Backend, ip: str, timeout: float = PING_TIMEOUT) -> PingResult:
         return empty.model_copy(update={"Err": "is local Tailscale IP", "IsLocalIP": True})
     if peer is None:
         return empty.model_copy(update={"Err": "no matching peer"})
+    name = peer.name.split(".")[0] or peer.hostname
+    if kind == "ICMP":
+        return _icmp_ping(b, nm, empty, addr, name, timeout)
     node_ip = _ips(peer)[0] if peer.addresses else ""
-    base = empty.model_copy(update={"NodeIP": node_ip, "NodeName": peer.name.split(".")[0] or peer.hostname})
+    base = empty.model_copy(update={"NodeIP": node_ip, "NodeName": name})
     got = b.disco_ping_blocking(peer.node_key, timeout)
     if not got.done:
         return base.model_copy(update={"Err": f"timeout waiting for pong after {timeout:g}s"})
@@ -222,6 +231,25 @@ def ping(b: Backend, ip: str, timeout: float = PING_TIMEOUT) -> PingResult:
     return base.model_copy(update={
         "LatencySeconds": got.latency or 0.0, "Endpoint": got.endpoint, "DERPRegionID": got.derp_region,
         "DERPRegionCode": _region_codes(nm).get(got.derp_region, "") if got.derp_region else ""})
+
+
+def _icmp_ping(b: Backend, nm: DataplaneNetmap | None, empty: PingResult,
+               addr: ipaddress.IPv4Address | ipaddress.IPv6Address, name: str, timeout: float) -> PingResult:
+    """Go fills ``NodeIP``/``NodeName`` only on a reply; its ``mySelfIPMatchingFamily`` errors first."""
+    if nm is None:
+        return empty.model_copy(update={"Err": "no netmap"})
+    mine = [ipaddress.ip_interface(a) for a in nm.self_node.addresses]
+    if not mine:
+        return empty.model_copy(update={"Err": "no self address in netmap"})
+    if not any(i.network.prefixlen == i.max_prefixlen and i.ip.version == addr.version for i in mine):
+        return empty.model_copy(update={"Err": "no self address in netmap matching address family"})
+    got = b.icmp_ping_blocking(str(addr), timeout)
+    if not got.done:
+        return empty.model_copy(update={"Err": f"timeout waiting for ICMP echo reply after {timeout:g}s"})
+    if got.error:
+        return empty.model_copy(update={"Err": got.error})
+    return empty.model_copy(update={"LatencySeconds": got.latency or 0.0, "NodeIP": str(addr),
+                                    "NodeName": name})
 
 
 def _parse_addr(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:

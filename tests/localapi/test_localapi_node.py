@@ -14,6 +14,7 @@ import shutil
 import socket
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -152,7 +153,8 @@ def test_disco_ping_reports_path_and_latency(tn: Tailnet) -> None:
     ({"type": "disco"}, 400, "missing 'ip' parameter"),
     ({"ip": "nope", "type": "disco"}, 400, "invalid IP"),
     ({"ip": "100.64.0.9"}, 400, "missing 'type' parameter"),
-    ({"ip": "100.64.0.9", "type": "ICMP"}, 400, "not supported"),
+    ({"ip": "100.64.0.9", "type": "TSMP"}, 400, "not supported"),
+    ({"ip": "100.64.0.9", "type": "icmp"}, 400, "not supported"),  # Go's PingType is case-sensitive
 ])
 def test_ping_refusals(tn: Tailnet, query: dict[str, str], status: int, text: str) -> None:
     with pytest.raises(LocalApiError) as e:
@@ -168,6 +170,48 @@ def test_ping_unknown_and_self(tn: Tailnet) -> None:
     with pytest.raises(LocalApiError) as e:  # Go: POST only
         lc.request("GET", "ping", {"ip": tn.ip(tn["beta"]), "type": "disco"})
     assert e.value.status == 400
+
+
+def test_icmp_ping_answered_by_the_peers_netstack(tn: Tailnet) -> None:
+    """Go ``sendICMPEchoRequest``: an echo from alpha's netstack through WireGuard to beta's IP,
+    answered by beta's netstack; ``NodeIP`` is the pinged IP, no path fields (Go fills none)."""
+    lc, beta = tn["alpha"].local_client(), tn["beta"]
+    before = tn["alpha"].status().drops.get("netstack_icmp_ignored", 0)
+    raw = lc.request("POST", "ping", {"ip": tn.ip(beta), "type": "ICMP"})
+    pr = PingResult.model_validate_json(raw)
+    assert pr.Err == "" and pr.IP == pr.NodeIP == tn.ip(beta) and pr.NodeName == "beta", pr
+    assert 0 < pr.LatencySeconds < 5
+    assert (pr.Endpoint, pr.DERPRegionID, pr.DERPRegionCode, pr.IsLocalIP) == ("", 0, "", False)
+    assert tn["alpha"].status().drops.get("netstack_icmp_ignored", 0) == before  # the reply was ours, taken
+
+
+def test_icmp_ping_refusals_as_go(tn: Tailnet) -> None:
+    lc = tn["alpha"].local_client()
+    assert lc.ping("100.127.255.254", "ICMP").Err == "no matching peer"
+    assert lc.ping("192.0.2.1", "ICMP").Err == "no matching peer"  # not a tailnet IP at all
+    me = lc.ping(tn.ip(tn["alpha"]), "ICMP")
+    assert me.IsLocalIP and me.Err.endswith("is local Tailscale IP")
+
+
+def test_icmp_ping_times_out_when_the_peers_filter_drops_it(tn: Tailnet) -> None:
+    """beta's packet filter admits nothing from alpha (the policy only lets traffic reach alpha):
+    beta drops the echo request, so alpha's ping ends in Go's timeout, never a pong."""
+    alpha, beta = tn["alpha"], tn["beta"]
+    tn.net.set_policy({"acls": [{"action": "accept", "src": ["*"], "dst": [f"{tn.ip(alpha)}:*"]}]})
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # the new filter reaches beta in its next map: ping until it drops
+            pr = alpha.local_client().ping(tn.ip(beta), "ICMP")
+            if pr.Err:
+                break
+            assert time.monotonic() < deadline, "beta's filter never dropped the echo"
+            time.sleep(0.5)
+        assert pr.Err.startswith("timeout") and pr.LatencySeconds == 0 and pr.NodeIP == "", pr
+    finally:
+        tn.net.set_policy({})
+    deadline = time.monotonic() + 30
+    while alpha.local_client().ping(tn.ip(beta), "ICMP").Err:  # allow-all again: pongs come back
+        assert time.monotonic() < deadline
 
 
 def test_down_refused_for_an_embedded_node(tn: Tailnet) -> None:
