@@ -377,7 +377,8 @@ class Stack:
             self._drop("echo_pending_evicted")
         self._echoes[key] = [now, None]
         if dst.version == 4:
-            self._send_ip(src, dst, PROTO_ICMP, icmp.emit_icmpv4(icmp.echo(icmp.ICMP_ECHO_REQUEST, ident, seq, data)))
+            req = icmp.echo(icmp.ICMP_ECHO_REQUEST, ident, seq, data)
+            self._send_ip(src, dst, PROTO_ICMP, icmp.emit_icmpv4(req))
         else:
             msg = icmp.echo(icmp.ICMPV6_ECHO_REQUEST, ident, seq, data)
             self._send_ip(src, dst, PROTO_ICMPV6, icmp.emit_icmpv6(msg, src, dst))
