@@ -54,6 +54,8 @@ PROTO_ICMP = 1
 PROTO_TCP = 6
 PROTO_UDP = 17
 PROTO_ICMPV6 = 58
+PROTO_TSMP = 99  # Tailscale Message Protocol (Go net/packet/tsmp.go): 'p' ping / 'o' pong here
+TSMP_PING, TSMP_PONG = b"p", b"o"
 
 Endpoint = tuple[IPAddress, int]
 EchoKey = tuple[IPAddress, int, int]  # (peer address, echo identifier, sequence)
@@ -234,6 +236,8 @@ class Stack:
         self._fwd_syn: dict[FlowKey, TcpSegment] = {}  # forwarded SYNs whose destination is being dialed
         self._fwd_new: list[Forwarded] = []
         self._echoes: dict[EchoKey, list[float | None]] = {}  # our echo requests: [sent at, RTT or None]
+        self._tsmp: dict[tuple[IPAddress, bytes], tuple[float, tuple[float, int] | None]] = {}
+        self.tsmp_peerapi_port = 0  # what our TSMP pongs advertise (Go: the PeerAPI port; 0: none)
 
     # -- the three sans-IO entry points ------------------------------------------------------
     def receive(self, ip_packet: bytes, now: float) -> None:
@@ -396,6 +400,50 @@ class Stack:
         """The asker gave up (timeout): a late reply is ignored."""
         self._echoes.pop((dst, ident & 0xFFFF, seq & 0xFFFF), None)
 
+    def send_tsmp_ping(self, dst: IPAddress, data: bytes, now: float) -> None:
+        """Go ``sendTSMPPing``: a TSMP ping (``'p'`` + 8 opaque bytes) to ``dst``; the pong echoing
+        ``data`` yields (RTT, its PeerAPI port) through ``tsmp_pong``. Bounded as echo requests."""
+        if len(data) != 8:
+            raise ValueError("a TSMP ping carries 8 bytes")
+        src = self.source_for(dst)
+        if len(self._out) >= self.config.max_outbound_packets:
+            raise WouldBlock("outbound queue full")
+        key = (dst, bytes(data))
+        self._tsmp.pop(key, None)
+        while len(self._tsmp) >= self.config.max_pending_echoes:
+            del self._tsmp[next(iter(self._tsmp))]
+            self._drop("tsmp_pending_evicted")
+        self._tsmp[key] = (now, None)
+        self._send_ip(src, dst, PROTO_TSMP, TSMP_PING + key[1])
+
+    def tsmp_pong(self, dst: IPAddress, data: bytes) -> tuple[float, int] | None:
+        """(seconds from ping to pong, the pong's PeerAPI port) once it came (then forgotten)."""
+        entry = self._tsmp.get((dst, bytes(data)))
+        if entry is None or entry[1] is None:
+            return None
+        del self._tsmp[(dst, bytes(data))]
+        return entry[1]
+
+    def forget_tsmp(self, dst: IPAddress, data: bytes) -> None:
+        self._tsmp.pop((dst, bytes(data)), None)
+
+    def _receive_tsmp(self, src: IPAddress, dst: IPAddress, payload: bytes, now: float) -> None:
+        """A TSMP ping is answered with a pong (Go's tstun ``injectOutboundPong``: the 8 bytes, then
+        the PeerAPI port, big-endian); a pong to our ping is recorded; anything else is counted."""
+        kind = payload[:1]
+        if kind == TSMP_PING and len(payload) >= 9:
+            self._send_ip(dst, src, PROTO_TSMP,
+                          TSMP_PONG + payload[1:9] + self.tsmp_peerapi_port.to_bytes(2, "big"))
+            return
+        if kind == TSMP_PONG and len(payload) >= 9:
+            key = (src, bytes(payload[1:9]))
+            entry = self._tsmp.get(key)
+            if entry is not None and entry[1] is None:
+                port = int.from_bytes(payload[9:11], "big") if len(payload) >= 11 else 0
+                self._tsmp[key] = (entry[0], (max(0.0, now - entry[0]), port))
+                return
+        self._drop("tsmp_ignored")
+
     def _echo_reply(self, src: IPAddress, msg: icmp.IcmpMessage, now: float) -> None:
         entry = self._echoes.get((src, msg.echo_ident, msg.echo_seq))
         if entry is None or entry[1] is not None:
@@ -451,6 +499,8 @@ class Stack:
             self._receive_icmpv4(src, dst, icmp.parse_icmpv4(payload), now)
         elif proto == PROTO_ICMPV6 and version == 6:
             self._receive_icmpv6(src, dst, icmp.parse_icmpv6(payload, src, dst), now)
+        elif proto == PROTO_TSMP:
+            self._receive_tsmp(src, dst, payload, now)
         else:
             self._drop("protocol_unsupported")
 

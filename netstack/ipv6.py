@@ -19,7 +19,8 @@ HEADER_LEN = 40
 NEXT_TCP = 6
 NEXT_UDP = 17
 NEXT_ICMPV6 = 58
-UPPER_LAYER = frozenset({NEXT_TCP, NEXT_UDP, NEXT_ICMPV6})
+NEXT_TSMP = 99  # Tailscale's TSMP (ping/pong between nodes)
+UPPER_LAYER = frozenset({NEXT_TCP, NEXT_UDP, NEXT_ICMPV6, NEXT_TSMP})
 
 _HDR = struct.Struct("!IHBB16s16s")
 

@@ -76,3 +76,35 @@ def test_no_address_of_the_family_is_a_typed_error() -> None:
     a = Stack(StackConfig(addresses=(A4,)))
     with pytest.raises(SocketError):
         a.send_echo_request(B6, 1, 1, b"", now=0.0)
+
+
+@pytest.mark.parametrize("dst", [B4, B6])
+def test_tsmp_ping_answered_with_pong_and_peerapi_port(dst: ipaddress.IPv4Address | ipaddress.IPv6Address
+                                                        ) -> None:
+    """Go's TSMP: ``'p'`` + 8 bytes (IP protocol 99), answered ``'o'`` + the 8 bytes + the PeerAPI port."""
+    a, b = _pair()
+    b.tsmp_peerapi_port = 46123
+    a.send_tsmp_ping(dst, b"12345678", now=3.0)
+    (ping,) = a.poll(3.0)
+    assert ping[9 if dst.version == 4 else 6] == 99 and ping.endswith(b"p12345678")
+    b.receive(ping, 3.0)
+    (pong,) = b.poll(3.0)
+    assert pong.endswith(b"o12345678" + (46123).to_bytes(2, "big"))
+    assert a.tsmp_pong(dst, b"12345678") is None
+    a.receive(pong, 3.5)
+    assert a.tsmp_pong(dst, b"12345678") == (pytest.approx(0.5), 46123)
+    assert a.tsmp_pong(dst, b"12345678") is None  # taken once
+
+
+def test_tsmp_unasked_short_and_forgotten_pongs_are_counted() -> None:
+    a, b = _pair()
+    a.receive(ip_packet(B4, A4, 99, b"o" + b"x" * 8, 64, 1), 1.0)  # never asked
+    a.receive(ip_packet(B4, A4, 99, b"p1234", 64, 2), 1.0)  # a short ping: no pong
+    assert a.drops["tsmp_ignored"] == 2 and a.poll(1.0) == []
+    a.send_tsmp_ping(B4, b"abcdefgh", now=1.0)
+    a.forget_tsmp(B4, b"abcdefgh")
+    _deliver(a, b, 1.0)
+    _deliver(b, a, 2.0)
+    assert a.tsmp_pong(B4, b"abcdefgh") is None and a.drops["tsmp_ignored"] == 3
+    with pytest.raises(ValueError):
+        a.send_tsmp_ping(B4, b"short", now=1.0)
