@@ -202,3 +202,30 @@ class IcmpEchoCancel(Message, tag="netstack.icmp_echo_cancel"):
     dst: str
     ident: int
     seq: int
+
+
+class TsmpPingResult(Message, tag="netstack.tsmp_ping_result"):
+    """As ``IcmpEchoResult``, plus the PeerAPI port the pong advertised (0: none)."""
+
+    done: bool = False
+    latency: float | None = None
+    peerapi_port: int = 0
+    error: str = ""
+
+
+class TsmpPingStart(Request[TsmpPingResult], tag="netstack.tsmp_ping_start"):
+    """Send one TSMP ping (Go's ``sendTSMPPing``: 8 random bytes) to ``dst``; the pong echoing
+    ``data`` is kept until ``TsmpPingPoll`` takes it."""
+
+    dst: str
+    data: Payload
+
+
+class TsmpPingPoll(Request[TsmpPingResult], tag="netstack.tsmp_ping_poll"):
+    dst: str
+    data: Payload
+
+
+class TsmpPingCancel(Message, tag="netstack.tsmp_ping_cancel"):
+    dst: str
+    data: Payload

@@ -109,6 +109,10 @@ from pytsnet.messages.netstack import (
     IcmpEchoStart,
     NetstackStatus,
     NetstackStatusRequest,
+    TsmpPingCancel,
+    TsmpPingPoll,
+    TsmpPingResult,
+    TsmpPingStart,
 )
 from pytsnet.messages.peerapi import PeerApiStatus, PeerApiStatusRequest
 from pytsnet.messages.peers import (
@@ -1213,6 +1217,29 @@ class ActorDevice:
             time.sleep(PING_POLL)
             got = self._ask_quiet(names["netstack"], IcmpEchoPoll(dst=ip, ident=ident, seq=seq),
                                   max(0.1, deadline - time.monotonic())) or IcmpEchoResult()
+        return got
+
+    def tsmp_ping_blocking(self, ip: str, timeout: float = 5.0) -> TsmpPingResult:
+        """One TSMP ping (Go's ``sendTSMPPing``: 8 random bytes, IP protocol 99) from our netstack to
+        ``ip`` and its pong's round trip and PeerAPI port; ``done=False`` if none came in ``timeout``."""
+        names = self.dataplane_info().names
+        if self.system is None or "netstack" not in names:
+            return TsmpPingResult(done=True, error="data plane not running")
+        data = secrets.token_bytes(8)
+        deadline = time.monotonic() + timeout
+        got = self._ask_quiet(names["netstack"], TsmpPingStart(dst=ip, data=data), timeout)
+        if got is None:
+            return TsmpPingResult(done=True, error="netstack not answering")
+        while not got.done:
+            if time.monotonic() >= deadline:
+                ref = self.system.lookup(names["netstack"])
+                if ref is not None:
+                    with contextlib.suppress(ActorStopped, MailboxFull):
+                        ref.tell(TsmpPingCancel(dst=ip, data=data))
+                return TsmpPingResult()
+            time.sleep(PING_POLL)
+            got = self._ask_quiet(names["netstack"], TsmpPingPoll(dst=ip, data=data),
+                                  max(0.1, deadline - time.monotonic())) or TsmpPingResult()
         return got
 
     def disco_ping_blocking(self, node_key: str, timeout: float = 5.0) -> DiscoPingResult:

@@ -88,6 +88,10 @@ from pytsnet.messages.netstack import (
     TcpConnect,
     TcpListen,
     TcpUnlisten,
+    TsmpPingCancel,
+    TsmpPingPoll,
+    TsmpPingResult,
+    TsmpPingStart,
     UdpBind,
     UdpClose,
     UdpSendTo,
@@ -255,6 +259,31 @@ class NetstackActor(Actor):
     def on_echo_cancel(self, msg: IcmpEchoCancel) -> None:
         with contextlib.suppress(ValueError):
             self.stack.forget_echo(ipaddress.ip_address(msg.dst), msg.ident, msg.seq)
+
+    @handles(TsmpPingStart)
+    def on_tsmp_start(self, msg: TsmpPingStart) -> TsmpPingResult:
+        now = self.clock.monotonic()
+        try:
+            self.stack.send_tsmp_ping(ipaddress.ip_address(msg.dst), msg.data, now)
+        except (NetstackError, ValueError) as e:
+            return TsmpPingResult(done=True, error=str(e))
+        self._after(now)
+        return TsmpPingResult()
+
+    @handles(TsmpPingPoll)
+    def on_tsmp_poll(self, msg: TsmpPingPoll) -> TsmpPingResult:
+        try:
+            got = self.stack.tsmp_pong(ipaddress.ip_address(msg.dst), msg.data)
+        except ValueError as e:
+            return TsmpPingResult(done=True, error=str(e))
+        if got is None:
+            return TsmpPingResult()
+        return TsmpPingResult(done=True, latency=got[0], peerapi_port=got[1])
+
+    @handles(TsmpPingCancel)
+    def on_tsmp_cancel(self, msg: TsmpPingCancel) -> None:
+        with contextlib.suppress(ValueError):
+            self.stack.forget_tsmp(ipaddress.ip_address(msg.dst), msg.data)
 
     @handles(StackTick)
     def on_tick(self, msg: StackTick) -> None:

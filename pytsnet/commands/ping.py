@@ -1,10 +1,10 @@
-"""``pytsnet ping HOST``: disco (or ``--icmp``) pings to a peer, as ``tailscale ping``.
+"""``pytsnet ping HOST``: disco (or ``--icmp``, ``--tsmp``) pings to a peer, as ``tailscale ping``.
 
 Go's loop (cmd/tailscale/cli/ping.go at v1.90.9): up to ``-c`` pings a second apart, each printed
 ``pong from NAME (IP) via PATH in LATENCY`` (``PATH``: the direct ``ip:port`` or ``DERP(region)``,
-else the ping type), stopping at the first direct pong (``--until-direct``, default on); an ICMP
-ping stops at its first pong. A ping that times out prints ``ping "IP" timed out`` and the next
-one goes at once. This node has no TSMP sender (``--tsmp`` is refused by the LocalAPI).
+else the ping type; ``, PORT`` after the IP when a TSMP pong names the peer's PeerAPI port),
+stopping at the first direct pong (``--until-direct``, default on); an ICMP or TSMP ping stops at
+its first pong. A ping that times out prints ``ping "IP" timed out`` and the next one goes at once.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("host", help="peer MagicDNS name, host name or tailnet IP")
     p.add_argument("-c", "--c", dest="num", type=int, default=10, help="max number of pings (0: no limit)")
     p.add_argument("--until-direct", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--tsmp", action="store_true", help="TSMP ping (not supported by this node)")
+    p.add_argument("--tsmp", action="store_true",
+                   help="do a TSMP-level ping (through WireGuard, but not either host OS stack)")
     p.add_argument("--icmp", action="store_true",
                    help="do a ICMP-level ping (through WireGuard, but not the local host OS stack)")
     add_socket_args(p)

@@ -28,7 +28,7 @@ from pytsnet.localapi.types import (
 from pytsnet.messages.control import DeviceState, LogoutDone
 from pytsnet.messages.dataplane import DataplaneInfo, DataplaneNetmap, DeviceStatus
 from pytsnet.messages.dataplane import PeerStatus as PathRow
-from pytsnet.messages.netstack import IcmpEchoResult
+from pytsnet.messages.netstack import IcmpEchoResult, TsmpPingResult
 from pytsnet.messages.peers import ExitNodeInfo, PeerInfo, RoutePrefs
 from pytsnet.messages.ping import DiscoPingResult
 
@@ -51,6 +51,7 @@ class Backend(Protocol):
     def set_route_prefs_blocking(self, prefs: RoutePrefs, timeout: float = ...) -> ExitNodeInfo | None: ...
     def disco_ping_blocking(self, node_key: str, timeout: float = ...) -> DiscoPingResult: ...
     def icmp_ping_blocking(self, ip: str, timeout: float = ...) -> IcmpEchoResult: ...
+    def tsmp_ping_blocking(self, ip: str, timeout: float = ...) -> TsmpPingResult: ...
 
 
 def go_time(ts: float | None) -> str:
@@ -201,13 +202,14 @@ PING_TIMEOUT = 5.0
 
 
 def ping(b: Backend, ip: str, timeout: float = PING_TIMEOUT, kind: str = "disco") -> PingResult:
-    """Go ``LocalBackend.Ping`` for ``type=disco`` and ``type=ICMP``: the peer owning ``ip``, then
+    """Go ``LocalBackend.Ping`` for ``type=disco``, ``ICMP`` and ``TSMP``: the peer owning ``ip``, then
     one ping; failures in ``Err`` as Go's (``no matching peer``; a timeout's ``Err`` starts with
     ``timeout``, where Go's handler times out its request context).
 
     ``disco``: one disco Ping, the first Pong's latency and path (``Endpoint`` direct, else
     ``DERPRegionID``). ``ICMP`` (Go's ``sendICMPEchoRequest``): an echo request from our netstack
-    through WireGuard to ``ip`` itself; ``NodeIP`` is ``ip`` and no path is reported."""
+    through WireGuard to ``ip`` itself; ``NodeIP`` is ``ip`` and no path is reported. ``TSMP``
+    (``sendTSMPPing``): the same with a TSMP ping, plus the pong's ``PeerAPIPort``."""
     addr = ipaddress.ip_address(ip)
     nm = b.dataplane_info().netmap
     owns = [p for p in b.peers() if any(ipaddress.ip_interface(a).ip == addr for a in p.addresses)]
@@ -219,8 +221,8 @@ def ping(b: Backend, ip: str, timeout: float = PING_TIMEOUT, kind: str = "disco"
     if peer is None:
         return empty.model_copy(update={"Err": "no matching peer"})
     name = peer.name.split(".")[0] or peer.hostname
-    if kind == "ICMP":
-        return _icmp_ping(b, nm, empty, addr, name, timeout)
+    if kind in ("ICMP", "TSMP"):
+        return _ip_ping(b, nm, empty, addr, name, timeout, kind)
     node_ip = _ips(peer)[0] if peer.addresses else ""
     base = empty.model_copy(update={"NodeIP": node_ip, "NodeName": name})
     got = b.disco_ping_blocking(peer.node_key, timeout)
@@ -233,8 +235,9 @@ def ping(b: Backend, ip: str, timeout: float = PING_TIMEOUT, kind: str = "disco"
         "DERPRegionCode": _region_codes(nm).get(got.derp_region, "") if got.derp_region else ""})
 
 
-def _icmp_ping(b: Backend, nm: DataplaneNetmap | None, empty: PingResult,
-               addr: ipaddress.IPv4Address | ipaddress.IPv6Address, name: str, timeout: float) -> PingResult:
+def _ip_ping(b: Backend, nm: DataplaneNetmap | None, empty: PingResult,
+             addr: ipaddress.IPv4Address | ipaddress.IPv6Address, name: str, timeout: float,
+             kind: str) -> PingResult:
     """Go fills ``NodeIP``/``NodeName`` only on a reply; its ``mySelfIPMatchingFamily`` errors first."""
     if nm is None:
         return empty.model_copy(update={"Err": "no netmap"})
@@ -243,13 +246,19 @@ def _icmp_ping(b: Backend, nm: DataplaneNetmap | None, empty: PingResult,
         return empty.model_copy(update={"Err": "no self address in netmap"})
     if not any(i.network.prefixlen == i.max_prefixlen and i.ip.version == addr.version for i in mine):
         return empty.model_copy(update={"Err": "no self address in netmap matching address family"})
-    got = b.icmp_ping_blocking(str(addr), timeout)
+    got: IcmpEchoResult | TsmpPingResult
+    if kind == "TSMP":
+        got = b.tsmp_ping_blocking(str(addr), timeout)
+    else:
+        got = b.icmp_ping_blocking(str(addr), timeout)
     if not got.done:
-        return empty.model_copy(update={"Err": f"timeout waiting for ICMP echo reply after {timeout:g}s"})
+        what = "TSMP pong" if kind == "TSMP" else "ICMP echo reply"
+        return empty.model_copy(update={"Err": f"timeout waiting for {what} after {timeout:g}s"})
     if got.error:
         return empty.model_copy(update={"Err": got.error})
+    port = got.peerapi_port if isinstance(got, TsmpPingResult) else 0
     return empty.model_copy(update={"LatencySeconds": got.latency or 0.0, "NodeIP": str(addr),
-                                    "NodeName": name})
+                                    "NodeName": name, "PeerAPIPort": port})
 
 
 def _parse_addr(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:

@@ -216,8 +216,8 @@ class LocalApi:
         return resp
 
     def _ping(self, req: LocalRequest) -> LocalResponse:
-        """Go ``servePing``: POST, ``ip`` and ``type``; ``disco`` and ``ICMP`` are what this node can
-        send (TSMP needs a TSMP sender in the data plane: 400 here, never a fake answer)."""
+        """Go ``servePing``: POST, ``ip`` and ``type`` (``disco``, ``ICMP``, ``TSMP``; ``peerapi`` is
+        not sent by this node: 400, never a fake answer)."""
         if req.method != "POST":
             return LocalResponse.error(400, "want POST")
         ip = req.query.get("ip", "")
@@ -232,8 +232,9 @@ class LocalApi:
             return LocalResponse.error(400, "missing 'type' parameter")
         if req.query.get("size", "") not in ("", "0"):
             return LocalResponse.error(400, "'size' parameter is not supported by this node")
-        if kind not in ("disco", "ICMP"):
-            return LocalResponse.error(400, f"ping type {kind!r} is not supported by this node (disco, ICMP)")
+        if kind not in ("disco", "ICMP", "TSMP"):
+            return LocalResponse.error(400, f"ping type {kind!r} is not supported by this node "
+                                            "(disco, ICMP, TSMP)")
         return LocalResponse.json(ping(self.backend, ip, kind=kind))
 
     def _netcheck(self, req: LocalRequest) -> LocalResponse:

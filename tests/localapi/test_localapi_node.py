@@ -153,7 +153,7 @@ def test_disco_ping_reports_path_and_latency(tn: Tailnet) -> None:
     ({"type": "disco"}, 400, "missing 'ip' parameter"),
     ({"ip": "nope", "type": "disco"}, 400, "invalid IP"),
     ({"ip": "100.64.0.9"}, 400, "missing 'type' parameter"),
-    ({"ip": "100.64.0.9", "type": "TSMP"}, 400, "not supported"),
+    ({"ip": "100.64.0.9", "type": "peerapi"}, 400, "not supported"),
     ({"ip": "100.64.0.9", "type": "icmp"}, 400, "not supported"),  # Go's PingType is case-sensitive
 ])
 def test_ping_refusals(tn: Tailnet, query: dict[str, str], status: int, text: str) -> None:
@@ -185,12 +185,24 @@ def test_icmp_ping_answered_by_the_peers_netstack(tn: Tailnet) -> None:
     assert tn["alpha"].status().drops.get("netstack_icmp_ignored", 0) == before  # the reply was ours, taken
 
 
-def test_icmp_ping_refusals_as_go(tn: Tailnet) -> None:
+@pytest.mark.parametrize("kind", ["ICMP", "TSMP"])
+def test_icmp_and_tsmp_ping_refusals_as_go(tn: Tailnet, kind: str) -> None:
     lc = tn["alpha"].local_client()
-    assert lc.ping("100.127.255.254", "ICMP").Err == "no matching peer"
-    assert lc.ping("192.0.2.1", "ICMP").Err == "no matching peer"  # not a tailnet IP at all
-    me = lc.ping(tn.ip(tn["alpha"]), "ICMP")
+    assert lc.ping("100.127.255.254", kind).Err == "no matching peer"
+    assert lc.ping("192.0.2.1", kind).Err == "no matching peer"  # not a tailnet IP at all
+    me = lc.ping(tn.ip(tn["alpha"]), kind)
     assert me.IsLocalIP and me.Err.endswith("is local Tailscale IP")
+
+
+def test_tsmp_ping_answered_by_the_peers_netstack(tn: Tailnet) -> None:
+    """Go ``sendTSMPPing``: a TSMP ping (IP protocol 99) through WireGuard, beta's netstack pongs."""
+    lc, beta = tn["alpha"].local_client(), tn["beta"]
+    before = tn["alpha"].status().drops.get("netstack_tsmp_ignored", 0)
+    pr = PingResult.model_validate_json(lc.request("POST", "ping", {"ip": tn.ip(beta), "type": "TSMP"}))
+    assert pr.Err == "" and pr.IP == pr.NodeIP == tn.ip(beta) and pr.NodeName == "beta", pr
+    assert 0 < pr.LatencySeconds < 5
+    assert (pr.Endpoint, pr.DERPRegionID, pr.PeerAPIPort) == ("", 0, 0)  # our pongs name no PeerAPI port yet
+    assert tn["alpha"].status().drops.get("netstack_tsmp_ignored", 0) == before
 
 
 def test_icmp_ping_times_out_when_the_peers_filter_drops_it(tn: Tailnet) -> None:
