@@ -45,7 +45,8 @@ class StackConfig:
     congestion_control: str = "cubic"  # TCP senders: "cubic" (RFC 9438) or "newreno" (RFC 6582)
     forward: ForwardPolicy | None = None  # subnet router / exit node: non-local destinations forwarded
     max_forward_pending: int = 256  # forwarded SYNs being dialed plus datagrams not yet taken
-    max_pending_echoes: int = 64  # our own echo requests awaiting a reply (LocalAPI ICMP pings)
+    max_pending_echoes: int = 64  # our own echo requests (and TSMP pings) awaiting a reply
+    tsmp_peerapi_port: int = 0  # the PeerAPI port our TSMP pongs name (Go's tstun; 0: none)
 
     def __post_init__(self) -> None:
         addrs = tuple(ipaddress.ip_address(a) if not isinstance(a, (ipaddress.IPv4Address,
@@ -63,6 +64,8 @@ class StackConfig:
                 raise ValueError(f"{name} must be positive")
         if self.congestion_control not in ("cubic", "newreno"):
             raise ValueError(f"congestion_control {self.congestion_control!r}: cubic or newreno")
+        if not 0 <= self.tsmp_peerapi_port <= 0xFFFF:
+            raise ValueError("tsmp_peerapi_port outside 0..65535")
         if self.syncookie_period <= 0:
             raise ValueError("syncookie_period must be positive")
 

@@ -237,7 +237,6 @@ class Stack:
         self._fwd_new: list[Forwarded] = []
         self._echoes: dict[EchoKey, list[float | None]] = {}  # our echo requests: [sent at, RTT or None]
         self._tsmp: dict[tuple[IPAddress, bytes], tuple[float, tuple[float, int] | None]] = {}
-        self.tsmp_peerapi_port = 0  # what our TSMP pongs advertise (Go: the PeerAPI port; 0: none)
 
     # -- the three sans-IO entry points ------------------------------------------------------
     def receive(self, ip_packet: bytes, now: float) -> None:
@@ -432,8 +431,8 @@ class Stack:
         the PeerAPI port, big-endian); a pong to our ping is recorded; anything else is counted."""
         kind = payload[:1]
         if kind == TSMP_PING and len(payload) >= 9:
-            self._send_ip(dst, src, PROTO_TSMP,
-                          TSMP_PONG + payload[1:9] + self.tsmp_peerapi_port.to_bytes(2, "big"))
+            ours = self.config.tsmp_peerapi_port.to_bytes(2, "big")
+            self._send_ip(dst, src, PROTO_TSMP, TSMP_PONG + payload[1:9] + ours)
             return
         if kind == TSMP_PONG and len(payload) >= 9:
             key = (src, bytes(payload[1:9]))

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import os
@@ -328,6 +329,7 @@ class ActorDevice:
             check_state(self.store)  # StateStoreError naming the key, never a silent new node
             auth_key = self._bootstrap_auth_key()  # bootstrap (19c): may mint one (OAuth, WIF)
             peerapi = PeerApi(self._bindings)  # its port goes in our first Hostinfo
+            self._dp_options = dataclasses.replace(self._dp_options, peerapi_port=peerapi.port)  # TSMP pongs
         except BaseException:
             if self._dir_lock is not None:
                 self._dir_lock.release()

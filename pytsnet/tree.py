@@ -102,6 +102,8 @@ class DataplaneOptions:
     forward: ForwardPolicy | None = None
     """Subnet router / exit node: what the netstack forwards to the host network (None: nothing;
     then no forwarder subtree is started)."""
+    peerapi_port: int = 0
+    """The PeerAPI listener's port, named in our TSMP pongs (as Go's tstun ``PeerAPIPort``)."""
 
 
 class DeviceEvents(Actor):
@@ -163,7 +165,8 @@ def dataplane_spec(system: ActorSystem, nm: DataplaneNetmap, options: DataplaneO
                   mailbox=ENGINE_MAILBOX),
         magicsock_spec(ms, keys),
         *([] if fwd is None else [forwarder_spec(system, NETSTACK, registry, ForwardTable())]),
-        netstack_spec(system, NETSTACK, StackConfig(addresses=addresses, enable_ipv6=v6, forward=fwd),
+        netstack_spec(system, NETSTACK, StackConfig(addresses=addresses, enable_ipv6=v6, forward=fwd,
+                                                    tsmp_peerapi_port=options.peerapi_port),
                       WGENGINE, registry, out_message=IpPacketOut, mailbox=NETSTACK_MAILBOX,
                       forwarder=None if fwd is None else FORWARDER),
     ], strategy=Strategy.ONE_FOR_ONE, max_restarts=20, within=10.0)

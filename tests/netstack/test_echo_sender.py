@@ -20,9 +20,9 @@ A4, B4 = ipaddress.IPv4Address("100.64.0.1"), ipaddress.IPv4Address("100.64.0.2"
 A6, B6 = ipaddress.IPv6Address("fd7a:115c:a1e0::1"), ipaddress.IPv6Address("fd7a:115c:a1e0::2")
 
 
-def _pair(**cfg: object) -> tuple[Stack, Stack]:
+def _pair(port: int = 0, **cfg: object) -> tuple[Stack, Stack]:
     a = Stack(StackConfig(addresses=(A4, A6), enable_ipv6=True, **cfg))  # type: ignore[arg-type]
-    b = Stack(StackConfig(addresses=(B4, B6), enable_ipv6=True))
+    b = Stack(StackConfig(addresses=(B4, B6), enable_ipv6=True, tsmp_peerapi_port=port))
     return a, b
 
 
@@ -82,8 +82,7 @@ def test_no_address_of_the_family_is_a_typed_error() -> None:
 def test_tsmp_ping_answered_with_pong_and_peerapi_port(dst: ipaddress.IPv4Address | ipaddress.IPv6Address
                                                         ) -> None:
     """Go's TSMP: ``'p'`` + 8 bytes (IP protocol 99), answered ``'o'`` + the 8 bytes + the PeerAPI port."""
-    a, b = _pair()
-    b.tsmp_peerapi_port = 46123
+    a, b = _pair(port=46123)
     a.send_tsmp_ping(dst, b"12345678", now=3.0)
     (ping,) = a.poll(3.0)
     assert ping[9 if dst.version == 4 else 6] == 99 and ping.endswith(b"p12345678")
