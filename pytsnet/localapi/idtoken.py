@@ -13,16 +13,9 @@ from typing import Protocol
 
 from pytsnet.localapi.server import LocalApi, LocalRequest, LocalResponse
 from pytsnet.messages.control import DeviceState, IdTokenAnswer
+from pytsnet.wire.tailcfg.token import BadAudience, check_audience
 
-__all__ = ["MAX_AUDIENCE", "BadAudience", "IdTokenBackend", "check_audience", "register"]
-
-MAX_AUDIENCE = 512
-"""Longest audience asked for (ours; Go has none): a URL or a service name, never a payload."""
-
-
-class BadAudience(ValueError):
-    """The audience is empty, too long or not printable ASCII."""
-
+__all__ = ["IdTokenBackend", "register"]
 
 class IdTokenBackend(Protocol):
     @property
@@ -30,16 +23,9 @@ class IdTokenBackend(Protocol):
     def id_token_answer(self, aud: str, timeout: float = ...) -> IdTokenAnswer: ...
 
 
-def check_audience(raw: str) -> str:
-    """Go trims the ``aud`` form value; what is left must be 1..MAX_AUDIENCE printable ASCII characters."""
-    aud = raw.strip()
-    if not aud:
-        raise BadAudience("no audience requested")
-    if len(aud) > MAX_AUDIENCE:
-        raise BadAudience(f"audience longer than {MAX_AUDIENCE} characters")
-    if not all(0x21 <= ord(c) <= 0x7E for c in aud):
-        raise BadAudience("audience must be printable ASCII without spaces")
-    return aud
+def _audience(raw: str) -> str:
+    """Go trims the ``aud`` form value; what is left must pass ``check_audience``."""
+    return check_audience(raw.strip())
 
 
 def register(api: LocalApi, backend: IdTokenBackend) -> None:
@@ -49,7 +35,7 @@ def register(api: LocalApi, backend: IdTokenBackend) -> None:
         if backend.state.state != "Running":  # Go: ``nm == nil`` (not up yet, or logged out)
             return LocalResponse.error(503, "no netmap")
         try:
-            aud = check_audience(req.query.get("aud", ""))
+            aud = _audience(req.query.get("aud", ""))
         except BadAudience as e:
             return LocalResponse.error(400, str(e))
         answer = backend.id_token_answer(aud)

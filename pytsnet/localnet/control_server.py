@@ -49,7 +49,7 @@ from pytsnet.localnet.expiry import expiry_at, key_lifetime, set_key_lifetime
 from pytsnet.localnet.limits import ConnectionGate, ConnectionLimits
 from pytsnet.localnet.netmap import DEFAULT_DOMAIN, SentState, Tailnet, delta, dns_label, full_map
 from pytsnet.localnet.noise_h2 import H2Request, H2Response, NoiseH2Session
-from pytsnet.localnet.oidc import JWKS_PATH, OIDC_CONFIG_PATH, BadAudience, OidcIssuer, check_audience
+from pytsnet.localnet.oidc import JWKS_PATH, OIDC_CONFIG_PATH, OidcIssuer
 from pytsnet.localnet.policy import Policy
 from pytsnet.localnet.store import DEFAULT_USER, Node, Store
 from pytsnet.wire.controlbase.errors import ControlParseError
@@ -60,6 +60,7 @@ from pytsnet.wire.errors import WireError
 from pytsnet.wire.keys import DiscoPublic, KeyParseError, MachinePrivate, MachinePublic, NodePublic
 from pytsnet.wire.tailcfg.framing import encode_frame
 from pytsnet.wire.tailcfg.hostinfo import Hostinfo
+from pytsnet.wire.tailcfg.token import BadAudience, check_audience
 
 log = logging.getLogger(__name__)
 JSON = dict[str, Any]

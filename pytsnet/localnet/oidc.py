@@ -23,34 +23,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from pytsnet.localnet.store import Node, Store, User
+from pytsnet.wire.tailcfg.token import check_audience
 
-__all__ = ["JWKS_PATH", "MAX_AUDIENCE", "OIDC_CONFIG_PATH", "TOKEN_LIFETIME", "BadAudience", "OidcIssuer"]
+__all__ = ["JWKS_PATH", "OIDC_CONFIG_PATH", "TOKEN_LIFETIME", "OidcIssuer"]
 
 JWKS_PATH = "/.well-known/jwks.json"
 OIDC_CONFIG_PATH = "/.well-known/openid-configuration"
 TOKEN_LIFETIME = 3600.0
 """An ID token's life (ours; Tailscale's is not documented): long enough for one federation login."""
-MAX_AUDIENCE = 512
-"""Longest audience accepted (ours): a URL or service name; a JWT's ``aud`` is not a payload."""
-
-
-class BadAudience(ValueError):
-    """The requested audience is empty, too long or not printable ASCII: refused (400)."""
-
-
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def check_audience(aud: str) -> str:
-    """``aud`` if it may go into a token: 1..MAX_AUDIENCE printable ASCII characters."""
-    if not aud:
-        raise BadAudience("no audience requested")
-    if len(aud) > MAX_AUDIENCE:
-        raise BadAudience(f"audience longer than {MAX_AUDIENCE} characters")
-    if not all(0x21 <= ord(c) <= 0x7E for c in aud):
-        raise BadAudience("audience must be printable ASCII without spaces")
-    return aud
 
 
 class OidcIssuer:
