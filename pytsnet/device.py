@@ -163,6 +163,7 @@ __all__ = ["DIAL_TIMEOUT", "ActorDevice", "DataplaneNotReady", "DeviceState", "D
 
 log = logs.subsystem_logger("device")
 _R = TypeVar("_R")
+_P = TypeVar("_P", IcmpEchoResult, TsmpPingResult)  # what a netstack probe answers
 _Srv = TypeVar("_Srv", bound=socketserver.BaseServer)
 
 LOGOUT_TIMEOUT = 5.0
@@ -1201,47 +1202,39 @@ class ActorDevice:
         id/seq, as Go's ``ICMPEchoPayload``) and its round trip; ``done=False`` if no reply came
         within ``timeout`` (the peer's filter dropped it, or it is down). The LocalAPI's
         ``ping?type=ICMP``; the caller has checked that a peer owns ``ip``."""
-        names = self.dataplane_info().names
-        if self.system is None or "netstack" not in names:
-            return IcmpEchoResult(done=True, error="data plane not running")
         ident, seq = secrets.randbits(16), secrets.randbits(16)
-        deadline = time.monotonic() + timeout
-        got = self._ask_quiet(names["netstack"], IcmpEchoStart(dst=ip, ident=ident, seq=seq), timeout)
-        if got is None:
-            return IcmpEchoResult(done=True, error="netstack not answering")
-        while not got.done:
-            if time.monotonic() >= deadline:
-                ref = self.system.lookup(names["netstack"])
-                if ref is not None:
-                    with contextlib.suppress(ActorStopped, MailboxFull):
-                        ref.tell(IcmpEchoCancel(dst=ip, ident=ident, seq=seq))
-                return IcmpEchoResult()
-            time.sleep(PING_POLL)
-            got = self._ask_quiet(names["netstack"], IcmpEchoPoll(dst=ip, ident=ident, seq=seq),
-                                  max(0.1, deadline - time.monotonic())) or IcmpEchoResult()
-        return got
+        return self._netstack_probe(IcmpEchoResult, IcmpEchoStart(dst=ip, ident=ident, seq=seq),
+                                    IcmpEchoPoll(dst=ip, ident=ident, seq=seq),
+                                    IcmpEchoCancel(dst=ip, ident=ident, seq=seq), timeout)
 
     def tsmp_ping_blocking(self, ip: str, timeout: float = 5.0) -> TsmpPingResult:
         """One TSMP ping (Go's ``sendTSMPPing``: 8 random bytes, IP protocol 99) from our netstack to
         ``ip`` and its pong's round trip and PeerAPI port; ``done=False`` if none came in ``timeout``."""
+        data = secrets.token_bytes(8)
+        return self._netstack_probe(TsmpPingResult, TsmpPingStart(dst=ip, data=data),
+                                    TsmpPingPoll(dst=ip, data=data), TsmpPingCancel(dst=ip, data=data),
+                                    timeout)
+
+    def _netstack_probe(self, result: type[_P], start: Request[_P], poll: Request[_P], cancel: Message,
+                        timeout: float) -> _P:
+        """Start a probe the netstack answers later (an ICMP echo, a TSMP ping), poll for its answer
+        until ``timeout``, then cancel it: the answer, or ``result()`` (not done) when none came."""
         names = self.dataplane_info().names
         if self.system is None or "netstack" not in names:
-            return TsmpPingResult(done=True, error="data plane not running")
-        data = secrets.token_bytes(8)
+            return result(done=True, error="data plane not running")
         deadline = time.monotonic() + timeout
-        got = self._ask_quiet(names["netstack"], TsmpPingStart(dst=ip, data=data), timeout)
+        got = self._ask_quiet(names["netstack"], start, timeout)
         if got is None:
-            return TsmpPingResult(done=True, error="netstack not answering")
+            return result(done=True, error="netstack not answering")
         while not got.done:
             if time.monotonic() >= deadline:
                 ref = self.system.lookup(names["netstack"])
                 if ref is not None:
                     with contextlib.suppress(ActorStopped, MailboxFull):
-                        ref.tell(TsmpPingCancel(dst=ip, data=data))
-                return TsmpPingResult()
+                        ref.tell(cancel)
+                return result()
             time.sleep(PING_POLL)
-            got = self._ask_quiet(names["netstack"], TsmpPingPoll(dst=ip, data=data),
-                                  max(0.1, deadline - time.monotonic())) or TsmpPingResult()
+            got = self._ask_quiet(names["netstack"], poll, max(0.1, deadline - time.monotonic())) or result()
         return got
 
     def disco_ping_blocking(self, node_key: str, timeout: float = 5.0) -> DiscoPingResult:
