@@ -341,7 +341,7 @@ def _causes(e: BaseException) -> list[BaseException]:
     return out
 
 
-@pytest.mark.parametrize("url", ["http://example.com/", "http://127.0.0.1:7209/", "https://nosuchpeer/"])
+@pytest.mark.parametrize("url", ["http://web.example.test/", "http://127.0.0.1:7209/", "https://nosuchpeer/"])
 def test_requests_never_leaves_the_tailnet(pair: Pair, url: str) -> None:
     with pair.b.requests_session() as s, pytest.raises(requests.ConnectionError) as ei:
         s.get(url, timeout=5)

@@ -43,10 +43,10 @@ GO_STATUS: dict[str, Any] = {  # ipnstate.go:32-88; HaveNodeKey/ExitNodeStatus a
     "Version": "1.90.9-t1234abcd", "TUN": False, "BackendState": "Running", "HaveNodeKey": True,
     "AuthURL": "", "TailscaleIPs": ["100.64.0.1", "fd7a:115c:a1e0::1"],
     "Self": go_peer(NK1, "self", "100.64.0.1"), "Health": None, "MagicDNSSuffix": "tail1234.ts.net",
-    "CurrentTailnet": {"Name": "user@example.com", "MagicDNSSuffix": "tail1234.ts.net",
+    "CurrentTailnet": {"Name": "user@example.test", "MagicDNSSuffix": "tail1234.ts.net",
                        "MagicDNSEnabled": True},
     "CertDomains": None, "Peer": {NK2: go_peer(NK2, "peer", "100.64.0.2")},
-    "User": {"123": {"ID": 123, "LoginName": "user@example.com", "DisplayName": "User"}},
+    "User": {"123": {"ID": 123, "LoginName": "user@example.test", "DisplayName": "User"}},
     "ClientVersion": None,
 }
 
@@ -59,7 +59,7 @@ GO_WHOIS: dict[str, Any] = {  # apitype.go:35; Node per tailcfg.go:332-519, omit
         "Hostinfo": {"OS": "linux", "Hostname": "peer"}, "Created": ZERO, "Online": True,
         "MachineAuthorized": True, "ComputedName": "peer", "ComputedNameWithHost": "peer",
     },
-    "UserProfile": {"ID": 123, "LoginName": "user@example.com", "DisplayName": "User"},
+    "UserProfile": {"ID": 123, "LoginName": "user@example.test", "DisplayName": "User"},
     "CapMap": None,
 }
 
@@ -68,7 +68,7 @@ def test_go_status_fixture_decodes() -> None:
     st = Status.model_validate(GO_STATUS)
     assert st.Self is not None and st.Self.PublicKey == NK1
     assert st.Peer is not None and st.Peer[NK2].HostName == "peer"
-    assert st.User is not None and st.User["123"].LoginName == "user@example.com"
+    assert st.User is not None and st.User["123"].LoginName == "user@example.test"
 
 
 def test_go_whois_fixture_decodes() -> None:
