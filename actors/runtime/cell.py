@@ -11,20 +11,20 @@ from __future__ import annotations
 import enum
 import itertools
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pytsnet.actors.runtime import logs
 from pytsnet.actors.runtime.actor import Actor, PanicAction, StopReason, handler_for
+from pytsnet.actors.runtime.clock import TimerHandle
 from pytsnet.actors.runtime.errors import ActorStopped, HandlerError, UnhandledMessage
 from pytsnet.actors.runtime.io import IoLoop
 from pytsnet.actors.runtime.mailbox import payload_size
 from pytsnet.actors.runtime.ref import ActorRef, Reply, current
 
 if TYPE_CHECKING:
-    from pytsnet.actors.runtime.clock import Clock, TimerHandle
+    from pytsnet.actors.runtime.clock import Clock
     from pytsnet.actors.runtime.mailbox import Mailbox
     from pytsnet.actors.runtime.supervisor import ChildSpec
     from pytsnet.actors.runtime.system import ActorSystem
@@ -111,32 +111,31 @@ class Cell:
         return self._timer(self.clock.monotonic() + period, period, msg)
 
     def _timer(self, deadline: float, period: float | None, msg: Message) -> TimerHandle:
+        """The handle returned is the cell's own, made before the scheduler can fire: a due deadline
+        may fire on the timer thread before ``call_at`` returns, and ``fire`` needs only this handle.
+        Cancelling it cancels the scheduled entry once that exists; before then ``fire`` sees the flag."""
         inc = self.incarnation
-        box: list[TimerHandle] = []
+        handle = TimerHandle(deadline)
 
         def fire() -> None:
-            while not box:  # a due deadline fired before call_at returned below: wait for the handle
-                time.sleep(0)  # (an IndexError here was swallowed by the scheduler: the tick was lost)
-            h = box[0]
-            if h.cancelled or self.incarnation != inc or self.status is not Status.RUNNING:
+            if handle.cancelled or self.incarnation != inc or self.status is not Status.RUNNING:
                 return
             try:
                 self._send_from("timer", msg, None, urgent=True)
             except Exception as e:  # full or stopped: a timer tick is not worth a crash
                 log.debug("timer tick to %s dropped: %r", self.name, e)
-            if period is not None and not h.cancelled:
-                nh = self.system.scheduler.call_at(h.deadline + period, fire)
-                h.deadline = nh.deadline
-                h.on_cancel = nh.cancel
-                box[0] = h
+            if period is not None and not handle.cancelled:
+                nh = self.system.scheduler.call_at(handle.deadline + period, fire)
+                handle.deadline = nh.deadline
+                handle.on_cancel = nh.cancel
             else:
-                self.timers.discard(h)
+                self.timers.discard(handle)
 
-        h = self.system.scheduler.call_at(deadline, fire)
-        outer = h
-        self.timers.add(outer)  # before fire can see the handle, so its discard finds it
-        box.append(outer)
-        return outer
+        self.timers.add(handle)  # before fire can run, so its discard finds it
+        scheduled = self.system.scheduler.call_at(deadline, fire)
+        if handle.on_cancel is None:  # (an interval that already fired once set its next entry)
+            handle.on_cancel = scheduled.cancel
+        return handle
 
     def start_io_loop(self, fn: Callable[[], Message | None], close: Callable[[], None] | None) -> IoLoop:
         loop = IoLoop(self, self.incarnation, fn, close)
