@@ -49,6 +49,8 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(_ERRORS, "pytsnet.errors"),
 }
 _EXPORTS["LocalApiError"] = "pytsnet.errors"  # 19a (LocalAPI)
+_CERT_ERRORS = ("AcmeFailed", "CertError", "HttpsNotEnabled", "InvalidCertDomain")  # 20a (certificates)
+_EXPORTS.update(dict.fromkeys(_CERT_ERRORS, "pytsnet.errors"))
 
 __all__ = [
     "DIAL_TIMEOUT",
@@ -101,6 +103,7 @@ __all__ = [
     "WhoIs",
     "__version__",
 ]
+__all__ += ["AcmeFailed", "CertError", "HttpsNotEnabled", "InvalidCertDomain"]  # 20a (certificates)
 
 
 def __getattr__(name: str) -> Any:
@@ -119,11 +122,13 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
     from pytsnet.config import Config
     from pytsnet.device import DIAL_TIMEOUT, ActorDevice, WhoIs
-    from pytsnet.errors import (
+    from pytsnet.errors import (  # 20a
+        AcmeFailed,
         AddressInUse,
         AskTimeout,
         AuthRejected,
         CaptureError,
+        CertError,
         ConfigError,
         ConnectionAborted,
         ConnectionRefused,
@@ -135,6 +140,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
         ExitNodeUnavailable,
         FlowAborted,
         FlowCrashed,
+        HttpsNotEnabled,
+        InvalidCertDomain,
         KeyExpired,
         LocalApiError,
         NeedsLogin,

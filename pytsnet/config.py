@@ -31,9 +31,11 @@ if TYPE_CHECKING:
     from pytsnet.actors.runtime import Clock
     from pytsnet.wire.magicsock.endpoint import Timings
 
-__all__ = ["DEFAULT_CONTROL_URL", "Config", "program_name"]
+__all__ = ["DEFAULT_CONTROL_URL", "LETSENCRYPT_DIRECTORY_URL", "Config", "program_name"]
 
 DEFAULT_CONTROL_URL = "https://controlplane.tailscale.com"
+LETSENCRYPT_DIRECTORY_URL = "https://acme-v02.api.letsencrypt.org/directory"
+"""Go's ``acme.LetsEncryptURL``: where certs come from unless ``acme_directory_url`` says otherwise."""
 
 
 def program_name() -> str:
@@ -111,6 +113,14 @@ class Config:
     """Serve the LocalAPI on a unix socket at this path (mode 0600), as tailscaled's socket: the
     ``pytsnet`` CLI's ``--socket``. None: in-process (``dev.local_client()``) and ``dev.loopback()`` only."""
 
+    # -- certificates (20a) --
+    acme_directory_url: str | None = None
+    """The ACME directory the node gets its TLS certs from (Go's ``TS_DEBUG_ACME_DIRECTORY_URL``, the
+    env fallback; default Let's Encrypt's). Tests point it at pebble."""
+    acme_ca_file: str | Path | None = None
+    """CA bundle the ACME server's own TLS is checked against. None: ``SSL_CERT_FILE`` as Go, else the
+    default bundle (certifi's, through requests)."""
+
     def resolved(self) -> Config:
         """A copy with every default and environment fallback applied."""
         if not 0 <= self.port <= 65535:
@@ -145,6 +155,9 @@ class Config:
             id_token=self.id_token or env.get("TS_ID_TOKEN") or "",
             audience=self.audience or env.get("TS_AUDIENCE") or "",
             base_url=(self.base_url or env.get("TS_BASE_URL") or "").rstrip("/"),
+            acme_directory_url=self.acme_directory_url or env.get("TS_DEBUG_ACME_DIRECTORY_URL")
+            or LETSENCRYPT_DIRECTORY_URL,
+            acme_ca_file=self.acme_ca_file or env.get("SSL_CERT_FILE") or None,
         )
 
     def routable_ips(self) -> tuple[str, ...]:

@@ -152,10 +152,12 @@ if TYPE_CHECKING:
     import httpx  # http_client's types only: importing the device does not import httpx
     import requests
 
+    from pytsnet.cert.listener import TlsListener  # 20a
     from pytsnet.localapi.client import LocalClient
     from pytsnet.localapi.server import LocalApi
     from pytsnet.localapi.types import TokenResponse
     from pytsnet.localapi.unix import LocalApiSocket
+    from pytsnet.messages.cert import CertPairAnswer, CertStatus, GetCertPair  # 20a
     from pytsnet.messages.ping import DiscoPingResult
 
 __all__ = ["DIAL_TIMEOUT", "ActorDevice", "DataplaneNotReady", "DeviceState", "DeviceStatus",
@@ -353,6 +355,7 @@ class ActorDevice:
         peerapi.start(self.system, exit_dns=cfg.advertise_exit_node)
         self.peerapi_port = peerapi.port
         self._serve_local_api_socket()  # 19a: Config.local_api_socket
+        self._start_cert_manager()  # 20a
         return self
 
     def close(self) -> None:
@@ -1255,3 +1258,77 @@ class ActorDevice:
             if time.monotonic() >= deadline:
                 return DiscoPingResult()
             time.sleep(PING_POLL)
+
+    # -- Certificates and ListenTLS (20a) -------------------------------------------------------------
+    def _start_cert_manager(self) -> None:
+        """Spawn the ``cert`` actor under the node supervisor (permanent: a crash restarts it; its
+        state is in the store)."""
+        from pytsnet.actors.cert import CERT, CertManager
+        from pytsnet.actors.runtime import ChildSpec, Restart
+        from pytsnet.messages.cert import CertManagerSpawn
+        from pytsnet.tree import NODE
+        assert self.system is not None
+        cfg = self.config
+        spawn = CertManagerSpawn(directory_url=str(cfg.acme_directory_url),
+                                 ca_file=str(cfg.acme_ca_file or ""), control=CONTROL)
+        self.system.spawn_spec(ChildSpec(CertManager, CERT, args=(spawn, self.store),
+                                         restart=Restart.PERMANENT), parent=self.system.lookup(NODE))
+
+    def cert_domains(self) -> list[str]:
+        """The names this node may get TLS certs for (the netmap's ``DNSConfig.CertDomains``; Go's
+        ``tsnet.Server.CertDomains``). Empty: HTTPS is not enabled on the tailnet, or no netmap yet."""
+        nm = self.dataplane_info().netmap
+        return list(nm.dns.cert_domains) if nm is not None and nm.dns is not None else []
+
+    def _cert_request(self, domain: str) -> GetCertPair:
+        from pytsnet.messages.cert import GetCertPair
+        return GetCertPair(domain=domain.lower().rstrip("."), cert_domains=tuple(self.cert_domains()))
+
+    @staticmethod
+    def _cert_result(domain: str, ans: CertPairAnswer, allowed: tuple[str, ...]) -> tuple[bytes, bytes]:
+        from pytsnet.errors import AcmeFailed, HttpsNotEnabled, InvalidCertDomain
+        if ans.failure == "https_disabled":
+            raise HttpsNotEnabled()
+        if ans.failure == "invalid_domain":
+            raise InvalidCertDomain(domain, allowed)
+        if ans.failure or not ans.cert_pem:
+            raise AcmeFailed(f"no cert for {domain}: {ans.error or 'the ACME order failed'}")
+        return ans.cert_pem.encode(), ans.key_pem.encode()
+
+    def cert_pair_blocking(self, domain: str, timeout: float = 60.0) -> tuple[bytes, bytes]:
+        """``(cert chain PEM, private key PEM)`` for ``domain`` (one of ``cert_domains()``; Go's
+        ``LocalClient.CertPair``): the cached cert while valid, else a new one from the ACME server
+        (DNS-01 through control's set-dns). ``HttpsNotEnabled``, ``InvalidCertDomain``, ``AcmeFailed``;
+        ``AskTimeout`` (a ``TimeoutError``) when the order takes longer than ``timeout``."""
+        from pytsnet.actors.cert import CERT
+        req = self._cert_request(domain)
+        return self._cert_result(req.domain, self._ask(CERT, req, timeout), req.cert_domains)
+
+    async def cert_pair(self, domain: str, timeout: float = 60.0) -> tuple[bytes, bytes]:
+        """The async twin of ``cert_pair_blocking`` (the event loop keeps running during an order)."""
+        from pytsnet.actors.cert import CERT
+        req = await anyio.to_thread.run_sync(self._cert_request, domain)
+        try:
+            ans = await self._ref(CERT).ask_async(req, timeout=timeout)
+        except ActorStopped as e:
+            raise DeviceClosed(f"{CERT} stopped: the device is closing") from e
+        return self._cert_result(req.domain, ans, req.cert_domains)
+
+    def cert_status(self, timeout: float = 5.0) -> CertStatus:
+        """The cert manager's counters (``orders``, ``issued``, ``failed``, ``cache_hits``, ``renewals``)."""
+        from pytsnet.actors.cert import CERT
+        from pytsnet.messages.cert import GetCertStatus
+        return self._ask(CERT, GetCertStatus(), timeout)
+
+    async def listen_tls(self, port: int, backlog: int | None = None) -> TlsListener:
+        """Go's ``ListenTLS``: accept TLS connections on ``port`` with a certificate for this node's
+        MagicDNS name (its first ``CertDomains`` entry), renewed as Go renews. ``HttpsNotEnabled`` at
+        once when the tailnet gives no CertDomains (wait for Running first: they come with the netmap)."""
+        from pytsnet.cert.listener import TlsListener
+        from pytsnet.errors import HttpsNotEnabled
+        self.start()
+        domains = await anyio.to_thread.run_sync(self.cert_domains)
+        if not domains:
+            raise HttpsNotEnabled()
+        lst = await self.listen(port, backlog)
+        return TlsListener(lst, domains[0], self.cert_pair)

@@ -29,9 +29,11 @@ from pytsnet.netstack.tcp.errors import (
     TcpConnectionError,
 )
 
-__all__ = ["AddressInUse", "AskTimeout", "AuthRejected", "CaptureError", "ConfigError", "ConnectionAborted",
+__all__ = ["AcmeFailed", "AddressInUse", "AskTimeout", "AuthRejected", "CaptureError", "CertError",
+           "ConfigError", "ConnectionAborted",
            "ConnectionRefused", "ConnectionReset", "ConnectionTimedOut", "DataplaneNotReady", "DeviceClosed",
-           "DialTimeout", "ExitNodeUnavailable", "FlowAborted", "FlowCrashed", "KeyExpired", "NeedsLogin",
+           "DialTimeout", "ExitNodeUnavailable", "FlowAborted", "FlowCrashed", "HttpsNotEnabled",
+           "InvalidCertDomain", "KeyExpired", "NeedsLogin",
            "NetworkUnreachable", "NotTailnetConnection", "OAuthRejected",
            "PytsnetError", "RegistrationError", "RegistrationTimeout", "StateDirLocked", "StateStoreError",
            "TagsNotPermitted", "TagsRequired", "TcpConnectionError", "UnknownTailnetHost"]
@@ -207,3 +209,30 @@ class LocalApiError(PytsnetError, OSError):
 
 
 __all__ += ["LocalApiError"]  # 19a's own line: others edit the list above
+
+
+# -- certificates (20a) --
+class CertError(PytsnetError, OSError):
+    """No TLS certificate for the domain; the subclass says why."""
+
+
+class HttpsNotEnabled(CertError, PermissionError):
+    """The tailnet gives this node no ``CertDomains`` (HTTPS is not enabled: Tailscale's admin panel,
+    or localnet ``--https``), so no cert can be had and ``listen_tls`` cannot serve."""
+
+    def __init__(self) -> None:
+        super().__init__("HTTPS is not enabled on the tailnet (no CertDomains in the netmap): enable HTTPS "
+                         "certificates in the admin panel (localnet: --https)")
+
+
+class InvalidCertDomain(CertError, ValueError):
+    """The domain is not one of this node's ``CertDomains``."""
+
+    def __init__(self, domain: str, allowed: tuple[str, ...]) -> None:
+        super().__init__(f"no cert for {domain[:100]!r}: this node may only get certs for {list(allowed)}")
+        self.domain, self.allowed = domain, allowed
+
+
+class AcmeFailed(CertError, ConnectionError):
+    """The ACME order failed (the ACME server, or control's set-dns, refused or was unreachable); the
+    message names the step. Retrying later may help."""

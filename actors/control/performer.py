@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from pytsnet.actors.control.transport import ControlTransportError, Noise2Client, Response, fetch_server_key
 from pytsnet.messages.base import Message
+from pytsnet.messages.cert import IoSetDnsAnswer
 from pytsnet.messages.control import (
     IoConnected,
     IoIdTokenAnswer,
@@ -31,7 +32,7 @@ from pytsnet.wire.errors import WireError
 from pytsnet.wire.keys import MachinePrivate
 from pytsnet.wire.tailcfg import FrameDecoder
 
-__all__ = ["ControlPerformer", "Request", "SendIdToken"]
+__all__ = ["ControlPerformer", "Request", "SendIdToken", "SendSetDns"]
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,18 @@ class SendIdToken:
     timeout: float
 
 
-Request = Connect | SendRegister | OpenMapPoll | SendLiteUpdate | SendIdToken
+@dataclass(frozen=True)
+class SendSetDns:
+    """``POST /machine/set-dns`` with ``body`` (a ``tailcfg.SetDNSRequest``) on ``conn``, for ``token``
+    (the cert manager's DNS-01 records, 20a)."""
+
+    conn: int
+    token: int
+    body: bytes
+    timeout: float
+
+
+Request = Connect | SendRegister | OpenMapPoll | SendLiteUpdate | SendIdToken | SendSetDns
 
 
 class ControlPerformer:
@@ -122,6 +134,14 @@ class ControlPerformer:
                 except ControlTransportError as e:
                     return IoIdTokenAnswer(token=req.token, error=str(e))
                 return IoIdTokenAnswer(token=req.token, status=status, body=body)
+            case SendSetDns():
+                try:
+                    status, body = self._client_for(req.conn).post_json("/machine/set-dns", req.body,
+                                                                         req.timeout)
+                except ControlTransportError as e:
+                    return IoSetDnsAnswer(token=req.token, error=str(e))
+                return IoSetDnsAnswer(token=req.token, status=status,
+                                      body=body[:512].decode("utf-8", "replace"))
 
     def _connect(self, conn: int) -> Message:
         with self._lock:

@@ -26,13 +26,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytsnet.wire.control as login
-from pytsnet.actors.control.performer import ControlPerformer, SendIdToken
+from pytsnet.actors.control.performer import ControlPerformer, SendIdToken, SendSetDns
 from pytsnet.actors.control.store import MACHINE_KEY, NETMAP, NODE, StateStore
 from pytsnet.actors.dataplane.netmap import netmap_for_dataplane
 from pytsnet.actors.runtime import Actor, ActorStopped, StopReason, TimerHandle, handles
 from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.actors.runtime.ref import Reply
 from pytsnet.messages.base import Message
+from pytsnet.messages.cert import IoSetDnsAnswer, SetDns, SetDnsAnswer
 from pytsnet.messages.control import (
     ControlWakeup,
     DeviceState,
@@ -121,6 +122,7 @@ class ControlRunner(Actor):
         self._lite_waiting: dict[int, tuple[Reply | None, str]] = {}
         self._logout_waiting: dict[int, Reply | None] = {}
         self._id_token_waiting: dict[int, Reply | None] = {}
+        self._set_dns_waiting: dict[int, Reply | None] = {}  # 20a: the cert manager's DNS-01 records
         self._timers: dict[float, TimerHandle] = {}
         self._peers_update: NetmapUpdate | None = None
         """The last peer list told to PeerTracker (re-sent when a restarted tracker asks)."""
@@ -142,7 +144,8 @@ class ControlRunner(Actor):
         if self._io is not None:
             self._io.close()
         waiting = ([r for r, _ in self._lite_waiting.values()] + list(self._logout_waiting.values())
-                   + list(self._id_token_waiting.values()))
+                   + list(self._id_token_waiting.values()) + list(self._set_dns_waiting.values()))
+        self._set_dns_waiting.clear()
         self._lite_waiting.clear()
         self._logout_waiting.clear()
         self._id_token_waiting.clear()
@@ -234,6 +237,28 @@ class ControlRunner(Actor):
         reply = self._id_token_waiting.pop(msg.token, None)
         if reply is not None:
             reply.set(IdTokenAnswer(status=msg.status, body=msg.body, error=msg.error))
+
+    # -- set-dns (20a) --
+    @handles(SetDns)
+    def on_set_dns(self, msg: SetDns) -> SetDnsAnswer | None:
+        """``POST /machine/set-dns`` (Go ``Direct.SetDNS``: a ``tailcfg.SetDNSRequest`` with our node
+        key); the answer comes when control gives it. No session → 503 "no netmap" at once."""
+        io = self._io
+        if io is None or not self.machine.session_up:
+            return SetDnsAnswer(status=503, error="no netmap")
+        token = next(self._tokens)
+        self._set_dns_waiting[token] = self.defer_reply()
+        node_key = self.machine.node.public().to_text()
+        body = json.dumps({"Version": CURRENT_CAPABILITY_VERSION, "NodeKey": node_key,
+                           "Name": msg.name, "Type": msg.type, "Value": msg.value}).encode()
+        io.submit(SendSetDns(self.machine.conn, token, body, self.cfg.request_timeout))
+        return None
+
+    @handles(IoSetDnsAnswer)
+    def on_set_dns_answer(self, msg: IoSetDnsAnswer) -> None:
+        reply = self._set_dns_waiting.pop(msg.token, None)
+        if reply is not None:
+            reply.set(SetDnsAnswer(status=msg.status, body=msg.body, error=msg.error))
 
     @handles(ResendNetmap)
     def on_resend_netmap(self, msg: ResendNetmap) -> None:

@@ -59,6 +59,15 @@ def register(subparsers: Any) -> None:
                    help="node-key lifetime, e.g. 90s, 12h, 180d (default: as last served, else 180d)")
     p.add_argument("--idle-timeout", type=_duration, default=None, metavar="DURATION",
                    help="close a Noise session with no request in flight for this long (default 120s)")
+    # -- HTTPS certificates (20a) --
+    p.add_argument("--https", action="store_true",
+                   help="enable HTTPS certs: CertDomains and the https capability in netmaps, "
+                        "/machine/set-dns")
+    p.add_argument("--dns01-api", default=None, metavar="URL",
+                   help="publish DNS-01 records through pebble-challtestsrv's management API at URL "
+                        "(default with --https: localnet's own DNS server, see --dns01-listen)")
+    p.add_argument("--dns01-listen", default="127.0.0.1:0", metavar="HOST:PORT",
+                   help="UDP address of localnet's own DNS-01 server (default 127.0.0.1:0)")
     p.set_defaults(func=_serve, admin=None)
     sub = p.add_subparsers(dest="admin")
     ak = sub.add_parser("authkey", help="pre-auth keys", parents=[shared]).add_subparsers(dest="op",
@@ -110,8 +119,12 @@ def _serve(args: argparse.Namespace) -> int:
     limits = None if args.idle_timeout is None else ConnectionLimits(idle_timeout=args.idle_timeout)
     net = LocalTailnet(args.state, listen=args.listen, ipv6=args.ipv6, relay=not args.no_relay,
                        stun_port=args.stun_port, derp_tls=args.derp_tls,
-                       derp_tls_port=args.derp_tls_port, key_expiry=args.key_expiry, limits=limits).start()
+                       derp_tls_port=args.derp_tls_port, key_expiry=args.key_expiry, limits=limits,
+                       https=args.https, dns01_api=args.dns01_api, dns01_listen=args.dns01_listen).start()
     print(f"localnet control server: {net.control_url}", flush=True)
+    if net.dns01_address:
+        print(f"localnet DNS-01 server: udp {net.dns01_address} (pebble -dnsserver {net.dns01_address})",
+              flush=True)
     if net.relay is not None:
         scheme = "https" if net.relay.tls else "http"
         print(f"localnet DERP relay: {scheme}://{net.control.host}:{net.relay.derp_port}/derp, "  # type: ignore[union-attr]

@@ -35,6 +35,7 @@ import collections
 import contextlib
 import json
 import logging
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -45,9 +46,18 @@ from pydantic import ValidationError
 
 from pytsnet.localnet import http1, routes
 from pytsnet.localnet.authkeys import AuthKeyRejected, consume_authkey
+from pytsnet.localnet.dns01 import Dns01Error, Dns01Sink
 from pytsnet.localnet.expiry import expiry_at, key_lifetime, set_key_lifetime
 from pytsnet.localnet.limits import ConnectionGate, ConnectionLimits
-from pytsnet.localnet.netmap import DEFAULT_DOMAIN, SentState, Tailnet, delta, dns_label, full_map
+from pytsnet.localnet.netmap import (
+    DEFAULT_DOMAIN,
+    SentState,
+    Tailnet,
+    cert_domain,
+    delta,
+    dns_label,
+    full_map,
+)
 from pytsnet.localnet.noise_h2 import H2Request, H2Response, NoiseH2Session
 from pytsnet.localnet.oidc import JWKS_PATH, OIDC_CONFIG_PATH, OidcIssuer
 from pytsnet.localnet.policy import Policy
@@ -104,6 +114,10 @@ def default_derp_map(host: str, port: int, *, stun_port: int = -1) -> JSON:
 def map_frame(msg: JSON, compress: bool) -> bytes:
     """One map frame of ``msg`` as compact JSON (framing and zstd are the shared wire helper's)."""
     return encode_frame(json.dumps(msg, separators=(",", ":")).encode(), compress=compress)
+
+
+_ACME_VALUE = re.compile(r"[A-Za-z0-9_-]{1,255}")
+"""A DNS-01 TXT value: base64url of a SHA-256 (43 characters), bounded to one TXT string."""
 
 
 class BadRequestBody(ValueError):
@@ -171,8 +185,11 @@ class ControlServer:
                  ephemeral_grace: float = EPHEMERAL_GRACE, key_expiry: float | None = None,
                  max_pending: int = MAX_PENDING, pending_ttl: float = PENDING_TTL,
                  hostinfo_interval: float = HOSTINFO_INTERVAL,
-                 limits: ConnectionLimits | None = None) -> None:
-        """``key_expiry``: the node-key lifetime in seconds (None: the one stored, else 180 days).
+                 limits: ConnectionLimits | None = None, https: bool = False,
+                 dns01: Dns01Sink | None = None) -> None:
+        """``https``/``dns01``: HTTPS certificates (20a: CertDomains in netmaps, ``/machine/set-dns``
+        writing to ``dns01``).
+        ``key_expiry``: the node-key lifetime in seconds (None: the one stored, else 180 days).
         ``max_pending``, ``pending_ttl``, ``hostinfo_interval``: see the module docstring.
         ``limits``: connection and Noise-session caps and the idle timeout (:mod:`limits`)."""
         self.store = store
@@ -232,6 +249,11 @@ class ControlServer:
         self._refusal_logged_at = -1.0
         self.stats.update({"conns_refused": 0, "noise_idle_closed": 0, "h2_streams_refused": 0,
                            "h2_protocol_errors": 0, "h2_buffered_peak": 0, "id_tokens": 0})
+        # -- HTTPS certificates (20a) --
+        self.https = https
+        self.dns01 = dns01
+        self.stats.update({"set_dns": 0, "set_dns_refused": 0})
+        """``set_dns`` TXT records published for nodes, ``set_dns_refused`` requests refused."""
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self, host: str = "127.0.0.1", port: int = 0, *, sock: Any = None) -> None:
@@ -388,7 +410,8 @@ class ControlServer:
         snap = Tailnet(nodes=nodes, users=users, online=online,
                        packet_filter=self.policy.filter_rules(visible, users),
                        derp_map=self.derp_map or {}, domain=self.domain,
-                       dns=self.policy.dns.dns_config(self.domain), now=now, primaries=dict(primaries))
+                       dns=self.policy.dns.dns_config(self.domain), now=now, primaries=dict(primaries),
+                       https=self.https)
         self.stats["snapshots"] += 1
         self._snapshot, self._snapshot_key = snap, key
         self._snapshot_until = min((n.key_expiry for n in nodes if n.key_expiry is not None
@@ -570,6 +593,9 @@ class ControlServer:
             elif req.path == "/machine/id-token":
                 status, answer = self.id_token(body, machine)
                 await resp.simple(status, answer, "application/json" if status == 200 else "text/plain")
+            elif req.path == "/machine/set-dns":  # 20a
+                status, answer = await self.set_dns(body, machine)
+                await resp.simple(status, answer, "application/json" if status == 200 else "text/plain")
             elif req.path.startswith("/machine/"):
                 await resp.simple(200, b"{}")  # set-dns, audit-log, …: accepted, not modelled
             else:
@@ -604,6 +630,51 @@ class ControlServer:
                                   now=now)
         self.stats["id_tokens"] += 1
         return 200, json.dumps({"id_token": self.oidc.sign(claims)}).encode()
+
+    # -- set-dns (20a) --
+    async def set_dns(self, req: JSON, machine: str) -> tuple[int, bytes]:
+        """``/machine/set-dns`` (``tailcfg.SetDNSRequest``): publish an ACME DNS-01 TXT record. Only
+        ``_acme-challenge.<the requesting node's own cert domain>``, type TXT, a base64url value, from
+        that node (its machine key, authorized, unexpired), on a tailnet with HTTPS enabled. Anything
+        else is refused (4xx, counted in ``set_dns_refused``) and nothing is published."""
+        status, answer = self._check_set_dns(req, machine)
+        if status != 200:
+            self.stats["set_dns_refused"] += 1
+            log.info("control: set-dns from %s refused: %s", machine[:20], answer.decode()[:120])
+            return status, answer
+        assert self.dns01 is not None
+        name, value = str(req["Name"]).lower().rstrip("."), str(req["Value"])
+        try:
+            await self.dns01.publish(name, value)
+        except Dns01Error as e:
+            log.warning("control: set-dns %s: %s", name, e)
+            return 502, f"publishing the record failed: {e}\n".encode()
+        self.stats["set_dns"] += 1
+        return 200, b"{}"
+
+    def _check_set_dns(self, req: JSON, machine: str) -> tuple[int, bytes]:
+        if not self.https or self.dns01 is None:
+            return 403, b"HTTPS is not enabled on this tailnet\n"
+        nk = _nonzero_key(req.get("NodeKey"), NodePublic)
+        node = self.store.node_by_key(nk) if nk else None
+        if node is None or node.machine_key != machine or node.logged_out:
+            return 403, b"unknown node key\n"
+        if not node.authorized:
+            return 403, b"node not authorized\n"
+        if node.key_expiry is not None and node.key_expiry <= time.time():
+            return 403, b"node key expired\n"
+        if req.get("Type") != "TXT":
+            return 400, b"only TXT records can be set\n"
+        name, value = req.get("Name"), req.get("Value")
+        if not isinstance(name, str) or not isinstance(value, str):
+            return 400, b"Name and Value must be strings\n"
+        want = f"_acme-challenge.{cert_domain(node.id, self.tailnet())}"
+        if name.lower().rstrip(".") != want:
+            return 403, (f"name {name[:100]!r} is not {want!r}: a node may only set its own "
+                         "ACME challenge\n").encode()
+        if not _ACME_VALUE.fullmatch(value):
+            return 400, b"Value is not an ACME DNS-01 digest (base64url, at most 255 characters)\n"
+        return 200, b""
 
     def _login(self, user_id: int) -> JSON:
         u = next((u for u in self.store.users() if u.id == user_id), self.default_user)

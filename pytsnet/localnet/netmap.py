@@ -26,8 +26,9 @@ from pytsnet.localnet.store import Node, User
 
 JSON = dict[str, Any]
 DEFAULT_DOMAIN = "localnet.ts.net"
-#: Node capabilities every node gets (``tailcfg.NodeCapMap``), as testcontrol grants by default.
-DEFAULT_CAPMAP: JSON = {"https": [], "file-sharing": []}
+#: Node capabilities every node gets (``tailcfg.NodeCapMap``). ``https`` (``tailcfg.CapabilityHTTPS``)
+#: only on a tailnet with HTTPS enabled (``Tailnet.https``, localnet ``--https``), as Tailscale's control.
+DEFAULT_CAPMAP: JSON = {"file-sharing": []}
 #: Node fields a ``PeersChangedPatch`` entry can carry, and the patch's key for each.
 PATCHABLE = {"HomeDERP": "DERPRegion", "DERP": None, "Endpoints": "Endpoints", "DiscoKey": "DiscoKey",
              "Online": "Online", "LastSeen": "LastSeen", "Key": "Key", "KeyExpiry": "KeyExpiry",
@@ -81,6 +82,9 @@ class Tailnet:
     """The instant the snapshot was taken: node keys whose expiry is not after it are expired."""
     primaries: dict[str, int] = field(default_factory=dict)
     """Subnet prefix → the node ID primary for it (:func:`pytsnet.localnet.routes.elect`)."""
+    https: bool = False
+    """HTTPS enabled (20a): every node gets the ``https`` capability and its own MagicDNS name as its
+    ``DNSConfig.CertDomains``."""
 
     _by_id: dict[int, Node] = field(default_factory=dict, init=False, repr=False)
     _peer_json: dict[int, JSON] = field(default_factory=dict, init=False, repr=False)
@@ -89,6 +93,8 @@ class Tailnet:
     def __post_init__(self) -> None:
         if not self.names:
             self.names = given_names(self.nodes)
+        if self.https:
+            self.capmap = {**self.capmap, "https": []}
         self._by_id = {n.id: n for n in self.nodes}
 
     def node(self, node_id: int) -> Node | None:
@@ -175,6 +181,19 @@ def net_dns(net: Tailnet) -> JSON:
     return net.dns if net.dns is not None else dns_config(net.domain)
 
 
+def cert_domain(node_id: int, net: Tailnet) -> str:
+    """The one name a node may get a TLS cert for: its MagicDNS name, without the trailing dot."""
+    node = net.node(node_id)
+    label = net.names.get(node_id, dns_label(node.hostname if node is not None else ""))
+    return f"{label}.{net.domain}"
+
+
+def node_dns(node_id: int, net: Tailnet) -> JSON:
+    """``DNSConfig`` for one node: the tailnet's, plus its ``CertDomains`` when HTTPS is enabled (20a)."""
+    dns = net_dns(net)
+    return {**dns, "CertDomains": [cert_domain(node_id, net)]} if net.https else dns
+
+
 @dataclass
 class SentState:
     """What one map stream has told its client so far."""
@@ -213,7 +232,7 @@ def full_map(self_id: int, net: Tailnet, state: SentState, *, cap: int = 0,
         "DERPMap": net.derp_map,
         "Domain": net.domain,
         "PacketFilter": net.packet_filter,
-        "DNSConfig": net_dns(net),
+        "DNSConfig": node_dns(self_id, net),
         "UserProfiles": users,
         "ControlTime": rfc3339(time.time() if now is None else now),
     }
@@ -282,6 +301,6 @@ def delta(self_id: int, net: Tailnet, state: SentState, *, cap: int = 0) -> JSON
         resp["DERPMap"] = net.derp_map
     state.node, state.peers, state.packet_filter = node, peers, net.packet_filter
     state.user_ids, state.derp_map = {u.id for u in net.users}, net.derp_map
-    if net_dns(net) != state.dns:
-        resp["DNSConfig"] = state.dns = net_dns(net)
+    if node_dns(self_id, net) != state.dns:
+        resp["DNSConfig"] = state.dns = node_dns(self_id, net)
     return resp or None

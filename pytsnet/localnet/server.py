@@ -34,6 +34,7 @@ from pytsnet.localnet.control_server import (
     ControlServer,
     RawHandler,
 )
+from pytsnet.localnet.dns01 import ChallTestSrv, LocalDnsServer
 from pytsnet.localnet.expiry import NodeNotFound, find_node, parse_duration, renewed, set_key_lifetime
 from pytsnet.localnet.limits import ConnectionLimits
 from pytsnet.localnet.netmap import DEFAULT_DOMAIN
@@ -64,7 +65,8 @@ class LocalTailnet:
                  stun_port: int = 0, derp_tls: bool = False, derp_tls_port: int = 0,
                  key_expiry: float | str | None = None, max_pending: int = MAX_PENDING,
                  pending_ttl: float = PENDING_TTL, hostinfo_interval: float = HOSTINFO_INTERVAL,
-                 limits: ConnectionLimits | None = None) -> None:
+                 limits: ConnectionLimits | None = None, https: bool = False, dns01_api: str | None = None,
+                 dns01_listen: str = "127.0.0.1:0") -> None:
         """``relay`` (default on) attaches the DERP relay and a STUN server at :meth:`start`, so the
         DERP map sent to nodes points at a working relay; pass False to serve control alone.
         ``derp_tls`` serves DERP on its own TLS listener (``derp_tls_port``; self-signed certificate in
@@ -76,7 +78,11 @@ class LocalTailnet:
         and ``hostinfo_interval`` bound what strangers and chatty nodes cost (:mod:`control_server`).
         ``limits``: the control listener's connection and Noise-session caps and idle timeout
         (:mod:`pytsnet.localnet.limits`; raise ``idle_timeout`` for tests that hold idle sessions on
-        purpose)."""
+        purpose).
+        ``https`` (20a) enables HTTPS certificates: netmaps carry the ``https`` capability and each node's
+        ``CertDomains``, and ``/machine/set-dns`` publishes ACME DNS-01 records, through
+        pebble-challtestsrv's management API at ``dns01_api`` when given, else on localnet's own DNS
+        server (UDP on ``dns01_listen``; its address in :attr:`dns01_address` once started)."""
         self.state_dir = Path(state_dir)
         self.listen = parse_listen(listen)
         self._sock = sock
@@ -96,6 +102,11 @@ class LocalTailnet:
         """The attached DERP relay + STUN server (None when disabled or not started)."""
         self.api: ApiServer | None = None
         """The OAuth/key-minting API on the control listener (:mod:`pytsnet.localnet.api`; 19c)."""
+        # -- HTTPS certificates (20a) --
+        self._https = (https, dns01_api, parse_listen(dns01_listen))
+        self.dns01_server: LocalDnsServer | None = None
+        self.dns01_address = ""
+        """``HOST:PORT`` of localnet's own DNS-01 server (``--https`` without ``--dns01-api``), else ""."""
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> LocalTailnet:
@@ -114,13 +125,26 @@ class LocalTailnet:
                 raise
         return self
 
+    def _dns01_opts(self, loop: asyncio.AbstractEventLoop) -> dict[str, Any]:
+        """20a: the ControlServer's ``https``/``dns01`` (starting localnet's DNS server if it is the sink)."""
+        https, api, (host, port) = self._https
+        if not https:
+            return {}
+        if api:
+            return {"https": True, "dns01": ChallTestSrv(api)}
+        self.dns01_server = LocalDnsServer()
+        bound = loop.run_until_complete(self.dns01_server.start(host, port))
+        self.dns01_address = f"{bound[0]}:{bound[1]}"
+        return {"https": True, "dns01": self.dns01_server}
+
     def _run(self, ready: concurrent.futures.Future[None]) -> None:
         loop = asyncio.new_event_loop()
         self._loop = loop
         asyncio.set_event_loop(loop)
         try:
             policy = Policy.load(self.state_dir)
-            self.control = ControlServer(self.store, policy=policy, **self._opts)  # type: ignore[arg-type]
+            self.control = ControlServer(self.store, policy=policy, **self._opts,  # type: ignore[arg-type]
+                                         **self._dns01_opts(loop))
             host, port = self.listen
             loop.run_until_complete(self.control.start(host, port, sock=self._sock))
             from pytsnet.localnet.api import PREFIX, ApiServer  # api.py imports this module (19c)
@@ -136,6 +160,8 @@ class LocalTailnet:
             loop.run_forever()
         finally:
             loop.run_until_complete(self.control.close())
+            if self.dns01_server is not None:
+                self.dns01_server.close()
             loop.close()
 
     def close(self) -> None:
