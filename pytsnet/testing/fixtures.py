@@ -18,6 +18,7 @@ from pytsnet.testing.netns import Netns, isolated_netns, netns_available, unique
 @pytest.fixture(autouse=True)
 def _no_default_control_plane(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TS_CONTROL_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("TS_DEBUG_ACME_DIRECTORY_URL", "https://127.0.0.1:9/directory")  # 20a: never Let's Encrypt
 
 
 @pytest.fixture
