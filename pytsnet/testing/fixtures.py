@@ -18,7 +18,8 @@ from pytsnet.testing.netns import Netns, isolated_netns, netns_available, unique
 @pytest.fixture(autouse=True)
 def _no_default_control_plane(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TS_CONTROL_URL", "http://127.0.0.1:9")
-    monkeypatch.setenv("TS_DEBUG_ACME_DIRECTORY_URL", "https://127.0.0.1:9/directory")  # 20a: never Let's Encrypt
+    # 20a: a node's ACME client never reaches Let's Encrypt from a test
+    monkeypatch.setenv("TS_DEBUG_ACME_DIRECTORY_URL", "https://127.0.0.1:9/directory")
 
 
 @pytest.fixture

@@ -44,7 +44,8 @@ class CertRig:
 
 
 @contextmanager
-def cert_rig(ns: Netns, tmp: Path, *, own_dns: bool = False, validity: int | None = None) -> Iterator[CertRig]:
+def cert_rig(ns: Netns, tmp: Path, *, own_dns: bool = False,
+             validity: int | None = None) -> Iterator[CertRig]:
     """``own_dns``: localnet serves the DNS-01 records itself (pebble ``-dnsserver`` at it); else
     localnet writes them through challtestsrv's API (``--dns01-api``)."""
     reason = pebble_available()
