@@ -1169,6 +1169,8 @@ class ActorDevice:
         from pytsnet.localapi.server import LocalApi
         api = LocalApi(self)
         idtoken.register(api, self)
+        from pytsnet.localapi import cert as cert_api  # 20a
+        cert_api.register(api, self)
         return api
 
     def local_client(self) -> LocalClient:

@@ -91,6 +91,20 @@ class LocalClient:
             raise LocalApiError(f"LocalAPI answer is not a TokenResponse ({e.error_count()} error(s))") \
                 from None
 
+    # -- certificates (20a) --
+    def cert_pair(self, domain: str) -> tuple[bytes, bytes]:
+        """Go ``CertPair``: ``(cert PEM, key PEM)`` from ``cert/<domain>?type=pair``, which is the key
+        block then the cert blocks (split at the first ``--\\n--``, as Go)."""
+        body = self.request("GET", f"cert/{domain}", {"type": "pair"})
+        i = body.find(b"--\n--")
+        if i == -1:
+            raise LocalApiError("unexpected output: no delimiter")
+        i += len(b"--\n")
+        key, cert = body[:i], body[i:]
+        if b" PRIVATE KEY-----" in cert:
+            raise LocalApiError("unexpected output: key in cert")
+        return cert, key
+
 
 _M = TypeVar("_M", Status, WhoIsResponse, Prefs, PingResult)
 

@@ -50,6 +50,7 @@ def _issue_and_check(rig: CertRig) -> tuple[bytes, bytes]:
     st = web.cert_status()
     assert st.counters["orders"] == 1 and st.counters["issued"] == 1, st
     assert rig.net.control is not None and rig.net.control.stats["set_dns"] >= 1
+    assert web.local_client().cert_pair(WEB) == (cert, key)  # LocalAPI cert/<domain>?type=pair, as Go's CLI
     return cert, key
 
 
@@ -158,8 +159,9 @@ def test_set_dns_for_another_nodes_name_is_refused(netns: Netns, tmp_path: Path)
         value = "A" * 43
         stats = rig.net.control.stats if rig.net.control is not None else {}
         before = stats["set_dns_refused"]
-        for name, typ in (("_acme-challenge.alpha.localnet.ts.net", "TXT"),
-                          ("_acme-challenge.evil.test", "TXT"), (WEB, "TXT"), (f"_acme-challenge.{WEB}", "A")):
+        refused = (("_acme-challenge.alpha.localnet.ts.net", "TXT"), ("_acme-challenge.evil.test", "TXT"),
+                   (WEB, "TXT"), (f"_acme-challenge.{WEB}", "A"))
+        for name, typ in refused:
             ans = control.ask(SetDns(name=name, type=typ, value=value), timeout=10)
             assert ans.status in (400, 403), (name, typ, ans)
         bad_value = control.ask(SetDns(name=f"_acme-challenge.{WEB}", value='x" "y'), timeout=10)
