@@ -70,7 +70,8 @@ def test_renewal_at_two_thirds_of_the_lifetime() -> None:
 
 def test_domain_shape_guards_the_store_keys() -> None:
     assert valid_looking_domain(DOMAIN)
-    for bad in ("", "web", "../x.ts.net", "a..b.ts.net", "a/b.ts.net", "a:b.ts.net", "A.ts.net", "a.ts.net\0"):
+    for bad in ("", "web", "../x.ts.net", "a..b.ts.net", "a/b.ts.net", "a:b.ts.net", "A.ts.net",
+                "a.ts.net\0"):
         assert not valid_looking_domain(bad), bad
 
 
