@@ -45,6 +45,8 @@ ALLOWED: dict[tuple[str, str], str] = {
                              " resource like a socket: only the server accepts on it",
     ("peerapi", "system"): "the server spawns each connection's actor on the system (as the netstack"
                            " spawns its flows)",
+    ("cert", "store"): "20a: the device's state store, where the cert manager alone keeps the ACME account"
+                       " key and the certs (Go's certStateStore over the same ipn.StateStore)",
 }
 """(role, parameter) → why it is not a message yet. A role is the actor's name, or ``flow`` for any
 of the netstack's per-flow actors."""
@@ -52,6 +54,7 @@ of the netstack's per-flow actors."""
 SHARED_ALLOWED: dict[frozenset[str], str] = {
     frozenset({"events", "control"}): "the device's event callback (see ALLOWED's control publish)",
     frozenset({"netstack", "peerapi"}): "the device's ActorSystem: both spawn per-connection actors on it",
+    frozenset({"control", "cert"}): "20a: the state store; each actor owns its own keys in it (see ALLOWED)",
 }
 
 
