@@ -55,11 +55,16 @@ class CertManager(Actor):
         self.counters = {"orders": 0, "issued": 0, "failed": 0, "cache_hits": 0, "renewals": 0}
 
     def on_stop(self, reason: StopReason) -> None:
+        """Asks waiting for an order get a typed failure: on a restart, asking again gets the cert (the
+        order's worker tells its outcome to the next incarnation, which stores it)."""
         waiting = [r for rs in self._waiting.values() for r in rs]
         self._waiting.clear()
+        answer = CertPairAnswer(failure="acme",
+                                error=f"the cert manager stopped during the order ({reason.kind.value}): "
+                                      "ask again")
         for reply in waiting:
             if reply is not None:
-                reply.set_exception(ActorStopped(f"{self.name} stopped before the ACME order ended"))
+                reply.set(answer)
 
     @handles(GetCertStatus)
     def on_status(self, msg: GetCertStatus) -> CertStatus:
