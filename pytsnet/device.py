@@ -1283,8 +1283,14 @@ class ActorDevice:
         return list(nm.dns.cert_domains) if nm is not None and nm.dns is not None else []
 
     def _cert_request(self, domain: str) -> GetCertPair:
+        """``DataplaneNotReady`` before the first netmap (CertDomains come with it)."""
         from pytsnet.messages.cert import GetCertPair
-        return GetCertPair(domain=domain.lower().rstrip("."), cert_domains=tuple(self.cert_domains()))
+        self._require_started()
+        nm = self.dataplane_info().netmap
+        if nm is None:
+            raise DataplaneNotReady("no netmap yet (CertDomains come with it): wait until Running")
+        domains = tuple(nm.dns.cert_domains) if nm.dns is not None else ()
+        return GetCertPair(domain=domain.lower().rstrip("."), cert_domains=domains)
 
     @staticmethod
     def _cert_result(domain: str, ans: CertPairAnswer, allowed: tuple[str, ...]) -> tuple[bytes, bytes]:
@@ -1322,14 +1328,19 @@ class ActorDevice:
         from pytsnet.messages.cert import GetCertStatus
         return self._ask(CERT, GetCertStatus(), timeout)
 
-    async def listen_tls(self, port: int, backlog: int | None = None) -> TlsListener:
-        """Go's ``ListenTLS``: accept TLS connections on ``port`` with a certificate for this node's
-        MagicDNS name (its first ``CertDomains`` entry), renewed as Go renews. ``HttpsNotEnabled`` at
-        once when the tailnet gives no CertDomains (wait for Running first: they come with the netmap)."""
+    async def listen_tls(self, port: int, backlog: int | None = None, *,
+                         timeout: float = 60.0) -> TlsListener:
+        """Go's ``ListenTLS``: wait until Running (``up``), then accept TLS connections on ``port`` with
+        a certificate for this node's MagicDNS name (its first ``CertDomains`` entry), renewed as Go
+        renews. ``HttpsNotEnabled`` when the tailnet has MagicDNS off or gives no CertDomains. Unlike
+        Go, a client without SNI gets that cert too (Go refuses the handshake)."""
         from pytsnet.cert.listener import TlsListener
         from pytsnet.errors import HttpsNotEnabled
-        self.start()
-        domains = await anyio.to_thread.run_sync(self.cert_domains)
+        await self.up(timeout)
+        nm = (await anyio.to_thread.run_sync(self.dataplane_info)).netmap
+        if nm is None or nm.dns is None or not nm.dns.proxied:
+            raise HttpsNotEnabled("MagicDNS is off on the tailnet: enable it (and HTTPS) in the admin panel")
+        domains = list(nm.dns.cert_domains)
         if not domains:
             raise HttpsNotEnabled()
         lst = await self.listen(port, backlog)

@@ -220,9 +220,9 @@ class HttpsNotEnabled(CertError, PermissionError):
     """The tailnet gives this node no ``CertDomains`` (HTTPS is not enabled: Tailscale's admin panel,
     or localnet ``--https``), so no cert can be had and ``listen_tls`` cannot serve."""
 
-    def __init__(self) -> None:
-        super().__init__("HTTPS is not enabled on the tailnet (no CertDomains in the netmap): enable HTTPS "
-                         "certificates in the admin panel (localnet: --https)")
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail or "HTTPS is not enabled on the tailnet (no CertDomains in the netmap): "
+                                   "enable HTTPS certificates in the admin panel (localnet: --https)")
 
 
 class InvalidCertDomain(CertError, ValueError):

@@ -9,7 +9,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from pytsnet.errors import AcmeFailed, HttpsNotEnabled, InvalidCertDomain, LocalApiError
+from pytsnet.config import Config
+from pytsnet.device import ActorDevice
+from pytsnet.errors import AcmeFailed, DataplaneNotReady, HttpsNotEnabled, InvalidCertDomain, LocalApiError
 from pytsnet.localapi.server import LocalRequest
 from pytsnet.testing.tailnet import local_tailnet
 
@@ -68,3 +70,12 @@ def test_localapi_cert_route(tmp_path: Path) -> None:
         other = api.handle(LocalRequest("GET", "/localapi/v0/cert/alpha.localnet.ts.net", {}),
                            permit_read=True, permit_write=True)
         assert other.status == 500 and b"may only get certs for" in other.body
+
+
+def test_no_netmap_yet_is_not_ready(tmp_path: Path) -> None:
+    with ActorDevice(Config(dir=tmp_path / "n", hostname="n", control_url="http://127.0.0.1:9",
+                            auth_key="tskey-x", bind_host="127.0.0.1")) as dev:
+        dev.start()
+        with pytest.raises(DataplaneNotReady, match="wait until Running"):
+            dev.cert_pair_blocking("n.localnet.ts.net")
+        assert dev.cert_domains() == []
