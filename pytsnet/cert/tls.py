@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-__all__ = ["DEFAULT_ALPN", "CertProvider", "ContextCache", "server_ssl_context"]
+__all__ = ["DEFAULT_ALPN", "CertProvider", "ContextCache", "renewing_context", "server_ssl_context"]
 
 CertProvider = Callable[[str], tuple[bytes, bytes]]
 """``domain → (cert chain PEM, private key PEM)``."""
@@ -62,3 +62,24 @@ class ContextCache:
         with self._lock:
             self._current = (digest, ctx)
         return ctx
+
+
+def renewing_context(provider: CertProvider, domain: str, *,
+                     alpn: Sequence[str] = DEFAULT_ALPN) -> ssl.SSLContext:
+    """One context for a long-lived blocking server (``ssl.SSLContext.wrap_socket`` on a socket-bridge
+    connection, uvicorn's ``ssl=``…) that follows renewals: each handshake asks ``provider(domain)``
+    (a cache hit, normally) from the context's SNI callback and switches to that pair's context. A
+    provider that fails fails that handshake only (``ssl.SSLError`` to the server, an alert to the
+    client)."""
+    cache = ContextCache(alpn)
+    ctx = cache.context(*provider(domain))
+
+    def on_hello(sock: ssl.SSLObject | ssl.SSLSocket, _name: str | None, _ctx: ssl.SSLContext) -> int | None:
+        try:
+            sock.context = cache.context(*provider(domain))
+        except Exception:
+            return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR
+        return None
+
+    ctx.sni_callback = on_hello
+    return ctx

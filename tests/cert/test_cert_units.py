@@ -14,6 +14,7 @@ import dns.message
 import dns.query
 import dns.rcode
 import trustme
+from cryptography import x509
 
 from pytsnet.actors.cert.cache import (
     ACME_ACCOUNT_KEY,
@@ -24,7 +25,7 @@ from pytsnet.actors.cert.cache import (
     renew_at,
     valid_looking_domain,
 )
-from pytsnet.cert.tls import ContextCache, server_ssl_context
+from pytsnet.cert.tls import ContextCache, renewing_context, server_ssl_context
 from pytsnet.localnet.dns01 import MAX_VALUES, LocalDnsServer
 from pytsnet.localnet.netmap import SentState, Tailnet, delta, full_map
 from pytsnet.localnet.store import Node
@@ -150,3 +151,52 @@ def test_netmap_cert_domains_per_node_only_with_https() -> None:
     assert "CertDomains" not in m["DNSConfig"] and "https" not in m["Node"]["CapMap"]
     d = delta(1, on, st)  # turning HTTPS on reaches a live stream
     assert d is not None and d["DNSConfig"]["CertDomains"] == ["web.localnet.ts.net"]
+
+
+def _serve_once(ctx: ssl.SSLContext, client: ssl.SSLContext) -> x509.Certificate:
+    a, b = socket.socketpair()
+    t = threading.Thread(target=lambda: _accept(ctx, b))
+    t.start()
+    with client.wrap_socket(a, server_hostname=DOMAIN) as c:
+        der = c.getpeercert(binary_form=True)
+        c.recv(1)
+    t.join(5)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
+def _accept(ctx: ssl.SSLContext, sock: socket.socket) -> None:
+    try:
+        with ctx.wrap_socket(sock, server_side=True) as s:
+            s.sendall(b"!")
+    except ssl.SSLError:
+        sock.close()
+
+
+def test_renewing_context_follows_the_provider() -> None:
+    ca = trustme.CA()
+    pairs = [_pair(ca, DOMAIN), _pair(ca, DOMAIN)]
+    current = [pairs[0]]
+    ctx = renewing_context(lambda d: current[0], DOMAIN)
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    first = _serve_once(ctx, client)
+    current[0] = pairs[1]  # renewed
+    second = _serve_once(ctx, client)
+    assert first.serial_number != second.serial_number
+    assert second.serial_number == x509.load_pem_x509_certificates(pairs[1][0])[0].serial_number
+    calls: list[str] = []
+
+    def first_only(d: str) -> tuple[bytes, bytes]:  # builds the context, then fails every handshake
+        calls.append(d)
+        if len(calls) > 1:
+            raise OSError("no cert")
+        return pairs[0]
+
+    failing = renewing_context(first_only, DOMAIN)
+    try:
+        _serve_once(failing, client)
+        raise AssertionError("a provider failure must fail the handshake")
+    except (ssl.SSLError, ConnectionError):
+        pass
+    assert len(calls) == 2
