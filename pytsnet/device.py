@@ -59,6 +59,7 @@ from pytsnet.actors.netstack.splice import abort_flow
 from pytsnet.actors.peers.routes import ExitNodeSelection, select_exit_node, wg_peer_routes
 from pytsnet.actors.runtime import ActorRef, ActorStopped, ActorSystem, AskTimeout, MailboxFull, logs
 from pytsnet.actors.runtime.waker import ThreadWaker
+from pytsnet.actors.serve.conn import CertProvider  # Serve (20b)
 from pytsnet.capture import PcapCapture, start_capture
 from pytsnet.closing import reset_flows_and_flush
 from pytsnet.config import DEFAULT_CONTROL_URL, Config
@@ -77,6 +78,8 @@ from pytsnet.errors import (
     NotTailnetConnection,
     RegistrationError,
     RegistrationTimeout,
+    ServeConfigInvalid,
+    ServeETagMismatch,
     UnknownTailnetHost,
 )
 from pytsnet.loopback import Loopback
@@ -126,6 +129,7 @@ from pytsnet.messages.peers import (
     RoutePrefsSet,
     SetRoutePrefs,
 )
+from pytsnet.messages.serve import GetServeConfig, ServeSpawn, ServeStatus, ServeStatusRequest, SetServeConfig
 from pytsnet.messages.wgengine import GetWgStatus, WgStatus
 from pytsnet.net import SocketLike, SocketListener, TcpListener, TcpStream, UdpSocket
 from pytsnet.net.bindings import Bindings
@@ -145,6 +149,7 @@ from pytsnet.wire.dns import Upstream
 from pytsnet.wire.keys import DiscoPrivate
 from pytsnet.wire.magicsock.endpoint import Timings
 from pytsnet.wire.peerapi import DNS_MESSAGE
+from pytsnet.wire.serve import ServeConfig
 
 if TYPE_CHECKING:
     from http.server import ThreadingHTTPServer
@@ -185,6 +190,9 @@ PING_POLL = 0.01
 
 MAX_DNS_MESSAGE = 65535
 """A DoH answer longer than any DNS message is refused."""
+
+SERVE = "serve"
+"""The ServeManager's name (``actors/serve``)."""
 
 LOOKUP_TIMEOUT = 5.0
 """Default bound on ``lookup``: a forwarded name gets two upstream tries of 2 s each (``DnsSpawn``)."""
@@ -356,6 +364,7 @@ class ActorDevice:
         self.peerapi_port = peerapi.port
         self._serve_local_api_socket()  # 19a: Config.local_api_socket
         self._start_cert_manager()  # 20a
+        self._start_serve()  # 20b: Serve's ServeManager (its stored config applied again)
         return self
 
     def close(self) -> None:
@@ -1171,6 +1180,8 @@ class ActorDevice:
         idtoken.register(api, self)
         from pytsnet.localapi import cert as cert_api  # 20a
         cert_api.register(api, self)
+        from pytsnet.serve.localapi import register as register_serve
+        register_serve(api, self)  # 20b: serve-config
         return api
 
     def local_client(self) -> LocalClient:
@@ -1345,3 +1356,62 @@ class ActorDevice:
             raise HttpsNotEnabled()
         lst = await self.listen(port, backlog)
         return TlsListener(lst, domains[0], self.cert_pair)
+
+    # -- Serve (20b) -----------------------------------------------------------------------------------------
+    serve_cert_provider: CertProvider | None = None
+    """The certificates Serve's HTTPS and TerminateTLS handlers present: domain → (PEM chain, PEM key).
+    None: the node's own certificates (``cert_pair_blocking``, when the node has it)."""
+
+    def _start_serve(self) -> None:
+        from pytsnet.actors.serve import serve_spec
+        from pytsnet.serve import SERVE_STATE_KEY, ServeListeners
+        assert self.system is not None
+        spawn = ServeSpawn(state_key=SERVE_STATE_KEY, peers=PEERS, dataplane=DATAPLANE)
+        self.system.spawn_spec(serve_spec(self.system, spawn, self.store, ServeListeners(self._bindings),
+                                          self._serve_cert))
+
+    def _serve_cert(self, domain: str) -> tuple[bytes, bytes]:
+        provider: CertProvider | None = self.serve_cert_provider or getattr(self, "cert_pair_blocking", None)
+        if provider is None:
+            raise ConfigError("no certificates for Serve: this node has no ACME client and no "
+                              "ActorDevice.serve_cert_provider was set")
+        return provider(domain)
+
+    def get_serve_config_blocking(self, timeout: float = 10.0) -> tuple[ServeConfig | None, str]:
+        """Go ``ServeConfigETag``: the config in force (None: nothing served) and its ETag."""
+        from pytsnet.serve import parse_serve_config
+        self.start()
+        st = self._ask(SERVE, GetServeConfig(), timeout)
+        return parse_serve_config(st.config), st.etag
+
+    async def get_serve_config(self, timeout: float = 10.0) -> tuple[ServeConfig | None, str]:
+        return await anyio.to_thread.run_sync(self.get_serve_config_blocking, timeout)
+
+    def set_serve_config_blocking(self, cfg: ServeConfig | str | bytes | None, *, etag: str = "",
+                                  timeout: float = 10.0) -> str:
+        """Go ``SetServeConfig(config, etag)``: check, store and apply ``cfg`` (a ``ServeConfig`` or Go's
+        JSON; None serves nothing) and return its ETag. Open connections keep the config they were
+        accepted under. ``ServeETagMismatch`` if ``etag`` is given and is not the current one;
+        ``ServeConfigInvalid`` for a config that cannot be served (the one in force stays)."""
+        from pytsnet.serve import ServeConfigError, parse_serve_config, to_go_json
+        self.start()
+        if isinstance(cfg, str | bytes):
+            try:
+                cfg = parse_serve_config(cfg)
+            except ServeConfigError as e:
+                raise ServeConfigInvalid(str(e)) from None
+        res = self._ask(SERVE, SetServeConfig(config=to_go_json(cfg).decode(), if_match=etag), timeout)
+        if res.etag_mismatch:
+            raise ServeETagMismatch("etag mismatch: the serve config changed since it was read")
+        if res.error:
+            raise ServeConfigInvalid(res.error)
+        return res.etag
+
+    async def set_serve_config(self, cfg: ServeConfig | str | bytes | None, *, etag: str = "",
+                               timeout: float = 10.0) -> str:
+        return await anyio.to_thread.run_sync(lambda: self.set_serve_config_blocking(cfg, etag=etag,
+                                                                                     timeout=timeout))
+
+    def serve_status(self, timeout: float = 5.0) -> ServeStatus:
+        """The served ports, connections open and per-kind counters (requests, 404s, backend errors…)."""
+        return self._ask(SERVE, ServeStatusRequest(), timeout)

@@ -236,3 +236,16 @@ class InvalidCertDomain(CertError, ValueError):
 class AcmeFailed(CertError, ConnectionError):
     """The ACME order failed (the ACME server, or control's set-dns, refused or was unreachable); the
     message names the step. Retrying later may help."""
+
+
+# -- Serve (20b) --
+class ServeConfigInvalid(ConfigError):
+    """A serve config that cannot be served (bad JSON or field, a port changing its serve type, a port an
+    app already listens on); nothing of it was applied and the config in force is unchanged."""
+
+
+class ServeETagMismatch(ServeConfigInvalid):
+    """Go ``ErrETagMismatch``: the config changed since the ETag given with it was read (LocalAPI 412)."""
+
+
+__all__ += ["ServeConfigInvalid", "ServeETagMismatch"]  # 20b's own line

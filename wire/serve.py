@@ -20,6 +20,7 @@ served, so nothing configured is silently ignored.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import posixpath
@@ -215,22 +216,27 @@ def validate(cfg: ServeConfig | None) -> None:
         web_ports.add(port)
         for mount, h in web.Handlers.items():
             _check_handler(key, mount, h)
-    for port, h in cfg.TCP.items():
-        where = f"TCP[{port}]"
-        modes = [m for m, on in (("HTTPS", h.HTTPS), ("HTTP", h.HTTP), ("TCPForward", bool(h.TCPForward))) if on]
-        if len(modes) != 1:
-            raise ServeConfigError(f"{where}: exactly one of HTTPS, HTTP, TCPForward must be set "
-                                   f"(got {', '.join(modes) or 'none'})")
-        if h.TerminateTLS and not h.TCPForward:
-            raise ServeConfigError(f"{where}: TerminateTLS is only used with TCPForward")
-        if h.ProxyProtocol:
-            raise ServeConfigError(f"{where}: ProxyProtocol is not supported by this node")
-        if h.TCPForward:
-            if h.TCPForward.startswith("unix:"):
-                raise ServeConfigError(f"{where}: unix socket targets are not supported by this node")
-            split_host_port(h.TCPForward)
+    for port, th in cfg.TCP.items():
+        _check_port_handler(port, th)
     for key in cfg.AllowFunnel:
         split_host_port(key)
+
+
+def _check_port_handler(port: int, h: TCPPortHandler) -> None:
+    where = f"TCP[{port}]"
+    modes = [m for m, on in (("HTTPS", h.HTTPS), ("HTTP", h.HTTP), ("TCPForward", bool(h.TCPForward)))
+             if on]
+    if len(modes) != 1:
+        raise ServeConfigError(f"{where}: exactly one of HTTPS, HTTP, TCPForward must be set "
+                               f"(got {', '.join(modes) or 'none'})")
+    if h.TerminateTLS and not h.TCPForward:
+        raise ServeConfigError(f"{where}: TerminateTLS is only used with TCPForward")
+    if h.ProxyProtocol:
+        raise ServeConfigError(f"{where}: ProxyProtocol is not supported by this node")
+    if h.TCPForward:
+        if h.TCPForward.startswith("unix:"):
+            raise ServeConfigError(f"{where}: unix socket targets are not supported by this node")
+        split_host_port(h.TCPForward)
 
 
 def validate_update(existing: ServeConfig | None, incoming: ServeConfig | None) -> None:
@@ -247,7 +253,7 @@ def validate_update(existing: ServeConfig | None, incoming: ServeConfig | None) 
             raise ServeConfigError(f"want to serve {now!r}, but port {port} is already serving {was!r}")
 
 
-# -- requests -------------------------------------------------------------------------------------------------
+# -- requests ------------------------------------------------------------------------------------------
 def web_key(host_header: str, sni: str | None, tailnet_domain: str, port: int) -> str:
     """The ``Web`` key a request is served from (Go ``getServeHandler`` + ``webServerConfig``): the TLS
     server name, or the Host header without its port and completed with the tailnet's MagicDNS
@@ -257,10 +263,8 @@ def web_key(host_header: str, sni: str | None, tailnet_domain: str, port: int) -
     else:
         host = host_header
         if ":" in host:
-            try:
+            with contextlib.suppress(ServeConfigError):
                 host, _ = split_host_port(host)
-            except ServeConfigError:
-                pass
         suffix = "." + tailnet_domain.strip(".")
         if suffix != "." and not host.endswith(suffix):
             host += suffix
@@ -292,7 +296,8 @@ def match_web(handlers: dict[str, HTTPHandler], url_path: str) -> tuple[HTTPHand
 
 def parse_redirect(redirect: str) -> tuple[int, str]:
     """Go ``parseRedirectWithCode``: ``"301:https://…"`` → (301, URL); no valid 3xx prefix → 302."""
-    if len(redirect) >= 4 and redirect[3] == ":" and redirect[:3].isdigit() and 300 <= int(redirect[:3]) <= 399:
+    code = redirect[:3]
+    if len(redirect) >= 4 and redirect[3] == ":" and code.isdigit() and 300 <= int(code) <= 399:
         return int(redirect[:3]), redirect[4:]
     return 302, redirect
 

@@ -99,7 +99,10 @@ def check_and_handle(api: LocalApi, req: h11.Request, body: bytes, *, password: 
     for k, v in parse_qsl(parts.query, keep_blank_values=True):
         query.setdefault(k, v)
     method = req.method.decode("ascii", "replace")
-    local = LocalRequest(method=method, path=parts.path, query=query, body=body)
+    headers: dict[str, str] = {}
+    for name, value in req.headers:
+        headers.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
+    local = LocalRequest(method=method, path=parts.path, query=query, body=body, headers=headers)
     return api.handle(local, permit_read=True, permit_write=True)
 
 
@@ -130,7 +133,7 @@ def response_bytes(conn: h11.Connection, resp: LocalResponse) -> bytes:
                (b"content-length", str(len(resp.body)).encode()),
                (b"tailscale-version", __version__.encode()), (b"x-content-type-options", b"nosniff"),
                (b"x-frame-options", b"DENY"), (b"content-security-policy", b"default-src 'none'"),
-               (b"connection", b"close")]
+               (b"connection", b"close"), *((k.encode(), v.encode("latin-1")) for k, v in resp.headers)]
     if resp.status == 204:
         headers = [h for h in headers if h[0] != b"content-length"]
     out = conn.send(h11.Response(status_code=resp.status, headers=headers,

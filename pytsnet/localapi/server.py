@@ -36,6 +36,8 @@ class LocalRequest:
     query: dict[str, str] = field(default_factory=dict)
     """First value of each query parameter (Go's ``FormValue``)."""
     body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    """Request headers, names lower-cased (first value): Serve's ``If-Match`` (20b)."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,8 @@ class LocalResponse:
     status: int
     body: bytes = b""
     content_type: str = "text/plain; charset=utf-8"
+    headers: tuple[tuple[str, str], ...] = ()
+    """Extra response headers: Serve's ``Etag`` (20b)."""
 
     @classmethod
     def error(cls, status: int, text: str) -> LocalResponse:

@@ -87,7 +87,8 @@ def test_unservable_configs_are_refused(cfg: ServeConfig) -> None:
 
 def test_a_port_keeps_its_serve_type_as_go() -> None:
     old = ServeConfig(TCP={80: TCPPortHandler(HTTP=True)})
-    validate_update(old, ServeConfig(TCP={80: TCPPortHandler(HTTP=True), 81: TCPPortHandler(TCPForward="h:1")}))
+    validate_update(old, ServeConfig(TCP={80: TCPPortHandler(HTTP=True),
+                                          81: TCPPortHandler(TCPForward="h:1")}))
     with pytest.raises(ServeConfigError, match="already serving 'http'"):
         validate_update(old, ServeConfig(TCP={80: TCPPortHandler(TCPForward="127.0.0.1:1")}))
     validate_update(old, None)  # removing everything is always allowed
@@ -110,7 +111,8 @@ def test_match_web_walks_like_go_get_serve_handler() -> None:
     got = {p: (m[0].Text, m[1]) if (m := match_web(hs, p)) else None
            for p in ["/", "/foo", "/foo/", "/foo/x/y", "/bar", "/bar/x", "/barx", "/a/b/c", "/a", "*", ""]}
     assert got == {
-        "/": ("root", "/"), "/foo": ("foo/", "/foo/"), "/foo/": ("foo/", "/foo/"), "/foo/x/y": ("foo/", "/foo/"),
+        "/": ("root", "/"), "/foo": ("foo/", "/foo/"), "/foo/": ("foo/", "/foo/"),
+        "/foo/x/y": ("foo/", "/foo/"),
         "/bar": ("bar", "/bar"), "/bar/x": ("bar", "/bar"), "/barx": ("root", "/"), "/a/b/c": ("ab", "/a/b/"),
         "/a": ("root", "/"), "*": None, "": None}
     assert match_web({"/x": _h("x")}, "/y") is None  # no root mount: 404, never a fall-through
@@ -142,4 +144,4 @@ def test_path_target_refuses_traversal() -> None:
     assert path_target("/srv/www", "/", "/") == "/srv/www"
     assert path_target("/srv/www", "/", "/a/../../etc/passwd") is None
     assert path_target("/srv/www", "/", "/..") is None
-    assert path_target("/srv/www", "/s/", "/s/..%2f") == "/srv/www/..%2f"  # still under root (not decoded here)
+    assert path_target("/srv/www", "/s/", "/s/..%2f") == "/srv/www/..%2f"  # under root (not decoded here)

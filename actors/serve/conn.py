@@ -1,0 +1,299 @@
+"""``ServeConnection``: one tailnet connection to a served port, its own actor (never restarted).
+
+Go's ``tcpHandlerForServeTCP`` per connection: ``TCPForward`` splices the flow to a host connection
+to the target (dialled with Go's 10 s bound; a failed dial resets the flow), with ``TerminateTLS``
+the TLS is terminated first (the certificate for that name, from the cert provider) and the
+plaintext piped to the target; ``HTTP``/``HTTPS`` serve the port's Web config (``actors/serve/http``,
+TLS first for HTTPS, the certificate for the client's SNI). The session runs on the actor's I/O
+thread against a real socket: one end of a socketpair spliced to the flow (``actors/netstack/splice``),
+so TLS and h11 work unchanged. The actor's stop (normal end, a kill, the tree stopping) closes every
+socket of the session; an unclean end resets the flow (RST to the client). Nothing outlives it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import socket
+import ssl
+import tempfile
+import threading
+from collections.abc import Callable
+from typing import get_args
+
+from pytsnet.actors.netstack.channel import FlowChannel
+from pytsnet.actors.netstack.splice import Splice, abort_flow
+from pytsnet.actors.runtime import Actor, ActorError, StopReason, handles
+from pytsnet.actors.runtime.logs import subsystem_logger
+from pytsnet.actors.serve.http import Identity, WebSession
+from pytsnet.messages.base import Message
+from pytsnet.messages.dataplane import GetDataplaneInfo
+from pytsnet.messages.peers import GetPeers
+from pytsnet.messages.serve import ServeConnDone, ServeConnEvent, ServeConnEventKind, ServeSpawn
+from pytsnet.wire.serve import ServeConfig, parse_serve_config, split_host_port
+
+__all__ = ["CertProvider", "ServeConnection", "server_ssl_context"]
+
+log = subsystem_logger("serve")
+
+CertProvider = Callable[[str], tuple[bytes, bytes]]
+"""Domain → (PEM certificate chain, PEM private key): the device's ``cert_pair_blocking`` by default."""
+
+COPY_CHUNK = 64 * 1024
+
+
+def server_ssl_context(cert_pem: bytes, key_pem: bytes, alpn: tuple[str, ...] = ()) -> ssl.SSLContext:
+    """A TLS server context for one PEM pair (TLS 1.2+). ssl loads PEM only from files: written to a
+    private temporary file that is gone before this returns. (Helper 20a's ``pytsnet.cert.tls`` has the
+    facade's own; this one is the actors' until the two are folded.)"""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    with tempfile.NamedTemporaryFile("wb", suffix=".pem") as f:  # 0600, deleted on close
+        f.write(cert_pem + b"\n" + key_pem)
+        f.flush()
+        ctx.load_cert_chain(f.name)
+    if alpn:
+        ctx.set_alpn_protocols(list(alpn))
+    return ctx
+
+
+class _Ended(Exception):
+    """The session ends here; the message says why (the flow is reset)."""
+
+
+class ServeConnection(Actor):
+    def __init__(self, spawn: ServeSpawn, server: str, port: int, config: str, channel: FlowChannel,
+                 certs: CertProvider | None) -> None:
+        self.spawn = spawn
+        self.server = server
+        self.port = port
+        self.config_json = config
+        self.ch = channel
+        self.certs = certs
+
+    def on_start(self) -> None:
+        self._stop = threading.Event()
+        self._socks: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._ran = False
+        self._clean = False
+        self.start_io_loop(self._session_once, self._close_all)
+
+    def on_stop(self, reason: StopReason) -> None:
+        self._stop.set()
+        self._close_all()
+        if self._clean:
+            self.ch.close()
+        else:
+            abort_flow(self.ch)  # unclean or killed: the client sees a reset, never a silent hang
+            self.ch.close()
+        self.tell_named(self.server, ServeConnEvent(kind="closed", conn=self.name))
+
+    @handles(ServeConnDone)
+    def on_done(self, msg: ServeConnDone) -> None:
+        if msg.error is not None:
+            log.debug("serve %s: %s", self.name, msg.error)
+        self.stop()
+
+    # -- the session (the I/O thread) ------------------------------------------------------------------
+    def _close_all(self) -> None:
+        self._stop.set()
+        with self._lock:
+            socks, self._socks = self._socks, []
+        for s in socks:
+            with contextlib.suppress(OSError):
+                s.close()
+
+    def _own(self, s: socket.socket) -> socket.socket:
+        with self._lock:
+            if self._stop.is_set():
+                s.close()
+                raise _Ended("stopping")
+            self._socks.append(s)
+        return s
+
+    def _session_once(self) -> Message | None:
+        if self._ran:
+            self._stop.wait(1.0)
+            return None
+        self._ran = True
+        try:
+            self._session()
+        except _Ended as e:
+            return ServeConnDone(error=str(e))
+        except (OSError, ssl.SSLError, ValueError) as e:
+            return ServeConnDone(error=f"{type(e).__name__}: {e}")
+        self._clean = True
+        return ServeConnDone()
+
+    def _count(self, kind: str) -> None:
+        if kind in get_args(ServeConnEventKind):
+            self._event(kind)  # type: ignore[arg-type]
+
+    def _event(self, kind: ServeConnEventKind, n: int = 1) -> None:
+        self.tell_named(self.server, ServeConnEvent(kind=kind, conn=self.name, n=n))
+
+    def _session(self) -> None:
+        cfg = parse_serve_config(self.config_json)
+        h = cfg.TCP.get(self.port) if cfg is not None else None
+        if cfg is None or h is None:
+            raise _Ended(f"port {self.port} is no longer served")
+        if h.TCPForward:
+            self._forward(h.TCPForward, h.TerminateTLS)
+        else:
+            self._web(cfg, https=h.HTTPS)
+
+    def _dial(self, target: str) -> socket.socket:
+        host, port = split_host_port(target)
+        try:
+            return self._own(socket.create_connection((host, port), timeout=self.spawn.backend_timeout))
+        except OSError as e:
+            self._event("backend_error")
+            raise _Ended(f"forward to {target}: {e}") from None
+
+    def _spliced_pair(self) -> tuple[socket.socket, threading.Thread]:
+        """Our end of a socketpair whose other end is spliced to the flow, and the splice's thread."""
+        ours, theirs = socket.socketpair()
+        self._own(ours)
+        self._own(theirs)
+        splice = Splice(theirs, self.ch, name=f"{self.name}-splice", stop=self._stop)
+        t = threading.Thread(target=splice.run, name=f"{self.name}-splice", daemon=True)
+        t.start()
+        return ours, t
+
+    def _forward(self, target: str, terminate_tls: str) -> None:
+        back = self._dial(target)
+        back.settimeout(None)
+        self._event("forwarded")
+        if not terminate_tls:
+            err = Splice(back, self.ch, name=f"{self.name}-fwd", stop=self._stop).run()
+            if err is not None:
+                raise _Ended(err)
+            return
+        ctx = self._tls_context(terminate_tls)
+        ours, splice = self._spliced_pair()
+        tls = self._tls_accept(ctx, ours)
+        self._own(tls)
+        _pipe(tls, back, self._stop)
+        with contextlib.suppress(OSError, ssl.SSLError, ValueError):
+            tls.unwrap()
+        ours.shutdown(socket.SHUT_RDWR)
+        splice.join(timeout=5.0)
+
+    def _web(self, cfg: ServeConfig, *, https: bool) -> None:
+        ours, splice = self._spliced_pair()
+        sock: socket.socket = ours
+        sni: str | None = None
+        if https:
+            holder: dict[str, str] = {}
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            ctx.sni_callback = self._sni_callback(holder)
+            ctx.set_alpn_protocols(["http/1.1"])
+            tls = self._tls_accept(ctx, ours)
+            self._own(tls)
+            sock = tls
+            sni = holder.get("sni", "")
+        identity, domain = self._whois()
+        session = WebSession(sock, port=self.port, config=cfg, tailnet_domain=domain, identity=identity,
+                             sni=sni, idle_timeout=self.spawn.idle_timeout,
+                             backend_timeout=self.spawn.backend_timeout, count=self._count)
+        session.run()
+        if isinstance(sock, ssl.SSLSocket):
+            with contextlib.suppress(OSError, ssl.SSLError, ValueError):
+                sock.unwrap()
+        with contextlib.suppress(OSError):
+            ours.shutdown(socket.SHUT_RDWR)
+        splice.join(timeout=5.0)
+
+    # -- TLS -------------------------------------------------------------------------------------------------
+    def _tls_context(self, domain: str) -> ssl.SSLContext:
+        if self.certs is None:
+            self._event("tls_error")
+            raise _Ended("no certificate provider: TLS cannot be terminated")
+        try:
+            cert, key = self.certs(domain)
+            return server_ssl_context(cert, key)
+        except Exception as e:  # the provider's failure (no HTTPS on the tailnet, ACME down): this conn only
+            self._event("tls_error")
+            raise _Ended(f"certificate for {domain}: {e}") from None
+
+    def _sni_callback(self, holder: dict[str, str]
+                      ) -> Callable[[ssl.SSLObject, str, ssl.SSLContext], int | None]:
+        """Go ``getTLSServeCertForPort``: the certificate for the name the client asked (none: refused)."""
+        def pick(sock: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> int | None:
+            if not name:
+                return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
+            try:
+                sock.context = self._tls_context(name)
+            except _Ended:
+                return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR
+            holder["sni"] = name
+            return None
+        return pick
+
+    def _tls_accept(self, ctx: ssl.SSLContext, sock: socket.socket) -> ssl.SSLSocket:
+        sock.settimeout(self.spawn.idle_timeout)
+        try:
+            return ctx.wrap_socket(sock, server_side=True)
+        except (OSError, ssl.SSLError) as e:
+            self._event("tls_error")
+            raise _Ended(f"TLS handshake: {e}") from None
+
+    # -- who is calling --------------------------------------------------------------------------------------
+    def _whois(self) -> tuple[Identity, str]:
+        """Go ``WhoIs`` on the source address, and our tailnet's MagicDNS domain (for Host → Web key)."""
+        src = self.ch.remote[0]
+        unknown = Identity(src_ip=src)
+        peers_ref, dp_ref = self.lookup(self.spawn.peers), self.lookup(self.spawn.dataplane)
+        if peers_ref is None or dp_ref is None:
+            return unknown, ""
+        try:
+            nm = dp_ref.ask(GetDataplaneInfo(), timeout=self.spawn.whois_timeout).netmap
+            table = peers_ref.ask(GetPeers(), timeout=self.spawn.whois_timeout)
+        except ActorError:
+            return unknown, ""
+        if nm is None:
+            return unknown, ""
+        name = nm.self_node.name.rstrip(".")
+        domain = name.split(".", 1)[1] if "." in name else ""
+        ip = ipaddress.ip_address(src)
+        for node in [nm.self_node, *table.peers]:
+            if any(ip == ipaddress.ip_interface(a).ip for a in node.addresses):
+                user = nm.user_profiles.get(node.user)
+                if user is None:
+                    return Identity(src_ip=src, tagged=bool(node.tags), known=True), domain
+                return Identity(src_ip=src, login_name=user.login_name, display_name=user.display_name,
+                                tagged=bool(node.tags), known=True), domain
+        self._event("unknown_peer")
+        return unknown, domain
+
+
+def _pipe(client: socket.socket, back: socket.socket, stop: threading.Event) -> None:
+    """Copy both ways. The client's end (TLS close or EOF) half-closes the backend, whose answer still
+    flows back; the backend's end ends the session (a TLS stream has no half-close to carry it)."""
+    def copy(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError, ssl.SSLError, ValueError):
+            while not stop.is_set():
+                data = src.recv(COPY_CHUNK)
+                if not data:
+                    return
+                dst.sendall(data)
+
+    client.settimeout(None)
+    def upward() -> None:
+        copy(client, back)
+        _shutdown(back, socket.SHUT_WR)
+
+    up = threading.Thread(target=upward, daemon=True)
+    up.start()
+    copy(back, client)
+    _shutdown(client, socket.SHUT_RDWR)  # unblocks the other direction's read
+    _shutdown(back, socket.SHUT_RDWR)
+    up.join(timeout=5.0)
+
+
+def _shutdown(sock: socket.socket, how: int) -> None:
+    """The transport's shutdown, under any TLS on it (an SSLSocket's own would drop its state mid-read)."""
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, how)

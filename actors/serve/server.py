@@ -1,0 +1,297 @@
+"""Serve's actors: the ``ServeManager`` (owner of the config) and one ``ServePort`` per served port.
+
+    serve.sup       Supervisor     one-for-one, 5 restarts / 10 s
+    ├── serve.conns Supervisor     budget 0: one ServeConnection per accepted connection, never restarted
+    ├── serve.ports Supervisor     one-for-one, 5 / 10 s: serve.port.<N> (ServePort), transient
+    └── serve       ServeManager   permanent: the config, the store's copy, the listeners' set
+
+The manager owns the config: ``SetServeConfig`` is checked (Go's JSON rules, Go's If-Match ETag,
+``validate_update``), the new ports' listeners are opened (an app's listener on the port refuses the
+whole config: nothing half-applied), the config is written to the state store (Go's ``_serve/<profile>``
+key) and only then applied: removed ports lose their ``ServePort`` and listener, new ones get them, and
+every port server is told its slice (``ServePortConfig``). A connection keeps the slice it was accepted
+under, so a change never touches open connections. A restarted manager reads the store again and
+reconciles (port servers that kept running are told their slice; listeners are the facade's
+``ListenerTable`` and outlive it). A port server is a ``ConnectionServer`` over the port's listener:
+it serves no connection until the manager told it its slice (it says ``ServePortHello`` at each start),
+so a restarted one never serves a stale config.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Protocol
+
+from pytsnet.actors.connserver import ConnectionServer
+from pytsnet.actors.control.store import StateStore
+from pytsnet.actors.netstack.channel import FlowChannel
+from pytsnet.actors.runtime import (
+    Actor,
+    ActorError,
+    ActorRef,
+    ChildSpec,
+    MailboxConfig,
+    MailboxPolicy,
+    Restart,
+    Strategy,
+    Supervisor,
+    SupervisorConfig,
+    handles,
+)
+from pytsnet.actors.runtime.logs import subsystem_logger
+from pytsnet.actors.serve.conn import CertProvider, ServeConnection
+from pytsnet.messages.serve import (
+    GetServeConfig,
+    ServeAccepted,
+    ServeConfigState,
+    ServeConnEvent,
+    ServePortConfig,
+    ServePortHello,
+    ServePortSpawn,
+    ServeSpawn,
+    ServeStatus,
+    ServeStatusRequest,
+    SetServeConfig,
+    SetServeConfigResult,
+)
+from pytsnet.wire.serve import (
+    ServeConfig,
+    ServeConfigError,
+    etag,
+    parse_serve_config,
+    split_host_port,
+    to_go_json,
+    validate,
+    validate_update,
+)
+
+if TYPE_CHECKING:
+    from pytsnet.actors.runtime import ActorSystem
+
+__all__ = ["ACCEPT_POLL", "Acceptor", "ListenerTable", "ServeManager", "ServePort", "port_slice",
+           "serve_spec"]
+
+log = subsystem_logger("serve")
+
+ACCEPT_POLL = 0.25
+"""The accept loop's wait: a stopped port server's loop ends within it."""
+
+
+class Acceptor(Protocol):
+    def accept_blocking(self, timeout: float | None = None) -> FlowChannel: ...
+
+
+class ListenerTable(Protocol):
+    """The facade's tailnet listeners for served ports (``pytsnet.serve.listeners``): they follow the
+    netstack across rebuilds like every device listener, and outlive the actors."""
+
+    def open(self, port: int) -> Acceptor:
+        """The port's listener, opened if needed; ``OSError`` (``AddressInUse``) if an app holds the port."""
+        ...
+
+    def close(self, port: int) -> None: ...
+
+    def ports(self) -> list[int]: ...
+
+
+def port_slice(cfg: ServeConfig, port: int) -> str:
+    """Go's JSON of the parts of ``cfg`` one port serves: its TCP handler and the Web servers on it."""
+    web = {}
+    for key, w in cfg.Web.items():
+        with contextlib.suppress(ServeConfigError):
+            if split_host_port(key)[1] == port:
+                web[key] = w
+    return to_go_json(ServeConfig(TCP={port: cfg.TCP[port]}, Web=web)).decode()
+
+
+def port_name(spawn: ServeSpawn, port: int) -> str:
+    return f"{spawn.manager}.port.{port}"
+
+
+class ServePort(ConnectionServer[FlowChannel]):
+    def __init__(self, spawn: ServeSpawn, port: ServePortSpawn, listeners: ListenerTable, system: ActorSystem,
+                 certs: CertProvider | None) -> None:
+        super().__init__(conns=spawn.conns, server=port.server, max_connections=spawn.max_connections,
+                         log=log, poll=ACCEPT_POLL)
+        self.spawn = spawn
+        self.port = port.port
+        self.listeners = listeners
+        self.system = system
+        self.certs = certs
+
+    def on_start(self) -> None:
+        self.config: str | None = None
+        self.acceptor = self.listeners.open(self.port)
+        super().on_start()
+        self.tell_named(self.spawn.manager, ServePortHello(port=self.port, server=self.name))
+
+    def accept_blocking(self, timeout: float) -> FlowChannel:
+        return self.acceptor.accept_blocking(timeout)
+
+    def close_conn(self, conn: FlowChannel) -> None:
+        conn.close()
+
+    def accepted_message(self) -> ServeAccepted:
+        return ServeAccepted()
+
+    def spawn_conn(self, conn: FlowChannel, name: str, parent: ActorRef) -> None:
+        assert self.config is not None
+        self.system.spawn(ServeConnection, self.spawn, self.name, self.port, self.config, conn, self.certs,
+                          name=name, parent=parent, restart=Restart.NEVER, dispatcher="thread",
+                          mailbox=MailboxConfig(8, MailboxPolicy.BLOCK, block_timeout=5.0))
+
+    @handles(ServePortConfig)
+    def on_config(self, msg: ServePortConfig) -> None:
+        self.config = msg.config
+        self.serve_queued()
+
+    @handles(ServeAccepted)
+    def on_accepted(self, msg: ServeAccepted) -> None:
+        if self.config is not None:  # else they wait for the manager's slice
+            self.serve_queued()
+
+    @handles(ServeConnEvent)
+    def on_event(self, msg: ServeConnEvent) -> None:
+        self.connection_event(msg.kind, msg.conn, msg.n)
+
+    @handles(ServeStatusRequest)
+    def on_status(self, msg: ServeStatusRequest) -> ServeStatus:
+        return ServeStatus(ports=[self.port], open=self.open_connections, counters=self.counters())
+
+
+class ServeManager(Actor):
+    def __init__(self, spawn: ServeSpawn, store: StateStore, listeners: ListenerTable, system: ActorSystem,
+                 certs: CertProvider | None) -> None:
+        self.spawn = spawn
+        self.store = store
+        self.listeners = listeners
+        self.system = system
+        self.certs = certs
+
+    def on_start(self) -> None:
+        self.config: ServeConfig | None = None
+        raw = self.store.read_state(self.spawn.state_key)
+        if raw:
+            try:
+                cfg = parse_serve_config(raw)
+                validate(cfg)
+                self._open_ports(cfg)
+            except (ServeConfigError, OSError) as e:  # fail closed: one we cannot serve serves nothing
+                log.warning("serve: the stored config (%s) is not served: %s", self.spawn.state_key, e)
+                cfg = None
+            self.config = cfg
+        self._apply()
+
+    # -- asks ------------------------------------------------------------------------------------------------
+    @handles(GetServeConfig)
+    def on_get(self, msg: GetServeConfig) -> ServeConfigState:
+        return ServeConfigState(config=to_go_json(self.config).decode(), etag=etag(self.config))
+
+    @handles(SetServeConfig)
+    def on_set(self, msg: SetServeConfig) -> SetServeConfigResult:
+        if msg.if_match and msg.if_match != etag(self.config):
+            return SetServeConfigResult(etag=etag(self.config), error="etag mismatch", etag_mismatch=True)
+        try:
+            cfg = parse_serve_config(msg.config)
+            validate_update(self.config, cfg)
+        except ServeConfigError as e:
+            return SetServeConfigResult(etag=etag(self.config), error=str(e))
+        opened: list[int] = []
+        try:
+            opened = self._open_ports(cfg)
+        except OSError as e:
+            return SetServeConfigResult(etag=etag(self.config), error=f"cannot listen: {e}")
+        try:
+            self.store.write_state(self.spawn.state_key, b"" if cfg is None else to_go_json(cfg))
+        except OSError as e:
+            for port in opened:
+                self.listeners.close(port)
+            return SetServeConfigResult(etag=etag(self.config), error=f"writing the serve config: {e}")
+        self.config = cfg
+        self._apply()
+        return SetServeConfigResult(etag=etag(cfg))
+
+    @handles(ServePortHello)
+    def on_hello(self, msg: ServePortHello) -> None:
+        ref = self.lookup(msg.server)
+        if ref is None:
+            return
+        if self.config is None or msg.port not in self.config.TCP:
+            with contextlib.suppress(ActorError):
+                ref.stop()
+            return
+        ref.tell(ServePortConfig(port=msg.port, config=port_slice(self.config, msg.port)))
+
+    @handles(ServeStatusRequest)
+    def on_status(self, msg: ServeStatusRequest) -> ServeStatus:
+        ports = sorted(self.config.TCP) if self.config is not None else []
+        total, counters = 0, dict[str, int]()
+        for port in ports:
+            ref = self.lookup(port_name(self.spawn, port))
+            if ref is None:
+                continue
+            try:
+                st = ref.ask(ServeStatusRequest(), timeout=2.0)
+            except ActorError:
+                continue
+            total += st.open
+            for k, v in st.counters.items():
+                counters[k] = counters.get(k, 0) + v
+        return ServeStatus(ports=ports, open=total, counters=counters)
+
+    # -- applying --------------------------------------------------------------------------------------------
+    def _open_ports(self, cfg: ServeConfig | None) -> list[int]:
+        """Open the listeners ``cfg`` needs that are not open; on a failure close those and raise."""
+        wanted = sorted(cfg.TCP) if cfg is not None else []
+        have = set(self.listeners.ports())
+        opened: list[int] = []
+        for port in wanted:
+            if port in have:
+                continue
+            try:
+                self.listeners.open(port)
+            except OSError:
+                for p in opened:
+                    self.listeners.close(p)
+                raise
+            opened.append(port)
+        return opened
+
+    def _apply(self) -> None:
+        """Make the port servers and listeners match ``self.config``; each server gets its slice."""
+        cfg = self.config
+        wanted = set(cfg.TCP) if cfg is not None else set()
+        for port in sorted(set(self.listeners.ports()) - wanted):
+            ref = self.lookup(port_name(self.spawn, port))
+            if ref is not None:
+                with contextlib.suppress(ActorError):
+                    ref.stop()
+            self.listeners.close(port)
+        if cfg is None:
+            return
+        parent = self.lookup(self.spawn.ports)
+        for port in sorted(wanted):
+            name = port_name(self.spawn, port)
+            ref = self.lookup(name)
+            if ref is None and parent is not None:
+                self.system.spawn(ServePort, self.spawn, ServePortSpawn(port=port, server=name),
+                                  self.listeners, self.system, self.certs, name=name, parent=parent,
+                                  restart=Restart.TRANSIENT, dispatcher="thread")
+                continue  # it says hello when it runs, and is told its slice then
+            if ref is not None:
+                ref.tell(ServePortConfig(port=port, config=port_slice(cfg, port)))
+
+
+def serve_spec(system: ActorSystem, spawn: ServeSpawn, store: StateStore, listeners: ListenerTable,
+               certs: CertProvider | None, restart: Restart = Restart.PERMANENT) -> ChildSpec:
+    """The subtree above as one child spec (spawned under the system root by the device)."""
+    children = (
+        ChildSpec(Supervisor, spawn.conns, args=(SupervisorConfig(Strategy.ONE_FOR_ONE, 0, 1.0),),
+                  dispatcher="thread"),
+        ChildSpec(Supervisor, spawn.ports, args=(SupervisorConfig(Strategy.ONE_FOR_ONE, 5, 10.0),),
+                  dispatcher="thread"),
+        ChildSpec(ServeManager, spawn.manager, args=(spawn, store, listeners, system, certs),
+                  dispatcher="thread"),
+    )
+    return ChildSpec(Supervisor, f"{spawn.manager}.sup",
+                     args=(SupervisorConfig(Strategy.ONE_FOR_ONE, 5, 10.0), children), restart=restart)
