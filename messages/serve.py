@@ -15,9 +15,9 @@ from typing import Literal
 
 from pytsnet.messages.base import Message, Request
 
-__all__ = ["GetServeConfig", "ServeAccepted", "ServeConfigState", "ServeConnDone", "ServeConnEvent",
-           "ServeConnEventKind", "ServePortConfig", "ServePortHello", "ServePortSpawn", "ServeSpawn",
-           "ServeStatus", "ServeStatusRequest", "SetServeConfig", "SetServeConfigResult"]
+__all__ = ["GetServeConfig", "GetServePortConfig", "ServeAccepted", "ServeConfigState", "ServeConnDone",
+           "ServeConnEvent", "ServeConnEventKind", "ServePortConfig", "ServePortHello", "ServePortSpawn",
+           "ServeSpawn", "ServeStatus", "ServeStatusRequest", "SetServeConfig", "SetServeConfigResult"]
 
 ServeConnEventKind = Literal["request", "not_found", "bad_request", "backend_error", "tls_error", "forwarded",
                              "redirect", "text", "file", "proxied", "busy", "closed", "unknown_peer"]
@@ -56,6 +56,11 @@ class ServePortConfig(Message, tag="serve.port_config"):
 
     port: int
     config: str
+
+
+class GetServePortConfig(Request[ServePortConfig], tag="serve.get_port_config"):
+    """A web connection asks its port server for the slice in force before each request (Go looks the
+    config up per request): a keep-alive connection sees a change; a removed port answers nothing."""
 
 
 class ServePortHello(Message, tag="serve.port_hello"):

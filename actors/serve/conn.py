@@ -29,7 +29,13 @@ from pytsnet.actors.serve.http import Identity, WebSession
 from pytsnet.messages.base import Message
 from pytsnet.messages.dataplane import GetDataplaneInfo
 from pytsnet.messages.peers import GetPeers
-from pytsnet.messages.serve import ServeConnDone, ServeConnEvent, ServeConnEventKind, ServeSpawn
+from pytsnet.messages.serve import (
+    GetServePortConfig,
+    ServeConnDone,
+    ServeConnEvent,
+    ServeConnEventKind,
+    ServeSpawn,
+)
 from pytsnet.wire.serve import ServeConfig, parse_serve_config, split_host_port
 
 __all__ = ["CertProvider", "ServeConnection", "server_ssl_context"]
@@ -195,8 +201,8 @@ class ServeConnection(Actor):
             sock = tls
             sni = holder.get("sni", "")
         identity, domain = self._whois()
-        session = WebSession(sock, port=self.port, config=cfg, tailnet_domain=domain, identity=identity,
-                             sni=sni, idle_timeout=self.spawn.idle_timeout,
+        session = WebSession(sock, port=self.port, config=self._current(cfg), tailnet_domain=domain,
+                             identity=identity, sni=sni, idle_timeout=self.spawn.idle_timeout,
                              backend_timeout=self.spawn.backend_timeout, count=self._count)
         session.run()
         if isinstance(sock, ssl.SSLSocket):
@@ -205,6 +211,25 @@ class ServeConnection(Actor):
         with contextlib.suppress(OSError):
             ours.shutdown(socket.SHUT_RDWR)
         splice.join(timeout=5.0)
+
+    def _current(self, accepted: ServeConfig) -> Callable[[], ServeConfig | None]:
+        """The port's config in force, asked of the port server before each request (parsed once per
+        change); a port server that is gone (the port was removed) serves nothing: 404s."""
+        cache: dict[str, ServeConfig | None] = {self.config_json: accepted}
+
+        def current() -> ServeConfig | None:
+            ref = self.lookup(self.server)
+            if ref is None:
+                return None
+            try:
+                text = ref.ask(GetServePortConfig(), timeout=self.spawn.whois_timeout).config
+            except ActorError:
+                return None
+            if text not in cache:
+                cache.clear()
+                cache[text] = parse_serve_config(text)
+            return cache[text]
+        return current
 
     # -- TLS -------------------------------------------------------------------------------------------------
     def _tls_context(self, domain: str) -> ssl.SSLContext:

@@ -82,7 +82,8 @@ def _enc_header(v: str) -> bytes:
 class WebSession:
     """Serves the HTTP requests of one connection; ``count(kind)`` hears what each request did."""
 
-    def __init__(self, sock: socket.socket | ssl.SSLSocket, *, port: int, config: ServeConfig,
+    def __init__(self, sock: socket.socket | ssl.SSLSocket, *, port: int,
+                 config: Callable[[], ServeConfig | None],
                  tailnet_domain: str, identity: Identity, sni: str | None, idle_timeout: float,
                  backend_timeout: float,
                  count: Callable[[str], None]) -> None:
@@ -183,7 +184,8 @@ class WebSession:
         raw_path = target.split("?", 1)[0]
         url_path = urllib.parse.unquote(raw_path) if raw_path.startswith("/") else raw_path
         key = web_key(host, self.sni, self.tailnet_domain, self.port)
-        web = self.config.Web.get(key)
+        cfg = self.config()  # the config in force now, as Go looks it up per request
+        web = cfg.Web.get(key) if cfg is not None else None
         found = match_web(web.Handlers, url_path) if web is not None else None
         if found is None:
             self.count("not_found")

@@ -42,6 +42,7 @@ from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.actors.serve.conn import CertProvider, ServeConnection
 from pytsnet.messages.serve import (
     GetServeConfig,
+    GetServePortConfig,
     ServeAccepted,
     ServeConfigState,
     ServeConnEvent,
@@ -144,6 +145,10 @@ class ServePort(ConnectionServer[FlowChannel]):
     def on_config(self, msg: ServePortConfig) -> None:
         self.config = msg.config
         self.serve_queued()
+
+    @handles(GetServePortConfig)
+    def on_get_config(self, msg: GetServePortConfig) -> ServePortConfig:
+        return ServePortConfig(port=self.port, config=self.config or "null")
 
     @handles(ServeAccepted)
     def on_accepted(self, msg: ServeAccepted) -> None:

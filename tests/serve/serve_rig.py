@@ -1,0 +1,96 @@
+"""Shared pieces of the Serve tests: host-side backends on loopback and a trustme certificate provider."""
+
+from __future__ import annotations
+
+import json
+import socket
+import socketserver
+import ssl
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import trustme
+
+
+class _Echo(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        while data := self.request.recv(65536):
+            self.request.sendall(data)
+
+
+@contextmanager
+def echo_server() -> Iterator[int]:
+    """A TCP echo server on 127.0.0.1 (the TCPForward target); yields its port."""
+    srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Echo)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield srv.server_address[1]
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+class _Mirror(BaseHTTPRequestHandler):
+    """Answers with what it got: method, path, headers and body, as JSON."""
+
+    def _answer(self) -> None:
+        n = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(n) if n else b""
+        out = json.dumps({"method": self.command, "path": self.path, "body": body.decode(),
+                          "headers": {k.lower(): v for k, v in self.headers.items()}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def mirror_backend() -> Iterator[int]:
+    """An HTTP backend on 127.0.0.1 mirroring each request back as JSON; yields its port."""
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Mirror)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield srv.server_address[1]
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def dead_port() -> int:
+    """A loopback port nothing listens on (bound then closed)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port: int = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class TestCA:
+    """A real CA (trustme): ``provider`` issues leaf certs for any name; ``client_context`` trusts it."""
+
+    __test__ = False
+
+    def __init__(self) -> None:
+        self.ca = trustme.CA()
+        self.issued: list[str] = []
+
+    def provider(self, domain: str) -> tuple[bytes, bytes]:
+        self.issued.append(domain)
+        leaf = self.ca.issue_cert(domain)
+        chain = b"".join(blob.bytes() for blob in leaf.cert_chain_pems)
+        return chain, leaf.private_key_pem.bytes()
+
+    def client_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context()
+        self.ca.configure_trust(ctx)
+        return ctx

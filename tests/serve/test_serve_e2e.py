@@ -1,0 +1,272 @@
+"""Serve end to end on a local tailnet: ``srv`` serves, ``cli`` (another Python node) is the client.
+
+Every handler type (TCP forward, TLS-terminated TCP forward, and the web handlers Proxy, Text, Path,
+Redirect over HTTP and HTTPS) is reached through the tailnet; the fail-closed answers (404, 502 and
+the connection dropped), Go's identity headers, a runtime change that leaves an open connection
+alone, the ETag rules (facade and LocalAPI) and the typed errors for configs that cannot be served.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from serve_rig import TestCA, dead_port, echo_server, mirror_backend
+
+from pytsnet import ActorDevice
+from pytsnet.errors import ServeConfigInvalid, ServeETagMismatch
+from pytsnet.localapi.server import LocalRequest
+from pytsnet.serve import HTTPHandler, ServeConfig, TCPPortHandler, WebServerConfig, etag, parse_serve_config
+from pytsnet.testing.polling import wait_until
+from pytsnet.testing.tailnet import Tailnet, local_tailnet
+
+
+@pytest.fixture(scope="module")
+def tn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tailnet]:
+    with local_tailnet(tmp_path_factory.mktemp("serve"), ["srv", "cli"]) as t:
+        yield t
+
+
+@pytest.fixture(scope="module")
+def ca(tn: Tailnet) -> TestCA:
+    ca = TestCA()
+    tn["srv"].serve_cert_provider = ca.provider
+    return ca
+
+
+@pytest.fixture
+def srv(tn: Tailnet, ca: TestCA) -> Iterator[ActorDevice]:
+    dev = tn["srv"]
+    yield dev
+    dev.set_serve_config_blocking(None)
+
+
+def fqdn(dev: ActorDevice) -> str:
+    return dev.state.name.rstrip(".")
+
+
+def _recv_all(sock: socket.socket | ssl.SSLSocket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_tcp_forward(tn: Tailnet, srv: ActorDevice) -> None:
+    with echo_server() as port:
+        srv.set_serve_config_blocking(ServeConfig(TCP={7001: TCPPortHandler(TCPForward=f"127.0.0.1:{port}")}))
+        with tn["cli"].tcp_connect_blocking("srv", 7001, timeout=20) as sock:
+            sock.settimeout(20)
+            payload = bytes(range(256)) * 512  # 128 KiB: more than one window
+            sock.sendall(payload)
+            assert _recv_all(sock, len(payload)) == payload
+
+
+def test_tls_terminated_tcp_forward(tn: Tailnet, srv: ActorDevice, ca: TestCA) -> None:
+    name = fqdn(srv)
+    with echo_server() as port:
+        srv.set_serve_config_blocking(ServeConfig(TCP={7002: TCPPortHandler(TCPForward=f"127.0.0.1:{port}",
+                                                                            TerminateTLS=name)}))
+        raw = tn["cli"].connect_socket("srv", 7002, timeout=20)
+        raw.settimeout(20)
+        with ca.client_context().wrap_socket(raw, server_hostname=name) as tls:
+            assert tls.getpeercert() is not None  # verified against the CA: a real certificate chain
+            tls.sendall(b"hello through TLS")
+            assert _recv_all(tls, 17) == b"hello through TLS"
+    assert name in ca.issued
+
+
+def _web(srv: ActorDevice, port: int, handlers: dict[str, HTTPHandler], *, https: bool = False) -> None:
+    mode = TCPPortHandler(HTTPS=True) if https else TCPPortHandler(HTTP=True)
+    web = {f"{fqdn(srv)}:{port}": WebServerConfig(Handlers=handlers)}
+    srv.set_serve_config_blocking(ServeConfig(TCP={port: mode}, Web=web))
+
+
+def test_web_text_redirect_and_404(tn: Tailnet, srv: ActorDevice) -> None:
+    _web(srv, 80, {"/t": HTTPHandler(Text="hello, tailnet"),
+                   "/r/": HTTPHandler(Redirect="301:https://${HOST}${REQUEST_URI}")})
+    with tn["cli"].sync_http_client(timeout=20, follow_redirects=False) as c:
+        r = c.get("http://srv/t")
+        assert (r.status_code, r.text, r.headers["content-type"]) == (200, "hello, tailnet",
+                                                                       "text/plain; charset=utf-8")
+        r = c.get("http://srv/r/x?y=1")
+        assert r.status_code == 301 and r.headers["location"] == "https://srv/r/x?y=1"
+        r = c.get("http://srv/elsewhere")  # no mount at "/": 404, never a fall-through
+        assert r.status_code == 404
+        # a Host that is not this Web server's name: no Web config for it
+        r = c.get("http://srv/t", headers={"host": "other"})
+        assert r.status_code == 404
+
+
+def test_web_proxy_with_go_headers(tn: Tailnet, srv: ActorDevice) -> None:
+    cli = tn["cli"]
+    with mirror_backend() as port:
+        _web(srv, 8080, {"/api/": HTTPHandler(Proxy=str(port)),
+                         "/whole": HTTPHandler(Proxy=f"127.0.0.1:{port}/base")})
+        with cli.sync_http_client(timeout=20) as c:
+            r = c.post("http://srv:8080/api/items?q=1", content=b"payload",
+                       headers={"Tailscale-User-Login": "spoofed@evil", "X-Forwarded-For": "6.6.6.6"})
+            assert r.status_code == 200
+            got = r.json()
+            r2 = c.get("http://srv:8080/whole")
+    assert got["method"] == "POST" and got["path"] == "/items?q=1" and got["body"] == "payload"
+    h = got["headers"]
+    assert h["x-forwarded-for"] == cli.tailscale_ips()[0]
+    assert h["x-forwarded-host"] == "srv:8080" and h["host"] == "srv:8080"
+    assert "x-forwarded-proto" not in h  # plain HTTP
+    login = cli.whois(cli.tailscale_ips()[0]).user.login_name
+    assert login and h["tailscale-user-login"] == login  # the caller's own identity, not the spoofed one
+    assert h["tailscale-headers-info"] == "https://tailscale.com/s/serve-headers"
+    assert r2.status_code == 200 and r2.json()["path"] == "/base"
+
+
+def test_web_proxy_backend_down_is_502_and_the_connection_is_dropped(tn: Tailnet, srv: ActorDevice) -> None:
+    _web(srv, 8081, {"/": HTTPHandler(Proxy=str(dead_port()))})
+    with tn["cli"].tcp_connect_blocking("srv", 8081, timeout=20) as sock:
+        sock.settimeout(20)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: srv\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 502 "), data[:100]  # then the connection ended (recv gave b"")
+
+
+def test_web_path_files_dirs_and_traversal(tn: Tailnet, srv: ActorDevice, tmp_path: Path) -> None:
+    root = tmp_path / "www"
+    (root / "sub").mkdir(parents=True)
+    (root / "a.txt").write_text("file a")
+    (root / "sub" / "index.html").write_text("<p>index</p>")
+    (tmp_path / "secret.txt").write_text("not served")
+    (root / "escape").symlink_to(tmp_path / "secret.txt")
+    single = tmp_path / "one.txt"
+    single.write_text("single file")
+    _web(srv, 8082, {"/files/": HTTPHandler(Path=str(root)), "/one": HTTPHandler(Path=str(single))})
+    with tn["cli"].sync_http_client(timeout=20, follow_redirects=False) as c:
+        assert c.get("http://srv:8082/files/a.txt").text == "file a"
+        assert c.get("http://srv:8082/files/sub/").text == "<p>index</p>"
+        assert c.get("http://srv:8082/files/sub").status_code == 301
+        listing = c.get("http://srv:8082/files/")
+        assert listing.status_code == 200 and 'href="a.txt"' in listing.text and 'href="sub/"' in listing.text
+        assert c.get("http://srv:8082/files").headers["location"] == "/files/"
+        assert c.get("http://srv:8082/one").text == "single file"
+        assert c.get("http://srv:8082/one/x").status_code == 404
+        assert c.get("http://srv:8082/files/escape").status_code == 404  # a symlink out of the root
+        assert c.get("http://srv:8082/files/nope").status_code == 404
+    # raw requests: httpx would fold the ".." before sending
+    out_of_mount = _raw(tn["cli"], 8082, b"/files/..%2f..%2fsecret.txt")  # cleans to /secret.txt: no mount
+    assert out_of_mount.startswith(b"HTTP/1.1 404 ") and b"not served" not in out_of_mount
+    dotdot = _raw(tn["cli"], 8082, b"/files/sub/..%2f..%2ffiles/a.txt")  # in the mount, with "..": Go's 400
+    assert dotdot.startswith(b"HTTP/1.1 400 ") and b"file a" not in dotdot
+
+
+def _raw(cli: ActorDevice, port: int, target: bytes) -> bytes:
+    with cli.tcp_connect_blocking("srv", port, timeout=20) as sock:
+        sock.settimeout(20)
+        sock.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: srv\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+def test_https_web_with_a_verified_certificate(tn: Tailnet, srv: ActorDevice, ca: TestCA) -> None:
+    _web(srv, 443, {"/": HTTPHandler(Text="over TLS")}, https=True)
+    name = fqdn(srv)
+    with mirror_backend():
+        with tn["cli"].sync_http_client(timeout=20, verify=ca.client_context()) as c:
+            r = c.get(f"https://{name}/")
+        assert (r.status_code, r.text) == (200, "over TLS")
+        with tn["cli"].sync_http_client(timeout=20) as c, pytest.raises(httpx.ConnectError):
+            c.get(f"https://{name}/")  # the system trust store lacks the test CA: verification is real
+
+
+def test_runtime_change_keeps_an_unrelated_connection(tn: Tailnet, srv: ActorDevice) -> None:
+    with echo_server() as port:
+        tcp = {7003: TCPPortHandler(TCPForward=f"127.0.0.1:{port}"), 80: TCPPortHandler(HTTP=True)}
+        web = {f"{fqdn(srv)}:80": WebServerConfig(Handlers={"/": HTTPHandler(Text="v1")})}
+        srv.set_serve_config_blocking(ServeConfig(TCP=tcp, Web=web))
+        with tn["cli"].tcp_connect_blocking("srv", 7003, timeout=20) as sock, \
+                tn["cli"].sync_http_client(timeout=20) as c:
+            sock.settimeout(20)
+            sock.sendall(b"before")
+            assert _recv_all(sock, 6) == b"before"
+            assert c.get("http://srv/").text == "v1"
+            web2 = {f"{fqdn(srv)}:80": WebServerConfig(Handlers={"/": HTTPHandler(Text="v2")})}
+            srv.set_serve_config_blocking(ServeConfig(TCP=tcp | {7004: TCPPortHandler(HTTP=True)}, Web=web2))
+            assert c.get("http://srv/", headers={"connection": "close"}).text == "v2"
+            sock.sendall(b"after")  # the forward accepted under the old config is untouched
+            assert _recv_all(sock, 5) == b"after"
+            # removing the port stops new connections to it; the open one still works
+            srv.set_serve_config_blocking(ServeConfig(TCP={80: TCPPortHandler(HTTP=True)}, Web=web2))
+            sock.sendall(b"still")
+            assert _recv_all(sock, 5) == b"still"
+        assert 7003 not in srv.serve_status().ports
+        with pytest.raises(OSError):
+            tn["cli"].tcp_connect_blocking("srv", 7003, timeout=10)
+
+
+def test_etag_and_bad_configs_are_typed_errors(tn: Tailnet, srv: ActorDevice) -> None:
+    cfg = ServeConfig(TCP={80: TCPPortHandler(HTTP=True)},
+                      Web={f"{fqdn(srv)}:80": WebServerConfig(Handlers={"/": HTTPHandler(Text="a")})})
+    tag = srv.set_serve_config_blocking(cfg)
+    assert srv.get_serve_config_blocking() == (cfg, tag) and tag == etag(cfg)
+    with pytest.raises(ServeETagMismatch):
+        srv.set_serve_config_blocking(None, etag="0" * 64)
+    with pytest.raises(ServeConfigInvalid, match="already serving 'http'"):
+        srv.set_serve_config_blocking(ServeConfig(TCP={80: TCPPortHandler(TCPForward="127.0.0.1:1")}),
+                                      etag=tag)
+    with pytest.raises(ServeConfigInvalid):
+        srv.set_serve_config_blocking('{"TCP": {"80": {"HTTP": "yes"}}}')
+    lst = srv.listen_blocking(7005)  # an app's listener owns the port: the whole config is refused
+    try:
+        with pytest.raises(ServeConfigInvalid, match="cannot listen"):
+            srv.set_serve_config_blocking(ServeConfig(TCP={7005: TCPPortHandler(HTTP=True),
+                                                           7006: TCPPortHandler(HTTP=True)}))
+    finally:
+        lst.close()
+    assert srv.get_serve_config_blocking() == (cfg, tag)  # nothing of the refused ones was applied
+    assert srv.serve_status().ports == [80]
+    assert srv.set_serve_config_blocking(None, etag=tag) == etag(None)
+
+
+def test_localapi_serve_config_etag_as_go(tn: Tailnet, srv: ActorDevice) -> None:
+    api = srv.local_api()
+    body = json.dumps({"TCP": {"80": {"HTTP": True}},
+                       "Web": {f"{fqdn(srv)}:80": {"Handlers": {"/": {"Text": "via localapi"}}}}}).encode()
+    r = api.handle(LocalRequest("POST", "/localapi/v0/serve-config", body=body), permit_read=True,
+                   permit_write=True)
+    assert r.status == 200
+    got = api.handle(LocalRequest("GET", "/localapi/v0/serve-config"), permit_read=True, permit_write=False)
+    cfg = parse_serve_config(got.body)
+    assert got.status == 200 and cfg is not None and dict(got.headers)["Etag"] == etag(cfg)
+    stale = api.handle(LocalRequest("POST", "/localapi/v0/serve-config", body=b"null",
+                                    headers={"if-match": "stale"}), permit_read=True, permit_write=True)
+    assert stale.status == 412
+    denied = api.handle(LocalRequest("POST", "/localapi/v0/serve-config", body=b"null"), permit_read=True,
+                        permit_write=False)
+    assert denied.status == 403
+    bad = api.handle(LocalRequest("POST", "/localapi/v0/serve-config", body=b'{"TCP": {"0": {}}}'),
+                     permit_read=True, permit_write=True)
+    assert bad.status == 500 and "error" in json.loads(bad.body)
+    ok = api.handle(LocalRequest("POST", "/localapi/v0/serve-config", body=b"null",
+                                 headers={"if-match": dict(got.headers)["Etag"]}), permit_read=True,
+                    permit_write=True)
+    assert ok.status == 200 and srv.get_serve_config_blocking()[0] is None
+    with tn["cli"].sync_http_client(timeout=20) as c:
+        wait_until(lambda: _refused(c), 10, "port 80 no longer served")
+
+
+def _refused(c: httpx.Client) -> bool:
+    try:
+        c.get("http://srv/")
+    except httpx.HTTPError:
+        return True
+    return False
