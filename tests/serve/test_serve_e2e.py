@@ -16,13 +16,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serve_rig import TestCA, dead_port, echo_server, mirror_backend
 
 from pytsnet import ActorDevice
 from pytsnet.errors import ServeConfigInvalid, ServeETagMismatch
 from pytsnet.localapi.server import LocalRequest
 from pytsnet.serve import HTTPHandler, ServeConfig, TCPPortHandler, WebServerConfig, etag, parse_serve_config
 from pytsnet.testing.polling import wait_until
+from pytsnet.testing.serve import TestCA, dead_port, echo_server, mirror_backend
 from pytsnet.testing.tailnet import Tailnet, local_tailnet
 
 

@@ -1,4 +1,9 @@
-"""Shared pieces of the Serve tests: host-side backends on loopback and a trustme certificate provider."""
+"""Rig pieces for Serve: host-side backends on loopback and a test CA as a certificate provider.
+
+``echo_server`` (a TCPForward target), ``mirror_backend`` (a Proxy backend that answers with what it
+got, headers included), ``dead_port`` and ``TestCA`` (trustme, a real CA: ``provider`` is what
+``ActorDevice.serve_cert_provider`` takes, ``client_context`` trusts it).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import trustme
+__all__ = ["TestCA", "dead_port", "echo_server", "mirror_backend"]
+
 
 
 class _Echo(socketserver.BaseRequestHandler):
@@ -78,9 +84,10 @@ def dead_port() -> int:
 class TestCA:
     """A real CA (trustme): ``provider`` issues leaf certs for any name; ``client_context`` trusts it."""
 
-    __test__ = False
+    __test__ = False  # not a pytest class despite its name
 
     def __init__(self) -> None:
+        import trustme  # a test dependency: imported only by rigs that make a CA
         self.ca = trustme.CA()
         self.issued: list[str] = []
 
