@@ -66,7 +66,8 @@ def test_go_node_reaches_every_http_handler_and_a_tcp_forward(tmp_path: Path) ->
             assert curl(8080, "/t") == "text for Go"
             assert curl(8080, "/files/a.txt") == "file from Path"
             redirect = curl(8080, "/r/x?y=1", "-i")
-            assert redirect.startswith("HTTP/1.1 302") and "location: https://pynode/r/x?y=1" in redirect.lower()
+            assert redirect.startswith("HTTP/1.1 302")
+            assert "location: https://pynode/r/x?y=1" in redirect.lower()
             assert "404 page not found" in curl(8080, "/nothing-here")
             got = json.loads(curl(8080, "/api/v1?q=go"))
             wait_until(lambda: w.row("gocaller") is not None, 30, "the Go node in the Python status()")

@@ -5,7 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from pytsnet import ActorDevice
-from pytsnet.serve import SERVE_STATE_KEY, HTTPHandler, ServeConfig, TCPPortHandler, WebServerConfig, to_go_json
+from pytsnet.serve import (
+    SERVE_STATE_KEY,
+    HTTPHandler,
+    ServeConfig,
+    TCPPortHandler,
+    WebServerConfig,
+    to_go_json,
+)
 from pytsnet.state import FileStore
 from pytsnet.testing.tailnet import local_tailnet, wait_for_peers
 
@@ -30,4 +37,4 @@ def test_config_persisted_across_a_restart(tmp_path: Path) -> None:
                 r = c.get("http://host/")
             assert (r.status_code, r.text) == (200, "persisted")
             again.set_serve_config_blocking(None)
-            assert FileStore.in_dir(tmp_path / "host").read_state(SERVE_STATE_KEY) is None  # None: the key goes
+            assert FileStore.in_dir(tmp_path / "host").read_state(SERVE_STATE_KEY) is None  # the key went
