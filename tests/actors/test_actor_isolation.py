@@ -57,6 +57,21 @@ SHARED_ALLOWED: dict[frozenset[str], str] = {
     frozenset({"control", "cert"}): "20a: the state store; each actor owns its own keys in it (see ALLOWED)",
 }
 
+# -- Serve (20b) --
+ALLOWED.update({
+    ("serve", "store"): "the device's persistence: the ServeManager keeps the serve config there (Go's"
+                        " _serve/<profile> key), as the control runner keeps the node's",
+    ("serve", "listeners"): "the facade's listener table of served ports (Bindings listeners, I/O resources"
+                            " like sockets that outlive a restarted manager); only Serve's actors use it",
+    ("serve", "system"): "the manager spawns a port server per served port on the system (as peerapi)",
+    ("serve", "certs"): "the device's certificate provider (ACME or the app's): called off-thread per TLS"
+                        " connection, an I/O resource like the DNS forwarder",
+})
+SHARED_ALLOWED.update({
+    frozenset({"control", "serve"}): "the state store (a locked key/value file): each actor owns its keys",
+    frozenset({"netstack", "peerapi", "serve"}): "the device's ActorSystem: all three spawn actors on it",
+})
+
 
 def _immutable(v: Any) -> bool:
     """A message, a plain value, a ref (an address: it only carries messages), or a frozen record of
