@@ -18,6 +18,7 @@ from pytsnet.errors import LocalApiError
 from pytsnet.localapi.http import LOCAL_API_HOST
 from pytsnet.localapi.server import PREFIX, LocalApi, LocalRequest, LocalResponse, MaskedPrefs, Prefs
 from pytsnet.localapi.types import PingResult, Status, TokenResponse, WhoIsResponse
+from pytsnet.wire.serve import ServeConfig, ServeConfigError, parse_serve_config, to_go_json
 
 __all__ = ["LocalClient", "Transport"]
 
@@ -40,10 +41,11 @@ class LocalClient:
             url = f"http://{LOCAL_API_HOST}{req.path}" + (f"?{urlencode(req.query)}" if req.query else "")
             try:
                 with httpx.Client(transport=httpx.HTTPTransport(uds=path), timeout=timeout) as c:
-                    r = c.request(req.method, url, content=req.body or None)
+                    r = c.request(req.method, url, content=req.body or None, headers=req.headers or None)
             except httpx.HTTPError as e:
                 raise LocalApiError(f"LocalAPI at {path}: {e}") from None
-            return LocalResponse(r.status_code, r.content, r.headers.get("content-type", ""))
+            return LocalResponse(r.status_code, r.content, r.headers.get("content-type", ""),
+                                 headers=tuple(r.headers.items()))
 
         return cls(send)
 
@@ -104,6 +106,28 @@ class LocalClient:
         if b" PRIVATE KEY-----" in cert:
             raise LocalApiError("unexpected output: key in cert")
         return cert, key
+
+
+    # -- Serve (20b) --
+    def get_serve_config(self) -> tuple[ServeConfig | None, str]:
+        """Go ``GetServeConfig``: the config in force and its ETag (the ``Etag`` header)."""
+        resp = self._send(LocalRequest("GET", PREFIX + "serve-config"))
+        if resp.status != 200:
+            raise LocalApiError(f"{resp.status}: {resp.body.decode('utf-8', 'replace').strip()}", resp.status)
+        try:
+            cfg = parse_serve_config(resp.body)
+        except ServeConfigError as e:
+            raise LocalApiError(f"LocalAPI answer is not a ServeConfig: {e}") from None
+        return cfg, next((v for k, v in resp.headers if k.lower() == "etag"), "")
+
+    def set_serve_config(self, cfg: ServeConfig | None, etag: str = "") -> None:
+        """Go ``SetServeConfig``: ``etag`` (from ``get_serve_config``) goes as ``If-Match``; a stale one is
+        ``LocalApiError`` with status 412."""
+        headers = {"if-match": etag} if etag else {}
+        req = LocalRequest("POST", PREFIX + "serve-config", body=to_go_json(cfg), headers=headers)
+        resp = self._send(req)
+        if resp.status != 200:
+            raise LocalApiError(f"{resp.status}: {resp.body.decode('utf-8', 'replace').strip()}", resp.status)
 
 
 _M = TypeVar("_M", Status, WhoIsResponse, Prefs, PingResult)

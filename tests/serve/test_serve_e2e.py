@@ -18,9 +18,17 @@ import httpx
 import pytest
 
 from pytsnet import ActorDevice
-from pytsnet.errors import ServeConfigInvalid, ServeETagMismatch
+from pytsnet.errors import LocalApiError, ServeConfigInvalid, ServeETagMismatch
 from pytsnet.localapi.server import LocalRequest
-from pytsnet.serve import HTTPHandler, ServeConfig, TCPPortHandler, WebServerConfig, etag, parse_serve_config
+from pytsnet.serve import (
+    HTTPHandler,
+    ServeConfig,
+    TCPPortHandler,
+    WebServerConfig,
+    etag,
+    parse_serve_config,
+    to_go_json,
+)
 from pytsnet.testing.polling import wait_until
 from pytsnet.testing.serve import TestCA, dead_port, echo_server, mirror_backend
 from pytsnet.testing.tailnet import Tailnet, local_tailnet
@@ -270,3 +278,28 @@ def _refused(c: httpx.Client) -> bool:
     except httpx.HTTPError:
         return True
     return False
+
+
+def test_local_client_serve_config_over_the_loopback_listener(tn: Tailnet, srv: ActorDevice) -> None:
+    """Through the real HTTP transport: the Etag header out, If-Match in, 412 for a stale one."""
+    addr, _, cred = srv.loopback()
+    web = {f"{fqdn(srv)}:80": WebServerConfig(Handlers={"/": HTTPHandler(Text="from the local client")})}
+    cfg = ServeConfig(TCP={80: TCPPortHandler(HTTP=True)}, Web=web)
+    headers = {"Sec-Tailscale": "localapi"}
+    with httpx.Client(base_url=f"http://{addr}", auth=("", cred), headers=headers, timeout=20) as h:
+        r = h.post("/localapi/v0/serve-config", content=to_go_json(cfg))
+        assert r.status_code == 200
+        r = h.get("/localapi/v0/serve-config")
+        assert r.status_code == 200 and r.headers["etag"] == etag(cfg)
+        assert parse_serve_config(r.content) == cfg
+        stale = h.post("/localapi/v0/serve-config", content=b"null", headers={"If-Match": "stale"})
+        assert stale.status_code == 412
+        assert srv.get_serve_config_blocking()[0] == cfg
+    client = srv.local_client()
+    got, tag = client.get_serve_config()
+    assert got == cfg and tag == etag(cfg)
+    with pytest.raises(LocalApiError) as e:
+        client.set_serve_config(None, etag="stale")
+    assert e.value.status == 412
+    client.set_serve_config(None, etag=tag)
+    assert srv.get_serve_config_blocking() == (None, etag(None))
