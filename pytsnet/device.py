@@ -1390,8 +1390,9 @@ class ActorDevice:
     def set_serve_config_blocking(self, cfg: ServeConfig | str | bytes | None, *, etag: str = "",
                                   timeout: float = 10.0) -> str:
         """Go ``SetServeConfig(config, etag)``: check, store and apply ``cfg`` (a ``ServeConfig`` or Go's
-        JSON; None serves nothing) and return its ETag. Open connections keep the config they were
-        accepted under. ``ServeETagMismatch`` if ``etag`` is given and is not the current one;
+        JSON; None serves nothing) and return its ETag. No open connection is dropped: a TCP forward
+        keeps going, a web connection sees the new config at its next request (as Go).
+        ``ServeETagMismatch`` if ``etag`` is given and is not the current one;
         ``ServeConfigInvalid`` for a config that cannot be served (the one in force stays)."""
         from pytsnet.serve import ServeConfigError, parse_serve_config, to_go_json
         self.start()

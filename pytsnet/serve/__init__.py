@@ -8,7 +8,8 @@ TCP forward, or HTTP/HTTPS web servers whose mount points Proxy, Text, Path or R
     await dev.set_serve_config(cfg)      # checked, stored (state key "_serve/default"), applied
     cfg, etag = await dev.get_serve_config()
 
-Set at runtime, kept in the state store and applied again at the next start. The models and the
+Set at runtime (open connections are not dropped), kept in the state store and applied again at
+the next start; a bad config is ``ServeConfigInvalid`` and changes nothing. The models and the
 sans-IO rules are ``pytsnet.wire.serve``; the actors are ``pytsnet.actors.serve``.
 """
 
