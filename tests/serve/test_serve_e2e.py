@@ -14,6 +14,7 @@ import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 
@@ -303,3 +304,18 @@ def test_local_client_serve_config_over_the_loopback_listener(tn: Tailnet, srv: 
     assert e.value.status == 412
     client.set_serve_config(None, etag=tag)
     assert srv.get_serve_config_blocking() == (None, etag(None))
+
+
+def test_async_twins(tn: Tailnet, srv: ActorDevice) -> None:
+    cfg = ServeConfig(TCP={80: TCPPortHandler(HTTP=True)},
+                      Web={f"{fqdn(srv)}:80": WebServerConfig(Handlers={"/": HTTPHandler(Text="async")})})
+
+    async def run() -> None:
+        tag = await srv.set_serve_config(cfg)
+        assert await srv.get_serve_config() == (cfg, tag)
+        async with tn["cli"].http_client(timeout=20) as c:
+            assert (await c.get("http://srv/")).text == "async"
+        with pytest.raises(ServeETagMismatch):
+            await srv.set_serve_config(None, etag="stale")
+
+    anyio.run(run)
