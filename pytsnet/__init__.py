@@ -51,6 +51,7 @@ _EXPORTS: dict[str, str] = {
 _EXPORTS["LocalApiError"] = "pytsnet.errors"  # 19a (LocalAPI)
 _CERT_ERRORS = ("AcmeFailed", "CertError", "HttpsNotEnabled", "InvalidCertDomain")  # 20a (certificates)
 _EXPORTS.update(dict.fromkeys(_CERT_ERRORS, "pytsnet.errors"))
+_EXPORTS.update(dict.fromkeys(("ServeConfigInvalid", "ServeETagMismatch"), "pytsnet.errors"))  # 20b (Serve)
 
 __all__ = [
     "DIAL_TIMEOUT",
@@ -104,6 +105,7 @@ __all__ = [
     "__version__",
 ]
 __all__ += ["AcmeFailed", "CertError", "HttpsNotEnabled", "InvalidCertDomain"]  # 20a (certificates)
+__all__ += ["ServeConfigInvalid", "ServeETagMismatch"]  # 20b (Serve)
 
 
 def __getattr__(name: str) -> Any:
