@@ -1360,7 +1360,7 @@ class ActorDevice:
     # -- Serve (20b) -----------------------------------------------------------------------------------------
     serve_cert_provider: CertProvider | None = None
     """The certificates Serve's HTTPS and TerminateTLS handlers present: domain → (PEM chain, PEM key).
-    None: the node's own certificates (``cert_pair_blocking``, when the node has it)."""
+    None: the node's own ACME certificates (``cert_pair_blocking``: HTTPS must be on for the tailnet)."""
 
     def _start_serve(self) -> None:
         from pytsnet.actors.serve import serve_spec
@@ -1371,10 +1371,7 @@ class ActorDevice:
                                           self._serve_cert))
 
     def _serve_cert(self, domain: str) -> tuple[bytes, bytes]:
-        provider: CertProvider | None = self.serve_cert_provider or getattr(self, "cert_pair_blocking", None)
-        if provider is None:
-            raise ConfigError("no certificates for Serve: this node has no ACME client and no "
-                              "ActorDevice.serve_cert_provider was set")
+        provider: CertProvider = self.serve_cert_provider or self.cert_pair_blocking
         return provider(domain)
 
     def get_serve_config_blocking(self, timeout: float = 10.0) -> tuple[ServeConfig | None, str]:

@@ -68,7 +68,8 @@ ALLOWED.update({
                         " connection, an I/O resource like the DNS forwarder",
 })
 SHARED_ALLOWED.update({
-    frozenset({"control", "serve"}): "the state store (a locked key/value file): each actor owns its keys",
+    frozenset({"control", "cert", "serve"}): "the state store (a locked key/value file): each actor owns its"
+                                             " keys (Serve: _serve/default)",
     frozenset({"netstack", "peerapi", "serve"}): "the device's ActorSystem: all three spawn actors on it",
 })
 
