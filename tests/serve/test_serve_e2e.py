@@ -319,3 +319,24 @@ def test_async_twins(tn: Tailnet, srv: ActorDevice) -> None:
             await srv.set_serve_config(None, etag="stale")
 
     anyio.run(run)
+
+
+def test_https_without_certificates_fails_closed(tn: Tailnet, srv: ActorDevice) -> None:
+    """``cli`` has no ``serve_cert_provider``: its certs come from ``cert_pair_blocking`` (20a), and this
+    tailnet has HTTPS off, so the handshake is refused and the connection dropped; nothing else is served."""
+    cli = tn["cli"]
+    name = cli.state.name.rstrip(".")
+    web = {f"{name}:8443": WebServerConfig(Handlers={"/": HTTPHandler(Text="never")})}
+    cli.set_serve_config_blocking(ServeConfig(TCP={8443: TCPPortHandler(HTTPS=True)}, Web=web))
+    try:
+        raw = srv.connect_socket("cli", 8443, timeout=20)
+        raw.settimeout(20)
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE  # even a client that trusts anything gets no answer
+        with pytest.raises((ssl.SSLError, OSError)):
+            ctx.wrap_socket(raw, server_hostname=name).recv(1)
+        raw.close()
+        wait_until(lambda: cli.serve_status().counters.get("tls_error", 0) >= 1, 10, "the refusal counted")
+    finally:
+        cli.set_serve_config_blocking(None)
