@@ -117,3 +117,28 @@ def test_killing_the_serve_manager_and_a_port_server_is_survived(tn: Tailnet) ->
         with pytest.raises(OSError):  # 7102 is no longer served
             cli.tcp_connect_blocking("srv", 7102, timeout=5).close()
     srv.set_serve_config_blocking(None)
+
+
+def test_killing_the_port_servers_supervisor_is_survived(tn: Tailnet) -> None:
+    """``serve.ports`` comes back empty; rest-for-one restarts the manager after it, which spawns the
+    port servers again: the port is served again and the open connection (under serve.conns) lives on."""
+    srv, cli = tn["srv"], tn["cli"]
+    assert srv.system is not None
+    system = srv.system
+    with echo_server() as target:
+        _forward(srv, 7103, target)
+        with cli.tcp_connect_blocking("srv", 7103, timeout=20) as open_conn:
+            open_conn.settimeout(20)
+            assert _echo(open_conn, b"before") == b"before"
+            ports, manager = system.lookup("serve.ports"), system.lookup("serve")
+            assert ports is not None and manager is not None
+            before = manager.incarnation
+            FaultInjector.kill_now(ports, "chaos: the port servers' supervisor")
+            wait_until(lambda: manager.incarnation > before and manager.is_alive, 10, "the manager restarted")
+            wait_until(lambda: (p := system.lookup("serve.port.7103")) is not None and p.is_alive, 10,
+                       "the port server spawned again")
+            with cli.tcp_connect_blocking("srv", 7103, timeout=20) as fresh:
+                fresh.settimeout(20)
+                assert _echo(fresh, b"served again") == b"served again"
+            assert _echo(open_conn, b"untouched") == b"untouched"
+    srv.set_serve_config_blocking(None)

@@ -1,6 +1,6 @@
 """Serve's actors: the ``ServeManager`` (owner of the config) and one ``ServePort`` per served port.
 
-    serve.sup       Supervisor     one-for-one, 5 restarts / 10 s
+    serve.sup       Supervisor     rest-for-one, 5 restarts / 10 s
     ├── serve.conns Supervisor     budget 0: one ServeConnection per accepted connection, never restarted
     ├── serve.ports Supervisor     one-for-one, 5 / 10 s: serve.port.<N> (ServePort), transient
     └── serve       ServeManager   permanent: the config, the store's copy, the listeners' set
@@ -14,7 +14,9 @@ under, so a change never touches open connections. A restarted manager reads the
 reconciles (port servers that kept running are told their slice; listeners are the facade's
 ``ListenerTable`` and outlive it). A port server is a ``ConnectionServer`` over the port's listener:
 it serves no connection until the manager told it its slice (it says ``ServePortHello`` at each start),
-so a restarted one never serves a stale config.
+so a restarted one never serves a stale config. ``serve.sup`` is rest-for-one: a restarted
+``serve.ports`` (its port servers past their restart budget) comes back empty, and the manager after
+it is restarted too, so it spawns the port servers again.
 """
 
 from __future__ import annotations
@@ -299,4 +301,4 @@ def serve_spec(system: ActorSystem, spawn: ServeSpawn, store: StateStore, listen
                   dispatcher="thread"),
     )
     return ChildSpec(Supervisor, f"{spawn.manager}.sup",
-                     args=(SupervisorConfig(Strategy.ONE_FOR_ONE, 5, 10.0), children), restart=restart)
+                     args=(SupervisorConfig(Strategy.REST_FOR_ONE, 5, 10.0), children), restart=restart)
