@@ -40,13 +40,14 @@ def echo_server() -> Iterator[int]:
 
 
 class _Mirror(BaseHTTPRequestHandler):
-    """Answers with what it got: method, path, headers and body, as JSON."""
+    """Answers with what it got: method, path, headers (a dict, and every one in order) and body, as JSON."""
 
     def _answer(self) -> None:
         n = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(n) if n else b""
         out = json.dumps({"method": self.command, "path": self.path, "body": body.decode(),
-                          "headers": {k.lower(): v for k, v in self.headers.items()}}).encode()
+                          "headers": {k.lower(): v for k, v in self.headers.items()},
+                          "header_list": [[k.lower(), v] for k, v in self.headers.items()]}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(out)))

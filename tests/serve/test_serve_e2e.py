@@ -133,6 +133,8 @@ def test_web_proxy_with_go_headers(tn: Tailnet, srv: ActorDevice) -> None:
     assert "x-forwarded-proto" not in h  # plain HTTP
     login = cli.whois(cli.tailscale_ips()[0]).user.login_name
     assert login and h["tailscale-user-login"] == login  # the caller's own identity, not the spoofed one
+    names = [k for k, _ in got["header_list"]]
+    assert names.count("tailscale-user-login") == 1 and names.count("x-forwarded-for") == 1  # copies dropped
     assert h["tailscale-headers-info"] == "https://tailscale.com/s/serve-headers"
     assert r2.status_code == 200 and r2.json()["path"] == "/base"
 
