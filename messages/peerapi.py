@@ -17,7 +17,10 @@ __all__ = ["PeerApiAccepted", "PeerApiEvent", "PeerApiEventKind", "PeerApiRead",
            "PeerApiStatus", "PeerApiStatusRequest"]
 
 PeerApiEventKind = Literal["request", "dns", "not_found", "forbidden", "bad_request", "unknown_peer",
-                           "dns_error", "idle_timeout", "busy", "closed", "dns_exit"]
+                           "dns_error", "idle_timeout", "busy", "closed", "dns_exit",
+                           "ingress", "ingress_refused"]
+"""``ingress``: a Funnel connection handed to its listener; ``ingress_refused``: an ingress request
+refused (bad headers, no listener for the target, the listener full)."""
 
 
 class PeerApiSpawn(Message, tag="peerapi.spawn"):

@@ -22,8 +22,8 @@ from pytsnet.messages.magicsock import (
 from pytsnet.messages.redact import Payload
 from pytsnet.wire.tailcfg.filter import FilterRule
 
-__all__ = ["GetWgStatus", "IpPacketIn", "IpPacketOut", "IpPacketsIn", "IpPacketsOut", "WgConfig",
-           "WgDatagramIn", "WgDatagramOut", "WgDatagramsIn", "WgDatagramsOut", "WgFilterRule",
+__all__ = ["GetWgStatus", "IpPacketIn", "IpPacketOut", "IpPacketsIn", "IpPacketsOut", "WgCapGrant",
+           "WgConfig", "WgDatagramIn", "WgDatagramOut", "WgDatagramsIn", "WgDatagramsOut", "WgFilterRule",
            "WgHandshakeWork", "WgNetPortRange", "WgPeer", "WgPeerStatus", "WgPortRange", "WgStatus", "WgTick"]
 
 
@@ -74,14 +74,23 @@ class WgNetPortRange(Message):
     Ports: WgPortRange = WgPortRange()
 
 
+class WgCapGrant(Message):
+    """A ``tailcfg.CapGrant``'s destinations and capability names (``Caps`` plus the ``CapMap`` keys;
+    the free-form values would not round-trip as a message and no check here reads them)."""
+
+    Dsts: list[str] = []
+    Caps: list[str] = []
+
+
 class WgFilterRule(Message):
-    """The packet-path part of ``tailcfg.FilterRule`` (same field names; ``CapGrant`` is not needed
-    to accept or drop packets and its free-form ``CapMap`` would not round-trip as a message)."""
+    """The packet-path part of ``tailcfg.FilterRule`` (same field names), and its ``CapGrant``
+    names: peer capabilities such as Funnel's ingress grant (the packet path ignores them)."""
 
     SrcIPs: list[str] = []
     SrcBits: list[int] = []
     DstPorts: list[WgNetPortRange] = []
     IPProto: list[int] = []
+    CapGrant: list[WgCapGrant] = []
 
     @classmethod
     def from_tailcfg(cls, rule: FilterRule) -> WgFilterRule:
@@ -92,6 +101,8 @@ class WgFilterRule(Message):
                 for d in rule.DstPorts
                 for p in (d.Ports,)
             ],
+            CapGrant=[WgCapGrant(Dsts=list(g.Dsts), Caps=sorted({*g.Caps, *g.CapMap}))
+                      for g in rule.CapGrant],
         )
 
 

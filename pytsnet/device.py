@@ -157,7 +157,9 @@ if TYPE_CHECKING:
     import httpx  # http_client's types only: importing the device does not import httpx
     import requests
 
+    from pytsnet.actors.peerapi.ingress import IngressRoutes  # Funnel (20c)
     from pytsnet.cert.listener import TlsListener  # 20a
+    from pytsnet.funnel.listener import FunnelListener  # Funnel (20c)
     from pytsnet.localapi.client import LocalClient
     from pytsnet.localapi.server import LocalApi
     from pytsnet.localapi.types import TokenResponse
@@ -360,7 +362,7 @@ class ActorDevice:
         bridge = self.system.lookup(DATAPLANE)
         if bridge is not None:  # before any netmap can arrive; the bridge keeps it across restarts
             bridge.tell(SetRoutePrefs(prefs=self._route_prefs))
-        peerapi.start(self.system, exit_dns=cfg.advertise_exit_node)
+        peerapi.start(self.system, exit_dns=cfg.advertise_exit_node, ingress=self._funnel_routes())  # 20c
         self.peerapi_port = peerapi.port
         self._serve_local_api_socket()  # 19a: Config.local_api_socket
         self._start_cert_manager()  # 20a
@@ -1413,3 +1415,63 @@ class ActorDevice:
     def serve_status(self, timeout: float = 5.0) -> ServeStatus:
         """The served ports, connections open and per-kind counters (requests, 404s, backend errors…)."""
         return self._ask(SERVE, ServeStatusRequest(), timeout)
+    # -- Funnel (20c) --
+    _funnel_ingress: IngressRoutes | None = None
+
+    def _funnel_routes(self) -> IngressRoutes:
+        """The device's Funnel listeners by port, which the peerAPI's ``/v0/ingress`` hands public
+        connections to (made once, before the peerAPI starts)."""
+        if self._funnel_ingress is None:
+            from pytsnet.actors.peerapi.ingress import IngressRoutes
+            self._funnel_ingress = IngressRoutes()
+        return self._funnel_ingress
+
+    async def listen_funnel(self, port: int, *, funnel_only: bool = False,
+                            cert_provider: Callable[[str], tuple[bytes, bytes]] | None = None,
+                            backlog: int = 64, handshake_timeout: float = 10.0,
+                            timeout: float = 60.0) -> FunnelListener:
+        """Go ``ListenFunnel``: TLS connections from the public internet on ``port`` (443, 8443 or
+        10000 as the tailnet allows), brought by an ingress node, and from the tailnet on the same port
+        unless ``funnel_only``. TLS is terminated here with the node's certificate for its MagicDNS
+        name from ``cert_provider(domain) -> (cert_pem, key_pem)`` (default: the device's
+        ``cert_pair_blocking``). Waits until Running (``timeout``), then Go's checks:
+        ``FunnelUnavailable`` without HTTPS, the ``funnel`` attribute or any ingress node able to
+        reach us; ``FunnelPortNotAllowed`` for another port; ``AddressInUse`` if the port has one."""
+        await self.up(timeout)
+        return await anyio.to_thread.run_sync(
+            lambda: self._open_funnel(port, funnel_only, cert_provider, backlog, handshake_timeout))
+
+    def _open_funnel(self, port: int, funnel_only: bool,
+                     cert_provider: Callable[[str], tuple[bytes, bytes]] | None, backlog: int,
+                     handshake_timeout: float) -> FunnelListener:
+        from pytsnet.actors.peerapi.ingress import ingress_sources
+        from pytsnet.errors import AddressInUse, FunnelUnavailable
+        from pytsnet.funnel.access import check_funnel_access
+        from pytsnet.funnel.listener import FunnelListener
+        from pytsnet.funnel.tls import server_ssl_context
+        if not 0 < port < 65536:
+            raise ConfigError(f"listen_funnel: port {port} is not a TCP port (1-65535)")
+        nm = self.dataplane_info().netmap
+        if nm is None:
+            raise FunnelUnavailable("Funnel not available: no network map from control yet")
+        check_funnel_access(port, nm.capabilities.get(nm.self_node.node_id, []))
+        ours = [ipaddress.ip_interface(a).ip for a in nm.self_node.addresses]
+        if not ingress_sources(nm.packet_filter, ours):
+            raise FunnelUnavailable("Funnel not available: no ingress node of this tailnet may reach this "
+                                    "node (no peer holds the ingress capability towards it), so no public "
+                                    "connection could arrive")
+        domain = nm.self_node.name.rstrip(".")
+        provider = cert_provider or getattr(self, "cert_pair_blocking", None)  # 20a's, once on main
+        if provider is None:
+            raise FunnelUnavailable(f"Funnel not available: no certificate source for {domain} "
+                                    "(pass cert_provider)")
+        cert_pem, key_pem = provider(domain)
+        ctx = server_ssl_context(cert_pem, key_pem)
+        tailnet = None if funnel_only else self._bindings.listen(port, None)
+        try:
+            return FunnelListener(self._funnel_routes(), port, ctx, tailnet, backlog=backlog,
+                                  handshake_timeout=handshake_timeout)
+        except KeyError:
+            if tailnet is not None:
+                tailnet.close()
+            raise AddressInUse(98, f"listen_funnel: port {port} already has a Funnel listener") from None

@@ -249,3 +249,20 @@ class ServeETagMismatch(ServeConfigInvalid):
 
 
 __all__ += ["ServeConfigInvalid", "ServeETagMismatch"]  # 20b's own line
+# -- Funnel (20c) --
+class FunnelUnavailable(PytsnetError, OSError):
+    """The tailnet cannot bring public connections to this node: HTTPS off, no ``funnel`` node
+    attribute (Go's texts), or no ingress node the policy lets reach us. Never silently a tailnet-only
+    listener: ask the tailnet's admin to enable Funnel (localnet: ``--funnel HOST:PORT``)."""
+
+
+class FunnelPortNotAllowed(PytsnetError, ValueError):
+    """The port is not one the tailnet lets this node Funnel (Go ``CheckFunnelPort``; Tailscale
+    offers 443, 8443 and 10000)."""
+
+    def __init__(self, port: int, message: str) -> None:
+        super().__init__(message)
+        self.port = port
+
+
+__all__ += ["FunnelPortNotAllowed", "FunnelUnavailable"]  # 20c's own line

@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 
 from pytsnet.actors.peerapi import peerapi_spec
+from pytsnet.actors.peerapi.ingress import IngressRoutes
 from pytsnet.actors.runtime import ActorSystem
 from pytsnet.errors import AddressInUse
 from pytsnet.messages.peerapi import PeerApiSpawn
@@ -46,8 +47,10 @@ class PeerApi:
         """Hostinfo ``Services`` entries: one listener serves both families on the same port."""
         return (("peerapi4", self.port), ("peerapi6", self.port))
 
-    def start(self, system: ActorSystem, *, exit_dns: bool = False) -> None:
+    def start(self, system: ActorSystem, *, exit_dns: bool = False,
+              ingress: IngressRoutes | None = None) -> None:
         """``exit_dns``: we offer an exit node, so permitted clients' DNS is answered (Hostinfo's
-        ``peerapi-dns-proxy`` service says so)."""
+        ``peerapi-dns-proxy`` service says so). ``ingress``: the device's Funnel listeners, which
+        ``/v0/ingress`` hands public connections to (none: every ingress request is refused)."""
         spawn = PeerApiSpawn(port=self.port, server=PEERAPI, conns=f"{PEERAPI}.conns", exit_dns=exit_dns)
-        system.spawn_spec(peerapi_spec(system, spawn, self.listener))
+        system.spawn_spec(peerapi_spec(system, spawn, self.listener, ingress=ingress))

@@ -21,8 +21,9 @@ import h11
 
 from pytsnet.wire.errors import ParseError
 
-__all__ = ["DNS_MESSAGE", "MAX_BODY", "MAX_HEAD", "MAX_QUERY", "BadPeerApiRequest", "PeerApiHttp",
-           "PeerApiRequest", "PeerApiResponse", "dns_query_of", "route"]
+__all__ = ["DNS_MESSAGE", "INGRESS_PATH", "MAX_BODY", "MAX_HEAD", "MAX_QUERY", "BadIngressRequest",
+           "BadPeerApiRequest", "IngressRequest", "PeerApiHttp", "PeerApiRequest", "PeerApiResponse",
+           "dns_query_of", "host_allowed", "ingress_request", "route"]
 
 MAX_HEAD = 8 * 1024
 """A request line and headers past this are refused (Go's clients send a few hundred bytes)."""
@@ -140,6 +141,12 @@ class PeerApiHttp:
             self._h11.start_next_cycle()
         return out
 
+    def hijack(self) -> bytes:
+        """Take the connection over after the request just returned (Go's ``Hijacker``): the bytes
+        already received past it, which belong to the new owner; nothing more is parsed here."""
+        data, _ = self._h11.trailing_data
+        return bytes(data)
+
     def error_bytes(self, status: int, text: str) -> bytes:
         """A final response for a request h11 could not parse (best effort: b"" if h11 cannot send one)."""
         try:
@@ -173,6 +180,13 @@ def dns_query_of(req: PeerApiRequest) -> bytes | str:
     return "bad HTTP method"
 
 
+def host_allowed(req: PeerApiRequest, ours: tuple[str, ...]) -> bool:
+    """Go ``validatePeerAPIRequest``: no ``Referer``/``Origin``, and a ``Host`` that is ``peer`` or one
+    of our addresses with a port (else 403 whatever the path)."""
+    return not (req.headers.get("referer") or req.headers.get("origin")) and \
+        _host_ok(req.headers.get("host", ""), ours)
+
+
 def _host_ok(host: str, ours: tuple[str, ...]) -> bool:
     """Go ``validateHost``: ``peer``, or one of our addresses with a port."""
     if host == "peer":
@@ -194,8 +208,7 @@ def route(req: PeerApiRequest, *, our_addresses: tuple[str, ...], dns_allowed: b
           resolve: Callable[[bytes], bytes | None]) -> PeerApiResponse:
     """Answer one request from an identified tailnet peer. ``dns_allowed``: the node lets this peer use
     its resolver (Go ``replyToDNSQueries``); ``resolve`` answers a DNS query, None when it could not."""
-    if req.headers.get("referer") or req.headers.get("origin") or \
-            not _host_ok(req.headers.get("host", ""), our_addresses):
+    if not host_allowed(req, our_addresses):
         return PeerApiResponse(403, b"invalid peerapi request\n")
     if req.path.startswith("/dns-query"):
         if not dns_allowed:
@@ -209,3 +222,86 @@ def route(req: PeerApiRequest, *, our_addresses: tuple[str, ...], dns_allowed: b
         return PeerApiResponse(200, answer, DNS_MESSAGE)
     return PeerApiResponse(404, b"unsupported peerapi path\n")
 
+
+
+# -- Funnel ingress (20c) --------------------------------------------------------------------------
+INGRESS_PATH = "/v0/ingress"
+"""Go ``handleServeIngress``: an ingress node hands us one public TCP connection (Funnel)."""
+
+
+class BadIngressRequest(ParseError):
+    """An ``/v0/ingress`` request we refuse: ``status`` and Go's public text are the answer."""
+
+    def __init__(self, status: int, public: str) -> None:
+        super().__init__(public)
+        self.status = status
+        self.public = public
+
+    def response(self) -> PeerApiResponse:
+        return PeerApiResponse(self.status, self.public.encode() + b"\n")
+
+
+@dataclass(frozen=True)
+class IngressRequest:
+    """A well-formed ingress request: the public client (``Tailscale-Ingress-Src``) and what it asked
+    for (``Tailscale-Ingress-Target``, ``host:port`` as the client's SNI and port)."""
+
+    src: tuple[str, int]
+    target_host: str
+    target_port: int
+
+    @property
+    def target(self) -> str:
+        host = f"[{self.target_host}]" if ":" in self.target_host else self.target_host
+        return f"{host}:{self.target_port}"
+
+
+def _addr_port(text: str) -> tuple[str, int] | None:
+    """Go ``netip.ParseAddrPort``: ``1.2.3.4:80`` or ``[::1]:80``, nothing else."""
+    addr, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or len(port) > 5 or int(port) > 65535:
+        return None
+    bracketed = addr.startswith("[") and addr.endswith("]")
+    try:
+        ip = ipaddress.ip_address(addr[1:-1] if bracketed else addr)
+    except ValueError:
+        return None
+    if bracketed != (ip.version == 6):
+        return None
+    return str(ip), int(port)
+
+
+def _split_host_port(text: str) -> tuple[str, int] | None:
+    """Go ``net.SplitHostPort`` plus the 16-bit port parse ``HandleIngressTCPConn`` does next."""
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0 or text[end + 1:end + 2] != ":":
+            return None
+        host, port = text[1:end], text[end + 2:]
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep or ":" in host:
+            return None
+    if not port.isdigit() or len(port) > 5 or int(port) > 65535 or "[" in host or "]" in host:
+        return None
+    return host, int(port)
+
+
+def ingress_request(req: PeerApiRequest) -> IngressRequest:
+    """Go ``handleServeIngress``'s checks after the caller's capability: POST only (405), both
+    headers present and well-formed (400 with Go's text); ``BadIngressRequest`` otherwise."""
+    if req.method != "POST":
+        raise BadIngressRequest(405, "only POST allowed")
+    src_text = req.headers.get("tailscale-ingress-src", "")
+    if not src_text:
+        raise BadIngressRequest(400, "Tailscale-Ingress-Src header not set")
+    src = _addr_port(src_text)
+    if src is None:
+        raise BadIngressRequest(400, "Tailscale-Ingress-Src header invalid; want ip:port")
+    target = req.headers.get("tailscale-ingress-target", "")
+    if not target:
+        raise BadIngressRequest(400, "Tailscale-Ingress-Target header not set")
+    hp = _split_host_port(target)
+    if hp is None:
+        raise BadIngressRequest(400, "Tailscale-Ingress-Target header invalid; want host:port")
+    return IngressRequest(src=src, target_host=hp[0], target_port=hp[1])

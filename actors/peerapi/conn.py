@@ -7,6 +7,11 @@ head and body; a malformed one is a 400 and the end of this connection only); ``
 resolver (``DnsQuery(transport="doh")``). The read loop waits at most ``idle_timeout`` for bytes, a
 request still arriving ``idle_timeout`` after its first byte and a write that the peer does not take
 within it close the connection, so a silent, trickling or stalled peer holds a slot for a bounded time.
+
+``POST /v0/ingress`` (Funnel, ``ingress.py``) from a caller the filter grants the ingress capability,
+for a target port with a Funnel listener, is answered ``101`` and the flow is handed to that listener
+with the bytes already received past the request; the read loop takes nothing once the hand-over is
+decided (``_recv_lock``), and reads it had already taken join the hand-over before it happens.
 """
 
 from __future__ import annotations
@@ -22,6 +27,13 @@ import dns.reversename
 
 from pytsnet.actors.netstack.channel import FlowChannel
 from pytsnet.actors.peerapi import hostdns
+from pytsnet.actors.peerapi.ingress import (
+    PEER_CAP_INGRESS,
+    IngressHandler,
+    IngressHandoff,
+    IngressRoutes,
+    peer_caps,
+)
 from pytsnet.actors.runtime import Actor, ActorError, StopReason, handles
 from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.actors.wgengine.filter_rules import FilterRuleError, rules_from_tailcfg
@@ -32,7 +44,18 @@ from pytsnet.messages.peerapi import PeerApiEvent, PeerApiEventKind, PeerApiRead
 from pytsnet.messages.peers import GetPeers, PeerInfo
 from pytsnet.messages.wgengine import WgFilterRule
 from pytsnet.netstack.filter import PROTO_TCP, TCP_SYN, Filter, PacketSummary
-from pytsnet.wire.peerapi import BadPeerApiRequest, PeerApiHttp, PeerApiRequest, route
+from pytsnet.wire.peerapi import (
+    INGRESS_PATH,
+    BadIngressRequest,
+    BadPeerApiRequest,
+    IngressRequest,
+    PeerApiHttp,
+    PeerApiRequest,
+    PeerApiResponse,
+    host_allowed,
+    ingress_request,
+    route,
+)
 
 __all__ = ["Caller", "PeerApiConnection"]
 
@@ -56,12 +79,18 @@ class Caller:
     answered by our host's resolver."""
     tailnet_suffix: str = ""
     """Our MagicDNS domain (``tail1234.ts.net.``): names under it stay with the MagicDNS resolver."""
+    can_ingress: bool = False
+    """The filter grants this caller the ingress capability towards us (Go ``canIngress``)."""
+    self_name: str = ""
+    """Our MagicDNS name without the trailing dot: the only host a Funnel target may name."""
 
 
 class PeerApiConnection(Actor):
-    def __init__(self, spawn: PeerApiSpawn, channel: FlowChannel) -> None:
+    def __init__(self, spawn: PeerApiSpawn, channel: FlowChannel,
+                 ingress: IngressRoutes | None = None) -> None:
         self.spawn = spawn
         self.ch = channel
+        self.ingress = ingress
 
     def on_start(self) -> None:
         self._http = PeerApiHttp()
@@ -71,11 +100,19 @@ class PeerApiConnection(Actor):
         """When the request now arriving began: one that trickles in for longer than idle_timeout ends
         the connection (bytes now and then reset the read loop's wait, not this)."""
         self._stop = threading.Event()
+        self._recv_lock = threading.Lock()
+        """Held by the read loop while it takes bytes: once a hand-over sets ``_stop`` under it, no
+        byte is taken here again."""
+        self._taken = 0  # read loop: results told to us (under _recv_lock)
+        self._seen = 0  # handler: PeerApiRead messages handled
+        self._handoff: tuple[IngressHandler, IngressRequest, bytearray] | None = None
+        self._handed_over = False
         self.start_io_loop(self._read, self._wake_reader)
 
     def on_stop(self, reason: StopReason) -> None:
         self._stop.set()
-        self.ch.close()  # unread bytes make it an abort (RST), else a FIN after what we wrote
+        if not self._handed_over:
+            self.ch.close()  # unread bytes make it an abort (RST), else a FIN after what we wrote
         self.tell_named(self.spawn.server, PeerApiEvent(kind="closed", conn=self.name))
 
     # -- the read loop (its own thread) --------------------------------------------------------------
@@ -91,11 +128,20 @@ class PeerApiConnection(Actor):
             self._stop.wait(1.0)
             return None
         ch = self.ch
-        if not ch.wait(self._readable, self.spawn.idle_timeout):
-            self._ended = True
-            return PeerApiRead(idle=True)
-        if self._stop.is_set():
-            return None
+        waited = ch.wait(self._readable, self.spawn.idle_timeout)
+        with self._recv_lock:
+            if self._stop.is_set():
+                return None
+            if not waited:
+                self._ended = True
+            msg = self._take() if waited else PeerApiRead(idle=True)
+            if msg is not None:
+                self._taken += 1
+            return msg
+
+    def _take(self) -> PeerApiRead | None:
+        """One non-blocking take (under ``_recv_lock``)."""
+        ch = self.ch
         try:
             data = ch.try_recv(READ_CHUNK)
         except OSError:
@@ -110,6 +156,11 @@ class PeerApiConnection(Actor):
     # -- requests ---------------------------------------------------------------------------------------
     @handles(PeerApiRead)
     def on_read(self, msg: PeerApiRead) -> None:
+        self._seen += 1
+        if self._handoff is not None:  # read before the hand-over was decided: it goes along
+            self._handoff[2].extend(msg.data)
+            self._hand_over_when_caught_up()
+            return
         if msg.idle:
             self._event("idle_timeout")
             self.stop()
@@ -124,7 +175,9 @@ class PeerApiConnection(Actor):
         try:
             req = self._http.receive(b"" if msg.eof else msg.data)
             while req is not None:
-                self._answer(req)
+                if self._answer(req):
+                    self._hand_over_when_caught_up()
+                    return
                 if self._http.closed:
                     break
                 req = self._http.next()
@@ -148,16 +201,69 @@ class PeerApiConnection(Actor):
             self._event("idle_timeout")
             self.stop()
 
-    def _answer(self, req: PeerApiRequest) -> None:
+    def _answer(self, req: PeerApiRequest) -> bool:
+        """Answer one request; True when it was an ingress the connection is now handed over for."""
         caller = self._caller
         assert caller is not None
         self._event("request")
+        if req.path == INGRESS_PATH and host_allowed(req, caller.our_addresses):
+            return self._ingress(req, caller)
         resp = route(req, our_addresses=caller.our_addresses, dns_allowed=caller.is_self or caller.exit_dns,
                      resolve=self._resolve)
         if req.path.startswith("/dns-query") and resp.status == 200:
             self._event("dns")
         self._event(_STATUS_EVENT.get(resp.status))
         self._write(self._http.respond(resp))
+        return False
+
+    # -- Funnel ingress (Go handleServeIngress, HandleIngressTCPConn) ----------------------------------
+    def _refuse(self, resp: PeerApiResponse, kind: PeerApiEventKind, why: str) -> bool:
+        log.info("peerapi: ingress from %s:%d refused: %s", *self.ch.remote, why)
+        self._event(kind)
+        self._write(self._http.respond(resp))
+        return False
+
+    def _ingress(self, req: PeerApiRequest, caller: Caller) -> bool:
+        if not caller.can_ingress:
+            return self._refuse(PeerApiResponse(403, b"denied; no ingress cap\n"), "forbidden",
+                                "no ingress cap")
+        try:
+            ing = ingress_request(req)
+        except BadIngressRequest as e:
+            return self._refuse(e.response(), "ingress_refused", e.public)
+        handler = self.ingress.handler(ing.target_port) if self.ingress is not None else None
+        if handler is None or not caller.self_name or ing.target_host.lower() != caller.self_name:
+            # Go: no AllowFunnel entry for this host:port → sendRST (a 403 "denied")
+            return self._refuse(PeerApiResponse(403, b"denied\n"), "ingress_refused",
+                                f"no Funnel listener for {ing.target}")
+        self._write(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")  # Go writes exactly this
+        with self._recv_lock:
+            self._stop.set()  # the read loop takes nothing more
+            self._handoff = (handler, ing, bytearray(self._http.hijack()))
+        return True
+
+    def _hand_over_when_caught_up(self) -> None:
+        """Hand the flow over once every read the loop took has been handled (they are in ``prefix``)."""
+        with self._recv_lock:
+            if self._seen < self._taken or self._handoff is None or self._handed_over:
+                return
+            handler, ing, prefix = self._handoff
+            self._handed_over = True
+        caller = self._caller
+        assert caller is not None
+        taken = False
+        try:
+            taken = handler(IngressHandoff(channel=self.ch, prefix=bytes(prefix), request=ing,
+                                           ingress_peer=caller.node))
+        finally:
+            if taken:
+                self._event("ingress")
+            else:
+                self._handed_over = False  # on_stop closes it
+                self._event("ingress_refused")
+                log.info("peerapi: the Funnel listener on %d did not take %s's connection",
+                         ing.target_port, ing.src)
+            self.stop()
 
     def _resolve(self, query: bytes) -> bytes | None:
         caller = self._caller
@@ -199,8 +305,11 @@ class PeerApiConnection(Actor):
         for node in [nm.self_node, *table.peers]:
             if any(ip == ipaddress.ip_interface(a).ip for a in node.addresses):
                 exit_dns = self.spawn.exit_dns and _filter_allows_internet_dns(nm.packet_filter, ip)
+                ingress = PEER_CAP_INGRESS in peer_caps(nm.packet_filter, ip,
+                                                        [ipaddress.ip_address(a) for a in ours])
                 return Caller(node=node, is_self=node.user == nm.self_node.user, our_addresses=ours,
-                              exit_dns=exit_dns, tailnet_suffix=suffix.lower())
+                              exit_dns=exit_dns, tailnet_suffix=suffix.lower(), can_ingress=ingress,
+                              self_name=nm.self_node.name.rstrip(".").lower())
         return None
 
     def _write(self, data: bytes) -> None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 from pytsnet.actors.connserver import ConnectionServer, server_tree
 from pytsnet.actors.netstack.channel import FlowChannel
 from pytsnet.actors.peerapi.conn import PeerApiConnection
+from pytsnet.actors.peerapi.ingress import IngressRoutes
 from pytsnet.actors.runtime import (
     ActorRef,
     ChildSpec,
@@ -56,12 +57,15 @@ class Acceptor(Protocol):
 
 
 class PeerApiServer(ConnectionServer[FlowChannel]):
-    def __init__(self, spawn: PeerApiSpawn, acceptor: Acceptor, system: ActorSystem) -> None:
+    def __init__(self, spawn: PeerApiSpawn, acceptor: Acceptor, system: ActorSystem,
+                 ingress: IngressRoutes | None = None) -> None:
         super().__init__(conns=spawn.conns, server=spawn.server, max_connections=spawn.max_connections,
                          log=log, poll=ACCEPT_POLL)
         self.spawn = spawn
         self.acceptor = acceptor
         self.system = system
+        self.ingress = ingress
+        """Funnel listeners by port (the device's), handed to each connection for ``/v0/ingress``."""
 
     def accept_blocking(self, timeout: float) -> FlowChannel:
         return self.acceptor.accept_blocking(timeout)
@@ -74,7 +78,7 @@ class PeerApiServer(ConnectionServer[FlowChannel]):
 
     def spawn_conn(self, conn: FlowChannel, name: str, parent: ActorRef) -> None:
         mailbox = MailboxConfig(8, MailboxPolicy.BLOCK, block_timeout=self.spawn.idle_timeout)
-        self.system.spawn(PeerApiConnection, self.spawn, conn, name=name, parent=parent,
+        self.system.spawn(PeerApiConnection, self.spawn, conn, self.ingress, name=name, parent=parent,
                           restart=Restart.NEVER, dispatcher="thread", mailbox=mailbox)
 
     @handles(PeerApiAccepted)
@@ -91,7 +95,7 @@ class PeerApiServer(ConnectionServer[FlowChannel]):
 
 
 def peerapi_spec(system: ActorSystem, spawn: PeerApiSpawn, acceptor: Acceptor,
-                 restart: Restart = Restart.PERMANENT) -> ChildSpec:
+                 restart: Restart = Restart.PERMANENT, ingress: IngressRoutes | None = None) -> ChildSpec:
     """The subtree above as one child spec (spawned under the system root by the device)."""
-    return server_tree(ChildSpec(PeerApiServer, spawn.server, args=(spawn, acceptor, system),
+    return server_tree(ChildSpec(PeerApiServer, spawn.server, args=(spawn, acceptor, system, ingress),
                                  dispatcher="thread"), spawn.conns, restart)
