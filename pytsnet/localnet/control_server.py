@@ -48,6 +48,7 @@ from pytsnet.localnet import http1, routes
 from pytsnet.localnet.authkeys import AuthKeyRejected, consume_authkey
 from pytsnet.localnet.dns01 import Dns01Error, Dns01Sink
 from pytsnet.localnet.expiry import expiry_at, key_lifetime, set_key_lifetime
+from pytsnet.localnet.funnel_policy import FunnelPolicy
 from pytsnet.localnet.limits import ConnectionGate, ConnectionLimits
 from pytsnet.localnet.netmap import (
     DEFAULT_DOMAIN,
@@ -207,6 +208,8 @@ class ControlServer:
             set_key_lifetime(store, key_expiry)
         self.key_lifetime = key_lifetime(store)
         self.policy = policy or Policy.allow_all()
+        self.funnel: FunnelPolicy | None = None
+        """``localnet --funnel``: who gets the Funnel attributes, the ingress's grant (20c)."""
         self.domain = domain
         self.keepalive_interval = keepalive_interval
         self.ephemeral_grace = ephemeral_grace
@@ -407,8 +410,11 @@ class ControlServer:
             self._primaries = primaries
             routes.save_primaries(self.store, primaries)
             key = (self._gen, self.store.writes, self.store.data_version())
+        funnel = self.funnel  # 20c: --funnel's node attributes and the ingress's grant
         snap = Tailnet(nodes=nodes, users=users, online=online,
-                       packet_filter=self.policy.filter_rules(visible, users),
+                       packet_filter=self.policy.filter_rules(visible, users) +
+                       (funnel.filter_rules(visible) if funnel is not None else []),
+                       node_capmap={n.id: funnel.capmap(n) for n in nodes} if funnel is not None else {},
                        derp_map=self.derp_map or {}, domain=self.domain,
                        dns=self.policy.dns.dns_config(self.domain), now=now, primaries=dict(primaries),
                        https=self.https)

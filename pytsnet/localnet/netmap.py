@@ -79,6 +79,8 @@ class Tailnet:
     dns: JSON | None = None
     """``tailcfg.DNSConfig`` (None: ``dns_config(domain)``, MagicDNS on with no extras)."""
     now: float = field(default_factory=time.time)
+    node_capmap: dict[int, JSON] = field(default_factory=dict)
+    """Node ID → attributes only that node gets, over ``capmap`` (Funnel's, 20c)."""
     """The instant the snapshot was taken: node keys whose expiry is not after it are expired."""
     primaries: dict[str, int] = field(default_factory=dict)
     """Subnet prefix → the node ID primary for it (:func:`pytsnet.localnet.routes.elect`)."""
@@ -141,8 +143,8 @@ def node_json(n: Node, net: Tailnet, *, cap: int = 0) -> JSON:
         "Tags": list(n.tags),
         "MachineAuthorized": n.authorized,
         "Online": n.id in net.online,
-        "CapMap": dict(net.capmap),
-        "Capabilities": sorted(net.capmap),
+        "CapMap": {**net.capmap, **net.node_capmap.get(n.id, {})},  # node_capmap: Funnel (20c)
+        "Capabilities": sorted({**net.capmap, **net.node_capmap.get(n.id, {})}),
     }
     primary = primary_of(n, net.primaries)
     if primary:  # tailcfg.Node.PrimaryRoutes is omitempty

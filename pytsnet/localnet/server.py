@@ -21,7 +21,7 @@ import concurrent.futures
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -44,6 +44,7 @@ from pytsnet.localnet.store import AuthKey, Node, Store
 
 if TYPE_CHECKING:
     from pytsnet.localnet.api import ApiServer
+    from pytsnet.localnet.funnel import FunnelIngress
     from pytsnet.localnet.relay import Relay
 
 _T = TypeVar("_T")
@@ -66,7 +67,8 @@ class LocalTailnet:
                  key_expiry: float | str | None = None, max_pending: int = MAX_PENDING,
                  pending_ttl: float = PENDING_TTL, hostinfo_interval: float = HOSTINFO_INTERVAL,
                  limits: ConnectionLimits | None = None, https: bool = False, dns01_api: str | None = None,
-                 dns01_listen: str = "127.0.0.1:0") -> None:
+                 dns01_listen: str = "127.0.0.1:0", funnel: str | None = None,
+                 funnel_nodes: Sequence[str] | None = None, funnel_target_port: int | None = None) -> None:
         """``relay`` (default on) attaches the DERP relay and a STUN server at :meth:`start`, so the
         DERP map sent to nodes points at a working relay; pass False to serve control alone.
         ``derp_tls`` serves DERP on its own TLS listener (``derp_tls_port``; self-signed certificate in
@@ -82,7 +84,10 @@ class LocalTailnet:
         ``https`` (20a) enables HTTPS certificates: netmaps carry the ``https`` capability and each node's
         ``CertDomains``, and ``/machine/set-dns`` publishes ACME DNS-01 records, through
         pebble-challtestsrv's management API at ``dns01_api`` when given, else on localnet's own DNS
-        server (UDP on ``dns01_listen``; its address in :attr:`dns01_address` once started)."""
+        server (UDP on ``dns01_listen``; its address in :attr:`dns01_address` once started).
+        ``funnel`` (``HOST:PORT``, 20c) makes localnet a Funnel ingress there
+        (:mod:`pytsnet.localnet.funnel`): ``funnel_nodes`` (hostnames; None: all) get the Funnel
+        attributes, ``funnel_target_port`` is the nodes' port it carries to."""
         self.state_dir = Path(state_dir)
         self.listen = parse_listen(listen)
         self._sock = sock
@@ -107,6 +112,9 @@ class LocalTailnet:
         self.dns01_server: LocalDnsServer | None = None
         self.dns01_address = ""
         """``HOST:PORT`` of localnet's own DNS-01 server (``--https`` without ``--dns01-api``), else ""."""
+        self._funnel = (funnel, None if funnel_nodes is None else frozenset(funnel_nodes), funnel_target_port)
+        self.funnel: FunnelIngress | None = None
+        """The Funnel ingress (20c; None without ``funnel``)."""
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> LocalTailnet:
@@ -120,6 +128,12 @@ class LocalTailnet:
             try:
                 self.relay = attach_relay(self, stun_port=self._stun_port, tls=self._derp_tls[0],
                                           tls_port=self._derp_tls[1])
+            except BaseException:
+                self.close()
+                raise
+        if self._funnel[0] is not None:
+            try:
+                self._start_funnel(self._funnel[0])
             except BaseException:
                 self.close()
                 raise
@@ -165,6 +179,10 @@ class LocalTailnet:
             loop.close()
 
     def close(self) -> None:
+        if self.funnel is not None:  # 20c: its node logs nothing out; it just stops
+            with contextlib.suppress(Exception):
+                self.funnel.close()
+            self.funnel = None
         if self._loop is not None and self._thread is not None and self._thread.is_alive():
             if self.relay is not None:
                 with contextlib.suppress(Exception):
@@ -297,6 +315,23 @@ class LocalTailnet:
     def loop(self) -> asyncio.AbstractEventLoop:
         assert self._loop is not None
         return self._loop
+
+
+    # -- Funnel (20c) ----------------------------------------------------------------------------------
+    def _start_funnel(self, listen: str) -> None:
+        from pytsnet.localnet.funnel import FunnelIngress
+        from pytsnet.localnet.funnel_policy import FunnelPolicy
+
+        policy = FunnelPolicy(nodes=self._funnel[1])
+
+        def install() -> None:
+            assert self.control is not None
+            self.control.funnel = policy
+            self.control.notify()
+
+        self._call(install)
+        self.funnel = FunnelIngress(self, listen, self.state_dir / "funnel-ingress",
+                                    target_port=self._funnel[2]).start()
 
 
 def create_authkey(store: Store, *, reusable: bool = False, ephemeral: bool = False,

@@ -1,0 +1,235 @@
+"""Funnel end to end on one machine: ``curl`` on the host → ``localnet --funnel`` (the ingress, itself
+a tailnet node) → the node's peerAPI ``/v0/ingress`` over the tailnet → its Funnel listener, TLS
+terminated by the node with a certificate a test CA (trustme) issued for its MagicDNS name.
+
+Also: who may call ``/v0/ingress`` (only a peer the filter grants the ingress capability), Go's
+answers to hostile or wrong requests (the node keeps serving), and the typed errors of
+``listen_funnel`` (no ingress, no attribute, a port that is not a Funnel port).
+"""
+
+from __future__ import annotations
+
+import ssl
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+import trustme
+from anyio.streams.tls import TLSStream
+
+from pytsnet.device import ActorDevice
+from pytsnet.errors import FunnelPortNotAllowed, FunnelUnavailable
+from pytsnet.funnel import FunnelListener, FunnelStream
+from pytsnet.localnet.funnel_policy import FunnelPolicy
+from pytsnet.testing.polling import wait_until
+from pytsnet.testing.tailnet import Tailnet, local_tailnet
+
+pytestmark = pytest.mark.timeout(180)
+
+Provider = Callable[[str], tuple[bytes, bytes]]
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def ca_file(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return path
+
+
+def provider_for(ca: trustme.CA, asked: list[str]) -> Provider:
+    def provide(domain: str) -> tuple[bytes, bytes]:
+        asked.append(domain)
+        cert = ca.issue_cert(domain)
+        return b"".join(p.bytes() for p in cert.cert_chain_pems), cert.private_key_pem.bytes()
+    return provide
+
+
+@pytest.fixture(scope="module")
+def tn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tailnet]:
+    tmp = tmp_path_factory.mktemp("funnel")
+    opts = {"funnel": "127.0.0.1:0", "funnel_nodes": ["web", "peer"]}
+    with local_tailnet(tmp, ["web", "peer", "nofunnel"], net_options=opts) as net:
+        ingress = net.net.funnel
+        assert ingress is not None
+        wait_until(lambda: ingress.sees(net.name(net["web"])), 30, "the ingress sees web", interval=0.05)
+        yield net
+
+
+def fqdn(dev: ActorDevice) -> str:
+    return dev.state.name.rstrip(".")
+
+
+def curl(ca_file: Path, name: str, port: int, path: str = "/") -> tuple[str, int]:
+    """``curl`` on the host against the public listener; its body and its own source port."""
+    cmd = ["curl", "-sS", "--max-time", "20", "--cacert", str(ca_file),
+           "--resolve", f"{name}:{port}:127.0.0.1", f"https://{name}:{port}{path}", "-w", "\n%{local_port}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    body, _, local_port = out.stdout.rpartition("\n")
+    return body, int(local_port)
+
+
+async def serve_http(ln: FunnelListener, n: int, seen: list[FunnelStream]) -> None:
+    """Answer ``n`` HTTP/1.1 requests (one per connection) with who the listener says is calling."""
+    for _ in range(n):
+        s = await ln.accept()
+        seen.append(s)
+        req = b""
+        while b"\r\n\r\n" not in req:
+            req += await s.receive()
+        body = f"src={s.src[0]}:{s.src[1]} funnel={s.funnel} target={s.target} " \
+               f"path={req.split()[1].decode()}".encode()
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+        await s.send(head + body)
+        await s.aclose()
+
+
+def test_curl_reaches_a_funnel_listener_over_the_tailnet(tn: Tailnet, ca: trustme.CA, ca_file: Path) -> None:
+    web = tn["web"]
+    ingress = tn.net.funnel
+    assert ingress is not None
+    pub_port = ingress.address[1]
+    asked: list[str] = []
+    seen: list[FunnelStream] = []
+
+    async def main() -> list[tuple[str, int]]:
+        ln = await web.listen_funnel(443, cert_provider=provider_for(ca, asked))
+        async with ln, anyio.create_task_group() as tg:
+            tg.start_soon(serve_http, ln, 2, seen)
+            results = [await anyio.to_thread.run_sync(curl, ca_file, fqdn(web), pub_port, f"/p{i}")
+                       for i in range(2)]
+        return results
+
+    results = anyio.run(main)
+    assert asked == [fqdn(web)]  # the certificate is for the node's MagicDNS name
+    for i, (body, local_port) in enumerate(results):
+        # the app sees the public client (curl's own address), as Go's FunnelConn.Src
+        assert body == f"src=127.0.0.1:{local_port} funnel=True target={fqdn(web)}:443 path=/p{i}"
+    assert ingress.stats["spliced"] >= 2
+    counters = web.status().counters
+    assert counters.get("peerapi_ingress", 0) >= 2
+
+
+def test_funnel_listener_also_serves_the_tailnet_unless_funnel_only(tn: Tailnet, ca: trustme.CA) -> None:
+    web, peer = tn["web"], tn["peer"]
+    ctx = ssl.create_default_context(cadata=ca.cert_pem.bytes().decode())
+    seen: list[FunnelStream] = []
+
+    async def main() -> None:
+        ln = await web.listen_funnel(8443, cert_provider=provider_for(ca, []))
+        async with ln, anyio.create_task_group() as tg:
+            tg.start_soon(serve_http, ln, 1, seen)
+            stream = await peer.tcp_connect(tn.ip(web), 8443)
+            tls = await TLSStream.wrap(stream, hostname=fqdn(web), ssl_context=ctx,
+                                       standard_compatible=False)
+            await tls.send(b"GET /t HTTP/1.1\r\nHost: x\r\n\r\n")
+            got = b""
+            with anyio.fail_after(20):
+                while b"path=/t" not in got:
+                    got += await tls.receive()
+            await tls.aclose()
+        only = await web.listen_funnel(8443, funnel_only=True, cert_provider=provider_for(ca, []))
+        async with only:
+            with pytest.raises(ConnectionRefusedError):
+                await peer.tcp_connect(tn.ip(web), 8443, timeout=10)
+
+    anyio.run(main)
+    assert seen[0].funnel is False and seen[0].src[0] == tn.ip(peer)
+
+
+def raw_peerapi(dev: ActorDevice, target: ActorDevice, request: bytes, reads: int = 1) -> bytes:
+    """Send ``request`` to ``target``'s peerAPI from ``dev`` over the tailnet; what came back."""
+    sock = dev.tcp_connect_blocking(Tailnet.ip(target), target.peerapi_port, timeout=10)
+    sock.settimeout(10)
+    try:
+        sock.sendall(request)
+        out = b""
+        while out.count(b"HTTP/1.1 ") < reads or not out.endswith(b"\n"):
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            out += chunk
+        return out
+    finally:
+        sock.close()
+
+
+def ingress_req(target: ActorDevice, src: str = "198.51.100.1:4000", tgt: str | None = None,
+                method: str = "POST") -> bytes:
+    host = f"{Tailnet.ip(target)}:{target.peerapi_port}"
+    tgt = tgt if tgt is not None else f"{fqdn(target)}:443"
+    return (f"{method} /v0/ingress HTTP/1.1\r\nHost: {host}\r\nTailscale-Ingress-Src: {src}\r\n"
+            f"Tailscale-Ingress-Target: {tgt}\r\nContent-Length: 0\r\n\r\n").encode()
+
+
+def test_a_peer_without_the_ingress_capability_is_refused(tn: Tailnet) -> None:
+    web, peer = tn["web"], tn["peer"]
+    before = web.status().counters.get("peerapi_forbidden", 0)
+    out = raw_peerapi(peer, web, ingress_req(web))
+    assert out.startswith(b"HTTP/1.1 403 ") and out.endswith(b"denied; no ingress cap\n")
+    assert web.status().counters.get("peerapi_forbidden", 0) == before + 1
+
+
+@pytest.mark.parametrize(("kw", "status", "text"), [
+    ({"method": "GET"}, 405, b"only POST allowed"),
+    ({"src": "not-an-addr"}, 400, b"Tailscale-Ingress-Src header invalid; want ip:port"),
+    ({"src": ""}, 400, b"Tailscale-Ingress-Src header not set"),
+    ({"tgt": "no-port"}, 400, b"Tailscale-Ingress-Target header invalid; want host:port"),
+    ({"tgt": "web.elsewhere.test:443"}, 403, b"denied"),  # not our name
+    ({"tgt": None, "src": "[2001:db8::1]:1"}, 403, b"denied"),  # well-formed, but nothing listens on 443
+])
+def test_hostile_or_wrong_ingress_requests_get_gos_answers(tn: Tailnet, kw: dict[str, str], status: int,
+                                                           text: bytes) -> None:
+    ingress, web = tn.net.funnel, tn["web"]
+    assert ingress is not None and ingress.device is not None
+    # twice on one connection: a refusal is an answer, the connection (and the node) go on
+    req = ingress_req(web, **kw)
+    out = raw_peerapi(ingress.device, web, req + req, reads=2)
+    assert out.count(b"HTTP/1.1 %d " % status) == 2, out
+    assert out.endswith(text + b"\n")
+
+
+def test_funnel_refusals_are_typed(tn: Tailnet, ca: trustme.CA) -> None:
+    async def main() -> None:
+        with pytest.raises(FunnelPortNotAllowed, match="port 8080 is not allowed for funnel; allowed ports "
+                           "are: 443,8443,10000"):
+            await tn["web"].listen_funnel(8080, cert_provider=provider_for(ca, []))
+        with pytest.raises(FunnelUnavailable, match='"funnel" node attribute not set'):
+            await tn["nofunnel"].listen_funnel(443, cert_provider=provider_for(ca, []))
+
+    anyio.run(main)
+
+
+def self_caps(dev: ActorDevice) -> list[str]:
+    nm = dev.dataplane_info().netmap
+    return [] if nm is None else nm.capabilities.get(nm.self_node.node_id, [])
+
+
+def test_without_an_ingress_listen_funnel_is_unavailable(tmp_path: Path, ca: trustme.CA) -> None:
+    with local_tailnet(tmp_path, ["solo"]) as net:
+        dev = net["solo"]
+
+        async def attempt() -> None:
+            await dev.listen_funnel(443, cert_provider=provider_for(ca, []))
+
+        with pytest.raises(FunnelUnavailable, match='"funnel" node attribute not set'):
+            anyio.run(attempt)
+        control = net.net.control
+        assert control is not None
+
+        def grant_attrs_only() -> None:  # the attributes, but no ingress node in the tailnet
+            assert control is not None
+            control.funnel = FunnelPolicy()
+            control.notify()
+
+        net.net._call(grant_attrs_only)
+        wait_until(lambda: "funnel" in self_caps(dev), 20, "the funnel attribute arrives")
+        with pytest.raises(FunnelUnavailable, match="no ingress node"):
+            anyio.run(attempt)
