@@ -1,7 +1,8 @@
 """``pytsnet localnet``: serve the embedded local tailnet, or administer its state directory.
 
 ``localnet --state DIR [--listen HOST:PORT] [--no-relay | --derp-tls] [--key-expiry DURATION]
-[--idle-timeout DURATION]`` serves;
+[--idle-timeout DURATION] [--funnel HOST:PORT [--funnel-nodes a,b] [--funnel-target-port N]]`` serves
+(``--funnel``: a Funnel ingress on HOST:PORT, :mod:`pytsnet.localnet.funnel`);
 ``localnet --state DIR authkey create …``, ``authkey list``, ``nodes list``, ``nodes approve NODE``,
 ``nodes delete NODE``, ``nodes expire NODE``, ``nodes extend NODE [--for DURATION]``, ``nodes routes
 NODE``, ``nodes approve-routes NODE [PREFIX...]``, ``oauth create --scopes auth_keys --tags tag:a,tag:b``
@@ -68,6 +69,14 @@ def register(subparsers: Any) -> None:
                         "(default with --https: localnet's own DNS server, see --dns01-listen)")
     p.add_argument("--dns01-listen", default="127.0.0.1:0", metavar="HOST:PORT",
                    help="UDP address of localnet's own DNS-01 server (default 127.0.0.1:0)")
+    p.add_argument("--funnel", default=None, metavar="HOST:PORT",  # 20c
+                   help="be a Funnel ingress: accept public TLS on HOST:PORT and carry it to the node its "
+                        "SNI names; nodes get the funnel attribute (see --funnel-nodes)")
+    p.add_argument("--funnel-nodes", default=None, metavar="HOSTNAMES",
+                   help="comma-separated hostnames that may Funnel (default: every node)")
+    p.add_argument("--funnel-target-port", type=int, default=None, metavar="PORT",
+                   help="the nodes' Funnel port the ingress carries to (default: the public port if it is "
+                        "443, 8443 or 10000, else 443)")
     p.set_defaults(func=_serve, admin=None)
     sub = p.add_subparsers(dest="admin")
     ak = sub.add_parser("authkey", help="pre-auth keys", parents=[shared]).add_subparsers(dest="op",
@@ -120,7 +129,10 @@ def _serve(args: argparse.Namespace) -> int:
     net = LocalTailnet(args.state, listen=args.listen, ipv6=args.ipv6, relay=not args.no_relay,
                        stun_port=args.stun_port, derp_tls=args.derp_tls,
                        derp_tls_port=args.derp_tls_port, key_expiry=args.key_expiry, limits=limits,
-                       https=args.https, dns01_api=args.dns01_api, dns01_listen=args.dns01_listen).start()
+                       https=args.https, dns01_api=args.dns01_api, dns01_listen=args.dns01_listen,
+                       funnel=args.funnel, funnel_target_port=args.funnel_target_port,
+                       funnel_nodes=None if args.funnel_nodes is None else
+                       [h for h in args.funnel_nodes.split(",") if h]).start()
     print(f"localnet control server: {net.control_url}", flush=True)
     if net.dns01_address:
         print(f"localnet DNS-01 server: udp {net.dns01_address} (pebble -dnsserver {net.dns01_address})",
@@ -133,6 +145,10 @@ def _serve(args: argparse.Namespace) -> int:
             print("Go nodes need: " + " ".join(f"{k}={v}" for k, v in net.relay.go_env.items()), flush=True)
     else:
         print("localnet DERP relay: off", flush=True)
+    if net.funnel is not None:
+        host, port = net.funnel.address
+        print(f"localnet Funnel ingress: {host}:{port} → the nodes' port {net.funnel.target_port}",
+              flush=True)
     try:
         net.serve_forever()
     except KeyboardInterrupt:

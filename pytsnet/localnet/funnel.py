@@ -58,7 +58,8 @@ class FunnelIngress:
     """The public listener and the ingress node; ``start``/``close`` (LocalTailnet does both)."""
 
     def __init__(self, net: LocalTailnet, listen: str, state_dir: Path, *, target_port: int | None = None,
-                 max_connections: int = 256, hello_timeout: float = 10.0, dial_timeout: float = 10.0) -> None:
+                 max_connections: int = 256, hello_timeout: float = 10.0, dial_timeout: float = 10.0,
+                 register_timeout: float = 30.0) -> None:
         self.net = net
         self.listen = parse_funnel(listen)
         self.state_dir = state_dir
@@ -66,6 +67,7 @@ class FunnelIngress:
         self.max_connections = max_connections
         self.hello_timeout = hello_timeout
         self.dial_timeout = dial_timeout
+        self.register_timeout = register_timeout
         self.stats: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._open = 0
@@ -99,6 +101,8 @@ class FunnelIngress:
             cfg = dataclasses.replace(cfg, bind_host=host)
         self.device = ActorDevice(cfg)
         self.device.start()
+        # registered before any node asks for Funnel: their maps carry its grant from the first one
+        self.device.wait_until_running_blocking(self.register_timeout)
         family = socket.AF_INET6 if ":" in self.listen[0] else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
