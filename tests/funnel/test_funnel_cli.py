@@ -72,7 +72,8 @@ def test_localnet_funnel_flag_end_to_end(tmp_path: Path) -> None:
 
                 async with ln, anyio.create_task_group() as tg:
                     tg.start_soon(serve)
-                    return await anyio.to_thread.run_sync(curl)
+                    body = await anyio.to_thread.run_sync(curl)
+                return body
 
             assert anyio.run(main) == "hello 127.0.0.1 via funnel=True"
     finally:

@@ -233,3 +233,94 @@ def test_without_an_ingress_listen_funnel_is_unavailable(tmp_path: Path, ca: tru
         wait_until(lambda: "funnel" in self_caps(dev), 20, "the funnel attribute arrives")
         with pytest.raises(FunnelUnavailable, match="no ingress node"):
             anyio.run(attempt)
+
+
+def tls_over(sock: object, name: str, ca: trustme.CA, first: bytes) -> bytes:
+    """Drive a TLS client by hand over a tailnet socket whose first write was ``first`` + the
+    ClientHello (the ingress request and the hello pipelined, before our 101); the server's reply to
+    ``GET /pipelined``."""
+    ctx = ssl.create_default_context(cadata=ca.cert_pem.bytes().decode())
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(inc, out, server_hostname=name)
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    sock.sendall(first + out.read())  # type: ignore[attr-defined]
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        buf += sock.recv(4096)  # type: ignore[attr-defined]
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    assert head == b"HTTP/1.1 101 Switching Protocols"
+    inc.write(rest)
+    sent_request = False
+    answer = b""
+    while True:
+        try:
+            if not sent_request:
+                tls.do_handshake()
+                tls.write(b"GET /pipelined HTTP/1.1\r\nHost: x\r\n\r\n")
+                sent_request = True
+            answer += tls.read(4096)
+            if b"path=/pipelined" in answer:
+                return answer
+        except ssl.SSLWantReadError:
+            pass
+        if out.pending:
+            sock.sendall(out.read())  # type: ignore[attr-defined]
+        chunk = sock.recv(4096)  # type: ignore[attr-defined]
+        if not chunk:
+            raise AssertionError(f"closed; got {answer!r}")
+        inc.write(chunk)
+
+
+def test_hello_pipelined_with_the_ingress_request_reaches_the_listener(tn: Tailnet, ca: trustme.CA) -> None:
+    ingress, web = tn.net.funnel, tn["web"]
+    assert ingress is not None and ingress.device is not None
+    seen: list[FunnelStream] = []
+    dev = ingress.device
+
+    async def main() -> bytes:
+        ln = await web.listen_funnel(10000, cert_provider=provider_for(ca, []))
+        async with ln, anyio.create_task_group() as tg:
+            tg.start_soon(serve_http, ln, 1, seen)
+            sock = dev.tcp_connect_blocking(tn.ip(web), web.peerapi_port, timeout=10)
+            sock.settimeout(10)
+            try:
+                req = ingress_req(web, src="192.0.2.9:5555", tgt=f"{fqdn(web)}:10000")
+                answer = await anyio.to_thread.run_sync(tls_over, sock, fqdn(web), ca, req)
+            finally:
+                sock.close()
+        return answer
+
+    answer = anyio.run(main)
+    assert f"src=192.0.2.9:5555 funnel=True target={fqdn(web)}:10000".encode() in answer
+
+
+def test_a_full_backlog_refuses_and_close_drops_the_queued(tn: Tailnet, ca: trustme.CA) -> None:
+    ingress, web = tn.net.funnel, tn["web"]
+    assert ingress is not None and ingress.device is not None
+    dev = ingress.device
+
+    async def main() -> None:
+        ln = await web.listen_funnel(443, funnel_only=True, backlog=1, cert_provider=provider_for(ca, []))
+        socks = []
+        for i in range(2):
+            taken = web.status().counters.get("peerapi_ingress", 0)
+            s = dev.tcp_connect_blocking(tn.ip(web), web.peerapi_port, timeout=10)
+            s.settimeout(10)
+            s.sendall(ingress_req(web))
+            socks.append(s)
+            if i == 0:  # queued before the second arrives (the two are handled concurrently)
+                await anyio.to_thread.run_sync(lambda n=taken: wait_until(  # type: ignore[misc]
+                    lambda: web.status().counters.get("peerapi_ingress", 0) > n, 10, "the first is queued"))
+        heads = [await anyio.to_thread.run_sync(s.recv, 4096) for s in socks]
+        assert heads == [b"HTTP/1.1 101 Switching Protocols\r\n\r\n"] * 2
+        # the second found the backlog full: closed (as Go's listener that is not accepting)
+        assert await anyio.to_thread.run_sync(socks[1].recv, 4096) == b""
+        ln.close()  # the queued one is closed with it, and the port has no Funnel listener again
+        assert await anyio.to_thread.run_sync(socks[0].recv, 4096) == b""
+        for s in socks:
+            s.close()
+
+    anyio.run(main)
+    out = raw_peerapi(dev, web, ingress_req(web))
+    assert out.startswith(b"HTTP/1.1 403 ") and out.endswith(b"denied\n")
