@@ -107,10 +107,12 @@ class PeerApiConnection(Actor):
         self._seen = 0  # handler: PeerApiRead messages handled
         self._handoff: tuple[IngressHandler, IngressRequest, bytearray] | None = None
         self._handed_over = False
+        self._released = threading.Event()  # set at stop: a parked read loop ends at once
         self.start_io_loop(self._read, self._wake_reader)
 
     def on_stop(self, reason: StopReason) -> None:
         self._stop.set()
+        self._released.set()
         if not self._handed_over:
             self.ch.close()  # unread bytes make it an abort (RST), else a FIN after what we wrote
         self.tell_named(self.spawn.server, PeerApiEvent(kind="closed", conn=self.name))
@@ -124,6 +126,9 @@ class PeerApiConnection(Actor):
         return self.ch.recv_ready() or self._stop.is_set()
 
     def _read(self) -> Message | None:
+        if self._handoff is not None:  # handed over (or about to be): park until this actor stops
+            self._released.wait(1.0)
+            return None
         if self._ended:
             self._stop.wait(1.0)
             return None
