@@ -52,6 +52,7 @@ _EXPORTS["LocalApiError"] = "pytsnet.errors"  # 19a (LocalAPI)
 _CERT_ERRORS = ("AcmeFailed", "CertError", "HttpsNotEnabled", "InvalidCertDomain")  # 20a (certificates)
 _EXPORTS.update(dict.fromkeys(_CERT_ERRORS, "pytsnet.errors"))
 _EXPORTS.update(dict.fromkeys(("ServeConfigInvalid", "ServeETagMismatch"), "pytsnet.errors"))  # 20b (Serve)
+_EXPORTS.update(FunnelPortNotAllowed="pytsnet.errors", FunnelUnavailable="pytsnet.errors")  # 20c (Funnel)
 
 __all__ = [
     "DIAL_TIMEOUT",
@@ -76,6 +77,8 @@ __all__ = [
     "FileStore",
     "FlowAborted",
     "FlowCrashed",
+    "FunnelPortNotAllowed",
+    "FunnelUnavailable",
     "KeyExpired",
     "LocalApiError",
     "MemoryStore",
@@ -142,6 +145,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
         ExitNodeUnavailable,
         FlowAborted,
         FlowCrashed,
+        FunnelPortNotAllowed,
+        FunnelUnavailable,
         HttpsNotEnabled,
         InvalidCertDomain,
         KeyExpired,
