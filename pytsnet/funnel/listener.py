@@ -4,10 +4,12 @@
 
 The peerAPI connection that accepted an ingress request hands its flow over (``IngressHandoff``) on
 its own thread; the listener queues it (bounded by ``backlog``: one more is refused, and the peerAPI
-closes it) and ``accept`` terminates TLS on it with the node's certificate. A client that does not
-finish its handshake within ``handshake_timeout`` (or sends no TLS) is dropped and counted, and
-``accept`` goes on with the next one; handshakes run one at a time inside ``accept``, so a slow
-client delays the next by at most that timeout.
+closes it) and ``accept`` returns it at once as a ``FunnelStream``. TLS is terminated with the node's
+certificate on the stream's first ``receive``/``send`` (or an explicit ``handshake()``), in the task
+that serves the connection, as Go's ``tls.NewListener`` does: a client that stalls its handshake
+holds up only its own task, never ``accept``. One that does not finish within ``handshake_timeout``
+(or sends no TLS) gets its connection closed, ``anyio.BrokenResourceError`` in that task, and is
+counted in ``FunnelListener.dropped``.
 """
 
 from __future__ import annotations
@@ -93,31 +95,60 @@ class _Prefixed(ByteStream):
 
 
 class FunnelStream(ByteStream):
-    """One TLS-terminated connection: plaintext both ways. ``src`` is who is on the other end: the
-    public client (Go ``FunnelConn.Src``, the ingress's ``Tailscale-Ingress-Src``) when ``funnel``,
-    else the tailnet peer's address; ``target`` is the ``host:port`` the public client asked for."""
+    """One connection, plaintext both ways once its TLS handshake is done (on first use). ``src`` is
+    who is on the other end: the public client (Go ``FunnelConn.Src``, the ingress's
+    ``Tailscale-Ingress-Src``) when ``funnel``, else the tailnet peer's address; ``target`` is the
+    ``host:port`` the public client asked for."""
 
-    def __init__(self, tls: TLSStream, *, src: tuple[str, int], funnel: bool, target: str = "") -> None:
-        self.tls = tls
+    def __init__(self, raw: ByteStream, ssl_context: ssl.SSLContext, *, src: tuple[str, int], funnel: bool,
+                 target: str = "", handshake_timeout: float = 10.0,
+                 on_failed: Callable[[], None] | None = None) -> None:
+        self._raw = raw
+        self._ctx = ssl_context
+        self._tls: TLSStream | None = None
+        self._lock = anyio.Lock()
+        self._timeout = handshake_timeout
+        self._on_failed = on_failed
         self.src = src
         self.funnel = funnel
         self.target = target
 
+    async def handshake(self) -> TLSStream:
+        """Terminate TLS (once); ``anyio.BrokenResourceError`` (the connection closed) if the client
+        sends no TLS or does not finish within the handshake timeout."""
+        async with self._lock:
+            if self._tls is None:
+                try:
+                    with anyio.fail_after(self._timeout):
+                        self._tls = await TLSStream.wrap(self._raw, server_side=True, ssl_context=self._ctx,
+                                                         standard_compatible=False)
+                except (ssl.SSLError, anyio.BrokenResourceError, anyio.EndOfStream, TimeoutError,
+                        OSError) as e:
+                    if self._on_failed is not None:
+                        self._on_failed()
+                    with anyio.CancelScope(shield=True):
+                        await self._raw.aclose()
+                    raise anyio.BrokenResourceError(f"TLS handshake with {self.src} failed: {e!r}") from e
+            return self._tls
+
     async def receive(self, max_bytes: int = 65536) -> bytes:
-        return await self.tls.receive(max_bytes)
+        return await (await self.handshake()).receive(max_bytes)
 
     async def send(self, item: bytes) -> None:
-        await self.tls.send(item)
+        await (await self.handshake()).send(item)
 
     async def send_eof(self) -> None:
-        await self.tls.send_eof()
+        await (await self.handshake()).send_eof()
 
     async def aclose(self) -> None:
-        await self.tls.aclose()
+        if self._tls is not None:
+            await self._tls.aclose()
+        else:
+            await self._raw.aclose()
 
     @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
-        return self.tls.extra_attributes
+        return self._tls.extra_attributes if self._tls is not None else self._raw.extra_attributes
 
 
 _Raw = tuple[ByteStream, tuple[str, int], bool, str]
@@ -137,24 +168,19 @@ class FunnelListener:
         self._pending: collections.deque[_Raw] = collections.deque()
         self.handshake_timeout = handshake_timeout
         self.dropped = 0
-        """Connections dropped before ``accept`` returned them (no TLS, or too slow a handshake)."""
+        """Connections whose TLS handshake failed (no TLS, or too slow a handshake)."""
         self._offer = self._handoffs.offer  # one bound method: unregister matches it by identity
         routes.register(port, self._offer)  # KeyError: the port has a Funnel listener
 
     async def accept(self) -> FunnelStream:
-        """The next connection, its TLS handshake done; ``anyio.ClosedResourceError`` once closed."""
-        while True:
-            raw, src, funnel, target = await self._next_raw()
-            try:
-                with anyio.fail_after(self.handshake_timeout):
-                    tls = await TLSStream.wrap(raw, server_side=True, ssl_context=self._ctx,
-                                               standard_compatible=False)
-            except (ssl.SSLError, anyio.BrokenResourceError, anyio.EndOfStream, TimeoutError, OSError):
-                self.dropped += 1
-                with anyio.CancelScope(shield=True):
-                    await raw.aclose()
-                continue
-            return FunnelStream(tls, src=src, funnel=funnel, target=target)
+        """The next connection (TLS on its first use: serve it in its own task);
+        ``anyio.ClosedResourceError`` once closed."""
+        raw, src, funnel, target = await self._next_raw()
+        return FunnelStream(raw, self._ctx, src=src, funnel=funnel, target=target,
+                            handshake_timeout=self.handshake_timeout, on_failed=self._count_drop)
+
+    def _count_drop(self) -> None:
+        self.dropped += 1
 
     async def _from_funnel(self) -> _Raw:
         await self._handoffs.wait_async(self._handoffs.ready)

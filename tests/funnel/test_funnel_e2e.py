@@ -81,14 +81,18 @@ async def serve_http(ln: FunnelListener, n: int, seen: list[FunnelStream]) -> No
     for _ in range(n):
         s = await ln.accept()
         seen.append(s)
-        req = b""
-        while b"\r\n\r\n" not in req:
-            req += await s.receive()
-        body = f"src={s.src[0]}:{s.src[1]} funnel={s.funnel} target={s.target} " \
-               f"path={req.split()[1].decode()}".encode()
-        head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
-        await s.send(head + body)
-        await s.aclose()
+        await serve_one(s)
+
+
+async def serve_one(s: FunnelStream) -> None:
+    req = b""
+    while b"\r\n\r\n" not in req:
+        req += await s.receive()
+    body = f"src={s.src[0]}:{s.src[1]} funnel={s.funnel} target={s.target} " \
+           f"path={req.split()[1].decode()}".encode()
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+    await s.send(head + body)
+    await s.aclose()
 
 
 def test_curl_reaches_a_funnel_listener_over_the_tailnet(tn: Tailnet, ca: trustme.CA, ca_file: Path) -> None:
@@ -324,3 +328,44 @@ def test_a_full_backlog_refuses_and_close_drops_the_queued(tn: Tailnet, ca: trus
     anyio.run(main)
     out = raw_peerapi(dev, web, ingress_req(web))
     assert out.startswith(b"HTTP/1.1 403 ") and out.endswith(b"denied\n")
+
+
+def test_a_stalled_handshake_holds_up_only_its_own_connection(tn: Tailnet, ca: trustme.CA,
+                                                              ca_file: Path) -> None:
+    ingress, web = tn.net.funnel, tn["web"]
+    assert ingress is not None and ingress.device is not None
+    dev = ingress.device
+    failed: list[tuple[str, int]] = []
+
+    async def handle(s: FunnelStream) -> None:
+        try:
+            await serve_one(s)
+        except anyio.BrokenResourceError:
+            failed.append(s.src)
+
+    async def main() -> str:
+        ln = await web.listen_funnel(443, funnel_only=True, handshake_timeout=8.0,
+                                     cert_provider=provider_for(ca, []))
+        async with ln, anyio.create_task_group() as tg:
+            async def server() -> None:
+                while True:
+                    tg.start_soon(handle, await ln.accept())
+
+            tg.start_soon(server)
+            taken = web.status().counters.get("peerapi_ingress", 0)
+            stalled = dev.tcp_connect_blocking(tn.ip(web), web.peerapi_port, timeout=10)
+            # the ingress request, then the start of a TLS record that never completes
+            stalled.sendall(ingress_req(web, src="192.0.2.77:7") + b"\x16\x03\x01\x00\x40\x01")
+            await anyio.to_thread.run_sync(lambda: wait_until(  # handed over (accepted) before curl's
+                lambda: web.status().counters.get("peerapi_ingress", 0) > taken, 10, "the stalled one is in"))
+            body, _ = await anyio.to_thread.run_sync(curl, ca_file, fqdn(web), ingress.address[1], "/next")
+            assert ln.dropped == 0 and not failed  # served while the stalled one still waits
+            await anyio.to_thread.run_sync(lambda: wait_until(lambda: bool(failed), 15, "the stalled is cut"))
+            stalled.close()
+            tg.cancel_scope.cancel()
+        assert ln.dropped == 1
+        return body
+
+    body = anyio.run(main)
+    assert body.startswith("src=127.0.0.1:") and body.endswith("path=/next")
+    assert failed == [("192.0.2.77", 7)]
