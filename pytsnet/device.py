@@ -38,6 +38,7 @@ import os
 import secrets
 import socket
 import socketserver
+import ssl
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -1428,21 +1429,25 @@ class ActorDevice:
 
     async def listen_funnel(self, port: int, *, funnel_only: bool = False,
                             cert_provider: Callable[[str], tuple[bytes, bytes]] | None = None,
-                            backlog: int = 64, handshake_timeout: float = 10.0,
-                            timeout: float = 60.0) -> FunnelListener:
+                            ssl_context: ssl.SSLContext | None = None, backlog: int = 64,
+                            handshake_timeout: float = 10.0, timeout: float = 60.0) -> FunnelListener:
         """Go ``ListenFunnel``: TLS connections from the public internet on ``port`` (443, 8443 or
         10000 as the tailnet allows), brought by an ingress node, and from the tailnet on the same port
         unless ``funnel_only``. TLS is terminated here with the node's certificate for its MagicDNS
         name from ``cert_provider(domain) -> (cert_pem, key_pem)`` (default: the device's
-        ``cert_pair_blocking``). Waits until Running (``timeout``), then Go's checks:
+        ``cert_pair_blocking``), or with ``ssl_context`` (Go's ``FunnelTLSConfig``: the app's own
+        server context, for the tailnet connections too). Waits until Running (``timeout``), then
+        Go's checks:
         ``FunnelUnavailable`` without HTTPS, the ``funnel`` attribute or any ingress node able to
         reach us; ``FunnelPortNotAllowed`` for another port; ``AddressInUse`` if the port has one."""
         await self.up(timeout)
         return await anyio.to_thread.run_sync(
-            lambda: self._open_funnel(port, funnel_only, cert_provider, backlog, handshake_timeout))
+            lambda: self._open_funnel(port, funnel_only, cert_provider, ssl_context, backlog,
+                                      handshake_timeout))
 
     def _open_funnel(self, port: int, funnel_only: bool,
-                     cert_provider: Callable[[str], tuple[bytes, bytes]] | None, backlog: int,
+                     cert_provider: Callable[[str], tuple[bytes, bytes]] | None,
+                     ssl_context: ssl.SSLContext | None, backlog: int,
                      handshake_timeout: float) -> FunnelListener:
         from pytsnet.actors.peerapi.ingress import ingress_sources
         from pytsnet.errors import AddressInUse, FunnelUnavailable
@@ -1461,12 +1466,14 @@ class ActorDevice:
                                     "node (no peer holds the ingress capability towards it), so no public "
                                     "connection could arrive")
         domain = nm.self_node.name.rstrip(".")
-        provider = cert_provider or getattr(self, "cert_pair_blocking", None)  # 20a's, once on main
-        if provider is None:
-            raise FunnelUnavailable(f"Funnel not available: no certificate source for {domain} "
-                                    "(pass cert_provider)")
-        cert_pem, key_pem = provider(domain)
-        ctx = server_ssl_context(cert_pem, key_pem)
+        ctx = ssl_context
+        if ctx is None:
+            provider = cert_provider or getattr(self, "cert_pair_blocking", None)  # 20a's, once on main
+            if provider is None:
+                raise FunnelUnavailable(f"Funnel not available: no certificate source for {domain} "
+                                        "(pass cert_provider or ssl_context)")
+            cert_pem, key_pem = provider(domain)
+            ctx = server_ssl_context(cert_pem, key_pem)
         tailnet = None if funnel_only else self._bindings.listen(port, None)
         try:
             return FunnelListener(self._funnel_routes(), port, ctx, tailnet, backlog=backlog,

@@ -127,7 +127,9 @@ def test_funnel_listener_also_serves_the_tailnet_unless_funnel_only(tn: Tailnet,
     seen: list[FunnelStream] = []
 
     async def main() -> None:
-        ln = await web.listen_funnel(8443, cert_provider=provider_for(ca, []))
+        own = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)  # Go's FunnelTLSConfig: the app's own
+        ca.issue_cert(fqdn(web)).configure_cert(own)
+        ln = await web.listen_funnel(8443, ssl_context=own)
         async with ln, anyio.create_task_group() as tg:
             tg.start_soon(serve_http, ln, 1, seen)
             stream = await peer.tcp_connect(tn.ip(web), 8443)
