@@ -71,7 +71,7 @@ def test_killing_the_peerapi_server_leaves_open_funnel_connections(tmp_path: Pat
         cert = ca.issue_cert(domain)
         return b"".join(c.bytes() for c in cert.cert_chain_pems), cert.private_key_pem.bytes()
 
-    with local_tailnet(tmp_path, ["web"], net_options={"funnel": "127.0.0.1:0"}) as tn:
+    with local_tailnet(tmp_path, ["web"], net_options={"https": True, "funnel": "127.0.0.1:0"}) as tn:
         web, ingress = tn["web"], tn.net.funnel
         assert ingress is not None and ingress.device is not None and web.system is not None
         dev, name = ingress.device, web.state.name.rstrip(".")

@@ -160,7 +160,7 @@ if TYPE_CHECKING:
 
     from pytsnet.actors.peerapi.ingress import IngressRoutes  # Funnel (20c)
     from pytsnet.cert.listener import TlsListener  # 20a
-    from pytsnet.funnel.listener import FunnelListener  # Funnel (20c)
+    from pytsnet.funnel.listener import ContextSource, FunnelListener  # Funnel (20c)
     from pytsnet.localapi.client import LocalClient
     from pytsnet.localapi.server import LocalApi
     from pytsnet.localapi.types import TokenResponse
@@ -1433,13 +1433,14 @@ class ActorDevice:
                             handshake_timeout: float = 10.0, timeout: float = 60.0) -> FunnelListener:
         """Go ``ListenFunnel``: TLS connections from the public internet on ``port`` (443, 8443 or
         10000 as the tailnet allows), brought by an ingress node, and from the tailnet on the same port
-        unless ``funnel_only``. TLS is terminated here with the node's certificate for its MagicDNS
-        name from ``cert_provider(domain) -> (cert_pem, key_pem)`` (default: the device's
-        ``cert_pair_blocking``), or with ``ssl_context`` (Go's ``FunnelTLSConfig``: the app's own
-        server context, for the tailnet connections too). Waits until Running (``timeout``), then
-        Go's checks:
-        ``FunnelUnavailable`` without HTTPS, the ``funnel`` attribute or any ingress node able to
-        reach us; ``FunnelPortNotAllowed`` for another port; ``AddressInUse`` if the port has one."""
+        unless ``funnel_only``. TLS is terminated here, at each connection's first use, with the
+        node's certificate for its first ``CertDomains`` entry (as Go): ``cert_pair`` (the node's
+        ACME cert, renewals followed), or ``cert_provider(domain) -> (cert_pem, key_pem)``, or the
+        app's own ``ssl_context`` (Go's ``FunnelTLSConfig``, for the tailnet connections too).
+        Waits until Running (``timeout``), then Go's checks: ``FunnelUnavailable`` without HTTPS
+        (the ``https`` capability and ``CertDomains``), the ``funnel`` attribute or any ingress node
+        able to reach us; ``FunnelPortNotAllowed`` for another port; ``AddressInUse`` if the port
+        has one."""
         await self.up(timeout)
         return await anyio.to_thread.run_sync(
             lambda: self._open_funnel(port, funnel_only, cert_provider, ssl_context, backlog,
@@ -1453,32 +1454,49 @@ class ActorDevice:
         from pytsnet.errors import AddressInUse, FunnelUnavailable
         from pytsnet.funnel.access import check_funnel_access
         from pytsnet.funnel.listener import FunnelListener
-        from pytsnet.funnel.tls import server_ssl_context
         if not 0 < port < 65536:
             raise ConfigError(f"listen_funnel: port {port} is not a TCP port (1-65535)")
         nm = self.dataplane_info().netmap
         if nm is None:
             raise FunnelUnavailable("Funnel not available: no network map from control yet")
         check_funnel_access(port, nm.capabilities.get(nm.self_node.node_id, []))
+        domains = list(nm.dns.cert_domains) if nm.dns is not None else []
+        if not domains:  # Go's ListenFunnel: no CertDomains, no Funnel
+            raise FunnelUnavailable("Funnel not available; HTTPS must be enabled. "
+                                    "See https://tailscale.com/s/https")
         ours = [ipaddress.ip_interface(a).ip for a in nm.self_node.addresses]
         if not ingress_sources(nm.packet_filter, ours):
             raise FunnelUnavailable("Funnel not available: no ingress node of this tailnet may reach this "
                                     "node (no peer holds the ingress capability towards it), so no public "
                                     "connection could arrive")
-        domain = nm.self_node.name.rstrip(".")
-        ctx = ssl_context
-        if ctx is None:
-            provider = cert_provider or getattr(self, "cert_pair_blocking", None)  # 20a's, once on main
-            if provider is None:
-                raise FunnelUnavailable(f"Funnel not available: no certificate source for {domain} "
-                                        "(pass cert_provider or ssl_context)")
-            cert_pem, key_pem = provider(domain)
-            ctx = server_ssl_context(cert_pem, key_pem)
         tailnet = None if funnel_only else self._bindings.listen(port, None)
         try:
-            return FunnelListener(self._funnel_routes(), port, ctx, tailnet, backlog=backlog,
-                                  handshake_timeout=handshake_timeout)
+            return FunnelListener(self._funnel_routes(), port,
+                                  self._funnel_context(domains[0], cert_provider, ssl_context), tailnet,
+                                  backlog=backlog, handshake_timeout=handshake_timeout)
         except KeyError:
             if tailnet is not None:
                 tailnet.close()
             raise AddressInUse(98, f"listen_funnel: port {port} already has a Funnel listener") from None
+
+    def _funnel_context(self, domain: str, cert_provider: Callable[[str], tuple[bytes, bytes]] | None,
+                        ssl_context: ssl.SSLContext | None) -> ContextSource:
+        """Each Funnel handshake's server context: the app's own, or one for the node's cert as it is
+        at that handshake (Go's ``GetCertificate``: a renewed cert is served from then on; no ALPN,
+        as Go's ``ListenFunnel`` default config); one context per distinct pair (``ContextCache``)."""
+        from pytsnet.cert.tls import ContextCache
+        if ssl_context is not None:
+            fixed = ssl_context
+
+            async def constant() -> ssl.SSLContext:
+                return fixed
+            return constant
+        cache = ContextCache(alpn=())
+
+        async def current() -> ssl.SSLContext:
+            if cert_provider is not None:
+                pair = await anyio.to_thread.run_sync(cert_provider, domain)
+            else:
+                pair = await self.cert_pair(domain)
+            return cache.context(*pair)
+        return current

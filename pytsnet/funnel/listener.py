@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import collections
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
@@ -27,9 +27,12 @@ from pytsnet.actors.netstack.channel import Waitable
 from pytsnet.actors.peerapi.ingress import IngressHandoff, IngressRoutes
 from pytsnet.net.stream import TcpListener, TcpStream
 
-__all__ = ["FunnelListener", "FunnelStream"]
+__all__ = ["ContextSource", "FunnelListener", "FunnelStream"]
 
 DEFAULT_BACKLOG = 64
+
+ContextSource = Callable[[], Awaitable[ssl.SSLContext]]
+"""The server context for the next handshake (the device's: the node's cert as it is now)."""
 
 
 class _Handoffs(Waitable):
@@ -100,11 +103,11 @@ class FunnelStream(ByteStream):
     ``Tailscale-Ingress-Src``) when ``funnel``, else the tailnet peer's address; ``target`` is the
     ``host:port`` the public client asked for."""
 
-    def __init__(self, raw: ByteStream, ssl_context: ssl.SSLContext, *, src: tuple[str, int], funnel: bool,
+    def __init__(self, raw: ByteStream, context: ContextSource, *, src: tuple[str, int], funnel: bool,
                  target: str = "", handshake_timeout: float = 10.0,
                  on_failed: Callable[[], None] | None = None) -> None:
         self._raw = raw
-        self._ctx = ssl_context
+        self._context = context
         self._tls: TLSStream | None = None
         self._lock = anyio.Lock()
         self._timeout = handshake_timeout
@@ -120,10 +123,11 @@ class FunnelStream(ByteStream):
             if self._tls is None:
                 try:
                     with anyio.fail_after(self._timeout):
-                        self._tls = await TLSStream.wrap(self._raw, server_side=True, ssl_context=self._ctx,
+                        ctx = await self._context()  # the node's current cert (renewals followed)
+                        self._tls = await TLSStream.wrap(self._raw, server_side=True, ssl_context=ctx,
                                                          standard_compatible=False)
                 except (ssl.SSLError, anyio.BrokenResourceError, anyio.EndOfStream, TimeoutError,
-                        OSError) as e:
+                        OSError, ValueError) as e:  # (a cert error is an OSError or ValueError)
                     if self._on_failed is not None:
                         self._on_failed()
                     with anyio.CancelScope(shield=True):
@@ -157,12 +161,12 @@ _Raw = tuple[ByteStream, tuple[str, int], bool, str]
 class FunnelListener:
     """Made by ``ActorDevice.listen_funnel`` (which checked the tailnet allows it)."""
 
-    def __init__(self, routes: IngressRoutes, port: int, ssl_context: ssl.SSLContext,
+    def __init__(self, routes: IngressRoutes, port: int, context: ContextSource,
                  tailnet: TcpListener | None, *, backlog: int = DEFAULT_BACKLOG,
                  handshake_timeout: float = 10.0) -> None:
         self.port = port
         self._routes = routes
-        self._ctx = ssl_context
+        self._context = context
         self._tailnet = tailnet
         self._handoffs = _Handoffs(backlog)
         self._pending: collections.deque[_Raw] = collections.deque()
@@ -176,7 +180,7 @@ class FunnelListener:
         """The next connection (TLS on its first use: serve it in its own task);
         ``anyio.ClosedResourceError`` once closed."""
         raw, src, funnel, target = await self._next_raw()
-        return FunnelStream(raw, self._ctx, src=src, funnel=funnel, target=target,
+        return FunnelStream(raw, self._context, src=src, funnel=funnel, target=target,
                             handshake_timeout=self.handshake_timeout, on_failed=self._count_drop)
 
     def _count_drop(self) -> None:

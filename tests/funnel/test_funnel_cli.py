@@ -23,8 +23,8 @@ pytestmark = pytest.mark.timeout(120)
 def test_localnet_funnel_flag_end_to_end(tmp_path: Path) -> None:
     state = tmp_path / "net"
     cli = [sys.executable, "-m", "pytsnet", "localnet", "--state", str(state)]
-    p = subprocess.Popen([*cli, "--funnel", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
+    p = subprocess.Popen([*cli, "--https", "--funnel", "127.0.0.1:0"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
     try:
         lines = [p.stdout.readline().strip()]  # type: ignore[union-attr]
         while not lines[-1].startswith("localnet Funnel ingress: ") and len(lines) < 6:
