@@ -1440,7 +1440,8 @@ class ActorDevice:
         Waits until Running (``timeout``), then Go's checks: ``FunnelUnavailable`` without HTTPS
         (the ``https`` capability and ``CertDomains``), the ``funnel`` attribute or any ingress node
         able to reach us; ``FunnelPortNotAllowed`` for another port; ``AddressInUse`` if the port
-        has one."""
+        has one. With the node's own cert, the first one is had before this returns (its
+        ``AcmeFailed``/``HttpsNotEnabled`` here, not at a client's handshake)."""
         await self.up(timeout)
         return await anyio.to_thread.run_sync(
             lambda: self._open_funnel(port, funnel_only, cert_provider, ssl_context, backlog,
@@ -1469,6 +1470,8 @@ class ActorDevice:
             raise FunnelUnavailable("Funnel not available: no ingress node of this tailnet may reach this "
                                     "node (no peer holds the ingress capability towards it), so no public "
                                     "connection could arrive")
+        if cert_provider is None and ssl_context is None:
+            self.cert_pair_blocking(domains[0])  # the first order now: its errors here, not per client
         tailnet = None if funnel_only else self._bindings.listen(port, None)
         try:
             return FunnelListener(self._funnel_routes(), port,

@@ -71,7 +71,7 @@ def register(subparsers: Any) -> None:
                    help="UDP address of localnet's own DNS-01 server (default 127.0.0.1:0)")
     p.add_argument("--funnel", default=None, metavar="HOST:PORT",  # 20c
                    help="be a Funnel ingress: accept public TLS on HOST:PORT and carry it to the node its "
-                        "SNI names; nodes get the funnel attribute (see --funnel-nodes)")
+                        "SNI names; nodes get the funnel attribute (see --funnel-nodes); needs --https")
     p.add_argument("--funnel-nodes", default=None, metavar="HOSTNAMES",
                    help="comma-separated hostnames that may Funnel (default: every node)")
     p.add_argument("--funnel-target-port", type=int, default=None, metavar="PORT",

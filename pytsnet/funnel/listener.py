@@ -122,8 +122,8 @@ class FunnelStream(ByteStream):
         async with self._lock:
             if self._tls is None:
                 try:
+                    ctx = await self._context()  # the node's cert as it is now (bounded by its source)
                     with anyio.fail_after(self._timeout):
-                        ctx = await self._context()  # the node's current cert (renewals followed)
                         self._tls = await TLSStream.wrap(self._raw, server_side=True, ssl_context=ctx,
                                                          standard_compatible=False)
                 except (ssl.SSLError, anyio.BrokenResourceError, anyio.EndOfStream, TimeoutError,

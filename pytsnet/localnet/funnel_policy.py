@@ -9,6 +9,8 @@ is localnet's own tailnet node, tagged ``tag:funnel-ingress``: the packet filter
 ``SrcIPs`` are its addresses and whose ``CapGrant`` gives it the ingress capability towards the
 Funnel nodes' addresses, plus a rule letting it reach their peerAPI ports (32768-65535) even under a
 restrictive policy. A node without the attribute gets no grant: its peerAPI refuses the ingress.
+As on Tailscale, Funnel also needs HTTPS on (``--https``: the ``https`` capability and
+``CertDomains``); without it ``listen_funnel`` raises ``FunnelUnavailable`` with Go's text.
 """
 
 from __future__ import annotations
