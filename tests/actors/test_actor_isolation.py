@@ -73,6 +73,11 @@ SHARED_ALLOWED.update({
     frozenset({"netstack", "peerapi", "serve"}): "the device's ActorSystem: all three spawn actors on it",
 })
 
+# -- Funnel (20c) --
+ALLOWED[("peerapi", "ingress")] = ("the facade's Funnel listener table (port → handler, locked): Funnel"
+                                   " listeners register in it and a peerAPI connection hands its flow to"
+                                   " the app-side listener it names, which no actor message reaches")
+
 
 def _immutable(v: Any) -> bool:
     """A message, a plain value, a ref (an address: it only carries messages), or a frozen record of
