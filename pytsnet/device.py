@@ -54,13 +54,13 @@ import dns.rcode
 import dns.rdatatype
 import h11
 
+from pytsnet.actors.cert.tls import CertProvider  # Serve (20b)
 from pytsnet.actors.control import RunnerConfig
 from pytsnet.actors.control.transport import ControlURLError, parse_control_url
 from pytsnet.actors.netstack.splice import abort_flow
 from pytsnet.actors.peers.routes import ExitNodeSelection, select_exit_node, wg_peer_routes
 from pytsnet.actors.runtime import ActorRef, ActorStopped, ActorSystem, AskTimeout, MailboxFull, logs
 from pytsnet.actors.runtime.waker import ThreadWaker
-from pytsnet.actors.serve.conn import CertProvider  # Serve (20b)
 from pytsnet.capture import PcapCapture, start_capture
 from pytsnet.closing import reset_flows_and_flush
 from pytsnet.config import DEFAULT_CONTROL_URL, Config

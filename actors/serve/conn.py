@@ -16,11 +16,11 @@ import contextlib
 import ipaddress
 import socket
 import ssl
-import tempfile
 import threading
 from collections.abc import Callable
 from typing import get_args
 
+from pytsnet.actors.cert.tls import CertProvider, server_ssl_context
 from pytsnet.actors.netstack.channel import FlowChannel
 from pytsnet.actors.netstack.splice import Splice, abort_flow
 from pytsnet.actors.runtime import Actor, ActorError, StopReason, handles
@@ -38,29 +38,11 @@ from pytsnet.messages.serve import (
 )
 from pytsnet.wire.serve import ServeConfig, parse_serve_config, split_host_port
 
-__all__ = ["CertProvider", "ServeConnection", "server_ssl_context"]
+__all__ = ["ServeConnection"]
 
 log = subsystem_logger("serve")
 
-CertProvider = Callable[[str], tuple[bytes, bytes]]
-"""Domain → (PEM certificate chain, PEM private key): the device's ``cert_pair_blocking`` by default."""
-
 COPY_CHUNK = 64 * 1024
-
-
-def server_ssl_context(cert_pem: bytes, key_pem: bytes, alpn: tuple[str, ...] = ()) -> ssl.SSLContext:
-    """A TLS server context for one PEM pair (TLS 1.2+). ssl loads PEM only from files: written to a
-    private temporary file that is gone before this returns. (Helper 20a's ``pytsnet.cert.tls`` has the
-    facade's own; this one is the actors' until the two are folded.)"""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    with tempfile.NamedTemporaryFile("wb", suffix=".pem") as f:  # 0600, deleted on close
-        f.write(cert_pem + b"\n" + key_pem)
-        f.flush()
-        ctx.load_cert_chain(f.name)
-    if alpn:
-        ctx.set_alpn_protocols(list(alpn))
-    return ctx
 
 
 class _Ended(Exception):
@@ -238,7 +220,7 @@ class ServeConnection(Actor):
             raise _Ended("no certificate provider: TLS cannot be terminated")
         try:
             cert, key = self.certs(domain)
-            return server_ssl_context(cert, key)
+            return server_ssl_context(cert, key, alpn=())
         except Exception as e:  # the provider's failure (no HTTPS on the tailnet, ACME down): this conn only
             self._event("tls_error")
             raise _Ended(f"certificate for {domain}: {e}") from None

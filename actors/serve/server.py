@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Protocol
 
+from pytsnet.actors.cert.tls import CertProvider
 from pytsnet.actors.connserver import ConnectionServer
 from pytsnet.actors.control.store import StateStore
 from pytsnet.actors.netstack.channel import FlowChannel
@@ -41,7 +42,7 @@ from pytsnet.actors.runtime import (
     handles,
 )
 from pytsnet.actors.runtime.logs import subsystem_logger
-from pytsnet.actors.serve.conn import CertProvider, ServeConnection
+from pytsnet.actors.serve.conn import ServeConnection
 from pytsnet.messages.serve import (
     GetServeConfig,
     GetServePortConfig,

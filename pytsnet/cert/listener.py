@@ -1,10 +1,11 @@
 """``TlsListener``: a tailnet TCP listener whose accepted streams are TLS-terminated with the node's
 certificate (Go's ``tsnet.Server.ListenTLS``).
 
-Each ``accept`` takes the next tailnet connection, asks for the current pair (the cert manager
-answers from its cache and renews as Go does, so a long-lived listener follows renewals) and runs the
-handshake (bounded by ``handshake_timeout``). A client that fails the handshake costs only its own
-connection: it is closed and counted (``handshake_failures``) and ``accept`` goes on to the next one.
+``accept`` returns each tailnet connection at once as a ``TlsStream`` whose handshake runs on first
+use, in the task serving it (as Go's ``tls.NewListener``), so a client that stalls its handshake
+holds up only itself. Each handshake asks for the current pair (the cert manager answers from its
+cache and renews as Go does, so a long-lived listener follows renewals). A client that fails the
+handshake costs only its own connection: it is closed and counted (``handshake_failures``).
 """
 
 from __future__ import annotations
@@ -12,15 +13,11 @@ from __future__ import annotations
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 
-import anyio
-from anyio.streams.tls import TLSStream
-
+from pytsnet.cert.stream import HANDSHAKE_TIMEOUT, TlsStream
 from pytsnet.cert.tls import DEFAULT_ALPN, ContextCache
 from pytsnet.net.stream import TcpListener
 
 __all__ = ["HANDSHAKE_TIMEOUT", "TlsListener"]
-
-HANDSHAKE_TIMEOUT = 10.0
 
 
 class TlsListener:
@@ -35,24 +32,19 @@ class TlsListener:
         self._timeout = handshake_timeout
         self.handshake_failures = 0
 
-    async def accept(self) -> TLSStream:
-        """The next connection whose TLS handshake succeeded. A cert that cannot be had
-        (``HttpsNotEnabled``, ``AcmeFailed``) raises here, after closing the connection."""
-        while True:
-            stream = await self.listener.accept()
-            try:
-                cert_pem, key_pem = await self._pair(self.domain)
-                ctx = self._contexts.context(cert_pem, key_pem)
-            except BaseException:
-                await stream.aclose()
-                raise
-            try:
-                with anyio.fail_after(self._timeout):
-                    return await TLSStream.wrap(stream, server_side=True, ssl_context=ctx,
-                                                standard_compatible=False)
-            except (ssl.SSLError, OSError, TimeoutError, anyio.BrokenResourceError, anyio.EndOfStream):
-                self.handshake_failures += 1
-                await stream.aclose()
+    async def accept(self) -> TlsStream:
+        """The next connection; TLS is terminated on its first ``receive``/``send`` (or
+        ``handshake()``), so serve it in its own task. A cert that cannot be had (``HttpsNotEnabled``,
+        ``AcmeFailed``) fails that connection's handshake (``anyio.BrokenResourceError``)."""
+        stream = await self.listener.accept()
+        return TlsStream(stream, self._context, peer=stream.remote_address, handshake_timeout=self._timeout,
+                         on_failed=self._count_failure)
+
+    async def _context(self) -> ssl.SSLContext:
+        return self._contexts.context(*await self._pair(self.domain))
+
+    def _count_failure(self) -> None:
+        self.handshake_failures += 1
 
     async def aclose(self) -> None:
         await self.listener.aclose()

@@ -15,24 +15,21 @@ counted in ``FunnelListener.dropped``.
 from __future__ import annotations
 
 import collections
-import ssl
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
 from anyio.abc import ByteStream
-from anyio.streams.tls import TLSStream
 
 from pytsnet.actors.netstack.channel import Waitable
 from pytsnet.actors.peerapi.ingress import IngressHandoff, IngressRoutes
+from pytsnet.cert.stream import HANDSHAKE_TIMEOUT, ContextSource, TlsStream
 from pytsnet.net.stream import TcpListener, TcpStream
 
 __all__ = ["ContextSource", "FunnelListener", "FunnelStream"]
 
 DEFAULT_BACKLOG = 64
 
-ContextSource = Callable[[], Awaitable[ssl.SSLContext]]
-"""The server context for the next handshake (the device's: the node's cert as it is now)."""
 
 
 class _Handoffs(Waitable):
@@ -97,62 +94,19 @@ class _Prefixed(ByteStream):
         return self._inner.extra_attributes
 
 
-class FunnelStream(ByteStream):
-    """One connection, plaintext both ways once its TLS handshake is done (on first use). ``src`` is
-    who is on the other end: the public client (Go ``FunnelConn.Src``, the ingress's
-    ``Tailscale-Ingress-Src``) when ``funnel``, else the tailnet peer's address; ``target`` is the
-    ``host:port`` the public client asked for."""
+class FunnelStream(TlsStream):
+    """One connection, TLS terminated on first use (``pytsnet.cert.stream``). ``src`` is who is on the
+    other end: the public client (Go ``FunnelConn.Src``, the ingress's ``Tailscale-Ingress-Src``) when
+    ``funnel``, else the tailnet peer's address; ``target`` is the ``host:port`` the public client asked
+    for."""
 
     def __init__(self, raw: ByteStream, context: ContextSource, *, src: tuple[str, int], funnel: bool,
-                 target: str = "", handshake_timeout: float = 10.0,
+                 target: str = "", handshake_timeout: float = HANDSHAKE_TIMEOUT,
                  on_failed: Callable[[], None] | None = None) -> None:
-        self._raw = raw
-        self._context = context
-        self._tls: TLSStream | None = None
-        self._lock = anyio.Lock()
-        self._timeout = handshake_timeout
-        self._on_failed = on_failed
+        super().__init__(raw, context, peer=src, handshake_timeout=handshake_timeout, on_failed=on_failed)
         self.src = src
         self.funnel = funnel
         self.target = target
-
-    async def handshake(self) -> TLSStream:
-        """Terminate TLS (once); ``anyio.BrokenResourceError`` (the connection closed) if the client
-        sends no TLS or does not finish within the handshake timeout."""
-        async with self._lock:
-            if self._tls is None:
-                try:
-                    ctx = await self._context()  # the node's cert as it is now (bounded by its source)
-                    with anyio.fail_after(self._timeout):
-                        self._tls = await TLSStream.wrap(self._raw, server_side=True, ssl_context=ctx,
-                                                         standard_compatible=False)
-                except (ssl.SSLError, anyio.BrokenResourceError, anyio.EndOfStream, TimeoutError,
-                        OSError, ValueError) as e:  # (a cert error is an OSError or ValueError)
-                    if self._on_failed is not None:
-                        self._on_failed()
-                    with anyio.CancelScope(shield=True):
-                        await self._raw.aclose()
-                    raise anyio.BrokenResourceError(f"TLS handshake with {self.src} failed: {e!r}") from e
-            return self._tls
-
-    async def receive(self, max_bytes: int = 65536) -> bytes:
-        return await (await self.handshake()).receive(max_bytes)
-
-    async def send(self, item: bytes) -> None:
-        await (await self.handshake()).send(item)
-
-    async def send_eof(self) -> None:
-        await (await self.handshake()).send_eof()
-
-    async def aclose(self) -> None:
-        if self._tls is not None:
-            await self._tls.aclose()
-        else:
-            await self._raw.aclose()
-
-    @property
-    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
-        return self._tls.extra_attributes if self._tls is not None else self._raw.extra_attributes
 
 
 _Raw = tuple[ByteStream, tuple[str, int], bool, str]
@@ -163,7 +117,7 @@ class FunnelListener:
 
     def __init__(self, routes: IngressRoutes, port: int, context: ContextSource,
                  tailnet: TcpListener | None, *, backlog: int = DEFAULT_BACKLOG,
-                 handshake_timeout: float = 10.0) -> None:
+                 handshake_timeout: float = HANDSHAKE_TIMEOUT) -> None:
         self.port = port
         self._routes = routes
         self._context = context
