@@ -235,6 +235,9 @@ class Stack:
         self._flow_in: list[tuple[FlowKey, bytes]] = []
         self._fwd_syn: dict[FlowKey, TcpSegment] = {}  # forwarded SYNs whose destination is being dialed
         self._fwd_new: list[Forwarded] = []
+        self.fallback_tcp = False
+        """A SYN for our own address on a port nobody listens on waits (as a forwarded one, bounded)
+        for the app's fallback TCP handlers (Go's ``RegisterFallbackTCPHandler``) instead of an RST."""
         self._echoes: dict[EchoKey, list[float | None]] = {}  # our echo requests: [sent at, RTT or None]
         self._tsmp: dict[tuple[IPAddress, bytes], tuple[float, tuple[float, int] | None]] = {}
 
@@ -582,6 +585,10 @@ class Stack:
         _reset_closed_port(self, src, dst, seg)
 
     # -- forwarding (subnet router / exit node) --------------------------------------------------------
+    def pending_forward_syns(self) -> list[FlowKey]:
+        """The SYNs held for a forwarder's (or the fallback handlers') decision."""
+        return list(self._fwd_syn)
+
     def take_forwards(self) -> list[Forwarded]:
         """New forwarded SYNs, datagrams and echo requests since the last call."""
         got, self._fwd_new = self._fwd_new, []
@@ -658,8 +665,8 @@ class Stack:
                 if reply is not None:
                     self._send_ip(dst, src, PROTO_TCP, tcpseg.emit_segment(reply, dst, src))
                 return
-        if forwarded:
-            self._forward_syn(key, seg, src, dst)
+        if forwarded or (self.fallback_tcp and lst is None and _fallback_candidate(self, key, seg)):
+            self._forward_syn(key, seg, src, dst)  # the fallback handlers decide as a forwarder does
             return
         flags = seg.flags
         if lst is not None and flags & tcpseg.SYN and not flags & (tcpseg.RST | tcpseg.ACK | tcpseg.FIN):
@@ -912,6 +919,13 @@ def emit_tcp_packet(seg: TcpSegment, local: IPAddress, remote: IPAddress, ttl: i
 
 _SYNCHRONIZED = frozenset({TcpState.ESTABLISHED, TcpState.CLOSE_WAIT, TcpState.FIN_WAIT_1,
                            TcpState.FIN_WAIT_2, TcpState.CLOSING, TcpState.LAST_ACK, TcpState.TIME_WAIT})
+
+
+def _fallback_candidate(stack: Stack, key: FlowKey, seg: TcpSegment) -> bool:
+    """A new SYN, or a segment of one the fallback handlers are still deciding on."""
+    flags = seg.flags
+    new_syn = flags & tcpseg.SYN and not flags & (tcpseg.RST | tcpseg.ACK | tcpseg.FIN)
+    return key in stack._fwd_syn or bool(new_syn)
 
 
 def _established(conn: TcpConnection) -> bool:

@@ -144,6 +144,7 @@ from pytsnet.net.bridge import (
 from pytsnet.net.http import HttpAnswerTooLarge, http_request
 from pytsnet.net.netstack import Netstack
 from pytsnet.peerapi import PEERAPI, PeerApi
+from pytsnet.services.fallback import FallbackHandlers, FallbackTcpHandler
 from pytsnet.state import FileStore, MemoryStore, StateDirLock, check_state
 from pytsnet.tree import CONTROL, DATAPLANE, DNS, FORWARDER, PEERS, DataplaneOptions, device_tree
 from pytsnet.wire.dns import Upstream
@@ -303,6 +304,7 @@ class ActorDevice:
         """The running netstack, as the tree hands it over (None before the first and during a rebuild)."""
         self._ns_rebuilding = False
         self._bindings = Bindings()
+        self._fallback_tcp = FallbackHandlers()  # 20d: RegisterFallbackTCPHandler
         self.peerapi_port = 0
         """The peerAPI's tailnet TCP port (Hostinfo ``Services``), drawn at ``start``."""
         self._dp_options = DataplaneOptions(
@@ -391,6 +393,7 @@ class ActorDevice:
         if self._dir_lock is not None:
             self._dir_lock.release()
         self._bindings.close()
+        self._fallback_tcp.close()  # 20d
         self._on_event(self._control_state.model_copy(update={"state": "Stopped"}))
 
     async def aclose(self) -> None:
@@ -611,6 +614,7 @@ class ActorDevice:
             self._ns, self._ns_rebuilding = ns, ns is None
         if ns is not None:
             self._bindings.attach(ns)
+        self._fallback_tcp.attach(ns)  # 20d
 
     def _netstack(self) -> Netstack:
         self._require_started()
@@ -1503,3 +1507,12 @@ class ActorDevice:
                 pair = await self.cert_pair(domain)
             return cache.context(*pair)
         return current
+
+
+    # -- Services (20d): fallback TCP handlers ---------------------------------------------------------
+    def register_fallback_tcp_handler(self, cb: FallbackTcpHandler) -> Callable[[], None]:
+        """Go's ``RegisterFallbackTCPHandler``: ``cb(src, dst) -> (handler, intercept)`` decides a TCP
+        flow to this node that no listener takes (``pytsnet.services.fallback`` has the rules: the
+        first ``intercept=True`` wins, ``handler=None`` or nobody intercepting resets it). Returns the
+        callable that unregisters ``cb``."""
+        return self._fallback_tcp.register(cb)

@@ -41,6 +41,7 @@ from pytsnet.actors.netstack.channel import (
     FlowRegistry,
     ListenerChannel,
 )
+from pytsnet.actors.netstack.fallback import FallbackChannel, FallbackSyn
 from pytsnet.actors.netstack.flow import TcpFlowActor, emit_packets
 from pytsnet.actors.netstack.queue_signal import QueueSignal
 from pytsnet.actors.runtime import (
@@ -96,9 +97,10 @@ from pytsnet.messages.netstack import (
     UdpClose,
     UdpSendTo,
 )
+from pytsnet.messages.services import TcpFallbackSet
 from pytsnet.netstack.config import IPAddress, StackConfig
 from pytsnet.netstack.errors import NetstackError
-from pytsnet.netstack.forward import Forwarded, ForwardedDatagram, ForwardedEcho
+from pytsnet.netstack.forward import Forwarded, ForwardedDatagram, ForwardedEcho, ForwardedTcp
 from pytsnet.netstack.interface import FlowKey, Stack, TcpListener, TcpPacketEmitter, UdpEndpoint
 from pytsnet.netstack.tcp.connection import TcpConfig, TcpConnection
 
@@ -211,6 +213,8 @@ class NetstackActor(Actor):
                 log.warning("%s: cannot bind UDP %d again: %s", self.name, dch.port, e)
                 continue
             self.udp[dch.port] = (ep, dch)
+        if registry.fallback is not None:
+            self.stack.fallback_tcp = True
         if self.incarnation > 1:
             log.info("%s restarted: %d flows, %d listeners, %d UDP sockets carried over", self.name,
                      self.adopted, len(self.listeners), len(self.udp))
@@ -307,7 +311,7 @@ class NetstackActor(Actor):
                                else FlowSegmentsIn.model_construct(segments=tuple(segs)))
                 except (ActorStopped, MailboxFull):
                     stack.drops["flow_mailbox_full"] += len(segs)  # as a full NIC ring: TCP retransmits
-        if stack.config.forward is not None:
+        if stack.config.forward is not None or stack.fallback_tcp:
             for fwd in stack.take_forwards():
                 self._hand_forward(fwd)
         for lst, lch in self.listeners.values():
@@ -328,6 +332,9 @@ class NetstackActor(Actor):
         """A new forwarded SYN, datagram or echo request to the forwarder; without one (or with its
         mailbox full) the SYN is reset and a datagram dropped, counted."""
         msg: ForwardTcpOpen | ForwardUdpIn | ForwardEchoIn
+        if isinstance(fwd, ForwardedTcp) and self.stack.config.owns(fwd.key[1]):
+            self._hand_fallback(fwd)  # our own address: the app's fallback handlers (20d)
+            return
         if isinstance(fwd, ForwardedDatagram):
             msg = ForwardUdpIn(client=str(fwd.src), client_port=fwd.sport, dst=str(fwd.dst),
                                dst_port=fwd.dport, data=fwd.data)
@@ -570,6 +577,34 @@ class NetstackActor(Actor):
     @property
     def flow_count(self) -> int:
         return len(self.flows)
+
+    # -- fallback TCP handlers and VIP services (20d) ----------------------------------------------------
+    @handles(TcpFallbackSet)
+    def on_fallback_set(self, msg: TcpFallbackSet) -> NetstackReply:
+        """Hold SYNs for unlistened ports for the app's fallback handlers, or stop (SYNs still
+        waiting for a decision are reset: no handler will ever answer them)."""
+        if msg.enabled:
+            if self.registry.fallback is None:
+                self.registry.fallback = FallbackChannel(self.config.max_forward_pending)
+            self.stack.fallback_tcp = True
+            return NetstackReply(ok=True)
+        self.stack.fallback_tcp = False
+        ch, self.registry.fallback = self.registry.fallback, None
+        if ch is not None:
+            ch.close()
+        for key in self.stack.pending_forward_syns():
+            if self.config.owns(key[1]):
+                self.stack.refuse_forward(key)
+        self._after(self.clock.monotonic())
+        return NetstackReply(ok=True)
+
+    def _hand_fallback(self, fwd: ForwardedTcp) -> None:
+        _, dst, dport, client, cport = fwd.key
+        ch = self.registry.fallback
+        if ch is not None and ch.push(FallbackSyn(str(client), cport, str(dst), dport)):
+            return
+        self.stack.drops["fallback_unavailable"] += 1  # channel full (the app is not deciding) or off
+        self.stack.refuse_forward(fwd.key)
 
 
 def _route_key(key: FlowKey) -> RouteKey:

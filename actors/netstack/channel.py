@@ -23,6 +23,7 @@ from pytsnet.actors.runtime.waker import ThreadWaker
 from pytsnet.messages.netstack import FlowAppWake, ListenerWake
 
 if TYPE_CHECKING:
+    from pytsnet.actors.netstack.fallback import FallbackChannel
     from pytsnet.actors.runtime.ref import ActorRef
     from pytsnet.netstack.interface import FlowKey
 
@@ -291,6 +292,7 @@ class FlowRegistry:
         # Dialed flows wait here until the dialer claims them: a peer that refuses at once can end
         # the flow (and pop it from _flows) before the dialer's ask reply is even read.
         self._unclaimed: dict[str, FlowChannel] = {}
+        self.fallback: FallbackChannel | None = None  # 20d: SYNs for the app's fallback TCP handlers
 
     def add_flow(self, record: FlowRecord, *, dialed: bool = False) -> None:
         with self._lock:

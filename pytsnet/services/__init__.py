@@ -1,0 +1,1 @@
+"""Tailscale Services on the node (issue 20d): fallback TCP handlers and VIP service listeners."""
