@@ -142,3 +142,6 @@ class LiteUpdate(Request[LiteUpdateDone], tag="control.lite_update"):
     """Our home DERP region (``Hostinfo.NetInfo.PreferredDERP``: peers reach us there); 0 keeps it."""
     reply_to: str = ""
     """An actor told the ``LiteUpdateDone`` too (the bridge: "Running" waits until control has it)."""
+    services_hash: str | None = None
+    """Services (20d): a new ``Hostinfo.ServicesHash`` ("" for none); when set, this update is about
+    that alone and the endpoints fields are ignored (the current ones stay)."""

@@ -44,6 +44,8 @@ class DataplaneNetmap(Message, tag="dataplane.netmap"):
     domain: str = ""
     dns: DnsSettings | None = None
     """The netmap's DNS config (None: control sent none); the bridge hands it to the resolver."""
+    service_ips: dict[str, list[str]] = {}
+    """Services (20d): the VIP services we host → their VIPs (the self node's ``service-host`` cap)."""
 
 
 class DataplaneTick(Message, tag="dataplane.tick"):

@@ -8,10 +8,10 @@ forwarder's own ``ForwardTcpAccept`` / ``ForwardTcpRefuse`` (the same pending-SY
 
 from __future__ import annotations
 
-from pytsnet.messages.base import Request
+from pytsnet.messages.base import Message, Request
 from pytsnet.messages.netstack import NetstackReply
 
-__all__ = ["TcpFallbackSet", "TcpServiceListen"]
+__all__ = ["TcpFallbackSet", "TcpServiceAddresses"]
 
 
 class TcpFallbackSet(Request[NetstackReply], tag="services.tcp_fallback_set"):
@@ -21,8 +21,10 @@ class TcpFallbackSet(Request[NetstackReply], tag="services.tcp_fallback_set"):
     enabled: bool
 
 
-class TcpServiceListen(Request[NetstackReply], tag="services.tcp_service_listen"):
-    """App -> netstack: the VIP addresses this node hosts services on (``addresses``); a VIP takes
-    only the flows a listener bound to that very address and port accepts (fail closed)."""
+class TcpServiceAddresses(Message, tag="services.tcp_service_addresses"):
+    """Bridge -> netstack after each netmap: the VIP services this node hosts → their VIPs (the
+    self node's ``service-host`` capability). The netstack answers ICMP echo on a VIP and hands
+    every TCP SYN to one to the app's service listeners (no match: RST); nothing else is accepted
+    on a VIP (fail closed)."""
 
-    addresses: tuple[str, ...]
+    services: dict[str, list[str]] = {}

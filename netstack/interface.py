@@ -238,6 +238,9 @@ class Stack:
         self.fallback_tcp = False
         """A SYN for our own address on a port nobody listens on waits (as a forwarded one, bounded)
         for the app's fallback TCP handlers (Go's ``RegisterFallbackTCPHandler``) instead of an RST."""
+        self.service_addresses: frozenset[IPAddress] = frozenset()
+        """VIPs of the services this node hosts (20d): every TCP SYN to one waits, as a forwarded one,
+        for the app's service listeners; ICMP echo is answered; nothing else is accepted there."""
         self._echoes: dict[EchoKey, list[float | None]] = {}  # our echo requests: [sent at, RTT or None]
         self._tsmp: dict[tuple[IPAddress, bytes], tuple[float, tuple[float, int] | None]] = {}
 
@@ -480,19 +483,24 @@ class Stack:
             src, dst, proto, payload = pkt6.src, pkt6.dst, pkt6.next_header, pkt6.payload
         else:
             raise ParseError("ip_version", str(version))
-        forwarded = False
+        forwarded = service = False
         if not self.config.owns(dst):
-            policy = self.config.forward
-            reason = "not_our_address" if policy is None else policy.decide(dst)
-            if reason is not None:
-                self._drop(reason)
-                return
-            forwarded = True
+            if dst in self.service_addresses:  # a VIP we host (20d)
+                service = True
+            else:
+                policy = self.config.forward
+                reason = "not_our_address" if policy is None else policy.decide(dst)
+                if reason is not None:
+                    self._drop(reason)
+                    return
+                forwarded = True
         if src.is_multicast or src.is_unspecified or src == dst:
             self._drop("bad_source")
             return
         if forwarded:
             self._receive_forwarded(src, dst, proto, payload, now)
+        elif service:
+            self._receive_service(src, dst, proto, payload, now)
         elif proto == PROTO_UDP:
             self._receive_udp(raw, src, dst, payload)
         elif proto == PROTO_TCP:
@@ -562,6 +570,19 @@ class Stack:
                 self._fwd_new.append(ForwardedEcho(src, dst, msg.rest, msg.body))
                 return
         self._drop("forward_protocol_unsupported")
+
+    def _receive_service(self, src: IPAddress, dst: IPAddress, proto: int, payload: bytes,
+                         now: float) -> None:
+        """A packet to one of our VIPs (20d): TCP as a forwarded flow (the service listeners decide
+        on a SYN), ICMP echo answered (Go's netstack does too), everything else dropped, counted."""
+        if proto == PROTO_TCP:
+            self._receive_tcp(src, dst, payload, now, forwarded=True)
+        elif proto == PROTO_ICMP and src.version == 4:
+            self._receive_icmpv4(src, dst, icmp.parse_icmpv4(payload), now)
+        elif proto == PROTO_ICMPV6 and src.version == 6:
+            self._receive_icmpv6(src, dst, icmp.parse_icmpv6(payload, src, dst), now)
+        else:
+            self._drop("service_protocol_unsupported")
 
     def _forward_syn(self, key: FlowKey, seg: TcpSegment, src: IPAddress, dst: IPAddress) -> None:
         """A segment to a forwarded destination with no connection: a SYN waits (bounded) while a

@@ -82,10 +82,11 @@ from pytsnet.errors import (
     ServeConfigInvalid,
     ServeETagMismatch,
     UnknownTailnetHost,
+    UntaggedServiceHost,
 )
 from pytsnet.loopback import Loopback
 from pytsnet.messages.base import Message, Request
-from pytsnet.messages.control import DeviceState, IdToken, IdTokenAnswer, Logout, LogoutDone
+from pytsnet.messages.control import DeviceState, IdToken, IdTokenAnswer, LiteUpdate, Logout, LogoutDone
 from pytsnet.messages.dataplane import (
     DataplaneInfo,
     DataplaneState,
@@ -145,6 +146,8 @@ from pytsnet.net.http import HttpAnswerTooLarge, http_request
 from pytsnet.net.netstack import Netstack
 from pytsnet.peerapi import PEERAPI, PeerApi
 from pytsnet.services.fallback import FallbackHandlers, FallbackTcpHandler
+from pytsnet.services.hosting import ServiceHosting
+from pytsnet.services.listener import ServiceListener, ServiceModeHTTP, ServiceModeTCP, check_service_name
 from pytsnet.state import FileStore, MemoryStore, StateDirLock, check_state
 from pytsnet.tree import CONTROL, DATAPLANE, DNS, FORWARDER, PEERS, DataplaneOptions, device_tree
 from pytsnet.wire.dns import Upstream
@@ -178,6 +181,8 @@ _P = TypeVar("_P", IcmpEchoResult, TsmpPingResult)  # what a netstack probe answ
 _Srv = TypeVar("_Srv", bound=socketserver.BaseServer)
 
 LOGOUT_TIMEOUT = 5.0
+SERVICE_ADVERTISE_TIMEOUT = 15.0
+"""Bounds telling control the services we host (one lite map request)."""
 """tsnet gives an ephemeral node's shutdown logout 5 s."""
 
 DIAL_TIMEOUT = 30.0
@@ -304,7 +309,8 @@ class ActorDevice:
         """The running netstack, as the tree hands it over (None before the first and during a rebuild)."""
         self._ns_rebuilding = False
         self._bindings = Bindings()
-        self._fallback_tcp = FallbackHandlers()  # 20d: RegisterFallbackTCPHandler
+        self._services = ServiceHosting(self._advertise_services)  # 20d: ListenService
+        self._fallback_tcp = FallbackHandlers(self._services.listener)  # 20d: fallback handlers, VIP SYNs
         self.peerapi_port = 0
         """The peerAPI's tailnet TCP port (Hostinfo ``Services``), drawn at ``start``."""
         self._dp_options = DataplaneOptions(
@@ -394,6 +400,7 @@ class ActorDevice:
             self._dir_lock.release()
         self._bindings.close()
         self._fallback_tcp.close()  # 20d
+        self._services.close_all()  # 20d
         self._on_event(self._control_state.model_copy(update={"state": "Stopped"}))
 
     async def aclose(self) -> None:
@@ -1516,3 +1523,34 @@ class ActorDevice:
         first ``intercept=True`` wins, ``handler=None`` or nobody intercepting resets it). Returns the
         callable that unregisters ``cb``."""
         return self._fallback_tcp.register(cb)
+
+    # -- Services (20d): ListenService ----------------------------------------------------------------
+    def listen_service_blocking(self, name: str, mode: ServiceModeTCP | ServiceModeHTTP, *,
+                                timeout: float = 60.0, backlog: int = 128) -> ServiceListener:
+        """Go's ``ListenService``: host the Tailscale Service ``name`` (``svc:web``) on ``mode.port``
+        (``pytsnet.services.listener`` has the details). Brings the node up first (``timeout``);
+        ``UntaggedServiceHost`` unless the node has tags. The node advertises the service; peers reach
+        it once control approves and hands out its VIP (``listener.vips()``)."""
+        check_service_name(name)
+        mode.check()
+        self.up_blocking(timeout)
+        nm = self.dataplane_info().netmap
+        if nm is None or not nm.self_node.tags:
+            raise UntaggedServiceHost("service hosts must be tagged nodes (Config.tags, with an auth key "
+                                      "allowed those tags)")
+        fqdn = f"{name.removeprefix('svc:')}.{nm.domain}" if nm.domain else name.removeprefix("svc:")
+        return self._services.open(name, mode.port, fqdn, lambda: self.service_ips(name), backlog)
+
+    async def listen_service(self, name: str, mode: ServiceModeTCP | ServiceModeHTTP, *,
+                             timeout: float = 60.0, backlog: int = 128) -> ServiceListener:
+        return await anyio.to_thread.run_sync(
+            lambda: self.listen_service_blocking(name, mode, timeout=timeout, backlog=backlog))
+
+    def service_ips(self, name: str) -> list[str]:
+        """The VIPs control gave us for the service ``name`` we host (empty until it approves)."""
+        nm = self.dataplane_info().netmap
+        return list(nm.service_ips.get(name, [])) if nm is not None else []
+
+    def _advertise_services(self, services_hash: str) -> None:
+        """Tell control the services we host now (Go: ``Hostinfo.ServicesHash`` on a map request)."""
+        self._ask(CONTROL, LiteUpdate(services_hash=services_hash), SERVICE_ADVERTISE_TIMEOUT)

@@ -266,3 +266,17 @@ class FunnelPortNotAllowed(PytsnetError, ValueError):
 
 
 __all__ += ["FunnelPortNotAllowed", "FunnelUnavailable"]  # 20c's own line
+
+
+# -- Services (20d) --
+class UntaggedServiceHost(PytsnetError, PermissionError):
+    """Go's ``ErrUntaggedServiceHost``: only a tagged node may host a Tailscale Service
+    (``Config.tags`` with an auth key allowed those tags)."""
+
+
+class ServiceUnavailable(PytsnetError, OSError):
+    """``listen_service`` cannot serve as asked: a mode option this node does not implement yet, a
+    port already served for that service, or control never gave the node the service's VIP."""
+
+
+__all__ += ["ServiceUnavailable", "UntaggedServiceHost"]  # 20d's own line

@@ -206,7 +206,7 @@ class ControlRunner(Actor):
         token = next(self._tokens)
         self._lite_waiting[token] = (self.defer_reply(), msg.reply_to)
         self._feed(login.LiteUpdateAsked(token, tuple(msg.endpoints), tuple(msg.endpoint_types),
-                                         msg.disco_key, msg.preferred_derp))
+                                         msg.disco_key, msg.preferred_derp, msg.services_hash))
 
     @handles(Logout)
     def on_logout(self, msg: Logout) -> None:

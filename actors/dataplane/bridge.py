@@ -57,6 +57,7 @@ from pytsnet.messages.magicsock import (
     SetPeers,
 )
 from pytsnet.messages.peers import ExitNodeInfo, PeersChanged, RoutePrefsSet, SetRoutePrefs
+from pytsnet.messages.services import TcpServiceAddresses
 from pytsnet.messages.wgengine import GetWgStatus, WgConfig, WgPeer, WgStatus
 
 log = subsystem_logger("dataplane")
@@ -224,7 +225,12 @@ class DataplaneBridge(Actor):
         prefs = self.mem.route_prefs
         exit_node = select_exit_node(prefs.exit_node, peers, have_netmap=True)
         ipv6 = any(":" in a for a in nm.self_node.addresses)
-        wg = WgConfig(addresses=list(nm.self_node.addresses), packet_filter=nm.packet_filter,
+        vips = sorted({ip for ips in nm.service_ips.values() for ip in ips})  # 20d: VIPs we host
+        if "netstack" in names:
+            self.tell_named(names["netstack"], TcpServiceAddresses(services=nm.service_ips))
+        wg = WgConfig(addresses=list(nm.self_node.addresses) + [f"{ip}/{32 if '.' in ip else 128}"
+                                                                for ip in vips],
+                      packet_filter=nm.packet_filter,
                       peers=[WgPeer(node_key=p.node_key,
                                     allowed_ips=allowed_ips(p, prefs, exit_node, ipv6=ipv6)) for p in peers])
         ms = SetPeers(peers=tuple(MagicsockPeer(node_key=p.node_key, disco_key=p.disco_key,

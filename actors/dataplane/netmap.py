@@ -90,8 +90,30 @@ def netmap_for_dataplane(nm: NetworkMap, private: NodePrivate, control_url: str 
         user_profiles={uid: UserInfo(id=p.ID or uid, login_name=p.LoginName, display_name=p.DisplayName)
                        for uid, p in nm.user_profiles.items()},
         capabilities={n.ID: _caps(n) for n in nodes}, domain=nm.domain,
-        dns=dns_settings(nm.dns_config),
+        dns=dns_settings(nm.dns_config), service_ips=service_host_ips(nm.self_node),
     )
+
+
+def service_host_ips(n: Node) -> dict[str, list[str]]:
+    """Services (20d): Go's ``NetworkMap.GetVIPServiceIPMap``: the ``service-host`` capability's one
+    value (``tailcfg.ServiceIPMappings``); none if it is absent, repeated or malformed. Only
+    ``svc:`` names and IP literals are kept."""
+    vals = n.CapMap.get("service-host")
+    if not vals or len(vals) != 1 or not isinstance(vals[0], dict):
+        return {}
+    out: dict[str, list[str]] = {}
+    for name, ips in vals[0].items():
+        if not isinstance(name, str) or not name.startswith("svc:") or not isinstance(ips, list):
+            continue
+        good = []
+        for ip in ips:
+            try:
+                good.append(str(ipaddress.ip_address(ip)))
+            except (TypeError, ValueError):
+                continue
+        if good:
+            out[name] = good
+    return out
 
 
 def dns_settings(cfg: DNSConfig | None) -> DnsSettings | None:

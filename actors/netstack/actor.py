@@ -97,7 +97,7 @@ from pytsnet.messages.netstack import (
     UdpClose,
     UdpSendTo,
 )
-from pytsnet.messages.services import TcpFallbackSet
+from pytsnet.messages.services import TcpFallbackSet, TcpServiceAddresses
 from pytsnet.netstack.config import IPAddress, StackConfig
 from pytsnet.netstack.errors import NetstackError
 from pytsnet.netstack.forward import Forwarded, ForwardedDatagram, ForwardedEcho, ForwardedTcp
@@ -170,6 +170,7 @@ class NetstackActor(Actor):
         self._routes_add: list[tuple[RouteKey, str]] = []
         self._routes_remove: list[RouteKey] = []
         self._emitters: dict[tuple[IPAddress, IPAddress], TcpPacketEmitter] = {}
+        self._vip_service: dict[IPAddress, str] = {}  # 20d: VIP -> the service we host on it
 
     def on_start(self) -> None:
         self.stack = Stack(self.config, tcp_config=self.tcp_config)
@@ -213,8 +214,10 @@ class NetstackActor(Actor):
                 log.warning("%s: cannot bind UDP %d again: %s", self.name, dch.port, e)
                 continue
             self.udp[dch.port] = (ep, dch)
-        if registry.fallback is not None:
-            self.stack.fallback_tcp = True
+        if registry.fallback is None:  # 20d: SYNs for the app's fallback handlers and service listeners
+            registry.fallback = FallbackChannel(self.config.max_forward_pending)
+        self.stack.fallback_tcp = registry.fallback_on
+        self._set_services(registry.service_ips)
         if self.incarnation > 1:
             log.info("%s restarted: %d flows, %d listeners, %d UDP sockets carried over", self.name,
                      self.adopted, len(self.listeners), len(self.udp))
@@ -311,7 +314,7 @@ class NetstackActor(Actor):
                                else FlowSegmentsIn.model_construct(segments=tuple(segs)))
                 except (ActorStopped, MailboxFull):
                     stack.drops["flow_mailbox_full"] += len(segs)  # as a full NIC ring: TCP retransmits
-        if stack.config.forward is not None or stack.fallback_tcp:
+        if stack.config.forward is not None or stack.fallback_tcp or stack.service_addresses:
             for fwd in stack.take_forwards():
                 self._hand_forward(fwd)
         for lst, lch in self.listeners.values():
@@ -332,8 +335,9 @@ class NetstackActor(Actor):
         """A new forwarded SYN, datagram or echo request to the forwarder; without one (or with its
         mailbox full) the SYN is reset and a datagram dropped, counted."""
         msg: ForwardTcpOpen | ForwardUdpIn | ForwardEchoIn
-        if isinstance(fwd, ForwardedTcp) and self.stack.config.owns(fwd.key[1]):
-            self._hand_fallback(fwd)  # our own address: the app's fallback handlers (20d)
+        if isinstance(fwd, ForwardedTcp) and (self.stack.config.owns(fwd.key[1])
+                                              or fwd.key[1] in self.stack.service_addresses):
+            self._hand_fallback(fwd)  # our own address or VIP: the app's handlers decide (20d)
             return
         if isinstance(fwd, ForwardedDatagram):
             msg = ForwardUdpIn(client=str(fwd.src), client_port=fwd.sport, dst=str(fwd.dst),
@@ -583,25 +587,41 @@ class NetstackActor(Actor):
     def on_fallback_set(self, msg: TcpFallbackSet) -> NetstackReply:
         """Hold SYNs for unlistened ports for the app's fallback handlers, or stop (SYNs still
         waiting for a decision are reset: no handler will ever answer them)."""
-        if msg.enabled:
-            if self.registry.fallback is None:
-                self.registry.fallback = FallbackChannel(self.config.max_forward_pending)
-            self.stack.fallback_tcp = True
-            return NetstackReply(ok=True)
-        self.stack.fallback_tcp = False
-        ch, self.registry.fallback = self.registry.fallback, None
-        if ch is not None:
-            ch.close()
-        for key in self.stack.pending_forward_syns():
-            if self.config.owns(key[1]):
-                self.stack.refuse_forward(key)
-        self._after(self.clock.monotonic())
+        self.stack.fallback_tcp = self.registry.fallback_on = msg.enabled
+        if not msg.enabled:
+            for key in self.stack.pending_forward_syns():
+                if self.config.owns(key[1]):
+                    self.stack.refuse_forward(key)
+            self._after(self.clock.monotonic())
         return NetstackReply(ok=True)
+
+    @handles(TcpServiceAddresses)
+    def on_service_addresses(self, msg: TcpServiceAddresses) -> None:
+        """The VIPs we host now (each netmap); SYNs held for a VIP no longer ours are reset."""
+        old = self.stack.service_addresses
+        self.registry.service_ips = {k: tuple(v) for k, v in msg.services.items()}
+        self._set_services(self.registry.service_ips)
+        gone = old - self.stack.service_addresses
+        if gone:
+            for key in self.stack.pending_forward_syns():
+                if key[1] in gone:
+                    self.stack.refuse_forward(key)
+            self._after(self.clock.monotonic())
+
+    def _set_services(self, services: dict[str, tuple[str, ...]]) -> None:
+        vip: dict[IPAddress, str] = {}
+        for name, ips in services.items():
+            for ip in ips:
+                with contextlib.suppress(ValueError):
+                    vip[ipaddress.ip_address(ip)] = name
+        self._vip_service = vip
+        self.stack.service_addresses = frozenset(vip)
 
     def _hand_fallback(self, fwd: ForwardedTcp) -> None:
         _, dst, dport, client, cport = fwd.key
         ch = self.registry.fallback
-        if ch is not None and ch.push(FallbackSyn(str(client), cport, str(dst), dport)):
+        syn = FallbackSyn(str(client), cport, str(dst), dport, self._vip_service.get(dst, ""))
+        if ch is not None and ch.push(syn):
             return
         self.stack.drops["fallback_unavailable"] += 1  # channel full (the app is not deciding) or off
         self.stack.refuse_forward(fwd.key)

@@ -292,7 +292,9 @@ class FlowRegistry:
         # Dialed flows wait here until the dialer claims them: a peer that refuses at once can end
         # the flow (and pop it from _flows) before the dialer's ask reply is even read.
         self._unclaimed: dict[str, FlowChannel] = {}
-        self.fallback: FallbackChannel | None = None  # 20d: SYNs for the app's fallback TCP handlers
+        self.fallback: FallbackChannel | None = None  # 20d: SYNs for the app's fallback handlers/services
+        self.fallback_on = False  # 20d: the app has fallback TCP handlers
+        self.service_ips: dict[str, tuple[str, ...]] = {}  # 20d: services we host -> VIPs
 
     def add_flow(self, record: FlowRecord, *, dialed: bool = False) -> None:
         with self._lock:

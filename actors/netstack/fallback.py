@@ -21,12 +21,14 @@ __all__ = ["FallbackChannel", "FallbackSyn"]
 
 @dataclass(frozen=True, slots=True)
 class FallbackSyn:
-    """A peer's SYN to ``dst``:``dport`` on this node, from ``src``:``sport``."""
+    """A peer's SYN to ``dst``:``dport`` on this node, from ``src``:``sport``; ``service``: the VIP
+    service ``dst`` belongs to ("" for one of the node's own addresses)."""
 
     src: str
     sport: int
     dst: str
     dport: int
+    service: str = ""
 
 
 class FallbackChannel(Waitable):

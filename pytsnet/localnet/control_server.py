@@ -38,7 +38,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -62,6 +62,7 @@ from pytsnet.localnet.netmap import (
 from pytsnet.localnet.noise_h2 import H2Request, H2Response, NoiseH2Session
 from pytsnet.localnet.oidc import JWKS_PATH, OIDC_CONFIG_PATH, OidcIssuer
 from pytsnet.localnet.policy import Policy
+from pytsnet.localnet.services import ServiceDef, ServiceTable
 from pytsnet.localnet.store import DEFAULT_USER, Node, Store
 from pytsnet.wire.controlbase.errors import ControlParseError
 from pytsnet.wire.controlbase.handshake import accept_initiation
@@ -187,10 +188,12 @@ class ControlServer:
                  max_pending: int = MAX_PENDING, pending_ttl: float = PENDING_TTL,
                  hostinfo_interval: float = HOSTINFO_INTERVAL,
                  limits: ConnectionLimits | None = None, https: bool = False,
-                 dns01: Dns01Sink | None = None) -> None:
+                 dns01: Dns01Sink | None = None,
+                 services: Mapping[str, ServiceDef] | None = None) -> None:
         """``https``/``dns01``: HTTPS certificates (20a: CertDomains in netmaps, ``/machine/set-dns``
         writing to ``dns01``).
         ``key_expiry``: the node-key lifetime in seconds (None: the one stored, else 180 days).
+        ``services``: the tailnet's VIP services (:mod:`services`; 20d).
         ``max_pending``, ``pending_ttl``, ``hostinfo_interval``: see the module docstring.
         ``limits``: connection and Noise-session caps and the idle timeout (:mod:`limits`)."""
         self.store = store
@@ -204,6 +207,7 @@ class ControlServer:
         self._snapshot_key: tuple[int, int, int] = (-1, -1, -1)
         self._snapshot_until = 0.0  # the snapshot's `now` is good until the next node key runs out
         self._primaries = routes.load_primaries(store)  # subnet prefix → primary node id (sticky)
+        self.services = ServiceTable(store, services or {})  # 20d: VIP services and their hosts
         if key_expiry is not None:
             set_key_lifetime(store, key_expiry)
         self.key_lifetime = key_lifetime(store)
@@ -416,8 +420,10 @@ class ControlServer:
                        (funnel.filter_rules(visible) if funnel is not None else []),
                        node_capmap={n.id: funnel.capmap(n) for n in nodes} if funnel is not None else {},
                        derp_map=self.derp_map or {}, domain=self.domain,
-                       dns=self.policy.dns.dns_config(self.domain), now=now, primaries=dict(primaries),
-                       https=self.https)
+                       dns=self._dns_with_services(), now=now, primaries=dict(primaries),
+                       https=self.https, service_routes=self.services.routes(visible),
+                       service_caps={i: c for n in visible if (c := self.services.host_cap(n.id))
+                                     for i in (n.id,)})
         self.stats["snapshots"] += 1
         self._snapshot, self._snapshot_key = snap, key
         self._snapshot_until = min((n.key_expiry for n in nodes if n.key_expiry is not None
@@ -840,6 +846,14 @@ class ControlServer:
                                   approved=list(routes.route_status(self.store, node).approved),
                                   primary=routes.primary_of(node, self._primaries))
 
+    def _dns_with_services(self) -> JSON:
+        """The policy's DNS config plus each hosted service's name → VIP (20d)."""
+        dns = self.policy.dns.dns_config(self.domain)
+        records = self.services.dns_records(self.domain)
+        if records:
+            dns["ExtraRecords"] = [*dns.get("ExtraRecords", []), *records]
+        return dns
+
     def approve(self, node_id: int) -> bool:
         node = self.store.update_node(node_id, authorized=True, auth_path="",
                                       key_expiry=self.new_key_expiry())
@@ -853,6 +867,7 @@ class ControlServer:
         return node is not None
 
     def delete(self, node_id: int) -> bool:
+        self.services.forget(node_id)  # 20d
         self._hostinfo_held.pop(node_id, None)
         self._hostinfo_sent.pop(node_id, None)
         ok = self.store.delete_node(node_id)
@@ -884,6 +899,8 @@ class ControlServer:
                 changes["home_derp"] = derp
             if self._relay_hostinfo_now(node, hi):
                 changes["hostinfo"] = hi
+        if hi and not (only_if_unset and node.hostinfo):  # services (20d): never held, as routes
+            routes_changed = self.services.record(node, hi.get("ServicesHash")) or routes_changed
         if changes:
             self.store.update_node(node.id, **changes)
         return bool(changes) or routes_changed

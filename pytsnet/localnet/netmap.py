@@ -87,6 +87,10 @@ class Tailnet:
     https: bool = False
     """HTTPS enabled (20a): every node gets the ``https`` capability and its own MagicDNS name as its
     ``DNSConfig.CertDomains``."""
+    service_routes: dict[int, list[str]] = field(default_factory=dict)
+    """Services (20d): node ID → the VIP /32s peers route to it (:mod:`pytsnet.localnet.services`)."""
+    service_caps: dict[int, JSON] = field(default_factory=dict)
+    """Services (20d): node ID → its ``service-host`` value (services → VIPs), on its self node only."""
 
     _by_id: dict[int, Node] = field(default_factory=dict, init=False, repr=False)
     _peer_json: dict[int, JSON] = field(default_factory=dict, init=False, repr=False)
@@ -135,7 +139,7 @@ def node_json(n: Node, net: Tailnet, *, cap: int = 0) -> JSON:
         "Machine": n.machine_key,
         "DiscoKey": n.disco_key or None,
         "Addresses": addrs,
-        "AllowedIPs": addrs + node_routes(n, net.primaries),
+        "AllowedIPs": addrs + node_routes(n, net.primaries) + net.service_routes.get(n.id, []),
         "Endpoints": list(n.endpoints),
         "HomeDERP": n.home_derp,
         "Hostinfo": _peer_hostinfo(n.hostinfo),
@@ -218,7 +222,14 @@ def _peers(self_id: int, net: Tailnet) -> dict[int, JSON]:
 
 def _self(self_id: int, net: Tailnet, cap: int) -> JSON | None:
     me = net.node(self_id)
-    return None if me is None else node_json(me, net, cap=cap)
+    if me is None:
+        return None
+    out = node_json(me, net, cap=cap)
+    host = net.service_caps.get(self_id)
+    if host:  # 20d: the VIPs this host accepts (tailcfg.NodeAttrServiceHost, one value)
+        out["CapMap"] = {**out["CapMap"], "service-host": [host]}
+        out["Capabilities"] = sorted(out["CapMap"])
+    return out
 
 
 def full_map(self_id: int, net: Tailnet, state: SentState, *, cap: int = 0,

@@ -21,7 +21,7 @@ import concurrent.futures
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -40,6 +40,7 @@ from pytsnet.localnet.limits import ConnectionLimits
 from pytsnet.localnet.netmap import DEFAULT_DOMAIN
 from pytsnet.localnet.policy import Policy
 from pytsnet.localnet.routes import RouteStatus, approve_routes, route_status
+from pytsnet.localnet.services import ServiceDef
 from pytsnet.localnet.store import AuthKey, Node, Store
 
 if TYPE_CHECKING:
@@ -68,8 +69,11 @@ class LocalTailnet:
                  pending_ttl: float = PENDING_TTL, hostinfo_interval: float = HOSTINFO_INTERVAL,
                  limits: ConnectionLimits | None = None, https: bool = False, dns01_api: str | None = None,
                  dns01_listen: str = "127.0.0.1:0", funnel: str | None = None,
-                 funnel_nodes: Sequence[str] | None = None, funnel_target_port: int | None = None) -> None:
-        """``relay`` (default on) attaches the DERP relay and a STUN server at :meth:`start`, so the
+                 funnel_nodes: Sequence[str] | None = None, funnel_target_port: int | None = None,
+                 services: Mapping[str, ServiceDef] | None = None) -> None:
+        """``services`` (20d): the tailnet's VIP services, ``{"svc:web": ServiceDef(ports=("tcp:80",),
+        tags=("tag:web",))}`` (:mod:`pytsnet.localnet.services`).
+        ``relay`` (default on) attaches the DERP relay and a STUN server at :meth:`start`, so the
         DERP map sent to nodes points at a working relay; pass False to serve control alone.
         ``derp_tls`` serves DERP on its own TLS listener (``derp_tls_port``; self-signed certificate in
         ``state_dir``, ``InsecureForTests`` in the map) so Go nodes need no ``TS_DEBUG_USE_DERP_HTTP``;
@@ -96,7 +100,8 @@ class LocalTailnet:
             set_key_lifetime(self.store, parse_duration(key_expiry))
         self._opts = {"domain": domain, "keepalive_interval": keepalive_interval,
                       "ephemeral_grace": ephemeral_grace, "max_pending": max_pending,
-                      "pending_ttl": pending_ttl, "hostinfo_interval": hostinfo_interval, "limits": limits}
+                      "pending_ttl": pending_ttl, "hostinfo_interval": hostinfo_interval, "limits": limits,
+                      "services": services}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self.control: ControlServer | None = None

@@ -41,7 +41,8 @@ CGNAT_V4 = ipaddress.IPv4Network("100.64.0.0/10")
 #: Tailscale's 4-to-6 range: the node's IPv4 address goes in the last 32 bits (``tsaddr.Tailscale4To6``).
 TS_4TO6 = ipaddress.IPv6Network("fd7a:115c:a1e0:ab12:4843:cd96::/96")
 #: Never handed out: 100.100.100.0/24 holds the MagicDNS/quad-100 service address.
-RESERVED_V4 = (ipaddress.IPv4Network("100.100.100.0/24"),)
+RESERVED_V4 = (ipaddress.IPv4Network("100.100.100.0/24"),
+               ipaddress.IPv4Network("100.100.0.0/24"))  # services (20d): VIPs, services.SERVICE_V4
 DEFAULT_USER = "admin@localnet"
 AUTHKEY_PREFIX = "tskey-auth-"
 AUTHKEY_SHOWN_HEX = 8

@@ -29,6 +29,7 @@ from pytsnet.messages.forwarder import ForwardTcpAccept, ForwardTcpRefuse
 from pytsnet.messages.services import TcpFallbackSet
 from pytsnet.net.netstack import Netstack
 from pytsnet.net.socket import SocketLike
+from pytsnet.services.listener import ServiceListener
 
 log = logging.getLogger("pytsnet.services")
 
@@ -39,12 +40,18 @@ FallbackTcpHandler = Callable[[tuple[str, int], tuple[str, int]], tuple[ConnHand
 
 ASK_TIMEOUT = 10.0
 """Bounds one ask of the netstack (it answers at once; this only covers one stuck behind packets)."""
+DISPATCH_POLL = 1.0
+"""How often an idle dispatcher checks whether its netstack is still the device's."""
 HANDSHAKE_TIMEOUT = 10.0
 """The peer must finish its handshake within this after our SYN-ACK, as for a forwarded flow."""
 
 
 class FallbackHandlers:
-    def __init__(self) -> None:
+    """The app's fallback handlers, and the dispatcher of held SYNs (to them, or to the service
+    listener ``service_listener(name, port)`` names for a SYN to one of our VIPs)."""
+
+    def __init__(self, service_listener: Callable[[str, int], ServiceListener | None] | None = None) -> None:
+        self._service_listener = service_listener or (lambda name, port: None)
         self._lock = threading.Lock()
         self._handlers: dict[int, FallbackTcpHandler] = {}
         self._ids = itertools.count()
@@ -59,7 +66,7 @@ class FallbackHandlers:
             first = len(self._handlers) == 1
             ns = self._ns
         if first and ns is not None:
-            self._enable(ns, True)
+            self._enable(ns)
 
         def unregister() -> None:
             with self._lock:
@@ -68,18 +75,18 @@ class FallbackHandlers:
                 last = not self._handlers
                 ns = self._ns
             if last and ns is not None:
-                self._enable(ns, False)
+                self._enable(ns)
         return unregister
 
     def attach(self, ns: Netstack | None) -> None:
-        """A new netstack (or None while the data plane rebuilds): turn its fallback on if needed."""
+        """A new netstack (or None while the data plane rebuilds): tell it whether we have handlers,
+        and start taking its held SYNs (service SYNs come whether or not we have handlers)."""
         with self._lock:
             if self._closed:
                 return
             self._ns = ns
-            wanted = bool(self._handlers)
-        if ns is not None and wanted:
-            self._enable(ns, True)
+        if ns is not None:
+            self._enable(ns)
 
     def close(self) -> None:
         with self._lock:
@@ -88,7 +95,11 @@ class FallbackHandlers:
             self._handlers.clear()
 
     # -- internals ---------------------------------------------------------------------------------------
-    def _enable(self, ns: Netstack, on: bool) -> None:
+    def _enable(self, ns: Netstack) -> None:
+        """Tell ``ns`` whether SYNs for unlistened ports wait for handlers; start its dispatcher (the
+        ask also ensures the netstack started, so its channel exists)."""
+        with self._lock:
+            on = bool(self._handlers)
         try:
             ns.check(ns.ref.ask(TcpFallbackSet(enabled=on), timeout=ASK_TIMEOUT))
         except (ActorStopped, AskTimeout, OSError) as e:  # a rebuild: attach brings the next netstack
@@ -96,13 +107,22 @@ class FallbackHandlers:
                       "enable" if on else "disable", e)
             return
         ch = ns.registry.fallback
-        if on and ch is not None and not ch.dispatched:
-            ch.dispatched = True
+        with self._lock:
+            start = ch is not None and not ch.dispatched
+            if start and ch is not None:
+                ch.dispatched = True
+        if start:
             threading.Thread(target=self._dispatch, args=(ns, ch), name="fallback-tcp", daemon=True).start()
 
+    def _current(self, ns: Netstack) -> bool:
+        with self._lock:
+            return not self._closed and self._ns is ns
+
     def _dispatch(self, ns: Netstack, ch: FallbackChannel) -> None:
-        while True:
-            ch.wait(ch.ready, None)
+        """Until the device closes or moves to another netstack (a rebuild)."""
+        while self._current(ns) or (self._ns is None and not self._closed):
+            if not ch.wait(ch.ready, DISPATCH_POLL):
+                continue
             with ch.lock:
                 if ch.closed:
                     return
@@ -112,6 +132,9 @@ class FallbackHandlers:
                                  daemon=True).start()
 
     def _decide(self, ns: Netstack, syn: FallbackSyn) -> None:
+        if syn.service:
+            self._to_service(ns, syn)
+            return
         with self._lock:
             handlers = list(self._handlers.values())
         handler: ConnHandler | None = None
@@ -126,9 +149,7 @@ class FallbackHandlers:
                 handler = got
                 break
         if handler is None:
-            with contextlib.suppress(ActorStopped, MailboxFull):  # a netstack going takes its SYNs along
-                ns.ref.tell(ForwardTcpRefuse(client=syn.src, client_port=syn.sport, dst=syn.dst,
-                                             dst_port=syn.dport, reason="no fallback handler took the flow"))
+            _refuse(ns, syn, "no fallback handler took the flow")
             return
         conn = self._accept(ns, syn)
         if conn is None:
@@ -137,6 +158,16 @@ class FallbackHandlers:
             handler(conn)
         except Exception:
             log.exception("fallback TCP connection handler raised: closing its connection")
+            conn.close()
+
+    def _to_service(self, ns: Netstack, syn: FallbackSyn) -> None:
+        """A SYN to our VIP: accepted only for a listener of that service on that port (fail closed)."""
+        lst = self._service_listener(syn.service, syn.dport)
+        if lst is None or not lst.wants():
+            _refuse(ns, syn, "no listener for this service port")
+            return
+        conn = self._accept(ns, syn)
+        if conn is not None and not lst.offer(conn):
             conn.close()
 
     @staticmethod
@@ -160,3 +191,9 @@ class FallbackHandlers:
             ch.close()
             return None
         return SocketLike(ch)
+
+
+def _refuse(ns: Netstack, syn: FallbackSyn, reason: str) -> None:
+    with contextlib.suppress(ActorStopped, MailboxFull):  # a netstack going takes its SYNs along
+        ns.ref.tell(ForwardTcpRefuse(client=syn.src, client_port=syn.sport, dst=syn.dst, dst_port=syn.dport,
+                                     reason=reason))

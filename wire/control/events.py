@@ -64,6 +64,8 @@ class LiteUpdateAsked:
     endpoint_types: tuple[int, ...] = ()
     disco_key: str = ""
     preferred_derp: int = 0
+    services_hash: str | None = None
+    """Services (20d): a new ``Hostinfo.ServicesHash``; when set, the endpoint fields are not used."""
 
 
 @dataclass(frozen=True)

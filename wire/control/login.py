@@ -150,6 +150,7 @@ class LoginMachine:
         self._record = NodeRecord(new_node_key())
         self._disco = cfg.disco or DiscoPrivate.generate().public()
         self._endpoints: tuple[str, ...] = ()
+        self._services_hash = ""  # 20d: Hostinfo.ServicesHash of the services we host
         self._endpoint_types: tuple[int, ...] = ()
         self._preferred_derp = 0
         self.conn = first_number
@@ -468,7 +469,10 @@ class LoginMachine:
     # -- lite updates and logout ------------------------------------------------------------------
     def _on_lite_update(self, ev: LiteUpdateAsked, out: list[Action]) -> None:
         """Endpoints/disco/home region for control now (if a connection is up) and for later polls."""
-        self._endpoints, self._endpoint_types = ev.endpoints, ev.endpoint_types
+        if ev.services_hash is not None:  # services (20d): the hash alone, endpoints unchanged
+            self._services_hash = ev.services_hash
+        else:
+            self._endpoints, self._endpoint_types = ev.endpoints, ev.endpoint_types
         if ev.preferred_derp:
             self._preferred_derp = ev.preferred_derp
         if ev.disco_key:
@@ -521,9 +525,12 @@ class LoginMachine:
 
     # -- helpers ----------------------------------------------------------------------------------
     def _hostinfo(self) -> Hostinfo:
+        hi = self.cfg.hostinfo
+        if self._services_hash:  # services (20d): Go's Hostinfo.ServicesHash
+            hi = hi.model_copy(update={"ServicesHash": self._services_hash})
         if not self._preferred_derp:
-            return self.cfg.hostinfo
-        return self.cfg.hostinfo.model_copy(update={"NetInfo": NetInfo(PreferredDERP=self._preferred_derp)})
+            return hi
+        return hi.model_copy(update={"NetInfo": NetInfo(PreferredDERP=self._preferred_derp)})
 
     def _set_record(self, record: NodeRecord) -> PersistNode:
         self._record = record

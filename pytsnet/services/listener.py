@@ -1,0 +1,175 @@
+"""``ServiceListener`` and the service modes: a node hosting a Tailscale Service (Go's ``ListenService``).
+
+As Go's tsnet (``ServiceModeTCP``/``ServiceModeHTTP``; one call per port): the node must be tagged
+(``UntaggedServiceHost`` otherwise), it advertises the service to control (Go: ``Prefs.AdvertiseServices``,
+of which control sees ``Hostinfo.ServicesHash``: :func:`services_hash`), and control answers with the
+service's VIP in the ``service-host`` capability. The netstack then hands each SYN to a VIP of ours to
+the device, which accepts it only for a listener of that service on that port (any other port of the
+VIP is reset: fail closed) and queues the connection here, bounded by ``backlog`` (full: reset).
+
+Where this differs from Go: Go routes the VIP's flows through its serve config to a localhost
+listener (HTTP mode through a reverse proxy adding the ``Tailscale-User-*`` headers); here the
+connection itself is queued (a blocking ``SocketLike``), and HTTP mode hands the app the raw HTTP
+connection (identify the peer with ``dev.whois``). ``HTTPS``/``TerminateTLS``, PROXY protocol and
+``AcceptAppCaps`` are refused with ``ServiceUnavailable`` until the certificate and Serve work lands.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from pytsnet.errors import ServiceUnavailable
+from pytsnet.net.socket import SocketLike
+
+__all__ = ["ServiceListener", "ServiceModeHTTP", "ServiceModeTCP", "check_service_name", "services_hash",
+           "tcp_port_ranges"]
+
+_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+DEFAULT_BACKLOG = 128
+
+
+def check_service_name(name: str) -> str:
+    """Go's ``tailcfg.ServiceName.Validate``: ``svc:`` and one DNS label (``ValueError`` otherwise)."""
+    bare = name.removeprefix("svc:")
+    if bare == name:
+        raise ValueError(f"{name!r} is not a valid service name: must start with 'svc:'")
+    if not _LABEL.match(bare):
+        raise ValueError(f"{name!r} is not a valid service name: 'svc:' and a DNS label (a-z, 0-9, -)")
+    return name
+
+
+@dataclass(frozen=True)
+class ServiceModeTCP:
+    """Go's ``ServiceModeTCP``: raw TCP on ``port`` of the service's VIP."""
+
+    port: int
+    terminate_tls: bool = False
+    proxy_protocol: int = 0
+
+    def check(self) -> None:
+        _check_port(self.port)
+        if self.terminate_tls or self.proxy_protocol:
+            raise ServiceUnavailable("ServiceModeTCP terminate_tls / proxy_protocol are not implemented yet")
+
+
+@dataclass(frozen=True)
+class ServiceModeHTTP:
+    """Go's ``ServiceModeHTTP``: HTTP on ``port`` (see the module docstring for what differs)."""
+
+    port: int
+    https: bool = False
+    accept_app_caps: dict[str, list[str]] = field(default_factory=dict)
+    proxy_protocol: int = 0
+
+    def check(self) -> None:
+        _check_port(self.port)
+        if self.https or self.accept_app_caps or self.proxy_protocol:
+            raise ServiceUnavailable("ServiceModeHTTP https / accept_app_caps / proxy_protocol are not "
+                                     "implemented yet")
+
+
+def _check_port(port: int) -> None:
+    if not 0 < port <= 0xFFFF:
+        raise ValueError("must specify a port to advertise (1..65535)")
+
+
+def tcp_port_ranges(ports: Iterable[int]) -> list[str]:
+    """Go's ``ServiceConfigView.ServicePortRange`` for TCP handlers: sorted, adjacent ports merged,
+    as ``tailcfg.ProtoPortRange`` text (``tcp:80``, ``tcp:80-81``)."""
+    out: list[list[int]] = []
+    for p in sorted(set(ports)):
+        if out and p == out[-1][1] + 1:
+            out[-1][1] = p
+        else:
+            out.append([p, p])
+    return [f"tcp:{a}" if a == b else f"tcp:{a}-{b}" for a, b in out]
+
+
+def services_hash(ports_by_service: Mapping[str, Iterable[int]]) -> str:
+    """Go's ``vipServiceHash(vipServicesFromPrefsLocked())``: hex SHA-256 of the JSON list of
+    ``tailcfg.VIPService`` (``Name``, ``Ports``, ``Active``), sorted by name; "" for none."""
+    listed = [{"Name": n, "Ports": tcp_port_ranges(ports_by_service[n]) or None, "Active": True}
+              for n in sorted(ports_by_service)]
+    if not listed:
+        return ""
+    return hashlib.sha256(json.dumps(listed, separators=(",", ":")).encode()).hexdigest()
+
+
+class ServiceListener:
+    """Connections to ``port`` of the service ``name``'s VIP; ``fqdn`` as Go's ``ServiceListener.FQDN``."""
+
+    def __init__(self, name: str, port: int, fqdn: str, vips: Callable[[], list[str]],
+                 on_close: Callable[[ServiceListener], None], backlog: int = DEFAULT_BACKLOG) -> None:
+        self.name = name
+        self.port = port
+        self.fqdn = fqdn
+        self._vips = vips
+        self.backlog = backlog
+        self._on_close = on_close
+        self._cond = threading.Condition()
+        self._ready: collections.deque[SocketLike] = collections.deque()
+        self._closed = False
+
+    def vips(self) -> list[str]:
+        """The service's VIPs as control gave them to us now (empty until it approves us as a host)."""
+        return self._vips()
+
+    @property
+    def addr(self) -> tuple[str, int]:
+        """Go's ``Addr()``: the FQDN and port (a service listens on every VIP of it)."""
+        return self.fqdn, self.port
+
+    def offer(self, conn: SocketLike) -> bool:
+        """The dispatcher's hand-over; False (the caller resets it) when closed or full."""
+        with self._cond:
+            if self._closed or len(self._ready) >= self.backlog:
+                return False
+            self._ready.append(conn)
+            self._cond.notify()
+            return True
+
+    def wants(self) -> bool:
+        with self._cond:
+            return not self._closed and len(self._ready) < self.backlog
+
+    def accept(self, timeout: float | None = None) -> tuple[SocketLike, tuple[str, int]]:
+        """The next connection and its peer's (ip, port); ``TimeoutError`` after ``timeout``,
+        ``OSError`` once closed."""
+        end = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not self._ready:
+                if self._closed:
+                    raise OSError("service listener closed")
+                left = None if end is None else end - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError("accept timed out")
+                self._cond.wait(left)
+            conn = self._ready.popleft()
+        return conn, conn.getpeername()
+
+    def close(self) -> None:
+        """Stop hosting on this port (the last listener of a service withdraws its advertisement);
+        connections not yet accepted are closed."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            pending = list(self._ready)
+            self._ready.clear()
+            self._cond.notify_all()
+        for c in pending:
+            c.close()
+        self._on_close(self)
+
+    def __enter__(self) -> ServiceListener:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
