@@ -34,8 +34,8 @@ from dataclasses import dataclass
 
 from pytsnet.localnet.store import Node, Store
 
-__all__ = ["MAX_CANDIDATES", "SERVICE_HOST_CAP", "SERVICE_V4", "ServiceDef", "ServiceTable",
-           "parse_service_name", "vip_service_hash"]
+__all__ = ["MAX_CANDIDATES", "SERVICE_HOST_CAP", "SERVICE_V4", "ServiceDef", "ServiceTable", "advertised",
+           "canonical_ports", "parse_service_name", "vip_service_hash"]
 
 SERVICE_HOST_CAP = "service-host"  # tailcfg.NodeAttrServiceHost
 SERVICE_V4 = ipaddress.IPv4Network("100.100.0.0/24")
@@ -82,9 +82,30 @@ def vip_service_hash(services: Sequence[Mapping[str, object]]) -> str:
     return hashlib.sha256(json.dumps(list(services), separators=(",", ":")).encode()).hexdigest()
 
 
+def canonical_ports(ports: Iterable[str]) -> list[str]:
+    """``ports`` as a Go host lists them (``ServicePortRange``): TCP ports sorted, adjacent ones merged
+    (``tcp:80``, ``tcp:80-81``); other protocols kept as written, after them."""
+    tcp: set[int] = set()
+    other: list[str] = []
+    for p in ports:
+        m = _PORT.match(p)
+        if m is not None and m.group(1) == "tcp":
+            lo = int(m.group(2))
+            tcp.update(range(lo, (int(m.group(4)) if m.group(4) else lo) + 1))
+        else:
+            other.append(p)
+    out: list[list[int]] = []
+    for port in sorted(tcp):
+        if out and port == out[-1][1] + 1:
+            out[-1][1] = port
+        else:
+            out.append([port, port])
+    return [f"tcp:{a}" if a == b else f"tcp:{a}-{b}" for a, b in out] + other
+
+
 def advertised(name: str, ports: Iterable[str]) -> dict[str, object]:
-    """One ``tailcfg.VIPService`` as a node that hosts ``name`` on ``ports`` lists it (field order as Go)."""
-    return {"Name": name, "Ports": list(ports) or None, "Active": True}
+    """One ``tailcfg.VIPService`` as a host of ``name`` on ``ports`` lists it (Go's field order)."""
+    return {"Name": name, "Ports": canonical_ports(ports) or None, "Active": True}
 
 
 class ServiceTable:
