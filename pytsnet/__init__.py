@@ -53,6 +53,9 @@ _CERT_ERRORS = ("AcmeFailed", "CertError", "HttpsNotEnabled", "InvalidCertDomain
 _EXPORTS.update(dict.fromkeys(_CERT_ERRORS, "pytsnet.errors"))
 _EXPORTS.update(dict.fromkeys(("ServeConfigInvalid", "ServeETagMismatch"), "pytsnet.errors"))  # 20b (Serve)
 _EXPORTS.update(FunnelPortNotAllowed="pytsnet.errors", FunnelUnavailable="pytsnet.errors")  # 20c (Funnel)
+_EXPORTS.update(dict.fromkeys(("ServiceUnavailable", "UntaggedServiceHost"), "pytsnet.errors"))  # 20d
+_EXPORTS.update(dict.fromkeys(("ServiceListener", "ServiceModeHTTP", "ServiceModeTCP"),
+                              "pytsnet.services.listener"))  # 20d (Services)
 
 __all__ = [
     "DIAL_TIMEOUT",
@@ -109,6 +112,8 @@ __all__ = [
 ]
 __all__ += ["AcmeFailed", "CertError", "HttpsNotEnabled", "InvalidCertDomain"]  # 20a (certificates)
 __all__ += ["ServeConfigInvalid", "ServeETagMismatch"]  # 20b (Serve)
+__all__ += ["ServiceListener", "ServiceModeHTTP", "ServiceModeTCP", "ServiceUnavailable",
+            "UntaggedServiceHost"]  # 20d's own line
 
 
 def __getattr__(name: str) -> Any:
@@ -158,12 +163,14 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
         PytsnetError,
         RegistrationError,
         RegistrationTimeout,
+        ServiceUnavailable,  # 20d
         StateDirLocked,
         StateStoreError,
         TagsNotPermitted,
         TagsRequired,
         TcpConnectionError,
         UnknownTailnetHost,
+        UntaggedServiceHost,
     )
     from pytsnet.messages.control import DeviceState
     from pytsnet.messages.dataplane import DeviceStatus, PeerStatus
@@ -171,4 +178,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
     from pytsnet.net.bridge import TailnetConnection, TailnetListenSocket
     from pytsnet.net.socket import SocketLike, SocketListener
     from pytsnet.net.stream import TcpListener, TcpStream, UdpSocket
+    from pytsnet.services.listener import ServiceListener, ServiceModeHTTP, ServiceModeTCP  # 20d
     from pytsnet.state import FileStore, MemoryStore
