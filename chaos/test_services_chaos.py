@@ -1,0 +1,131 @@
+"""Chaos (20d): the host's NetstackActor killed, and its whole data plane rebuilt, while it hosts a
+VIP service and has a fallback TCP handler. Both keep working afterwards (the registry carries the
+channel, the fallback switch and the VIPs into the next incarnation; a rebuilt netstack is told
+again by the device and the bridge), and the VIP stays closed on ports nobody hosts."""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pytsnet.actors.runtime import FaultInjector
+from pytsnet.config import Config
+from pytsnet.device import ActorDevice
+from pytsnet.errors import ConnectionRefused
+from pytsnet.localnet.server import LocalTailnet
+from pytsnet.localnet.services import ServiceDef
+from pytsnet.net.socket import SocketLike
+from pytsnet.services.fallback import ConnHandler
+from pytsnet.services.listener import ServiceListener, ServiceModeTCP
+from pytsnet.testing.polling import wait_until
+from pytsnet.testing.tailnet import RIG_DEFAULTS, wait_for_peers
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[tuple[LocalTailnet, ActorDevice, ActorDevice]]:
+    services = {"svc:web": ServiceDef(ports=("tcp:80",), tags=("tag:web",))}
+    with LocalTailnet(tmp_path / "control", listen="127.0.0.1:0", services=services) as net:
+        host = ActorDevice(Config(dir=tmp_path / "host", hostname="host", control_url=net.control_url,
+                                  auth_key=net.create_authkey(tags=["tag:web"]), **RIG_DEFAULTS))
+        peer = ActorDevice(Config(dir=tmp_path / "peer", hostname="peer", control_url=net.control_url,
+                                  auth_key=net.create_authkey(), **RIG_DEFAULTS))
+        try:
+            host.up_blocking(30)
+            peer.up_blocking(30)
+            wait_for_peers(peer, ["host"])
+            yield net, host, peer
+        finally:
+            peer.close()
+            host.close()
+
+
+def _echo_handler(conn: SocketLike) -> None:
+    with conn:
+        conn.sendall(b"fb:" + conn.recv(100))
+
+
+def _fallback(src: tuple[str, int], dst: tuple[str, int]) -> tuple[ConnHandler | None, bool]:
+    return (_echo_handler, True) if dst[1] == 9000 else (None, False)
+
+
+def _serve_forever(lst: ServiceListener, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            conn, _ = lst.accept(timeout=0.2)
+        except TimeoutError:
+            continue
+        except OSError:
+            return
+        with conn:
+            conn.sendall(b"svc:" + conn.recv(100))
+
+
+def _ask(peer: ActorDevice, host: str, port: int) -> bytes:
+    sock = peer.tcp_connect_blocking(host, port, timeout=10)
+    sock.settimeout(10)
+    with sock:
+        sock.sendall(b"x")
+        return sock.recv(100)
+
+
+def _works(peer: ActorDevice, host: ActorDevice, vip: str) -> None:
+    assert _ask(peer, vip, 80) == b"svc:x"
+    assert _ask(peer, host.tailscale_ips()[0], 9000) == b"fb:x"
+    with pytest.raises(ConnectionRefused):
+        _ask(peer, vip, 9000)  # the fallback is for our own addresses, never a VIP
+    with pytest.raises(ConnectionRefused):
+        _ask(peer, host.tailscale_ips()[0], 9001)  # the handler passes: RST
+
+
+def _eventually_works(peer: ActorDevice, host: ActorDevice, vip: str) -> None:
+    def ok() -> bool:
+        try:
+            _works(peer, host, vip)
+        except (OSError, AssertionError):
+            return False
+        return True
+    wait_until(ok, 30, "service and fallback work again", interval=0.2)
+
+
+def test_netstack_kill_and_dataplane_rebuild_keep_services_and_fallback(
+        rig: tuple[LocalTailnet, ActorDevice, ActorDevice]) -> None:
+    net, host, peer = rig
+    stop = threading.Event()
+    unregister = host.register_fallback_tcp_handler(_fallback)
+    lst = host.listen_service_blocking("svc:web", ServiceModeTCP(port=80))
+    server = threading.Thread(target=_serve_forever, args=(lst, stop), daemon=True)
+    server.start()
+    try:
+        wait_until(lambda: bool(lst.vips()), 20, "VIP assigned")
+        vip = lst.vips()[0]
+        _eventually_works(peer, host, vip)
+
+        assert host.system is not None
+        ref = host.system.lookup("netstack")
+        assert ref is not None
+        FaultInjector.kill_now(ref, "chaos: the service host's netstack")
+        wait_until(lambda: ref.incarnation == 2 and ref.is_alive, 20, "netstack restarted")
+        _eventually_works(peer, host, vip)
+
+        old = host._ns
+        assert net.relay is not None
+        dm = copy.deepcopy(net.relay.derp_map)  # one more region: a new data-plane identity, rebuilt
+        extra = copy.deepcopy(dm["Regions"]["900"])
+        extra.update(RegionID=901, RegionCode="spare")
+        extra["Nodes"] = [dict(n, Name="901a", RegionID=901, DERPPort=9, STUNPort=9) for n in extra["Nodes"]]
+        dm["Regions"]["901"] = extra
+        net.set_derp_map(dm)
+        wait_until(lambda: host._ns is not None and host._ns is not old, 30, "host data plane rebuilt")
+        host.up_blocking(30)
+        _eventually_works(peer, host, vip)
+    finally:
+        stop.set()
+        lst.close()
+        unregister()
+        server.join(5)
