@@ -18,6 +18,7 @@ from pytsnet.device import ActorDevice
 from pytsnet.errors import ConnectionRefused
 from pytsnet.localnet.server import LocalTailnet
 from pytsnet.localnet.services import ServiceDef
+from pytsnet.messages.control import LiteUpdate
 from pytsnet.net.socket import SocketLike
 from pytsnet.services.fallback import ConnHandler
 from pytsnet.services.listener import ServiceListener, ServiceModeTCP
@@ -128,4 +129,39 @@ def test_netstack_kill_and_dataplane_rebuild_keep_services_and_fallback(
         stop.set()
         lst.close()
         unregister()
+        server.join(5)
+
+
+def test_a_restarted_control_runner_keeps_advertising(
+        rig: tuple[LocalTailnet, ActorDevice, ActorDevice]) -> None:
+    """The ServicesHash lives in the runner's restart memory: its next incarnation's map polls carry
+    it, so control keeps the node as the host (without it control would withdraw the VIP)."""
+    net, host, peer = rig
+    stop = threading.Event()
+    lst = host.listen_service_blocking("svc:web", ServiceModeTCP(port=80))
+    server = threading.Thread(target=_serve_forever, args=(lst, stop), daemon=True)
+    server.start()
+    try:
+        wait_until(lambda: bool(lst.vips()), 20, "VIP assigned")
+        vip = lst.vips()[0]
+        assert _ask(peer, vip, 80) == b"svc:x"
+        assert net.control is not None and host.system is not None
+        ref = host.system.lookup("control")
+        assert ref is not None
+        polls = net.control.stats["map_polls"]
+        FaultInjector.kill_now(ref, "chaos: the service host's control runner")
+        wait_until(lambda: ref.incarnation == 2 and ref.is_alive, 20, "control runner restarted")
+        wait_until(lambda: net.control.stats["map_polls"] > polls, 20, "the new incarnation polls")
+        host.up_blocking(30)
+        # An endpoint update (a lite map request, whose Hostinfo control applies at once): what the
+        # bridge sends whenever our endpoints change. Its Hostinfo must still carry the hash.
+        endpoints = list(host.dataplane_info().endpoints)
+        done = ref.ask(LiteUpdate(endpoints=endpoints, endpoint_types=[2] * len(endpoints)), timeout=15)
+        assert done.ok
+        assert [n for n, svcs in net.control.services.hosting.items() if "svc:web" in svcs]
+        assert host.service_ips("svc:web") == [vip]
+        assert _ask(peer, vip, 80) == b"svc:x"
+    finally:
+        stop.set()
+        lst.close()
         server.join(5)

@@ -16,9 +16,10 @@ from pydantic import PlainSerializer, PlainValidator, SerializationInfo
 from pytsnet.messages.base import REGISTRY, Message, Request
 from pytsnet.messages.dataplane import BridgeMemory
 from pytsnet.messages.magicsock import HomeRegion, SetPeers, UdpBound
+from pytsnet.messages.services import ServicesMemory
 from pytsnet.messages.wgengine import WgConfig
 
-_KINDS = (WgConfig, SetPeers, UdpBound, HomeRegion, BridgeMemory)
+_KINDS = (WgConfig, SetPeers, UdpBound, HomeRegion, BridgeMemory, ServicesMemory)  # ServicesMemory: 20d
 
 
 def _load(v: Any) -> Message:
@@ -34,8 +35,8 @@ def _dump(v: Message, info: SerializationInfo) -> dict[str, Any]:
     return {"tag": type(v).TAG, "data": v.model_dump(mode=info.mode, context=info.context)}
 
 
-Snapshot = Annotated[WgConfig | SetPeers | UdpBound | HomeRegion | BridgeMemory, PlainValidator(_load),
-                     PlainSerializer(_dump)]
+Snapshot = Annotated[WgConfig | SetPeers | UdpBound | HomeRegion | BridgeMemory | ServicesMemory,
+                     PlainValidator(_load), PlainSerializer(_dump)]
 """What restart memory may hold: one message type per owner, written with its tag."""
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pytsnet.messages.base import Message, Request
 from pytsnet.messages.netstack import NetstackReply
 
-__all__ = ["TcpFallbackSet", "TcpServiceAddresses"]
+__all__ = ["ServicesMemory", "TcpFallbackSet", "TcpServiceAddresses"]
 
 
 class TcpFallbackSet(Request[NetstackReply], tag="services.tcp_fallback_set"):
@@ -28,3 +28,10 @@ class TcpServiceAddresses(Message, tag="services.tcp_service_addresses"):
     on a VIP (fail closed)."""
 
     services: dict[str, list[str]] = {}
+
+
+class ServicesMemory(Message, tag="services.memory"):
+    """The ControlRunner's restart memory (``messages.memory``): the ``Hostinfo.ServicesHash`` the
+    device last asked for, so a restarted runner keeps advertising the services we host."""
+
+    services_hash: str = ""

@@ -132,7 +132,8 @@ def device_tree(system: ActorSystem, runner: RunnerConfig, store: StateStore,
         ChildSpec(DataplaneBridge, DATAPLANE, args=(build, EVENTS, CONTROL, MEMORY), kwargs={"dns": DNS},
                   restart=Restart.PERMANENT),
         ChildSpec(DnsActor, DNS, args=(options.dns, options.dns_forward), restart=Restart.PERMANENT),
-        ChildSpec(ControlRunner, CONTROL, args=(runner, store, publish), restart=Restart.PERMANENT),
+        ChildSpec(ControlRunner, CONTROL, args=(runner, store, publish), kwargs={"memory": MEMORY},  # 20d
+                  restart=Restart.PERMANENT),
     ], strategy=Strategy.ONE_FOR_ONE, max_restarts=5, within=10.0)
 
 

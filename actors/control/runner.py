@@ -29,6 +29,7 @@ import pytsnet.wire.control as login
 from pytsnet.actors.control.performer import ControlPerformer, SendIdToken, SendSetDns
 from pytsnet.actors.control.store import MACHINE_KEY, NETMAP, NODE, StateStore
 from pytsnet.actors.dataplane.netmap import netmap_for_dataplane
+from pytsnet.actors.keeper import recall, remember
 from pytsnet.actors.runtime import Actor, ActorStopped, StopReason, TimerHandle, handles
 from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.actors.runtime.ref import Reply
@@ -54,6 +55,7 @@ from pytsnet.messages.control import (
     MapFrame,
 )
 from pytsnet.messages.peers import ClearPeers, NetmapUpdate, PeerInfo, ResendNetmap
+from pytsnet.messages.services import ServicesMemory
 from pytsnet.wire.keys import DiscoPublic, MachinePrivate
 from pytsnet.wire.tailcfg import CURRENT_CAPABILITY_VERSION, Hostinfo, Service
 
@@ -111,8 +113,10 @@ _KIND: dict[login.StatusKind, ErrorKind] = {
 
 class ControlRunner(Actor):
     def __init__(self, config: RunnerConfig, store: StateStore,
-                 publish: Callable[[Message], None] | None = None) -> None:
+                 publish: Callable[[Message], None] | None = None, *, memory: str | None = None) -> None:
         self.cfg = config
+        self.memory = memory
+        """The tree's MemoryKeeper (20d: the services hash outlives a restart), or None."""
         self.store = store
         self.publish = publish or (lambda m: None)
         self.state = DeviceState(state="NoState")
@@ -139,6 +143,10 @@ class ControlRunner(Actor):
         self._perform(self.machine.start(self.clock.time(), stored_node=self.store.read_state(NODE),
                                          stored_netmap=self.store.read_state(NETMAP),
                                          restarted=self.incarnation > 1))
+        if self.incarnation > 1:  # 20d: keep advertising the services we host
+            snap = recall(self, self.memory)
+            if isinstance(snap, ServicesMemory) and snap.services_hash:
+                self._feed(login.LiteUpdateAsked(next(self._tokens), services_hash=snap.services_hash))
 
     def on_stop(self, reason: StopReason) -> None:
         if self._io is not None:
@@ -205,6 +213,8 @@ class ControlRunner(Actor):
         control answered; the handler itself returns at once."""
         token = next(self._tokens)
         self._lite_waiting[token] = (self.defer_reply(), msg.reply_to)
+        if msg.services_hash is not None:  # 20d
+            remember(self, self.memory, ServicesMemory(services_hash=msg.services_hash))
         self._feed(login.LiteUpdateAsked(token, tuple(msg.endpoints), tuple(msg.endpoint_types),
                                          msg.disco_key, msg.preferred_derp, msg.services_hash))
 

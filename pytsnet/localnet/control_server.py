@@ -899,8 +899,11 @@ class ControlServer:
                 changes["home_derp"] = derp
             if self._relay_hostinfo_now(node, hi):
                 changes["hostinfo"] = hi
-        if hi and not (only_if_unset and node.hostinfo):  # services (20d): never held, as routes
-            routes_changed = self.services.record(node, hi.get("ServicesHash")) or routes_changed
+        # Services (20d): from the Hostinfo just sent (never held, as routes), else the newest known
+        # one (the hosting table is in memory: a restarted localnet learns it again from either).
+        svc_hi = hi or self._hostinfo_held.get(node.id, node.hostinfo)
+        if svc_hi:
+            routes_changed = self.services.record(node, svc_hi.get("ServicesHash")) or routes_changed
         if changes:
             self.store.update_node(node.id, **changes)
         return bool(changes) or routes_changed

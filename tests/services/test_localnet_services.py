@@ -4,6 +4,7 @@ out of node allocation, and what goes in maps (service-host cap on the host, VIP
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import ipaddress
 from pathlib import Path
@@ -95,3 +96,29 @@ def test_bad_definitions_are_refused() -> None:
         ServiceDef(ports=("tcp:80",), tags=("a",))
     with pytest.raises(ValueError):
         ServiceTable(Store.__new__(Store), {"web": ServiceDef(ports=("tcp:80",), tags=("tag:a",))})
+
+
+def test_a_restarted_control_learns_hosts_from_the_stream_poll_or_the_stored_hostinfo(tmp_path: Path) -> None:
+    """The hosting table is in memory: after a restart, a node's first (streaming) poll re-teaches it,
+    from the Hostinfo it carries or, when it carries none, from the stored one."""
+    asyncio.run(_restarted_control(tmp_path))
+
+
+async def _restarted_control(tmp_path: Path) -> None:  # ControlServer runs on an event loop
+    from pytsnet.localnet.control_server import ControlServer
+
+    store = Store(tmp_path)
+    web = _node(store, ["tag:web"])
+    h = services_hash({"svc:web": [80]})
+    store.update_node(web.id, hostinfo={"Hostname": "n0", "ServicesHash": h})
+    web = store.node(web.id)
+    assert web is not None
+    control = ControlServer(store, services=DEFS)
+    assert control._apply_map_update(web, {}, only_if_unset=True)  # nothing sent: the stored Hostinfo
+    assert control.services.hosting[web.id] == ("svc:web",)
+    fresh = ControlServer(store, services=DEFS)
+    sent = {"Hostinfo": {"Hostname": "n0", "ServicesHash": h}}
+    assert fresh._apply_map_update(web, sent, only_if_unset=True)
+    assert fresh.services.hosting[web.id] == ("svc:web",)
+    assert fresh._apply_map_update(web, {"Hostinfo": {"Hostname": "n0"}}, only_if_unset=False)  # withdrawn
+    assert web.id not in fresh.services.hosting
