@@ -42,6 +42,9 @@ ASK_TIMEOUT = 10.0
 """Bounds one ask of the netstack (it answers at once; this only covers one stuck behind packets)."""
 DISPATCH_POLL = 1.0
 """How often an idle dispatcher checks whether its netstack is still the device's."""
+MAX_HANDLERS = 1024
+"""Intercepted connections being served at once (a thread each, as Go's goroutine); more are reset,
+counted in ``FallbackHandlers.refused_busy`` — a peer cannot make the app run unbounded threads."""
 HANDSHAKE_TIMEOUT = 10.0
 """The peer must finish its handshake within this after our SYN-ACK, as for a forwarded flow."""
 
@@ -57,6 +60,8 @@ class FallbackHandlers:
         self._ids = itertools.count()
         self._ns: Netstack | None = None
         self._closed = False
+        self._slots = threading.BoundedSemaphore(MAX_HANDLERS)
+        self.refused_busy = 0
 
     def register(self, cb: FallbackTcpHandler) -> Callable[[], None]:
         """Add ``cb``; the returned callable removes it (idempotent)."""
@@ -151,14 +156,22 @@ class FallbackHandlers:
         if handler is None:
             _refuse(ns, syn, "no fallback handler took the flow")
             return
-        conn = self._accept(ns, syn)
-        if conn is None:
+        if not self._slots.acquire(blocking=False):
+            with self._lock:
+                self.refused_busy += 1
+            _refuse(ns, syn, "too many intercepted connections being served")
             return
         try:
-            handler(conn)
-        except Exception:
-            log.exception("fallback TCP connection handler raised: closing its connection")
-            conn.close()
+            conn = self._accept(ns, syn)
+            if conn is None:
+                return
+            try:
+                handler(conn)
+            except Exception:
+                log.exception("fallback TCP connection handler raised: closing its connection")
+                conn.close()
+        finally:
+            self._slots.release()
 
     def _to_service(self, ns: Netstack, syn: FallbackSyn) -> None:
         """A SYN to our VIP: accepted only for a listener of that service on that port (fail closed)."""

@@ -13,7 +13,7 @@ import pytest
 
 from pytsnet.errors import ConnectionRefused
 from pytsnet.net.socket import SocketLike
-from pytsnet.services.fallback import ConnHandler
+from pytsnet.services.fallback import MAX_HANDLERS, ConnHandler
 from pytsnet.testing.tailnet import Tailnet, local_tailnet
 
 pytestmark = pytest.mark.timeout(120)
@@ -147,3 +147,42 @@ def test_a_raising_callback_rejects(tn: Tailnet) -> None:
             _dial(tn, 7007)
     finally:
         unregister()
+
+
+def test_intercepted_connections_being_served_are_bounded(tn: Tailnet) -> None:
+    host = tn["host"]
+    fb = host._fallback_tcp
+    fb._slots = threading.BoundedSemaphore(1)  # MAX_HANDLERS, made small for the test
+    release = threading.Event()
+
+    def hold(conn: SocketLike) -> None:
+        with conn:
+            conn.sendall(b"held")
+            release.wait(20)
+
+    def cb(src: tuple[str, int], dst: tuple[str, int]) -> tuple[ConnHandler | None, bool]:
+        return (hold, True) if dst[1] == 7008 else (_echo(b"fb:"), True)
+
+    unregister = host.register_fallback_tcp_handler(cb)
+    try:
+        first = tn["peer"].tcp_connect_blocking(Tailnet.ip(host), 7008, timeout=10)
+        first.settimeout(10)
+        assert first.recv(10) == b"held"  # its handler runs, holding the only slot
+        busy = fb.refused_busy
+        with pytest.raises(ConnectionRefused):
+            _dial(tn, 7009)
+        assert fb.refused_busy == busy + 1
+        release.set()
+        first.close()
+        for _ in range(50):  # the slot comes back once the held handler returns
+            try:
+                assert _dial(tn, 7009) == b"fb:hello"
+                break
+            except ConnectionRefused:
+                threading.Event().wait(0.1)
+        else:
+            pytest.fail("the slot never came back")
+    finally:
+        release.set()
+        unregister()
+        fb._slots = threading.BoundedSemaphore(MAX_HANDLERS)
