@@ -156,8 +156,9 @@ def test_a_restarted_control_runner_keeps_advertising(
         # An endpoint update (a lite map request, whose Hostinfo control applies at once): what the
         # bridge sends whenever our endpoints change. Its Hostinfo must still carry the hash.
         endpoints = list(host.dataplane_info().endpoints)
-        done = ref.ask(LiteUpdate(endpoints=endpoints, endpoint_types=[2] * len(endpoints)), timeout=15)
-        assert done.ok
+        update = LiteUpdate(endpoints=endpoints, endpoint_types=[2] * len(endpoints))
+        wait_until(lambda: ref.ask(update, timeout=15).ok, 30, "control took the lite update",
+                   interval=0.2)  # not ok while the new incarnation's poll is still opening
         assert [n for n, svcs in net.control.services.hosting.items() if "svc:web" in svcs]
         assert host.service_ips("svc:web") == [vip]
         assert _ask(peer, vip, 80) == b"svc:x"
