@@ -89,6 +89,19 @@ def test_tagged_host_serves_its_vip_by_address_and_name(
         with pytest.raises(ConnectionRefused):  # the node's own address does not get the service port
             _echo(peer, host.tailscale_ips()[0], 80)
 
+        echo = peer.icmp_ping_blocking(vip, timeout=10)  # Go's netstack answers echo on a VIP too
+        assert echo.done and not echo.error, echo
+
+        def udp_drops() -> int:
+            return host.status().drops.get("netstack_service_protocol_unsupported", 0)
+        before = udp_drops()
+        usock = peer.listen_packet_blocking()  # UDP to a VIP: dropped and counted, no ICMP answer
+        try:
+            usock.sendto_blocking(b"nobody", (vip, 53))
+            wait_until(lambda: udp_drops() > before, 10, "the host counts the UDP datagram to its VIP")
+        finally:
+            usock.close()
+
 
 def test_a_node_listener_never_takes_vip_traffic(rig: tuple[LocalTailnet, ActorDevice, ActorDevice]) -> None:
     """A plain listener on port 80 of the host serves its own address only: the VIP stays closed
