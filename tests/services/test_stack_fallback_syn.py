@@ -69,3 +69,38 @@ def test_pending_fallback_syns_are_bounded() -> None:
     s.receive(emit_ipv4(Ipv4Packet(PEER, ME, 6, tcpseg.emit_segment(other, PEER, ME))), 0.0)
     assert s.drops["forward_pending_full"] == 1
     assert len(s.take_forwards()) == 1
+
+
+VIP = ipaddress.IPv4Address("100.100.0.1")
+
+
+def _to_vip(seg: TcpSegment) -> bytes:
+    return emit_ipv4(Ipv4Packet(PEER, VIP, 6, tcpseg.emit_segment(seg, PEER, VIP)))
+
+
+def test_a_vip_takes_syns_only_through_the_service_path() -> None:
+    s = _stack(fallback=False)
+    s.tcp_listen(80)  # a wildcard listener on our own address: never for the VIP
+    s.receive(_to_vip(TcpSegment(40000, 80, 1, 0, tcpseg.SYN, 65535)), 0.0)
+    assert s.drops["not_our_address"] == 1 and s.poll(0.0) == []  # not ours yet
+    s.service_addresses = frozenset({VIP})
+    s.receive(_to_vip(TcpSegment(40000, 80, 1, 0, tcpseg.SYN, 65535)), 0.0)
+    assert s.poll(0.0) == []  # held, not answered by the listener
+    assert s.take_forwards() == [ForwardedTcp((6, VIP, 80, PEER, 40000))]
+    s.receive(_to_vip(TcpSegment(40000, 80, 2, 1, tcpseg.ACK, 65535)), 0.0)  # a stray ACK: RST
+    assert _flags(s.poll(0.0)) == [tcpseg.RST]
+
+
+def test_a_vip_drops_udp_and_answers_echo() -> None:
+    from pytsnet.netstack import icmp, udp
+
+    s = _stack(fallback=False)
+    s.service_addresses = frozenset({VIP})
+    dgram = udp.emit_udp(udp.UdpDatagram(5000, 53, b"q"), PEER, VIP)
+    s.receive(emit_ipv4(Ipv4Packet(PEER, VIP, 17, dgram)), 0.0)
+    assert s.drops["service_protocol_unsupported"] == 1 and s.poll(0.0) == []  # no port unreachable
+    req = icmp.emit_icmpv4(icmp.IcmpMessage(icmp.ICMP_ECHO_REQUEST, 0, b"\x00\x01\x00\x01", b"ping"))
+    s.receive(emit_ipv4(Ipv4Packet(PEER, VIP, 1, req)), 0.0)
+    (reply,) = [parse_ipv4(p) for p in s.poll(0.0)]
+    assert (reply.src, reply.dst) == (VIP, PEER)
+    assert icmp.parse_icmpv4(reply.payload).type == icmp.ICMP_ECHO_REPLY
