@@ -138,7 +138,7 @@ peer sending within the window never reaches it; a flood of one 4-tuple is refus
 class NetstackActor(Actor):
     def __init__(self, system: ActorSystem, config: StackConfig, sink: ActorRef | str, registry: FlowRegistry,
                  *, flows: str, out_message: type[Message] = LinkPacketOut,
-                 tcp_config: TcpConfig | None = None, channel_limit: int | None = None,
+                 tcp_config: TcpConfig | None = None,
                  forwarder: str | None = None) -> None:
         self.system = system
         self.forwarder = forwarder
@@ -154,7 +154,6 @@ class NetstackActor(Actor):
         self.out_batch = _BATCH_OF.get(out_message)  # the sink takes a burst in one message
         self._queue_signal = QueueSignal()  # the flows' shared local congestion signal (issue 14)
         self.tcp_config = tcp_config
-        self.channel_limit = channel_limit or config.recv_buffer
         self.stack: Stack
         self.flows: dict[str, tuple[FlowKey, ActorRef]] = {}
         self.listeners: dict[int, tuple[TcpListener, ListenerChannel]] = {}
@@ -409,7 +408,7 @@ class NetstackActor(Actor):
         key = self.stack.detach(conn)
         name = f"{self.name}-tcp-{next(_flow_ids)}"
         ch = FlowChannel(name, (str(conn.local[0]), conn.local[1]), (str(conn.remote[0]), conn.remote[1]),
-                         self.channel_limit)
+                         conn.config.send_buffer)
         assert self._sup is not None
         ref = self.system.spawn(TcpFlowActor, conn, ch, self.sink, self.ref, self.out_message,
                                 self.config.ip_ttl, self.out_batch, self._emitter(conn), self._queue_signal,

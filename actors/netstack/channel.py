@@ -1,9 +1,17 @@
 """Thread-safe, bounded hand-over points between netstack actors and application code.
 
-A ``FlowChannel`` sits between one TcpFlowActor and its app-side stream: ``rx`` holds bytes the
-actor took out of the connection's receive buffer, ``tx`` bytes the app wrote and the send buffer
-had no room for yet. Both are capped (``limit``), and the actor only drains the connection while
-``rx`` has room, so a slow reader closes the TCP window: backpressure, never unbounded buffering.
+A ``FlowChannel`` sits between one TcpFlowActor and its app-side stream. Its ``rx`` and ``tx`` are
+the connection's own receive and send buffers (issue 14: one buffer per direction per flow, handed
+to the sans-IO ``TcpConnection`` with ``use_buffers``): in-order payload goes from the segment into
+``rx`` and the app reads it from there; the app's writes land in ``tx``, which retransmissions are
+cut from. ``rx`` is bounded by the advertised window (computed from its length, so a slow reader
+closes the window), ``tx`` by the send buffer size: backpressure, never unbounded buffering.
+
+Locking: the app side calls ``rx.take``/``tx.write`` with ``lock`` held; the connection (on the flow
+actor's thread) calls the buffers' other methods, which take ``lock`` themselves
+(``ChannelRecvBuffer``, ``ChannelSendBuffer``), so the flow actor never calls the connection while
+holding ``lock``. Lengths are read without it: the one writer of each side only grows what the
+other side sees, so a stale length is a conservative one.
 Waiting is either blocking (``wait``) or async (``wait_async``, cancellation-safe: nothing is
 consumed until the condition holds, and the waiter is unregistered however the await ends).
 """
@@ -21,14 +29,16 @@ from pytsnet.actors.runtime.condition import LazyCondition
 from pytsnet.actors.runtime.errors import ActorStopped, MailboxFull
 from pytsnet.actors.runtime.waker import ThreadWaker
 from pytsnet.messages.netstack import FlowAppWake, ListenerWake
+from pytsnet.netstack.tcp.recvbuf import RecvBuffer
+from pytsnet.netstack.tcp.sendbuf import SendBuffer
 
 if TYPE_CHECKING:
     from pytsnet.actors.netstack.fallback import FallbackChannel
     from pytsnet.actors.runtime.ref import ActorRef
     from pytsnet.netstack.interface import FlowKey
 
-__all__ = ["DatagramChannel", "FlowAborted", "FlowChannel", "FlowCrashed", "FlowRecord", "FlowRegistry",
-           "ListenerChannel", "Waitable"]
+__all__ = ["ChannelRecvBuffer", "ChannelSendBuffer", "DatagramChannel", "FlowAborted", "FlowChannel",
+           "FlowCrashed", "FlowRecord", "FlowRegistry", "ListenerChannel", "Waitable"]
 
 
 class FlowCrashed(ConnectionResetError):
@@ -97,37 +107,82 @@ def _tell(ref: ActorRef | None, msg: Any) -> bool:
     return True
 
 
-class FlowChannel(Waitable):
-    """One TCP connection's app-side state; the actor and the app each touch it under ``lock``."""
+class ChannelRecvBuffer(RecvBuffer):
+    """The flow's receive buffer: the connection pushes under the channel's lock; the app takes with
+    it held (``FlowChannel.try_recv``)."""
 
-    def __init__(self, name: str, local: tuple[str, int], remote: tuple[str, int], limit: int) -> None:
+    __slots__ = ("_lock",)
+
+    def __init__(self, lock: threading.Lock) -> None:
+        super().__init__()
+        self._lock = lock
+
+    def push(self, data: bytes | bytearray | memoryview) -> None:
+        with self._lock:
+            self._buf += data
+
+    def discard(self) -> None:
+        with self._lock:
+            self._buf.clear()
+
+
+class ChannelSendBuffer(SendBuffer):
+    """The flow's send buffer: the app writes with the channel's lock held (``FlowChannel.try_send``);
+    the connection's reads, acknowledgments and release take it."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self, lock: threading.Lock, capacity: int) -> None:
+        super().__init__(capacity)
+        self._lock = lock
+
+    def read(self, offset: int, length: int) -> bytes:
+        with self._lock:
+            return super().read(offset, length)
+
+    def ack_to(self, offset: int) -> int:
+        with self._lock:
+            return super().ack_to(offset)
+
+    def release(self) -> None:
+        with self._lock:
+            super().release()
+
+
+class FlowChannel(Waitable):
+    """One TCP connection's app-side state; the actor and the app each touch it under ``lock``.
+
+    ``send_capacity`` bounds ``tx`` until a connection adopts the buffers (it sets its own size)."""
+
+    def __init__(self, name: str, local: tuple[str, int], remote: tuple[str, int],
+                 send_capacity: int) -> None:
         super().__init__()
         self.name = name
         self.local = local
         self.remote = remote
-        self.limit = limit
         self.ref: ActorRef | None = None
-        self.rx = bytearray()
-        self.tx = bytearray()
+        self.rx = ChannelRecvBuffer(self.lock)
+        self.tx = ChannelSendBuffer(self.lock, send_capacity)
+        # Unread bytes at or below which a read wakes the flow for a window update (the connection's
+        # ``read_wake_level``, published by the flow after each pump); -1: no read needs to.
+        self.rx_wake_level = -1
         self.rx_eof = False
         self.tx_eof = False
         self.app_closed = False
         self.established = False
         self.finished = False  # the flow actor is gone
         self.error: BaseException | None = None
-        self.flow_has_more = False  # the connection holds received bytes rx had no room for
         self._wake_pending = False
 
     # -- app side (non-blocking; None means: wait and retry) -----------------------------------------
     def try_recv(self, max_bytes: int) -> bytes | None:
         wake = False
         with self.lock:
-            if self.rx:
-                n = min(max_bytes, len(self.rx))
-                data = bytes(self.rx[:n])
-                del self.rx[:n]
-                if self.flow_has_more and len(self.rx) <= self.limit // 2:
-                    wake = self._claim_wake()
+            rx = self.rx
+            if rx:
+                data = rx.take(max_bytes)
+                if len(rx) <= self.rx_wake_level:  # this read opened the window by enough
+                    wake = self.claim_wake()
             elif self.rx_eof:
                 data = b""
             elif self.error is not None:
@@ -137,7 +192,7 @@ class FlowChannel(Waitable):
             else:
                 return None
         if wake:
-            self._wake()
+            self.wake()
         return data
 
     def recv_ready(self) -> bool:
@@ -149,23 +204,23 @@ class FlowChannel(Waitable):
                 raise self.error
             if self.tx_eof or self.app_closed or self.finished:
                 raise BrokenPipeError("send after shutdown or close")
-            n = min(self.limit - len(self.tx), len(data))
+            n = self.tx.write(data)  # straight into the buffer the connection sends from
             if n <= 0:
                 return None
-            self.tx += data[:n]
-            wake = self._claim_wake()
+            wake = self.claim_wake()
         if wake:
-            self._wake()
+            self.wake()
         return n
 
     def send_ready(self) -> bool:
-        return (len(self.tx) < self.limit or self.error is not None or self.finished
+        return (self.tx.free > 0 or self.error is not None or self.finished
                 or self.tx_eof or self.app_closed)
 
     def connected_ready(self) -> bool:
         return self.established or self.error is not None or self.finished
 
     def drained_ready(self) -> bool:
+        """The peer acknowledged every byte written (the send buffer holds unacknowledged bytes too)."""
         return not self.tx or self.error is not None or self.finished
 
     def send_eof(self) -> None:
@@ -173,9 +228,9 @@ class FlowChannel(Waitable):
             if self.tx_eof or self.app_closed:
                 return
             self.tx_eof = True
-            wake = self._claim_wake()
+            wake = self.claim_wake()
         if wake:
-            self._wake()
+            self.wake()
 
     def close(self) -> None:
         """App close: unread data makes it an abort (as Linux does), else a FIN after queued data."""
@@ -183,17 +238,19 @@ class FlowChannel(Waitable):
             if self.app_closed:
                 return
             self.app_closed = True
-            wake = self._claim_wake()
+            wake = self.claim_wake()
         if wake:
-            self._wake()
+            self.wake()
         self.notify()
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
+        """Tell the flow to pump (a write, a read that opened the window, a close); after ``claim_wake``."""
         if not _tell(self.ref, FlowAppWake()):
             with self.lock:
                 self._wake_pending = False
 
-    def _claim_wake(self) -> bool:
+    def claim_wake(self) -> bool:
+        """Under ``lock``: True if the caller must ``wake`` the flow (one wake in flight at a time)."""
         if self._wake_pending or self.finished:
             return False
         self._wake_pending = True

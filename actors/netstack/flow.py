@@ -4,9 +4,11 @@ The WireGuard engine hands it the IP packets of its 4-tuple (``FlowPacketsIn``, 
 routed by the netstack's ``FlowRoutes``); the netstack actor hands it raw segments
 (``FlowSegmentIn``) of packets that came another way (a TUN link, or before the engine heard of
 the flow); the flow parses them, drives the
-sans-IO connection, writes its output straight to the link sink, and moves bytes between the
-connection's bounded buffers and the app's ``FlowChannel``. Timers are lazy: one pending
-``FlowTick`` at the earliest deadline (an early tick just re-arms).
+sans-IO connection and writes its output straight to the link sink. The connection's buffers are
+the app's ``FlowChannel`` buffers (``use_buffers``): received bytes go from the segment to where the
+app reads them, and the app's writes to where segments are cut from; the flow only relays the app's
+wake-ups (a write, a read that opened the window by enough, a close) to the connection. Timers are
+lazy: one pending ``FlowTick`` at the earliest deadline (an early tick just re-arms).
 
 If this actor dies abnormally (a bug, or a chaos kill) ``on_stop`` resets the connection: an RST
 goes to the peer and the app's next call raises ``FlowCrashed``. The 4-tuple is released either way.
@@ -80,6 +82,7 @@ class TcpFlowActor(Actor):
                  queue_signal: QueueSignal | None = None) -> None:
         self.conn = conn
         self.ch = channel
+        conn.use_buffers(channel.rx, channel.tx)  # one buffer per direction: the app's
         self.sink = sink
         self.netstack = netstack
         self.out_message = out_message
@@ -185,24 +188,17 @@ class TcpFlowActor(Actor):
         now = self.clock.monotonic()
         with ch.lock:
             ch.woken()
-            if ch.app_closed and not self._close_sent:
-                if ch.rx or conn.recv_buffered:
-                    self._close_sent = True
-                    conn.abort()  # unread data: RST, as Linux does (RFC 2525 §2.17)
-                elif not ch.tx or conn.error is not None:
-                    self._close_sent = True
-                    conn.close()
-            if ch.tx and conn.writable:
-                n = conn.send(ch.tx)
-                if n:
-                    del ch.tx[:n]
-            if ch.tx_eof and not ch.tx and not self._eof_sent and conn.error is None:
-                self._eof_sent = True
-                conn.shutdown_write()
-            if ch.app_closed and not self._close_sent and not ch.tx:
-                self._close_sent = True
-                conn.close()
-            self._sync_out(conn, ch)
+            close = ch.app_closed and not self._close_sent
+            eof = ch.tx_eof and not self._eof_sent
+        # The connection is driven outside the lock: its buffers take it themselves. The app's flags
+        # only ever turn on, so what was read above still holds.
+        if close:
+            self._close_sent = True
+            conn.close()  # unread data makes it an RST, as Linux does (RFC 2525 §2.17); else a FIN
+        elif eof and conn.error is None:
+            self._eof_sent = True
+            conn.shutdown_write()  # a FIN after every byte written (the app writes no more)
+        conn.on_read()  # a read since the last pump may have opened the window by enough
         out = conn.poll(now)
         limit = conn.config.local_queue_limit  # TCP's local congestion signal (issue 14, 14g)
         if out:
@@ -218,14 +214,13 @@ class TcpFlowActor(Actor):
             self._episode = self._queue_signal.episode
             conn.on_local_congestion()
         with ch.lock:
-            self._sync_out(conn, ch)
+            again = self._sync_out(conn, ch)
+        if again:
+            ch.wake()  # the app read down to the new level before it was published: pump again
         ch.notify()
         st = conn.state
-        if (st is TcpState.CLOSED or st is TcpState.TIME_WAIT) and (
-                not conn.recv_buffered or ch.app_closed or conn.error is not None):
-            # Not before the app has every received byte: a flow that half-closed first reaches
-            # TIME_WAIT as the peer's last data and FIN arrive, possibly more than ``rx`` holds; ending
-            # then would turn the rest into an early EOF. It waits (the app's reads wake it).
+        if st is TcpState.CLOSED or st is TcpState.TIME_WAIT:
+            # Every received byte is already where the app reads it (``rx`` outlives this actor).
             self._finish(conn.time_wait_state() if st is TcpState.TIME_WAIT else None)
             return
         d = conn.next_deadline()
@@ -235,18 +230,18 @@ class TcpFlowActor(Actor):
             self._timer_at = d
             self._timer = self.send_after(max(0.0, d - now), FlowTick())
 
-    def _sync_out(self, conn: TcpConnection, ch: FlowChannel) -> None:
-        """Connection -> channel: received bytes (while rx has room), EOF, errors, state."""
-        space = ch.limit - len(ch.rx)
-        if space > 0 and conn.recv_buffered and not ch.app_closed:
-            ch.rx += conn.recv(space)
-        ch.flow_has_more = conn.recv_buffered > 0
-        if conn.at_eof:
-            ch.rx_eof = True
+    def _sync_out(self, conn: TcpConnection, ch: FlowChannel) -> bool:
+        """Connection -> channel (under its lock): EOF, errors, state and the read wake level. True:
+        the app already read down to the new level (before it was published), so the flow must pump
+        again itself for the window update, or nobody would."""
+        if conn.fin_received:
+            ch.rx_eof = True  # every byte before the FIN is in rx
         if conn.error is not None and ch.error is None:
             ch.error = conn.error
         if conn.state not in _HANDSHAKE:
             ch.established = True
+        level = ch.rx_wake_level = conn.read_wake_level
+        return len(ch.rx) <= level and ch.claim_wake()
 
     def _emit(self, segs: list[tcpseg.TcpSegment]) -> None:
         packets = []

@@ -9,6 +9,11 @@ validation with rate-limited challenge ACKs, RFC 6298 RTO with Karn and backoff,
 recovery (RFC 6582) driven by SACK holes (RFC 2018, RFC 6675-style pipe), RFC 7323 window scale,
 timestamps and PAWS, delayed ACK, persist (zero-window probes), keepalive, receiver SWS
 avoidance and a receive window tied to what the app has read.
+
+Buffers (issue 14: one per direction per flow): in-order payload goes from the segment into the
+``RecvBuffer`` the app reads from, and the window is computed from its length; the app's writes land
+in the ``SendBuffer`` retransmissions are cut from. A driver whose app runs on another thread hands
+in its own (locking) pair with ``use_buffers``; the connection itself never locks.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from pytsnet.netstack.tcp.errors import (
 from pytsnet.netstack.tcp.hystart import HyStart
 from pytsnet.netstack.tcp.rack import Rack, probe_timeout
 from pytsnet.netstack.tcp.reassembly import Reassembler
+from pytsnet.netstack.tcp.recvbuf import RecvBuffer
 from pytsnet.netstack.tcp.rto import RttEstimator
 from pytsnet.netstack.tcp.segment import ACK, FIN, MAX_WSCALE, PSH, RST, SYN, TcpSegment
 from pytsnet.netstack.tcp.sendbuf import SackScoreboard, SendBuffer
@@ -223,7 +229,7 @@ class TcpConnection:
         self._rtt_probe: tuple[int, float] | None = None
         self._retries = 0
         # Receive side.
-        self._rbuf = bytearray()
+        self._rbuf = RecvBuffer()
         self._reasm = Reassembler(cfg.max_ooo_bytes if cfg.max_ooo_bytes is not None else cfg.recv_buffer)
         self._rcv_nxt = 0
         self._rcv_adv = 0
@@ -362,6 +368,11 @@ class TcpConnection:
         return bool(self._rbuf) or self._fin_received or self._error is not None
 
     @property
+    def fin_received(self) -> bool:
+        """The peer's FIN arrived: every byte it sent is in the receive buffer or already read."""
+        return self._fin_received
+
+    @property
     def at_eof(self) -> bool:
         """The peer's FIN has been received and every byte before it read."""
         return self._fin_received and not self._rbuf
@@ -378,7 +389,43 @@ class TcpConnection:
 
     @property
     def recv_buffered(self) -> int:
+        """In-order bytes received and not yet read by the app (the receive buffer's length)."""
         return len(self._rbuf)
+
+    @property
+    def read_wake_level(self) -> int:
+        """Unread bytes at or below which the app's read makes a window update due (``on_read``
+        would ACK); -1 when no read can. A driver whose reader is on another thread publishes it so
+        the reader wakes the driver only when that read matters (RFC 9293 §3.8.6.2.2)."""
+        if self._state not in _CAN_RECV_DATA:
+            return -1
+        cap = self.config.recv_buffer
+        if self._rcv_adv - self._rcv_nxt >= cap // 2:
+            return -1
+        return self._rcv_nxt + cap - self._rcv_adv - min(cap // 2, self._our_mss)
+
+    def use_buffers(self, recv: RecvBuffer, send: SendBuffer) -> None:
+        """Adopt the driver's buffers (the ones its app reads and writes), moving anything already
+        held into them (a passive open may have data before its driver exists). ``send``'s capacity
+        becomes this connection's send buffer size."""
+        old_r, old_s = self._rbuf, self._sbuf
+        if old_r:
+            recv.push(old_r.take(len(old_r)))
+        send.capacity = old_s.capacity
+        send.start = old_s.start
+        if len(old_s):
+            send.write(old_s.peek())
+        self._rbuf, self._sbuf = recv, send
+
+    @property
+    def recv_buffer(self) -> RecvBuffer:
+        """The buffer the app reads (a driver's own, after ``use_buffers``)."""
+        return self._rbuf
+
+    @property
+    def send_buffer(self) -> SendBuffer:
+        """The buffer the app writes and retransmissions are cut from."""
+        return self._sbuf
 
     @property
     def coalesce_hint(self) -> tuple[int, int]:
@@ -419,19 +466,18 @@ class TcpConnection:
             if self._error is not None and not self._fin_received:
                 raise self._error
             return b""
-        if max_bytes >= len(rbuf):
-            data = bytes(rbuf)
-            rbuf.clear()
-        else:
-            data = bytes(rbuf[:max_bytes])
-            del rbuf[:max_bytes]
-        if self._state in _CAN_RECV_DATA:
-            # Window update when the right edge can move by enough (RFC 9293 §3.8.6.2.2).
-            growth = self._rcv_nxt + self.config.recv_buffer - len(rbuf) - self._rcv_adv
-            if growth >= min(self.config.recv_buffer // 2, self._our_mss):
-                self._ack_now = True
-                self._dirty = True
+        data = rbuf.take(max_bytes)
+        self.on_read()
         return data
+
+    def on_read(self) -> None:
+        """The app read from the receive buffer: ACK at once if that moves the window's right edge
+        by at least min(buffer/2, MSS) (RFC 9293 §3.8.6.2.2, receiver SWS avoidance) while the peer
+        has less than half the buffer left to send into (else the ACK of its next data carries the
+        new window: Linux's rule in ``tcp_cleanup_rbuf``). ``read_wake_level`` is the same test."""
+        if len(self._rbuf) <= self.read_wake_level:
+            self._ack_now = True
+            self._dirty = True
 
     def shutdown_write(self) -> None:
         """Half-close: a FIN follows the data already queued."""
@@ -590,16 +636,19 @@ class TcpConnection:
         self._rack_at = self._tlp_at = None
         self._syn_pending = False
         self._ack_now = False
-        self._sbuf = SendBuffer(0)
+        self._sbuf.release()
         self._reasm = Reassembler(0)
-        if isinstance(error, ConnectionReset | ConnectionAborted):
-            self._rbuf = bytearray()
+        if isinstance(error, ConnectionAborted):
+            # Our own abort: nobody will read them. A peer's RST keeps what arrived in order before
+            # it readable, then the error (as Linux's receive queue, and as the app saw it when
+            # those bytes had already moved to a second buffer).
+            self._rbuf.discard()
 
     def _to_time_wait(self, now: float) -> None:
         self._state = _S.TIME_WAIT
         self._rto_at = self._persist_at = self._keepalive_at = self._rack_at = self._tlp_at = None
         self._close_at = now + self.config.time_wait
-        self._sbuf = SendBuffer(0)
+        self._sbuf.release()
 
     def _queue_ctl(self, seg: TcpSegment) -> None:
         """Queue a control segment (RST, per-segment duplicate ACK); bounded if nobody polls."""
@@ -1069,12 +1118,13 @@ class TcpConnection:
         if not payload:
             return
         if seg_start == rcv_nxt:
-            self._rbuf += payload
+            rbuf = self._rbuf
+            rbuf.push(payload)  # straight into the buffer the app reads
             rcv_nxt += len(payload)
             if self._reasm:
                 chunks, rcv_nxt = self._reasm.pop_ready(rcv_nxt)
-                if chunks:
-                    self._rbuf += b"".join(chunks)
+                for chunk in chunks:
+                    rbuf.push(chunk)
                 self._ack_now = True  # a hole was (partly) filled: ACK at once (RFC 5681 §4.2)
             self._rcv_nxt = rcv_nxt
             # Full-sized segments' worth (RFC 9293 §3.8.6.3 counts bytes): a coalesced run counts

@@ -3,6 +3,11 @@
 The buffer holds stream bytes from SND.UNA to what the app wrote; retransmission slices it
 again, so there is no separate per-segment retransmit queue to keep in sync. Deleting from the
 front of a ``bytearray`` is amortised O(1) in CPython.
+
+It is the flow's only send buffer (issue 14): the app writes straight into it. A driver whose app
+writes from another thread hands the connection a subclass whose connection-side methods (``read``,
+``ack_to``, ``release``) take its lock, and calls ``write`` with that lock held
+(``actors/netstack/channel.py``); no lock lives here.
 """
 
 from __future__ import annotations
@@ -41,7 +46,18 @@ class SendBuffer:
     def read(self, offset: int, length: int) -> bytes:
         """Copy up to ``length`` bytes starting at stream ``offset`` (must be >= start)."""
         i = offset - self.start
-        return bytes(self._buf[i:i + length])
+        with memoryview(self._buf) as view:  # one copy (a bytearray slice would be a second)
+            return bytes(view[i:i + length])
+
+    def peek(self) -> bytes:
+        """A copy of every byte held, nothing consumed (tests, diagnostics)."""
+        return bytes(self._buf)
+
+    def release(self) -> None:
+        """The connection will send nothing more (closed, or in TIME_WAIT): drop the bytes and take
+        no more writes (capacity 0), keeping the object its writer may still hold."""
+        self._buf.clear()
+        self.capacity = 0
 
     def ack_to(self, offset: int) -> int:
         """Drop bytes before ``offset``; return how many were dropped."""

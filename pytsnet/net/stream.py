@@ -1,7 +1,8 @@
 """The async app API: ``TcpStream`` (an anyio ``ByteStream``), ``TcpListener`` and ``UdpSocket``.
 
-Each call works on the flow's bounded ``FlowChannel``: a send waits while the channel's send queue
-is full (the connection's send buffer is full too), a receive waits for bytes, EOF or the
+Each call works on the flow's bounded ``FlowChannel``, whose buffers are the connection's own (one
+per direction): a send waits while the send buffer is full (unacknowledged plus unsent bytes), a
+receive waits for bytes, EOF or the
 connection's typed error (``ConnectionResetError``, ``ConnectionRefusedError``, ``TimeoutError``
 subclasses, all in ``pytsnet.errors``, or ``FlowCrashed`` if the flow's actor died).
 Cancelling a waiting call loses nothing: bytes are taken only once they can be returned.
@@ -99,7 +100,7 @@ class TcpStream(ByteStream):
             self._ch.close()
 
     async def drain(self) -> None:
-        """Wait until the connection took everything written (the peer may not have ACKed yet)."""
+        """Wait until the peer acknowledged every byte written (or the connection ended)."""
         await self._ch.wait_async(self._ch.drained_ready)
 
 

@@ -81,14 +81,13 @@ class Rig:
 
 
 def send(ch: FlowChannel, data: bytes) -> None:
-    with ch.lock:
-        ch.rx += data
+    ch.rx.push(data)  # what the flow's connection does with in-order payload
     ch.notify()
 
 
 def wait_answer(ch: FlowChannel, marker: bytes = b"\r\n\r\n", timeout: float = 10) -> bytes:
-    wait_until(lambda: marker in ch.tx or ch.app_closed, timeout, "an answer or a close")
-    return bytes(ch.tx)
+    wait_until(lambda: marker in ch.tx.peek() or ch.app_closed, timeout, "an answer or a close")
+    return ch.tx.peek()
 
 
 @pytest.fixture(params=["thread", "pool"])
@@ -108,7 +107,7 @@ def test_known_peer_is_served_and_unknown_address_closed_unanswered(system: Acto
     stranger = rig.connect("10.1.2.3")  # a subnet-routed source, say: no tailnet node has it
     send(stranger, b"GET /nope HTTP/1.1\r\nHost: peer\r\n\r\n")
     wait_until(lambda: stranger.app_closed, 10, "stranger's connection closed")
-    assert stranger.tx == b""  # not even a 403: Go closes the connection
+    assert stranger.tx.peek() == b""  # not even a 403: Go closes the connection
     wait_until(lambda: rig.status().counters.get("unknown_peer") == 1, 5, "counted")
     assert rig.seen == []
 
@@ -139,7 +138,7 @@ def test_a_trickled_request_is_cut_off(system: ActorSystem) -> None:
         sent += 1
         time.sleep(0.1)
     assert ch.app_closed and sent < 20, sent
-    assert ch.tx == b""
+    assert ch.tx.peek() == b""
     wait_until(lambda: rig.status().counters.get("idle_timeout") == 1, 5, "counted")
 
 
