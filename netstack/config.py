@@ -26,7 +26,12 @@ class StackConfig:
     addresses: tuple[IPAddress, ...] = field(default_factory=tuple)
     mtu: int = DEFAULT_MTU
     enable_ipv6: bool = False
-    send_buffer: int = DEFAULT_BUFFER
+    # The flow's one send buffer (issue 14): the app writes into it and segments are cut from it, so
+    # it holds both what the app is ahead by and what is in flight. Twice the receive buffer: what the
+    # app's channel (256 KiB) and the connection (256 KiB) held between them before they were one
+    # buffer; with 256 KiB bench/e2e.py direct fell from 32 to 28 MB/s (the app refilled it a thread
+    # hop after each ACK, the window waiting), with 512 KiB 36 (docs/performance.md).
+    send_buffer: int = 2 * DEFAULT_BUFFER
     recv_buffer: int = DEFAULT_BUFFER
     accept_backlog: int = 128
     max_tcp_connections: int = 16384
