@@ -26,13 +26,15 @@ class StackConfig:
     addresses: tuple[IPAddress, ...] = field(default_factory=tuple)
     mtu: int = DEFAULT_MTU
     enable_ipv6: bool = False
-    # The flow's one send buffer (issue 14): the app writes into it and segments are cut from it, so
-    # it holds both what the app is ahead by and what is in flight. Twice the receive buffer: what the
-    # app's channel (256 KiB) and the connection (256 KiB) held between them before they were one
-    # buffer; with 256 KiB bench/e2e.py direct fell from 32 to 28 MB/s (the app refilled it a thread
-    # hop after each ACK, the window waiting), with 512 KiB 36 (docs/performance.md).
+    # Each is a flow's one buffer for its direction (issue 14): the app reads from the receive buffer
+    # the connection delivers into (the window is its free space), and writes into the send buffer
+    # segments are cut from. Each holds what the app's channel (256 KiB) and the connection (256 KiB)
+    # held between them before they were one buffer. At 256 KiB, bench/e2e.py direct lost ~18% and
+    # the sender ~3 µs of CPU per packet: the window closed as the reader lagged (it had had 256 KiB
+    # of slack behind it) and the sender's app refilled a thread hop after each ACK
+    # (docs/performance.md "Issue 14: one buffer per flow").
     send_buffer: int = 2 * DEFAULT_BUFFER
-    recv_buffer: int = DEFAULT_BUFFER
+    recv_buffer: int = 2 * DEFAULT_BUFFER
     accept_backlog: int = 128
     max_tcp_connections: int = 16384
     max_half_open: int = 1024  # SYN_RECEIVED connections across all listeners

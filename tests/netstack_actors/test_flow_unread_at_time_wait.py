@@ -16,11 +16,11 @@ import pytest
 
 from pytsnet.actors.runtime import ActorSystem
 from pytsnet.net.stream import TcpStream
-from pytsnet.netstack.config import DEFAULT_BUFFER
+from pytsnet.netstack.config import StackConfig
 from pytsnet.testing.netstack_pair import netstack_pair
 
 SERVER, CLIENT, PORT = "10.9.1.1", "10.9.1.2", 7500
-SIZE = DEFAULT_BUFFER - 4096  # within the receive window, which is the app channel's one buffer
+SIZE = StackConfig().recv_buffer - 4096  # within the receive window: the app channel's one buffer
 
 
 @pytest.mark.parametrize("dispatcher", ["thread", "pool"])

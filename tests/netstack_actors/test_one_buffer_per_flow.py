@@ -21,7 +21,7 @@ from pytsnet.actors.netstack.channel import FlowChannel
 from pytsnet.actors.runtime import Actor, ActorRef, ActorSystem, handles
 from pytsnet.messages.netstack import LinkPacketIn, LinkPacketOut
 from pytsnet.net.netstack import Netstack
-from pytsnet.netstack.config import DEFAULT_BUFFER, StackConfig
+from pytsnet.netstack.config import StackConfig
 from pytsnet.netstack.tcp.segment import SYN, parse_segment
 
 SERVER, CLIENT, PORT = "10.9.2.1", "10.9.2.2", 7600
@@ -153,7 +153,8 @@ def test_unread_data_closes_the_window_after_exactly_one_buffer_each_way(
     # is in the server's channel (the buffer the app reads): the connection holds none of its own.
     assert last_ack.window == 0
     scale = 1 << tap.wscale[SERVER]  # the window's unit: the last few bytes may not be offerable
-    assert acked == len(sch.rx) and DEFAULT_BUFFER - scale < acked <= DEFAULT_BUFFER
+    recv_buffer = StackConfig().recv_buffer
+    assert acked == len(sch.rx) and recv_buffer - scale < acked <= recv_buffer
     # Send side: the client's app was stopped after exactly one more buffer, the one segments are
     # cut from (it holds what the server has not acknowledged).
     send_buffer = StackConfig().send_buffer
