@@ -131,7 +131,7 @@ except ImportError:
 _flow_ids = itertools.count(1)
 _MAX_EMITTERS = 4096
 _FLOW_MAILBOX = MailboxConfig(8192, MailboxPolicy.FAIL, max_bytes=2 << 20)
-"""The engine and this actor deliver a flow's packets here: 8x the default receive window in bytes (a
+"""The engine and this actor deliver a flow's packets here: 4x the default receive window in bytes (a
 peer sending within the window never reaches it; a flood of one 4-tuple is refused and counted)."""
 
 
