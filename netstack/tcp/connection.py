@@ -400,9 +400,17 @@ class TcpConnection:
         if self._state not in _CAN_RECV_DATA:
             return -1
         cap = self.config.recv_buffer
-        if self._rcv_adv - self._rcv_nxt >= cap // 2:
+        unit = 1 << self._rcv_wscale  # the window field's unit: an offer is rounded down to it
+        most = min(cap, 0xFFFF << self._rcv_wscale) // unit * unit  # the widest window it can offer
+        left = self._rcv_adv - self._rcv_nxt  # what the peer may still send
+        # At least one unit: an update's rounding then never leaves the next read due at once.
+        step = max(min(cap // 2, self._our_mss), unit)
+        if left >= most // 2 or most - left < step:
+            # It need not (the peer has half the window), or no read can widen the offer by a step:
+            # waking then would cost a pump per read, and a flow that finds itself at the level
+            # after its own pump would wake itself for ever.
             return -1
-        return self._rcv_nxt + cap - self._rcv_adv - min(cap // 2, self._our_mss)
+        return cap - left - step
 
     def use_buffers(self, recv: RecvBuffer, send: SendBuffer) -> None:
         """Adopt the driver's buffers (the ones its app reads and writes), moving anything already

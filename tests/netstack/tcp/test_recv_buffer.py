@@ -117,6 +117,24 @@ def test_read_wake_level_is_exactly_where_a_read_makes_the_update_due(unread: in
     assert bool(_acks(b.poll(now))) == (level >= 0)
 
 
+def test_a_window_the_field_cannot_widen_never_makes_a_read_due() -> None:
+    """Without window scaling a 512 KiB buffer is offered as at most 65,535 bytes: once that is
+    offered, no read can move the edge, so none may wake the driver (a pump per read, and a flow
+    that saw itself at the level after every pump would wake itself for ever)."""
+    cap = 512 * KiB
+    sim = Sim(cfg_a=TcpConfig(pacing=False, window_scaling=False), cfg_b=TcpConfig(recv_buffer=cap))
+    sim.run(Sim.established)
+    a, b, now = sim.a, sim.b, sim.now
+    assert a is not None and b is not None and b._rcv_wscale == 0
+    _deliver(a, b, 40 * KiB, now)  # b's ACKs offered the whole 64 KiB again
+    assert b._rcv_adv - b._rcv_nxt == 0xFFFF and b.recv_buffered == 40 * KiB
+    assert b.read_wake_level == -1  # nothing a read could add
+    for _ in range(3):  # what a flow's pumps do after the app's reads: nothing to send
+        b.recv(4 * KiB)
+        b.on_read()
+        assert _acks(b.poll(now)) == []
+
+
 def test_a_peer_reset_leaves_in_order_bytes_readable_then_raises() -> None:
     a, b, now = _pair()
     _deliver(a, b, 1000, now)
