@@ -27,9 +27,8 @@ class _Echo(socketserver.BaseRequestHandler):
 
 
 @contextmanager
-def echo_server() -> Iterator[int]:
-    """A TCP echo server on 127.0.0.1 (the TCPForward target); yields its port."""
-    srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Echo)
+def _serving(srv: socketserver.ThreadingTCPServer | ThreadingHTTPServer) -> Iterator[int]:
+    """Serve ``srv`` on a daemon thread (one thread per connection); yield its port, then shut it."""
     srv.daemon_threads = True
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
@@ -37,6 +36,13 @@ def echo_server() -> Iterator[int]:
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+@contextmanager
+def echo_server() -> Iterator[int]:
+    """A TCP echo server on 127.0.0.1 (the TCPForward target); yields its port."""
+    with _serving(socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Echo)) as port:
+        yield port
 
 
 class _Mirror(BaseHTTPRequestHandler):
@@ -63,14 +69,8 @@ class _Mirror(BaseHTTPRequestHandler):
 @contextmanager
 def mirror_backend() -> Iterator[int]:
     """An HTTP backend on 127.0.0.1 mirroring each request back as JSON; yields its port."""
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Mirror)
-    srv.daemon_threads = True
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        yield srv.server_address[1]
-    finally:
-        srv.shutdown()
-        srv.server_close()
+    with _serving(ThreadingHTTPServer(("127.0.0.1", 0), _Mirror)) as port:
+        yield port
 
 
 def dead_port() -> int:
