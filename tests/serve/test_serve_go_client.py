@@ -5,8 +5,7 @@ Caddy's ``reverse_proxy … { transport tailscale }`` makes its tsnet node dial 
 to its local listeners drives it. Port 80 serves Text, Redirect, Path and Proxy mounts (Caddy sends
 ``Host: pynode``, so the Web key is ``pynode.<domain>:80``), port 7001 forwards TCP to a host HTTP
 server. The Proxy backend sees Go's ``X-Forwarded-For`` as the Go node's tailnet address. HTTPS and
-TLS-terminated forwards are not driven from Go here: Caddy's tailscale transport would need the test
-CA in its trust store (the Python client tests cover them with a verified chain).
+TLS-terminated forwards from Go, verifying a real pebble certificate: ``test_serve_go_tls.py``.
 """
 
 from __future__ import annotations
