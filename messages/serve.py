@@ -48,7 +48,9 @@ class ServeSpawn(Message, tag="serve.spawn"):
 class ServePortSpawn(Message, tag="serve.port_spawn"):
     port: int
     server: str
-    """This port server's name (``serve.port.<N>``)."""
+    """This port server's name (``serve.port.<N>``, ``serve.svc.<label>.<N>`` for a service port)."""
+    service: str = ""
+    """The service (``svc:web``) whose VIP port this server serves; "" for the node's own port."""
 
 
 class ServePortConfig(Message, tag="serve.port_config"):
@@ -56,6 +58,7 @@ class ServePortConfig(Message, tag="serve.port_config"):
 
     port: int
     config: str
+    service: str = ""
 
 
 class GetServePortConfig(Request[ServePortConfig], tag="serve.get_port_config"):
@@ -68,6 +71,7 @@ class ServePortHello(Message, tag="serve.port_hello"):
 
     port: int
     server: str
+    service: str = ""
 
 
 class ServeAccepted(Message, tag="serve.accepted"):

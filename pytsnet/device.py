@@ -147,7 +147,13 @@ from pytsnet.net.netstack import Netstack
 from pytsnet.peerapi import PEERAPI, PeerApi
 from pytsnet.services.fallback import FallbackHandlers, FallbackTcpHandler
 from pytsnet.services.hosting import ServiceHosting
-from pytsnet.services.listener import ServiceListener, ServiceModeHTTP, ServiceModeTCP, check_service_name
+from pytsnet.services.listener import (
+    HttpServiceListener,
+    ServiceListener,
+    ServiceModeHTTP,
+    ServiceModeTCP,
+    check_service_name,
+)
 from pytsnet.state import FileStore, MemoryStore, StateDirLock, check_state
 from pytsnet.tree import CONTROL, DATAPLANE, DNS, FORWARDER, PEERS, DataplaneOptions, device_tree
 from pytsnet.wire.dns import Upstream
@@ -1381,7 +1387,8 @@ class ActorDevice:
         from pytsnet.serve import SERVE_STATE_KEY, ServeListeners
         assert self.system is not None
         spawn = ServeSpawn(state_key=SERVE_STATE_KEY, peers=PEERS, dataplane=DATAPLANE)
-        self.system.spawn_spec(serve_spec(self.system, spawn, self.store, ServeListeners(self._bindings),
+        listeners = ServeListeners(self._bindings, self._services)  # 20f: service ports via ServiceHosting
+        self.system.spawn_spec(serve_spec(self.system, spawn, self.store, listeners,
                                           self._serve_cert))
 
     def _serve_cert(self, domain: str) -> tuple[bytes, bytes]:
@@ -1525,12 +1532,23 @@ class ActorDevice:
         return self._fallback_tcp.register(cb)
 
     # -- Services (20d): ListenService ----------------------------------------------------------------
+    @overload
+    def listen_service_blocking(self, name: str, mode: ServiceModeTCP, *, timeout: float = 60.0,
+                                backlog: int = 128) -> ServiceListener: ...
+
+    @overload
+    def listen_service_blocking(self, name: str, mode: ServiceModeHTTP, *, timeout: float = 60.0,
+                                backlog: int = 128) -> HttpServiceListener: ...
+
     def listen_service_blocking(self, name: str, mode: ServiceModeTCP | ServiceModeHTTP, *,
-                                timeout: float = 60.0, backlog: int = 128) -> ServiceListener:
+                                timeout: float = 60.0, backlog: int = 128
+                                ) -> ServiceListener | HttpServiceListener:
         """Go's ``ListenService``: host the Tailscale Service ``name`` (``svc:web``) on ``mode.port``
         (``pytsnet.services.listener`` has the details). Brings the node up first (``timeout``);
         ``UntaggedServiceHost`` unless the node has tags. The node advertises the service; peers reach
-        it once control approves and hands out its VIP (``listener.vips()``)."""
+        it once control approves and hands out its VIP (``listener.vips()``). HTTP mode (20f) puts the
+        port in the serve config's ``Services`` (Serve proxies each request, with the caller's
+        identity headers, to the returned listener) and takes it out again on close."""
         check_service_name(name)
         mode.check()
         self.up_blocking(timeout)
@@ -1539,12 +1557,50 @@ class ActorDevice:
             raise UntaggedServiceHost("service hosts must be tagged nodes (Config.tags, with an auth key "
                                       "allowed those tags)")
         fqdn = f"{name.removeprefix('svc:')}.{nm.domain}" if nm.domain else name.removeprefix("svc:")
+        if isinstance(mode, ServiceModeHTTP):
+            return self._listen_service_http(name, mode, fqdn, backlog)
         return self._services.open(name, mode.port, fqdn, lambda: self.service_ips(name), backlog)
 
+    @overload
+    async def listen_service(self, name: str, mode: ServiceModeTCP, *, timeout: float = 60.0,
+                             backlog: int = 128) -> ServiceListener: ...
+
+    @overload
+    async def listen_service(self, name: str, mode: ServiceModeHTTP, *, timeout: float = 60.0,
+                             backlog: int = 128) -> HttpServiceListener: ...
+
     async def listen_service(self, name: str, mode: ServiceModeTCP | ServiceModeHTTP, *,
-                             timeout: float = 60.0, backlog: int = 128) -> ServiceListener:
+                             timeout: float = 60.0, backlog: int = 128
+                             ) -> ServiceListener | HttpServiceListener:
         return await anyio.to_thread.run_sync(
             lambda: self.listen_service_blocking(name, mode, timeout=timeout, backlog=backlog))
+
+    def _listen_service_http(self, name: str, mode: ServiceModeHTTP, fqdn: str,
+                             backlog: int) -> HttpServiceListener:
+        """Go ``ListenService`` for ``ServiceModeHTTP`` (20f): advertise, then ``SetWebHandler`` for the
+        service (``/`` → Proxy to our loopback listener) under the config's ETag, as one update."""
+        from pytsnet.services.serving_config import with_service_web, without_service_web
+
+        def on_close(lst: HttpServiceListener) -> None:  # Go cleanServeConfig
+            for _ in range(3):  # another writer between our read and write: read again
+                cfg, tag = self.get_serve_config_blocking()
+                try:
+                    self.set_serve_config_blocking(without_service_web(cfg, name, fqdn, lst.port,
+                                                                       lst.local_addr), etag=tag)
+                    return
+                except ServeETagMismatch:
+                    continue
+
+        lst = self._services.open_http(name, mode.port, fqdn, mode.https, lambda: self.service_ips(name),
+                                       on_close, backlog)
+        try:
+            cfg, tag = self.get_serve_config_blocking()
+            self.set_serve_config_blocking(with_service_web(cfg, name, fqdn, mode.port, mode.https,
+                                                            lst.local_addr), etag=tag)
+        except BaseException:
+            lst.close()
+            raise
+        return lst
 
     def service_ips(self, name: str) -> list[str]:
         """The VIPs control gave us for the service ``name`` we host (empty until it approves)."""

@@ -13,9 +13,11 @@ status and expansion (``parse_redirect``, ``expand_redirect``), a Proxy argument
 typed ``ServeConfigError``.
 
 Fields as in Go at the newest tag read (v1.103.0-pre: ``ProxyProtocol``, ``Redirect``,
-``AcceptAppCaps``, which v1.90.9 lacks); ``Services`` (``ListenService``) and ``Foreground`` (the CLI's
-session configs) are read for parity but a config that uses them is refused here until they are
-served, so nothing configured is silently ignored.
+``AcceptAppCaps``, which v1.90.9 lacks). ``Services`` (``"svc:web"`` → ``ServiceConfig``, what the
+node serves on a Tailscale Service's VIP, Go's ``ListenService``) are checked as the node's own ports
+(plus Go's service rules: a valid ``svc:`` name, ``Tun`` never with handlers); ``service_slice`` is one
+service port's part. ``Tun`` (L3 service forwarding) and ``Foreground`` (the CLI's session configs)
+are refused here until they are served, so nothing configured is silently ignored.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import contextlib
 import hashlib
 import json
 import posixpath
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
@@ -32,8 +35,8 @@ from pytsnet.wire.errors import ParseError
 
 __all__ = ["HTTPHandler", "ServeConfig", "ServeConfigError", "ServeType", "ServiceConfig", "TCPPortHandler",
            "WebServerConfig", "etag", "expand_proxy_arg", "expand_redirect", "match_web", "parse_redirect",
-           "parse_serve_config", "path_target", "serve_type", "split_host_port", "strip_mount", "to_go_json",
-           "validate", "validate_update", "web_key"]
+           "parse_serve_config", "path_target", "port_slice", "serve_type", "service_slice",
+           "split_host_port", "strip_mount", "to_go_json", "validate", "validate_update", "web_key"]
 
 MAX_CONFIG = 1 << 20
 """A serve config past 1 MiB of JSON is refused: real ones are a few hundred bytes."""
@@ -172,8 +175,8 @@ def split_host_port(hp: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _check_handler(key: str, mount: str, h: HTTPHandler) -> None:
-    where = f"Web[{key!r}].Handlers[{mount!r}]"
+def _check_handler(key: str, mount: str, h: HTTPHandler, prefix: str = "") -> None:
+    where = f"{prefix}Web[{key!r}].Handlers[{mount!r}]"
     if not mount.startswith("/"):
         raise ServeConfigError(f"{where}: mount point must start with '/'")
     if any(seg in (".", "..") for seg in mount.split("/")):
@@ -206,24 +209,41 @@ def validate(cfg: ServeConfig | None) -> None:
     """What a config must be to be served here; ``ServeConfigError`` naming the first bad part."""
     if cfg is None:
         return
-    if cfg.Services:
-        raise ServeConfigError("Services (ListenService) are not served by Serve on this node")
     if cfg.Foreground:
         raise ServeConfigError("Foreground session configs are not supported by this node")
-    web_ports: set[int] = set()
-    for key, web in cfg.Web.items():
-        _, port = split_host_port(key)
-        web_ports.add(port)
-        for mount, h in web.Handlers.items():
-            _check_handler(key, mount, h)
-    for port, th in cfg.TCP.items():
-        _check_port_handler(port, th)
+    _check_web_and_tcp(cfg.Web, cfg.TCP, "")
     for key in cfg.AllowFunnel:
         split_host_port(key)
+    for name, svc in cfg.Services.items():
+        _check_service(name, svc)
 
 
-def _check_port_handler(port: int, h: TCPPortHandler) -> None:
-    where = f"TCP[{port}]"
+def _check_web_and_tcp(web: dict[str, WebServerConfig], tcp: dict[int, TCPPortHandler], where: str) -> None:
+    for key, w in web.items():
+        split_host_port(key)
+        for mount, h in w.Handlers.items():
+            _check_handler(key, mount, h, where)
+    for port, th in tcp.items():
+        _check_port_handler(port, th, where)
+
+
+_SERVICE_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def _check_service(name: str, svc: ServiceConfig) -> None:
+    """Go ``tailcfg.ServiceName.Validate`` on the key, Go's Tun rule, then the handlers as the node's."""
+    if not name.startswith("svc:") or not _SERVICE_LABEL.match(name[4:]):
+        raise ServeConfigError(f"Services[{name!r}]: not a valid service name ('svc:' and a DNS label)")
+    if svc.Tun and (svc.TCP or svc.Web):
+        raise ServeConfigError("cannot configure TUN mode in combination with TCP or web handlers for "
+                               f"{name}")
+    if svc.Tun:
+        raise ServeConfigError(f"Services[{name!r}]: TUN mode is not supported by this node")
+    _check_web_and_tcp(svc.Web, svc.TCP, f"Services[{name!r}].")
+
+
+def _check_port_handler(port: int, h: TCPPortHandler, prefix: str = "") -> None:
+    where = f"{prefix}TCP[{port}]"
     modes = [m for m, on in (("HTTPS", h.HTTPS), ("HTTP", h.HTTP), ("TCPForward", bool(h.TCPForward)))
              if on]
     if len(modes) != 1:
@@ -251,6 +271,37 @@ def validate_update(existing: ServeConfig | None, incoming: ServeConfig | None) 
         was, now = serve_type(old), serve_type(h)
         if was != now:
             raise ServeConfigError(f"want to serve {now!r}, but port {port} is already serving {was!r}")
+    for name, svc in incoming.Services.items():  # Go's "Validations for Tailscale Services"
+        old_svc = existing.Services.get(name)
+        if old_svc is None:
+            continue
+        for port, h in svc.TCP.items():
+            old = old_svc.TCP.get(port)
+            if old is not None and serve_type(old) != serve_type(h):
+                raise ServeConfigError(f"want to serve {serve_type(h)!r}, but port {port} is already serving "
+                                       f"{serve_type(old)!r} for {name}")
+
+
+# -- slices --------------------------------------------------------------------------------------------------
+def _web_on(web: dict[str, WebServerConfig], port: int) -> dict[str, WebServerConfig]:
+    out = {}
+    for key, w in web.items():
+        with contextlib.suppress(ServeConfigError):
+            if split_host_port(key)[1] == port:
+                out[key] = w
+    return out
+
+
+def port_slice(cfg: ServeConfig, port: int) -> str:
+    """Go's JSON of the parts of ``cfg`` one node port serves: its TCP handler and the Web servers on it."""
+    return to_go_json(ServeConfig(TCP={port: cfg.TCP[port]}, Web=_web_on(cfg.Web, port))).decode()
+
+
+def service_slice(cfg: ServeConfig, name: str, port: int) -> str:
+    """The same for ``port`` of the service ``name`` (as a node-shaped config: a connection serves it
+    alike, looking its Web server up under the service's FQDN, Go ``webServerConfig``)."""
+    svc = cfg.Services[name]
+    return to_go_json(ServeConfig(TCP={port: svc.TCP[port]}, Web=_web_on(svc.Web, port))).decode()
 
 
 # -- requests ------------------------------------------------------------------------------------------

@@ -51,8 +51,9 @@ class _Ended(Exception):
 
 class ServeConnection(Actor):
     def __init__(self, spawn: ServeSpawn, server: str, port: int, config: str, channel: FlowChannel,
-                 certs: CertProvider | None) -> None:
+                 certs: CertProvider | None, service: str = "") -> None:
         self.spawn = spawn
+        self.service = service
         self.server = server
         self.port = port
         self.config_json = config
@@ -183,8 +184,12 @@ class ServeConnection(Actor):
             sock = tls
             sni = holder.get("sni", "")
         identity, domain = self._whois()
+        # a service port's Web server is the one of the service's FQDN whatever the Host (Go webServerConfig)
+        label = self.service.removeprefix("svc:")
+        service_host = (f"{label}.{domain}" if domain else label) if self.service else None
         session = WebSession(sock, port=self.port, config=self._current(cfg), tailnet_domain=domain,
-                             identity=identity, sni=sni, idle_timeout=self.spawn.idle_timeout,
+                             identity=identity, sni=sni, service_host=service_host,
+                             idle_timeout=self.spawn.idle_timeout,
                              backend_timeout=self.spawn.backend_timeout, count=self._count)
         session.run()
         if isinstance(sock, ssl.SSLSocket):

@@ -86,7 +86,7 @@ class WebSession:
                  config: Callable[[], ServeConfig | None],
                  tailnet_domain: str, identity: Identity, sni: str | None, idle_timeout: float,
                  backend_timeout: float,
-                 count: Callable[[str], None]) -> None:
+                 count: Callable[[str], None], service_host: str | None = None) -> None:
         self.sock = sock
         self.port = port
         self.config = config
@@ -97,6 +97,8 @@ class WebSession:
         self.idle_timeout = idle_timeout
         self.backend_timeout = backend_timeout
         self.count = count
+        self.service_host = service_host
+        """A service port's FQDN: its Web server is looked up under it, whatever the Host header."""
         self.h = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER)
 
     # -- the connection loop ----------------------------------------------------------------------------
@@ -183,7 +185,8 @@ class WebSession:
         head = req.method == b"HEAD"
         raw_path = target.split("?", 1)[0]
         url_path = urllib.parse.unquote(raw_path) if raw_path.startswith("/") else raw_path
-        key = web_key(host, self.sni, self.tailnet_domain, self.port)
+        key = (f"{self.service_host}:{self.port}" if self.service_host is not None
+               else web_key(host, self.sni, self.tailnet_domain, self.port))
         cfg = self.config()  # the config in force now, as Go looks it up per request
         web = cfg.Web.get(key) if cfg is not None else None
         found = match_web(web.Handlers, url_path) if web is not None else None

@@ -63,7 +63,8 @@ from pytsnet.wire.serve import (
     ServeConfigError,
     etag,
     parse_serve_config,
-    split_host_port,
+    port_slice,
+    service_slice,
     to_go_json,
     validate,
     validate_update,
@@ -97,19 +98,35 @@ class ListenerTable(Protocol):
 
     def ports(self) -> list[int]: ...
 
+    def open_service(self, name: str, port: int) -> Acceptor:
+        """The acceptor of ``port`` on the service ``name``'s VIPs (its SYNs, from the netstack)."""
+        ...
 
-def port_slice(cfg: ServeConfig, port: int) -> str:
-    """Go's JSON of the parts of ``cfg`` one port serves: its TCP handler and the Web servers on it."""
-    web = {}
-    for key, w in cfg.Web.items():
-        with contextlib.suppress(ServeConfigError):
-            if split_host_port(key)[1] == port:
-                web[key] = w
-    return to_go_json(ServeConfig(TCP={port: cfg.TCP[port]}, Web=web)).decode()
+    def close_service(self, name: str, port: int) -> None: ...
+
+    def service_ports(self) -> list[tuple[str, int]]: ...
 
 
-def port_name(spawn: ServeSpawn, port: int) -> str:
+Key = tuple[str, int]
+"""A served port: ("", port) for the node's own, ("svc:web", port) for a service's VIP port."""
+
+
+def port_name(spawn: ServeSpawn, port: int, service: str = "") -> str:
+    if service:
+        return f"{spawn.manager}.svc.{service.removeprefix('svc:')}.{port}"
     return f"{spawn.manager}.port.{port}"
+
+
+def wanted_keys(cfg: ServeConfig | None) -> set[Key]:
+    """Every port ``cfg`` serves: the node's and each service's."""
+    if cfg is None:
+        return set()
+    return {("", p) for p in cfg.TCP} | {(n, p) for n, svc in cfg.Services.items() for p in svc.TCP}
+
+
+def key_slice(cfg: ServeConfig, key: Key) -> str:
+    name, port = key
+    return service_slice(cfg, name, port) if name else port_slice(cfg, port)
 
 
 class ServePort(ConnectionServer[FlowChannel]):
@@ -119,15 +136,18 @@ class ServePort(ConnectionServer[FlowChannel]):
                          log=log, poll=ACCEPT_POLL)
         self.spawn = spawn
         self.port = port.port
+        self.service = port.service
         self.listeners = listeners
         self.system = system
         self.certs = certs
 
     def on_start(self) -> None:
         self.config: str | None = None
-        self.acceptor = self.listeners.open(self.port)
+        self.acceptor = (self.listeners.open_service(self.service, self.port) if self.service
+                         else self.listeners.open(self.port))
         super().on_start()
-        self.tell_named(self.spawn.manager, ServePortHello(port=self.port, server=self.name))
+        self.tell_named(self.spawn.manager, ServePortHello(port=self.port, server=self.name,
+                                                           service=self.service))
 
     def accept_blocking(self, timeout: float) -> FlowChannel:
         return self.acceptor.accept_blocking(timeout)
@@ -141,7 +161,7 @@ class ServePort(ConnectionServer[FlowChannel]):
     def spawn_conn(self, conn: FlowChannel, name: str, parent: ActorRef) -> None:
         assert self.config is not None
         self.system.spawn(ServeConnection, self.spawn, self.name, self.port, self.config, conn, self.certs,
-                          name=name, parent=parent, restart=Restart.NEVER, dispatcher="thread",
+                          self.service, name=name, parent=parent, restart=Restart.NEVER, dispatcher="thread",
                           mailbox=MailboxConfig(8, MailboxPolicy.BLOCK, block_timeout=5.0))
 
     @handles(ServePortConfig)
@@ -151,7 +171,7 @@ class ServePort(ConnectionServer[FlowChannel]):
 
     @handles(GetServePortConfig)
     def on_get_config(self, msg: GetServePortConfig) -> ServePortConfig:
-        return ServePortConfig(port=self.port, config=self.config or "null")
+        return ServePortConfig(port=self.port, config=self.config or "null", service=self.service)
 
     @handles(ServeAccepted)
     def on_accepted(self, msg: ServeAccepted) -> None:
@@ -204,7 +224,7 @@ class ServeManager(Actor):
             validate_update(self.config, cfg)
         except ServeConfigError as e:
             return SetServeConfigResult(etag=etag(self.config), error=str(e))
-        opened: list[int] = []
+        opened: list[Key] = []
         try:
             opened = self._open_ports(cfg)
         except OSError as e:
@@ -212,8 +232,8 @@ class ServeManager(Actor):
         try:
             self.store.write_state(self.spawn.state_key, b"" if cfg is None else to_go_json(cfg))
         except OSError as e:
-            for port in opened:
-                self.listeners.close(port)
+            for key in opened:
+                self._close(key)
             return SetServeConfigResult(etag=etag(self.config), error=f"writing the serve config: {e}")
         self.config = cfg
         self._apply()
@@ -224,11 +244,13 @@ class ServeManager(Actor):
         ref = self.lookup(msg.server)
         if ref is None:
             return
-        if self.config is None or msg.port not in self.config.TCP:
+        key = (msg.service, msg.port)
+        if key not in wanted_keys(self.config):
             with contextlib.suppress(ActorError):
                 ref.stop()
             return
-        ref.tell(ServePortConfig(port=msg.port, config=port_slice(self.config, msg.port)))
+        assert self.config is not None
+        ref.tell(ServePortConfig(port=msg.port, config=key_slice(self.config, key), service=msg.service))
 
     @handles(ServeStatusRequest)
     def on_status(self, msg: ServeStatusRequest) -> ServeStatus:
@@ -248,46 +270,61 @@ class ServeManager(Actor):
         return ServeStatus(ports=ports, open=total, counters=counters)
 
     # -- applying --------------------------------------------------------------------------------------------
-    def _open_ports(self, cfg: ServeConfig | None) -> list[int]:
+    def _have(self) -> set[Key]:
+        return {("", p) for p in self.listeners.ports()} | set(self.listeners.service_ports())
+
+    def _open(self, key: Key) -> None:
+        name, port = key
+        if name:
+            self.listeners.open_service(name, port)
+        else:
+            self.listeners.open(port)
+
+    def _close(self, key: Key) -> None:
+        name, port = key
+        if name:
+            self.listeners.close_service(name, port)
+        else:
+            self.listeners.close(port)
+
+    def _open_ports(self, cfg: ServeConfig | None) -> list[Key]:
         """Open the listeners ``cfg`` needs that are not open; on a failure close those and raise."""
-        wanted = sorted(cfg.TCP) if cfg is not None else []
-        have = set(self.listeners.ports())
-        opened: list[int] = []
-        for port in wanted:
-            if port in have:
-                continue
+        have = self._have()
+        opened: list[Key] = []
+        for key in sorted(wanted_keys(cfg) - have):
             try:
-                self.listeners.open(port)
+                self._open(key)
             except OSError:
-                for p in opened:
-                    self.listeners.close(p)
+                for k in opened:
+                    self._close(k)
                 raise
-            opened.append(port)
+            opened.append(key)
         return opened
 
     def _apply(self) -> None:
         """Make the port servers and listeners match ``self.config``; each server gets its slice."""
         cfg = self.config
-        wanted = set(cfg.TCP) if cfg is not None else set()
-        for port in sorted(set(self.listeners.ports()) - wanted):
-            ref = self.lookup(port_name(self.spawn, port))
+        wanted = wanted_keys(cfg)
+        for key in sorted(self._have() - wanted):
+            ref = self.lookup(port_name(self.spawn, key[1], key[0]))
             if ref is not None:
                 with contextlib.suppress(ActorError):
                     ref.stop()
-            self.listeners.close(port)
+            self._close(key)
         if cfg is None:
             return
         parent = self.lookup(self.spawn.ports)
-        for port in sorted(wanted):
-            name = port_name(self.spawn, port)
+        for key in sorted(wanted):
+            service, port = key
+            name = port_name(self.spawn, port, service)
             ref = self.lookup(name)
             if ref is None and parent is not None:
-                self.system.spawn(ServePort, self.spawn, ServePortSpawn(port=port, server=name),
-                                  self.listeners, self.system, self.certs, name=name, parent=parent,
-                                  restart=Restart.TRANSIENT, dispatcher="thread")
+                ps = ServePortSpawn(port=port, server=name, service=service)
+                self.system.spawn(ServePort, self.spawn, ps, self.listeners, self.system, self.certs,
+                                  name=name, parent=parent, restart=Restart.TRANSIENT, dispatcher="thread")
                 continue  # it says hello when it runs, and is told its slice then
             if ref is not None:
-                ref.tell(ServePortConfig(port=port, config=port_slice(cfg, port)))
+                ref.tell(ServePortConfig(port=port, config=key_slice(cfg, key), service=service))
 
 
 def serve_spec(system: ActorSystem, spawn: ServeSpawn, store: StateStore, listeners: ListenerTable,

@@ -22,18 +22,28 @@ import itertools
 import logging
 import threading
 from collections.abc import Callable
+from typing import Protocol
 
+from pytsnet.actors.netstack.channel import FlowChannel
 from pytsnet.actors.netstack.fallback import FallbackChannel, FallbackSyn
 from pytsnet.actors.runtime import ActorStopped, AskTimeout, MailboxFull
 from pytsnet.messages.forwarder import ForwardTcpAccept, ForwardTcpRefuse
 from pytsnet.messages.services import TcpFallbackSet
 from pytsnet.net.netstack import Netstack
 from pytsnet.net.socket import SocketLike
-from pytsnet.services.listener import ServiceListener
 
 log = logging.getLogger("pytsnet.services")
 
-__all__ = ["ConnHandler", "FallbackHandlers", "FallbackTcpHandler"]
+__all__ = ["ConnHandler", "FallbackHandlers", "FallbackTcpHandler", "ServiceTarget"]
+
+
+class ServiceTarget(Protocol):
+    """Who takes a service VIP port's flows: the app's ``ServiceListener`` (TCP mode) or Serve's
+    ``ServiceAcceptor`` (the port is in the serve config's ``Services``)."""
+
+    def wants(self) -> bool: ...
+
+    def take(self, ch: FlowChannel) -> bool: ...
 
 ConnHandler = Callable[[SocketLike], object]
 FallbackTcpHandler = Callable[[tuple[str, int], tuple[str, int]], tuple[ConnHandler | None, bool]]
@@ -53,7 +63,7 @@ class FallbackHandlers:
     """The app's fallback handlers, and the dispatcher of held SYNs (to them, or to the service
     listener ``service_listener(name, port)`` names for a SYN to one of our VIPs)."""
 
-    def __init__(self, service_listener: Callable[[str, int], ServiceListener | None] | None = None) -> None:
+    def __init__(self, service_listener: Callable[[str, int], ServiceTarget | None] | None = None) -> None:
         self._service_listener = service_listener or (lambda name, port: None)
         self._lock = threading.Lock()
         self._handlers: dict[int, FallbackTcpHandler] = {}
@@ -179,12 +189,17 @@ class FallbackHandlers:
         if lst is None or not lst.wants():
             _refuse(ns, syn, "no listener for this service port")
             return
-        conn = self._accept(ns, syn)
-        if conn is not None and not lst.offer(conn):
-            conn.close()
+        ch = self._accept_channel(ns, syn)
+        if ch is not None and not lst.take(ch):
+            ch.close()
 
     @staticmethod
     def _accept(ns: Netstack, syn: FallbackSyn) -> SocketLike | None:
+        ch = FallbackHandlers._accept_channel(ns, syn)
+        return None if ch is None else SocketLike(ch)
+
+    @staticmethod
+    def _accept_channel(ns: Netstack, syn: FallbackSyn) -> FlowChannel | None:
         try:
             reply = ns.ref.ask(ForwardTcpAccept(client=syn.src, client_port=syn.sport, dst=syn.dst,
                                                 dst_port=syn.dport), timeout=ASK_TIMEOUT)
@@ -203,7 +218,7 @@ class FallbackHandlers:
         if not ok:
             ch.close()
             return None
-        return SocketLike(ch)
+        return ch
 
 
 def _refuse(ns: Netstack, syn: FallbackSyn, reason: str) -> None:

@@ -7,29 +7,40 @@ service's VIP in the ``service-host`` capability. The netstack then hands each S
 the device, which accepts it only for a listener of that service on that port (any other port of the
 VIP is reset: fail closed) and queues the connection here, bounded by ``backlog`` (full: reset).
 
-Where this differs from Go: Go routes the VIP's flows through its serve config to a localhost
-listener (HTTP mode through a reverse proxy adding the ``Tailscale-User-*`` headers); here the
-connection itself is queued (a blocking ``SocketLike``), and HTTP mode hands the app the raw HTTP
-connection (identify the peer with ``dev.whois``). ``HTTPS``/``TerminateTLS``, PROXY protocol and
-``AcceptAppCaps`` are refused with ``ServiceUnavailable`` until the certificate and Serve work lands.
+HTTP mode (``HttpServiceListener``) is Go's: the device puts the port in the serve config's
+``Services`` (``"svc:web"`` → ``TCP[port] = HTTP`` or ``HTTPS``, ``Web["web.<domain>:port"]`` ``/`` →
+``Proxy`` to a loopback listener of this object), so Serve answers the VIP's connections and proxies
+each request with the caller's ``Tailscale-User-*`` and ``X-Forwarded-*`` headers (copies sent by the
+caller dropped); the app accepts the proxied connections (plain sockets from 127.0.0.1). Closing it
+takes the entry out of the serve config again. HTTPS terminates TLS with the certificate Serve's
+provider gives for the service's FQDN (``ActorDevice.serve_cert_provider``; the node's ACME path
+issues only the node's own name today).
+
+Where TCP mode differs from Go: Go routes the VIP's flows through its serve config (``TCPForward``
+to a localhost listener); here the connection itself is queued (a blocking ``SocketLike``; identify
+the peer with ``dev.whois``). ``TerminateTLS``, PROXY protocol and ``AcceptAppCaps`` are refused
+with ``ServiceUnavailable``.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import json
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from pytsnet.actors.netstack.channel import FlowChannel
 from pytsnet.errors import ServiceUnavailable
 from pytsnet.net.socket import SocketLike
 
-__all__ = ["ServiceListener", "ServiceModeHTTP", "ServiceModeTCP", "check_service_name", "services_hash",
-           "tcp_port_ranges"]
+__all__ = ["HttpServiceListener", "ServiceListener", "ServiceModeHTTP", "ServiceModeTCP",
+           "check_service_name", "services_hash", "tcp_port_ranges"]
 
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 DEFAULT_BACKLOG = 128
@@ -70,8 +81,8 @@ class ServiceModeHTTP:
 
     def check(self) -> None:
         _check_port(self.port)
-        if self.https or self.accept_app_caps or self.proxy_protocol:
-            raise ServiceUnavailable("ServiceModeHTTP https / accept_app_caps / proxy_protocol are not "
+        if self.accept_app_caps or self.proxy_protocol:
+            raise ServiceUnavailable("ServiceModeHTTP accept_app_caps / proxy_protocol are not "
                                      "implemented yet")
 
 
@@ -139,6 +150,10 @@ class ServiceListener:
         with self._cond:
             return not self._closed and len(self._ready) < self.backlog
 
+    def take(self, ch: FlowChannel) -> bool:
+        """``offer`` for the dispatcher, which holds the flow's channel."""
+        return self.offer(SocketLike(ch))
+
     def accept(self, timeout: float | None = None) -> tuple[SocketLike, tuple[str, int]]:
         """The next connection and its peer's (ip, port); ``TimeoutError`` after ``timeout``,
         ``OSError`` once closed."""
@@ -169,6 +184,71 @@ class ServiceListener:
         self._on_close(self)
 
     def __enter__(self) -> ServiceListener:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class HttpServiceListener:
+    """HTTP mode: the app accepts the connections Serve's proxy makes to ``local_addr`` for requests to
+    ``port`` of the service ``name`` (plain sockets from 127.0.0.1, each request carrying the caller's
+    identity headers). ``on_close`` (the device) takes the serve config entry out and withdraws."""
+
+    def __init__(self, name: str, port: int, fqdn: str, https: bool, vips: Callable[[], list[str]],
+                 on_close: Callable[[HttpServiceListener], None], backlog: int = DEFAULT_BACKLOG) -> None:
+        self.name = name
+        self.port = port
+        self.fqdn = fqdn
+        self.https = https
+        self._vips = vips
+        self._on_close = on_close
+        self._sock = socket.create_server(("127.0.0.1", 0), backlog=backlog)
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def local_addr(self) -> str:
+        """The loopback ``host:port`` Serve's ``Proxy`` names (Go: ``ln.Addr().String()``)."""
+        host, port = self._sock.getsockname()[:2]
+        return f"{host}:{port}"
+
+    def vips(self) -> list[str]:
+        return self._vips()
+
+    @property
+    def addr(self) -> tuple[str, int]:
+        return self.fqdn, self.port
+
+    def accept(self, timeout: float | None = None) -> tuple[socket.socket, tuple[str, int]]:
+        """The next proxied connection (from Serve on 127.0.0.1); ``TimeoutError`` after ``timeout``,
+        ``OSError`` once closed."""
+        self._sock.settimeout(timeout)
+        conn, peer = self._sock.accept()
+        conn.settimeout(None)
+        return conn, peer
+
+    def close(self) -> None:
+        """Take the service port out of the serve config, withdraw, stop listening (once)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self._on_close(self)
+        finally:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)  # wakes an accept blocked in another thread
+            with contextlib.suppress(OSError):
+                self._sock.close()
+
+    def abandon(self) -> None:
+        """Stop listening without ``on_close`` (it was never registered)."""
+        with self._lock:
+            self._closed = True
+        self._sock.close()
+
+    def __enter__(self) -> HttpServiceListener:
         return self
 
     def __exit__(self, *exc: object) -> None:
