@@ -78,7 +78,8 @@ def test_bad_json_is_a_typed_error(bad: bytes) -> None:
     ServeConfig(Web={"n:80": WebServerConfig(Handlers={"/": HTTPHandler(Proxy="ftp://x")})}),
     ServeConfig(Web={"n:80": WebServerConfig(Handlers={"/": HTTPHandler(Proxy="unix:/x")})}),
     ServeConfig(Web={"n:80": WebServerConfig(Handlers={"/": HTTPHandler(Proxy="h:port")})}),
-    ServeConfig(Services={"svc:web": {}}),                                               # not Serve's (20d)
+    ServeConfig(Services={"web": {}}),                                    # 20f: not a svc: name
+    ServeConfig(Services={"svc:web": {"Tun": True}}),                     # 20f: no TUN mode here
 ])
 def test_unservable_configs_are_refused(cfg: ServeConfig) -> None:
     with pytest.raises(ServeConfigError):
