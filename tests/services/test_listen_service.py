@@ -122,8 +122,8 @@ def test_duplicate_port_and_unsupported_modes(rig: tuple[LocalTailnet, ActorDevi
     _net, host, _peer = rig
     with host.listen_service_blocking("svc:web", ServiceModeTCP(port=80)), pytest.raises(ServiceUnavailable):
         host.listen_service_blocking("svc:web", ServiceModeHTTP(port=80))
-    with pytest.raises(ServiceUnavailable):
-        host.listen_service_blocking("svc:web", ServiceModeHTTP(port=80, https=True))
+    with pytest.raises(ServiceUnavailable):  # 20f: HTTPS served; app caps not yet
+        host.listen_service_blocking("svc:web", ServiceModeHTTP(port=80, accept_app_caps={"/": ["x"]}))
     with pytest.raises(ValueError):
         host.listen_service_blocking("web", ServiceModeTCP(port=80))
     with pytest.raises(ValueError):

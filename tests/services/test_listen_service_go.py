@@ -28,7 +28,7 @@ from pytsnet.config import Config
 from pytsnet.device import ActorDevice
 from pytsnet.localnet.server import LocalTailnet
 from pytsnet.localnet.services import ServiceDef
-from pytsnet.services.listener import ServiceListener, ServiceModeHTTP
+from pytsnet.services.listener import HttpServiceListener, ServiceModeHTTP
 from pytsnet.testing import gonode
 from pytsnet.testing.goweb import GoWebClient
 from pytsnet.testing.polling import wait_until
@@ -39,7 +39,9 @@ VIA_VIP, VIA_IP = 8080, 8081
 BODY = b"hello from svc:web\n"
 
 
-def _serve_http(lst: ServiceListener, stop: threading.Event, served: list[str]) -> None:
+def _serve_http(lst: HttpServiceListener, stop: threading.Event, served: list[str]) -> None:
+    """The app behind Serve's proxy (20f): ``served`` gets each request's caller, Serve's
+    ``X-Forwarded-For``."""
     while not stop.is_set():
         try:
             conn, _ = lst.accept(timeout=0.2)
@@ -47,7 +49,6 @@ def _serve_http(lst: ServiceListener, stop: threading.Event, served: list[str]) 
             continue
         except OSError:
             return
-        served.append(conn.getpeername()[0])
         with conn:
             conn.settimeout(10)
             req = b""
@@ -56,6 +57,8 @@ def _serve_http(lst: ServiceListener, stop: threading.Event, served: list[str]) 
                 if not chunk:
                     break
                 req += chunk
+            served.extend(line.split(b":", 1)[1].strip().decode() for line in req.split(b"\r\n")
+                          if line.lower().startswith(b"x-forwarded-for:"))
             head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(BODY)
             conn.sendall(head + BODY)
 
@@ -175,7 +178,7 @@ def test_go_client_through_the_host_as_exit_node_reaches_the_vip(tmp_path: Path)
             before = forwarder_tcp()
             out = anyio.run(lambda: gonode.curl_local(ns, VIA_VIP, max_time=30))
             assert out.returncode == 0 and out.stdout == BODY, f"{out!r}\n{go.log_tail()}"
-            assert served == [go_ip]  # the Go node itself, at the service listener
+            assert served == [go_ip]  # the Go node itself, as Serve's proxy names it to the app
             other = anyio.run(lambda: gonode.curl_local(ns, VIA_IP, "/", "-o", "/dev/null", "-w",
                                                         "%{http_code}", max_time=30))
             assert other.stdout == b"502", f"{other!r}\n{go.log_tail()}"  # VIP port 81: refused
