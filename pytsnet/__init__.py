@@ -56,6 +56,7 @@ _EXPORTS.update(FunnelPortNotAllowed="pytsnet.errors", FunnelUnavailable="pytsne
 _EXPORTS.update(dict.fromkeys(("ServiceUnavailable", "UntaggedServiceHost"), "pytsnet.errors"))  # 20d
 _EXPORTS.update(dict.fromkeys(("ServiceListener", "ServiceModeHTTP", "ServiceModeTCP"),
                               "pytsnet.services.listener"))  # 20d (Services)
+_EXPORTS.update(HttpServiceListener="pytsnet.services.listener")  # 20f
 
 __all__ = [
     "DIAL_TIMEOUT",
@@ -114,6 +115,7 @@ __all__ += ["AcmeFailed", "CertError", "HttpsNotEnabled", "InvalidCertDomain"]  
 __all__ += ["ServeConfigInvalid", "ServeETagMismatch"]  # 20b (Serve)
 __all__ += ["ServiceListener", "ServiceModeHTTP", "ServiceModeTCP", "ServiceUnavailable",
             "UntaggedServiceHost"]  # 20d's own line
+__all__ += ["HttpServiceListener"]  # 20f
 
 
 def __getattr__(name: str) -> Any:
@@ -178,5 +180,10 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
     from pytsnet.net.bridge import TailnetConnection, TailnetListenSocket
     from pytsnet.net.socket import SocketLike, SocketListener
     from pytsnet.net.stream import TcpListener, TcpStream, UdpSocket
-    from pytsnet.services.listener import ServiceListener, ServiceModeHTTP, ServiceModeTCP  # 20d
+    from pytsnet.services.listener import (  # 20d
+        HttpServiceListener,  # 20f
+        ServiceListener,
+        ServiceModeHTTP,
+        ServiceModeTCP,
+    )
     from pytsnet.state import FileStore, MemoryStore

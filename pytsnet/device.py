@@ -1582,6 +1582,8 @@ class ActorDevice:
         from pytsnet.services.serving_config import with_service_web, without_service_web
 
         def on_close(lst: HttpServiceListener) -> None:  # Go cleanServeConfig
+            if self._closed:  # the device is going: the stored entry stays, a leftover the next run replaces
+                return
             for _ in range(3):  # another writer between our read and write: read again
                 cfg, tag = self.get_serve_config_blocking()
                 try:

@@ -11,10 +11,12 @@ HTTP mode (``HttpServiceListener``) is Go's: the device puts the port in the ser
 ``Services`` (``"svc:web"`` → ``TCP[port] = HTTP`` or ``HTTPS``, ``Web["web.<domain>:port"]`` ``/`` →
 ``Proxy`` to a loopback listener of this object), so Serve answers the VIP's connections and proxies
 each request with the caller's ``Tailscale-User-*`` and ``X-Forwarded-*`` headers (copies sent by the
-caller dropped); the app accepts the proxied connections (plain sockets from 127.0.0.1). Closing it
-takes the entry out of the serve config again. HTTPS terminates TLS with the certificate Serve's
-provider gives for the service's FQDN (``ActorDevice.serve_cert_provider``; the node's ACME path
-issues only the node's own name today).
+caller dropped); the app accepts the proxied connections (plain sockets from 127.0.0.1; the
+loopback listener is bound in the calling thread's network namespace, where the node's actors must
+dial it). Closing it takes the entry out of the serve config again (not at the device's own close:
+the stored entry is then a leftover the next ``listen_service`` of the port replaces). HTTPS
+terminates TLS with the certificate Serve's provider gives for the service's FQDN
+(``ActorDevice.serve_cert_provider``; the node's ACME path issues only the node's own name today).
 
 Where TCP mode differs from Go: Go routes the VIP's flows through its serve config (``TCPForward``
 to a localhost listener); here the connection itself is queued (a blocking ``SocketLike``; identify

@@ -94,7 +94,8 @@ def test_go_client_gets_the_vip_route_but_tsnet_does_not_route_it(tmp_path: Path
                                           auth_key=net.create_authkey(tags=["tag:web"]),
                                           backoff_max=1.0)).start()
             host.wait_until_running_blocking(30)
-            lst = host.listen_service_blocking("svc:web", ServiceModeHTTP(port=80))
+            with ns.entered():  # 20f: the app's loopback listener where the node's Serve dials it
+                lst = host.listen_service_blocking("svc:web", ServiceModeHTTP(port=80))
             threading.Thread(target=_serve_http, args=(lst, stop, served), daemon=True).start()
             threading.Thread(target=_serve_plain, args=(host, 8000, stop), daemon=True).start()
             wait_until(lambda: bool(lst.vips()), 20, "VIP assigned")
@@ -152,7 +153,8 @@ def test_go_client_through_the_host_as_exit_node_reaches_the_vip(tmp_path: Path)
             host.wait_until_running_blocking(30)
             owner.wait_until_running_blocking(30)
             net.approve_routes("pyhost", ["0.0.0.0/0", "::/0"])
-            lst = host.listen_service_blocking("svc:web", ServiceModeHTTP(port=80))
+            with ns.entered():  # 20f: the app's loopback listener where the node's Serve dials it
+                lst = host.listen_service_blocking("svc:web", ServiceModeHTTP(port=80))
             threading.Thread(target=_serve_http, args=(lst, stop, served), daemon=True).start()
             wait_until(lambda: bool(lst.vips()), 20, "VIP assigned")
             vip = lst.vips()[0]
