@@ -54,7 +54,7 @@ from pytsnet.localnet.netmap import (
     DEFAULT_DOMAIN,
     SentState,
     Tailnet,
-    cert_domain,
+    cert_domains,
     delta,
     dns_label,
     full_map,
@@ -680,9 +680,9 @@ class ControlServer:
         name, value = req.get("Name"), req.get("Value")
         if not isinstance(name, str) or not isinstance(value, str):
             return 400, b"Name and Value must be strings\n"
-        want = f"_acme-challenge.{cert_domain(node.id, self.tailnet())}"
-        if name.lower().rstrip(".") != want:
-            return 403, (f"name {name[:100]!r} is not {want!r}: a node may only set its own "
+        wanted = [f"_acme-challenge.{d}" for d in cert_domains(node.id, self.tailnet())]  # 20f: + services
+        if name.lower().rstrip(".") not in wanted:
+            return 403, (f"name {name[:100]!r} is not {wanted[0]!r}: a node may only set its own "
                          "ACME challenge\n").encode()
         if not _ACME_VALUE.fullmatch(value):
             return 400, b"Value is not an ACME DNS-01 digest (base64url, at most 255 characters)\n"

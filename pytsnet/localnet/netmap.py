@@ -194,10 +194,17 @@ def cert_domain(node_id: int, net: Tailnet) -> str:
     return f"{label}.{net.domain}"
 
 
+def cert_domains(node_id: int, net: Tailnet) -> list[str]:
+    """Every name a node may get a TLS cert for: its MagicDNS name, then (20f) the FQDN of each service
+    control approved it to host (``<label>.<domain>``: Go's ``ListenService`` HTTPS asks for it)."""
+    hosted = sorted(net.service_caps.get(node_id) or {})
+    return [cert_domain(node_id, net), *(f"{s.removeprefix('svc:')}.{net.domain}" for s in hosted)]
+
+
 def node_dns(node_id: int, net: Tailnet) -> JSON:
     """``DNSConfig`` for one node: the tailnet's, plus its ``CertDomains`` when HTTPS is enabled (20a)."""
     dns = net_dns(net)
-    return {**dns, "CertDomains": [cert_domain(node_id, net)]} if net.https else dns
+    return {**dns, "CertDomains": cert_domains(node_id, net)} if net.https else dns
 
 
 @dataclass

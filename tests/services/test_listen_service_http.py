@@ -10,8 +10,10 @@ import json
 import socket
 import threading
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
+import anyio
 import pytest
 
 from pytsnet.config import Config
@@ -26,9 +28,11 @@ from pytsnet.localnet.services import ServiceDef
 from pytsnet.serve import HTTPHandler, ServeConfig, ServiceConfig, TCPPortHandler, WebServerConfig
 from pytsnet.services.listener import HttpServiceListener, ServiceModeHTTP, ServiceModeTCP
 from pytsnet.services.serving_config import with_service_web, without_service_web
+from pytsnet.testing.acme import pebble_available, pebble_stack
+from pytsnet.testing.netns import Netns
 from pytsnet.testing.polling import wait_until
 from pytsnet.testing.serve import TestCA
-from pytsnet.testing.tailnet import RIG_DEFAULTS, wait_for_peers
+from pytsnet.testing.tailnet import RIG_DEFAULTS, new_device, wait_for_peers
 from pytsnet.wire.serve import ServeConfigError, service_slice, validate, validate_update
 
 pytestmark = pytest.mark.timeout(180)
@@ -308,3 +312,55 @@ def test_config_edits_add_and_remove_only_their_own() -> None:
             TCP={80: TCPPortHandler(HTTP=True)},
             Web={"web.ts.net:80": WebServerConfig(Handlers={"/": HTTPHandler(Proxy="10.0.0.1:80")})})}),
             "svc:web", "web.ts.net", 80, False, "127.0.0.1:5")
+
+
+# -- HTTPS with the node's own ACME certificate (pebble, in a namespace with no route out) ------------------
+@pytest.mark.root
+@pytest.mark.interop
+def test_https_service_with_a_pebble_certificate_for_its_fqdn(netns: Netns, tmp_path: Path) -> None:
+    """localnet puts the FQDN of each service a node hosts in its ``CertDomains`` (as Go's control,
+    whose ``resolveCertDomain`` only issues those) and accepts its set-dns for it; the node's ACME
+    client gets the service's certificate from pebble, and ``curl --cacert <pebble root>`` through a
+    peer's SOCKS5 proxy verifies ``https://app.<domain>/`` (the VIP by MagicDNS) and reaches the app."""
+    reason = pebble_available()
+    if reason:
+        pytest.skip(reason)
+    services = {"svc:app": ServiceDef(ports=("tcp:443",), tags=("tag:web",))}
+    with netns.entered(), ExitStack() as stack:
+        ca = stack.enter_context(pebble_stack(netns, tmp_path / "pebble"))
+        net = stack.enter_context(LocalTailnet(tmp_path / "control", https=True, dns01_api=ca.dns01_api,
+                                               services=services))
+        acme = {"acme_directory_url": ca.directory_url, "acme_ca_file": str(ca.tls_ca_file)}
+        host = ActorDevice(Config(dir=tmp_path / "host", hostname="host", control_url=net.control_url,
+                                  auth_key=net.create_authkey(tags=["tag:web"]), **(RIG_DEFAULTS | acme)))
+        stack.callback(host.close)
+        alpha = new_device(net, tmp_path, "alpha", **acme)
+        stack.callback(alpha.close)
+        host.start()
+        alpha.start()
+        for dev, other in ((host, "alpha"), (alpha, "host")):
+            dev.wait_until_running_blocking(30)
+            wait_for_peers(dev, [other])
+        assert host.serve_cert_provider is None
+        lst = host.listen_service_blocking("svc:app", ServiceModeHTTP(port=443, https=True))
+        stack.callback(lst.close)
+        wait_until(lambda: bool(lst.vips()), 20, "VIP assigned")
+        wait_until(lambda: lst.fqdn in host.cert_domains(), 20, "control lists the service in CertDomains")
+        seen: list[dict[str, object]] = []
+        t = _app(lst, seen)
+        root = tmp_path / "pebble-root.pem"
+        root.write_bytes(ca.issuer_root())
+        addr, cred, _ = alpha.loopback()
+
+        def curl(*args: str) -> tuple[int, str, str]:
+            out = anyio.run(lambda: anyio.run_process(
+                ["curl", "-sS", "--max-time", "90", "--socks5-hostname", addr,
+                 "--proxy-user", f"tsnet:{cred}", *args], check=False))
+            return out.returncode, out.stdout.decode(errors="replace"), out.stderr.decode(errors="replace")
+
+        code, body, err = curl("--cacert", str(root), f"https://{lst.fqdn}/")
+        assert (code, body) == (0, "from the app"), err
+        t.join(10)
+        assert _values(seen[0], "x-forwarded-for") == [alpha.tailscale_ips()[0]]
+        code, _, _ = curl(f"https://{lst.fqdn}/")  # without the pebble root: verification is real
+        assert code == 60
