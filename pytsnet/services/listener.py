@@ -15,8 +15,8 @@ caller dropped); the app accepts the proxied connections (plain sockets from 127
 loopback listener is bound in the calling thread's network namespace, where the node's actors must
 dial it). Closing it takes the entry out of the serve config again (not at the device's own close:
 the stored entry is then a leftover the next ``listen_service`` of the port replaces). HTTPS
-terminates TLS with the certificate Serve's provider gives for the service's FQDN
-(``ActorDevice.serve_cert_provider``; the node's ACME path issues only the node's own name today).
+terminates TLS with the certificate for the service's FQDN (the node's ACME cert — Go's control, and
+localnet, list a host's services in its ``CertDomains`` — or ``ActorDevice.serve_cert_provider``).
 
 Where TCP mode differs from Go: Go routes the VIP's flows through its serve config (``TCPForward``
 to a localhost listener); here the connection itself is queued (a blocking ``SocketLike``; identify
