@@ -1,0 +1,113 @@
+"""Chaos (20f): Serve's actors killed while it serves an HTTP-mode ``ListenService`` on the VIP.
+
+The service port's server (``serve.svc.<label>.<port>``) and the ServeManager are killed in turn;
+each is restarted by its supervisor, the manager reads the ``Services`` entry back from the state
+store, and the VIP keeps serving through the same ``ServiceAcceptor`` (a facade object, it outlives
+the actors): the next request reaches the app with the caller's identity again."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pytsnet.actors.runtime import FaultInjector
+from pytsnet.config import Config
+from pytsnet.device import ActorDevice
+from pytsnet.localnet.server import LocalTailnet
+from pytsnet.localnet.services import ServiceDef
+from pytsnet.services.listener import HttpServiceListener, ServiceModeHTTP
+from pytsnet.testing.polling import wait_until
+from pytsnet.testing.tailnet import RIG_DEFAULTS, wait_for_peers
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[tuple[ActorDevice, ActorDevice]]:
+    services = {"svc:web": ServiceDef(ports=("tcp:80",), tags=("tag:web",))}
+    with LocalTailnet(tmp_path / "control", listen="127.0.0.1:0", services=services) as net:
+        host = ActorDevice(Config(dir=tmp_path / "host", hostname="host", control_url=net.control_url,
+                                  auth_key=net.create_authkey(tags=["tag:web"]), **RIG_DEFAULTS))
+        peer = ActorDevice(Config(dir=tmp_path / "peer", hostname="peer", control_url=net.control_url,
+                                  auth_key=net.create_authkey(), **RIG_DEFAULTS))
+        try:
+            host.up_blocking(30)
+            peer.up_blocking(30)
+            wait_for_peers(peer, ["host"])
+            yield host, peer
+        finally:
+            peer.close()
+            host.close()
+
+
+def _app(lst: HttpServiceListener, stop: threading.Event) -> None:
+    """Answers each proxied request with its Tailscale-User-Login header."""
+    while not stop.is_set():
+        try:
+            conn, _ = lst.accept(timeout=0.2)
+        except TimeoutError:
+            continue
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(10)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            login = next((line.split(b":", 1)[1].strip() for line in data.split(b"\r\n")
+                          if line.lower().startswith(b"tailscale-user-login:")), b"")
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+                         % (len(login), login))
+
+
+def _get(peer: ActorDevice, vip: str) -> bytes:
+    with peer.connect_socket(vip, 80, timeout=20) as sock:
+        s: socket.socket = sock
+        s.settimeout(20)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    return out.split(b"\r\n\r\n", 1)[1]
+
+
+def test_killed_service_port_server_and_manager_are_survived(rig: tuple[ActorDevice, ActorDevice]) -> None:
+    host, peer = rig
+    assert host.system is not None
+    system = host.system
+    stop = threading.Event()
+    with host.listen_service_blocking("svc:web", ServiceModeHTTP(port=80)) as lst:
+        threading.Thread(target=_app, args=(lst, stop), daemon=True).start()
+        try:
+            wait_until(lambda: bool(lst.vips()), 20, "VIP assigned")
+            vip = lst.vips()[0]
+            login = host.whois(peer.tailscale_ips()[0]).user.login_name.encode()
+            assert login and _get(peer, vip) == login
+
+            port_server = system.lookup("serve.svc.web.80")
+            assert port_server is not None
+            before = port_server.incarnation
+            FaultInjector.kill_now(port_server, "chaos: a service port's Serve server")
+            wait_until(lambda: port_server.incarnation > before and port_server.is_alive, 10,
+                       "service port server restarted")
+            assert _get(peer, vip) == login
+
+            manager = system.lookup("serve")
+            assert manager is not None
+            before = manager.incarnation
+            cfg = host.get_serve_config_blocking()
+            FaultInjector.kill_now(manager, "chaos: the ServeManager")
+            wait_until(lambda: manager.incarnation > before and manager.is_alive, 10, "serve restarted")
+            assert host.get_serve_config_blocking() == cfg  # the Services entry read back from the store
+            assert _get(peer, vip) == login
+        finally:
+            stop.set()
+    after = host.get_serve_config_blocking()[0]
+    assert after is not None and not after.Services  # closing took the entry out (Go leaves "{}")
