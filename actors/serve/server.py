@@ -2,7 +2,7 @@
 
     serve.sup       Supervisor     rest-for-one, 5 restarts / 10 s
     ├── serve.conns Supervisor     budget 0: one ServeConnection per accepted connection, never restarted
-    ├── serve.ports Supervisor     one-for-one, 5 / 10 s: serve.port.<N> (ServePort), transient
+    ├── serve.ports Supervisor     one-for-one, 5 / 10 s: serve.port.<N> / serve.svc.<label>.<N> (ServePort)
     └── serve       ServeManager   permanent: the config, the store's copy, the listeners' set
 
 The manager owns the config: ``SetServeConfig`` is checked (Go's JSON rules, Go's If-Match ETag,
@@ -17,6 +17,11 @@ it serves no connection until the manager told it its slice (it says ``ServePort
 so a restarted one never serves a stale config. ``serve.sup`` is rest-for-one: a restarted
 ``serve.ports`` (its port servers past their restart budget) comes back empty, and the manager after
 it is restarted too, so it spawns the port servers again.
+
+A port is a key ``(service, port)``: ``""`` for the node's own port, ``"svc:web"`` for a port of that
+service's VIPs (``ServeConfig.Services``, 20f). A service port's server accepts from the listener
+table's ``open_service`` (the device's ``ServiceAcceptor``, fed VIP SYNs) and its connections look the
+Web server up under the service's FQDN; otherwise both kinds are served alike.
 """
 
 from __future__ import annotations
