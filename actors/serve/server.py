@@ -2,7 +2,7 @@
 
     serve.sup       Supervisor     rest-for-one, 5 restarts / 10 s
     ├── serve.conns Supervisor     budget 0: one ServeConnection per accepted connection, never restarted
-    ├── serve.ports Supervisor     one-for-one, 5 / 10 s: serve.port.<N> / serve.svc.<label>.<N> (ServePort)
+    ├── serve.ports Supervisor     one-for-one, 5 / 10 s: serve.port.<N>, serve.svc.<label>.<N>: transient
     └── serve       ServeManager   permanent: the config, the store's copy, the listeners' set
 
 The manager owns the config: ``SetServeConfig`` is checked (Go's JSON rules, Go's If-Match ETag,
