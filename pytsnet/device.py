@@ -1586,9 +1586,11 @@ class ActorDevice:
                 return
             for _ in range(3):  # another writer between our read and write: read again
                 cfg, tag = self.get_serve_config_blocking()
+                new = without_service_web(cfg, name, fqdn, lst.port, lst.local_addr)
+                if new == cfg:  # not (or no longer) ours: nothing to take out
+                    return
                 try:
-                    self.set_serve_config_blocking(without_service_web(cfg, name, fqdn, lst.port,
-                                                                       lst.local_addr), etag=tag)
+                    self.set_serve_config_blocking(new, etag=tag)
                     return
                 except ServeETagMismatch:
                     continue
