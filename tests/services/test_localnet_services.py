@@ -111,14 +111,14 @@ async def _restarted_control(tmp_path: Path) -> None:  # ControlServer runs on a
     web = _node(store, ["tag:web"])
     h = services_hash({"svc:web": [80]})
     store.update_node(web.id, hostinfo={"Hostname": "n0", "ServicesHash": h})
-    web = store.node(web.id)
-    assert web is not None
+    stored = store.node(web.id)
+    assert stored is not None
     control = ControlServer(store, services=DEFS)
-    assert control._apply_map_update(web, {}, only_if_unset=True)  # nothing sent: the stored Hostinfo
-    assert control.services.hosting[web.id] == ("svc:web",)
+    assert control._apply_map_update(stored, {}, only_if_unset=True)  # nothing sent: the stored Hostinfo
+    assert control.services.hosting[stored.id] == ("svc:web",)
     fresh = ControlServer(store, services=DEFS)
     sent = {"Hostinfo": {"Hostname": "n0", "ServicesHash": h}}
-    assert fresh._apply_map_update(web, sent, only_if_unset=True)
-    assert fresh.services.hosting[web.id] == ("svc:web",)
-    assert fresh._apply_map_update(web, {"Hostinfo": {"Hostname": "n0"}}, only_if_unset=False)  # withdrawn
-    assert web.id not in fresh.services.hosting
+    assert fresh._apply_map_update(stored, sent, only_if_unset=True)
+    assert fresh.services.hosting[stored.id] == ("svc:web",)
+    assert fresh._apply_map_update(stored, {"Hostinfo": {"Hostname": "n0"}}, only_if_unset=False)  # withdrawn
+    assert stored.id not in fresh.services.hosting
