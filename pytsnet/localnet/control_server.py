@@ -416,7 +416,8 @@ class ControlServer:
             key = (self._gen, self.store.writes, self.store.data_version())
         funnel = self.funnel  # 20c: --funnel's node attributes and the ingress's grant
         snap = Tailnet(nodes=nodes, users=users, online=online,
-                       packet_filter=self.policy.filter_rules(visible, users) +
+                       packet_filter=self.policy.filter_rules(  # 20h: svc: destinations → the VIPs
+                           visible, users, {n: [v] for n, v in self.services.vips.items()}) +
                        (funnel.filter_rules(visible) if funnel is not None else []),
                        node_capmap={n.id: funnel.capmap(n) for n in nodes} if funnel is not None else {},
                        derp_map=self.derp_map or {}, domain=self.domain,

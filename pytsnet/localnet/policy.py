@@ -23,6 +23,20 @@ tailnet's ranges; Tailscale's control renders it likewise but does not publish i
 ``*``, ``N``, ``N-M``, comma-separated, ASCII decimal. A node without a packet filter accepts nothing
 inbound, so the compiled list is always sent, even when empty.
 
+``grants`` (Tailscale's newer rule form; 20h) carry network-layer rules only::
+
+    "grants": [{"src": ["group:eng"], "dst": ["svc:web", "tag:db"], "ip": ["tcp:80", "443", "icmp:*"]}]
+
+``ip`` entries are ``*`` (every port, TCP/UDP/ICMP), ``PORTS`` (the same protocols) or ``PROTO:PORTS``
+with PROTO ``tcp``, ``udp`` or ``icmp`` (IPv4 and IPv6 ICMP); each entry becomes one FilterRule with that
+``IPProto``. ``app``, ``via`` and ``srcPosture`` are refused (never silently ignored: ignoring one
+would widen or change what a grant means). ``svc:NAME`` — a Tailscale Service, as Tailscale's policy
+names services — is a destination in grants only (Tailscale defines service access with grants; in
+``acls`` it is refused): it stands for the service's VIP address(es) as ``DstPorts``, so peers' filters
+and the hosting node's filter (which owns the VIP) accept exactly those ports. A VIP that no rule names
+(and no ``*`` destination covers) is not reachable: fail closed; a ``svc:`` name the tailnet does not
+define matches nothing.
+
 ``autoApprovers`` (Tailscale's spelling) approves routes when a node advertises them::
 
     "autoApprovers": {"routes": {"10.0.0.0/8": ["tag:router", "group:eng"]}, "exitNode": ["tag:exit"]}
@@ -38,7 +52,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +94,13 @@ class PolicyError(ValueError):
 class Rule:
     src: tuple[str, ...]
     dst: tuple[tuple[str, tuple[tuple[int, int], ...]], ...]  # (selector, port ranges)
+    protos: tuple[int, ...] = ()
+    """``FilterRule.IPProto`` (empty: Go's default TCP, UDP and ICMP); set by grants' ``ip``."""
+
+
+SERVICE_PREFIX = "svc:"
+#: grants' ``ip`` protocol names → IP protocol numbers (``icmp``: ICMPv4 and ICMPv6).
+_PROTOS: dict[str, tuple[int, ...]] = {"tcp": (6,), "udp": (17,), "icmp": (1, 58)}
 
 
 @dataclass
@@ -118,12 +139,15 @@ class Policy:
             raise PolicyError("groups must map 'group:NAME' to a list of login names")
         dns = DnsPolicy.parse(doc.get("dns", {}))
         auto_routes, auto_exit = _parse_auto_approvers(doc.get("autoApprovers", {}))
-        acls = doc.get("acls")
-        if acls is None:
+        acls, grants = doc.get("acls"), doc.get("grants")
+        if acls is None and grants is None:
             return cls(groups=groups, dns=dns, auto_routes=auto_routes, auto_exit=auto_exit)
-        if not isinstance(acls, list):
+        if not isinstance(acls if acls is not None else [], list):
             raise PolicyError("acls must be a list")
-        rules = [_parse_acl(i, a) for i, a in enumerate(acls)]
+        if not isinstance(grants if grants is not None else [], list):
+            raise PolicyError("grants must be a list")
+        rules = [_parse_acl(i, a) for i, a in enumerate(acls or [])]
+        rules += [r for i, g in enumerate(grants or []) for r in _parse_grant(i, g)]
         return cls(groups=groups, rules=rules, dns=dns, auto_routes=auto_routes, auto_exit=auto_exit)
 
     def owns(self, sel: str, node: Node, logins: dict[int, str]) -> bool:
@@ -151,24 +175,31 @@ class Policy:
                 out.append(r)
         return out
 
-    def filter_rules(self, nodes: Sequence[Node], users: Iterable[User]) -> list[dict[str, Any]]:
-        """The packet filter (``[]tailcfg.FilterRule``) every node in the tailnet receives."""
+    def filter_rules(self, nodes: Sequence[Node], users: Iterable[User],
+                     services: Mapping[str, Sequence[str]] | None = None) -> list[dict[str, Any]]:
+        """The packet filter (``[]tailcfg.FilterRule``) every node in the tailnet receives;
+        ``services``: the tailnet's service names → their VIPs (``svc:`` destinations)."""
         if self.rules is None:
             return [dict(r) for r in FILTER_ALLOW_ALL]
         logins = {u.id: u.login_name for u in users}
+        svcs = services or {}
         out: list[dict[str, Any]] = []
         for rule in self.rules:
-            srcs = _dedup(ip for sel in rule.src for ip in self._resolve(sel, nodes, logins))
+            srcs = _dedup(ip for sel in rule.src for ip in self._resolve(sel, nodes, logins, svcs))
             dsts = [{"IP": ip, "Ports": {"First": lo, "Last": hi}}
-                    for sel, ports in rule.dst for ip in _dedup(self._resolve(sel, nodes, logins))
+                    for sel, ports in rule.dst for ip in _dedup(self._resolve(sel, nodes, logins, svcs))
                     for lo, hi in ports]
             if srcs and dsts:
-                out.append({"SrcIPs": srcs, "DstPorts": dsts})
+                out.append({"SrcIPs": srcs, "DstPorts": dsts} | ({"IPProto": list(rule.protos)}
+                                                                 if rule.protos else {}))
         return out
 
-    def _resolve(self, sel: str, nodes: Sequence[Node], logins: dict[int, str]) -> list[str]:
+    def _resolve(self, sel: str, nodes: Sequence[Node], logins: dict[int, str],
+                 services: Mapping[str, Sequence[str]]) -> list[str]:
         if sel == "*":
             return ["*"]
+        if sel.startswith(SERVICE_PREFIX):
+            return list(services.get(sel, ()))  # a service the tailnet does not define: nothing
         if sel == INTERNET_SELECTOR:
             return list(INTERNET)
         if sel.startswith("group:"):
@@ -284,12 +315,19 @@ def _short(v: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+_SERVICE_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")  # Go's ServiceName.Validate
 _PORT = re.compile(r"[0-9]{1,5}")  # Go's strconv.ParseUint: ASCII digits, no sign, space or underscore
 
 
-def _check_selector(sel: object, where: str, *, dst: bool = False) -> str:
+def _check_selector(sel: object, where: str, *, dst: bool = False, service: bool = False) -> str:
     if not isinstance(sel, str) or not sel:
         raise PolicyError(f"{where}: selector must be a non-empty string")
+    if sel.startswith(SERVICE_PREFIX):
+        if not (dst and service):
+            raise PolicyError(f"{where}: {_short(sel)}: a service is a destination of grants only")
+        if not _SERVICE_LABEL.fullmatch(sel.removeprefix(SERVICE_PREFIX)):
+            raise PolicyError(f"{where}: {_short(sel)} is not a service name (svc:<dns-label>)")
+        return sel
     if sel == "*" or sel.startswith(("tag:", "group:", "autogroup:")) or "@" in sel:
         if sel == INTERNET_SELECTOR and not dst:
             raise PolicyError(f"{where}: {sel} is only allowed as a destination")
@@ -336,6 +374,34 @@ def _parse_acl(i: int, acl: object) -> Rule:
         sel, _, ports = d.rpartition(":")
         dsts.append((_check_selector(sel, where, dst=True), _parse_ports(ports, where)))
     return Rule(src=srcs, dst=tuple(dsts))
+
+
+def _parse_grant(i: int, grant: object) -> list[Rule]:
+    """One grant → one Rule per ``ip`` entry (each entry has its own protocol set)."""
+    where = f"grants[{i}]"
+    if not isinstance(grant, dict):
+        raise PolicyError(f"{where}: must be an object with src, dst and ip")
+    unknown = set(grant) - {"src", "dst", "ip"}
+    if unknown:
+        raise PolicyError(f"{where}: unsupported keys {sorted(unknown)} "
+                          "(localnet grants are src/dst/ip only)")
+    src, dst, ip = grant.get("src"), grant.get("dst"), grant.get("ip")
+    if not isinstance(src, list) or not isinstance(dst, list) or not isinstance(ip, list) or not ip:
+        raise PolicyError(f"{where}: src and dst must be lists, ip a non-empty list")
+    srcs = tuple(_check_selector(s, where) for s in src)
+    sels = tuple(_check_selector(d, where, dst=True, service=True) for d in dst)
+    out = []
+    for entry in ip:
+        if not isinstance(entry, str):
+            raise PolicyError(f"{where}: ip entry {_short(entry)} must be a string")
+        proto, sep, ports = entry.partition(":")
+        if not sep:
+            proto, ports = "", entry
+        if proto and proto not in _PROTOS:
+            raise PolicyError(f"{where}: ip entry {_short(entry)}: protocol must be tcp, udp or icmp")
+        ranges = _parse_ports(ports, where)
+        out.append(Rule(src=srcs, dst=tuple((s, ranges) for s in sels), protos=_PROTOS.get(proto, ())))
+    return out
 
 
 def _check_owners(owners: object, where: str) -> tuple[str, ...]:
