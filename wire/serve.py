@@ -251,8 +251,11 @@ def _check_port_handler(port: int, h: TCPPortHandler, prefix: str = "") -> None:
                                f"(got {', '.join(modes) or 'none'})")
     if h.TerminateTLS and not h.TCPForward:
         raise ServeConfigError(f"{where}: TerminateTLS is only used with TCPForward")
-    if h.ProxyProtocol:
-        raise ServeConfigError(f"{where}: ProxyProtocol is not supported by this node")
+    if h.ProxyProtocol and not h.TCPForward:  # 20h: Go's CLI rules (serve_v2.go)
+        raise ServeConfigError(f"{where}: PROXY protocol is only supported for TCP forwarding, "
+                               "not HTTP/HTTPS")
+    if h.ProxyProtocol not in (0, 1, 2):
+        raise ServeConfigError(f"{where}: invalid PROXY protocol version {h.ProxyProtocol}; must be 1 or 2")
     if h.TCPForward:
         if h.TCPForward.startswith("unix:"):
             raise ServeConfigError(f"{where}: unix socket targets are not supported by this node")

@@ -36,6 +36,7 @@ from pytsnet.messages.serve import (
     ServeConnEventKind,
     ServeSpawn,
 )
+from pytsnet.wire.proxy_protocol import encode as encode_proxy_header
 from pytsnet.wire.serve import ServeConfig, parse_serve_config, split_host_port
 
 __all__ = ["ServeConnection"]
@@ -128,7 +129,7 @@ class ServeConnection(Actor):
         if cfg is None or h is None:
             raise _Ended(f"port {self.port} is no longer served")
         if h.TCPForward:
-            self._forward(h.TCPForward, h.TerminateTLS)
+            self._forward(h.TCPForward, h.TerminateTLS, h.ProxyProtocol)
         else:
             self._web(cfg, https=h.HTTPS)
 
@@ -150,8 +151,10 @@ class ServeConnection(Actor):
         t.start()
         return ours, t
 
-    def _forward(self, target: str, terminate_tls: str) -> None:
+    def _forward(self, target: str, terminate_tls: str, proxy_protocol: int = 0) -> None:
         back = self._dial(target)
+        if proxy_protocol:  # 20h: Go's forwardTCPWithProxyProtocol, the header before any byte
+            back.sendall(self._proxy_header(proxy_protocol, back))
         back.settimeout(None)
         self._event("forwarded")
         if not terminate_tls:
@@ -168,6 +171,25 @@ class ServeConnection(Actor):
             tls.unwrap()
         ours.shutdown(socket.SHUT_RDWR)
         splice.join(timeout=5.0)
+
+    def _proxy_header(self, version: int, back: socket.socket) -> bytes:
+        """Go's PROXY header (20h): the tailnet caller (4-in-6 unmapped) as the source; as the
+        destination the node's own address of the caller's family (127.0.0.1 / ::1 when unknown, as
+        Go) with the backend's port (Go takes ``backConn.RemoteAddr().Port``)."""
+        src = self.ch.remote
+        ip = ipaddress.ip_address(src[0])
+        mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+        family = (mapped or ip).version
+        dst_ip = "127.0.0.1" if family == 4 else "::1"
+        dp_ref = self.lookup(self.spawn.dataplane)
+        if dp_ref is not None:
+            try:
+                nm = dp_ref.ask(GetDataplaneInfo(), timeout=self.spawn.whois_timeout).netmap
+            except ActorError:
+                nm = None
+            mine = [ipaddress.ip_interface(a).ip for a in nm.self_node.addresses] if nm is not None else []
+            dst_ip = next((str(a) for a in mine if a.version == family), dst_ip)
+        return encode_proxy_header(version, src, (dst_ip, back.getpeername()[1]))
 
     def _web(self, cfg: ServeConfig, *, https: bool) -> None:
         ours, splice = self._spliced_pair()

@@ -68,7 +68,8 @@ def test_bad_json_is_a_typed_error(bad: bytes) -> None:
     ServeConfig(TCP={80: TCPPortHandler(HTTP=True, TerminateTLS="x")}),                # TLS without forward
     ServeConfig(TCP={80: TCPPortHandler(TCPForward="nohostport")}),
     ServeConfig(TCP={80: TCPPortHandler(TCPForward="unix:/run/x.sock")}),
-    ServeConfig(TCP={80: TCPPortHandler(TCPForward="127.0.0.1:1", ProxyProtocol=1)}),
+    ServeConfig(TCP={80: TCPPortHandler(TCPForward="127.0.0.1:1", ProxyProtocol=3)}),   # 20h: 1 or 2
+    ServeConfig(TCP={80: TCPPortHandler(HTTP=True, ProxyProtocol=1)}),                 # 20h: forwards only
     ServeConfig(Web={"nohostport": WebServerConfig()}),
     ServeConfig(Web={"n:80": WebServerConfig(Handlers={"x": HTTPHandler(Text="a")})}),  # mount not absolute
     ServeConfig(Web={"n:80": WebServerConfig(Handlers={"/a/../b": HTTPHandler(Text="a")})}),
