@@ -148,6 +148,7 @@ from pytsnet.peerapi import PEERAPI, PeerApi
 from pytsnet.services.fallback import FallbackHandlers, FallbackTcpHandler
 from pytsnet.services.hosting import ServiceHosting
 from pytsnet.services.listener import (
+    ForwardServiceListener,
     HttpServiceListener,
     ServiceListener,
     ServiceModeHTTP,
@@ -1534,7 +1535,7 @@ class ActorDevice:
     # -- Services (20d): ListenService ----------------------------------------------------------------
     @overload
     def listen_service_blocking(self, name: str, mode: ServiceModeTCP, *, timeout: float = 60.0,
-                                backlog: int = 128) -> ServiceListener: ...
+                                backlog: int = 128) -> ServiceListener | ForwardServiceListener: ...
 
     @overload
     def listen_service_blocking(self, name: str, mode: ServiceModeHTTP, *, timeout: float = 60.0,
@@ -1559,11 +1560,13 @@ class ActorDevice:
         fqdn = f"{name.removeprefix('svc:')}.{nm.domain}" if nm.domain else name.removeprefix("svc:")
         if isinstance(mode, ServiceModeHTTP):
             return self._listen_service_http(name, mode, fqdn, backlog)
+        if mode.forwarded:  # 20h: TerminateTLS / PROXY protocol through Serve, as Go
+            return self._listen_service_http(name, mode, fqdn, backlog)
         return self._services.open(name, mode.port, fqdn, lambda: self.service_ips(name), backlog)
 
     @overload
     async def listen_service(self, name: str, mode: ServiceModeTCP, *, timeout: float = 60.0,
-                             backlog: int = 128) -> ServiceListener: ...
+                             backlog: int = 128) -> ServiceListener | ForwardServiceListener: ...
 
     @overload
     async def listen_service(self, name: str, mode: ServiceModeHTTP, *, timeout: float = 60.0,
@@ -1575,18 +1578,32 @@ class ActorDevice:
         return await anyio.to_thread.run_sync(
             lambda: self.listen_service_blocking(name, mode, timeout=timeout, backlog=backlog))
 
-    def _listen_service_http(self, name: str, mode: ServiceModeHTTP, fqdn: str,
+    def _listen_service_http(self, name: str, mode: ServiceModeHTTP | ServiceModeTCP, fqdn: str,
                              backlog: int) -> HttpServiceListener:
         """Go ``ListenService`` for ``ServiceModeHTTP`` (20f): advertise, then ``SetWebHandler`` for the
-        service (``/`` → Proxy to our loopback listener) under the config's ETag, as one update."""
-        from pytsnet.services.serving_config import with_service_web, without_service_web
+        service (``/`` → Proxy to our loopback listener) under the config's ETag, as one update. A
+        forwarded ``ServiceModeTCP`` (20h) the same way with Go's ``SetTCPForwardingForService``."""
+        from pytsnet.services.serving_config import (
+            with_service_forward,
+            with_service_web,
+            without_service_forward,
+            without_service_web,
+        )
+
+        def edit(cfg: ServeConfig | None, lst: HttpServiceListener) -> ServeConfig:
+            if isinstance(mode, ServiceModeTCP):
+                return with_service_forward(cfg, name, fqdn, mode.port, lst.local_addr, mode.terminate_tls,
+                                            mode.proxy_protocol)
+            return with_service_web(cfg, name, fqdn, mode.port, mode.https, lst.local_addr)
 
         def on_close(lst: HttpServiceListener) -> None:  # Go cleanServeConfig
             if self._closed:  # the device is going: the stored entry stays, a leftover the next run replaces
                 return
             for _ in range(3):  # another writer between our read and write: read again
                 cfg, tag = self.get_serve_config_blocking()
-                new = without_service_web(cfg, name, fqdn, lst.port, lst.local_addr)
+                new = (without_service_forward(cfg, name, lst.port, lst.local_addr)
+                       if isinstance(mode, ServiceModeTCP) else
+                       without_service_web(cfg, name, fqdn, lst.port, lst.local_addr))
                 if new == cfg:  # not (or no longer) ours: nothing to take out
                     return
                 try:
@@ -1595,12 +1612,13 @@ class ActorDevice:
                 except ServeETagMismatch:
                     continue
 
-        lst = self._services.open_http(name, mode.port, fqdn, mode.https, lambda: self.service_ips(name),
-                                       on_close, backlog)
+        tls = mode.https if isinstance(mode, ServiceModeHTTP) else mode.terminate_tls
+        kind = ForwardServiceListener if isinstance(mode, ServiceModeTCP) else HttpServiceListener
+        lst = self._services.open_http(name, mode.port, fqdn, tls, lambda: self.service_ips(name),
+                                       on_close, backlog, kind=kind)
         try:
             cfg, tag = self.get_serve_config_blocking()
-            self.set_serve_config_blocking(with_service_web(cfg, name, fqdn, mode.port, mode.https,
-                                                            lst.local_addr), etag=tag)
+            self.set_serve_config_blocking(edit(cfg, lst), etag=tag)
         except BaseException:
             lst.close()
             raise

@@ -40,15 +40,16 @@ class ServiceHosting:
         return lst
 
     def open_http(self, name: str, port: int, fqdn: str, https: bool, vips: Callable[[], list[str]],
-                  on_close: Callable[[HttpServiceListener], None],
-                  backlog: int = DEFAULT_BACKLOG) -> HttpServiceListener:
-        """An HTTP-mode listener; ``on_close`` runs (the serve config cleaned) before it withdraws."""
+                  on_close: Callable[[HttpServiceListener], None], backlog: int = DEFAULT_BACKLOG,
+                  kind: type[HttpServiceListener] = HttpServiceListener) -> HttpServiceListener:
+        """An HTTP-mode listener (or a TCP-forward one, ``kind``, 20h); ``on_close`` runs (the serve
+        config cleaned) before it withdraws."""
         def closed(lst: HttpServiceListener) -> None:
             try:
                 on_close(lst)
             finally:
                 self._closed(lst)
-        lst = HttpServiceListener(name, port, fqdn, https, vips, closed, backlog)
+        lst = kind(name, port, fqdn, https, vips, closed, backlog)
         try:
             self._register(lst)
         except BaseException:

@@ -19,9 +19,14 @@ terminates TLS with the certificate for the service's FQDN (the node's ACME cert
 localnet, list a host's services in its ``CertDomains`` — or ``ActorDevice.serve_cert_provider``).
 
 Where TCP mode differs from Go: Go routes the VIP's flows through its serve config (``TCPForward``
-to a localhost listener); here the connection itself is queued (a blocking ``SocketLike``; identify
-the peer with ``dev.whois``). ``TerminateTLS``, PROXY protocol and ``AcceptAppCaps`` are refused
-with ``ServiceUnavailable``.
+to a localhost listener); here plain TCP mode queues the connection itself (a blocking ``SocketLike``;
+identify the peer with ``dev.whois``). With ``terminate_tls`` or ``proxy_protocol`` (20h) it is Go's
+way (``ForwardServiceListener``): the device puts ``Services[name].TCP[port] = TCPForward`` to a
+loopback listener of this object, with ``TerminateTLS`` = the service's FQDN (the certificate for it,
+as HTTPS mode) and ``ProxyProtocol`` = the version, so Serve terminates TLS and/or writes the PROXY
+header naming the tailnet caller before the plaintext reaches the app. ``AcceptAppCaps`` and HTTP
+mode's ``proxy_protocol`` (which Go's ListenService does not use either) are refused with
+``ServiceUnavailable``.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from pytsnet.actors.netstack.channel import FlowChannel
 from pytsnet.errors import ServiceUnavailable
 from pytsnet.net.socket import SocketLike
 
-__all__ = ["HttpServiceListener", "ServiceListener", "ServiceModeHTTP", "ServiceModeTCP",
+__all__ = ["ForwardServiceListener", "HttpServiceListener", "ServiceListener", "ServiceModeHTTP", "ServiceModeTCP",
            "check_service_name", "services_hash", "tcp_port_ranges"]
 
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -68,8 +73,13 @@ class ServiceModeTCP:
 
     def check(self) -> None:
         _check_port(self.port)
-        if self.terminate_tls or self.proxy_protocol:
-            raise ServiceUnavailable("ServiceModeTCP terminate_tls / proxy_protocol are not implemented yet")
+        if self.proxy_protocol not in (0, 1, 2):  # 20h: Go's "must be 1 or 2"
+            raise ValueError(f"invalid PROXY protocol version {self.proxy_protocol}; must be 1 or 2")
+
+    @property
+    def forwarded(self) -> bool:
+        """Served through the serve config (Go's ``TCPForward``) rather than queued directly (20h)."""
+        return self.terminate_tls or bool(self.proxy_protocol)
 
 
 @dataclass(frozen=True)
@@ -255,3 +265,9 @@ class HttpServiceListener:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class ForwardServiceListener(HttpServiceListener):
+    """TCP mode with ``terminate_tls`` / ``proxy_protocol`` (20h, Go's ``SetTCPForwardingForService``):
+    the app accepts Serve's forwarded connections at ``local_addr`` (plaintext from 127.0.0.1; with
+    ``proxy_protocol`` each begins with the PROXY header naming the tailnet caller)."""

@@ -14,13 +14,15 @@ from __future__ import annotations
 from pytsnet.errors import ServiceUnavailable
 from pytsnet.wire.serve import HTTPHandler, ServeConfig, ServiceConfig, TCPPortHandler, WebServerConfig
 
-__all__ = ["with_service_web", "without_service_web"]
+__all__ = ["with_service_forward", "with_service_web", "without_service_forward", "without_service_web"]
 
 LOOPBACK_PROXY = ("127.0.0.1:", "http://127.0.0.1:", "localhost:", "http://localhost:")
 
 
-def _leftover(svc: ServiceConfig, host_port: str) -> bool:
+def _leftover(svc: ServiceConfig, host_port: str, port: int | None = None) -> bool:
     web = svc.Web.get(host_port)
+    if web is None and port is not None and port in svc.TCP:  # 20h: a forward to loopback
+        return svc.TCP[port].TCPForward.startswith(LOOPBACK_PROXY)
     return web is not None and bool(web.Handlers) and all(
         h.Proxy.startswith(LOOPBACK_PROXY) for h in web.Handlers.values())
 
@@ -31,7 +33,7 @@ def with_service_web(cfg: ServeConfig | None, name: str, fqdn: str, port: int, h
     cfg = cfg or ServeConfig()
     hp = f"{fqdn}:{port}"
     svc = cfg.Services.get(name) or ServiceConfig()
-    if port in svc.TCP and not _leftover(svc, hp):
+    if port in svc.TCP and not _leftover(svc, hp, port):
         raise ServiceUnavailable(f"a Service handler already exists for this port ({name} port {port})")
     tcp = {**svc.TCP, port: TCPPortHandler(HTTPS=https, HTTP=not https)}
     web = {**svc.Web, hp: WebServerConfig(Handlers={"/": HTTPHandler(Proxy=proxy)})}
@@ -60,6 +62,41 @@ def without_service_web(cfg: ServeConfig | None, name: str, fqdn: str, port: int
     services = dict(cfg.Services)
     if webs or tcp:
         services[name] = svc.model_copy(update={"TCP": tcp, "Web": webs})
+    else:
+        del services[name]
+    return cfg.model_copy(update={"Services": services})
+
+
+# -- 20h: TCP mode with TerminateTLS / PROXY protocol (Go ``SetTCPForwardingForService``) -------------
+def with_service_forward(cfg: ServeConfig | None, name: str, fqdn: str, port: int, target: str,
+                         terminate_tls: bool, proxy_protocol: int) -> ServeConfig:
+    """``cfg`` with ``name``'s ``port`` forwarded to ``target`` (TLS terminated for ``fqdn`` when
+    asked, the PROXY header of ``proxy_protocol`` first); a leftover entry of an earlier run (its
+    Web server for the port included) is replaced, any other refused as Go does."""
+    cfg = cfg or ServeConfig()
+    hp = f"{fqdn}:{port}"
+    svc = cfg.Services.get(name) or ServiceConfig()
+    if port in svc.TCP and not _leftover(svc, hp, port):
+        raise ServiceUnavailable(f"a Service handler already exists for this port ({name} port {port})")
+    tcp = {**svc.TCP, port: TCPPortHandler(TCPForward=target, TerminateTLS=fqdn if terminate_tls else "",
+                                           ProxyProtocol=proxy_protocol)}
+    web = {k: v for k, v in svc.Web.items() if k != hp}
+    services = {**cfg.Services, name: svc.model_copy(update={"TCP": tcp, "Web": web})}
+    return cfg.model_copy(update={"Services": services})
+
+
+def without_service_forward(cfg: ServeConfig | None, name: str, port: int, target: str) -> ServeConfig | None:
+    """``cfg`` without the forward ``with_service_forward`` added; unchanged when no longer ours."""
+    if cfg is None or name not in cfg.Services:
+        return cfg
+    svc = cfg.Services[name]
+    h = svc.TCP.get(port)
+    if h is None or h.TCPForward != target:
+        return cfg
+    tcp = {p: x for p, x in svc.TCP.items() if p != port}
+    services = dict(cfg.Services)
+    if tcp or svc.Web:
+        services[name] = svc.model_copy(update={"TCP": tcp})
     else:
         del services[name]
     return cfg.model_copy(update={"Services": services})
