@@ -46,8 +46,8 @@ from pytsnet.actors.netstack.channel import FlowChannel
 from pytsnet.errors import ServiceUnavailable
 from pytsnet.net.socket import SocketLike
 
-__all__ = ["ForwardServiceListener", "HttpServiceListener", "ServiceListener", "ServiceModeHTTP", "ServiceModeTCP",
-           "check_service_name", "services_hash", "tcp_port_ranges"]
+__all__ = ["ForwardServiceListener", "HttpServiceListener", "ServiceListener", "ServiceModeHTTP",
+           "ServiceModeTCP", "check_service_name", "services_hash", "tcp_port_ranges"]
 
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 DEFAULT_BACKLOG = 128
