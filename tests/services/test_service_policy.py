@@ -11,7 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from pytsnet.actors.wgengine.filter_rules import rules_from_tailcfg
 from pytsnet.config import Config
 from pytsnet.device import ActorDevice
 from pytsnet.localnet.policy import Policy, PolicyError
@@ -20,6 +23,7 @@ from pytsnet.localnet.services import ServiceDef
 from pytsnet.services.listener import ServiceListener, ServiceModeTCP
 from pytsnet.testing.polling import wait_until
 from pytsnet.testing.tailnet import RIG_DEFAULTS, wait_for_peers
+from pytsnet.wire.tailcfg.filter import FilterRule
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -65,6 +69,28 @@ def test_grant_ip_protocols() -> None:
 def test_bad_grants_are_refused(doc: dict[str, Any], needle: str) -> None:
     with pytest.raises(PolicyError, match=needle):
         Policy.parse(doc)
+
+
+_sel = st.sampled_from(["*", "svc:web", "svc:", "svc:Web", "svc:nope", "svc:web:80", "tag:web", "group:x",
+                        "autogroup:member", "10.0.0.0/8", "", "svc:" + "a" * 70, "svc:-a"])
+_ip = st.one_of(st.sampled_from(["*", "tcp:80", "udp:53", "icmp:*", "80-81", "tcp:*", "sctp:1", "tcp:",
+                                 ":80", "tcp:99999", "tcp:80:81"]), st.text(max_size=8))
+_grant: st.SearchStrategy[dict[str, object]] = st.fixed_dictionaries({}, optional={
+    "src": st.lists(_sel, max_size=3), "dst": st.lists(_sel, max_size=3),
+    "ip": st.one_of(st.lists(_ip, max_size=3), st.integers(), st.text(max_size=4)),
+    "app": st.just({}), "via": st.just([])})
+
+
+@given(st.lists(st.one_of(_grant, st.integers(), st.text(max_size=4)), max_size=3))
+@settings(max_examples=300, deadline=None, derandomize=True)
+def test_fuzz_grants_give_a_usable_filter_or_a_policy_error(grants: list[object]) -> None:
+    try:
+        pol = Policy.parse({"grants": grants})
+    except PolicyError as e:
+        assert "\n" not in str(e) and len(str(e)) < 1000
+        return
+    rules = pol.filter_rules([], [], {"svc:web": ["100.100.0.1"]})
+    rules_from_tailcfg([FilterRule.model_validate(r) for r in rules])  # every node accepts it
 
 
 # --- end to end ----------------------------------------------------------------------------------

@@ -49,8 +49,10 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ActorDevice,
             host.close()
 
 
-def _app(lst: ForwardServiceListener, got: list[bytes]) -> threading.Thread:
+def _app(lst: object, got: list[bytes]) -> threading.Thread:
     """The app: reads what arrives on one forwarded connection, answers ``ok:`` + it, until EOF."""
+    assert isinstance(lst, ForwardServiceListener)  # the forwarded TCP mode's listener
+
     def run() -> None:
         conn, _ = lst.accept(timeout=30)
         with conn:
@@ -140,3 +142,35 @@ def test_bad_proxy_protocol_version_is_refused(rig: tuple[ActorDevice, ActorDevi
     with pytest.raises(ValueError, match="must be 1 or 2"):
         host.listen_service_blocking("svc:pp", ServiceModeTCP(port=7000, proxy_protocol=3))
     assert host.get_serve_config_blocking() == before
+
+
+def test_forward_config_edits() -> None:
+    """Go's ``SetTCPForwardingForService`` and its removal as pure edits: a loopback entry of an
+    earlier run (forward or HTTP-mode web proxy) is replaced, someone else's refused; removal
+    leaves a replaced entry alone."""
+    from pytsnet.errors import ServiceUnavailable
+    from pytsnet.services.serving_config import (
+        with_service_forward,
+        with_service_web,
+        without_service_forward,
+    )
+    from pytsnet.wire.serve import ServeConfig, ServiceConfig, validate
+
+    fqdn = "db.localnet.ts.net"
+    cfg = with_service_forward(None, "svc:db", fqdn, 5432, "127.0.0.1:4000", True, 1)
+    validate(cfg)
+    assert cfg.Services["svc:db"].TCP[5432] == TCPPortHandler(TCPForward="127.0.0.1:4000", TerminateTLS=fqdn,
+                                                              ProxyProtocol=1)
+    again = with_service_forward(cfg, "svc:db", fqdn, 5432, "127.0.0.1:5000", False, 0)  # leftover: replaced
+    assert again.Services["svc:db"].TCP[5432] == TCPPortHandler(TCPForward="127.0.0.1:5000")
+    web = with_service_web(None, "svc:db", fqdn, 5432, False, "127.0.0.1:6000")
+    replaced = with_service_forward(web, "svc:db", fqdn, 5432, "127.0.0.1:5000", False, 2)
+    assert replaced.Services["svc:db"].Web == {}
+    assert replaced.Services["svc:db"].TCP[5432].ProxyProtocol == 2
+    foreign = ServeConfig(Services={"svc:db": ServiceConfig(
+        TCP={5432: TCPPortHandler(TCPForward="10.0.0.1:1")})})
+    with pytest.raises(ServiceUnavailable):
+        with_service_forward(foreign, "svc:db", fqdn, 5432, "127.0.0.1:5000", False, 0)
+    assert without_service_forward(again, "svc:db", 5432, "127.0.0.1:4000") == again  # not ours any more
+    gone = without_service_forward(again, "svc:db", 5432, "127.0.0.1:5000")
+    assert gone is not None and "svc:db" not in gone.Services
