@@ -145,3 +145,8 @@ class LiteUpdate(Request[LiteUpdateDone], tag="control.lite_update"):
     services_hash: str | None = None
     """Services (20d): a new ``Hostinfo.ServicesHash`` ("" for none); when set, this update is about
     that alone and the endpoints fields are ignored (the current ones stay)."""
+    ingress_enabled: bool | None = None
+    """20g: Go's ``Hostinfo.IngressEnabled`` (the serve config turns Funnel on); when set (with
+    ``wire_ingress``), this update is about those alone, as ``services_hash``."""
+    wire_ingress: bool | None = None
+    """20g: Go's ``Hostinfo.WireIngress`` (``AllowFunnel`` entries, none on)."""

@@ -16,11 +16,13 @@ from typing import Literal
 from pytsnet.messages.base import Message, Request
 
 __all__ = ["GetServeConfig", "GetServePortConfig", "ServeAccepted", "ServeConfigState", "ServeConnDone",
-           "ServeConnEvent", "ServeConnEventKind", "ServePortConfig", "ServePortHello", "ServePortSpawn",
-           "ServeSpawn", "ServeStatus", "ServeStatusRequest", "SetServeConfig", "SetServeConfigResult"]
+           "ServeConnEvent", "ServeConnEventKind", "ServeFunnelOffered", "ServePortConfig", "ServePortHello",
+           "ServePortSpawn", "ServeSpawn", "ServeStatus", "ServeStatusRequest", "SetServeConfig",
+           "SetServeConfigResult"]
 
 ServeConnEventKind = Literal["request", "not_found", "bad_request", "backend_error", "tls_error", "forwarded",
-                             "redirect", "text", "file", "proxied", "busy", "closed", "unknown_peer"]
+                             "redirect", "text", "file", "proxied", "busy", "closed", "unknown_peer",
+                             "funnel"]
 
 
 class ServeSpawn(Message, tag="serve.spawn"):
@@ -43,6 +45,9 @@ class ServeSpawn(Message, tag="serve.spawn"):
     whois_timeout: float = 5.0
     max_connections: int = 256
     """Connections served at once per port; one more is accepted and closed at once (``busy``)."""
+    control: str = "control"
+    """20g: the ControlRunner, told ``Hostinfo.IngressEnabled``/``WireIngress`` as the config's
+    ``AllowFunnel`` changes them."""
 
 
 class ServePortSpawn(Message, tag="serve.port_spawn"):
@@ -76,6 +81,12 @@ class ServePortHello(Message, tag="serve.port_hello"):
 
 class ServeAccepted(Message, tag="serve.accepted"):
     """A port server's accept loop took a connection."""
+
+
+class ServeFunnelOffered(Message, tag="serve.funnel_offered"):
+    """20g: a public connection for this port waits in the serve tree's ``FunnelInbox``."""
+
+    port: int
 
 
 class ServeConnEvent(Message, tag="serve.conn_event"):

@@ -1387,10 +1387,10 @@ class ActorDevice:
         from pytsnet.actors.serve import serve_spec
         from pytsnet.serve import SERVE_STATE_KEY, ServeListeners
         assert self.system is not None
-        spawn = ServeSpawn(state_key=SERVE_STATE_KEY, peers=PEERS, dataplane=DATAPLANE)
+        spawn = ServeSpawn(state_key=SERVE_STATE_KEY, peers=PEERS, dataplane=DATAPLANE, control=CONTROL)
         listeners = ServeListeners(self._bindings, self._services)  # 20f: service ports via ServiceHosting
         self.system.spawn_spec(serve_spec(self.system, spawn, self.store, listeners,
-                                          self._serve_cert))
+                                          self._serve_cert, ingress=self._funnel_routes()))  # 20g: Funnel
 
     def _serve_cert(self, domain: str) -> tuple[bytes, bytes]:
         provider: CertProvider = self.serve_cert_provider or self.cert_pair_blocking
@@ -1412,7 +1412,10 @@ class ActorDevice:
         JSON; None serves nothing) and return its ETag. No open connection is dropped: a TCP forward
         keeps going, a web connection sees the new config at its next request (as Go).
         ``ServeETagMismatch`` if ``etag`` is given and is not the current one;
-        ``ServeConfigInvalid`` for a config that cannot be served (the one in force stays)."""
+        ``ServeConfigInvalid`` for a config that cannot be served (the one in force stays).
+        ``AllowFunnel`` (20g): each port it turns on must pass Go's ``CheckFunnelAccess`` for this node
+        (``FunnelUnavailable`` / ``FunnelPortNotAllowed`` with Go's texts, nothing applied); public
+        connections for those ``host:port`` targets are then served by the port's handler."""
         from pytsnet.serve import ServeConfigError, parse_serve_config, to_go_json
         self.start()
         if isinstance(cfg, str | bytes):
@@ -1420,6 +1423,7 @@ class ActorDevice:
                 cfg = parse_serve_config(cfg)
             except ServeConfigError as e:
                 raise ServeConfigInvalid(str(e)) from None
+        self._check_serve_funnel(cfg)  # 20g
         res = self._ask(SERVE, SetServeConfig(config=to_go_json(cfg).decode(), if_match=etag), timeout)
         if res.etag_mismatch:
             raise ServeETagMismatch("etag mismatch: the serve config changed since it was read")
@@ -1431,6 +1435,23 @@ class ActorDevice:
                                timeout: float = 10.0) -> str:
         return await anyio.to_thread.run_sync(lambda: self.set_serve_config_blocking(cfg, etag=etag,
                                                                                      timeout=timeout))
+
+    def _check_serve_funnel(self, cfg: ServeConfig | None) -> None:
+        """20g: Go's CLI and tsnet run ``CheckFunnelAccess`` before turning Funnel on (Go's
+        ``SetServeConfig`` itself does not); here every ``set_serve_config`` does, so a config never
+        claims a Funnel the tailnet does not grant."""
+        from pytsnet.errors import FunnelUnavailable
+        from pytsnet.funnel.access import check_funnel_access
+        from pytsnet.wire.serve import funnel_ports
+        ports = funnel_ports(cfg)
+        if not ports:
+            return
+        nm = self.dataplane_info().netmap
+        if nm is None:
+            raise FunnelUnavailable("Funnel not available: no network map from control yet")
+        caps = nm.capabilities.get(nm.self_node.node_id, [])
+        for port in ports:
+            check_funnel_access(port, caps)
 
     def serve_status(self, timeout: float = 5.0) -> ServeStatus:
         """The served ports, connections open and per-kind counters (requests, 404s, backend errors…)."""

@@ -34,7 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from pytsnet.wire.errors import ParseError
 
 __all__ = ["HTTPHandler", "ServeConfig", "ServeConfigError", "ServeType", "ServiceConfig", "TCPPortHandler",
-           "WebServerConfig", "etag", "expand_proxy_arg", "expand_redirect", "match_web", "parse_redirect",
+           "WebServerConfig", "etag", "expand_proxy_arg", "expand_redirect", "funnel_ports", "funnel_targets",
+           "ingress_flags", "match_web", "parse_redirect",
            "parse_serve_config", "path_target", "port_slice", "serve_type", "service_slice",
            "split_host_port", "strip_mount", "to_go_json", "validate", "validate_update", "web_key"]
 
@@ -305,6 +306,38 @@ def service_slice(cfg: ServeConfig, name: str, port: int) -> str:
     alike, looking its Web server up under the service's FQDN, Go ``webServerConfig``)."""
     svc = cfg.Services[name]
     return to_go_json(ServeConfig(TCP={port: svc.TCP[port]}, Web=_web_on(svc.Web, port))).decode()
+
+
+# -- Funnel through Serve (20g) ---------------------------------------------------------------------------
+def funnel_targets(cfg: ServeConfig | None) -> dict[str, int]:
+    """Go ``HasFunnelForTarget`` + ``FindTCP``: each ``AllowFunnel`` ``host:port`` that is on (lower-cased
+    host) and whose port has a TCP handler → that port. What is not here gets no ingress (403)."""
+    if cfg is None:
+        return {}
+    out: dict[str, int] = {}
+    for key, on in cfg.AllowFunnel.items():
+        if not on:
+            continue
+        host, port = split_host_port(key)
+        if port in cfg.TCP:
+            out[f"{host.lower()}:{port}"] = port
+    return out
+
+
+def funnel_ports(cfg: ServeConfig | None) -> list[int]:
+    """The ports ``AllowFunnel`` turns on (Go's ``CheckFunnelAccess`` is asked for each)."""
+    if cfg is None:
+        return []
+    return sorted({split_host_port(k)[1] for k, on in cfg.AllowFunnel.items() if on})
+
+
+def ingress_flags(cfg: ServeConfig | None) -> tuple[bool, bool]:
+    """``(Hostinfo.IngressEnabled, Hostinfo.WireIngress)`` as Go's ``hasIngressEnabledLocked`` (some
+    ``AllowFunnel`` entry on) and ``shouldWireInactiveIngressLocked`` (entries, none on)."""
+    if cfg is None:
+        return False, False
+    enabled = any(cfg.AllowFunnel.values())
+    return enabled, bool(cfg.AllowFunnel) and not enabled
 
 
 # -- requests ------------------------------------------------------------------------------------------

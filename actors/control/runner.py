@@ -215,8 +215,10 @@ class ControlRunner(Actor):
         self._lite_waiting[token] = (self.defer_reply(), msg.reply_to)
         if msg.services_hash is not None:  # 20d
             remember(self, self.memory, ServicesMemory(services_hash=msg.services_hash))
+        ingress = (None if msg.ingress_enabled is None  # 20g: Hostinfo.IngressEnabled / WireIngress
+                   else (msg.ingress_enabled, bool(msg.wire_ingress)))
         self._feed(login.LiteUpdateAsked(token, tuple(msg.endpoints), tuple(msg.endpoint_types),
-                                         msg.disco_key, msg.preferred_derp, msg.services_hash))
+                                         msg.disco_key, msg.preferred_derp, msg.services_hash, ingress))
 
     @handles(Logout)
     def on_logout(self, msg: Logout) -> None:

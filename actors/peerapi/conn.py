@@ -236,11 +236,12 @@ class PeerApiConnection(Actor):
             ing = ingress_request(req)
         except BadIngressRequest as e:
             return self._refuse(e.response(), "ingress_refused", e.public)
-        handler = self.ingress.handler(ing.target_port) if self.ingress is not None else None
+        handler = (self.ingress.route(ing.target_host, ing.target_port)  # 20g: a listener, else Serve
+                   if self.ingress is not None else None)
         if handler is None or not caller.self_name or ing.target_host.lower() != caller.self_name:
             # Go: no AllowFunnel entry for this host:port → sendRST (a 403 "denied")
             return self._refuse(PeerApiResponse(403, b"denied\n"), "ingress_refused",
-                                f"no Funnel listener for {ing.target}")
+                                f"no Funnel listener or AllowFunnel for {ing.target}")
         self._write(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")  # Go writes exactly this
         with self._recv_lock:
             self._stop.set()  # the read loop takes nothing more

@@ -8,7 +8,9 @@ An ingress node (Tailscale's, or localnet's) carries one public TCP connection t
 whose ``SrcIPs`` cover the caller) do that; ``peer_caps`` computes those grants as Go's
 ``filter.CapsWithValues``. ``IngressRoutes`` is the table the device's Funnel listeners register in
 (port → handler) and the peerAPI connections read: a target with no listener is refused (403) before
-anything is handed over, as Go's ``sendRST``.
+anything is handed over, as Go's ``sendRST``. Serve (20g) adds the ``host:port`` targets its config's
+``AllowFunnel`` turns on (``set_serve``); a Funnel listener on the port is asked first, as Go asks
+tsnet's ``getTCPHandlerForFunnelFlow`` before the serve handler.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from pytsnet.messages.peers import PeerInfo
 from pytsnet.messages.wgengine import WgFilterRule
 from pytsnet.wire.peerapi import IngressRequest
 
-__all__ = ["PEER_CAP_INGRESS", "IngressHandler", "IngressHandoff", "IngressRoutes", "ingress_sources",
-           "peer_caps"]
+__all__ = ["PEER_CAP_INGRESS", "IngressHandler", "IngressHandoff", "IngressRoutes", "ServeIngress",
+           "ingress_sources", "peer_caps"]
 
 PEER_CAP_INGRESS = "https://tailscale.com/cap/ingress"
 """``tailcfg.PeerCapabilityIngress``: the peer may send us ingress (Funnel) traffic."""
@@ -49,6 +51,9 @@ IngressHandler = Callable[[IngressHandoff], bool]
 """Takes the connection (True), or refuses it (False: its backlog is full or it closed); the caller
 then closes the flow."""
 
+ServeIngress = Callable[[int, IngressHandoff], bool]
+"""20g: Serve's taker, ``(port, handoff)`` → taken, as ``IngressHandler``."""
+
 
 class IngressRoutes:
     """Port → the Funnel listener's handler; thread-safe (listeners come and go on the app's threads,
@@ -57,6 +62,8 @@ class IngressRoutes:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_port: dict[int, IngressHandler] = {}
+        self._serve_targets: dict[str, int] = {}  # 20g: "host:port" (host lower-cased) → served port
+        self._serve: ServeIngress | None = None
 
     def register(self, port: int, handler: IngressHandler) -> None:
         """``KeyError`` when the port already has a Funnel listener (as Go's "listener already open")."""
@@ -77,6 +84,25 @@ class IngressRoutes:
     def ports(self) -> list[int]:
         with self._lock:
             return sorted(self._by_port)
+
+    # -- Funnel through Serve (20g) ----------------------------------------------------------------------
+    def set_serve(self, targets: dict[str, int], taker: ServeIngress | None) -> None:
+        """The serve config's Funnel targets (``wire.serve.funnel_targets``) and who takes them."""
+        with self._lock:
+            self._serve_targets = dict(targets) if taker is not None else {}
+            self._serve = taker
+
+    def route(self, host: str, port: int) -> IngressHandler | None:
+        """Who takes a public connection for ``host:port``: the port's Funnel listener, else Serve when
+        its ``AllowFunnel`` has the target, else nobody (refused)."""
+        with self._lock:
+            listener = self._by_port.get(port)
+            if listener is not None:
+                return listener
+            taker = self._serve
+            if taker is None or self._serve_targets.get(f"{host.lower()}:{port}") != port:
+                return None
+        return lambda h: taker(port, h)
 
 
 def _covers(sets: Iterable[str], ip: IPAddress) -> bool:

@@ -6,7 +6,9 @@ the TLS is terminated first (the certificate for that name, from the cert provid
 plaintext piped to the target; ``HTTP``/``HTTPS`` serve the port's Web config (``actors/serve/http``,
 TLS first for HTTPS, the certificate for the client's SNI). The session runs on the actor's I/O
 thread against a real socket: one end of a socketpair spliced to the flow (``actors/netstack/splice``),
-so TLS and h11 work unchanged. The actor's stop (normal end, a kill, the tree stopping) closes every
+so TLS and h11 work unchanged. A public connection handed over by Funnel (20g, ``handoff``) is served
+the same way, its first bytes (``prefix``) before the flow's, as its public source, without identity.
+The actor's stop (normal end, a kill, the tree stopping) closes every
 socket of the session; an unclean end resets the flow (RST to the client). Nothing outlives it.
 """
 
@@ -23,6 +25,7 @@ from typing import get_args
 from pytsnet.actors.cert.tls import CertProvider, server_ssl_context
 from pytsnet.actors.netstack.channel import FlowChannel
 from pytsnet.actors.netstack.splice import Splice, abort_flow
+from pytsnet.actors.peerapi.ingress import IngressHandoff
 from pytsnet.actors.runtime import Actor, ActorError, StopReason, handles
 from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.actors.serve.http import Identity, WebSession
@@ -52,8 +55,10 @@ class _Ended(Exception):
 
 class ServeConnection(Actor):
     def __init__(self, spawn: ServeSpawn, server: str, port: int, config: str, channel: FlowChannel,
-                 certs: CertProvider | None, service: str = "") -> None:
+                 certs: CertProvider | None, service: str = "",
+                 handoff: IngressHandoff | None = None) -> None:
         self.spawn = spawn
+        self.handoff = handoff  # 20g: a Funnel connection (its public source and first bytes)
         self.service = service
         self.server = server
         self.port = port
@@ -128,6 +133,8 @@ class ServeConnection(Actor):
         h = cfg.TCP.get(self.port) if cfg is not None else None
         if cfg is None or h is None:
             raise _Ended(f"port {self.port} is no longer served")
+        if self.handoff is not None:
+            self._event("funnel")
         if h.TCPForward:
             self._forward(h.TCPForward, h.TerminateTLS, h.ProxyProtocol)
         else:
@@ -146,6 +153,8 @@ class ServeConnection(Actor):
         ours, theirs = socket.socketpair()
         self._own(ours)
         self._own(theirs)
+        if self.handoff is not None and self.handoff.prefix:  # 20g: what came with the ingress request
+            theirs.sendall(self.handoff.prefix)
         splice = Splice(theirs, self.ch, name=f"{self.name}-splice", stop=self._stop)
         t = threading.Thread(target=splice.run, name=f"{self.name}-splice", daemon=True)
         t.start()
@@ -158,6 +167,8 @@ class ServeConnection(Actor):
         back.settimeout(None)
         self._event("forwarded")
         if not terminate_tls:
+            if self.handoff is not None and self.handoff.prefix:  # 20g
+                back.sendall(self.handoff.prefix)
             err = Splice(back, self.ch, name=f"{self.name}-fwd", stop=self._stop).run()
             if err is not None:
                 raise _Ended(err)
@@ -206,6 +217,8 @@ class ServeConnection(Actor):
             sock = tls
             sni = holder.get("sni", "")
         identity, domain = self._whois()
+        if self.handoff is not None:  # 20g: the public client; no tailnet identity (Go's funnelFlow)
+            identity = Identity(src_ip=self.handoff.request.src[0], funnel=True)
         # a service port's Web server is the one of the service's FQDN whatever the Host (Go webServerConfig)
         label = self.service.removeprefix("svc:")
         service_host = (f"{label}.{domain}" if domain else label) if self.service else None

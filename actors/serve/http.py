@@ -69,6 +69,9 @@ class Identity:
     profile_pic: str = ""
     tagged: bool = False
     known: bool = False
+    funnel: bool = False
+    """20g: a public client brought by Funnel (``src_ip`` is its address): Go sends
+    ``Tailscale-Funnel-Request: ?1`` and no identity headers."""
 
 
 def _enc_header(v: str) -> bytes:
@@ -317,7 +320,9 @@ class WebSession:
             headers.append((b"x-forwarded-proto", b"https"))
         headers.append((b"x-forwarded-for", self.identity.src_ip.encode()))
         ident = self.identity
-        if ident.known and not ident.tagged:
+        if ident.funnel:  # 20g: Go addTailscaleIdentityHeaders for a funnelFlow
+            headers.append((b"tailscale-funnel-request", b"?1"))
+        elif ident.known and not ident.tagged:
             headers += [(b"tailscale-user-login", _enc_header(ident.login_name)),
                         (b"tailscale-user-name", _enc_header(ident.display_name)),
                         (b"tailscale-user-profile-pic", ident.profile_pic.encode("latin-1", "replace")),

@@ -22,6 +22,12 @@ A port is a key ``(service, port)``: ``""`` for the node's own port, ``"svc:web"
 service's VIPs (``ServeConfig.Services``, 20f). A service port's server accepts from the listener
 table's ``open_service`` (the device's ``ServiceAcceptor``, fed VIP SYNs) and its connections look the
 Web server up under the service's FQDN; otherwise both kinds are served alike.
+
+Funnel through Serve (20g, ``funnel.py``): after each applied config the manager tells the device's
+``IngressRoutes`` which ``AllowFunnel`` targets are on (with a TCP handler on their port) and tells
+control ``Hostinfo.IngressEnabled``/``WireIngress`` when they change; a public connection for such a
+target reaches the node port's server through the tree's ``FunnelInbox`` and is served like a
+tailnet one, as a Funnel flow (its public source, Go's ``Tailscale-Funnel-Request``).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from pytsnet.actors.cert.tls import CertProvider
 from pytsnet.actors.connserver import ConnectionServer
 from pytsnet.actors.control.store import StateStore
 from pytsnet.actors.netstack.channel import FlowChannel
+from pytsnet.actors.peerapi.ingress import IngressHandoff, IngressRoutes
 from pytsnet.actors.runtime import (
     Actor,
     ActorError,
@@ -48,12 +55,15 @@ from pytsnet.actors.runtime import (
 )
 from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.actors.serve.conn import ServeConnection
+from pytsnet.actors.serve.funnel import FunnelInbox
+from pytsnet.messages.control import LiteUpdate
 from pytsnet.messages.serve import (
     GetServeConfig,
     GetServePortConfig,
     ServeAccepted,
     ServeConfigState,
     ServeConnEvent,
+    ServeFunnelOffered,
     ServePortConfig,
     ServePortHello,
     ServePortSpawn,
@@ -67,6 +77,8 @@ from pytsnet.wire.serve import (
     ServeConfig,
     ServeConfigError,
     etag,
+    funnel_targets,
+    ingress_flags,
     parse_serve_config,
     port_slice,
     service_slice,
@@ -134,9 +146,13 @@ def key_slice(cfg: ServeConfig, key: Key) -> str:
     return service_slice(cfg, name, port) if name else port_slice(cfg, port)
 
 
-class ServePort(ConnectionServer[FlowChannel]):
+Conn = FlowChannel | IngressHandoff
+"""A tailnet connection, or (20g) a public one handed over by the ingress."""
+
+
+class ServePort(ConnectionServer[Conn]):
     def __init__(self, spawn: ServeSpawn, port: ServePortSpawn, listeners: ListenerTable, system: ActorSystem,
-                 certs: CertProvider | None) -> None:
+                 certs: CertProvider | None, funnel: FunnelInbox | None = None) -> None:
         super().__init__(conns=spawn.conns, server=port.server, max_connections=spawn.max_connections,
                          log=log, poll=ACCEPT_POLL)
         self.spawn = spawn
@@ -145,6 +161,7 @@ class ServePort(ConnectionServer[FlowChannel]):
         self.listeners = listeners
         self.system = system
         self.certs = certs
+        self.funnel = funnel if not port.service else None  # 20g: Funnel reaches node ports only
 
     def on_start(self) -> None:
         self.config: str | None = None
@@ -153,20 +170,36 @@ class ServePort(ConnectionServer[FlowChannel]):
         super().on_start()
         self.tell_named(self.spawn.manager, ServePortHello(port=self.port, server=self.name,
                                                            service=self.service))
+        self._take_funnel()  # 20g: what was offered while no incarnation ran
 
-    def accept_blocking(self, timeout: float) -> FlowChannel:
+    def accept_blocking(self, timeout: float) -> Conn:
         return self.acceptor.accept_blocking(timeout)
 
-    def close_conn(self, conn: FlowChannel) -> None:
-        conn.close()
+    def close_conn(self, conn: Conn) -> None:
+        (conn.channel if isinstance(conn, IngressHandoff) else conn).close()
+
+    def _take_funnel(self) -> None:
+        if self.funnel is None:
+            return
+        for h in self.funnel.take(self.port):
+            self._accepted.put(h)
+        if self.config is not None:  # else they wait for the manager's slice
+            self.serve_queued()
+
+    @handles(ServeFunnelOffered)
+    def on_funnel(self, msg: ServeFunnelOffered) -> None:
+        self._take_funnel()
 
     def accepted_message(self) -> ServeAccepted:
         return ServeAccepted()
 
-    def spawn_conn(self, conn: FlowChannel, name: str, parent: ActorRef) -> None:
+    def spawn_conn(self, conn: Conn, name: str, parent: ActorRef) -> None:
         assert self.config is not None
-        self.system.spawn(ServeConnection, self.spawn, self.name, self.port, self.config, conn, self.certs,
-                          self.service, name=name, parent=parent, restart=Restart.NEVER, dispatcher="thread",
+        handoff = conn if isinstance(conn, IngressHandoff) else None
+        channel = conn.channel if isinstance(conn, IngressHandoff) else conn
+        self.system.spawn(ServeConnection, self.spawn, self.name, self.port, self.config, channel, self.certs,
+                          self.service, handoff, name=name, parent=parent, restart=Restart.NEVER,
+                          dispatcher="thread",
                           mailbox=MailboxConfig(8, MailboxPolicy.BLOCK, block_timeout=5.0))
 
     @handles(ServePortConfig)
@@ -194,15 +227,20 @@ class ServePort(ConnectionServer[FlowChannel]):
 
 class ServeManager(Actor):
     def __init__(self, spawn: ServeSpawn, store: StateStore, listeners: ListenerTable, system: ActorSystem,
-                 certs: CertProvider | None) -> None:
+                 certs: CertProvider | None, funnel: FunnelInbox | None = None,
+                 ingress: IngressRoutes | None = None) -> None:
         self.spawn = spawn
         self.store = store
         self.listeners = listeners
         self.system = system
         self.certs = certs
+        self.funnel = funnel
+        self.ingress = ingress
 
     def on_start(self) -> None:
         self.config: ServeConfig | None = None
+        self._ingress_told: tuple[bool, bool] | None = None  # 20g
+        self._funnel_ports: set[int] = set()
         raw = self.store.read_state(self.spawn.state_key)
         if raw:
             try:
@@ -316,6 +354,7 @@ class ServeManager(Actor):
                 with contextlib.suppress(ActorError):
                     ref.stop()
             self._close(key)
+        self._publish_funnel(cfg)  # 20g
         if cfg is None:
             return
         parent = self.lookup(self.spawn.ports)
@@ -326,21 +365,44 @@ class ServeManager(Actor):
             if ref is None and parent is not None:
                 ps = ServePortSpawn(port=port, server=name, service=service)
                 self.system.spawn(ServePort, self.spawn, ps, self.listeners, self.system, self.certs,
-                                  name=name, parent=parent, restart=Restart.TRANSIENT, dispatcher="thread")
+                                  self.funnel, name=name, parent=parent, restart=Restart.TRANSIENT,
+                                  dispatcher="thread")
                 continue  # it says hello when it runs, and is told its slice then
             if ref is not None:
                 ref.tell(ServePortConfig(port=port, config=key_slice(cfg, key), service=service))
 
 
+    # -- Funnel through Serve (20g) ----------------------------------------------------------------------
+    def _publish_funnel(self, cfg: ServeConfig | None) -> None:
+        """The ingress learns the targets now on (ports no longer served lose what waits for them);
+        control hears the Hostinfo flags when they change (Go ``updateIngressAndServiceHashLocked``)."""
+        targets = funnel_targets(cfg)
+        if self.ingress is not None and self.funnel is not None:
+            self.ingress.set_serve(targets, self.funnel.offer)
+        now = set(targets.values())
+        if self.funnel is not None:
+            for port in sorted(self._funnel_ports - now):
+                self.funnel.drop(port)
+        self._funnel_ports = now
+        flags = ingress_flags(cfg)
+        if flags != self._ingress_told and (self._ingress_told is not None or any(flags)):
+            enabled, wire = flags
+            if self.tell_named(self.spawn.control, LiteUpdate(ingress_enabled=enabled, wire_ingress=wire)):
+                self._ingress_told = flags
+
+
 def serve_spec(system: ActorSystem, spawn: ServeSpawn, store: StateStore, listeners: ListenerTable,
-               certs: CertProvider | None, restart: Restart = Restart.PERMANENT) -> ChildSpec:
-    """The subtree above as one child spec (spawned under the system root by the device)."""
+               certs: CertProvider | None, restart: Restart = Restart.PERMANENT,
+               ingress: IngressRoutes | None = None) -> ChildSpec:
+    """The subtree above as one child spec (spawned under the system root by the device); with
+    ``ingress`` (20g), Funnel targets of the config are served (``FunnelInbox``)."""
+    funnel = FunnelInbox(system, spawn) if ingress is not None else None
     children = (
         ChildSpec(Supervisor, spawn.conns, args=(SupervisorConfig(Strategy.ONE_FOR_ONE, 0, 1.0),),
                   dispatcher="thread"),
         ChildSpec(Supervisor, spawn.ports, args=(SupervisorConfig(Strategy.ONE_FOR_ONE, 5, 10.0),),
                   dispatcher="thread"),
-        ChildSpec(ServeManager, spawn.manager, args=(spawn, store, listeners, system, certs),
+        ChildSpec(ServeManager, spawn.manager, args=(spawn, store, listeners, system, certs, funnel, ingress),
                   dispatcher="thread"),
     )
     return ChildSpec(Supervisor, f"{spawn.manager}.sup",

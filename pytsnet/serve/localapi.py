@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from pytsnet.errors import ServeConfigInvalid, ServeETagMismatch
+from pytsnet.errors import FunnelPortNotAllowed, FunnelUnavailable, ServeConfigInvalid, ServeETagMismatch
 from pytsnet.localapi.server import LocalApi, LocalRequest, LocalResponse, Route
 from pytsnet.wire.serve import ServeConfigError, parse_serve_config, to_go_json
 
@@ -40,7 +40,7 @@ def register(api: LocalApi, dev: ActorDevice) -> None:
             dev.set_serve_config_blocking(cfg, etag=req.headers.get("if-match", ""))
         except ServeETagMismatch as e:
             return LocalResponse.error(412, str(e))
-        except ServeConfigInvalid as e:
+        except (ServeConfigInvalid, FunnelUnavailable, FunnelPortNotAllowed) as e:  # 20g: Funnel checks
             return _error_json(f"updating config: {e}")
         return LocalResponse(200, b"")
 

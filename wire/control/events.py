@@ -66,6 +66,8 @@ class LiteUpdateAsked:
     preferred_derp: int = 0
     services_hash: str | None = None
     """Services (20d): a new ``Hostinfo.ServicesHash``; when set, the endpoint fields are not used."""
+    ingress: tuple[bool, bool] | None = None
+    """20g: new ``(Hostinfo.IngressEnabled, Hostinfo.WireIngress)``; when set, as ``services_hash``."""
 
 
 @dataclass(frozen=True)

@@ -151,6 +151,7 @@ class LoginMachine:
         self._disco = cfg.disco or DiscoPrivate.generate().public()
         self._endpoints: tuple[str, ...] = ()
         self._services_hash = ""  # 20d: Hostinfo.ServicesHash of the services we host
+        self._ingress = (False, False)  # 20g: Hostinfo.IngressEnabled, WireIngress (serve's Funnel)
         self._endpoint_types: tuple[int, ...] = ()
         self._preferred_derp = 0
         self.conn = first_number
@@ -471,6 +472,8 @@ class LoginMachine:
         """Endpoints/disco/home region for control now (if a connection is up) and for later polls."""
         if ev.services_hash is not None:  # services (20d): the hash alone, endpoints unchanged
             self._services_hash = ev.services_hash
+        elif ev.ingress is not None:  # 20g: the Funnel flags alone, endpoints unchanged
+            self._ingress = ev.ingress
         else:
             self._endpoints, self._endpoint_types = ev.endpoints, ev.endpoint_types
         if ev.preferred_derp:
@@ -528,6 +531,8 @@ class LoginMachine:
         hi = self.cfg.hostinfo
         if self._services_hash:  # services (20d): Go's Hostinfo.ServicesHash
             hi = hi.model_copy(update={"ServicesHash": self._services_hash})
+        if any(self._ingress):  # 20g: Go's hasIngressEnabledLocked / shouldWireInactiveIngressLocked
+            hi = hi.model_copy(update={"IngressEnabled": self._ingress[0], "WireIngress": self._ingress[1]})
         if not self._preferred_derp:
             return hi
         return hi.model_copy(update={"NetInfo": NetInfo(PreferredDERP=self._preferred_derp)})
