@@ -33,6 +33,7 @@ tailnet one, as a Funnel flow (its public source, Go's ``Tailscale-Funnel-Reques
 from __future__ import annotations
 
 import contextlib
+import itertools
 from typing import TYPE_CHECKING, Protocol
 
 from pytsnet.actors.cert.tls import CertProvider
@@ -146,6 +147,8 @@ def key_slice(cfg: ServeConfig, key: Key) -> str:
     return service_slice(cfg, name, port) if name else port_slice(cfg, port)
 
 
+_CONN_SEQ = itertools.count(1)
+
 Conn = FlowChannel | IngressHandoff
 """A tailnet connection, or (20g) a public one handed over by the ingress."""
 
@@ -168,6 +171,9 @@ class ServePort(ConnectionServer[Conn]):
         self.acceptor = (self.listeners.open_service(self.service, self.port) if self.service
                          else self.listeners.open(self.port))
         super().on_start()
+        # 20g: connection names unique across port servers of one name (a port removed and added
+        # again gets a new incarnation-1 server while the old one's connections may still run)
+        self._seq = _CONN_SEQ
         self.tell_named(self.spawn.manager, ServePortHello(port=self.port, server=self.name,
                                                            service=self.service))
         self._take_funnel()  # 20g: what was offered while no incarnation ran

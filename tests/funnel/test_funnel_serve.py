@@ -1,0 +1,284 @@
+"""Funnel through Serve (Go ``tailscale funnel 443 on``): a serve config whose ``AllowFunnel`` has
+``<fqdn>:443`` takes the public connections ``localnet --funnel`` brings for that target into the
+port's Serve handler (Go ``HandleIngressTCPConn`` → ``tcpHandlerForServe``), TLS terminated by Serve
+with a certificate a test CA (trustme) issued for the node's MagicDNS name.
+
+Also: the Proxy backend sees Go's ``Tailscale-Funnel-Request: ?1`` and the public client, never a
+tailnet identity; a served port without ``AllowFunnel`` refuses the ingress (Go's 403 ``denied``);
+``AllowFunnel`` without the tailnet's Funnel grant is a typed error from ``set_serve_config``; a
+Funnel listener on the port is asked before Serve (as Go asks tsnet's listener first); control sees
+``Hostinfo.IngressEnabled`` / ``WireIngress``.
+"""
+
+from __future__ import annotations
+
+import http.server
+import ssl
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import trustme
+from anyio.streams.tls import TLSStream
+
+from pytsnet.device import ActorDevice
+from pytsnet.errors import FunnelPortNotAllowed, FunnelUnavailable
+from pytsnet.funnel import FunnelStream
+from pytsnet.serve import ServeConfig
+from pytsnet.testing.polling import wait_until
+from pytsnet.testing.tailnet import Tailnet, local_tailnet
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def ca_file(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return path
+
+
+def provider_for(ca: trustme.CA, asked: list[str]) -> Callable[[str], tuple[bytes, bytes]]:
+    def provide(domain: str) -> tuple[bytes, bytes]:
+        asked.append(domain)
+        cert = ca.issue_cert(domain)
+        return b"".join(p.bytes() for p in cert.cert_chain_pems), cert.private_key_pem.bytes()
+    return provide
+
+
+class Backend:
+    """A host HTTP server recording the headers of each request it got."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, str]] = []
+        seen = self.seen
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                seen.append({k.lower(): v for k, v in self.headers.items()})
+                body = b"backend " + self.path.encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def backend() -> Iterator[Backend]:
+    b = Backend()
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="module")
+def tn(tmp_path_factory: pytest.TempPathFactory, ca: trustme.CA) -> Iterator[Tailnet]:
+    tmp = tmp_path_factory.mktemp("funnelserve")
+    opts = {"https": True, "funnel": "127.0.0.1:0", "funnel_nodes": ["web", "peer"]}
+    with local_tailnet(tmp, ["web", "peer", "nofunnel"], net_options=opts) as net:
+        ingress = net.net.funnel
+        assert ingress is not None
+        wait_until(lambda: ingress.sees(net.name(net["web"])), 30, "the ingress sees web", interval=0.05)
+        net["web"].serve_cert_provider = provider_for(ca, [])
+        yield net
+
+
+def fqdn(dev: ActorDevice) -> str:
+    return dev.state.name.rstrip(".")
+
+
+def funnel_config(dev: ActorDevice, backend: Backend, *, allow: bool | None = True) -> ServeConfig:
+    name = fqdn(dev)
+    raw: dict[str, Any] = {
+        "TCP": {"443": {"HTTPS": True}, "8443": {"HTTPS": True}},
+        "Web": {f"{name}:443": {"Handlers": {"/": {"Text": "hello through funnel"},
+                                             "/api/": {"Proxy": f"http://127.0.0.1:{backend.port}"}}},
+                f"{name}:8443": {"Handlers": {"/": {"Text": "tailnet only"}}}},
+    }
+    if allow is not None:
+        raw["AllowFunnel"] = {f"{name}:443": allow}
+    return ServeConfig.model_validate(raw)
+
+
+def curl(ca_file: Path, name: str, port: int, path: str = "/") -> tuple[str, int]:
+    """``curl`` on the host against the ingress's public port; its body and its own source port."""
+    cmd = ["curl", "-sS", "--max-time", "20", "--cacert", str(ca_file),
+           "--resolve", f"{name}:{port}:127.0.0.1", f"https://{name}:{port}{path}", "-w", "\n%{local_port}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    body, _, local_port = out.stdout.rpartition("\n")
+    return body, int(local_port)
+
+
+def raw_ingress(tn: Tailnet, target: str) -> bytes:
+    """An ingress request for ``target`` from the ingress node itself (it holds the ingress cap)."""
+    ingress, web = tn.net.funnel, tn["web"]
+    assert ingress is not None and ingress.device is not None
+    sock = ingress.device.tcp_connect_blocking(Tailnet.ip(web), web.peerapi_port, timeout=10)
+    sock.settimeout(10)
+    try:
+        sock.sendall((f"POST /v0/ingress HTTP/1.1\r\nHost: {Tailnet.ip(web)}:{web.peerapi_port}\r\n"
+                      f"Tailscale-Ingress-Src: 198.51.100.7:4000\r\nTailscale-Ingress-Target: {target}\r\n"
+                      "Content-Length: 0\r\n\r\n").encode())
+        out = b""
+        while not out.endswith(b"\n"):
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            out += chunk
+        return out
+    finally:
+        sock.close()
+
+
+def hostinfo(tn: Tailnet, dev: ActorDevice) -> dict[str, object]:
+    return tn.net.node(dev.state.name.split(".")[0]).hostinfo
+
+
+def test_curl_through_the_ingress_reaches_serve_text_and_proxy(tn: Tailnet, ca_file: Path,
+                                                               backend: Backend) -> None:
+    web = tn["web"]
+    ingress = tn.net.funnel
+    assert ingress is not None
+    pub = ingress.address[1]
+    web.set_serve_config_blocking(funnel_config(web, backend))
+    try:
+        body, _ = curl(ca_file, fqdn(web), pub, "/")
+        assert body == "hello through funnel"
+        backend.seen.clear()
+        body, _ = curl(ca_file, fqdn(web), pub, "/api/x?y=1")
+        assert body == "backend /x?y=1"
+        (h,) = backend.seen
+        assert h["tailscale-funnel-request"] == "?1"  # Go's funnelFlow header
+        assert h["x-forwarded-for"] == "127.0.0.1"  # the public client (curl), not the ingress node
+        assert h["x-forwarded-proto"] == "https"
+        assert not any(k.startswith("tailscale-user-") or k == "tailscale-headers-info" for k in h)
+        assert web.serve_status().counters.get("funnel", 0) >= 2
+        assert web.status().counters.get("peerapi_ingress", 0) >= 2
+        # curl is gone: its connections end (the ingress carries its close over the tailnet)
+        wait_until(lambda: web.serve_status().open == 0, 20, "the Funnel connections end")
+    finally:
+        web.set_serve_config_blocking(None)
+
+
+def test_a_tailnet_client_of_the_same_port_still_gets_its_identity(tn: Tailnet, ca: trustme.CA,
+                                                                   backend: Backend) -> None:
+    """The funnel header is for Funnel flows only: a tailnet peer on the same port is a tailnet client."""
+    web, peer = tn["web"], tn["peer"]
+    web.set_serve_config_blocking(funnel_config(web, backend))
+    try:
+        backend.seen.clear()
+        ctx = ssl.create_default_context(cadata=ca.cert_pem.bytes().decode())
+
+        async def main() -> bytes:
+            stream = await peer.tcp_connect(tn.ip(web), 443)
+            tls = await TLSStream.wrap(stream, hostname=fqdn(web), ssl_context=ctx, standard_compatible=False)
+            await tls.send(f"GET /api/t HTTP/1.1\r\nHost: {fqdn(web)}\r\nConnection: close\r\n\r\n".encode())
+            got = b""
+            with anyio.fail_after(20):
+                while b"backend /t" not in got:
+                    got += await tls.receive()
+            await tls.aclose()
+            return got
+
+        anyio.run(main)
+        (h,) = backend.seen
+        assert "tailscale-funnel-request" not in h
+        assert h["x-forwarded-for"] == tn.ip(peer)
+    finally:
+        web.set_serve_config_blocking(None)
+
+
+def test_a_served_port_without_allow_funnel_refuses_the_ingress(tn: Tailnet, backend: Backend) -> None:
+    web = tn["web"]
+    web.set_serve_config_blocking(funnel_config(web, backend))
+    try:
+        # 8443 has an HTTPS handler but no AllowFunnel entry: Go's sendRST, a 403 "denied"
+        out = raw_ingress(tn, f"{fqdn(web)}:8443")
+        assert out.startswith(b"HTTP/1.1 403 ") and out.endswith(b"denied\n")
+        # AllowFunnel for 443 but switched off (false): refused as well
+        web.set_serve_config_blocking(funnel_config(web, backend, allow=False))
+        out = raw_ingress(tn, f"{fqdn(web)}:443")
+        assert out.startswith(b"HTTP/1.1 403 ") and out.endswith(b"denied\n")
+    finally:
+        web.set_serve_config_blocking(None)
+    # no serve config at all: refused
+    out = raw_ingress(tn, f"{fqdn(web)}:443")
+    assert out.startswith(b"HTTP/1.1 403 ") and out.endswith(b"denied\n")
+
+
+def test_allow_funnel_without_the_grant_is_a_typed_error(tn: Tailnet, backend: Backend) -> None:
+    nof, web = tn["nofunnel"], tn["web"]
+    with pytest.raises(FunnelUnavailable, match='"funnel" node attribute not set'):
+        nof.set_serve_config_blocking(funnel_config(nof, backend))
+    assert nof.get_serve_config_blocking()[0] is None  # nothing applied
+    bad = funnel_config(web, backend)
+    bad = bad.model_copy(update={"AllowFunnel": {f"{fqdn(web)}:8080": True}})
+    with pytest.raises(FunnelPortNotAllowed, match="port 8080 is not allowed for funnel"):
+        web.set_serve_config_blocking(bad)
+    assert web.get_serve_config_blocking()[0] is None
+
+
+def test_a_funnel_listener_on_the_port_is_asked_before_serve(tn: Tailnet, ca: trustme.CA, ca_file: Path,
+                                                             backend: Backend) -> None:
+    web = tn["web"]
+    ingress = tn.net.funnel
+    assert ingress is not None
+    web.set_serve_config_blocking(funnel_config(web, backend))
+    try:
+        async def main() -> str:
+            # funnel_only: Serve keeps the tailnet side of 443; the public side goes to the listener
+            ln = await web.listen_funnel(443, funnel_only=True, cert_provider=provider_for(ca, []))
+            async with ln, anyio.create_task_group() as tg:
+                async def answer() -> None:
+                    s: FunnelStream = await ln.accept()
+                    req = b""
+                    while b"\r\n\r\n" not in req:
+                        req += await s.receive()
+                    await s.send(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nlistener")
+                    await s.aclose()
+                tg.start_soon(answer)
+                body, _ = await anyio.to_thread.run_sync(curl, ca_file, fqdn(web), ingress.address[1], "/")
+            return body
+
+        assert anyio.run(main) == "listener"
+        body, _ = curl(ca_file, fqdn(web), ingress.address[1], "/")  # the listener closed: Serve again
+        assert body == "hello through funnel"
+    finally:
+        web.set_serve_config_blocking(None)
+
+
+def test_control_sees_ingress_enabled_and_wire_ingress(tn: Tailnet, backend: Backend) -> None:
+    web = tn["web"]
+    web.set_serve_config_blocking(funnel_config(web, backend))
+    try:
+        wait_until(lambda: hostinfo(tn, web).get("IngressEnabled") is True, 30, "IngressEnabled at control")
+        assert not hostinfo(tn, web).get("WireIngress")
+        web.set_serve_config_blocking(funnel_config(web, backend, allow=False))
+        wait_until(lambda: hostinfo(tn, web).get("WireIngress") is True, 30, "WireIngress at control")
+        assert not hostinfo(tn, web).get("IngressEnabled")
+    finally:
+        web.set_serve_config_blocking(None)
+    hi = lambda: hostinfo(tn, web)  # noqa: E731
+    wait_until(lambda: not hi().get("WireIngress") and not hi().get("IngressEnabled"), 30,
+               "no ingress flags at control")
