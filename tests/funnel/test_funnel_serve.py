@@ -18,19 +18,23 @@ import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import pytest
 import trustme
 from anyio.streams.tls import TLSStream
 
+from pytsnet.actors.peerapi.ingress import IngressHandoff, IngressRoutes
+from pytsnet.actors.serve.funnel import FunnelInbox
 from pytsnet.device import ActorDevice
 from pytsnet.errors import FunnelPortNotAllowed, FunnelUnavailable
 from pytsnet.funnel import FunnelStream
+from pytsnet.messages.serve import ServeSpawn
 from pytsnet.serve import ServeConfig
 from pytsnet.testing.polling import wait_until
 from pytsnet.testing.tailnet import Tailnet, local_tailnet
+from pytsnet.wire.serve import funnel_ports, funnel_targets, ingress_flags
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -282,3 +286,75 @@ def test_control_sees_ingress_enabled_and_wire_ingress(tn: Tailnet, backend: Bac
     hi = lambda: hostinfo(tn, web)  # noqa: E731
     wait_until(lambda: not hi().get("WireIngress") and not hi().get("IngressEnabled"), 30,
                "no ingress flags at control")
+
+
+# -- the sans-IO parts -------------------------------------------------------------------------------------
+def test_funnel_targets_and_hostinfo_flags_follow_gos_rules() -> None:
+    cfg = ServeConfig.model_validate({
+        "TCP": {"443": {"HTTPS": True}, "10000": {"TCPForward": "127.0.0.1:22"}},
+        "Web": {"Web.Tail.ts.net:443": {"Handlers": {"/": {"Text": "x"}}}},
+        "AllowFunnel": {"Web.Tail.ts.net:443": True, "web.tail.ts.net:8443": True,
+                        "web.tail.ts.net:10000": False}})
+    # 8443 has no TCP handler (Go FindTCP fails: sendRST); 10000 is switched off
+    assert funnel_targets(cfg) == {"web.tail.ts.net:443": 443}
+    assert funnel_ports(cfg) == [443, 8443]
+    assert ingress_flags(cfg) == (True, False)
+    off = cfg.model_copy(update={"AllowFunnel": {"web.tail.ts.net:443": False}})
+    assert funnel_targets(off) == {} and ingress_flags(off) == (False, True)
+    assert ingress_flags(cfg.model_copy(update={"AllowFunnel": {}})) == (False, False)
+    assert funnel_targets(None) == {} and ingress_flags(None) == (False, False)
+
+
+def test_ingress_routes_ask_the_listener_before_serve() -> None:
+    routes = IngressRoutes()
+    got: list[tuple[str, int]] = []
+
+    def serve(port: int, h: IngressHandoff) -> bool:
+        got.append(("serve", port))
+        return True
+
+    assert routes.route("web.tail.ts.net", 443) is None
+    routes.set_serve({"web.tail.ts.net:443": 443}, serve)
+    taker = routes.route("WEB.tail.ts.net", 443)
+    assert taker is not None
+    taker(cast(IngressHandoff, None))
+    assert got == [("serve", 443)]
+    assert routes.route("other.tail.ts.net", 443) is None
+    assert routes.route("web.tail.ts.net", 8443) is None
+
+    def listener(h: IngressHandoff) -> bool:
+        return True
+
+    routes.register(443, listener)
+    assert routes.route("web.tail.ts.net", 443) is listener
+    routes.unregister(443, listener)
+    routes.set_serve({}, None)
+    assert routes.route("web.tail.ts.net", 443) is None
+
+
+def test_the_funnel_inbox_is_bounded_and_a_dropped_port_closes_its_flows() -> None:
+    class NoSystem:
+        def lookup(self, name: str) -> None:
+            return None
+
+    closed: list[int] = []
+
+    class Chan:
+        def __init__(self, i: int) -> None:
+            self.i = i
+
+        def close(self) -> None:
+            closed.append(self.i)
+
+    inbox = FunnelInbox(cast(Any, NoSystem()), ServeSpawn(), backlog=2)
+
+    def handoff(i: int) -> IngressHandoff:
+        return IngressHandoff(channel=cast(Any, Chan(i)), prefix=b"", request=cast(Any, None),
+                              ingress_peer=cast(Any, None))
+
+    assert inbox.offer(443, handoff(1)) and inbox.offer(443, handoff(2))
+    assert not inbox.offer(443, handoff(3))  # full: the peerAPI closes it
+    assert [cast(Any, h.channel).i for h in inbox.take(443)] == [1, 2]
+    assert inbox.offer(443, handoff(4))
+    inbox.drop(443)
+    assert closed == [4] and inbox.take(443) == []
