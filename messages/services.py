@@ -35,3 +35,6 @@ class ServicesMemory(Message, tag="services.memory"):
     device last asked for, so a restarted runner keeps advertising the services we host."""
 
     services_hash: str = ""
+    ingress_enabled: bool = False
+    """20g: ``Hostinfo.IngressEnabled`` / ``WireIngress`` last asked for (the serve config's Funnel)."""
+    wire_ingress: bool = False

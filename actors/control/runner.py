@@ -143,10 +143,16 @@ class ControlRunner(Actor):
         self._perform(self.machine.start(self.clock.time(), stored_node=self.store.read_state(NODE),
                                          stored_netmap=self.store.read_state(NETMAP),
                                          restarted=self.incarnation > 1))
+        self._advertised = ServicesMemory()  # 20d/20g: what a restarted incarnation must send again
         if self.incarnation > 1:  # 20d: keep advertising the services we host
             snap = recall(self, self.memory)
+            if isinstance(snap, ServicesMemory):
+                self._advertised = snap
             if isinstance(snap, ServicesMemory) and snap.services_hash:
                 self._feed(login.LiteUpdateAsked(next(self._tokens), services_hash=snap.services_hash))
+            if isinstance(snap, ServicesMemory) and (snap.ingress_enabled or snap.wire_ingress):  # 20g
+                self._feed(login.LiteUpdateAsked(next(self._tokens),
+                                                 ingress=(snap.ingress_enabled, snap.wire_ingress)))
 
     def on_stop(self, reason: StopReason) -> None:
         if self._io is not None:
@@ -214,9 +220,14 @@ class ControlRunner(Actor):
         token = next(self._tokens)
         self._lite_waiting[token] = (self.defer_reply(), msg.reply_to)
         if msg.services_hash is not None:  # 20d
-            remember(self, self.memory, ServicesMemory(services_hash=msg.services_hash))
+            self._advertised = self._advertised.model_copy(update={"services_hash": msg.services_hash})
+            remember(self, self.memory, self._advertised)
         ingress = (None if msg.ingress_enabled is None  # 20g: Hostinfo.IngressEnabled / WireIngress
                    else (msg.ingress_enabled, bool(msg.wire_ingress)))
+        if ingress is not None:  # 20g: kept with the services hash for a restarted incarnation
+            self._advertised = self._advertised.model_copy(
+                update={"ingress_enabled": ingress[0], "wire_ingress": ingress[1]})
+            remember(self, self.memory, self._advertised)
         self._feed(login.LiteUpdateAsked(token, tuple(msg.endpoints), tuple(msg.endpoint_types),
                                          msg.disco_key, msg.preferred_derp, msg.services_hash, ingress))
 

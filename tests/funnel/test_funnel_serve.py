@@ -16,6 +16,7 @@ import http.server
 import ssl
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -26,10 +27,12 @@ import trustme
 from anyio.streams.tls import TLSStream
 
 from pytsnet.actors.peerapi.ingress import IngressHandoff, IngressRoutes
+from pytsnet.actors.runtime import FaultInjector
 from pytsnet.actors.serve.funnel import FunnelInbox
 from pytsnet.device import ActorDevice
 from pytsnet.errors import FunnelPortNotAllowed, FunnelUnavailable
 from pytsnet.funnel import FunnelStream
+from pytsnet.messages.control import LiteUpdate
 from pytsnet.messages.serve import ServeSpawn
 from pytsnet.serve import ServeConfig
 from pytsnet.testing.polling import wait_until
@@ -37,6 +40,10 @@ from pytsnet.testing.tailnet import Tailnet, local_tailnet
 from pytsnet.wire.serve import funnel_ports, funnel_targets, ingress_flags
 
 pytestmark = pytest.mark.timeout(180)
+
+HOSTINFO_INTERVAL = 0.2
+"""localnet relays (and stores) a node's Hostinfo change at most this often: short, so a change is
+seen soon and a lost flag shows within a few intervals."""
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +105,8 @@ def backend() -> Iterator[Backend]:
 @pytest.fixture(scope="module")
 def tn(tmp_path_factory: pytest.TempPathFactory, ca: trustme.CA) -> Iterator[Tailnet]:
     tmp = tmp_path_factory.mktemp("funnelserve")
-    opts = {"https": True, "funnel": "127.0.0.1:0", "funnel_nodes": ["web", "peer"]}
+    opts = {"https": True, "funnel": "127.0.0.1:0", "funnel_nodes": ["web", "peer"],
+            "hostinfo_interval": HOSTINFO_INTERVAL}
     with local_tailnet(tmp, ["web", "peer", "nofunnel"], net_options=opts) as net:
         ingress = net.net.funnel
         assert ingress is not None
@@ -286,6 +294,29 @@ def test_control_sees_ingress_enabled_and_wire_ingress(tn: Tailnet, backend: Bac
     hi = lambda: hostinfo(tn, web)  # noqa: E731
     wait_until(lambda: not hi().get("WireIngress") and not hi().get("IngressEnabled"), 30,
                "no ingress flags at control")
+
+
+def test_a_restarted_control_runner_keeps_the_ingress_flags(tn: Tailnet, backend: Backend) -> None:
+    """The flags live in the runner's restart memory (with 20d's ServicesHash): its next incarnation's
+    Hostinfo still carries them, so control does not lose the node's Funnel."""
+    web = tn["web"]
+    web.set_serve_config_blocking(funnel_config(web, backend))
+    try:
+        wait_until(lambda: hostinfo(tn, web).get("IngressEnabled") is True, 30, "IngressEnabled at control")
+        assert web.system is not None
+        ref = web.system.lookup("control")
+        assert ref is not None
+        FaultInjector.kill_now(ref, "chaos: the Funnel node's control runner")
+        wait_until(lambda: ref.incarnation == 2 and ref.is_alive, 20, "control runner restarted")
+        web.up_blocking(30)
+        # an endpoint update (a lite map request, whose Hostinfo control applies at once)
+        endpoints = list(web.dataplane_info().endpoints)
+        update = LiteUpdate(endpoints=endpoints, endpoint_types=[2] * len(endpoints))
+        wait_until(lambda: ref.ask(update, timeout=15).ok, 30, "control took the lite update", interval=0.2)
+        time.sleep(10 * HOSTINFO_INTERVAL)  # a Hostinfo without the flags would be stored by now
+        assert hostinfo(tn, web).get("IngressEnabled") is True
+    finally:
+        web.set_serve_config_blocking(None)
 
 
 # -- the sans-IO parts -------------------------------------------------------------------------------------
