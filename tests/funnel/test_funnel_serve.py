@@ -13,6 +13,7 @@ Funnel listener on the port is asked before Serve (as Go asks tsnet's listener f
 from __future__ import annotations
 
 import http.server
+import json
 import ssl
 import subprocess
 import threading
@@ -32,6 +33,7 @@ from pytsnet.actors.serve.funnel import FunnelInbox
 from pytsnet.device import ActorDevice
 from pytsnet.errors import FunnelPortNotAllowed, FunnelUnavailable
 from pytsnet.funnel import FunnelStream
+from pytsnet.localapi.server import LocalRequest
 from pytsnet.messages.control import LiteUpdate
 from pytsnet.messages.serve import ServeSpawn
 from pytsnet.serve import ServeConfig
@@ -244,6 +246,13 @@ def test_allow_funnel_without_the_grant_is_a_typed_error(tn: Tailnet, backend: B
     with pytest.raises(FunnelUnavailable, match='"funnel" node attribute not set'):
         nof.set_serve_config_blocking(funnel_config(nof, backend))
     assert nof.get_serve_config_blocking()[0] is None  # nothing applied
+    # the LocalAPI's serve-config answers it as Go's WriteErrorJSON (500, "updating config: …")
+    body = funnel_config(nof, backend).model_dump_json().encode()
+    r = nof.local_api().handle(LocalRequest("POST", "/localapi/v0/serve-config", body=body), permit_read=True,
+                               permit_write=True)
+    assert r.status == 500
+    assert json.loads(r.body)["error"].startswith('updating config: Funnel not available; "funnel" node')
+    assert nof.get_serve_config_blocking()[0] is None
     bad = funnel_config(web, backend)
     bad = bad.model_copy(update={"AllowFunnel": {f"{fqdn(web)}:8080": True}})
     with pytest.raises(FunnelPortNotAllowed, match="port 8080 is not allowed for funnel"):
