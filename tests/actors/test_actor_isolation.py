@@ -78,6 +78,16 @@ ALLOWED[("peerapi", "ingress")] = ("the facade's Funnel listener table (port →
                                    " listeners register in it and a peerAPI connection hands its flow to"
                                    " the app-side listener it names, which no actor message reaches")
 
+# -- Funnel through Serve (20g) --
+ALLOWED.update({
+    ("serve", "funnel"): "the per-port queues of public connections handed over by the peerAPI (a tailnet"
+                         " flow cannot travel in a message); bounded, locked, outlives the serve actors",
+    ("serve", "ingress"): "the Funnel listener table (see peerapi ingress): the manager publishes which"
+                          " targets Serve takes after each applied config",
+})
+SHARED_ALLOWED[frozenset({"peerapi", "serve"})] = ("the Funnel listener table and the public-connection"
+                                                    " queues: the peerAPI hands over, Serve takes (20g)")
+
 
 def _immutable(v: Any) -> bool:
     """A message, a plain value, a ref (an address: it only carries messages), or a frozen record of
