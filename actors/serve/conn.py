@@ -180,7 +180,9 @@ class ServeConnection(Actor):
         _pipe(tls, back, self._stop)
         with contextlib.suppress(OSError, ssl.SSLError, ValueError):
             tls.unwrap()
-        ours.shutdown(socket.SHUT_RDWR)
+        # ``wrap_socket`` took ``ours``'s fd (``ours`` is detached: its shutdown raised EBADF, which
+        # ended the session as an error and reset the flow under the answer's tail): shut the TLS one
+        _shutdown(tls, socket.SHUT_RDWR)
         splice.join(timeout=5.0)
 
     def _proxy_header(self, version: int, back: socket.socket) -> bytes:

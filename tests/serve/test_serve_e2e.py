@@ -93,6 +93,29 @@ def test_tls_terminated_tcp_forward(tn: Tailnet, srv: ActorDevice, ca: TestCA) -
     assert name in ca.issued
 
 
+def test_tls_terminated_forward_delivers_a_closing_backends_whole_answer(tn: Tailnet, srv: ActorDevice,
+                                                                         ca: TestCA) -> None:
+    """A backend that answers and closes (an HTTP/1.0 server): the answer's tail, still in flight when
+    the backend's end ends the session, reaches the client, then a clean end (no reset). Regression:
+    the session shut the socket ``wrap_socket`` had detached, ended as an error and reset the flow."""
+    answer = bytes(range(256)) * 1024  # 256 KiB: its tail is still queued when the backend closes
+    with socket.create_server(("127.0.0.1", 0)) as backend:
+        name = fqdn(srv)
+        srv.set_serve_config_blocking(ServeConfig(TCP={7003: TCPPortHandler(
+            TCPForward=f"127.0.0.1:{backend.getsockname()[1]}", TerminateTLS=name)}))
+        raw = tn["cli"].connect_socket("srv", 7003, timeout=20)
+        raw.settimeout(20)
+        with ca.client_context().wrap_socket(raw, server_hostname=name) as tls:
+            tls.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            backend.settimeout(20)
+            conn, _ = backend.accept()
+            with conn:
+                assert conn.recv(100).startswith(b"GET / ")
+                conn.sendall(answer)
+            got = _recv_all(tls, len(answer) + 1)  # + 1: then the end, which must not be a reset
+            assert len(got) == len(answer) and got == answer
+
+
 def _web(srv: ActorDevice, port: int, handlers: dict[str, HTTPHandler], *, https: bool = False) -> None:
     mode = TCPPortHandler(HTTPS=True) if https else TCPPortHandler(HTTP=True)
     web = {f"{fqdn(srv)}:{port}": WebServerConfig(Handlers=handlers)}
