@@ -55,6 +55,16 @@ def _cpu_s() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
+def _machine_busy_s() -> float:
+    """CPU seconds the whole machine has been busy (all CPUs, every process: /proc/stat's first line
+    minus idle and iowait). Over a transfer, minus both nodes' own CPU, it is what other processes
+    took: on a shared 2-CPU machine the two nodes then share one CPU (docs/performance.md "Issue 14:
+    the slow mode of the direct transfer")."""
+    with open("/proc/stat") as fh:
+        v = [int(x) for x in fh.readline().split()[1:]]
+    return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def _data(n: int) -> bytes:
     block = b"".join(hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(CHUNK // 32))
     return (block * (n // len(block) + 1))[:n]
@@ -174,7 +184,7 @@ def _node(role: str, url: str, key: str, tmp: str, direct: bool, nbytes: int, ou
         out.put(("ready", role))
         for expect in (None, nbytes):  # a warm-up flow, then the measured one
             s = await lst.accept()
-            cpu0 = _cpu_s()
+            cpu0, busy0 = _cpu_s(), _machine_busy_s()
             digest, n, first = await receive_all(s)
             dt = time.monotonic() - (first or time.monotonic())
             await s.aclose()
@@ -182,7 +192,7 @@ def _node(role: str, url: str, key: str, tmp: str, direct: bool, nbytes: int, ou
                 result["first_byte_at"] = first
             else:
                 result.update(bytes=n, seconds=dt, sha256=digest, cpu_s=_cpu_s() - cpu0,
-                              last=time.monotonic())
+                              last=time.monotonic(), machine_busy_s=_machine_busy_s() - busy0)
 
     async def dial() -> None:
         go.get()  # beta listens
@@ -229,7 +239,11 @@ def run_mode(mode: str, mib: int) -> dict[str, Any]:
         for pr in procs:
             pr.join(30)
     a, b = results["alpha"], results["beta"]
-    return {"mode": mode, "ok": a["sha256"] == b["sha256"] and b["bytes"] == mib << 20,
+    wall = b["last"] - a["start"]
+    others = max(0.0, b["machine_busy_s"] - a["cpu_s"] - b["cpu_s"])
+    return {"mode": mode, "others_cpus": others / wall if wall > 0 else 0.0,
+            "nodes_cpus": (a["cpu_s"] + b["cpu_s"]) / wall if wall > 0 else 0.0,
+            "ok": a["sha256"] == b["sha256"] and b["bytes"] == mib << 20,
             "mbps": b["bytes"] / b["seconds"] / 1e6, "alpha": a, "beta": b,
             "first_byte_s": b["first_byte_at"] - a["running_at"],
             "rtt_ms": {r: rtts_within(results[r]["rtts"], a["start"], b["last"]) for r in ("alpha", "beta")}}
@@ -397,6 +411,10 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"Python→Python {r['mode']}: fresh node's Running → first byte at its peer "
               f"{r['first_byte_s'] * 1000:.0f} ms")
+        print(f"Python→Python {r['mode']}: CPUs busy during the transfer: both nodes {r['nodes_cpus']:.2f}, "
+              f"other processes {r['others_cpus']:.2f} (of {os.cpu_count()}"
+              f"{', the DERP relay in this process included' if r['mode'] == 'derp' else ''}; "
+              f"above ~0.5 of 2 the nodes share one CPU: the slow mode)")
         for role, ms in r["rtt_ms"].items():
             if ms:
                 print(f"Python→Python {r['mode']}: disco RTT seen by {role} during the transfer: median "
