@@ -152,8 +152,12 @@ async def send_all(dev: Any, data: bytes) -> None:
     await s.drain()
 
 
-def _node(role: str, url: str, key: str, tmp: str, direct: bool, nbytes: int, out: Any, go: Any) -> None:
+def _node(role: str, url: str, key: str, tmp: str, direct: bool, nbytes: int, out: Any, go: Any,
+          cpu: int | None = None) -> None:
     import anyio
+
+    if cpu is not None:  # --pin: this node's threads on one CPU, as if each node had its own machine
+        os.sched_setaffinity(0, {cpu})
 
     from pytsnet.config import Config
     from pytsnet.device import ActorDevice
@@ -215,7 +219,7 @@ def _node(role: str, url: str, key: str, tmp: str, direct: bool, nbytes: int, ou
     dev.close()
 
 
-def run_mode(mode: str, mib: int) -> dict[str, Any]:
+def run_mode(mode: str, mib: int, pin: bool = False) -> dict[str, Any]:
     from pytsnet.localnet.server import LocalTailnet
 
     ctx = mp.get_context("spawn")
@@ -223,8 +227,10 @@ def run_mode(mode: str, mib: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp, \
             LocalTailnet(Path(tmp) / "control", listen="127.0.0.1:0") as net:
         out, go = ctx.Queue(), ctx.Queue()
+        cpus = sorted(os.sched_getaffinity(0))
+        pins = {"beta": cpus[-1], "alpha": cpus[0]} if pin and len(cpus) > 1 else {}
         procs = [ctx.Process(target=_node, args=(r, net.control_url, net.create_authkey(), tmp, direct,
-                                                 mib << 20, out, go)) for r in ("beta", "alpha")]
+                                                 mib << 20, out, go, pins.get(r))) for r in ("beta", "alpha")]
         procs[0].start()
         results: dict[str, dict[str, Any]] = {}
         while len(results) < 2:
@@ -384,10 +390,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mib", type=int, default=8)
     ap.add_argument("--modes", default="direct,derp,go")
+    ap.add_argument("--pin", action="store_true",
+                    help="each Python node on its own CPU (sched_setaffinity): no thread of a node migrates "
+                         "to the other's CPU; the Go rows are not pinned")
     args = ap.parse_args(argv)
     modes = args.modes.split(",")
-    print(f"command: .venv/bin/python bench/e2e.py --mib {args.mib} --modes {args.modes}", flush=True)
-    rows = [run_mode(m, args.mib) for m in modes if m in ("direct", "derp")]
+    pin = " --pin" if args.pin else ""
+    print(f"command: .venv/bin/python bench/e2e.py --mib {args.mib} --modes {args.modes}{pin}", flush=True)
+    rows = [run_mode(m, args.mib, args.pin) for m in modes if m in ("direct", "derp")]
     go = run_go(args.mib) if "go" in modes else "not requested"
     ref = go["go_go"]["mbps"] if isinstance(go, dict) else None
 
