@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from pytsnet.actors.runtime import FaultInjector
-from pytsnet.config import Config
 from pytsnet.device import ActorDevice
 from pytsnet.errors import ConnectionRefused
 from pytsnet.localnet.server import LocalTailnet
@@ -23,7 +22,7 @@ from pytsnet.net.socket import SocketLike
 from pytsnet.services.fallback import ConnHandler
 from pytsnet.services.listener import ServiceListener, ServiceModeTCP
 from pytsnet.testing.polling import wait_until
-from pytsnet.testing.tailnet import RIG_DEFAULTS, wait_for_peers
+from pytsnet.testing.tailnet import tagged_host_and_peer
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -31,19 +30,8 @@ pytestmark = pytest.mark.timeout(180)
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[tuple[LocalTailnet, ActorDevice, ActorDevice]]:
     services = {"svc:web": ServiceDef(ports=("tcp:80",), tags=("tag:web",))}
-    with LocalTailnet(tmp_path / "control", listen="127.0.0.1:0", services=services) as net:
-        host = ActorDevice(Config(dir=tmp_path / "host", hostname="host", control_url=net.control_url,
-                                  auth_key=net.create_authkey(tags=["tag:web"]), **RIG_DEFAULTS))
-        peer = ActorDevice(Config(dir=tmp_path / "peer", hostname="peer", control_url=net.control_url,
-                                  auth_key=net.create_authkey(), **RIG_DEFAULTS))
-        try:
-            host.up_blocking(30)
-            peer.up_blocking(30)
-            wait_for_peers(peer, ["host"])
-            yield net, host, peer
-        finally:
-            peer.close()
-            host.close()
+    with tagged_host_and_peer(tmp_path, services=services) as rig:
+        yield rig
 
 
 def _echo_handler(conn: SocketLike) -> None:

@@ -15,13 +15,11 @@ from pathlib import Path
 import pytest
 
 from pytsnet.actors.runtime import FaultInjector
-from pytsnet.config import Config
 from pytsnet.device import ActorDevice
-from pytsnet.localnet.server import LocalTailnet
 from pytsnet.localnet.services import ServiceDef
 from pytsnet.services.listener import HttpServiceListener, ServiceModeHTTP
 from pytsnet.testing.polling import wait_until
-from pytsnet.testing.tailnet import RIG_DEFAULTS, wait_for_peers
+from pytsnet.testing.tailnet import tagged_host_and_peer
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -29,19 +27,8 @@ pytestmark = pytest.mark.timeout(180)
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[tuple[ActorDevice, ActorDevice]]:
     services = {"svc:web": ServiceDef(ports=("tcp:80",), tags=("tag:web",))}
-    with LocalTailnet(tmp_path / "control", listen="127.0.0.1:0", services=services) as net:
-        host = ActorDevice(Config(dir=tmp_path / "host", hostname="host", control_url=net.control_url,
-                                  auth_key=net.create_authkey(tags=["tag:web"]), **RIG_DEFAULTS))
-        peer = ActorDevice(Config(dir=tmp_path / "peer", hostname="peer", control_url=net.control_url,
-                                  auth_key=net.create_authkey(), **RIG_DEFAULTS))
-        try:
-            host.up_blocking(30)
-            peer.up_blocking(30)
-            wait_for_peers(peer, ["host"])
-            yield host, peer
-        finally:
-            peer.close()
-            host.close()
+    with tagged_host_and_peer(tmp_path, services=services) as (_net, host, peer):
+        yield host, peer
 
 
 def _app(lst: HttpServiceListener, stop: threading.Event) -> None:

@@ -93,3 +93,25 @@ def local_tailnet(tmp: Path, hostnames: Sequence[str], *, timeout: float = 30.0,
         wait_until(lambda: all(_sees(d, names - {h}) for h, d in tn.devices.items()), timeout,
                    "every device sees every other", interval=0.05)
         yield tn
+
+
+@contextmanager
+def tagged_host_and_peer(tmp: Path, host_tags: Sequence[str] = ("tag:web",),
+                         **net_options: Any) -> Iterator[tuple[LocalTailnet, ActorDevice, ActorDevice]]:
+    """A ``LocalTailnet`` on 127.0.0.1 (``net_options``: more of its keywords, e.g. ``services``) with a
+    node ``host`` tagged ``host_tags`` and an untagged ``peer``, yielded once both are Running and see
+    each other: the rig of the ListenService tests (only tagged nodes may host a service)."""
+    with LocalTailnet(tmp / "control", listen="127.0.0.1:0", **net_options) as net:
+        host = ActorDevice(Config(dir=tmp / "host", hostname="host", control_url=net.control_url,
+                                  auth_key=net.create_authkey(tags=list(host_tags)), **RIG_DEFAULTS))
+        peer = ActorDevice(Config(dir=tmp / "peer", hostname="peer", control_url=net.control_url,
+                                  auth_key=net.create_authkey(), **RIG_DEFAULTS))
+        try:
+            host.up_blocking(30)
+            peer.up_blocking(30)
+            wait_for_peers(host, ["peer"])
+            wait_for_peers(peer, ["host"])
+            yield net, host, peer
+        finally:
+            peer.close()
+            host.close()

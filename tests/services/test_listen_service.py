@@ -8,18 +8,16 @@ from __future__ import annotations
 import ipaddress
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from pytsnet.config import Config
 from pytsnet.device import ActorDevice
 from pytsnet.errors import ConnectionRefused, ServiceUnavailable, UntaggedServiceHost
 from pytsnet.localnet.server import LocalTailnet
 from pytsnet.localnet.services import SERVICE_V4, ServiceDef
 from pytsnet.services.listener import ServiceListener, ServiceModeHTTP, ServiceModeTCP
 from pytsnet.testing.polling import wait_until
-from pytsnet.testing.tailnet import RIG_DEFAULTS, wait_for_peers
+from pytsnet.testing.tailnet import tagged_host_and_peer
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -28,21 +26,8 @@ SERVICES = {"svc:web": ServiceDef(ports=("tcp:80",), tags=("tag:web",))}
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalTailnet, ActorDevice, ActorDevice]]:
-    tmp: Path = tmp_path_factory.mktemp("services")
-    with LocalTailnet(tmp / "control", listen="127.0.0.1:0", services=SERVICES) as net:
-        host = ActorDevice(Config(dir=tmp / "host", hostname="host", control_url=net.control_url,
-                                  auth_key=net.create_authkey(tags=["tag:web"]), **RIG_DEFAULTS))
-        peer = ActorDevice(Config(dir=tmp / "peer", hostname="peer", control_url=net.control_url,
-                                  auth_key=net.create_authkey(), **RIG_DEFAULTS))
-        try:
-            host.up_blocking(30)
-            peer.up_blocking(30)
-            wait_for_peers(host, ["peer"])
-            wait_for_peers(peer, ["host"])
-            yield net, host, peer
-        finally:
-            peer.close()
-            host.close()
+    with tagged_host_and_peer(tmp_path_factory.mktemp("services"), services=SERVICES) as rig:
+        yield rig
 
 
 def _serve_one(lst: ServiceListener, tag: bytes) -> threading.Thread:

@@ -32,7 +32,7 @@ from pytsnet.testing.acme import pebble_available, pebble_stack
 from pytsnet.testing.netns import Netns
 from pytsnet.testing.polling import wait_until
 from pytsnet.testing.serve import TestCA
-from pytsnet.testing.tailnet import RIG_DEFAULTS, new_device, wait_for_peers
+from pytsnet.testing.tailnet import RIG_DEFAULTS, new_device, tagged_host_and_peer, wait_for_peers
 from pytsnet.wire.serve import ServeConfigError, service_slice, validate, validate_update
 
 pytestmark = pytest.mark.timeout(180)
@@ -45,21 +45,8 @@ SERVICES = {"svc:web": ServiceDef(ports=("tcp:80",), tags=("tag:web",)),
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalTailnet, ActorDevice, ActorDevice]]:
-    tmp: Path = tmp_path_factory.mktemp("svchttp")
-    with LocalTailnet(tmp / "control", listen="127.0.0.1:0", services=SERVICES) as net:
-        host = ActorDevice(Config(dir=tmp / "host", hostname="host", control_url=net.control_url,
-                                  auth_key=net.create_authkey(tags=["tag:web"]), **RIG_DEFAULTS))
-        peer = ActorDevice(Config(dir=tmp / "peer", hostname="peer", control_url=net.control_url,
-                                  auth_key=net.create_authkey(), **RIG_DEFAULTS))
-        try:
-            host.up_blocking(30)
-            peer.up_blocking(30)
-            wait_for_peers(host, ["peer"])
-            wait_for_peers(peer, ["host"])
-            yield net, host, peer
-        finally:
-            peer.close()
-            host.close()
+    with tagged_host_and_peer(tmp_path_factory.mktemp("svchttp"), services=SERVICES) as rig:
+        yield rig
 
 
 @pytest.fixture
