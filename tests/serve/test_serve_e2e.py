@@ -145,7 +145,7 @@ def test_web_proxy_with_go_headers(tn: Tailnet, srv: ActorDevice) -> None:
                          "/whole": HTTPHandler(Proxy=f"127.0.0.1:{port}/base")})
         with cli.sync_http_client(timeout=20) as c:
             r = c.post("http://srv:8080/api/items?q=1", content=b"payload",
-                       headers={"Tailscale-User-Login": "spoofed@evil", "X-Forwarded-For": "6.6.6.6"})
+                       headers={"Tailscale-User-Login": "spoofed@evil", "X-Forwarded-For": "203.0.113.66"})
             assert r.status_code == 200
             got = r.json()
             r2 = c.get("http://srv:8080/whole")

@@ -113,7 +113,7 @@ def test_http_request_reaches_the_app_with_the_callers_identity(
 
         seen: list[dict[str, object]] = []
         t = _app(lst, seen, n=2)
-        spoof = b"Tailscale-User-Login: spoofed@evil\r\nX-Forwarded-For: 6.6.6.6\r\n"
+        spoof = b"Tailscale-User-Login: spoofed@evil\r\nX-Forwarded-For: 203.0.113.66\r\n"
         with peer.connect_socket(vip, 80, timeout=20) as sock:
             answer = _get(sock, lst.fqdn, spoof)
         assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"from the app"), answer

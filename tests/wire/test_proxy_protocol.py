@@ -84,10 +84,10 @@ def test_incomplete_headers_need_more() -> None:
 
 
 @pytest.mark.parametrize("raw", [
-    b"GET / HTTP/1.1\r\n", b"PROXY TCP5 1.2.3.4 1.2.3.5 1 2\r\n", b"PROXY TCP4 1.2.3.4 1.2.3.5 1\r\n",
-    b"PROXY TCP4 ::1 ::2 1 2\r\n", b"PROXY TCP4 1.2.3.4 1.2.3.5 01 2\r\n",
-    b"PROXY TCP4 1.2.3.4 1.2.3.5 1 65536\r\n", b"PROXY TCP4 1.2.3.4 1.2.3.5 +1 2\r\n",
-    b"PROXY TCP4 1.2.3.4  1.2.3.5 1 2\r\n", b"PROXY \xff\r\n", b"PROXY " + b"x" * 200,
+    b"GET / HTTP/1.1\r\n", b"PROXY TCP5 192.0.2.4 192.0.2.5 1 2\r\n", b"PROXY TCP4 192.0.2.4 192.0.2.5 1\r\n",
+    b"PROXY TCP4 ::1 ::2 1 2\r\n", b"PROXY TCP4 192.0.2.4 192.0.2.5 01 2\r\n",
+    b"PROXY TCP4 192.0.2.4 192.0.2.5 1 65536\r\n", b"PROXY TCP4 192.0.2.4 192.0.2.5 +1 2\r\n",
+    b"PROXY TCP4 192.0.2.4  192.0.2.5 1 2\r\n", b"PROXY \xff\r\n", b"PROXY " + b"x" * 200,
     V2_SIGNATURE + b"\x11\x11\x00\x0c" + bytes(12),  # version 1 in a v2 header
     V2_SIGNATURE + b"\x22\x11\x00\x0c" + bytes(12),  # command 2
     V2_SIGNATURE + b"\x21\x11\x00\x04" + bytes(4),  # IPv4 block too short
@@ -101,11 +101,11 @@ def test_hostile_headers_are_typed_errors(raw: bytes) -> None:
 
 def test_writer_refusals() -> None:
     with pytest.raises(ProxyProtocolError, match="must be 1 or 2"):
-        encode(3, ("1.2.3.4", 1), ("1.2.3.5", 2))
+        encode(3, ("192.0.2.4", 1), ("192.0.2.5", 2))
     with pytest.raises(ProxyProtocolError, match="same family"):
-        encode_v1(("1.2.3.4", 1), ("::1", 2))
+        encode_v1(("192.0.2.4", 1), ("::1", 2))
     with pytest.raises(ProxyProtocolError):
-        encode_v2(("1.2.3.4", 70000), ("1.2.3.5", 2))
+        encode_v2(("192.0.2.4", 70000), ("192.0.2.5", 2))
 
 
 @given(st.binary(max_size=300))
@@ -131,4 +131,4 @@ def test_roundtrip(ip: IPv4Address | IPv6Address, sport: int, dport: int, versio
 
 
 def test_roundtrip_mapped_example() -> None:
-    test_roundtrip.hypothesis.inner_test(IPv6Address("::ffff:1.2.3.4"), 1, 2, 2)  # type: ignore[attr-defined]
+    test_roundtrip.hypothesis.inner_test(IPv6Address("::ffff:192.0.2.4"), 1, 2, 2)  # type: ignore[attr-defined]
