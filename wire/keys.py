@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # NLPrivate (21a)
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat  # NLPrivate (21a)
 from nacl.bindings import crypto_scalarmult, crypto_scalarmult_base
 
 from pytsnet.wire.errors import CryptoError, ParseError
@@ -149,6 +151,15 @@ class NLPublic(_Public):
     PREFIX = "nlpub:"
     ACCEPTED_PREFIXES = ("tlpub:",)
 
+    # -- Tailnet Lock CLI form (21a) --
+    CLI_PREFIX: ClassVar[str] = "tlpub:"
+
+    def cli_string(self) -> str:
+        """Go's NLPublic.CLIString: ``tlpub:`` + hex, the form ``tailscale lock`` prints and takes."""
+        return self.CLI_PREFIX + self._raw.hex()
+
+    # -- end Tailnet Lock CLI form (21a) --
+
 
 class _Private(_Key32, Generic[PubT]):
     """A Curve25519 private scalar. Its bytes appear only through ``.raw`` and ``.to_text()``."""
@@ -216,6 +227,104 @@ class DiscoPrivate(_Private[DiscoPublic]):
 
 
 PrivT = TypeVar("PrivT", bound=_Private[Any])
+
+
+# -- Tailnet Lock private key (21a) --
+NL_PRIVATE_PREFIX = "nlpriv:"
+NL_PRIVATE_LEN = 64
+
+
+class NLPrivate:
+    """The tailnet-lock Ed25519 private key, as Go's ``key.NLPrivate``: 64 bytes (seed || public).
+
+    Text form ``nlpriv:`` + 128 hex digits (Go's MarshalText). Unlike Go, parsing checks that the
+    public half matches the seed: a mismatched half is refused rather than carried into signing.
+    The bytes show only through ``.raw`` and ``.to_text()``, never ``repr``/``str``.
+    """
+
+    __slots__ = ("_pub", "_raw", "_signer")
+    _raw: bytes
+    _pub: NLPublic
+    _signer: Ed25519PrivateKey
+
+    def __init__(self, raw: bytes) -> None:
+        if not isinstance(raw, bytes | bytearray | memoryview):
+            raise KeyParseError(f"raw key must be bytes, got {type(raw).__name__}")
+        raw = bytes(raw)
+        if len(raw) != NL_PRIVATE_LEN:
+            raise KeyParseError(f"NL private key must be {NL_PRIVATE_LEN} bytes, got {len(raw)}")
+        signer = Ed25519PrivateKey.from_private_bytes(raw[:32])
+        pub = signer.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        if not hmac.compare_digest(pub, raw[32:]):
+            raise KeyParseError("NL private key's public half does not match its seed")
+        object.__setattr__(self, "_raw", raw)
+        object.__setattr__(self, "_pub", NLPublic(pub))
+        object.__setattr__(self, "_signer", signer)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("NLPrivate is immutable")
+
+    @classmethod
+    def generate(cls) -> NLPrivate:
+        """A fresh random key (Go's key.NewNLPrivate)."""
+        return cls.from_ed25519(os.urandom(32))
+
+    @classmethod
+    def from_ed25519(cls, b: bytes) -> NLPrivate:
+        """From a 32-byte Ed25519 seed or Go's 64-byte ``ed25519.PrivateKey``."""
+        b = bytes(b)
+        if len(b) == 32:
+            pub = Ed25519PrivateKey.from_private_bytes(b).public_key()
+            return cls(b + pub.public_bytes(Encoding.Raw, PublicFormat.Raw))
+        return cls(b)
+
+    @classmethod
+    def from_text(cls, s: str) -> NLPrivate:
+        if not isinstance(s, str) or not s.startswith(NL_PRIVATE_PREFIX):
+            raise KeyParseError(f"key text lacks prefix {NL_PRIVATE_PREFIX!r}")
+        body = s[len(NL_PRIVATE_PREFIX) :]
+        if len(body) != 2 * NL_PRIVATE_LEN:
+            raise KeyParseError(f"key hex must be {2 * NL_PRIVATE_LEN} characters")
+        try:
+            raw = bytes.fromhex(body)
+        except ValueError as e:
+            raise KeyParseError("key text is not hex") from e
+        return cls(raw)
+
+    def to_text(self) -> str:
+        return NL_PRIVATE_PREFIX + self._raw.hex()
+
+    @property
+    def raw(self) -> bytes:
+        """Go's 64-byte form (seed || public)."""
+        return self._raw
+
+    def public(self) -> NLPublic:
+        return self._pub
+
+    def key_id(self) -> bytes:
+        """The TKA KeyID of this key: its 32 public bytes."""
+        return self._pub.raw
+
+    def sign(self, msg: bytes) -> bytes:
+        """An Ed25519 signature over ``msg`` (deterministic, as Go's ``ed25519.Sign``)."""
+        return self._signer.sign(bytes(msg))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, NLPrivate):
+            return NotImplemented
+        return hmac.compare_digest(self._raw, other._raw)
+
+    def __hash__(self) -> int:
+        return hash(("NLPrivate", self._raw))
+
+    def __repr__(self) -> str:
+        return "NLPrivate(<private>)"
+
+    __str__ = __repr__
+
+
+# -- end Tailnet Lock private key (21a) --
 
 
 def save_private(path: str | os.PathLike[str], key: _Private[Any]) -> None:
