@@ -10,6 +10,7 @@ from pytsnet.wire.tka.aum import (
     Signature,
     aum_hash_from_text,
     aum_hash_text,
+    signature_verify,
 )
 from pytsnet.wire.tka.errors import (
     TkaChainError,
@@ -55,5 +56,6 @@ __all__ = [
     "resign_nks",
     "sign_by_credential",
     "sign_direct",
+    "signature_verify",
     "verify_25519",
 ]

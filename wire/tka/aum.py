@@ -27,8 +27,15 @@ from pytsnet.wire.tka.cbor import (
     struct_map,
     uint_field,
 )
-from pytsnet.wire.tka.errors import TkaDecodeError, TkaError, TkaKeyNotFound
-from pytsnet.wire.tka.key import ED25519_SIGNATURE_SIZE, Key, _ForwardCompatibleKind
+from pytsnet.wire.tka.errors import TkaDecodeError, TkaError, TkaKeyNotFound, TkaVerifyError
+from pytsnet.wire.tka.key import (
+    ED25519_PUBLIC_SIZE,
+    ED25519_SIGNATURE_SIZE,
+    Key,
+    KeyKind,
+    _ForwardCompatibleKind,
+    verify_25519,
+)
 from pytsnet.wire.tka.state import State
 
 if TYPE_CHECKING:
@@ -91,6 +98,20 @@ class Signature:
         if kid == b"" or sig == b"":
             raise TkaDecodeError("Signature: empty byte string (only null is representable)")
         return cls(key_id=kid or b"", signature=sig or b"")
+
+
+def signature_verify(sig: Signature, aum_digest: bytes, key: Key) -> None:
+    """Go's signatureVerify: ``sig`` is ``key``'s over ``aum_digest`` (an AUM's ``sig_hash``).
+
+    Uses the trusted ``key``'s own public bytes, never ``sig.key_id`` (attacker-controlled).
+    Raises TkaVerifyError.
+    """
+    if key.kind != KeyKind.KEY25519:
+        raise TkaVerifyError(f"unhandled key type: {int(key.kind)}")
+    if len(key.public) != ED25519_PUBLIC_SIZE:
+        raise TkaVerifyError(f"ed25519 key has wrong length: {len(key.public)}")
+    if not verify_25519(key.public, aum_digest, sig.signature):
+        raise TkaVerifyError("invalid signature")
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,10 @@ from pytsnet.wire.tka import (
     State,
     TkaDecodeError,
     TkaError,
+    TkaVerifyError,
     aum_hash_from_text,
     aum_hash_text,
+    signature_verify,
     verify_25519,
 )
 from pytsnet.wire.tka.aum import blake2s256
@@ -36,8 +38,25 @@ SERIALIZATION_VECTORS = [
         "UpdateKey",
         AUM(AUMKind.UPDATE_KEY, None, votes=2, key_id=b"\x01\x02", meta={"a": "b"}),
         bytes(
-            [0xA5, 0x01, 0x04, 0x02, 0xF6, 0x04, 0x42, 0x01, 0x02, 0x06, 0x02, 0x07]
-            + [0xA1, 0x61, 0x61, 0x61, 0x62]
+            [
+                0xA5,
+                0x01,
+                0x04,
+                0x02,
+                0xF6,
+                0x04,
+                0x42,
+                0x01,
+                0x02,
+                0x06,
+                0x02,
+                0x07,
+                0xA1,
+                0x61,
+                0x61,
+                0x61,
+                0x62,
+            ]
         ),
     ),
     (
@@ -70,3 +89,184 @@ def test_serialization_go_vectors(aum: AUM, expect: bytes) -> None:
     assert aum.serialize() == expect
     assert AUM.unserialize(expect) == aum
     assert aum.hash() == blake2s256(expect)
+
+
+def _key(votes: int = 2) -> tuple[NLPrivate, Key]:
+    priv = NLPrivate.generate()
+    return priv, Key(KeyKind.KEY25519, votes, priv.key_id())
+
+
+def test_aum_weight_go_cases() -> None:
+    """Go TestAUMWeight: unknown keys weigh nothing, each distinct trusted key its votes, once."""
+    _, key = _key()
+    _, key2 = _key()
+    fake = bytes(range(32))
+    assert AUM(AUMKind.INVALID, None).weight(State(None, (), ())) == 0
+    unknown = AUM(AUMKind.INVALID, None, signatures=(Signature(fake, b""),))
+    assert unknown.weight(State(None, (), ())) == 0
+    unary = AUM(AUMKind.INVALID, None, signatures=(Signature(key.id(), b""),))
+    assert unary.weight(State(None, (), (key,))) == 2
+    multi = AUM(AUMKind.INVALID, None, signatures=(Signature(key.id(), b""), Signature(key2.id(), b"")))
+    assert multi.weight(State(None, (), (key, key2))) == 4
+    double = AUM(AUMKind.INVALID, None, signatures=(Signature(key.id(), b""), Signature(key.id(), b"")))
+    assert double.weight(State(None, (), (key,))) == 2
+
+
+def test_aum_hashes_go() -> None:
+    """Go TestAUMHashes: sig_hash ignores signatures, hash does not."""
+    aum = AUM(AUMKind.ADD_KEY, None, key=Key(KeyKind.KEY25519, 0, b""))
+    signed = AUM(
+        AUMKind.ADD_KEY,
+        None,
+        key=Key(KeyKind.KEY25519, 0, b""),
+        signatures=(Signature(b"\x01\x02\x03\x04", b""),),
+    )
+    assert aum.sig_hash() == signed.sig_hash()
+    assert aum.hash() != signed.hash()
+    assert len(signed.signatures) == 1
+    assert aum.hash() == blake2s256(aum.serialize())
+
+
+def test_verify25519_go() -> None:
+    """Go TestVerify25519: a signature over sig_hash verifies with its key and not another."""
+    priv, key = _key()
+    aum = AUM(
+        AUMKind.REMOVE_KEY,
+        None,
+        key_id=b"\x01\x02\x03\x04",
+        signatures=(Signature(b"\x2d\x2a", b""),),  # junk: sig_hash must ignore it
+    )
+    aum = AUM(
+        AUMKind.REMOVE_KEY,
+        None,
+        key_id=b"\x01\x02\x03\x04",
+        signatures=(Signature(key.id(), priv.sign(aum.sig_hash())),),
+    )
+    signature_verify(aum.signatures[0], aum.sig_hash(), key)
+    _, key2 = _key()
+    with pytest.raises(TkaVerifyError):
+        signature_verify(aum.signatures[0], aum.sig_hash(), key2)
+    with pytest.raises(TkaVerifyError, match="wrong length"):
+        signature_verify(aum.signatures[0], aum.sig_hash(), Key(KeyKind.KEY25519, 1, b"\x01"))
+    with pytest.raises(TkaVerifyError, match="unhandled key type"):
+        signature_verify(aum.signatures[0], aum.sig_hash(), Key(KeyKind.INVALID, 1, key.public))
+
+
+def test_signed_appends_a_verifying_signature() -> None:
+    priv, key = _key()
+    aum = AUM(AUMKind.NO_OP, bytes(32))
+    signed = aum.signed(priv).signed(priv.raw[:32])  # NLPrivate and a bare seed sign alike
+    assert len(signed.signatures) == 2
+    assert signed.signatures[0] == signed.signatures[1]  # Ed25519 is deterministic
+    assert signed.sig_hash() == aum.sig_hash()
+    signature_verify(signed.signatures[0], signed.sig_hash(), key)
+    assert verify_25519(key.public, aum.sig_hash(), signed.signatures[0].signature)
+
+
+def test_aum_hash_text_roundtrip_and_refusals() -> None:
+    h = blake2s256(b"x")
+    text = aum_hash_text(h)
+    assert len(text) == 52 and "=" not in text
+    assert aum_hash_from_text(text) == h
+    for bad in ("", text[:-1], text + "A", text.lower(), text[:-1] + "1", text[:-4] + "===="):
+        with pytest.raises(TkaDecodeError):
+            aum_hash_from_text(bad)
+
+
+def _valid_state(priv_key: Key) -> State:
+    return State(None, (bytes(32),), (priv_key,))
+
+
+@pytest.mark.parametrize(
+    ("aum", "message"),
+    [
+        (AUM(AUMKind.ADD_KEY, None), "AddKey AUMs must contain a key"),
+        (
+            AUM(AUMKind.ADD_KEY, None, key=Key(KeyKind.KEY25519, 1, bytes(32)), key_id=b""),
+            "AddKey AUMs may only specify a Key",
+        ),
+        (AUM(AUMKind.REMOVE_KEY, None), "RemoveKey AUMs must specify a key ID"),
+        (
+            AUM(AUMKind.REMOVE_KEY, None, key_id=b"\x01", votes=1),
+            "RemoveKey AUMs may only specify a KeyID",
+        ),
+        (AUM(AUMKind.UPDATE_KEY, None, key_id=b"\x01"), "must contain an update to votes"),
+        (
+            AUM(
+                AUMKind.UPDATE_KEY,
+                None,
+                key_id=b"\x01",
+                votes=1,
+                state=None,
+                key=Key(KeyKind.KEY25519, 1, bytes(32)),
+            ),
+            "UpdateKey AUMs may only specify KeyID, Votes, and Meta",
+        ),
+        (AUM(AUMKind.CHECKPOINT, None), "Checkpoint AUMs must specify the state"),
+        (AUM(AUMKind.NO_OP, b""), "absent parent must be represented by a nil slice"),
+        (
+            AUM(AUMKind.NO_OP, None, signatures=(Signature(bytes(32), bytes(63)),)),
+            "signature 0 has missing keyID or malformed signature",
+        ),
+        (
+            AUM(AUMKind.CHECKPOINT, None, state=State(None, (), ())),
+            "checkpoint state: at least one disablement secret required",
+        ),
+        (
+            AUM(AUMKind.ADD_KEY, None, key=Key(KeyKind.KEY25519, 0, bytes(32))),
+            "key votes must be non-zero",
+        ),
+    ],
+)
+def test_static_validate_refusals_match_go(aum: AUM, message: str) -> None:
+    with pytest.raises(TkaError, match=message):
+        aum.static_validate()
+
+
+def test_static_validate_accepts_well_formed_kinds() -> None:
+    priv, key = _key()
+    AUM(AUMKind.ADD_KEY, bytes(32), key=key).signed(priv).static_validate()
+    AUM(AUMKind.REMOVE_KEY, bytes(32), key_id=key.id()).static_validate()
+    AUM(AUMKind.UPDATE_KEY, bytes(32), key_id=key.id(), meta={}).static_validate()
+    AUM(AUMKind.CHECKPOINT, None, state=_valid_state(key)).static_validate()
+    AUM(AUMKind.NO_OP, bytes(32)).static_validate()
+    AUM(AUMKind(42), bytes(32), votes=7).static_validate()  # a newer Go's kind: accepted as is
+
+
+def test_unknown_kind_and_fields_survive_as_go_does() -> None:
+    """A newer Go's kind is kept (not refused); unknown int keys are dropped from the re-encoding."""
+    wire = bytes([0xA3, 0x01, 0x18, 0x2A, 0x02, 0xF6, 0x10, 0x01])  # {1: 42, 2: null, 16: 1}
+    aum = AUM.unserialize(wire)
+    assert int(aum.message_kind) == 42 and aum.message_kind.name == "UNKNOWN_42"
+    assert aum.serialize() == bytes([0xA2, 0x01, 0x18, 0x2A, 0x02, 0xF6])
+    assert aum.hash() == blake2s256(aum.serialize())
+
+
+def test_empty_non_nil_fields_stay_distinct_as_in_go() -> None:
+    """Go keeps a decoded empty KeyID/Meta non-nil (validation sees it) but omits it on encode."""
+    wire = bytes([0xA4, 0x01, 0x01, 0x02, 0xF6, 0x04, 0x40, 0x07, 0xA0])  # KeyID h'', Meta {}
+    aum = AUM.unserialize(wire)
+    assert aum.key_id == b"" and aum.meta == {}
+    assert aum.serialize() == bytes([0xA2, 0x01, 0x01, 0x02, 0xF6])
+    with pytest.raises(TkaError, match="AddKey AUMs must contain a key"):
+        aum.static_validate()
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        b"",
+        b"\xa1\x01\x20",  # MessageKind -1
+        b"\xa1\x01\x19\x01\x00",  # MessageKind 256 overflows uint8
+        b"\xa1\x02\x61a",  # PrevAUMHash as text
+        b"\xa1\x03\x01",  # Key not a map
+        b"\xa1\x17\xa0",  # Signatures not an array
+        b"\xa1\x61a\x01",  # text struct key
+        b"\xa2\x01\x01\x01\x01",  # duplicate key
+        b"\x80",  # not a map
+        b"\xa1\x05\xa1\x01\x42\x01\x02",  # LastAUMHash of 2 bytes
+    ],
+)
+def test_unserialize_refuses_with_typed_error(wire: bytes) -> None:
+    with pytest.raises(TkaDecodeError):
+        AUM.unserialize(wire)
