@@ -207,7 +207,10 @@ def struct_map(obj: object, what: str) -> dict[int, object]:
     """A CBOR map decoded as a Go struct with ``keyasint`` fields; unknown int keys are ignored.
 
     Text keys are refused: Go would match them against field names, which no encoder we know
-    sends, so refusing them can only turn away input, never misread it.
+    sends, so refusing them can only turn away input, never misread it. Integer keys are read
+    as fxamacker does, as an int64: a key below -2**63 fails Go's decode, so it is refused; a
+    key of 2**63 or more wraps to a negative int64, so two keys that wrap to one value are the
+    duplicate Go refuses.
     """
     if not isinstance(obj, dict):
         raise TkaDecodeError(f"{what}: expected a CBOR map, got {type(obj).__name__}")
@@ -215,7 +218,12 @@ def struct_map(obj: object, what: str) -> dict[int, object]:
     for k, v in obj.items():
         if not isinstance(k, int) or isinstance(k, bool):
             raise TkaDecodeError(f"{what}: non-integer struct key")
-        out[k] = v
+        if k < -(1 << 63):
+            raise TkaDecodeError(f"{what}: struct key overflows int64")
+        as_int64 = k - (1 << 64) if k >= (1 << 63) else k
+        if as_int64 in out:
+            raise TkaDecodeError(f"{what}: duplicate struct key")
+        out[as_int64] = v
     return out
 
 

@@ -145,8 +145,9 @@ class State:
         for i, d in enumerate(ds):
             if len(d) != DISABLEMENT_LENGTH:
                 raise TkaError(f"disablement[{i}]: invalid length (got {len(d)}, want {DISABLEMENT_LENGTH})")
-        if len(set(ds)) != len(ds):
-            raise TkaError("disablement secrets contain a duplicate")
+            for j, d2 in enumerate(ds):
+                if i != j and d == d2:
+                    raise TkaError(f"disablement[{i}]: duplicates disablement[{j}]")
         if not self.keys:
             raise TkaError("at least one key is required")
         if len(self.keys) > MAX_KEYS:
@@ -156,9 +157,11 @@ class State:
                 k.static_validate()
             except TkaError as e:
                 raise TkaError(f"key[{i}]: {e}") from e
-        ids = [k.id() for k in self.keys]
-        if len(set(ids)) != len(ids):
-            raise TkaError("keys contain a duplicate")
+        ids = [k.id() for k in self.keys]  # max 512 keys, so O(n^2) is fine (as Go)
+        for i, id1 in enumerate(ids):
+            for j, id2 in enumerate(ids):
+                if i != j and id1 == id2:
+                    raise TkaError(f"key[{i}]: duplicates key[{j}]")
 
     # -- CBOR --
 

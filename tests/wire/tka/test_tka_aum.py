@@ -265,6 +265,8 @@ def test_empty_non_nil_fields_stay_distinct_as_in_go() -> None:
         b"\xa2\x01\x01\x01\x01",  # duplicate key
         b"\x80",  # not a map
         b"\xa1\x05\xa1\x01\x42\x01\x02",  # LastAUMHash of 2 bytes
+        b"\xa1\x3b\x80\x00\x00\x00\x00\x00\x00\x00\x00",  # key -2**63-1: Go's int64 overflows
+        b"\xa2\x20\x00\x1b\xff\xff\xff\xff\xff\xff\xff\xff\x00",  # -1 and 2**64-1: one int64
     ],
 )
 def test_unserialize_refuses_with_typed_error(wire: bytes) -> None:

@@ -230,14 +230,14 @@ def test_disablement_kdf_parameters_and_check() -> None:
     [
         (State(bytes(32), (bytes(32),), (K1234,)), "cannot specify a parent AUM"),
         (State(None, (), (K1234,)), "at least one disablement secret required"),
-        (State(None, (bytes(32),) * 2, (K1234,)), "duplicate"),
-        (State(None, (bytes(31),), (K1234,)), "invalid length"),
+        (State(None, (bytes(32),) * 2, (K1234,)), r"disablement\[0\]: duplicates disablement\[1\]"),
+        (State(None, (bytes(31),), (K1234,)), r"disablement\[0\]: invalid length \(got 31, want 32\)"),
         (State(None, tuple(bytes([i]) * 32 for i in range(33)), (K1234,)), "too many disablement"),
         (State(None, (bytes(32),), ()), "at least one key is required"),
         (State(None, (bytes(32),), (K1234,)), "key votes must be non-zero"),
         (
             State(None, (bytes(32),), (Key(KeyKind.KEY25519, 1, bytes(32)),) * 2),
-            "keys contain a duplicate",
+            r"key\[0\]: duplicates key\[1\]",
         ),
     ],
 )
