@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from pytsnet.wire.keys import NLPrivate
@@ -272,3 +274,73 @@ def test_empty_non_nil_fields_stay_distinct_as_in_go() -> None:
 def test_unserialize_refuses_with_typed_error(wire: bytes) -> None:
     with pytest.raises(TkaDecodeError):
         AUM.unserialize(wire)
+
+
+# Go TestDeserializeExistingAUMs (tka/aum_test.go, v1.98.9): a genesis checkpoint AUM created in
+# a real test tailnet by Go (commit d4c5b27, 2025-11-07) — the same CBOR layout as v1.90.9.
+GO_GENESIS_AUM = (
+    "pAEFAvYFpQH2AopYII0sLaLSEZU3W5DT1dG2WYnzjCBr4tXtVbCT2LvA9LS6WCAQhwVGDiUGRiu3P63gucZ/8otjt2DX"
+    "yk+OBjbh5iWx1Fgg5VU4oRQiMoq5qK00McfpwtmjcheVammLCRwzdp2Zje9YIHDoOXe4ogPSy7lfA/veyPCKM6iZe3PT"
+    "gzhQZ4W5Sh7wWCBYQtiQ6NcRlyVARJxgAj1BbbvdJQ0t4m+vHqU1J02oDlgg2sksJA+COfsBkrohwHBWlbKrpS8Mvigp"
+    "l+enuHw9rIJYIB/+CUBBBLUz0KeHu7NKrg5ZEhjjPUWhNcf9QTNHjuNWWCCJuxqPZ6/IASPTmAERaoKnBNH/D+zY4p4T"
+    "UGHR4fACjFggMtDAipPutgcxKnU9Tg2663gP3KlTQfztV3hBwiePZdRYIGYeD2erBkRouSL20lOnWHHlRq5kmNfN6xFb"
+    "2CTaPjnXA4KjAQECAQNYIADftG3yaitV/YMoKSBP45zgyeodClumN9ZaeQg/DmCEowEBAgEDWCBRKbmWSzOyHXbHJuYn"
+    "8s7dmMPDzxmIjgBoA80cBYgItAQbEWOrxfqJzIkFG/5uNUp0s/ScF4GiAVggAN+0bfJqK1X9gygpIE/jnODJ6h0KW6Y3"
+    "1lp5CD8OYIQCWEAENvzblKV2qx6PED5YdGy8kWa7nxEnaeuMmS5Wkx0n7CXs0XxD5f2NIE+pSv9cOsNkfYNndQkYD7ne"
+    "33hQOsQM"
+)
+
+
+def _b64(s: str) -> bytes:
+    return base64.b64decode(s)
+
+
+def test_deserialize_existing_go_aum() -> None:
+    data = _b64(GO_GENESIS_AUM)
+    key1 = _b64("AN+0bfJqK1X9gygpIE/jnODJ6h0KW6Y31lp5CD8OYIQ=")
+    key2 = _b64("USm5lkszsh12xybmJ/LO3ZjDw88ZiI4AaAPNHAWICLQ=")
+    want = AUM(
+        AUMKind.CHECKPOINT,
+        None,
+        state=State(
+            last_aum_hash=None,
+            disablement_secrets=tuple(
+                _b64(v)
+                for v in (
+                    "jSwtotIRlTdbkNPV0bZZifOMIGvi1e1VsJPYu8D0tLo=",
+                    "EIcFRg4lBkYrtz+t4LnGf/KLY7dg18pPjgY24eYlsdQ=",
+                    "5VU4oRQiMoq5qK00McfpwtmjcheVammLCRwzdp2Zje8=",
+                    "cOg5d7iiA9LLuV8D+97I8IozqJl7c9ODOFBnhblKHvA=",
+                    "WELYkOjXEZclQEScYAI9QW273SUNLeJvrx6lNSdNqA4=",
+                    "2sksJA+COfsBkrohwHBWlbKrpS8Mvigpl+enuHw9rII=",
+                    "H/4JQEEEtTPQp4e7s0quDlkSGOM9RaE1x/1BM0eO41Y=",
+                    "ibsaj2evyAEj05gBEWqCpwTR/w/s2OKeE1Bh0eHwAow=",
+                    "MtDAipPutgcxKnU9Tg2663gP3KlTQfztV3hBwiePZdQ=",
+                    "Zh4PZ6sGRGi5IvbSU6dYceVGrmSY183rEVvYJNo+Odc=",
+                )
+            ),
+            keys=(Key(KeyKind.KEY25519, 1, key1), Key(KeyKind.KEY25519, 1, key2)),
+            state_id1=1253033988139371657,
+            state_id2=18333649726973670556,
+        ),
+        signatures=(
+            Signature(
+                key1,
+                _b64(
+                    "BDb825SldqsejxA+WHRsvJFmu58RJ2nrjJkuVpMdJ+wl7NF8Q+X9jSBPqUr/XDrDZH2DZ3UJGA+53t94UDrEDA=="
+                ),
+            ),
+        ),
+    )
+    got = AUM.unserialize(data)
+    assert got == want
+    # Our encoding of it is Go's, byte for byte, so its hash is the name Go gives it ...
+    assert got.serialize() == data
+    assert got.hash() == blake2s256(data)
+    # ... and Go's signature verifies over our sig_hash: the genesis is authentic to us too.
+    got.static_validate()
+    signature_verify(got.signatures[0], got.sig_hash(), got.state.keys[0])  # type: ignore[union-attr]
+    assert got.weight(got.state) == 1  # type: ignore[arg-type]
+    # A genesis applies to an empty state as Go's Bootstrap does.
+    state = State(None, (), (), 1253033988139371657, 18333649726973670556).apply_verified_aum(got)
+    assert state.last_aum_hash == got.hash() and state.keys == want.state.keys  # type: ignore[union-attr]
