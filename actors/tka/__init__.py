@@ -1,0 +1,1 @@
+"""Tailnet Lock on the node: the chain's on-disk store and the TKA authority actor."""
