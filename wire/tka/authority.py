@@ -83,8 +83,9 @@ class Authority:
         """Rebuild the authority from a store this node filled before (Go ``Open``)."""
         try:
             chain = compute_active_chain(chonk, chonk.last_active_ancestor(), MAX_SCAN_ITERATIONS)
-        except TkaError as e:
-            raise TkaChainError(f"active chain: {e}") from e
+        except (TkaChainError, TkaVerifyError) as e:
+            # A corrupt or unreadable store keeps its own error type (decode / I/O).
+            raise _rewrap(e, f"active chain: {e}") from e
         if chain.state is None:
             raise TkaChainError("active chain has no state")
         return cls(chain.head, chain.oldest, chain.state)
