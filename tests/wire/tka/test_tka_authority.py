@@ -15,8 +15,9 @@ from tka_chaintest import (
     sign_25519,
 )
 
+from pytsnet.wire.keys import NLPrivate, NodePrivate
 from pytsnet.wire.tka.aum import AUM, AUMKind, Signature
-from pytsnet.wire.tka.authority import Authority
+from pytsnet.wire.tka.authority import Authority, node_key_authorized_with_details
 from pytsnet.wire.tka.chain import (
     Chain,
     aum_verify,
@@ -28,6 +29,14 @@ from pytsnet.wire.tka.chain import (
 from pytsnet.wire.tka.chonk import MemChonk
 from pytsnet.wire.tka.errors import TkaChainError, TkaError, TkaVerifyError
 from pytsnet.wire.tka.key import Key, KeyKind
+from pytsnet.wire.tka.sig import (
+    NodeKeySignature,
+    SigKind,
+    node_public_binary,
+    resign_nks,
+    sign_by_credential,
+    sign_direct,
+)
 from pytsnet.wire.tka.state import State, disablement_kdf
 
 NOW = 1_700_000_000.0
@@ -488,21 +497,18 @@ def test_aum_verify_refuses_removing_the_last_key() -> None:
 
 
 def test_interop_with_nl_key() -> None:
-    keys_mod = pytest.importorskip("pytsnet.wire.keys")
-    nl_private = getattr(keys_mod, "NLPrivate", None)
-    if nl_private is None:
-        pytest.skip("NLPrivate not in wire.keys yet (21a)")
-    priv1 = nl_private.generate()
-    pub1, pub2, pub3 = priv1.public(), nl_private.generate().public(), nl_private.generate().public()
+    """Go TestInteropWithNLKey: an NLPrivate signs the genesis; key IDs are NL public keys."""
+    priv1, priv2, priv3 = NLPrivate.generate(), NLPrivate.generate(), NLPrivate.generate()
     a, _ = Authority.create(
         MemChonk(),
-        genesis_state(key25519(pub1.raw, 1), key25519(pub2.raw, 1)),
+        genesis_state(key25519(priv1.key_id(), 1), key25519(priv2.key_id(), 1)),
         priv1,
         NOW,
     )
-    assert a.key_trusted(pub1.raw)
-    assert a.key_trusted(pub2.raw)
-    assert not a.key_trusted(pub3.raw)
+    assert a.key_trusted(priv1.key_id())
+    assert a.key_trusted(priv2.key_id())
+    assert not a.key_trusted(priv3.key_id())
+    assert priv1.key_id() == priv1.public().raw
 
 
 def test_authority_compact_mem() -> None:
@@ -580,3 +586,123 @@ def test_make_retroactive_revocation() -> None:
         forking.state.get_key(k2.id())
     with pytest.raises(TkaChainError, match="cannot revoke all trusted keys"):
         a.make_retroactive_revocation(c.chonk(), [k1.id(), k2.id(), k3.id()], k1.id())
+
+
+# -- Node-key authorization (Go NodeKeyAuthorized(WithDetails); sig_test.go's Authority parts) --
+
+
+def _nl_authority(*extra: Key) -> tuple[Authority, MemChonk, NLPrivate]:
+    signer = NLPrivate.generate()
+    key = key25519(signer.key_id(), 2)
+    storage = MemChonk()
+    a, _ = Authority.create(storage, genesis_state(key, *extra), signer, NOW)
+    return a, storage, signer
+
+
+def test_node_key_authorized_direct() -> None:
+    a, _, signer = _nl_authority()
+    node, other = NodePrivate.generate().public(), NodePrivate.generate().public()
+    sig = sign_direct(node, signer).serialize()
+    a.node_key_authorized(node, sig)
+    assert a.node_key_authorized_with_details(node, sig) is None
+    assert node_key_authorized_with_details(a.state, node, sig) is None
+    with pytest.raises(TkaVerifyError, match="does not authorize"):
+        a.node_key_authorized(other, sig)
+
+
+def test_node_key_authorized_refuses_untrusted_forged_and_garbage() -> None:
+    a, _, _ = _nl_authority()
+    node = NodePrivate.generate().public()
+    stranger = NLPrivate.generate()
+    with pytest.raises(TkaVerifyError, match="key"):
+        a.node_key_authorized(node, sign_direct(node, stranger).serialize())
+    good = sign_direct(node, NLPrivate.generate())
+    forged = dataclasses.replace(good, key_id=a.keys()[0].public)
+    with pytest.raises(TkaVerifyError, match="invalid signature"):
+        a.node_key_authorized(node, forged.serialize())
+    for junk in (b"", b"\x00", b"\xa1\x01\x01", b"\xff" * 40):
+        with pytest.raises(TkaVerifyError):
+            a.node_key_authorized(node, junk)
+
+
+def test_node_key_authorized_rotation_details() -> None:
+    """A rotated node key stays trusted through its rotation signature; the old key is named."""
+    a, _, signer = _nl_authority()
+    rotation = NLPrivate.generate()
+    old, new = NodePrivate.generate().public(), NodePrivate.generate().public()
+    direct = sign_direct(old, signer, wrapping_pubkey=rotation.key_id())
+    rotated = resign_nks(rotation, new, direct.serialize())
+    details = a.node_key_authorized_with_details(new, rotated)
+    assert details is not None
+    assert details.prev_node_keys == (old,)
+    assert details.initial_sig == direct
+    # The rotation signature names only the new key.
+    with pytest.raises(TkaVerifyError):
+        a.node_key_authorized(old, rotated)
+    # Rotation signed by anyone but the rotation key is refused.
+    bogus = resign_nks(NLPrivate.generate(), new, direct.serialize())
+    with pytest.raises(TkaVerifyError, match="invalid signature"):
+        a.node_key_authorized(new, bogus)
+    # Rotating twice: both old keys, newest first.
+    newer = NodePrivate.generate().public()
+    twice = resign_nks(rotation, newer, rotated)
+    d2 = a.node_key_authorized_with_details(newer, twice)
+    assert d2 is not None and d2.prev_node_keys == (new, old)
+
+
+def test_node_key_authorized_deep_nesting() -> None:
+    """Go TestSigNested_DeepNesting: 15 rotations (CBOR's nesting limit) still verify."""
+    a, _, signer = _nl_authority()
+    rotation = NLPrivate.generate()
+    node = NodePrivate.generate().public()
+    outer = sign_direct(node, signer, wrapping_pubkey=rotation.key_id())
+    for _ in range(15):
+        node = NodePrivate.generate().public()
+        nested = NodeKeySignature(
+            sig_kind=SigKind.ROTATION, pubkey=node_public_binary(node), nested=outer
+        )
+        outer = dataclasses.replace(nested, signature=rotation.sign(nested.sig_hash()))
+    a.node_key_authorized(node, outer.serialize())
+    # A bad signature deep inside fails the whole chain.
+    inner = outer.nested
+    assert inner is not None and inner.nested is not None
+    broken = dataclasses.replace(
+        outer,
+        nested=dataclasses.replace(
+            inner, nested=dataclasses.replace(inner.nested, signature=b"\x01" * 64)
+        ),
+    )
+    with pytest.raises(TkaVerifyError):
+        a.node_key_authorized(node, broken.serialize())
+
+
+def test_node_key_authorized_credential() -> None:
+    """Go TestSigCredential: a credential alone never authorizes; nested in a rotation it does."""
+    a, _, signer = _nl_authority()
+    cred_pub, cred_priv = chain_key_25519("TestSigCredential", 2)
+    cred = NodeKeySignature(
+        sig_kind=SigKind.CREDENTIAL, key_id=signer.key_id(), wrapping_pubkey=cred_pub
+    )
+    cred = dataclasses.replace(cred, signature=signer.sign(cred.sig_hash()))
+    node = NodePrivate.generate().public()
+    with pytest.raises(TkaVerifyError, match="credential signatures cannot authorize"):
+        a.node_key_authorized(node, cred.serialize())
+    a.node_key_authorized(node, sign_by_credential(cred_priv, cred, node))
+
+
+def test_node_key_trust_follows_the_chain() -> None:
+    """Once the signing key is removed by a verified AUM, its node signatures stop verifying."""
+    second = NLPrivate.generate()
+    a, storage, signer = _nl_authority(key25519(second.key_id(), 1))
+    node = NodePrivate.generate().public()
+    sig = sign_direct(node, second).serialize()
+    a.node_key_authorized(node, sig)
+    b = a.new_updater(signer)
+    b.remove_key(second.key_id())
+    a.inform(storage, b.finalize(storage), NOW)
+    assert not a.key_trusted(second.key_id())
+    with pytest.raises(TkaVerifyError):
+        a.node_key_authorized(node, sig)
+    # And the state alone (what the PeerTracker gets) says the same.
+    with pytest.raises(TkaVerifyError):
+        node_key_authorized_with_details(a.state, node, sig)
