@@ -6,6 +6,8 @@ import dataclasses
 import functools
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from tka_chaintest import (
     chain_key_25519,
     new_testchain,
@@ -658,9 +660,7 @@ def test_node_key_authorized_deep_nesting() -> None:
     outer = sign_direct(node, signer, wrapping_pubkey=rotation.key_id())
     for _ in range(15):
         node = NodePrivate.generate().public()
-        nested = NodeKeySignature(
-            sig_kind=SigKind.ROTATION, pubkey=node_public_binary(node), nested=outer
-        )
+        nested = NodeKeySignature(sig_kind=SigKind.ROTATION, pubkey=node_public_binary(node), nested=outer)
         outer = dataclasses.replace(nested, signature=rotation.sign(nested.sig_hash()))
     a.node_key_authorized(node, outer.serialize())
     # A bad signature deep inside fails the whole chain.
@@ -668,9 +668,7 @@ def test_node_key_authorized_deep_nesting() -> None:
     assert inner is not None and inner.nested is not None
     broken = dataclasses.replace(
         outer,
-        nested=dataclasses.replace(
-            inner, nested=dataclasses.replace(inner.nested, signature=b"\x01" * 64)
-        ),
+        nested=dataclasses.replace(inner, nested=dataclasses.replace(inner.nested, signature=b"\x01" * 64)),
     )
     with pytest.raises(TkaVerifyError):
         a.node_key_authorized(node, broken.serialize())
@@ -680,9 +678,7 @@ def test_node_key_authorized_credential() -> None:
     """Go TestSigCredential: a credential alone never authorizes; nested in a rotation it does."""
     a, _, signer = _nl_authority()
     cred_pub, cred_priv = chain_key_25519("TestSigCredential", 2)
-    cred = NodeKeySignature(
-        sig_kind=SigKind.CREDENTIAL, key_id=signer.key_id(), wrapping_pubkey=cred_pub
-    )
+    cred = NodeKeySignature(sig_kind=SigKind.CREDENTIAL, key_id=signer.key_id(), wrapping_pubkey=cred_pub)
     cred = dataclasses.replace(cred, signature=signer.sign(cred.sig_hash()))
     node = NodePrivate.generate().public()
     with pytest.raises(TkaVerifyError, match="credential signatures cannot authorize"):
@@ -706,3 +702,75 @@ def test_node_key_trust_follows_the_chain() -> None:
     # And the state alone (what the PeerTracker gets) says the same.
     with pytest.raises(TkaVerifyError):
         node_key_authorized_with_details(a.state, node, sig)
+
+
+# -- Hostile input: bounded work, typed errors, nothing stored ---------------------------------
+
+
+def test_open_is_bounded_on_an_overlong_chain() -> None:
+    """Go's maxScanIterations (2000): a longer uncompacted chain is refused, not walked forever."""
+    storage = MemChonk()
+    prev: bytes | None = None
+    for i in range(2005):
+        a = AUM(message_kind=AUMKind.NO_OP, prev_aum_hash=prev, key_id=i.to_bytes(2, "big"))
+        storage.commit_verified_aums([a], NOW)
+        prev = a.hash()
+    with pytest.raises(TkaChainError, match="iteration limit"):
+        Authority.open(storage)
+
+
+_HOSTILE_AUMS = st.builds(
+    AUM,
+    message_kind=st.sampled_from(list(AUMKind)),
+    prev_aum_hash=st.one_of(st.none(), st.binary(min_size=32, max_size=32), st.just(b"HEAD")),
+    key=st.one_of(
+        st.none(),
+        st.builds(
+            Key,
+            kind=st.sampled_from(list(KeyKind)),
+            votes=st.integers(0, 5),
+            public=st.binary(max_size=40),
+        ),
+    ),
+    key_id=st.one_of(st.none(), st.binary(max_size=40)),
+    votes=st.one_of(st.none(), st.integers(0, 10)),
+    signatures=st.lists(
+        st.builds(
+            Signature,
+            key_id=st.one_of(st.binary(min_size=32, max_size=32), st.just(b"KEY")),
+            signature=st.binary(min_size=64, max_size=64),
+        ),
+        max_size=3,
+    ).map(tuple),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_HOSTILE_AUMS, min_size=1, max_size=4))
+def test_inform_refuses_forged_aums_with_typed_errors(aums: list[AUM]) -> None:
+    """Arbitrary AUMs with made-up signatures (even naming the trusted key) are never adopted."""
+    storage, a, key_id = _hostile_base()
+    head = a.head()
+    fixed = []
+    for x in aums:
+        if x.prev_aum_hash == b"HEAD":
+            x = dataclasses.replace(x, prev_aum_hash=head)
+        sigs = tuple(Signature(key_id if s.key_id == b"KEY" else s.key_id, s.signature) for s in x.signatures)
+        fixed.append(dataclasses.replace(x, signatures=sigs))
+    before = set(storage.all_aums())
+    with pytest.raises(TkaError):
+        a.inform(storage, fixed, NOW)
+    assert set(storage.all_aums()) == before
+    assert a.head() == head
+
+
+@functools.cache
+def _hostile_keys() -> tuple[bytes, bytes]:
+    return chain_key_25519("hostile", 1)
+
+
+def _hostile_base() -> tuple[MemChonk, Authority, bytes]:
+    pub, priv = _hostile_keys()
+    storage = MemChonk()
+    a = Authority.bootstrap(storage, sign_25519(checkpoint(key25519(pub, 1)), priv), NOW)
+    return storage, a, pub
