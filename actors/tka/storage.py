@@ -6,7 +6,9 @@ same directory, fsync, rename), so a crash leaves the old record or the new one.
 marked (``PurgedUnix``), not deleted, as Go does. Files whose names are not AUM hashes (temporary
 files, OS litter) are ignored. A corrupt, oversized or misnamed record raises
 ``ChonkCorruptError`` (a ``TkaDecodeError``); an unreadable one ``ChonkIOError``: never a crash.
-Every read scans the directory (as Go does); chains are kept short by compaction.
+The first scan reads every record into memory and later reads use it (Go rescans the directory
+on every call, which makes opening a chain quadratic in file reads): the directory belongs to one
+``FsChonk`` at a time, and its writes keep the cache true.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class FsChonk:
             raise ChonkIOError(f"creating chonk root dir: {e}") from e
         if not self._base.is_dir():
             raise ChonkIOError(f"chonk directory {str(self._base)!r} is a file")
+        self._cache: dict[bytes, HashInfo] | None = None  # every record, after the first scan
 
     @property
     def base(self) -> Path:
@@ -67,6 +70,11 @@ class FsChonk:
     # -- records ---------------------------------------------------------------------------
 
     def _get(self, h: bytes) -> HashInfo | None:
+        if self._cache is not None:
+            return self._cache.get(h)
+        return self._read(h)
+
+    def _read(self, h: bytes) -> HashInfo | None:
         path = self.aum_path(h)
         try:
             with open(path, "rb") as f:
@@ -85,6 +93,8 @@ class FsChonk:
     def _put(self, h: bytes, info: HashInfo) -> None:
         path = self.aum_path(h)
         self._write_atomic(path, encode_hash_info(info))
+        if self._cache is not None:
+            self._cache[h] = info
 
     @staticmethod
     def _write_atomic(path: Path, data: bytes) -> None:
@@ -105,12 +115,15 @@ class FsChonk:
         except OSError as e:
             raise ChonkIOError(f"writing {path}: {e}") from e
 
-    def _scan(self) -> Iterator[HashInfo]:
-        """Every unpurged record, in directory order."""
+    def _load(self) -> dict[bytes, HashInfo]:
+        """Every record on disk (purged ones too), read once."""
+        if self._cache is not None:
+            return self._cache
+        records: dict[bytes, HashInfo] = {}
         try:
             prefixes = sorted(p for p in self._base.iterdir() if p.is_dir())
         except FileNotFoundError:
-            return
+            prefixes = []
         except OSError as e:
             raise ChonkIOError(f"reading prefix dirs: {e}") from e
         for prefix in prefixes:
@@ -125,10 +138,17 @@ class FsChonk:
                     continue  # a temporary file or OS litter, not an AUM record
                 if len(h) != AUM_HASH_LEN or self.aum_path(h).parent != prefix:
                     continue
-                info = self._get(h)
-                if info is None or info.purged_unix > 0:
-                    continue
-                yield info
+                info = self._read(h)
+                if info is not None:
+                    records[h] = info
+        self._cache = records
+        return records
+
+    def _scan(self) -> Iterator[tuple[bytes, AUM]]:
+        """Every unpurged AUM with its hash."""
+        for h, info in self._load().items():
+            if info.aum is not None and info.purged_unix == 0:
+                yield h, info.aum
 
     # -- the Chonk protocol ----------------------------------------------------------------
 
@@ -139,12 +159,12 @@ class FsChonk:
         return info.aum
 
     def child_aums(self, prev: bytes) -> list[AUM]:
-        return [i.aum for i in self._scan() if i.aum is not None and i.aum.parent() == prev]
+        return [a for _, a in self._scan() if a.prev_aum_hash == prev]
 
     def heads(self) -> list[AUM]:
-        aums = [i.aum for i in self._scan() if i.aum is not None]
-        parents = {p for a in aums if (p := a.parent()) is not None}
-        return [a for a in aums if a.hash() not in parents]
+        aums = list(self._scan())
+        parents = {a.prev_aum_hash for _, a in aums if a.prev_aum_hash is not None}
+        return [a for h, a in aums if h not in parents]
 
     def commit_verified_aums(self, aums: Sequence[AUM], now: float) -> None:
         for a in aums:
@@ -172,7 +192,7 @@ class FsChonk:
         self._write_atomic(self._base / LAST_ACTIVE_ANCESTOR, bytes(h))
 
     def all_aums(self) -> list[bytes]:
-        return [i.aum.hash() for i in self._scan() if i.aum is not None]
+        return [h for h, _ in self._scan()]
 
     def commit_time(self, h: bytes) -> float:
         info = self._get(bytes(h))
@@ -198,6 +218,7 @@ class FsChonk:
             self._put(bytes(h), HashInfo(info.aum, info.created_unix, max(stamp, 1)))
 
     def remove_all(self) -> None:
+        self._cache = None
         try:
             shutil.rmtree(self._base)
         except FileNotFoundError:

@@ -169,6 +169,11 @@ def test_authority_compact_and_reopen(new_chonk: Callable[[], Chonk]) -> None:
     if isinstance(storage, FsChonk):
         info = decode_hash_info(storage.aum_path(chain["A"].hash()).read_bytes())
         assert info.aum == chain["A"] and info.purged_unix > 0
+        # What a restarted node reads from disk matches what this one holds in memory.
+        fresh_fs = FsChonk(storage.base)
+        assert sorted(fresh_fs.all_aums()) == sorted(storage.all_aums())
+        assert fresh_fs.last_active_ancestor() == chain["C"].hash()
+        assert Authority.open(fresh_fs).head() == a.head()
     # Syncing still works from the compacted store.
     fresh = MemChonk()
     b = Authority.bootstrap(fresh, chain["C"], NOW)
@@ -227,8 +232,9 @@ def test_fs_ignore_temp_file(tmp_path: Path) -> None:
     real = chonk.aum_path(a.hash())
     (real.parent / (real.name + ".tmp123")).write_bytes(b"half")
     (tmp_path / "stray-file").write_bytes(b"x")
-    assert chonk.all_aums() == [a.hash()]
-    assert chonk.heads() == [a]
+    reopened = FsChonk(tmp_path)  # a fresh scan of the directory
+    assert reopened.all_aums() == [a.hash()]
+    assert reopened.heads() == [a]
 
 
 def test_fs_create_chonk_dir(tmp_path: Path) -> None:
