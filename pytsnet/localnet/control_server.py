@@ -64,6 +64,7 @@ from pytsnet.localnet.oidc import JWKS_PATH, OIDC_CONFIG_PATH, OidcIssuer
 from pytsnet.localnet.policy import Policy
 from pytsnet.localnet.services import ServiceDef, ServiceTable
 from pytsnet.localnet.store import DEFAULT_USER, Node, Store
+from pytsnet.localnet.tka import ControlTka, TkaRefused  # 21c
 from pytsnet.wire.controlbase.errors import ControlParseError
 from pytsnet.wire.controlbase.handshake import accept_initiation
 from pytsnet.wire.controlbase.messages import encode_error_message
@@ -261,6 +262,10 @@ class ControlServer:
         self.dns01 = dns01
         self.stats.update({"set_dns": 0, "set_dns_refused": 0})
         """``set_dns`` TXT records published for nodes, ``set_dns_refused`` requests refused."""
+        # -- tka (21c) --
+        self.tka = ControlTka.load(store, time.time())
+        """Tailnet Lock as control keeps it (:mod:`pytsnet.localnet.tka`)."""
+        self.stats.update({"tka_calls": 0, "tka_refused": 0})
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self, host: str = "127.0.0.1", port: int = 0, *, sock: Any = None) -> None:
@@ -424,7 +429,8 @@ class ControlServer:
                        dns=self._dns_with_services(), now=now, primaries=dict(primaries),
                        https=self.https, service_routes=self.services.routes(visible),
                        service_caps={i: c for n in visible if (c := self.services.host_cap(n.id))
-                                     for i in (n.id,)})
+                                     for i in (n.id,)},
+                       tka_info=self.tka.tka_info(), key_sigs=self.tka.key_signatures())  # 21c
         self.stats["snapshots"] += 1
         self._snapshot, self._snapshot_key = snap, key
         self._snapshot_until = min((n.key_expiry for n in nodes if n.key_expiry is not None
@@ -600,7 +606,7 @@ class ControlServer:
         try:
             body = strict_json(bytes(req.body))
             if req.path == "/machine/register":
-                await resp.simple(200, json.dumps(await self.register(body, machine)).encode())
+                await resp.simple(200, json.dumps(await self.tka_register(body, machine)).encode())  # 21c
             elif req.path == "/machine/map":
                 await self._serve_map(body, machine, resp)
             elif req.path == "/machine/id-token":
@@ -608,6 +614,9 @@ class ControlServer:
                 await resp.simple(status, answer, "application/json" if status == 200 else "text/plain")
             elif req.path == "/machine/set-dns":  # 20a
                 status, answer = await self.set_dns(body, machine)
+                await resp.simple(status, answer, "application/json" if status == 200 else "text/plain")
+            elif req.path.startswith("/machine/tka/"):  # 21c: Go sends these as GET with a JSON body
+                status, answer = await self.tka_call(req.path, bytes(req.body), body, machine)
                 await resp.simple(status, answer, "application/json" if status == 200 else "text/plain")
             elif req.path.startswith("/machine/"):
                 await resp.simple(200, b"{}")  # set-dns, audit-log, …: accepted, not modelled
@@ -688,6 +697,81 @@ class ControlServer:
         if not _ACME_VALUE.fullmatch(value):
             return 400, b"Value is not an ACME DNS-01 digest (base64url, at most 255 characters)\n"
         return 200, b""
+
+    # -- tka (21c) --
+    def _tka_caller(self, body: JSON, machine: str) -> Node:
+        """The node making a ``/machine/tka/*`` call: this machine's, authorized, logged in, unexpired."""
+        nk = _nonzero_key(body.get("NodeKey"), NodePublic)
+        node = self.store.node_by_key(nk) if nk else None
+        if node is None or node.machine_key != machine or node.logged_out:
+            raise TkaRefused(403, "unknown node key")
+        if not node.authorized:
+            raise TkaRefused(403, "node not authorized")
+        if node.key_expiry is not None and node.key_expiry <= time.time():
+            raise TkaRefused(403, "node key expired")
+        return node
+
+    async def tka_call(self, path: str, raw: bytes, body: JSON, machine: str) -> tuple[int, bytes]:
+        """One ``/machine/tka/*`` call (:mod:`pytsnet.localnet.tka`): ``(status, body)``; a change of the
+        chain, of a signature or of the lock's state reaches every node in its next map."""
+        self.stats["tka_calls"] += 1
+        tka, now = self.tka, time.time()
+        try:
+            caller = self._tka_caller(body, machine)
+            visible = [n for n in self.store.nodes() if n.authorized and not n.logged_out]
+            op = path.removeprefix("/machine/tka/")
+            changed = False
+            if op == "init/begin":
+                answer = tka.init_begin(raw, caller, visible, now)
+            elif op == "init/finish":
+                answer, changed = tka.init_finish(raw, caller, visible, now), True
+            elif op == "bootstrap":
+                answer = tka.bootstrap(raw)
+            elif op == "sync/offer":
+                answer = tka.sync_offer(raw)
+            elif op == "sync/send":
+                answer, changed = tka.sync_send(raw, now)
+            elif op == "disable":
+                authority, secret = tka.disable_check(raw)
+                valid = await asyncio.get_running_loop().run_in_executor(  # Argon2i: off the loop
+                    None, authority.valid_disablement, secret)
+                answer, changed = tka.disable(secret, valid), True
+            elif op == "sign":
+                answer, changed = tka.sign(raw, {n.node_key: n for n in visible}), True
+            elif op == "affected-sigs":
+                answer = tka.affected_sigs(raw, {n.id for n in visible})
+            else:
+                raise TkaRefused(404, f"unknown tailnet lock call {op[:40]!r}")
+        except TkaRefused as e:
+            self.stats["tka_refused"] += 1
+            log.info("control: %s from %s refused (%d): %s", path[:40], machine[:20], e.status,
+                     e.reason[:200])
+            return e.status, (e.reason + "\n").encode()
+        if changed:
+            self.notify()
+        return 200, answer
+
+    async def tka_register(self, req: JSON, machine: str) -> JSON:
+        """``/machine/register`` with Tailnet Lock: a signature it brings must verify (else ``Error``); a
+        signed node rotating its key without one is sent its old signature to re-sign; after a
+        successful register its NL key and verified signature are stored."""
+        nk = _nonzero_key(req.get("NodeKey"), NodePublic)
+        old = _nonzero_key(req.get("OldNodeKey"), NodePublic)
+        existing = self.store.node_by_key(nk) if nk else None
+        prev = self.store.node_by_key(old) if old else None
+        if prev is not None and (prev.machine_key != machine or prev.logged_out):
+            prev = None
+        short, sig = (None, b"") if not nk else self.tka.register_check(req, machine, nk, old, existing, prev)
+        if short is not None:
+            user = prev.user_id if prev is not None else self.default_user.id
+            return {**self._login(user), **short}
+        answer = await self.register(req, machine)
+        if answer.get("Error") or answer.get("AuthURL") or not answer.get("MachineAuthorized"):
+            return answer
+        node = self.store.node_by_key(nk)
+        if node is not None and node.machine_key == machine and self.tka.register_done(node, req, sig):
+            self.notify()
+        return answer
 
     def _login(self, user_id: int) -> JSON:
         u = next((u for u in self.store.users() if u.id == user_id), self.default_user)
@@ -869,6 +953,7 @@ class ControlServer:
 
     def delete(self, node_id: int) -> bool:
         self.services.forget(node_id)  # 20d
+        self.tka.forget(node_id)  # 21c
         self._hostinfo_held.pop(node_id, None)
         self._hostinfo_sent.pop(node_id, None)
         ok = self.store.delete_node(node_id)

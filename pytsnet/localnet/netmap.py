@@ -23,6 +23,7 @@ from typing import Any
 
 from pytsnet.localnet.routes import node_routes, primary_of, relayable
 from pytsnet.localnet.store import Node, User
+from pytsnet.wire.tailcfg.tka import CAPABILITY_TAILNET_LOCK  # 21c
 
 JSON = dict[str, Any]
 DEFAULT_DOMAIN = "localnet.ts.net"
@@ -91,6 +92,11 @@ class Tailnet:
     """Services (20d): node ID → the VIP /32s peers route to it (:mod:`pytsnet.localnet.services`)."""
     service_caps: dict[int, JSON] = field(default_factory=dict)
     """Services (20d): node ID → its ``service-host`` value (services → VIPs), on its self node only."""
+    # -- tka (21c) --
+    tka_info: JSON | None = None
+    """``TKAInfo`` every map carries (None: the lock was never used; :mod:`pytsnet.localnet.tka`)."""
+    key_sigs: dict[int, str] = field(default_factory=dict)
+    """Node ID → its ``KeySignature`` (base64 NodeKeySignature) while the lock is on."""
 
     _by_id: dict[int, Node] = field(default_factory=dict, init=False, repr=False)
     _peer_json: dict[int, JSON] = field(default_factory=dict, init=False, repr=False)
@@ -163,6 +169,9 @@ def node_json(n: Node, net: Tailnet, *, cap: int = 0) -> JSON:
         out["LastSeen"] = rfc3339(n.last_seen)
     if out["DiscoKey"] is None:
         del out["DiscoKey"]
+    sig = net.key_sigs.get(n.id)  # 21c: tailcfg.Node.KeySignature is omitempty
+    if sig:
+        out["KeySignature"] = sig
     return out
 
 
@@ -217,6 +226,7 @@ class SentState:
     user_ids: set[int] = field(default_factory=set)
     derp_map: JSON | None = None
     dns: JSON | None = None
+    tka_info: JSON | None = None  # 21c
 
 
 def _peers(self_id: int, net: Tailnet) -> dict[int, JSON]:
@@ -236,6 +246,9 @@ def _self(self_id: int, net: Tailnet, cap: int) -> JSON | None:
     if host:  # 20d: the VIPs this host accepts (tailcfg.NodeAttrServiceHost, one value)
         out["CapMap"] = {**out["CapMap"], "service-host": [host]}
         out["Capabilities"] = sorted(out["CapMap"])
+    # 21c: a Go node ignores Tailnet Lock without this capability (network-lock.go capTailnetLock)
+    out["CapMap"] = {**out["CapMap"], CAPABILITY_TAILNET_LOCK: []}
+    out["Capabilities"] = sorted(out["CapMap"])
     return out
 
 
@@ -258,6 +271,9 @@ def full_map(self_id: int, net: Tailnet, state: SentState, *, cap: int = 0,
     }
     if not omit_peers:
         resp["Peers"] = [peers[i] for i in sorted(peers)]
+    if net.tka_info is not None:  # 21c
+        resp["TKAInfo"] = net.tka_info
+    state.tka_info = net.tka_info
     state.node, state.peers, state.packet_filter = node, peers, net.packet_filter
     state.user_ids, state.derp_map = {u.id for u in net.users}, net.derp_map
     state.dns = resp["DNSConfig"]
@@ -323,4 +339,7 @@ def delta(self_id: int, net: Tailnet, state: SentState, *, cap: int = 0) -> JSON
     state.user_ids, state.derp_map = {u.id for u in net.users}, net.derp_map
     if node_dns(self_id, net) != state.dns:
         resp["DNSConfig"] = state.dns = node_dns(self_id, net)
+    if net.tka_info != state.tka_info and net.tka_info is not None:  # 21c: nil TKAInfo = unchanged
+        resp["TKAInfo"] = net.tka_info
+    state.tka_info = net.tka_info
     return resp or None

@@ -42,6 +42,7 @@ from pytsnet.localnet.policy import Policy
 from pytsnet.localnet.routes import RouteStatus, approve_routes, route_status
 from pytsnet.localnet.services import ServiceDef
 from pytsnet.localnet.store import AuthKey, Node, Store
+from pytsnet.localnet.tka import TkaStatus  # 21c
 
 if TYPE_CHECKING:
     from pytsnet.localnet.api import ApiServer
@@ -320,6 +321,11 @@ class LocalTailnet:
     def loop(self) -> asyncio.AbstractEventLoop:
         assert self._loop is not None
         return self._loop
+
+    # -- tka (21c) --
+    def tka_state(self) -> TkaStatus:
+        """Tailnet Lock as control holds it: on/off/disabled, head, each node's signature and NL key."""
+        return self._call(lambda: self.control.tka.state())  # type: ignore[union-attr]
 
 
     # -- Funnel (20c) ----------------------------------------------------------------------------------

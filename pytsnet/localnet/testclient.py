@@ -137,12 +137,12 @@ class ControlClient:
             for st in self._streams.values():
                 st.data.put_nowait(None)
 
-    async def _request(self, path: str, body: JSON) -> _Stream:
+    async def _request(self, path: str, body: JSON, method: str = "POST") -> _Stream:
         sid = self.h2.get_next_available_stream_id()
         st = self._streams[sid] = _Stream()
         u = urlsplit(self.url)
         payload = json.dumps(body).encode()
-        self.h2.send_headers(sid, [(":method", "POST"), (":scheme", "https"), (":authority", u.netloc),
+        self.h2.send_headers(sid, [(":method", method), (":scheme", "https"), (":authority", u.netloc),
                                    (":path", path)])
         self.h2.send_data(sid, payload, end_stream=True)
         await self._flush()
@@ -172,8 +172,9 @@ class ControlClient:
         self.h2.reset_stream(sid)
         await self._flush()
 
-    async def post(self, path: str, body: JSON) -> tuple[int, bytes]:
-        st = await self._request(path, body)
+    async def post(self, path: str, body: JSON, *, method: str = "POST") -> tuple[int, bytes]:
+        """``method``: GET for the ``/machine/tka/*`` calls, which Go sends as GET with a JSON body."""
+        st = await self._request(path, body, method)
         out = bytearray()
         while (chunk := await st.data.get()) is not None:
             out += chunk
