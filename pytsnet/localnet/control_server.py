@@ -735,7 +735,7 @@ class ControlServer:
                 authority, secret = tka.disable_check(raw)
                 valid = await asyncio.get_running_loop().run_in_executor(  # Argon2i: off the loop
                     None, authority.valid_disablement, secret)
-                answer, changed = tka.disable(secret, valid), True
+                answer, changed = tka.disable(authority, secret, valid), True
             elif op == "sign":
                 answer, changed = tka.sign(raw, {n.node_key: n for n in visible}), True
             elif op == "affected-sigs":

@@ -406,9 +406,12 @@ class ControlTka:
         req: TKADisableRequest = _parse(TKADisableRequest, body)
         return self._enabled(), req.DisablementSecret or b""
 
-    def disable(self, secret: bytes, valid: bool) -> bytes:
-        """Turn the lock off if ``valid`` (``Authority.valid_disablement(secret)``, by the caller)."""
-        if not valid or self.status != "enabled":
+    def disable(self, authority: Authority, secret: bytes, valid: bool) -> bytes:
+        """Turn the lock off if ``valid`` (``authority.valid_disablement(secret)``, computed by the caller
+        off the loop; refused if the authority changed meanwhile)."""
+        if self.authority is not authority:
+            raise TkaRefused(409, "the tailnet lock changed meanwhile: try again")
+        if not valid:
             raise TkaRefused(403, "incorrect disablement secret")
         self.status, self.disablement_secret = "disabled", secret
         self.authority, self.chonk, self.aums, self.sigs = None, MemChonk(), [], {}

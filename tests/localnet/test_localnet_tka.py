@@ -216,6 +216,12 @@ def test_full_flow_init_bootstrap_sync_sign_disable(net: LocalTailnet) -> None:
         updater = local.new_updater(a.nl)
         updater.add_key(key_of(c.nl))
         aums = updater.finalize(chonk)
+        # all or nothing: a good AUM followed by a forged child is refused as a whole
+        child = AUM(message_kind=AUMKind.NO_OP, prev_aum_hash=aums[-1].hash()).signed(forger)
+        batch = [b64(x.serialize()) for x in [*aums, child]]
+        status, _ = await a.tka("sync/send", Head=head, MissingAUMs=batch)
+        assert status == 403 and net.tka_state().head == head and net.tka_state().aums == 1
+        assert not net.control.tka.chonk.child_aums(genesis.hash())  # nothing committed either
         status, body = await a.tka("sync/send", Head=head, MissingAUMs=[b64(x.serialize()) for x in aums],
                                    Interactive=True)
         new_head = aum_hash_text(aums[-1].hash())
@@ -300,6 +306,21 @@ def test_rotation_is_resigned_and_a_bad_signature_refused(net: LocalTailnet) -> 
         m = await a.full_map()
         (peer,) = m["Peers"]
         assert peer["Key"] == b.key and base64.b64decode(peer["KeySignature"]) == new_sig
+
+        # a signature without a rotation key cannot be re-signed (Go's ResignNKS fails): its second
+        # register, again without a signature, rotates the key unsigned and the stale signature goes
+        aid = net.node("n0").id
+        plain = sign_direct(a.c.node.public(), a.nl).serialize()
+        assert (await a.tka("sign", Signature=b64(plain)))[0] == 200
+        old_a = a.key
+        a.c.node = NodePrivate.generate()
+        assert base64.b64decode((await a.register("", OldNodeKey=old_a))["NodeKeySignature"]) == plain
+        a.c.node = NodePrivate.generate()
+        resp = await a.register("", OldNodeKey=old_a)
+        assert resp["MachineAuthorized"] is True and "NodeKeySignature" not in resp
+        assert net.node(aid).node_key == a.key and aid not in net.tka_state().signatures
+        m = await b.full_map()
+        assert "KeySignature" not in m["Peers"][0] and m["Peers"][0]["Key"] == a.key
 
     run(main())
 
