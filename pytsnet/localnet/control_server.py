@@ -728,9 +728,9 @@ class ControlServer:
             elif op == "bootstrap":
                 answer = tka.bootstrap(raw)
             elif op == "sync/offer":
-                answer = tka.sync_offer(raw)
+                answer = tka.sync_offer(raw, caller)
             elif op == "sync/send":
-                answer, changed = tka.sync_send(raw, now)
+                answer, changed = tka.sync_send(raw, caller, now)
             elif op == "disable":
                 authority, secret = tka.disable_check(raw)
                 valid = await asyncio.get_running_loop().run_in_executor(  # Argon2i: off the loop
@@ -747,6 +747,7 @@ class ControlServer:
             log.info("control: %s from %s refused (%d): %s", path[:40], machine[:20], e.status,
                      e.reason[:200])
             return e.status, (e.reason + "\n").encode()
+        tka.calls[op] = tka.calls.get(op, 0) + 1
         if changed:
             self.notify()
         return 200, answer

@@ -107,6 +107,10 @@ class TkaStatus:
     nl_keys: dict[int, str]
     """Node ID → its NL key (``nlpub:…``) from its last register."""
     aums: int
+    node_heads: dict[int, str] = field(default_factory=dict)
+    """Node ID → the head it last reported in a sync call (where its own verified chain is)."""
+    calls: dict[str, int] = field(default_factory=dict)
+    """``/machine/tka/*`` call (e.g. ``sync/send``) → how many were answered 200."""
 
     @property
     def enabled(self) -> bool:
@@ -161,6 +165,8 @@ class ControlTka:
     sigs: dict[int, bytes] = field(default_factory=dict)
     nl_keys: dict[int, bytes] = field(default_factory=dict)
     pending: _Pending | None = None
+    node_heads: dict[int, str] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)
     resign_offered: set[tuple[int, str]] = field(default_factory=set)
     """(node ID, old node key) already answered with its old signature (a second try rotates unsigned)."""
 
@@ -236,7 +242,7 @@ class ControlTka:
     def state(self) -> TkaStatus:
         return TkaStatus(status=self.status, head=self.head_text(), signatures=dict(self.sigs),
                          nl_keys={k: NLPublic.from_raw(v).to_text() for k, v in self.nl_keys.items()},
-                         aums=len(self.aums))
+                         aums=len(self.aums), node_heads=dict(self.node_heads), calls=dict(self.calls))
 
     # -- register ------------------------------------------------------------------------------------
     def register_check(self, req: dict[str, Any], machine: str, node_key: str, old_key: str,
@@ -370,9 +376,10 @@ class ControlTka:
             raise TkaRefused(409, "tailnet lock is not enabled")
         return self.authority
 
-    def sync_offer(self, body: bytes) -> bytes:
+    def sync_offer(self, body: bytes, caller: Node) -> bytes:
         req: TKASyncOfferRequest = _parse(TKASyncOfferRequest, body)
         authority = self._enabled()
+        self.node_heads[caller.id] = req.Head
         try:
             theirs = sync_offer_from_text(req.Head, list(req.Ancestors or []))
             missing = authority.missing_aums(self.chonk, theirs)
@@ -382,10 +389,11 @@ class ControlTka:
         return TKASyncOfferResponse(Head=head, Ancestors=list(ancestors),
                                     MissingAUMs=[a.serialize() for a in missing]).to_json()
 
-    def sync_send(self, body: bytes, now: float) -> tuple[bytes, bool]:
+    def sync_send(self, body: bytes, caller: Node, now: float) -> tuple[bytes, bool]:
         """Adopt the node's AUMs if every one verifies; ``(answer, head moved)``."""
         req: TKASyncSendRequest = _parse(TKASyncSendRequest, body)
         self._enabled()
+        self.node_heads[caller.id] = req.Head
         raw = req.MissingAUMs or []
         if len(raw) > MAX_AUMS_PER_SEND:
             raise TkaRefused(400, f"more than {MAX_AUMS_PER_SEND} AUMs in one send")
