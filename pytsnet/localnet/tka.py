@@ -282,9 +282,10 @@ class ControlTka:
             if raw and self.nl_keys.get(node.id) != raw:
                 self.nl_keys[node.id] = raw
                 changed = True
+        # offers whose rotation is done (the node no longer has that old key) are finished
+        self.resign_offered = {o for o in self.resign_offered if o[0] != node.id or o[1] == node.node_key}
         if sig:
             self.sigs[node.id] = sig
-            self.resign_offered = {o for o in self.resign_offered if o[0] != node.id}
             changed = True
         elif node.id in self.sigs and not self._signs(self.sigs[node.id], node.node_key):
             del self.sigs[node.id]

@@ -319,6 +319,7 @@ def test_rotation_is_resigned_and_a_bad_signature_refused(net: LocalTailnet) -> 
         resp = await a.register("", OldNodeKey=old_a)
         assert resp["MachineAuthorized"] is True and "NodeKeySignature" not in resp
         assert net.node(aid).node_key == a.key and aid not in net.tka_state().signatures
+        assert not net.control.tka.resign_offered  # both rotations done: no offer outstanding
         m = await b.full_map()
         assert "KeySignature" not in m["Peers"][0] and m["Peers"][0]["Key"] == a.key
 
