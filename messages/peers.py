@@ -6,6 +6,9 @@ tracker re-parses them at its trust chokepoint rather than trusting the sender.
 
 from __future__ import annotations
 
+import base64
+import binascii
+
 from pytsnet.messages.base import Message, Request
 from pytsnet.wire.control.expiry import key_expired, node_key_expiry
 from pytsnet.wire.tailcfg import Node
@@ -47,6 +50,10 @@ class PeerInfo(Message):
     dns_proxy: bool = False
     """It serves DoH for its exit-node clients: Hostinfo ``Services`` has ``peerapi-dns-proxy``
     (Go ``peerCanProxyDNS``, service branch)."""
+    key_signature: bytes = b""
+    """Its Tailnet Lock ``KeySignature`` (a serialized ``NodeKeySignature``; empty: unsigned)."""
+    unsigned_peer_api_only: bool = False
+    """Go ``Node.UnsignedPeerAPIOnly``: control says it is not subject to the lock (peerAPI only)."""
 
     def key_expired(self, now: float) -> bool:
         """Control marked the key expired, or its ``KeyExpiry`` is not after ``now``."""
@@ -68,7 +75,18 @@ class PeerInfo(Message):
             primary_routes=list(n.PrimaryRoutes),
             dns_proxy=any(s.Proto == PEERAPI_DNS_PROXY and s.Port >= 1
                           for s in (n.Hostinfo.Services if n.Hostinfo is not None else [])),
+            key_signature=_signature_bytes(n.KeySignature),
+            unsigned_peer_api_only=n.UnsignedPeerAPIOnly,
         )
+
+
+def _signature_bytes(text: str) -> bytes:
+    """``Node.KeySignature`` (Go ``[]byte``: std base64 in JSON). Bad base64 counts as no signature,
+    so under a lock such a peer is refused ("missing signature"), never admitted."""
+    try:
+        return base64.b64decode(text, validate=True) if text else b""
+    except (binascii.Error, ValueError):
+        return b""
 
 
 class RejectedPeer(Message):
@@ -82,6 +100,11 @@ class NetmapUpdate(Message, tag="peers.netmap_update"):
     self_node: PeerInfo
     peers: list[PeerInfo] = []
     domain: str = ""
+    tka_enabled: bool = False
+    """The netmap says Tailnet Lock is on (``TKAInfo`` present, not ``Disabled``): peers need a
+    signature the TKA actor's verified authority accepts."""
+    tka_head: str = ""
+    """Control's TKA head (base32 text; "" if none)."""
 
 
 class PeerExpiryTick(Message, tag="peers.expiry_tick"):
@@ -107,6 +130,9 @@ class PeerTable(Message, tag="peers.table"):
 
     peers: list[PeerInfo] = []
     rejected: list[RejectedPeer] = []
+    locked_out: bool = False
+    """Tailnet Lock is on and our own node key is not authorized by it (Go's ``healthmsg.LockedOut``):
+    signed peers will not talk to us until we are signed."""
 
 
 class GetPeers(Request[PeerTable], tag="peers.get"):
@@ -131,6 +157,8 @@ class PeerTrackerSpawn(Message, tag="peers.spawn"):
     subscribers: tuple[str, ...] = ()
     control: str = ""
     """The netmap's sender, told ``ResendNetmap`` by a restarted tracker (empty: none)."""
+    tka: str = ""
+    """The TKA authority actor, told ``TkaAuthorityWanted`` by a restarted tracker (empty: none)."""
 
 
 class RoutePrefs(Message, tag="peers.route_prefs"):

@@ -10,6 +10,8 @@ present in the JSON (``model_fields_set``), as Go applies only non-nil pointers/
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -48,6 +50,37 @@ class NetworkMap:
 
     def peer(self, node_id: int) -> Node | None:
         return next((p for p in self.peers if node_id == p.ID), None)
+
+    @property
+    def tka_head(self) -> str:
+        """``TKAInfo.Head`` if it is a valid AUM hash text (base32, no padding, 32 bytes), else ""."""
+        head = (self.tka_info or {}).get("Head")
+        return head if isinstance(head, str) and _valid_aum_hash_text(head) else ""
+
+    @property
+    def tka_disabled(self) -> bool:
+        return bool((self.tka_info or {}).get("Disabled"))
+
+    @property
+    def tka_enabled(self) -> bool:
+        """Go's ``NetworkMap.TKAEnabled``: ``TKAInfo`` seen in this session and not ``Disabled``; a head
+        that does not parse turns it off as in Go (the PeerTracker keeps enforcing a verified
+        authority it already holds, so this cannot switch the lock off by itself)."""
+        info = self.tka_info
+        if info is None or self.tka_disabled:
+            return False
+        head = info.get("Head")
+        return not head or self.tka_head != ""
+
+
+def _valid_aum_hash_text(text: str) -> bool:
+    """Go ``AUMHash.UnmarshalText``: ``base32.StdEncoding.WithPadding(NoPadding)`` of 32 bytes."""
+    if len(text) != 52:  # ceil(32 * 8 / 5)
+        return False
+    try:
+        return len(base64.b32decode(text + "====", casefold=False)) == 32
+    except (binascii.Error, ValueError):
+        return False
 
 
 def upgrade_node(node: Node) -> Node:

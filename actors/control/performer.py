@@ -27,12 +27,13 @@ from pytsnet.messages.control import (
     IoRegisterAnswer,
     MapFrame,
 )
+from pytsnet.messages.tka import IoTkaControlAnswer
 from pytsnet.wire.control import Connect, OpenMapPoll, SendLiteUpdate, SendRegister
 from pytsnet.wire.errors import WireError
 from pytsnet.wire.keys import MachinePrivate
 from pytsnet.wire.tailcfg import FrameDecoder
 
-__all__ = ["ControlPerformer", "Request", "SendIdToken", "SendSetDns"]
+__all__ = ["ControlPerformer", "Request", "SendIdToken", "SendSetDns", "SendTkaCall"]
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,27 @@ class SendSetDns:
     timeout: float
 
 
-Request = Connect | SendRegister | OpenMapPoll | SendLiteUpdate | SendIdToken | SendSetDns
+@dataclass(frozen=True)
+class SendTkaCall:
+    """A Tailnet Lock call on ``conn`` for ``token``: Go sends it as ``GET`` with a JSON body to
+    ``https://unused<path>`` over Noise (``tkaDoSyncOffer`` and its siblings), and reads at most 10 MiB."""
+
+    conn: int
+    token: int
+    path: str
+    body: bytes
+    timeout: float
+
+
+TKA_AUTHORITY = "unused"
+"""The host Go's TKA requests name (``https://unused/machine/tka/...``): the Noise connection decides
+where they go."""
+
+TKA_RESPONSE_LIMIT = 10 << 20
+"""Go reads TKA answers through ``io.LimitedReader{N: 10 * 1024 * 1024}``."""
+
+
+Request = Connect | SendRegister | OpenMapPoll | SendLiteUpdate | SendIdToken | SendSetDns | SendTkaCall
 
 
 class ControlPerformer:
@@ -142,6 +163,14 @@ class ControlPerformer:
                     return IoSetDnsAnswer(token=req.token, error=str(e))
                 return IoSetDnsAnswer(token=req.token, status=status,
                                       body=body[:512].decode("utf-8", "replace"))
+            case SendTkaCall():
+                try:
+                    resp = self._client_for(req.conn).request(req.path, req.body, "GET", TKA_AUTHORITY)
+                    status = resp.wait_status(req.timeout)
+                    body = resp.read_all(req.timeout, TKA_RESPONSE_LIMIT)
+                except ControlTransportError as e:
+                    return IoTkaControlAnswer(token=req.token, error=str(e))
+                return IoTkaControlAnswer(token=req.token, status=status, body=body)
 
     def _connect(self, conn: int) -> Message:
         with self._lock:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytsnet.wire.control as login
-from pytsnet.actors.control.performer import ControlPerformer, SendIdToken, SendSetDns
+from pytsnet.actors.control.performer import ControlPerformer, SendIdToken, SendSetDns, SendTkaCall
 from pytsnet.actors.control.store import MACHINE_KEY, NETMAP, NODE, StateStore
 from pytsnet.actors.dataplane.netmap import netmap_for_dataplane
 from pytsnet.actors.keeper import recall, remember
@@ -56,12 +56,22 @@ from pytsnet.messages.control import (
 )
 from pytsnet.messages.peers import ClearPeers, NetmapUpdate, PeerInfo, ResendNetmap
 from pytsnet.messages.services import ServicesMemory
+from pytsnet.messages.tka import (
+    IoTkaControlAnswer,
+    TkaAuthorityUpdate,
+    TkaControlAnswer,
+    TkaControlCall,
+    TkaNetmapInfo,
+    TkaNetmapInfoWanted,
+)
 from pytsnet.wire.keys import DiscoPublic, MachinePrivate
 from pytsnet.wire.tailcfg import CURRENT_CAPABILITY_VERSION, Hostinfo, Service
 
 log = subsystem_logger("control")
 
 __all__ = ["ControlRunner", "RunnerConfig"]
+
+TKA_PATH_PREFIX = "/machine/tka/"
 
 WATCHDOG_TIMEOUT = 120.0
 """``watchdogTimeout`` in ``direct.go``: a long poll silent this long is dead."""
@@ -91,6 +101,8 @@ class RunnerConfig:
     """Hostinfo ``RoutableIPs``: the routes we advertise (an exit node's 0.0.0.0/0 and ::/0 among them)."""
     force_login: bool = False
     """Re-login at the first start even with stored state (``TSNET_FORCE_LOGIN``; not on actor restarts)."""
+    tka_name: str = ""
+    """The TKA authority actor told ``TkaNetmapInfo`` after each netmap (empty: none)."""
 
     def login_config(self) -> login.LoginConfig:
         hostinfo = Hostinfo(Hostname=self.hostname, OS="linux", Package="tsnet", IPNVersion="pytsnet",
@@ -127,6 +139,9 @@ class ControlRunner(Actor):
         self._logout_waiting: dict[int, Reply | None] = {}
         self._id_token_waiting: dict[int, Reply | None] = {}
         self._set_dns_waiting: dict[int, Reply | None] = {}  # 20a: the cert manager's DNS-01 records
+        self._tka_waiting: dict[int, Reply | None] = {}  # 21d: the TKA actor's /machine/tka/* calls
+        self._tka_info: TkaNetmapInfo | None = None
+        """The last ``TkaNetmapInfo`` told (told again only when it changes)."""
         self._timers: dict[float, TimerHandle] = {}
         self._peers_update: NetmapUpdate | None = None
         """The last peer list told to PeerTracker (re-sent when a restarted tracker asks)."""
@@ -158,8 +173,10 @@ class ControlRunner(Actor):
         if self._io is not None:
             self._io.close()
         waiting = ([r for r, _ in self._lite_waiting.values()] + list(self._logout_waiting.values())
-                   + list(self._id_token_waiting.values()) + list(self._set_dns_waiting.values()))
+                   + list(self._id_token_waiting.values()) + list(self._set_dns_waiting.values())
+                   + list(self._tka_waiting.values()))
         self._set_dns_waiting.clear()
+        self._tka_waiting.clear()
         self._lite_waiting.clear()
         self._logout_waiting.clear()
         self._id_token_waiting.clear()
@@ -283,6 +300,40 @@ class ControlRunner(Actor):
         if reply is not None:
             reply.set(SetDnsAnswer(status=msg.status, body=msg.body, error=msg.error))
 
+    # -- Tailnet Lock (21d) --
+    @handles(TkaControlCall)
+    def on_tka_call(self, msg: TkaControlCall) -> TkaControlAnswer | None:
+        """A ``/machine/tka/*`` call for the TKA actor, sent as Go sends it (GET with a JSON body to
+        ``https://unused/machine/tka/...``); the answer comes when control gives it. No session → 503
+        "no netmap" at once; a path outside ``/machine/tka/`` is refused (the actor speaks only TKA)."""
+        if not msg.path.startswith(TKA_PATH_PREFIX) or ".." in msg.path:
+            return TkaControlAnswer(status=400, error=f"not a TKA call: {msg.path[:64]!r}")
+        io = self._io
+        if io is None or not self.machine.session_up:
+            return TkaControlAnswer(status=503, error="no netmap")
+        token = next(self._tokens)
+        self._tka_waiting[token] = self.defer_reply()
+        io.submit(SendTkaCall(self.machine.conn, token, msg.path, msg.body, self.cfg.request_timeout))
+        return None
+
+    @handles(IoTkaControlAnswer)
+    def on_tka_answer(self, msg: IoTkaControlAnswer) -> None:
+        reply = self._tka_waiting.pop(msg.token, None)
+        if reply is not None:
+            reply.set(TkaControlAnswer(status=msg.status, body=msg.body, error=msg.error))
+
+    @handles(TkaAuthorityUpdate)
+    def on_tka_authority(self, msg: TkaAuthorityUpdate) -> None:
+        """The TKA actor adopted a head: later map requests carry it as ``TKAHead`` and, if it changed,
+        control hears it now in a lite update (Go ``Auto.SetTKAHead`` → ``updateControl``)."""
+        self._feed(login.TkaHeadAdopted(next(self._tokens), msg.head if msg.enabled else ""))
+
+    @handles(TkaNetmapInfoWanted)
+    def on_tka_info_wanted(self, msg: TkaNetmapInfoWanted) -> None:
+        """A restarted TKA actor starts empty: tell it the last netmap's lock info again."""
+        if self._tka_info is not None and self.cfg.tka_name:
+            self.tell_named(self.cfg.tka_name, self._tka_info)
+
     @handles(ResendNetmap)
     def on_resend_netmap(self, msg: ResendNetmap) -> None:
         """A restarted PeerTracker starts empty: tell it the current peer list again (it re-admits)."""
@@ -333,8 +384,14 @@ class ControlRunner(Actor):
         nm = a.netmap
         self._peers_update = NetmapUpdate(
             self_node=PeerInfo.from_node(nm.self_node), peers=[PeerInfo.from_node(p) for p in nm.peers],
-            domain=nm.domain)
+            domain=nm.domain, tka_enabled=nm.tka_enabled, tka_head=nm.tka_head)
         self.tell_named(self.cfg.peers_name, self._peers_update)
+        if self.cfg.tka_name:  # 21d: Go's tkaSyncIfNeeded input, every netmap (the actor decides)
+            self._tka_info = TkaNetmapInfo(
+                enabled=nm.tka_enabled, head=nm.tka_head, disabled=nm.tka_disabled,
+                self_node_key=self._peers_update.self_node.node_key,
+                self_key_signature=self._peers_update.self_node.key_signature)
+            self.tell_named(self.cfg.tka_name, self._tka_info)
         if self.cfg.dataplane_name:
             self.tell_named(self.cfg.dataplane_name, netmap_for_dataplane(nm, a.node, self.cfg.control_url))
 

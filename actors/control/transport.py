@@ -185,8 +185,9 @@ class Noise2Client:
         return reply.leftover
 
     # -- requests ----------------------------------------------------------------------------------
-    def request(self, path: str, body: bytes, method: str = "POST") -> Response:
-        """Open a stream (``register``/``map``: no Content-Type, as ``direct.go`` sends them)."""
+    def request(self, path: str, body: bytes, method: str = "POST", authority: str | None = None) -> Response:
+        """Open a stream (``register``/``map``: no Content-Type, as ``direct.go`` sends them).
+        ``authority`` overrides ``:authority`` (Go's TKA calls name ``https://unused/...``)."""
         with self._lock:
             if self._closed:
                 raise ControlTransportError(self.closed_reason or "connection closed")
@@ -194,7 +195,7 @@ class Noise2Client:
                 sid = self._h2.get_next_available_stream_id()
                 resp = self._streams[sid] = Response(sid)
                 self._h2.send_headers(sid, [(":method", method), (":scheme", "https"),
-                                            (":authority", self.authority), (":path", path)])
+                                            (":authority", authority or self.authority), (":path", path)])
                 step = self._h2.max_outbound_frame_size
                 for i in range(0, len(body), step):
                     self._h2.send_data(sid, body[i:i + step])

@@ -3,7 +3,7 @@
 It receives whole netmaps (``NetmapUpdate``; the control side's map session already applied Go's
 deltas) and keeps only peers it can trust to talk to: a peer without a valid non-zero node key,
 disco key, or at least one valid address is refused, as is an expired one and one that claims our own
-node key. Tailnet Lock signature checks will plug into ``admit``. Changes to the admitted set are
+node key. Changes to the admitted set are
 published as ``PeersChanged`` to the subscribers its spawn message names (``PeerTrackerSpawn``).
 
 Key expiry is enforced here by time as well as by control's word: after each netmap the tracker arms
@@ -20,12 +20,23 @@ meanwhile: with no netmap it admits no one and publishes nothing, so the data pl
 peer set last published (no peer is lost to a restart), and nothing unchecked enters it: the re-sent
 netmap goes through ``admit`` with the clock of now, so a key that expired during the outage, or a
 peer that never had a valid key, stays out.
+
+Tailnet Lock (``tka_filter``, Go's ``tkaFilterNetmapLocked``): the TKA authority actor tells the
+tracker the verified State (``TkaAuthorityUpdate``) and every peer that passed the checks above must
+also carry a signature it accepts. FAIL CLOSED: while the netmap says the lock is on and no verified
+authority at least as new as the netmap's head is held (the TKA actor restarting or still syncing), no
+peer that needs a signature is admitted; peers already in the table that the held, older authority
+still accepts stay (Go keeps filtering with its authority while it syncs), nothing new enters. A held
+authority keeps being enforced even if a netmap stops saying the lock is on: only the TKA actor, after
+verifying a disablement secret, turns it off (``enabled=False``). A restarted tracker holds nothing
+and asks the TKA actor (``TkaAuthorityWanted``) as it asks control for the netmap.
 """
 
 from __future__ import annotations
 
 import ipaddress
 
+from pytsnet.actors.peers.tka_filter import NO_AUTHORITY, HeldAuthority, filter_peers
 from pytsnet.actors.runtime import Actor, ActorStopped, MailboxFull, StopReason, TimerHandle, handles
 from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.messages.peers import (
@@ -40,7 +51,9 @@ from pytsnet.messages.peers import (
     RejectedPeer,
     ResendNetmap,
 )
+from pytsnet.messages.tka import TkaAuthorityUpdate, TkaAuthorityWanted
 from pytsnet.wire.keys import DiscoPublic, KeyParseError, NodePublic
+from pytsnet.wire.tka import TkaError
 
 __all__ = ["PeerTracker", "admit"]
 
@@ -88,14 +101,26 @@ class PeerTracker(Actor):
         self.subscribers = spawn.subscribers
         self.control = spawn.control
         """Name of the actor that sends netmaps (asked to re-send after a restart); empty: none."""
+        self.tka = spawn.tka
+        """Name of the TKA authority actor (asked for its authority at start); empty: none."""
+        self.authority: HeldAuthority | None = None
+        """The verified Tailnet Lock authority last told (None: none held, or the lock is off)."""
+        self.locked_out = False
         self.table: dict[int, PeerInfo] = {}
         self.rejected: dict[int, str] = {}
         self._netmap: NetmapUpdate | None = None
+        self._lock_required = False
+        """An update was told that could not be used: enforce (refuse) even if the netmap says off."""
         self._expiry_timer: TimerHandle | None = None
         self.expiry_timer_at: float | None = None
         """Unix time the expiry timer is armed for (None: no key in the table expires)."""
 
     def on_start(self) -> None:
+        if self.tka and (tka := self.ctx.lookup(self.tka)) is not None:
+            try:
+                tka.tell(TkaAuthorityWanted(reply_to=self.name))
+            except (ActorStopped, MailboxFull):  # restarting: its new incarnation tells its subscribers
+                log.info("%s cannot ask %s for the lock authority now", self.name, self.tka)
         if self.incarnation > 1 and self.control and (control := self.ctx.lookup(self.control)) is not None:
             try:
                 control.tell(ResendNetmap())
@@ -110,6 +135,19 @@ class PeerTracker(Actor):
         self._netmap = msg
         self._admit_all()
 
+    @handles(TkaAuthorityUpdate)
+    def on_tka_authority(self, msg: TkaAuthorityUpdate) -> None:
+        try:
+            self.authority = HeldAuthority.from_update(msg)
+        except (TkaError, ValueError) as e:
+            log.warning("tailnet lock: unusable authority update (%s); holding none (fail closed)", e)
+            self.authority = None
+            self._lock_required = True
+        else:
+            self._lock_required = msg.enabled
+        if self._netmap is not None:
+            self._admit_all()
+
     @handles(PeerExpiryTick)
     def on_expiry_tick(self, msg: PeerExpiryTick) -> None:
         self._expiry_timer = None
@@ -121,16 +159,18 @@ class PeerTracker(Actor):
         assert msg is not None
         now = self.clock.time()
         self_expired = msg.self_node.key_expired(now)
-        new: dict[int, PeerInfo] = {}
+        passed: list[PeerInfo] = []
         rejected: dict[int, str] = {}
         for p in msg.peers:
             reason = SELF_EXPIRED if self_expired else admit(p, msg.self_node.node_key, now)
             if reason is None:
-                new[p.node_id] = p
+                passed.append(p)
             else:
                 rejected[p.node_id] = reason
+        passed = self._lock_filter(msg, passed, rejected)
         self.rejected = rejected
-        self._replace(new)
+        self._replace({p.node_id: p for p in passed})
+        new = self.table
         self._arm(now, [msg.self_node, *new.values()])
 
     def _arm(self, now: float, nodes: list[PeerInfo]) -> None:
@@ -150,6 +190,33 @@ class PeerTracker(Actor):
         self._expiry_timer = None
         self.expiry_timer_at = None
 
+    def _lock_filter(self, msg: NetmapUpdate, peers: list[PeerInfo],
+                     rejected: dict[int, str]) -> list[PeerInfo]:
+        """Tailnet Lock over the peers that passed ``admit`` (see the module docstring)."""
+        held = self.authority
+        if held is None:
+            self.locked_out = False
+            if not (msg.tka_enabled or self._lock_required):
+                return peers
+            rejected.update((p.node_id, NO_AUTHORITY) for p in peers)
+            return []
+        verdict = filter_peers(peers, msg.self_node, held)
+        for note in verdict.notes:
+            log.info("%s", note)
+        rejected.update(verdict.rejected)
+        self.locked_out = verdict.locked_out
+        if not msg.tka_enabled or held.covers(msg.tka_head):
+            return verdict.admitted
+        # The netmap names a head this authority has not reached: only peers already admitted stay.
+        kept = []
+        for p in verdict.admitted:
+            old = self.table.get(p.node_id)
+            if old is not None and old.node_key == p.node_key and old.key_signature == p.key_signature:
+                kept.append(p)
+            else:
+                rejected[p.node_id] = NO_AUTHORITY
+        return kept
+
     @handles(ClearPeers)
     def on_clear(self, msg: ClearPeers) -> None:
         self._netmap = None
@@ -160,7 +227,8 @@ class PeerTracker(Actor):
     @handles(GetPeers)
     def on_get(self, msg: GetPeers) -> PeerTable:
         rejected = [RejectedPeer(node_id=k, reason=v) for k, v in sorted(self.rejected.items())]
-        return PeerTable(peers=[self.table[k] for k in sorted(self.table)], rejected=rejected)
+        return PeerTable(peers=[self.table[k] for k in sorted(self.table)], rejected=rejected,
+                         locked_out=self.locked_out)
 
     def _replace(self, new: dict[int, PeerInfo]) -> None:
         old = self.table

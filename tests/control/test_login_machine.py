@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import pytest
 
 import pytsnet.wire.control as lm
-from pytsnet.wire.keys import DiscoPrivate, NodePrivate
+from pytsnet.wire.keys import DiscoPrivate, NLPrivate, NodePrivate
 from pytsnet.wire.tailcfg import LOGOUT_EXPIRY, Hostinfo
 
 URL = "http://control.test"
@@ -157,7 +157,7 @@ def test_interactive_login_url_then_followup() -> None:
 
 
 def test_persisted_key_unknown_to_control_falls_back_to_the_auth_key() -> None:
-    record = lm.NodeRecord(NodePrivate.generate(), None, logged_in=True)
+    record = lm.NodeRecord(NodePrivate.generate(), None, logged_in=True, nl=NLPrivate.generate())
     d = Drive(stored_node=record.to_blob(URL))
     d.none(lm.PersistNode)  # the stored key is reused
     assert d.m.node == record.node
@@ -268,7 +268,7 @@ def test_self_marked_expired_by_control_needs_login_at_once() -> None:
 
 
 def test_register_node_key_expired_rotates_once_with_old_key() -> None:
-    record = lm.NodeRecord(NodePrivate.generate(), None, logged_in=True)
+    record = lm.NodeRecord(NodePrivate.generate(), None, logged_in=True, nl=NLPrivate.generate())
     d = Drive(stored_node=record.to_blob(URL))
     d.send(lm.Connected(1))
     d.register_with(NodeKeyExpired=True)
@@ -430,7 +430,7 @@ def test_logout_that_control_did_not_take_still_forgets_the_node(answer: lm.Even
 # -- restart --------------------------------------------------------------------------------------
 def _stored(d: Drive, **self_fields: object) -> tuple[bytes, bytes]:
     d.to_running(**self_fields)
-    return lm.NodeRecord(d.m.node, None, True).to_blob(URL), d.one(lm.PersistNetmap).blob
+    return lm.NodeRecord(d.m.node, None, True, d.m.nl_key).to_blob(URL), d.one(lm.PersistNetmap).blob
 
 
 @pytest.mark.parametrize(("fields", "restarted", "state"), [

@@ -31,6 +31,7 @@ from pytsnet.wire.control.events import (
     MapPollEnded,
     RegisterAnswered,
     Tick,
+    TkaHeadAdopted,
 )
 from pytsnet.wire.control.expiry import key_expired, node_key_expiry
 from pytsnet.wire.control.login import LoginConfig, LoginMachine, Phase
@@ -68,6 +69,7 @@ __all__ = [
     "StateName",
     "StatusKind",
     "Tick",
+    "TkaHeadAdopted",
     "WakeAt",
     "key_expired",
     "netmap_blob",

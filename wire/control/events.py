@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = ["Connected", "Event", "LiteUpdateAnswered", "LiteUpdateAsked", "LogoutAsked", "MapFrameReceived",
-           "MapPollAnswered", "MapPollEnded", "RegisterAnswered", "Tick"]
+           "MapPollAnswered", "MapPollEnded", "RegisterAnswered", "Tick", "TkaHeadAdopted"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,15 @@ class LiteUpdateAsked:
 
 
 @dataclass(frozen=True)
+class TkaHeadAdopted:
+    """The TKA actor adopted ``head`` (base32 text; "" = no lock): send it as ``MapRequest.TKAHead``
+    from now on, and now in a lite update answered as ``token`` if it changed (Go ``SetTKAHead``)."""
+
+    token: int
+    head: str
+
+
+@dataclass(frozen=True)
 class LiteUpdateAnswered:
     """``SendLiteUpdate(token)`` finished: HTTP ``status``, or ``error``."""
 
@@ -94,5 +103,5 @@ class Tick:
 
 
 Event = (Connected | RegisterAnswered | MapPollAnswered | MapFrameReceived | MapPollEnded | LiteUpdateAsked
-         | LiteUpdateAnswered | LogoutAsked | Tick)
+         | LiteUpdateAnswered | LogoutAsked | Tick | TkaHeadAdopted)
 

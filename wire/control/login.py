@@ -19,6 +19,8 @@ the injected ``random.Random``.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
 import random
 from collections.abc import Callable
@@ -55,11 +57,12 @@ from pytsnet.wire.control.events import (
     MapPollEnded,
     RegisterAnswered,
     Tick,
+    TkaHeadAdopted,
 )
 from pytsnet.wire.control.expiry import key_expired, node_key_expiry
 from pytsnet.wire.control.record import NodeRecord, netmap_blob, stored_self_node
 from pytsnet.wire.errors import WireError
-from pytsnet.wire.keys import DiscoPrivate, DiscoPublic, NodePrivate
+from pytsnet.wire.keys import DiscoPrivate, DiscoPublic, NLPrivate, NodePrivate, NodePublic
 from pytsnet.wire.mapsession import MapSession, NetworkMap
 from pytsnet.wire.tailcfg import (
     CURRENT_CAPABILITY_VERSION,
@@ -73,6 +76,7 @@ from pytsnet.wire.tailcfg import (
     RegisterResponse,
     RegisterResponseAuth,
 )
+from pytsnet.wire.tka import TkaError, resign_nks
 
 __all__ = ["LoginConfig", "LoginMachine", "Phase"]
 
@@ -139,12 +143,14 @@ class LoginMachine:
 
     def __init__(self, cfg: LoginConfig, *, rng: random.Random | None = None,
                  new_node_key: Callable[[], NodePrivate] = NodePrivate.generate,
+                 new_nl_key: Callable[[], NLPrivate] = NLPrivate.generate,
                  first_number: int = 0) -> None:
         """``first_number``: connections and polls are numbered after it, so a driver that outlives a
         machine (a restarted actor whose old I/O thread still reports) can tell their results apart."""
         self.cfg = cfg
         self._rng = rng or random.Random()
         self._new_key = new_node_key
+        self._new_nl = new_nl_key
         self.phase = Phase.IDLE
         self.status = LoginStatus()
         self._record = NodeRecord(new_node_key())
@@ -163,6 +169,10 @@ class LoginMachine:
         self._auth_key = ""
         self._followup = ""
         self._rotated = False
+        self._nks: bytes | None = None
+        """21d: the re-signed node-key signature the next register carries (Go ``NodeKeySignature``)."""
+        self._tka_head = ""
+        """21d: the head the TKA actor last adopted (``MapRequest.TKAHead``)."""
         self.session = MapSession()
         self._last_netmap = b""
         self.self_expiry: float | None = None
@@ -174,6 +184,17 @@ class LoginMachine:
     @property
     def node(self) -> NodePrivate:
         return self._record.node
+
+    @property
+    def nl_key(self) -> NLPrivate:
+        """This node's Tailnet Lock key (Go ``persist.NetworkLockKey``), made once and persisted."""
+        if self._record.nl is None:
+            self._record = replace(self._record, nl=self._new_nl())
+        return self._record.nl  # type: ignore[return-value]  # set just above
+
+    @property
+    def tka_head(self) -> str:
+        return self._tka_head
 
     @property
     def logged_in(self) -> bool:
@@ -198,12 +219,14 @@ class LoginMachine:
         out: list[Action] = []
         record = NodeRecord.from_blob(stored_node)
         if record is None:
-            out.append(self._set_record(NodeRecord(self._new_key())))
+            out.append(self._set_record(NodeRecord(self._new_key(), nl=self._new_nl())))
         else:
             self._record = record
+            if record.nl is None:  # 21d: a record from before Tailnet Lock gets its key now (Go doLogin)
+                out.append(self._set_record(replace(record, nl=self._new_nl())))
             if self.cfg.force_login and not restarted and record.logged_in:
                 out.append(Note("info", "forced login (TSNET_FORCE_LOGIN): registering a new node key"))
-                out.append(self._set_record(NodeRecord(self._new_key(), record.node.public())))
+                out.append(self._set_record(self._keyed(self._new_key(), record.node.public())))
         me = stored_self_node(stored_netmap) if self._record.logged_in else None
         fields: dict[str, object] = {}
         if me is not None:
@@ -240,6 +263,8 @@ class LoginMachine:
                     self._on_logout(event, out)
                 case Tick():
                     self._on_tick(event.at, now, out)
+                case TkaHeadAdopted():
+                    self._on_tka_head(event, out)
         except _Retry as e:
             self._retry(e, now, out)
         except _Permanent as e:
@@ -259,7 +284,7 @@ class LoginMachine:
                 self._finish_logout(f"logout: {ev.error}", out)
                 return
             req = RegisterRequest(Version=CURRENT_CAPABILITY_VERSION, NodeKey=self.node.public(),
-                                  Expiry=LOGOUT_EXPIRY, Hostinfo=self._hostinfo())
+                                  NLKey=self.nl_key.public(), Expiry=LOGOUT_EXPIRY, Hostinfo=self._hostinfo())
             out.append(SendRegister(self.conn, req, self.cfg.request_timeout))
             return
         if self.phase is not Phase.CONNECTING:
@@ -269,7 +294,7 @@ class LoginMachine:
         out.append(Note("debug", f"ts2021 session with {self.cfg.control_url} established"))
         if self._need_register:
             self._auth_key = "" if self.logged_in else self.cfg.auth_key
-            self._followup, self._rotated = "", False
+            self._followup, self._rotated, self._nks = "", False, None
             self._send_register(out)
         else:
             self._open_poll(out)
@@ -279,8 +304,10 @@ class LoginMachine:
         self.phase = Phase.REGISTERING
         req = RegisterRequest(
             Version=CURRENT_CAPABILITY_VERSION, NodeKey=self.node.public(), OldNodeKey=self._record.old_node,
+            NLKey=self.nl_key.public(),
             Auth=RegisterResponseAuth(AuthKey=self._auth_key) if self._auth_key else None, Expiry=ZERO_TIME,
-            Followup=self._followup, Hostinfo=self._hostinfo(), Ephemeral=self.cfg.ephemeral)
+            Followup=self._followup, Hostinfo=self._hostinfo(), Ephemeral=self.cfg.ephemeral,
+            NodeKeySignature=base64.b64encode(self._nks).decode() if self._nks else None)
         timeout = self.cfg.followup_timeout if self._followup else self.cfg.request_timeout
         out.append(SendRegister(self.conn, req, timeout))
 
@@ -303,11 +330,14 @@ class LoginMachine:
         if resp.Error:
             kind: StatusKind = "key_expired" if self._rotated else "auth_rejected"
             raise _Permanent(kind, f"control refused registration: {resp.Error}")
+        if resp.NodeKeySignature:
+            self._resign(resp.NodeKeySignature, out)
+            return
         if resp.NodeKeyExpired:
             if self._rotated:
                 raise _Permanent("key_expired", "node key expired and rotation was refused")
             out.append(Note("info", "control: node key expired; rotating"))
-            out.append(self._set_record(NodeRecord(self._new_key(), self.node.public())))
+            out.append(self._set_record(self._keyed(self._new_key(), self.node.public())))
             self._rotated, self._followup, self._auth_key = True, "", self.cfg.auth_key
             self._send_register(out)
             return
@@ -331,7 +361,8 @@ class LoginMachine:
             return
         self._auth_bo.failures = 0
         self._need_register = False
-        out.append(self._set_record(NodeRecord(self.node, None, True)))
+        self._nks = None
+        out.append(self._set_record(self._keyed(self.node, None, logged_in=True)))
         out.append(Note("info", f"logged in to {self.cfg.control_url} as {resp.Login.LoginName or '?'} "
                                 f"(node key {self.node.public().short_string()})"))
         if not resp.MachineAuthorized:
@@ -339,12 +370,30 @@ class LoginMachine:
                                        error="", http_status=0))
         self._open_poll(out)
 
+    def _resign(self, old_sig_b64: str, out: list[Action]) -> None:
+        """Control sent our old node-key signature: rotate the node key and register again with the
+        signature re-signed by our lock key (Go ``doLogin`` → ``mustRegen`` → ``tka.ResignNKS``). If it
+        cannot be re-signed the register goes without one, as Go ("Failed re-signing node-key signature")."""
+        if self._rotated:
+            raise _Retry("server_error", "control asked for a re-signed node key twice in one login")
+        new = self._new_key()
+        try:
+            old_sig = base64.b64decode(old_sig_b64, validate=True)
+            self._nks = resign_nks(self.nl_key, new.public(), old_sig)
+        except (binascii.Error, ValueError, TkaError) as e:
+            self._nks = None
+            out.append(Note("warning", f"failed re-signing node-key signature: {e}"))
+        out.append(Note("info", "control: rotating the node key with a re-signed node-key signature"))
+        out.append(self._set_record(self._keyed(new, self.node.public())))
+        self._rotated, self._followup, self._auth_key = True, "", self.cfg.auth_key
+        self._send_register(out)
+
     # -- the map poll -------------------------------------------------------------------------------
     def _map_request(self, *, stream: bool) -> MapRequest:
         return MapRequest(
             Version=CURRENT_CAPABILITY_VERSION, Compress="zstd", KeepAlive=True, NodeKey=self.node.public(),
             DiscoKey=self._disco, Endpoints=list(self._endpoints), EndpointTypes=list(self._endpoint_types),
-            Stream=stream, OmitPeers=not stream, Hostinfo=self._hostinfo())
+            Stream=stream, OmitPeers=not stream, Hostinfo=self._hostinfo(), TKAHead=self._tka_head)
 
     def _open_poll(self, out: list[Action]) -> None:
         self.stream += 1
@@ -487,6 +536,18 @@ class LoginMachine:
         req = self._map_request(stream=False)
         out.append(SendLiteUpdate(self.conn, ev.token, req, self.cfg.request_timeout))
 
+    def _on_tka_head(self, ev: TkaHeadAdopted, out: list[Action]) -> None:
+        """Carry the adopted head in map requests; tell control now if it changed and a poll is open."""
+        changed = ev.head != self._tka_head
+        self._tka_head = ev.head
+        if not changed or self.phase not in (Phase.POLL_OPENING, Phase.STREAMING) or not self.logged_in:
+            out.append(LiteUpdateFinished(ev.token, False))
+            return
+        out.append(Note("info", f"tkaHead: {ev.head or '(none)'}"))
+        self._lite.add(ev.token)
+        out.append(SendLiteUpdate(self.conn, ev.token, self._map_request(stream=False),
+                                  self.cfg.request_timeout))
+
     def _on_logout(self, ev: LogoutAsked, out: list[Action]) -> None:
         self._logout_tokens.append(ev.token)
         if self.phase is Phase.LOGGING_OUT:
@@ -520,7 +581,7 @@ class LoginMachine:
         self.self_expiry = None
         self._need_register = True
         out.append(PersistNetmap(b""))
-        out.append(self._set_record(NodeRecord(self._new_key())))
+        out.append(self._set_record(self._keyed(self._new_key())))
         out.append(ClearPeers())
         self._publish(out, LoginStatus(state="NeedsLogin", error=error))
         tokens, self._logout_tokens = tuple(self._logout_tokens), []
@@ -536,6 +597,11 @@ class LoginMachine:
         if not self._preferred_derp:
             return hi
         return hi.model_copy(update={"NetInfo": NetInfo(PreferredDERP=self._preferred_derp)})
+
+    def _keyed(self, node: NodePrivate, old: NodePublic | None = None, *,
+               logged_in: bool = False) -> NodeRecord:
+        """A record for ``node`` keeping this node's lock key (it survives rotations and logouts)."""
+        return NodeRecord(node, old, logged_in, self.nl_key)
 
     def _set_record(self, record: NodeRecord) -> PersistNode:
         self._record = record

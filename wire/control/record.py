@@ -7,12 +7,12 @@ a missing or unparsable record is "none" (the store itself reports corruption at
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
 from pytsnet.wire.errors import WireError
-from pytsnet.wire.keys import NodePrivate, NodePublic
+from pytsnet.wire.keys import NLPrivate, NodePrivate, NodePublic
 from pytsnet.wire.mapsession import NetworkMap
 from pytsnet.wire.tailcfg import Node
 
@@ -21,16 +21,23 @@ __all__ = ["NodeRecord", "netmap_blob", "stored_self_node"]
 
 @dataclass(frozen=True)
 class NodeRecord:
-    """The node key, the key it replaces while a rotation is pending, and whether control knows it."""
+    """The node key, the key it replaces while a rotation is pending, whether control knows it, and the
+    node's Tailnet Lock key (Go ``persist.NetworkLockKey``: made once, kept across key rotations and
+    logouts; None only in a record written before it existed, which the login machine completes)."""
 
     node: NodePrivate
     old_node: NodePublic | None = None
     logged_in: bool = False
+    nl: NLPrivate | None = field(default=None, repr=False)  # a signing key: never in a repr
 
     def to_blob(self, control_url: str) -> bytes:
-        return _dumps({"NodePrivate": self.node.to_text(), "LoggedIn": self.logged_in,
-                       "OldNodeKey": self.old_node.to_text() if self.old_node is not None else "",
-                       "ControlURL": control_url})
+        doc: dict[str, object] = {
+            "NodePrivate": self.node.to_text(), "LoggedIn": self.logged_in,
+            "OldNodeKey": self.old_node.to_text() if self.old_node is not None else "",
+            "ControlURL": control_url}
+        if self.nl is not None:
+            doc["NetworkLockKey"] = self.nl.to_text()
+        return _dumps(doc)
 
     @classmethod
     def from_blob(cls, raw: bytes | None) -> NodeRecord | None:
@@ -40,9 +47,20 @@ class NodeRecord:
         try:
             old = doc.get("OldNodeKey")
             return cls(NodePrivate.from_text(str(doc["NodePrivate"])),
-                       NodePublic.from_text(str(old)) if old else None, bool(doc.get("LoggedIn")))
+                       NodePublic.from_text(str(old)) if old else None, bool(doc.get("LoggedIn")),
+                       _nl_key(doc.get("NetworkLockKey")))
         except (ValueError, WireError):
             return None
+
+
+def _nl_key(text: object) -> NLPrivate | None:
+    """The stored lock key; an unreadable one is as none (a new one is made: it could sign nothing)."""
+    if not text:
+        return None
+    try:
+        return NLPrivate.from_text(str(text))
+    except (ValueError, WireError):
+        return None
 
 
 def netmap_blob(nm: NetworkMap) -> bytes:

@@ -1,0 +1,164 @@
+"""Tailnet Lock at the trust chokepoint: which peers a verified TKA ``State`` lets into the table.
+
+Pure logic (no actor, no clock), so Go's tests port one for one. Mirrors Go's
+``ipnlocal.tkaFilterNetmapLocked`` and ``rotationTracker`` (``ipn/ipnlocal/network-lock.go``, v1.90.9):
+
+- a peer without a ``KeySignature`` is dropped ("missing signature");
+- a peer whose signature does not verify against the State is dropped ("failed signature check: …",
+  21b's ``node_key_authorized_with_details``: the signature must be by a trusted key, for this node key,
+  rotation signatures checked down their chain);
+- rotation: every rotation signature makes the node keys of its chain (``prev_node_keys``) obsolete;
+  of several chains rooted in one ``SigDirect`` signature with the same wrapping key (a cloned node),
+  the one with the most previous keys is kept and the others dropped, and all of them on a tie
+  ("key rotation");
+- our own key is checked too: unauthorized → locked out (Go's ``healthmsg.LockedOut``), peers are
+  still admitted (they are what we could reach once signed; they will not accept us meanwhile).
+
+``UnsignedPeerAPIOnly``: Go lets such a peer skip the signature check but confines it to peerAPI
+(its packet filter is thrown away if any rule lets the peer's IPs in, and peerAPI handlers refuse it
+taildrop and wake-on-LAN). pytsnet has no such confinement in its packet filter, so under a lock it
+REFUSES these peers entirely ("unsigned peerAPI-only peer …") rather than admitting an unsigned peer
+with full reach: fail closed. With the lock off they are ordinary peers (control is trusted then).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from pytsnet.messages.peers import PeerInfo
+from pytsnet.messages.tka import TkaAuthorityUpdate
+from pytsnet.wire.keys import KeyParseError, NodePublic
+from pytsnet.wire.tka import RotationDetails, SigKind, State, TkaError
+from pytsnet.wire.tka.authority import node_key_authorized_with_details
+
+__all__ = ["LOCKED_OUT", "MISSING_SIGNATURE", "NO_AUTHORITY", "ROTATED", "UNSIGNED_PEERAPI_ONLY",
+           "HeldAuthority", "LockVerdict", "RotationTracker", "filter_peers"]
+
+LOCKED_OUT = ("this node is locked out; it will not have connectivity until it is signed. "
+              "For more info, see https://tailscale.com/s/locked-out")
+"""Go's ``healthmsg.LockedOut``, word for word (shown as the status Health line)."""
+
+MISSING_SIGNATURE = "missing signature"
+FAILED_CHECK = "failed signature check"
+ROTATED = "key rotation"
+NO_AUTHORITY = "tailnet lock: no verified authority"
+UNSIGNED_PEERAPI_ONLY = "unsigned peerAPI-only peer (refused under tailnet lock: no peerAPI-only confinement)"
+
+
+@dataclass(frozen=True)
+class HeldAuthority:
+    """A verified authority as the tracker holds it: the State to check signatures with, its head, and
+    the heads it has passed through (a netmap naming one of them is older than this authority)."""
+
+    state: State
+    head: str
+    ancestors: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_update(cls, msg: TkaAuthorityUpdate) -> HeldAuthority | None:
+        """None when the update says the lock is off. Raises ``TkaError`` for a State that does not
+        parse (the tracker then holds no authority: fail closed)."""
+        if not msg.enabled:
+            return None
+        return cls(State.from_cbor(msg.state), msg.head, frozenset(msg.ancestors))
+
+    def covers(self, netmap_head: str) -> bool:
+        """This authority is at least as new as a netmap naming ``netmap_head``."""
+        return bool(netmap_head) and (netmap_head == self.head or netmap_head in self.ancestors)
+
+
+@dataclass(frozen=True)
+class LockVerdict:
+    """The lock's word on one netmap: peers it admits (in order), why the others are refused, and
+    whether our own key is authorized."""
+
+    admitted: list[PeerInfo]
+    rejected: dict[int, str]
+    locked_out: bool
+    notes: list[str] = field(default_factory=list)
+    """Go's log lines ("Network lock is dropping peer …"), for the tracker's log."""
+
+
+@dataclass
+class RotationTracker:
+    """Go's ``rotationTracker``: node keys made obsolete by key rotation."""
+
+    obsolete: set[NodePublic] = field(default_factory=set)
+    by_wrapping_key: dict[bytes, list[tuple[NodePublic, int]]] = field(default_factory=dict)
+    logf: Callable[[str], None] = field(default=lambda _s: None)
+
+    def add_rotation_details(self, np: NodePublic, d: RotationDetails) -> None:
+        self.obsolete.update(d.prev_node_keys)
+        if d.initial_sig.sig_kind != SigKind.DIRECT:
+            # Chains from a SigCredential may share a wrapping key (one reusable auth key, many nodes).
+            return
+        wp = bytes(d.initial_sig.wrapping_pubkey or b"")
+        self.by_wrapping_key.setdefault(wp, []).append((np, len(d.prev_node_keys)))
+
+    def obsolete_keys(self) -> set[NodePublic]:
+        for chains in self.by_wrapping_key.values():
+            live = [c for c in chains if c[0] not in self.obsolete]
+            if not live:
+                continue
+            live.sort(key=lambda c: -c[1])  # stable: most previous keys first
+            if len(live) >= 2 and live[0][1] == live[1][1]:
+                self.logf(f"at least two nodes ({live[0][0]} and {live[1][0]}) have equally valid rotation "
+                          "signatures with the same wrapping pubkey, rejecting")
+                self.obsolete.update(np for np, _ in live)
+            else:
+                self.obsolete.update(np for np, _ in live[1:])
+        return self.obsolete
+
+
+def filter_peers(peers: Sequence[PeerInfo], self_node: PeerInfo, authority: HeldAuthority) -> LockVerdict:
+    """Go's ``tkaFilterNetmapLocked`` over ``peers`` with a verified authority (order preserved)."""
+    notes: list[str] = []
+    tracker = RotationTracker(logf=notes.append)
+    rejected: dict[int, str] = {}
+    keys: dict[int, NodePublic] = {}
+    for p in peers:
+        if p.unsigned_peer_api_only:
+            rejected[p.node_id] = UNSIGNED_PEERAPI_ONLY
+            continue
+        if not p.key_signature:
+            notes.append(f"Network lock is dropping peer {p.node_id}({p.stable_id}) due to missing signature")
+            rejected[p.node_id] = MISSING_SIGNATURE
+            continue
+        try:
+            key = NodePublic.from_text(p.node_key)
+            details = node_key_authorized_with_details(authority.state, key, p.key_signature)
+        except (TkaError, KeyParseError) as e:
+            notes.append(f"Network lock is dropping peer {p.node_id}({p.stable_id}) due to failed "
+                         f"signature check: {e}")
+            rejected[p.node_id] = f"{FAILED_CHECK}: {e}"
+            continue
+        keys[p.node_id] = key
+        if details is not None:
+            tracker.add_rotation_details(key, details)
+    obsolete = tracker.obsolete_keys()
+    admitted: list[PeerInfo] = []
+    for p in peers:
+        if p.node_id in rejected:
+            continue
+        if keys[p.node_id] in obsolete:
+            notes.append(f"Network lock is dropping peer {p.node_id}({p.stable_id}) due to key rotation")
+            rejected[p.node_id] = ROTATED
+            continue
+        admitted.append(p)
+    return LockVerdict(admitted, rejected, self_locked_out(self_node, authority.state), notes)
+
+
+def self_locked_out(self_node: PeerInfo, state: State) -> bool:
+    """Our own key is not authorized by the lock (Go sets the ``LockedOut`` health warning)."""
+    try:
+        key = NodePublic.from_text(self_node.node_key)
+        node_key_authorized_with_details(state, key, self_node.key_signature)
+    except (TkaError, KeyParseError):
+        return True
+    return False
+
+
+def refuse_all(peers: Iterable[PeerInfo], reason: str = NO_AUTHORITY) -> dict[int, str]:
+    """Every peer refused for ``reason`` (the lock is on but no verified authority covers the netmap)."""
+    return {p.node_id: reason for p in peers}

@@ -1,0 +1,189 @@
+"""Tailnet Lock's peer filter, pure: Go's ``TestTKAFilterNetmap`` and ``TestRotationTracker``
+(``ipn/ipnlocal/network-lock_test.go``, v1.90.9) ported with real signatures made by ``wire/tka``,
+plus the self-lockout check and the ``UnsignedPeerAPIOnly`` refusal."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from pytsnet.actors.peers.tka_filter import (
+    MISSING_SIGNATURE,
+    ROTATED,
+    UNSIGNED_PEERAPI_ONLY,
+    HeldAuthority,
+    RotationTracker,
+    filter_peers,
+    self_locked_out,
+)
+from pytsnet.messages.peers import PeerInfo
+from pytsnet.messages.tka import TkaAuthorityUpdate
+from pytsnet.wire.keys import NLPrivate, NodePrivate, NodePublic
+from pytsnet.wire.tka import (
+    Key,
+    KeyKind,
+    NodeKeySignature,
+    RotationDetails,
+    SigKind,
+    State,
+    resign_nks,
+    sign_by_credential,
+    sign_direct,
+)
+
+
+def _peer(node_id: int, key: NodePublic, sig: bytes = b"", **kw: object) -> PeerInfo:
+    return PeerInfo(node_id=node_id, stable_id=f"n{node_id}", node_key=key.to_text(), key_signature=sig, **kw)
+
+
+def _credential_sig(signer: NLPrivate, wrapping: NLPrivate) -> NodeKeySignature:
+    """What Go's ``NetworkLockWrapPreauthKey`` puts in a wrapped auth key: a SigCredential over the
+    wrapping key, signed by a trusted lock key."""
+    unsigned = NodeKeySignature(sig_kind=SigKind.CREDENTIAL, pubkey=None, key_id=signer.public().raw,
+                                signature=None, nested=None, wrapping_pubkey=wrapping.public().raw)
+    return dataclasses.replace(unsigned, signature=signer.sign(unsigned.sig_hash()))
+
+
+def _by_credential(wrapping: NLPrivate, cred: NodeKeySignature, node: NodePublic) -> bytes:
+    """Go ``tka.SignByCredential``: a rotation signature for ``node`` nesting the credential."""
+    return sign_by_credential(wrapping, cred.serialize(), node)
+
+
+@pytest.fixture(scope="module")
+def lock() -> tuple[NLPrivate, HeldAuthority]:
+    nl = NLPrivate.generate()
+    state = State(last_aum_hash=None, disablement_secrets=(bytes([0xA5]) * 32,),
+                  keys=(Key(kind=KeyKind.KEY25519, votes=2, public=nl.public().raw),))
+    return nl, HeldAuthority(state=state, head="h")
+
+
+def _ids(peers: list[PeerInfo]) -> list[int]:
+    return [p.node_id for p in peers]
+
+
+def test_tka_filter_netmap(lock: tuple[NLPrivate, HeldAuthority]) -> None:
+    """Go's TestTKAFilterNetmap, all three netmaps."""
+    nl, held = lock
+    n1, n2, n3, n4, n5 = (NodePrivate.generate().public() for _ in range(5))
+    n1_good = sign_direct(n1, nl).serialize()
+    n4_sig = sign_direct(n4, nl)
+    bad = bytearray(n4_sig.signature or b"")
+    bad[3] = bad[4] = 42  # mess up the signature
+    n4_bad = dataclasses.replace(n4_sig, signature=bytes(bad)).serialize()
+    n5nl = NLPrivate.generate()
+    n5_initial = sign_direct(n5, nl, wrapping_pubkey=n5nl.public().raw).serialize()
+
+    def resign(current: bytes) -> tuple[NodePublic, bytes]:
+        nk = NodePrivate.generate().public()
+        return nk, resign_nks(n5nl, nk, current)
+
+    n5_rotated, n5_rotated_sig = resign(n5_initial)
+    # Two nodes joined with the same wrapped auth key: both valid (credential chains are not unique).
+    wrapping = NLPrivate.generate()
+    cred = _credential_sig(nl, wrapping)
+    n60, n61 = NodePrivate.generate().public(), NodePrivate.generate().public()
+    n60_sig, n61_sig = _by_credential(wrapping, cred, n60), _by_credential(wrapping, cred, n61)
+
+    me = _peer(99, NodePrivate.generate().public())
+    peers = [_peer(1, n1, n1_good), _peer(2, n2), _peer(3, n3, n1_good), _peer(4, n4, n4_bad),
+             _peer(50, n5, n5_initial), _peer(51, n5_rotated, n5_rotated_sig),
+             _peer(60, n60, n60_sig), _peer(61, n61, n61_sig)]
+    v = filter_peers(peers, me, held)
+    assert _ids(v.admitted) == [1, 51, 60, 61]
+    assert v.rejected[2] == MISSING_SIGNATURE
+    assert v.rejected[3].startswith("failed signature check: ")
+    assert v.rejected[4].startswith("failed signature check: ")
+    assert v.rejected[50] == ROTATED
+    assert any("dropping peer 50(n50) due to key rotation" in n for n in v.notes)
+    assert any("dropping peer 2(n2) due to missing signature" in n for n in v.notes)
+
+    # Two more signatures with n5's wrapping key, from the same chain: both filtered out.
+    n7, n7_sig = resign(n5_rotated_sig)
+    n8, n8_sig = resign(n5_rotated_sig)
+    peers = [_peer(1, n1, n1_good), _peer(2, n2), _peer(3, n3, n1_good), _peer(4, n4, n4_bad),
+             _peer(50, n5, n5_initial), _peer(51, n5_rotated, n5_rotated_sig),
+             _peer(7, n7, n7_sig), _peer(8, n8, n8_sig)]
+    v = filter_peers(peers, me, held)
+    assert _ids(v.admitted) == [1]
+    assert v.rejected[7] == v.rejected[8] == v.rejected[51] == ROTATED
+    assert any("equally valid rotation signatures" in n for n in v.notes)
+
+    # Repeated rotation (the signature is trimmed, Go keeps 15 previous keys) still works.
+    for _ in range(100):
+        n5_rotated, n5_rotated_sig = resign(n5_rotated_sig)
+    n51, n51_sig = resign(n5_rotated_sig)
+    v = filter_peers([_peer(1, n1, n1_good), _peer(5, n5_rotated, n5_rotated_sig), _peer(51, n51, n51_sig)],
+                     me, held)
+    assert _ids(v.admitted) == [1, 51]
+    assert v.rejected == {5: ROTATED}
+
+
+def _nk(idx: int) -> NodePublic:
+    return NodePublic.from_raw(bytes([idx]) + bytes(31))
+
+
+def _rd(kind: SigKind, wrapping: bytes, *prev: NodePublic) -> RotationDetails:
+    initial = NodeKeySignature(sig_kind=kind, pubkey=None, key_id=None, signature=None, nested=None,
+                               wrapping_pubkey=wrapping)
+    return RotationDetails(initial_sig=initial, prev_node_keys=tuple(prev))
+
+
+N1, N2, N3, N4, N5 = (_nk(i) for i in range(1, 6))
+PK1, PK2, PK3 = b"\x01", b"\x02", b"\x03"
+D = SigKind.DIRECT
+
+
+@pytest.mark.parametrize(("adds", "want"), [
+    pytest.param([], set(), id="empty"),
+    pytest.param([(N1, _rd(D, PK1, N2))], {N2}, id="single_prev_key"),
+    pytest.param([(N1, _rd(D, PK1, N2)), (N3, _rd(D, PK2, N4)), (N2, _rd(D, PK1, N3, N4))], {N2, N3, N4},
+                 id="several_prev_keys"),
+    pytest.param([(N2, _rd(D, PK3, N1)), (N3, _rd(D, PK3, N1, N2)), (N4, _rd(D, PK3, N1, N2, N3)),
+                  (N5, _rd(D, PK3, N4))], {N1, N2, N3, N4}, id="several_per_pubkey_latest_wins"),
+    pytest.param([(N2, _rd(D, PK3, N1)), (N3, _rd(D, PK3, N1, N2)), (N4, _rd(D, PK3, N1, N2)),
+                  (N5, _rd(D, PK3, N1, N2))], {N1, N2, N3, N4, N5},
+                 id="several_per_pubkey_same_chain_length_all_rejected"),
+    pytest.param([(N2, _rd(D, PK3, N1)), (N3, _rd(D, PK3, N1, N2)), (N4, _rd(D, PK3, N1, N2)),
+                  (N5, _rd(D, PK3, N1, N2, N3))], {N1, N2, N3, N4}, id="several_per_pubkey_longest_wins"),
+    # Not in Go's table: chains rooted in a credential may share a wrapping key (one reusable auth key).
+    pytest.param([(N2, _rd(SigKind.CREDENTIAL, PK3, N1)), (N3, _rd(SigKind.CREDENTIAL, PK3, N4))], {N1, N4},
+                 id="credential_chains_not_unique"),
+])
+def test_rotation_tracker(adds: list[tuple[NodePublic, RotationDetails]], want: set[NodePublic]) -> None:
+    """Go's TestRotationTracker."""
+    r = RotationTracker()
+    for np, d in adds:
+        r.add_rotation_details(np, d)
+    assert r.obsolete_keys() == want
+
+
+def test_self_lockout(lock: tuple[NLPrivate, HeldAuthority]) -> None:
+    nl, held = lock
+    me = NodePrivate.generate().public()
+    assert self_locked_out(_peer(9, me), held.state)  # unsigned
+    assert self_locked_out(_peer(9, me, sign_direct(NodePrivate.generate().public(), nl).serialize()),
+                           held.state)  # someone else's signature
+    untrusted = NLPrivate.generate()
+    assert self_locked_out(_peer(9, me, sign_direct(me, untrusted).serialize()), held.state)
+    assert not self_locked_out(_peer(9, me, sign_direct(me, nl).serialize()), held.state)
+    assert filter_peers([], _peer(9, me), held).locked_out
+
+
+def test_unsigned_peer_api_only_is_refused_under_the_lock(lock: tuple[NLPrivate, HeldAuthority]) -> None:
+    """pytsnet cannot confine a peer to peerAPI, so under a lock such a peer is refused, signed or not."""
+    nl, held = lock
+    k = NodePrivate.generate().public()
+    v = filter_peers([_peer(3, k, unsigned_peer_api_only=True),
+                      _peer(4, k, sign_direct(k, nl).serialize(), unsigned_peer_api_only=True)],
+                     _peer(9, NodePrivate.generate().public()), held)
+    assert v.admitted == [] and v.rejected == {3: UNSIGNED_PEERAPI_ONLY, 4: UNSIGNED_PEERAPI_ONLY}
+
+
+def test_held_authority_from_update(lock: tuple[NLPrivate, HeldAuthority]) -> None:
+    _, held = lock
+    assert HeldAuthority.from_update(TkaAuthorityUpdate(enabled=False)) is None
+    got = HeldAuthority.from_update(TkaAuthorityUpdate(enabled=True, head="H2", state=held.state.to_cbor(),
+                                                       ancestors=["H1"]))
+    assert got is not None and got.state == held.state
+    assert got.covers("H2") and got.covers("H1") and not got.covers("H3") and not got.covers("")
