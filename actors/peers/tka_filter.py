@@ -90,7 +90,7 @@ class RotationTracker:
 
     def add_rotation_details(self, np: NodePublic, d: RotationDetails) -> None:
         self.obsolete.update(d.prev_node_keys)
-        if d.initial_sig.sig_kind != SigKind.DIRECT:
+        if d.initial_sig is None or d.initial_sig.sig_kind != SigKind.DIRECT:
             # Chains from a SigCredential may share a wrapping key (one reusable auth key, many nodes).
             return
         wp = bytes(d.initial_sig.wrapping_pubkey or b"")

@@ -40,14 +40,14 @@ def _peer(node_id: int, key: NodePublic, sig: bytes = b"", **kw: object) -> Peer
 def _credential_sig(signer: NLPrivate, wrapping: NLPrivate) -> NodeKeySignature:
     """What Go's ``NetworkLockWrapPreauthKey`` puts in a wrapped auth key: a SigCredential over the
     wrapping key, signed by a trusted lock key."""
-    unsigned = NodeKeySignature(sig_kind=SigKind.CREDENTIAL, pubkey=None, key_id=signer.public().raw,
-                                signature=None, nested=None, wrapping_pubkey=wrapping.public().raw)
+    unsigned = NodeKeySignature(sig_kind=SigKind.CREDENTIAL, key_id=signer.key_id(),
+                                wrapping_pubkey=wrapping.public().raw)
     return dataclasses.replace(unsigned, signature=signer.sign(unsigned.sig_hash()))
 
 
 def _by_credential(wrapping: NLPrivate, cred: NodeKeySignature, node: NodePublic) -> bytes:
     """Go ``tka.SignByCredential``: a rotation signature for ``node`` nesting the credential."""
-    return sign_by_credential(wrapping, cred.serialize(), node)
+    return sign_by_credential(wrapping.raw, cred, node)
 
 
 @pytest.fixture(scope="module")
