@@ -6,6 +6,7 @@ signature on a rotation control asks for (Go ``doLogin``'s ``NodeKeySignature`` 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 
 import pytest
@@ -13,7 +14,7 @@ from test_login_machine import AUTH_KEY, Drive
 
 import pytsnet.wire.control as lm
 from pytsnet.wire.keys import NLPrivate, NodePrivate
-from pytsnet.wire.tka import Key, KeyKind, SigKind, State, TkaError, sign_direct
+from pytsnet.wire.tka import Key, KeyKind, NodeKeySignature, SigKind, State, TkaError, sign_direct
 from pytsnet.wire.tka.authority import node_key_authorized_with_details
 
 HEAD = "A" * 52
@@ -130,3 +131,29 @@ def test_unresignable_signature_registers_without_one() -> None:
     d.register_with(NodeKeySignature=base64.b64encode(b"x").decode())
     d.none(lm.SendRegister)
     d.one(lm.WakeAt)
+
+
+def test_wrapped_auth_key_signs_the_node_key_by_credential() -> None:
+    """Go ``NetworkLockWrapPreauthKey`` → ``doLogin``: control gets the plain auth key; the register
+    carries a credential-rooted signature of our node key that the lock accepts."""
+    admin = NLPrivate.generate()
+    wrapping = NLPrivate.generate()
+    cred = NodeKeySignature(sig_kind=SigKind.CREDENTIAL, key_id=admin.key_id(),
+                            wrapping_pubkey=wrapping.public().raw)
+    cred = dataclasses.replace(cred, signature=admin.sign(cred.sig_hash()))
+    suffix = (base64.b64encode(cred.serialize()).decode().rstrip("=") + "-"
+              + base64.b64encode(wrapping.raw).decode().rstrip("="))
+    d = Drive(auth_key=f"{AUTH_KEY}--TL{suffix}")
+    d.send(lm.Connected(1))
+    req = d.one(lm.SendRegister).request
+    assert req.Auth is not None and req.Auth.AuthKey == AUTH_KEY
+    assert req.NodeKeySignature
+    state = State(last_aum_hash=None, disablement_secrets=(b"\x02" * 32,),
+                  keys=(Key(kind=KeyKind.KEY25519, votes=1, public=admin.public().raw),))
+    nks = base64.b64decode(req.NodeKeySignature)
+    details = node_key_authorized_with_details(state, d.m.node.public(), nks)
+    assert details is not None and details.initial_sig is not None
+    assert details.initial_sig.sig_kind == SigKind.CREDENTIAL
+    # A server echoing the plain key back never puts it in our state or log.
+    d.register_with(Error=f"bad key {AUTH_KEY}")
+    assert AUTH_KEY not in d.status.error and "redacted" in d.status.error

@@ -76,7 +76,7 @@ from pytsnet.wire.tailcfg import (
     RegisterResponse,
     RegisterResponseAuth,
 )
-from pytsnet.wire.tka import TkaError, resign_nks
+from pytsnet.wire.tka import TkaError, decode_wrapped_authkey, resign_nks, sign_by_credential
 
 __all__ = ["LoginConfig", "LoginMachine", "Phase"]
 
@@ -167,6 +167,10 @@ class LoginMachine:
         self.retry_at: float | None = None
         # the register exchange in progress
         self._auth_key = ""
+        # 21d: a wrapped (pre-signed) auth key, Go's ``<authkey>--TL<sig>-<priv>``: control gets the
+        # plain key; the credential signs each node key we register (Go ``tka.SignByCredential``).
+        self._plain_auth, _, self._credential, self._credential_priv = (
+            decode_wrapped_authkey(cfg.auth_key) if cfg.auth_key else ("", False, None, None))
         self._followup = ""
         self._rotated = False
         self._nks: bytes | None = None
@@ -305,9 +309,9 @@ class LoginMachine:
         req = RegisterRequest(
             Version=CURRENT_CAPABILITY_VERSION, NodeKey=self.node.public(), OldNodeKey=self._record.old_node,
             NLKey=self.nl_key.public(),
-            Auth=RegisterResponseAuth(AuthKey=self._auth_key) if self._auth_key else None, Expiry=ZERO_TIME,
+            Auth=RegisterResponseAuth(AuthKey=self._plain_auth) if self._auth_key else None, Expiry=ZERO_TIME,
             Followup=self._followup, Hostinfo=self._hostinfo(), Ephemeral=self.cfg.ephemeral,
-            NodeKeySignature=base64.b64encode(self._nks).decode() if self._nks else None)
+            NodeKeySignature=self._signature_b64())
         timeout = self.cfg.followup_timeout if self._followup else self.cfg.request_timeout
         out.append(SendRegister(self.conn, req, timeout))
 
@@ -369,6 +373,17 @@ class LoginMachine:
             self._publish(out, replace(self.status, state="NeedsMachineAuth", auth_url="", error_kind="",
                                        error="", http_status=0))
         self._open_poll(out)
+
+    def _signature_b64(self) -> str | None:
+        """The register's ``NodeKeySignature``: the re-signed one on a rotation control asked for, else
+        one made from a wrapped auth key's credential (Go ``doLogin``), else none."""
+        nks = self._nks
+        if nks is None and self._credential is not None and self._credential_priv is not None:
+            try:
+                nks = sign_by_credential(self._credential_priv, self._credential, self.node.public())
+            except TkaError as e:  # Go fails the login; a bad credential does not heal: not retried
+                raise _Permanent("auth_rejected", f"wrapped auth key: {e}") from None
+        return base64.b64encode(nks).decode() if nks else None
 
     def _resign(self, old_sig_b64: str, out: list[Action]) -> None:
         """Control sent our old node-key signature: rotate the node key and register again with the
@@ -614,5 +629,6 @@ class LoginMachine:
 
     def _scrub(self, text: str) -> str:
         """Server-supplied text goes to the state and the log: never with our auth key in it."""
-        key = self.cfg.auth_key
-        return text.replace(key, "tskey-…(redacted)") if key else text
+        for key in (self.cfg.auth_key, self._plain_auth):
+            text = text.replace(key, "tskey-…(redacted)") if key else text
+        return text
