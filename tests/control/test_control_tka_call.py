@@ -19,7 +19,7 @@ from pytsnet.actors.control.runner import ControlRunner, RunnerConfig
 from pytsnet.actors.runtime import Actor, ActorSystem, handles
 from pytsnet.localnet.server import LocalTailnet
 from pytsnet.messages.control import GetState
-from pytsnet.messages.tka import TkaControlAnswer, TkaControlCall, TkaNetmapInfo
+from pytsnet.messages.tka import TkaAuthorityUpdate, TkaControlAnswer, TkaControlCall, TkaNetmapInfo
 from pytsnet.state import MemoryStore
 from pytsnet.testing.polling import wait_until
 
@@ -120,3 +120,37 @@ def test_every_netmap_tells_the_tka_actor(tmp_path: Path, system: ActorSystem) -
         # localnet without a lock: no TKAInfo, so the lock is off; our own key rides along.
         assert (info.enabled, info.head, info.disabled, info.self_key_signature) == (False, "", False, b"")
         assert info.self_node_key.startswith("nodekey:") and len(info.self_node_key) == 8 + 64
+
+
+def test_adopted_head_goes_to_control_in_a_lite_update(tmp_path: Path, system: ActorSystem) -> None:
+    """Go ``Auto.SetTKAHead``: the TKA actor's new head is sent at once (a non-streaming map request
+    with ``TKAHead``) and rides in later map requests; an unchanged head sends nothing."""
+    with LocalTailnet(tmp_path / "control") as net:
+        control = net.control
+        assert control is not None
+        cfg = RunnerConfig(control_url=net.control_url, hostname="me", auth_key=net.create_authkey(),
+                           request_timeout=REQUEST_TIMEOUT)
+        ref = system.spawn(ControlRunner, cfg, MemoryStore(), name="control")
+        wait_until(lambda: ref.ask(GetState(), timeout=1).state == "Running", 15, "runner Running")
+        real = control._serve_machine
+        heads: list[tuple[bool, str]] = []
+
+        async def record_maps(req: Any, resp: Any, machine: str) -> None:
+            if req.path == "/machine/map":
+                body = json.loads(bytes(req.body))
+                heads.append((bool(body.get("Stream")), body.get("TKAHead", "")))
+            await real(req, resp, machine)
+
+        control._serve_machine = record_maps  # type: ignore[method-assign]
+        try:
+            head = "A" * 52
+            ref.tell(TkaAuthorityUpdate(enabled=True, head=head, seq=1))
+            wait_until(lambda: (False, head) in heads, 5, "a lite update with the head")
+            ref.tell(TkaAuthorityUpdate(enabled=True, head=head, seq=2))
+            ref.ask(GetState(), timeout=1)
+            time.sleep(0.3)
+            assert heads.count((False, head)) == 1  # unchanged: not sent again
+            ref.tell(TkaAuthorityUpdate(enabled=False, seq=3))  # lock off locally: no head
+            wait_until(lambda: heads[-1] == (False, ""), 5, "a lite update without a head")
+        finally:
+            del control._serve_machine
