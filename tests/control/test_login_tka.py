@@ -157,3 +157,27 @@ def test_wrapped_auth_key_signs_the_node_key_by_credential() -> None:
     # A server echoing the plain key back never puts it in our state or log.
     d.register_with(Error=f"bad key {AUTH_KEY}")
     assert AUTH_KEY not in d.status.error and "redacted" in d.status.error
+
+
+def test_resign_after_an_expired_key_rotation_keeps_the_key_control_knows() -> None:
+    """NodeKeyExpired → rotate → control answers the rotation with our old signature: the re-signed
+    register names the key control knows as ``OldNodeKey`` (not the one just tried), as Go's second
+    ``doLogin`` does from its unchanged persist."""
+    admin = NLPrivate.generate()
+    d = Drive()
+    original = d.m.node.public()
+    old_sig = sign_direct(original, admin, wrapping_pubkey=d.m.nl_key.public().raw).serialize()
+    d.send(lm.Connected(1))
+    d.register_with(NodeKeyExpired=True)
+    tried = d.one(lm.SendRegister).request.NodeKey
+    assert tried != original
+    d.register_with(NodeKeySignature=base64.b64encode(old_sig).decode())
+    req = d.one(lm.SendRegister).request
+    assert req.OldNodeKey == original and req.NodeKey not in (original, tried)
+    assert req.NodeKeySignature
+    state = State(last_aum_hash=None, disablement_secrets=(b"\x02" * 32,),
+                  keys=(Key(kind=KeyKind.KEY25519, votes=1, public=admin.public().raw),))
+    details = node_key_authorized_with_details(state, req.NodeKey, base64.b64decode(req.NodeKeySignature))
+    assert details is not None and details.prev_node_keys == (original,)
+    d.register_ok()
+    assert _record(d).logged_in

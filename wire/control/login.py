@@ -174,6 +174,7 @@ class LoginMachine:
         self._followup = ""
         self._rotated = False
         self._nks: bytes | None = None
+        self._resigned = False
         """21d: the re-signed node-key signature the next register carries (Go ``NodeKeySignature``)."""
         self._tka_head = ""
         """21d: the head the TKA actor last adopted (``MapRequest.TKAHead``)."""
@@ -298,7 +299,7 @@ class LoginMachine:
         out.append(Note("debug", f"ts2021 session with {self.cfg.control_url} established"))
         if self._need_register:
             self._auth_key = "" if self.logged_in else self.cfg.auth_key
-            self._followup, self._rotated, self._nks = "", False, None
+            self._followup, self._rotated, self._resigned, self._nks = "", False, False, None
             self._send_register(out)
         else:
             self._open_poll(out)
@@ -389,9 +390,12 @@ class LoginMachine:
         """Control sent our old node-key signature: rotate the node key and register again with the
         signature re-signed by our lock key (Go ``doLogin`` → ``mustRegen`` → ``tka.ResignNKS``). If it
         cannot be re-signed the register goes without one, as Go ("Failed re-signing node-key signature")."""
-        if self._rotated:
+        if self._resigned:
             raise _Retry("server_error", "control asked for a re-signed node key twice in one login")
         new = self._new_key()
+        # The key control knows: while a rotation is pending (force login, NodeKeyExpired) that is the
+        # record's old key, not the one just tried (Go: the persist is not updated by a failed try).
+        old = self._record.old_node or self.node.public()
         try:
             old_sig = base64.b64decode(old_sig_b64, validate=True)
             self._nks = resign_nks(self.nl_key, new.public(), old_sig)
@@ -399,8 +403,8 @@ class LoginMachine:
             self._nks = None
             out.append(Note("warning", f"failed re-signing node-key signature: {e}"))
         out.append(Note("info", "control: rotating the node key with a re-signed node-key signature"))
-        out.append(self._set_record(self._keyed(new, self.node.public())))
-        self._rotated, self._followup, self._auth_key = True, "", self.cfg.auth_key
+        out.append(self._set_record(self._keyed(new, old)))
+        self._rotated, self._resigned, self._followup, self._auth_key = True, True, "", self.cfg.auth_key
         self._send_register(out)
 
     # -- the map poll -------------------------------------------------------------------------------
