@@ -181,3 +181,16 @@ def test_resign_after_an_expired_key_rotation_keeps_the_key_control_knows() -> N
     assert details is not None and details.prev_node_keys == (original,)
     d.register_ok()
     assert _record(d).logged_in
+
+
+def test_signature_without_our_rotation_key_is_not_resigned() -> None:
+    """Signed without a rotation key (``lock sign <node>`` alone): our lock key cannot carry it over, so
+    the rotation registers unsigned (control decides) instead of sending a signature that cannot verify."""
+    admin = NLPrivate.generate()
+    d = Drive()
+    old_sig = sign_direct(d.m.node.public(), admin).serialize()
+    d.send(lm.Connected(1))
+    d.register_with(NodeKeySignature=base64.b64encode(old_sig).decode())
+    req = d.one(lm.SendRegister).request
+    assert req.NodeKeySignature is None and req.OldNodeKey is not None
+    assert any("not made with this node's lock key" in n.text for n in d.out if isinstance(n, lm.Note))

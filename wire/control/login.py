@@ -76,7 +76,13 @@ from pytsnet.wire.tailcfg import (
     RegisterResponse,
     RegisterResponseAuth,
 )
-from pytsnet.wire.tka import TkaError, decode_wrapped_authkey, resign_nks, sign_by_credential
+from pytsnet.wire.tka import (
+    NodeKeySignature,
+    TkaError,
+    decode_wrapped_authkey,
+    resign_nks,
+    sign_by_credential,
+)
 
 __all__ = ["LoginConfig", "LoginMachine", "Phase"]
 
@@ -398,6 +404,11 @@ class LoginMachine:
         old = self._record.old_node or self.node.public()
         try:
             old_sig = base64.b64decode(old_sig_b64, validate=True)
+            wrapping = NodeKeySignature.unserialize(old_sig).wrapping_public()
+            if wrapping != self.nl_key.public().raw:
+                # Go re-signs anyway and control refuses it; a signature only our key could carry on
+                # is worth sending, so without our rotation key in it the register goes unsigned.
+                raise TkaError("it was not made with this node's lock key as rotation key")
             self._nks = resign_nks(self.nl_key, new.public(), old_sig)
         except (binascii.Error, ValueError, TkaError) as e:
             self._nks = None
