@@ -30,7 +30,7 @@ from pytsnet.actors.control.performer import ControlPerformer, SendIdToken, Send
 from pytsnet.actors.control.store import MACHINE_KEY, NETMAP, NODE, StateStore
 from pytsnet.actors.dataplane.netmap import netmap_for_dataplane
 from pytsnet.actors.keeper import recall, remember
-from pytsnet.actors.runtime import Actor, ActorStopped, StopReason, TimerHandle, handles
+from pytsnet.actors.runtime import Actor, ActorStopped, MailboxFull, StopReason, TimerHandle, handles
 from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.actors.runtime.ref import Reply
 from pytsnet.messages.base import Message
@@ -59,6 +59,7 @@ from pytsnet.messages.services import ServicesMemory
 from pytsnet.messages.tka import (
     IoTkaControlAnswer,
     TkaAuthorityUpdate,
+    TkaAuthorityWanted,
     TkaControlAnswer,
     TkaControlCall,
     TkaNetmapInfo,
@@ -159,6 +160,11 @@ class ControlRunner(Actor):
                                          stored_netmap=self.store.read_state(NETMAP),
                                          restarted=self.incarnation > 1))
         self._advertised = ServicesMemory()  # 20d/20g: what a restarted incarnation must send again
+        if self.cfg.tka_name and (tka := self.ctx.lookup(self.cfg.tka_name)) is not None:
+            try:  # 21d: a fresh login machine sends no TKAHead until the TKA actor tells us its head
+                tka.tell(TkaAuthorityWanted(reply_to=self.name))
+            except (ActorStopped, MailboxFull):
+                log.info("%s cannot ask %s for its head now", self.name, self.cfg.tka_name)
         if self.incarnation > 1:  # 20d: keep advertising the services we host
             snap = recall(self, self.memory)
             if isinstance(snap, ServicesMemory):

@@ -17,9 +17,16 @@ import pytest
 
 from pytsnet.actors.control.runner import ControlRunner, RunnerConfig
 from pytsnet.actors.runtime import Actor, ActorSystem, handles
+from pytsnet.actors.runtime.faults import FaultInjector
 from pytsnet.localnet.server import LocalTailnet
 from pytsnet.messages.control import GetState
-from pytsnet.messages.tka import TkaAuthorityUpdate, TkaControlAnswer, TkaControlCall, TkaNetmapInfo
+from pytsnet.messages.tka import (
+    TkaAuthorityUpdate,
+    TkaAuthorityWanted,
+    TkaControlAnswer,
+    TkaControlCall,
+    TkaNetmapInfo,
+)
 from pytsnet.state import MemoryStore
 from pytsnet.testing.polling import wait_until
 
@@ -43,6 +50,10 @@ class TkaProbe(Actor):
     @handles(TkaNetmapInfo)
     def on_info(self, msg: TkaNetmapInfo) -> None:
         self.infos.append(msg)
+
+    @handles(TkaAuthorityWanted)
+    def on_wanted(self, msg: TkaAuthorityWanted) -> None:
+        """Holds no authority yet: nothing to tell."""
 
 
 def test_no_session_is_no_netmap_at_once(system: ActorSystem) -> None:
@@ -152,5 +163,50 @@ def test_adopted_head_goes_to_control_in_a_lite_update(tmp_path: Path, system: A
             assert heads.count((False, head)) == 1  # unchanged: not sent again
             ref.tell(TkaAuthorityUpdate(enabled=False, seq=3))  # lock off locally: no head
             wait_until(lambda: heads[-1] == (False, ""), 5, "a lite update without a head")
+        finally:
+            del control._serve_machine
+
+
+class HeadKeeper(Actor):
+    """Stands in for the TKA actor holding an authority: answers ``TkaAuthorityWanted``."""
+
+    def __init__(self, head: str, asked: list[str]) -> None:
+        self.head, self.asked = head, asked
+
+    @handles(TkaAuthorityWanted)
+    def on_wanted(self, msg: TkaAuthorityWanted) -> None:
+        self.asked.append(msg.reply_to)
+        self.tell_named(msg.reply_to, TkaAuthorityUpdate(enabled=True, head=self.head, seq=1))
+
+    @handles(TkaNetmapInfo)
+    def on_info(self, msg: TkaNetmapInfo) -> None:
+        """Already in sync: nothing to do."""
+
+
+def test_restarted_runner_asks_the_tka_actor_for_its_head(tmp_path: Path, system: ActorSystem) -> None:
+    with LocalTailnet(tmp_path / "control") as net:
+        control = net.control
+        assert control is not None
+        head, asked = "C" * 52, []
+        system.spawn(HeadKeeper, head, asked, name="tka")
+        cfg = RunnerConfig(control_url=net.control_url, hostname="me", auth_key=net.create_authkey(),
+                           request_timeout=REQUEST_TIMEOUT, tka_name="tka")
+        ref = system.spawn(ControlRunner, cfg, MemoryStore(), name="control")
+        wait_until(lambda: ref.ask(GetState(), timeout=1).state == "Running", 15, "runner Running")
+        assert asked == ["control"]
+        real = control._serve_machine
+        heads: list[tuple[bool, str]] = []
+
+        async def record_maps(req: Any, resp: Any, machine: str) -> None:
+            if req.path == "/machine/map":
+                body = json.loads(bytes(req.body))
+                heads.append((bool(body.get("Stream")), body.get("TKAHead", "")))
+            await real(req, resp, machine)
+
+        control._serve_machine = record_maps  # type: ignore[method-assign]
+        try:
+            FaultInjector.kill_now(ref, "chaos: the control runner")
+            wait_until(lambda: len(asked) == 2 and any(h == head for _, h in heads), 15,
+                       "the restarted runner asked and sent the head")
         finally:
             del control._serve_machine
