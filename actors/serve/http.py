@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import h11
 
+from pytsnet.wire.http1_body import BodyReader, BodyTooLarge, MalformedHttp
 from pytsnet.wire.serve import (
     HTTPHandler,
     ServeConfig,
@@ -119,12 +120,12 @@ class WebSession:
                 return  # ConnectionClosed (or a stray event): done
             try:
                 body = self._read_body()
-            except h11.RemoteProtocolError:
-                self.count("bad_request")
-                return
-            if body is None:
+            except BodyTooLarge:
                 self.count("bad_request")
                 self._send_simple(413, b"request body too large\n")
+                return
+            except MalformedHttp:
+                self.count("bad_request")
                 return
             self.count("request")
             if not self._answer(ev, body):
@@ -141,26 +142,22 @@ class WebSession:
             ev = self.h.next_event()
             if ev is not h11.NEED_DATA:
                 return ev
-            try:
-                data = self.sock.recv(READ_CHUNK)
-            except (TimeoutError, OSError):
-                data = b""
-            self.h.receive_data(data)
+            self.h.receive_data(self._recv())
 
-    def _read_body(self) -> bytes | None:
-        parts: list[bytes] = []
-        size = 0
-        while True:
-            ev = self._next()
-            if isinstance(ev, h11.Data):
-                size += len(ev.data)
-                if size > MAX_REQUEST_BODY:
-                    return None
-                parts.append(bytes(ev.data))
-            elif isinstance(ev, h11.EndOfMessage):
-                return b"".join(parts)
-            else:
-                raise h11.RemoteProtocolError("connection ended inside the request")
+    def _recv(self) -> bytes:
+        """One read; a client gone quiet past the idle timeout, or away, reads as its close."""
+        try:
+            return self.sock.recv(READ_CHUNK)
+        except (TimeoutError, OSError):
+            return b""
+
+    def _read_body(self) -> bytes:
+        """The request's body, bounded (``wire.http1_body``): ``BodyTooLarge`` or ``MalformedHttp``."""
+        reader = BodyReader(self.h, MAX_REQUEST_BODY)
+        body = reader.poll()
+        while body is None:
+            body = reader.receive_data(self._recv())
+        return body
 
     def _send(self, *events: h11.Event) -> None:
         for ev in events:

@@ -27,6 +27,7 @@ import h11
 
 from pytsnet import __version__
 from pytsnet.localapi.server import MAX_BODY, LocalApi, LocalRequest, LocalResponse
+from pytsnet.wire.http1_body import BodyReader
 
 __all__ = ["LOCAL_API_HOST", "check_and_handle", "read_body", "response_bytes"]
 
@@ -106,24 +107,14 @@ def check_and_handle(api: LocalApi, req: h11.Request, body: bytes, *, password: 
     return api.handle(local, permit_read=True, permit_write=True)
 
 
-def read_body(conn: h11.Connection, recv: Callable[[], bytes]) -> bytes | None:
-    """The request body (after the head was taken from ``conn``); None past ``MAX_BODY``."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            conn.receive_data(recv())
-            continue
-        if isinstance(event, h11.Data):
-            size += len(event.data)
-            if size > MAX_BODY:
-                return None
-            chunks.append(bytes(event.data))
-        elif isinstance(event, h11.EndOfMessage):
-            return b"".join(chunks)
-        else:
-            raise h11.RemoteProtocolError(f"request ended early: {type(event).__name__}")
+def read_body(conn: h11.Connection, recv: Callable[[], bytes]) -> bytes:
+    """The request body (after the head was taken from ``conn``), ``recv`` giving each read:
+    ``BodyTooLarge`` past ``MAX_BODY``, ``MalformedHttp`` for a cut or broken one (``wire.http1_body``)."""
+    reader = BodyReader(conn, MAX_BODY)
+    body = reader.poll()
+    while body is None:
+        body = reader.receive_data(recv())
+    return body
 
 
 def response_bytes(conn: h11.Connection, resp: LocalResponse) -> bytes:

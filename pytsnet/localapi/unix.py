@@ -41,6 +41,7 @@ from pytsnet.errors import LocalApiError
 from pytsnet.localapi.http import check_and_handle, read_body, response_bytes
 from pytsnet.localapi.server import LocalApi, LocalResponse
 from pytsnet.messages.localapi import LocalApiAccepted, LocalApiConnDone, LocalApiEvent, LocalApiEventKind
+from pytsnet.wire.http1_body import BodyTooLarge, MalformedHttp
 
 if TYPE_CHECKING:
     from pytsnet.actors.runtime import ActorSystem
@@ -112,23 +113,28 @@ class LocalApiConnection(Actor):
                 break
             if not isinstance(event, h11.Request):
                 return  # the client closed before a request
-            body = read_body(conn, lambda: self._recv(deadline))
-        except h11.RemoteProtocolError as e:
+            resp = self._answer(conn, event, deadline)
+        except (h11.RemoteProtocolError, MalformedHttp) as e:
             self._event("bad_http")
             with contextlib.suppress(h11.LocalProtocolError):
-                bad = LocalResponse.error(e.error_status_hint, "bad request")
+                status = e.error_status_hint if isinstance(e, h11.RemoteProtocolError) else 400
+                bad = LocalResponse.error(status, "bad request")
                 self.sock.sendall(response_bytes(conn, bad))
             return
-        if body is None:
-            self._event("too_large")
-            resp = LocalResponse.error(413, "request body too large")
-        else:
-            self._event("requests")
-            resp = check_and_handle(self.api, event, body, password=None, sec_header=False)
         self.sock.settimeout(REQUEST_TIMEOUT)  # for the answer: a client that never reads is cut
         self.sock.sendall(response_bytes(conn, resp))
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_WR)
+
+    def _answer(self, conn: h11.Connection, req: h11.Request, deadline: float) -> LocalResponse:
+        """Read the body (``MalformedHttp`` for a cut or broken one) and answer it; too large: 413."""
+        try:
+            body = read_body(conn, lambda: self._recv(deadline))
+        except BodyTooLarge:
+            self._event("too_large")
+            return LocalResponse.error(413, "request body too large")
+        self._event("requests")
+        return check_and_handle(self.api, req, body, password=None, sec_header=False)
 
 
 class LocalApiSocketServer(SocketServer):

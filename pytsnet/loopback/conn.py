@@ -33,6 +33,7 @@ from pytsnet.loopback.http_proxy import PROXY_USER, BadHttp, Connect, Forward, H
 from pytsnet.loopback.outcomes import dial_outcome
 from pytsnet.loopback.udp_relay import UdpRelay
 from pytsnet.messages.loopback import LoopbackConnDone, LoopbackEvent, LoopbackEventKind, LoopbackSpawn
+from pytsnet.wire.http1_body import BodyTooLarge, MalformedHttp
 from pytsnet.wire.socks5 import Rep, Socks5AuthFailed, Socks5Error, Socks5Server
 
 if TYPE_CHECKING:
@@ -303,8 +304,10 @@ class ProxyConnection(Actor):
         """Go tsnet's ``/localapi`` on this listener: ``pytsnet.localapi.http`` checks the
         ``Sec-Tailscale`` header and the ``local_api`` credential, then answers (19a)."""
         try:
-            body = read_body(front.conn, lambda: self._recv(deadline))
-        except h11.RemoteProtocolError:
+            body: bytes | None = read_body(front.conn, lambda: self._recv(deadline))
+        except BodyTooLarge:
+            body = None
+        except MalformedHttp:
             self._refuse(front.error(400, "bad request"), "bad_http")
             return None
         resp = (LocalResponse.error(413, "request body too large") if body is None else

@@ -300,6 +300,40 @@ def test_socket_checks_host_as_go(alpha_sock: Path) -> None:
         403, b"invalid localapi request\n")  # no password here: only the socket's own Host
 
 
+def _half_closed(addr: tuple[str, int] | str, request: bytes) -> tuple[int, bytes]:
+    """``raw_http`` with the client's side shut after the request (a body cut short stays cut)."""
+    family = socket.AF_UNIX if isinstance(addr, str) else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(addr)
+        s.sendall(request)
+        s.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    head, _, body = out.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+def test_request_bodies_bounded_and_whole_on_both_listeners(
+        tn: Tailnet, alpha_sock: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One body reader (``wire.http1_body``) for both: over the cap → 413, cut short → 400."""
+    from pytsnet.localapi import http as localapi_http
+    monkeypatch.setattr(localapi_http, "MAX_BODY", 10)
+    addr, cred = _lb(tn)
+    heads: list[tuple[tuple[str, int] | str, bytes]] = [
+        (str(alpha_sock), b"POST /localapi/v0/prefs HTTP/1.1\r\nHost: local-tailscaled.sock\r\n"),
+        (addr, f"POST /localapi/v0/prefs HTTP/1.1\r\nHost: 127.0.0.1:{addr[1]}\r\n".encode()
+         + b"Sec-Tailscale: localapi\r\n" + _basic(cred))]
+    for where, head in heads:
+        status, body = _half_closed(where, head + b"Content-Length: 11\r\n\r\n" + b"x" * 11)
+        assert (status, body) == (413, b"request body too large\n"), where
+        chunked = head + b"Transfer-Encoding: chunked\r\n\r\n6\r\nxxxxxx\r\n6\r\nxxxxxx\r\n0\r\n\r\n"
+        assert _half_closed(where, chunked)[0] == 413, where
+        assert _half_closed(where, head + b"Content-Length: 10\r\n\r\nabc")[0] == 400, where
+        assert _half_closed(where, head + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n")[0] == 400, where
+
+
 def test_socket_cuts_a_silent_client(alpha_sock: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from pytsnet.localapi import unix
     monkeypatch.setattr(unix, "REQUEST_TIMEOUT", 0.5)
