@@ -5,8 +5,8 @@ facade share one implementation (``pytsnet.cert.tls`` re-exports it).
 ``ssl`` loads a key pair only from files, so ``server_ssl_context`` writes the pair to a private
 temporary directory (mode 0700, file 0600), loads it and removes it at once. ``CertProvider`` is the
 seam other code takes (``ActorDevice.cert_pair_blocking``, or a test CA's): ``domain → (cert chain
-PEM, key PEM)``. ``ContextCache`` keeps one context per pair, so a renewed cert gets a new context and
-an unchanged one is not reloaded on every connection.
+PEM, key PEM)``. ``ContextCache`` keeps one context per pair (a bounded LRU), so a renewed cert gets a
+new context and an unchanged one is not reloaded on every connection.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import os
 import ssl
 import tempfile
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -47,22 +48,49 @@ def server_ssl_context(cert_pem: bytes, key_pem: bytes, *,
 
 
 class ContextCache:
-    """The context for the pair a provider returns now (a new one only when the pair changed)."""
+    """Contexts by their pair's digest, the ``max_entries`` most recently used kept (LRU): an
+    unchanged pair is not reloaded on every connection. A pair asked for under a ``name`` (a domain)
+    replaces that name's previous one: a renewed cert gets a new context and the old one is dropped
+    at once (unless another name still uses it)."""
 
-    def __init__(self, alpn: Sequence[str] = DEFAULT_ALPN) -> None:
+    def __init__(self, alpn: Sequence[str] = DEFAULT_ALPN, *, max_entries: int = 1) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
         self._alpn = tuple(alpn)
+        self._max = max_entries
         self._lock = threading.Lock()
-        self._current: tuple[bytes, ssl.SSLContext] | None = None
+        self._entries: OrderedDict[bytes, ssl.SSLContext] = OrderedDict()
+        self._names: dict[str, bytes] = {}
 
-    def context(self, cert_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def context(self, cert_pem: bytes, key_pem: bytes, *, name: str = "") -> ssl.SSLContext:
+        """The context serving this pair (``ssl.SSLError`` if it does not load: nothing is kept)."""
         digest = hashlib.sha256(cert_pem + b"\0" + key_pem).digest()
         with self._lock:
-            if self._current is not None and self._current[0] == digest:
-                return self._current[1]
-        ctx = server_ssl_context(cert_pem, key_pem, alpn=self._alpn)
+            ctx = self._entries.get(digest)
+            if ctx is not None:
+                self._entries.move_to_end(digest)
+                self._use(name, digest)
+                return ctx
+        ctx = server_ssl_context(cert_pem, key_pem, alpn=self._alpn)  # file I/O: outside the lock
         with self._lock:
-            self._current = (digest, ctx)
+            ctx = self._entries.setdefault(digest, ctx)  # another thread may have loaded it meanwhile
+            self._entries.move_to_end(digest)
+            self._use(name, digest)
+            while len(self._entries) > self._max:
+                old, _ = self._entries.popitem(last=False)
+                self._names = {n: d for n, d in self._names.items() if d != old}
         return ctx
+
+    def _use(self, name: str, digest: bytes) -> None:
+        """``name`` serves ``digest`` now; its previous pair goes unless another name still serves it."""
+        before = self._names.get(name)
+        self._names[name] = digest
+        if before is not None and before != digest and before not in self._names.values():
+            self._entries.pop(before, None)
 
 
 def renewing_context(provider: CertProvider, domain: str, *,

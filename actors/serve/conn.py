@@ -22,12 +22,12 @@ import threading
 from collections.abc import Callable
 from typing import get_args
 
-from pytsnet.actors.cert.tls import CertProvider, server_ssl_context
 from pytsnet.actors.netstack.channel import FlowChannel
 from pytsnet.actors.netstack.splice import Splice, abort_flow
 from pytsnet.actors.peerapi.ingress import IngressHandoff
 from pytsnet.actors.runtime import Actor, ActorError, StopReason, handles
 from pytsnet.actors.runtime.logs import subsystem_logger
+from pytsnet.actors.serve.certs import ServeCerts
 from pytsnet.actors.serve.http import Identity, WebSession
 from pytsnet.messages.base import Message
 from pytsnet.messages.dataplane import GetDataplaneInfo
@@ -55,7 +55,7 @@ class _Ended(Exception):
 
 class ServeConnection(Actor):
     def __init__(self, spawn: ServeSpawn, server: str, port: int, config: str, channel: FlowChannel,
-                 certs: CertProvider | None, service: str = "",
+                 certs: ServeCerts | None, service: str = "",
                  handoff: IngressHandoff | None = None) -> None:
         self.spawn = spawn
         self.handoff = handoff  # 20g: a Funnel connection (its public source and first bytes)
@@ -261,8 +261,7 @@ class ServeConnection(Actor):
             self._event("tls_error")
             raise _Ended("no certificate provider: TLS cannot be terminated")
         try:
-            cert, key = self.certs(domain)
-            return server_ssl_context(cert, key, alpn=())
+            return self.certs.context(domain)  # the tree's cached context for the pair in force
         except Exception as e:  # the provider's failure (no HTTPS on the tailnet, ACME down): this conn only
             self._event("tls_error")
             raise _Ended(f"certificate for {domain}: {e}") from None

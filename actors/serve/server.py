@@ -55,6 +55,7 @@ from pytsnet.actors.runtime import (
     handles,
 )
 from pytsnet.actors.runtime.logs import subsystem_logger
+from pytsnet.actors.serve.certs import ServeCerts
 from pytsnet.actors.serve.conn import ServeConnection
 from pytsnet.actors.serve.funnel import FunnelInbox
 from pytsnet.messages.control import LiteUpdate
@@ -155,7 +156,7 @@ Conn = FlowChannel | IngressHandoff
 
 class ServePort(ConnectionServer[Conn]):
     def __init__(self, spawn: ServeSpawn, port: ServePortSpawn, listeners: ListenerTable, system: ActorSystem,
-                 certs: CertProvider | None, funnel: FunnelInbox | None = None) -> None:
+                 certs: ServeCerts | None, funnel: FunnelInbox | None = None) -> None:
         super().__init__(conns=spawn.conns, server=port.server, max_connections=spawn.max_connections,
                          log=log, poll=ACCEPT_POLL)
         self.spawn = spawn
@@ -233,7 +234,7 @@ class ServePort(ConnectionServer[Conn]):
 
 class ServeManager(Actor):
     def __init__(self, spawn: ServeSpawn, store: StateStore, listeners: ListenerTable, system: ActorSystem,
-                 certs: CertProvider | None, funnel: FunnelInbox | None = None,
+                 certs: ServeCerts | None, funnel: FunnelInbox | None = None,
                  ingress: IngressRoutes | None = None) -> None:
         self.spawn = spawn
         self.store = store
@@ -403,12 +404,13 @@ def serve_spec(system: ActorSystem, spawn: ServeSpawn, store: StateStore, listen
     """The subtree above as one child spec (spawned under the system root by the device); with
     ``ingress`` (20g), Funnel targets of the config are served (``FunnelInbox``)."""
     funnel = FunnelInbox(system, spawn) if ingress is not None else None
+    tls = ServeCerts(certs) if certs is not None else None  # one per tree: outlives manager restarts
     children = (
         ChildSpec(Supervisor, spawn.conns, args=(SupervisorConfig(Strategy.ONE_FOR_ONE, 0, 1.0),),
                   dispatcher="thread"),
         ChildSpec(Supervisor, spawn.ports, args=(SupervisorConfig(Strategy.ONE_FOR_ONE, 5, 10.0),),
                   dispatcher="thread"),
-        ChildSpec(ServeManager, spawn.manager, args=(spawn, store, listeners, system, certs, funnel, ingress),
+        ChildSpec(ServeManager, spawn.manager, args=(spawn, store, listeners, system, tls, funnel, ingress),
                   dispatcher="thread"),
     )
     return ChildSpec(Supervisor, f"{spawn.manager}.sup",

@@ -13,6 +13,7 @@ import socket
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -114,6 +115,48 @@ def test_tls_terminated_forward_delivers_a_closing_backends_whole_answer(tn: Tai
                 conn.sendall(answer)
             got = _recv_all(tls, len(answer) + 1)  # + 1: then the end, which must not be a reset
             assert len(got) == len(answer) and got == answer
+
+
+def test_tls_contexts_shared_per_pair_and_renewed(tn: Tailnet, srv: ActorDevice, ca: TestCA,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two connections while the pair is the same share one context (the pair is loaded once); a
+    renewed pair is loaded once and served from the next connection on (``actors/serve/certs``)."""
+    from cryptography import x509
+
+    from pytsnet.actors.cert import tls as cert_tls
+    loads: list[bytes] = []
+    real = cert_tls.server_ssl_context
+
+    def counting(cert_pem: bytes, key_pem: bytes, **kw: Any) -> ssl.SSLContext:
+        loads.append(cert_pem)
+        return real(cert_pem, key_pem, **kw)
+    monkeypatch.setattr(cert_tls, "server_ssl_context", counting)
+    name = fqdn(srv)
+    pairs = [ca.provider(name), ca.provider(name)]
+    current = [pairs[0]]
+    monkeypatch.setattr(srv, "serve_cert_provider", lambda domain: current[0])
+
+    def served_serial() -> int:
+        raw = tn["cli"].connect_socket("srv", 7004, timeout=20)
+        raw.settimeout(20)
+        with ca.client_context().wrap_socket(raw, server_hostname=name) as tls:
+            der = tls.getpeercert(binary_form=True)
+            tls.sendall(b"ping")
+            assert _recv_all(tls, 4) == b"ping"
+        assert der is not None
+        return x509.load_der_x509_certificate(der).serial_number
+
+    def serial(pair: tuple[bytes, bytes]) -> int:
+        return x509.load_pem_x509_certificates(pair[0])[0].serial_number
+
+    with echo_server() as port:
+        srv.set_serve_config_blocking(ServeConfig(TCP={7004: TCPPortHandler(TCPForward=f"127.0.0.1:{port}",
+                                                                            TerminateTLS=name)}))
+        assert [served_serial(), served_serial()] == [serial(pairs[0])] * 2
+        assert loads == [pairs[0][0]]  # the second connection reused the first one's context
+        current[0] = pairs[1]  # renewed
+        assert served_serial() == serial(pairs[1])
+        assert loads == [pairs[0][0], pairs[1][0]]
 
 
 def _web(srv: ActorDevice, port: int, handlers: dict[str, HTTPHandler], *, https: bool = False) -> None:
