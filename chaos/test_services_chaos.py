@@ -22,6 +22,7 @@ from pytsnet.net.socket import SocketLike
 from pytsnet.services.fallback import ConnHandler
 from pytsnet.services.listener import ServiceListener, ServiceModeTCP
 from pytsnet.testing.polling import wait_until
+from pytsnet.testing.serve import accept_each
 from pytsnet.testing.tailnet import tagged_host_and_peer
 
 pytestmark = pytest.mark.timeout(180)
@@ -43,16 +44,8 @@ def _fallback(src: tuple[str, int], dst: tuple[str, int]) -> tuple[ConnHandler |
     return (_echo_handler, True) if dst[1] == 9000 else (None, False)
 
 
-def _serve_forever(lst: ServiceListener, stop: threading.Event) -> None:
-    while not stop.is_set():
-        try:
-            conn, _ = lst.accept(timeout=0.2)
-        except TimeoutError:
-            continue
-        except OSError:
-            return
-        with conn:
-            conn.sendall(b"svc:" + conn.recv(100))
+def _svc_echo(conn: SocketLike) -> None:
+    conn.sendall(b"svc:" + conn.recv(100))
 
 
 def _ask(peer: ActorDevice, host: str, port: int) -> bytes:
@@ -88,8 +81,8 @@ def test_netstack_kill_and_dataplane_rebuild_keep_services_and_fallback(
     stop = threading.Event()
     unregister = host.register_fallback_tcp_handler(_fallback)
     lst = host.listen_service_blocking("svc:web", ServiceModeTCP(port=80))
-    server = threading.Thread(target=_serve_forever, args=(lst, stop), daemon=True)
-    server.start()
+    assert isinstance(lst, ServiceListener)
+    server = accept_each(lst, stop, _svc_echo)
     try:
         wait_until(lambda: bool(lst.vips()), 20, "VIP assigned")
         vip = lst.vips()[0]
@@ -127,8 +120,8 @@ def test_a_restarted_control_runner_keeps_advertising(
     net, host, peer = rig
     stop = threading.Event()
     lst = host.listen_service_blocking("svc:web", ServiceModeTCP(port=80))
-    server = threading.Thread(target=_serve_forever, args=(lst, stop), daemon=True)
-    server.start()
+    assert isinstance(lst, ServiceListener)
+    server = accept_each(lst, stop, _svc_echo)
     try:
         wait_until(lambda: bool(lst.vips()), 20, "VIP assigned")
         vip = lst.vips()[0]
@@ -136,10 +129,11 @@ def test_a_restarted_control_runner_keeps_advertising(
         assert net.control is not None and host.system is not None
         ref = host.system.lookup("control")
         assert ref is not None
-        polls = net.control.stats["map_polls"]
+        control = net.control
+        polls = control.stats["map_polls"]
         FaultInjector.kill_now(ref, "chaos: the service host's control runner")
         wait_until(lambda: ref.incarnation == 2 and ref.is_alive, 20, "control runner restarted")
-        wait_until(lambda: net.control.stats["map_polls"] > polls, 20, "the new incarnation polls")
+        wait_until(lambda: control.stats["map_polls"] > polls, 20, "the new incarnation polls")
         host.up_blocking(30)
         # An endpoint update (a lite map request, whose Hostinfo control applies at once): what the
         # bridge sends whenever our endpoints change. Its Hostinfo must still carry the hash.

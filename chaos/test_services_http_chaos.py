@@ -17,8 +17,9 @@ import pytest
 from pytsnet.actors.runtime import FaultInjector
 from pytsnet.device import ActorDevice
 from pytsnet.localnet.services import ServiceDef
-from pytsnet.services.listener import HttpServiceListener, ServiceModeHTTP
+from pytsnet.services.listener import ServiceModeHTTP
 from pytsnet.testing.polling import wait_until
+from pytsnet.testing.serve import header_values, ok_response, serve_app
 from pytsnet.testing.tailnet import tagged_host_and_peer
 
 pytestmark = pytest.mark.timeout(180)
@@ -31,27 +32,9 @@ def rig(tmp_path: Path) -> Iterator[tuple[ActorDevice, ActorDevice]]:
         yield host, peer
 
 
-def _app(lst: HttpServiceListener, stop: threading.Event) -> None:
-    """Answers each proxied request with its Tailscale-User-Login header."""
-    while not stop.is_set():
-        try:
-            conn, _ = lst.accept(timeout=0.2)
-        except TimeoutError:
-            continue
-        except OSError:
-            return
-        with conn:
-            conn.settimeout(10)
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-            login = next((line.split(b":", 1)[1].strip() for line in data.split(b"\r\n")
-                          if line.lower().startswith(b"tailscale-user-login:")), b"")
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
-                         % (len(login), login))
+def _login(head: bytes) -> bytes:
+    """The app's answer to each proxied request: its Tailscale-User-Login header."""
+    return ok_response(b"".join(header_values(head, b"tailscale-user-login")[:1]))
 
 
 def _get(peer: ActorDevice, vip: str) -> bytes:
@@ -71,7 +54,7 @@ def test_killed_service_port_server_and_manager_are_survived(rig: tuple[ActorDev
     system = host.system
     stop = threading.Event()
     with host.listen_service_blocking("svc:web", ServiceModeHTTP(port=80)) as lst:
-        threading.Thread(target=_app, args=(lst, stop), daemon=True).start()
+        serve_app(lst, stop, _login)
         try:
             wait_until(lambda: bool(lst.vips()), 20, "VIP assigned")
             vip = lst.vips()[0]

@@ -2,7 +2,10 @@
 
 ``echo_server`` (a TCPForward target), ``mirror_backend`` (a Proxy backend that answers with what it
 got, headers included), ``dead_port`` and ``TestCA`` (trustme, a real CA: ``provider`` is what
-``ActorDevice.serve_cert_provider`` takes, ``client_context`` trusts it).
+``ActorDevice.serve_cert_provider`` takes, ``client_context`` trusts it). For an app behind a service
+listener (``HttpServiceListener``: it accepts the connections Serve's proxy makes): ``read_head``,
+``header_values``, ``ok_response``, ``accept_each`` and ``serve_app`` (accept and answer until
+told to stop).
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ import socket
 import socketserver
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Protocol, TypeVar
 
-__all__ = ["TestCA", "dead_port", "echo_server", "mirror_backend"]
+__all__ = ["TestCA", "accept_each", "dead_port", "echo_server", "header_values", "mirror_backend",
+           "ok_response", "read_head", "serve_app"]
 
 
 
@@ -80,6 +85,68 @@ def dead_port() -> int:
     port: int = s.getsockname()[1]
     s.close()
     return port
+
+
+class _Conn(Protocol):
+    def __enter__(self) -> object: ...
+    def __exit__(self, *exc: object) -> None: ...
+    def settimeout(self, timeout: float | None) -> None: ...
+
+
+C = TypeVar("C", bound=_Conn)
+C_co = TypeVar("C_co", bound=_Conn, covariant=True)
+
+
+class _Accepting(Protocol[C_co]):
+    def accept(self, timeout: float | None = None) -> tuple[C_co, tuple[str, int]]: ...
+
+
+def read_head(conn: socket.socket) -> bytes:
+    """One request's head as an app reads it: up to the blank line (what came with it included), or
+    all there was when the client closed first."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def header_values(head: bytes, name: bytes) -> list[bytes]:
+    """The values of the header ``name`` (any case) in a request head, in order."""
+    return [line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")[1:]
+            if line.lower().startswith(name.lower() + b":")]
+
+
+def accept_each(lst: _Accepting[C], stop: threading.Event, handle: Callable[[C], object]) -> threading.Thread:
+    """A daemon thread giving each connection ``lst`` accepts to ``handle`` (with a 10 s timeout; closed
+    after), until ``stop`` is set or the listener is closed: an app behind a (service) listener."""
+    def run() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = lst.accept(timeout=0.2)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(10)
+                handle(conn)
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def serve_app(lst: _Accepting[socket.socket], stop: threading.Event,
+              answer: Callable[[bytes], bytes]) -> threading.Thread:
+    """``accept_each`` for an HTTP app: each connection is answered ``answer(its request head)``."""
+    return accept_each(lst, stop, lambda conn: conn.sendall(answer(read_head(conn))))
+
+
+def ok_response(body: bytes) -> bytes:
+    """A complete ``200 OK`` with ``body`` and ``Connection: close``."""
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
 
 
 class TestCA:

@@ -10,14 +10,14 @@ answers to hostile or wrong requests (the node keeps serving), and the typed err
 from __future__ import annotations
 
 import ssl
-import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import pytest
 import trustme
 from anyio.streams.tls import TLSStream
+from funnel_rig import curl, fqdn, funnel_tailnet, ingress_req, provider_for, raw_peerapi
 
 from pytsnet.device import ActorDevice
 from pytsnet.errors import FunnelPortNotAllowed, FunnelUnavailable
@@ -28,52 +28,11 @@ from pytsnet.testing.tailnet import Tailnet, local_tailnet
 
 pytestmark = pytest.mark.timeout(180)
 
-Provider = Callable[[str], tuple[bytes, bytes]]
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def ca_file(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("ca") / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return path
-
-
-def provider_for(ca: trustme.CA, asked: list[str]) -> Provider:
-    def provide(domain: str) -> tuple[bytes, bytes]:
-        asked.append(domain)
-        cert = ca.issue_cert(domain)
-        return b"".join(p.bytes() for p in cert.cert_chain_pems), cert.private_key_pem.bytes()
-    return provide
-
 
 @pytest.fixture(scope="module")
 def tn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tailnet]:
-    tmp = tmp_path_factory.mktemp("funnel")
-    opts = {"https": True, "funnel": "127.0.0.1:0", "funnel_nodes": ["web", "peer"]}
-    with local_tailnet(tmp, ["web", "peer", "nofunnel"], net_options=opts) as net:
-        ingress = net.net.funnel
-        assert ingress is not None
-        wait_until(lambda: ingress.sees(net.name(net["web"])), 30, "the ingress sees web", interval=0.05)
+    with funnel_tailnet(tmp_path_factory.mktemp("funnel")) as net:
         yield net
-
-
-def fqdn(dev: ActorDevice) -> str:
-    return dev.state.name.rstrip(".")
-
-
-def curl(ca_file: Path, name: str, port: int, path: str = "/") -> tuple[str, int]:
-    """``curl`` on the host against the public listener; its body and its own source port."""
-    cmd = ["curl", "-sS", "--max-time", "20", "--cacert", str(ca_file),
-           "--resolve", f"{name}:{port}:127.0.0.1", f"https://{name}:{port}{path}", "-w", "\n%{local_port}"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
-    assert out.returncode == 0, out.stderr
-    body, _, local_port = out.stdout.rpartition("\n")
-    return body, int(local_port)
 
 
 async def serve_http(ln: FunnelListener, n: int, seen: list[FunnelStream]) -> None:
@@ -148,31 +107,6 @@ def test_funnel_listener_also_serves_the_tailnet_unless_funnel_only(tn: Tailnet,
 
     anyio.run(main)
     assert seen[0].funnel is False and seen[0].src[0] == tn.ip(peer)
-
-
-def raw_peerapi(dev: ActorDevice, target: ActorDevice, request: bytes, reads: int = 1) -> bytes:
-    """Send ``request`` to ``target``'s peerAPI from ``dev`` over the tailnet; what came back."""
-    sock = dev.tcp_connect_blocking(Tailnet.ip(target), target.peerapi_port, timeout=10)
-    sock.settimeout(10)
-    try:
-        sock.sendall(request)
-        out = b""
-        while out.count(b"HTTP/1.1 ") < reads or not out.endswith(b"\n"):
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            out += chunk
-        return out
-    finally:
-        sock.close()
-
-
-def ingress_req(target: ActorDevice, src: str = "198.51.100.1:4000", tgt: str | None = None,
-                method: str = "POST") -> bytes:
-    host = f"{Tailnet.ip(target)}:{target.peerapi_port}"
-    tgt = tgt if tgt is not None else f"{fqdn(target)}:443"
-    return (f"{method} /v0/ingress HTTP/1.1\r\nHost: {host}\r\nTailscale-Ingress-Src: {src}\r\n"
-            f"Tailscale-Ingress-Target: {tgt}\r\nContent-Length: 0\r\n\r\n").encode()
 
 
 def test_a_peer_without_the_ingress_capability_is_refused(tn: Tailnet) -> None:

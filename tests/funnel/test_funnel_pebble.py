@@ -6,40 +6,28 @@ root, and refused without it."""
 
 from __future__ import annotations
 
-from contextlib import ExitStack
 from pathlib import Path
 
 import anyio
 import pytest
 
 from pytsnet.funnel import FunnelStream
-from pytsnet.localnet.server import LocalTailnet
-from pytsnet.testing.acme import pebble_available, pebble_stack
 from pytsnet.testing.netns import Netns
+from pytsnet.testing.pebble_tailnet import pebble_tailnet
 from pytsnet.testing.polling import wait_until
-from pytsnet.testing.tailnet import new_device
 
 pytestmark = pytest.mark.timeout(180)
 
 
 def test_curl_verifies_a_pebble_cert_through_the_funnel(netns: Netns, tmp_path: Path) -> None:
-    reason = pebble_available()
-    if reason:
-        pytest.skip(reason)
-    with netns.entered(), ExitStack() as stack:
-        ca = stack.enter_context(pebble_stack(netns, tmp_path / "pebble"))
-        net = stack.enter_context(LocalTailnet(tmp_path / "control", https=True, dns01_api=ca.dns01_api,
-                                               funnel="127.0.0.1:0"))
-        ingress = net.funnel
+    with pebble_tailnet(netns, tmp_path, funnel="127.0.0.1:0") as rig:
+        ingress = rig.net.funnel
         assert ingress is not None
-        web = new_device(net, tmp_path, "web", acme_directory_url=ca.directory_url,
-                         acme_ca_file=str(ca.tls_ca_file))
-        stack.callback(web.close)
-        web.start().wait_until_running_blocking(30)
+        web = rig.device("web")
+        web.wait_until_running_blocking(30)
         name = web.state.name.rstrip(".")
         wait_until(lambda: ingress.sees(name), 30, "the ingress sees web")
-        root = tmp_path / "pebble-root.pem"
-        root.write_bytes(ca.issuer_root())
+        root = rig.root
         port = ingress.address[1]
 
         async def serve(s: FunnelStream) -> None:

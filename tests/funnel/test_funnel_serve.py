@@ -15,10 +15,9 @@ from __future__ import annotations
 import http.server
 import json
 import ssl
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -26,6 +25,7 @@ import anyio
 import pytest
 import trustme
 from anyio.streams.tls import TLSStream
+from funnel_rig import curl, fqdn, funnel_tailnet, ingress_req, provider_for, raw_peerapi
 
 from pytsnet.actors.peerapi.ingress import IngressHandoff, IngressRoutes
 from pytsnet.actors.runtime import FaultInjector
@@ -38,7 +38,7 @@ from pytsnet.messages.control import LiteUpdate
 from pytsnet.messages.serve import ServeSpawn
 from pytsnet.serve import ServeConfig
 from pytsnet.testing.polling import wait_until
-from pytsnet.testing.tailnet import Tailnet, local_tailnet
+from pytsnet.testing.tailnet import Tailnet
 from pytsnet.wire.serve import funnel_ports, funnel_targets, ingress_flags
 
 pytestmark = pytest.mark.timeout(180)
@@ -46,26 +46,6 @@ pytestmark = pytest.mark.timeout(180)
 HOSTINFO_INTERVAL = 0.2
 """localnet relays (and stores) a node's Hostinfo change at most this often: short, so a change is
 seen soon and a lost flag shows within a few intervals."""
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def ca_file(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("ca") / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return path
-
-
-def provider_for(ca: trustme.CA, asked: list[str]) -> Callable[[str], tuple[bytes, bytes]]:
-    def provide(domain: str) -> tuple[bytes, bytes]:
-        asked.append(domain)
-        cert = ca.issue_cert(domain)
-        return b"".join(p.bytes() for p in cert.cert_chain_pems), cert.private_key_pem.bytes()
-    return provide
 
 
 class Backend:
@@ -106,19 +86,9 @@ def backend() -> Iterator[Backend]:
 
 @pytest.fixture(scope="module")
 def tn(tmp_path_factory: pytest.TempPathFactory, ca: trustme.CA) -> Iterator[Tailnet]:
-    tmp = tmp_path_factory.mktemp("funnelserve")
-    opts = {"https": True, "funnel": "127.0.0.1:0", "funnel_nodes": ["web", "peer"],
-            "hostinfo_interval": HOSTINFO_INTERVAL}
-    with local_tailnet(tmp, ["web", "peer", "nofunnel"], net_options=opts) as net:
-        ingress = net.net.funnel
-        assert ingress is not None
-        wait_until(lambda: ingress.sees(net.name(net["web"])), 30, "the ingress sees web", interval=0.05)
+    with funnel_tailnet(tmp_path_factory.mktemp("funnelserve"), hostinfo_interval=HOSTINFO_INTERVAL) as net:
         net["web"].serve_cert_provider = provider_for(ca, [])
         yield net
-
-
-def fqdn(dev: ActorDevice) -> str:
-    return dev.state.name.rstrip(".")
 
 
 def funnel_config(dev: ActorDevice, backend: Backend, *, allow: bool | None = True) -> ServeConfig:
@@ -134,35 +104,11 @@ def funnel_config(dev: ActorDevice, backend: Backend, *, allow: bool | None = Tr
     return ServeConfig.model_validate(raw)
 
 
-def curl(ca_file: Path, name: str, port: int, path: str = "/") -> tuple[str, int]:
-    """``curl`` on the host against the ingress's public port; its body and its own source port."""
-    cmd = ["curl", "-sS", "--max-time", "20", "--cacert", str(ca_file),
-           "--resolve", f"{name}:{port}:127.0.0.1", f"https://{name}:{port}{path}", "-w", "\n%{local_port}"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
-    assert out.returncode == 0, out.stderr
-    body, _, local_port = out.stdout.rpartition("\n")
-    return body, int(local_port)
-
-
 def raw_ingress(tn: Tailnet, target: str) -> bytes:
     """An ingress request for ``target`` from the ingress node itself (it holds the ingress cap)."""
     ingress, web = tn.net.funnel, tn["web"]
     assert ingress is not None and ingress.device is not None
-    sock = ingress.device.tcp_connect_blocking(Tailnet.ip(web), web.peerapi_port, timeout=10)
-    sock.settimeout(10)
-    try:
-        sock.sendall((f"POST /v0/ingress HTTP/1.1\r\nHost: {Tailnet.ip(web)}:{web.peerapi_port}\r\n"
-                      f"Tailscale-Ingress-Src: 198.51.100.7:4000\r\nTailscale-Ingress-Target: {target}\r\n"
-                      "Content-Length: 0\r\n\r\n").encode())
-        out = b""
-        while not out.endswith(b"\n"):
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            out += chunk
-        return out
-    finally:
-        sock.close()
+    return raw_peerapi(ingress.device, web, ingress_req(web, src="198.51.100.7:4000", tgt=target))
 
 
 def hostinfo(tn: Tailnet, dev: ActorDevice) -> dict[str, object]:
@@ -300,9 +246,10 @@ def test_control_sees_ingress_enabled_and_wire_ingress(tn: Tailnet, backend: Bac
         assert not hostinfo(tn, web).get("IngressEnabled")
     finally:
         web.set_serve_config_blocking(None)
-    hi = lambda: hostinfo(tn, web)  # noqa: E731
-    wait_until(lambda: not hi().get("WireIngress") and not hi().get("IngressEnabled"), 30,
-               "no ingress flags at control")
+    def no_flags() -> bool:
+        hi = hostinfo(tn, web)
+        return not hi.get("WireIngress") and not hi.get("IngressEnabled")
+    wait_until(no_flags, 30, "no ingress flags at control")
 
 
 def test_a_restarted_control_runner_keeps_the_ingress_flags(tn: Tailnet, backend: Backend) -> None:

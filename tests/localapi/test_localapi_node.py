@@ -56,12 +56,16 @@ def alpha_sock(tn: Tailnet, sockdir: Path) -> Path:
     return path
 
 
-def raw_http(addr: tuple[str, int] | str, request: bytes) -> tuple[int, bytes]:
+def raw_http(addr: tuple[str, int] | str, request: bytes, *, half_close: bool = False) -> tuple[int, bytes]:
+    """Send ``request`` (``half_close``: then shut our side, so a body cut short stays cut); the
+    answer's status and body."""
     family = socket.AF_UNIX if isinstance(addr, str) else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.settimeout(10)
         s.connect(addr)
         s.sendall(request)
+        if half_close:
+            s.shutdown(socket.SHUT_WR)
         out = b""
         while chunk := s.recv(65536):
             out += chunk
@@ -97,7 +101,7 @@ LIVE = {"Node": {"Endpoints", "DERP", "HomeDERP", "Online", "LastSeen", "Hostinf
 
 
 def same_node(a: WhoIsResponse, b: WhoIsResponse) -> bool:
-    return a.model_dump(exclude=LIVE) == b.model_dump(exclude=LIVE)  # type: ignore[arg-type]
+    return a.model_dump(exclude=LIVE) == b.model_dump(exclude=LIVE)
 
 
 def test_whois_by_ip_port_nodekey_and_proto(tn: Tailnet) -> None:
@@ -300,21 +304,6 @@ def test_socket_checks_host_as_go(alpha_sock: Path) -> None:
         403, b"invalid localapi request\n")  # no password here: only the socket's own Host
 
 
-def _half_closed(addr: tuple[str, int] | str, request: bytes) -> tuple[int, bytes]:
-    """``raw_http`` with the client's side shut after the request (a body cut short stays cut)."""
-    family = socket.AF_UNIX if isinstance(addr, str) else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.settimeout(10)
-        s.connect(addr)
-        s.sendall(request)
-        s.shutdown(socket.SHUT_WR)
-        out = b""
-        while chunk := s.recv(65536):
-            out += chunk
-    head, _, body = out.partition(b"\r\n\r\n")
-    return int(head.split(b" ", 2)[1]), body
-
-
 def test_request_bodies_bounded_and_whole_on_both_listeners(
         tn: Tailnet, alpha_sock: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """One body reader (``wire.http1_body``) for both: over the cap → 413, cut short → 400."""
@@ -325,13 +314,16 @@ def test_request_bodies_bounded_and_whole_on_both_listeners(
         (str(alpha_sock), b"POST /localapi/v0/prefs HTTP/1.1\r\nHost: local-tailscaled.sock\r\n"),
         (addr, f"POST /localapi/v0/prefs HTTP/1.1\r\nHost: 127.0.0.1:{addr[1]}\r\n".encode()
          + b"Sec-Tailscale: localapi\r\n" + _basic(cred))]
+    cases = [(b"Content-Length: 11\r\n\r\n" + b"x" * 11, 413),
+             (b"Transfer-Encoding: chunked\r\n\r\n6\r\nxxxxxx\r\n6\r\nxxxxxx\r\n0\r\n\r\n", 413),
+             (b"Content-Length: 10\r\n\r\nabc", 400),                  # cut short
+             (b"Transfer-Encoding: chunked\r\n\r\nzz\r\n", 400)]         # a bad chunk
     for where, head in heads:
-        status, body = _half_closed(where, head + b"Content-Length: 11\r\n\r\n" + b"x" * 11)
-        assert (status, body) == (413, b"request body too large\n"), where
-        chunked = head + b"Transfer-Encoding: chunked\r\n\r\n6\r\nxxxxxx\r\n6\r\nxxxxxx\r\n0\r\n\r\n"
-        assert _half_closed(where, chunked)[0] == 413, where
-        assert _half_closed(where, head + b"Content-Length: 10\r\n\r\nabc")[0] == 400, where
-        assert _half_closed(where, head + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n")[0] == 400, where
+        for rest, want in cases:
+            status, body = raw_http(where, head + rest, half_close=True)
+            assert status == want, (where, rest)
+            if want == 413:
+                assert body == b"request body too large\n"
 
 
 def test_socket_cuts_a_silent_client(alpha_sock: Path, monkeypatch: pytest.MonkeyPatch) -> None:

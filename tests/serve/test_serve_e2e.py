@@ -19,7 +19,7 @@ import anyio
 import httpx
 import pytest
 
-from pytsnet import ActorDevice
+from pytsnet import ActorDevice, SocketLike
 from pytsnet.errors import LocalApiError, ServeConfigInvalid, ServeETagMismatch
 from pytsnet.localapi.server import LocalRequest
 from pytsnet.serve import (
@@ -60,7 +60,7 @@ def fqdn(dev: ActorDevice) -> str:
     return dev.state.name.rstrip(".")
 
 
-def _recv_all(sock: socket.socket | ssl.SSLSocket, n: int) -> bytes:
+def _recv_all(sock: socket.socket | ssl.SSLSocket | SocketLike, n: int) -> bytes:
     data = b""
     while len(data) < n:
         chunk = sock.recv(n - len(data))

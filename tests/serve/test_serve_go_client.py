@@ -70,8 +70,8 @@ def test_go_node_reaches_every_http_handler_and_a_tcp_forward(tmp_path: Path) ->
             assert "404 page not found" in curl(8080, "/nothing-here")
             got = json.loads(curl(8080, "/api/v1?q=go"))
             wait_until(lambda: w.row("gocaller") is not None, 30, "the Go node in the Python status()")
-            row = w.row("gocaller")
-            go_ips = [a.split("/")[0] for a in row.addresses]  # type: ignore[union-attr]
+            row = next(p for p in w.dev.status().peers if p.hostname == "gocaller")
+            go_ips = [a.split("/")[0] for a in row.addresses]
             assert got["path"] == "/v1?q=go" and got["headers"]["x-forwarded-for"] in go_ips, (got, go_ips)
             fwd = json.loads(curl(8081, "/through/forward"))  # plain TCP: the backend sees Caddy's request
             assert fwd["path"] == "/through/forward"

@@ -31,7 +31,10 @@ def _session(cfg: ServeConfig, request: bytes, counts: list[str] | None = None) 
     s = WebSession(theirs, port=80, config=lambda: cfg, tailnet_domain="tail1.ts.net",
                    identity=Identity(src_ip="100.64.0.2"), sni=None, idle_timeout=5.0, backend_timeout=2.0,
                    count=seen.append)
-    t = threading.Thread(target=lambda: (s.run(), theirs.close()), daemon=True)
+    def run() -> None:
+        s.run()
+        theirs.close()
+    t = threading.Thread(target=run, daemon=True)
     t.start()
     ours.sendall(request)
     ours.shutdown(socket.SHUT_WR)

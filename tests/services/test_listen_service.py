@@ -52,6 +52,7 @@ def test_tagged_host_serves_its_vip_by_address_and_name(
         rig: tuple[LocalTailnet, ActorDevice, ActorDevice]) -> None:
     _net, host, peer = rig
     with host.listen_service_blocking("svc:web", ServiceModeTCP(port=80)) as lst:
+        assert isinstance(lst, ServiceListener)  # TCP without a forward target: the app accepts
         assert lst.fqdn == "web." + host.dataplane_info().netmap.domain  # type: ignore[union-attr]
         wait_until(lambda: bool(lst.vips()), 20, "control approves the host and gives it the VIP")
         (vip,) = lst.vips()

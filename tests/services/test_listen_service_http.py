@@ -10,13 +10,10 @@ import json
 import socket
 import threading
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
-import anyio
 import pytest
 
-from pytsnet.config import Config
 from pytsnet.device import ActorDevice
 from pytsnet.errors import (
     ConnectionRefused,
@@ -28,11 +25,11 @@ from pytsnet.localnet.services import ServiceDef
 from pytsnet.serve import HTTPHandler, ServeConfig, ServiceConfig, TCPPortHandler, WebServerConfig
 from pytsnet.services.listener import HttpServiceListener, ServiceModeHTTP, ServiceModeTCP
 from pytsnet.services.serving_config import with_service_web, without_service_web
-from pytsnet.testing.acme import pebble_available, pebble_stack
 from pytsnet.testing.netns import Netns
+from pytsnet.testing.pebble_tailnet import pebble_tailnet, socks_curl
 from pytsnet.testing.polling import wait_until
-from pytsnet.testing.serve import TestCA
-from pytsnet.testing.tailnet import RIG_DEFAULTS, new_device, tagged_host_and_peer, wait_for_peers
+from pytsnet.testing.serve import TestCA, read_head
+from pytsnet.testing.tailnet import tagged_host_and_peer
 from pytsnet.wire.serve import ServeConfigError, service_slice, validate, validate_update
 
 pytestmark = pytest.mark.timeout(180)
@@ -63,13 +60,7 @@ def _app(lst: HttpServiceListener, seen: list[dict[str, object]], n: int = 1) ->
             conn, peer = lst.accept(timeout=30)
             with conn:
                 conn.settimeout(10)
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        break
-                    data += chunk
-                head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+                head = read_head(conn).split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
                 headers = [tuple(x.strip() for x in line.split(":", 1)) for line in head[1:] if ":" in line]
                 seen.append({"request": head[0], "headers": headers, "peer": peer[0]})
                 body = b"from the app"
@@ -309,45 +300,20 @@ def test_https_service_with_a_pebble_certificate_for_its_fqdn(netns: Netns, tmp_
     whose ``resolveCertDomain`` only issues those) and accepts its set-dns for it; the node's ACME
     client gets the service's certificate from pebble, and ``curl --cacert <pebble root>`` through a
     peer's SOCKS5 proxy verifies ``https://app.<domain>/`` (the VIP by MagicDNS) and reaches the app."""
-    reason = pebble_available()
-    if reason:
-        pytest.skip(reason)
     services = {"svc:app": ServiceDef(ports=("tcp:443",), tags=("tag:web",))}
-    with netns.entered(), ExitStack() as stack:
-        ca = stack.enter_context(pebble_stack(netns, tmp_path / "pebble"))
-        net = stack.enter_context(LocalTailnet(tmp_path / "control", https=True, dns01_api=ca.dns01_api,
-                                               services=services))
-        acme = {"acme_directory_url": ca.directory_url, "acme_ca_file": str(ca.tls_ca_file)}
-        host = ActorDevice(Config(dir=tmp_path / "host", hostname="host", control_url=net.control_url,
-                                  auth_key=net.create_authkey(tags=["tag:web"]), **(RIG_DEFAULTS | acme)))
-        stack.callback(host.close)
-        alpha = new_device(net, tmp_path, "alpha", **acme)
-        stack.callback(alpha.close)
-        host.start()
-        alpha.start()
-        for dev, other in ((host, "alpha"), (alpha, "host")):
-            dev.wait_until_running_blocking(30)
-            wait_for_peers(dev, [other])
+    with pebble_tailnet(netns, tmp_path, services=services) as rig:
+        host, alpha = rig.device("host", tags=["tag:web"]), rig.device("alpha")
+        rig.running(host, alpha)
         assert host.serve_cert_provider is None
         lst = host.listen_service_blocking("svc:app", ServiceModeHTTP(port=443, https=True))
-        stack.callback(lst.close)
+        rig.stack.callback(lst.close)
         wait_until(lambda: bool(lst.vips()), 20, "VIP assigned")
         wait_until(lambda: lst.fqdn in host.cert_domains(), 20, "control lists the service in CertDomains")
         seen: list[dict[str, object]] = []
         t = _app(lst, seen)
-        root = tmp_path / "pebble-root.pem"
-        root.write_bytes(ca.issuer_root())
-        addr, cred, _ = alpha.loopback()
-
-        def curl(*args: str) -> tuple[int, str, str]:
-            out = anyio.run(lambda: anyio.run_process(
-                ["curl", "-sS", "--max-time", "90", "--socks5-hostname", addr,
-                 "--proxy-user", f"tsnet:{cred}", *args], check=False))
-            return out.returncode, out.stdout.decode(errors="replace"), out.stderr.decode(errors="replace")
-
-        code, body, err = curl("--cacert", str(root), f"https://{lst.fqdn}/")
+        code, body, err = socks_curl(alpha, "--cacert", str(rig.root), f"https://{lst.fqdn}/")
         assert (code, body) == (0, "from the app"), err
         t.join(10)
         assert _values(seen[0], "x-forwarded-for") == [alpha.tailscale_ips()[0]]
-        code, _, _ = curl(f"https://{lst.fqdn}/")  # without the pebble root: verification is real
+        code, _, _ = socks_curl(alpha, f"https://{lst.fqdn}/")  # without the pebble root: verified for real
         assert code == 60

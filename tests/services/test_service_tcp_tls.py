@@ -7,18 +7,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from pytsnet.config import Config
 from pytsnet.device import ActorDevice
-from pytsnet.localnet.server import LocalTailnet
 from pytsnet.localnet.services import ServiceDef
 from pytsnet.services.listener import ForwardServiceListener, ServiceModeTCP
 from pytsnet.testing.polling import wait_until
 from pytsnet.testing.serve import TestCA
-from pytsnet.testing.tailnet import RIG_DEFAULTS, wait_for_peers
+from pytsnet.testing.tailnet import tagged_host_and_peer
 from pytsnet.wire.proxy_protocol import ProxyHeader, parse
 from pytsnet.wire.serve import TCPPortHandler
 
@@ -30,23 +27,11 @@ SERVICES = {"svc:db": ServiceDef(ports=("tcp:5432",), tags=("tag:db",)),
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ActorDevice, ActorDevice, TestCA]]:
-    tmp: Path = tmp_path_factory.mktemp("svctcptls")
-    with LocalTailnet(tmp / "control", listen="127.0.0.1:0", services=SERVICES) as net:
-        host = ActorDevice(Config(dir=tmp / "host", hostname="host", control_url=net.control_url,
-                                  auth_key=net.create_authkey(tags=["tag:db"]), **RIG_DEFAULTS))
-        peer = ActorDevice(Config(dir=tmp / "peer", hostname="peer", control_url=net.control_url,
-                                  auth_key=net.create_authkey(), **RIG_DEFAULTS))
+    tmp = tmp_path_factory.mktemp("svctcptls")
+    with tagged_host_and_peer(tmp, ("tag:db",), services=SERVICES) as (_net, host, peer):
         ca = TestCA()
         host.serve_cert_provider = ca.provider
-        try:
-            host.up_blocking(30)
-            peer.up_blocking(30)
-            wait_for_peers(host, ["peer"])
-            wait_for_peers(peer, ["host"])
-            yield host, peer, ca
-        finally:
-            peer.close()
-            host.close()
+        yield host, peer, ca
 
 
 def _app(lst: object, got: list[bytes]) -> threading.Thread:
