@@ -10,6 +10,7 @@ told to stop).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import socketserver
@@ -121,7 +122,8 @@ def header_values(head: bytes, name: bytes) -> list[bytes]:
 
 def accept_each(lst: _Accepting[C], stop: threading.Event, handle: Callable[[C], object]) -> threading.Thread:
     """A daemon thread giving each connection ``lst`` accepts to ``handle`` (with a 10 s timeout; closed
-    after), until ``stop`` is set or the listener is closed: an app behind a (service) listener."""
+    after; its socket errors end that connection only), until ``stop`` is set or the listener is
+    closed: an app behind a (service) listener."""
     def run() -> None:
         while not stop.is_set():
             try:
@@ -130,7 +132,7 @@ def accept_each(lst: _Accepting[C], stop: threading.Event, handle: Callable[[C],
                 continue
             except OSError:
                 return
-            with conn:
+            with conn, contextlib.suppress(OSError):  # a reset or silent client: the next one
                 conn.settimeout(10)
                 handle(conn)
     t = threading.Thread(target=run, daemon=True)
