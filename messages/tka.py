@@ -11,12 +11,12 @@ re-parses the State and re-verifies every peer signature against it.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal  # Literal: 21e
 
 from pydantic import Field
 
 from pytsnet.messages.base import Message, Request
-from pytsnet.messages.redact import Payload
+from pytsnet.messages.redact import Payload, secret_field  # secret_field: 21e
 
 __all__ = ["IoTkaControlAnswer", "TkaAuthorityUpdate", "TkaAuthorityWanted", "TkaControlAnswer",
            "TkaControlCall", "TkaNetmapInfo", "TkaNetmapInfoWanted"]
@@ -104,3 +104,132 @@ class TkaNetmapInfoWanted(Message, tag="tka.netmap_info_wanted"):
 
 
 # -- facade asks (21e) --
+class TkaSpawn(Message, tag="tka.spawn"):
+    """The TKA actor's settings: whom it asks for ``/machine/tka/*`` (the ControlRunner), whom it
+    tells each ``TkaAuthorityUpdate`` (the PeerTracker first), and where the chain lives (Go's
+    ``<varRoot>/tka-profiles/<profile>``; empty ``chonk_dir``: in memory, as Go with no state dir)."""
+
+    control: str = "control"
+    subscribers: tuple[str, ...] = ()
+    chonk_dir: str = ""
+    call_timeout: float = 30.0
+    """Per ``/machine/tka/*`` call (Go: one minute)."""
+
+
+class TkaSyncStep(Message, tag="tka.sync_step"):
+    """The TKA actor to itself: the next step of Go's tkaSyncIfNeeded for ``info`` (``offer``: sync
+    offer + inform; ``send``: tell control our head and the AUMs it lacks). One step per message, so
+    a kill lands between steps and the next incarnation resumes from the persisted chain."""
+
+    info: TkaNetmapInfo
+    stage: Literal["offer", "send"]
+    just_enabled: bool = False
+    send_aums: tuple[bytes, ...] = ()
+    """``send``: the serialized AUMs control lacks (computed before we informed, as Go)."""
+
+
+class TkaRetry(Message, tag="tka.retry"):
+    """The TKA actor to itself, a while after a failed sync: run it again with the last netmap info."""
+
+
+class TkaKeyInfo(Message, tag="tka.key_info"):
+    """A trusted key (Go ``ipnstate.TKAKey``): ``key`` in ``tlpub:`` text."""
+
+    key: str
+    votes: int = 1
+    meta: tuple[tuple[str, str], ...] = ()
+
+
+class TkaStatus(Message, tag="tka.status"):
+    """Go ``ipnstate.NetworkLockStatus`` as far as the TKA actor knows it (the facade adds the peers
+    the PeerTracker filtered). ``node_key_signed``: our own key verifies under the authority."""
+
+    enabled: bool = False
+    head: str = ""
+    public_key: str = ""
+    """Our network-lock key, ``tlpub:…`` ("" before the node record exists)."""
+    node_key: str = ""
+    node_key_signed: bool = False
+    trusted_keys: tuple[TkaKeyInfo, ...] = ()
+    state_id: int = 0
+    syncing: bool = False
+    last_error: str = ""
+
+
+class TkaStatusAsk(Request[TkaStatus], tag="tka.status_ask"):
+    pass
+
+
+TkaFailure = Literal["", "not_enabled", "not_trusted", "no_node_key", "bad_secret", "invalid", "control"]
+"""Why a lock operation failed: the lock is off here, our key is not trusted by the authority, we are
+not logged in, the disablement secret does not match, bad input, or control refused / did not answer."""
+
+
+class TkaAnswer(Message, tag="tka.answer"):
+    """The outcome of a lock operation: ``failure`` "" is success; ``error`` says what to do."""
+
+    failure: TkaFailure = ""
+    error: str = ""
+    head: str = ""
+    """The head after the operation (modify: control's head, which equals our last AUM's)."""
+
+
+class TkaInit(Request[TkaAnswer], tag="tka.init"):
+    """Go ``NetworkLockInit``: a genesis AUM trusting ``keys`` with ``disablement_values`` (the KDF of
+    each secret: public values), init/begin, sign every node control names, init/finish."""
+
+    keys: tuple[TkaKeyInfo, ...]
+    disablement_values: tuple[bytes, ...]
+    support_disablement: bytes = b""
+
+
+class TkaSign(Request[TkaAnswer], tag="tka.sign"):
+    """Go ``NetworkLockSign``: a SigDirect over ``node_key`` (``nodekey:…``) by our key, with
+    ``rotation_key`` (Ed25519 public, 32 bytes, or empty) as WrappingPubkey, to ``/machine/tka/sign``."""
+
+    node_key: str
+    rotation_key: bytes = b""
+
+
+class TkaModify(Request[TkaAnswer], tag="tka.modify"):
+    """Go ``NetworkLockModify``: AddKey / RemoveKey AUMs signed by our key, sent with sync/send."""
+
+    add: tuple[TkaKeyInfo, ...] = ()
+    remove: tuple[str, ...] = ()
+    """Keys to remove, ``tlpub:``/``nlpub:`` text."""
+
+
+DisablementSecretText = Annotated[str, secret_field("tka:DisablementSecret"), Field(repr=False)]
+"""A disablement secret, hex (never in a repr, redacted in a trace)."""
+
+
+class TkaDisable(Request[TkaAnswer], tag="tka.disable"):
+    """Go ``NetworkLockDisable``: checked against the authority's disablement values first (a wrong
+    secret never leaves the node), then ``/machine/tka/disable``."""
+
+    secret_hex: DisablementSecretText
+
+
+class TkaLogEntry(Message, tag="tka.log_entry"):
+    """Go ``ipnstate.NetworkLockUpdate``: an AUM's hash (base32 text), kind and CBOR."""
+
+    hash: str
+    change: str
+    raw: bytes
+
+
+class TkaLogAnswer(Message, tag="tka.log_answer"):
+    entries: tuple[TkaLogEntry, ...] = ()
+    failure: TkaFailure = ""
+    error: str = ""
+
+
+class TkaLog(Request[TkaLogAnswer], tag="tka.log"):
+    """The newest ``limit`` AUMs from the head back (Go ``NetworkLockLog``)."""
+
+    limit: int = 50
+
+
+__all__ += ["DisablementSecretText", "TkaAnswer", "TkaDisable", "TkaFailure", "TkaInit", "TkaKeyInfo",
+            "TkaLog", "TkaLogAnswer", "TkaLogEntry", "TkaModify", "TkaRetry", "TkaSign", "TkaSpawn",
+            "TkaStatus", "TkaStatusAsk", "TkaSyncStep"]  # 21e's own line

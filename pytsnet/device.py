@@ -41,8 +41,9 @@ import socketserver
 import ssl
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import anyio
@@ -54,13 +55,16 @@ import dns.rcode
 import dns.rdatatype
 import h11
 
+from pytsnet import tka as tka_facade  # 21e
 from pytsnet.actors.cert.tls import CertProvider  # Serve (20b)
 from pytsnet.actors.control import RunnerConfig
+from pytsnet.actors.control.store import NODE as NODE_RECORD  # 21e
 from pytsnet.actors.control.transport import ControlURLError, parse_control_url
 from pytsnet.actors.netstack.splice import abort_flow
 from pytsnet.actors.peers.routes import ExitNodeSelection, select_exit_node, wg_peer_routes
 from pytsnet.actors.runtime import ActorRef, ActorStopped, ActorSystem, AskTimeout, MailboxFull, logs
 from pytsnet.actors.runtime.waker import ThreadWaker
+from pytsnet.actors.tka.authority_actor import TKA  # 21e
 from pytsnet.capture import PcapCapture, start_capture
 from pytsnet.closing import reset_flows_and_flush
 from pytsnet.config import DEFAULT_CONTROL_URL, Config
@@ -81,6 +85,7 @@ from pytsnet.errors import (
     RegistrationTimeout,
     ServeConfigInvalid,
     ServeETagMismatch,
+    TailnetLockError,  # 21e
     UnknownTailnetHost,
     UntaggedServiceHost,
 )
@@ -132,6 +137,17 @@ from pytsnet.messages.peers import (
     SetRoutePrefs,
 )
 from pytsnet.messages.serve import GetServeConfig, ServeSpawn, ServeStatus, ServeStatusRequest, SetServeConfig
+from pytsnet.messages.tka import (  # 21e  # 21e
+    TkaAnswer,
+    TkaDisable,
+    TkaInit,
+    TkaLog,
+    TkaLogEntry,
+    TkaModify,
+    TkaSign,
+    TkaSpawn,
+    TkaStatusAsk,
+)
 from pytsnet.messages.wgengine import GetWgStatus, WgStatus
 from pytsnet.net import SocketLike, SocketListener, TcpListener, TcpStream, UdpSocket
 from pytsnet.net.bindings import Bindings
@@ -157,6 +173,7 @@ from pytsnet.services.listener import (
 )
 from pytsnet.state import FileStore, MemoryStore, StateDirLock, check_state
 from pytsnet.tree import CONTROL, DATAPLANE, DNS, FORWARDER, PEERS, DataplaneOptions, device_tree
+from pytsnet.wire.control.record import NodeRecord  # 21e
 from pytsnet.wire.dns import Upstream
 from pytsnet.wire.keys import DiscoPrivate
 from pytsnet.wire.magicsock.endpoint import Timings
@@ -372,9 +389,11 @@ class ActorDevice:
             force_login=self._force_login(),
             ephemeral=cfg.ephemeral, tags=tuple(cfg.tags), disco_public=self.disco.public().to_text(),
             backoff_max=cfg.backoff_max, dataplane_name=DATAPLANE, routable_ips=cfg.routable_ips(),
-            services=peerapi.services + ((("peerapi-dns-proxy", 1),) if cfg.advertise_exit_node else ()))
+            services=peerapi.services + ((("peerapi-dns-proxy", 1),) if cfg.advertise_exit_node else ()),
+            tka_name=TKA)  # 21e
         self.system = ActorSystem(f"device-{cfg.hostname}", clock=cfg.clock, log_route=self._log_route)
-        self.system.spawn_spec(device_tree(self.system, runner, self.store, self._on_event, self._dp_options))
+        self.system.spawn_spec(device_tree(self.system, runner, self.store, self._on_event, self._dp_options,
+                                           tka=self._tka_spawn()))  # 21e
         bridge = self.system.lookup(DATAPLANE)
         if bridge is not None:  # before any netmap can arrive; the bridge keeps it across restarts
             bridge.tell(SetRoutePrefs(prefs=self._route_prefs))
@@ -1203,6 +1222,8 @@ class ActorDevice:
         cert_api.register(api, self)
         from pytsnet.serve.localapi import register as register_serve
         register_serve(api, self)  # 20b: serve-config
+        from pytsnet.localapi import tka as tka_api  # 21e: tka/*
+        tka_api.register(api, self)
         return api
 
     def local_client(self) -> LocalClient:
@@ -1653,3 +1674,111 @@ class ActorDevice:
     def _advertise_services(self, services_hash: str) -> None:
         """Tell control the services we host now (Go: ``Hostinfo.ServicesHash`` on a map request)."""
         self._ask(CONTROL, LiteUpdate(services_hash=services_hash), SERVICE_ADVERTISE_TIMEOUT)
+
+    # -- Tailnet Lock (21e): the TKA actor's asks; conversions in pytsnet/tka.py ----------------------
+    def _tka_spawn(self) -> TkaSpawn:
+        """The TKA actor's settings: its chain under ``<dir>/tka-profiles/default`` (Go
+        ``<varRoot>/tka-profiles/<profile>``; one profile here), in memory with no state dir."""
+        d = self.config.dir
+        in_memory = d is None or isinstance(self.store, MemoryStore)
+        chonk = "" if in_memory else str(Path(str(d)) / "tka-profiles" / "default")
+        return TkaSpawn(control=CONTROL, subscribers=(PEERS, CONTROL), chonk_dir=chonk)  # control: TKAHead
+
+    def lock_key(self) -> str:
+        """This node's network-lock key, ``tlpub:…`` (Go ``tailscale lock status`` "This node's
+        tailnet-lock key"): give it to ``lock_init``/``lock_add_key`` on a trusted node. Made with the
+        node record: ``TailnetLockError`` before the node first started."""
+        rec = NodeRecord.from_blob(self.store.read_state(NODE_RECORD))
+        if rec is None or rec.nl is None:
+            raise TailnetLockError("no network-lock key yet: start the device (the node record holds it)")
+        return rec.nl.public().cli_string()
+
+    def _lock_blocking(self, msg: Request[TkaAnswer], timeout: float) -> str:
+        ans = self._ask(TKA, msg, timeout)
+        tka_facade.raise_for(ans)
+        return ans.head
+
+    async def _lock_ask(self, msg: Request[TkaAnswer], timeout: float) -> str:
+        try:
+            ans = await self._ref(TKA).ask_async(msg, timeout=timeout)
+        except ActorStopped as e:
+            raise DeviceClosed("tka stopped: the device is closing") from e
+        tka_facade.raise_for(ans)
+        return ans.head
+
+    @staticmethod
+    def _lock_init_msg(keys: Sequence[tka_facade.LockKey], disablement_secrets: Sequence[bytes | str],
+                       support_disablement: bytes) -> TkaInit:
+        if not disablement_secrets:
+            raise TailnetLockError("at least one disablement secret is required (Go: --gen-disablements)")
+        return TkaInit(keys=tka_facade.key_infos(keys),
+                       disablement_values=tka_facade.disablement_values(list(disablement_secrets)),
+                       support_disablement=support_disablement)
+
+    async def lock_init(self, keys: Sequence[tka_facade.LockKey],
+                        disablement_secrets: Sequence[bytes | str] = (), *, support_disablement: bytes = b"",
+                        timeout: float = 120.0) -> str:
+        """Go ``tailscale lock init``: enable Tailnet Lock trusting ``keys`` (``tlpub:…``, or (key, votes));
+        every node of the tailnet, this one included, is signed by our key as part of it, so it must be
+        among ``keys``. ``disablement_secrets`` (bytes, or ``disablement-secret:HEX``; at least one, as Go
+        asks) are what ``lock_disable`` takes later: only their KDF (``disablement:HEX`` values are taken
+        as they are) leaves this process. Returns the genesis AUM's hash. ``TailnetLockError``."""
+        msg = await anyio.to_thread.run_sync(self._lock_init_msg, keys, disablement_secrets,
+                                             support_disablement)
+        return await self._lock_ask(msg, timeout)
+
+    def lock_init_blocking(self, keys: Sequence[tka_facade.LockKey],
+                           disablement_secrets: Sequence[bytes | str] = (), *,
+                           support_disablement: bytes = b"", timeout: float = 120.0) -> str:
+        """``lock_init`` for threads (the LocalAPI's ``tka/init``)."""
+        msg = self._lock_init_msg(keys, disablement_secrets, support_disablement)
+        return self._lock_blocking(msg, timeout)
+
+    async def lock_sign(self, node_key: str, rotation_key: bytes | str | None = None, *,
+                        timeout: float = 30.0) -> None:
+        """Go ``tailscale lock sign <node-key> [<rotation-key>]``: sign ``node_key`` (``nodekey:…``) with our
+        key and submit it to control; ``rotation_key`` (``tlpub:…`` or 32 bytes) lets that node re-sign
+        its own new keys on rotation. ``TailnetLockNotEnabled``, ``TailnetLockNotTrusted``."""
+        rotation = tka_facade.rotation_public(rotation_key)
+        await self._lock_ask(TkaSign(node_key=node_key, rotation_key=rotation), timeout)
+
+    def lock_sign_blocking(self, node_key: str, rotation_key: bytes | str | None = None, *,
+                           timeout: float = 30.0) -> None:
+        rotation = tka_facade.rotation_public(rotation_key)
+        self._lock_blocking(TkaSign(node_key=node_key, rotation_key=rotation), timeout)
+
+    async def lock_add_key(self, key: str, votes: int = 1, *, timeout: float = 30.0) -> str:
+        """Go ``tailscale lock add``: trust ``key`` too (an AddKey AUM signed by our key); returns the
+        new head."""
+        return await self._lock_ask(TkaModify(add=(tka_facade.key_info((key, votes)),)), timeout)
+
+    async def lock_remove_key(self, key: str, *, timeout: float = 30.0) -> str:
+        """Go ``tailscale lock remove``: stop trusting ``key`` (a RemoveKey AUM); returns the new head.
+        Signatures it made stop verifying everywhere (nodes it signed lose connectivity)."""
+        return await self._lock_ask(TkaModify(remove=(tka_facade.key_info(key).key,)), timeout)
+
+    def lock_modify_blocking(self, add: Sequence[tka_facade.LockKey] = (), remove: Sequence[str] = (), *,
+                             timeout: float = 30.0) -> str:
+        """Add and remove trusted keys in one go (Go ``NetworkLockModify``, LocalAPI ``tka/modify``)."""
+        drop = tuple(tka_facade.key_info(k).key for k in remove)
+        return self._lock_blocking(TkaModify(add=tka_facade.key_infos(add), remove=drop), timeout)
+
+    async def lock_disable(self, secret: bytes | str, *, timeout: float = 30.0) -> None:
+        """Go ``tailscale lock disable``: turn the lock off for the whole tailnet with a disablement
+        secret. A wrong one raises ``TailnetLockDisablementRefused`` here, before control hears it."""
+        raw = tka_facade.disablement_secret(secret)
+        await self._lock_ask(TkaDisable(secret_hex=raw.hex()), timeout)
+
+    def lock_disable_blocking(self, secret: bytes | str, *, timeout: float = 30.0) -> None:
+        self._lock_blocking(TkaDisable(secret_hex=tka_facade.disablement_secret(secret).hex()), timeout)
+
+    def lock_status(self, timeout: float = 5.0) -> tka_facade.LockStatus:
+        """Go ``tailscale lock status``: enabled, head, trusted keys, whether our key is signed, the peers
+        the lock filters out, and ``locked_out`` (+ the warning Go's health shows) on an unsigned node."""
+        st = self._ask(TKA, TkaStatusAsk(), timeout)
+        table = self._ask_quiet(PEERS, GetPeers(), timeout)
+        return tka_facade.lock_status(st, table, bool(table is not None and table.locked_out))
+
+    def lock_log(self, limit: int = 50, timeout: float = 5.0) -> list[TkaLogEntry]:
+        """Go ``tailscale lock log``: the newest ``limit`` AUMs, head first."""
+        return tka_facade.log_entries(self._ask(TKA, TkaLog(limit=limit), timeout))

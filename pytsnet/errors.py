@@ -280,3 +280,28 @@ class ServiceUnavailable(PytsnetError, OSError):
 
 
 __all__ += ["ServiceUnavailable", "UntaggedServiceHost"]  # 20d's own line
+
+
+# -- Tailnet Lock (21e) --
+class TailnetLockError(PytsnetError, RuntimeError):
+    """A Tailnet Lock operation failed (``dev.lock_*``): control refused or did not answer, bad input,
+    or the node is not logged in; the message says which."""
+
+
+class TailnetLockNotEnabled(TailnetLockError):
+    """Go ``errNetworkLockNotActive``: the lock is not enabled on this node (``lock_init`` first, or
+    wait for the netmap that enables it)."""
+
+
+class TailnetLockNotTrusted(TailnetLockError, PermissionError):
+    """Go ``TailnetLockNotTrustedMsg``: this node's network-lock key (``dev.lock_key()``) is not one of
+    the authority's trusted keys, so it cannot sign nodes or change the keys."""
+
+
+class TailnetLockDisablementRefused(TailnetLockError, PermissionError):
+    """The disablement secret does not match any of the authority's disablement values: the lock
+    stays on."""
+
+
+__all__ += ["TailnetLockDisablementRefused", "TailnetLockError", "TailnetLockNotEnabled",
+            "TailnetLockNotTrusted"]  # 21e's own line

@@ -7,6 +7,7 @@
     │   ├── peers      PeerTracker      permanent  (control tells it netmaps; it tells dataplane, events)
     │   ├── dataplane  DataplaneBridge  permanent  (netmap/peers → the subtree below; endpoints → control)
     │   ├── dns        DnsActor         permanent  (MagicDNS at quad-100:53, via the engine; DnsQuery)
+    │   ├── tka        TkaAuthorityActor permanent (21e: the verified AUM chain; syncs, tells peers)
     │   └── control    ControlRunner    permanent  (a crash restarts it; it re-registers and re-polls)
     └── dataplane.sup (one-for-one, 20 restarts / 10 s), spawned by the bridge at the first netmap
         ├── wgengine       WgEngine       (sessions, AllowedIPs routing, packet filter)
@@ -55,6 +56,7 @@ from pytsnet.actors.runtime import (
     handles,
     supervisor_spec,
 )
+from pytsnet.actors.tka.authority_actor import TKA, TkaAuthorityActor  # 21e
 from pytsnet.actors.wgengine import ENGINE_MAILBOX, WgEngine
 from pytsnet.capture import CAPTURE
 from pytsnet.messages.base import Message
@@ -63,6 +65,7 @@ from pytsnet.messages.dns import DnsSpawn
 from pytsnet.messages.magicsock import MagicsockKeys, MagicsockSpawn
 from pytsnet.messages.memory import Forget
 from pytsnet.messages.peers import PeersChanged, PeerTrackerSpawn
+from pytsnet.messages.tka import TkaSpawn  # 21e
 from pytsnet.messages.wgengine import IpPacketOut
 from pytsnet.net.netstack import Netstack
 from pytsnet.netstack.config import StackConfig
@@ -119,19 +122,25 @@ class DeviceEvents(Actor):
 
 
 def device_tree(system: ActorSystem, runner: RunnerConfig, store: StateStore,
-                publish: Callable[[Message], None], options: DataplaneOptions) -> ChildSpec:
+                publish: Callable[[Message], None], options: DataplaneOptions,
+                tka: TkaSpawn | None = None) -> ChildSpec:
     def build(nm: DataplaneNetmap) -> Built:
         return build_dataplane(system, nm, options)
 
+    # -- the TKA authority actor (21e): after peers (told its updates), before control (tells it netmaps) --
+    tka_specs = [] if tka is None else [ChildSpec(TkaAuthorityActor, TKA, args=(tka, store),
+                                                  restart=Restart.PERMANENT)]
     return supervisor_spec(NODE, [
         ChildSpec(MemoryKeeper, MEMORY, restart=Restart.PERMANENT),
         ChildSpec(DeviceEvents, EVENTS, args=(publish,), restart=Restart.PERMANENT),
         ChildSpec(PeerTracker, PEERS,
-                  args=(PeerTrackerSpawn(subscribers=(DATAPLANE, EVENTS, DNS), control=CONTROL),),
+                  args=(PeerTrackerSpawn(subscribers=(DATAPLANE, EVENTS, DNS), control=CONTROL,
+                                         tka=TKA if tka is not None else ""),),  # tka: 21e
                   restart=Restart.PERMANENT),
         ChildSpec(DataplaneBridge, DATAPLANE, args=(build, EVENTS, CONTROL, MEMORY), kwargs={"dns": DNS},
                   restart=Restart.PERMANENT),
         ChildSpec(DnsActor, DNS, args=(options.dns, options.dns_forward), restart=Restart.PERMANENT),
+        *tka_specs,
         ChildSpec(ControlRunner, CONTROL, args=(runner, store, publish), kwargs={"memory": MEMORY},  # 20d
                   restart=Restart.PERMANENT),
     ], strategy=Strategy.ONE_FOR_ONE, max_restarts=5, within=10.0)

@@ -181,3 +181,10 @@ def test_every_device_actor_gets_messages_and_no_actor_shares_a_mutable_object(s
     shared = [frozenset(h.split("/", 1)[1] for h in hs) for hs in holders.values() if len(hs) > 1]
     shared = [s for s in shared if len(s) > 1 and s not in SHARED_ALLOWED]
     assert not shared, f"one mutable object handed to several actors: {shared}"
+
+# -- Tailnet Lock (21e) --
+ALLOWED[("tka", "store")] = ("21e: the device's state store: the TKA actor reads the node record's"
+                             " network-lock key there when it signs (never kept in a message; the runner"
+                             " owns the record)")
+SHARED_ALLOWED[frozenset({"control", "cert", "serve", "tka"})] = ("the state store (see ALLOWED): the TKA"
+                                                                  " actor only reads the node record")

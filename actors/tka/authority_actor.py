@@ -1,0 +1,545 @@
+"""``TkaAuthorityActor`` ("tka"): the node's tailnet key authority (Go ``ipn/ipnlocal/network-lock.go``).
+
+It keeps the verified AUM chain and publishes what the PeerTracker filters with. Control tells it
+nothing directly: the ControlRunner tells it ``TkaNetmapInfo`` on each netmap with TKA info, and it
+runs Go's ``tkaSyncIfNeeded`` by asking the runner ``TkaControlCall`` for ``/machine/tka/*``:
+
+- enablement (netmap enabled, no local authority): ``bootstrap`` → the genesis AUM → ``Authority.bootstrap``;
+- disablement (netmap not enabled, a local authority): ``bootstrap`` → the disablement secret, checked
+  with ``valid_disablement``; a wrong one leaves the lock ON (logged, as Go) and nothing is removed;
+- sync (our head differs from the netmap's, or just enabled): ``sync/offer`` → every AUM control sends
+  goes through the authority's ``inform`` (signatures, parents, votes verified) before adoption →
+  ``sync/send`` with the AUMs control lacks.
+
+Each step is its own message (``TkaSyncStep``), so a kill lands between steps; the chain is persisted
+(21b's ``FsChonk`` under ``tka-profiles/<profile>`` of the state dir; a ``MemChonk`` without one, as
+Go) and a new incarnation re-opens it (``Authority.open``) and publishes again in ``on_start``. After
+every adoption it tells ``TkaAuthorityUpdate`` (the verified State's CBOR) to its subscribers. It
+never admits anything itself: the PeerTracker fails closed until an update with the netmap's head
+arrives.
+
+The facade's lock operations (Go ``NetworkLockInit``/``Sign``/``Modify``/``Disable``/``Log``/
+``Status``) are asks of this actor; they sign with the node's network-lock key, read from the node
+record in the state store when needed (never kept in a message).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from pytsnet.actors.control.store import NODE, StateStore
+from pytsnet.actors.runtime import Actor, ActorStopped, AskTimeout, HandlerError, MailboxFull, handles
+from pytsnet.actors.tka.storage import FsChonk
+from pytsnet.messages.tka import (
+    TkaAnswer,
+    TkaAuthorityUpdate,
+    TkaAuthorityWanted,
+    TkaControlCall,
+    TkaDisable,
+    TkaFailure,
+    TkaInit,
+    TkaKeyInfo,
+    TkaLog,
+    TkaLogAnswer,
+    TkaLogEntry,
+    TkaModify,
+    TkaNetmapInfo,
+    TkaNetmapInfoWanted,
+    TkaRetry,
+    TkaSign,
+    TkaSpawn,
+    TkaStatus,
+    TkaStatusAsk,
+    TkaSyncStep,
+)
+from pytsnet.wire.control.record import NodeRecord
+from pytsnet.wire.errors import WireError
+from pytsnet.wire.keys import KeyParseError, NLPrivate, NLPublic, NodePublic
+from pytsnet.wire.tka import (
+    AUM,
+    Key,
+    KeyKind,
+    State,
+    TkaError,
+    aum_hash_text,
+    sign_direct,
+)
+from pytsnet.wire.tka.authority import Authority
+from pytsnet.wire.tka.chonk import Chonk, MemChonk
+from pytsnet.wire.tka.sync import sync_offer_from_text, sync_offer_to_text
+
+__all__ = ["CAPABILITY_VERSION", "TKA", "TkaAuthorityActor"]
+
+TKA = "tka"
+log = logging.getLogger("pytsnet.tka")
+
+CAPABILITY_VERSION = 106
+"""``Version`` in every TKA request (tailcfg.CurrentCapabilityVersion of the Go we track)."""
+
+ANCESTORS = 32
+"""How many past heads a ``TkaAuthorityUpdate`` names."""
+
+RETRY = 5.0
+"""Seconds before a failed sync is tried again with the last netmap's info (the runner tells an
+unchanged info only once)."""
+
+NOT_TRUSTED = "this node is not trusted by network lock"
+"""Go ``tsconst.TailnetLockNotTrustedMsg``."""
+
+
+class _Failed(Exception):
+    """A lock operation's typed failure, turned into a ``TkaAnswer`` at the handler's edge."""
+
+    def __init__(self, failure: TkaFailure, error: str) -> None:
+        super().__init__(error)
+        self.failure = failure
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _unb64(v: object, what: str) -> bytes:
+    if v is None or v == "":
+        return b""
+    if not isinstance(v, str):
+        raise _Failed("control", f"{what}: not base64 text")
+    try:
+        return base64.b64decode(v, validate=True)
+    except (binascii.Error, ValueError):
+        raise _Failed("control", f"{what}: bad base64") from None
+
+
+def _key_from_info(k: TkaKeyInfo) -> Key:
+    try:
+        pub = NLPublic.from_text(k.key)
+    except KeyParseError as e:
+        raise _Failed("invalid", f"key {k.key[:80]!r}: {e}") from None
+    if k.votes < 1 or k.votes > 4096:
+        raise _Failed("invalid", f"key {k.key[:80]!r}: votes {k.votes} out of range")
+    return Key(kind=KeyKind.KEY25519, votes=k.votes, public=pub.raw, meta=dict(k.meta) or None)
+
+
+def _meta(meta: dict[str, str] | None) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(meta.items())) if meta else ()
+
+
+def _tlpub(public: bytes) -> str:
+    return NLPublic(public).cli_string()
+
+
+class TkaAuthorityActor(Actor):
+    def __init__(self, spawn: TkaSpawn, store: StateStore) -> None:
+        self.spawn = spawn
+        self.store = store
+        self.authority: Authority | None = None
+        self.chonk: Chonk | None = None
+        self.info: TkaNetmapInfo | None = None
+        """The newest netmap TKA info (steps for an older one are skipped)."""
+        self.seq = 0
+        self.syncing = False
+        self.last_error = ""
+        self._retry_armed = False
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    def on_start(self) -> None:
+        """Re-open a persisted chain (Go initTKALocked) and publish it: a restart loses nothing verified."""
+        self.seq = self.incarnation << 32
+        d = self._dir()
+        if d is not None and d.is_dir() and any(d.iterdir()):
+            try:
+                chonk = FsChonk(str(d))
+                self.authority = Authority.open(chonk)
+                self.chonk = chonk
+                log.info("tka initialized at head %s", aum_hash_text(self.authority.head()))
+            except (TkaError, OSError) as e:
+                self.last_error = f"opening the stored chain: {e}"
+                log.warning("tka: %s (the lock stays unverified: peers needing a signature are refused)",
+                            self.last_error)
+        if self.authority is not None:
+            self._publish()
+        control = self.lookup(self.spawn.control)
+        if control is not None:  # a quiet tailnet may send no netmap for long: ask for the last info
+            with contextlib.suppress(ActorStopped, MailboxFull):
+                control.tell(TkaNetmapInfoWanted())
+
+    def _dir(self) -> Path | None:
+        return Path(self.spawn.chonk_dir) if self.spawn.chonk_dir else None
+
+    def _new_chonk(self) -> Chonk:
+        d = self._dir()
+        if d is None:
+            log.info("network-lock using in-memory storage; no state directory")
+            return MemChonk()
+        d.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # tka-profiles/: 0700 as the state dir
+        d.mkdir(exist_ok=True, mode=0o700)
+        return FsChonk(str(d))
+
+    # -- publishing -----------------------------------------------------------------------------------
+    def _update(self) -> TkaAuthorityUpdate:
+        a = self.authority
+        if a is None:
+            return TkaAuthorityUpdate(enabled=False, head="", state=b"", seq=self.seq)
+        return TkaAuthorityUpdate(enabled=True, head=aum_hash_text(a.head()), state=a.state.to_cbor(),
+                                  seq=self.seq, ancestors=self._ancestors())
+
+    def _ancestors(self) -> list[str]:
+        """Heads this authority passed through (newest first, up to ``ANCESTORS``): a netmap naming one
+        is older than us, so the tracker may filter it with this authority."""
+        out: list[str] = []
+        if self.authority is None or self.chonk is None:
+            return out
+        cursor = self.authority.head()
+        while len(out) < ANCESTORS:
+            try:
+                parent = self.chonk.aum(cursor).parent()
+            except TkaError:
+                break
+            if parent is None:
+                break
+            out.append(aum_hash_text(parent))
+            cursor = parent
+        return out
+
+    def _publish(self, only: str = "") -> None:
+        self.seq += 1
+        msg = self._update()
+        for name in (only,) if only else self.spawn.subscribers:
+            ref = self.lookup(name)
+            if ref is None:
+                continue
+            with contextlib.suppress(ActorStopped, MailboxFull):
+                ref.tell(msg)  # a restarted subscriber asks again (TkaAuthorityWanted)
+
+    @handles(TkaAuthorityWanted)
+    def on_wanted(self, msg: TkaAuthorityWanted) -> None:
+        """A restarted PeerTracker: tell it what we have (nothing yet: it stays fail-closed)."""
+        if self.authority is not None or self.info is not None:
+            self._publish(only=msg.reply_to or self.spawn.subscribers[0])
+
+    # -- control calls --------------------------------------------------------------------------------
+    def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """One ``/machine/tka/*`` call through the ControlRunner; non-200 → ``_Failed("control")``."""
+        ref = self.lookup(self.spawn.control)
+        if ref is None:
+            raise _Failed("control", "no control client")
+        raw = json.dumps(body).encode()
+        try:
+            ans = ref.ask(TkaControlCall(path=path, body=raw), timeout=self.spawn.call_timeout)
+        except (AskTimeout, ActorStopped, HandlerError, MailboxFull) as e:
+            raise _Failed("control", f"{path}: {type(e).__name__}: {e}") from None
+        if ans.error or ans.status != 200:
+            detail = ans.error or ans.body[:200].decode(errors="replace")
+            raise _Failed("control", f"{path}: request returned ({ans.status}): {detail}")
+        try:
+            doc = json.loads(ans.body or b"{}")
+        except ValueError:
+            raise _Failed("control", f"{path}: answer is not JSON") from None
+        if not isinstance(doc, dict):
+            raise _Failed("control", f"{path}: answer is not a JSON object")
+        return doc
+
+    def _node_key(self) -> str:
+        if self.info is None or not self.info.self_node_key:
+            raise _Failed("no_node_key", "no node-key: is tailscale logged in?")
+        return self.info.self_node_key
+
+    def _nl_private(self) -> NLPrivate:
+        rec = NodeRecord.from_blob(self.store.read_state(NODE))
+        if rec is None or rec.nl is None:
+            raise _Failed("no_node_key", "missing netmap: verify that you are logged in")
+        return rec.nl
+
+    # -- sync (Go tkaSyncIfNeeded) ------------------------------------------------------------------
+    @handles(TkaNetmapInfo)
+    def on_netmap_info(self, msg: TkaNetmapInfo) -> None:
+        self.info = msg
+        try:
+            just_enabled = self._apply_transition(msg)
+        except (_Failed, TkaError, WireError) as e:
+            self._failed("tkaSyncIfNeeded", e)
+            return
+        if self.authority is not None and (just_enabled or aum_hash_text(self.authority.head()) != msg.head):
+            self.syncing = True
+            self.ref.tell(TkaSyncStep(info=msg, stage="offer", just_enabled=just_enabled))
+
+    def _apply_transition(self, msg: TkaNetmapInfo) -> bool:
+        """Enable from control's genesis, or disable on a valid secret; True if just enabled."""
+        want = msg.enabled and not msg.disabled
+        if want == (self.authority is not None):
+            return False
+        head = aum_hash_text(self.authority.head()) if self.authority is not None else ""
+        bs = self._call("/machine/tka/bootstrap",
+                        {"Version": CAPABILITY_VERSION, "NodeKey": self._node_key(), "Head": head})
+        if want:
+            genesis = AUM.unserialize(_unb64(bs.get("GenesisAUM"), "GenesisAUM"))
+            chonk = self._new_chonk()
+            self.authority = Authority.bootstrap(chonk, genesis, self.clock.time())
+            self.chonk = chonk
+            log.info("tka bootstrapped at head %s", aum_hash_text(self.authority.head()))
+            self._publish()
+            return True
+        assert self.authority is not None
+        secret = _unb64(bs.get("DisablementSecret"), "DisablementSecret")
+        if not self.authority.valid_disablement(secret):
+            self.last_error = "incorrect disablement secret"
+            log.warning("Disablement failed, leaving TKA enabled. Error: incorrect disablement secret")
+            return False
+        if self.chonk is not None:
+            self.chonk.remove_all()
+        self.authority, self.chonk = None, None
+        log.info("tka disabled by a valid disablement secret")
+        self._publish()
+        return False
+
+    @handles(TkaSyncStep)
+    def on_sync_step(self, msg: TkaSyncStep) -> None:
+        if self.info is not None and msg.info != self.info:
+            return  # a newer netmap's sync is queued behind this one
+        self.info = msg.info
+        try:
+            if self.authority is None or self.chonk is None:
+                return
+            if msg.stage == "offer":
+                self._sync_offer(msg)
+            else:
+                self._sync_send(msg)
+        except (_Failed, TkaError, WireError) as e:
+            self._failed("tka sync", e)
+            self.syncing = False
+
+    def _sync_offer(self, msg: TkaSyncStep) -> None:
+        a, chonk = self.authority, self.chonk
+        assert a is not None and chonk is not None
+        head, ancestors = sync_offer_to_text(a.sync_offer(chonk))
+        resp = self._call("/machine/tka/sync/offer", {"Version": CAPABILITY_VERSION,
+                                                      "NodeKey": self._node_key(), "Head": head,
+                                                      "Ancestors": list(ancestors)})
+        remote_anc = resp.get("Ancestors") or []
+        if not isinstance(remote_anc, list) or not all(isinstance(x, str) for x in remote_anc):
+            raise _Failed("control", "sync/offer: Ancestors is not a list of text")
+        remote = sync_offer_from_text(str(resp.get("Head", "")), remote_anc)
+        if remote.head == a.head() and not msg.just_enabled:
+            self.syncing = False
+            return
+        to_send = a.missing_aums(chonk, remote) if remote.head != a.head() else []
+        missing = resp.get("MissingAUMs") or []
+        if not isinstance(missing, list):
+            raise _Failed("control", "sync/offer: MissingAUMs is not a list")
+        if missing:
+            aums = [AUM.unserialize(_unb64(x, f"MissingAUMs[{i}]")) for i, x in enumerate(missing)]
+            before = a.head()
+            self.authority = a.inform_idempotent(chonk, aums, self.clock.time())
+            if self.authority.head() != before:
+                log.info("tka: adopted %d AUM(s), head %s", len(aums), aum_hash_text(self.authority.head()))
+                self._publish()
+        self.ref.tell(TkaSyncStep(info=msg.info, stage="send",
+                                  send_aums=tuple(x.serialize() for x in to_send)))
+
+    def _sync_send(self, msg: TkaSyncStep) -> None:
+        a = self.authority
+        assert a is not None
+        head = aum_hash_text(a.head())
+        resp = self._call("/machine/tka/sync/send",
+                          {"Version": CAPABILITY_VERSION, "NodeKey": self._node_key(), "Head": head,
+                           "MissingAUMs": [_b64(x) for x in msg.send_aums], "Interactive": False})
+        if str(resp.get("Head", "")) != head:
+            log.warning("TKA desync: expected consensus after sync but our head is %s and the control "
+                        "plane's is %s", head, str(resp.get("Head", ""))[:80])
+        self.syncing = False
+        self.last_error = ""
+
+    def _failed(self, what: str, e: Exception) -> None:
+        """Log, keep what was verified, and try again later (Go tries again at the next netmap)."""
+        self.last_error = f"{what}: {e}"
+        log.warning("tka: %s", self.last_error)
+        if not self._retry_armed:
+            self._retry_armed = True
+            self.send_after(RETRY, TkaRetry())
+
+    @handles(TkaRetry)
+    def on_retry(self, msg: TkaRetry) -> None:
+        self._retry_armed = False
+        if self.info is not None:
+            self.on_netmap_info(self.info)
+
+    # -- the facade's asks ----------------------------------------------------------------------------
+    @handles(TkaStatusAsk)
+    def on_status(self, msg: TkaStatusAsk) -> TkaStatus:
+        try:
+            public = _tlpub(self._nl_private().public().raw)
+        except _Failed:
+            public = ""
+        node_key = self.info.self_node_key if self.info is not None else ""
+        a = self.authority
+        if a is None:
+            return TkaStatus(enabled=False, public_key=public, node_key=node_key, syncing=self.syncing,
+                             last_error=self.last_error)
+        signed = False
+        if self.info is not None and self.info.self_node_key and self.info.self_key_signature:
+            try:
+                a.node_key_authorized(NodePublic.from_text(self.info.self_node_key),
+                                      self.info.self_key_signature)
+                signed = True
+            except (TkaError, WireError):
+                signed = False
+        trusted = a.keys()
+        keys = tuple(TkaKeyInfo(key=_tlpub(k.public), votes=k.votes, meta=_meta(k.meta)) for k in trusted)
+        return TkaStatus(enabled=True, head=aum_hash_text(a.head()), public_key=public, node_key=node_key,
+                         node_key_signed=signed, trusted_keys=keys, state_id=a.state_ids()[0],
+                         syncing=self.syncing, last_error=self.last_error)
+
+    @handles(TkaInit)
+    def on_init(self, msg: TkaInit) -> TkaAnswer:
+        return self._answer(lambda: self._init(msg))
+
+    def _init(self, msg: TkaInit) -> str:
+        node_key = self._node_key()
+        priv = self._nl_private()
+        if self.authority is not None:
+            raise _Failed("invalid", "network-lock is already enabled")
+        if not msg.keys:
+            raise _Failed("invalid", "at least one key must be trusted")
+        entropy = os.urandom(16)
+        state = State(last_aum_hash=None, disablement_secrets=tuple(msg.disablement_values),
+                      keys=tuple(_key_from_info(k) for k in msg.keys),
+                      state_id1=int.from_bytes(entropy[:8], "little"),
+                      state_id2=int.from_bytes(entropy[8:], "little"))
+        _, genesis = Authority.create(MemChonk(), state, priv, self.clock.time())
+        log.info("Generated genesis AUM to initialize network lock, trusting %d key(s)", len(state.keys))
+        begin = self._call("/machine/tka/init/begin", {"Version": CAPABILITY_VERSION, "NodeKey": node_key,
+                                                       "GenesisAUM": _b64(genesis.serialize())})
+        need = begin.get("NeedSignatures") or []
+        if not isinstance(need, list):
+            raise _Failed("control", "init/begin: NeedSignatures is not a list")
+        sigs: dict[str, str] = {}
+        for i, info in enumerate(need):
+            if not isinstance(info, dict):
+                raise _Failed("control", f"init/begin: NeedSignatures[{i}] is not an object")
+            try:
+                nk = NodePublic.from_text(str(info.get("NodePublic", "")))
+                node_id = int(info.get("NodeID", 0))
+            except (KeyParseError, ValueError, TypeError):
+                raise _Failed("control", f"init/begin: NeedSignatures[{i}] has no valid node") from None
+            wrapping = _unb64(info.get("RotationPubkey"), f"NeedSignatures[{i}].RotationPubkey") or None
+            sigs[str(node_id)] = _b64(sign_direct(nk, priv, wrapping).serialize())
+        body: dict[str, Any] = {"Version": CAPABILITY_VERSION, "NodeKey": node_key, "Signatures": sigs}
+        if msg.support_disablement:
+            body["SupportDisablement"] = _b64(msg.support_disablement)
+        self._call("/machine/tka/init/finish", body)
+        return aum_hash_text(genesis.hash())
+
+    def _trusted(self) -> tuple[Authority, NLPrivate]:
+        priv = self._nl_private()
+        a = self.authority
+        if a is None:
+            raise _Failed("not_enabled", "network-lock is not active")
+        if not a.key_trusted(priv.public().raw):
+            raise _Failed("not_trusted", NOT_TRUSTED)
+        return a, priv
+
+    @handles(TkaSign)
+    def on_sign(self, msg: TkaSign) -> TkaAnswer:
+        return self._answer(lambda: self._sign(msg))
+
+    def _sign(self, msg: TkaSign) -> str:
+        _, priv = self._trusted()
+        try:
+            nk = NodePublic.from_text(msg.node_key)
+        except KeyParseError as e:
+            raise _Failed("invalid", f"node key {msg.node_key[:80]!r}: {e}") from None
+        if msg.rotation_key and len(msg.rotation_key) != 32:
+            raise _Failed("invalid", "rotation key: want a 32-byte Ed25519 public key")
+        sig = sign_direct(nk, priv, msg.rotation_key or None)
+        log.info("Generated network-lock signature for %s, submitting to control plane", nk.to_text())
+        self._call("/machine/tka/sign", {"Version": CAPABILITY_VERSION, "NodeKey": self._node_key(),
+                                         "Signature": _b64(sig.serialize())})
+        return ""
+
+    @handles(TkaModify)
+    def on_modify(self, msg: TkaModify) -> TkaAnswer:
+        return self._answer(lambda: self._modify(msg))
+
+    def _modify(self, msg: TkaModify) -> str:
+        node_key = self._node_key()
+        a, priv = self._trusted()
+        assert self.chonk is not None
+        updater = a.new_updater(priv)
+        for k in msg.add:
+            updater.add_key(_key_from_info(k))
+        for text in msg.remove:
+            try:
+                updater.remove_key(NLPublic.from_text(text).raw)
+            except KeyParseError as e:
+                raise _Failed("invalid", f"key {text[:80]!r}: {e}") from None
+        aums = updater.finalize(self.chonk)
+        if not aums:
+            return aum_hash_text(a.head())
+        resp = self._call("/machine/tka/sync/send",
+                          {"Version": CAPABILITY_VERSION, "NodeKey": node_key,
+                           "Head": aum_hash_text(a.head()),
+                           "MissingAUMs": [_b64(x.serialize()) for x in aums], "Interactive": True})
+        last = aum_hash_text(aums[-1].hash())
+        if str(resp.get("Head", "")) != last:
+            raise _Failed("control", "central tka head differs from submitted AUM, try again")
+        return last
+
+    @handles(TkaDisable)
+    def on_disable(self, msg: TkaDisable) -> TkaAnswer:
+        return self._answer(lambda: self._disable(msg))
+
+    def _disable(self, msg: TkaDisable) -> str:
+        a = self.authority
+        if a is None:
+            raise _Failed("not_enabled", "network-lock is not active")
+        try:
+            secret = bytes.fromhex(msg.secret_hex)
+        except ValueError:
+            raise _Failed("invalid", "disablement secret: want hex") from None
+        if not a.valid_disablement(secret):
+            raise _Failed("bad_secret", "incorrect disablement secret")
+        self._call("/machine/tka/disable", {"Version": CAPABILITY_VERSION, "NodeKey": self._node_key(),
+                                            "Head": aum_hash_text(a.head()),
+                                            "DisablementSecret": _b64(secret)})
+        return aum_hash_text(a.head())
+
+    @handles(TkaLog)
+    def on_log(self, msg: TkaLog) -> TkaLogAnswer:
+        a, chonk = self.authority, self.chonk
+        if a is None or chonk is None:
+            return TkaLogAnswer(failure="not_enabled", error="network-lock is not active")
+        out: list[TkaLogEntry] = []
+        cursor: bytes | None = a.head()
+        while cursor is not None and len(out) < max(0, msg.limit):
+            try:
+                aum = chonk.aum(cursor)
+            except TkaError:
+                break
+            out.append(TkaLogEntry(hash=aum_hash_text(cursor), change=_kind_name(int(aum.message_kind)),
+                                   raw=aum.serialize()))
+            cursor = aum.parent()
+        return TkaLogAnswer(entries=tuple(out))
+
+    def _answer(self, op: Any) -> TkaAnswer:
+        try:
+            head = op()
+        except _Failed as e:
+            return TkaAnswer(failure=e.failure, error=str(e))
+        except (TkaError, WireError) as e:
+            return TkaAnswer(failure="invalid", error=f"{type(e).__name__}: {e}")
+        return TkaAnswer(head=head)
+
+
+_KIND_NAMES = {0: "invalid", 1: "add-key", 2: "remove-key", 3: "no-op", 4: "update-key", 5: "checkpoint"}
+
+
+def _kind_name(kind: int) -> str:
+    """Go ``AUMKind.String``."""
+    return _KIND_NAMES.get(kind, f"AUM?<{kind}>")

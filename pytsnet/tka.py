@@ -1,0 +1,152 @@
+"""Tailnet Lock on the facade (Go ``tailscale lock …`` / ``LocalBackend.NetworkLock*``): the types and
+conversions behind ``ActorDevice.lock_*`` (device.py stays thin).
+
+The node's TKA actor (``actors/tka``) does the work; this module turns what an app passes (``tlpub:``
+keys, ``disablement-secret:`` text or raw bytes) into its messages, its typed answers into
+``TailnetLock*`` errors, and its status plus the PeerTracker's refusals into ``LockStatus``.
+Disablement *values* (Go ``DisablementKDF``: Argon2i of the secret) are made here, so a secret never
+reaches control at init: only its KDF is in the genesis AUM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from pytsnet.errors import (
+    TailnetLockDisablementRefused,
+    TailnetLockError,
+    TailnetLockNotEnabled,
+    TailnetLockNotTrusted,
+)
+from pytsnet.messages.peers import PeerTable
+from pytsnet.messages.tka import TkaAnswer, TkaKeyInfo, TkaLogAnswer, TkaLogEntry, TkaStatus
+from pytsnet.wire.keys import KeyParseError, NLPublic
+from pytsnet.wire.tka import disablement_kdf
+
+__all__ = ["LOCK_REASONS", "LockKey", "LockStatus", "disablement_secret", "disablement_values", "key_info",
+           "key_infos", "lock_status", "log_entries", "raise_for", "rotation_public"]
+
+LockKey = str | tuple[str, int]
+"""A key to trust: ``tlpub:…`` (or ``nlpub:…``) text, or (text, votes)."""
+
+SECRET_PREFIX = "disablement-secret:"
+VALUE_PREFIX = "disablement:"
+
+LOCK_REASONS = ("missing signature", "failed signature check", "key rotation", "tailnet lock")
+"""How the PeerTracker's refusals for Tailnet Lock begin (Go's ``Network lock is dropping peer …``
+reasons)."""
+
+
+@dataclass(frozen=True)
+class FilteredPeer:
+    """A peer the lock keeps out (Go ``ipnstate.TKAPeer`` of ``FilteredPeers``) and why."""
+
+    node_id: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class LockStatus:
+    """Go ``ipnstate.NetworkLockStatus``: ``enabled``, the chain ``head`` (base32), our ``public_key``
+    (``tlpub:``), whether our node key is signed, the trusted keys, the peers the lock filters out, and
+    ``locked_out`` (our own key not authorized: no connectivity until someone signs it)."""
+
+    enabled: bool
+    head: str = ""
+    public_key: str = ""
+    node_key: str = ""
+    node_key_signed: bool = False
+    trusted_keys: tuple[TkaKeyInfo, ...] = ()
+    filtered_peers: tuple[FilteredPeer, ...] = ()
+    locked_out: bool = False
+    state_id: int = 0
+    syncing: bool = False
+    last_error: str = ""
+    warnings: tuple[str, ...] = field(default=())
+
+
+LOCKED_OUT = ("this node is locked out; it will not have connectivity until it is signed. "
+              "For more info, see https://tailscale.com/s/locked-out")
+"""Go ``healthmsg.LockedOut``."""
+
+
+def key_info(k: LockKey) -> TkaKeyInfo:
+    text, votes = (k, 1) if isinstance(k, str) else k
+    try:
+        pub = NLPublic.from_text(text)
+    except KeyParseError as e:
+        raise TailnetLockError(f"key {text[:80]!r}: {e} (want tlpub:… as dev.lock_key() prints)") from None
+    return TkaKeyInfo(key=pub.cli_string(), votes=votes)
+
+
+def key_infos(keys: Iterable[LockKey]) -> tuple[TkaKeyInfo, ...]:
+    return tuple(key_info(k) for k in keys)
+
+
+def disablement_secret(secret: bytes | str) -> bytes:
+    """Raw secret bytes from bytes or ``disablement-secret:HEX`` text (Go CLI's form)."""
+    if isinstance(secret, bytes):
+        return secret
+    if not secret.startswith(SECRET_PREFIX):
+        raise TailnetLockError("a disablement secret is bytes or 'disablement-secret:<hex>' text")
+    try:
+        return bytes.fromhex(secret[len(SECRET_PREFIX):])
+    except ValueError:
+        raise TailnetLockError("disablement secret: bad hex after 'disablement-secret:'") from None
+
+
+def disablement_values(secrets: Sequence[bytes | str]) -> tuple[bytes, ...]:
+    """The public values the genesis carries: the KDF of each secret, or a ``disablement:HEX`` value as is."""
+    out = []
+    for s in secrets:
+        if isinstance(s, str) and s.startswith(VALUE_PREFIX):
+            try:
+                out.append(bytes.fromhex(s[len(VALUE_PREFIX):]))
+            except ValueError:
+                raise TailnetLockError("disablement value: bad hex after 'disablement:'") from None
+        else:
+            out.append(disablement_kdf(disablement_secret(s)))
+    return tuple(out)
+
+
+def rotation_public(key: bytes | str | None) -> bytes:
+    if key is None:
+        return b""
+    if isinstance(key, bytes):
+        if len(key) != 32:
+            raise TailnetLockError("rotation key: want a 32-byte Ed25519 public key")
+        return key
+    try:
+        return NLPublic.from_text(key).raw
+    except KeyParseError as e:
+        raise TailnetLockError(f"rotation key {key[:80]!r}: {e}") from None
+
+
+def raise_for(ans: TkaAnswer | TkaLogAnswer) -> None:
+    """The typed error for a failed answer (none for success)."""
+    if not ans.failure:
+        return
+    if ans.failure == "not_enabled":
+        raise TailnetLockNotEnabled(ans.error)
+    if ans.failure == "not_trusted":
+        raise TailnetLockNotTrusted(ans.error)
+    if ans.failure == "bad_secret":
+        raise TailnetLockDisablementRefused(ans.error)
+    raise TailnetLockError(ans.error)
+
+
+def lock_status(st: TkaStatus, table: PeerTable | None, locked_out: bool) -> LockStatus:
+    filtered = () if table is None else tuple(
+        FilteredPeer(r.node_id, r.reason) for r in table.rejected if r.reason.startswith(LOCK_REASONS))
+    out = locked_out or (st.enabled and bool(st.node_key) and not st.node_key_signed)
+    return LockStatus(enabled=st.enabled, head=st.head, public_key=st.public_key, node_key=st.node_key,
+                      node_key_signed=st.node_key_signed, trusted_keys=st.trusted_keys,
+                      filtered_peers=filtered if st.enabled else (), locked_out=out and st.enabled,
+                      state_id=st.state_id, syncing=st.syncing, last_error=st.last_error,
+                      warnings=(LOCKED_OUT,) if out and st.enabled else ())
+
+
+def log_entries(ans: TkaLogAnswer) -> list[TkaLogEntry]:
+    raise_for(ans)
+    return list(ans.entries)
