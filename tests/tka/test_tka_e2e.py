@@ -145,10 +145,6 @@ def test_tailnet_lock_lifecycle_with_python_nodes(tmp_path: Path, tailnet: Rig) 
         wait_until(lambda d=d: not d.lock_status().enabled, 30, f"{d.config.hostname}: lock off")  # type: ignore[misc]
 
 
-@pytest.mark.xfail(strict=True, reason="21c/21d disagree on rotation: localnet sends the old signature in "
-                   "answer to the rotating register (OldNodeKey set), and the login machine then refuses to "
-                   "re-sign ('control asked for a re-signed node key twice in one login'); Go's client "
-                   "regenerates once more with the persisted old key and re-signs (direct.go doLoginOrRegen)")
 def test_rotated_node_stays_trusted_via_its_rotation_signature(tmp_path: Path, tailnet: Rig) -> None:
     """``beta``'s node key is rotated (expired by control, re-registered with a new key): its signature,
     re-signed by its own lock key (the rotation key alpha's init gave it), keeps it trusted; the old key
