@@ -180,7 +180,17 @@ class TkaAuthorityActor(Actor):
             return MemChonk()
         d.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # tka-profiles/: 0700 as the state dir
         d.mkdir(exist_ok=True, mode=0o700)
-        return FsChonk(str(d))
+        chonk = FsChonk(str(d))
+        try:
+            stale = bool(chonk.heads())
+        except TkaError:
+            stale = True
+        if stale:  # a chain we could not open (on_start said why): bootstrapping needs an empty store
+            log.warning("tka: discarding the unusable stored chain in %s before bootstrapping", d)
+            chonk.remove_all()
+            d.mkdir(exist_ok=True, mode=0o700)
+            chonk = FsChonk(str(d))
+        return chonk
 
     # -- publishing -----------------------------------------------------------------------------------
     def _update(self) -> TkaAuthorityUpdate:

@@ -293,3 +293,20 @@ def test_status_reports_whether_our_node_key_is_signed(rig: Rig) -> None:
     rig.ref.tell(rig.info(sig=sig))
     wait(lambda: rig.ref.ask(TkaStatusAsk()).node_key_signed, what="signed")
     assert [k.key for k in rig.ref.ask(TkaStatusAsk()).trusted_keys] == ["tlpub:" + rig.nl.public().raw.hex()]
+
+
+def test_an_unusable_stored_chain_fails_closed_then_is_replaced_by_control_genesis(tmp_path: Path) -> None:
+    d = tmp_path / "tka-profiles" / "default"
+    (d / "AB").mkdir(parents=True)
+    (d / "AB" / ("AB" + "A" * 50)).write_bytes(b"\xff not an AUM record")
+    r = Rig(tmp_path)
+    try:
+        wait(lambda: r.ref.ask(TkaStatusAsk()).last_error.startswith("opening the stored chain"),
+             what="refused")
+        assert not r.ref.ask(TkaStatusAsk()).enabled and r.got == [], "nothing published from a bad chain"
+        r.control_genesis(r.nl)
+        r.ref.tell(r.info())
+        wait(lambda: r.last() is not None and r.last().enabled, what="bootstrapped")  # type: ignore[union-attr]
+        assert not (d / "AB" / ("AB" + "A" * 50)).exists()
+    finally:
+        r.close()
