@@ -199,8 +199,9 @@ class TkaModify(Request[TkaAnswer], tag="tka.modify"):
     """Keys to remove, ``tlpub:``/``nlpub:`` text."""
 
 
-DisablementSecretText = Annotated[str, secret_field("tka:DisablementSecret"), Field(repr=False)]
-"""A disablement secret, hex (never in a repr, redacted in a trace)."""
+DisablementSecretText = Annotated[str, secret_field("process:DisablementSecret"), Field(repr=False)]
+"""A disablement secret, hex (never in a repr, redacted in a trace; no state store holds it, so a replay
+that needs it says so: ``actors.runtime.replay.EPHEMERAL``)."""
 
 
 class TkaDisable(Request[TkaAnswer], tag="tka.disable"):

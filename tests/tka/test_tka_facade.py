@@ -70,3 +70,13 @@ def test_status_shows_lockout_and_only_the_lock_s_refusals() -> None:
     assert not signed.locked_out and not signed.warnings
     off = facade.lock_status(TkaStatus(enabled=False), table, locked_out=True)
     assert not off.enabled and not off.locked_out and not off.filtered_peers
+
+
+def test_a_disablement_secret_never_shows_in_a_repr_or_a_trace() -> None:
+    from pytsnet.messages.redact import RedactContext
+    from pytsnet.messages.tka import TkaDisable
+
+    msg = TkaDisable(secret_hex="ab" * 32)
+    ctx = RedactContext()
+    assert "abab" not in repr(msg)
+    assert msg.model_dump(mode="json", context=ctx) == {"secret_hex": "<redacted:process:DisablementSecret>"}
