@@ -12,6 +12,10 @@ the Go node ("missing signature"; no traffic either way, while Go itself reports
 out) until ``alpha`` signs its node key (its NL key from register as the rotation key, Go's ``lock
 sign <nodekey> <rotation-key>``); then Go's health clears (Go verified the signature Python made) and
 our nodes admit it: traffic flows both ways.
+
+Key rotation the Go way: a Go node signed at ``lock_init`` (its NL key as rotation key) restarted with
+``TSNET_FORCE_LOGIN=1`` re-signs its new node key itself (Go ``doLoginOrRegen`` → ``tka.ResignNKS``);
+our node verifies that Go-made Rotation signature and admits the new key.
 """
 
 from __future__ import annotations
@@ -34,18 +38,19 @@ from pytsnet.testing import gonode
 from pytsnet.testing.netns import Netns
 from pytsnet.testing.polling import wait_until
 from pytsnet.wire.keys import NLPublic
-from pytsnet.wire.tka import aum_hash_from_text
+from pytsnet.wire.tka import NodeKeySignature, SigKind, aum_hash_from_text
 from pytsnet.wire.tka.chonk import decode_hash_info, fs_aum_path
 
 pytestmark = pytest.mark.interop
 
 SECRET = "disablement-secret:" + "6b" * 32
-GO = "golock"
+GO = "golock"  # the Go node's hostname
 GO_BODY = "hello from a locked go node"
 PY_PORT = 8000
 LOCKED_OUT = ("health(warnable=tailnet-lock): error: this node is locked out; it will not have "
               "connectivity until it is signed.")
 TKA_OK = "health(warnable=tailnet-lock): ok"
+TO_ALPHA = 8083
 TO_BETA, TO_GAMMA = 8081, 8082  # the Go node's local listeners proxying to beta / gamma over its tsnet
 
 
@@ -68,6 +73,19 @@ class World:
     def node(self, hostname: str) -> Node | None:
         return next((n for n in self.net.nodes() if n.hostname == hostname), None)
 
+    def start_go(self, upstreams: dict[int, str], *, log_name: str = GO, **env: str) -> gonode.GoNode:
+        """Caddy with the Go node ``GO`` (state in ``tmp/GO``, kept across restarts; its output in
+        ``tmp/<log_name>.log``) answering ``GO_BODY`` on tailnet port 80 and, for each local port,
+        proxying to an upstream over the same tsnet node (``reverse_proxy … transport tailscale``)."""
+        url = self.net.control_url
+        text = gonode.serving_caddyfile(url, self.key, self.tmp / GO, GO, GO_BODY, debug=True)
+        for port, upstream in upstreams.items():
+            text += (f":{port} {{\n\tbind 127.0.0.1\n\treverse_proxy {upstream} {{\n"
+                     f"\t\ttransport tailscale {GO}\n\t}}\n}}\n")
+        assert self.net.relay is not None
+        go_env = gonode.tailnet_go_env(self.tmp / "home", self.net.relay.go_env, direct=True)
+        return gonode.caddy_run(self.ns, log_name, text, self.tmp, {**go_env, **env})
+
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
@@ -88,16 +106,6 @@ def world(tmp_path: Path) -> Iterator[World]:
                 with contextlib.suppress(Exception):
                     d.close()
             net.close()
-
-
-def _go_caddyfile(w: World, upstreams: dict[int, str]) -> str:
-    """The Go node answers ``GO_BODY`` on tailnet port 80 and, for each local port, proxies to an
-    upstream over the same tsnet node (``reverse_proxy … transport tailscale``)."""
-    text = gonode.serving_caddyfile(w.net.control_url, w.key, w.tmp / GO, GO, GO_BODY, debug=True)
-    for port, upstream in upstreams.items():
-        text += (f":{port} {{\n\tbind 127.0.0.1\n\treverse_proxy {upstream} {{\n"
-                 f"\t\ttransport tailscale {GO}\n\t}}\n}}\n")
-    return text
 
 
 def _rejected(dev: ActorDevice) -> dict[int, str]:
@@ -192,10 +200,7 @@ def test_go_node_enforces_our_lock_and_we_admit_it_once_signed(world: World) -> 
     gamma_id = c.state.node_id
     beta_id = b.state.node_id
     b_ip, c_ip = b.tailscale_ips()[0], c.tailscale_ips()[0]
-    assert w.net.relay is not None
-    go = gonode.caddy_run(w.ns, GO, _go_caddyfile(w, {TO_BETA: f"http://{b_ip}:{PY_PORT}",
-                                                      TO_GAMMA: f"http://{c_ip}:{PY_PORT}"}),
-                          w.tmp, gonode.tailnet_go_env(w.tmp / "home", w.net.relay.go_env, direct=True))
+    go = w.start_go({TO_BETA: f"http://{b_ip}:{PY_PORT}", TO_GAMMA: f"http://{c_ip}:{PY_PORT}"})
 
     def debug() -> str:
         return (f"control: {w.net.tka_state()}\nalpha rejected={_rejected(a)}\n"
@@ -263,3 +268,71 @@ def test_go_node_enforces_our_lock_and_we_admit_it_once_signed(world: World) -> 
     assert code_c != 200 and not served_c, (code_c, body_c, served_c, debug())
     assert _dropped_by_go(go.log(), gamma_id) and not _dropped_by_go(go.log(), beta_id)
     assert "inform failed" not in go.log() and "TKA desync" not in go.log(), debug()
+
+
+def test_go_node_rotates_its_key_and_our_node_trusts_its_rotation_signature(world: World) -> None:
+    """The Go node joins first, so ``lock_init`` signs it with its NL key as rotation key (control's
+    ``NeedSignatures``). Restarted with ``TSNET_FORCE_LOGIN=1`` it registers a new node key: localnet
+    hands back its old signature and Go registers once more with a re-signed one (``tka.ResignNKS``: a
+    Go-made Rotation signature by its own NL key over the Direct one alpha made); our node verifies it and
+    admits the new key (the old one is gone from its peers), and traffic flows both ways."""
+    w = world
+    a = w.device("alpha")
+    a_ip = a.tailscale_ips()[0]
+    go = w.start_go({TO_ALPHA: f"http://{a_ip}:{PY_PORT}"})
+    try:
+        wait_until(lambda: GO in _names(a), 90, "alpha sees the Go node before the lock")
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{go.log_tail(6000)}") from None
+    g = w.node(GO)
+    assert g is not None
+    old_key = g.node_key
+    head = anyio.run(lambda: a.lock_init([a.lock_key()], disablement_secrets=[SECRET]))
+    try:
+        wait_until(lambda: a.lock_status().node_key_signed, 30, "alpha: lock on and signed")
+        wait_until(lambda: w.net.tka_state().node_heads.get(g.id) == head, 60, "the Go node at our head")
+        wait_until(lambda: GO in _names(a) and g.id not in _rejected(a), 30, "alpha keeps the signed Go node")
+        first = NodeKeySignature.unserialize(w.net.tka_state().signatures[g.id])
+        assert first.sig_kind == SigKind.DIRECT
+        assert first.wrapping_pubkey == NLPublic.from_text(w.net.tka_state().nl_keys[g.id]).raw
+    except AssertionError as e:
+        raise AssertionError(f"{e}\nalpha rejected={_rejected(a)}\n{go.log_tail(6000)}") from None
+    assert LOCKED_OUT not in go.log(), "Go did not accept the signature alpha's init made for it"
+
+    go.stop()
+    go = w.start_go({TO_ALPHA: f"http://{a_ip}:{PY_PORT}"}, log_name=f"{GO}-forced", TSNET_FORCE_LOGIN="1")
+
+    def new_key() -> str:
+        n = w.node(GO)
+        return n.node_key if n is not None and n.node_key != old_key else ""
+
+    def rotated() -> bool:
+        raw = w.net.tka_state().signatures.get(g.id)
+        kind = NodeKeySignature.unserialize(raw).sig_kind if raw is not None else None
+        return bool(new_key()) and kind == SigKind.ROTATION
+
+    try:
+        wait_until(rotated, 90, "the Go node rotated its key with a rotation signature")
+        assert w.node(GO).id == g.id  # type: ignore[union-attr]
+        sig = NodeKeySignature.unserialize(w.net.tka_state().signatures[g.id])
+        details = sig.rotation_details()
+        assert details is not None, sig
+        assert old_key in [k.to_text() for k in details.prev_node_keys], (old_key, details)
+        wait_until(lambda: any(p.hostname == GO and p.node_key == new_key() for p in a.peers()), 30,
+                   "alpha admits the Go node's new key")
+        assert all(p.node_key != old_key for p in a.peers()) and g.id not in _rejected(a)
+        resp = anyio.run(lambda: _get(a, GO, 60))
+        assert resp.startswith(b"HTTP/1.1 200") and resp.endswith(GO_BODY.encode()), resp
+        served: list[bytes] = []
+        (code, body), = _curl_through_go(w, [(a, b"alpha here", served)], [TO_ALPHA])
+        assert (code, body) == (200, b"alpha here") and served, (code, body)
+    except AssertionError as e:
+        raise AssertionError(f"{e}\ncontrol: {w.net.tka_state()}\nalpha rejected={_rejected(a)}\n"
+                             f"--- go log ---\n{go.log_tail(8000)}") from None
+    assert "Failed re-signing" not in go.log() and LOCKED_OUT not in go.log(), go.log_tail(4000)
+    # Go re-opened the chain it stored (Go formats the head's text with %x) and re-signed itself: its
+    # first register carried no signature, control answered with the old one, the second carried Go's
+    log = go.log()
+    assert f"tka initialized at head {head.encode().hex()}" in log, go.log_tail(4000)
+    nks = re.findall(r"RegisterReq: onode=\[\S+\] node=\[\S+\] fup=false nks=(true|false)", log)
+    assert nks == ["false", "true"], nks
