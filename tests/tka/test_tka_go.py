@@ -11,7 +11,9 @@ never ``gamma``'s, although ``gamma`` itself admits the Go node. Our side: ``alp
 the Go node ("missing signature"; no traffic either way, while Go itself reports its own key locked
 out) until ``alpha`` signs its node key (its NL key from register as the rotation key, Go's ``lock
 sign <nodekey> <rotation-key>``); then Go's health clears (Go verified the signature Python made) and
-our nodes admit it: traffic flows both ways.
+our nodes admit it: traffic flows both ways. Then the lock is disabled with its secret from a Python
+node: the Go node checks the secret itself (``Disablement failed`` otherwise), drops its chain and its
+filter, and reaches ``gamma``.
 
 Key rotation the Go way: a Go node signed at ``lock_init`` (its NL key as rotation key) restarted with
 ``TSNET_FORCE_LOGIN=1`` re-signs its new node key itself (Go ``doLoginOrRegen`` → ``tka.ResignNKS``);
@@ -268,6 +270,23 @@ def test_go_node_enforces_our_lock_and_we_admit_it_once_signed(world: World) -> 
     assert code_c != 200 and not served_c, (code_c, body_c, served_c, debug())
     assert _dropped_by_go(go.log(), gamma_id) and not _dropped_by_go(go.log(), beta_id)
     assert "inform failed" not in go.log() and "TKA desync" not in go.log(), debug()
+
+    # (d) beta disables the lock with the secret: Go fetches it, checks it against the chain's
+    # disablement values, drops its lock and its filter, and then reaches gamma too
+    anyio.run(lambda: b.lock_disable(SECRET))
+    try:
+        off = "tkaSyncIfNeeded: enabled=false"
+        wait_until(lambda: off in go.log(), 30, "the Go node told the lock is off")
+        wait_until(lambda: not list((w.tmp / GO).rglob("tka-profiles/*/*/*")), 30, "Go removed its chain")
+        wait_until(lambda: not c.lock_status().enabled, 30, "gamma: lock off")
+        served_c.clear()
+        (code_c, body_c), = _curl_through_go(w, [(c, b"gamma here", served_c)], [TO_GAMMA])
+        assert (code_c, body_c) == (200, b"gamma here") and served_c, (code_c, body_c)
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{debug()}") from None
+    assert "Disablement failed" not in go.log()
+    after = go.log()[go.log().index(off):]
+    assert "Network lock is dropping peer" not in after, "Go still filters after the disable"
 
 
 def test_go_node_rotates_its_key_and_our_node_trusts_its_rotation_signature(world: World) -> None:
