@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from pytsnet.actors.peers.tka_filter import LOCKED_OUT
 from pytsnet.errors import (
     TailnetLockDisablementRefused,
     TailnetLockError,
@@ -66,9 +67,6 @@ class LockStatus:
     warnings: tuple[str, ...] = field(default=())
 
 
-LOCKED_OUT = ("this node is locked out; it will not have connectivity until it is signed. "
-              "For more info, see https://tailscale.com/s/locked-out")
-"""Go ``healthmsg.LockedOut``."""
 
 
 def key_info(k: LockKey) -> TkaKeyInfo:
