@@ -7,17 +7,28 @@ Every answer is decoded strictly (``pytsnet.localapi.types``), so a shape drift 
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Callable
 from typing import TypeVar
 from urllib.parse import urlencode
 
 import httpx
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from pytsnet.errors import LocalApiError
 from pytsnet.localapi.http import LOCAL_API_HOST
 from pytsnet.localapi.server import PREFIX, LocalApi, LocalRequest, LocalResponse, MaskedPrefs, Prefs
-from pytsnet.localapi.types import PingResult, Status, TokenResponse, WhoIsResponse
+from pytsnet.localapi.types import (
+    NetworkLockStatus,
+    NetworkLockUpdate,
+    PingResult,
+    Status,
+    TkaKeyJSON,
+    TokenResponse,
+    WhoIsResponse,
+)
+from pytsnet.wire.keys import NLPrivate
 from pytsnet.wire.serve import ServeConfig, ServeConfigError, parse_serve_config, to_go_json
 
 __all__ = ["LocalClient", "Transport"]
@@ -129,8 +140,64 @@ class LocalClient:
         if resp.status != 200:
             raise LocalApiError(f"{resp.status}: {resp.body.decode('utf-8', 'replace').strip()}", resp.status)
 
+    # -- Tailnet Lock (21f): Go client/local/tailnetlock.go --
+    def network_lock_status(self) -> NetworkLockStatus:
+        return _decode(NetworkLockStatus, self.request("GET", "tka/status"))
 
-_M = TypeVar("_M", Status, WhoIsResponse, Prefs, PingResult)
+    def network_lock_init(self, keys: list[TkaKeyJSON], disablement_values: list[bytes],
+                          support_disablement: bytes = b"") -> NetworkLockStatus:
+        """Go ``NetworkLockInit``: ``disablement_values`` are KDF outputs (``disablement_kdf``), never
+        the secrets."""
+        body = {"Keys": [k.model_dump(mode="json") for k in keys],
+                "DisablementValues": [_b64(v) for v in disablement_values],
+                "SupportDisablement": _b64(support_disablement) if support_disablement else None}
+        return _decode(NetworkLockStatus, self.request("POST", "tka/init", body=json.dumps(body).encode()))
+
+    def network_lock_sign(self, node_key: str, rotation_public: bytes | None = None) -> None:
+        """Go ``NetworkLockSign``: ``node_key`` is ``nodekey:…``; ``rotation_public`` the 32-byte key that
+        may re-sign the node's rotated keys."""
+        rotation = None if rotation_public is None else _b64(rotation_public)
+        body = {"NodeKey": node_key, "RotationPublic": rotation}
+        self.request("POST", "tka/sign", body=json.dumps(body).encode())
+
+    def network_lock_modify(self, add_keys: list[TkaKeyJSON], remove_keys: list[TkaKeyJSON]) -> None:
+        body = {"AddKeys": [k.model_dump(mode="json") for k in add_keys] or None,
+                "RemoveKeys": [k.model_dump(mode="json") for k in remove_keys] or None}
+        self.request("POST", "tka/modify", body=json.dumps(body).encode())
+
+    def network_lock_disable(self, secret: bytes) -> None:
+        """Go ``NetworkLockDisable``: the raw secret is the body."""
+        self.request("POST", "tka/disable", body=secret)
+
+    def network_lock_log(self, max_entries: int) -> list[NetworkLockUpdate]:
+        body = self.request("GET", "tka/log", {"limit": str(max_entries)})
+        try:
+            return _UPDATES.validate_json(body) or []
+        except ValidationError as e:
+            raise LocalApiError(f"LocalAPI answer is not a []NetworkLockUpdate: {e}") from None
+
+    def network_lock_wrap_preauth_key(self, preauth_key: str, tka_key: NLPrivate) -> str:
+        """Go ``NetworkLockWrapPreauthKey``: the auth key with a credential signature by ``tka_key``."""
+        body = {"TSKey": preauth_key, "TKAKey": tka_key.to_text()}
+        return self.request("POST", "tka/wrap-preauth-key", body=json.dumps(body).encode()).decode()
+
+    def network_lock_affected_sigs(self, key_id: bytes) -> list[bytes]:
+        """Go ``NetworkLockAffectedSigs`` (this node answers 501: ``LocalApiError``)."""
+        body = self.request("POST", "tka/affected-sigs", body=key_id)
+        try:
+            return [base64.b64decode(s, validate=True) for s in json.loads(body) or []]
+        except (ValueError, TypeError) as e:
+            raise LocalApiError(f"LocalAPI answer is not a []MarshaledSignature: {e}") from None
+
+
+_UPDATES = TypeAdapter(list[NetworkLockUpdate] | None)
+
+
+def _b64(b: bytes) -> str:
+    return base64.b64encode(b).decode()
+
+
+_M = TypeVar("_M", Status, WhoIsResponse, Prefs, PingResult, NetworkLockStatus)
 
 
 def _decode(model: type[_M], body: bytes) -> _M:

@@ -36,7 +36,7 @@ LOCAL_API_HOST = "local-tailscaled.sock"
 
 _REASONS = {200: b"OK", 204: b"No Content", 400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden",
             404: b"Not Found", 405: b"Method Not Allowed", 413: b"Request Entity Too Large",
-            500: b"Internal Server Error"}
+            500: b"Internal Server Error", 501: b"Not Implemented"}  # 501: 21f (tka/*)
 
 
 def _header(req: h11.Request, name: bytes) -> str | None:

@@ -265,3 +265,84 @@ class TokenResponse(GoModel):
     ``repr`` leaves the token out: it is a bearer credential."""
 
     id_token: str = Field(repr=False)
+
+
+# -- Tailnet Lock (21f) -------------------------------------------------------------------------------
+GoBytes = Annotated[str, StringConstraints(
+    pattern=r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$")]
+"""A Go ``[]byte`` in JSON: standard base64 with padding (``null`` for nil: the field is optional)."""
+NLPublicText = Annotated[str, StringConstraints(pattern=r"^nlpub:[0-9a-f]{64}$")]
+"""``key.NLPublic.MarshalText`` (the zero key is ``nlpub:`` + 64 zeros)."""
+Hash32 = Annotated[list[Annotated[int, Field(ge=0, le=255)]], Field(min_length=32, max_length=32)]
+"""A Go ``[32]byte`` in JSON: an array of 32 numbers (not base64: Go encodes arrays element-wise)."""
+
+
+class TkaKeyJSON(GoModel):
+    """tka/key.go ``Key`` as ``encoding/json`` writes it (no JSON tags: Go field names; ``Kind`` a number,
+    ``Public`` base64): the body of ``tka/init`` and ``tka/modify``."""
+
+    Kind: int
+    Votes: int = Field(ge=0)
+    Public: GoBytes | None
+    Meta: dict[str, str] | None = None
+
+
+class NodeKeySignatureJSON(GoModel):
+    """tka/sig.go ``NodeKeySignature`` in JSON (every field written; nil ``[]byte`` and pointers ``null``)."""
+
+    SigKind: int
+    Pubkey: GoBytes | None
+    KeyID: GoBytes | None
+    Signature: GoBytes | None
+    Nested: NodeKeySignatureJSON | None
+    WrappingPubkey: GoBytes | None
+
+
+class TKAKey(GoModel):
+    """ipnstate.go:91 ``TKAKey``: a key trusted by the lock."""
+
+    Key: NLPublicText
+    Metadata: dict[str, str] | None
+    Votes: int = Field(ge=0)
+
+
+class TKAPeer(GoModel):
+    """ipnstate.go:98 ``TKAPeer``: a peer and its lock signature."""
+
+    Name: str
+    ID: int
+    StableID: str
+    TailscaleIPs: list[str] | None
+    NodeKey: NodePublic
+    NodeKeySignature: NodeKeySignatureJSON
+    Reason: str = ""
+    """Beyond Go (a Go client ignores it): why the lock refused a ``FilteredPeers`` entry (the
+    PeerTracker's reason, "missing signature", …); left out of ``VisiblePeers``."""
+
+
+class NetworkLockStatus(GoModel):
+    """ipnstate.go:110 ``NetworkLockStatus`` (``tka/status``, and ``tka/init``'s answer)."""
+
+    Enabled: bool
+    Head: Hash32 | None
+    PublicKey: NLPublicText
+    NodeKey: NodePublic | None
+    NodeKeySigned: bool
+    NodeKeySignature: NodeKeySignatureJSON | None
+    TrustedKeys: list[TKAKey] | None
+    VisiblePeers: list[TKAPeer] | None
+    FilteredPeers: list[TKAPeer] | None
+    StateID: int = Field(ge=0)
+
+
+class NetworkLockUpdate(GoModel):
+    """ipnstate.go:148 ``NetworkLockUpdate`` (one ``tka/log`` entry): ``Change`` is ``AUMKind.String()``,
+    ``Raw`` the serialized AUM."""
+
+    Hash: Hash32
+    Change: str
+    Raw: GoBytes | None
+
+
+__all__ += ["NetworkLockStatus", "NetworkLockUpdate", "NodeKeySignatureJSON", "TKAKey", "TKAPeer",
+            "TkaKeyJSON"]  # 21f's own line

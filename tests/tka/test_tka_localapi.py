@@ -13,6 +13,8 @@ import pytest
 from pytsnet.errors import TailnetLockDisablementRefused, TailnetLockNotTrusted
 from pytsnet.localapi.server import PREFIX, LocalApi, LocalRequest, LocalResponse
 from pytsnet.localapi.tka import register
+from pytsnet.messages.dataplane import DataplaneInfo
+from pytsnet.messages.peers import PeerInfo
 from pytsnet.messages.tka import TkaKeyInfo, TkaLogEntry
 from pytsnet.tka import FilteredPeer, LockKey, LockStatus
 from pytsnet.wire.keys import NLPrivate
@@ -55,6 +57,13 @@ class Backend:
         self.calls.append(("disable", secret))
         raise TailnetLockDisablementRefused("incorrect disablement secret")
 
+    # the status's VisiblePeers and self signature come from the peers and the netmap (21f)
+    def peers(self, timeout: float = 5.0) -> list[PeerInfo]:
+        return []
+
+    def dataplane_info(self) -> DataplaneInfo:
+        return DataplaneInfo()
+
 
 @pytest.fixture
 def rig() -> tuple[LocalApi, Backend]:
@@ -77,7 +86,8 @@ def test_status_is_go_network_lock_status(rig: tuple[LocalApi, Backend]) -> None
     assert r.status == 200 and st["Enabled"] and st["Head"] == list(range(32)) and st["StateID"] == 9
     assert st["PublicKey"] == KEY.to_text() and st["TrustedKeys"] == [{"Key": KEY.to_text(), "Metadata": None,
                                                                       "Votes": 2}]
-    assert st["FilteredPeers"] == [{"ID": 7, "Reason": "missing signature"}]
+    [filtered] = st["FilteredPeers"]  # Go's TKAPeer (zero name/key: the tracker keeps only the ID) + Reason
+    assert filtered["ID"] == 7 and filtered["Reason"] == "missing signature"
     assert call(api, "POST", "tka/status").status == 405
 
 
