@@ -241,15 +241,36 @@ def _trim_rotation_chain(sig: NodeKeySignature, priv: NLPrivate) -> NodeKeySigna
     return result
 
 
+def verify_rotation_layers(sig: NodeKeySignature) -> None:
+    """Every Rotation layer of ``sig`` is signed by the wrapping key of the signature it nests.
+
+    The root (Direct or Credential) is not checked: that needs the authority's trusted keys, and
+    every verifier checks it anyway. Raises TkaVerifyError.
+    """
+    layer: NodeKeySignature | None = sig
+    while layer is not None and layer.sig_kind == SigKind.ROTATION:
+        if layer.nested is None:
+            raise TkaVerifyError("rotation signature missing nested signature")
+        pub = layer.nested.wrapping_public()
+        if pub is None or not verify_25519(pub, layer.sig_hash(), layer.signature or b""):
+            raise TkaVerifyError("a rotation layer is not signed by its rotation key")
+        layer = layer.nested
+
+
 def resign_nks(priv: NLPrivate, node_key: NodePublic, old_nks: bytes) -> bytes:
     """Go's ResignNKS: a Rotation signature carrying ``old_nks`` over to the new ``node_key``.
 
     Returns ``old_nks`` itself when it already names ``node_key``; trims long chains to 15 keys.
+    Unlike Go, the rotation layers of ``old_nks`` must verify first (TkaVerifyError if not):
+    trimming re-signs their node keys with ``priv``, and ``old_nks`` comes from control, so a
+    forged layer would get a key of control's choosing signed by our lock key. Refuses only a chain
+    that does not verify as it stands (no honest node holds one).
     """
     old = NodeKeySignature.unserialize(old_nks)
     nk = node_public_binary(node_key)
     if nk == (old.pubkey or b""):
         return bytes(old_nks)
+    verify_rotation_layers(old)
     nested = _trim_rotation_chain(old, priv)
     new = NodeKeySignature(sig_kind=SigKind.ROTATION, pubkey=nk, nested=nested)
     return replace(new, signature=priv.sign(new.sig_hash())).serialize()
@@ -316,4 +337,5 @@ __all__ = [
     "resign_nks",
     "sign_by_credential",
     "sign_direct",
+    "verify_rotation_layers",
 ]
