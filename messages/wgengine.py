@@ -121,6 +121,9 @@ class WgConfig(Message, tag="wgengine.config"):
     peers: list[WgPeer] = []
     packet_filter: list[WgFilterRule] | None = None
     """The netmap's PacketFilter (``WgFilterRule.from_tailcfg``); None: none received yet."""
+    unlocked_allowed_ips: list[str] = []
+    """Control's AllowedIPs of the Tailnet Lock ``UnsignedPeerAPIOnly`` peers: they may open TCP to our
+    peerAPI port only, and a packet filter letting them reach anything is dropped whole (21h)."""
 
 
 class WgTick(Message, tag="wgengine.tick"):
@@ -154,6 +157,9 @@ class WgStatus(Message, tag="wgengine.status"):
     handshake_queue: int = 0
     handshake_queue_bytes: int = 0
     under_load: bool = False
+    invalid_packet_filter: bool = False
+    """The netmap's filter let an unsigned peerAPI-only peer in, so none is in force (Go's
+    ``invalid-packet-filter`` health warning; 21h)."""
 
 
 class GetWgStatus(Request[WgStatus], tag="wgengine.get_status"):

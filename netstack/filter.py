@@ -12,6 +12,10 @@ other protocols need a rule allowing all ports. ``Filter(None, ...)`` is the sta
 filter arrived: no rule matches, so nothing new comes in, but replies to our own flows do.
 IPv6 inbound is dropped unless enabled. Fragments are dropped (our netstack refuses them anyway).
 
+``PeerApiAccess`` (21h, Tailnet Lock's ``UnsignedPeerAPIOnly``): TCP from its sources to its port on
+its destinations (our own addresses) passes without a rule, as tstun lets a SYN to the peerAPI port
+past Go's filter; only TCP (ICMP and the rest still need a rule), only for the sources it names.
+
 Per packet (every inbound and outbound tunnel packet passes here): ``summarize`` reads the IPv4
 header with one ``struct`` call into a NamedTuple; our own addresses are a set of (family, int)
 host keys; and the verdict of the rule walk, a pure function of the rules and (family, protocol,
@@ -90,6 +94,15 @@ class Rule:
     srcs: tuple[IPNetwork, ...]
     dsts: tuple[NetPortRange, ...]
     protos: frozenset[int] = DEFAULT_PROTOS
+
+
+@dataclass(frozen=True, slots=True)
+class PeerApiAccess:
+    """TCP from ``srcs`` to ``port`` on ``dsts`` (our addresses) passes without a rule."""
+
+    srcs: tuple[IPNetwork, ...]
+    dsts: tuple[IPNetwork, ...]
+    port: int
 
 
 class PacketSummary(NamedTuple):
@@ -181,9 +194,13 @@ class Filter:
         *,
         ipv6: bool = False,
         conntrack_size: int = CONNTRACK_SIZE,
+        peerapi: PeerApiAccess | None = None,
     ) -> None:
         self.has_filter = rules is not None
         self._rules = [_CompiledRule(r) for r in rules or ()]
+        self.peerapi = peerapi
+        self._peerapi = None if peerapi is None else (
+            [_CompiledNet(n) for n in peerapi.srcs], [_CompiledNet(n) for n in peerapi.dsts], peerapi.port)
         local = list(local)
         # Host prefixes (our tailnet addresses) as set keys; any wider prefix is walked.
         self._local_hosts = frozenset((n.version, int(n.network_address)) for n in local
@@ -196,9 +213,10 @@ class Filter:
         self.drops: Counter[str] = Counter()
         self.accepted = 0
 
-    def with_rules(self, rules: Sequence[Rule] | None, local: Iterable[IPNetwork]) -> Filter:
+    def with_rules(self, rules: Sequence[Rule] | None, local: Iterable[IPNetwork], *,
+                   peerapi: PeerApiAccess | None = None) -> Filter:
         """A new filter for a new netmap that keeps this one's outbound flows and counters."""
-        f = Filter(rules, local, ipv6=self.ipv6, conntrack_size=self._conntrack_size)
+        f = Filter(rules, local, ipv6=self.ipv6, conntrack_size=self._conntrack_size, peerapi=peerapi)
         f._flows = self._flows
         f.drops = self.drops
         f.accepted = self.accepted
@@ -293,7 +311,10 @@ class Filter:
             for net, first, last in r.dsts:
                 if net.contains(p.version, p.dst) and first <= p.dport <= last:
                     return True
-        return False
+        pa = self._peerapi  # TCP and UDP come here (memoised); only TCP to the port may pass
+        return pa is not None and p.proto == PROTO_TCP and p.dport == pa[2] \
+            and any(n.contains(p.version, p.dst) for n in pa[1]) \
+            and any(n.contains(p.version, p.src) for n in pa[0])
 
     def _match_ips_only(self, p: PacketSummary) -> bool:
         for r in self._rules:

@@ -171,7 +171,8 @@ def dataplane_spec(system: ActorSystem, nm: DataplaneNetmap, options: DataplaneO
     return supervisor_spec(DATAPLANE_SUP, [
         ChildSpec(WgEngine, WGENGINE, args=(private,),
                   kwargs={"magicsock": ms.name("udp"), "sink": NETSTACK, "memory": MEMORY, "ipv6": v6,
-                          "capture": CAPTURE, "service": DNS, "local_routes": local_routes},
+                          "capture": CAPTURE, "service": DNS, "local_routes": local_routes,
+                          "peerapi_port": options.peerapi_port},  # 21h: unsigned peerAPI-only peers
                   mailbox=ENGINE_MAILBOX),
         magicsock_spec(ms, keys),
         *([] if fwd is None else [forwarder_spec(system, NETSTACK, registry, ForwardTable())]),

@@ -35,6 +35,7 @@ from pytsnet.actors.keeper import recall, remember
 from pytsnet.actors.peers.routes import ExitNodeSelection, allowed_ips, select_exit_node
 from pytsnet.actors.runtime import Actor, ActorStopped, AskTimeout, handles
 from pytsnet.actors.runtime.logs import subsystem_logger
+from pytsnet.actors.wgengine.filter_rules import unlocked_allowed_ips
 from pytsnet.messages.base import Request
 from pytsnet.messages.control import LiteUpdate, LiteUpdateDone
 from pytsnet.messages.dataplane import (
@@ -231,6 +232,7 @@ class DataplaneBridge(Actor):
         wg = WgConfig(addresses=list(nm.self_node.addresses) + [f"{ip}/{32 if '.' in ip else 128}"
                                                                 for ip in vips],
                       packet_filter=nm.packet_filter,
+                      unlocked_allowed_ips=unlocked_allowed_ips(peers),  # 21h: peerAPI-only, unsigned
                       peers=[WgPeer(node_key=p.node_key,
                                     allowed_ips=allowed_ips(p, prefs, exit_node, ipv6=ipv6)) for p in peers])
         ms = SetPeers(peers=tuple(MagicsockPeer(node_key=p.node_key, disco_key=p.disco_key,

@@ -14,11 +14,12 @@ Pure logic (no actor, no clock), so Go's tests port one for one. Mirrors Go's
 - our own key is checked too: unauthorized → locked out (Go's ``healthmsg.LockedOut``), peers are
   still admitted (they are what we could reach once signed; they will not accept us meanwhile).
 
-``UnsignedPeerAPIOnly``: Go lets such a peer skip the signature check but confines it to peerAPI
-(its packet filter is thrown away if any rule lets the peer's IPs in, and peerAPI handlers refuse it
-taildrop and wake-on-LAN). pytsnet has no such confinement in its packet filter, so under a lock it
-REFUSES these peers entirely ("unsigned peerAPI-only peer …") rather than admitting an unsigned peer
-with full reach: fail closed. With the lock off they are ordinary peers (control is trusted then).
+``UnsignedPeerAPIOnly`` (21h): as Go, such a peer is not subject to the lock: admitted without a
+signature check (a signature it carries is not looked at, nor is it part of rotation tracking). Its
+confinement is elsewhere, as in Go: the engine lets it open TCP to our peerAPI port and nothing else,
+and drops the whole packet filter (deny all new inbound, Go's ``invalid-packet-filter`` health) if
+control's filter would let its AllowedIPs in (``actors/wgengine/filter_rules.py``); peerAPI handlers
+that Go refuses it are refused (``actors/peerapi``). With the lock off it is an ordinary peer.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pytsnet.wire.keys import KeyParseError, NodePublic
 from pytsnet.wire.tka import RotationDetails, SigKind, State, TkaError
 from pytsnet.wire.tka.authority import node_key_authorized_with_details
 
-__all__ = ["LOCKED_OUT", "MISSING_SIGNATURE", "NO_AUTHORITY", "ROTATED", "UNSIGNED_PEERAPI_ONLY",
+__all__ = ["LOCKED_OUT", "MISSING_SIGNATURE", "NO_AUTHORITY", "ROTATED",
            "HeldAuthority", "LockVerdict", "RotationTracker", "filter_peers"]
 
 LOCKED_OUT = ("this node is locked out; it will not have connectivity until it is signed. "
@@ -43,7 +44,6 @@ MISSING_SIGNATURE = "missing signature"
 FAILED_CHECK = "failed signature check"
 ROTATED = "key rotation"
 NO_AUTHORITY = "tailnet lock: no verified authority"
-UNSIGNED_PEERAPI_ONLY = "unsigned peerAPI-only peer (refused under tailnet lock: no peerAPI-only confinement)"
 
 
 @dataclass(frozen=True)
@@ -118,8 +118,7 @@ def filter_peers(peers: Sequence[PeerInfo], self_node: PeerInfo, authority: Held
     rejected: dict[int, str] = {}
     keys: dict[int, NodePublic] = {}
     for p in peers:
-        if p.unsigned_peer_api_only:
-            rejected[p.node_id] = UNSIGNED_PEERAPI_ONLY
+        if p.unsigned_peer_api_only:  # not subject to the lock (Go); confined to our peerAPI by the engine
             continue
         if not p.key_signature:
             notes.append(f"Network lock is dropping peer {p.node_id}({p.stable_id}) due to missing signature")
@@ -141,7 +140,8 @@ def filter_peers(peers: Sequence[PeerInfo], self_node: PeerInfo, authority: Held
     for p in peers:
         if p.node_id in rejected:
             continue
-        if keys[p.node_id] in obsolete:
+        tracked = keys.get(p.node_id)  # None: an unsigned peerAPI-only peer, not rotation-tracked
+        if tracked is not None and tracked in obsolete:
             notes.append(f"Network lock is dropping peer {p.node_id}({p.stable_id}) due to key rotation")
             rejected[p.node_id] = ROTATED
             continue

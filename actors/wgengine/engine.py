@@ -60,7 +60,13 @@ from pytsnet.actors.runtime import (
     handles,
 )
 from pytsnet.actors.runtime.logs import subsystem_logger
-from pytsnet.actors.wgengine.filter_rules import FilterRuleError, rules_from_tailcfg
+from pytsnet.actors.wgengine.filter_rules import (
+    INVALID_PACKET_FILTER,
+    FilterRuleError,
+    confine_unlocked,
+    rules_from_tailcfg,
+    unlocked_allowed_ips,
+)
 from pytsnet.messages.magicsock import (
     DerpSends,
     UdpSend,
@@ -147,8 +153,11 @@ class WgEngine(Actor):
         capture: str = "capture",
         service: str | None = None,
         local_routes: tuple[str, ...] = (),
+        peerapi_port: int = 0,
     ) -> None:
         self._private = private
+        self._peerapi_port = peerapi_port  # 21h: unsigned peerAPI-only peers may open TCP to it only
+        self.invalid_packet_filter = False  # 21h: the netmap's filter let such a peer in: dropped whole
         self._local_routes = local_routes  # routes we advertise (subnet router / exit node): forwarded
         self._service_name = service  # quad-100's resolver: packets to 100.100.100.100 go there
         self._magicsock_name = magicsock
@@ -220,7 +229,8 @@ class WgEngine(Actor):
     def on_peers_changed(self, msg: PeersChanged) -> None:
         """The PeerTracker's admitted set replaces our peers; addresses and filter are kept."""
         peers = [WgPeer(node_key=p.node_key, allowed_ips=own_addresses(p)) for p in msg.peers]  # no routes
-        config = self._config = self._config.model_copy(update={"peers": peers})
+        config = self._config = self._config.model_copy(
+            update={"peers": peers, "unlocked_allowed_ips": unlocked_allowed_ips(msg.peers)})
         remember(self, self._memory, config)
         self._apply(config)
 
@@ -248,7 +258,14 @@ class WgEngine(Actor):
                 rules = rules_from_tailcfg(config.packet_filter)
             except FilterRuleError as e:
                 log.warning("refusing packet filter (%s); no inbound until a valid one", e)
-        self.filter = self.filter.with_rules(rules, local)
+        # -- unsigned peerAPI-only (21h): such peers reach our peerAPI port only; a filter letting them
+        # in is dropped whole (filter_rules.confine_unlocked, Go's packetFilterPermitsUnlockedNodes)
+        unlocked = config.unlocked_allowed_ips
+        rules, peerapi, invalid = confine_unlocked(rules, unlocked, local, self._peerapi_port)
+        if invalid and not self.invalid_packet_filter:
+            log.warning("%s", INVALID_PACKET_FILTER)
+        self.invalid_packet_filter = invalid
+        self.filter = self.filter.with_rules(rules, local, peerapi=peerapi)  # -- end 21h --
         self._flush()
 
     # --- data path -------------------------------------------------------------------------------
@@ -472,6 +489,7 @@ class WgEngine(Actor):
             work=dict(self.device.work), handshake_queue=len(self._handshakes),
             handshake_queue_bytes=self._handshake_bytes,
             under_load=self._under_load_until > self.clock.monotonic(),
+            invalid_packet_filter=self.invalid_packet_filter,  # 21h
         )
 
     def _ref(self, name: str) -> ActorRef | None:

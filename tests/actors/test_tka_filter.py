@@ -1,6 +1,6 @@
 """Tailnet Lock's peer filter, pure: Go's ``TestTKAFilterNetmap`` and ``TestRotationTracker``
 (``ipn/ipnlocal/network-lock_test.go``, v1.90.9) ported with real signatures made by ``wire/tka``,
-plus the self-lockout check and the ``UnsignedPeerAPIOnly`` refusal."""
+plus the self-lockout check and the ``UnsignedPeerAPIOnly`` carve-out."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import pytest
 from pytsnet.actors.peers.tka_filter import (
     MISSING_SIGNATURE,
     ROTATED,
-    UNSIGNED_PEERAPI_ONLY,
     HeldAuthority,
     RotationTracker,
     filter_peers,
@@ -170,14 +169,19 @@ def test_self_lockout(lock: tuple[NLPrivate, HeldAuthority]) -> None:
     assert filter_peers([], _peer(9, me), held).locked_out
 
 
-def test_unsigned_peer_api_only_is_refused_under_the_lock(lock: tuple[NLPrivate, HeldAuthority]) -> None:
-    """pytsnet cannot confine a peer to peerAPI, so under a lock such a peer is refused, signed or not."""
+def test_unsigned_peer_api_only_is_admitted_without_a_signature_check(lock: tuple[NLPrivate, HeldAuthority]) -> None:
+    """Go's ``tkaFilterNetmapLocked`` skips such peers: not subject to the lock, whatever they carry
+    (none, a good or a garbage signature); the same peers without the flag are checked as always."""
     nl, held = lock
     k = NodePrivate.generate().public()
-    v = filter_peers([_peer(3, k, unsigned_peer_api_only=True),
-                      _peer(4, k, sign_direct(k, nl).serialize(), unsigned_peer_api_only=True)],
-                     _peer(9, NodePrivate.generate().public()), held)
-    assert v.admitted == [] and v.rejected == {3: UNSIGNED_PEERAPI_ONLY, 4: UNSIGNED_PEERAPI_ONLY}
+    peers = [_peer(3, k, unsigned_peer_api_only=True),
+             _peer(4, k, sign_direct(k, nl).serialize(), unsigned_peer_api_only=True),
+             _peer(5, k, b"\x00garbage", unsigned_peer_api_only=True),
+             _peer(6, k), _peer(7, k, b"\x00garbage")]
+    v = filter_peers(peers, _peer(9, NodePrivate.generate().public()), held)
+    assert [p.node_id for p in v.admitted] == [3, 4, 5]
+    assert v.rejected[6] == MISSING_SIGNATURE and v.rejected[7].startswith("failed signature check")
+    assert not any("peer 3(" in n or "peer 4(" in n or "peer 5(" in n for n in v.notes)
 
 
 def test_held_authority_from_update(lock: tuple[NLPrivate, HeldAuthority]) -> None:

@@ -69,7 +69,7 @@ class Node:
         return self.key.public().to_text()
 
 
-def make_pair(clock: Clock | None = None) -> tuple[Node, Node, Wire]:
+def make_pair(clock: Clock | None = None, *, peerapi_port: int = 0) -> tuple[Node, Node, Wire]:
     wire = Wire()
     nodes = []
     for i in (1, 2):
@@ -79,7 +79,7 @@ def make_pair(clock: Clock | None = None) -> tuple[Node, Node, Wire]:
         system.spawn(FakeMagicsock, wire, key.public().to_text(), name="magicsock")
         system.spawn(Sink, got, name="netstack")
         system.spawn(MemoryKeeper, name=MEMORY)  # the engine's WgConfig survives its restarts there
-        engine = system.spawn(WgEngine, key, memory=MEMORY, name="wgengine")
+        engine = system.spawn(WgEngine, key, memory=MEMORY, peerapi_port=peerapi_port, name="wgengine")
         nodes.append(Node(system, engine, key, f"100.64.0.{i}", got))
         wire.engines[key.public().to_text()] = engine
     a, b = nodes
