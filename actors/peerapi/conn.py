@@ -12,6 +12,12 @@ within it close the connection, so a silent, trickling or stalled peer holds a s
 for a target port with a Funnel listener, is answered ``101`` and the flow is handed to that listener
 with the bytes already received past the request; the read loop takes nothing once the hand-over is
 decided (``_recv_lock``), and reads it had already taken join the hand-over before it happens.
+
+Tailnet Lock's unsigned peerAPI-only peers (21h) reach this server (the engine lets them open TCP to
+our peerAPI port only). Go refuses them debug (``canDebug``), Taildrop (``canPutFile``) and
+wake-on-LAN; pytsnet serves none of those, so what they can get is what Go gives them: ingress with
+the capability, DoH as a node of our own user or an exit node's client (Go's ``replyToDNSQueries``).
+A netmap filter the engine dropped for letting them in grants no capability here either.
 """
 
 from __future__ import annotations
@@ -36,7 +42,11 @@ from pytsnet.actors.peerapi.ingress import (
 )
 from pytsnet.actors.runtime import Actor, ActorError, StopReason, handles
 from pytsnet.actors.runtime.logs import subsystem_logger
-from pytsnet.actors.wgengine.filter_rules import FilterRuleError, rules_from_tailcfg
+from pytsnet.actors.wgengine.filter_rules import (
+    FilterRuleError,
+    invalid_packet_filter_health,
+    rules_from_tailcfg,
+)
 from pytsnet.messages.base import Message
 from pytsnet.messages.dataplane import GetDataplaneInfo
 from pytsnet.messages.dns import DnsQuery
@@ -307,11 +317,14 @@ class PeerApiConnection(Actor):
         if nm is None:
             return None
         ours = tuple(a.split("/")[0] for a in nm.self_node.addresses)
+        # 21h: a filter letting an unsigned peerAPI-only peer in is not in force (the engine dropped it,
+        # Go's invalid-packet-filter): its CapGrants and autogroup:internet rules grant nothing either
+        pf = [] if invalid_packet_filter_health(table.peers, nm.packet_filter) else nm.packet_filter
         suffix = nm.self_node.name.split(".", 1)[1] if "." in nm.self_node.name.rstrip(".") else ""
         for node in [nm.self_node, *table.peers]:
             if any(ip == ipaddress.ip_interface(a).ip for a in node.addresses):
-                exit_dns = self.spawn.exit_dns and _filter_allows_internet_dns(nm.packet_filter, ip)
-                ingress = PEER_CAP_INGRESS in peer_caps(nm.packet_filter, ip,
+                exit_dns = self.spawn.exit_dns and _filter_allows_internet_dns(pf, ip)
+                ingress = PEER_CAP_INGRESS in peer_caps(pf, ip,
                                                         [ipaddress.ip_address(a) for a in ours])
                 return Caller(node=node, is_self=node.user == nm.self_node.user, our_addresses=ours,
                               exit_dns=exit_dns, tailnet_suffix=suffix.lower(), can_ingress=ingress,

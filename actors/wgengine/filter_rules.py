@@ -140,3 +140,16 @@ def confine_unlocked(rules: list[Rule] | None, unlocked: Sequence[str], local: S
     hosts = tuple(n for n in local if n.prefixlen == n.max_prefixlen)
     access = PeerApiAccess(tuple(nets), hosts, peerapi_port) if nets and hosts else None
     return ([] if invalid else rules), access, invalid
+
+
+def invalid_packet_filter_health(peers: Iterable[UnlockedCandidate],
+                                 packet_filter: Iterable[Any] | None) -> str | None:
+    """The health text for status (``INVALID_PACKET_FILTER``) when the engine drops this netmap filter
+    for letting an unlocked peer in; None otherwise (no filter, or one refused for its own reasons)."""
+    if packet_filter is None:
+        return None
+    try:
+        rules = rules_from_tailcfg(packet_filter)
+    except FilterRuleError:
+        return None
+    return INVALID_PACKET_FILTER if packet_filter_permits_unlocked_nodes(peers, rules) else None

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from pytsnet import __version__
+from pytsnet.actors.wgengine.filter_rules import invalid_packet_filter_health
 from pytsnet.localapi.types import (
     GO_ZERO_TIME,
     ExitNodeStatus,
@@ -139,6 +140,8 @@ def build_status(b: Backend, *, peers: bool = True) -> Status:
             user(p.user)
     suffix = magic_dns_suffix(nm.self_node.name) if nm is not None else ""
     health = [f"exit node unavailable: {ds.exit_node_unavailable}"] if ds.exit_node_unavailable else []
+    if nm is not None and (bad := invalid_packet_filter_health(b.peers(), nm.packet_filter)):  # 21h
+        health.append(bad)
     exit_status = None
     if ds.exit_node is not None:
         exit_peer = next((p for p in b.peers() if p.stable_id == ds.exit_node.stable_id), None)

@@ -232,6 +232,7 @@ class ControlServer:
         self._server: asyncio.Server | None = None
         self._changed = asyncio.Event()
         self._gen = 0  # bumped by every notify()
+        self.unsigned_peer_api_only: set[int] = set()  # 21h: nodes sent with UnsignedPeerAPIOnly
         self._pushed: dict[asyncio.Event, tuple[int, int]] = {}  # live stream (its stop event) →
         # (node id, generation its last map was built from)
         self._pushed_more = asyncio.Event()
@@ -430,7 +431,8 @@ class ControlServer:
                        https=self.https, service_routes=self.services.routes(visible),
                        service_caps={i: c for n in visible if (c := self.services.host_cap(n.id))
                                      for i in (n.id,)},
-                       tka_info=self.tka.tka_info(), key_sigs=self.tka.key_signatures())  # 21c
+                       tka_info=self.tka.tka_info(), key_sigs=self.tka.key_signatures(),  # 21c
+                       unsigned_peer_api_only=frozenset(self.unsigned_peer_api_only))  # 21h
         self.stats["snapshots"] += 1
         self._snapshot, self._snapshot_key = snap, key
         self._snapshot_until = min((n.key_expiry for n in nodes if n.key_expiry is not None
@@ -951,6 +953,14 @@ class ControlServer:
         node = self.store.update_node(node_id, key_expiry=when)
         self.notify()
         return node is not None
+
+    def set_unsigned_peer_api_only(self, node_id: int, on: bool) -> bool:
+        """21h: send the node with ``UnsignedPeerAPIOnly`` (or stop); every map hears of it at once."""
+        if self.store.node(node_id) is None:
+            return False
+        (self.unsigned_peer_api_only.add if on else self.unsigned_peer_api_only.discard)(node_id)
+        self.notify()
+        return True
 
     def delete(self, node_id: int) -> bool:
         self.services.forget(node_id)  # 20d

@@ -97,6 +97,10 @@ class Tailnet:
     """``TKAInfo`` every map carries (None: the lock was never used; :mod:`pytsnet.localnet.tka`)."""
     key_sigs: dict[int, str] = field(default_factory=dict)
     """Node ID → its ``KeySignature`` (base64 NodeKeySignature) while the lock is on."""
+    # -- unsigned peerAPI-only (21h) --
+    unsigned_peer_api_only: frozenset[int] = frozenset()
+    """Node IDs sent with ``UnsignedPeerAPIOnly`` (not subject to the lock; peers confine them to peerAPI)."""
+    # -- end 21h --
 
     _by_id: dict[int, Node] = field(default_factory=dict, init=False, repr=False)
     _peer_json: dict[int, JSON] = field(default_factory=dict, init=False, repr=False)
@@ -172,6 +176,10 @@ def node_json(n: Node, net: Tailnet, *, cap: int = 0) -> JSON:
     sig = net.key_sigs.get(n.id)  # 21c: tailcfg.Node.KeySignature is omitempty
     if sig:
         out["KeySignature"] = sig
+    # -- unsigned peerAPI-only (21h) --
+    if n.id in net.unsigned_peer_api_only:  # tailcfg.Node.UnsignedPeerAPIOnly is omitempty
+        out["UnsignedPeerAPIOnly"] = True
+    # -- end 21h --
     return out
 
 

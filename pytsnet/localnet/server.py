@@ -327,6 +327,17 @@ class LocalTailnet:
         """Tailnet Lock as control holds it: on/off/disabled, head, each node's signature and NL key."""
         return self._call(lambda: self.control.tka.state())  # type: ignore[union-attr]
 
+    # -- unsigned peerAPI-only (21h) --
+    def set_unsigned_peer_api_only(self, node: int | str, on: bool = True) -> Node:
+        """Send ``node`` to every peer with ``UnsignedPeerAPIOnly`` (or stop): under Tailnet Lock it is
+        then admitted unsigned and confined to peers' peerAPI (Go ``tailcfg.Node.UnsignedPeerAPIOnly``).
+        Running tailnets only (the mark is control's, in memory)."""
+        node_id = find_node(self.store, node).id
+        if self.control is None:
+            raise RuntimeError("set_unsigned_peer_api_only needs a running LocalTailnet")
+        self._call(lambda: self.control.set_unsigned_peer_api_only(node_id, on))  # type: ignore[union-attr]
+        return find_node(self.store, node_id)
+
 
     # -- Funnel (20c) ----------------------------------------------------------------------------------
     def _start_funnel(self, listen: str) -> None:
