@@ -12,7 +12,9 @@ from wgengine_helpers import ICMP4, TCP, UDP, packet, udp
 from wgengine_rig import make_pair
 
 from pytsnet.actors.wgengine.filter_rules import (
+    INVALID_PACKET_FILTER,
     confine_unlocked,
+    invalid_packet_filter_health,
     packet_filter_permits_unlocked_nodes,
     rules_from_tailcfg,
     rules_permit,
@@ -140,3 +142,18 @@ def test_engine_drops_the_filter_and_confines_the_unlocked_peer() -> None:
     finally:
         a.system.shutdown()
         b.system.shutdown()
+
+
+def test_invalid_packet_filter_health_follows_the_engines_verdict() -> None:
+    """The LocalAPI's Health line and the peerAPI's capability source read this: the same inputs as the
+    engine (admitted peers, the netmap's filter), the same verdict; a filter refused for its own reasons
+    (``SrcBits``) or none yet is not this warning."""
+    peer = PeerInfo(node_id=1, unsigned_peer_api_only=True, allowed_ips=["100.64.0.5/32"])
+    lets_in = [WgFilterRule(SrcIPs=["100.64.0.0/24"], DstPorts=[WgNetPortRange(IP="*")])]
+    keeps_out = [WgFilterRule(SrcIPs=["100.64.0.6"], DstPorts=[WgNetPortRange(IP="*")])]
+    assert invalid_packet_filter_health([peer], lets_in) == INVALID_PACKET_FILTER
+    assert invalid_packet_filter_health([peer], keeps_out) is None
+    signed = peer.model_copy(update={"unsigned_peer_api_only": False})
+    assert invalid_packet_filter_health([signed], lets_in) is None
+    assert invalid_packet_filter_health([peer], None) is None
+    assert invalid_packet_filter_health([peer], [WgFilterRule(SrcIPs=["*"], SrcBits=[32])]) is None
