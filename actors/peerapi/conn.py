@@ -44,7 +44,7 @@ from pytsnet.actors.runtime import Actor, ActorError, StopReason, handles
 from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.actors.wgengine.filter_rules import (
     FilterRuleError,
-    invalid_packet_filter_health,
+    filter_in_force,
     rules_from_tailcfg,
 )
 from pytsnet.messages.base import Message
@@ -319,7 +319,7 @@ class PeerApiConnection(Actor):
         ours = tuple(a.split("/")[0] for a in nm.self_node.addresses)
         # 21h: a filter letting an unsigned peerAPI-only peer in is not in force (the engine dropped it,
         # Go's invalid-packet-filter): its CapGrants and autogroup:internet rules grant nothing either
-        pf = [] if invalid_packet_filter_health(table.peers, nm.packet_filter) else nm.packet_filter
+        pf = filter_in_force(table.peers, nm.packet_filter)
         suffix = nm.self_node.name.split(".", 1)[1] if "." in nm.self_node.name.rstrip(".") else ""
         for node in [nm.self_node, *table.peers]:
             if any(ip == ipaddress.ip_interface(a).ip for a in node.addresses):

@@ -19,7 +19,8 @@ signature check (a signature it carries is not looked at, nor is it part of rota
 confinement is elsewhere, as in Go: the engine lets it open TCP to our peerAPI port and nothing else,
 and drops the whole packet filter (deny all new inbound, Go's ``invalid-packet-filter`` health) if
 control's filter would let its AllowedIPs in (``actors/wgengine/filter_rules.py``); peerAPI handlers
-that Go refuses it are refused (``actors/peerapi``). With the lock off it is an ordinary peer.
+that Go refuses it are refused (``actors/peerapi``). The confinement holds with the lock off too (Go
+checks the filter whatever the lock's state); only the signature check is the lock's.
 """
 
 from __future__ import annotations

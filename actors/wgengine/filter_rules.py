@@ -153,3 +153,9 @@ def invalid_packet_filter_health(peers: Iterable[UnlockedCandidate],
     except FilterRuleError:
         return None
     return INVALID_PACKET_FILTER if packet_filter_permits_unlocked_nodes(peers, rules) else None
+
+
+def filter_in_force(peers: Iterable[UnlockedCandidate], packet_filter: list[Any] | None) -> list[Any] | None:
+    """The netmap's filter as the engine applies it: none (``[]``) when it lets an unlocked peer in,
+    so capabilities and rules read from it elsewhere (the peerAPI's) grant nothing either."""
+    return [] if invalid_packet_filter_health(peers, packet_filter) else packet_filter

@@ -5,7 +5,8 @@ marks it ``UnsignedPeerAPIOnly`` (``LocalTailnet.set_unsigned_peer_api_only``): 
 without a signature (Go's ``tkaFilterNetmapLocked`` skips such peers) but it reaches alpha's peerAPI
 only — an app port, refused. A policy that lets gamma in makes alpha drop its whole packet filter
 (Go's ``packetFilterPermitsUnlockedNodes``): beta can no longer reach alpha either, the LocalAPI status
-shows Go's ``invalid-packet-filter`` text, and gamma still reaches only the peerAPI.
+shows Go's ``invalid-packet-filter`` text, and gamma still reaches only the peerAPI. With the lock
+turned off gamma stays confined (Go confines such peers whatever the lock's state).
 """
 
 from __future__ import annotations
@@ -155,6 +156,14 @@ def test_unsigned_peerapi_only_node_reaches_only_the_peerapi(tmp_path: Path, tai
         wait_until(lambda: INVALID_PACKET_FILTER not in a.local_client().status(peers=False).Health, 30,
                    "the health clears")
         assert _reaches_app_port(b, a, timeout=20)
+
+        # the lock turned off: gamma stays confined (Go checks the filter whatever the lock's state)
+        anyio.run(lambda: b.lock_disable(SECRET))
+        for d in (a, c):
+            wait_until(lambda d=d: not d.lock_status().enabled, 30, f"{d.config.hostname}: lock off")  # type: ignore[misc]
+        wait_until(lambda: "alpha" in _names(c), 30, "gamma sees alpha")
+        assert "gamma" in _names(a) and not _reaches_app_port(c, a)
+        assert _peerapi_answers(c, a) == 404
         wait_until(lambda: len(accepted) >= 2, 10, "alpha's app accepted beta's connections")
         assert set(accepted) <= set(b.tailscale_ips()), f"only beta's connections, never gamma's: {accepted}"
 

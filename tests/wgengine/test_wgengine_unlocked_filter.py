@@ -14,6 +14,7 @@ from wgengine_rig import make_pair
 from pytsnet.actors.wgengine.filter_rules import (
     INVALID_PACKET_FILTER,
     confine_unlocked,
+    filter_in_force,
     invalid_packet_filter_health,
     packet_filter_permits_unlocked_nodes,
     rules_from_tailcfg,
@@ -157,3 +158,5 @@ def test_invalid_packet_filter_health_follows_the_engines_verdict() -> None:
     assert invalid_packet_filter_health([signed], lets_in) is None
     assert invalid_packet_filter_health([peer], None) is None
     assert invalid_packet_filter_health([peer], [WgFilterRule(SrcIPs=["*"], SrcBits=[32])]) is None
+    assert filter_in_force([peer], lets_in) == [] and filter_in_force([peer], keeps_out) == keeps_out
+    assert filter_in_force([peer], None) is None
