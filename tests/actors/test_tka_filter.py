@@ -169,7 +169,8 @@ def test_self_lockout(lock: tuple[NLPrivate, HeldAuthority]) -> None:
     assert filter_peers([], _peer(9, me), held).locked_out
 
 
-def test_unsigned_peer_api_only_is_admitted_without_a_signature_check(lock: tuple[NLPrivate, HeldAuthority]) -> None:
+def test_unsigned_peer_api_only_is_admitted_without_a_signature_check(
+        lock: tuple[NLPrivate, HeldAuthority]) -> None:
     """Go's ``tkaFilterNetmapLocked`` skips such peers: not subject to the lock, whatever they carry
     (none, a good or a garbage signature); the same peers without the flag are checked as always."""
     nl, held = lock
