@@ -70,6 +70,7 @@ class ServeConnection(Actor):
         self._stop = threading.Event()
         self._socks: list[socket.socket] = []
         self._lock = threading.Lock()
+        self._splice_error: str | None = None
         self._ran = False
         self._clean = False
         self.start_io_loop(self._session_once, self._close_all)
@@ -156,9 +157,27 @@ class ServeConnection(Actor):
         if self.handoff is not None and self.handoff.prefix:  # 20g: what came with the ingress request
             theirs.sendall(self.handoff.prefix)
         splice = Splice(theirs, self.ch, name=f"{self.name}-splice", stop=self._stop)
-        t = threading.Thread(target=splice.run, name=f"{self.name}-splice", daemon=True)
+        t = threading.Thread(target=self._run_splice, args=(splice,), name=f"{self.name}-splice", daemon=True)
         t.start()
         return ours, t
+
+    def _run_splice(self, splice: Splice) -> None:
+        """The splice's thread. Its error (the client reset the flow, or the flow is gone) ends the
+        session now: every socket of the session is shut down, so the session's blocked reads (the
+        TLS layer on ``ours``, the backend) end instead of waiting for bytes that cannot come."""
+        err = splice.run()
+        if err is None:
+            return
+        self._splice_error = err
+        self._stop.set()
+        with self._lock:
+            socks = list(self._socks)
+        for s in socks:
+            _shutdown(s, socket.SHUT_RDWR)
+
+    def _check_splice(self) -> None:
+        if self._splice_error is not None:
+            raise _Ended(self._splice_error)
 
     def _forward(self, target: str, terminate_tls: str, proxy_protocol: int = 0) -> None:
         back = self._dial(target)
@@ -183,7 +202,8 @@ class ServeConnection(Actor):
         # ``wrap_socket`` took ``ours``'s fd (``ours`` is detached: its shutdown raised EBADF, which
         # ended the session as an error and reset the flow under the answer's tail): shut the TLS one
         _shutdown(tls, socket.SHUT_RDWR)
-        splice.join(timeout=5.0)
+        splice.join(timeout=5.0)  # a last-resort bound: the shutdown above is the splice's EOF
+        self._check_splice()
 
     def _proxy_header(self, version: int, back: socket.socket) -> bytes:
         """Go's PROXY header (20h): the tailnet caller (4-in-6 unmapped) as the source; as the
@@ -232,9 +252,12 @@ class ServeConnection(Actor):
         if isinstance(sock, ssl.SSLSocket):
             with contextlib.suppress(OSError, ssl.SSLError, ValueError):
                 sock.unwrap()
-        with contextlib.suppress(OSError):
-            ours.shutdown(socket.SHUT_RDWR)
-        splice.join(timeout=5.0)
+        # The transport's shutdown is the splice's EOF, hence the flow's FIN. With HTTPS, ``ours`` was
+        # detached by ``wrap_socket`` (its own shutdown fails with EBADF): shut the TLS socket's fd, or
+        # the splice never hears the end and the session waits out the join bound below.
+        _shutdown(sock, socket.SHUT_RDWR)
+        splice.join(timeout=5.0)  # a last-resort bound, as in ``_forward``
+        self._check_splice()
 
     def _current(self, accepted: ServeConfig) -> Callable[[], ServeConfig | None]:
         """The port's config in force, asked of the port server before each request (parsed once per
