@@ -2,10 +2,12 @@
 
 Three callers need the same copy loop: the exit node's ``TcpForwarder`` (flow ↔ the destination's host
 socket), the app-facing socket bridge (flow ↔ one end of a socketpair the app holds as a real socket)
-and the loopback proxies (flow ↔ a local client's connection). Two threads copy, one per direction,
-each bounded by one read (``buffer``) plus the flow channel's own limit, so a slow side closes the
-other's window: back-pressure, nothing unbounded. A FIN on one side becomes a half-close on the other;
-a reset (or ``stop``) ends both; a flow silent for ``idle`` seconds is ended as a reset.
+and the loopback proxies (flow ↔ a local client's connection). One thread copies both directions: a
+selector waits on the socket and on the flow channel's wake-up (an eventfd its ``notify`` signals). Each
+direction holds at most one read (``buffer``) plus the flow channel's own limit, and reads no more until
+that is written, so a slow side closes the other's window: back-pressure, nothing unbounded. A FIN on
+one side becomes a half-close on the other; a reset (or ``stop``) ends both; a flow silent for ``idle``
+seconds is ended as a reset.
 
 ``run`` returns None for a clean end (both FINs carried, the socket closed, the flow closed after what
 is queued) or why it ended; on an error the caller resets both sides (it owns the socket and flow).
@@ -13,7 +15,9 @@ is queued) or why it ended; on an error the caller resets both sides (it owns th
 
 from __future__ import annotations
 
-import select
+import contextlib
+import os
+import selectors
 import socket
 import threading
 import time
@@ -38,11 +42,51 @@ class SpliceLimits:
 
 
 class _Reset(Exception):
-    """One side reset (or must be reset): both sides are torn down."""
+    """One side reset (or must be reset): both sides are torn down. Args: why, and which direction
+    (``up``: flow → socket, ``down``: socket → flow)."""
 
 
 def _no_count(key: str, n: int = 1) -> None:
     pass
+
+
+class _ChannelWake:
+    """The flow channel's readiness as a file descriptor a selector can wait on: an eventfd the
+    channel's ``notify`` (a byte queued, window room, EOF, an error, its end) signals.
+
+    Registered as one of the channel's async waiters (``Waitable.wait_async``'s hook: a callback
+    the channel calls, outside its lock, on every ``notify``). A callback already copied by a
+    ``notify`` may still run after ``close``: it then writes nothing (the fd may be another file's)."""
+
+    def __init__(self, ch: FlowChannel) -> None:
+        self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._ch = ch
+        self._lock = threading.Lock()
+        self._closed = False
+        with ch.lock:
+            if ch._async is None:
+                ch._async = set()
+            ch._async.add(self.signal)
+
+    def signal(self) -> None:
+        with self._lock:
+            if not self._closed:
+                os.eventfd_write(self.fd, 1)
+
+    def clear(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(self.fd)
+
+    def close(self) -> None:
+        ch = self._ch
+        with ch.lock:
+            if ch._async is not None:
+                ch._async.discard(self.signal)
+                if not ch._async:
+                    ch._async = None
+        with self._lock:
+            self._closed = True
+            os.close(self.fd)
 
 
 @dataclass
@@ -61,96 +105,120 @@ class Splice:
     _last: float = field(default_factory=time.monotonic)
 
     def run(self) -> str | None:
-        """Copy until both directions end (blocks; the second direction runs on its own thread).
+        """Copy until both directions end (blocks the calling thread, the only one it uses).
         None: both ends finished cleanly, and the socket and flow are closed; else the first error
         (the caller resets what is still open)."""
-        result: dict[str, str | None] = {}
-        up = threading.Thread(target=self._guard, args=(self._up, result, "up"), name=f"{self.name}-up",
-                              daemon=True)
-        up.start()
-        self._guard(self._down, result, "down")
-        up.join()
-        errors = [v for v in result.values() if v is not None]
-        if errors:
-            return errors[0]
+        timeout = self.sock.gettimeout()
+        wake = _ChannelWake(self.ch)
+        try:
+            self.sock.setblocking(False)
+            with selectors.DefaultSelector() as sel:
+                self._loop(sel, wake)
+        except _Reset as e:
+            self.stop.set()
+            return f"{e.args[1]}: {e.args[0]}"
+        except (OSError, ValueError) as e:  # ValueError: the socket was closed under us (fileno -1)
+            self.stop.set()
+            return f"splice: {e}"
+        finally:
+            wake.close()
+            with contextlib.suppress(OSError):
+                self.sock.settimeout(timeout)  # a caller's socket back as it was (unless closed)
         self.sock.close()
         self.ch.close()  # every byte was read: a FIN after what is queued, not an abort
         return None
 
-    def _guard(self, fn: Callable[[], None], result: dict[str, str | None], side: str) -> None:
-        try:
-            fn()
-            result[side] = None
-        except (_Reset, OSError) as e:
-            result[side] = f"{side}: {e}"
-            self.stop.set()
+    def _loop(self, sel: selectors.BaseSelector, wake: _ChannelWake) -> None:
+        """Both directions on one thread: each turn moves what it can without blocking, then waits on
+        the socket (readable when flow room is free, writable when bytes wait for it) and the flow's
+        wake-up. A notify after a turn's attempts sets the eventfd, so no readiness is lost."""
+        ch, sock, buffer = self.ch, self.sock, self.limits.buffer
+        up: memoryview | None = None  # flow bytes not yet written to the socket
+        down: memoryview | None = None  # socket bytes not yet taken by the flow
+        up_open = down_open = True  # flow → socket until the flow's FIN; socket → flow until its EOF
+        sel.register(wake.fd, selectors.EVENT_READ)
+        interest = 0
+        while up_open or down_open:
+            if self.stop.is_set():
+                raise _Reset("stopped", "up" if up_open else "down")
+            moved = False
+            # flow → socket
+            while up_open:
+                if up is None:
+                    try:
+                        data = ch.try_recv(buffer)
+                    except ConnectionError as e:
+                        self.count("reset_by_peer")
+                        raise _Reset(f"tailnet side reset: {e}", "up") from None
+                    if data is None:
+                        break
+                    if not data:
+                        sock.shutdown(socket.SHUT_WR)
+                        up_open = False
+                        break
+                    up = memoryview(data)
+                try:
+                    n = sock.send(up)
+                except BlockingIOError:
+                    break
+                except OSError as e:
+                    raise _Reset(str(e), "up") from None
+                moved = True
+                self.bytes_out += n
+                self.count("bytes_out", n)
+                up = up[n:] or None
+            # socket → flow
+            while down_open:
+                if down is None:
+                    try:
+                        data = sock.recv(buffer)
+                    except BlockingIOError:
+                        break
+                    except ConnectionResetError:
+                        self.count("reset_by_destination")
+                        raise _Reset("host side reset", "down") from None
+                    except OSError as e:
+                        raise _Reset(str(e), "down") from None
+                    if not data:
+                        if self.stop.is_set():
+                            raise _Reset("stopped", "down")  # our own teardown, not the other side's FIN
+                        ch.send_eof()
+                        down_open = False
+                        break
+                    down = memoryview(data)
+                try:
+                    taken = ch.try_send(down)
+                except (ConnectionError, BrokenPipeError) as e:
+                    raise _Reset(f"tailnet side gone: {e}", "down") from None
+                if taken is None:
+                    break
+                moved = True
+                self.bytes_in += taken
+                self.count("bytes_in", taken)
+                down = down[taken:] or None
+            if moved:
+                self._last = time.monotonic()
+            want = ((selectors.EVENT_READ if down_open and down is None else 0)
+                    | (selectors.EVENT_WRITE if up is not None else 0))
+            if want != interest:
+                if not interest:
+                    sel.register(sock, want)
+                elif not want:
+                    sel.unregister(sock)
+                else:
+                    sel.modify(sock, want)
+                interest = want
+            if not (up_open or down_open):
+                return
+            if not sel.select(_SLICE):
+                if self._idle():
+                    self.count("idle_timeout")
+                    raise _Reset("idle", "up" if up_open else "down")
+                continue
+            wake.clear()
 
     def _idle(self) -> bool:
         return time.monotonic() - self._last > self.limits.idle
-
-    def _up(self) -> None:
-        """Flow → socket: the bytes the flow's peer sent, then its FIN as our write shutdown."""
-        ch, sock = self.ch, self.sock
-        while True:
-            if self.stop.is_set():
-                raise _Reset("stopped")
-            if not ch.wait(ch.recv_ready, _SLICE):
-                if self._idle():
-                    self.count("idle_timeout")
-                    raise _Reset("idle")
-                continue
-            try:
-                data = ch.try_recv(self.limits.buffer)
-            except ConnectionError as e:
-                self.count("reset_by_peer")
-                raise _Reset(f"tailnet side reset: {e}") from None
-            if data is None:
-                continue
-            if not data:
-                sock.shutdown(socket.SHUT_WR)
-                return
-            self._last = time.monotonic()
-            sock.sendall(data)
-            self.bytes_out += len(data)
-            self.count("bytes_out", len(data))
-
-    def _down(self) -> None:
-        """Socket → flow: the socket's bytes, then its FIN as the flow's."""
-        ch, sock = self.ch, self.sock
-        while True:
-            if self.stop.is_set():
-                raise _Reset("stopped")
-            ready, _, _ = select.select([sock], [], [], _SLICE)
-            if not ready:
-                if self._idle():
-                    self.count("idle_timeout")
-                    raise _Reset("idle")
-                continue
-            try:
-                data = sock.recv(self.limits.buffer)
-            except ConnectionResetError:
-                self.count("reset_by_destination")
-                raise _Reset("host side reset") from None
-            if not data:
-                if self.stop.is_set():
-                    raise _Reset("stopped")  # our own teardown, not the other side's FIN
-                ch.send_eof()
-                return
-            self._last = time.monotonic()
-            view = memoryview(data)
-            while view:
-                try:
-                    n = ch.try_send(view)
-                except (ConnectionError, BrokenPipeError) as e:
-                    raise _Reset(f"tailnet side gone: {e}") from None
-                if n is None:
-                    if self.stop.is_set():
-                        raise _Reset("stopped")
-                    ch.wait(ch.send_ready, _SLICE)
-                    continue
-                view = view[n:]
-            self.bytes_in += len(data)
-            self.count("bytes_in", len(data))
 
 
 def abort_flow(ch: FlowChannel, attempts: int = 50) -> None:
