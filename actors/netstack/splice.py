@@ -55,14 +55,20 @@ class _ChannelWake:
     channel's ``notify`` (a byte queued, window room, EOF, an error, its end) signals.
 
     Registered as one of the channel's async waiters (``Waitable.wait_async``'s hook: a callback
-    the channel calls, outside its lock, on every ``notify``). A callback already copied by a
-    ``notify`` may still run after ``close``: it then writes nothing (the fd may be another file's)."""
+    the channel calls, outside its lock, on every ``notify``). The eventfd is written only while the
+    splice sleeps (``arm`` … ``disarm``): a notify while it is busy only marks ``pending``, which
+    ``arm`` answers by going round again instead of sleeping, so no wake-up is lost and a busy flow
+    costs no syscall per notify. A callback already copied by a ``notify`` may still run after
+    ``close``: it then writes nothing (the fd may be another file's by then)."""
 
     def __init__(self, ch: FlowChannel) -> None:
         self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._ch = ch
         self._lock = threading.Lock()
         self._closed = False
+        self._pending = False  # a notify since the last ``disarm``
+        self._waiting = False  # between ``arm`` and ``disarm``: notifies write the eventfd
+        self._written = False
         with ch.lock:
             if ch._async is None:
                 ch._async = set()
@@ -70,12 +76,28 @@ class _ChannelWake:
 
     def signal(self) -> None:
         with self._lock:
-            if not self._closed:
+            self._pending = True
+            if self._waiting and not self._written and not self._closed:
+                self._written = True
                 os.eventfd_write(self.fd, 1)
 
-    def clear(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            os.eventfd_read(self.fd)
+    def arm(self) -> bool:
+        """Before sleeping: False if a notify came since the last ``disarm`` (go round again)."""
+        with self._lock:
+            if self._pending:
+                self._pending = False
+                return False
+            self._waiting = True
+            return True
+
+    def disarm(self) -> None:
+        """After sleeping, before the next attempts (which see everything notified until now)."""
+        with self._lock:
+            self._waiting = self._pending = False
+            if self._written:
+                self._written = False
+                with contextlib.suppress(BlockingIOError):
+                    os.eventfd_read(self.fd)
 
     def close(self) -> None:
         ch = self._ch
@@ -131,7 +153,8 @@ class Splice:
     def _loop(self, sel: selectors.BaseSelector, wake: _ChannelWake) -> None:
         """Both directions on one thread: each turn moves what it can without blocking, then waits on
         the socket (readable when flow room is free, writable when bytes wait for it) and the flow's
-        wake-up. A notify after a turn's attempts sets the eventfd, so no readiness is lost."""
+        wake-up (``_ChannelWake``: a notify during the attempts makes the turn repeat, one while
+        asleep wakes it), so no readiness is lost."""
         ch, sock, buffer = self.ch, self.sock, self.limits.buffer
         up: memoryview | None = None  # flow bytes not yet written to the socket
         down: memoryview | None = None  # socket bytes not yet taken by the flow
@@ -210,12 +233,13 @@ class Splice:
                 interest = want
             if not (up_open or down_open):
                 return
-            if not sel.select(_SLICE):
-                if self._idle():
-                    self.count("idle_timeout")
-                    raise _Reset("idle", "up" if up_open else "down")
-                continue
-            wake.clear()
+            if not wake.arm():
+                continue  # the flow notified during this turn's attempts: try again before sleeping
+            ready = sel.select(_SLICE)
+            wake.disarm()
+            if not ready and self._idle():
+                self.count("idle_timeout")
+                raise _Reset("idle", "up" if up_open else "down")
 
     def _idle(self) -> bool:
         return time.monotonic() - self._last > self.limits.idle
