@@ -29,4 +29,9 @@ class ServeCerts:
     def context(self, domain: str) -> ssl.SSLContext:
         """Raises what the provider raises (no HTTPS, ACME down) or ``ssl.SSLError`` (an unusable pair)."""
         cert, key = self.provider(domain)
-        return self.contexts.context(cert, key, name=domain)
+        ctx = self.contexts.context(cert, key, name=domain)
+        # A client's EOF without close_notify is its end, not a fatal error: OpenSSL would otherwise
+        # answer it with a decode_error alert (Go's crypto/tls sends none) and refuse the session's
+        # own close_notify after it. Idempotent, on Serve's own contexts only.
+        ctx.options |= ssl.OP_IGNORE_UNEXPECTED_EOF
+        return ctx

@@ -197,8 +197,6 @@ class ServeConnection(Actor):
         tls = self._tls_accept(ctx, ours)
         self._own(tls)
         _pipe(tls, back, self._stop)
-        with contextlib.suppress(OSError, ssl.SSLError, ValueError):
-            tls.unwrap()
         # ``wrap_socket`` took ``ours``'s fd (``ours`` is detached: its shutdown raised EBADF, which
         # ended the session as an error and reset the flow under the answer's tail): shut the TLS one
         _shutdown(tls, socket.SHUT_RDWR)
@@ -232,6 +230,7 @@ class ServeConnection(Actor):
             holder: dict[str, str] = {}
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            ctx.options |= ssl.OP_IGNORE_UNEXPECTED_EOF  # as ServeCerts' contexts (see there)
             ctx.sni_callback = self._sni_callback(holder)
             ctx.set_alpn_protocols(["http/1.1"])
             tls = self._tls_accept(ctx, ours)
@@ -340,9 +339,10 @@ class ServeConnection(Actor):
         return unknown, domain
 
 
-def _pipe(client: socket.socket, back: socket.socket, stop: threading.Event) -> None:
+def _pipe(client: ssl.SSLSocket, back: socket.socket, stop: threading.Event) -> None:
     """Copy both ways. The client's end (TLS close or EOF) half-closes the backend, whose answer still
-    flows back; the backend's end ends the session (a TLS stream has no half-close to carry it)."""
+    flows back; the backend's end ends the session with a TLS close (close_notify, as Go's deferred
+    ``tls.Conn.Close``: a bare EOF reads as a truncation to a strict client; TLS has no half-close)."""
     def copy(src: socket.socket, dst: socket.socket) -> None:
         with contextlib.suppress(OSError, ssl.SSLError, ValueError):
             while not stop.is_set():
@@ -359,9 +359,14 @@ def _pipe(client: socket.socket, back: socket.socket, stop: threading.Event) -> 
     up = threading.Thread(target=upward, daemon=True)
     up.start()
     copy(back, client)
-    _shutdown(client, socket.SHUT_RDWR)  # unblocks the other direction's read
-    _shutdown(back, socket.SHUT_RDWR)
+    _shutdown(client, socket.SHUT_RD)  # ends the other direction's TLS read (EOF) ...
+    _shutdown(back, socket.SHUT_RDWR)  # ... and its write to the backend
     up.join(timeout=5.0)
+    if not up.is_alive():  # the TLS object is ours alone now: its close_notify, without waiting for one
+        client.settimeout(0.0)
+        with contextlib.suppress(OSError, ssl.SSLError, ValueError):
+            client.unwrap()
+    _shutdown(client, socket.SHUT_RDWR)
 
 
 def _shutdown(sock: socket.socket, how: int) -> None:

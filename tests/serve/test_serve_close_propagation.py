@@ -237,3 +237,25 @@ def test_client_reset_ends_the_session_at_once(tn: Tailnet, srv: ActorDevice, ca
                 assert back.recv(10) == b""
             assert time.monotonic() - t0 < PROMPT
     assert _gone_within(srv, PROMPT) < PROMPT
+
+
+def test_backend_close_ends_terminated_tls_with_close_notify(tn: Tailnet, srv: ActorDevice, ca: TestCA,
+                                                             backend: Backend) -> None:
+    """The backend's end is a TLS close (close_notify) to the client, as Go's ``tls.Conn.Close``, not a
+    bare TCP EOF (which strict clients, Go's among them, read as a truncation attack)."""
+    name = fqdn(srv)
+    srv.set_serve_config_blocking(ServeConfig(TCP={7107: TCPPortHandler(
+        TCPForward=f"127.0.0.1:{backend.port}", TerminateTLS=name)}))
+    raw = tn["cli"].connect_socket("srv", 7107, timeout=20)
+    raw.settimeout(PROMPT + 5)
+    with ca.client_context().wrap_socket(raw, server_hostname=name, suppress_ragged_eofs=False) as cli:
+        cli.sendall(b"ping")
+        back = backend.accept()
+        with back:
+            assert back.recv(10) == b"ping"
+            back.sendall(b"bye")
+        got = b""
+        while chunk := cli.recv(100):  # a ragged EOF raises SSLEOFError here
+            got += chunk
+        assert got == b"bye"
+    assert _gone_within(srv, PROMPT) < PROMPT
