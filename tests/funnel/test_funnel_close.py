@@ -15,11 +15,13 @@ import struct
 import time
 from collections.abc import Iterator
 
+import anyio
 import pytest
 import trustme
 from funnel_rig import fqdn, funnel_tailnet, provider_for
 
 from pytsnet.device import ActorDevice
+from pytsnet.funnel import FunnelListener, FunnelStream
 from pytsnet.serve import ServeConfig
 from pytsnet.testing.polling import wait_until
 from pytsnet.testing.tailnet import Tailnet
@@ -171,3 +173,45 @@ def test_public_client_reset_ends_the_funnel_connection(tn: Tailnet, web: ActorD
                 assert back.recv(10) == b""
             assert time.monotonic() - t0 < PROMPT
     assert _gone_within(web, PROMPT) < PROMPT
+
+
+def test_closes_carried_both_ways_for_a_funnel_listener(tn: Tailnet, web: ActorDevice,
+                                                       ca: trustme.CA) -> None:
+    """``listen_funnel``'s streams: the public client's close is the app's end of stream, the app's
+    close the public client's EOF, each within the bound."""
+    async def connect(ln: FunnelListener, first: bytes) -> tuple[ssl.SSLSocket, FunnelStream]:
+        """A public client sending ``first`` (its handshake needs the app's first receive, at once)."""
+        def client() -> ssl.SSLSocket:
+            cli = _public_client(tn, ca)
+            cli.sendall(first)
+            return cli
+        got: list[ssl.SSLSocket] = []
+
+        async def run_client() -> None:
+            got.append(await anyio.to_thread.run_sync(client))
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run_client)
+                stream = await ln.accept()
+                assert await stream.receive() == first
+        return got[0], stream
+
+    async def main() -> None:
+        ln = await web.listen_funnel(443, cert_provider=provider_for(ca, []))
+        async with ln:
+            # the public client closes: the app's next receive ends
+            cli, stream = await connect(ln, b"ping")
+            await stream.send(b"pong")
+            assert await anyio.to_thread.run_sync(cli.recv, 10) == b"pong"
+            cli.close()
+            with anyio.fail_after(PROMPT), pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+                await stream.receive()
+            await stream.aclose()
+            # the app closes: the public client reads EOF
+            cli, stream = await connect(ln, b"hi")
+            await stream.aclose()
+            cli.settimeout(PROMPT)
+            with cli:
+                assert await anyio.to_thread.run_sync(cli.recv, 10) == b""
+
+    anyio.run(main)
