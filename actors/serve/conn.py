@@ -248,8 +248,9 @@ class ServeConnection(Actor):
                              idle_timeout=self.spawn.idle_timeout,
                              backend_timeout=self.spawn.backend_timeout, count=self._count)
         session.run()
-        if isinstance(sock, ssl.SSLSocket):
+        if isinstance(sock, ssl.SSLSocket):  # our close_notify, without waiting for the client's
             with contextlib.suppress(OSError, ssl.SSLError, ValueError):
+                sock.settimeout(0.0)
                 sock.unwrap()
         # The transport's shutdown is the splice's EOF, hence the flow's FIN. With HTTPS, ``ours`` was
         # detached by ``wrap_socket`` (its own shutdown fails with EBADF): shut the TLS socket's fd, or
@@ -363,8 +364,8 @@ def _pipe(client: ssl.SSLSocket, back: socket.socket, stop: threading.Event) -> 
     _shutdown(back, socket.SHUT_RDWR)  # ... and its write to the backend
     up.join(timeout=5.0)
     if not up.is_alive():  # the TLS object is ours alone now: its close_notify, without waiting for one
-        client.settimeout(0.0)
         with contextlib.suppress(OSError, ssl.SSLError, ValueError):
+            client.settimeout(0.0)
             client.unwrap()
     _shutdown(client, socket.SHUT_RDWR)
 
