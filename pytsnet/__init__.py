@@ -57,6 +57,9 @@ _EXPORTS.update(dict.fromkeys(("ServiceUnavailable", "UntaggedServiceHost"), "py
 _EXPORTS.update(dict.fromkeys(("ServiceListener", "ServiceModeHTTP", "ServiceModeTCP"),
                               "pytsnet.services.listener"))  # 20d (Services)
 _EXPORTS.update(HttpServiceListener="pytsnet.services.listener")  # 20f
+_LOCK_ERRORS = ("TailnetLockDisablementRefused", "TailnetLockError", "TailnetLockNotEnabled",
+                "TailnetLockNotTrusted")  # 21 (Tailnet Lock)
+_EXPORTS.update(dict.fromkeys(_LOCK_ERRORS, "pytsnet.errors"))
 
 __all__ = [
     "DIAL_TIMEOUT",
@@ -116,6 +119,8 @@ __all__ += ["ServeConfigInvalid", "ServeETagMismatch"]  # 20b (Serve)
 __all__ += ["ServiceListener", "ServiceModeHTTP", "ServiceModeTCP", "ServiceUnavailable",
             "UntaggedServiceHost"]  # 20d's own line
 __all__ += ["HttpServiceListener"]  # 20f
+__all__ += ["TailnetLockDisablementRefused", "TailnetLockError", "TailnetLockNotEnabled",
+            "TailnetLockNotTrusted"]  # 21 (Tailnet Lock)
 
 
 def __getattr__(name: str) -> Any:
@@ -170,6 +175,10 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
         StateStoreError,
         TagsNotPermitted,
         TagsRequired,
+        TailnetLockDisablementRefused,  # 21
+        TailnetLockError,
+        TailnetLockNotEnabled,
+        TailnetLockNotTrusted,
         TcpConnectionError,
         UnknownTailnetHost,
         UntaggedServiceHost,

@@ -288,7 +288,7 @@ class TailnetLockError(PytsnetError, RuntimeError):
     or the node is not logged in; the message says which."""
 
 
-class TailnetLockNotEnabled(TailnetLockError):
+class TailnetLockNotEnabled(TailnetLockError, LookupError):
     """Go ``errNetworkLockNotActive``: the lock is not enabled on this node (``lock_init`` first, or
     wait for the netmap that enables it)."""
 
