@@ -117,15 +117,39 @@ class TkaSpawn(Message, tag="tka.spawn"):
 
 
 class TkaSyncStep(Message, tag="tka.sync_step"):
-    """The TKA actor to itself: the next step of Go's tkaSyncIfNeeded for ``info`` (``offer``: sync
-    offer + inform; ``send``: tell control our head and the AUMs it lacks). One step per message, so
-    a kill lands between steps and the next incarnation resumes from the persisted chain."""
+    """The TKA actor to itself: the next step of Go's tkaSyncIfNeeded for ``info`` (``bootstrap``:
+    enable from control's genesis or disable on its secret; ``offer``: sync offer + inform; ``send``:
+    tell control our head and the AUMs it lacks). One step per message, and control's answer to a
+    step's call comes back carrying the step (``TkaCallDone``), so a kill lands between steps and the
+    next incarnation resumes from the persisted chain."""
 
     info: TkaNetmapInfo
-    stage: Literal["offer", "send"]
+    stage: Literal["bootstrap", "offer", "send"]
     just_enabled: bool = False
     send_aums: tuple[bytes, ...] = ()
     """``send``: the serialized AUMs control lacks (computed before we informed, as Go)."""
+    run: int = 0
+    """Which sync run this step belongs to (21i): one run at a time; a step of another run is dropped
+    while one is under way."""
+
+
+class TkaCallDone(Message, tag="tka.call_done"):
+    """Control's answer to the TKA actor's ``TkaControlCall`` ``token``, told back to it by the reply's
+    callback (21i: the actor never blocks on control, so status answers at once during a slow call).
+    ``step``: the sync step that made the call (a new incarnation can carry on with it); None for a
+    facade operation's call, whose continuation lives only in the incarnation that made it."""
+
+    token: int
+    status: int = 0
+    body: TkaBody = b""
+    error: str = ""
+    step: TkaSyncStep | None = None
+
+
+class TkaCallTimeout(Message, tag="tka.call_timeout"):
+    """The TKA actor to itself ``call_timeout`` after a control call: no answer → the call failed."""
+
+    token: int
 
 
 class TkaRetry(Message, tag="tka.retry"):
@@ -234,3 +258,4 @@ class TkaLog(Request[TkaLogAnswer], tag="tka.log"):
 __all__ += ["DisablementSecretText", "TkaAnswer", "TkaDisable", "TkaFailure", "TkaInit", "TkaKeyInfo",
             "TkaLog", "TkaLogAnswer", "TkaLogEntry", "TkaModify", "TkaRetry", "TkaSign", "TkaSpawn",
             "TkaStatus", "TkaStatusAsk", "TkaSyncStep"]  # 21e's own line
+__all__ += ["TkaCallDone", "TkaCallTimeout"]  # 21i

@@ -136,6 +136,19 @@ class ActorRef:
         self._cell.send(msg, reply)
         return cast("_R", reply.wait(timeout))
 
+    def ask_then(self, msg: Request[_R], then: Callable[[Reply], None]) -> None:
+        """Send an ask without waiting: ``then(reply)`` runs once the reply is settled, on the thread
+        that settles it (tell yourself a message from it; do no work there). For an actor that must
+        keep answering its own mailbox while another actor works on a deferred reply. There is no
+        timeout: arm one with ``send_after``. Under replay the ask is recorded as a send (its answer is
+        the message ``then`` told, which the recorded inbox holds). Raises as ``tell``."""
+        if current.sink is not None:
+            current.sink(self, msg, False)
+            return
+        reply = Reply()
+        self._cell.send(msg, reply)
+        reply.add_done_callback(lambda: then(reply))
+
     async def ask_async(self, msg: Request[_R], timeout: float = 5.0) -> _R:
         """Like ``ask`` but awaits (asyncio or trio); the event loop keeps running while the actor works."""
         waker = ThreadWaker()

@@ -2,7 +2,9 @@
 
 It keeps the verified AUM chain and publishes what the PeerTracker filters with. Control tells it
 nothing directly: the ControlRunner tells it ``TkaNetmapInfo`` on each netmap with TKA info, and it
-runs Go's ``tkaSyncIfNeeded`` by asking the runner ``TkaControlCall`` for ``/machine/tka/*``:
+runs Go's ``tkaSyncIfNeeded`` by asking the runner ``TkaControlCall`` for ``/machine/tka/*``. It never
+waits for control in a handler (21i): a call is sent with ``ask_then`` and its answer comes back as
+``TkaCallDone`` (or ``TkaCallTimeout``), so status and log answer at once while control is slow:
 
 - enablement (netmap enabled, no local authority): ``bootstrap`` → the genesis AUM → ``Authority.bootstrap``;
 - disablement (netmap not enabled, a local authority): ``bootstrap`` → the disablement secret, checked
@@ -11,7 +13,8 @@ runs Go's ``tkaSyncIfNeeded`` by asking the runner ``TkaControlCall`` for ``/mac
   goes through the authority's ``inform`` (signatures, parents, votes verified) before adoption →
   ``sync/send`` with the AUMs control lacks.
 
-Each step is its own message (``TkaSyncStep``), so a kill lands between steps; the chain is persisted
+Each step is its own message (``TkaSyncStep``, one sync run at a time; control's answer carries the
+step, so a new incarnation carries on with it), so a kill lands between steps; the chain is persisted
 (21b's ``FsChonk`` under ``tka-profiles/<profile>`` of the state dir; a ``MemChonk`` without one, as
 Go) and a new incarnation re-opens it (``Authority.open``) and publishes again in ``on_start``. After
 every adoption it tells ``TkaAuthorityUpdate`` (the verified State's CBOR) to its subscribers. It
@@ -20,7 +23,8 @@ arrives.
 
 The facade's lock operations (Go ``NetworkLockInit``/``Sign``/``Modify``/``Disable``/``Log``/
 ``Status``) are asks of this actor; they sign with the node's network-lock key, read from the node
-record in the state store when needed (never kept in a message).
+record in the state store when needed (never kept in a message). One that calls control defers its
+reply until control answers (a stop answers it with a ``control`` failure).
 """
 
 from __future__ import annotations
@@ -28,19 +32,26 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import itertools
 import json
 import logging
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pytsnet.actors.control.store import NODE, StateStore
-from pytsnet.actors.runtime import Actor, ActorStopped, AskTimeout, HandlerError, MailboxFull, handles
+from pytsnet.actors.runtime import Actor, ActorStopped, MailboxFull, StopReason, TimerHandle, handles
+from pytsnet.actors.runtime.ref import Reply
 from pytsnet.actors.tka.storage import FsChonk
 from pytsnet.messages.tka import (
     TkaAnswer,
     TkaAuthorityUpdate,
     TkaAuthorityWanted,
+    TkaCallDone,
+    TkaCallTimeout,
+    TkaControlAnswer,
     TkaControlCall,
     TkaDisable,
     TkaFailure,
@@ -102,6 +113,41 @@ class _Failed(Exception):
         self.failure = failure
 
 
+class _Op:
+    """One facade lock operation in flight: its deferred reply slot (None under replay) and answer."""
+
+    def __init__(self, reply: Reply | None) -> None:
+        self.reply = reply
+        self.answer: TkaAnswer | None = None
+
+    def ok(self, head: str) -> None:
+        self._settle(TkaAnswer(head=head))
+
+    def fail(self, e: Exception) -> None:
+        if isinstance(e, _Failed):
+            self._settle(TkaAnswer(failure=e.failure, error=str(e)))
+        else:
+            self._settle(TkaAnswer(failure="invalid", error=f"{type(e).__name__}: {e}"))
+
+    def _settle(self, answer: TkaAnswer) -> None:
+        if self.answer is not None:
+            return
+        self.answer = answer
+        if self.reply is not None:
+            self.reply.set(answer)
+
+
+@dataclass
+class _Pending:
+    """A control call awaiting its ``TkaCallDone``: a sync step's, or an operation's continuation."""
+
+    path: str
+    step: TkaSyncStep | None
+    then: Callable[[dict[str, Any]], None] | None
+    fail: Callable[[Exception], None] | None
+    timer: TimerHandle
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
@@ -147,6 +193,13 @@ class TkaAuthorityActor(Actor):
         self.syncing = False
         self.last_error = ""
         self._retry_armed = False
+        self._tokens = itertools.count(1)
+        self._calls: dict[int, _Pending] = {}
+        """Control calls in flight (21i: never waited for in a handler), by token."""
+        self._run: int | None = None
+        """The sync run under way (its steps carry it), or None."""
+        self._ops: set[_Op] = set()
+        """Facade operations waiting on control (answered on stop)."""
 
     # -- lifecycle ------------------------------------------------------------------------------------
     def on_start(self) -> None:
@@ -235,16 +288,42 @@ class TkaAuthorityActor(Actor):
             self._publish(only=msg.reply_to or self.spawn.subscribers[0])
 
     # -- control calls --------------------------------------------------------------------------------
-    def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """One ``/machine/tka/*`` call through the ControlRunner; non-200 → ``_Failed("control")``."""
+    def _call(self, path: str, body: dict[str, Any], *, step: TkaSyncStep | None = None,
+              then: Callable[[dict[str, Any]], None] | None = None,
+              fail: Callable[[Exception], None] | None = None) -> None:
+        """Send one ``/machine/tka/*`` call through the ControlRunner without waiting (21i): its answer
+        comes back as ``TkaCallDone`` (carrying ``step`` for a sync step, else ``then``/``fail`` run in
+        this incarnation), or ``TkaCallTimeout`` after ``call_timeout``. Raises ``_Failed`` if it cannot
+        be sent."""
         ref = self.lookup(self.spawn.control)
         if ref is None:
             raise _Failed("control", "no control client")
-        raw = json.dumps(body).encode()
+        token = (self.incarnation << 32) | next(self._tokens)
+        me = self.ref
+
+        def answered(reply: Reply) -> None:  # on the answering thread: only tell, never work
+            try:
+                ans = reply.result()
+                if isinstance(ans, TkaControlAnswer):
+                    done = TkaCallDone(token=token, step=step, status=ans.status, body=ans.body,
+                                       error=ans.error)
+                else:
+                    done = TkaCallDone(token=token, step=step, error="not a TkaControlAnswer")
+            except Exception as e:
+                done = TkaCallDone(token=token, step=step, error=f"{type(e).__name__}: {e}")
+            with contextlib.suppress(ActorStopped, MailboxFull):
+                me.tell(done)
+
         try:
-            ans = ref.ask(TkaControlCall(path=path, body=raw), timeout=self.spawn.call_timeout)
-        except (AskTimeout, ActorStopped, HandlerError, MailboxFull) as e:
+            ref.ask_then(TkaControlCall(path=path, body=json.dumps(body).encode()), answered)
+        except (ActorStopped, MailboxFull) as e:
             raise _Failed("control", f"{path}: {type(e).__name__}: {e}") from None
+        timer = self.send_after(self.spawn.call_timeout, TkaCallTimeout(token=token))
+        self._calls[token] = _Pending(path, step, then, fail, timer)
+
+    @staticmethod
+    def _doc(path: str, ans: TkaCallDone) -> dict[str, Any]:
+        """Control's answer as a JSON object; non-200 or garbage → ``_Failed("control")``."""
         if ans.error or ans.status != 200:
             detail = ans.error or ans.body[:200].decode(errors="replace")
             raise _Failed("control", f"{path}: request returned ({ans.status}): {detail}")
@@ -255,6 +334,39 @@ class TkaAuthorityActor(Actor):
         if not isinstance(doc, dict):
             raise _Failed("control", f"{path}: answer is not a JSON object")
         return doc
+
+    @handles(TkaCallDone)
+    def on_call_done(self, msg: TkaCallDone) -> None:
+        pending = self._calls.pop(msg.token, None)
+        if pending is not None:
+            pending.timer.cancel()
+        elif msg.token >> 32 == self.incarnation or msg.step is None:
+            return  # timed out already, or a facade call of a previous incarnation (its asker gave up)
+        step = pending.step if pending is not None else msg.step
+        if step is not None:
+            if pending is None and not self._adopt(step):
+                return  # a previous incarnation's step while this one runs its own sync
+            self._sync_answer(step, msg)
+            return
+        assert pending is not None
+        try:
+            doc = self._doc(pending.path, msg)
+            if pending.then is not None:
+                pending.then(doc)
+        except (_Failed, TkaError, WireError) as e:
+            if pending.fail is not None:
+                pending.fail(e)
+
+    @handles(TkaCallTimeout)
+    def on_call_timeout(self, msg: TkaCallTimeout) -> None:
+        pending = self._calls.pop(msg.token, None)
+        if pending is None:
+            return
+        e = _Failed("control", f"{pending.path}: AskTimeout: no answer within {self.spawn.call_timeout}s")
+        if pending.step is not None:
+            self._sync_failed("tka sync", e)
+        elif pending.fail is not None:
+            pending.fail(e)
 
     def _node_key(self) -> str:
         if self.info is None or not self.info.self_node_key:
@@ -271,23 +383,90 @@ class TkaAuthorityActor(Actor):
     @handles(TkaNetmapInfo)
     def on_netmap_info(self, msg: TkaNetmapInfo) -> None:
         self.info = msg
-        try:
-            just_enabled = self._apply_transition(msg)
-        except (_Failed, TkaError, WireError) as e:
-            self._failed("tkaSyncIfNeeded", e)
-            return
-        if self.authority is not None and (just_enabled or aum_hash_text(self.authority.head()) != msg.head):
-            self.syncing = True
-            self.ref.tell(TkaSyncStep(info=msg, stage="offer", just_enabled=just_enabled))
+        if self._run is None:  # else: the running sync re-checks the newest info when it ends
+            self._start_sync()
 
-    def _apply_transition(self, msg: TkaNetmapInfo) -> bool:
-        """Enable from control's genesis, or disable on a valid secret; True if just enabled."""
-        want = msg.enabled and not msg.disabled
-        if want == (self.authority is not None):
+    def _start_sync(self) -> None:
+        """Go tkaSyncIfNeeded for ``self.info``: a transition first (bootstrap), then offer/send."""
+        info = self.info
+        if info is None:
+            return
+        want = info.enabled and not info.disabled
+        transition = want != (self.authority is not None)
+        if not transition and (self.authority is None or aum_hash_text(self.authority.head()) == info.head):
+            return
+        self._run = (self.incarnation << 32) | next(self._tokens)
+        self.syncing = True
+        stage = "bootstrap" if transition else "offer"
+        self.ref.tell(TkaSyncStep(info=info, stage=stage, run=self._run))
+
+    def _adopt(self, step: TkaSyncStep) -> bool:
+        """A step (or its answer) this incarnation did not start: carry on with it if no run is under
+        way (a kill landed between steps), else drop it."""
+        if self._run is not None:
+            return step.run == self._run
+        if self.info is not None and step.info != self.info:
             return False
-        head = aum_hash_text(self.authority.head()) if self.authority is not None else ""
-        bs = self._call("/machine/tka/bootstrap",
-                        {"Version": CAPABILITY_VERSION, "NodeKey": self._node_key(), "Head": head})
+        self.info, self._run, self.syncing = step.info, step.run, True
+        return True
+
+    def _sync_done(self, ran_for: TkaNetmapInfo) -> None:
+        """The run for ``ran_for`` ended: run again if a newer netmap info arrived meanwhile."""
+        self._run, self.syncing = None, False
+        if self.info is not None and self.info != ran_for:
+            self._start_sync()
+
+    def _sync_failed(self, what: str, e: Exception) -> None:
+        self._failed(what, e)  # the retry runs with the newest info
+        self._run, self.syncing = None, False
+
+    @handles(TkaSyncStep)
+    def on_sync_step(self, msg: TkaSyncStep) -> None:
+        if not self._adopt(msg):
+            return
+        if self.info is not None and msg.info != self.info:
+            self._sync_done(msg.info)  # a newer netmap's info: start over with it
+            return
+        try:
+            if msg.stage == "bootstrap":
+                head = aum_hash_text(self.authority.head()) if self.authority is not None else ""
+                self._call("/machine/tka/bootstrap", {"Version": CAPABILITY_VERSION,
+                                                      "NodeKey": self._node_key(), "Head": head}, step=msg)
+                return
+            a, chonk = self.authority, self.chonk
+            if a is None or chonk is None:
+                self._sync_done(msg.info)
+                return
+            if msg.stage == "offer":
+                head, ancestors = sync_offer_to_text(a.sync_offer(chonk))
+                self._call("/machine/tka/sync/offer", {"Version": CAPABILITY_VERSION,
+                                                       "NodeKey": self._node_key(), "Head": head,
+                                                       "Ancestors": list(ancestors)}, step=msg)
+            else:
+                self._call("/machine/tka/sync/send",
+                           {"Version": CAPABILITY_VERSION, "NodeKey": self._node_key(),
+                            "Head": aum_hash_text(a.head()),
+                            "MissingAUMs": [_b64(x) for x in msg.send_aums], "Interactive": False}, step=msg)
+        except (_Failed, TkaError, WireError) as e:
+            self._sync_failed("tka sync" if msg.stage != "bootstrap" else "tkaSyncIfNeeded", e)
+
+    def _sync_answer(self, step: TkaSyncStep, ans: TkaCallDone) -> None:
+        try:
+            if step.stage == "bootstrap":
+                self._after_bootstrap(step, self._doc("/machine/tka/bootstrap", ans))
+            elif step.stage == "offer":
+                self._after_offer(step, self._doc("/machine/tka/sync/offer", ans))
+            else:
+                self._after_send(step, self._doc("/machine/tka/sync/send", ans))
+        except (_Failed, TkaError, WireError) as e:
+            self._sync_failed("tka sync" if step.stage != "bootstrap" else "tkaSyncIfNeeded", e)
+
+    def _after_bootstrap(self, step: TkaSyncStep, bs: dict[str, Any]) -> None:
+        """Enable from control's genesis, or disable on a valid secret; then sync if enabled."""
+        want = step.info.enabled and not step.info.disabled
+        if want == (self.authority is not None):  # someone else made the transition meanwhile
+            self._sync_done(step.info)
+            return
         if want:
             genesis = AUM.unserialize(_unb64(bs.get("GenesisAUM"), "GenesisAUM"))
             chonk = self._new_chonk()
@@ -295,49 +474,33 @@ class TkaAuthorityActor(Actor):
             self.chonk = chonk
             log.info("tka bootstrapped at head %s", aum_hash_text(self.authority.head()))
             self._publish()
-            return True
+            self.ref.tell(TkaSyncStep(info=step.info, stage="offer", just_enabled=True, run=step.run))
+            return
         assert self.authority is not None
         secret = _unb64(bs.get("DisablementSecret"), "DisablementSecret")
         if not self.authority.valid_disablement(secret):
             self.last_error = "incorrect disablement secret"
             log.warning("Disablement failed, leaving TKA enabled. Error: incorrect disablement secret")
-            return False
+            self._sync_done(step.info)
+            return
         if self.chonk is not None:
             self.chonk.remove_all()
         self.authority, self.chonk = None, None
         log.info("tka disabled by a valid disablement secret")
         self._publish()
-        return False
+        self._sync_done(step.info)
 
-    @handles(TkaSyncStep)
-    def on_sync_step(self, msg: TkaSyncStep) -> None:
-        if self.info is not None and msg.info != self.info:
-            return  # a newer netmap's sync is queued behind this one
-        self.info = msg.info
-        try:
-            if self.authority is None or self.chonk is None:
-                return
-            if msg.stage == "offer":
-                self._sync_offer(msg)
-            else:
-                self._sync_send(msg)
-        except (_Failed, TkaError, WireError) as e:
-            self._failed("tka sync", e)
-            self.syncing = False
-
-    def _sync_offer(self, msg: TkaSyncStep) -> None:
+    def _after_offer(self, msg: TkaSyncStep, resp: dict[str, Any]) -> None:
         a, chonk = self.authority, self.chonk
-        assert a is not None and chonk is not None
-        head, ancestors = sync_offer_to_text(a.sync_offer(chonk))
-        resp = self._call("/machine/tka/sync/offer", {"Version": CAPABILITY_VERSION,
-                                                      "NodeKey": self._node_key(), "Head": head,
-                                                      "Ancestors": list(ancestors)})
+        if a is None or chonk is None:
+            self._sync_done(msg.info)
+            return
         remote_anc = resp.get("Ancestors") or []
         if not isinstance(remote_anc, list) or not all(isinstance(x, str) for x in remote_anc):
             raise _Failed("control", "sync/offer: Ancestors is not a list of text")
         remote = sync_offer_from_text(str(resp.get("Head", "")), remote_anc)
         if remote.head == a.head() and not msg.just_enabled:
-            self.syncing = False
+            self._sync_done(msg.info)
             return
         to_send = a.missing_aums(chonk, remote) if remote.head != a.head() else []
         missing = resp.get("MissingAUMs") or []
@@ -350,21 +513,16 @@ class TkaAuthorityActor(Actor):
             if self.authority.head() != before:
                 log.info("tka: adopted %d AUM(s), head %s", len(aums), aum_hash_text(self.authority.head()))
                 self._publish()
-        self.ref.tell(TkaSyncStep(info=msg.info, stage="send",
+        self.ref.tell(TkaSyncStep(info=msg.info, stage="send", run=msg.run,
                                   send_aums=tuple(x.serialize() for x in to_send)))
 
-    def _sync_send(self, msg: TkaSyncStep) -> None:
-        a = self.authority
-        assert a is not None
-        head = aum_hash_text(a.head())
-        resp = self._call("/machine/tka/sync/send",
-                          {"Version": CAPABILITY_VERSION, "NodeKey": self._node_key(), "Head": head,
-                           "MissingAUMs": [_b64(x) for x in msg.send_aums], "Interactive": False})
+    def _after_send(self, step: TkaSyncStep, resp: dict[str, Any]) -> None:
+        head = aum_hash_text(self.authority.head()) if self.authority is not None else ""
         if str(resp.get("Head", "")) != head:
             log.warning("TKA desync: expected consensus after sync but our head is %s and the control "
                         "plane's is %s", head, str(resp.get("Head", ""))[:80])
-        self.syncing = False
         self.last_error = ""
+        self._sync_done(step.info)
 
     def _failed(self, what: str, e: Exception) -> None:
         """Log, keep what was verified, and try again later (Go tries again at the next netmap)."""
@@ -377,10 +535,40 @@ class TkaAuthorityActor(Actor):
     @handles(TkaRetry)
     def on_retry(self, msg: TkaRetry) -> None:
         self._retry_armed = False
-        if self.info is not None:
-            self.on_netmap_info(self.info)
+        if self.info is not None and self._run is None:
+            self._start_sync()
 
     # -- the facade's asks ----------------------------------------------------------------------------
+    def _begin(self, start: Callable[[_Op], None]) -> TkaAnswer | None:
+        """Run a lock operation whose control calls answer later: the ask's reply is deferred and set
+        when the operation ends (an error before any call answers at once)."""
+        op = _Op(self.defer_reply())
+        try:
+            start(op)
+        except (_Failed, TkaError, WireError) as e:
+            op.fail(e)
+        if op.answer is not None:
+            self._ops.discard(op)
+            return op.answer  # also the return value, for a replay (which has no reply slots)
+        self._ops.add(op)
+        return None
+
+    def _op_call(self, op: _Op, path: str, body: dict[str, Any],
+                 then: Callable[[dict[str, Any]], None]) -> None:
+        def step(doc: dict[str, Any]) -> None:
+            try:
+                then(doc)
+            except (_Failed, TkaError, WireError) as e:
+                op.fail(e)
+            if op.answer is not None:
+                self._ops.discard(op)
+
+        def failed(e: Exception) -> None:
+            op.fail(e)
+            self._ops.discard(op)
+
+        self._call(path, body, then=step, fail=failed)
+
     @handles(TkaStatusAsk)
     def on_status(self, msg: TkaStatusAsk) -> TkaStatus:
         try:
@@ -407,10 +595,10 @@ class TkaAuthorityActor(Actor):
                          syncing=self.syncing, last_error=self.last_error)
 
     @handles(TkaInit)
-    def on_init(self, msg: TkaInit) -> TkaAnswer:
-        return self._answer(lambda: self._init(msg))
+    def on_init(self, msg: TkaInit) -> TkaAnswer | None:
+        return self._begin(lambda op: self._init(op, msg))
 
-    def _init(self, msg: TkaInit) -> str:
+    def _init(self, op: _Op, msg: TkaInit) -> None:
         node_key = self._node_key()
         priv = self._nl_private()
         if self.authority is not None:
@@ -424,27 +612,30 @@ class TkaAuthorityActor(Actor):
                       state_id2=int.from_bytes(entropy[8:], "little"))
         _, genesis = Authority.create(MemChonk(), state, priv, self.clock.time())
         log.info("Generated genesis AUM to initialize network lock, trusting %d key(s)", len(state.keys))
-        begin = self._call("/machine/tka/init/begin", {"Version": CAPABILITY_VERSION, "NodeKey": node_key,
-                                                       "GenesisAUM": _b64(genesis.serialize())})
-        need = begin.get("NeedSignatures") or []
-        if not isinstance(need, list):
-            raise _Failed("control", "init/begin: NeedSignatures is not a list")
-        sigs: dict[str, str] = {}
-        for i, info in enumerate(need):
-            if not isinstance(info, dict):
-                raise _Failed("control", f"init/begin: NeedSignatures[{i}] is not an object")
-            try:
-                nk = NodePublic.from_text(str(info.get("NodePublic", "")))
-                node_id = int(info.get("NodeID", 0))
-            except (KeyParseError, ValueError, TypeError):
-                raise _Failed("control", f"init/begin: NeedSignatures[{i}] has no valid node") from None
-            wrapping = _unb64(info.get("RotationPubkey"), f"NeedSignatures[{i}].RotationPubkey") or None
-            sigs[str(node_id)] = _b64(sign_direct(nk, priv, wrapping).serialize())
-        body: dict[str, Any] = {"Version": CAPABILITY_VERSION, "NodeKey": node_key, "Signatures": sigs}
-        if msg.support_disablement:
-            body["SupportDisablement"] = _b64(msg.support_disablement)
-        self._call("/machine/tka/init/finish", body)
-        return aum_hash_text(genesis.hash())
+
+        def begun(begin: dict[str, Any]) -> None:
+            need = begin.get("NeedSignatures") or []
+            if not isinstance(need, list):
+                raise _Failed("control", "init/begin: NeedSignatures is not a list")
+            sigs: dict[str, str] = {}
+            for i, info in enumerate(need):
+                if not isinstance(info, dict):
+                    raise _Failed("control", f"init/begin: NeedSignatures[{i}] is not an object")
+                try:
+                    nk = NodePublic.from_text(str(info.get("NodePublic", "")))
+                    node_id = int(info.get("NodeID", 0))
+                except (KeyParseError, ValueError, TypeError):
+                    raise _Failed("control", f"init/begin: NeedSignatures[{i}] has no valid node") from None
+                wrapping = _unb64(info.get("RotationPubkey"), f"NeedSignatures[{i}].RotationPubkey") or None
+                sigs[str(node_id)] = _b64(sign_direct(nk, priv, wrapping).serialize())
+            body: dict[str, Any] = {"Version": CAPABILITY_VERSION, "NodeKey": node_key, "Signatures": sigs}
+            if msg.support_disablement:
+                body["SupportDisablement"] = _b64(msg.support_disablement)
+            done = aum_hash_text(genesis.hash())
+            self._op_call(op, "/machine/tka/init/finish", body, lambda _: op.ok(done))
+
+        self._op_call(op, "/machine/tka/init/begin", {"Version": CAPABILITY_VERSION, "NodeKey": node_key,
+                                                      "GenesisAUM": _b64(genesis.serialize())}, begun)
 
     def _trusted(self) -> tuple[Authority, NLPrivate]:
         priv = self._nl_private()
@@ -456,10 +647,10 @@ class TkaAuthorityActor(Actor):
         return a, priv
 
     @handles(TkaSign)
-    def on_sign(self, msg: TkaSign) -> TkaAnswer:
-        return self._answer(lambda: self._sign(msg))
+    def on_sign(self, msg: TkaSign) -> TkaAnswer | None:
+        return self._begin(lambda op: self._sign(op, msg))
 
-    def _sign(self, msg: TkaSign) -> str:
+    def _sign(self, op: _Op, msg: TkaSign) -> None:
         _, priv = self._trusted()
         try:
             nk = NodePublic.from_text(msg.node_key)
@@ -469,15 +660,14 @@ class TkaAuthorityActor(Actor):
             raise _Failed("invalid", "rotation key: want a 32-byte Ed25519 public key")
         sig = sign_direct(nk, priv, msg.rotation_key or None)
         log.info("Generated network-lock signature for %s, submitting to control plane", nk.to_text())
-        self._call("/machine/tka/sign", {"Version": CAPABILITY_VERSION, "NodeKey": self._node_key(),
-                                         "Signature": _b64(sig.serialize())})
-        return ""
+        self._op_call(op, "/machine/tka/sign", {"Version": CAPABILITY_VERSION, "NodeKey": self._node_key(),
+                                                "Signature": _b64(sig.serialize())}, lambda _: op.ok(""))
 
     @handles(TkaModify)
-    def on_modify(self, msg: TkaModify) -> TkaAnswer:
-        return self._answer(lambda: self._modify(msg))
+    def on_modify(self, msg: TkaModify) -> TkaAnswer | None:
+        return self._begin(lambda op: self._modify(op, msg))
 
-    def _modify(self, msg: TkaModify) -> str:
+    def _modify(self, op: _Op, msg: TkaModify) -> None:
         node_key = self._node_key()
         a, priv = self._trusted()
         assert self.chonk is not None
@@ -491,21 +681,24 @@ class TkaAuthorityActor(Actor):
                 raise _Failed("invalid", f"key {text[:80]!r}: {e}") from None
         aums = updater.finalize(self.chonk)
         if not aums:
-            return aum_hash_text(a.head())
-        resp = self._call("/machine/tka/sync/send",
-                          {"Version": CAPABILITY_VERSION, "NodeKey": node_key,
-                           "Head": aum_hash_text(a.head()),
-                           "MissingAUMs": [_b64(x.serialize()) for x in aums], "Interactive": True})
+            op.ok(aum_hash_text(a.head()))
+            return
         last = aum_hash_text(aums[-1].hash())
-        if str(resp.get("Head", "")) != last:
-            raise _Failed("control", "central tka head differs from submitted AUM, try again")
-        return last
+
+        def sent(resp: dict[str, Any]) -> None:
+            if str(resp.get("Head", "")) != last:
+                raise _Failed("control", "central tka head differs from submitted AUM, try again")
+            op.ok(last)
+
+        self._op_call(op, "/machine/tka/sync/send",
+                      {"Version": CAPABILITY_VERSION, "NodeKey": node_key, "Head": aum_hash_text(a.head()),
+                       "MissingAUMs": [_b64(x.serialize()) for x in aums], "Interactive": True}, sent)
 
     @handles(TkaDisable)
-    def on_disable(self, msg: TkaDisable) -> TkaAnswer:
-        return self._answer(lambda: self._disable(msg))
+    def on_disable(self, msg: TkaDisable) -> TkaAnswer | None:
+        return self._begin(lambda op: self._disable(op, msg))
 
-    def _disable(self, msg: TkaDisable) -> str:
+    def _disable(self, op: _Op, msg: TkaDisable) -> None:
         a = self.authority
         if a is None:
             raise _Failed("not_enabled", "network-lock is not active")
@@ -515,10 +708,10 @@ class TkaAuthorityActor(Actor):
             raise _Failed("invalid", "disablement secret: want hex") from None
         if not a.valid_disablement(secret):
             raise _Failed("bad_secret", "incorrect disablement secret")
-        self._call("/machine/tka/disable", {"Version": CAPABILITY_VERSION, "NodeKey": self._node_key(),
-                                            "Head": aum_hash_text(a.head()),
-                                            "DisablementSecret": _b64(secret)})
-        return aum_hash_text(a.head())
+        head = aum_hash_text(a.head())
+        self._op_call(op, "/machine/tka/disable", {"Version": CAPABILITY_VERSION, "NodeKey": self._node_key(),
+                                                   "Head": head, "DisablementSecret": _b64(secret)},
+                      lambda _: op.ok(head))
 
     @handles(TkaLog)
     def on_log(self, msg: TkaLog) -> TkaLogAnswer:
@@ -537,14 +730,11 @@ class TkaAuthorityActor(Actor):
             cursor = aum.parent()
         return TkaLogAnswer(entries=tuple(out))
 
-    def _answer(self, op: Any) -> TkaAnswer:
-        try:
-            head = op()
-        except _Failed as e:
-            return TkaAnswer(failure=e.failure, error=str(e))
-        except (TkaError, WireError) as e:
-            return TkaAnswer(failure="invalid", error=f"{type(e).__name__}: {e}")
-        return TkaAnswer(head=head)
+    def on_stop(self, reason: StopReason) -> None:
+        """An operation waiting on control gets a typed answer now rather than its asker's timeout."""
+        for op in list(self._ops):
+            op.fail(_Failed("control", f"the tka actor stopped ({reason.kind.value}); try again"))
+        self._ops.clear()
 
 
 _KIND_NAMES = {0: "invalid", 1: "add-key", 2: "remove-key", 3: "no-op", 4: "update-key", 5: "checkpoint"}

@@ -7,6 +7,7 @@ Control's side is built with the same ``wire.tka`` Authority, so every AUM and s
 from __future__ import annotations
 
 import base64
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -65,7 +66,7 @@ def key_of(priv: NLPrivate, votes: int = 1) -> Key:
 
 
 class Rig:
-    def __init__(self, tmp: Path, chonk_dir: bool = True) -> None:
+    def __init__(self, tmp: Path, chonk_dir: bool = True, call_timeout: float = 10.0) -> None:
         self.nl = NLPrivate.generate()
         self.node = NodePrivate.generate()
         self.store = MemoryStore()
@@ -77,7 +78,7 @@ class Rig:
         self.system.spawn_spec(ChildSpec(FakeTkaControl, "control", args=(self.side,)))
         self.system.spawn_spec(ChildSpec(Recorder, "peers", args=(self.got,)))
         spawn = TkaSpawn(control="control", subscribers=("peers",),
-                         chonk_dir=str(self.dir) if chonk_dir else "", call_timeout=10.0)
+                         chonk_dir=str(self.dir) if chonk_dir else "", call_timeout=call_timeout)
         self.ref = self.system.spawn_spec(ChildSpec(TkaAuthorityActor, TKA, args=(spawn, self.store),
                                                     restart=Restart.PERMANENT))
 
@@ -308,5 +309,66 @@ def test_an_unusable_stored_chain_fails_closed_then_is_replaced_by_control_genes
         r.ref.tell(r.info())
         wait(lambda: r.last() is not None and r.last().enabled, what="bootstrapped")  # type: ignore[union-attr]
         assert not (d / "AB" / ("AB" + "A" * 50)).exists()
+    finally:
+        r.close()
+
+
+def test_a_hanging_control_call_never_delays_status(rig: Rig) -> None:
+    """21i: control calls are asks answered later (``TkaCallDone``), never waited for in a handler:
+    while control holds a sync call and then a sign call for 10 s, status and log answer within 1 s
+    each, and both held operations finish once control answers."""
+    rig.control_genesis(rig.nl)
+    rig.ref.tell(rig.info())
+    wait(lambda: rig.ref.ask(TkaStatusAsk()).head == rig.side.head(), what="enabled")
+    wait(lambda: not rig.ref.ask(TkaStatusAsk()).syncing, what="the first sync done")
+    # control's chain moves on; its answer to our sync offer hangs
+    rig.control_add_key(rig.nl, key_of(NLPrivate.generate()))
+    offer = rig.side.gates["/machine/tka/sync/offer"] = threading.Event()
+    rig.ref.tell(rig.info())
+    wait(lambda: "/machine/tka/sync/offer" in rig.side.held, what="the sync offer held by control")
+    held_since = time.monotonic()
+    while time.monotonic() - held_since < 10:
+        t0 = time.monotonic()
+        st = rig.ref.ask(TkaStatusAsk(), timeout=1.0)
+        assert time.monotonic() - t0 < 1.0
+        assert st.enabled and st.syncing and st.head != rig.side.head(), "not adopted before control answers"
+        assert rig.ref.ask(TkaLog(limit=5), timeout=1.0).entries
+        time.sleep(0.5)
+    offer.set()
+    wait(lambda: rig.ref.ask(TkaStatusAsk(), timeout=1.0).head == rig.side.head(), what="synced")
+    # a facade operation waiting on control holds up only its own asker
+    target = NodePrivate.generate().public()
+    sign_gate = rig.side.gates["/machine/tka/sign"] = threading.Event()
+    result: list[object] = []
+    asker = threading.Thread(target=lambda: result.append(rig.ref.ask(TkaSign(node_key=target.to_text()),
+                                                                      timeout=30)))
+    asker.start()
+    wait(lambda: "/machine/tka/sign" in rig.side.held, what="the sign call held by control")
+    t0 = time.monotonic()
+    assert rig.ref.ask(TkaStatusAsk(), timeout=1.0).enabled
+    assert time.monotonic() - t0 < 1.0
+    assert not result, "sign answered before control did"
+    sign_gate.set()
+    asker.join(10)
+    assert len(result) == 1 and getattr(result[0], "failure", None) == "", result
+    assert target.to_text() not in rig.side.signatures  # keyed by the submitting node
+    assert rig.node.public().to_text() in rig.side.signatures
+
+
+def test_a_control_call_without_an_answer_fails_typed_after_call_timeout(tmp_path: Path) -> None:
+    """No answer within ``call_timeout`` (a restarted runner forgets the call): the operation gets a
+    typed ``control`` failure and a later sync still works."""
+    r = Rig(tmp_path, call_timeout=1.0)
+    try:
+        r.control_genesis(r.nl)
+        r.ref.tell(r.info())
+        wait(lambda: r.ref.ask(TkaStatusAsk()).head == r.side.head(), what="enabled")
+        gate = r.side.gates["/machine/tka/sign"] = threading.Event()
+        t0 = time.monotonic()
+        ans = r.ref.ask(TkaSign(node_key=NodePrivate.generate().public().to_text()), timeout=10)
+        assert ans.failure == "control" and "no answer within" in ans.error, ans
+        assert 0.9 < time.monotonic() - t0 < 5
+        gate.set()  # the late answer is dropped; the actor goes on
+        wait(lambda: r.ref.ask(TkaStatusAsk()).enabled, what="still answering")
     finally:
         r.close()
