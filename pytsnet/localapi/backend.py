@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import ipaddress
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from pytsnet import __version__
 from pytsnet.actors.wgengine.filter_rules import invalid_packet_filter_health
+from pytsnet.errors import DeviceClosed
 from pytsnet.localapi.types import (
     GO_ZERO_TIME,
     ExitNodeStatus,
@@ -32,6 +33,7 @@ from pytsnet.messages.dataplane import PeerStatus as PathRow
 from pytsnet.messages.netstack import IcmpEchoResult, TsmpPingResult
 from pytsnet.messages.peers import ExitNodeInfo, PeerInfo, RoutePrefs
 from pytsnet.messages.ping import DiscoPingResult
+from pytsnet.tka import LockStatus
 
 __all__ = ["Backend", "build_status", "go_time", "magic_dns_suffix", "peer_node", "ping", "whois"]
 
@@ -102,6 +104,24 @@ def _peer_status(p: PeerInfo, row: PathRow | None, *, exit_id: str, region_codes
         Expired=p.expired, KeyExpiry=go_time(p.key_expiry) if p.key_expiry is not None else None)
 
 
+@runtime_checkable
+class _LockHealth(Protocol):
+    """A backend with Tailnet Lock (``ActorDevice``): its lock warnings go in the status Health."""
+
+    def lock_status(self, timeout: float = ...) -> LockStatus: ...
+
+
+def _lock_health(b: Backend) -> list[str]:
+    """Go's TKA health line (``healthmsg.LockedOut``, set by ``tkaFilterNetmapLocked`` when our own
+    key is not signed) as ``Status.Health`` shows it; nothing when the lock cannot be asked now."""
+    if not isinstance(b, _LockHealth):
+        return []
+    try:
+        return list(b.lock_status(timeout=2.0).warnings)
+    except (DeviceClosed, TimeoutError):
+        return []
+
+
 def _region_codes(nm: DataplaneNetmap | None) -> dict[int, str]:
     """Region ID → its ``RegionCode`` from the DERP map (Go's ``Relay``/``DERPRegionCode``)."""
     if nm is None:
@@ -142,6 +162,7 @@ def build_status(b: Backend, *, peers: bool = True) -> Status:
     health = [f"exit node unavailable: {ds.exit_node_unavailable}"] if ds.exit_node_unavailable else []
     if nm is not None and (bad := invalid_packet_filter_health(b.peers(), nm.packet_filter)):  # 21h
         health.append(bad)
+    health += _lock_health(b)  # 21i
     exit_status = None
     if ds.exit_node is not None:
         exit_peer = next((p for p in b.peers() if p.stable_id == ds.exit_node.stable_id), None)

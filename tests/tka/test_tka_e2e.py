@@ -19,9 +19,11 @@ from pathlib import Path
 import anyio
 import pytest
 
+from pytsnet.actors.peers.tka_filter import LOCKED_OUT
 from pytsnet.config import Config
 from pytsnet.device import ActorDevice
 from pytsnet.errors import DialTimeout, TailnetLockDisablementRefused, UnknownTailnetHost
+from pytsnet.localapi.backend import build_status
 from pytsnet.localnet import LocalTailnet
 from pytsnet.testing.polling import wait_until
 
@@ -123,6 +125,9 @@ def test_tailnet_lock_lifecycle_with_python_nodes(tmp_path: Path, tailnet: Rig) 
     assert "gamma" not in _names(a) and "gamma" not in _names(b)
     cs = c.lock_status()
     assert cs.locked_out and not cs.node_key_signed and any("locked out" in w for w in cs.warnings)
+    # the LocalAPI status Health shows Go's healthmsg.LockedOut word for word (21i); not on a signed node
+    assert LOCKED_OUT in build_status(c, peers=False).Health
+    assert LOCKED_OUT not in build_status(a, peers=False).Health
     filtered = a.lock_status().filtered_peers
     assert [(f.node_id, "missing signature" in f.reason) for f in filtered] == [(gid, True)]
     assert _refused(c, a, "alpha"), "gamma cannot reach alpha"
@@ -134,6 +139,7 @@ def test_tailnet_lock_lifecycle_with_python_nodes(tmp_path: Path, tailnet: Rig) 
     anyio.run(lambda: a.lock_sign(gamma_key, c.lock_key()))
     wait_until(lambda: "gamma" in _names(a) and "gamma" in _names(b), 30, "gamma admitted once signed")
     wait_until(lambda: c.lock_status().node_key_signed and not c.lock_status().locked_out, 30, "gamma signed")
+    assert LOCKED_OUT not in build_status(c, peers=False).Health
     assert anyio.run(lambda: _echo(a, c, "gamma")) == b"lock"
 
     # 4. disable: a wrong secret is refused and the lock stays on; the right one turns it off everywhere
