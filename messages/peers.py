@@ -90,8 +90,19 @@ def _signature_bytes(text: str) -> bytes:
 
 
 class RejectedPeer(Message):
+    """A peer the tracker refused, and why; with what Go's ``ipnstate.TKAPeer`` shows of a peer the
+    lock filtered (21i: name, stable ID, addresses, node key and its signature as the netmap gave
+    them; empty when unknown)."""
+
     node_id: int
     reason: str
+    name: str = ""
+    stable_id: str = ""
+    addresses: list[str] = []
+    """The peer's ``Addresses`` prefixes (``100.64.0.5/32``), as ``PeerInfo``."""
+    node_key: str = ""
+    key_signature: bytes = b""
+    """Its ``KeySignature`` (a serialized ``NodeKeySignature``; empty: unsigned)."""
 
 
 class NetmapUpdate(Message, tag="peers.netmap_update"):

@@ -23,10 +23,10 @@ from pytsnet.errors import (
 from pytsnet.messages.peers import PeerTable
 from pytsnet.messages.tka import TkaAnswer, TkaKeyInfo, TkaLogAnswer, TkaLogEntry, TkaStatus
 from pytsnet.wire.keys import KeyParseError, NLPublic
-from pytsnet.wire.tka import disablement_kdf
+from pytsnet.wire.tka import NodeKeySignature, TkaError, disablement_kdf
 
 __all__ = ["LOCK_REASONS", "LockKey", "LockStatus", "disablement_secret", "disablement_values", "key_info",
-           "key_infos", "lock_status", "log_entries", "raise_for", "rotation_public"]
+           "key_infos", "lock_status", "log_entries", "raise_for", "rotation_public", "tailscale_ips"]
 
 LockKey = str | tuple[str, int]
 """A key to trust: ``tlpub:…`` (or ``nlpub:…``) text, or (text, votes)."""
@@ -41,10 +41,32 @@ reasons)."""
 
 @dataclass(frozen=True)
 class FilteredPeer:
-    """A peer the lock keeps out (Go ``ipnstate.TKAPeer`` of ``FilteredPeers``) and why."""
+    """A peer the lock keeps out (Go ``ipnstate.TKAPeer`` of ``FilteredPeers``) and why: its name,
+    stable ID, Tailscale IPs (single-address prefixes, as Go's ``tkaStateFromPeer``), node key and
+    its ``KeySignature`` (raw; ``signature`` decodes it)."""
 
     node_id: int
     reason: str
+    name: str = ""
+    stable_id: str = ""
+    tailscale_ips: tuple[str, ...] = ()
+    node_key: str = ""
+    key_signature: bytes = b""
+
+    @property
+    def signature(self) -> NodeKeySignature | None:
+        """The decoded ``KeySignature`` (None: none, or undecodable — why it was refused)."""
+        if not self.key_signature:
+            return None
+        try:
+            return NodeKeySignature.unserialize(self.key_signature)
+        except TkaError:
+            return None
+
+
+def tailscale_ips(addresses: Iterable[str]) -> tuple[str, ...]:
+    """Go ``tkaStateFromPeer``: the single-IP prefixes among a node's addresses, as bare IPs."""
+    return tuple(a.split("/")[0] for a in addresses if a.endswith(("/32", "/128")) or "/" not in a)
 
 
 @dataclass(frozen=True)
@@ -136,7 +158,10 @@ def raise_for(ans: TkaAnswer | TkaLogAnswer) -> None:
 
 def lock_status(st: TkaStatus, table: PeerTable | None, locked_out: bool) -> LockStatus:
     filtered = () if table is None else tuple(
-        FilteredPeer(r.node_id, r.reason) for r in table.rejected if r.reason.startswith(LOCK_REASONS))
+        FilteredPeer(r.node_id, r.reason, name=r.name, stable_id=r.stable_id,
+                     tailscale_ips=tailscale_ips(r.addresses), node_key=r.node_key,
+                     key_signature=r.key_signature)
+        for r in table.rejected if r.reason.startswith(LOCK_REASONS))
     out = locked_out or (st.enabled and bool(st.node_key) and not st.node_key_signed)
     return LockStatus(enabled=st.enabled, head=st.head, public_key=st.public_key, node_key=st.node_key,
                       node_key_signed=st.node_key_signed, trusted_keys=st.trusted_keys,

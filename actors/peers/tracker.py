@@ -226,7 +226,8 @@ class PeerTracker(Actor):
 
     @handles(GetPeers)
     def on_get(self, msg: GetPeers) -> PeerTable:
-        rejected = [RejectedPeer(node_id=k, reason=v) for k, v in sorted(self.rejected.items())]
+        known = {p.node_id: p for p in self._netmap.peers} if self._netmap is not None else {}
+        rejected = [_rejected(k, v, known.get(k)) for k, v in sorted(self.rejected.items())]
         return PeerTable(peers=[self.table[k] for k in sorted(self.table)], rejected=rejected,
                          locked_out=self.locked_out)
 
@@ -241,3 +242,11 @@ class PeerTracker(Actor):
                                    peers=[new[k] for k in sorted(new)])
             for name in self.subscribers:
                 self.tell_named(name, changes)
+
+
+def _rejected(node_id: int, reason: str, p: PeerInfo | None) -> RejectedPeer:
+    """A refused peer with what the netmap said of it (Go's ``tkaStateFromPeer`` reads the same)."""
+    if p is None:
+        return RejectedPeer(node_id=node_id, reason=reason)
+    return RejectedPeer(node_id=node_id, reason=reason, name=p.name, stable_id=p.stable_id,
+                        addresses=list(p.addresses), node_key=p.node_key, key_signature=p.key_signature)

@@ -45,7 +45,7 @@ from pytsnet.localapi.types import (
 from pytsnet.messages.dataplane import DataplaneInfo
 from pytsnet.messages.peers import PeerInfo
 from pytsnet.messages.tka import TkaLogEntry
-from pytsnet.tka import LockKey, LockStatus
+from pytsnet.tka import FilteredPeer, LockKey, LockStatus, tailscale_ips
 from pytsnet.wire.keys import KeyParseError, NLPrivate, NLPublic, NodePublic
 from pytsnet.wire.tka import KeyKind, NodeKeySignature, SigKind, TkaError, aum_hash_from_text
 
@@ -120,16 +120,22 @@ def _nlpub_text(cli_text: str) -> str:
 
 def _tka_peer(p: PeerInfo) -> TKAPeer:
     """Go ``tkaStateFromPeer``: the peer's single-IP addresses and its decoded signature."""
-    ips = [a.split("/")[0] for a in p.addresses if a.endswith(("/32", "/128")) or "/" not in a]
-    return TKAPeer(Name=p.name, ID=p.node_id, StableID=p.stable_id, TailscaleIPs=ips,
-                   NodeKey=p.node_key or _ZERO_NODE, NodeKeySignature=nks_json(_decode_nks(p.key_signature)))
+    return TKAPeer(Name=p.name, ID=p.node_id, StableID=p.stable_id,
+                   TailscaleIPs=list(tailscale_ips(p.addresses)), NodeKey=p.node_key or _ZERO_NODE,
+                   NodeKeySignature=nks_json(_decode_nks(p.key_signature)))
+
+
+def _filtered_peer(f: FilteredPeer) -> TKAPeer:
+    """Go ``tkaStateFromPeer`` for a peer the lock filtered (plus, beyond Go, the refusal's ``Reason``)."""
+    return TKAPeer(Name=f.name, ID=f.node_id, StableID=f.stable_id, TailscaleIPs=list(f.tailscale_ips),
+                   NodeKey=f.node_key or _ZERO_NODE, NodeKeySignature=nks_json(f.signature), Reason=f.reason)
 
 
 def network_lock_status(b: TkaBackend) -> NetworkLockStatus:
     """Go ``LocalBackend.NetworkLockStatus`` from the device's ``lock_status()`` and netmap.
 
-    ``FilteredPeers`` carries each refused peer's node ID and, beyond Go, its ``Reason``: the
-    PeerTracker keeps no more of a peer it refused (name, key and addresses are Go's zero values)."""
+    ``FilteredPeers`` are Go's ``TKAPeer`` of each peer the lock refused (as the netmap named it) and,
+    beyond Go, the refusal's ``Reason``."""
     st = b.lock_status()
     info = b.dataplane_info()
     nm = info.netmap
@@ -144,8 +150,7 @@ def network_lock_status(b: TkaBackend) -> NetworkLockStatus:
     keys = [TKAKey(Key=_nlpub_text(k.key), Metadata=dict(k.meta) or None, Votes=k.votes)
             for k in st.trusted_keys]
     visible = [_tka_peer(p) for p in b.peers()] if nm is not None else None
-    filtered = [TKAPeer(Name="", ID=f.node_id, StableID="", TailscaleIPs=None, NodeKey=_ZERO_NODE,
-                        NodeKeySignature=nks_json(None), Reason=f.reason) for f in st.filtered_peers]
+    filtered = [_filtered_peer(f) for f in st.filtered_peers]
     return NetworkLockStatus(Enabled=True, Head=head, PublicKey=public, NodeKey=node_key,
                              NodeKeySigned=st.node_key_signed, NodeKeySignature=self_sig, TrustedKeys=keys,
                              VisiblePeers=visible, FilteredPeers=filtered, StateID=st.state_id)

@@ -55,6 +55,7 @@ SIGNER = NLPrivate.from_ed25519(bytes(range(32)))
 OTHER = NLPrivate.from_ed25519(bytes(range(1, 33)))
 SELF_NODE = NodePrivate.generate().public()
 PEER_NODE = NodePrivate.generate().public()
+BAD_NODE = NodePrivate.generate().public()
 
 GENESIS = AUM(message_kind=AUMKind.CHECKPOINT, prev_aum_hash=None,
               state=State(last_aum_hash=None, disablement_secrets=(b"\x01" * 32,),
@@ -134,7 +135,10 @@ def _enabled(fake: FakeLock) -> None:
         node_key_signed=True, trusted_keys=(TkaKeyInfo(key=SIGNER.public().cli_string(), votes=1),
                                             TkaKeyInfo(key=OTHER.public().cli_string(), votes=2,
                                                        meta=(("purpose", "pre-auth key"),))),
-        filtered_peers=(FilteredPeer(node_id=9, reason="missing signature"),), state_id=7)
+        filtered_peers=(FilteredPeer(node_id=9, reason="failed signature check: bad", name="bad.ts.net.",
+                                     stable_id="nBAD", tailscale_ips=("100.64.0.9", "fd7a:115c:a1e0::9"),
+                                     node_key=BAD_NODE.to_text(), key_signature=_sig(BAD_NODE)),),
+        state_id=7)
     fake.self_sig = _sig(SELF_NODE)
     fake.peer_list = [PeerInfo(node_id=2, stable_id="nPEER", name="peer.ts.net.",
                                node_key=PEER_NODE.to_text(),
@@ -255,7 +259,13 @@ def test_status_enabled_is_gos_shape(api: LocalApi, fake: FakeLock) -> None:
     assert base64.b64decode(peer["NodeKeySignature"]["WrappingPubkey"]) == OTHER.public().raw
     [filtered] = got["FilteredPeers"]
     assert list(filtered) == [*GO_PEER_FIELDS, "Reason"]  # Reason: beyond Go, filtered peers only
-    assert filtered["ID"] == 9 and filtered["Reason"] == "missing signature"
+    assert filtered["ID"] == 9 and filtered["Reason"] == "failed signature check: bad"
+    # Go's tkaStateFromPeer of the refused peer (21i): name, stable ID, IPs, key and decoded signature
+    assert filtered["Name"] == "bad.ts.net." and filtered["StableID"] == "nBAD"
+    assert filtered["TailscaleIPs"] == ["100.64.0.9", "fd7a:115c:a1e0::9"]
+    assert filtered["NodeKey"] == BAD_NODE.to_text()
+    fsig = filtered["NodeKeySignature"]
+    assert fsig["SigKind"] == SigKind.DIRECT and base64.b64decode(fsig["Pubkey"]) == b"np" + BAD_NODE.raw
 
 
 def test_status_of_undecodable_self_signature_is_the_zero_signature(api: LocalApi, fake: FakeLock) -> None:

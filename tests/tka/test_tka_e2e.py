@@ -24,6 +24,7 @@ from pytsnet.config import Config
 from pytsnet.device import ActorDevice
 from pytsnet.errors import DialTimeout, TailnetLockDisablementRefused, UnknownTailnetHost
 from pytsnet.localapi.backend import build_status
+from pytsnet.localapi.tka import network_lock_status
 from pytsnet.localnet import LocalTailnet
 from pytsnet.testing.polling import wait_until
 
@@ -130,6 +131,18 @@ def test_tailnet_lock_lifecycle_with_python_nodes(tmp_path: Path, tailnet: Rig) 
     assert LOCKED_OUT not in build_status(a, peers=False).Health
     filtered = a.lock_status().filtered_peers
     assert [(f.node_id, "missing signature" in f.reason) for f in filtered] == [(gid, True)]
+    # Go's TKAPeer of the refused node (21i): as the netmap names it, no signature
+    [f] = filtered
+    nm = c.dataplane_info().netmap
+    assert nm is not None
+    gs = nm.self_node
+    assert f.name == gs.name and f.name.startswith("gamma.") and f.stable_id == gs.stable_id and f.stable_id
+    assert f.node_key == gs.node_key == cs.node_key and f.key_signature == b"" and f.signature is None
+    assert sorted(f.tailscale_ips) == sorted(c.tailscale_ips()) and f.tailscale_ips
+    [tp] = network_lock_status(a).FilteredPeers or []  # the LocalAPI's ipnstate.TKAPeer of it
+    assert (tp.Name, tp.ID, tp.StableID, tp.NodeKey) == (gs.name, gid, gs.stable_id, gs.node_key)
+    assert sorted(map(str, tp.TailscaleIPs or [])) == sorted(c.tailscale_ips())
+    assert tp.NodeKeySignature.SigKind == 0
     assert _refused(c, a, "alpha"), "gamma cannot reach alpha"
     assert _refused(a, c, "gamma"), "alpha cannot reach gamma"
 

@@ -86,7 +86,7 @@ def test_status_is_go_network_lock_status(rig: tuple[LocalApi, Backend]) -> None
     assert r.status == 200 and st["Enabled"] and st["Head"] == list(range(32)) and st["StateID"] == 9
     assert st["PublicKey"] == KEY.to_text() and st["TrustedKeys"] == [{"Key": KEY.to_text(), "Metadata": None,
                                                                       "Votes": 2}]
-    [filtered] = st["FilteredPeers"]  # Go's TKAPeer (zero name/key: the tracker keeps only the ID) + Reason
+    [filtered] = st["FilteredPeers"]  # Go's TKAPeer (the fake gives only the ID: zero name/key) + Reason
     assert filtered["ID"] == 7 and filtered["Reason"] == "missing signature"
     assert call(api, "POST", "tka/status").status == 405
 
