@@ -258,4 +258,24 @@ class TkaLog(Request[TkaLogAnswer], tag="tka.log"):
 __all__ += ["DisablementSecretText", "TkaAnswer", "TkaDisable", "TkaFailure", "TkaInit", "TkaKeyInfo",
             "TkaLog", "TkaLogAnswer", "TkaLogEntry", "TkaModify", "TkaRetry", "TkaSign", "TkaSpawn",
             "TkaStatus", "TkaStatusAsk", "TkaSyncStep"]  # 21e's own line
-__all__ += ["TkaCallDone", "TkaCallTimeout"]  # 21i
+
+
+# -- 21i --
+class TkaAffectedSigsAnswer(Message, tag="tka.affected_sigs_answer"):
+    """The signatures control holds that rest on the key asked about, each verified against our
+    authority (``failure`` "" is success)."""
+
+    signatures: tuple[bytes, ...] = ()
+    failure: TkaFailure = ""
+    error: str = ""
+
+
+class TkaAffectedSigs(Request[TkaAffectedSigsAnswer], tag="tka.affected_sigs"):
+    """Go ``NetworkLockAffectedSigs`` (21i): ``/machine/tka/affected-sigs`` for ``key_id`` (a trusted
+    key's ID, its 32-byte public key), then Go's checks: each signature decodes, rests on that key and
+    authorizes its node key under our authority (else the whole answer fails)."""
+
+    key_id: bytes
+
+
+__all__ += ["TkaAffectedSigs", "TkaAffectedSigsAnswer", "TkaCallDone", "TkaCallTimeout"]  # 21i

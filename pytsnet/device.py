@@ -138,6 +138,7 @@ from pytsnet.messages.peers import (
 )
 from pytsnet.messages.serve import GetServeConfig, ServeSpawn, ServeStatus, ServeStatusRequest, SetServeConfig
 from pytsnet.messages.tka import (  # 21e  # 21e
+    TkaAffectedSigs,  # 21i
     TkaAnswer,
     TkaDisable,
     TkaInit,
@@ -1747,15 +1748,45 @@ class ActorDevice:
         rotation = tka_facade.rotation_public(rotation_key)
         self._lock_blocking(TkaSign(node_key=node_key, rotation_key=rotation), timeout)
 
-    async def lock_add_key(self, key: str, votes: int = 1, *, timeout: float = 30.0) -> str:
+    async def lock_add_key(self, key: str, votes: int = 1, *, meta: dict[str, str] | None = None,
+                           timeout: float = 30.0) -> str:
         """Go ``tailscale lock add``: trust ``key`` too (an AddKey AUM signed by our key); returns the
-        new head."""
-        return await self._lock_ask(TkaModify(add=(tka_facade.key_info((key, votes)),)), timeout)
+        new head. ``meta``: Go's free-form key metadata (``lock sign tskey-auth-…`` marks its wrapping
+        key ``{"purpose": "pre-auth key", …}``; ``lock status`` shows "(pre-auth key)")."""
+        return await self._lock_ask(TkaModify(add=(tka_facade.key_info((key, votes, meta or {})),)), timeout)
 
-    async def lock_remove_key(self, key: str, *, timeout: float = 30.0) -> str:
+    async def lock_remove_key(self, key: str, *, re_sign: bool = True, timeout: float = 30.0) -> str:
         """Go ``tailscale lock remove``: stop trusting ``key`` (a RemoveKey AUM); returns the new head.
-        Signatures it made stop verifying everywhere (nodes it signed lose connectivity)."""
-        return await self._lock_ask(TkaModify(remove=(tka_facade.key_info(key).key,)), timeout)
+        With ``re_sign`` (Go's default) every node signature resting on ``key`` is first signed again by
+        our key, keeping its rotation key (Go ``NetworkLockAffectedSigs`` then ``NetworkLockSign``), so
+        those nodes stay admitted; our own key cannot be removed that way (``TailnetLockError``, Go's
+        text). With ``re_sign=False`` the nodes it signed lose connectivity."""
+        text = tka_facade.key_info(key).key
+        if re_sign:
+            if text == self.lock_key():
+                raise TailnetLockError(tka_facade.REMOVE_SELF_WHILE_RESIGNING)
+            sigs = await self.lock_affected_sigs(text, timeout=timeout)
+            for node_key, rotation in tka_facade.resign_targets(sigs):
+                await self._lock_ask(TkaSign(node_key=node_key, rotation_key=rotation), timeout)
+        return await self._lock_ask(TkaModify(remove=(text,)), timeout)
+
+    async def lock_affected_sigs(self, key: str | bytes, *, timeout: float = 30.0) -> list[bytes]:
+        """Go ``NetworkLockAffectedSigs``: the node signatures control holds that rest on ``key``
+        (``tlpub:…`` or its key ID), each checked by us against the authority (else ``TailnetLockError``);
+        what removing ``key`` would invalidate."""
+        msg = TkaAffectedSigs(key_id=tka_facade.key_id(key))
+        try:
+            ans = await self._ref(TKA).ask_async(msg, timeout=timeout)
+        except ActorStopped as e:
+            raise DeviceClosed("tka stopped: the device is closing") from e
+        tka_facade.raise_for(ans)
+        return list(ans.signatures)
+
+    def lock_affected_sigs_blocking(self, key: str | bytes, *, timeout: float = 30.0) -> list[bytes]:
+        """``lock_affected_sigs`` for threads (the LocalAPI's ``tka/affected-sigs``)."""
+        ans = self._ask(TKA, TkaAffectedSigs(key_id=tka_facade.key_id(key)), timeout)
+        tka_facade.raise_for(ans)
+        return list(ans.signatures)
 
     def lock_modify_blocking(self, add: Sequence[tka_facade.LockKey] = (), remove: Sequence[str] = (), *,
                              timeout: float = 30.0) -> str:

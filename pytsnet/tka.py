@@ -10,7 +10,7 @@ reaches control at init: only its KDF is in the genesis AUM.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pytsnet.actors.peers.tka_filter import LOCKED_OUT
@@ -21,15 +21,46 @@ from pytsnet.errors import (
     TailnetLockNotTrusted,
 )
 from pytsnet.messages.peers import PeerTable
-from pytsnet.messages.tka import TkaAnswer, TkaKeyInfo, TkaLogAnswer, TkaLogEntry, TkaStatus
+from pytsnet.messages.tka import (
+    TkaAffectedSigsAnswer,
+    TkaAnswer,
+    TkaKeyInfo,
+    TkaLogAnswer,
+    TkaLogEntry,
+    TkaStatus,
+)
+from pytsnet.wire.errors import WireError
 from pytsnet.wire.keys import KeyParseError, NLPublic
 from pytsnet.wire.tka import NodeKeySignature, TkaError, disablement_kdf
+from pytsnet.wire.tka.sig import node_public_from_binary
 
-__all__ = ["LOCK_REASONS", "LockKey", "LockStatus", "disablement_secret", "disablement_values", "key_info",
-           "key_infos", "lock_status", "log_entries", "raise_for", "rotation_public", "tailscale_ips"]
+__all__ = [
+    "LOCK_REASONS",
+    "REMOVE_SELF_WHILE_RESIGNING",
+    "LockKey",
+    "LockStatus",
+    "disablement_secret",
+    "disablement_values",
+    "key_id",
+    "key_info",
+    "key_infos",
+    "key_meta",
+    "lock_status",
+    "log_entries",
+    "raise_for",
+    "resign_targets",
+    "rotation_public",
+    "tailscale_ips",
+]
 
-LockKey = str | tuple[str, int]
-"""A key to trust: ``tlpub:…`` (or ``nlpub:…``) text, or (text, votes)."""
+LockKey = str | tuple[str, int] | tuple[str, int, Mapping[str, str]]
+"""A key to trust: ``tlpub:…`` (or ``nlpub:…``) text, or (text, votes), or (text, votes, meta) with
+Go's free-form key ``Meta`` (e.g. ``{"purpose": "pre-auth key", …}`` as ``lock sign tskey-auth-…``)."""
+
+MAX_META = 32
+"""At most this many ``Meta`` entries per key, each name and value at most ``MAX_META_TEXT`` characters
+(Go sets no bound; the AUM carrying them goes to every node, so bad input is refused here)."""
+MAX_META_TEXT = 256
 
 SECRET_PREFIX = "disablement-secret:"
 VALUE_PREFIX = "disablement:"
@@ -92,12 +123,33 @@ class LockStatus:
 
 
 def key_info(k: LockKey) -> TkaKeyInfo:
-    text, votes = (k, 1) if isinstance(k, str) else k
+    meta: Mapping[str, str] = {}
+    if isinstance(k, str):
+        text, votes = k, 1
+    elif len(k) == 2:
+        text, votes = k
+    else:
+        text, votes, meta = k
     try:
         pub = NLPublic.from_text(text)
     except KeyParseError as e:
         raise TailnetLockError(f"key {text[:80]!r}: {e} (want tlpub:… as dev.lock_key() prints)") from None
-    return TkaKeyInfo(key=pub.cli_string(), votes=votes)
+    return TkaKeyInfo(key=pub.cli_string(), votes=votes, meta=key_meta(meta))
+
+
+def key_meta(meta: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
+    """Go ``tka.Key.Meta`` as the messages carry it (sorted pairs); ``TailnetLockError`` if not text
+    or beyond ``MAX_META``/``MAX_META_TEXT``."""
+    if not meta:
+        return ()
+    if len(meta) > MAX_META:
+        raise TailnetLockError(f"key metadata: {len(meta)} entries (at most {MAX_META})")
+    for name, value in meta.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise TailnetLockError("key metadata: names and values must be text")
+        if len(name) > MAX_META_TEXT or len(value) > MAX_META_TEXT:
+            raise TailnetLockError(f"key metadata {name[:40]!r}: longer than {MAX_META_TEXT} characters")
+    return tuple(sorted(meta.items()))
 
 
 def key_infos(keys: Iterable[LockKey]) -> tuple[TkaKeyInfo, ...]:
@@ -143,7 +195,36 @@ def rotation_public(key: bytes | str | None) -> bytes:
         raise TailnetLockError(f"rotation key {key[:80]!r}: {e}") from None
 
 
-def raise_for(ans: TkaAnswer | TkaLogAnswer) -> None:
+REMOVE_SELF_WHILE_RESIGNING = ("cannot remove local trusted signing key while resigning; run command on a "
+                               "different node or with --re-sign=false")
+"""Go ``runNetworkLockRemove``'s refusal: re-signing uses our key, so it cannot be the one removed."""
+
+
+def key_id(key: str | bytes) -> bytes:
+    """A trusted key's ID (Go ``tka.Key.ID``: its 32-byte Ed25519 public key) from ``tlpub:`` text or
+    the ID itself."""
+    if isinstance(key, bytes):
+        if len(key) != 32:
+            raise TailnetLockError("key ID: want the 32 bytes of a trusted key")
+        return key
+    return NLPublic.from_text(key_info(key).key).raw
+
+
+def resign_targets(sigs: Iterable[bytes]) -> list[tuple[str, bytes]]:
+    """Go ``runNetworkLockRemove``'s loop: for each (already verified) signature, the node key it
+    signs and its rotation key (``UnverifiedWrappingPublic``, b"" if none) to sign again."""
+    out = []
+    for raw in sigs:
+        try:
+            sig = NodeKeySignature.unserialize(raw)
+            node_key = node_public_from_binary(sig.pubkey)
+        except (TkaError, WireError) as e:
+            raise TailnetLockError(f"failed decoding signature: {e}") from None
+        out.append((node_key.to_text(), sig.wrapping_public() or b""))
+    return out
+
+
+def raise_for(ans: TkaAnswer | TkaLogAnswer | TkaAffectedSigsAnswer) -> None:
     """The typed error for a failed answer (none for success)."""
     if not ans.failure:
         return

@@ -46,6 +46,8 @@ from pytsnet.actors.runtime import Actor, ActorStopped, MailboxFull, StopReason,
 from pytsnet.actors.runtime.ref import Reply
 from pytsnet.actors.tka.storage import FsChonk
 from pytsnet.messages.tka import (
+    TkaAffectedSigs,
+    TkaAffectedSigsAnswer,
     TkaAnswer,
     TkaAuthorityUpdate,
     TkaAuthorityWanted,
@@ -77,6 +79,7 @@ from pytsnet.wire.tka import (
     AUM,
     Key,
     KeyKind,
+    NodeKeySignature,
     State,
     TkaError,
     aum_hash_text,
@@ -84,6 +87,7 @@ from pytsnet.wire.tka import (
 )
 from pytsnet.wire.tka.authority import Authority
 from pytsnet.wire.tka.chonk import Chonk, MemChonk
+from pytsnet.wire.tka.sig import node_public_from_binary
 from pytsnet.wire.tka.sync import sync_offer_from_text, sync_offer_to_text
 
 __all__ = ["CAPABILITY_VERSION", "TKA", "TkaAuthorityActor"]
@@ -104,6 +108,9 @@ unchanged info only once)."""
 NOT_TRUSTED = "this node is not trusted by network lock"
 """Go ``tsconst.TailnetLockNotTrustedMsg``."""
 
+_ZERO_NODE = "nodekey:" + "00" * 32
+"""Go's zero ``key.NodePublic`` in JSON (sent when we have no node key, as Go's prefs would)."""
+
 
 class _Failed(Exception):
     """A lock operation's typed failure, turned into a ``TkaAnswer`` at the handler's edge."""
@@ -113,23 +120,31 @@ class _Failed(Exception):
         self.failure = failure
 
 
-class _Op:
-    """One facade lock operation in flight: its deferred reply slot (None under replay) and answer."""
+_Answer = TkaAnswer | TkaAffectedSigsAnswer
+"""What a deferred lock operation answers."""
 
-    def __init__(self, reply: Reply | None) -> None:
+
+class _Op:
+    """One facade lock operation in flight: its deferred reply slot (None under replay) and answer;
+    ``failed`` builds the answer for a failure (a ``TkaAnswer`` unless told otherwise)."""
+
+    def __init__(self, reply: Reply | None,
+                 failed: Callable[[TkaFailure, str], _Answer] = (
+                     lambda f, e: TkaAnswer(failure=f, error=e))) -> None:
         self.reply = reply
-        self.answer: TkaAnswer | None = None
+        self.failed = failed
+        self.answer: _Answer | None = None
 
     def ok(self, head: str) -> None:
-        self._settle(TkaAnswer(head=head))
+        self.settle(TkaAnswer(head=head))
 
     def fail(self, e: Exception) -> None:
         if isinstance(e, _Failed):
-            self._settle(TkaAnswer(failure=e.failure, error=str(e)))
+            self.settle(self.failed(e.failure, str(e)))
         else:
-            self._settle(TkaAnswer(failure="invalid", error=f"{type(e).__name__}: {e}"))
+            self.settle(self.failed("invalid", f"{type(e).__name__}: {e}"))
 
-    def _settle(self, answer: TkaAnswer) -> None:
+    def settle(self, answer: _Answer) -> None:
         if self.answer is not None:
             return
         self.answer = answer
@@ -539,10 +554,10 @@ class TkaAuthorityActor(Actor):
             self._start_sync()
 
     # -- the facade's asks ----------------------------------------------------------------------------
-    def _begin(self, start: Callable[[_Op], None]) -> TkaAnswer | None:
+    def _begin(self, start: Callable[[_Op], None], op: _Op | None = None) -> _Answer | None:
         """Run a lock operation whose control calls answer later: the ask's reply is deferred and set
         when the operation ends (an error before any call answers at once)."""
-        op = _Op(self.defer_reply())
+        op = op or _Op(self.defer_reply())
         try:
             start(op)
         except (_Failed, TkaError, WireError) as e:
@@ -595,7 +610,7 @@ class TkaAuthorityActor(Actor):
                          syncing=self.syncing, last_error=self.last_error)
 
     @handles(TkaInit)
-    def on_init(self, msg: TkaInit) -> TkaAnswer | None:
+    def on_init(self, msg: TkaInit) -> _Answer | None:
         return self._begin(lambda op: self._init(op, msg))
 
     def _init(self, op: _Op, msg: TkaInit) -> None:
@@ -647,7 +662,7 @@ class TkaAuthorityActor(Actor):
         return a, priv
 
     @handles(TkaSign)
-    def on_sign(self, msg: TkaSign) -> TkaAnswer | None:
+    def on_sign(self, msg: TkaSign) -> _Answer | None:
         return self._begin(lambda op: self._sign(op, msg))
 
     def _sign(self, op: _Op, msg: TkaSign) -> None:
@@ -664,7 +679,7 @@ class TkaAuthorityActor(Actor):
                                                 "Signature": _b64(sig.serialize())}, lambda _: op.ok(""))
 
     @handles(TkaModify)
-    def on_modify(self, msg: TkaModify) -> TkaAnswer | None:
+    def on_modify(self, msg: TkaModify) -> _Answer | None:
         return self._begin(lambda op: self._modify(op, msg))
 
     def _modify(self, op: _Op, msg: TkaModify) -> None:
@@ -695,7 +710,7 @@ class TkaAuthorityActor(Actor):
                        "MissingAUMs": [_b64(x.serialize()) for x in aums], "Interactive": True}, sent)
 
     @handles(TkaDisable)
-    def on_disable(self, msg: TkaDisable) -> TkaAnswer | None:
+    def on_disable(self, msg: TkaDisable) -> _Answer | None:
         return self._begin(lambda op: self._disable(op, msg))
 
     def _disable(self, op: _Op, msg: TkaDisable) -> None:
@@ -712,6 +727,52 @@ class TkaAuthorityActor(Actor):
         self._op_call(op, "/machine/tka/disable", {"Version": CAPABILITY_VERSION, "NodeKey": self._node_key(),
                                                    "Head": head, "DisablementSecret": _b64(secret)},
                       lambda _: op.ok(head))
+
+    @handles(TkaAffectedSigs)
+    def on_affected_sigs(self, msg: TkaAffectedSigs) -> _Answer | None:
+        op = _Op(self.defer_reply(), lambda f, e: TkaAffectedSigsAnswer(failure=f, error=e))
+        return self._begin(lambda op: self._affected_sigs(op, msg.key_id), op)
+
+    def _affected_sigs(self, op: _Op, key_id: bytes) -> None:
+        """Go ``NetworkLockAffectedSigs``: ask control, then check every signature it names ourselves."""
+        if self.authority is None:
+            raise _Failed("not_enabled", "network-lock is not active")
+
+        def got(resp: dict[str, Any]) -> None:
+            a = self.authority
+            if a is None:
+                raise _Failed("not_enabled", "network-lock is not active")
+            raw_list = resp.get("Signatures") or []
+            if not isinstance(raw_list, list):
+                raise _Failed("control", "affected-sigs: Signatures is not a list")
+            sigs: list[bytes] = []
+            for i, text in enumerate(raw_list):
+                raw = _unb64(text, f"Signatures[{i}]")
+                try:
+                    sig = NodeKeySignature.unserialize(raw)
+                except (TkaError, WireError) as e:
+                    raise _Failed("control", f"failed decoding signature {i}: {e}") from None
+                try:
+                    sig_key_id = sig.authorizing_key_id()
+                except TkaError as e:
+                    raise _Failed("control", f"extracting SigID from signature {i}: {e}") from None
+                if sig_key_id != key_id:
+                    raise _Failed("control", f"got signature with keyID {sig_key_id.hex().upper()} from "
+                                             f"request for {key_id.hex().upper()}")
+                try:
+                    node_key = node_public_from_binary(sig.pubkey)
+                except (TkaError, WireError) as e:
+                    raise _Failed("control", f"failed decoding pubkey for signature {i}: {e}") from None
+                try:
+                    a.node_key_authorized(node_key, raw)
+                except (TkaError, WireError) as e:
+                    raise _Failed("control", f"signature {i} is not valid: {e}") from None
+                sigs.append(raw)
+            op.settle(TkaAffectedSigsAnswer(signatures=tuple(sigs)))
+
+        node_key = (self.info.self_node_key if self.info is not None else "") or _ZERO_NODE
+        self._op_call(op, "/machine/tka/affected-sigs", {"Version": CAPABILITY_VERSION, "NodeKey": node_key,
+                                                         "KeyID": _b64(key_id)}, got)
 
     @handles(TkaLog)
     def on_log(self, msg: TkaLog) -> TkaLogAnswer:

@@ -4,8 +4,8 @@
 Keys are ``tlpub:<hex>`` (or ``nlpub:``) with an optional ``?<votes>``; disablement arguments are
 ``disablement:<hex>`` (a KDF value) or ``disablement-secret:<hex>`` (a secret). ``init`` generates the
 disablement secrets here and sends only their KDF values; ``disablement-kdf`` is local.
-``local-disable`` and ``remove``'s re-signing need endpoints this node answers 501, so they fail with
-that error (``remove --re-sign=false`` works); ``revoke-keys`` is not offered.
+``local-disable`` needs an endpoint this node answers 501, so it fails with that error; ``remove``
+re-signs through ``tka/affected-sigs`` as Go; ``revoke-keys`` is not offered.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import base64
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from pytsnet.commands.localapi_socket import add_socket_args, client
@@ -295,7 +296,8 @@ def _run_add(args: argparse.Namespace) -> int:
 
 
 def _run_remove(args: argparse.Namespace) -> int:
-    """Go ``runNetworkLockRemove``; re-signing needs ``tka/affected-sigs`` (501 here)."""
+    """Go ``runNetworkLockRemove``: by default every signature resting on a removed key is signed again
+    by this node's key first (``tka/affected-sigs`` then ``tka/sign``), so those nodes stay admitted."""
     keys, _ = parse_nl_args(args.keys, True, False)
     lc = _lc(args)
     st = _require_enabled(lc)
@@ -310,12 +312,11 @@ def _run_remove(args: argparse.Namespace) -> int:
             try:
                 sigs = lc.network_lock_affected_sigs(k.id())
             except LocalApiError as e:
-                raise TailnetLockError(f"affected sigs for key {k.id().hex().upper()}: {e} "
-                                       "(use --re-sign=false)") from None
+                raise TailnetLockError(f"affected sigs for key {k.id().hex().upper()}: {e}") from None
             for raw in sigs:
                 sig = NodeKeySignature.unserialize(raw)
                 node_key = node_public_from_binary(sig.pubkey)
-                lc.network_lock_sign(node_key.to_text(), sig.wrapping_pubkey or b"")
+                lc.network_lock_sign(node_key.to_text(), sig.wrapping_public() or b"")  # inherited by rotations
     lc.network_lock_modify([], [_key_json(k) for k in keys])
     return 0
 
@@ -358,18 +359,24 @@ def _run_sign(args: argparse.Namespace) -> int:
 
 def _run_wrap(lc: LocalClient, argv: list[str]) -> int:
     """Go ``runTskeyWrapCmd``/``wrapAuthKey``: a fresh lock key signs the auth key's credential and is
-    added as a trusted key (without Go's ``Meta``: the node's lock API takes none)."""
+    added as a trusted key with Go's ``Meta`` (``purpose``, ``wrapper_stableid``,
+    ``wrapper_createtime``, and ``authkey_stableid`` when the key has Go's form)."""
     if len(argv) != 1:
         raise TailnetLockError("usage: lock tskey-wrap <tailscale pre-auth key>")
     if "--TL" in argv[0]:
         raise TailnetLockError("Error: provided key was already wrapped")
-    lc.status_without_peers()
+    st = lc.status_without_peers()
     priv = NLPrivate.generate()
+    meta = {"purpose": "pre-auth key", "wrapper_stableid": st.Self.ID if st.Self is not None else "",
+            "wrapper_createtime": str(int(time.time()))}
+    rest = argv[0][len("tskey-auth-"):] if argv[0].startswith("tskey-auth-") else ""
+    if rest.find("-") > 0:  # tskey-auth-<stableID>-<nonce>: only the stable ID, never the nonce
+        meta["authkey_stableid"] = rest[:rest.index("-")]
     try:
         wrapped = lc.network_lock_wrap_preauth_key(argv[0], priv)
     except LocalApiError as e:
         raise TailnetLockError(f"wrapping failed: {e}") from None
-    key = Key(kind=KeyKind.KEY25519, votes=1, public=priv.public().raw)
+    key = Key(kind=KeyKind.KEY25519, votes=1, public=priv.public().raw, meta=meta)
     try:
         lc.network_lock_modify([_key_json(key)], [])
     except LocalApiError as e:

@@ -10,9 +10,11 @@ TKAKey}``, the wrapped key as text: pure signing, done here). The work is the de
 (the TKA actor); this module only translates. Go answers a failure with its wrapped error text
 (``signing failed: …``); so do we, with the typed error's text.
 
-Not served (501 "… is not supported by pytsnet", never a fake answer): ``affected-sigs`` (needs a
-control call the node's TKA actor does not make), ``force-local-disable``, ``verify-deeplink`` and
-the recovery AUM endpoints (``generate-``/``cosign-``/``submit-recovery-aum``).
+``tka/affected-sigs`` (POST, the raw key ID as body, the signatures resting on it as base64 JSON,
+each checked against our authority as Go's ``NetworkLockAffectedSigs``; 21i) serves ``lock remove``'s
+re-signing. Not served (501 "… is not supported by pytsnet", never a fake answer):
+``force-local-disable``, ``verify-deeplink`` and the recovery AUM endpoints
+(``generate-``/``cosign-``/``submit-recovery-aum``).
 
 Permissions: Go checks ``PermitRead`` for status and verify-deeplink and ``PermitWrite`` for the rest,
 except ``log`` and ``affected-sigs``, which Go serves to anyone who reaches the LocalAPI; here those
@@ -51,10 +53,12 @@ from pytsnet.wire.tka import KeyKind, NodeKeySignature, SigKind, TkaError, aum_h
 
 __all__ = ["NOT_SUPPORTED", "TkaBackend", "network_lock_status", "nks_json", "register", "wrap_auth_key"]
 
-NOT_SUPPORTED = ("affected-sigs", "force-local-disable", "verify-deeplink", "generate-recovery-aum",
+NOT_SUPPORTED = ("force-local-disable", "verify-deeplink", "generate-recovery-aum",
                  "cosign-recovery-aum", "submit-recovery-aum")
 """Go's ``tka/*`` endpoints this node answers 501."""
 
+AFFECTED_MAX_BODY = 2048
+"""Go's ``MaxBytesReader`` for ``affected-sigs`` (a key ID)."""
 WRAP_MAX_BODY = 12 * 1024
 """Go's ``MaxBytesReader`` for ``wrap-preauth-key``."""
 MAX_LOG = 10_000
@@ -79,6 +83,7 @@ class TkaBackend(Protocol):
     def lock_modify_blocking(self, add: Sequence[LockKey] = ..., remove: Sequence[str] = ..., *,
                              timeout: float = ...) -> str: ...
     def lock_disable_blocking(self, secret: bytes | str, *, timeout: float = ...) -> None: ...
+    def lock_affected_sigs_blocking(self, key: str | bytes, *, timeout: float = ...) -> list[bytes]: ...
     def peers(self, timeout: float = ...) -> list[PeerInfo]: ...
     def dataplane_info(self) -> DataplaneInfo: ...
 
@@ -215,17 +220,20 @@ def _parse(model: type[_M], body: bytes) -> _M:
 
 
 def _key_text(k: TkaKeyJSON) -> str:
-    """A 25519 ``tka.Key`` as the facade takes it (``tlpub:…``); TailnetLockError for another kind or
-    metadata (the facade cannot carry it: refused, never dropped)."""
+    """A 25519 ``tka.Key``'s public key as the facade takes it (``tlpub:…``); TailnetLockError for
+    another kind."""
     if k.Kind != KeyKind.KEY25519:
         raise TailnetLockError(f"key kind {k.Kind} is not supported (25519 only)")
     try:
         pub = NLPublic(_unb64(k.Public))
     except (KeyParseError, binascii.Error, ValueError):
         raise TailnetLockError("key: want a 32-byte Ed25519 public key") from None
-    if k.Meta:
-        raise TailnetLockError("key metadata (Meta) is not supported by pytsnet")
     return pub.cli_string()
+
+
+def _lock_key(k: TkaKeyJSON) -> LockKey:
+    """A ``tka.Key`` to trust, with its votes and Go's ``Meta`` (21i: carried into the AddKey AUM)."""
+    return (_key_text(k), k.Votes, dict(k.Meta or {}))
 
 
 def _err(e: Exception) -> str:
@@ -256,7 +264,7 @@ def register(api: LocalApi, backend: TkaBackend, *, timeout: float = LOCK_TIMEOU
         except (_BadBody, binascii.Error, ValueError):
             return LocalResponse.error(400, "invalid JSON body")
         try:
-            keys: list[LockKey] = [(_key_text(k), k.Votes) for k in r.Keys or []]
+            keys: list[LockKey] = [_lock_key(k) for k in r.Keys or []]
             backend.lock_init_blocking(keys, [f"disablement:{v.hex()}" for v in values],
                                        support_disablement=support, timeout=timeout)
         except Exception as e:  # the typed TailnetLock*/DeviceClosed/AskTimeout: Go's 500 with the text
@@ -286,7 +294,7 @@ def register(api: LocalApi, backend: TkaBackend, *, timeout: float = LOCK_TIMEOU
         except _BadBody:
             return LocalResponse.error(400, "invalid JSON body")
         try:
-            adds: list[LockKey] = [(_key_text(k), k.Votes) for k in r.AddKeys or []]
+            adds: list[LockKey] = [_lock_key(k) for k in r.AddKeys or []]
             removes = [_key_text(k) for k in r.RemoveKeys or []]
             backend.lock_modify_blocking(adds, removes, timeout=timeout)  # one batch of AUMs, as Go
         except Exception as e:
@@ -338,6 +346,20 @@ def register(api: LocalApi, backend: TkaBackend, *, timeout: float = LOCK_TIMEOU
             return LocalResponse.error(500, "network-lock is not active")
         return LocalResponse(200, wrap_auth_key(r.TSKey, priv, os.urandom(32)).encode())
 
+    def affected_sigs(_api: LocalApi, req: LocalRequest) -> LocalResponse:
+        """Go ``serveTKAAffectedSigs``: the raw key ID as body (at most 2048 bytes), the signatures as an
+        indented JSON list of base64 (``[]tkatype.MarshaledSignature``)."""
+        if bad := want(req, "POST"):
+            return bad
+        if len(req.body) > AFFECTED_MAX_BODY:
+            return LocalResponse.error(400, "reading body")
+        try:
+            sigs = backend.lock_affected_sigs_blocking(req.body, timeout=timeout)
+        except Exception as e:  # the typed TailnetLock*/DeviceClosed/AskTimeout: Go's 500 with the text
+            return LocalResponse.error(500, _err(e))
+        body = json.dumps([_b64(x) for x in sigs], indent="\t").encode()
+        return LocalResponse(200, body, "application/json")
+
     def unsupported(name: str, method: str, json_body: bool) -> Handler:
         def serve(_api: LocalApi, req: LocalRequest) -> LocalResponse:
             if bad := want(req, method):
@@ -357,7 +379,7 @@ def register(api: LocalApi, backend: TkaBackend, *, timeout: float = LOCK_TIMEOU
     api.route("tka/disable", disable, "write", "network-lock modify")
     api.route("tka/log", log, "read", "lock log")
     api.route("tka/wrap-preauth-key", wrap, "write", "network-lock modify")
-    api.route("tka/affected-sigs", unsupported("affected-sigs", "POST", False), "read", "lock affected-sigs")
+    api.route("tka/affected-sigs", affected_sigs, "read", "lock affected-sigs")
     api.route("tka/force-local-disable", unsupported("force-local-disable", "POST", True), "write",
               "network-lock modify")
     api.route("tka/verify-deeplink", unsupported("verify-deeplink", "POST", True), "read",

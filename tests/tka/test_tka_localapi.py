@@ -107,7 +107,7 @@ def test_init_passes_keys_and_values(rig: tuple[LocalApi, Backend]) -> None:
             "DisablementValues": [base64.b64encode(value).decode()]}
     r = call(api, "POST", "tka/init", json.dumps(body).encode())
     assert r.status == 200 and json.loads(r.body)["Enabled"]
-    assert b.calls == [("init", ([(KEY.cli_string(), 3)], ["disablement:" + value.hex()], b""))]
+    assert b.calls == [("init", ([(KEY.cli_string(), 3, {})], ["disablement:" + value.hex()], b""))]
     for bad in (b"[", b"[]", json.dumps({"Keys": [{"Kind": 2}]}).encode(),
                 json.dumps({"Keys": [{"Public": "!!"}]}).encode()):
         assert call(api, "POST", "tka/init", bad).status == 400, bad
@@ -127,7 +127,7 @@ def test_modify_and_log(rig: tuple[LocalApi, Backend]) -> None:
     k = {"Kind": 1, "Votes": 1, "Public": base64.b64encode(KEY.raw).decode()}
     body = json.dumps({"AddKeys": [k], "RemoveKeys": [k]}).encode()
     assert call(api, "POST", "tka/modify", body).status == 204
-    assert ("modify", ([(KEY.cli_string(), 1)], [KEY.cli_string()])) in b.calls
+    assert ("modify", ([(KEY.cli_string(), 1, {})], [KEY.cli_string()])) in b.calls
     r = call(api, "GET", "tka/log", query={"limit": "3"}, write=False)
     assert json.loads(r.body) == [{"Hash": list(range(32)), "Change": "checkpoint", "Raw": "oQ=="}]
     assert ("log", 3) in b.calls
