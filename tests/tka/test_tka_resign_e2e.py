@@ -1,0 +1,123 @@
+"""Removing a trusted key end to end with Python nodes on a LocalTailnet (21i): Go's
+``tailscale lock remove`` re-signs by default (``NetworkLockAffectedSigs`` then ``NetworkLockSign``), and
+key ``Meta`` is carried into the chain.
+
+1. ``alpha`` inits a lock trusting its own key and ``beta``'s; ``alpha``'s key signs both nodes, then
+   ``gamma`` (with its rotation key).
+2. ``beta`` asks for the signatures resting on ``alpha``'s key (three, each verified by ``beta``) and
+   removes that key with re-signing: every node stays admitted, now signed by ``beta``'s key, and
+   ``gamma`` keeps its rotation key.
+3. ``beta`` trusts ``gamma``'s key with Go's pre-auth key ``Meta`` (``lock status`` shows
+   "(pre-auth key …)"); ``gamma`` re-signs ``alpha``; ``beta`` removes ``gamma``'s key with
+   ``re_sign=False``: ``alpha``'s signature no longer verifies and both others drop it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from pytsnet.commands.lock import status_text
+from pytsnet.config import Config
+from pytsnet.device import ActorDevice
+from pytsnet.errors import TailnetLockError
+from pytsnet.localapi.tka import network_lock_status
+from pytsnet.localnet import LocalTailnet
+from pytsnet.testing.polling import wait_until
+from pytsnet.wire.keys import NLPublic, NodePublic
+from pytsnet.wire.tka import NodeKeySignature, SigKind
+
+SECRET = "disablement-secret:" + "3c" * 32
+
+
+def _device(net: LocalTailnet, key: str, tmp: Path, name: str) -> ActorDevice:
+    return ActorDevice(Config(dir=tmp / name, hostname=name, auth_key=key, control_url=net.control_url,
+                              backoff_max=1.0, bind_host="127.0.0.1")).start()
+
+
+def _names(dev: ActorDevice) -> set[str]:
+    return {p.hostname for p in dev.peers()}
+
+
+def _sig_of(dev: ActorDevice, name: str) -> NodeKeySignature:
+    [p] = [p for p in dev.peers() if p.hostname == name]
+    return NodeKeySignature.unserialize(p.key_signature)
+
+
+def _synced(*devs: ActorDevice) -> bool:
+    heads = {d.lock_status().head for d in devs}
+    return len(heads) == 1
+
+
+@pytest.fixture
+def tailnet(tmp_path: Path) -> Iterator[tuple[LocalTailnet, str, list[ActorDevice]]]:
+    net = LocalTailnet(tmp_path / "ctl").start()
+    devs: list[ActorDevice] = []
+    try:
+        yield net, net.create_authkey(reusable=True), devs
+    finally:
+        for d in devs:
+            with contextlib.suppress(Exception):
+                d.close()
+        net.close()
+
+
+def test_remove_re_signs_by_default_and_without_it_the_signed_node_is_dropped(
+        tmp_path: Path, tailnet: tuple[LocalTailnet, str, list[ActorDevice]]) -> None:
+    net, key, devs = tailnet
+    a, b, c = (_device(net, key, tmp_path, n) for n in ("alpha", "beta", "gamma"))
+    devs += [a, b, c]
+    for d in devs:
+        d.wait_until_running_blocking(30)
+    wait_until(lambda: all(len(_names(d)) == 2 for d in devs), 30, "everyone sees everyone")
+
+    # 1. a lock trusting alpha and beta; alpha's key signs all three
+    anyio.run(lambda: a.lock_init([a.lock_key(), b.lock_key()], disablement_secrets=[SECRET]))
+    for d in devs:
+        wait_until(lambda d=d: d.lock_status().node_key_signed, 30,  # type: ignore[misc]
+                   f"{d.config.hostname} signed at init")
+    wait_until(lambda: all(len(_names(d)) == 2 for d in devs), 30, "all admitted under the lock")
+    a_id = NLPublic.from_text(a.lock_key()).raw
+    b_id = NLPublic.from_text(b.lock_key()).raw
+
+    # 2. beta: what rests on alpha's key (checked by beta), then remove it, re-signing (the default)
+    sigs = anyio.run(lambda: b.lock_affected_sigs(a.lock_key()))
+    assert len(sigs) == 3
+    assert {NodeKeySignature.unserialize(s).authorizing_key_id() for s in sigs} == {a_id}
+    assert anyio.run(lambda: b.lock_affected_sigs(b.lock_key())) == []
+    with pytest.raises(TailnetLockError, match="cannot remove local trusted signing key while resigning"):
+        anyio.run(lambda: b.lock_remove_key(b.lock_key()))
+    head = anyio.run(lambda: b.lock_remove_key(a.lock_key()))
+    wait_until(lambda: all(d.lock_status().head == head for d in devs), 30, "everyone has the removal")
+    assert [k.key for k in b.lock_status().trusted_keys] == [b.lock_key()]
+    wait_until(lambda: _sig_of(b, "gamma").authorizing_key_id() == b_id
+               and _sig_of(b, "alpha").authorizing_key_id() == b_id, 30, "alpha and gamma re-signed by beta")
+    assert _sig_of(b, "gamma").wrapping_public() == NLPublic.from_text(c.lock_key()).raw, "rotation key kept"
+    for d in devs:
+        wait_until(lambda d=d: len(_names(d)) == 2 and d.lock_status().node_key_signed, 30,  # type: ignore[misc]
+                   f"{d.config.hostname}: still signed, still admitted")
+    assert not b.lock_status().filtered_peers
+
+    # 3. gamma's key trusted with Go's pre-auth key labels; gamma signs alpha; remove gamma's key unsigned
+    meta = {"purpose": "pre-auth key", "authkey_stableid": "kTEST"}
+    anyio.run(lambda: b.lock_add_key(c.lock_key(), meta=meta))
+    wait_until(lambda: c.lock_key() in [k.key for k in c.lock_status().trusted_keys], 30, "gamma trusted")
+    [added] = [k for k in b.lock_status().trusted_keys if k.key == c.lock_key()]
+    assert dict(added.meta) == meta
+    assert f"\t{c.lock_key()}\t1\t(pre-auth key kTEST)" in status_text(network_lock_status(b)).splitlines()
+    alpha_node = a.lock_status().node_key
+    anyio.run(lambda: c.lock_sign(alpha_node, a.lock_key()))
+    c_id = NLPublic.from_text(c.lock_key()).raw
+    wait_until(lambda: _sig_of(b, "alpha").authorizing_key_id() == c_id, 30, "alpha now signed by gamma")
+    assert _sig_of(b, "alpha").sig_kind == SigKind.DIRECT
+    anyio.run(lambda: b.lock_remove_key(c.lock_key(), re_sign=False))
+    wait_until(lambda: "alpha" not in _names(b) and "alpha" not in _names(c), 30, "alpha dropped")
+    filtered = {f.node_key: f.reason for f in b.lock_status().filtered_peers}
+    assert "failed signature check" in filtered[alpha_node]
+    assert NodePublic.from_text(alpha_node)  # the refused node is named by its key
+    assert "gamma" in _names(b) and "beta" in _names(c), "gamma (signed by beta) stays"
+    assert not a.lock_status().node_key_signed
