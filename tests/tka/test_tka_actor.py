@@ -7,10 +7,13 @@ Control's side is built with the same ``wire.tka`` Authority, so every AUM and s
 from __future__ import annotations
 
 import base64
+import dataclasses
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -18,8 +21,11 @@ from pytsnet.actors.control.store import NODE
 from pytsnet.actors.runtime import Actor, ActorSystem, ChildSpec, FaultInjector, Restart, handles
 from pytsnet.actors.tka.authority_actor import TKA, TkaAuthorityActor
 from pytsnet.messages.tka import (
+    TkaAffectedSigs,
     TkaAuthorityUpdate,
     TkaAuthorityWanted,
+    TkaControlAnswer,
+    TkaControlCall,
     TkaDisable,
     TkaInit,
     TkaKeyInfo,
@@ -371,4 +377,54 @@ def test_a_control_call_without_an_answer_fails_typed_after_call_timeout(tmp_pat
         gate.set()  # the late answer is dropped; the actor goes on
         wait(lambda: r.ref.ask(TkaStatusAsk()).enabled, what="still answering")
     finally:
+        r.close()
+
+
+class AffectedSigsControl(FakeTkaControl):
+    """The stand-in control plus ``/machine/tka/affected-sigs``: answers ``affected`` as they are."""
+
+    affected: ClassVar[list[bytes]] = []
+
+    @handles(TkaControlCall)
+    def on_call(self, msg: TkaControlCall) -> TkaControlAnswer:
+        if msg.path == "/machine/tka/affected-sigs":
+            self.side.calls.append((msg.path, json.loads(msg.body)))
+            doc = {"Signatures": [base64.b64encode(x).decode() for x in self.affected]}
+            return TkaControlAnswer(status=200, body=json.dumps(doc).encode())
+        return super().on_call(msg)
+
+
+def test_affected_sigs_are_checked_as_go_does(tmp_path: Path) -> None:
+    """21i, Go ``NetworkLockAffectedSigs``: what control names is returned only if every signature
+    rests on the asked key and authorizes its node key under our authority."""
+    r = Rig(tmp_path)
+    try:
+        r.system.lookup("control").stop()  # type: ignore[union-attr]
+        r.system.spawn_spec(ChildSpec(AffectedSigsControl, "control", args=(r.side,)))
+        key_id = r.nl.public().raw
+        assert r.ref.ask(TkaAffectedSigs(key_id=key_id)).failure == "not_enabled"
+        r.control_genesis(r.nl)
+        r.ref.tell(r.info())
+        wait(lambda: r.ref.ask(TkaStatusAsk()).head == r.side.head(), what="enabled")
+        n1, n2 = NodePrivate.generate().public(), NodePrivate.generate().public()
+        good = [sign_direct(n1, r.nl).serialize(), sign_direct(n2, r.nl, b"w" * 32).serialize()]
+        AffectedSigsControl.affected = good
+        ans = r.ref.ask(TkaAffectedSigs(key_id=key_id), timeout=10)
+        assert ans.failure == "" and list(ans.signatures) == good
+        [(_, req)] = [c for c in r.side.calls if c[0] == "/machine/tka/affected-sigs"]
+        assert base64.b64decode(req["KeyID"]) == key_id and req["NodeKey"] == r.node.public().to_text()
+        other = NLPrivate.generate()
+        AffectedSigsControl.affected = [good[0], sign_direct(n2, other).serialize()]
+        ans = r.ref.ask(TkaAffectedSigs(key_id=key_id), timeout=10)
+        assert ans.failure == "control" and "got signature with keyID" in ans.error and not ans.signatures
+        forged = NodeKeySignature.unserialize(good[0])
+        forged = dataclasses.replace(forged, pubkey=NodeKeySignature.unserialize(good[1]).pubkey)
+        AffectedSigsControl.affected = [forged.serialize()]
+        ans = r.ref.ask(TkaAffectedSigs(key_id=key_id), timeout=10)
+        assert ans.failure == "control" and "signature 0 is not valid" in ans.error
+        AffectedSigsControl.affected = [b"\xff junk"]
+        ans = r.ref.ask(TkaAffectedSigs(key_id=key_id), timeout=10)
+        assert ans.failure == "control" and "failed decoding signature 0" in ans.error
+    finally:
+        AffectedSigsControl.affected = []
         r.close()
