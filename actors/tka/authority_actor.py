@@ -344,7 +344,7 @@ class TkaAuthorityActor(Actor):
             raise _Failed("control", f"{path}: request returned ({ans.status}): {detail}")
         try:
             doc = json.loads(ans.body or b"{}")
-        except ValueError:
+        except (ValueError, RecursionError):  # deeply nested JSON: a bad answer, never a crash (r1)
             raise _Failed("control", f"{path}: answer is not JSON") from None
         if not isinstance(doc, dict):
             raise _Failed("control", f"{path}: answer is not a JSON object")
