@@ -29,7 +29,9 @@ peer that needs a signature is admitted; peers already in the table that the hel
 still accepts stay (Go keeps filtering with its authority while it syncs), nothing new enters. A held
 authority keeps being enforced even if a netmap stops saying the lock is on: only the TKA actor, after
 verifying a disablement secret, turns it off (``enabled=False``). A restarted tracker holds nothing
-and asks the TKA actor (``TkaAuthorityWanted``) as it asks control for the netmap.
+and asks the TKA actor (``TkaAuthorityWanted``) as it asks control for the netmap; with a TKA actor
+configured, no peer at all is admitted before that actor has answered once (also "no authority"), so
+a netmap that says the lock is off cannot open the table while a verified chain is on its way (r1).
 """
 
 from __future__ import annotations
@@ -105,6 +107,9 @@ class PeerTracker(Actor):
         """Name of the TKA authority actor (asked for its authority at start); empty: none."""
         self.authority: HeldAuthority | None = None
         """The verified Tailnet Lock authority last told (None: none held, or the lock is off)."""
+        self._tka_heard = not self.tka
+        """The TKA actor has told this incarnation whether it holds an authority (r1): until then no
+        peer is admitted, since a netmap saying the lock is off does not prove this node has none."""
         self.locked_out = False
         self.table: dict[int, PeerInfo] = {}
         self.rejected: dict[int, str] = {}
@@ -145,6 +150,7 @@ class PeerTracker(Actor):
             self._lock_required = True
         else:
             self._lock_required = msg.enabled
+        self._tka_heard = True
         if self._netmap is not None:
             self._admit_all()
 
@@ -196,7 +202,7 @@ class PeerTracker(Actor):
         held = self.authority
         if held is None:
             self.locked_out = False
-            if not (msg.tka_enabled or self._lock_required):
+            if not (msg.tka_enabled or self._lock_required) and self._tka_heard:
                 return peers
             rejected.update((p.node_id, NO_AUTHORITY) for p in peers)
             return []

@@ -213,6 +213,8 @@ class TkaAuthorityActor(Actor):
         """Control calls in flight (21i: never waited for in a handler), by token."""
         self._run: int | None = None
         """The sync run under way (its steps carry it), or None."""
+        self._unusable = False
+        """A stored chain was there but could not be opened (until a bootstrap replaces it)."""
         self._ops: set[_Op] = set()
         """Facade operations waiting on control (answered on stop)."""
 
@@ -228,10 +230,11 @@ class TkaAuthorityActor(Actor):
                 self.chonk = chonk
                 log.info("tka initialized at head %s", aum_hash_text(self.authority.head()))
             except (TkaError, OSError) as e:
+                self._unusable = True
                 self.last_error = f"opening the stored chain: {e}"
                 log.warning("tka: %s (the lock stays unverified: peers needing a signature are refused)",
                             self.last_error)
-        if self.authority is not None:
+        if self._may_publish():  # also "none" (r1): a tracker holds every peer back until it heard us
             self._publish()
         control = self.lookup(self.spawn.control)
         if control is not None:  # a quiet tailnet may send no netmap for long: ask for the last info
@@ -298,9 +301,15 @@ class TkaAuthorityActor(Actor):
 
     @handles(TkaAuthorityWanted)
     def on_wanted(self, msg: TkaAuthorityWanted) -> None:
-        """A restarted PeerTracker: tell it what we have (nothing yet: it stays fail-closed)."""
-        if self.authority is not None or self.info is not None:
+        """A restarted PeerTracker: tell it what we have — also that we hold no authority (r1: until it
+        has heard from us it admits no one; the netmap alone cannot say the lock is off)."""
+        if self._may_publish():
             self._publish(only=msg.reply_to or self.spawn.subscribers[0])
+
+    def _may_publish(self) -> bool:
+        """Whether to tell subscribers what we hold: not while a stored chain we could not open is all
+        we have (we do not know the lock is off, so the trackers stay closed until we bootstrap)."""
+        return self.authority is not None or not self._unusable
 
     # -- control calls --------------------------------------------------------------------------------
     def _call(self, path: str, body: dict[str, Any], *, step: TkaSyncStep | None = None,
@@ -486,7 +495,7 @@ class TkaAuthorityActor(Actor):
             genesis = AUM.unserialize(_unb64(bs.get("GenesisAUM"), "GenesisAUM"))
             chonk = self._new_chonk()
             self.authority = Authority.bootstrap(chonk, genesis, self.clock.time())
-            self.chonk = chonk
+            self.chonk, self._unusable = chonk, False
             log.info("tka bootstrapped at head %s", aum_hash_text(self.authority.head()))
             self._publish()
             self.ref.tell(TkaSyncStep(info=step.info, stage="offer", just_enabled=True, run=step.run))

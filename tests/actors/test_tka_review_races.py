@@ -3,8 +3,9 @@ whether this node holds a verified authority. A restarted tracker asks the TKA a
 if control's netmap (saying the lock is off) is handled before the TKA actor's answer, the tracker holds
 no authority and admits every peer until the answer arrives (fail open for that window).
 
-Strict xfail: the fix belongs to actors/peers/tracker.py and actors/tka/authority_actor.py (helpers 21h and
-21i); remove the marker with the fix."""
+Fixed by 21i: a tracker with a TKA actor admits no one until that actor has told it (an update, also
+"no authority"); the TKA actor tells its subscribers at every start and answers every
+``TkaAuthorityWanted``."""
 
 from __future__ import annotations
 
@@ -30,7 +31,6 @@ def _node(i: int, nl: NLPrivate | None) -> PeerInfo:
                     key_signature=sign_direct(key, nl).serialize() if nl is not None else b"")
 
 
-@pytest.mark.xfail(strict=True, reason="r1 finding: tracker admits peers before the TKA actor answered")
 def test_no_peer_admitted_before_the_tka_actor_answers() -> None:
     nl = NLPrivate.generate()
     state = State(last_aum_hash=None, disablement_secrets=(b"\x01" * 32,),
