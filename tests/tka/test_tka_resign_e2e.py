@@ -43,9 +43,15 @@ def _names(dev: ActorDevice) -> set[str]:
     return {p.hostname for p in dev.peers()}
 
 
-def _sig_of(dev: ActorDevice, name: str) -> NodeKeySignature:
-    [p] = [p for p in dev.peers() if p.hostname == name]
-    return NodeKeySignature.unserialize(p.key_signature)
+def _signer(dev: ActorDevice, name: str) -> bytes | None:
+    """The key ID the signature of ``dev``'s peer ``name`` rests on (None: not a peer now)."""
+    sig = _sig_of(dev, name)
+    return sig.authorizing_key_id() if sig is not None else None
+
+
+def _sig_of(dev: ActorDevice, name: str) -> NodeKeySignature | None:
+    found = [p for p in dev.peers() if p.hostname == name]
+    return NodeKeySignature.unserialize(found[0].key_signature) if found else None
 
 
 def _synced(*devs: ActorDevice) -> bool:
@@ -94,9 +100,10 @@ def test_remove_re_signs_by_default_and_without_it_the_signed_node_is_dropped(
     head = anyio.run(lambda: b.lock_remove_key(a.lock_key()))
     wait_until(lambda: all(d.lock_status().head == head for d in devs), 30, "everyone has the removal")
     assert [k.key for k in b.lock_status().trusted_keys] == [b.lock_key()]
-    wait_until(lambda: _sig_of(b, "gamma").authorizing_key_id() == b_id
-               and _sig_of(b, "alpha").authorizing_key_id() == b_id, 30, "alpha and gamma re-signed by beta")
-    assert _sig_of(b, "gamma").wrapping_public() == NLPublic.from_text(c.lock_key()).raw, "rotation key kept"
+    wait_until(lambda: _signer(b, "gamma") == b_id and _signer(b, "alpha") == b_id, 30,
+               "alpha and gamma re-signed by beta")
+    gamma_sig = _sig_of(b, "gamma")
+    assert gamma_sig is not None and gamma_sig.wrapping_public() == NLPublic.from_text(c.lock_key()).raw
     for d in devs:
         wait_until(lambda d=d: len(_names(d)) == 2 and d.lock_status().node_key_signed, 30,  # type: ignore[misc]
                    f"{d.config.hostname}: still signed, still admitted")
@@ -105,15 +112,18 @@ def test_remove_re_signs_by_default_and_without_it_the_signed_node_is_dropped(
     # 3. gamma's key trusted with Go's pre-auth key labels; gamma signs alpha; remove gamma's key unsigned
     meta = {"purpose": "pre-auth key", "authkey_stableid": "kTEST"}
     anyio.run(lambda: b.lock_add_key(c.lock_key(), meta=meta))
-    wait_until(lambda: c.lock_key() in [k.key for k in c.lock_status().trusted_keys], 30, "gamma trusted")
+    wait_until(lambda: all(c.lock_key() in [k.key for k in d.lock_status().trusted_keys] for d in devs), 30,
+               "gamma trusted everywhere")
     [added] = [k for k in b.lock_status().trusted_keys if k.key == c.lock_key()]
     assert dict(added.meta) == meta
     assert f"\t{c.lock_key()}\t1\t(pre-auth key kTEST)" in status_text(network_lock_status(b)).splitlines()
     alpha_node = a.lock_status().node_key
     anyio.run(lambda: c.lock_sign(alpha_node, a.lock_key()))
     c_id = NLPublic.from_text(c.lock_key()).raw
-    wait_until(lambda: _sig_of(b, "alpha").authorizing_key_id() == c_id, 30, "alpha now signed by gamma")
-    assert _sig_of(b, "alpha").sig_kind == SigKind.DIRECT
+    wait_until(lambda: _signer(b, "alpha") == c_id and _signer(c, "alpha") == c_id, 30,
+               "alpha now signed by gamma")
+    alpha_sig = _sig_of(b, "alpha")
+    assert alpha_sig is not None and alpha_sig.sig_kind == SigKind.DIRECT
     anyio.run(lambda: b.lock_remove_key(c.lock_key(), re_sign=False))
     wait_until(lambda: "alpha" not in _names(b) and "alpha" not in _names(c), 30, "alpha dropped")
     filtered = {f.node_key: f.reason for f in b.lock_status().filtered_peers}
