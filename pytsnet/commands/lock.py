@@ -316,7 +316,7 @@ def _run_remove(args: argparse.Namespace) -> int:
             for raw in sigs:
                 sig = NodeKeySignature.unserialize(raw)
                 node_key = node_public_from_binary(sig.pubkey)
-                lc.network_lock_sign(node_key.to_text(), sig.wrapping_public() or b"")  # inherited by rotations
+                lc.network_lock_sign(node_key.to_text(), sig.wrapping_public() or b"")  # kept by rotations
     lc.network_lock_modify([], [_key_json(k) for k in keys])
     return 0
 
