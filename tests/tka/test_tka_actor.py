@@ -319,10 +319,18 @@ def test_an_unusable_stored_chain_fails_closed_then_is_replaced_by_control_genes
         r.close()
 
 
-def test_a_hanging_control_call_never_delays_status(rig: Rig) -> None:
+@pytest.fixture
+def slow_rig(tmp_path: Path) -> Iterator[Rig]:
+    r = Rig(tmp_path, call_timeout=30.0)  # longer than control is held: no call times out here
+    yield r
+    r.close()
+
+
+def test_a_hanging_control_call_never_delays_status(slow_rig: Rig) -> None:
     """21i: control calls are asks answered later (``TkaCallDone``), never waited for in a handler:
     while control holds a sync call and then a sign call for 10 s, status and log answer within 1 s
     each, and both held operations finish once control answers."""
+    rig = slow_rig
     rig.control_genesis(rig.nl)
     rig.ref.tell(rig.info())
     wait(lambda: rig.ref.ask(TkaStatusAsk()).head == rig.side.head(), what="enabled")
