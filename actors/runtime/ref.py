@@ -147,7 +147,18 @@ class ActorRef:
             return
         reply = Reply()
         self._cell.send(msg, reply)
-        reply.add_done_callback(lambda: then(reply))
+
+        def settled() -> None:
+            # What ``then`` tells is the runtime handing the answer over, not a send of the actor whose
+            # handler settled the reply: keep it out of that actor's trace (its replay has no slots).
+            prev = (current.name, current.seq)
+            current.name = current.seq = None
+            try:
+                then(reply)
+            finally:
+                current.name, current.seq = prev
+
+        reply.add_done_callback(settled)
 
     async def ask_async(self, msg: Request[_R], timeout: float = 5.0) -> _R:
         """Like ``ask`` but awaits (asyncio or trio); the event loop keeps running while the actor works."""

@@ -18,8 +18,11 @@ from typing import ClassVar
 import pytest
 
 from pytsnet.actors.control.store import NODE
-from pytsnet.actors.runtime import Actor, ActorSystem, ChildSpec, FaultInjector, Restart, handles
+from pytsnet.actors.runtime import Actor, ActorSystem, ChildSpec, FaultInjector, Restart, Tracer, handles
+from pytsnet.actors.runtime.ref import Reply
+from pytsnet.actors.runtime.trace import read_trace
 from pytsnet.actors.tka.authority_actor import TKA, TkaAuthorityActor
+from pytsnet.messages.peers import ResendNetmap
 from pytsnet.messages.tka import (
     TkaAffectedSigs,
     TkaAuthorityUpdate,
@@ -32,6 +35,7 @@ from pytsnet.messages.tka import (
     TkaLog,
     TkaModify,
     TkaNetmapInfo,
+    TkaNetmapInfoWanted,
     TkaSign,
     TkaSpawn,
     TkaStatusAsk,
@@ -436,3 +440,53 @@ def test_affected_sigs_are_checked_as_go_does(tmp_path: Path) -> None:
     finally:
         AffectedSigsControl.affected = []
         r.close()
+
+
+class DeferringControl(FakeTkaControl):
+    """Answers like the ControlRunner: takes the reply slot (``defer_reply``) and sets it in a later
+    handler of its own (the runner's ``IoTkaControlAnswer``; here a ``ResendNetmap`` it tells itself)."""
+
+    def __init__(self, side: TkaControlSide) -> None:
+        super().__init__(side)
+        self.waiting: list[tuple[Reply, TkaControlAnswer]] = []
+
+    @handles(TkaControlCall)
+    def on_call(self, msg: TkaControlCall) -> TkaControlAnswer | None:
+        slot = self.defer_reply()
+        assert slot is not None
+        status, doc = self.side.answer(msg.path, json.loads(msg.body or b"{}"))
+        self.waiting.append((slot, TkaControlAnswer(status=status, body=json.dumps(doc).encode())))
+        self.ref.tell(ResendNetmap())
+        return None
+
+    @handles(TkaNetmapInfoWanted, ResendNetmap)
+    def on_wanted(self, msg: TkaNetmapInfoWanted | ResendNetmap) -> None:
+        waiting, self.waiting = self.waiting, []
+        for slot, answer in waiting:
+            slot.set(answer)
+
+
+def test_deferred_control_answers_come_back_as_messages_of_no_sender(tmp_path: Path) -> None:
+    """``ask_then`` (21i): a reply the answering actor defers and sets from another thread reaches the
+    TKA actor as ``TkaCallDone``; the trace shows the ask as the TKA actor's and the answer as sent by
+    no actor (it is the runtime's hand-over, not a send of the answerer, whose replay has no slots)."""
+    trace = tmp_path / "trace.jsonl"
+    r = Rig(tmp_path)
+    try:
+        r.system.lookup("control").stop()  # type: ignore[union-attr]
+        r.system.tracer = Tracer(trace)
+        r.system.spawn_spec(ChildSpec(DeferringControl, "control", args=(r.side,)))
+        r.control_genesis(r.nl)
+        r.ref.tell(r.info())
+        wait(lambda: r.ref.ask(TkaStatusAsk()).head == r.side.head(), what="enabled through deferred answers")
+        wait(lambda: "/machine/tka/sync/send" in r.side.paths() and not r.ref.ask(TkaStatusAsk()).syncing,
+             what="the whole sync")
+    finally:
+        r.close()
+    recs = read_trace(trace)
+    asks = [x for x in recs if x["ev"] == "send" and x["tag"] == "tka.control_call"]
+    assert asks and all(x["sender"] == TKA and x["kind"] == "ask" for x in asks)
+    assert not [x for x in recs if x["ev"] == "send" and x["tag"] == "tka.call_done"], "no actor sent it"
+    got = [x for x in recs if x["ev"] == "recv" and x.get("tag") == "tka.call_done"]
+    assert len(got) >= 3, "bootstrap, offer and send answers each arrived as a message"
+    assert all(x["sender"] is None for x in got), "set in control's handler, yet not control's send"
