@@ -39,7 +39,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pytsnet.actors.control.store import NODE, StateStore
 from pytsnet.actors.runtime import Actor, ActorStopped, MailboxFull, StopReason, TimerHandle, handles
@@ -121,6 +121,14 @@ class _Failed(Exception):
 
 
 _Answer = TkaAnswer | TkaAffectedSigsAnswer
+_A = TypeVar("_A", TkaAnswer, TkaAffectedSigsAnswer)
+
+
+def _narrow(kind: type[_A], answer: _Answer | None) -> _A | None:
+    """The answer an operation of one ask gives, typed as that ask's reply (an op's ``failed`` builds
+    the same kind, so anything else is a bug)."""
+    assert answer is None or isinstance(answer, kind), answer
+    return answer
 """What a deferred lock operation answers."""
 
 
@@ -563,10 +571,9 @@ class TkaAuthorityActor(Actor):
             self._start_sync()
 
     # -- the facade's asks ----------------------------------------------------------------------------
-    def _begin(self, start: Callable[[_Op], None], op: _Op | None = None) -> _Answer | None:
+    def _begin(self, start: Callable[[_Op], None], op: _Op) -> _Answer | None:
         """Run a lock operation whose control calls answer later: the ask's reply is deferred and set
         when the operation ends (an error before any call answers at once)."""
-        op = op or _Op(self.defer_reply())
         try:
             start(op)
         except (_Failed, TkaError, WireError) as e:
@@ -619,8 +626,8 @@ class TkaAuthorityActor(Actor):
                          syncing=self.syncing, last_error=self.last_error)
 
     @handles(TkaInit)
-    def on_init(self, msg: TkaInit) -> _Answer | None:
-        return self._begin(lambda op: self._init(op, msg))
+    def on_init(self, msg: TkaInit) -> TkaAnswer | None:
+        return _narrow(TkaAnswer, self._begin(lambda op: self._init(op, msg), _Op(self.defer_reply())))
 
     def _init(self, op: _Op, msg: TkaInit) -> None:
         node_key = self._node_key()
@@ -671,8 +678,8 @@ class TkaAuthorityActor(Actor):
         return a, priv
 
     @handles(TkaSign)
-    def on_sign(self, msg: TkaSign) -> _Answer | None:
-        return self._begin(lambda op: self._sign(op, msg))
+    def on_sign(self, msg: TkaSign) -> TkaAnswer | None:
+        return _narrow(TkaAnswer, self._begin(lambda op: self._sign(op, msg), _Op(self.defer_reply())))
 
     def _sign(self, op: _Op, msg: TkaSign) -> None:
         _, priv = self._trusted()
@@ -688,8 +695,8 @@ class TkaAuthorityActor(Actor):
                                                 "Signature": _b64(sig.serialize())}, lambda _: op.ok(""))
 
     @handles(TkaModify)
-    def on_modify(self, msg: TkaModify) -> _Answer | None:
-        return self._begin(lambda op: self._modify(op, msg))
+    def on_modify(self, msg: TkaModify) -> TkaAnswer | None:
+        return _narrow(TkaAnswer, self._begin(lambda op: self._modify(op, msg), _Op(self.defer_reply())))
 
     def _modify(self, op: _Op, msg: TkaModify) -> None:
         node_key = self._node_key()
@@ -719,8 +726,8 @@ class TkaAuthorityActor(Actor):
                        "MissingAUMs": [_b64(x.serialize()) for x in aums], "Interactive": True}, sent)
 
     @handles(TkaDisable)
-    def on_disable(self, msg: TkaDisable) -> _Answer | None:
-        return self._begin(lambda op: self._disable(op, msg))
+    def on_disable(self, msg: TkaDisable) -> TkaAnswer | None:
+        return _narrow(TkaAnswer, self._begin(lambda op: self._disable(op, msg), _Op(self.defer_reply())))
 
     def _disable(self, op: _Op, msg: TkaDisable) -> None:
         a = self.authority
@@ -738,9 +745,9 @@ class TkaAuthorityActor(Actor):
                       lambda _: op.ok(head))
 
     @handles(TkaAffectedSigs)
-    def on_affected_sigs(self, msg: TkaAffectedSigs) -> _Answer | None:
+    def on_affected_sigs(self, msg: TkaAffectedSigs) -> TkaAffectedSigsAnswer | None:
         op = _Op(self.defer_reply(), lambda f, e: TkaAffectedSigsAnswer(failure=f, error=e))
-        return self._begin(lambda op: self._affected_sigs(op, msg.key_id), op)
+        return _narrow(TkaAffectedSigsAnswer, self._begin(lambda op: self._affected_sigs(op, msg.key_id), op))
 
     def _affected_sigs(self, op: _Op, key_id: bytes) -> None:
         """Go ``NetworkLockAffectedSigs``: ask control, then check every signature it names ourselves."""
