@@ -589,7 +589,9 @@ class WgEngine(Actor):
         for key, pkts in by_flow.items():
             passed += len(pkts)
             try:
-                routes[key].tell(FlowPacketsIn.model_construct(packets=tuple(pkts)))
+                # Handled here, on the engine's thread, when the flow is idle (``tell_now``): no
+                # mailbox hop, wake-up or GIL hand-off; a busy flow gets it queued as before.
+                routes[key].tell_now(FlowPacketsIn.model_construct(packets=tuple(pkts)))
                 self.packets_to_flows += len(pkts)
             except ActorStopped:  # the flow ended: the netstack's remove is on its way
                 del routes[key]
