@@ -199,29 +199,41 @@ class Cell:
         if not self.run_lock.acquire(blocking=False):
             return False
         try:
-            if (self.status is not Status.RUNNING or self.preempt or self._handling is not None
-                    or len(self.mailbox) or self.actor is None):
-                return False
-            faults = self.system.faults
-            if faults is not None and faults.should_kill(self):
-                from pytsnet.actors.runtime.errors import Killed
-
-                killed = Killed(f"fault injector killed {self.name}")
-                self._end(killed, report=True, why=StopReason.killed(killed))
-                return False
-            env = Envelope(msg, None, current.name, next(_seq))
-            prev = (current.name, current.seq)
-            route = logs.enter(self.system.log_route)
+            with self.sched_lock:  # claimed as a pool worker would: mail meanwhile queues, wakes nobody
+                if (self.scheduled or self.status is not Status.RUNNING or self.preempt
+                        or self._handling is not None or len(self.mailbox) or self.actor is None):
+                    return False
+                self.scheduled = True
             try:
-                current.name, current.seq = self.name, env.seq
-                self.handled += 1
-                self._deliver(env)
+                return self._inline(msg)
             finally:
-                current.name, current.seq = prev
-                logs.leave(route)
-            return True
+                with self.sched_lock:
+                    self.scheduled = False
         finally:
             self.run_lock.release()
+            if len(self.mailbox):  # mail that came meanwhile (or a control item): whoever runs it
+                self.dispatcher.notify(self)
+
+    def _inline(self, msg: Message) -> bool:
+        """``try_inline``'s delivery (caller holds ``run_lock`` and the ``scheduled`` claim)."""
+        faults = self.system.faults
+        if faults is not None and faults.should_kill(self):
+            from pytsnet.actors.runtime.errors import Killed
+
+            killed = Killed(f"fault injector killed {self.name}")
+            self._end(killed, report=True, why=StopReason.killed(killed))
+            return False
+        env = Envelope(msg, None, current.name, next(_seq))
+        prev = (current.name, current.seq)
+        route = logs.enter(self.system.log_route)
+        try:
+            current.name, current.seq = self.name, env.seq
+            self.handled += 1
+            self._deliver(env)
+        finally:
+            current.name, current.seq = prev
+            logs.leave(route)
+        return True
 
     # -- running ---------------------------------------------------------------------------------
     def start_incarnation(self) -> None:

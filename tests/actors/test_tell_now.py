@@ -154,3 +154,22 @@ def test_the_fault_injector_kills_before_an_inline_message(system: ActorSystem) 
     assert faults.kills == [("r", 3)]  # killed before its 4th message, which waited for the restart
     assert ref.incarnation == 2
     assert [s for s, _, _ in log] == list(range(6))
+
+
+def test_mail_that_comes_during_an_inline_handler_runs_after_it(system: ActorSystem) -> None:
+    log: list[tuple[int, int, str | None]] = []
+    gate, entered = threading.Event(), threading.Event()
+    ref = system.spawn(Recorder, log, gate, entered, name="r")
+    assert ref.ask(Count()) == Total(value=0)
+    _idle(ref)
+    caller = threading.Thread(target=ref.tell_now, args=(Work(seq=0),))
+    caller.start()
+    assert entered.wait(10)  # seq 0 runs inline on ``caller``, held at the gate
+    ref.tell(Work(seq=1))  # queued: no runner may take it while the inline handler runs
+    ref.tell(Work(seq=2))
+    assert log == []
+    gate.set()
+    caller.join(10)
+    wait_until(lambda: len(log) == 3, timeout=10)  # not lost: handed to the cell's runner after
+    assert [s for s, _, _ in log] == [0, 1, 2]
+    assert log[0][1] == caller.ident
