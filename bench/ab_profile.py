@@ -94,7 +94,7 @@ def main() -> None:
 
 
 def _span(xs: list[float]) -> str:
-    return f"{min(xs):.2f}–{max(xs):.2f}" if xs else "-"
+    return f"{min(xs):.2f}-{max(xs):.2f}" if xs else "-"
 
 
 if __name__ == "__main__":
