@@ -178,63 +178,6 @@ class Cell:
             return True
         return False
 
-    def try_inline(self, msg: Message) -> bool:
-        """Handle ``msg`` now, on the caller's thread, if it would be the very next thing this cell
-        does: RUNNING, nothing queued (mail or control), nobody running it and no stop or kill
-        waiting. False (nothing done): the caller enqueues it as usual.
-
-        Why (issue 14): a tell to an idle actor costs a mailbox put, a wake-up of the thread that
-        runs it and a GIL hand-off to that thread; on the data path the engine's burst for a flow
-        can be that flow's next message, handled where it is. Everything else holds as for a queued
-        message: ``run_lock`` (taken without waiting, so never a lock-order deadlock), the handler's
-        errors are this cell's panic (its ``on_stop``, its supervisor), the fault injector may kill
-        it here as before a queued message (the message is then left to the caller to enqueue for
-        the next incarnation). Refused re-entrantly (this cell's own thread of control, or a handler
-        of it running) and while a tracer records (a replay needs every message through a mailbox).
-        """
-        if (self.status is not Status.RUNNING or self.preempt or self._handling is not None
-                or len(self.mailbox) or current.name == self.name or self.system.tracer is not None
-                or current.sink is not None or handler_for(self.spec.actor_cls, type(msg)) is None):
-            return False
-        if not self.run_lock.acquire(blocking=False):
-            return False
-        try:
-            with self.sched_lock:  # claimed as a pool worker would: mail meanwhile queues, wakes nobody
-                if (self.scheduled or self.status is not Status.RUNNING or self.preempt
-                        or self._handling is not None or len(self.mailbox) or self.actor is None):
-                    return False
-                self.scheduled = True
-            try:
-                return self._inline(msg)
-            finally:
-                with self.sched_lock:
-                    self.scheduled = False
-        finally:
-            self.run_lock.release()
-            if len(self.mailbox):  # mail that came meanwhile (or a control item): whoever runs it
-                self.dispatcher.notify(self)
-
-    def _inline(self, msg: Message) -> bool:
-        """``try_inline``'s delivery (caller holds ``run_lock`` and the ``scheduled`` claim)."""
-        faults = self.system.faults
-        if faults is not None and faults.should_kill(self):
-            from pytsnet.actors.runtime.errors import Killed
-
-            killed = Killed(f"fault injector killed {self.name}")
-            self._end(killed, report=True, why=StopReason.killed(killed))
-            return False
-        env = Envelope(msg, None, current.name, next(_seq))
-        prev = (current.name, current.seq)
-        route = logs.enter(self.system.log_route)
-        try:
-            current.name, current.seq = self.name, env.seq
-            self.handled += 1
-            self._deliver(env)
-        finally:
-            current.name, current.seq = prev
-            logs.leave(route)
-        return True
-
     # -- running ---------------------------------------------------------------------------------
     def start_incarnation(self) -> None:
         """Build a fresh actor from the spec and run ``on_start``; raises what ``on_start`` raises."""

@@ -127,16 +127,6 @@ class ActorRef:
             return True
         return self._cell.send(msg, None)
 
-    def tell_now(self, msg: Message) -> bool:
-        """``tell``, but handled at once on the caller's thread when the actor is idle with nothing
-        queued (``Cell.try_inline``: same lock, order, supervision and fault injection as a queued
-        message), saving the mailbox hop, a thread wake-up and a GIL hand-off; else a plain ``tell``.
-        For non-blocking handlers whose caller can afford to run them (the engine's bursts to a
-        flow). Raises and returns what ``tell`` does."""
-        if self._cell.try_inline(msg):
-            return True
-        return self.tell(msg)
-
     def ask(self, msg: Request[_R], timeout: float = 5.0) -> _R:
         """Send and wait for the reply (typed by the request: ``ask(GetPeers())`` is a ``PeerTable``);
         raises ``HandlerError``, ``AskTimeout``, ``ActorStopped``..."""

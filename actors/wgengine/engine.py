@@ -115,12 +115,6 @@ UNDER_LOAD_AFTER = 1.0  # ... and for UnderLoadAfterTime after
 HANDSHAKE_SLICE = 32  # handshakes worked per WgHandshakeWork before queued data gets its turn
 DIRECT_ACTIVE_INTERVAL = 0.5  # s; half magicsock's activity-note interval, so none is missed
 _HANDSHAKE_TYPES = frozenset((1, 2, 3))  # initiation, response, cookie reply
-_ACK_ONLY_MAX = 120
-"""Bytes: the longest packet with no TCP payload (60-byte IPv4 and TCP headers). A flow's burst
-ending in a longer one carries data and is handed over with ``tell_now``; a burst of ACKs (a
-sender's) is queued: the pump it triggers sends a window of data, and the app's wake-ups that come
-meanwhile then find the flow's worker running instead of needing a wake of their own (measured in
-docs/performance.md, "Issue 14: the engine runs a flow's data burst")."""
 ENGINE_MAILBOX = MailboxConfig(65536, MailboxPolicy.DROP_NEWEST, max_bytes=8 << 20)
 """What may wait for the engine from magicsock, DERP and the netstack together: 8 MiB (a flood past
 it is dropped and counted by the mailbox, never held)."""
@@ -595,14 +589,7 @@ class WgEngine(Actor):
         for key, pkts in by_flow.items():
             passed += len(pkts)
             try:
-                msg = FlowPacketsIn.model_construct(packets=tuple(pkts))
-                if len(pkts[-1]) > _ACK_ONLY_MAX:
-                    # Data: handled here, on the engine's thread, when the flow is idle
-                    # (``tell_now``): no mailbox hop, wake-up or GIL hand-off; a busy flow gets
-                    # it queued as before.
-                    routes[key].tell_now(msg)
-                else:
-                    routes[key].tell(msg)  # ACKs: the pump they trigger sends, on the flow's worker
+                routes[key].tell(FlowPacketsIn.model_construct(packets=tuple(pkts)))
                 self.packets_to_flows += len(pkts)
             except ActorStopped:  # the flow ended: the netstack's remove is on its way
                 del routes[key]

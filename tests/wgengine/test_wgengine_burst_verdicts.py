@@ -33,8 +33,6 @@ class _Flow:
         self.got.extend(msg.packets)
         return True
 
-    tell_now = tell  # the engine hands a flow its burst with ``tell_now`` (issue 14)
-
 
 def _fragment(pkt: bytes) -> bytes:
     return pkt[:6] + b"\x20\x00" + pkt[8:]  # MF set (the header checksum is not the filter's business)
