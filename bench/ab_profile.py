@@ -59,13 +59,17 @@ def summarise(run: dict[str, object]) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("a", help="worktree A (before)")
-    ap.add_argument("b", help="worktree B (after)")
+    ap.add_argument("a", nargs="?", help="worktree A (before)")
+    ap.add_argument("b", nargs="?", help="worktree B (after)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--mib", type=int, default=32)
     ap.add_argument("--mode", choices=("direct", "derp"), default="direct")
     ap.add_argument("--out", default="/tmp/ab_profile")
     args = ap.parse_args()
+    if args.a is None or args.b is None:  # ``make bench`` runs every script bare: say what it needs
+        print(__doc__)
+        print("ab_profile: give two worktrees (each with its own .venv), e.g. a worktree of main and yours")
+        return
     rows: dict[str, list[dict[str, float]]] = {"A": [], "B": []}
     loads: dict[str, list[float]] = {"A": [], "B": []}
     for i in range(args.rounds):
