@@ -198,13 +198,20 @@ class TkaAnswer(Message, tag="tka.answer"):
     """The head after the operation (modify: control's head, which equals our last AUM's)."""
 
 
+DisablementSecretText = Annotated[str, secret_field("process:DisablementSecret"), Field(repr=False)]
+"""A disablement secret, hex (never in a repr, redacted in a trace; no state store holds it, so a replay
+that needs it says so: ``actors.runtime.replay.EPHEMERAL``)."""
+
+
 class TkaInit(Request[TkaAnswer], tag="tka.init"):
     """Go ``NetworkLockInit``: a genesis AUM trusting ``keys`` with ``disablement_values`` (the KDF of
     each secret: public values), init/begin, sign every node control names, init/finish."""
 
     keys: tuple[TkaKeyInfo, ...]
     disablement_values: tuple[bytes, ...]
-    support_disablement: bytes = b""
+    support_disablement_hex: DisablementSecretText = ""
+    """Go's ``--gen-disablement-for-support``: a real disablement secret (hex) handed to control, so it
+    is redacted like ``TkaDisable``'s (r1 finding)."""
 
 
 class TkaSign(Request[TkaAnswer], tag="tka.sign"):
@@ -222,10 +229,6 @@ class TkaModify(Request[TkaAnswer], tag="tka.modify"):
     remove: tuple[str, ...] = ()
     """Keys to remove, ``tlpub:``/``nlpub:`` text."""
 
-
-DisablementSecretText = Annotated[str, secret_field("process:DisablementSecret"), Field(repr=False)]
-"""A disablement secret, hex (never in a repr, redacted in a trace; no state store holds it, so a replay
-that needs it says so: ``actors.runtime.replay.EPHEMERAL``)."""
 
 
 class TkaDisable(Request[TkaAnswer], tag="tka.disable"):

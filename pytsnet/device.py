@@ -1714,7 +1714,7 @@ class ActorDevice:
             raise TailnetLockError("at least one disablement secret is required (Go: --gen-disablements)")
         return TkaInit(keys=tka_facade.key_infos(keys),
                        disablement_values=tka_facade.disablement_values(list(disablement_secrets)),
-                       support_disablement=support_disablement)
+                       support_disablement_hex=support_disablement.hex())
 
     async def lock_init(self, keys: Sequence[tka_facade.LockKey],
                         disablement_secrets: Sequence[bytes | str] = (), *, support_disablement: bytes = b"",

@@ -660,8 +660,8 @@ class TkaAuthorityActor(Actor):
                 wrapping = _unb64(info.get("RotationPubkey"), f"NeedSignatures[{i}].RotationPubkey") or None
                 sigs[str(node_id)] = _b64(sign_direct(nk, priv, wrapping).serialize())
             body: dict[str, Any] = {"Version": CAPABILITY_VERSION, "NodeKey": node_key, "Signatures": sigs}
-            if msg.support_disablement:
-                body["SupportDisablement"] = _b64(msg.support_disablement)
+            if msg.support_disablement_hex:
+                body["SupportDisablement"] = _b64(bytes.fromhex(msg.support_disablement_hex))
             done = aum_hash_text(genesis.hash())
             self._op_call(op, "/machine/tka/init/finish", body, lambda _: op.ok(done))
 

@@ -80,3 +80,13 @@ def test_a_disablement_secret_never_shows_in_a_repr_or_a_trace() -> None:
     ctx = RedactContext()
     assert "abab" not in repr(msg)
     assert msg.model_dump(mode="json", context=ctx) == {"secret_hex": "<redacted:process:DisablementSecret>"}
+
+
+def test_the_support_disablement_secret_never_shows_in_a_repr_or_a_trace() -> None:
+    from pytsnet.messages.redact import RedactContext
+    from pytsnet.messages.tka import TkaInit
+
+    msg = TkaInit(keys=(), disablement_values=(), support_disablement_hex="cd" * 32)
+    assert "cdcd" not in repr(msg)
+    dumped = msg.model_dump(mode="json", context=RedactContext())
+    assert dumped["support_disablement_hex"] == "<redacted:process:DisablementSecret>"
