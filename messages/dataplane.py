@@ -16,6 +16,7 @@ from pytsnet.messages.magicsock import DerpRegion, NetcheckReport
 from pytsnet.messages.peers import ExitNodeInfo, PeerInfo, PeersChanged, RoutePrefs
 from pytsnet.messages.redact import NodePrivateText
 from pytsnet.messages.wgengine import WgFilterRule
+from pytsnet.wire.tailcfg.ssh import SSHPolicy
 
 
 class UserInfo(Message):
@@ -46,6 +47,8 @@ class DataplaneNetmap(Message, tag="dataplane.netmap"):
     """The netmap's DNS config (None: control sent none); the bridge hands it to the resolver."""
     service_ips: dict[str, list[str]] = {}
     """Services (20d): the VIP services we host → their VIPs (the self node's ``service-host`` cap)."""
+    ssh_policy: SSHPolicy | None = None  # 22b
+    """The netmap's ``SSHPolicy`` (None: control sent none, or one that does not parse: SSH refuses all)."""
 
 
 class DataplaneTick(Message, tag="dataplane.tick"):

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import anyio
 import anyio.abc
 import anyio.to_thread
+import asyncssh  # ListenSSH (22b)
 import dns.exception
 import dns.message
 import dns.rcode
@@ -172,6 +173,8 @@ from pytsnet.services.listener import (
     ServiceModeTCP,
     check_service_name,
 )
+from pytsnet.ssh import SessionHandler, SSHListener  # ListenSSH (22b)
+from pytsnet.ssh.hostkeys import load_or_create_host_key  # ListenSSH (22b)
 from pytsnet.state import FileStore, MemoryStore, StateDirLock, check_state
 from pytsnet.tree import CONTROL, DATAPLANE, DNS, FORWARDER, PEERS, DataplaneOptions, device_tree
 from pytsnet.wire.control.record import NodeRecord  # 21e
@@ -1813,3 +1816,20 @@ class ActorDevice:
     def lock_log(self, limit: int = 50, timeout: float = 5.0) -> list[TkaLogEntry]:
         """Go ``tailscale lock log``: the newest ``limit`` AUMs, head first."""
         return tka_facade.log_entries(self._ask(TKA, TkaLog(limit=limit), timeout))
+
+    # -- ListenSSH (22b) --
+    async def listen_ssh(self, port: int = 22, handler: SessionHandler | None = None, *,
+                         host_keys: Sequence[asyncssh.SSHKey] | None = None,
+                         backlog: int = DEFAULT_BACKLOG) -> SSHListener:
+        """Go ``ListenSSH``/Tailscale SSH on tailnet ``port``: callers authorized by the netmap's
+        ``SSHPolicy`` (a caller no rule admits is closed before the SSH banner; the SSH user is checked
+        at authentication), "none" authentication as Go. ``handler(session)`` serves each session (its
+        ``peer``: node, login, addresses, SSH and mapped local user); without one, a login shell as the
+        user running this process, which refuses any other local user (no privilege change).
+        ``host_keys``: default one Ed25519 key made once and kept in the state store. Runs on the
+        calling event loop until ``close()``/``aclose()``. :mod:`pytsnet.ssh`."""
+        self.start()
+        keys = list(host_keys) if host_keys else [await anyio.to_thread.run_sync(load_or_create_host_key,
+                                                                                  self.store)]
+        return await SSHListener(self, port, keys, handler).start(backlog)
+    # -- end ListenSSH (22b) --

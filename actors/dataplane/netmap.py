@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 from urllib.parse import urlsplit
 
@@ -14,6 +15,9 @@ from pytsnet.messages.wgengine import WgFilterRule
 from pytsnet.wire.keys import NodePrivate
 from pytsnet.wire.mapsession import NetworkMap
 from pytsnet.wire.tailcfg import DERPMap, DNSConfig, Node
+from pytsnet.wire.tailcfg.ssh import SSHPolicy
+
+log = logging.getLogger("pytsnet.dataplane")
 
 __all__ = ["DEFAULT_STUN_PORT", "derp_regions", "netmap_for_dataplane"]
 
@@ -91,7 +95,22 @@ def netmap_for_dataplane(nm: NetworkMap, private: NodePrivate, control_url: str 
                        for uid, p in nm.user_profiles.items()},
         capabilities={n.ID: _caps(n) for n in nodes}, domain=nm.domain,
         dns=dns_settings(nm.dns_config), service_ips=service_host_ips(nm.self_node),
+        ssh_policy=ssh_policy(nm.ssh_policy),  # 22b
     )
+
+
+# -- ssh (22b) --
+def ssh_policy(raw: dict[str, object] | None) -> SSHPolicy | None:
+    """The netmap's ``SSHPolicy`` parsed; one that does not parse is None (fail closed: no SSH)."""
+    if raw is None:
+        return None
+    try:
+        return SSHPolicy.model_validate(raw)
+    except ValueError as e:  # pydantic's ValidationError
+        log.warning("netmap: unusable SSHPolicy ignored (Tailscale SSH refuses everyone): %s",
+                    str(e).splitlines()[0][:120])
+        return None
+# -- end ssh (22b) --
 
 
 def service_host_ips(n: Node) -> dict[str, list[str]]:

@@ -432,7 +432,8 @@ class ControlServer:
                        service_caps={i: c for n in visible if (c := self.services.host_cap(n.id))
                                      for i in (n.id,)},
                        tka_info=self.tka.tka_info(), key_sigs=self.tka.key_signatures(),  # 21c
-                       unsigned_peer_api_only=frozenset(self.unsigned_peer_api_only))  # 21h
+                       unsigned_peer_api_only=frozenset(self.unsigned_peer_api_only),  # 21h
+                       ssh_policies=self.policy.ssh_policies(visible, users))  # 22b
         self.stats["snapshots"] += 1
         self._snapshot, self._snapshot_key = snap, key
         self._snapshot_until = min((n.key_expiry for n in nodes if n.key_expiry is not None

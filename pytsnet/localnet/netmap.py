@@ -101,6 +101,10 @@ class Tailnet:
     unsigned_peer_api_only: frozenset[int] = frozenset()
     """Node IDs sent with ``UnsignedPeerAPIOnly`` (not subject to the lock; peers confine them to peerAPI)."""
     # -- end 21h --
+    # -- ssh (22b) --
+    ssh_policies: dict[int, JSON] = field(default_factory=dict)
+    """Node ID → its ``SSHPolicy`` (policy.json's ``ssh``; absent: the node gets none)."""
+    # -- end ssh (22b) --
 
     _by_id: dict[int, Node] = field(default_factory=dict, init=False, repr=False)
     _peer_json: dict[int, JSON] = field(default_factory=dict, init=False, repr=False)
@@ -235,6 +239,7 @@ class SentState:
     derp_map: JSON | None = None
     dns: JSON | None = None
     tka_info: JSON | None = None  # 21c
+    ssh_policy: JSON | None = None  # 22b
 
 
 def _peers(self_id: int, net: Tailnet) -> dict[int, JSON]:
@@ -282,6 +287,9 @@ def full_map(self_id: int, net: Tailnet, state: SentState, *, cap: int = 0,
     if net.tka_info is not None:  # 21c
         resp["TKAInfo"] = net.tka_info
     state.tka_info = net.tka_info
+    state.ssh_policy = net.ssh_policies.get(self_id)  # 22b
+    if state.ssh_policy is not None:
+        resp["SSHPolicy"] = state.ssh_policy
     state.node, state.peers, state.packet_filter = node, peers, net.packet_filter
     state.user_ids, state.derp_map = {u.id for u in net.users}, net.derp_map
     state.dns = resp["DNSConfig"]
@@ -350,4 +358,8 @@ def delta(self_id: int, net: Tailnet, state: SentState, *, cap: int = 0) -> JSON
     if net.tka_info != state.tka_info and net.tka_info is not None:  # 21c: nil TKAInfo = unchanged
         resp["TKAInfo"] = net.tka_info
     state.tka_info = net.tka_info
+    ssh = net.ssh_policies.get(self_id)  # 22b: nil = unchanged, so a removed ssh section sends no rules
+    if ssh != state.ssh_policy:
+        resp["SSHPolicy"] = ssh if ssh is not None else {"rules": []}
+        state.ssh_policy = ssh
     return resp or None

@@ -45,6 +45,19 @@ A node whose owner matches (its tags if tagged, else its user, a group holding t
 ``autogroup:member``) gets its advertised subnet routes inside a listed prefix approved, and its exit
 routes (0.0.0.0/0, ::/0) approved by ``exitNode``. Applied when a node advertises a route it did not
 advertise before (stored like an admin's approval, which ``nodes approve-routes`` can then change).
+
+``ssh`` (Tailscale SSH, 22b) becomes each node's ``SSHPolicy`` (:meth:`Policy.ssh_policy`)::
+
+    "ssh": [{"action": "accept", "src": ["group:eng"], "dst": ["tag:server"], "users": ["autogroup:nonroot"],
+             "acceptEnv": ["LANG"]}]
+
+``src``: selectors as in ``acls`` (``*`` → an ``any`` principal, others → the nodes' tailnet IPs);
+``dst``: the nodes the rule goes to (``*`` is every node); ``users``: local user names,
+``autogroup:nonroot`` (any user but root, as itself) or ``*`` (any user, as itself). ``action``
+``accept`` only: ``check`` needs the hold-and-delegate flow over the control connection, which localnet
+does not serve, so it is refused rather than downgraded. Without an ``ssh`` section no node gets an
+``SSHPolicy`` (Tailscale SSH then refuses everyone); with one, every node gets one (maybe no rules).
+The packet filter is not widened: ``acls``/``grants`` must also let the sources reach port 22.
 """
 
 from __future__ import annotations
@@ -112,6 +125,10 @@ class Policy:
     """``autoApprovers.routes``: (canonical prefix, owners)."""
     auto_exit: tuple[str, ...] = ()
     """``autoApprovers.exitNode``: owners whose nodes' exit routes are approved."""
+    # -- ssh (22b) --
+    ssh: tuple[SshRule, ...] | None = None
+    """``ssh`` rules (None: no ``ssh`` section, so no node gets an ``SSHPolicy``)."""
+    # -- end ssh (22b) --
 
     @classmethod
     def allow_all(cls) -> Policy:
@@ -139,16 +156,17 @@ class Policy:
             raise PolicyError("groups must map 'group:NAME' to a list of login names")
         dns = DnsPolicy.parse(doc.get("dns", {}))
         auto_routes, auto_exit = _parse_auto_approvers(doc.get("autoApprovers", {}))
+        ssh = _parse_ssh(doc["ssh"]) if "ssh" in doc else None  # 22b
         acls, grants = doc.get("acls"), doc.get("grants")
         if acls is None and grants is None:
-            return cls(groups=groups, dns=dns, auto_routes=auto_routes, auto_exit=auto_exit)
+            return cls(groups=groups, dns=dns, auto_routes=auto_routes, auto_exit=auto_exit, ssh=ssh)
         if not isinstance(acls if acls is not None else [], list):
             raise PolicyError("acls must be a list")
         if not isinstance(grants if grants is not None else [], list):
             raise PolicyError("grants must be a list")
         rules = [_parse_acl(i, a) for i, a in enumerate(acls or [])]
         rules += [r for i, g in enumerate(grants or []) for r in _parse_grant(i, g)]
-        return cls(groups=groups, rules=rules, dns=dns, auto_routes=auto_routes, auto_exit=auto_exit)
+        return cls(groups=groups, rules=rules, dns=dns, auto_routes=auto_routes, auto_exit=auto_exit, ssh=ssh)
 
     def owns(self, sel: str, node: Node, logins: dict[int, str]) -> bool:
         """Whether owner selector ``sel`` (``autoApprovers``) covers ``node``: a tagged node by its
@@ -212,6 +230,36 @@ class Policy:
         if "@" in sel:
             return [ip for n in nodes if not n.tags and logins.get(n.user_id) == sel for ip in _ips(n)]
         return [sel]  # validated as IP/CIDR at parse time
+
+
+    # -- ssh (22b) --
+    def ssh_policies(self, nodes: Sequence[Node], users: Iterable[User]) -> dict[int, dict[str, Any]]:
+        """Node ID → its ``tailcfg.SSHPolicy`` JSON (the rules whose ``dst`` covers it, in file order);
+        empty without an ``ssh`` section."""
+        if self.ssh is None:
+            return {}
+        logins = {u.id: u.login_name for u in users}
+        out: dict[int, dict[str, Any]] = {n.id: {"rules": []} for n in nodes}
+        for rule in self.ssh:
+            principals: list[dict[str, Any]] = []
+            for sel in rule.src:
+                if sel == "*":
+                    principals.append({"any": True})
+                else:
+                    principals += [{"nodeIP": ip} for ip in _dedup(self._resolve(sel, nodes, logins, {}))]
+            if not principals:
+                continue
+            dsts = {ip for sel in rule.dst for ip in self._resolve(sel, nodes, logins, {})}
+            compiled = {"principals": principals, "sshUsers": dict(rule.users),
+                        "action": {"accept": True, "allowAgentForwarding": True,
+                                   "allowLocalPortForwarding": True, "allowRemotePortForwarding": True}}
+            if rule.accept_env:
+                compiled["acceptEnv"] = list(rule.accept_env)
+            for n in nodes:
+                if "*" in dsts or any(ip in dsts for ip in _ips(n)):
+                    out[n.id]["rules"].append(compiled)
+        return out
+    # -- end ssh (22b) --
 
 
 @dataclass(frozen=True)
@@ -402,6 +450,65 @@ def _parse_grant(i: int, grant: object) -> list[Rule]:
         ranges = _parse_ports(ports, where)
         out.append(Rule(src=srcs, dst=tuple((s, ranges) for s in sels), protos=_PROTOS.get(proto, ())))
     return out
+
+
+# -- ssh (22b) --
+@dataclass(frozen=True)
+class SshRule:
+    """One ``ssh`` entry: sources and destinations (selectors), the ``sshUsers`` map, ``acceptEnv``."""
+
+    src: tuple[str, ...]
+    dst: tuple[str, ...]
+    users: tuple[tuple[str, str], ...]
+    accept_env: tuple[str, ...] = ()
+
+
+_SSH_USER = re.compile(r"[a-z_][a-z0-9_.-]{0,31}\$?", re.IGNORECASE)  # a POSIX-ish login name
+
+
+def _ssh_users(users: object, where: str) -> tuple[tuple[str, str], ...]:
+    if not isinstance(users, list) or not users:
+        raise PolicyError(f"{where}: users must be a non-empty list")
+    out: dict[str, str] = {}
+    for u in users:
+        if u == "autogroup:nonroot":
+            out.setdefault("*", "=")
+            out["root"] = out.get("root", "")
+        elif u == "*":
+            out["*"] = "="
+        elif isinstance(u, str) and _SSH_USER.fullmatch(u):
+            out[u] = u
+        else:
+            raise PolicyError(f"{where}: user {_short(u)} must be a login name, autogroup:nonroot or *")
+    return tuple(out.items())
+
+
+def _parse_ssh(doc: object) -> tuple[SshRule, ...]:
+    if not isinstance(doc, list):
+        raise PolicyError("ssh must be a list of rules")
+    out = []
+    for i, r in enumerate(doc):
+        where = f"ssh[{i}]"
+        if not isinstance(r, dict):
+            raise PolicyError(f"{where}: must be an object with action, src, dst and users")
+        unknown = set(r) - {"action", "src", "dst", "users", "acceptEnv"}
+        if unknown:
+            raise PolicyError(f"{where}: unsupported keys {sorted(unknown)}")
+        if r.get("action") != "accept":
+            raise PolicyError(f"{where}: action must be 'accept' (localnet does not serve check mode's "
+                              "hold-and-delegate flow)")
+        src, dst, env = r.get("src"), r.get("dst"), r.get("acceptEnv", [])
+        if not isinstance(src, list) or not isinstance(dst, list) or not src or not dst:
+            raise PolicyError(f"{where}: src and dst must be non-empty lists")
+        if not isinstance(env, list) or not all(isinstance(e, str) and e for e in env):
+            raise PolicyError(f"{where}: acceptEnv must be a list of variable names or patterns")
+        if INTERNET_SELECTOR in dst:
+            raise PolicyError(f"{where}: {INTERNET_SELECTOR} is not an SSH destination")
+        out.append(SshRule(src=tuple(_check_selector(s, where) for s in src),
+                           dst=tuple(_check_selector(d, where, dst=True) for d in dst),
+                           users=_ssh_users(r.get("users"), where), accept_env=tuple(env)))
+    return tuple(out)
+# -- end ssh (22b) --
 
 
 def _check_owners(owners: object, where: str) -> tuple[str, ...]:
