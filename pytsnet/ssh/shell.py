@@ -62,11 +62,18 @@ async def run_login_shell(process: asyncssh.SSHServerProcess[bytes], accepted_en
                                                      stdout=asyncio.subprocess.PIPE,
                                                      stderr=asyncio.subprocess.PIPE, env=env, cwd=cwd,
                                                      start_new_session=True)
+        assert child.stdin is not None and child.stdout is not None and child.stderr is not None
+        copies = [asyncio.create_task(_copy_out(child.stdout, process.stdout)),
+                  asyncio.create_task(_copy_out(child.stderr, process.stderr))]
+        feeder = asyncio.create_task(_copy_in(process, child.stdin))
         try:
-            await process.redirect(stdin=child.stdin, stdout=child.stdout, stderr=child.stderr)
             code = await child.wait()
+            await asyncio.wait(copies, timeout=2.0)  # output still in the pipes after the exit
             await process.stdout.drain()
         finally:
+            feeder.cancel()
+            for t in copies:
+                t.cancel()
             _kill(child)
         return _exit_status(code)
     master, slave = pty.openpty()
@@ -81,6 +88,25 @@ async def run_login_shell(process: asyncssh.SSHServerProcess[bytes], accepted_en
         raise
     os.close(slave)
     return await _pump_pty(process, child, master)
+
+
+async def _copy_out(src: asyncio.StreamReader, dst: asyncssh.SSHWriter[bytes]) -> None:
+    """The child's output to the channel until EOF (every byte sent before the exit status)."""
+    while data := await src.read(65536):
+        dst.write(data)
+        await dst.drain()
+
+
+async def _copy_in(process: asyncssh.SSHServerProcess[bytes], dst: asyncio.StreamWriter) -> None:
+    """The client's input to the child; its EOF closes the child's stdin."""
+    try:
+        while data := await process.stdin.read(65536):
+            dst.write(data)
+            await dst.drain()
+    except (OSError, asyncssh.Error):  # the child exited (broken pipe) or the channel went away
+        pass
+    finally:
+        dst.close()
 
 
 def _take_controlling_tty() -> None:
