@@ -18,14 +18,14 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 
 from pytsnet.wire.tailcfg.ssh import SSHAction, SSHPolicy, SSHPrincipal, SSHRule
 
 __all__ = ["Caller", "Decision", "EvalResult", "admit", "evaluate", "map_local_user"]
 
 
-class EvalResult(str, Enum):
+class EvalResult(StrEnum):
     NO_POLICY = "no policy"
     REJECTED = "rejected"
     REJECTED_USER = "rejected user"

@@ -30,6 +30,8 @@ class SSHPrincipal(GoModel):
 class SSHAction(GoModel):
     """What to do with a matching connection: exactly one of accept, reject or hold-and-delegate."""
 
+    go_always = frozenset({"onRecordingFailure"})  # a pointer in Go: only nil (None here) is omitted
+
     message: str = ""
     reject: bool = False
     accept: bool = False
