@@ -60,7 +60,8 @@ class Rig:
         return next(ip for ip in self.server.tailscale_ips() if ":" not in ip)
 
     def ssh_argv(self, user: str, *extra: str, tty: bool = False) -> list[str]:
-        proxy = shlex.join([sys.executable, str(CONNECTOR), str(self.proxy_port), "tsnet", self.cred, "%h", "%p"])
+        proxy = shlex.join([sys.executable, str(CONNECTOR), str(self.proxy_port), "tsnet", self.cred,
+                            "%h", "%p"])
         return [SSH, "-F", "/dev/null", "-o", f"ProxyCommand={proxy}", "-o", "StrictHostKeyChecking=no",
                 "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "ConnectTimeout=20",
                 "-o", "LogLevel=ERROR", "-tt" if tty else "-T", "-l", user, self.server_ip, *extra]
@@ -76,7 +77,7 @@ class Rig:
         """A plain TCP connection to the server's tailnet port through the client's SOCKS5 proxy."""
         sys.path.insert(0, str(CONNECTOR.parent))
         try:
-            from ssh_socks_connect import connect  # type: ignore[import-not-found]
+            from ssh_socks_connect import connect
         finally:
             sys.path.remove(str(CONNECTOR.parent))
         s: socket.socket = connect(self.proxy_port, "tsnet", self.cred, self.server_ip, port)

@@ -10,15 +10,16 @@ from pathlib import Path
 
 import asyncssh
 import pytest
+from ssh_rig import ssh_policy_seen, ssh_rig
 
 from pytsnet.ssh import SSHSession
 from pytsnet.ssh.hostkeys import HOST_KEY_STATE
 from pytsnet.ssh.shell import process_user
-
-from ssh_rig import ssh_policy_seen, ssh_rig  # type: ignore[import-not-found]
+from pytsnet.testing.polling import wait_until
 
 pytestmark = [pytest.mark.timeout(180),
-              pytest.mark.skipif(shutil.which("ssh") is None, reason="needs openssh-client (.ci/run installs it)")]
+              pytest.mark.skipif(shutil.which("ssh") is None,
+                                 reason="needs openssh-client (.ci/run installs it)")]
 
 ME = process_user().pw_name
 ACCEPT_ALL = [{"action": "accept", "src": ["*"], "dst": ["*"], "users": [ME]}]
@@ -81,8 +82,8 @@ def test_turnkey_refuses_a_local_user_other_than_the_process_owner(tmp_path: Pat
 def test_policy_change_is_applied_to_the_next_connection(tmp_path: Path) -> None:
     with ssh_rig(tmp_path, ACCEPT_ALL) as rig:
         assert rig.ssh(ME, "true").returncode == 0
-        rig.net.set_policy({"ssh": [{"action": "accept", "src": ["tag:nobody"], "dst": ["*"], "users": [ME]}]})
-        from pytsnet.testing.polling import wait_until
+        rig.net.set_policy({"ssh": [{"action": "accept", "src": ["tag:nobody"], "dst": ["*"],
+                                     "users": [ME]}]})
         wait_until(lambda: ssh_policy_seen(rig.server, 0), 20, "the emptied SSHPolicy", interval=0.05)
         r = rig.ssh(ME, "echo should-not-run")
         assert r.returncode == 255 and b"should-not-run" not in r.stdout

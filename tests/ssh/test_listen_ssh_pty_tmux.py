@@ -10,11 +10,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from ssh_rig import ssh_rig
 
 from pytsnet.ssh.shell import process_user
 from pytsnet.testing.polling import wait_until
-
-from ssh_rig import ssh_rig  # type: ignore[import-not-found]
 
 pytestmark = [pytest.mark.timeout(180),
               pytest.mark.skipif(shutil.which("ssh") is None or shutil.which("tmux") is None,

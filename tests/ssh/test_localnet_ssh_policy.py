@@ -36,8 +36,8 @@ def _net(s: Store, p: Policy) -> Tailnet:
 
 
 DOC = {"groups": {"group:eng": ["alice@example.com"]},
-       "ssh": [{"action": "accept", "src": ["group:eng"], "dst": ["tag:server"], "users": ["autogroup:nonroot"],
-                "acceptEnv": ["LANG"]},
+       "ssh": [{"action": "accept", "src": ["group:eng"], "dst": ["tag:server"],
+                "users": ["autogroup:nonroot"], "acceptEnv": ["LANG"]},
                {"action": "accept", "src": ["*"], "dst": ["bob@example.com"], "users": ["root", "deploy"]}]}
 
 
