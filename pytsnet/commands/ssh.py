@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import getpass
 import os
-import socket
 import sys
 import termios
 import tty
@@ -61,9 +60,8 @@ async def _main(args: argparse.Namespace) -> int:
         except PytsnetError as e:
             print(f"pytsnet ssh: {host}:{args.port}: {e}", file=sys.stderr)
             return 255
-        plain = socket.socket(fileno=conn_sock.detach())  # see pytsnet.ssh.server: no TCP_NODELAY here
         try:
-            async with asyncssh.connect(sock=plain, host=host, port=args.port, username=user,
+            async with asyncssh.connect(sock=conn_sock, host=host, port=args.port, username=user,
                                         known_hosts=None, agent_path=None, client_keys=None,
                                         password=None, preferred_auth="none") as conn:
                 return await _session(conn, " ".join(args.command))

@@ -86,7 +86,9 @@ def _family(ip: str) -> socket.AddressFamily:
 class TailnetConnection(socket.socket):
     """The app's end of one bridged tailnet connection: a real socket (a real fd) whose addresses are
     the tailnet ones. ``family`` says AF_INET/AF_INET6 as a TCP socket's would (frameworks branch on
-    it); the fd underneath is AF_UNIX, so TCP-level options (``TCP_NODELAY``…) are not available."""
+    it); the fd underneath is AF_UNIX, so TCP-level options (``TCP_NODELAY``…) are kept here and have no
+    effect (the flow's TCP is the netstack's), instead of failing with EOPNOTSUPP: asyncio sets
+    ``TCP_NODELAY`` on every AF_INET stream socket it is handed (asyncssh and others crash otherwise)."""
 
     def __init__(self, family: int = -1, type: int = -1, proto: int = -1, fileno: int | None = None, *,
                  local: tuple[str, int] = ("0.0.0.0", 0), remote: tuple[str, int] = ("0.0.0.0", 0),
@@ -95,8 +97,30 @@ class TailnetConnection(socket.socket):
         self._tailnet_local = (str(local[0]), int(local[1]))
         self._tailnet_remote = (str(remote[0]), int(remote[1]))
         self._flow = flow
+        self._tcp_options: dict[int, int | bytes] = {}
         with _live_lock:
             _live[self.fileno()] = self
+
+    def setsockopt(self, level: int, optname: int, value: Any, optlen: int | None = None) -> None:
+        """TCP-level options are accepted and remembered (see the class docstring); others go to the fd."""
+        if level == socket.IPPROTO_TCP:
+            self._tcp_options[optname] = value if isinstance(value, bytes) else int(value)
+            return
+        if optlen is None:
+            super().setsockopt(level, optname, value)
+        else:
+            super().setsockopt(level, optname, None, optlen)
+
+    def getsockopt(self, level: int, optname: int, buflen: int | None = None) -> Any:
+        """A TCP-level option reads back what was set (0 if never set); others come from the fd."""
+        if level == socket.IPPROTO_TCP:
+            value = self._tcp_options.get(optname, 0)
+            if buflen is None:
+                return value if isinstance(value, int) else int.from_bytes(value[:4], "little")
+            return value if isinstance(value, bytes) else value.to_bytes(4, "little")[:buflen]
+        if buflen is None:
+            return super().getsockopt(level, optname)
+        return super().getsockopt(level, optname, buflen)
 
     @property
     def family(self) -> socket.AddressFamily:

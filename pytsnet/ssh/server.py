@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import fnmatch
 import logging
-import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -241,18 +240,15 @@ class SSHListener:
         async def process_factory(process: asyncssh.SSHServerProcess[bytes]) -> None:
             await self._session(process, holder[0].peer)
 
-        # asyncssh sets TCP_NODELAY on a socket whose family says AF_INET, which the bridge's AF_UNIX fd
-        # refuses: it gets a plain socket on the same fd (the tailnet addresses are in ``peer`` already)
-        plain = socket.socket(fileno=sock.detach())
         try:
-            conn = await asyncssh.run_server(plain, server_factory=server_factory,
+            conn = await asyncssh.run_server(sock, server_factory=server_factory,
                                              server_host_keys=self.host_keys,
                                              process_factory=process_factory, encoding=None,
                                              allow_scp=False, agent_forwarding=False,
                                              x11_forwarding=False)
         except (OSError, asyncssh.Error) as e:
             log.info("ssh: handshake with %s failed: %s", src[0], e)
-            plain.close()
+            sock.close()
             return
         self._conns.add(conn)
         try:
