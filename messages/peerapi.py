@@ -18,7 +18,7 @@ __all__ = ["PeerApiAccepted", "PeerApiEvent", "PeerApiEventKind", "PeerApiRead",
 
 PeerApiEventKind = Literal["request", "dns", "not_found", "forbidden", "bad_request", "unknown_peer",
                            "dns_error", "idle_timeout", "busy", "closed", "dns_exit",
-                           "ingress", "ingress_refused"]
+                           "ingress", "ingress_refused", "taildrop_put", "taildrop_refused"]
 """``ingress``: a Funnel connection handed to its listener; ``ingress_refused``: an ingress request
 refused (bad headers, no listener for the target, the listener full)."""
 

@@ -60,6 +60,9 @@ _EXPORTS.update(HttpServiceListener="pytsnet.services.listener")  # 20f
 _LOCK_ERRORS = ("TailnetLockDisablementRefused", "TailnetLockError", "TailnetLockNotEnabled",
                 "TailnetLockNotTrusted")  # 21 (Tailnet Lock)
 _EXPORTS.update(dict.fromkeys(_LOCK_ERRORS, "pytsnet.errors"))
+_TAILDROP_ERRORS = ("TaildropError", "TaildropFileExists", "TaildropNameInvalid", "TaildropRefused",
+                    "TaildropTooLarge")  # 22a (Taildrop)
+_EXPORTS.update(dict.fromkeys(_TAILDROP_ERRORS, "pytsnet.errors"))
 
 __all__ = [
     "DIAL_TIMEOUT",
@@ -121,6 +124,8 @@ __all__ += ["ServiceListener", "ServiceModeHTTP", "ServiceModeTCP", "ServiceUnav
 __all__ += ["HttpServiceListener"]  # 20f
 __all__ += ["TailnetLockDisablementRefused", "TailnetLockError", "TailnetLockNotEnabled",
             "TailnetLockNotTrusted"]  # 21 (Tailnet Lock)
+__all__ += ["TaildropError", "TaildropFileExists", "TaildropNameInvalid", "TaildropRefused",
+            "TaildropTooLarge"]  # 22a (Taildrop)
 
 
 def __getattr__(name: str) -> Any:
@@ -175,6 +180,11 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
         StateStoreError,
         TagsNotPermitted,
         TagsRequired,
+        TaildropError,  # 22a
+        TaildropFileExists,
+        TaildropNameInvalid,
+        TaildropRefused,
+        TaildropTooLarge,
         TailnetLockDisablementRefused,  # 21
         TailnetLockError,
         TailnetLockNotEnabled,

@@ -121,6 +121,17 @@ class Config:
     """CA bundle the ACME server's own TLS is checked against. None: ``SSL_CERT_FILE`` as Go, else the
     default bundle (certifi's, through requests)."""
 
+    # -- taildrop (22a) --
+    taildrop_dir: str | Path | None = None
+    """Where files peers send us land (and wait for ``dev.waiting_files``). None: ``<dir>/files``
+    (Go's ``<varRoot>/files``); a node without a state dir then has no Taildrop (peers get Go's 403
+    ``Taildrop disabled; no storage directory``)."""
+    taildrop_max_file_size: int = 16 << 30
+    """The largest file accepted from a peer (past it: 413, ``TaildropTooLarge`` at the sender)."""
+    taildrop_min_free: int = 256 << 20
+    """Free bytes the filesystem must keep after a file is received (else 507)."""
+    # -- end taildrop (22a) --
+
     def resolved(self) -> Config:
         """A copy with every default and environment fallback applied."""
         if not 0 <= self.port <= 65535:

@@ -44,7 +44,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, TypeVar, overload
 
 import anyio
 import anyio.abc
@@ -56,6 +56,7 @@ import dns.rcode
 import dns.rdatatype
 import h11
 
+from pytsnet import taildrop as taildrop_facade  # 22a
 from pytsnet import tka as tka_facade  # 21e
 from pytsnet.actors.cert.tls import CertProvider  # Serve (20b)
 from pytsnet.actors.control import RunnerConfig
@@ -65,12 +66,13 @@ from pytsnet.actors.netstack.splice import abort_flow
 from pytsnet.actors.peers.routes import ExitNodeSelection, select_exit_node, wg_peer_routes
 from pytsnet.actors.runtime import ActorRef, ActorStopped, ActorSystem, AskTimeout, MailboxFull, logs
 from pytsnet.actors.runtime.waker import ThreadWaker
+from pytsnet.actors.taildrop.store import PutRecord, TaildropStore, WaitingFile  # 22a
 from pytsnet.actors.tka.authority_actor import TKA  # 21e
 from pytsnet.capture import PcapCapture, start_capture
 from pytsnet.closing import reset_flows_and_flush
 from pytsnet.config import DEFAULT_CONTROL_URL, Config
 from pytsnet.dial import resolve
-from pytsnet.errors import (
+from pytsnet.errors import (  # 22a
     AuthRejected,
     ConfigError,
     ConnectionRefused,
@@ -86,6 +88,8 @@ from pytsnet.errors import (
     RegistrationTimeout,
     ServeConfigInvalid,
     ServeETagMismatch,
+    TaildropError,
+    TaildropRefused,
     TailnetLockError,  # 21e
     UnknownTailnetHost,
     UntaggedServiceHost,
@@ -401,7 +405,8 @@ class ActorDevice:
         bridge = self.system.lookup(DATAPLANE)
         if bridge is not None:  # before any netmap can arrive; the bridge keeps it across restarts
             bridge.tell(SetRoutePrefs(prefs=self._route_prefs))
-        peerapi.start(self.system, exit_dns=cfg.advertise_exit_node, ingress=self._funnel_routes())  # 20c
+        peerapi.start(self.system, exit_dns=cfg.advertise_exit_node, ingress=self._funnel_routes(),  # 20c
+                      taildrop=self._taildrop())  # 22a
         self.peerapi_port = peerapi.port
         self._serve_local_api_socket()  # 19a: Config.local_api_socket
         self._start_cert_manager()  # 20a
@@ -1833,3 +1838,90 @@ class ActorDevice:
                                                                                   self.store)]
         return await SSHListener(self, port, keys, handler).start(backlog)
     # -- end ListenSSH (22b) --
+
+    # -- taildrop (22a): sending, file targets, received files (pytsnet/taildrop.py, actors/taildrop) --
+    def _taildrop(self) -> TaildropStore | None:
+        """The receiving directory (Config.taildrop_dir, else ``<dir>/files``; None: no Taildrop)."""
+        store: TaildropStore | None = getattr(self, "_taildrop_store", None)
+        if store is None:
+            cfg = self.config
+            where = cfg.taildrop_dir if cfg.taildrop_dir is not None else (
+                Path(cfg.dir) / "files" if cfg.dir is not None else None)
+            if where is None:
+                return None
+            store = self._taildrop_store = TaildropStore(
+                where, max_file_size=cfg.taildrop_max_file_size, min_free=cfg.taildrop_min_free)
+        return store
+
+    def file_targets(self, timeout: float = 5.0) -> list[taildrop_facade.FileTarget]:
+        """Go ``FileTargets``: the peers we may send files to (our own user's, and those the tailnet's
+        policy marks as file-sharing targets), with their peerAPI. ``TaildropError`` when not connected
+        or the node lacks the ``file-sharing`` capability."""
+        info = self._ask_quiet(DATAPLANE, GetDataplaneInfo(), timeout)
+        with self._cond:
+            peers = list(self._peers)
+        return taildrop_facade.file_targets(info.netmap if info is not None else None, peers)
+
+    async def send_file(self, peer: str | PeerInfo | taildrop_facade.FileTarget,
+                        source: str | os.PathLike[str] | IO[bytes], *, name: str | None = None,
+                        progress: taildrop_facade.Progress | None = None,
+                        timeout: float = DIAL_TIMEOUT) -> int:
+        """Send a file to ``peer`` (a file target: its name, hostname, IP, stable ID, ``PeerInfo``)
+        with Taildrop; ``source`` a path or a binary file object (read from its position). A partial
+        file the receiver kept from an earlier cut attempt is resumed: the bytes it already holds are
+        not sent again. ``progress(done, total)`` after every chunk. Returns the offset resumed from.
+        ``TaildropNameInvalid``/``TaildropRefused``/``TaildropFileExists``/``TaildropTooLarge``."""
+        if isinstance(source, (str, os.PathLike)):
+            name = taildrop_facade.checked_name(name if name is not None else os.path.basename(source))
+            f: IO[bytes] = open(source, "rb")  # noqa: SIM115 (closed below)
+        else:
+            given = name if name is not None else os.path.basename(str(getattr(source, "name", "")))
+            name = taildrop_facade.checked_name(given)
+            f = source
+        try:
+            target = await anyio.to_thread.run_sync(self._file_target, peer)
+            host, port = target.address
+            stream = await self.tcp_connect(host, port, timeout)
+            async with stream:
+                return await taildrop_facade.send_file(stream, f"{host}:{port}" if ":" not in host
+                                                       else f"[{host}]:{port}", f, name,
+                                                       taildrop_facade.size_of(f), progress)
+        finally:
+            if f is not source:
+                f.close()
+
+    def _file_target(self, peer: str | PeerInfo | taildrop_facade.FileTarget) -> taildrop_facade.FileTarget:
+        if isinstance(peer, taildrop_facade.FileTarget):
+            peer = peer.node
+        for t in self.file_targets():
+            if (isinstance(peer, PeerInfo) and t.node.node_id == peer.node_id) or \
+                    (isinstance(peer, str) and taildrop_facade.target_matches(t, peer)):
+                return t
+        shown = peer.name if isinstance(peer, PeerInfo) else peer
+        raise TaildropRefused(f"{shown!r} is not a file target (not our user's node, and the tailnet's "
+                              "policy does not let us send it files) or has no peerAPI")
+
+    def waiting_files(self) -> list[WaitingFile]:
+        """Go ``WaitingFiles``: files peers sent us, complete, with ``.name`` and ``.size``."""
+        store = self._taildrop()
+        return store.waiting_files() if store is not None else []
+
+    def open_waiting_file(self, name: str) -> BinaryIO:
+        """A received file, opened for reading (a binary file object; use it in ``with``).
+        ``TaildropNameInvalid`` for a name that is no file name; ``FileNotFoundError`` if none."""
+        store = self._taildrop()
+        if store is None:
+            raise TaildropError("Taildrop disabled; no storage directory")
+        return store.open(taildrop_facade.checked_name(name))
+
+    def delete_waiting_file(self, name: str) -> None:
+        """Go ``DeleteFile``: remove a received file (``FileNotFoundError`` if there is none)."""
+        store = self._taildrop()
+        if store is None:
+            raise TaildropError("Taildrop disabled; no storage directory")
+        store.delete(taildrop_facade.checked_name(name))
+
+    def taildrop_history(self) -> list[PutRecord]:
+        """The last uploads peers made to us, finished or cut: name, sender, offset, bytes received."""
+        store = self._taildrop()
+        return store.history() if store is not None else []

@@ -305,3 +305,31 @@ class TailnetLockDisablementRefused(TailnetLockError, PermissionError):
 
 __all__ += ["TailnetLockDisablementRefused", "TailnetLockError", "TailnetLockNotEnabled",
             "TailnetLockNotTrusted"]  # 21e's own line
+
+
+# -- taildrop (22a) --
+class TaildropError(PytsnetError, OSError):
+    """A Taildrop operation failed (``dev.send_file``, ``file_targets``, the waiting files); the message
+    says why (the receiver's answer when it refused)."""
+
+
+class TaildropNameInvalid(TaildropError, ValueError):
+    """Go's ``invalid filename``: a path, ``.``/``..``, a reserved or ``.partial`` name, NUL or other
+    unprintable characters, over 255 bytes — refused before sending, and by the receiver (400)."""
+
+
+class TaildropRefused(TaildropError, PermissionError):
+    """The peer is not a file target (Go ``FileTargets``), or its peerAPI refused us (403: not allowed
+    to send it files, or it has no Taildrop directory)."""
+
+
+class TaildropFileExists(TaildropError, FileExistsError):
+    """Go's ``ErrFileExists`` (409): the same file from us is already being received there."""
+
+
+class TaildropTooLarge(TaildropError):
+    """The receiver's size or disk budget refused the file (413 / 507)."""
+
+
+__all__ += ["TaildropError", "TaildropFileExists", "TaildropNameInvalid", "TaildropRefused",
+            "TaildropTooLarge"]  # 22a's own line

@@ -16,6 +16,7 @@ import random
 from pytsnet.actors.peerapi import peerapi_spec
 from pytsnet.actors.peerapi.ingress import IngressRoutes
 from pytsnet.actors.runtime import ActorSystem
+from pytsnet.actors.taildrop.store import TaildropStore
 from pytsnet.errors import AddressInUse
 from pytsnet.messages.peerapi import PeerApiSpawn
 from pytsnet.net.bindings import Bindings
@@ -48,9 +49,10 @@ class PeerApi:
         return (("peerapi4", self.port), ("peerapi6", self.port))
 
     def start(self, system: ActorSystem, *, exit_dns: bool = False,
-              ingress: IngressRoutes | None = None) -> None:
+              ingress: IngressRoutes | None = None, taildrop: TaildropStore | None = None) -> None:
         """``exit_dns``: we offer an exit node, so permitted clients' DNS is answered (Hostinfo's
         ``peerapi-dns-proxy`` service says so). ``ingress``: the device's Funnel listeners, which
-        ``/v0/ingress`` hands public connections to (none: every ingress request is refused)."""
+        ``/v0/ingress`` hands public connections to (none: every ingress request is refused).
+        ``taildrop``: where ``/v0/put/`` writes received files (none: Taildrop refused, as Go)."""
         spawn = PeerApiSpawn(port=self.port, server=PEERAPI, conns=f"{PEERAPI}.conns", exit_dns=exit_dns)
-        system.spawn_spec(peerapi_spec(system, spawn, self.listener, ingress=ingress))
+        system.spawn_spec(peerapi_spec(system, spawn, self.listener, ingress=ingress, taildrop=taildrop))

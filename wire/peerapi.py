@@ -72,11 +72,15 @@ class PeerApiHttp:
     Requests are answered in order (pipelined ones wait in h11's buffer); bodies must carry a
     ``Content-Length`` or be chunked, and are capped at ``max_body`` as they arrive."""
 
-    def __init__(self, max_head: int = MAX_HEAD, max_body: int = MAX_BODY) -> None:
+    def __init__(self, max_head: int = MAX_HEAD, max_body: int = MAX_BODY,
+                 stream: Callable[[PeerApiRequest], bool] | None = None) -> None:
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head)
         self._max_body = max_body
         self._req: PeerApiRequest | None = None
         self._body = bytearray()
+        self._stream = stream
+        """22a: requests whose body is streamed (``body_chunk``) rather than buffered (Taildrop's PUT)."""
+        self.streaming = False
 
     @property
     def closed(self) -> bool:
@@ -109,6 +113,10 @@ class PeerApiHttp:
                 self._req = PeerApiRequest(method=ev.method.decode("latin-1"),
                                            target=ev.target.decode("latin-1"), headers=_headers(ev.headers))
                 self._body.clear()
+                if self._stream is not None and self._stream(self._req):
+                    req, self._req = self._req, None
+                    self.streaming = True
+                    return req  # the body follows through body_chunk
                 length = self._req.headers.get("content-length")
                 if length is not None and int(length) > self._max_body:
                     raise BadPeerApiRequest(f"body of {length} bytes over {self._max_body}")
@@ -126,6 +134,29 @@ class PeerApiHttp:
                 return None
             else:
                 raise BadPeerApiRequest(f"unexpected {type(ev).__name__}")
+
+    def feed(self, data: bytes) -> None:
+        """Feed bytes (``b""``: end of stream) without parsing (``next``/``body_chunk`` then)."""
+        self._h11.receive_data(data)
+
+    def body_chunk(self) -> bytes | None:
+        """22a: the next piece of a streamed body; ``b""`` at its end (then a response is due), None while
+        more is needed. ``BadPeerApiRequest`` when the client closed before the end."""
+        while True:
+            try:
+                ev = self._h11.next_event()
+            except h11.RemoteProtocolError as e:
+                raise BadPeerApiRequest(f"malformed body: {e}") from None
+            if ev is h11.NEED_DATA:
+                return None
+            if isinstance(ev, h11.Data):
+                if ev.data:
+                    return bytes(ev.data)
+                continue
+            if isinstance(ev, h11.EndOfMessage):
+                self.streaming = False
+                return b""
+            raise BadPeerApiRequest("truncated request")
 
     def respond(self, resp: PeerApiResponse, *, close: bool = False) -> bytes:
         """The response's bytes; then the connection is ready for the next request (unless closing)."""

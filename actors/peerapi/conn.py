@@ -42,6 +42,8 @@ from pytsnet.actors.peerapi.ingress import (
 )
 from pytsnet.actors.runtime import Actor, ActorError, StopReason, handles
 from pytsnet.actors.runtime.logs import subsystem_logger
+from pytsnet.actors.taildrop.put import NO_PUT, PutAccess, can_put_file, is_put, put_answer, put_begin
+from pytsnet.actors.taildrop.store import PutRefused, TaildropStore, Upload
 from pytsnet.actors.wgengine.filter_rules import (
     FilterRuleError,
     filter_in_force,
@@ -66,6 +68,7 @@ from pytsnet.wire.peerapi import (
     ingress_request,
     route,
 )
+from pytsnet.wire.taildrop import PUT_PATH
 
 __all__ = ["Caller", "PeerApiConnection"]
 
@@ -93,17 +96,21 @@ class Caller:
     """The filter grants this caller the ingress capability towards us (Go ``canIngress``)."""
     self_name: str = ""
     """Our MagicDNS name without the trailing dot: the only host a Funnel target may name."""
+    put: PutAccess = NO_PUT
+    """22a: may it send us files (Go ``canPutFile``), and its ID for its partial files."""
 
 
 class PeerApiConnection(Actor):
     def __init__(self, spawn: PeerApiSpawn, channel: FlowChannel,
-                 ingress: IngressRoutes | None = None) -> None:
+                 ingress: IngressRoutes | None = None, taildrop: TaildropStore | None = None) -> None:
         self.spawn = spawn
         self.ch = channel
         self.ingress = ingress
+        self.taildrop = taildrop
 
     def on_start(self) -> None:
-        self._http = PeerApiHttp()
+        self._http = PeerApiHttp(stream=is_put)
+        self._upload: Upload | None = None  # 22a: a Taildrop PUT whose body is arriving
         self._caller: Caller | None = None
         self._ended = False  # read loop only: it told eof/idle, nothing more to read
         self._partial_since: float | None = None
@@ -122,6 +129,9 @@ class PeerApiConnection(Actor):
 
     def on_stop(self, reason: StopReason) -> None:
         self._stop.set()
+        if self._upload is not None:  # cut mid-file: the partial file stays for the resume
+            self._upload.abort()
+            self._upload = None
         self._released.set()
         if not self._handed_over:
             self.ch.close()  # unread bytes make it an abort (RST), else a FIN after what we wrote
@@ -188,15 +198,28 @@ class PeerApiConnection(Actor):
                 self.stop()
                 return
         try:
-            req = self._http.receive(b"" if msg.eof else msg.data)
+            self._http.feed(b"" if msg.eof else msg.data)
+            req = self._next()
             while req is not None:
                 if self._answer(req):
                     self._hand_over_when_caught_up()
                     return
                 if self._http.closed:
                     break
-                req = self._http.next()
+                req = self._next()
+        except PutRefused as e:  # 22a: a budget or write failure mid-body: answer and close
+            self._end_upload()
+            self._event("bad_request")
+            with contextlib.suppress(OSError, TimeoutError):
+                self._write(self._http.respond(PeerApiResponse(e.status, e.public.encode() + b"\n"),
+                                               close=True))
+            self.stop()
+            return
         except BadPeerApiRequest as e:
+            if self._upload is not None:  # the sender went away mid-file: keep the partial
+                self._end_upload()
+                self.stop()
+                return
             self._event("bad_request")
             log.debug("peerapi: bad request from %s:%d: %s", *self.ch.remote, e)
             with contextlib.suppress(OSError, TimeoutError):
@@ -208,13 +231,53 @@ class PeerApiConnection(Actor):
             return
         if msg.eof or self._http.closed:
             self.stop()
-        elif not self._http.partial:
+        elif not self._http.partial or self._upload is not None:  # an upload moving is not idle
             self._partial_since = None
         elif self._partial_since is None:
             self._partial_since = self.clock.time()
         elif self.clock.time() - self._partial_since > self.spawn.idle_timeout:
             self._event("idle_timeout")
             self.stop()
+
+    # -- Taildrop (22a) --------------------------------------------------------------------------------
+    def _next(self) -> PeerApiRequest | None:
+        """The next request, after writing any streamed upload body that is here to its file."""
+        while self._http.streaming:
+            chunk = self._http.body_chunk()
+            if chunk is None:
+                return None
+            if self._upload is None:
+                continue  # a refused PUT's body (the connection closes after its answer)
+            if chunk:
+                self._upload.write(chunk)
+                continue
+            upload, self._upload = self._upload, None
+            final = upload.finish()
+            self._event("taildrop_put")
+            log.info("peerapi: received a file (%d bytes from offset %d) as %r", upload.received,
+                     upload.offset, final)
+            self._write(self._http.respond(PeerApiResponse(200, b"{}\n")))
+        return self._http.next()
+
+    def _end_upload(self) -> None:
+        if self._upload is not None:
+            self._upload.abort()
+            self._upload = None
+
+    def _put(self, req: PeerApiRequest, caller: Caller) -> None:
+        """A PUT's head: start writing its body, or refuse it (and close: its body is not read)."""
+        if not host_allowed(req, caller.our_addresses):
+            started: Upload | PeerApiResponse = PeerApiResponse(403, b"invalid peerapi request\n")
+        else:
+            started = put_begin(req, self.taildrop, caller.put)
+        if isinstance(started, Upload):
+            self._upload = started
+            if req.headers.get("expect", "").lower() == "100-continue":
+                self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            return
+        self._event(_STATUS_EVENT.get(started.status) or "taildrop_refused")
+        log.info("peerapi: a file from %s:%d refused: %d", *self.ch.remote, started.status)
+        self._write(self._http.respond(started, close=True))
 
     def _answer(self, req: PeerApiRequest) -> bool:
         """Answer one request; True when it was an ingress the connection is now handed over for."""
@@ -223,6 +286,14 @@ class PeerApiConnection(Actor):
         self._event("request")
         if req.path == INGRESS_PATH and host_allowed(req, caller.our_addresses):
             return self._ingress(req, caller)
+        if self._http.streaming:  # 22a: Taildrop's PUT (is_put)
+            self._put(req, caller)
+            return False
+        if req.path.startswith(PUT_PATH) and host_allowed(req, caller.our_addresses):
+            resp = put_answer(req, self.taildrop, caller.put)
+            self._event(_STATUS_EVENT.get(resp.status))
+            self._write(self._http.respond(resp))
+            return False
         resp = route(req, our_addresses=caller.our_addresses, dns_allowed=caller.is_self or caller.exit_dns,
                      resolve=self._resolve)
         if req.path.startswith("/dns-query") and resp.status == 200:
@@ -324,11 +395,14 @@ class PeerApiConnection(Actor):
         for node in [nm.self_node, *table.peers]:
             if any(ip == ipaddress.ip_interface(a).ip for a in node.addresses):
                 exit_dns = self.spawn.exit_dns and _filter_allows_internet_dns(pf, ip)
-                ingress = PEER_CAP_INGRESS in peer_caps(pf, ip,
-                                                        [ipaddress.ip_address(a) for a in ours])
+                caps = peer_caps(pf, ip, [ipaddress.ip_address(a) for a in ours])
+                ingress = PEER_CAP_INGRESS in caps
+                put = PutAccess(allowed=node is not nm.self_node and can_put_file(
+                    node, nm.self_node, caps, nm.capabilities.get(nm.self_node.node_id, [])),
+                    sender=node.stable_id)
                 return Caller(node=node, is_self=node.user == nm.self_node.user, our_addresses=ours,
                               exit_dns=exit_dns, tailnet_suffix=suffix.lower(), can_ingress=ingress,
-                              self_name=nm.self_node.name.rstrip(".").lower())
+                              self_name=nm.self_node.name.rstrip(".").lower(), put=put)
         return None
 
     def _write(self, data: bytes) -> None:

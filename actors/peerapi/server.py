@@ -29,6 +29,7 @@ from pytsnet.actors.runtime import (
     handles,
 )
 from pytsnet.actors.runtime.logs import subsystem_logger
+from pytsnet.actors.taildrop.store import TaildropStore
 from pytsnet.messages.peerapi import (
     PeerApiAccepted,
     PeerApiEvent,
@@ -58,7 +59,7 @@ class Acceptor(Protocol):
 
 class PeerApiServer(ConnectionServer[FlowChannel]):
     def __init__(self, spawn: PeerApiSpawn, acceptor: Acceptor, system: ActorSystem,
-                 ingress: IngressRoutes | None = None) -> None:
+                 ingress: IngressRoutes | None = None, taildrop: TaildropStore | None = None) -> None:
         super().__init__(conns=spawn.conns, server=spawn.server, max_connections=spawn.max_connections,
                          log=log, poll=ACCEPT_POLL)
         self.spawn = spawn
@@ -66,6 +67,8 @@ class PeerApiServer(ConnectionServer[FlowChannel]):
         self.system = system
         self.ingress = ingress
         """Funnel listeners by port (the device's), handed to each connection for ``/v0/ingress``."""
+        self.taildrop = taildrop
+        """22a: where ``/v0/put/`` writes (None: Taildrop off, Go's 403)."""
 
     def accept_blocking(self, timeout: float) -> FlowChannel:
         return self.acceptor.accept_blocking(timeout)
@@ -78,8 +81,8 @@ class PeerApiServer(ConnectionServer[FlowChannel]):
 
     def spawn_conn(self, conn: FlowChannel, name: str, parent: ActorRef) -> None:
         mailbox = MailboxConfig(8, MailboxPolicy.BLOCK, block_timeout=self.spawn.idle_timeout)
-        self.system.spawn(PeerApiConnection, self.spawn, conn, self.ingress, name=name, parent=parent,
-                          restart=Restart.NEVER, dispatcher="thread", mailbox=mailbox)
+        self.system.spawn(PeerApiConnection, self.spawn, conn, self.ingress, self.taildrop, name=name,
+                          parent=parent, restart=Restart.NEVER, dispatcher="thread", mailbox=mailbox)
 
     @handles(PeerApiAccepted)
     def on_accepted(self, msg: PeerApiAccepted) -> None:
@@ -95,7 +98,9 @@ class PeerApiServer(ConnectionServer[FlowChannel]):
 
 
 def peerapi_spec(system: ActorSystem, spawn: PeerApiSpawn, acceptor: Acceptor,
-                 restart: Restart = Restart.PERMANENT, ingress: IngressRoutes | None = None) -> ChildSpec:
+                 restart: Restart = Restart.PERMANENT, ingress: IngressRoutes | None = None,
+                 taildrop: TaildropStore | None = None) -> ChildSpec:
     """The subtree above as one child spec (spawned under the system root by the device)."""
-    return server_tree(ChildSpec(PeerApiServer, spawn.server, args=(spawn, acceptor, system, ingress),
-                                 dispatcher="thread"), spawn.conns, restart)
+    args = (spawn, acceptor, system, ingress, taildrop)
+    return server_tree(ChildSpec(PeerApiServer, spawn.server, args=args, dispatcher="thread"), spawn.conns,
+                       restart)

@@ -29,7 +29,8 @@ JSON = dict[str, Any]
 DEFAULT_DOMAIN = "localnet.ts.net"
 #: Node capabilities every node gets (``tailcfg.NodeCapMap``). ``https`` (``tailcfg.CapabilityHTTPS``)
 #: only on a tailnet with HTTPS enabled (``Tailnet.https``, localnet ``--https``), as Tailscale's control.
-DEFAULT_CAPMAP: JSON = {"file-sharing": []}
+DEFAULT_CAPMAP: JSON = {"file-sharing": [],
+                        "https://tailscale.com/cap/file-sharing": []}  # 22a: Go's CapabilityFileSharing
 #: Node fields a ``PeersChangedPatch`` entry can carry, and the patch's key for each.
 PATCHABLE = {"HomeDERP": "DERPRegion", "DERP": None, "Endpoints": "Endpoints", "DiscoKey": "DiscoKey",
              "Online": "Online", "LastSeen": "LastSeen", "Key": "Key", "KeyExpiry": "KeyExpiry",

@@ -129,6 +129,9 @@ class Policy:
     ssh: tuple[SshRule, ...] | None = None
     """``ssh`` rules (None: no ``ssh`` section, so no node gets an ``SSHPolicy``)."""
     # -- end ssh (22b) --
+    # -- taildrop (22a) --
+    taildrop: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = ()
+    """``taildrop``: (senders, receivers) selector pairs — who may send files to whom across users."""
 
     @classmethod
     def allow_all(cls) -> Policy:
@@ -155,18 +158,21 @@ class Policy:
                 and all(isinstance(m, str) for m in v) for k, v in groups.items()):
             raise PolicyError("groups must map 'group:NAME' to a list of login names")
         dns = DnsPolicy.parse(doc.get("dns", {}))
+        taildrop = _parse_taildrop(doc.get("taildrop", []))  # 22a
         auto_routes, auto_exit = _parse_auto_approvers(doc.get("autoApprovers", {}))
         ssh = _parse_ssh(doc["ssh"]) if "ssh" in doc else None  # 22b
         acls, grants = doc.get("acls"), doc.get("grants")
         if acls is None and grants is None:
-            return cls(groups=groups, dns=dns, auto_routes=auto_routes, auto_exit=auto_exit, ssh=ssh)
+            return cls(groups=groups, dns=dns, auto_routes=auto_routes, auto_exit=auto_exit,
+                       taildrop=taildrop, ssh=ssh)
         if not isinstance(acls if acls is not None else [], list):
             raise PolicyError("acls must be a list")
         if not isinstance(grants if grants is not None else [], list):
             raise PolicyError("grants must be a list")
         rules = [_parse_acl(i, a) for i, a in enumerate(acls or [])]
         rules += [r for i, g in enumerate(grants or []) for r in _parse_grant(i, g)]
-        return cls(groups=groups, rules=rules, dns=dns, auto_routes=auto_routes, auto_exit=auto_exit, ssh=ssh)
+        return cls(groups=groups, rules=rules, dns=dns, auto_routes=auto_routes, auto_exit=auto_exit,
+                   taildrop=taildrop, ssh=ssh)
 
     def owns(self, sel: str, node: Node, logins: dict[int, str]) -> bool:
         """Whether owner selector ``sel`` (``autoApprovers``) covers ``node``: a tagged node by its
@@ -197,11 +203,11 @@ class Policy:
                      services: Mapping[str, Sequence[str]] | None = None) -> list[dict[str, Any]]:
         """The packet filter (``[]tailcfg.FilterRule``) every node in the tailnet receives;
         ``services``: the tailnet's service names → their VIPs (``svc:`` destinations)."""
-        if self.rules is None:
-            return [dict(r) for r in FILTER_ALLOW_ALL]
         logins = {u.id: u.login_name for u in users}
         svcs = services or {}
-        out: list[dict[str, Any]] = []
+        if self.rules is None:
+            return [dict(r) for r in FILTER_ALLOW_ALL] + self._taildrop_rules(nodes, logins, svcs)
+        out: list[dict[str, Any]] = self._taildrop_rules(nodes, logins, svcs)
         for rule in self.rules:
             srcs = _dedup(ip for sel in rule.src for ip in self._resolve(sel, nodes, logins, svcs))
             dsts = [{"IP": ip, "Ports": {"First": lo, "Last": hi}}
@@ -210,6 +216,25 @@ class Policy:
             if srcs and dsts:
                 out.append({"SrcIPs": srcs, "DstPorts": dsts} | ({"IPProto": list(rule.protos)}
                                                                  if rule.protos else {}))
+        return out
+
+    # -- taildrop (22a) --
+    def _taildrop_rules(self, nodes: Sequence[Node], logins: dict[int, str],
+                        svcs: Mapping[str, Sequence[str]]) -> list[dict[str, Any]]:
+        """Each ``taildrop`` entry as Tailscale's control grants it: the receivers hold
+        ``file-sharing-target`` towards the senders (their ``FileTargets``), the senders hold
+        ``file-send`` towards the receivers (the receiver's ``canPutFile``). Reaching the receiver's
+        peerAPI port is still up to the ACLs."""
+        out: list[dict[str, Any]] = []
+        for srcs, dsts in self.taildrop:
+            s_ips = _dedup(ip for sel in srcs for ip in self._resolve(sel, nodes, logins, svcs))
+            d_ips = _dedup(ip for sel in dsts for ip in self._resolve(sel, nodes, logins, svcs))
+            if not s_ips or not d_ips:
+                continue
+            out.append({"SrcIPs": d_ips, "CapGrant": [{"Dsts": [_host(ip) for ip in s_ips],
+                                                       "CapMap": {PEER_CAP_FILE_TARGET: None}}]})
+            out.append({"SrcIPs": s_ips, "CapGrant": [{"Dsts": [_host(ip) for ip in d_ips],
+                                                       "CapMap": {PEER_CAP_FILE_SEND: None}}]})
         return out
 
     def _resolve(self, sel: str, nodes: Sequence[Node], logins: dict[int, str],
@@ -509,6 +534,29 @@ def _parse_ssh(doc: object) -> tuple[SshRule, ...]:
                            users=_ssh_users(r.get("users"), where), accept_env=tuple(env)))
     return tuple(out)
 # -- end ssh (22b) --
+# -- taildrop (22a) --
+PEER_CAP_FILE_TARGET = "https://tailscale.com/cap/file-sharing-target"
+PEER_CAP_FILE_SEND = "https://tailscale.com/cap/file-send"
+
+
+def _host(ip: str) -> str:
+    return ip if ip == "*" or "/" in ip else (f"{ip}/128" if ":" in ip else f"{ip}/32")
+
+
+def _parse_taildrop(doc: object) -> tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]:
+    """``"taildrop": [{"src": [...], "dst": [...]}]`` (localnet's; Tailscale sets this in its admin
+    console): ``src`` nodes may send files to ``dst`` nodes of other users."""
+    if not isinstance(doc, list):
+        raise PolicyError("taildrop must be a list of {src, dst}")
+    out = []
+    for i, entry in enumerate(doc):
+        where = f"taildrop[{i}]"
+        if not isinstance(entry, dict) or set(entry) - {"src", "dst"} or \
+                not isinstance(entry.get("src"), list) or not isinstance(entry.get("dst"), list):
+            raise PolicyError(f"{where}: must be an object with src and dst lists")
+        out.append((tuple(_check_selector(s, where) for s in entry["src"]),
+                    tuple(_check_selector(d, where) for d in entry["dst"])))
+    return tuple(out)
 
 
 def _check_owners(owners: object, where: str) -> tuple[str, ...]:
