@@ -151,7 +151,8 @@ class _Http:
                 if ev is h11.NEED_DATA:
                     try:
                         data = await self.stream.receive(65536)
-                    except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError,
+                            OSError):  # reset: the same end for an answer
                         data = b""
                     self.h11.receive_data(data)
                     continue

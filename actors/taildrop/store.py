@@ -144,7 +144,10 @@ class TaildropStore:
         total = offset + length if length >= 0 else offset
         if total > self.max_file_size:
             raise PutRefused(413, "file too large")
-        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError:
+            raise PutRefused(500, "Taildrop folder not configured or accessible") from None
         if length > 0:
             try:
                 free = shutil.disk_usage(self.dir).free
@@ -159,7 +162,10 @@ class TaildropStore:
             self._active.add(key)
         try:
             path = self._path(partial_name(name, sender))
-            fd = os.open(path, os.O_CREAT | os.O_RDWR | getattr(os, "O_NOFOLLOW", 0), 0o600)
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_RDWR | getattr(os, "O_NOFOLLOW", 0), 0o600)
+            except OSError:  # a symlink planted there (not followed), permissions, a full disk
+                raise PutRefused(500, "cannot open the partial file") from None
             f = os.fdopen(fd, "r+b")
             try:
                 size = f.seek(0, os.SEEK_END)

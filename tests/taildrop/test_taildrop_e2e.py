@@ -21,7 +21,6 @@ from pytsnet.config import Config
 from pytsnet.device import ActorDevice
 from pytsnet.errors import (
     DialTimeout,
-    TaildropError,
     TaildropNameInvalid,
     TaildropRefused,
 )

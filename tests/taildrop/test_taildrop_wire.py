@@ -60,8 +60,10 @@ GO_NEXT = [  # TestNextFilename
     (".bashrc", ".bashrc (1)", ".bashrc (2)"),
     ("fizz buzz.torrent", "fizz buzz (1).torrent", "fizz buzz (2).torrent"),
     ("rawr 2023.12.15.txt", "rawr 2023.12.15 (1).txt", "rawr 2023.12.15 (2).txt"),
-    ("IMG_7934.JPEG", "IMG_7934 (1).JPEG", "IMG_7934 (2).JPEG"), ("my song.mp3", "my song (1).mp3", "my song (2).mp3"),
-    ("archive.7z", "archive (1).7z", "archive (2).7z"), ("foo/bar/fizz", "foo/bar/fizz (1)", "foo/bar/fizz (2)"),
+    ("IMG_7934.JPEG", "IMG_7934 (1).JPEG", "IMG_7934 (2).JPEG"),
+    ("my song.mp3", "my song (1).mp3", "my song (2).mp3"),
+    ("archive.7z", "archive (1).7z", "archive (2).7z"),
+    ("foo/bar/fizz", "foo/bar/fizz (1)", "foo/bar/fizz (2)"),
     ("新完全マスター　N2　文法.pdf", "新完全マスター　N2　文法 (1).pdf", "新完全マスター　N2　文法 (2).pdf"),
 ]
 
