@@ -15,9 +15,16 @@ decided (``_recv_lock``), and reads it had already taken join the hand-over befo
 
 Tailnet Lock's unsigned peerAPI-only peers (21h) reach this server (the engine lets them open TCP to
 our peerAPI port only). Go refuses them debug (``canDebug``), Taildrop (``canPutFile``) and
-wake-on-LAN; pytsnet serves none of those, so what they can get is what Go gives them: ingress with
-the capability, DoH as a node of our own user or an exit node's client (Go's ``replyToDNSQueries``).
-A netmap filter the engine dropped for letting them in grants no capability here either.
+wake-on-LAN; pytsnet serves no debug or wake-on-LAN and refuses them Taildrop (403), so what they can
+get is what Go gives them: ingress with the capability, DoH as a node of our own user or an exit
+node's client (Go's ``replyToDNSQueries``). A netmap filter the engine dropped for letting them in
+grants no capability here either.
+
+Taildrop (22a, ``actors/taildrop``): ``PUT /v0/put/<name>`` is not buffered like other requests: its
+head is answered at once (Go's refusals) and its body is written to the caller's partial file as it
+arrives (``Upload``), so a file of any size within the store's budget passes through a connection with
+bounded memory; an upload that keeps moving is not idle. A cut (the peer's close or reset, this actor
+killed) keeps the partial file for the sender's resume (``GET /v0/put/<name>``: its block hashes).
 """
 
 from __future__ import annotations
