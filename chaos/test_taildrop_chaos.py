@@ -1,8 +1,9 @@
-"""Chaos: the receiver's peerAPI actors killed mid-file, and the resume completes the file.
+"""Chaos: the receiver's peerAPI and Taildrop actors killed mid-file, and the resume completes the file.
 
 beta's peerAPI connection actor that is writing alpha's file is killed mid-body: that connection
 ends (alpha's ``send_file`` raises a typed ``TaildropError``), the partial file stays, and alpha's
-next ``send_file`` resumes at its end — the bytes beta already holds are not sent again. While that
+next ``send_file`` resumes at its end — the bytes beta already holds are not sent again. The Taildrop
+janitor killed in between restarts and keeps the fresh partial file. While that
 resume runs, beta's peerAPI server actor is killed too: it restarts, and the transfer (served by a
 sibling connection actor) finishes byte-exact.
 """
@@ -17,6 +18,7 @@ import pytest
 
 from pytsnet.actors.runtime import FaultInjector
 from pytsnet.errors import TaildropError
+from pytsnet.messages.taildrop import TaildropSweepNow
 from pytsnet.testing.polling import wait_until
 from pytsnet.testing.tailnet import local_tailnet
 
@@ -55,6 +57,13 @@ def test_killing_the_receivers_peerapi_actors_mid_file_is_survived(tmp_path: Pat
         first = b.taildrop_history()[0]
         assert not first.done and first.received >= 8 * MiB - 4 * MiB  # ~all that arrived before the kill
         assert b.waiting_files() == []
+
+        # the janitor (Go's fileDeleter) killed too: it restarts and leaves a fresh partial file alone
+        janitor = system.lookup("taildrop")
+        assert janitor is not None and janitor.incarnation == 1
+        FaultInjector.kill_now(janitor, "chaos: the Taildrop janitor")
+        wait_until(lambda: janitor.incarnation == 2 and janitor.is_alive, 10, "janitor restarted")
+        assert janitor.ask(TaildropSweepNow(), timeout=5).removed == []
 
         server = system.lookup("peerapi")
         assert server is not None

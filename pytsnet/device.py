@@ -407,6 +407,7 @@ class ActorDevice:
             bridge.tell(SetRoutePrefs(prefs=self._route_prefs))
         peerapi.start(self.system, exit_dns=cfg.advertise_exit_node, ingress=self._funnel_routes(),  # 20c
                       taildrop=self._taildrop())  # 22a
+        self._start_taildrop_janitor()  # 22a
         self.peerapi_port = peerapi.port
         self._serve_local_api_socket()  # 19a: Config.local_api_socket
         self._start_cert_manager()  # 20a
@@ -1852,6 +1853,17 @@ class ActorDevice:
             store = self._taildrop_store = TaildropStore(
                 where, max_file_size=cfg.taildrop_max_file_size, min_free=cfg.taildrop_min_free)
         return store
+
+    def _start_taildrop_janitor(self) -> None:
+        """The supervised actor that removes partial files nobody resumed (Go's ``fileDeleter``)."""
+        from pytsnet.actors.runtime.supervisor import ChildSpec, Restart
+        from pytsnet.actors.taildrop.janitor import TAILDROP, TaildropJanitor
+        from pytsnet.tree import NODE
+        store = self._taildrop()
+        if store is None or self.system is None:
+            return
+        self.system.spawn_spec(ChildSpec(TaildropJanitor, TAILDROP, args=(store,), restart=Restart.PERMANENT),
+                               parent=self.system.lookup(NODE))
 
     def file_targets(self, timeout: float = 5.0) -> list[taildrop_facade.FileTarget]:
         """Go ``FileTargets``: the peers we may send files to (our own user's, and those the tailnet's

@@ -202,6 +202,21 @@ class TaildropStore:
         suffix = f".{_client_id(sender)}{PARTIAL_SUFFIX}"
         return sorted(p.name for p in self._entries() if p.name.endswith(suffix))
 
+    def sweep_partials(self, now: float, max_age: float) -> list[str]:
+        """Remove partial files no upload is writing whose last write is ``max_age`` seconds before
+        ``now`` or older (Go's ``fileDeleter``); their names."""
+        with self._lock:
+            active = {partial_name(name, sender) for sender, name in self._active}
+        out = []
+        for p in self._entries():
+            if not p.name.endswith(PARTIAL_SUFFIX) or p.name in active:
+                continue
+            with contextlib.suppress(OSError):
+                if now - p.lstat().st_mtime >= max_age:
+                    p.unlink()
+                    out.append(p.name)
+        return sorted(out)
+
     def history(self) -> list[PutRecord]:
         """The last finished or cut uploads, oldest first."""
         with self._lock:

@@ -11,7 +11,9 @@ allows it, and even then not when the ACLs keep it from beta's peerAPI.
 from __future__ import annotations
 
 import hashlib
+import os
 import random
+import threading
 from pathlib import Path
 
 import anyio
@@ -138,6 +140,18 @@ def test_hostile_names_refused_both_sides(tmp_path: Path) -> None:
         assert not files.exists() or list(files.iterdir()) == []
         with pytest.raises(TaildropNameInvalid):
             b.open_waiting_file("../beta/nodekey")
+
+        # a stream of unknown length (a pipe) goes chunked; the name is required and checked
+        data = _data(3 * MiB + 5, 3)
+        r, w = os.pipe()
+        writer = threading.Thread(target=lambda: (os.write(w, data), os.close(w)), daemon=True)
+        writer.start()
+        with os.fdopen(r, "rb") as stream:
+            seen: list[tuple[int, int | None]] = []
+            anyio.run(lambda: a.send_file("beta", stream, name="piped.bin",
+                                          progress=lambda d, t: seen.append((d, t))))
+        writer.join(5)
+        assert _received(b, "piped.bin") == data and seen[-1] == (len(data), None)
 
 
 def _mallory(net: LocalTailnet, tmp_path: Path) -> ActorDevice:

@@ -157,3 +157,19 @@ def test_put_answers_as_go(tmp_path: Path) -> None:
     assert put_answer(_req("GET", "/v0/put/"), store, ok).body == b"null\n"  # no partial files
     assert put_answer(_req("GET", "/v0/put/nothing"), store, ok).body == b""
     assert put_answer(_req("GET", "/v0/put/x"), store, no).status == 403
+
+
+def test_sweep_removes_only_stale_idle_partials(tmp_path: Path) -> None:
+    store = TaildropStore(tmp_path)
+    store.begin("nA", "old", 0, 10).abort()
+    store.begin("nA", "fresh", 0, 10).abort()
+    busy = store.begin("nB", "busy", 0, 10)
+    _put(store, "done.txt", b"kept")
+    old = tmp_path / "old.nA.partial"
+    os.utime(old, (1000.0, 1000.0))
+    os.utime(tmp_path / "busy.nB.partial", (1000.0, 1000.0))
+    now = (tmp_path / "fresh.nA.partial").stat().st_mtime + 10
+    assert store.sweep_partials(now, 3600) == ["old.nA.partial"]  # not the busy one, nor a finished file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["busy.nB.partial", "done.txt", "fresh.nA.partial"]
+    busy.abort()
+    assert store.sweep_partials(now, 3600) == ["busy.nB.partial"]
