@@ -25,6 +25,7 @@ from pytsnet.errors import (
     DialTimeout,
     TaildropNameInvalid,
     TaildropRefused,
+    TaildropTooLarge,
 )
 from pytsnet.localnet.server import LocalTailnet
 from pytsnet.localnet.store import DEFAULT_USER
@@ -206,3 +207,25 @@ def test_other_users_node_refused_by_capabilities_and_filter(tmp_path: Path) -> 
         finally:
             m.close()
             b.close()
+
+
+def test_receivers_budget_refusal_reaches_the_sender_typed(tmp_path: Path) -> None:
+    """A file over beta's size budget: refused at the PUT's head (413), alpha gets ``TaildropTooLarge``
+    whether the size was declared (a file) or only found out mid-stream (a pipe, chunked)."""
+    big = tmp_path / "big.bin"
+    big.write_bytes(_data(3 * MiB, 4))
+    with local_tailnet(tmp_path, ["alpha", "beta"], taildrop_max_file_size=1 * MiB) as tn:
+        a, b = tn["alpha"], tn["beta"]
+        with pytest.raises(TaildropTooLarge):
+            anyio.run(lambda: a.send_file("beta", big))
+        r, w = os.pipe()
+        writer = threading.Thread(target=lambda: (os.write(w, big.read_bytes()), os.close(w)), daemon=True)
+        writer.start()
+        with os.fdopen(r, "rb") as stream, pytest.raises(TaildropTooLarge):
+            anyio.run(lambda: a.send_file("beta", stream, name="piped.bin"))
+        writer.join(5)
+        assert b.waiting_files() == []
+        small = tmp_path / "small.bin"
+        small.write_bytes(b"fits")
+        anyio.run(lambda: a.send_file("beta", small))  # beta still serves alpha
+        assert [w.name for w in b.waiting_files()] == ["small.bin"]
