@@ -5,6 +5,7 @@ and who may put (Go ``canPutFile``)."""
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ from pytsnet.actors.taildrop.put import (
 from pytsnet.actors.taildrop.store import PutRefused, TaildropStore, Upload
 from pytsnet.messages.peers import PeerInfo
 from pytsnet.wire.peerapi import PeerApiRequest, PeerApiResponse
-from pytsnet.wire.taildrop import BlockChecksum, InvalidFileName, block_checksums
+from pytsnet.wire.taildrop import BlockChecksum, InvalidFileName, ResumeMatcher, block_checksums
 
 
 def _put(store: TaildropStore, name: str, data: bytes, sender: str = "nA", offset: int = 0) -> str:
@@ -178,14 +179,10 @@ def test_sweep_removes_only_stale_idle_partials(tmp_path: Path) -> None:
 def test_resume_retry_go_port(tmp_path: Path) -> None:
     """Go's ``TestResume/resume-retry``: uploads cut after a random number of bytes, each resumed from
     the receiver's hashes, until the file is complete — byte-exact, never re-sending a matched byte."""
-    import random
-
-    from pytsnet.wire.taildrop import ResumeMatcher
-
     rn = random.Random(0)
     want = rn.randbytes(12345 + 3 * 65536)
     store = TaildropStore(tmp_path)
-    for i in range(2000):
+    for _ in range(2000):
         m = ResumeMatcher()
         for line in store.hashes("", "bar").splitlines():
             cs = BlockChecksum.from_json(line)
