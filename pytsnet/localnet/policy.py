@@ -58,6 +58,17 @@ advertise before (stored like an admin's approval, which ``nodes approve-routes`
 does not serve, so it is refused rather than downgraded. Without an ``ssh`` section no node gets an
 ``SSHPolicy`` (Tailscale SSH then refuses everyone); with one, every node gets one (maybe no rules).
 The packet filter is not widened: ``acls``/``grants`` must also let the sources reach port 22.
+
+``taildrop`` (22a; Tailscale keeps Taildrop sharing in its admin console) lets nodes send files to
+other users' nodes::
+
+    "taildrop": [{"src": ["mallory@example.com"], "dst": ["admin@localnet", "tag:inbox"]}]
+
+Each entry gives the receivers the peer capability ``https://tailscale.com/cap/file-sharing-target``
+towards the senders (their ``FileTargets``) and the senders ``https://tailscale.com/cap/file-send``
+towards the receivers (Go's ``canPutFile``), as ``CapGrant`` rules in every packet filter. Without
+entries, Taildrop is Tailscale's default: between the untagged nodes of one user. The ACLs still
+decide whether a sender reaches the receiver's peerAPI port.
 """
 
 from __future__ import annotations
