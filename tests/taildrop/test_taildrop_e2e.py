@@ -229,3 +229,25 @@ def test_receivers_budget_refusal_reaches_the_sender_typed(tmp_path: Path) -> No
         small.write_bytes(b"fits")
         anyio.run(lambda: a.send_file("beta", small))  # beta still serves alpha
         assert [w.name for w in b.waiting_files()] == ["small.bin"]
+
+
+def test_unsigned_peer_api_only_node_cannot_put_files(tmp_path: Path) -> None:
+    """Go's ``canPutFile``: an ``UnsignedPeerAPIOnly`` peer is refused Taildrop (403) even as a node of our
+    own user, while it still reaches the peerAPI (21h)."""
+    src = tmp_path / "u.bin"
+    src.write_bytes(b"unsigned")
+    with local_tailnet(tmp_path, ["alpha", "beta"]) as tn:
+        a, b = tn["alpha"], tn["beta"]
+        anyio.run(lambda: a.send_file("beta", src))  # allowed before the mark
+        tn.net.set_unsigned_peer_api_only("alpha")
+        wait_until(lambda: any(p.unsigned_peer_api_only for p in b.peers()), 20, "beta sees the mark")
+        b_ip, port = tn.ip(b), b.peerapi_port
+        sock = a.tcp_connect_blocking(b_ip, port, timeout=20)
+        sock.settimeout(20)
+        try:
+            ans = http_request(sock, "PUT", "/v0/put/u2.bin", host=f"{b_ip}:{port}", body=b"x")
+            assert ans is not None and ans.status == 403
+            assert ans.body == b"Taildrop disabled; no storage directory\n"
+        finally:
+            sock.close()
+        assert [w.name for w in b.waiting_files()] == ["u.bin"]
