@@ -216,7 +216,7 @@ class PeerApiConnection(Actor):
                 req = self._next()
         except PutRefused as e:  # 22a: a budget or write failure mid-body: answer and close
             self._end_upload()
-            self._event("bad_request")
+            self._event("taildrop_refused")
             with contextlib.suppress(OSError, TimeoutError):
                 self._write(self._http.respond(PeerApiResponse(e.status, e.public.encode() + b"\n"),
                                                close=True))
@@ -259,10 +259,10 @@ class PeerApiConnection(Actor):
                 self._upload.write(chunk)
                 continue
             upload, self._upload = self._upload, None
-            final = upload.finish()
+            upload.finish()
             self._event("taildrop_put")
-            log.info("peerapi: received a file (%d bytes from offset %d) as %r", upload.received,
-                     upload.offset, final)
+            log.info("peerapi: received a file from %s:%d (%d bytes from offset %d)", *self.ch.remote,
+                     upload.received, upload.offset)  # as Go: no file name in the log
             self._write(self._http.respond(PeerApiResponse(200, b"{}\n")))
         return self._http.next()
 

@@ -74,6 +74,7 @@ def test_64mib_byte_exact_with_progress(tmp_path: Path) -> None:
         src.write_bytes(b"other")
         anyio.run(lambda: a.send_file("beta", src))
         assert [(w.name, w.size) for w in b.waiting_files()] == [("big (1).bin", 5), ("big.bin", len(data))]
+        assert b.status().counters["peerapi_taildrop_put"] == 3  # the peerAPI's counters see each file
 
 
 def test_cut_transfer_resumes_from_the_partial_offset(tmp_path: Path) -> None:
