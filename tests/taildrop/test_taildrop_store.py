@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+from urllib.parse import unquote
 from pathlib import Path
 
 import pytest
@@ -201,3 +202,38 @@ def test_resume_retry_go_port(tmp_path: Path) -> None:
         pytest.fail("too many iterations")
     assert (tmp_path / "bar").read_bytes() == want
     assert sum(r.received for r in store.history()) == len(want)  # every byte written exactly once
+
+
+def _hex_all(s: str) -> str:
+    return "".join(f"%{b:02x}" for b in s.encode())
+
+
+GO_PEERAPI_PUTS = [  # feature/taildrop/peerapi_test.go TestHandlePeerAPI (owner with the capability)
+    ("/v0/put/foo", b"", 200), ("/v0/put/foo", b"contents", 200),
+    ("/v0/put/foo.partial", b"", 400), ("/v0/put/foo.deleted", b"", 400), ("/v0/put/.", b"", 400),
+    ("/v0/put/", b"", 400), ("/v0/put/foo/bar", b"", 400), ("/v0/put/" + _hex_all("."), b"", 400),
+    ("/v0/put/" + _hex_all("/"), b"", 400), ("/v0/put/" + _hex_all("\\"), b"", 400),
+    ("/v0/put/" + _hex_all(".."), b"", 400),
+    ("/v0/put/" + _hex_all("foo/../../../../../etc/passwd"), b"", 400),
+    ("/v0/put/" + _hex_all("Foo Bar.dat"), b"baz", 200),
+    ("/v0/put/" + _hex_all("Томас и его друзья.mp3"), "главный озорник".encode(), 200),  # noqa: RUF001
+    ("/v0/put/" + _hex_all("😜")[:3], b"", 400), ("/v0/put/%00", b"", 400), ("/v0/put/%01", b"", 400),
+    ("/v0/put/" + _hex_all("nul:"), b"", 400), ("/v0/put/" + _hex_all(" foo "), b"", 400),
+]
+
+
+@pytest.mark.parametrize(("target", "body", "status"), GO_PEERAPI_PUTS)
+def test_go_peerapi_put_table(tmp_path: Path, target: str, body: bytes, status: int) -> None:
+    store = TaildropStore(tmp_path / "files")
+    req = _req("PUT", target, **{"content-length": str(len(body))})
+    started = put_begin(req, store, PutAccess(True, "n1"))
+    if status != 200:
+        assert isinstance(started, PeerApiResponse)
+        assert (started.status, started.body) == (status, b"invalid filename\n")
+        assert not (tmp_path / "files").exists() or list((tmp_path / "files").iterdir()) == []
+        return
+    assert isinstance(started, Upload)
+    started.write(body)
+    name = started.finish()
+    assert name == unquote(target.removeprefix("/v0/put/"))
+    assert (tmp_path / "files" / name).read_bytes() == body
