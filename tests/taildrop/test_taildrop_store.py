@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import os
 import random
-from urllib.parse import unquote
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 
