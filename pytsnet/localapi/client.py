@@ -8,10 +8,11 @@ Every answer is decoded strictly (``pytsnet.localapi.types``), so a shape drift 
 from __future__ import annotations
 
 import base64
+import io
 import json
-from collections.abc import Callable
-from typing import TypeVar
-from urllib.parse import urlencode
+from collections.abc import Callable, Iterator
+from typing import BinaryIO, TypeVar
+from urllib.parse import quote, urlencode
 
 import httpx
 from pydantic import TypeAdapter, ValidationError
@@ -20,12 +21,14 @@ from pytsnet.errors import LocalApiError
 from pytsnet.localapi.http import LOCAL_API_HOST
 from pytsnet.localapi.server import PREFIX, LocalApi, LocalRequest, LocalResponse, MaskedPrefs, Prefs
 from pytsnet.localapi.types import (
+    FileTarget,
     NetworkLockStatus,
     NetworkLockUpdate,
     PingResult,
     Status,
     TkaKeyJSON,
     TokenResponse,
+    WaitingFile,
     WhoIsResponse,
 )
 from pytsnet.wire.keys import NLPrivate
@@ -50,11 +53,25 @@ class LocalClient:
 
         def send(req: LocalRequest) -> LocalResponse:
             url = f"http://{LOCAL_API_HOST}{req.path}" + (f"?{urlencode(req.query)}" if req.query else "")
+            # -- taildrop (22c): a streamed body each way, a long poll's wait on top of the timeout --
+            wait = req.query.get("waitsec", "0")
+            c = httpx.Client(transport=httpx.HTTPTransport(uds=path),
+                             timeout=timeout + (int(wait) if wait.isdigit() else 0))
+            content = _chunks(req.stream) if req.stream is not None else (req.body or None)
             try:
-                with httpx.Client(transport=httpx.HTTPTransport(uds=path), timeout=timeout) as c:
-                    r = c.request(req.method, url, content=req.body or None, headers=req.headers or None)
+                r = c.send(c.build_request(req.method, url, content=content, headers=req.headers or None),
+                           stream=True)
+                if r.status_code == 200 and r.headers.get("content-type") == "application/octet-stream":
+                    return LocalResponse(200, b"", "application/octet-stream",
+                                         headers=tuple(r.headers.items()),
+                                         stream=io.BufferedReader(_ResponseBody(r, c), CHUNK),
+                                         stream_size=int(r.headers.get("content-length", "-1")))
+                r.read()
             except httpx.HTTPError as e:
+                c.close()
                 raise LocalApiError(f"LocalAPI at {path}: {e}") from None
+            c.close()
+            # -- end taildrop (22c) --
             return LocalResponse(r.status_code, r.content, r.headers.get("content-type", ""),
                                  headers=tuple(r.headers.items()))
 
@@ -190,7 +207,102 @@ class LocalClient:
             raise LocalApiError(f"LocalAPI answer is not a []MarshaledSignature: {e}") from None
 
 
+    # -- taildrop (22c): Go client/local/local.go's file calls --
+    def file_targets(self) -> list[FileTarget]:
+        """Go ``FileTargets``: the nodes this one may send files to."""
+        return _decode_list(_TARGETS, "[]FileTarget", self.request("GET", "file-targets"))
+
+    def waiting_files(self) -> list[WaitingFile]:
+        """Go ``WaitingFiles``: the inbox now."""
+        return self.await_waiting_files(0)
+
+    def await_waiting_files(self, seconds: int) -> list[WaitingFile]:
+        """Go ``AwaitWaitingFiles``: the inbox once not empty, or empty after ``seconds``."""
+        body = self.request("GET", "files/", {"waitsec": str(max(int(seconds), 0))})
+        return _decode_list(_WAITING, "[]WaitingFile", body)
+
+    def delete_waiting_file(self, name: str) -> None:
+        """Go ``DeleteWaitingFile``."""
+        self.request("DELETE", "files/" + quote(name, safe=""))
+
+    def get_waiting_file(self, name: str) -> tuple[BinaryIO, int]:
+        """Go ``GetWaitingFile``: the file as a stream (close it) and its size."""
+        resp = self._send(LocalRequest("GET", PREFIX + "files/" + quote(name, safe="")))
+        if resp.status != 200 or resp.stream is None:
+            if resp.stream is not None:
+                resp.stream.close()
+            raise LocalApiError(f"{resp.status}: {resp.body.decode('utf-8', 'replace').strip()}", resp.status)
+        if resp.stream_size < 0:
+            resp.stream.close()
+            raise LocalApiError("unexpected chunking")
+        return resp.stream, resp.stream_size
+
+    def push_file(self, target: str, size: int, name: str, body: BinaryIO) -> None:
+        """Go ``PushFile``: send ``body`` as ``name`` to the node with StableID ``target`` (``size``
+        -1: unknown). The body is read as it goes (wrap it to count progress)."""
+        headers = {"content-length": str(size)} if size >= 0 else {}
+        req = LocalRequest("PUT", f"{PREFIX}file-put/{target}/{quote(name, safe='')}", headers=headers,
+                           stream=body)
+        resp = self._send(req)
+        if resp.status != 200:
+            raise LocalApiError(f"{resp.status}: {resp.body.decode('utf-8', 'replace').strip()}", resp.status)
+    # -- end taildrop (22c) --
+
+
 _UPDATES = TypeAdapter(list[NetworkLockUpdate] | None)
+# -- taildrop (22c) --
+_TARGETS = TypeAdapter(list[FileTarget] | None)
+_WAITING = TypeAdapter(list[WaitingFile] | None)
+_T = TypeVar("_T")
+
+
+def _decode_list(adapter: TypeAdapter[list[_T] | None], what: str, body: bytes) -> list[_T]:
+    try:
+        return adapter.validate_json(body) or []
+    except ValidationError as e:
+        raise LocalApiError(f"LocalAPI answer is not a {what}: {e}") from None
+
+
+CHUNK = 256 * 1024
+
+
+def _chunks(stream: BinaryIO) -> Iterator[bytes]:
+    """A request body read as httpx sends it."""
+    while chunk := stream.read(CHUNK):
+        yield chunk
+
+
+class _ResponseBody(io.RawIOBase):
+    """An answer's body over the socket, read as the caller goes; closing it closes the connection."""
+
+    def __init__(self, resp: httpx.Response, client: httpx.Client) -> None:
+        self._it = resp.iter_raw(CHUNK)
+        self._resp = resp
+        self._client = client
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: memoryview) -> int:  # type: ignore[override]
+        while not self._pending:
+            try:
+                self._pending = next(self._it)
+            except StopIteration:
+                return 0
+            except httpx.HTTPError as e:
+                raise LocalApiError(f"LocalAPI file body: {e}") from None
+        n = min(len(buf), len(self._pending))
+        buf[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._resp.close()
+            self._client.close()
+        super().close()
+# -- end taildrop (22c) --
 
 
 def _b64(b: bytes) -> str:

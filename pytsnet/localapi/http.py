@@ -18,18 +18,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hmac
+import io
 import ipaddress
 from collections.abc import Callable
+from typing import BinaryIO
 from urllib.parse import parse_qsl, urlsplit
 
 import h11
 
 from pytsnet import __version__
 from pytsnet.localapi.server import MAX_BODY, LocalApi, LocalRequest, LocalResponse
-from pytsnet.wire.http1_body import BodyReader
+from pytsnet.wire.http1_body import BodyReader, BodyTruncated, MalformedHttp
 
-__all__ = ["LOCAL_API_HOST", "check_and_handle", "read_body", "response_bytes"]
+__all__ = ["LOCAL_API_HOST", "BodyStream", "check_and_handle", "read_body", "response_bytes", "send_response"]
 
 LOCAL_API_HOST = "local-tailscaled.sock"
 """Go ``apitype.LocalAPIHost``: the Host header the LocalAPI clients send."""
@@ -81,7 +84,7 @@ def _valid_host(host: str, with_password: bool) -> bool:
 
 
 def check_and_handle(api: LocalApi, req: h11.Request, body: bytes, *, password: str | None,
-                     sec_header: bool) -> LocalResponse:
+                     sec_header: bool, stream: BinaryIO | None = None) -> LocalResponse:
     """Go's checks (see the module doc) then the route table; ``password`` None: the unix socket."""
     if sec_header and _header(req, b"sec-tailscale") != "localapi":
         return LocalResponse(403, b"missing 'Sec-Tailscale: localapi' header")
@@ -103,7 +106,8 @@ def check_and_handle(api: LocalApi, req: h11.Request, body: bytes, *, password: 
     headers: dict[str, str] = {}
     for name, value in req.headers:
         headers.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
-    local = LocalRequest(method=method, path=parts.path, query=query, body=body, headers=headers)
+    local = LocalRequest(method=method, path=parts.path, query=query, body=body, headers=headers,
+                         stream=stream)
     return api.handle(local, permit_read=True, permit_write=True)
 
 
@@ -132,3 +136,85 @@ def response_bytes(conn: h11.Connection, resp: LocalResponse) -> bytes:
     if resp.body and resp.status != 204:
         out += conn.send(h11.Data(data=resp.body)) or b""
     return out + (conn.send(h11.EndOfMessage()) or b"")
+
+
+# -- taildrop (22c) --
+STREAM_CHUNK = 256 * 1024
+
+
+class BodyStream(io.RawIOBase):
+    """A request body read as it arrives (a streaming route's ``LocalRequest.stream``): h11's
+    ``Data`` events off ``conn`` (whose head was taken), ``recv`` giving each read (``b""`` at EOF;
+    it bounds its own wait). ``b""`` at the body's end; a body cut or broken is ``MalformedHttp``
+    (``BodyTruncated``), raised to the handler like any read error."""
+
+    def __init__(self, conn: h11.Connection, recv: Callable[[], bytes]) -> None:
+        self._conn = conn
+        self._recv = recv
+        self._pending = b""
+        self._done = False
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: memoryview) -> int:  # type: ignore[override]
+        while not self._pending and not self._done:
+            self._pending = self._next()
+        n = min(len(buf), len(self._pending))
+        buf[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def _next(self) -> bytes:
+        try:
+            ev = self._conn.next_event()
+        except h11.RemoteProtocolError as e:
+            if self._eof:
+                raise BodyTruncated(f"request body truncated: {e}") from None
+            raise MalformedHttp(f"bad request body: {e}") from None
+        if ev is h11.NEED_DATA:
+            data = self._recv()
+            self._eof = self._eof or not data
+            self._conn.receive_data(data)
+            return b""
+        if isinstance(ev, h11.Data):
+            return bytes(ev.data)
+        if isinstance(ev, h11.EndOfMessage):
+            self._done = True
+            return b""
+        raise BodyTruncated(f"request ended inside its body: {type(ev).__name__}")
+
+
+def send_response(sendall: Callable[[bytes], object], conn: h11.Connection, resp: LocalResponse) -> None:
+    """``response_bytes``, then a streaming answer's body in ``STREAM_CHUNK`` pieces (closed after,
+    whatever happens); a stream shorter than its declared size is an ``OSError`` (h11 refuses to end
+    the message), so the client sees a cut body, never a short one that looks whole."""
+    try:
+        if resp.stream is None:
+            sendall(response_bytes(conn, resp))
+            return
+        sendall(_head_bytes(conn, resp))
+        while chunk := resp.stream.read(STREAM_CHUNK):
+            sendall(conn.send(h11.Data(data=chunk)) or b"")
+        try:
+            sendall(conn.send(h11.EndOfMessage()) or b"")
+        except h11.LocalProtocolError as e:
+            raise OSError(f"LocalAPI answer body shorter than its length: {e}") from None
+    finally:
+        if resp.stream is not None:
+            with contextlib.suppress(OSError):
+                resp.stream.close()
+
+
+def _head_bytes(conn: h11.Connection, resp: LocalResponse) -> bytes:
+    """The head alone of a streaming answer (``response_bytes`` of an empty body, its length the
+    stream's, without the end of message)."""
+    headers = [(b"content-type", resp.content_type.encode()),
+               (b"content-length", str(resp.stream_size).encode()),
+               (b"tailscale-version", __version__.encode()), (b"x-content-type-options", b"nosniff"),
+               (b"x-frame-options", b"DENY"), (b"content-security-policy", b"default-src 'none'"),
+               (b"connection", b"close"), *((k.encode(), v.encode("latin-1")) for k, v in resp.headers)]
+    return conn.send(h11.Response(status_code=resp.status, headers=headers,
+                                  reason=_REASONS.get(resp.status, b"Error"))) or b""
+# -- end taildrop (22c) --

@@ -11,11 +11,13 @@ with ``LocalApi.route``.
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import ipaddress
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import BinaryIO, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -38,6 +40,11 @@ class LocalRequest:
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     """Request headers, names lower-cased (first value): Serve's ``If-Match`` (20b)."""
+    # -- taildrop (22c) --
+    stream: BinaryIO | None = None
+    """A streaming route's body, read as the handler goes (``file-put/``: a file of any size); the
+    transport bounds each read's wait. None elsewhere (``body`` holds it)."""
+    # -- end taildrop (22c) --
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,12 @@ class LocalResponse:
     content_type: str = "text/plain; charset=utf-8"
     headers: tuple[tuple[str, str], ...] = ()
     """Extra response headers: Serve's ``Etag`` (20b)."""
+    # -- taildrop (22c) --
+    stream: BinaryIO | None = None
+    """A body too large to hold (``files/<name>``: a received file), copied by the transport then
+    closed; its length is ``stream_size`` (the ``Content-Length``), ``body`` is unused."""
+    stream_size: int = 0
+    # -- end taildrop (22c) --
 
     @classmethod
     def error(cls, status: int, text: str) -> LocalResponse:
@@ -72,6 +85,7 @@ class Route:
     """Go's word in "<what> access denied"."""
     write_methods: frozenset[str] = frozenset()
     """Methods of a read route that mutate (prefs' PATCH): they need write access."""
+    streaming: bool = False  # taildrop (22c): the transport hands the body as ``LocalRequest.stream``
 
 
 class Prefs(BaseModel):
@@ -142,9 +156,11 @@ class LocalApi:
             "ping": Route(LocalApi._ping, "read", "ping"),
         }
 
-    def route(self, name: str, handler: Handler, access: Access, what: str | None = None) -> None:
-        """Add (or replace) ``/localapi/v0/<name>``; a name ending in ``/`` matches as a prefix."""
-        self.routes[name] = Route(handler, access, what or name)
+    def route(self, name: str, handler: Handler, access: Access, what: str | None = None, *,
+              streaming: bool = False) -> None:
+        """Add (or replace) ``/localapi/v0/<name>``; a name ending in ``/`` matches as a prefix.
+        ``streaming``: the body is not buffered (``LocalRequest.stream``; taildrop, 22c)."""
+        self.routes[name] = Route(handler, access, what if what is not None else name, streaming=streaming)
 
     def lookup(self, path: str) -> Route | None:
         """Go ``handlerForPath``."""
@@ -161,9 +177,11 @@ class LocalApi:
         if route is None:
             return LocalResponse.error(404, "404 page not found")
         if not (permit_write or (route.access == "read" and permit_read)):
-            return LocalResponse.error(403, f"{route.what} access denied")
+            return LocalResponse.error(403, f"{route.what} access denied".lstrip())
         if req.method in route.write_methods and not permit_write:
             return LocalResponse.error(403, f"{route.what} write access denied")
+        if route.streaming and req.stream is None:  # taildrop (22c): a buffered body, read as a stream
+            req = dataclasses.replace(req, stream=io.BytesIO(req.body))
         return route.handler(self, req)
 
     # -- handlers --------------------------------------------------------------------------------------

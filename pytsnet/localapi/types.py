@@ -346,3 +346,23 @@ class NetworkLockUpdate(GoModel):
 
 __all__ += ["NetworkLockStatus", "NetworkLockUpdate", "NodeKeySignatureJSON", "TKAKey", "TKAPeer",
             "TkaKeyJSON"]  # 21f's own line
+
+
+# -- taildrop (22c) --
+class FileTarget(GoModel):
+    """apitype.go:46 ``FileTarget`` (``file-targets``): a node files can be sent to, and its PeerAPI
+    base URL (``http://ip:port``, no path)."""
+
+    Node: _Node | None
+    PeerAPIURL: str
+
+
+class WaitingFile(GoModel):
+    """apitype.go:54 ``WaitingFile`` (``files/``): a received file in the inbox."""
+
+    Name: str
+    Size: int = Field(ge=0)
+
+
+__all__ += ["FileTarget", "WaitingFile"]  # 22c's own line
+# -- end taildrop (22c) --

@@ -13,6 +13,7 @@ a ``LocalApiError``. Requests get Go's checks for the unix socket (``pytsnet.loc
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import socket
 import stat
@@ -20,6 +21,7 @@ import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import h11
 
@@ -38,7 +40,7 @@ from pytsnet.actors.runtime import (
 )
 from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.errors import LocalApiError
-from pytsnet.localapi.http import check_and_handle, read_body, response_bytes
+from pytsnet.localapi.http import BodyStream, check_and_handle, read_body, response_bytes, send_response
 from pytsnet.localapi.server import LocalApi, LocalResponse
 from pytsnet.messages.localapi import LocalApiAccepted, LocalApiConnDone, LocalApiEvent, LocalApiEventKind
 from pytsnet.wire.http1_body import BodyTooLarge, MalformedHttp
@@ -101,6 +103,11 @@ class LocalApiConnection(Actor):
         self.sock.settimeout(left)
         return self.sock.recv(65536)
 
+    def _recv_idle(self) -> bytes:
+        """One read of a streaming body: ``REQUEST_TIMEOUT`` for this read alone (taildrop, 22c)."""
+        self.sock.settimeout(REQUEST_TIMEOUT)
+        return self.sock.recv(65536)
+
     def _serve(self) -> None:
         deadline = time.monotonic() + REQUEST_TIMEOUT
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
@@ -122,12 +129,24 @@ class LocalApiConnection(Actor):
                 self.sock.sendall(response_bytes(conn, bad))
             return
         self.sock.settimeout(REQUEST_TIMEOUT)  # for the answer: a client that never reads is cut
-        self.sock.sendall(response_bytes(conn, resp))
+        send_response(self.sock.sendall, conn, resp)
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_WR)
 
     def _answer(self, conn: h11.Connection, req: h11.Request, deadline: float) -> LocalResponse:
-        """Read the body (``MalformedHttp`` for a cut or broken one) and answer it; too large: 413."""
+        """Read the body (``MalformedHttp`` for a cut or broken one) and answer it; too large: 413.
+        A streaming route (``file-put/``) gets the body as it arrives instead, each read given
+        ``REQUEST_TIMEOUT`` (a file takes as long as it takes; a stalled client is cut)."""
+        # -- taildrop (22c) --
+        route = self.api.lookup(urlsplit(req.target.decode("ascii", "replace")).path)
+        if route is not None and route.streaming:
+            self._event("requests")
+            stream = io.BufferedReader(BodyStream(conn, self._recv_idle), 65536)
+            try:
+                return check_and_handle(self.api, req, b"", password=None, sec_header=False, stream=stream)
+            finally:
+                stream.close()
+        # -- end taildrop (22c) --
         try:
             body = read_body(conn, lambda: self._recv(deadline))
         except BodyTooLarge:

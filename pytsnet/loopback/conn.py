@@ -27,7 +27,7 @@ from pytsnet.actors.netstack.channel import FlowChannel
 from pytsnet.actors.netstack.splice import Splice, SpliceLimits, abort_flow
 from pytsnet.actors.runtime import Actor, ActorStopped, MailboxFull, StopReason, handles
 from pytsnet.actors.runtime.logs import subsystem_logger
-from pytsnet.localapi.http import check_and_handle, read_body, response_bytes
+from pytsnet.localapi.http import check_and_handle, read_body, send_response
 from pytsnet.localapi.server import LocalResponse
 from pytsnet.loopback.http_proxy import PROXY_USER, BadHttp, Connect, Forward, HttpFront, Local, forward
 from pytsnet.loopback.outcomes import dial_outcome
@@ -314,7 +314,7 @@ class ProxyConnection(Actor):
                 check_and_handle(self.dialer.local_api(), req, body, password=self.creds.local_api,
                                  sec_header=True))
         self._event("local_api")
-        self.sock.sendall(response_bytes(front.conn, resp))
+        send_response(self.sock.sendall, front.conn, resp)  # a file's stream too (22c)
         _close_gracefully(self.sock)
         return None
 
