@@ -196,15 +196,13 @@ def _open_source(file_arg: str, name: str) -> tuple[BinaryIO, int, str]:
         sniff = stdin.read(MAX_SNIFF)
         body = io.BufferedReader(_Chain(sniff, stdin))
         return body, -1, "stdin" + (".txt" if len(sniff) < MAX_SNIFF and _is_utf8(sniff) else "")
+    if os.path.isdir(file_arg):
+        raise FileCommandError("directories not supported")
     try:
         f = open(file_arg, "rb")  # noqa: SIM115 - closed by the caller's ``with``
     except OSError as e:
         raise FileCommandError(f"{file_arg}: {e.strerror}") from None
-    st = os.fstat(f.fileno())
-    if os.path.isdir(file_arg):
-        f.close()
-        raise FileCommandError("directories not supported")
-    return f, st.st_size, name or os.path.basename(file_arg)
+    return f, os.fstat(f.fileno()).st_size, name or os.path.basename(file_arg)
 
 
 def _is_utf8(b: bytes) -> bool:
