@@ -42,7 +42,8 @@ def fake() -> FakeTaildrop:
 def test_permissions_as_go(fake: FakeTaildrop) -> None:
     api = api_over(fake)
     # file-targets: PermitRead ("access denied"); file-put and files: PermitWrite ("file access denied")
-    assert call(api, "GET", "file-targets", read=False, write=False) == LocalResponse.error(403, "access denied")
+    denied = LocalResponse.error(403, "access denied")
+    assert call(api, "GET", "file-targets", read=False, write=False) == denied
     assert call(api, "GET", "file-targets", read=True, write=False).status == 200
     for path, method in [("file-put/stable-bob/x", "PUT"), ("files/", "GET"), ("files/a", "GET"),
                          ("files/a", "DELETE")]:
@@ -67,7 +68,8 @@ def test_file_put_routes(fake: FakeTaildrop) -> None:
     api = api_over(fake)
     assert call(api, "GET", "file-put/stable-bob/x") == LocalResponse.error(400, "want PUT to put file")
     assert call(api, "PUT", "file-put/stable-bob") == LocalResponse.error(400, "bogus URL")
-    assert call(api, "PUT", "file-put/stable-nobody/x", body=b"1") == LocalResponse.error(404, "node not found")
+    r = call(api, "PUT", "file-put/stable-nobody/x", body=b"1")
+    assert r == LocalResponse.error(404, "node not found")
     assert call(api, "PUT", "file-put/stable-bob/bad%zz") == LocalResponse.error(400, "bad filename")
     assert call(api, "POST", "file-put/stable-bob").status == 501  # multipart: not served, never half
     assert fake.pushed == []
