@@ -1234,6 +1234,8 @@ class ActorDevice:
         register_serve(api, self)  # 20b: serve-config
         from pytsnet.localapi import tka as tka_api  # 21e: tka/*
         tka_api.register(api, self)
+        from pytsnet.localapi import taildrop as taildrop_api  # 22c: file-targets, file-put/, files/
+        taildrop_api.register(api, taildrop_api.DeviceTaildrop(self))
         return api
 
     def local_client(self) -> LocalClient:

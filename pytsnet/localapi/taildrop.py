@@ -14,20 +14,37 @@ file cp|get`` and any Go ``local.Client`` (``PushFile``, ``WaitingFiles``, ``Awa
   ``Content-Length`` its size).
 
 The work (the peerAPI PUT with Go's resume, the inbox) is the backend's; this module only
-translates. A backend failure is its ``TaildropBackendError``'s status and text (Go proxies the peer's
-status for a put and answers 500 with the error's text for the inbox), an ``OSError`` is 500.
+translates. ``DeviceTaildrop`` is the backend over an ``ActorDevice`` (22a's ``send_file``,
+``file_targets``, waiting files): the put runs ``send_file`` on the request's thread, the body read
+as it arrives; the inbox wait polls (the store has no notification). A backend failure is its
+``TaildropBackendError``'s status and text (Go proxies the peer's status for a put and answers 500
+with the error's text for the inbox), an ``OSError`` is 500.
 """
 
 from __future__ import annotations
 
 import json
-from typing import BinaryIO, Protocol
+import os
+import time
+from typing import IO, Any, BinaryIO, Protocol
 from urllib.parse import unquote
 
+import anyio
+
+from pytsnet import taildrop as taildrop_facade
+from pytsnet.actors.taildrop.store import WaitingFile as StoreWaitingFile
+from pytsnet.errors import (
+    TaildropError,
+    TaildropFileExists,
+    TaildropNameInvalid,
+    TaildropRefused,
+    TaildropTooLarge,
+)
+from pytsnet.localapi.backend import peer_node
 from pytsnet.localapi.server import LocalApi, LocalRequest, LocalResponse
 from pytsnet.localapi.types import FileTarget, WaitingFile
 
-__all__ = ["MAX_WAIT", "TaildropBackend", "TaildropBackendError", "register"]
+__all__ = ["MAX_WAIT", "DeviceTaildrop", "TaildropBackend", "TaildropBackendError", "register"]
 
 MAX_WAIT = 3600
 """``files/?waitsec=`` is capped at this many seconds (Go's CLI asks for an hour at a time)."""
@@ -88,8 +105,9 @@ def register(api: LocalApi, backend: TaildropBackend) -> None:
             return LocalResponse.error(400, "want GET to list targets")
         try:
             targets = backend.file_targets()
-        except (TaildropBackendError, OSError) as e:
-            return _failure(e)
+        except (TaildropBackendError, OSError) as e:  # Go ``WriteErrorJSON``: 500, {"error": …}
+            return LocalResponse(500, (json.dumps({"error": str(e)}, indent="\t") + "\n").encode(),
+                                 "application/json")
         return _json([t.model_dump(mode="json", exclude_defaults=True) for t in targets])
 
     def file_put(_api: LocalApi, req: LocalRequest) -> LocalResponse:
@@ -154,6 +172,81 @@ def register(api: LocalApi, backend: TaildropBackend) -> None:
     api.route("file-targets", file_targets, "read", "")
     api.route("file-put/", file_put, "write", "file", streaming=True)
     api.route("files/", files, "write", "file")
+
+
+POLL = 0.25
+"""How often ``DeviceTaildrop.await_waiting_files`` looks at the inbox."""
+_STATUS: list[tuple[type[TaildropError], int]] = [(TaildropNameInvalid, 400), (TaildropRefused, 403),
+                                                  (TaildropFileExists, 409), (TaildropTooLarge, 413)]
+
+
+class TaildropDevice(Protocol):
+    """What ``DeviceTaildrop`` uses of ``ActorDevice`` (22a's Taildrop API)."""
+
+    def file_targets(self, timeout: float = ...) -> list[taildrop_facade.FileTarget]: ...
+    async def send_file(self, peer: Any, source: str | os.PathLike[str] | IO[bytes], *,
+                        name: str | None = ..., progress: taildrop_facade.Progress | None = ...,
+                        timeout: float = ...) -> int: ...
+    def waiting_files(self) -> list[StoreWaitingFile]: ...
+    def open_waiting_file(self, name: str) -> BinaryIO: ...
+    def delete_waiting_file(self, name: str) -> None: ...
+
+
+class DeviceTaildrop:
+    """``TaildropBackend`` over the device; its typed errors become Go's statuses (name 400, refused
+    403, exists 409, too large 413, else 500) with their text."""
+
+    def __init__(self, dev: TaildropDevice) -> None:
+        self.dev = dev
+
+    def file_targets(self) -> list[FileTarget]:
+        with _translated():
+            return [FileTarget(Node=peer_node(t.node, None), PeerAPIURL=t.peerapi_url)
+                    for t in self.dev.file_targets()]
+
+    def push_file(self, target: FileTarget, name: str, body: BinaryIO, size: int | None) -> None:
+        assert target.Node is not None
+        stable_id = target.Node.StableID
+        peer = next((t for t in self.dev.file_targets() if t.node.stable_id == stable_id), None)
+        if peer is None:
+            raise TaildropBackendError(404, "node not found")
+        with _translated():
+            anyio.run(_send, self.dev, peer, body, name)
+
+    def waiting_files(self) -> list[WaitingFile]:
+        with _translated():
+            return [WaitingFile(Name=w.name, Size=w.size) for w in self.dev.waiting_files()]
+
+    def await_waiting_files(self, timeout: float) -> list[WaitingFile]:
+        deadline = time.monotonic() + timeout
+        while not (files := self.waiting_files()) and time.monotonic() < deadline:
+            time.sleep(min(POLL, max(deadline - time.monotonic(), 0)))
+        return files
+
+    def open_waiting_file(self, name: str) -> tuple[BinaryIO, int]:
+        with _translated():
+            f = self.dev.open_waiting_file(name)
+            return f, os.fstat(f.fileno()).st_size
+
+    def delete_waiting_file(self, name: str) -> None:
+        with _translated():
+            self.dev.delete_waiting_file(name)
+
+
+async def _send(dev: TaildropDevice, peer: taildrop_facade.FileTarget, body: BinaryIO, name: str) -> None:
+    await dev.send_file(peer, body, name=name)
+
+
+class _translated:
+    """The device's ``TaildropError`` → ``TaildropBackendError`` with Go's status."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, e: BaseException | None, tb: object) -> None:
+        if isinstance(e, TaildropError):
+            status = next((code for cls, code in _STATUS if isinstance(e, cls)), 500)
+            raise TaildropBackendError(status, str(e)) from None
 
 
 def _unescape(text: str) -> str | None:
