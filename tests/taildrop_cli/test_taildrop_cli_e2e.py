@@ -57,7 +57,8 @@ def test_file_cp_in_tmux_then_get_byte_exact(tmp_path: Path) -> None:
                 wait_for_peers(alpha, ["beta"])
                 wait_for_peers(beta, ["alpha"])
                 r = _cli("file", "cp", "--socket", str(socks / "a.sock"), "--targets")
-                assert r.returncode == 0 and [ln.split("\t")[1] for ln in r.stdout.splitlines()] == ["beta"], r
+                names = [ln.split("\t")[1] for ln in r.stdout.splitlines()]
+                assert r.returncode == 0 and names == ["beta"], r
 
                 done = tmp_path / "rc"
                 cmd = (f"{sys.executable} -m pytsnet file cp --socket {socks / 'a.sock'} {src} beta:; "
