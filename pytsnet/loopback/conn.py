@@ -13,6 +13,7 @@ killing it (or its crash) resets both the client's socket and the tailnet flow, 
 from __future__ import annotations
 
 import contextlib
+import io
 import select
 import socket
 import struct
@@ -20,6 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
+from urllib.parse import urlsplit
 
 import h11
 
@@ -27,7 +29,7 @@ from pytsnet.actors.netstack.channel import FlowChannel
 from pytsnet.actors.netstack.splice import Splice, SpliceLimits, abort_flow
 from pytsnet.actors.runtime import Actor, ActorStopped, MailboxFull, StopReason, handles
 from pytsnet.actors.runtime.logs import subsystem_logger
-from pytsnet.localapi.http import check_and_handle, read_body, send_response
+from pytsnet.localapi.http import BodyStream, check_and_handle, read_body, send_response
 from pytsnet.localapi.server import LocalResponse
 from pytsnet.loopback.http_proxy import PROXY_USER, BadHttp, Connect, Forward, HttpFront, Local, forward
 from pytsnet.loopback.outcomes import dial_outcome
@@ -302,7 +304,26 @@ class ProxyConnection(Actor):
 
     def _local_api(self, front: HttpFront, req: h11.Request, deadline: float) -> str | None:
         """Go tsnet's ``/localapi`` on this listener: ``pytsnet.localapi.http`` checks the
-        ``Sec-Tailscale`` header and the ``local_api`` credential, then answers (19a)."""
+        ``Sec-Tailscale`` header and the ``local_api`` credential, then answers (19a). A streaming
+        route (Taildrop's ``file-put/``, 22c) reads its body as it arrives, each read given the idle
+        timeout."""
+        # -- taildrop (22c) --
+        route = self.dialer.local_api().lookup(urlsplit(req.target.decode("ascii", "replace")).path)
+        if route is not None and route.streaming:
+            idle = self.spawn.idle_timeout
+            raw = BodyStream(front.conn, lambda: self._recv(time.monotonic() + idle))
+            stream = io.BufferedReader(raw, _READ)
+            try:
+                resp = check_and_handle(self.dialer.local_api(), req, b"", password=self.creds.local_api,
+                                        sec_header=True, stream=stream)
+            except MalformedHttp:
+                self._refuse(front.error(400, "bad request"), "bad_http")
+                return None
+            self._event("local_api")
+            send_response(self.sock.sendall, front.conn, resp)
+            _close_gracefully(self.sock)
+            return None
+        # -- end taildrop (22c) --
         try:
             body: bytes | None = read_body(front.conn, lambda: self._recv(deadline))
         except BodyTooLarge:
