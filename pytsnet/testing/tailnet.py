@@ -9,6 +9,7 @@ tailnet, on the way out, whatever happened in between.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from pytsnet.device import ActorDevice
 from pytsnet.localnet.server import LocalTailnet
 from pytsnet.testing.polling import wait_until
 
-__all__ = ["Tailnet", "local_tailnet", "new_device", "wait_for_peers"]
+__all__ = ["GrowingRig", "Tailnet", "growing_tailnet", "local_tailnet", "new_device", "wait_for_peers"]
 
 RIG_DEFAULTS: dict[str, Any] = {"bind_host": "127.0.0.1", "backoff_max": 1.0}
 """Config fields every rig device gets unless told otherwise: bound to loopback, quick to retry."""
@@ -115,3 +116,23 @@ def tagged_host_and_peer(tmp: Path, host_tags: Sequence[str] = ("tag:web",),
         finally:
             peer.close()
             host.close()
+
+
+GrowingRig = tuple[LocalTailnet, str, list[ActorDevice]]
+"""A tailnet, a reusable auth key, and the devices the test started on it (``growing_tailnet``)."""
+
+
+@contextmanager
+def growing_tailnet(tmp: Path) -> Iterator[GrowingRig]:
+    """A LocalTailnet in ``tmp/ctl``, a reusable auth key, and a list the test appends each device it
+    starts to, for tests whose nodes join at different moments (after a lock, a policy change…); every
+    device in the list, then the tailnet, is closed on the way out, whatever happened in between."""
+    net = LocalTailnet(tmp / "ctl").start()
+    devs: list[ActorDevice] = []
+    try:
+        yield net, net.create_authkey(reusable=True), devs
+    finally:
+        for d in devs:
+            with contextlib.suppress(Exception):
+                d.close()
+        net.close()

@@ -6,7 +6,6 @@ add/remove, disable)."""
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import re
@@ -31,6 +30,7 @@ from pytsnet.localapi.tka import register
 from pytsnet.localapi.types import NetworkLockStatus, NetworkLockUpdate
 from pytsnet.localnet import LocalTailnet
 from pytsnet.testing.polling import wait_until
+from pytsnet.testing.tailnet import GrowingRig, growing_tailnet
 from pytsnet.wire.keys import NLPrivate, NLPublic, NodePrivate
 from pytsnet.wire.tka import (
     AUM,
@@ -276,16 +276,9 @@ def pytsnet_lock(sock: Path, *argv: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def localnet(tmp_path: Path) -> Iterator[tuple[LocalTailnet, str, list[ActorDevice]]]:
-    net = LocalTailnet(tmp_path / "ctl").start()
-    devs: list[ActorDevice] = []
-    try:
-        yield net, net.create_authkey(reusable=True), devs
-    finally:
-        for d in devs:
-            with contextlib.suppress(Exception):
-                d.close()
-        net.close()
+def localnet(tmp_path: Path) -> Iterator[GrowingRig]:
+    with growing_tailnet(tmp_path) as rig:
+        yield rig
 
 
 def _device(net: LocalTailnet, key: str, tmp: Path, name: str, sock: Path | None = None) -> ActorDevice:
@@ -298,7 +291,7 @@ def _names(dev: ActorDevice) -> set[str]:
 
 
 def test_lock_cli_end_to_end_on_localnet(tmp_path: Path,
-                                         localnet: tuple[LocalTailnet, str, list[ActorDevice]]) -> None:
+                                         localnet: GrowingRig) -> None:
     net, key, devs = localnet
     sock = Path(tmp_path / "alpha.sock")
     a = _device(net, key, tmp_path, "alpha", sock)

@@ -12,7 +12,6 @@ One tailnet walks the lifecycle in order (devices are slow to start); key rotati
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from pytsnet.localapi.backend import build_status
 from pytsnet.localapi.tka import network_lock_status
 from pytsnet.localnet import LocalTailnet
 from pytsnet.testing.polling import wait_until
+from pytsnet.testing.tailnet import GrowingRig, growing_tailnet
 
 SECRET = "disablement-secret:" + "5a" * 32
 PORT = 7310
@@ -79,19 +79,12 @@ def _refused(client: ActorDevice, server: ActorDevice, host: str) -> bool:
 
 
 @pytest.fixture
-def tailnet(tmp_path: Path) -> Iterator[tuple[LocalTailnet, str, list[ActorDevice]]]:
-    net = LocalTailnet(tmp_path / "ctl").start()
-    devs: list[ActorDevice] = []
-    try:
-        yield net, net.create_authkey(reusable=True), devs
-    finally:
-        for d in devs:
-            with contextlib.suppress(Exception):
-                d.close()
-        net.close()
+def tailnet(tmp_path: Path) -> Iterator[GrowingRig]:
+    with growing_tailnet(tmp_path) as rig:
+        yield rig
 
 
-Rig = tuple[LocalTailnet, str, list[ActorDevice]]
+Rig = GrowingRig
 
 
 def test_tailnet_lock_lifecycle_with_python_nodes(tmp_path: Path, tailnet: Rig) -> None:

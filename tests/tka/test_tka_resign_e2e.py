@@ -14,7 +14,6 @@ key ``Meta`` is carried into the chain.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from pytsnet.errors import TailnetLockError
 from pytsnet.localapi.tka import network_lock_status
 from pytsnet.localnet import LocalTailnet
 from pytsnet.testing.polling import wait_until
+from pytsnet.testing.tailnet import GrowingRig, growing_tailnet
 from pytsnet.wire.keys import NLPublic, NodePublic
 from pytsnet.wire.tka import NodeKeySignature, SigKind
 
@@ -60,20 +60,13 @@ def _synced(*devs: ActorDevice) -> bool:
 
 
 @pytest.fixture
-def tailnet(tmp_path: Path) -> Iterator[tuple[LocalTailnet, str, list[ActorDevice]]]:
-    net = LocalTailnet(tmp_path / "ctl").start()
-    devs: list[ActorDevice] = []
-    try:
-        yield net, net.create_authkey(reusable=True), devs
-    finally:
-        for d in devs:
-            with contextlib.suppress(Exception):
-                d.close()
-        net.close()
+def tailnet(tmp_path: Path) -> Iterator[GrowingRig]:
+    with growing_tailnet(tmp_path) as rig:
+        yield rig
 
 
 def test_remove_re_signs_by_default_and_without_it_the_signed_node_is_dropped(
-        tmp_path: Path, tailnet: tuple[LocalTailnet, str, list[ActorDevice]]) -> None:
+        tmp_path: Path, tailnet: GrowingRig) -> None:
     net, key, devs = tailnet
     a, b, c = (_device(net, key, tmp_path, n) for n in ("alpha", "beta", "gamma"))
     devs += [a, b, c]

@@ -25,6 +25,7 @@ from pytsnet.device import ActorDevice
 from pytsnet.localnet import LocalTailnet
 from pytsnet.testing.peerapi import http_request
 from pytsnet.testing.polling import wait_until
+from pytsnet.testing.tailnet import GrowingRig, growing_tailnet
 
 SECRET = "disablement-secret:" + "5a" * 32
 PORT = 7311
@@ -94,19 +95,12 @@ def _policy(*nodes: ActorDevice) -> dict[str, object]:
 
 
 @pytest.fixture
-def tailnet(tmp_path: Path) -> Iterator[tuple[LocalTailnet, str, list[ActorDevice]]]:
-    net = LocalTailnet(tmp_path / "ctl").start()
-    devs: list[ActorDevice] = []
-    try:
-        yield net, net.create_authkey(reusable=True), devs
-    finally:
-        for d in devs:
-            with contextlib.suppress(Exception):
-                d.close()
-        net.close()
+def tailnet(tmp_path: Path) -> Iterator[GrowingRig]:
+    with growing_tailnet(tmp_path) as rig:
+        yield rig
 
 
-Rig = tuple[LocalTailnet, str, list[ActorDevice]]
+Rig = GrowingRig
 
 
 def test_unsigned_peerapi_only_node_reaches_only_the_peerapi(tmp_path: Path, tailnet: Rig) -> None:
