@@ -86,7 +86,7 @@ from pytsnet.wire.tka import (
     sign_direct,
 )
 from pytsnet.wire.tka.authority import Authority
-from pytsnet.wire.tka.chonk import Chonk, MemChonk
+from pytsnet.wire.tka.chonk import Chonk, CompactionOptions, MemChonk
 from pytsnet.wire.tka.sig import node_public_from_binary
 from pytsnet.wire.tka.sync import sync_offer_from_text, sync_offer_to_text
 
@@ -119,6 +119,9 @@ class _Failed(Exception):
         super().__init__(error)
         self.failure = failure
 
+
+COMPACTION_DEFAULTS = CompactionOptions(min_chain=24, min_age=14 * 24 * 3600.0)
+"""Go ``tkaCompactionDefaults``: keep at least 24 AUMs back from the head, and two weeks of AUMs."""
 
 _Answer = TkaAnswer | TkaAffectedSigsAnswer
 _A = TypeVar("_A", TkaAnswer, TkaAffectedSigsAnswer)
@@ -237,6 +240,10 @@ class TkaAuthorityActor(Actor):
                 self.authority = Authority.open(chonk)
                 self.chonk = chonk
                 log.info("tka initialized at head %s", aum_hash_text(self.authority.head()))
+                try:  # as Go's initTKALocked: keep the chain a later open walks short
+                    self.authority.compact(chonk, COMPACTION_DEFAULTS, self.clock.time())
+                except (TkaError, OSError) as e:
+                    log.warning("tka compaction failed: %s", e)
             except (TkaError, OSError) as e:
                 self._unusable = True
                 self.last_error = f"opening the stored chain: {e}"

@@ -490,3 +490,33 @@ def test_deferred_control_answers_come_back_as_messages_of_no_sender(tmp_path: P
     got = [x for x in recs if x["ev"] == "recv" and x.get("tag") == "tka.call_done"]
     assert len(got) >= 3, "bootstrap, offer and send answers each arrived as a message"
     assert all(x["sender"] is None for x in got), "set in control's handler, yet not control's send"
+
+
+def test_a_stored_chain_is_compacted_at_start_as_go_does(tmp_path: Path) -> None:
+    """Go's initTKALocked compacts the stored chain after opening it (tkaCompactionDefaults: keep 24
+    AUMs back from the head and anything younger than 14 days), so the chain a restart walks stays
+    short (r1 finding: without it, >2000 AUMs would make the next open fail)."""
+    from pytsnet.actors.tka.storage import FsChonk
+
+    d = tmp_path / "tka-profiles" / "default"
+    d.mkdir(parents=True)
+    signer = NLPrivate.generate()
+    old = time.time() - 30 * 86400
+    chonk = FsChonk(str(d))
+    state = State(last_aum_hash=None, disablement_secrets=(disablement_kdf(SECRET),),
+                  keys=(key_of(signer),), state_id1=1, state_id2=2)
+    a, _ = Authority.create(chonk, state, signer, old)
+    for _ in range(120):  # the builder makes a checkpoint every 50 AUMs: compaction keeps back to one
+        b = a.new_updater(signer)
+        b.set_key_vote(key_of(signer).id(), 1 + _ % 3)
+        a.inform(chonk, b.finalize(chonk), old)
+    head = a.head()
+    before = len(chonk.all_aums())
+    assert before > 120
+    r = Rig(tmp_path)
+    try:
+        wait(lambda: r.last() is not None and r.last().enabled, what="re-opened")  # type: ignore[union-attr]
+        kept = FsChonk(str(d)).all_aums()
+        assert head in kept and 24 <= len(kept) < before - 50, (len(kept), before)
+    finally:
+        r.close()
