@@ -73,6 +73,16 @@ SHARED_ALLOWED.update({
     frozenset({"netstack", "peerapi", "serve"}): "the device's ActorSystem: all three spawn actors on it",
 })
 
+# -- Taildrop (22a) --
+ALLOWED.update({
+    ("peerapi", "taildrop"): "the device's Taildrop directory (TaildropStore: files on disk behind one lock),"
+                             " an I/O resource like the state store: peerAPI connection actors write the"
+                             " files peers PUT into it",
+    ("taildrop", "store"): "the same directory: the janitor deletes partial files nobody resumed (Go's"
+                           " deleteDelay)",
+})
+SHARED_ALLOWED[frozenset({"peerapi", "taildrop"})] = "the Taildrop directory (see ALLOWED)"
+
 # -- Funnel (20c) --
 ALLOWED[("peerapi", "ingress")] = ("the facade's Funnel listener table (port → handler, locked): Funnel"
                                    " listeners register in it and a peerAPI connection hands its flow to"
