@@ -142,6 +142,7 @@ from pytsnet.messages.peers import (
     SetRoutePrefs,
 )
 from pytsnet.messages.serve import GetServeConfig, ServeSpawn, ServeStatus, ServeStatusRequest, SetServeConfig
+from pytsnet.messages.ssh import SshActionAnswer, SshActionCancel, SshActionFetch  # 22d
 from pytsnet.messages.tka import (  # 21e  # 21e
     TkaAffectedSigs,  # 21i
     TkaAnswer,
@@ -1840,6 +1841,20 @@ class ActorDevice:
         keys = list(host_keys) if host_keys else [await anyio.to_thread.run_sync(load_or_create_host_key,
                                                                                   self.store)]
         return await SSHListener(self, port, keys, handler).start(backlog)
+
+    async def ssh_action_fetch(self, url: str, timeout: float, fetch_id: str = "") -> SshActionAnswer:
+        """22d, SSH check mode: ``GET`` a ``holdAndDelegate`` URL over the Noise connection to control
+        (the ControlRunner refuses any other host); control may hold it until the check is decided."""
+        try:
+            ask = SshActionFetch(url=url, timeout=timeout, fetch_id=fetch_id)
+            return await self._ref(CONTROL).ask_async(ask, timeout=timeout + 10.0)
+        except ActorStopped as e:
+            raise DeviceClosed(f"{CONTROL} stopped: the device is closing") from e
+
+    def ssh_action_cancel(self, fetch_id: str) -> None:
+        """22d: the SSH client left while held: the fetch ends and control forgets the check."""
+        with contextlib.suppress(ActorStopped, MailboxFull, OSError):
+            self._ref(CONTROL).tell(SshActionCancel(fetch_id=fetch_id))
     # -- end ListenSSH (22b) --
 
     # -- taildrop (22a): sending, file targets, received files (pytsnet/taildrop.py, actors/taildrop) --

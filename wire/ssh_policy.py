@@ -16,13 +16,15 @@ SSH byte), and :func:`evaluate` at authentication, once the SSH user is known. T
 from __future__ import annotations
 
 import ipaddress
+import re
+import urllib.parse
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
 from pytsnet.wire.tailcfg.ssh import SSHAction, SSHPolicy, SSHPrincipal, SSHRule
 
-__all__ = ["Caller", "Decision", "EvalResult", "admit", "evaluate", "map_local_user"]
+__all__ = ["Caller", "Decision", "EvalResult", "admit", "evaluate", "expand_delegate_url", "map_local_user"]
 
 
 class EvalResult(StrEnum):
@@ -134,3 +136,25 @@ def admit(policy: SSHPolicy | None, caller: Caller, now: datetime) -> bool:
             return True
     return False
 
+
+
+# -- check mode (22d) --
+_DELEGATE_VARS = re.compile(
+    r"\$SRC_NODE_IP|\$SRC_NODE_ID|\$DST_NODE_IP|\$DST_NODE_ID|\$SSH_USER|\$LOCAL_USER")
+
+
+def expand_delegate_url(url: str, *, src_ip: str, src_node_id: int, dst_ip: str, dst_node_id: int | None,
+                        ssh_user: str, local_user: str) -> str:
+    """Go ``expandDelegateURLLocked``: a ``holdAndDelegate`` URL with its variables filled in, in one
+    pass (Go's ``strings.NewReplacer``: a value is never expanded again). IPs and users are
+    query-escaped (``url.QueryEscape``); node IDs are decimal; no netmap (``dst_node_id`` None): ""."""
+    values = {
+        "$SRC_NODE_IP": urllib.parse.quote_plus(src_ip, safe=""),
+        "$SRC_NODE_ID": str(src_node_id),
+        "$DST_NODE_IP": urllib.parse.quote_plus(dst_ip, safe=""),
+        "$DST_NODE_ID": "" if dst_node_id is None else str(dst_node_id),
+        "$SSH_USER": urllib.parse.quote_plus(ssh_user, safe=""),
+        "$LOCAL_USER": urllib.parse.quote_plus(local_user, safe=""),
+    }
+    return _DELEGATE_VARS.sub(lambda m: values[m.group(0)], url)
+# -- end check mode (22d) --

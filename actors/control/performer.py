@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -27,13 +28,14 @@ from pytsnet.messages.control import (
     IoRegisterAnswer,
     MapFrame,
 )
+from pytsnet.messages.ssh import IoSshActionAnswer  # 22d
 from pytsnet.messages.tka import IoTkaControlAnswer
 from pytsnet.wire.control import Connect, OpenMapPoll, SendLiteUpdate, SendRegister
 from pytsnet.wire.errors import WireError
 from pytsnet.wire.keys import MachinePrivate
 from pytsnet.wire.tailcfg import FrameDecoder
 
-__all__ = ["ControlPerformer", "Request", "SendIdToken", "SendSetDns", "SendTkaCall"]
+__all__ = ["ControlPerformer", "Request", "SendIdToken", "SendSetDns", "SendSshActionFetch", "SendTkaCall"]
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,30 @@ TKA_RESPONSE_LIMIT = 10 << 20
 """Go reads TKA answers through ``io.LimitedReader{N: 10 * 1024 * 1024}``."""
 
 
-Request = Connect | SendRegister | OpenMapPoll | SendLiteUpdate | SendIdToken | SendSetDns | SendTkaCall
+# -- ssh action (22d) --
+@dataclass(frozen=True)
+class SendSshActionFetch:
+    """Tailscale SSH check mode: ``GET <path>`` (path and query of a ``holdAndDelegate`` URL) on ``conn``
+    for ``token`` (Go ``fetchSSHAction`` through ``DoNoiseRequest``). Control may hold it until a check is
+    decided, so the request thread only sends it; the SSH-action thread waits, at most ``timeout`` seconds."""
+
+    conn: int
+    token: int
+    path: str
+    timeout: float
+
+
+_SshItem = tuple[int, "Noise2Client | None", "Response | None", float]
+
+SSH_ACTION_LIMIT = 1 << 20
+"""An ``SSHAction`` is a small JSON object; more is refused."""
+SSH_ACTION_POLL = 0.05
+"""How often the SSH-action thread looks at its pending answers (several checks may wait at once)."""
+# -- end ssh action (22d) --
+
+
+Request = (Connect | SendRegister | OpenMapPoll | SendLiteUpdate | SendIdToken | SendSetDns | SendTkaCall
+           | SendSshActionFetch)
 
 
 class ControlPerformer:
@@ -98,6 +123,9 @@ class ControlPerformer:
         self._closed = False
         self._poll: tuple[int, Response, FrameDecoder] | None = None
         self._frames: deque[Message] = deque()
+        # 22d: (token, client, response, deadline) to wait for; client and response None: a cancel
+        self._ssh_new: queue.Queue[_SshItem | None] = queue.Queue()
+        self._ssh_waiting: list[tuple[int, Noise2Client, Response, float]] = []
 
     # -- actor thread ------------------------------------------------------------------------------
     def submit(self, request: Request) -> None:
@@ -117,6 +145,7 @@ class ControlPerformer:
             self._closed = True
         self._requests.put(None)
         self._polls.put(None)
+        self._ssh_new.put(None)  # 22d
         self.abort()
 
     # -- the request thread ------------------------------------------------------------------------
@@ -171,6 +200,14 @@ class ControlPerformer:
                 except ControlTransportError as e:
                     return IoTkaControlAnswer(token=req.token, error=str(e))
                 return IoTkaControlAnswer(token=req.token, status=status, body=body)
+            case SendSshActionFetch():  # 22d: sent here, waited for on the SSH-action thread
+                try:
+                    client = self._client_for(req.conn)
+                    resp = client.request(req.path, b"", "GET", TKA_AUTHORITY)
+                except ControlTransportError as e:
+                    return IoSshActionAnswer(token=req.token, error=str(e))
+                self._ssh_new.put((req.token, client, resp, time.monotonic() + req.timeout))
+                return None
 
     def _connect(self, conn: int) -> Message:
         with self._lock:
@@ -196,6 +233,48 @@ class ControlPerformer:
         if client is None or client.closed:
             raise ControlTransportError("connection closed")
         return client
+
+    # -- ssh action (22d): the SSH-action thread --------------------------------------------------
+    def cancel_ssh_action(self, token: int) -> None:
+        """The SSH client gave up: reset fetch ``token``'s stream (control drops its pending check)."""
+        self._ssh_new.put((token, None, None, 0.0))
+
+    def step_ssh_actions(self) -> Message | None:
+        """One answered (or timed out) SSH action fetch; waits while none is. Held requests are looked
+        at every ``SSH_ACTION_POLL`` seconds, so one pending check never delays another's answer."""
+        try:
+            item = self._ssh_new.get(timeout=SSH_ACTION_POLL if self._ssh_waiting else None)
+        except queue.Empty:
+            item = None
+        else:
+            if item is None:  # close(): nothing more will be answered
+                self._ssh_waiting.clear()
+                return None
+            tok, new_client, new_resp, new_deadline = item
+            if new_client is not None and new_resp is not None:
+                self._ssh_waiting.append((tok, new_client, new_resp, new_deadline))
+            else:  # a cancel
+                for i, (token, client, resp, _) in enumerate(self._ssh_waiting):
+                    if token == tok:
+                        del self._ssh_waiting[i]
+                        client.cancel(resp)
+                        break
+        now = time.monotonic()
+        for i, (token, client, resp, deadline) in enumerate(self._ssh_waiting):
+            if resp.headers.is_set():
+                del self._ssh_waiting[i]
+                try:
+                    status = resp.wait_status(0)
+                    body = resp.read_all(self._timeout, SSH_ACTION_LIMIT)
+                except ControlTransportError as e:
+                    return IoSshActionAnswer(token=token, error=str(e))
+                return IoSshActionAnswer(token=token, status=status, body=body)
+            if now >= deadline:
+                del self._ssh_waiting[i]
+                client.cancel(resp)
+                return IoSshActionAnswer(token=token, error="no SSH action from control in time")
+        return None
+    # -- end ssh action (22d) --
 
     # -- the poll thread ---------------------------------------------------------------------------
     def step_poll(self) -> Message | None:

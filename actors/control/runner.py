@@ -22,11 +22,18 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytsnet.wire.control as login
-from pytsnet.actors.control.performer import ControlPerformer, SendIdToken, SendSetDns, SendTkaCall
+from pytsnet.actors.control.performer import (
+    ControlPerformer,
+    SendIdToken,
+    SendSetDns,
+    SendSshActionFetch,
+    SendTkaCall,
+)
 from pytsnet.actors.control.store import MACHINE_KEY, NETMAP, NODE, StateStore
 from pytsnet.actors.dataplane.netmap import netmap_for_dataplane
 from pytsnet.actors.keeper import recall, remember
@@ -56,6 +63,7 @@ from pytsnet.messages.control import (
 )
 from pytsnet.messages.peers import ClearPeers, NetmapUpdate, PeerInfo, ResendNetmap
 from pytsnet.messages.services import ServicesMemory
+from pytsnet.messages.ssh import IoSshActionAnswer, SshActionAnswer, SshActionCancel, SshActionFetch  # 22d
 from pytsnet.messages.tka import (
     IoTkaControlAnswer,
     TkaAuthorityUpdate,
@@ -73,6 +81,28 @@ log = subsystem_logger("control")
 __all__ = ["ControlRunner", "RunnerConfig"]
 
 TKA_PATH_PREFIX = "/machine/tka/"
+
+
+# -- ssh action (22d) --
+MAX_SSH_ACTION_FETCHES = 64
+"""SSH checks waiting on control at once (each holds a stream and a deferred reply)."""
+
+
+def control_path(url: str, control_url: str) -> str | None:
+    """The path and query to send over Noise for ``url`` when it is one of control's own (host ``unused``
+    as Go's Noise requests name it, or the control URL's host) under ``/machine/``; else None."""
+    try:
+        u, c = urllib.parse.urlsplit(url), urllib.parse.urlsplit(control_url)
+    except ValueError:
+        return None
+    if u.scheme not in ("https", "http") or u.username or u.password or u.fragment:
+        return None
+    if u.netloc != "unused" and u.netloc.lower() != c.netloc.lower():
+        return None
+    if not u.path.startswith("/machine/") or ".." in u.path or any(ch in url for ch in "\r\n\x00 "):
+        return None
+    return u.path + (f"?{u.query}" if u.query else "")
+# -- end ssh action (22d) --
 
 WATCHDOG_TIMEOUT = 120.0
 """``watchdogTimeout`` in ``direct.go``: a long poll silent this long is dead."""
@@ -141,6 +171,9 @@ class ControlRunner(Actor):
         self._id_token_waiting: dict[int, Reply | None] = {}
         self._set_dns_waiting: dict[int, Reply | None] = {}  # 20a: the cert manager's DNS-01 records
         self._tka_waiting: dict[int, Reply | None] = {}  # 21d: the TKA actor's /machine/tka/* calls
+        self._ssh_waiting: dict[int, Reply | None] = {}  # 22d: SSH check mode's held action fetches
+        self._ssh_ids: dict[str, int] = {}
+        """22d: ``SshActionFetch.fetch_id`` → token (for ``SshActionCancel``)."""
         self._tka_info: TkaNetmapInfo | None = None
         """The last ``TkaNetmapInfo`` told (told again only when it changes)."""
         self._timers: dict[float, TimerHandle] = {}
@@ -156,6 +189,7 @@ class ControlRunner(Actor):
                                          request_timeout=self.cfg.request_timeout, watchdog=WATCHDOG_TIMEOUT)
         self.start_io_loop(io.step_requests, io.close)
         self.start_io_loop(io.step_poll, io.close)
+        self.start_io_loop(io.step_ssh_actions, io.close)  # 22d
         self._perform(self.machine.start(self.clock.time(), stored_node=self.store.read_state(NODE),
                                          stored_netmap=self.store.read_state(NETMAP),
                                          restarted=self.incarnation > 1))
@@ -180,7 +214,9 @@ class ControlRunner(Actor):
             self._io.close()
         waiting = ([r for r, _ in self._lite_waiting.values()] + list(self._logout_waiting.values())
                    + list(self._id_token_waiting.values()) + list(self._set_dns_waiting.values())
-                   + list(self._tka_waiting.values()))
+                   + list(self._tka_waiting.values()) + list(self._ssh_waiting.values()))
+        self._ssh_waiting.clear()
+        self._ssh_ids.clear()
         self._set_dns_waiting.clear()
         self._tka_waiting.clear()
         self._lite_waiting.clear()
@@ -327,6 +363,46 @@ class ControlRunner(Actor):
         reply = self._tka_waiting.pop(msg.token, None)
         if reply is not None:
             reply.set(TkaControlAnswer(status=msg.status, body=msg.body, error=msg.error))
+
+    # -- ssh action (22d) --
+    @handles(SshActionFetch)
+    def on_ssh_action_fetch(self, msg: SshActionFetch) -> SshActionAnswer | None:
+        """Tailscale SSH check mode: ``GET`` a ``holdAndDelegate`` URL over Noise (Go ``fetchSSHAction``);
+        answered when control answers or ``msg.timeout`` runs out. Only control's own URLs: a URL naming
+        another host (or not ``/machine/``) is refused, so a policy cannot make the node ask elsewhere."""
+        path = control_path(msg.url, self.cfg.control_url)
+        if path is None:
+            return SshActionAnswer(status=400, error=f"not a control URL: {msg.url[:80]!r}")
+        io = self._io
+        if io is None or not self.machine.session_up:
+            return SshActionAnswer(status=503, error="no netmap")
+        if len(self._ssh_waiting) >= MAX_SSH_ACTION_FETCHES:
+            return SshActionAnswer(status=429, error="too many SSH checks pending")
+        token = next(self._tokens)
+        self._ssh_waiting[token] = self.defer_reply()
+        if msg.fetch_id:
+            self._ssh_ids[msg.fetch_id] = token
+        io.submit(SendSshActionFetch(self.machine.conn, token, path, max(0.0, min(msg.timeout, 1800.0))))
+        return None
+
+    @handles(IoSshActionAnswer)
+    def on_ssh_action_answer(self, msg: IoSshActionAnswer) -> None:
+        self._ssh_ids = {k: v for k, v in self._ssh_ids.items() if v != msg.token}
+        reply = self._ssh_waiting.pop(msg.token, None)
+        if reply is not None:
+            reply.set(SshActionAnswer(status=msg.status, body=msg.body, error=msg.error))
+
+    @handles(SshActionCancel)
+    def on_ssh_action_cancel(self, msg: SshActionCancel) -> None:
+        token = self._ssh_ids.pop(msg.fetch_id, None)
+        if token is None:
+            return
+        reply = self._ssh_waiting.pop(token, None)
+        if reply is not None:
+            reply.set(SshActionAnswer(error="cancelled"))
+        if self._io is not None:
+            self._io.cancel_ssh_action(token)
+    # -- end ssh action (22d) --
 
     @handles(TkaAuthorityUpdate)
     def on_tka_authority(self, msg: TkaAuthorityUpdate) -> None:

@@ -11,10 +11,14 @@ caller (WhoIs of its tailnet source address) must be admitted by the netmap's cu
 else the connection is closed at once (a client reads EOF, no ``SSH-2.0`` banner: in Go the packet
 filter drops such a caller). At authentication, once the SSH user is known, the policy is evaluated
 again (it may have changed): accept → session; reject, no match, or a user the rules do not map →
-disconnect with Go's message; check mode (``holdAndDelegate``) is refused, since this node does not
-fetch the delegated action from control. Like Go, "none" authentication is offered and succeeds for
-an accepted caller (any password or key the client offers instead is ignored, not checked): the tailnet
-identity is the credential.
+disconnect with Go's message; check mode (``holdAndDelegate``, 22d) follows Go's ``clientAuth`` loop:
+the action's message is sent as an auth banner, the URL expanded (:func:`expand_delegate_url`) and
+fetched over the Noise connection to control (the ControlRunner refuses any other host), and the
+``SSHAction`` control answers decides in turn (accept, reject, or another hold), all within Go's 30
+minutes; a failed fetch is retried with backoff as Go does, and a client that disconnects while held
+cancels its fetch (control then forgets the pending check). Like Go, "none" authentication is offered
+and succeeds for an accepted caller (any password or key the client offers instead is ignored, not
+checked): the tailnet identity is the credential.
 
 Sessions: with ``handler``, ``await handler(session)`` per session channel (an :class:`SSHSession`:
 asyncssh's process plus the :class:`SSHPeer`); its return value (an int) is the exit status. Without
@@ -27,7 +31,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,9 +41,10 @@ from typing import Any, Protocol
 
 import asyncssh
 
+from pytsnet.messages.ssh import SshActionAnswer
 from pytsnet.ssh.shell import process_user, run_login_shell
-from pytsnet.wire.ssh_policy import Caller, Decision, EvalResult, admit, evaluate
-from pytsnet.wire.tailcfg.ssh import SSHPolicy
+from pytsnet.wire.ssh_policy import Caller, Decision, EvalResult, admit, evaluate, expand_delegate_url
+from pytsnet.wire.tailcfg.ssh import SSHAction, SSHPolicy
 
 __all__ = ["SSHListener", "SSHPeer", "SSHSession", "SessionHandler"]
 
@@ -81,6 +88,8 @@ class _Device(Protocol):
     def listen_socket(self, port: int, backlog: int = ...) -> Any: ...
     def whois(self, addr: str) -> Any: ...
     def dataplane_info(self) -> Any: ...
+    async def ssh_action_fetch(self, url: str, timeout: float, fetch_id: str = ...) -> SshActionAnswer: ...
+    def ssh_action_cancel(self, fetch_id: str) -> None: ...
 
 
 @dataclass
@@ -89,6 +98,19 @@ class _Stats:
     refused_before_banner: int = 0
     refused_at_auth: int = 0
     sessions: int = 0
+    holds: int = 0
+    """22d: check-mode holds followed (one per ``holdAndDelegate`` action)."""
+    fetch_errors: int = 0
+
+
+CHECK_TIMEOUT = 30 * 60.0
+"""Go bounds a connection's whole hold-and-delegate exchange by 30 minutes."""
+MAX_HOLDS = 16
+"""Delegations followed for one login before refusing (Go has no count; a loop would only end at the
+30-minute bound)."""
+FETCH_BACKOFF_MAX = 10.0
+"""Go's ``fetchSSHAction`` backs off up to 10 s between failed fetches."""
+_fetch_ids = itertools.count(1)
 
 
 class _Conn(asyncssh.SSHServer):
@@ -98,6 +120,20 @@ class _Conn(asyncssh.SSHServer):
         self._listener = listener
         self.peer = peer
 
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self._ssh: asyncssh.SSHServerConnection | None = conn
+        self._fetch_id = ""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._ssh = None
+        if self._fetch_id:  # 22d: a held login whose client gave up: control forgets its check
+            self._listener._cancel_fetch(self._fetch_id)
+
+    def _banner(self, message: str) -> None:
+        if message and self._ssh is not None:
+            with contextlib.suppress(OSError):
+                self._ssh.send_auth_banner(message if message.endswith("\n") else message + "\n")
+
     async def begin_auth(self, username: str) -> bool:
         d = await self._listener._decide(self.peer, username)
         if d.result is EvalResult.REJECTED_USER:
@@ -106,17 +142,37 @@ class _Conn(asyncssh.SSHServer):
         if d.result is not EvalResult.ACCEPTED or d.action is None:
             raise asyncssh.PermissionDenied("tailscale: tailnet policy does not permit you to SSH to this "
                                             "node")
-        if d.action.reject:
-            raise asyncssh.PermissionDenied(d.action.message or "tailscale: access denied")
-        if d.action.holdAndDelegate and not d.action.accept:
-            raise asyncssh.PermissionDenied("tailscale: this node does not support check mode "
-                                            "(hold and delegate)")
-        if not d.action.accept:
-            raise asyncssh.PermissionDenied("tailscale: tailnet policy action has neither accept, reject nor "
-                                            "check")
-        if self._listener.turnkey and d.local_user != process_user().pw_name:
+        action: SSHAction = d.action
+        if (action.accept or action.holdAndDelegate) and self._listener.turnkey \
+                and d.local_user != process_user().pw_name:
             raise asyncssh.PermissionDenied(f"tailscale: this server runs as {process_user().pw_name!r} and "
                                             f"cannot log you in as {d.local_user!r}")
+        deadline = time.monotonic() + CHECK_TIMEOUT
+        holds = 0
+        while True:  # Go clientAuth's action loop
+            if action.accept:
+                self._banner(action.message)
+                break
+            if action.reject:
+                raise asyncssh.PermissionDenied(action.message or "tailscale: access denied")
+            if not action.holdAndDelegate:
+                raise asyncssh.PermissionDenied("tailscale: tailnet policy action has neither accept, reject "
+                                                "nor check")
+            holds += 1
+            if holds > MAX_HOLDS:
+                raise asyncssh.PermissionDenied("tailscale: too many delegations")
+            self._banner(action.message)
+            self._listener.stats.holds += 1
+            url = self._listener._expand(action.holdAndDelegate, self.peer, username, d.local_user)
+            self._fetch_id = f"ssh-{self._listener.port}-{next(_fetch_ids)}"
+            try:
+                nxt = await self._listener._fetch_action(url, deadline, self._fetch_id,
+                                                         lambda: self._ssh is None)
+            finally:
+                self._fetch_id = ""
+            if nxt is None:
+                raise asyncssh.PermissionDenied("tailscale: failed to fetch next SSH action")
+            action = nxt
         self.peer = SSHPeer(**{**self.peer.__dict__, "ssh_user": username, "local_user": d.local_user,
                                "accept_env": d.accept_env})
         self._listener.stats.accepted += 1
@@ -218,10 +274,57 @@ class SSHListener:
     async def _decide(self, peer: SSHPeer, ssh_user: str) -> Decision:
         pol = await asyncio.to_thread(self._policy)
         d = evaluate(pol, self._caller(peer), ssh_user, datetime.now(UTC))
-        if not d.accepted:
+        if not d.accepted and not (d.action is not None and d.action.holdAndDelegate and not d.action.reject):
             self.stats.refused_at_auth += 1
             log.info("ssh: %s (%s) refused as %r: %s", peer.hostname, peer.src[0], ssh_user, d.result.value)
         return d
+
+    # -- check mode (22d) ---------------------------------------------------------------------------
+    def _expand(self, url: str, peer: SSHPeer, ssh_user: str, local_user: str) -> str:
+        nm = self.dev.dataplane_info().netmap
+        dst_id = nm.self_node.node_id if nm is not None else None
+        v6 = ":" in peer.src[0]
+        dst_ip = next((a.split("/")[0] for a in (nm.self_node.addresses if nm is not None else ())
+                       if (":" in a) == v6), "")
+        return expand_delegate_url(url, src_ip=peer.src[0], src_node_id=peer.node_id, dst_ip=dst_ip,
+                                   dst_node_id=dst_id, ssh_user=ssh_user, local_user=local_user)
+
+    async def _fetch_action(self, url: str, deadline: float, fetch_id: str,
+                            gone: Callable[[], bool]) -> SSHAction | None:
+        """Go ``fetchSSHAction``: GET ``url`` until control answers 200 with an ``SSHAction``, backing
+        off on anything else, until ``deadline``. None: the URL was refused, the client left, or time
+        ran out (the caller refuses the login: fail closed)."""
+        backoff = 1.0
+        while not gone():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            try:
+                ans = await self.dev.ssh_action_fetch(url, left, fetch_id)
+            except TimeoutError as e:
+                ans = SshActionAnswer(error=str(e) or "timeout")
+            except OSError as e:  # DeviceClosed: no control connection will come back for this login
+                log.info("ssh: fetch of the next SSH action: %s", e)
+                return None
+            if ans.error == "cancelled" or gone():
+                return None
+            if ans.status == 200 and not ans.error:
+                try:
+                    return SSHAction.model_validate_json(ans.body)
+                except ValueError as e:
+                    ans = SshActionAnswer(status=200, error=f"invalid SSHAction JSON: {str(e)[:120]}")
+            elif ans.status == 400 and ans.error:  # refused by our own runner: not control's URL
+                log.warning("ssh: check mode URL refused: %s", ans.error)
+                self.stats.fetch_errors += 1
+                return None
+            self.stats.fetch_errors += 1
+            log.info("ssh: fetch of the next SSH action: %s %s", ans.status or "", ans.error[:200])
+            await asyncio.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
+            backoff = min(backoff * 2, FETCH_BACKOFF_MAX)
+        return None
+
+    def _cancel_fetch(self, fetch_id: str) -> None:
+        self.dev.ssh_action_cancel(fetch_id)
 
     async def _handle(self, sock: Any, src: tuple[str, int]) -> None:
         peer = await self._admit(src)
