@@ -33,12 +33,15 @@ import base64
 import binascii
 import collections
 import contextlib
+import itertools
 import json
 import logging
 import re
 import secrets
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -121,6 +124,37 @@ def map_frame(msg: JSON, compress: bool) -> bytes:
 
 _ACME_VALUE = re.compile(r"[A-Za-z0-9_-]{1,255}")
 """A DNS-01 TXT value: base64url of a SHA-256 (43 characters), bounded to one TXT string."""
+
+
+# -- ssh check (22d) --
+SSH_ACTION_PREFIX = "/machine/ssh/action/"
+_SSH_ACTION_PATH = re.compile(r"/machine/ssh/action/(\d{1,18})/to/(\d{1,18})")
+MAX_SSH_CHECKS = 64
+"""Pending SSH checks at once (each holds a Noise stream); more are rejected."""
+SSH_CHECK_TIMEOUT = 600.0
+"""A check nobody decides is rejected after this long (the node would wait up to Go's 30 minutes)."""
+_SSH_ACCEPT = json.dumps({"accept": True, "allowAgentForwarding": True, "allowLocalPortForwarding": True,
+                          "allowRemotePortForwarding": True}).encode()
+
+
+def _ssh_reject(message: str) -> bytes:
+    return json.dumps({"reject": True, "message": message + "\n"}).encode()
+
+
+@dataclass
+class SshCheck:
+    """A login held by check mode: who (source node) wants to log in where, as whom, since when."""
+
+    id: int
+    src_node_id: int
+    dst_node_id: int
+    src_host: str
+    dst_host: str
+    ssh_user: str
+    local_user: str
+    created: float
+    decided: asyncio.Future[bool] = field(repr=False)
+# -- end ssh check (22d) --
 
 
 class BadRequestBody(ValueError):
@@ -267,6 +301,14 @@ class ControlServer:
         self.tka = ControlTka.load(store, time.time())
         """Tailnet Lock as control keeps it (:mod:`pytsnet.localnet.tka`)."""
         self.stats.update({"tka_calls": 0, "tka_refused": 0})
+        # -- ssh check (22d) --
+        self.ssh_checks: dict[int, SshCheck] = {}
+        """Pending Tailscale SSH checks (held ``/machine/ssh/action/`` requests), by id."""
+        self.ssh_check_timeout = SSH_CHECK_TIMEOUT
+        self._ssh_check_ids = itertools.count(1)
+        self._ssh_approved: dict[tuple[int, str], float] = {}
+        """(source node ID, SSH user) → until when an approval stands (the rule's ``checkPeriod``)."""
+        self.stats.update({"ssh_checks": 0, "ssh_check_refused": 0})
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self, host: str = "127.0.0.1", port: int = 0, *, sock: Any = None) -> None:
@@ -607,6 +649,10 @@ class ControlServer:
     async def _serve_machine(self, req: H2Request, resp: H2Response, machine: str) -> None:
         """Route one Noise-side request; bad input of any kind is a 400 and one log line."""
         try:
+            if req.path.startswith(SSH_ACTION_PREFIX):  # 22d: a GET without a body
+                status, answer = await self.ssh_action(req.path, machine)
+                await resp.simple(status, answer, "application/json" if status == 200 else "text/plain")
+                return
             body = strict_json(bytes(req.body))
             if req.path == "/machine/register":
                 await resp.simple(200, json.dumps(await self.tka_register(body, machine)).encode())  # 21c
@@ -700,6 +746,65 @@ class ControlServer:
         if not _ACME_VALUE.fullmatch(value):
             return 400, b"Value is not an ACME DNS-01 digest (base64url, at most 255 characters)\n"
         return 200, b""
+
+    # -- ssh check (22d) --
+    async def ssh_action(self, path: str, machine: str) -> tuple[int, bytes]:
+        """``GET /machine/ssh/action/<src>/to/<dst>?ssh_user=&local_user=&check_period=``: the node
+        ``dst`` holds a login from ``src`` until the admin decides (:meth:`decide_ssh_check`), the
+        check times out (reject) or the node resets the stream (the check is forgotten). Only ``dst``'s
+        own machine may ask; an approval within ``check_period`` seconds is accepted at once."""
+        u = urllib.parse.urlsplit(path)
+        m = _SSH_ACTION_PATH.fullmatch(u.path)
+        q = urllib.parse.parse_qs(u.query, keep_blank_values=True, max_num_fields=8)
+        users = q.get("ssh_user", [""]), q.get("local_user", [""]), q.get("check_period", ["0"])
+        if m is None or any(len(v) != 1 for v in users) or not users[2][0].isdigit():
+            self.stats["ssh_check_refused"] += 1
+            return 400, b"bad SSH action request\n"
+        src_id, dst_id = int(m.group(1)), int(m.group(2))
+        ssh_user, local_user, period = users[0][0][:64], users[1][0][:64], min(int(users[2][0][:12]), 1 << 31)
+        dst = next((n for n in self.store.nodes() if n.id == dst_id), None)
+        src = next((n for n in self.store.nodes() if n.id == src_id), None)
+        if dst is None or dst.machine_key != machine or dst.logged_out or not dst.authorized:
+            self.stats["ssh_check_refused"] += 1
+            log.info("control: SSH action for node %d asked by another machine %s: refused", dst_id,
+                     machine[:20])
+            return 403, b"only the destination node may fetch its SSH action\n"
+        if src is None:
+            return 200, _ssh_reject("tailscale: unknown source node")
+        now = time.time()
+        if period and self._ssh_approved.get((src_id, ssh_user), 0.0) > now:
+            return 200, _SSH_ACCEPT
+        if len(self.ssh_checks) >= MAX_SSH_CHECKS:
+            self.stats["ssh_check_refused"] += 1
+            return 200, _ssh_reject("tailscale: too many SSH checks pending")
+        check = SshCheck(next(self._ssh_check_ids), src_id, dst_id, src.hostname, dst.hostname, ssh_user,
+                         local_user, now, asyncio.get_running_loop().create_future())
+        self.ssh_checks[check.id] = check
+        self.stats["ssh_checks"] += 1
+        log.info("control: SSH check %d: %s as %r on %s waits for a decision", check.id, src.hostname,
+                 ssh_user, dst.hostname)
+        try:
+            accepted = await asyncio.wait_for(asyncio.shield(check.decided), self.ssh_check_timeout)
+        except TimeoutError:
+            return 200, _ssh_reject("tailscale: the SSH check timed out")
+        finally:
+            self.ssh_checks.pop(check.id, None)
+        if not accepted:
+            return 200, _ssh_reject("tailscale: the SSH check was denied")
+        if period:
+            self._ssh_approved[(src_id, ssh_user)] = time.time() + period
+            if len(self._ssh_approved) > MAX_SSH_CHECKS * 16:  # bounded: drop the expired
+                self._ssh_approved = {k: v for k, v in self._ssh_approved.items() if v > time.time()}
+        return 200, _SSH_ACCEPT
+
+    def decide_ssh_check(self, check_id: int, accept: bool) -> bool:
+        """Approve or deny pending check ``check_id``; False if there is none (decided, gone, timed out)."""
+        check = self.ssh_checks.get(check_id)
+        if check is None or check.decided.done():
+            return False
+        check.decided.set_result(accept)
+        return True
+    # -- end ssh check (22d) --
 
     # -- tka (21c) --
     def _tka_caller(self, body: JSON, machine: str) -> Node:

@@ -54,9 +54,11 @@ advertise before (stored like an admin's approval, which ``nodes approve-routes`
 ``src``: selectors as in ``acls`` (``*`` → an ``any`` principal, others → the nodes' tailnet IPs);
 ``dst``: the nodes the rule goes to (``*`` is every node); ``users``: local user names,
 ``autogroup:nonroot`` (any user but root, as itself) or ``*`` (any user, as itself). ``action``
-``accept`` only: ``check`` needs the hold-and-delegate flow over the control connection, which localnet
-does not serve, so it is refused rather than downgraded. Without an ``ssh`` section no node gets an
-``SSHPolicy`` (Tailscale SSH then refuses everyone); with one, every node gets one (maybe no rules).
+``accept``, or ``check`` (22d) with an optional ``checkPeriod`` (``"12h"`` default, Go-style ``1h30m``,
+or ``"always"``): the rule's action is a hold-and-delegate to control's ``/machine/ssh/action/...``
+(:data:`SSH_CHECK_URL`), which waits until the admin decides (``LocalTailnet.decide_ssh_check``).
+Without an ``ssh`` section no node gets an ``SSHPolicy`` (Tailscale SSH then refuses everyone); with
+one, every node gets one (maybe no rules).
 The packet filter is not widened: ``acls``/``grants`` must also let the sources reach port 22.
 
 ``taildrop`` (22a; Tailscale keeps Taildrop sharing in its admin console) lets nodes send files to
@@ -286,9 +288,12 @@ class Policy:
             if not principals:
                 continue
             dsts = {ip for sel in rule.dst for ip in self._resolve(sel, nodes, logins, {})}
-            compiled = {"principals": principals, "sshUsers": dict(rule.users),
-                        "action": {"accept": True, "allowAgentForwarding": True,
-                                   "allowLocalPortForwarding": True, "allowRemotePortForwarding": True}}
+            action: dict[str, Any] = {"accept": True, "allowAgentForwarding": True,
+                                      "allowLocalPortForwarding": True, "allowRemotePortForwarding": True}
+            if rule.check_period is not None:  # 22d: check mode
+                action = {"holdAndDelegate": SSH_CHECK_URL.format(period=rule.check_period),
+                          "message": SSH_CHECK_MESSAGE}
+            compiled = {"principals": principals, "sshUsers": dict(rule.users), "action": action}
             if rule.accept_env:
                 compiled["acceptEnv"] = list(rule.accept_env)
             for n in nodes:
@@ -497,6 +502,31 @@ class SshRule:
     dst: tuple[str, ...]
     users: tuple[tuple[str, str], ...]
     accept_env: tuple[str, ...] = ()
+    check_period: int | None = None
+    """22d: ``check`` rules: seconds an approval lasts for (source node, SSH user); 0 = ask every time;
+    None: an ``accept`` rule."""
+
+
+SSH_CHECK_URL = ("https://unused/machine/ssh/action/$SRC_NODE_ID/to/$DST_NODE_ID"
+                 "?ssh_user=$SSH_USER&local_user=$LOCAL_USER&check_period={period}")
+"""22d: the hold-and-delegate URL a ``check`` rule compiles to (Go-like; the node fills the variables)."""
+SSH_CHECK_MESSAGE = ("# Tailscale SSH requires an additional check.\n"
+                     "# Waiting for the tailnet admin to approve this login (localnet: decide_ssh_check).\n")
+DEFAULT_CHECK_PERIOD = 12 * 3600
+_DURATION = re.compile(r"(?:(\d{1,6})h)?(?:(\d{1,8})m)?(?:(\d{1,10})s)?")
+
+
+def _check_period(v: object, where: str) -> int:
+    """``checkPeriod``: ``"always"`` (0) or a Go duration of hours/minutes/seconds; default 12h."""
+    if v is None:
+        return DEFAULT_CHECK_PERIOD
+    if v == "always":
+        return 0
+    m = _DURATION.fullmatch(v) if isinstance(v, str) and v else None
+    if m is None or not any(m.groups()):
+        raise PolicyError(f"{where}: checkPeriod must be 'always' or a duration like '12h' or '30m'")
+    h, mi, s = (int(g or 0) for g in m.groups())
+    return h * 3600 + mi * 60 + s
 
 
 _SSH_USER = re.compile(r"[a-z_][a-z0-9_.-]{0,31}\$?", re.IGNORECASE)  # a POSIX-ish login name
@@ -527,12 +557,14 @@ def _parse_ssh(doc: object) -> tuple[SshRule, ...]:
         where = f"ssh[{i}]"
         if not isinstance(r, dict):
             raise PolicyError(f"{where}: must be an object with action, src, dst and users")
-        unknown = set(r) - {"action", "src", "dst", "users", "acceptEnv"}
+        unknown = set(r) - {"action", "src", "dst", "users", "acceptEnv", "checkPeriod"}
         if unknown:
             raise PolicyError(f"{where}: unsupported keys {sorted(unknown)}")
-        if r.get("action") != "accept":
-            raise PolicyError(f"{where}: action must be 'accept' (localnet does not serve check mode's "
-                              "hold-and-delegate flow)")
+        if r.get("action") not in ("accept", "check"):
+            raise PolicyError(f"{where}: action must be 'accept' or 'check'")
+        if r.get("action") == "accept" and "checkPeriod" in r:
+            raise PolicyError(f"{where}: checkPeriod is only for 'check' rules")
+        period = _check_period(r.get("checkPeriod"), where) if r.get("action") == "check" else None
         src, dst, env = r.get("src"), r.get("dst"), r.get("acceptEnv", [])
         if not isinstance(src, list) or not isinstance(dst, list) or not src or not dst:
             raise PolicyError(f"{where}: src and dst must be non-empty lists")
@@ -542,7 +574,8 @@ def _parse_ssh(doc: object) -> tuple[SshRule, ...]:
             raise PolicyError(f"{where}: {INTERNET_SELECTOR} is not an SSH destination")
         out.append(SshRule(src=tuple(_check_selector(s, where) for s in src),
                            dst=tuple(_check_selector(d, where, dst=True) for d in dst),
-                           users=_ssh_users(r.get("users"), where), accept_env=tuple(env)))
+                           users=_ssh_users(r.get("users"), where), accept_env=tuple(env),
+                           check_period=period))
     return tuple(out)
 # -- end ssh (22b) --
 # -- taildrop (22a) --

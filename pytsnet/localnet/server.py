@@ -256,6 +256,29 @@ class LocalTailnet:
                                           key_expiry=renewed(self.store, time.time())) is not None
         return bool(self._call(lambda: self.control.approve(node_id)))  # type: ignore[union-attr]
 
+    # -- ssh check (22d) --
+    def ssh_checks(self) -> list[dict[str, Any]]:
+        """Pending Tailscale SSH checks (``check`` rules): id, source/destination node and host, SSH and
+        local user, since when. Decide one with :meth:`decide_ssh_check`."""
+        if self.control is None:
+            return []
+
+        def snap() -> list[dict[str, Any]]:
+            assert self.control is not None
+            return [{"id": c.id, "src_node_id": c.src_node_id, "dst_node_id": c.dst_node_id,
+                     "src_host": c.src_host, "dst_host": c.dst_host, "ssh_user": c.ssh_user,
+                     "local_user": c.local_user, "created": c.created}
+                    for c in self.control.ssh_checks.values()]
+        return self._call(snap)
+
+    def decide_ssh_check(self, check_id: int, accept: bool) -> bool:
+        """Approve (``accept``) or deny a pending SSH check: the held login proceeds or is refused with
+        the denial's message. False if no such check is pending."""
+        if self.control is None:
+            return False
+        return bool(self._call(lambda: self.control.decide_ssh_check(check_id, accept)))  # type: ignore[union-attr]
+    # -- end ssh check (22d) --
+
     def routes(self, node: int | str) -> RouteStatus:
         """The node's (ID or hostname) advertised, approved and primary routes (``NodeNotFound``)."""
         node_id = find_node(self.store, node).id
