@@ -77,7 +77,8 @@ def test_sshpolicy_in_full_map_and_deltas(tmp_path: Path) -> None:
 @pytest.mark.parametrize("bad", [
     {"ssh": {}},
     {"ssh": ["x"]},
-    {"ssh": [{"action": "check", "src": ["*"], "dst": ["*"], "users": ["root"]}]},  # check: not served
+    {"ssh": [{"action": "deny", "src": ["*"], "dst": ["*"], "users": ["root"]}]},
+    {"ssh": [{"action": "check", "src": ["*"], "dst": ["*"], "users": ["root"], "checkPeriod": "soon"}]},
     {"ssh": [{"action": "accept", "src": [], "dst": ["*"], "users": ["root"]}]},
     {"ssh": [{"action": "accept", "src": ["*"], "dst": ["*"], "users": []}]},
     {"ssh": [{"action": "accept", "src": ["*"], "dst": ["*"], "users": ["bad user"]}]},

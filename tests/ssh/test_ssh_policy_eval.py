@@ -101,7 +101,7 @@ def test_admit_before_banner() -> None:
     assert not admit(SSHPolicy(rules=[SSHRule(principals=ANY, sshUsers={"root": ""}, action=ACCEPT)]),
                      ALICE, NOW)  # maps nobody
     check = SSHRule(principals=ANY, sshUsers={"*": "="}, action=SSHAction(holdAndDelegate="https://x/$SSH_USER"))
-    assert admit(SSHPolicy(rules=[check]), ALICE, NOW)  # decided at auth (listen_ssh refuses check mode)
+    assert admit(SSHPolicy(rules=[check]), ALICE, NOW)  # decided at auth (check mode: 22d)
 
 
 def test_policy_json_go_names_and_omitempty() -> None:
