@@ -104,7 +104,7 @@ def test_pending_check_is_held_until_decided(tmp_path: Path) -> None:
         t2 = asyncio.create_task(cs.ssh_action(_path(laptop, server, "bob"), server.machine_key))
         await _until(lambda: len(cs.ssh_checks) == 2, "two pending checks")
         assert not t1.done() and not t2.done()
-        (a, c1), (b, c2) = sorted(cs.ssh_checks.items())
+        (a, c1), (b, _) = sorted(cs.ssh_checks.items())
         assert (c1.src_host, c1.dst_host, c1.ssh_user) == ("laptop", "server", "alice")
         assert cs.decide_ssh_check(a, True) and cs.decide_ssh_check(b, False)
         assert not cs.decide_ssh_check(a, False)  # decided already
@@ -126,11 +126,13 @@ def test_timeout_cap_reset_and_check_period(tmp_path: Path, monkeypatch: pytest.
         cs = ControlServer(s)
         cs.ssh_check_timeout = 0.2
         st, body = await cs.ssh_action(_path(laptop, server), server.machine_key)
-        assert json.loads(body)["message"] == "tailscale: the SSH check timed out\n" and cs.ssh_checks == {}
+        assert st == 200 and json.loads(body)["message"] == "tailscale: the SSH check timed out\n"
+        assert cs.ssh_checks == {}
         cs.ssh_check_timeout = 30
         held = [asyncio.create_task(cs.ssh_action(_path(laptop, server), server.machine_key)) for _ in "ab"]
         await _until(lambda: len(cs.ssh_checks) == 2, "two pending checks")
         st, body = await cs.ssh_action(_path(laptop, server), server.machine_key)  # over the cap: refused
+        assert st == 200
         assert json.loads(body) == {"reject": True, "message": "tailscale: too many SSH checks pending\n"}
         for t in held:  # the node reset its streams (its SSH clients left): nothing stays pending
             t.cancel()
