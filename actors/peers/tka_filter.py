@@ -117,13 +117,18 @@ def filter_peers(peers: Sequence[PeerInfo], self_node: PeerInfo, authority: Held
     notes: list[str] = []
     tracker = RotationTracker(logf=notes.append)
     rejected: dict[int, str] = {}
+    dropped: set[int] = set()
+    """Positions in ``peers`` refused (Go keys its toDelete by index: two entries sharing a node ID are
+    judged each on its own)."""
     keys: dict[int, NodePublic] = {}
-    for p in peers:
+    """Position → the verified node key (absent: an unsigned peerAPI-only peer, not rotation-tracked)."""
+    for i, p in enumerate(peers):
         if p.unsigned_peer_api_only:  # not subject to the lock (Go); confined to our peerAPI by the engine
             continue
         if not p.key_signature:
             notes.append(f"Network lock is dropping peer {p.node_id}({p.stable_id}) due to missing signature")
             rejected[p.node_id] = MISSING_SIGNATURE
+            dropped.add(i)
             continue
         try:
             key = NodePublic.from_text(p.node_key)
@@ -132,16 +137,17 @@ def filter_peers(peers: Sequence[PeerInfo], self_node: PeerInfo, authority: Held
             notes.append(f"Network lock is dropping peer {p.node_id}({p.stable_id}) due to failed "
                          f"signature check: {e}")
             rejected[p.node_id] = f"{FAILED_CHECK}: {e}"
+            dropped.add(i)
             continue
-        keys[p.node_id] = key
+        keys[i] = key
         if details is not None:
             tracker.add_rotation_details(key, details)
     obsolete = tracker.obsolete_keys()
     admitted: list[PeerInfo] = []
-    for p in peers:
-        if p.node_id in rejected:
+    for i, p in enumerate(peers):
+        if i in dropped:
             continue
-        tracked = keys.get(p.node_id)  # None: an unsigned peerAPI-only peer, not rotation-tracked
+        tracked = keys.get(i)
         if tracked is not None and tracked in obsolete:
             notes.append(f"Network lock is dropping peer {p.node_id}({p.stable_id}) due to key rotation")
             rejected[p.node_id] = ROTATED

@@ -192,3 +192,16 @@ def test_held_authority_from_update(lock: tuple[NLPrivate, HeldAuthority]) -> No
                                                        ancestors=["H1"]))
     assert got is not None and got.state == held.state
     assert got.covers("H2") and got.covers("H1") and not got.covers("H3") and not got.covers("")
+
+
+def test_entries_sharing_a_node_id_are_judged_each_on_its_own(lock: tuple[NLPrivate, HeldAuthority]) -> None:
+    """Go keys its drops by position in the peer list. Keyed by node ID, a stale entry with a key that a
+    rotation made obsolete passed when a newer entry with the same ID followed it (r1 finding)."""
+    nl, held = lock
+    node_nl = NLPrivate.generate()
+    old, new = NodePrivate.generate().public(), NodePrivate.generate().public()
+    old_sig = sign_direct(old, nl, wrapping_pubkey=node_nl.public().raw).serialize()
+    new_sig = resign_nks(node_nl, new, old_sig)
+    stale, current = _peer(7, old, old_sig), _peer(7, new, new_sig)
+    verdict = filter_peers([stale, current], _peer(1, NodePrivate.generate().public()), held)
+    assert [p.node_key for p in verdict.admitted] == [new.to_text()], "the rotated-out key is dropped"
