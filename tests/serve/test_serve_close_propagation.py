@@ -21,33 +21,13 @@ from pytsnet import ActorDevice
 from pytsnet.serve import HTTPHandler, ServeConfig, TCPPortHandler, WebServerConfig
 from pytsnet.testing.polling import wait_until
 from pytsnet.testing.serve import TestCA
-from pytsnet.testing.tailnet import Tailnet, local_tailnet
+from pytsnet.testing.tailnet import Tailnet
 
 pytestmark = pytest.mark.timeout(120)
 
 PROMPT = 1.5
 """Seconds within which a close must be seen on the other side and the connection actor be gone
 (the bug took ~5 s; a healthy end takes milliseconds)."""
-
-
-@pytest.fixture(scope="module")
-def tn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tailnet]:
-    with local_tailnet(tmp_path_factory.mktemp("serveclose"), ["srv", "cli"]) as t:
-        yield t
-
-
-@pytest.fixture(scope="module")
-def ca(tn: Tailnet) -> TestCA:
-    ca = TestCA()
-    tn["srv"].serve_cert_provider = ca.provider
-    return ca
-
-
-@pytest.fixture
-def srv(tn: Tailnet, ca: TestCA) -> Iterator[ActorDevice]:
-    dev = tn["srv"]
-    yield dev
-    dev.set_serve_config_blocking(None)
 
 
 def fqdn(dev: ActorDevice) -> str:

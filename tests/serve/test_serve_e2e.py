@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import socket
 import ssl
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,27 +32,7 @@ from pytsnet.serve import (
 )
 from pytsnet.testing.polling import wait_until
 from pytsnet.testing.serve import TestCA, dead_port, echo_server, mirror_backend
-from pytsnet.testing.tailnet import Tailnet, local_tailnet
-
-
-@pytest.fixture(scope="module")
-def tn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tailnet]:
-    with local_tailnet(tmp_path_factory.mktemp("serve"), ["srv", "cli"]) as t:
-        yield t
-
-
-@pytest.fixture(scope="module")
-def ca(tn: Tailnet) -> TestCA:
-    ca = TestCA()
-    tn["srv"].serve_cert_provider = ca.provider
-    return ca
-
-
-@pytest.fixture
-def srv(tn: Tailnet, ca: TestCA) -> Iterator[ActorDevice]:
-    dev = tn["srv"]
-    yield dev
-    dev.set_serve_config_blocking(None)
+from pytsnet.testing.tailnet import Tailnet
 
 
 def fqdn(dev: ActorDevice) -> str:
