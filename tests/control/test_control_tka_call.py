@@ -9,7 +9,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,25 @@ class TkaProbe(Actor):
     def on_wanted(self, msg: TkaAuthorityWanted) -> None:
         """Holds no authority yet: nothing to tell."""
 
+
+
+def _record_map_heads(control: Any) -> tuple[list[tuple[bool, str]], Callable[[], None]]:
+    """Record (Stream, TKAHead) of every map request localnet's control serves; and the undo."""
+    real = control._serve_machine
+    heads: list[tuple[bool, str]] = []
+
+    async def record_maps(req: Any, resp: Any, machine: str) -> None:
+        if req.path == "/machine/map":
+            body = json.loads(bytes(req.body))
+            heads.append((bool(body.get("Stream")), body.get("TKAHead", "")))
+        await real(req, resp, machine)
+
+    control._serve_machine = record_maps
+
+    def restore() -> None:
+        del control._serve_machine  # the instance attribute: the class's handler again
+
+    return heads, restore
 
 def test_no_session_is_no_netmap_at_once(system: ActorSystem) -> None:
     with socket.create_server(("127.0.0.1", 0), backlog=16) as srv:  # never answers
@@ -143,16 +162,7 @@ def test_adopted_head_goes_to_control_in_a_lite_update(tmp_path: Path, system: A
                            request_timeout=REQUEST_TIMEOUT)
         ref = system.spawn(ControlRunner, cfg, MemoryStore(), name="control")
         wait_until(lambda: ref.ask(GetState(), timeout=1).state == "Running", 15, "runner Running")
-        real = control._serve_machine
-        heads: list[tuple[bool, str]] = []
-
-        async def record_maps(req: Any, resp: Any, machine: str) -> None:
-            if req.path == "/machine/map":
-                body = json.loads(bytes(req.body))
-                heads.append((bool(body.get("Stream")), body.get("TKAHead", "")))
-            await real(req, resp, machine)
-
-        control._serve_machine = record_maps  # type: ignore[method-assign]
+        heads, restore = _record_map_heads(control)
         try:
             head = "A" * 52
             ref.tell(TkaAuthorityUpdate(enabled=True, head=head, seq=1))
@@ -164,7 +174,7 @@ def test_adopted_head_goes_to_control_in_a_lite_update(tmp_path: Path, system: A
             ref.tell(TkaAuthorityUpdate(enabled=False, seq=3))  # lock off locally: no head
             wait_until(lambda: heads[-1] == (False, ""), 5, "a lite update without a head")
         finally:
-            del control._serve_machine
+            restore()
 
 
 class HeadKeeper(Actor):
@@ -194,19 +204,10 @@ def test_restarted_runner_asks_the_tka_actor_for_its_head(tmp_path: Path, system
         ref = system.spawn(ControlRunner, cfg, MemoryStore(), name="control")
         wait_until(lambda: ref.ask(GetState(), timeout=1).state == "Running", 15, "runner Running")
         assert asked == ["control"]
-        real = control._serve_machine
-        heads: list[tuple[bool, str]] = []
-
-        async def record_maps(req: Any, resp: Any, machine: str) -> None:
-            if req.path == "/machine/map":
-                body = json.loads(bytes(req.body))
-                heads.append((bool(body.get("Stream")), body.get("TKAHead", "")))
-            await real(req, resp, machine)
-
-        control._serve_machine = record_maps  # type: ignore[method-assign]
+        heads, restore = _record_map_heads(control)
         try:
             FaultInjector.kill_now(ref, "chaos: the control runner")
             wait_until(lambda: len(asked) == 2 and any(h == head for _, h in heads), 15,
                        "the restarted runner asked and sent the head")
         finally:
-            del control._serve_machine
+            restore()
