@@ -53,20 +53,34 @@ Spliced = Iterator[tuple[socket.socket, list[str | None]]]
 
 @contextmanager
 def spliced(ch: FlowChannel, limits: SpliceLimits | None = None) -> Spliced:
+    """Run a splice on its own thread, and fail if that thread starts any other.
+
+    Threads are told apart by who started them (not by the process's thread count, which other
+    tests' lingering threads change at any moment): both directions must stay on the one thread.
+    """
     ours, theirs = socket.socketpair()
     splice = Splice(theirs, ch, limits or SpliceLimits())
     result: list[str | None] = []
     t = threading.Thread(target=lambda: result.append(splice.run()), daemon=True)
-    before = threading.active_count()
-    t.start()
-    try:
-        assert threading.active_count() - before == 1  # both directions on the one thread
-        yield ours, result
-    finally:
-        splice.stop.set()
-        ours.close()
-        t.join(5)
-        assert not t.is_alive()
+    started_by_splice: list[threading.Thread] = []
+    real_start = threading.Thread.start
+
+    def start(self: threading.Thread) -> None:
+        if threading.current_thread() is t:
+            started_by_splice.append(self)
+        real_start(self)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(threading.Thread, "start", start)
+        t.start()
+        try:
+            yield ours, result
+        finally:
+            splice.stop.set()
+            ours.close()
+            t.join(5)
+            assert not t.is_alive()
+    assert started_by_splice == []  # both directions on the one thread
 
 
 def test_every_notify_wakes_it_at_once_both_ways() -> None:
