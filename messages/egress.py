@@ -1,0 +1,175 @@
+"""Messages of the egress front end and its worker processes (``pytsnet/egress``, issue 23).
+
+The front process accepts SOCKS5 and HTTP proxy clients, runs the handshake up to the request, and
+hands the client's socket itself to a worker process (``SCM_RIGHTS``) with a ``FlowAssign``; each
+worker runs one ephemeral ``ActorDevice`` and does the dial, the answer and the copy, so payload bytes
+never cross the front process. These messages are the frames on the front↔worker channel
+(``pytsnet.egress.channel``: one JSON frame per ``SOCK_SEQPACKET`` datagram) and what the status
+endpoint serves. Order on a channel: front → ``WorkerSetup`` first; worker → ``WorkerReady`` once its
+node is up, ``WorkerHeartbeat`` every ``heartbeat_interval`` from setup on (a silent worker is hung);
+front → ``FlowAssign`` (+ one fd) per flow, worker → ``FlowDone`` when it ends; front →
+``WorkerDrain``, worker → ``WorkerDrained`` after its node logged out, then it exits 0.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from pytsnet.messages.base import Message
+from pytsnet.messages.redact import Payload, secret_field
+
+__all__ = ["EGRESS_TAGS", "EgressProto", "EgressState", "EgressStatus", "FlowAssign", "FlowDone",
+           "FlowOutcome", "FrontCounters", "WorkerDrain", "WorkerDrained", "WorkerHeartbeat", "WorkerReady",
+           "WorkerSetup", "WorkerState", "WorkerStatus"]
+
+AuthKeyText = Annotated[str, secret_field("egress:AuthKey"), Field(repr=False)]
+ProxyUrlText = Annotated[str, secret_field("egress:UpstreamProxy")]
+"""An upstream proxy URL may carry credentials (``socks5://user:pass@host:port``)."""
+
+EgressProto = Literal["socks5", "http"]
+"""``socks5``: the front parsed the request (``host``/``port``; ``early`` = bytes after it). ``http``:
+``early`` is every byte the front read (the head, authorized, and what followed); the worker parses it
+again (``HttpFront``) and answers a CONNECT or forwards a plain ``http://`` request."""
+
+
+class WorkerSetup(Message, tag="egress.worker_setup"):
+    """Front → worker, the first frame: what this worker's ephemeral node is and how it behaves."""
+
+    worker: int
+    """The slot (0..N-1); stable across restarts of that slot."""
+    incarnation: int = 0
+    """How many times this slot was started before (0 the first time)."""
+    hostname: str
+    control_url: str
+    auth_key: AuthKeyText
+    exit_node: str | None = None
+    """Stable node ID, tailnet IP or MagicDNS name; ``None``: tailnet destinations only."""
+    upstream_proxy: ProxyUrlText | None = Field(default=None, repr=False)
+    """``socks5://[user:pass@]host:port`` or ``http://[user:pass@]host:port``, dialed through the
+    tailnet (never the host network); every flow's target is then reached through it."""
+    heartbeat_interval: float = 0.5
+    dial_timeout: float = 15.0
+    idle_timeout: float = 7200.0
+    buffer: int = 64 * 1024
+    max_head: int = 16 * 1024
+    up_timeout: float = 60.0
+    """The node must be up within this, else the worker exits non-zero (the front restarts it)."""
+    log_level: str = "WARNING"
+
+
+class WorkerReady(Message, tag="egress.worker_ready"):
+    """Worker → front: the node is up and takes flows."""
+
+    worker: int
+    pid: int
+    node_id: str
+    ip: str
+    exit_node: str | None = None
+
+
+class WorkerHeartbeat(Message, tag="egress.heartbeat"):
+    """Worker → front, every ``heartbeat_interval``: alive, and its counters."""
+
+    worker: int
+    seq: int
+    flows_open: int = 0
+    flows_total: int = 0
+    bytes_up: int = 0
+    """Client → target bytes this worker carried."""
+    bytes_down: int = 0
+    exit_node: str | None = None
+    exit_ok: bool = True
+    """False while a configured exit node is unavailable (flows are refused then)."""
+    rss: int = 0
+    """Resident set size of the worker process, bytes."""
+
+
+class FlowAssign(Message, tag="egress.flow_assign"):
+    """Front → worker with exactly one fd in the same frame: the client's connected socket."""
+
+    flow: int
+    proto: EgressProto
+    host: str = ""
+    port: int = 0
+    early: Payload = b""
+    client: str = ""
+    """``ip:port`` of the proxy client (for logs and affinity)."""
+
+
+FlowOutcome = Literal["ok", "refused", "dial_failed", "reset", "cut", "error"]
+
+
+class FlowDone(Message, tag="egress.flow_done"):
+    """Worker → front: a flow ended (``outcome`` ``ok`` for a clean end)."""
+
+    flow: int
+    outcome: FlowOutcome = "ok"
+    error: str | None = None
+    bytes_up: int = 0
+    bytes_down: int = 0
+
+
+class WorkerDrain(Message, tag="egress.drain"):
+    """Front → worker: take no more flows; finish open ones within ``deadline`` seconds, cut the rest,
+    log the node out, answer ``WorkerDrained`` and exit 0."""
+
+    deadline: float = 30.0
+
+
+class WorkerDrained(Message, tag="egress.drained"):
+    worker: int
+    finished: int = 0
+    cut: int = 0
+    logged_out: bool = False
+
+
+EGRESS_TAGS = frozenset(m.TAG for m in (WorkerSetup, WorkerReady, WorkerHeartbeat, FlowAssign, FlowDone,
+                                        WorkerDrain, WorkerDrained))
+"""The only tags a channel frame may carry."""
+
+WorkerState = Literal["starting", "ready", "draining", "backoff", "stopped", "failed"]
+EgressState = Literal["starting", "running", "draining", "escalated", "stopped"]
+
+
+class WorkerStatus(Message, tag="egress.worker_status"):
+    worker: int
+    state: WorkerState
+    pid: int | None = None
+    ip: str | None = None
+    restarts: int = 0
+    flows_open: int = 0
+    flows_total: int = 0
+    bytes_up: int = 0
+    bytes_down: int = 0
+    exit_node: str | None = None
+    exit_ok: bool = True
+    rss: int = 0
+    heartbeat_age: float | None = None
+    last_exit: str | None = None
+    """Why the last incarnation ended (``exit 1``, ``signal 9``, ``hung``…)."""
+
+
+class FrontCounters(Message, tag="egress.front_counters"):
+    """The front process's own counters: it carries handshakes only, never payload."""
+
+    accepted: int = 0
+    assigned: int = 0
+    refused: int = 0
+    """Handshakes answered by the front itself (bad request, auth, no worker ready, draining)."""
+    bytes_in: int = 0
+    """Bytes the front read from clients (handshakes only)."""
+    bytes_out: int = 0
+    """Bytes the front wrote to clients (handshake answers and its own refusals only)."""
+    flows_failed_by_worker_loss: int = 0
+
+
+class EgressStatus(Message, tag="egress.status"):
+    """What ``--status`` serves as JSON (``/``) and as Prometheus text (``/metrics``)."""
+
+    state: EgressState
+    reason: str | None = None
+    """Why it escalated or stopped."""
+    workers: list[WorkerStatus] = Field(default_factory=list)
+    front: FrontCounters = Field(default_factory=FrontCounters)
