@@ -97,8 +97,6 @@ _SshItem = tuple[int, "Noise2Client | None", "Response | None", float]
 
 SSH_ACTION_LIMIT = 1 << 20
 """An ``SSHAction`` is a small JSON object; more is refused."""
-SSH_ACTION_POLL = 0.05
-"""How often the SSH-action thread looks at its pending answers (several checks may wait at once)."""
 # -- end ssh action (22d) --
 
 
@@ -123,7 +121,8 @@ class ControlPerformer:
         self._closed = False
         self._poll: tuple[int, Response, FrameDecoder] | None = None
         self._frames: deque[Message] = deque()
-        # 22d: (token, client, response, deadline) to wait for; client and response None: a cancel
+        # 22d: (token, client, response, deadline) to wait for; client and response None: a cancel;
+        # token -1: a held response's headers came (its ``on_headers`` hook), look again
         self._ssh_new: queue.Queue[_SshItem | None] = queue.Queue()
         self._ssh_waiting: list[tuple[int, Noise2Client, Response, float]] = []
 
@@ -206,6 +205,7 @@ class ControlPerformer:
                     resp = client.request(req.path, b"", "GET", TKA_AUTHORITY)
                 except ControlTransportError as e:
                     return IoSshActionAnswer(token=req.token, error=str(e))
+                resp.on_headers = self._ssh_wake
                 self._ssh_new.put((req.token, client, resp, time.monotonic() + req.timeout))
                 return None
 
@@ -239,11 +239,17 @@ class ControlPerformer:
         """The SSH client gave up: reset fetch ``token``'s stream (control drops its pending check)."""
         self._ssh_new.put((token, None, None, 0.0))
 
+    def _ssh_wake(self) -> None:
+        self._ssh_new.put((-1, None, None, 0.0))
+
     def step_ssh_actions(self) -> Message | None:
-        """One answered (or timed out) SSH action fetch; waits while none is. Held requests are looked
-        at every ``SSH_ACTION_POLL`` seconds, so one pending check never delays another's answer."""
+        """One answered (or timed out) SSH action fetch; waits while none is. The thread sleeps until
+        a held response's headers come (its hook queues a wake), a new fetch or cancel, or the nearest
+        deadline — so one pending check never delays another's answer, and nothing is polled."""
+        nearest = min((d for _, _, _, d in self._ssh_waiting), default=None)
+        wait = None if nearest is None else max(0.0, nearest - time.monotonic())
         try:
-            item = self._ssh_new.get(timeout=SSH_ACTION_POLL if self._ssh_waiting else None)
+            item = self._ssh_new.get(timeout=wait)
         except queue.Empty:
             item = None
         else:
@@ -253,7 +259,7 @@ class ControlPerformer:
             tok, new_client, new_resp, new_deadline = item
             if new_client is not None and new_resp is not None:
                 self._ssh_waiting.append((tok, new_client, new_resp, new_deadline))
-            else:  # a cancel
+            elif tok >= 0:  # a cancel (token -1 is a wake: the scan below finds what came)
                 for i, (token, client, resp, _) in enumerate(self._ssh_waiting):
                     if token == tok:
                         del self._ssh_waiting[i]

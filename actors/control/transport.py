@@ -20,7 +20,7 @@ import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from typing import cast
+from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit
 
 import h2.config
@@ -34,6 +34,9 @@ from pytsnet.wire.errors import WireError
 from pytsnet.wire.http1_upgrade import UpgradeClient
 from pytsnet.wire.keys import MachinePrivate, MachinePublic
 from pytsnet.wire.tailcfg import CURRENT_CAPABILITY_VERSION, OverTLSPublicKeyResponse
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["ControlTransportError", "ControlURLError", "Noise2Client", "Response", "fetch_server_key",
            "parse_control_url"]
@@ -99,6 +102,16 @@ class Response:
     status: int = 0
     chunks: queue.Queue[bytes | None] = field(default_factory=queue.Queue)
     error: str = ""
+    on_headers: Callable[[], None] | None = None
+    """Called (on the connection's reader thread) once ``headers`` is set: lets one thread wait for
+    many held responses on a queue of its own instead of polling their events."""
+
+    def mark_headers(self) -> None:
+        """The status is known (or the stream failed): wake ``wait_status`` and the hook."""
+        self.headers.set()
+        hook = self.on_headers
+        if hook is not None:
+            hook()
 
     def read_chunk(self, timeout: float) -> bytes | None:
         """Next body bytes, ``None`` at the end; raises ``ControlTransportError`` on silence or failure."""
@@ -249,7 +262,7 @@ class Noise2Client:
                 if isinstance(ev, h2.events.ResponseReceived) and st is not None:
                     hdrs = cast("dict[str, str]", dict(ev.headers))  # header_encoding="utf-8": str, not bytes
                     st.status = int(str(hdrs.get(":status", "0")))
-                    st.headers.set()
+                    st.mark_headers()
                 elif isinstance(ev, h2.events.DataReceived):
                     self._h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
                     if st is not None:
@@ -257,7 +270,7 @@ class Noise2Client:
                 elif isinstance(ev, h2.events.StreamEnded | h2.events.StreamReset) and st is not None:
                     if isinstance(ev, h2.events.StreamReset):
                         st.error = f"stream reset by control (code {ev.error_code})"
-                    st.headers.set()
+                    st.mark_headers()
                     st.chunks.put(None)
                     self._streams.pop(st.stream_id, None)
                 elif isinstance(ev, h2.events.ConnectionTerminated):
@@ -274,7 +287,7 @@ class Noise2Client:
         log.debug("ts2021 connection to %s closed: %s", self.authority, reason)
         for st in streams:
             st.error = st.error or reason
-            st.headers.set()
+            st.mark_headers()
             st.chunks.put(None)
         self._abort()
 
