@@ -25,17 +25,18 @@ checks the filter whatever the lock's state); only the signature check is the lo
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from pytsnet.messages.peers import PeerInfo
 from pytsnet.messages.tka import TkaAuthorityUpdate
 from pytsnet.wire.keys import KeyParseError, NodePublic
-from pytsnet.wire.tka import RotationDetails, SigKind, State, TkaError
+from pytsnet.wire.tka import RotationDetails, SigKind, State, TkaError, TkaVerifyError
 from pytsnet.wire.tka.authority import node_key_authorized_with_details
 
 __all__ = ["LOCKED_OUT", "MISSING_SIGNATURE", "NO_AUTHORITY", "ROTATED",
-           "HeldAuthority", "LockVerdict", "RotationTracker", "filter_peers"]
+           "HeldAuthority", "LockVerdict", "RotationTracker", "SignatureCache", "filter_peers"]
 
 LOCKED_OUT = ("this node is locked out; it will not have connectivity until it is signed. "
               "For more info, see https://tailscale.com/s/locked-out")
@@ -112,8 +113,55 @@ class RotationTracker:
         return self.obsolete
 
 
-def filter_peers(peers: Sequence[PeerInfo], self_node: PeerInfo, authority: HeldAuthority) -> LockVerdict:
-    """Go's ``tkaFilterNetmapLocked`` over ``peers`` with a verified authority (order preserved)."""
+class SignatureCache:
+    """Verdicts of ``node_key_authorized_with_details`` by (authority head, node key, signature).
+
+    Why: every netmap repeats every peer's signature, and an Ed25519 verification (two down a rotation
+    chain) is the lock's cost per peer per netmap; the verdict depends only on the authority's State —
+    named by its head, a hash of the chain — the node key and the signature bytes, so a repeat is
+    answered from here. Failures are kept too (their message), so a bad signature repeated by every
+    netmap is not re-verified either. Bounded: the least recently used entry goes past ``limit``.
+    """
+
+    def __init__(self, limit: int = 4096) -> None:
+        self.limit = limit
+        self._entries: OrderedDict[tuple[str, str, bytes], RotationDetails | str | None] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def verify(self, authority: HeldAuthority, node_key: str, sig: bytes) -> RotationDetails | None:
+        """As ``node_key_authorized_with_details`` (raising ``TkaError``/``KeyParseError`` alike)."""
+        k = (authority.head, node_key, sig)
+        if k in self._entries:
+            self._entries.move_to_end(k)
+            self.hits += 1
+            got = self._entries[k]
+            if isinstance(got, str):
+                raise TkaVerifyError(got)
+            return got
+        self.misses += 1
+        try:
+            details = node_key_authorized_with_details(authority.state, NodePublic.from_text(node_key), sig)
+        except (TkaError, KeyParseError) as e:
+            self._store(k, str(e))
+            raise
+        self._store(k, details)
+        return details
+
+    def _store(self, k: tuple[str, str, bytes], v: RotationDetails | str | None) -> None:
+        self._entries[k] = v
+        while len(self._entries) > self.limit:
+            self._entries.popitem(last=False)
+
+
+def filter_peers(peers: Sequence[PeerInfo], self_node: PeerInfo, authority: HeldAuthority,
+                 cache: SignatureCache | None = None) -> LockVerdict:
+    """Go's ``tkaFilterNetmapLocked`` over ``peers`` with a verified authority (order preserved);
+    ``cache`` answers signatures an earlier netmap had under the same authority."""
+    verify = (cache if cache is not None else SignatureCache(limit=len(peers) + 1)).verify
     notes: list[str] = []
     tracker = RotationTracker(logf=notes.append)
     rejected: dict[int, str] = {}
@@ -131,8 +179,8 @@ def filter_peers(peers: Sequence[PeerInfo], self_node: PeerInfo, authority: Held
             dropped.add(i)
             continue
         try:
+            details = verify(authority, p.node_key, p.key_signature)
             key = NodePublic.from_text(p.node_key)
-            details = node_key_authorized_with_details(authority.state, key, p.key_signature)
         except (TkaError, KeyParseError) as e:
             notes.append(f"Network lock is dropping peer {p.node_id}({p.stable_id}) due to failed "
                          f"signature check: {e}")
@@ -153,7 +201,12 @@ def filter_peers(peers: Sequence[PeerInfo], self_node: PeerInfo, authority: Held
             rejected[p.node_id] = ROTATED
             continue
         admitted.append(p)
-    return LockVerdict(admitted, rejected, self_locked_out(self_node, authority.state), notes)
+    try:
+        verify(authority, self_node.node_key, self_node.key_signature)
+        locked_out = False
+    except (TkaError, KeyParseError):  # our own key is not authorized: Go's ``LockedOut`` health warning
+        locked_out = True
+    return LockVerdict(admitted, rejected, locked_out, notes)
 
 
 def self_locked_out(self_node: PeerInfo, state: State) -> bool:

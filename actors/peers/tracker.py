@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from pytsnet.actors.peers.tka_filter import NO_AUTHORITY, HeldAuthority, filter_peers
+from pytsnet.actors.peers.tka_filter import NO_AUTHORITY, HeldAuthority, SignatureCache, filter_peers
 from pytsnet.actors.runtime import Actor, ActorStopped, MailboxFull, StopReason, TimerHandle, handles
 from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.messages.peers import (
@@ -111,6 +111,8 @@ class PeerTracker(Actor):
         """The TKA actor has told this incarnation whether it holds an authority (r1): until then no
         peer is admitted, since a netmap saying the lock is off does not prove this node has none."""
         self.locked_out = False
+        self.signatures = SignatureCache()
+        """Verdicts by (authority head, node key, signature): a netmap re-verifies only new signatures."""
         self.table: dict[int, PeerInfo] = {}
         self.rejected: dict[int, str] = {}
         self._netmap: NetmapUpdate | None = None
@@ -206,7 +208,7 @@ class PeerTracker(Actor):
                 return peers
             rejected.update((p.node_id, NO_AUTHORITY) for p in peers)
             return []
-        verdict = filter_peers(peers, msg.self_node, held)
+        verdict = filter_peers(peers, msg.self_node, held, self.signatures)
         for note in verdict.notes:
             log.info("%s", note)
         rejected.update(verdict.rejected)

@@ -205,3 +205,37 @@ def test_entries_sharing_a_node_id_are_judged_each_on_its_own(lock: tuple[NLPriv
     stale, current = _peer(7, old, old_sig), _peer(7, new, new_sig)
     verdict = filter_peers([stale, current], _peer(1, NodePrivate.generate().public()), held)
     assert [p.node_key for p in verdict.admitted] == [new.to_text()], "the rotated-out key is dropped"
+
+
+def test_signature_cache_answers_a_repeated_netmap_without_re_verifying(
+        lock: tuple[NLPrivate, HeldAuthority], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every netmap repeats every signature: under one authority head each is verified once, a bad
+    one too; the same verdicts come back; a new head (a new State) verifies again; the cache is bounded."""
+    from pytsnet.actors.peers import tka_filter
+
+    nl, held = lock
+    good = [NodePrivate.generate().public() for _ in range(3)]
+    bad_key = NodePrivate.generate().public()
+    peers = [_peer(i + 1, k, sign_direct(k, nl).serialize()) for i, k in enumerate(good)]
+    peers.append(_peer(9, bad_key, b"\x01garbage"))
+    self_node = peers[0]
+    calls: list[str] = []
+    real = tka_filter.node_key_authorized_with_details
+
+    def counted(state: State, key: NodePublic, sig: bytes) -> RotationDetails | None:
+        calls.append(key.to_text())
+        return real(state, key, sig)
+
+    monkeypatch.setattr(tka_filter, "node_key_authorized_with_details", counted)
+    cache = tka_filter.SignatureCache(limit=16)
+    first = filter_peers(peers, self_node, held, cache)
+    assert len(calls) == 4 and _ids(first.admitted) == [1, 2, 3] and 9 in first.rejected
+    again = filter_peers(peers, self_node, held, cache)
+    assert len(calls) == 4  # nothing re-verified
+    assert _ids(again.admitted) == [1, 2, 3] and again.rejected == first.rejected  # the same words
+    newer = dataclasses.replace(held, head="h2")
+    filter_peers(peers, self_node, newer, cache)
+    assert len(calls) == 8  # another authority: verified afresh
+    small = tka_filter.SignatureCache(limit=2)
+    filter_peers(peers, self_node, held, small)
+    assert len(small) == 2
