@@ -326,3 +326,131 @@ def decode_udp(datagram: bytes) -> UdpDatagram:
 
 def encode_udp(host: str, port: int, data: bytes) -> bytes:
     return b"\x00\x00\x00" + _encode_addr(host, port) + data
+
+
+# -- socks5 client (23a) --
+class Socks5Refused(Socks5Error, ProtocolError):
+    """The proxy answered our request with a failure (``rep``: its RFC 1928 reply code)."""
+
+    def __init__(self, message: str, rep: Rep | int) -> None:
+        super().__init__(message)
+        self.rep = rep
+
+
+@dataclass(frozen=True)
+class Socks5Bound:
+    """The proxy's success reply: the address it connected from (``BND.ADDR``/``BND.PORT``)."""
+
+    host: str
+    port: int
+
+
+class Socks5Client:
+    """Our side of a CONNECT through a SOCKS5 proxy (the egress worker's upstream hop): the greeting
+    is queued at once (``data_to_send``); feed the proxy's bytes to ``receive`` and write what it queues,
+    until it returns the ``Socks5Bound`` (then ``trailing`` holds tunnel bytes that came with the reply).
+    One message at a time, as RFC 1928 asks of a client that does not know the server's method choice.
+    With credentials, methods 00 and 02 are offered (the server picks); a server that picks 02 gets
+    them (RFC 1929). A refusal is a ``Socks5Refused`` with the proxy's REP; anything malformed a
+    ``Socks5Malformed``; bounded: no message of ours waits for more than the largest legal reply."""
+
+    def __init__(self, host: str, port: int, username: str | None = None, password: str | None = None) -> None:
+        self._request = bytes([VERSION, CMD_CONNECT, 0]) + _encode_addr(host, port)  # ValueError if bad
+        if username is not None or password is not None:
+            user, pw = (username or "").encode(), (password or "").encode()
+            if not 0 < len(user) <= 255 or len(pw) > 255:
+                raise ValueError("SOCKS5 username must be 1..255 bytes, password at most 255")
+            self._auth: bytes | None = bytes([AUTH_VERSION, len(user)]) + user + bytes([len(pw)]) + pw
+        else:
+            self._auth = None
+        methods = bytes([NO_AUTH, USER_PASS]) if self._auth is not None else bytes([NO_AUTH])
+        self._out = bytearray(bytes([VERSION, len(methods)]) + methods)
+        self._buf = bytearray()
+        self._state: Literal["method", "auth", "reply", "done", "failed"] = "method"
+        self.bound: Socks5Bound | None = None
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    def data_to_send(self) -> bytes:
+        out, self._out = bytes(self._out), bytearray()
+        return out
+
+    def receive(self, data: bytes) -> Socks5Bound | None:
+        """Feed the proxy's bytes (b"" at its EOF: ``Socks5Malformed``); the bound address once the
+        CONNECT succeeded, else None (more bytes are needed, or ``data_to_send`` has our next message)."""
+        if self._state == "failed":
+            raise Socks5Malformed("handshake already failed")
+        if self._state == "done":
+            raise Socks5Malformed("handshake already done (tunnel bytes go to the tunnel)")
+        if not data:
+            was, self._state = self._state, "failed"
+            raise Socks5Malformed(f"proxy closed the connection during the handshake (awaiting its {was})")
+        self._buf += data
+        try:
+            return self._advance()
+        except Socks5Error:
+            self._state = "failed"
+            raise
+
+    def _advance(self) -> Socks5Bound | None:
+        buf = self._buf
+        if self._state == "method":
+            if len(buf) < 2:
+                return None
+            if buf[0] != VERSION:
+                raise Socks5Malformed(f"proxy speaks SOCKS version {buf[0]}")
+            method = buf[1]
+            del buf[:2]
+            if method == NO_AUTH:
+                self._state = "reply"
+                self._out += self._request
+            elif method == USER_PASS and self._auth is not None:
+                self._state = "auth"
+                self._out += self._auth
+            elif method == NO_ACCEPTABLE:
+                raise Socks5NoMethod("the proxy accepts none of our authentication methods")
+            else:
+                raise Socks5Malformed(f"proxy chose method {method:02x}, which we did not offer")
+            if buf:
+                raise Socks5Malformed("proxy sent bytes before our next message")
+            return None
+        if self._state == "auth":
+            if len(buf) < 2:
+                return None
+            if buf[0] != AUTH_VERSION or buf[1] != 0:
+                raise Socks5AuthFailed("the proxy refused our username/password")
+            del buf[:2]
+            if buf:
+                raise Socks5Malformed("proxy sent bytes before our request")
+            self._state = "reply"
+            self._out += self._request
+            return None
+        # reply: VER REP RSV ATYP BND.ADDR BND.PORT
+        if len(buf) < 4:
+            if buf and buf[0] != VERSION:
+                raise Socks5Malformed(f"reply version {buf[0]}")
+            return None
+        if buf[0] != VERSION or buf[2] != 0:
+            raise Socks5Malformed("bad reply header")
+        rep = buf[1]
+        if rep != Rep.SUCCEEDED:
+            raise Socks5Refused(f"proxy refused the CONNECT: REP {rep:02x}", rep)
+        parsed = _parse_addr(buf, 3)
+        if parsed is None:
+            return None
+        _, host, port, end = parsed
+        del buf[:end]
+        self._state = "done"
+        self.bound = Socks5Bound(host, port)
+        return self.bound
+
+    def trailing(self) -> bytes:
+        """Tunnel bytes that arrived with the proxy's reply (the target's first bytes)."""
+        out, self._buf = bytes(self._buf), bytearray()
+        return out
+
+
+__all__ += ["Socks5Bound", "Socks5Client", "Socks5Refused"]
+# -- end socks5 client (23a) --
