@@ -388,3 +388,12 @@ def _close_gracefully(sock: socket.socket, drain: float = 1.0, limit: int = 256 
     finally:
         with contextlib.suppress(OSError):
             sock.close()
+
+
+# -- 23a -- the egress worker's flows (pytsnet.egress.flow) answer, close and reset client sockets
+# exactly as these connections do: the same helpers, importable.
+Stopped = _Stopped
+ClientStream = _ClientStream
+close_gracefully = _close_gracefully
+reset_socket = _reset
+# -- end 23a --
