@@ -354,7 +354,8 @@ class Socks5Client:
     them (RFC 1929). A refusal is a ``Socks5Refused`` with the proxy's REP; anything malformed a
     ``Socks5Malformed``; bounded: no message of ours waits for more than the largest legal reply."""
 
-    def __init__(self, host: str, port: int, username: str | None = None, password: str | None = None) -> None:
+    def __init__(self, host: str, port: int, username: str | None = None,
+                 password: str | None = None) -> None:
         self._request = bytes([VERSION, CMD_CONNECT, 0]) + _encode_addr(host, port)  # ValueError if bad
         if username is not None or password is not None:
             user, pw = (username or "").encode(), (password or "").encode()

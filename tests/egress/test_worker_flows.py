@@ -10,10 +10,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from worker_rig import ECHO_PORT, HTTP_PORT, Rig, WorkerProc, read_exact, worker, worker_rig
 
 from pytsnet.messages.egress import FlowAssign, WorkerHeartbeat, WorkerReady
 from pytsnet.wire.socks5 import Rep
-from tests.egress.worker_rig import ECHO_PORT, HTTP_PORT, Rig, WorkerProc, read_exact, worker, worker_rig
 
 
 @pytest.fixture(scope="module")

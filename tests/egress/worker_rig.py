@@ -13,7 +13,6 @@ host ``refuse.test`` is refused (SOCKS5 REP 05 / HTTP 502).
 from __future__ import annotations
 
 import base64
-import contextlib
 import socket
 import subprocess
 import threading
@@ -184,16 +183,18 @@ class WorkerProc:
         self.ch, child = WorkerChannel.pair()
         self.stderr_path = rig.tmp / f"{hostname}.stderr"
         with open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen(worker_command(child.fileno()), pass_fds=[child.fileno()], stderr=err)
+            self.proc = subprocess.Popen(worker_command(child.fileno()), pass_fds=[child.fileno()],
+                                         stderr=err)
         child.close()
         self.frames: list[Message] = []
         self.errors = 0
         self.cond = threading.Condition()
         self.eof = False
         threading.Thread(target=self._read, daemon=True).start()
-        self.setup = WorkerSetup(worker=0, hostname=hostname, control_url=rig.net.control_url, auth_key=self.key,
-                                 bind_host="127.0.0.1", heartbeat_interval=0.2, up_timeout=30,
-                                 dial_timeout=5, log_level="INFO", **setup)
+        defaults: dict[str, Any] = {"bind_host": "127.0.0.1", "heartbeat_interval": 0.2, "up_timeout": 30,
+                                    "dial_timeout": 5, "log_level": "INFO"}
+        self.setup = WorkerSetup(worker=0, hostname=hostname, control_url=rig.net.control_url,
+                                 auth_key=self.key, **(defaults | setup))
         self.ch.send(self.setup)
         self._flow = 0
 
@@ -235,10 +236,16 @@ class WorkerProc:
         return self.wait_for(WorkerReady, timeout=timeout)
 
     def flow(self, proto: str = "socks5", host: str = "", port: int = 0, early: bytes = b"",
-             ) -> tuple[int, socket.socket]:
-        """Hand the worker a new client socket (a socketpair end); (flow id, our end)."""
+             tcp: bool = False) -> tuple[int, socket.socket]:
+        """Hand the worker a new client socket (a socketpair end, or with ``tcp`` an accepted loopback
+        TCP connection, as the front's, where a reset is visible); (flow id, our end)."""
         self._flow += 1
-        ours, theirs = socket.socketpair()
+        if tcp:
+            with socket.create_server(("127.0.0.1", 0)) as lst:
+                ours = socket.create_connection(lst.getsockname())
+                theirs, _ = lst.accept()
+        else:
+            ours, theirs = socket.socketpair()
         ours.settimeout(15)
         self.ch.send(FlowAssign(flow=self._flow, proto=proto, host=host, port=port, early=early,  # type: ignore[arg-type]
                                 client="127.0.0.1:1"), [theirs.fileno()])
