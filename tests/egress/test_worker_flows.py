@@ -143,3 +143,20 @@ def test_past_max_flows_a_flow_is_refused_busy(rig: Rig, w: WorkerProc) -> None:
     for f, c in held:
         c.close()
         w.done(f)
+
+
+def test_unavailable_exit_node_fails_closed_and_heartbeats_say_so(rig: Rig) -> None:
+    with worker(rig, "egress-noexit", exit_node="no-such-exit") as wx:
+        wx.ready()
+        beat = wx.wait_for(WorkerHeartbeat, lambda h: h.seq >= 1)
+        assert beat.exit_node == "no-such-exit" and not beat.exit_ok
+        flow, c = wx.flow("socks5", "192.0.2.10", 80)  # beyond the tailnet: only an exit node could carry it
+        assert read_exact(c, 2) == bytes([5, Rep.NETWORK_UNREACHABLE])
+        assert wx.done(flow).error == "exit node unavailable"
+        head = b"CONNECT 192.0.2.10:443 HTTP/1.1\r\nHost: 192.0.2.10:443\r\n\r\n"
+        flow, c = wx.flow("http", early=head)
+        answer = c.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 502 ") and b"exit node unavailable" in answer
+        flow, c = wx.flow("socks5", rig.web_ip, ECHO_PORT)  # the tailnet itself still works
+        _socks_ok(c)
+        c.close()
