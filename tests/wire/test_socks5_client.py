@@ -45,7 +45,8 @@ def test_ipv6_target_encoding() -> None:
     c = Socks5Client("2001:db8::1", 22)
     c.data_to_send()
     c.receive(b"\x05\x00")
-    assert c.data_to_send() == b"\x05\x01\x00\x04" + bytes.fromhex("20010db8" + "00" * 11 + "01") + b"\x00\x16"
+    ip = bytes.fromhex("20010db8" + "00" * 11 + "01")
+    assert c.data_to_send() == b"\x05\x01\x00\x04" + ip + b"\x00\x16"
 
 
 @pytest.mark.parametrize("rep", [Rep.GENERAL_FAILURE, Rep.NOT_ALLOWED, Rep.NETWORK_UNREACHABLE,
