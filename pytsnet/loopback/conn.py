@@ -42,7 +42,8 @@ if TYPE_CHECKING:
     from pytsnet.localapi.server import LocalApi
     from pytsnet.net import SocketLike, UdpSocket
 
-__all__ = ["ProxyConnection", "ProxyCreds", "TailnetDialer"]
+__all__ = ["ClientStream", "ProxyConnection", "ProxyCreds", "Stopped", "TailnetDialer", "close_gracefully",
+           "reset_socket"]
 
 log = subsystem_logger("loopback")
 
@@ -69,7 +70,7 @@ class ProxyCreds:
         return "ProxyCreds(<redacted>)"
 
 
-class _Stopped(Exception):
+class Stopped(Exception):
     """The actor is stopping: the thread unwinds (``on_stop`` resets what is open)."""
 
 
@@ -77,7 +78,7 @@ class _HandshakeTimeout(Exception):
     pass
 
 
-class _ClientStream:
+class ClientStream:
     """The client's socket for the HTTP forward: reads that notice ``stop`` and end at ``idle``."""
 
     def __init__(self, sock: socket.socket, stop: threading.Event, idle: float) -> None:
@@ -87,7 +88,7 @@ class _ClientStream:
         end = time.monotonic() + self.idle
         while True:
             if self.stop.is_set():
-                raise _Stopped
+                raise Stopped
             ready, _, _ = select.select([self.sock], [], [], _SLICE)
             if ready:
                 return self.sock.recv(n)
@@ -130,7 +131,7 @@ class ProxyConnection(Actor):
         if not self._clean:
             if ch is not None:
                 abort_flow(ch)
-            _reset(self.sock)
+            reset_socket(self.sock)
             self._event("reset")
         self._event("closed")
 
@@ -145,11 +146,11 @@ class ProxyConnection(Actor):
     def _run(self) -> None:
         try:
             error = self._serve()
-        except _Stopped:
+        except Stopped:
             error = "stopped"
         except _HandshakeTimeout:
             self._event("handshake_timeout")
-            _close_gracefully(self.sock)
+            close_gracefully(self.sock)
             error = None
         except OSError as e:
             error = f"client: {e}"
@@ -173,7 +174,7 @@ class ProxyConnection(Actor):
     def _recv(self, deadline: float) -> bytes:
         while True:
             if self._stop.is_set():
-                raise _Stopped
+                raise Stopped
             left = deadline - time.monotonic()
             if left <= 0:
                 raise _HandshakeTimeout
@@ -186,7 +187,7 @@ class ProxyConnection(Actor):
         with self._lock:
             if self._stop.is_set():
                 fs.close()
-                raise _Stopped
+                raise Stopped
             self._ch = fs._ch
         return fs
 
@@ -194,7 +195,7 @@ class ProxyConnection(Actor):
         self._event(kind)
         with contextlib.suppress(OSError):
             self.sock.sendall(data)
-        _close_gracefully(self.sock)
+        close_gracefully(self.sock)
 
     # -- SOCKS5 ---------------------------------------------------------------------------------------
     def _socks(self, data: bytes, deadline: float) -> str | None:
@@ -241,8 +242,8 @@ class ProxyConnection(Actor):
         self.sock.sendall(s.reply(Rep.SUCCEEDED, *relay.address))
         relay.run(self.sock)
         if self._stop.is_set():
-            raise _Stopped
-        _close_gracefully(self.sock)
+            raise Stopped
+        close_gracefully(self.sock)
         return None
 
     # -- HTTP -------------------------------------------------------------------------------------------
@@ -292,14 +293,14 @@ class ProxyConnection(Actor):
         self.sock.settimeout(sp.idle_timeout)
         fs.settimeout(sp.idle_timeout)
         try:
-            forward(front, action, _ClientStream(self.sock, self._stop, sp.idle_timeout), fs,
+            forward(front, action, ClientStream(self.sock, self._stop, sp.idle_timeout), fs,
                     max_head=sp.max_head, chunk=sp.buffer)
         except BadHttp as e:
             return f"forward: {e}"  # mid-answer: both sides are reset
         with self._lock:
             self._ch = None
         fs.close()
-        _close_gracefully(self.sock)
+        close_gracefully(self.sock)
         return None
 
     def _local_api(self, front: HttpFront, req: h11.Request, deadline: float) -> str | None:
@@ -321,7 +322,7 @@ class ProxyConnection(Actor):
                 return None
             self._event("local_api")
             send_response(self.sock.sendall, front.conn, resp)
-            _close_gracefully(self.sock)
+            close_gracefully(self.sock)
             return None
         # -- end taildrop (22c) --
         try:
@@ -336,7 +337,7 @@ class ProxyConnection(Actor):
                                  sec_header=True))
         self._event("local_api")
         send_response(self.sock.sendall, front.conn, resp)  # a file's stream too (22c)
-        _close_gracefully(self.sock)
+        close_gracefully(self.sock)
         return None
 
     # -- the tunnel -------------------------------------------------------------------------------------
@@ -348,7 +349,7 @@ class ProxyConnection(Actor):
             n = ch.try_send(view)
             if n is None:
                 if self._stop.is_set():
-                    raise _Stopped
+                    raise Stopped
                 ch.wait(ch.send_ready, _SLICE)
                 continue
             view = view[n:]
@@ -361,7 +362,7 @@ class ProxyConnection(Actor):
             self._event("reset")
 
 
-def _reset(sock: socket.socket) -> None:
+def reset_socket(sock: socket.socket) -> None:
     """Close with a RST (linger 0): the client sees the connection reset, not a clean end."""
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -369,7 +370,7 @@ def _reset(sock: socket.socket) -> None:
         sock.close()
 
 
-def _close_gracefully(sock: socket.socket, drain: float = 1.0, limit: int = 256 * 1024) -> None:
+def close_gracefully(sock: socket.socket, drain: float = 1.0, limit: int = 256 * 1024) -> None:
     """FIN after what we wrote; read (and drop) what the client still sends for a moment, so a close
     with unread bytes does not turn into a RST that destroys our answer before the client reads it."""
     try:
@@ -389,11 +390,3 @@ def _close_gracefully(sock: socket.socket, drain: float = 1.0, limit: int = 256 
         with contextlib.suppress(OSError):
             sock.close()
 
-
-# -- 23a -- the egress worker's flows (pytsnet.egress.flow) answer, close and reset client sockets
-# exactly as these connections do: the same helpers, importable.
-Stopped = _Stopped
-ClientStream = _ClientStream
-close_gracefully = _close_gracefully
-reset_socket = _reset
-# -- end 23a --
