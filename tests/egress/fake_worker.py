@@ -182,3 +182,38 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# -- helpers for the tests (a client of the front) ------------------------------------------------------
+def split(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    return host, int(port)
+
+
+def read_line(sock: socket.socket, limit: int = 4096) -> bytes:
+    buf = b""
+    while not buf.endswith(b"\n") and len(buf) < limit:
+        b = sock.recv(1)
+        if not b:
+            break
+        buf += b
+    return buf
+
+
+def socks_flow(addr: str, host: str, port: int, early: bytes = b"", password: str | None = None,
+               timeout: float = 10.0) -> tuple[socket.socket, dict[str, object]]:
+    """A SOCKS5 CONNECT through the front; the socket (past the reply) and the fake worker's line."""
+    s = socket.create_connection(split(addr), timeout=timeout)
+    if password is None:
+        s.sendall(b"\x05\x01\x00")
+        assert s.recv(2) == b"\x05\x00"
+    else:
+        s.sendall(b"\x05\x01\x02")
+        assert s.recv(2) == b"\x05\x02"
+        s.sendall(b"\x01\x05tsnet" + bytes([len(password)]) + password.encode())
+        assert s.recv(2) == b"\x01\x00"
+    name = host.encode()
+    s.sendall(b"\x05\x01\x00\x03" + bytes([len(name)]) + name + port.to_bytes(2, "big") + early)
+    reply = s.recv(10)
+    assert reply[:2] == b"\x05\x00", reply
+    return s, json.loads(read_line(s))
