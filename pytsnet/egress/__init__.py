@@ -123,6 +123,8 @@ class Egress:
 
     def _close_listeners(self) -> None:
         for sock in self._listeners:
+            with contextlib.suppress(OSError):  # Linux: a shut-down listener stops listening at once
+                sock.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
                 sock.close()
 

@@ -89,6 +89,9 @@ class EgressConfig:
     heartbeat_interval: float = 0.5
     heartbeat_timeout: float | None = None
     """``None``: 3 × ``heartbeat_interval``, at least 2 s."""
+    start_timeout: float = 30.0
+    """How long a new worker process may take to send its first frame (interpreter start and imports
+    are not a hang: the heartbeat timeout applies from its first heartbeat on)."""
     drain_timeout: float = 30.0
     handshake_timeout: float = 10.0
     max_head: int = 16 * 1024

@@ -169,6 +169,7 @@ class WorkerSlot(Actor):
         self._ch: WorkerChannel | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._last_beat = 0.0
+        self._heard = False  # a frame came from this process (until then the start bound applies)
         self._losses = 0  # since the worker was last ready: the backoff's exponent
         self._drain_until: float | None = None
         self._status = WorkerStatus(worker=self.worker, state="starting")
@@ -216,6 +217,7 @@ class WorkerSlot(Actor):
         gen = self._gen
         self._ch, self._proc = ch, proc
         self._last_beat = time.monotonic()
+        self._heard = False
         self._killed_hung = False
         cfg = self.cfg
         setup = WorkerSetup(worker=self.worker, incarnation=self._status.restarts,
@@ -292,6 +294,7 @@ class WorkerSlot(Actor):
         if msg.gen != self._gen or self._proc is None:
             return  # a frame of a process already reaped
         f = msg.frame
+        self._heard = True
         if isinstance(f, WorkerHeartbeat):
             self._last_beat = time.monotonic()
             self._update(beat=True, flows_open=f.flows_open, flows_total=f.flows_total, bytes_up=f.bytes_up,
@@ -324,7 +327,8 @@ class WorkerSlot(Actor):
             log.warning("%s: worker did not exit after its drain: killed", self.name)
             self._signal(proc)
             self._reap("drain timeout")
-        elif self._drain_until is None and now - self._last_beat > self.cfg.hb_timeout:
+        elif self._drain_until is None and now - self._last_beat > (
+                self.cfg.hb_timeout if self._heard else self.cfg.start_timeout):
             log.warning("%s: no heartbeat for %.1f s: hung, killed", self.name, now - self._last_beat)
             self._killed_hung = True
             self._signal(proc)
