@@ -115,7 +115,7 @@ def _status(args: argparse.Namespace) -> int:
         print(resp.text)
         return 0
     st = EgressStatus.model_validate_json(resp.text)
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)  # a pipe: do not squash the columns
     console.print(f"state: {st.state}" + (f" ({st.reason})" if st.reason else ""))
     t = Table("worker", "state", "pid", "ip", "restarts", "open", "flows", "up", "down", "exit", "rss",
               "beat", "last exit")
