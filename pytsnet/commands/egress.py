@@ -22,7 +22,8 @@ EXIT_ESCALATED = 1
 
 def register(subparsers: Any) -> None:
     # -- egress (23b) --
-    p = subparsers.add_parser("egress", help="run a supervised egress proxy (SOCKS5/HTTP) over worker processes")
+    p = subparsers.add_parser("egress",
+                              help="run a supervised egress proxy (SOCKS5/HTTP) over worker processes")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--socks", default=None, metavar="HOST:PORT", help="SOCKS5 listener")
     p.add_argument("--http", default=None, metavar="HOST:PORT", help="HTTP proxy listener (CONNECT, http://)")
@@ -38,7 +39,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--drain-timeout", type=float, default=30.0, metavar="S",
                    help="on SIGTERM, how long open flows may take to finish (default 30)")
     p.add_argument("--proxy-password", default=None,
-                   help="proxy password (user tsnet); or PYTSNET_EGRESS_PASSWORD; none: loopback listeners only")
+                   help="proxy password (user tsnet); or PYTSNET_EGRESS_PASSWORD; none: loopback only")
     p.add_argument("--heartbeat-interval", type=float, default=0.5, help=argparse.SUPPRESS)
     p.add_argument("--worker-cmd", default=None, help=argparse.SUPPRESS)
     """Tests: a worker command template with ``{fd}`` (``python fake_worker.py --fd {fd}``)."""
@@ -127,5 +128,6 @@ def _status(args: argparse.Namespace) -> int:
     console.print(t)
     f = st.front
     console.print(f"front: accepted {f.accepted}, assigned {f.assigned}, refused {f.refused}, "
-                  f"bytes in {f.bytes_in}, out {f.bytes_out}, failed by worker loss {f.flows_failed_by_worker_loss}")
+                  f"bytes in {f.bytes_in}, out {f.bytes_out}, "
+                  f"failed by worker loss {f.flows_failed_by_worker_loss}")
     return 0

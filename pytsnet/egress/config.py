@@ -88,7 +88,7 @@ class EgressConfig:
     backoff_max: float = 5.0
     heartbeat_interval: float = 0.5
     heartbeat_timeout: float | None = None
-    """``None``: 3 × ``heartbeat_interval``, at least 2 s."""
+    """``None``: 3 x ``heartbeat_interval``, at least 2 s."""
     start_timeout: float = 30.0
     """How long a new worker process may take to send its first frame (interpreter start and imports
     are not a hang: the heartbeat timeout applies from its first heartbeat on)."""

@@ -65,7 +65,8 @@ if TYPE_CHECKING:
     from pytsnet.actors.runtime import ActorSystem
     from pytsnet.egress.config import EgressConfig
 
-__all__ = ["ROUTER", "Dispatch", "DrainRequest", "EgressRouter", "FrontListener", "Handshake", "StatusRequest"]
+__all__ = ["ROUTER", "Dispatch", "DrainRequest", "EgressRouter", "FrontListener", "Handshake",
+           "StatusRequest"]
 
 log = subsystem_logger("egress")
 
@@ -180,7 +181,8 @@ class EgressRouter(Actor):
         if i is None:
             return False
         flow = next(self._flow_ids)
-        assign = FlowAssign(flow=flow, proto=d.proto, host=d.host, port=d.port, early=d.early, client=d.client)
+        assign = FlowAssign(flow=flow, proto=d.proto, host=d.host, port=d.port, early=d.early,
+                            client=d.client)
         self._slots[i].open.add(flow)
         self._count(assigned=1)
         if not self.tell_named(self.slot_names[i], SlotFlow(assign=assign, fd=d.fd)):
@@ -219,7 +221,8 @@ class EgressRouter(Actor):
 
     @handles(FrontTally)
     def on_tally(self, msg: FrontTally) -> None:
-        self._count(accepted=msg.accepted, refused=msg.refused, bytes_in=msg.bytes_in, bytes_out=msg.bytes_out)
+        self._count(accepted=msg.accepted, refused=msg.refused, bytes_in=msg.bytes_in,
+                    bytes_out=msg.bytes_out)
 
     @handles(SlotReport)
     def on_report(self, msg: SlotReport) -> None:
@@ -292,7 +295,8 @@ class EgressRouter(Actor):
         now = time.monotonic()
         workers = [s.status.model_copy(update={
             "flows_open": len(s.open) if s.status.state != "stopped" else 0,
-            "heartbeat_age": None if s.last_beat is None or s.status.state == "stopped" else round(now - s.last_beat, 3),
+            "heartbeat_age": None if s.last_beat is None or s.status.state == "stopped"
+            else round(now - s.last_beat, 3),
             "flows_total": s.status.flows_total, "exit_node": s.status.exit_node or self.cfg.exit_node,
         }) for s in self._slots.values()]
         return EgressStatus(state=self._state, reason=self._reason, workers=workers, front=self._front)
@@ -303,7 +307,8 @@ class FrontListener(SocketServer):
     """One listener's accept loop; its handshakes are bounded by ``max_handshakes``."""
 
     def __init__(self, cfg: EgressConfig, listener: socket.socket, name: str, system: ActorSystem) -> None:
-        super().__init__(listener, conns=f"{name}.conns", server=name, max_connections=cfg.max_handshakes, log=log,
+        super().__init__(listener, conns=f"{name}.conns", server=name, max_connections=cfg.max_handshakes,
+                         log=log,
                          poll=ACCEPT_POLL)
         self.cfg = cfg
         self.system = system

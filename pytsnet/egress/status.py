@@ -50,7 +50,8 @@ def render_metrics(st: EgressStatus) -> str:
     """The Prometheus text exposition of ``st``."""
     out: list[str] = []
     for name, kind, text in _WORKER_METRICS:
-        full = f"pytsnet_egress_worker_{name}" + ("_total" if kind == "counter" and not name.endswith("_total") else "")
+        suffix = "_total" if kind == "counter" and not name.endswith("_total") else ""
+        full = f"pytsnet_egress_worker_{name}{suffix}"
         out += [f"# HELP {full} {text}", f"# TYPE {full} {kind}"]
         for w in st.workers:
             value: float = (1 if w.state == "ready" else 0) if name == "up" else \
@@ -59,7 +60,8 @@ def render_metrics(st: EgressStatus) -> str:
     for name, text in _FRONT_METRICS:
         full = f"pytsnet_egress_front_{name}_total"
         out += [f"# HELP {full} {text}", f"# TYPE {full} counter", f"{full} {getattr(st.front, name)}"]
-    out += ["# HELP pytsnet_egress_state 1 for the egress's current state.", "# TYPE pytsnet_egress_state gauge"]
+    out += ["# HELP pytsnet_egress_state 1 for the egress's current state.",
+            "# TYPE pytsnet_egress_state gauge"]
     out += [f'pytsnet_egress_state{{state="{_label(s)}"}} {int(st.state == s)}' for s in STATES]
     return "\n".join(out) + "\n"
 
@@ -76,7 +78,7 @@ class StatusServer:
 
     def __init__(self, host: str, port: int, get: Callable[[], EgressStatus]) -> None:
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path not in ("/", "/metrics"):
                     self._answer(404, "text/plain; charset=utf-8", b"not found\n")
@@ -98,7 +100,7 @@ class StatusServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the stdlib's name)
+            def log_message(self, format: str, *args: object) -> None:
                 log.debug("status: " + format, *args)
 
         self._httpd = ThreadingHTTPServer((host, port), Handler)

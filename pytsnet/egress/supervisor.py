@@ -19,12 +19,14 @@ cannot be handed over is refused on the spot (``refuse_flow``: SOCKS5 REP 01 / H
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import signal
 import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pytsnet.actors.runtime import Actor, ActorStopped, MailboxFull, StopReason, handles
@@ -194,9 +196,9 @@ class WorkerSlot(Actor):
     def _command(self, fd: int) -> list[str]:
         if self.cfg.worker_command is not None:
             return self.cfg.worker_command(fd)
-        from pytsnet.egress import worker  # 23a's module; imported only when a real worker is started
-
-        return worker.worker_command(fd)
+        # 23a's module, imported only when a real worker is started (by name: it is written in parallel)
+        command: Callable[[int], list[str]] = importlib.import_module("pytsnet.egress.worker").worker_command
+        return command(fd)
 
     def _update(self, beat: bool = False, **fields: object) -> None:
         self._status = self._status.model_copy(update=fields)
@@ -228,7 +230,8 @@ class WorkerSlot(Actor):
                             log_level=cfg.log_level)
         with contextlib.suppress(ChannelClosed, ChannelError):  # a dead child is seen as the EOF
             ch.send(setup)
-        threading.Thread(target=self._read, args=(ch, gen), name=f"{self.name}-read-{gen}", daemon=True).start()
+        threading.Thread(target=self._read, args=(ch, gen), name=f"{self.name}-read-{gen}",
+                         daemon=True).start()
         self._update(state="starting", pid=proc.pid, ip=None, heartbeat_age=None, flows_open=0)
 
     def _read(self, ch: WorkerChannel, gen: int) -> None:
@@ -284,7 +287,8 @@ class WorkerSlot(Actor):
     def _lose(self, reason: str) -> None:
         delay = min(self.cfg.backoff_initial * (2 ** self._losses), self.cfg.backoff_max)
         self._losses += 1
-        log.warning("%s: worker lost (%s); restart in %.1f s unless the budget is spent", self.name, reason, delay)
+        log.warning("%s: worker lost (%s); restart in %.1f s unless the budget is spent", self.name, reason,
+                    delay)
         self._update(state="backoff", pid=None, ip=None, flows_open=0, last_exit=reason, heartbeat_age=None)
         self.tell_named(self.router, SlotLost(worker=self.worker, reason=reason, delay=delay))
 
@@ -377,7 +381,5 @@ class WorkerSlot(Actor):
             return
         self._drain_until = time.monotonic() + msg.deadline + DRAIN_GRACE
         self._update(state="draining")
-        try:
+        with contextlib.suppress(ChannelClosed, ChannelError):  # its EOF comes; reaped as stopped
             ch.send(WorkerDrain(deadline=msg.deadline))
-        except (ChannelClosed, ChannelError):
-            pass  # its EOF comes; reaped as stopped

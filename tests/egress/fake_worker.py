@@ -28,8 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from pytsnet.egress.channel import ChannelClosed, WorkerChannel  # noqa: E402
-from pytsnet.messages.egress import (  # noqa: E402
+from pytsnet.egress.channel import ChannelClosed, WorkerChannel
+from pytsnet.messages.egress import (
     FlowAssign,
     FlowDone,
     WorkerDrain,
@@ -38,7 +38,7 @@ from pytsnet.messages.egress import (  # noqa: E402
     WorkerReady,
     WorkerSetup,
 )
-from pytsnet.wire.socks5 import Rep, encode_reply  # noqa: E402
+from pytsnet.wire.socks5 import Rep, encode_reply
 
 
 class Fake:
@@ -61,7 +61,8 @@ class Fake:
             seq += 1
             with self.lock:
                 hb = WorkerHeartbeat(worker=self.setup.worker, seq=seq, flows_open=len(self.open),
-                                     flows_total=self.total, bytes_up=self.up, bytes_down=self.down, rss=12345)
+                                     flows_total=self.total, bytes_up=self.up, bytes_down=self.down,
+                                     rss=12345)
             try:
                 self.ch.send(hb)
             except ChannelClosed:
@@ -80,7 +81,8 @@ class Fake:
                 host, _, p = target.rpartition(":")
                 port = int(p)
                 sock.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            line = json.dumps({"worker": self.setup.worker, "pid": os.getpid(), "proto": msg.proto, "host": host,
+            line = json.dumps({"worker": self.setup.worker, "pid": os.getpid(), "proto": msg.proto,
+                               "host": host,
                                "port": port, "early": early.hex(), "flow": msg.flow})
             sock.sendall(line.encode() + b"\n" + early)
             with self.lock:
@@ -118,7 +120,8 @@ class Fake:
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(ChannelClosed):
-            self.ch.send(WorkerDrained(worker=self.setup.worker, finished=self.finished, cut=cut, logged_out=True))
+            self.ch.send(WorkerDrained(worker=self.setup.worker, finished=self.finished, cut=cut,
+                                       logged_out=True))
         os._exit(0)
 
     def run(self) -> None:

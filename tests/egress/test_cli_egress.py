@@ -4,13 +4,13 @@ exits 1 with the reason, an open non-loopback listener is refused (exit 2)."""
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 from fake_worker import socks_flow
 
 from pytsnet.messages.egress import EgressStatus
@@ -39,7 +39,7 @@ def test_egress_serves_status_prints_and_sigterm_drains() -> None:
         m = re.search(r"socks5 (\S+), status (\S+)", banner)
         assert m, banner
         socks, status = m.groups()
-        wait_until(lambda: json.loads(_cli("status", status, "--json").stdout)["state"] == "running", 10, "running")
+        wait_until(lambda: httpx.get(f"http://{status}/").json()["state"] == "running", 10, "running")
         s, got = socks_flow(socks, "a.example.com", 80)
         assert got["port"] == 80
         s.close()

@@ -16,10 +16,13 @@ from fake_worker import read_line, socks_flow, split, worker_command
 from pytsnet.egress import Egress, EgressConfig, EgressConfigError
 from pytsnet.testing.polling import wait_until
 
+CONNECT_X = b"CONNECT x.example.com:443 HTTP/1.1\r\nHost: x.example.com:443\r\n\r\n"
+
 
 @contextmanager
 def running(*flags: str, wait_ready: bool = True, **kw: Any) -> Iterator[Egress]:
-    cfg = EgressConfig(**{"socks": "127.0.0.1:0", "http": "127.0.0.1:0", "worker_command": worker_command(*flags),
+    cfg = EgressConfig(**{"socks": "127.0.0.1:0", "http": "127.0.0.1:0",
+                          "worker_command": worker_command(*flags),
                           **kw})
     eg = Egress(cfg).start()
     try:
@@ -60,7 +63,8 @@ def test_socks_and_http_flows_reach_the_worker_and_payload_bypasses_the_front() 
         st = eg.status()
         assert st.front.assigned == 2 and st.front.accepted == 2 and st.front.refused == 0
         assert st.front.bytes_in < 200 and st.front.bytes_out < 10, st.front  # handshakes only, not 4 MiB
-        wait_until(lambda: eg.status().workers[0].bytes_up >= 2 * len(blob), 5, "the worker counted the bytes")
+        wait_until(lambda: eg.status().workers[0].bytes_up >= 2 * len(blob), 5,
+                   "the worker counted the bytes")
 
 
 def test_least_loaded_spreads_open_flows_and_affinity_keeps_a_client_on_one_worker() -> None:
@@ -102,7 +106,7 @@ def test_hostile_input_is_answered_counted_and_never_crashes() -> None:
         assert _exchange(socks, b"\x05\x01\x02\x01\x05tsnet\x05wrong") == b"\x05\x02\x01\x01"
         udp = b"\x05\x01\x02\x01\x05tsnet\x02pw" + b"\x05\x03\x00\x01\x00\x00\x00\x00\x00\x00"
         assert _exchange(socks, udp)[4:6] == b"\x05\x07"  # UDP ASSOCIATE: command not supported
-        assert _exchange(http, b"CONNECT x.example.com:443 HTTP/1.1\r\nHost: x.example.com:443\r\n\r\n").startswith(b"HTTP/1.1 407")
+        assert _exchange(http, CONNECT_X).startswith(b"HTTP/1.1 407")
         assert _exchange(http, b"GARBAGE\r\n\r\n").startswith(b"HTTP/1.1 400")
         assert _exchange(http, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 404")
         big = b"CONNECT x.example.com:443 HTTP/1.1\r\nX: " + b"a" * 40000
@@ -116,7 +120,8 @@ def test_hostile_input_is_answered_counted_and_never_crashes() -> None:
             s.close()
         auth = base64.b64encode(b"tsnet:pw")
         h = socket.create_connection(split(http), timeout=5)
-        h.sendall(b"CONNECT ok.example.com:443 HTTP/1.1\r\nHost: ok.example.com:443\r\nProxy-Authorization: Basic " + auth + b"\r\n\r\n")
+        h.sendall(b"CONNECT ok.example.com:443 HTTP/1.1\r\nHost: ok.example.com:443\r\n"
+                  b"Proxy-Authorization: Basic " + auth + b"\r\n\r\n")
         assert read_line(h).startswith(b"HTTP/1.1 200")  # still serving
         h.close()
         s, got = socks_flow(socks, "ok.example.com", 22, password="pw")
@@ -136,7 +141,7 @@ def test_no_worker_ready_is_answered_by_the_front() -> None:
         assert got == b"\x05\x00" + b"\x05\x01\x00\x01\x00\x00\x00\x00\x00\x00"  # REP 01
         assert 0.3 < time.monotonic() - t0 < 5  # it waited for a worker (bounded), then refused
         s.close()
-        out = _exchange(eg.http_address or "", b"CONNECT x.example.com:443 HTTP/1.1\r\nHost: x.example.com:443\r\n\r\n")
+        out = _exchange(eg.http_address or "", CONNECT_X)
         assert out.startswith(b"HTTP/1.1 503") and b"no egress worker ready" in out
         assert eg.status().front.refused == 2
 

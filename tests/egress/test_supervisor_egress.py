@@ -16,9 +16,12 @@ from fake_worker import socks_flow, split, worker_command
 from pytsnet.egress import Egress, EgressConfig, EgressEscalated, EgressStatus
 from pytsnet.testing.polling import wait_until
 
+CONNECT_X = b"CONNECT x.example.com:443 HTTP/1.1\r\nHost: x.example.com:443\r\n\r\n"
+
 
 def _start(*flags: str, **kw: object) -> Egress:
-    cfg = EgressConfig(**{"socks": "127.0.0.1:0", "http": "127.0.0.1:0", "worker_command": worker_command(*flags),
+    cfg = EgressConfig(**{"socks": "127.0.0.1:0", "http": "127.0.0.1:0",
+                          "worker_command": worker_command(*flags),
                           "heartbeat_interval": 0.2, **kw})  # type: ignore[arg-type]
     return Egress(cfg).start()
 
@@ -62,7 +65,7 @@ def test_kill_9_of_a_worker_ends_only_its_flows_and_the_slot_comes_back() -> Non
         for s, _ in others:
             assert _echoes(s, b"still here")
         t0 = time.monotonic()
-        wait_until(lambda: eg.status().workers[0].state == "ready" and eg.status().workers[0].pid != old_pid, 10,
+        wait_until(lambda: (w := eg.status().workers[0]).state == "ready" and w.pid != old_pid, 10,
                    "the slot back")
         assert time.monotonic() - t0 < 5
         st = eg.status()
@@ -112,7 +115,7 @@ def test_a_worker_that_keeps_dying_spends_the_budget_and_the_egress_escalates() 
         assert got[2:4] == b"\x05\x01"  # refused, REP 01
         s.close()
         h = socket.create_connection(split(eg.http_address or ""), timeout=5)
-        h.sendall(b"CONNECT x.example.com:443 HTTP/1.1\r\nHost: x.example.com:443\r\n\r\n")
+        h.sendall(CONNECT_X)
         out = b""
         while (chunk := h.recv(4096)):
             out += chunk
