@@ -89,6 +89,7 @@ def _run(args: argparse.Namespace) -> int:
                 eg.wait(timeout=0.2)
             except EgressEscalated as e:
                 print(f"pytsnet: {e}", file=sys.stderr)
+                eg.drain()  # the workers still up were told to drain at the escalation: let them log out
                 return EXIT_ESCALATED
         st = eg.drain()
         print(f"egress: {st.state}", flush=True)

@@ -117,6 +117,8 @@ class EgressConfig:
         """``EgressConfigError`` for a setting that cannot work (before anything is bound)."""
         if self.workers < 1:
             raise EgressConfigError("workers must be at least 1")
+        if self.worker_command is None and not self.auth_key:
+            raise EgressConfigError("an auth key is required: each worker joins as an ephemeral node")
         if self.socks is None and self.http is None:
             raise EgressConfigError("no listener: give socks and/or http")
         for name in ("socks", "http", "status"):

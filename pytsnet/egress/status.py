@@ -9,6 +9,7 @@ labelled ``worker``, the front's counters, and the state as a one-hot ``pytsnet_
 from __future__ import annotations
 
 import contextlib
+import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -66,6 +67,10 @@ def render_metrics(st: EgressStatus) -> str:
     return "\n".join(out) + "\n"
 
 
+class _Server6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
 def status_url(text: str) -> str:
     """``HOST:PORT`` or a URL → the endpoint's base URL (``http://HOST:PORT``)."""
     if "://" in text:
@@ -103,9 +108,11 @@ class StatusServer:
             def log_message(self, format: str, *args: object) -> None:
                 log.debug("status: " + format, *args)
 
-        self._httpd = ThreadingHTTPServer((host, port), Handler)
+        server_cls = _Server6 if ":" in host else ThreadingHTTPServer
+        self._httpd = server_cls((host, port), Handler)
         self._httpd.daemon_threads = True
-        self.address = f"{host}:{self._httpd.server_address[1]}"
+        bound = self._httpd.server_address[1]
+        self.address = f"[{host}]:{bound}" if ":" in host else f"{host}:{bound}"
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="egress-status", daemon=True)
         self._thread.start()

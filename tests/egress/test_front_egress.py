@@ -4,6 +4,7 @@ a worker (which then talks to the client directly), dispatch, and hostile input 
 from __future__ import annotations
 
 import base64
+import os
 import socket
 import time
 from collections.abc import Iterator
@@ -150,3 +151,24 @@ def test_no_worker_ready_is_answered_by_the_front() -> None:
 def test_a_non_loopback_listener_without_a_password_is_refused_at_start(listen: str) -> None:
     with pytest.raises(EgressConfigError, match="without a proxy password"):
         Egress(EgressConfig(socks=listen, worker_command=worker_command())).start()
+
+
+def test_the_real_worker_needs_an_auth_key() -> None:
+    with pytest.raises(EgressConfigError, match="auth key"):
+        Egress(EgressConfig(socks="127.0.0.1:0")).start()
+
+
+def test_the_front_keeps_no_client_fds_after_handing_over_or_refusing() -> None:
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    with running(workers=1, ready_wait=0.2) as eg:
+        base = fds()
+        flows = [socks_flow(eg.socks_address or "", "a.example.com", 80) for _ in range(5)]
+        # ours: the 5 client ends; the front's copies of the accepted sockets are closed after the send
+        wait_until(lambda: fds() == base + 5, 5, "only the clients' own sockets open")
+        for s, _ in flows:
+            s.close()
+        for _ in range(5):
+            _exchange(eg.http_address or "", b"BAD\r\n\r\n")
+        wait_until(lambda: fds() == base, 5, "every fd closed")
