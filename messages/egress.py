@@ -17,12 +17,45 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from pytsnet.messages.base import Message
+from pytsnet.messages.base import Message, Request
 from pytsnet.messages.redact import Payload, secret_field
 
-__all__ = ["EGRESS_TAGS", "EgressProto", "EgressState", "EgressStatus", "FlowAssign", "FlowDone",
-           "FlowOutcome", "FrontCounters", "WorkerDrain", "WorkerDrained", "WorkerHeartbeat", "WorkerReady",
-           "WorkerSetup", "WorkerState", "WorkerStatus"]
+__all__ = [
+    "EGRESS_TAGS",
+    "Dispatch",
+    "DrainRequest",
+    "EgressProto",
+    "EgressState",
+    "EgressStatus",
+    "FlowAssign",
+    "FlowDone",
+    "FlowOutcome",
+    "FrontAccepted",
+    "FrontCounters",
+    "FrontEvent",
+    "FrontTally",
+    "HandshakeDone",
+    "RouterTick",
+    "SlotDrain",
+    "SlotEof",
+    "SlotFlow",
+    "SlotFlowDone",
+    "SlotFrame",
+    "SlotLost",
+    "SlotReport",
+    "SlotRestart",
+    "SlotSpawn",
+    "SlotStopped",
+    "SlotTick",
+    "StatusRequest",
+    "WorkerDrain",
+    "WorkerDrained",
+    "WorkerHeartbeat",
+    "WorkerReady",
+    "WorkerSetup",
+    "WorkerState",
+    "WorkerStatus",
+]
 
 AuthKeyText = Annotated[str, secret_field("egress:AuthKey"), Field(repr=False)]
 ProxyUrlText = Annotated[str, secret_field("egress:UpstreamProxy")]
@@ -183,3 +216,115 @@ class EgressStatus(Message, tag="egress.status"):
     """Why it escalated or stopped."""
     workers: list[WorkerStatus] = Field(default_factory=list)
     front: FrontCounters = Field(default_factory=FrontCounters)
+
+
+# -- the front process's own actors (``pytsnet/egress/front.py``, ``supervisor.py``) ------------------------
+# The router, the per-slot actors and the handshakes talk only through these. An ``fd`` field is a
+# descriptor number in the front process: whoever holds the message owns (and must close) it.
+# -- handshake → router ----------------------------------------------------------------------------------
+class Dispatch(Message, tag="egress.dispatch"):
+    """Handshake → router: a finished handshake; ``fd`` is the client's socket (the router owns it now)."""
+
+    proto: EgressProto
+    host: str = ""
+    port: int = 0
+    early: Payload = b""
+    client: str = ""
+    fd: int
+
+
+class FrontTally(Message, tag="egress.front_tally"):
+    accepted: int = 0
+    refused: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
+class DrainRequest(Message, tag="egress.drain_request"):
+    deadline: float
+
+
+class StatusRequest(Request[EgressStatus], tag="egress.status_request"):
+    pass
+
+
+class RouterTick(Message, tag="egress.router_tick"):
+    pass
+
+
+class FrontAccepted(Message, tag="egress.front_accepted"):
+    pass
+
+
+class FrontEvent(Message, tag="egress.front_event"):
+    kind: str
+    conn: str
+
+
+class HandshakeDone(Message, tag="egress.handshake_done"):
+    pass
+
+
+# -- messages: router → slot ------------------------------------------------------------------------------
+class SlotFlow(Message, tag="egress.slot_flow"):
+    """Hand this flow to the worker; ``fd`` is the client's socket, owned by whoever holds the message."""
+
+    assign: FlowAssign
+    fd: int
+
+
+class SlotRestart(Message, tag="egress.slot_restart"):
+    """The router granted a restart (within the budget): start again after ``delay`` seconds."""
+
+    delay: float
+
+
+class SlotDrain(Message, tag="egress.slot_drain"):
+    deadline: float
+
+
+# -- messages: slot → router ------------------------------------------------------------------------------
+class SlotReport(Message, tag="egress.slot_report"):
+    status: WorkerStatus
+    beat: bool = False
+    """A heartbeat came (the router keeps its age)."""
+
+
+class SlotFlowDone(Message, tag="egress.slot_flow_done"):
+    worker: int
+    flow: int
+    outcome: FlowOutcome = "ok"
+    front_bytes: int = 0
+    """Bytes the front wrote itself (a refusal of a flow it could not hand over)."""
+
+
+class SlotLost(Message, tag="egress.slot_lost"):
+    """The worker process ended outside a drain; ``delay`` is the slot's backoff before a restart."""
+
+    worker: int
+    reason: str
+    delay: float
+
+
+class SlotStopped(Message, tag="egress.slot_stopped"):
+    worker: int
+    reason: str
+
+
+# -- messages: a slot to itself ---------------------------------------------------------------------------
+class SlotFrame(Message, tag="egress.slot_frame"):
+    gen: int
+    frame: WorkerReady | WorkerHeartbeat | FlowDone | WorkerDrained
+
+
+class SlotEof(Message, tag="egress.slot_eof"):
+    gen: int
+    error: str
+
+
+class SlotSpawn(Message, tag="egress.slot_spawn"):
+    pass
+
+
+class SlotTick(Message, tag="egress.slot_tick"):
+    pass

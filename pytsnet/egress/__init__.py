@@ -20,10 +20,10 @@ from types import TracebackType
 from pytsnet.actors.connserver import server_tree
 from pytsnet.actors.runtime import ActorStopped, ActorSystem, AskTimeout, ChildSpec, Restart
 from pytsnet.egress.config import EgressConfig, EgressConfigError, EgressEscalated, parse_hostport
-from pytsnet.egress.front import ROUTER, DrainRequest, EgressRouter, FrontListener, StatusRequest
+from pytsnet.egress.front import ROUTER, EgressRouter, FrontListener
 from pytsnet.egress.status import StatusServer
 from pytsnet.egress.supervisor import DRAIN_GRACE, WorkerSlot
-from pytsnet.messages.egress import EgressStatus, FrontCounters, WorkerStatus
+from pytsnet.messages.egress import DrainRequest, EgressStatus, FrontCounters, StatusRequest, WorkerStatus
 
 __all__ = ["Egress", "EgressConfig", "EgressConfigError", "EgressEscalated", "EgressStatus", "FrontCounters",
            "WorkerStatus"]

@@ -39,7 +39,20 @@ from typing import TYPE_CHECKING, Literal, NoReturn
 from pytsnet.actors.connserver import SocketServer
 from pytsnet.actors.runtime import Actor, ActorRef, ActorStopped, MailboxFull, Restart, StopReason, handles
 from pytsnet.actors.runtime.logs import subsystem_logger
-from pytsnet.egress.supervisor import (
+from pytsnet.egress.supervisor import refuse_flow
+from pytsnet.loopback.http_proxy import PROXY_USER, BadHttp, Connect, Forward, HttpFront, Local
+from pytsnet.messages.egress import (
+    Dispatch,
+    DrainRequest,
+    EgressState,
+    EgressStatus,
+    FlowAssign,
+    FrontAccepted,
+    FrontCounters,
+    FrontEvent,
+    FrontTally,
+    HandshakeDone,
+    RouterTick,
     SlotDrain,
     SlotFlow,
     SlotFlowDone,
@@ -47,16 +60,7 @@ from pytsnet.egress.supervisor import (
     SlotReport,
     SlotRestart,
     SlotStopped,
-    refuse_flow,
-)
-from pytsnet.loopback.http_proxy import PROXY_USER, BadHttp, Connect, Forward, HttpFront, Local
-from pytsnet.messages.base import Message, Request
-from pytsnet.messages.egress import (
-    EgressProto,
-    EgressState,
-    EgressStatus,
-    FlowAssign,
-    FrontCounters,
+    StatusRequest,
     WorkerStatus,
 )
 from pytsnet.wire.socks5 import Rep, Socks5Error, Socks5Server
@@ -65,8 +69,7 @@ if TYPE_CHECKING:
     from pytsnet.actors.runtime import ActorSystem
     from pytsnet.egress.config import EgressConfig
 
-__all__ = ["ROUTER", "Dispatch", "DrainRequest", "EgressRouter", "FrontListener", "Handshake",
-           "StatusRequest"]
+__all__ = ["ROUTER", "EgressRouter", "FrontListener", "Handshake"]
 
 log = subsystem_logger("egress")
 
@@ -76,50 +79,6 @@ ACCEPT_POLL = 0.25
 _READ = 4096
 _SLICE = 0.25
 _AFFINITY_MAX = 4096
-
-
-# -- messages ---------------------------------------------------------------------------------------------
-class Dispatch(Message, tag="egress.dispatch"):
-    """Handshake → router: a finished handshake; ``fd`` is the client's socket (the router owns it now)."""
-
-    proto: EgressProto
-    host: str = ""
-    port: int = 0
-    early: bytes = b""
-    client: str = ""
-    fd: int
-
-
-class FrontTally(Message, tag="egress.front_tally"):
-    accepted: int = 0
-    refused: int = 0
-    bytes_in: int = 0
-    bytes_out: int = 0
-
-
-class DrainRequest(Message, tag="egress.drain_request"):
-    deadline: float
-
-
-class StatusRequest(Request[EgressStatus], tag="egress.status_request"):
-    pass
-
-
-class RouterTick(Message, tag="egress.router_tick"):
-    pass
-
-
-class FrontAccepted(Message, tag="egress.front_accepted"):
-    pass
-
-
-class FrontEvent(Message, tag="egress.front_event"):
-    kind: str
-    conn: str
-
-
-class HandshakeDone(Message, tag="egress.handshake_done"):
-    pass
 
 
 # -- the router ---------------------------------------------------------------------------------------------

@@ -32,12 +32,20 @@ from typing import TYPE_CHECKING
 from pytsnet.actors.runtime import Actor, ActorStopped, MailboxFull, StopReason, handles
 from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.egress.channel import ChannelClosed, ChannelError, WorkerChannel
-from pytsnet.messages.base import Message
 from pytsnet.messages.egress import (
     EgressProto,
-    FlowAssign,
     FlowDone,
-    FlowOutcome,
+    SlotDrain,
+    SlotEof,
+    SlotFlow,
+    SlotFlowDone,
+    SlotFrame,
+    SlotLost,
+    SlotReport,
+    SlotRestart,
+    SlotSpawn,
+    SlotStopped,
+    SlotTick,
     WorkerDrain,
     WorkerDrained,
     WorkerHeartbeat,
@@ -50,8 +58,7 @@ from pytsnet.wire.socks5 import Rep, encode_reply
 if TYPE_CHECKING:
     from pytsnet.egress.config import EgressConfig
 
-__all__ = ["SlotDrain", "SlotFlow", "SlotFlowDone", "SlotLost", "SlotReport", "SlotRestart", "SlotStopped",
-           "WorkerSlot", "refusal", "refuse_flow"]
+__all__ = ["WorkerSlot", "refusal", "refuse_flow"]
 
 log = subsystem_logger("egress")
 
@@ -62,71 +69,6 @@ REAP_WAIT = 2.0
 DRAIN_GRACE = 3.0
 """Past the drain deadline, how long a worker may take to log out and exit before ``SIGKILL``."""
 _READ_POLL = 0.5
-
-
-# -- messages: router → slot ------------------------------------------------------------------------------
-class SlotFlow(Message, tag="egress.slot_flow"):
-    """Hand this flow to the worker; ``fd`` is the client's socket, owned by whoever holds the message."""
-
-    assign: FlowAssign
-    fd: int
-
-
-class SlotRestart(Message, tag="egress.slot_restart"):
-    """The router granted a restart (within the budget): start again after ``delay`` seconds."""
-
-    delay: float
-
-
-class SlotDrain(Message, tag="egress.slot_drain"):
-    deadline: float
-
-
-# -- messages: slot → router ------------------------------------------------------------------------------
-class SlotReport(Message, tag="egress.slot_report"):
-    status: WorkerStatus
-    beat: bool = False
-    """A heartbeat came (the router keeps its age)."""
-
-
-class SlotFlowDone(Message, tag="egress.slot_flow_done"):
-    worker: int
-    flow: int
-    outcome: FlowOutcome = "ok"
-    front_bytes: int = 0
-    """Bytes the front wrote itself (a refusal of a flow it could not hand over)."""
-
-
-class SlotLost(Message, tag="egress.slot_lost"):
-    """The worker process ended outside a drain; ``delay`` is the slot's backoff before a restart."""
-
-    worker: int
-    reason: str
-    delay: float
-
-
-class SlotStopped(Message, tag="egress.slot_stopped"):
-    worker: int
-    reason: str
-
-
-# -- messages: a slot to itself ---------------------------------------------------------------------------
-class SlotFrame(Message, tag="egress.slot_frame"):
-    gen: int
-    frame: WorkerReady | WorkerHeartbeat | FlowDone | WorkerDrained
-
-
-class SlotEof(Message, tag="egress.slot_eof"):
-    gen: int
-    error: str
-
-
-class SlotSpawn(Message, tag="egress.slot_spawn"):
-    pass
-
-
-class SlotTick(Message, tag="egress.slot_tick"):
-    pass
 
 
 def refusal(proto: EgressProto, text: str) -> bytes:
