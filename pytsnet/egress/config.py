@@ -104,6 +104,10 @@ class EgressConfig:
     idle_timeout: float = 7200.0
     up_timeout: float = 60.0
     log_level: str = "WARNING"
+    bind_host: str = "0.0.0.0"
+    """Each worker node's UDP bind address (``Config.bind_host``; tests on loopback use 127.0.0.1)."""
+    max_flows_per_worker: int = 1024
+    """Flows open at once in one worker; past it the worker refuses (SOCKS5 REP 01 / HTTP 503 busy)."""
     worker_command: Callable[[int], list[str]] | None = None
     """argv of a worker given its channel fd; ``None``: ``pytsnet.egress.worker.worker_command``."""
 

@@ -169,7 +169,8 @@ class WorkerSlot(Actor):
                             auth_key=cfg.auth_key, exit_node=cfg.exit_node, upstream_proxy=cfg.upstream_proxy,
                             heartbeat_interval=cfg.heartbeat_interval, dial_timeout=cfg.dial_timeout,
                             idle_timeout=cfg.idle_timeout, max_head=cfg.max_head, up_timeout=cfg.up_timeout,
-                            log_level=cfg.log_level)
+                            log_level=cfg.log_level, bind_host=cfg.bind_host,
+                            max_flows=cfg.max_flows_per_worker)
         with contextlib.suppress(ChannelClosed, ChannelError):  # a dead child is seen as the EOF
             ch.send(setup)
         threading.Thread(target=self._read, args=(ch, gen), name=f"{self.name}-read-{gen}",
