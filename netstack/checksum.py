@@ -106,8 +106,8 @@ def pseudo_header_sum(src: ipaddress.IPv4Address | ipaddress.IPv6Address,
 # big-endian 32-bit words (2**32 ≡ 1 mod 0xFFFF, so a word is congruent to the sum of its two
 # 16-bit halves, and a zero pad at the end of a segment is RFC 1071's pad), then one ``reduceat``
 # over the segments' word offsets into 64-bit sums: ~0.3 µs per segment in a burst of 45, 1.7 µs
-# for one (see "Issue 14: the checksum" in docs/performance.md). numpy is imported on first use:
-# it costs 60-120 ms to import, which a process that never moves bulk data should not pay.
+# for one (see "Issue 14: the checksum" in docs/performance.md). numpy is imported on first use or
+# by ``warm_up`` when a netstack starts: 60-120 ms that a process without one should not pay.
 
 _np: ModuleType | None = None
 _PAD4 = (b"\0\0\0\0", b"\0\0\0", b"\0\0", b"\0")  # by length & 3
@@ -120,6 +120,11 @@ def _numpy() -> ModuleType:
 
         _np = numpy
     return _np
+
+
+def warm_up() -> None:
+    """Import numpy now (the netstack starting), so that a flow's first burst does not stall on it."""
+    _numpy()
 
 
 def word_sums(bufs: Sequence[bytes | bytearray | memoryview]) -> list[int]:
