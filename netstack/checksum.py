@@ -17,8 +17,6 @@ residue) halve the number twice with cheap shifts and masks: ~20% faster at 1,26
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
-from types import ModuleType
 
 _from_bytes = int.from_bytes
 _FOLD_MIN = 512  # bytes; below this the folds cost more than the division they save
@@ -97,81 +95,3 @@ def pseudo_header_sum(src: ipaddress.IPv4Address | ipaddress.IPv6Address,
     n = int(src) + int(dst) + protocol + length
     r = n % 0xFFFF
     return r if r or not n else 0xFFFF
-
-
-# -- 14h: one pass over a burst --------------------------------------------------------------------
-# A flow emits and receives segments in bursts of 30-60. Per segment the big-int residue above costs
-# ~2.1-2.5 µs at 1,240 bytes (``int.from_bytes`` alone ~0.85 µs), nearly all per-byte work that no
-# pure-Python reduction removes. numpy sums a whole burst in C: the segments joined once, read as
-# big-endian 32-bit words (2**32 ≡ 1 mod 0xFFFF, so a word is congruent to the sum of its two
-# 16-bit halves, and a zero pad at the end of a segment is RFC 1071's pad), then one ``reduceat``
-# over the segments' word offsets into 64-bit sums: ~0.3 µs per segment in a burst of 45, 1.7 µs
-# for one (see "Issue 14: the checksum" in docs/performance.md). numpy is imported on first use or
-# by ``warm_up`` when a netstack starts: 60-120 ms that a process without one should not pay.
-
-_np: ModuleType | None = None
-_PAD4 = (b"\0\0\0\0", b"\0\0\0", b"\0\0", b"\0")  # by length & 3
-
-
-def _numpy() -> ModuleType:
-    global _np
-    if _np is None:
-        import numpy
-
-        _np = numpy
-    return _np
-
-
-def warm_up() -> None:
-    """Import numpy now (the netstack starting), so that a flow's first burst does not stall on it."""
-    _numpy()
-
-
-def word_sums(bufs: Sequence[bytes | bytearray | memoryview]) -> list[int]:
-    """Per buffer, its 16-bit big-endian word sum (zero-padded to even length) as an unfolded
-    non-negative integer: congruent mod 0xFFFF to the ones'-complement sum, zero only for an all-zero
-    buffer, so valid as ``initial`` (``checksum(b"", initial + s)`` is ``checksum(buf, initial)``)."""
-    if not bufs:
-        return []
-    np = _numpy()
-    offs: list[int] = []
-    o = 0
-    aligned = True
-    for b in bufs:
-        n = len(b)
-        offs.append(o)
-        o += n >> 2
-        if n & 3 or not n:
-            aligned = False
-    if aligned:
-        joined = b"".join(bufs)
-    else:  # pad each buffer to whole words (an empty one to one zero word: reduceat needs >= 1)
-        pieces: list[bytes | bytearray | memoryview] = []
-        offs.clear()
-        o = 0
-        for b in bufs:
-            n = len(b)
-            pad = _PAD4[n & 3] if n & 3 or not n else b""
-            offs.append(o)
-            o += (n + len(pad)) >> 2
-            pieces.append(b)
-            pieces.append(pad)
-        joined = b"".join(pieces)
-    words = np.frombuffer(joined, ">u4").astype(np.uint64)
-    sums: list[int] = np.add.reduceat(words, offs).tolist()
-    return sums
-
-
-def complement(total: int) -> int:
-    """The checksum field for an unfolded ones'-complement ``total`` (``checksum(b"", total)``)."""
-    if not total:
-        return 0xFFFF
-    r = total % 0xFFFF
-    return 0xFFFF - r if r else 0
-
-
-def sums_to_ffff(total: int) -> bool:
-    """True when an unfolded ``total`` over a segment and its checksum field verifies
-    (``verify(b"", total)``)."""
-    return bool(total) and not total % 0xFFFF
-# -- end 14h --

@@ -22,7 +22,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable
 
-from pytsnet.netstack.checksum import sums_to_ffff, word_sums
+from pytsnet.netstack.checksum import verify
 from pytsnet.netstack.config import IPAddress
 from pytsnet.netstack.errors import ParseError
 from pytsnet.netstack.interface import tcp_payload
@@ -55,22 +55,17 @@ def coalesce(packets: Iterable[bytes | bytearray | memoryview], src_ip: IPAddres
     head: tuple[int, int, int, int, int, int, int] | None = None
     run_end = run_bytes = 0
     run_flags = ACK
-    tcps: list[memoryview] = []
     for data in packets:
         try:
-            tcps.append(tcp_payload(data))
+            tcp = tcp_payload(data)
         except ParseError:
             bad += 1
-    # Every segment's checksum summed in one pass (checksum.word_sums), checked below one by one;
-    # not for a burst of header-only segments (pure ACKs), which all go to parse_segment.
-    has_data = bool(tcps) and max(map(len, tcps)) > _HDR_TS_LEN
-    sums = word_sums(tcps) if has_data else [0] * len(tcps)
-    for tcp, tcp_sum in zip(tcps, sums, strict=True):
+            continue
         n = len(tcp)
         if n > _HDR_TS_LEN:
             sport, dport, seq, ack, off, flags, window, _csum, _urg, opt4, tsval, tsecr = unpack(tcp)
             if off == _OFF_TS and opt4 == _NOP_NOP_TS and flags | PSH == ACK | PSH:
-                if not sums_to_ffff(tcp_sum + addr_sum + n):
+                if not verify(tcp, addr_sum + n):
                     bad += 1
                     continue
                 plen = n - _HDR_TS_LEN

@@ -917,8 +917,8 @@ class TcpPacketEmitter:
         object.__setattr__(self, "prefix", prefix)
         object.__setattr__(self, "const", const)
 
-    def emit(self, seg: TcpSegment, ident: int, payload_sum: int | None = None) -> bytes:
-        segment = tcpseg.emit_segment(seg, self.local, self.remote, payload_sum)
+    def emit(self, seg: TcpSegment, ident: int) -> bytes:
+        segment = tcpseg.emit_segment(seg, self.local, self.remote)
         if not self.const:
             return self._V6.pack(ipv6.VERSION << 28, len(segment), PROTO_TCP, self.ttl,
                                  self.prefix) + segment

@@ -98,7 +98,6 @@ from pytsnet.messages.netstack import (
     UdpSendTo,
 )
 from pytsnet.messages.services import TcpFallbackSet, TcpServiceAddresses
-from pytsnet.netstack import checksum
 from pytsnet.netstack.config import IPAddress, StackConfig
 from pytsnet.netstack.errors import NetstackError
 from pytsnet.netstack.forward import Forwarded, ForwardedDatagram, ForwardedEcho, ForwardedTcp
@@ -174,7 +173,6 @@ class NetstackActor(Actor):
 
     def on_start(self) -> None:
         self.stack = Stack(self.config, tcp_config=self.tcp_config)
-        checksum.warm_up()  # 14h: numpy for the flows' burst checksums, imported before any burst
         sink = self.ctx.lookup(self._sink) if isinstance(self._sink, str) else self._sink
         if sink is None:
             raise RuntimeError(f"{self.name}: no link sink {self._sink!r}")

@@ -19,7 +19,6 @@ once): it would resume from connection state the crash may have corrupted.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from pytsnet.actors.netstack.channel import FlowAborted, FlowChannel, FlowCrashed
@@ -36,7 +35,6 @@ from pytsnet.messages.netstack import (
     FlowTick,
     LinkPacketOut,
 )
-from pytsnet.netstack.checksum import word_sums
 from pytsnet.netstack.gro import coalesce
 from pytsnet.netstack.interface import TcpPacketEmitter
 from pytsnet.netstack.tcp import segment as tcpseg
@@ -249,19 +247,16 @@ class TcpFlowActor(Actor):
         packets = []
         ident = self._ident
         emitter = self._emitter
-        # The payloads' checksums summed in one pass when there are any (a burst of pure ACKs: none).
-        payloads = [seg.payload for seg in segs]
-        sums: Sequence[int | None] = word_sums(payloads) if any(payloads) else [None] * len(segs)
         if emitter.const:  # IPv4: header and segment in one struct call and one payload copy
             emit4, local, remote, ttl = tcpseg.emit_ipv4_segment, emitter.local, emitter.remote, emitter.ttl
-            for seg, psum in zip(segs, sums, strict=True):
+            for seg in segs:
                 ident = (ident + 1) & 0xFFFF
-                packets.append(emit4(seg, local, remote, ttl, ident, psum))  # type: ignore[arg-type]  # v4 pair
+                packets.append(emit4(seg, local, remote, ttl, ident))  # type: ignore[arg-type]  # v4 pair
         else:
             emit = emitter.emit
-            for seg, psum in zip(segs, sums, strict=True):
+            for seg in segs:
                 ident = (ident + 1) & 0xFFFF
-                packets.append(emit(seg, ident, psum))
+                packets.append(emit(seg, ident))
         self._ident = ident
         emit_packets(self.sink, self.out_message, self.out_batch, packets)
 

@@ -15,7 +15,7 @@ import ipaddress
 import struct
 from typing import NamedTuple
 
-from pytsnet.netstack.checksum import checksum, complement, verify
+from pytsnet.netstack.checksum import checksum, verify
 from pytsnet.netstack.ipv4 import emit_ipv4_fields
 from pytsnet.netstack.tcp.errors import TcpParseError
 
@@ -198,10 +198,8 @@ def _emit_options(seg: TcpSegment) -> bytes:
     return bytes(out)
 
 
-def emit_segment(seg: TcpSegment, src_ip: IPAddress, dst_ip: IPAddress,
-                 payload_sum: int | None = None) -> bytes:
-    """Serialize ``seg`` with its checksum computed over the pseudo-header. ``payload_sum``: the
-    payload's ``checksum.word_sums`` value when the caller summed a burst at once."""
+def emit_segment(seg: TcpSegment, src_ip: IPAddress, dst_ip: IPAddress) -> bytes:
+    """Serialize ``seg`` with its checksum computed over the pseudo-header."""
     (sport, dport, seq, ack, flags, window, mss, wscale, sack_ok, blocks, ts, payload, urgent) = seg
     flags &= 0xFF
     if mss is None and wscale is None and not sack_ok and not blocks:
@@ -212,34 +210,32 @@ def emit_segment(seg: TcpSegment, src_ip: IPAddress, dst_ip: IPAddress,
             total = HEADER_LEN + 12 + len(payload)
             initial = (sport + dport + seq + ack + (0x8000 | flags) + window + urgent + 0x0101 + 0x080A
                        + tsval + tsecr + _pseudo_sum(src_ip, dst_ip, total))
-            csum = checksum(payload, initial) if payload_sum is None else complement(initial + payload_sum)
             return _HDR_TS_OUT.pack(sport, dport, seq, ack, 0x80, flags, window,
-                                    csum, urgent, 0x0101080A, tsval, tsecr) + payload
+                                    checksum(payload, initial), urgent, 0x0101080A, tsval, tsecr) + payload
         total = HEADER_LEN + len(payload)
         initial = (sport + dport + seq + ack + (0x5000 | flags) + window + urgent
                    + _pseudo_sum(src_ip, dst_ip, total))
-        csum = checksum(payload, initial) if payload_sum is None else complement(initial + payload_sum)
-        return _HDR.pack(sport, dport, seq, ack, 0x50, flags, window, csum, urgent) + payload
+        return _HDR.pack(sport, dport, seq, ack, 0x50, flags, window, checksum(payload, initial),
+                         urgent) + payload
     opts = _emit_options(seg)
     hlen = HEADER_LEN + len(opts)
     total = hlen + len(payload)
     head = _HDR.pack(sport, dport, seq, ack, (hlen // 4) << 4, flags, window, 0, urgent) + opts
     # The header has even length, so it can be summed as an integer and the payload without a copy.
-    initial = int.from_bytes(head, "big") + _pseudo_sum(src_ip, dst_ip, total)
-    csum = checksum(payload, initial) if payload_sum is None else complement(initial + payload_sum)
+    csum = checksum(payload, int.from_bytes(head, "big") + _pseudo_sum(src_ip, dst_ip, total))
     return b"".join((head[:16], csum.to_bytes(2, "big"), head[18:], payload))
 
 
 def emit_ipv4_segment(seg: TcpSegment, src_ip: ipaddress.IPv4Address, dst_ip: ipaddress.IPv4Address,
-                      ttl: int = 64, ident: int = 0, payload_sum: int | None = None) -> bytes:
+                      ttl: int = 64, ident: int = 0) -> bytes:
     """The whole IPv4 packet carrying ``seg`` (20-byte header, DF set, TOS 0), byte for byte what
     ``ipv4.emit_ipv4`` of ``emit_segment``'s output gives, in one ``struct`` call and one copy of
-    the payload for the two layouts of nearly every segment. ``payload_sum`` as ``emit_segment``'s."""
+    the payload for the two layouts of nearly every segment."""
     (sport, dport, seq, ack, flags, window, mss, wscale, sack_ok, blocks, ts, payload, urgent) = seg
     if mss is not None or wscale is not None or sack_ok or blocks or type(src_ip) is not type(dst_ip) \
             or not isinstance(src_ip, ipaddress.IPv4Address):
-        segment = emit_segment(seg, src_ip, dst_ip, payload_sum)
-        return emit_ipv4_fields(int(src_ip), int(dst_ip), IPPROTO_TCP, segment, ttl, ident)
+        return emit_ipv4_fields(int(src_ip), int(dst_ip), IPPROTO_TCP, emit_segment(seg, src_ip, dst_ip),
+                                ttl, ident)
     flags &= 0xFF
     src, dst = int(src_ip), int(dst_ip)
     tcp_len = (32 if ts is not None else 20) + len(payload)
@@ -253,12 +249,11 @@ def emit_ipv4_segment(seg: TcpSegment, src_ip: ipaddress.IPv4Address, dst_ip: ip
         tsval, tsecr = ts
         initial = (sport + dport + seq + ack + (0x8000 | flags) + window + urgent + 0x0101 + 0x080A
                    + tsval + tsecr + src + dst + IPPROTO_TCP + tcp_len)
-        csum = checksum(payload, initial) if payload_sum is None else complement(initial + payload_sum)
         return _IP4_TCP_TS.pack(0x45, 0, total, ident, _IP4_DF, ttl, IPPROTO_TCP, ip_csum, src, dst,
-                                sport, dport, seq, ack, 0x80, flags, window, csum,
+                                sport, dport, seq, ack, 0x80, flags, window, checksum(payload, initial),
                                 urgent, _NOP_NOP_TS, tsval, tsecr) + payload
     initial = (sport + dport + seq + ack + (0x5000 | flags) + window + urgent + src + dst + IPPROTO_TCP
                + tcp_len)
-    csum = checksum(payload, initial) if payload_sum is None else complement(initial + payload_sum)
     return _IP4_TCP.pack(0x45, 0, total, ident, _IP4_DF, ttl, IPPROTO_TCP, ip_csum, src, dst,
-                         sport, dport, seq, ack, 0x50, flags, window, csum, urgent) + payload
+                         sport, dport, seq, ack, 0x50, flags, window, checksum(payload, initial),
+                         urgent) + payload

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pytsnet.netstack import ipv4, ipv6
-from pytsnet.netstack.checksum import checksum, word_sums
+from pytsnet.netstack.checksum import checksum
 from pytsnet.netstack.errors import Ipv4ParseError, Ipv6ParseError, ParseError
 from pytsnet.netstack.interface import (
     PROTO_TCP,
@@ -48,7 +48,6 @@ def test_emitter_bytes_equal_emit_tcp_packet(seg: TcpSegment, ttl: int, ident: i
                  (ipaddress.IPv6Address(v6[0]), ipaddress.IPv6Address(v6[1]))):
         got = TcpPacketEmitter(a, b, ttl).emit(seg, ident)
         assert got == emit_tcp_packet(seg, a, b, ttl, ident & 0xFFFF)
-        assert TcpPacketEmitter(a, b, ttl).emit(seg, ident, word_sums([seg.payload])[0]) == got  # 14h
         if a.version == 4:
             assert ipv4.parse_ipv4(got).payload == emit_segment(seg, a, b)  # header checksum verifies
 
