@@ -3,6 +3,8 @@ segment, every packet still checked, and the receiver ends in the same state as 
 
 import random
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tcp_sim import A_IP, B_IP, Sim
 
 from pytsnet.netstack.gro import coalesce
@@ -74,6 +76,23 @@ def test_a_corrupt_packet_is_dropped_and_counted_and_splits_the_run() -> None:
     # Segments 0-1 merge; 3, 4, 5 now lie beyond a hole: each reaches TCP alone (one dup ACK each).
     assert [s.seq for s in out] == [segs[0].seq, segs[3].seq, segs[4].seq, segs[5].seq]
     assert out[0].payload == segs[0].payload + segs[1].payload
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sets(st.integers(0, 29), max_size=6), st.data())
+def test_corrupt_packets_anywhere_in_a_burst_are_each_dropped(corrupt: set[int], draw: st.DataObject) -> None:
+    # Each packet gets its own checksum verdict, wherever it sits in the burst.
+    a, b, now = _pair()
+    segs = _burst(a, 30, now)
+    pkts = [bytearray(p) for p in _packets(segs)]
+    for i in corrupt:
+        at = draw.draw(st.integers(20, len(pkts[i]) - 1))  # anywhere in the TCP header or payload
+        pkts[i][at] ^= draw.draw(st.integers(1, 255))  # one byte moves the sum by 1..0xFF00: never ≡ 0
+    expected, limit = b.coalesce_hint
+    out, bad = coalesce(pkts, A_IP, B_IP, expected, limit)
+    assert bad == len(corrupt)
+    kept = [s.payload for i, s in enumerate(segs) if i not in corrupt]
+    assert b"".join(s.payload for s in out) == b"".join(kept)
 
 
 def test_out_of_order_psh_fin_and_changed_headers_are_not_merged() -> None:
