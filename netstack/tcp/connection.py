@@ -104,7 +104,11 @@ class TcpConfig:
     rto_min: float = 0.2  # Linux's floor; RFC 6298 says 1 s
     rto_max: float = 60.0
     syn_retries: int = 6
-    synack_retries: int = 2  # passive opens: SYN-RECEIVED lives ~7 s, not Linux's 63 s (SYN-flood room)
+    synack_retries: int = 4
+    """Passive opens: SYN-ACK retransmissions before a half-open entry is dropped (1+2+4+8+16: ~31 s;
+    Linux's 5 keeps it 63 s). Not shorter: a peer whose handshake ACK and first segments are lost
+    must still find the entry (at 2, ~7 s, two losses in a row on a 10%-loss link reset it). A SYN
+    flood is bounded by ``max_half_open`` and answered with SYN cookies, not by this lifetime."""
     max_retransmits: int = 15  # like Linux tcp_retries2
     time_wait: float = 60.0  # 2*MSL
     fin_wait_2_timeout: float = 60.0  # only once the app has close()d (orphaned)
@@ -678,6 +682,8 @@ class TcpConnection:
     def _established(self, now: float) -> None:
         self._state = _S.ESTABLISHED
         self._rto_at = None
+        if self._retries:  # the handshake timed out at least once (RFC 6298 §5.7)
+            self._rtt.after_handshake_timeout()
         self._retries = 0
         if self.config.keepalive_idle is not None:
             self._keepalive_at = now + self.config.keepalive_idle

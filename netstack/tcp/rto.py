@@ -51,6 +51,15 @@ class RttEstimator:
         if self._base * (1 << self._backoff) < self.rto_max:
             self._backoff += 1
 
+    def after_handshake_timeout(self) -> None:
+        """§5.7: the SYN (or SYN-ACK) timed out and no RTT was measured, so when data transmission
+        begins the RTO is re-initialized to 3 s — not left at the handshake's backed-off value (a
+        lost first segment after the handshake would otherwise wait 4 s or more, past the peer's
+        SYN-RECEIVED lifetime) nor returned to 1 s (the path already lost a segment)."""
+        if self.srtt is None:
+            self._base = min(max(3.0, self.rto_min), self.rto_max)
+            self._backoff = 0
+
     def reset_backoff(self) -> None:
         """New data was acknowledged, so the path is alive again."""
         self._backoff = 0

@@ -210,7 +210,7 @@ def test_half_open_connections_are_bounded_per_source() -> None:
     assert s.drops["tcp_half_open_source_limit"] == 22 and s.stats["tcp_syncookies_sent"] == 0
 
 
-def test_syn_received_lives_three_synacks_and_frees_its_per_source_slot() -> None:
+def test_syn_received_lives_five_synacks_and_frees_its_per_source_slot() -> None:
     s = make_stack(max_half_open_per_source=1)
     lst = s.tcp_listen(80)
     flood(s, ATTACKERS[0], 1, 0.0)
@@ -222,7 +222,7 @@ def test_syn_received_lives_three_synacks_and_frees_its_per_source_slot() -> Non
         deadline = s.next_deadline()
         assert deadline is not None
         now = max(deadline, now)
-    assert sent == [0.0, 1.0, 3.0] and now == 7.0  # 127 s with the old six retries
+    assert sent == [0.0, 1.0, 3.0, 7.0, 15.0] and now == 31.0  # synack_retries 4 (Linux's 5: 63 s)
     assert not lst._pending and not s._half_open_by_src and s.tcp_flows == 0
     flood(s, ATTACKERS[0], 1, now, first_sport=2000)  # the source's quota is back
     assert len(lst._pending) == 1 and s.stats["tcp_syncookies_sent"] == 0

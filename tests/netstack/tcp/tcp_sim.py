@@ -177,11 +177,18 @@ class Transfer:
         self._last_read = [0.0, 0.0]
         self.close = close
         self.shut = [False, False]
+        self._conns: list[TcpConnection | None] = [None, None]
 
     def __call__(self, sim: Sim) -> None:
         for i, conn in enumerate((sim.a, sim.b)):
             if conn is None or conn.is_closed:
                 continue
+            if conn is not self._conns[i]:
+                if self._conns[i] is not None and not self.got[i]:
+                    # The listener's half-open entry died and a retransmitted SYN made a new one: an app
+                    # accepts only established connections, so it never wrote into the dead one.
+                    self.sent[i], self.shut[i] = 0, False
+                self._conns[i] = conn
             data = self.data[i]
             if self.sent[i] < len(data) and conn.writable:
                 self.sent[i] += conn.send(memoryview(data)[self.sent[i]:self.sent[i] + (1 << 18)])

@@ -152,3 +152,21 @@ def test_retransmitted_syn_gets_the_synack_again() -> None:
     c.on_segment(syn, 0.5)
     [again] = c.poll(0.5)
     assert again == first
+
+
+def test_after_a_syn_timeout_the_first_data_rto_is_three_seconds() -> None:
+    """RFC 6298 §5.7: the SYN was retransmitted (so no RTT sample, Karn): once established the RTO is
+    re-initialized to 3 s — not the handshake's backed-off 2 s... 4 s, which let a lost first segment
+    wait past the peer's half-open lifetime."""
+    lost_first_synacks = {"n": 0}
+
+    def drop(direction: int, seg: TcpSegment) -> bool:
+        if direction == 1 and seg.flags == SYN | ACK and lost_first_synacks["n"] < 2:
+            lost_first_synacks["n"] += 1
+            return True
+        return False
+
+    sim = Sim(link=LinkParams(drop_fn=drop))
+    sim.run(Sim.established)
+    assert sim.a is not None and sim.a.rto_expiries == 2  # the SYN went three times
+    assert sim.a._rtt.srtt is None and sim.a._rtt.rto == 3.0
