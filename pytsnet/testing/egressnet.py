@@ -87,7 +87,7 @@ def _source(en: EgressNet, conn: SocketLike, peer: str) -> None:
             head += chunk
         size, seed = _HEAD.unpack(head)
         en.asked[seed] = peer
-        data = memoryview(payload(seed, size))
+        data = payload(seed, size)
         for off in range(0, size, _CHUNK):
             conn.sendall(data[off:off + _CHUNK])
         conn.settimeout(5)
@@ -111,7 +111,10 @@ def _echo(en: EgressNet, conn: SocketLike, peer: str) -> None:
         conn.close()
 
 
-def _accept(en: EgressNet, lst: SocketListener, handler: Callable[[EgressNet, SocketLike, str], None]) -> None:
+Handler = Callable[["EgressNet", SocketLike, str], None]
+
+
+def _accept(en: EgressNet, lst: SocketListener, handler: Handler) -> None:
     lst.settimeout(0.5)
     while not en.stop.is_set():
         try:
