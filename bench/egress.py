@@ -1,6 +1,6 @@
 """Egress workers (issue 23): aggregate throughput of many parallel flows with 1 and with 2 workers.
 
-Usage (as root): ``.venv/bin/python bench/egress.py [--flows 24] [--mib 2] [--runs 3] [--target go]``.
+Usage (as root): ``.venv/bin/python bench/egress.py [--flows 24] [--mib 2] [--runs 5] [--target go]``.
 
 Everything runs in a fresh namespace pair with no route out (``pytsnet.testing.gonode``; the bench
 re-executes itself inside it): a ``LocalTailnet``, the target and the egress. The egress is the CLI
@@ -150,6 +150,7 @@ def measure(control_url: str, key: str, target: Target, workers: int, args: argp
             wall, errs = _round(proxy, target, args.flows, size)
             errors += errs
             rates.append(args.flows * size / wall / 1e6)
+        time.sleep(1.5)  # a few heartbeats (every 0.5 s): the status then counts every flow of the rounds
         cpu1 = {"front": _cpu(proc.pid), "target": target.cpu(), "clients": _self_cpu(),
                 **{f"w{i}": _cpu(p or 0) for i, p in enumerate(pids)}}
         st = _status(st_addr)
@@ -252,7 +253,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--flows", type=int, default=24)
     ap.add_argument("--mib", type=int, default=2, help="MiB per flow")
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--target", choices=("go", "python"), default="go")
     ap.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -285,6 +286,9 @@ def main() -> int:
               f"{m['front_cpu_s']:>11} {m['target_cpu_s']:>12} {m['clients_cpu_s']:>13} {len(m['errors'])}"
               f"  (flows per worker {m['flows_per_worker']}, front bytes in/out {m['front_bytes']})")
     print(f"scaling 2/1: {r['w2']['median'] / r['w1']['median']:.2f}x")
+    for w in (1, 2):
+        for e in r[f"w{w}"]["errors"][:5]:
+            print(f"  {w} worker(s), a flow failed: {e}")
     return 0
 
 
