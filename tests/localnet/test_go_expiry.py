@@ -266,9 +266,18 @@ def test_short_key_expiry_go_peer_drops_the_node_by_its_timer_without_a_map_fram
         wait_until(lambda: dev.state.error_kind == "key_expired", expiry - time.time() + 1.0,
                    "the Python node's own timer: KeyExpired")
         assert time.time() >= expiry - 0.2
+        stable = net.node("pynode").stable_id
+
+        def go_dropped() -> bool:
+            """Go's own clock, either way: its ``nmExpiryTimer``; or, when a netcheck of its own made it
+            poll (``stream=false``) around the expiry, the netmap answering that poll, in which the
+            node is past its KeyExpiry (``nmcfg``: "skipped expired peer"). Seen under CI load."""
+            log = go.log()
+            return ("netmap expiry timer triggered" in log
+                    or ("PollNetMap: stream=false" in log and f"skipped expired peer: {stable}" in log))
+
         try:
-            wait_until(lambda: "netmap expiry timer triggered" in go.log(),
-                       expiry - time.time() + GO_TIMER_SLACK + 5, "the Go node's nmExpiryTimer")
+            wait_until(go_dropped, expiry - time.time() + GO_TIMER_SLACK + 5, "the Go node drops the peer")
         except AssertionError:
             raise AssertionError(go.log_tail()) from None
         # Nothing about the expiring node was pushed: both used their timers. (The Go node's own
@@ -276,7 +285,7 @@ def test_short_key_expiry_go_peer_drops_the_node_by_its_timer_without_a_map_fram
         py_id = net.node("pynode").id
         since = [(to, m) for to, msgs in net.control.sent.items() for m in list(msgs)[marks.get(to, 0):]]
         assert not [(to, m) for to, m in since if _mentions_node(m, py_id, to)], pushed()
-        stable = net.node("pynode").stable_id
-        assert f"flagExpiredPeers: clearing expired peer {stable}" in go.log(), go.log_tail()
+        if "netmap expiry timer triggered" in go.log():
+            assert f"flagExpiredPeers: clearing expired peer {stable}" in go.log(), go.log_tail()
         out = _curl(w.ns, 3)
         assert out != PY_BODY.decode(), out
