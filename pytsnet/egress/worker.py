@@ -99,6 +99,9 @@ class Worker:
         self.c = _Counters()
         self.cond = threading.Condition()
         self.done = threading.Event()
+        self.beat_now = threading.Event()
+        """Set to send the next heartbeat at once (right after ``WorkerReady``: the front's status then
+        shows ``exit_ok`` as the node that is up sees it, not as it was while it logged in)."""
         self.draining = False
         self.sigterm = threading.Event()
         self.dev: ActorDevice | None = None
@@ -123,6 +126,7 @@ class Worker:
     def _heartbeats(self) -> None:
         seq = 0
         while not self.done.is_set():
+            self.beat_now.clear()  # before the beat: a ``set`` while it is built is not lost
             try:
                 self.ch.send(self.heartbeat(seq))
             except ChannelClosed:
@@ -130,7 +134,7 @@ class Worker:
             except Exception as e:  # a bug must not silence the heartbeat for good
                 log.warning("heartbeat: %r", e)
             seq += 1
-            self.done.wait(self.setup.heartbeat_interval)
+            self.beat_now.wait(self.setup.heartbeat_interval)
 
     # -- flows -----------------------------------------------------------------------------------------
     def count(self, key: str, n: int) -> None:
@@ -243,6 +247,7 @@ class Worker:
         st = dev.state
         self._send(WorkerReady(worker=s.worker, pid=os.getpid(), node_id=str(st.node_id),
                                ip=dev.tailscale_ips()[0] if st.addresses else "", exit_node=s.exit_node))
+        self.beat_now.set()
         log.info("worker %d up as %s", s.worker, st.name)
         return True
 
@@ -315,6 +320,7 @@ class Worker:
 
     def close(self) -> None:
         self.done.set()
+        self.beat_now.set()
         if self.system is not None:
             self.system.shutdown(5.0)
         if self.dev is not None:
