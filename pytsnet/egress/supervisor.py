@@ -96,6 +96,17 @@ def refuse_flow(fd: int, proto: EgressProto, text: str) -> int:
     return n
 
 
+# -- 23c --
+_SECRET_ENV = ("TS_AUTHKEY", "TS_AUTH_KEY", "TS_CLIENT_SECRET", "TS_ID_TOKEN", "PYTSNET_EGRESS_PASSWORD")
+"""Secrets the front may have been started with: a worker gets its key in ``WorkerSetup`` only, so it
+does not inherit them (``/proc/<pid>/environ``; nor do its ``Config`` fallbacks pick them up)."""
+
+
+def _worker_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in _SECRET_ENV}
+# -- end 23c --
+
+
 def _exit_text(code: int | None) -> str:
     if code is None:
         return "running"
@@ -150,7 +161,7 @@ class WorkerSlot(Actor):
         ch, theirs = WorkerChannel.pair()
         try:
             proc = subprocess.Popen(self._command(theirs.fileno()), pass_fds=[theirs.fileno()],
-                                    stdin=subprocess.DEVNULL)
+                                    stdin=subprocess.DEVNULL, env=_worker_env())  # -- 23c --
         except (OSError, ValueError) as e:
             ch.close()
             self._lose(f"spawn failed: {e}")
