@@ -15,6 +15,7 @@ its outcome and byte counts — so the worker hears exactly one end per flow, ho
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import socket
 import threading
 from collections.abc import Callable
@@ -25,6 +26,7 @@ import h11
 
 from pytsnet.actors.netstack.channel import FlowChannel
 from pytsnet.actors.netstack.splice import Splice, SpliceLimits, abort_flow
+from pytsnet.actors.peers.routes import is_tailnet_ip
 from pytsnet.actors.runtime import Actor, ActorStopped, MailboxFull, StopReason, handles
 from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.egress.upstream import UpstreamProxy, UpstreamRefused, handshake
@@ -110,6 +112,14 @@ class _Client(ClientStream):
         self.count("down", len(data))
 
 
+def _beyond_tailnet(fs: SocketLike) -> bool:
+    """The stream's peer is not a tailnet address (so it is reached through an exit node)."""
+    try:
+        return not is_tailnet_ip(ipaddress.ip_address(fs.getpeername()[0]))
+    except (OSError, ValueError, IndexError):
+        return False
+
+
 class _Answered(Exception):
     """The flow was refused and the client told why."""
 
@@ -120,7 +130,8 @@ class _Answered(Exception):
 
 class EgressFlow(Actor):
     def __init__(self, assign: FlowAssign, sock: socket.socket, dialer: Dialer, settings: FlowSettings,
-                 report: Report, count: Count, cut: threading.Event) -> None:
+                 report: Report, count: Count, cut: threading.Event,
+                 beyond: threading.Event | None = None) -> None:
         self.assign = assign
         self.sock = sock
         self.dialer = dialer
@@ -129,6 +140,9 @@ class EgressFlow(Actor):
         self.total = count
         self.cut = cut
         """Set by the worker before it stops us: the flow was cut (drain deadline, channel EOF)."""
+        self.beyond = beyond
+        """Set once the dialed stream's peer is beyond the tailnet (so it rides the exit node): the
+        worker cuts such flows when its exit node has been gone for a while."""
 
     def on_start(self) -> None:
         self._stop = threading.Event()
@@ -251,6 +265,8 @@ class EgressFlow(Actor):
                 fs.close()
                 raise Stopped
             self._ch = fs._ch
+        if self.beyond is not None and _beyond_tailnet(fs):
+            self.beyond.set()
         return fs
 
     def _connect(self, host: str, port: int, front: HttpFront | None) -> tuple[SocketLike, bytes]:

@@ -16,7 +16,10 @@ effort, bounded) and exits 1: no orphan worker, no orphan node.
 ``exit_ok``: with an exit node configured, whether ``dev.active_exit_node()`` resolves it now (the
 selected node is in the peer table, online and offers exit routes — the same selection the dial's
 fail-closed check uses, so a heartbeat saying ``exit_ok=False`` means flows beyond the tailnet are being
-refused with ``ExitNodeUnavailable``); without one, always True (tailnet destinations only).
+refused with ``ExitNodeUnavailable``); without one, always True (tailnet destinations only). Once it
+has been false for ``EXIT_GONE_CUT``, the open flows that ride the exit node are reset: the device
+routes nothing beyond the tailnet any more, and their clients should hear it now, not when TCP gives
+up (~15 min).
 """
 
 from __future__ import annotations
@@ -62,6 +65,8 @@ SETUP_TIMEOUT = 30.0
 DEFAULT_DRAIN = 30.0
 """The drain deadline on SIGTERM (the front's ``WorkerDrain`` brings its own)."""
 LOGOUT_TIMEOUT = 5.0
+EXIT_GONE_CUT = 5.0
+"""How long the exit node may be unavailable before the flows riding it are reset (``watch_exit``)."""
 EXIT_EOF, EXIT_SETUP, EXIT_UP = 1, 2, 3
 _SLICE = 0.25
 """How often the reader loop looks at the SIGTERM flag and the drain's progress."""
@@ -88,7 +93,8 @@ class _Counters:
     bytes_down: int = 0
     dropped: int = 0
     finished_in_drain: int = 0
-    flows: dict[int, tuple[ActorRef, threading.Event]] = field(default_factory=dict)
+    flows: dict[int, tuple[ActorRef, threading.Event, threading.Event]] = field(default_factory=dict)
+    """flow id → (its actor, its ``cut`` flag, its ``beyond`` flag: the stream rides the exit node)."""
 
 
 class Worker:
@@ -103,6 +109,7 @@ class Worker:
         """Set to send the next heartbeat at once (right after ``WorkerReady``: the front's status then
         shows ``exit_ok`` as the node that is up sees it, not as it was while it logged in)."""
         self.draining = False
+        self._exit_gone_since: float | None = None
         self.sigterm = threading.Event()
         self.dev: ActorDevice | None = None
         self.system: ActorSystem | None = None
@@ -121,7 +128,9 @@ class Worker:
             hb = WorkerHeartbeat(worker=self.setup.worker, seq=seq, flows_open=c.flows_open,
                                  flows_total=c.flows_total, bytes_up=c.bytes_up, bytes_down=c.bytes_down,
                                  dropped=c.dropped, exit_node=self.setup.exit_node, rss=_rss())
-        return hb.model_copy(update={"exit_ok": self.exit_ok()})
+        ok = self.exit_ok()
+        self.watch_exit(ok, time.monotonic())
+        return hb.model_copy(update={"exit_ok": ok})
 
     def _heartbeats(self) -> None:
         seq = 0
@@ -197,30 +206,46 @@ class Worker:
                       "busy" if self.c.flows_open >= self.setup.max_flows else
                       "duplicate flow id" if msg.flow in self.c.flows else None)
             if refuse is None:
-                cut = threading.Event()
+                cut, beyond = threading.Event(), threading.Event()
                 try:
                     assert self.system is not None and self.dev is not None
                     ref = self.system.spawn(EgressFlow, msg, sock, self.dev, self.settings, self.flow_done,
-                                            self.count, cut, name=f"flow-{msg.flow}", parent=self.flows_sup,
-                                            restart=Restart.NEVER, dispatcher="pool")
+                                            self.count, cut, beyond, name=f"flow-{msg.flow}",
+                                            parent=self.flows_sup, restart=Restart.NEVER, dispatcher="pool")
                 except NameTaken:
                     refuse = "duplicate flow id"
                 else:
-                    self.c.flows[msg.flow] = (ref, cut)
+                    self.c.flows[msg.flow] = (ref, cut, beyond)
                     self.c.flows_open += 1
                     self.c.flows_total += 1
         if refuse is not None:
             self._refuse(msg, sock, Rep.GENERAL_FAILURE, 503, refuse)
 
-    def cut_all(self) -> int:
-        """Reset every open flow (each reports its ``FlowDone`` with outcome ``cut``); how many."""
+    def cut_all(self, beyond_only: bool = False) -> int:
+        """Reset every open flow (each reports its ``FlowDone`` with outcome ``cut``), or only those
+        riding the exit node; how many."""
         with self.cond:
-            flows = list(self.c.flows.values())
+            flows = [(ref, cut) for ref, cut, beyond in self.c.flows.values()
+                     if not beyond_only or beyond.is_set()]
         for ref, cut in flows:
             cut.set()
             with contextlib.suppress(Exception):
                 ref.stop()
         return len(flows)
+
+    def watch_exit(self, ok: bool, now: float) -> None:
+        """From the heartbeat thread, with this beat's ``exit_ok``: once the exit node has been
+        unavailable for ``EXIT_GONE_CUT`` (the device already refuses new dials beyond the tailnet and
+        routes nothing there), reset the open flows that ride it, so their clients hear it now rather
+        than when TCP gives up minutes later; a short blip leaves them be."""
+        if ok or self.setup.exit_node is None or self.dev is None or self.draining:
+            self._exit_gone_since = None
+            return
+        if self._exit_gone_since is None:
+            self._exit_gone_since = now
+        elif now - self._exit_gone_since >= EXIT_GONE_CUT and (n := self.cut_all(beyond_only=True)):
+            log.warning("worker %d: exit node unavailable for %.0f s: %d flows through it reset",
+                        self.setup.worker, now - self._exit_gone_since, n)
 
     # -- lifetime --------------------------------------------------------------------------------------
     def up(self) -> bool:

@@ -17,7 +17,7 @@ import contextlib
 import os
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,25 +133,41 @@ def _socks_proxy(lab: EgressLab, conn: Any) -> None:
         conn.close()
 
 
-def start_proxy_node(lab: EgressLab) -> str:
-    """A tailnet node ``proxy`` in the exit namespace serving ``_socks_proxy``; its tailnet IPv4."""
+def serve_on_node(lab: EgressLab, hostname: str, port: int, handler: Callable[[Any], None]) -> str:
+    """A tailnet node ``hostname`` in the exit namespace serving ``handler(conn)`` per connection on
+    ``port`` (threads born in ``exit``: a handler's host sockets live there); its tailnet IPv4."""
     w = lab.w
-    dev = w.device(w.lab.exit, "proxy")
-    stop = threading.Event()
+    dev = w.device(w.lab.exit, hostname)
     with w.lab.exit.entered():
-        lst = dev.listen_blocking(PROXY_PORT)
+        lst = dev.listen_blocking(port)
 
         def accept() -> None:
             lst.settimeout(0.5)
-            while not stop.is_set() and dev.system is not None:
+            while dev.system is not None:
                 try:
                     conn, _ = lst.accept()
                 except (TimeoutError, OSError):
                     continue
-                threading.Thread(target=_socks_proxy, args=(lab, conn), daemon=True).start()
+                threading.Thread(target=handler, args=(conn,), daemon=True).start()
 
-        threading.Thread(target=accept, name="proxy-accept", daemon=True).start()  # born in exit
+        threading.Thread(target=accept, name=f"{hostname}-accept", daemon=True).start()
     return str(dev.tailscale_ips()[0])
+
+
+def start_proxy_node(lab: EgressLab) -> str:
+    """The tailnet node ``proxy`` serving ``_socks_proxy``; its tailnet IPv4."""
+    return serve_on_node(lab, "proxy", PROXY_PORT, lambda conn: _socks_proxy(lab, conn))
+
+
+def tailnet_echo(conn: Any) -> None:
+    """Echo until EOF (a destination inside the tailnet)."""
+    try:
+        while data := conn.recv(65536):
+            conn.sendall(data)
+    except OSError:
+        pass
+    finally:
+        conn.close()
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ node, never through the host network.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
@@ -30,11 +31,13 @@ from exit_rig import (
     client_run,
     egress_lab,
     http_request,
+    serve_on_node,
     socks_connect,
     socks_request,
+    tailnet_echo,
 )
 
-from pytsnet.testing.exitlab import INTERNET_ADDR, WEB_NAME, WEB_PORT
+from pytsnet.testing.exitlab import ECHO_PORT, INTERNET_ADDR, WEB_NAME, WEB_PORT
 from pytsnet.testing.exitnet import PacketCapture
 from pytsnet.testing.netns import netns_available
 from pytsnet.testing.polling import wait_until
@@ -55,6 +58,15 @@ def curl(lab: EgressLab, tmp: Path, *proxy: str, url: str) -> bytes:
     r = client_run(lab, ["curl", "-sS", "--fail", "--max-time", "45", *proxy, "-o", str(out), url])
     assert r.returncode == 0, f"curl {proxy} {url}: rc={r.returncode} {r.stderr}"
     return out.read_bytes()
+
+
+def echo_once(sock: socket.socket, data: bytes) -> bytes:
+    sock.settimeout(20)
+    sock.sendall(data)
+    out = b""
+    while len(out) < len(data) and (chunk := sock.recv(len(data) - len(out))):
+        out += chunk
+    return out
 
 
 def same_netns(pid: int, ns_name: str) -> bool:
@@ -134,9 +146,16 @@ def test_exit_node_not_approved_is_refused_and_reported(tmp_path: Path) -> None:
 
 def test_exit_node_killed_mid_session_fails_closed_and_nothing_leaks(tmp_path: Path) -> None:
     with egress_lab(tmp_path, client_route=True) as lab:
+        peer_ip = serve_on_node(lab, "peer", ECHO_PORT, tailnet_echo)
         lab.wait_workers(exit_ok=True)
         socks = ["--socks5-hostname", lab.socks, "--proxy-user", f"tsnet:{PW}"]
         assert curl(lab, tmp_path, *socks, url=f"http://{WEB_NAME}:{WEB_PORT}/big.bin") == lab.big
+        # two flows held open across the kill: one rides the exit node, one stays inside the tailnet
+        held = {}
+        for name, host in (("beyond", INTERNET_ADDR), ("tailnet", peer_ip)):
+            rep, held[name] = socks_connect(lab, host, ECHO_PORT)
+            assert rep == b"\x05\x00", name
+            assert echo_once(held[name], b"before") == b"before"
         assert lab.exit_b is not None
         lab.exit_b.kill()  # no goodbye: control sees its stream end
         t0 = time.monotonic()
@@ -144,6 +163,15 @@ def test_exit_node_killed_mid_session_fails_closed_and_nothing_leaks(tmp_path: P
                    "the worker's heartbeat reports the exit node unavailable")
         took = time.monotonic() - t0
         assert took < 15, took
+        # the flow through the exit node is reset within seconds (not when TCP gives up, ~15 min);
+        # the tailnet one is untouched
+        held["beyond"].settimeout(30)
+        with contextlib.suppress(ConnectionResetError):
+            assert held["beyond"].recv(10) == b""
+        assert time.monotonic() - t0 < 30
+        assert echo_once(held["tailnet"], b"after") == b"after"
+        for sock in held.values():
+            sock.close()
         assert_refused_and_nothing_leaks(lab)
 
         # the exit node comes back (same state, so the same node key): the workers use it again. The
