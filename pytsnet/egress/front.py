@@ -104,6 +104,8 @@ class EgressRouter(Actor):
         self._affinity: OrderedDict[str, int] = OrderedDict()
         self._losses: deque[float] = deque()
         self._flow_ids = itertools.count(1)
+        self._picks = itertools.count()
+        self._last_pick: dict[int, int] = {}
         self.send_interval(ROUTER_TICK, RouterTick())
 
     def on_stop(self, reason: StopReason) -> None:
@@ -126,7 +128,10 @@ class EgressRouter(Actor):
             if sticky in ready:
                 self._affinity.move_to_end(client_ip)
                 return sticky
-        choice = min(ready, key=lambda i: (len(self._slots[i].open), i))
+        # Least loaded; among equals the one assigned to longest ago, so one-at-a-time flows take
+        # turns instead of all landing on the lowest slot.
+        choice = min(ready, key=lambda i: (len(self._slots[i].open), self._last_pick.get(i, -1)))
+        self._last_pick[choice] = next(self._picks)
         if self.cfg.affinity and client_ip:
             self._affinity[client_ip] = choice
             self._affinity.move_to_end(client_ip)

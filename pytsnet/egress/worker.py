@@ -195,7 +195,7 @@ class Worker:
         try:
             sock = socket.socket(fileno=fds[0])
             if sock.type != socket.SOCK_STREAM:
-                sock.close()
+                sock.detach()  # ``_drop`` closes the fd, once (a second close could hit a reused number)
                 raise OSError("not a stream socket")
         except OSError as e:
             self._drop(fds, f"flow {msg.flow}: {e}")

@@ -77,6 +77,14 @@ def test_least_loaded_spreads_open_flows_and_affinity_keeps_a_client_on_one_work
         for s, _ in flows:
             s.close()
         wait_until(lambda: [w.flows_open for w in eg.status().workers] == [0, 0], 5, "flows done")
+    with running(workers=2) as eg:  # one flow at a time: the workers take turns (not all on worker 0)
+        got = []
+        for _ in range(4):
+            s, g = socks_flow(eg.socks_address or "", "a.example.com", 80)
+            got.append(g["worker"])
+            s.close()
+            wait_until(lambda: sum(w.flows_open for w in eg.status().workers) == 0, 5, "the flow done")
+        assert got == [0, 1, 0, 1], got
     with running(workers=2, affinity=True) as eg:
         flows = [socks_flow(eg.socks_address or "", "a.example.com", 80) for _ in range(4)]
         assert len({g["worker"] for _, g in flows}) == 1  # one client IP: one worker, though it is loaded
