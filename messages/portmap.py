@@ -14,8 +14,8 @@ PORTMAP_PROTOCOLS = ("pmp", "pcp", "upnp")
 class PortmapSpawn(Message, tag="portmap.spawn"):
     """What the port mapper of one node is spawned with."""
 
-    udp: str  # the magicsock UDP router: asked for the bound port (``UdpBound``)
-    stun: str  # the StunProber: told ``PortmapEndpoint`` (it advertises the endpoint)
+    udp: str = ""  # the magicsock UDP router: asked for the bound port (``magicsock_spec`` fills it)
+    stun: str = ""  # the StunProber: told ``PortmapEndpoint`` (it advertises the endpoint)
     protocols: tuple[str, ...] = PORTMAP_PROTOCOLS
     """Tried in this order (Go prefers NAT-PMP, then PCP, then UPnP); tests pin one protocol."""
     lifetime: int = 7200  # seconds asked for (Go pmpMapLifetimeSec); renewed at half what is granted
@@ -41,8 +41,14 @@ class PortmapDone(Message, tag="portmap.done"):
 
     local_port: int
     protocol: str = ""  # "" : every protocol failed
-    external: str | None = None
+    gateway: str = ""
+    internal_ip: str = ""
+    external_ip: str = ""
+    external_port: int = 0
     lifetime: int = 0
+    nonce: bytes = b""  # PCP: renewals and the delete carry it
+    service_type: str = ""  # UPnP: the service and control URL the mapping was made on
+    control_url: str = ""
     error: str = ""
 
 

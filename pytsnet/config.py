@@ -131,6 +131,13 @@ class Config:
     taildrop_min_free: int = 256 << 20
     """Free bytes the filesystem must keep after a file is received (else 507)."""
     # -- end taildrop (22a) --
+    # -- 24c --
+    port_mapping: bool = False
+    """Map the data plane's UDP port on the LAN gateway (NAT-PMP, PCP, UPnP IGD: Go's
+    ``net/portmapper``) and advertise the mapped endpoint, so a node behind a hard NAT can still get a
+    direct path. Off by default, unlike Go: it sends to the default gateway and multicasts SSDP on the
+    LAN, which an embedded library should not do unasked (and tests must not do to the host's LAN)."""
+    # -- end 24c --
 
     def resolved(self) -> Config:
         """A copy with every default and environment fallback applied."""

@@ -351,7 +351,8 @@ class ActorDevice:
             advertise_endpoints=cfg.advertise_endpoints, timings=cfg.timings or Timings(),
             stun_interval=cfg.stun_interval, on_netstack=self._on_netstack,
             dns=DnsSpawn(fallback_resolvers=tuple(cfg.fallback_resolvers)), dns_forward=self._dns_forward,
-            forward=cfg.forward_policy())
+            forward=cfg.forward_policy(),
+            port_mapping=cfg.port_mapping)  # -- 24c --
         self._peers: list[PeerInfo] = []
         self._route_prefs = RoutePrefs(exit_node=cfg.exit_node, accept_routes=cfg.accept_routes)
         """The exit node selector and route acceptance (the bridge holds the same: ``SetRoutePrefs``)."""

@@ -65,6 +65,7 @@ from pytsnet.messages.dns import DnsSpawn
 from pytsnet.messages.magicsock import MagicsockKeys, MagicsockSpawn
 from pytsnet.messages.memory import Forget
 from pytsnet.messages.peers import PeersChanged, PeerTrackerSpawn
+from pytsnet.messages.portmap import PortmapSpawn  # -- 24c --
 from pytsnet.messages.tka import TkaSpawn  # 21e
 from pytsnet.messages.wgengine import IpPacketOut
 from pytsnet.net.netstack import Netstack
@@ -107,6 +108,7 @@ class DataplaneOptions:
     then no forwarder subtree is started)."""
     peerapi_port: int = 0
     """The PeerAPI listener's port, named in our TSMP pongs (as Go's tstun ``PeerAPIPort``)."""
+    port_mapping: bool = False  # -- 24c --: start a port mapper (``Config.port_mapping``)
 
 
 class DeviceEvents(Actor):
@@ -166,7 +168,8 @@ def dataplane_spec(system: ActorSystem, nm: DataplaneNetmap, options: DataplaneO
         node_public=private.public().to_text(), wg_sink=WGENGINE, regions=nm.derp_regions,
         bind_host=options.bind_host, bind_port=options.bind_port,
         advertise_endpoints=options.advertise_endpoints, control=DATAPLANE, memory=MEMORY, prefix=MAGICSOCK,
-        timings=timings_message(options.timings), stun_interval=options.stun_interval)
+        timings=timings_message(options.timings), stun_interval=options.stun_interval,
+        portmap=PortmapSpawn() if options.port_mapping else None)  # -- 24c --
     keys = MagicsockKeys(node_private=nm.node_private, disco_private=options.disco.to_text())
     return supervisor_spec(DATAPLANE_SUP, [
         ChildSpec(WgEngine, WGENGINE, args=(private,),

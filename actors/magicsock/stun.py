@@ -33,6 +33,7 @@ from pytsnet.messages.magicsock import (
     UdpBound,
     UdpSend,
 )
+from pytsnet.messages.portmap import PortmapEndpoint  # -- 24c --
 from pytsnet.wire.magicsock.addr import AddrParseError, format_addr, parse_addr
 from pytsnet.wire.magicsock.netcheck import Netcheck, Report
 
@@ -52,6 +53,7 @@ class StunProber(Actor):
         self.next_report = 0.0
         self._tick: TimerHandle | None = None
         self.dropped_unsolicited = 0  # STUN-looking datagrams that answer none of our probes
+        self.portmapped: str | None = None  # -- 24c --: the gateway's mapping of our port (PortMapper)
 
     def on_start(self) -> None:
         before = recall(self, self.config.memory)
@@ -162,6 +164,8 @@ class StunProber(Actor):
         if not self.config.advertise_endpoints:
             return ()
         eps: list[str] = []
+        if self.portmapped is not None:  # -- 24c --: first, as Go's EndpointPortmapped
+            eps.append(self.portmapped)
         if report.global_v4 is not None:
             eps.append(format_addr(report.global_v4))
         if report.global_v6 is not None:
@@ -192,6 +196,16 @@ class StunProber(Actor):
                 ref.tell(NetcheckReport(
                     udp=self.last.udp, preferred_derp=self.home, region_latency=self.last.region_latency,
                     global_v4=format_addr(self.last.global_v4) if self.last.global_v4 else None))
+
+    # -- 24c --
+    @handles(PortmapEndpoint)
+    def on_portmapped(self, msg: PortmapEndpoint) -> None:
+        """The port mapper's endpoint changed: advertise it now (or at the first report)."""
+        self.portmapped = msg.endpoint
+        if self.last is not None:
+            self.endpoints = self._endpoints(self.last)
+            self._publish()
+    # -- end 24c --
 
     @handles(ResendPaths)
     def resend(self, msg: ResendPaths) -> None:
