@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pytsnet.wire.errors import WireError
 from pytsnet.wire.portmap import PortmapParseError, natpmp, pcp, upnp
 
-__all__ = ["Mapping", "PortmapError", "default_gateway", "map_port", "release"]
+__all__ = ["Mapping", "PortmapError", "default_gateway", "map_port", "release", "release_sockets"]
 
 RTF_GATEWAY = 0x2
 
@@ -166,10 +166,16 @@ def _ssdp(gateway: str, timeout: float) -> upnp.SsdpResponse:
         return (igd or found)[0]
 
 
-def _http(url: str, body: bytes | None, headers: dict[str, str], timeout: float) -> bytes:
+def _http(url: str, body: bytes | None, headers: dict[str, str], timeout: float,
+          sock: socket.socket | None = None) -> bytes:
+    """One HTTP exchange; ``sock``: a TCP socket made earlier (in the node's namespace) to use."""
     parts = urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname or "", parts.port or 80, timeout=timeout)
     try:
+        if sock is not None:
+            sock.settimeout(timeout)
+            sock.connect((parts.hostname or "", parts.port or 80))
+            conn.sock = sock
         path = urlunsplit(("", "", parts.path or "/", parts.query, ""))
         conn.request("POST" if body is not None else "GET", path, body=body, headers=headers)
         resp = conn.getresponse()
@@ -185,8 +191,9 @@ def _http(url: str, body: bytes | None, headers: dict[str, str], timeout: float)
         conn.close()
 
 
-def _soap(service: upnp.IgdService, action: str, body: bytes, timeout: float) -> dict[str, str]:
-    data = _http(service.control_url, body, upnp.soap_headers(service.service_type, action), timeout)
+def _soap(service: upnp.IgdService, action: str, body: bytes, timeout: float,
+          sock: socket.socket | None = None) -> dict[str, str]:
+    data = _http(service.control_url, body, upnp.soap_headers(service.service_type, action), timeout, sock)
     return upnp.parse_soap_response(data, action)
 
 
@@ -276,27 +283,32 @@ def map_port(gateway: str, local_port: int, protocols: tuple[str, ...], prev: Ma
     raise PortmapError("; ".join(errors))
 
 
-def release(m: Mapping, timeout: float) -> None:
-    """Delete the mapping (best effort: a gateway that does not answer keeps it until it expires)."""
+def release_sockets() -> tuple[socket.socket, socket.socket]:
+    """A UDP and a TCP socket for ``release``, made now: a socket belongs to the network namespace
+    of the thread that made it, and the release may run on another thread (the one stopping us)."""
+    return socket.socket(socket.AF_INET, socket.SOCK_DGRAM), socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+
+
+def release(m: Mapping, timeout: float, udp: socket.socket, tcp: socket.socket) -> None:
+    """Delete the mapping (best effort: a gateway that does not answer keeps it until it expires).
+    ``udp``/``tcp`` come from ``release_sockets`` and are closed here."""
     try:
-        if m.protocol == "pmp":
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        if m.protocol in ("pmp", "pcp"):
+            if m.protocol == "pmp":
                 req = natpmp.map_udp_request(m.local_port, 0, natpmp.LIFETIME_DELETE)
-                s.sendto(req, (m.gateway, natpmp.PORT))
-                s.settimeout(timeout)
-                with contextlib.suppress(OSError):
-                    s.recvfrom(1500)
-        elif m.protocol == "pcp":
-            req = pcp.map_request(ipaddress.ip_address(m.internal_ip), m.nonce, m.local_port, m.external_port,
-                                  0, ipaddress.ip_address(m.external_ip))
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.sendto(req, (m.gateway, pcp.PORT))
-                s.settimeout(timeout)
-                with contextlib.suppress(OSError):
-                    s.recvfrom(1500)
+            else:  # the same nonce, lifetime 0 (RFC 6887 §15)
+                req = pcp.map_request(ipaddress.ip_address(m.internal_ip), m.nonce, m.local_port,
+                                      m.external_port, 0, ipaddress.ip_address(m.external_ip))
+            udp.sendto(req, (m.gateway, natpmp.PORT))
+            udp.settimeout(timeout)
+            with contextlib.suppress(OSError):
+                udp.recvfrom(1500)
         elif m.protocol == "upnp":
             svc = upnp.IgdService(m.service_type, m.control_url)
             body = upnp.delete_port_mapping(m.service_type, m.external_port)
-            _soap(svc, "DeletePortMapping", body, timeout)
+            _soap(svc, "DeletePortMapping", body, timeout, tcp)
     except (OSError, PortmapError, WireError):
         pass
+    finally:
+        udp.close()
+        tcp.close()

@@ -51,14 +51,19 @@ class PortMapper(Actor):
         self._closing = False
 
     def on_start(self) -> None:
+        self._release_socks = client.release_sockets()  # here: in the node's network namespace
         self.start_io_loop(self._work, lambda: self._jobs.put(_STOP))
         self.tell_named(self.config.udp, MagicsockResend(reply_to=self.name))  # the bound port
 
     def on_stop(self, reason: StopReason) -> None:
         self._closing = True
-        if self.mapping is not None:  # released here: the I/O thread is stopping with us
-            client.release(self.mapping, RELEASE_TIMEOUT)
+        udp, tcp = self._release_socks
+        if self.mapping is not None:  # released here: the I/O thread has stopped before us
+            client.release(self.mapping, RELEASE_TIMEOUT, udp, tcp)
             self.mapping = None
+        else:
+            udp.close()
+            tcp.close()
 
     @handles(UdpBound)
     def on_bound(self, msg: UdpBound) -> None:
@@ -111,7 +116,7 @@ class PortMapper(Actor):
             msg.lifetime, nonce=msg.nonce, service_type=msg.service_type, control_url=msg.control_url)
         if msg.local_port != self.local_port:  # the port changed meanwhile: map the new one
             if made is not None:
-                client.release(made, RELEASE_TIMEOUT)
+                client.release(made, RELEASE_TIMEOUT, *client.release_sockets())
             self._schedule(0.0)
             return
         if not msg.protocol or made is None:

@@ -1,0 +1,192 @@
+"""The port mapper against miniupnpd in a hard-NAT lab router (``pytsnet.testing.portmap_lab``).
+
+For each protocol in turn (pinned): the magicsock tree's PortMapper maps the bound UDP port, the
+StunProber advertises the mapped endpoint, a datagram from the "internet" to WAN:mapped_port reaches
+the node's socket (and does not before: the NAT is endpoint-dependent and drops unsolicited traffic),
+a short lease is renewed past its lifetime, and closing the node deletes the mapping.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from pytsnet.actors.keeper import MEMORY, MemoryKeeper
+from pytsnet.actors.magicsock.node import spawn_magicsock
+from pytsnet.actors.runtime import Actor, ActorSystem, handles
+from pytsnet.messages.magicsock import (
+    HomeRegion,
+    LocalAddrRequest,
+    LocalEndpoints,
+    MagicsockKeys,
+    MagicsockSpawn,
+    NetcheckReport,
+    PathStatusRequest,
+    WgDatagramIn,
+)
+from pytsnet.messages.portmap import PortmapSpawn, PortmapStatus, PortmapStatusRequest
+from pytsnet.testing.netns import netns_available
+from pytsnet.testing.polling import wait_until
+from pytsnet.testing.portmap_lab import (
+    LAN_NODE,
+    WAN_ROUTER,
+    PortmapLab,
+    miniupnpd_available,
+    portmap_lab,
+)
+from pytsnet.wire.keys import DiscoPrivate, NodePrivate
+
+pytestmark = pytest.mark.skipif(bool(netns_available() or miniupnpd_available()),
+                                reason=str(netns_available() or miniupnpd_available()))
+
+LEASE = 4  # seconds: renewed every 2 s
+
+
+class Collect(Actor):
+    """The wg sink and the "control" the StunProber tells our endpoints."""
+
+    def __init__(self, endpoints: list[tuple[str, ...]]) -> None:
+        self.endpoints = endpoints
+
+    @handles(LocalEndpoints)
+    def on_eps(self, msg: LocalEndpoints) -> None:
+        self.endpoints.append(msg.endpoints)
+
+    @handles(WgDatagramIn)
+    def on_in(self, msg: WgDatagramIn) -> None:
+        pass
+
+    @handles(NetcheckReport)
+    def on_report(self, msg: NetcheckReport) -> None:
+        pass
+
+    @handles(HomeRegion)
+    def on_home(self, msg: HomeRegion) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[PortmapLab]:
+    with portmap_lab() as lab:
+        lab.miniupnpd()
+        yield lab
+
+
+Started = tuple[ActorSystem, MagicsockSpawn, list[tuple[str, ...]]]
+
+
+def _node(lab: PortmapLab, portmap: PortmapSpawn | None) -> Started:
+    eps: list[tuple[str, ...]] = []
+    private = NodePrivate.generate()
+    cfg = MagicsockSpawn(node_public=private.public().to_text(), wg_sink="w", control="w", memory=MEMORY,
+                         bind_host="0.0.0.0", stun_interval=(0.5, 0.5), portmap=portmap)
+
+    def start() -> ActorSystem:
+        system = ActorSystem("pm")
+        system.spawn(Collect, eps, name="w")
+        system.spawn(MemoryKeeper, name=MEMORY)
+        spawn_magicsock(system, cfg, MagicsockKeys(node_private=private.to_text(),
+                                                   disco_private=DiscoPrivate.generate().to_text()))
+        return system
+
+    return lab.node.call(start), cfg, eps  # every thread of the node starts on the LAN
+
+
+def _bound_port(system: ActorSystem, cfg: MagicsockSpawn) -> int:
+    ref = system.lookup(cfg.name("udp"))
+    assert ref is not None
+    return int(ref.ask(LocalAddrRequest(), timeout=5).addr.rsplit(":", 1)[1])
+
+
+def _reads(system: ActorSystem, cfg: MagicsockSpawn) -> int:
+    ref = system.lookup(cfg.name("udp"))
+    assert ref is not None
+    return ref.ask(PathStatusRequest(), timeout=5).datagrams_read
+
+
+def _from_internet(lab: PortmapLab, port: int) -> None:
+    def send() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for _ in range(3):
+                s.sendto(b"\x7f" + b"portmap-lab" * 4, (WAN_ROUTER, port))
+    lab.internet.call(send)
+
+
+def _status(system: ActorSystem, cfg: MagicsockSpawn) -> PortmapStatus:
+    ref = system.lookup(cfg.name("portmap"))
+    assert ref is not None
+    return ref.ask(PortmapStatusRequest(), timeout=5)
+
+
+def test_hard_nat_drops_unsolicited_without_a_mapping(lab: PortmapLab) -> None:
+    system, cfg, _eps = _node(lab, None)
+    try:
+        port = _bound_port(system, cfg)
+        assert system.lookup(cfg.name("portmap")) is None
+        before = _reads(system, cfg)
+        _from_internet(lab, port)
+        time.sleep(1.0)
+        assert _reads(system, cfg) == before
+    finally:
+        assert system.shutdown(10)
+
+
+@pytest.mark.parametrize("protocol", ["pmp", "pcp", "upnp"])
+def test_maps_advertises_renews_and_releases(lab: PortmapLab, protocol: str) -> None:
+    system, cfg, eps = _node(lab, PortmapSpawn(protocols=(protocol,), lifetime=LEASE, retry=1.0))
+    closed = False
+    try:
+        port = _bound_port(system, cfg)
+        wait_until(lambda: _status(system, cfg).external is not None, timeout=15,
+                   what=f"a {protocol} mapping ({_status(system, cfg).last_error})")
+        st = _status(system, cfg)
+        assert st.protocol == protocol and st.local_port == port
+        ext = st.external
+        assert ext is not None and ext.startswith(f"{WAN_ROUTER}:")
+        ext_port = int(ext.rsplit(":", 1)[1])
+        assert (ext_port, LAN_NODE, port) in lab.redirects()
+        # advertised, first (Go's EndpointPortmapped)
+        wait_until(lambda: any(e and e[0] == ext for e in eps), timeout=10,
+                   what="the mapped endpoint advertised")
+
+        before = _reads(system, cfg)
+        _from_internet(lab, ext_port)
+        wait_until(lambda: _reads(system, cfg) > before, timeout=5,
+                   what="a datagram from the WAN via the mapping")
+
+        # renewal: well past one lease the mapping is still there and was renewed
+        first = st.mappings
+        time.sleep(LEASE * 1.6)
+        st = _status(system, cfg)
+        assert st.mappings >= first + 2, st
+        assert st.external == ext
+        assert (ext_port, LAN_NODE, port) in lab.redirects()
+        before = _reads(system, cfg)
+        _from_internet(lab, ext_port)
+        wait_until(lambda: _reads(system, cfg) > before, timeout=5, what="still reachable after renewals")
+
+        assert system.shutdown(10)
+        closed = True
+        assert all(r[0] != ext_port for r in lab.redirects()), lab.redirects()
+    finally:
+        if not closed:
+            system.shutdown(10)
+
+
+def test_no_gateway_service_is_a_counted_failure(lab: PortmapLab) -> None:
+    """miniupnpd without NAT-PMP/PCP: a pinned NAT-PMP mapper fails, counts it and advertises nothing."""
+    lab.miniupnpd(natpmp=False, upnp=True)
+    try:
+        system, cfg, eps = _node(lab, PortmapSpawn(protocols=("pmp",), lifetime=LEASE, retry=0.5))
+        try:
+            wait_until(lambda: _status(system, cfg).failures >= 2, timeout=15, what="counted failures")
+            st = _status(system, cfg)
+            assert st.external is None and "pmp" in st.last_error
+            assert not any(e and e[0].startswith(f"{WAN_ROUTER}:") for e in eps)
+        finally:
+            assert system.shutdown(10)
+    finally:
+        lab.miniupnpd()
