@@ -1,7 +1,8 @@
 """UPnP IGD (sans-IO): SSDP discovery, the root description, and the SOAP calls a port mapper needs.
 
 Go ``net/portmapper/upnp.go`` (goupnp): M-SEARCH for ``ssdp:all`` and ``InternetGatewayDevice:1``;
-the services it accepts, best first: WANIPConnection:2, WANIPConnection:1, WANPPPConnection:1;
+the services it accepts, best first: WANIPConnection:2, WANIPConnection:1, WANPPPConnection:1, then
+the legacy ``urn:dslforum-org`` WANPPPConnection:1 and WANIPConnection:1;
 ``AddAnyPortMapping`` on v2 (the router picks a free port), else ``AddPortMapping``; the description
 ``tailscale-portmap``; a lease of ``pmpMapLifetimeSec`` (retried as permanent on error 402/725).
 
@@ -30,7 +31,10 @@ SSDP_PORT = 1900
 IGD1 = "urn:schemas-upnp-org:device:InternetGatewayDevice:1"
 SERVICES = ("urn:schemas-upnp-org:service:WANIPConnection:2",
             "urn:schemas-upnp-org:service:WANIPConnection:1",
-            "urn:schemas-upnp-org:service:WANPPPConnection:1")
+            "urn:schemas-upnp-org:service:WANPPPConnection:1",
+            # Go's legacy clients (deprecated in 2015, still in the field: Huawei HG531)
+            "urn:dslforum-org:service:WANPPPConnection:1",
+            "urn:dslforum-org:service:WANIPConnection:1")
 MAPPING_DESCRIPTION = "tailscale-portmap"  # Go tsPortMappingDesc: what a router's UI shows
 MAX_SSDP = 8192
 MAX_XML = 64 << 10
