@@ -77,6 +77,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--funnel-target-port", type=int, default=None, metavar="PORT",
                    help="the nodes' Funnel port the ingress carries to (default: the public port if it is "
                         "443, 8443 or 10000, else 443)")
+    # -- 24b --
+    p.add_argument("--derp-map", default=None, metavar="FILE",
+                   help="hand nodes this DERP map (tailcfg.DERPMap JSON, e.g. from pytsnet derper "
+                        "--write-derp-map) instead of localnet's own relay, which is then not started; "
+                        "/derp/admit answers such a derper's --verify-client-url")
+    # -- end 24b --
     p.set_defaults(func=_serve, admin=None)
     sub = p.add_subparsers(dest="admin")
     ak = sub.add_parser("authkey", help="pre-auth keys", parents=[shared]).add_subparsers(dest="op",
@@ -126,14 +132,30 @@ def _serve(args: argparse.Namespace) -> int:
     from pytsnet.localnet.limits import ConnectionLimits
 
     limits = None if args.idle_timeout is None else ConnectionLimits(idle_timeout=args.idle_timeout)
+    # -- 24b --
+    derp_map = None
+    if args.derp_map is not None:
+        from pytsnet.derper.derpmap import DerpMapError, load_derp_map
+
+        if args.no_relay or args.derp_tls:
+            raise SystemExit("pytsnet localnet: error: --derp-map replaces the relay: "
+                             "drop --no-relay/--derp-tls")
+        try:
+            derp_map = load_derp_map(args.derp_map)
+        except DerpMapError as e:
+            raise SystemExit(f"pytsnet localnet: error: {e}") from None
+    # -- end 24b --
     net = LocalTailnet(args.state, listen=args.listen, ipv6=args.ipv6, relay=not args.no_relay,
                        stun_port=args.stun_port, derp_tls=args.derp_tls,
                        derp_tls_port=args.derp_tls_port, key_expiry=args.key_expiry, limits=limits,
                        https=args.https, dns01_api=args.dns01_api, dns01_listen=args.dns01_listen,
                        funnel=args.funnel, funnel_target_port=args.funnel_target_port,
                        funnel_nodes=None if args.funnel_nodes is None else
-                       [h for h in args.funnel_nodes.split(",") if h]).start()
+                       [h for h in args.funnel_nodes.split(",") if h],
+                       derp_map=derp_map).start()  # 24b
     print(f"localnet control server: {net.control_url}", flush=True)
+    print(f"localnet DERP admission: {net.control_url}/derp/admit (derper --verify-client-url)",  # 24b
+          flush=True)
     if net.dns01_address:
         print(f"localnet DNS-01 server: udp {net.dns01_address} (pebble -dnsserver {net.dns01_address})",
               flush=True)
@@ -143,6 +165,8 @@ def _serve(args: argparse.Namespace) -> int:
               f"STUN udp/{net.relay.stun.port}", flush=True)
         if net.relay.go_env:
             print("Go nodes need: " + " ".join(f"{k}={v}" for k, v in net.relay.go_env.items()), flush=True)
+    elif derp_map is not None:  # 24b
+        print(f"localnet DERP map: {args.derp_map} (regions {', '.join(derp_map['Regions'])})", flush=True)
     else:
         print("localnet DERP relay: off", flush=True)
     if net.funnel is not None:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytsnet.localnet import http1
+from pytsnet.localnet.limits import ConnectionGate  # 24b
 from pytsnet.wire import disco
 from pytsnet.wire.derp import frames as f
 from pytsnet.wire.derp.client_info import ServerInfo
@@ -69,6 +70,11 @@ DROP_GONE = "gone_disconnected"
 DROP_WRITE_ERROR = "write_error"
 
 IsKnown = Callable[[NodePublic], bool]
+# -- 24b --
+VerifyClient = Callable[[NodePublic, str], Awaitable[bool]]
+"""An admission controller asked once per connection (Go ``verifyClient``): the client's node key and
+source IP → admit? Awaited before the client is registered; an exception counts as a refusal."""
+# -- end 24b --
 Handler = Callable[[http1.Request, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
@@ -95,6 +101,10 @@ class DerpStats:
     packets_forwarded: int = 0
     bytes_forwarded: int = 0
     pings: int = 0
+    # -- 24b --
+    rejected_verify: int = 0  # ClientInfo from a key the admission controller (``verify``) refused
+    verify_errors: int = 0  # admission checks that raised (counted in rejected_verify too)
+    # -- end 24b --
     drops: collections.Counter[str] = field(default_factory=collections.Counter)
     keys: dict[NodePublic, KeyStats] = field(default_factory=dict)
     """Per-key counters, only for keys that were admitted (a sender can name any destination key:
@@ -149,6 +159,7 @@ class _Client:
         self._timer_at: float | None = None  # the deadline the write loop's timer is set for
         self.idle = False  # the write loop waits for work (not writing or draining): flush_now may write
         self.peer_gone_limit = _TokenBucket(PEER_GONE_BURST, time.monotonic())
+        self.verified = False  # 24b: the admission controller approved this connection's key
 
     def enqueue(self, src: NodePublic, packet: bytes) -> None:
         """Queue one ``packet`` from ``src`` (see :meth:`enqueue_many`) and wake the writer."""
@@ -325,10 +336,14 @@ class DerpServer:
     def __init__(self, private: NodePrivate | None = None, *, is_known: IsKnown | None = None,
                  mesh_key: bytes | None = None, queue_depth: int = PER_CLIENT_SEND_QUEUE_DEPTH,
                  write_timeout: float = WRITE_TIMEOUT, keep_alive: float = f.KEEP_ALIVE,
-                 keep_alive_jitter: float = KEEP_ALIVE_JITTER, handshake_timeout: float = 10.0) -> None:
+                 keep_alive_jitter: float = KEEP_ALIVE_JITTER, handshake_timeout: float = 10.0,
+                 verify: VerifyClient | None = None) -> None:
         self.private = private or NodePrivate.generate()
         self.public = self.private.public()
         self.is_known: IsKnown = is_known or (lambda _k: True)
+        self.verify = verify  # 24b: the standalone derper's --verify-client-url (None: no such check)
+        self.gate: ConnectionGate | None = None  # 24b: caps connections to start()'s own listener
+        self.conns_refused = 0  # 24b: connections closed unread because the gate was full
         self.mesh_key = mesh_key
         self.queue_depth = queue_depth
         self.write_timeout = write_timeout
@@ -370,6 +385,23 @@ class DerpServer:
                 await asyncio.wait_for(self._server.wait_closed(), 2)
 
     async def _on_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # -- 24b --
+        if self.gate is not None:
+            peer = writer.get_extra_info("peername")
+            ip = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+            if self.gate.admit(ip) is not None:
+                self.conns_refused += 1
+                writer.transport.abort()
+                return
+            try:
+                await self._serve_conn(reader, writer)
+            finally:
+                self.gate.release(ip)
+            return
+        await self._serve_conn(reader, writer)
+
+    async def _serve_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # -- end 24b --
         try:
             req = await http1.accept_request(reader, writer, self._conn_tasks)
             if req is None:
@@ -445,6 +477,10 @@ class DerpServer:
                     level = logging.INFO if isinstance(e, FrameTooLargeError) else logging.DEBUG
                     log.log(level, "derp: closing %s (%s): %s", peer, c.key, e)
                     break
+                # -- 24b --
+                if self.verify is not None and not c.verified and not await self._verify(c, events):
+                    return
+                # -- end 24b --
                 if not self._on_events(c, events, loop.time()):
                     return
                 touched, self._touched = self._touched, []
@@ -507,6 +543,33 @@ class DerpServer:
         target.enqueue_many(c.key, packets)
         if target not in self._touched:
             self._touched.append(target)
+
+    # -- 24b --
+    async def _verify(self, c: _Client, events: list[Event | RawPacket]) -> bool:
+        """Ask ``verify`` about the key this read authenticated (if it did) before any event is
+        handled; False: refused (counted, logged once, the stream must end). Mesh peers are not
+        asked (Go: a mesh peer is not a tailnet node the controller could know)."""
+        auth = next((ev for ev in events if isinstance(ev, ClientAuthenticated)), None)
+        if auth is None or auth.is_mesh_peer:
+            c.verified = auth is not None
+            return True
+        assert self.verify is not None
+        source = c.addr[0] if c.addr is not None else ""
+        try:
+            ok = bool(await self.verify(auth.client_key, source))
+        except Exception as e:  # fail closed; one line per connection, not a traceback
+            self.stats.verify_errors += 1
+            log.warning("derp: admission check for %s failed: %s: %s", auth.client_key.to_text(),
+                        type(e).__name__, str(e)[:200])
+            ok = False
+        if not ok:
+            self.stats.rejected_verify += 1
+            log.info("derp: client %s (%s) refused by the admission controller",
+                     auth.client_key.to_text(), source)
+            return False
+        c.verified = True
+        return True
+    # -- end 24b --
 
     def _admit(self, c: _Client, ev: ClientAuthenticated, now: float) -> bool:
         try:

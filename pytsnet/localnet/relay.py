@@ -20,10 +20,10 @@ Either way STUN listens on UDP on the same host, and the DERP map has one region
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 from typing import Any
 
+from pytsnet.localnet.derp_admit import node_admitted  # 24b
 from pytsnet.localnet.derp_server import DerpServer
 from pytsnet.localnet.derp_tls import ensure_certificate, meta_certificate, server_context
 from pytsnet.localnet.server import LocalTailnet
@@ -80,9 +80,7 @@ def attach_relay(net: LocalTailnet, *, stun_port: int = 0, region_id: int = 900,
 
     def is_known(key: NodePublic) -> bool:
         """Admitted: a registered, authorized, logged-in node whose key has not expired."""
-        node = net.store.node_by_key(key.to_text())
-        return (node is not None and node.authorized and not node.logged_out
-                and (node.key_expiry is None or node.key_expiry > time.time()))
+        return node_admitted(net.store, key)  # 24b: one rule for the relay and /derp/admit
 
     async def build() -> tuple[DerpServer, StunServer]:
         derp = DerpServer(is_known=is_known if require_known_keys else None)

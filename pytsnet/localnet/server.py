@@ -46,6 +46,7 @@ from pytsnet.localnet.tka import TkaStatus  # 21c
 
 if TYPE_CHECKING:
     from pytsnet.localnet.api import ApiServer
+    from pytsnet.localnet.derp_admit import AdmitEndpoint as DerpAdmit  # 24b
     from pytsnet.localnet.funnel import FunnelIngress
     from pytsnet.localnet.relay import Relay
 
@@ -71,7 +72,8 @@ class LocalTailnet:
                  limits: ConnectionLimits | None = None, https: bool = False, dns01_api: str | None = None,
                  dns01_listen: str = "127.0.0.1:0", funnel: str | None = None,
                  funnel_nodes: Sequence[str] | None = None, funnel_target_port: int | None = None,
-                 services: Mapping[str, ServiceDef] | None = None) -> None:
+                 services: Mapping[str, ServiceDef] | None = None,
+                 derp_map: Mapping[str, Any] | None = None) -> None:
         """``services`` (20d): the tailnet's VIP services, ``{"svc:web": ServiceDef(ports=("tcp:80",),
         tags=("tag:web",))}`` (:mod:`pytsnet.localnet.services`).
         ``relay`` (default on) attaches the DERP relay and a STUN server at :meth:`start`, so the
@@ -92,7 +94,10 @@ class LocalTailnet:
         server (UDP on ``dns01_listen``; its address in :attr:`dns01_address` once started).
         ``funnel`` (``HOST:PORT``, 20c) makes localnet a Funnel ingress there
         (:mod:`pytsnet.localnet.funnel`): ``funnel_nodes`` (hostnames; None: all) get the Funnel
-        attributes, ``funnel_target_port`` is the nodes' port it carries to."""
+        attributes, ``funnel_target_port`` is the nodes' port it carries to.
+        ``derp_map`` (24b): a ``tailcfg.DERPMap`` (JSON as a dict, e.g. a standalone ``pytsnet derper``'s)
+        handed to nodes instead of localnet's own relay, which is then not started. Either way
+        ``/derp/admit`` answers a derper's ``--verify-client-url`` from the node list."""
         self.state_dir = Path(state_dir)
         self.listen = parse_listen(listen)
         self._sock = sock
@@ -110,6 +115,16 @@ class LocalTailnet:
         self._stun_port = stun_port
         self._derp_tls = (derp_tls, derp_tls_port)
         self.relay: Relay | None = None
+        # -- 24b --
+        self._derp_map: dict[str, Any] | None = None
+        if derp_map is not None:
+            from pytsnet.derper.derpmap import validate_derp_map
+
+            self._derp_map = validate_derp_map(dict(derp_map))
+            self._want_relay = False  # the given map replaces localnet's own relay
+        self.admit: DerpAdmit | None = None
+        """``/derp/admit``, the DERP admission controller on the control listener (24b)."""
+        # -- end 24b --
         """The attached DERP relay + STUN server (None when disabled or not started)."""
         self.api: ApiServer | None = None
         """The OAuth/key-minting API on the control listener (:mod:`pytsnet.localnet.api`; 19c)."""
@@ -171,6 +186,14 @@ class LocalTailnet:
 
             self.api = ApiServer(self.store)
             self.control.mount(PREFIX, self.api.handle)
+            # -- 24b --
+            from pytsnet.localnet.derp_admit import ADMIT_PATH, AdmitEndpoint
+
+            self.admit = AdmitEndpoint(self.store)
+            self.control.mount(ADMIT_PATH, self.admit.handle)
+            if self._derp_map is not None:
+                self.control.derp_map = self._derp_map
+            # -- end 24b --
         except BaseException as e:
             ready.set_exception(e)
             loop.close()
