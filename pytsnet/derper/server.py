@@ -24,7 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pytsnet.derper.admit import AdmissionClient
+from pytsnet.derper.admit import VERIFY_TIMEOUT, AdmissionClient
 from pytsnet.derper.derpmap import single_node_map
 from pytsnet.localnet.derp_server import DerpServer
 from pytsnet.localnet.derp_tls import CERT_FILE, ensure_certificate, meta_certificate, server_context
@@ -50,7 +50,8 @@ class Derper:
     def __init__(self, listen: str = "127.0.0.1:0", *, tls: TlsMode | None = None, cert: Path | None = None,
                  key: Path | None = None, hostname: str = "", cert_dir: Path | None = None,
                  stun_port: int | None = 0, verify_client_url: str | None = None,
-                 verify_fail_open: bool = False, max_connections: int = MAX_CONNECTIONS,
+                 verify_fail_open: bool = False, verify_timeout: float = VERIFY_TIMEOUT,
+                 max_connections: int = MAX_CONNECTIONS,
                  max_connections_per_ip: int = MAX_CONNECTIONS_PER_IP) -> None:
         self.listen = parse_listen(listen)
         if tls == "files" and (cert is None or key is None):
@@ -59,7 +60,7 @@ class Derper:
         self._cert, self._key, self._cert_dir = cert, key, cert_dir
         self.hostname = hostname or self.listen[0]
         self._stun_port = stun_port
-        self._verify = (verify_client_url, verify_fail_open)
+        self._verify = (verify_client_url, verify_fail_open, verify_timeout)
         self._limits = ConnectionLimits(max_connections=max_connections,
                                         max_connections_per_ip=max_connections_per_ip)
         self.derp: DerpServer | None = None
@@ -100,9 +101,9 @@ class Derper:
         return server_context(cert, key, meta_certificate(derp.public.raw, PROTOCOL_VERSION))
 
     async def _start_servers(self) -> None:
-        url, fail_open = self._verify
+        url, fail_open, timeout = self._verify
         if url:
-            self.admission = AdmissionClient(url, fail_open=fail_open)
+            self.admission = AdmissionClient(url, fail_open=fail_open, timeout=timeout)
         derp = DerpServer(verify=self.admission)
         derp.gate = ConnectionGate(self._limits)
         host, port = self.listen
