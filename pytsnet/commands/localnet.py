@@ -154,8 +154,6 @@ def _serve(args: argparse.Namespace) -> int:
                        [h for h in args.funnel_nodes.split(",") if h],
                        derp_map=derp_map).start()  # 24b
     print(f"localnet control server: {net.control_url}", flush=True)
-    print(f"localnet DERP admission: {net.control_url}/derp/admit (derper --verify-client-url)",  # 24b
-          flush=True)
     if net.dns01_address:
         print(f"localnet DNS-01 server: udp {net.dns01_address} (pebble -dnsserver {net.dns01_address})",
               flush=True)
@@ -169,6 +167,8 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"localnet DERP map: {args.derp_map} (regions {', '.join(derp_map['Regions'])})", flush=True)
     else:
         print("localnet DERP relay: off", flush=True)
+    print(f"localnet DERP admission: {net.control_url}/derp/admit (derper --verify-client-url)",  # 24b
+          flush=True)
     if net.funnel is not None:
         host, port = net.funnel.address
         print(f"localnet Funnel ingress: {host}:{port} → the nodes' port {net.funnel.target_port}",
