@@ -83,7 +83,10 @@ def run(args: argparse.Namespace) -> int:
         else:
             print("derper: open to every client", flush=True)
         if args.write_derp_map is not None:
-            dm = derper.derp_map(args.region_id)
+            try:
+                dm = derper.derp_map(args.region_id)
+            except ValueError as e:  # DerpMapError: a wildcard listener without --hostname
+                raise SystemExit(f"pytsnet derper: error: {e}") from None
             tmp = args.write_derp_map.with_name(args.write_derp_map.name + ".tmp")
             tmp.write_text(json.dumps(dm, indent=2) + "\n")
             tmp.replace(args.write_derp_map)  # readers never see half a map

@@ -67,7 +67,8 @@ def single_node_map(host: str, derp_port: int, stun_port: int, *, hostname: str 
                     region_id: int = 900, region_code: str = "derper",
                     insecure_for_tests: bool = False) -> dict[str, Any]:
     """A one-region map for one derper at ``host`` (an IP: it goes in ``IPv4``/``IPv6`` so no DNS
-    lookup happens; the other family is ``"none"``). ``stun_port`` -1: no STUN."""
+    lookup happens; the other family is ``"none"``; a wildcard address needs ``hostname``, DerpMapError
+    otherwise). ``stun_port`` -1: no STUN."""
     node: dict[str, Any] = {"Name": f"{region_id}a", "RegionID": region_id, "HostName": hostname or host,
                             "DERPPort": derp_port, "STUNPort": stun_port}
     try:
@@ -75,8 +76,12 @@ def single_node_map(host: str, derp_port: int, stun_port: int, *, hostname: str 
     except ValueError:
         pass
     else:
-        fam, other = ("IPv4", "IPv6") if ip.version == 4 else ("IPv6", "IPv4")
-        node[fam], node[other] = str(ip), "none"
+        if ip.is_unspecified:  # a wildcard listener: nodes can only find it by its host name
+            if not hostname:
+                raise DerpMapError(f"listening on {host}: a DERP map needs the relay's host name")
+        else:
+            fam, other = ("IPv4", "IPv6") if ip.version == 4 else ("IPv6", "IPv4")
+            node[fam], node[other] = str(ip), "none"
     if insecure_for_tests:
         node["InsecureForTests"] = True
     return {"Regions": {str(region_id): {"RegionID": region_id, "RegionCode": region_code,

@@ -58,7 +58,7 @@ class Derper:
             raise ValueError("TLS from files needs both a certificate and a key file")
         self.tls = tls
         self._cert, self._key, self._cert_dir = cert, key, cert_dir
-        self.hostname = hostname or self.listen[0]
+        self.hostname = hostname
         self._stun_port = stun_port
         self._verify = (verify_client_url, verify_fail_open, verify_timeout)
         self._limits = ConnectionLimits(max_connections=max_connections,
@@ -90,7 +90,7 @@ class Derper:
         self._tmp = tempfile.mkdtemp(prefix="pytsnet-derper-")
         work = Path(self._tmp)
         if self.tls == "self-signed":
-            cert, key = ensure_certificate(self._cert_dir or work, self.hostname)
+            cert, key = ensure_certificate(self._cert_dir or work, self.hostname or self.listen[0])
         else:
             assert self._cert is not None and self._key is not None
             cert, key = work / CERT_FILE, self._key

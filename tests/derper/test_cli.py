@@ -158,6 +158,10 @@ def test_validate_derp_map() -> None:
     node = good["Regions"]["900"]["Nodes"][0]
     assert (node["IPv6"], node["IPv4"], node["STUNPort"]) == ("2001:db8::1", "none", -1)
     assert validate_derp_map(good) is good
+    with pytest.raises(DerpMapError, match="host name"):  # a wildcard listener is no address to dial
+        single_node_map("0.0.0.0", 443, 3478)
+    wild = single_node_map("0.0.0.0", 443, 3478, hostname="derp.example.com")["Regions"]["900"]["Nodes"][0]
+    assert wild["HostName"] == "derp.example.com" and "IPv4" not in wild and "IPv6" not in wild
     for bad in ([], {"Regions": None}, {"Regions": {"1": {"RegionID": 1, "Nodes": []}}},
                 {"Regions": {"1": {"RegionID": 1, "Nodes": [{"Name": "a"}]}}},
                 {"Regions": {"x": {"RegionID": 1}}}, {"Regions": {"1": {"RegionID": 1, "Nodes": "a"}}}):
