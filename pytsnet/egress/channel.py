@@ -13,6 +13,7 @@ import contextlib
 import os
 import select
 import socket
+import struct
 import threading
 from collections.abc import Sequence
 
@@ -21,12 +22,16 @@ from pydantic import ValidationError
 from pytsnet.messages.base import Message, MessageTagError, from_json, to_json
 from pytsnet.messages.egress import EGRESS_TAGS
 
-__all__ = ["MAX_FDS", "MAX_FRAME", "ChannelClosed", "ChannelError", "WorkerChannel"]
+__all__ = ["MAX_FDS", "MAX_FRAME", "SEND_TIMEOUT", "ChannelClosed", "ChannelError", "WorkerChannel"]
 
 MAX_FRAME = 64 * 1024
 """One frame's JSON, bytes (a ``FlowAssign``'s early data is bounded by the handshake's head bound)."""
 MAX_FDS = 1
 """Fds one frame may carry (a ``FlowAssign`` carries exactly one)."""
+SEND_TIMEOUT = 0.5
+"""How long a send on the front's end may wait for room (``SO_SNDTIMEO``): a stopped or wedged worker
+stops reading, its channel fills (a dozen frames of a 15 KB head), and a blocking send would wedge the
+slot actor — and with it the very heartbeat check that would replace the worker."""
 
 
 class ChannelClosed(ConnectionError):
@@ -49,6 +54,9 @@ class WorkerChannel:
         """(the front's end, the child's socket): the child's is inheritable, for ``pass_fds``."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ours.set_inheritable(False)
+        sec = int(SEND_TIMEOUT)
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                        struct.pack("ll", sec, int((SEND_TIMEOUT - sec) * 1_000_000)))
         theirs.set_inheritable(True)
         return cls(ours), theirs
 
@@ -61,7 +69,8 @@ class WorkerChannel:
         return self.sock.fileno()
 
     def send(self, msg: Message, fds: Sequence[int] = ()) -> None:
-        """One frame (with ``fds`` as ``SCM_RIGHTS``). ``ChannelClosed`` if the other end is gone;
+        """One frame (with ``fds`` as ``SCM_RIGHTS``). ``ChannelClosed`` if the other end is gone (or,
+        on the front's end, has not read for ``SEND_TIMEOUT`` while the channel was full);
         ``ChannelError`` if ``msg`` is not an egress message or too large."""
         if type(msg).TAG not in EGRESS_TAGS:
             raise ChannelError(f"not an egress message: {type(msg).TAG}")
@@ -76,6 +85,8 @@ class WorkerChannel:
                     socket.send_fds(self.sock, [data], list(fds))
                 else:
                     self.sock.sendall(data)
+        except BlockingIOError:  # ``SEND_TIMEOUT`` passed; nothing was sent (nor any fd)
+            raise ChannelClosed("channel full: the other end is not reading") from None
         except (BrokenPipeError, ConnectionResetError, OSError) as e:
             raise ChannelClosed(str(e)) from None
 

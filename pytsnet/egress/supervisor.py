@@ -275,6 +275,10 @@ class WorkerSlot(Actor):
 
     @handles(SlotTick)
     def on_tick(self, msg: SlotTick) -> None:
+        self._check()
+
+    def _check(self) -> None:
+        """Reap a process that exited, is past its drain deadline or stopped beating (hung: killed)."""
         proc = self._proc
         if proc is None:
             return
@@ -316,6 +320,7 @@ class WorkerSlot(Actor):
                 ch.send(msg.assign, [msg.fd])
             except (ChannelClosed, ChannelError) as e:
                 log.debug("%s: flow %d not handed over: %s", self.name, msg.assign.flow, e)
+                self._check()  # a full channel: flows queued behind this one must not wait for ticks
             else:
                 os.close(msg.fd)  # the worker has it now; the front keeps no copy
                 return

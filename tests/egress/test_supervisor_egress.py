@@ -4,6 +4,7 @@ that keeps dying spends the restart budget and the egress escalates; a drain let
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -146,4 +147,37 @@ def test_drain_lets_open_flows_finish_refuses_new_ones_and_workers_exit() -> Non
             assert pid is not None
             wait_until(lambda pid=pid: not os.path.exists(f"/proc/{pid}"), 5, "the worker exited")
     finally:
+        eg.close()
+
+
+def test_a_stopped_worker_whose_channel_is_full_does_not_wedge_its_slot() -> None:
+    """Flows handed to a SIGSTOPped worker fill its channel (about a dozen frames of a 15 KB head): the
+    slot must not block in that send for good — the hang is still detected and the worker replaced, and
+    flows that could not be handed over are answered (HTTP 503), not held forever."""
+    eg = _start(workers=1, heartbeat_timeout=1.0)
+    clients: list[socket.socket] = []
+    try:
+        _ready(eg, 1)
+        pid = eg.status().workers[0].pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        head = CONNECT_X[:-2] + b"x-pad: " + b"p" * 15000 + b"\r\n\r\n"
+        for _ in range(30):
+            c = socket.create_connection(split(eg.http_address or ""), timeout=15)
+            c.sendall(head)
+            clients.append(c)
+        wait_until(lambda: eg.status().workers[0].last_exit == "hung", 10, "detected as hung")
+        wait_until(lambda: eg.status().workers[0].state == "ready", 10, "replaced")
+        answers = []
+        for c in clients:  # every client hears an answer or its end: none is left hanging
+            out = b""
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := c.recv(4096):
+                    out += chunk
+            answers.append(out)
+        assert sum(a.startswith(b"HTTP/1.1 503") for a in answers) >= 10, answers
+    finally:
+        for c in clients:
+            c.close()
+        eg.drain(2.0)
         eg.close()
