@@ -17,9 +17,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.messages.egress import EgressStatus
 
-__all__ = ["STATES", "StatusServer", "render_metrics", "status_url"]
+__all__ = ["REQUEST_TIMEOUT", "STATES", "StatusServer", "render_metrics", "status_url"]
 
 log = subsystem_logger("egress")
+
+REQUEST_TIMEOUT = 10.0
+"""How long one status connection may take to send its request (a slowloris holds a thread)."""
 
 STATES = ("starting", "running", "draining", "escalated", "stopped")
 
@@ -83,6 +86,8 @@ class StatusServer:
 
     def __init__(self, host: str, port: int, get: Callable[[], EgressStatus]) -> None:
         class Handler(BaseHTTPRequestHandler):
+            timeout = REQUEST_TIMEOUT  # the socket's: reads of the request and writes of the answer
+
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path not in ("/", "/metrics"):

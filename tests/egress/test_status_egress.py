@@ -5,12 +5,16 @@ labels and values), from a running egress with fake workers."""
 from __future__ import annotations
 
 import re
+import socket
+import time
 
 import httpx
+import pytest
 from fake_worker import socks_flow, worker_command
 
 from pytsnet.egress import Egress, EgressConfig, EgressStatus
-from pytsnet.egress.status import render_metrics
+from pytsnet.egress import status as status_mod
+from pytsnet.egress.status import StatusServer, render_metrics
 from pytsnet.messages.egress import FrontCounters, WorkerStatus
 from pytsnet.testing.polling import wait_until
 
@@ -50,6 +54,8 @@ def test_json_and_metrics_from_a_running_egress() -> None:
                        worker_command=worker_command())
     with Egress(cfg) as eg:
         wait_until(lambda: eg.status().state == "running", 10, "running")
+        # "running" comes with the first ready worker; the second may still be starting (no beat yet)
+        wait_until(lambda: all(w.state == "ready" for w in eg.status().workers), 10, "both workers ready")
         s, _ = socks_flow(eg.socks_address or "", "a.example.com", 80, early=b"xyz")
         base = f"http://{eg.status_address}"
         def flows() -> int:
@@ -92,3 +98,23 @@ def test_the_parser_rejects_what_is_not_the_format() -> None:
         except (AssertionError, ValueError):
             continue
         raise AssertionError(f"accepted: {bad!r}")
+
+
+def test_a_client_that_sends_nothing_is_cut_after_the_request_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connection that never sends its request must not hold a server thread forever (each idle
+    connection was a thread until the client went away: a slowloris grew them without bound)."""
+    monkeypatch.setattr(status_mod, "REQUEST_TIMEOUT", 1.0)
+    srv = StatusServer("127.0.0.1", 0, lambda: EgressStatus(state="running"))
+    try:
+        host, _, port = srv.address.rpartition(":")
+        idle = socket.create_connection((host, int(port)), timeout=10)
+        t0 = time.monotonic()
+        try:
+            assert idle.recv(1) == b""  # the server closed it
+        except ConnectionResetError:
+            pass
+        assert time.monotonic() - t0 < 8
+        idle.close()
+        assert httpx.get(f"http://{srv.address}/", timeout=5).json()["state"] == "running"
+    finally:
+        srv.close()
