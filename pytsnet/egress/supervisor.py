@@ -160,8 +160,11 @@ class WorkerSlot(Actor):
     def _spawn(self) -> None:
         ch, theirs = WorkerChannel.pair()
         try:
+            # A session of its own: a terminal's Ctrl-C (SIGINT to the foreground process group) or
+            # hang-up reaches the front only, which drains the workers; it must not kill them mid-flow.
             proc = subprocess.Popen(self._command(theirs.fileno()), pass_fds=[theirs.fileno()],
-                                    stdin=subprocess.DEVNULL, env=_worker_env())  # -- 23c --
+                                    stdin=subprocess.DEVNULL, env=_worker_env(),  # -- 23c --
+                                    start_new_session=True)
         except (OSError, ValueError) as e:
             ch.close()
             self._lose(f"spawn failed: {e}")

@@ -4,6 +4,7 @@ exits 1 with the reason, an open non-loopback listener is refused (exit 2)."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -76,3 +77,32 @@ def test_an_open_non_loopback_listener_is_refused_and_status_of_nothing_fails() 
     assert r.returncode == 2 and "without a proxy password" in r.stderr
     r = _cli("status", "127.0.0.1:1")
     assert r.returncode == 2 and "status from" in r.stderr
+
+
+def test_ctrl_c_at_a_terminal_drains_and_does_not_kill_the_workers_mid_flow() -> None:
+    """Ctrl-C signals the terminal's whole foreground process group: the workers must not die of that
+    SIGINT (a ``KeyboardInterrupt`` cut their flows and skipped the logout); the front drains them."""
+    p = subprocess.Popen([sys.executable, "-m", "pytsnet", "egress", "--socks", "127.0.0.1:0", "--status",
+                          "127.0.0.1:0", "--drain-timeout", "10",
+                          "--worker-cmd", f"{sys.executable} {FAKE} --fd {{fd}}"],
+                         cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         start_new_session=True)  # its own process group, as a shell's job is
+    try:
+        assert p.stdout is not None
+        m = re.search(r"socks5 (\S+), status (\S+)", p.stdout.readline())
+        assert m
+        socks, status = m.groups()
+        wait_until(lambda: httpx.get(f"http://{status}/").json()["state"] == "running", 10, "running")
+        s, _ = socks_flow(socks, "a.example.com", 80)
+        os.killpg(p.pid, signal.SIGINT)
+        wait_until(lambda: httpx.get(f"http://{status}/").json()["state"] == "draining", 10, "draining")
+        s.sendall(b"still open")
+        assert s.recv(64) == b"still open"  # the drain lets the open flow go on
+        s.close()
+        out, err = p.communicate(timeout=20)
+        assert p.returncode == 0, err
+        assert "egress: stopped" in out and "KeyboardInterrupt" not in err
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
