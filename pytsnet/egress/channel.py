@@ -9,6 +9,7 @@ came with it closed, so a confused or hostile peer cannot leak descriptors into 
 
 from __future__ import annotations
 
+import array
 import contextlib
 import os
 import select
@@ -22,7 +23,8 @@ from pydantic import ValidationError
 from pytsnet.messages.base import Message, MessageTagError, from_json, to_json
 from pytsnet.messages.egress import EGRESS_TAGS
 
-__all__ = ["MAX_FDS", "MAX_FRAME", "SEND_TIMEOUT", "ChannelClosed", "ChannelError", "WorkerChannel"]
+__all__ = ["MAX_FDS", "MAX_FRAME", "SEND_TIMEOUT", "ChannelClosed", "ChannelError", "ChannelFull",
+           "WorkerChannel"]
 
 MAX_FRAME = 64 * 1024
 """One frame's JSON, bytes (a ``FlowAssign``'s early data is bounded by the handshake's head bound)."""
@@ -36,6 +38,10 @@ slot actor — and with it the very heartbeat check that would replace the worke
 
 class ChannelClosed(ConnectionError):
     """The other process closed its end (exited, was killed, or closed the channel)."""
+
+
+class ChannelFull(ChannelClosed):
+    """No room for the frame (nothing was sent, no fd passed): the other end has not been reading."""
 
 
 class ChannelError(ValueError):
@@ -68,9 +74,10 @@ class WorkerChannel:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def send(self, msg: Message, fds: Sequence[int] = ()) -> None:
-        """One frame (with ``fds`` as ``SCM_RIGHTS``). ``ChannelClosed`` if the other end is gone (or,
-        on the front's end, has not read for ``SEND_TIMEOUT`` while the channel was full);
+    def send(self, msg: Message, fds: Sequence[int] = (), wait: bool = True) -> None:
+        """One frame (with ``fds`` as ``SCM_RIGHTS``). ``ChannelClosed`` if the other end is gone;
+        ``ChannelFull`` if the channel had no room for ``SEND_TIMEOUT`` (the front's end) or at once
+        (``wait=False``);
         ``ChannelError`` if ``msg`` is not an egress message or too large."""
         if type(msg).TAG not in EGRESS_TAGS:
             raise ChannelError(f"not an egress message: {type(msg).TAG}")
@@ -80,13 +87,15 @@ class WorkerChannel:
         if len(data) > MAX_FRAME:
             raise ChannelError(f"frame of {len(data)} bytes (at most {MAX_FRAME})")
         try:
+            flags = 0 if wait else socket.MSG_DONTWAIT
             with self._send_lock:
-                if fds:
-                    socket.send_fds(self.sock, [data], list(fds))
+                if fds:  # not ``socket.send_fds``: it ignores its ``flags`` (CPython 3.11)
+                    self.sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))],
+                                      flags)
                 else:
-                    self.sock.sendall(data)
-        except BlockingIOError:  # ``SEND_TIMEOUT`` passed; nothing was sent (nor any fd)
-            raise ChannelClosed("channel full: the other end is not reading") from None
+                    self.sock.sendall(data, flags)
+        except BlockingIOError:  # nothing was sent (nor any fd)
+            raise ChannelFull("channel full: the other end is not reading") from None
         except (BrokenPipeError, ConnectionResetError, OSError) as e:
             raise ChannelClosed(str(e)) from None
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from pytsnet.actors.runtime import Actor, ActorStopped, MailboxFull, StopReason, handles
 from pytsnet.actors.runtime.logs import subsystem_logger
-from pytsnet.egress.channel import ChannelClosed, ChannelError, WorkerChannel
+from pytsnet.egress.channel import ChannelClosed, ChannelError, ChannelFull, WorkerChannel
 from pytsnet.messages.egress import (
     EgressProto,
     FlowDone,
@@ -129,6 +129,7 @@ class WorkerSlot(Actor):
         self._drain_until: float | None = None
         self._status = WorkerStatus(worker=self.worker, state="starting")
         self._killed_hung = False
+        self._full = False  # the last hand-over found the channel full: do not wait for room again
         self.send_interval(TICK, SlotTick())
         self._spawn()
 
@@ -177,6 +178,7 @@ class WorkerSlot(Actor):
         self._last_beat = time.monotonic()
         self._heard = False
         self._killed_hung = False
+        self._full = False
         cfg = self.cfg
         setup = WorkerSetup(worker=self.worker, incarnation=self._status.restarts,
                             hostname=f"{cfg.hostname_prefix}-{self.worker}", control_url=cfg.control_url,
@@ -319,12 +321,16 @@ class WorkerSlot(Actor):
     def on_flow(self, msg: SlotFlow) -> None:
         ch = self._ch
         if ch is not None and self._status.state == "ready":
+            # A worker that stopped reading costs one ``SEND_TIMEOUT``: the flows queued behind are
+            # refused at once until a hand-over finds room again (or the hang check replaces it).
             try:
-                ch.send(msg.assign, [msg.fd])
+                ch.send(msg.assign, [msg.fd], wait=not self._full)
             except (ChannelClosed, ChannelError) as e:
                 log.debug("%s: flow %d not handed over: %s", self.name, msg.assign.flow, e)
-                self._check()  # a full channel: flows queued behind this one must not wait for ticks
+                self._full = isinstance(e, ChannelFull)
+                self._check()
             else:
+                self._full = False
                 os.close(msg.fd)  # the worker has it now; the front keeps no copy
                 return
         n = refuse_flow(msg.fd, msg.assign.proto, "egress worker lost")

@@ -10,7 +10,8 @@ client sends until its EOF, and reports ``FlowDone``. ``WorkerDrain``: finish fl
 deadline, cut the rest, ``WorkerDrained``, exit 0. Channel EOF: cut every flow, exit 1.
 
 Misbehaviour flags: ``--exit-at-start CODE`` (exit before reading anything), ``--crash-after K`` (exit 3
-once K flows were assigned), ``--no-heartbeat`` (never beat: looks hung), ``--never-ready``.
+once K flows were assigned), ``--no-heartbeat`` (never beat: looks hung), ``--never-ready``,
+``--stop-reading`` (ready and beating, but reads no frame: its channel fills).
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ class Fake:
         if not self.args.never_ready:
             self.ch.send(WorkerReady(worker=self.setup.worker, pid=os.getpid(), node_id=f"fake{os.getpid()}",
                                      ip=f"100.64.0.{self.setup.worker + 1}"))
-        while True:
+        while not self.args.stop_reading:
             try:
                 got = self.ch.recv()
             except ChannelClosed:
@@ -155,6 +156,7 @@ class Fake:
             else:
                 for fd in fds:
                     os.close(fd)
+        threading.Event().wait()  # --stop-reading: beats on, reads nothing (a wedged main thread)
 
 
 def worker_command(*flags: str) -> Callable[[int], list[str]]:
@@ -173,6 +175,7 @@ def main() -> None:
     p.add_argument("--crash-after", type=int, default=0)
     p.add_argument("--no-heartbeat", action="store_true")
     p.add_argument("--never-ready", action="store_true")
+    p.add_argument("--stop-reading", action="store_true")
     args = p.parse_args()
     if args.exit_at_start is not None:
         os._exit(args.exit_at_start)

@@ -181,3 +181,31 @@ def test_a_stopped_worker_whose_channel_is_full_does_not_wedge_its_slot() -> Non
             c.close()
         eg.drain(2.0)
         eg.close()
+
+
+def test_a_worker_that_stops_reading_costs_one_send_timeout_not_one_per_flow() -> None:
+    """A worker that beats but reads no frame (a wedged main thread) is not hung by the heartbeat, so it
+    is not replaced; once its channel is full, the flows queued for it are refused at once — not after
+    ``SEND_TIMEOUT`` each (60 flows took ~25 s, and the slot's mailbox backed up into the router)."""
+    eg = _start("--stop-reading", workers=1)
+    clients: list[socket.socket] = []
+    try:
+        _ready(eg, 1)
+        head = CONNECT_X[:-2] + b"x-pad: " + b"p" * 15000 + b"\r\n\r\n"
+        t0 = time.monotonic()
+        for _ in range(60):
+            c = socket.create_connection(split(eg.http_address or ""), timeout=15)
+            c.sendall(head)
+            clients.append(c)
+        refused = 0
+        for c in clients:  # those handed over sit in the full channel: they hear nothing by the deadline
+            c.settimeout(max(0.05, t0 + 10 - time.monotonic()))
+            with contextlib.suppress(TimeoutError):
+                refused += c.recv(12).startswith(b"HTTP/1.1 503")
+        assert refused >= 40
+        assert eg.status().workers[0].state == "ready"
+    finally:
+        for c in clients:
+            c.close()
+        eg.drain(1.0)
+        eg.close()
