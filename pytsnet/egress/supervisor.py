@@ -64,7 +64,7 @@ log = subsystem_logger("egress")
 
 TICK = 0.1
 """How often a slot checks its process (exit, heartbeat age, drain deadline)."""
-REAP_WAIT = 2.0
+REAP_WAIT = 5.0
 """After an EOF, how long the process may take to exit before it is killed."""
 DRAIN_GRACE = 3.0
 """Past the drain deadline, how long a worker may take to log out and exit before ``SIGKILL``."""
