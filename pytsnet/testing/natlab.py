@@ -1,0 +1,365 @@
+"""A NAT lab of kernel network namespaces: LANs behind nftables routers on a shared "internet".
+
+    node ──lan── router(NAT) ──wan──┐
+    node ──lan── router(NAT) ──wan──┤  bridge "inet0" in ``internet`` (203.0.113.0/24, RFC 5737):
+    node ──lan── inner ── outer ────┘  localnet (control, DERP, STUN) and two UDP reflectors
+
+Each LAN is declared with a :class:`LanSpec` and gets one router namespace (two for ``double``) and
+one node namespace per node. NAT types, as nftables rules in the router (Go's names in brackets;
+Go's natlab/vnet ``nat.go`` and ``tstest/integration/nat/nat_test.go``):
+
+* ``none``: routed, no NAT, no firewall: the node has a public address (198.51.100.0/24).
+* ``easy``: endpoint-independent mapping (``masquerade`` keeps the source port) and
+  endpoint-independent filtering: once the inside sent from a port, anyone outside may send to its
+  mapping (a dynamic nft map ``port -> inside address`` and a DNAT rule) — a "full cone".
+* ``filtering``: endpoint-independent mapping, address-and-port-dependent filtering: conntrack only
+  lets back what the inside sent to (Linux's plain masquerade) [Go's ``easy``].
+* ``hard``: endpoint-dependent mapping, ``masquerade random``: each destination gets its own port
+  [Go's ``hard``].
+* ``double``: two ``filtering`` routers in a row (the inner one's WAN is a private 10.200.x LAN).
+* ``udp_blocked``: TCP is masqueraded, UDP is dropped both ways: DERP over TCP/HTTPS only.
+
+Every router drops unsolicited inbound (forward and input) except what its type lets in. Two peers
+behind one router are a LAN with ``nodes=2`` (the ``same_lan`` cell). ``mtu`` sets the MTU of every
+link of that LAN (node, router(s), its WAN port). Node namespaces have one route, the default via
+their router; routers route only the lab's prefixes; the internet namespace forwards nothing — no
+packet can leave the lab (:meth:`NatLab.assert_sealed` checks).
+
+Cleanup: :func:`nat_lab` is a ``with`` block (processes killed by pid, namespaces deleted by name);
+:func:`sweep_stale` deletes the namespaces of labs whose process died (names carry the pid).
+Run ``python -m pytsnet.testing.natlab sweep`` after a crashed run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import select
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pytsnet.testing.netns import Netns
+
+__all__ = ["INTERNET_ADDR", "NAT_TYPES", "PREFIX", "REFLECTOR_PORTS", "SECOND_ADDR", "Lan", "LanSpec",
+           "NatLab", "NatType", "Reflectors", "nat_lab", "sweep_stale"]
+
+NatType = Literal["none", "easy", "filtering", "hard", "double", "udp_blocked"]
+NAT_TYPES: tuple[NatType, ...] = ("none", "easy", "filtering", "hard", "double", "udp_blocked")
+PREFIX = "natlab"
+INTERNET_NET = "203.0.113.0/24"
+INTERNET_ADDR = "203.0.113.1"
+"""Where localnet (control, DERP, STUN) and the first reflector listen."""
+SECOND_ADDR = "203.0.113.2"
+"""A second internet address (the second reflector): another destination for mapping tests."""
+REFLECTOR_PORTS = (3478, 3479)
+NAT_TIMEOUT = 120  # seconds an idle ``easy`` mapping stays open to anyone (conntrack's UDP default is 30/120)
+_NAME_RE = re.compile(rf"^{PREFIX}-(\d+)-")
+_lab_counter = iter(range(1 << 30))
+
+
+@dataclass(frozen=True)
+class LanSpec:
+    """One LAN: its name (a key in :attr:`NatLab.lans`), NAT type, node count and link MTU."""
+
+    name: str
+    nat: NatType
+    nodes: int = 1
+    mtu: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.nat not in NAT_TYPES:
+            raise ValueError(f"unknown NAT type {self.nat!r}; want one of {NAT_TYPES}")
+        if not 1 <= self.nodes <= 8:
+            raise ValueError(f"LAN {self.name}: 1..8 nodes, got {self.nodes}")
+
+
+@dataclass
+class Lan:
+    """A built LAN: its node namespaces and addresses, its router(s) and public (WAN) address."""
+
+    spec: LanSpec
+    nodes: list[Netns]
+    node_addrs: list[str]
+    routers: list[Netns]
+    """Outermost first (two for ``double``)."""
+    wan_addr: str
+    """The address the internet sees (the outer router's WAN; the node's own for ``none``)."""
+    gateway: str
+    """The nodes' default gateway (their router's LAN address)."""
+
+    @property
+    def router(self) -> Netns:
+        return self.routers[-1]
+
+    @property
+    def node(self) -> Netns:
+        return self.nodes[0]
+
+
+@dataclass
+class NatLab:
+    internet: Netns
+    lans: dict[str, Lan]
+    reflectors: Reflectors
+    all_ns: list[Netns] = field(default_factory=list)
+
+    def __getitem__(self, name: str) -> Lan:
+        return self.lans[name]
+
+    def assert_sealed(self) -> None:
+        """No namespace of the lab routes a non-lab address anywhere but into a router that has no
+        route for it: nothing leaves the lab."""
+        probe = "192.0.2.1"  # RFC 5737: outside every lab prefix
+        for lan in self.lans.values():
+            for r in lan.routers:
+                r.assert_no_route_out()
+            for n in lan.nodes:
+                via = n.run(["ip", "-o", "route", "get", probe], check=False).stdout
+                if via and f"via {lan.gateway} " not in via:
+                    raise AssertionError(f"{n.name} routes {probe} past its router: {via}")
+        self.internet.assert_no_route_out()
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+def _link(a: Netns, a_if: str, b: Netns, b_if: str, mtu: int | None) -> None:
+    """A veth pair ``a_if`` (in a) — ``b_if`` (in b), both up, with ``mtu`` if given."""
+    _ip("link", "add", a_if, "netns", a.name, "type", "veth", "peer", "name", b_if, "netns", b.name)
+    for ns, ifname in ((a, a_if), (b, b_if)):
+        if mtu is not None:
+            _ip("-n", ns.name, "link", "set", ifname, "mtu", str(mtu))
+        _ip("-n", ns.name, "link", "set", ifname, "up")
+
+
+def _addr(ns: Netns, ifname: str, cidr: str) -> None:
+    _ip("-n", ns.name, "addr", "add", cidr, "dev", ifname)
+
+
+def nft_rules(nat: NatType, wan: str = "wan", lan: str = "lan") -> str:
+    """The router's nftables ruleset for ``nat`` (``wan``/``lan``: its interfaces)."""
+    if nat == "none":
+        return ""  # a plain router: public addresses behind it, nothing filtered
+    masq = "masquerade random" if nat == "hard" else "masquerade"
+    eim_map = eim_update = eim_dnat = ""
+    if nat == "easy":
+        eim_map = (f"  map eim {{\n    type inet_service : ipv4_addr\n    flags dynamic,timeout\n"
+                   f"    timeout {NAT_TIMEOUT}s\n  }}\n")
+        # learned from every outbound UDP packet (before the established shortcut: refreshes it)
+        eim_update = f'    iifname "{lan}" meta l4proto udp update @eim {{ udp sport : ip saddr }}\n'
+        eim_dnat = f'    iifname "{wan}" meta l4proto udp dnat ip to udp dport map @eim\n'
+    udp_drop = ""
+    if nat == "udp_blocked":
+        udp_drop = "    meta l4proto udp drop\n"
+    return (
+        "table ip natlab {\n"
+        f"{eim_map}"
+        "  chain forward {\n"
+        "    type filter hook forward priority filter; policy drop;\n"
+        f"{udp_drop}{eim_update}"
+        "    ct state established,related accept\n"
+        f'    iifname "{wan}" ct status dnat accept\n'
+        f'    iifname "{lan}" oifname "{wan}" accept\n'
+        "  }\n"
+        "  chain input {\n"
+        "    type filter hook input priority filter; policy drop;\n"
+        '    iifname "lo" accept\n'
+        "    ct state established,related accept\n"
+        f'    iifname "{lan}" meta l4proto icmp accept\n'
+        "  }\n"
+        "  chain prerouting {\n"
+        "    type nat hook prerouting priority dstnat;\n"
+        f"{eim_dnat}"
+        "  }\n"
+        "  chain postrouting {\n"
+        "    type nat hook postrouting priority srcnat;\n"
+        f'    oifname "{wan}" {masq}\n'
+        "  }\n"
+        "}\n")
+
+
+def _nft(ns: Netns, rules: str) -> None:
+    if rules:
+        out = subprocess.run(["ip", "netns", "exec", ns.name, "nft", "-f", "-"], input=rules, text=True,
+                             capture_output=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"nft in {ns.name}: {out.stderr.strip()}\n{rules}")
+
+
+class Reflectors:
+    """STUN-like UDP reflectors on the internet segment, served by one thread in this process.
+
+    Each answers ``b"who"`` with the sender's address as it sees it (``b"ip:port"``), and
+    ``b"via IP PORT"`` by having *that* reflector send the sender's address to the sender instead: an
+    unsolicited packet from a destination the inside never sent to (for the filtering tests).
+    """
+
+    def __init__(self, ns: Netns, addrs: Sequence[tuple[str, int]]) -> None:
+        def bind_all() -> dict[tuple[str, int], socket.socket]:
+            out = {}
+            for a in addrs:
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                s.bind(a)
+                out[a] = s
+            return out
+
+        self.socks = ns.call(bind_all)
+        self.addrs = list(addrs)
+        self._stop_r, self._stop_w = os.pipe()
+        self._thread = threading.Thread(target=self._run, name=f"reflectors-{ns.name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        by_fd = {s.fileno(): s for s in self.socks.values()}
+        while True:
+            ready, _, _ = select.select([self._stop_r, *by_fd], [], [])
+            if self._stop_r in ready:
+                return
+            for fd in ready:
+                with contextlib.suppress(OSError, ValueError):
+                    data, src = by_fd[fd].recvfrom(2048)
+                    seen = f"{src[0]}:{src[1]}".encode()
+                    if data == b"who":
+                        by_fd[fd].sendto(seen, src)
+                    elif data.startswith(b"via "):
+                        _, ip, port = data.decode().split()
+                        self.socks[(ip, int(port))].sendto(seen, src)
+
+    def close(self) -> None:
+        os.write(self._stop_w, b"x")
+        self._thread.join(5)
+        for s in self.socks.values():
+            s.close()
+        os.close(self._stop_r)
+        os.close(self._stop_w)
+
+
+def _name(lab_id: str, role: str) -> str:
+    return f"{PREFIX}-{lab_id}-{role}"
+
+
+@contextlib.contextmanager
+def nat_lab(*specs: LanSpec) -> Iterator[NatLab]:
+    """Build the lab of ``specs`` (LAN names unique); everything is torn down on exit."""
+    if len({s.name for s in specs}) != len(specs):
+        raise ValueError("LAN names must be unique")
+    if len(specs) > 16:
+        raise ValueError("at most 16 LANs")
+    lab_id = f"{os.getpid()}-{next(_lab_counter)}"
+    made: list[Netns] = []
+    reflectors: Reflectors | None = None
+
+    def ns(role: str) -> Netns:
+        n = Netns(_name(lab_id, role))
+        made.append(n)
+        return n
+
+    try:
+        internet = ns("inet")
+        internet.sh("ip link add inet0 type bridge && ip link set inet0 up && "
+                    f"ip addr add {INTERNET_ADDR}/24 dev inet0 && ip addr add {SECOND_ADDR}/24 dev inet0 && "
+                    "sysctl -qw net.ipv4.ip_forward=0")
+        lans: dict[str, Lan] = {}
+        public_routes: list[tuple[str, str]] = []  # (prefix, via) for ``none`` LANs
+        for i, spec in enumerate(specs):
+            wan_addr = f"203.0.113.{10 + i}"
+            outer = ns(f"r{i}")
+            _link(outer, "wan", internet, f"w{i}", spec.mtu)
+            _ip("-n", internet.name, "link", "set", f"w{i}", "master", "inet0")
+            _addr(outer, "wan", f"{wan_addr}/24")
+            routers = [outer]
+            gw_side = outer
+            if spec.nat == "double":
+                inner = ns(f"r{i}b")
+                _link(outer, "lan", inner, "wan", spec.mtu)
+                _addr(outer, "lan", f"10.200.{i}.1/24")
+                _addr(inner, "wan", f"10.200.{i}.2/24")
+                inner.sh(f"ip route add {INTERNET_NET} via 10.200.{i}.1")
+                routers.append(inner)
+                gw_side = inner
+            if spec.nat == "none":  # a public /28 of 198.51.100.0/24 (RFC 5737), routed by this router
+                net3, gw, first, plen = "198.51.100", f"198.51.100.{16 * i + 1}", 16 * i + 2, 28
+                public_routes.append((f"198.51.100.{16 * i}/28", wan_addr))
+            else:
+                net3, gw, first, plen = f"10.{1 + i}.0", f"10.{1 + i}.0.1", 10, 24
+            nodes, addrs = [], []
+            for k in range(spec.nodes):
+                node = ns(f"n{i}{chr(ord('a') + k)}")
+                addr = f"{net3}.{first + k}"
+                _link(gw_side, f"lan{k}" if spec.nodes > 1 else "lan", node, "eth0", spec.mtu)
+                _addr(node, "eth0", f"{addr}/{plen}")
+                node.sh(f"ip route add default via {gw}")
+                nodes.append(node)
+                addrs.append(addr)
+            if spec.nodes > 1:  # one LAN: a bridge on the router joins the nodes' links; what it
+                # switches stays off the router's forward hook (br_netfilter would filter it there)
+                gw_side.sh("ip link add lan type bridge && ip link set lan up && " + " && ".join(
+                    f"ip link set lan{k} master lan" for k in range(spec.nodes)))
+                gw_side.sh("sysctl -qw net.bridge.bridge-nf-call-iptables=0", check=False)
+            _addr(gw_side, "lan", f"{gw}/{plen}")
+            for r in routers:
+                r.sh("sysctl -qw net.ipv4.ip_forward=1")
+            if spec.nat == "double":
+                _nft(outer, nft_rules("filtering"))
+                _nft(routers[1], nft_rules("filtering"))
+            else:
+                _nft(outer, nft_rules(spec.nat))
+            lans[spec.name] = Lan(spec=spec, nodes=nodes, node_addrs=addrs, routers=routers,
+                                  wan_addr=addrs[0] if spec.nat == "none" else wan_addr, gateway=gw)
+        for cidr, via in public_routes:  # the internet and every other router reach public LANs
+            for lan in lans.values():
+                if lan.routers[0].sh("ip -o addr show dev wan").find(f" {via}/") < 0:
+                    _ip("-n", lan.routers[0].name, "route", "add", cidr, "via", via)
+            _ip("-n", internet.name, "route", "add", cidr, "via", via)
+        reflectors = Reflectors(internet, [(a, p) for a in (INTERNET_ADDR, SECOND_ADDR)
+                                           for p in REFLECTOR_PORTS])
+        lab = NatLab(internet=internet, lans=lans, reflectors=reflectors, all_ns=made)
+        lab.assert_sealed()
+        yield lab
+    finally:
+        if reflectors is not None:
+            reflectors.close()
+        for n in reversed(made):
+            n.close()
+
+
+def sweep_stale(prefix: str = PREFIX) -> list[str]:
+    """Delete the namespaces of labs whose creating process is gone (a crashed run); their names."""
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    gone = []
+    for line in out.splitlines():
+        name = line.split()[0] if line.split() else ""
+        m = _NAME_RE.match(name) if prefix == PREFIX else re.match(rf"^{re.escape(prefix)}-(\d+)-", name)
+        if m is None:
+            continue
+        pid = int(m.group(1))
+        if pid == os.getpid() or os.path.exists(f"/proc/{pid}"):
+            continue
+        pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout
+        for p in pids.split():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(p), 9)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        subprocess.run(["rm", "-rf", f"/etc/netns/{name}"], capture_output=True)
+        gone.append(name)
+    return gone
+
+
+def main(argv: Sequence[str]) -> int:
+    if list(argv) == ["sweep"]:
+        for name in sweep_stale():
+            print(f"deleted {name}")
+        return 0
+    print("usage: python -m pytsnet.testing.natlab sweep")
+    return 2
+
+
+if __name__ == "__main__":
+    import sys
+    raise SystemExit(main(sys.argv[1:]))
