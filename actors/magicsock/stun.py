@@ -17,6 +17,7 @@ import ipaddress
 import os
 
 from pytsnet.actors.keeper import recall, remember
+from pytsnet.actors.magicsock.localaddr import local_ipv4  # 24a
 from pytsnet.actors.runtime import Actor, TimerHandle, handles
 from pytsnet.messages.magicsock import (
     HomeRegion,
@@ -170,11 +171,24 @@ class StunProber(Actor):
             eps.append(format_addr(report.global_v4))
         if report.global_v6 is not None:
             eps.append(format_addr(report.global_v6))
+        # -- 24a --
+        # Behind a hard NAT (the mapping varies by destination) with a fixed port configured, guess
+        # that the router forwards that same port (Go's EndpointSTUN4LocalPort): worst case a
+        # candidate that never answers.
+        if report.global_v4 is not None and report.mapping_varies_by_dest_ip and self.config.bind_port:
+            eps.append(format_addr((report.global_v4[0], self.config.bind_port)))
+        # -- end 24a --
         host = self.config.bind_host
         try:
             ip = ipaddress.ip_address(host)
             if not ip.is_unspecified and self.bound_port:
                 eps.append(format_addr((ip, self.bound_port)))
+            # -- 24a --
+            elif ip.is_unspecified and self.bound_port and ip.version == 4:
+                # bound to every address: offer each local interface's (Go's EndpointLocal), so two
+                # peers behind one NAT meet on their LAN (no hairpin needed); loopback never
+                eps.extend(format_addr((a, self.bound_port)) for a in local_ipv4())
+            # -- end 24a --
         except ValueError:
             pass
         for e in self.config.extra_endpoints:
