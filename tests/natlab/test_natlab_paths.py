@@ -1,0 +1,139 @@
+"""Traversal cells in the NAT lab: which path two nodes settle on behind which NATs, and a byte-exact
+TCP echo over it. Localnet (control, DERP, STUN) runs on the lab's internet segment; each node runs
+in-process with its threads in its own node namespace (``LabTailnet.device``).
+
+Expected paths are Go's (``tstest/integration/nat``): endpoint-independent mappings on both sides go
+direct (hole punching: each side's disco pings open its own NAT to the other's STUN endpoint), a
+hard (endpoint-dependent) NAT facing a port-restricted one stays on DERP, UDP blocked means DERP
+over TCP, and two peers behind one NAT meet on their LAN addresses. Each cell is bounded at 30 s.
+The Python↔Go cell reads Go's path from its ``magicsock: disco: node … now using`` log line.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pytsnet.testing import gonode
+from pytsnet.testing.exitnet import fetch
+from pytsnet.testing.natlab import LanSpec, NatLab, NatType, nat_lab
+from pytsnet.testing.natlab_net import LabTailnet, lab_tailnet, peer_path, run_cell, serve_echo
+from pytsnet.testing.netns import netns_available
+from pytsnet.testing.polling import wait_until
+
+pytestmark = [pytest.mark.root]
+
+BOUND = 30.0
+
+
+@pytest.fixture
+def cell(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[NatLab, LabTailnet]]:
+    if reason := netns_available():
+        pytest.skip(reason)
+    specs: list[LanSpec] = request.param
+    with nat_lab(*specs) as lab, lab_tailnet(lab, tmp_path) as w:
+        yield lab, w
+
+
+def two_lans(a: NatType, b: NatType) -> list[LanSpec]:
+    return [LanSpec("a", a), LanSpec("b", b)]
+
+
+DIRECT = [("easy", "easy"), ("filtering", "filtering"), ("double", "double"), ("easy", "hard")]
+DERP = [("hard", "hard"), ("filtering", "hard"), ("udp_blocked", "easy")]
+
+
+@pytest.mark.parametrize("cell", [two_lans(a, b) for a, b in DIRECT], indirect=True,
+                         ids=[f"{a}-{b}" for a, b in DIRECT])
+def test_direct_cells(cell: tuple[NatLab, LabTailnet]) -> None:
+    lab, w = cell
+    a, b = w.device(lab["a"].node, "a"), w.device(lab["b"].node, "b")
+    serve_echo(b)
+    r = run_cell(a, b, bound=BOUND)
+    assert r.transfer_ok, r
+    assert r.path == "direct" and r.time_to_direct is not None and r.time_to_direct < BOUND, r
+    assert r.addr is not None and r.addr.split(":")[0] == lab["b"].wan_addr, r  # B's STUN endpoint
+    wait_until(lambda: peer_path(b, a.tailscale_ips()[0])[0] == "direct", 10, "B's route to A direct too")
+    assert peer_path(b, a.tailscale_ips()[0])[1].split(":")[0] == lab["a"].wan_addr  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("cell", [two_lans(a, b) for a, b in DERP], indirect=True,
+                         ids=[f"{a}-{b}" for a, b in DERP])
+def test_derp_cells(cell: tuple[NatLab, LabTailnet]) -> None:
+    lab, w = cell
+    a, b = w.device(lab["a"].node, "a"), w.device(lab["b"].node, "b")
+    serve_echo(b)
+    r = run_cell(a, b, bound=BOUND, want_direct=False)  # 8 s of traffic: no upgrade may happen
+    assert r.transfer_ok, r
+    assert r.path == "derp" and r.time_to_direct is None, r
+    row = next(p for p in a.status().peers if p.addresses[0].split("/")[0] == b.tailscale_ips()[0])
+    assert row.derp_bytes_out > r.nbytes and row.derp_bytes_in > r.nbytes, row
+    assert peer_path(b, a.tailscale_ips()[0])[0] == "derp"
+    if lab["a"].spec.nat == "udp_blocked":  # no STUN answer: A's only endpoint is its LAN address
+        st = a.status()
+        assert st.endpoints == (f"{lab['a'].node_addrs[0]}:{st.endpoints[0].split(':')[1]}",), st.endpoints
+        assert st.derp_connected.get(st.home_region), st  # DERP over TCP carried it all
+
+
+@pytest.mark.parametrize("cell", [[LanSpec("lan", "easy", nodes=2)]], indirect=True, ids=["same_lan"])
+def test_same_lan_goes_direct_on_the_lan_address(cell: tuple[NatLab, LabTailnet]) -> None:
+    lab, w = cell
+    lan = lab["lan"]
+    a, b = w.device(lan.nodes[0], "a"), w.device(lan.nodes[1], "b")
+    serve_echo(b)
+    r = run_cell(a, b, bound=BOUND)
+    assert r.transfer_ok and r.path == "direct", r
+    assert r.addr is not None and r.addr.split(":")[0] == lan.node_addrs[1], r  # not the shared WAN address
+
+
+# -- Python ↔ Go ------------------------------------------------------------------------------------
+def _go_short(node_key: str) -> str:
+    """Go's short debug form of a node key: ``[`` + first 5 chars of std-base64 + ``]``."""
+    return "[" + base64.b64encode(bytes.fromhex(node_key.removeprefix("nodekey:"))).decode()[:5] + "]"
+
+
+def go_paths(log: str, node_key: str) -> list[str]:
+    """The UDP addresses Go's magicsock chose for ``node_key`` (``disco: node [K] d:… now using A``)."""
+    return re.findall(rf"disco: node {re.escape(_go_short(node_key))} d:[0-9a-f]+ now using ([0-9.]+:[0-9]+)",
+                      log)
+
+
+GO_BODY = "natlab-" + "0123456789abcdef" * 2048  # 32 KiB of a known body
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize("cell", [two_lans("easy", "easy")], indirect=True, ids=["easy-easy"])
+def test_python_and_go_go_direct_behind_easy_nats(cell: tuple[NatLab, LabTailnet]) -> None:
+    if reason := gonode.unavailable():
+        pytest.skip(reason)
+    lab, w = cell
+    go_ns = lab["b"].node
+    a = w.device(lab["a"].node, "a")
+    a_key = a.status().self_node.node_key  # type: ignore[union-attr]
+    text = gonode.serving_caddyfile(w.net.control_url, w.key, w.tmp / "gonode", "gonode", GO_BODY, debug=True)
+    env = gonode.tailnet_go_env(w.tmp / "home-gonode", w.net.relay.go_env, direct=True)
+    go = gonode.caddy_run(go_ns, "gonode", text, w.tmp, env)
+    try:
+        wait_until(lambda: any(p.hostname == "gonode" for p in a.status().peers), 60,
+                   "the Go node in A's status()")
+        go_ip = next(p for p in a.status().peers if p.hostname == "gonode").addresses[0].split("/")[0]
+
+        def direct_both() -> bool:
+            body = fetch(a, go_ip, 80, timeout=BOUND)  # HTTP/1.0: the body as is, to the FIN
+            assert body == GO_BODY.encode(), len(body)  # byte-exact on every request
+            return peer_path(a, go_ip)[0] == "direct" and bool(go_paths(go.log(), a_key))
+
+        try:
+            wait_until(direct_both, BOUND, "Python and Go both on a direct path")
+        except AssertionError as e:
+            raise AssertionError(f"{e}\npy: {peer_path(a, go_ip)}\n{go.log_tail(4000)}") from None
+        addr = peer_path(a, go_ip)[1]
+        assert addr is not None and addr.split(":")[0] == lab["b"].wan_addr
+        used = go_paths(go.log(), a_key)[-1]
+        assert used.split(":")[0] == lab["a"].wan_addr, used  # Go reached A through A's NAT
+    finally:
+        gonode.stop_all(go_ns)
