@@ -106,6 +106,11 @@ def send_on(sock: socket.socket, dst: tuple[str, int], datas: Sequence[bytes | b
             if sock.fileno() == -1:
                 raise
             if e.errno not in GSO_UNSUPPORTED:
+                # -- 24a --
+                if e.errno == errno.EMSGSIZE:  # segments above the route's MTU (a 1280 underlay):
+                    for data in datas[i:j]:  # the kernel will not GSO them but fragments plain sends
+                        _sendto(sock, data, dst)
+                # -- end 24a --
                 continue  # unreachable/refused/full: as a plain send, the path logic copes
             res.gso = False  # this route or device cannot segment: plain sends from now on
             for data in datas[i:j]:

@@ -137,3 +137,52 @@ def test_python_and_go_go_direct_behind_easy_nats(cell: tuple[NatLab, LabTailnet
         assert used.split(":")[0] == lab["a"].wan_addr, used  # Go reached A through A's NAT
     finally:
         gonode.stop_all(go_ns)
+
+
+# -- a 1280-MTU underlay ---------------------------------------------------------------------------
+@pytest.mark.parametrize("cell", [[LanSpec("a", "easy", mtu=1280), LanSpec("b", "easy", mtu=1280)]],
+                         indirect=True, ids=["easy-easy-mtu1280"])
+def test_1280_mtu_underlay_carries_bulk_on_the_direct_path(cell: tuple[NatLab, LabTailnet]) -> None:
+    """WireGuard datagrams of a full 1280-byte tunnel packet are 1340 bytes: above the link's MTU.
+    Plain sends are fragmented by the kernel; GSO sends of such segments fail with EMSGSIZE, which
+    used to drop the whole run silently (the transfer stalled). Disco stays direct, bytes arrive."""
+    lab, w = cell
+    a, b = w.device(lab["a"].node, "a"), w.device(lab["b"].node, "b")
+    serve_echo(b)
+    r = run_cell(a, b, bound=BOUND, nbytes=2 << 20)
+    assert r.transfer_ok and r.path == "direct", r
+    assert peer_path(a, b.tailscale_ips()[0])[0] == "direct"
+
+
+def test_gso_run_above_the_route_mtu_is_sent_plainly() -> None:
+    import socket
+
+    from pytsnet.actors.magicsock.udp_lane import send_on
+    from pytsnet.testing.natlab import INTERNET_ADDR
+
+    if reason := netns_available():
+        pytest.skip(reason)
+    with nat_lab(LanSpec("a", "easy", mtu=1280)) as lab:
+        def receiver() -> socket.socket:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind((INTERNET_ADDR, 0))
+            s.settimeout(2)
+            return s
+
+        rx = lab.internet.call(receiver)
+
+        def burst() -> tuple[bool, int]:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                res = send_on(s, rx.getsockname(), [bytes([i]) * 1340 for i in range(8)], gso=True)
+                return res.gso, res.gso_sends
+
+        try:
+            gso, gso_sends = lab["a"].node.call(burst)
+            got = []
+            with pytest.raises(TimeoutError):
+                while True:
+                    got.append(rx.recv(4096))
+            assert got == [bytes([i]) * 1340 for i in range(8)]  # all of them, reassembled, in order
+            assert gso and gso_sends == 0  # GSO stays on for runs that fit; this one went plainly
+        finally:
+            rx.close()
