@@ -130,7 +130,7 @@ def py_go(lab: NatLab, w: LabTailnet) -> Row:
 
 def go_go(lab: NatLab, w: LabTailnet) -> Row:
     na, nb = nodes(lab)
-    srv, node = go_server(w, nb, "gosrv")
+    _srv, node = go_server(w, nb, "gosrv")
     try:
         env = gonode.tailnet_go_env(w.tmp / "home-gocli", w.net.relay.go_env, direct=True)
         text = gonode.client_caddyfile(w.net.control_url, w.key, w.tmp / "gocli", f"http://{node.ipv4}:80",
