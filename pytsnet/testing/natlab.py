@@ -21,9 +21,10 @@ Go's natlab/vnet ``nat.go`` and ``tstest/integration/nat/nat_test.go``):
 
 Every router drops unsolicited inbound (forward and input) except what its type lets in. Two peers
 behind one router are a LAN with ``nodes=2`` (the ``same_lan`` cell). ``mtu`` sets the MTU of every
-link of that LAN (node, router(s), its WAN port). Node namespaces have one route, the default via
-their router; routers route only the lab's prefixes; the internet namespace forwards nothing — no
-packet can leave the lab (:meth:`NatLab.assert_sealed` checks).
+link of that LAN (node, router(s), its WAN port), ``wan_mtu`` of the WAN link alone (a smaller MTU
+mid-path: the node learns it from ICMP). Node namespaces have one route, the default via their
+router; routers route only the lab's prefixes; the internet namespace forwards nothing — no packet
+can leave the lab (:meth:`NatLab.assert_sealed` checks).
 
 Cleanup: :func:`nat_lab` is a ``with`` block (processes killed by pid, namespaces deleted by name);
 :func:`sweep_stale` deletes the namespaces of labs whose process died (names carry the pid).
@@ -33,6 +34,7 @@ Run ``python -m pytsnet.testing.natlab sweep`` after a crashed run.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 import select
@@ -58,18 +60,20 @@ SECOND_ADDR = "203.0.113.2"
 """A second internet address (the second reflector): another destination for mapping tests."""
 REFLECTOR_PORTS = (3478, 3479)
 NAT_TIMEOUT = 120  # seconds an idle ``easy`` mapping stays open to anyone (conntrack's UDP default is 30/120)
-_NAME_RE = re.compile(rf"^{PREFIX}-(\d+)-")
-_lab_counter = iter(range(1 << 30))
+_lab_counter = itertools.count()
 
 
 @dataclass(frozen=True)
 class LanSpec:
-    """One LAN: its name (a key in :attr:`NatLab.lans`), NAT type, node count and link MTU."""
+    """One LAN: its name (a key in :attr:`NatLab.lans`), NAT type, node count and link MTUs."""
 
     name: str
     nat: NatType
     nodes: int = 1
     mtu: int | None = None
+    """Every link of the LAN (node, router(s), WAN port)."""
+    wan_mtu: int | None = None
+    """The WAN link alone (over ``mtu``): a smaller MTU in the middle of the path, as PPPoE or a tunnel."""
 
     def __post_init__(self) -> None:
         if self.nat not in NAT_TYPES:
@@ -270,7 +274,7 @@ def nat_lab(*specs: LanSpec) -> Iterator[NatLab]:
         for i, spec in enumerate(specs):
             wan_addr = f"203.0.113.{10 + i}"
             outer = ns(f"r{i}")
-            _link(outer, "wan", internet, f"w{i}", spec.mtu)
+            _link(outer, "wan", internet, f"w{i}", spec.wan_mtu or spec.mtu)
             _ip("-n", internet.name, "link", "set", f"w{i}", "master", "inet0")
             _addr(outer, "wan", f"{wan_addr}/24")
             routers = [outer]
@@ -335,7 +339,7 @@ def sweep_stale(prefix: str = PREFIX) -> list[str]:
     gone = []
     for line in out.splitlines():
         name = line.split()[0] if line.split() else ""
-        m = _NAME_RE.match(name) if prefix == PREFIX else re.match(rf"^{re.escape(prefix)}-(\d+)-", name)
+        m = re.match(rf"^{re.escape(prefix)}-(\d+)-", name)
         if m is None:
             continue
         pid = int(m.group(1))

@@ -140,11 +140,13 @@ def test_python_and_go_go_direct_behind_easy_nats(cell: tuple[NatLab, LabTailnet
 
 
 # -- a 1280-MTU underlay ---------------------------------------------------------------------------
-@pytest.mark.parametrize("cell", [[LanSpec("a", "easy", mtu=1280), LanSpec("b", "easy", mtu=1280)]],
-                         indirect=True, ids=["easy-easy-mtu1280"])
+@pytest.mark.parametrize("cell", [[LanSpec("a", "easy", mtu=1280), LanSpec("b", "easy", mtu=1280)],
+                                  [LanSpec("a", "easy", wan_mtu=1280), LanSpec("b", "easy", wan_mtu=1280)]],
+                         indirect=True, ids=["easy-easy-mtu1280", "easy-easy-wan-mtu1280"])
 def test_1280_mtu_underlay_carries_bulk_on_the_direct_path(cell: tuple[NatLab, LabTailnet]) -> None:
-    """WireGuard datagrams of a full 1280-byte tunnel packet are 1340 bytes: above the link's MTU.
-    Plain sends are fragmented by the kernel; GSO sends of such segments fail with EMSGSIZE, which
+    """WireGuard datagrams of a full 1280-byte tunnel packet are 1340 bytes: above the link's MTU
+    (the node's own, or mid-path: then ICMP tells the node's kernel the path MTU). Plain sends are
+    fragmented by the kernel; GSO sends of such segments fail with EMSGSIZE, which
     used to drop the whole run silently (the transfer stalled). Disco stays direct, bytes arrive."""
     lab, w = cell
     a, b = w.device(lab["a"].node, "a"), w.device(lab["b"].node, "b")
