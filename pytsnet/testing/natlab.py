@@ -115,6 +115,20 @@ class NatLab:
     def __getitem__(self, name: str) -> Lan:
         return self.lans[name]
 
+    def rebind(self, name: str, new_wan: str) -> None:
+        """Give LAN ``name``'s (outer) router a new public address, as a NAT that restarts with a new
+        lease: the old mappings die with the old address (masquerade drops them; the neighbours on
+        the internet segment forget it at once), new ones use the new address."""
+        lan = self.lans[name]
+        if lan.spec.nat == "none":
+            raise ValueError("a `none` LAN has no NAT to rebind")
+        outer = lan.routers[0]
+        outer.sh(f"ip addr del {lan.wan_addr}/24 dev wan && ip addr add {new_addr_check(new_wan)}/24 dev wan")
+        self.internet.sh("ip neigh flush all")
+        for other in self.lans.values():
+            other.routers[0].sh("ip neigh flush dev wan")
+        lan.wan_addr = new_wan
+
     def assert_sealed(self) -> None:
         """No namespace of the lab routes a non-lab address anywhere but into a router that has no
         route for it: nothing leaves the lab."""
@@ -127,6 +141,13 @@ class NatLab:
                 if via and f"via {lan.gateway} " not in via:
                     raise AssertionError(f"{n.name} routes {probe} past its router: {via}")
         self.internet.assert_no_route_out()
+
+
+def new_addr_check(addr: str) -> str:
+    """``addr`` if it is a free host address of the internet segment (203.0.113.64-254)."""
+    if not (addr.startswith("203.0.113.") and 64 <= int(addr.rsplit(".", 1)[1]) <= 254):
+        raise ValueError(f"{addr}: pick a rebind address in 203.0.113.64-254")
+    return addr
 
 
 def _ip(*args: str) -> None:

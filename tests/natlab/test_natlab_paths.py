@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import pytest
 from pytsnet.testing import gonode
 from pytsnet.testing.exitnet import fetch
 from pytsnet.testing.natlab import LanSpec, NatLab, NatType, nat_lab
-from pytsnet.testing.natlab_net import LabTailnet, lab_tailnet, peer_path, run_cell, serve_echo
+from pytsnet.testing.natlab_net import ECHO_PORT, LabTailnet, lab_tailnet, peer_path, run_cell, serve_echo
 from pytsnet.testing.netns import netns_available
 from pytsnet.testing.polling import wait_until
 
@@ -188,3 +189,41 @@ def test_gso_run_above_the_route_mtu_is_sent_plainly() -> None:
             assert gso and gso_sends == 0  # GSO stays on for runs that fit; this one went plainly
         finally:
             rx.close()
+
+
+# -- NAT rebinding ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("cell", [two_lans("filtering", "filtering")], indirect=True, ids=["filtering"])
+def test_new_public_address_mid_flow_goes_direct_again(cell: tuple[NatLab, LabTailnet]) -> None:
+    """A's router comes back with a new public address while a TCP flow runs: the old direct path
+    dies (both sides notice it, DERP carries on), and within the bound both go direct again on A's new
+    mapping (B learns it from A's disco pings, then A's next STUN report); no byte lost or changed."""
+    lab, w = cell
+    a, b = w.device(lab["a"].node, "a"), w.device(lab["b"].node, "b")
+    serve_echo(b)
+    assert run_cell(a, b, bound=BOUND).path == "direct"
+    a_ip, b_ip = a.tailscale_ips()[0], b.tailscale_ips()[0]
+    sock = a.tcp_connect_blocking(b_ip, ECHO_PORT, timeout=BOUND)
+    sock.settimeout(BOUND)
+    new = "203.0.113.77"
+    lab.rebind("a", new)
+    t0, n = time.monotonic(), 0
+
+    def both_direct_on_new() -> bool:
+        nonlocal n
+        block = bytes([n % 251]) * 700
+        sock.sendall(block)
+        got = b""
+        while len(got) < len(block):
+            chunk = sock.recv(len(block) - len(got))
+            assert chunk, "echo closed"
+            got += chunk
+        assert got == block
+        n += 1
+        a_path, b_path = peer_path(a, b_ip), peer_path(b, a_ip)
+        return a_path[0] == "direct" and b_path[0] == "direct" and (b_path[1] or "").startswith(new + ":")
+
+    try:
+        wait_until(both_direct_on_new, 2 * BOUND, "both direct again, B on A's new address", interval=0.2)
+    finally:
+        sock.close()
+    assert n > 5 and time.monotonic() - t0 < 2 * BOUND
