@@ -123,7 +123,7 @@ class NatLab:
         if lan.spec.nat == "none":
             raise ValueError("a `none` LAN has no NAT to rebind")
         outer = lan.routers[0]
-        outer.sh(f"ip addr del {lan.wan_addr}/24 dev wan && ip addr add {new_addr_check(new_wan)}/24 dev wan")
+        outer.sh(f"ip addr del {lan.wan_addr}/24 dev wan && ip addr add {_rebind_addr(new_wan)}/24 dev wan")
         self.internet.sh("ip neigh flush all")
         for other in self.lans.values():
             other.routers[0].sh("ip neigh flush dev wan")
@@ -143,7 +143,7 @@ class NatLab:
         self.internet.assert_no_route_out()
 
 
-def new_addr_check(addr: str) -> str:
+def _rebind_addr(addr: str) -> str:
     """``addr`` if it is a free host address of the internet segment (203.0.113.64-254)."""
     if not (addr.startswith("203.0.113.") and 64 <= int(addr.rsplit(".", 1)[1]) <= 254):
         raise ValueError(f"{addr}: pick a rebind address in 203.0.113.64-254")
