@@ -155,6 +155,11 @@ class DerpRegion(Message, tag="magicsock.derp_region"):
     insecure_for_tests: bool = False
     code: str = ""
     """The region's ``RegionCode`` (``nyc``): what the LocalAPI's ``Relay``/``DERPRegionCode`` show."""
+    # -- 24d --
+    host6: str = ""
+    """The node's ``IPv6`` (empty: none, or ``"none"``): dialled and STUNed only with ``ipv6`` on,
+    DERP when ``host`` is missing or does not answer (Go ``DERPNode.IPv6``)."""
+    # -- end 24d --
 
 
 class MagicsockTimings(Message, tag="magicsock.timings"):
@@ -195,6 +200,9 @@ class MagicsockSpawn(Message, tag="magicsock.spawn"):
     udp_offload: bool = True
     """Use UDP GSO/GRO where the kernel has them; False (or env ``PYTSNET_UDP_OFFLOAD=0``) forces
     the plain one-datagram-per-syscall paths (both are tested)."""
+    ipv6: bool = False
+    """24d, ``Config.ipv6``: bind a dual-stack socket (wildcard ``bind_host``), STUN and dial DERP over
+    IPv6 too; False: IPv4 only, nothing IPv6 bound or advertised."""
 
     def name(self, what: str) -> str:
         return f"{self.prefix}.{what}"

@@ -139,6 +139,20 @@ class Config:
     LAN, which an embedded library should not do unasked (and tests must not do to the host's LAN)."""
     # -- end 24c --
 
+    # -- 24d --
+    ipv6: bool = False
+    """The one IPv6 switch (off: the node is IPv4-only, as the seed). It governs both the tailnet and
+    the underlay. False: any ``fd7a:115c:a1e0::`` address control assigns is ignored (none on the
+    netstack, no ``::/0`` route, no AAAA answers for us or peers), no IPv6 UDP socket is bound, no
+    IPv6 endpoint advertised or STUNed, and DERP is dialled over IPv4 only. True: the tailnet IPv6
+    address is used, and with a wildcard ``bind_host`` (``0.0.0.0`` or ``::``) one dual-stack UDP
+    socket is bound (``::``, IPV6_V6ONLY off; IPv4 peers as v4-mapped addresses) that STUNs over
+    IPv6 too, advertises IPv6 endpoints and pings them; DERP is dialled over a node's ``IPv6`` when
+    its IPv4 is missing or fails. ``bind_host`` names exactly what is bound otherwise: a specific
+    IPv4 address binds only it (the tailnet still gets IPv6), a specific IPv6 address binds only it.
+    An IPv6 ``bind_host`` with ``ipv6=False`` is a ``ConfigError``."""
+    # -- end 24d --
+
     def resolved(self) -> Config:
         """A copy with every default and environment fallback applied."""
         if not 0 <= self.port <= 65535:
@@ -153,6 +167,7 @@ class Config:
         if self.exit_node is not None and (not isinstance(self.exit_node, str) or not self.exit_node.strip()):
             raise ConfigError(f"Config.exit_node={self.exit_node!r}: want a stable node ID, tailnet IP or "
                               "MagicDNS name, or None for no exit node")
+        _check_bind_host(self.bind_host, self.ipv6)  # 24d
         routes = _advertised_routes(self.advertise_routes)
         env = os.environ
         prog = program_name()
@@ -193,6 +208,16 @@ class Config:
         if not routes and not self.advertise_exit_node:
             return None
         return ForwardPolicy(routes=routes, exit_node=self.advertise_exit_node)
+
+
+# -- 24d --
+def _check_bind_host(host: str, ipv6: bool) -> None:
+    """An IPv6 ``bind_host`` only with ``ipv6=True``: the knob alone decides whether the underlay uses
+    IPv6 (``"::"`` with IPv6 off would silently bind both families)."""
+    if ":" in host and not ipv6:
+        raise ConfigError(f"Config.bind_host={host!r} is IPv6 but Config.ipv6 is False: set ipv6=True "
+                          "(IPv6 is opt-in), or bind an IPv4 address")
+# -- end 24d --
 
 
 def _advertised_routes(routes: Sequence[str]) -> tuple[str, ...]:

@@ -351,7 +351,7 @@ class ActorDevice:
             advertise_endpoints=cfg.advertise_endpoints, timings=cfg.timings or Timings(),
             stun_interval=cfg.stun_interval, on_netstack=self._on_netstack,
             dns=DnsSpawn(fallback_resolvers=tuple(cfg.fallback_resolvers)), dns_forward=self._dns_forward,
-            forward=cfg.forward_policy(),
+            forward=cfg.forward_policy(), ipv6=cfg.ipv6,  # 24d: the underlay's IPv6
             port_mapping=cfg.port_mapping)  # -- 24c --
         self._peers: list[PeerInfo] = []
         self._route_prefs = RoutePrefs(exit_node=cfg.exit_node, accept_routes=cfg.accept_routes)
@@ -400,7 +400,7 @@ class ActorDevice:
             ephemeral=cfg.ephemeral, tags=tuple(cfg.tags), disco_public=self.disco.public().to_text(),
             backoff_max=cfg.backoff_max, dataplane_name=DATAPLANE, routable_ips=cfg.routable_ips(),
             services=peerapi.services + ((("peerapi-dns-proxy", 1),) if cfg.advertise_exit_node else ()),
-            tka_name=TKA)  # 21e
+            tka_name=TKA, ipv6=cfg.ipv6)  # 21e; 24d: Config.ipv6
         self.system = ActorSystem(f"device-{cfg.hostname}", clock=cfg.clock, log_route=self._log_route)
         self.system.spawn_spec(device_tree(self.system, runner, self.store, self._on_event, self._dp_options,
                                            tka=self._tka_spawn()))  # 21e

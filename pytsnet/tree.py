@@ -94,6 +94,7 @@ class DataplaneOptions:
     bind_port: int = 0
     advertise_endpoints: bool = True
     """False: never tell peers our UDP endpoints (DERP only)."""
+    ipv6: bool = False  # 24d: Config.ipv6 (the underlay: a dual-stack socket, IPv6 STUN and DERP)
     timings: Timings = field(default_factory=Timings)
     stun_interval: tuple[float, float] = (20.0, 26.0)
     on_netstack: Callable[[Netstack | None], None] | None = None
@@ -169,7 +170,8 @@ def dataplane_spec(system: ActorSystem, nm: DataplaneNetmap, options: DataplaneO
         bind_host=options.bind_host, bind_port=options.bind_port,
         advertise_endpoints=options.advertise_endpoints, control=DATAPLANE, memory=MEMORY, prefix=MAGICSOCK,
         timings=timings_message(options.timings), stun_interval=options.stun_interval,
-        portmap=PortmapSpawn() if options.port_mapping else None)  # -- 24c --
+        portmap=PortmapSpawn() if options.port_mapping else None,  # -- 24c --
+        ipv6=options.ipv6)  # 24d
     keys = MagicsockKeys(node_private=nm.node_private, disco_private=options.disco.to_text())
     return supervisor_spec(DATAPLANE_SUP, [
         ChildSpec(WgEngine, WGENGINE, args=(private,),

@@ -134,6 +134,7 @@ class RunnerConfig:
     """Re-login at the first start even with stored state (``TSNET_FORCE_LOGIN``; not on actor restarts)."""
     tka_name: str = ""
     """The TKA authority actor told ``TkaNetmapInfo`` after each netmap (empty: none)."""
+    ipv6: bool = False  # 24d: Config.ipv6 (False: our IPv6 tailnet address is ignored)
 
     def login_config(self) -> login.LoginConfig:
         hostinfo = Hostinfo(Hostname=self.hostname, OS="linux", Package="tsnet", IPNVersion="pytsnet",
@@ -144,7 +145,8 @@ class RunnerConfig:
             control_url=self.control_url, hostinfo=hostinfo, auth_key=self.auth_key, ephemeral=self.ephemeral,
             disco=DiscoPublic.from_text(self.disco_public) if self.disco_public else None,
             backoff_min=self.backoff_min, backoff_max=self.backoff_max, request_timeout=self.request_timeout,
-            followup_timeout=self.followup_timeout, force_login=self.force_login)
+            followup_timeout=self.followup_timeout, force_login=self.force_login,
+            ipv6=self.ipv6)  # 24d
 
 
 _KIND: dict[login.StatusKind, ErrorKind] = {

@@ -71,11 +71,18 @@ def derp_regions(dm: DERPMap | None, plain_origin: tuple[str, int] | None = None
             if n.STUNOnly:
                 continue
             host = n.IPv4 if n.IPv4 and n.IPv4 != "none" else n.HostName
+            # -- 24d: the node's IPv6 (used only with Config.ipv6); an IPv6 literal HostName is one --
+            host6 = n.IPv6 if n.IPv6 and n.IPv6 != "none" else ""
+            if ":" in host:
+                host, host6 = "", host6 or host
+            # -- end 24d --
             port = n.DERPPort or (80 if _plain_http() else DEFAULT_DERP_PORT)
-            plain = _plain_http() or (n.InsecureForTests and _same_origin((host, port), plain_origin))
+            origin = (host or host6, port)  # 24d
+            plain = _plain_http() or (n.InsecureForTests and _same_origin(origin, plain_origin))
             stun = 0 if n.STUNPort < 0 else (n.STUNPort or DEFAULT_STUN_PORT)
             out.append(DerpRegion(region_id=rid, host=host, port=port, stun_port=stun, tls=not plain,
-                                  insecure_for_tests=n.InsecureForTests, code=region.RegionCode))
+                                  insecure_for_tests=n.InsecureForTests, code=region.RegionCode,
+                                  host6=host6))  # 24d
             break
     return tuple(out)
 

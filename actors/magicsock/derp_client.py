@@ -144,7 +144,7 @@ class DerpClient(Actor):
         self._inbound = DerpInbound(self.config, self.region.region_id, self.conn_id, self._in,
                                     lambda: self.admitted, self.lookup, self.tell_named)
         self._reads_seen = 0
-        link = self._link = DerpLink(self.region, self.conn_id, self._inbound)
+        link = self._link = DerpLink(self.region, self.conn_id, self._inbound, ipv6=self.config.ipv6)  # 24d
         self._loop = self.start_io_loop(link.step, link.close)
 
     @handles(DerpDialFailed)

@@ -13,6 +13,7 @@ whatever ``step`` is blocked in.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import socket
 import ssl
 import threading
@@ -35,8 +36,10 @@ MAX_HTTP_HEADER = 8192
 class DerpLink:
     """One connection attempt and, once upgraded, its socket (the actor writes to ``sock``)."""
 
-    def __init__(self, region: DerpRegion, conn_id: int, inbound: DerpInbound | None = None) -> None:
+    def __init__(self, region: DerpRegion, conn_id: int, inbound: DerpInbound | None = None,
+                 *, ipv6: bool = False) -> None:
         self.region = region
+        self.ipv6 = ipv6  # 24d: Config.ipv6 (False: IPv4 only, the node's IPv6 never dialled)
         self.conn_id = conn_id
         self.inbound = inbound  # None: every frame to the actor (no packet lane)
         self.splitter = RecvSplitter()
@@ -79,7 +82,7 @@ class DerpLink:
         r = self.region
         deadline = time.monotonic() + DIAL_DEADLINE
         try:
-            raw = socket.create_connection((r.host, r.port), timeout=CONNECT_TIMEOUT)
+            raw = _connect(r, self.ipv6)  # 24d
             if not self._adopt(raw):
                 return None
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -89,10 +92,11 @@ class DerpLink:
                 if r.insecure_for_tests:
                     ctx.check_hostname = False
                     ctx.verify_mode = ssl.CERT_NONE
-                sock = ctx.wrap_socket(raw, server_hostname=r.host)
+                sock = ctx.wrap_socket(raw, server_hostname=r.host or r.host6)
                 if not self._adopt(sock):
                     return None
-            up = UpgradeClient("GET", "/derp", r.host, "DERP", max_head=MAX_HTTP_HEADER)
+            up = UpgradeClient("GET", "/derp", _host_header(r.host or r.host6), "DERP",
+                               max_head=MAX_HTTP_HEADER)
             sock.sendall(up.request())
             while True:
                 left = deadline - time.monotonic()
@@ -140,3 +144,58 @@ def _shutdown(sock: socket.socket) -> None:
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
     sock.close()
+
+
+# -- 24d --
+def _connect(r: DerpRegion, ipv6: bool) -> socket.socket:
+    """TCP to the region's node: its IPv4 (or host name, resolved to IPv4 only with IPv6 off) first,
+    then with ``ipv6`` its ``IPv6`` when that is missing or fails (Go dials both, IPv4 preferred)."""
+    errors: list[OSError] = []
+    if r.host:
+        try:
+            if ipv6 or _is_ip(r.host):
+                if _is_ip(r.host) and ":" in r.host and not ipv6:
+                    raise OSError(f"{r.host} is IPv6 and Config.ipv6 is off")
+                return socket.create_connection((r.host, r.port), timeout=CONNECT_TIMEOUT)
+            return _connect_v4(r.host, r.port)
+        except OSError as e:
+            errors.append(e)
+    if ipv6 and r.host6:
+        try:
+            return socket.create_connection((r.host6, r.port), timeout=CONNECT_TIMEOUT)
+        except OSError as e:
+            errors.append(e)
+    if not errors:
+        why = "" if ipv6 else " over IPv4 (IPv6 is off)"
+        raise OSError(f"region {r.region_id}: no address to dial{why}")
+    raise errors[-1]
+
+
+def _connect_v4(host: str, port: int) -> socket.socket:
+    """A host name's IPv4 addresses only (``create_connection`` would try its AAAA too)."""
+    last: OSError = OSError(f"{host}: no IPv4 address")
+    for fam, kind, proto, _, addr in socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_STREAM):
+        sock = socket.socket(fam, kind, proto)
+        try:
+            sock.settimeout(CONNECT_TIMEOUT)
+            sock.connect(addr)
+        except OSError as e:
+            sock.close()
+            last = e
+            continue
+        return sock
+    raise last
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _host_header(host: str) -> str:
+    """The upgrade's ``Host``: an IPv6 literal in brackets, as a URL has it."""
+    return f"[{host}]" if ":" in host else host
+# -- end 24d --

@@ -18,6 +18,7 @@ import os
 
 from pytsnet.actors.keeper import recall, remember
 from pytsnet.actors.magicsock.localaddr import local_ipv4  # 24a
+from pytsnet.actors.magicsock.udp_families import udp_families  # 24d
 from pytsnet.actors.runtime import Actor, TimerHandle, handles
 from pytsnet.messages.magicsock import (
     HomeRegion,
@@ -37,6 +38,7 @@ from pytsnet.messages.magicsock import (
 from pytsnet.messages.portmap import PortmapEndpoint  # -- 24c --
 from pytsnet.wire.magicsock.addr import AddrParseError, format_addr, parse_addr
 from pytsnet.wire.magicsock.netcheck import Netcheck, Report
+from pytsnet.wire.magicsock.netcheck_dual import DualNetcheck, netcheck_for  # 24d
 
 TICK = 0.05
 
@@ -44,7 +46,7 @@ TICK = 0.05
 class StunProber(Actor):
     def __init__(self, config: MagicsockSpawn) -> None:
         self.config = config
-        self.check: Netcheck | None = None
+        self.check: Netcheck | DualNetcheck | None = None
         self.last: Report | None = None
         self.home = config.home_region
         self.bound_port = 0  # the UDP router's (UdpBound)
@@ -101,8 +103,27 @@ class StunProber(Actor):
                 ip = ipaddress.ip_address(r.host)
             except ValueError:
                 continue  # this port does not resolve names for STUN
+            if ip.version == 4 and not udp_families(self.config)[0]:  # 24d: an IPv6-only socket
+                continue
             out[r.region_id] = [(ip, r.stun_port or 3478)]
         return out
+
+    # -- 24d --
+    def _servers6(self) -> dict[int, list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]]]:
+        """The regions' IPv6 STUN addresses, when our socket has IPv6 (``Config.ipv6``); else none."""
+        out: dict[int, list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]]] = {}
+        if not udp_families(self.config)[1]:
+            return out
+        for r in self.config.regions:
+            if r.stun_port < 0 or not r.host6:
+                continue
+            try:
+                ip = ipaddress.IPv6Address(r.host6)
+            except ValueError:
+                continue
+            out[r.region_id] = [(ip, r.stun_port or 3478)]
+        return out
+    # -- end 24d --
 
     @handles(StunTick)
     def tick(self, msg: StunTick) -> None:
@@ -114,7 +135,8 @@ class StunProber(Actor):
         self._tick = self.send_after(due - clock_now, StunTick(at=due))
         if self.check is None:
             if now >= self.next_report:
-                self.check = Netcheck(self._servers(), prev_home=self.home, tx_id=self._tx_id)
+                self.check = netcheck_for(self._servers(), self._servers6(), prev_home=self.home,
+                                          tx_id=self._tx_id)  # 24d: IPv6 STUN beside IPv4
                 self._send(self.check.start(now))
                 self._maybe_done(now)
             return

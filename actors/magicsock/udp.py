@@ -25,8 +25,10 @@ from dataclasses import dataclass
 
 from pytsnet.actors.keeper import recall, remember
 from pytsnet.actors.magicsock import udp_lane
+from pytsnet.actors.magicsock.udp_families import BindPlan, bind_plan  # 24d
 from pytsnet.actors.magicsock.wg_sink import WgSinkDelivery
 from pytsnet.actors.runtime import Actor, MailboxFull, StopReason, UnhandledMessage, handles
+from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.messages.magicsock import (
     DerpRoute,
     DerpSend,
@@ -61,6 +63,8 @@ from pytsnet.wire.magicsock.addr import AddrParseError, format_addr, parse_addr
 from pytsnet.wire.udp_demux import EARLY_DROP_REASONS, PacketKind, classify, early_drop, looks_like_wireguard
 from pytsnet.wire.wireguard.ratelimit import TokenBucket
 
+log = subsystem_logger("magicsock")
+
 READ_TIMEOUT = 0.5
 MAX_DATAGRAM = 65535  # the read buffer: a larger datagram is cut, and then dropped as oversize
 INITIATIONS_PER_SECOND = 2048  # handshake initiations the reader hands on per second, all sources together
@@ -75,7 +79,18 @@ MAX_DERP_ROUTES = 4096  # DerpRoutes come for admitted peers only; a bound all t
 
 
 def _text(sockaddr: tuple) -> str:  # type: ignore[type-arg]
-    return format_addr((ipaddress.ip_address(sockaddr[0].split("%")[0]), sockaddr[1]))
+    return format_addr((_unmapped(sockaddr[0]), sockaddr[1]))
+
+
+# -- 24d --
+def _unmapped(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """A source address as peers and paths know it: a v4-mapped IPv6 address (what a dual-stack
+    socket reports for IPv4) as its IPv4 address; the zone of a link-local one dropped."""
+    ip = ipaddress.ip_address(host.split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+# -- end 24d --
 
 
 def _enable_offload(sock: socket.socket) -> tuple[bool, bool]:
@@ -150,8 +165,17 @@ class MagicsockUdp(Actor):
 
     def on_start(self) -> None:
         c = self.config
-        fam = socket.AF_INET6 if ":" in c.bind_host else socket.AF_INET
-        sock = socket.socket(fam, socket.SOCK_DGRAM)
+        plan = bind_plan(c)  # 24d: Config.ipv6 decides the families (udp_families)
+        try:
+            sock = socket.socket(plan.family, socket.SOCK_DGRAM)
+        except OSError as e:  # a kernel without IPv6: IPv4 alone, as Go goes on without pconn6
+            if not plan.dual:
+                raise
+            log.warning("no IPv6 UDP socket (%s): binding IPv4 only", e)
+            plan = BindPlan(socket.AF_INET, "0.0.0.0", False)
+            sock = socket.socket(plan.family, socket.SOCK_DGRAM)
+        if plan.dual:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             with contextlib.suppress(OSError):  # the kernel caps it at [rw]mem_max; best effort
@@ -159,7 +183,7 @@ class MagicsockUdp(Actor):
         if c.udp_offload and os.environ.get(OFFLOAD_ENV, "1").strip().lower() not in _OFF:
             self._gso, self._gro = _enable_offload(sock)
         before = recall(self, c.memory)  # a restart rebinds the port peers know
-        sock.bind((c.bind_host, before.port if isinstance(before, UdpBound) else c.bind_port))
+        sock.bind((plan.host, before.port if isinstance(before, UdpBound) else c.bind_port))
         sock.setblocking(False)
         self.bound_port = sock.getsockname()[1]
         bound = UdpBound(port=self.bound_port)
@@ -235,7 +259,7 @@ class MagicsockUdp(Actor):
                 if cached is None:
                     if len(cache) >= 1024:
                         cache.clear()
-                    ip = ipaddress.ip_address(src[0].split("%")[0])
+                    ip = _unmapped(src[0])  # 24d: a dual-stack socket's IPv4 peers are ::ffff:a.b.c.d
                     cached = cache[key] = (format_addr((ip, src[1])), known.get((str(ip), src[1])))
                 text, peer = cached
                 ranges = offload.gro_segments(n, segment) if segment else ((0, n),)
@@ -361,7 +385,7 @@ class MagicsockUdp(Actor):
     def _sendto(self, dst: tuple[str, int], data: bytes) -> None:
         assert self.sock is not None
         with contextlib.suppress(OSError):  # unreachable/refused: the path logic sees missing pongs
-            self.sock.sendto(data, dst)
+            self.sock.sendto(data, udp_lane.dst_for(self.sock, dst))  # 24d: v4-mapped on dual-stack
 
     def _send_udp(self, dst: tuple[str, int], datas: tuple[bytes, ...]) -> None:
         """Send a burst in order (``udp_lane.send_on``: GSO runs where the socket has GSO)."""

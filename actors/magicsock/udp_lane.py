@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from pytsnet.actors.runtime import ActorRef
 from pytsnet.wire.magicsock import offload
 
-__all__ = ["GSO_UNSUPPORTED", "count_derp", "derp_counts", "gso_counts", "publish", "send", "send_burst",
-           "send_on", "sent_bytes", "withdraw"]
+__all__ = ["GSO_UNSUPPORTED", "count_derp", "derp_counts", "dst_for", "gso_counts", "publish", "send",
+           "send_burst", "send_on", "sent_bytes", "withdraw"]
 
 GSO_UNSUPPORTED = (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP)
 """What a GSO send fails with where the route or device cannot segment (Go ``isGSOError``/EIO): the
@@ -66,10 +66,20 @@ def send(owner: ActorRef | None, data: bytes, dst: tuple[str, int]) -> bool:
     if sock is None:
         return False
     try:
-        sock.sendto(data, dst)
+        sock.sendto(data, dst_for(sock, dst))  # 24d
     except OSError:
         return sock.fileno() != -1  # closed under us (a restart): False, the router's mailbox takes it
     return True
+
+
+# -- 24d --
+def dst_for(sock: socket.socket, dst: tuple[str, int]) -> tuple[str, int]:
+    """``dst`` as ``sock`` can send to it: an IPv4 address v4-mapped on an IPv6 (dual-stack) socket.
+    An IPv6 destination on an IPv4 socket stays as it is (the send fails; pongs go missing)."""
+    if sock.family == socket.AF_INET6 and ":" not in dst[0]:
+        return "::ffff:" + dst[0], dst[1]
+    return dst
+# -- end 24d --
 
 
 class BurstResult:
@@ -91,6 +101,7 @@ def send_on(sock: socket.socket, dst: tuple[str, int], datas: Sequence[bytes | b
     segment gives turns GSO off (``result.gso``) and the run goes plainly. ``OSError`` only when the
     socket itself is closed."""
     res = BurstResult(gso)
+    dst = dst_for(sock, dst)  # 24d
     if not gso or len(datas) < 2:
         for data in datas:
             _sendto(sock, data, dst)

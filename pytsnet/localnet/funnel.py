@@ -98,7 +98,7 @@ class FunnelIngress:
         cfg = Config(dir=self.state_dir, hostname=INGRESS_HOSTNAME, control_url=self.net.control_url,
                      auth_key=self.net.create_authkey(tags=[INGRESS_TAG]))
         if host not in ("", "0.0.0.0", "::"):  # its UDP where control listens (loopback in tests)
-            cfg = dataclasses.replace(cfg, bind_host=host)
+            cfg = dataclasses.replace(cfg, bind_host=host, ipv6=":" in host)  # 24d: an IPv6 control host
         self.device = ActorDevice(cfg)
         self.device.start()
         # registered before any node asks for Funnel: their maps carry its grant from the first one

@@ -119,6 +119,21 @@ class LoginConfig:
     force_login: bool = False
     """Log in again at start even with a stored login (tsnet's ``TSNET_FORCE_LOGIN``): a new node key
     replacing the stored one, registered with ``auth_key`` (Go: ``LoginInteractive`` ⇒ ``regen``)."""
+    # -- 24d --
+    ipv6: bool = False
+    """``Config.ipv6``: False drops the IPv6 addresses control gives our own node from every netmap
+    and status published (the data plane, DNS and routes then see an IPv4-only node)."""
+    # -- end 24d --
+
+
+# -- 24d --
+def ipv4_only(node: Node) -> Node:
+    """``node`` without its IPv6 ``Addresses``/``AllowedIPs`` (what an IPv6-off node keeps of itself)."""
+    def v4(prefixes: list[str]) -> list[str]:
+        return [p for p in prefixes if ":" not in p]
+    allowed = None if node.AllowedIPs is None else v4(node.AllowedIPs)
+    return node.model_copy(update={"Addresses": v4(node.Addresses), "AllowedIPs": allowed})
+# -- end 24d --
 
 
 def _self_expired(node: Node, now: float) -> bool:
@@ -239,6 +254,8 @@ class LoginMachine:
                 out.append(Note("info", "forced login (TSNET_FORCE_LOGIN): registering a new node key"))
                 out.append(self._set_record(self._keyed(self._new_key(), record.node.public())))
         me = stored_self_node(stored_netmap) if self._record.logged_in else None
+        if me is not None and not self.cfg.ipv6:  # 24d
+            me = ipv4_only(me)
         fields: dict[str, object] = {}
         if me is not None:
             fields = {"addresses": tuple(me.Addresses), "name": me.Name, "node_id": me.ID}
@@ -455,8 +472,10 @@ class LoginMachine:
 
     def _on_netmap(self, nm: NetworkMap, now: float, out: list[Action]) -> None:
         self._map_bo.failures = 0  # Go: "Reset the backoff timer if we got a netmap."
+        blob = netmap_blob(nm)  # control's netmap as it came (IPv6 included), for the store
+        if not self.cfg.ipv6:  # 24d: Config.ipv6 off: our node has no IPv6 address
+            nm = replace(nm, self_node=ipv4_only(nm.self_node))
         out.append(PublishNetmap(nm, self.node))
-        blob = netmap_blob(nm)
         if blob != self._last_netmap:
             self._last_netmap = blob
             out.append(PersistNetmap(blob))
