@@ -113,8 +113,21 @@ def default_derp_map(host: str, port: int, *, stun_port: int = -1) -> JSON:
     """Region 900 pointing at this server (a DERP relay mounted on ``/derp`` takes it from here)."""
     return {"Regions": {"900": {
         "RegionID": 900, "RegionCode": "local", "RegionName": "pytsnet localnet",
-        "Nodes": [{"Name": "900a", "RegionID": 900, "HostName": host, "IPv4": host, "IPv6": "none",
+        "Nodes": [{"Name": "900a", "RegionID": 900, "HostName": host, **derp_node_addrs(host),
                    "STUNPort": stun_port, "DERPPort": port, "InsecureForTests": True}]}}}
+
+
+# -- 24d --
+def derp_node_addrs(host: str) -> dict[str, str]:
+    """A DERP node's ``IPv4``/``IPv6`` for a relay listening on ``host``: its own family set, the
+    other ``"none"`` (so no DNS lookup happens and clients never try the family it lacks)."""
+    return {"IPv4": "none", "IPv6": host} if ":" in host else {"IPv4": host, "IPv6": "none"}
+
+
+def url_host(host: str) -> str:
+    """``host`` as a URL has it: an IPv6 literal in brackets."""
+    return f"[{host}]" if ":" in host else host
+# -- end 24d --
 
 
 def map_frame(msg: JSON, compress: bool) -> bytes:
@@ -318,7 +331,7 @@ class ControlServer:
             self._server = await asyncio.start_server(self._on_conn, host, port)
         h, p = self._server.sockets[0].getsockname()[:2]
         self.host, self.port = h, p
-        self.base_url = f"http://{h}:{p}"
+        self.base_url = f"http://{url_host(h)}:{p}"  # 24d: brackets for an IPv6 listener
         if self.derp_map is None:
             self.derp_map = default_derp_map(h, p)
         self._spawn(self._watch_db())

@@ -23,6 +23,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+from pytsnet.localnet.control_server import derp_node_addrs  # 24d
 from pytsnet.localnet.derp_admit import node_admitted  # 24b
 from pytsnet.localnet.derp_server import DerpServer
 from pytsnet.localnet.derp_tls import ensure_certificate, meta_certificate, server_context
@@ -38,9 +39,9 @@ def derp_map(host: str, derp_port: int, stun_port: int, region_id: int = 900) ->
     """A one-region DERP map (``tailcfg.DERPMap`` JSON) for a relay on ``host``."""
     return {"Regions": {str(region_id): {
         "RegionID": region_id, "RegionCode": "local", "RegionName": "pytsnet localnet",
-        "Nodes": [{"Name": f"{region_id}a", "RegionID": region_id, "HostName": host, "IPv4": host,
-                   "IPv6": "none", "STUNPort": stun_port, "DERPPort": derp_port,
-                   "InsecureForTests": True}]}}}
+        "Nodes": [{"Name": f"{region_id}a", "RegionID": region_id, "HostName": host,
+                   **derp_node_addrs(host),  # 24d: an IPv6 listener is the node's IPv6
+                   "STUNPort": stun_port, "DERPPort": derp_port, "InsecureForTests": True}]}}}
 
 
 @dataclass

@@ -363,8 +363,8 @@ def test_ipv6_default_route_with_ipv6_on(tmp_path: Any, make_device: Callable[..
     ROUTES["exitb"] = EXIT
     with LocalTailnet(tmp_path / "control6", listen="127.0.0.1:0", ipv6=True) as net6:
         key = net6.create_authkey(reusable=True)
-        a = make_device("client", net6.control_url, key, exit_node="exitb", bind_host="127.0.0.1")
-        b = make_device("exitb", net6.control_url, key, bind_host="127.0.0.1")
+        a = make_device("client", net6.control_url, key, exit_node="exitb", bind_host="127.0.0.1", ipv6=True)
+        b = make_device("exitb", net6.control_url, key, bind_host="127.0.0.1", ipv6=True)  # 24d: opt-in
         for d in (a, b):
             d.wait_until_running_blocking(30)
         wait_until(lambda: a.set_exit_node_blocking("exitb") is not None, 15, "exit node b engaged")

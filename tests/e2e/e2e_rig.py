@@ -38,8 +38,10 @@ def _config(direct: bool) -> dict[str, Any]:
     return {"advertise_endpoints": direct, "timings": FAST, "stun_interval": (2.0, 3.0)}
 
 
-def make_device(net: LocalTailnet, tmp: Path, name: str, *, direct: bool = True) -> ActorDevice:
-    return new_device(net, tmp, name, **_config(direct)).start()
+def make_device(net: LocalTailnet, tmp: Path, name: str, *, direct: bool = True,
+                ipv6: bool = False) -> ActorDevice:
+    """``ipv6``: ``Config.ipv6`` (24d: a tailnet's IPv6 addresses are used only when the node opts in)."""
+    return new_device(net, tmp, name, ipv6=ipv6, **_config(direct)).start()
 
 
 @contextmanager

@@ -151,7 +151,7 @@ def test_fallback_resolvers_forward_over_the_tailnet(tmp_path: Path) -> None:
 def test_ipv6_tailnet_quad100_v6_and_aaaa(tmp_path: Path) -> None:
     """With IPv6 on, fd7a:115c:a1e0::53 answers too, and names get their AAAA."""
     with LocalTailnet(tmp_path / "control", listen="127.0.0.1:0", ipv6=True) as net:
-        a, b = (make_device(net, tmp_path, n) for n in ("alpha", "beta"))
+        a, b = (make_device(net, tmp_path, n, ipv6=True) for n in ("alpha", "beta"))  # 24d: opt-in
         try:
             for d in (a, b):
                 d.wait_until_running_blocking(20)

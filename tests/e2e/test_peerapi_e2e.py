@@ -181,7 +181,7 @@ def test_peerapi_is_behind_the_packet_filter(tmp_path: Path) -> None:
 def test_peerapi6_over_ipv6(tmp_path: Path) -> None:
     """With IPv6 on, the same listener serves beta's IPv6 address at the ``peerapi6`` port."""
     with LocalTailnet(tmp_path / "control", listen="127.0.0.1:0", ipv6=True) as net:
-        a, b = make_device(net, tmp_path, "alpha"), make_device(net, tmp_path, "beta")
+        a, b = make_device(net, tmp_path, "alpha", ipv6=True), make_device(net, tmp_path, "beta", ipv6=True)
         try:
             a.wait_until_running_blocking(20)
             b.wait_until_running_blocking(20)
