@@ -13,7 +13,8 @@ from pytsnet.messages.magicsock import LocalAddr, LocalAddrRequest, PeerPath
 from pytsnet.testing.polling import wait_until
 from pytsnet.wire.magicsock.endpoint import Timings
 
-FAST = Timings(heartbeat=0.5, trust=2.0, upgrade=1.0, ping_timeout=1.0, ping_interval=0.5, session_active=10.0)
+FAST = Timings(heartbeat=0.5, trust=2.0, upgrade=1.0, ping_timeout=1.0, ping_interval=0.5,
+               session_active=10.0)
 FAST_NODE: dict[str, Any] = {"timings": FAST, "stun_interval": (2.0, 3.0), "backoff_max": 1.0}
 
 

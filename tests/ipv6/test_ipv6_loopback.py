@@ -19,7 +19,7 @@ from pytsnet.testing.tailnet import new_device
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ipv6_rig import FAST_NODE, payload, transfer, udp_local_addr, wait_direct  # noqa: E402
+from ipv6_rig import FAST_NODE, payload, transfer, udp_local_addr, wait_direct
 
 
 def _has_ipv6_loopback() -> bool:
@@ -63,7 +63,7 @@ def test_default_is_ipv4_only_even_on_an_ipv6_tailnet(tmp_path: Path) -> None:
             # beta's endpoints as alpha's control told them: IPv4 only
             wait_until(lambda: bool(_peer_endpoints(net, "beta")), 20, "beta's endpoints reached control")
             eps = _peer_endpoints(net, "beta")
-            assert eps and all(ipaddress.ip_address(e.rsplit(":", 1)[0].strip("[]")).version == 4 for e in eps), eps
+            assert eps and all(_family(e) == 4 for e in eps), eps
 
             async def main() -> None:
                 m = await udp_query(a, "alpha", "AAAA")
@@ -76,6 +76,10 @@ def test_default_is_ipv4_only_even_on_an_ipv6_tailnet(tmp_path: Path) -> None:
         finally:
             a.close()
             b.close()
+
+
+def _family(endpoint: str) -> int:
+    return ipaddress.ip_address(endpoint.rsplit(":", 1)[0].strip("[]")).version
 
 
 def _peer_endpoints(net: LocalTailnet, hostname: str) -> list[str]:
