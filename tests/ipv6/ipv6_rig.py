@@ -82,3 +82,49 @@ def udp_local_addr(dev: ActorDevice) -> str:
     ans = ref.ask(LocalAddrRequest(), timeout=5)
     assert isinstance(ans, LocalAddr)
     return ans.addr
+
+
+# -- a namespace lab: hub (localnet, the one router) between two node namespaces ------------------
+HUB_N1, N1 = "2001:db8:1::1", "2001:db8:1::11"  # RFC 3849 documentation addresses
+HUB_N2, N2 = "2001:db8:2::1", "2001:db8:2::12"
+HUB4_N1, N1_4 = "198.18.31.1", "198.18.31.11"  # RFC 2544 space, for the dual-stack cells only
+HUB4_N2, N2_4 = "198.18.32.1", "198.18.32.12"
+
+
+class Lab:
+    """``hub`` routes between ``n1`` and ``n2`` (IPv6, and IPv4 when ``dual``) and holds localnet on
+    ``HUB_N1``; ``block(...)`` drops traffic the hub forwards between the two (nftables)."""
+
+    def __init__(self, dual: bool = False) -> None:
+        from pytsnet.testing.netns import Netns, unique_tag, veth_pair
+        tag = unique_tag()
+        self.hub, self.n1, self.n2 = Netns(f"v6h{tag}"), Netns(f"v6a{tag}"), Netns(f"v6b{tag}")
+        self.dual = dual
+        try:
+            for ns in (self.hub, self.n1, self.n2):
+                ns.sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0 "
+                      "net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0 "
+                      "net.ipv6.conf.lo.disable_ipv6=0")
+            self.hub.sh("sysctl -qw net.ipv6.conf.all.forwarding=1")
+            for ns, hub_side, node_side, hub4, node4 in ((self.n1, HUB_N1, N1, HUB4_N1, N1_4),
+                                                         (self.n2, HUB_N2, N2, HUB4_N2, N2_4)):
+                ih, inode = veth_pair(self.hub, hub_side, ns, node_side, prefix=64)
+                ns.sh(f"ip -6 route add 2001:db8::/32 via {hub_side} dev {inode}")
+                if dual:
+                    ns.sh(f"ip addr add {node4}/24 dev {inode} && ip route add 198.18.0.0/15 via {hub4}")
+                    self.hub.sh(f"ip addr add {hub4}/24 dev {ih}")
+            if dual:
+                self.hub.sh("sysctl -qw net.ipv4.ip_forward=1")
+            self.hub.sh("nft add table inet lab && nft add chain inet lab lanfwd "
+                        "'{ type filter hook forward priority 0; policy accept; }'")
+        except BaseException:
+            self.close()
+            raise
+
+    def block(self, rule: str) -> None:
+        """Drop forwarded packets matching ``rule`` (nft syntax: ``meta nfproto ipv4 meta l4proto udp``)."""
+        self.hub.sh(f"nft add rule inet lab lanfwd {rule} drop")
+
+    def close(self) -> None:
+        for ns in (self.n1, self.n2, self.hub):
+            ns.close()
