@@ -50,8 +50,8 @@ def _running(ipv6: bool) -> tuple[lm.LoginMachine, list[lm.Action]]:
     out += m.handle(lm.RegisterAnswered(m.conn, 200, body), 0.0)
     out += m.handle(lm.MapPollAnswered(m.stream, 200), 0.0)
     me = {"ID": 5, "StableID": "n5", "Name": "me.example.ts.net.", "User": 1,
-          "Key": m.node.public().to_text(), "DiscoKey": DiscoPrivate.generate().public().to_text(), "Addresses": [V4, V6],
-          "AllowedIPs": [V4, V6], "MachineAuthorized": True}
+          "Key": m.node.public().to_text(), "DiscoKey": DiscoPrivate.generate().public().to_text(),
+          "Addresses": [V4, V6], "AllowedIPs": [V4, V6], "MachineAuthorized": True}
     out += m.handle(lm.MapFrameReceived(m.stream, json.dumps({"Node": me}).encode()), 0.0)
     return m, out
 
