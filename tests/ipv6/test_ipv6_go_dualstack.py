@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ipv6_rig import FAST_NODE, HUB4_N1, HUB_N1, N1, N1_4, N2, N2_4, Lab
 
 BODY = "hello from go over ipv6"
-NOW_USING = re.compile(r"magicsock: disco: node \[\w+\] d:\w+ now using (\S+)")
+NOW_USING = re.compile(r"magicsock: disco: node \[[^\]]+\] d:\w+ now using (\S+)")  # keys: base64 (+, /)
 
 
 def _host(addr: str) -> str:
