@@ -118,7 +118,7 @@ def test_default_node_uses_no_ipv6(lab: Lab, tmp_path: Path) -> None:
             wait_until(lambda: bool(a.state.addresses), 30, "logged in, addresses known")
             assert all(":" not in ip for ip in a.state.addresses), a.state.addresses
             nodes = net.store.nodes()
-            assert all(n.ipv6 for n in nodes), [(n.hostname, n.ipv4, n.ipv6) for n in nodes]  # control gave v6
+            assert all(n.ipv6 for n in nodes), [(n.hostname, n.ipv4, n.ipv6) for n in nodes]
             addr = udp_local_addr(a)
             assert addr.startswith("0.0.0.0:"), addr
             port = int(addr.rsplit(":", 1)[1])
