@@ -28,7 +28,8 @@ from pytsnet.egress import Egress, EgressConfig, EgressStatus
 from pytsnet.testing.exitlab import INTERNET_ADDR, WEB_PORT
 from pytsnet.testing.exitnet import ExitNet, NodeProcess, exit_tailnet
 from pytsnet.testing.polling import wait_until
-from pytsnet.wire.socks5 import Rep, Socks5Error, Socks5Server
+from pytsnet.testing.socks_upstream import read_socks5_request
+from pytsnet.wire.socks5 import Rep, Socks5Server
 
 PW = "egress-pw-5x7"
 """The front's proxy password (user ``tsnet``)."""
@@ -89,17 +90,9 @@ def _socks_proxy(lab: EgressLab, conn: Any) -> None:
     conn.settimeout(15)
     s = Socks5Server(PROXY_USER, PROXY_PW)
     try:
-        req = None
-        while req is None:
-            data = conn.recv(4096)
-            if not data:
-                return conn.close()
-            try:
-                req = s.receive(data)
-            except Socks5Error as e:
-                conn.sendall(s.data_to_send() + e.reply)
-                return conn.close()
-            conn.sendall(s.data_to_send())
+        req = read_socks5_request(conn, s)
+        if req is None:
+            return conn.close()
         lab.proxied.append((req.host, req.port))
         try:
             up = socket.create_connection((_resolve_in_lab(req.host), req.port), timeout=10)

@@ -32,8 +32,9 @@ from pytsnet.localnet.server import LocalTailnet
 from pytsnet.messages.base import Message
 from pytsnet.messages.egress import FlowAssign, FlowDone, WorkerReady, WorkerSetup
 from pytsnet.net import SocketLike, SocketListener
+from pytsnet.testing.socks_upstream import read_socks5_request
 from pytsnet.testing.tailnet import local_tailnet
-from pytsnet.wire.socks5 import Rep, Socks5Error, Socks5Server
+from pytsnet.wire.socks5 import Rep, Socks5Server
 
 ECHO_PORT, HTTP_PORT, SOCKS_PORT, CONNECT_PORT = 7000, 8080, 1080, 3128
 PROXY_PW = "up-s3cret-pw"
@@ -94,17 +95,9 @@ def _socks_proxy(rig: Rig, conn: SocketLike) -> None:
     conn.settimeout(10)
     s = Socks5Server("up", PROXY_PW)
     try:
-        req = None
-        while req is None:
-            data = conn.recv(4096)
-            if not data:
-                return conn.close()
-            try:
-                req = s.receive(data)
-            except Socks5Error as e:
-                conn.sendall(s.data_to_send() + e.reply)
-                return conn.close()
-            conn.sendall(s.data_to_send())
+        req = read_socks5_request(conn, s)
+        if req is None:
+            return conn.close()
         rig.proxied.append(("socks5", req.host, req.port))
         if req.host == "refuse.test":
             conn.sendall(s.reply(Rep.CONNECTION_REFUSED))
