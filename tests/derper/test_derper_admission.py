@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from derp_client import DerpTestClient
 
 from pytsnet.derper.admit import AdmitFormatError, parse_request, parse_response, request_body
 from pytsnet.derper.server import Derper
@@ -18,7 +19,6 @@ from pytsnet.localnet.server import LocalTailnet
 from pytsnet.localnet.testclient import ControlClient
 from pytsnet.wire.derp import frames as f
 from pytsnet.wire.keys import NodePrivate
-from tests.derper.derp_client import DerpTestClient
 
 
 def run(coro: Awaitable[None], timeout: float = 60) -> None:

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from derp_client import DerpTestClient
 
 from pytsnet.derper.admit import request_body
 from pytsnet.derper.derpmap import DerpMapError, load_derp_map, single_node_map, validate_derp_map
 from pytsnet.localnet.testclient import ControlClient
 from pytsnet.wire.keys import NodePrivate
-from tests.derper.derp_client import DerpTestClient
 
 
 def pytsnet(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
