@@ -19,6 +19,11 @@ Go's natlab/vnet ``nat.go`` and ``tstest/integration/nat/nat_test.go``):
 * ``double``: two ``filtering`` routers in a row (the inner one's WAN is a private 10.200.x LAN).
 * ``udp_blocked``: TCP is masqueraded, UDP is dropped both ways: DERP over TCP/HTTPS only.
 
+``LanSpec(upnp=True)``: the router also runs miniupnpd (NAT-PMP, PCP, UPnP IGD;
+``pytsnet.testing.miniupnpd``) for its LAN, with its rules in a ``table inet natlab_upnp``. miniupnpd
+maps for no reserved WAN address, so that router's WAN address is in 198.20.0.0/24 (on the same
+internet bridge, which also holds 198.20.0.1; the lab's routers reach either prefix on-link).
+
 Every router drops unsolicited inbound (forward and input) except what its type lets in. Two peers
 behind one router are a LAN with ``nodes=2`` (the ``same_lan`` cell). ``mtu`` sets the MTU of every
 link of that LAN (node, router(s), its WAN port), ``wan_mtu`` of the WAN link alone (a smaller MTU
@@ -38,13 +43,17 @@ import itertools
 import os
 import re
 import select
+import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
+from pytsnet.testing.miniupnpd import UPNP_WAN_NET, Miniupnpd, miniupnpd_chains
 from pytsnet.testing.netns import Netns
 
 __all__ = ["INTERNET_ADDR", "NAT_TYPES", "PREFIX", "REFLECTOR_PORTS", "SECOND_ADDR", "Lan", "LanSpec",
@@ -59,6 +68,9 @@ INTERNET_ADDR = "203.0.113.1"
 SECOND_ADDR = "203.0.113.2"
 """A second internet address (the second reflector): another destination for mapping tests."""
 REFLECTOR_PORTS = (3478, 3479)
+UPNP_GW = "198.20.0.1"
+"""The internet namespace's address in ``UPNP_WAN_NET`` (upnp routers' WAN prefix)."""
+UPNP_TABLE = "natlab_upnp"
 NAT_TIMEOUT = 120  # seconds an idle ``easy`` mapping stays open to anyone (conntrack's UDP default is 30/120)
 _lab_counter = itertools.count()
 
@@ -74,12 +86,16 @@ class LanSpec:
     """Every link of the LAN (node, router(s), WAN port)."""
     wan_mtu: int | None = None
     """The WAN link alone (over ``mtu``): a smaller MTU in the middle of the path, as PPPoE or a tunnel."""
+    upnp: bool = False
+    """The router runs miniupnpd (NAT-PMP, PCP, UPnP IGD); its WAN address is then in 198.20.0.0/24."""
 
     def __post_init__(self) -> None:
         if self.nat not in NAT_TYPES:
             raise ValueError(f"unknown NAT type {self.nat!r}; want one of {NAT_TYPES}")
         if not 1 <= self.nodes <= 8:
             raise ValueError(f"LAN {self.name}: 1..8 nodes, got {self.nodes}")
+        if self.upnp and self.nat in ("none", "double"):
+            raise ValueError(f"LAN {self.name}: upnp needs a single NAT router, not {self.nat!r}")
 
 
 @dataclass
@@ -95,6 +111,8 @@ class Lan:
     """The address the internet sees (the outer router's WAN; the node's own for ``none``)."""
     gateway: str
     """The nodes' default gateway (their router's LAN address)."""
+    upnp: Miniupnpd | None = None
+    """The router's running miniupnpd (``LanSpec.upnp``)."""
 
     @property
     def router(self) -> Netns:
@@ -122,6 +140,8 @@ class NatLab:
         lan = self.lans[name]
         if lan.spec.nat == "none":
             raise ValueError("a `none` LAN has no NAT to rebind")
+        if lan.upnp is not None:
+            raise ValueError("a upnp LAN's WAN address stays in 198.20.0.0/24: not rebindable")
         outer = lan.routers[0]
         outer.sh(f"ip addr del {lan.wan_addr}/24 dev wan && ip addr add {_rebind_addr(new_wan)}/24 dev wan")
         self.internet.sh("ip neigh flush all")
@@ -167,8 +187,9 @@ def _addr(ns: Netns, ifname: str, cidr: str) -> None:
     _ip("-n", ns.name, "addr", "add", cidr, "dev", ifname)
 
 
-def nft_rules(nat: NatType, wan: str = "wan", lan: str = "lan") -> str:
-    """The router's nftables ruleset for ``nat`` (``wan``/``lan``: its interfaces)."""
+def nft_rules(nat: NatType, wan: str = "wan", lan: str = "lan", lan_services: bool = False) -> str:
+    """The router's nftables ruleset for ``nat`` (``wan``/``lan``: its interfaces; ``lan_services``:
+    the LAN may reach the router's own services, as miniupnpd's NAT-PMP/PCP, SSDP and HTTP)."""
     if nat == "none":
         return ""  # a plain router: public addresses behind it, nothing filtered
     masq = "masquerade random" if nat == "hard" else "masquerade"
@@ -197,6 +218,7 @@ def nft_rules(nat: NatType, wan: str = "wan", lan: str = "lan") -> str:
         '    iifname "lo" accept\n'
         "    ct state established,related accept\n"
         f'    iifname "{lan}" meta l4proto icmp accept\n'
+        + (f'    iifname "{lan}" accept\n' if lan_services else "") +
         "  }\n"
         "  chain prerouting {\n"
         "    type nat hook prerouting priority dstnat;\n"
@@ -279,6 +301,9 @@ def nat_lab(*specs: LanSpec) -> Iterator[NatLab]:
     lab_id = f"{os.getpid()}-{next(_lab_counter)}"
     made: list[Netns] = []
     reflectors: Reflectors | None = None
+    daemons: list[Miniupnpd] = []
+    upnp_any = any(s.upnp for s in specs)
+    workdir = Path(tempfile.mkdtemp(prefix="natlab")) if upnp_any else None
 
     def ns(role: str) -> Netns:
         n = Netns(_name(lab_id, role))
@@ -290,14 +315,20 @@ def nat_lab(*specs: LanSpec) -> Iterator[NatLab]:
         internet.sh("ip link add inet0 type bridge && ip link set inet0 up && "
                     f"ip addr add {INTERNET_ADDR}/24 dev inet0 && ip addr add {SECOND_ADDR}/24 dev inet0 && "
                     "sysctl -qw net.ipv4.ip_forward=0")
+        if upnp_any:
+            internet.sh(f"ip addr add {UPNP_GW}/24 dev inet0")
         lans: dict[str, Lan] = {}
         public_routes: list[tuple[str, str]] = []  # (prefix, via) for ``none`` LANs
         for i, spec in enumerate(specs):
-            wan_addr = f"203.0.113.{10 + i}"
+            wan_addr = f"198.20.0.{10 + i}" if spec.upnp else f"203.0.113.{10 + i}"
             outer = ns(f"r{i}")
             _link(outer, "wan", internet, f"w{i}", spec.wan_mtu or spec.mtu)
             _ip("-n", internet.name, "link", "set", f"w{i}", "master", "inet0")
             _addr(outer, "wan", f"{wan_addr}/24")
+            if spec.upnp:  # the other prefix of the internet bridge, on-link
+                outer.sh(f"ip route add {INTERNET_NET} dev wan")
+            elif upnp_any:
+                outer.sh(f"ip route add {UPNP_WAN_NET} dev wan")
             routers = [outer]
             gw_side = outer
             if spec.nat == "double":
@@ -306,6 +337,8 @@ def nat_lab(*specs: LanSpec) -> Iterator[NatLab]:
                 _addr(outer, "lan", f"10.200.{i}.1/24")
                 _addr(inner, "wan", f"10.200.{i}.2/24")
                 inner.sh(f"ip route add {INTERNET_NET} via 10.200.{i}.1")
+                if upnp_any:
+                    inner.sh(f"ip route add {UPNP_WAN_NET} via 10.200.{i}.1")
                 routers.append(inner)
                 gw_side = inner
             if spec.nat == "none":  # a public /28 of 198.51.100.0/24 (RFC 5737), routed by this router
@@ -334,9 +367,17 @@ def nat_lab(*specs: LanSpec) -> Iterator[NatLab]:
                 _nft(outer, nft_rules("filtering"))
                 _nft(routers[1], nft_rules("filtering"))
             else:
-                _nft(outer, nft_rules(spec.nat))
+                _nft(outer, nft_rules(spec.nat, lan_services=spec.upnp))
+            daemon = None
+            if spec.upnp:
+                assert workdir is not None
+                _nft(outer, miniupnpd_chains(UPNP_TABLE))
+                daemon = Miniupnpd(outer, workdir / spec.name, "wan", "lan", UPNP_TABLE, f"{net3}.0/24")
+                daemons.append(daemon)
+                daemon.start()
             lans[spec.name] = Lan(spec=spec, nodes=nodes, node_addrs=addrs, routers=routers,
-                                  wan_addr=addrs[0] if spec.nat == "none" else wan_addr, gateway=gw)
+                                  wan_addr=addrs[0] if spec.nat == "none" else wan_addr, gateway=gw,
+                                  upnp=daemon)
         for cidr, via in public_routes:  # the internet and every other router reach public LANs
             for lan in lans.values():
                 if lan.routers[0].sh("ip -o addr show dev wan").find(f" {via}/") < 0:
@@ -348,10 +389,14 @@ def nat_lab(*specs: LanSpec) -> Iterator[NatLab]:
         lab.assert_sealed()
         yield lab
     finally:
+        for d in daemons:
+            d.stop()  # SIGTERM: it deletes its rules first
         if reflectors is not None:
             reflectors.close()
         for n in reversed(made):
             n.close()
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def sweep_stale(prefix: str = PREFIX) -> list[str]:

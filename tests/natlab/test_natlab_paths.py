@@ -227,3 +227,48 @@ def test_new_public_address_mid_flow_goes_direct_again(cell: tuple[NatLab, LabTa
     finally:
         sock.close()
     assert n > 5 and time.monotonic() - t0 < 2 * BOUND
+
+
+# -- a port-mapped hard NAT ------------------------------------------------------------------------
+@pytest.mark.parametrize("cell", [[LanSpec("a", "hard", upnp=True), LanSpec("b", "hard")]], indirect=True,
+                         ids=["hard+upnp-hard"])
+def test_port_mapping_takes_a_hard_nat_direct(cell: tuple[NatLab, LabTailnet]) -> None:
+    """Hard NATs on both sides stay on DERP (``test_derp_cells[hard-hard]``); when A's router runs
+    miniupnpd and A maps its magicsock port, A advertises WAN:mapped first, B's disco pings reach A
+    through the mapping (the replies leave through its conntrack entry) and both go direct. Closing
+    A deletes the mapping on the router."""
+    from pytsnet.testing.miniupnpd import miniupnpd_available
+    if reason := miniupnpd_available():
+        pytest.skip(reason)
+    lab, w = cell
+    upnp = lab["a"].upnp
+    assert upnp is not None
+    a, b = w.device(lab["a"].node, "a", port_mapping=True), w.device(lab["b"].node, "b")
+    wait_until(lambda: bool(upnp.redirects()), 15, "A's mapping on the router")
+    ext_port, inside, _ = upnp.redirects()[0]
+    assert inside == lab["a"].node_addrs[0]
+    mapped = f"{lab['a'].wan_addr}:{ext_port}"
+    wait_until(lambda: a.status().endpoints[:1] == (mapped,), 15, "A advertising the mapped endpoint first")
+    serve_echo(b)
+    r = run_cell(a, b, bound=BOUND)
+    assert r.transfer_ok, r
+    assert r.path == "direct" and r.time_to_direct is not None and r.time_to_direct < BOUND, r
+    wait_until(lambda: peer_path(b, a.tailscale_ips()[0]) == ("direct", mapped), 10,
+               "B's route to A direct, on A's mapped endpoint")
+    a.close()
+    wait_until(lambda: not upnp.redirects(), 10, "the mapping released when A closed")
+
+
+@pytest.mark.parametrize("cell", [[LanSpec("a", "hard", upnp=True), LanSpec("b", "hard")]], indirect=True,
+                         ids=["hard+upnp-hard"])
+def test_same_router_without_port_mapping_stays_on_derp(cell: tuple[NatLab, LabTailnet]) -> None:
+    """The control for the cell above: miniupnpd runs, A does not map (the default): DERP, no rule."""
+    from pytsnet.testing.miniupnpd import miniupnpd_available
+    if reason := miniupnpd_available():
+        pytest.skip(reason)
+    lab, w = cell
+    a, b = w.device(lab["a"].node, "a"), w.device(lab["b"].node, "b")
+    serve_echo(b)
+    r = run_cell(a, b, bound=BOUND, want_direct=False)
+    assert r.transfer_ok and r.path == "derp" and r.time_to_direct is None, r
+    assert lab["a"].upnp is not None and lab["a"].upnp.redirects() == []
