@@ -3,7 +3,8 @@
 Usage (root): ``.venv/bin/python bench/natlab.py [--pairs py-py,py-go,go-go] [--cells easy/easy,...]``.
 Each cell builds a fresh NAT lab (``pytsnet.testing.natlab``): LAN a and LAN b behind routers of the
 named NAT types (``same_lan``: both nodes behind one ``easy`` router; ``+mtu1280``: every link of
-both LANs at MTU 1280), localnet (control, DERP, STUN) on the lab's internet. Pairs: ``py-py`` (two
+both LANs at MTU 1280; ``upnp:`` before a type: that router runs miniupnpd and the Python node behind
+it maps its port, ``Config(port_mapping=True)``; a Go node there uses its own port mapper), localnet (control, DERP, STUN) on the lab's internet. Pairs: ``py-py`` (two
 in-process Python nodes, A dials B's echo service), ``py-go`` (Python A fetches a Go tsnet node's
 32 KiB page), ``go-go`` (a Go client node proxies to a Go server node: the reference). Go's path is
 read from its ``magicsock: disco: node … now using`` log line. Per cell and pair: the path (direct
@@ -33,7 +34,8 @@ from pytsnet.testing.netns import Netns, netns_available
 
 BOUND = 30.0
 CELLS = ["easy/easy", "filtering/filtering", "easy/filtering", "easy/hard", "filtering/hard", "hard/hard",
-         "double/double", "double/hard", "none/hard", "udp_blocked/easy", "same_lan", "easy/easy+mtu1280"]
+         "double/double", "double/hard", "none/hard", "udp_blocked/easy", "same_lan", "easy/easy+mtu1280",
+         "upnp:hard/hard"]
 PAIRS = ["py-py", "py-go", "go-go"]
 GO_BODY = "natlab-" + "0123456789abcdef" * 2048
 
@@ -54,7 +56,14 @@ def specs(cell: str) -> list[LanSpec]:
     if base == "same_lan":
         return [LanSpec("a", "easy", nodes=2, mtu=mtu)]
     a, b = base.split("/")
-    return [LanSpec("a", a, mtu=mtu), LanSpec("b", b, mtu=mtu)]  # type: ignore[arg-type]
+    return [LanSpec(name, nat.removeprefix("upnp:"), mtu=mtu, upnp=nat.startswith("upnp:"))  # type: ignore[arg-type]
+            for name, nat in (("a", a), ("b", b))]
+
+
+def py_cfg(lab: NatLab, name: str) -> dict[str, Any]:
+    """A Python node behind a miniupnpd router maps its port (off by default)."""
+    lan = lab.lans.get(name)
+    return {"port_mapping": True} if lan is not None and lan.spec.upnp else {}
 
 
 def nodes(lab: NatLab) -> tuple[Netns, Netns]:
@@ -72,12 +81,17 @@ def go_direct(log: str, node_key: str) -> list[str]:
                       log)
 
 
+def upnp_note(lab: NatLab) -> str:
+    """The miniupnpd routers' UDP mappings now (who mapped: Python's or Go's port mapper)."""
+    return " ".join(f"{n}-upnp:{lan.upnp.redirects()}" for n, lan in lab.lans.items() if lan.upnp)
+
+
 def py_py(lab: NatLab, w: LabTailnet) -> Row:
     na, nb = nodes(lab)
-    a, b = w.device(na, "a"), w.device(nb, "b")
+    a, b = w.device(na, "a", **py_cfg(lab, "a")), w.device(nb, "b", **py_cfg(lab, "b"))
     serve_echo(b)
     r = run_cell(a, b, bound=BOUND, nbytes=1 << 20)
-    return Row("", "py-py", r.path, r.time_to_direct, r.transfer_ok, r.addr or "")
+    return Row("", "py-py", r.path, r.time_to_direct, r.transfer_ok, f"{r.addr or ''} {upnp_note(lab)}")
 
 
 def go_server(w: LabTailnet, ns: Netns, name: str) -> tuple[gonode.GoNode, Any]:
@@ -95,7 +109,7 @@ def go_server(w: LabTailnet, ns: Netns, name: str) -> tuple[gonode.GoNode, Any]:
 
 def py_go(lab: NatLab, w: LabTailnet) -> Row:
     na, nb = nodes(lab)
-    a = w.device(na, "a")
+    a = w.device(na, "a", **py_cfg(lab, "a"))
     go, node = go_server(w, nb, "gosrv")
     try:
         a_key = a.status().self_node.node_key
@@ -123,7 +137,7 @@ def py_go(lab: NatLab, w: LabTailnet) -> Row:
         py_path = peer_path(a, node.ipv4)[0]
         go_path = "direct" if go_direct(go.log(), a_key) else "derp"
         path = py_path if py_path == go_path else f"py:{py_path}/go:{go_path}"
-        return Row("", "py-go", path, t_direct, ok)
+        return Row("", "py-go", path, t_direct, ok, upnp_note(lab))
     finally:
         gonode.stop_all(nb)
 
@@ -160,7 +174,8 @@ def go_go(lab: NatLab, w: LabTailnet) -> Row:
                 break
             time.sleep(0.3)
         path = "direct" if go_direct(cli.log(), node.node_key) else "derp"
-        return Row("", "go-go", path, t_direct, ok)
+        used = go_direct(cli.log(), node.node_key)
+        return Row("", "go-go", path, t_direct, ok, f"{used[-1] if used else ''} {upnp_note(lab)}")
     finally:
         gonode.stop_all(na)
         gonode.stop_all(nb)
