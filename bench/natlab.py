@@ -2,15 +2,16 @@
 
 Usage (root): ``.venv/bin/python bench/natlab.py [--pairs py-py,py-go,go-go] [--cells easy/easy,...]``.
 Each cell builds a fresh NAT lab (``pytsnet.testing.natlab``): LAN a and LAN b behind routers of the
-named NAT types (``same_lan``: both nodes behind one ``easy`` router; ``+mtu1280``: every link of
-both LANs at MTU 1280; ``upnp:`` before a type: that router runs miniupnpd and the Python node behind
-it maps its port, ``Config(port_mapping=True)``; a Go node there uses its own port mapper), localnet
-(control, DERP, STUN) on the lab's internet. Pairs: ``py-py`` (two in-process Python nodes, A dials
-B's echo service), ``py-go`` (Python A fetches a Go tsnet node's 32 KiB page), ``go-go`` (a Go client node proxies to a Go server node: the reference). Go's path is
-read from its ``magicsock: disco: node … now using`` log line. Per cell and pair: the path (direct
-or DERP) at the end, seconds from the first exchange to direct, and whether every transfer was
-byte-exact; each cell is bounded at 30 s of traffic. A cell where Go goes direct and Python does
-not is a failure (``FAIL``; the reverse is noted, not failed).
+named NAT types (``same_lan``: both nodes behind one ``easy`` router; ``+mtu1280``: every link of both
+LANs at MTU 1280; ``upnp:`` before a type: that router runs miniupnpd and the Python node behind it maps
+its port, ``Config(port_mapping=True)``; a Go node there uses its own port mapper), localnet (control,
+DERP, STUN) on the lab's internet. Pairs: ``py-py`` (two in-process Python nodes, A dials B's echo
+service), ``py-go`` (Python A fetches a Go tsnet node's 32 KiB page), ``go-go`` (a Go client node
+proxies to a Go server node: the reference). Go's path is read from its ``magicsock: disco: node … now
+using`` log line. Per cell and pair: the path (direct or DERP) at the end, seconds from the first
+exchange to direct, and whether every transfer was byte-exact; each cell is bounded at 30 s of traffic.
+A cell where Go goes direct and Python does not is a failure (``FAIL``; the reverse is noted, not
+failed).
 """
 
 from __future__ import annotations
