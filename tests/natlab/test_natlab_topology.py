@@ -233,6 +233,29 @@ def test_rules_name_the_nat_types() -> None:
     assert "meta l4proto udp drop" in nft_rules("udp_blocked")
     with pytest.raises(ValueError):
         LanSpec("x", "cone")  # type: ignore[arg-type]
+    assert 'iifname "lan" accept' in nft_rules("hard", lan_services=True)  # miniupnpd reachable
+    assert 'iifname "lan" accept' not in nft_rules("hard")
+    for nat in ("none", "double"):
+        with pytest.raises(ValueError):
+            LanSpec("x", nat, upnp=True)
+
+
+def test_upnp_router_wan_is_mappable_and_the_lab_stays_sealed() -> None:
+    """miniupnpd runs for a ``upnp`` LAN on a 198.20.0.0/24 WAN address, the other routers reach it
+    on-link, no route leaves the lab (checked at build), and its rules go with the lab."""
+    from pytsnet.testing.miniupnpd import miniupnpd_available
+    if reason := netns_available() or miniupnpd_available():
+        pytest.skip(reason)
+    with nat_lab(LanSpec("a", "hard", upnp=True), LanSpec("b", "hard")) as lab:
+        assert lab["a"].wan_addr == "198.20.0.10" and lab["a"].upnp is not None
+        assert "Listening for NAT-PMP" in lab["a"].upnp.log()
+        assert lab["b"].upnp is None
+        lab["b"].node.sh("ping -c1 -W2 198.20.0.1")  # through B's NAT to the upnp prefix
+        lab["a"].node.sh(f"ping -c1 -W2 {INTERNET_ADDR}")  # and from the upnp LAN to the internet
+        with pytest.raises(ValueError):
+            lab.rebind("a", "203.0.113.80")
+        daemon = lab["a"].upnp.daemon
+    assert daemon is not None and daemon.poll() is not None  # stopped with the lab
 
 
 def test_lab_is_gone_after_the_block_and_the_sweeper_removes_a_crashed_one() -> None:
