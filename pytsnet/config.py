@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pytsnet.errors import ConfigError
+from pytsnet.messages.portmap import PORTMAP_PROTOCOLS
 from pytsnet.netstack.forward import EXIT_ROUTES, TAILNET_RANGES, ForwardPolicy
 from pytsnet.wire.dns.config import Upstream
 
@@ -137,6 +138,9 @@ class Config:
     ``net/portmapper``) and advertise the mapped endpoint, so a node behind a hard NAT can still get a
     direct path. Off by default, unlike Go: it sends to the default gateway and multicasts SSDP on the
     LAN, which an embedded library should not do unasked (and tests must not do to the host's LAN)."""
+    port_mapping_protocols: tuple[str, ...] = ("pmp", "pcp", "upnp")
+    """Which protocols the port mapper tries, in order (Go's: NAT-PMP, PCP, UPnP IGD); a subset
+    leaves the others unused (e.g. ``("upnp",)`` on a gateway whose NAT-PMP is broken)."""
     # -- end 24c --
 
     # -- 24d --
@@ -168,6 +172,9 @@ class Config:
             raise ConfigError(f"Config.exit_node={self.exit_node!r}: want a stable node ID, tailnet IP or "
                               "MagicDNS name, or None for no exit node")
         _check_bind_host(self.bind_host, self.ipv6)  # 24d
+        if not self.port_mapping_protocols or not set(self.port_mapping_protocols) <= set(PORTMAP_PROTOCOLS):
+            raise ConfigError(f"Config.port_mapping_protocols={self.port_mapping_protocols!r}: want a "
+                              f"non-empty subset of {PORTMAP_PROTOCOLS}")
         routes = _advertised_routes(self.advertise_routes)
         env = os.environ
         prog = program_name()

@@ -65,7 +65,7 @@ from pytsnet.messages.dns import DnsSpawn
 from pytsnet.messages.magicsock import MagicsockKeys, MagicsockSpawn
 from pytsnet.messages.memory import Forget
 from pytsnet.messages.peers import PeersChanged, PeerTrackerSpawn
-from pytsnet.messages.portmap import PortmapSpawn  # -- 24c --
+from pytsnet.messages.portmap import PORTMAP_PROTOCOLS, PortmapSpawn  # -- 24c --
 from pytsnet.messages.tka import TkaSpawn  # 21e
 from pytsnet.messages.wgengine import IpPacketOut
 from pytsnet.net.netstack import Netstack
@@ -110,6 +110,7 @@ class DataplaneOptions:
     peerapi_port: int = 0
     """The PeerAPI listener's port, named in our TSMP pongs (as Go's tstun ``PeerAPIPort``)."""
     port_mapping: bool = False  # -- 24c --: start a port mapper (``Config.port_mapping``)
+    port_mapping_protocols: tuple[str, ...] = PORTMAP_PROTOCOLS  # ``Config.port_mapping_protocols``
 
 
 class DeviceEvents(Actor):
@@ -170,7 +171,7 @@ def dataplane_spec(system: ActorSystem, nm: DataplaneNetmap, options: DataplaneO
         bind_host=options.bind_host, bind_port=options.bind_port,
         advertise_endpoints=options.advertise_endpoints, control=DATAPLANE, memory=MEMORY, prefix=MAGICSOCK,
         timings=timings_message(options.timings), stun_interval=options.stun_interval,
-        portmap=PortmapSpawn() if options.port_mapping else None,  # -- 24c --
+        portmap=PortmapSpawn(protocols=options.port_mapping_protocols) if options.port_mapping else None,
         ipv6=options.ipv6)  # 24d
     keys = MagicsockKeys(node_private=nm.node_private, disco_private=options.disco.to_text())
     return supervisor_spec(DATAPLANE_SUP, [

@@ -230,21 +230,23 @@ def test_new_public_address_mid_flow_goes_direct_again(cell: tuple[NatLab, LabTa
 
 
 # -- a port-mapped hard NAT ------------------------------------------------------------------------
+@pytest.mark.parametrize("protocol", ["pmp", "pcp", "upnp"])
 @pytest.mark.parametrize("cell", [[LanSpec("a", "hard", upnp=True), LanSpec("b", "hard")]], indirect=True,
                          ids=["hard+upnp-hard"])
-def test_port_mapping_takes_a_hard_nat_direct(cell: tuple[NatLab, LabTailnet]) -> None:
+def test_port_mapping_takes_a_hard_nat_direct(cell: tuple[NatLab, LabTailnet], protocol: str) -> None:
     """Hard NATs on both sides stay on DERP (``test_derp_cells[hard-hard]``); when A's router runs
     miniupnpd and A maps its magicsock port, A advertises WAN:mapped first, B's disco pings reach A
     through the mapping (the replies leave through its conntrack entry) and both go direct. Closing
-    A deletes the mapping on the router."""
+    A deletes the mapping on the router. Each protocol in turn: A's mapper may use only that one."""
     from pytsnet.testing.miniupnpd import miniupnpd_available
     if reason := miniupnpd_available():
         pytest.skip(reason)
     lab, w = cell
     upnp = lab["a"].upnp
     assert upnp is not None
-    a, b = w.device(lab["a"].node, "a", port_mapping=True), w.device(lab["b"].node, "b")
-    wait_until(lambda: bool(upnp.redirects()), 15, "A's mapping on the router")
+    a = w.device(lab["a"].node, "a", port_mapping=True, port_mapping_protocols=(protocol,))
+    b = w.device(lab["b"].node, "b")
+    wait_until(lambda: bool(upnp.redirects()), 15, f"A's mapping on the router ({protocol})")
     ext_port, inside, _ = upnp.redirects()[0]
     assert inside == lab["a"].node_addrs[0]
     mapped = f"{lab['a'].wan_addr}:{ext_port}"
