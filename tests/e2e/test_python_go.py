@@ -98,6 +98,14 @@ def _check_path(w: World, go: gonode.GoNode, hostname: str) -> None:
     if w.direct:
         _wait_direct(w, go, hostname)
         row = w.row(hostname)
+        if row is not None and row.udp_bytes_in == 0:
+            # Go's disco (its own timing, not FAST) found the path only after the exchange had gone
+            # over DERP: one ICMP echo now — Go's reply must come over the UDP path it says it uses.
+            peer = next(p for p in w.dev.peers() if p.hostname == hostname)
+            assert w.dev.icmp_ping_blocking(peer.addresses[0]).done, w.debug(go, hostname)
+            wait_until(lambda: getattr(w.row(hostname), "udp_bytes_in", 0) > 0, 10,
+                       "Go's reply over the UDP path")
+            row = w.row(hostname)
         assert row.udp_bytes_in > 0 and row.udp_bytes_out > 0, row  # type: ignore[union-attr]
     else:
         row = w.row(hostname)
