@@ -16,17 +16,18 @@ from portmap_go_vectors import GO
 from pytsnet.wire.errors import WireError
 from pytsnet.wire.portmap import PortmapParseError, natpmp, pcp, upnp
 
-# Go pcp_test.go examplePCPMapResponse: a real router's MAP reply for port 1234
+# Go pcp_test.go examplePCPMapResponse: a real router's MAP reply for port 1234, its public external
+# address (last 4 bytes) replaced by 203.0.113.246 (RFC 5737): no real host is named in our tests
 EXAMPLE_PCP_MAP_RESPONSE = bytes([
     2, 129, 0, 0, 0, 0, 28, 32, 0, 2, 155, 237, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 129, 112, 9, 24, 241, 208,
-    251, 45, 157, 76, 10, 188, 17, 0, 0, 0, 4, 210, 4, 210, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 135, 180,
-    175, 246])
+    251, 45, 157, 76, 10, 188, 17, 0, 0, 0, 4, 210, 4, 210, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 203, 0,
+    113, 246])
 
 
 def test_pcp_map_response_go_vector() -> None:
     r = pcp.parse_map_response(EXAMPLE_PCP_MAP_RESPONSE)
     assert (r.result, r.lifetime, r.protocol) == (0, 7200, pcp.PROTO_UDP)
-    assert (str(r.external_ip), r.external_port, r.internal_port) == ("135.180.175.246", 1234, 1234)
+    assert (str(r.external_ip), r.external_port, r.internal_port) == ("203.0.113.246", 1234, 1234)
     assert r.epoch == 0x29bed
 
 
@@ -114,9 +115,9 @@ def test_root_description_go_vectors(name: str, service: str, control: str | Non
 def test_soap_go_vectors() -> None:
     assert upnp.parse_soap_response(GO["testAddPortMappingResponse"], "AddPortMapping") == {}
     out = upnp.parse_soap_response(GO["testGetExternalIPAddressResponse"], "GetExternalIPAddress")
-    assert str(upnp.parse_external_ip(out)) == "123.123.123.123"
+    assert str(upnp.parse_external_ip(out)) == "203.0.113.123"
     legacy = upnp.parse_soap_response(GO["testLegacyGetExternalIPAddressResponse"], "GetExternalIPAddress")
-    assert legacy == {"NewExternalIPAddress": "123.123.123.123"}
+    assert legacy == {"NewExternalIPAddress": "203.0.113.123"}
     for name, code in (("testAddPortMappingPermanentLease", 725),
                        ("testAddPortMappingPermanentLease_InvalidArgs", 402)):
         with pytest.raises(upnp.SoapFault) as e:
