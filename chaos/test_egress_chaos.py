@@ -30,6 +30,8 @@ from pytsnet.messages.egress import EgressStatus
 from pytsnet.testing.egressnet import SOURCE_PORT, EgressNet, children, egress_net, fetch, socks_connect
 from pytsnet.testing.polling import wait_until
 
+pytestmark = [pytest.mark.serial]  # load-sensitive: run alone (Makefile, `make test`)
+
 MIB = 1 << 20
 
 

@@ -11,12 +11,14 @@ stays Running throughout.
 from __future__ import annotations
 
 import base64
+import contextlib
 from collections.abc import Callable
 
 import dns.message
 
 from pytsnet import ActorDevice, Config
 from pytsnet.actors.runtime import FaultInjector
+from pytsnet.errors import ConnectionReset
 from pytsnet.testing.peerapi import http_request
 from pytsnet.testing.polling import wait_until
 
@@ -89,7 +91,10 @@ def test_killing_the_peerapi_server_mid_request_is_survived(device_config: Calla
         victim = system.lookup("peerapi-c2-2")
         assert victim is not None
         FaultInjector.kill_now(victim, "chaos: one peerAPI connection mid-request")
-        assert half.recv(4096) == b""  # closed without an answer
+        # closed without an answer: a FIN if the actor had read the half request before it died, a
+        # RST if those bytes were still unread when its flow closed (RFC 1122 4.2.2.13, as Linux)
+        with contextlib.suppress(ConnectionReset):
+            assert half.recv(4096) == b""
         half.close()
         last = a.tcp_connect_blocking(b_ip, port, timeout=20)
         last.settimeout(20)

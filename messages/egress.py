@@ -90,12 +90,10 @@ class WorkerSetup(Message, tag="egress.worker_setup"):
     up_timeout: float = 60.0
     """The node must be up within this, else the worker exits non-zero (the front restarts it)."""
     log_level: str = "WARNING"
-    # -- 23a --
     bind_host: str = "0.0.0.0"
     """The node's UDP bind address (``Config.bind_host``; tests keep it on ``127.0.0.1``)."""
     max_flows: int = 1024
     """Flows open at once in this worker; past it a flow is refused (SOCKS5 REP 01 / HTTP 503 busy)."""
-    # -- end 23a --
 
 
 class WorkerReady(Message, tag="egress.worker_ready"):
@@ -123,10 +121,8 @@ class WorkerHeartbeat(Message, tag="egress.heartbeat"):
     """False while a configured exit node is unavailable (flows are refused then)."""
     rss: int = 0
     """Resident set size of the worker process, bytes."""
-    # -- 23a --
     dropped: int = 0
     """Frames the worker dropped: undecodable, unexpected, or a ``FlowAssign`` without exactly one socket."""
-    # -- end 23a --
 
 
 class FlowAssign(Message, tag="egress.flow_assign"):

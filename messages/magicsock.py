@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Literal
 
 from pytsnet.messages.base import Message, Request
-from pytsnet.messages.portmap import PortmapSpawn  # -- 24c --
+from pytsnet.messages.portmap import PortmapSpawn
 from pytsnet.messages.redact import DiscoPrivateText, NodePrivateText
 from pytsnet.wire.magicsock import endpoint as _ep
 
@@ -155,11 +155,9 @@ class DerpRegion(Message, tag="magicsock.derp_region"):
     insecure_for_tests: bool = False
     code: str = ""
     """The region's ``RegionCode`` (``nyc``): what the LocalAPI's ``Relay``/``DERPRegionCode`` show."""
-    # -- 24d --
     host6: str = ""
     """The node's ``IPv6`` (empty: none, or ``"none"``): dialled and STUNed only with ``ipv6`` on,
     DERP when ``host`` is missing or does not answer (Go ``DERPNode.IPv6``)."""
-    # -- end 24d --
 
 
 class MagicsockTimings(Message, tag="magicsock.timings"):
@@ -193,10 +191,8 @@ class MagicsockSpawn(Message, tag="magicsock.spawn"):
     prefix: str = "magicsock"
     timings: MagicsockTimings = MagicsockTimings()
     stun_interval: tuple[float, float] = (20.0, 26.0)
-    # -- 24c --
     portmap: PortmapSpawn | None = None
     """Map the UDP port on the gateway (NAT-PMP/PCP/UPnP, ``actors/portmap``); None: no port mapper."""
-    # -- end 24c --
     udp_offload: bool = True
     """Use UDP GSO/GRO where the kernel has them; False (or env ``PYTSNET_UDP_OFFLOAD=0``) forces
     the plain one-datagram-per-syscall paths (both are tested)."""

@@ -103,7 +103,6 @@ class TkaNetmapInfoWanted(Message, tag="tka.netmap_info_wanted"):
     (a quiet tailnet may send no netmap for a long time)."""
 
 
-# -- facade asks (21e) --
 class TkaSpawn(Message, tag="tka.spawn"):
     """The TKA actor's settings: whom it asks for ``/machine/tka/*`` (the ControlRunner), whom it
     tells each ``TkaAuthorityUpdate`` (the PeerTracker first), and where the chain lives (Go's
@@ -263,7 +262,6 @@ __all__ += ["DisablementSecretText", "TkaAnswer", "TkaDisable", "TkaFailure", "T
             "TkaStatus", "TkaStatusAsk", "TkaSyncStep"]  # 21e's own line
 
 
-# -- 21i --
 class TkaAffectedSigsAnswer(Message, tag="tka.affected_sigs_answer"):
     """The signatures control holds that rest on the key asked about, each verified against our
     authority (``failure`` "" is success)."""

@@ -109,12 +109,10 @@ class Config:
     """The API the keys are minted at (``TS_BASE_URL``); default: ``https://api.tailscale.com`` for
     Tailscale's control URL, else the control URL itself (localnet serves the API there)."""
 
-    # -- LocalAPI (19a) --
     local_api_socket: str | Path | None = None
     """Serve the LocalAPI on a unix socket at this path (mode 0600), as tailscaled's socket: the
     ``pytsnet`` CLI's ``--socket``. None: in-process (``dev.local_client()``) and ``dev.loopback()`` only."""
 
-    # -- certificates (20a) --
     acme_directory_url: str | None = None
     """The ACME directory the node gets its TLS certs from (Go's ``TS_DEBUG_ACME_DIRECTORY_URL``, the
     env fallback; default Let's Encrypt's). Tests point it at pebble."""
@@ -122,7 +120,6 @@ class Config:
     """CA bundle the ACME server's own TLS is checked against. None: ``SSL_CERT_FILE`` as Go, else the
     default bundle (certifi's, through requests)."""
 
-    # -- taildrop (22a) --
     taildrop_dir: str | Path | None = None
     """Where files peers send us land (and wait for ``dev.waiting_files``). None: ``<dir>/files``
     (Go's ``<varRoot>/files``); a node without a state dir then has no Taildrop (peers get Go's 403
@@ -131,8 +128,6 @@ class Config:
     """The largest file accepted from a peer (past it: 413, ``TaildropTooLarge`` at the sender)."""
     taildrop_min_free: int = 256 << 20
     """Free bytes the filesystem must keep after a file is received (else 507)."""
-    # -- end taildrop (22a) --
-    # -- 24c --
     port_mapping: bool = False
     """Map the data plane's UDP port on the LAN gateway (NAT-PMP, PCP, UPnP IGD: Go's
     ``net/portmapper``) and advertise the mapped endpoint, so a node behind a hard NAT can still get a
@@ -141,9 +136,7 @@ class Config:
     port_mapping_protocols: tuple[str, ...] = ("pmp", "pcp", "upnp")
     """Which protocols the port mapper tries, in order (Go's: NAT-PMP, PCP, UPnP IGD); a subset
     leaves the others unused (e.g. ``("upnp",)`` on a gateway whose NAT-PMP is broken)."""
-    # -- end 24c --
 
-    # -- 24d --
     ipv6: bool = False
     """The one IPv6 switch (off: the node is IPv4-only, as the seed). It governs both the tailnet and
     the underlay. False: any ``fd7a:115c:a1e0::`` address control assigns is ignored (none on the
@@ -155,7 +148,6 @@ class Config:
     its IPv4 is missing or fails. ``bind_host`` names exactly what is bound otherwise: a specific
     IPv4 address binds only it (the tailnet still gets IPv6), a specific IPv6 address binds only it.
     An IPv6 ``bind_host`` with ``ipv6=False`` is a ``ConfigError``."""
-    # -- end 24d --
 
     def resolved(self) -> Config:
         """A copy with every default and environment fallback applied."""
@@ -217,14 +209,12 @@ class Config:
         return ForwardPolicy(routes=routes, exit_node=self.advertise_exit_node)
 
 
-# -- 24d --
 def _check_bind_host(host: str, ipv6: bool) -> None:
     """An IPv6 ``bind_host`` only with ``ipv6=True``: the knob alone decides whether the underlay uses
     IPv6 (``"::"`` with IPv6 off would silently bind both families)."""
     if ":" in host and not ipv6:
         raise ConfigError(f"Config.bind_host={host!r} is IPv6 but Config.ipv6 is False: set ipv6=True "
                           "(IPv6 is opt-in), or bind an IPv4 address")
-# -- end 24d --
 
 
 def _advertised_routes(routes: Sequence[str]) -> tuple[str, ...]:

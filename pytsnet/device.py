@@ -1075,7 +1075,6 @@ class ActorDevice:
                 return WhoIs(node=n, user=user, capabilities=caps)
         raise UnknownTailnetHost(f"no tailnet node has address {host}")
 
-    # -- HTTP clients (18a) --
     def http_client(self, **kwargs: Any) -> httpx.AsyncClient:
         """Go tsnet's ``HTTPClient``: an ``httpx.AsyncClient`` (``async with dev.http_client() as c``)
         whose every connection is a tailnet dial (``tcp_connect``: MagicDNS names, the exit node, fail
@@ -1089,7 +1088,6 @@ class ActorDevice:
         from pytsnet.http.client import sync_client
         return sync_client(self.tcp_connect_blocking, DIAL_TIMEOUT, **kwargs)
 
-    # -- loopback proxies (18c) --
     _loopback: Loopback | None = None
 
     def loopback(self) -> tuple[str, str, str]:
@@ -1112,7 +1110,6 @@ class ActorDevice:
         """The loopback proxies' open connections and counters (None before ``loopback()``)."""
         return self._loopback.status(timeout) if self._loopback is not None else None
 
-    # -- sockets and servers (18b) --
     def listen_socket(self, port: int, backlog: int = DEFAULT_BACKLOG) -> TailnetListenSocket:
         """A real listening socket (a real fd) on tailnet ``port``: socketserver/http.server,
         ``uvicorn.Server.serve(sockets=[…])``, aiohttp's ``SockSite`` and ``loop.create_server(sock=…)``
@@ -1193,7 +1190,6 @@ class ActorDevice:
         from pytsnet.http.requests_adapter import tailnet_session
         return tailnet_session(self.connect_socket, connect_timeout)
 
-    # -- bootstrap (19c) --
     def _bootstrap_auth_key(self) -> str:
         """The auth key the control client registers with: ``Config.auth_key``, or one minted from an
         OAuth client secret or an ID token (``pytsnet.bootstrap``) when the node has no state or
@@ -1213,7 +1209,6 @@ class ActorDevice:
         cfg = self.config
         return bool(cfg.client_secret or cfg.client_id or is_client_secret(str(cfg.auth_key or "")))
 
-    # -- LocalAPI (19a) --
     _local_api: LocalApi | None = None
     _local_api_socket: LocalApiSocket | None = None
 
@@ -1328,7 +1323,7 @@ class ActorDevice:
                 return DiscoPingResult()
             time.sleep(PING_POLL)
 
-    # -- Certificates and ListenTLS (20a) -------------------------------------------------------------
+    # -- Certificates and ListenTLS -------------------------------------------------------------
     def _start_cert_manager(self) -> None:
         """Spawn the ``cert`` actor under the node supervisor (permanent: a crash restarts it; its
         state is in the store)."""
@@ -1413,7 +1408,7 @@ class ActorDevice:
         lst = await self.listen(port, backlog)
         return TlsListener(lst, domains[0], self.cert_pair)
 
-    # -- Serve (20b) -----------------------------------------------------------------------------------------
+    # -- Serve -----------------------------------------------------------------------------------------
     serve_cert_provider: CertProvider | None = None
     """The certificates Serve's HTTPS and TerminateTLS handlers present: domain → (PEM chain, PEM key).
     None: the node's own ACME certificates (``cert_pair_blocking``: HTTPS must be on for the tailnet)."""
@@ -1491,7 +1486,6 @@ class ActorDevice:
     def serve_status(self, timeout: float = 5.0) -> ServeStatus:
         """The served ports, connections open and per-kind counters (requests, 404s, backend errors…)."""
         return self._ask(SERVE, ServeStatusRequest(), timeout)
-    # -- Funnel (20c) --
     _funnel_ingress: IngressRoutes | None = None
 
     def _funnel_routes(self) -> IngressRoutes:
@@ -1827,7 +1821,6 @@ class ActorDevice:
         """Go ``tailscale lock log``: the newest ``limit`` AUMs, head first."""
         return tka_facade.log_entries(self._ask(TKA, TkaLog(limit=limit), timeout))
 
-    # -- ListenSSH (22b) --
     async def listen_ssh(self, port: int = 22, handler: SessionHandler | None = None, *,
                          host_keys: Sequence[asyncssh.SSHKey] | None = None,
                          backlog: int = DEFAULT_BACKLOG) -> SSHListener:
@@ -1856,7 +1849,6 @@ class ActorDevice:
         """22d: the SSH client left while held: the fetch ends and control forgets the check."""
         with contextlib.suppress(ActorStopped, MailboxFull, OSError):
             self._ref(CONTROL).tell(SshActionCancel(fetch_id=fetch_id))
-    # -- end ListenSSH (22b) --
 
     # -- taildrop (22a): sending, file targets, received files (pytsnet/taildrop.py, actors/taildrop) --
     def _taildrop(self) -> TaildropStore | None:

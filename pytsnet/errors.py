@@ -199,7 +199,6 @@ class TagsNotPermitted(OAuthRejected):
         self.tags = tags
 
 
-# -- LocalAPI (19a) --
 class LocalApiError(PytsnetError, OSError):
     """The LocalAPI answered an error (its HTTP status and Go's text), or could not be reached."""
 
@@ -211,7 +210,6 @@ class LocalApiError(PytsnetError, OSError):
 __all__ += ["LocalApiError"]  # 19a's own line: others edit the list above
 
 
-# -- certificates (20a) --
 class CertError(PytsnetError, OSError):
     """No TLS certificate for the domain; the subclass says why."""
 
@@ -238,7 +236,6 @@ class AcmeFailed(CertError, ConnectionError):
     message names the step. Retrying later may help."""
 
 
-# -- Serve (20b) --
 class ServeConfigInvalid(ConfigError):
     """A serve config that cannot be served (bad JSON or field, a port changing its serve type, a port an
     app already listens on); nothing of it was applied and the config in force is unchanged."""
@@ -249,7 +246,6 @@ class ServeETagMismatch(ServeConfigInvalid):
 
 
 __all__ += ["ServeConfigInvalid", "ServeETagMismatch"]  # 20b's own line
-# -- Funnel (20c) --
 class FunnelUnavailable(PytsnetError, OSError):
     """The tailnet cannot bring public connections to this node: HTTPS off, no ``funnel`` node
     attribute (Go's texts), or no ingress node the policy lets reach us. Never silently a tailnet-only
@@ -268,7 +264,6 @@ class FunnelPortNotAllowed(PytsnetError, ValueError):
 __all__ += ["FunnelPortNotAllowed", "FunnelUnavailable"]  # 20c's own line
 
 
-# -- Services (20d) --
 class UntaggedServiceHost(PytsnetError, PermissionError):
     """Go's ``ErrUntaggedServiceHost``: only a tagged node may host a Tailscale Service
     (``Config.tags`` with an auth key allowed those tags)."""
@@ -282,7 +277,6 @@ class ServiceUnavailable(PytsnetError, OSError):
 __all__ += ["ServiceUnavailable", "UntaggedServiceHost"]  # 20d's own line
 
 
-# -- Tailnet Lock (21e) --
 class TailnetLockError(PytsnetError, RuntimeError):
     """A Tailnet Lock operation failed (``dev.lock_*``): control refused or did not answer, bad input,
     or the node is not logged in; the message says which."""
@@ -307,7 +301,6 @@ __all__ += ["TailnetLockDisablementRefused", "TailnetLockError", "TailnetLockNot
             "TailnetLockNotTrusted"]  # 21e's own line
 
 
-# -- taildrop (22a) --
 class TaildropError(PytsnetError, OSError):
     """A Taildrop operation failed (``dev.send_file``, ``file_targets``, the waiting files); the message
     says why (the receiver's answer when it refused)."""

@@ -65,7 +65,7 @@ from pytsnet.messages.dns import DnsSpawn
 from pytsnet.messages.magicsock import MagicsockKeys, MagicsockSpawn
 from pytsnet.messages.memory import Forget
 from pytsnet.messages.peers import PeersChanged, PeerTrackerSpawn
-from pytsnet.messages.portmap import PORTMAP_PROTOCOLS, PortmapSpawn  # -- 24c --
+from pytsnet.messages.portmap import PORTMAP_PROTOCOLS, PortmapSpawn
 from pytsnet.messages.tka import TkaSpawn  # 21e
 from pytsnet.messages.wgengine import IpPacketOut
 from pytsnet.net.netstack import Netstack
@@ -109,7 +109,7 @@ class DataplaneOptions:
     then no forwarder subtree is started)."""
     peerapi_port: int = 0
     """The PeerAPI listener's port, named in our TSMP pongs (as Go's tstun ``PeerAPIPort``)."""
-    port_mapping: bool = False  # -- 24c --: start a port mapper (``Config.port_mapping``)
+    port_mapping: bool = False  # start a port mapper (``Config.port_mapping``)
     port_mapping_protocols: tuple[str, ...] = PORTMAP_PROTOCOLS  # ``Config.port_mapping_protocols``
 
 

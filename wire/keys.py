@@ -151,14 +151,12 @@ class NLPublic(_Public):
     PREFIX = "nlpub:"
     ACCEPTED_PREFIXES = ("tlpub:",)
 
-    # -- Tailnet Lock CLI form (21a) --
     CLI_PREFIX: ClassVar[str] = "tlpub:"
 
     def cli_string(self) -> str:
         """Go's NLPublic.CLIString: ``tlpub:`` + hex, the form ``tailscale lock`` prints and takes."""
         return self.CLI_PREFIX + self._raw.hex()
 
-    # -- end Tailnet Lock CLI form (21a) --
 
 
 class _Private(_Key32, Generic[PubT]):
@@ -229,7 +227,6 @@ class DiscoPrivate(_Private[DiscoPublic]):
 PrivT = TypeVar("PrivT", bound=_Private[Any])
 
 
-# -- Tailnet Lock private key (21a) --
 NL_PRIVATE_PREFIX = "nlpriv:"
 NL_PRIVATE_LEN = 64
 
@@ -324,7 +321,6 @@ class NLPrivate:
     __str__ = __repr__
 
 
-# -- end Tailnet Lock private key (21a) --
 
 
 def save_private(path: str | os.PathLike[str], key: _Private[Any]) -> None:

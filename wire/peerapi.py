@@ -255,7 +255,7 @@ def route(req: PeerApiRequest, *, our_addresses: tuple[str, ...], dns_allowed: b
 
 
 
-# -- Funnel ingress (20c) --------------------------------------------------------------------------
+# -- Funnel ingress --------------------------------------------------------------------------
 INGRESS_PATH = "/v0/ingress"
 """Go ``handleServeIngress``: an ingress node hands us one public TCP connection (Funnel)."""
 

@@ -308,7 +308,7 @@ def service_slice(cfg: ServeConfig, name: str, port: int) -> str:
     return to_go_json(ServeConfig(TCP={port: svc.TCP[port]}, Web=_web_on(svc.Web, port))).decode()
 
 
-# -- Funnel through Serve (20g) ---------------------------------------------------------------------------
+# -- Funnel through Serve ---------------------------------------------------------------------------
 def funnel_targets(cfg: ServeConfig | None) -> dict[str, int]:
     """Go ``HasFunnelForTarget`` + ``FindTCP``: each ``AllowFunnel`` ``host:port`` that is on (lower-cased
     host) and whose port has a TCP handler → that port. What is not here gets no ingress (403)."""

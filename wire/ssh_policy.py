@@ -138,7 +138,6 @@ def admit(policy: SSHPolicy | None, caller: Caller, now: datetime) -> bool:
 
 
 
-# -- check mode (22d) --
 _DELEGATE_VARS = re.compile(
     r"\$SRC_NODE_IP|\$SRC_NODE_ID|\$DST_NODE_IP|\$DST_NODE_ID|\$SSH_USER|\$LOCAL_USER")
 
@@ -157,4 +156,3 @@ def expand_delegate_url(url: str, *, src_ip: str, src_node_id: int, dst_ip: str,
         "$LOCAL_USER": urllib.parse.quote_plus(local_user, safe=""),
     }
     return _DELEGATE_VARS.sub(lambda m: values[m.group(0)], url)
-# -- end check mode (22d) --

@@ -80,7 +80,6 @@ TKA_RESPONSE_LIMIT = 10 << 20
 """Go reads TKA answers through ``io.LimitedReader{N: 10 * 1024 * 1024}``."""
 
 
-# -- ssh action (22d) --
 @dataclass(frozen=True)
 class SendSshActionFetch:
     """Tailscale SSH check mode: ``GET <path>`` (path and query of a ``holdAndDelegate`` URL) on ``conn``
@@ -97,7 +96,6 @@ _SshItem = tuple[int, "Noise2Client | None", "Response | None", float]
 
 SSH_ACTION_LIMIT = 1 << 20
 """An ``SSHAction`` is a small JSON object; more is refused."""
-# -- end ssh action (22d) --
 
 
 Request = (Connect | SendRegister | OpenMapPoll | SendLiteUpdate | SendIdToken | SendSetDns | SendTkaCall
@@ -280,7 +278,6 @@ class ControlPerformer:
                 client.cancel(resp)
                 return IoSshActionAnswer(token=token, error="no SSH action from control in time")
         return None
-    # -- end ssh action (22d) --
 
     # -- the poll thread ---------------------------------------------------------------------------
     def step_poll(self) -> Message | None:

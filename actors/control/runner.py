@@ -83,7 +83,6 @@ __all__ = ["ControlRunner", "RunnerConfig"]
 TKA_PATH_PREFIX = "/machine/tka/"
 
 
-# -- ssh action (22d) --
 MAX_SSH_ACTION_FETCHES = 64
 """SSH checks waiting on control at once (each holds a stream and a deferred reply)."""
 
@@ -102,7 +101,6 @@ def control_path(url: str, control_url: str) -> str | None:
     if not u.path.startswith("/machine/") or ".." in u.path or any(ch in url for ch in "\r\n\x00 "):
         return None
     return u.path + (f"?{u.query}" if u.query else "")
-# -- end ssh action (22d) --
 
 WATCHDOG_TIMEOUT = 120.0
 """``watchdogTimeout`` in ``direct.go``: a long poll silent this long is dead."""
@@ -344,7 +342,6 @@ class ControlRunner(Actor):
         if reply is not None:
             reply.set(SetDnsAnswer(status=msg.status, body=msg.body, error=msg.error))
 
-    # -- Tailnet Lock (21d) --
     @handles(TkaControlCall)
     def on_tka_call(self, msg: TkaControlCall) -> TkaControlAnswer | None:
         """A ``/machine/tka/*`` call for the TKA actor, sent as Go sends it (GET with a JSON body to
@@ -366,7 +363,6 @@ class ControlRunner(Actor):
         if reply is not None:
             reply.set(TkaControlAnswer(status=msg.status, body=msg.body, error=msg.error))
 
-    # -- ssh action (22d) --
     @handles(SshActionFetch)
     def on_ssh_action_fetch(self, msg: SshActionFetch) -> SshActionAnswer | None:
         """Tailscale SSH check mode: ``GET`` a ``holdAndDelegate`` URL over Noise (Go ``fetchSSHAction``);
@@ -404,7 +400,6 @@ class ControlRunner(Actor):
             reply.set(SshActionAnswer(error="cancelled"))
         if self._io is not None:
             self._io.cancel_ssh_action(token)
-    # -- end ssh action (22d) --
 
     @handles(TkaAuthorityUpdate)
     def on_tka_authority(self, msg: TkaAuthorityUpdate) -> None:

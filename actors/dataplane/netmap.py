@@ -71,11 +71,10 @@ def derp_regions(dm: DERPMap | None, plain_origin: tuple[str, int] | None = None
             if n.STUNOnly:
                 continue
             host = n.IPv4 if n.IPv4 and n.IPv4 != "none" else n.HostName
-            # -- 24d: the node's IPv6 (used only with Config.ipv6); an IPv6 literal HostName is one --
+            # the node's IPv6 (used only with Config.ipv6); an IPv6 literal HostName is one
             host6 = n.IPv6 if n.IPv6 and n.IPv6 != "none" else ""
             if ":" in host:
                 host, host6 = "", host6 or host
-            # -- end 24d --
             port = n.DERPPort or (80 if _plain_http() else DEFAULT_DERP_PORT)
             origin = (host or host6, port)  # 24d
             plain = _plain_http() or (n.InsecureForTests and _same_origin(origin, plain_origin))
@@ -106,7 +105,6 @@ def netmap_for_dataplane(nm: NetworkMap, private: NodePrivate, control_url: str 
     )
 
 
-# -- ssh (22b) --
 def ssh_policy(raw: dict[str, object] | None) -> SSHPolicy | None:
     """The netmap's ``SSHPolicy`` parsed; one that does not parse is None (fail closed: no SSH)."""
     if raw is None:
@@ -117,7 +115,6 @@ def ssh_policy(raw: dict[str, object] | None) -> SSHPolicy | None:
         log.warning("netmap: unusable SSHPolicy ignored (Tailscale SSH refuses everyone): %s",
                     str(e).splitlines()[0][:120])
         return None
-# -- end ssh (22b) --
 
 
 def service_host_ips(n: Node) -> dict[str, list[str]]:

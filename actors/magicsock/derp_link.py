@@ -146,7 +146,6 @@ def _shutdown(sock: socket.socket) -> None:
     sock.close()
 
 
-# -- 24d --
 def _connect(r: DerpRegion, ipv6: bool) -> socket.socket:
     """TCP to the region's node: its IPv4 (or host name, resolved to IPv4 only with IPv6 off) first,
     then with ``ipv6`` its ``IPv6`` when that is missing or fails (Go dials both, IPv4 preferred)."""
@@ -198,4 +197,3 @@ def _is_ip(host: str) -> bool:
 def _host_header(host: str) -> str:
     """The upgrade's ``Host``: an IPv6 literal in brackets, as a URL has it."""
     return f"[{host}]" if ":" in host else host
-# -- end 24d --

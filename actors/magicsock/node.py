@@ -6,7 +6,7 @@ from pytsnet.actors.magicsock.derp_client import DerpClient
 from pytsnet.actors.magicsock.disco import DiscoPinger
 from pytsnet.actors.magicsock.stun import StunProber
 from pytsnet.actors.magicsock.udp import MagicsockUdp
-from pytsnet.actors.portmap.mapper import PortMapper  # -- 24c --
+from pytsnet.actors.portmap.mapper import PortMapper
 from pytsnet.actors.runtime import ActorRef, ActorSystem, ChildSpec, MailboxConfig, supervisor_spec
 from pytsnet.messages.magicsock import DerpRegion, MagicsockKeys, MagicsockSpawn
 
@@ -41,11 +41,9 @@ def magicsock_spec(spawn: MagicsockSpawn, keys: MagicsockKeys, max_restarts: int
                     mailbox=DATA_MAILBOX)
           for r in spawn.regions),
     ]
-    # -- 24c --
     if spawn.portmap is not None:
         pm = spawn.portmap.model_copy(update={"udp": spawn.name("udp"), "stun": spawn.name("stun")})
         specs.append(ChildSpec(PortMapper, spawn.name("portmap"), args=(pm,)))
-    # -- end 24c --
     return supervisor_spec(spawn.name("sup"), specs, max_restarts=max_restarts, within=within)
 
 

@@ -35,7 +35,7 @@ from pytsnet.messages.magicsock import (
     UdpBound,
     UdpSend,
 )
-from pytsnet.messages.portmap import PortmapEndpoint  # -- 24c --
+from pytsnet.messages.portmap import PortmapEndpoint
 from pytsnet.wire.magicsock.addr import AddrParseError, format_addr, parse_addr
 from pytsnet.wire.magicsock.netcheck import Netcheck, Report
 from pytsnet.wire.magicsock.netcheck_dual import DualNetcheck, netcheck_for  # 24d
@@ -56,7 +56,7 @@ class StunProber(Actor):
         self.next_report = 0.0
         self._tick: TimerHandle | None = None
         self.dropped_unsolicited = 0  # STUN-looking datagrams that answer none of our probes
-        self.portmapped: str | None = None  # -- 24c --: the gateway's mapping of our port (PortMapper)
+        self.portmapped: str | None = None  # the gateway's mapping of our port (PortMapper)
 
     def on_start(self) -> None:
         before = recall(self, self.config.memory)
@@ -108,7 +108,6 @@ class StunProber(Actor):
             out[r.region_id] = [(ip, r.stun_port or 3478)]
         return out
 
-    # -- 24d --
     def _servers6(self) -> dict[int, list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]]]:
         """The regions' IPv6 STUN addresses, when our socket has IPv6 (``Config.ipv6``); else none."""
         out: dict[int, list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]]] = {}
@@ -123,7 +122,6 @@ class StunProber(Actor):
                 continue
             out[r.region_id] = [(ip, r.stun_port or 3478)]
         return out
-    # -- end 24d --
 
     @handles(StunTick)
     def tick(self, msg: StunTick) -> None:
@@ -187,30 +185,26 @@ class StunProber(Actor):
         if not self.config.advertise_endpoints:
             return ()
         eps: list[str] = []
-        if self.portmapped is not None:  # -- 24c --: first, as Go's EndpointPortmapped
+        if self.portmapped is not None:  # first, as Go's EndpointPortmapped
             eps.append(self.portmapped)
         if report.global_v4 is not None:
             eps.append(format_addr(report.global_v4))
         if report.global_v6 is not None:
             eps.append(format_addr(report.global_v6))
-        # -- 24a --
         # Behind a hard NAT (the mapping varies by destination) with a fixed port configured, guess
         # that the router forwards that same port (Go's EndpointSTUN4LocalPort): worst case a
         # candidate that never answers.
         if report.global_v4 is not None and report.mapping_varies_by_dest_ip and self.config.bind_port:
             eps.append(format_addr((report.global_v4[0], self.config.bind_port)))
-        # -- end 24a --
         host = self.config.bind_host
         try:
             ip = ipaddress.ip_address(host)
             if not ip.is_unspecified and self.bound_port:
                 eps.append(format_addr((ip, self.bound_port)))
-            # -- 24a --
             elif ip.is_unspecified and self.bound_port and ip.version == 4:
                 # bound to every address: offer each local interface's (Go's EndpointLocal), so two
                 # peers behind one NAT meet on their LAN (no hairpin needed); loopback never
                 eps.extend(format_addr((a, self.bound_port)) for a in local_ipv4())
-            # -- end 24a --
         except ValueError:
             pass
         for e in self.config.extra_endpoints:
@@ -233,7 +227,6 @@ class StunProber(Actor):
                     udp=self.last.udp, preferred_derp=self.home, region_latency=self.last.region_latency,
                     global_v4=format_addr(self.last.global_v4) if self.last.global_v4 else None))
 
-    # -- 24c --
     @handles(PortmapEndpoint)
     def on_portmapped(self, msg: PortmapEndpoint) -> None:
         """The port mapper's endpoint changed: advertise it now (or at the first report)."""
@@ -241,7 +234,6 @@ class StunProber(Actor):
         if self.last is not None:
             self.endpoints = self._endpoints(self.last)
             self._publish()
-    # -- end 24c --
 
     @handles(ResendPaths)
     def resend(self, msg: ResendPaths) -> None:

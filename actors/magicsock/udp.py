@@ -82,7 +82,6 @@ def _text(sockaddr: tuple) -> str:  # type: ignore[type-arg]
     return format_addr((_unmapped(sockaddr[0]), sockaddr[1]))
 
 
-# -- 24d --
 def _unmapped(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     """A source address as peers and paths know it: a v4-mapped IPv6 address (what a dual-stack
     socket reports for IPv4) as its IPv4 address; the zone of a link-local one dropped."""
@@ -90,7 +89,6 @@ def _unmapped(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
     return ip
-# -- end 24d --
 
 
 def _enable_offload(sock: socket.socket) -> tuple[bool, bool]:

@@ -72,14 +72,12 @@ def send(owner: ActorRef | None, data: bytes, dst: tuple[str, int]) -> bool:
     return True
 
 
-# -- 24d --
 def dst_for(sock: socket.socket, dst: tuple[str, int]) -> tuple[str, int]:
     """``dst`` as ``sock`` can send to it: an IPv4 address v4-mapped on an IPv6 (dual-stack) socket.
     An IPv6 destination on an IPv4 socket stays as it is (the send fails; pongs go missing)."""
     if sock.family == socket.AF_INET6 and ":" not in dst[0]:
         return "::ffff:" + dst[0], dst[1]
     return dst
-# -- end 24d --
 
 
 class BurstResult:
@@ -117,11 +115,9 @@ def send_on(sock: socket.socket, dst: tuple[str, int], datas: Sequence[bytes | b
             if sock.fileno() == -1:
                 raise
             if e.errno not in GSO_UNSUPPORTED:
-                # -- 24a --
                 if e.errno == errno.EMSGSIZE:  # segments above the route's MTU (a 1280 underlay):
                     for data in datas[i:j]:  # the kernel will not GSO them but fragments plain sends
                         _sendto(sock, data, dst)
-                # -- end 24a --
                 continue  # unreachable/refused/full: as a plain send, the path logic copes
             res.gso = False  # this route or device cannot segment: plain sends from now on
             for data in datas[i:j]:

@@ -581,7 +581,7 @@ class NetstackActor(Actor):
     def flow_count(self) -> int:
         return len(self.flows)
 
-    # -- fallback TCP handlers and VIP services (20d) ----------------------------------------------------
+    # -- fallback TCP handlers and VIP services ----------------------------------------------------
     @handles(TcpFallbackSet)
     def on_fallback_set(self, msg: TcpFallbackSet) -> NetstackReply:
         """Hold SYNs for unlistened ports for the app's fallback handlers, or stop (SYNs still

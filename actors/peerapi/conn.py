@@ -246,7 +246,7 @@ class PeerApiConnection(Actor):
             self._event("idle_timeout")
             self.stop()
 
-    # -- Taildrop (22a) --------------------------------------------------------------------------------
+    # -- Taildrop --------------------------------------------------------------------------------
     def _next(self) -> PeerApiRequest | None:
         """The next request, after writing any streamed upload body that is here to its file."""
         while self._http.streaming:

@@ -85,7 +85,7 @@ class IngressRoutes:
         with self._lock:
             return sorted(self._by_port)
 
-    # -- Funnel through Serve (20g) ----------------------------------------------------------------------
+    # -- Funnel through Serve ----------------------------------------------------------------------
     def set_serve(self, targets: dict[str, int], taker: ServeIngress | None) -> None:
         """The serve config's Funnel targets (``wire.serve.funnel_targets``) and who takes them."""
         with self._lock:

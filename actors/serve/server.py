@@ -379,7 +379,7 @@ class ServeManager(Actor):
                 ref.tell(ServePortConfig(port=port, config=key_slice(cfg, key), service=service))
 
 
-    # -- Funnel through Serve (20g) ----------------------------------------------------------------------
+    # -- Funnel through Serve ----------------------------------------------------------------------
     def _publish_funnel(self, cfg: ServeConfig | None) -> None:
         """The ingress learns the targets now on (ports no longer served lose what waits for them);
         control hears the Hostinfo flags when they change (Go ``updateIngressAndServiceHashLocked``)."""

@@ -265,7 +265,7 @@ class WgEngine(Actor):
         if invalid and not self.invalid_packet_filter:
             log.warning("%s", INVALID_PACKET_FILTER)
         self.invalid_packet_filter = invalid
-        self.filter = self.filter.with_rules(rules, local, peerapi=peerapi)  # -- end 21h --
+        self.filter = self.filter.with_rules(rules, local, peerapi=peerapi)
         self._flush()
 
     # --- data path -------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ EXIT_ESCALATED = 1
 
 
 def register(subparsers: Any) -> None:
-    # -- egress (23b) --
     p = subparsers.add_parser("egress",
                               help="run a supervised egress proxy (SOCKS5/HTTP) over worker processes")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
@@ -49,7 +48,6 @@ def register(subparsers: Any) -> None:
     s.add_argument("url", help="http://HOST:PORT or HOST:PORT of the status endpoint")
     s.add_argument("--json", action="store_true", help="print the JSON as served")
     s.set_defaults(func=_status)
-    # -- end egress (23b) --
 
 
 def _run(args: argparse.Namespace) -> int:

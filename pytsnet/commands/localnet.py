@@ -60,7 +60,6 @@ def register(subparsers: Any) -> None:
                    help="node-key lifetime, e.g. 90s, 12h, 180d (default: as last served, else 180d)")
     p.add_argument("--idle-timeout", type=_duration, default=None, metavar="DURATION",
                    help="close a Noise session with no request in flight for this long (default 120s)")
-    # -- HTTPS certificates (20a) --
     p.add_argument("--https", action="store_true",
                    help="enable HTTPS certs: CertDomains and the https capability in netmaps, "
                         "/machine/set-dns")
@@ -77,12 +76,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--funnel-target-port", type=int, default=None, metavar="PORT",
                    help="the nodes' Funnel port the ingress carries to (default: the public port if it is "
                         "443, 8443 or 10000, else 443)")
-    # -- 24b --
     p.add_argument("--derp-map", default=None, metavar="FILE",
                    help="hand nodes this DERP map (tailcfg.DERPMap JSON, e.g. from pytsnet derper "
                         "--write-derp-map) instead of localnet's own relay, which is then not started; "
                         "/derp/admit answers such a derper's --verify-client-url")
-    # -- end 24b --
     p.set_defaults(func=_serve, admin=None)
     sub = p.add_subparsers(dest="admin")
     ak = sub.add_parser("authkey", help="pre-auth keys", parents=[shared]).add_subparsers(dest="op",
@@ -132,7 +129,6 @@ def _serve(args: argparse.Namespace) -> int:
     from pytsnet.localnet.limits import ConnectionLimits
 
     limits = None if args.idle_timeout is None else ConnectionLimits(idle_timeout=args.idle_timeout)
-    # -- 24b --
     derp_map = None
     if args.derp_map is not None:
         from pytsnet.derper.derpmap import DerpMapError, load_derp_map
@@ -144,7 +140,6 @@ def _serve(args: argparse.Namespace) -> int:
             derp_map = load_derp_map(args.derp_map)
         except DerpMapError as e:
             raise SystemExit(f"pytsnet localnet: error: {e}") from None
-    # -- end 24b --
     net = LocalTailnet(args.state, listen=args.listen, ipv6=args.ipv6, relay=not args.no_relay,
                        stun_port=args.stun_port, derp_tls=args.derp_tls,
                        derp_tls_port=args.derp_tls_port, key_expiry=args.key_expiry, limits=limits,
@@ -316,7 +311,7 @@ def _nodes_approve_routes(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- OAuth clients (19c) ---------------------------------------------------------------------------
+# -- OAuth clients ---------------------------------------------------------------------------
 def _register_oauth(sub: Any, shared: argparse.ArgumentParser) -> None:
     oauth = sub.add_parser("oauth", help="OAuth clients that mint tagged auth keys (Config.client_secret, "
                            "workload identity)", parents=[shared]).add_subparsers(dest="op", required=True)

@@ -133,10 +133,9 @@ class WorkerChannel:
         return msg, fds
 
     def close(self) -> None:
-        # -- 23c -- shutdown first: a close alone leaves the socket open (no EOF to the other end)
+        # shutdown first: a close alone leaves the socket open (no EOF to the other end)
         # while another thread of ours is still blocked in ``recv`` on it
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
-        # -- end 23c --
         with contextlib.suppress(OSError):
             self.sock.close()

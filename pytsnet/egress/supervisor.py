@@ -96,7 +96,6 @@ def refuse_flow(fd: int, proto: EgressProto, text: str) -> int:
     return n
 
 
-# -- 23c --
 _SECRET_ENV = ("TS_AUTHKEY", "TS_AUTH_KEY", "TS_CLIENT_SECRET", "TS_ID_TOKEN", "PYTSNET_EGRESS_PASSWORD")
 """Secrets the front may have been started with: a worker gets its key in ``WorkerSetup`` only, so it
 does not inherit them (``/proc/<pid>/environ``; nor do its ``Config`` fallbacks pick them up)."""
@@ -104,7 +103,6 @@ does not inherit them (``/proc/<pid>/environ``; nor do its ``Config`` fallbacks 
 
 def _worker_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in _SECRET_ENV}
-# -- end 23c --
 
 
 def _exit_text(code: int | None) -> str:
@@ -164,7 +162,7 @@ class WorkerSlot(Actor):
             # A session of its own: a terminal's Ctrl-C (SIGINT to the foreground process group) or
             # hang-up reaches the front only, which drains the workers; it must not kill them mid-flow.
             proc = subprocess.Popen(self._command(theirs.fileno()), pass_fds=[theirs.fileno()],
-                                    stdin=subprocess.DEVNULL, env=_worker_env(),  # -- 23c --
+                                    stdin=subprocess.DEVNULL, env=_worker_env(),
                                     start_new_session=True)
         except (OSError, ValueError) as e:
             ch.close()

@@ -71,7 +71,6 @@ class LocalClient:
                 c.close()
                 raise LocalApiError(f"LocalAPI at {path}: {e}") from None
             c.close()
-            # -- end taildrop (22c) --
             return LocalResponse(r.status_code, r.content, r.headers.get("content-type", ""),
                                  headers=tuple(r.headers.items()))
 
@@ -121,7 +120,6 @@ class LocalClient:
             raise LocalApiError(f"LocalAPI answer is not a TokenResponse ({e.error_count()} error(s))") \
                 from None
 
-    # -- certificates (20a) --
     def cert_pair(self, domain: str) -> tuple[bytes, bytes]:
         """Go ``CertPair``: ``(cert PEM, key PEM)`` from ``cert/<domain>?type=pair``, which is the key
         block then the cert blocks (split at the first ``--\\n--``, as Go)."""
@@ -136,7 +134,6 @@ class LocalClient:
         return cert, key
 
 
-    # -- Serve (20b) --
     def get_serve_config(self) -> tuple[ServeConfig | None, str]:
         """Go ``GetServeConfig``: the config in force and its ETag (the ``Etag`` header)."""
         resp = self._send(LocalRequest("GET", PREFIX + "serve-config"))
@@ -246,11 +243,9 @@ class LocalClient:
         resp = self._send(req)
         if resp.status != 200:
             raise LocalApiError(f"{resp.status}: {resp.body.decode('utf-8', 'replace').strip()}", resp.status)
-    # -- end taildrop (22c) --
 
 
 _UPDATES = TypeAdapter(list[NetworkLockUpdate] | None)
-# -- taildrop (22c) --
 _TARGETS = TypeAdapter(list[FileTarget] | None)
 _WAITING = TypeAdapter(list[WaitingFile] | None)
 _T = TypeVar("_T")
@@ -302,7 +297,6 @@ class _ResponseBody(io.RawIOBase):
             self._resp.close()
             self._client.close()
         super().close()
-# -- end taildrop (22c) --
 
 
 def _b64(b: bytes) -> str:

@@ -138,7 +138,6 @@ def response_bytes(conn: h11.Connection, resp: LocalResponse) -> bytes:
     return out + (conn.send(h11.EndOfMessage()) or b"")
 
 
-# -- taildrop (22c) --
 STREAM_CHUNK = 256 * 1024
 
 
@@ -217,4 +216,3 @@ def _head_bytes(conn: h11.Connection, resp: LocalResponse) -> bytes:
                (b"connection", b"close"), *((k.encode(), v.encode("latin-1")) for k, v in resp.headers)]
     return conn.send(h11.Response(status_code=resp.status, headers=headers,
                                   reason=_REASONS.get(resp.status, b"Error"))) or b""
-# -- end taildrop (22c) --

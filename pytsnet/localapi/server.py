@@ -40,11 +40,9 @@ class LocalRequest:
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     """Request headers, names lower-cased (first value): Serve's ``If-Match`` (20b)."""
-    # -- taildrop (22c) --
     stream: BinaryIO | None = None
     """A streaming route's body, read as the handler goes (``file-put/``: a file of any size); the
     transport bounds each read's wait. None elsewhere (``body`` holds it)."""
-    # -- end taildrop (22c) --
 
 
 @dataclass(frozen=True)
@@ -54,12 +52,10 @@ class LocalResponse:
     content_type: str = "text/plain; charset=utf-8"
     headers: tuple[tuple[str, str], ...] = ()
     """Extra response headers: Serve's ``Etag`` (20b)."""
-    # -- taildrop (22c) --
     stream: BinaryIO | None = None
     """A body too large to hold (``files/<name>``: a received file), copied by the transport then
     closed; its length is ``stream_size`` (the ``Content-Length``), ``body`` is unused."""
     stream_size: int = 0
-    # -- end taildrop (22c) --
 
     @classmethod
     def error(cls, status: int, text: str) -> LocalResponse:

@@ -267,7 +267,7 @@ class TokenResponse(GoModel):
     id_token: str = Field(repr=False)
 
 
-# -- Tailnet Lock (21f) -------------------------------------------------------------------------------
+# -- Tailnet Lock -------------------------------------------------------------------------------
 GoBytes = Annotated[str, StringConstraints(
     pattern=r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$")]
 """A Go ``[]byte`` in JSON: standard base64 with padding (``null`` for nil: the field is optional)."""
@@ -348,7 +348,6 @@ __all__ += ["NetworkLockStatus", "NetworkLockUpdate", "NodeKeySignatureJSON", "T
             "TkaKeyJSON"]  # 21f's own line
 
 
-# -- taildrop (22c) --
 class FileTarget(GoModel):
     """apitype.go:46 ``FileTarget`` (``file-targets``): a node files can be sent to, and its PeerAPI
     base URL (``http://ip:port``, no path)."""
@@ -365,4 +364,3 @@ class WaitingFile(GoModel):
 
 
 __all__ += ["FileTarget", "WaitingFile"]  # 22c's own line
-# -- end taildrop (22c) --

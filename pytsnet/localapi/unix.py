@@ -137,7 +137,6 @@ class LocalApiConnection(Actor):
         """Read the body (``MalformedHttp`` for a cut or broken one) and answer it; too large: 413.
         A streaming route (``file-put/``) gets the body as it arrives instead, each read given
         ``REQUEST_TIMEOUT`` (a file takes as long as it takes; a stalled client is cut)."""
-        # -- taildrop (22c) --
         route = self.api.lookup(urlsplit(req.target.decode("ascii", "replace")).path)
         if route is not None and route.streaming:
             self._event("requests")
@@ -146,7 +145,6 @@ class LocalApiConnection(Actor):
                 return check_and_handle(self.api, req, b"", password=None, sec_header=False, stream=stream)
             finally:
                 stream.close()
-        # -- end taildrop (22c) --
         try:
             body = read_body(conn, lambda: self._recv(deadline))
         except BodyTooLarge:

@@ -117,7 +117,6 @@ def default_derp_map(host: str, port: int, *, stun_port: int = -1) -> JSON:
                    "STUNPort": stun_port, "DERPPort": port, "InsecureForTests": True}]}}}
 
 
-# -- 24d --
 def derp_node_addrs(host: str) -> dict[str, str]:
     """A DERP node's ``IPv4``/``IPv6`` for a relay listening on ``host``: its own family set, the
     other ``"none"`` (so no DNS lookup happens and clients never try the family it lacks)."""
@@ -127,7 +126,6 @@ def derp_node_addrs(host: str) -> dict[str, str]:
 def url_host(host: str) -> str:
     """``host`` as a URL has it: an IPv6 literal in brackets."""
     return f"[{host}]" if ":" in host else host
-# -- end 24d --
 
 
 def map_frame(msg: JSON, compress: bool) -> bytes:
@@ -139,7 +137,6 @@ _ACME_VALUE = re.compile(r"[A-Za-z0-9_-]{1,255}")
 """A DNS-01 TXT value: base64url of a SHA-256 (43 characters), bounded to one TXT string."""
 
 
-# -- ssh check (22d) --
 SSH_ACTION_PREFIX = "/machine/ssh/action/"
 _SSH_ACTION_PATH = re.compile(r"/machine/ssh/action/(\d{1,18})/to/(\d{1,18})")
 MAX_SSH_CHECKS = 64
@@ -167,7 +164,6 @@ class SshCheck:
     local_user: str
     created: float
     decided: asyncio.Future[bool] = field(repr=False)
-# -- end ssh check (22d) --
 
 
 class BadRequestBody(ValueError):
@@ -305,16 +301,13 @@ class ControlServer:
         self._refusal_logged_at = -1.0
         self.stats.update({"conns_refused": 0, "noise_idle_closed": 0, "h2_streams_refused": 0,
                            "h2_protocol_errors": 0, "h2_buffered_peak": 0, "id_tokens": 0})
-        # -- HTTPS certificates (20a) --
         self.https = https
         self.dns01 = dns01
         self.stats.update({"set_dns": 0, "set_dns_refused": 0})
         """``set_dns`` TXT records published for nodes, ``set_dns_refused`` requests refused."""
-        # -- tka (21c) --
         self.tka = ControlTka.load(store, time.time())
         """Tailnet Lock as control keeps it (:mod:`pytsnet.localnet.tka`)."""
         self.stats.update({"tka_calls": 0, "tka_refused": 0})
-        # -- ssh check (22d) --
         self.ssh_checks: dict[int, SshCheck] = {}
         """Pending Tailscale SSH checks (held ``/machine/ssh/action/`` requests), by id."""
         self.ssh_check_timeout = SSH_CHECK_TIMEOUT
@@ -760,7 +753,6 @@ class ControlServer:
             return 400, b"Value is not an ACME DNS-01 digest (base64url, at most 255 characters)\n"
         return 200, b""
 
-    # -- ssh check (22d) --
     async def ssh_action(self, path: str, machine: str) -> tuple[int, bytes]:
         """``GET /machine/ssh/action/<src>/to/<dst>?ssh_user=&local_user=&check_period=``: the node
         ``dst`` holds a login from ``src`` until the admin decides (:meth:`decide_ssh_check`), the
@@ -817,9 +809,7 @@ class ControlServer:
             return False
         check.decided.set_result(accept)
         return True
-    # -- end ssh check (22d) --
 
-    # -- tka (21c) --
     def _tka_caller(self, body: JSON, machine: str) -> Node:
         """The node making a ``/machine/tka/*`` call: this machine's, authorized, logged in, unexpired."""
         nk = _nonzero_key(body.get("NodeKey"), NodePublic)

@@ -70,11 +70,9 @@ DROP_GONE = "gone_disconnected"
 DROP_WRITE_ERROR = "write_error"
 
 IsKnown = Callable[[NodePublic], bool]
-# -- 24b --
 VerifyClient = Callable[[NodePublic, str], Awaitable[bool]]
 """An admission controller asked once per connection (Go ``verifyClient``): the client's node key and
 source IP → admit? Awaited before the client is registered; an exception counts as a refusal."""
-# -- end 24b --
 Handler = Callable[[http1.Request, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
@@ -101,10 +99,8 @@ class DerpStats:
     packets_forwarded: int = 0
     bytes_forwarded: int = 0
     pings: int = 0
-    # -- 24b --
     rejected_verify: int = 0  # ClientInfo from a key the admission controller (``verify``) refused
     verify_errors: int = 0  # admission checks that raised (counted in rejected_verify too)
-    # -- end 24b --
     drops: collections.Counter[str] = field(default_factory=collections.Counter)
     keys: dict[NodePublic, KeyStats] = field(default_factory=dict)
     """Per-key counters, only for keys that were admitted (a sender can name any destination key:
@@ -385,7 +381,6 @@ class DerpServer:
                 await asyncio.wait_for(self._server.wait_closed(), 2)
 
     async def _on_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        # -- 24b --
         if self.gate is not None:
             peer = writer.get_extra_info("peername")
             ip = str(peer[0]) if isinstance(peer, tuple) and peer else ""
@@ -401,7 +396,6 @@ class DerpServer:
         await self._serve_conn(reader, writer)
 
     async def _serve_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        # -- end 24b --
         try:
             req = await http1.accept_request(reader, writer, self._conn_tasks)
             if req is None:
@@ -477,10 +471,8 @@ class DerpServer:
                     level = logging.INFO if isinstance(e, FrameTooLargeError) else logging.DEBUG
                     log.log(level, "derp: closing %s (%s): %s", peer, c.key, e)
                     break
-                # -- 24b --
                 if self.verify is not None and not c.verified and not await self._verify(c, events):
                     return
-                # -- end 24b --
                 if not self._on_events(c, events, loop.time()):
                     return
                 touched, self._touched = self._touched, []
@@ -544,7 +536,6 @@ class DerpServer:
         if target not in self._touched:
             self._touched.append(target)
 
-    # -- 24b --
     async def _verify(self, c: _Client, events: list[Event | RawPacket]) -> bool:
         """Ask ``verify`` about the key this read authenticated (if it did) before any event is
         handled; False: refused (counted, logged once, the stream must end). Mesh peers are not
@@ -569,7 +560,6 @@ class DerpServer:
             return False
         c.verified = True
         return True
-    # -- end 24b --
 
     def _admit(self, c: _Client, ev: ClientAuthenticated, now: float) -> bool:
         try:

@@ -93,7 +93,6 @@ class Tailnet:
     """Services (20d): node ID → the VIP /32s peers route to it (:mod:`pytsnet.localnet.services`)."""
     service_caps: dict[int, JSON] = field(default_factory=dict)
     """Services (20d): node ID → its ``service-host`` value (services → VIPs), on its self node only."""
-    # -- tka (21c) --
     tka_info: JSON | None = None
     """``TKAInfo`` every map carries (None: the lock was never used; :mod:`pytsnet.localnet.tka`)."""
     key_sigs: dict[int, str] = field(default_factory=dict)
@@ -101,11 +100,8 @@ class Tailnet:
     # -- unsigned peerAPI-only (21h) --
     unsigned_peer_api_only: frozenset[int] = frozenset()
     """Node IDs sent with ``UnsignedPeerAPIOnly`` (not subject to the lock; peers confine them to peerAPI)."""
-    # -- end 21h --
-    # -- ssh (22b) --
     ssh_policies: dict[int, JSON] = field(default_factory=dict)
     """Node ID → its ``SSHPolicy`` (policy.json's ``ssh``; absent: the node gets none)."""
-    # -- end ssh (22b) --
 
     _by_id: dict[int, Node] = field(default_factory=dict, init=False, repr=False)
     _peer_json: dict[int, JSON] = field(default_factory=dict, init=False, repr=False)
@@ -184,7 +180,6 @@ def node_json(n: Node, net: Tailnet, *, cap: int = 0) -> JSON:
     # -- unsigned peerAPI-only (21h) --
     if n.id in net.unsigned_peer_api_only:  # tailcfg.Node.UnsignedPeerAPIOnly is omitempty
         out["UnsignedPeerAPIOnly"] = True
-    # -- end 21h --
     return out
 
 

@@ -138,11 +138,8 @@ class Policy:
     """``autoApprovers.routes``: (canonical prefix, owners)."""
     auto_exit: tuple[str, ...] = ()
     """``autoApprovers.exitNode``: owners whose nodes' exit routes are approved."""
-    # -- ssh (22b) --
     ssh: tuple[SshRule, ...] | None = None
     """``ssh`` rules (None: no ``ssh`` section, so no node gets an ``SSHPolicy``)."""
-    # -- end ssh (22b) --
-    # -- taildrop (22a) --
     taildrop: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = ()
     """``taildrop``: (senders, receivers) selector pairs — who may send files to whom across users."""
 
@@ -231,7 +228,6 @@ class Policy:
                                                                  if rule.protos else {}))
         return out
 
-    # -- taildrop (22a) --
     def _taildrop_rules(self, nodes: Sequence[Node], logins: dict[int, str],
                         svcs: Mapping[str, Sequence[str]]) -> list[dict[str, Any]]:
         """Each ``taildrop`` entry as Tailscale's control grants it: the receivers hold
@@ -270,7 +266,6 @@ class Policy:
         return [sel]  # validated as IP/CIDR at parse time
 
 
-    # -- ssh (22b) --
     def ssh_policies(self, nodes: Sequence[Node], users: Iterable[User]) -> dict[int, dict[str, Any]]:
         """Node ID → its ``tailcfg.SSHPolicy`` JSON (the rules whose ``dst`` covers it, in file order);
         empty without an ``ssh`` section."""
@@ -300,7 +295,6 @@ class Policy:
                 if "*" in dsts or any(ip in dsts for ip in _ips(n)):
                     out[n.id]["rules"].append(compiled)
         return out
-    # -- end ssh (22b) --
 
 
 @dataclass(frozen=True)
@@ -493,7 +487,6 @@ def _parse_grant(i: int, grant: object) -> list[Rule]:
     return out
 
 
-# -- ssh (22b) --
 @dataclass(frozen=True)
 class SshRule:
     """One ``ssh`` entry: sources and destinations (selectors), the ``sshUsers`` map, ``acceptEnv``."""
@@ -577,8 +570,6 @@ def _parse_ssh(doc: object) -> tuple[SshRule, ...]:
                            users=_ssh_users(r.get("users"), where), accept_env=tuple(env),
                            check_period=period))
     return tuple(out)
-# -- end ssh (22b) --
-# -- taildrop (22a) --
 PEER_CAP_FILE_TARGET = "https://tailscale.com/cap/file-sharing-target"
 PEER_CAP_FILE_SEND = "https://tailscale.com/cap/file-send"
 

@@ -115,7 +115,6 @@ class LocalTailnet:
         self._stun_port = stun_port
         self._derp_tls = (derp_tls, derp_tls_port)
         self.relay: Relay | None = None
-        # -- 24b --
         self._derp_map: dict[str, Any] | None = None
         if derp_map is not None:
             from pytsnet.derper.derpmap import validate_derp_map
@@ -124,11 +123,9 @@ class LocalTailnet:
             self._want_relay = False  # the given map replaces localnet's own relay
         self.admit: DerpAdmit | None = None
         """``/derp/admit``, the DERP admission controller on the control listener (24b)."""
-        # -- end 24b --
         """The attached DERP relay + STUN server (None when disabled or not started)."""
         self.api: ApiServer | None = None
         """The OAuth/key-minting API on the control listener (:mod:`pytsnet.localnet.api`; 19c)."""
-        # -- HTTPS certificates (20a) --
         self._https = (https, dns01_api, parse_listen(dns01_listen))
         self.dns01_server: LocalDnsServer | None = None
         self.dns01_address = ""
@@ -186,14 +183,12 @@ class LocalTailnet:
 
             self.api = ApiServer(self.store)
             self.control.mount(PREFIX, self.api.handle)
-            # -- 24b --
             from pytsnet.localnet.derp_admit import ADMIT_PATH, AdmitEndpoint
 
             self.admit = AdmitEndpoint(self.store)
             self.control.mount(ADMIT_PATH, self.admit.handle)
             if self._derp_map is not None:
                 self.control.derp_map = self._derp_map
-            # -- end 24b --
         except BaseException as e:
             ready.set_exception(e)
             loop.close()
@@ -279,7 +274,6 @@ class LocalTailnet:
                                           key_expiry=renewed(self.store, time.time())) is not None
         return bool(self._call(lambda: self.control.approve(node_id)))  # type: ignore[union-attr]
 
-    # -- ssh check (22d) --
     def ssh_checks(self) -> list[dict[str, Any]]:
         """Pending Tailscale SSH checks (``check`` rules): id, source/destination node and host, SSH and
         local user, since when. Decide one with :meth:`decide_ssh_check`."""
@@ -300,7 +294,6 @@ class LocalTailnet:
         if self.control is None:
             return False
         return bool(self._call(lambda: self.control.decide_ssh_check(check_id, accept)))  # type: ignore[union-attr]
-    # -- end ssh check (22d) --
 
     def routes(self, node: int | str) -> RouteStatus:
         """The node's (ID or hostname) advertised, approved and primary routes (``NodeNotFound``)."""
@@ -368,7 +361,6 @@ class LocalTailnet:
         assert self._loop is not None
         return self._loop
 
-    # -- tka (21c) --
     def tka_state(self) -> TkaStatus:
         """Tailnet Lock as control holds it: on/off/disabled, head, each node's signature and NL key."""
         return self._call(lambda: self.control.tka.state())  # type: ignore[union-attr]
@@ -385,7 +377,7 @@ class LocalTailnet:
         return find_node(self.store, node_id)
 
 
-    # -- Funnel (20c) ----------------------------------------------------------------------------------
+    # -- Funnel ----------------------------------------------------------------------------------
     def _start_funnel(self, listen: str) -> None:
         from pytsnet.localnet.funnel import FunnelIngress
         from pytsnet.localnet.funnel_policy import FunnelPolicy

@@ -308,7 +308,6 @@ class ProxyConnection(Actor):
         ``Sec-Tailscale`` header and the ``local_api`` credential, then answers (19a). A streaming
         route (Taildrop's ``file-put/``, 22c) reads its body as it arrives, each read given the idle
         timeout."""
-        # -- taildrop (22c) --
         route = self.dialer.local_api().lookup(urlsplit(req.target.decode("ascii", "replace")).path)
         if route is not None and route.streaming:
             idle = self.spawn.idle_timeout
@@ -324,7 +323,6 @@ class ProxyConnection(Actor):
             send_response(self.sock.sendall, front.conn, resp)
             close_gracefully(self.sock)
             return None
-        # -- end taildrop (22c) --
         try:
             body: bytes | None = read_body(front.conn, lambda: self._recv(deadline))
         except BodyTooLarge:

@@ -67,7 +67,7 @@ def without_service_web(cfg: ServeConfig | None, name: str, fqdn: str, port: int
     return cfg.model_copy(update={"Services": services})
 
 
-# -- 20h: TCP mode with TerminateTLS / PROXY protocol (Go ``SetTCPForwardingForService``) -------------
+# -- TCP mode with TerminateTLS / PROXY protocol (Go ``SetTCPForwardingForService``) -------------
 def with_service_forward(cfg: ServeConfig | None, name: str, fqdn: str, port: int, target: str,
                          terminate_tls: bool, proxy_protocol: int) -> ServeConfig:
     """``cfg`` with ``name``'s ``port`` forwarded to ``target`` (TLS terminated for ``fqdn`` when

@@ -279,7 +279,7 @@ class SSHListener:
             log.info("ssh: %s (%s) refused as %r: %s", peer.hostname, peer.src[0], ssh_user, d.result.value)
         return d
 
-    # -- check mode (22d) ---------------------------------------------------------------------------
+    # -- check mode ---------------------------------------------------------------------------
     def _expand(self, url: str, peer: SSHPeer, ssh_user: str, local_user: str) -> str:
         nm = self.dev.dataplane_info().netmap
         dst_id = nm.self_node.node_id if nm is not None else None

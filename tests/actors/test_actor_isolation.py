@@ -57,7 +57,6 @@ SHARED_ALLOWED: dict[frozenset[str], str] = {
     frozenset({"control", "cert"}): "20a: the state store; each actor owns its own keys in it (see ALLOWED)",
 }
 
-# -- Serve (20b) --
 ALLOWED.update({
     ("serve", "store"): "the device's persistence: the ServeManager keeps the serve config there (Go's"
                         " _serve/<profile> key), as the control runner keeps the node's",
@@ -73,7 +72,6 @@ SHARED_ALLOWED.update({
     frozenset({"netstack", "peerapi", "serve"}): "the device's ActorSystem: all three spawn actors on it",
 })
 
-# -- Taildrop (22a) --
 ALLOWED.update({
     ("peerapi", "taildrop"): "the device's Taildrop directory (TaildropStore: files on disk behind one lock),"
                              " an I/O resource like the state store: peerAPI connection actors write the"
@@ -83,12 +81,10 @@ ALLOWED.update({
 })
 SHARED_ALLOWED[frozenset({"peerapi", "taildrop"})] = "the Taildrop directory (see ALLOWED)"
 
-# -- Funnel (20c) --
 ALLOWED[("peerapi", "ingress")] = ("the facade's Funnel listener table (port → handler, locked): Funnel"
                                    " listeners register in it and a peerAPI connection hands its flow to"
                                    " the app-side listener it names, which no actor message reaches")
 
-# -- Funnel through Serve (20g) --
 ALLOWED.update({
     ("serve", "funnel"): "the per-port queues of public connections handed over by the peerAPI (a tailnet"
                          " flow cannot travel in a message); bounded, locked, outlives the serve actors",
@@ -192,7 +188,6 @@ def test_every_device_actor_gets_messages_and_no_actor_shares_a_mutable_object(s
     shared = [s for s in shared if len(s) > 1 and s not in SHARED_ALLOWED]
     assert not shared, f"one mutable object handed to several actors: {shared}"
 
-# -- Tailnet Lock (21e) --
 ALLOWED[("tka", "store")] = ("21e: the device's state store: the TKA actor reads the node record's"
                              " network-lock key there when it signs (never kept in a message; the runner"
                              " owns the record)")

@@ -19,6 +19,8 @@ import pytest
 
 from pytsnet.testing.flood import FloodRig
 
+pytestmark = [pytest.mark.serial]  # load-sensitive: run alone (Makefile, `make test`)
+
 COUNT, SECONDS = 200_000, 5.0
 RSS_BOUND_MIB = 64
 TRANSFER = 8 << 20

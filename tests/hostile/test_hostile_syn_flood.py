@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import anyio
+import pytest
 from hostile_rig import Liveness, actor, make_device, silence_netstack, wait_until
 
 from pytsnet.actors.runtime import MailboxFull
@@ -28,6 +29,8 @@ from pytsnet.localnet.server import LocalTailnet
 from pytsnet.messages.wgengine import IpPacketsOut
 from pytsnet.netstack.ipv4 import Ipv4Packet, emit_ipv4
 from pytsnet.netstack.tcp import segment as tcpseg
+
+pytestmark = [pytest.mark.serial]  # load-sensitive: run alone (Makefile, `make test`)
 
 PORT = 7500
 BACKLOG = 16

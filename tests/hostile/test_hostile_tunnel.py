@@ -18,12 +18,15 @@ import time
 from pathlib import Path
 
 import anyio
+import pytest
 from hostile_rig import Liveness, Pair, actor, healthy_exchange, rss_mb, tailnet_pair
 
 from pytsnet.device import ActorDevice
 from pytsnet.messages.wgengine import IpPacketOut
 from pytsnet.netstack.ipv4 import Ipv4Packet, emit_ipv4
 from pytsnet.netstack.tcp import segment as tcpseg
+
+pytestmark = [pytest.mark.serial]  # load-sensitive: run alone (Makefile, `make test`)
 
 PROTO_TCP, PROTO_UDP = 6, 17
 

@@ -19,6 +19,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from hostile_rig import Liveness, actor, healthy_exchange, rss_mb, tailnet_pair, udp_port
 
 from pytsnet.wire import disco, stun
@@ -26,6 +27,8 @@ from pytsnet.wire.keys import NodePublic
 from pytsnet.wire.udp_demux import PacketKind, classify
 from pytsnet.wire.wireguard.cookie import CookieGenerator
 from pytsnet.wire.wireguard.handshake import create_initiation
+
+pytestmark = [pytest.mark.serial]  # load-sensitive: run alone (Makefile, `make test`)
 
 ATTACK_SECONDS = 3.0
 RATE = 8000  # datagrams per second, across all attacking sockets (2 shared cores)

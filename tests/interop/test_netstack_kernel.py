@@ -631,6 +631,7 @@ def test_concurrent_exchange_helpers_without_impairment(netns: Netns, pump: TunP
     _dial_exchange(netns, pump, stack, up, down, 9500, 30)
 
 
+@pytest.mark.serial
 @pytest.mark.slow
 @pytest.mark.timeout(360)
 def test_64_mib_each_way_concurrently_under_impairment(netns: Netns, tun: TunDevice, stack: Stack) -> None:
@@ -661,6 +662,7 @@ def test_64_mib_each_way_concurrently_under_impairment(netns: Netns, tun: TunDev
     assert pump.impaired["lost"] > 1000 and pump.impaired["duplicated"] > 300
 
 
+@pytest.mark.serial
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_100_concurrent_connections_each_way_under_impairment(netns: Netns, tun: TunDevice,
@@ -677,6 +679,7 @@ def test_100_concurrent_connections_each_way_under_impairment(netns: Netns, tun:
     assert pump.impaired["lost"] > 500
 
 
+@pytest.mark.serial
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_kernel_to_kernel_reference_under_impairment(netns_factory: Any) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -145,4 +146,5 @@ def test_go_node_bootstraps_syncs_and_disables_from_localnet(world: Any) -> None
 
 
 def _files(d: Path) -> list[Path]:
-    return [p for p in d.rglob("*") if p.is_file()] if d.exists() else []
+    """The files under ``d`` now; os.walk skips a directory Go removes while we walk (rglob raised)."""
+    return [Path(root, f) for root, _, files in os.walk(d) for f in files]

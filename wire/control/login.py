@@ -119,21 +119,17 @@ class LoginConfig:
     force_login: bool = False
     """Log in again at start even with a stored login (tsnet's ``TSNET_FORCE_LOGIN``): a new node key
     replacing the stored one, registered with ``auth_key`` (Go: ``LoginInteractive`` ⇒ ``regen``)."""
-    # -- 24d --
     ipv6: bool = False
     """``Config.ipv6``: False drops the IPv6 addresses control gives our own node from every netmap
     and status published (the data plane, DNS and routes then see an IPv4-only node)."""
-    # -- end 24d --
 
 
-# -- 24d --
 def ipv4_only(node: Node) -> Node:
     """``node`` without its IPv6 ``Addresses``/``AllowedIPs`` (what an IPv6-off node keeps of itself)."""
     def v4(prefixes: list[str]) -> list[str]:
         return [p for p in prefixes if ":" not in p]
     allowed = None if node.AllowedIPs is None else v4(node.AllowedIPs)
     return node.model_copy(update={"Addresses": v4(node.Addresses), "AllowedIPs": allowed})
-# -- end 24d --
 
 
 def _self_expired(node: Node, now: float) -> bool:
