@@ -5,6 +5,12 @@ FINGERPRINT; responses read XOR-MAPPED-ADDRESS (0x0020, or the misnumbered 0x802
 send), falling back to MAPPED-ADDRESS. ``parse_message`` walks any STUN message's attributes
 (e.g. RFC 5769's samples, whose MESSAGE-INTEGRITY we do not check) and ``check_fingerprint``
 verifies a trailing FINGERPRINT. Every parser raises only ``StunParseError``.
+
+The server side of RFC 5780 NAT behaviour discovery (what the test lab's reflectors answer, and
+miniupnpd's STUN test asks): ``change_request`` builds a Binding request with a CHANGE-REQUEST,
+``parse_server_request`` reads any client's Binding request and its change flags, and
+``server_response`` answers with XOR-MAPPED-ADDRESS, MAPPED-ADDRESS (older clients read only that),
+RESPONSE-ORIGIN and OTHER-ADDRESS; ``address_attributes`` decodes them all.
 """
 
 from __future__ import annotations
@@ -23,10 +29,15 @@ TX_ID_LEN = 12
 BINDING_REQUEST = 0x0001
 BINDING_SUCCESS = 0x0101
 ATTR_MAPPED_ADDRESS = 0x0001
+ATTR_CHANGE_REQUEST = 0x0003
 ATTR_XOR_MAPPED_ADDRESS = 0x0020
 ATTR_XOR_MAPPED_ADDRESS_ALT = 0x8020
 ATTR_SOFTWARE = 0x8022
 ATTR_FINGERPRINT = 0x8028
+ATTR_RESPONSE_ORIGIN = 0x802B
+ATTR_OTHER_ADDRESS = 0x802C
+CHANGE_IP = 0x04
+CHANGE_PORT = 0x02
 SOFTWARE = b"tailnode"
 FINGERPRINT_XOR = 0x5354554E
 LEN_FINGERPRINT = 8
@@ -174,3 +185,75 @@ def parse_response(b: bytes) -> tuple[bytes, AddrPort]:
     if addr is None:
         raise StunParseError("STUN response has no mapped address")
     return msg.tx_id, addr
+
+
+# -- RFC 5780: the server side of NAT behaviour discovery ------------------------------------------
+def change_request(tx_id: bytes, *, change_ip: bool, change_port: bool) -> bytes:
+    """A Binding request carrying only a CHANGE-REQUEST (RFC 5780 §7.2), as miniupnpd's STUN test."""
+    _check_tx(tx_id)
+    flags = (CHANGE_IP if change_ip else 0) | (CHANGE_PORT if change_port else 0)
+    return (struct.pack(">HH", BINDING_REQUEST, 8) + MAGIC_COOKIE + tx_id
+            + struct.pack(">HHI", ATTR_CHANGE_REQUEST, 4, flags))
+
+
+@dataclass(frozen=True, slots=True)
+class ServerRequest:
+    """A client's Binding request as a server reads it: whom to answer, and from where."""
+
+    tx_id: bytes
+    change_ip: bool
+    change_port: bool
+
+
+def parse_server_request(b: bytes) -> ServerRequest:
+    """Any client's Binding request (not only Tailscale's): its transaction ID and CHANGE-REQUEST
+    flags (none: answer from where it arrived). A FINGERPRINT, if the message ends in one, must match."""
+    msg = parse_message(b)
+    if msg.message_type != BINDING_REQUEST:
+        raise StunParseError("STUN message is not a binding request")
+    if msg.attributes and msg.attributes[-1][0] == ATTR_FINGERPRINT:
+        check_fingerprint(b)
+    flags = 0
+    for t, v in msg.attributes:
+        if t == ATTR_CHANGE_REQUEST:
+            if len(v) != 4:
+                raise StunParseError("malformed CHANGE-REQUEST")
+            flags = struct.unpack(">I", v)[0]
+    return ServerRequest(msg.tx_id, bool(flags & CHANGE_IP), bool(flags & CHANGE_PORT))
+
+
+def _address_value(addr: IPAddress, port: int, xor_with: bytes | None) -> bytes:
+    raw = addr.packed
+    if xor_with is not None:
+        port ^= 0x2112
+        raw = bytes(x ^ y for x, y in zip(raw, xor_with[: len(raw)], strict=True))
+    return struct.pack(">BBH", 0, 1 if len(raw) == 4 else 2, port) + raw
+
+
+def server_response(tx_id: bytes, mapped: AddrPort, *, response_origin: AddrPort | None = None,
+                    other_address: AddrPort | None = None) -> bytes:
+    """A Binding success response for ``mapped`` (the request's source as the server saw it):
+    XOR-MAPPED-ADDRESS, then MAPPED-ADDRESS (clients that read only RFC 3489's attribute), then the
+    RFC 5780 RESPONSE-ORIGIN (the address answering) and OTHER-ADDRESS (the alternate IP and port)."""
+    _check_tx(tx_id)
+    attrs = [(ATTR_XOR_MAPPED_ADDRESS, _address_value(*mapped, MAGIC_COOKIE + tx_id)),
+             (ATTR_MAPPED_ADDRESS, _address_value(*mapped, None))]
+    if response_origin is not None:
+        attrs.append((ATTR_RESPONSE_ORIGIN, _address_value(*response_origin, None)))
+    if other_address is not None:
+        attrs.append((ATTR_OTHER_ADDRESS, _address_value(*other_address, None)))
+    body = b"".join(struct.pack(">HH", t, len(v)) + v for t, v in attrs)  # address values need no padding
+    return struct.pack(">HH", BINDING_SUCCESS, len(body)) + MAGIC_COOKIE + tx_id + body
+
+
+def address_attributes(b: bytes) -> dict[int, AddrPort]:
+    """Every address attribute of a STUN message (XOR-decoded where the type says so), by type:
+    MAPPED-ADDRESS, XOR-MAPPED-ADDRESS (either number), RESPONSE-ORIGIN, OTHER-ADDRESS."""
+    msg = parse_message(b)
+    out: dict[int, AddrPort] = {}
+    for t, v in msg.attributes:
+        if t in (ATTR_XOR_MAPPED_ADDRESS, ATTR_XOR_MAPPED_ADDRESS_ALT):
+            out[t] = _address(v, MAGIC_COOKIE + msg.tx_id)
+        elif t in (ATTR_MAPPED_ADDRESS, ATTR_RESPONSE_ORIGIN, ATTR_OTHER_ADDRESS):
+            out[t] = _address(v, None)
+    return out

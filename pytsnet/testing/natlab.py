@@ -20,9 +20,14 @@ Go's natlab/vnet ``nat.go`` and ``tstest/integration/nat/nat_test.go``):
 * ``udp_blocked``: TCP is masqueraded, UDP is dropped both ways: DERP over TCP/HTTPS only.
 
 ``LanSpec(upnp=True)``: the router also runs miniupnpd (NAT-PMP, PCP, UPnP IGD;
-``pytsnet.testing.miniupnpd``) for its LAN, with its rules in a ``table inet natlab_upnp``. miniupnpd
-maps for no reserved WAN address, so that router's WAN address is in 198.20.0.0/24 (on the same
-internet bridge, which also holds 198.20.0.1; the lab's routers reach either prefix on-link).
+``pytsnet.testing.miniupnpd``) for its LAN, with its rules in a ``table inet natlab_upnp``. Its WAN
+address is in 203.0.113.0/24 like every router's: miniupnpd maps for no reserved (e.g. RFC 5737)
+WAN address by itself, so it runs with ``ext_perform_stun=yes`` against the lab's reflectors (an
+RFC 5780 STUN server on ``INTERNET_ADDR``/``SECOND_ADDR`` × ``REFLECTOR_PORTS``), learns its
+external address from them and maps once they find it unrestricted. For that test the router's
+input lets in UDP from the four reflector sockets (the answers from the other IP/port are new flows
+to conntrack), and its own requests leave un-NATed (``masquerade random`` would change their port,
+which miniupnpd reads as a symmetric NAT): ``nft_rules(router_stun=...)``.
 
 Every router drops unsolicited inbound (forward and input) except what its type lets in. Two peers
 behind one router are a LAN with ``nodes=2`` (the ``same_lan`` cell). ``mtu`` sets the MTU of every
@@ -42,22 +47,20 @@ import contextlib
 import itertools
 import os
 import re
-import select
 import shutil
-import socket
 import subprocess
 import tempfile
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pytsnet.testing.miniupnpd import UPNP_WAN_NET, Miniupnpd, miniupnpd_chains
+from pytsnet.testing.miniupnpd import Miniupnpd, miniupnpd_chains
 from pytsnet.testing.netns import Netns
+from pytsnet.testing.reflectors import Reflectors
 
-__all__ = ["INTERNET_ADDR", "NAT_TYPES", "PREFIX", "REFLECTOR_PORTS", "SECOND_ADDR", "Lan", "LanSpec",
-           "NatLab", "NatType", "Reflectors", "nat_lab", "sweep_stale"]
+__all__ = ["INTERNET_ADDR", "NAT_TYPES", "PREFIX", "REFLECTOR_ADDRS", "REFLECTOR_PORTS", "SECOND_ADDR", "Lan",
+           "LanSpec", "NatLab", "NatType", "Reflectors", "nat_lab", "sweep_stale"]
 
 NatType = Literal["none", "easy", "filtering", "hard", "double", "udp_blocked"]
 NAT_TYPES: tuple[NatType, ...] = ("none", "easy", "filtering", "hard", "double", "udp_blocked")
@@ -68,8 +71,8 @@ INTERNET_ADDR = "203.0.113.1"
 SECOND_ADDR = "203.0.113.2"
 """A second internet address (the second reflector): another destination for mapping tests."""
 REFLECTOR_PORTS = (3478, 3479)
-UPNP_GW = "198.20.0.1"
-"""The internet namespace's address in ``UPNP_WAN_NET`` (upnp routers' WAN prefix)."""
+REFLECTOR_ADDRS = tuple((a, p) for a in (INTERNET_ADDR, SECOND_ADDR) for p in REFLECTOR_PORTS)
+"""The reflectors' 2×2 grid; the first is the STUN server miniupnpd asks (it answers from the rest)."""
 UPNP_TABLE = "natlab_upnp"
 NAT_TIMEOUT = 120  # seconds an idle ``easy`` mapping stays open to anyone (conntrack's UDP default is 30/120)
 _lab_counter = itertools.count()
@@ -87,7 +90,7 @@ class LanSpec:
     wan_mtu: int | None = None
     """The WAN link alone (over ``mtu``): a smaller MTU in the middle of the path, as PPPoE or a tunnel."""
     upnp: bool = False
-    """The router runs miniupnpd (NAT-PMP, PCP, UPnP IGD); its WAN address is then in 198.20.0.0/24."""
+    """The router runs miniupnpd (NAT-PMP, PCP, UPnP IGD), its external address learned by STUN."""
 
     def __post_init__(self) -> None:
         if self.nat not in NAT_TYPES:
@@ -141,7 +144,7 @@ class NatLab:
         if lan.spec.nat == "none":
             raise ValueError("a `none` LAN has no NAT to rebind")
         if lan.upnp is not None:
-            raise ValueError("a upnp LAN's WAN address stays in 198.20.0.0/24: not rebindable")
+            raise ValueError("a upnp LAN is not rebindable: miniupnpd's STUN test is not redone here")
         outer = lan.routers[0]
         outer.sh(f"ip addr del {lan.wan_addr}/24 dev wan && ip addr add {_rebind_addr(new_wan)}/24 dev wan")
         self.internet.sh("ip neigh flush all")
@@ -187,9 +190,11 @@ def _addr(ns: Netns, ifname: str, cidr: str) -> None:
     _ip("-n", ns.name, "addr", "add", cidr, "dev", ifname)
 
 
-def nft_rules(nat: NatType, wan: str = "wan", lan: str = "lan", lan_services: bool = False) -> str:
+def nft_rules(nat: NatType, wan: str = "wan", lan: str = "lan", lan_services: bool = False,
+              router_stun: Sequence[tuple[str, int]] = ()) -> str:
     """The router's nftables ruleset for ``nat`` (``wan``/``lan``: its interfaces; ``lan_services``:
-    the LAN may reach the router's own services, as miniupnpd's NAT-PMP/PCP, SSDP and HTTP)."""
+    the LAN may reach the router's own services, as miniupnpd's NAT-PMP/PCP, SSDP and HTTP;
+    ``router_stun``: the RFC 5780 server sockets the router's own miniupnpd STUN-tests against)."""
     if nat == "none":
         return ""  # a plain router: public addresses behind it, nothing filtered
     masq = "masquerade random" if nat == "hard" else "masquerade"
@@ -203,6 +208,15 @@ def nft_rules(nat: NatType, wan: str = "wan", lan: str = "lan", lan_services: bo
     udp_drop = ""
     if nat == "udp_blocked":
         udp_drop = "    meta l4proto udp drop\n"
+    stun_in = stun_out = ""
+    if router_stun:
+        grid = ", ".join(f"{a} . {p}" for a, p in router_stun)
+        # miniupnpd's STUN test: the answers from the server's other IP and/or port are new flows
+        # to conntrack (only the no-change answer is "established"), so its input lets them in ...
+        stun_in = f'    iifname "{wan}" ip saddr . udp sport {{ {grid} }} accept\n'
+        # ... and the router's own requests keep their source port (a router does not NAT itself;
+        # ``masquerade random`` would, and miniupnpd would read that as a symmetric NAT)
+        stun_out = f'    oifname "{wan}" fib saddr type local ip daddr . udp dport {{ {grid} }} accept\n'
     return (
         "table ip natlab {\n"
         f"{eim_map}"
@@ -218,7 +232,7 @@ def nft_rules(nat: NatType, wan: str = "wan", lan: str = "lan", lan_services: bo
         '    iifname "lo" accept\n'
         "    ct state established,related accept\n"
         f'    iifname "{lan}" meta l4proto icmp accept\n'
-        + (f'    iifname "{lan}" accept\n' if lan_services else "") +
+        + (f'    iifname "{lan}" accept\n' if lan_services else "") + stun_in +
         "  }\n"
         "  chain prerouting {\n"
         "    type nat hook prerouting priority dstnat;\n"
@@ -226,7 +240,7 @@ def nft_rules(nat: NatType, wan: str = "wan", lan: str = "lan", lan_services: bo
         "  }\n"
         "  chain postrouting {\n"
         "    type nat hook postrouting priority srcnat;\n"
-        f'    oifname "{wan}" {masq}\n'
+        f'{stun_out}    oifname "{wan}" {masq}\n'
         "  }\n"
         "}\n")
 
@@ -237,54 +251,6 @@ def _nft(ns: Netns, rules: str) -> None:
                              capture_output=True)
         if out.returncode != 0:
             raise RuntimeError(f"nft in {ns.name}: {out.stderr.strip()}\n{rules}")
-
-
-class Reflectors:
-    """STUN-like UDP reflectors on the internet segment, served by one thread in this process.
-
-    Each answers ``b"who"`` with the sender's address as it sees it (``b"ip:port"``), and
-    ``b"via IP PORT"`` by having *that* reflector send the sender's address to the sender instead: an
-    unsolicited packet from a destination the inside never sent to (for the filtering tests).
-    """
-
-    def __init__(self, ns: Netns, addrs: Sequence[tuple[str, int]]) -> None:
-        def bind_all() -> dict[tuple[str, int], socket.socket]:
-            out = {}
-            for a in addrs:
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                s.bind(a)
-                out[a] = s
-            return out
-
-        self.socks = ns.call(bind_all)
-        self.addrs = list(addrs)
-        self._stop_r, self._stop_w = os.pipe()
-        self._thread = threading.Thread(target=self._run, name=f"reflectors-{ns.name}", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        by_fd = {s.fileno(): s for s in self.socks.values()}
-        while True:
-            ready, _, _ = select.select([self._stop_r, *by_fd], [], [])
-            if self._stop_r in ready:
-                return
-            for fd in ready:
-                with contextlib.suppress(OSError, ValueError):
-                    data, src = by_fd[fd].recvfrom(2048)
-                    seen = f"{src[0]}:{src[1]}".encode()
-                    if data == b"who":
-                        by_fd[fd].sendto(seen, src)
-                    elif data.startswith(b"via "):
-                        _, ip, port = data.decode().split()
-                        self.socks[(ip, int(port))].sendto(seen, src)
-
-    def close(self) -> None:
-        os.write(self._stop_w, b"x")
-        self._thread.join(5)
-        for s in self.socks.values():
-            s.close()
-        os.close(self._stop_r)
-        os.close(self._stop_w)
 
 
 def _name(lab_id: str, role: str) -> str:
@@ -315,20 +281,16 @@ def nat_lab(*specs: LanSpec) -> Iterator[NatLab]:
         internet.sh("ip link add inet0 type bridge && ip link set inet0 up && "
                     f"ip addr add {INTERNET_ADDR}/24 dev inet0 && ip addr add {SECOND_ADDR}/24 dev inet0 && "
                     "sysctl -qw net.ipv4.ip_forward=0")
-        if upnp_any:
-            internet.sh(f"ip addr add {UPNP_GW}/24 dev inet0")
+        # the reflectors answer before any router's miniupnpd runs its STUN test
+        reflectors = Reflectors(internet, REFLECTOR_ADDRS)
         lans: dict[str, Lan] = {}
         public_routes: list[tuple[str, str]] = []  # (prefix, via) for ``none`` LANs
         for i, spec in enumerate(specs):
-            wan_addr = f"198.20.0.{10 + i}" if spec.upnp else f"203.0.113.{10 + i}"
+            wan_addr = f"203.0.113.{10 + i}"
             outer = ns(f"r{i}")
             _link(outer, "wan", internet, f"w{i}", spec.wan_mtu or spec.mtu)
             _ip("-n", internet.name, "link", "set", f"w{i}", "master", "inet0")
             _addr(outer, "wan", f"{wan_addr}/24")
-            if spec.upnp:  # the other prefix of the internet bridge, on-link
-                outer.sh(f"ip route add {INTERNET_NET} dev wan")
-            elif upnp_any:
-                outer.sh(f"ip route add {UPNP_WAN_NET} dev wan")
             routers = [outer]
             gw_side = outer
             if spec.nat == "double":
@@ -337,8 +299,6 @@ def nat_lab(*specs: LanSpec) -> Iterator[NatLab]:
                 _addr(outer, "lan", f"10.200.{i}.1/24")
                 _addr(inner, "wan", f"10.200.{i}.2/24")
                 inner.sh(f"ip route add {INTERNET_NET} via 10.200.{i}.1")
-                if upnp_any:
-                    inner.sh(f"ip route add {UPNP_WAN_NET} via 10.200.{i}.1")
                 routers.append(inner)
                 gw_side = inner
             if spec.nat == "none":  # a public /28 of 198.51.100.0/24 (RFC 5737), routed by this router
@@ -367,12 +327,14 @@ def nat_lab(*specs: LanSpec) -> Iterator[NatLab]:
                 _nft(outer, nft_rules("filtering"))
                 _nft(routers[1], nft_rules("filtering"))
             else:
-                _nft(outer, nft_rules(spec.nat, lan_services=spec.upnp))
+                _nft(outer, nft_rules(spec.nat, lan_services=spec.upnp,
+                                      router_stun=REFLECTOR_ADDRS if spec.upnp else ()))
             daemon = None
             if spec.upnp:
                 assert workdir is not None
                 _nft(outer, miniupnpd_chains(UPNP_TABLE))
-                daemon = Miniupnpd(outer, workdir / spec.name, "wan", "lan", UPNP_TABLE, f"{net3}.0/24")
+                daemon = Miniupnpd(outer, workdir / spec.name, "wan", "lan", UPNP_TABLE, f"{net3}.0/24",
+                                   stun=REFLECTOR_ADDRS[0])
                 daemons.append(daemon)
                 daemon.start()
             lans[spec.name] = Lan(spec=spec, nodes=nodes, node_addrs=addrs, routers=routers,
@@ -383,8 +345,6 @@ def nat_lab(*specs: LanSpec) -> Iterator[NatLab]:
                 if lan.routers[0].sh("ip -o addr show dev wan").find(f" {via}/") < 0:
                     _ip("-n", lan.routers[0].name, "route", "add", cidr, "via", via)
             _ip("-n", internet.name, "route", "add", cidr, "via", via)
-        reflectors = Reflectors(internet, [(a, p) for a in (INTERNET_ADDR, SECOND_ADDR)
-                                           for p in REFLECTOR_PORTS])
         lab = NatLab(internet=internet, lans=lans, reflectors=reflectors, all_ns=made)
         lab.assert_sealed()
         yield lab
