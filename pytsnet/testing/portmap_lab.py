@@ -32,8 +32,8 @@ from pytsnet.testing.miniupnpd import Miniupnpd, miniupnpd_available
 from pytsnet.testing.netns import Netns, unique_tag
 from pytsnet.testing.reflectors import Reflectors
 
-__all__ = ["LAN_GATEWAY", "LAN_NODE", "STUN_PORTS", "TABLE", "WAN_INTERNET", "WAN_ROUTER", "WAN_SECOND",
-           "PortmapLab", "miniupnpd_available", "portmap_lab"]
+__all__ = ["LAN_GATEWAY", "LAN_NODE", "STUN_GRID", "STUN_PORTS", "TABLE", "WAN_IF", "WAN_INTERNET", "WAN_ROUTER",
+           "WAN_SECOND", "PortmapLab", "miniupnpd_available", "portmap_lab"]
 
 LAN_GATEWAY, LAN_NODE = "10.77.0.1", "10.77.0.2"
 WAN_ROUTER, WAN_INTERNET, WAN_SECOND = "203.0.113.10", "203.0.113.1", "203.0.113.2"

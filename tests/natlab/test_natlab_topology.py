@@ -18,6 +18,7 @@ import pytest
 from pytsnet.testing.natlab import (
     INTERNET_ADDR,
     PREFIX,
+    REFLECTOR_ADDRS,
     REFLECTOR_PORTS,
     SECOND_ADDR,
     LanSpec,
@@ -27,6 +28,7 @@ from pytsnet.testing.natlab import (
     sweep_stale,
 )
 from pytsnet.testing.netns import Netns, netns_available
+from pytsnet.wire.portmap import natpmp
 
 pytestmark = [pytest.mark.root]
 
@@ -238,23 +240,56 @@ def test_rules_name_the_nat_types() -> None:
     for nat in ("none", "double"):
         with pytest.raises(ValueError):
             LanSpec("x", nat, upnp=True)
+    # a upnp router: its miniupnpd's STUN answers get in, its own STUN requests are not NATed
+    upnp = nft_rules("hard", lan_services=True, router_stun=REFLECTOR_ADDRS)
+    grid = "203.0.113.1 . 3478, 203.0.113.1 . 3479, 203.0.113.2 . 3478, 203.0.113.2 . 3479"
+    assert f'iifname "wan" ip saddr . udp sport {{ {grid} }} accept' in upnp
+    assert f'oifname "wan" fib saddr type local ip daddr . udp dport {{ {grid} }} accept' in upnp
+    assert upnp.index("fib saddr type local") < upnp.index("masquerade random")
+    assert "udp sport" not in nft_rules("hard") and "fib saddr" not in nft_rules("hard", lan_services=True)
 
 
-def test_upnp_router_wan_is_mappable_and_the_lab_stays_sealed() -> None:
-    """miniupnpd runs for a ``upnp`` LAN on a 198.20.0.0/24 WAN address, the other routers reach it
-    on-link, no route leaves the lab (checked at build), and its rules go with the lab."""
+def test_upnp_router_learns_its_wan_address_by_stun_and_maps() -> None:
+    """A ``upnp`` LAN's router keeps a 203.0.113.x WAN address like every router; its miniupnpd finds
+    it unrestricted by STUN against the reflectors (the lab's explicit input/postrouting rules),
+    reports it over NAT-PMP and maps a node's port; its rules go with the lab."""
     from pytsnet.testing.miniupnpd import miniupnpd_available
     if reason := netns_available() or miniupnpd_available():
         pytest.skip(reason)
     with nat_lab(LanSpec("a", "hard", upnp=True), LanSpec("b", "hard")) as lab:
-        assert lab["a"].wan_addr == "198.20.0.10" and lab["a"].upnp is not None
-        assert "Listening for NAT-PMP" in lab["a"].upnp.log()
-        assert lab["b"].upnp is None
-        lab["b"].node.sh("ping -c1 -W2 198.20.0.1")  # through B's NAT to the upnp prefix
-        lab["a"].node.sh(f"ping -c1 -W2 {INTERNET_ADDR}")  # and from the upnp LAN to the internet
+        a = lab["a"]
+        assert a.wan_addr == "203.0.113.10" and a.upnp is not None and lab["b"].upnp is None
+        assert (f"with IP address {a.wan_addr} is now behind unrestricted full-cone NAT 1:1 with public IP "
+                f"address {a.wan_addr}") in a.upnp.stun_verdict(), a.upnp.log()[-3000:]
+        assert lab.reflectors.stun_answers >= 4
+
+        def natpmp_exchange(req: bytes) -> natpmp.PmpResponse:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.bind(("0.0.0.0", 40000))
+                s.settimeout(2)
+                s.sendto(req, (a.gateway, 5351))
+                return natpmp.parse_response(s.recv(64))
+
+        ext = a.node.call(lambda: natpmp_exchange(natpmp.external_address_request()))
+        assert ext.result == 0 and str(ext.public_ip) == a.wan_addr
+        mapped = a.node.call(lambda: natpmp_exchange(natpmp.map_udp_request(40000, 0, 60)))
+        assert mapped.result == 0 and (mapped.external_port, a.node_addrs[0], 40000) in a.upnp.redirects()
+        # through the mapping, B (behind its own hard NAT) reaches A's socket unsolicited
+        def listen() -> socket.socket:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # made in A's namespace
+            s.bind(("0.0.0.0", 40000))
+            s.settimeout(WAIT)
+            return s
+
+        with a.node.call(listen) as listener:
+            def send() -> None:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                    s.sendto(b"mapped", (a.wan_addr, mapped.external_port))
+            lab["b"].node.call(send)
+            assert listener.recvfrom(64)[0] == b"mapped"
         with pytest.raises(ValueError):
             lab.rebind("a", "203.0.113.80")
-        daemon = lab["a"].upnp.daemon
+        daemon = a.upnp.daemon
     assert daemon is not None and daemon.poll() is not None  # stopped with the lab
 
 

@@ -4,10 +4,16 @@ For each protocol in turn (pinned): the magicsock tree's PortMapper maps the bou
 StunProber advertises the mapped endpoint, a datagram from the "internet" to WAN:mapped_port reaches
 the node's socket (and does not before: the NAT is endpoint-dependent and drops unsolicited traffic),
 a short lease is renewed past its lifetime, and closing the node deletes the mapping.
+
+The router's WAN address is RFC 5737 (203.0.113.10), which miniupnpd maps for only after its STUN
+test against the lab's RFC 5780 reflectors found no filtering and no port change: the tests read
+that verdict, the external address it then reports, and that filtered answers or a router that
+NATs its own requests turn port forwarding off (the lab's explicit rules are what make it work).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import time
 from collections.abc import Iterator
@@ -31,13 +37,17 @@ from pytsnet.messages.portmap import PortmapSpawn, PortmapStatus, PortmapStatusR
 from pytsnet.testing.netns import netns_available
 from pytsnet.testing.polling import wait_until
 from pytsnet.testing.portmap_lab import (
+    LAN_GATEWAY,
     LAN_NODE,
+    WAN_IF,
     WAN_ROUTER,
+    WAN_SECOND,
     PortmapLab,
     miniupnpd_available,
     portmap_lab,
 )
 from pytsnet.wire.keys import DiscoPrivate, NodePrivate
+from pytsnet.wire.portmap import natpmp
 
 pytestmark = pytest.mark.skipif(bool(netns_available() or miniupnpd_available()),
                                 reason=str(netns_available() or miniupnpd_available()))
@@ -119,6 +129,56 @@ def _status(system: ActorSystem, cfg: MagicsockSpawn) -> PortmapStatus:
     ref = system.lookup(cfg.name("portmap"))
     assert ref is not None
     return ref.ask(PortmapStatusRequest(), timeout=5)
+
+
+def _natpmp(lab: PortmapLab, request: bytes) -> natpmp.PmpResponse:
+    """One NAT-PMP exchange from the node with the gateway's miniupnpd."""
+    def ask() -> bytes:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(2)
+            s.sendto(request, (LAN_GATEWAY, 5351))
+            return s.recv(64)
+    return natpmp.parse_response(lab.node.call(ask))
+
+
+def test_stun_verdict_and_the_external_address_it_reports(lab: PortmapLab) -> None:
+    """miniupnpd learned 203.0.113.10 (its own, reserved, WAN address) by STUN, found it unrestricted
+    after all four answers (two of them from the other IP), and NAT-PMP reports that address."""
+    verdict = lab.daemon.stun_verdict()
+    assert (f"STUN: ext interface {WAN_IF} with IP address {WAN_ROUTER} is now behind unrestricted full-cone "
+            f"NAT 1:1 with public IP address {WAN_ROUTER}") in verdict, lab.daemon_log()[-3000:]
+    assert "Port forwarding is now enabled" in lab.daemon_log()
+    assert f"RESPONSE-ORIGIN {WAN_SECOND}:3479" in lab.daemon_log()  # the change-IP-and-port answer
+    assert lab.reflectors.stun_answers >= 4
+    addr = _natpmp(lab, natpmp.external_address_request())
+    assert addr.result == 0 and addr.public_ip == ipaddress.ip_address(WAN_ROUTER)
+
+
+@pytest.mark.parametrize("breakage", ["input-filters-other-ip", "router-nats-itself"])
+def test_without_the_labs_stun_rules_port_forwarding_is_off(lab: PortmapLab, breakage: str) -> None:
+    """Each rule the lab adds for the STUN test is needed: answers from the other IP dropped at the
+    router's input (conntrack does not know them), or the router's own requests sent through
+    ``masquerade random`` (a NAT chain before the lab's exemption), make miniupnpd find a restrictive
+    NAT, turn port forwarding off, and :meth:`Miniupnpd.start` refuse."""
+    if breakage == "input-filters-other-ip":
+        chain = (f"type filter hook input priority -10; policy accept;\n"
+                 f"ip saddr {WAN_SECOND} udp sport {{ 3478, 3479 }} drop")
+    else:
+        chain = (f"type nat hook postrouting priority 50; policy accept;\n"
+                 f'oifname "{WAN_IF}" fib saddr type local masquerade random')
+    rules = lab.workdir / "stunbreak.nft"
+    rules.write_text(f"table inet stunbreak {{\n chain c {{\n{chain}\n }}\n}}\n")
+    lab.router.run(["nft", "-f", str(rules)])
+    try:
+        with pytest.raises(RuntimeError, match="did not start"):
+            lab.miniupnpd()
+        assert "Port forwarding is now disabled" in lab.daemon_log().rsplit("STUN: Performing", 1)[-1]
+        assert "restrictive or symmetric NAT" in lab.daemon.stun_verdict()
+        assert lab.daemon.daemon is None  # not left running
+    finally:
+        lab.router.run(["nft", "delete", "table", "inet", "stunbreak"], check=False)
+        lab.miniupnpd()
+    assert "unrestricted full-cone" in lab.daemon.stun_verdict()
 
 
 def test_hard_nat_drops_unsolicited_without_a_mapping(lab: PortmapLab) -> None:

@@ -66,8 +66,8 @@ def test_natpmp_requests_and_replies() -> None:
     # Go buildPMPRequestMappingPacket(localPort, prevPort, lifetime)
     assert natpmp.map_udp_request(41641, 0, 7200) == bytes.fromhex("00010000a2a9000000001c20")
     assert natpmp.external_address_request() == b"\x00\x00"
-    addr = natpmp.parse_response(bytes.fromhex("0080000000000e10c6140001"))
-    assert addr.result == 0 and str(addr.public_ip) == "198.20.0.1" and addr.epoch == 3600
+    addr = natpmp.parse_response(bytes.fromhex("0080000000000e10cb00710a"))
+    assert addr.result == 0 and str(addr.public_ip) == "203.0.113.10" and addr.epoch == 3600
     m = natpmp.parse_response(bytes.fromhex("0081000000000e10a2a9a2aa00001c20"))
     assert (m.internal_port, m.external_port, m.lifetime) == (41641, 41642, 7200)
     refused = natpmp.parse_response(bytes.fromhex("00810002" + "00" * 12))
