@@ -23,7 +23,7 @@ Go's natlab/vnet ``nat.go`` and ``tstest/integration/nat/nat_test.go``):
 ``pytsnet.testing.miniupnpd``) for its LAN, with its rules in a ``table inet natlab_upnp``. Its WAN
 address is in 203.0.113.0/24 like every router's: miniupnpd maps for no reserved (e.g. RFC 5737)
 WAN address by itself, so it runs with ``ext_perform_stun=yes`` against the lab's reflectors (an
-RFC 5780 STUN server on ``INTERNET_ADDR``/``SECOND_ADDR`` × ``REFLECTOR_PORTS``), learns its
+RFC 5780 STUN server on ``INTERNET_ADDR``/``SECOND_ADDR`` x ``REFLECTOR_PORTS``), learns its
 external address from them and maps once they find it unrestricted. For that test the router's
 input lets in UDP from the four reflector sockets (the answers from the other IP/port are new flows
 to conntrack), and its own requests leave un-NATed (``masquerade random`` would change their port,
@@ -72,7 +72,7 @@ SECOND_ADDR = "203.0.113.2"
 """A second internet address (the second reflector): another destination for mapping tests."""
 REFLECTOR_PORTS = (3478, 3479)
 REFLECTOR_ADDRS = tuple((a, p) for a in (INTERNET_ADDR, SECOND_ADDR) for p in REFLECTOR_PORTS)
-"""The reflectors' 2×2 grid; the first is the STUN server miniupnpd asks (it answers from the rest)."""
+"""The reflectors' 2x2 grid; the first is the STUN server miniupnpd asks (it answers from the rest)."""
 UPNP_TABLE = "natlab_upnp"
 NAT_TIMEOUT = 120  # seconds an idle ``easy`` mapping stays open to anyone (conntrack's UDP default is 30/120)
 _lab_counter = itertools.count()

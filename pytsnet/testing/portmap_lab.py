@@ -9,7 +9,7 @@
 * The WAN is ``203.0.113.0/24`` (RFC 5737); no namespace has a route out of the lab. miniupnpd maps
   for such a reserved WAN address only after its STUN test (``pytsnet.testing.miniupnpd``), so the
   internet host runs the lab's RFC 5780 reflectors (``pytsnet.testing.reflectors``: WAN_INTERNET and
-  WAN_SECOND × 3478/3479) and miniupnpd asks WAN_INTERNET:3478. The router has no input filter (its
+  WAN_SECOND x 3478/3479) and miniupnpd asks WAN_INTERNET:3478. The router has no input filter (its
   STUN answers from the other IP/port get in), and its own requests leave un-NATed (a rule before
   ``masquerade random``, which would change their port: a "symmetric NAT" to miniupnpd).
 * ``miniupnpd(natpmp=…, upnp=…)`` (re)starts the daemon with those protocols (``enable_natpmp``
@@ -32,8 +32,8 @@ from pytsnet.testing.miniupnpd import Miniupnpd, miniupnpd_available
 from pytsnet.testing.netns import Netns, unique_tag
 from pytsnet.testing.reflectors import Reflectors
 
-__all__ = ["LAN_GATEWAY", "LAN_NODE", "STUN_GRID", "STUN_PORTS", "TABLE", "WAN_IF", "WAN_INTERNET", "WAN_ROUTER",
-           "WAN_SECOND", "PortmapLab", "miniupnpd_available", "portmap_lab"]
+__all__ = ["LAN_GATEWAY", "LAN_NODE", "STUN_GRID", "STUN_PORTS", "TABLE", "WAN_IF", "WAN_INTERNET",
+           "WAN_ROUTER", "WAN_SECOND", "PortmapLab", "miniupnpd_available", "portmap_lab"]
 
 LAN_GATEWAY, LAN_NODE = "10.77.0.1", "10.77.0.2"
 WAN_ROUTER, WAN_INTERNET, WAN_SECOND = "203.0.113.10", "203.0.113.1", "203.0.113.2"

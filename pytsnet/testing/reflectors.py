@@ -1,4 +1,4 @@
-"""UDP reflectors for the test labs: a 2×2 grid (two addresses × two ports) served by one thread.
+"""UDP reflectors for the test labs: a 2x2 grid (two addresses x two ports) served by one thread.
 
 Each socket answers
 

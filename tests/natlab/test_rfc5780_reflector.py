@@ -74,7 +74,8 @@ def test_change_request_is_answered_from_the_other_ip_and_port(lab: NatLab, chan
         assert stun.parse_response(data) == (tx, me)
         assert stun.address_attributes(data) == {
             stun.ATTR_XOR_MAPPED_ADDRESS: me, stun.ATTR_MAPPED_ADDRESS: me,
-            stun.ATTR_RESPONSE_ORIGIN: (ip(want[0]), want[1]), stun.ATTR_OTHER_ADDRESS: (ip(OTHER[0]), OTHER[1])}
+            stun.ATTR_RESPONSE_ORIGIN: (ip(want[0]), want[1]),
+            stun.ATTR_OTHER_ADDRESS: (ip(OTHER[0]), OTHER[1])}
 
 
 def test_tailscale_request_and_who_via_still_answered(lab: NatLab) -> None:
@@ -83,8 +84,9 @@ def test_tailscale_request_and_who_via_still_answered(lab: NatLab) -> None:
         tx = stun.new_tx_id()
         got = _ask(s, stun.request(tx), to=OTHER)  # Go's/our own request: from where it went
         assert got is not None and got[1] == OTHER
-        assert stun.parse_response(got[0]) == (tx, (ipaddress.ip_address(pub.node_addrs[0]), s.getsockname()[1]))
-        me = f"{pub.node_addrs[0]}:{s.getsockname()[1]}".encode()
+        port = s.getsockname()[1]
+        assert stun.parse_response(got[0]) == (tx, (ipaddress.ip_address(pub.node_addrs[0]), port))
+        me = f"{pub.node_addrs[0]}:{port}".encode()
         assert _ask(s, b"who") == (me, SERVER)
         assert _ask(s, f"via {SECOND_ADDR} 3478".encode()) == (me, (SECOND_ADDR, 3478))
 

@@ -73,8 +73,9 @@ def test_server_response_attributes() -> None:
     mapped, origin, other = (ip("203.0.113.10"), 42961), (ip("203.0.113.1"), 3479), (ip("203.0.113.2"), 3479)
     resp = stun.server_response(tx, mapped, response_origin=origin, other_address=other)
     assert stun.parse_response(resp) == (tx, mapped)
-    assert stun.address_attributes(resp) == {stun.ATTR_XOR_MAPPED_ADDRESS: mapped, stun.ATTR_MAPPED_ADDRESS: mapped,
-                                             stun.ATTR_RESPONSE_ORIGIN: origin, stun.ATTR_OTHER_ADDRESS: other}
+    assert stun.address_attributes(resp) == {
+        stun.ATTR_XOR_MAPPED_ADDRESS: mapped, stun.ATTR_MAPPED_ADDRESS: mapped,
+        stun.ATTR_RESPONSE_ORIGIN: origin, stun.ATTR_OTHER_ADDRESS: other}
     assert _attr(resp, stun.ATTR_MAPPED_ADDRESS) == bytes.fromhex("0001a7d1cb00710a")  # plain, RFC 3489
     # XOR-MAPPED-ADDRESS first: clients that take the first address they find get the XOR-ed one
     assert stun.parse_message(resp).attributes[0][0] == stun.ATTR_XOR_MAPPED_ADDRESS
