@@ -135,7 +135,9 @@ def test_killing_tka_during_sync_never_admits_an_unsigned_peer(tmp_path: Path, w
         assert all(3 not in s for s in seen), "the unsigned peer was never admitted"
         if when == "before_offer":  # the new incarnation re-opened the chain on disk and published it first
             restarted = [u for u in side.updates if u.seq >> 32 > first]
-            assert restarted[0].head == old_head != side.head(), [u.head for u in restarted]
+            assert restarted[0].head == old_head != side.head(), (
+                [u.head for u in restarted], [(u.seq >> 32, u.head) for u in side.updates], faults.kills,
+                side.paths())
         st = tka.ask(TkaStatusAsk())
         assert st.enabled and st.head == side.head()
         assert (tmp_path / "tka-profiles" / "default").is_dir(), "the chain the new incarnation re-opened"

@@ -45,7 +45,7 @@ def tailnet(tmp_path: Path) -> Iterator[LocalTailnet]:
         yield n
 
 
-def _cfg(net: LocalTailnet, tmp: Path, name: str, key: str, **kw: Any) -> Config:
+def _cfg(net: LocalTailnet, tmp: Path, name: str, key: str | None, **kw: Any) -> Config:
     kw.setdefault("bind_host", "127.0.0.1")
     return Config(dir=tmp / name, hostname=name, auth_key=key, control_url=net.control_url, backoff_max=1.0,
                   **kw)
@@ -112,7 +112,9 @@ def test_config_is_the_one_source_of_knobs() -> None:
 async def test_async_with_up_listen_before_running_dial_names_extras(tailnet: LocalTailnet,
                                                                        tmp_path: Path) -> None:
     key = tailnet.create_authkey(reusable=True)
-    async with ActorDevice(_cfg(tailnet, tmp_path, "srv", key)) as b:
+    # no auth key: control holds the node at NeedsLogin until it is approved below, so "before
+    # Running" is a fact here, not a race the node might win under load
+    async with ActorDevice(_cfg(tailnet, tmp_path, "srv", None)) as b:
         # Go's Listen works at once: before the node is Running.
         lst = await b.listen(7100)
         usock = await b.listen_packet(5300)
@@ -127,6 +129,11 @@ async def test_async_with_up_listen_before_running_dial_names_extras(tailnet: Lo
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(watch)
+            with anyio.fail_after(20):
+                while not any(n.hostname == "srv" for n in tailnet.nodes()):
+                    await anyio.sleep(0.05)
+            assert b.state.state != "Running"
+            assert tailnet.approve("srv")
             st = await b.up(20)
         assert st.state == "Running" and st.tailscale_ips == b.tailscale_ips()
         assert seen[-1] == "Running" and len(seen) >= 2, seen  # watch_state works on this backend too

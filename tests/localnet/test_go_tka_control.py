@@ -109,7 +109,8 @@ def test_go_node_bootstraps_syncs_and_disables_from_localnet(world: Any) -> None
     head = aum_hash_text(genesis.hash())
     wait_until(lambda: net.tka_state().node_heads.get(go_id) == head, 60,
                f"the Go node reporting head {head} after bootstrap: {net.tka_state()} {go.log_tail()}")
-    assert f"tkaHead: {head}" in go.log()
+    # Go logs its head on its own goroutine, after the sync call control saw: wait for the line too
+    wait_until(lambda: f"tkaHead: {head}" in go.log(), 30, f"Go logging tkaHead {head}: {go.log_tail()}")
     chain_dir = tmp / "golock" / "golock" / "tka-profiles"  # Go's chonkPathLocked: its FS chonk
     assert _files(chain_dir), "the Go node persisted no AUM"
 
@@ -135,7 +136,9 @@ def test_go_node_bootstraps_syncs_and_disables_from_localnet(world: Any) -> None
         asyncio.run(asyncio.wait_for(add_and_disable("add"), 60))
     wait_until(lambda: net.tka_state().node_heads.get(go_id) == new_head, 60,
                f"the Go node syncing to {new_head}: {net.tka_state()} {go.log_tail()}")
-    assert f"tkaHead: {new_head}" in go.log() and "inform failed" not in go.log()
+    wait_until(lambda: f"tkaHead: {new_head}" in go.log(), 30,
+               f"Go logging tkaHead {new_head}: {go.log_tail()}")
+    assert "inform failed" not in go.log()
 
     boots = net.tka_state().calls.get("bootstrap", 0)
     with ns.entered():

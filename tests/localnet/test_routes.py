@@ -30,7 +30,9 @@ SUBNET = "10.1.2.0/24"
 
 
 def run(coro: Any) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, 30))
+    """A hang guard, not a speed bound: a scenario may start six CLI processes (a Python start-up and
+    its imports each, seconds apiece on a loaded 2-CPU machine)."""
+    return asyncio.run(asyncio.wait_for(coro, 90))
 
 
 class Watcher:
