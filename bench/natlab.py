@@ -4,7 +4,11 @@ Usage (root): ``.venv/bin/python bench/natlab.py [--pairs py-py,py-go,go-go] [--
 Each cell builds a fresh NAT lab (``pytsnet.testing.natlab``): LAN a and LAN b behind routers of the
 named NAT types (``same_lan``: both nodes behind one ``easy`` router; ``+mtu1280``: every link of both
 LANs at MTU 1280; ``upnp:`` before a type: that router runs miniupnpd and the Python node behind it maps
-its port, ``Config(port_mapping=True)``; a Go node there uses its own port mapper), localnet (control,
+its port, ``Config(port_mapping=True)``; a Go node there uses its own port mapper; ``portfwd:`` before a
+type: that router forwards UDP port ``FWD_PORT`` to its node — a static port forward,
+``LanSpec(forward_udp=…)`` — and the node there binds that port, ``Config(port=…)`` or caddy-tailscale's
+node ``port``; ``fixport:``: the same node on the fixed port without the forward, the control; both add
+a second, far DERP region (``add_far_stun_region``) so netcheck can see a hard NAT's mapping vary), localnet (control,
 DERP, STUN) on the lab's internet. Pairs: ``py-py`` (two in-process Python nodes, A dials B's echo
 service), ``py-go`` (Python A fetches a Go tsnet node's 32 KiB page), ``go-go`` (a Go client node
 proxies to a Go server node: the reference). Go's path is read from its ``magicsock: disco: node … now
@@ -30,15 +34,17 @@ from typing import Any
 from pytsnet.testing import gonode
 from pytsnet.testing.exitnet import fetch
 from pytsnet.testing.natlab import LanSpec, NatLab, nat_lab, sweep_stale
-from pytsnet.testing.natlab_net import LabTailnet, lab_tailnet, peer_path, run_cell, serve_echo
+from pytsnet.testing.natlab_net import LabTailnet, add_far_stun_region, lab_tailnet, peer_path, run_cell, serve_echo
 from pytsnet.testing.netns import Netns, netns_available
 
 BOUND = 30.0
 CELLS = ["easy/easy", "filtering/filtering", "easy/filtering", "easy/hard", "filtering/hard", "hard/hard",
          "double/double", "double/hard", "none/hard", "udp_blocked/easy", "same_lan", "easy/easy+mtu1280",
-         "upnp:hard/hard"]
+         "upnp:hard/hard", "portfwd:hard/filtering", "fixport:hard/filtering"]
 PAIRS = ["py-py", "py-go", "go-go"]
 GO_BODY = "natlab-" + "0123456789abcdef" * 2048
+FWD_PORT = 41641
+"""The fixed magicsock port of A in the ``portfwd:``/``fixport:`` cells (the router forwards it)."""
 
 
 @dataclass
@@ -57,14 +63,24 @@ def specs(cell: str) -> list[LanSpec]:
     if base == "same_lan":
         return [LanSpec("a", "easy", nodes=2, mtu=mtu)]
     a, b = base.split("/")
-    return [LanSpec(name, nat.removeprefix("upnp:"), mtu=mtu, upnp=nat.startswith("upnp:"))  # type: ignore[arg-type]
+    return [LanSpec(name, nat.split(":")[-1], mtu=mtu, upnp=nat.startswith("upnp:"),  # type: ignore[arg-type]
+                    forward_udp=FWD_PORT if nat.startswith("portfwd:") else None)
             for name, nat in (("a", a), ("b", b))]
 
 
-def py_cfg(lab: NatLab, name: str) -> dict[str, Any]:
-    """A Python node behind a miniupnpd router maps its port (off by default)."""
+def fixed_port(cell: str) -> bool:
+    """A binds ``FWD_PORT`` (and the region gets a second STUN node) in this cell."""
+    return cell.startswith(("portfwd:", "fixport:"))
+
+
+def py_cfg(lab: NatLab, name: str, cell: str = "") -> dict[str, Any]:
+    """A Python node behind a miniupnpd router maps its port (off by default); A of a fixed-port
+    cell binds ``FWD_PORT``."""
     lan = lab.lans.get(name)
-    return {"port_mapping": True} if lan is not None and lan.spec.upnp else {}
+    cfg: dict[str, Any] = {"port_mapping": True} if lan is not None and lan.spec.upnp else {}
+    if name == "a" and fixed_port(cell):
+        cfg["port"] = FWD_PORT
+    return cfg
 
 
 def nodes(lab: NatLab) -> tuple[Netns, Netns]:
@@ -87,12 +103,14 @@ def upnp_note(lab: NatLab) -> str:
     return " ".join(f"{n}-upnp:{lan.upnp.redirects()}" for n, lan in lab.lans.items() if lan.upnp)
 
 
-def py_py(lab: NatLab, w: LabTailnet) -> Row:
+def py_py(lab: NatLab, w: LabTailnet, cell: str) -> Row:
     na, nb = nodes(lab)
-    a, b = w.device(na, "a", **py_cfg(lab, "a")), w.device(nb, "b", **py_cfg(lab, "b"))
+    a, b = w.device(na, "a", **py_cfg(lab, "a", cell)), w.device(nb, "b", **py_cfg(lab, "b", cell))
     serve_echo(b)
     r = run_cell(a, b, bound=BOUND, nbytes=1 << 20)
-    return Row("", "py-py", r.path, r.time_to_direct, r.transfer_ok, f"{r.addr or ''} {upnp_note(lab)}")
+    b_to_a = peer_path(b, a.tailscale_ips()[0])[1] if fixed_port(cell) else None  # on A's forward?
+    note = f"{r.addr or ''} {upnp_note(lab)}" + (f" b->a:{b_to_a}" if b_to_a else "")
+    return Row("", "py-py", r.path, r.time_to_direct, r.transfer_ok, note)
 
 
 def go_server(w: LabTailnet, ns: Netns, name: str) -> tuple[gonode.GoNode, Any]:
@@ -108,9 +126,9 @@ def go_server(w: LabTailnet, ns: Netns, name: str) -> tuple[gonode.GoNode, Any]:
     raise RuntimeError(f"{name} did not register:\n{go.log_tail()}")
 
 
-def py_go(lab: NatLab, w: LabTailnet) -> Row:
+def py_go(lab: NatLab, w: LabTailnet, cell: str) -> Row:
     na, nb = nodes(lab)
-    a = w.device(na, "a", **py_cfg(lab, "a"))
+    a = w.device(na, "a", **py_cfg(lab, "a", cell))
     go, node = go_server(w, nb, "gosrv")
     try:
         a_key = a.status().self_node.node_key
@@ -138,18 +156,20 @@ def py_go(lab: NatLab, w: LabTailnet) -> Row:
         py_path = peer_path(a, node.ipv4)[0]
         go_path = "direct" if go_direct(go.log(), a_key) else "derp"
         path = py_path if py_path == go_path else f"py:{py_path}/go:{go_path}"
-        return Row("", "py-go", path, t_direct, ok, upnp_note(lab))
+        used = go_direct(go.log(), a_key)  # the Go server's path to A (A's forward, in portfwd:)
+        return Row("", "py-go", path, t_direct, ok, f"{upnp_note(lab)}" + (f" b->a:{used[-1]}" if used else ""))
     finally:
         gonode.stop_all(nb)
 
 
-def go_go(lab: NatLab, w: LabTailnet) -> Row:
+def go_go(lab: NatLab, w: LabTailnet, cell: str) -> Row:
     na, nb = nodes(lab)
-    _srv, node = go_server(w, nb, "gosrv")
+    srv, node = go_server(w, nb, "gosrv")
     try:
         env = gonode.tailnet_go_env(w.tmp / "home-gocli", w.net.relay.go_env, direct=True)
         text = gonode.client_caddyfile(w.net.control_url, w.key, w.tmp / "gocli", f"http://{node.ipv4}:80",
-                                       hostname="gocli", debug=True)
+                                       hostname="gocli", debug=True,
+                                       udp_port=FWD_PORT if fixed_port(cell) else 0)
         cli = gonode.caddy_run(na, "gocli", text, w.tmp, env)
 
         def get() -> bool:
@@ -176,7 +196,10 @@ def go_go(lab: NatLab, w: LabTailnet) -> Row:
             time.sleep(0.3)
         path = "direct" if go_direct(cli.log(), node.node_key) else "derp"
         used = go_direct(cli.log(), node.node_key)
-        return Row("", "go-go", path, t_direct, ok, f"{used[-1] if used else ''} {upnp_note(lab)}")
+        cli_key = next((n.node_key for n in w.net.nodes() if n.hostname == "gocli"), "")
+        back = go_direct(srv.log(), cli_key) if cli_key and fixed_port(cell) else []  # the server's path to A
+        return Row("", "go-go", path, t_direct, ok, f"{used[-1] if used else ''} {upnp_note(lab)}"
+                   + (f" b->a:{back[-1]}" if back else ""))
     finally:
         gonode.stop_all(na)
         gonode.stop_all(nb)
@@ -187,9 +210,10 @@ RUN = {"py-py": py_py, "py-go": py_go, "go-go": go_go}
 
 def run(cell: str, pair: str) -> Row:
     with tempfile.TemporaryDirectory() as tmp, nat_lab(*specs(cell)) as lab, \
-            lab_tailnet(lab, Path(tmp)) as w:
+            lab_tailnet(lab, Path(tmp)) as w, \
+            add_far_stun_region(w) if fixed_port(cell) else contextlib.nullcontext():
         try:
-            row = RUN[pair](lab, w)
+            row = RUN[pair](lab, w, cell)
         except Exception as e:  # one broken cell does not stop the matrix
             row = Row("", pair, "error", None, False, repr(e)[:120])
     row.cell = cell

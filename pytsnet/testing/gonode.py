@@ -168,27 +168,32 @@ async def curl_local(ns: Netns, port: int, path: str = "/", *args: str, max_time
 
 
 def _tailscale_block(control_url: str, auth_key: str, state_dir: Path, ephemeral: bool, debug: bool,
-                     webui: bool = False) -> str:
+                     webui: bool = False, udp_port: tuple[str, int] | None = None) -> str:
     log = "\tlog tailscale {\n\t\tlevel DEBUG\n\t}\n" if debug else ""
     eph = "\t\tephemeral\n" if ephemeral else ""
     web = "\t\twebui\n" if webui else ""
+    # caddy-tailscale's per-node ``port``: tsnet.Server.Port, the fixed magicsock UDP port
+    node = f"\t\t{udp_port[0]} {{\n\t\t\tport {udp_port[1]}\n\t\t}}\n" if udp_port else ""
     return (f"{{\n\tadmin off\n{log}\ttailscale {{\n\t\tcontrol_url {control_url}\n\t\tauth_key {auth_key}\n"
-            f"\t\tstate_dir {state_dir}\n{eph}{web}\t}}\n}}\n")
+            f"\t\tstate_dir {state_dir}\n{eph}{web}{node}\t}}\n}}\n")
 
 
 def serving_caddyfile(control_url: str, auth_key: str, state_dir: Path, hostname: str, body: str, *,
-                      ephemeral: bool = False, debug: bool = False, port: int = 80) -> str:
-    """A node named ``hostname`` answering ``body`` on tailnet port ``port``."""
-    return (_tailscale_block(control_url, auth_key, state_dir, ephemeral, debug)
+                      ephemeral: bool = False, debug: bool = False, port: int = 80, udp_port: int = 0) -> str:
+    """A node named ``hostname`` answering ``body`` on tailnet port ``port`` (``udp_port``: its fixed
+    magicsock UDP port; 0: the OS picks)."""
+    return (_tailscale_block(control_url, auth_key, state_dir, ephemeral, debug,
+                             udp_port=(hostname, udp_port) if udp_port else None)
             + f":{port} {{\n\tbind tailscale/{hostname}\n\trespond \"{body}\"\n}}\n")
 
 
 def client_caddyfile(control_url: str, auth_key: str, state_dir: Path, upstream: str, *,
                      hostname: str = "goclient", listen_port: int = 8080, ephemeral: bool = False,
-                     debug: bool = False) -> str:
+                     debug: bool = False, udp_port: int = 0) -> str:
     """A local ``127.0.0.1:listen_port`` listener proxying to ``upstream`` (``http://IP:PORT``) over a
-    tsnet node named ``hostname``, which starts at the first request."""
-    return (_tailscale_block(control_url, auth_key, state_dir, ephemeral, debug)
+    tsnet node named ``hostname``, which starts at the first request (``udp_port``: as above)."""
+    return (_tailscale_block(control_url, auth_key, state_dir, ephemeral, debug,
+                             udp_port=(hostname, udp_port) if udp_port else None)
             + f":{listen_port} {{\n\tbind 127.0.0.1\n\treverse_proxy {upstream} {{\n"
               f"\t\ttransport tailscale {hostname}\n\t}}\n}}\n")
 

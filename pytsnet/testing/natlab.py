@@ -19,6 +19,10 @@ Go's natlab/vnet ``nat.go`` and ``tstest/integration/nat/nat_test.go``):
 * ``double``: two ``filtering`` routers in a row (the inner one's WAN is a private 10.200.x LAN).
 * ``udp_blocked``: TCP is masqueraded, UDP is dropped both ways: DERP over TCP/HTTPS only.
 
+``LanSpec(forward_udp=P)``: a static port forward, as a home router's: inbound UDP to the router's WAN
+address on port ``P`` is DNATed to the LAN's first node, same port, and the forward hook lets it in
+(what Go's hard-NAT ``EndpointSTUN4LocalPort`` guess counts on); every other port stays filtered.
+
 ``LanSpec(upnp=True)``: the router also runs miniupnpd (NAT-PMP, PCP, UPnP IGD;
 ``pytsnet.testing.miniupnpd``) for its LAN, with its rules in a ``table inet natlab_upnp``. Its WAN
 address is in 203.0.113.0/24 like every router's: miniupnpd maps for no reserved (e.g. RFC 5737)
@@ -91,6 +95,8 @@ class LanSpec:
     """The WAN link alone (over ``mtu``): a smaller MTU in the middle of the path, as PPPoE or a tunnel."""
     upnp: bool = False
     """The router runs miniupnpd (NAT-PMP, PCP, UPnP IGD), its external address learned by STUN."""
+    forward_udp: int | None = None
+    """A static port forward: inbound UDP to WAN:port goes to the first node's same port."""
 
     def __post_init__(self) -> None:
         if self.nat not in NAT_TYPES:
@@ -99,6 +105,10 @@ class LanSpec:
             raise ValueError(f"LAN {self.name}: 1..8 nodes, got {self.nodes}")
         if self.upnp and self.nat in ("none", "double"):
             raise ValueError(f"LAN {self.name}: upnp needs a single NAT router, not {self.nat!r}")
+        if self.forward_udp is not None and (self.nat in ("none", "double", "udp_blocked")
+                                             or not 1 <= self.forward_udp <= 65535):
+            raise ValueError(f"LAN {self.name}: forward_udp needs a single NAT router passing UDP and a "
+                             f"port in 1..65535, not {self.nat!r} port {self.forward_udp}")
 
 
 @dataclass
@@ -191,10 +201,12 @@ def _addr(ns: Netns, ifname: str, cidr: str) -> None:
 
 
 def nft_rules(nat: NatType, wan: str = "wan", lan: str = "lan", lan_services: bool = False,
-              router_stun: Sequence[tuple[str, int]] = ()) -> str:
+              router_stun: Sequence[tuple[str, int]] = (),
+              forward_udp: tuple[str, int] | None = None) -> str:
     """The router's nftables ruleset for ``nat`` (``wan``/``lan``: its interfaces; ``lan_services``:
     the LAN may reach the router's own services, as miniupnpd's NAT-PMP/PCP, SSDP and HTTP;
-    ``router_stun``: the RFC 5780 server sockets the router's own miniupnpd STUN-tests against)."""
+    ``router_stun``: the RFC 5780 server sockets the router's own miniupnpd STUN-tests against;
+    ``forward_udp``: ``(inside address, port)`` of a static UDP port forward from WAN:port)."""
     if nat == "none":
         return ""  # a plain router: public addresses behind it, nothing filtered
     masq = "masquerade random" if nat == "hard" else "masquerade"
@@ -217,6 +229,11 @@ def nft_rules(nat: NatType, wan: str = "wan", lan: str = "lan", lan_services: bo
         # ... and the router's own requests keep their source port (a router does not NAT itself;
         # ``masquerade random`` would, and miniupnpd would read that as a symmetric NAT)
         stun_out = f'    oifname "{wan}" fib saddr type local ip daddr . udp dport {{ {grid} }} accept\n'
+    fwd_dnat = fwd_accept = ""
+    if forward_udp is not None:  # a static port forward: DNAT in, and let exactly that in
+        inside, port = forward_udp
+        fwd_dnat = f'    iifname "{wan}" udp dport {port} dnat ip to {inside}:{port}\n'
+        fwd_accept = f'    iifname "{wan}" ip daddr {inside} udp dport {port} ct status dnat accept\n'
     return (
         "table ip natlab {\n"
         f"{eim_map}"
@@ -224,6 +241,7 @@ def nft_rules(nat: NatType, wan: str = "wan", lan: str = "lan", lan_services: bo
         "    type filter hook forward priority filter; policy drop;\n"
         f"{udp_drop}{eim_update}"
         "    ct state established,related accept\n"
+        f"{fwd_accept}"
         f'    iifname "{wan}" ct status dnat accept\n'
         f'    iifname "{lan}" oifname "{wan}" accept\n'
         "  }\n"
@@ -236,7 +254,7 @@ def nft_rules(nat: NatType, wan: str = "wan", lan: str = "lan", lan_services: bo
         "  }\n"
         "  chain prerouting {\n"
         "    type nat hook prerouting priority dstnat;\n"
-        f"{eim_dnat}"
+        f"{fwd_dnat}{eim_dnat}"
         "  }\n"
         "  chain postrouting {\n"
         "    type nat hook postrouting priority srcnat;\n"
@@ -327,8 +345,9 @@ def nat_lab(*specs: LanSpec) -> Iterator[NatLab]:
                 _nft(outer, nft_rules("filtering"))
                 _nft(routers[1], nft_rules("filtering"))
             else:
+                fwd = (addrs[0], spec.forward_udp) if spec.forward_udp is not None else None
                 _nft(outer, nft_rules(spec.nat, lan_services=spec.upnp,
-                                      router_stun=REFLECTOR_ADDRS if spec.upnp else ()))
+                                      router_stun=REFLECTOR_ADDRS if spec.upnp else (), forward_udp=fwd))
             daemon = None
             if spec.upnp:
                 assert workdir is not None

@@ -18,12 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytsnet.testing.natlab import INTERNET_ADDR, NatLab
+from pytsnet.testing.natlab import INTERNET_ADDR, SECOND_ADDR, NatLab
 from pytsnet.testing.netns import Netns
 
-__all__ = ["CellResult", "LabTailnet", "lab_tailnet", "peer_path", "run_cell", "serve_echo"]
+__all__ = ["CellResult", "LabTailnet", "add_far_stun_region", "lab_tailnet", "peer_path", "run_cell", "serve_echo"]
 
 ECHO_PORT = 7100
+SECOND_STUN_PORT = 3480
+"""The second STUN server's port on ``SECOND_ADDR`` (3478/3479 there are the reflectors')."""
 
 
 @dataclass
@@ -147,3 +149,46 @@ def run_cell(a: Any, b: Any, *, nbytes: int = 256 * 1024, bound: float = 30.0,
     path, addr = peer_path(a, b_ip)
     return CellResult(path=path, addr=addr, time_to_direct=direct_at, transfer_ok=bytes(back) == payload,
                       nbytes=len(payload))
+
+
+
+FAR_REGION_DELAY = 0.05
+"""Seconds the second region's STUN server waits before answering: it is "far", so no node homes there."""
+
+
+@contextlib.contextmanager
+def add_far_stun_region(w: LabTailnet, region_id: int = 901) -> Iterator[Any]:
+    """A second DERP region whose STUN server listens on ``SECOND_ADDR`` and answers
+    ``FAR_REGION_DELAY`` late. Netcheck takes one answer per region (Go cancels a region's other
+    probes at its first answer), so only a second region gives it two STUN destinations and lets it
+    tell that a NAT's mapping varies by destination (Go's ``MappingVariesByDestIP``, which the
+    hard-NAT ``EndpointSTUN4LocalPort`` guess needs). Being slower, the region is never anyone's home
+    (Go and pytsnet both pick the lowest latency), and its DERP (``SECOND_ADDR`` on the relay's port,
+    where nothing listens) is never dialled. Enter before the devices start; yields the
+    ``StunServer``, closed on exit."""
+    import asyncio
+    import copy
+
+    from pytsnet.localnet.stun_server import StunServer
+
+    class FarStun(StunServer):
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            asyncio.get_running_loop().call_later(FAR_REGION_DELAY, super().datagram_received, data, addr)
+
+    async def start() -> StunServer:
+        s = FarStun()
+        await s.start(SECOND_ADDR, SECOND_STUN_PORT)  # on the tailnet's loop: in the internet namespace
+        return s
+
+    server = asyncio.run_coroutine_threadsafe(start(), w.net.loop).result(timeout=10)
+    try:
+        dm = copy.deepcopy(w.net.relay.derp_map)
+        node = dict(next(iter(dm["Regions"].values()))["Nodes"][0])
+        node.update(Name=f"{region_id}a", RegionID=region_id, HostName=SECOND_ADDR, IPv4=SECOND_ADDR,
+                    IPv6="none", STUNPort=server.port)
+        dm["Regions"][str(region_id)] = {"RegionID": region_id, "RegionCode": "far", "RegionName": "far away",
+                                         "Nodes": [node]}
+        w.net.set_derp_map(dm)
+        yield server
+    finally:
+        w.net.loop.call_soon_threadsafe(server.close)
