@@ -8,7 +8,8 @@ its port, ``Config(port_mapping=True)``; a Go node there uses its own port mappe
 type: that router forwards UDP port ``FWD_PORT`` to its node — a static port forward,
 ``LanSpec(forward_udp=…)`` — and the node there binds that port, ``Config(port=…)`` or caddy-tailscale's
 node ``port``; ``fixport:``: the same node on the fixed port without the forward, the control; both add
-a second, far DERP region (``add_far_stun_region``) so netcheck can see a hard NAT's mapping vary), localnet (control,
+a second, far DERP region (``add_far_stun_region``) so netcheck can see a hard NAT's mapping vary),
+localnet (control,
 DERP, STUN) on the lab's internet. Pairs: ``py-py`` (two in-process Python nodes, A dials B's echo
 service), ``py-go`` (Python A fetches a Go tsnet node's 32 KiB page), ``go-go`` (a Go client node
 proxies to a Go server node: the reference). Go's path is read from its ``magicsock: disco: node … now
@@ -34,7 +35,14 @@ from typing import Any
 from pytsnet.testing import gonode
 from pytsnet.testing.exitnet import fetch
 from pytsnet.testing.natlab import LanSpec, NatLab, nat_lab, sweep_stale
-from pytsnet.testing.natlab_net import LabTailnet, add_far_stun_region, lab_tailnet, peer_path, run_cell, serve_echo
+from pytsnet.testing.natlab_net import (
+    LabTailnet,
+    add_far_stun_region,
+    lab_tailnet,
+    peer_path,
+    run_cell,
+    serve_echo,
+)
 from pytsnet.testing.netns import Netns, netns_available
 
 BOUND = 30.0
@@ -157,7 +165,8 @@ def py_go(lab: NatLab, w: LabTailnet, cell: str) -> Row:
         go_path = "direct" if go_direct(go.log(), a_key) else "derp"
         path = py_path if py_path == go_path else f"py:{py_path}/go:{go_path}"
         used = go_direct(go.log(), a_key)  # the Go server's path to A (A's forward, in portfwd:)
-        return Row("", "py-go", path, t_direct, ok, f"{upnp_note(lab)}" + (f" b->a:{used[-1]}" if used else ""))
+        note = upnp_note(lab) + (f" b->a:{used[-1]}" if used else "")
+        return Row("", "py-go", path, t_direct, ok, note)
     finally:
         gonode.stop_all(nb)
 
@@ -247,12 +256,12 @@ def main() -> None:
         by = {r.pair: r for r in rows if r.cell == cell}
         ref = by.get("go-go")
         for pair in ("py-py", "py-go"):
-            r = by.get(pair)
-            if r is None or ref is None:
+            got = by.get(pair)
+            if got is None or ref is None:
                 continue
-            if ref.path == "direct" and r.path != "direct":
-                fails.append(f"{cell} {pair}: Go goes direct, pytsnet {r.path}")
-            elif ref.path == "derp" and r.path == "direct":
+            if ref.path == "direct" and got.path != "direct":
+                fails.append(f"{cell} {pair}: Go goes direct, pytsnet {got.path}")
+            elif ref.path == "derp" and got.path == "direct":
                 print(f"note: {cell} {pair}: direct where Go stays on DERP")
     bad = [f"{r.cell} {r.pair}: transfer not byte-exact" for r in rows if not r.ok]
     for f in fails + bad:

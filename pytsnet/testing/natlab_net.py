@@ -21,7 +21,8 @@ from typing import Any
 from pytsnet.testing.natlab import INTERNET_ADDR, SECOND_ADDR, NatLab
 from pytsnet.testing.netns import Netns
 
-__all__ = ["CellResult", "LabTailnet", "add_far_stun_region", "lab_tailnet", "peer_path", "run_cell", "serve_echo"]
+__all__ = ["CellResult", "LabTailnet", "add_far_stun_region", "lab_tailnet", "peer_path", "run_cell",
+           "serve_echo"]
 
 ECHO_PORT = 7100
 SECOND_STUN_PORT = 3480

@@ -25,7 +25,14 @@ import pytest
 from pytsnet.testing import gonode
 from pytsnet.testing.exitnet import fetch
 from pytsnet.testing.natlab import INTERNET_ADDR, LanSpec, NatLab, nat_lab, nft_rules
-from pytsnet.testing.natlab_net import LabTailnet, add_far_stun_region, lab_tailnet, peer_path, run_cell, serve_echo
+from pytsnet.testing.natlab_net import (
+    LabTailnet,
+    add_far_stun_region,
+    lab_tailnet,
+    peer_path,
+    run_cell,
+    serve_echo,
+)
 from pytsnet.testing.netns import Netns, netns_available
 from pytsnet.testing.polling import wait_until
 
@@ -66,7 +73,7 @@ def _udp(ns: Netns, port: int) -> socket.socket:
 
 def _recv(s: socket.socket) -> tuple[bytes, tuple[str, int]] | None:
     try:
-        return s.recvfrom(2048)  # type: ignore[return-value]
+        return s.recvfrom(2048)
     except TimeoutError:
         return None
 
@@ -161,7 +168,8 @@ def test_python_guesses_the_forwarded_port_and_goes_direct(cell: tuple[NatLab, L
 @pytest.mark.root
 @pytest.mark.parametrize(("cell", "a_port"), [((None, True), P), ((P, True), 0), ((P, False), P)],
                          indirect=["cell"], ids=["no-forward", "a-on-another-port", "one-stun-region"])
-def test_without_the_forward_or_the_guess_it_stays_on_derp(cell: tuple[NatLab, LabTailnet], a_port: int) -> None:
+def test_without_the_forward_or_the_guess_it_stays_on_derp(cell: tuple[NatLab, LabTailnet],
+                                                            a_port: int) -> None:
     """The controls: the same lab without the forward (the guess is advertised, nothing answers it),
     with the forward but A on an OS-chosen port (nothing to guess), and with the forward but one STUN
     region (netcheck cannot see the mapping vary: no guess). 8 s of traffic, no upgrade."""
@@ -203,7 +211,7 @@ def test_go_on_the_forwarded_side_guesses_the_same_and_goes_direct(cell: tuple[N
         pytest.skip(reason)
     lab, w = cell
     b = w.device(lab["b"].node, "b")
-    b_key = b.status().self_node.node_key  # type: ignore[union-attr]
+    b_key = b.status().self_node.node_key
     text = gonode.serving_caddyfile(w.net.control_url, w.key, w.tmp / "gonode", "gonode", GO_BODY, debug=True,
                                     udp_port=P)
     env = gonode.tailnet_go_env(w.tmp / "home-gonode", w.net.relay.go_env, direct=True)
@@ -211,8 +219,8 @@ def test_go_on_the_forwarded_side_guesses_the_same_and_goes_direct(cell: tuple[N
     go = gonode.caddy_run(go_ns, "gonode", text, w.tmp, env)
     guess = f"{lab['a'].wan_addr}:{P}"
     try:
-        wait_until(lambda: f"{guess} (stun4localport)" in go.log(), 60, "Go advertising WAN:P (stun4localport)")
-        wait_until(lambda: any(p.hostname == "gonode" for p in b.status().peers), 30, "the Go node in B's status")
+        wait_until(lambda: f"{guess} (stun4localport)" in go.log(), 60, "Go advertising WAN:P")
+        wait_until(lambda: any(p.hostname == "gonode" for p in b.status().peers), 30, "Go in B's peers")
         go_ip = next(p for p in b.status().peers if p.hostname == "gonode").addresses[0].split("/")[0]
 
         def direct_both() -> bool:
