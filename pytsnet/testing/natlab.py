@@ -59,6 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from pytsnet.testing.conntrack import CtEntry, ct_entries, ct_flush
 from pytsnet.testing.miniupnpd import Miniupnpd, miniupnpd_chains
 from pytsnet.testing.netns import Netns
 from pytsnet.testing.reflectors import Reflectors
@@ -174,6 +175,44 @@ class NatLab:
                 if via and f"via {lan.gateway} " not in via:
                     raise AssertionError(f"{n.name} routes {probe} past its router: {via}")
         self.internet.assert_no_route_out()
+
+    def set_udp_timeout(self, name: str, seconds: int) -> None:
+        """Make LAN ``name``'s routers forget an idle UDP mapping after ``seconds`` (conntrack's
+        ``nf_conntrack_udp_timeout`` and ``_stream``, per network namespace: this lab only; the
+        defaults are 30 and 120 s). Home routers often keep 30-60 s; Go's 3 s disco heartbeats must
+        outlast them while a session is active. An ``easy`` LAN's full-cone map keeps its own
+        ``NAT_TIMEOUT``, so it is refused there, as is ``none`` (no NAT)."""
+        lan = self.lans[name]
+        if lan.spec.nat in ("none", "easy"):
+            raise ValueError(f"LAN {name}: a {lan.spec.nat!r} router's UDP mappings are not conntrack's alone")
+        if not 1 <= seconds <= 3600:
+            raise ValueError(f"{seconds}: want 1..3600 seconds")
+        for r in lan.routers:
+            r.sh(f"sysctl -qw net.netfilter.nf_conntrack_udp_timeout={seconds} "
+                 f"net.netfilter.nf_conntrack_udp_timeout_stream={seconds}")
+
+    def udp_mappings(self, name: str) -> list[CtEntry]:
+        """The UDP conntrack entries (mappings) of LAN ``name``'s outer router, with their time left."""
+        return ct_entries(self.lans[name].routers[0], "udp")
+
+    def restart_mapping(self, name: str, port_range: tuple[int, int]) -> None:
+        """LAN ``name``'s (outer) router restarts with its address kept: every UDP mapping is lost
+        (its UDP conntrack entries are deleted; TCP ones stay) and new ones take ports from
+        ``port_range`` (``masquerade to :lo-hi`` for UDP; TCP keeps plain masquerade), so a node's next packet leaves from a new port —
+        the port-only rebinding of a NAT reboot or a conntrack flush. Pick a range disjoint from the
+        nodes' own ports (masquerade keeps a source port that is already in the range)."""
+        lan = self.lans[name]
+        lo, hi = port_range
+        if lan.spec.nat == "none":
+            raise ValueError("a `none` LAN has no NAT to restart")
+        if not 1024 <= lo <= hi <= 65535:
+            raise ValueError(f"{port_range}: want 1024 <= lo <= hi <= 65535")
+        outer = lan.routers[0]
+        flags = " random" if lan.spec.nat == "hard" else ""
+        _nft(outer, "flush chain ip natlab postrouting\n"
+                    f'add rule ip natlab postrouting oifname "wan" meta l4proto udp masquerade to :{lo}-{hi}{flags}\n'
+                    f'add rule ip natlab postrouting oifname "wan" masquerade{flags}\n')
+        ct_flush(outer, "udp")  # after the new rule: any entry made since already has a new port
 
 
 def _rebind_addr(addr: str) -> str:
