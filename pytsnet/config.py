@@ -26,6 +26,7 @@ from pytsnet.errors import ConfigError
 from pytsnet.messages.portmap import PORTMAP_PROTOCOLS
 from pytsnet.netstack.forward import EXIT_ROUTES, TAILNET_RANGES, ForwardPolicy
 from pytsnet.wire.dns.config import Upstream
+from pytsnet.wire.wireguard.constants import TAILSCALE_PERSISTENT_KEEPALIVE
 
 if TYPE_CHECKING:
     from pytsnet.actors.control import StateStore
@@ -73,6 +74,11 @@ class Config:
     """Disco timings (None: Go's); tests shorten them."""
     stun_interval: tuple[float, float] = (20.0, 26.0)
     """Seconds between STUN probes (a random value in this range, as Go's netcheck)."""
+    wg_persistent_keepalive: float = TAILSCALE_PERSISTENT_KEEPALIVE
+    """Seconds between WireGuard keepalives to every peer with a session (0: none). Go v1.90.9 sends
+    none: an idle session goes quiet (disco heartbeats stop 45 s after the last data) and its NAT
+    mappings lapse until the next packet re-finds the path. Ours keeps 25 s (warm idle DERP tunnels),
+    which also keeps the disco session active, so the heartbeats hold NAT mappings open for good."""
     backoff_max: float = 30.0
     """Ceiling of the control client's retry backoff, in seconds."""
     clock: Clock | None = field(default=None, compare=False)
@@ -155,6 +161,8 @@ class Config:
             raise ConfigError(f"Config.port={self.port} is not a UDP port: use 0 (OS-chosen) to 65535")
         if self.stun_interval[0] > self.stun_interval[1] or self.stun_interval[0] <= 0:
             raise ConfigError(f"Config.stun_interval={self.stun_interval}: want (low, high), 0 < low <= high")
+        if not 0 <= self.wg_persistent_keepalive <= 3600:
+            raise ConfigError(f"Config.wg_persistent_keepalive={self.wg_persistent_keepalive}: want 0..3600 s")
         for r in self.fallback_resolvers:
             try:
                 Upstream.parse(r)

@@ -352,7 +352,8 @@ class ActorDevice:
             stun_interval=cfg.stun_interval, on_netstack=self._on_netstack,
             dns=DnsSpawn(fallback_resolvers=tuple(cfg.fallback_resolvers)), dns_forward=self._dns_forward,
             forward=cfg.forward_policy(), ipv6=cfg.ipv6,  # 24d: the underlay's IPv6
-            port_mapping=cfg.port_mapping, port_mapping_protocols=tuple(cfg.port_mapping_protocols))  # 24c
+            port_mapping=cfg.port_mapping, port_mapping_protocols=tuple(cfg.port_mapping_protocols),  # 24c
+            wg_persistent_keepalive=cfg.wg_persistent_keepalive)
         self._peers: list[PeerInfo] = []
         self._route_prefs = RoutePrefs(exit_node=cfg.exit_node, accept_routes=cfg.accept_routes)
         """The exit node selector and route acceptance (the bridge holds the same: ``SetRoutePrefs``)."""

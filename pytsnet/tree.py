@@ -73,6 +73,7 @@ from pytsnet.netstack.config import StackConfig
 from pytsnet.netstack.forward import ForwardPolicy
 from pytsnet.wire.keys import DiscoPrivate, NodePrivate
 from pytsnet.wire.magicsock.endpoint import Timings
+from pytsnet.wire.wireguard.constants import TAILSCALE_PERSISTENT_KEEPALIVE
 
 __all__ = ["CONTROL", "DATAPLANE", "DATAPLANE_SUP", "DNS", "EVENTS", "FORWARDER", "MAGICSOCK", "MEMORY",
            "NETSTACK", "NODE", "PEERS", "WGENGINE", "DataplaneOptions", "DeviceEvents", "build_dataplane",
@@ -111,6 +112,7 @@ class DataplaneOptions:
     """The PeerAPI listener's port, named in our TSMP pongs (as Go's tstun ``PeerAPIPort``)."""
     port_mapping: bool = False  # start a port mapper (``Config.port_mapping``)
     port_mapping_protocols: tuple[str, ...] = PORTMAP_PROTOCOLS  # ``Config.port_mapping_protocols``
+    wg_persistent_keepalive: float = TAILSCALE_PERSISTENT_KEEPALIVE  # ``Config.wg_persistent_keepalive``
 
 
 class DeviceEvents(Actor):
@@ -178,7 +180,8 @@ def dataplane_spec(system: ActorSystem, nm: DataplaneNetmap, options: DataplaneO
         ChildSpec(WgEngine, WGENGINE, args=(private,),
                   kwargs={"magicsock": ms.name("udp"), "sink": NETSTACK, "memory": MEMORY, "ipv6": v6,
                           "capture": CAPTURE, "service": DNS, "local_routes": local_routes,
-                          "peerapi_port": options.peerapi_port},  # 21h: unsigned peerAPI-only peers
+                          "peerapi_port": options.peerapi_port,  # 21h: unsigned peerAPI-only peers
+                          "persistent_keepalive": options.wg_persistent_keepalive},
                   mailbox=ENGINE_MAILBOX),
         magicsock_spec(ms, keys),
         *([] if fwd is None else [forwarder_spec(system, NETSTACK, registry, ForwardTable())]),

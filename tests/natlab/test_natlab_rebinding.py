@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -204,22 +205,35 @@ def mapping_to(lab: NatLab, lan: str, peer_addr: str) -> CtEntry | None:
     return next((e for e in lab.udp_mappings(lan) if (e.dst, e.dport) == (ip, int(port))), None)
 
 
-def test_heartbeats_keep_the_mappings_through_a_silence(cell: tuple[NatLab, LabTailnet]) -> None:
-    """Go's timings (heartbeat 3 s, trust 6.5 s, session 45 s); NAT timeout 10 s. A silence of 25 s
-    inside an active session: both routers' mappings of the direct flow are there at every look
-    (each with at most NAT_TIMEOUT left: refreshed, not long-lived), and the next round trip is
-    byte-exact on the direct path with no byte over DERP (its counters to and from the peer equal)."""
-    lab, w = cell
-    lab.set_udp_timeout("a", NAT_TIMEOUT)
-    lab.set_udp_timeout("b", NAT_TIMEOUT)
-    a, b = w.device(lab["a"].node, "a"), w.device(lab["b"].node, "b")
+GO_LIKE = {"wg_persistent_keepalive": 0.0}
+"""Go v1.90.9 sends no WireGuard persistent keepalives (ours defaults to 25 s: ``Config``)."""
+
+
+def direct_pair(lab: NatLab, w: LabTailnet, x: str, y: str, **cfg: Any) -> tuple[Any, Any, str, str]:
+    """Devices in LANs ``x`` and ``y`` (``y`` serving the echo), direct both ways after a cell; with
+    each one's view of the other's endpoint (``x``'s of ``y``, ``y``'s of ``x``)."""
+    a, b = w.device(lab[x].node, x, **cfg), w.device(lab[y].node, y, **cfg)
     serve_echo(b)
     r = run_cell(a, b, bound=BOUND)
     assert r.transfer_ok and r.path == "direct", r
-    a_ip, b_ip = a.tailscale_ips()[0], b.tailscale_ips()[0]
-    wait_until(lambda: peer_path(b, a_ip)[0] == "direct", 10, "B's route to A direct too")
-    b_addr, a_addr = peer_path(a, b_ip)[1], peer_path(b, a_ip)[1]
+    a_ip = a.tailscale_ips()[0]
+    wait_until(lambda: peer_path(b, a_ip)[0] == "direct", 10, f"{y}'s route to {x} direct too")
+    b_addr, a_addr = peer_path(a, b.tailscale_ips()[0])[1], peer_path(b, a_ip)[1]
     assert b_addr is not None and a_addr is not None
+    return a, b, b_addr, a_addr
+
+
+def test_heartbeats_keep_the_mappings_through_a_silence(cell: tuple[NatLab, LabTailnet]) -> None:
+    """Go's timings and no WireGuard persistent keepalive (Go's); NAT timeout 10 s. A silence of 25 s
+    inside an active session: both routers' mappings of the direct flow are there at every look
+    (each with at most NAT_TIMEOUT left: refreshed by the heartbeats, not long-lived), and the next
+    round trip is byte-exact on the direct path with no byte over DERP (A's and B's DERP counters
+    for each other unchanged, disco included) and the block on UDP."""
+    lab, w = cell
+    lab.set_udp_timeout("a", NAT_TIMEOUT)
+    lab.set_udp_timeout("b", NAT_TIMEOUT)
+    a, b, b_addr, a_addr = direct_pair(lab, w, "a", "b", **GO_LIKE)
+    a_ip, b_ip = a.tailscale_ips()[0], b.tailscale_ips()[0]
     sock = a.tcp_connect_blocking(b_ip, ECHO_PORT, timeout=BOUND)
     sock.settimeout(BOUND)
     try:
@@ -246,34 +260,46 @@ def test_heartbeats_keep_the_mappings_through_a_silence(cell: tuple[NatLab, LabT
         sock.close()
 
 
-def test_idle_session_loses_the_mappings_and_goes_direct_again(cell: tuple[NatLab, LabTailnet]) -> None:
-    """Go's timings; NAT timeout 10 s. After the last data, heartbeats stop once the session is idle
-    (45 s) and both routers' mappings of the direct flow expire. Then A dials again: the first
-    packets go through DERP (the path is no longer trusted; its mapping is gone), every byte arrives,
-    and the pair is direct again within the bound, on the same endpoints (masquerade kept the ports)."""
-    lab, w = cell
-    lab.set_udp_timeout("a", NAT_TIMEOUT)
-    lab.set_udp_timeout("b", NAT_TIMEOUT)
-    a, b = w.device(lab["a"].node, "a"), w.device(lab["b"].node, "b")
-    serve_echo(b)
-    r = run_cell(a, b, bound=BOUND)
-    assert r.transfer_ok and r.path == "direct", r
-    a_ip, b_ip = a.tailscale_ips()[0], b.tailscale_ips()[0]
-    wait_until(lambda: peer_path(b, a_ip)[0] == "direct", 10, "B's route to A direct too")
-    b_addr, a_addr = peer_path(a, b_ip)[1], peer_path(b, a_ip)[1]
-    assert b_addr is not None and a_addr is not None
-    t_last = time.monotonic()
-    wait_until(lambda: mapping_to(lab, "a", b_addr) is None and mapping_to(lab, "b", a_addr) is None,
-               45 + 3 + 10 + NAT_TIMEOUT + 15, "both mappings of the direct flow expired", interval=1.0)
-    idle = time.monotonic() - t_last
-    assert idle > 45 - 10, idle  # heartbeats kept them while the session was active
-    derp_before = derp_bytes(a, b_ip)
-    r2 = run_cell(a, b, bound=BOUND)
-    assert r2.transfer_ok, r2
-    assert r2.path == "direct" and r2.time_to_direct is not None and r2.time_to_direct < BOUND, r2
-    assert derp_bytes(a, b_ip)[1] > derp_before[1]  # the first packets after the idle went via DERP
-    assert r2.addr == b_addr
-    wait_until(lambda: peer_path(b, a_ip) == ("direct", a_addr), 10, "B's route to A direct again")
+def test_idle_session_loses_the_mappings_and_goes_direct_again(tmp_path: Path) -> None:
+    """Go's timings; NAT timeout 10 s; two pairs side by side. A-B as Go (no WireGuard persistent
+    keepalive): once the session is idle (45 s after the last data) heartbeats stop and both routers'
+    mappings of the direct flow expire; then A dials again: the first packets go through DERP too
+    (the path is no longer trusted), every byte arrives, and the pair is direct again within the
+    bound on the same endpoints (masquerade kept the ports). C-D with our default 25 s keepalive:
+    the keepalives keep the session active, so its heartbeats hold both mappings through the same
+    silence and the next transfer is direct from its first packet, none of it over DERP (under 1 KiB
+    of disco may go there: the heartbeat's 60 s upgrade check sends a CallMeMaybe when the path's
+    latency is above 5 ms, as Go's)."""
+    if reason := netns_available():
+        pytest.skip(reason)
+    specs = [LanSpec(n, "filtering") for n in "abcd"]
+    with nat_lab(*specs) as lab, lab_tailnet(lab, tmp_path) as w:
+        for n in "abcd":
+            lab.set_udp_timeout(n, NAT_TIMEOUT)
+        a, b, b_addr, a_addr = direct_pair(lab, w, "a", "b", **GO_LIKE)
+        c, d, d_addr, c_addr = direct_pair(lab, w, "c", "d")
+        t_last = time.monotonic()
+        wait_until(lambda: mapping_to(lab, "a", b_addr) is None and mapping_to(lab, "b", a_addr) is None,
+                   45 + 10 + 3 + NAT_TIMEOUT + 20, "A-B's mappings of the direct flow expired", interval=1.0)
+        idle = time.monotonic() - t_last
+        assert idle > 45, idle  # the heartbeats held them while the session was active (~70 s here)
+
+        assert mapping_to(lab, "c", d_addr) is not None and mapping_to(lab, "d", c_addr) is not None
+        d_ip = d.tailscale_ips()[0]
+        derp_c = derp_bytes(c, d_ip)
+        r_cd = run_cell(c, d, bound=BOUND)
+        assert r_cd.transfer_ok and r_cd.path == "direct" and r_cd.time_to_direct is not None, r_cd
+        grew = derp_bytes(c, d_ip)[1] - derp_c[1]  # disco only: a CallMeMaybe on the 60 s upgrade check
+        assert r_cd.time_to_direct < 1.0 and grew < 1024 < r_cd.nbytes, (r_cd, grew)
+
+        b_ip, a_ip = b.tailscale_ips()[0], a.tailscale_ips()[0]
+        derp_before = derp_bytes(a, b_ip)
+        r = run_cell(a, b, bound=BOUND)
+        assert r.transfer_ok, r
+        assert r.path == "direct" and r.time_to_direct is not None and r.time_to_direct < BOUND, r
+        assert derp_bytes(a, b_ip)[1] > derp_before[1]  # the first packets after the idle went via DERP
+        assert r.addr == b_addr
+        wait_until(lambda: peer_path(b, a_ip) == ("direct", a_addr), 10, "B's route to A direct again")
 
 
 def test_port_only_rebinding_mid_flow_goes_direct_on_the_new_port(cell: tuple[NatLab, LabTailnet]) -> None:
