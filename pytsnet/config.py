@@ -162,7 +162,8 @@ class Config:
         if self.stun_interval[0] > self.stun_interval[1] or self.stun_interval[0] <= 0:
             raise ConfigError(f"Config.stun_interval={self.stun_interval}: want (low, high), 0 < low <= high")
         if not 0 <= self.wg_persistent_keepalive <= 3600:
-            raise ConfigError(f"Config.wg_persistent_keepalive={self.wg_persistent_keepalive}: want 0..3600 s")
+            raise ConfigError(f"Config.wg_persistent_keepalive={self.wg_persistent_keepalive}: "
+                              "want 0..3600 s")
         for r in self.fallback_resolvers:
             try:
                 Upstream.parse(r)

@@ -84,7 +84,8 @@ def flush_message(proto: int, seq: int = 1) -> bytes:
     """The CTNETLINK request deleting every IPv4 entry of ``proto`` (and nothing else)."""
     tuple_orig = _nla(CTA_TUPLE_ORIG | NLA_F_NESTED, _nla(CTA_TUPLE_PROTO | NLA_F_NESTED,
                                                           _nla(CTA_PROTO_NUM, bytes([proto]))))
-    filt = _nla(CTA_FILTER | NLA_F_NESTED, _nla(CTA_FILTER_ORIG_FLAGS, struct.pack("=I", CTA_FILTER_FLAG_PROTO_NUM)))
+    flags = struct.pack("=I", CTA_FILTER_FLAG_PROTO_NUM)
+    filt = _nla(CTA_FILTER | NLA_F_NESTED, _nla(CTA_FILTER_ORIG_FLAGS, flags))
     body = struct.pack("=BBH", socket.AF_INET, 0, 0) + tuple_orig + filt
     kind = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE
     return struct.pack("=IHHII", 16 + len(body), kind, NLM_F_REQUEST | NLM_F_ACK, seq, 0) + body
@@ -106,7 +107,8 @@ def ct_flush(ns: Netns, proto: str = "udp") -> None:
         _, kind, _, _, _ = struct.unpack_from("=IHHII", resp)
         if kind != NLMSG_ERROR:
             return errno.EPROTO
-        return -struct.unpack_from("=i", resp, 16)[0]
+        code: int = struct.unpack_from("=i", resp, 16)[0]
+        return -code
 
     err = ns.call(flush)
     if err:

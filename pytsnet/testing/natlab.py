@@ -179,12 +179,12 @@ class NatLab:
     def set_udp_timeout(self, name: str, seconds: int) -> None:
         """Make LAN ``name``'s routers forget an idle UDP mapping after ``seconds`` (conntrack's
         ``nf_conntrack_udp_timeout`` and ``_stream``, per network namespace: this lab only; the
-        defaults are 30 and 120 s). Home routers often keep 30-60 s; Go's 3 s disco heartbeats must
-        outlast them while a session is active. An ``easy`` LAN's full-cone map keeps its own
+        defaults are 30 and 120 s). Home routers often keep 30-60 s; Go's 3 s disco heartbeats keep
+        a mapping open while a session is active. An ``easy`` LAN's full-cone map keeps its own
         ``NAT_TIMEOUT``, so it is refused there, as is ``none`` (no NAT)."""
         lan = self.lans[name]
         if lan.spec.nat in ("none", "easy"):
-            raise ValueError(f"LAN {name}: a {lan.spec.nat!r} router's UDP mappings are not conntrack's alone")
+            raise ValueError(f"LAN {name}: a {lan.spec.nat!r} router's UDP mappings are not conntrack's")
         if not 1 <= seconds <= 3600:
             raise ValueError(f"{seconds}: want 1..3600 seconds")
         for r in lan.routers:
@@ -198,8 +198,9 @@ class NatLab:
     def restart_mapping(self, name: str, port_range: tuple[int, int]) -> None:
         """LAN ``name``'s (outer) router restarts with its address kept: every UDP mapping is lost
         (its UDP conntrack entries are deleted; TCP ones stay) and new ones take ports from
-        ``port_range`` (``masquerade to :lo-hi`` for UDP; TCP keeps plain masquerade), so a node's next packet leaves from a new port —
-        the port-only rebinding of a NAT reboot or a conntrack flush. Pick a range disjoint from the
+        ``port_range`` (``masquerade to :lo-hi`` for UDP; TCP keeps plain masquerade), so a node's
+        next packet leaves from a new port — the port-only rebinding of a NAT reboot or a conntrack
+        flush. Pick a range disjoint from the
         nodes' own ports (masquerade keeps a source port that is already in the range)."""
         lan = self.lans[name]
         lo, hi = port_range
@@ -209,9 +210,9 @@ class NatLab:
             raise ValueError(f"{port_range}: want 1024 <= lo <= hi <= 65535")
         outer = lan.routers[0]
         flags = " random" if lan.spec.nat == "hard" else ""
-        _nft(outer, "flush chain ip natlab postrouting\n"
-                    f'add rule ip natlab postrouting oifname "wan" meta l4proto udp masquerade to :{lo}-{hi}{flags}\n'
-                    f'add rule ip natlab postrouting oifname "wan" masquerade{flags}\n')
+        chain = 'add rule ip natlab postrouting oifname "wan"'
+        _nft(outer, f"flush chain ip natlab postrouting\n"
+                    f"{chain} meta l4proto udp masquerade to :{lo}-{hi}{flags}\n{chain} masquerade{flags}\n")
         ct_flush(outer, "udp")  # after the new rule: any entry made since already has a new port
 
 
