@@ -206,6 +206,15 @@ def mapping_to(lab: NatLab, lan: str, peer_addr: str) -> CtEntry | None:
     return next((e for e in lab.udp_mappings(lan) if (e.dst, e.dport) == (ip, int(port))), None)
 
 
+def test_wg_persistent_keepalive_is_bounded() -> None:
+    from pytsnet import Config, ConfigError
+    assert Config().wg_persistent_keepalive == 25.0  # ours; Go v1.90.9 sends none
+    assert Config(wg_persistent_keepalive=0).resolved().wg_persistent_keepalive == 0
+    for bad in (-1.0, 3601.0):
+        with pytest.raises(ConfigError):
+            Config(wg_persistent_keepalive=bad).resolved()
+
+
 GO_LIKE = {"wg_persistent_keepalive": 0.0}
 """Go v1.90.9 sends no WireGuard persistent keepalives (ours defaults to 25 s: ``Config``)."""
 
