@@ -5,8 +5,9 @@ and a skip reason when it is not, the environment (own ``HOME``, ``TS_NO_LOGS_NO
 relay's knobs), a namespace pair joined by a veth with no route out (tsnet pauses its control client
 without a non-loopback IPv4 interface), generated Caddyfiles for a serving node and a
 ``reverse_proxy … transport tailscale`` client node, ``caddy run`` / ``caddy tailscale-auth``
-processes with their output in a log file, and a SIGINT-then-kill stop (Caddy needs a few seconds
-to shut tsnet down, e.g. so an ephemeral node logs out).
+processes with their output in a log file, a SIGINT-then-kill stop (Caddy needs a few seconds
+to shut tsnet down, e.g. so an ephemeral node logs out), and a bulk POST through a client node to a
+Python listener (``post_through_client_node``).
 """
 
 from __future__ import annotations
@@ -297,6 +298,63 @@ def tailscale_auth(ns: Netns, hostname: str, control_url: str, auth_key: str, st
     """``caddy tailscale-auth``: one node that registers, prints ``Node "H" has IPs: [...]`` and exits."""
     return _start(ns, ["tailscale-auth", "--hostname", hostname, "--control-url", control_url,
                        "--auth-key", auth_key, "--state-dir", str(state_dir)], hostname, work, env)
+
+
+@dataclass
+class Exchange:
+    """What one ``post_through_client_node`` carried: curl's exit code, the request body the Python
+    listener read (None if no request came) and the response body curl wrote."""
+
+    curl_rc: int
+    uploaded: bytes | None
+    downloaded: bytes
+
+
+def post_through_client_node(dev: ActorDevice, ns: Netns, work: Path, *, listen_port: int, caddy_port: int,
+                             up: bytes, down: bytes, max_time: float) -> Exchange:
+    """POST ``up`` with curl to a ``client_caddyfile`` node's local ``caddy_port``, which proxies it over
+    the tailnet to ``dev``'s listener on ``listen_port``; that listener reads one request (its
+    ``Content-Length`` body) and answers ``down``. Bulk both ways through Go's tsnet, for byte-exact
+    checks; curl gets ``max_time`` seconds, the whole exchange 30 more."""
+    import anyio
+
+    got_up: list[bytes] = []
+    (work / "up.bin").write_bytes(up)
+
+    async def main() -> int:
+        lst = await dev.listen(listen_port)
+
+        async def server() -> None:
+            s = await lst.accept()
+            buf = bytearray()
+            while b"\r\n\r\n" not in buf:
+                buf += await s.receive(65536)
+            head, _, body = bytes(buf).partition(b"\r\n\r\n")
+            length = next(int(v) for k, _, v in (ln.partition(b":") for ln in head.split(b"\r\n")[1:])
+                          if k.strip().lower() == b"content-length")
+            rest = bytearray(body)
+            while len(rest) < length:
+                rest += await s.receive(65536)
+            got_up.append(bytes(rest))
+            await s.send(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                         + f"Content-Length: {len(down)}\r\nConnection: close\r\n\r\n".encode())
+            for i in range(0, len(down), 65536):
+                await s.send(down[i:i + 65536])
+            await s.aclose()
+
+        with anyio.fail_after(max_time + 30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(server)
+                out = await curl_local(ns, caddy_port, "/", "-H", "Expect:",
+                                       "--data-binary", f"@{work / 'up.bin'}",
+                                       "-o", str(work / "down.bin"), max_time=max_time)
+                tg.cancel_scope.cancel()
+        await lst.aclose()
+        return out.returncode
+
+    rc = anyio.run(main)
+    down_path = work / "down.bin"
+    return Exchange(rc, got_up[0] if got_up else None, down_path.read_bytes() if down_path.exists() else b"")
 
 
 async def http_get(dev: ActorDevice, host: str, port: int) -> bytes:

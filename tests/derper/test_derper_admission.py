@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from derp_client import DerpTestClient
 
 from pytsnet.derper.admit import AdmitFormatError, parse_request, parse_response, request_body
 from pytsnet.derper.server import Derper
 from pytsnet.localnet.server import LocalTailnet
 from pytsnet.localnet.testclient import ControlClient
+from pytsnet.testing.derpclient import DerpTestClient, insecure_tls
 from pytsnet.wire.derp import frames as f
 from pytsnet.wire.keys import NodePrivate
 
@@ -74,15 +74,15 @@ def test_localnet_admits_registered_refuses_unknown_and_expired(net: LocalTailne
                 verify_client_url=f"{net.control_url}/derp/admit") as d:
         async def body() -> None:
             ka, kb = await register(net, "alpha"), await register(net, "beta")
-            a = await DerpTestClient.connect(d.host, d.port, ka, tls=True)
-            b = await DerpTestClient.connect(d.host, d.port, kb, tls=True)
+            a = await DerpTestClient.connect(d.port, ka, tls=insecure_tls(), host=d.host)
+            b = await DerpTestClient.connect(d.port, kb, tls=insecure_tls(), host=d.host)
             a.send(b.key, b"through the standalone relay")
             got = await b.recv_packet()
             assert (got.src, got.packet) == (a.key, b"through the standalone relay")
-            stranger = await DerpTestClient.connect(d.host, d.port, tls=True, handshake=False)
+            stranger = await DerpTestClient.connect(d.port, tls=insecure_tls(), handshake=False, host=d.host)
             assert await stranger.refused()
             await asyncio.to_thread(net.expire_node, "alpha")
-            again = await DerpTestClient.connect(d.host, d.port, ka, tls=True, handshake=False)
+            again = await DerpTestClient.connect(d.port, ka, tls=insecure_tls(), handshake=False, host=d.host)
             assert await again.refused()
             for c in (a, b, stranger, again):
                 await c.aclose()
@@ -102,7 +102,7 @@ def test_verify_url_down(fail_open: bool) -> None:
     url = f"http://127.0.0.1:{closed_port()}/derp/admit"
     with Derper("127.0.0.1:0", stun_port=None, verify_client_url=url, verify_fail_open=fail_open) as d:
         async def body() -> None:
-            c = await DerpTestClient.connect(d.host, d.port, handshake=False)
+            c = await DerpTestClient.connect(d.port, handshake=False, host=d.host)
             assert await c.refused() is not fail_open
             await c.aclose()
 
@@ -167,11 +167,11 @@ def test_bad_admission_answers_refuse_without_crashing() -> None:
         try:
             keys = []
             for _ in range(refusals):
-                c = await DerpTestClient.connect(d.host, d.port, handshake=False)
+                c = await DerpTestClient.connect(d.port, handshake=False, host=d.host)
                 keys.append(c.key)
                 assert await c.refused()
                 await c.aclose()
-            ok = await DerpTestClient.connect(d.host, d.port)  # the ServerInfo came: admitted
+            ok = await DerpTestClient.connect(d.port, host=d.host)  # the ServerInfo came: admitted
             keys.append(ok.key)
             await ok.aclose()
             s = await asyncio.to_thread(d.stats)
@@ -192,11 +192,11 @@ def test_open_relay_bounds_connections_and_frames() -> None:
     extra one is closed unread, counted) and an oversize frame closes only its own stream."""
     with Derper("127.0.0.1:0", stun_port=None, max_connections_per_ip=3) as d:
         async def body() -> None:
-            a = await DerpTestClient.connect(d.host, d.port)
-            b = await DerpTestClient.connect(d.host, d.port)
-            bad = await DerpTestClient.connect(d.host, d.port)
+            a = await DerpTestClient.connect(d.port, host=d.host)
+            b = await DerpTestClient.connect(d.port, host=d.host)
+            bad = await DerpTestClient.connect(d.port, host=d.host)
             with pytest.raises((ConnectionError, asyncio.IncompleteReadError, AssertionError)):
-                extra = await DerpTestClient.connect(d.host, d.port, handshake=False)
+                extra = await DerpTestClient.connect(d.port, handshake=False, host=d.host)
                 await extra.aclose()
             bad.writer.write(f.encode_header(f.FrameType.SEND_PACKET, 2 << 20))
             assert await bad.refused(5.0)
@@ -204,7 +204,7 @@ def test_open_relay_bounds_connections_and_frames() -> None:
             assert (await b.recv_packet()).packet == b"still relaying"
             await bad.aclose()
             await asyncio.sleep(0.2)
-            c = await DerpTestClient.connect(d.host, d.port)  # the freed slot is usable again
+            c = await DerpTestClient.connect(d.port, host=d.host)  # the freed slot is usable again
             b.send(c.key, b"to the newcomer")
             assert (await c.recv_packet()).packet == b"to the newcomer"
             for x in (a, b, c):

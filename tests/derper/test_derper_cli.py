@@ -15,11 +15,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from derp_client import DerpTestClient
 
 from pytsnet.derper.admit import request_body
 from pytsnet.derper.derpmap import DerpMapError, load_derp_map, single_node_map, validate_derp_map
 from pytsnet.localnet.testclient import ControlClient
+from pytsnet.testing.derpclient import DerpTestClient, insecure_tls
 from pytsnet.wire.keys import NodePrivate
 
 
@@ -70,8 +70,8 @@ def test_derper_command_serves_probes_relays_and_writes_its_map(tmp_path: Path) 
             assert h.get(f"{base}/nothing-here").status_code == 404
 
         async def relay() -> None:
-            a = await DerpTestClient.connect("127.0.0.1", port, tls=True)
-            b = await DerpTestClient.connect("127.0.0.1", port, tls=True)
+            a = await DerpTestClient.connect(port, tls=insecure_tls())
+            b = await DerpTestClient.connect(port, tls=insecure_tls())
             a.send(b.key, b"via the derper process")
             got = await b.recv_packet()
             assert (got.src, got.packet) == (a.key, b"via the derper process")

@@ -16,7 +16,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import anyio
 import pytest
 
 from pytsnet.config import Config
@@ -89,44 +88,11 @@ def test_go_and_python_bulk_through_standalone_derper(tmp_path: Path, verify: bo
         env = gonode.go_env(w.tmp / "home-gobulk", {"TS_DEBUG_ALWAYS_USE_DERP": "1"})
         go = gonode.caddy_run(w.ns, "gobulk", text, w.tmp, env)
         up, down = payload(BULK, b"go->py"), payload(BULK, b"py->go")
-        (w.tmp / "up.bin").write_bytes(up)
-        got_up: list[bytes] = []
-
-        async def main() -> int:
-            lst = await w.dev.listen(PY_PORT)
-
-            async def server() -> None:
-                s = await lst.accept()
-                buf = bytearray()
-                while b"\r\n\r\n" not in buf:
-                    buf += await s.receive(65536)
-                head, _, body = bytes(buf).partition(b"\r\n\r\n")
-                length = next(int(v) for k, _, v in (ln.partition(b":") for ln in head.split(b"\r\n")[1:])
-                              if k.strip().lower() == b"content-length")
-                rest = bytearray(body)
-                while len(rest) < length:
-                    rest += await s.receive(65536)
-                got_up.append(bytes(rest))
-                await s.send(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
-                             + f"Content-Length: {len(down)}\r\nConnection: close\r\n\r\n".encode())
-                for i in range(0, len(down), 65536):
-                    await s.send(down[i:i + 65536])
-                await s.aclose()
-
-            with anyio.fail_after(150):
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(server)
-                    out = await gonode.curl_local(w.ns, CADDY_PORT, "/", "-H", "Expect:",
-                                                  "--data-binary", f"@{w.tmp / 'up.bin'}",
-                                                  "-o", str(w.tmp / "down.bin"), max_time=120)
-                    tg.cancel_scope.cancel()
-            await lst.aclose()
-            return out.returncode
-
-        rc = anyio.run(main)
-        assert rc == 0, go.log_tail()
-        assert got_up and got_up[0] == up, "go->python bytes differ"
-        assert (w.tmp / "down.bin").read_bytes() == down, "python->go bytes differ"
+        ex = gonode.post_through_client_node(w.dev, w.ns, w.tmp, listen_port=PY_PORT, caddy_port=CADDY_PORT,
+                                             up=up, down=down, max_time=120)
+        assert ex.curl_rc == 0, go.log_tail()
+        assert ex.uploaded == up, "go->python bytes differ"
+        assert ex.downloaded == down, "python->go bytes differ"
         assert "disabled udp4 per TS_DEBUG_ALWAYS_USE_DERP" in go.log()
 
         row = next(p for p in w.dev.status().peers if p.hostname == "gobulk")

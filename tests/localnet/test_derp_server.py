@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -24,9 +23,10 @@ from pytsnet.localnet.derp_server import (
 )
 from pytsnet.localnet.derp_tls import CERT_FILE, CHAIN_FILE
 from pytsnet.localnet.relay import attach_relay
+from pytsnet.testing.derpclient import DerpTestClient
 from pytsnet.wire import disco
 from pytsnet.wire.derp import frames as f
-from pytsnet.wire.derp.handshake import ClientConnection, FrameReceived, ServerInfoReceived
+from pytsnet.wire.derp.handshake import ClientConnection, ServerInfoReceived
 from pytsnet.wire.keys import NodePrivate, NodePublic
 
 _WRITERS: list[asyncio.StreamWriter] = []  # every Client's, closed by the run that opened it
@@ -54,83 +54,14 @@ def arun(coro: Awaitable[Any]) -> Any:
     return asyncio.run(main())
 
 
-class Client:
-    """A DERP client on asyncio streams: HTTP upgrade, then ``ClientConnection`` does the protocol."""
+class Client(DerpTestClient):
+    """The shared test client with 5 s reads, closed by ``arun``/``run`` if a test leaves it open."""
+
+    timeout = 5.0
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: ClientConnection):
-        self.reader, self.writer, self.conn = reader, writer, conn
+        super().__init__(reader, writer, conn)
         _WRITERS.append(writer)
-        self.frames: list[f.Frame] = []
-        self.key = conn.public
-
-    @classmethod
-    async def connect(cls, port: int, priv: NodePrivate | None = None, *,
-                      fast_start: NodePublic | None = None, rcvbuf: int | None = None,
-                      handshake: bool = True, tls: ssl.SSLContext | None = None) -> Client:
-        priv = priv or NodePrivate.generate()
-        sock = None
-        if rcvbuf is not None:
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-            sock.setblocking(False)
-            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-            reader, writer = await asyncio.open_connection(sock=sock)
-        elif tls is not None:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls,
-                                                           server_hostname="127.0.0.1")
-        else:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        extra = "Derp-Fast-Start: 1\r\n" if fast_start else ""
-        writer.write(f"GET /derp HTTP/1.1\r\nHost: x\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n{extra}\r\n"
-                     .encode())
-        if not fast_start:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-            assert head.startswith(b"HTTP/1.1 101 "), head
-        c = cls(reader, writer, ClientConnection(priv, time.monotonic(), server_key=fast_start))
-        c.flush()
-        if handshake:
-            await c.until(lambda ev: isinstance(ev, ServerInfoReceived))
-        return c
-
-    def flush(self) -> None:
-        out = self.conn.data_to_send()
-        if out:
-            self.writer.write(out)
-
-    async def until(self, pred: Callable[[Any], bool], timeout: float = 5.0) -> Any:
-        """Read until an event matches ``pred``; raise EOFError when the server closes first."""
-        end = time.monotonic() + timeout
-        while True:
-            data = await asyncio.wait_for(self.reader.read(1 << 16), max(0.01, end - time.monotonic()))
-            if not data:
-                raise EOFError("server closed the stream")
-            match = None
-            for ev in self.conn.receive_data(data, time.monotonic()):
-                if isinstance(ev, FrameReceived):
-                    self.frames.append(ev.frame)
-                if match is None and pred(ev):
-                    match = ev
-            self.flush()
-            if match is not None:
-                return match
-
-    async def recv_frame(self, cls: type, timeout: float = 5.0) -> Any:
-        ev = await self.until(lambda ev: isinstance(ev, FrameReceived) and isinstance(ev.frame, cls), timeout)
-        return ev.frame
-
-    def send(self, dst: NodePublic, packet: bytes) -> None:
-        self.conn.send_packet(dst, packet)
-        self.flush()
-
-    async def closed_by_server(self, timeout: float = 5.0) -> bool:
-        try:
-            await self.until(lambda ev: False, timeout)
-        except (EOFError, ConnectionError):
-            return True
-        return False
-
-    def close(self) -> None:
-        self.writer.close()
 
 
 def run(coro_fn: Callable[..., Awaitable[None]], **server_kw: Any) -> None:
