@@ -19,16 +19,16 @@ import concurrent.futures
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from pytsnet.derper.admit import VERIFY_TIMEOUT, AdmissionClient
 from pytsnet.derper.derpmap import single_node_map
 from pytsnet.localnet.derp_server import DerpServer
 from pytsnet.localnet.derp_tls import CERT_FILE, ensure_certificate, meta_certificate, server_context
 from pytsnet.localnet.limits import ConnectionGate, ConnectionLimits
+from pytsnet.localnet.loop_thread import LoopThreadServer
 from pytsnet.localnet.server import parse_listen
 from pytsnet.localnet.stun_server import StunServer
 from pytsnet.wire.derp.frames import PROTOCOL_VERSION
@@ -36,10 +36,9 @@ from pytsnet.wire.derp.frames import PROTOCOL_VERSION
 TlsMode = Literal["self-signed", "files"]
 MAX_CONNECTIONS = 4096
 MAX_CONNECTIONS_PER_IP = 256
-_T = TypeVar("_T")
 
 
-class Derper:
+class Derper(LoopThreadServer):
     """A DERP relay listening on ``listen`` (``HOST:PORT``; port 0: any).
 
     ``tls``: None (plain HTTP; Go nodes then need ``TS_DEBUG_USE_DERP_HTTP=1``), ``"self-signed"``
@@ -158,26 +157,6 @@ class Derper:
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
-
-    def __enter__(self) -> Derper:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def serve_forever(self) -> None:
-        """Block until the relay stops (the CLI; KeyboardInterrupt propagates)."""
-        assert self._thread is not None
-        while self._thread.is_alive():
-            self._thread.join(1)
-
-    def _call(self, fn: Callable[[], _T]) -> _T:
-        assert self._loop is not None
-
-        async def wrap() -> _T:
-            return fn()
-
-        return asyncio.run_coroutine_threadsafe(wrap(), self._loop).result(timeout=30)
 
     # -- facts ------------------------------------------------------------------------------
     @property

@@ -21,9 +21,9 @@ import concurrent.futures
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from pytsnet.localnet.control_server import (
     EPHEMERAL_GRACE,
@@ -37,6 +37,7 @@ from pytsnet.localnet.control_server import (
 from pytsnet.localnet.dns01 import ChallTestSrv, LocalDnsServer
 from pytsnet.localnet.expiry import NodeNotFound, find_node, parse_duration, renewed, set_key_lifetime
 from pytsnet.localnet.limits import ConnectionLimits
+from pytsnet.localnet.loop_thread import LoopThreadServer
 from pytsnet.localnet.netmap import DEFAULT_DOMAIN
 from pytsnet.localnet.policy import Policy
 from pytsnet.localnet.routes import RouteStatus, approve_routes, route_status
@@ -50,8 +51,6 @@ if TYPE_CHECKING:
     from pytsnet.localnet.funnel import FunnelIngress
     from pytsnet.localnet.relay import Relay
 
-_T = TypeVar("_T")
-
 
 def parse_listen(listen: str) -> tuple[str, int]:
     host, _, port = listen.rpartition(":")
@@ -60,7 +59,7 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-class LocalTailnet:
+class LocalTailnet(LoopThreadServer):
     """A local tailnet's control plane, persisted in ``state_dir``."""
 
     def __init__(self, state_dir: str | Path, listen: str = "127.0.0.1:0", *, ipv6: bool = False,
@@ -215,27 +214,6 @@ class LocalTailnet:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
         self.store.close()
-
-    def __enter__(self) -> LocalTailnet:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def serve_forever(self) -> None:
-        """Block until interrupted (the CLI)."""
-        assert self._thread is not None
-        while self._thread.is_alive():
-            self._thread.join(1)
-
-    def _call(self, coro_or_fn: Coroutine[Any, Any, _T] | Callable[[], _T]) -> _T:
-        """Run a callable (or coroutine) on the server loop and wait for its result."""
-        assert self._loop is not None
-
-        async def wrap() -> _T:
-            return await coro_or_fn if isinstance(coro_or_fn, Coroutine) else coro_or_fn()
-
-        return asyncio.run_coroutine_threadsafe(wrap(), self._loop).result(timeout=30)
 
     # -- facts ------------------------------------------------------------------------------
     @property
