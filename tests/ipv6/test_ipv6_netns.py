@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -55,52 +56,47 @@ def _host(addr: str) -> str:
     return addr.rsplit(":", 1)[0].strip("[]")
 
 
-def test_ipv6_only_underlay_direct(lab: Lab, tmp_path: Path) -> None:
-    _assert_ipv4_free(lab)
+@contextmanager
+def _ipv6_pair(lab: Lab, tmp: Path) -> Iterator[tuple[LocalTailnet, ActorDevice, ActorDevice]]:
+    """localnet on the hub's IPv6 address and ``ipv6=True`` nodes in ``n1``/``n2``, Running, peers."""
     with lab.hub.entered():
-        net = LocalTailnet(tmp_path / "c", listen=f"[{HUB_N1}]:0", ipv6=True).start()
+        net = LocalTailnet(tmp / "c", listen=f"[{HUB_N1}]:0", ipv6=True).start()
     try:
-        a, b = _start(lab, net, tmp_path, ipv6=True)
+        a, b = _start(lab, net, tmp, ipv6=True)
         try:
             for d in (a, b):
                 d.wait_until_running_blocking(30)
             wait_until(lambda: len(a.status().peers) == 1 and len(b.status().peers) == 1, 30, "peers")
-            n = 2 << 20
-            assert transfer(a, b, n) == payload(n, b"ipv6")
-            assert _host(wait_direct(a)) == N2  # disco's path: b's IPv6 endpoint
-            assert _host(wait_direct(b)) == N1
-            assert transfer(b, a, n, port=7101) == payload(n, b"ipv6")
-            assert net.relay is not None and net.relay.stun.stats.requests > 0  # STUN over IPv6
-            assert net.relay.derp.stats.accepted >= 2  # both homes on the IPv6 DERP node
+            yield net, a, b
         finally:
             a.close()
             b.close()
     finally:
         net.close()
+
+
+def test_ipv6_only_underlay_direct(lab: Lab, tmp_path: Path) -> None:
+    _assert_ipv4_free(lab)
+    with _ipv6_pair(lab, tmp_path) as (net, a, b):
+        n = 2 << 20
+        assert transfer(a, b, n) == payload(n, b"ipv6")
+        assert _host(wait_direct(a)) == N2  # disco's path: b's IPv6 endpoint
+        assert _host(wait_direct(b)) == N1
+        assert transfer(b, a, n, port=7101) == payload(n, b"ipv6")
+        assert net.relay is not None and net.relay.stun.stats.requests > 0  # STUN over IPv6
+        assert net.relay.derp.stats.accepted >= 2  # both homes on the IPv6 DERP node
 
 
 def test_ipv6_only_underlay_udp_blocked_uses_derp_over_ipv6(lab: Lab, tmp_path: Path) -> None:
     lab.block(f"ip6 saddr {N1} ip6 daddr {N2} meta l4proto udp")
     lab.block(f"ip6 saddr {N2} ip6 daddr {N1} meta l4proto udp")
-    with lab.hub.entered():
-        net = LocalTailnet(tmp_path / "c", listen=f"[{HUB_N1}]:0", ipv6=True).start()
-    try:
-        a, b = _start(lab, net, tmp_path, ipv6=True)
-        try:
-            for d in (a, b):
-                d.wait_until_running_blocking(30)
-            wait_until(lambda: len(a.status().peers) == 1 and len(b.status().peers) == 1, 30, "peers")
-            n = 1 << 20
-            assert transfer(a, b, n) == payload(n, b"ipv6")
-            for d in (a, b):
-                p = d.status().peers[0]
-                assert p.path == "derp" and p.derp_bytes_out > 0 and p.udp_bytes_in == 0, p
-            assert net.relay is not None and net.relay.derp.stats.bytes_forwarded >= n
-        finally:
-            a.close()
-            b.close()
-    finally:
-        net.close()
+    with _ipv6_pair(lab, tmp_path) as (net, a, b):
+        n = 1 << 20
+        assert transfer(a, b, n) == payload(n, b"ipv6")
+        for d in (a, b):
+            p = d.status().peers[0]
+            assert p.path == "derp" and p.derp_bytes_out > 0 and p.udp_bytes_in == 0, p
+        assert net.relay is not None and net.relay.derp.stats.bytes_forwarded >= n
 
 
 def test_default_node_uses_no_ipv6(lab: Lab, tmp_path: Path) -> None:
