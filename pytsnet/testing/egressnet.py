@@ -19,7 +19,7 @@ import random
 import socket
 import struct
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +28,8 @@ from typing import Any
 from pytsnet.device import ActorDevice
 from pytsnet.egress.config import EgressConfig, parse_hostport
 from pytsnet.localnet.server import LocalTailnet
-from pytsnet.net import SocketLike, SocketListener
+from pytsnet.net import SocketLike
+from pytsnet.testing.streams import accept_in_threads, echo
 from pytsnet.testing.tailnet import local_tailnet
 
 __all__ = ["ECHO_PORT", "EPHEMERAL_GRACE", "SOURCE_PORT", "EgressNet", "children", "digest", "egress_net",
@@ -76,7 +77,7 @@ class EgressNet:
         return {n.id for n in self.net.nodes() if n.hostname.startswith(prefix)}
 
 
-def _source(en: EgressNet, conn: SocketLike, peer: str) -> None:
+def _source(en: EgressNet, conn: SocketLike) -> None:
     conn.settimeout(30)
     try:
         head = b""
@@ -86,7 +87,7 @@ def _source(en: EgressNet, conn: SocketLike, peer: str) -> None:
                 return
             head += chunk
         size, seed = _HEAD.unpack(head)
-        en.asked[seed] = peer
+        en.asked[seed] = str(conn.getpeername()[0])
         data = payload(seed, size)
         for off in range(0, size, _CHUNK):
             conn.sendall(data[off:off + _CHUNK])
@@ -101,40 +102,14 @@ def _source(en: EgressNet, conn: SocketLike, peer: str) -> None:
         conn.close()
 
 
-def _echo(en: EgressNet, conn: SocketLike, peer: str) -> None:
-    try:
-        while data := conn.recv(65536):
-            conn.sendall(data)
-    except OSError:
-        pass
-    finally:
-        conn.close()
-
-
-Handler = Callable[["EgressNet", SocketLike, str], None]
-
-
-def _accept(en: EgressNet, lst: SocketListener, handler: Handler) -> None:
-    lst.settimeout(0.5)
-    while not en.stop.is_set():
-        try:
-            conn, addr = lst.accept()
-        except (TimeoutError, OSError):
-            continue
-        peer = str(addr[0]) if isinstance(addr, tuple) else str(addr)
-        threading.Thread(target=handler, args=(en, conn, peer), daemon=True).start()
-    lst.close()
-
-
 @contextmanager
 def egress_net(tmp: Path, **net_options: Any) -> Iterator[EgressNet]:
     """The tailnet (``ephemeral_grace=EPHEMERAL_GRACE`` unless given) with ``src`` serving."""
     opts = {"ephemeral_grace": EPHEMERAL_GRACE, **net_options}
     with local_tailnet(tmp, ["src"], net_options=opts) as tn:
         en = EgressNet(tn.net, tn["src"], tmp, tn.net.create_authkey(reusable=True, ephemeral=True))
-        for port, handler in ((SOURCE_PORT, _source), (ECHO_PORT, _echo)):
-            lst = en.src.listen_blocking(port)
-            threading.Thread(target=_accept, args=(en, lst, handler), daemon=True).start()
+        accept_in_threads(en.src.listen_blocking(SOURCE_PORT), en.stop, lambda conn: _source(en, conn))
+        accept_in_threads(en.src.listen_blocking(ECHO_PORT), en.stop, echo)
         try:
             yield en
         finally:

@@ -29,6 +29,7 @@ from pytsnet.testing.exitlab import INTERNET_ADDR, WEB_PORT
 from pytsnet.testing.exitnet import ExitNet, NodeProcess, exit_tailnet
 from pytsnet.testing.polling import wait_until
 from pytsnet.testing.socks_upstream import read_socks5_request
+from pytsnet.testing.streams import recv_exact
 from pytsnet.wire.socks5 import Rep, Socks5Server
 
 PW = "egress-pw-5x7"
@@ -152,17 +153,6 @@ def start_proxy_node(lab: EgressLab) -> str:
     return serve_on_node(lab, "proxy", PROXY_PORT, lambda conn: _socks_proxy(lab, conn))
 
 
-def tailnet_echo(conn: Any) -> None:
-    """Echo until EOF (a destination inside the tailnet)."""
-    try:
-        while data := conn.recv(65536):
-            conn.sendall(data)
-    except OSError:
-        pass
-    finally:
-        conn.close()
-
-
 @contextlib.contextmanager
 def egress_lab(tmp: Path, *, client_route: bool = False, exit_node: bool = True, approve: bool = True,
                workers: int = 1, upstream: bool = False, **cfg: Any) -> Iterator[EgressLab]:
@@ -216,7 +206,7 @@ def socks_connect(lab: EgressLab, host: str, port: int) -> tuple[bytes, socket.s
         s.sendall(b"\x05\x01\x00\x01" + socket.inet_aton(host) + port.to_bytes(2, "big"))
         rep = s.recv(2)
         if rep == b"\x05\x00":
-            assert len(read_exact(s, 8)) == 8  # RSV, ATYP 1, BND.ADDR, BND.PORT
+            assert len(recv_exact(s, 8)) == 8  # RSV, ATYP 1, BND.ADDR, BND.PORT
         return rep, s
     out: tuple[bytes, socket.socket] = lab.w.lab.client.call(run)
     return out
@@ -227,13 +217,6 @@ def socks_request(lab: EgressLab, host: str, port: int) -> bytes:
     rep, s = socks_connect(lab, host, port)
     s.close()
     return rep
-
-
-def read_exact(sock: socket.socket, n: int) -> bytes:
-    out = b""
-    while len(out) < n and (chunk := sock.recv(n - len(out))):
-        out += chunk
-    return out
 
 
 def http_request(lab: EgressLab, head: str) -> bytes:

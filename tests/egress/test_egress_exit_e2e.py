@@ -34,13 +34,13 @@ from exit_rig import (
     serve_on_node,
     socks_connect,
     socks_request,
-    tailnet_echo,
 )
 
 from pytsnet.testing.exitlab import ECHO_PORT, INTERNET_ADDR, WEB_NAME, WEB_PORT
 from pytsnet.testing.exitnet import PacketCapture
 from pytsnet.testing.netns import netns_available
 from pytsnet.testing.polling import wait_until
+from pytsnet.testing.streams import echo
 from pytsnet.wire.socks5 import Rep
 
 pytestmark = [pytest.mark.interop, pytest.mark.root]
@@ -146,7 +146,7 @@ def test_exit_node_not_approved_is_refused_and_reported(tmp_path: Path) -> None:
 
 def test_exit_node_killed_mid_session_fails_closed_and_nothing_leaks(tmp_path: Path) -> None:
     with egress_lab(tmp_path, client_route=True) as lab:
-        peer_ip = serve_on_node(lab, "peer", ECHO_PORT, tailnet_echo)
+        peer_ip = serve_on_node(lab, "peer", ECHO_PORT, echo)
         lab.wait_workers(exit_ok=True)
         socks = ["--socks5-hostname", lab.socks, "--proxy-user", f"tsnet:{PW}"]
         assert curl(lab, tmp_path, *socks, url=f"http://{WEB_NAME}:{WEB_PORT}/big.bin") == lab.big

@@ -10,8 +10,9 @@ import socket
 from collections.abc import Iterator
 
 import pytest
-from worker_rig import CONNECT_PORT, PROXY_PW, SOCKS_PORT, Rig, read_exact, worker, worker_rig
+from worker_rig import CONNECT_PORT, PROXY_PW, SOCKS_PORT, Rig, worker, worker_rig
 
+from pytsnet.testing.streams import recv_exact
 from pytsnet.wire.socks5 import Rep
 
 
@@ -24,7 +25,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
 def _echo_through(c: socket.socket) -> None:
     payload = os.urandom(200_000)
     c.sendall(payload)
-    assert read_exact(c, len(payload)) == payload
+    assert recv_exact(c, len(payload)) == payload
 
 
 def test_socks5_upstream(rig: Rig) -> None:
@@ -32,15 +33,15 @@ def test_socks5_upstream(rig: Rig) -> None:
                 log_level="DEBUG") as w:
         w.ready()
         flow, c = w.flow("socks5", "target.example.com", 443, early=b"hello")
-        rep = read_exact(c, 10)
+        rep = recv_exact(c, 10)
         assert rep[:2] == b"\x05\x00"
-        assert read_exact(c, 5) == b"hello"
+        assert recv_exact(c, 5) == b"hello"
         _echo_through(c)
         c.close()
         assert w.done(flow).outcome == "ok"
         assert ("socks5", "target.example.com", 443) in rig.proxied
         flow, c = w.flow("socks5", "refuse.test", 80)
-        assert read_exact(c, 2) == bytes([5, Rep.CONNECTION_REFUSED])  # the proxy's own REP
+        assert recv_exact(c, 2) == bytes([5, Rep.CONNECTION_REFUSED])  # the proxy's own REP
         done = w.done(flow)
         assert done.outcome == "dial_failed" and "connection refused" in str(done.error)
         head = b"CONNECT refuse.test:443 HTTP/1.1\r\nHost: refuse.test\r\n\r\n"
@@ -56,8 +57,8 @@ def test_http_connect_upstream(rig: Rig) -> None:
     with worker(rig, "egress-up-http", upstream_proxy=url) as w:
         w.ready()
         flow, c = w.flow("socks5", "198.51.100.7", 8443)
-        assert read_exact(c, 2) == b"\x05\x00"
-        read_exact(c, 8)
+        assert recv_exact(c, 2) == b"\x05\x00"
+        recv_exact(c, 8)
         _echo_through(c)
         c.close()
         assert w.done(flow).outcome == "ok"

@@ -10,9 +10,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from worker_rig import ECHO_PORT, HTTP_PORT, Rig, WorkerProc, read_exact, worker, worker_rig
+from worker_rig import ECHO_PORT, HTTP_PORT, Rig, WorkerProc, worker, worker_rig
 
 from pytsnet.messages.egress import FlowAssign, WorkerHeartbeat, WorkerReady
+from pytsnet.testing.streams import recv_exact
 from pytsnet.wire.socks5 import Rep
 
 
@@ -31,7 +32,7 @@ def w(rig: Rig) -> Iterator[WorkerProc]:
 
 
 def _socks_ok(c: socket.socket) -> tuple[str, int]:
-    rep = read_exact(c, 10)
+    rep = recv_exact(c, 10)
     assert rep[:4] == b"\x05\x00\x00\x01", rep
     return socket.inet_ntoa(rep[4:8]), int.from_bytes(rep[8:10], "big")
 
@@ -50,7 +51,7 @@ def test_socks5_flow_is_byte_exact_both_ways(rig: Rig, w: WorkerProc) -> None:
     payload = os.urandom(512 * 1024)
     c.sendall(payload)
     c.shutdown(socket.SHUT_WR)
-    got = read_exact(c, len(payload) + 6)
+    got = recv_exact(c, len(payload) + 6)
     assert got == b"early:" + payload
     assert c.recv(1) == b""
     c.close()
@@ -60,11 +61,11 @@ def test_socks5_flow_is_byte_exact_both_ways(rig: Rig, w: WorkerProc) -> None:
 
 def test_unknown_tailnet_ip_is_rep_02_and_nothing_is_dialed(rig: Rig, w: WorkerProc) -> None:
     flow, c = w.flow("socks5", "100.100.99.99", 80)
-    assert read_exact(c, 10) == bytes([5, Rep.NOT_ALLOWED, 0, 1, 0, 0, 0, 0, 0, 0])
+    assert recv_exact(c, 10) == bytes([5, Rep.NOT_ALLOWED, 0, 1, 0, 0, 0, 0, 0, 0])
     assert c.recv(1) == b""
     assert w.done(flow).outcome == "dial_failed"
     flow, c = w.flow("socks5", "192.0.2.10", 80)  # beyond the tailnet, no exit node: refused too
-    assert read_exact(c, 2) == bytes([5, Rep.NOT_ALLOWED])
+    assert recv_exact(c, 2) == bytes([5, Rep.NOT_ALLOWED])
     assert w.done(flow).outcome == "dial_failed"
 
 
@@ -78,7 +79,7 @@ def test_http_connect_through_the_worker(rig: Rig, w: WorkerProc) -> None:
     assert status.startswith(b"HTTP/1.1 200")
     c.sendall(b"-more")
     c.shutdown(socket.SHUT_WR)
-    got = rest + read_exact(c, len(b"tunnel-early-more") - len(rest))
+    got = rest + recv_exact(c, len(b"tunnel-early-more") - len(rest))
     assert got == b"tunnel-early-more"
     assert w.done(flow).outcome == "ok"
 
@@ -127,7 +128,7 @@ def test_hostile_frames_are_counted_not_fatal(rig: Rig, w: WorkerProc) -> None:
     flow, c = w.flow("socks5", rig.web_ip, ECHO_PORT)  # and it still serves
     _socks_ok(c)
     c.sendall(b"still here")
-    assert read_exact(c, 10) == b"still here"
+    assert recv_exact(c, 10) == b"still here"
     c.close()
     w.done(flow)
 
@@ -137,7 +138,7 @@ def test_past_max_flows_a_flow_is_refused_busy(rig: Rig, w: WorkerProc) -> None:
     for _, c in held:
         _socks_ok(c)
     flow, c = w.flow("socks5", rig.web_ip, ECHO_PORT)
-    assert read_exact(c, 2) == bytes([5, Rep.GENERAL_FAILURE])
+    assert recv_exact(c, 2) == bytes([5, Rep.GENERAL_FAILURE])
     done = w.done(flow)
     assert done.outcome == "refused" and done.error == "busy"
     for f, c in held:
@@ -151,7 +152,7 @@ def test_unavailable_exit_node_fails_closed_and_heartbeats_say_so(rig: Rig) -> N
         beat = wx.wait_for(WorkerHeartbeat, lambda h: h.seq >= 1)
         assert beat.exit_node == "no-such-exit" and not beat.exit_ok
         flow, c = wx.flow("socks5", "192.0.2.10", 80)  # beyond the tailnet: only an exit node could carry it
-        assert read_exact(c, 2) == bytes([5, Rep.NETWORK_UNREACHABLE])
+        assert recv_exact(c, 2) == bytes([5, Rep.NETWORK_UNREACHABLE])
         assert wx.done(flow).error == "exit node unavailable"
         head = b"CONNECT 192.0.2.10:443 HTTP/1.1\r\nHost: 192.0.2.10:443\r\n\r\n"
         flow, c = wx.flow("http", early=head)

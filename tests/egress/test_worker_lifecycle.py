@@ -10,12 +10,13 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from worker_rig import ECHO_PORT, Rig, WorkerProc, read_exact, worker, worker_rig
+from worker_rig import ECHO_PORT, Rig, WorkerProc, worker, worker_rig
 
 from pytsnet.egress.channel import WorkerChannel
 from pytsnet.egress.worker import EXIT_EOF, EXIT_SETUP, worker_command
 from pytsnet.messages.egress import WorkerDrain, WorkerDrained
 from pytsnet.testing.polling import wait_until
+from pytsnet.testing.streams import recv_exact
 from pytsnet.wire.socks5 import Rep
 
 
@@ -31,9 +32,9 @@ def _hostnames(rig: Rig) -> set[str]:
 
 def _open_echo(w: WorkerProc, rig: Rig) -> tuple[int, socket.socket]:
     flow, c = w.flow("socks5", rig.web_ip, ECHO_PORT, tcp=True)
-    assert read_exact(c, 10)[:2] == b"\x05\x00"
+    assert recv_exact(c, 10)[:2] == b"\x05\x00"
     c.sendall(b"ping")
-    assert read_exact(c, 4) == b"ping"
+    assert recv_exact(c, 4) == b"ping"
     return flow, c
 
 
@@ -44,10 +45,10 @@ def test_drain_finishes_open_flows_refuses_new_ones_and_logs_out(rig: Rig) -> No
         flow, c = _open_echo(w, rig)
         w.ch.send(WorkerDrain(deadline=10))
         late, c2 = w.flow("socks5", rig.web_ip, ECHO_PORT)
-        assert read_exact(c2, 2) == bytes([5, Rep.GENERAL_FAILURE])
+        assert recv_exact(c2, 2) == bytes([5, Rep.GENERAL_FAILURE])
         assert w.done(late).outcome == "refused" and w.done(late).error == "draining"
         c.sendall(b"last words")  # the open flow still works during the drain
-        assert read_exact(c, 10) == b"last words"
+        assert recv_exact(c, 10) == b"last words"
         c.shutdown(socket.SHUT_WR)
         assert c.recv(1) == b""
         assert w.done(flow).outcome == "ok"

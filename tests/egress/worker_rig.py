@@ -31,8 +31,9 @@ from pytsnet.egress.worker import worker_command
 from pytsnet.localnet.server import LocalTailnet
 from pytsnet.messages.base import Message
 from pytsnet.messages.egress import FlowAssign, FlowDone, WorkerReady, WorkerSetup
-from pytsnet.net import SocketLike, SocketListener
+from pytsnet.net import SocketLike
 from pytsnet.testing.socks_upstream import read_socks5_request
+from pytsnet.testing.streams import accept_in_threads, echo
 from pytsnet.testing.tailnet import local_tailnet
 from pytsnet.wire.socks5 import Rep, Socks5Server
 
@@ -53,18 +54,6 @@ class Rig:
     @property
     def web_ip(self) -> str:
         return self.web.tailscale_ips()[0]
-
-
-def _echo(conn: SocketLike | socket.socket, first: bytes = b"") -> None:
-    try:
-        if first:
-            conn.sendall(first)
-        while data := conn.recv(65536):
-            conn.sendall(data)
-    except OSError:
-        pass
-    finally:
-        conn.close()
 
 
 def _http(conn: SocketLike) -> None:
@@ -104,7 +93,7 @@ def _socks_proxy(rig: Rig, conn: SocketLike) -> None:
             return conn.close()
         conn.sendall(s.reply(Rep.SUCCEEDED, "192.0.2.1", 4321))
         conn.settimeout(None)
-        _echo(conn, s.trailing())
+        echo(conn, s.trailing())
     except OSError:
         conn.close()
 
@@ -135,31 +124,19 @@ def _connect_proxy(rig: Rig, conn: SocketLike) -> None:
             return conn.close()
         conn.sendall(h.send(h11.Response(status_code=200, headers=[])) or b"")
         conn.settimeout(None)
-        _echo(conn, h.trailing_data[0])
+        echo(conn, h.trailing_data[0])
     except (OSError, h11.ProtocolError):
         conn.close()
-
-
-def _accept(rig: Rig, lst: SocketListener, handler: Callable[[SocketLike], Any]) -> None:
-    lst.settimeout(0.5)
-    while not rig.stop.is_set():
-        try:
-            conn, _ = lst.accept()
-        except (TimeoutError, OSError):
-            continue
-        threading.Thread(target=handler, args=(conn,), daemon=True).start()
-    lst.close()
 
 
 @contextmanager
 def worker_rig(tmp: Path) -> Iterator[Rig]:
     with local_tailnet(tmp, ["web"]) as tn:
         rig = Rig(tn.net, tn["web"], tmp)
-        for port, handler in ((ECHO_PORT, _echo), (HTTP_PORT, _http),
+        for port, handler in ((ECHO_PORT, echo), (HTTP_PORT, _http),
                               (SOCKS_PORT, lambda c: _socks_proxy(rig, c)),
                               (CONNECT_PORT, lambda c: _connect_proxy(rig, c))):
-            lst = rig.web.listen_blocking(port)
-            threading.Thread(target=_accept, args=(rig, lst, handler), daemon=True).start()
+            accept_in_threads(rig.web.listen_blocking(port), rig.stop, handler)
         try:
             yield rig
         finally:
@@ -267,13 +244,3 @@ def worker(rig: Rig, hostname: str, **setup: Any) -> Iterator[WorkerProc]:
         yield w
     finally:
         w.close()
-
-
-def read_exact(sock: socket.socket, n: int) -> bytes:
-    out = b""
-    while len(out) < n:
-        chunk = sock.recv(n - len(out))
-        if not chunk:
-            break
-        out += chunk
-    return out

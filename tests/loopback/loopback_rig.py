@@ -20,7 +20,8 @@ import h11
 from pytsnet.device import ActorDevice
 from pytsnet.errors import UnknownTailnetHost
 from pytsnet.localnet.server import LocalTailnet
-from pytsnet.net import SocketLike, SocketListener, UdpSocket
+from pytsnet.net import SocketLike, UdpSocket
+from pytsnet.testing.streams import accept_in_threads, echo, recv_exact
 from pytsnet.testing.tailnet import local_tailnet
 
 WEB_PORT, ECHO_PORT, UDP_PORT = 8080, 7000, 5353
@@ -103,27 +104,6 @@ def _serve_http(rig: Rig, conn: SocketLike) -> None:
         conn.close()
 
 
-def _serve_echo(conn: SocketLike) -> None:
-    try:
-        while data := conn.recv(65536):
-            conn.sendall(data)
-    except OSError:
-        pass
-    finally:
-        conn.close()
-
-
-def _accept_loop(rig: Rig, lst: SocketListener, handler: object) -> None:
-    lst.settimeout(0.5)
-    while not rig.stop.is_set():
-        try:
-            conn, _ = lst.accept()
-        except (TimeoutError, OSError):
-            continue
-        threading.Thread(target=handler, args=(conn,), daemon=True).start()  # type: ignore[arg-type]
-    lst.close()
-
-
 def _udp_echo(rig: Rig, sock: UdpSocket) -> None:
     while not rig.stop.is_set():
         try:
@@ -159,13 +139,14 @@ def loopback_rig(tmp: Path, timeout: float = 30.0) -> Iterator[Rig]:
     with local_tailnet(tmp, ["alpha", "web"], timeout=timeout) as tn:
         rig = Rig(tn.net, tn["alpha"], tn["web"], git_root.resolve(), git_head=make_git_repo(git_root))
         web = rig.web  # listening before the rig is handed out: no test dials a port not yet open
-        serving = [(_accept_loop, (rig, web.listen_blocking(WEB_PORT), lambda c: _serve_http(rig, c))),
-                   (_accept_loop, (rig, web.listen_blocking(ECHO_PORT), _serve_echo)),
-                   (_udp_echo, (rig, web.listen_packet_blocking(UDP_PORT)))]
-        threads = [threading.Thread(target=f, args=args, daemon=True) for f, args in serving]
+        tcp = [(web.listen_blocking(WEB_PORT), lambda c: _serve_http(rig, c)),
+               (web.listen_blocking(ECHO_PORT), echo)]
+        udp = web.listen_packet_blocking(UDP_PORT)
+        threads: list[threading.Thread] = []
         try:
-            for t in threads:
-                t.start()
+            threads += [accept_in_threads(lst, rig.stop, handle) for lst, handle in tcp]
+            threads.append(threading.Thread(target=_udp_echo, args=(rig, udp), daemon=True))
+            threads[-1].start()
             rig.addr, rig.cred, rig.local_api_cred = rig.alpha.loopback()
             yield rig
         finally:
@@ -196,16 +177,6 @@ def socks_handshake(addr: tuple[str, int], user: str, password: str, target: byt
     head = recv_exact(s, 4)
     rest = {1: 4, 4: 16}.get(head[3], 0) + 2
     return s, head + recv_exact(s, rest)
-
-
-def recv_exact(s: socket.socket, n: int) -> bytes:
-    out = b""
-    while len(out) < n:
-        chunk = s.recv(n - len(out))
-        if not chunk:
-            break
-        out += chunk
-    return out
 
 
 def domain(name: str, port: int) -> bytes:
