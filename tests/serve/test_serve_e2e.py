@@ -18,7 +18,7 @@ import anyio
 import httpx
 import pytest
 
-from pytsnet import ActorDevice, SocketLike
+from pytsnet import ActorDevice
 from pytsnet.errors import LocalApiError, ServeConfigInvalid, ServeETagMismatch
 from pytsnet.localapi.server import LocalRequest
 from pytsnet.serve import (
@@ -32,21 +32,12 @@ from pytsnet.serve import (
 )
 from pytsnet.testing.polling import wait_until
 from pytsnet.testing.serve import TestCA, dead_port, echo_server, mirror_backend
+from pytsnet.testing.streams import recv_exact
 from pytsnet.testing.tailnet import Tailnet
 
 
 def fqdn(dev: ActorDevice) -> str:
     return dev.state.name.rstrip(".")
-
-
-def _recv_all(sock: socket.socket | ssl.SSLSocket | SocketLike, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return data
 
 
 def test_tcp_forward(tn: Tailnet, srv: ActorDevice) -> None:
@@ -56,7 +47,7 @@ def test_tcp_forward(tn: Tailnet, srv: ActorDevice) -> None:
             sock.settimeout(20)
             payload = bytes(range(256)) * 512  # 128 KiB: more than one window
             sock.sendall(payload)
-            assert _recv_all(sock, len(payload)) == payload
+            assert recv_exact(sock, len(payload)) == payload
 
 
 def test_tls_terminated_tcp_forward(tn: Tailnet, srv: ActorDevice, ca: TestCA) -> None:
@@ -69,7 +60,7 @@ def test_tls_terminated_tcp_forward(tn: Tailnet, srv: ActorDevice, ca: TestCA) -
         with ca.client_context().wrap_socket(raw, server_hostname=name) as tls:
             assert tls.getpeercert() is not None  # verified against the CA: a real certificate chain
             tls.sendall(b"hello through TLS")
-            assert _recv_all(tls, 17) == b"hello through TLS"
+            assert recv_exact(tls, 17) == b"hello through TLS"
     assert name in ca.issued
 
 
@@ -92,7 +83,7 @@ def test_tls_terminated_forward_delivers_a_closing_backends_whole_answer(tn: Tai
             with conn:
                 assert conn.recv(100).startswith(b"GET / ")
                 conn.sendall(answer)
-            got = _recv_all(tls, len(answer) + 1)  # + 1: then the end, which must not be a reset
+            got = recv_exact(tls, len(answer) + 1)  # + 1: then the end, which must not be a reset
             assert len(got) == len(answer) and got == answer
 
 
@@ -121,7 +112,7 @@ def test_tls_contexts_shared_per_pair_and_renewed(tn: Tailnet, srv: ActorDevice,
         with ca.client_context().wrap_socket(raw, server_hostname=name) as tls:
             der = tls.getpeercert(binary_form=True)
             tls.sendall(b"ping")
-            assert _recv_all(tls, 4) == b"ping"
+            assert recv_exact(tls, 4) == b"ping"
         assert der is not None
         return x509.load_der_x509_certificate(der).serial_number
 
@@ -253,17 +244,17 @@ def test_runtime_change_keeps_an_unrelated_connection(tn: Tailnet, srv: ActorDev
                 tn["cli"].sync_http_client(timeout=20) as c:
             sock.settimeout(20)
             sock.sendall(b"before")
-            assert _recv_all(sock, 6) == b"before"
+            assert recv_exact(sock, 6) == b"before"
             assert c.get("http://srv/").text == "v1"
             web2 = {f"{fqdn(srv)}:80": WebServerConfig(Handlers={"/": HTTPHandler(Text="v2")})}
             srv.set_serve_config_blocking(ServeConfig(TCP=tcp | {7004: TCPPortHandler(HTTP=True)}, Web=web2))
             assert c.get("http://srv/", headers={"connection": "close"}).text == "v2"
             sock.sendall(b"after")  # the forward accepted under the old config is untouched
-            assert _recv_all(sock, 5) == b"after"
+            assert recv_exact(sock, 5) == b"after"
             # removing the port stops new connections to it; the open one still works
             srv.set_serve_config_blocking(ServeConfig(TCP={80: TCPPortHandler(HTTP=True)}, Web=web2))
             sock.sendall(b"still")
-            assert _recv_all(sock, 5) == b"still"
+            assert recv_exact(sock, 5) == b"still"
         assert 7003 not in srv.serve_status().ports
         with pytest.raises(OSError):
             tn["cli"].tcp_connect_blocking("srv", 7003, timeout=10)
