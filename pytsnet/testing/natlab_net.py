@@ -20,6 +20,7 @@ from typing import Any
 
 from pytsnet.testing.natlab import INTERNET_ADDR, SECOND_ADDR, NatLab
 from pytsnet.testing.netns import Netns
+from pytsnet.testing.polling import wait_until
 
 __all__ = ["CellResult", "LabTailnet", "add_far_stun_region", "lab_tailnet", "peer_path", "run_cell",
            "serve_echo"]
@@ -118,6 +119,10 @@ def run_cell(a: Any, b: Any, *, nbytes: int = 256 * 1024, bound: float = 30.0,
     A's route is direct or ``bound`` passes (``want_direct=False``: a fixed 8 s look, so a later
     upgrade would be seen), then a byte-exact ``nbytes`` echo."""
     b_ip = b.tailscale_ips()[0]
+    # B only just came up: A's netmap may not hold it yet, and a dial to an IP no peer has is refused
+    # at once (UnknownTailnetHost, as Go's), so wait for the peer first, within the same bound
+    wait_until(lambda: any(b_ip in (x.split("/")[0] for x in p.addresses) for p in a.status().peers),
+               bound, f"A's netmap holding B ({b_ip})", interval=0.05)
     t0 = time.monotonic()
     sock = a.tcp_connect_blocking(b_ip, ECHO_PORT, timeout=bound)
     sock.settimeout(bound)
