@@ -9,6 +9,7 @@ import ipaddress
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rfc5769_vectors import RFC5769_IPV4, RFC5769_IPV6, RFC5769_REQUEST, RFC_TX
 
 from pytsnet.wire import stun
 from pytsnet.wire.errors import ParseError
@@ -55,21 +56,6 @@ def test_parse_response_go_vectors(name: str, data: str, tx: str, addr: str, por
     assert got_addr == ip(addr) and got_port == port
 
 
-# RFC 5769 sample messages (sections 2.1-2.3), verbatim.
-RFC5769_REQUEST = bytes.fromhex(
-    "000100582112a442b7e7a701bc34d686fa87dfae802200105354554e207465737420636c69656e74"
-    "002400046e0001ff80290008932ff9b151263b36000600096576746a3a6836765920202000080014"
-    "9aeaa70cbfd8cb56781ef2b5b2d3f249c1b571a280280004e57a3bcf"
-)
-RFC5769_IPV4 = bytes.fromhex(
-    "0101003c2112a442b7e7a701bc34d686fa87dfae8022000b7465737420766563746f7220002000080001a147e112a643"
-    "000800142b91f599fd9e90c38c7489f92af9ba53f06be7d780280004c07d4c96"
-)
-RFC5769_IPV6 = bytes.fromhex(
-    "010100482112a442b7e7a701bc34d686fa87dfae8022000b7465737420766563746f7220002000140002a1470113a9fa"
-    "a5d3f179bc25f4b5bed2b9d900080014a382954e4be67bf11784c97c8292c275bfe3ed4180280004c8fb0b4c"
-)
-RFC_TX = bytes.fromhex("b7e7a701bc34d686fa87dfae")
 
 
 def test_rfc5769_responses() -> None:
