@@ -256,6 +256,18 @@ def test_own_key_expiry_timer_turns_running_into_needs_login() -> None:
     assert (st.state, st.error_kind) == ("NeedsLogin", "key_expired")
 
 
+def test_expired_node_sends_no_lite_update_until_a_new_login() -> None:
+    """Go's client says nothing to control once its key expired (its endpoints stay put); ours tears
+    its data plane down, and that change must not go out as a map request from an expired key."""
+    d = Drive()
+    expiry = T0 + 600
+    d.to_running(KeyExpiry=iso(expiry))
+    d.now = expiry
+    d.send(lm.Tick(expiry))
+    assert d.status.error_kind == "key_expired"
+    assert d.send(lm.LiteUpdateAsked(5, (), (), "", 0)) == [lm.LiteUpdateFinished(5, False)]
+
+
 def test_self_marked_expired_by_control_needs_login_at_once() -> None:
     d = Drive()
     d.send(lm.Connected(1))

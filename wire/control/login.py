@@ -574,7 +574,10 @@ class LoginMachine:
             self._preferred_derp = ev.preferred_derp
         if ev.disco_key:
             self._disco = DiscoPublic.from_text(ev.disco_key)
-        if self.phase not in (Phase.POLL_OPENING, Phase.STREAMING) or not self.logged_in:
+        if (self.phase not in (Phase.POLL_OPENING, Phase.STREAMING) or not self.logged_in
+                or self.status.error_kind == "key_expired"):
+            # an expired node key says nothing to control until a new login (as Go's client, whose
+            # endpoints stay put): what changed goes out with the next poll
             out.append(LiteUpdateFinished(ev.token, False))
             return
         self._lite.add(ev.token)
