@@ -92,7 +92,8 @@ def test_killing_the_peerapi_server_mid_request_is_survived(device_config: Calla
         assert victim is not None
         FaultInjector.kill_now(victim, "chaos: one peerAPI connection mid-request")
         # closed without an answer: a FIN if the actor had read the half request before it died, a
-        # RST if those bytes were still unread when its flow closed (RFC 1122 4.2.2.13, as Linux)
+        # RST if those bytes were still unread when its flow closed (RFC 1122: a close with unread
+        # data resets, as Linux does)
         with contextlib.suppress(ConnectionReset):
             assert half.recv(4096) == b""
         half.close()
