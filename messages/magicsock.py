@@ -1,7 +1,7 @@
 """Messages of the data plane's path half (magicsock): the W contract, peer/DERP config, status.
 
 ``WgDatagramIn``/``WgDatagramOut`` are the contract with the WireGuard engine (W). Endpoints travel as
-text (``1.2.3.4:5``, ``[::1]:5``; DERP as ``127.3.3.40:<region>``), node keys as ``nodekey:…``.
+text (``192.0.2.1:5``, ``[::1]:5``; DERP as ``127.3.3.40:<region>``), node keys as ``nodekey:…``.
 """
 
 from __future__ import annotations

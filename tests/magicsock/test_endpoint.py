@@ -135,7 +135,7 @@ def test_udp_ping_answered_adds_candidate_and_duplicate_tx_is_not() -> None:
 
 def test_better_addr_go_rules() -> None:
     pub1 = (ipaddress.ip_address("192.0.2.11"), 1)
-    pub2 = (ipaddress.ip_address("1.1.1.2"), 1)
+    pub2 = (ipaddress.ip_address("203.0.113.2"), 1)
     priv = (ipaddress.ip_address("10.0.0.1"), 1)
     lo = (ipaddress.ip_address("127.0.0.1"), 1)
     v6 = (ipaddress.ip_address("2001:db8::1"), 1)

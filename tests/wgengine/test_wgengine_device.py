@@ -89,7 +89,7 @@ def test_longest_prefix_match() -> None:
     assert t.lookup(4, ip("10.1.2.3")) == b"host"
     assert t.lookup(4, ip("10.1.2.4")) == b"mid"
     assert t.lookup(4, ip("10.9.9.9")) == b"wide"
-    assert t.lookup(4, ip("11.0.0.1")) is None
+    assert t.lookup(4, ip("192.0.2.77")) is None
     assert t.lookup(6, ip("fd7a:115c:a1e0::5")) == b"v6"
     assert t.lookup(6, ip("fd7a:115c:a1e1::5")) is None
 
