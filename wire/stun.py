@@ -136,13 +136,19 @@ def parse_binding_request(b: bytes) -> bytes:
     return msg.tx_id
 
 
+def _address_value(addr: IPAddress, port: int, xor_with: bytes | None) -> bytes:
+    """An address attribute's value (family, port, address), XORed with ``xor_with`` when given."""
+    raw = addr.packed
+    if xor_with is not None:
+        port ^= 0x2112
+        raw = bytes(x ^ y for x, y in zip(raw, xor_with[: len(raw)], strict=True))
+    return struct.pack(">BBH", 0, 1 if len(raw) == 4 else 2, port) + raw
+
+
 def response(tx_id: bytes, addr: IPAddress, port: int) -> bytes:
     """A Binding success response carrying one XOR-MAPPED-ADDRESS (Go ``stun.Response``)."""
     _check_tx(tx_id)
-    raw = addr.packed
-    fam = 1 if len(raw) == 4 else 2
-    mask = (MAGIC_COOKIE + tx_id)[: len(raw)]
-    attr = struct.pack(">BBH", 0, fam, port ^ 0x2112) + bytes(x ^ y for x, y in zip(raw, mask, strict=True))
+    attr = _address_value(addr, port, MAGIC_COOKIE + tx_id)
     return (
         struct.pack(">HH", BINDING_SUCCESS, 4 + len(attr))
         + MAGIC_COOKIE
@@ -220,14 +226,6 @@ def parse_server_request(b: bytes) -> ServerRequest:
                 raise StunParseError("malformed CHANGE-REQUEST")
             flags = struct.unpack(">I", v)[0]
     return ServerRequest(msg.tx_id, bool(flags & CHANGE_IP), bool(flags & CHANGE_PORT))
-
-
-def _address_value(addr: IPAddress, port: int, xor_with: bytes | None) -> bytes:
-    raw = addr.packed
-    if xor_with is not None:
-        port ^= 0x2112
-        raw = bytes(x ^ y for x, y in zip(raw, xor_with[: len(raw)], strict=True))
-    return struct.pack(">BBH", 0, 1 if len(raw) == 4 else 2, port) + raw
 
 
 def server_response(tx_id: bytes, mapped: AddrPort, *, response_origin: AddrPort | None = None,
