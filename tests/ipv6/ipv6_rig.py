@@ -75,9 +75,12 @@ def wait_direct(dev: ActorDevice, timeout: float = 30.0) -> str:
 
 
 def udp_local_addr(dev: ActorDevice) -> str:
-    """The magicsock socket's bound address (``[::]:41641`` for a dual-stack one)."""
-    assert dev.system is not None
-    ref = dev.system.lookup("magicsock.udp")
+    """The magicsock socket's bound address (``[::]:41641`` for a dual-stack one). The data plane is
+    spawned once the first netmap arrives, a little after login: wait for its socket actor."""
+    system = dev.system
+    assert system is not None
+    wait_until(lambda: system.lookup("magicsock.udp") is not None, 30, "the data plane's UDP actor")
+    ref = system.lookup("magicsock.udp")
     assert ref is not None
     ans = ref.ask(LocalAddrRequest(), timeout=5)
     assert isinstance(ans, LocalAddr)

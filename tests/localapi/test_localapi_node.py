@@ -176,6 +176,16 @@ def test_ping_unknown_and_self(tn: Tailnet) -> None:
     assert e.value.status == 400
 
 
+def wg_view(tn: Tailnet) -> dict[str, object]:
+    """Each node's non-zero drops and its peers' paths and sessions: what a failed ping message shows."""
+    view: dict[str, object] = {}
+    for name in ("alpha", "beta"):
+        st = tn[name].status()
+        view[name] = ({k: v for k, v in st.drops.items() if v},
+                      [(p.hostname, p.path, p.has_session, p.bytes_in, p.bytes_out) for p in st.peers])
+    return view
+
+
 def test_icmp_ping_answered_by_the_peers_netstack(tn: Tailnet) -> None:
     """Go ``sendICMPEchoRequest``: an echo from alpha's netstack through WireGuard to beta's IP,
     answered by beta's netstack; ``NodeIP`` is the pinged IP, no path fields (Go fills none)."""
@@ -183,7 +193,7 @@ def test_icmp_ping_answered_by_the_peers_netstack(tn: Tailnet) -> None:
     before = tn["alpha"].status().drops.get("netstack_icmp_ignored", 0)
     raw = lc.request("POST", "ping", {"ip": tn.ip(beta), "type": "ICMP"})
     pr = PingResult.model_validate_json(raw)
-    assert pr.Err == "" and pr.IP == pr.NodeIP == tn.ip(beta) and pr.NodeName == "beta", pr
+    assert pr.Err == "" and pr.IP == pr.NodeIP == tn.ip(beta) and pr.NodeName == "beta", (pr, wg_view(tn))
     assert 0 < pr.LatencySeconds < 5
     assert (pr.Endpoint, pr.DERPRegionID, pr.DERPRegionCode, pr.IsLocalIP) == ("", 0, "", False)
     assert tn["alpha"].status().drops.get("netstack_icmp_ignored", 0) == before  # the reply was ours, taken
