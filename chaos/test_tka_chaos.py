@@ -21,7 +21,7 @@ from pytsnet.actors.peers import PeerTracker
 from pytsnet.actors.runtime import ActorSystem, ChildSpec, FaultInjector, Restart
 from pytsnet.actors.tka.authority_actor import TKA, TkaAuthorityActor
 from pytsnet.messages.peers import GetPeers, NetmapUpdate, PeerInfo, PeerTrackerSpawn
-from pytsnet.messages.tka import TkaNetmapInfo, TkaSpawn, TkaStatusAsk
+from pytsnet.messages.tka import TkaNetmapInfo, TkaSpawn, TkaStatusAsk, TkaSyncStep
 from pytsnet.state import MemoryStore
 from pytsnet.testing.tka_control import FakeTkaControl, TkaControlSide
 from pytsnet.wire.control.record import NodeRecord
@@ -111,9 +111,9 @@ def test_killing_tka_during_sync_never_admits_an_unsigned_peer(tmp_path: Path, w
         sampler.start()
         first, old_head = tka.incarnation, tka.ask(TkaStatusAsk()).head
         if when == "before_offer":
-            # handled: the messages so far; +1 lets the netmap info through and kills before the offer
-            # step it queues (the step waits in the mailbox for the next incarnation)
-            faults.kill_after(tka._cell.handled + 1, name=TKA)
+            # the netmap info goes through and the kill lands before the sync step it queues (the
+            # step waits in the mailbox for the next incarnation)
+            faults.kill_before(TkaSyncStep, name=TKA)
             netmap(p_signed, p_unsigned, p_late)
         else:
             gate = threading.Event()

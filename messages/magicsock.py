@@ -435,6 +435,8 @@ class PathStatus(Message, tag="magicsock.path_status"):
     peers: tuple[PeerPath, ...]
     dropped_unknown_peer: int = 0
     dropped_no_path: int = 0
+    parked_sent: int = 0
+    """WireGuard datagrams held while their peer had no path, sent once it got one (not dropped)."""
     dropped_blackhole: int = 0
     unknown_udp_source: int = 0
     dropped_unknown_kind: int = 0

@@ -978,6 +978,7 @@ class ActorDevice:
                 for reason, n in ps.early_drops.items():  # the reader's, before queueing
                     drops[f"magicsock_{reason}"] = drops.get(f"magicsock_{reason}", 0) + n
                 counters.update(udp_datagrams_read=ps.datagrams_read, udp_bytes_read=ps.bytes_read,
+                                udp_parked_sent=ps.parked_sent,
                                 udp_gso_sends=ps.gso_sends, udp_gso_datagrams=ps.gso_datagrams,
                                 udp_gro_reads=ps.gro_reads, udp_gro_datagrams=ps.gro_datagrams)
             for role, name in names.items():

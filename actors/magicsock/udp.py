@@ -6,10 +6,13 @@ by reason; the engine publishes its live receiver indexes (``WgLiveIndexes``) be
 datagram that could make the peer use a new one, so a session's first packet is never dropped here.
 
 Routing follows Go ``addrForSendLocked``: the trusted best UDP address alone, else the stale UDP address
-and the peer's DERP region, else DERP alone; an unknown peer is dropped and counted (fail closed,
-never a host socket). Path entries come from the DiscoPinger as ``PathUpdate``. The DERP region is the
-peer's home or, while control has not told us that yet, the region the peer's packets came in on
-(``DerpRoute``, Go ``fallbackDERPRegionForPeer``).
+and the peer's DERP region, else DERP alone. A peer with no path yet (its home region not told, or
+not in the path table yet) gets its datagrams held for a moment (``wire.magicsock.parking``) and sent
+the instant a path appears, so a first handshake is not lost to WireGuard's 5 s retry; never sent
+anywhere else, and dropped and counted once they outlive the wait (fail closed, never a host
+socket). Path entries come from the DiscoPinger as ``PathUpdate``. The DERP region is the peer's home
+or, while control has not told us that yet, the region the peer's packets came in on (``DerpRoute``,
+Go ``fallbackDERPRegionForPeer``).
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ from pytsnet.messages.magicsock import (
 )
 from pytsnet.wire.magicsock import offload
 from pytsnet.wire.magicsock.addr import AddrParseError, format_addr, parse_addr
+from pytsnet.wire.magicsock.parking import ParkedSends
 from pytsnet.wire.udp_demux import EARLY_DROP_REASONS, PacketKind, classify, early_drop, looks_like_wireguard
 from pytsnet.wire.wireguard.ratelimit import TokenBucket
 
@@ -135,6 +139,8 @@ class MagicsockUdp(Actor):
         self.blackhole = False
         self.dropped_unknown_peer = 0
         self.dropped_no_path = 0
+        self.parked = ParkedSends()  # datagrams for a peer with no path yet
+        self.parked_sent = 0  # ... sent once it got one
         self.dropped_blackhole = 0
         self.dropped_unknown_kind = 0  # neither STUN, disco nor WireGuard-shaped
         self.dropped_derp_full = 0
@@ -336,7 +342,7 @@ class MagicsockUdp(Actor):
     def _send_wg(self, peer: str, datas: tuple[bytes, ...]) -> None:
         r = self.routes.get(peer)
         if r is None:
-            self.dropped_unknown_peer += len(datas)
+            self._park(peer, datas)
             return
         now = self.clock.monotonic()
         use_derp = True
@@ -356,10 +362,40 @@ class MagicsockUdp(Actor):
                         self.dropped_derp_full += len(datas)
                 r.derp_out += sum(map(len, datas))
             elif r.udp is None:
-                self.dropped_no_path += len(datas)
+                self._park(peer, datas)
         if now - r.last_active_note >= ACTIVITY_NOTE_INTERVAL or now > r.trusted_until:
             r.last_active_note = now
             self.tell_named(self.config.name("disco"), PeerActive(peer=peer))
+
+    def _park(self, peer: str, datas: tuple[bytes, ...]) -> None:
+        """Hold datagrams for a peer with no path yet (``_unpark`` sends them when one appears)."""
+        now = self.clock.monotonic()
+        self._count_lost(self.parked.expire(now))
+        lost = self.parked.park(peer, datas, now)
+        if lost:
+            self._count_lost({peer: lost})
+
+    def _unpark(self, peer: str) -> None:
+        """``peer`` may have a path now: send what it had held, in order, if so."""
+        if peer not in self.parked:
+            return
+        r = self.routes.get(peer)
+        if r is None or (r.udp is None and not self._derp_region(peer, r)):
+            return
+        datas, expired = self.parked.take(peer, self.clock.monotonic())
+        if expired:
+            self._count_lost({peer: expired})
+        if datas:
+            self.parked_sent += len(datas)
+            self._send_wg(peer, datas)
+
+    def _count_lost(self, lost: dict[str, int]) -> None:
+        """Held datagrams that found no path in time: a peer in the path table had none, else unknown."""
+        for peer, n in lost.items():
+            if peer in self.routes:
+                self.dropped_no_path += n
+            else:
+                self.dropped_unknown_peer += n
 
     def _derp_region(self, peer: str, r: _Route) -> int:
         """The peer's home region, else the region it was heard on (0: none)."""
@@ -379,6 +415,7 @@ class MagicsockUdp(Actor):
         after = self.derp_routes.get(msg.peer)
         if msg.peer in self.routes and (before[0] if before else 0) != (after[0] if after else 0):
             self._publish_direct(msg.peer)  # the region a home-less peer is reached on changed
+            self._unpark(msg.peer)
 
     def _sendto(self, dst: tuple[str, int], data: bytes) -> None:
         assert self.sock is not None
@@ -459,6 +496,7 @@ class MagicsockUdp(Actor):
             if msg.removed:
                 self.routes.pop(msg.peer, None)
                 self.derp_routes.pop(msg.peer, None)
+                self.dropped_unknown_peer += self.parked.forget(msg.peer)
                 return
             old = self.routes.get(msg.peer)
             udp = None
@@ -477,6 +515,7 @@ class MagicsockUdp(Actor):
             self.by_addr = by_addr
             self._paths_version += 1
             self._publish_direct(msg.peer)
+        self._unpark(msg.peer)
 
     @handles(WgLiveIndexes)
     def on_live_indexes(self, msg: WgLiveIndexes) -> None:
@@ -500,6 +539,7 @@ class MagicsockUdp(Actor):
     def status(self, msg: PathStatusRequest) -> PathStatus:
         """The path table and counters; what the engine sent on our socket itself is counted in."""
         now = self.clock.monotonic()
+        self._count_lost(self.parked.expire(now))
         lane_gso = udp_lane.gso_counts(self.ref)
         peers = []
         for peer, r in sorted(self.routes.items()):
@@ -512,7 +552,8 @@ class MagicsockUdp(Actor):
                                   udp_bytes_in=self._udp_in.get(peer, 0),
                                   derp_bytes_out=r.derp_out + udp_lane.derp_counts(self.ref, peer)[0]))
         return PathStatus(peers=tuple(peers), dropped_unknown_peer=self.dropped_unknown_peer,
-                          dropped_no_path=self.dropped_no_path, dropped_blackhole=self.dropped_blackhole,
+                          dropped_no_path=self.dropped_no_path, parked_sent=self.parked_sent,
+                          dropped_blackhole=self.dropped_blackhole,
                           unknown_udp_source=self.unknown_udp_source,
                           dropped_unknown_kind=self.dropped_unknown_kind,
                           early_drops=dict(self.early_drops),

@@ -214,7 +214,7 @@ class Cell:
             if self.status is not Status.RUNNING or stale or self.preempt:
                 return False
             faults = self.system.faults
-            if faults is not None and len(self.mailbox) and faults.should_kill(self):
+            if faults is not None and len(self.mailbox) and faults.should_kill(self, self.mailbox.peek()):
                 from pytsnet.actors.runtime.errors import Killed
 
                 killed = Killed(f"fault injector killed {self.name}")

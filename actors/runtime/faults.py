@@ -2,8 +2,10 @@
 
 ``FaultInjector(seed).kill_after(n, name=..., actor_type=...)`` kills matching actors just before
 they would handle their (n+1)-th message (counted across incarnations, so a restarted actor is not
-killed again by the same rule unless ``repeat``); ``kill_randomly(p, ...)`` kills with probability
-``p`` per message from a seeded RNG (reproducible). A kill is an abnormal exit with ``Killed``: the
+killed again by the same rule unless ``repeat``); ``kill_before(MessageType, ...)`` kills them just
+before they would handle a message of that type (exact where counting messages races with other
+senders); ``kill_randomly(p, ...)`` kills with probability ``p`` per message from a seeded RNG
+(reproducible). A kill is an abnormal exit with ``Killed``: the
 message that would have been handled stays queued for the next incarnation.
 """
 
@@ -32,6 +34,7 @@ class Kill:
     after: int | None
     probability: float
     repeat: bool
+    message_type: type | None = None
     fired: int = 0
     base: dict[str, int] = field(default_factory=dict)  # handled count at this rule's last kill
 
@@ -60,19 +63,28 @@ class FaultInjector:
         self.rules.append(rule)
         return rule
 
+    def kill_before(self, message_type: type, *, name: str | None = None,
+                    actor_type: type[Actor] | None = None, repeat: bool = False) -> Kill:
+        rule = Kill(name, actor_type, None, 0.0, repeat, message_type=message_type)
+        self.rules.append(rule)
+        return rule
+
     def kill_randomly(self, probability: float, *, name: str | None = None,
                       actor_type: type[Actor] | None = None, repeat: bool = True) -> Kill:
         rule = Kill(name, actor_type, None, probability, repeat)
         self.rules.append(rule)
         return rule
 
-    def should_kill(self, cell: Cell) -> bool:
-        """Called by the runtime before each message; True means: kill this incarnation now."""
+    def should_kill(self, cell: Cell, upcoming: object = None) -> bool:
+        """Called by the runtime before each message (``upcoming``: the queued item it would handle
+        next); True means: kill this incarnation now."""
         with self._lock:
             for rule in self.rules:
                 if (rule.fired and not rule.repeat) or not rule.matches(cell):
                     continue
-                if rule.after is not None:
+                if rule.message_type is not None:  # an envelope's message; runtime control items never
+                    hit = isinstance(getattr(upcoming, "msg", None), rule.message_type)
+                elif rule.after is not None:
                     hit = cell.handled - rule.base.get(cell.name, 0) >= rule.after
                 else:  # one RNG per actor name: reproducible whatever the thread interleaving
                     rng = self._rngs.setdefault(cell.name, random.Random(f"{self.seed}:{cell.name}"))

@@ -135,6 +135,13 @@ class Mailbox:
             self._control.append(item)
             self.cond.notify_all()
 
+    def peek(self) -> Any | None:
+        """The item ``pop`` would return next, left queued (a fault rule that kills by message type)."""
+        with self.cond:
+            if self._control:
+                return self._control[0]
+            return self._user[0] if self._user else None
+
     def pop(self) -> Any | None:
         """Next item, control first; None if empty. Wakes blocked senders."""
         with self.cond:

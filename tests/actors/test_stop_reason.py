@@ -138,6 +138,24 @@ def test_a_kill_between_messages_by_the_injector_is_killed(system: ActorSystem) 
     assert reason.kind is StopKind.KILLED and isinstance(reason.error, Killed)
 
 
+def test_the_injector_kills_just_before_a_message_of_a_type(system: ActorSystem) -> None:
+    """``kill_before(Work)``: the two pings ahead are handled, the kill lands exactly when the
+    ``Work`` is next (however the senders interleave), and nothing before it trips the rule."""
+    stops: Stops = []
+    faults = FaultInjector(seed=1)
+    system.faults = faults
+    faults.kill_before(Work, name="a")
+    ref = system.spawn(Recorder, stops, name="a")
+    assert [ref.ask(Ping(seq=i)).seq for i in range(2)] == [0, 1]
+    assert faults.kills == []
+    ref.tell(Work(seq=0))
+    wait_until(lambda: len(stops) == 2)  # killed, then restarted: the next incarnation gets the Work
+    (first, killed), (second, done) = _of(stops, "a")
+    assert killed.kind is StopKind.KILLED and isinstance(killed.error, Killed)
+    assert faults.kills == [("a", 2)]  # killed with two messages handled, the Work not
+    assert (first, second) == (1, 2) and done == StopReason.normal()  # Work handled once, by the second
+
+
 def test_a_linked_death_is_a_panic_with_link_died(system: ActorSystem) -> None:
     stops: Stops = []
     a = system.spawn(Recorder, stops, name="a")

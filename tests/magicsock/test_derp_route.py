@@ -33,7 +33,7 @@ def test_reply_goes_back_on_the_arrival_region_while_the_home_is_unknown(nodes: 
     a, b = nodes
     _know(a, b, home=0)  # a new node: a does not know its home yet
     _know(b, a, home=REGION)
-    a.send(b, wg(1))  # nothing heard from b yet: no path at all
+    a.send(b, wg(1))  # nothing heard from b yet: no path at all (held, dropped once its wait ends)
     wait_until(lambda: a.status().dropped_no_path == 1, what="no path counted")
     [row] = a.status().peers
     assert row.path == "none" and row.derp_region == 0, row
@@ -52,7 +52,7 @@ def test_a_strangers_packets_leave_no_route(nodes: tuple[Node, Node]) -> None:
     b.send(a, wg(1))  # b is not (yet) an admitted peer of a: the relay delivers, a keeps nothing
     wait_until(lambda: a.derp_status().bytes_in_unknown_sources > 0, what="stranger's bytes counted")
     _know(a, b, home=0)  # admitted later, home still unknown
-    a.send(b, wg(2))
+    a.send(b, wg(2))  # held for a path, dropped once its wait ends: the stranger's packet left none
     wait_until(lambda: a.status().dropped_no_path == 1, what="no route from the stranger's packet")
     assert 2 not in _seqs(b)
     b.send(a, wg(3))  # heard again, now as an admitted peer: the route exists
