@@ -8,7 +8,9 @@ datagram). A socket object that was closed raises ``OSError`` rather than touchi
 descriptor, so a stale entry can only fail a send, which the caller then routes through the mailbox.
 
 The engine writes its encrypted bursts here too (``send_burst``) for peers the router published as
-direct-only (``WgDirectPaths``): one thread hand-off and mailbox hop fewer per burst. Bytes it sends
+direct-only (``WgDirectPaths``): one thread hand-off and mailbox hop fewer per burst. Not a flush
+that publishes a new receiver index (a handshake): that goes through the router's mailbox behind
+``WgLiveIndexes``, or the reader could drop the answer before the router took the index. Bytes it sends
 are counted here per peer (written by the engine's thread alone, read by the router's status, as the
 reader thread's inbound counters are). Bursts it tells a DERP client itself (peers published as
 DERP-only) are counted here too (``count_derp``), so the router's status still shows every byte.

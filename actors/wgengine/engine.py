@@ -27,7 +27,10 @@ delays no established tunnel. The engine is under load while that queue is at le
 hands on at most its initiation budget per second and reports shedding the rest (``WgHandshakeLoad``),
 which puts the engine under load as well.
 The receiver indexes in use are published to magicsock (``WgLiveIndexes``) before any datagram goes
-out, so its reader drops transport for any other index before it is queued.
+out, so its reader drops transport for any other index before it is queued. A flush that publishes
+new ones sends its datagrams through magicsock's mailbox, behind that message, never on the direct
+or DERP lane: an initiation written to the socket at once could be answered before magicsock's
+thread took the new index, and the reader would drop the response (WireGuard's 5 s retry).
 
 Sessions are not preserved across a restart (keys stay in the dead incarnation); the
 configuration is: each ``WgConfig`` applied is told to the tree's ``MemoryKeeper`` (``memory``), which a
@@ -497,7 +500,8 @@ class WgEngine(Actor):
 
     def _flush(self) -> None:
         device = self.device
-        if device.index_version != self._published_indexes:
+        new_indexes = device.index_version != self._published_indexes
+        if new_indexes:
             self._publish_indexes()
         out = device.datagrams_to_send()
         if out:
@@ -507,7 +511,7 @@ class WgEngine(Actor):
                 device.drops["no_magicsock"] += len(out)
             else:
                 try:
-                    self._send_datagrams(m, out)
+                    self._send_datagrams(m, out, lanes=not new_indexes)
                 except MailboxFull:  # magicsock stayed full for its whole block timeout: a lost burst,
                     device.drops["magicsock_full"] += 1  # not an engine crash (TCP resends it)
                 self.packets_out += len(out)
@@ -630,13 +634,16 @@ class WgEngine(Actor):
         for pkt in packets:
             sink.tell(IpPacketIn.model_construct(data=pkt))
 
-    def _send_datagrams(self, m: ActorRef, out: list[tuple[NodePublic, bytes | bytearray]]) -> None:
-        """One message per run of datagrams to the same peer (a burst costs one mailbox hop).
+    def _send_datagrams(self, m: ActorRef, out: list[tuple[NodePublic, bytes | bytearray]], *,
+                        lanes: bool = True) -> None:
+        """One message per run of datagrams to the same peer (a burst costs one mailbox hop); with
+        ``lanes``, a direct-only or DERP-only peer's run is written on its lane instead.
 
         Messages on this hot path are built with ``model_construct``: the fields are ours and already
         typed, so pydantic's validation would only repeat what the types say (they still serialise).
         """
-        texts, direct, derp = self._texts, self._direct, self._derp
+        texts = self._texts
+        direct, derp = (self._direct, self._derp) if lanes else ({}, {})
         now = self.clock.monotonic() if direct or derp else 0.0
         i, n = 0, len(out)
         while i < n:
