@@ -126,6 +126,23 @@ class IdToken(Request[IdTokenAnswer], tag="control.id_token"):
     audience: str
 
 
+class NetInfoFacts(Message, tag="control.net_info_facts"):
+    """What the last netcheck found, for ``Hostinfo.NetInfo`` (Go magicsock ``updateNetInfo``);
+    ``None`` is Go's unset ``opt.Bool`` (not known)."""
+
+    working_udp: bool | None = None
+    working_ipv6: bool | None = None
+    os_has_ipv6: bool | None = None
+    mapping_varies_by_dest_ip: bool | None = None
+    have_port_map: bool = False
+    derp_latency: dict[str, float] = {}
+
+    def basic(self) -> NetInfoFacts:
+        """Without the latencies: what Go's ``NetInfo.BasicallyEqual`` compares (a latency that moves
+        alone does not make a new update; it goes with the next one)."""
+        return self.model_copy(update={"derp_latency": {}})
+
+
 class LiteUpdateDone(Message, tag="control.lite_update_done"):
     ok: bool
     status: int = 0
@@ -150,3 +167,5 @@ class LiteUpdate(Request[LiteUpdateDone], tag="control.lite_update"):
     ``wire_ingress``), this update is about those alone, as ``services_hash``."""
     wire_ingress: bool | None = None
     """20g: Go's ``Hostinfo.WireIngress`` (``AllowFunnel`` entries, none on)."""
+    net_info: NetInfoFacts | None = None
+    """The netcheck's findings for ``Hostinfo.NetInfo``; None keeps the current ones."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Literal
 
 from pytsnet.messages.base import Message, Request
+from pytsnet.messages.control import NetInfoFacts
 from pytsnet.messages.dns import DnsExitNode, DnsSettings
 from pytsnet.messages.magicsock import DerpRegion, NetcheckReport
 from pytsnet.messages.peers import ExitNodeInfo, PeerInfo, PeersChanged, RoutePrefs
@@ -90,10 +91,12 @@ class GetDataplaneInfo(Request[DataplaneInfo], tag="dataplane.get_info"):
 
 
 class LiteTold(Message, tag="dataplane.lite_told"):
-    """What the bridge last told control: our endpoints and home DERP region."""
+    """What the bridge last told control: our endpoints, home DERP region and (without latencies)
+    the netcheck's findings."""
 
     endpoints: tuple[str, ...]
     home: int
+    net: NetInfoFacts | None = None
 
 
 class BridgeMemory(Message, tag="dataplane.bridge_memory"):

@@ -259,6 +259,15 @@ class NetcheckReport(Message, tag="magicsock.netcheck_report"):
     global_v4: str | None
     preferred_derp: int
     region_latency: dict[int, float]
+    global_v6: str | None = None
+    mapping_varies_by_dest_ip: bool | None = None
+    """None: not known (fewer than two regions answered over IPv4)."""
+    derp_latency: dict[str, float] = {}
+    """Go ``NetInfo.DERPLatency``: ``"<region>-v4"``/``"<region>-v6"`` → seconds."""
+    have_port_map: bool = False
+    """A port mapping (NAT-PMP, PCP or UPnP) is held and advertised."""
+    os_has_ipv6: bool | None = None
+    """True when our socket has IPv6 (``Config.ipv6``); None: IPv6 is off, so not looked at."""
 
 
 # --- internal traffic between the magicsock actors --------------------------------------------------

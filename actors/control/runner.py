@@ -74,7 +74,7 @@ from pytsnet.messages.tka import (
     TkaNetmapInfoWanted,
 )
 from pytsnet.wire.keys import DiscoPublic, MachinePrivate
-from pytsnet.wire.tailcfg import CURRENT_CAPABILITY_VERSION, Hostinfo, Service
+from pytsnet.wire.tailcfg import CURRENT_CAPABILITY_VERSION, Hostinfo, NetInfo, Service
 
 log = subsystem_logger("control")
 
@@ -287,8 +287,14 @@ class ControlRunner(Actor):
             self._advertised = self._advertised.model_copy(
                 update={"ingress_enabled": ingress[0], "wire_ingress": ingress[1]})
             remember(self, self.memory, self._advertised)
+        f = msg.net_info
+        net_info = None if f is None else NetInfo(
+            MappingVariesByDestIP=f.mapping_varies_by_dest_ip, WorkingIPv6=f.working_ipv6,
+            OSHasIPv6=f.os_has_ipv6, WorkingUDP=f.working_udp, HavePortMap=f.have_port_map,
+            DERPLatency=dict(f.derp_latency))
         self._feed(login.LiteUpdateAsked(token, tuple(msg.endpoints), tuple(msg.endpoint_types),
-                                         msg.disco_key, msg.preferred_derp, msg.services_hash, ingress))
+                                         msg.disco_key, msg.preferred_derp, msg.services_hash, ingress,
+                                         net_info))
 
     @handles(Logout)
     def on_logout(self, msg: Logout) -> None:

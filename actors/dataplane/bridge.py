@@ -37,7 +37,7 @@ from pytsnet.actors.runtime import Actor, ActorStopped, AskTimeout, handles
 from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.actors.wgengine.filter_rules import unlocked_allowed_ips
 from pytsnet.messages.base import Request
-from pytsnet.messages.control import LiteUpdate, LiteUpdateDone
+from pytsnet.messages.control import LiteUpdate, LiteUpdateDone, NetInfoFacts
 from pytsnet.messages.dataplane import (
     BridgeMemory,
     DataplaneInfo,
@@ -164,7 +164,8 @@ class DataplaneBridge(Actor):
         now = self.clock.monotonic()
         if mem.built_for is None:
             return
-        told = LiteTold(endpoints=mem.endpoints, home=mem.home)
+        facts = net_info_facts(mem.netcheck)
+        told = LiteTold(endpoints=mem.endpoints, home=mem.home, net=facts.basic() if facts else None)
         if not (mem.have_endpoints or told.home):
             return  # nothing to tell yet (a tailnet without DERP: wait for netcheck)
         if mem.told == told and (mem.acked == told or now - (mem.told_at or 0.0) < ANNOUNCE_RETRY):
@@ -175,7 +176,7 @@ class DataplaneBridge(Actor):
         with contextlib.suppress(ActorStopped):
             control.tell(LiteUpdate(endpoints=list(told.endpoints),
                                     endpoint_types=endpoint_types(told.endpoints, mem.netcheck),
-                                    preferred_derp=told.home, reply_to=self.name))
+                                    preferred_derp=told.home, reply_to=self.name, net_info=facts))
         self._set(told=told, told_at=now)
 
     @handles(LiteUpdateDone)
@@ -189,6 +190,7 @@ class DataplaneBridge(Actor):
     @handles(NetcheckReport)
     def on_netcheck(self, msg: NetcheckReport) -> None:
         self._set(netcheck=msg)
+        self._tell_control()  # what it found goes to Hostinfo.NetInfo when it basically changed
 
     @handles(GetDataplaneInfo)
     def on_info(self, msg: GetDataplaneInfo) -> DataplaneInfo:
@@ -297,3 +299,13 @@ class DataplaneBridge(Actor):
         if new != self.mem.state:
             self._set(state=new)
             self.tell_named(self.events, new)
+
+
+def net_info_facts(rep: NetcheckReport | None) -> NetInfoFacts | None:
+    """Go magicsock ``updateNetInfo``'s fields from a netcheck report (None before the first one).
+    ``WorkingICMPv4`` and the port-mapping protocols' availability are not probed here: left unset."""
+    if rep is None:
+        return None
+    return NetInfoFacts(working_udp=rep.udp, working_ipv6=rep.global_v6 is not None,
+                        os_has_ipv6=rep.os_has_ipv6, mapping_varies_by_dest_ip=rep.mapping_varies_by_dest_ip,
+                        have_port_map=rep.have_port_map, derp_latency=dict(rep.derp_latency))

@@ -223,9 +223,14 @@ class StunProber(Actor):
         if self.config.control and self.last is not None:
             ref = self.lookup(self.config.control)
             if ref is not None:
+                last = self.last
                 ref.tell(NetcheckReport(
-                    udp=self.last.udp, preferred_derp=self.home, region_latency=self.last.region_latency,
-                    global_v4=format_addr(self.last.global_v4) if self.last.global_v4 else None))
+                    udp=last.udp, preferred_derp=self.home, region_latency=last.region_latency,
+                    global_v4=format_addr(last.global_v4) if last.global_v4 else None,
+                    global_v6=format_addr(last.global_v6) if last.global_v6 else None,
+                    mapping_varies_by_dest_ip=last.mapping_varies_by_dest_ip,
+                    derp_latency=last.derp_latency, have_port_map=self.portmapped is not None,
+                    os_has_ipv6=True if udp_families(self.config)[1] else None))
 
     @handles(PortmapEndpoint)
     def on_portmapped(self, msg: PortmapEndpoint) -> None:

@@ -62,8 +62,10 @@ def response(status: int, body: bytes = b"", headers: dict[str, str] | None = No
              content_type: str = "text/plain; charset=utf-8") -> bytes:
     """A complete ``Connection: close`` response."""
     hdrs = {"Content-Type": content_type, "Content-Length": str(len(body)), "Connection": "close"}
-    if status in (101, 204):
+    if status == 101:
         hdrs = {}
+    elif status == 204:  # no body, no length; still closed: a client must not reuse the connection
+        hdrs = {"Connection": "close"}
     hdrs.update(headers or {})
     head = f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}\r\n"
     head += "".join(f"{k}: {v}\r\n" for k, v in hdrs.items())

@@ -86,6 +86,14 @@ def test_ipv6_only_underlay_direct(lab: Lab, tmp_path: Path) -> None:
         assert net.relay is not None and net.relay.stun.stats.requests > 0  # STUN over IPv6
         assert net.relay.derp.stats.accepted >= 2  # both homes on the IPv6 DERP node
 
+        def netinfos() -> list[dict[str, object]]:  # what each node told control (Go's NetInfo)
+            return [n.hostinfo.get("NetInfo") or {} for n in net.store.nodes()]  # type: ignore[misc]
+
+        wait_until(lambda: all(ni.get("WorkingIPv6") for ni in netinfos()), 30, "NetInfo.WorkingIPv6")
+        for ni in netinfos():
+            assert ni["WorkingUDP"] is True and ni["OSHasIPv6"] is True, ni
+            assert any(k.endswith("-v6") for k in ni["DERPLatency"]), ni  # type: ignore[attr-defined]
+
 
 def test_ipv6_only_underlay_udp_blocked_uses_derp_over_ipv6(lab: Lab, tmp_path: Path) -> None:
     lab.block(f"ip6 saddr {N1} ip6 daddr {N2} meta l4proto udp")

@@ -164,3 +164,4 @@ def test_dual_netcheck_learns_both_global_addresses() -> None:
     rep = check.report()
     assert (rep.global_v4, rep.global_v6) == (me4, me6)
     assert rep.region_latency == {1: pytest.approx(0.010)} and rep.preferred_derp == 1 and rep.udp
+    assert rep.derp_latency == {"1-v4": pytest.approx(0.010), "1-v6": pytest.approx(0.020)}  # per family

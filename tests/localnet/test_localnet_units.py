@@ -123,3 +123,23 @@ def test_duplicate_hostnames_get_unique_names(tmp_path):
                    authorized=True, ephemeral=False)
     names = [full_map(n.id, _net(s, set()), SentState())["Node"]["Name"] for n in s.nodes()]
     assert names == ["web-box.localnet.ts.net.", "web-box-2.localnet.ts.net."]
+
+
+@pytest.mark.parametrize("status", [200, 204, 404, 426])
+def test_every_plain_response_tells_the_client_the_connection_closes(status: int) -> None:
+    """localnet's HTTP servers answer one request per connection: a response without
+    ``Connection: close`` (the 204 of ``/generate_204`` once) let a client reuse the connection and
+    race the server's close ("Server disconnected without sending a response")."""
+    import h11
+
+    from pytsnet.localnet import http1
+
+    client = h11.Connection(h11.CLIENT)
+    client.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
+    client.send(h11.EndOfMessage())
+    client.receive_data(http1.response(status, b"" if status == 204 else b"body\n"))
+    events = []
+    while (ev := client.next_event()) is not h11.NEED_DATA and not isinstance(ev, h11.EndOfMessage):
+        events.append(ev)
+    assert isinstance(events[0], h11.Response) and events[0].status_code == status
+    assert client.their_state is h11.MUST_CLOSE

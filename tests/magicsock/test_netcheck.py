@@ -33,6 +33,7 @@ def test_report_latency_global_addr_and_fastest_home() -> None:
     r = nc.report()
     assert r.udp and r.global_v4 == ME and r.preferred_derp == 2
     assert r.region_latency == {1: 0.030, 2: 0.010}
+    assert r.derp_latency == {"1-v4": 0.030, "2-v4": 0.010}  # Go's NetInfo.DERPLatency keys
     assert not nc.on_response(0.04, answer(sends[0].data))  # duplicate: not ours any more
     assert not nc.on_response(0.04, b"garbage")
 

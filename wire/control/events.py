@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pytsnet.wire.tailcfg.hostinfo import NetInfo
+
 __all__ = ["Connected", "Event", "LiteUpdateAnswered", "LiteUpdateAsked", "LogoutAsked", "MapFrameReceived",
            "MapPollAnswered", "MapPollEnded", "RegisterAnswered", "Tick", "TkaHeadAdopted"]
 
@@ -68,6 +70,9 @@ class LiteUpdateAsked:
     """Services (20d): a new ``Hostinfo.ServicesHash``; when set, the endpoint fields are not used."""
     ingress: tuple[bool, bool] | None = None
     """20g: new ``(Hostinfo.IngressEnabled, Hostinfo.WireIngress)``; when set, as ``services_hash``."""
+    net_info: NetInfo | None = None
+    """The netcheck's findings for ``Hostinfo.NetInfo`` (its ``PreferredDERP`` is ``preferred_derp``'s);
+    None keeps the current ones."""
 
 
 @dataclass(frozen=True)

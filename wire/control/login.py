@@ -177,6 +177,7 @@ class LoginMachine:
         self._ingress = (False, False)  # 20g: Hostinfo.IngressEnabled, WireIngress (serve's Funnel)
         self._endpoint_types: tuple[int, ...] = ()
         self._preferred_derp = 0
+        self._net_info: NetInfo | None = None  # the netcheck's findings (PreferredDERP: the field above)
         self.conn = first_number
         self.stream = first_number
         self._need_register = True
@@ -572,6 +573,8 @@ class LoginMachine:
             self._endpoints, self._endpoint_types = ev.endpoints, ev.endpoint_types
         if ev.preferred_derp:
             self._preferred_derp = ev.preferred_derp
+        if ev.net_info is not None:
+            self._net_info = ev.net_info
         if ev.disco_key:
             self._disco = DiscoPublic.from_text(ev.disco_key)
         if (self.phase not in (Phase.POLL_OPENING, Phase.STREAMING) or not self.logged_in
@@ -642,9 +645,10 @@ class LoginMachine:
             hi = hi.model_copy(update={"ServicesHash": self._services_hash})
         if any(self._ingress):  # 20g: Go's hasIngressEnabledLocked / shouldWireInactiveIngressLocked
             hi = hi.model_copy(update={"IngressEnabled": self._ingress[0], "WireIngress": self._ingress[1]})
-        if not self._preferred_derp:
+        if not self._preferred_derp and self._net_info is None:
             return hi
-        return hi.model_copy(update={"NetInfo": NetInfo(PreferredDERP=self._preferred_derp)})
+        ni = (self._net_info or NetInfo()).model_copy(update={"PreferredDERP": self._preferred_derp})
+        return hi.model_copy(update={"NetInfo": ni})
 
     def _keyed(self, node: NodePrivate, old: NodePublic | None = None, *,
                logged_in: bool = False) -> NodeRecord:

@@ -38,6 +38,9 @@ class Report:
     region_latency: dict[int, float]
     preferred_derp: int
     mapping_varies_by_dest_ip: bool | None
+    derp_latency: dict[str, float] = field(default_factory=dict)
+    """Each region's latency by the family it was probed over, keyed as Go's ``NetInfo.DERPLatency``
+    (``"<region>-v4"``, ``"<region>-v6"``; seconds)."""
 
 
 def preferred_derp(latency: Mapping[int, float], prev: int = 0,
@@ -151,4 +154,5 @@ class Netcheck:
             region_latency=dict(self.latency),
             preferred_derp=preferred_derp(self.latency, self.prev_home),
             mapping_varies_by_dest_ip=varies,
+            derp_latency={f"{r}-v{self.servers[r][0][0].version}": rtt for r, rtt in self.latency.items()},
         )

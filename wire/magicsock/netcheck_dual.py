@@ -57,7 +57,8 @@ class DualNetcheck:
             latency[region] = min(rtt, latency.get(region, rtt))
         return Report(udp=r4.udp or r6.udp, global_v4=r4.global_v4, global_v6=r6.global_v6,
                       region_latency=latency, preferred_derp=preferred_derp(latency, self.prev_home),
-                      mapping_varies_by_dest_ip=r4.mapping_varies_by_dest_ip)
+                      mapping_varies_by_dest_ip=r4.mapping_varies_by_dest_ip,
+                      derp_latency=r4.derp_latency | r6.derp_latency)
 
 
 def netcheck_for(v4: Mapping[int, list[AddrPort]], v6: Mapping[int, list[AddrPort]], *, prev_home: int = 0,
