@@ -121,6 +121,14 @@ def introduce(a: Node, b: Node, *, endpoints: bool = True) -> None:
                                                           home_derp=REGION),)))
 
 
+def know(x: Node, y: Node, home: int) -> None:
+    """``x`` admits ``y`` with home region ``home`` (0: control has not told x where y is yet), no
+    endpoints; returns once x's router has y's path entry."""
+    x.ref("disco").tell(SetPeers(peers=(MagicsockPeer(node_key=y.key, disco_key=y.disco_key,
+                                                      home_derp=home),)))
+    wait_until(lambda: any(p.peer == y.key for p in x.status().peers), what="path entry")
+
+
 def paths_known(a: Node, b: Node) -> bool:
     return len(a.status().peers) == 1 and len(b.status().peers) == 1
 

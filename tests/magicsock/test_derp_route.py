@@ -6,9 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from magicsock_nodes import REGION, Node, node_pair, seqs, wg
+from magicsock_nodes import REGION, Node, know, node_pair, seqs, wg
 
-from pytsnet.messages.magicsock import MagicsockPeer, SetPeers
 from pytsnet.testing.polling import wait_until
 
 
@@ -18,21 +17,14 @@ def nodes() -> Iterator[tuple[Node, Node]]:
         yield pair
 
 
-def _know(x: Node, y: Node, home: int) -> None:
-    """``x`` admits ``y`` with home region ``home`` (0: control has not told x where y is yet)."""
-    x.ref("disco").tell(SetPeers(peers=(MagicsockPeer(node_key=y.key, disco_key=y.disco_key,
-                                                      home_derp=home),)))
-    wait_until(lambda: any(p.peer == y.key for p in x.status().peers), what="path entry")
-
-
 def _seqs(node: Node) -> set[int]:
     return seqs(node, via="derp")
 
 
 def test_reply_goes_back_on_the_arrival_region_while_the_home_is_unknown(nodes: tuple[Node, Node]) -> None:
     a, b = nodes
-    _know(a, b, home=0)  # a new node: a does not know its home yet
-    _know(b, a, home=REGION)
+    know(a, b, home=0)  # a new node: a does not know its home yet
+    know(b, a, home=REGION)
     a.send(b, wg(1))  # nothing heard from b yet: no path at all (held, dropped once its wait ends)
     wait_until(lambda: a.status().dropped_no_path == 1, what="no path counted")
     [row] = a.status().peers
@@ -48,10 +40,10 @@ def test_reply_goes_back_on_the_arrival_region_while_the_home_is_unknown(nodes: 
 
 def test_a_strangers_packets_leave_no_route(nodes: tuple[Node, Node]) -> None:
     a, b = nodes
-    _know(b, a, home=REGION)
+    know(b, a, home=REGION)
     b.send(a, wg(1))  # b is not (yet) an admitted peer of a: the relay delivers, a keeps nothing
     wait_until(lambda: a.derp_status().bytes_in_unknown_sources > 0, what="stranger's bytes counted")
-    _know(a, b, home=0)  # admitted later, home still unknown
+    know(a, b, home=0)  # admitted later, home still unknown
     a.send(b, wg(2))  # held for a path, dropped once its wait ends: the stranger's packet left none
     wait_until(lambda: a.status().dropped_no_path == 1, what="no route from the stranger's packet")
     assert 2 not in _seqs(b)

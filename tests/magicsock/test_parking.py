@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from magicsock_nodes import REGION, Node, node_pair, seqs, wg
+from magicsock_nodes import REGION, Node, know, node_pair, seqs, wg
 
-from pytsnet.messages.magicsock import MagicsockPeer, SetPeers, WgDatagramOut
+from pytsnet.messages.magicsock import WgDatagramOut
 from pytsnet.testing.polling import wait_until
 from pytsnet.wire.magicsock.parking import PARK_TTL, ParkedSends
 
@@ -47,23 +47,17 @@ def nodes() -> Iterator[tuple[Node, Node]]:
         yield pair
 
 
-def _know(x: Node, y: Node, home: int) -> None:
-    x.ref("disco").tell(SetPeers(peers=(MagicsockPeer(node_key=y.key, disco_key=y.disco_key,
-                                                      home_derp=home),)))
-
-
 def test_a_first_datagram_waits_for_the_home_region(nodes: tuple[Node, Node]) -> None:
     """The first-dial race: a knows b but not yet b's home region (a node that just joined). The
     initiation is held, not dropped, and leaves over DERP the moment control tells a b's home."""
     a, b = nodes
-    _know(b, a, home=REGION)
-    _know(a, b, home=0)
-    wait_until(lambda: any(p.peer == b.key for p in a.status().peers), what="path entry, no path")
+    know(b, a, home=REGION)
+    know(a, b, home=0)
     a.send(b, wg(1))
     st = a.status()  # asked after the send: the router has taken it
     assert (st.peers[0].path, st.dropped_no_path, st.parked_sent) == ("none", 0, 0), st
     assert 1 not in seqs(b)
-    _know(a, b, home=REGION)  # the netmap update with b's home region
+    know(a, b, home=REGION)  # the netmap update with b's home region
     wait_until(lambda: 1 in seqs(b, via="derp"), what="the held datagram delivered")
     st = a.status()
     assert (st.parked_sent, st.dropped_no_path, st.dropped_unknown_peer) == (1, 0, 0), st
@@ -72,9 +66,9 @@ def test_a_first_datagram_waits_for_the_home_region(nodes: tuple[Node, Node]) ->
 def test_a_datagram_for_a_peer_not_in_the_path_table_yet(nodes: tuple[Node, Node]) -> None:
     """The engine's config overtook the path table: the datagram waits for the peer's entry."""
     a, b = nodes
-    _know(b, a, home=REGION)
+    know(b, a, home=REGION)
     a.ref("udp").tell(WgDatagramOut(peer=b.key, data=wg(7)))
-    _know(a, b, home=REGION)
+    know(a, b, home=REGION)
     wait_until(lambda: 7 in seqs(b, via="derp"), what="the held datagram delivered")
     st = a.status()
     assert (st.parked_sent, st.dropped_unknown_peer) == (1, 0), st
@@ -82,12 +76,11 @@ def test_a_datagram_for_a_peer_not_in_the_path_table_yet(nodes: tuple[Node, Node
 
 def test_a_held_datagram_with_no_path_in_time_is_dropped_and_counted(nodes: tuple[Node, Node]) -> None:
     a, b = nodes
-    _know(a, b, home=0)
-    wait_until(lambda: any(p.peer == b.key for p in a.status().peers), what="path entry, no path")
+    know(a, b, home=0)
     a.send(b, wg(1))
     wait_until(lambda: a.status().dropped_no_path == 1, PARK_TTL + 5, what="dropped after its wait")
-    _know(b, a, home=REGION)
-    _know(a, b, home=REGION)  # too late: nothing is sent after the wait
+    know(b, a, home=REGION)
+    know(a, b, home=REGION)  # too late: nothing is sent after the wait
     wait_until(lambda: a.status().peers[0].path == "derp", what="a path now")
     a.send(b, wg(2))
     wait_until(lambda: 2 in seqs(b, via="derp"), what="a new datagram goes")
