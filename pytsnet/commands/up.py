@@ -28,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--hostname", default=None)
     p.add_argument("--ephemeral", action="store_true")
     p.add_argument("--timeout", type=float, default=0, help="exit 1 if not Running within this (0: wait)")
+    p.add_argument("--ipv6", action="store_true",
+                   help="use IPv6: the tailnet IPv6 address and an IPv6 underlay (default: IPv4 only)")
     p.set_defaults(func=run)
 
 
@@ -41,7 +43,7 @@ async def _main(args: argparse.Namespace) -> int:
     sock = None if args.no_socket else (args.socket or str(sock_dir / SOCKET_NAME))
     dev = ActorDevice(Config(dir=state_dir, hostname=args.hostname, auth_key=args.authkey,
                              control_url=args.control_url, ephemeral=args.ephemeral,
-                             local_api_socket=sock)).start()
+                             local_api_socket=sock, ipv6=args.ipv6)).start()
     loop = asyncio.get_running_loop()
     stopped = asyncio.Event()
 

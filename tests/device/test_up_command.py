@@ -38,3 +38,36 @@ def test_up_prints_ips_and_peers_and_exits_on_sigint(
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def _running_line(net: LocalTailnet, tmp_path: Path, name: str, *flags: str) -> str:
+    """Start ``pytsnet up`` (with ``flags``) and return its ``state Running`` line; then Ctrl-C."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytsnet", "up", "--control-url", net.control_url, "--authkey",
+         net.create_authkey(), "--dir", str(tmp_path / name), "--hostname", name, "--no-socket", *flags],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.stdout is not None
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 30
+        while not any(ln.startswith("state Running") for ln in lines):
+            assert time.monotonic() < deadline and proc.poll() is None, lines
+            lines.append(proc.stdout.readline().strip())
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0
+        return next(ln for ln in lines if ln.startswith("state Running"))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_up_ipv6_flag_keeps_the_tailnet_ipv6_address(tmp_path: Path) -> None:
+    """``--ipv6`` is ``Config(ipv6=True)``: control gives both addresses and the node keeps both;
+    without it the IPv6 one is dropped (IPv4 only by default)."""
+    with LocalTailnet(tmp_path / "ctl", ipv6=True) as net:
+        with_flag = _running_line(net, tmp_path, "six", "--ipv6").split(" ips ", 1)[1].split(" name ")[0]
+        without = _running_line(net, tmp_path, "four").split(" ips ", 1)[1].split(" name ")[0]
+    assert any(ip.startswith("fd7a:115c:a1e0:") for ip in with_flag.split()), with_flag
+    assert any(ip.startswith("100.") for ip in with_flag.split()), with_flag
+    assert all(":" not in ip for ip in without.split()) and without.startswith("100."), without
