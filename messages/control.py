@@ -135,6 +135,9 @@ class NetInfoFacts(Message, tag="control.net_info_facts"):
     os_has_ipv6: bool | None = None
     mapping_varies_by_dest_ip: bool | None = None
     have_port_map: bool = False
+    upnp: bool | None = None
+    pmp: bool | None = None
+    pcp: bool | None = None
     derp_latency: dict[str, float] = {}
 
     def basic(self) -> NetInfoFacts:

@@ -266,6 +266,8 @@ class NetcheckReport(Message, tag="magicsock.netcheck_report"):
     """Go ``NetInfo.DERPLatency``: ``"<region>-v4"``/``"<region>-v6"`` → seconds."""
     have_port_map: bool = False
     """A port mapping (NAT-PMP, PCP or UPnP) is held and advertised."""
+    portmap_protocols: dict[str, bool] = {}
+    """``pmp``/``pcp``/``upnp`` → whether the gateway mapped with it (absent: not tried)."""
     os_has_ipv6: bool | None = None
     """True when our socket has IPv6 (``Config.ipv6``); None: IPv6 is off, so not looked at."""
 

@@ -30,6 +30,9 @@ class PortmapEndpoint(Message, tag="portmap.endpoint"):
 
     endpoint: str | None
     protocol: str = ""
+    available: dict[str, bool] = {}
+    """What the attempts so far learned of the gateway (Go ``NetInfo.PMP``/``PCP``/``UPnP``): a protocol
+    that mapped True, one that could not False (the latest word on each); untried ones absent."""
 
 
 class PortmapTick(Message, tag="portmap.tick"):
@@ -50,6 +53,7 @@ class PortmapDone(Message, tag="portmap.done"):
     service_type: str = ""  # UPnP: the service and control URL the mapping was made on
     control_url: str = ""
     error: str = ""
+    failed: tuple[str, ...] = ()  # the protocols tried that could not map
 
 
 class PortmapStatus(Message, tag="portmap.status"):

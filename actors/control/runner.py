@@ -291,7 +291,7 @@ class ControlRunner(Actor):
         net_info = None if f is None else NetInfo(
             MappingVariesByDestIP=f.mapping_varies_by_dest_ip, WorkingIPv6=f.working_ipv6,
             OSHasIPv6=f.os_has_ipv6, WorkingUDP=f.working_udp, HavePortMap=f.have_port_map,
-            DERPLatency=dict(f.derp_latency))
+            UPnP=f.upnp, PMP=f.pmp, PCP=f.pcp, DERPLatency=dict(f.derp_latency))
         self._feed(login.LiteUpdateAsked(token, tuple(msg.endpoints), tuple(msg.endpoint_types),
                                          msg.disco_key, msg.preferred_derp, msg.services_hash, ingress,
                                          net_info))

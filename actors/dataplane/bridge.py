@@ -303,9 +303,12 @@ class DataplaneBridge(Actor):
 
 def net_info_facts(rep: NetcheckReport | None) -> NetInfoFacts | None:
     """Go magicsock ``updateNetInfo``'s fields from a netcheck report (None before the first one).
-    ``WorkingICMPv4`` and the port-mapping protocols' availability are not probed here: left unset."""
+    ``WorkingICMPv4`` is not probed here (left unset); a mapping protocol the port mapper has not
+    tried is unset too (Go probes all three)."""
     if rep is None:
         return None
+    offer = rep.portmap_protocols
     return NetInfoFacts(working_udp=rep.udp, working_ipv6=rep.global_v6 is not None,
                         os_has_ipv6=rep.os_has_ipv6, mapping_varies_by_dest_ip=rep.mapping_varies_by_dest_ip,
-                        have_port_map=rep.have_port_map, derp_latency=dict(rep.derp_latency))
+                        have_port_map=rep.have_port_map, upnp=offer.get("upnp"), pmp=offer.get("pmp"),
+                        pcp=offer.get("pcp"), derp_latency=dict(rep.derp_latency))

@@ -57,6 +57,7 @@ class StunProber(Actor):
         self._tick: TimerHandle | None = None
         self.dropped_unsolicited = 0  # STUN-looking datagrams that answer none of our probes
         self.portmapped: str | None = None  # the gateway's mapping of our port (PortMapper)
+        self.portmap_offer: dict[str, bool] = {}  # which mapping protocols the gateway took (PortMapper)
 
     def on_start(self) -> None:
         before = recall(self, self.config.memory)
@@ -230,12 +231,15 @@ class StunProber(Actor):
                     global_v6=format_addr(last.global_v6) if last.global_v6 else None,
                     mapping_varies_by_dest_ip=last.mapping_varies_by_dest_ip,
                     derp_latency=last.derp_latency, have_port_map=self.portmapped is not None,
+                    portmap_protocols=self.portmap_offer,
                     os_has_ipv6=True if udp_families(self.config)[1] else None))
 
     @handles(PortmapEndpoint)
     def on_portmapped(self, msg: PortmapEndpoint) -> None:
-        """The port mapper's endpoint changed: advertise it now (or at the first report)."""
+        """The port mapper's endpoint (or what the gateway offers) changed: advertise it now (or at
+        the first report)."""
         self.portmapped = msg.endpoint
+        self.portmap_offer = dict(msg.available)
         if self.last is not None:
             self.endpoints = self._endpoints(self.last)
             self._publish()

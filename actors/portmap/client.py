@@ -14,7 +14,7 @@ import ipaddress
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit, urlunsplit
 
 from pytsnet.wire.errors import WireError
@@ -26,7 +26,12 @@ RTF_GATEWAY = 0x2
 
 
 class PortmapError(Exception):
-    """A protocol could not map (no answer, a refusal, a malformed reply): the next one is tried."""
+    """A protocol could not map (no answer, a refusal, a malformed reply): the next one is tried.
+    From ``map_port``: every protocol failed, ``failed`` names them."""
+
+    def __init__(self, message: str, failed: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.failed = failed
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,7 @@ class Mapping:
     nonce: bytes = b""  # PCP: renewals and the delete carry the same nonce
     service_type: str = ""  # UPnP: the service the mapping was made on
     control_url: str = ""
+    failed: tuple[str, ...] = ()  # map_port: the protocols tried first that could not map
 
     @property
     def external(self) -> str:
@@ -273,14 +279,17 @@ def map_port(gateway: str, local_port: int, protocols: tuple[str, ...], prev: Ma
     if prev is not None and prev.protocol in order:
         order.remove(prev.protocol)
         order.insert(0, prev.protocol)
-    errors = []
+    errors: list[str] = []
+    failed: list[str] = []
     for proto in order:
         try:
-            return _MAPPERS[proto](gateway, local_port, prev if prev and prev.protocol == proto else None,
-                                   lifetime, timeout)
+            m = _MAPPERS[proto](gateway, local_port, prev if prev and prev.protocol == proto else None,
+                                lifetime, timeout)
+            return replace(m, failed=tuple(failed))
         except (PortmapError, OSError) as e:
             errors.append(f"{proto}: {e}")
-    raise PortmapError("; ".join(errors))
+            failed.append(proto)
+    raise PortmapError("; ".join(errors), tuple(failed))
 
 
 def release_sockets() -> tuple[socket.socket, socket.socket]:

@@ -46,6 +46,7 @@ class PortMapper(Actor):
         self.busy = False  # a job is on the I/O thread
         self.mappings = self.failures = 0
         self.last_error = ""
+        self.available: dict[str, bool] = {}  # protocol → whether the gateway mapped with it last time
         self._timer: TimerHandle | None = None
         self._jobs: queue.Queue[object] = queue.Queue()
         self._closing = False
@@ -103,10 +104,11 @@ class PortMapper(Actor):
             m = client.map_port(gateway, port, self.config.protocols, prev, self.config.lifetime,
                                 self.config.timeout)
         except client.PortmapError as e:
-            return PortmapDone(local_port=port, error=str(e)[:500])
+            return PortmapDone(local_port=port, error=str(e)[:500], failed=e.failed)
         return PortmapDone(local_port=port, protocol=m.protocol, gateway=m.gateway, internal_ip=m.internal_ip,
                            external_ip=m.external_ip, external_port=m.external_port, lifetime=m.lifetime,
-                           nonce=m.nonce, service_type=m.service_type, control_url=m.control_url)
+                           nonce=m.nonce, service_type=m.service_type, control_url=m.control_url,
+                           failed=m.failed)
 
     @handles(PortmapDone)
     def on_done(self, msg: PortmapDone) -> None:
@@ -119,25 +121,33 @@ class PortMapper(Actor):
                 client.release(made, RELEASE_TIMEOUT, *client.release_sockets())
             self._schedule(0.0)
             return
+        # what this attempt learned over what earlier ones did (a renewal tries its own protocol alone)
+        available = self.available | dict.fromkeys(msg.failed, False) | (
+            {msg.protocol: True} if msg.protocol else {})
+        same_offer = available == self.available
+        self.available = available
         if not msg.protocol or made is None:
-            self._failed(msg.local_port, msg.error)
+            self._failed(msg.local_port, msg.error, tell=not same_offer)
             return
-        changed = self.mapping is None or self.mapping.external != made.external
+        changed = self.mapping is None or self.mapping.external != made.external or not same_offer
         self.mapping = made
         self.mappings += 1
         if self._closing:
             return
         if changed:
-            self.tell_named(self.config.stun, PortmapEndpoint(endpoint=made.external, protocol=made.protocol))
+            self.tell_named(self.config.stun, PortmapEndpoint(endpoint=made.external, protocol=made.protocol,
+                                                              available=available))
         # Go: renew at half the lifetime; a permanent UPnP lease (0) is re-checked as if it were ours
         self._schedule(max(1.0, (made.lifetime or self.config.lifetime) / 2))
 
-    def _failed(self, port: int, error: str) -> None:
+    def _failed(self, port: int, error: str, *, tell: bool = False) -> None:
+        """No mapping now; the StunProber hears of it if one was advertised, or (``tell``) if what
+        the gateway offers changed."""
         self.failures += 1
         self.last_error = error
-        if self.mapping is not None:
+        if self.mapping is not None or tell:
             self.mapping = None
-            self.tell_named(self.config.stun, PortmapEndpoint(endpoint=None))
+            self.tell_named(self.config.stun, PortmapEndpoint(endpoint=None, available=self.available))
         self._schedule(self.config.retry)
 
     @handles(PortmapStatusRequest)

@@ -58,8 +58,9 @@ LEASE = 4  # seconds: renewed every 2 s
 class Collect(Actor):
     """The wg sink and the "control" the StunProber tells our endpoints."""
 
-    def __init__(self, endpoints: list[tuple[str, ...]]) -> None:
+    def __init__(self, endpoints: list[tuple[str, ...]], reports: list[NetcheckReport] | None = None) -> None:
         self.endpoints = endpoints
+        self.reports = reports
 
     @handles(LocalEndpoints)
     def on_eps(self, msg: LocalEndpoints) -> None:
@@ -71,7 +72,8 @@ class Collect(Actor):
 
     @handles(NetcheckReport)
     def on_report(self, msg: NetcheckReport) -> None:
-        pass
+        if self.reports is not None:
+            self.reports.append(msg)
 
     @handles(HomeRegion)
     def on_home(self, msg: HomeRegion) -> None:
@@ -88,7 +90,8 @@ def lab() -> Iterator[PortmapLab]:
 Started = tuple[ActorSystem, MagicsockSpawn, list[tuple[str, ...]]]
 
 
-def _node(lab: PortmapLab, portmap: PortmapSpawn | None) -> Started:
+def _node(lab: PortmapLab, portmap: PortmapSpawn | None,
+          reports: list[NetcheckReport] | None = None) -> Started:
     eps: list[tuple[str, ...]] = []
     private = NodePrivate.generate()
     cfg = MagicsockSpawn(node_public=private.public().to_text(), wg_sink="w", control="w", memory=MEMORY,
@@ -96,7 +99,7 @@ def _node(lab: PortmapLab, portmap: PortmapSpawn | None) -> Started:
 
     def start() -> ActorSystem:
         system = ActorSystem("pm")
-        system.spawn(Collect, eps, name="w")
+        system.spawn(Collect, eps, reports, name="w")
         system.spawn(MemoryKeeper, name=MEMORY)
         spawn_magicsock(system, cfg, MagicsockKeys(node_private=private.to_text(),
                                                    disco_private=DiscoPrivate.generate().to_text()))
@@ -246,6 +249,24 @@ def test_no_gateway_service_is_a_counted_failure(lab: PortmapLab) -> None:
             st = _status(system, cfg)
             assert st.external is None and "pmp" in st.last_error
             assert not any(e and e[0].startswith(f"{WAN_ROUTER}:") for e in eps)
+        finally:
+            assert system.shutdown(10)
+    finally:
+        lab.miniupnpd()
+
+
+def test_what_the_gateway_offers_goes_into_the_report(lab: PortmapLab) -> None:
+    """Go's ``NetInfo.PMP``/``PCP``/``UPnP``/``HavePortMap``: with miniupnpd serving UPnP alone, the
+    mapper's NAT-PMP and PCP attempts fail and UPnP maps; the StunProber's report (what control hears
+    as NetInfo) says which protocol took and which did not."""
+    lab.miniupnpd(natpmp=False, upnp=True)
+    try:
+        reports: list[NetcheckReport] = []
+        system, cfg, _eps = _node(lab, PortmapSpawn(lifetime=LEASE, retry=1.0), reports)
+        try:
+            want = {"pmp": False, "pcp": False, "upnp": True}
+            wait_until(lambda: any(r.portmap_protocols == want and r.have_port_map for r in list(reports)),
+                       timeout=20, what=f"the offer in a report ({reports[-1:]}, {_status(system, cfg)})")
         finally:
             assert system.shutdown(10)
     finally:
