@@ -12,7 +12,8 @@ Like Go's ``LocalBackend`` → ``wgengine.Reconfig`` / ``magicsock.SetNetworkMap
 * Our home DERP region (at once, when the subtree starts, then each ``HomeRegion`` the StunProber
   tells) and our endpoints (``LocalEndpoints`` from the StunProber) become a ``LiteUpdate`` to
   control, so peers learn where to reach us;
-  ``NetcheckReport`` is kept for status.
+  ``NetcheckReport`` is kept for status, and what it found rides along to control as Go's
+  ``Hostinfo.NetInfo`` (``net_info_facts``), a new update only when it basically changed.
 * A periodic ``DataplaneTick`` checks the home DERP connection and live WireGuard sessions and
   tells ``DataplaneState`` to the device's events actor when it changes: the device is "Running"
   only when it is up and control
