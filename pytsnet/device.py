@@ -701,14 +701,26 @@ class ActorDevice:
         ``ExitNodeUnavailable`` (a non-tailnet IP while the selected exit node is unusable) or
         ``UnknownTailnetHost``."""
         peers, exit_node, routes = self._routing()
-        return resolve(host, peers, routes=routes, exit_node=exit_node)
+        try:
+            return resolve(host, peers, routes=routes, exit_node=exit_node)
+        except (UnknownTailnetHost, ExitNodeUnavailable):
+            # Our copy of the peer table follows the PeerTracker's by an event, which a loaded
+            # machine delivers late: before refusing, decide on the tracker's own table (what
+            # ``peers()`` shows), so a peer or route it already admitted is dialable.
+            table = self._ask_quiet(PEERS, GetPeers(), WHOIS_TIMEOUT)
+            if table is None or list(table.peers) == peers:
+                raise
+            fresh = list(table.peers)
+            _, exit_node, routes = self._routing(fresh)
+            return resolve(host, fresh, routes=routes, exit_node=exit_node)
 
     # -- exit node and routes ------------------------------------------------------------------------
-    def _routing(self) -> tuple[list[PeerInfo], ExitNodeSelection, dict[int, list[str]]]:
-        """The peers, the exit node selection and each peer's routes, as the bridge computes them for
-        the engine (``actors.peers.routes``) from the same peer table and prefs."""
+    def _routing(self, peers: list[PeerInfo] | None = None
+                 ) -> tuple[list[PeerInfo], ExitNodeSelection, dict[int, list[str]]]:
+        """The peers (ours, or ``peers``), the exit node selection and each peer's routes, as the
+        bridge computes them for the engine (``actors.peers.routes``) from the same table and prefs."""
         with self._cond:
-            peers, prefs = list(self._peers), self._route_prefs
+            peers, prefs = (list(self._peers) if peers is None else peers), self._route_prefs
             have_netmap = bool(self._dp_state.node_key) or bool(peers)
             ipv6 = any(":" in a for a in self._state.addresses)
         sel = select_exit_node(prefs.exit_node, peers, have_netmap=have_netmap)
