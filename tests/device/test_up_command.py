@@ -12,27 +12,35 @@ from pathlib import Path
 from pytsnet.localnet.server import LocalTailnet
 
 
+def _up(net: LocalTailnet, tmp_path: Path, name: str, key: str, *flags: str) -> subprocess.Popen[str]:
+    """``pytsnet up`` as hostname ``name`` against ``net`` (``flags``: more of its options)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pytsnet", "up", "--control-url", net.control_url, "--authkey", key,
+         "--dir", str(tmp_path / name), "--hostname", name, *flags],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _read_until(proc: subprocess.Popen[str], lines: list[str], prefix: str, deadline: float) -> str:
+    """Read ``proc``'s lines into ``lines`` until one starts with ``prefix``; that line."""
+    assert proc.stdout is not None
+    while not any(ln.startswith(prefix) for ln in lines):
+        assert time.monotonic() < deadline and proc.poll() is None, lines
+        lines.append(proc.stdout.readline().strip())
+    return next(ln for ln in lines if ln.startswith(prefix))
+
+
 def test_up_prints_ips_and_peers_and_exits_on_sigint(
     net: LocalTailnet, make_device, tmp_path: Path  # type: ignore[no-untyped-def]
 ) -> None:
     key = net.create_authkey(reusable=True)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pytsnet", "up", "--control-url", net.control_url, "--authkey", key,
-         "--dir", str(tmp_path / "up"), "--hostname", "cli"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    assert proc.stdout is not None
+    proc = _up(net, tmp_path, "cli", key)
     lines: list[str] = []
     try:
         deadline = time.monotonic() + 20
-        while not any(ln.startswith("state Running") for ln in lines):
-            assert time.monotonic() < deadline, lines
-            lines.append(proc.stdout.readline().strip())
-        assert " ips 100." in next(ln for ln in lines if ln.startswith("state Running"))
+        assert " ips 100." in _read_until(proc, lines, "state Running", deadline)
         make_device("other", net.control_url, key).wait_until_running_blocking(10)
-        while not any(ln.startswith("peer + other") for ln in lines):
-            assert time.monotonic() < deadline, lines
-            lines.append(proc.stdout.readline().strip())
+        _read_until(proc, lines, "peer + other", deadline)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(10) == 0
     finally:
@@ -42,21 +50,12 @@ def test_up_prints_ips_and_peers_and_exits_on_sigint(
 
 def _running_line(net: LocalTailnet, tmp_path: Path, name: str, *flags: str) -> str:
     """Start ``pytsnet up`` (with ``flags``) and return its ``state Running`` line; then Ctrl-C."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pytsnet", "up", "--control-url", net.control_url, "--authkey",
-         net.create_authkey(), "--dir", str(tmp_path / name), "--hostname", name, "--no-socket", *flags],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    assert proc.stdout is not None
-    lines: list[str] = []
+    proc = _up(net, tmp_path, name, net.create_authkey(), "--no-socket", *flags)
     try:
-        deadline = time.monotonic() + 30
-        while not any(ln.startswith("state Running") for ln in lines):
-            assert time.monotonic() < deadline and proc.poll() is None, lines
-            lines.append(proc.stdout.readline().strip())
+        line = _read_until(proc, [], "state Running", time.monotonic() + 30)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(10) == 0
-        return next(ln for ln in lines if ln.startswith("state Running"))
+        return line
     finally:
         if proc.poll() is None:
             proc.kill()
