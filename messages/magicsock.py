@@ -466,6 +466,12 @@ class PathStatus(Message, tag="magicsock.path_status"):
     gro_reads: int = 0
     """Reads that returned several datagrams coalesced by GRO."""
     gro_datagrams: int = 0
+    peer_sockets: int = 0
+    """Peer endpoints whose datagrams queue on a socket of their own (``actors.magicsock.peer_sockets``)."""
+    peer_socket_datagrams: int = 0
+    """Datagrams read from those sockets (the rest of ``datagrams_read`` came on the shared one)."""
+    peer_socket_failures: int = 0
+    """Endpoints left on the shared socket because theirs could not be opened."""
 
 
 class PathStatusRequest(Request[PathStatus], tag="magicsock.path_status_request"):

@@ -992,7 +992,10 @@ class ActorDevice:
                 counters.update(udp_datagrams_read=ps.datagrams_read, udp_bytes_read=ps.bytes_read,
                                 udp_parked_sent=ps.parked_sent,
                                 udp_gso_sends=ps.gso_sends, udp_gso_datagrams=ps.gso_datagrams,
-                                udp_gro_reads=ps.gro_reads, udp_gro_datagrams=ps.gro_datagrams)
+                                udp_gro_reads=ps.gro_reads, udp_gro_datagrams=ps.gro_datagrams,
+                                udp_peer_sockets=ps.peer_sockets,
+                                udp_peer_socket_datagrams=ps.peer_socket_datagrams,
+                                udp_peer_socket_failures=ps.peer_socket_failures)
             for role, name in names.items():
                 if not role.startswith("derp."):
                     continue

@@ -1,4 +1,7 @@
-"""The one UDP socket: reads demultiplexed by ``classify``; ``WgDatagramOut`` routed by the peer's path.
+"""The UDP socket: reads demultiplexed by ``classify``; ``WgDatagramOut`` routed by the peer's path.
+
+Each peer's direct endpoint also gets a connected socket on the same port (``peer_sockets``), read
+first, so a stranger's flood never shares a kernel queue with a tunnel.
 
 The reader thread drops what needs no actor before anything is copied or queued
 (``wire.udp_demux.early_drop``: oversize, wrong-length WireGuard, unknown receiver index, junk), counted
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 
 from pytsnet.actors.keeper import recall, remember
 from pytsnet.actors.magicsock import udp_lane
+from pytsnet.actors.magicsock.peer_sockets import PeerSockets
 from pytsnet.actors.magicsock.udp_families import BindPlan, bind_plan  # 24d
 from pytsnet.actors.magicsock.wg_sink import WgSinkDelivery
 from pytsnet.actors.runtime import Actor, MailboxFull, StopReason, UnhandledMessage, handles
@@ -79,6 +83,9 @@ SOCKET_BUFFER = 4 << 20  # as Go's magicsock (7 MiB there): a burst of a full TC
 READ_BURST = 64  # datagrams already queued on the socket that one read hands over in one message
 OFFLOAD_ENV = "PYTSNET_UDP_OFFLOAD"  # "0": force the plain send and read paths (tests run both)
 _OFF = ("0", "off", "false", "no")
+_ICMP_ERRORS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN,
+                          errno.ENETDOWN, errno.ENOPROTOOPT, errno.EPROTO})
+"""What a read reports for an ICMP error (a connected peer socket gets each hard one as its error)."""
 MAX_DERP_ROUTES = 4096  # DerpRoutes come for admitted peers only; a bound all the same
 
 
@@ -148,6 +155,10 @@ class MagicsockUdp(Actor):
         self.unknown_udp_source = 0
         self._src_cache: dict[tuple, tuple[str, str | None]] = {}  # type: ignore[type-arg]
         self._src_version = -1  # the _paths_version _src_cache was filled under
+        self._peer_socks: PeerSockets | None = None  # the reader's, once bound
+        self._peer_endpoints: frozenset[tuple[str, int]] = frozenset()  # the router's (replaced whole)
+        self._peer_endpoints_seen: frozenset[tuple[str, int]] | None = None  # what the reader synced to
+        self._read_order: tuple[socket.socket, ...] = ()  # the reader's: peer sockets, then the shared one
         self._udp_in: dict[str, int] = {}  # bytes read per peer (the reader's)
         self._wg_sink = WgSinkDelivery()
         self.derp_routes: dict[str, tuple[int, int]] = {}  # peer -> (region, conn) it was heard on
@@ -166,6 +177,7 @@ class MagicsockUdp(Actor):
         self._gso = False  # the socket takes UDP_SEGMENT sends (turned off for good if one fails)
         self._gro = False  # the socket has UDP_GRO on: reads may carry several datagrams
         self.gso_sends = self.gso_datagrams = self.gro_reads = self.gro_datagrams = 0
+        self.peer_socket_datagrams = 0  # the reader's
 
     def on_start(self) -> None:
         c = self.config
@@ -198,7 +210,14 @@ class MagicsockUdp(Actor):
         self._publish_direct()  # a restart: the engine forgets the old incarnation's table
         self._poller = select.poll()
         self._poller.register(sock, select.POLLIN)
-        self.start_io_loop(self._read, sock.close)
+        self._read_order = (sock,)
+        peer_socks = self._peer_socks = PeerSockets(sock, buffer=SOCKET_BUFFER, gro=self._gro)
+
+        def close() -> None:
+            sock.close()
+            peer_socks.close_all()
+
+        self.start_io_loop(self._read, close)
         self.tell_named(c.name("disco"), ResendPaths())  # a restarted router asks for the path table again
         with contextlib.suppress(UnhandledMessage):  # a sink that is no engine (test rigs) publishes none
             self.tell_named(c.wg_sink, WgLiveIndexesRequest())
@@ -207,6 +226,8 @@ class MagicsockUdp(Actor):
         if self.sock is not None:
             udp_lane.withdraw(self.ref, self.sock)
             self.sock.close()
+        if self._peer_socks is not None:
+            self._peer_socks.close_all()
 
     @handles(MagicsockResend)
     def on_resend(self, msg: MagicsockResend) -> None:
@@ -216,90 +237,131 @@ class MagicsockUdp(Actor):
 
     # -- inbound: the reader thread ----------------------------------------------------------------
     def _read(self) -> None:
-        """Wait for a datagram, then read what else is queued (``READ_BURST`` kept at most) and hand
-        each to its consumer: the WireGuard ones to W as one message at the end.
+        """Wait for datagrams, then read what is queued and hand each to its consumer: the WireGuard
+        ones to W as one message at the end.
 
-        The socket is non-blocking (a timeout-mode socket would poll for the full timeout before a
+        The peers' own sockets (``PeerSockets``) are read first, then the shared one: per socket at
+        most ``READ_BURST`` datagrams kept and ``READ_EXAMINE`` looked at (the loop stays responsive).
+        The sockets are non-blocking (a timeout-mode socket would poll for the full timeout before a
         ``MSG_DONTWAIT`` read too): the wait is an explicit ``poll`` bounded by ``READ_TIMEOUT``.
-        Each read lands in one reused buffer (with GRO, several datagrams of one source: split by
-        ``offload.gro_segments``); a datagram is copied only if ``early_drop`` keeps it.
         """
-        sock = self.sock
-        assert sock is not None
-        if not self._poller.poll(READ_TIMEOUT * 1000):
+        assert self.sock is not None
+        closing = self._sync_peer_sockets()
+        ready = {fd for fd, _ in self._poller.poll(READ_TIMEOUT * 1000)}
+        if not ready and not closing:
             return None
         datas: list[bytes] = []
         srcs: list[str] = []
         peers: list[str | None] = []
-        buf, view, drops = self._buf, self._view, self.early_drops
-        live, full, budget = self._live, self._initiations_full, self._initiations.allow
-        gro, bufs = self._gro, [self._buf]
         if self._src_version != self._paths_version:
             self._src_version = self._paths_version
             self._src_cache = {}
-        known, cache = self.by_addr, self._src_cache
         examined = got = 0
+        main = self.sock
         try:
-            while len(datas) < READ_BURST and examined < READ_EXAMINE:
-                segment = 0
-                try:
-                    if gro:
-                        n, anc, _flags, src = sock.recvmsg_into(bufs, offload.GRO_CMSG_SPACE)
-                        if anc:
-                            segment = offload.gro_segment_size(anc)
-                    else:
-                        n, src = sock.recvfrom_into(buf)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError as e:
-                    if e.errno == errno.ECONNREFUSED:  # an ICMP error for an earlier send: skip it
-                        continue
-                    if examined:
-                        break  # hand over what we have; the next call sees the error again
-                    raise
-                got += n
-                key = (src[0], src[1])
-                cached = cache.get(key)
-                if cached is None:
-                    if len(cache) >= 1024:
-                        cache.clear()
-                    ip = _unmapped(src[0])  # 24d: a dual-stack socket's IPv4 peers are ::ffff:a.b.c.d
-                    cached = cache[key] = (format_addr((ip, src[1])), known.get((str(ip), src[1])))
-                text, peer = cached
-                ranges = offload.gro_segments(n, segment) if segment else ((0, n),)
-                if len(ranges) > 1:
-                    self.gro_reads += 1
-                    self.gro_datagrams += len(ranges)
-                for a, b in ranges:
-                    examined += 1
-                    data = view[a:b]
-                    reason = early_drop(data, live, initiations_full=full)
-                    if (reason is None and data[0] == 1 and peer is None
-                            and not budget(time.monotonic())):
-                        reason = "initiation_budget"  # strangers' initiations; a peer's endpoint is exempt
-                    if reason is not None:
-                        drops[reason] += 1
-                        continue
-                    if self.blackhole:
-                        self.dropped_blackhole += 1
-                        continue
-                    if looks_like_wireguard(data):
-                        if peer is None:
-                            self.unknown_udp_source += 1
-                        else:
-                            self._udp_in[peer] = self._udp_in.get(peer, 0) + (b - a)
-                        datas.append(bytes(data))
-                        srcs.append(text)
-                        peers.append(peer)
-                    else:
-                        self._other(bytes(data), text)
+            for sock in self._read_order:
+                if sock.fileno() in ready:
+                    n, b = self._read_socket(sock, datas, srcs, peers)
+                    examined += n
+                    got += b
+                    if sock is not main:
+                        self.peer_socket_datagrams += n
+            for sock in closing:  # what a path change left queued on a socket about to close
+                n, b = self._read_socket(sock, datas, srcs, peers)
+                examined += n
+                got += b
+                self.peer_socket_datagrams += n
         finally:
+            for sock in closing:
+                sock.close()
             self.datagrams_read += examined
             self.bytes_read += got
             if datas:
                 self._wg_sink.deliver(self.lookup(self.config.wg_sink), "udp", datas, srcs, peers)
             self._note_shedding()
         return None
+
+    def _sync_peer_sockets(self) -> list[socket.socket]:
+        """Reader thread: follow the endpoint set the router published (a connected socket per peer
+        endpoint); returns the sockets to read one last time and close."""
+        wanted = self._peer_endpoints
+        if wanted is self._peer_endpoints_seen or self._peer_socks is None:
+            return []
+        self._peer_endpoints_seen = wanted
+        gone = self._peer_socks.sync(wanted)
+        assert self.sock is not None
+        self._read_order = (*self._peer_socks.socks.values(), self.sock)
+        poller = select.poll()
+        for sock in self._read_order:
+            poller.register(sock, select.POLLIN)
+        self._poller = poller
+        return gone
+
+    def _read_socket(self, sock: socket.socket, datas: list[bytes], srcs: list[str],
+                     peers: list[str | None]) -> tuple[int, int]:
+        """Read ``sock`` until it is empty or a budget is spent; (datagrams examined, bytes read).
+        Each read lands in one reused buffer (with GRO, several datagrams of one source: split by
+        ``offload.gro_segments``); a datagram is copied only if ``early_drop`` keeps it."""
+        buf, view, drops = self._buf, self._view, self.early_drops
+        live, full, budget = self._live, self._initiations_full, self._initiations.allow
+        gro, bufs = self._gro, [self._buf]
+        known, cache = self.by_addr, self._src_cache
+        keep = len(datas) + READ_BURST
+        examined = got = 0
+        while len(datas) < keep and examined < READ_EXAMINE:
+            segment = 0
+            try:
+                if gro:
+                    n, anc, _flags, src = sock.recvmsg_into(bufs, offload.GRO_CMSG_SPACE)
+                    if anc:
+                        segment = offload.gro_segment_size(anc)
+                else:
+                    n, src = sock.recvfrom_into(buf)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:
+                if e.errno in _ICMP_ERRORS:  # an ICMP error for an earlier send (read, so cleared): skip it
+                    continue
+                if examined or datas or sock is not self.sock:
+                    break  # hand over what we have (a peer socket's error costs it this turn alone)
+                raise
+            got += n
+            key = (src[0], src[1])
+            cached = cache.get(key)
+            if cached is None:
+                if len(cache) >= 1024:
+                    cache.clear()
+                ip = _unmapped(src[0])  # 24d: a dual-stack socket's IPv4 peers are ::ffff:a.b.c.d
+                cached = cache[key] = (format_addr((ip, src[1])), known.get((str(ip), src[1])))
+            text, peer = cached
+            ranges = offload.gro_segments(n, segment) if segment else ((0, n),)
+            if len(ranges) > 1:
+                self.gro_reads += 1
+                self.gro_datagrams += len(ranges)
+            for a, b in ranges:
+                examined += 1
+                data = view[a:b]
+                reason = early_drop(data, live, initiations_full=full)
+                if (reason is None and data[0] == 1 and peer is None
+                        and not budget(time.monotonic())):
+                    reason = "initiation_budget"  # strangers' initiations; a peer's endpoint is exempt
+                if reason is not None:
+                    drops[reason] += 1
+                    continue
+                if self.blackhole:
+                    self.dropped_blackhole += 1
+                    continue
+                if looks_like_wireguard(data):
+                    if peer is None:
+                        self.unknown_udp_source += 1
+                    else:
+                        self._udp_in[peer] = self._udp_in.get(peer, 0) + (b - a)
+                    datas.append(bytes(data))
+                    srcs.append(text)
+                    peers.append(peer)
+                else:
+                    self._other(bytes(data), text)
+        return examined, got
 
     def _other(self, data: bytes, src: str) -> None:
         """A datagram that is not WireGuard (reader thread): disco and STUN go to their actors; one
@@ -515,7 +577,15 @@ class MagicsockUdp(Actor):
             self.by_addr = by_addr
             self._paths_version += 1
             self._publish_direct(msg.peer)
+            self._publish_peer_endpoints()
         self._unpark(msg.peer)
+
+    def _publish_peer_endpoints(self) -> None:
+        """The endpoints the reader gives a socket of their own (``PeerSockets``): each peer's best
+        UDP address, trusted or not yet expired from the table (a peer on DERP alone has none)."""
+        wanted = frozenset(r.udp for r in self.routes.values() if r.udp is not None)
+        if wanted != self._peer_endpoints:
+            self._peer_endpoints = wanted
 
     @handles(WgLiveIndexes)
     def on_live_indexes(self, msg: WgLiveIndexes) -> None:
@@ -564,4 +634,7 @@ class MagicsockUdp(Actor):
                           or "plain",
                           gso_sends=self.gso_sends + lane_gso[0],
                           gso_datagrams=self.gso_datagrams + lane_gso[1],
-                          gro_reads=self.gro_reads, gro_datagrams=self.gro_datagrams)
+                          gro_reads=self.gro_reads, gro_datagrams=self.gro_datagrams,
+                          peer_sockets=len(ps.socks) if (ps := self._peer_socks) is not None else 0,
+                          peer_socket_datagrams=self.peer_socket_datagrams,
+                          peer_socket_failures=ps.open_failures if ps is not None else 0)
