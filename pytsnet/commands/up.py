@@ -1,4 +1,9 @@
-"""``pytsnet up``: bring a node up, print its tailnet IPs and peers as they change; Ctrl-C exits.
+"""``pytsnet up``: bring a node up, print its tailnet IPs and peers as they change; Ctrl-C (SIGINT) or
+SIGTERM stops it cleanly (exit 0).
+
+The signals are the event loop's own handlers (``add_signal_handler``), not ``asyncio.run``'s default
+SIGINT handling: the device's actor threads may be the thread the kernel hands the signal to, and
+only the loop's wakeup fd then wakes an idle loop (with the default, ``up`` hung after Ctrl-C).
 
 Its LocalAPI is served on ``<state dir>/localapi.sock`` (mode 0600) unless ``--no-socket``, for
 ``pytsnet status``/``ip``/``whois``/``logout``/``down``; ``down`` stops it (exit 0).
@@ -9,13 +14,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 from pytsnet.commands.localapi_socket import SOCKET_NAME, default_state_dir
 from pytsnet.config import Config
 from pytsnet.device import ActorDevice
 from pytsnet.errors import RegistrationError
+
+T = TypeVar("T")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -37,15 +47,49 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
+async def _until_stopped(stopped: asyncio.Event, work: Coroutine[Any, Any, T]) -> tuple[bool, T | None]:
+    """Run ``work`` until it ends or ``stopped`` is set: (finished, its result)."""
+    task = asyncio.ensure_future(work)
+    down = asyncio.ensure_future(stopped.wait())
+    try:
+        await asyncio.wait([task, down], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        down.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task.cancelled():
+        return False, None
+    return True, task.result()
+
+
+def _on_signals(loop: asyncio.AbstractEventLoop, stopped: asyncio.Event) -> list[int]:
+    """SIGINT and SIGTERM set ``stopped``, once: the next one gets the default (a second Ctrl-C
+    raises ``KeyboardInterrupt`` and cuts the clean stop short). The signals received go in the list."""
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        received.append(signum)
+        for s in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(s)
+        stopped.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    return received
+
+
 async def _main(args: argparse.Namespace) -> int:
+    loop = asyncio.get_running_loop()
+    stopped = asyncio.Event()
+    interrupted = _on_signals(loop, stopped)
     state_dir = args.dir or (None if args.ephemeral else default_state_dir())
     sock_dir = Path(state_dir or default_state_dir())  # an ephemeral node's socket: the default dir
     sock = None if args.no_socket else (args.socket or str(sock_dir / SOCKET_NAME))
     dev = ActorDevice(Config(dir=state_dir, hostname=args.hostname, auth_key=args.authkey,
                              control_url=args.control_url, ephemeral=args.ephemeral,
                              local_api_socket=sock, ipv6=args.ipv6)).start()
-    loop = asyncio.get_running_loop()
-    stopped = asyncio.Event()
 
     def on_down() -> None:  # a LocalAPI thread: hand it to the loop
         loop.call_soon_threadsafe(stopped.set)
@@ -54,10 +98,12 @@ async def _main(args: argparse.Namespace) -> int:
     try:
         if args.timeout:
             try:
-                await dev.wait_until_running(args.timeout)
+                running, _ = await _until_stopped(stopped, dev.wait_until_running(args.timeout))
             except RegistrationError as e:
                 say(f"error: {type(e).__name__}: {e}")
                 return 1
+            if not running:
+                return 0
 
         async def states() -> None:
             last = ""
@@ -82,18 +128,16 @@ async def _main(args: argparse.Namespace) -> int:
                 for node_id in ch.removed:
                     say(f"peer - {node_id}")
 
-        watch: asyncio.Future[object] = asyncio.ensure_future(asyncio.gather(states(), peers()))
-        down: asyncio.Future[object] = asyncio.ensure_future(stopped.wait())
-        await asyncio.wait([watch, down], return_when=asyncio.FIRST_COMPLETED)
-        if down.done():
+        finished, _ = await _until_stopped(stopped, _gather(states(), peers()))
+        if not finished and not interrupted:
             say("state Stopped (down)")
-        watch.cancel()
-        down.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watch
         return 0
     finally:
         await dev.aclose()
+
+
+async def _gather(*aws: Coroutine[Any, Any, None]) -> None:
+    await asyncio.gather(*aws)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -189,6 +189,38 @@ def udp_bytes(dev: object, peer_ip: str) -> tuple[int, int]:
     return row.udp_bytes_in, row.udp_bytes_out  # type: ignore[attr-defined]
 
 
+class Timeline:
+    """Each node's route to the other and the bytes echoed back, sampled every 0.5 s on a thread: what
+    a failed mid-flow rebinding shows (which direction died, for how long, and what carried it)."""
+
+    def __init__(self, a: Any, b: Any, a_ip: str, b_ip: str, back: bytearray) -> None:
+        self.rows: list[str] = []
+        self._done = threading.Event()
+        t0 = time.monotonic()
+
+        def sample() -> None:
+            while not self._done.wait(0.5):
+                try:
+                    ra, rb = peer_row(a, b_ip), peer_row(b, a_ip)
+                    self.rows.append(
+                        f"{time.monotonic() - t0:5.1f}s back={len(back)} "
+                        f"A->B {ra.path} {ra.addr} udp_out={ra.udp_bytes_out} derp_out={ra.derp_bytes_out} | "  # type: ignore[attr-defined]
+                        f"B->A {rb.path} {rb.addr} udp_out={rb.udp_bytes_out} derp_out={rb.derp_bytes_out}")  # type: ignore[attr-defined]
+                except Exception as e:  # a status that failed is a row too
+                    self.rows.append(f"{time.monotonic() - t0:5.1f}s status failed: {e!r}")
+        self._t0 = t0
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(5)
+
+    def report(self, restarted: list[float]) -> str:
+        at = f"{restarted[0] - self._t0:.1f}s" if restarted else "never"
+        return f"router restarted at {at}; timeline:\n" + "\n".join(self.rows)
+
+
 def echo(sock: socket.socket, block: bytes) -> None:
     """One round trip of ``block`` through the echo service, byte-exact."""
     sock.sendall(block)
@@ -343,13 +375,19 @@ def test_port_only_rebinding_mid_flow_goes_direct_on_the_new_port(cell: tuple[Na
                 restarted.append(time.monotonic())
 
     derp_before = derp_bytes(a, b_ip)
+    timeline = Timeline(a, b, a_ip, b_ip, back)
     rd = threading.Thread(target=reader, daemon=True)
     rd.start()
     try:
-        sock.sendall(payload)
-        rd.join(2 * BOUND)
+        try:
+            sock.sendall(payload)
+            rd.join(2 * BOUND)
+        except OSError as e:
+            raise AssertionError(f"the flow failed ({e!r}); {timeline.report(restarted)}") from e
+        finally:
+            timeline.stop()
         assert restarted, "the router never restarted"
-        assert bytes(back) == payload, (len(back), len(payload))
+        assert bytes(back) == payload, (len(back), len(payload), timeline.report(restarted))
         derp_out = derp_bytes(a, b_ip)[1] - derp_before[1]
         assert derp_out > 64 * 1024, derp_out  # DERP carried part of the transfer after the restart
 
