@@ -14,6 +14,7 @@ import pytest
 from magicsock_nodes import Node, node_pair, seqs, wg
 
 from pytsnet.actors.magicsock.peer_sockets import PeerSockets
+from pytsnet.messages.magicsock import SetPeers
 from pytsnet.testing.polling import wait_until
 
 
@@ -160,3 +161,20 @@ def test_an_icmp_error_on_a_peer_socket_is_read_and_skipped() -> None:
         wait_until(lambda: b.status().datagrams_read > read, what="B still reading")
         assert cell.incarnation == incarnation
         stranger.close()
+
+
+def test_a_peer_that_leaves_gives_its_socket_back() -> None:
+    """A leaves B's netmap: B's reader reads A's socket one last time and closes it; A's datagrams
+    (from an endpoint no peer has now) land on the shared socket as a stranger's."""
+    with node_pair(advertise=True) as (a, b):
+        wait_until(lambda: _direct(a, b), what="direct both ways")
+        wait_until(lambda: b.status().peer_sockets == 1, what="B's socket for A's endpoint")
+        router = b.ref("udp")._cell.actor
+        own = next(iter(router._peer_socks.socks.values()))
+        b.ref("disco").tell(SetPeers(peers=()))
+        wait_until(lambda: b.status().peer_sockets == 0 and not b.status().peers, what="A gone from B")
+        wait_until(lambda: own.fileno() == -1, what="A's socket closed")  # the reader's next turn
+        before = b.status()
+        a.send(b, wg(9))  # A still has B's path
+        wait_until(lambda: b.status().unknown_udp_source > before.unknown_udp_source, what="read")
+        assert b.status().peer_socket_datagrams == before.peer_socket_datagrams  # on the shared socket
