@@ -59,6 +59,10 @@ class PeerApiRead(Message, tag="peerapi.read"):
     idle: bool = False
 
 
+class PeerApiLingerEnd(Message, tag="peerapi.linger_end"):
+    """A connection that answered and shut its write side has waited long enough: it closes now."""
+
+
 class PeerApiEvent(Message, tag="peerapi.event"):
     """A connection tells the server what happened, for its counters (``closed`` frees its slot)."""
 

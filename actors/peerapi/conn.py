@@ -25,11 +25,15 @@ head is answered at once (Go's refusals) and its body is written to the caller's
 arrives (``Upload``), so a file of any size within the store's budget passes through a connection with
 bounded memory; an upload that keeps moving is not idle. A cut (the peer's close or reset, this actor
 killed) keeps the partial file for the sender's resume (``GET /v0/put/<name>``: its block hashes).
+
+An answer that ends the connection while the caller is still sending (a refused upload, a bad
+request) is followed by a FIN and, ``LINGER`` later, the close: that close resets (the body is
+unread), and a reset at once could overtake the answer, which the caller then never reads (Go
+net/http ``closeWriteAndWait`` and its ``rstAvoidanceDelay``). Bytes that arrive meanwhile are dropped.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import threading
 from dataclasses import dataclass
@@ -59,7 +63,13 @@ from pytsnet.actors.wgengine.filter_rules import (
 from pytsnet.messages.base import Message
 from pytsnet.messages.dataplane import GetDataplaneInfo
 from pytsnet.messages.dns import DnsQuery
-from pytsnet.messages.peerapi import PeerApiEvent, PeerApiEventKind, PeerApiRead, PeerApiSpawn
+from pytsnet.messages.peerapi import (
+    PeerApiEvent,
+    PeerApiEventKind,
+    PeerApiLingerEnd,
+    PeerApiRead,
+    PeerApiSpawn,
+)
 from pytsnet.messages.peers import GetPeers, PeerInfo
 from pytsnet.messages.wgengine import WgFilterRule
 from pytsnet.netstack.filter import PROTO_TCP, TCP_SYN, Filter, PacketSummary
@@ -82,6 +92,7 @@ __all__ = ["Caller", "PeerApiConnection"]
 log = subsystem_logger("peerapi")
 
 READ_CHUNK = 16 * 1024
+LINGER = 0.5  # after a closing answer with the body unread: FIN, then the reset this much later (Go: 500 ms)
 _STATUS_EVENT: dict[int, PeerApiEventKind] = {403: "forbidden", 404: "not_found", 400: "bad_request",
                                               500: "dns_error"}
 
@@ -120,6 +131,7 @@ class PeerApiConnection(Actor):
         self._upload: Upload | None = None  # 22a: a Taildrop PUT whose body is arriving
         self._caller: Caller | None = None
         self._ended = False  # read loop only: it told eof/idle, nothing more to read
+        self._lingering = False  # answered and shut our side: waiting LINGER before the close
         self._partial_since: float | None = None
         """When the request now arriving began: one that trickles in for longer than idle_timeout ends
         the connection (bytes now and then reset the read loop's wait, not this)."""
@@ -189,6 +201,10 @@ class PeerApiConnection(Actor):
     @handles(PeerApiRead)
     def on_read(self, msg: PeerApiRead) -> None:
         self._seen += 1
+        if self._lingering:  # what the caller still sends after our closing answer: dropped
+            if msg.eof or msg.idle:
+                self.stop()
+            return
         if self._handoff is not None:  # read before the hand-over was decided: it goes along
             self._handoff[2].extend(msg.data)
             self._hand_over_when_caught_up()
@@ -217,10 +233,13 @@ class PeerApiConnection(Actor):
         except PutRefused as e:  # 22a: a budget or write failure mid-body: answer and close
             self._end_upload()
             self._event("taildrop_refused")
-            with contextlib.suppress(OSError, TimeoutError):
+            try:
                 self._write(self._http.respond(PeerApiResponse(e.status, e.public.encode() + b"\n"),
                                                close=True))
-            self.stop()
+            except (OSError, TimeoutError):
+                self.stop()
+                return
+            self._close_after_answer()
             return
         except BadPeerApiRequest as e:
             if self._upload is not None:  # the sender went away mid-file: keep the partial
@@ -229,15 +248,20 @@ class PeerApiConnection(Actor):
                 return
             self._event("bad_request")
             log.debug("peerapi: bad request from %s:%d: %s", *self.ch.remote, e)
-            with contextlib.suppress(OSError, TimeoutError):
+            try:
                 self._write(self._http.error_bytes(400, "bad request"))
-            self.stop()
+            except (OSError, TimeoutError):
+                self.stop()
+                return
+            self._close_after_answer()
             return
         except (OSError, TimeoutError):
             self.stop()  # the peer went away, or did not take our answer within idle_timeout
             return
-        if msg.eof or self._http.closed:
+        if msg.eof:
             self.stop()
+        elif self._http.closed:
+            self._close_after_answer()
         elif not self._http.partial or self._upload is not None:  # an upload moving is not idle
             self._partial_since = None
         elif self._partial_since is None:
@@ -245,6 +269,16 @@ class PeerApiConnection(Actor):
         elif self.clock.time() - self._partial_since > self.spawn.idle_timeout:
             self._event("idle_timeout")
             self.stop()
+
+    def _close_after_answer(self) -> None:
+        """Our answer ended the connection: a FIN after it now, the close ``LINGER`` later."""
+        self._lingering = True
+        self.ch.send_eof()
+        self.send_after(LINGER, PeerApiLingerEnd())
+
+    @handles(PeerApiLingerEnd)
+    def on_linger_end(self, msg: PeerApiLingerEnd) -> None:
+        self.stop()
 
     # -- Taildrop --------------------------------------------------------------------------------
     def _next(self) -> PeerApiRequest | None:

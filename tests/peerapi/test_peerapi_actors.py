@@ -67,9 +67,9 @@ class Rig:
         system.spawn_spec(peerapi_spec(system, PeerApiSpawn(port=PORT, **spawn), self.acceptor))  # type: ignore[arg-type]
         self._n = 0
 
-    def connect(self, src: str) -> FlowChannel:
+    def connect(self, src: str, kind: type[FlowChannel] = FlowChannel) -> FlowChannel:
         self._n += 1
-        ch = FlowChannel(f"c{self._n}", ("100.64.0.1", PORT), (src, 50000 + self._n), 1 << 20)
+        ch = kind(f"c{self._n}", ("100.64.0.1", PORT), (src, 50000 + self._n), 1 << 20)
         ch.established = True
         self.acceptor.q.put(ch)
         return ch
@@ -183,3 +183,35 @@ def test_bad_request_gets_400_and_its_connection_closes(system: ActorSystem) -> 
     wait_until(lambda: big.app_closed, 5, "closed after the 400")
 
 
+
+
+class RecordingChannel(FlowChannel):
+    """A ``FlowChannel`` that notes when the app shut its write side and when it closed."""
+
+    calls: list[tuple[str, float]]
+
+    def send_eof(self) -> None:
+        self.__dict__.setdefault("calls", []).append(("send_eof", time.monotonic()))
+        super().send_eof()
+
+    def close(self) -> None:
+        self.__dict__.setdefault("calls", []).append(("close", time.monotonic()))
+        super().close()
+
+
+def test_a_closing_answer_is_followed_by_a_fin_and_the_close_only_later(system: ActorSystem) -> None:
+    """The 400 ends the connection while the caller may still be sending: a FIN after the answer, the
+    close (a reset, with bytes unread) ``LINGER`` later, so that reset cannot overtake the answer;
+    what arrives meanwhile is dropped (Go net/http ``closeWriteAndWait``)."""
+    from pytsnet.actors.peerapi.conn import LINGER
+
+    rig = Rig(system)
+    ch = rig.connect("100.64.0.2", RecordingChannel)
+    send(ch, b"\x00\x01garbage\r\n\r\n")
+    assert wait_answer(ch).startswith(b"HTTP/1.1 400 ")
+    wait_until(lambda: ch.tx_eof, 5, "the FIN after the answer")
+    send(ch, b"more of a body the caller was still sending" * 100)
+    wait_until(lambda: ch.app_closed, 5, "closed after the linger")
+    calls = ch.__dict__["calls"]
+    assert [c[0] for c in calls][:2] == ["send_eof", "close"], calls
+    assert calls[1][1] - calls[0][1] >= LINGER * 0.9, calls  # the timer never fires early

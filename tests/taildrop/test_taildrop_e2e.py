@@ -10,6 +10,7 @@ allows it, and even then not when the ACLs keep it from beta's peerAPI.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import random
@@ -230,6 +231,39 @@ def test_receivers_budget_refusal_reaches_the_sender_typed(tmp_path: Path) -> No
         small.write_bytes(b"fits")
         anyio.run(lambda: a.send_file("beta", small))  # beta still serves alpha
         assert [w.name for w in b.waiting_files()] == ["small.bin"]
+
+
+def test_a_refusal_while_the_body_still_comes_is_answered_then_closed_with_a_fin(tmp_path: Path) -> None:
+    """Beta refuses a PUT at its head (413) while alpha's body is still arriving: alpha reads the whole
+    answer and then an EOF, not a reset. (The order itself, FIN then the close ``LINGER`` later, is
+    shown on an in-memory channel: tests/peerapi/test_peerapi_actors.py; a reset at once could
+    overtake the answer, and under load a sender lost its 413 so.)"""
+    with local_tailnet(tmp_path, ["alpha", "beta"], taildrop_max_file_size=1 * MiB) as tn:
+        a, b = tn["alpha"], tn["beta"]
+        b_ip, port = b.tailscale_ips()[0], b.peerapi_port
+        sock = a.tcp_connect_blocking(b_ip, port, timeout=20)
+        sock.settimeout(20)
+        try:
+            head = (f"PUT /v0/put/big.bin HTTP/1.1\r\nHost: {b_ip}:{port}\r\n"
+                    f"Content-Length: {3 * MiB}\r\n\r\n").encode()
+            sock.sendall(head)
+            sending = threading.Event()
+
+            def body() -> None:  # the body keeps coming, as a file being sent does
+                sending.set()
+                with contextlib.suppress(OSError):
+                    for _ in range(3 * MiB // (64 << 10)):
+                        sock.sendall(bytes(64 << 10))
+
+            threading.Thread(target=body, daemon=True).start()
+            assert sending.wait(5)
+            got = bytearray()
+            while chunk := sock.recv(65536):  # a reset here (ConnectionResetError) is the bug
+                got += chunk
+            assert got.startswith(b"HTTP/1.1 413"), bytes(got[:200])
+            assert got.endswith(b"file too large\n"), bytes(got[-200:])
+        finally:
+            sock.close()
 
 
 def test_unsigned_peer_api_only_node_cannot_put_files(tmp_path: Path) -> None:
