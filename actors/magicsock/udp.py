@@ -259,18 +259,13 @@ class MagicsockUdp(Actor):
         examined = got = 0
         main = self.sock
         try:
-            for sock in self._read_order:
-                if sock.fileno() in ready:
-                    n, b = self._read_socket(sock, datas, srcs, peers)
-                    examined += n
-                    got += b
-                    if sock is not main:
-                        self.peer_socket_datagrams += n
-            for sock in closing:  # what a path change left queued on a socket about to close
+            # the ready ones, peers' first; then what a path change left on sockets about to close
+            for sock in [s for s in self._read_order if s.fileno() in ready] + closing:
                 n, b = self._read_socket(sock, datas, srcs, peers)
                 examined += n
                 got += b
-                self.peer_socket_datagrams += n
+                if sock is not main:
+                    self.peer_socket_datagrams += n
         finally:
             for sock in closing:
                 sock.close()

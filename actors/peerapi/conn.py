@@ -233,13 +233,7 @@ class PeerApiConnection(Actor):
         except PutRefused as e:  # 22a: a budget or write failure mid-body: answer and close
             self._end_upload()
             self._event("taildrop_refused")
-            try:
-                self._write(self._http.respond(PeerApiResponse(e.status, e.public.encode() + b"\n"),
-                                               close=True))
-            except (OSError, TimeoutError):
-                self.stop()
-                return
-            self._close_after_answer()
+            self._end_with(self._http.respond(PeerApiResponse(e.status, e.public.encode() + b"\n"), close=True))
             return
         except BadPeerApiRequest as e:
             if self._upload is not None:  # the sender went away mid-file: keep the partial
@@ -248,12 +242,7 @@ class PeerApiConnection(Actor):
                 return
             self._event("bad_request")
             log.debug("peerapi: bad request from %s:%d: %s", *self.ch.remote, e)
-            try:
-                self._write(self._http.error_bytes(400, "bad request"))
-            except (OSError, TimeoutError):
-                self.stop()
-                return
-            self._close_after_answer()
+            self._end_with(self._http.error_bytes(400, "bad request"))
             return
         except (OSError, TimeoutError):
             self.stop()  # the peer went away, or did not take our answer within idle_timeout
@@ -269,6 +258,15 @@ class PeerApiConnection(Actor):
         elif self.clock.time() - self._partial_since > self.spawn.idle_timeout:
             self._event("idle_timeout")
             self.stop()
+
+    def _end_with(self, answer: bytes) -> None:
+        """Write an answer that ends the connection, then close after it (at once if it cannot go)."""
+        try:
+            self._write(answer)
+        except (OSError, TimeoutError):
+            self.stop()
+            return
+        self._close_after_answer()
 
     def _close_after_answer(self) -> None:
         """Our answer ended the connection: a FIN after it now, the close ``LINGER`` later."""

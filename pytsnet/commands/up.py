@@ -16,16 +16,13 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any, TypeVar
 
 from pytsnet.commands.localapi_socket import SOCKET_NAME, default_state_dir
 from pytsnet.config import Config
 from pytsnet.device import ActorDevice
 from pytsnet.errors import RegistrationError
-
-T = TypeVar("T")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -47,8 +44,8 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-async def _until_stopped(stopped: asyncio.Event, work: Coroutine[Any, Any, T]) -> tuple[bool, T | None]:
-    """Run ``work`` until it ends or ``stopped`` is set: (finished, its result)."""
+async def _until_stopped(stopped: asyncio.Event, work: Awaitable[object]) -> bool:
+    """Run ``work`` until it ends (True; its exception raised) or ``stopped`` is set (False)."""
     task = asyncio.ensure_future(work)
     down = asyncio.ensure_future(stopped.wait())
     try:
@@ -60,8 +57,9 @@ async def _until_stopped(stopped: asyncio.Event, work: Coroutine[Any, Any, T]) -
             with contextlib.suppress(asyncio.CancelledError):
                 await task
     if task.cancelled():
-        return False, None
-    return True, task.result()
+        return False
+    task.result()
+    return True
 
 
 def _on_signals(loop: asyncio.AbstractEventLoop, stopped: asyncio.Event) -> list[int]:
@@ -98,7 +96,7 @@ async def _main(args: argparse.Namespace) -> int:
     try:
         if args.timeout:
             try:
-                running, _ = await _until_stopped(stopped, dev.wait_until_running(args.timeout))
+                running = await _until_stopped(stopped, dev.wait_until_running(args.timeout))
             except RegistrationError as e:
                 say(f"error: {type(e).__name__}: {e}")
                 return 1
@@ -128,7 +126,7 @@ async def _main(args: argparse.Namespace) -> int:
                 for node_id in ch.removed:
                     say(f"peer - {node_id}")
 
-        finished, _ = await _until_stopped(stopped, _gather(states(), peers()))
+        finished = await _until_stopped(stopped, _gather(states(), peers()))
         if not finished and not interrupted:
             say("state Stopped (down)")
         return 0
@@ -136,7 +134,9 @@ async def _main(args: argparse.Namespace) -> int:
         await dev.aclose()
 
 
-async def _gather(*aws: Coroutine[Any, Any, None]) -> None:
+async def _gather(*aws: Awaitable[None]) -> None:
+    """``gather`` as a coroutine: its task ends ``cancelled()`` when cancelled, where a cancelled
+    ``gather`` future ends with a ``CancelledError`` as its exception."""
     await asyncio.gather(*aws)
 
 
