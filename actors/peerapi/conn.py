@@ -233,7 +233,8 @@ class PeerApiConnection(Actor):
         except PutRefused as e:  # 22a: a budget or write failure mid-body: answer and close
             self._end_upload()
             self._event("taildrop_refused")
-            self._end_with(self._http.respond(PeerApiResponse(e.status, e.public.encode() + b"\n"), close=True))
+            refusal = PeerApiResponse(e.status, e.public.encode() + b"\n")
+            self._end_with(self._http.respond(refusal, close=True))
             return
         except BadPeerApiRequest as e:
             if self._upload is not None:  # the sender went away mid-file: keep the partial
