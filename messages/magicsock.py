@@ -290,6 +290,11 @@ class DiscoIn(Message, tag="magicsock.disco_in"):
     src: str
     derp_region: int = 0
     derp_src: str | None = None
+    at: float | None = None
+    """When the UDP reader took it off the socket: a pong's RTT ends there, as Go's ends in its read
+    loop, not behind the DiscoPinger's mailbox and its wait for the GIL (None: when handled)."""
+    answered: bool = False
+    """The reader already sent this ping's pong (``actors/magicsock/disco_reply.py``)."""
 
     def payload_size(self) -> int:
         return len(self.data) + ITEM_OVERHEAD
@@ -472,6 +477,8 @@ class PathStatus(Message, tag="magicsock.path_status"):
     """Datagrams read from those sockets (the rest of ``datagrams_read`` came on the shared one)."""
     peer_socket_failures: int = 0
     """Endpoints left on the shared socket because theirs could not be opened."""
+    pings_answered: int = 0
+    """Disco pings the reader thread answered itself (``actors.magicsock.disco_reply``)."""
 
 
 class PathStatusRequest(Request[PathStatus], tag="magicsock.path_status_request"):

@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pytsnet.actors.keeper import recall, remember
-from pytsnet.actors.magicsock import udp_lane
+from pytsnet.actors.magicsock import disco_reply, udp_lane
 from pytsnet.actors.magicsock.config import wire_timings
-from pytsnet.actors.runtime import Actor, handles
+from pytsnet.actors.runtime import Actor, StopReason, handles
 from pytsnet.actors.runtime.logs import subsystem_logger
 from pytsnet.messages.magicsock import (
     AdmittedPeers,
@@ -121,6 +121,19 @@ class DiscoPinger(Actor):
             self.by_disco.pop(old.disco_key, None)
             self.tell_named(self.config.name("udp"), PathUpdate(peer=gone, udp=None, trusted_until=-1.0,
                                                            derp_region=0, rtt=None, removed=True))
+        self._publish_pong_keys()
+
+    def _publish_pong_keys(self) -> None:
+        """The UDP reader answers pings from these peers itself (``disco_reply``)."""
+        udp = self.lookup(self.config.name("udp"))
+        if udp is not None:
+            disco_reply.publish(udp, disco_reply.PongKeys(
+                self.me, {p.disco_key: p.shared for p in self.peers.values()}))
+
+    def on_stop(self, reason: StopReason) -> None:
+        udp = self.lookup(self.config.name("udp"))
+        if udp is not None:
+            disco_reply.withdraw(udp)
 
     @handles(LocalEndpoints)
     def local(self, msg: LocalEndpoints) -> None:
@@ -143,6 +156,7 @@ class DiscoPinger(Actor):
     def resend(self, msg: ResendPaths) -> None:
         for p in self.peers.values():
             self._push(p, force=True)
+        self._publish_pong_keys()  # a (re)started router's reader
 
     # -- path events ---------------------------------------------------------------------------------
     @handles(PeerActive)
@@ -229,7 +243,7 @@ class DiscoPinger(Actor):
         except WireError:
             self.dropped_bad_box += 1
             return
-        now = self.clock.monotonic()
+        now = self.clock.monotonic() if msg.at is None else min(msg.at, self.clock.monotonic())
         via_derp = msg.derp_src is not None
         if via_derp and msg.derp_region:
             p.derp_seen = msg.derp_region
@@ -240,7 +254,10 @@ class DiscoPinger(Actor):
             self.dropped_bad_source += 1
             return
         if isinstance(m, disco.Ping):
-            self._run(p, p.ep.on_ping(now, m.tx_id, src, derp_src), derp_region=msg.derp_region)
+            actions = p.ep.on_ping(now, m.tx_id, src, derp_src)
+            if msg.answered:  # the reader sent the pong (disco_reply)
+                actions = [a for a in actions if not isinstance(a, SendPong)]
+            self._run(p, actions, derp_region=msg.derp_region)
         elif isinstance(m, disco.Pong):
             if m.tx_id in self.user_pings:
                 self._user_pong(m.tx_id, now, src, msg.derp_region or p.ep.derp_region or p.derp_seen)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from pytsnet.actors.keeper import recall, remember
 from pytsnet.actors.magicsock import udp_lane
+from pytsnet.actors.magicsock.disco_reply import PingAnswerer
 from pytsnet.actors.magicsock.peer_sockets import PeerSockets
 from pytsnet.actors.magicsock.udp_families import BindPlan, bind_plan  # 24d
 from pytsnet.actors.magicsock.wg_sink import WgSinkDelivery
@@ -178,6 +179,7 @@ class MagicsockUdp(Actor):
         self._gro = False  # the socket has UDP_GRO on: reads may carry several datagrams
         self.gso_sends = self.gso_datagrams = self.gro_reads = self.gro_datagrams = 0
         self.peer_socket_datagrams = 0  # the reader's
+        self._pings: PingAnswerer | None = None  # the reader's, made once the router has its ref
 
     def on_start(self) -> None:
         c = self.config
@@ -207,6 +209,7 @@ class MagicsockUdp(Actor):
         self.tell_named(c.name("stun"), bound)
         self.sock = sock
         udp_lane.publish(self.ref, sock)
+        self._pings = PingAnswerer(self.ref)
         self._publish_direct()  # a restart: the engine forgets the old incarnation's table
         self._poller = select.poll()
         self._poller.register(sock, select.POLLIN)
@@ -364,8 +367,10 @@ class MagicsockUdp(Actor):
         kind = classify(data).kind
         try:
             if kind is PacketKind.DISCO:
+                at = self.clock.monotonic()
+                answered = self._pings is not None and self._pings.answer(data, src, at)
                 self.tell_named(self.config.name("disco"), DiscoIn.model_construct(
-                    data=data, src=src, derp_region=0, derp_src=None))
+                    data=data, src=src, derp_region=0, derp_src=None, at=at, answered=answered))
             elif kind is PacketKind.STUN_BINDING:
                 at = self.clock.monotonic()
                 self.tell_named(self.config.name("stun"), StunIn(data=data, src=src, at=at))
@@ -632,4 +637,5 @@ class MagicsockUdp(Actor):
                           gro_reads=self.gro_reads, gro_datagrams=self.gro_datagrams,
                           peer_sockets=len(ps.socks) if (ps := self._peer_socks) is not None else 0,
                           peer_socket_datagrams=self.peer_socket_datagrams,
-                          peer_socket_failures=ps.open_failures if ps is not None else 0)
+                          peer_socket_failures=ps.open_failures if ps is not None else 0,
+                          pings_answered=self._pings.answered if self._pings is not None else 0)

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from typing import Any
+
+import pytest
 from magicsock_nodes import node_pair, seqs, wg
 
 from pytsnet.messages.magicsock import UdpBlackhole, WgDatagramOut
 from pytsnet.testing.polling import wait_until
+from pytsnet.wire import disco
 
 
 def test_derp_only_when_no_endpoints_are_advertised() -> None:
@@ -65,3 +71,33 @@ def test_unknown_peer_is_dropped_and_counted() -> None:
     with node_pair(advertise=False) as (a, _b):
         a.ref("udp").tell(WgDatagramOut(peer="nodekey:" + "11" * 32, data=wg(1)))
         wait_until(lambda: a.status().dropped_unknown_peer == 1, what="drop counted")  # after its wait
+
+
+def test_a_pinger_slow_to_handle_disco_still_measures_the_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The RTT ends when the UDP reader took the pong off the socket (``DiscoIn.at``), as Go's ends in
+    its read loop, and the peer's reader sends the pong itself (``disco_reply``): DiscoPingers that
+    open every disco box 0.25 s late (their mailbox, a wait for the GIL behind bulk data) add nothing
+    to the path's latency, on either side."""
+    real_open = disco.open_packet
+
+    def slow_open(*args: Any, **kwargs: Any) -> Any:
+        if "disco" in threading.current_thread().name:  # the DiscoPingers', not the readers'
+            time.sleep(0.25)
+        return real_open(*args, **kwargs)
+
+    with node_pair(advertise=True) as (a, b):
+        n = 0
+
+        def direct() -> bool:
+            nonlocal n
+            a.send(b, wg(n))
+            n += 1
+            return a.status().peers[0].path == "direct"
+
+        wait_until(direct, what="disco upgrade to direct")
+        monkeypatch.setattr(disco, "open_packet", slow_open)
+        first = a.status().peers[0].rtt
+        wait_until(lambda: a.status().peers[0].rtt != first, 10, "a pong handled late")
+        rtt = a.status().peers[0].rtt
+        assert rtt is not None and rtt < 0.2, rtt
+        assert a.status().pings_answered > 0 and b.status().pings_answered > 0

@@ -189,6 +189,25 @@ def udp_bytes(dev: object, peer_ip: str) -> tuple[int, int]:
     return row.udp_bytes_in, row.udp_bytes_out  # type: ignore[attr-defined]
 
 
+def echo_flows() -> list[Any]:
+    """The flow actors of the echo connection at both ends (found once, through ``gc``: a diagnostic)."""
+    import gc
+    return [o for o in gc.get_objects()
+            if type(o).__name__ == "TcpFlowActor" and ECHO_PORT in (o.conn.local[1], o.conn.remote[1])
+            and not o._done]
+
+
+def tcp_state(flow: Any) -> str:
+    """One flow's TCP state in one line (read without its lock: a diagnostic)."""
+    c, ch = flow.conn, flow.ch
+    return (f"{c.local[1]}->{c.remote[1]} {c._state.name} una={c._snd_una} nxt={c._snd_nxt} max={c._snd_max} "
+            f"swnd={c._snd_wnd} wl1={c._snd_wl1} wl2={c._snd_wl2} cwnd={c._cc.cwnd} rto_at={c._rto_at} "
+            f"retries={c._retries} persist={c._persist_at} | rnxt={c._rcv_nxt} radv={c._rcv_adv} "
+            f"las={c._last_ack_sent} tsr={c._ts_recent} tsnow={c._tsval(flow.clock.monotonic())} "
+            f"rx={len(ch.rx)} tx={len(ch.tx)} wake={ch.rx_wake_level}/{ch._wake_pending} "
+            f"backlog={flow.ref.backlog()} alive={flow.ref.is_alive}")
+
+
 class Timeline:
     """Each node's route to the other and the bytes echoed back, sampled every 0.5 s on a thread: what
     a failed mid-flow rebinding shows (which direction died, for how long, and what carried it)."""
@@ -206,9 +225,11 @@ class Timeline:
                         f"{time.monotonic() - t0:5.1f}s back={len(back)} "
                         f"A->B {ra.path} {ra.addr} udp_out={ra.udp_bytes_out} derp_out={ra.derp_bytes_out} | "  # type: ignore[attr-defined]
                         f"B->A {rb.path} {rb.addr} udp_out={rb.udp_bytes_out} derp_out={rb.derp_bytes_out}")  # type: ignore[attr-defined]
+                    self.rows.extend(f"       {tcp_state(f)}" for f in self._flows)
                 except Exception as e:  # a status that failed is a row too
                     self.rows.append(f"{time.monotonic() - t0:5.1f}s status failed: {e!r}")
         self._t0 = t0
+        self._flows = echo_flows()
         self._thread = threading.Thread(target=sample, daemon=True)
         self._thread.start()
 
