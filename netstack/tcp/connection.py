@@ -592,6 +592,14 @@ class TcpConnection:
             self._rcv_adv = adv
         return scaled
 
+    def _ack_off(self) -> int:
+        """Where a segment without data sits: SND.MAX, unless that is past the peer's window edge
+        (it shrank its window): then the edge, where the peer still takes the segment's ACK field
+        (RFC 9293 §3.10.7.4 drops an out-of-window segment unread; Linux ``tcp_acceptable_seq``)."""
+        una = self._snd_una
+        edge = una + self._snd_wnd
+        return self._snd_max if self._snd_max <= edge or una < 0 else edge  # una < 0: our SYN unacknowledged
+
     def _segment(self, off: int, flags: int, payload: bytes, now: float | None = None) -> TcpSegment:
         """Build a segment at send offset ``off``; every ACK-carrying segment satisfies a pending ACK."""
         ts = None
@@ -980,8 +988,13 @@ class TcpConnection:
                 if not self._sack_ok:
                     cc.on_dupack_in_recovery()
                 self._dirty = True
-        # Window update, RFC 9293 §3.10.7.4 (SND.WL1/SND.WL2 guard against old segments).
-        if self._snd_wl1 < seg_start or (self._snd_wl1 == seg_start and self._snd_wl2 <= ack_off):
+        # Window update, RFC 9293 §3.10.7.4 (SND.WL1/SND.WL2 guard against old segments), and, as
+        # Linux's tcp_may_update_window, from any ACK that moved SND.UNA: SND.WND counts from SND.UNA,
+        # so keeping an older window while SND.UNA moves would move the edge right by the bytes just
+        # acknowledged. A peer's retransmission (sequence numbers below its pure ACKs', which carry
+        # SND.MAX) acknowledging more did that, and we sent past its edge (tests/netstack/tcp/test_window.py).
+        if ack_off >= una and (ack_off > una or self._snd_wl1 < seg_start
+                               or (self._snd_wl1 == seg_start and self._snd_wl2 <= ack_off)):
             if wnd != self._snd_wnd:
                 self._dirty = True
             self._snd_wnd = wnd
@@ -1147,7 +1160,7 @@ class TcpConnection:
             if rcv_nxt - self._last_ack_sent >= self.config.ack_every * self._payload_max:
                 # ACK within the batch the stack hands us, not only at its end: a burst of 40
                 # segments then opens the sender's window several times, not once (issue 14).
-                self._queue_ctl(self._segment(self._snd_max, ACK, b"", now))
+                self._queue_ctl(self._segment(self._ack_off(), ACK, b"", now))
             elif self._unacked_segs >= 2 or self.config.delayed_ack <= 0:
                 self._ack_now = True
             elif self._delack_at is None:
@@ -1156,7 +1169,7 @@ class TcpConnection:
             self._reasm.insert(seg_start, payload)
             # Out of order: one immediate duplicate ACK per segment, with SACK blocks (RFC 5681 §4.2),
             # even when the stack hands us a batch before polling.
-            self._queue_ctl(self._segment(self._snd_max, ACK, b"", now))
+            self._queue_ctl(self._segment(self._ack_off(), ACK, b"", now))
 
     def _on_fin(self, now: float) -> None:
         self._fin_received = True
@@ -1253,7 +1266,7 @@ class TcpConnection:
             self._keepalive_at = now + self.config.keepalive_interval
             out.append(self._segment(self._snd_una - 1, ACK, b"", now))
         if self._ack_now and st is not _S.SYN_SENT:
-            out.append(self._segment(self._snd_max, ACK, b"", now))
+            out.append(self._segment(self._ack_off(), ACK, b"", now))
         return out
 
     def _on_rto(self, now: float) -> None:
