@@ -11,6 +11,7 @@ from __future__ import annotations
 import queue
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -188,14 +189,16 @@ def test_bad_request_gets_400_and_its_connection_closes(system: ActorSystem) -> 
 class RecordingChannel(FlowChannel):
     """A ``FlowChannel`` that notes when the app shut its write side and when it closed."""
 
-    calls: list[tuple[str, float]]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls: list[tuple[str, float]] = []
 
     def send_eof(self) -> None:
-        self.__dict__.setdefault("calls", []).append(("send_eof", time.monotonic()))
+        self.calls.append(("send_eof", time.monotonic()))
         super().send_eof()
 
     def close(self) -> None:
-        self.__dict__.setdefault("calls", []).append(("close", time.monotonic()))
+        self.calls.append(("close", time.monotonic()))
         super().close()
 
 
@@ -207,11 +210,12 @@ def test_a_closing_answer_is_followed_by_a_fin_and_the_close_only_later(system: 
 
     rig = Rig(system)
     ch = rig.connect("100.64.0.2", RecordingChannel)
+    assert isinstance(ch, RecordingChannel)
     send(ch, b"\x00\x01garbage\r\n\r\n")
     assert wait_answer(ch).startswith(b"HTTP/1.1 400 ")
     wait_until(lambda: ch.tx_eof, 5, "the FIN after the answer")
     send(ch, b"more of a body the caller was still sending" * 100)
     wait_until(lambda: ch.app_closed, 5, "closed after the linger")
-    calls = ch.__dict__["calls"]
+    calls = ch.calls
     assert [c[0] for c in calls][:2] == ["send_eof", "close"], calls
     assert calls[1][1] - calls[0][1] >= LINGER * 0.9, calls  # the timer never fires early
