@@ -592,7 +592,7 @@ class TcpConnection:
             self._rcv_adv = adv
         return scaled
 
-    def _ack_off(self) -> int:
+    def _dataless_off(self) -> int:
         """Where a segment without data sits: SND.MAX, unless that is past the peer's window edge
         (it shrank its window): then the edge, where the peer still takes the segment's ACK field
         (RFC 9293 §3.10.7.4 drops an out-of-window segment unread; Linux ``tcp_acceptable_seq``)."""
@@ -1160,7 +1160,7 @@ class TcpConnection:
             if rcv_nxt - self._last_ack_sent >= self.config.ack_every * self._payload_max:
                 # ACK within the batch the stack hands us, not only at its end: a burst of 40
                 # segments then opens the sender's window several times, not once (issue 14).
-                self._queue_ctl(self._segment(self._ack_off(), ACK, b"", now))
+                self._queue_ctl(self._segment(self._dataless_off(), ACK, b"", now))
             elif self._unacked_segs >= 2 or self.config.delayed_ack <= 0:
                 self._ack_now = True
             elif self._delack_at is None:
@@ -1169,7 +1169,7 @@ class TcpConnection:
             self._reasm.insert(seg_start, payload)
             # Out of order: one immediate duplicate ACK per segment, with SACK blocks (RFC 5681 §4.2),
             # even when the stack hands us a batch before polling.
-            self._queue_ctl(self._segment(self._ack_off(), ACK, b"", now))
+            self._queue_ctl(self._segment(self._dataless_off(), ACK, b"", now))
 
     def _on_fin(self, now: float) -> None:
         self._fin_received = True
@@ -1266,7 +1266,7 @@ class TcpConnection:
             self._keepalive_at = now + self.config.keepalive_interval
             out.append(self._segment(self._snd_una - 1, ACK, b"", now))
         if self._ack_now and st is not _S.SYN_SENT:
-            out.append(self._segment(self._ack_off(), ACK, b"", now))
+            out.append(self._segment(self._dataless_off(), ACK, b"", now))
         return out
 
     def _on_rto(self, now: float) -> None:
