@@ -18,6 +18,7 @@ import json
 import os
 import socket
 import ssl
+import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -46,10 +47,23 @@ def pebble_available() -> str | None:
 
 def free_port(ns: Netns, kind: int = socket.SOCK_STREAM) -> int:
     """A port free on the namespace's loopback now (bound and released inside ``ns``)."""
-    def pick() -> int:
-        with socket.socket(socket.AF_INET, kind) as s:
-            s.bind(("127.0.0.1", 0))
-            return int(s.getsockname()[1])
+    return free_ports(ns, kind)[0]
+
+
+def free_ports(ns: Netns, *kinds: int) -> list[int]:
+    """One port per socket type in ``kinds``, free on the namespace's loopback now and distinct from
+    each other: all are bound at once, then released (picked one by one, two could be the same port,
+    and the second server to bind it would fail)."""
+    def pick() -> list[int]:
+        socks: list[socket.socket] = []
+        try:
+            for kind in kinds:
+                socks.append(socket.socket(socket.AF_INET, kind))
+                socks[-1].bind(("127.0.0.1", 0))
+            return [int(s.getsockname()[1]) for s in socks]
+        finally:
+            for s in socks:
+                s.close()
     return ns.call(pick)
 
 
@@ -107,15 +121,21 @@ def _tls_material(directory: Path) -> tuple[Path, Path, Path]:
     return ca_file, cert_file, key_file
 
 
-def _wait_tcp(ns: Netns, port: int, timeout: float, what: str) -> None:
+def _wait_tcp(ns: Netns, port: int, timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None,
+              log_file: Path | None = None) -> None:
+    """Until ``port`` accepts; a ``proc`` that exits meanwhile fails at once, with its log's tail."""
     def probe() -> bool:
         with socket.socket() as s:
             s.settimeout(0.5)
             return s.connect_ex(("127.0.0.1", port)) == 0
     deadline = time.monotonic() + timeout
     while not ns.call(probe):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not listen on 127.0.0.1:{port} within {timeout} s")
+        exited = proc is not None and proc.poll() is not None
+        if exited or time.monotonic() > deadline:
+            why = f"exited ({proc.returncode})" if exited and proc is not None else f"not within {timeout} s"
+            log = log_file.read_bytes() if log_file is not None and log_file.exists() else b""
+            tail = log[-2000:].decode(errors="replace")
+            raise AssertionError(f"{what} did not listen on 127.0.0.1:{port}: {why}; its log ends:\n{tail}")
         time.sleep(0.05)
 
 
@@ -127,11 +147,11 @@ def pebble_stack(ns: Netns, workdir: Path, *, dns_server: str | None = None,
     ``certificateValidityPeriod``; None: its default, about 5 years)."""
     workdir.mkdir(parents=True, exist_ok=True)
     ca_file, cert_file, key_file = _tls_material(workdir)
-    acme_port, mgmt_port = free_port(ns), free_port(ns)
+    acme_port, mgmt_port, chall_port, dns_port = free_ports(
+        ns, socket.SOCK_STREAM, socket.SOCK_STREAM, socket.SOCK_STREAM, socket.SOCK_DGRAM)
     procs = []
     dns01_api = ""
     if dns_server is None:
-        dns_port, chall_port = free_port(ns, socket.SOCK_DGRAM), free_port(ns)
         dns_server = f"127.0.0.1:{dns_port}"
         dns01_api = f"http://127.0.0.1:{chall_port}"
         procs.append(ns.popen([CHALLTESTSRV, "-management", f"127.0.0.1:{chall_port}", "-dns01", dns_server,
@@ -145,13 +165,14 @@ def pebble_stack(ns: Netns, workdir: Path, *, dns_server: str | None = None,
         cfg["certificateValidityPeriod"] = validity
     (workdir / "pebble.json").write_text(json.dumps({"pebble": cfg}))
     env = {**os.environ, "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"}
-    procs.append(ns.popen([PEBBLE, "-config", str(workdir / "pebble.json"), "-dnsserver", dns_server],
-                          env=env, stdout=open(workdir / "pebble.log", "wb"), stderr=-2))  # noqa: SIM115
+    pebble = ns.popen([PEBBLE, "-config", str(workdir / "pebble.json"), "-dnsserver", dns_server],
+                      env=env, stdout=open(workdir / "pebble.log", "wb"), stderr=-2)  # noqa: SIM115
+    procs.append(pebble)
     try:
-        _wait_tcp(ns, acme_port, timeout, "pebble")
-        _wait_tcp(ns, mgmt_port, timeout, "pebble management")
+        _wait_tcp(ns, acme_port, timeout, "pebble", pebble, workdir / "pebble.log")
+        _wait_tcp(ns, mgmt_port, timeout, "pebble management", pebble, workdir / "pebble.log")
         if dns01_api:
-            _wait_tcp(ns, int(dns01_api.rsplit(":", 1)[1]), timeout, "pebble-challtestsrv")
+            _wait_tcp(ns, chall_port, timeout, "pebble-challtestsrv", procs[0], workdir / "challtestsrv.log")
         yield PebbleStack(directory_url=f"https://127.0.0.1:{acme_port}/dir", tls_ca_file=ca_file,
                           management_url=f"https://127.0.0.1:{mgmt_port}", dns01_api=dns01_api,
                           dns_server=dns_server, ns=ns)

@@ -174,3 +174,22 @@ def test_set_dns_for_another_nodes_name_is_refused(netns: Netns, tmp_path: Path)
         assert stats["set_dns_refused"] == before + 5
         ok = control.ask(SetDns(name=f"_acme-challenge.{WEB}", value=value), timeout=10)
         assert ok.status == 200, ok  # its own name is accepted
+
+
+def test_rig_ports_are_distinct_and_a_dead_server_fails_at_once(netns: Netns, tmp_path: Path) -> None:
+    """``free_ports`` binds every port before releasing any, so no two servers get the same one (one
+    would fail to bind); a server that exits while we wait for it fails the wait at once, with its log."""
+    import socket
+    import time
+
+    from pytsnet.testing.acme import _wait_tcp, free_ports
+
+    for _ in range(50):
+        tcp = free_ports(netns, *[socket.SOCK_STREAM] * 4)
+        assert len(set(tcp)) == 4
+    log = tmp_path / "dies.log"
+    proc = netns.popen(["sh", "-c", "echo bind: address already in use; exit 3"], stdout=log.open("wb"))
+    t0 = time.monotonic()
+    with pytest.raises(AssertionError, match=r"(?s)exited \(3\).*address already in use"):
+        _wait_tcp(netns, free_ports(netns, socket.SOCK_STREAM)[0], 20.0, "dies", proc, log)
+    assert time.monotonic() - t0 < 5
