@@ -33,7 +33,7 @@ from cryptography.x509.oid import NameOID
 
 from pytsnet.testing.netns import Netns
 
-__all__ = ["PebbleStack", "free_port", "pebble_available", "pebble_stack"]
+__all__ = ["PebbleStack", "free_ports", "pebble_available", "pebble_stack"]
 
 PEBBLE, CHALLTESTSRV = "/usr/bin/pebble", "/usr/bin/pebble-challtestsrv"
 _SKEW, _LIFE = datetime.timedelta(minutes=5), datetime.timedelta(days=1)  # the listener cert's validity
@@ -43,11 +43,6 @@ def pebble_available() -> str | None:
     """None when both binaries are here, else why not (a skip reason)."""
     missing = [p for p in (PEBBLE, CHALLTESTSRV) if not os.access(p, os.X_OK)]
     return f"needs {', '.join(missing)} (apt-get install pebble)" if missing else None
-
-
-def free_port(ns: Netns, kind: int = socket.SOCK_STREAM) -> int:
-    """A port free on the namespace's loopback now (bound and released inside ``ns``)."""
-    return free_ports(ns, kind)[0]
 
 
 def free_ports(ns: Netns, *kinds: int) -> list[int]:
@@ -150,13 +145,13 @@ def pebble_stack(ns: Netns, workdir: Path, *, dns_server: str | None = None,
     acme_port, mgmt_port, chall_port, dns_port = free_ports(
         ns, socket.SOCK_STREAM, socket.SOCK_STREAM, socket.SOCK_STREAM, socket.SOCK_DGRAM)
     procs = []
-    dns01_api = ""
+    chall = None
     if dns_server is None:
         dns_server = f"127.0.0.1:{dns_port}"
-        dns01_api = f"http://127.0.0.1:{chall_port}"
-        procs.append(ns.popen([CHALLTESTSRV, "-management", f"127.0.0.1:{chall_port}", "-dns01", dns_server,
-                               "-http01", "", "-https01", "", "-tlsalpn01", ""],
-                              stdout=open(workdir / "challtestsrv.log", "wb"), stderr=-2))  # noqa: SIM115
+        chall = ns.popen([CHALLTESTSRV, "-management", f"127.0.0.1:{chall_port}", "-dns01", dns_server,
+                          "-http01", "", "-https01", "", "-tlsalpn01", ""],
+                         stdout=open(workdir / "challtestsrv.log", "wb"), stderr=-2)  # noqa: SIM115
+        procs.append(chall)
     cfg: dict[str, object] = {
         "listenAddress": f"127.0.0.1:{acme_port}", "managementListenAddress": f"127.0.0.1:{mgmt_port}",
         "certificate": str(cert_file), "privateKey": str(key_file), "httpPort": 5002, "tlsPort": 5001,
@@ -171,10 +166,11 @@ def pebble_stack(ns: Netns, workdir: Path, *, dns_server: str | None = None,
     try:
         _wait_tcp(ns, acme_port, timeout, "pebble", pebble, workdir / "pebble.log")
         _wait_tcp(ns, mgmt_port, timeout, "pebble management", pebble, workdir / "pebble.log")
-        if dns01_api:
-            _wait_tcp(ns, chall_port, timeout, "pebble-challtestsrv", procs[0], workdir / "challtestsrv.log")
+        if chall is not None:
+            _wait_tcp(ns, chall_port, timeout, "pebble-challtestsrv", chall, workdir / "challtestsrv.log")
         yield PebbleStack(directory_url=f"https://127.0.0.1:{acme_port}/dir", tls_ca_file=ca_file,
-                          management_url=f"https://127.0.0.1:{mgmt_port}", dns01_api=dns01_api,
+                          management_url=f"https://127.0.0.1:{mgmt_port}",
+                          dns01_api=f"http://127.0.0.1:{chall_port}" if chall is not None else "",
                           dns_server=dns_server, ns=ns)
     finally:
         for p in procs:
