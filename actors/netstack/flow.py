@@ -244,15 +244,13 @@ class TcpFlowActor(Actor):
         return len(ch.rx) <= level and ch.claim_wake()
 
     def _emit(self, segs: list[tcpseg.TcpSegment]) -> None:
-        packets = []
         ident = self._ident
         emitter = self._emitter
         if emitter.const:  # IPv4: header and segment in one struct call and one payload copy
-            emit4, local, remote, ttl = tcpseg.emit_ipv4_segment, emitter.local, emitter.remote, emitter.ttl
-            for seg in segs:
-                ident = (ident + 1) & 0xFFFF
-                packets.append(emit4(seg, local, remote, ttl, ident))  # type: ignore[arg-type]  # v4 pair
+            packets, ident = tcpseg.emit_ipv4_segments(segs, emitter.local, emitter.remote,  # type: ignore[arg-type]
+                                                       emitter.ttl, ident)
         else:
+            packets = []
             emit = emitter.emit
             for seg in segs:
                 ident = (ident + 1) & 0xFFFF

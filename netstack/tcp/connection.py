@@ -1403,6 +1403,11 @@ class TcpConnection:
                 and now - self._last_send > self._rtt.rto):
             cc.on_idle_restart()
         paced = 0  # new segments the pacer let go in this poll
+        rate = slack = 0.0  # the pacing rate and burst slack, worked out at the first paced segment
+        # This poll's first segment of new data; the later ones carry the same ACK, window and
+        # timestamp (nothing is received while we transmit), so they skip ``_segment``'s work,
+        # unless SACK blocks could differ by payload length (out-of-order data held).
+        lead: TcpSegment | None = None
         while True:
             nxt = self._snd_nxt
             next_sacked = None
@@ -1420,7 +1425,7 @@ class TcpConnection:
                 if self._snd_wnd == 0 and nxt <= self._snd_una and self._persist_at is None:
                     self._persist_at = now + self._rtt.rto  # persist timer (RFC 9293 §3.8.6.1)
                 break
-            room = cc.cwnd - self._pipe()
+            room = cc.cwnd - (self._pipe() if sb else nxt - self._snd_una)  # _pipe without holes
             length = min(mss, avail, wnd_room, room)
             if next_sacked is not None and next_sacked - nxt < length:
                 length = next_sacked - nxt
@@ -1429,8 +1434,10 @@ class TcpConnection:
             if length < mss and length < avail and self._snd_nxt > self._snd_una:
                 break  # sender SWS avoidance: wait for a full segment while data is in flight
             if pace and nxt >= self._snd_max:
-                rate = (2.0 if cc.cwnd < cc.ssthresh else 1.2) * min(cc.cwnd, max(self._snd_wnd, mss)) / srtt
-                slack = max(2 * mss / rate, PACING_SLACK)
+                if not rate:  # cwnd, the peer's window and SRTT hold still while we transmit
+                    gain = 2.0 if cc.cwnd < cc.ssthresh else 1.2
+                    rate = gain * min(cc.cwnd, max(self._snd_wnd, mss)) / srtt
+                    slack = max(2 * mss / rate, PACING_SLACK)
                 at = self._pace_at
                 if at is None or at < now - slack:
                     at = now - slack
@@ -1450,7 +1457,12 @@ class TcpConnection:
                 flags |= PSH
                 if fin_off is not None and fin_off == data_end:
                     flags |= FIN
-            out.append(self._segment(nxt, flags, sbuf.read(nxt, length), now))
+            if lead is None or (self._sack_ok and self._reasm):
+                lead = seg = self._segment(nxt, flags, sbuf.read(nxt, length), now)
+            else:
+                seg = TcpSegment(self._lport, self._rport, (self._snd_base + nxt) & SEQ_MASK, lead.ack, flags,
+                                 lead.window, None, None, False, (), lead.timestamp, sbuf.read(nxt, length))
+            out.append(seg)
             self._advance(nxt, length + (1 if flags & FIN else 0), now)
 
     def _resend_rack_lost(self, rack: Rack, now: float, out: list[TcpSegment]) -> None:

@@ -257,3 +257,52 @@ def emit_ipv4_segment(seg: TcpSegment, src_ip: ipaddress.IPv4Address, dst_ip: ip
     return _IP4_TCP.pack(0x45, 0, total, ident, _IP4_DF, ttl, IPPROTO_TCP, ip_csum, src, dst,
                          sport, dport, seq, ack, 0x50, flags, window, checksum(payload, initial),
                          urgent) + payload
+
+
+def emit_ipv4_segments(segs: list[TcpSegment], src_ip: ipaddress.IPv4Address, dst_ip: ipaddress.IPv4Address,
+                       ttl: int, ident: int) -> tuple[list[bytes], int]:
+    """``emit_ipv4_segment`` of each of ``segs`` with IP IDs ``ident + 1``, ``ident + 2``, … (all mod
+    2**16), and the last ID used: a flow's burst shares its addresses, TTL and protocol, so their
+    part of both checksums is summed once per burst instead of once per segment."""
+    if type(src_ip) is not type(dst_ip) or not isinstance(src_ip, ipaddress.IPv4Address):
+        packets = []
+        for seg in segs:
+            ident = (ident + 1) & 0xFFFF
+            packets.append(emit_ipv4_segment(seg, src_ip, dst_ip, ttl, ident))
+        return packets, ident
+    src, dst = int(src_ip), int(dst_ip)
+    ip_fixed = 0x4500 + _IP4_DF + (ttl << 8 | IPPROTO_TCP) + src + dst  # + total length + ID
+    tcp_fixed = src + dst + IPPROTO_TCP  # the pseudo-header, but for the TCP length
+    pack, pack_ts, csum = _IP4_TCP.pack, _IP4_TCP_TS.pack, checksum
+    packets = []
+    append = packets.append
+    for seg in segs:
+        ident = (ident + 1) & 0xFFFF
+        (sport, dport, seq, ack, flags, window, mss, wscale, sack_ok, blocks, ts, payload, urgent) = seg
+        if mss is not None or wscale is not None or sack_ok or blocks:
+            append(emit_ipv4_segment(seg, src_ip, dst_ip, ttl, ident))
+            continue
+        flags &= 0xFF
+        if ts is not None:
+            tcp_len = 32 + len(payload)
+            total = 20 + tcp_len
+            if total > 0xFFFF:
+                raise ValueError(f"IPv4 datagram of {total} bytes")
+            ip_sum = (ip_fixed + total + ident) % 0xFFFF
+            tsval, tsecr = ts
+            initial = (sport + dport + seq + ack + (0x8000 | flags) + window + urgent + 0x0101 + 0x080A
+                       + tsval + tsecr + tcp_fixed + tcp_len)
+            append(pack_ts(0x45, 0, total, ident, _IP4_DF, ttl, IPPROTO_TCP, 0xFFFF - ip_sum if ip_sum else 0,
+                           src, dst, sport, dport, seq, ack, 0x80, flags, window, csum(payload, initial),
+                           urgent, _NOP_NOP_TS, tsval, tsecr) + payload)
+        else:
+            tcp_len = 20 + len(payload)
+            total = 20 + tcp_len
+            if total > 0xFFFF:
+                raise ValueError(f"IPv4 datagram of {total} bytes")
+            ip_sum = (ip_fixed + total + ident) % 0xFFFF
+            initial = (sport + dport + seq + ack + (0x5000 | flags) + window + urgent + tcp_fixed + tcp_len)
+            append(pack(0x45, 0, total, ident, _IP4_DF, ttl, IPPROTO_TCP, 0xFFFF - ip_sum if ip_sum else 0,
+                        src, dst, sport, dport, seq, ack, 0x50, flags, window, csum(payload, initial), urgent)
+                   + payload)
+    return packets, ident

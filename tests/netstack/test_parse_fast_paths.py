@@ -300,6 +300,23 @@ def test_emit_ipv4_segment_equals_the_two_step_emit(seg: TcpSegment, src: ipaddr
     assert emit_ipv4_segment(seg, src, dst, ttl, ident) == want
 
 
+@settings(max_examples=200)
+@given(st.lists(st.one_of(segments, plain_segments), max_size=8), addrs4, addrs4, st.integers(0, 255),
+       st.one_of(st.integers(0, 0xFFFF), st.integers(0xFFF8, 0xFFFF)))
+def test_a_burst_emitted_at_once_equals_the_two_step_emit_of_each(segs: list[TcpSegment],
+                                                                   src: ipaddress.IPv4Address,
+                                                                   dst: ipaddress.IPv4Address, ttl: int,
+                                                                   ident: int) -> None:
+    """A flow's burst (``emit_ipv4_segments``: address sums once per burst) is byte for byte each
+    segment emitted on its own, with IP IDs counting on from ``ident`` and wrapping at 2**16."""
+    from pytsnet.netstack.tcp.segment import emit_ipv4_segments
+    want, last = [], ident
+    for seg in segs:
+        last = (last + 1) & 0xFFFF
+        want.append(old_emit_ipv4(src, dst, 6, old_emit_tcp(seg, src, dst), ttl, last, True, 0))
+    assert emit_ipv4_segments(segs, src, dst, ttl, ident) == (want, last)
+
+
 tcp_ish = st.tuples(
     st.sampled_from([0x45, 0x46, 0x55]), st.binary(min_size=5, max_size=5),
     st.sampled_from([0, 0x40, 0x20, 0x01]),
