@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from pytsnet.netstack.checksum import checksum, verify
@@ -229,46 +230,23 @@ def emit_segment(seg: TcpSegment, src_ip: IPAddress, dst_ip: IPAddress) -> bytes
 def emit_ipv4_segment(seg: TcpSegment, src_ip: ipaddress.IPv4Address, dst_ip: ipaddress.IPv4Address,
                       ttl: int = 64, ident: int = 0) -> bytes:
     """The whole IPv4 packet carrying ``seg`` (20-byte header, DF set, TOS 0), byte for byte what
-    ``ipv4.emit_ipv4`` of ``emit_segment``'s output gives, in one ``struct`` call and one copy of
-    the payload for the two layouts of nearly every segment."""
-    (sport, dport, seq, ack, flags, window, mss, wscale, sack_ok, blocks, ts, payload, urgent) = seg
-    if mss is not None or wscale is not None or sack_ok or blocks or type(src_ip) is not type(dst_ip) \
-            or not isinstance(src_ip, ipaddress.IPv4Address):
-        return emit_ipv4_fields(int(src_ip), int(dst_ip), IPPROTO_TCP, emit_segment(seg, src_ip, dst_ip),
-                                ttl, ident)
-    flags &= 0xFF
-    src, dst = int(src_ip), int(dst_ip)
-    tcp_len = (32 if ts is not None else 20) + len(payload)
-    total = 20 + tcp_len
-    if total > 0xFFFF:
-        raise ValueError(f"IPv4 datagram of {total} bytes")
-    ident &= 0xFFFF
-    ip_sum = (0x4500 + total + ident + _IP4_DF + (ttl << 8 | IPPROTO_TCP) + src + dst) % 0xFFFF
-    ip_csum = 0xFFFF - ip_sum if ip_sum else 0
-    if ts is not None:
-        tsval, tsecr = ts
-        initial = (sport + dport + seq + ack + (0x8000 | flags) + window + urgent + 0x0101 + 0x080A
-                   + tsval + tsecr + src + dst + IPPROTO_TCP + tcp_len)
-        return _IP4_TCP_TS.pack(0x45, 0, total, ident, _IP4_DF, ttl, IPPROTO_TCP, ip_csum, src, dst,
-                                sport, dport, seq, ack, 0x80, flags, window, checksum(payload, initial),
-                                urgent, _NOP_NOP_TS, tsval, tsecr) + payload
-    initial = (sport + dport + seq + ack + (0x5000 | flags) + window + urgent + src + dst + IPPROTO_TCP
-               + tcp_len)
-    return _IP4_TCP.pack(0x45, 0, total, ident, _IP4_DF, ttl, IPPROTO_TCP, ip_csum, src, dst,
-                         sport, dport, seq, ack, 0x50, flags, window, checksum(payload, initial),
-                         urgent) + payload
+    ``ipv4.emit_ipv4`` of ``emit_segment``'s output gives: ``emit_ipv4_segments`` of one."""
+    return emit_ipv4_segments((seg,), src_ip, dst_ip, ttl, ident - 1)[0][0]
 
 
-def emit_ipv4_segments(segs: list[TcpSegment], src_ip: ipaddress.IPv4Address, dst_ip: ipaddress.IPv4Address,
-                       ttl: int, ident: int) -> tuple[list[bytes], int]:
-    """``emit_ipv4_segment`` of each of ``segs`` with IP IDs ``ident + 1``, ``ident + 2``, … (all mod
-    2**16), and the last ID used: a flow's burst shares its addresses, TTL and protocol, so their
-    part of both checksums is summed once per burst instead of once per segment."""
+def emit_ipv4_segments(segs: Sequence[TcpSegment], src_ip: ipaddress.IPv4Address,
+                       dst_ip: ipaddress.IPv4Address, ttl: int, ident: int) -> tuple[list[bytes], int]:
+    """The IPv4 packets (20-byte header, DF set, TOS 0) carrying ``segs``, with IP IDs ``ident + 1``,
+    ``ident + 2``, … (mod 2**16), and the last ID used; byte for byte ``ipv4.emit_ipv4`` of
+    ``emit_segment``'s output. The two layouts of nearly every segment take one ``struct`` call and
+    one payload copy, and a flow's burst shares its addresses, TTL and protocol, so their part of
+    both checksums is summed once per burst."""
     if type(src_ip) is not type(dst_ip) or not isinstance(src_ip, ipaddress.IPv4Address):
         packets = []
         for seg in segs:
             ident = (ident + 1) & 0xFFFF
-            packets.append(emit_ipv4_segment(seg, src_ip, dst_ip, ttl, ident))
+            packets.append(emit_ipv4_fields(int(src_ip), int(dst_ip), IPPROTO_TCP,
+                                            emit_segment(seg, src_ip, dst_ip), ttl, ident))
         return packets, ident
     src, dst = int(src_ip), int(dst_ip)
     ip_fixed = 0x4500 + _IP4_DF + (ttl << 8 | IPPROTO_TCP) + src + dst  # + total length + ID
@@ -280,7 +258,7 @@ def emit_ipv4_segments(segs: list[TcpSegment], src_ip: ipaddress.IPv4Address, ds
         ident = (ident + 1) & 0xFFFF
         (sport, dport, seq, ack, flags, window, mss, wscale, sack_ok, blocks, ts, payload, urgent) = seg
         if mss is not None or wscale is not None or sack_ok or blocks:
-            append(emit_ipv4_segment(seg, src_ip, dst_ip, ttl, ident))
+            append(emit_ipv4_fields(src, dst, IPPROTO_TCP, emit_segment(seg, src_ip, dst_ip), ttl, ident))
             continue
         flags &= 0xFF
         if ts is not None:
