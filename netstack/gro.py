@@ -34,6 +34,8 @@ __all__ = ["coalesce"]
 
 _HDR_TS = struct.Struct("!HHIIBBHHHIII")  # TCP header + NOP NOP TIMESTAMP (32 bytes)
 _HDR_TS_LEN = 32
+_IP4_TS = struct.Struct("!BBHHHBBHIIHHIIBBHHHIII")  # IPv4 without options + _HDR_TS (52 bytes)
+_IP4_TS_LEN = 52
 _OFF_TS = 0x80  # data offset 8 words
 _NOP_NOP_TS = 0x0101080A
 _SEQ_MASK = 0xFFFFFFFF
@@ -49,49 +51,63 @@ def coalesce(packets: Iterable[bytes | bytearray | memoryview], src_ip: IPAddres
     out: list[TcpSegment] = []
     bad = 0
     addr_sum = int(src_ip) + int(dst_ip) + IPPROTO_TCP
-    unpack = _HDR_TS.unpack_from
+    unpack, unpack4 = _HDR_TS.unpack_from, _IP4_TS.unpack_from
     # The open run: its head's header fields, its pieces and where it ends.
     pieces: list[memoryview] = []
     head: tuple[int, int, int, int, int, int, int] | None = None
     run_end = run_bytes = 0
     run_flags = ACK
     for data in packets:
-        try:
-            tcp = tcp_payload(data)
-        except ParseError:
-            bad += 1
-            continue
+        tcp = None
+        if len(data) > _IP4_TS_LEN and data[0] == 0x45:
+            # The common packet, IPv4 without options and TCP with timestamps, in one unpack: the IP
+            # checks are ``tcp_payload``'s (lengths, no fragment, TCP, the header checksum summed from
+            # the fields; a 32-bit field is ≡ the sum of its 16-bit halves mod 0xFFFF).
+            (_vihl, tos, total, ident, frag, ttl, proto, ip_csum, src, dst, sport, dport, seq, ack, off,
+             flags, window, _csum, _urg, opt4, tsval, tsecr) = unpack4(data)
+            if (_IP4_TS_LEN < total <= len(data) and not frag & 0x3FFF and proto == IPPROTO_TCP
+                    and not (0x4500 + tos + total + ident + frag + (ttl << 8 | proto) + ip_csum + src
+                             + dst) % 0xFFFF):
+                tcp = memoryview(data)[20:total]
+        if tcp is None:
+            try:
+                tcp = tcp_payload(data)
+            except ParseError:
+                bad += 1
+                continue
+            if len(tcp) > _HDR_TS_LEN:
+                sport, dport, seq, ack, off, flags, window, _csum, _urg, opt4, tsval, tsecr = unpack(tcp)
+            else:
+                off = 0  # too short for the merged layout: parsed on its own below
         n = len(tcp)
-        if n > _HDR_TS_LEN:
-            sport, dport, seq, ack, off, flags, window, _csum, _urg, opt4, tsval, tsecr = unpack(tcp)
-            if off == _OFF_TS and opt4 == _NOP_NOP_TS and flags | PSH == ACK | PSH:
-                if not verify(tcp, addr_sum + n):
-                    bad += 1
-                    continue
-                plen = n - _HDR_TS_LEN
-                if head is not None and seq == run_end and run_bytes + plen <= limit and \
-                        (sport, dport, ack, window, tsval, tsecr) == head[1:]:
-                    pieces.append(tcp[_HDR_TS_LEN:])
-                    run_end = (run_end + plen) & _SEQ_MASK
-                    run_bytes += plen
-                    if flags & PSH:
-                        run_flags = ACK | PSH
-                        expected = _flush(out, head, pieces, run_flags, run_end)
-                        head = None
-                    continue
-                if head is not None:
+        if off == _OFF_TS and opt4 == _NOP_NOP_TS and flags | PSH == ACK | PSH:
+            if not verify(tcp, addr_sum + n):
+                bad += 1
+                continue
+            plen = n - _HDR_TS_LEN
+            if head is not None and seq == run_end and run_bytes + plen <= limit and \
+                    (sport, dport, ack, window, tsval, tsecr) == head[1:]:
+                pieces.append(tcp[_HDR_TS_LEN:])
+                run_end = (run_end + plen) & _SEQ_MASK
+                run_bytes += plen
+                if flags & PSH:
+                    run_flags = ACK | PSH
                     expected = _flush(out, head, pieces, run_flags, run_end)
                     head = None
-                if seq == expected and plen <= limit:
-                    head = (seq, sport, dport, ack, window, tsval, tsecr)
-                    pieces = [tcp[_HDR_TS_LEN:]]
-                    run_end = (seq + plen) & _SEQ_MASK
-                    run_bytes = plen
-                    run_flags = flags
-                    if flags & PSH:
-                        expected = _flush(out, head, pieces, run_flags, run_end)
-                        head = None
-                    continue
+                continue
+            if head is not None:
+                expected = _flush(out, head, pieces, run_flags, run_end)
+                head = None
+            if seq == expected and plen <= limit:
+                head = (seq, sport, dport, ack, window, tsval, tsecr)
+                pieces = [tcp[_HDR_TS_LEN:]]
+                run_end = (seq + plen) & _SEQ_MASK
+                run_bytes = plen
+                run_flags = flags
+                if flags & PSH:
+                    expected = _flush(out, head, pieces, run_flags, run_end)
+                    head = None
+                continue
         if head is not None:
             expected = _flush(out, head, pieces, run_flags, run_end)
             head = None

@@ -3,6 +3,7 @@ segment, every packet still checked, and the receiver ends in the same state as 
 
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tcp_sim import A_IP, B_IP, Sim
@@ -93,6 +94,55 @@ def test_corrupt_packets_anywhere_in_a_burst_are_each_dropped(corrupt: set[int],
     assert bad == len(corrupt)
     kept = [s.payload for i, s in enumerate(segs) if i not in corrupt]
     assert b"".join(s.payload for s in out) == b"".join(kept)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sets(st.integers(0, 29), min_size=1, max_size=6), st.data())
+def test_a_packet_with_a_corrupt_ip_header_is_dropped_alone(corrupt: set[int], draw: st.DataObject) -> None:
+    # The IPv4 checks (made from one unpack of the IP and TCP headers on the common path) drop a
+    # packet whatever byte of its IP header changed: checksum, length, fragment bits or protocol.
+    a, b, now = _pair()
+    segs = _burst(a, 30, now)
+    pkts = [bytearray(p) for p in _packets(segs)]
+    for i in corrupt:
+        at = draw.draw(st.integers(0, 19))
+        pkts[i][at] ^= draw.draw(st.integers(1, 255))  # one byte moves the sum by 1..0xFF00: never ≡ 0
+    expected, limit = b.coalesce_hint
+    out, bad = coalesce(pkts, A_IP, B_IP, expected, limit)
+    assert bad == len(corrupt)
+    kept = [s.payload for i, s in enumerate(segs) if i not in corrupt]
+    assert b"".join(s.payload for s in out) == b"".join(kept)
+
+
+def _reseal_ip_header(pkt: bytearray) -> None:
+    """Recompute the IPv4 header checksum after a test changed a field: a well-formed header that
+    says something the flow must refuse."""
+    pkt[10:12] = b"\0\0"
+    s = sum(int.from_bytes(pkt[i:i + 2], "big") for i in range(0, 20, 2))
+    while s > 0xFFFF:
+        s = (s & 0xFFFF) + (s >> 16)
+    pkt[10:12] = (0xFFFF - s).to_bytes(2, "big")
+
+
+@pytest.mark.parametrize("what", ["more fragments", "fragment offset", "udp", "longer than the buffer"])
+def test_a_packet_whose_ip_header_is_sound_but_refused_is_dropped_alone(what: str) -> None:
+    a, b, now = _pair()
+    segs = _burst(a, 6, now)
+    pkts = [bytearray(p) for p in _packets(segs)]
+    bad_pkt = pkts[3]
+    if what == "more fragments":
+        bad_pkt[6] |= 0x20
+    elif what == "fragment offset":
+        bad_pkt[7] = 1
+    elif what == "udp":
+        bad_pkt[9] = 17
+    else:
+        bad_pkt[2:4] = (len(bad_pkt) + 1).to_bytes(2, "big")
+    _reseal_ip_header(bad_pkt)
+    expected, limit = b.coalesce_hint
+    out, bad = coalesce(pkts, A_IP, B_IP, expected, limit)
+    assert bad == 1
+    assert b"".join(s.payload for s in out) == b"".join(s.payload for i, s in enumerate(segs) if i != 3)
 
 
 def test_out_of_order_psh_fin_and_changed_headers_are_not_merged() -> None:
