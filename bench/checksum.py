@@ -3,10 +3,10 @@
 Run: ``.venv/bin/python bench/checksum.py [--payload 1240] [--bursts 1,8,45,100]``. µs per segment,
 best of 5 ``timeit`` repeats (a burst of load elsewhere costs a repeat, not the number):
 
-* the parts of ``checksum._residue`` (``int.from_bytes``, the two folds, ``% 0xFFFF``) and the whole
+* the parts of ``checksum._residue`` (``int.from_bytes``, one fold, ``% 0xFFFF``) and the whole
   ``checksum``/``verify`` as the emit and the receive coalescer call them;
-* a longer fold chain (halving down to ~700 bits, the sequence cached per length) — the best
-  pure-Python reduction found for 14h;
+* a fold chain (halving down to ~700 bits, the sequence cached per length) — the best pure-Python
+  reduction found for 14h, which ``checksum._residue`` now uses for packet-sized buffers;
 * if numpy is importable (it is not a dependency: ``pip install numpy`` into a scratch venv), a whole
   burst summed in one pass (segments joined, read as big-endian 32-bit words, one ``reduceat``),
   alone and with a CPU-bound Python thread running: numpy drops the GIL in its loops, and with another
@@ -99,7 +99,7 @@ def main() -> None:
         ("int.from_bytes(seg, 'little')", partial(int.from_bytes, seg, "little")),
         ("n % 0xFFFF, unfolded", partial(int.__mod__, n, 0xFFFF)),
         ("n % 0xFFFF after one fold", partial(int.__mod__, folded, 0xFFFF)),
-        ("checksum._residue (from_bytes, 2 folds, %)", partial(cs._residue, seg)),
+        ("checksum._residue (from_bytes, its cached fold chain, %)", partial(cs._residue, seg)),
         ("checksum.checksum(seg, initial)", partial(cs.checksum, seg, 12345)),
         ("checksum.verify(seg, initial)", partial(cs.verify, seg, 12345)),
         ("fold chain to ~700 bits, then %", partial(residue_fold_chain, seg)),

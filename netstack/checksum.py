@@ -23,6 +23,12 @@ _FOLD_MIN = 512  # bytes; below this the folds cost more than the division they 
 _MASKS: dict[int, int] = {}  # h -> 2**h - 1, for the few packet sizes a flow uses
 _MASKS_MAX = 128
 _MASK_BITS_MAX = 16384  # only small masks are kept (a 64 KiB datagram builds its own)
+# Up to a packet's size, halving down to ~700 bits before the modulo beat two folds by ~12% at
+# 1,272 bytes (bench/checksum.py: 1.96 against 2.21 µs); the chain is cached per buffer length.
+_CHAIN_MAX_BYTES = 2048
+_CHAIN_STOP_BITS = 700
+_CHAINS: dict[int, tuple[tuple[int, int], ...]] = {}
+_CHAINS_MAX = 128
 
 
 def _mask(h: int) -> int:
@@ -34,14 +40,35 @@ def _mask(h: int) -> int:
     return m
 
 
+def _chain(size: int) -> tuple[tuple[int, int], ...]:
+    """The folds that take a ``size``-byte buffer's integer down to ~700 bits: (shift, mask) each,
+    the shift a multiple of 16 bits (2**16 ≡ 1 mod 0xFFFF, so each fold keeps the residue)."""
+    steps, bits = [], size << 3
+    while bits > _CHAIN_STOP_BITS:
+        h = ((bits >> 1) + 15) & ~15
+        steps.append((h, (1 << h) - 1))
+        bits = max(bits - h, h) + 1
+    return tuple(steps)
+
+
 def _residue(data: bytes | bytearray | memoryview) -> tuple[int, int]:
     """(the buffer read little-endian is non-zero, that integer mod 0xFFFF)."""
     n = _from_bytes(data, "little")
-    if len(data) >= _FOLD_MIN and n:
-        h = (len(data) << 2) & ~31  # half the bits, a multiple of 16
-        n = (n >> h) + (n & _mask(h))
-        h >>= 1
-        n = (n >> h) + (n & _mask(h))
+    size = len(data)
+    if size >= _FOLD_MIN and n:
+        chain = _CHAINS.get(size)
+        if chain is None and size <= _CHAIN_MAX_BYTES:
+            chain = _chain(size)
+            if len(_CHAINS) < _CHAINS_MAX:
+                _CHAINS[size] = chain
+        if chain is not None:
+            for h, m in chain:
+                n = (n >> h) + (n & m)
+        else:
+            h = (size << 2) & ~31  # half the bits, a multiple of 16
+            n = (n >> h) + (n & _mask(h))
+            h >>= 1
+            n = (n >> h) + (n & _mask(h))
     return n, n % 0xFFFF
 
 

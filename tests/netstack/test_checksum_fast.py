@@ -104,3 +104,19 @@ def test_fold_masks_stay_bounded() -> None:
         ones_sum(b"\x01" * size)
     assert len(mod._MASKS) <= mod._MASKS_MAX
     assert all(h <= mod._MASK_BITS_MAX for h in mod._MASKS)
+
+
+@settings(max_examples=80)
+@given(st.integers(500, 2100), st.binary(min_size=2100, max_size=2100), st.integers(0, 1 << 40))
+def test_packet_sized_buffers_fold_by_their_cached_chain(size: int, data: bytes, initial: int) -> None:
+    assert ones_sum(data[:size], initial) == old_ones_sum(data[:size], initial)
+    assert ones_sum(memoryview(data)[1:size], initial) == old_ones_sum(data[1:size], initial)
+
+
+def test_fold_chains_stay_bounded() -> None:
+    from pytsnet.netstack import checksum as mod
+    for size in range(512, 4000, 7):
+        ones_sum(b"\x01" * size)
+    assert len(mod._CHAINS) <= mod._CHAINS_MAX
+    assert all(size <= mod._CHAIN_MAX_BYTES for size in mod._CHAINS)
+
