@@ -6,8 +6,9 @@ and the loopback proxies (flow ↔ a local client's connection). One thread copi
 selector waits on the socket and on the flow channel's wake-up (an eventfd its ``notify`` signals). Each
 direction holds at most one read (``buffer``) plus the flow channel's own limit, and reads no more until
 that is written, so a slow side closes the other's window: back-pressure, nothing unbounded. A FIN on
-one side becomes a half-close on the other; a reset (or ``stop``) ends both; a flow silent for ``idle``
-seconds is ended as a reset.
+one side becomes a half-close on the other; a reset (or ``stop``) ends both, but when a write to the
+socket fails, what the socket still holds from before goes to the flow first (the peer gets a host
+app's last answer, then the reset); a flow silent for ``idle`` seconds is ended as a reset.
 
 ``run`` returns None for a clean end (both FINs carried, the socket closed, the flow closed after what
 is queued) or why it ended; on an error the caller resets both sides (it owns the socket and flow).
@@ -185,6 +186,7 @@ class Splice:
                 except BlockingIOError:
                     break
                 except OSError as e:
+                    self._salvage(down)
                     raise _Reset(str(e), "up") from None
                 moved = True
                 self.bytes_out += n
@@ -240,6 +242,26 @@ class Splice:
             if not ready and self._idle():
                 self.count("idle_timeout")
                 raise _Reset("idle", "up" if up_open else "down")
+
+    def _salvage(self, down: memoryview | None) -> None:
+        """The host side is gone (a write to it failed), but what it wrote before it went is still
+        queued on our end: hand the flow what it takes now, so that the reset comes after it, as a
+        kernel socket's RST comes after the data it sent (an HTTP server answering 501 to a body it
+        never read, then closing). Bounded by the flow's free room; nothing waits."""
+        ch, sock = self.ch, self.sock
+        with contextlib.suppress(OSError, ConnectionError):  # BrokenPipeError included
+            while True:
+                if down is None:
+                    data = sock.recv(self.limits.buffer)  # BlockingIOError, or the reset, when drained
+                    if not data:
+                        return
+                    down = memoryview(data)
+                taken = ch.try_send(down)
+                if not taken:
+                    return
+                self.bytes_in += taken
+                self.count("bytes_in", taken)
+                down = down[taken:] or None
 
     def _idle(self) -> bool:
         return time.monotonic() - self._last > self.limits.idle

@@ -165,3 +165,21 @@ def test_a_notify_between_the_attempts_and_the_sleep_is_not_lost() -> None:
             ch.arriving.append(msg)
             _deliver(ch)  # wake it: its attempt finds nothing, then the bytes arrive
             assert ours.recv(100) == msg
+
+
+def test_what_the_host_wrote_before_it_went_away_reaches_the_flow_before_the_reset() -> None:
+    """A host app writes its answer and closes with bytes unread (an HTTP server's 501 to a POST
+    whose body it never read): its socket is then reset. A write to it fails at once, but what it
+    wrote before it went is still queued on our end, and the flow must get it before the reset, as
+    the peer of a kernel socket gets what it sent before its RST. The flow's own bytes are waiting
+    first, so the failed write comes before any read of the answer."""
+    ours, theirs = socket.socketpair()
+    answer = b"HTTP/1.1 501 Unsupported method\r\nContent-Length: 357\r\n\r\n" + b"<html>" * 59 + b"!!!"
+    theirs.sendall(b"x")  # the request body the host app never reads
+    ours.sendall(answer)
+    ours.close()  # with "x" unread: our end is reset
+    ch = _channel()
+    _deliver(ch, b"more from the tailnet peer")  # flow -> socket is tried first in each turn
+    why = Splice(theirs, ch, SpliceLimits()).run()
+    assert why is not None and why.startswith("up:"), why  # the write failed: a reset all the same
+    assert ch.tx.peek() == answer
