@@ -34,8 +34,7 @@ __all__ = ["coalesce"]
 
 _HDR_TS = struct.Struct("!HHIIBBHHHIII")  # TCP header + NOP NOP TIMESTAMP (32 bytes)
 _HDR_TS_LEN = 32
-_IP4_TS = struct.Struct("!BBHHHBBHIIHHIIBBHHHIII")  # IPv4 without options + _HDR_TS (52 bytes)
-_IP4_TS_LEN = 52
+_IP4_TS_LEN = tcpseg.IP4_TCP_TS.size  # IPv4 without options + _HDR_TS
 _OFF_TS = 0x80  # data offset 8 words
 _NOP_NOP_TS = 0x0101080A
 _SEQ_MASK = 0xFFFFFFFF
@@ -51,7 +50,7 @@ def coalesce(packets: Iterable[bytes | bytearray | memoryview], src_ip: IPAddres
     out: list[TcpSegment] = []
     bad = 0
     addr_sum = int(src_ip) + int(dst_ip) + IPPROTO_TCP
-    unpack, unpack4 = _HDR_TS.unpack_from, _IP4_TS.unpack_from
+    unpack, unpack4 = _HDR_TS.unpack_from, tcpseg.IP4_TCP_TS.unpack_from
     # The open run: its head's header fields, its pieces and where it ends.
     pieces: list[memoryview] = []
     head: tuple[int, int, int, int, int, int, int] | None = None

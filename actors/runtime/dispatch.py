@@ -209,13 +209,11 @@ class PoolDispatcher(Dispatcher):
             return
         self._wake_one()
 
-    def _wake_one(self) -> bool:
+    def _wake_one(self) -> None:
         with self._mu:
-            if not self._parked:
-                return False
-            self._awake += 1
-            self._parked.pop().release()
-            return True
+            if self._parked:
+                self._awake += 1
+                self._parked.pop().release()
 
     def _next(self, burst: int) -> tuple[Cell, bool] | None:
         """The next cell (urgent lane first, a normal one after ``urgent_burst``) and its lane, or

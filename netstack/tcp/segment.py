@@ -51,7 +51,7 @@ _TS = struct.Struct("!BBII")
 _HDR_TS_IN = struct.Struct("!HHIIBBHHHIII")  # header + the first option word + two timestamps
 _HDR_TS_OUT = struct.Struct("!HHIIBBHHHIII")
 _NOP_NOP_TS = 0x0101080A  # NOP, NOP, kind 8, length 10
-_IP4_TCP_TS = struct.Struct("!BBHHHBBHIIHHIIBBHHHIII")  # IPv4 header + TCP header + NOP NOP TS
+IP4_TCP_TS = struct.Struct("!BBHHHBBHIIHHIIBBHHHIII")  # IPv4 header (no options) + TCP header + NOP NOP TS
 _IP4_TCP = struct.Struct("!BBHHHBBHIIHHIIBBHHH")
 _IP4_DF = 0x4000
 
@@ -251,7 +251,7 @@ def emit_ipv4_segments(segs: Sequence[TcpSegment], src_ip: ipaddress.IPv4Address
     src, dst = int(src_ip), int(dst_ip)
     ip_fixed = 0x4500 + _IP4_DF + (ttl << 8 | IPPROTO_TCP) + src + dst  # + total length + ID
     tcp_fixed = src + dst + IPPROTO_TCP  # the pseudo-header, but for the TCP length
-    pack, pack_ts, csum = _IP4_TCP.pack, _IP4_TCP_TS.pack, checksum
+    pack, pack_ts, csum = _IP4_TCP.pack, IP4_TCP_TS.pack, checksum
     packets = []
     append = packets.append
     for seg in segs:
